@@ -1,0 +1,140 @@
+# The emulated board: the only module (with blockdev) that touches the host.
+# UARTs are TCP connections to the rig on 127.0.0.1; flash is LittleFS2 on a
+# file-backed block device; the RTC is host time plus an offset the rig sets
+# over the board's control line (the emulated "wires": power-fail, resets).
+import asyncio
+import gc
+import json
+import os
+import sys
+import time
+
+import vfs
+from blockdev import FileBlockDevice
+
+NAME = "unix"
+FLASH_ROOT = "/flash"
+UARTS = ("ncp", "modem", "local")
+
+_cfg = None
+_bdev = None
+_rtc_offset = 0
+_handlers = {}
+power_fail = asyncio.Event()
+
+
+def config():
+    global _cfg, _rtc_offset
+    if _cfg is None:
+        path = os.getenv("CHUB_BOARD")
+        if not path:
+            raise OSError("CHUB_BOARD is not set: the emulated board needs its config file")
+        with open(path) as f:
+            _cfg = json.load(f)
+        _rtc_offset = _cfg.get("rtc_offset", 0)
+    return _cfg
+
+
+def _power_lost(dev):
+    # Power is gone: stop at once, like the real thing. Nothing after this runs.
+    print("BOARD power-cut after block write", dev.writes)
+    os.system("kill -9 %d" % _pid())
+
+
+def _pid():
+    with open("/proc/self/stat") as f:
+        # /proc/self inside os.system's shell would be the shell; read ours now
+        return int(f.read().split(" ", 1)[0])
+
+
+def mount():
+    """Mount the flash file system at FLASH_ROOT, formatting a blank part."""
+    global _bdev
+    cfg = config()
+    fl = cfg["flash"]
+    _bdev = FileBlockDevice(fl["path"], fl.get("blocks", 256), fl.get("cut_after", 0), _power_lost)
+    try:
+        fs = vfs.VfsLfs2(_bdev)
+    except OSError:
+        print("BOARD flash has no file system: formatting")
+        vfs.VfsLfs2.mkfs(_bdev)
+        fs = vfs.VfsLfs2(_bdev)
+    vfs.mount(fs, FLASH_ROOT)
+    return FLASH_ROOT
+
+
+def flash_counters():
+    if _bdev is None:
+        return {"reads": 0, "writes": 0, "erases": 0}
+    return _bdev.counters()
+
+
+def utc():
+    """RTC: UTC seconds since 1970-01-01."""
+    return int(time.time()) + _rtc_offset
+
+
+def set_utc(t):
+    global _rtc_offset
+    _rtc_offset = int(t) - int(time.time())
+
+
+def ticks_ms():
+    return time.ticks_ms()
+
+
+def heap():
+    gc.collect()
+    return gc.mem_free(), gc.mem_alloc()
+
+
+async def open_uart(name):
+    """A UART as an asyncio (reader, writer) pair."""
+    cfg = config()
+    port = cfg["uarts"][name]
+    return await asyncio.open_connection("127.0.0.1", port)
+
+
+def on_control(key, fn):
+    """Register fn(value) for a control-line message from the rig."""
+    _handlers[key] = fn
+
+
+def hard_reset(peripheral):
+    # The reset pin of the NCP or modem; on this board the rig pulls it.
+    _ctl_send({"reset": peripheral})
+
+
+_ctl_writer = None
+
+
+def _ctl_send(msg):
+    if _ctl_writer is not None:
+        _ctl_writer.write(json.dumps(msg).encode() + b"\n")
+
+
+async def control_task():
+    """The board's wires to the rig: RTC offset, power-fail, reset lines."""
+    global _ctl_writer, _rtc_offset
+    port = config()["uarts"].get("ctl")
+    if not port:
+        return
+    reader, _ctl_writer = await asyncio.open_connection("127.0.0.1", port)
+    while True:
+        line = await reader.readline()
+        if not line:
+            # the rig went away: the board has lost its supply
+            print("BOARD control line closed")
+            sys.exit(0)
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        if "rtc_offset" in msg:
+            _rtc_offset = int(msg["rtc_offset"])
+        if msg.get("power_fail"):
+            power_fail.set()
+        for key in msg:
+            fn = _handlers.get(key)
+            if fn:
+                fn(msg[key])

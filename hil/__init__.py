@@ -1,0 +1,1 @@
+"""The HIL rig: emulated peripherals, DUT backends and the pytest plugin."""

@@ -1,0 +1,1 @@
+"""pytest plugin: --dut/--port/--heap options and the rig/DUT fixtures."""

@@ -1,0 +1,1 @@
+"""chub: host tools for the Communications Hub."""

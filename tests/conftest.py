@@ -1,0 +1,71 @@
+"""Test tiers: CPython tests are ordinary pytest files; firmware tests are
+`tests/mp/mp_*.py` modules whose `test_*` functions each run under the real
+`micropython` binary (heap-limited) as one pytest item."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from mpy import MP_TESTS, run_mp  # noqa: E402
+from vectors import vectors_dir  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def vectors() -> Path:
+    return vectors_dir()
+
+
+class MpFailure(Exception):
+    pass
+
+
+class MpItem(pytest.Item):
+    def __init__(self, *, module: str, heap: str, **kw):
+        super().__init__(**kw)
+        self.module = module
+        self.heap = heap
+
+    def runtest(self) -> None:
+        import os
+        import tempfile
+
+        env = {}
+        vdir = os.environ.get("CHUB_VECTORS", str(Path(__file__).resolve().parents[2] / "shared" / "vectors"))
+        env["CHUB_VECTORS"] = vdir
+        with tempfile.TemporaryDirectory(prefix="mp-") as tmp:
+            r = run_mp([str(MP_TESTS / "runner.py"), self.module, self.name], heap=self.heap, cwd=Path(tmp), env=env)
+        if r.returncode != 0 or f"PASS {self.name}" not in r.stdout:
+            raise MpFailure(f"exit {r.returncode}\n--- stdout ---\n{r.stdout[-4000:]}\n--- stderr ---\n{r.stderr[-2000:]}")
+
+    def repr_failure(self, excinfo, style=None):  # type: ignore[override]
+        if isinstance(excinfo.value, MpFailure):
+            return f"micropython test {self.module}.{self.name} failed: {excinfo.value}"
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self):
+        return self.path, 0, f"mp:{self.module}.{self.name}"
+
+
+class MpFile(pytest.File):
+    def collect(self):
+        tree = ast.parse(self.path.read_text())
+        heap = "512k"
+        for node in tree.body:
+            # a module may set HEAP = "256k" to run its tests under a tighter limit
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "HEAP" for t in node.targets):
+                heap = ast.literal_eval(node.value)
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
+                yield MpItem.from_parent(self, name=node.name, module=self.path.stem, heap=heap)
+
+
+def pytest_collect_file(parent, file_path: Path):
+    if file_path.parent == MP_TESTS and file_path.name.startswith("mp_") and file_path.suffix == ".py":
+        return MpFile.from_parent(parent, path=file_path)
+    return None

