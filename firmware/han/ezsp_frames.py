@@ -1,0 +1,344 @@
+# EZSP frame codec: headers (legacy and extended) and compact per-command
+# parameter encode/decode for the commands the hub needs, at EZSP protocol
+# versions 8, 13 and 14.
+#
+# Values:
+#   EUI-64 / extended PAN id  8 bytes, display (big-endian) order; reversed on the wire
+#   key                       16 bytes
+#   LV bytes                  bytes
+#   APS frame                 (profile, cluster, src_ep, dst_ep, options, group, sequence)
+#   network parameters        (ext_pan_id, pan_id, tx_power, channel, join_method,
+#                              nwk_manager_id, nwk_update_id, channels_mask)
+#   initial security state    (bitmask, preconfigured_key, network_key, key_seq, tc_eui)
+#   cluster lists             (in_clusters, out_clusters)  (addEndpoint)
+import struct
+from micropython import const
+
+LEGACY = const(4)  # "version" for the legacy header used before negotiation
+SUPPORTED = (8, 13, 14)
+
+# frame control, low byte
+FC_RESPONSE = const(0x80)
+FC_CB_SYNC = const(0x08)
+FC_CB_ASYNC = const(0x10)
+FC_CB_MASK = const(0x18)
+FC_CB_PENDING = const(0x04)
+FC_TRUNCATED = const(0x02)
+FC_OVERFLOW = const(0x01)
+FC_SLEEP_MASK = const(0x03)  # commands: sleep mode
+FC_NET_SHIFT = const(5)  # network index, bits 5-6
+FC_NET_MASK = const(0x60)
+FC_HI_FORMAT_1 = const(0x01)  # frame format version 1
+FC_HI_SECURITY = const(0x80)
+FC_HI_PADDING = const(0x40)
+
+# status codes
+EMBER_SUCCESS = const(0x00)
+EMBER_NETWORK_UP = const(0x90)
+EMBER_NETWORK_DOWN = const(0x91)
+SL_OK = const(0x00)
+SL_NETWORK_UP = const(0x15)
+SL_NETWORK_DOWN = const(0x16)
+
+
+class EzspError(ValueError):
+    pass
+
+
+class EzspTruncated(EzspError):
+    pass
+
+
+class EzspUnknownFrame(EzspError):
+    pass
+
+
+class EzspVersionError(EzspError):
+    pass
+
+
+class EzspFrameError(EzspError):
+    pass
+
+
+# Schema letters (one per parameter):
+#  B u8  b i8  H u16  I u32  S status (1 byte; 4 from v14)  Z sl_Status (4 bytes)
+#  T message tag (1 byte; 2 from v14)  E EUI-64  K key  L LV bytes
+#  A APS frame  N network parameters  X initial security state  Q cluster lists
+# name: (frame id, command schema, response/callback schema)
+_COMMON = {
+    "version": (0x00, "B", "BBH"),
+    "addEndpoint": (0x02, "BHHBQ", "S"),
+    "networkInit": (0x17, "H", "S"),
+    "networkState": (0x18, "", "B"),
+    "stackStatusHandler": (0x19, "", "S"),
+    "startScan": (0x1A, "BIB", "S"),
+    "scanCompleteHandler": (0x1C, "", "BS"),
+    "formNetwork": (0x1E, "N", "S"),
+    "leaveNetwork": (0x20, "", "S"),
+    "permitJoining": (0x22, "B", "S"),
+    "trustCenterJoinHandler": (0x24, "", "HEBBH"),
+    "getEui64": (0x26, "", "E"),
+    "getNodeId": (0x27, "", "H"),
+    "getNetworkParameters": (0x28, "", "SBN"),
+    "sendUnicast": (0x34, "BHATL", "SB"),
+    "messageSentHandler": (0x3F, "", "BHATSL"),
+    "incomingMessageHandler": (0x45, "", "BABbHBBL"),
+    "customFrame": (0x47, "L", "SL"),
+    "energyScanResultHandler": (0x48, "", "Bb"),
+    "getConfigurationValue": (0x52, "B", "SH"),
+    "setConfigurationValue": (0x53, "BH", "S"),
+    "setPolicy": (0x55, "BB", "S"),
+    "invalidCommand": (0x58, "", "S"),
+    "setInitialSecurityState": (0x68, "X", "S"),
+    "clearTransientLinkKeys": (0x6B, "", ""),
+    "broadcastNextNetworkKey": (0x73, "K", "S"),
+    "broadcastNetworkKeySwitch": (0x74, "", "S"),
+    "setExtendedTimeout": (0x7E, "EB", ""),
+    "getValue": (0xAA, "B", "SL"),
+    "setValue": (0xAB, "BL", "S"),
+}
+_V8 = {"addTransientLinkKey": (0xAF, "EK", "S")}
+_V13 = {"importTransientKey": (0x111, "EKB", "Z")}
+_V14 = {
+    "importTransientKey": (0x111, "EKB", "Z"),
+    "leaveNetwork": (0x20, "B", "S"),
+    "messageSentHandler": (0x3F, "", "SBHATL"),
+    "incomingMessageHandler": (0x45, "", "BAHEBBBbIL"),
+    "setExtendedTimeout": (0x7E, "EB", "S"),
+}
+_EXTRA = {8: _V8, 13: _V13, 14: _V14}
+_BY_ID = {}  # version -> {id: name}
+
+
+def check_version(ver):
+    if ver not in _EXTRA:
+        raise EzspVersionError("unsupported EZSP version %d" % ver)
+
+
+def lookup(ver, name):
+    """(frame id, command schema, response schema) of a command at a version."""
+    if ver == LEGACY:
+        if name != "version":
+            raise EzspVersionError("only version may use the legacy header")
+        return _COMMON["version"]
+    check_version(ver)
+    e = _EXTRA[ver].get(name) or _COMMON.get(name)
+    if e is None:
+        raise EzspUnknownFrame("%s is not an EZSP v%d command" % (name, ver))
+    return e
+
+
+def name_of(ver, frame_id):
+    if ver == LEGACY:
+        ver = 8
+    check_version(ver)
+    m = _BY_ID.get(ver)
+    if m is None:
+        m = {}
+        for n, e in _COMMON.items():
+            m[e[0]] = n
+        for n, e in _EXTRA[ver].items():
+            m[e[0]] = n
+        _BY_ID[ver] = m
+    n = m.get(frame_id)
+    if n is None:
+        raise EzspUnknownFrame("unknown EZSP v%d frame id 0x%04X" % (ver, frame_id))
+    return n
+
+
+def _rev(b):
+    return bytes(b[7 - i] for i in range(8))
+
+
+def _need(buf, pos, n, what):
+    if pos + n > len(buf):
+        raise EzspTruncated("truncated EZSP %s at byte %d" % (what, pos))
+
+
+def _put(out, ver, t, v):
+    if t == "B":
+        out.append(v & 0xFF)
+    elif t == "b":
+        out.append(v & 0xFF)
+    elif t == "H":
+        out.extend(struct.pack("<H", v))
+    elif t == "I" or t == "Z":
+        out.extend(struct.pack("<I", v))
+    elif t == "S":
+        if ver >= 14:
+            out.extend(struct.pack("<I", v))
+        else:
+            out.append(v)
+    elif t == "T":
+        if ver >= 14:
+            out.extend(struct.pack("<H", v))
+        else:
+            out.append(v)
+    elif t == "E":
+        if len(v) != 8:
+            raise EzspFrameError("EUI-64 must be 8 bytes")
+        out.extend(_rev(v))
+    elif t == "K":
+        if len(v) != 16:
+            raise EzspFrameError("key must be 16 bytes")
+        out.extend(v)
+    elif t == "L":
+        if len(v) > 255:
+            raise EzspFrameError("LV payload too long")
+        out.append(len(v))
+        out.extend(v)
+    elif t == "A":
+        out.extend(struct.pack("<HHBBHHB", *v))
+    elif t == "N":
+        _put(out, ver, "E", v[0])
+        out.extend(struct.pack("<HBBBHBI", *v[1:]))
+    elif t == "X":
+        out.extend(struct.pack("<H", v[0]))
+        _put(out, ver, "K", v[1])
+        _put(out, ver, "K", v[2])
+        out.append(v[3])
+        _put(out, ver, "E", v[4])
+    elif t == "Q":
+        out.append(len(v[0]))
+        out.append(len(v[1]))
+        for c in v[0]:
+            out.extend(struct.pack("<H", c))
+        for c in v[1]:
+            out.extend(struct.pack("<H", c))
+    else:
+        raise EzspFrameError("bad schema letter " + t)
+
+
+_SIZES = {"B": 1, "b": 1, "H": 2, "I": 4, "Z": 4, "E": 8, "K": 16, "A": 11, "N": 20, "X": 43}
+
+
+def _get(buf, pos, ver, t):
+    """Decode one value; return (value, new position)."""
+    if t == "S":
+        n = 4 if ver >= 14 else 1
+    elif t == "T":
+        n = 2 if ver >= 14 else 1
+    elif t == "L":
+        _need(buf, pos, 1, "length")
+        n = 1 + buf[pos]
+    elif t == "Q":
+        _need(buf, pos, 2, "cluster counts")
+        n = 2 + 2 * (buf[pos] + buf[pos + 1])
+    else:
+        n = _SIZES.get(t)
+        if n is None:
+            raise EzspFrameError("bad schema letter " + t)
+    _need(buf, pos, n, "parameter")
+    if t == "B":
+        v = buf[pos]
+    elif t == "b":
+        v = buf[pos]
+        if v > 127:
+            v -= 256
+    elif t == "H" or (t == "T" and n == 2):
+        v = buf[pos] | buf[pos + 1] << 8
+    elif t == "I" or t == "Z" or (t == "S" and n == 4):
+        v = struct.unpack_from("<I", buf, pos)[0]
+    elif t == "S" or t == "T":
+        v = buf[pos]
+    elif t == "E":
+        v = _rev(buf[pos:pos + 8])
+    elif t == "K":
+        v = bytes(buf[pos:pos + 16])
+    elif t == "L":
+        v = bytes(buf[pos + 1:pos + n])
+    elif t == "A":
+        v = struct.unpack_from("<HHBBHHB", buf, pos)
+    elif t == "N":
+        v = (_rev(buf[pos:pos + 8]),) + struct.unpack_from("<HBBBHBI", buf, pos + 8)
+    elif t == "X":
+        v = (buf[pos] | buf[pos + 1] << 8, bytes(buf[pos + 2:pos + 18]),
+             bytes(buf[pos + 18:pos + 34]), buf[pos + 34], _rev(buf[pos + 35:pos + 43]))
+    else:  # Q
+        ni, no = buf[pos], buf[pos + 1]
+        p = pos + 2
+        ins = [buf[p + 2 * i] | buf[p + 2 * i + 1] << 8 for i in range(ni)]
+        p += 2 * ni
+        outs = [buf[p + 2 * i] | buf[p + 2 * i + 1] << 8 for i in range(no)]
+        v = (ins, outs)
+    return v, pos + n
+
+
+def encode_params(ver, schema, values, out=None):
+    """Append the parameters to bytearray `out` (new one if None); return it."""
+    if out is None:
+        out = bytearray()
+    if len(values) != len(schema):
+        raise EzspFrameError("expected %d parameters, got %d" % (len(schema), len(values)))
+    for i in range(len(schema)):
+        _put(out, ver, schema[i], values[i])
+    return out
+
+
+def decode_params(ver, schema, buf, pos=0, strict=True):
+    vals = []
+    for t in schema:
+        v, pos = _get(buf, pos, ver, t)
+        vals.append(v)
+    if strict and pos != len(buf):
+        raise EzspFrameError("%d trailing bytes in EZSP frame" % (len(buf) - pos))
+    return tuple(vals)
+
+
+def header_len(ver):
+    return 3 if ver == LEGACY else 5
+
+
+def encode_frame(ver, seq, name, values=(), fc=0, out=None):
+    """Encode a whole frame. fc bit 7 (response) selects the response schema.
+    ver == LEGACY gives the legacy `seq FC id8` header (version only)."""
+    fid, tx, rx = lookup(ver, name)
+    if out is None:
+        out = bytearray()
+    out.append(seq & 0xFF)
+    out.append(fc & 0xFF)
+    if ver == LEGACY:
+        out.append(fid)
+    else:
+        out.append(FC_HI_FORMAT_1)
+        out.append(fid & 0xFF)
+        out.append(fid >> 8)
+    return encode_params(ver, rx if fc & FC_RESPONSE else tx, values, out)
+
+
+def decode_header(ver, buf):
+    """(seq, fc_low, frame id, parameter offset)."""
+    if ver == LEGACY:
+        _need(buf, 0, 3, "legacy header")
+        return buf[0], buf[1], buf[2], 3
+    _need(buf, 0, 5, "header")
+    hi = buf[2]
+    if hi & 0x03 != FC_HI_FORMAT_1:
+        raise EzspFrameError("EZSP frame format version %d (expected 1)" % (hi & 3))
+    if hi & (FC_HI_SECURITY | FC_HI_PADDING):
+        raise EzspFrameError("secured/padded EZSP frames are not supported")
+    return buf[0], buf[1], buf[3] | buf[4] << 8, 5
+
+
+def decode_frame(ver, buf, strict=True):
+    """(seq, fc, name, values). Commands (fc bit 7 clear) decode with the
+    command schema, responses and callbacks with the response schema."""
+    seq, fc, fid, pos = decode_header(ver, buf)
+    name = name_of(ver, fid)
+    if ver == LEGACY and name != "version":
+        raise EzspVersionError("only version may use the legacy header")
+    sch = lookup(ver, name)[2 if fc & FC_RESPONSE else 1]
+    return seq, fc, name, decode_params(ver, sch, buf, pos, strict)
+
+
+def is_ok(ver, status):
+    return status == 0
+
+
+def network_up(ver):
+    return SL_NETWORK_UP if ver >= 14 else EMBER_NETWORK_UP
+
+
+def network_down(ver):
+    return SL_NETWORK_DOWN if ver >= 14 else EMBER_NETWORK_DOWN
