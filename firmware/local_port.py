@@ -1,0 +1,319 @@
+# Local port: the installer's framed request/response protocol on the console
+# UART (docs/local-port.md). Frame: SOF 0xC5 | body length u16 BE | body |
+# CRC-16/CCITT-FALSE of the body, u16 BE. Request body: seq | JSON object with
+# "cmd". Response body: seq | status | JSON object. Bytes outside frames (the
+# console's own text, line noise) are ignored; after a bad frame the parser
+# resynchronises on the next SOF, rescanning the bytes it already holds.
+import asyncio
+import json
+
+try:
+    from micropython import const
+except ImportError:  # CPython (fuzzing only)
+    def const(x):
+        return x
+
+from log import log, log_exc
+
+SOF = const(0xC5)
+MAX_BODY = const(4096)
+TIMEOUT_MS = const(2000)
+
+# status codes
+OK = const(0)
+BAD_CRC = const(1)
+TOO_LONG = const(2)
+BAD_REQUEST = const(3)
+UNKNOWN_COMMAND = const(4)
+BAD_ARGS = const(5)
+NOT_AUTHORISED = const(6)
+INTERNAL = const(7)
+TRUNCATED = const(8)
+
+_SOF_B = b"\xc5"
+_MESSAGES = {
+    BAD_CRC: "bad CRC",
+    TOO_LONG: "frame too long",
+    TRUNCATED: "truncated frame",
+}
+
+
+class FrameError(ValueError):
+    """A malformed frame; `status` is the local-port status code."""
+
+    def __init__(self, status, msg):
+        super().__init__(msg)
+        self.status = status
+
+
+class NotAuthorised(Exception):
+    """Raised by a command handler when the installer is not authorised."""
+
+
+def crc16(data, crc=0xFFFF):
+    """CRC-16/CCITT-FALSE (poly 0x1021, no reflection); chain with `crc`."""
+    for b in data:
+        x = ((crc >> 8) ^ b) & 0xFF
+        x ^= x >> 4
+        crc = ((crc << 8) ^ (x << 12) ^ (x << 5) ^ x) & 0xFFFF
+    return crc
+
+
+def encode_frame(body):
+    """One frame carrying `body` (bytes-like, at most MAX_BODY bytes)."""
+    n = len(body)
+    if n > MAX_BODY:
+        raise FrameError(TOO_LONG, "body of %d bytes is over %d" % (n, MAX_BODY))
+    crc = crc16(body)
+    out = bytearray(n + 5)
+    out[0] = SOF
+    out[1] = n >> 8
+    out[2] = n & 0xFF
+    out[3 : 3 + n] = body
+    out[3 + n] = crc >> 8
+    out[4 + n] = crc & 0xFF
+    return bytes(out)
+
+
+def decode_frame(frame, max_body=MAX_BODY):
+    """The body of one complete frame (no bytes before or after it)."""
+    n = len(frame)
+    if n < 5 or frame[0] != SOF:
+        raise FrameError(TRUNCATED, "not a frame")
+    size = (frame[1] << 8) | frame[2]
+    if size > max_body:
+        raise FrameError(TOO_LONG, "frame too long")
+    if n != size + 5:
+        raise FrameError(TRUNCATED, "frame length %d does not match header %d" % (n, size))
+    mv = memoryview(frame)
+    if crc16(mv[3 : 3 + size]) != (frame[n - 2] << 8) | frame[n - 1]:
+        raise FrameError(BAD_CRC, "bad CRC")
+    return mv[3 : 3 + size]
+
+
+class FrameReader:
+    """Incremental frame parser with one preallocated buffer (max_body + 5).
+
+    `feed(data, off, end)` consumes bytes of data[off:end] until one event is
+    ready or the input runs out, and returns the new offset. `event` is then
+    None (need more bytes), OK (a frame: `body` is a memoryview into the
+    buffer, valid until the next feed), BAD_CRC or TOO_LONG (`seq` is the
+    request's seq byte for a bad CRC, else 0). Call feed again (with the rest
+    of the input, or none) until event is None: after an error the parser
+    rescans the bytes it holds for the next SOF. `in_frame()` tells that a
+    frame has started; `truncate()` gives it up (the caller's timeout)."""
+
+    def __init__(self, max_body=MAX_BODY):
+        self.max_body = max_body
+        self.buf = bytearray(max_body + 5)
+        self.mv = memoryview(self.buf)
+        self.n = 0  # bytes of the current candidate frame (buf[0] is SOF)
+        self.event = None
+        self.seq = 0
+        self.body = None
+        self.skipped = 0  # bytes ignored outside frames
+        self.frames = 0
+        self.errors = 0
+        self._delivered = False
+
+    def in_frame(self):
+        return self.n > 0 and not self._delivered
+
+    def _resync(self, status, seq):
+        # give up the candidate at buf[0]; restart at the next SOF it holds
+        n = self.n
+        i = self.buf.find(_SOF_B, 1, n)
+        if i < 0:
+            self.skipped += n
+            self.n = 0
+        else:
+            self.skipped += i
+            self.mv[0 : n - i] = self.mv[i:n]
+            self.n = n - i
+        self.event = status
+        self.seq = seq
+        self.errors += 1
+
+    def truncate(self):
+        """The frame stopped arriving: report TRUNCATED and resynchronise."""
+        if self.in_frame():
+            self._resync(TRUNCATED, 0)
+        else:
+            self.event = None
+
+    def feed(self, data, off=0, end=-1):
+        if end < 0:
+            end = len(data)
+        self.event = None
+        self.body = None
+        if self._delivered:
+            self._delivered = False
+            self.n = 0
+        buf = self.buf
+        src = None
+        while True:
+            n = self.n
+            if n == 0:
+                i = data.find(_SOF_B, off, end)
+                if i < 0:
+                    self.skipped += end - off
+                    return end
+                self.skipped += i - off
+                buf[0] = SOF
+                self.n = 1
+                off = i + 1
+                continue
+            if n < 3:
+                need = 3
+            else:
+                size = (buf[1] << 8) | buf[2]
+                if size > self.max_body:
+                    self._resync(TOO_LONG, 0)
+                    return off
+                need = size + 5
+            if n < need:
+                k = end - off
+                if k <= 0:
+                    return off
+                if k > need - n:
+                    k = need - n
+                if src is None:
+                    src = memoryview(data)
+                buf[n : n + k] = src[off : off + k]
+                self.n = n + k
+                off += k
+                continue
+            size = need - 5
+            seq = buf[3] if size else 0
+            if crc16(self.mv[3 : 3 + size]) != (buf[need - 2] << 8) | buf[need - 1]:
+                self._resync(BAD_CRC, seq)
+                return off
+            self.body = self.mv[3 : 3 + size]
+            self.seq = seq
+            self.event = OK
+            self.frames += 1
+            self._delivered = True
+            return off
+
+
+# ---- server ---------------------------------------------------------------
+
+_hdr = bytearray(5)
+_tail = bytearray(2)
+
+
+async def _reply(writer, seq, status, payload):
+    size = len(payload) + 2
+    _hdr[0] = SOF
+    _hdr[1] = size >> 8
+    _hdr[2] = size & 0xFF
+    _hdr[3] = seq
+    _hdr[4] = status
+    crc = crc16(payload, crc16(memoryview(_hdr)[3:5]))
+    _tail[0] = crc >> 8
+    _tail[1] = crc & 0xFF
+    # three writes with no await between: the frame leaves in one piece
+    writer.write(_hdr)
+    writer.write(payload)
+    writer.write(_tail)
+    await writer.drain()
+
+
+def _error(msg):
+    return json.dumps({"error": msg}).encode()
+
+
+async def _read(reader, buf, readinto):
+    if readinto is not None:
+        return await readinto(buf)
+    data = await reader.read(len(buf))
+    buf[0 : len(data)] = data
+    return len(data)
+
+
+async def _wait_ms(aw, ms):
+    if hasattr(asyncio, "wait_for_ms"):
+        return await asyncio.wait_for_ms(aw, ms)
+    return await asyncio.wait_for(aw, ms / 1000)
+
+
+async def _handle(fr, writer, dispatch, max_body):
+    status = fr.event
+    if status != OK:
+        msg = _MESSAGES[status]
+        log("local", msg)
+        await _reply(writer, fr.seq, status, _error(msg))
+        return
+    body = fr.body
+    if len(body) == 0:
+        await _reply(writer, 0, BAD_REQUEST, _error("empty body"))
+        return
+    seq = body[0]
+    try:
+        req = json.loads(str(body[1:], "utf-8"))
+    except ValueError:  # includes UnicodeError
+        req = None
+    cmd = req.get("cmd") if isinstance(req, dict) else None
+    if not isinstance(cmd, str):
+        await _reply(writer, seq, BAD_REQUEST, _error("request is not a JSON object with a string 'cmd'"))
+        return
+    status = OK
+    res = None
+    try:
+        res = await dispatch(req)
+    except NotAuthorised as e:
+        status, payload = NOT_AUTHORISED, _error(str(e) or "not authorised")
+    except KeyError as e:
+        if e.args and e.args[0] == cmd:
+            status, payload = UNKNOWN_COMMAND, _error("unknown command: %s" % cmd)
+        else:
+            log_exc("local", e)
+            status, payload = INTERNAL, _error("internal error: KeyError %s" % e)
+    except (ValueError, TypeError) as e:
+        status, payload = BAD_ARGS, _error(str(e) or type(e).__name__)
+    except Exception as e:
+        log_exc("local", e)
+        status, payload = INTERNAL, _error("internal error: %s %s" % (type(e).__name__, e))
+    if status == OK:
+        try:
+            if not isinstance(res, dict):
+                raise TypeError("not an object")
+            payload = json.dumps(res).encode()
+        except Exception as e:
+            log_exc("local", e)
+            status, payload = INTERNAL, _error("internal error: bad result of %s: %s" % (cmd, e))
+    if len(payload) + 2 > max_body:
+        status, payload = INTERNAL, _error("response of %d bytes is too long" % len(payload))
+    await _reply(writer, seq, status, payload)
+
+
+async def serve(reader, writer, dispatch, timeout_ms=TIMEOUT_MS, max_body=MAX_BODY, chunk=128):
+    """Answer requests on one connection, one at a time, until EOF.
+
+    `dispatch(req) -> dict` is async: KeyError(cmd) = unknown command,
+    ValueError/TypeError = bad arguments, NotAuthorised = not authorised,
+    anything else = internal error (logged; the server keeps serving)."""
+    fr = FrameReader(max_body)
+    rbuf = bytearray(chunk)
+    readinto = getattr(reader, "readinto", None)
+    while True:
+        got = 0
+        timed_out = False
+        if fr.in_frame():
+            try:
+                got = await _wait_ms(_read(reader, rbuf, readinto), timeout_ms)
+            except asyncio.TimeoutError:
+                timed_out = True
+        else:
+            got = await _read(reader, rbuf, readinto)
+        if timed_out:
+            fr.truncate()
+            await _handle(fr, writer, dispatch, max_body)
+        elif not got:
+            return fr
+        off = 0
+        while True:
+            off = fr.feed(rbuf, off, got)
+            if fr.event is None:
+                break
+            await _handle(fr, writer, dispatch, max_body)

@@ -1,0 +1,322 @@
+# Local port codec and server under MicroPython (docs/local-port.md).
+import asyncio
+import gc
+import json
+
+import local_port as lp
+from local_port import FrameError, FrameReader, crc16, decode_frame, encode_frame
+
+HEAP = "256k"
+
+
+def frame(body):
+    # built by hand from the spec, independently of encode_frame
+    c = crc16(body)
+    return bytes([0xC5, len(body) >> 8, len(body) & 0xFF]) + bytes(body) + bytes([c >> 8, c & 0xFF])
+
+
+def events(reader, data, step=0):
+    """Feed data (whole, or in chunks of `step`) and list the events."""
+    out = []
+    chunks = [data] if step == 0 else [data[i : i + step] for i in range(0, len(data), step)]
+    if not chunks:
+        chunks = [b""]
+    for chunk in chunks:
+        off = 0
+        while True:
+            off = reader.feed(chunk, off, len(chunk))
+            if reader.event is None:
+                break
+            if reader.event == lp.OK:
+                out.append(("F", bytes(reader.body)))
+            else:
+                out.append(("E", reader.event, reader.seq))
+        assert off == len(chunk)
+    return out
+
+
+def test_crc_check_value():
+    # the catalogued check value of CRC-16/CCITT-FALSE
+    assert crc16(b"123456789") == 0x29B1
+    assert crc16(b"") == 0xFFFF
+    assert crc16(b"6789", crc16(b"12345")) == 0x29B1
+    assert crc16(memoryview(b"x123456789")[1:]) == 0x29B1
+    assert crc16(bytearray(b"123456789")) == 0x29B1
+
+
+def test_encode_frame_layout():
+    body = b'\x07{"cmd":"status"}'
+    f = encode_frame(body)
+    assert isinstance(f, bytes)
+    assert f[0] == 0xC5 and f[1] == 0 and f[2] == len(body)
+    assert f[3:-2] == body
+    assert (f[-2] << 8) | f[-1] == crc16(body)
+    assert f == frame(body)
+    big = bytes(300)
+    f = encode_frame(big)
+    assert f[1] == 1 and f[2] == 300 - 256 and len(f) == 305
+    assert encode_frame(b"") == b"\xc5\x00\x00\xff\xff"
+    assert len(encode_frame(bytes(4096))) == 4101
+    try:
+        encode_frame(bytes(4097))
+        raise AssertionError("oversize accepted")
+    except FrameError as e:
+        assert e.status == lp.TOO_LONG
+
+
+def test_decode_frame_and_errors():
+    body = b'\x01{"cmd":"x"}'
+    assert bytes(decode_frame(encode_frame(body))) == body
+    f = bytearray(encode_frame(body))
+    cases = []
+    bad = bytearray(f)
+    bad[5] ^= 0x01
+    cases.append((bytes(bad), lp.BAD_CRC))
+    bad = bytearray(f)
+    bad[-1] ^= 0x80
+    cases.append((bytes(bad), lp.BAD_CRC))
+    cases.append((bytes(f[:-1]), lp.TRUNCATED))
+    cases.append((bytes(f) + b"\x00", lp.TRUNCATED))
+    cases.append((b"\xc5\x10\x01" + bytes(4099), lp.TOO_LONG))
+    cases.append((b"\xc4" + bytes(f[1:]), lp.TRUNCATED))
+    cases.append((b"", lp.TRUNCATED))
+    for data, status in cases:
+        try:
+            decode_frame(data)
+            raise AssertionError(repr(data))
+        except FrameError as e:
+            assert isinstance(e, ValueError)
+            assert e.status == status, (data, e.status)
+
+
+def test_reader_frames_split_any_way():
+    bodies = [b'\x01{"cmd":"a"}', b"\x02" + b"x" * 700, b"\xc5\xc5\xc5", b"\x00", bytes(range(256))]
+    stream = b"boot log line\r\n"
+    for b in bodies:
+        stream += frame(b) + b"123 hub some text\n"
+    want = [("F", b) for b in bodies]
+    for step in (0, 1, 2, 3, 7, 64, 1000):
+        r = FrameReader()
+        assert events(r, stream, step) == want, step
+        assert r.frames == len(bodies) and r.errors == 0
+        assert r.skipped == len(b"boot log line\r\n") + 5 * len(b"123 hub some text\n")
+        assert not r.in_frame()
+
+
+def test_in_frame_tracks_partial_frame():
+    f = frame(b'\x01{"cmd":"a"}')
+    r = FrameReader()
+    assert events(r, b"text") == [] and not r.in_frame()
+    assert events(r, f[:1]) == [] and r.in_frame()
+    assert events(r, f[1:-1]) == [] and r.in_frame()
+    assert events(r, f[-1:]) == [("F", f[3:-2])]
+    assert not r.in_frame()
+
+
+def test_bad_crc_reports_seq_and_resyncs():
+    good = frame(b'\x09{"cmd":"b"}')
+    bad = bytearray(frame(b'\x21{"cmd":"a"}'))
+    bad[8] ^= 0x40
+    for step in (0, 1, 5):
+        r = FrameReader()
+        assert events(r, bytes(bad) + good, step) == [("E", lp.BAD_CRC, 0x21), ("F", good[3:-2])]
+    # empty body with a wrong CRC: no seq to echo
+    r = FrameReader()
+    assert events(r, b"\xc5\x00\x00\x12\x34" + good) == [("E", lp.BAD_CRC, 0), ("F", good[3:-2])]
+
+
+def test_bad_crc_rescans_inside_the_bad_frame():
+    # a stray SOF swallowed the start of a real frame: after the CRC fails,
+    # the parser finds the real frame among the bytes it already holds
+    good = frame(b'\x03{"cmd":"c"}')
+    stray = b"\xc5\x00\x04"  # claims a 4-byte body: takes good[0:6] as body+CRC
+    for step in (0, 1, 4):
+        r = FrameReader()
+        assert events(r, stray + good, step) == [("E", lp.BAD_CRC, 0xC5), ("F", good[3:-2])], step
+
+
+def test_oversize_resyncs_on_next_sof():
+    good = frame(b'\x04{"cmd":"d"}')
+    for step in (0, 1, 2):
+        r = FrameReader()
+        assert events(r, b"\xc5\xff\xff" + good, step) == [("E", lp.TOO_LONG, 0), ("F", good[3:-2])]
+        r = FrameReader()
+        # the real SOF is the stray header's second length byte
+        assert events(r, b"\xc5\x20" + good, step) == [("E", lp.TOO_LONG, 0), ("F", good[3:-2])]
+    r = FrameReader(max_body=16)
+    assert events(r, frame(bytes(17)) + frame(bytes(16))) == [("E", lp.TOO_LONG, 0), ("F", bytes(16))]
+
+
+def test_truncate_recovers_swallowed_frame():
+    good = frame(b'\x05{"cmd":"e"}')
+    r = FrameReader()
+    # a stray header claims 64 bytes: the real frame is swallowed, nothing comes
+    assert events(r, b"\xc5\x00\x40" + good) == []
+    assert r.in_frame()
+    r.truncate()
+    assert r.event == lp.TRUNCATED and r.seq == 0
+    assert events(r, b"") == [("F", good[3:-2])]
+    r.truncate()  # not in a frame: nothing to report
+    assert r.event is None
+
+
+def test_reader_allocates_little():
+    r = FrameReader()
+    chunk = bytearray(b"log\n" + frame(b'\x01{"cmd":"status"}') * 4)
+    n = len(chunk)
+    events(r, chunk)  # warm up
+    gc.collect()
+    before = gc.mem_alloc()
+    gc.disable()
+    for _ in range(50):
+        off = 0
+        while True:
+            off = r.feed(chunk, off, n)
+            if r.event is None:
+                break
+    used = gc.mem_alloc() - before
+    gc.enable()
+    print("bytes allocated per frame:", used / 200)
+    assert used / 200 < 200, used
+
+
+# ---- serve() on in-memory streams -----------------------------------------
+
+
+class Reader:
+    """Gives `parts` in order; an int part is a pause of that many ms."""
+
+    def __init__(self, parts):
+        self.parts = list(parts)
+
+    async def read(self, n):
+        while self.parts:
+            p = self.parts[0]
+            if isinstance(p, int):
+                self.parts.pop(0)
+                await asyncio.sleep_ms(p)
+                continue
+            if len(p) > n:
+                self.parts[0] = p[n:]
+                return p[:n]
+            self.parts.pop(0)
+            return p
+        return b""
+
+
+class Writer:
+    def __init__(self):
+        self.out = b""
+
+    def write(self, b):
+        self.out += bytes(b)
+
+    async def drain(self):
+        pass
+
+
+async def dispatch(req):
+    cmd = req["cmd"]
+    if cmd == "echo":
+        return {"echo": req.get("x")}
+    if cmd == "bad":
+        raise ValueError("x must be a number")
+    if cmd == "boom":
+        raise RuntimeError("broken")
+    if cmd == "auth":
+        raise lp.NotAuthorised("log in first")
+    if cmd == "list":
+        return [1]
+    if cmd == "big":
+        return {"x": "y" * 5000}
+    raise KeyError(cmd)
+
+
+def responses(out):
+    res = []
+    r = FrameReader()
+    off = 0
+    while True:
+        off = r.feed(out, off, len(out))
+        if r.event is None:
+            break
+        assert r.event == lp.OK, r.event
+        b = r.body
+        res.append((b[0], b[1], json.loads(bytes(b[2:]))))
+    assert off == len(out) and r.skipped == 0 and not r.in_frame()
+    return res
+
+
+def req(seq, obj):
+    return frame(bytes([seq]) + json.dumps(obj).encode())
+
+
+def run_serve(parts, **kw):
+    w = Writer()
+    asyncio.run(lp.serve(Reader(parts), w, dispatch, **kw))
+    return responses(w.out)
+
+
+def test_serve_statuses():
+    bad = bytearray(req(9, {"cmd": "echo"}))
+    bad[6] ^= 1
+    parts = [
+        req(1, {"cmd": "echo", "x": [1, "a"]}),
+        b"noise\r\n",
+        req(2, {"cmd": "nope"}),
+        req(3, {"cmd": "bad"}),
+        req(4, {"cmd": "boom"}),
+        req(5, {"cmd": "auth"}),
+        bytes(bad),
+        b"\xc5\x10\x01",
+        frame(b"\x06{not json"),
+        frame(b"\x07[1,2]"),
+        frame(b'\x08{"x":1}'),
+        frame(b'\x0a{"cmd":5}'),
+        frame(b"\x0b\xff\xfe"),
+        frame(b""),
+        req(12, {"cmd": "list"}),
+        req(13, {"cmd": "big"}),
+        req(14, {"cmd": "echo", "x": "done"}),
+    ]
+    got = run_serve(parts)
+    assert [(s, st) for s, st, _ in got] == [
+        (1, 0), (2, 4), (3, 5), (4, 7), (5, 6), (9, 1), (0, 2),
+        (6, 3), (7, 3), (8, 3), (10, 3), (11, 3), (0, 3), (12, 7), (13, 7), (14, 0),
+    ], got
+    assert got[0][2] == {"echo": [1, "a"]}
+    assert got[1][2] == {"error": "unknown command: nope"}
+    assert got[2][2] == {"error": "x must be a number"}
+    assert "broken" in got[3][2]["error"]
+    assert got[4][2] == {"error": "log in first"}
+    assert got[-1][2] == {"echo": "done"}
+    for _, st, obj in got[1:-1]:
+        assert st != 0 and isinstance(obj["error"], str)
+
+
+def test_serve_byte_at_a_time():
+    stream = b"".join(req(i, {"cmd": "echo", "x": i}) + b"\n" for i in range(1, 21))
+    parts = [stream[i : i + 1] for i in range(len(stream))]
+    got = run_serve(parts, chunk=1)
+    assert got == [(i, 0, {"echo": i}) for i in range(1, 21)]
+
+
+def test_serve_truncated_frame_then_recovers():
+    f = req(3, {"cmd": "echo", "x": 3})
+    parts = [
+        req(1, {"cmd": "echo", "x": 1}),
+        f[:7], 120,  # stops mid-frame for longer than the timeout
+        req(2, {"cmd": "echo", "x": 2}),
+        b"\xc5\x00\x50", f, 120,  # stray header swallows a whole request
+        req(4, {"cmd": "echo", "x": 4}),
+        f[:4],  # EOF mid-frame: serve just returns
+    ]
+    got = run_serve(parts, timeout_ms=50)
+    assert got == [
+        (1, 0, {"echo": 1}),
+        (0, 8, {"error": "truncated frame"}),
+        (2, 0, {"echo": 2}),
+        (0, 8, {"error": "truncated frame"}),
+        (3, 0, {"echo": 3}),
+        (4, 0, {"echo": 4}),
+    ], got
