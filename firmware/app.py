@@ -1,5 +1,6 @@
 # The hub application: mount flash, open the stores, start the task tree.
 import asyncio
+import gc
 
 import board
 import store
@@ -7,6 +8,11 @@ from local_port import serve as serve_local_port
 from log import log
 from supervisor import Supervisor
 from version import VERSION
+
+try:
+    from build_info import GIT as _GIT  # stamped by `chub build`
+except ImportError:
+    _GIT = "source"
 
 
 class Hub:
@@ -18,6 +24,8 @@ class Hub:
         self.store = store.Store(self.root)
         self.supervisor = Supervisor()
         self.commands = {"status": self.cmd_status}
+        self.local_port_up = asyncio.Event()
+        self.heap_high_water = 0
 
     def uptime_s(self):
         return (board.ticks_ms() - self.started_ms) // 1000
@@ -26,10 +34,13 @@ class Hub:
         free, alloc = board.heap()
         return {
             "version": VERSION,
+            "git": _GIT,
             "board": board.NAME,
             "uptime_s": self.uptime_s(),
             "heap_free": free,
             "heap_alloc": alloc,
+            "heap_high_water": self.heap_high_water,
+            "utc": board.utc(),
             "store": self.store.counters(),
             "flash": board.flash_counters(),
             "jobs": self.supervisor.jobs,
@@ -43,11 +54,23 @@ class Hub:
 
     async def local_port(self):
         reader, writer = await board.open_uart("local")
+        self.local_port_up.set()
         await serve_local_port(reader, writer, self.dispatch)
+
+    async def heap_watch(self):
+        # The highest allocation seen (garbage included), sampled: a cheap
+        # watermark for the bench; the exact floor comes from -X heapsize runs.
+        while True:
+            a = gc.mem_alloc()
+            if a > self.heap_high_water:
+                self.heap_high_water = a
+            await asyncio.sleep_ms(50)
 
     async def run(self):
         self.supervisor.spawn("board", board.control_task)
+        self.supervisor.spawn("heap_watch", self.heap_watch)
         self.supervisor.spawn("local_port", self.local_port)
+        await self.local_port_up.wait()
         log("hub", "READY version=%s board=%s" % (VERSION, board.NAME))
         while True:
             await asyncio.sleep(3600)

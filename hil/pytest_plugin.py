@@ -1,1 +1,92 @@
-"""pytest plugin: --dut/--port/--heap options and the rig/DUT fixtures."""
+"""pytest plugin for HIL scenarios.
+
+Options: `--dut unix|serial` (default unix), `--port URL` (serial backend: the
+board's console/local port, any pyserial URL), `--heap SIZE` (unix backend:
+MicroPython heap limit, default 512k).
+
+Fixtures: `hub_image` (the unix image, built once per session), `hil_log`,
+`rig`, `dut` (powered on and ready) and `hub` (everything a scenario needs:
+`hub.client()`, `hub.expect(...)`, `hub.rig`, `hub.dut`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .dut import SerialDut, UnixDut
+from .log import DutLog
+from .rig import Rig
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("chub-hil", "HIL rig")
+    g.addoption("--dut", choices=("unix", "serial"), default="unix", help="device-under-test backend")
+    g.addoption("--port", default=None, help="pyserial URL of the board (serial backend)")
+    g.addoption("--heap", default="512k", help="MicroPython heap limit for the unix backend")
+
+
+@pytest.fixture(scope="session")
+def hub_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from chub.build import build
+
+    return build("unix", out=tmp_path_factory.mktemp("image") / "unix").path
+
+
+@pytest.fixture
+def hil_log(tmp_path: Path) -> Iterator[DutLog]:
+    log = DutLog(tmp_path / "dut.log")
+    yield log
+    log.close()
+
+
+@pytest.fixture
+def rig(hil_log: DutLog) -> Iterator[Rig]:
+    r = Rig(hil_log).start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def dut(request: pytest.FixtureRequest, rig: Rig, hil_log: DutLog, tmp_path: Path) -> Iterator[UnixDut | SerialDut]:
+    kind = request.config.getoption("--dut")
+    d: UnixDut | SerialDut
+    if kind == "serial":
+        port = request.config.getoption("--port")
+        if not port:
+            raise pytest.UsageError("--dut serial needs --port URL")
+        d = SerialDut(port, hil_log)
+    else:
+        image = request.getfixturevalue("hub_image")
+        d = UnixDut(image, tmp_path / "board", rig, hil_log, heap=request.config.getoption("--heap"))
+    pos = hil_log.position
+    d.start()
+    d.wait_ready(timeout=30, after=pos)
+    yield d
+    d.stop()
+
+
+class Hub:
+    """A scenario's handle on the hub under test."""
+
+    def __init__(self, dut: UnixDut | SerialDut, rig: Rig, log: DutLog):
+        self.dut, self.rig, self.log = dut, rig, log
+
+    def client(self, timeout: float = 5.0):
+        from chub.localport import LocalPortClient
+
+        return LocalPortClient(self.dut.local_port_url, timeout=timeout)
+
+    def call(self, cmd: str, **args: object) -> dict:
+        with self.client() as c:
+            return c.call(cmd, **args)
+
+    def expect(self, pattern: str, timeout: float = 10.0, after: int = 0):
+        return self.log.expect(pattern, timeout=timeout, after=after)
+
+
+@pytest.fixture
+def hub(dut: UnixDut | SerialDut, rig: Rig, hil_log: DutLog) -> Hub:
+    return Hub(dut, rig, hil_log)

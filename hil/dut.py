@@ -1,0 +1,242 @@
+"""Device-under-test backends: `unix` spawns the MicroPython unix port on a built
+image (the emulated board); `serial` talks to a real board on any pyserial URL.
+Both expose the hub's local port as a URL the client (`chub hht`) can open."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from .log import DutLog
+from .rig import Rig
+
+READY = r"hub READY"
+
+
+def micropython_exe() -> str:
+    from chub.paths import venv_tool
+
+    return venv_tool("micropython")
+
+
+class UnixDut:
+    """The emulated board: `micropython -X heapsize=HEAP main.py` on an image folder."""
+
+    kind = "unix"
+
+    def __init__(
+        self,
+        image: Path,
+        workdir: Path,
+        rig: Rig,
+        log: DutLog,
+        heap: str = "512k",
+        flash_blocks: int = 256,
+    ):
+        self.image = Path(image)
+        self.workdir = Path(workdir)
+        self.rig = rig
+        self.log = log
+        self.heap = heap
+        self.flash_blocks = flash_blocks
+        self.flash_path = self.workdir / "flash.bin"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+        self._threads: list[threading.Thread] = []
+        self.boots = 0
+
+    @property
+    def local_port_url(self) -> str:
+        return self.rig.local_port_url
+
+    def board_config(self, cut_after: int = 0) -> Path:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        cfg = {
+            "flash": {"path": str(self.flash_path), "blocks": self.flash_blocks, "cut_after": cut_after},
+            "uarts": self.rig.board_uarts(),
+            "rtc_offset": 0,
+        }
+        path = self.workdir / "board.json"
+        path.write_text(json.dumps(cfg, indent=1))
+        return path
+
+    def start(self, cut_after: int = 0) -> UnixDut:
+        """Power the board on (boot main.py). With cut_after=N power fails at the Nth block write."""
+        if self.alive:
+            raise RuntimeError("the DUT is already running")
+        cfg = self.board_config(cut_after)
+        env = {k: v for k, v in os.environ.items() if k != "MICROPYPATH"}
+        env["CHUB_BOARD"] = str(cfg)
+        env["MICROPYPATH"] = f".frozen{os.pathsep}{self.image}"
+        cmd = [micropython_exe(), "-X", f"heapsize={self.heap}", str(self.image / "main.py")]
+        self.log.write("rig", f"power on #{self.boots + 1}: {' '.join(cmd)}")
+        self.started_at = time.monotonic()
+        self.proc = subprocess.Popen(
+            cmd, cwd=self.workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
+        )
+        self.boots += 1
+        self._threads = [
+            threading.Thread(target=self._pump, args=(self.proc.stdout, "dut"), daemon=True),
+            threading.Thread(target=self._pump, args=(self.proc.stderr, "dut!"), daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+        return self
+
+    def _pump(self, stream, source: str) -> None:
+        for raw in iter(stream.readline, b""):
+            self.log.write(source, raw.decode("utf-8", "replace").rstrip("\n"))
+
+    def wait_ready(self, timeout: float = 20.0, after: int = 0) -> float:
+        """Block until the hub logs READY; returns seconds since power-on."""
+        self.log.expect(READY, timeout=timeout, after=after)
+        return time.monotonic() - self.started_at
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def power_cut(self) -> None:
+        """Lose power now: SIGKILL, no chance to flush anything."""
+        if self.alive:
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(5)
+            self.log.write("rig", "power cut (SIGKILL)")
+        self._join()
+
+    def stop(self) -> None:
+        if self.alive:
+            assert self.proc is not None
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+            self.log.write("rig", f"DUT stopped (exit {self.proc.returncode})")
+        self._join()
+
+    def _join(self) -> None:
+        for t in self._threads:
+            t.join(timeout=2)
+        self._threads = []
+
+
+class SerialDut:
+    """A real board on a pyserial URL (`/dev/ttyUSB0`, `socket://`, `rfc2217://`).
+
+    The board's console is also its local port: the DUT owns the serial port,
+    logs the console text it sees outside local-port frames, and bridges the
+    port to a loopback TCP socket so that clients use the same `socket://` path
+    as with the emulated board.
+    """
+
+    kind = "serial"
+
+    def __init__(self, url: str, log: DutLog, baudrate: int = 115200):
+        self.url = url
+        self.log = log
+        self.baudrate = baudrate
+        self._ser = None
+        self._srv: socket.socket | None = None
+        self._client: socket.socket | None = None
+        self._stop = threading.Event()
+        self.started_at = 0.0
+        self.bridge_port = 0
+
+    @property
+    def local_port_url(self) -> str:
+        return f"socket://127.0.0.1:{self.bridge_port}"
+
+    def start(self) -> SerialDut:
+        import serial
+
+        try:
+            self._ser = serial.serial_for_url(self.url, baudrate=self.baudrate, timeout=0.05)
+        except (serial.SerialException, ValueError) as e:
+            raise ConnectionError(f"cannot open the board's port {self.url}: {e}") from e
+        self._srv = socket.create_server(("127.0.0.1", 0))
+        self.bridge_port = self._srv.getsockname()[1]
+        self.started_at = time.monotonic()
+        threading.Thread(target=self._from_board, daemon=True).start()
+        threading.Thread(target=self._accept, daemon=True).start()
+        self.log.write("rig", f"serial DUT on {self.url}, local port bridged to {self.local_port_url}")
+        return self
+
+    def _from_board(self) -> None:
+        line = bytearray()
+        while not self._stop.is_set():
+            try:
+                data = self._ser.read(4096)
+            except Exception as e:  # noqa: BLE001 - the port went away
+                self.log.write("rig", f"serial port error: {e}")
+                return
+            if not data:
+                continue
+            if self._client is not None:
+                try:
+                    self._client.sendall(data)
+                except OSError:
+                    self._client = None
+            for b in data:
+                if b == 0x0A:
+                    text = bytes(c for c in line if 0x20 <= c < 0x7F or c == 0x09).decode()
+                    if text:
+                        self.log.write("dut", text)
+                    line.clear()
+                elif b != 0x0D:
+                    line.append(b)
+
+    def _accept(self) -> None:
+        assert self._srv is not None
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._srv.accept()
+            except OSError:
+                return
+            self._client = conn
+            try:
+                while data := conn.recv(4096):
+                    self._ser.write(data)
+            except OSError:
+                pass
+            self._client = None
+            conn.close()
+
+    def wait_ready(self, timeout: float = 20.0, after: int = 0) -> float:
+        """A board may have booted long ago: ready means its local port answers."""
+        from chub.localport import LocalPortClient
+
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                with LocalPortClient(self.local_port_url, timeout=2) as c:
+                    c.call("status")
+                return time.monotonic() - self.started_at
+            except Exception as e:  # noqa: BLE001 - keep polling until the deadline
+                last = e
+                time.sleep(0.5)
+        raise AssertionError(f"the board on {self.url} did not answer status within {timeout:g} s ({last})\n{self.log.tail()}")
+
+    @property
+    def alive(self) -> bool:
+        return self._ser is not None and not self._stop.is_set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._srv:
+            self._srv.close()
+        if self._ser:
+            self._ser.close()

@@ -1,0 +1,76 @@
+"""The default emulated system: one hub on the unix board plus the rig.
+
+Used by `chub sim`, `chub bench` and the HIL test fixtures, so what a newcomer
+sees first is exactly what the tests exercise.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from .dut import UnixDut
+from .log import DutLog
+from .rig import Rig
+
+
+class EmulatedSystem:
+    def __init__(self, workdir: Path, heap: str = "512k", image: Path | None = None, fresh: bool = False):
+        self.workdir = Path(workdir)
+        self.heap = heap
+        self.image = image
+        self.fresh = fresh
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.log = DutLog(self.workdir / "dut.log")
+        self.rig: Rig | None = None
+        self.dut: UnixDut | None = None
+        self.boot_to_ready_s: float | None = None
+
+    def start(self, ready_timeout: float = 30.0) -> EmulatedSystem:
+        if self.image is None:
+            from chub.build import build
+
+            self.image = build("unix", out=self.workdir / "image").path
+        if self.fresh:
+            (self.workdir / "flash.bin").unlink(missing_ok=True)
+        self.rig = Rig(self.log).start()
+        self.dut = UnixDut(self.image, self.workdir, self.rig, self.log, heap=self.heap)
+        pos = self.log.position
+        self.dut.start()
+        try:
+            self.boot_to_ready_s = self.dut.wait_ready(ready_timeout, after=pos)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def reboot(self, ready_timeout: float = 30.0, power_cut: bool = False) -> float:
+        """Power-cycle the hub (cleanly or by cutting power); returns boot-to-ready seconds."""
+        assert self.dut is not None
+        self.dut.power_cut() if power_cut else self.dut.stop()
+        # wait for the rig to see the old connections go
+        deadline = time.monotonic() + 5
+        while self.rig and any(self.rig.connected.values()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        pos = self.log.position
+        self.dut.start()
+        self.boot_to_ready_s = self.dut.wait_ready(ready_timeout, after=pos)
+        return self.boot_to_ready_s
+
+    @property
+    def local_port_url(self) -> str:
+        assert self.rig is not None
+        return self.rig.local_port_url
+
+    def stop(self) -> None:
+        if self.dut:
+            self.dut.stop()
+        if self.rig:
+            self.rig.stop()
+        self.log.close()
+
+    def __enter__(self) -> EmulatedSystem:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,130 @@
+"""`chub bench`: the published figures, measured in one run on this machine.
+
+Keys are stable: a figure once published keeps its name. Each `bench/mp_*.py`
+script runs under MicroPython and prints one JSON object whose keys join the
+table; the hub-level figures come from booting the emulated system.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .paths import BOARDS, FIRMWARE, ROOT, venv_tool
+
+BENCH = ROOT / "bench"
+STATUS_CALLS = 50
+
+
+def _mp(args: list[str], heap: str, cwd: Path | None = None, timeout: float = 300) -> str:
+    env = dict(os.environ)
+    env["MICROPYPATH"] = os.pathsep.join([".frozen", str(FIRMWARE), str(BOARDS / "unix"), str(BENCH)])
+    r = subprocess.run(
+        [venv_tool("micropython"), "-X", f"heapsize={heap}", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if r.returncode != 0:
+        raise RuntimeError(f"micropython {' '.join(args)} failed ({r.returncode}): {r.stderr[-800:] or r.stdout[-800:]}")
+    return r.stdout
+
+
+def _last_json(text: str) -> dict[str, Any]:
+    for line in reversed(text.strip().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise RuntimeError(f"no JSON line in bench output: {text[-400:]}")
+
+
+def heap_after_imports(image: Path, heap: str) -> float:
+    """KiB allocated once every module of the image is imported (the code's share)."""
+    mods = [m for m in json.loads((image / "image.json").read_text())["modules"] if m.endswith(".mpy")]
+    names = sorted({m[:-4].replace("/__init__", "").replace("/", ".") for m in mods})
+    code = (
+        "import gc\ngc.collect()\nbase = gc.mem_alloc()\n"
+        + "".join(f"import {n}\n" for n in names if n not in ("main",))
+        + "gc.collect()\nprint('{\"kb\": %.1f}' % ((gc.mem_alloc() - base) / 1024))\n"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "imports.py"
+        script.write_text(code)
+        env = dict(os.environ)
+        env["MICROPYPATH"] = f".frozen{os.pathsep}{image}"
+        env["CHUB_BOARD"] = "/nonexistent"  # imports only: nothing may touch the board at import time
+        r = subprocess.run(
+            [venv_tool("micropython"), "-X", f"heapsize={heap}", str(script)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    if r.returncode != 0:
+        raise RuntimeError(f"importing the image failed: {r.stderr[-800:] or r.stdout[-800:]}")
+    return _last_json(r.stdout)["kb"]
+
+
+def hub_figures(image: Path, heap: str) -> dict[str, Any]:
+    """Boot the emulated system from blank flash and exercise its local port."""
+    from hil.system import EmulatedSystem
+
+    from .localport import LocalPortClient
+
+    with tempfile.TemporaryDirectory() as tmp:
+        system = EmulatedSystem(Path(tmp), heap=heap, image=image, fresh=True)
+        with system:
+            first_boot = system.boot_to_ready_s
+            with LocalPortClient(system.local_port_url, timeout=5) as c:
+                t0 = time.perf_counter()
+                for _ in range(STATUS_CALLS):
+                    st = c.call("status")
+                status_ms = (time.perf_counter() - t0) * 1000 / STATUS_CALLS
+            boot = system.reboot(power_cut=True)
+    return {
+        "boot_to_ready_s": round(boot, 3),
+        "first_boot_to_ready_s": round(first_boot or 0, 3),
+        "heap_peak_kb": round(st["heap_high_water"] / 1024, 1),
+        "block_writes": st["flash"]["writes"],
+        "block_erases": st["flash"]["erases"],
+        "local_port_status_ms": round(status_ms, 2),
+    }
+
+
+def script_figures(heap: str, progress: Callable[[str], None] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for script in sorted(BENCH.glob("mp_*.py")):
+        if progress:
+            progress(f"  {script.name}")
+        with tempfile.TemporaryDirectory() as tmp:
+            out.update(_last_json(_mp([str(script), "--bench"], heap, cwd=Path(tmp))))
+    return out
+
+
+def run_bench(heap: str = "512k", progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    from .build import build
+
+    say = progress or (lambda _m: None)
+    with tempfile.TemporaryDirectory() as tmp:
+        say("building the unix image")
+        image = build("unix", out=Path(tmp) / "image").path
+        figures: dict[str, Any] = {
+            "date": time.strftime("%Y-%m-%d"),
+            "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.system()}",
+            "heap_limit": heap,
+        }
+        say("heap after imports")
+        figures["heap_after_imports_kb"] = heap_after_imports(image, heap)
+        say("booting the emulated system")
+        figures.update(hub_figures(image, heap))
+        say("MicroPython bench scripts")
+        figures.update(script_figures(heap, progress))
+    return figures

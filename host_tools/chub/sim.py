@@ -1,0 +1,100 @@
+"""`chub sim`: the emulated system, with a live view or a headless ready line."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from pathlib import Path
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+
+from .views import status_table
+
+
+def _ready_line(system, url: str) -> dict:
+    from .localport import LocalPortClient
+
+    with LocalPortClient(url, timeout=5) as c:
+        st = c.call("status")
+    return {
+        "event": "ready",
+        "version": st.get("version"),
+        "board": st.get("board"),
+        "local_port": url,
+        "boot_to_ready_s": round(system.boot_to_ready_s or 0, 3),
+        "heap": system.heap,
+        "log": str(system.log.path),
+        "pid": system.dut.proc.pid if system.dut and system.dut.proc else None,
+    }
+
+
+def run_sim(workdir: Path, heap: str, fresh: bool, headless: bool, ready_timeout: float) -> int:
+    from hil.system import EmulatedSystem
+
+    err = Console(stderr=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    system = EmulatedSystem(workdir, heap=heap, fresh=fresh)
+    ready_file = workdir / "ready.json"
+    try:
+        if not headless:
+            err.print(f"[bold]chub sim[/bold]: building the image and booting the hub (heap {heap}) ...")
+        try:
+            system.start(ready_timeout=ready_timeout)
+            line = _ready_line(system, system.local_port_url)
+        except Exception as e:  # noqa: BLE001 - report any start-up failure plainly
+            err.print(f"[red]the hub did not come up:[/red] {e}")
+            return 1
+        ready_file.write_text(json.dumps(line))
+        if headless:
+            print(json.dumps(line), flush=True)
+            while not stop.wait(0.5):
+                if not system.dut or not system.dut.alive:
+                    err.print(f"the hub stopped (exit {system.dut.returncode if system.dut else '?'})")
+                    return 1
+            return 0
+        return _live(system, line, stop)
+    finally:
+        ready_file.unlink(missing_ok=True)
+        system.stop()
+
+
+def _live(system, ready: dict, stop: threading.Event) -> int:
+    from .localport import LocalPortClient
+
+    url = ready["local_port"]
+    client: LocalPortClient | None = None
+
+    def render() -> Group:
+        nonlocal client
+        try:
+            if client is None:
+                client = LocalPortClient(url, timeout=2)
+            body = status_table(client.call("status"))
+        except Exception as e:  # noqa: BLE001 - show the error in the view and retry
+            client = None
+            body = Panel(f"local port: {e}", title="hub status", style="red")
+        rig = Table(title="rig", show_header=False)
+        rig.add_row("local port", url)
+        rig.add_row("uarts", ", ".join(f"{k}={'up' if v else 'down'}" for k, v in system.rig.connected.items()))
+        rig.add_row("boot to ready", f"{ready['boot_to_ready_s']} s")
+        rig.add_row("log", ready["log"])
+        tail = Panel(system.log.tail(12), title="log (Ctrl-C to stop)")
+        return Group(rig, body, tail)
+
+    with Live(render(), refresh_per_second=2, screen=False) as live:
+        while not stop.wait(1.0):
+            if not system.dut.alive:
+                live.update(Panel(system.log.tail(20), title="the hub stopped", style="red"))
+                return 1
+            live.update(render())
+    if client:
+        client.close()
+    return 0
+
+

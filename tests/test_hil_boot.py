@@ -1,0 +1,67 @@
+"""HIL: the hub boots under MicroPython on the emulated board, answers on its
+local port, keeps its flash across power cuts and follows the rig's RTC."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+
+def test_boots_and_reports_status(hub) -> None:
+    st = hub.call("status")
+    assert st["board"] in ("unix", "esp32_s3_devkitc", "esp32_devkitc")
+    assert st["version"]
+    assert st["heap_free"] > 0 and st["heap_alloc"] > 0
+    assert isinstance(st["store"], dict) and isinstance(st["flash"], dict)
+    assert st["jobs"]["local_port"]["state"] == "running"
+
+
+def test_uptime_advances(hub) -> None:
+    a = hub.call("status")["uptime_s"]
+    time.sleep(1.2)
+    assert hub.call("status")["uptime_s"] >= a + 1
+
+
+def test_heap_limit_is_the_one_asked_for(hub, request) -> None:
+    if hub.dut.kind != "unix":
+        pytest.skip("the heap limit is a property of the emulated board")
+    st = hub.call("status")
+    limit = int(request.config.getoption("--heap").rstrip("k")) * 1024
+    total = st["heap_free"] + st["heap_alloc"]
+    assert limit * 0.9 <= total <= limit
+
+
+def test_power_cut_then_reboot_keeps_flash(hub) -> None:
+    if hub.dut.kind != "unix":
+        pytest.skip("the rig cuts power only on the emulated board")
+    before = hub.dut.flash_path.stat().st_size
+    pos = hub.log.position
+    hub.dut.power_cut()
+    hub.dut.start()
+    hub.dut.wait_ready(after=pos)
+    # the second boot mounts the existing file system instead of formatting it
+    assert not any("formatting" in line for _, src, line in list(hub.log._lines)[pos:] if src == "dut")
+    assert hub.dut.flash_path.stat().st_size == before
+    assert hub.call("status")["uptime_s"] < 5
+
+
+def test_rig_sets_rtc_offset(hub) -> None:
+    if hub.dut.kind != "unix":
+        pytest.skip("the RTC offset line exists on the emulated board")
+    t0 = hub.call("status")["utc"]
+    assert abs(t0 - time.time()) < 5
+    hub.rig.set_rtc_offset(86400)
+    time.sleep(0.2)
+    assert abs(hub.call("status")["utc"] - (time.time() + 86400)) < 5
+
+
+def test_small_heap_boot(rig, hil_log, hub_image, tmp_path) -> None:
+    from hil.dut import UnixDut
+
+    d = UnixDut(hub_image, tmp_path / "b", rig, hil_log, heap="128k")
+    d.start()
+    try:
+        d.wait_ready(timeout=20)
+    finally:
+        d.stop()
