@@ -1,0 +1,63 @@
+# Power-cut-safe storage for the hub: atomic key-value files (config/state)
+# and append-only journals (queues, bounded logs). See docs/storage.md.
+import os
+
+from store.journal import Journal, JournalError, RingLog
+from store.kv import KV, KVCorrupt
+
+__all__ = ("Store", "KV", "KVCorrupt", "Journal", "JournalError", "RingLog")
+
+
+def _makedirs(path):
+    cur = "/" if path.startswith("/") else ""
+    for part in path.split("/"):
+        if part:
+            cur = cur + part if (not cur or cur.endswith("/")) else cur + "/" + part
+            try:
+                os.mkdir(cur)
+            except OSError:
+                pass  # exists (or is a mount point)
+
+
+class Store:
+    """One root folder of stores; instances are cached by name."""
+
+    def __init__(self, root):
+        self.root = root.rstrip("/") or "/"
+        _makedirs(self.root)
+        self.stats = {}
+        self._kvs = {}
+        self._journals = {}
+
+    def kv(self, name):
+        s = self._kvs.get(name)
+        if s is None:
+            s = KV(self.root, name, self.stats)
+            self._kvs[name] = s
+        return s
+
+    def journal(self, name, **kw):
+        j = self._journals.get(name)
+        if j is None:
+            j = Journal(self.root, name, stats=self.stats, **kw)
+            self._journals[name] = j
+        return j
+
+    def ringlog(self, name, capacity, **kw):
+        j = self._journals.get(name)
+        if j is None:
+            j = RingLog(self.root, name, capacity, stats=self.stats, **kw)
+            self._journals[name] = j
+        return j
+
+    def counters(self):
+        c = dict(self.stats)
+        for k in ("kv_writes", "journal_appends", "journal_acks", "compactions",
+                  "torn_records_discarded"):
+            c.setdefault(k, 0)
+        c["journal_pending"] = sum(len(j) for j in self._journals.values())
+        return c
+
+    def close(self):
+        for j in self._journals.values():
+            j.close()

@@ -1,0 +1,379 @@
+# Append-only record journal on LittleFS, for queues (outbox, command buffer)
+# and bounded logs (event/security logs).
+#
+# File NAME.jnl is a sequence of records, each a 12-byte header and a payload:
+#   u8 magic 0xC5 | u8 type | u16 payload length | u32 seq | u32 crc32
+# (little-endian; crc32 over the first 8 header bytes then the payload).
+# Types: BASE (seq = next sequence number when the file was written; first
+# record of every file), DATA (seq = the record's number, payload = data),
+# ACK (seq acked, no payload), ACK_UPTO (every seq <= it acked, no payload).
+# Every change is appended and flushed (littlefs commits on flush), so it is
+# durable when the call returns; littlefs never shows a half-synced file.
+# Compaction writes BASE + live DATA records to NAME.new, closes it and
+# renames it over NAME.jnl (one atomic metadata commit). At open a leftover
+# NAME.new is an unfinished compaction and is removed; a record that fails
+# its checks ends the scan: it and what follows are discarded (counted) and
+# the file is rewritten without them before anything new is appended.
+import binascii
+import os
+import struct
+from micropython import const
+
+_MAGIC = const(0xC5)
+_T_BASE = const(1)
+_T_DATA = const(2)
+_T_ACK = const(3)
+_T_ACK_UPTO = const(4)
+_HDR = const(12)
+_MAX_PAYLOAD = const(0xFFFF)
+_SEQ_MASK = const(0xFFFFFFFF)
+_CHUNK = const(128)
+
+
+class JournalError(ValueError):
+    pass
+
+
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
+class Journal:
+    """Records with increasing sequence numbers; unacked ones come back in
+    order until acked. capacity=N keeps only the newest N unacked records
+    (the oldest is dropped on overflow, with no extra flash write)."""
+
+    def __init__(self, root, name, capacity=0, compact_at=1024, stats=None):
+        self.path = root.rstrip("/") + "/" + name + ".jnl"
+        self.capacity = capacity
+        self.compact_at = compact_at
+        self.stats = stats if stats is not None else {}
+        for k in ("journal_appends", "journal_acks", "compactions", "torn_records_discarded",
+                  "journal_dropped", "journal_bytes", "compaction_errors"):
+            self.stats.setdefault(k, 0)
+        self._hdr = bytearray(_HDR)
+        self._buf = bytearray(_CHUNK)
+        self._seqs = []  # live (unacked) records, oldest first
+        self._offs = []  # their file offsets
+        self._lens = []  # their payload lengths
+        self._live = 0  # bytes of live records (headers included)
+        self._end = 0
+        self._f = None
+        self._open()
+
+    # -- opening and recovery --------------------------------------------
+
+    def _open(self):
+        new = self.path + ".new"
+        if _exists(new):
+            if _exists(self.path):
+                os.remove(new)  # unfinished compaction: the old file is whole
+            else:
+                os.rename(new, self.path)
+        if not _exists(self.path):
+            self.next_seq = 1
+            self._seqs, self._offs, self._lens = [], [], []
+            self._live = 0
+            self._rewrite()
+            return
+        self._f = open(self.path, "r+b")
+        torn = self._scan()
+        if torn:
+            self.stats["torn_records_discarded"] += torn
+        if torn or not self._end:
+            # drop the bad tail (or give an empty file its BASE record) before
+            # anything is appended behind it
+            self._rewrite()
+
+    def _read_header(self, off):
+        # -> (type, length, seq) or None when no valid header is at off
+        f = self._f
+        f.seek(off)
+        h = self._hdr
+        if f.readinto(h) != _HDR or h[0] != _MAGIC:
+            return None
+        t = h[1]
+        n = h[2] | (h[3] << 8)
+        seq = struct.unpack_from("<I", h, 4)[0]
+        want = struct.unpack_from("<I", h, 8)[0]
+        crc = binascii.crc32(memoryview(h)[:8])
+        mv = memoryview(self._buf)
+        left = n
+        while left:
+            k = f.readinto(mv[: min(left, _CHUNK)])
+            if not k:
+                return None
+            crc = binascii.crc32(mv[:k], crc)
+            left -= k
+        if crc & _SEQ_MASK != want or t < _T_BASE or t > _T_ACK_UPTO:
+            return None
+        if t != _T_DATA and n:
+            return None
+        return t, n, seq
+
+    def _scan(self):
+        # Rebuild the index; returns how many torn/corrupt records were met.
+        seqs, offs, lens = [], [], []
+        self._seqs, self._offs, self._lens = seqs, offs, lens
+        self._live = 0
+        size = self._f.seek(0, 2)
+        off = 0
+        nxt = 1
+        first = True
+        while off < size:
+            r = self._read_header(off)
+            if r is None or (first and r[0] != _T_BASE):
+                self._end = off
+                self.next_seq = nxt
+                # one torn record at least; a run of garbage counts once
+                return 1
+            t, n, seq = r
+            first = False
+            if t == _T_BASE:
+                if seq > nxt:
+                    nxt = seq
+            elif t == _T_DATA:
+                seqs.append(seq)
+                offs.append(off)
+                lens.append(n)
+                self._live += _HDR + n
+                if seq >= nxt:
+                    nxt = seq + 1
+                self._trim()
+            elif t == _T_ACK:
+                self._forget(seq)
+            else:
+                self._forget_upto(seq)
+            off += _HDR + n
+        self._end = off
+        self.next_seq = nxt
+        return 0
+
+    # -- index -------------------------------------------------------------
+
+    def _index(self, seq):
+        seqs = self._seqs
+        # live seqs are increasing: binary search
+        lo, hi = 0, len(seqs)
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if seqs[mid] < seq:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < len(seqs) and seqs[lo] == seq:
+            return lo
+        return -1
+
+    def _drop(self, i):
+        self._live -= _HDR + self._lens[i]
+        self._seqs.pop(i)
+        self._offs.pop(i)
+        self._lens.pop(i)
+
+    def _forget(self, seq):
+        i = self._index(seq)
+        if i >= 0:
+            self._drop(i)
+            return True
+        return False
+
+    def _forget_upto(self, seq):
+        n = 0
+        while self._seqs and self._seqs[0] <= seq:
+            self._drop(0)
+            n += 1
+        return n
+
+    def _trim(self):
+        n = 0
+        if self.capacity:
+            while len(self._seqs) > self.capacity:
+                self._drop(0)
+                n += 1
+        return n
+
+    # -- writing -------------------------------------------------------------
+
+    def _put(self, f, t, seq, payload):
+        h = self._hdr
+        n = len(payload) if payload else 0
+        struct.pack_into("<BBHI", h, 0, _MAGIC, t, n, seq)
+        crc = binascii.crc32(memoryview(h)[:8])
+        if n:
+            crc = binascii.crc32(payload, crc)
+        struct.pack_into("<I", h, 8, crc & _SEQ_MASK)
+        f.write(h)
+        if n:
+            f.write(payload)
+        return _HDR + n
+
+    def _append(self, t, seq, payload):
+        f = self._f
+        try:
+            f.seek(self._end)
+            n = self._put(f, t, seq, payload)
+            f.flush()
+        except Exception:
+            # the file handle's state is unknown: start again from flash
+            self._reload()
+            raise
+        off = self._end
+        self._end += n
+        self.stats["journal_bytes"] += n
+        return off
+
+    def _reload(self):
+        try:
+            self._f.close()
+        except Exception:
+            pass
+        self._f = None
+        self._open()
+
+    def _rewrite(self):
+        # Write BASE + live records to NAME.new, then rename it over NAME.jnl.
+        new = self.path + ".new"
+        old = self._f
+        offs = []
+        with open(new, "wb") as g:
+            pos = self._put(g, _T_BASE, self.next_seq, None)
+            mv = memoryview(self._buf)
+            for i in range(len(self._seqs)):
+                offs.append(pos)
+                n = _HDR + self._lens[i]
+                old.seek(self._offs[i])
+                left = n
+                while left:
+                    k = old.readinto(mv[: min(left, _CHUNK)])
+                    if not k:
+                        raise JournalError("journal: short read while compacting")
+                    g.write(mv[:k])
+                    left -= k
+                pos += n
+        if old is not None:
+            old.close()
+            self._f = None
+        os.rename(new, self.path)
+        self._offs = offs
+        self._end = pos
+        self._f = open(self.path, "r+b")
+
+    def _maybe_compact(self):
+        dead = self._end - self._live - _HDR
+        if dead >= self.compact_at and dead >= self._live:
+            try:
+                self.compact()
+            except OSError:
+                # e.g. no space for the copy: the old file is still whole
+                self.stats["compaction_errors"] += 1
+                self._reload()
+
+    def compact(self):
+        self._rewrite()
+        self.stats["compactions"] += 1
+
+    # -- public API ------------------------------------------------------------
+
+    def append(self, payload):
+        """Store payload (bytes); durable when this returns. -> its seq."""
+        if len(payload) > _MAX_PAYLOAD:
+            raise JournalError("journal: payload too long")
+        seq = self.next_seq
+        off = self._append(_T_DATA, seq, payload)
+        self.next_seq = seq + 1
+        self._seqs.append(seq)
+        self._offs.append(off)
+        self._lens.append(len(payload))
+        self._live += _HDR + len(payload)
+        self.stats["journal_appends"] += 1
+        dropped = self._trim()
+        if dropped:
+            self.stats["journal_dropped"] += dropped
+        self._maybe_compact()
+        return seq
+
+    def ack(self, seq):
+        """Mark record seq done; durable when this returns. False if it was
+        not pending (already acked, dropped or never written)."""
+        if self._index(seq) < 0:
+            return False
+        self._append(_T_ACK, seq, None)
+        self._forget(seq)
+        self.stats["journal_acks"] += 1
+        self._maybe_compact()
+        return True
+
+    def ack_upto(self, seq):
+        """Ack every pending record with a seq <= seq. -> how many."""
+        if not self._seqs or self._seqs[0] > seq:
+            return 0
+        self._append(_T_ACK_UPTO, seq, None)
+        n = self._forget_upto(seq)
+        self.stats["journal_acks"] += n
+        self._maybe_compact()
+        return n
+
+    def read(self, seq):
+        """The payload of pending record seq, or None."""
+        i = self._index(seq)
+        if i < 0:
+            return None
+        return self._payload(i)
+
+    def _payload(self, i):
+        f = self._f
+        f.seek(self._offs[i] + _HDR)
+        data = f.read(self._lens[i])
+        if len(data) != self._lens[i]:
+            raise JournalError("journal: short read")
+        return data
+
+    def first(self):
+        """(seq, payload) of the oldest pending record, or None."""
+        if not self._seqs:
+            return None
+        return self._seqs[0], self._payload(0)
+
+    def pending(self):
+        """Pending records, oldest first, as (seq, payload). Acks made while
+        iterating are fine; the snapshot of seqs is taken at the start."""
+        for seq in list(self._seqs):
+            i = self._index(seq)
+            if i >= 0:
+                yield seq, self._payload(i)
+
+    def __iter__(self):
+        return self.pending()
+
+    def __len__(self):
+        return len(self._seqs)
+
+    def seqs(self):
+        return list(self._seqs)
+
+    def info(self):
+        return {"pending": len(self._seqs), "next_seq": self.next_seq, "file_bytes": self._end,
+                "live_bytes": self._live}
+
+    def close(self):
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+
+class RingLog(Journal):
+    """A bounded FIFO-overwriting log (event/security logs): the newest
+    `capacity` entries are kept, older ones are dropped on append."""
+
+    def __init__(self, root, name, capacity, compact_at=1024, stats=None):
+        if capacity < 1:
+            raise JournalError("ringlog: capacity must be >= 1")
+        Journal.__init__(self, root, name, capacity, compact_at, stats)
+
+    def entries(self):
+        return self.pending()

@@ -1,0 +1,128 @@
+# Atomic key-value store for configuration and state, on LittleFS.
+# Layout: one file NAME.kv = "<crc32 as 8 hex digits> <json>\n". A change is
+# written whole to NAME.tmp, closed (littlefs commits it) and renamed over
+# NAME.kv: rename is one metadata commit in littlefs, so after a power cut the
+# store reads either the old or the new complete state.
+import binascii
+import json
+import os
+
+_TMP = ".tmp"
+_BAD = ".bad"
+
+
+class KVCorrupt(ValueError):
+    pass
+
+
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
+def _encode(data):
+    body = json.dumps(data)
+    return "%08x %s\n" % (binascii.crc32(body.encode()) & 0xFFFFFFFF, body)
+
+
+def _decode(text):
+    if len(text) < 10 or text[8] != " ":
+        raise KVCorrupt("kv: no header")
+    body = text[9:].rstrip("\n")
+    try:
+        want = int(text[:8], 16)
+    except ValueError:
+        raise KVCorrupt("kv: bad crc field")
+    if binascii.crc32(body.encode()) & 0xFFFFFFFF != want:
+        raise KVCorrupt("kv: crc mismatch")
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise KVCorrupt("kv: bad json")
+    if not isinstance(data, dict):
+        raise KVCorrupt("kv: not an object")
+    return data
+
+
+def _load(path):
+    with open(path) as f:
+        return _decode(f.read())
+
+
+class KV:
+    def __init__(self, root, name, stats=None):
+        self.path = root.rstrip("/") + "/" + name + ".kv"
+        self.stats = stats if stats is not None else {}
+        for k in ("kv_writes", "kv_recovered_tmp", "kv_corrupt"):
+            self.stats.setdefault(k, 0)
+        self._data = self._open()
+
+    def _open(self):
+        tmp = self.path + _TMP
+        have_tmp = _exists(tmp)
+        if _exists(self.path):
+            if have_tmp:
+                # a set() that never returned: its rename did not happen
+                os.remove(tmp)
+            try:
+                return _load(self.path)
+            except (OSError, KVCorrupt):
+                # keep the evidence, start empty rather than brick the hub
+                self.stats["kv_corrupt"] += 1
+                os.rename(self.path, self.path + _BAD)
+                return {}
+        if have_tmp:
+            # no committed state yet: a complete tmp (crc ok) is the first one
+            try:
+                data = _load(tmp)
+            except (OSError, KVCorrupt):
+                os.remove(tmp)
+                return {}
+            os.rename(tmp, self.path)
+            self.stats["kv_recovered_tmp"] += 1
+            return data
+        return {}
+
+    def _commit(self, data):
+        tmp = self.path + _TMP
+        text = _encode(data)
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.rename(tmp, self.path)
+        self.stats["kv_writes"] += 1
+        self._data = data
+
+    def get(self, key, default=None):
+        return self._data.get(key, default)
+
+    def __contains__(self, key):
+        return key in self._data
+
+    def __len__(self):
+        return len(self._data)
+
+    def items(self):
+        return self._data.items()
+
+    def keys(self):
+        return self._data.keys()
+
+    def set(self, key, value):
+        self.update({key: value})
+
+    def update(self, changes):
+        data = dict(self._data)
+        data.update(changes)
+        if data != self._data:
+            self._commit(data)
+
+    def delete(self, key):
+        if key in self._data:
+            data = dict(self._data)
+            del data[key]
+            self._commit(data)
+            return True
+        return False
