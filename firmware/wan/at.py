@@ -1,0 +1,485 @@
+# AT command channel for cellular modems.
+# ATParser is the pure core: feed it the bytes the modem sent and it sorts
+# them into the reply of the command in flight (info lines, final result,
+# counted binary data) and unsolicited result codes (URCs, dispatched by
+# prefix). ATChannel wraps it over an asyncio (reader, writer) pair and
+# serialises commands with per-command timeouts.
+from micropython import const
+import asyncio
+
+_MAXLINE = const(256)
+_MAXRAW = const(1500)
+
+
+class ATFormatError(ValueError):
+    """A modem line whose fields do not have the expected form."""
+
+
+class ATError(Exception):
+    """A command failed (ERROR, or a command-specific failure line)."""
+
+    def __init__(self, cmd, line, lines=None):
+        super().__init__("%s -> %s" % (_s(cmd), _s(line)))
+        self.cmd = cmd
+        self.line = line
+        self.lines = lines or []
+
+
+class CmeError(ATError):
+    """+CME ERROR: <n> or its verbose text; .code is the 3GPP number (-1 unknown)."""
+
+    def __init__(self, cmd, line, lines=None):
+        super().__init__(cmd, line, lines)
+        self.text = line[12:].strip()
+        self.code = cme_code(self.text)
+
+
+class CmsError(ATError):
+    def __init__(self, cmd, line, lines=None):
+        super().__init__(cmd, line, lines)
+        t = line[12:].strip()
+        self.code = int(t) if t.isdigit() else -1
+
+
+class IpError(ATError):
+    """+IP ERROR: <err_info> followed by ERROR; .info is the text (match by text)."""
+
+    def __init__(self, cmd, line, lines=None):
+        super().__init__(cmd, line, lines)
+        self.info = line[10:].strip()
+
+
+class CipError(ATError):
+    """+CIPERROR: <err> (failed AT+CIPSEND); .code: 2 not opened, 4 closed, 8 busy."""
+
+    def __init__(self, cmd, line, lines=None):
+        super().__init__(cmd, line, lines)
+        t = line[10:].strip()
+        self.code = int(t) if t.isdigit() else -1
+
+
+class ATTimeout(ATError):
+    pass
+
+
+class ATClosed(ATError):
+    pass
+
+
+def _s(b):
+    if isinstance(b, (bytes, bytearray)):
+        return repr(bytes(b))
+    return str(b)
+
+
+# 3GPP 27.007 +CME ERROR codes with their verbose (AT+CMEE=2) texts
+_CME = (
+    (3, b"operation not allowed"), (4, b"operation not supported"),
+    (10, b"SIM not inserted"), (11, b"SIM PIN required"), (12, b"SIM PUK required"),
+    (13, b"SIM failure"), (14, b"SIM busy"), (15, b"SIM wrong"), (16, b"incorrect password"),
+    (17, b"SIM PIN2 required"), (18, b"SIM PUK2 required"), (30, b"no network service"),
+    (31, b"network timeout"), (32, b"network not allowed - emergency calls only"),
+    (100, b"unknown"), (103, b"Illegal MS"), (106, b"Illegal ME"),
+    (107, b"GPRS services not allowed"), (111, b"PLMN not allowed"),
+    (112, b"Location area not allowed"), (113, b"Roaming not allowed in this location area"),
+    (132, b"service option not supported"), (133, b"requested service option not subscribed"),
+    (134, b"service option temporarily out of order"), (148, b"unspecified GPRS error"),
+    (149, b"PDP authentication failure"), (150, b"invalid mobile class"),
+)
+
+
+def cme_code(text):
+    text = bytes(text)
+    if text.isdigit():
+        return int(text)
+    t = text.lower()
+    for code, name in _CME:
+        if name.lower() == t:
+            return code
+    return -1
+
+
+# URCs recognised even when no handler is registered (so they are not
+# mistaken for replies or garbage)
+_KNOWN_URCS = (
+    b"RDY", b"+CPIN:", b"SMS DONE", b"PB DONE", b"+CREG:", b"+CGREG:", b"+CEREG:",
+    b"+CIPEVENT:", b"+IPCLOSE:", b"+CIPRXGET: 1,", b"RECV FROM:", b"+CTZV:", b"+CTZE:",
+    b"*PSUTTZ:", b"DST:", b"*PSNWID:", b"+CMTI:", b"+CGEV:", b"+CNSMOD:", b"+CSQ:",
+    b"CLOSED", b"*ATREADY:", b"+CGPS:", b"+CUSD:", b"+CLIENT:", b"+CPSI:",
+)
+
+
+def split_fields(line, prefix=b""):
+    """Fields of '<prefix> a,"b,c",d' as bytes, quotes removed (commas inside quotes kept)."""
+    if prefix:
+        if not line.startswith(prefix):
+            raise ATFormatError("expected %s" % _s(prefix))
+        line = line[len(prefix):]
+    out = []
+    cur = bytearray()
+    q = False
+    for b in line:
+        if b == 34:  # "
+            q = not q
+        elif b == 44 and not q:  # ,
+            out.append(bytes(cur).strip())
+            cur = bytearray()
+        else:
+            cur.append(b)
+    if q:
+        raise ATFormatError("unbalanced quote")
+    out.append(bytes(cur).strip())
+    return out
+
+
+def to_int(b, base=10):
+    try:
+        if base == 16 and b[:2] in (b"0x", b"0X"):
+            b = b[2:]
+        if not b or b[0] in b" \t":
+            raise ValueError
+        return int(b, base)
+    except (ValueError, TypeError):
+        raise ATFormatError("not a number: %s" % _s(b))
+
+
+def _num(b):
+    # lenient int for headers: -1 when not all digits
+    if not b or len(b) > 6 or not b.isdigit():
+        return -1
+    return int(b)
+
+
+class ATParser:
+    """Pure AT line parser. begin() a command, feed() bytes; when .finished
+    the reply is in .result (None = OK, or an ATError), .lines, .data."""
+
+    def __init__(self, maxline=_MAXLINE, maxraw=_MAXRAW):
+        self._line = bytearray(maxline)
+        self._n = 0
+        self._over = False
+        self._skip_lf = False
+        self._raw = bytearray(maxraw)
+        self._rawn = 0
+        self._rawneed = 0
+        self._rawlink = -1
+        self._rawcmd = False
+        self._urc = []
+        self.on_data = None  # fn(link, memoryview) for pushed socket data (copy it)
+        self.notify = None  # fn() called when the command finishes or prompts
+        self.garbled = 0
+        self.urcs = 0
+        self.stray = 0
+        self.cmd = None
+        self.finished = True
+        self.result = None
+        self.lines = []
+        self.data = None
+        self.prompted = False
+        self.want_prompt = False
+        self.prefix = None
+        self.done = None
+        self.done_err = False
+
+    def on(self, prefix, fn):
+        """Register fn(line) for URCs starting with prefix (first match wins)."""
+        self._urc.append((prefix, fn))
+
+    def begin(self, cmd, prefix=None, done=None, prompt=False):
+        """cmd: the command bytes (no CR). prefix: info lines that belong to
+        it. done: a line the command must also produce (+NETOPEN: etc., either
+        side of OK). prompt: wait for '>' before the data is sent."""
+        self.cmd = bytes(cmd)
+        self.prefix = prefix
+        self.done = done
+        self.want_prompt = prompt
+        self.prompted = False
+        self.finished = False
+        self.result = None
+        self.lines = []
+        self.data = None
+        self._final_seen = False
+        self._done_seen = done is None
+        self.done_err = False
+        self._iperr = None
+
+    def end(self):
+        """Drop the command; late lines of it count as stray."""
+        self.cmd = None
+        self.finished = True
+        self.want_prompt = False
+
+    def abort(self, exc):
+        if self.cmd is not None and not self.finished:
+            self.result = exc
+            self._finish()
+
+    def _finish(self):
+        self.finished = True
+        if self.notify:
+            self.notify()
+
+    def feed(self, buf):
+        mv = memoryview(buf)
+        n = len(mv)
+        i = 0
+        line = self._line
+        cap = len(line)
+        while i < n:
+            if self._skip_lf:
+                self._skip_lf = False
+                if mv[i] == 10:
+                    i += 1
+                    continue
+            if self._rawneed:
+                k = self._rawneed
+                if k > n - i:
+                    k = n - i
+                self._raw[self._rawn:self._rawn + k] = mv[i:i + k]
+                self._rawn += k
+                self._rawneed -= k
+                i += k
+                if not self._rawneed:
+                    self._raw_done()
+                continue
+            b = mv[i]
+            i += 1
+            if b == 10 or b == 13:
+                if b == 13:
+                    self._skip_lf = True
+                if self._over:
+                    self._over = False
+                    self.garbled += 1
+                    self._n = 0
+                elif self._n:
+                    ln = bytes(line[:self._n]).strip()
+                    self._n = 0
+                    if ln:
+                        self._line_done(ln)
+                continue
+            if b == 62 and self._n == 0 and self.want_prompt and not self.prompted and not self.finished:
+                self.prompted = True
+                if self.notify:
+                    self.notify()
+                continue
+            if self._n < cap:
+                line[self._n] = b
+                self._n += 1
+            else:
+                self._over = True
+
+    def _start_raw(self, link, count, for_cmd):
+        if count <= 0:
+            if for_cmd:
+                self.data = b""
+            return
+        self._rawneed = count
+        self._rawn = 0
+        self._rawlink = link
+        self._rawcmd = for_cmd
+
+    def _raw_done(self):
+        n = self._rawn
+        if self._rawcmd:
+            if self.cmd is not None:
+                self.data = bytes(self._raw[:n])
+        elif self.on_data:
+            self.on_data(self._rawlink, memoryview(self._raw)[:n])
+        self._rawn = 0
+
+    def _line_done(self, ln):
+        c = self.cmd
+        if c is not None and not self.finished:
+            if ln == c:  # echo (ATE1)
+                return
+            if ln == b"OK":
+                self._final_seen = True
+                if self._done_seen:
+                    self._finish()
+                return
+            if ln == b"ERROR":
+                if self._iperr is not None:
+                    self.result = IpError(c, self._iperr, self.lines)
+                else:
+                    self.result = ATError(c, ln, self.lines)
+                self._finish()
+                return
+            if ln.startswith(b"+CME ERROR:"):
+                self.result = CmeError(c, ln, self.lines)
+                self._finish()
+                return
+            if ln.startswith(b"+CMS ERROR:"):
+                self.result = CmsError(c, ln, self.lines)
+                self._finish()
+                return
+            if ln.startswith(b"+CIPERROR:"):
+                self.result = CipError(c, ln, self.lines)
+                self._finish()
+                return
+            if ln.startswith(b"+IP ERROR:"):
+                self._iperr = ln
+                return
+            d = self.done
+            if d is not None and not self._done_seen and ln.startswith(d):
+                self.lines.append(ln)
+                self._done_seen = True
+                if self._final_seen:
+                    self._finish()
+                elif not ln.endswith(b",0") and not ln.endswith(b" 0"):
+                    self.done_err = True  # failure code: OK/ERROR may not follow
+                    if self.notify:
+                        self.notify()
+                return
+            p = self.prefix
+            if p is not None and ln.startswith(p):
+                self.lines.append(ln)
+                if ln.startswith(b"+CIPRXGET: 2,"):
+                    f = ln[13:].split(b",")
+                    if len(f) == 3:
+                        cnt = _num(f[1])
+                        if 0 <= cnt <= len(self._raw):
+                            self._start_raw(_num(f[0]), cnt, True)
+                            return
+                    self.result = ATError(c, ln, self.lines)
+                    self._finish()
+                return
+        elif ln == b"OK" or ln == b"ERROR" or ln.startswith(b"+CME ERROR:"):
+            self.stray += 1
+            return
+        # pushed socket data: +RECEIVE,<link>,<len> / +IPD<len>, then raw bytes
+        if ln.startswith(b"+RECEIVE,"):
+            f = ln[9:].split(b",")
+            if len(f) == 2:
+                link, cnt = _num(f[0]), _num(f[1])
+                if link >= 0 and 0 < cnt <= len(self._raw):
+                    self.urcs += 1
+                    self._start_raw(link, cnt, False)
+                    return
+            self.garbled += 1
+            return
+        if ln.startswith(b"+IPD"):
+            cnt = _num(ln[4:])
+            if 0 < cnt <= len(self._raw):
+                self.urcs += 1
+                self._start_raw(-1, cnt, False)
+            else:
+                self.garbled += 1
+            return
+        for p, fn in self._urc:
+            if ln.startswith(p):
+                self.urcs += 1
+                try:
+                    fn(ln)
+                except ValueError:
+                    self.garbled += 1
+                return
+        for p in _KNOWN_URCS:
+            if ln.startswith(p):
+                self.urcs += 1
+                return
+        if c is not None and not self.finished and self.prefix is None:
+            self.lines.append(ln)  # bare information line (AT+CIMI, AT+CGSN)
+            return
+        self.garbled += 1
+
+
+class ATChannel:
+    """Serialised AT commands over an asyncio (reader, writer) pair."""
+
+    def __init__(self, reader, writer, timeout_ms=2000, grace_ms=300, parser=None):
+        self.r = reader
+        self.w = writer
+        self.timeout_ms = timeout_ms
+        self.grace_ms = grace_ms
+        self.p = parser or ATParser()
+        self._ev = asyncio.Event()
+        self.p.notify = self._ev.set
+        self._lock = asyncio.Lock()
+        self._task = None
+        self.closed = False
+        self.timeouts = 0
+        self.last_data = None
+
+    def on(self, prefix, fn):
+        self.p.on(prefix, fn)
+
+    def start(self):
+        if self._task is None:
+            self._task = asyncio.create_task(self._rx())
+
+    def stop(self):
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def _rx(self):
+        r = self.r
+        while True:
+            b = await r.read(256)
+            if not b:
+                self.closed = True
+                self.p.abort(ATClosed(b"", b"UART closed"))
+                return
+            self.p.feed(b)
+
+    async def _wait(self, cond, deadline):
+        while not cond():
+            left = asyncio.ticks_diff(deadline, asyncio.ticks())
+            if left <= 0:
+                return False
+            self._ev.clear()
+            if cond():
+                return True
+            try:
+                await asyncio.wait_for_ms(self._ev.wait(), left)
+            except asyncio.TimeoutError:
+                pass
+        return True
+
+    async def cmd(self, text, prefix=None, timeout_ms=None, done=None, data=None):
+        """Send one command; return its info lines (bytes) or raise ATError."""
+        if isinstance(text, str):
+            text = text.encode()
+        if isinstance(prefix, str):
+            prefix = prefix.encode()
+        if isinstance(done, str):
+            done = done.encode()
+        async with self._lock:
+            if self.closed:
+                raise ATClosed(text, b"UART closed")
+            p = self.p
+            p.begin(text, prefix, done, data is not None)
+            tmo = self.timeout_ms if timeout_ms is None else timeout_ms
+            deadline = asyncio.ticks_add(asyncio.ticks(), tmo)
+            try:
+                self.w.write(text + b"\r")
+                await self.w.drain()
+                if data is not None:
+                    ok = await self._wait(lambda: p.prompted or p.finished, deadline)
+                    if not ok:
+                        self.timeouts += 1
+                        raise ATTimeout(text, b"no prompt")
+                    if not p.finished:
+                        self.w.write(data)
+                        await self.w.drain()
+                ok = await self._wait(lambda: p.finished or p.done_err, deadline)
+                if not ok:
+                    self.timeouts += 1
+                    raise ATTimeout(text, b"timeout")
+                if not p.finished:
+                    # a failure line (e.g. +CIPOPEN: 0,4): give its ERROR a moment
+                    g = asyncio.ticks_add(asyncio.ticks(), self.grace_ms)
+                    if asyncio.ticks_diff(g, deadline) > 0:
+                        g = deadline
+                    await self._wait(lambda: p.finished, g)
+                if p.result is not None:
+                    raise p.result
+                self.last_data = p.data
+                return p.lines
+            finally:
+                p.end()
+
+    async def cmd_data(self, text, prefix, timeout_ms=None):
+        """A command whose reply carries counted binary data (AT+CIPRXGET=2)."""
+        lines = await self.cmd(text, prefix, timeout_ms)
+        return lines, self.last_data

@@ -1,0 +1,134 @@
+# The WAN modem driver interface. The rest of the firmware (head-end link,
+# clock, commissioning) talks to a Modem only; a driver per modem family
+# (sim7600 today, a Quectel BG95 later) implements it over an AT channel.
+from micropython import const
+
+# registration states (3GPP <stat>)
+REG_NONE = const(0)
+REG_HOME = const(1)
+REG_SEARCHING = const(2)
+REG_DENIED = const(3)
+REG_UNKNOWN = const(4)
+REG_ROAMING = const(5)
+
+# event kinds passed to the listener: fn(kind, value)
+EV_REG = "reg"  # value: combined registration stat
+EV_SOCKET_CLOSED = "closed"  # value: reason (0 local, 1 remote, 2 timeout, -1 network lost)
+EV_NET_LOST = "net_lost"  # the PDP/network library dropped; re-attach needed
+EV_TIME = "time"  # network time arrived; read it with network_time()
+EV_BOOT = "boot"  # the modem (re)booted on its own: run init() again
+EV_SIM = "sim"  # value: SIM state text (b"READY", b"SIM PIN", ...)
+
+
+class ModemError(Exception):
+    pass
+
+
+class NoSim(ModemError):
+    pass
+
+
+class PinRequired(ModemError):
+    """The SIM wants a PIN and none (or no further attempt) is allowed."""
+
+
+class WrongPin(ModemError):
+    pass
+
+
+class PukRequired(ModemError):
+    pass
+
+
+class RegistrationDenied(ModemError):
+    pass
+
+
+class AttachFailed(ModemError):
+    """PDP context / network library activation failed."""
+
+
+class SocketOpenFailed(ModemError):
+    def __init__(self, err):
+        super().__init__("socket open failed: %d" % err)
+        self.err = err
+
+
+class SocketClosed(ModemError):
+    pass
+
+
+class ModemSilent(ModemError):
+    """The modem does not answer AT: escalate to a hardware reset."""
+
+
+def registered(stat):
+    return stat == REG_HOME or stat == REG_ROAMING
+
+
+class Modem:
+    """Interface; every method is a coroutine unless noted."""
+
+    def __init__(self):
+        self.listener = None  # fn(kind, value)
+        self.reg_stat = REG_UNKNOWN
+        self.socket_open = False
+
+    def _emit(self, kind, value=None):
+        if self.listener is not None:
+            self.listener(kind, value)
+
+    async def init(self):
+        """Bring the UART dialogue up (echo off, error mode, URCs on)."""
+        raise NotImplementedError
+
+    async def sim_ready(self, pin=None):
+        """True when the SIM is usable; enters pin once; raises NoSim/WrongPin/PukRequired."""
+        raise NotImplementedError
+
+    async def registration(self):
+        """Current registration stat (REG_*)."""
+        raise NotImplementedError
+
+    async def signal_dbm(self):
+        """Signal strength in dBm, None when unknown."""
+        raise NotImplementedError
+
+    def signal_avg_dbm(self):
+        """Rolling average of recent signal_dbm() samples (not a coroutine)."""
+        raise NotImplementedError
+
+    async def cell_id(self):
+        """(rat, "mcc-mnc", area code, cell id) of the serving cell, or None."""
+        raise NotImplementedError
+
+    async def set_radio_mode(self, mode):
+        raise NotImplementedError
+
+    async def attach(self, apn):
+        """Activate data; returns the IP address text. Raises AttachFailed."""
+        raise NotImplementedError
+
+    async def detach(self):
+        raise NotImplementedError
+
+    async def open_socket(self, host, port):
+        raise NotImplementedError
+
+    async def send(self, data):
+        raise NotImplementedError
+
+    async def recv(self, timeout_ms=None):
+        """Next received bytes (b"" on timeout); raises SocketClosed."""
+        raise NotImplementedError
+
+    async def close_socket(self):
+        raise NotImplementedError
+
+    async def network_time(self):
+        """UTC seconds since 1970 from the modem clock, None when not set."""
+        raise NotImplementedError
+
+    async def hw_reset(self):
+        """Pulse the modem's reset line (board hook) and wait for it to boot."""
+        raise NotImplementedError

@@ -1,0 +1,554 @@
+# SIMCom SIM7600 driver (the dialect in vectors/modem/SIM7600.md): one TCP
+# client link (link 0) in buffer receive mode (AT+CIPRXGET=1), so received
+# data waits in the modem until we read it (back-pressure, small heap).
+from micropython import const
+import asyncio
+import time
+
+from wan.at import ATChannel, ATError, ATFormatError, ATTimeout, CipError, CmeError, IpError
+from wan.at import split_fields, to_int
+from wan.modem import (
+    EV_BOOT, EV_NET_LOST, EV_REG, EV_SIM, EV_SOCKET_CLOSED, EV_TIME,
+    REG_DENIED, REG_NONE, REG_SEARCHING, REG_UNKNOWN,
+    AttachFailed, Modem, ModemError, ModemSilent, NoSim, PinRequired, PukRequired,
+    RegistrationDenied, SocketClosed, SocketOpenFailed, WrongPin, registered,
+)
+
+_CHUNK = const(1460)
+_NSIG = const(32)
+
+# all timings in ms; tests shrink them
+TIMINGS = {
+    "cmd": 2000, "at": 1000, "at_retries": 3, "cfun": 10000, "boot": 30000,
+    "cpin_retries": 10, "cpin_interval": 1000, "netopen": 75000, "netclose": 60000,
+    "cipopen": 15000, "cipsend": 15000, "cipclose": 15000, "rxget": 5000, "cclk": 5000,
+    "reg_poll": 1000, "signal_window": 30000, "grace": 300,
+}
+
+RADIO_MODES = {
+    "auto": 2, "gsm": 13, "wcdma": 14, "gsm+wcdma": 19, "lte": 38,
+    "gsm+wcdma+lte": 39, "not-lte": 48, "gsm+lte": 51, "wcdma+lte": 54,
+}
+_CNMP = (2, 9, 10, 13, 14, 19, 22, 38, 39, 48, 51, 54, 59, 60, 63, 67)
+
+
+def rssi_to_dbm(rssi):
+    """AT+CSQ <rssi> to dBm (None = not known)."""
+    if 0 <= rssi <= 31:
+        return -113 + 2 * rssi
+    if 100 <= rssi <= 191:
+        return rssi - 216
+    if rssi == 99 or rssi == 199:
+        return None
+    raise ATFormatError("rssi out of range: %d" % rssi)
+
+
+def parse_csq(line):
+    f = split_fields(line, b"+CSQ:")
+    if len(f) != 2:
+        raise ATFormatError("bad +CSQ")
+    to_int(f[1])
+    return rssi_to_dbm(to_int(f[0]))
+
+
+def parse_reg(line, prefix):
+    """+CxREG line -> (read_form, stat, lac, ci); lac/ci ints or None."""
+    f = split_fields(line, prefix)
+    rest = line[len(prefix):].strip()
+    comma = rest.find(b",")
+    if len(f) == 1:
+        return False, to_int(f[0]), None, None
+    if rest[comma + 1:comma + 2] == b'"':  # URC with location: stat,"lac","ci"
+        if len(f) < 3:
+            raise ATFormatError("bad reg URC")
+        return False, to_int(f[0]), to_int(f[1], 16), to_int(f[2], 16)
+    to_int(f[0])
+    stat = to_int(f[1])
+    if len(f) >= 4:
+        return True, stat, to_int(f[2], 16), to_int(f[3], 16)
+    return True, stat, None, None
+
+
+def parse_cpsi(line):
+    """+CPSI -> None (no service) or (rat, "mcc-mnc", area, cell)."""
+    f = split_fields(line, b"+CPSI:")
+    rat = f[0]
+    if rat == b"NO SERVICE":
+        return None
+    if len(f) < 5 or b"-" not in f[2]:
+        raise ATFormatError("bad +CPSI")
+    area = to_int(f[3], 16)
+    cell = to_int(f[4])
+    if rat.startswith(b"LTE"):
+        if len(f) < 7 or f[6].endswith(b"BAND0") or cell > 0xFFFFFFF:
+            raise ATFormatError("+CPSI LTE garbage")
+    elif rat not in (b"GSM", b"WCDMA", b"TDS", b"CDMA", b"EVDO", b"GSM-LIMITED", b"WCDMA-LIMITED"):
+        raise ATFormatError("bad +CPSI mode")
+    if area > 0xFFFF or cell > 0xFFFFFFF:
+        raise ATFormatError("+CPSI field out of range")
+    return str(rat, "ascii"), str(f[2], "ascii"), area, cell
+
+
+def days_from_civil(y, m, d):
+    if m <= 2:
+        y -= 1
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+def parse_cclk(line):
+    """+CCLK: "yy/MM/dd,hh:mm:ss±zz" (local, zz quarter hours) -> UTC seconds
+    since 1970, or None when the clock was never set (year 80)."""
+    f = split_fields(line, b"+CCLK:")
+    if len(f) != 1:
+        raise ATFormatError("bad +CCLK")
+    v = f[0]
+    if len(v) < 17 or v[2:3] != b"/" or v[5:6] != b"/" or v[8:9] != b"," \
+            or v[11:12] != b":" or v[14:15] != b":":
+        raise ATFormatError("bad +CCLK time")
+    yy, mo, dd = to_int(v[0:2]), to_int(v[3:5]), to_int(v[6:8])
+    hh, mi, ss = to_int(v[9:11]), to_int(v[12:14]), to_int(v[15:17])
+    zone = 0
+    if len(v) > 17:
+        if v[17] not in b"+-" or len(v) > 20:
+            raise ATFormatError("bad +CCLK zone")
+        zone = to_int(v[18:])
+        if v[17] == 45:
+            zone = -zone
+    if yy == 80:
+        return None
+    if not (1 <= mo <= 12 and 1 <= dd <= 31 and hh < 24 and mi < 60 and ss < 60 and -48 <= zone <= 56):
+        raise ATFormatError("+CCLK out of range")
+    days = days_from_civil(2000 + yy, mo, dd)
+    return days * 86400 + hh * 3600 + mi * 60 + ss - zone * 900
+
+
+def _last_int(line):
+    return to_int(line[line.rfind(b",") + 1:].strip() if b"," in line else line[line.find(b":") + 1:].strip())
+
+
+class Sim7600(Modem):
+    def __init__(self, reader, writer, reset=None, timings=None, ticks_ms=None):
+        Modem.__init__(self)
+        t = dict(TIMINGS)
+        if timings:
+            t.update(timings)
+        self.t = t
+        self.at = ATChannel(reader, writer, t["cmd"], t["grace"])
+        self._reset = reset
+        self._ticks = ticks_ms or time.ticks_ms
+        at = self.at
+        for p in (b"+CREG:", b"+CGREG:", b"+CEREG:"):
+            at.on(p, self._on_reg)
+        at.on(b"+IPCLOSE:", self._on_ipclose)
+        at.on(b"+CIPEVENT:", self._on_cipevent)
+        at.on(b"+CIPRXGET: 1,", self._on_rx)
+        at.on(b"RDY", self._on_boot)
+        at.on(b"+CPIN:", self._on_cpin)
+        at.on(b"PB DONE", self._on_pb_done)
+        for p in (b"+CTZV:", b"*PSUTTZ:", b"+CTZE:"):
+            at.on(p, self._on_time)
+        at.p.on_data = self._on_push
+        self._reg = [REG_UNKNOWN, REG_UNKNOWN, REG_UNKNOWN]  # CREG, CGREG, CEREG
+        self._boot = asyncio.Event()
+        self._rxev = asyncio.Event()
+        self._rx_pending = False
+        self._rxq = []
+        self._sig_t = [0] * _NSIG
+        self._sig_v = [0] * _NSIG
+        self._sig_n = 0
+        self._sig_i = 0
+        self._pin_tried = False
+        self.sim = None
+        self.pb_done = False
+        self.net_lost = False
+        self.attached = False
+        self.revision = None
+        self.ip = None
+        self.on_data = None
+        self.bad_lines = 0
+
+    # ---- URCs ----
+    def _on_reg(self, line):
+        i = 0 if line.startswith(b"+CREG:") else 1 if line.startswith(b"+CGREG:") else 2
+        read, stat, _, _ = parse_reg(line, (b"+CREG:", b"+CGREG:", b"+CEREG:")[i])
+        self._set_reg(i, stat)
+
+    def _set_reg(self, i, stat):
+        old = self.reg_stat
+        self._reg[i] = stat
+        self.reg_stat = self._combined()
+        if self.reg_stat != old:
+            self._emit(EV_REG, self.reg_stat)
+
+    def _combined(self):
+        r = self._reg
+        for s in (r[1], r[2], r[0]):
+            if registered(s):
+                return s
+        for want in (REG_DENIED, REG_SEARCHING, REG_NONE):
+            if want in r:
+                return want
+        return REG_UNKNOWN
+
+    def _on_ipclose(self, line):
+        f = split_fields(line, b"+IPCLOSE:")
+        if len(f) != 2:
+            raise ATFormatError("bad +IPCLOSE")
+        if to_int(f[0]) == 0:
+            self.socket_open = False
+            self._rxev.set()
+            self._emit(EV_SOCKET_CLOSED, to_int(f[1]))
+
+    def _on_cipevent(self, line):
+        was = self.socket_open
+        self.socket_open = False
+        self.attached = False
+        self.net_lost = True
+        self._rxev.set()
+        if was:
+            self._emit(EV_SOCKET_CLOSED, -1)
+        self._emit(EV_NET_LOST, line[10:].strip())
+
+    def _on_rx(self, line):
+        if line[13:].strip() == b"0":
+            self._rx_pending = True
+            self._rxev.set()
+
+    def _on_push(self, link, mv):
+        if link in (0, -1):
+            if self.on_data is not None:
+                self.on_data(bytes(mv))
+            else:
+                self._rxq.append(bytes(mv))
+                self._rxev.set()
+
+    def _on_boot(self, line):
+        if line != b"RDY":
+            raise ATFormatError("bad boot line")
+        self.socket_open = False
+        self.attached = False
+        self.pb_done = False
+        self._pin_tried = False
+        self._reg = [REG_UNKNOWN, REG_UNKNOWN, REG_UNKNOWN]
+        self.reg_stat = REG_UNKNOWN
+        self._rxev.set()
+        self._boot.set()
+        self._emit(EV_BOOT)
+
+    def _on_cpin(self, line):
+        self.sim = line[6:].strip()
+        self._emit(EV_SIM, self.sim)
+
+    def _on_pb_done(self, line):
+        self.pb_done = True
+
+    def _on_time(self, line):
+        self._emit(EV_TIME, None)
+
+    # ---- start-up, SIM ----
+    async def init(self):
+        at = self.at
+        at.start()
+        t = self.t
+        for _ in range(t["at_retries"]):
+            try:
+                await at.cmd("AT", timeout_ms=t["at"])
+                break
+            except ATTimeout:
+                pass
+        else:
+            raise ModemSilent("no answer to AT")
+        for c in ("ATE0", "AT+CMEE=2"):
+            await at.cmd(c)
+        lines = await at.cmd("AT+CGMR", b"+CGMR:")
+        self.revision = lines[0][6:].strip() if lines else None
+        for c in ("AT+CREG=2", "AT+CGREG=2", "AT+CEREG=2", "AT+CTZU=1", "AT+CTZR=1"):
+            await at.cmd(c)
+
+    async def alive(self):
+        """AT answered within the retries (False: escalate to hw_reset)."""
+        for _ in range(self.t["at_retries"]):
+            try:
+                await self.at.cmd("AT", timeout_ms=self.t["at"])
+                return True
+            except ATTimeout:
+                pass
+        return False
+
+    async def sim_ready(self, pin=None):
+        t = self.t
+        at = self.at
+        err = None
+        for _ in range(t["cpin_retries"]):
+            try:
+                lines = await at.cmd("AT+CPIN?", b"+CPIN:")
+            except CmeError as e:
+                if e.code in (10, 13, 14):  # not inserted / failure / busy: retry
+                    err = e
+                    await asyncio.sleep_ms(t["cpin_interval"])
+                    continue
+                if e.code == 12:
+                    raise PukRequired()
+                raise
+            state = lines[-1][6:].strip() if lines else b""
+            self.sim = state
+            if state == b"READY":
+                return True
+            if state == b"SIM PIN":
+                if pin is None or self._pin_tried:
+                    raise PinRequired()
+                self._pin_tried = True
+                try:
+                    await at.cmd('AT+CPIN="%s"' % pin, b"+CPIN:")
+                except CmeError as e:
+                    if e.code == 16:
+                        raise WrongPin()
+                    raise
+                continue
+            if state == b"SIM PUK":
+                raise PukRequired()
+            await asyncio.sleep_ms(t["cpin_interval"])
+        if err is not None and err.code == 10:
+            raise NoSim()
+        raise ModemError("SIM not ready: %r" % (err or self.sim))
+
+    # ---- network ----
+    async def registration(self):
+        for i, c, p in ((1, "AT+CGREG?", b"+CGREG:"), (2, "AT+CEREG?", b"+CEREG:")):
+            for line in await self.at.cmd(c, p):
+                read, stat, _, _ = parse_reg(line, p)
+                self._set_reg(i, stat)
+        return self.reg_stat
+
+    async def wait_registered(self, timeout_ms):
+        deadline = time.ticks_add(self._ticks(), timeout_ms)
+        while True:
+            stat = await self.registration()
+            if registered(stat):
+                return stat
+            if stat == REG_DENIED:
+                raise RegistrationDenied()
+            if time.ticks_diff(deadline, self._ticks()) <= 0:
+                return stat
+            await asyncio.sleep_ms(self.t["reg_poll"])
+
+    async def signal_dbm(self):
+        lines = await self.at.cmd("AT+CSQ", b"+CSQ:")
+        if not lines:
+            raise ATFormatError("no +CSQ")
+        dbm = parse_csq(lines[-1])
+        if dbm is not None:
+            i = self._sig_i
+            self._sig_t[i] = self._ticks()
+            self._sig_v[i] = dbm
+            self._sig_i = (i + 1) % _NSIG
+            if self._sig_n < _NSIG:
+                self._sig_n += 1
+        return dbm
+
+    def signal_avg_dbm(self):
+        now = self._ticks()
+        win = self.t["signal_window"]
+        tot = 0
+        n = 0
+        for k in range(self._sig_n):
+            if time.ticks_diff(now, self._sig_t[k]) <= win:
+                tot += self._sig_v[k]
+                n += 1
+        if not n:
+            return None
+        return tot / n
+
+    async def cell_id(self):
+        lines = await self.at.cmd("AT+CPSI?", b"+CPSI:")
+        if not lines:
+            return None
+        try:
+            return parse_cpsi(lines[-1])
+        except ATFormatError:
+            self.bad_lines += 1
+            return None
+
+    async def set_radio_mode(self, mode):
+        if isinstance(mode, str):
+            if mode not in RADIO_MODES:
+                raise ValueError("unknown radio mode %s" % mode)
+            mode = RADIO_MODES[mode]
+        if mode not in _CNMP:
+            raise ValueError("bad CNMP mode %d" % mode)
+        await self.at.cmd("AT+CNMP=%d" % mode, timeout_ms=self.t["cfun"])
+
+    # ---- data ----
+    async def _quiet(self, c, done=None, timeout_ms=None):
+        try:
+            return await self.at.cmd(c, done, timeout_ms, done)
+        except ATError as e:
+            if isinstance(e, ATTimeout):
+                raise
+            return None
+
+    async def reset_network(self):
+        """After a network drop: close the link, close the library if still open."""
+        await self._quiet("AT+CIPCLOSE=0", b"+CIPCLOSE:", self.t["cipclose"])
+        self.socket_open = False
+        lines = await self._quiet("AT+NETOPEN?", None)
+        if lines is None or any(ln.startswith(b"+NETOPEN: 1") for ln in lines):
+            await self._quiet("AT+NETCLOSE", b"+NETCLOSE:", self.t["netclose"])
+        self.net_lost = False
+        self.attached = False
+
+    async def attach(self, apn):
+        at = self.at
+        t = self.t
+        if self.net_lost:
+            await self.reset_network()
+        try:
+            await at.cmd('AT+CGDCONT=1,"IP","%s"' % apn)
+        except ATError as e:
+            raise AttachFailed("CGDCONT: %s" % e)
+        for c in ("AT+CIPMODE=0", "AT+CIPSENDMODE=0", "AT+CIPCCFG=10,0,0,0,1,0,75000",
+                  "AT+CIPTIMEOUT=%d,%d,%d" % (t["netopen"], t["cipopen"], t["cipsend"])):
+            await at.cmd(c)
+        try:
+            lines = await at.cmd("AT+NETOPEN", None, t["netopen"], b"+NETOPEN:")
+            err = _last_int(lines[-1])
+        except IpError as e:
+            err = 0 if b"already opened" in e.info else -1
+        except ATTimeout:
+            raise
+        except ATError:
+            err = -1
+        if err != 0:
+            await self._quiet("AT+NETCLOSE", b"+NETCLOSE:", t["netclose"])
+            raise AttachFailed("NETOPEN failed: %d" % err)
+        lines = await at.cmd("AT+IPADDR", b"+IPADDR:")
+        self.ip = str(lines[-1][8:].strip(), "ascii") if lines else None
+        self.attached = True
+        self.net_lost = False
+        return self.ip
+
+    async def detach(self):
+        await self._quiet("AT+NETCLOSE", b"+NETCLOSE:", self.t["netclose"])
+        self.attached = False
+        self.socket_open = False
+
+    async def open_socket(self, host, port):
+        at = self.at
+        t = self.t
+        await at.cmd("AT+CIPRXGET=1")
+        self._rx_pending = False
+        self._rxq = []
+        err = -1
+        try:
+            lines = await at.cmd('AT+CIPOPEN=0,"TCP","%s",%d' % (host, port), b"+CIPOPEN:",
+                                 t["cipopen"], b"+CIPOPEN:")
+        except ATTimeout:
+            raise
+        except ATError as e:
+            lines = e.lines
+        for ln in lines:
+            if ln.startswith(b"+CIPOPEN:"):
+                err = _last_int(ln)
+        if err != 0:
+            await self._quiet("AT+CIPCLOSE=0", b"+CIPCLOSE:", t["cipclose"])
+            if err == 2:
+                self.attached = False
+            raise SocketOpenFailed(err)
+        self.socket_open = True
+
+    async def send(self, data):
+        mv = memoryview(data)
+        t = self.t
+        i = 0
+        while i < len(mv):
+            n = min(_CHUNK, len(mv) - i)
+            if not self.socket_open:
+                raise SocketClosed()
+            try:
+                lines = await self.at.cmd("AT+CIPSEND=0,%d" % n, b"+CIPSEND:", t["cipsend"],
+                                          b"+CIPSEND:", mv[i:i + n])
+            except CipError as e:
+                if e.code in (2, 4):
+                    self.socket_open = False
+                    raise SocketClosed()
+                raise
+            cnf = _last_int(lines[-1]) if lines else -1
+            if cnf != n:
+                if cnf < 0:
+                    self.socket_open = False
+                    raise SocketClosed()
+                raise ModemError("short send %d/%d" % (cnf, n))
+            i += n
+        return i
+
+    async def _read_chunk(self):
+        try:
+            lines, data = await self.at.cmd_data("AT+CIPRXGET=2,0,%d" % _CHUNK, b"+CIPRXGET: 2,",
+                                                 self.t["rxget"])
+        except IpError:
+            self._rx_pending = False
+            return b""
+        f = split_fields(lines[-1], b"+CIPRXGET:")
+        if len(f) != 4 or data is None:
+            raise ATFormatError("bad +CIPRXGET read")
+        self._rx_pending = to_int(f[3]) > 0
+        return data
+
+    async def recv(self, timeout_ms=None):
+        deadline = None if timeout_ms is None else time.ticks_add(self._ticks(), timeout_ms)
+        while True:
+            if self._rxq:
+                return self._rxq.pop(0)
+            if self._rx_pending:
+                data = await self._read_chunk()
+                if data:
+                    return data
+                continue
+            if not self.socket_open:
+                raise SocketClosed()
+            self._rxev.clear()
+            if deadline is None:
+                await self._rxev.wait()
+                continue
+            left = time.ticks_diff(deadline, self._ticks())
+            if left <= 0:
+                return b""
+            try:
+                await asyncio.wait_for_ms(self._rxev.wait(), left)
+            except asyncio.TimeoutError:
+                return b""
+
+    async def pump(self, fn):
+        """Deliver received data to fn(bytes) until the socket closes."""
+        while True:
+            try:
+                fn(await self.recv())
+            except SocketClosed:
+                return
+
+    async def close_socket(self):
+        await self._quiet("AT+CIPCLOSE=0", b"+CIPCLOSE:", self.t["cipclose"])
+        self.socket_open = False
+
+    async def network_time(self):
+        lines = await self.at.cmd("AT+CCLK?", b"+CCLK:", self.t["cclk"])
+        if not lines:
+            raise ATFormatError("no +CCLK")
+        return parse_cclk(lines[-1])
+
+    async def hw_reset(self):
+        if self._reset is None:
+            raise ModemError("no reset line")
+        self._boot.clear()
+        r = self._reset()
+        if r is not None and hasattr(r, "send"):
+            await r
+        try:
+            await asyncio.wait_for_ms(self._boot.wait(), self.t["boot"])
+        except asyncio.TimeoutError:
+            raise ModemSilent("no RDY after reset")
+        await self.init()

@@ -1,0 +1,192 @@
+# AT parser core (wan.at.ATParser): replies vs URCs, errors, garbage, split
+# reads and counted binary data. Byte strings follow vectors/modem/SIM7600.md.
+from wan.at import ATFormatError, ATParser, CipError, CmeError, IpError, split_fields, to_int
+
+HEAP = "256k"
+
+
+def _parser():
+    p = ATParser()
+    seen = []
+    for pre in (b"+CREG:", b"+CGREG:", b"+IPCLOSE:", b"+CIPEVENT:", b"+CIPRXGET: 1,", b"RDY",
+                b"+CPIN:", b"SMS DONE", b"PB DONE", b"*PSUTTZ:", b"+CTZV:", b"+CTZE:"):
+        p.on(pre, seen.append)
+    data = []
+    p.on_data = lambda link, mv: data.append((link, bytes(mv)))
+    return p, seen, data
+
+
+def _feed_bytewise(p, raw):
+    for i in range(len(raw)):
+        p.feed(raw[i:i + 1])
+
+
+def test_boot_urcs_without_command():
+    p, seen, _ = _parser()
+    p.feed(b"\r\nRDY\r\n\r\n+CPIN: READY\r\n\r\nSMS DONE\r\n\r\nPB DONE\r\n")
+    assert seen == [b"RDY", b"+CPIN: READY", b"SMS DONE", b"PB DONE"], seen
+    assert p.garbled == 0 and p.urcs == 4
+
+
+def test_reply_with_urcs_interleaved():
+    p, seen, _ = _parser()
+    p.begin(b"AT+CSQ", b"+CSQ:")
+    p.feed(b"\r\n+CGREG: 1,\"1A2D\",\"01B2C3D4\"\r\n\r\n+CSQ: 21,99\r\n\r\n+IPCLOSE: 0,1\r\n")
+    assert not p.finished
+    p.feed(b"\r\nOK\r\n")
+    assert p.finished and p.result is None
+    assert p.lines == [b"+CSQ: 21,99"]
+    assert seen == [b'+CGREG: 1,"1A2D","01B2C3D4"', b"+IPCLOSE: 0,1"]
+
+
+def test_echo_is_skipped_and_split_reads():
+    p, seen, _ = _parser()
+    p.begin(b"AT+CGMR", b"+CGMR:")
+    _feed_bytewise(p, b"AT+CGMR\r\r\n+CGMR: LE20B04SIM7600M22\r\n\r\nOK\r\n")
+    assert p.finished and p.result is None and p.lines == [b"+CGMR: LE20B04SIM7600M22"]
+    assert p.garbled == 0
+
+
+def test_bare_info_lines():
+    p, _, _ = _parser()
+    p.begin(b"AT+CIMI")
+    p.feed(b"\r\n234500000000000\r\n\r\nOK\r\n")
+    assert p.lines == [b"234500000000000"] and p.result is None
+
+
+def test_cme_errors_numeric_and_verbose():
+    p, _, _ = _parser()
+    p.begin(b"AT+CPIN?", b"+CPIN:")
+    p.feed(b"\r\n+CME ERROR: SIM not inserted\r\n")
+    assert p.finished and isinstance(p.result, CmeError) and p.result.code == 10
+    p.end()
+    p.begin(b'AT+CPIN="9999"', b"+CPIN:")
+    p.feed(b"\r\n+CME ERROR: 16\r\n")
+    assert isinstance(p.result, CmeError) and p.result.code == 16
+    p.end()
+    p.begin(b"AT+CGACT=1,1")
+    p.feed(b"\r\n+CME ERROR: PDP authentication failure\r\n")
+    assert p.result.code == 149
+    p.end()
+    p.begin(b"AT+X")
+    p.feed(b"\r\n+CME ERROR: something new\r\n")
+    assert p.result.code == -1
+
+
+def test_ip_error_and_ciperror():
+    p, _, _ = _parser()
+    p.begin(b"AT+NETOPEN", None, b"+NETOPEN:")
+    p.feed(b"\r\n+IP ERROR: Network is already opened\r\n\r\nERROR\r\n")
+    assert isinstance(p.result, IpError) and p.result.info == b"Network is already opened"
+    p.end()
+    p.begin(b"AT+CIPSEND=1,43", b"+CIPSEND:", b"+CIPSEND:", True)
+    p.feed(b"\r\n+CIPERROR: 4\r\n")
+    assert isinstance(p.result, CipError) and p.result.code == 4 and not p.prompted
+
+
+def test_done_line_either_side_of_ok():
+    p, _, _ = _parser()
+    p.begin(b'AT+CIPOPEN=0,"TCP","h",1', b"+CIPOPEN:", b"+CIPOPEN:")
+    p.feed(b"\r\nOK\r\n")
+    assert not p.finished  # still waiting for +CIPOPEN
+    p.feed(b"\r\n+CIPOPEN: 0,0\r\n")
+    assert p.finished and p.result is None and p.lines == [b"+CIPOPEN: 0,0"]
+    p.end()
+    p.begin(b'AT+CIPOPEN=1,"TCP","h",1', b"+CIPOPEN:", b"+CIPOPEN:")
+    p.feed(b"\r\n+CIPOPEN: 1,0\r\n")
+    assert not p.finished and not p.done_err
+    p.feed(b"\r\nOK\r\n")
+    assert p.finished and p.result is None
+    p.end()
+    # failure code with the ERROR after it
+    p.begin(b'AT+CIPOPEN=0,"TCP","h",1', b"+CIPOPEN:", b"+CIPOPEN:")
+    p.feed(b"\r\n+CIPOPEN: 0,2\r\n")
+    assert p.done_err and not p.finished
+    p.feed(b"\r\nERROR\r\n")
+    assert p.finished and p.result.lines == [b"+CIPOPEN: 0,2"]
+    p.end()
+    p.feed(b"\r\nOK\r\n")  # a late final with nothing in flight
+    assert p.stray == 1
+
+
+def test_prompt_and_send_result():
+    p, _, _ = _parser()
+    for prompt in (b"\r\n>", b"\r\n> ", b">"):
+        p.begin(b"AT+CIPSEND=0,5", b"+CIPSEND:", b"+CIPSEND:", True)
+        p.feed(prompt)
+        assert p.prompted and not p.finished
+        p.feed(b"\r\nOK\r\n\r\n+CIPSEND: 0,5,5\r\n")
+        assert p.finished and p.result is None and p.lines == [b"+CIPSEND: 0,5,5"], p.lines
+        p.end()
+    assert p.garbled == 0
+
+
+def test_gt_without_prompt_wanted_is_garbage():
+    p, _, _ = _parser()
+    p.feed(b"\r\n>\r\n")
+    assert p.garbled == 1
+
+
+def test_buffer_mode_read_binary_with_crlf_ok_gt_inside():
+    p, seen, _ = _parser()
+    payload = b"\r\nOK\r\n>\x00\xff+CIPRXGET: 1,0\r\nERROR\r\n" + bytes(range(20))
+    p.begin(b"AT+CIPRXGET=2,0,1460", b"+CIPRXGET: 2,")
+    raw = b"\r\n+CIPRXGET: 1,0\r\n\r\n+CIPRXGET: 2,0,%d,0\r\n" % len(payload) + payload + b"\r\nOK\r\n"
+    _feed_bytewise(p, raw)
+    assert p.finished and p.result is None, p.result
+    assert p.data == payload
+    assert seen == [b"+CIPRXGET: 1,0"]
+    assert p.garbled == 0
+    # the same with one feed
+    p.end()
+    p.begin(b"AT+CIPRXGET=2,0,1460", b"+CIPRXGET: 2,")
+    p.feed(raw)
+    assert p.data == payload and p.finished
+
+
+def test_push_mode_headers():
+    p, seen, data = _parser()
+    p.feed(b"\r\n+RECEIVE,0,6\r\nab\r\ncd\r\n+IPD3\r\nxyz\r\nRECV FROM:1.2.3.4:5\r\n+IPD2\r\nOK")
+    p.feed(b"\r\n")
+    assert data == [(0, b"ab\r\ncd"), (-1, b"xyz"), (-1, b"OK")], data
+    assert p.stray == 0 and p.garbled == 0
+
+
+def test_garbled_lines_counted_and_skipped():
+    p, seen, _ = _parser()
+    p.begin(b"AT+CSQ", b"+CSQ:")
+    p.feed(b"\r\n\x00\xff\xfe#!\r\n\r\n+CSQ: 18,99\r\n\r\nBLAH\r\n" + b"x" * 600 + b"\r\n\r\nOK\r\n")
+    assert p.finished and p.result is None and p.lines == [b"+CSQ: 18,99"]
+    assert p.garbled == 3, p.garbled
+    # headers with silly lengths do not swallow the stream
+    p.end()
+    p.feed(b"\r\n+RECEIVE,0,99999\r\n+IPD-1\r\n+IPD\r\n+RECEIVE,x\r\nRDY\r\n")
+    assert p.garbled == 7 and seen[-1] == b"RDY"
+
+
+def test_urc_handler_value_error_is_counted():
+    p = ATParser()
+
+    def bad(line):
+        raise ATFormatError("nope")
+
+    p.on(b"+CREG:", bad)
+    p.feed(b"\r\n+CREG: x\r\n")
+    assert p.garbled == 1
+
+
+def test_split_fields_and_to_int():
+    assert split_fields(b'+CCLK: "18/12/22,18:33:12+32"', b"+CCLK:") == [b"18/12/22,18:33:12+32"]
+    assert split_fields(b'+CGREG: 2,1,"1A2D","01B2C3D4"', b"+CGREG:") == [b"2", b"1", b"1A2D", b"01B2C3D4"]
+    assert to_int(b"0x1A2D", 16) == 0x1A2D
+    for bad in (b"", b"x", b" 1"):
+        try:
+            to_int(bad)
+            raise AssertionError(bad)
+        except ATFormatError:
+            pass
+    try:
+        split_fields(b'+X: "a', b"+X:")
+        raise AssertionError("quote")
+    except ATFormatError:
+        pass
