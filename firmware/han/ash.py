@@ -1,0 +1,721 @@
+# ASH (Asynchronous Serial Host) link layer between the host and the EmberZNet
+# NCP (Silicon Labs UG101).  Two halves:
+#   * a pure codec: CRC-16/CCITT-FALSE, byte stuffing, DATA randomisation,
+#     control bytes, encode_frame() into a preallocated buffer and an
+#     incremental Decoder;
+#   * the host-side protocol engine `Ash` (asyncio): reset handshake, DATA with
+#     window 1, ack/nak numbering, retransmission with reTx, adaptive ack
+#     timeout, duplicate suppression and NCP-reset detection.
+import asyncio
+import time
+
+from micropython import const
+
+FLAG = const(0x7E)
+ESC = const(0x7D)
+XON = const(0x11)
+XOFF = const(0x13)
+SUB = const(0x18)
+CANCEL = const(0x1A)
+
+RST = const(0xC0)
+RSTACK = const(0xC1)
+ERROR = const(0xC2)
+
+# frame types returned by frame_type()
+T_DATA = const(0)
+T_ACK = const(1)
+T_NAK = const(2)
+T_RST = const(3)
+T_RSTACK = const(4)
+T_ERROR = const(5)
+
+MAX_DATA = const(128)  # UG101: DATA field 3..128 bytes
+MIN_DATA = const(3)
+_SEED = const(0x42)
+_LFSR = const(0xB8)
+_VERSION = const(2)
+# worst case wire size of one frame: every byte stuffed, plus the flag
+BUF_SIZE = const(2 * (1 + 128 + 2) + 1)
+
+# NCP reset / error codes (UG101 / EZSP)
+RESET_UNKNOWN = const(0x00)
+RESET_EXTERNAL = const(0x01)
+RESET_POWER_ON = const(0x02)
+RESET_WATCHDOG = const(0x03)
+RESET_ASSERT = const(0x06)
+RESET_BOOTLOADER = const(0x09)
+RESET_SOFTWARE = const(0x0B)
+ERROR_ACK_TIMEOUTS = const(0x51)
+
+
+class AshError(ValueError):
+    """A malformed ASH frame."""
+
+
+class AshCrcError(AshError):
+    pass
+
+
+class AshLengthError(AshError):
+    pass
+
+
+class AshTooShort(AshLengthError):
+    pass
+
+
+class AshTooLong(AshLengthError):
+    pass
+
+
+class AshControlError(AshError):
+    pass
+
+
+class AshEscapeError(AshError):
+    pass
+
+
+class LinkFailure(Exception):
+    """The ASH link is down (no RSTACK, or an unacknowledged DATA frame)."""
+
+
+class NcpReset(Exception):
+    """The NCP reset (unexpected RSTACK) or entered its failed state (ERROR).
+    The EZSP layer must run ash.reset() and re-initialise the stack."""
+
+    def __init__(self, code, error=False):
+        super().__init__("NCP %s code 0x%02X" % ("ERROR" if error else "reset", code))
+        self.code = code
+        self.error = error
+
+
+# ---------------------------------------------------------------- codec ----
+
+
+def crc16(data, crc=0xFFFF, start=0, end=-1):
+    """CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, no reflection)."""
+    if end < 0:
+        end = len(data)
+    for i in range(start, end):
+        x = ((crc >> 8) ^ data[i]) & 0xFF
+        x ^= x >> 4
+        crc = ((crc << 8) ^ (x << 12) ^ (x << 5) ^ x) & 0xFFFF
+    return crc
+
+
+def randomise(buf, start=0, end=-1):
+    """XOR buf[start:end] in place with the ASH pseudo-random sequence
+    (restarts at 0x42 for every frame); applying it twice restores the data."""
+    if end < 0:
+        end = len(buf)
+    r = _SEED
+    for i in range(start, end):
+        buf[i] ^= r
+        r = (r >> 1) ^ _LFSR if r & 1 else r >> 1
+
+
+def is_reserved(b):
+    return b == FLAG or b == ESC or b == XON or b == XOFF or b == SUB or b == CANCEL
+
+
+def stuff(data):
+    """Return the byte-stuffed copy of data (no trailing flag)."""
+    out = bytearray()
+    for b in data:
+        if is_reserved(b):
+            out.append(ESC)
+            out.append(b ^ 0x20)
+        else:
+            out.append(b)
+    return bytes(out)
+
+
+def unstuff(data):
+    """Inverse of stuff(); raises AshEscapeError on a bad escape sequence."""
+    out = bytearray()
+    esc = False
+    for b in data:
+        if esc:
+            b ^= 0x20
+            if not is_reserved(b):
+                raise AshEscapeError("escaped byte 0x%02X is not reserved" % b)
+            out.append(b)
+            esc = False
+        elif b == ESC:
+            esc = True
+        elif is_reserved(b):
+            raise AshEscapeError("unescaped reserved byte 0x%02X" % b)
+        else:
+            out.append(b)
+    if esc:
+        raise AshEscapeError("dangling escape byte")
+    return bytes(out)
+
+
+def data_control(frm, ack, retx=False):
+    return ((frm & 7) << 4) | (8 if retx else 0) | (ack & 7)
+
+
+def ack_control(ack, nrdy=False):
+    return 0x80 | (8 if nrdy else 0) | (ack & 7)
+
+
+def nak_control(ack, nrdy=False):
+    return 0xA0 | (8 if nrdy else 0) | (ack & 7)
+
+
+def frame_type(c):
+    """Frame type of a control byte; AshControlError if it is not valid."""
+    if c & 0x80 == 0:
+        return T_DATA
+    if c & 0xE0 == 0x80:
+        return T_ACK
+    if c & 0xE0 == 0xA0:
+        return T_NAK
+    if c == RST:
+        return T_RST
+    if c == RSTACK:
+        return T_RSTACK
+    if c == ERROR:
+        return T_ERROR
+    raise AshControlError("bad control byte 0x%02X" % c)
+
+
+def parse_control(c):
+    """(type, frmNum or None, reTx/nRdy flag, ackNum or None)."""
+    t = frame_type(c)
+    if t == T_DATA:
+        return t, (c >> 4) & 7, bool(c & 8), c & 7
+    if t == T_ACK or t == T_NAK:
+        return t, None, bool(c & 8), c & 7
+    return t, None, False, None
+
+
+def encode_frame(buf, control, data=None, randomise_data=True):
+    """Write one complete wire frame (stuffed, CRC, closing flag) for control
+    byte + data into the preallocated buf; return its length.  DATA payloads
+    are randomised unless randomise_data is False."""
+    n = 0 if data is None else len(data)
+    if control & 0x80 == 0 and not MIN_DATA <= n <= MAX_DATA:
+        raise AshLengthError("DATA payload of %d bytes (3..128)" % n)
+    if control & 0x80 and n > 2:
+        raise AshTooLong("control frame with %d data bytes" % n)
+    rnd = randomise_data and control & 0x80 == 0
+    x = ((0xFFFF >> 8) ^ control) & 0xFF
+    x ^= x >> 4
+    crc = ((0xFFFF << 8) ^ (x << 12) ^ (x << 5) ^ x) & 0xFFFF
+    o = 0
+    if is_reserved(control):
+        buf[o] = ESC
+        buf[o + 1] = control ^ 0x20
+        o += 2
+    else:
+        buf[o] = control
+        o += 1
+    r = _SEED
+    for i in range(n):
+        b = data[i]
+        if rnd:
+            b ^= r
+            r = (r >> 1) ^ _LFSR if r & 1 else r >> 1
+        x = ((crc >> 8) ^ b) & 0xFF
+        x ^= x >> 4
+        crc = ((crc << 8) ^ (x << 12) ^ (x << 5) ^ x) & 0xFFFF
+        if is_reserved(b):
+            buf[o] = ESC
+            buf[o + 1] = b ^ 0x20
+            o += 2
+        else:
+            buf[o] = b
+            o += 1
+    for b in (crc >> 8, crc & 0xFF):
+        if is_reserved(b):
+            buf[o] = ESC
+            buf[o + 1] = b ^ 0x20
+            o += 2
+        else:
+            buf[o] = b
+            o += 1
+    buf[o] = FLAG
+    return o + 1
+
+
+def build_frame(control, data=None, randomise_data=True):
+    """Allocate and return the wire bytes of one frame (convenience)."""
+    buf = bytearray(BUF_SIZE)
+    n = encode_frame(buf, control, data, randomise_data)
+    return bytes(buf[:n])
+
+
+def check_frame(frame, n=-1, max_data=MAX_DATA):
+    """Validate an unstuffed frame (control + data + CRC) held in frame[:n];
+    return its type.  DATA payloads are NOT derandomised here."""
+    if n < 0:
+        n = len(frame)
+    if n < 3:
+        raise AshTooShort("frame of %d bytes is too short" % n)
+    if n > max_data + 3:
+        raise AshTooLong("frame of %d bytes is too long" % n)
+    crc = crc16(frame, 0xFFFF, 0, n - 2)
+    if crc != (frame[n - 2] << 8) | frame[n - 1]:
+        raise AshCrcError("bad CRC %04X" % crc)
+    t = frame_type(frame[0])
+    d = n - 3
+    if t == T_DATA:
+        if d < MIN_DATA:
+            raise AshTooShort("DATA frame with %d data bytes" % d)
+    elif t == T_RSTACK or t == T_ERROR:
+        if d != 2:
+            raise (AshTooShort if d < 2 else AshTooLong)("RSTACK/ERROR with %d data bytes" % d)
+        if frame[1] != _VERSION:
+            raise AshControlError("ASH version %d" % frame[1])
+    elif d:
+        raise AshTooLong("ACK/NAK/RST with %d data bytes" % d)
+    return t
+
+
+def decode_frame(frame):
+    """Decode one unstuffed frame; return (control, data bytes) with DATA
+    payloads derandomised.  Raises AshError subclasses."""
+    t = check_frame(frame)
+    data = bytearray(frame[1 : len(frame) - 2])
+    if t == T_DATA:
+        randomise(data)
+    return frame[0], bytes(data)
+
+
+# decoder events
+EV_NONE = const(0)
+EV_FRAME = const(1)
+E_CRC = const(-1)
+E_SHORT = const(-2)
+E_LONG = const(-3)
+E_CONTROL = const(-4)
+E_ESCAPE = const(-5)
+
+_ERR_CLASSES = {
+    E_CRC: AshCrcError,
+    E_SHORT: AshTooShort,
+    E_LONG: AshTooLong,
+    E_CONTROL: AshControlError,
+    E_ESCAPE: AshEscapeError,
+}
+
+
+class Decoder:
+    """Incremental ASH receiver.  feed(data, start, end) consumes bytes up to
+    and including the end of the next frame (or error) and returns the index
+    after the last byte consumed; `event` then says what happened:
+    EV_NONE (all bytes consumed, frame incomplete), EV_FRAME (control byte in
+    `control`, derandomised data in `data()`), or an E_* error code.
+    CANCEL discards the partial frame, SUBSTITUTE discards up to the next
+    flag, XON/XOFF are dropped.  Counters live in `cancelled`/`substituted`."""
+
+    def __init__(self, max_data=MAX_DATA):
+        self.max_data = max_data
+        self.buf = bytearray(max_data + 3)
+        self.n = 0
+        self.flen = 0  # length of the last good frame (control+data+CRC)
+        self.esc = False
+        self.discard = False  # after SUBSTITUTE
+        self.overflow = False
+        self.bad_escape = False
+        self.event = EV_NONE
+        self.control = 0
+        self.error = ""
+        self.cancelled = 0
+        self.substituted = 0
+
+    def reset(self):
+        self.n = 0
+        self.esc = self.discard = self.overflow = self.bad_escape = False
+
+    def data(self):
+        return memoryview(self.buf)[1 : self.flen - 2]
+
+    def feed(self, data, start=0, end=-1):
+        if end < 0:
+            end = len(data)
+        self.event = EV_NONE
+        buf = self.buf
+        cap = len(buf)
+        i = start
+        while i < end:
+            b = data[i]
+            i += 1
+            if b == FLAG:
+                ev = self._end()
+                if ev != EV_NONE:
+                    self.event = ev
+                    return i
+                continue
+            if b == CANCEL:
+                if self.n or self.esc:
+                    self.cancelled += 1
+                self.reset()
+                continue
+            if self.discard:
+                continue
+            if b == SUB:
+                self.substituted += 1
+                self.reset()
+                self.discard = True
+                continue
+            if b == XON or b == XOFF:
+                continue
+            if self.esc:
+                self.esc = False
+                b ^= 0x20
+                if not is_reserved(b):
+                    self.bad_escape = True
+            elif b == ESC:
+                self.esc = True
+                continue
+            if self.n < cap:
+                buf[self.n] = b
+                self.n += 1
+            else:
+                self.overflow = True
+        return i
+
+    def _end(self):
+        n = self.n
+        discard = self.discard
+        overflow = self.overflow
+        bad_esc = self.bad_escape or self.esc
+        self.reset()
+        if discard or (n == 0 and not overflow and not bad_esc):
+            return EV_NONE
+        self.control = self.buf[0] if n else 0
+        if overflow:
+            self.error = "frame too long (buffer overflow)"
+            return E_LONG
+        if bad_esc:
+            self.error = "bad escape sequence"
+            return E_ESCAPE
+        try:
+            t = check_frame(self.buf, n, self.max_data)
+        except AshCrcError as e:
+            self.error = str(e)
+            return E_CRC
+        except AshControlError as e:
+            self.error = str(e)
+            return E_CONTROL
+        except AshTooShort as e:
+            self.error = str(e)
+            return E_SHORT
+        except AshTooLong as e:
+            self.error = str(e)
+            return E_LONG
+        self.flen = n
+        if t == T_DATA:
+            randomise(self.buf, 1, n - 2)
+        return EV_FRAME
+
+    def frames(self, data):
+        """Generator over a chunk: yields (control, data bytes) for each good
+        frame and an AshError instance (not raised) for each bad one."""
+        i = 0
+        end = len(data)
+        while i < end:
+            i = self.feed(data, i, end)
+            ev = self.event
+            if ev == EV_FRAME:
+                yield self.control, bytes(self.data())
+            elif ev < 0:
+                yield _ERR_CLASSES[ev](self.error)
+
+
+# --------------------------------------------------------------- engine ----
+
+
+class _Waiter:
+    # a one-shot flag with a timeout, built on asyncio.Event
+    def __init__(self):
+        self.ev = asyncio.Event()
+
+    async def wait(self, ms):
+        try:
+            await asyncio.wait_for(self.ev.wait(), ms / 1000)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+
+class Ash:
+    """Host side of ASH.  reader needs `async read(n)` (or readinto), writer
+    needs `write(buf)` and `async drain()`.  ticks_ms is a monotonic clock in
+    milliseconds.  All timing constants are in milliseconds."""
+
+    def __init__(
+        self,
+        reader,
+        writer,
+        ticks_ms=None,
+        t_rx_ack_init=1600,
+        t_rx_ack_min=400,
+        t_rx_ack_max=3200,
+        t_rstack=3200,
+        max_tries=5,
+        reset_tries=3,
+        rx_queue=4,
+        cancel_bytes=32,
+    ):
+        self.reader = reader
+        self.writer = writer
+        self.ticks_ms = ticks_ms or time.ticks_ms
+        self.t_min = t_rx_ack_min
+        self.t_max = t_rx_ack_max
+        self.t_init = t_rx_ack_init
+        self.t_rx_ack = t_rx_ack_init
+        self.t_rstack = t_rstack
+        self.max_tries = max_tries
+        self.reset_tries = reset_tries
+        self.rx_queue_max = rx_queue
+        self.cancel_bytes = cancel_bytes
+        self.dec = Decoder()
+        self._tx = bytearray(BUF_SIZE)
+        self._rxbuf = bytearray(64)
+        self._ctl = bytearray(8)
+        self._lock = asyncio.Lock()
+        self._acked = _Waiter()
+        self._rstack = _Waiter()
+        self._rx_ev = asyncio.Event()
+        self._queue = []
+        self._task = None
+        self.connected = False
+        self.failure = None  # NcpReset / LinkFailure that took the link down
+        self.reset_code = None
+        self._frm = 0  # next frame number we send
+        self._ack = 0  # next frame number we expect from the NCP
+        self._pending = -1  # frame number awaiting an ack, -1 if none
+        self._nak = False  # our pending frame was NAKed
+        self._rejecting = False
+        self._sent_at = 0
+        self.ncp_ready = True
+        self.stats = {
+            "tx_data": 0, "tx_retx": 0, "tx_ack": 0, "tx_nak": 0, "tx_rst": 0,
+            "rx_data": 0, "rx_dup": 0, "rx_out_of_seq": 0, "rx_ack": 0,
+            "rx_nak": 0, "rx_rst": 0, "rx_rstack": 0, "rx_error": 0,
+            "crc_errors": 0, "length_errors": 0, "control_errors": 0,
+            "escape_errors": 0, "cancelled": 0, "substituted": 0,
+            "ncp_resets": 0, "link_failures": 0, "dropped": 0,
+        }
+
+    # -- public API --
+
+    async def reset(self):
+        """Cancel + RST, wait for RSTACK; return the NCP's reset code."""
+        self._start()
+        self.connected = False
+        for _ in range(self.reset_tries):
+            self._rstack.ev.clear()
+            self.failure = None
+            n = self.cancel_bytes
+            for i in range(n):
+                self._tx[i] = CANCEL
+            self.writer.write(memoryview(self._tx)[:n])
+            n = encode_frame(self._tx, RST)
+            self.writer.write(memoryview(self._tx)[:n])
+            await self.writer.drain()
+            self.stats["tx_rst"] += 1
+            if await self._rstack.wait(self.t_rstack):
+                self._frm = 0
+                self._ack = 0
+                self._pending = -1
+                self._rejecting = False
+                self._queue = []
+                self._rx_ev.clear()
+                self.t_rx_ack = self.t_init
+                self.failure = None
+                self.connected = True
+                return self.reset_code
+        self.stats["link_failures"] += 1
+        self.failure = LinkFailure("no RSTACK from the NCP")
+        raise self.failure
+
+    async def send(self, payload):
+        """Send one EZSP frame; return once the NCP has acknowledged it."""
+        async with self._lock:
+            self._check()
+            frm = self._frm
+            self._pending = frm
+            retx = False
+            tries = 0
+            while True:
+                self._acked.ev.clear()
+                self._nak = False
+                n = encode_frame(self._tx, data_control(frm, self._ack, retx), payload)
+                self._sent_at = self.ticks_ms()
+                self.writer.write(memoryview(self._tx)[:n])
+                await self.writer.drain()
+                self.stats["tx_retx" if retx else "tx_data"] += 1
+                tries += 1
+                ok = await self._acked.wait(self.t_rx_ack)
+                self._check()
+                if ok and not self._nak:
+                    self._frm = (frm + 1) & 7
+                    self._pending = -1
+                    return
+                if not ok:
+                    # ack timeout: back off
+                    self.t_rx_ack = min(self.t_max, 2 * self.t_rx_ack)
+                if tries >= self.max_tries:
+                    self._pending = -1
+                    self.connected = False
+                    self.stats["link_failures"] += 1
+                    self.failure = LinkFailure("DATA frame %d not acknowledged after %d tries" % (frm, tries))
+                    raise self.failure
+                retx = True
+
+    async def recv(self):
+        """Next EZSP frame from the NCP (bytes).  Raises NcpReset/LinkFailure."""
+        while not self._queue:
+            self._check()
+            self._rx_ev.clear()
+            await self._rx_ev.wait()
+        if not self._queue:
+            self._check()
+        return self._queue.pop(0)
+
+    def close(self):
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        self.connected = False
+
+    # -- internals --
+
+    def _check(self):
+        if self.failure is not None:
+            raise self.failure
+        if not self.connected:
+            raise LinkFailure("ASH link not connected")
+
+    def _start(self):
+        if self._task is None:
+            self._task = asyncio.create_task(self._rx_loop())
+
+    async def _rx_loop(self):
+        buf = self._rxbuf
+        dec = self.dec
+        st = self.stats
+        while True:
+            data = await self.reader.read(len(buf))
+            if not data:
+                self._fail(LinkFailure("NCP stream closed"))
+                return
+            i = 0
+            end = len(data)
+            while i < end:
+                i = dec.feed(data, i, end)
+                ev = dec.event
+                if ev == EV_FRAME:
+                    await self._on_frame(dec.control)
+                elif ev == E_CRC:
+                    st["crc_errors"] += 1
+                    await self._reject_data()
+                elif ev == E_SHORT or ev == E_LONG:
+                    st["length_errors"] += 1
+                    await self._reject_data()
+                elif ev == E_CONTROL:
+                    st["control_errors"] += 1
+                elif ev == E_ESCAPE:
+                    st["escape_errors"] += 1
+            st["cancelled"] = dec.cancelled
+            st["substituted"] = dec.substituted
+
+    def _fail(self, exc):
+        self.failure = exc
+        self.connected = False
+        self._acked.ev.set()
+        self._rx_ev.set()
+
+    async def _write_control(self, control):
+        # own scratch buffer: a DATA frame may be in flight in _tx
+        n = encode_frame(self._ctl, control)
+        self.writer.write(memoryview(self._ctl)[:n])
+        await self.writer.drain()
+
+    async def _send_ack(self):
+        nrdy = len(self._queue) >= self.rx_queue_max
+        await self._write_control(ack_control(self._ack, nrdy))
+        self.stats["tx_ack"] += 1
+
+    async def _reject_data(self):
+        # a corrupted frame: NAK once (reject condition) while connected
+        if self.connected and not self._rejecting and self.dec.control & 0x80 == 0:
+            self._rejecting = True
+            await self._write_control(nak_control(self._ack))
+            self.stats["tx_nak"] += 1
+
+    def _handle_ack_num(self, ack_num):
+        p = self._pending
+        if p >= 0 and ack_num == (p + 1) & 7 and not self._acked.ev.is_set():
+            dt = time.ticks_diff(self.ticks_ms(), self._sent_at)
+            t = (7 * self.t_rx_ack) // 8 + dt // 2
+            self.t_rx_ack = max(self.t_min, min(self.t_max, t))
+            self._acked.ev.set()
+
+    async def _on_frame(self, c):
+        st = self.stats
+        t = frame_type(c)
+        if t == T_RSTACK or t == T_ERROR:
+            code = self.dec.buf[2]
+            self.reset_code = code
+            if t == T_RSTACK:
+                st["rx_rstack"] += 1
+                if not self.connected and self.failure is None:
+                    self._rstack.ev.set()  # expected: we asked for it
+                    return
+            else:
+                st["rx_error"] += 1
+            st["ncp_resets"] += 1
+            self._fail(NcpReset(code, t == T_ERROR))
+            return
+        if t == T_RST:
+            st["rx_rst"] += 1
+            return
+        if not self.connected:
+            return
+        if t == T_ACK:
+            st["rx_ack"] += 1
+            self.ncp_ready = not (c & 8)
+            self._handle_ack_num(c & 7)
+            return
+        if t == T_NAK:
+            st["rx_nak"] += 1
+            self.ncp_ready = not (c & 8)
+            if self._pending >= 0 and (c & 7) == self._pending:
+                self._nak = True
+                self._acked.ev.set()
+            else:
+                self._handle_ack_num(c & 7)
+            return
+        # DATA
+        frm = (c >> 4) & 7
+        self._handle_ack_num(c & 7)
+        if frm == self._ack:
+            self._rejecting = False
+            if len(self._queue) >= self.rx_queue_max:
+                # no room: leave it unacknowledged (nRdy set); the NCP resends
+                st["dropped"] += 1
+                await self._send_ack()
+                return
+            self._ack = (frm + 1) & 7
+            st["rx_data"] += 1
+            self._queue.append(bytes(self.dec.data()))
+            self._rx_ev.set()
+            await self._send_ack()
+        elif c & 8 and frm == (self._ack - 1) & 7:
+            # retransmission of a frame we already have: re-ack, don't deliver
+            st["rx_dup"] += 1
+            await self._send_ack()
+        else:
+            st["rx_out_of_seq"] += 1
+            if not self._rejecting:
+                self._rejecting = True
+                await self._write_control(nak_control(self._ack))
+                st["tx_nak"] += 1

@@ -1,0 +1,729 @@
+# Compact ZCL codec: frame header, the global commands the hub uses, the
+# attribute data types, and command ids / payload layouts of the Time,
+# Metering (mirror) and Tunneling clusters.
+import struct
+
+from micropython import const
+
+# frame control
+FT_GLOBAL = const(0)
+FT_CLUSTER = const(1)
+FC_MANUF = const(0x04)
+FC_SERVER_TO_CLIENT = const(0x08)
+FC_DISABLE_DEFAULT_RSP = const(0x10)
+
+PROFILE_SE = const(0x0109)
+CLUSTER_TIME = const(0x000A)
+CLUSTER_OTA = const(0x0019)
+CLUSTER_METERING = const(0x0702)
+CLUSTER_TUNNELING = const(0x0704)
+CLUSTER_PREPAYMENT = const(0x0705)
+CLUSTER_KEY_ESTABLISHMENT = const(0x0800)
+
+# global commands
+READ_ATTRIBUTES = const(0x00)
+READ_ATTRIBUTES_RSP = const(0x01)
+WRITE_ATTRIBUTES = const(0x02)
+WRITE_ATTRIBUTES_UNDIVIDED = const(0x03)
+WRITE_ATTRIBUTES_RSP = const(0x04)
+WRITE_ATTRIBUTES_NO_RSP = const(0x05)
+CONFIGURE_REPORTING = const(0x06)
+CONFIGURE_REPORTING_RSP = const(0x07)
+REPORT_ATTRIBUTES = const(0x0A)
+DEFAULT_RSP = const(0x0B)
+
+# statuses
+SUCCESS = const(0x00)
+FAILURE = const(0x01)
+MALFORMED_COMMAND = const(0x80)
+UNSUP_CLUSTER_COMMAND = const(0x81)
+UNSUP_GENERAL_COMMAND = const(0x82)
+UNSUPPORTED_ATTRIBUTE = const(0x86)
+INVALID_VALUE = const(0x87)
+READ_ONLY = const(0x88)
+INVALID_DATA_TYPE = const(0x8D)
+UNREPORTABLE_ATTRIBUTE = const(0x8C)
+
+# data types
+T_NODATA = const(0x00)
+T_BOOL = const(0x10)
+T_MAP8 = const(0x18)
+T_MAP16 = const(0x19)
+T_MAP24 = const(0x1A)
+T_MAP32 = const(0x1B)
+T_UINT8 = const(0x20)
+T_UINT16 = const(0x21)
+T_UINT24 = const(0x22)
+T_UINT32 = const(0x23)
+T_UINT40 = const(0x24)
+T_UINT48 = const(0x25)
+T_UINT56 = const(0x26)
+T_UINT64 = const(0x27)
+T_INT8 = const(0x28)
+T_INT16 = const(0x29)
+T_INT24 = const(0x2A)
+T_INT32 = const(0x2B)
+T_ENUM8 = const(0x30)
+T_ENUM16 = const(0x31)
+T_SEMI = const(0x38)
+T_SINGLE = const(0x39)
+T_DOUBLE = const(0x3A)
+T_OCTSTR = const(0x41)
+T_CHARSTR = const(0x42)
+T_LONG_OCTSTR = const(0x43)
+T_LONG_CHARSTR = const(0x44)
+T_TOD = const(0xE0)
+T_DATE = const(0xE1)
+T_UTC = const(0xE2)
+T_CLUSTER_ID = const(0xE8)
+T_ATTR_ID = const(0xE9)
+T_EUI64 = const(0xF0)
+T_KEY128 = const(0xF1)
+
+# Time cluster (0x000A) attributes
+TIME_TIME = const(0x0000)
+TIME_STATUS = const(0x0001)
+TIME_ZONE = const(0x0002)
+TIME_DST_START = const(0x0003)
+TIME_DST_END = const(0x0004)
+TIME_DST_SHIFT = const(0x0005)
+TIME_STANDARD_TIME = const(0x0006)
+TIME_LOCAL_TIME = const(0x0007)
+TIME_LAST_SET_TIME = const(0x0008)
+TIME_VALID_UNTIL_TIME = const(0x0009)
+TIME_STATUS_MASTER = const(0x01)
+TIME_STATUS_SYNCHRONIZED = const(0x02)
+TIME_STATUS_MASTER_ZONE_DST = const(0x04)
+TIME_STATUS_SUPERSEDING = const(0x08)
+UTC_INVALID = const(0xFFFFFFFF)
+
+# Metering cluster (0x0702): mirror-related commands.
+# Sent by the meter (Metering server -> client, direction bit set):
+MET_REQUEST_MIRROR = const(0x01)
+MET_REMOVE_MIRROR = const(0x02)
+MET_CONFIGURE_MIRROR = const(0x08)
+MET_CONFIGURE_NOTIFICATION_SCHEME = const(0x09)
+MET_CONFIGURE_NOTIFICATION_FLAG = const(0x0A)
+MET_GET_NOTIFIED_MESSAGE = const(0x0B)
+# Sent by the hub/mirror (client -> server):
+MET_REQUEST_MIRROR_RSP = const(0x01)
+MET_MIRROR_REMOVED = const(0x02)
+MET_MIRROR_REPORT_ATTRIBUTE_RSP = const(0x09)
+MET_CURRENT_SUMMATION_DELIVERED = const(0x0000)
+MIRROR_REFUSED = const(0xFFFF)
+
+# Tunneling cluster (0x0704)
+# client -> server
+TUN_REQUEST_TUNNEL = const(0x00)
+TUN_CLOSE_TUNNEL = const(0x01)
+TUN_TRANSFER_DATA_C2S = const(0x02)
+TUN_TRANSFER_DATA_ERROR_C2S = const(0x03)
+TUN_ACK_TRANSFER_DATA_C2S = const(0x04)
+TUN_READY_DATA_C2S = const(0x05)
+TUN_GET_SUPPORTED_PROTOCOLS = const(0x06)
+# server -> client
+TUN_REQUEST_TUNNEL_RSP = const(0x00)
+TUN_TRANSFER_DATA_S2C = const(0x01)
+TUN_TRANSFER_DATA_ERROR_S2C = const(0x02)
+TUN_ACK_TRANSFER_DATA_S2C = const(0x03)
+TUN_READY_DATA_S2C = const(0x04)
+TUN_SUPPORTED_PROTOCOLS_RSP = const(0x05)
+TUN_CLOSURE_NOTIFICATION = const(0x06)
+TUN_ATTR_CLOSE_TUNNEL_TIMEOUT = const(0x0000)
+# tunnel status (RequestTunnelResponse)
+TUNNEL_SUCCESS = const(0x00)
+TUNNEL_BUSY = const(0x01)
+TUNNEL_NO_MORE_IDS = const(0x02)
+TUNNEL_PROTOCOL_NOT_SUPPORTED = const(0x03)
+TUNNEL_FLOW_CONTROL_NOT_SUPPORTED = const(0x04)
+# transfer data status (TransferDataError)
+TRANSFER_NO_SUCH_TUNNEL = const(0x00)
+TRANSFER_WRONG_DEVICE = const(0x01)
+TRANSFER_DATA_OVERFLOW = const(0x02)
+# protocol ids
+PROTO_DLMS = const(0)
+PROTO_IEC61107 = const(1)
+PROTO_ANSI_C12 = const(2)
+PROTO_MBUS = const(3)
+PROTO_SML = const(4)
+PROTO_CLIMATETALK = const(5)
+PROTO_GB_HRGP = const(6)
+
+
+class ZclError(ValueError):
+    pass
+
+
+class ZclTruncated(ZclError):
+    pass
+
+
+class ZclTypeError(ZclError):
+    pass
+
+
+class ZclValueError(ZclError):
+    pass
+
+
+# ----------------------------------------------------------- data types ----
+
+# fixed sizes for 0xE0..0xF1
+_FIXED_HI = {T_TOD: 4, T_DATE: 4, T_UTC: 4, T_CLUSTER_ID: 2, T_ATTR_ID: 2, 0xEA: 4, T_EUI64: 8, T_KEY128: 16}
+
+
+def type_size(t):
+    """Fixed size of a data type, -1 for a length-prefixed string;
+    ZclTypeError for types this codec does not handle (arrays, structs...)."""
+    if t == T_NODATA:
+        return 0
+    if 0x08 <= t <= 0x0F:  # data8..data64
+        return t - 0x07
+    if t == T_BOOL:
+        return 1
+    if 0x18 <= t <= 0x1F:
+        return t - 0x17
+    if 0x20 <= t <= 0x27:
+        return t - 0x1F
+    if 0x28 <= t <= 0x2F:
+        return t - 0x27
+    if t == T_ENUM8:
+        return 1
+    if t == T_ENUM16:
+        return 2
+    if t == T_SEMI:
+        return 2
+    if t == T_SINGLE:
+        return 4
+    if t == T_DOUBLE:
+        return 8
+    if T_OCTSTR <= t <= T_LONG_CHARSTR:
+        return -1
+    s = _FIXED_HI.get(t)
+    if s is None:
+        raise ZclTypeError("unsupported data type 0x%02X" % t)
+    return s
+
+
+def is_analog(t):
+    """Analog types carry a reportable-change field in Configure Reporting."""
+    return 0x20 <= t <= 0x2F or 0x38 <= t <= 0x3A or 0xE0 <= t <= 0xE2
+
+
+def _uint(b, o, n):
+    v = 0
+    for i in range(n - 1, -1, -1):
+        v = (v << 8) | b[o + i]
+    return v
+
+
+def _need(b, o, n):
+    if o + n > len(b):
+        raise ZclTruncated("need %d bytes at offset %d, have %d" % (n, o, len(b) - o))
+
+
+def decode_value(t, b, o=0):
+    """Decode a value of type t at b[o:]; return (value, next offset).
+    Integers/bitmaps/enums/times -> int, bool -> bool, floats -> float,
+    strings -> bytes (None for the invalid length 0xFF/0xFFFF),
+    EUI64/key128 -> bytes in wire order, semi-precision -> raw uint16."""
+    n = type_size(t)
+    if n < 0:
+        ln = 1 if t <= T_CHARSTR else 2
+        _need(b, o, ln)
+        k = _uint(b, o, ln)
+        o += ln
+        if k == (0xFF if ln == 1 else 0xFFFF):
+            return None, o
+        _need(b, o, k)
+        return bytes(b[o : o + k]), o + k
+    _need(b, o, n)
+    if t == T_BOOL:
+        v = b[o]
+        if v > 1 and v != 0xFF:
+            raise ZclValueError("bool value 0x%02X" % v)
+        return (None if v == 0xFF else v == 1), o + 1
+    if t == T_SINGLE or t == T_DOUBLE:
+        return struct.unpack_from("<f" if n == 4 else "<d", b, o)[0], o + n
+    if t == T_EUI64 or t == T_KEY128:
+        return bytes(b[o : o + n]), o + n
+    v = _uint(b, o, n)
+    if 0x28 <= t <= 0x2F and v >> (8 * n - 1):
+        v -= 1 << (8 * n)
+    return v, o + n
+
+
+def encode_value(out, t, v):
+    """Append the encoding of value v of type t to bytearray out."""
+    n = type_size(t)
+    if n < 0:
+        lim = 0xFE if t <= T_CHARSTR else 0xFFFE
+        if v is None:
+            k = lim + 1
+            v = b""
+        else:
+            if isinstance(v, str):
+                v = v.encode()
+            k = len(v)
+            if k > lim:
+                raise ZclValueError("string of %d bytes is too long" % k)
+        out.append(k & 0xFF)
+        if lim > 0xFF:
+            out.append(k >> 8)
+        out.extend(v)
+        return out
+    if t == T_BOOL:
+        out.append(0xFF if v is None else (1 if v else 0))
+        return out
+    if t == T_SINGLE or t == T_DOUBLE:
+        out.extend(struct.pack("<f" if n == 4 else "<d", v))
+        return out
+    if t == T_EUI64 or t == T_KEY128:
+        if len(v) != n:
+            raise ZclValueError("type 0x%02X needs %d bytes" % (t, n))
+        out.extend(v)
+        return out
+    if not isinstance(v, int):
+        raise ZclValueError("type 0x%02X needs an int" % t)
+    if 0x28 <= t <= 0x2F:
+        lo = -(1 << (8 * n - 1))
+        if not lo <= v < -lo:
+            raise ZclValueError("%d out of range for type 0x%02X" % (v, t))
+        v &= (1 << (8 * n)) - 1
+    elif not 0 <= v < (1 << (8 * n)):
+        raise ZclValueError("%d out of range for type 0x%02X" % (v, t))
+    for _ in range(n):
+        out.append(v & 0xFF)
+        v >>= 8
+    return out
+
+
+# --------------------------------------------------------------- header ----
+
+
+class Header:
+    """ZCL frame header.  direction: 0 client->server, 1 server->client."""
+
+    def __init__(self, command_id, tsn=0, frame_type=FT_GLOBAL, direction=0,
+                 disable_default_response=False, manufacturer=None):
+        self.frame_type = frame_type
+        self.direction = direction
+        self.disable_default_response = disable_default_response
+        self.manufacturer = manufacturer
+        self.tsn = tsn
+        self.command_id = command_id
+
+    @property
+    def frame_control(self):
+        fc = self.frame_type & 3
+        if self.manufacturer is not None:
+            fc |= FC_MANUF
+        if self.direction:
+            fc |= FC_SERVER_TO_CLIENT
+        if self.disable_default_response:
+            fc |= FC_DISABLE_DEFAULT_RSP
+        return fc
+
+    def encode(self, out=None):
+        if out is None:
+            out = bytearray()
+        out.append(self.frame_control)
+        if self.manufacturer is not None:
+            m = self.manufacturer
+            if not 0 <= m <= 0xFFFF:
+                raise ZclValueError("manufacturer code %r" % m)
+            out.append(m & 0xFF)
+            out.append(m >> 8)
+        if not 0 <= self.tsn <= 0xFF or not 0 <= self.command_id <= 0xFF:
+            raise ZclValueError("tsn/command id out of range")
+        out.append(self.tsn)
+        out.append(self.command_id)
+        return out
+
+    def __repr__(self):
+        return "Header(fc=%02X manuf=%r tsn=%d cmd=%02X)" % (
+            self.frame_control, self.manufacturer, self.tsn, self.command_id)
+
+
+def parse_header(frame):
+    """Return (Header, payload offset)."""
+    n = len(frame)
+    if n < 3:
+        raise ZclTruncated("ZCL frame of %d bytes" % n)
+    fc = frame[0]
+    ft = fc & 3
+    if ft > 1:
+        raise ZclValueError("reserved frame type %d" % ft)
+    if fc & 0xE0:
+        raise ZclValueError("reserved frame control bits 0x%02X" % fc)
+    o = 1
+    manuf = None
+    if fc & FC_MANUF:
+        if n < 5:
+            raise ZclTruncated("ZCL frame of %d bytes with manufacturer code" % n)
+        manuf = frame[1] | (frame[2] << 8)
+        o = 3
+    h = Header(frame[o + 1], frame[o], ft, 1 if fc & FC_SERVER_TO_CLIENT else 0,
+               bool(fc & FC_DISABLE_DEFAULT_RSP), manuf)
+    return h, o + 2
+
+
+def build_frame(header, payload=b""):
+    out = header.encode()
+    out.extend(payload)
+    return bytes(out)
+
+
+# ------------------------------------------------------ global commands ----
+
+
+def _u16(b, o):
+    _need(b, o, 2)
+    return b[o] | (b[o + 1] << 8)
+
+
+def _put16(out, v):
+    if not 0 <= v <= 0xFFFF:
+        raise ZclValueError("uint16 out of range: %r" % v)
+    out.append(v & 0xFF)
+    out.append(v >> 8)
+
+
+def encode_read_attributes(attr_ids, out=None):
+    out = bytearray() if out is None else out
+    for a in attr_ids:
+        _put16(out, a)
+    return out
+
+
+def decode_read_attributes(p, o=0):
+    if (len(p) - o) & 1:
+        raise ZclTruncated("odd-length attribute id list")
+    return [_u16(p, i) for i in range(o, len(p), 2)]
+
+
+def encode_read_attributes_rsp(records, out=None):
+    """records: (attr_id, status, type, value); type/value unused unless
+    status is SUCCESS."""
+    out = bytearray() if out is None else out
+    for a, st, t, v in records:
+        _put16(out, a)
+        out.append(st)
+        if st == SUCCESS:
+            out.append(t)
+            encode_value(out, t, v)
+    return out
+
+
+def decode_read_attributes_rsp(p, o=0):
+    recs = []
+    n = len(p)
+    while o < n:
+        a = _u16(p, o)
+        _need(p, o + 2, 1)
+        st = p[o + 2]
+        o += 3
+        if st == SUCCESS:
+            _need(p, o, 1)
+            t = p[o]
+            v, o = decode_value(t, p, o + 1)
+            recs.append((a, st, t, v))
+        else:
+            recs.append((a, st, None, None))
+    return recs
+
+
+def encode_attribute_records(records, out=None):
+    """(attr_id, type, value) records: Write Attributes / Report Attributes."""
+    out = bytearray() if out is None else out
+    for a, t, v in records:
+        _put16(out, a)
+        out.append(t)
+        encode_value(out, t, v)
+    return out
+
+
+def decode_attribute_records(p, o=0):
+    recs = []
+    n = len(p)
+    while o < n:
+        a = _u16(p, o)
+        _need(p, o + 2, 1)
+        t = p[o + 2]
+        v, o = decode_value(t, p, o + 3)
+        recs.append((a, t, v))
+    return recs
+
+
+encode_write_attributes = encode_attribute_records
+decode_write_attributes = decode_attribute_records
+encode_report_attributes = encode_attribute_records
+decode_report_attributes = decode_attribute_records
+
+
+def encode_status_records(records, out=None, with_direction=False):
+    """Write Attributes Response (status, attr_id) or Configure Reporting
+    Response (status, direction, attr_id).  All-success -> the single
+    status byte 0x00 (pass an empty list or only SUCCESS records)."""
+    out = bytearray() if out is None else out
+    fails = [r for r in records if r[0] != SUCCESS]
+    if not fails:
+        out.append(SUCCESS)
+        return out
+    for r in fails:
+        out.append(r[0])
+        if with_direction:
+            out.append(r[1])
+            _put16(out, r[2])
+        else:
+            _put16(out, r[1])
+    return out
+
+
+def decode_status_records(p, o=0, with_direction=False):
+    """Inverse of encode_status_records; all-success gives []."""
+    n = len(p)
+    if n - o == 1:
+        if p[o] != SUCCESS:
+            raise ZclValueError("lone non-success status 0x%02X" % p[o])
+        return []
+    if n == o:
+        raise ZclTruncated("empty status record list")
+    k = 4 if with_direction else 3
+    if (n - o) % k:
+        raise ZclTruncated("status records of %d bytes" % (n - o))
+    recs = []
+    for i in range(o, n, k):
+        if with_direction:
+            recs.append((p[i], p[i + 1], _u16(p, i + 2)))
+        else:
+            recs.append((p[i], _u16(p, i + 1)))
+    return recs
+
+
+def encode_write_attributes_rsp(records, out=None):
+    return encode_status_records(records, out, False)
+
+
+def decode_write_attributes_rsp(p, o=0):
+    return decode_status_records(p, o, False)
+
+
+def encode_configure_reporting_rsp(records, out=None):
+    return encode_status_records(records, out, True)
+
+
+def decode_configure_reporting_rsp(p, o=0):
+    return decode_status_records(p, o, True)
+
+
+def encode_configure_reporting(records, out=None):
+    """records: (0, attr_id, type, min_interval, max_interval, change) with
+    change ignored for discrete types, or (1, attr_id, timeout)."""
+    out = bytearray() if out is None else out
+    for r in records:
+        d = r[0]
+        out.append(d)
+        _put16(out, r[1])
+        if d == 0:
+            out.append(r[2])
+            _put16(out, r[3])
+            _put16(out, r[4])
+            if is_analog(r[2]):
+                encode_value(out, r[2], r[5])
+        elif d == 1:
+            _put16(out, r[2])
+        else:
+            raise ZclValueError("reporting direction %d" % d)
+    return out
+
+
+def decode_configure_reporting(p, o=0):
+    recs = []
+    n = len(p)
+    while o < n:
+        d = p[o]
+        a = _u16(p, o + 1)
+        o += 3
+        if d == 0:
+            _need(p, o, 5)
+            t = p[o]
+            mn = _u16(p, o + 1)
+            mx = _u16(p, o + 3)
+            o += 5
+            ch = None
+            if is_analog(t):
+                ch, o = decode_value(t, p, o)
+            else:
+                type_size(t)  # reject unknown types
+            recs.append((0, a, t, mn, mx, ch))
+        elif d == 1:
+            recs.append((1, a, _u16(p, o)))
+            o += 2
+        else:
+            raise ZclValueError("reporting direction %d" % d)
+    return recs
+
+
+def encode_default_rsp(command_id, status, out=None):
+    out = bytearray() if out is None else out
+    out.append(command_id)
+    out.append(status)
+    return out
+
+
+def decode_default_rsp(p, o=0):
+    if len(p) - o != 2:
+        raise ZclTruncated("default response of %d bytes" % (len(p) - o))
+    return p[o], p[o + 1]
+
+
+_GLOBAL_DECODERS = {
+    READ_ATTRIBUTES: decode_read_attributes,
+    READ_ATTRIBUTES_RSP: decode_read_attributes_rsp,
+    WRITE_ATTRIBUTES: decode_attribute_records,
+    WRITE_ATTRIBUTES_UNDIVIDED: decode_attribute_records,
+    WRITE_ATTRIBUTES_NO_RSP: decode_attribute_records,
+    WRITE_ATTRIBUTES_RSP: decode_write_attributes_rsp,
+    CONFIGURE_REPORTING: decode_configure_reporting,
+    CONFIGURE_REPORTING_RSP: decode_configure_reporting_rsp,
+    REPORT_ATTRIBUTES: decode_attribute_records,
+    DEFAULT_RSP: decode_default_rsp,
+}
+
+
+def decode(frame):
+    """Parse a whole ZCL frame: (Header, decoded payload).  Global commands
+    this codec knows are decoded; anything else gives the raw payload bytes."""
+    h, o = parse_header(frame)
+    if h.frame_type == FT_GLOBAL and h.manufacturer is None:
+        f = _GLOBAL_DECODERS.get(h.command_id)
+        if f is not None:
+            return h, f(frame, o)
+    return h, bytes(frame[o:])
+
+
+# ------------------------------------------------- Metering: the mirror ----
+
+
+def encode_request_mirror_rsp(endpoint_id, out=None):
+    out = bytearray() if out is None else out
+    _put16(out, endpoint_id)
+    return out
+
+
+def decode_request_mirror_rsp(p, o=0):
+    if len(p) - o != 2:
+        raise ZclTruncated("RequestMirrorResponse of %d bytes" % (len(p) - o))
+    return _u16(p, o)
+
+
+decode_mirror_removed = decode_request_mirror_rsp
+encode_mirror_removed = encode_request_mirror_rsp
+
+
+def decode_configure_mirror(p, o=0):
+    """(issuer_event_id, reporting_interval, mirror_notification_reporting,
+    notification_scheme)."""
+    if len(p) - o != 9:
+        raise ZclTruncated("ConfigureMirror of %d bytes" % (len(p) - o))
+    return _uint(p, o, 4), _uint(p, o + 4, 3), p[o + 7] != 0, p[o + 8]
+
+
+def encode_configure_mirror(issuer_event_id, reporting_interval, notify, scheme, out=None):
+    out = bytearray() if out is None else out
+    encode_value(out, T_UINT32, issuer_event_id)
+    encode_value(out, T_UINT24, reporting_interval)
+    out.append(1 if notify else 0)
+    out.append(scheme)
+    return out
+
+
+def encode_mirror_report_attribute_rsp(scheme, flags, out=None):
+    """MirrorReportAttributeResponse: notification scheme, then bitmap32
+    notification flags (functional flags first)."""
+    out = bytearray() if out is None else out
+    out.append(scheme)
+    for f in flags:
+        encode_value(out, T_MAP32, f)
+    return out
+
+
+def decode_mirror_report_attribute_rsp(p, o=0):
+    _need(p, o, 1)
+    if (len(p) - o - 1) % 4:
+        raise ZclTruncated("notification flags not a multiple of 4 bytes")
+    return p[o], [_uint(p, i, 4) for i in range(o + 1, len(p), 4)]
+
+
+# -------------------------------------------------- Tunneling commands ----
+
+
+def encode_request_tunnel(protocol_id, manufacturer, flow_control, max_in, out=None):
+    out = bytearray() if out is None else out
+    out.append(protocol_id)
+    _put16(out, manufacturer)
+    out.append(1 if flow_control else 0)
+    _put16(out, max_in)
+    return out
+
+
+def decode_request_tunnel(p, o=0):
+    """(protocol_id, manufacturer_code, flow_control, max_incoming_size)."""
+    if len(p) - o != 6:
+        raise ZclTruncated("RequestTunnel of %d bytes" % (len(p) - o))
+    return p[o], _u16(p, o + 1), p[o + 3] != 0, _u16(p, o + 4)
+
+
+def encode_request_tunnel_rsp(tunnel_id, status, max_in, out=None):
+    out = bytearray() if out is None else out
+    _put16(out, tunnel_id)
+    out.append(status)
+    _put16(out, max_in)
+    return out
+
+
+def decode_request_tunnel_rsp(p, o=0):
+    """(tunnel_id, status, max_incoming_size or None for the SE 1.1 form)."""
+    n = len(p) - o
+    if n == 3:
+        return _u16(p, o), p[o + 2], None
+    if n != 5:
+        raise ZclTruncated("RequestTunnelResponse of %d bytes" % n)
+    return _u16(p, o), p[o + 2], _u16(p, o + 3)
+
+
+def encode_tunnel_u16(tunnel_id, value=None, out=None):
+    """CloseTunnel / TunnelClosureNotification (tunnel id only) and
+    AckTransferData / ReadyData (tunnel id + uint16 octets left)."""
+    out = bytearray() if out is None else out
+    _put16(out, tunnel_id)
+    if value is not None:
+        _put16(out, value)
+    return out
+
+
+def decode_tunnel_id(p, o=0):
+    if len(p) - o != 2:
+        raise ZclTruncated("tunnel id payload of %d bytes" % (len(p) - o))
+    return _u16(p, o)
+
+
+def decode_tunnel_u16(p, o=0):
+    """AckTransferData / ReadyData -> (tunnel_id, octets_left)."""
+    if len(p) - o != 4:
+        raise ZclTruncated("tunnel payload of %d bytes" % (len(p) - o))
+    return _u16(p, o), _u16(p, o + 2)
+
+
+def encode_transfer_data_error(tunnel_id, status, out=None):
+    out = bytearray() if out is None else out
+    _put16(out, tunnel_id)
+    out.append(status)
+    return out
+
+
+def decode_transfer_data_error(p, o=0):
+    if len(p) - o != 3:
+        raise ZclTruncated("TransferDataError of %d bytes" % (len(p) - o))
+    return _u16(p, o), p[o + 2]
