@@ -343,7 +343,7 @@ def test_rtds_macs_recomputed_by_firmware(vectors: Path) -> None:
     tampered[f0[1] + 20] ^= 0x01
     items = [f for _, f in frames] + [[tampered.hex(), *f0[1:]]]
     tags = mp_json(RTDS_CODE, {"acb_d": priv_bytes(acb).hex(), "pubs": pubs, "frames": items})
-    wrong = [name for (name, f), t in zip(frames, tags, strict=True) if t != f[0][-24:]]
+    wrong = [name for (name, f), t in zip(frames, tags[:-1], strict=True) if t != f[0][-24:]]
     assert not wrong, wrong
     assert tags[-1] != f0[0][-24:]
     chf_gpf = [n for n, f in frames if f[2].upper() in (CHF, GPF)]
