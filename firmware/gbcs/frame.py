@@ -403,3 +403,19 @@ def encode(f, buf=None):
                  supp_cert=f.supp_cert, signature=sig, mac=f.mac,
                  sec_header=f.sec_header if f.sec_header is not None else SECURITY_HEADER, buf=buf,
                  sig_field=f.sig_field)
+
+
+KIND_GBZ = "gbz"
+KIND_DLMS = "dlms"
+KIND_DER = "der"
+
+
+def payload_kind(f):
+    """Which codec the payload needs: 'gbz' (01 09 ...), 'dlms' (access-request
+    D9, access-response DA, data-notification 0F) or 'der' (ASN.1)."""
+    p = f.payload
+    if len(p) >= 2 and p[0] == 0x01 and p[1] == 0x09:
+        return KIND_GBZ
+    if len(p) and p[0] in (0xD9, 0xDA, 0x0F):
+        return KIND_DLMS
+    return KIND_DER
