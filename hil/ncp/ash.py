@@ -43,7 +43,7 @@ def pseudo_random(n: int) -> bytes:
 
 
 def randomise(data: bytes) -> bytes:
-    return bytes(a ^ b for a, b in zip(data, pseudo_random(len(data))))
+    return bytes(a ^ b for a, b in zip(data, pseudo_random(len(data)), strict=True))
 
 
 def stuff(raw: bytes) -> bytes:

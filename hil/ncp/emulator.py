@@ -50,7 +50,7 @@ def aes_mmo(data: bytes) -> bytes:
         blk = msg[i:i + 16]
         e = Cipher(algorithms.AES(h), modes.ECB()).encryptor()
         c = e.update(blk) + e.finalize()
-        h = bytes(a ^ b for a, b in zip(c, blk))
+        h = bytes(a ^ b for a, b in zip(c, blk, strict=True))
     return h
 
 
@@ -225,7 +225,7 @@ class NcpEmulator:
             name = None
         handler = getattr(self, "_c_" + name, None) if name else None
         if handler is None:
-            self.log.append("?0x%04X" % fid)
+            self.log.append(f"?0x{fid:04X}")
             self._emit(seq, ID["invalidCommand"], self._st(0x31), 0x80, legacy)
             return
         self.log.append(name)  # type: ignore[arg-type]

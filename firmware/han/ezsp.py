@@ -1,0 +1,303 @@
+# EZSP host: version negotiation, request/response correlation by sequence
+# number, callback dispatch, and the coroutines the HAN coordinator uses.
+#
+# transport: `await send(bytes)`, `await recv() -> bytes` (han.ash.Ash), and
+# optionally `await reset()`. An exception from recv() (han.ash.NcpReset,
+# LinkFailure) takes the EZSP layer down: pending commands fail with
+# EzspLinkDown and the `on_fault(exc)` hook is called; the owner then runs
+# `connect()` + `startup()` + `resume_network()` again.
+import asyncio
+import os
+
+from han import ezsp_frames as F
+
+# config ids / policy ids / values (bellows' EzspConfigId / EzspPolicyId)
+_CFG = (
+    (0x0C, 2),  # STACK_PROFILE: ZigBee PRO
+    (0x0D, 5),  # SECURITY_LEVEL
+    (0x03, 10),  # APS_UNICAST_MESSAGE_COUNT
+    (0x11, 32),  # MAX_END_DEVICE_CHILDREN
+    (0x1A, 16),  # SOURCE_ROUTE_TABLE_SIZE
+    (0x1E, 20),  # KEY_TABLE_SIZE
+    (0x36, 300),  # TRANSIENT_KEY_TIMEOUT_S
+)
+TC_ALLOW_JOINS = 0x01
+TC_ALLOW_UNSECURED_REJOINS = 0x02
+TC_JOINS_USE_INSTALL_CODE_KEY = 0x10
+TC_POLICY = TC_ALLOW_JOINS | TC_JOINS_USE_INSTALL_CODE_KEY
+_POLICIES = (
+    (0x00, TC_POLICY),  # TRUST_CENTER_POLICY
+    (0x05, 0x50),  # TC_KEY_REQUEST_POLICY: deny
+    (0x06, 0x60),  # APP_KEY_REQUEST_POLICY: deny
+    (0x04, 0x40),  # MESSAGE_CONTENTS_IN_CALLBACK_POLICY: tag only
+)
+# initial security bitmask: HAVE_NETWORK_KEY | HAVE_PRECONFIGURED_KEY |
+# REQUIRE_ENCRYPTED_KEY | TRUST_CENTER_GLOBAL_LINK_KEY
+SEC_BITMASK = 0x0200 | 0x0100 | 0x0800 | 0x0004
+SE_PROFILE = 0x0109
+APS_OPTIONS = 0x0160  # ENCRYPTION | RETRY | ENABLE_ROUTE_DISCOVERY
+ALL_CHANNELS = 0x07FFF800
+
+
+class EzspLinkDown(F.EzspError):
+    pass
+
+
+class EzspTimeout(F.EzspError):
+    pass
+
+
+class EzspStatusError(F.EzspError):
+    def __init__(self, name, status):
+        super().__init__("%s failed: status 0x%X" % (name, status))
+        self.status = status
+
+
+class Ezsp:
+    def __init__(self, transport, desired=14, timeout_ms=3000):
+        self.t = transport
+        self.desired = desired
+        self.timeout = timeout_ms / 1000
+        self.ver = F.LEGACY
+        self.stack_version = 0
+        self.eui = None
+        self._seq = 0
+        self._pending = {}  # seq -> [event, name, result]
+        self._handlers = {}  # callback name -> fn(values)
+        self._task = None
+        self.fault = None
+        self.on_fault = None
+        self.network_up = False
+        self._state_ev = asyncio.Event()
+        self._tag = 0
+        self.stats = {"tx": 0, "rx": 0, "callbacks": 0, "timeouts": 0, "bad": 0, "unclaimed": 0}
+        self.on("stackStatusHandler", self._stack_status)
+
+    # -- plumbing --
+    def on(self, name, fn):
+        """Register fn(values_tuple) for a callback frame (one per name)."""
+        self._handlers[name] = fn
+
+    def _stack_status(self, v):
+        st = v[0]
+        if st == F.network_up(self.ver):
+            self.network_up = True
+        elif st == F.network_down(self.ver):
+            self.network_up = False
+        self._state_ev.set()
+
+    async def connect(self):
+        """Reset the link (if the transport can), negotiate the version."""
+        self.fault = None
+        self.ver = F.LEGACY
+        self.network_up = False
+        if hasattr(self.t, "reset"):
+            await self.t.reset()
+        if self._task is None:
+            self._task = asyncio.create_task(self._rx_loop())
+        return await self.negotiate()
+
+    async def negotiate(self):
+        ver, _st, sv = await self.command("version", self.desired)
+        if ver not in F.SUPPORTED:
+            raise F.EzspVersionError("NCP speaks EZSP v%d (need 8, 13 or 14)" % ver)
+        self.ver = ver
+        if ver != self.desired:
+            v2 = (await self.command("version", ver))[0]
+            if v2 != ver:
+                raise F.EzspVersionError("NCP refused EZSP v%d" % ver)
+        self.stack_version = sv
+        return ver
+
+    async def _rx_loop(self):
+        try:
+            while True:
+                raw = await self.t.recv()
+                self.stats["rx"] += 1
+                try:
+                    self._dispatch(raw)
+                except F.EzspError:
+                    self.stats["bad"] += 1
+        except Exception as e:  # NcpReset / LinkFailure / closed
+            self._down(e)
+        finally:
+            self._task = None
+
+    def _down(self, exc):
+        self.fault = exc
+        self.network_up = False
+        for p in self._pending.values():
+            p[2] = EzspLinkDown("link down: %s" % exc)
+            p[0].set()
+        self._pending.clear()
+        self._state_ev.set()
+        if self.on_fault:
+            self.on_fault(exc)
+
+    def _dispatch(self, raw):
+        seq, fc, fid, pos = F.decode_header(self.ver, raw)
+        name = F.name_of(self.ver, fid)
+        if fc & (F.FC_TRUNCATED | F.FC_OVERFLOW):
+            self.stats["bad"] += 1  # the NCP dropped or cut something
+        if fc & F.FC_CB_MASK:
+            self.stats["callbacks"] += 1
+            fn = self._handlers.get(name)
+            if fn is not None:
+                fn(F.decode_params(self.ver, F.lookup(self.ver, name)[2], raw, pos, False))
+            return
+        p = self._pending.pop(seq, None)
+        if p is None:
+            self.stats["unclaimed"] += 1
+            return
+        if name == "invalidCommand":
+            p[2] = F.EzspUnknownFrame("NCP rejected %s" % p[1])
+        elif name != p[1]:
+            p[2] = F.EzspFrameError("response %s to %s" % (name, p[1]))
+        else:
+            try:
+                p[2] = F.decode_params(self.ver, F.lookup(self.ver, name)[2], raw, pos, False)
+            except F.EzspError as e:
+                p[2] = e
+        p[0].set()
+
+    async def command(self, name, *args):
+        """Send a command, return its response values (tuple)."""
+        if self.fault is not None:
+            raise EzspLinkDown("link down: %s" % self.fault)
+        seq = self._seq
+        self._seq = (seq + 1) & 0xFF
+        frame = F.encode_frame(self.ver, seq, name, args)
+        ev = asyncio.Event()
+        p = [ev, name, None]
+        self._pending[seq] = p
+        try:
+            await self.t.send(frame)
+            self.stats["tx"] += 1
+            await asyncio.wait_for(ev.wait(), self.timeout)
+        except asyncio.TimeoutError:
+            self.stats["timeouts"] += 1
+            raise EzspTimeout("no response to %s" % name)
+        finally:
+            self._pending.pop(seq, None)
+        if isinstance(p[2], Exception):
+            raise p[2]
+        return p[2]
+
+    async def ok(self, name, *args):
+        """Command whose first response value is a status that must be 0."""
+        r = await self.command(name, *args)
+        if r and r[0] != 0:
+            raise EzspStatusError(name, r[0])
+        return r
+
+    async def _wait_state(self, up, timeout):
+        while self.network_up != up:
+            if self.fault is not None:
+                raise EzspLinkDown("link down: %s" % self.fault)
+            self._state_ev.clear()
+            try:
+                await asyncio.wait_for(self._state_ev.wait(), timeout)
+            except asyncio.TimeoutError:
+                raise EzspTimeout("network %s not reported" % ("up" if up else "down"))
+
+    # -- coordinator API --
+    async def startup(self, endpoint=1, device_id=0x0500, in_clusters=(0x000A, 0x0702, 0x0704, 0x0800),
+                      out_clusters=(0x000A, 0x0702, 0x0704, 0x0800)):
+        self.eui = (await self.command("getEui64"))[0]
+        for cid, val in _CFG:
+            await self.ok("setConfigurationValue", cid, val)
+        for pid, dec in _POLICIES:
+            await self.ok("setPolicy", pid, dec)
+        await self.ok("addEndpoint", endpoint, SE_PROFILE, device_id, 0, (list(in_clusters), list(out_clusters)))
+        return self.eui
+
+    async def energy_scan(self, channels_mask, duration=3):
+        res = {}
+        done = asyncio.Event()
+        st = [0]
+
+        def on_res(v):
+            res[v[0]] = v[1]
+
+        def on_done(v):
+            st[0] = v[1]
+            done.set()
+
+        self.on("energyScanResultHandler", on_res)
+        self.on("scanCompleteHandler", on_done)
+        await self.ok("startScan", 0, channels_mask, duration)
+        await asyncio.wait_for(done.wait(), self.timeout + 0.5 * len(range(11, 27)))
+        if st[0] != 0:
+            raise EzspStatusError("scan", st[0])
+        return res
+
+    async def form_network(self, channels_mask=ALL_CHANNELS, ext_pan_id=None, pan_id=None, tx_power=8):
+        """Energy scan, pick the quietest allowed channel, form; return params."""
+        scan = await self.energy_scan(channels_mask)
+        best = None
+        for ch in range(11, 27):
+            if channels_mask & (1 << ch) and ch in scan and (best is None or scan[ch] < scan[best]):
+                best = ch
+        if best is None:
+            raise F.EzspError("no allowed channel in the energy scan")
+        if ext_pan_id is None:
+            ext_pan_id = os.urandom(8)
+        if pan_id is None:
+            pan_id = int.from_bytes(os.urandom(2), "little") % 0xFFF7 + 1
+        net_key = os.urandom(16)
+        tc = self.eui or bytes(8)
+        # preconfigured key: the ZigBee Alliance well-known key is not used for
+        # joins (policy demands install-code keys); keep the field random.
+        await self.ok("setInitialSecurityState", (SEC_BITMASK, os.urandom(16), net_key, 0, tc))
+        self.network_up = False
+        await self.ok("formNetwork", (ext_pan_id, pan_id, tx_power, best, 0, 0, 0, 1 << best))
+        await self._wait_state(True, self.timeout)
+        return best, pan_id, ext_pan_id
+
+    async def resume_network(self):
+        """networkInit; True once the NCP reports the network up."""
+        self.network_up = False
+        r = await self.command("networkInit", 0)
+        if r[0] != 0:
+            return False
+        await self._wait_state(True, self.timeout)
+        return True
+
+    async def permit_joining(self, seconds):
+        await self.ok("permitJoining", min(255, max(0, seconds)))
+
+    async def add_install_code_key(self, eui, key):
+        if self.ver >= 13:
+            await self.ok("importTransientKey", eui, key, 0)
+        else:
+            await self.ok("addTransientLinkKey", eui, key)
+
+    async def send_unicast(self, node_id, profile, cluster, src_ep, dst_ep, payload, options=APS_OPTIONS):
+        """Send; return the message tag echoed in messageSentHandler."""
+        self._tag = (self._tag + 1) & (0xFFFF if self.ver >= 14 else 0xFF)
+        tag = self._tag
+        await self.ok("sendUnicast", 0, node_id, (profile, cluster, src_ep, dst_ep, options, 0, 0), tag, payload)
+        return tag
+
+    async def rotate_network_key(self, switch_delay=0):
+        await self.ok("broadcastNextNetworkKey", os.urandom(16))
+        if switch_delay:
+            await asyncio.sleep(switch_delay)
+        await self.ok("broadcastNetworkKeySwitch")
+
+    def sent_info(self, v):
+        """messageSentHandler values -> (tag, status, destination)."""
+        if self.ver >= 14:
+            return v[4], v[0], v[2]
+        return v[3], v[4], v[1]
+
+    def incoming_info(self, v):
+        """incomingMessageHandler values -> (sender, aps, payload, lqi, rssi)."""
+        if self.ver >= 14:
+            return v[2], v[1], v[9], v[6], v[7]
+        return v[4], v[1], v[7], v[2], v[3]
+
+    def close(self):
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None

@@ -1,0 +1,146 @@
+# Firmware EZSP tests under micropython. test_* run standalone;
+# scenario_full() is driven by tests/test_ncp_bellows.py against the rig's
+# NCP emulator (NCP_PORT / NCP_VERSION in the environment, rig commands on
+# stdout as "RIG <cmd>", answers on stdin).
+import asyncio
+import os
+import sys
+
+from han import ezsp_frames as F
+
+HEAP = "256k"
+
+CHF = bytes.fromhex("00DB1234567890A2")
+ESME = bytes.fromhex("00DB1234567890A0")
+KEY = bytes.fromhex("17E92CAAA342C367E8EDDC58EEBA69ED")  # RTDS CCS01 install code key
+
+
+def _raises(exc, fn, *a):
+    try:
+        fn(*a)
+    except exc as e:
+        assert isinstance(e, ValueError)
+        return str(e)
+    raise AssertionError("no " + exc.__name__)
+
+
+def test_errors():
+    # unknown frame id
+    _raises(F.EzspUnknownFrame, F.decode_frame, 13, bytes((0, 0x80, 1, 0xEE, 0x0E, 0)))
+    # truncated parameters (sendUnicast response lacks its sequence byte)
+    _raises(F.EzspTruncated, F.decode_frame, 8, bytes((1, 0x80, 1, 0x34, 0, 0)))
+    _raises(F.EzspTruncated, F.decode_frame, 14, bytes((1, 0x80, 1, 0x34, 0, 0, 0, 0)))
+    _raises(F.EzspTruncated, F.decode_frame, 13, b"\x00\x80")
+    # LV length past the end
+    _raises(F.EzspTruncated, F.decode_frame, 13, bytes((1, 0x80, 1, 0xAA, 0, 0, 5, 1)))
+    # wrong version: unsupported, or a command the version lacks
+    _raises(F.EzspVersionError, F.encode_frame, 9, 0, "version", (9,))
+    _raises(F.EzspUnknownFrame, F.encode_frame, 8, 0, "importTransientKey", (ESME, KEY, 0))
+    _raises(F.EzspUnknownFrame, F.encode_frame, 14, 0, "addTransientLinkKey", (ESME, KEY))
+    _raises(F.EzspVersionError, F.encode_frame, F.LEGACY, 0, "getEui64", ())
+    # frame format version / security bits
+    _raises(F.EzspFrameError, F.decode_frame, 13, bytes((0, 0x80, 0, 0, 0, 13, 2, 0, 0)))
+    _raises(F.EzspFrameError, F.decode_frame, 13, bytes((0, 0x80, 0x81, 0, 0, 13, 2, 0, 0)))
+    # trailing bytes are an error in strict mode only
+    f = bytes(F.encode_frame(13, 3, "permitJoining", (0,), F.FC_RESPONSE)) + b"\x01"
+    _raises(F.EzspFrameError, F.decode_frame, 13, f)
+    assert F.decode_frame(13, f, False)[3] == (0,)
+    # bad values
+    _raises(F.EzspFrameError, F.encode_frame, 13, 0, "getEui64", (1,))
+    _raises(F.EzspFrameError, F.encode_frame, 13, 0, "setExtendedTimeout", (b"123", 1))
+
+
+def test_width_by_version():
+    # status: 1 byte to v13, 4 bytes from v14; tag: 1 byte to v13, 2 from v14
+    assert len(F.encode_frame(13, 0, "permitJoining", (0,), F.FC_RESPONSE)) == 6
+    assert len(F.encode_frame(14, 0, "permitJoining", (0,), F.FC_RESPONSE)) == 9
+    aps = (0x0109, 0x0702, 1, 1, 0x0160, 0, 7)
+    a = F.encode_frame(13, 0, "sendUnicast", (0, 0x1234, aps, 0x42, b"x"))
+    b = F.encode_frame(14, 0, "sendUnicast", (0, 0x1234, aps, 0x4242, b"x"))
+    assert len(b) == len(a) + 1
+    assert F.decode_frame(14, b)[3][3] == 0x4242
+    # importTransientKey answers a 4-byte sl_Status already at v13
+    assert len(F.encode_frame(13, 0, "importTransientKey", (0,), F.FC_RESPONSE)) == 9
+    # legacy header for version only
+    assert bytes(F.encode_frame(F.LEGACY, 0, "version", (8,))) == b"\x00\x00\x00\x08"
+    for ver in F.SUPPORTED:
+        assert F.network_up(ver) == (0x15 if ver == 14 else 0x90)
+
+
+# ---------------------------------------------------------------- scenario --
+
+def _rig(cmd):
+    print("RIG " + cmd)
+    return sys.stdin.readline().strip()
+
+
+async def _until(cond, ms=3000):
+    for _ in range(ms // 10):
+        if cond():
+            return
+        await asyncio.sleep_ms(10)
+    raise AssertionError("timed out")
+
+
+async def _full():
+    from han.ash import Ash, NcpReset
+    from han.ezsp import Ezsp, EzspLinkDown
+
+    port = int(os.getenv("NCP_PORT"))
+    ver = int(os.getenv("NCP_VERSION"))
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    ez = Ezsp(Ash(r, w), desired=14)
+    assert await ez.connect() == ver
+    assert ez.ver == ver and ez.stack_version == 0x7450
+    assert await ez.startup() == CHF
+    allowed = (1 << 15) | (1 << 19) | (1 << 20) | (1 << 25)
+    ch, pan, xpan = await ez.form_network(allowed)
+    assert ch == 25, ch
+    assert ez.network_up
+    st = _rig("state").split()
+    assert int(st[0]) == 25 and int(st[1]) == 0x11
+    r = await ez.command("getNetworkParameters")
+    assert r[0] == 0 and r[2][3] == 25 and r[2][1] == pan and r[2][0] == xpan
+    joins = []
+    ez.on("trustCenterJoinHandler", joins.append)
+    await ez.permit_joining(60)
+    assert _rig("join") == "0"  # no transient key yet
+    await ez.add_install_code_key(ESME, KEY)
+    assert _rig("join-wrong") == "0"
+    assert _rig("join") == "1"
+    await _until(lambda: joins)
+    assert joins[0][0] == 0x5678 and joins[0][1] == ESME, joins
+    sent = []
+    inc = []
+    ez.on("messageSentHandler", sent.append)
+    ez.on("incomingMessageHandler", inc.append)
+    tag = await ez.send_unicast(0x5678, 0x0109, 0x000A, 1, 1, b"\x00\x07\x00\x00\x00")
+    await _until(lambda: sent and inc)
+    assert ez.sent_info(sent[0]) == (tag, 0, 0x5678), sent
+    sender, aps, payload, lqi, rssi = ez.incoming_info(inc[0])
+    assert sender == 0x5678 and aps[1] == 0x000A and payload == b"\x18\x07\x0b\x00\x00", inc
+    key_before = _rig("state").split()[2]
+    await ez.rotate_network_key()
+    assert _rig("state").split()[2] != key_before
+    # NCP reset is surfaced; commands fail until reconnected
+    faults = []
+    ez.on_fault = faults.append
+    _rig("reset")
+    await _until(lambda: faults)
+    assert isinstance(faults[0], NcpReset), faults
+    assert not ez.network_up
+    try:
+        await ez.command("networkState")
+        raise AssertionError("command on a dead link")
+    except EzspLinkDown:
+        pass
+    assert await ez.connect() == ver
+    await ez.startup()
+    assert await ez.resume_network()
+    assert (await ez.command("networkState"))[0] == 2
+    ez.close()
+    print("SCENARIO OK")
+
+
+def scenario_full():
+    asyncio.run(_full())
