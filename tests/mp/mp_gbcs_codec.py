@@ -391,13 +391,13 @@ def _decode_payload(f, r):
         if a.results is not None:
             r["results"] = [list(x) for x in a.results]
         leaves = []
-        for v in (a.data or []):
-            _dlms_leaves(v, leaves)
-        if a.value is not None:
-            _dlms_leaves(a.value, leaves)
         for s in a.specs or []:
             if s[5] is not None:
                 _dlms_leaves(s[5], leaves)
+        for v in a.data or []:
+            _dlms_leaves(v, leaves)
+        if a.value is not None:
+            _dlms_leaves(a.value, leaves)
         r["leaves"] = leaves
         r["ndata"] = len(a.data) if a.data is not None else None
     elif kind == "gbz":
