@@ -237,6 +237,8 @@ def decode_value(t, b, o=0):
             return None, o
         _need(b, o, k)
         return bytes(b[o : o + k]), o + k
+    if n == 0:
+        return None, o
     _need(b, o, n)
     if t == T_BOOL:
         v = b[o]
@@ -271,6 +273,8 @@ def encode_value(out, t, v):
         if lim > 0xFF:
             out.append(k >> 8)
         out.extend(v)
+        return out
+    if n == 0:
         return out
     if t == T_BOOL:
         out.append(0xFF if v is None else (1 if v else 0))
