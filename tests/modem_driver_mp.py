@@ -1,0 +1,304 @@
+# MicroPython side of tests/test_modem_sim7600.py: drives wan.sim7600 over
+# TCP to the CPython SIM7600 emulator. Faults are requested from the test over
+# a control connection (one JSON line per call). Usage:
+#   micropython modem_driver_mp.py <scenario> <uart_port> <ctl_port> <echo_port>
+import asyncio
+import json
+import sys
+
+from wan import modem as M
+from wan.at import ATTimeout
+from wan.sim7600 import Sim7600
+
+FAST = {"cmd": 1500, "at": 300, "at_retries": 2, "cpin_retries": 3, "cpin_interval": 20,
+        "netopen": 3000, "netclose": 2000, "cipopen": 3000, "cipsend": 3000, "cipclose": 2000,
+        "boot": 3000, "reg_poll": 20, "signal_window": 400, "grace": 50}
+
+
+class Ctl:
+    def __init__(self, r, w):
+        self.r = r
+        self.w = w
+
+    async def __call__(self, op, *args):
+        self.w.write(json.dumps({"op": op, "args": args}).encode() + b"\n")
+        await self.w.drain()
+        res = json.loads(await self.r.readline())
+        if "error" in res:
+            raise AssertionError("ctl %s: %s" % (op, res["error"]))
+        return res.get("result")
+
+
+async def wait_event(events, kind, value=None, ms=2000):
+    for _ in range(ms // 10):
+        for k, v in events:
+            if k == kind and (value is None or v == value):
+                return
+        await asyncio.sleep_ms(10)
+    raise AssertionError("no event %s %r in %r" % (kind, value, events))
+
+
+async def raises(exc, coro):
+    try:
+        await coro
+    except exc as e:
+        return e
+    raise AssertionError("expected %s" % exc.__name__)
+
+
+async def up(m, pin=None):
+    await m.init()
+    assert await m.sim_ready(pin)
+    assert M.registered(await m.wait_registered(2000))
+
+
+async def recv_n(m, n, ms=3000):
+    got = b""
+    while len(got) < n:
+        d = await m.recv(ms)
+        assert d, "timeout after %d/%d" % (len(got), n)
+        got += d
+    return got
+
+
+async def sc_startup(m, ctl, ev, echo):
+    for _ in range(100):  # boot URCs come first
+        if m.pb_done:
+            break
+        await asyncio.sleep_ms(10)
+    assert m.pb_done and m.sim == b"READY", (m.pb_done, m.sim)
+    assert (M.EV_SIM, b"READY") in ev
+    await m.init()
+    assert m.revision == b"LE20B04SIM7600G22", m.revision
+    assert await m.sim_ready()
+    cmds = await ctl("commands")
+    assert cmds[:5] == ["AT", "ATE0", "AT+CMEE=2", "AT+CGMR", "AT+CREG=2"], cmds
+    for c in ("AT+CGREG=2", "AT+CEREG=2", "AT+CTZU=1", "AT+CPIN?"):
+        assert c in cmds, c
+    assert not [c for c in cmds if c.startswith("AT+CPIN=")]
+    assert m.at.p.garbled == 0 and m.at.p.stray == 0
+
+
+async def sc_pin(m, ctl, ev, echo):
+    await wait_event(ev, M.EV_SIM, b"SIM PIN")
+    await m.init()
+    assert await m.registration() == M.REG_NONE
+    await raises(M.PinRequired, m.sim_ready())
+    assert await m.sim_ready("1234")
+    await wait_event(ev, M.EV_REG, M.REG_HOME)  # +CxREG URCs after unlock
+    assert await m.registration() == M.REG_HOME
+    # wrong PIN after a reboot: one attempt only, then stop
+    await ctl("hw_reset")
+    await wait_event(ev, M.EV_BOOT)
+    await m.init()
+    await raises(M.WrongPin, m.sim_ready("9999"))
+    await raises(M.PinRequired, m.sim_ready("1234"))
+    assert await ctl("get", "pin_left") == 2
+
+
+async def sc_registration(m, ctl, ev, echo):
+    await up(m)
+    await ctl("lose_registration", 2)
+    await wait_event(ev, M.EV_REG, M.REG_SEARCHING)
+    assert m.reg_stat == M.REG_SEARCHING
+    await ctl("regain_registration", 5)
+    await wait_event(ev, M.EV_REG, M.REG_ROAMING)
+    assert await m.registration() == M.REG_ROAMING
+    # a URC between a reply's information line and its OK
+    await ctl("inject_urc", "+CREG: 2", True)
+    assert await m.signal_dbm() == -71
+    assert m._reg[0] == 2 and m.reg_stat == M.REG_ROAMING
+    await ctl("deny_registration")
+    await wait_event(ev, M.EV_REG, M.REG_DENIED)
+    await raises(M.RegistrationDenied, m.wait_registered(500))
+
+
+async def sc_signal(m, ctl, ev, echo):
+    await up(m)
+    for rssi, dbm in ((21, -71), (10, -93), (0, -113), (31, -51), (99, None)):
+        await ctl("set_csq", rssi)
+        assert await m.signal_dbm() == dbm, (rssi, dbm)
+    assert m.signal_avg_dbm() == (-71 - 93 - 113 - 51) / 4, m.signal_avg_dbm()
+    await asyncio.sleep_ms(450)  # older than the window
+    assert m.signal_avg_dbm() is None
+    await ctl("set_csq", 18)
+    await m.signal_dbm()
+    assert m.signal_avg_dbm() == -77
+
+
+async def sc_cell(m, ctl, ev, echo):
+    await up(m)
+    assert await m.cell_id() == ("LTE", "234-50", 0x1A2D, 27447574), await m.cell_id()
+    await ctl("deny_registration")
+    assert await m.cell_id() is None
+    await m.set_radio_mode("lte")
+    assert await ctl("get", "cnmp") == 38
+    await m.set_radio_mode(2)
+    assert await ctl("get", "cnmp") == 2
+
+
+async def sc_data(m, ctl, ev, echo):
+    await up(m)
+    assert await m.attach("iot.example") == "10.64.12.34"
+    assert await m.attach("iot.example") == "10.64.12.34"  # "already opened" is success
+    await m.open_socket("headend.example.net", echo)
+    payload = bytes(range(256)) * 12 + b"\r\nOK\r\n>\r\n+CIPRXGET: 1,0\r\n"
+    assert await m.send(payload) == len(payload)
+    assert await recv_n(m, len(payload)) == payload
+    await ctl("server_send", "0d0a4f4b0d0a3e")  # server -> hub
+    assert await recv_n(m, 7) == b"\r\nOK\r\n>"
+    assert await m.recv(100) == b""  # nothing more: timeout gives b""
+    await ctl("server_close")
+    await wait_event(ev, M.EV_SOCKET_CLOSED, 1)
+    await raises(M.SocketClosed, m.recv(500))
+    await raises(M.SocketClosed, m.send(b"x"))
+    await m.open_socket("headend.example.net", echo)
+    await m.send(b"ping")
+    assert await recv_n(m, 4) == b"ping"
+    await m.close_socket()
+    assert not await ctl("link_open", 0)
+    await m.detach()
+    assert not await ctl("get", "netopen")
+    assert m.at.p.garbled == 0
+
+
+async def sc_remote_close(m, ctl, ev, echo):
+    await up(m)
+    await m.attach("iot.example")
+    await m.open_socket("headend.example.net", echo)
+    await ctl("remote_close", 0)
+    await wait_event(ev, M.EV_SOCKET_CLOSED, 1)
+    m.socket_open = True  # pretend we missed the URC: the modem says +CIPERROR: 4
+    await raises(M.SocketClosed, m.send(b"x"))
+    assert not m.socket_open
+    await m.open_socket("headend.example.net", echo)
+    await m.send(b"again")
+    assert await recv_n(m, 5) == b"again"
+
+
+async def sc_network_drop(m, ctl, ev, echo):
+    await up(m)
+    await m.attach("iot.example")
+    await m.open_socket("headend.example.net", echo)
+    await ctl("drop_network")
+    await wait_event(ev, M.EV_NET_LOST)
+    await wait_event(ev, M.EV_SOCKET_CLOSED)
+    assert m.net_lost and not m.socket_open
+    assert await m.attach("iot.example") == "10.64.12.34"
+    cmds = await ctl("commands")
+    i = cmds.index("AT+NETOPEN?")
+    assert cmds[i - 1] == "AT+CIPCLOSE=0" and cmds[i + 1] == "AT+NETCLOSE", cmds[i - 1:i + 2]
+    await m.open_socket("headend.example.net", echo)
+    await m.send(b"back")
+    assert await recv_n(m, 4) == b"back"
+
+
+async def sc_pdp_fail(m, ctl, ev, echo):
+    await up(m)
+    await ctl("fail_pdp", "urc")
+    await raises(M.AttachFailed, m.attach("wrong.apn"))
+    assert not await ctl("get", "netopen")
+    await ctl("fail_pdp", "error")
+    await raises(M.AttachFailed, m.attach("wrong.apn"))
+    await ctl("fail_pdp", None)
+    assert await m.attach("iot.example") == "10.64.12.34"
+
+
+async def sc_socket_fail(m, ctl, ev, echo):
+    await up(m)
+    e = await raises(M.SocketOpenFailed, m.open_socket("h.example", echo))
+    assert e.err == 2, e.err  # network not opened
+    await m.attach("iot.example")
+    await ctl("fail_socket_open", 10)
+    e = await raises(M.SocketOpenFailed, m.open_socket("h.example", echo))
+    assert e.err == 10
+    e = await raises(M.SocketOpenFailed, m.open_socket("no-such-host.invalid", echo))
+    assert e.err == 11
+    e = await raises(M.SocketOpenFailed, m.open_socket("h.example", 1))  # nothing listens
+    assert e.err == 10
+    await m.open_socket("h.example", echo)
+    await m.send(b"ok")
+    assert await recv_n(m, 2) == b"ok"
+
+
+async def sc_no_sim(m, ctl, ev, echo):
+    await m.init()
+    await raises(M.NoSim, m.sim_ready("1234"))
+    cmds = await ctl("commands")
+    assert cmds.count("AT+CPIN?") == FAST["cpin_retries"], cmds
+    assert not [c for c in cmds if c.startswith("AT+CPIN=")]
+    assert await m.registration() == M.REG_NONE
+
+
+async def sc_silent(m, ctl, ev, echo):
+    await up(m)
+    await m.attach("iot.example")
+    await m.open_socket("h.example", echo)
+    await ctl("go_silent")
+    await raises(ATTimeout, m.send(b"x" * 10))
+    assert not await m.alive()
+    await m.hw_reset()
+    assert (M.EV_BOOT, None) in ev
+    assert not m.socket_open and not m.attached
+    assert await m.alive()
+    await m.sim_ready()
+    await m.wait_registered(2000)
+    await m.attach("iot.example")
+    await m.open_socket("h.example", echo)
+    await m.send(b"alive")
+    assert await recv_n(m, 5) == b"alive"
+
+
+async def sc_garbled(m, ctl, ev, echo):
+    await up(m)
+    await ctl("garble")
+    assert await m.signal_dbm() == -71
+    assert m.at.p.garbled >= 3, m.at.p.garbled
+    await ctl("inject_urc", "+CGREG: 2,\"zz", False)  # a URC that does not parse
+    assert await m.signal_dbm() == -71
+    assert m.at.p.garbled >= 4
+
+
+async def sc_time(m, ctl, ev, echo):
+    await up(m)
+    assert await m.network_time() is None  # never set: year 80
+    utc = 1736953200 + 12345
+    await ctl("set_clock", utc, 4)
+    t = await m.network_time()
+    assert utc <= t <= utc + 2, (t, utc)
+    await ctl("set_clock", utc, -20)
+    t = await m.network_time()
+    assert utc <= t <= utc + 2, (t, utc)
+    await ctl("network_time", utc + 86400, 8)
+    await wait_event(ev, M.EV_TIME)
+    t = await m.network_time()
+    assert utc + 86400 <= t <= utc + 86402, t
+
+
+async def sc_unexpected_boot(m, ctl, ev, echo):
+    await up(m)
+    await m.attach("iot.example")
+    await ctl("hw_reset")  # the modem reboots on its own
+    await wait_event(ev, M.EV_BOOT)
+    assert not m.attached
+    await up(m)
+    assert await m.attach("iot.example") == "10.64.12.34"
+
+
+async def main(name, uart, ctlp, echo):
+    r, w = await asyncio.open_connection("127.0.0.1", uart)
+    cr, cw = await asyncio.open_connection("127.0.0.1", ctlp)
+    ctl = Ctl(cr, cw)
+    ev = []
+
+    async def reset():
+        await ctl("hw_reset")
+
+    m = Sim7600(r, w, reset=reset, timings=FAST)
+    m.listener = lambda k, v: ev.append((k, v))
+    m.at.start()
+    await globals()["sc_" + name](m, ctl, ev, echo)
+    print("PASS", name)
+
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])))
