@@ -169,6 +169,7 @@ def encode(v):
 
 # ---- value helpers ------------------------------------------------------------
 
+
 def to_int(mv):
     """Two's-complement big-endian contents of an INTEGER/ENUMERATED."""
     v = 0

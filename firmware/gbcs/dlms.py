@@ -59,8 +59,16 @@ SPEC_SET_WITH_SELECTION = const(5)
 
 # tag -> (size, signed) for fixed-size integers
 _INTS = {
-    0x05: (4, True), 0x06: (4, False), 0x0D: (1, True), 0x0F: (1, True), 0x10: (2, True),
-    0x11: (1, False), 0x12: (2, False), 0x14: (8, True), 0x15: (8, False), 0x16: (1, False),
+    0x05: (4, True),
+    0x06: (4, False),
+    0x0D: (1, True),
+    0x0F: (1, True),
+    0x10: (2, True),
+    0x11: (1, False),
+    0x12: (2, False),
+    0x14: (8, True),
+    0x15: (8, False),
+    0x16: (1, False),
 }
 # tag -> size for fixed-size raw values
 _RAW = {0x03: 1, 0x17: 4, 0x18: 8, 0x19: 12, 0x1A: 5, 0x1B: 4}
@@ -139,6 +147,7 @@ def _check_seq_count(n, off, end, depth):
 
 # ---- data ------------------------------------------------------------------
 
+
 def decode_data(mv, off, end, depth=0):
     """Decode one tagged Data value at mv[off]. Returns (value, next_off)."""
     if depth > MAX_DEPTH:
@@ -180,18 +189,18 @@ def _decode_simple(mv, off, end, tag):
     if tag in _STRINGS:
         n, off = read_len(mv, off, end, "string length")
         _need(off, n, end, "string")
-        return (tag, mv[off:off + n]), off + n
+        return (tag, mv[off : off + n]), off + n
     if tag == BIT_STRING:
         nbits, off = read_len(mv, off, end, "bit-string length")
         nb = (nbits + 7) >> 3
         _need(off, nb, end, "bit-string")
-        return (tag, (nbits, mv[off:off + nb])), off + nb
+        return (tag, (nbits, mv[off : off + nb])), off + nb
     n = _RAW.get(tag)
     if n is not None:
         _need(off, n, end, "fixed-size value")
         if tag == BOOLEAN:
             return (tag, mv[off]), off + 1
-        return (tag, mv[off:off + n]), off + n
+        return (tag, mv[off : off + n]), off + n
     raise DlmsError("unknown DLMS data type tag 0x%02x at offset %d" % (tag, off - 1))
 
 
@@ -216,8 +225,11 @@ def _decode_td(mv, off, end, depth):
             td, off = _decode_td(mv, off, end, depth + 1)
             tds.append(td)
         return (STRUCTURE, tds), off
-    if tag == NULL or tag == COMPACT_ARRAY or not (tag in _INTS or tag in _STRINGS or tag in _RAW
-                                                   or tag == BIT_STRING):
+    if (
+        tag == NULL
+        or tag == COMPACT_ARRAY
+        or not (tag in _INTS or tag in _STRINGS or tag in _RAW or tag == BIT_STRING)
+    ):
         raise DlmsError("bad type in compact-array type description 0x%02x at offset %d" % (tag, off - 1))
     return tag, off
 
@@ -329,6 +341,7 @@ def data_bytes(v):
 
 # ---- APDUs -----------------------------------------------------------------
 
+
 class Apdu:
     """A parsed DLMS APDU. Fields used depend on tag:
     access-request (0xD9): invoke_id, date_time, specs [(kind, class_id, instance, id, selector, params)], data
@@ -363,13 +376,13 @@ def _read_u(mv, off, end, n, what):
 def _read_octets(mv, off, end, what):
     n, off = read_len(mv, off, end, what + " length")
     _need(off, n, end, what)
-    return mv[off:off + n], off + n
+    return mv[off : off + n], off + n
 
 
 def _read_desc(mv, off, end):
     _need(off, 9, end, "COSEM descriptor")
     cls = (mv[off] << 8) | mv[off + 1]
-    return (cls, mv[off + 2:off + 8], mv[off + 8]), off + 9
+    return (cls, mv[off + 2 : off + 8], mv[off + 8]), off + 9
 
 
 def _put_desc(out, desc):
@@ -602,6 +615,7 @@ def _put_get_result(out, choice, v):
 
 
 # ---- builders for the common requests/responses -----------------------------
+
 
 def get_request(invoke_id, class_id, instance, attr, selector=None, params=None):
     a = Apdu(GET_REQUEST)

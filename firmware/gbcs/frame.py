@@ -129,18 +129,18 @@ class Frame:
         self.sig_field = True  # False for a PRECOMMAND without a signature field
 
     def grouping_header(self):
-        return self.buf[self.gh_start:self.gh_end]
+        return self.buf[self.gh_start : self.gh_end]
 
     def signature_field(self):
-        return self.buf[self.payload_end:self.sig_end]
+        return self.buf[self.payload_end : self.sig_end]
 
     def signed_data(self):
         """Signature input: grouping header without the leading DF, plus payload."""
-        return self.buf[self.gh_start + 1:self.payload_end]
+        return self.buf[self.gh_start + 1 : self.payload_end]
 
     def aad_body(self):
         """The part of the MAC AAD after AAD_PREFIX: grouping header .. signature."""
-        return self.buf[self.gh_start:self.sig_end]
+        return self.buf[self.gh_start : self.sig_end]
 
     def iv(self):
         return bytes(self.originator) + b"\x00\x00\x00\x00"
@@ -162,14 +162,16 @@ def parse(data):
             raise FrameError("bad general-ciphering header (want DD 00 00 00 00 00 00)")
         clen, off = read_len(mv, 7, n, "ciphered service length")
         if off + clen > n:
-            raise FrameError("truncated frame: ciphered service length %d, only %d bytes left" % (clen, n - off))
+            raise FrameError(
+                "truncated frame: ciphered service length %d, only %d bytes left" % (clen, n - off)
+            )
         if off + clen < n:
             raise FrameError("trailing bytes: %d after the MAC" % (n - off - clen))
         if clen < _SEC_LEN + _MAC_LEN:
             raise FrameError("ciphered service length %d too short" % clen)
         if mv[off] != 0x11:
             raise FrameError("bad security header control 0x%02x at offset %d (want 0x11)" % (mv[off], off))
-        f.sec_header = mv[off:off + _SEC_LEN]
+        f.sec_header = mv[off : off + _SEC_LEN]
         off += _SEC_LEN
         f.mac_header = mv[0:off]
         end = n - _MAC_LEN
@@ -184,7 +186,9 @@ def _parse_gh(f, mv, off, end):
     f.gh_start = off
     _need(off, 2, end, "grouping header")
     if mv[off] != _DF or mv[off + 1] != 0x09:
-        raise FrameError("bad general-signing tag %02x %02x at offset %d (want DF 09)" % (mv[off], mv[off + 1], off))
+        raise FrameError(
+            "bad general-signing tag %02x %02x at offset %d (want DF 09)" % (mv[off], mv[off + 1], off)
+        )
     off += 2
     _need(off, 1, end, "grouping header: CRA flag")
     cra = mv[off]
@@ -199,13 +203,13 @@ def _parse_gh(f, mv, off, end):
         _need(off, 9, end, "grouping header: %s EUI" % name)
         if mv[off] != 0x08:
             raise FrameError("bad %s EUI tag 0x%02x at offset %d (want 08)" % (name, mv[off], off))
-        setattr(f, name, mv[off + 1:off + 9])
+        setattr(f, name, mv[off + 1 : off + 9])
         off += 9
     _need(off, 1, end, "grouping header: date-time")
     dl = mv[off]
     if dl == 0x0C:
         _need(off + 1, 12, end, "grouping header: date-time")
-        f.date_time = mv[off + 1:off + 13]
+        f.date_time = mv[off + 1 : off + 13]
         off += 13
     elif dl == 0:
         off += 1
@@ -218,7 +222,7 @@ def _parse_gh(f, mv, off, end):
     clen, off = read_len(mv, off, end, "content length")
     _need(off, clen, end, "payload")
     f.gh_end = off
-    f.payload = mv[off:off + clen]
+    f.payload = mv[off : off + clen]
     off += clen
     f.payload_end = off
     if off == end and f.mac is None:
@@ -231,7 +235,7 @@ def _parse_gh(f, mv, off, end):
         if slen != _SIG_LEN:
             raise FrameError("bad signature length %d (want 0 or 64)" % slen)
         _need(off, slen, end, "signature")
-        f.signature = mv[off:off + slen]
+        f.signature = mv[off : off + slen]
         off += slen
     f.sig_end = off
     if off != end:
@@ -239,7 +243,7 @@ def _parse_gh(f, mv, off, end):
 
 
 def _parse_other(f, mv, off, olen):
-    f.other_info = mv[off:off + olen]
+    f.other_info = mv[off : off + olen]
     if olen < 2:
         raise FrameError("other-information too short (%d bytes)" % olen)
     f.message_code = (mv[off] << 8) | mv[off + 1]
@@ -247,7 +251,7 @@ def _parse_other(f, mv, off, olen):
         return
     if olen < 18:
         raise FrameError("bad other-information length %d (want 2, 18, 26 or 18 + certificate)" % olen)
-    f.supp_party = mv[off + 2:off + 10]
+    f.supp_party = mv[off + 2 : off + 10]
     f.supp_counter = be_int(mv, off + 10, 8)
     if olen == 18:
         return
@@ -278,8 +282,16 @@ def other_info_len(supp_party=None, supp_orig_counter=None, supp_cert=None):
     return 18
 
 
-def frame_size(payload_len, date_time=None, supp_party=None, supp_orig_counter=None,
-               supp_cert=None, signature=None, maced=True, sig_field=True):
+def frame_size(
+    payload_len,
+    date_time=None,
+    supp_party=None,
+    supp_orig_counter=None,
+    supp_cert=None,
+    signature=None,
+    maced=True,
+    sig_field=True,
+):
     olen = other_info_len(supp_party, supp_orig_counter, supp_cert)
     gh = 2 + 1 + 8 + 9 + 9 + (13 if date_time is not None else 1) + len_size(olen) + olen
     gh += len_size(payload_len) + payload_len
@@ -293,7 +305,7 @@ def frame_size(payload_len, date_time=None, supp_party=None, supp_orig_counter=N
 
 def _put(buf, off, b):
     n = len(b)
-    buf[off:off + n] = b
+    buf[off : off + n] = b
     return off + n
 
 
@@ -304,10 +316,25 @@ def _put_int(buf, off, v, n):
     return off + n
 
 
-def build(cra, counter, originator, recipient, message_code, payload, date_time=None,
-          supp_party=None, supp_counter=0, supp_orig_counter=None, supp_cert=None,
-          signature=None, mac_fn=None, mac=None, sec_header=SECURITY_HEADER, buf=None,
-          sig_field=True):
+def build(
+    cra,
+    counter,
+    originator,
+    recipient,
+    message_code,
+    payload,
+    date_time=None,
+    supp_party=None,
+    supp_counter=0,
+    supp_orig_counter=None,
+    supp_cert=None,
+    signature=None,
+    mac_fn=None,
+    mac=None,
+    sec_header=SECURITY_HEADER,
+    buf=None,
+    sig_field=True,
+):
     """Build a frame. MAC'd when mac_fn (called as mac_fn(AAD_PREFIX, aad_body,
     iv) -> 12 bytes) or a ready mac is given. sig_field=False omits the
     signature field (a PRECOMMAND, never MAC'd). Writes into buf when it is big
@@ -329,8 +356,9 @@ def build(cra, counter, originator, recipient, message_code, payload, date_time=
     maced = mac_fn is not None or mac is not None
     if not sig_field and (maced or signature is not None):
         raise FrameError("a frame without a signature field can be neither signed nor MAC'd")
-    total = frame_size(len(payload), date_time, supp_party, supp_orig_counter, supp_cert,
-                       signature, maced, sig_field)
+    total = frame_size(
+        len(payload), date_time, supp_party, supp_orig_counter, supp_cert, signature, maced, sig_field
+    )
     if buf is None or len(buf) < total:
         buf = bytearray(total)
     out = memoryview(buf)[:total]
@@ -397,12 +425,24 @@ def _clen(total):
 def encode(f, buf=None):
     """Re-encode a parsed Frame (keeps its MAC and security header)."""
     sig = f.signature
-    return build(f.cra, f.counter, f.originator, f.recipient, f.message_code, f.payload,
-                 date_time=f.date_time, supp_party=f.supp_party,
-                 supp_counter=f.supp_counter or 0, supp_orig_counter=f.supp_orig_counter,
-                 supp_cert=f.supp_cert, signature=sig, mac=f.mac,
-                 sec_header=f.sec_header if f.sec_header is not None else SECURITY_HEADER, buf=buf,
-                 sig_field=f.sig_field)
+    return build(
+        f.cra,
+        f.counter,
+        f.originator,
+        f.recipient,
+        f.message_code,
+        f.payload,
+        date_time=f.date_time,
+        supp_party=f.supp_party,
+        supp_counter=f.supp_counter or 0,
+        supp_orig_counter=f.supp_orig_counter,
+        supp_cert=f.supp_cert,
+        signature=sig,
+        mac=f.mac,
+        sec_header=f.sec_header if f.sec_header is not None else SECURITY_HEADER,
+        buf=buf,
+        sig_field=f.sig_field,
+    )
 
 
 KIND_GBZ = "gbz"

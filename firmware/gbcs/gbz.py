@@ -94,7 +94,7 @@ def parse(data, cra=1, message_code=0):
             if n != 14:
                 raise GbzError("bad future-dated alert entry length %d (want 14)" % n)
             _need(off + 1, n, end, "future-dated alert entry")
-            g.fd_entries.append(mv[off + 1:off + 1 + n])
+            g.fd_entries.append(mv[off + 1 : off + 1 + n])
             off += 1 + n
     else:
         for _ in range(g.count):
@@ -144,9 +144,9 @@ def _parse_component(mv, off, end):
             raise GbzError("GBZ ciphered information length %d does not match the component" % k)
         if k < _SEC_LEN + _MAC_LEN:
             raise GbzError("GBZ ciphered information too short (%d)" % k)
-        c.sec_header = mv[off:off + _SEC_LEN]
-        c.ciphertext = mv[off + _SEC_LEN:cend - _MAC_LEN]
-        c.ae_mac = mv[cend - _MAC_LEN:cend]
+        c.sec_header = mv[off : off + _SEC_LEN]
+        c.ciphertext = mv[off + _SEC_LEN : cend - _MAC_LEN]
+        c.ae_mac = mv[cend - _MAC_LEN : cend]
     else:
         c.body = mv[off:cend]
     return c, cend

@@ -45,12 +45,24 @@ def _sample(maced=True, sig=False, payload=b"\xda\x20\x00\x05\x16\x00\x00\x01\x0
         assert bytes(iv) == CHF + b"\x00\x00\x00\x00"
         return bytes(range(12))
 
-    return bytes(frame.build(2, 1302, CHF, ACB, 0x0093, payload, supp_party=ACB,
-                             supp_counter=1002, signature=(b"\x55" * 64) if sig else None,
-                             mac_fn=mac_fn if maced else None))
+    return bytes(
+        frame.build(
+            2,
+            1302,
+            CHF,
+            ACB,
+            0x0093,
+            payload,
+            supp_party=ACB,
+            supp_counter=1002,
+            signature=(b"\x55" * 64) if sig else None,
+            mac_fn=mac_fn if maced else None,
+        )
+    )
 
 
 # ---- frame ------------------------------------------------------------------
+
 
 def test_frame_build_parse_roundtrip():
     raw = _sample(sig=True)
@@ -65,12 +77,18 @@ def test_frame_build_parse_roundtrip():
     # preallocated buffer is used when large enough
     buf = bytearray(600)
     out = frame.encode(f, buf=buf)
-    assert bytes(out) == raw and bytes(buf[:len(raw)]) == raw
+    assert bytes(out) == raw and bytes(buf[: len(raw)]) == raw
 
 
 def test_frame_length_forms():
-    for n, enc in ((0, b"\x00"), (0x7F, b"\x7f"), (0x80, b"\x81\x80"), (0xFF, b"\x81\xff"),
-                   (0x100, b"\x82\x01\x00"), (0xFFFF, b"\x82\xff\xff")):
+    for n, enc in (
+        (0, b"\x00"),
+        (0x7F, b"\x7f"),
+        (0x80, b"\x81\x80"),
+        (0xFF, b"\x81\xff"),
+        (0x100, b"\x82\x01\x00"),
+        (0xFFFF, b"\x82\xff\xff"),
+    ):
         assert frame.enc_len(n) == enc
         assert frame.read_len(memoryview(enc), 0, len(enc)) == (n, len(enc))
     _raises(FrameError, frame.read_len, memoryview(b"\x81\x7f"), 0, 2, contains="non-minimal")
@@ -151,8 +169,12 @@ def test_frame_wrong_lengths():
 
 def test_frame_other_info_forms():
     p = b"\x02\x01\x00"
-    for kw, olen in (({}, 2), ({"supp_party": ACB}, 18), ({"supp_party": ACB, "supp_orig_counter": 2000}, 26),
-                     ({"supp_party": ACB, "supp_cert": b"\x30\x03\x02\x01\x00"}, 23)):
+    for kw, olen in (
+        ({}, 2),
+        ({"supp_party": ACB}, 18),
+        ({"supp_party": ACB, "supp_orig_counter": 2000}, 26),
+        ({"supp_party": ACB, "supp_cert": b"\x30\x03\x02\x01\x00"}, 23),
+    ):
         raw = bytes(frame.build(1, 7, ACB, CHF, 0x0096, p, **kw))
         f = frame.parse(raw)
         assert len(f.other_info) == olen
@@ -186,8 +208,11 @@ def test_frame_builder_rejects_bad_fields():
 
 # ---- DLMS -----------------------------------------------------------------------
 
+
 def test_dlms_unknown_type_tag():
-    _raises(DlmsError, dlms.decode_data, memoryview(b"\x07\x00"), 0, 2, contains="unknown DLMS data type tag 0x07")
+    _raises(
+        DlmsError, dlms.decode_data, memoryview(b"\x07\x00"), 0, 2, contains="unknown DLMS data type tag 0x07"
+    )
     _raises(DlmsError, dlms.decode_data, memoryview(b"\x02\x01\x1f"), 0, 3, contains="0x1f")
     # unknown APDU
     _raises(DlmsError, dlms.parse_apdu, b"\xc8\x01\x00", contains="APDU tag")
@@ -204,18 +229,32 @@ def test_dlms_nesting_too_deep():
 
 
 def test_dlms_lengths_larger_than_buffer():
-    for b in (b"\x09\x05abc", b"\x01\x82\x01\x00\x00", b"\x04\x20\x00", b"\x06\x00\x00",
-              b"\x13\x02\x01\x11\x05\x01", b"\x13\x01\xff\xff\x11\x02\x00\x00"):
+    for b in (
+        b"\x09\x05abc",
+        b"\x01\x82\x01\x00\x00",
+        b"\x04\x20\x00",
+        b"\x06\x00\x00",
+        b"\x13\x02\x01\x11\x05\x01",
+        b"\x13\x01\xff\xff\x11\x02\x00\x00",
+    ):
         _raises(DlmsError, dlms.decode_data, memoryview(b), 0, len(b))
     # zero-size compact-array elements cannot loop forever
     b = b"\x13\x01\x00\x00\x11\x01\x00"
     _raises(DlmsError, dlms.decode_data, memoryview(b), 0, len(b))
-    _raises(DlmsError, dlms.decode_data, memoryview(b"\x13\x02\x00\x01\x00"), 0, 5, contains="empty structure")
+    _raises(
+        DlmsError, dlms.decode_data, memoryview(b"\x13\x02\x00\x01\x00"), 0, 5, contains="empty structure"
+    )
 
 
 def test_dlms_apdu_truncated_and_trailing():
-    req = dlms.get_request(0x41, 7, b"\x00\x00\x63\x62\x00\xff", 2, selector=1,
-                           params=(2, [(6, 473299200), (6, 473331600), (1, [])]))
+    req = dlms.get_request(
+        0x41,
+        7,
+        b"\x00\x00\x63\x62\x00\xff",
+        2,
+        selector=1,
+        params=(2, [(6, 473299200), (6, 473331600), (1, [])]),
+    )
     a = dlms.parse_apdu(req)
     assert a.desc[0] == 7 and bytes(a.desc[1]) == b"\x00\x00\x63\x62\x00\xff" and a.selector == 1
     assert dlms.encode_apdu(a) == req
@@ -250,11 +289,29 @@ def test_dlms_xdlms_builders():
 
 
 def test_dlms_all_types_roundtrip():
-    vals = [(0, None), (3, 1), (4, (12, b"\xab\xc0")), (5, -5), (6, 0xFFFFFFFF), (9, b"abc"),
-            (10, b"ATGTypeY"), (12, b"x"), (13, -1), (15, -128), (16, -2), (17, 255), (18, 0xFFFF),
-            (20, -(1 << 63)), (21, (1 << 64) - 1), (22, 3), (23, b"\x00" * 4), (24, b"\x01" * 8),
-            (25, b"\x07\xdf\x01\x01\xff\x00\x00\x00\x00\x80\x00\xff"), (26, b"\x07\xdf\x01\x01\xff"),
-            (27, b"\x00\x00\x00\x00")]
+    vals = [
+        (0, None),
+        (3, 1),
+        (4, (12, b"\xab\xc0")),
+        (5, -5),
+        (6, 0xFFFFFFFF),
+        (9, b"abc"),
+        (10, b"ATGTypeY"),
+        (12, b"x"),
+        (13, -1),
+        (15, -128),
+        (16, -2),
+        (17, 255),
+        (18, 0xFFFF),
+        (20, -(1 << 63)),
+        (21, (1 << 64) - 1),
+        (22, 3),
+        (23, b"\x00" * 4),
+        (24, b"\x01" * 8),
+        (25, b"\x07\xdf\x01\x01\xff\x00\x00\x00\x00\x80\x00\xff"),
+        (26, b"\x07\xdf\x01\x01\xff"),
+        (27, b"\x00\x00\x00\x00"),
+    ]
     enc = dlms.data_bytes((1, vals))
     v, off = dlms.decode_data(memoryview(enc), 0, len(enc))
     assert off == len(enc) and dlms.data_bytes(v) == enc
@@ -270,10 +327,18 @@ def test_dlms_all_types_roundtrip():
 
 # ---- DER ------------------------------------------------------------------------
 
+
 def test_der_reader_writer():
-    t = der.sequence(der.integer(0x8F8A), der.generalized_time("20150101000000Z"),
-                     der.octets(CHF), der.enumerated(0), der.boolean(True), der.bit_string(b"\x80", 7),
-                     der.context(0, [der.integer(-1)]), der.context(1, b"\x01", constructed=False))
+    t = der.sequence(
+        der.integer(0x8F8A),
+        der.generalized_time("20150101000000Z"),
+        der.octets(CHF),
+        der.enumerated(0),
+        der.boolean(True),
+        der.bit_string(b"\x80", 7),
+        der.context(0, [der.integer(-1)]),
+        der.context(1, b"\x01", constructed=False),
+    )
     enc = der.encode(t)
     assert enc[:2] == b"\x30" + bytes((len(enc) - 2,))
     assert enc[2:7] == b"\x02\x03\x00\x8f\x8a"
@@ -301,6 +366,7 @@ def test_der_errors():
 
 
 # ---- GBZ ------------------------------------------------------------------------
+
 
 def test_gbz_build_parse():
     c1 = gbz.component(0x0709, 0x01, 0, 0x01, b"\x03")
@@ -337,6 +403,7 @@ def test_gbz_errors():
 
 
 # ---- batch harnesses (called from the CPython tests) ------------------------------
+
 
 def _dlms_leaves(v, out, tagged=True):
     tag, val = v
@@ -409,12 +476,22 @@ def _decode_payload(f, r):
         r["fd"] = [_h(e) for e in g.fd_entries] if g.fd_entries is not None else None
         comps = []
         for c in g.components:
-            comps.append({"control": c.control, "cluster": c.cluster, "from_dt": c.from_dt,
-                          "ahc": c.ahc, "ahfc": c.ahfc, "fc": c.zcl_fc, "seq": c.seq, "cmd": c.cmd,
-                          "body": _h(c.body) if c.body is not None else None,
-                          "sec": _h(c.sec_header) if c.sec_header is not None else None,
-                          "ct": _h(c.ciphertext) if c.ciphertext is not None else None,
-                          "aemac": _h(c.ae_mac) if c.ae_mac is not None else None})
+            comps.append(
+                {
+                    "control": c.control,
+                    "cluster": c.cluster,
+                    "from_dt": c.from_dt,
+                    "ahc": c.ahc,
+                    "ahfc": c.ahfc,
+                    "fc": c.zcl_fc,
+                    "seq": c.seq,
+                    "cmd": c.cmd,
+                    "body": _h(c.body) if c.body is not None else None,
+                    "sec": _h(c.sec_header) if c.sec_header is not None else None,
+                    "ct": _h(c.ciphertext) if c.ciphertext is not None else None,
+                    "aemac": _h(c.ae_mac) if c.ae_mac is not None else None,
+                }
+            )
         r["components"] = comps
     else:
         items = der.decode_all(p)
