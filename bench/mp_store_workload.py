@@ -2,6 +2,7 @@
 #
 #   micropython bench/mp_store_workload.py FLASH_FILE [CUT_AFTER] [--steps N]
 #   micropython bench/mp_store_workload.py --check FLASH_FILE
+#   micropython bench/mp_store_workload.py --figures FLASH_FILE
 #
 # (MICROPYPATH must cover firmware/ and boards/unix/.) The first form formats
 # a fresh 64-block LittleFS2 image, then runs a deterministic mix of journal
@@ -14,7 +15,10 @@
 # surfaces from the store, exit code 75 (the workload catches nothing else).
 # --check remounts the image (never formats) and prints "CHECK <json>" with
 # what the stores hold, then proves the file system still takes writes.
+# --figures prints "FIGURES <json>": block writes/erases per queue append+ack
+# in steady state, and per KV update (the numbers docs/storage.md quotes).
 import json
+import os
 import sys
 
 import vfs
@@ -128,10 +132,54 @@ def check(path):
     print("CHECK " + json.dumps(out))
 
 
+def figures(path):
+    # flash cost of the hub's common cases, default thresholds
+    global dev
+    out = {}
+    for name, size, backlog in (("queue64", 64, 4), ("queue200", 200, 4), ("queue64_backlog30", 64, 30)):
+        _fresh(path)
+        q = Store(DATA).journal("q")
+        for _ in range(20):  # warm up to a steady state
+            q.ack(q.append(bytes(size)))
+        w0, e0 = dev.writes, dev.erases
+        n = 200
+        pend = []
+        for i in range(n):
+            pend.append(q.append(bytes([i & 0xFF]) * size))
+            if len(pend) > backlog:
+                q.ack(pend.pop(0))
+        out[name] = {"payload": size, "pending": backlog, "writes_per_append_ack": (dev.writes - w0) / n,
+                     "erases_per_append_ack": (dev.erases - e0) / n, "bytes_per_write": 128}
+        q.close()
+        vfs.umount(ROOT)
+    _fresh(path)
+    kv = Store(DATA).kv("config")
+    w0, e0 = dev.writes, dev.erases
+    for i in range(50):
+        kv.update({"n": i, "name": f"meter-{i}", "tariff": [i, i + 1, i + 2]})
+    out["kv_update"] = {"writes": (dev.writes - w0) / 50, "erases": (dev.erases - e0) / 50}
+    vfs.umount(ROOT)
+    print("FIGURES " + json.dumps(out))
+
+
+def _fresh(path):
+    global dev
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+    dev = FileBlockDevice(path, BLOCKS)
+    vfs.VfsLfs2.mkfs(dev)
+    vfs.mount(vfs.VfsLfs2(dev), ROOT)
+
+
 def main(argv):
     global dev, base_writes
     if argv and argv[0] == "--check":
         check(argv[1])
+        return
+    if argv and argv[0] == "--figures":
+        figures(argv[1])
         return
     path = argv[0]
     cut = 0
@@ -144,7 +192,6 @@ def main(argv):
     if rest:
         cut = int(rest[0])
     try:
-        import os
         os.remove(path)  # always a fresh image
     except OSError:
         pass

@@ -47,7 +47,7 @@ class Journal:
     order until acked. capacity=N keeps only the newest N unacked records
     (the oldest is dropped on overflow, with no extra flash write)."""
 
-    def __init__(self, root, name, capacity=0, compact_at=1024, stats=None):
+    def __init__(self, root, name, capacity=0, compact_at=256, stats=None):
         self.path = root.rstrip("/") + "/" + name + ".jnl"
         self.capacity = capacity
         self.compact_at = compact_at
@@ -370,7 +370,7 @@ class RingLog(Journal):
     """A bounded FIFO-overwriting log (event/security logs): the newest
     `capacity` entries are kept, older ones are dropped on append."""
 
-    def __init__(self, root, name, capacity, compact_at=1024, stats=None):
+    def __init__(self, root, name, capacity, compact_at=256, stats=None):
         if capacity < 1:
             raise JournalError("ringlog: capacity must be >= 1")
         Journal.__init__(self, root, name, capacity, compact_at, stats)
