@@ -100,6 +100,10 @@ class Rig:
                     await self.handlers.get(name, self._idle(name))(reader, writer)
             except (ConnectionError, asyncio.IncompleteReadError):
                 pass
+            except asyncio.CancelledError:
+                # the rig is shutting down; ending quietly keeps asyncio's
+                # stream callback from reporting the cancellation as an error
+                return
             finally:
                 self.connected[name] = False
                 self.log.write("rig", f"DUT disconnected from {name}")
