@@ -1,3 +1,4 @@
+# ruff: noqa: UP031  (MicroPython code: %-formatting is the cheap one there)
 # MicroPython side of tests/test_modem_sim7600.py: drives wan.sim7600 over
 # TCP to the CPython SIM7600 emulator. Faults are requested from the test over
 # a control connection (one JSON line per call). Usage:
