@@ -39,11 +39,12 @@ def _mp(args: list[str], heap: str, cwd: Path | None = None, timeout: float = 30
     return r.stdout
 
 
-def _last_json(text: str) -> dict[str, Any]:
+def _last_json(text: str, tag: str = "") -> dict[str, Any]:
+    """The last line's JSON object (after an optional tag such as "RESULT")."""
     for line in reversed(text.strip().splitlines()):
-        if line.startswith("{"):
-            return json.loads(line)
-    raise RuntimeError(f"no JSON line in bench output: {text[-400:]}")
+        if line.startswith(tag) and "{" in line:
+            return json.loads(line[line.index("{") :])
+    raise RuntimeError(f"no {tag or 'JSON'} line in bench output: {text[-400:]}")
 
 
 def heap_after_imports(image: Path, heap: str) -> float:
@@ -93,20 +94,30 @@ def hub_figures(image: Path, heap: str) -> dict[str, Any]:
         "boot_to_ready_s": round(boot, 3),
         "first_boot_to_ready_s": round(first_boot or 0, 3),
         "heap_peak_kb": round(st["heap_high_water"] / 1024, 1),
-        "block_writes": st["flash"]["writes"],
-        "block_erases": st["flash"]["erases"],
+        "boot_block_writes": st["flash"]["writes"],
+        "boot_block_erases": st["flash"]["erases"],
         "local_port_status_ms": round(status_ms, 2),
     }
 
 
-def script_figures(heap: str, progress: Callable[[str], None] | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for script in sorted(BENCH.glob("mp_*.py")):
-        if progress:
-            progress(f"  {script.name}")
-        with tempfile.TemporaryDirectory() as tmp:
-            out.update(_last_json(_mp([str(script), "--bench"], heap, cwd=Path(tmp))))
-    return out
+def store_figures(heap: str) -> dict[str, Any]:
+    """Flash traffic of the storage workload (the one the power-cut sweep cuts)."""
+    script = str(BENCH / "mp_store_workload.py")
+    with tempfile.TemporaryDirectory() as tmp:
+        run = _last_json(_mp([script, "flash.bin"], heap, cwd=Path(tmp)), "RESULT")
+        fig = _last_json(_mp([script, "--figures", "flash2.bin"], heap, cwd=Path(tmp)), "FIGURES")
+    return {
+        "block_writes": run["device"]["writes"],
+        "block_erases": run["device"]["erases"],
+        "store_block_writes_per_append_ack": fig["queue200"]["writes_per_append_ack"],
+        "store_block_erases_per_append_ack": fig["queue200"]["erases_per_append_ack"],
+        "kv_update_block_writes": fig["kv_update"]["writes"],
+    }
+
+
+def crypto_figures(heap: str) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        return _last_json(_mp([str(BENCH / "mp_crypto.py")], heap, cwd=Path(tmp)))
 
 
 def run_bench(heap: str = "512k", progress: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -125,6 +136,8 @@ def run_bench(heap: str = "512k", progress: Callable[[str], None] | None = None)
         figures["heap_after_imports_kb"] = heap_after_imports(image, heap)
         say("booting the emulated system")
         figures.update(hub_figures(image, heap))
-        say("MicroPython bench scripts")
-        figures.update(script_figures(heap, progress))
+        say("storage workload")
+        figures.update(store_figures(heap))
+        say("GBCS crypto")
+        figures.update(crypto_figures(heap))
     return figures
