@@ -198,24 +198,22 @@ class FrameReader:
 
 # ---- server ---------------------------------------------------------------
 
-_hdr = bytearray(5)
-_tail = bytearray(2)
-
-
 async def _reply(writer, seq, status, payload):
-    size = len(payload) + 2
-    _hdr[0] = SOF
-    _hdr[1] = size >> 8
-    _hdr[2] = size & 0xFF
-    _hdr[3] = seq
-    _hdr[4] = status
-    crc = crc16(payload, crc16(memoryview(_hdr)[3:5]))
-    _tail[0] = crc >> 8
-    _tail[1] = crc & 0xFF
-    # three writes with no await between: the frame leaves in one piece
-    writer.write(_hdr)
-    writer.write(payload)
-    writer.write(_tail)
+    # one buffer, one write: the frame leaves in one piece (and in one TCP
+    # segment on the emulated board, where separate small writes meet Nagle)
+    m = len(payload)
+    size = m + 2
+    out = bytearray(size + 5)
+    out[0] = SOF
+    out[1] = size >> 8
+    out[2] = size & 0xFF
+    out[3] = seq
+    out[4] = status
+    out[5 : 5 + m] = payload
+    crc = crc16(memoryview(out)[3 : 5 + m])
+    out[5 + m] = crc >> 8
+    out[6 + m] = crc & 0xFF
+    writer.write(out)
     await writer.drain()
 
 
