@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import calendar
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -198,3 +199,182 @@ def test_fuzz_parser_under_micropython(batch: list[tuple[str, bytes]]) -> None:
     stdin = "\n".join(f"{k} {d.hex() or '00'}" for k, d in batch).encode()
     r = run_mp(code=FUZZ_CODE, stdin=stdin, heap="256k")
     assert r.returncode == 0 and b"FUZZ 60" in r.stdout, (r.stdout[-2000:], r.stderr[-2000:])
+
+
+# ---------------------------------------------------------------- emulator vs the dialect's transcripts
+
+_CMT = re.compile(r"\s{2,}.*$")
+_NBYTES = re.compile(r"^<(?:exactly )?(\d+) (?:raw )?bytes")
+
+
+def _sections(md: str) -> dict[str, list[list[list[str]]]]:
+    """'### 9.2 ...' -> code blocks (each split into '--' segments) of that section."""
+    out: dict[str, list[list[list[str]]]] = {}
+    head = ""
+    in_block = False
+    for line in md.splitlines():
+        if line.startswith("#"):
+            m = re.match(r"#+\s+(\d+(?:\.\d+)?)", line)
+            head = m.group(1) if m else head
+        elif line.startswith("```"):
+            in_block = not in_block
+            if in_block:
+                out.setdefault(head, []).append([[]])
+        elif in_block:
+            if line.startswith("--"):
+                out[head][-1].append([])
+            else:
+                out[head][-1][-1].append(line)
+    return out
+
+
+def _tokens(buf: bytearray) -> list[str]:
+    out: list[str] = []
+    while buf:
+        if buf[:2] == b"\r\n":
+            del buf[:2]
+            continue
+        if buf[:1] == b">":
+            out.append(">")
+            del buf[:1]
+            continue
+        i = buf.find(b"\r")
+        if i < 0:
+            break
+        line = bytes(buf[:i]).decode("latin-1")
+        del buf[: i + 1]
+        if buf[:1] == b"\n":
+            del buf[:1]
+        out.append(line)
+        m = re.match(r"\+CIPRXGET: 2,\d+,(\d+),\d+$", line)
+        if m:
+            n = int(m.group(1))
+            assert len(buf) >= n
+            del buf[:n]
+            out.append(f"<{n} raw bytes>")
+    return out
+
+
+Hook = Any
+
+
+async def _play(lines: list[str], cfg: Sim7600Config, pre: list[str], setup: Hook, actions: dict[str, Hook],
+                before: dict[int, Hook]) -> tuple[list[str], list[str]]:
+    emu = Sim7600Emulator(cfg)
+    clients: list[asyncio.StreamWriter] = []
+
+    async def sink(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        clients.append(w)
+        while await r.read(4096):
+            pass
+
+    srv = await asyncio.start_server(sink, "127.0.0.1", 0)
+    cfg.port_map = {p: srv.sockets[0].getsockname()[1] for p in (5000, 7000)}
+    uart = await asyncio.start_server(emu.serve, "127.0.0.1", 0)
+    r, w = await asyncio.open_connection("127.0.0.1", uart.sockets[0].getsockname()[1])
+    buf = bytearray()
+
+    async def collect() -> None:
+        while True:
+            try:
+                data = await asyncio.wait_for(r.read(4096), 0.05)
+            except TimeoutError:
+                return
+            buf.extend(data)
+
+    actual: list[str] = []
+    expected: list[str] = []
+    sent: set[str] = set()
+    await collect()
+    boot = [x for x in lines if not x.startswith("..")][0].startswith("<<")
+    if not boot:
+        buf.clear()
+    for c in pre:  # unchecked preamble
+        w.write(c.encode() + b"\r")
+        await collect()
+        buf.clear()
+    if setup:
+        setup(emu, clients)
+    ncmd = 0
+    for raw in lines:
+        line = raw.rstrip()
+        if line.startswith(">>"):
+            actual += _tokens(buf)
+            cmd = _CMT.sub("", line[2:].strip())
+            if ncmd in before:
+                before[ncmd](emu, clients)
+            ncmd += 1
+            m = _NBYTES.match(cmd)
+            if m:
+                w.write(b"x" * int(m.group(1)))
+            else:
+                sent.add(cmd)
+                w.write(cmd.encode() + b"\r")
+            await collect()
+        elif line.startswith("<<"):
+            expected.append(_CMT.sub("", line[2:].strip()))
+        elif _NBYTES.match(line):
+            expected.append(f"<{_NBYTES.match(line).group(1)} raw bytes>")  # type: ignore[union-attr]
+        elif line.startswith(".."):
+            for key, fn in actions.items():
+                if key in line:
+                    fn(emu, clients)
+                    await collect()
+    actual += _tokens(buf)
+    w.close()
+    uart.close()
+    srv.close()
+    await emu.close()
+    return [t for t in expected if t not in sent], [t for t in actual if t not in sent]
+
+
+def _send50(emu: Sim7600Emulator, clients: list[asyncio.StreamWriter]) -> None:
+    clients[-1].write(bytes(range(50)))
+
+
+def _coverage_lost(emu: Sim7600Emulator, clients: list[asyncio.StreamWriter]) -> None:
+    emu.drop_network()
+    emu.lose_registration(2)
+
+
+_OPEN = ["ATE0", "AT+NETOPEN", 'AT+CIPOPEN=0,"TCP","203.0.113.10",7000']
+TRANSCRIPTS: dict[str, tuple[str, int, int, dict[str, Any]]] = {
+    # name: (section, block, segment, setup)
+    "3.1 csq": ("3.1", 0, 0, {"pre": ["ATE0"]}),
+    "3.2 reg read": ("3.2", 0, 0, {"pre": ["ATE0"]}),
+    "3.4 cnmp": ("3.4", 0, 0, {"pre": ["ATE0"]}),
+    "2.5 cpin": ("2.5", 0, 0, {"pre": ["ATE0"]}),
+    "4.4 netopen": ("4.4", 0, 0, {"pre": ["ATE0"], "cfg": {"ip": "10.148.0.17"}}),
+    "4.6 cipsend": ("4.6", 0, 0, {"pre": _OPEN}),
+    "4.9 cipclose": ("4.9", 0, 0, {"pre": _OPEN}),
+    "5.1 cclk": ("5.1", 0, 0, {"pre": ["ATE0"], "setup": lambda e, c: e.set_clock(
+        calendar.timegm((2018, 12, 22, 18, 33, 12)) - 32 * 900, 32)}),
+    "8 happy path": ("8", 0, 0, {"cfg": {"reg_stat": 2, "rssi": 99}, "actions": {
+        "poll every 1 s": lambda e, c: (e.regain_registration(), e.set_csq(21)),
+        "server replies 50 bytes": _send50, "coverage lost": _coverage_lost,
+        ".. 20 s ..": lambda e, c: e.regain_registration()}}),
+    "9.1 no sim": ("9.1", 0, 0, {"cfg": {"sim_present": False, "rssi": 99}}),
+    "9.2 pin": ("9.2", 0, 0, {"cfg": {"pin": "1234"}}),
+    "9.2 wrong pin": ("9.2", 0, 1, {"cfg": {"cmee": 2}, "pre": ["ATE0"]}),
+    "9.3 denied": ("9.3", 0, 0, {"pre": ["ATE0"], "cfg": {"rssi": 99, "reg_stat": 0}, "before": {
+        2: lambda e, c: (e.set_csq(18), e.deny_registration())}}),
+    "9.4 pdp urc": ("9.4", 0, 0, {"pre": ["ATE0"], "setup": lambda e, c: e.fail_pdp("urc")}),
+    "9.4 pdp error": ("9.4", 0, 1, {"pre": ["ATE0"], "setup": lambda e, c: e.fail_pdp("error")}),
+    "9.4 cgact": ("9.4", 0, 2, {"pre": ["ATE0", "AT+CMEE=1"], "setup": lambda e, c: e.fail_pdp("urc")}),
+    "9.5 cipopen timeout": ("9.5", 0, 0, {"pre": ["ATE0", "AT+NETOPEN"],
+                                          "setup": lambda e, c: e.fail_socket_open(10)}),
+    "9.5 dns": ("9.5", 0, 1, {"pre": ["ATE0", "AT+NETOPEN"]}),
+    "9.5 not opened": ("9.5", 0, 2, {"pre": ["ATE0"]}),
+    "9.5 in use": ("9.5", 0, 3, {"pre": _OPEN}),
+}
+
+
+@pytest.mark.parametrize("name", list(TRANSCRIPTS))
+def test_emulator_matches_transcript(name: str, vectors: Path) -> None:
+    sec, blk, seg, setup = TRANSCRIPTS[name]
+    lines = _sections((vectors / "modem" / "SIM7600.md").read_text())[sec][blk][seg]
+    assert any(x.startswith(">>") for x in lines), lines
+    cfg = Sim7600Config(**setup.get("cfg", {}))
+    exp, act = asyncio.run(_play(lines, cfg, setup.get("pre", []), setup.get("setup"),
+                                 setup.get("actions", {}), setup.get("before", {})))
+    assert exp and act == exp, "\n".join(lines)
