@@ -41,8 +41,11 @@ class Log:
         self.inflight: list[str] | None = None
         self.cut_at: int | None = None
         self.result: dict | None = None
+        self.done_after_cut: list[str] = []  # calls that returned once the power was gone
         for line in self.lines:
             f = line.split(" ")
+            if self.cut_at is not None and f[0] in ("APPENDED", "ACKED", "KV", "COMPACTED", "RESULT"):
+                self.done_after_cut.append(line)
             if f[0] == "BEGIN":
                 self.inflight = f
             elif f[0] == "APPENDED":
@@ -124,6 +127,7 @@ def run_workload(flash: Path, cut: int = 0) -> Log:
     if cut:
         assert r.returncode == CUT_EXIT, f"cut {cut}: exit {r.returncode}\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
         assert log.cut_at == cut, (cut, log.cut_at)
+        assert not log.done_after_cut, f"cut {cut}: a store call returned after the power was gone: {log.done_after_cut}"
     else:
         assert r.returncode == 0 and log.result, r.stdout[-2000:] + r.stderr[-2000:]
     return log

@@ -267,14 +267,23 @@ class Journal:
         dead = self._end - self._live - _HDR
         if dead >= self.compact_at and dead >= self._live:
             try:
-                self.compact()
+                self._rewrite()
             except OSError:
-                # e.g. no space for the copy: the old file is still whole
+                # e.g. no space for the copy: the old file is still whole.
+                # If the flash is gone the reload raises, and so do we.
                 self.stats["compaction_errors"] += 1
                 self._reload()
+                return
+            self.stats["compactions"] += 1
 
     def compact(self):
-        self._rewrite()
+        """Rewrite the live records into a new file and rename it over."""
+        try:
+            self._rewrite()
+        except Exception:
+            # the handle may be closed or half-used: start again from flash
+            self._reload()
+            raise
         self.stats["compactions"] += 1
 
     # -- public API ------------------------------------------------------------
