@@ -115,21 +115,26 @@ class FrameReader:
         self.frames = 0
         self.errors = 0
         self._delivered = False
+        self._used = 0
 
     def in_frame(self):
         return self.n > 0 and not self._delivered
 
-    def _resync(self, status, seq):
-        # give up the candidate at buf[0]; restart at the next SOF it holds
+    def _drop(self, k):
+        # discard buf[0:k]; keep what follows from its first SOF on
         n = self.n
-        i = self.buf.find(_SOF_B, 1, n)
+        i = self.buf.find(_SOF_B, k, n)
         if i < 0:
-            self.skipped += n
+            self.skipped += n - k
             self.n = 0
         else:
-            self.skipped += i
+            self.skipped += i - k
             self.mv[0 : n - i] = self.mv[i:n]
             self.n = n - i
+
+    def _resync(self, status, seq):
+        # give up the candidate at buf[0]; restart at the next SOF it holds
+        self._drop(1)
         self.event = status
         self.seq = seq
         self.errors += 1
@@ -147,8 +152,9 @@ class FrameReader:
         self.event = None
         self.body = None
         if self._delivered:
+            # bytes a rescan brought in after the frame stay in play
             self._delivered = False
-            self.n = 0
+            self._drop(self._used)
         buf = self.buf
         src = None
         while True:
@@ -193,6 +199,7 @@ class FrameReader:
             self.event = OK
             self.frames += 1
             self._delivered = True
+            self._used = need
             return off
 
 

@@ -135,6 +135,19 @@ def test_bad_crc_rescans_inside_the_bad_frame():
         assert events(r, stray + good, step) == [("E", lp.BAD_CRC, 0xC5), ("F", good[3:-2])], step
 
 
+def test_bytes_after_a_rescanned_frame_stay_in_play():
+    # a stray header takes in a real frame and the start of the next one: after
+    # the bad CRC the rescan delivers the real frame, then the next one
+    a = frame(b'\x01{"cmd":"a"}')
+    b = frame(b'\x02{"cmd":"b"}')
+    stray = bytes([0xC5, 0, len(a) + 2])
+    for step in (0, 1, 3):
+        r = FrameReader()
+        got = events(r, stray + a + b, step)
+        assert got == [("E", lp.BAD_CRC, 0xC5), ("F", a[3:-2]), ("F", b[3:-2])], (step, got)
+        assert not r.in_frame()
+
+
 def test_oversize_resyncs_on_next_sof():
     good = frame(b'\x04{"cmd":"d"}')
     for step in (0, 1, 2):
