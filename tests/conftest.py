@@ -65,7 +65,9 @@ class MpFile(pytest.File):
                 yield MpItem.from_parent(self, name=node.name, module=self.path.stem, heap=heap)
 
 
-def pytest_collect_file(parent, file_path: Path):
-    if file_path.parent == MP_TESTS and file_path.name.startswith("mp_") and file_path.suffix == ".py":
-        return MpFile.from_parent(parent, path=file_path)
+def pytest_pycollect_makemodule(module_path: Path, parent):
+    # pyproject's python_files includes mp_*.py; those modules are MicroPython
+    # code, so they become MpFile collectors instead of CPython imports
+    if module_path.parent == MP_TESTS and module_path.name.startswith("mp_"):
+        return MpFile.from_parent(parent, path=module_path)
     return None
