@@ -15,6 +15,10 @@ IMG = "flash.bin"
 
 def fresh(blocks=64):
     try:
+        vfs.umount(ROOT)
+    except OSError:
+        pass
+    try:
         os.remove(IMG)
     except OSError:
         pass
@@ -80,3 +84,209 @@ def test_eventlog_capacity_above_default_and_clock():
     raises(EventLogError, log.append, 0x10000)
     raises(EventLogError, log.append, 1, b"x" * 256)
     raises(EventLogError, EventLog(st, "other").append, 1)  # no clock, no t
+
+
+# -- device log -----------------------------------------------------------------
+
+from chf import device_log as DL  # noqa: E402
+from han.install_code import InstallCodeCrcError, add_crc, aes_mmo_hash  # noqa: E402
+
+ESME = bytes.fromhex("00DB1234567890A0")
+GSME = bytes.fromhex("00DB1234567890B0")
+GPF_EUI = bytes.fromhex("00DB1234567890C0")
+CODE = add_crc(b"0123456789ABCDEF")
+CODE2 = add_crc(b"\x11" * 16)
+
+
+class Clock:
+    def __init__(self, t=1000):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+
+def eui(i):
+    return bytes((0, 0xDB, 0, 0, 0, 0, 0, i))
+
+
+def test_add_get_remove_and_codes():
+    st = fresh()
+    clk = Clock()
+    log = DL.DeviceLog(st, clk)
+    changes = []
+    log.on_change(lambda k, e: changes.append((k, e)))
+    assert log.add(ESME, 1, CODE, 600) == (DL.OK, False)
+    v = log.get(ESME)
+    key = aes_mmo_hash(CODE)
+    assert v["eui"] == "00DB1234567890A0" and v["type_name"] == "ESME"
+    assert v["key_hash"] == aes_mmo_hash(key).hex()
+    assert v["join_state"] == "join window open" and v["window_end"] == 1600
+    assert v["key_state"] == "install code" and v["node_id"] is None and v["rssi"] is None
+    # duplicate EUI: key ignored, success, flagged
+    assert log.add(ESME, 1, CODE2, 600) == (DL.OK, True)
+    assert log.get(ESME)["key_hash"] == v["key_hash"]
+    # same EUI, other type: incompatible
+    assert log.add("00:DB:12:34:56:78:90:A0", 0, CODE, 600) == (DL.INCOMPATIBLE, False)
+    # CRC-invalid code: specific exception, nothing stored
+    bad = bytearray(CODE2)
+    bad[-1] ^= 1
+    raises(InstallCodeCrcError, log.add, GSME, 0, bytes(bad), 60)
+    assert GSME not in log and len(log) == 1
+    raises(DL.DeviceLogError, log.add, b"\x00" * 7, 0, CODE, 60)
+    raises(DL.DeviceLogError, log.add, GSME, 7, CODE, 60)
+    assert log.remove(GSME) == DL.INCOMPATIBLE
+    assert log.remove(ESME) == DL.OK and ESME not in log
+    assert log.historic() == [{"eui": "00DB1234567890A0", "key_hash": v["key_hash"], "type": 1,
+                               "type_name": "ESME", "removed": 1000}]
+    assert changes == [("add", "00DB1234567890A0"), ("duplicate", "00DB1234567890A0"),
+                       ("remove", "00DB1234567890A0")]
+
+
+def test_full_log_and_configurable_capacity():
+    st = fresh()
+    log = DL.DeviceLog(st, Clock(), capacity=3)
+    for i in range(3):
+        assert log.add(eui(i), 1, CODE, 0)[0] == DL.OK
+    assert log.add(eui(9), 1, CODE, 0) == (DL.FULL, False)
+    assert log.add(eui(1), 1, CODE, 0) == (DL.OK, True)  # duplicate still fine when full
+    big = DL.DeviceLog(fresh(), Clock(), capacity=20)
+    for i in range(20):
+        assert big.add(eui(i), 0, CODE, 0)[0] == DL.OK
+    assert big.add(eui(99), 0, CODE, 0)[0] == DL.FULL and len(big) == 20
+
+
+def test_historic_fifo_never_gpf():
+    st = fresh()
+    clk = Clock()
+    log = DL.DeviceLog(st, clk, capacity=20)
+    for i in range(17):
+        log.add(eui(i), 0, CODE, 0)
+    log.add(GPF_EUI, DL.GPF, CODE, 0)
+    for i in range(17):
+        clk.t = 2000 + i
+        assert log.remove(eui(i)) == DL.OK
+    assert log.remove(GPF_EUI) == DL.OK
+    h = log.historic()
+    assert len(h) == 15
+    assert [x["eui"][-2:] for x in h] == [f"{i:02X}" for i in range(2, 17)]
+    assert [x["removed"] for x in h] == list(range(2002, 2017))
+    assert all(x["type"] != DL.GPF for x in h)
+    # backup of both logs
+    (t, xp, act), (t2, xp2, hist) = log.backup()
+    assert act == [] and len(hist) == 15 and hist[0][0] == eui(2) and len(hist[0][1]) == 16
+
+
+def test_restore_and_backup():
+    st = fresh()
+    clk = Clock(50)
+    log = DL.DeviceLog(st, clk)
+    log.add(ESME, 1, CODE, 60)
+    changes = []
+    log.on_change(lambda k, e: changes.append(k))
+    xpan = bytes.fromhex("0011223344556677")
+    h1, h2 = b"\xAA" * 16, b"\xBB" * 16
+    assert log.restore(xpan, [(GSME, h1), (GPF_EUI, h2)]) == DL.OK
+    assert ESME not in log and len(log) == 2 and changes == ["restore", "restore"]
+    g = log.get(GSME)
+    assert g["join_state"] == "restored" and g["key_state"] == "hash only" and g["key_hash"] == "aa" * 16
+    assert log.is_joined(GSME) and log.join_key(GSME) is None
+    (t, xp, act), _ = log.backup()
+    assert t == 50 and xp == xpan and sorted(act) == sorted([(GSME, h1), (GPF_EUI, h2)])
+    assert log.restore(xpan, [(eui(i), h1) for i in range(17)]) == DL.FULL
+    raises(DL.DeviceLogError, log.restore, b"\x00", [])
+    st = remount()
+    log2 = DL.DeviceLog(st, clk)
+    assert log2.ext_pan_id == xpan and log2.get(GSME) == g
+
+
+def test_persistence_across_reopen_and_stats_flush():
+    st = fresh()
+    clk = Clock(100)
+    log = DL.DeviceLog(st, clk, stats_period=60)
+    log.add(ESME, 1, CODE, 300)
+    log.add(GSME, 0, CODE2, 300)
+    log.remove(GSME)
+    assert log.record_join(ESME, 0x1234)
+    log.record_rx(ESME, -70, 200, 110)
+    log.record_rx(ESME, -50, 240, 120)
+    log.record_tx(ESME, True)
+    log.record_tx(ESME, False)
+    log.record_tx(ESME, True)
+    v = log.get(ESME)
+    assert v["rssi"] == (-70, -60, -50) and v["lqi"] == (200, 220, 240)
+    assert v["last_comm"] == 120 and v["tx_ok"] == 2 and v["tx_fail"] == 1
+    assert v["join_state"] == "joined" and v["node_id"] == 0x1234 and v["key_state"] == "established"
+    assert log.eui_of(0x1234) == "00DB1234567890A0"
+    writes = st.stats["kv_writes"]
+    for i in range(50):  # within the period: RAM only
+        log.record_rx(ESME, -60, 220, 130 + i)
+    assert st.stats["kv_writes"] == writes
+    clk.t = 170  # the period has passed: the next update flushes once
+    log.record_rx(ESME, -55, 230, 170)
+    assert st.stats["kv_writes"] == writes + 1
+    log.record_tx(ESME, True)  # dirty again but within the period
+    assert st.stats["kv_writes"] == writes + 1
+    flushed = log.get(ESME)
+    st = remount()
+    log2 = DL.DeviceLog(st, clk)
+    v2 = log2.get(ESME)
+    assert v2["tx_ok"] == flushed["tx_ok"] - 1  # the unflushed tx is lost, by design
+    v2["tx_ok"] = flushed["tx_ok"]
+    assert v2 == flushed
+    assert [h["eui"] for h in log2.historic()] == ["00DB1234567890B0"]
+
+
+def test_join_window_timing():
+    st = fresh()
+    clk = Clock(1000)
+    log = DL.DeviceLog(st, clk)
+    key = aes_mmo_hash(CODE)
+    log.add(ESME, 1, CODE, 100)
+    assert log.join_key(ESME, 1000) == key and log.join_key(ESME, 1099) == key
+    assert log.join_key(ESME, 1100) is None and log.join_key(ESME, 999) is None
+    assert log.join_key(GSME, 1000) is None
+    assert log.open_windows(1050) == [("00DB1234567890A0", 1100)]
+    clk.t = 1100
+    assert log.get(ESME)["join_state"] == "whitelisted"
+    assert log.close_expired() == ["00DB1234567890A0"] and log.open_windows() == []
+    assert log.open_join_window(ESME, 10) == DL.OK and log.join_key(ESME) == key
+    assert log.open_join_window(GSME, 10) == DL.INCOMPATIBLE
+    assert log.open_join_window(ESME, 0) == DL.OK and log.join_key(ESME) is None
+    # joined: the window closes
+    log.open_join_window(ESME, 10)
+    log.record_join(ESME, 7)
+    assert log.join_key(ESME) is None and log.is_joined(ESME)
+
+
+def test_historic_key_first_half_rule():
+    st = fresh()
+    clk = Clock(0)
+    log = DL.DeviceLog(st, clk)
+    old_key = aes_mmo_hash(CODE)
+    new_key = aes_mmo_hash(CODE2)
+    log.add(ESME, 1, CODE, 0)
+    log.remove(ESME)
+    clk.t = 500
+    assert log.add(ESME, 1, CODE2, 200) == (DL.OK, False)  # re-added from the historic log
+    assert log.get(ESME)["historic_key"]
+    assert log.join_key(ESME, 500) == old_key and log.join_key(ESME, 599) == old_key
+    assert log.join_key(ESME, 600) == new_key and log.join_key(ESME, 699) == new_key
+    assert log.join_key(ESME, 700) is None
+    # a device never removed has no historic key: install code all the way
+    log.add(GSME, 0, CODE, 200)
+    assert log.join_key(GSME, 501) == aes_mmo_hash(CODE)
+    # the rule survives a reboot
+    st = remount()
+    log2 = DL.DeviceLog(st, clk)
+    assert log2.join_key(ESME, 550) == old_key and log2.join_key(ESME, 650) == new_key
+
+
+def test_write_failure_leaves_ram_state():
+    st = fresh()
+    log = DL.DeviceLog(st, Clock())
+    log.add(ESME, 1, CODE, 0)
+    vfs.umount(ROOT)  # the flash is gone: every write fails
+    assert log.add(GSME, 0, CODE, 0) == (DL.WRITE_FAILURE, False)
+    assert GSME not in log and log.remove(ESME) == DL.WRITE_FAILURE and ESME in log
+    assert log.historic() == []

@@ -1,0 +1,437 @@
+# CHF Device Log (the HAN whitelist) and the CHF Historic Device Log.
+# Pure: takes a store.Store and a clock utc() (UTC seconds, any fixed epoch;
+# the hub uses seconds since 2000-01-01). See docs/device-log.md.
+#
+# Persistence: KV "devlog" holds {"d": {EUIHEX: entry}, "h": [historic...],
+# "x": ext PAN id hex}; one KV write per change, so a remove that moves a
+# hash into the historic log is atomic. HAN statistics live in RAM and in a
+# separate KV "devstats", written at most every `stats_period` seconds (and
+# when the join state changes), to spare the flash.
+from binascii import hexlify, unhexlify
+
+from han.install_code import aes_mmo_hash, check, link_key
+
+from micropython import const
+
+# GBCS join response codes (PROTOCOLS.md section 2)
+OK = const(0)
+INVALID_CODE = const(1)
+INVALID_METHOD = const(2)
+INCOMPATIBLE = const(3)
+FULL = const(4)
+WRITE_FAILURE = const(5)
+
+TYPE_NAMES = ("GSME", "ESME", "CHF", "GPF", "HCALCS", "PPMID", "Type 2")
+GPF = const(3)
+_NO_HISTORIC = (3,)  # never the GPF (HHTs never appear in the log at all)
+
+# key state
+KS_NONE = const(0)          # hash only (restored), no link key held
+KS_INSTALL_CODE = const(1)  # link key derived from the install code, unused yet
+KS_ESTABLISHED = const(2)   # the device joined with its link key
+KEY_STATES = ("hash only", "install code", "established")
+
+# join state
+JS_WHITELISTED = const(0)  # in the log, no join window open
+JS_WINDOW = const(1)       # join window open (see window_end)
+JS_JOINED = const(2)
+JS_RESTORED = const(3)     # rebuilt by restore_PAN; may rejoin
+JS_LEFT = const(4)         # reported as left the network
+JOIN_STATES = ("whitelisted", "join window open", "joined", "restored", "left")
+
+# entry list indexes
+_TYPE = const(0)
+_KEY = const(1)     # link key hex or None
+_HASH = const(2)    # key hash hex ("" when none)
+_KS = const(3)
+_NODE = const(4)
+_JS = const(5)
+_WS = const(6)      # window start
+_WE = const(7)      # window end (0: none)
+_HKEY = const(8)    # historic link key hex (re-added device) or None
+
+# stats list indexes
+_RMIN, _RSUM, _RMAX, _LMIN, _LSUM, _LMAX, _N, _LAST, _TXOK, _TXF = range(10)
+
+
+class DeviceLogError(ValueError):
+    pass
+
+
+def eui_hex(eui):
+    """EUI-64 bytes (display order) or hex text -> 16 uppercase hex digits."""
+    if isinstance(eui, str):
+        s = eui.replace(":", "").replace("-", "").upper()
+        if len(s) != 16:
+            raise DeviceLogError("EUI-64 must be 16 hex digits")
+        try:
+            unhexlify(s)
+        except ValueError:
+            raise DeviceLogError("EUI-64 must be 16 hex digits")
+        return s
+    if len(eui) != 8:
+        raise DeviceLogError("EUI-64 must be 8 bytes")
+    return hexlify(eui).decode().upper()
+
+
+def key_hash(key):
+    """The 16-byte hash of a TC link key carried by CS14/CCS07: AES-MMO(key)."""
+    return aes_mmo_hash(key)
+
+
+def _h(b):
+    return hexlify(b).decode() if b is not None else None
+
+
+def _b(s):
+    return unhexlify(s) if s else None
+
+
+class DeviceLog:
+    def __init__(self, store, utc, capacity=16, historic_capacity=15, stats_period=900):
+        if capacity < 1 or historic_capacity < 1:
+            raise DeviceLogError("device log: capacity must be >= 1")
+        self.utc = utc
+        self.capacity = capacity
+        self.historic_capacity = historic_capacity
+        self.stats_period = stats_period
+        self._kv = store.kv("devlog")
+        self._skv = store.kv("devstats")
+        self._d = dict(self._kv.get("d", {}))
+        self._hist = list(self._kv.get("h", []))
+        self.ext_pan_id = _b(self._kv.get("x"))
+        self._stats = {}
+        for k, v in self._skv.items():
+            if k in self._d:
+                self._stats[k] = list(v)
+        self._stats_dirty = False
+        self._stats_flushed = utc()
+        self._listeners = []
+
+    # -- plumbing ---------------------------------------------------------------
+
+    def on_change(self, fn):
+        """fn(kind, eui_hex): kind is "add", "duplicate", "remove", "restore"
+        or "key" (key hash changed). CS14 alerts hook in here."""
+        self._listeners.append(fn)
+
+    def _fire(self, kind, eh):
+        for fn in self._listeners:
+            fn(kind, eh)
+
+    def _commit(self, d, hist=None, xpan=None):
+        """Write the new state; True on success (RAM follows flash)."""
+        ch = {"d": d}
+        if hist is not None:
+            ch["h"] = hist
+        if xpan is not None:
+            ch["x"] = xpan
+        try:
+            self._kv.update(ch)
+        except Exception:  # OSError / PowerLost from the flash
+            return False
+        self._d = d
+        if hist is not None:
+            self._hist = hist
+        if xpan is not None:
+            self.ext_pan_id = _b(xpan)
+        return True
+
+    def _put(self, eh, entry):
+        d = dict(self._d)
+        d[eh] = entry
+        return self._commit(d)
+
+    # -- GBCS operations --------------------------------------------------------
+
+    def add(self, eui, dev_type, install_code, join_timeout_s):
+        """CCS01 register_device. install_code is code||CRC (bytes). ->
+        (code, duplicate). Raises InstallCodeError (a ValueError) for a bad
+        length or CRC, DeviceLogError for a malformed EUI or type."""
+        eh = eui_hex(eui)
+        if not isinstance(dev_type, int) or not 0 <= dev_type < len(TYPE_NAMES):
+            raise DeviceLogError("device type must be 0..6")
+        if join_timeout_s < 0:
+            raise DeviceLogError("join timeout must be >= 0")
+        old = self._d.get(eh)
+        if old is not None:
+            if old[_TYPE] is not None and old[_TYPE] != dev_type:
+                return INCOMPATIBLE, False
+            # PROTOCOLS 2: ignore the key, succeed, CS14 with a zero-length hash
+            if old[_JS] not in (JS_JOINED, JS_RESTORED) and old[_KEY] and join_timeout_s:
+                e = list(old)
+                e[_TYPE] = dev_type
+                self._window(e, join_timeout_s)
+                if not self._put(eh, e):
+                    return WRITE_FAILURE, True
+            self._fire("duplicate", eh)
+            return OK, True
+        check(install_code)  # CRC before anything else
+        if len(self._d) >= self.capacity:
+            return FULL, False
+        key = link_key(install_code)
+        hkey = None
+        for h in self._hist:
+            if h[0] == eh and h[2]:
+                hkey = h[2]
+        e = [dev_type, _h(key), _h(key_hash(key)), KS_INSTALL_CODE, None, JS_WHITELISTED, 0, 0, hkey]
+        if join_timeout_s:
+            self._window(e, join_timeout_s)
+        if not self._put(eh, e):
+            return WRITE_FAILURE, False
+        self._stats[eh] = None
+        self._fire("add", eh)
+        return OK, False
+
+    def _window(self, e, seconds):
+        now = self.utc()
+        e[_WS] = now
+        e[_WE] = now + seconds
+        e[_JS] = JS_WINDOW
+
+    def remove(self, eui):
+        """CCS02 unregister_device: the key hash moves to the historic log."""
+        eh = eui_hex(eui)
+        e = self._d.get(eh)
+        if e is None:
+            return INCOMPATIBLE
+        d = dict(self._d)
+        del d[eh]
+        hist = None
+        if e[_TYPE] not in _NO_HISTORIC and e[_HASH]:
+            hist = [h for h in self._hist if h[0] != eh]
+            hist.append([eh, e[_HASH], e[_KEY], e[_TYPE], self.utc()])
+            while len(hist) > self.historic_capacity:
+                hist.pop(0)  # oldest overwritten
+        if not self._commit(d, hist):
+            return WRITE_FAILURE
+        self._stats.pop(eh, None)
+        try:
+            self._skv.delete(eh)  # rare: a remove may cost one more write
+        except Exception:
+            pass
+        self._fire("remove", eh)
+        return OK
+
+    def restore(self, ext_pan_id, devices):
+        """CCS03 restore_PAN: rebuild the log from [(eui, key_hash)...]."""
+        if len(ext_pan_id) != 8:
+            raise DeviceLogError("extended PAN id must be 8 bytes")
+        d = {}
+        for eui, kh in devices:
+            if len(kh) not in (0, 16):
+                raise DeviceLogError("key hash must be 16 bytes")
+            d[eui_hex(eui)] = [None, None, _h(kh) if kh else "", KS_NONE, None, JS_RESTORED, 0, 0, None]
+        if len(d) > self.capacity:
+            return FULL
+        if not self._commit(d, xpan=_h(ext_pan_id)):
+            return WRITE_FAILURE
+        self._stats = {}
+        for eh in d:
+            self._fire("restore", eh)
+        return OK
+
+    def set_ext_pan_id(self, ext_pan_id):
+        return self._commit(self._d, xpan=_h(ext_pan_id))
+
+    def backup(self):
+        """CCS07 backup_PAN of both logs: ((t, xpan, [(eui, hash)]), (t, xpan, [...]))."""
+        t = self.utc()
+        xp = self.ext_pan_id or bytes(8)
+        act = [(unhexlify(eh), _b(e[_HASH]) or b"") for eh, e in self._d.items()]
+        hist = [(unhexlify(h[0]), _b(h[1])) for h in self._hist]
+        return (t, xp, act), (t, xp, hist)
+
+    # -- reading ----------------------------------------------------------------
+
+    def __len__(self):
+        return len(self._d)
+
+    def __contains__(self, eui):
+        return eui_hex(eui) in self._d
+
+    def _view(self, eh, e, now):
+        s = self._stats.get(eh)
+        js = e[_JS]
+        if js == JS_WINDOW and now >= e[_WE]:
+            js = JS_WHITELISTED
+        v = {"eui": eh, "type": e[_TYPE],
+             "type_name": TYPE_NAMES[e[_TYPE]] if e[_TYPE] is not None else "unknown",
+             "key_state": KEY_STATES[e[_KS]], "key_hash": e[_HASH], "node_id": e[_NODE],
+             "join_state": JOIN_STATES[js], "window_end": e[_WE] if js == JS_WINDOW else None,
+             "historic_key": e[_HKEY] is not None}
+        if s:
+            n = s[_N]
+            v["rssi"] = (s[_RMIN], s[_RSUM] // n, s[_RMAX]) if n else None
+            v["lqi"] = (s[_LMIN], s[_LSUM] // n, s[_LMAX]) if n else None
+            v["last_comm"] = s[_LAST]
+            v["tx_ok"] = s[_TXOK]
+            v["tx_fail"] = s[_TXF]
+        else:
+            v["rssi"] = v["lqi"] = v["last_comm"] = None
+            v["tx_ok"] = v["tx_fail"] = 0
+        return v
+
+    def get(self, eui):
+        eh = eui_hex(eui)
+        e = self._d.get(eh)
+        return None if e is None else self._view(eh, e, self.utc())
+
+    def entries(self):
+        now = self.utc()
+        return [self._view(eh, e, now) for eh, e in sorted(self._d.items())]
+
+    def historic(self):
+        """Oldest first: {eui, key_hash, type, type_name, removed}."""
+        return [{"eui": h[0], "key_hash": h[1], "type": h[3],
+                 "type_name": TYPE_NAMES[h[3]] if h[3] is not None else "unknown", "removed": h[4]}
+                for h in self._hist]
+
+    def eui_of(self, node_id):
+        for eh, e in self._d.items():
+            if e[_NODE] == node_id:
+                return eh
+        return None
+
+    # -- joining ----------------------------------------------------------------
+
+    def open_join_window(self, eui, seconds):
+        eh = eui_hex(eui)
+        e = self._d.get(eh)
+        if e is None or not e[_KEY]:
+            return INCOMPATIBLE
+        e = list(e)
+        if seconds > 0:
+            self._window(e, seconds)
+        else:
+            e[_WE] = 0
+            e[_JS] = JS_WHITELISTED
+        return OK if self._put(eh, e) else WRITE_FAILURE
+
+    def window_open(self, eui, now=None):
+        e = self._d.get(eui_hex(eui))
+        if now is None:
+            now = self.utc()
+        return e is not None and e[_JS] == JS_WINDOW and e[_WS] <= now < e[_WE]
+
+    def open_windows(self, now=None):
+        """[(eui_hex, window_end)] of the windows open now."""
+        if now is None:
+            now = self.utc()
+        return [(eh, e[_WE]) for eh, e in self._d.items()
+                if e[_JS] == JS_WINDOW and e[_WS] <= now < e[_WE]]
+
+    def join_key(self, eui, now=None):
+        """The link key a device may join with now, or None. A re-added
+        device from the Historic log: its historic key for the first half of
+        the window, the install-code key for the second half."""
+        eh = eui_hex(eui)
+        e = self._d.get(eh)
+        if now is None:
+            now = self.utc()
+        if e is None or e[_JS] != JS_WINDOW or not (e[_WS] <= now < e[_WE]) or not e[_KEY]:
+            return None
+        if e[_HKEY] and (now - e[_WS]) * 2 < e[_WE] - e[_WS]:
+            return unhexlify(e[_HKEY])
+        return unhexlify(e[_KEY])
+
+    def is_joined(self, eui):
+        e = self._d.get(eui_hex(eui))
+        return e is not None and e[_JS] in (JS_JOINED, JS_RESTORED)
+
+    def record_join(self, eui, node_id):
+        eh = eui_hex(eui)
+        e = self._d.get(eh)
+        if e is None:
+            return False
+        e = list(e)
+        e[_NODE] = node_id
+        e[_JS] = JS_JOINED
+        e[_WE] = 0
+        if e[_KEY]:
+            e[_KS] = KS_ESTABLISHED
+        ok = self._put(eh, e)
+        self.flush_stats()
+        return ok
+
+    def record_left(self, eui):
+        eh = eui_hex(eui)
+        e = self._d.get(eh)
+        if e is None:
+            return False
+        e = list(e)
+        e[_JS] = JS_LEFT
+        return self._put(eh, e)
+
+    def close_expired(self, now=None):
+        """Mark windows that ended as whitelisted; -> their EUIs."""
+        if now is None:
+            now = self.utc()
+        gone = [eh for eh, e in self._d.items() if e[_JS] == JS_WINDOW and now >= e[_WE]]
+        if gone:
+            d = dict(self._d)
+            for eh in gone:
+                e = list(d[eh])
+                e[_JS] = JS_WHITELISTED
+                e[_WE] = 0
+                d[eh] = e
+            self._commit(d)
+        return gone
+
+    # -- statistics -------------------------------------------------------------
+
+    def _st(self, eh):
+        s = self._stats.get(eh)
+        if s is None:
+            s = self._stats[eh] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        return s
+
+    def record_rx(self, eui, rssi, lqi, t):
+        eh = eui_hex(eui)
+        if eh not in self._d:
+            return False
+        s = self._st(eh)
+        if s[_N] == 0:
+            s[_RMIN] = s[_RMAX] = rssi
+            s[_LMIN] = s[_LMAX] = lqi
+        else:
+            s[_RMIN] = min(s[_RMIN], rssi)
+            s[_RMAX] = max(s[_RMAX], rssi)
+            s[_LMIN] = min(s[_LMIN], lqi)
+            s[_LMAX] = max(s[_LMAX], lqi)
+        if s[_N] >= 0x10000:  # keep sums small: halve the weight of history
+            s[_N] >>= 1
+            s[_RSUM] //= 2
+            s[_LSUM] //= 2
+        s[_N] += 1
+        s[_RSUM] += rssi
+        s[_LSUM] += lqi
+        s[_LAST] = t
+        self._dirty()
+        return True
+
+    def record_tx(self, eui, ok):
+        eh = eui_hex(eui)
+        if eh not in self._d:
+            return False
+        s = self._st(eh)
+        s[_TXOK if ok else _TXF] += 1
+        self._dirty()
+        return True
+
+    def _dirty(self):
+        self._stats_dirty = True
+        if self.utc() - self._stats_flushed >= self.stats_period:
+            self.flush_stats()
+
+    def flush_stats(self):
+        """Write the HAN statistics now (also called on join-state changes)."""
+        self._stats_flushed = self.utc()
+        if not self._stats_dirty:
+            return True
+        try:
+            self._skv.update({k: list(v) for k, v in self._stats.items() if v})
+        except Exception:
+            return False
+        self._stats_dirty = False
+        return True
