@@ -89,6 +89,7 @@ async def sc_pin(m, ctl, ev, echo):
     await wait_event(ev, M.EV_REG, M.REG_HOME)  # +CxREG URCs after unlock
     assert await m.registration() == M.REG_HOME
     # wrong PIN after a reboot: one attempt only, then stop
+    ev.clear()
     await ctl("hw_reset")
     await wait_event(ev, M.EV_BOOT)
     await m.init()
@@ -279,6 +280,7 @@ async def sc_time(m, ctl, ev, echo):
 async def sc_unexpected_boot(m, ctl, ev, echo):
     await up(m)
     await m.attach("iot.example")
+    ev.clear()
     await ctl("hw_reset")  # the modem reboots on its own
     await wait_event(ev, M.EV_BOOT)
     assert not m.attached

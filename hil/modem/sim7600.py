@@ -178,6 +178,8 @@ class Sim7600Emulator:
                 self.log.append((">>", data))
                 self._inbuf += data
                 await self._process()
+        except OSError:  # the hub side went away
+            pass
         finally:
             if self._w is writer:
                 self._w = None
