@@ -1,0 +1,87 @@
+# Local-port commands for GBCS (the HHT role and the rig's hooks):
+#   identity                  -> {chf: {eui, ka_pub, ds_pub}, gpf: {...}} (hex)
+#   provision_test_dcc        {anchors: [{eui, role, ka_pub}], device?: "chf"}
+#   send_gbcs {frame: hex}    -> {response: hex, alerts: [hex...]}: one
+#                                pre-protected command, exactly as from the WAN
+#   gbcs_fault {obis, index, code} / {clear: true}: rig fault injection (unix
+#                                board only)
+# install(hub) builds the CHF (identity, logs, use cases) on hub.store and
+# registers the commands in hub.commands.
+import binascii
+
+from chf.identity import Identity
+from chf.logs import EPOCH_2000, open_logs
+from chf.usecases import Chf
+
+try:
+    import board
+except ImportError:  # tests with a Hub-like object
+    board = None
+
+
+def _utc2000():
+    if board is None:
+        import time
+
+        return int(time.time()) - EPOCH_2000
+    return board.utc() - EPOCH_2000
+
+
+def _unhex(s, what):
+    if not isinstance(s, str):
+        raise ValueError("%s must be a hex string" % what)
+    try:
+        return binascii.unhexlify(s.replace(" ", ""))
+    except ValueError:
+        raise ValueError("%s is not valid hex" % what)
+
+
+def _hexs(b):
+    return binascii.hexlify(b).decode()
+
+
+def install(hub, device_log=None, log_capacity=40, allow_faults=None):
+    ident = Identity(hub.store)
+    ev, sec = open_logs(hub.store, log_capacity, utc=_utc2000)
+    chf = Chf(ident, ev, sec, device_log, utc2000=_utc2000)
+    hub.identity = ident
+    hub.chf = chf
+    if allow_faults is None:
+        allow_faults = board is None or getattr(board, "NAME", "") == "unix"
+
+    async def cmd_identity(req):
+        return ident.public()
+
+    async def cmd_provision(req):
+        anchors = req.get("anchors")
+        if not isinstance(anchors, list) or not anchors:
+            raise ValueError("anchors must be a non-empty list")
+        dev = req.get("device", "chf")
+        ident.set_anchors(anchors, dev)
+        if dev == "chf":
+            chf.parties = ident.parties("chf")
+        return {"device": dev, "anchors": len(anchors)}
+
+    async def cmd_send(req):
+        data = _unhex(req.get("frame"), "frame")
+        resp, alerts = chf.handle(data)
+        return {"response": _hexs(resp), "alerts": [_hexs(a) for a in alerts]}
+
+    hub.commands["identity"] = cmd_identity
+    hub.commands["provision_test_dcc"] = cmd_provision
+    hub.commands["send_gbcs"] = cmd_send
+
+    if allow_faults:
+
+        async def cmd_fault(req):
+            if req.get("clear"):
+                chf.faults.clear()
+            else:
+                obis = _unhex(req.get("obis"), "obis")
+                if len(obis) != 6:
+                    raise ValueError("obis must be 6 bytes")
+                chf.faults[(obis, int(req["index"]))] = int(req["code"]) & 0xFF
+            return {"faults": len(chf.faults)}
+
+        hub.commands["gbcs_fault"] = cmd_fault
+    return chf

@@ -1,0 +1,119 @@
+# The CHF and GPF identities: EUI-64s, key-agreement (KA) and digital-signing
+# (DS) P-256 key pairs generated on the device at first boot and persisted in
+# the store (KV "identity"), and the remote-party trust anchors each accepts
+# (KV "anchors"). Nothing here leaves the device except public keys.
+import os
+
+from gbcs import p256
+from gbcs.security import RemoteParties, _hex, _unhex
+
+DEVICES = ("chf", "gpf")
+# identity strings returned by ECS26i/ECS26n (0-0:96.1.4.255, 0-0:96.1.6.255)
+DEFAULT_DEVICE_TYPE = b"OpenChub"
+DEFAULT_CH_TYPE = b"CSW "
+
+
+class IdentityError(ValueError):
+    pass
+
+
+def _new_eui(rand):
+    # a random, locally administered, unicast EUI-64 for the CHF; the GPF
+    # takes the next value (CHF ...A2 / GPF ...A3 in the RTDS)
+    b = bytearray(rand(8))
+    b[0] = (b[0] | 0x02) & 0xFE
+    if b[7] == 0xFF:
+        b[7] = 0xFE
+    return bytes(b)
+
+
+class Identity:
+    """Identity(store, rand=os.urandom, eui=None).
+
+    chf / gpf: dicts with "eui", "ka_d", "ka_q", "ds_d", "ds_q" (bytes).
+    parties(name) -> the RemoteParties of that device (trust anchors loaded,
+    counters in KV "sec_<name>")."""
+
+    def __init__(self, store, rand=os.urandom, eui=None):
+        self._store = store
+        self._kv = store.kv("identity")
+        self._akv = store.kv("anchors")
+        if "chf" not in self._kv:
+            self._generate(rand, eui)
+        self.devices = {}
+        for name in DEVICES:
+            rec = self._kv.get(name)
+            try:
+                self.devices[name] = dict((k, _unhex(v)) for k, v in rec.items())
+            except (AttributeError, KeyError, ValueError, TypeError):
+                raise IdentityError("identity record %s is damaged" % name)
+        self.device_type = DEFAULT_DEVICE_TYPE
+        self.ch_type = DEFAULT_CH_TYPE
+        self._parties = {}
+
+    def _generate(self, rand, eui):
+        chf = bytes(eui) if eui is not None else _new_eui(rand)
+        if len(chf) != 8:
+            raise IdentityError("EUI-64 must be 8 bytes")
+        gpf = chf[:7] + bytes(((chf[7] + 1) & 0xFF,))
+        recs = {}
+        for name, e in (("chf", chf), ("gpf", gpf)):
+            ka_d, ka_q = p256.generate(rand)
+            ds_d, ds_q = p256.generate(rand)
+            recs[name] = {
+                "eui": _hex(e),
+                "ka_d": _hex(ka_d),
+                "ka_q": _hex(ka_q),
+                "ds_d": _hex(ds_d),
+                "ds_q": _hex(ds_q),
+            }
+        self._kv.update(recs)  # one atomic commit: both or neither
+
+    @property
+    def chf(self):
+        return self.devices["chf"]
+
+    @property
+    def gpf(self):
+        return self.devices["gpf"]
+
+    def public(self):
+        """{"chf": {"eui", "ka_pub", "ds_pub"}, "gpf": {...}} as hex strings."""
+        out = {}
+        for name in DEVICES:
+            d = self.devices[name]
+            out[name] = {"eui": _hex(d["eui"]), "ka_pub": _hex(d["ka_q"]), "ds_pub": _hex(d["ds_q"])}
+        return out
+
+    # --- trust anchors ------------------------------------------------------
+
+    def anchors(self, name="chf"):
+        """[{eui, role, ka_pub}] (hex) stored for a device."""
+        return list(self._akv.get(name, []))
+
+    def set_anchors(self, anchors, name="chf"):
+        """Replace the device's trust anchors: [{eui, role, ka_pub}] hex."""
+        if name not in DEVICES:
+            raise IdentityError("unknown device %r" % name)
+        rp = RemoteParties(self.devices[name]["eui"], self.devices[name]["ka_d"], self._store.kv("sec_" + name))
+        clean = []
+        for a in anchors:
+            try:
+                eui, role, ka = _unhex(a["eui"]), a["role"], a.get("ka_pub")
+                rp.add_anchor(eui, role, _unhex(ka) if ka else None)
+            except (KeyError, TypeError, ValueError) as e:
+                raise IdentityError("bad trust anchor %r: %s" % (a, e))
+            clean.append({"eui": _hex(eui), "role": role, "ka_pub": ka.lower() if ka else None})
+        self._akv.set(name, clean)
+        self._parties[name] = rp
+
+    def parties(self, name="chf"):
+        rp = self._parties.get(name)
+        if rp is None:
+            d = self.devices[name]
+            rp = RemoteParties(d["eui"], d["ka_d"], self._store.kv("sec_" + name))
+            for a in self._akv.get(name, []):
+                ka = a.get("ka_pub")
+                rp.add_anchor(_unhex(a["eui"]), a["role"], _unhex(ka) if ka else None)
+            self._parties[name] = rp
+        return rp

@@ -1,0 +1,203 @@
+# CHF use cases: one protected GBCS command in, one protected response (and
+# any alerts) out. Chf.handle() = parse -> authenticate -> check the payload
+# is what the message code allows -> run each access-request specification
+# against the CHF's COSEM objects -> DLMS access-response -> MAC'd response.
+#
+# Every rejection before execution is written to the CHF security log and
+# raised (nothing runs). Each specification succeeds or fails on its own, as
+# the RTDS error responses show (e.g. ECS26i: EUI read, the other two fail).
+from micropython import const
+
+from gbcs import dlms
+from gbcs import frame as gframe
+from gbcs.security import SecurityError
+
+_GET = const(1)
+_SET = const(2)
+_ACTION = const(3)
+_GET_SEL = const(4)
+
+# data-access-result / action-result codes
+OK = const(0)
+HARDWARE_FAULT = const(1)
+READ_WRITE_DENIED = const(3)
+OBJECT_UNDEFINED = const(4)
+TYPE_UNMATCHED = const(12)
+OTHER_REASON = const(250)
+
+EV_MALFORMED = const(0x8FD6)  # security log: a frame that does not parse
+EV_PAYLOAD_MISMATCH = const(0x8FD7)  # payload not allowed for its message code
+EV_UNSUPPORTED = const(0x8FD8)  # event log: message code not supported
+
+_CLS_DATA = const(1)
+_CLS_PROFILE = const(7)
+_CLS_ZB_NETWORK = const(104)
+
+OBIS_EUI = b"\x00\x00\x60\x01\x01\xff"  # 0-0:96.1.1.255 device ID (EUI-64)
+OBIS_DEVICE_TYPE = b"\x00\x00\x60\x01\x04\xff"  # 0-0:96.1.4.255
+OBIS_CH_TYPE = b"\x00\x00\x60\x01\x06\xff"  # 0-0:96.1.6.255
+OBIS_EVENT_LOG = b"\x00\x00\x63\x62\x00\xff"  # 0-0:99.98.0.255
+OBIS_SECURITY_LOG = b"\x00\x00\x63\x62\x01\xff"  # 0-0:99.98.1.255
+OBIS_DEVICE_LOG = b"\x00\x00\x1e\x03\x00\xff"  # 0-0:30.3.0.255
+OBIS_HISTORIC_LOG = b"\x00\x00\x1e\x03\x01\xff"  # 0-0:30.3.1.255
+
+# message code -> (name, allowed specs as (kind, class, OBIS, attribute/method))
+USE_CASES = {
+    0x0092: (
+        "ECS26i",
+        ((_GET, _CLS_DATA, OBIS_EUI, 2), (_GET, _CLS_DATA, OBIS_DEVICE_TYPE, 2), (_GET, _CLS_DATA, OBIS_CH_TYPE, 2)),
+    ),
+    0x00FA: ("ECS26n", ((_GET, _CLS_DATA, OBIS_DEVICE_TYPE, 2), (_GET, _CLS_DATA, OBIS_CH_TYPE, 2))),
+    0x0093: ("ECS35c", ((_GET_SEL, _CLS_PROFILE, OBIS_EVENT_LOG, 2),)),
+    0x0094: ("ECS35d", ((_GET_SEL, _CLS_PROFILE, OBIS_SECURITY_LOG, 2),)),
+}
+
+
+class UseCaseError(ValueError):
+    pass
+
+
+class UnsupportedUseCase(UseCaseError):
+    pass
+
+
+class PayloadMismatch(UseCaseError):
+    pass
+
+
+class Chf:
+    """Chf(identity, event_log=None, security_log=None, device_log=None,
+    utc2000=None): the CHF's GBCS side. handle(bytes) -> (response, alerts),
+    both frames as bytes; raises SecurityError/FrameError/UseCaseError after
+    logging when the command is refused."""
+
+    def __init__(self, identity, event_log=None, security_log=None, device_log=None, utc2000=None):
+        self.identity = identity
+        self.parties = identity.parties("chf")
+        self.event_log = event_log
+        self.security_log = security_log
+        self.device_log = device_log
+        self.utc2000 = utc2000
+        self.faults = {}  # (OBIS bytes, attribute/method) -> result code (rig fault injection)
+        self.executed = 0  # commands that reached execution
+        self.rejected = 0
+
+    def _log(self, log, code, data=b""):
+        if log is None:
+            return
+        t = self.utc2000() if self.utc2000 else 0
+        if t < 0:
+            t = 0
+        log.append(code, bytes(data[:255]), t)
+
+    def handle(self, data):
+        try:
+            f = gframe.parse(data)
+        except gframe.FrameError:
+            self.rejected += 1
+            self._log(self.security_log, EV_MALFORMED)
+            raise
+        try:
+            self.parties.authenticate(f)
+        except SecurityError as e:
+            self.rejected += 1
+            self._log(self.security_log, e.event, bytes(f.originator) + f.counter.to_bytes(8, "big"))
+            raise
+        uc = USE_CASES.get(f.message_code)
+        if uc is None:
+            self.rejected += 1
+            self._log(self.event_log, EV_UNSUPPORTED, f.message_code.to_bytes(2, "big"))
+            raise UnsupportedUseCase("message code 0x%04x is not a CHF use case here" % f.message_code)
+        try:
+            if gframe.payload_kind(f) != gframe.KIND_DLMS:
+                raise PayloadMismatch("payload is not DLMS")
+            a = dlms.parse_apdu(f.payload)
+            if a.tag != dlms.ACCESS_REQUEST:
+                raise PayloadMismatch("payload is not an access-request")
+            _check_specs(a, uc[1])
+        except (dlms.DlmsError, PayloadMismatch) as e:
+            self.rejected += 1
+            self._log(self.security_log, EV_PAYLOAD_MISMATCH, f.message_code.to_bytes(2, "big"))
+            if isinstance(e, PayloadMismatch):
+                raise
+            raise PayloadMismatch("bad DLMS payload for %s: %s" % (uc[0], e))
+        self.executed += 1
+        alerts = []
+        data_out = []
+        results = []
+        for i, spec in enumerate(a.specs):
+            kind = spec[0]
+            rkind = _GET if kind == _GET_SEL else kind
+            code, value = self._run(spec, a.data[i] if i < len(a.data) else (dlms.NULL, None), alerts)
+            data_out.append(value if value is not None else (dlms.NULL, None))
+            results.append((rkind, code))
+        payload = dlms.access_response(a.invoke_id, data_out, results)
+        resp = bytes(self.parties.protect_response(f, payload))
+        return resp, alerts
+
+    # --- the object model -----------------------------------------------------
+
+    def _run(self, spec, arg, alerts):
+        kind, cls, obis, idx, sel, params = spec
+        obis = bytes(obis)
+        fault = self.faults.get((obis, idx))
+        if fault is not None:
+            return fault, None
+        if kind == _GET:
+            return self._get(cls, obis, idx)
+        if kind == _GET_SEL:
+            return self._get_sel(cls, obis, idx, sel, params)
+        return OTHER_REASON, None
+
+    def _get(self, cls, obis, attr):
+        ident = self.identity
+        if obis == OBIS_EUI:
+            return OK, (dlms.OCTET_STRING, ident.chf["eui"])
+        if obis == OBIS_DEVICE_TYPE:
+            return OK, (dlms.OCTET_STRING, ident.device_type)
+        if obis == OBIS_CH_TYPE:
+            return OK, (dlms.OCTET_STRING, ident.ch_type)
+        return OBJECT_UNDEFINED, None
+
+    def _get_sel(self, cls, obis, attr, sel, params):
+        if obis == OBIS_EVENT_LOG:
+            log, with_data = self.event_log, True
+        elif obis == OBIS_SECURITY_LOG:
+            log, with_data = self.security_log, False
+        else:
+            return OBJECT_UNDEFINED, None
+        if log is None:
+            return HARDWARE_FAULT, None
+        rng = _range(sel, params)
+        if rng is None:
+            return TYPE_UNMATCHED, None
+        items = []
+        for t, code, data in log.entries(rng[0], rng[1]):
+            row = [(dlms.DOUBLE_LONG_UNSIGNED, t), (dlms.LONG_UNSIGNED, code)]
+            if with_data:
+                row.append((dlms.OCTET_STRING, data))
+            items.append((dlms.STRUCTURE, row))
+        td = (dlms.STRUCTURE, [dlms.DOUBLE_LONG_UNSIGNED, dlms.LONG_UNSIGNED] + ([dlms.OCTET_STRING] if with_data else []))
+        return OK, (dlms.COMPACT_ARRAY, (td, items))
+
+
+def _range(sel, params):
+    """Range descriptor (selector 1): structure {restricting object, from,
+    to, selected values}; from/to double-long-unsigned UTC seconds since 2000.
+    Returns (from, to) or None when malformed."""
+    if sel != 1 or params is None or params[0] != dlms.STRUCTURE or len(params[1]) != 4:
+        return None
+    lo, hi = params[1][1], params[1][2]
+    if lo[0] != dlms.DOUBLE_LONG_UNSIGNED or hi[0] != dlms.DOUBLE_LONG_UNSIGNED:
+        return None
+    return lo[1], hi[1]
+
+
+def _check_specs(a, allowed):
+    if len(a.specs) != len(allowed):
+        raise PayloadMismatch("%d specifications, the use case has %d" % (len(a.specs), len(allowed)))
+    if len(a.data) != len(a.specs):
+        raise PayloadMismatch("%d data items for %d specifications" % (len(a.data), len(a.specs)))
+    for s, want in zip(a.specs, allowed):
+        if s[0] != want[0] or s[1] != want[1] or bytes(s[2]) != want[2] or s[3] != want[3]:
+            raise PayloadMismatch("specification does not match the message code")
