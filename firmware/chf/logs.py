@@ -16,6 +16,7 @@ EV_DEVICE_LOG_CHANGED = const(0x8F12)  # CS14 alert code, data = EUI
 EV_UNKNOWN_JOIN = const(0x8FE0)        # join refused: EUI not in the Device Log
 EV_JOIN_WINDOW_CLOSED = const(0x8FE1)  # join refused: in the log, window closed
 EV_NETWORK_KEY_ROTATED = const(0x8FE2)
+EV_JOIN_BAD_KEY = const(0x8FE3)        # the NCP refused a logged device (key mismatch)
 
 
 class EventLogError(ValueError):

@@ -1,7 +1,9 @@
 # CHF Device Log and event/security logs under micropython, on LittleFS2 over
 # the file-backed block device in the cwd (a temp dir); remounts prove what
 # reached flash.
+import asyncio
 import os
+import sys
 
 import vfs
 from blockdev import FileBlockDevice
@@ -290,3 +292,101 @@ def test_write_failure_leaves_ram_state():
     assert log.add(GSME, 0, CODE, 0) == (DL.WRITE_FAILURE, False)
     assert GSME not in log and log.remove(ESME) == DL.WRITE_FAILURE and ESME in log
     assert log.historic() == []
+
+
+# -- trust centre scenario (driven by tests/test_trust_centre.py) -----------------
+
+def _rig(cmd):
+    print("RIG " + cmd)
+    return sys.stdin.readline().strip()
+
+
+async def _until(cond, ms=3000):
+    for _ in range(ms // 10):
+        if cond():
+            return
+        await asyncio.sleep_ms(10)
+    raise AssertionError("timed out")
+
+
+async def _tc():
+    from chf.logs import EV_JOIN_BAD_KEY, EV_JOIN_WINDOW_CLOSED, EV_UNKNOWN_JOIN
+    from han.ash import Ash
+    from han.ezsp import Ezsp
+    from han.trust_centre import TrustCentre
+
+    st = fresh()
+    clk = Clock(10000)
+    log = DL.DeviceLog(st, clk)
+    ev, sec = open_logs(st)
+    r, w = await asyncio.open_connection("127.0.0.1", int(os.getenv("NCP_PORT")))
+    ez = Ezsp(Ash(r, w), desired=14)
+    await ez.connect()
+    await ez.startup()
+    await ez.form_network()
+    tc = TrustCentre(ez, log, sec, clk)
+    devs = {}
+    for line in os.getenv("TC_DEVICES").split(";"):
+        name, e, typ, code = line.split(",")
+        devs[name] = bytes.fromhex(e)
+        if typ != "-":
+            assert log.add(devs[name], int(typ), add_crc(bytes.fromhex(code)), 60) == (DL.OK, False)
+    assert len(log) == 4
+    await tc.sync()
+    assert _rig("permit") == "1"
+    # three devices join with their install codes
+    for name in ("esme", "gsme", "ihd"):
+        assert _rig("join " + name) == "1", name
+    await _until(lambda: all(log.is_joined(devs[n]) for n in ("esme", "gsme", "ihd")))
+    assert log.get(devs["esme"])["node_id"] is not None and tc.stats["joined"] == 3
+    # a fourth, not whitelisted: the NCP has no key and denies it
+    assert _rig("join intruder") == "0"
+    await _until(lambda: len(sec) == 1)
+    assert sec.entries()[-1][1:] == (EV_UNKNOWN_JOIN, devs["intruder"])
+    # the same intruder let through by an NCP holding a stale key: refused by
+    # the firmware, never kept
+    assert _rig("stale intruder") == "1"
+    await _until(lambda: len(sec) == 2)
+    assert sec.entries()[-1][1:] == (EV_UNKNOWN_JOIN, devs["intruder"]) and devs["intruder"] not in log
+    await tc.sync()  # tries to remove it from the network
+    assert tc.stats["refused"] == 2
+    # a known device with the wrong install code
+    assert _rig("join wrongkey") == "0"
+    await _until(lambda: len(sec) == 3)
+    assert sec.entries()[-1][1:] == (EV_JOIN_BAD_KEY, devs["wrongkey"]) and not log.is_joined(devs["wrongkey"])
+    # its window closes: keys cleared, joining stopped, the join fails
+    clk.t += 61
+    await tc.sync()
+    assert _rig("permit") == "0"
+    assert _rig("keys") == "0"
+    assert _rig("join late") == "0"
+    assert not log.is_joined(devs["wrongkey"]) and log.get(devs["wrongkey"])["join_state"] == "whitelisted"
+    # a window that closed in the log before the NCP heard of it: the NCP lets
+    # the device in, the firmware refuses and logs it
+    assert log.open_join_window(devs["wrongkey"], 30) == DL.OK
+    await tc.sync()
+    clk.t += 31
+    assert _rig("join late") == "1"
+    await _until(lambda: len(sec) == 4)
+    assert sec.entries()[-1][1:] == (EV_JOIN_WINDOW_CLOSED, devs["wrongkey"])
+    assert not log.is_joined(devs["wrongkey"])
+    # a known, joined device rejoins
+    assert _rig("rejoin esme") == "1"
+    await _until(lambda: tc.stats["rejoined"] == 1)
+    assert len(sec) == 4
+    await tc.rotate_network_key()
+    assert len(sec) == 5
+    before = log.entries()
+    ez.close()
+    w.close()
+    st.close()
+    st = remount()
+    log2 = DL.DeviceLog(st, clk)
+    assert log2.entries() == before
+    ev2, sec2 = open_logs(st)
+    assert len(sec2) == 5
+    print("SCENARIO OK")
+
+
+def scenario_tc():
+    asyncio.run(_tc())

@@ -1,0 +1,131 @@
+# Trust-centre policy on top of the EZSP host: only a device in the CHF
+# Device Log may join, only while its join window is open, with its
+# install-code-derived link key; known devices may rejoin; every other join is
+# refused and written to the security log. See docs/device-log.md.
+#
+# The NCP holds one transient key per open window (importTransientKey /
+# addTransientLinkKey); sync() keeps the NCP in step with the Device Log:
+# keys for open windows (switching to the install-code key at half time for
+# a device re-added from the Historic log), permit-join while any window is
+# open, and the transient keys cleared and joining stopped when the last
+# window closes. run() calls sync() every second.
+import asyncio
+
+from binascii import unhexlify
+
+from chf.logs import EV_JOIN_BAD_KEY, EV_JOIN_WINDOW_CLOSED, EV_NETWORK_KEY_ROTATED, EV_UNKNOWN_JOIN
+
+from micropython import const
+
+# trustCenterJoinHandler: status (EmberDeviceUpdate) and decision (EmberJoinDecision)
+_SECURED_REJOIN = const(0)
+_UNSECURED_JOIN = const(1)
+_DEVICE_LEFT = const(2)
+_UNSECURED_REJOIN = const(3)
+_DENY_JOIN = const(2)
+_PERMIT_MAX = const(254)  # 255 would mean "forever"
+
+
+class TrustCentre:
+    def __init__(self, ezsp, device_log, security_log, utc):
+        self.ezsp = ezsp
+        self.log = device_log
+        self.sec = security_log
+        self.utc = utc
+        self._keys = {}  # eui hex -> key imported into the NCP
+        self._permit_end = 0
+        self._kick = []  # (node_id, eui bytes) to remove from the network
+        self.stats = {"joined": 0, "rejoined": 0, "refused": 0, "left": 0, "kick_errors": 0}
+        ezsp.on("trustCenterJoinHandler", self._on_join)
+
+    # -- NCP side ---------------------------------------------------------------
+
+    async def sync(self):
+        """Bring the NCP's transient keys and permit-join in line with the log."""
+        now = self.utc()
+        self.log.close_expired(now)
+        want = {}
+        end = 0
+        for eh, we in self.log.open_windows(now):
+            k = self.log.join_key(eh, now)
+            if k is not None:
+                want[eh] = k
+                end = max(end, we)
+        if any(eh not in want for eh in self._keys):
+            # a window closed: the NCP cannot forget one key, so clear them all
+            await self.ezsp.command("clearTransientLinkKeys")
+            self._keys = {}
+        for eh, k in want.items():
+            if self._keys.get(eh) != k:
+                await self.ezsp.add_install_code_key(unhexlify(eh), k)
+                self._keys[eh] = k
+        if end > now:
+            if self._permit_end < end and self._permit_end - now < _PERMIT_MAX // 2:
+                s = min(_PERMIT_MAX, end - now)
+                await self.ezsp.permit_joining(s)
+                self._permit_end = now + s
+        elif self._permit_end:
+            # also when our clock says it ran out: the NCP counts on its own
+            await self.ezsp.permit_joining(0)
+            self._permit_end = 0
+        while self._kick:
+            node, eui = self._kick.pop(0)
+            try:
+                # removeDevice(parent, destination EUI, target EUI) where the NCP has it
+                await self.ezsp.command("removeDevice", node, eui, eui)
+            except Exception:
+                self.stats["kick_errors"] += 1
+
+    async def run(self, period_s=1):
+        while True:
+            try:
+                await self.sync()
+            except Exception:
+                pass  # link down: the owner reconnects; keys are re-imported then
+            await asyncio.sleep(period_s)
+
+    def link_reset(self):
+        """After an NCP reset its transient keys are gone: import them again."""
+        self._keys = {}
+        self._permit_end = 0
+
+    async def rotate_network_key(self, switch_delay=0):
+        await self.ezsp.rotate_network_key(switch_delay)
+        self.sec.append(EV_NETWORK_KEY_ROTATED, b"", self.utc())
+
+    # -- the join callback ------------------------------------------------------
+
+    def _refuse(self, code, node, eui):
+        self.stats["refused"] += 1
+        self.sec.append(code, bytes(eui), self.utc())
+        self._kick.append((node, bytes(eui)))
+
+    def _on_join(self, v):
+        node, eui, status, decision = v[0], bytes(v[1]), v[2], v[3]
+        if eui not in self.log:
+            if status != _DEVICE_LEFT:
+                self._refuse(EV_UNKNOWN_JOIN, node, eui)
+            return
+        if status == _DEVICE_LEFT:
+            self.stats["left"] += 1
+            self.log.record_left(eui)
+            return
+        if decision == _DENY_JOIN:
+            # the NCP refused it (no key / wrong key): log, nothing to undo
+            self.stats["refused"] += 1
+            self.sec.append(EV_JOIN_BAD_KEY if self.log.window_open(eui) else EV_JOIN_WINDOW_CLOSED,
+                            eui, self.utc())
+            return
+        if status == _UNSECURED_JOIN:
+            if self.log.window_open(eui):
+                self.stats["joined"] += 1
+                self.log.record_join(eui, node)
+                return
+            self._refuse(EV_JOIN_WINDOW_CLOSED, node, eui)
+            return
+        # a rejoin (secured or unsecured) of a known device
+        if self.log.is_joined(eui) or self.log.window_open(eui):
+            self.stats["rejoined"] += 1
+            self.log.record_join(eui, node)
+            return
+        self._refuse(EV_JOIN_WINDOW_CLOSED, node, eui)
