@@ -85,6 +85,13 @@ IMPLEMENTED = {
     "6.2.4_ECS26n",
     "6.13_ECS35c",
     "6.13_ECS35d",
+    "8.11_CCS01",
+    "8.11_CCS02",
+    "8.12.1_CCS03",
+    "8.9_CCS05CCS04",
+    "8.9_CCS06",
+    "8.9_CCS07",
+    "NA_CS14",
 }
 
 EXCHANGES: list[str] = []
@@ -93,6 +100,13 @@ EXCHANGES: list[str] = []
 HUB_VALUES = {
     "6.2.4_ECS26i": {(1,), (2,)},  # device / CH type strings
     "6.2.4_ECS26n": {(0,), (1,)},
+    # HAN statistics and status bits of each active device (entries 1..13)
+    "8.9_CCS05CCS04": {(0, i, j) for i in range(2) for j in range(1, 14)},
+    "8.9_CCS06": {(0, i, j) for i in range(2) for j in range(1, 14)},
+    # backup time stamps, the extended PAN id (the RTDS restore uses another
+    # one) and the historic log (its content depends on the earlier removes)
+    "8.9_CCS07": {(0, 0), (1, 0), (0, 1), (1, 1), (1, 2)},
+    "NA_CS14": {(1,), (2, 0), (2, 1)},
 }
 
 
@@ -181,8 +195,31 @@ def _faults_for(rtds_cmd: bytes, rtds_resp: bytes) -> list[dict]:
     return out
 
 
+ALERTS: dict[str, list[bytes]] = {}
+ALERT_SOURCES = {"NA_CS14": "CCS03_8.12.1_SUCCESS_COMMAND_GBCS.HEX"}  # a restore changes the Device Log
+
+
+def run_alert_folder(he: HeadEnd, folder: Path) -> list[str]:
+    """An alert-only folder: the alert the hub raised during the command that
+    causes it, MAC-checked and compared with the RTDS ALERT."""
+    src = ALERT_SOURCES[folder.name]
+    got = ALERTS.get(src, [])
+    if len(got) != 1:
+        return [f"{len(got)} alerts from {src}, want 1"]
+    exp = bytes.fromhex(next(folder.glob("*_ALERT_GBCS.HEX")).read_text())
+    try:
+        f = he.verify(got[0], cra=3)
+        if f.recipient != ACB:
+            return ["alert not addressed to the ACB"]
+        return compare_response(exp, f, {RTDS_CHF: he.devices[RTDS_CHF][0]}, HUB_VALUES.get(folder.name, set()))
+    except Exception as e:  # noqa: BLE001
+        return [f"{type(e).__name__}: {e}"]
+
+
 def run_folder(hub: MpHub, he: HeadEnd, folder: Path) -> list[str]:
     """Run every COMMAND of the folder; returns problems (empty = pass)."""
+    if folder.name in ALERT_SOURCES:
+        return run_alert_folder(he, folder)
     problems = []
     files = sorted(folder.glob("*_COMMAND_GBCS.HEX"))
     if not files:
@@ -197,7 +234,8 @@ def run_folder(hub: MpHub, he: HeadEnd, folder: Path) -> list[str]:
             hub.call("gbcs_fault", **f)
         try:
             raw, cmd = he.rebuild(rtds_cmd)
-            resp, _alerts = hub.send(raw)
+            resp, alerts = hub.send(raw)
+            ALERTS[cmd_file.name] = alerts
             got = he.verify(resp, cmd)
             diffs = compare_response(rtds_resp, got, hub_euis, HUB_VALUES.get(folder.name, set()))
         except (LocalPortError, Exception) as e:  # noqa: BLE001 - reported per file

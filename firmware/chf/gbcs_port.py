@@ -41,6 +41,13 @@ def _hexs(b):
 
 
 def install(hub, device_log=None, log_capacity=40, allow_faults=None):
+    if device_log is None:
+        device_log = getattr(hub, "device_log", None)
+    if device_log is None:
+        from chf.device_log import DeviceLog
+
+        device_log = DeviceLog(hub.store, _utc2000)
+        hub.device_log = device_log
     ident = Identity(hub.store)
     ev, sec = open_logs(hub.store, log_capacity, utc=_utc2000)
     chf = Chf(ident, ev, sec, device_log, utc2000=_utc2000)

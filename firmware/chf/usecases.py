@@ -9,6 +9,7 @@
 from micropython import const
 
 from gbcs import dlms
+from han.install_code import add_crc
 from gbcs import frame as gframe
 from gbcs.security import SecurityError
 
@@ -50,7 +51,26 @@ USE_CASES = {
     0x00FA: ("ECS26n", ((_GET, _CLS_DATA, OBIS_DEVICE_TYPE, 2), (_GET, _CLS_DATA, OBIS_CH_TYPE, 2))),
     0x0093: ("ECS35c", ((_GET_SEL, _CLS_PROFILE, OBIS_EVENT_LOG, 2),)),
     0x0094: ("ECS35d", ((_GET_SEL, _CLS_PROFILE, OBIS_SECURITY_LOG, 2),)),
+    0x0001: (
+        "CCS01",
+        (
+            (_ACTION, _CLS_ZB_NETWORK, OBIS_DEVICE_LOG, 1),
+            (_SET, _CLS_ZB_NETWORK, OBIS_DEVICE_LOG, 3),
+            (_SET, _CLS_ZB_NETWORK, OBIS_DEVICE_LOG, 2),
+        ),
+    ),
+    0x0002: ("CCS02", ((_ACTION, _CLS_ZB_NETWORK, OBIS_DEVICE_LOG, 2),)),
+    0x0003: ("CCS03", ((_ACTION, _CLS_ZB_NETWORK, OBIS_DEVICE_LOG, 5),)),
+    0x0004: ("CCS05/CCS04", ((_GET, _CLS_ZB_NETWORK, OBIS_DEVICE_LOG, 4),)),
+    0x010F: ("CCS06", ((_GET, _CLS_ZB_NETWORK, OBIS_DEVICE_LOG, 4),)),
+    0x00FE: (
+        "CCS07",
+        ((_ACTION, _CLS_ZB_NETWORK, OBIS_DEVICE_LOG, 4), (_ACTION, _CLS_ZB_NETWORK, OBIS_HISTORIC_LOG, 4)),
+    ),
 }
+
+MC_CS14 = const(0x0018)
+ALERT_DEVICE_LOG_CHANGED = const(0x8F12)
 
 
 class UseCaseError(ValueError):
@@ -81,6 +101,13 @@ class Chf:
         self.faults = {}  # (OBIS bytes, attribute/method) -> result code (rig fault injection)
         self.executed = 0  # commands that reached execution
         self.rejected = 0
+        self.join_timeout = 0
+        self._changes = []  # device-log changes during one command (for CS14)
+        if device_log is not None:
+            device_log.on_change(self._on_change)
+
+    def _on_change(self, kind, eui_hex):
+        self._changes.append((kind, eui_hex))
 
     def _log(self, log, code, data=b""):
         if log is None:
@@ -123,6 +150,8 @@ class Chf:
             raise PayloadMismatch("bad DLMS payload for %s: %s" % (uc[0], e))
         self.executed += 1
         alerts = []
+        self._changes = []
+        self._pending_timeout = _find_set(a, 3)
         data_out = []
         results = []
         for i, spec in enumerate(a.specs):
@@ -133,7 +162,26 @@ class Chf:
             results.append((rkind, code))
         payload = dlms.access_response(a.invoke_id, data_out, results)
         resp = bytes(self.parties.protect_response(f, payload))
+        if self._changes:
+            alerts.append(self.cs14_alert([c[1] for c in self._changes if c[0] == "duplicate"]))
+            self._changes = []
         return resp, alerts
+
+    def cs14_alert(self, no_hash=()):
+        """CS14 0x8F12 Device Log Changed: the current backup of the Device
+        Log (a device re-added with CCS01 shows a zero-length hash)."""
+        t, xpan, act = self.device_log.backup()[0]
+        rows = []
+        for eui, h in sorted(act):
+            if _hexu(eui) in no_hash:
+                h = b""
+            rows.append((dlms.STRUCTURE, [(dlms.OCTET_STRING, eui), (dlms.OCTET_STRING, h)]))
+        dt = (dlms.OCTET_STRING, date_time(t))
+        backup = (dlms.STRUCTURE, [dt, (dlms.OCTET_STRING, xpan), (dlms.ARRAY, rows)])
+        counter = self.parties.own_counter() + 1
+        body = (dlms.STRUCTURE, [(dlms.LONG_UNSIGNED, ALERT_DEVICE_LOG_CHANGED), dt, backup])
+        payload = dlms.data_notification(0x20000000 | (counter & 0xFFFFFF), body)
+        return bytes(self.parties.protect_alert(MC_CS14, payload))
 
     # --- the object model -----------------------------------------------------
 
@@ -147,10 +195,52 @@ class Chf:
             return self._get(cls, obis, idx)
         if kind == _GET_SEL:
             return self._get_sel(cls, obis, idx, sel, params)
-        return OTHER_REASON, None
+        if kind == _SET:
+            return self._set(obis, idx, arg), None
+        return self._action(obis, idx, arg)
+
+    def _set(self, obis, attr, v):
+        if obis != OBIS_DEVICE_LOG or self.device_log is None:
+            return OBJECT_UNDEFINED
+        if attr == 3 and v[0] == dlms.LONG_UNSIGNED:
+            self.join_timeout = v[1]
+            return OK
+        if attr == 2 and v[0] == dlms.BOOLEAN:
+            return OK  # joining follows the join windows opened by register_device
+        return TYPE_UNMATCHED
+
+    def _action(self, obis, method, v):
+        dl = self.device_log
+        if dl is None:
+            return HARDWARE_FAULT, None
+        try:
+            if obis == OBIS_DEVICE_LOG and method == 1:  # register_device
+                p = v[1]
+                code, _dup = dl.add(bytes(p[0][1]), p[1][1], add_crc(bytes(p[2][1])), self._pending_timeout)
+                return (OK if code == 0 else OTHER_REASON), None
+            if obis == OBIS_DEVICE_LOG and method == 2:  # unregister_device
+                return (OK if dl.remove(bytes(v[1])) == 0 else OTHER_REASON), None
+            if obis == OBIS_DEVICE_LOG and method == 5:  # restore_PAN
+                p = v[1]
+                devs = [(bytes(e[1][0][1]), bytes(e[1][1][1])) for e in p[1][1]]
+                return (OK if dl.restore(bytes(p[0][1]), devs) == 0 else OTHER_REASON), None
+            if method == 4 and obis in (OBIS_DEVICE_LOG, OBIS_HISTORIC_LOG):  # backup_PAN
+                t, xpan, rows = dl.backup()[0 if obis == OBIS_DEVICE_LOG else 1]
+                arr = [(dlms.STRUCTURE, [(dlms.OCTET_STRING, e), (dlms.OCTET_STRING, h)]) for e, h in sorted(rows)]
+                return OK, (
+                    dlms.STRUCTURE,
+                    [(dlms.OCTET_STRING, date_time(t)), (dlms.OCTET_STRING, xpan), (dlms.ARRAY, arr)],
+                )
+        except (ValueError, TypeError, IndexError, AttributeError):
+            return TYPE_UNMATCHED, None
+        return OBJECT_UNDEFINED, None
 
     def _get(self, cls, obis, attr):
         ident = self.identity
+        if obis == OBIS_DEVICE_LOG and attr == 4:
+            if self.device_log is None:
+                return HARDWARE_FAULT, None
+            return OK, (dlms.ARRAY, [_active_row(e) for e in self.device_log.entries()])
         if obis == OBIS_EUI:
             return OK, (dlms.OCTET_STRING, ident.chf["eui"])
         if obis == OBIS_DEVICE_TYPE:
@@ -179,6 +269,67 @@ class Chf:
             items.append((dlms.STRUCTURE, row))
         td = (dlms.STRUCTURE, [dlms.DOUBLE_LONG_UNSIGNED, dlms.LONG_UNSIGNED] + ([dlms.OCTET_STRING] if with_data else []))
         return OK, (dlms.COMPACT_ARRAY, (td, items))
+
+
+def _hexu(b):
+    return "".join("%02X" % x for x in b)
+
+
+def _find_set(a, attr):
+    # the join_timeout set in the same CCS01 request applies to register_device
+    for i, s in enumerate(a.specs):
+        if s[0] == _SET and s[3] == attr and i < len(a.data) and a.data[i][0] == dlms.LONG_UNSIGNED:
+            return a.data[i][1]
+    return 0
+
+
+def date_time(t2000):
+    """DLMS date-time (12 bytes) for UTC seconds since 2000-01-01: deviation
+    not specified (0x8000), status 0xFF, as in the RTDS."""
+    if t2000 is None or t2000 < 0:
+        t2000 = 0
+    days, rem = divmod(int(t2000), 86400)
+    dow = (days + 5) % 7 + 1  # 2000-01-01 was a Saturday; 1 = Monday
+    z = days + 730425  # days since 0000-03-01
+    era = z // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    y = yoe + era * 400
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    m = mp + 3 if mp < 10 else mp - 9
+    if m <= 2:
+        y += 1
+    h, rem = divmod(rem, 3600)
+    return bytes((y >> 8, y & 0xFF, m, d, dow, h, rem // 60, rem % 60, 0, 0x80, 0, 0xFF))
+
+
+def _active_row(e):
+    """One active_devices entry (14 elements, the RTDS CCS05 shape)."""
+    rssi = e.get("rssi") or (0, 0, 0)
+    lqi = e.get("lqi") or (0, 0, 0)
+    status = 0x80 if e.get("join_state") == "joined" else 0
+    last = e.get("last_comm")
+    return (
+        dlms.STRUCTURE,
+        [
+            (dlms.OCTET_STRING, bytes(int(e["eui"][i : i + 2], 16) for i in range(0, 16, 2))),
+            (dlms.BIT_STRING, (8, bytes((status,)))),
+            (dlms.INTEGER, max(-128, min(127, rssi[2]))),
+            (dlms.INTEGER, max(-128, min(127, rssi[1]))),
+            (dlms.INTEGER, max(-128, min(127, rssi[0]))),
+            (dlms.UNSIGNED, lqi[2] & 0xFF),
+            (dlms.UNSIGNED, lqi[1] & 0xFF),
+            (dlms.UNSIGNED, lqi[0] & 0xFF),
+            (dlms.OCTET_STRING, date_time(last) if last else b"\xff" * 12),
+            (dlms.UNSIGNED, 1),
+            (dlms.UNSIGNED, min(255, e.get("tx_fail", 0))),
+            (dlms.UNSIGNED, min(255, e.get("tx_ok", 0))),
+            (dlms.UNSIGNED, 1),
+            (dlms.UNSIGNED, 1),
+        ],
+    )
 
 
 def _range(sel, params):

@@ -423,6 +423,14 @@ def compare_response(
         diffs.append("signature presence differs")
     if exp.payload[:1] != actual.payload[:1]:
         return [*diffs, f"payload kind {actual.payload[:1].hex()} != {exp.payload[:1].hex()}"]
+    if exp.payload[:1] == b"\x0f":  # data-notification (alerts)
+        eo, ao = _rdlen(exp.payload, 5), _rdlen(actual.payload, 5)
+        if int.from_bytes(actual.payload[1:5], "big") != 0x20000000 | (actual.counter & 0xFFFFFF):
+            diffs.append("invoke-id does not follow the counter")
+        ev, _ = decode_data(exp.payload, eo[1] + eo[0])
+        av, _ = decode_data(actual.payload, ao[1] + ao[0])
+        _cmp(ev, av, (), hub_euis, hub_values, diffs)
+        return diffs
     if exp.payload[:1] != b"\xda":
         if exp.payload != actual.payload:
             diffs.append("payload bytes differ")
