@@ -1,0 +1,146 @@
+# gbcs.security + chf.usecases under MicroPython: replayed/stale counters, bad
+# MAC, wrong recipient, unknown originator are rejected with their own error,
+# logged in the security log and nothing is executed; counters persist across
+# reopening the store. Commands are MAC'd here with the ACB's *private* key
+# from the RTDS keystore (the other side of the ECDH), independently of the
+# device's RemoteParties code path.
+import os
+from binascii import a2b_base64, unhexlify
+
+from chf.device_log import DeviceLog
+from chf.identity import Identity
+from chf.logs import open_logs
+from chf.usecases import Chf
+from gbcs import frame, gcm, kdf, p256
+from gbcs.security import BadMac, ReplayedCounter, UnknownOriginator, WrongRecipient
+from store import Store
+
+HEAP = "256k"
+V = os.getenv("CHUB_VECTORS") + "/gbcs/"
+ACB = unhexlify("90B3D51F30000002")
+SUPPLIER = unhexlify("90B3D51F30010000")
+ECS26N = "rtds/6.2.4_ECS26n/ECS26n_6.2.4_SUCCESS_COMMAND_GBCS.HEX"
+
+
+def _pem_body(path):
+    lines = [ln.strip() for ln in open(V + "keystore/" + path)]
+    return a2b_base64("".join(ln for ln in lines if ln and not ln.startswith("-----")))
+
+
+def _acb_private():
+    # PKCS#8 EC key: the 32-byte private key follows "04 20" inside the ECPrivateKey
+    der = _pem_body("90b3d51f30000002-ka.key")
+    i = der.find(b"\x04\x20")
+    return der[i + 2 : i + 34]
+
+
+def _setup(root="data"):
+    st = Store(root)
+    ident = Identity(st)
+    acb_d = _acb_private()
+    acb_q = p256.encode_point(p256.public_key(acb_d))
+    sup_q = p256.encode_point(p256.public_key(p256.generate()[0]))
+    ident.set_anchors(
+        [
+            {"eui": ACB.hex(), "role": "acb", "ka_pub": acb_q.hex()},
+            {"eui": SUPPLIER.hex(), "role": "supplier", "ka_pub": sup_q.hex()},
+        ]
+    )
+    ev, sec = open_logs(st, 40)
+    chf = Chf(ident, ev, sec, DeviceLog(st, lambda: 500000000), utc2000=lambda: 500000000)
+    return st, ident, chf, acb_d
+
+
+def _command(ident, acb_d, counter, recipient=None, originator=ACB, tamper=False):
+    f = frame.parse(unhexlify(open(V + ECS26N).read().strip()))
+    rec = recipient if recipient is not None else ident.chf["eui"]
+    z = p256.ecdh(acb_d, ident.chf["ka_q"])
+    key = kdf.derive_key(z, originator, 1, counter, rec)
+    payload = bytearray(f.payload)
+    payload[1:5] = (0x20000000 | (counter & 0xFFFFFF)).to_bytes(4, "big")
+    out = bytearray(
+        frame.build(
+            1,
+            counter,
+            originator,
+            rec,
+            f.message_code,
+            payload,
+            supp_party=f.supp_party,
+            supp_counter=f.supp_counter,
+            mac_fn=lambda pre, body, iv: gcm.gmac(key, iv, (pre, body)),
+        )
+    )
+    if tamper:
+        out[-20] ^= 0x01
+    return bytes(out)
+
+
+def _rejected(chf, data, exc):
+    before = chf.executed
+    n_sec = len(chf.security_log)
+    try:
+        chf.handle(data)
+    except exc:
+        pass
+    else:
+        raise AssertionError("not rejected: " + repr(exc))
+    assert chf.executed == before, "executed"
+    assert len(chf.security_log) == n_sec + 1, "not logged"
+    return chf.security_log.entries()[-1]
+
+
+def test_accept_then_reject_replay_and_stale():
+    st, ident, chf, acb_d = _setup()
+    resp, alerts = chf.handle(_command(ident, acb_d, 5000))
+    assert chf.executed == 1 and not alerts
+    r = frame.parse(resp)
+    assert r.cra == 2 and r.counter == 5000 and bytes(r.recipient) == ACB
+    e = _rejected(chf, _command(ident, acb_d, 5000), ReplayedCounter)
+    assert e[1] == ReplayedCounter.event
+    _rejected(chf, _command(ident, acb_d, 4999), ReplayedCounter)
+    chf.handle(_command(ident, acb_d, 5001))
+    assert chf.executed == 2
+
+
+def test_bad_mac_wrong_recipient_unknown_originator():
+    st, ident, chf, acb_d = _setup()
+    e = _rejected(chf, _command(ident, acb_d, 10, tamper=True), BadMac)
+    assert e[1] == BadMac.event
+    # a bad MAC must not advance the counter: the genuine command still works
+    _rejected(chf, _command(ident, acb_d, 10, recipient=ident.gpf["eui"]), WrongRecipient)
+    _rejected(chf, _command(ident, acb_d, 10, originator=unhexlify("90B3D51F30000099")), UnknownOriginator)
+    chf.handle(_command(ident, acb_d, 10))
+    assert chf.executed == 1
+
+
+def test_counters_and_identity_persist_across_reopen():
+    st, ident, chf, acb_d = _setup("p")
+    chf.handle(_command(ident, acb_d, 77))
+    own0 = chf.parties.own_counter()
+    chf.parties.protect_alert(0x0018, b"\x0f")
+    pub = ident.public()
+    st.close()
+    st2 = Store("p")
+    ident2 = Identity(st2)
+    assert ident2.public() == pub
+    ev, sec = open_logs(st2, 40)
+    chf2 = Chf(ident2, ev, sec)
+    try:
+        chf2.handle(_command(ident2, acb_d, 77))
+    except ReplayedCounter:
+        pass
+    else:
+        raise AssertionError("replay accepted after reopen")
+    assert chf2.parties.own_counter() == own0 + 1
+    assert chf2.parties.own_counter() >= 4000
+    chf2.handle(_command(ident2, acb_d, 78))
+
+
+def test_response_mac_checks_with_acb_key():
+    st, ident, chf, acb_d = _setup()
+    resp, _ = chf.handle(_command(ident, acb_d, 2 ** 40 + 3))
+    r = frame.parse(resp)
+    z = p256.ecdh(acb_d, ident.chf["ka_q"])
+    key = kdf.derive_key(z, r.originator, 2, r.counter, r.recipient)
+    assert gcm.gmac_verify(key, r.iv(), (kdf.AAD_PREFIX, r.aad_body()), r.mac)
