@@ -1,0 +1,50 @@
+"""`chub hht identity` and `chub hht send-gbcs`: the HHT's GBCS commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+def register(hht: click.Group) -> None:
+    """Add the GBCS commands to the `hht` group."""
+    from .cli import _call
+
+    @hht.command()
+    @click.option("--json", "as_json", is_flag=True, help="Print the raw JSON.")
+    @click.pass_context
+    def identity(ctx: click.Context, as_json: bool) -> None:
+        """CHF and GPF EUI-64s and public keys (KA and DS, uncompressed points)."""
+        r = _call(ctx, "identity")
+        if as_json:
+            click.echo(json.dumps(r))
+            return
+        for name in ("chf", "gpf"):
+            d = r.get(name, {})
+            click.echo(f"{name.upper()} {d.get('eui', '?').upper()}")
+            click.echo(f"  KA {d.get('ka_pub', '')}")
+            click.echo(f"  DS {d.get('ds_pub', '')}")
+
+    @hht.command("send-gbcs")
+    @click.option("--in", "inp", required=True, type=click.Path(exists=True, path_type=Path), help="Command (hex text).")
+    @click.option("--out", required=True, type=click.Path(path_type=Path), help="Where to write the response (hex).")
+    @click.option("--alerts", type=click.Path(path_type=Path), help="Save alerts here (one hex frame per line).")
+    @click.pass_context
+    def send_gbcs(ctx: click.Context, inp: Path, out: Path, alerts: Path | None) -> None:
+        """Send one pre-protected GBCS command as if from the WAN; write the response."""
+        frame = "".join(inp.read_text().split())
+        try:
+            bytes.fromhex(frame)
+        except ValueError as e:
+            raise click.BadParameter(f"{inp} is not hex: {e}") from e
+        r = _call(ctx, "send_gbcs", frame=frame)
+        out.write_text(r["response"].upper())
+        got = [a.upper() for a in r.get("alerts", [])]
+        if alerts is not None:
+            alerts.write_text("".join(a + "\n" for a in got))
+        else:
+            for a in got:
+                click.echo(f"alert {a}")
+        click.echo(f"response: {len(r['response']) // 2} bytes -> {out}", err=True)
