@@ -1,0 +1,128 @@
+# Local-port commands for the CHF Device Log and the event/security logs.
+# install(hub) opens the logs on hub.store and registers the commands; the
+# trust centre (hub.trust_centre, when present) is synced after a change.
+# Replies stay well under the local port's 4 KB body: list rows are arrays
+# (field order in docs/device-log.md) and the active log comes in pages.
+from binascii import unhexlify
+
+from chf import device_log as DL
+from chf.logs import open_logs, utc2000
+from han.install_code import InstallCodeCrcError, InstallCodeError
+
+_MESSAGES = {
+    DL.OK: "ok",
+    DL.INCOMPATIBLE: "incompatible with an existing entry",
+    DL.FULL: "Device Log full",
+    DL.WRITE_FAILURE: "write failure",
+}
+_PAGE = 8
+
+
+def _row(v):
+    return [v["eui"], v["type"], v["key_state"], v["key_hash"], v["node_id"], v["join_state"],
+            v["window_end"], v["rssi"], v["lqi"], v["last_comm"], v["tx_ok"], v["tx_fail"]]
+
+
+def _arg(req, name, kind):
+    v = req.get(name)
+    if not isinstance(v, kind) or isinstance(v, bool):
+        raise ValueError("'%s' missing or of the wrong type" % name)
+    return v
+
+
+def _hex(req, name):
+    try:
+        return unhexlify(_arg(req, name, str).replace(":", "").replace(" ", ""))
+    except ValueError:
+        raise ValueError("'%s' is not hex" % name)
+
+
+def _eui(req):
+    try:
+        return DL.eui_hex(_arg(req, "eui", str))
+    except DL.DeviceLogError as e:
+        raise ValueError(str(e))
+
+
+def install(hub, utc=None, capacity=16, log_capacity=40):
+    """utc() -> UTC seconds since 2000-01-01 (default: from board.utc())."""
+    if utc is None:
+        import board
+
+        def utc():
+            return utc2000(board.utc())
+
+    hub.device_log = dl = DL.DeviceLog(hub.store, utc, capacity)
+    hub.event_log, hub.security_log = open_logs(hub.store, log_capacity, utc=utc)
+
+    async def _sync():
+        tc = getattr(hub, "trust_centre", None)
+        if tc is not None:
+            try:
+                await tc.sync()
+            except Exception:
+                pass  # the trust centre's own loop retries within a second
+
+    async def device_log_list(req):
+        off = req.get("offset", 0)
+        if not isinstance(off, int) or off < 0:
+            raise ValueError("'offset' must be an integer >= 0")
+        rows = dl.entries()
+        res = {"total": len(rows), "capacity": dl.capacity, "offset": off, "utc": utc(),
+               "entries": [_row(v) for v in rows[off:off + _PAGE]]}
+        if off == 0:
+            res["historic"] = [[h["eui"], h["type"], h["key_hash"], h["removed"]] for h in dl.historic()]
+        return res
+
+    async def device_log_add(req):
+        eui = _eui(req)
+        typ = _arg(req, "type", int)
+        code = _hex(req, "install_code")
+        timeout = req.get("join_timeout", 3600)
+        if not isinstance(timeout, int) or not 0 <= timeout <= 0xFFFF:
+            raise ValueError("'join_timeout' must be 0..65535 seconds")
+        if not 0 <= typ < len(DL.TYPE_NAMES):
+            raise ValueError("'type' must be 0..6")
+        try:
+            code_n, dup = dl.add(eui, typ, code, timeout)
+        except InstallCodeCrcError as e:
+            return {"code": DL.INVALID_CODE, "message": "install code CRC invalid: " + str(e)}
+        except InstallCodeError as e:
+            raise ValueError(str(e))
+        msg = _MESSAGES.get(code_n, "error")
+        if dup:
+            msg = "already in the Device Log: key ignored"
+        await _sync()
+        return {"code": code_n, "message": msg, "duplicate": dup}
+
+    async def device_log_remove(req):
+        code_n = dl.remove(_eui(req))
+        await _sync()
+        msg = "not in the Device Log" if code_n == DL.INCOMPATIBLE else _MESSAGES.get(code_n, "error")
+        return {"code": code_n, "message": msg}
+
+    async def logs(req):
+        which = req.get("which", "event")
+        if which == "event":
+            lg = hub.event_log
+        elif which == "security":
+            lg = hub.security_log
+        else:
+            raise ValueError("'which' must be event or security")
+        ent = lg.entries(req.get("from"), req.get("to"))
+        out = []
+        room = 3200  # newest first until the reply would get near 4 KB
+        for i in range(len(ent) - 1, -1, -1):
+            t, c, d = ent[i]
+            room -= 2 * len(d) + 28
+            if room < 0:
+                break
+            out.append([t, c, d.hex()])
+        out.reverse()
+        return {"which": which, "capacity": lg.capacity, "total": len(ent), "entries": out}
+
+    hub.commands["device_log_list"] = device_log_list
+    hub.commands["device_log_add"] = device_log_add
+    hub.commands["device_log_remove"] = device_log_remove
+    hub.commands["logs"] = logs
+    return dl

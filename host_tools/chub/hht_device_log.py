@@ -1,0 +1,161 @@
+"""`chub hht device-log ...` and `chub hht logs`: the CHF Device Log and the
+event/security logs over the local port. `register(hht)` adds the commands to
+the `hht` click group."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+TYPES = ("GSME", "ESME", "CHF", "GPF", "HCALCS", "PPMID", "Type 2")
+_TYPE_BY_NAME = {n.upper().replace(" ", ""): i for i, n in enumerate(TYPES)} | {"IHD": 6, "TYPE2": 6}
+ROW = ("eui", "type", "key_state", "key_hash", "node_id", "join_state", "window_end", "rssi", "lqi",
+       "last_comm", "tx_ok", "tx_fail")
+
+
+def parse_type(value: str) -> int:
+    v = value.strip().upper().replace(" ", "")
+    if v.isdigit() and int(v) < len(TYPES):
+        return int(v)
+    if v in _TYPE_BY_NAME:
+        return _TYPE_BY_NAME[v]
+    raise click.BadParameter(f"{value!r}: one of 0-6 or {', '.join(TYPES)}")
+
+
+def parse_eui(value: str) -> str:
+    v = value.replace(":", "").replace("-", "").upper()
+    if len(v) != 16 or any(c not in "0123456789ABCDEF" for c in v):
+        raise click.BadParameter(f"{value!r} is not an EUI-64 (16 hex digits)")
+    return v
+
+
+def check_install_code(value: str) -> bytes:
+    """Install code with its CRC (hex) -> bytes; the CRC-16/X-25 is checked
+    by zigpy before anything is sent."""
+    from zigpy.util import convert_install_code
+
+    try:
+        code = bytes.fromhex(value.replace(":", "").replace(" ", "").replace("-", ""))
+    except ValueError:
+        raise click.BadParameter("install code is not hex") from None
+    try:
+        convert_install_code(code)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    return code
+
+
+def _call(ctx: click.Context, cmd: str, **args: object) -> dict:
+    from .cli import _call as call
+
+    return call(ctx, cmd, **args)
+
+
+def _fetch_list(ctx: click.Context) -> dict:
+    first = _call(ctx, "device_log_list")
+    entries = list(first["entries"])
+    while len(entries) < first["total"]:
+        page = _call(ctx, "device_log_list", offset=len(entries))
+        if not page["entries"]:
+            break
+        entries += page["entries"]
+    out = {k: v for k, v in first.items() if k not in ("entries", "offset")}
+    out["entries"] = [dict(zip(ROW, r, strict=True)) for r in entries]
+    for e in out["entries"]:
+        e["type_name"] = TYPES[e["type"]] if e["type"] is not None else "unknown"
+    out["historic"] = [dict(zip(("eui", "type", "key_hash", "removed"), h, strict=True)) for h in first["historic"]]
+    return out
+
+
+def _triple(t: list[int] | None) -> str:
+    return "-" if not t else f"{t[0]}/{t[1]}/{t[2]}"
+
+
+def register(hht: click.Group) -> None:
+    @hht.group("device-log")
+    def device_log() -> None:
+        """The CHF Device Log (the HAN whitelist) and the Historic Device Log."""
+
+    @device_log.command("list")
+    @click.option("--json", "as_json", is_flag=True, help="Print the raw JSON.")
+    @click.pass_context
+    def list_(ctx: click.Context, as_json: bool) -> None:
+        """Devices, their join state and HAN statistics; then the historic log."""
+        d = _fetch_list(ctx)
+        if as_json:
+            click.echo(json.dumps(d))
+            return
+        t = Table(title=f"CHF Device Log ({d['total']}/{d['capacity']})")
+        for col in ("EUI-64", "type", "join state", "key", "node", "RSSI min/avg/max", "LQI min/avg/max",
+                    "last comm", "tx ok/fail"):
+            t.add_column(col)
+        for e in d["entries"]:
+            node = "-" if e["node_id"] is None else f"0x{e['node_id']:04X}"
+            js = e["join_state"] + (f" until {e['window_end']}" if e["window_end"] else "")
+            t.add_row(e["eui"], e["type_name"], js, e["key_state"], node, _triple(e["rssi"]), _triple(e["lqi"]),
+                      str(e["last_comm"] or "-"), f"{e['tx_ok']}/{e['tx_fail']}")
+        h = Table(title=f"Historic Device Log ({len(d['historic'])})")
+        for col in ("EUI-64", "type", "key hash", "removed"):
+            h.add_column(col)
+        for e in d["historic"]:
+            h.add_row(e["eui"], TYPES[e["type"]] if e["type"] is not None else "unknown", e["key_hash"],
+                      str(e["removed"]))
+        c = Console()
+        c.print(t)
+        c.print(h)
+
+    @device_log.command("add")
+    @click.option("--eui", required=True, callback=lambda c, p, v: parse_eui(v), help="EUI-64, 16 hex digits.")
+    @click.option("--type", "dev_type", required=True, callback=lambda c, p, v: parse_type(v),
+                  help="0-6 or GSME, ESME, CHF, GPF, HCALCS, PPMID, 'Type 2' (IHD).")
+    @click.option("--install-code", required=True, callback=lambda c, p, v: check_install_code(v),
+                  help="Install code with its CRC, hex.")
+    @click.option("--join-timeout", type=click.IntRange(0, 65535), default=3600, show_default=True,
+                  help="Seconds the device may join.")
+    @click.option("--json", "as_json", is_flag=True)
+    @click.pass_context
+    def add(ctx: click.Context, eui: str, dev_type: int, install_code: bytes, join_timeout: int,
+            as_json: bool) -> None:
+        """Whitelist a device and open its join window (GBCS CCS01)."""
+        r = _call(ctx, "device_log_add", eui=eui, type=dev_type, install_code=install_code.hex(),
+                  join_timeout=join_timeout)
+        _report(r, as_json)
+
+    @device_log.command("remove")
+    @click.option("--eui", required=True, callback=lambda c, p, v: parse_eui(v))
+    @click.option("--json", "as_json", is_flag=True)
+    @click.pass_context
+    def remove(ctx: click.Context, eui: str, as_json: bool) -> None:
+        """Remove a device; its key hash goes to the Historic log (GBCS CCS02)."""
+        _report(_call(ctx, "device_log_remove", eui=eui), as_json)
+
+    @hht.command("logs")
+    @click.option("--which", type=click.Choice(["event", "security"]), default="event", show_default=True)
+    @click.option("--json", "as_json", is_flag=True)
+    @click.pass_context
+    def logs(ctx: click.Context, which: str, as_json: bool) -> None:
+        """The CHF event or security log (time: UTC seconds since 2000-01-01)."""
+        r = _call(ctx, "logs", which=which)
+        if as_json:
+            click.echo(json.dumps(r))
+            return
+        t = Table(title=f"CHF {which} log ({len(r['entries'])}/{r['capacity']})")
+        for col in ("time (s since 2000)", "code", "data"):
+            t.add_column(col)
+        for tm, code, data in r["entries"]:
+            t.add_row(str(tm), f"0x{code:04X}", data)
+        Console().print(t)
+
+
+def _report(r: dict, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(r))
+    else:
+        colour = "green" if r["code"] == 0 else "red"
+        Console().print(f"[{colour}]{r['message']}[/{colour}] (GBCS code {r['code']})")
+    if r["code"] != 0:
+        sys.exit(1)
