@@ -4,6 +4,8 @@ import gc
 
 import board
 import store
+from chf import commands as chf_commands
+from chf import gbcs_port
 from local_port import serve as serve_local_port
 from log import log
 from supervisor import Supervisor
@@ -26,6 +28,9 @@ class Hub:
         self.commands = {"status": self.cmd_status}
         self.local_port_up = asyncio.Event()
         self.heap_high_water = 0
+        # features install their state and local-port commands on the hub
+        chf_commands.install(self)  # device log, event and security logs
+        gbcs_port.install(self)  # CHF identity, GBCS use cases, send_gbcs
 
     def uptime_s(self):
         return (board.ticks_ms() - self.started_ms) // 1000

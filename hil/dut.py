@@ -94,9 +94,24 @@ class UnixDut:
             self.log.write(source, raw.decode("utf-8", "replace").rstrip("\n"))
 
     def wait_ready(self, timeout: float = 20.0, after: int = 0) -> float:
-        """Block until the hub logs READY; returns seconds since power-on."""
-        self.log.expect(READY, timeout=timeout, after=after)
-        return time.monotonic() - self.started_at
+        """Block until the hub logs READY; returns seconds since power-on.
+        A hub that dies while booting fails at once, with the log's tail."""
+        from .log import ExpectTimeout
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.log.expect(READY, timeout=0.2, after=after)
+                return time.monotonic() - self.started_at
+            except ExpectTimeout:
+                if not self.alive:
+                    self._join()
+                    raise ExpectTimeout(
+                        f"the hub exited (code {self.returncode}) before READY\n"
+                        f"--- last lines of {self.log.path} ---\n{self.log.tail()}"
+                    ) from None
+                if time.monotonic() > deadline:
+                    raise
 
     @property
     def alive(self) -> bool:

@@ -49,7 +49,10 @@ def install(hub, device_log=None, log_capacity=40, allow_faults=None):
         device_log = DeviceLog(hub.store, _utc2000)
         hub.device_log = device_log
     ident = Identity(hub.store)
-    ev, sec = open_logs(hub.store, log_capacity, utc=_utc2000)
+    ev, sec = getattr(hub, "event_log", None), getattr(hub, "security_log", None)
+    if ev is None or sec is None:
+        ev, sec = open_logs(hub.store, log_capacity, utc=_utc2000)
+        hub.event_log, hub.security_log = ev, sec
     chf = Chf(ident, ev, sec, device_log, utc2000=_utc2000)
     hub.identity = ident
     hub.chf = chf

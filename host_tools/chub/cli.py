@@ -94,6 +94,16 @@ def status(ctx: click.Context, as_json: bool) -> None:
         Console().print(status_table(st))
 
 
+def _register_hht_commands() -> None:
+    from . import hht_device_log, hht_gbcs
+
+    hht_device_log.register(hht)
+    hht_gbcs.register(hht)
+
+
+_register_hht_commands()
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
 @click.option("--heap", default="512k", show_default=True)
