@@ -106,14 +106,19 @@ _register_hht_commands()
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
+@click.option("--markdown", is_flag=True, help="Print the table as Markdown (for the README).")
 @click.option("--heap", default="512k", show_default=True)
-def bench(as_json: bool, heap: str) -> None:
+def bench(as_json: bool, markdown: bool, heap: str) -> None:
     """Measure the published figures in one run."""
     from .bench import run_bench
 
-    figures = run_bench(heap=heap, progress=None if as_json else console.print)
+    figures = run_bench(heap=heap, progress=None if as_json or markdown else console.print)
     if as_json:
         click.echo(json.dumps(figures))
+    elif markdown:
+        click.echo("| figure | value |\n|---|---:|")
+        for k, v in figures.items():
+            click.echo(f"| `{k}` | {v} |")
     else:
         from .views import bench_table
 
