@@ -1,0 +1,177 @@
+# The hub <-> head-end link protocol over the modem's TCP socket
+# (docs/headend-link.md). Pure codec: bytes in, frames out; no board access.
+#
+# Frame: magic "CH" | type u8 | id u32 BE | length u16 BE | payload | CRC-32 BE
+# (binascii.crc32 over everything before it).
+from micropython import const
+import binascii
+import struct
+
+MAGIC = b"CH"
+_HDR = const(9)
+_TRAILER = const(4)
+MAX_PAYLOAD = 4096
+
+HELLO = const(1)  # hub -> HE: eui(8) signal i8 (127 = unknown) version (utf-8)
+HELLO_ACK = const(2)  # HE -> hub: utc u32
+GBCS = const(3)  # both ways: id = sender's frame id; payload = one GBCS frame
+ACK = const(4)  # both ways: id = acked frame id; payload = status u8
+TIME = const(5)  # HE -> hub: utc u32
+PING = const(6)  # both ways; answered by PONG with the same id
+PONG = const(7)
+_LAST = const(7)
+
+ACK_DONE = const(0)  # executed / accepted
+ACK_DUPLICATE = const(1)  # already seen: not executed again
+ACK_REJECTED = const(2)  # received intact, refused by the GBCS layer
+
+NO_SIGNAL = const(127)
+
+
+class LinkError(ValueError):
+    pass
+
+
+class BadMagic(LinkError):
+    pass
+
+
+class BadType(LinkError):
+    pass
+
+
+class TooLong(LinkError):
+    pass
+
+
+class BadCrc(LinkError):
+    pass
+
+
+class BadPayload(LinkError):
+    pass
+
+
+def encode(ftype, fid, payload=b""):
+    n = len(payload)
+    if n > MAX_PAYLOAD:
+        raise TooLong("payload %d > %d" % (n, MAX_PAYLOAD))
+    if not 1 <= ftype <= _LAST:
+        raise BadType("type %d" % ftype)
+    head = MAGIC + struct.pack(">BIH", ftype, fid & 0xFFFFFFFF, n)
+    crc = binascii.crc32(payload, binascii.crc32(head))
+    return head + payload + struct.pack(">I", crc)
+
+
+def hello(eui, version, signal_dbm):
+    if len(eui) != 8:
+        raise BadPayload("EUI-64 must be 8 bytes")
+    s = NO_SIGNAL if signal_dbm is None else max(-128, min(126, int(signal_dbm)))
+    return encode(HELLO, 0, bytes(eui) + struct.pack(">b", s) + version.encode())
+
+
+def parse_hello(p):
+    if len(p) < 9:
+        raise BadPayload("HELLO too short")
+    s = struct.unpack(">b", bytes(p[8:9]))[0]
+    try:
+        v = str(bytes(p[9:]), "utf-8")
+    except UnicodeError:
+        raise BadPayload("HELLO version is not utf-8")
+    return bytes(p[:8]), v, None if s == NO_SIGNAL else s
+
+
+def u32_payload(p, what):
+    if len(p) != 4:
+        raise BadPayload("%s wants 4 bytes, got %d" % (what, len(p)))
+    return struct.unpack(">I", bytes(p))[0]
+
+
+def ack(fid, status=ACK_DONE):
+    return encode(ACK, fid, bytes((status,)))
+
+
+def parse_ack(p):
+    if len(p) != 1 or p[0] > ACK_REJECTED:
+        raise BadPayload("bad ACK status")
+    return p[0]
+
+
+class Decoder:
+    """Feed bytes, take whole frames. next() -> (type, id, payload memoryview)
+    or None; the payload view is valid until the next feed()/next() call.
+    A malformed frame raises a LinkError subclass; the stream cannot be
+    trusted after that and the connection should be dropped."""
+
+    def __init__(self, size=MAX_PAYLOAD + _HDR + _TRAILER):
+        self.buf = bytearray(size)
+        self.mv = memoryview(self.buf)
+        self.n = 0  # bytes held
+        self.pos = 0  # start of the next frame
+
+    def reset(self):
+        self.n = 0
+        self.pos = 0
+
+    def feed(self, data):
+        if self.pos:
+            rest = self.n - self.pos
+            self.mv[:rest] = self.mv[self.pos:self.n]
+            self.n = rest
+            self.pos = 0
+        k = len(data)
+        if self.n + k > len(self.buf):
+            raise TooLong("receive buffer overflow")
+        self.mv[self.n:self.n + k] = data
+        self.n += k
+
+    def next(self):
+        avail = self.n - self.pos
+        if avail < 2:
+            if avail == 1 and self.buf[self.pos] != 0x43:
+                raise BadMagic("bad magic")
+            return None
+        p = self.pos
+        b = self.buf
+        if b[p] != 0x43 or b[p + 1] != 0x48:
+            raise BadMagic("bad magic %02x%02x" % (b[p], b[p + 1]))
+        if avail < _HDR:
+            return None
+        ftype, fid, ln = struct.unpack_from(">BIH", b, p + 2)
+        if not 1 <= ftype <= _LAST:
+            raise BadType("unknown frame type %d" % ftype)
+        if ln > MAX_PAYLOAD:
+            raise TooLong("frame length %d" % ln)
+        total = _HDR + ln + _TRAILER
+        if avail < total:
+            return None
+        crc = struct.unpack_from(">I", b, p + _HDR + ln)[0]
+        if binascii.crc32(self.mv[p:p + _HDR + ln]) != crc:
+            raise BadCrc("frame CRC mismatch")
+        self.pos = p + total
+        return ftype, fid, self.mv[p + _HDR:p + _HDR + ln]
+
+
+class SeenIds:
+    """Recent frame ids received from the peer (a small ring), to drop
+    duplicates. save() returns a list for persisting; load() restores it."""
+
+    def __init__(self, size=32):
+        self.size = size
+        self.ids = []
+
+    def __contains__(self, fid):
+        return fid in self.ids
+
+    def add(self, fid):
+        if fid in self.ids:
+            return False
+        self.ids.append(fid)
+        if len(self.ids) > self.size:
+            self.ids.pop(0)
+        return True
+
+    def load(self, ids):
+        for i in ids:
+            if isinstance(i, int):
+                self.add(i)

@@ -1,0 +1,201 @@
+# The WAN outbox: every GBCS response and alert waits in a store Journal
+# until the head-end acknowledges its frame id (= the journal seq). Two
+# classes, each with its own retry count and back-off; a message that runs
+# out of retries is logged in the transaction log and kept (resent after the
+# next reconnect) or dropped, as configured. docs/headend-link.md.
+from micropython import const
+import struct
+import time
+
+CRITICAL = const(0)
+NON_CRITICAL = const(1)
+KIND_RESPONSE = const(1)
+KIND_ALERT = const(2)
+
+# defaults; KV "wan" keys of the same name override them
+DEFAULTS = {
+    "crit_retries": 8, "crit_backoff_ms": 10000, "crit_backoff_max_ms": 600000,
+    "noncrit_retries": 3, "noncrit_backoff_ms": 60000, "noncrit_backoff_max_ms": 3600000,
+    "on_exhausted": "keep",  # or "drop"
+}
+
+# transaction log events
+TX_PDP_UP = const(1)
+TX_PDP_FAIL = const(2)
+TX_LINK_UP = const(3)
+TX_LINK_DROP = const(4)
+TX_ACK = const(5)
+TX_REJECT = const(6)
+TX_EXHAUSTED = const(7)
+TX_DROPPED = const(8)
+TX_DUPLICATE = const(9)
+TX_MODEM_RESET = const(10)
+TX_TIME = const(11)
+TX_NAMES = {1: "pdp_up", 2: "pdp_fail", 3: "link_up", 4: "link_drop", 5: "ack", 6: "reject",
+            7: "exhausted", 8: "dropped", 9: "duplicate", 10: "modem_reset", 11: "time_step"}
+
+
+class OutboxError(ValueError):
+    pass
+
+
+class TxLog:
+    """Transaction log entries: utc u32, event u8, id u32, detail (short bytes)."""
+
+    def __init__(self, ring, utc):
+        self.ring = ring
+        self.utc = utc
+
+    def add(self, event, fid=0, detail=b""):
+        if isinstance(detail, str):
+            detail = detail.encode()
+        self.ring.append(struct.pack(">IBI", self.utc() & 0xFFFFFFFF, event, fid & 0xFFFFFFFF) + detail[:40])
+
+    def entries(self):
+        out = []
+        for _, p in self.ring.pending():
+            if len(p) < 9:
+                continue
+            t, ev, fid = struct.unpack(">IBI", p[:9])
+            try:
+                d = str(bytes(p[9:]), "utf-8")
+            except UnicodeError:
+                d = ""
+            out.append({"utc": t, "event": TX_NAMES.get(ev, ev), "id": fid, "detail": d})
+        return out
+
+
+def pack(kind, cls, he_id, gbcs):
+    return struct.pack(">BBI", kind, cls, he_id & 0xFFFFFFFF) + gbcs
+
+
+def unpack(p):
+    if len(p) < 6:
+        raise OutboxError("outbox record too short")
+    kind, cls, he_id = struct.unpack(">BBI", p[:6])
+    if kind not in (KIND_RESPONSE, KIND_ALERT) or cls not in (CRITICAL, NON_CRITICAL):
+        raise OutboxError("bad outbox record header")
+    return kind, cls, he_id, p[6:]
+
+
+class Outbox:
+    def __init__(self, journal, config=None, txlog=None, ticks_ms=None):
+        self.j = journal
+        self.cfg = dict(DEFAULTS)
+        if config:
+            self.configure(config)
+        self.tx = txlog
+        self._ticks = ticks_ms or time.ticks_ms
+        self._tries = {}  # seq -> (attempts, ticks of last send); RAM only
+        self._parked = set()  # exhausted and kept: wait for the next reconnect
+
+    def configure(self, cfg):
+        for k in DEFAULTS:
+            if k in cfg:
+                self.cfg[k] = cfg[k]
+        if self.cfg["on_exhausted"] not in ("keep", "drop"):
+            raise OutboxError("on_exhausted must be keep or drop")
+
+    def __len__(self):
+        return len(self.j)
+
+    def add(self, gbcs, cls=CRITICAL, kind=KIND_RESPONSE, he_id=0):
+        """Queue a frame; durable when it returns. -> frame id (journal seq)."""
+        return self.j.append(pack(kind, cls, he_id, gbcs))
+
+    def read(self, seq):
+        return unpack(self.j.read(seq))
+
+    def he_ids(self):
+        """Head-end frame ids answered by pending responses (duplicate memory)."""
+        out = []
+        for _, p in self.j.pending():
+            try:
+                kind, _, he_id, _ = unpack(p)
+            except OutboxError:
+                continue
+            if kind == KIND_RESPONSE:
+                out.append(he_id)
+        return out
+
+    def reconnected(self):
+        """A new link: every pending message gets its full retry budget again."""
+        self._tries = {}
+        self._parked = set()
+
+    def _limits(self, cls):
+        c = self.cfg
+        if cls == CRITICAL:
+            return c["crit_retries"], c["crit_backoff_ms"], c["crit_backoff_max_ms"]
+        return c["noncrit_retries"], c["noncrit_backoff_ms"], c["noncrit_backoff_max_ms"]
+
+    def _wait(self, cls, n):
+        _, base, cap = self._limits(cls)
+        return min(base << (n - 1), cap) if n < 24 else cap
+
+    def due(self):
+        """Frame ids to (re)send now, oldest first; each call counts a try for
+        the ids it returns. First send + `retries` resends, the wait before
+        resend n being backoff * 2^(n-1) capped at backoff_max."""
+        now = self._ticks()
+        out = []
+        for seq in self.j.seqs():
+            if seq in self._parked:
+                continue
+            st = self._tries.get(seq)
+            if st is None:
+                p = self.j.read(seq)
+                try:
+                    cls = unpack(p)[1]
+                except OutboxError:
+                    self.j.ack(seq)  # unreadable: nothing we can ever deliver
+                    continue
+                self._tries[seq] = (1, now, cls)
+                out.append(seq)
+                continue
+            n, last, cls = st
+            if time.ticks_diff(now, last) < self._wait(cls, n):
+                continue
+            if n > self._limits(cls)[0]:
+                self._exhausted(seq)
+                continue
+            self._tries[seq] = (n + 1, now, cls)
+            out.append(seq)
+        return out
+
+    def next_due_ms(self):
+        """ms until the next resend or exhaustion check is due (None: nothing waiting)."""
+        now = self._ticks()
+        best = None
+        for n, last, cls in self._tries.values():
+            w = max(0, self._wait(cls, n) - time.ticks_diff(now, last))
+            if best is None or w < best:
+                best = w
+        return best
+
+    def _exhausted(self, seq):
+        if self.tx is not None:
+            self.tx.add(TX_EXHAUSTED, seq)
+        self._tries.pop(seq, None)
+        if self.cfg["on_exhausted"] == "drop":
+            self.j.ack(seq)
+            if self.tx is not None:
+                self.tx.add(TX_DROPPED, seq)
+        else:
+            self._parked.add(seq)
+
+    def acked(self, seq):
+        """The head-end acknowledged frame id seq. -> False for an unknown or
+        already acknowledged id (a duplicate ACK: nothing changes)."""
+        if seq not in self.j.seqs():
+            return False
+        self.j.ack(seq)
+        self._tries.pop(seq, None)
+        self._parked.discard(seq)
+        if self.tx is not None:
+            self.tx.add(TX_ACK, seq)
+        return True
+
+    def attempts(self, seq):
+        st = self._tries.get(seq)
+        return st[0] if st else 0
