@@ -6,34 +6,22 @@ import os
 import sys
 
 import vfs
-from blockdev import FileBlockDevice
+from flashfs import ROOT
+from flashfs import fresh as _fresh_fs
+from flashfs import remount as _remount_fs
 from chf.logs import EPOCH_2000, EventLog, EventLogError, open_logs, utc2000
 from store import Store
 
 HEAP = "256k"
-ROOT = "/flash"
-IMG = "flash.bin"
 
 
 def fresh(blocks=64):
-    try:
-        vfs.umount(ROOT)
-    except OSError:
-        pass
-    try:
-        os.remove(IMG)
-    except OSError:
-        pass
-    dev = FileBlockDevice(IMG, blocks)
-    vfs.VfsLfs2.mkfs(dev)
-    vfs.mount(vfs.VfsLfs2(dev), ROOT)
+    _fresh_fs(blocks)
     return Store(ROOT + "/data")
 
 
 def remount():
-    vfs.umount(ROOT)
-    dev = FileBlockDevice(IMG, 64)
-    vfs.mount(vfs.VfsLfs2(dev), ROOT)
+    _remount_fs()
     return Store(ROOT + "/data")
 
 

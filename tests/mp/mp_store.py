@@ -4,30 +4,10 @@ import os
 
 import vfs
 from blockdev import FileBlockDevice, PowerLost
+from flashfs import IMG, ROOT, fresh, remount
 from store import KV, Journal, RingLog, Store
 
 HEAP = "256k"
-ROOT = "/flash"
-IMG = "flash.bin"
-
-
-def fresh(blocks=64):
-    try:
-        os.remove(IMG)
-    except OSError:
-        pass
-    dev = FileBlockDevice(IMG, blocks)
-    vfs.VfsLfs2.mkfs(dev)
-    vfs.mount(vfs.VfsLfs2(dev), ROOT)
-    return dev
-
-
-def remount():
-    # power off and on: drop every handle, mount the image again
-    vfs.umount(ROOT)
-    dev = FileBlockDevice(IMG, 64)
-    vfs.mount(vfs.VfsLfs2(dev), ROOT)
-    return dev
 
 
 def raw_append(path, data):
