@@ -1,0 +1,313 @@
+# The WAN job: modem bring-up, the head-end link, the outbox.
+#   install(hub) adds the supervised "wan" job and the local-port commands
+#   wan_status, wan_config {set: {...}} and transactions.
+# One task drives the modem (the AT channel runs one command at a time):
+# init -> SIM -> registration -> PDP -> socket -> HELLO/HELLO_ACK, then a loop
+# that sends what the outbox says is due, reads frames, answers them and
+# keeps the link alive. Any failure drops the link and starts again; a modem
+# that stops answering gets a hardware reset. docs/headend-link.md.
+import asyncio
+import time
+
+import board
+from log import log
+from version import VERSION
+from wan import link
+from wan.at import ATError, ATTimeout
+from wan.modem import EV_BOOT, EV_NET_LOST, AttachFailed, ModemError, ModemSilent, SocketClosed, registered
+from wan.outbox import (
+    CRITICAL, KIND_ALERT, KIND_RESPONSE, NON_CRITICAL,
+    TX_DUPLICATE, TX_LINK_DROP, TX_LINK_UP, TX_MODEM_RESET, TX_PDP_FAIL, TX_PDP_UP, TX_REJECT, TX_TIME,
+    Outbox, TxLog,
+)
+
+DEFAULTS = {
+    "host": "headend.chub.test", "port": 4059, "apn": "chub.m2m", "pin": None, "radio": None,
+    "retry_ms": 2000, "retry_max_ms": 60000, "reg_timeout_ms": 120000, "hello_timeout_ms": 15000,
+    "ping_ms": 60000, "idle_timeout_ms": 180000, "signal_ms": 10000, "time_step_s": 10,
+    "critical_alerts": True, "timings": None,
+}
+
+
+class Wan:
+    def __init__(self, hub):
+        self.hub = hub
+        st = hub.store
+        self.kv = st.kv("wan")
+        self.seen_kv = st.kv("wan_seen")
+        self.tx = TxLog(st.ringlog("transactions", 100), board.utc)
+        self.outbox = Outbox(st.journal("outbox"), dict(self.kv.items()), self.tx)
+        self.seen = link.SeenIds(32)
+        self.seen.load(self.seen_kv.get("ids") or [])
+        self.seen.load(self.outbox.he_ids())
+        self.dec = link.Decoder(link.MAX_PAYLOAD + 13 + 1460)
+        self.modem = None
+        self.state = "idle"
+        self.connected = False
+        self.need_init = True
+        self.signal = None
+        self.cell = None
+        self.connects = 0
+        self.drops = 0
+        self.resets = 0
+        self.duplicates = 0
+        self.last_error = None
+        self.hello_utc = None
+
+    def cfg(self):
+        c = dict(DEFAULTS)
+        for k, v in self.kv.items():
+            c[k] = v
+        return c
+
+    # ---- modem events (called from the AT reader) ----
+    def _event(self, kind, value):
+        if kind == EV_BOOT:
+            self.need_init = True
+        elif kind == EV_NET_LOST:
+            log("wan", "network lost")
+
+    def _reset_line(self):
+        board.hard_reset("modem")
+
+    # ---- the job ----
+    async def run(self):
+        reader, writer = await board.open_uart("modem")
+        cfg = self.cfg()
+        m = self.modem = _driver(reader, writer, self._reset_line, cfg.get("timings"))
+        m.listener = self._event
+        delay = cfg["retry_ms"]
+        while True:
+            silent = False
+            try:
+                await self.session()
+                delay = cfg["retry_ms"]
+            except (ModemSilent, ATTimeout) as e:
+                self.last_error = repr(e)
+                silent = True
+            except (ModemError, ATError, ValueError, OSError) as e:
+                # ValueError covers link.LinkError and AT/field format errors
+                self.last_error = repr(e)
+                log("wan", "session ended: %r" % e)
+            if self.connected:
+                self.drops += 1
+                self.tx.add(TX_LINK_DROP, 0, self.last_error or "")
+                log("wan", "link down")
+            self.connected = False
+            self.state = "down"
+            if silent or (not self.need_init and not await self._alive()):
+                await self._hw_reset()
+            elif m.socket_open:
+                try:
+                    await m.close_socket()
+                except (ModemError, ATError):
+                    pass
+            cfg = self.cfg()
+            await asyncio.sleep_ms(delay)
+            delay = min(delay * 2, cfg["retry_max_ms"])
+
+    async def _alive(self):
+        try:
+            return await self.modem.alive()
+        except (ModemError, ATError):
+            return False
+
+    async def _hw_reset(self):
+        self.resets += 1
+        self.state = "reset"
+        self.tx.add(TX_MODEM_RESET)
+        log("wan", "modem silent: hardware reset")
+        try:
+            await self.modem.hw_reset()
+            self.need_init = False
+        except (ModemError, ATError) as e:
+            self.last_error = repr(e)
+            self.need_init = True
+
+    async def session(self):
+        m = self.modem
+        cfg = self.cfg()
+        self.outbox.configure(cfg)
+        if self.need_init:
+            self.state = "init"
+            await m.init()
+            self.need_init = False
+            if cfg["radio"]:
+                await m.set_radio_mode(cfg["radio"])
+        self.state = "sim"
+        await m.sim_ready(cfg["pin"])
+        self.state = "registering"
+        if not registered(await m.wait_registered(cfg["reg_timeout_ms"])):
+            raise ModemError("not registered")
+        self.signal = await m.signal_dbm()
+        self.cell = await m.cell_id()
+        if not m.attached:
+            self.state = "attaching"
+            try:
+                ip = await m.attach(cfg["apn"])
+            except AttachFailed as e:
+                self.tx.add(TX_PDP_FAIL, 0, str(e))
+                raise
+            self.tx.add(TX_PDP_UP, 0, ip or "")
+        self.state = "connecting"
+        await m.open_socket(cfg["host"], cfg["port"])
+        self.dec.reset()
+        await m.send(link.hello(self.hub.identity.chf["eui"], VERSION, self.signal))
+        await self._wait_hello_ack(cfg["hello_timeout_ms"])
+        self.connected = True
+        self.connects += 1
+        self.state = "connected"
+        self.tx.add(TX_LINK_UP, self.connects)
+        log("wan", "link up to %s:%d" % (cfg["host"], cfg["port"]))
+        self.outbox.reconnected()
+        await self._serve(cfg)
+
+    async def _wait_hello_ack(self, timeout_ms):
+        deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
+        while True:
+            left = time.ticks_diff(deadline, time.ticks_ms())
+            if left <= 0:
+                raise SocketClosed("no HELLO_ACK")
+            data = await self.modem.recv(left)
+            if not data:
+                continue
+            self.dec.feed(data)
+            while True:
+                fr = self.dec.next()
+                if fr is None:
+                    break
+                if fr[0] == link.HELLO_ACK:
+                    self.hello_utc = link.u32_payload(fr[2], "HELLO_ACK")
+                    self._time(self.hello_utc)
+                    # frames right behind HELLO_ACK are handled by _serve
+                    return
+                raise link.BadType("frame %d before HELLO_ACK" % fr[0])
+
+    async def _serve(self, cfg):
+        m = self.modem
+        now = time.ticks_ms()
+        last_rx = last_tx = last_sig = now
+        # frames that arrived together with HELLO_ACK
+        await self._drain()
+        while True:
+            for seq in self.outbox.due():
+                rec = self.outbox.read(seq)
+                await m.send(link.encode(link.GBCS, seq, rec[3]))
+                last_tx = time.ticks_ms()
+            wait = self.outbox.next_due_ms()
+            wait = 200 if wait is None else max(10, min(wait, 200))
+            data = await m.recv(wait)  # SocketClosed ends the session
+            now = time.ticks_ms()
+            if data:
+                last_rx = now
+                self.dec.feed(data)
+                await self._drain()
+            if time.ticks_diff(now, last_tx) >= cfg["ping_ms"]:
+                await m.send(link.encode(link.PING, now & 0xFFFF))
+                last_tx = now
+            if time.ticks_diff(now, last_rx) >= cfg["idle_timeout_ms"]:
+                raise SocketClosed("head-end silent")
+            if time.ticks_diff(now, last_sig) >= cfg["signal_ms"]:
+                last_sig = now
+                self.signal = await m.signal_dbm()
+
+    async def _drain(self):
+        while True:
+            fr = self.dec.next()
+            if fr is None:
+                return
+            await self._frame(fr[0], fr[1], fr[2])
+
+    async def _frame(self, ftype, fid, p):
+        m = self.modem
+        if ftype == link.GBCS:
+            if fid in self.seen:
+                self.duplicates += 1
+                self.tx.add(TX_DUPLICATE, fid)
+                await m.send(link.ack(fid, link.ACK_DUPLICATE))
+                return
+            status = link.ACK_DONE
+            try:
+                resp, alerts = self.hub.chf.handle(bytes(p))
+            except ValueError as e:  # GBCS frame/security/use-case rejections
+                resp, alerts = None, ()
+                status = link.ACK_REJECTED
+                self.tx.add(TX_REJECT, fid, type(e).__name__)
+            if resp is not None:
+                self.outbox.add(resp, CRITICAL, KIND_RESPONSE, fid)
+            acls = CRITICAL if self.cfg()["critical_alerts"] else NON_CRITICAL
+            for a in alerts:
+                self.outbox.add(a, acls, KIND_ALERT)
+            self.seen.add(fid)
+            self.seen_kv.set("ids", self.seen.ids)
+            await m.send(link.ack(fid, status))
+        elif ftype == link.ACK:
+            link.parse_ack(p)
+            self.outbox.acked(fid)
+        elif ftype == link.PING:
+            await m.send(link.encode(link.PONG, fid))
+        elif ftype == link.TIME or ftype == link.HELLO_ACK:
+            self._time(link.u32_payload(p, "TIME"))
+        elif ftype == link.PONG:
+            pass
+        else:
+            raise link.BadType("unexpected frame %d from the head-end" % ftype)
+
+    def _time(self, utc):
+        clock = getattr(self.hub, "clock", None)
+        if clock is not None and hasattr(clock, "from_source"):
+            clock.from_source("headend", utc)
+            return
+        step = utc - board.utc()
+        if abs(step) > self.cfg()["time_step_s"]:
+            board.set_utc(utc)
+            self.tx.add(TX_TIME, 0, "%+d" % step)
+            log("wan", "clock stepped %+d s from the head-end" % step)
+
+    # ---- local-port commands ----
+    async def cmd_status(self, req):
+        m = self.modem
+        cell = self.cell
+        return {
+            "state": self.state, "connected": self.connected,
+            "signal_dbm": self.signal, "signal_avg_dbm": m.signal_avg_dbm() if m else None,
+            "cell": list(cell) if cell else None, "reg": m.reg_stat if m else None,
+            "outbox_pending": len(self.outbox), "connects": self.connects, "drops": self.drops,
+            "modem_resets": self.resets, "duplicates": self.duplicates, "last_error": self.last_error,
+        }
+
+    async def cmd_config(self, req):
+        changes = req.get("set") or {}
+        if not isinstance(changes, dict):
+            raise ValueError("set must be an object")
+        for k in changes:
+            if k not in DEFAULTS and k not in self.outbox.cfg:
+                raise ValueError("unknown wan setting %s" % k)
+        trial = dict(self.outbox.cfg)
+        trial.update({k: v for k, v in changes.items() if k in trial})
+        Outbox(None, trial)  # validates the outbox policy
+        if changes:
+            self.kv.update(changes)
+            self.outbox.configure(self.cfg())
+        c = self.cfg()
+        c.update(self.outbox.cfg)
+        return c
+
+    async def cmd_transactions(self, req):
+        return {"entries": self.tx.entries()}
+
+
+def _driver(reader, writer, reset, timings):
+    from wan.sim7600 import Sim7600
+
+    return Sim7600(reader, writer, reset=reset, timings=timings)
+
+
+def install(hub):
+    w = Wan(hub)
+    hub.wan = w
+    hub.commands["wan_status"] = w.cmd_status
+    hub.commands["wan_config"] = w.cmd_config
+    hub.commands["transactions"] = w.cmd_transactions
+    hub.supervisor.spawn("wan", w.run)
+    return w

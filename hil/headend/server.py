@@ -1,0 +1,276 @@
+"""Head-end link server (docs/headend-link.md) on the rig's asyncio loop.
+
+The hub reaches it through the modem emulator's real TCP socket. It answers
+HELLO with HELLO_ACK (its time), sends GBCS commands rebuilt by `HeadEnd`
+(hil/headend/gbcs.py) with link frame ids and resends them after a reconnect
+until the hub ACKs them, ACKs the hub's GBCS frames, drops duplicates by id
+and records everything it received. Its own frame codec (struct + zlib) is
+written independently of the firmware's.
+
+Synchronous helpers (`send_command`, `wait`, `disconnect`) are for test
+threads; the `a*` coroutines run on the rig's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .gbcs import Frame, HeadEnd, parse_frame
+
+MAGIC = b"CH"
+HELLO, HELLO_ACK, GBCS, ACK, TIME, PING, PONG = range(1, 8)
+MAX_PAYLOAD = 4096
+ACK_STATUS = {0: "done", 1: "duplicate", 2: "rejected"}
+
+
+class LinkProtocolError(Exception):
+    pass
+
+
+def frame(ftype: int, fid: int, payload: bytes = b"") -> bytes:
+    head = MAGIC + bytes([ftype]) + fid.to_bytes(4, "big") + len(payload).to_bytes(2, "big")
+    return head + payload + zlib.crc32(head + payload).to_bytes(4, "big")
+
+
+def split_frames(buf: bytearray) -> list[tuple[int, int, bytes]]:
+    """Take every whole frame off the front of buf; raises LinkProtocolError."""
+    out = []
+    while len(buf) >= 2:
+        if buf[:2] != MAGIC:
+            raise LinkProtocolError(f"bad magic {bytes(buf[:2]).hex()}")
+        if len(buf) < 9:
+            break
+        ftype = buf[2]
+        fid = int.from_bytes(buf[3:7], "big")
+        n = int.from_bytes(buf[7:9], "big")
+        if not HELLO <= ftype <= PONG:
+            raise LinkProtocolError(f"unknown type {ftype}")
+        if n > MAX_PAYLOAD:
+            raise LinkProtocolError(f"length {n}")
+        if len(buf) < 13 + n:
+            break
+        if zlib.crc32(bytes(buf[: 9 + n])) != int.from_bytes(buf[9 + n : 13 + n], "big"):
+            raise LinkProtocolError("CRC mismatch")
+        out.append((ftype, fid, bytes(buf[9 : 9 + n])))
+        del buf[: 13 + n]
+    return out
+
+
+@dataclass
+class Hello:
+    eui: bytes
+    version: str
+    signal_dbm: int | None
+    at: float
+
+
+@dataclass
+class Received:
+    id: int
+    raw: bytes
+    frame: Frame | None
+    error: str | None = None
+    copies: int = 1
+
+
+@dataclass
+class Reply:
+    link_id: int
+    command: bytes
+    command_frame: Frame
+    response: bytes
+    frame: Frame
+    ack_status: str | None = None
+
+
+@dataclass
+class _Pending:
+    link_id: int
+    raw: bytes
+    cmd: Frame
+    fut: asyncio.Future
+    acked: asyncio.Event = field(default_factory=asyncio.Event)
+    ack_status: str | None = None
+
+
+class HeadEndServer:
+    def __init__(self, headend: HeadEnd | None = None, host: str = "127.0.0.1") -> None:
+        self.headend = headend
+        self.host = host
+        self.port = 0
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.hellos: list[Hello] = []
+        self.received: list[Received] = []  # the hub's frames, each id once
+        self.by_id: dict[int, Received] = {}
+        self.duplicates = 0
+        self.errors: list[str] = []
+        self.ack_hub_frames = True  # False: hold ACKs (the hub must resend)
+        self.on_command_acked: Callable[[int], None] | None = None  # fault hook
+        self.time_offset = 0  # added to the host time sent in HELLO_ACK/TIME
+        self._server: asyncio.AbstractServer | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._next_id = 1
+        self._cmds: dict[int, _Pending] = {}  # link id -> pending command
+        self._by_counter: dict[int, _Pending] = {}
+        self.connections = 0
+
+    # --- life cycle ---------------------------------------------------------
+    async def start(self) -> int:
+        self.loop = asyncio.get_running_loop()
+        self._server = await asyncio.start_server(self._client, self.host, 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def stop(self) -> None:
+        if self._server:
+            self._server.close()
+        if self._writer:
+            self._writer.close()
+
+    @property
+    def connected(self) -> bool:
+        return self._writer is not None and self.hellos != [] and not self._writer.is_closing()
+
+    # --- one connection -----------------------------------------------------
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._writer = writer
+        self.connections += 1
+        buf = bytearray()
+        hello = False
+        try:
+            while data := await reader.read(4096):
+                buf += data
+                for ftype, fid, p in split_frames(buf):
+                    if ftype == HELLO:
+                        self._hello(p)
+                        hello = True
+                        writer.write(frame(HELLO_ACK, 0, self._now().to_bytes(4, "big")))
+                        for pc in self._cmds.values():  # resend what the hub has not ACKed
+                            if not pc.acked.is_set():
+                                writer.write(frame(GBCS, pc.link_id, pc.raw))
+                    elif not hello:
+                        raise LinkProtocolError(f"frame type {ftype} before HELLO")
+                    else:
+                        self._frame(writer, ftype, fid, p)
+                await writer.drain()
+        except (LinkProtocolError, ValueError) as e:
+            self.errors.append(str(e))
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            if self._writer is writer:
+                self._writer = None
+            writer.close()
+
+    def _now(self) -> int:
+        return int(time.time()) + self.time_offset
+
+    def _hello(self, p: bytes) -> None:
+        if len(p) < 9:
+            raise LinkProtocolError("short HELLO")
+        s = struct.unpack(">b", p[8:9])[0]
+        self.hellos.append(Hello(p[:8], p[9:].decode(), None if s == 127 else s, time.monotonic()))
+
+    def _frame(self, w: asyncio.StreamWriter, ftype: int, fid: int, p: bytes) -> None:
+        if ftype == GBCS:
+            if fid in self.by_id:
+                self.duplicates += 1
+                self.by_id[fid].copies += 1
+            else:
+                rec = Received(fid, p, None)
+                try:
+                    rec.frame = parse_frame(p)
+                except Exception as e:  # noqa: BLE001 - record, do not crash the link
+                    rec.error = f"{type(e).__name__}: {e}"
+                self.by_id[fid] = rec
+                self.received.append(rec)
+                if rec.frame is not None and rec.frame.cra == 2:
+                    pc = self._by_counter.get(rec.frame.counter)
+                    if pc is not None and not pc.fut.done():
+                        pc.fut.set_result(rec)
+            if self.ack_hub_frames:
+                w.write(frame(ACK, fid, b"\x00"))
+        elif ftype == ACK:
+            pc = self._cmds.get(fid)
+            if pc is not None and not pc.acked.is_set():
+                pc.ack_status = ACK_STATUS.get(p[0] if p else -1, "?")
+                pc.acked.set()
+                if self.on_command_acked:
+                    self.on_command_acked(fid)
+        elif ftype == PING:
+            w.write(frame(PONG, fid))
+        elif ftype == PONG:
+            pass
+        else:
+            raise LinkProtocolError(f"unexpected frame type {ftype} from the hub")
+
+    # --- API for tests ------------------------------------------------------
+    def _build(self, cmd: bytes | str | Path, rebuild: bool) -> tuple[bytes, Frame]:
+        if isinstance(cmd, (str, Path)):
+            cmd = bytes.fromhex(Path(cmd).read_text().strip())
+        if rebuild:
+            if self.headend is None:
+                raise RuntimeError("no HeadEnd keys yet (the hub was not provisioned)")
+            return self.headend.rebuild(cmd)
+        return cmd, parse_frame(cmd)
+
+    async def asend_command(self, cmd: bytes | str | Path, timeout: float = 10.0, rebuild: bool = True) -> Reply:
+        raw, f = self._build(cmd, rebuild)
+        fid = self._next_id
+        self._next_id += 1
+        pc = _Pending(fid, raw, f, asyncio.get_running_loop().create_future())
+        self._cmds[fid] = pc
+        self._by_counter[f.counter] = pc
+        if self._writer is not None and self.hellos:
+            self._writer.write(frame(GBCS, fid, raw))
+        rec: Received = await asyncio.wait_for(pc.fut, timeout)
+        await asyncio.wait_for(pc.acked.wait(), timeout)
+        assert self.headend is not None
+        verified = self.headend.verify(rec.raw, f) if rebuild else rec.frame
+        assert verified is not None
+        return Reply(fid, raw, f, rec.raw, verified, pc.ack_status)
+
+    def send_command(self, cmd: bytes | str | Path, timeout: float = 10.0, rebuild: bool = True) -> Reply:
+        """Send one GBCS command to the hub; its verified response (HeadEndError
+        on a bad MAC, TimeoutError when none arrives in time)."""
+        assert self.loop is not None
+        fut = asyncio.run_coroutine_threadsafe(self.asend_command(cmd, timeout, rebuild), self.loop)
+        return fut.result(timeout * 2 + 5)
+
+    def send_time(self, utc: int | None = None) -> None:
+        def go() -> None:
+            if self._writer is not None:
+                self._writer.write(frame(TIME, 0, (utc if utc is not None else self._now()).to_bytes(4, "big")))
+
+        assert self.loop is not None
+        self.loop.call_soon_threadsafe(go)
+
+    def disconnect(self) -> None:
+        """Drop the link from the head-end side."""
+
+        def go() -> None:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+
+        assert self.loop is not None
+        self.loop.call_soon_threadsafe(go)
+
+    def wait(self, pred: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+        deadline = time.monotonic() + timeout
+        while not pred():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"head-end: no {what} within {timeout} s")
+            time.sleep(0.02)
+
+    def wait_hello(self, count: int = 1, timeout: float = 20.0) -> Hello:
+        self.wait(lambda: len(self.hellos) >= count and self._writer is not None, timeout, f"HELLO #{count}")
+        return self.hellos[count - 1]
