@@ -6,6 +6,7 @@ import board
 import store
 from chf import commands as chf_commands
 from chf import gbcs_port
+from han import coordinator as han_coordinator
 from local_port import serve as serve_local_port
 from log import log
 from supervisor import Supervisor
@@ -31,6 +32,7 @@ class Hub:
         # features install their state and local-port commands on the hub
         chf_commands.install(self)  # device log, event and security logs
         gbcs_port.install(self)  # CHF identity, GBCS use cases, send_gbcs
+        han_coordinator.install(self)  # NCP, network, trust centre: job "han", han_status
 
     def uptime_s(self):
         return (board.ticks_ms() - self.started_ms) // 1000

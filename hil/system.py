@@ -35,6 +35,9 @@ class EmulatedSystem:
             (self.workdir / "flash.bin").unlink(missing_ok=True)
         self.rig = Rig(self.log).start()
         self.dut = UnixDut(self.image, self.workdir, self.rig, self.log, heap=self.heap)
+        from .han_setup import attach as attach_han
+
+        self.han = attach_han(self)  # NCP emulator + emulated HAN devices on the "ncp" UART
         pos = self.log.position
         self.dut.start()
         try:
@@ -42,6 +45,7 @@ class EmulatedSystem:
         except BaseException:
             self.stop()
             raise
+        self.han.after_ready()  # the demo HAN (chub sim): four devices added and joined
         return self
 
     def reboot(self, ready_timeout: float = 30.0, power_cut: bool = False) -> float:

@@ -1,0 +1,191 @@
+# The HAN coordinator job: brings the EFR32 NCP up (ASH reset, EZSP version
+# negotiation, configuration), forms the network on first boot or resumes it
+# (networkInit) afterwards, then runs the trust centre over the CHF Device
+# Log and feeds the Device Log's HAN statistics from the message callbacks.
+#
+# install(hub) spawns it as the supervised job "han". Any link fault (an NCP
+# reboot, ASH link failure, EZSP timeout, the network going down) raises out
+# of the job: the supervisor restarts it with back-off, the NCP's reset line
+# is pulled first unless the NCP has just rebooted by itself, and the network
+# is resumed from the NCP's NVM, never re-formed. KV "han" keeps what was
+# formed: {"formed": 1, "ch": channel, "pan": PAN id, "xpan": ext PAN hex}.
+import asyncio
+from binascii import hexlify, unhexlify
+
+import board
+from han.ash import Ash, NcpReset
+from han.ezsp import Ezsp
+from han.trust_centre import TrustCentre
+from log import log
+
+_SYNC_S = 1  # trust-centre sync period
+_RESET_SETTLE_MS = 300  # after pulling the NCP's reset line
+
+
+class HanDown(Exception):
+    pass
+
+
+class Coordinator:
+    def __init__(self, hub, desired=14):
+        self.hub = hub
+        self.kv = hub.store.kv("han")
+        self.desired = desired
+        self.state = "starting"
+        self.ezsp = None
+        self.tc = None
+        self.runs = 0
+        self.last_fault = None
+        self.counters = {"formed": 0, "resumed": 0, "ncp_resets": 0, "hard_resets": 0,
+                         "rx": 0, "tx_ok": 0, "tx_fail": 0}
+        self._fault = asyncio.Event()
+
+    # -- status --
+
+    def status(self):
+        kv = self.kv
+        job = self.hub.supervisor.jobs.get("han") or {}
+        return {
+            "state": self.state,
+            "ezsp_version": self.ezsp.ver if self.ezsp is not None and self.state == "up" else None,
+            "channel": kv.get("ch"),
+            "pan_id": kv.get("pan"),
+            "ext_pan_id": kv.get("xpan"),
+            "node_count": sum(1 for e in self.hub.device_log.entries() if e["node_id"] is not None
+                              and e["join_state"] == "joined"),
+            "restarts": job.get("restarts", 0),
+            "counters": self.counters,
+            "trust_centre": self.tc.stats if self.tc is not None else None,
+        }
+
+    def summary(self):
+        kv = self.kv
+        return {"state": self.state, "channel": kv.get("ch"), "pan_id": kv.get("pan")}
+
+    # -- callbacks --
+
+    def _on_fault(self, exc):
+        self.last_fault = exc
+        self._fault.set()
+
+    def _on_incoming(self, v):
+        ez = self.ezsp
+        sender, _aps, _payload, lqi, rssi = ez.incoming_info(v)
+        dl = self.hub.device_log
+        eh = dl.eui_of(sender)
+        self.counters["rx"] += 1
+        if eh is not None:
+            dl.record_rx(eh, rssi, lqi, dl.utc())
+
+    def _on_sent(self, v):
+        _tag, status, dest = self.ezsp.sent_info(v)
+        ok = status == 0
+        self.counters["tx_ok" if ok else "tx_fail"] += 1
+        dl = self.hub.device_log
+        eh = dl.eui_of(dest)
+        if eh is not None:
+            dl.record_tx(eh, ok)
+
+    # -- the job --
+
+    async def _network(self, ez):
+        kv = self.kv
+        if kv.get("formed"):
+            self.state = "resuming"
+            if await ez.resume_network():
+                self.counters["resumed"] += 1
+                log("han", "network resumed ch=%s pan=0x%04X" % (kv.get("ch"), kv.get("pan") or 0))
+                return
+            # the NCP lost its NVM (replaced?): form again on the same ids
+            log("han", "networkInit failed: forming again")
+            xpan = unhexlify(kv.get("xpan")) if kv.get("xpan") else None
+            pan = kv.get("pan")
+        else:
+            xpan = pan = None
+        self.state = "forming"
+        ch, pan, xpan = await ez.form_network(ext_pan_id=xpan, pan_id=pan)
+        kv.update({"formed": 1, "ch": ch, "pan": pan, "xpan": hexlify(xpan).decode()})
+        self.hub.device_log.set_ext_pan_id(xpan)
+        self.counters["formed"] += 1
+        log("han", "network formed ch=%d pan=0x%04X" % (ch, pan))
+
+    async def run(self):
+        self.runs += 1
+        if self.runs > 1 and not isinstance(self.last_fault, NcpReset):
+            # the NCP did not reboot by itself: pull its reset line
+            self.counters["hard_resets"] += 1
+            board.hard_reset("ncp")
+            await asyncio.sleep_ms(_RESET_SETTLE_MS)
+        self.last_fault = None
+        self._fault.clear()
+        self.state = "connecting"
+        reader, writer = await board.open_uart("ncp")
+        ash = Ash(reader, writer, board.ticks_ms)
+        ez = self.ezsp
+        if ez is None:
+            ez = self.ezsp = Ezsp(ash, desired=self.desired)
+            ez.on("incomingMessageHandler", self._on_incoming)
+            ez.on("messageSentHandler", self._on_sent)
+            self.tc = TrustCentre(ez, self.hub.device_log, self.hub.security_log, self.hub.device_log.utc)
+            self.hub.trust_centre = self.tc
+        else:
+            ez.close()
+            ez.t = ash
+            self.tc.link_reset()
+        ez.on_fault = self._on_fault
+        try:
+            try:
+                ver = await ez.connect()
+            except Exception as e:
+                self.last_fault = e
+                raise
+            await ez.startup()
+            await self._network(ez)
+            self.state = "up"
+            log("han", "up ezsp=v%d" % ver)
+            while True:
+                if self._fault.is_set():
+                    if isinstance(self.last_fault, NcpReset):
+                        self.counters["ncp_resets"] += 1
+                    raise HanDown("NCP link down: %r" % (self.last_fault,))
+                if not ez.network_up:
+                    raise HanDown("network down")
+                await self.tc.sync()
+                try:
+                    await asyncio.wait_for(self._fault.wait(), _SYNC_S)
+                except asyncio.TimeoutError:
+                    pass
+        except Exception:
+            if self.last_fault is None and isinstance(ez.fault, NcpReset):
+                self.last_fault = ez.fault
+            raise
+        finally:
+            self.state = "down"
+            ez.close()
+            ash.close()
+            try:
+                writer.close()
+            except Exception:
+                pass
+
+
+def install(hub, desired=14):
+    """Create the coordinator, spawn the supervised "han" job, add `han_status`
+    and a `han` summary to `status`."""
+    c = hub.coordinator = Coordinator(hub, desired)
+    hub.trust_centre = None
+
+    async def han_status(req):
+        return c.status()
+
+    hub.commands["han_status"] = han_status
+    prev_status = hub.commands.get("status")
+    if prev_status is not None:
+        async def status(req):
+            r = await prev_status(req)
+            r["han"] = c.summary()
+            return r
+
+        hub.commands["status"] = status
+    hub.supervisor.spawn("han", c.run)
+    return c
