@@ -11,6 +11,7 @@ from local_port import serve as serve_local_port
 from log import log
 from supervisor import Supervisor
 from version import VERSION
+from wan import service as wan_service
 
 try:
     from build_info import GIT as _GIT  # stamped by `chub build`
@@ -33,6 +34,7 @@ class Hub:
         chf_commands.install(self)  # device log, event and security logs
         gbcs_port.install(self)  # CHF identity, GBCS use cases, send_gbcs
         han_coordinator.install(self)  # NCP, network, trust centre: job "han", han_status
+        wan_service.install(self)  # modem, head-end link, outbox: job "wan", wan_status
 
     def uptime_s(self):
         return (board.ticks_ms() - self.started_ms) // 1000

@@ -38,6 +38,9 @@ class EmulatedSystem:
         from .han_setup import attach as attach_han
 
         self.han = attach_han(self)  # NCP emulator + emulated HAN devices on the "ncp" UART
+        from .wan_setup import attach as attach_wan
+
+        attach_wan(self)  # SIM7600 emulator on "modem" + head-end server: self.modem, self.headend
         pos = self.log.position
         self.dut.start()
         try:
@@ -45,6 +48,9 @@ class EmulatedSystem:
         except BaseException:
             self.stop()
             raise
+        from .wan_setup import provision as provision_wan
+
+        provision_wan(self)  # the hub's keys to the head-end, test DCC anchors to the hub
         self.han.after_ready()  # the demo HAN (chub sim): four devices added and joined
         return self
 
