@@ -24,7 +24,8 @@ from wan.outbox import (
 DEFAULTS = {
     "host": "headend.chub.test", "port": 4059, "apn": "chub.m2m", "pin": None, "radio": None,
     "retry_ms": 2000, "retry_max_ms": 60000, "reg_timeout_ms": 120000, "hello_timeout_ms": 15000,
-    "ping_ms": 60000, "idle_timeout_ms": 180000, "signal_ms": 10000, "time_step_s": 10,
+    "ping_ms": 60000, "idle_timeout_ms": 180000, "signal_ms": 10000, "rx_poll_ms": 1000,
+    "time_step_s": 10,
     "critical_alerts": True, "timings": None,
 }
 
@@ -51,6 +52,7 @@ class Wan:
         self.drops = 0
         self.resets = 0
         self.duplicates = 0
+        self.rx_polls_found = 0
         self.last_error = None
         self.hello_utc = None
 
@@ -186,7 +188,7 @@ class Wan:
     async def _serve(self, cfg):
         m = self.modem
         now = time.ticks_ms()
-        last_rx = last_tx = last_sig = now
+        last_rx = last_tx = last_sig = last_poll = now
         # frames that arrived together with HELLO_ACK
         await self._drain()
         while True:
@@ -210,6 +212,18 @@ class Wan:
             if time.ticks_diff(now, last_sig) >= cfg["signal_ms"]:
                 last_sig = now
                 self.signal = await m.signal_dbm()
+            if not data and time.ticks_diff(now, last_poll) >= cfg["rx_poll_ms"]:
+                # a "+CIPRXGET: 1,0" that lands while a read is finishing can be
+                # lost in the driver: ask the modem what it holds now and then
+                last_poll = now
+                await self._rx_poll()
+
+    async def _rx_poll(self):
+        m = self.modem
+        lines = await m.at.cmd("AT+CIPRXGET=4,0", b"+CIPRXGET: 4,")
+        if lines and not lines[-1].endswith(b",0"):
+            m._rx_pending = True
+            self.rx_polls_found += 1
 
     async def _drain(self):
         while True:
@@ -273,7 +287,8 @@ class Wan:
             "signal_dbm": self.signal, "signal_avg_dbm": m.signal_avg_dbm() if m else None,
             "cell": list(cell) if cell else None, "reg": m.reg_stat if m else None,
             "outbox_pending": len(self.outbox), "connects": self.connects, "drops": self.drops,
-            "modem_resets": self.resets, "duplicates": self.duplicates, "last_error": self.last_error,
+            "modem_resets": self.resets, "duplicates": self.duplicates,
+            "rx_polls_found": self.rx_polls_found, "last_error": self.last_error,
         }
 
     async def cmd_config(self, req):

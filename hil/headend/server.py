@@ -77,6 +77,7 @@ class Received:
     frame: Frame | None
     error: str | None = None
     copies: int = 1
+    connection: int = 0  # which connection (1, 2, ...) first carried it
 
 
 @dataclass
@@ -111,7 +112,9 @@ class HeadEndServer:
         self.duplicates = 0
         self.errors: list[str] = []
         self.ack_hub_frames = True  # False: hold ACKs (the hub must resend)
-        self.on_command_acked: Callable[[int], None] | None = None  # fault hook
+        # fault hook: called with a command's id when the hub ACKs it; the rest
+        # of that connection's input is then ignored (the hook cuts the link)
+        self.on_command_acked: Callable[[int], None] | None = None
         self.time_offset = 0  # added to the host time sent in HELLO_ACK/TIME
         self._server: asyncio.AbstractServer | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -158,8 +161,8 @@ class HeadEndServer:
                                 writer.write(frame(GBCS, pc.link_id, pc.raw))
                     elif not hello:
                         raise LinkProtocolError(f"frame type {ftype} before HELLO")
-                    else:
-                        self._frame(writer, ftype, fid, p)
+                    elif self._frame(writer, ftype, fid, p):
+                        return  # the fault hook cut the link here: ignore the rest
                 await writer.drain()
         except (LinkProtocolError, ValueError) as e:
             self.errors.append(str(e))
@@ -179,13 +182,13 @@ class HeadEndServer:
         s = struct.unpack(">b", p[8:9])[0]
         self.hellos.append(Hello(p[:8], p[9:].decode(), None if s == 127 else s, time.monotonic()))
 
-    def _frame(self, w: asyncio.StreamWriter, ftype: int, fid: int, p: bytes) -> None:
+    def _frame(self, w: asyncio.StreamWriter, ftype: int, fid: int, p: bytes) -> bool:
         if ftype == GBCS:
             if fid in self.by_id:
                 self.duplicates += 1
                 self.by_id[fid].copies += 1
             else:
-                rec = Received(fid, p, None)
+                rec = Received(fid, p, None, connection=self.connections)
                 try:
                     rec.frame = parse_frame(p)
                 except Exception as e:  # noqa: BLE001 - record, do not crash the link
@@ -205,12 +208,14 @@ class HeadEndServer:
                 pc.acked.set()
                 if self.on_command_acked:
                     self.on_command_acked(fid)
+                    return True
         elif ftype == PING:
             w.write(frame(PONG, fid))
         elif ftype == PONG:
             pass
         else:
             raise LinkProtocolError(f"unexpected frame type {ftype} from the hub")
+        return False
 
     # --- API for tests ------------------------------------------------------
     def _build(self, cmd: bytes | str | Path, rebuild: bool) -> tuple[bytes, Frame]:
