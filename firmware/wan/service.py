@@ -12,14 +12,21 @@ import time
 import board
 from log import log
 from version import VERSION
-from wan import link
-from wan.at import ATError, ATTimeout
-from wan.modem import EV_BOOT, EV_NET_LOST, AttachFailed, ModemError, ModemSilent, SocketClosed, registered
-from wan.outbox import (
-    CRITICAL, KIND_ALERT, KIND_RESPONSE, NON_CRITICAL,
-    TX_DUPLICATE, TX_LINK_DROP, TX_LINK_UP, TX_MODEM_RESET, TX_PDP_FAIL, TX_PDP_UP, TX_REJECT, TX_TIME,
-    Outbox, TxLog,
-)
+
+# The link, outbox, modem and AT modules load when the job starts, not while
+# the hub boots (the boot peak, e.g. first-boot key generation, stays lower).
+link = ob = md = at = None
+
+
+def _load():
+    global link, ob, md, at
+    if link is None:
+        from wan import at as _at
+        from wan import link as _link
+        from wan import modem as _md
+        from wan import outbox as _ob
+
+        link, ob, md, at = _link, _ob, _md, _at
 
 DEFAULTS = {
     "host": "headend.chub.test", "port": 4059, "apn": "chub.m2m", "pin": None, "radio": None,
@@ -36,12 +43,12 @@ class Wan:
         st = hub.store
         self.kv = st.kv("wan")
         self.seen_kv = st.kv("wan_seen")
-        self.tx = TxLog(st.ringlog("transactions", 100), board.utc)
-        self.outbox = Outbox(st.journal("outbox"), dict(self.kv.items()), self.tx)
+        self.tx = ob.TxLog(st.ringlog("transactions", 100), board.utc)
+        self.outbox = ob.Outbox(st.journal("outbox"), dict(self.kv.items()), self.tx)
         self.seen = link.SeenIds(32)
         self.seen.load(self.seen_kv.get("ids") or [])
         self.seen.load(self.outbox.he_ids())
-        self.dec = link.Decoder(link.MAX_PAYLOAD + 13 + 1460)
+        self.dec = None
         self.modem = None
         self.state = "idle"
         self.connected = False
@@ -64,9 +71,9 @@ class Wan:
 
     # ---- modem events (called from the AT reader) ----
     def _event(self, kind, value):
-        if kind == EV_BOOT:
+        if kind == md.EV_BOOT:
             self.need_init = True
-        elif kind == EV_NET_LOST:
+        elif kind == md.EV_NET_LOST:
             log("wan", "network lost")
 
     def _reset_line(self):
@@ -74,6 +81,8 @@ class Wan:
 
     # ---- the job ----
     async def run(self):
+        if self.dec is None:
+            self.dec = link.Decoder(link.MAX_PAYLOAD + 13 + 1460)
         reader, writer = await board.open_uart("modem")
         cfg = self.cfg()
         m = self.modem = _driver(reader, writer, self._reset_line, cfg.get("timings"))
@@ -84,16 +93,16 @@ class Wan:
             try:
                 await self.session()
                 delay = cfg["retry_ms"]
-            except (ModemSilent, ATTimeout) as e:
+            except (md.ModemSilent, at.ATTimeout) as e:
                 self.last_error = repr(e)
                 silent = True
-            except (ModemError, ATError, ValueError, OSError) as e:
+            except (md.ModemError, at.ATError, ValueError, OSError) as e:
                 # ValueError covers link.LinkError and AT/field format errors
                 self.last_error = repr(e)
                 log("wan", "session ended: %r" % e)
             if self.connected:
                 self.drops += 1
-                self.tx.add(TX_LINK_DROP, 0, self.last_error or "")
+                self.tx.add(ob.TX_LINK_DROP, 0, self.last_error or "")
                 log("wan", "link down")
             self.connected = False
             self.state = "down"
@@ -102,7 +111,7 @@ class Wan:
             elif m.socket_open:
                 try:
                     await m.close_socket()
-                except (ModemError, ATError):
+                except (md.ModemError, at.ATError):
                     pass
             cfg = self.cfg()
             await asyncio.sleep_ms(delay)
@@ -111,18 +120,18 @@ class Wan:
     async def _alive(self):
         try:
             return await self.modem.alive()
-        except (ModemError, ATError):
+        except (md.ModemError, at.ATError):
             return False
 
     async def _hw_reset(self):
         self.resets += 1
         self.state = "reset"
-        self.tx.add(TX_MODEM_RESET)
+        self.tx.add(ob.TX_MODEM_RESET)
         log("wan", "modem silent: hardware reset")
         try:
             await self.modem.hw_reset()
             self.need_init = False
-        except (ModemError, ATError) as e:
+        except (md.ModemError, at.ATError) as e:
             self.last_error = repr(e)
             self.need_init = True
 
@@ -139,18 +148,18 @@ class Wan:
         self.state = "sim"
         await m.sim_ready(cfg["pin"])
         self.state = "registering"
-        if not registered(await m.wait_registered(cfg["reg_timeout_ms"])):
-            raise ModemError("not registered")
+        if not md.registered(await m.wait_registered(cfg["reg_timeout_ms"])):
+            raise md.ModemError("not registered")
         self.signal = await m.signal_dbm()
         self.cell = await m.cell_id()
         if not m.attached:
             self.state = "attaching"
             try:
                 ip = await m.attach(cfg["apn"])
-            except AttachFailed as e:
-                self.tx.add(TX_PDP_FAIL, 0, str(e))
+            except md.AttachFailed as e:
+                self.tx.add(ob.TX_PDP_FAIL, 0, str(e))
                 raise
-            self.tx.add(TX_PDP_UP, 0, ip or "")
+            self.tx.add(ob.TX_PDP_UP, 0, ip or "")
         self.state = "connecting"
         await m.open_socket(cfg["host"], cfg["port"])
         self.dec.reset()
@@ -159,7 +168,7 @@ class Wan:
         self.connected = True
         self.connects += 1
         self.state = "connected"
-        self.tx.add(TX_LINK_UP, self.connects)
+        self.tx.add(ob.TX_LINK_UP, self.connects)
         log("wan", "link up to %s:%d" % (cfg["host"], cfg["port"]))
         self.outbox.reconnected()
         await self._serve(cfg)
@@ -169,7 +178,7 @@ class Wan:
         while True:
             left = time.ticks_diff(deadline, time.ticks_ms())
             if left <= 0:
-                raise SocketClosed("no HELLO_ACK")
+                raise md.SocketClosed("no HELLO_ACK")
             data = await self.modem.recv(left)
             if not data:
                 continue
@@ -208,7 +217,7 @@ class Wan:
                 await m.send(link.encode(link.PING, now & 0xFFFF))
                 last_tx = now
             if time.ticks_diff(now, last_rx) >= cfg["idle_timeout_ms"]:
-                raise SocketClosed("head-end silent")
+                raise md.SocketClosed("head-end silent")
             if time.ticks_diff(now, last_sig) >= cfg["signal_ms"]:
                 last_sig = now
                 self.signal = await m.signal_dbm()
@@ -237,7 +246,7 @@ class Wan:
         if ftype == link.GBCS:
             if fid in self.seen:
                 self.duplicates += 1
-                self.tx.add(TX_DUPLICATE, fid)
+                self.tx.add(ob.TX_DUPLICATE, fid)
                 await m.send(link.ack(fid, link.ACK_DUPLICATE))
                 return
             status = link.ACK_DONE
@@ -246,12 +255,12 @@ class Wan:
             except ValueError as e:  # GBCS frame/security/use-case rejections
                 resp, alerts = None, ()
                 status = link.ACK_REJECTED
-                self.tx.add(TX_REJECT, fid, type(e).__name__)
+                self.tx.add(ob.TX_REJECT, fid, type(e).__name__)
             if resp is not None:
-                self.outbox.add(resp, CRITICAL, KIND_RESPONSE, fid)
-            acls = CRITICAL if self.cfg()["critical_alerts"] else NON_CRITICAL
+                self.outbox.add(resp, ob.CRITICAL, ob.KIND_RESPONSE, fid)
+            acls = ob.CRITICAL if self.cfg()["critical_alerts"] else ob.NON_CRITICAL
             for a in alerts:
-                self.outbox.add(a, acls, KIND_ALERT)
+                self.outbox.add(a, acls, ob.KIND_ALERT)
             self.seen.add(fid)
             self.seen_kv.set("ids", self.seen.ids)
             await m.send(link.ack(fid, status))
@@ -275,7 +284,7 @@ class Wan:
         step = utc - board.utc()
         if abs(step) > self.cfg()["time_step_s"]:
             board.set_utc(utc)
-            self.tx.add(TX_TIME, 0, "%+d" % step)
+            self.tx.add(ob.TX_TIME, 0, "%+d" % step)
             log("wan", "clock stepped %+d s from the head-end" % step)
 
     # ---- local-port commands ----
@@ -300,7 +309,7 @@ class Wan:
                 raise ValueError("unknown wan setting %s" % k)
         trial = dict(self.outbox.cfg)
         trial.update({k: v for k, v in changes.items() if k in trial})
-        Outbox(None, trial)  # validates the outbox policy
+        ob.Outbox(None, trial)  # validates the outbox policy
         if changes:
             self.kv.update(changes)
             self.outbox.configure(self.cfg())
@@ -319,10 +328,27 @@ def _driver(reader, writer, reset, timings):
 
 
 def install(hub):
-    w = Wan(hub)
-    hub.wan = w
-    hub.commands["wan_status"] = w.cmd_status
-    hub.commands["wan_config"] = w.cmd_config
-    hub.commands["transactions"] = w.cmd_transactions
-    hub.supervisor.spawn("wan", w.run)
-    return w
+    """Register the commands and the "wan" job; the WAN state (stores, modem)
+    is built when the job first runs."""
+    hub.wan = None
+
+    async def job():
+        if hub.wan is None:
+            _load()
+            hub.wan = Wan(hub)
+        await hub.wan.run()
+
+    def later(name):
+        async def cmd(req):
+            if hub.wan is None:
+                if name == "cmd_status":
+                    return {"state": "starting", "connected": False, "outbox_pending": None}
+                raise OSError("the wan job has not started yet")
+            return await getattr(hub.wan, name)(req)
+
+        return cmd
+
+    hub.commands["wan_status"] = later("cmd_status")
+    hub.commands["wan_config"] = later("cmd_config")
+    hub.commands["transactions"] = later("cmd_transactions")
+    hub.supervisor.spawn("wan", job)
