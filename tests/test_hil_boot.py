@@ -59,7 +59,7 @@ def test_rig_sets_rtc_offset(hub) -> None:
 def test_small_heap_boot(rig, hil_log, hub_image, tmp_path) -> None:
     from hil.dut import UnixDut
 
-    d = UnixDut(hub_image, tmp_path / "b", rig, hil_log, heap="256k")
+    d = UnixDut(hub_image, tmp_path / "b", rig, hil_log, heap="320k")
     d.start()
     try:
         d.wait_ready(timeout=20)
