@@ -116,31 +116,22 @@ def decode_all(data):
 
 
 def _put_len(out, n, size=0):
+    # minimal form unless a non-minimal long form (0x80|k then k bytes) was
+    # recorded at decode time (size = its byte count), so re-encoding is exact
+    if size <= 1 and n < 0x80:
+        out.append(n)
+        return
     if size > 1:
-        # a recorded non-minimal long form: 0x80|k then k bytes
         k = size - 1
         if n >> (8 * k):
             raise DerError("DER length %d does not fit %d bytes" % (n, k))
-        out.append(0x80 | k)
-        for i in range(k - 1, -1, -1):
-            out.append((n >> (8 * i)) & 0xFF)
-        return
-    if n < 0x80:
-        out.append(n)
-    elif n < 0x100:
-        out.append(0x81)
-        out.append(n)
-    elif n < 0x10000:
-        out.append(0x82)
-        out.append(n >> 8)
-        out.append(n & 0xFF)
-    elif n < 0x1000000:
-        out.append(0x83)
-        out.append(n >> 16)
-        out.append((n >> 8) & 0xFF)
-        out.append(n & 0xFF)
     else:
-        raise DerError("DER length %d too large" % n)
+        if n >> 24:
+            raise DerError("DER length %d too large" % n)
+        k = 1 if n < 0x100 else (2 if n < 0x10000 else 3)
+    out.append(0x80 | k)
+    for i in range(k - 1, -1, -1):
+        out.append((n >> (8 * i)) & 0xFF)
 
 
 def encode_into(v, out, depth=0):

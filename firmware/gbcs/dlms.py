@@ -13,6 +13,9 @@
 # it back into the exact bytes.
 from micropython import const
 
+from gbcs.frame import put_len as _put_len
+from gbcs.frame import read_len as _read_len
+
 MAX_DEPTH = const(8)
 
 NULL = const(0x00)
@@ -86,37 +89,11 @@ def _need(off, n, end, what):
 
 def read_len(mv, off, end, what="length"):
     """A-XDR length: xx, 81 xx, 82 xx xx (minimal). Returns (n, next_off)."""
-    _need(off, 1, end, what)
-    b = mv[off]
-    if b < 0x80:
-        return b, off + 1
-    if b == 0x81:
-        _need(off, 2, end, what)
-        n = mv[off + 1]
-        if n < 0x80:
-            raise DlmsError("non-minimal %s at offset %d" % (what, off))
-        return n, off + 2
-    if b == 0x82:
-        _need(off, 3, end, what)
-        n = (mv[off + 1] << 8) | mv[off + 2]
-        if n < 0x100:
-            raise DlmsError("non-minimal %s at offset %d" % (what, off))
-        return n, off + 3
-    raise DlmsError("bad %s byte 0x%02x at offset %d" % (what, b, off))
+    return _read_len(mv, off, end, what, DlmsError)
 
 
 def put_len(out, n):
-    if n < 0x80:
-        out.append(n)
-    elif n < 0x100:
-        out.append(0x81)
-        out.append(n)
-    elif n < 0x10000:
-        out.append(0x82)
-        out.append(n >> 8)
-        out.append(n & 0xFF)
-    else:
-        raise DlmsError("length %d too large" % n)
+    _put_len(out, n, DlmsError)
 
 
 def _get_int(mv, off, size, signed):

@@ -32,28 +32,46 @@ class FrameError(ValueError):
     pass
 
 
-def read_len(mv, off, end, what="length"):
-    """DER-style length at mv[off]: xx, 81 xx, 82 xx xx. Returns (n, next_off)."""
+def read_len(mv, off, end, what="length", err=None):
+    """DER-style length at mv[off]: xx, 81 xx, 82 xx xx (minimal forms only).
+    Returns (n, next_off). The frame and the A-XDR codec share it; `err` is
+    the caller's error class (FrameError by default)."""
+    err = err or FrameError
     if off >= end:
-        raise FrameError("truncated %s: need 1 byte at offset %d" % (what, off))
+        raise err("truncated %s: need 1 byte at offset %d" % (what, off))
     b = mv[off]
     if b < 0x80:
         return b, off + 1
     if b == 0x81:
         if off + 2 > end:
-            raise FrameError("truncated %s: need 2 bytes at offset %d" % (what, off))
+            raise err("truncated %s: need 2 bytes at offset %d" % (what, off))
         n = mv[off + 1]
         if n < 0x80:
-            raise FrameError("non-minimal %s 81 %02x at offset %d" % (what, n, off))
+            raise err("non-minimal %s 81 %02x at offset %d" % (what, n, off))
         return n, off + 2
     if b == 0x82:
         if off + 3 > end:
-            raise FrameError("truncated %s: need 3 bytes at offset %d" % (what, off))
+            raise err("truncated %s: need 3 bytes at offset %d" % (what, off))
         n = (mv[off + 1] << 8) | mv[off + 2]
         if n < 0x100:
-            raise FrameError("non-minimal %s 82 %04x at offset %d" % (what, n, off))
+            raise err("non-minimal %s 82 %04x at offset %d" % (what, n, off))
         return n, off + 3
-    raise FrameError("bad %s byte 0x%02x at offset %d" % (what, b, off))
+    raise err("bad %s byte 0x%02x at offset %d" % (what, b, off))
+
+
+def put_len(out, n, err=None):
+    """Append a minimal DER-style length to the bytearray out."""
+    if n < 0x80:
+        out.append(n)
+    elif n < 0x100:
+        out.append(0x81)
+        out.append(n)
+    elif n < 0x10000:
+        out.append(0x82)
+        out.append(n >> 8)
+        out.append(n & 0xFF)
+    else:
+        raise (err or FrameError)("length %d too large" % n)
 
 
 def len_size(n):
