@@ -58,3 +58,43 @@ def run_mp(
         input=stdin,
         timeout=timeout,
     )
+
+
+async def run_rig_scenario(
+    code: str,
+    answer,
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    heap: str = "512k",
+    timeout: float = 30,
+) -> tuple[int, str]:
+    """Run `code` under micropython while the caller's emulators run on this
+    loop. Each stdout line "RIG <words>" (tests/mp/rigline.py) is passed to
+    `answer(words)`, whose string reply goes back on stdin. Returns (exit code,
+    output); a scenario still running at `timeout` is killed and fails."""
+    import asyncio
+
+    full_env = dict(os.environ, MICROPYPATH=mp_path())
+    full_env.update(env or {})
+    proc = await asyncio.create_subprocess_exec(
+        micropython_exe(), "-X", f"heapsize={heap}", "-c", code,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env=full_env, cwd=str(cwd or MP_TESTS),
+    )
+    assert proc.stdout is not None and proc.stdin is not None
+    out = b""
+    try:
+        async with asyncio.timeout(timeout):
+            while line := await proc.stdout.readline():
+                out += line
+                words = line.decode(errors="replace").split()
+                if words[:1] == ["RIG"]:
+                    proc.stdin.write(str(answer(words[1:])).encode() + b"\n")
+                    await proc.stdin.drain()
+            await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    return proc.returncode, out.decode(errors="replace")

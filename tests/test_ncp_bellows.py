@@ -15,7 +15,7 @@ import zigpy.config
 from bellows.ezsp import EZSP
 
 from hil.ncp.emulator import Han, NcpEmulator, Node, install_code_key
-from mpy import MP_TESTS, micropython_exe, mp_path
+from mpy import run_rig_scenario
 
 ESME = bytes.fromhex("00DB1234567890A0")
 RTDS_CODE = b"0123456789ABCDEF"
@@ -137,45 +137,28 @@ async def _firmware_session(version: int, scenario: str) -> tuple[NcpEmulator, s
     port = await emu.start()
     esme = Node(eui=ESME, link_key=install_code_key(RTDS_CODE),
                 on_unicast=lambda n, aps, p: b"\x18" + p[1:2] + b"\x0b\x00\x00")
-    env = dict(os.environ, MICROPYPATH=mp_path(), NCP_PORT=str(port), NCP_VERSION=str(version))
-    proc = await asyncio.create_subprocess_exec(
-        micropython_exe(), "-X", "heapsize=256k", "-c",
-        f"import mp_ezsp; mp_ezsp.scenario_{scenario}()",
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        env=env, cwd=str(MP_TESTS))
-    out = b""
+    def answer(words: list[str]) -> str:
+        # the micropython side asks the rig to act on the HAN
+        cmd = words[0]
+        if cmd == "join":
+            return str(int(emu.join(esme, node_id=0x5678)))
+        if cmd == "join-wrong":
+            bad = Node(eui=bytes.fromhex("00DB1234567890A1"), link_key=install_code_key(b"nope-nope-nope!!"))
+            return str(int(emu.join(bad)))
+        if cmd == "reset":
+            emu.reset_ncp()
+            return "1"
+        if cmd == "state":
+            return f"{han.channel} {emu.policy.get(0, -1)} {han.network_key.hex()}"
+        return "?"
+
     try:
-        async with asyncio.timeout(20):
-            assert proc.stdout is not None and proc.stdin is not None
-            while True:
-                line = await proc.stdout.readline()
-                if not line:
-                    break
-                out += line
-                cmd = line.decode().strip()
-                # the micropython side asks the rig to act on the HAN
-                if cmd == "RIG join":
-                    ok = emu.join(esme, node_id=0x5678)
-                    proc.stdin.write(b"%d\n" % ok)
-                elif cmd == "RIG join-wrong":
-                    bad = Node(eui=bytes.fromhex("00DB1234567890A1"), link_key=install_code_key(b"nope-nope-nope!!"))
-                    proc.stdin.write(b"%d\n" % emu.join(bad))
-                elif cmd == "RIG reset":
-                    emu.reset_ncp()
-                    proc.stdin.write(b"1\n")
-                elif cmd.startswith("RIG state"):
-                    state = f"{han.channel} {emu.policy.get(0, -1)} {han.network_key.hex()}\n"
-                    proc.stdin.write(state.encode())
-                else:
-                    continue
-                await proc.stdin.drain()
-            await proc.wait()
+        rc, text = await run_rig_scenario(
+            f"import mp_ezsp; mp_ezsp.scenario_{scenario}()", answer,
+            env={"NCP_PORT": str(port), "NCP_VERSION": str(version)}, heap="256k", timeout=20)
     finally:
-        if proc.returncode is None:
-            proc.kill()
         await emu.stop()
-    text = out.decode(errors="replace")
-    assert proc.returncode == 0 and "SCENARIO OK" in text, text
+    assert rc == 0 and "SCENARIO OK" in text, text
     return emu, text
 
 

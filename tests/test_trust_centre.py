@@ -8,13 +8,13 @@ the emulator's own CPython AES-MMO (independent of the firmware's)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import struct
+from pathlib import Path
 
 import pytest
 
 from hil.ncp.emulator import Han, NcpEmulator, Node, install_code_key
-from mpy import MP_TESTS, micropython_exe, mp_path
+from mpy import run_rig_scenario
 
 # name: (EUI, device type or "-" for not in the Device Log, install code the
 # hub is given, install code the device holds)
@@ -40,56 +40,38 @@ async def _session(version: int, tmp: str) -> tuple[NcpEmulator, str]:
     nodes = {n: Node(eui=bytes.fromhex(e), link_key=install_code_key(dev)) for n, (e, _t, _h, dev) in DEVICES.items()}
     nodes["late"] = Node(eui=bytes.fromhex(LATE[0]), link_key=install_code_key(LATE[1]))
     spec = ";".join(f"{n},{e},{t},{h.hex()}" for n, (e, t, h, _d) in DEVICES.items())
-    env = dict(os.environ, MICROPYPATH=mp_path(), NCP_PORT=str(port), TC_DEVICES=spec)
-    proc = await asyncio.create_subprocess_exec(
-        micropython_exe(), "-X", "heapsize=512k", "-c",
-        f"import sys; sys.path.insert(0, '{MP_TESTS}'); import mp_device_log; mp_device_log.scenario_tc()",
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        env=env, cwd=tmp)
     loop = asyncio.get_running_loop()
-    out = b""
+
+    def answer(words: list[str]) -> str:
+        cmd, arg = words[0], (words[1] if len(words) > 1 else "")
+        if cmd == "join":
+            ok = emu.join(nodes[arg])
+            if not ok and emu.network_up and loop.time() < emu.permit_until:
+                # joining is open but the TC has no matching key:
+                # EmberZNet reports the device with decision DENY_JOIN
+                emu.callback("trustCenterJoinHandler", _tc_join_cb(0x7000, nodes[arg].eui, 1, 2))
+            return str(int(ok))
+        if cmd == "stale":  # an NCP that still holds a key for it
+            emu.transient_keys[nodes[arg].eui] = nodes[arg].link_key
+            return str(int(emu.join(nodes[arg])))
+        if cmd == "rejoin":  # secured rejoin of a joined device
+            n = nodes[arg]
+            assert n.joined and n.node_id is not None
+            emu.callback("trustCenterJoinHandler", _tc_join_cb(n.node_id, n.eui, 0, 0))
+            return "1"
+        if cmd == "permit":
+            return str(int(loop.time() < emu.permit_until))
+        if cmd == "keys":
+            return str(len(emu.transient_keys))
+        return "?"
+
     try:
-        async with asyncio.timeout(30):
-            assert proc.stdout is not None and proc.stdin is not None
-            while True:
-                line = await proc.stdout.readline()
-                if not line:
-                    break
-                out += line
-                words = line.decode().split()
-                if not words or words[0] != "RIG":
-                    continue
-                cmd, arg = words[1], (words[2] if len(words) > 2 else "")
-                if cmd == "join":
-                    ok = emu.join(nodes[arg])
-                    if not ok and emu.network_up and loop.time() < emu.permit_until:
-                        # joining is open but the TC has no matching key:
-                        # EmberZNet reports the device with decision DENY_JOIN
-                        emu.callback("trustCenterJoinHandler", _tc_join_cb(0x7000, nodes[arg].eui, 1, 2))
-                    reply = str(int(ok))
-                elif cmd == "stale":  # an NCP that still holds a key for it
-                    emu.transient_keys[nodes[arg].eui] = nodes[arg].link_key
-                    reply = str(int(emu.join(nodes[arg])))
-                elif cmd == "rejoin":  # secured rejoin of a joined device
-                    n = nodes[arg]
-                    assert n.joined and n.node_id is not None
-                    emu.callback("trustCenterJoinHandler", _tc_join_cb(n.node_id, n.eui, 0, 0))
-                    reply = "1"
-                elif cmd == "permit":
-                    reply = str(int(loop.time() < emu.permit_until))
-                elif cmd == "keys":
-                    reply = str(len(emu.transient_keys))
-                else:
-                    reply = "?"
-                proc.stdin.write(reply.encode() + b"\n")
-                await proc.stdin.drain()
-            await proc.wait()
+        rc, text = await run_rig_scenario(
+            "import mp_device_log; mp_device_log.scenario_tc()", answer,
+            env={"NCP_PORT": str(port), "TC_DEVICES": spec}, cwd=Path(tmp), heap="512k", timeout=30)
     finally:
-        if proc.returncode is None:
-            proc.kill()
         await emu.stop()
-    text = out.decode(errors="replace")
-    assert proc.returncode == 0 and "SCENARIO OK" in text, text
+    assert rc == 0 and "SCENARIO OK" in text, text
     return emu, text
 
 

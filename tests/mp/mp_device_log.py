@@ -3,7 +3,6 @@
 # reached flash.
 import asyncio
 import os
-import sys
 
 import vfs
 from flashfs import ROOT
@@ -11,6 +10,7 @@ from flashfs import fresh as _fresh_fs
 from flashfs import remount as _remount_fs
 from chf.logs import EPOCH_2000, EventLog, EventLogError, open_logs, utc2000
 from store import Store
+import rigline
 
 HEAP = "256k"
 
@@ -284,17 +284,8 @@ def test_write_failure_leaves_ram_state():
 
 # -- trust centre scenario (driven by tests/test_trust_centre.py) -----------------
 
-def _rig(cmd):
-    print("RIG " + cmd)
-    return sys.stdin.readline().strip()
-
-
-async def _until(cond, ms=3000):
-    for _ in range(ms // 10):
-        if cond():
-            return
-        await asyncio.sleep_ms(10)
-    raise AssertionError("timed out")
+_rig = rigline.ask
+_until = rigline.until
 
 
 async def _tc():

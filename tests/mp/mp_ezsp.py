@@ -4,9 +4,9 @@
 # stdout as "RIG <cmd>", answers on stdin).
 import asyncio
 import os
-import sys
 
 from han import ezsp_frames as F
+import rigline
 
 HEAP = "256k"
 
@@ -69,17 +69,8 @@ def test_width_by_version():
 
 # ---------------------------------------------------------------- scenario --
 
-def _rig(cmd):
-    print("RIG " + cmd)
-    return sys.stdin.readline().strip()
-
-
-async def _until(cond, ms=3000):
-    for _ in range(ms // 10):
-        if cond():
-            return
-        await asyncio.sleep_ms(10)
-    raise AssertionError("timed out")
+_rig = rigline.ask
+_until = rigline.until
 
 
 async def _full():
