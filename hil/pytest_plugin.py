@@ -20,6 +20,7 @@ import pytest
 from .dut import SerialDut, UnixDut
 from .log import DutLog
 from .rig import Rig
+from .system import attach_peripherals
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -61,25 +62,15 @@ def dut(request: pytest.FixtureRequest, rig: Rig, hil_log: DutLog, tmp_path: Pat
         d = SerialDut(port, hil_log)
     else:
         image = request.getfixturevalue("hub_image")
-        _attach_peripherals(rig, hil_log)
+        # the emulated NCP (no demo devices) and modem + head-end, as in the
+        # default system, so the hub under test has all its UARTs
+        attach_peripherals(SimpleNamespace(rig=rig, log=hil_log, local_port_url=rig.local_port_url, han_demo=False))
         d = UnixDut(image, tmp_path / "board", rig, hil_log, heap=request.config.getoption("--heap"))
     pos = hil_log.position
     d.start()
     d.wait_ready(timeout=30, after=pos)
     yield d
     d.stop()
-
-
-def _attach_peripherals(rig: Rig, log: DutLog) -> SimpleNamespace:
-    """The emulated NCP (no demo devices) and modem + head-end on the rig, as in
-    the default emulated system, so the hub under test has all its UARTs."""
-    from .han_setup import attach as attach_han
-    from .wan_setup import attach as attach_wan
-
-    peripherals = SimpleNamespace(rig=rig, log=log, local_port_url=rig.local_port_url, han_demo=False)
-    peripherals.han = attach_han(peripherals)
-    attach_wan(peripherals)
-    return peripherals
 
 
 class Hub:

@@ -8,10 +8,24 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from .dut import UnixDut
+from .han_setup import attach as attach_han
 from .log import DutLog
 from .rig import Rig
+from .wan_setup import attach as attach_wan
+from .wan_setup import provision as provision_wan
+
+
+def attach_peripherals(target: Any) -> None:
+    """Put the emulated peripherals on `target.rig` (target also has `log` and
+    `local_port_url`): the NCP emulator with its HAN on "ncp" (`target.han`;
+    demo devices unless `target.han_demo` is False) and the SIM7600 emulator
+    on "modem" with the head-end server behind it (`target.modem`,
+    `target.headend`)."""
+    target.han = attach_han(target)
+    attach_wan(target)
 
 
 class EmulatedSystem:
@@ -35,12 +49,7 @@ class EmulatedSystem:
             (self.workdir / "flash.bin").unlink(missing_ok=True)
         self.rig = Rig(self.log).start()
         self.dut = UnixDut(self.image, self.workdir, self.rig, self.log, heap=self.heap)
-        from .han_setup import attach as attach_han
-
-        self.han = attach_han(self)  # NCP emulator + emulated HAN devices on the "ncp" UART
-        from .wan_setup import attach as attach_wan
-
-        attach_wan(self)  # SIM7600 emulator on "modem" + head-end server: self.modem, self.headend
+        attach_peripherals(self)
         pos = self.log.position
         self.dut.start()
         try:
@@ -48,8 +57,6 @@ class EmulatedSystem:
         except BaseException:
             self.stop()
             raise
-        from .wan_setup import provision as provision_wan
-
         provision_wan(self)  # the hub's keys to the head-end, test DCC anchors to the hub
         self.han.after_ready()  # the demo HAN (chub sim): four devices added and joined
         return self
@@ -57,7 +64,10 @@ class EmulatedSystem:
     def reboot(self, ready_timeout: float = 30.0, power_cut: bool = False) -> float:
         """Power-cycle the hub (cleanly or by cutting power); returns boot-to-ready seconds."""
         assert self.dut is not None
-        self.dut.power_cut() if power_cut else self.dut.stop()
+        if power_cut:
+            self.dut.power_cut()
+        else:
+            self.dut.stop()
         # wait for the rig to see the old connections go
         deadline = time.monotonic() + 5
         while self.rig and any(self.rig.connected.values()) and time.monotonic() < deadline:
