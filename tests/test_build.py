@@ -34,7 +34,8 @@ def test_rejected_module_reports_file_and_line(tmp_path: Path) -> None:
 
 
 def test_cli_build_unknown_board_fails_clearly(tmp_path: Path) -> None:
-    r = CliRunner().invoke(main, ["build", "--board", "no_such_board", "--out", str(tmp_path / "x")])
+    # a narrow terminal must not break the message (CI's checkout path is long)
+    r = CliRunner(env={"COLUMNS": "40"}).invoke(main, ["build", "--board", "no_such_board", "--out", str(tmp_path / "x")])
     assert r.exit_code == 1
     assert "unknown board 'no_such_board'" in r.output
 

@@ -12,7 +12,11 @@ from rich.console import Console
 from . import build as build_mod
 from .paths import STATE
 
-console = Console(stderr=True)
+
+def _stderr() -> Console:
+    """The console for progress and errors: made per call so it sees the terminal
+    of the moment, and never wraps a message (a path must stay greppable)."""
+    return Console(stderr=True, soft_wrap=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -27,12 +31,12 @@ def main() -> None:
 def build(board: str, out: Path | None) -> None:
     """Compile every firmware and board module with mpy-cross into an image folder."""
     try:
-        with console.status(f"building the {board} image"):
+        with _stderr().status(f"building the {board} image"):
             img = build_mod.build(board, out)
     except build_mod.BuildError as e:
-        console.print(f"[red]build failed:[/red] {e}")
+        _stderr().print(f"[red]build failed:[/red] {e}")
         sys.exit(1)
-    console.print(f"[green]built[/green] {len(img.modules)} modules, version {img.version} ({img.info['git']}) -> {img.path}")
+    _stderr().print(f"[green]built[/green] {len(img.modules)} modules, version {img.version} ({img.info['git']}) -> {img.path}")
 
 
 @main.command()
@@ -73,10 +77,10 @@ def _call(ctx: click.Context, cmd: str, **args: object) -> dict:
         with LocalPortClient(ctx.obj["port"], timeout=ctx.obj["timeout"]) as c:
             return c.call(cmd, **args)
     except LocalPortError as e:
-        console.print(f"[red]hub refused {cmd}:[/red] {e}")
+        _stderr().print(f"[red]hub refused {cmd}:[/red] {e}")
         sys.exit(2)
     except (OSError, TimeoutError) as e:
-        console.print(f"[red]no answer from the hub on {ctx.obj['port']}:[/red] {e}")
+        _stderr().print(f"[red]no answer from the hub on {ctx.obj['port']}:[/red] {e}")
         sys.exit(3)
 
 
@@ -112,7 +116,7 @@ def bench(as_json: bool, markdown: bool, heap: str) -> None:
     """Measure the published figures in one run."""
     from .bench import run_bench
 
-    figures = run_bench(heap=heap, progress=None if as_json or markdown else console.print)
+    figures = run_bench(heap=heap, progress=None if as_json or markdown else _stderr().print)
     if as_json:
         click.echo(json.dumps(figures))
     elif markdown:

@@ -35,7 +35,7 @@ def _ready_line(system, url: str) -> dict:
 def run_sim(workdir: Path, heap: str, fresh: bool, headless: bool, ready_timeout: float) -> int:
     from hil.system import EmulatedSystem
 
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
