@@ -55,6 +55,12 @@ class Hub:
             "jobs": self.supervisor.jobs,
         }
 
+    async def route(self, frame):
+        """One remote-party GBCS frame from the WAN or the HHT -> (response or
+        None, [alerts]). The router replaces this with delivery by recipient
+        EUI-64 (CHF, GPF, tunnel, GSME buffer); until then all goes to the CHF."""
+        return self.chf.handle(frame)
+
     async def dispatch(self, req):
         fn = self.commands.get(req.get("cmd"))
         if fn is None:

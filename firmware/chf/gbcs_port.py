@@ -74,8 +74,9 @@ def install(hub, device_log=None, log_capacity=40, allow_faults=None):
 
     async def cmd_send(req):
         data = _unhex(req.get("frame"), "frame")
-        resp, alerts = chf.handle(data)
-        return {"response": _hexs(resp), "alerts": [_hexs(a) for a in alerts]}
+        route = getattr(hub, "route", None)
+        resp, alerts = await route(data) if route is not None else chf.handle(data)
+        return {"response": _hexs(resp) if resp is not None else None, "alerts": [_hexs(a) for a in alerts]}
 
     hub.commands["identity"] = cmd_identity
     hub.commands["provision_test_dcc"] = cmd_provision

@@ -251,7 +251,7 @@ class Wan:
                 return
             status = link.ACK_DONE
             try:
-                resp, alerts = self.hub.chf.handle(bytes(p))
+                resp, alerts = await self.hub.route(bytes(p))
             except ValueError as e:  # GBCS frame/security/use-case rejections
                 resp, alerts = None, ()
                 status = link.ACK_REJECTED
