@@ -43,8 +43,9 @@ class Wan:
         st = hub.store
         self.kv = st.kv("wan")
         self.seen_kv = st.kv("wan_seen")
-        self.tx = ob.TxLog(st.ringlog("transactions", 100), board.utc)
-        self.outbox = ob.Outbox(st.journal("outbox"), dict(self.kv.items()), self.tx)
+        # built by install(): hub.emit() queues into it before the job runs
+        self.tx = hub.txlog
+        self.outbox = hub.outbox
         self.seen = link.SeenIds(32)
         self.seen.load(self.seen_kv.get("ids") or [])
         self.seen.load(self.outbox.he_ids())
@@ -328,9 +329,28 @@ def _driver(reader, writer, reset, timings):
 
 
 def install(hub):
-    """Register the commands and the "wan" job; the WAN state (stores, modem)
-    is built when the job first runs."""
+    """Register the commands, the outbox with hub.emit() and the "wan" job;
+    the rest of the WAN state (modem, link) is built when the job first runs."""
+    from wan import outbox as _ob
+
     hub.wan = None
+    st = hub.store
+    hub.txlog = tx = _ob.TxLog(st.ringlog("transactions", 100), board.utc)
+    hub.outbox = box = _ob.Outbox(st.journal("outbox"), dict(st.kv("wan").items()), tx)
+    kinds = {"response": _ob.KIND_RESPONSE, "alert": _ob.KIND_ALERT}
+
+    def emit(frame, kind, critical=None):
+        """Persist one GBCS response or alert for the head-end (durable when
+        it returns, also before the link is up) -> its outbox frame id.
+        critical None: responses critical, alerts per `critical_alerts`."""
+        k = kinds.get(kind)
+        if k is None:
+            raise ValueError("emit: kind must be alert or response")
+        if critical is None:
+            critical = k == _ob.KIND_RESPONSE or st.kv("wan").get("critical_alerts", True)
+        return box.add(bytes(frame), _ob.CRITICAL if critical else _ob.NON_CRITICAL, k)
+
+    hub.emit = emit
 
     async def job():
         if hub.wan is None:

@@ -1,0 +1,65 @@
+# firmware/wan/service.py install(): hub.emit() queues into the persistent
+# outbox from install time, before the WAN job ever runs; a power cut
+# (remount) keeps every emitted message once, in order, with its class.
+import flashfs
+from store import Store
+from wan import outbox as ob
+from wan import service
+
+HEAP = "256k"
+
+
+class _Sup:
+    def __init__(self):
+        self.spawned = []
+
+    def spawn(self, name, fn):
+        self.spawned.append(name)  # the job itself is not run here
+
+
+class _Hub:
+    def __init__(self):
+        self.store = Store(flashfs.ROOT + "/data")
+        self.commands = {}
+        self.supervisor = _Sup()
+
+
+def test_emit_persists_before_the_job_runs():
+    flashfs.fresh()
+    hub = _Hub()
+    service.install(hub)
+    assert hub.supervisor.spawned == ["wan"] and hub.wan is None
+    a = hub.emit(b"\xdd\x01alert", "alert")
+    r = hub.emit(memoryview(b"\xdd\x02resp"), "response")
+    n = hub.emit(b"\xdd\x03minor", "alert", critical=False)
+    c = hub.emit(b"\xdd\x04resp-nc", "response", critical=False)
+    assert a < r < n < c
+    for bad in ("event", None, 2):
+        try:
+            hub.emit(b"x", bad)
+        except ValueError:
+            continue
+        raise AssertionError("kind %r accepted" % (bad,))
+    # power cut: a new hub on the same flash sees all four, nothing else
+    flashfs.remount()
+    hub2 = _Hub()
+    service.install(hub2)
+    box = hub2.outbox
+    assert len(box) == 4
+    got = [box.read(s) for s in box.j.seqs()]
+    assert box.j.seqs() == [a, r, n, c]
+    assert got[0] == (ob.KIND_ALERT, ob.CRITICAL, 0, b"\xdd\x01alert"), got[0]
+    assert got[1] == (ob.KIND_RESPONSE, ob.CRITICAL, 0, b"\xdd\x02resp"), got[1]
+    assert got[2][:2] == (ob.KIND_ALERT, ob.NON_CRITICAL) and got[2][3] == b"\xdd\x03minor"
+    assert got[3][:2] == (ob.KIND_RESPONSE, ob.NON_CRITICAL)
+
+
+def test_emit_alert_class_follows_critical_alerts_setting():
+    flashfs.fresh()
+    hub = _Hub()
+    hub.store.kv("wan").set("critical_alerts", False)
+    service.install(hub)
+    s = hub.emit(b"\xdd\x05", "alert")
+    assert hub.outbox.read(s)[1] == ob.NON_CRITICAL
+    s = hub.emit(b"\xdd\x06", "response")
+    assert hub.outbox.read(s)[1] == ob.CRITICAL
