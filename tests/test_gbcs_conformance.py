@@ -49,9 +49,11 @@ class Hub:
 
 
 hub = Hub()
-chf = gbcs_port.install(hub)
 seed = json.loads(open(sys.argv[2]).read()) if len(sys.argv) > 2 else {}
-for name, log in (("event", chf.event_log), ("security", chf.security_log)):
+if "subghz" in seed:
+    hub.store.kv("subghz").update(seed["subghz"])
+chf = gbcs_port.install(hub)
+for name, log in (("event", chf.event_log), ("security", chf.security_log), ("subghz_log", chf.subghz.log)):
     for t, code, data in seed.get(name, []):
         log.append(code, bytes.fromhex(data), t)
 
@@ -92,7 +94,19 @@ IMPLEMENTED = {
     "8.9_CCS06",
     "8.9_CCS07",
     "NA_CS14",
+    "6.31_DBCH01",
+    "6.32_DBCH02",
+    "6.30_DBCH03",
+    "6.28_DBCH04",
+    "6.29_DBCH05",
+    "NA_DBCH06",
+    "NA_DBCH07",
+    "NA_DBCH08",
+    "NA_DBCH10",
+    "NA_DBCH11",
 }
+# reads before the write that changes what they read
+RUN_AFTER = {"6.28_DBCH04": "6.30_DBCH03"}
 
 EXCHANGES: list[str] = []
 
@@ -107,6 +121,8 @@ HUB_VALUES = {
     # one) and the historic log (its content depends on the earlier removes)
     "8.9_CCS07": {(0, 0), (1, 0), (0, 1), (1, 1), (1, 2)},
     "NA_CS14": {(1,), (2, 0), (2, 1)},
+    # alert time stamps are the hub's clock
+    **{f: {(1,)} for f in ("6.28_DBCH04", "NA_DBCH06", "NA_DBCH07", "NA_DBCH08", "NA_DBCH10", "NA_DBCH11")},
 }
 
 
@@ -160,6 +176,24 @@ def _rtds_log_seed(vectors: Path) -> dict:
             vals = [v[1] for v in row[1]]
             seed[name].append((vals[0], vals[1], vals[2].hex() if len(vals) > 2 else ""))
         seed[name] = sorted(seed[name] + LOG_SEED_OUTSIDE)
+    # Sub GHz state: the configuration (DBCH03), channel (DBCH01) and channel
+    # log (DBCH02) the RTDS device held, as the rig's provisioning
+    rtds = vectors / "gbcs/rtds"
+
+    def resp_data(folder: str, stem: str) -> list:
+        raw = bytes.fromhex((rtds / folder / f"{stem}_SUCCESS_RESPONSE_GBCS.HEX").read_text())
+        return decode_access_response(parse_frame(raw).payload).data
+
+    cfg = resp_data("6.30_DBCH03", "DBCH03_6.30")[0][1]
+    seed["subghz"] = {
+        "cfg": [int.from_bytes(v[1][1], "big") if v[0] == 4 else v[1] for v in cfg],
+        "ch": int.from_bytes(resp_data("6.31_DBCH01", "DBCH01_6.31")[0][1][1], "big"),
+    }
+    rows = resp_data("6.32_DBCH02", "DBCH02_6.32")[0][1][1]
+    seed["subghz_log"] = sorted(
+        [tuple(v[1] if i < 2 else v[1].hex() for i, v in enumerate(r[1])) for r in rows]
+        + [(472348799, 0x8F26, "00"), (473331601, 0x8F26, "01")]
+    )
     return seed
 
 
@@ -196,17 +230,41 @@ def _faults_for(rtds_cmd: bytes, rtds_resp: bytes) -> list[dict]:
 
 
 ALERTS: dict[str, list[bytes]] = {}
-ALERT_SOURCES = {"NA_CS14": "CCS03_8.12.1_SUCCESS_COMMAND_GBCS.HEX"}  # a restore changes the Device Log
+ALERT_SOURCES = {
+    "NA_CS14": "CCS03_8.12.1_SUCCESS_COMMAND_GBCS.HEX",  # a restore changes the Device Log
+    "NA_DBCH08": "DBCH05_6.29_SUCCESS_COMMAND_GBCS.HEX",  # the scan request is assessed at once
+}
+# alerts raised on an event of the emulated Sub GHz radio (the RTDS values)
+ALERT_EVENTS = {
+    "NA_DBCH06": {"event": "duty_cycle_limited", "eui": "00db1234567890a1"},
+    "NA_DBCH07": {"event": "channel_changed", "channel": 0xE0000001},
+    "NA_DBCH10": {
+        "event": "message_discarded",
+        "originator": "90b3d51f30010000",
+        "target": "00db1234567890a0",
+        "cra": 1,
+        "counter": 1000,
+    },
+    "NA_DBCH11": {"event": "no_capacity", "eui": "00db1234567890a1"},
+}
 
 
-def run_alert_folder(he: HeadEnd, folder: Path) -> list[str]:
-    """An alert-only folder: the alert the hub raised during the command that
-    causes it, MAC-checked and compared with the RTDS ALERT."""
-    src = ALERT_SOURCES[folder.name]
-    got = ALERTS.get(src, [])
+def run_alert_folder(hub: MpHub, he: HeadEnd, folder: Path) -> list[str]:
+    """An alert-only folder: the alert the hub raised during the command (or
+    radio event) that causes it, MAC-checked and compared with the RTDS ALERT."""
+    if folder.name in ALERT_EVENTS:
+        src = str(ALERT_EVENTS[folder.name])
+        got = [bytes.fromhex(a) for a in hub.call("subghz_event", **ALERT_EVENTS[folder.name])["alerts"]]
+    else:
+        src = ALERT_SOURCES[folder.name]
+        got = ALERTS.get(src, [])
+    return check_alert(he, folder, next(folder.glob("*_ALERT_*GBCS.HEX")), got, src)
+
+
+def check_alert(he: HeadEnd, folder: Path, alert_file: Path, got: list[bytes], src: str) -> list[str]:
     if len(got) != 1:
         return [f"{len(got)} alerts from {src}, want 1"]
-    exp = bytes.fromhex(next(folder.glob("*_ALERT_GBCS.HEX")).read_text())
+    exp = bytes.fromhex(alert_file.read_text())
     try:
         f = he.verify(got[0], cra=3)
         if f.recipient != ACB:
@@ -218,8 +276,8 @@ def run_alert_folder(he: HeadEnd, folder: Path) -> list[str]:
 
 def run_folder(hub: MpHub, he: HeadEnd, folder: Path) -> list[str]:
     """Run every COMMAND of the folder; returns problems (empty = pass)."""
-    if folder.name in ALERT_SOURCES:
-        return run_alert_folder(he, folder)
+    if folder.name in ALERT_SOURCES or folder.name in ALERT_EVENTS:
+        return run_alert_folder(hub, he, folder)
     problems = []
     files = sorted(folder.glob("*_COMMAND_GBCS.HEX"))
     if not files:
@@ -245,6 +303,10 @@ def run_folder(hub: MpHub, he: HeadEnd, folder: Path) -> list[str]:
                 hub.call("gbcs_fault", clear=True)
         problems += [f"{cmd_file.name}: {d}" for d in diffs]
         EXCHANGES.append(cmd_file.name)
+    # an ALERT file next to the commands: raised by the SUCCESS command
+    for alert_file in sorted(folder.glob("*_ALERT_*GBCS.HEX")):
+        src = next(f.name for f in files if "_SUCCESS_" in f.name)
+        problems += [f"{alert_file.name}: {d}" for d in check_alert(he, folder, alert_file, ALERTS.get(src, []), src)]
     return problems
 
 
@@ -253,7 +315,11 @@ def test_chf_conformance(hub: MpHub, headend: HeadEnd, vectors: Path) -> None:
     assert len(folders) == 24, folders
     passed, failed = [], {}
     t0 = time.monotonic()
-    for name in folders:
+    order = list(folders)
+    for late, after in RUN_AFTER.items():
+        order.remove(late)
+        order.insert(order.index(after) + 1, late)
+    for name in order:
         if name not in IMPLEMENTED:
             continue
         probs = run_folder(hub, headend, vectors / "gbcs/rtds" / name)

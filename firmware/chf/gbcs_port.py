@@ -5,12 +5,18 @@
 #                                pre-protected command, exactly as from the WAN
 #   gbcs_fault {obis, index, code} / {clear: true}: rig fault injection (unix
 #                                board only)
+#   subghz_event {event, ...}  -> {alerts: [hex...]}: the emulated Sub GHz
+#                                radio reports an event (unix board only):
+#                                channel_changed {channel}, duty_cycle_limited
+#                                {eui}, no_capacity {eui}, message_discarded
+#                                {originator, target, cra, counter}
 # install(hub) builds the CHF (identity, logs, use cases) on hub.store and
 # registers the commands in hub.commands.
 import binascii
 
 from chf.identity import Identity
 from chf.logs import EPOCH_2000, open_logs
+from chf import subghz as sg
 from chf.usecases import Chf
 
 try:
@@ -53,7 +59,8 @@ def install(hub, device_log=None, log_capacity=40, allow_faults=None):
     if ev is None or sec is None:
         ev, sec = open_logs(hub.store, log_capacity, utc=_utc2000)
         hub.event_log, hub.security_log = ev, sec
-    chf = Chf(ident, ev, sec, device_log, utc2000=_utc2000)
+    sub = sg.SubGhz(hub.store, log_capacity, _utc2000)
+    chf = Chf(ident, ev, sec, device_log, utc2000=_utc2000, subghz=sub)
     hub.identity = ident
     hub.chf = chf
     if allow_faults is None:
@@ -95,4 +102,25 @@ def install(hub, device_log=None, log_capacity=40, allow_faults=None):
             return {"faults": len(chf.faults)}
 
         hub.commands["gbcs_fault"] = cmd_fault
+
+        async def cmd_subghz(req):
+            ev = req.get("event")
+            if ev == "channel_changed":
+                a = chf.subghz_alert(sg.ALERT_CHANNEL_CHANGED, sub.change_channel(int(req["channel"])))
+            elif ev in ("duty_cycle_limited", "no_capacity"):
+                code = sg.ALERT_DUTY_CYCLE_LIMITED if ev == "duty_cycle_limited" else sg.ALERT_NO_CAPACITY
+                a = chf.subghz_alert(code, sg.eui_body(_unhex(req.get("eui"), "eui")))
+            elif ev == "message_discarded":
+                body = sg.discarded_body(
+                    _unhex(req.get("originator"), "originator"),
+                    _unhex(req.get("target"), "target"),
+                    int(req.get("cra", 1)),
+                    int(req["counter"]),
+                )
+                a = chf.subghz_alert(sg.ALERT_MESSAGE_DISCARDED, body)
+            else:
+                raise ValueError("unknown Sub GHz event %r" % ev)
+            return {"alerts": [_hexs(a)]}
+
+        hub.commands["subghz_event"] = cmd_subghz
     return chf

@@ -12,6 +12,7 @@ from gbcs import dlms
 from han.install_code import add_crc
 from gbcs import frame as gframe
 from gbcs.security import SecurityError
+from chf import subghz as sg
 
 _GET = const(1)
 _SET = const(2)
@@ -63,6 +64,11 @@ USE_CASES = {
     0x0003: ("CCS03", ((_ACTION, _CLS_ZB_NETWORK, OBIS_DEVICE_LOG, 5),)),
     0x0004: ("CCS05/CCS04", ((_GET, _CLS_ZB_NETWORK, OBIS_DEVICE_LOG, 4),)),
     0x010F: ("CCS06", ((_GET, _CLS_ZB_NETWORK, OBIS_DEVICE_LOG, 4),)),
+    0x010A: ("DBCH01", ((_GET, _CLS_DATA, sg.OBIS_CHANNEL, 2),)),
+    0x010B: ("DBCH02", ((_GET_SEL, _CLS_PROFILE, sg.OBIS_CHANNEL_LOG, 2),)),
+    0x010C: ("DBCH03", ((_GET, _CLS_DATA, sg.OBIS_CONFIG, 2),)),
+    0x010D: ("DBCH04", ((_SET, _CLS_DATA, sg.OBIS_CONFIG, 2),)),
+    0x010E: ("DBCH05", ((_SET, _CLS_DATA, sg.OBIS_SCAN, 2),)),
     0x00FE: (
         "CCS07",
         ((_ACTION, _CLS_ZB_NETWORK, OBIS_DEVICE_LOG, 4), (_ACTION, _CLS_ZB_NETWORK, OBIS_HISTORIC_LOG, 4)),
@@ -91,8 +97,9 @@ class Chf:
     both frames as bytes; raises SecurityError/FrameError/UseCaseError after
     logging when the command is refused."""
 
-    def __init__(self, identity, event_log=None, security_log=None, device_log=None, utc2000=None):
+    def __init__(self, identity, event_log=None, security_log=None, device_log=None, utc2000=None, subghz=None):
         self.identity = identity
+        self.subghz = subghz
         self.parties = identity.parties("chf")
         self.event_log = event_log
         self.security_log = security_log
@@ -178,10 +185,20 @@ class Chf:
             rows.append((dlms.STRUCTURE, [(dlms.OCTET_STRING, eui), (dlms.OCTET_STRING, h)]))
         dt = (dlms.OCTET_STRING, date_time(t))
         backup = (dlms.STRUCTURE, [dt, (dlms.OCTET_STRING, xpan), (dlms.ARRAY, rows)])
+        return self.dlms_alert(MC_CS14, ALERT_DEVICE_LOG_CHANGED, backup, t)
+
+    def dlms_alert(self, message_code, alert_code, body, t=None):
+        """A MAC'd DLMS data-notification alert {alert code, time stamp, body}
+        with the CHF's next own counter (invoke-id from it)."""
+        if t is None:
+            t = self.utc2000() if self.utc2000 else 0
         counter = self.parties.own_counter() + 1
-        body = (dlms.STRUCTURE, [(dlms.LONG_UNSIGNED, ALERT_DEVICE_LOG_CHANGED), dt, backup])
-        payload = dlms.data_notification(0x20000000 | (counter & 0xFFFFFF), body)
-        return bytes(self.parties.protect_alert(MC_CS14, payload))
+        value = (dlms.STRUCTURE, [(dlms.LONG_UNSIGNED, alert_code), (dlms.OCTET_STRING, date_time(t)), body])
+        payload = dlms.data_notification(0x20000000 | (counter & 0xFFFFFF), value)
+        return bytes(self.parties.protect_alert(message_code, payload))
+
+    def subghz_alert(self, alert_code, body):
+        return self.dlms_alert(sg.MESSAGE_CODES[alert_code], alert_code, body)
 
     # --- the object model -----------------------------------------------------
 
@@ -196,8 +213,22 @@ class Chf:
         if kind == _GET_SEL:
             return self._get_sel(cls, obis, idx, sel, params)
         if kind == _SET:
+            if obis in (sg.OBIS_CONFIG, sg.OBIS_SCAN):
+                return self._set_subghz(obis, arg, alerts), None
             return self._set(obis, idx, arg), None
         return self._action(obis, idx, arg)
+
+    def _set_subghz(self, obis, v, alerts):
+        if self.subghz is None:
+            return HARDWARE_FAULT
+        try:
+            if obis == sg.OBIS_CONFIG:
+                alerts.append(self.subghz_alert(sg.ALERT_CONFIG_CHANGED, self.subghz.set_config(v)))
+            else:
+                alerts.append(self.subghz_alert(sg.ALERT_SCAN_OUTCOME, self.subghz.request_scan(v)))
+        except (sg.SubGhzError, TypeError, IndexError, AttributeError):
+            return TYPE_UNMATCHED
+        return OK
 
     def _set(self, obis, attr, v):
         if obis != OBIS_DEVICE_LOG or self.device_log is None:
@@ -241,6 +272,10 @@ class Chf:
             if self.device_log is None:
                 return HARDWARE_FAULT, None
             return OK, (dlms.ARRAY, [_active_row(e) for e in self.device_log.entries()])
+        if obis in (sg.OBIS_CONFIG, sg.OBIS_CHANNEL):
+            if self.subghz is None:
+                return HARDWARE_FAULT, None
+            return OK, (self.subghz.config_value() if obis == sg.OBIS_CONFIG else self.subghz.channel_value())
         if obis == OBIS_EUI:
             return OK, (dlms.OCTET_STRING, ident.chf["eui"])
         if obis == OBIS_DEVICE_TYPE:
@@ -254,6 +289,8 @@ class Chf:
             log, with_data = self.event_log, True
         elif obis == OBIS_SECURITY_LOG:
             log, with_data = self.security_log, False
+        elif obis == sg.OBIS_CHANNEL_LOG:
+            log, with_data = (self.subghz.log if self.subghz else None), True
         else:
             return OBJECT_UNDEFINED, None
         if log is None:
