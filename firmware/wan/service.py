@@ -32,7 +32,7 @@ DEFAULTS = {
     "host": "headend.chub.test", "port": 4059, "apn": "chub.m2m", "pin": None, "radio": None,
     "retry_ms": 2000, "retry_max_ms": 60000, "reg_timeout_ms": 120000, "hello_timeout_ms": 15000,
     "ping_ms": 60000, "idle_timeout_ms": 180000, "signal_ms": 10000, "rx_poll_ms": 1000,
-    "time_step_s": 10,
+    "time_step_s": 10, "clock_hold_s": 432000,
     "critical_alerts": True, "timings": None,
 }
 
@@ -63,6 +63,7 @@ class Wan:
         self.rx_polls_found = 0
         self.last_error = None
         self.hello_utc = None
+        self._nitz = False  # the network sent its time: read AT+CCLK?
 
     def cfg(self):
         c = dict(DEFAULTS)
@@ -76,6 +77,8 @@ class Wan:
             self.need_init = True
         elif kind == md.EV_NET_LOST:
             log("wan", "network lost")
+        elif kind == md.EV_TIME:
+            self._nitz = True
 
     def _reset_line(self):
         board.hard_reset("modem")
@@ -153,6 +156,7 @@ class Wan:
             raise md.ModemError("not registered")
         self.signal = await m.signal_dbm()
         self.cell = await m.cell_id()
+        await self._network_time()
         if not m.attached:
             self.state = "attaching"
             try:
@@ -219,6 +223,8 @@ class Wan:
                 last_tx = now
             if time.ticks_diff(now, last_rx) >= cfg["idle_timeout_ms"]:
                 raise md.SocketClosed("head-end silent")
+            if self._nitz:
+                await self._network_time()
             if time.ticks_diff(now, last_sig) >= cfg["signal_ms"]:
                 last_sig = now
                 self.signal = await m.signal_dbm()
@@ -278,15 +284,20 @@ class Wan:
             raise link.BadType("unexpected frame %d from the head-end" % ftype)
 
     def _time(self, utc):
-        clock = getattr(self.hub, "clock", None)
-        if clock is not None and hasattr(clock, "from_source"):
-            clock.from_source("headend", utc)
+        self.hub.clock.from_source("headend", utc)
+
+    async def _network_time(self):
+        """The modem's clock (AT+CTZU=1: set from the network's time) to the
+        CH clock; "never set" (year 80) is no source."""
+        self._nitz = False
+        try:
+            t = await self.modem.network_time()
+        except (at.ATError, ValueError) as e:
+            if isinstance(e, at.ATTimeout):
+                raise
             return
-        step = utc - board.utc()
-        if abs(step) > self.cfg()["time_step_s"]:
-            board.set_utc(utc)
-            self.tx.add(ob.TX_TIME, 0, "%+d" % step)
-            log("wan", "clock stepped %+d s from the head-end" % step)
+        if t is not None:
+            self.hub.clock.from_source("network", t)
 
     # ---- local-port commands ----
     async def cmd_status(self, req):
@@ -315,6 +326,7 @@ class Wan:
             self.kv.update(changes)
             self.outbox.configure(self.cfg())
         c = self.cfg()
+        _clock_cfg(self.hub.clock, c)
         c.update(self.outbox.cfg)
         return c
 
@@ -326,6 +338,48 @@ def _driver(reader, writer, reset, timings):
     from wan.sim7600 import Sim7600
 
     return Sim7600(reader, writer, reset=reset, timings=timings)
+
+
+EV_CLOCK_STEP = 0x8FF2  # CHF event log: CH clock corrected by > 10 s (docs/clock.md)
+
+
+def _clock_cfg(clk, c):
+    clk.hold_s = c["clock_hold_s"]
+    clk.step_s = c["time_step_s"]
+
+
+def _install_clock(hub, tx):
+    import struct
+
+    import clock as _clock
+    from wan.outbox import TX_TIME
+
+    def on_step(name, step, was_valid):
+        tx.add(TX_TIME, 0, "%+d %s" % (step, name))
+        ev = getattr(hub, "event_log", None)
+        if ev is not None:
+            ev.append(EV_CLOCK_STEP, struct.pack(">i", step) + name.encode()[:16])
+        log("clock", "stepped %+d s from %s" % (step, name))
+
+    hub.clock = clk = _clock.Clock(board.utc, board.set_utc, board.ticks_ms, on_step=on_step)
+    c = dict(DEFAULTS)
+    c.update(hub.store.kv("wan").items())
+    _clock_cfg(clk, c)
+    base = hub.commands.get("status")
+    if base is not None:
+        async def status(req):
+            r = await base(req)
+            r["clock"] = clk.status()
+            return r
+
+        hub.commands["status"] = status
+
+    async def ticker():  # keeps the age count right over the ticks period
+        while True:
+            clk.age_s()
+            await asyncio.sleep(600)
+
+    hub.supervisor.spawn("clock", ticker)
 
 
 def install(hub):
@@ -351,6 +405,7 @@ def install(hub):
         return box.add(bytes(frame), _ob.CRITICAL if critical else _ob.NON_CRITICAL, k)
 
     hub.emit = emit
+    _install_clock(hub, tx)
 
     async def job():
         if hub.wan is None:

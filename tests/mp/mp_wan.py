@@ -28,7 +28,7 @@ def test_emit_persists_before_the_job_runs():
     flashfs.fresh()
     hub = _Hub()
     service.install(hub)
-    assert hub.supervisor.spawned == ["wan"] and hub.wan is None
+    assert hub.supervisor.spawned == ["clock", "wan"] and hub.wan is None
     a = hub.emit(b"\xdd\x01alert", "alert")
     r = hub.emit(memoryview(b"\xdd\x02resp"), "response")
     n = hub.emit(b"\xdd\x03minor", "alert", critical=False)
@@ -63,3 +63,37 @@ def test_emit_alert_class_follows_critical_alerts_setting():
     assert hub.outbox.read(s)[1] == ob.NON_CRITICAL
     s = hub.emit(b"\xdd\x06", "response")
     assert hub.outbox.read(s)[1] == ob.CRITICAL
+
+
+def test_clock_step_logged_and_in_status():
+    import asyncio
+    import struct
+
+    import board
+    from chf.logs import open_logs
+
+    flashfs.fresh()
+    hub = _Hub()
+    hub.event_log, _ = open_logs(hub.store, 8, utc=lambda: 1000)
+
+    async def base(req):
+        return {"version": "x"}
+
+    hub.commands["status"] = base
+    service.install(hub)
+    clk = hub.clock
+    st = asyncio.run(hub.commands["status"]({}))
+    assert st["version"] == "x" and st["clock"]["valid"] is False and st["clock"]["source"] is None
+    t = board.utc()
+    assert clk.from_source("network", t - 30) in (-30, -31)
+    assert abs(board.utc() - (t - 30)) <= 1  # the board RTC was corrected
+    ev = hub.event_log.entries()
+    assert len(ev) == 1 and ev[0][1] == service.EV_CLOCK_STEP, ev
+    step = struct.unpack(">i", ev[0][2][:4])[0]
+    assert step in (-30, -31) and ev[0][2][4:] == b"network"
+    tx = [e for e in hub.txlog.entries() if e["event"] == "time_step"]
+    assert len(tx) == 1 and tx[0]["detail"] == "%+d network" % step
+    clk.from_source("headend", board.utc() + 3)  # small: corrected, not logged
+    assert len(hub.event_log.entries()) == 1
+    st = asyncio.run(hub.commands["status"]({}))["clock"]
+    assert st["valid"] and st["source"] == "headend" and st["steps"] == 1
