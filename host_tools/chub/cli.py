@@ -37,6 +37,8 @@ def build(board: str, out: Path | None) -> None:
         _stderr().print(f"[red]build failed:[/red] {e}")
         sys.exit(1)
     _stderr().print(f"[green]built[/green] {len(img.modules)} modules, version {img.version} ({img.info['git']}) -> {img.path}")
+    if img.info.get("manifest"):
+        _stderr().print(f"frozen build: pass FROZEN_MANIFEST={img.info['manifest']} to the MicroPython ESP32 build")
 
 
 @main.command()
