@@ -1,6 +1,9 @@
 # Local-port commands for GBCS (the HHT role and the rig's hooks):
 #   identity                  -> {chf: {eui, ka_pub, ds_pub}, gpf: {...}} (hex)
-#   provision_test_dcc        {anchors: [{eui, role, ka_pub}], device?: "chf"}
+#   provision_test_dcc        {anchors: [{eui, role, ka_pub, ka_ski?, ds_pub?,
+#                                ds_ski?}], device?: "chf"}: trust anchors
+#                                (KA ones to Identity, every cell to
+#                                chf.credentials)
 #   send_gbcs {frame: hex}    -> {response: hex, alerts: [hex...]}: one
 #                                pre-protected command, exactly as from the WAN
 #   gbcs_fault {obis, index, code} / {clear: true}: rig fault injection (unix
@@ -10,6 +13,9 @@
 #                                channel_changed {channel}, duty_cycle_limited
 #                                {eui}, no_capacity {eui}, message_discarded
 #                                {originator, target, cra, counter}
+#   chf_event {event: "fw_transfer", eui, version, code?} -> {alerts: [hex]}:
+#                                a HAN device firmware transfer finished
+#                                (CCS08; rig hook until HAN OTA exists)
 # install(hub) builds the CHF (identity, logs, use cases) on hub.store and
 # registers the commands in hub.commands.
 import binascii
@@ -17,6 +23,7 @@ import binascii
 from chf.identity import Identity
 from chf.logs import EPOCH_2000, open_logs
 from chf import subghz as sg
+from chf.credentials import Credentials
 from chf.usecases import Chf
 
 try:
@@ -60,7 +67,8 @@ def install(hub, device_log=None, log_capacity=40, allow_faults=None):
         ev, sec = open_logs(hub.store, log_capacity, utc=_utc2000)
         hub.event_log, hub.security_log = ev, sec
     sub = sg.SubGhz(hub.store, log_capacity, _utc2000)
-    chf = Chf(ident, ev, sec, device_log, utc2000=_utc2000, subghz=sub)
+    creds = Credentials(hub.store, ident)
+    chf = Chf(ident, ev, sec, device_log, utc2000=_utc2000, subghz=sub, credentials=creds)
     hub.identity = ident
     hub.chf = chf
     if allow_faults is None:
@@ -76,6 +84,7 @@ def install(hub, device_log=None, log_capacity=40, allow_faults=None):
         dev = req.get("device", "chf")
         ident.set_anchors(anchors, dev)
         if dev == "chf":
+            creds.provision(anchors)
             chf.parties = ident.parties("chf")
         return {"device": dev, "anchors": len(anchors)}
 
@@ -123,4 +132,14 @@ def install(hub, device_log=None, log_capacity=40, allow_faults=None):
             return {"alerts": [_hexs(a)]}
 
         hub.commands["subghz_event"] = cmd_subghz
+
+        async def cmd_chf_event(req):
+            if req.get("event") != "fw_transfer":
+                raise ValueError("unknown CHF event %r" % req.get("event"))
+            a = chf.firmware_alert(
+                _unhex(req.get("eui"), "eui"), _unhex(req.get("version"), "version"), int(req.get("code", 0))
+            )
+            return {"alerts": [_hexs(a)]}
+
+        hub.commands["chf_event"] = cmd_chf_event
     return chf

@@ -13,6 +13,8 @@ from han.install_code import add_crc
 from gbcs import frame as gframe
 from gbcs.security import SecurityError
 from chf import subghz as sg
+from chf import credentials as cred
+from gbcs import der, p256
 
 _GET = const(1)
 _SET = const(2)
@@ -75,6 +77,15 @@ USE_CASES = {
     ),
 }
 
+MC_CS02A = const(0x0008)
+MC_CS02B_WP = const(0x0105)
+MC_CCS08 = const(0x0128)
+ALERT_FW_TRANSFER_OK = const(0x8F8A)
+ALERT_FW_TRANSFER_FAILED = const(0x8F89)
+# ASN.1 use cases handled by chf.credentials
+DER_CASES = {MC_CS02A: "CS02a", MC_CS02B_WP: "CS02b"}
+# message codes a remote party may protect with its signature alone (no MAC)
+SIGNED_ONLY = (MC_CS02A,)
 MC_CS14 = const(0x0018)
 ALERT_DEVICE_LOG_CHANGED = const(0x8F12)
 
@@ -97,9 +108,12 @@ class Chf:
     both frames as bytes; raises SecurityError/FrameError/UseCaseError after
     logging when the command is refused."""
 
-    def __init__(self, identity, event_log=None, security_log=None, device_log=None, utc2000=None, subghz=None):
+    def __init__(
+        self, identity, event_log=None, security_log=None, device_log=None, utc2000=None, subghz=None, credentials=None
+    ):
         self.identity = identity
         self.subghz = subghz
+        self.credentials = credentials
         self.parties = identity.parties("chf")
         self.event_log = event_log
         self.security_log = security_log
@@ -132,11 +146,16 @@ class Chf:
             self._log(self.security_log, EV_MALFORMED)
             raise
         try:
-            self.parties.authenticate(f)
+            if f.mac is None and f.message_code in SIGNED_ONLY and self.credentials is not None:
+                self.parties.authenticate_signed(f, self.credentials.ds_pub_for(f.originator))
+            else:
+                self.parties.authenticate(f)
         except SecurityError as e:
             self.rejected += 1
             self._log(self.security_log, e.event, bytes(f.originator) + f.counter.to_bytes(8, "big"))
             raise
+        if f.message_code in DER_CASES and self.credentials is not None:
+            return self._handle_credentials(f)
         uc = USE_CASES.get(f.message_code)
         if uc is None:
             self.rejected += 1
@@ -173,6 +192,64 @@ class Chf:
             alerts.append(self.cs14_alert([c[1] for c in self._changes if c[0] == "duplicate"]))
             self._changes = []
         return resp, alerts
+
+    def _handle_credentials(self, f):
+        """CS02a / CS02b (ASN.1): refused commands are logged and raised."""
+        c = self.credentials
+        ds_d = self.identity.chf["ds_d"]
+        try:
+            if gframe.payload_kind(f) != gframe.KIND_DER:
+                raise PayloadMismatch("payload is not ASN.1")
+            if f.message_code == MC_CS02A:
+                role, usage = c.authorising_cell(f.payload)
+                signed = f.mac is None
+                orig_role = self.parties.role_of(f.originator)
+                if signed:
+                    orig_role = next((x[0] for x in c.cells() if x[1] == cred.DS and x[2] == _hexl(f.originator)), None)
+                if role != orig_role or usage != (cred.DS if signed else cred.KA):
+                    raise PayloadMismatch("authorising cell is not the originator's")
+                payload = c.provide_details(f.payload)
+                self.executed += 1
+                if signed:
+                    resp = self.parties.protect_signed(gframe.CRA_RESPONSE, f.counter, f.originator, f.message_code, payload, ds_d)
+                else:
+                    resp = self.parties.protect_response(f, payload)
+                return bytes(resp), []
+
+            def sig_ok(pub):
+                return f.signature is not None and p256.verify(pub, f.signed_data(), f.signature)
+
+            payload = c.update(f.payload, f.originator, sig_ok)
+            self.parties = self.identity.parties("chf")
+        except (cred.CredentialError, PayloadMismatch, der.DerError) as e:
+            self.rejected += 1
+            self._log(self.security_log, EV_PAYLOAD_MISMATCH, f.message_code.to_bytes(2, "big"))
+            if isinstance(e, PayloadMismatch):
+                raise
+            raise PayloadMismatch("%s refused: %s" % (DER_CASES[f.message_code], e))
+        self.executed += 1
+        t = self.utc2000() if self.utc2000 else 0
+        resp = self.parties.protect_signed(
+            gframe.CRA_RESPONSE, f.counter, f.originator, f.message_code, payload, ds_d, date_time=date_time(t)
+        )
+        return bytes(resp), []
+
+    def firmware_alert(self, eui, version, code=0):
+        """CCS08 0x8F8A (code 0, success) / 0x8F89 firmware transfer alert
+        for a HAN device: ASN.1, signed with the CHF's DS key."""
+        alert = ALERT_FW_TRANSFER_OK if code == 0 else ALERT_FW_TRANSFER_FAILED
+        dt = date_time(self.utc2000() if self.utc2000 else 0)
+        when = "%04d%02d%02d%02d%02d%02dZ" % ((dt[0] << 8) | dt[1], dt[2], dt[3], dt[5], dt[6], dt[7])
+        payload = der.encode(
+            der.sequence(
+                der.integer(alert),
+                der.generalized_time(when),
+                der.octets(bytes(eui)),
+                der.octets(bytes(version)),
+                der.integer(code),
+            )
+        )
+        return bytes(self.parties.signed_alert(MC_CCS08, payload, self.identity.chf["ds_d"]))
 
     def cs14_alert(self, no_hash=()):
         """CS14 0x8F12 Device Log Changed: the current backup of the Device
@@ -306,6 +383,10 @@ class Chf:
             items.append((dlms.STRUCTURE, row))
         td = (dlms.STRUCTURE, [dlms.DOUBLE_LONG_UNSIGNED, dlms.LONG_UNSIGNED] + ([dlms.OCTET_STRING] if with_data else []))
         return OK, (dlms.COMPACT_ARRAY, (td, items))
+
+
+def _hexl(b):
+    return "".join("%02x" % x for x in b)
 
 
 def _hexu(b):

@@ -43,6 +43,7 @@ EV_WRONG_RECIPIENT = const(0x8FD1)
 EV_UNKNOWN_ORIGINATOR = const(0x8FD2)
 EV_REPLAYED_COUNTER = const(0x8FD3)
 EV_BAD_MAC = const(0x8FD4)
+EV_BAD_SIGNATURE = const(0x8FD5)
 
 
 class SecurityError(ValueError):
@@ -74,6 +75,10 @@ class ReplayedCounter(SecurityError):
 
 class BadMac(SecurityError):
     event = EV_BAD_MAC
+
+
+class BadSignature(SecurityError):
+    event = EV_BAD_SIGNATURE
 
 
 def _hex(b):
@@ -193,7 +198,55 @@ class RemoteParties:
             self._kv.set(_hex(orig), f.counter)
         return f
 
+    def authenticate_signed(self, f, ds_pub, commit=True):
+        """A command protected by its originator's signature only (no MAC),
+        checked with the originator's DS trust anchor key ds_pub (None when
+        there is none). Same counter rule as authenticate()."""
+        if f.cra != gframe.CRA_COMMAND:
+            raise NotProtected("CRA flag %d is not a command" % f.cra)
+        if f.signature is None:
+            raise NotProtected("command has neither MAC nor signature")
+        if bytes(f.recipient) != self.eui:
+            raise WrongRecipient("recipient %s is not %s" % (_hex(f.recipient), _hex(self.eui)))
+        orig = bytes(f.originator)
+        if ds_pub is None:
+            raise UnknownOriginator("no digital-signing trust anchor for %s" % _hex(orig))
+        last = self.last_counter(orig)
+        if f.counter <= last:
+            raise ReplayedCounter("counter %d from %s not above %d" % (f.counter, _hex(orig), last))
+        if not p256.verify(ds_pub, f.signed_data(), f.signature):
+            raise BadSignature("bad signature on command %d from %s" % (f.counter, _hex(orig)))
+        if commit:
+            self._kv.set(_hex(orig), f.counter)
+        return f
+
     # --- outgoing -----------------------------------------------------------
+
+    def protect_signed(self, cra, counter, recipient, message_code, payload, ds_private, date_time=None, maced=False):
+        """A frame signed with the device's DS key (ECDSA over the grouping
+        header without DF plus the payload), MAC'd too when maced. Returns
+        a memoryview."""
+        recipient = bytes(recipient)
+        plain = gframe.build(cra, counter, self.eui, recipient, message_code, payload, date_time=date_time)
+        sig = p256.sign(ds_private, gframe.parse(plain).signed_data())
+        return gframe.build(
+            cra,
+            counter,
+            self.eui,
+            recipient,
+            message_code,
+            payload,
+            date_time=date_time,
+            signature=sig,
+            mac_fn=self._mac_fn(cra, counter, recipient) if maced else None,
+        )
+
+    def signed_alert(self, message_code, payload, ds_private):
+        """A signed (not MAC'd) alert with the device's own next counter, to the ACB."""
+        recipient = self.acb()
+        if recipient is None:
+            raise UnknownOriginator("no ACB trust anchor to send alerts to")
+        return self.protect_signed(gframe.CRA_ALERT, self.next_own_counter(), recipient, message_code, payload, ds_private)
 
     def _mac_fn(self, cra, counter, recipient):
         key = self.mac_key(cra, counter, self.eui, recipient)

@@ -27,6 +27,17 @@ ACB = bytes.fromhex("90B3D51F30000002")
 SUPPLIER = bytes.fromhex("90B3D51F30010000")
 RTDS_CHF = bytes.fromhex("00DB1234567890A2")
 RTDS_GPF = bytes.fromhex("00DB1234567890A3")
+NETWORK_OPERATOR = bytes.fromhex("90B3D51F30020000")
+TRANSITIONAL_COS = bytes.fromhex("90B3D51F30000004")
+WAN_PROVIDER = bytes.fromhex("90B3D51F30000007")
+# remote parties of the test DCC: role -> (EUI, key usages with a keystore certificate)
+TEST_DCC = {
+    "acb": (ACB, ("ds", "ka")),
+    "supplier": (SUPPLIER, ("ds", "ka")),
+    "network_operator": (NETWORK_OPERATOR, ("ds", "ka")),
+    "transitional_cos": (TRANSITIONAL_COS, ("ds",)),
+    "wan_provider": (WAN_PROVIDER, ("ds",)),  # its "-ka" file is another party's key
+}
 AAD_PREFIX = bytes.fromhex("110000000000")
 _ALG_ID = bytes.fromhex("60857406080300")
 
@@ -304,8 +315,10 @@ class HeadEnd:
         chf_ka_pub: str,
         gpf_eui: bytes | None = None,
         gpf_ka_pub: str | None = None,
+        chf_ds_pub: str | None = None,
     ) -> None:
         self.keystore = Path(keystore)
+        self.ds_pubs = {chf_eui: public_point(chf_ds_pub)} if chf_ds_pub else {}
         self.acb_ka = _load_priv(self.keystore / "90b3d51f30000002-ka.key")
         self.supplier_ds = _load_priv(self.keystore / "90b3d51f30010000-ds.key")
         self.devices = {RTDS_CHF: (chf_eui, public_point(chf_ka_pub))}
@@ -323,18 +336,27 @@ class HeadEnd:
             c["ka_pub"],
             bytes.fromhex(g["eui"]) if g else None,
             g["ka_pub"] if g else None,
+            c.get("ds_pub"),
         )
 
-    def test_dcc_anchors(self) -> list[dict[str, str]]:
-        """The trust anchors the default emulated system is provisioned with."""
-        out = []
-        for eui, role in ((ACB, "acb"), (SUPPLIER, "supplier")):
-            pem = (self.keystore / f"{eui.hex()}-ka.pem").read_bytes()
-            from cryptography import x509
+    def test_dcc_anchors(self, roles: tuple[str, ...] = ("acb", "supplier")) -> list[dict[str, str]]:
+        """The trust anchors (KA key, and each cell's public key and subject
+        key identifier) of the given roles from the keystore certificates;
+        the default emulated system is provisioned with the ACB and supplier."""
+        from cryptography import x509
 
-            pub = x509.load_pem_x509_certificate(pem).public_key()
-            raw = pub.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
-            out.append({"eui": eui.hex(), "role": role, "ka_pub": raw.hex()})
+        out = []
+        for role in roles:
+            eui, usages = TEST_DCC[role]
+            a: dict[str, str] = {"eui": eui.hex(), "role": role}
+            for u in usages:
+                cert = x509.load_pem_x509_certificate((self.keystore / f"{eui.hex()}-{u}.pem").read_bytes())
+                raw = cert.public_key().public_bytes(
+                    serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+                )
+                a[f"{u}_pub"] = raw.hex()
+                a[f"{u}_ski"] = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest.hex()
+            out.append(a)
         return out
 
     def next_counter(self) -> int:
@@ -348,11 +370,24 @@ class HeadEnd:
                 return self.acb_ka.exchange(ec.ECDH(), pub)
         raise HeadEndError(f"no key for device {device_eui.hex()}")
 
-    def rebuild(self, rtds_command: bytes, counter: int | None = None) -> tuple[bytes, Frame]:
-        """RTDS COMMAND/PRECOMMAND bytes -> (protected command for the hub, its Frame)."""
+    def signer(self, originator: bytes) -> ec.EllipticCurvePrivateKey:
+        """The DS private key that signs for originator (the supplier's
+        unless the keystore holds the originator's own)."""
+        path = self.keystore / f"{originator.hex()}-ds.key"
+        return _load_priv(path) if path.exists() else self.supplier_ds
+
+    def rebuild(
+        self, rtds_command: bytes, counter: int | None = None, recipient: bytes | None = None
+    ) -> tuple[bytes, Frame]:
+        """RTDS COMMAND/PRECOMMAND bytes -> (protected command for the hub, its
+        Frame). recipient: the RTDS device to stand in for (default: the
+        command's recipient). A command the RTDS sends signed but not MAC'd
+        stays signed only."""
         f = parse_frame(rtds_command)
         if f.cra != 1:
             raise HeadEndError("not a command")
+        if recipient is not None:
+            f.recipient = recipient
         target = self.devices.get(f.recipient)
         if target is None:
             raise HeadEndError(f"recipient {f.recipient.hex()} is not a hub device")
@@ -361,25 +396,47 @@ class HeadEnd:
         if f.payload[:1] == b"\xd9":  # DLMS access-request: invoke-id follows the counter
             iid = 0x20000000 | (f.counter & 0xFFFFFF)
             f.payload = f.payload[:1] + iid.to_bytes(4, "big") + f.payload[5:]
+        signed_only = f.mac is None and f.signature is not None
         if f.signature is not None or not f.sig_field and f.originator == SUPPLIER:
-            der = self.supplier_ds.sign(f.header_and_payload()[1:], ec.ECDSA(hashes.SHA256()))
+            der = self.signer(f.originator).sign(f.header_and_payload()[1:], ec.ECDSA(hashes.SHA256()))
             r, s = decode_dss_signature(der)
             f.signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
         f.sig_field = True
-        raw = protect(f, self.z(f.recipient))
+        if signed_only:
+            assert f.signature is not None
+            raw = f.header_and_payload() + _enclen(64) + f.signature
+        else:
+            raw = protect(f, self.z(f.recipient))
         return raw, parse_frame(raw)
+
+    def check_signature(self, f: Frame) -> None:
+        """ECDSA check of a hub frame's signature with the hub's DS key."""
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+        pub = self.ds_pubs.get(f.originator)
+        if pub is None or f.signature is None or len(f.signature) != 64:
+            raise HeadEndError("no signature or no DS key for the hub's frame")
+        der = encode_dss_signature(int.from_bytes(f.signature[:32], "big"), int.from_bytes(f.signature[32:], "big"))
+        try:
+            pub.verify(der, f.header_and_payload()[1:], ec.ECDSA(hashes.SHA256()))
+        except InvalidSignature:
+            raise HeadEndError("bad signature on the hub's frame") from None
 
     def verify(self, raw: bytes, cmd: Frame | None = None, cra: int = 2) -> Frame:
         """Parse a frame from the hub and check its MAC (and, for a response,
         that it answers cmd). Raises HeadEndError."""
         f = parse_frame(raw)
-        if f.mac is None:
-            raise HeadEndError("frame from the hub has no MAC")
+        if f.mac is None and f.signature is None:
+            raise HeadEndError("frame from the hub has neither MAC nor signature")
         if f.cra != cra:
             raise HeadEndError(f"CRA {f.cra}, want {cra}")
-        key = kdf(self.z(f.originator), f.originator, f.cra, f.counter, f.recipient)
-        if gmac12(key, f.originator + bytes(4), AAD_PREFIX + f.aad_body) != f.mac:
-            raise HeadEndError("bad MAC on the hub's frame")
+        if f.signature is not None:
+            self.check_signature(f)
+        if f.mac is not None:
+            key = kdf(self.z(f.originator), f.originator, f.cra, f.counter, f.recipient)
+            if gmac12(key, f.originator + bytes(4), AAD_PREFIX + f.aad_body) != f.mac:
+                raise HeadEndError("bad MAC on the hub's frame")
         if cmd is not None:
             if f.counter != cmd.counter:
                 raise HeadEndError(f"response counter {f.counter} is not the command's {cmd.counter}")
@@ -432,7 +489,11 @@ def compare_response(
         _cmp(ev, av, (), hub_euis, hub_values, diffs)
         return diffs
     if exp.payload[:1] != b"\xda":
-        if exp.payload != actual.payload:
+        if exp.payload[:1] == b"\x30":  # ASN.1: time stamps are the hub's clock
+            ep, ap = _der_mask_times(exp.payload), _der_mask_times(actual.payload)
+        else:
+            ep, ap = exp.payload, actual.payload
+        if ep != ap:
             diffs.append("payload bytes differ")
         return diffs
     e, a = decode_access_response(exp.payload), decode_access_response(actual.payload)
@@ -448,6 +509,28 @@ def compare_response(
     for i, (ev, av) in enumerate(zip(e.data, a.data, strict=True)):
         _cmp(ev, av, (i,), hub_euis, hub_values, diffs)
     return diffs
+
+
+def _der_mask_times(b: bytes) -> bytes:
+    """DER bytes with each GeneralizedTime's contents zeroed (after checking
+    they read YYYYMMDDHHMMSSZ)."""
+    out = bytearray(b)
+
+    def walk(o: int, end: int) -> None:
+        while o < end:
+            tag = b[o]
+            n, s = _rdlen(b, o + 1)
+            if tag & 0x20:
+                walk(s, s + n)
+            elif tag == 0x18:
+                t = b[s : s + n]
+                if n != 15 or not t[:14].isdigit() or t[14:] != b"Z":
+                    raise HeadEndError(f"bad GeneralizedTime {t!r}")
+                out[s : s + n] = bytes(n)
+            o = s + n
+
+    walk(0, len(b))
+    return bytes(out)
 
 
 def _cmp(e: Any, a: Any, path: tuple[int, ...], euis: dict[bytes, bytes], own: Any, diffs: list[str]) -> None:

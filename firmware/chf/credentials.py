@@ -1,0 +1,324 @@
+# The CHF's remote-party trust anchor cells and the security-credential use
+# cases CS02a (Provide Security Credentials Details, 0x0008) and CS02b
+# (Update Security Credentials, WAN provider by WAN provider, 0x0105).
+#
+# A cell = (role, key usage, subject EUI-64, subject key identifier, public
+# key). Cells live in KV "ta_cells" (key "cells": [[role, usage, eui hex,
+# ski hex, pub hex]], key "seq": {role: floor sequence number}). The key
+# agreement cells are also the trust anchors chf.identity gives to
+# gbcs.security (Identity.set_anchors), so a KA replacement updates both.
+#
+# ASN.1 (DER) shapes, as in the RTDS:
+#   CS02a command  SEQ { SEQ{role INT, keyUsage BIT STRING} authorising cell,
+#                        SEQ OF role INT }
+#   CS02a response SEQ OF SEQ { role INT, status ENUM
+#                        [, seq INT, SEQ OF SEQ{keyUsage, OCTET eui, OCTET ski}] }
+#   CS02b command  SEQ { SEQ{mode INT, [2]{role, keyUsage}, [3] seq, [4] floor},
+#                        SEQ OF SEQ{certificate, SEQ{role, keyUsage}},
+#                        SEQ OF certificate (certification path) }
+#   CS02b response SEQ { NULL, SEQ{seq INT, mode INT, SEQ OF SEQ{role, floor},
+#                        SEQ OF SEQ{SEQ{role, keyUsage}, status ENUM, OCTET
+#                        existing eui, OCTET existing ski, OCTET new eui,
+#                        OCTET new ski}} }
+from micropython import const
+
+from gbcs import der, p256
+from gbcs.security import _hex, _unhex
+
+ROLES = {
+    "recovery": 1,
+    "supplier": 2,
+    "network_operator": 3,
+    "acb": 4,
+    "transitional_cos": 5,
+    "wan_provider": 6,
+}
+ROLE_NAMES = dict((v, k) for k, v in ROLES.items())
+DS = "ds"
+KA = "ka"
+KEY_USAGE = {DS: b"\x07\x80", KA: b"\x03\x08"}  # BIT STRING contents
+
+MODE_WAN_PROVIDER_BY_WAN_PROVIDER = const(5)
+ST_SUCCESS = const(0)
+ST_TA_NOT_FOUND = const(25)  # Trust Anchor Not Found
+ST_CERT_INVALID = const(2)  # project choice for a certificate that fails the checks
+
+_OID_UNIQUE_ID = b"\x55\x04\x2d"  # 2.5.4.45 (subject EUI-64 as BIT STRING)
+_OID_OU = b"\x55\x04\x0b"
+_OID_SKI = b"\x55\x1d\x0e"
+_OID_KEY_USAGE = b"\x55\x1d\x0f"
+
+
+class CredentialError(ValueError):
+    pass
+
+
+def _usage_of(bits):
+    b = bytes(bits)
+    for k, v in KEY_USAGE.items():
+        if v == b:
+            return k
+    raise CredentialError("unsupported key usage %s" % _hex(b))
+
+
+def _int(node, what):
+    if node[0] != der.INTEGER:
+        raise CredentialError("%s is not an INTEGER" % what)
+    return der.to_int(node[1])
+
+
+def _cell_id(node):
+    """SEQ/[n] {role INT, keyUsage BIT STRING [, cell usage]} -> (role, usage)."""
+    if not node[0] & 0x20 or len(node[1]) < 2 or node[1][1][0] != der.BIT_STRING:
+        raise CredentialError("bad trust anchor cell identifier")
+    role = ROLE_NAMES.get(_int(node[1][0], "role"))
+    if role is None:
+        raise CredentialError("unknown remote party role")
+    return role, _usage_of(node[1][1][1])
+
+
+def _cell_der(role, usage):
+    return der.sequence(der.integer(ROLES[role]), (der.BIT_STRING, KEY_USAGE[usage]))
+
+
+class Certificate:
+    """The parts of a remote-party X.509 certificate the CHF needs."""
+
+    def __init__(self, data, ca=False):
+        mv = memoryview(data)
+        try:
+            tag, s, e = der.read_tlv(mv, 0, len(mv))
+            if tag != der.SEQUENCE or e != len(mv):
+                raise CredentialError("certificate is not one SEQUENCE")
+            tag, ts, te = der.read_tlv(mv, s, e)
+            self.tbs = bytes(mv[s:te])  # the signed TBSCertificate, header included
+            cert = der.decode(mv)
+        except der.DerError as e:
+            raise CredentialError("certificate: %s" % e)
+        if len(cert[1]) != 3 or cert[1][2][0] != der.BIT_STRING:
+            raise CredentialError("certificate: want tbs, algorithm, signature")
+        tbs = cert[1][0][1]
+        self.signature = _ecdsa_rs(cert[1][2][1][1:])
+        i = 1 if tbs[0][0] == 0xA0 else 0  # optional [0] version
+        if len(tbs) < i + 7:
+            raise CredentialError("certificate: short TBSCertificate")
+        self.eui = None
+        self.ou = None
+        for rdn in tbs[i + 4][1]:
+            for atv in rdn[1]:
+                oid, val = bytes(atv[1][0][1]), atv[1][1]
+                if oid == _OID_UNIQUE_ID and len(val[1]) == 9:
+                    self.eui = bytes(val[1][1:])
+                elif oid == _OID_OU:
+                    self.ou = bytes(val[1])
+        if self.eui is None and not ca:
+            raise CredentialError("certificate: no subject EUI-64 (2.5.4.45)")
+        spki = tbs[i + 5][1]
+        self.pub = bytes(spki[1][1][1:])
+        try:
+            p256.decode_point(self.pub)
+        except ValueError:
+            raise CredentialError("certificate: public key is not a P-256 point")
+        self.ski = None
+        self.usage = None
+        for ext in tbs[-1][1][0][1] if tbs[-1][0] == 0xA3 else ():
+            oid, val = bytes(ext[1][0][1]), ext[1][-1][1]
+            inner = der.decode(val)
+            if oid == _OID_SKI:
+                self.ski = bytes(inner[1])
+            elif oid == _OID_KEY_USAGE and not ca:
+                self.usage = _usage_of(inner[1])
+        if not ca and (self.ski is None or self.usage is None):
+            raise CredentialError("certificate: no key usage or subject key identifier")
+
+    def signed_by(self, pub):
+        return p256.verify(pub, self.tbs, self.signature)
+
+
+def _ecdsa_rs(sig):
+    """DER ECDSA-Sig-Value -> r||s (64 bytes)."""
+    try:
+        v = der.decode(sig)
+        r, s = der.to_int(v[1][0][1]), der.to_int(v[1][1][1])
+    except (der.DerError, IndexError):
+        raise CredentialError("certificate: bad ECDSA signature")
+    if not (0 < r < 1 << 256 and 0 < s < 1 << 256):
+        raise CredentialError("certificate: bad ECDSA signature")
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+class Credentials:
+    """Credentials(store, identity, device="chf")."""
+
+    def __init__(self, store, identity, device="chf"):
+        self._kv = store.kv("ta_cells")
+        self.identity = identity
+        self.device = device
+
+    def cells(self):
+        return [tuple(c) for c in self._kv.get("cells", [])]
+
+    def cell(self, role, usage):
+        for c in self.cells():
+            if c[0] == role and c[1] == usage:
+                return c
+        return None
+
+    def seq(self, role):
+        return int(self._kv.get("seq", {}).get(role, 0))
+
+    def ds_pub_for(self, eui):
+        h = _hex(eui)
+        for c in self.cells():
+            if c[1] == DS and c[2] == h:
+                return _unhex(c[4])
+        return None
+
+    def provision(self, anchors):
+        """Cells from the rig's/installer's anchor list: [{eui, role, ka_pub,
+        ka_ski, ds_pub, ds_ski}] (hex; the KA/DS parts each optional)."""
+        cells = []
+        for a in anchors:
+            role = a.get("role")
+            if role not in ROLES:
+                raise CredentialError("unknown role %r" % role)
+            for usage in (DS, KA):
+                pub = a.get(usage + "_pub")
+                if pub:
+                    p256.decode_point(_unhex(pub))
+                    cells.append([role, usage, a["eui"].lower(), (a.get(usage + "_ski") or "").lower(), pub.lower()])
+        self._kv.set("cells", cells)
+
+    # --- CS02a ----------------------------------------------------------------
+
+    def provide_details(self, payload):
+        """CS02a: DER response bytes. Raises CredentialError on a bad command."""
+        try:
+            cmd = der.decode(payload)
+            if cmd[0] != der.SEQUENCE or len(cmd[1]) != 2 or cmd[1][1][0] != der.SEQUENCE:
+                raise CredentialError("CS02a: want SEQ{cell, SEQ OF role}")
+            _cell_id(cmd[1][0])
+            roles = [_int(r, "role") for r in cmd[1][1][1]]
+        except (der.DerError, IndexError, TypeError) as e:
+            raise CredentialError("CS02a: %s" % e)
+        out = []
+        for r in roles:
+            name = ROLE_NAMES.get(r)
+            rows = [c for c in self.cells() if c[0] == name] if name else []
+            if not rows:
+                out.append(der.sequence(der.integer(r), der.enumerated(ST_TA_NOT_FOUND)))
+                continue
+            rows.sort(key=lambda c: 0 if c[1] == DS else 1)
+            details = [
+                der.sequence((der.BIT_STRING, KEY_USAGE[c[1]]), der.octets(_unhex(c[2])), der.octets(_unhex(c[3])))
+                for c in rows
+            ]
+            out.append(
+                der.sequence(
+                    der.integer(r), der.enumerated(ST_SUCCESS), der.integer(self.seq(name)), (der.SEQUENCE, details)
+                )
+            )
+        return der.encode((der.SEQUENCE, out))
+
+    def authorising_cell(self, payload):
+        """(role, usage) of the CS02a authorising cell (for the caller's
+        check against how the command was protected)."""
+        try:
+            return _cell_id(der.decode(payload)[1][0])
+        except (der.DerError, IndexError, TypeError) as e:
+            raise CredentialError("CS02a: %s" % e)
+
+    # --- CS02b ----------------------------------------------------------------
+
+    def parse_update(self, payload):
+        """-> (mode, authorising (role, usage), seq, floor, [(Certificate,
+        (role, usage))], [path Certificate]). Raises CredentialError."""
+        try:
+            cmd = der.decode(payload)
+            ctl, reps = cmd[1][0][1], cmd[1][1][1]
+            path = cmd[1][2][1] if len(cmd[1]) > 2 else []
+            mode = _int(ctl[0], "mode")
+            auth = seq = floor = None
+            for n in ctl[1:]:
+                if n[0] == 0xA2:
+                    auth = _cell_id(n)
+                elif n[0] == 0x83:
+                    seq = der.to_int(n[1])
+                elif n[0] == 0x84:
+                    floor = der.to_int(n[1])
+            if auth is None or seq is None:
+                raise CredentialError("CS02b: no authorising cell or sequence number")
+            out = []
+            for rep in reps:
+                out.append((Certificate(der.encode(rep[1][0])), _cell_id(rep[1][1])))
+            certs = [Certificate(der.encode(c), ca=True) for c in path]
+        except (der.DerError, IndexError, TypeError) as e:
+            raise CredentialError("CS02b: %s" % e)
+        return mode, auth, seq, floor, out, certs
+
+    def update(self, payload, originator, signature_ok):
+        """CS02b, WAN provider by WAN provider. signature_ok(pub) -> bool
+        checks the command's signature with a DS key. Returns DER response
+        bytes; raises CredentialError when the command is refused."""
+        mode, auth, seq, floor, reps, path = self.parse_update(payload)
+        if mode != MODE_WAN_PROVIDER_BY_WAN_PROVIDER or auth != ("wan_provider", DS):
+            raise CredentialError("CS02b: only WAN provider by WAN provider is supported")
+        cur = self.cell("wan_provider", DS)
+        if cur is None or _unhex(cur[2]) != bytes(originator):
+            raise CredentialError("CS02b: originator is not the current WAN provider")
+        if not signature_ok(_unhex(cur[4])):
+            raise CredentialError("CS02b: bad signature from the WAN provider")
+        if seq <= self.seq("wan_provider"):
+            raise CredentialError("CS02b: sequence number %d not above %d" % (seq, self.seq("wan_provider")))
+        outcomes = []
+        cells = [list(c) for c in self.cells()]
+        for cert, (role, usage) in reps:
+            old = self.cell(role, usage)
+            ok = role == "wan_provider" and cert.usage == usage and cert.ou == b"%02d" % ROLES[role]
+            if ok and path:
+                ok = cert.signed_by(path[0].pub)
+            st = ST_SUCCESS if ok else ST_CERT_INVALID
+            if ok:
+                cells = [c for c in cells if not (c[0] == role and c[1] == usage)]
+                cells.append([role, usage, _hex(cert.eui), _hex(cert.ski), _hex(cert.pub)])
+            outcomes.append(
+                der.sequence(
+                    _cell_der(role, usage),
+                    der.enumerated(st),
+                    der.octets(_unhex(old[2]) if old else b""),
+                    der.octets(_unhex(old[3]) if old else b""),
+                    der.octets(cert.eui),
+                    der.octets(cert.ski),
+                )
+            )
+        seqs = dict(self._kv.get("seq", {}))
+        seqs["wan_provider"] = seq if floor is None else floor
+        self._kv.update({"cells": cells, "seq": seqs})
+        self._sync_identity(cells)
+        return der.encode(
+            der.sequence(
+                (der.NULL, b""),
+                der.sequence(
+                    der.integer(seq),
+                    der.integer(mode),
+                    der.sequence(der.sequence(der.integer(ROLES["wan_provider"]), der.integer(seqs["wan_provider"]))),
+                    (der.SEQUENCE, outcomes),
+                ),
+            )
+        )
+
+    def _sync_identity(self, cells):
+        """Keep Identity's anchors (KA keys, originator EUIs) in step with
+        the cells of each role."""
+        if self.identity is None:
+            return
+        anchors = self.identity.anchors(self.device)
+        changed = False
+        for a in anchors:
+            for c in cells:
+                if c[0] == a["role"] and c[1] == KA and a.get("ka_pub") != c[4]:
+                    a["ka_pub"], a["eui"], changed = c[4], c[2], True
+                elif c[0] == a["role"] and c[1] == DS and not a.get("ka_pub") and a["eui"] != c[2]:
+                    a["eui"], changed = c[2], True
+        if changed:
+            self.identity.set_anchors(anchors, self.device)
