@@ -1,0 +1,402 @@
+# The router: every remote-party GBCS frame (WAN or the HHT's send_gbcs) goes
+# by the recipient EUI-64 in its grouping header to
+#   the CHF (hub.chf.handle), the GPF (hub.gpf.handle),
+#   a tunnel-connected device in the CHF Device Log (ESME, HCALCS, PPMID ...)
+#     over the ZSE tunnel (hub.coordinator.tunnel_exchange), or
+#   the GSME's persistent command buffer (route/buffer.py), from which the
+#     sleepy GSME GETs it over the tunnel;
+# and a frame for an EUI that is none of these is refused and written to the
+# CHF security log. Device-originated messages (ESME alerts, the GSME's PUT
+# responses and alerts) leave through hub.emit unchanged. See docs/routing.md.
+#
+# Only the grouping header is parsed (gbcs.frame, zero-copy); the router
+# never opens end-to-end protected content addressed to others.
+import asyncio
+
+from micropython import const
+
+from gbcs import dlms
+from gbcs import frame as gframe
+from han import tunnel
+from log import log
+from route.buffer import BufferError, CommandBuffer
+
+# device types (CHF Device Log; PROTOCOLS.md section 2)
+_GSME = const(0)
+
+MC_ESME_UNDELIVERED = const(0x00D5)  # Failure to Deliver Remote Party Message to ESME
+ALERT_ESME_UNDELIVERED = const(0x8F84)
+ALERT_GSME_NOT_RETRIEVED = const(0x819D)
+MC_GENERIC_NON_CRITICAL = const(0x1001)  # message code of an alert with no use case of its own
+
+# CHF log event codes (project-local in the 0x8Fxx space, like chf/logs.py;
+# the two alerts log under their own alert codes)
+EV_MALFORMED = const(0x8FD6)  # security log: the frame does not parse (as the CHF)
+EV_UNKNOWN_RECIPIENT = const(0x8FE8)  # security log: recipient not in the Device Log
+EV_BUFFER_FULL = const(0x8FE9)  # event log: GSME command refused, queue full / too long
+EV_QUEUE_DROPPED = const(0x8FEA)  # event log: device removed, its queue dropped
+EV_BAD_DEVICE_MESSAGE = const(0x8FEB)  # security log: a device sent something unusable
+
+DEFAULTS = {
+    "esme_timeout_ms": 10000,  # tunnel exchange with an ESME (no answer -> 0x8F84)
+    "capacity": 32,  # messages per sleepy device
+    "max_bytes": 1200,  # per message
+    "expiry_s": 86400,  # unretrieved GSME command -> 0x819D
+    "expiry_check_s": 30,  # how often the expiry job looks
+}
+
+
+class RouteError(ValueError):
+    pass
+
+
+class UnknownRecipient(RouteError):
+    """The recipient EUI-64 is neither the CHF, the GPF nor in the Device Log."""
+
+
+class BufferRefused(RouteError):
+    """The sleepy device's queue is full or the message is too long."""
+
+
+def _hexu(b):
+    return "".join("%02X" % x for x in b)
+
+
+def _u64(v):
+    return bytes((v >> (8 * i)) & 0xFF for i in range(7, -1, -1))
+
+
+def message_id(f):
+    """Originator (8) | target (8) | CRA (1) | counter (8): how GBCS alerts
+    identify a remote-party message (as in the RTDS 0x8F2C alert body)."""
+    return bytes(f.originator) + bytes(f.recipient) + bytes((f.cra,)) + _u64(f.counter)
+
+
+def gpf_alert(parties, alert_code, t2000):
+    """A GPF (GBZ) alert with no components: alert code and timestamp."""
+    from gbcs import gbz  # rare: loaded when the first alert is built
+    payload = gbz.build([], alert_code=alert_code, timestamp=max(0, int(t2000)) & 0xFFFFFFFF)
+    return bytes(parties.protect_alert(MC_GENERIC_NON_CRITICAL, payload))
+
+
+class Router:
+    """Router(hub, cfg=None, utc2000=None): hub needs chf, identity,
+    device_log, event_log, security_log, store; optional gpf, coordinator,
+    emit. route(frame) -> (response or None, [alerts]) (async)."""
+
+    def __init__(self, hub, cfg=None, utc2000=None):
+        self.hub = hub
+        self.kv = hub.store.kv("route")
+        c = dict(DEFAULTS)
+        c.update(self.kv.get("cfg", {}))
+        if cfg:
+            c.update(cfg)
+        self.cfg = c
+        self.utc2000 = utc2000
+        self.buffer = CommandBuffer(
+            hub.store.root + "/gbuf", c["capacity"], c["max_bytes"], c["expiry_s"], hub.store.stats
+        )
+        self.counters = {"chf": 0, "gpf": 0, "tunnel": 0, "buffered": 0, "unknown": 0, "refused_full": 0,
+                         "undelivered": 0, "device_messages": 0, "gets": 0, "puts": 0, "expired": 0,
+                         "emitted": 0, "bad_device_messages": 0}
+        self.unsent = []  # late messages held in RAM while hub.emit is missing
+        self.last_esme_ms = None  # time inside tunnel_exchange for the last ESME command
+        self.wake = asyncio.Event()
+        dl = getattr(hub, "device_log", None)
+        if dl is not None:
+            dl.on_change(self._on_device_log)
+
+    # -- configuration -------------------------------------------------------
+
+    def configure(self, changes):
+        for k, v in changes.items():
+            if k not in DEFAULTS:
+                raise ValueError("unknown route setting %r" % k)
+            if not isinstance(v, int) or v < 0:
+                raise ValueError("%s must be a non-negative integer" % k)
+        self.cfg.update(changes)
+        saved = dict(self.kv.get("cfg", {}))
+        saved.update(changes)
+        self.kv.set("cfg", saved)
+        b = self.buffer
+        b.capacity, b.max_bytes, b.expiry_s = self.cfg["capacity"], self.cfg["max_bytes"], self.cfg["expiry_s"]
+        self.wake.set()
+        return self.cfg
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _t2000(self):
+        return self.utc2000() if self.utc2000 else 0
+
+    def _log(self, which, code, data=b""):
+        lg = getattr(self.hub, which, None)
+        if lg is None:
+            return
+        t = self._t2000()
+        try:
+            lg.append(code, bytes(data[:255]), t if t > 0 else 0)
+        except Exception as e:  # noqa: BLE001 - logging never stops routing
+            log("route", "log %s failed: %r" % (which, e))
+
+    async def _emit(self, frame, kind):
+        emit = getattr(self.hub, "emit", None)
+        self.counters["emitted"] += 1
+        if emit is None:
+            if len(self.unsent) >= 16:
+                self.unsent.pop(0)
+            self.unsent.append((kind, bytes(frame)))
+            log("route", "no hub.emit: %s of %d bytes held in RAM" % (kind, len(frame)))
+            return
+        r = emit(bytes(frame), kind)
+        if r is not None and hasattr(r, "send"):
+            await r
+
+    def _device(self, eh):
+        dl = getattr(self.hub, "device_log", None)
+        return dl.get(eh) if dl is not None else None
+
+    # -- remote-party frames --------------------------------------------------
+
+    async def route(self, data):
+        try:
+            f = gframe.parse(data)
+        except gframe.FrameError:
+            self._log("security_log", EV_MALFORMED)
+            raise
+        hub = self.hub
+        rh = _hexu(f.recipient)
+        ident = hub.identity
+        if bytes(f.recipient) == ident.chf["eui"]:
+            self.counters["chf"] += 1
+            return hub.chf.handle(data)
+        gpf = getattr(hub, "gpf", None)
+        if gpf is not None and bytes(f.recipient) == ident.gpf["eui"]:
+            self.counters["gpf"] += 1
+            return gpf.handle(data)
+        dev = self._device(rh)
+        if dev is None:
+            self.counters["unknown"] += 1
+            self._log("security_log", EV_UNKNOWN_RECIPIENT, message_id(f))
+            raise UnknownRecipient("recipient %s is not in the CHF Device Log" % rh)
+        if dev["type"] == _GSME:
+            return self._buffer(rh, f, data)
+        return await self._tunnel(rh, f, data)
+
+    def _buffer(self, eh, f, data):
+        try:
+            self.buffer.put(eh, data, self._utc())
+        except BufferError as e:
+            self.counters["refused_full"] += 1
+            self._log("event_log", EV_BUFFER_FULL, message_id(f))
+            raise BufferRefused(str(e))
+        self.counters["buffered"] += 1
+        gpf = getattr(self.hub, "gpf", None)
+        tap = getattr(gpf, "tap_off", None)
+        if tap is not None:
+            try:
+                tap(data)  # keeps its copy only for the TOM message codes
+            except Exception as e:  # noqa: BLE001 - the command is buffered whatever the GPF says
+                log("route", "tap_off failed: %r" % (e,))
+        return None, []
+
+    def _utc(self):
+        # buffer expiry times are UTC Unix seconds
+        return self._t2000() + 946684800
+
+    async def _tunnel(self, eh, f, data):
+        self.counters["tunnel"] += 1
+        c = getattr(self.hub, "coordinator", None)
+        exchange = getattr(c, "tunnel_exchange", None)
+        reason = "no_route"
+        if exchange is not None:
+            t0 = asyncio.ticks()
+            try:
+                resp = await exchange(eh, data, timeout_ms=self.cfg["esme_timeout_ms"])
+                self.last_esme_ms = asyncio.ticks_diff(asyncio.ticks(), t0)
+                if resp is not None and len(resp):
+                    return bytes(resp), []
+                reason = "tunnel"
+            except OSError as e:  # han.coordinator.DeliveryError and link faults
+                reason = getattr(e, "reason", None) or "tunnel"
+            except ValueError as e:  # a malformed reply from the device
+                reason = "tunnel"
+                log("route", "tunnel reply from %s unusable: %r" % (eh, e))
+        self.counters["undelivered"] += 1
+        mid = message_id(f)
+        self._log("event_log", ALERT_ESME_UNDELIVERED, mid + reason.encode())
+        log("route", "undelivered to %s (%s): 0x8F84" % (eh, reason))
+        return None, [self.undelivered_alert(mid)]
+
+    def undelivered_alert(self, mid):
+        """0x8F84 Failure to Deliver Remote Party Message to ESME (message
+        code 0x00D5); body = originator | target | CRA | counter (25 bytes)."""
+        return self.hub.chf.dlms_alert(MC_ESME_UNDELIVERED, ALERT_ESME_UNDELIVERED, (dlms.OCTET_STRING, mid))
+
+    # -- device-initiated tunnel messages ---------------------------------
+
+    async def on_tunnel_message(self, eui_hex, data):
+        """coordinator.on_tunnel_message: GSME GET/PUT, or a GBCS frame from
+        a tunnel device. Returns the bytes to send back, or None."""
+        eh = eui_hex.upper()
+        if self._device(eh) is None:
+            self.counters["bad_device_messages"] += 1
+            self._log("security_log", EV_UNKNOWN_RECIPIENT, b"tunnel from " + eh.encode())
+            return None
+        if len(data) and data[0] in (tunnel.GSME_GET, tunnel.GSME_PUT, tunnel.GSME_RESPONSE):
+            try:
+                kind, _n, msg = tunnel.decode_gsme(data)
+            except tunnel.GsmeError as e:
+                self._bad(eh, e)
+                return None
+            if kind == tunnel.GSME_GET:
+                self.counters["gets"] += 1
+                msg, left = self.buffer.take(eh)
+                return bytes(tunnel.encode_get_response(min(left, 255), msg))
+            if kind == tunnel.GSME_PUT:
+                self.counters["puts"] += 1
+                await self._device_message(eh, bytes(msg), True)
+                return None
+            self._bad(eh, "a GET response sent to the hub")
+            return None
+        await self._device_message(eh, bytes(data), False)
+        return None
+
+    def _bad(self, eh, why):
+        self.counters["bad_device_messages"] += 1
+        self._log("security_log", EV_BAD_DEVICE_MESSAGE, eh.encode())
+        log("route", "bad tunnel message from %s: %s" % (eh, why))
+
+    async def _device_message(self, eh, msg, from_gsme):
+        try:
+            f = gframe.parse(msg)
+        except gframe.FrameError as e:
+            self._bad(eh, e)
+            return
+        if _hexu(f.originator) != eh:
+            self._bad(eh, "originator %s is not the sender" % _hexu(f.originator))
+            return
+        self.counters["device_messages"] += 1
+        if f.cra == gframe.CRA_COMMAND:
+            # a device's command to another party (e.g. a PPMID to the GSME)
+            try:
+                resp, alerts = await self.route(msg)
+            except ValueError as e:
+                log("route", "device command from %s refused: %r" % (eh, e))
+                return
+            if resp is not None:
+                await self._emit(resp, "response")
+            for a in alerts:
+                await self._emit(a, "alert")
+            return
+        await self._emit(msg, "response" if f.cra == gframe.CRA_RESPONSE else "alert")
+        if from_gsme:
+            gpf = getattr(self.hub, "gpf", None)
+            fn = getattr(gpf, "on_gsme_message", None)
+            if fn is not None:
+                try:
+                    extra = fn(msg)
+                except Exception as e:  # noqa: BLE001 - the GSME's message is already out
+                    log("route", "gpf.on_gsme_message failed: %r" % (e,))
+                    extra = None
+                for a in extra or ():
+                    await self._emit(a, "alert")
+
+    # -- buffer upkeep --------------------------------------------------------
+
+    def _on_device_log(self, kind, eh):
+        if kind == "remove":
+            n = self.buffer.drop(eh)
+            if n:
+                self._log("event_log", EV_QUEUE_DROPPED, eh.encode())
+                log("route", "%s removed: %d buffered commands dropped" % (eh, n))
+        elif kind == "restore":
+            dl = self.hub.device_log
+            self.buffer.keep_only([e["eui"] for e in dl.entries()])
+
+    async def expire_now(self):
+        """Remove expired commands: 0x819D alert and a CHF event for each."""
+        out = self.buffer.expire(self._utc())
+        for eh, msg in out:
+            self.counters["expired"] += 1
+            mid = b""
+            if msg is not None:
+                try:
+                    mid = message_id(gframe.parse(msg))
+                except gframe.FrameError:
+                    pass
+            self._log("event_log", ALERT_GSME_NOT_RETRIEVED, mid or eh.encode())
+            log("route", "command for %s not retrieved: expired, 0x819D" % eh)
+            try:
+                a = gpf_alert(self.hub.identity.parties("gpf"), ALERT_GSME_NOT_RETRIEVED, self._t2000())
+            except ValueError as e:  # e.g. no ACB trust anchor for the GPF yet
+                log("route", "0x819D alert not built: %r" % (e,))
+                continue
+            await self._emit(a, "alert")
+        return len(out)
+
+    async def run(self):
+        """Job "route": expire unretrieved commands."""
+        while True:
+            await self.expire_now()
+            self.wake.clear()
+            period = max(1, self.cfg["expiry_check_s"])
+            nxt = self.buffer.next_expiry()
+            if nxt is not None:
+                period = max(1, min(period, nxt - self._utc() + 1))
+            try:
+                await asyncio.wait_for(self.wake.wait(), period)
+            except asyncio.TimeoutError:
+                pass
+
+    def status(self):
+        return {"cfg": self.cfg, "counters": self.counters, "buffer": self.buffer.devices(),
+                "buffer_stats": dict((k, self.hub.store.stats.get(k, 0)) for k in
+                                     ("buffered", "delivered", "expired", "dropped", "refused_full",
+                                      "discarded_at_open")),
+                "unsent": len(self.unsent), "last_esme_ms": self.last_esme_ms}
+
+
+def install(hub, cfg=None):
+    """Build the router on the hub: hub.route, hub.router, hub.buffer, the
+    coordinator's on_tunnel_message, job "route", local-port commands
+    route_status / route_config / route_buffer."""
+    try:
+        import board
+
+        def utc2000():
+            clock = getattr(hub, "clock", None)
+            t = clock.now() if clock is not None else board.utc()
+            return t - 946684800
+    except ImportError:
+        import time
+
+        def utc2000():
+            return int(time.time()) - 946684800
+
+    r = Router(hub, cfg, utc2000)
+    hub.router = r
+    hub.buffer = r.buffer
+    hub.route = r.route
+    c = getattr(hub, "coordinator", None)
+    if c is not None:
+        c.on_tunnel_message = r.on_tunnel_message
+
+    async def route_status(req):
+        return r.status()
+
+    async def route_config(req):
+        return {"cfg": r.configure(dict((k, v) for k, v in req.items() if k != "cmd"))}
+
+    async def route_buffer(req):
+        eh = req.get("eui")
+        if not isinstance(eh, str):
+            raise ValueError("eui must be 16 hex digits")
+        return {"eui": eh.upper(), "queue": [list(q) for q in r.buffer.queue(eh)]}
+
+    hub.commands["route_status"] = route_status
+    hub.commands["route_config"] = route_config
+    hub.commands["route_buffer"] = route_buffer
+    sup = getattr(hub, "supervisor", None)
+    if sup is not None:
+        sup.spawn("route", r.run)
+    return r

@@ -1,0 +1,374 @@
+# firmware/route under MicroPython on the real CHF (identity, logs, Device
+# Log, use cases) and the real WAN outbox (hub.emit): routing by recipient
+# EUI-64, refusal of unknown recipients (security log), the GSME buffer's
+# GET/PUT protocol, 0x8F84 on an undeliverable ESME command, 0x819D on
+# expiry, a full queue, a removed device's queue. The HAN side is a small
+# stand-in here (tunnel_exchange); tests/test_hil_route.py runs the real one.
+import asyncio
+import os
+from binascii import a2b_base64, unhexlify
+
+import flashfs
+from chf import commands as chf_commands
+from chf import gbcs_port
+from gbcs import dlms, gcm, kdf, p256
+from gbcs import frame as gframe
+from gbcs.security import SecurityError
+from han import tunnel  # noqa: F401
+from han.install_code import add_crc
+from route import router as R
+from store import Store
+from wan import outbox as ob
+from wan import service
+
+HEAP = "512k"
+V = os.getenv("CHUB_VECTORS") + "/gbcs/"
+ACB = unhexlify("90B3D51F30000002")
+GSME = "00DB1234567890A1"
+ESME = "00DB1234567890A0"
+T2000 = 700000000
+
+
+def _hex_file(rel):
+    return unhexlify(open(V + "rtds/" + rel).read().strip())
+
+
+CS11_CMD = "3.3_CS11/CS11_3.3_SUCCESS_COMMAND_GBCS.HEX"
+CS11_RSP = "3.3_CS11/CS11_3.3_SUCCESS_RESPONSE_GBCS.HEX"
+CS03A1_CMD = "8.7.1_CS03A1/CS03A1_8.7.1_SUCCESS_COMMAND_GBCS.HEX"
+
+
+def _acb_private():
+    lines = [ln.strip() for ln in open(V + "keystore/90b3d51f30000002-ka.key")]
+    der = a2b_base64("".join(ln for ln in lines if ln and not ln.startswith("-----")))
+    i = der.find(b"\x04\x20")
+    return der[i + 2 : i + 34]
+
+
+class _Sup:
+    def __init__(self):
+        self.spawned = []
+
+    def spawn(self, name, fn):
+        self.spawned.append(name)
+
+
+class _DeliveryError(OSError):
+    pass
+
+
+class _Coordinator:
+    # stand-in for han.coordinator's tunnel API (the HIL test runs the real one)
+    def __init__(self):
+        self.sent = []
+        self.reply = None
+        self.fail = None
+
+    async def tunnel_exchange(self, eui_hex, data, timeout_ms=0):
+        self.sent.append((eui_hex, bytes(data), timeout_ms))
+        if self.fail:
+            e = _DeliveryError(self.fail)
+            e.reason = self.fail
+            raise e
+        return self.reply
+
+
+class _Hub:
+    def __init__(self):
+        self.store = Store(flashfs.ROOT + "/data")
+        self.commands = {}
+        self.supervisor = _Sup()
+        self.coordinator = _Coordinator()
+
+
+def _hub(fresh=True, cfg=None):
+    if fresh:
+        flashfs.fresh(128)
+    else:
+        flashfs.remount(128)
+    hub = _Hub()
+    chf_commands.install(hub, utc=lambda: T2000)
+    gbcs_port.install(hub)
+    service.install(hub)
+    acb_q = p256.encode_point(p256.public_key(_acb_private()))
+    for dev in ("chf", "gpf"):
+        hub.identity.set_anchors([{"eui": ACB.hex(), "role": "acb", "ka_pub": acb_q.hex()}], dev)
+    hub.chf.parties = hub.identity.parties("chf")
+    r = R.install(hub, cfg)
+    r.utc2000 = lambda: T2000
+    if fresh:
+        hub.device_log.add(unhexlify(GSME), 0, add_crc(unhexlify("0123456789ABCDEF0123456789ABCDEF")), 60)
+        hub.device_log.add(unhexlify(ESME), 1, add_crc(unhexlify("0123456789ABCDEF0123456789ABCDEF")), 60)
+    return hub, r
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def _outbox(hub):
+    box = hub.outbox
+    return [(box.read(q)[0], bytes(box.read(q)[3])) for q in box.j.seqs()]
+
+
+def _with_recipient(data, eui_hex):
+    f = gframe.parse(data)
+    out = bytearray(data)
+    i = bytes(data).index(b"\x08" + bytes(f.recipient))
+    out[i + 1 : i + 9] = unhexlify(eui_hex)
+    return bytes(out)
+
+
+def test_install_replaces_hub_route_and_spawns_the_job():
+    hub, r = _hub()
+    assert hub.route == r.route and hub.buffer is r.buffer
+    assert hub.coordinator.on_tunnel_message == r.on_tunnel_message
+    assert "route" in hub.supervisor.spawned
+    for name in ("route_status", "route_config", "route_buffer"):
+        assert name in hub.commands
+
+
+def test_unknown_recipient_is_refused_and_logged():
+    hub, r = _hub()
+    data = _with_recipient(_hex_file(CS11_CMD), "00DB1234567890B9")
+    n0 = len(hub.security_log.entries())
+    try:
+        run(r.route(data))
+        raise AssertionError("an unknown recipient was accepted")
+    except R.UnknownRecipient:
+        pass
+    ents = hub.security_log.entries()
+    assert len(ents) == n0 + 1
+    t, code, body = ents[-1]
+    assert code == R.EV_UNKNOWN_RECIPIENT and t == T2000
+    # originator | target | CRA | counter
+    assert body == unhexlify("90B3D51F30010000") + unhexlify("00DB1234567890B9") + b"\x01" + (1000).to_bytes(8, "big")
+    assert hub.coordinator.sent == [] and r.buffer.pending("00DB1234567890B9") == 0
+    # the GPF's EUI while no GPF is installed: refused the same way
+    try:
+        run(r.route(_with_recipient(data, hub.identity.gpf["eui"].hex())))
+        raise AssertionError("GPF frame accepted without a GPF")
+    except R.UnknownRecipient:
+        pass
+
+
+def test_malformed_frame_is_refused_and_logged():
+    hub, r = _hub()
+    try:
+        run(r.route(b"\xdf\x09\x07"))
+        raise AssertionError("accepted")
+    except gframe.FrameError:
+        pass
+    assert hub.security_log.entries()[-1][1] == R.EV_MALFORMED
+
+
+def test_chf_frames_go_to_the_chf():
+    hub, r = _hub()
+    # a command for our CHF with a bad MAC: the CHF refuses it with its own
+    # security-log event (the router does not authenticate anything itself)
+    data = _with_recipient(_hex_file("6.2.4_ECS26n/ECS26n_6.2.4_SUCCESS_COMMAND_GBCS.HEX"),
+                           hub.identity.chf["eui"].hex())
+    try:
+        run(r.route(data))
+        raise AssertionError("accepted")
+    except SecurityError as e:
+        assert hub.security_log.entries()[-1][1] == e.event, repr(e)
+    assert r.counters["chf"] == 1
+
+
+class _Gpf:
+    def __init__(self):
+        self.got = []
+        self.taps = []
+        self.gsme = []
+
+    def handle(self, data):
+        self.got.append(bytes(data))
+        return b"gpf-response", [b"gpf-alert"]
+
+    def tap_off(self, data):
+        self.taps.append(bytes(data))
+
+    def on_gsme_message(self, data):
+        self.gsme.append(bytes(data))
+        return [b"\xdd819E"]
+
+
+def test_gpf_frames_go_to_the_gpf_and_gsme_commands_are_tapped_off():
+    hub, r = _hub()
+    hub.gpf = g = _Gpf()
+    data = _with_recipient(_hex_file(CS11_CMD), hub.identity.gpf["eui"].hex())
+    assert run(r.route(data)) == (b"gpf-response", [b"gpf-alert"])
+    assert g.got == [data]
+    cmd = _hex_file(CS11_CMD)
+    assert run(r.route(cmd)) == (None, [])
+    assert g.taps == [cmd]
+    rsp = _hex_file(CS11_RSP)
+    assert run(r.on_tunnel_message(GSME.lower(), b"\x03" + rsp)) is None
+    assert g.gsme == [rsp]
+    assert _outbox(hub) == [(ob.KIND_RESPONSE, rsp), (ob.KIND_ALERT, b"\xdd819E")]
+
+
+def test_gsme_get_put_protocol():
+    hub, r = _hub()
+    cmds = [_hex_file(CS11_CMD), _hex_file("3.1_GCS07/GCS07_3.1_SUCCESS_COMMAND_GBCS.HEX"),
+            _hex_file("1.1.1_GCS01a/GCS01a_1.1.1_IMMEDIATE_TOU_SUCCESS_COMMAND_GBCS.HEX")]
+    seen = []
+    r.buffer.on_change(lambda eh, n: seen.append((eh, n)))
+    for c in cmds:
+        assert run(r.route(c)) == (None, [])
+    assert r.buffer.pending(GSME) == 3 and seen[-1] == (GSME, 3)
+    assert hub.coordinator.sent == []  # nothing goes over the air until the GSME asks
+    # GET -> 02 | remaining | msg, oldest first; then 02 00
+    for i, c in enumerate(cmds):
+        got = run(r.on_tunnel_message(GSME, b"\x01"))
+        assert got == b"\x02" + bytes((2 - i,)) + c, (i, got[:4])
+    assert run(r.on_tunnel_message(GSME, b"\x01")) == b"\x02\x00"
+    assert seen[-1] == (GSME, 0) and r.buffer.pending(GSME) == 0
+    # PUT of the response: out to the head-end unchanged
+    rsp = _hex_file(CS11_RSP)
+    assert run(r.on_tunnel_message(GSME, b"\x03" + rsp)) is None
+    assert _outbox(hub) == [(ob.KIND_RESPONSE, rsp)]
+    # garbage: logged, nothing sent
+    for bad in (b"\x01\x00", b"\x03", b"\x02\x00", b"\x03\xdf\x09"):
+        assert run(r.on_tunnel_message(GSME, bad)) is None
+    assert hub.security_log.entries()[-1][1] == R.EV_BAD_DEVICE_MESSAGE
+    assert len(_outbox(hub)) == 1
+    # a PUT claiming to come from another device is not forwarded
+    assert run(r.on_tunnel_message(ESME, b"\x03" + rsp)) is None
+    assert len(_outbox(hub)) == 1
+
+
+def test_esme_round_trip_and_undelivered_alert():
+    hub, r = _hub()
+    cmd = _hex_file(CS03A1_CMD)
+    rsp = _hex_file("8.7.1_CS03A1/CS03A1_8.7.1_SUCCESS_RESPONSE_GBCS.HEX")
+    hub.coordinator.reply = rsp
+    assert run(r.route(cmd)) == (rsp, [])
+    assert hub.coordinator.sent == [(ESME, cmd, R.DEFAULTS["esme_timeout_ms"])]
+    acb_d = _acb_private()
+    for i, reason in enumerate(("no_route", "tunnel", "timeout")):
+        hub.coordinator.fail = reason
+        resp, alerts = run(r.route(cmd))
+        assert resp is None and len(alerts) == 1
+        a = gframe.parse(alerts[0])
+        assert a.cra == 3 and a.message_code == 0x00D5
+        assert bytes(a.originator) == hub.identity.chf["eui"] and bytes(a.recipient) == ACB
+        assert a.counter == 4000 + i
+        # the MAC checks with the ACB's side of the key agreement
+        z = p256.ecdh(acb_d, hub.identity.chf["ka_q"])
+        key = kdf.derive_key(z, a.originator, 3, a.counter, ACB)
+        assert gcm.gmac_verify(key, a.iv(), (kdf.AAD_PREFIX, a.aad_body()), a.mac)
+        ap = dlms.parse_apdu(a.payload)
+        code, dt, body = ap.value[1]
+        assert code == (dlms.LONG_UNSIGNED, 0x8F84), code
+        assert body == (dlms.OCTET_STRING, unhexlify("90B3D51F30010000") + unhexlify(ESME) + b"\x01"
+                        + (1000).to_bytes(8, "big")), body
+        ev = hub.event_log.entries()[-1]
+        assert ev[1] == 0x8F84 and ev[2].endswith(reason.encode())
+    assert r.counters["undelivered"] == 3
+    # no coordinator tunnel API at all: the same alert
+    hub.coordinator = None
+    resp, alerts = run(r.route(cmd))
+    assert resp is None and gframe.parse(alerts[0]).message_code == 0x00D5
+
+
+def test_device_alert_over_the_tunnel_goes_out_unchanged():
+    hub, r = _hub()
+    alert = _with_originator(_hex_file("NA_CS14/CS14_NA_8F12_ALERT_GBCS.HEX"), ESME)
+    assert run(r.on_tunnel_message(ESME, alert)) is None
+    assert _outbox(hub) == [(ob.KIND_ALERT, alert)]
+    # from a device that is not in the Device Log: dropped and logged
+    assert run(r.on_tunnel_message("00DB1234567890B9", alert)) is None
+    assert len(_outbox(hub)) == 1 and hub.security_log.entries()[-1][1] == R.EV_UNKNOWN_RECIPIENT
+
+
+def _with_originator(data, eui_hex):
+    f = gframe.parse(data)
+    b = bytearray(data)
+    i = bytes(data).index(b"\x08" + bytes(f.originator))
+    b[i + 1 : i + 9] = unhexlify(eui_hex)
+    return bytes(b)
+
+
+def test_full_queue_and_too_long_are_refused():
+    hub, r = _hub(cfg={"capacity": 2, "max_bytes": 200})
+    cmd = _hex_file(CS11_CMD)
+    run(r.route(cmd))
+    run(r.route(cmd))
+    for data in (cmd, _hex_file("1.1.1_GCS01a/GCS01a_1.1.1_IMMEDIATE_TOU_SUCCESS_COMMAND_GBCS.HEX")):
+        try:
+            run(r.route(data))
+            raise AssertionError("accepted")
+        except R.BufferRefused:
+            pass
+    assert r.buffer.pending(GSME) == 2 and r.counters["refused_full"] == 2
+    assert hub.event_log.entries()[-1][1] == R.EV_BUFFER_FULL
+    # a message that fits again once the GSME took one
+    run(r.on_tunnel_message(GSME, b"\x01"))
+    assert run(r.route(cmd)) == (None, [])
+
+
+def test_expiry_raises_819d_and_an_event():
+    hub, r = _hub(cfg={"expiry_s": 100})
+    cmd = _hex_file(CS11_CMD)
+    run(r.route(cmd))
+    assert run(r.expire_now()) == 0
+    r.utc2000 = lambda: T2000 + 100
+    assert run(r.expire_now()) == 1
+    assert r.buffer.pending(GSME) == 0
+    ev = hub.event_log.entries()[-1]
+    assert ev[1] == 0x819D and ev[2] == unhexlify("90B3D51F30010000") + unhexlify(GSME) + b"\x01" + (1000).to_bytes(8, "big")
+    out = _outbox(hub)
+    assert len(out) == 1 and out[0][0] == ob.KIND_ALERT
+    a = gframe.parse(out[0][1])
+    assert a.cra == 3 and bytes(a.originator) == hub.identity.gpf["eui"] and bytes(a.recipient) == ACB
+    # GBZ alert header with no components: 01 09 | count 0 | alert code | timestamp
+    assert a.message_code == 0x1001
+    assert bytes(a.payload) == b"\x01\x09\x00\x81\x9d" + (T2000 + 100).to_bytes(4, "big"), bytes(a.payload)
+    assert run(r.on_tunnel_message(GSME, b"\x01")) == b"\x02\x00"
+
+
+def test_removed_device_queue_is_dropped():
+    hub, r = _hub()
+    cmd = _hex_file(CS11_CMD)
+    run(r.route(cmd))
+    run(r.route(cmd))
+    assert r.buffer.pending(GSME) == 2
+    assert hub.device_log.remove(unhexlify(GSME)) == 0
+    assert r.buffer.pending(GSME) == 0
+    assert hub.event_log.entries()[-1][1] == R.EV_QUEUE_DROPPED
+    # and now the EUI is unknown
+    try:
+        run(r.route(cmd))
+        raise AssertionError("accepted")
+    except R.UnknownRecipient:
+        pass
+
+
+def test_queue_survives_a_restart():
+    hub, r = _hub()
+    cmds = [_hex_file(CS11_CMD), _hex_file("1.1.1_GCS01a/GCS01a_1.1.1_IMMEDIATE_TOU_SUCCESS_COMMAND_GBCS.HEX")]
+    for c in cmds:
+        run(r.route(c))
+    run(r.on_tunnel_message(GSME, b"\x01"))
+    run(r.route(cmds[0]))
+    hub.store.close()
+    hub, r = _hub(fresh=False)
+    assert r.buffer.pending(GSME) == 2
+    assert run(r.on_tunnel_message(GSME, b"\x01")) == b"\x02\x01" + cmds[1]
+    assert run(r.on_tunnel_message(GSME, b"\x01")) == b"\x02\x00" + cmds[0]
+    assert run(r.on_tunnel_message(GSME, b"\x01")) == b"\x02\x00"
+
+
+def test_route_config_persists():
+    hub, r = _hub()
+    got = run(hub.commands["route_config"]({"cmd": "route_config", "expiry_s": 5, "capacity": 3}))
+    assert got["cfg"]["expiry_s"] == 5 and r.buffer.capacity == 3
+    try:
+        run(hub.commands["route_config"]({"cmd": "route_config", "nonsense": 1}))
+        raise AssertionError("accepted")
+    except ValueError:
+        pass
+    hub2, r2 = _hub(fresh=False)
+    assert r2.cfg["expiry_s"] == 5 and r2.buffer.capacity == 3 and r2.buffer.expiry_s == 5
