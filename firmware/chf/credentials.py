@@ -82,9 +82,18 @@ def _cell_der(role, usage):
 
 
 class Certificate:
-    """The parts of a remote-party X.509 certificate the CHF needs."""
+    """The parts of a remote-party X.509 certificate the CHF needs. Raises
+    CredentialError for anything malformed."""
 
     def __init__(self, data, ca=False):
+        try:
+            self._parse(data, ca)
+        except (IndexError, TypeError, AttributeError, KeyError) as e:
+            raise CredentialError("certificate: malformed (%s)" % type(e).__name__)
+        except der.DerError as e:
+            raise CredentialError("certificate: %s" % e)
+
+    def _parse(self, data, ca):
         mv = memoryview(data)
         try:
             tag, s, e = der.read_tlv(mv, 0, len(mv))
@@ -95,7 +104,7 @@ class Certificate:
             cert = der.decode(mv)
         except der.DerError as e:
             raise CredentialError("certificate: %s" % e)
-        if len(cert[1]) != 3 or cert[1][2][0] != der.BIT_STRING:
+        if cert[0] != der.SEQUENCE or len(cert[1]) != 3 or cert[1][2][0] != der.BIT_STRING:
             raise CredentialError("certificate: want tbs, algorithm, signature")
         tbs = cert[1][0][1]
         self.signature = _ecdsa_rs(cert[1][2][1][1:])
@@ -117,7 +126,7 @@ class Certificate:
         self.pub = bytes(spki[1][1][1:])
         try:
             p256.decode_point(self.pub)
-        except ValueError:
+        except (ValueError, TypeError):
             raise CredentialError("certificate: public key is not a P-256 point")
         self.ski = None
         self.usage = None
@@ -199,7 +208,7 @@ class Credentials:
                 raise CredentialError("CS02a: want SEQ{cell, SEQ OF role}")
             _cell_id(cmd[1][0])
             roles = [_int(r, "role") for r in cmd[1][1][1]]
-        except (der.DerError, IndexError, TypeError) as e:
+        except (der.DerError, IndexError, TypeError, AttributeError) as e:
             raise CredentialError("CS02a: %s" % e)
         out = []
         for r in roles:
@@ -224,8 +233,11 @@ class Credentials:
         """(role, usage) of the CS02a authorising cell (for the caller's
         check against how the command was protected)."""
         try:
-            return _cell_id(der.decode(payload)[1][0])
-        except (der.DerError, IndexError, TypeError) as e:
+            cmd = der.decode(payload)
+            if cmd[0] != der.SEQUENCE:
+                raise CredentialError("CS02a: not a SEQUENCE")
+            return _cell_id(cmd[1][0])
+        except (der.DerError, IndexError, TypeError, AttributeError) as e:
             raise CredentialError("CS02a: %s" % e)
 
     # --- CS02b ----------------------------------------------------------------
@@ -235,6 +247,8 @@ class Credentials:
         (role, usage))], [path Certificate]). Raises CredentialError."""
         try:
             cmd = der.decode(payload)
+            if cmd[0] != der.SEQUENCE or not cmd[1][0][0] & 0x20 or not cmd[1][1][0] & 0x20:
+                raise CredentialError("CS02b: want SEQ{control, replacements, path}")
             ctl, reps = cmd[1][0][1], cmd[1][1][1]
             path = cmd[1][2][1] if len(cmd[1]) > 2 else []
             mode = _int(ctl[0], "mode")
@@ -252,7 +266,7 @@ class Credentials:
             for rep in reps:
                 out.append((Certificate(der.encode(rep[1][0])), _cell_id(rep[1][1])))
             certs = [Certificate(der.encode(c), ca=True) for c in path]
-        except (der.DerError, IndexError, TypeError) as e:
+        except (der.DerError, IndexError, TypeError, AttributeError) as e:
             raise CredentialError("CS02b: %s" % e)
         return mode, auth, seq, floor, out, certs
 
