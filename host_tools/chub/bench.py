@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import bench_gbcs
 from .paths import BOARDS, FIRMWARE, ROOT, venv_tool
 
 BENCH = ROOT / "bench"
@@ -140,4 +141,5 @@ def run_bench(heap: str = "512k", progress: Callable[[str], None] | None = None)
         figures.update(store_figures(heap))
         say("GBCS crypto")
         figures.update(crypto_figures(heap))
+        figures.update(bench_gbcs.figures(heap))
     return figures
