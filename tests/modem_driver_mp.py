@@ -94,8 +94,10 @@ async def sc_pin(m, ctl, ev, echo):
     await wait_event(ev, M.EV_BOOT)
     await m.init()
     await raises(M.WrongPin, m.sim_ready("9999"))
-    await raises(M.PinRequired, m.sim_ready("1234"))
+    await raises(M.PinRequired, m.sim_ready("9999"))  # the same wrong PIN is not tried again
     assert await ctl("get", "pin_left") == 2
+    assert await m.sim_ready("1234")  # a new PIN (configured remotely) gets its one try
+    assert await ctl("get", "pin_left") == 3
 
 
 async def sc_registration(m, ctl, ev, echo):

@@ -31,8 +31,10 @@ TX_DROPPED = const(8)
 TX_DUPLICATE = const(9)
 TX_MODEM_RESET = const(10)
 TX_TIME = const(11)
+TX_PDP_REFRESH = const(12)
 TX_NAMES = {1: "pdp_up", 2: "pdp_fail", 3: "link_up", 4: "link_drop", 5: "ack", 6: "reject",
-            7: "exhausted", 8: "dropped", 9: "duplicate", 10: "modem_reset", 11: "time_step"}
+            7: "exhausted", 8: "dropped", 9: "duplicate", 10: "modem_reset", 11: "time_step",
+            12: "pdp_refresh"}
 
 
 class OutboxError(ValueError):

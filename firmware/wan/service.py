@@ -33,8 +33,34 @@ DEFAULTS = {
     "retry_ms": 2000, "retry_max_ms": 60000, "reg_timeout_ms": 120000, "hello_timeout_ms": 15000,
     "ping_ms": 60000, "idle_timeout_ms": 180000, "signal_ms": 10000, "rx_poll_ms": 1000,
     "time_step_s": 10, "clock_hold_s": 432000,
+    # modem health: PDP refresh, periodic re-init (hardware reset), a reset
+    # after max_errors failed sessions in a row or stuck_ms without a link
+    "pdp_refresh_ms": 86400000, "reinit_ms": 604800000, "max_errors": 6, "stuck_ms": 1800000,
     "critical_alerts": True, "timings": None,
 }
+
+
+class _Planned(Exception):
+    """A planned end of the session: reason "pdp" (refresh) or "reinit"."""
+
+    def __init__(self, reason):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _Mono:
+    """Milliseconds since start as an unbounded int, from tick differences
+    (the ESP32's ticks wrap every 12 days; call ms() at least every few days)."""
+
+    def __init__(self):
+        self._t = time.ticks_ms()
+        self._ms = 0
+
+    def ms(self):
+        t = time.ticks_ms()
+        self._ms += time.ticks_diff(t, self._t)
+        self._t = t
+        return self._ms
 
 
 class Wan:
@@ -42,6 +68,7 @@ class Wan:
         self.hub = hub
         st = hub.store
         self.kv = st.kv("wan")
+        self._cfg = None
         self.seen_kv = st.kv("wan_seen")
         # built by install(): hub.emit() queues into it before the job runs
         self.tx = hub.txlog
@@ -63,12 +90,20 @@ class Wan:
         self.rx_polls_found = 0
         self.last_error = None
         self.hello_utc = None
+        self.mono = _Mono()
+        self.init_ms = self.good_ms = self.attach_ms = 0
+        self.errors = 0  # sessions in a row that failed before the link came up
+        self.pdp_refreshes = 0
         self._nitz = False  # the network sent its time: read AT+CCLK?
 
     def cfg(self):
-        c = dict(DEFAULTS)
-        for k, v in self.kv.items():
-            c[k] = v
+        """The effective settings (defaults + KV "wan"); cached, refreshed by wan_config."""
+        c = self._cfg
+        if c is None:
+            c = dict(DEFAULTS)
+            for k, v in self.kv.items():
+                c[k] = v
+            self._cfg = c
         return c
 
     # ---- modem events (called from the AT reader) ----
@@ -92,11 +127,15 @@ class Wan:
         m = self.modem = _driver(reader, writer, self._reset_line, cfg.get("timings"))
         m.listener = self._event
         delay = cfg["retry_ms"]
+        self.init_ms = self.good_ms = self.mono.ms()
         while True:
             silent = False
+            planned = None
             try:
                 await self.session()
-                delay = cfg["retry_ms"]
+            except _Planned as e:
+                planned = e.reason
+                self.last_error = "planned " + planned
             except (md.ModemSilent, at.ATTimeout) as e:
                 self.last_error = repr(e)
                 silent = True
@@ -104,22 +143,41 @@ class Wan:
                 # ValueError covers link.LinkError and AT/field format errors
                 self.last_error = repr(e)
                 log("wan", "session ended: %r" % e)
+            now = self.mono.ms()
             if self.connected:
                 self.drops += 1
                 self.tx.add(ob.TX_LINK_DROP, 0, self.last_error or "")
                 log("wan", "link down")
+                self.good_ms = now
+                delay = cfg["retry_ms"]
+                self.errors = 0
+            elif planned is None:
+                self.errors += 1
             self.connected = False
             self.state = "down"
+            cfg = self.cfg()
+            # modem health: a hardware reset when it misbehaves or is due
+            reason = None
             if silent or (not self.need_init and not await self._alive()):
-                await self._hw_reset()
+                reason = "silent"
+            elif planned == "reinit" or now - self.init_ms >= cfg["reinit_ms"]:
+                reason = "periodic"
+            elif self.errors >= cfg["max_errors"]:
+                reason = "errors"
+            elif now - self.good_ms >= cfg["stuck_ms"]:
+                reason = "stuck"
+            if reason is not None:
+                await self._hw_reset(reason)
+            elif planned == "pdp":
+                await self._refresh_pdp()
             elif m.socket_open:
                 try:
                     await m.close_socket()
                 except (md.ModemError, at.ATError):
                     pass
-            cfg = self.cfg()
-            await asyncio.sleep_ms(delay)
-            delay = min(delay * 2, cfg["retry_max_ms"])
+            if planned is None:
+                await asyncio.sleep_ms(delay)
+                delay = min(delay * 2, cfg["retry_max_ms"])
 
     async def _alive(self):
         try:
@@ -127,17 +185,33 @@ class Wan:
         except (md.ModemError, at.ATError):
             return False
 
-    async def _hw_reset(self):
+    async def _hw_reset(self, reason):
         self.resets += 1
+        self.errors = 0
         self.state = "reset"
-        self.tx.add(ob.TX_MODEM_RESET)
-        log("wan", "modem silent: hardware reset")
+        self.tx.add(ob.TX_MODEM_RESET, 0, reason)
+        log("wan", "modem %s: hardware reset" % reason)
+        self.init_ms = self.good_ms = self.mono.ms()
         try:
             await self.modem.hw_reset()
             self.need_init = False
         except (md.ModemError, at.ATError) as e:
             self.last_error = repr(e)
             self.need_init = True
+
+    async def _refresh_pdp(self):
+        """The daily PDP context refresh: close the socket and the network
+        library; the next session activates the context again."""
+        m = self.modem
+        self.pdp_refreshes += 1
+        self.tx.add(ob.TX_PDP_REFRESH)
+        log("wan", "PDP context refresh")
+        try:
+            await m.close_socket()
+            await m.detach()
+        except (md.ModemError, at.ATError):
+            pass
+        m.attached = False
 
     async def session(self):
         m = self.modem
@@ -147,6 +221,7 @@ class Wan:
             self.state = "init"
             await m.init()
             self.need_init = False
+            self.init_ms = self.mono.ms()
             if cfg["radio"]:
                 await m.set_radio_mode(cfg["radio"])
         self.state = "sim"
@@ -165,6 +240,7 @@ class Wan:
                 self.tx.add(ob.TX_PDP_FAIL, 0, str(e))
                 raise
             self.tx.add(ob.TX_PDP_UP, 0, ip or "")
+            self.attach_ms = self.mono.ms()
         self.state = "connecting"
         await m.open_socket(cfg["host"], cfg["port"])
         self.dec.reset()
@@ -174,9 +250,11 @@ class Wan:
         self.connects += 1
         self.state = "connected"
         self.tx.add(ob.TX_LINK_UP, self.connects)
+        self.good_ms = self.mono.ms()
+        self.errors = 0
         log("wan", "link up to %s:%d" % (cfg["host"], cfg["port"]))
         self.outbox.reconnected()
-        await self._serve(cfg)
+        await self._serve()
 
     async def _wait_hello_ack(self, timeout_ms):
         deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
@@ -199,7 +277,7 @@ class Wan:
                     return
                 raise link.BadType("frame %d before HELLO_ACK" % fr[0])
 
-    async def _serve(self, cfg):
+    async def _serve(self):
         m = self.modem
         now = time.ticks_ms()
         last_rx = last_tx = last_sig = last_poll = now
@@ -210,6 +288,7 @@ class Wan:
                 rec = self.outbox.read(seq)
                 await m.send(link.encode(link.GBCS, seq, rec[3]))
                 last_tx = time.ticks_ms()
+            cfg = self.cfg()  # wan_config may change it meanwhile
             wait = self.outbox.next_due_ms()
             wait = 200 if wait is None else max(10, min(wait, 200))
             data = await m.recv(wait)  # SocketClosed ends the session
@@ -225,6 +304,11 @@ class Wan:
                 raise md.SocketClosed("head-end silent")
             if self._nitz:
                 await self._network_time()
+            t = self.mono.ms()
+            if t - self.attach_ms >= cfg["pdp_refresh_ms"]:
+                raise _Planned("pdp")
+            if t - self.init_ms >= cfg["reinit_ms"]:
+                raise _Planned("reinit")
             if time.ticks_diff(now, last_sig) >= cfg["signal_ms"]:
                 last_sig = now
                 self.signal = await m.signal_dbm()
@@ -310,6 +394,7 @@ class Wan:
             "outbox_pending": len(self.outbox), "connects": self.connects, "drops": self.drops,
             "modem_resets": self.resets, "duplicates": self.duplicates,
             "rx_polls_found": self.rx_polls_found, "last_error": self.last_error,
+            "errors": self.errors, "pdp_refreshes": self.pdp_refreshes,
         }
 
     async def cmd_config(self, req):
@@ -322,10 +407,18 @@ class Wan:
         trial = dict(self.outbox.cfg)
         trial.update({k: v for k, v in changes.items() if k in trial})
         ob.Outbox(None, trial)  # validates the outbox policy
+        m = self.modem
+        if "timings" in changes:
+            tm = changes["timings"]
+            if tm is not None and not isinstance(tm, dict):
+                raise ValueError("timings must be an object")
+            if m is not None and hasattr(m, "set_timings"):
+                m.set_timings(tm or {})  # refuses unknown names before changing any
         if changes:
             self.kv.update(changes)
+            self._cfg = None
             self.outbox.configure(self.cfg())
-        c = self.cfg()
+        c = dict(self.cfg())
         _clock_cfg(self.hub.clock, c)
         c.update(self.outbox.cfg)
         return c

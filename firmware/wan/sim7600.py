@@ -161,7 +161,7 @@ class Sim7600(Modem):
         self._sig_v = [0] * _NSIG
         self._sig_n = 0
         self._sig_i = 0
-        self._pin_tried = False
+        self._pin_tried = None  # the PIN entered since boot (one try per PIN)
         self.sim = None
         self.pb_done = False
         self.net_lost = False
@@ -170,6 +170,15 @@ class Sim7600(Modem):
         self.ip = None
         self.on_data = None
         self.bad_lines = 0
+
+    def set_timings(self, timings):
+        """Change timings (ms) on the fly, e.g. from the WAN configuration."""
+        for k in timings:
+            if k not in TIMINGS:
+                raise ValueError("unknown modem timing %s" % k)
+        self.t.update(timings)
+        self.at.timeout_ms = self.t["cmd"]
+        self.at.grace_ms = self.t["grace"]
 
     # ---- URCs ----
     def _on_reg(self, line):
@@ -232,7 +241,7 @@ class Sim7600(Modem):
         self.socket_open = False
         self.attached = False
         self.pb_done = False
-        self._pin_tried = False
+        self._pin_tried = None  # the PIN entered since boot (one try per PIN)
         self._reg = [REG_UNKNOWN, REG_UNKNOWN, REG_UNKNOWN]
         self.reg_stat = REG_UNKNOWN
         self._rxev.set()
@@ -299,9 +308,9 @@ class Sim7600(Modem):
             if state == b"READY":
                 return True
             if state == b"SIM PIN":
-                if pin is None or self._pin_tried:
+                if pin is None or self._pin_tried == pin:
                     raise PinRequired()
-                self._pin_tried = True
+                self._pin_tried = pin
                 try:
                     await at.cmd('AT+CPIN="%s"' % pin, b"+CPIN:")
                 except CmeError as e:
