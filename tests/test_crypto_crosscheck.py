@@ -281,14 +281,13 @@ def test_ecdsa_against_cryptography() -> None:
 
 RTDS_CODE = """
 from gbcs import p256, kdf, gcm
-acb = u(D["acb_d"])
 zs = {}
 tags = []
-for frame, g, dev, cra, ctr, orig, rec in D["frames"]:
-    if dev not in zs:
-        zs[dev] = p256.ecdh(acb, u(D["pubs"][dev]))
+for frame, g, dev, cra, ctr, orig, rec, party in D["frames"]:
+    if (dev, party) not in zs:
+        zs[(dev, party)] = p256.ecdh(u(D["party_d"][party]), u(D["pubs"][dev]))
     f = u(frame)
-    key = kdf.derive_key(zs[dev], u(orig), cra, u(ctr), u(rec))
+    key = kdf.derive_key(zs[(dev, party)], u(orig), cra, u(ctr), u(rec))
     aad = (kdf.AAD_PREFIX, memoryview(f)[g:len(f) - 12])
     tags.append(hx(gcm.gmac(key, kdf.iv_for(u(orig)), aad)).decode())
 print(json.dumps(tags))
@@ -304,8 +303,10 @@ def _section_len(sec: dict) -> int:
 
 
 def rtds_frames(vectors: Path) -> list[tuple[str, list]]:
-    """Every MAC'd RTDS frame keyed by the ACB's KA key: commands (whoever the
-    originator: the ACB applies the MAC) and device responses/alerts to the ACB."""
+    """Every MAC'd RTDS frame with the remote party whose KA key pairs with the
+    device's for Z: commands -> the ACB (whoever the originator: the ACB
+    applies the MAC); device responses/alerts -> their header recipient (the
+    ACB, or the supplier for the 33 responses to direct supplier commands)."""
     gb = vectors / "gbcs"
     out = []
     for hexf in sorted(gb.glob("rtds/*/*.HEX")):
@@ -319,20 +320,22 @@ def rtds_frames(vectors: Path) -> list[tuple[str, list]]:
         cra = _hexbytes(gh["CRA Flag"])[0]
         dev = orig if orig.hex().upper().startswith("00DB") else rec
         other = rec if dev == orig else orig
-        if cra != 1 and other.hex().upper() != ACB:
-            continue  # MAC'd by a device for a non-ACB party: no key for it here
+        party = ACB.lower() if cra == 1 else other.hex()
         g = _section_len(dec["MAC Header"])
         assert raw[g] == 0xDF and raw[-12:] == _hexbytes(dec["MAC"]["MAC"])
         ctr = _hexbytes(gh["Originator Counter"])
-        out.append((hexf.name, [raw.hex(), g, dev.hex(), cra, ctr.hex(), orig.hex(), rec.hex()]))
+        out.append((hexf.name, [raw.hex(), g, dev.hex(), cra, ctr.hex(), orig.hex(), rec.hex(), party]))
     return out
 
 
 def test_rtds_macs_recomputed_by_firmware(vectors: Path) -> None:
     ks = vectors / "gbcs" / "keystore"
-    acb = serialization.load_pem_private_key((ks / "90b3d51f30000002-ka.key").read_bytes(), None)
-    assert isinstance(acb, ec.EllipticCurvePrivateKey)
     frames = rtds_frames(vectors)
+    party_d = {}
+    for party in {f[7] for _, f in frames}:
+        k = serialization.load_pem_private_key((ks / f"{party}-ka.key").read_bytes(), None)
+        assert isinstance(k, ec.EllipticCurvePrivateKey)
+        party_d[party] = priv_bytes(k).hex()
     pubs = {}
     for _, (_, _, dev, *_rest) in frames:
         cert = x509.load_pem_x509_certificate((ks / f"{dev}-ka.pem").read_bytes())
@@ -342,7 +345,7 @@ def test_rtds_macs_recomputed_by_firmware(vectors: Path) -> None:
     tampered = bytearray(bytes.fromhex(f0[0]))
     tampered[f0[1] + 20] ^= 0x01
     items = [f for _, f in frames] + [[tampered.hex(), *f0[1:]]]
-    tags = mp_json(RTDS_CODE, {"acb_d": priv_bytes(acb).hex(), "pubs": pubs, "frames": items})
+    tags = mp_json(RTDS_CODE, {"party_d": party_d, "pubs": pubs, "frames": items})
     wrong = [name for (name, f), t in zip(frames, tags[:-1], strict=True) if t != f[0][-24:]]
     assert not wrong, wrong
     assert tags[-1] != f0[0][-24:]
@@ -351,7 +354,10 @@ def test_rtds_macs_recomputed_by_firmware(vectors: Path) -> None:
     print(
         f"RTDS MACs verified by the firmware: {len(frames)} ({len(chf_gpf)} CHF/GPF, of which {len(chf_gpf_cmds)} commands)"
     )
-    assert len(chf_gpf_cmds) >= 40 and len(chf_gpf) >= 85 and len(frames) >= 140
+    to_supplier = [n for n, f in frames if f[3] != 1 and f[7] != ACB.lower()]
+    print(f"of which device responses MAC'd with Z(supplier, device): {len(to_supplier)}")
+    assert len(to_supplier) == 33
+    assert len(chf_gpf_cmds) >= 40 and len(chf_gpf) >= 85 and len(frames) == 180
 
 
 # --- RTDS: decrypt the encrypted GBZ components of device responses ------------

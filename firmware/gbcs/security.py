@@ -5,9 +5,11 @@
 # * MAC = 12-byte GMAC, key = KDF(Z, originator, CRA, counter, recipient)
 #   with the grouping header's values; IV = originator || 00000000; AAD =
 #   11 00 00 00 00 00 || DF .. end of the signature field.
-# * Z is ECDH(ACB KA key, device KA key) for every MAC'd frame, whoever is the
-#   header originator: the ACB applies/checks the MAC on the DCC side. Z is
-#   computed once per key pair and cached.
+# * Commands: Z is ECDH(ACB KA key, device KA key), whoever is the header
+#   originator: the ACB applies the MAC on the DCC side. The device's own
+#   responses/alerts: Z = ECDH(device KA, header recipient's KA) (the ACB, or
+#   the supplier answering a direct supplier command). Z is computed once per
+#   key pair and cached.
 # * A command is accepted only if its originator counter is strictly greater
 #   than the last one accepted from that originator; the new value is
 #   persisted (store KV) before the command is executed.
@@ -249,7 +251,13 @@ class RemoteParties:
         return self.protect_signed(gframe.CRA_ALERT, self.next_own_counter(), recipient, message_code, payload, ds_private)
 
     def _mac_fn(self, cra, counter, recipient):
-        key = self.mac_key(cra, counter, self.eui, recipient)
+        # The device's own frames pair its KA key with the header recipient's
+        # (the ACB, or e.g. the supplier for a response to a direct supplier
+        # command: all 33 such RTDS responses); the ACB's when the recipient
+        # has no KA trust anchor.
+        r = self._anchors.get(bytes(recipient))
+        z = self.z(recipient) if r is not None and r[1] is not None else self._mac_z()
+        key = kdf.derive_key(z, self.eui, cra, counter, recipient)
 
         def mac_fn(prefix, body, iv):
             return gcm.gmac(key, iv, (prefix, body))

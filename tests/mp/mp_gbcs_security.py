@@ -144,3 +144,32 @@ def test_response_mac_checks_with_acb_key():
     z = p256.ecdh(acb_d, ident.chf["ka_q"])
     key = kdf.derive_key(z, r.originator, 2, r.counter, r.recipient)
     assert gcm.gmac_verify(key, r.iv(), (kdf.AAD_PREFIX, r.aad_body()), r.mac)
+
+
+def test_response_to_the_supplier_is_maced_with_the_suppliers_key():
+    """A direct supplier command (MAC'd by the ACB) is answered with a MAC
+    keyed by ECDH(supplier KA, device KA), as the RTDS device responses to
+    the supplier are; an alert to the ACB keeps the ACB's key."""
+    st = Store("data")
+    ident = Identity(st)
+    acb_d = _acb_private()
+    sup_d, sup_q = p256.generate()
+    ident.set_anchors(
+        [
+            {"eui": ACB.hex(), "role": "acb", "ka_pub": p256.encode_point(p256.public_key(acb_d)).hex()},
+            {"eui": SUPPLIER.hex(), "role": "supplier", "ka_pub": sup_q.hex()},
+        ]
+    )
+    ev, sec = open_logs(st, 40)
+    chf = Chf(ident, ev, sec, DeviceLog(st, lambda: 500000000), utc2000=lambda: 500000000)
+    resp, _ = chf.handle(_command(ident, acb_d, 77, originator=SUPPLIER))
+    r = frame.parse(resp)
+    assert bytes(r.recipient) == SUPPLIER
+    me = ident.chf["eui"]
+
+    def tag(d):
+        key = kdf.derive_key(p256.ecdh(d, ident.chf["ka_q"]), me, 2, 77, SUPPLIER)
+        return gcm.gmac(key, kdf.iv_for(me), (kdf.AAD_PREFIX, r.aad_body()))
+
+    assert tag(sup_d) == bytes(r.mac)
+    assert tag(acb_d) != bytes(r.mac)
