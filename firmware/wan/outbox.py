@@ -11,12 +11,14 @@ CRITICAL = const(0)
 NON_CRITICAL = const(1)
 KIND_RESPONSE = const(1)
 KIND_ALERT = const(2)
+KIND_SCHEDULED = const(3)  # scheduled data: leaves at a random time inside sched_window_ms
 
 # defaults; KV "wan" keys of the same name override them
 DEFAULTS = {
     "crit_retries": 8, "crit_backoff_ms": 10000, "crit_backoff_max_ms": 600000,
     "noncrit_retries": 3, "noncrit_backoff_ms": 60000, "noncrit_backoff_max_ms": 3600000,
     "on_exhausted": "keep",  # or "drop"
+    "sched_window_ms": 1800000,
 }
 
 # transaction log events
@@ -75,21 +77,29 @@ def unpack(p):
     if len(p) < 6:
         raise OutboxError("outbox record too short")
     kind, cls, he_id = struct.unpack(">BBI", p[:6])
-    if kind not in (KIND_RESPONSE, KIND_ALERT) or cls not in (CRITICAL, NON_CRITICAL):
+    if kind not in (KIND_RESPONSE, KIND_ALERT, KIND_SCHEDULED) or cls not in (CRITICAL, NON_CRITICAL):
         raise OutboxError("bad outbox record header")
     return kind, cls, he_id, p[6:]
 
 
+def _rand(n):
+    import random
+
+    return random.getrandbits(30) % n
+
+
 class Outbox:
-    def __init__(self, journal, config=None, txlog=None, ticks_ms=None):
+    def __init__(self, journal, config=None, txlog=None, ticks_ms=None, rand=None):
         self.j = journal
         self.cfg = dict(DEFAULTS)
         if config:
             self.configure(config)
         self.tx = txlog
         self._ticks = ticks_ms or time.ticks_ms
+        self._rand = rand or _rand  # rand(n) -> 0 <= int < n
         self._tries = {}  # seq -> (attempts, ticks of last send); RAM only
         self._parked = set()  # exhausted and kept: wait for the next reconnect
+        self._hold = {}  # scheduled seq -> ticks when it may leave (RAM: drawn again after a reboot)
 
     def configure(self, cfg):
         for k in DEFAULTS:
@@ -97,6 +107,9 @@ class Outbox:
                 self.cfg[k] = cfg[k]
         if self.cfg["on_exhausted"] not in ("keep", "drop"):
             raise OutboxError("on_exhausted must be keep or drop")
+        w = self.cfg["sched_window_ms"]
+        if not isinstance(w, int) or not 0 <= w < (1 << 30):
+            raise OutboxError("sched_window_ms must be 0..2^30-1")
 
     def __len__(self):
         return len(self.j)
@@ -148,10 +161,17 @@ class Outbox:
             if st is None:
                 p = self.j.read(seq)
                 try:
-                    cls = unpack(p)[1]
+                    kind, cls, _, _ = unpack(p)
                 except OutboxError:
                     self.j.ack(seq)  # unreadable: nothing we can ever deliver
                     continue
+                if kind == KIND_SCHEDULED:
+                    rel = self._hold.get(seq)
+                    if rel is None:
+                        w = self.cfg["sched_window_ms"]
+                        rel = self._hold[seq] = time.ticks_add(now, self._rand(w) if w > 0 else 0)
+                    if time.ticks_diff(rel, now) > 0:
+                        continue
                 self._tries[seq] = (1, now, cls)
                 out.append(seq)
                 continue
@@ -169,6 +189,11 @@ class Outbox:
         """ms until the next resend or exhaustion check is due (None: nothing waiting)."""
         now = self._ticks()
         best = None
+        for seq, rel in self._hold.items():
+            if seq not in self._tries:
+                w = max(0, time.ticks_diff(rel, now))
+                if best is None or w < best:
+                    best = w
         for n, last, cls in self._tries.values():
             w = max(0, self._wait(cls, n) - time.ticks_diff(now, last))
             if best is None or w < best:
@@ -181,6 +206,7 @@ class Outbox:
         self._tries.pop(seq, None)
         if self.cfg["on_exhausted"] == "drop":
             self.j.ack(seq)
+            self._hold.pop(seq, None)
             if self.tx is not None:
                 self.tx.add(TX_DROPPED, seq)
         else:
@@ -194,6 +220,7 @@ class Outbox:
         self.j.ack(seq)
         self._tries.pop(seq, None)
         self._parked.discard(seq)
+        self._hold.pop(seq, None)
         if self.tx is not None:
             self.tx.add(TX_ACK, seq)
         return True

@@ -484,17 +484,22 @@ def install(hub):
     st = hub.store
     hub.txlog = tx = _ob.TxLog(st.ringlog("transactions", 100), board.utc)
     hub.outbox = box = _ob.Outbox(st.journal("outbox"), dict(st.kv("wan").items()), tx)
-    kinds = {"response": _ob.KIND_RESPONSE, "alert": _ob.KIND_ALERT}
+    kinds = {"response": _ob.KIND_RESPONSE, "alert": _ob.KIND_ALERT, "scheduled": _ob.KIND_SCHEDULED}
 
     def emit(frame, kind, critical=None):
-        """Persist one GBCS response or alert for the head-end (durable when
-        it returns, also before the link is up) -> its outbox frame id.
-        critical None: responses critical, alerts per `critical_alerts`."""
+        """Persist one GBCS response, alert or scheduled-data message for the
+        head-end (durable when it returns, also before the link is up) -> its
+        outbox frame id. critical None: responses critical, alerts per
+        `critical_alerts`, scheduled data non-critical. Scheduled data
+        leaves at a random time inside `sched_window_ms`."""
         k = kinds.get(kind)
         if k is None:
-            raise ValueError("emit: kind must be alert or response")
+            raise ValueError("emit: kind must be alert, response or scheduled")
         if critical is None:
-            critical = k == _ob.KIND_RESPONSE or st.kv("wan").get("critical_alerts", True)
+            if k == _ob.KIND_SCHEDULED:
+                critical = False
+            else:
+                critical = k == _ob.KIND_RESPONSE or st.kv("wan").get("critical_alerts", True)
         return box.add(bytes(frame), _ob.CRITICAL if critical else _ob.NON_CRITICAL, k)
 
     hub.emit = emit

@@ -214,3 +214,54 @@ def test_seen_ids_ring():
     for i in range(2, 7):
         s.add(i)
     assert 1 not in s and 6 in s and len(s.ids) == 4
+
+
+def test_scheduled_data_leaves_at_random_times_inside_the_window():
+    from wan.outbox import KIND_SCHEDULED
+
+    fresh()
+    clk = Clock()
+    cfg = dict(CFG)
+    cfg["sched_window_ms"] = 1000
+    st, ob, _ = make(clk, cfg)
+    sched = [ob.add(b"s%d" % i, NON_CRITICAL, KIND_SCHEDULED) for i in range(20)]
+    resp = ob.add(b"resp")
+    assert ob.due() == [resp]  # a response leaves at once, scheduled data waits
+    wait = ob.next_due_ms()
+    assert wait is not None and 0 <= wait < 1000
+    first = {}
+    for step in range(1, 105):
+        clk.t = 1000 + step * 10
+        for s in ob.due():
+            if s != resp:  # (the response is resent on its own schedule)
+                first.setdefault(s, step * 10)
+        for s in list(first):
+            ob.acked(s)  # the head-end takes each at once
+    assert sorted(first) == sorted(sched), first
+    times = sorted(first.values())
+    assert times[0] >= 10 and times[-1] <= 1000, times
+    assert len(set(times)) >= 8, times  # spread out, not one burst
+    assert len(ob) == 1  # only the unacknowledged response
+    # after a power cut a pending scheduled message is held again (new draw)
+    x = ob.add(b"late", NON_CRITICAL, KIND_SCHEDULED)
+    remount()
+    clk.t = 1000
+    st, ob, _ = make(clk, {"sched_window_ms": 1000, "noncrit_backoff_ms": 5000})
+    draws = []
+    ob._rand = lambda n: draws.append(n) or 500
+    assert ob.due() == [resp] and draws == [1000]
+    clk.t = 1499
+    assert ob.due() == []
+    clk.t = 1500
+    assert ob.due() == [x]
+    # a window of 0 sends scheduled data at once; a bad window is refused
+    ob.configure({"sched_window_ms": 0})
+    y = ob.add(b"now", NON_CRITICAL, KIND_SCHEDULED)
+    assert ob.due() == [y]
+    for bad in (-1, 1 << 30, "x"):
+        try:
+            ob.configure({"sched_window_ms": bad})
+        except ValueError:
+            continue
+        raise AssertionError("window %r accepted" % (bad,))
+    st.close()

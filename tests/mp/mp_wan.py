@@ -63,6 +63,8 @@ def test_emit_alert_class_follows_critical_alerts_setting():
     assert hub.outbox.read(s)[1] == ob.NON_CRITICAL
     s = hub.emit(b"\xdd\x06", "response")
     assert hub.outbox.read(s)[1] == ob.CRITICAL
+    s = hub.emit(b"\xdd\x07", "scheduled")
+    assert hub.outbox.read(s)[:2] == (ob.KIND_SCHEDULED, ob.NON_CRITICAL)
 
 
 def test_clock_step_logged_and_in_status():
