@@ -8,6 +8,7 @@ from chf import commands as chf_commands
 from chf import gbcs_port
 from han import coordinator as han_coordinator
 from local_port import serve as serve_local_port
+from gpf import service as gpf_service
 from log import log
 from route import router as route_router
 from supervisor import Supervisor
@@ -36,6 +37,7 @@ class Hub:
         gbcs_port.install(self)  # CHF identity, GBCS use cases, send_gbcs
         han_coordinator.install(self)  # NCP, network, trust centre: job "han", han_status
         wan_service.install(self)  # modem, head-end link, outbox: job "wan", wan_status
+        gpf_service.install(self)  # GPF: mirror ZCL servers, GBZ use cases, tap-off, gpf_status
         route_router.install(self)  # hub.route by recipient EUI-64, GSME buffer: job "route"
 
     def uptime_s(self):

@@ -1,0 +1,174 @@
+# Pieces every GBCS device function of the hub needs (the CHF and the GPF):
+# take one command in (parse, authenticate, log a refusal), build a MAC'd
+# response with a grouping-header date-time, DLMS date-time values, GBZ
+# component encryption and the KA public key of a certificate carried in the
+# other-information (an unknown remote party).
+from micropython import const
+
+from gbcs import der, gcm, kdf
+from gbcs import frame as gframe
+from gbcs.security import SecurityError
+
+EV_MALFORMED = const(0x8FD6)  # security log: a frame that does not parse
+EV_PAYLOAD_MISMATCH = const(0x8FD7)  # payload not allowed for its message code
+EV_UNSUPPORTED = const(0x8FD8)  # event log: message code not supported
+
+# DLMS clock-status byte (last byte of a date-time)
+CLOCK_OK = const(0x00)
+CLOCK_DOUBTFUL = const(0x02)
+CLOCK_OTHER_BASE = const(0x04)
+CLOCK_NOT_SPECIFIED = const(0xFF)
+
+ENC_SECURITY_HEADER = b"\x31\x00\x00\x00\x00"
+
+
+class UseCaseError(ValueError):
+    pass
+
+
+class UnsupportedUseCase(UseCaseError):
+    pass
+
+
+class PayloadMismatch(UseCaseError):
+    pass
+
+
+def log_event(log, code, data=b"", utc2000=None):
+    """Append one entry to an event/security log (None: nothing)."""
+    if log is None:
+        return
+    t = utc2000() if utc2000 else 0
+    if t < 0:
+        t = 0
+    log.append(code, bytes(data[:255]), t)
+
+
+class _NoSupp:
+    # the frame as authenticate() sees it when the supplementary remote party
+    # is an unknown one that brought its own certificate
+    def __init__(self, f):
+        self._f = f
+        self.supp_party = None
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+
+def accept(parties, data, security_log=None, utc2000=None, allow_urp=False):
+    """Parse and authenticate one command for the device of `parties`.
+    Refusals are written to the security log and re-raised (FrameError or a
+    SecurityError subclass). allow_urp: a supplementary remote party that is
+    not a trust anchor is accepted when the other-information carries its
+    certificate (the originator, the ACB, still MACs the command)."""
+    try:
+        f = gframe.parse(data)
+    except gframe.FrameError:
+        log_event(security_log, EV_MALFORMED, b"", utc2000)
+        raise
+    try:
+        if allow_urp and f.supp_cert is not None and f.supp_party is not None and parties.role_of(f.supp_party) is None:
+            parties.authenticate(_NoSupp(f))
+        else:
+            parties.authenticate(f)
+    except SecurityError as e:
+        log_event(security_log, e.event, bytes(f.originator) + f.counter.to_bytes(8, "big"), utc2000)
+        raise
+    return f
+
+
+def protect_response(parties, cmd, payload, date_time=None, supp_orig_counter=None, buf=None):
+    """Response to the parsed command `cmd` (CRA 2, its counter, MAC'd like
+    security.RemoteParties.protect_response) with an optional grouping-header
+    date-time and an optional supplementary originator counter (the 26-byte
+    other-information)."""
+    recipient = bytes(cmd.originator)
+    key = parties.mac_key(gframe.CRA_RESPONSE, cmd.counter, parties.eui, recipient)
+
+    def mac_fn(prefix, body, iv):
+        return gcm.gmac(key, iv, (prefix, body))
+
+    if supp_orig_counter is None:
+        supp_orig_counter = cmd.supp_orig_counter
+    return gframe.build(
+        gframe.CRA_RESPONSE,
+        cmd.counter,
+        parties.eui,
+        recipient,
+        cmd.message_code,
+        payload,
+        date_time=date_time,
+        supp_party=cmd.supp_party,
+        supp_counter=cmd.supp_counter or 0,
+        supp_orig_counter=supp_orig_counter if cmd.supp_party is not None else None,
+        mac_fn=mac_fn,
+        buf=buf,
+    )
+
+
+def date_time(t2000, status=CLOCK_NOT_SPECIFIED, weekday=True):
+    """DLMS date-time (12 bytes) for UTC seconds since 2000-01-01: deviation
+    not specified (0x8000), the given clock status; weekday=False writes the
+    day of week as not specified (0xFF), as the RTDS GPF responses do."""
+    if t2000 is None or t2000 < 0:
+        t2000 = 0
+    days, rem = divmod(int(t2000), 86400)
+    y, m, d = civil(days)
+    dow = (days + 5) % 7 + 1 if weekday else 0xFF  # 2000-01-01 was a Saturday
+    h, rem = divmod(rem, 3600)
+    return bytes((y >> 8, y & 0xFF, m, d, dow, h, rem // 60, rem % 60, 0, 0x80, 0, status & 0xFF))
+
+
+def civil(days):
+    """(year, month, day) of a day number counted from 2000-01-01."""
+    z = days + 730425  # days since 0000-03-01
+    era = z // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    y = yoe + era * 400
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    m = mp + 3 if mp < 10 else mp - 9
+    if m <= 2:
+        y += 1
+    return y, m, d
+
+
+def generalized_time(t2000):
+    """'YYYYMMDDhhmmssZ' bytes (ASN.1 GeneralizedTime) for UTC seconds since 2000."""
+    if t2000 is None or t2000 < 0:
+        t2000 = 0
+    days, rem = divmod(int(t2000), 86400)
+    y, m, d = civil(days)
+    h, rem = divmod(rem, 3600)
+    return ("%04d%02d%02d%02d%02d%02dZ" % (y, m, d, h, rem // 60, rem % 60)).encode()
+
+
+# --- encrypted GBZ components ---------------------------------------------------
+
+
+def cert_ka_public(cert):
+    """The uncompressed P-256 point of a DER X.509 certificate's subject public
+    key (65 bytes). Raises der.DerError on anything else."""
+    c = der.decode(cert)
+    if c[0] != der.SEQUENCE or not c[1] or c[1][0][0] != der.SEQUENCE:
+        raise der.DerError("not a certificate")
+    for item in c[1][0][1]:
+        if item[0] == der.SEQUENCE and len(item[1]) == 2 and item[1][1][0] == der.BIT_STRING:
+            bits = item[1][1][1]
+            if len(bits) == 66 and bits[0] == 0 and bits[1] == 0x04:
+                return bytes(bits[1:])
+    raise der.DerError("certificate has no uncompressed P-256 public key")
+
+
+def encryption_key(z, originator, counter, party):
+    """AES key of an encrypted GBZ component: KDF with CRA byte 04 (docs/crypto.md)."""
+    return kdf.derive_key(z, originator, kdf.CRA_ENCRYPT, counter, party)
+
+
+def seal(key, originator, plaintext):
+    """(ciphertext, 12-byte AE MAC) of one component's ZCL payload: IV =
+    originator || 00000000, AAD = the security header control byte 31."""
+    out = gcm.encrypt(key, kdf.iv_for(originator), plaintext, kdf.ENC_AAD)
+    return out[:-12], out[-12:]

@@ -1,0 +1,391 @@
+# The Gas Proxy Function: its own GBCS identity (hub.identity.gpf), GBZ use
+# cases answered from the mirror of the GSME's data (gpf.mirror), the GPF
+# Device Log (GCS59 restore, GCS62 0x8071 backup alert) and the tap-off of
+# TOM commands for the GSME (gpf.tapoff).
+#
+# Gpf.handle(frame) -> (response, [alerts]): parse -> authenticate (the CHF's
+# rules, gbcs.usecase_base.accept; a supplementary remote party with its own
+# certificate is allowed) -> check the payload is what the message code allows
+# -> answer -> MAC'd response. Refusals are logged and raised.
+from micropython import const
+
+from gbcs import der, gbz, p256
+from gbcs.usecase_base import (
+    CLOCK_DOUBTFUL,
+    EV_PAYLOAD_MISMATCH,
+    EV_UNSUPPORTED,
+    ENC_SECURITY_HEADER,
+    PayloadMismatch,
+    UnsupportedUseCase,
+    accept,
+    cert_ka_public,
+    date_time,
+    encryption_key,
+    generalized_time,
+    log_event,
+    protect_response,
+    seal,
+)
+from gpf.mirror import METERING, PREPAYMENT, PRICE
+from gpf.tapoff import TapOff
+from han import zcl
+
+DEVICE_MGMT = const(0x0708)
+
+_READ = "read"
+_COT = "cot"
+_SNAP = "snap"
+_SAMPLED = "sampled"
+_RESTORE = "restore"
+
+_FORMAT = (0x0302, 0x0301, 0x0300)  # divisor, multiplier, unit of measure
+# message code -> (name, kind, {cluster: allowed attribute ids}, encrypted
+# clusters, response ZCL frame control) -- shapes as the RTDS shows them
+USE_CASES = {
+    0x0072: ("GCS09", _COT, None, (), 0x00),
+    0x0074: ("GCS13a", _READ, {METERING: _FORMAT + (0x0000,)}, (METERING,), 0x18),
+    0x00B6: ("GCS13c", _READ, {METERING: _FORMAT + tuple(range(0x0100, 0x0160, 2))}, (METERING,), 0x18),
+    0x00B8: ("GCS13b", _READ, {METERING: _FORMAT + tuple(range(0x0700, 0x0710))}, (METERING,), 0x18),
+    0x0075: (
+        "GCS14",
+        _READ,
+        {PRICE: (0x0617, 0x0616), PREPAYMENT: (0x0005, 0x0002, 0x0001, 0x0211, 0x0221, 0x0231)},
+        (PREPAYMENT,),
+        0x08,
+    ),
+    0x012A: ("GCS60a", _READ, {METERING: (0x0A00,), PREPAYMENT: (0x0001,)}, (), 0x08),
+    0x0096: ("GCS16b", _SNAP, {PREPAYMENT: ()}, (PREPAYMENT,), 0x19),
+    0x00A0: ("GCS61", _SAMPLED, {METERING: ()}, (METERING,), 0x19),
+    0x008C: ("GCS59", _RESTORE, None, (), 0),
+}
+
+MC_GCS62 = const(0x00B2)
+ALERT_DEVICE_LOG_CHANGED = const(0x8071)
+DEVICE_LOG_MAX = const(16)
+# join response codes (PROTOCOLS.md 2)
+JOIN_OK = const(0)
+JOIN_INCOMPATIBLE = const(3)
+JOIN_LOG_FULL = const(4)
+_GPF_LOG_TYPES = (0, 1, 4, 5, 6)  # GSME, ESME, HCALCS, PPMID, Type 2
+
+_CMD_GET_PREPAY_SNAPSHOT = const(0x07)
+_CMD_PUBLISH_PREPAY_SNAPSHOT = const(0x01)
+_CMD_GET_SAMPLED_DATA = const(0x08)
+_CMD_GET_SAMPLED_DATA_RSP = const(0x07)
+_CMD_PUBLISH_COT = const(0x00)
+_NOT_FOUND = const(0x8B)
+
+
+def _u32le(p, o):
+    return p[o] | (p[o + 1] << 8) | (p[o + 2] << 16) | (p[o + 3] << 24)
+
+
+def _le(v, n):
+    return bytes((v >> (8 * i)) & 0xFF for i in range(n))
+
+
+class Gpf:
+    """Gpf(identity, store, mirror, now, security_log=None, event_log=None).
+    now() -> (UTC seconds since 2000, clock valid)."""
+
+    def __init__(self, identity, store, mirror, now, security_log=None, event_log=None):
+        self.identity = identity
+        self.mirror = mirror
+        self.now = now
+        self.security_log = security_log
+        self.event_log = event_log
+        self._kv = store.kv("gpf")
+        self.devices = list(self._kv.get("devlog", []))
+        self.executed = 0
+        self.rejected = 0
+        self._urp = (None, None)  # (certificate KA key, Z) of the last unknown remote party
+        self.tap = TapOff(store, self, now)
+
+    @property
+    def parties(self):
+        return self.identity.parties("gpf")
+
+    def _t(self):
+        return self.now()[0]
+
+    # --- GBCS in --------------------------------------------------------------
+
+    def handle(self, data):
+        parties = self.parties
+        f = accept(parties, data, self.security_log, self._t, allow_urp=True)
+        uc = USE_CASES.get(f.message_code)
+        if uc is None:
+            self.rejected += 1
+            log_event(self.event_log, EV_UNSUPPORTED, f.message_code.to_bytes(2, "big"), self._t)
+            raise UnsupportedUseCase("message code 0x%04x is not a GPF use case here" % f.message_code)
+        try:
+            if uc[1] == _RESTORE:
+                entries = _restore_entries(f.payload)
+            else:
+                g = gbz.parse(f.payload, 1, f.message_code)
+                _check_gbz(g, uc)
+        except (gbz.GbzError, der.DerError, PayloadMismatch, IndexError, TypeError) as e:
+            self.rejected += 1
+            log_event(self.security_log, EV_PAYLOAD_MISMATCH, f.message_code.to_bytes(2, "big"), self._t)
+            if isinstance(e, PayloadMismatch):
+                raise
+            raise PayloadMismatch("bad payload for %s: %s" % (uc[0], e))
+        self.executed += 1
+        alerts = []
+        if uc[1] == _RESTORE:
+            payload = self._restore(entries)
+            alerts.append(self.backup_alert())
+            return bytes(protect_response(parties, f, payload)), alerts
+        urp = f.supp_cert is not None and f.supp_party is not None and parties.role_of(f.supp_party) is None
+        supp_orig = parties.next_own_counter() if urp else None
+        enc = _Enc(self, parties, f, supp_orig)
+        dt = None
+        if uc[1] == _READ:
+            comps, dt = self._read(g, uc, enc)
+        elif uc[1] == _COT:
+            comps = self._cot(g)
+        elif uc[1] == _SNAP:
+            comps = self._snapshots(g, uc, enc)
+        else:
+            comps = self._sampled(g, uc, enc)
+        comps[-1].control |= gbz.CTRL_LAST
+        payload = gbz.build(comps)
+        return bytes(protect_response(parties, f, payload, date_time=dt, supp_orig_counter=supp_orig)), alerts
+
+    # --- use cases ------------------------------------------------------------
+
+    def _read(self, g, uc, enc):
+        m = self.mirror
+        comps = []
+        for c in g.components:
+            ids = zcl.decode_read_attributes(c.body)
+            recs = []
+            for a in ids:
+                v = m.get(c.cluster, a)
+                if v is None:
+                    recs.append((a, zcl.UNSUPPORTED_ATTRIBUTE, 0, None))
+                else:
+                    recs.append((a, zcl.SUCCESS, v[0], v[1]))
+            body = bytes(zcl.encode_read_attributes_rsp(recs))
+            comps.append(enc.component(c.cluster, uc[4], c.seq, zcl.READ_ATTRIBUTES_RSP, body, c.cluster in uc[3]))
+        upd = m.updated([c.cluster for c in g.components])
+        if upd is None:
+            upd = (self._t(), CLOCK_DOUBTFUL)
+        return comps, date_time(upd[0], upd[1], weekday=False)
+
+    def _cot(self, g):
+        c = g.components[0]
+        self._kv.set("cot", "".join("%02x" % b for b in c.body))
+        body = bytes((_CMD_PUBLISH_COT, zcl.SUCCESS))
+        return [gbz.component(DEVICE_MGMT, 0x00, c.seq, zcl.DEFAULT_RSP, body)]
+
+    def _snapshots(self, g, uc, enc):
+        snaps = self.mirror.snaps
+        comps = []
+        for c in g.components:
+            p = c.body
+            if len(p) != 13:
+                raise PayloadMismatch("GetPrepaySnapshot of %d bytes" % len(p))
+            lo, hi, off, cause = _u32le(p, 0), _u32le(p, 4), p[8], _u32le(p, 9)
+            found = [s for s in snaps if lo <= s[0] <= hi and (s[1] & cause)]
+            if off < len(found):
+                s = found[off]
+                body = (
+                    _le(off, 4)
+                    + _le(s[0], 4)
+                    + bytes((len(snaps) & 0xFF, 0, 1))
+                    + _le(s[1], 4)
+                    + bytes((s[2],))
+                    + bytes(int(s[3][i : i + 2], 16) for i in range(0, len(s[3]), 2))
+                )
+                comps.append(enc.component(c.cluster, uc[4], c.seq, _CMD_PUBLISH_PREPAY_SNAPSHOT, body, True))
+            else:
+                comps.append(_not_found(c, _CMD_GET_PREPAY_SNAPSHOT))
+        return comps
+
+    def _sampled(self, g, uc, enc):
+        c = g.components[0]
+        p = c.body
+        if len(p) != 9:
+            raise PayloadMismatch("GetSampledData of %d bytes" % len(p))
+        sid, t, stype, n = p[0] | (p[1] << 8), _u32le(p, 2), p[6], p[7] | (p[8] << 8)
+        first, samples = self.mirror.daily_samples()
+        if sid != 1 or stype != 0 or first is None or n == 0:
+            return [_not_found(c, _CMD_GET_SAMPLED_DATA)]
+        idx = max(0, -(-(t - first * 86400) // 86400))
+        if idx >= len(samples):
+            return [_not_found(c, _CMD_GET_SAMPLED_DATA)]
+        got = samples[idx : idx + n]
+        body = bytearray(_le(sid, 2) + _le((first + idx) * 86400, 4) + bytes((stype,)) + _le(0xFFFF, 2))
+        body += _le(len(got), 2)
+        for v in got:
+            body += _le(v, 3)
+        return [enc.component(c.cluster, uc[4], c.seq, _CMD_GET_SAMPLED_DATA_RSP, bytes(body), True)]
+
+    # --- the GPF Device Log (GCS59 / GCS62) -------------------------------------
+
+    def _restore(self, entries):
+        new, outcomes = [], []
+        for eui, typ in entries:
+            if typ not in _GPF_LOG_TYPES or any(e[0] == eui for e in new):
+                code = JOIN_INCOMPATIBLE
+            elif len(new) >= DEVICE_LOG_MAX:
+                code = JOIN_LOG_FULL
+            else:
+                new.append([eui, typ])
+                code = JOIN_OK
+            outcomes.append(der.sequence(_entry(eui, typ), der.integer(code)))
+        self.devices = new
+        self._kv.set("devlog", new)
+        return der.encode(der.sequence(der.sequence(*outcomes)))
+
+    def backup_alert(self):
+        """GCS62: alert 0x8071 GPF Device Log Changed with the log's backup."""
+        body = der.sequence(
+            der.integer(ALERT_DEVICE_LOG_CHANGED),
+            der.generalized_time(generalized_time(self._t())),
+            der.sequence(*[_entry(e, t) for e, t in self.devices]),
+        )
+        return bytes(self.parties.protect_alert(MC_GCS62, der.encode(body)))
+
+    # --- the router's hooks (tap-off, tunnel flag) -----------------------------
+
+    def tap_off(self, command_frame):
+        """A command for the GSME was buffered: keep a copy of a TOM command."""
+        return self.tap.tap_off(command_frame)
+
+    def on_gsme_message(self, frame):
+        """A response/alert the GSME PUT: apply or discard tap-off copies.
+        Returns the GPF's own alerts (0x819E) for the caller to send."""
+        return self.tap.on_gsme_message(frame)
+
+    def set_tunnel_pending(self, pending):
+        """The router sets this while anything is queued for the GSME: the
+        mirror's functional-notification flag 'tunnelled message pending'."""
+        self.mirror.tunnel_pending = bool(pending)
+
+    def alert(self, message_code, payload):
+        return bytes(self.parties.protect_alert(message_code, payload))
+
+    def status(self):
+        m = self.mirror
+        return {
+            "eui": "".join("%02x" % b for b in self.identity.gpf["eui"]),
+            "gsme": m.gsme,
+            "mirror_endpoint": m.endpoint,
+            "clusters": dict(("%04x" % c, len(a)) for c, a in m.attrs.items()),
+            "reports": m.reports,
+            "mirror_writes": m.writes,
+            "daily_samples": len(m.day) - 2 if m.day else 0,
+            "snapshots": len(m.snaps),
+            "devices": len(self.devices),
+            "tap_pending": len(self.tap.pending),
+            "tap_applied": self.tap.applied,
+            "tap_discarded": self.tap.discarded,
+            "executed": self.executed,
+            "rejected": self.rejected,
+        }
+
+
+class _Enc:
+    # builds response components, encrypting those the use case protects
+    def __init__(self, gpf, parties, f, supp_orig):
+        self.gpf, self.parties, self.f = gpf, parties, f
+        self.count = 0
+        self.key = None
+        self.supp_orig = supp_orig
+
+    def _key(self):
+        if self.key is None:
+            f, parties = self.f, self.parties
+            party = bytes(f.supp_party if f.supp_party is not None else f.originator)
+            if parties.role_of(party) is not None:
+                z = parties.z(party)
+            elif f.supp_cert is not None:
+                q = cert_ka_public(f.supp_cert)
+                cached = self.gpf._urp
+                if cached[0] == q:
+                    z = cached[1]
+                else:
+                    z = p256.ecdh(self.gpf.identity.gpf["ka_d"], q)
+                    self.gpf._urp = (q, z)
+            else:
+                raise PayloadMismatch("no key-agreement key for %s" % party)
+            counter = self.supp_orig if self.supp_orig is not None else f.counter
+            self.key = encryption_key(z, parties.eui, counter, party)
+        return self.key
+
+    def component(self, cluster, fc, seq, cmd, body, encrypt):
+        if not encrypt:
+            return gbz.component(cluster, fc, seq, cmd, body)
+        c = gbz.Component()
+        c.control = gbz.CTRL_ENCRYPTED
+        c.cluster = cluster
+        c.ahc = 0
+        c.ahfc = self.count & 0xFF
+        self.count += 1
+        c.zcl_fc = fc
+        c.seq = seq
+        c.cmd = cmd
+        c.sec_header = ENC_SECURITY_HEADER
+        c.ciphertext, c.ae_mac = seal(self._key(), self.parties.eui, body)
+        return c
+
+
+def _not_found(c, cmd):
+    return gbz.component(c.cluster, 0x08, c.seq, zcl.DEFAULT_RSP, bytes((cmd, _NOT_FOUND)))
+
+
+def _entry(eui, typ):
+    b = eui if isinstance(eui, (bytes, bytearray)) else bytes(int(eui[i : i + 2], 16) for i in range(0, 16, 2))
+    return der.sequence(der.octets(b), der.integer(typ))
+
+
+def _restore_entries(payload):
+    d = der.decode(payload)
+    if d[0] != der.SEQUENCE or len(d[1]) != 1 or d[1][0][0] != der.SEQUENCE:
+        raise PayloadMismatch("GCS59 payload is not a device log restore")
+    out = []
+    for e in d[1][0][1]:
+        if e[0] != der.SEQUENCE or len(e[1]) != 2 or e[1][0][0] != der.OCTET_STRING or e[1][1][0] != der.INTEGER:
+            raise PayloadMismatch("bad GPF device log entry")
+        eui = bytes(e[1][0][1])
+        if len(eui) != 8:
+            raise PayloadMismatch("device id of %d bytes" % len(eui))
+        out.append(("".join("%02x" % b for b in eui), der.to_int(e[1][1][1])))
+    return out
+
+
+def _check_gbz(g, uc):
+    allowed = uc[2]
+    if uc[1] == _COT:
+        if len(g.components) != 1:
+            raise PayloadMismatch("GCS09 has one component")
+        c = g.components[0]
+        if c.cluster != DEVICE_MGMT or c.cmd != _CMD_PUBLISH_COT or c.encrypted() or len(c.body) != 17:
+            raise PayloadMismatch("GCS09 needs a Publish Change of Tenancy")
+        return
+    for c in g.components:
+        if c.encrypted():
+            raise PayloadMismatch("encrypted component in a GPF read")
+        if c.cluster not in allowed:
+            raise PayloadMismatch("cluster 0x%04x not allowed for %s" % (c.cluster, uc[0]))
+        ft = c.zcl_fc & 3
+        if uc[1] == _READ:
+            if ft != zcl.FT_GLOBAL or c.cmd != zcl.READ_ATTRIBUTES:
+                raise PayloadMismatch("%s needs Read Attributes" % uc[0])
+            try:
+                ids = zcl.decode_read_attributes(c.body)
+            except zcl.ZclError as e:
+                raise PayloadMismatch(str(e))
+            for a in ids:
+                if a not in allowed[c.cluster]:
+                    raise PayloadMismatch("attribute 0x%04x not allowed for %s" % (a, uc[0]))
+        elif uc[1] == _SNAP:
+            if ft != zcl.FT_CLUSTER or c.cmd != _CMD_GET_PREPAY_SNAPSHOT:
+                raise PayloadMismatch("GCS16b needs Get Prepay Snapshot")
+        elif uc[1] == _SAMPLED:
+            if len(g.components) != 1 or ft != zcl.FT_CLUSTER or c.cmd != _CMD_GET_SAMPLED_DATA:
+                raise PayloadMismatch("GCS61 needs one Get Sampled Data")
+
+

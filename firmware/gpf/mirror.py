@@ -1,0 +1,286 @@
+# The GPF's copy of the gas meter's data: the ZSE Metering-cluster mirror the
+# GSME asks for (RequestMirror -> mirror endpoint, ConfigureMirror) and keeps
+# up to date with attribute reports, plus the logs the GPF builds from it
+# (daily gas consumption, prepayment daily snapshots the GSME publishes).
+#
+# Data model (docs/gpf.md):
+#   attrs[cluster][attr id] = (ZCL type, value)   Metering 0x0702, Prepayment
+#                                                 0x0705, Price 0x0700, ...
+#   upd[cluster] = (UTC seconds since 2000, DLMS clock status) of the last
+#       update: status 00 when the hub's clock was valid (GPF time), 04 when
+#       the time is the GSME's own ReadingSnapShotTime (hub clock not valid),
+#       02 when neither is known to be right.
+#   day = [first day (days since 2000), summation at its first report,
+#          3-byte daily consumption samples ...]
+#   snaps = up to 31 prepayment snapshots (time, cause, payload type, body)
+#
+# Persistence: one KV "gpf_mirror" (endpoint, GSME, config, attributes as
+# compact ZCL attribute records in hex, update times) rewritten once per
+# report (one atomic file write), and KV "gpf_logs" (daily log, snapshots)
+# rewritten only when a day closes or a snapshot arrives.
+import binascii
+
+from micropython import const
+
+from gbcs.usecase_base import CLOCK_DOUBTFUL, CLOCK_OK, CLOCK_OTHER_BASE
+from han import zcl
+
+METERING = const(0x0702)
+PREPAYMENT = const(0x0705)
+PRICE = const(0x0700)
+
+MIRROR_ENDPOINT = const(2)
+DAY_LOG_MAX = const(731)
+SNAP_MAX = const(31)
+_SUMMATION = const(0x0000)
+_SNAPSHOT_TIME = const(0x0007)  # Metering ReadingSnapShotTime (UTC)
+_UTC_INVALID = const(0xFFFFFFFF)
+_MAX_ATTRS = const(64)  # per cluster: a bound on what a device can make us store
+# ZSE Functional Notification Flags bit "Tunnelled Message Pending"
+FLAG_TUNNEL_PENDING = const(0x00008000)
+
+# Prepayment commands
+_PP_PUBLISH_SNAPSHOT = const(0x01)  # server -> client
+
+
+class MirrorError(ValueError):
+    pass
+
+
+def _hex(b):
+    return binascii.hexlify(b).decode()
+
+
+def _unhex(s):
+    return binascii.unhexlify(s)
+
+
+class Mirror:
+    """Mirror(store, now): now() -> (UTC seconds since 2000, clock valid)."""
+
+    def __init__(self, store, now):
+        self._kv = store.kv("gpf_mirror")
+        self._lkv = store.kv("gpf_logs")
+        self.now = now
+        self.writes = 0  # KV commits (flash writes) made by the mirror
+        self.reports = 0
+        self.tunnel_pending = False
+        self.attrs = {}
+        self.upd = {}
+        for k, v in self._kv.items():
+            try:
+                if k[0] == "c":
+                    self.attrs[int(k[1:], 16)] = _decode_records(_unhex(v))
+                elif k[0] == "u":
+                    self.upd[int(k[1:], 16)] = (int(v[0]), int(v[1]))
+            except (ValueError, TypeError, IndexError, zcl.ZclError):
+                pass  # a damaged entry is dropped: the GSME reports it again
+        self.endpoint = self._kv.get("ep")
+        self.gsme = self._kv.get("gsme")
+        self.config = self._kv.get("cfg")
+        day = self._lkv.get("day")
+        self.day = day if isinstance(day, list) and len(day) >= 2 else None
+        snaps = self._lkv.get("snaps")
+        self.snaps = snaps if isinstance(snaps, list) else []
+
+    # --- state ----------------------------------------------------------------
+
+    def get(self, cluster, attr):
+        """(type, value) or None."""
+        c = self.attrs.get(cluster)
+        return None if c is None else c.get(attr)
+
+    def updated(self, clusters):
+        """(time, clock status) of the oldest last update among the clusters;
+        the worst status wins (02 over 04 over 00). None when never updated."""
+        t, st = None, CLOCK_OK
+        for c in clusters:
+            u = self.upd.get(c)
+            if u is None:
+                return None
+            if t is None or u[0] < t:
+                t = u[0]
+            st = _worse(st, u[1])
+        return t, st
+
+    def _stamp(self, snapshot_time=None):
+        t, valid = self.now()
+        if valid:
+            return t, CLOCK_OK
+        if snapshot_time is not None and snapshot_time != _UTC_INVALID:
+            return snapshot_time, CLOCK_OTHER_BASE
+        return t, CLOCK_DOUBTFUL
+
+    def set_attrs(self, cluster, records, stamp=None):
+        """Store (attr, type, value) records for a cluster and persist them in
+        one commit. stamp: (time, status) or None to stamp it now."""
+        c = self.attrs.get(cluster)
+        if c is None:
+            c = {}
+        for a, t, v in records:
+            if a not in c and len(c) >= _MAX_ATTRS:
+                raise MirrorError("too many attributes for cluster 0x%04x" % cluster)
+            c[a] = (t, v)
+        self.attrs[cluster] = c
+        if stamp is None:
+            # the GSME's ReadingSnapShotTime (Metering) times all its clusters
+            snap = self.get(METERING, _SNAPSHOT_TIME)
+            stamp = self._stamp(snap[1] if snap is not None else None)
+        self.upd[cluster] = stamp
+        self._kv.update({"c%04x" % cluster: _hex(_encode_records(c)), "u%04x" % cluster: [stamp[0], stamp[1]]})
+        self.writes += 1
+        if cluster == METERING:
+            s = c.get(_SUMMATION)
+            if s is not None and any(r[0] == _SUMMATION for r in records):
+                self._day_log(stamp[0], s[1])
+
+    def _day_log(self, t, summation):
+        # daily consumption: the difference of the summation at the first
+        # report of consecutive days (UTC); days without a report get 0
+        day = t // 86400
+        d = self.day
+        if d is None:
+            self.day = [day, summation]
+            self._save_logs()
+            return
+        last_day = d[0] + len(d) - 2  # the day whose start reading is d[1]
+        if day <= last_day:
+            return
+        used = max(0, summation - d[1]) & 0xFFFFFF
+        samples = d[2:] + ["%06x" % used] + ["000000"] * (day - last_day - 1)
+        first = d[0]
+        if len(samples) > DAY_LOG_MAX:
+            first += len(samples) - DAY_LOG_MAX
+            samples = samples[-DAY_LOG_MAX:]
+        self.day = [first, summation] + samples
+        self._save_logs()
+
+    def daily_samples(self):
+        """(first day number, [consumption per day]) of the closed days."""
+        d = self.day
+        if d is None or len(d) < 3:
+            return None, []
+        return d[0], [int(s, 16) for s in d[2:]]
+
+    def add_snapshot(self, payload):
+        """A PublishPrepaySnapshot payload from the GSME: keep (time, cause,
+        payload type, sub-payload) of its snapshot, the last SNAP_MAX."""
+        p = payload
+        if len(p) < 18:
+            raise MirrorError("PublishPrepaySnapshot of %d bytes" % len(p))
+        t = _u32(p, 4)
+        body = [t, _u32(p, 11), p[15], _hex(p[16:])]
+        snaps = [s for s in self.snaps if s[0] != t] + [body]
+        snaps.sort(key=lambda s: s[0])
+        self.snaps = snaps[-SNAP_MAX:]
+        self._save_logs()
+
+    def _save_logs(self):
+        self._lkv.update({"day": self.day, "snaps": self.snaps})
+        self.writes += 1
+
+    def set_mirror(self, eui_hex, endpoint):
+        self.gsme = eui_hex
+        self.endpoint = endpoint
+        self._kv.update({"gsme": eui_hex, "ep": endpoint})
+        self.writes += 1
+
+    def notification_flags(self):
+        return FLAG_TUNNEL_PENDING if self.tunnel_pending else 0
+
+    # --- ZCL server (coordinator.zcl_servers[cluster]) -------------------------
+
+    async def zcl_server(self, eui_hex, src_ep, header, payload, cluster=METERING):
+        """Handle one ZCL frame for a mirrored cluster: returns the reply ZCL
+        frame (bytes) or None. Never raises on bad input (a Default Response
+        with MALFORMED_COMMAND instead)."""
+        if not isinstance(header, zcl.Header):
+            header, off = zcl.parse_header(header)
+            if payload is None:
+                payload = b""
+        try:
+            return self._zcl(eui_hex, header, payload, cluster)
+        except (zcl.ZclError, MirrorError, IndexError, ValueError):
+            if header.disable_default_response:
+                return None
+            return _default_rsp(header, zcl.MALFORMED_COMMAND)
+
+    def _zcl(self, eui, h, p, cluster):
+        eui = eui.lower() if isinstance(eui, str) else _hex(eui)
+        if h.frame_type == zcl.FT_GLOBAL:
+            if h.command_id == zcl.READ_ATTRIBUTES and not h.direction:
+                ids = zcl.decode_read_attributes(p)
+                recs = []
+                c = self.attrs.get(cluster, {})
+                for a in ids:
+                    v = c.get(a)
+                    if v is None:
+                        recs.append((a, zcl.UNSUPPORTED_ATTRIBUTE, 0, None))
+                    else:
+                        recs.append((a, zcl.SUCCESS, v[0], v[1]))
+                rh = zcl.Header(zcl.READ_ATTRIBUTES_RSP, h.tsn, zcl.FT_GLOBAL, 1, True)
+                return zcl.build_frame(rh, zcl.encode_read_attributes_rsp(recs))
+            if h.command_id == zcl.REPORT_ATTRIBUTES:
+                if self.gsme is None or eui != self.gsme:
+                    return _default_rsp(h, zcl.FAILURE)
+                recs = zcl.decode_attribute_records(p)
+                self.set_attrs(cluster, recs)
+                self.reports += 1
+                cfg = self.config
+                if cluster == METERING and cfg and cfg[2]:
+                    rh = zcl.Header(zcl.MET_MIRROR_REPORT_ATTRIBUTE_RSP, h.tsn, zcl.FT_CLUSTER, 0, True)
+                    body = zcl.encode_mirror_report_attribute_rsp(cfg[3], [self.notification_flags()])
+                    return zcl.build_frame(rh, body)
+                return None if h.disable_default_response else _default_rsp(h, zcl.SUCCESS)
+            return None if h.disable_default_response else _default_rsp(h, zcl.UNSUP_GENERAL_COMMAND)
+        # cluster-specific commands from the GSME's servers (server -> client)
+        if cluster == METERING and h.direction:
+            if h.command_id == zcl.MET_REQUEST_MIRROR:
+                if self.gsme is not None and self.gsme != eui and self.endpoint is not None:
+                    ep = zcl.MIRROR_REFUSED  # one GSME per GPF
+                else:
+                    ep = MIRROR_ENDPOINT
+                    self.set_mirror(eui, ep)
+                rh = zcl.Header(zcl.MET_REQUEST_MIRROR_RSP, h.tsn, zcl.FT_CLUSTER, 0, True)
+                return zcl.build_frame(rh, zcl.encode_request_mirror_rsp(ep))
+            if h.command_id == zcl.MET_REMOVE_MIRROR and eui == self.gsme:
+                ep = self.endpoint if self.endpoint is not None else zcl.MIRROR_REFUSED
+                self.set_mirror(eui, None)
+                rh = zcl.Header(zcl.MET_MIRROR_REMOVED, h.tsn, zcl.FT_CLUSTER, 0, True)
+                return zcl.build_frame(rh, zcl.encode_mirror_removed(ep))
+            if h.command_id == zcl.MET_CONFIGURE_MIRROR and eui == self.gsme:
+                cfg = list(zcl.decode_configure_mirror(p))
+                self.config = cfg
+                self._kv.set("cfg", cfg)
+                self.writes += 1
+                return None if h.disable_default_response else _default_rsp(h, zcl.SUCCESS)
+        if cluster == PREPAYMENT and h.direction and h.command_id == _PP_PUBLISH_SNAPSHOT and eui == self.gsme:
+            self.add_snapshot(p)
+            return None if h.disable_default_response else _default_rsp(h, zcl.SUCCESS)
+        return None if h.disable_default_response else _default_rsp(h, zcl.UNSUP_CLUSTER_COMMAND)
+
+
+def _default_rsp(h, status):
+    rh = zcl.Header(zcl.DEFAULT_RSP, h.tsn, zcl.FT_GLOBAL, 0 if h.direction else 1, True)
+    return zcl.build_frame(rh, zcl.encode_default_rsp(h.command_id, status))
+
+
+def _worse(a, b):
+    rank = {CLOCK_OK: 0, CLOCK_OTHER_BASE: 1, CLOCK_DOUBTFUL: 2}
+    return a if rank.get(a, 3) >= rank.get(b, 3) else b
+
+
+def _u32(p, o):
+    return p[o] | (p[o + 1] << 8) | (p[o + 2] << 16) | (p[o + 3] << 24)
+
+
+def _encode_records(c):
+    out = bytearray()
+    for a in sorted(c):
+        t, v = c[a]
+        zcl.encode_attribute_records([(a, t, v)], out)
+    return out
+
+
+def _decode_records(b):
+    return dict((a, (t, v)) for a, t, v in zcl.decode_attribute_records(b))

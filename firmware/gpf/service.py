@@ -1,0 +1,127 @@
+# hub.gpf: the Gas Proxy Function as the rest of the hub sees it. install()
+# costs almost nothing: the mirror (gpf.mirror) loads with the first ZCL frame
+# for a mirrored cluster, the use cases and tap-off (gpf.function,
+# gpf.tapoff) with the first GBCS frame for the GPF or the first TOM command
+# for the GSME -- the heap stays free for the jobs until the GPF is used.
+#
+#   handle(frame) -> (response, [alerts])      frames addressed to the GPF EUI
+#   tap_off(command_frame) -> bool             a command for the GSME was buffered
+#   on_gsme_message(frame) -> [alerts]         the GSME PUT a response/alert
+#   set_tunnel_pending(flag)                   something is queued for the GSME
+#   coordinator.zcl_servers[0x0702/0x0705/0x0700] = the mirror's ZCL server
+#   local-port command gpf_status
+from micropython import const
+
+from gbcs import frame as gframe
+
+_EPOCH_2000 = const(946684800)
+# message codes that concern the tap-off (gpf.tapoff.TOM + the 0x00CD alert)
+_TAP_CODES = (0x006B, 0x006F, 0x0071, 0x0015, 0x007C, 0x007E, 0x0088, 0x00A3, 0x00CD)
+MIRRORED = (0x0702, 0x0705, 0x0700)  # Metering, Prepayment, Price
+
+
+def clock_fn(hub):
+    """now() -> (UTC seconds since 2000, valid) from hub.clock, or the board's
+    RTC marked not valid when no clock is installed."""
+
+    def now():
+        c = getattr(hub, "clock", None)
+        if c is not None:
+            return c.now() - _EPOCH_2000, bool(c.valid)
+        import board
+
+        return board.utc() - _EPOCH_2000, False
+
+    return now
+
+
+class GpfService:
+    def __init__(self, hub):
+        self.hub = hub
+        self.now = clock_fn(hub)
+        self._mirror = None
+        self._gpf = None
+        self._pending = False
+
+    def mirror(self):
+        if self._mirror is None:
+            from gpf.mirror import Mirror
+
+            self._mirror = Mirror(self.hub.store, self.now)
+            self._mirror.tunnel_pending = self._pending
+        return self._mirror
+
+    def impl(self):
+        if self._gpf is None:
+            from gpf.function import Gpf
+
+            h = self.hub
+            self._gpf = Gpf(
+                h.identity,
+                h.store,
+                self.mirror(),
+                self.now,
+                getattr(h, "security_log", None),
+                getattr(h, "event_log", None),
+            )
+        return self._gpf
+
+    def handle(self, frame):
+        return self.impl().handle(frame)
+
+    def _tap_code(self, frame):
+        try:
+            return gframe.parse(frame).message_code in _TAP_CODES
+        except ValueError:
+            return False
+
+    def tap_off(self, command_frame):
+        if not self._tap_code(command_frame):
+            return False
+        return self.impl().tap_off(command_frame)
+
+    def on_gsme_message(self, frame):
+        if not self._tap_code(frame):
+            return []
+        return self.impl().on_gsme_message(frame)
+
+    def set_tunnel_pending(self, pending):
+        self._pending = bool(pending)
+        if self._mirror is not None:
+            self._mirror.tunnel_pending = self._pending
+
+    def zcl_server(self, cluster):
+        async def serve(eui_hex, src_ep, header, payload):
+            return await self.mirror().zcl_server(eui_hex, src_ep, header, payload, cluster)
+
+        return serve
+
+    def status(self):
+        if self._gpf is None:
+            m = self._mirror
+            return {"loaded": False, "mirror_loaded": m is not None, "tunnel_pending": self._pending}
+        d = self._gpf.status()
+        d["loaded"] = True
+        d["tunnel_pending"] = self._pending
+        return d
+
+
+def install(hub):
+    """hub.gpf (after the CHF: needs hub.identity); the mirror's ZCL servers
+    on hub.coordinator.zcl_servers; local-port command gpf_status."""
+    svc = GpfService(hub)
+    hub.gpf = svc
+    coord = getattr(hub, "coordinator", None)
+    if coord is not None:
+        servers = getattr(coord, "zcl_servers", None)
+        if servers is None:
+            servers = {}
+            coord.zcl_servers = servers
+        for cl in MIRRORED:
+            servers[cl] = svc.zcl_server(cl)
+
+    async def gpf_status(req):
+        return svc.status()
+
+    hub.commands["gpf_status"] = gpf_status
+    return svc
