@@ -250,14 +250,17 @@ class RemoteParties:
             raise UnknownOriginator("no ACB trust anchor to send alerts to")
         return self.protect_signed(gframe.CRA_ALERT, self.next_own_counter(), recipient, message_code, payload, ds_private)
 
-    def _mac_fn(self, cra, counter, recipient):
-        # The device's own frames pair its KA key with the header recipient's
-        # (the ACB, or e.g. the supplier for a response to a direct supplier
-        # command: all 33 such RTDS responses); the ACB's when the recipient
-        # has no KA trust anchor.
+    def out_key(self, cra, counter, recipient):
+        """MAC key of a frame this device sends: its KA key pairs with the
+        header recipient's (the ACB, or e.g. the supplier for a response to a
+        direct supplier command: all 33 such RTDS responses); with the ACB's
+        when the recipient has no KA trust anchor."""
         r = self._anchors.get(bytes(recipient))
         z = self.z(recipient) if r is not None and r[1] is not None else self._mac_z()
-        key = kdf.derive_key(z, self.eui, cra, counter, recipient)
+        return kdf.derive_key(z, self.eui, cra, counter, recipient)
+
+    def _mac_fn(self, cra, counter, recipient):
+        key = self.out_key(cra, counter, recipient)
 
         def mac_fn(prefix, body, iv):
             return gcm.gmac(key, iv, (prefix, body))

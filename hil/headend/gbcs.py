@@ -364,10 +364,14 @@ class HeadEnd:
         self._last = c
         return c
 
-    def z(self, device_eui: bytes) -> bytes:
+    def z(self, device_eui: bytes, party: bytes = ACB) -> bytes:
+        """ECDH(party's KA private key from the keystore, device KA public):
+        the ACB for commands; a device's own frames pair with their header
+        recipient (docs/crypto.md)."""
+        key = self.acb_ka if party == ACB else _load_priv(self.keystore / f"{party.hex()}-ka.key")
         for eui, pub in self.devices.values():
             if eui == device_eui:
-                return self.acb_ka.exchange(ec.ECDH(), pub)
+                return key.exchange(ec.ECDH(), pub)
         raise HeadEndError(f"no key for device {device_eui.hex()}")
 
     def signer(self, originator: bytes) -> ec.EllipticCurvePrivateKey:
@@ -434,7 +438,7 @@ class HeadEnd:
         if f.signature is not None:
             self.check_signature(f)
         if f.mac is not None:
-            key = kdf(self.z(f.originator), f.originator, f.cra, f.counter, f.recipient)
+            key = kdf(self.z(f.originator, f.recipient), f.originator, f.cra, f.counter, f.recipient)
             if gmac12(key, f.originator + bytes(4), AAD_PREFIX + f.aad_body) != f.mac:
                 raise HeadEndError("bad MAC on the hub's frame")
         if cmd is not None:
