@@ -3,7 +3,7 @@
 # message with an expiry time. See docs/routing.md.
 #
 # Flash layout, chosen for wear (littlefs on 4096-byte blocks): a message is
-# split into chunk files of at most 96 bytes, small enough for littlefs to
+# split into chunk files of at most 112 bytes, small enough for littlefs to
 # keep inline in its directory metadata log, so storing and deleting a message
 # appends to a metadata block instead of copying a data block (about 1/20 of
 # the erases of one file or journal record per message). Chunks are spread
@@ -11,10 +11,10 @@
 # is compacted, i.e. copied, more often).
 #
 #   ROOT/<slot>/<seq>.<k>   slot = (seq + k) % 8, k = chunk number
-#   chunk 0 = header (22 bytes) + the first 74 message bytes:
+#   chunk 0 = header (22 bytes) + the first 90 message bytes:
 #     "GB" | u8 version | u8 chunk count | EUI-64 (8) | u32 expiry (UTC s) |
 #     u16 message length | u32 crc32 (header bytes 0..17, then the message)
-#   chunk k > 0 = the next 96 message bytes
+#   chunk k > 0 = the next 112 message bytes
 #
 # Power cuts: chunks 1.. are written first and chunk 0 last; a message exists
 # once its chunk 0 is complete and the crc over all chunks holds. Removal
@@ -29,10 +29,11 @@ import struct
 from micropython import const
 
 _SLOTS = const(8)
-CHUNK = const(96)
+CHUNK = const(112)
 _HDR = const(22)
-_FIRST = const(74)  # CHUNK - _HDR
+_FIRST = const(90)  # CHUNK - _HDR
 _VERSION = const(1)
+_ENOENT = const(2)
 
 DEFAULT_CAPACITY = const(32)
 DEFAULT_MAX_BYTES = const(1200)
@@ -106,8 +107,8 @@ class CommandBuffer:
             try:
                 os.remove(self._path(seq, k))
             except OSError as e:
-                if _exists(self._path(seq, k)):
-                    raise e
+                if e.args[0] != _ENOENT:  # gone already is fine; a flash fault is not
+                    raise
 
     # -- opening and recovery ------------------------------------------------
 
