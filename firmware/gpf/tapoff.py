@@ -37,6 +37,7 @@ PENDING_MAX = const(32)
 # (cluster, command) -> offset of the UTC start time in the ZCL payload
 _START = {
     (_CALENDAR, 0x00): 12,  # Publish Calendar
+    (_CALENDAR, 0x04): 12,  # Publish Special Days
     (_PRICE, 0x04): 12,  # Publish Tariff Information
     (_PRICE, 0x05): 8,  # Publish Price Matrix
     (_PRICE, 0x06): 8,  # Publish Block Thresholds
@@ -117,16 +118,13 @@ class TapOff:
                 return []
             if not _all_success(f):
                 return self._discard(key, p)
-            comps = p[2]
-            for c in comps:
-                c[5] = True
+            # new lists: the KV holds the old ones (an in-place change would
+            # compare equal and never reach flash)
+            comps = [c[:5] + [True] for c in p[2]]
             if any(c[4] for c in comps):
-                # future-dated: applied component by component as the GSME's
-                # 0x8F66 alerts arrive; the immediate ones now
-                now = [c for c in comps if not c[4]]
-                self._apply(now)
-                rest = [c for c in comps if c[4]]
-                self._save(key, [p[0], p[1], rest])
+                # future-dated: each part is applied when the GSME's 0x8F66
+                # alert says it was actioned
+                self._save(key, [p[0], p[1], comps])
                 return []
             self._apply(comps)
             self._save(key, None)
@@ -146,7 +144,7 @@ class TapOff:
                     if g.alert_code != ALERT_FD_OK:
                         alerts += self._discard(key, p)
                         continue
-                    hit = [c for c in p[2] if c[0] == cluster and c[2] == cmd and c[5]]
+                    hit = [c for c in p[2] if c[5] and c[0] == cluster and (c[2] == cmd or _with_calendar(c, cmd))]
                     self._apply(hit)
                     rest = [c for c in p[2] if c not in hit]
                     self._save(key, [p[0], p[1], rest] if rest else None)
@@ -190,6 +188,11 @@ class TapOff:
         """The applied payload of a TOM command (bytes) or None."""
         v = self._dkv.get("%04x%02x" % (cluster, cmd))
         return None if v is None else bytes(int(v[i : i + 2], 16) for i in range(0, len(v), 2))
+
+
+def _with_calendar(c, cmd):
+    # day/week profiles and seasons take effect with their calendar
+    return c[0] == _CALENDAR and cmd == 0x00 and c[2] in (0x01, 0x02, 0x03)
 
 
 def _all_success(f):

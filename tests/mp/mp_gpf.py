@@ -1,0 +1,239 @@
+# GPF under micropython: the mirror (ZCL server, persistence, flash writes,
+# daily log) and the tap-off of TOM commands with the RTDS GCS01a/GCS05
+# command, response and 0x8F66 alert files, on LittleFS2 over the unix
+# board's file-backed block device; a remount stands for a power cycle.
+import asyncio
+import binascii
+import os
+
+from flashfs import ROOT
+from flashfs import fresh as _fresh_fs
+from flashfs import remount as _remount_fs
+from chf.identity import Identity
+from gbcs import frame as gframe
+from gbcs import gbz, p256
+from gpf.function import Gpf
+from gpf.mirror import Mirror
+from han import zcl
+from store import Store
+
+HEAP = "384k"
+GSME = "00db1234567890a1"
+T0 = 473385600  # 2015-01-01 00:00 UTC, seconds since 2000
+CLOCK = [T0, True]
+RTDS = os.getenv("CHUB_VECTORS", "") + "/gbcs/rtds/"
+
+
+def now():
+    return CLOCK[0], CLOCK[1]
+
+
+def vec(folder, name):
+    with open(RTDS + folder + "/" + name + "_GBCS.HEX") as f:
+        return binascii.unhexlify(f.read().strip())
+
+
+def fresh():
+    _fresh_fs(128)
+    return Store(ROOT + "/data")
+
+
+def remount():
+    _remount_fs(128)
+    return Store(ROOT + "/data")
+
+
+def make_gpf(store):
+    ident = Identity(store)
+    if not ident.anchors("gpf"):
+        _d, q = p256.generate()
+        acb = {"eui": "90b3d51f30000002", "role": "acb", "ka_pub": binascii.hexlify(q).decode()}
+        ident.set_anchors([acb], "gpf")
+    return Gpf(ident, store, Mirror(store, now), now)
+
+
+def zcl_call(m, cluster, frame, eui=GSME):
+    h, off = zcl.parse_header(frame)
+    return asyncio.run(m.zcl_server(eui, 1, h, frame[off:], cluster))
+
+
+def report(attrs):
+    return bytes((0x18, 1, zcl.REPORT_ATTRIBUTES)) + zcl.encode_attribute_records(attrs)
+
+
+def setup_mirror(m):
+    CLOCK[0], CLOCK[1] = T0, True
+    rsp = zcl_call(m, 0x0702, bytes((0x09, 1, zcl.MET_REQUEST_MIRROR)))
+    h, off = zcl.parse_header(rsp)
+    assert h.command_id == zcl.MET_REQUEST_MIRROR_RSP and zcl.decode_request_mirror_rsp(rsp, off) == 2
+    cfg = zcl.encode_configure_mirror(1, 1800, True, 1)
+    assert zcl_call(m, 0x0702, bytes((0x19, 2, zcl.MET_CONFIGURE_MIRROR)) + cfg) is None
+
+
+# -- the mirror -------------------------------------------------------------------
+
+
+def test_mirror_reports_persist_one_write_each():
+    store = fresh()
+    m = Mirror(store, now)
+    setup_mirror(m)
+    w = m.writes
+    rsp = zcl_call(m, 0x0702, report([(0x0000, zcl.T_UINT48, 12345), (0x0302, zcl.T_UINT24, 1000)]))
+    assert m.writes == w + 2  # the attributes, and the daily log's first reading
+    h, off = zcl.parse_header(rsp)
+    assert h.frame_type == zcl.FT_CLUSTER and h.command_id == zcl.MET_MIRROR_REPORT_ATTRIBUTE_RSP
+    assert zcl.decode_mirror_report_attribute_rsp(rsp, off) == (1, [0])
+    w = m.writes
+    zcl_call(m, 0x0702, report([(0x0000, zcl.T_UINT48, 12400)]))  # same day: one write
+    assert m.writes == w + 1
+    m2 = Mirror(remount(), now)  # power cycle
+    assert m2.get(0x0702, 0x0000) == (zcl.T_UINT48, 12400)
+    assert m2.get(0x0702, 0x0302) == (zcl.T_UINT24, 1000)
+    assert m2.updated([0x0702]) == (T0, 0) and m2.gsme == GSME and m2.endpoint == 2
+
+
+def test_mirror_tunnel_pending_flag_in_report_response():
+    m = Mirror(fresh(), now)
+    setup_mirror(m)
+    m.tunnel_pending = True
+    rsp = zcl_call(m, 0x0702, report([(0x0000, zcl.T_UINT48, 1)]))
+    assert zcl.decode_mirror_report_attribute_rsp(rsp, 3) == (1, [0x8000])
+
+
+def test_mirror_reliability_status():
+    m = Mirror(fresh(), now)
+    setup_mirror(m)
+    CLOCK[1] = False  # hub clock not valid, the GSME gives its reading time
+    zcl_call(m, 0x0702, report([(0x0000, zcl.T_UINT48, 5), (0x0007, zcl.T_UTC, T0 - 60)]))
+    assert m.updated([0x0702]) == (T0 - 60, 0x04)
+    m2 = Mirror(fresh(), now)
+    setup_mirror(m2)
+    CLOCK[1] = False
+    zcl_call(m2, 0x0705, report([(0x0001, zcl.T_INT32, -5)]))
+    assert m2.updated([0x0705]) == (T0, 0x02)  # nobody's time is known to be right
+    CLOCK[1] = True
+
+
+def test_mirror_daily_log_from_midnight_readings():
+    m = Mirror(fresh(), now)
+    setup_mirror(m)
+    s = 1000
+    for i, used in enumerate((10, 20, 30)):
+        CLOCK[0] = T0 + i * 86400 + 5
+        zcl_call(m, 0x0702, report([(0x0000, zcl.T_UINT48, s)]))
+        s += used
+    CLOCK[0] = T0 + 4 * 86400 + 5  # a day without a reading counts 0
+    zcl_call(m, 0x0702, report([(0x0000, zcl.T_UINT48, s)]))
+    assert m.daily_samples() == (T0 // 86400, [10, 20, 30, 0])
+    CLOCK[0] = T0
+
+
+def test_mirror_refuses_strangers_and_bad_frames():
+    m = Mirror(fresh(), now)
+    setup_mirror(m)
+    rsp = zcl_call(m, 0x0702, bytes((0x08, 3, zcl.REPORT_ATTRIBUTES)) + b"\x00\x00\x25\x01", eui="0011223344556677")
+    assert rsp[-1] == zcl.FAILURE and m.get(0x0702, 0) is None
+    rsp = zcl_call(m, 0x0702, bytes((0x08, 4, zcl.REPORT_ATTRIBUTES)) + b"\x00\x00\x25\x01")  # truncated
+    assert rsp[-1] == zcl.MALFORMED_COMMAND
+    # a second GSME asking for a mirror is refused (one per GPF)
+    rsp = zcl_call(m, 0x0702, bytes((0x09, 5, zcl.MET_REQUEST_MIRROR)), eui="0011223344556677")
+    assert zcl.decode_request_mirror_rsp(rsp, 3) == 0xFFFF
+
+
+def test_ihd_reads_the_mirror():
+    m = Mirror(fresh(), now)
+    setup_mirror(m)
+    zcl_call(m, 0x0705, report([(0x0001, zcl.T_INT32, -250)]))
+    rsp = zcl_call(m, 0x0705, b"\x00\x07\x00\x01\x00\x99\x99", eui="00db123456789099")
+    h, off = zcl.parse_header(rsp)
+    assert h.command_id == zcl.READ_ATTRIBUTES_RSP and h.direction == 1
+    recs = zcl.decode_read_attributes_rsp(rsp, off)
+    assert recs[0] == (0x0001, 0, zcl.T_INT32, -250) and recs[1][:2] == (0x9999, zcl.UNSUPPORTED_ATTRIBUTE)
+
+
+# -- tap-off -------------------------------------------------------------------------
+
+
+def _alert_code(frame):
+    f = gframe.parse(frame)
+    assert f.cra == 3 and f.message_code == 0x1001 and f.mac is not None
+    p = f.payload
+    return (p[3] << 8) | p[4]
+
+
+def test_tap_off_immediate_success_applies():
+    g = make_gpf(fresh())
+    CLOCK[0] = T0
+    cmd = vec("1.1.1_GCS01a", "GCS01a_1.1.1_IMMEDIATE_TOU_SUCCESS_COMMAND")
+    assert g.tap_off(cmd) is True
+    assert len(g.tap.pending) == 1 and g.mirror.get(0x0700, 0x0616) is None
+    rsp = vec("1.1.1_GCS01a", "GCS01a_1.1.1_IMMEDIATE_TOU_SUCCESS_RESPONSE")
+    assert g.on_gsme_message(rsp) == []
+    assert g.tap.pending == {} and g.tap.applied == 1
+    assert g.mirror.get(0x0700, 0x0616) == (zcl.T_UINT16, 826)  # GBP
+    assert g.mirror.get(0x0700, 0x0617) == (zcl.T_MAP8, 0x50)
+    assert g.tap.data(0x0707, 0x00) is not None
+    # a second response to the same command changes nothing
+    assert g.on_gsme_message(rsp) == [] and g.tap.applied == 1
+
+
+def test_tap_off_error_response_discards_with_819e():
+    g = make_gpf(fresh())
+    CLOCK[0] = T0
+    assert g.tap_off(vec("1.1.1_GCS01a", "GCS01a_1.1.1_FUTURE_DATED_BLOCK_ERROR_COMMAND"))
+    alerts = g.on_gsme_message(vec("1.1.1_GCS01a", "GCS01a_1.1.1_FUTURE_DATED_BLOCK_ERROR_RESPONSE"))
+    assert len(alerts) == 1 and _alert_code(alerts[0]) == 0x819E
+    assert g.tap.pending == {} and g.tap.applied == 0 and g.tap.discarded == 1
+    assert g.mirror.get(0x0700, 0x0616) is None and g.tap.data(0x0707, 0x00) is None
+
+
+def test_tap_off_future_dated_waits_for_the_8f66_alerts():
+    store = fresh()
+    g = make_gpf(store)
+    CLOCK[0] = T0  # the command's start times are in 2030
+    assert g.tap_off(vec("1.1.1_GCS01a", "GCS01a_1.1.1_FUTURE_DATED_BLOCK_SUCCESS_COMMAND"))
+    assert g.on_gsme_message(vec("1.1.1_GCS01a", "GCS01a_1.1.1_FUTURE_DATED_BLOCK_SUCCESS_RESPONSE")) == []
+    assert g.tap.applied == 0 and len(g.tap.pending) == 1
+    g = make_gpf(remount())  # a power cut between the response and the alerts
+    assert len(g.tap.pending) == 1
+    pre = "GCS01a_1.1.1_8F66_FUTURE_DATED_BLOCK_SUCCESS_ALERT_"
+    assert g.on_gsme_message(vec("1.1.1_GCS01a", pre + "PUBLISH_CALENDAR")) == []
+    assert g.tap.data(0x0707, 0x00) is not None and g.tap.data(0x0707, 0x01) is not None
+    assert g.tap.data(0x0700, 0x04) is None
+    for part in ("PUBLISH_SPECIAL_DAYS", "PUBLISH_TARIFF_INFORMATION", "PUBLISH_PRICE_MATRIX", "PUBLISH_BLOCK_THRESHOLDS"):
+        assert g.on_gsme_message(vec("1.1.1_GCS01a", pre + part)) == []
+    assert g.tap.data(0x0700, 0x04) is not None and g.tap.pending == {}
+
+
+def test_tap_off_copy_survives_power_cut():
+    g = make_gpf(fresh())
+    CLOCK[0] = T0
+    assert g.tap_off(vec("3.1_GCS07", "GCS07_3.1_SUCCESS_COMMAND"))
+    g = make_gpf(remount())
+    assert len(g.tap.pending) == 1
+    g.on_gsme_message(vec("3.1_GCS07", "GCS07_3.1_SUCCESS_RESPONSE"))
+    assert g.tap.pending == {} and g.tap.applied == 1
+
+
+def test_tap_off_gcs05_keeps_the_calendar_part_only():
+    g = make_gpf(fresh())
+    CLOCK[0] = T0
+    assert g.tap_off(vec("2.1_GCS05", "GCS05_2.1_IMMEDIATE_SUCCESS_COMMAND"))
+    (p,) = g.tap.pending.values()
+    assert p[2] and all(c[0] == 0x0707 for c in p[2])
+    # not a TOM command: no copy
+    assert g.tap_off(vec("6.11_GCS28", "GCS28_6.11_SUCCESS_COMMAND")) is False
+
+
+def test_tap_off_ignores_garbage():
+    g = make_gpf(fresh())
+    assert g.tap_off(b"\xdd\x00") is False and g.on_gsme_message(b"") == []
+    assert g.tap.pending == {}
+
+
+def test_gbz_alert_shape():
+    g = make_gpf(fresh())
+    a = g.tap._discard("k", [0x006B, 1, []])[0]
+    p = gframe.parse(a).payload
+    assert bytes(p[:3]) == b"\x01\x09\x00" and len(p) == 9
+    assert gbz.MC_FUTURE_DATED == 0x00CD
