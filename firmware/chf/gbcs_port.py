@@ -22,8 +22,6 @@ import binascii
 
 from chf.identity import Identity
 from chf.logs import EPOCH_2000, open_logs
-from chf import subghz as sg
-from chf.credentials import Credentials
 from chf.usecases import Chf
 
 try:
@@ -66,9 +64,9 @@ def install(hub, device_log=None, log_capacity=40, allow_faults=None):
     if ev is None or sec is None:
         ev, sec = open_logs(hub.store, log_capacity, utc=_utc2000)
         hub.event_log, hub.security_log = ev, sec
-    sub = sg.SubGhz(hub.store, log_capacity, _utc2000)
-    creds = Credentials(hub.store, ident)
-    chf = Chf(ident, ev, sec, device_log, utc2000=_utc2000, subghz=sub, credentials=creds)
+    # Sub GHz state and trust anchor cells load on first use (chf.subghz,
+    # chf.credentials): they cost heap only once a use case needs them
+    chf = Chf(ident, ev, sec, device_log, utc2000=_utc2000, store=hub.store, log_capacity=log_capacity)
     hub.identity = ident
     hub.chf = chf
     if allow_faults is None:
@@ -84,7 +82,7 @@ def install(hub, device_log=None, log_capacity=40, allow_faults=None):
         dev = req.get("device", "chf")
         ident.set_anchors(anchors, dev)
         if dev == "chf":
-            creds.provision(anchors)
+            chf.credentials.provision(anchors)
             chf.parties = ident.parties("chf")
         return {"device": dev, "anchors": len(anchors)}
 
@@ -113,6 +111,9 @@ def install(hub, device_log=None, log_capacity=40, allow_faults=None):
         hub.commands["gbcs_fault"] = cmd_fault
 
         async def cmd_subghz(req):
+            from chf import subghz as sg
+
+            sub = chf.subghz
             ev = req.get("event")
             if ev == "channel_changed":
                 a = chf.subghz_alert(sg.ALERT_CHANNEL_CHANGED, sub.change_channel(int(req["channel"])))

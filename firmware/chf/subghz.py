@@ -12,11 +12,7 @@ from micropython import const
 from chf.logs import EventLog
 from gbcs import dlms
 
-OBIS_CONFIG = b"\x00\x00\x5e\x2c\x0a\x00"  # 0-0:94.44.10.0 Sub GHz configuration
-OBIS_SCAN = b"\x00\x00\x5e\x2c\x0a\x01"  # 0-0:94.44.10.1 channel scan request
-OBIS_CHANNEL = b"\x00\x00\x5e\x2c\x0a\x02"  # 0-0:94.44.10.2 operating channel
-OBIS_CHANNEL_LOG = b"\x00\x00\x5e\x2c\x0a\x03"  # 0-0:94.44.10.3 channel log
-
+# (their OBIS codes are in chf.usecases, which loads this module on first use)
 # alert codes and their message codes (DBCH06..DBCH11)
 ALERT_DUTY_CYCLE_LIMITED = const(0x8F20)  # DBCH06, 0x0110
 ALERT_CHANNEL_CHANGED = const(0x8F26)  # DBCH07, 0x0111

@@ -12,9 +12,6 @@ from gbcs import dlms
 from han.install_code import add_crc
 from gbcs import frame as gframe
 from gbcs.security import SecurityError
-from chf import subghz as sg
-from chf import credentials as cred
-from gbcs import der, p256
 
 _GET = const(1)
 _SET = const(2)
@@ -44,6 +41,11 @@ OBIS_EVENT_LOG = b"\x00\x00\x63\x62\x00\xff"  # 0-0:99.98.0.255
 OBIS_SECURITY_LOG = b"\x00\x00\x63\x62\x01\xff"  # 0-0:99.98.1.255
 OBIS_DEVICE_LOG = b"\x00\x00\x1e\x03\x00\xff"  # 0-0:30.3.0.255
 OBIS_HISTORIC_LOG = b"\x00\x00\x1e\x03\x01\xff"  # 0-0:30.3.1.255
+# Sub GHz objects (chf.subghz, loaded on first use)
+OBIS_SUBGHZ_CONFIG = b"\x00\x00\x5e\x2c\x0a\x00"  # 0-0:94.44.10.0 configuration
+OBIS_SUBGHZ_SCAN = b"\x00\x00\x5e\x2c\x0a\x01"  # 0-0:94.44.10.1 channel scan request
+OBIS_SUBGHZ_CHANNEL = b"\x00\x00\x5e\x2c\x0a\x02"  # 0-0:94.44.10.2 operating channel
+OBIS_SUBGHZ_LOG = b"\x00\x00\x5e\x2c\x0a\x03"  # 0-0:94.44.10.3 channel log
 
 # message code -> (name, allowed specs as (kind, class, OBIS, attribute/method))
 USE_CASES = {
@@ -66,11 +68,11 @@ USE_CASES = {
     0x0003: ("CCS03", ((_ACTION, _CLS_ZB_NETWORK, OBIS_DEVICE_LOG, 5),)),
     0x0004: ("CCS05/CCS04", ((_GET, _CLS_ZB_NETWORK, OBIS_DEVICE_LOG, 4),)),
     0x010F: ("CCS06", ((_GET, _CLS_ZB_NETWORK, OBIS_DEVICE_LOG, 4),)),
-    0x010A: ("DBCH01", ((_GET, _CLS_DATA, sg.OBIS_CHANNEL, 2),)),
-    0x010B: ("DBCH02", ((_GET_SEL, _CLS_PROFILE, sg.OBIS_CHANNEL_LOG, 2),)),
-    0x010C: ("DBCH03", ((_GET, _CLS_DATA, sg.OBIS_CONFIG, 2),)),
-    0x010D: ("DBCH04", ((_SET, _CLS_DATA, sg.OBIS_CONFIG, 2),)),
-    0x010E: ("DBCH05", ((_SET, _CLS_DATA, sg.OBIS_SCAN, 2),)),
+    0x010A: ("DBCH01", ((_GET, _CLS_DATA, OBIS_SUBGHZ_CHANNEL, 2),)),
+    0x010B: ("DBCH02", ((_GET_SEL, _CLS_PROFILE, OBIS_SUBGHZ_LOG, 2),)),
+    0x010C: ("DBCH03", ((_GET, _CLS_DATA, OBIS_SUBGHZ_CONFIG, 2),)),
+    0x010D: ("DBCH04", ((_SET, _CLS_DATA, OBIS_SUBGHZ_CONFIG, 2),)),
+    0x010E: ("DBCH05", ((_SET, _CLS_DATA, OBIS_SUBGHZ_SCAN, 2),)),
     0x00FE: (
         "CCS07",
         ((_ACTION, _CLS_ZB_NETWORK, OBIS_DEVICE_LOG, 4), (_ACTION, _CLS_ZB_NETWORK, OBIS_HISTORIC_LOG, 4)),
@@ -109,11 +111,22 @@ class Chf:
     logging when the command is refused."""
 
     def __init__(
-        self, identity, event_log=None, security_log=None, device_log=None, utc2000=None, subghz=None, credentials=None
+        self,
+        identity,
+        event_log=None,
+        security_log=None,
+        device_log=None,
+        utc2000=None,
+        subghz=None,
+        credentials=None,
+        store=None,
+        log_capacity=40,
     ):
         self.identity = identity
-        self.subghz = subghz
-        self.credentials = credentials
+        self._subghz = subghz
+        self._credentials = credentials
+        self._store = store  # with a store, Sub GHz and credentials load on first use
+        self._log_capacity = log_capacity
         self.parties = identity.parties("chf")
         self.event_log = event_log
         self.security_log = security_log
@@ -126,6 +139,22 @@ class Chf:
         self._changes = []  # device-log changes during one command (for CS14)
         if device_log is not None:
             device_log.on_change(self._on_change)
+
+    @property
+    def subghz(self):
+        if self._subghz is None and self._store is not None:
+            from chf.subghz import SubGhz
+
+            self._subghz = SubGhz(self._store, self._log_capacity, self.utc2000)
+        return self._subghz
+
+    @property
+    def credentials(self):
+        if self._credentials is None and self._store is not None:
+            from chf.credentials import Credentials
+
+            self._credentials = Credentials(self._store, self.identity)
+        return self._credentials
 
     def _on_change(self, kind, eui_hex):
         self._changes.append((kind, eui_hex))
@@ -195,6 +224,9 @@ class Chf:
 
     def _handle_credentials(self, f):
         """CS02a / CS02b (ASN.1): refused commands are logged and raised."""
+        from chf import credentials as cred
+        from gbcs import der, p256
+
         c = self.credentials
         ds_d = self.identity.chf["ds_d"]
         try:
@@ -237,6 +269,8 @@ class Chf:
     def firmware_alert(self, eui, version, code=0):
         """CCS08 0x8F8A (code 0, success) / 0x8F89 firmware transfer alert
         for a HAN device: ASN.1, signed with the CHF's DS key."""
+        from gbcs import der
+
         alert = ALERT_FW_TRANSFER_OK if code == 0 else ALERT_FW_TRANSFER_FAILED
         dt = date_time(self.utc2000() if self.utc2000 else 0)
         when = "%04d%02d%02d%02d%02d%02dZ" % ((dt[0] << 8) | dt[1], dt[2], dt[3], dt[5], dt[6], dt[7])
@@ -275,7 +309,9 @@ class Chf:
         return bytes(self.parties.protect_alert(message_code, payload))
 
     def subghz_alert(self, alert_code, body):
-        return self.dlms_alert(sg.MESSAGE_CODES[alert_code], alert_code, body)
+        from chf.subghz import MESSAGE_CODES
+
+        return self.dlms_alert(MESSAGE_CODES[alert_code], alert_code, body)
 
     # --- the object model -----------------------------------------------------
 
@@ -290,16 +326,18 @@ class Chf:
         if kind == _GET_SEL:
             return self._get_sel(cls, obis, idx, sel, params)
         if kind == _SET:
-            if obis in (sg.OBIS_CONFIG, sg.OBIS_SCAN):
+            if obis in (OBIS_SUBGHZ_CONFIG, OBIS_SUBGHZ_SCAN):
                 return self._set_subghz(obis, arg, alerts), None
             return self._set(obis, idx, arg), None
         return self._action(obis, idx, arg)
 
     def _set_subghz(self, obis, v, alerts):
+        from chf import subghz as sg
+
         if self.subghz is None:
             return HARDWARE_FAULT
         try:
-            if obis == sg.OBIS_CONFIG:
+            if obis == OBIS_SUBGHZ_CONFIG:
                 alerts.append(self.subghz_alert(sg.ALERT_CONFIG_CHANGED, self.subghz.set_config(v)))
             else:
                 alerts.append(self.subghz_alert(sg.ALERT_SCAN_OUTCOME, self.subghz.request_scan(v)))
@@ -349,10 +387,10 @@ class Chf:
             if self.device_log is None:
                 return HARDWARE_FAULT, None
             return OK, (dlms.ARRAY, [_active_row(e) for e in self.device_log.entries()])
-        if obis in (sg.OBIS_CONFIG, sg.OBIS_CHANNEL):
+        if obis in (OBIS_SUBGHZ_CONFIG, OBIS_SUBGHZ_CHANNEL):
             if self.subghz is None:
                 return HARDWARE_FAULT, None
-            return OK, (self.subghz.config_value() if obis == sg.OBIS_CONFIG else self.subghz.channel_value())
+            return OK, (self.subghz.config_value() if obis == OBIS_SUBGHZ_CONFIG else self.subghz.channel_value())
         if obis == OBIS_EUI:
             return OK, (dlms.OCTET_STRING, ident.chf["eui"])
         if obis == OBIS_DEVICE_TYPE:
@@ -366,7 +404,7 @@ class Chf:
             log, with_data = self.event_log, True
         elif obis == OBIS_SECURITY_LOG:
             log, with_data = self.security_log, False
-        elif obis == sg.OBIS_CHANNEL_LOG:
+        elif obis == OBIS_SUBGHZ_LOG:
             log, with_data = (self.subghz.log if self.subghz else None), True
         else:
             return OBJECT_UNDEFINED, None
