@@ -105,6 +105,15 @@ class Router:
         dl = getattr(hub, "device_log", None)
         if dl is not None:
             dl.on_change(self._on_device_log)
+        self.buffer.on_change(self._pending_changed)
+        for eh, n in self.buffer.devices().items():
+            self._pending_changed(eh, n)
+
+    def _pending_changed(self, eh, n):
+        # the GPF mirror's "tunnel message pending" flag follows the GSME's queue
+        fn = getattr(getattr(self.hub, "gpf", None), "set_tunnel_pending", None)
+        if fn is not None:
+            fn(n > 0)
 
     # -- configuration -------------------------------------------------------
 

@@ -14,6 +14,7 @@ from chf import gbcs_port
 from gbcs import dlms, gcm, kdf, p256
 from gbcs import frame as gframe
 from gbcs.security import SecurityError
+from gpf import service as gpf_service
 from han import tunnel  # noqa: F401
 from han.install_code import add_crc
 from route import router as R
@@ -81,7 +82,7 @@ class _Hub:
         self.coordinator = _Coordinator()
 
 
-def _hub(fresh=True, cfg=None):
+def _hub(fresh=True, cfg=None, gpf=False):
     if fresh:
         flashfs.fresh(128)
     else:
@@ -89,6 +90,8 @@ def _hub(fresh=True, cfg=None):
     hub = _Hub()
     chf_commands.install(hub, utc=lambda: T2000)
     gbcs_port.install(hub)
+    if gpf:
+        gpf_service.install(hub)
     service.install(hub)
     acb_q = p256.encode_point(p256.public_key(_acb_private()))
     for dev in ("chf", "gpf"):
@@ -176,37 +179,38 @@ def test_chf_frames_go_to_the_chf():
     assert r.counters["chf"] == 1
 
 
-class _Gpf:
-    def __init__(self):
-        self.got = []
-        self.taps = []
-        self.gsme = []
-
-    def handle(self, data):
-        self.got.append(bytes(data))
-        return b"gpf-response", [b"gpf-alert"]
-
-    def tap_off(self, data):
-        self.taps.append(bytes(data))
-
-    def on_gsme_message(self, data):
-        self.gsme.append(bytes(data))
-        return [b"\xdd819E"]
-
-
-def test_gpf_frames_go_to_the_gpf_and_gsme_commands_are_tapped_off():
-    hub, r = _hub()
-    hub.gpf = g = _Gpf()
+def test_gpf_frames_go_to_the_gpf_and_tom_commands_are_tapped_off():
+    # the real GPF (gpf/service.py): routing, tap-off copies, the mirror's
+    # "tunnel message pending" flag, 0x819E for a failed TOM command
+    hub, r = _hub(gpf=True)
     data = _with_recipient(_hex_file(CS11_CMD), hub.identity.gpf["eui"].hex())
-    assert run(r.route(data)) == (b"gpf-response", [b"gpf-alert"])
-    assert g.got == [data]
-    cmd = _hex_file(CS11_CMD)
-    assert run(r.route(cmd)) == (None, [])
-    assert g.taps == [cmd]
-    rsp = _hex_file(CS11_RSP)
-    assert run(r.on_tunnel_message(GSME.lower(), b"\x03" + rsp)) is None
-    assert g.gsme == [rsp]
-    assert _outbox(hub) == [(ob.KIND_RESPONSE, rsp), (ob.KIND_ALERT, b"\xdd819E")]
+    try:
+        run(r.route(data))
+        raise AssertionError("accepted")
+    except SecurityError:
+        pass  # the GPF authenticates (and refuses) it: it got there
+    assert r.counters["gpf"] == 1 and hub.gpf.status()["tunnel_pending"] is False
+    ok_cmd, err_cmd = _hex_file(CS11_CMD), _hex_file("3.3_CS11/CS11_3.3_ERROR_COMMAND_GBCS.HEX")
+    assert run(r.route(ok_cmd)) == (None, []) and run(r.route(err_cmd)) == (None, [])
+    st = hub.gpf.status()
+    assert st["tunnel_pending"] is True and st["tap_pending"] == 2, st
+    assert run(r.on_tunnel_message(GSME, b"\x01")) == b"\x02\x01" + ok_cmd
+    assert hub.gpf.status()["tunnel_pending"] is True
+    assert run(r.on_tunnel_message(GSME, b"\x01")) == b"\x02\x00" + err_cmd
+    assert hub.gpf.status()["tunnel_pending"] is False
+    ok_rsp, err_rsp = _hex_file(CS11_RSP), _hex_file("3.3_CS11/CS11_3.3_ERROR_RESPONSE_GBCS.HEX")
+    assert run(r.on_tunnel_message(GSME, b"\x03" + ok_rsp)) is None
+    assert run(r.on_tunnel_message(GSME, b"\x03" + err_rsp)) is None
+    # the GPF saw both responses (what it does with them is its own test's business)
+    st = hub.gpf.status()
+    assert st["tap_pending"] == 0 and st["tap_applied"] + st["tap_discarded"] == 2, st
+    out = _outbox(hub)
+    assert out[:2] == [(ob.KIND_RESPONSE, ok_rsp), (ob.KIND_RESPONSE, err_rsp)], out
+    # any 0x819E alerts of the GPF follow the GSME's responses
+    assert len(out) == 2 + st["tap_discarded"]
+    for kind, a in out[2:]:
+        f = gframe.parse(a)
+        assert kind == ob.KIND_ALERT and bytes(f.originator) == hub.identity.gpf["eui"]
 
 
 def test_gsme_get_put_protocol():
