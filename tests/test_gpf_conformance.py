@@ -1,9 +1,11 @@
 """GPF conformance: every GPF folder of vectors/gbcs/INDEX.md through the
-firmware under micropython (local-port `send_gbcs` -> hub.route -> hub.gpf).
+firmware under micropython (local-port `send_gbcs` -> hub.route -> hub.gpf),
+and the TOM folders (GSME commands the GPF taps off) through the router's
+GSME buffer and GET/PUT tunnel protocol.
 
-The hub under test is a micropython process with the CHF (`chf.gbcs_port`)
-and the GPF (`gpf.function.install`) on a fresh store; hub.route delivers by
-recipient EUI (GPF or CHF) until the router lands. The mirror is filled the
+The hub under test is a micropython process with the CHF (`chf.gbcs_port`),
+the GPF (`gpf.service.install`) and the router (`route.router.install`:
+hub.route by recipient EUI) on a fresh store. The mirror is filled the
 way the GSME fills it: the emulated GSME's data (hil.meters.gsme_data, the
 RTDS data set) as ZCL frames (RequestMirror, ConfigureMirror, attribute
 reports at each midnight, PublishPrepaySnapshot) handed to the coordinator's
@@ -45,6 +47,8 @@ from store import Store
 from chf import gbcs_port
 from gpf import service as gpf_service
 from han import zcl
+from han.install_code import add_crc
+from route import router
 
 
 class TestClock:
@@ -67,6 +71,7 @@ class Hub:
         self.commands = {}
         self.clock = TestClock()
         self.coordinator = Coordinator()
+        self.emitted = []
 
     async def dispatch(self, req):
         fn = self.commands.get(req.get("cmd"))
@@ -74,18 +79,15 @@ class Hub:
             raise KeyError(req.get("cmd"))
         return await fn(req)
 
-    async def route(self, frame):
-        # recipient EUI at a fixed offset of a MAC'd frame (the router's job)
-        off = 8 if frame[7] < 0x80 else 7 + (frame[7] - 0x80) + 1
-        rec = bytes(frame[off + 5 + 21 : off + 5 + 29])
-        if rec == self.identity.gpf["eui"]:
-            return self.gpf.handle(frame)
-        return self.chf.handle(frame)
+    def emit(self, frame, kind, critical=None):
+        # the WAN outbox's entry point: here the test collects what would go out
+        self.emitted.append((kind, bytes(frame)))
 
 
 hub = Hub()
 gbcs_port.install(hub)
 gpf_service.install(hub)
+router.install(hub)  # hub.route by recipient EUI: CHF, GPF, GSME buffer
 
 
 async def cmd_clock(req):
@@ -101,7 +103,26 @@ async def cmd_zcl(req):
     return {"reply": rsp.hex() if rsp else None}
 
 
+async def cmd_tunnel(req):
+    rsp = await hub.coordinator.on_tunnel_message(req["eui"], bytes.fromhex(req["data"]))
+    return {"reply": rsp.hex() if rsp else None}
+
+
+async def cmd_add_device(req):
+    code, _dup = hub.device_log.add(bytes.fromhex(req["eui"]), int(req["type"]), add_crc(b"0123456789ABCDEF"), 3600)
+    return {"code": code}
+
+
+async def cmd_emitted(req):
+    out = [[k, f.hex()] for k, f in hub.emitted]
+    hub.emitted = []
+    return {"frames": out}
+
+
 hub.commands["test_clock"] = cmd_clock
+hub.commands["tunnel"] = cmd_tunnel
+hub.commands["add_device"] = cmd_add_device
+hub.commands["emitted"] = cmd_emitted
 hub.commands["zcl"] = cmd_zcl
 
 
@@ -332,3 +353,77 @@ def test_gpf_refuses_replay_and_unknown_code(hub: MpHub, headend: tuple[HeadEnd,
     raw, _ = he.rebuild(f.header_and_payload() + b"\x00")
     with pytest.raises(LocalPortError, match="not a GPF use case"):
         hub.send(raw)
+
+
+# --- TOM folders: GSME commands the GPF taps off ------------------------------------
+
+TOM_CODES = {0x006B, 0x006F, 0x0071, 0x0015, 0x007C, 0x007E, 0x0088, 0x00A3}
+
+
+def tom_folders(vectors: Path) -> list[str]:
+    text = (vectors / "gbcs" / "INDEX.md").read_text()
+    sec = text.split("### GSME folders")[1].split("### ")[0]
+    rows = re.findall(r"^\| ([0-9A-Za-z_.]+) \| [^|]+\| (0x[0-9A-F]{4})", sec, re.M)
+    return [name for name, code in rows if int(code, 16) in TOM_CODES]
+
+
+def run_tom_file(hub: MpHub, he: HeadEnd, cmd_file: Path) -> list[str]:
+    """Buffer the RTDS command for the GSME, let the GSME GET it and PUT the
+    RTDS response (and, future-dated, its 0x8F66 alerts): the messages pass
+    unchanged and the GPF applies (success) or discards with 0x819E (error)."""
+    folder = cmd_file.parent
+    cmd = bytes.fromhex(cmd_file.read_text())
+    rsp = bytes.fromhex(Path(str(cmd_file).replace("_COMMAND_", "_RESPONSE_")).read_text())
+    before = hub.call("gpf_status")
+    resp, alerts = hub.send(cmd)
+    if resp is not None or alerts:
+        return ["the command was answered instead of buffered"]
+    got = hub.call("tunnel", eui=GSME, data="01")["reply"]
+    if got is None or bytes.fromhex(got)[2:] != cmd:
+        return ["GET did not return the command unchanged"]
+    hub.call("tunnel", eui=GSME, data="03" + rsp.hex())
+    scenario = cmd_file.name.split("_", 2)[2].replace("_COMMAND_GBCS.HEX", "")
+    fd_alerts = sorted(folder.glob(f"*_8F66_{scenario}_ALERT_*.HEX"))
+    for a in fd_alerts:
+        hub.call("tunnel", eui=GSME, data="03" + a.read_text())
+    out = hub.call("emitted")["frames"]
+    st = hub.call("gpf_status")
+    d = []
+    passed_on = [bytes.fromhex(f) for k, f in out if k == "response"]
+    if passed_on != [rsp]:
+        d.append("the GSME's response was not forwarded unchanged")
+    own = [bytes.fromhex(f) for k, f in out if k == "alert" and parse_frame(bytes.fromhex(f)).originator != bytes.fromhex(GSME)]
+    if st.get("tap_pending") != 0:
+        d.append(f"{st.get('tap_pending')} tap-off copies still pending")
+    if "_ERROR_" in cmd_file.name:
+        if st["tap_discarded"] != before.get("tap_discarded", 0) + 1 or len(own) != 1:
+            d.append(f"error not discarded with one alert: {st}, {len(own)} alerts")
+        else:
+            a = verify_response(he, own[0], parse_frame(cmd), cra=3)
+            p = a.payload
+            if a.message_code != 0x1001 or p[:3] != b"\x01\x09\x00" or p[3:5] != b"\x81\x9e":
+                d.append(f"not a 0x819E GPF alert: {p.hex()}")
+    else:
+        if st["tap_applied"] <= before.get("tap_applied", 0) or own:
+            d.append(f"success not applied: {st}, {len(own)} own alerts")
+    return d
+
+
+def test_tom_folders_tap_off(hub: MpHub, headend: tuple[HeadEnd, GpfKeys], vectors: Path) -> None:
+    he, _ = headend
+    folders = tom_folders(vectors)
+    assert len(folders) == 8, folders
+    hub.clock(t2000(2015, 1, 1), True)
+    assert hub.call("add_device", eui=GSME, type=0)["code"] == 0
+    hub.call("emitted")
+    problems: dict[str, list[str]] = {}
+    n = 0
+    for name in folders:
+        probs = []
+        for cmd_file in sorted((vectors / "gbcs/rtds" / name).glob("*_COMMAND_GBCS.HEX")):
+            probs += [f"{cmd_file.name}: {x}" for x in run_tom_file(hub, he, cmd_file)]
+            n += 1
+        problems[name] = probs
+    passed = [k for k, v in problems.items() if not v]
+    print(f"\n{len(passed)} of {len(folders)} TOM folders pass ({n} commands through the GSME buffer)")
+    assert len(passed) == len(folders), json.dumps({k: v for k, v in problems.items() if v}, indent=1)

@@ -28,11 +28,14 @@ TOM = {
 _CALENDAR = const(0x0707)
 _PRICE = const(0x0700)
 _PREPAYMENT = const(0x0705)
+_EVENTS = const(0x0709)
 MC_FUTURE_DATED = const(0x00CD)
 ALERT_FD_OK = const(0x8F66)
 ALERT_TAP_OFF_FAILED = const(0x819E)
 MC_GENERIC_NON_CRITICAL = const(0x1001)
 PENDING_MAX = const(32)
+_CANCEL = const(0xFFFFFFFE)  # start times 0xFFFFFFFE/0xFFFFFFFF: a cancellation
+_CANCEL_PART = 2
 
 # (cluster, command) -> offset of the UTC start time in the ZCL payload
 _START = {
@@ -92,9 +95,11 @@ class TapOff:
                 continue  # TOM commands carry no encrypted data (PROTOCOLS.md 3)
             body = bytes(c.body)
             off = _START.get((c.cluster, c.cmd))
-            fd = off is not None and len(body) >= off + 4 and _u32le(body, off) > t
-            if c.from_dt is not None and c.from_dt > t:
-                fd = True
+            start = _u32le(body, off) if off is not None and len(body) >= off + 4 else 0
+            if start >= _CANCEL:
+                fd = _CANCEL_PART  # cancels the future-dated part not yet actioned
+            else:
+                fd = start > t or (c.from_dt is not None and c.from_dt > t)
             comps.append([c.cluster, c.zcl_fc, c.cmd, _hex(body), fd, False])
         if not comps:
             return False
@@ -121,6 +126,9 @@ class TapOff:
             # new lists: the KV holds the old ones (an in-place change would
             # compare equal and never reach flash)
             comps = [c[:5] + [True] for c in p[2]]
+            if any(c[4] == _CANCEL_PART for c in comps):
+                self._cancel(key, comps)
+                return []
             if any(c[4] for c in comps):
                 # future-dated: each part is applied when the GSME's 0x8F66
                 # alert says it was actioned
@@ -158,6 +166,18 @@ class TapOff:
         self.discarded += 1
         t = max(0, int(self.now()[0])) & 0xFFFFFFFF
         return [self.gpf.alert(MC_GENERIC_NON_CRITICAL, gbz.build([], alert_code=ALERT_TAP_OFF_FAILED, timestamp=t))]
+
+    def _cancel(self, key, comps):
+        # a successful cancellation: the future-dated parts it names, still
+        # waiting for their 0x8F66 alert, will never be actioned
+        self._save(key, None)
+        parts = [(c[0], c[2]) for c in comps if c[4] == _CANCEL_PART]
+        for k in list(self.pending):
+            p = self.pending[k]
+            rest = [c for c in p[2] if not (c[4] and c[5] and (c[0], c[2]) in parts)]
+            if len(rest) != len(p[2]):
+                self._save(k, [p[0], p[1], rest] if any(c[4] for c in rest) else None)
+        self.applied += 1
 
     def _apply(self, comps):
         if not comps:
@@ -207,5 +227,9 @@ def _all_success(f):
             continue
         if c.cmd == zcl.DEFAULT_RSP and (c.zcl_fc & 3) == zcl.FT_GLOBAL:
             if len(c.body) < 2 or c.body[1] != zcl.SUCCESS:
+                return False
+        elif c.cluster == _EVENTS and c.cmd == 0x02 and (c.zcl_fc & 3) == zcl.FT_CLUSTER:
+            # Clear Event Log Response: the bitmap of logs cleared, 0 = none
+            if len(c.body) < 1 or c.body[0] == 0:
                 return False
     return True

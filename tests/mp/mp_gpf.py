@@ -237,3 +237,16 @@ def test_gbz_alert_shape():
     p = gframe.parse(a).payload
     assert bytes(p[:3]) == b"\x01\x09\x00" and len(p) == 9
     assert gbz.MC_FUTURE_DATED == 0x00CD
+
+
+def test_tap_off_cancellation_drops_the_future_parts():
+    g = make_gpf(fresh())
+    CLOCK[0] = T0
+    g.tap_off(vec("1.1.1_GCS01a", "GCS01a_1.1.1_FUTURE_DATED_BLOCK_SUCCESS_COMMAND"))
+    g.on_gsme_message(vec("1.1.1_GCS01a", "GCS01a_1.1.1_FUTURE_DATED_BLOCK_SUCCESS_RESPONSE"))
+    assert len(g.tap.pending) == 1
+    g.tap_off(vec("1.1.1_GCS01a", "GCS01a_1.1.1_CANCELLATION_BLOCK_SUCCESS_COMMAND"))
+    assert g.on_gsme_message(vec("1.1.1_GCS01a", "GCS01a_1.1.1_CANCELLATION_BLOCK_SUCCESS_RESPONSE")) == []
+    assert g.tap.pending == {}
+    # nothing of either command became the GPF's tariff data
+    assert g.tap.data(0x0700, 0x04) is None and g.mirror.get(0x0700, 0x0616) is None
