@@ -101,3 +101,53 @@ def test_pdp_refresh_and_periodic_reinit(system: EmulatedSystem, vectors: Path) 
     assert emu.resets > resets and "modem" in system.rig.resets
     relink(system, hellos)
     command_ok(system, vectors)
+
+
+def alert_code(raw_payload: bytes) -> int | None:
+    """Alert code of a DLMS DataNotification {long-unsigned code, date-time, ...}."""
+    from hil.headend.gbcs import decode_data
+
+    p = raw_payload
+    if not p or p[0] != 0x0F:
+        return None
+    o = 5  # tag + invoke-id
+    o += 1 if p[o] == 0 else 1 + p[o]  # absent or length-prefixed date-time
+    (tag, items), _ = decode_data(p, o)
+    assert tag == 2 and items[0][0] == 0x12, items
+    return items[0][1]
+
+
+def alerts(s: EmulatedSystem, code: int) -> list:
+    he = s.headend
+    out = []
+    for r in he.received:
+        if r.frame is not None and r.frame.cra == 3 and alert_code(r.frame.payload) == code:
+            out.append(r)
+    return out
+
+
+def event_codes(s: EmulatedSystem) -> list[int]:
+    return [c for _, c, _ in call(s, "logs", which="event")["entries"]]
+
+
+def test_last_gasp_and_restoration(system: EmulatedSystem, vectors: Path) -> None:
+    he = system.headend
+    wait_for("link up", lambda: call(system, "wan_status")["connected"])
+    assert system.rig is not None
+    system.rig.power_fail()
+    out = wait_for("power-outage alert", lambda: alerts(system, 0x8FF0), 10)
+    he.headend.verify(out[0].raw, cra=3)  # MAC'd to the ACB with the CHF's alert counter
+    assert out[0].frame.message_code == 0x0000
+    assert 0x8FF0 in event_codes(system)
+    hellos = len(he.hellos)
+    system.reboot(power_cut=True)
+    he.wait_hello(hellos + 1, timeout=30)
+    back = wait_for("power-restored alert", lambda: alerts(system, 0x8FF1), 15)
+    he.headend.verify(back[0].raw, cra=3)
+    assert back[0].frame.counter > out[0].frame.counter
+    assert 0x8FF1 in event_codes(system)
+    wait_for("outbox empty", lambda: call(system, "wan_status")["outbox_pending"] == 0)
+    assert len(alerts(system, 0x8FF0)) == 1 and len(alerts(system, 0x8FF1)) == 1
+    assert out[0].copies == 1 and back[0].copies == 1
+    call(system, "wan_config", set=FAST)  # (settings persist; re-applied for the driver timings)
+    command_ok(system, vectors)

@@ -100,6 +100,7 @@ class Outbox:
         self._tries = {}  # seq -> (attempts, ticks of last send); RAM only
         self._parked = set()  # exhausted and kept: wait for the next reconnect
         self._hold = {}  # scheduled seq -> ticks when it may leave (RAM: drawn again after a reboot)
+        self._first = []  # seqs sent before the others (last gasp)
 
     def configure(self, cfg):
         for k in DEFAULTS:
@@ -154,7 +155,11 @@ class Outbox:
         resend n being backoff * 2^(n-1) capped at backoff_max."""
         now = self._ticks()
         out = []
-        for seq in self.j.seqs():
+        seqs = self.j.seqs()
+        if self._first:
+            self._first = [s for s in self._first if s in seqs]
+            seqs = self._first + [s for s in seqs if s not in self._first]
+        for seq in seqs:
             if seq in self._parked:
                 continue
             st = self._tries.get(seq)
@@ -224,6 +229,11 @@ class Outbox:
         if self.tx is not None:
             self.tx.add(TX_ACK, seq)
         return True
+
+    def prioritise(self, seq):
+        """Send seq before every other pending message (RAM only)."""
+        if seq not in self._first:
+            self._first.append(seq)
 
     def attempts(self, seq):
         st = self._tries.get(seq)

@@ -76,7 +76,7 @@ class Wan:
         self.seen = link.SeenIds(32)
         self.seen.load(self.seen_kv.get("ids") or [])
         self.seen.load(self.outbox.he_ids())
-        self.dec = None
+        self.dec = hub.wan_decoder  # the one big buffer, taken at install
         self.modem = None
         self.state = "idle"
         self.connected = False
@@ -120,8 +120,6 @@ class Wan:
 
     # ---- the job ----
     async def run(self):
-        if self.dec is None:
-            self.dec = link.Decoder(link.MAX_PAYLOAD + 13 + 1460)
         reader, writer = await board.open_uart("modem")
         cfg = self.cfg()
         m = self.modem = _driver(reader, writer, self._reset_line, cfg.get("timings"))
@@ -480,7 +478,12 @@ def install(hub):
     the rest of the WAN state (modem, link) is built when the job first runs."""
     from wan import outbox as _ob
 
+    from wan import link as _link
+
     hub.wan = None
+    # the link's receive buffer (5.5 KB) is taken now, while the heap is
+    # still in one piece: by the time the job starts it may be fragmented
+    hub.wan_decoder = _link.Decoder(_link.MAX_PAYLOAD + 13 + 1460)
     st = hub.store
     hub.txlog = tx = _ob.TxLog(st.ringlog("transactions", 100), board.utc)
     hub.outbox = box = _ob.Outbox(st.journal("outbox"), dict(st.kv("wan").items()), tx)
@@ -504,11 +507,18 @@ def install(hub):
 
     hub.emit = emit
     _install_clock(hub, tx)
+    from wan.lastgasp import LastGasp
+
+    hub.last_gasp = lg = LastGasp(hub, board.utc, log)
+    pf = getattr(board, "power_fail", None)
+    if pf is not None:
+        hub.supervisor.spawn("last_gasp", lambda: lg.watch(pf))
 
     async def job():
         if hub.wan is None:
             _load()
             hub.wan = Wan(hub)
+            lg.restored()
         await hub.wan.run()
 
     def later(name):

@@ -265,3 +265,18 @@ def test_scheduled_data_leaves_at_random_times_inside_the_window():
             continue
         raise AssertionError("window %r accepted" % (bad,))
     st.close()
+
+
+def test_prioritised_message_leaves_first():
+    fresh()
+    clk = Clock()
+    st, ob, _ = make(clk, CFG)
+    a = ob.add(b"a")
+    b = ob.add(b"b")
+    gasp = ob.add(b"last gasp", kind=KIND_ALERT)
+    ob.prioritise(gasp)
+    assert ob.due() == [gasp, a, b]
+    ob.acked(gasp)
+    clk.t += 100
+    assert ob.due() == [a, b]  # resends; the acked one is gone from the front
+    st.close()

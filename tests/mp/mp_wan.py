@@ -28,7 +28,7 @@ def test_emit_persists_before_the_job_runs():
     flashfs.fresh()
     hub = _Hub()
     service.install(hub)
-    assert hub.supervisor.spawned == ["clock", "wan"] and hub.wan is None
+    assert hub.supervisor.spawned == ["clock", "last_gasp", "wan"] and hub.wan is None
     a = hub.emit(b"\xdd\x01alert", "alert")
     r = hub.emit(memoryview(b"\xdd\x02resp"), "response")
     n = hub.emit(b"\xdd\x03minor", "alert", critical=False)

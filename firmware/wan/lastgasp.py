@@ -1,0 +1,83 @@
+# Last gasp and restoration (docs/headend-link.md "Power"): on the board's
+# power-fail signal the hub puts a power-outage alert at the front of the
+# outbox (durable at once; the WAN job sends it within one loop turn while
+# the hold-up supply lasts) and notes the outage in KV "wan_power"; at the
+# next start of the WAN job it queues a power-restored alert.
+#
+# PROTOCOLS.md gives no CH power alert codes: 0x8FF0 (outage) and 0x8FF1
+# (restored) are project-local codes in the 0x8Fxx space, sent as a DLMS
+# DataNotification {alert code, date-time} like CS14, with message code
+# 0x0000 (project-local "CHF alert"), MAC'd to the ACB with the CHF's own
+# alert counter. The same codes go to the CHF event log.
+from micropython import const
+
+ALERT_POWER_OUTAGE = const(0x8FF0)
+ALERT_POWER_RESTORED = const(0x8FF1)
+MC_CHF_ALERT = const(0x0000)
+_EPOCH_2000 = const(946684800)
+
+
+def build_alert(chf, code, utc):
+    """The CHF's alert frame for `code` at `utc` (raises when the CHF cannot
+    protect alerts yet, e.g. no ACB anchor)."""
+    from chf.usecases import date_time
+    from gbcs import dlms
+
+    p = chf.parties
+    counter = p.own_counter() + 1
+    dt = (dlms.OCTET_STRING, date_time(utc - _EPOCH_2000))
+    body = (dlms.STRUCTURE, [(dlms.LONG_UNSIGNED, code), dt])
+    payload = dlms.data_notification(0x20000000 | (counter & 0xFFFFFF), body)
+    return bytes(p.protect_alert(MC_CHF_ALERT, payload))
+
+
+class LastGasp:
+    def __init__(self, hub, utc, log=None):
+        self.hub = hub
+        self.utc = utc
+        self.kv = hub.store.kv("wan_power")
+        self.log = log
+        self.outage_id = None
+        self.restored_id = None
+
+    def _queue(self, code):
+        hub = self.hub
+        t = self.utc()
+        ev = getattr(hub, "event_log", None)
+        if ev is not None:
+            try:
+                ev.append(code)
+            except ValueError:
+                pass
+        try:
+            frame = build_alert(hub.chf, code, t)
+        except Exception as e:  # no ACB yet, crypto trouble: the event log has it
+            if self.log:
+                self.log("power", "alert 0x%04X not built: %r" % (code, e))
+            return None
+        seq = hub.emit(frame, "alert", critical=True)
+        hub.outbox.prioritise(seq)
+        return seq
+
+    def power_failed(self):
+        """The board's power-fail signal: note the outage, queue the alert first in line."""
+        self.kv.set("lost", self.utc())
+        self.outage_id = self._queue(ALERT_POWER_OUTAGE)
+        if self.log:
+            self.log("power", "power fail: outage alert %r queued" % self.outage_id)
+        return self.outage_id
+
+    def restored(self):
+        """At start: if the last run ended with a power-fail signal, queue the
+        restoration alert (then forget the outage). -> frame id or None."""
+        if self.kv.get("lost") is None:
+            return None
+        self.restored_id = self._queue(ALERT_POWER_RESTORED)
+        self.kv.delete("lost")
+        if self.log:
+            self.log("power", "power restored: alert %r queued" % self.restored_id)
+        return self.restored_id
+
+    async def watch(self, event):
+        await event.wait()
+        self.power_failed()
