@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import bench_gbcs
+from . import bench_gbcs, bench_gpf
 from .paths import BOARDS, FIRMWARE, ROOT, venv_tool
 
 BENCH = ROOT / "bench"
@@ -142,4 +142,5 @@ def run_bench(heap: str = "512k", progress: Callable[[str], None] | None = None)
         say("GBCS crypto")
         figures.update(crypto_figures(heap))
         figures.update(bench_gbcs.figures(heap))
+        figures.update(bench_gpf.figures(heap))
     return figures
