@@ -51,6 +51,15 @@ def _hexs(b):
     return binascii.hexlify(b).decode()
 
 
+def _late_alert(hub, frame):
+    """An alert no command caused goes to the head-end through hub.emit (the
+    WAN outbox) once that exists; returned for the caller too."""
+    emit = getattr(hub, "emit", None)
+    if emit is not None:
+        emit(frame, "alert")
+    return frame
+
+
 def install(hub, device_log=None, log_capacity=40, allow_faults=None):
     if device_log is None:
         device_log = getattr(hub, "device_log", None)
@@ -130,7 +139,7 @@ def install(hub, device_log=None, log_capacity=40, allow_faults=None):
                 a = chf.subghz_alert(sg.ALERT_MESSAGE_DISCARDED, body)
             else:
                 raise ValueError("unknown Sub GHz event %r" % ev)
-            return {"alerts": [_hexs(a)]}
+            return {"alerts": [_hexs(_late_alert(hub, a))]}
 
         hub.commands["subghz_event"] = cmd_subghz
 
@@ -140,7 +149,7 @@ def install(hub, device_log=None, log_capacity=40, allow_faults=None):
             a = chf.firmware_alert(
                 _unhex(req.get("eui"), "eui"), _unhex(req.get("version"), "version"), int(req.get("code", 0))
             )
-            return {"alerts": [_hexs(a)]}
+            return {"alerts": [_hexs(_late_alert(hub, a))]}
 
         hub.commands["chf_event"] = cmd_chf_event
     return chf

@@ -138,3 +138,30 @@ def test_ccs08_alert_signed_with_the_chf_ds_key():
     seq = der.decode(f.payload)[1]
     assert der.to_int(seq[0][1]) == 0x8F8A and bytes(seq[1][1]) == b"20151105005320Z"
     assert bytes(seq[2][1]) == unhexlify("00DB1234567890A4") and der.to_int(seq[4][1]) == 0
+
+
+def test_radio_event_alerts_go_to_hub_emit():
+    """subghz_event / chf_event alerts are late messages: handed to hub.emit
+    (the WAN outbox contract) as well as returned to the rig."""
+    import asyncio
+
+    from chf import gbcs_port
+
+    class Hub:
+        def __init__(self):
+            self.store = Store("data")
+            self.commands = {}
+            self.emitted = []
+
+        def emit(self, frame, kind, critical=None):
+            self.emitted.append((bytes(frame), kind))
+
+    hub = Hub()
+    chf = gbcs_port.install(hub)
+    acb_q = p256.encode_point(p256.public_key(_acb_private())).hex()
+    chf.identity.set_anchors([{"eui": ACB.hex(), "role": "acb", "ka_pub": acb_q}])
+    chf.parties = chf.identity.parties("chf")
+    r = asyncio.run(hub.commands["subghz_event"]({"event": "no_capacity", "eui": "00db1234567890a1"}))
+    r2 = asyncio.run(hub.commands["chf_event"]({"event": "fw_transfer", "eui": "00db1234567890a4", "version": "01"}))
+    assert hub.emitted == [(unhexlify(r["alerts"][0]), "alert"), (unhexlify(r2["alerts"][0]), "alert")]
+    assert frame.parse(hub.emitted[0][0]).message_code == 0x0115
