@@ -166,6 +166,21 @@ async def sc_data(m, ctl, ev, echo):
     assert m.at.p.garbled == 0
 
 
+async def sc_rx_race(m, ctl, ev, echo):
+    # "+CIPRXGET: 1,0" right behind the OK of the read that emptied the
+    # buffer (same burst on the UART): the driver must not lose it
+    await up(m)
+    await m.attach("iot.example")
+    await m.open_socket("h.example", echo)
+    for i in range(5):
+        await ctl("data_after_read", "%02x" % i * 8)
+        await m.send(b"first%d" % i)
+        assert await recv_n(m, 6, 1000) == b"first%d" % i
+        got = await m.recv(1000)  # announced only by the URC behind the read
+        assert got == bytes([i]) * 8, (i, got)
+    assert m.at.p.garbled == 0
+
+
 async def sc_remote_close(m, ctl, ev, echo):
     await up(m)
     await m.attach("iot.example")

@@ -55,6 +55,8 @@ async def _scenario(name: str, cfg: Sim7600Config) -> tuple[int, str, str]:
                     res["result"] = bool(lk and lk.open)
                 elif op == "server_send":
                     echo_clients[-1].write(bytes.fromhex(args[0]))
+                elif op == "data_after_read":
+                    emu.data_after_read(bytes.fromhex(args[0]))
                 elif op == "server_close":
                     echo_clients[-1].close()
                 else:
@@ -91,6 +93,7 @@ SCENARIOS = {
     "signal": {},
     "cell": {},
     "data": {},
+    "rx_race": {},
     "remote_close": {},
     "network_drop": {},
     "pdp_fail": {},

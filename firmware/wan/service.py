@@ -31,7 +31,7 @@ def _load():
 DEFAULTS = {
     "host": "headend.chub.test", "port": 4059, "apn": "chub.m2m", "pin": None, "radio": None,
     "retry_ms": 2000, "retry_max_ms": 60000, "reg_timeout_ms": 120000, "hello_timeout_ms": 15000,
-    "ping_ms": 60000, "idle_timeout_ms": 180000, "signal_ms": 10000, "rx_poll_ms": 1000,
+    "ping_ms": 60000, "idle_timeout_ms": 180000, "signal_ms": 10000, "rx_poll_ms": 10000,
     "time_step_s": 10, "clock_hold_s": 432000,
     # modem health: PDP refresh, periodic re-init (hardware reset), a reset
     # after max_errors failed sessions in a row or stuck_ms without a link
@@ -311,8 +311,8 @@ class Wan:
                 last_sig = now
                 self.signal = await m.signal_dbm()
             if not data and time.ticks_diff(now, last_poll) >= cfg["rx_poll_ms"]:
-                # a "+CIPRXGET: 1,0" that lands while a read is finishing can be
-                # lost in the driver: ask the modem what it holds now and then
+                # safety net for a "data waiting" URC lost on the line (noise):
+                # ask the modem what it holds now and then
                 last_poll = now
                 await self._rx_poll()
 

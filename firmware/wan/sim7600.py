@@ -86,7 +86,14 @@ def parse_cpsi(line):
         raise ATFormatError("bad +CPSI mode")
     if area > 0xFFFF or cell > 0xFFFFFFF:
         raise ATFormatError("+CPSI field out of range")
-    return str(rat, "ascii"), str(f[2], "ascii"), area, cell
+    return _ascii(rat), _ascii(f[2]), area, cell
+
+
+def _ascii(b):
+    try:
+        return str(b, "ascii")
+    except UnicodeError:
+        raise ATFormatError("not ASCII: %r" % bytes(b))
 
 
 def days_from_civil(y, m, d):
@@ -156,6 +163,7 @@ class Sim7600(Modem):
         self._boot = asyncio.Event()
         self._rxev = asyncio.Event()
         self._rx_pending = False
+        self._rx_urcs = 0  # "+CIPRXGET: 1,0" seen (a read must not clear a newer one)
         self._rxq = []
         self._sig_t = [0] * _NSIG
         self._sig_v = [0] * _NSIG
@@ -225,6 +233,7 @@ class Sim7600(Modem):
     def _on_rx(self, line):
         if line[13:].strip() == b"0":
             self._rx_pending = True
+            self._rx_urcs += 1
             self._rxev.set()
 
     def _on_push(self, link, mv):
@@ -435,7 +444,7 @@ class Sim7600(Modem):
             await self._quiet("AT+NETCLOSE", b"+NETCLOSE:", t["netclose"])
             raise AttachFailed("NETOPEN failed: %d" % err)
         lines = await at.cmd("AT+IPADDR", b"+IPADDR:")
-        self.ip = str(lines[-1][8:].strip(), "ascii") if lines else None
+        self.ip = _ascii(lines[-1][8:].strip()) if lines else None
         self.attached = True
         self.net_lost = False
         return self.ip
@@ -495,16 +504,20 @@ class Sim7600(Modem):
         return i
 
     async def _read_chunk(self):
+        # The "data waiting" URC can land between the read's OK and this
+        # coroutine resuming (same UART burst): the flag is then left set,
+        # because the reply's remaining count predates that data.
+        seen = self._rx_urcs
         try:
             lines, data = await self.at.cmd_data("AT+CIPRXGET=2,0,%d" % _CHUNK, b"+CIPRXGET: 2,",
                                                  self.t["rxget"])
         except IpError:
-            self._rx_pending = False
+            self._rx_pending = self._rx_urcs != seen
             return b""
         f = split_fields(lines[-1], b"+CIPRXGET:")
         if len(f) != 4 or data is None:
             raise ATFormatError("bad +CIPRXGET read")
-        self._rx_pending = to_int(f[3]) > 0
+        self._rx_pending = to_int(f[3]) > 0 or self._rx_urcs != seen
         return data
 
     async def recv(self, timeout_ms=None):

@@ -112,6 +112,7 @@ class Sim7600Emulator:
         self._inbuf = bytearray()
         self.fail_pdp_style: str | None = None
         self._sock_fail: list[int] = []
+        self._after_read: list[bytes] = []
         if not hasattr(self, "_rtc_utc"):
             self._rtc_utc: float | None = None  # UTC at _rtc_mono; None = never set
             self._rtc_zone = 0
@@ -748,6 +749,9 @@ class Sim7600Emulator:
         head = _framed(f"+CIPRXGET: {mode},{link},{k},{len(lk.rx)}")
         body = data if mode == 2 else _framed(data.hex().upper())
         self._write(head + body + _framed(b"OK"))
+        after = self._after_read.pop(0) if self._after_read else None
+        if after is not None:  # more data lands right behind the reply: its URC follows the OK at once
+            self._deliver(link, lk, after)
 
     async def _at_cipclose(self, kind: str, args: str) -> None:
         if kind == "?":
@@ -876,6 +880,12 @@ class Sim7600Emulator:
 
     def fail_socket_open(self, err: int = 10, times: int = 1) -> None:
         self._sock_fail += [err] * times
+
+    def data_after_read(self, data: bytes) -> None:
+        """Race: the next buffered read (AT+CIPRXGET=2) empties the link and
+        `data` arrives just behind it, so "+CIPRXGET: 1,<link>" follows the
+        read's OK in the same burst."""
+        self._after_read.append(bytes(data))
 
     def remote_close(self, link: int = 0) -> None:
         lk = self.links.get(link)

@@ -190,3 +190,18 @@ def test_split_fields_and_to_int():
         raise AssertionError("quote")
     except ATFormatError:
         pass
+
+
+def test_cpsi_non_ascii_is_a_format_error():
+    # found by tests/mp/mp_fuzz.py (corpus at/known-crash.hex): UnicodeError escaped
+    from wan.at import ATFormatError
+    from wan.sim7600 import parse_cpsi
+
+    good = b"+CPSI: LTE,Online,234-15,0x1A2B,27449090,301,EUTRAN-BAND20,6300,5,5,-94,-1021,-760,11"
+    assert parse_cpsi(good)[:2] == ("LTE", "234-15")
+    for bad in (good.replace(b"234-15", b"2\xff4-15"), good.replace(b"LTE,", b"L\xfeE,")):
+        try:
+            parse_cpsi(bad)
+        except ATFormatError:
+            continue
+        raise AssertionError("accepted %r" % bad)
