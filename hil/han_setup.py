@@ -19,6 +19,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+from .devices import EmulatedDevice, Esme, Gsme, Ihd
 from .ncp.emulator import Han, NcpEmulator, Node, install_code_key
 
 
@@ -80,6 +81,7 @@ class EmulatedHan:
         self.attempts = attempts
         self.specs: dict[str, DeviceSpec] = dict(DEVICES)
         self.nodes: dict[str, Node] = {}
+        self.dev: dict[str, EmulatedDevice] = {}
         self.state: dict[str, dict[str, Any]] = {}
         self.connections = 0
         self.hard_resets = 0
@@ -137,6 +139,8 @@ class EmulatedHan:
                     sleepy=spec.sleepy, rssi=-55 - 5 * len(self.nodes), lqi=230 - 10 * len(self.nodes))
         self.nodes[spec.name] = node
         self.state[spec.name] = {"state": "off", "attempts": 0}
+        cls = {0: Gsme, 1: Esme, 6: Ihd}.get(spec.dev_type, EmulatedDevice)
+        self.dev[spec.name] = cls(self.emu, node, spec.name)
         return node
 
     def add_device(self, spec: DeviceSpec) -> None:
@@ -185,14 +189,9 @@ class EmulatedHan:
             await asyncio.sleep(self.retry_s)
         st["state"] = "joined"
         await asyncio.sleep(0.05)
-        self._hello(node)
-
-    def _hello(self, node: Node) -> None:
-        # first report after joining: a ZCL Basic attribute report (ZCL
-        # version = 3), so the hub has RSSI/LQI/last communication for it
-        from .ncp.emulator import ApsFrame
-
-        self.emu.device_send(node, ApsFrame(0x0109, 0x0000, 1, 1), bytes((0x18, 0x01, 0x0A, 0, 0, 0x20, 3)))
+        # a Basic report (the hub gets RSSI/LQI), then the hub's Time read;
+        # the GSME also opens its tunnel to the hub
+        await self.dev[name].after_join()
 
     def power_on(self, name: str, timeout: float = 30.0) -> None:
         """The device powers on and tries to join (`attempts` tries, `retry_s` apart)."""
@@ -219,6 +218,14 @@ class EmulatedHan:
             return self.emu.device_send(self.nodes[name], ApsFrame(0x0109, cluster, 1, 1), payload)
 
         return bool(self.rig.call(go()))
+
+    def device(self, name: str) -> EmulatedDevice:
+        """The emulated device (its coroutines run on the rig loop: use run())."""
+        return self.dev[name]
+
+    def run(self, coro: Any, timeout: float = 30) -> Any:
+        """Run a device coroutine on the rig's loop from the test/CLI thread."""
+        return self.rig.call(coro, timeout=timeout)
 
     def unknown_join(self, eui: str) -> str:
         """A device that is not in the Device Log tries to join (once)."""
@@ -278,6 +285,8 @@ class EmulatedHan:
         async def go() -> None:
             for t in self._tasks.values():
                 t.cancel()
+            for d in self.dev.values():
+                d.stop()
             await self.emu.stop()
 
         with contextlib.suppress(Exception):

@@ -13,10 +13,13 @@ import asyncio
 from binascii import hexlify, unhexlify
 
 import board
+from han import zcl_servers
 from han.ash import Ash, NcpReset
 from han.ezsp import Ezsp
+from han.messaging import DeliveryError, Messaging  # noqa: F401 (han.coordinator.DeliveryError)
 from han.trust_centre import TrustCentre
 from log import log
+from version import VERSION
 
 _SYNC_S = 1  # trust-centre sync period
 _RESET_SETTLE_MS = 300  # after pulling the NCP's reset line
@@ -26,7 +29,10 @@ class HanDown(Exception):
     pass
 
 
-class Coordinator:
+class Coordinator(Messaging):
+    """The HAN job plus the messaging API of han.messaging (zcl_send,
+    tunnel_exchange, zcl_servers, on_tunnel_message)."""
+
     def __init__(self, hub, desired=14):
         self.hub = hub
         self.kv = hub.store.kv("han")
@@ -39,6 +45,13 @@ class Coordinator:
         self.counters = {"formed": 0, "resumed": 0, "ncp_resets": 0, "hard_resets": 0,
                          "rx": 0, "tx_ok": 0, "tx_fail": 0}
         self._fault = asyncio.Event()
+        self._init_messaging()
+        self.zcl_servers[0x0000] = zcl_servers.basic_server(VERSION, self._stack_version)
+        self.zcl_servers[0x000A] = zcl_servers.time_server(lambda: getattr(hub, "clock", None), board.utc)
+        self.zcl_servers[0x0704] = self.tunnel_server
+
+    def _stack_version(self):
+        return self.ezsp.stack_version if self.ezsp is not None else 0
 
     # -- status --
 
@@ -70,15 +83,19 @@ class Coordinator:
 
     def _on_incoming(self, v):
         ez = self.ezsp
-        sender, _aps, _payload, lqi, rssi = ez.incoming_info(v)
+        sender, aps, payload, lqi, rssi = ez.incoming_info(v)
         dl = self.hub.device_log
         eh = dl.eui_of(sender)
         self.counters["rx"] += 1
-        if eh is not None:
-            dl.record_rx(eh, rssi, lqi, dl.utc())
+        if eh is None:
+            self.counters["rx_unknown"] += 1
+            return
+        dl.record_rx(eh, rssi, lqi, dl.utc())
+        self._incoming(eh, aps, payload)
 
     def _on_sent(self, v):
-        _tag, status, dest = self.ezsp.sent_info(v)
+        tag, status, dest = self.ezsp.sent_info(v)
+        self._sent_cb(tag, status)
         ok = status == 0
         self.counters["tx_ok" if ok else "tx_fail"] += 1
         dl = self.hub.device_log
@@ -178,7 +195,37 @@ def install(hub, desired=14):
     async def han_status(req):
         return c.status()
 
+    async def han_tunnel(req):
+        # {eui, data: hex, timeout_ms} -> {ok, reply (hex), ms} | {ok: false, reason, error}
+        t0 = board.ticks_ms()
+        try:
+            r = await c.tunnel_exchange(req["eui"], unhexlify(req.get("data", "")), req.get("timeout_ms", 30000))
+        except DeliveryError as e:
+            return {"ok": False, "reason": e.reason, "error": str(e)}
+        return {"ok": True, "reply": hexlify(r).decode(), "ms": board.ticks_ms() - t0}
+
+    async def han_zcl_read(req):
+        # {eui, cluster, attrs: [ids], ep} -> {ok, records: [[attr, status, type, value]]}
+        from han import zcl as Z
+
+        f = Z.Header(Z.READ_ATTRIBUTES, c.next_tsn()).encode()
+        Z.encode_read_attributes(req.get("attrs", []), f)
+        try:
+            a = await c.zcl_request(req["eui"], req.get("ep", 1), req.get("cluster", 0), f,
+                                    req.get("timeout_ms", 10000))
+            h, recs = Z.decode(a)
+        except DeliveryError as e:
+            return {"ok": False, "reason": e.reason, "error": str(e)}
+        if h.command_id != Z.READ_ATTRIBUTES_RSP:
+            return {"ok": False, "reason": "zcl", "error": "answer 0x%02X %s" % (h.command_id, hexlify(a).decode())}
+        out = []
+        for a_id, st, t, v in recs:
+            out.append([a_id, st, t, v.decode() if isinstance(v, bytes) else v])
+        return {"ok": True, "records": out}
+
     hub.commands["han_status"] = han_status
+    hub.commands["han_tunnel"] = han_tunnel
+    hub.commands["han_zcl_read"] = han_zcl_read
     prev_status = hub.commands.get("status")
     if prev_status is not None:
         async def status(req):

@@ -36,6 +36,7 @@ _POLICIES = (
 SEC_BITMASK = 0x0200 | 0x0100 | 0x0800 | 0x0004
 SE_PROFILE = 0x0109
 APS_OPTIONS = 0x0160  # ENCRYPTION | RETRY | ENABLE_ROUTE_DISCOVERY
+APS_OPTION_FRAGMENT = 0x8000
 ALL_CHANNELS = 0x07FFF800
 
 
@@ -70,7 +71,9 @@ class Ezsp:
         self.network_up = False
         self._state_ev = asyncio.Event()
         self._tag = 0
-        self.stats = {"tx": 0, "rx": 0, "callbacks": 0, "timeouts": 0, "bad": 0, "unclaimed": 0}
+        self.stats = {"tx": 0, "rx": 0, "callbacks": 0, "timeouts": 0, "bad": 0, "unclaimed": 0,
+                      "handler_errors": 0}
+        self.last_handler_error = None
         self.on("stackStatusHandler", self._stack_status)
 
     # -- plumbing --
@@ -143,7 +146,12 @@ class Ezsp:
             self.stats["callbacks"] += 1
             fn = self._handlers.get(name)
             if fn is not None:
-                fn(F.decode_params(self.ver, F.lookup(self.ver, name)[2], raw, pos, False))
+                v = F.decode_params(self.ver, F.lookup(self.ver, name)[2], raw, pos, False)
+                try:
+                    fn(v)
+                except Exception as e:  # a handler bug must not take the link down
+                    self.stats["handler_errors"] += 1
+                    self.last_handler_error = e
             return
         p = self._pending.pop(seq, None)
         if p is None:
@@ -272,12 +280,24 @@ class Ezsp:
         else:
             await self.ok("addTransientLinkKey", eui, key)
 
-    async def send_unicast(self, node_id, profile, cluster, src_ep, dst_ep, payload, options=APS_OPTIONS):
-        """Send; return the message tag echoed in messageSentHandler."""
-        self._tag = (self._tag + 1) & (0xFFFF if self.ver >= 14 else 0xFF)
-        tag = self._tag
-        await self.ok("sendUnicast", 0, node_id, (profile, cluster, src_ep, dst_ep, options, 0, 0), tag, payload)
+    def next_tag(self):
+        """The message tag the next send_unicast will use (register a waiter
+        for its messageSentHandler before sending)."""
+        return (self._tag + 1) & (0xFFFF if self.ver >= 14 else 0xFF)
+
+    async def send_unicast(self, node_id, profile, cluster, src_ep, dst_ep, payload, options=APS_OPTIONS,
+                           group=0):
+        """Send; return the message tag echoed in messageSentHandler. For an
+        APS fragment, options has APS_OPTION_FRAGMENT and group carries
+        (count << 8) | index (EmberZNet's host-side fragmentation)."""
+        tag = self._tag = self.next_tag()
+        await self.ok("sendUnicast", 0, node_id, (profile, cluster, src_ep, dst_ep, options, group, 0), tag, payload)
         return tag
+
+    async def remove_device(self, node_id, eui):
+        """Ask the device (as its own parent) to leave: removeDevice(dest
+        short, dest long, target long)."""
+        await self.ok("removeDevice", node_id, eui, eui)
 
     async def rotate_network_key(self, switch_delay=0):
         await self.ok("broadcastNextNetworkKey", os.urandom(16))

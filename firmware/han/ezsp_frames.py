@@ -82,6 +82,7 @@ _COMMON = {
     "getNodeId": (0x27, "", "H"),
     "getNetworkParameters": (0x28, "", "SBN"),
     "sendUnicast": (0x34, "BHATL", "SB"),
+    "sendReply": (0x39, "HAL", "S"),
     "messageSentHandler": (0x3F, "", "BHATSL"),
     "incomingMessageHandler": (0x45, "", "BABbHBBL"),
     "customFrame": (0x47, "L", "SL"),
@@ -95,6 +96,7 @@ _COMMON = {
     "broadcastNextNetworkKey": (0x73, "K", "S"),
     "broadcastNetworkKeySwitch": (0x74, "", "S"),
     "setExtendedTimeout": (0x7E, "EB", ""),
+    "removeDevice": (0xA8, "HEE", "S"),
     "getValue": (0xAA, "B", "SL"),
     "setValue": (0xAB, "BL", "S"),
 }

@@ -1,0 +1,441 @@
+# ZCL and ZSE-tunnel messaging over the EZSP host: the Coordinator's API for
+# the meters work (docs/han.md, "Messaging API").
+#
+# * zcl_send(eui, dst_ep, cluster, frame): one ZCL frame (SE profile) from
+#   endpoint 1; frames over FRAG_SIZE bytes go as APS fragments (EmberZNet
+#   host-side fragmentation: APS option FRAGMENT, groupId = count << 8 |
+#   index, window 1: each fragment waits for its messageSentHandler).
+# * incoming messages: fragments are reassembled per sender, then the ZCL
+#   frame goes to zcl_servers[cluster] (run as a task; a returned frame is
+#   sent back to the sender's endpoint on the same cluster). A cluster with
+#   no server gets Default Response UNSUPPORTED_CLUSTER.
+# * Tunneling 0x0704: devices open tunnels to the hub (hub = server) and the
+#   hub opens tunnels to devices (hub = client) when it must send first;
+#   tunnel_exchange() sends one message and returns the device's next
+#   TransferData on that tunnel; device-initiated TransferData goes to
+#   on_tunnel_message(eui, data) whose answer goes back on the same tunnel.
+import asyncio
+import time
+
+from micropython import const
+
+from chf.device_log import eui_hex
+from han import tunnel as T
+from han import zcl as Z
+from han.ezsp import APS_OPTION_FRAGMENT, APS_OPTIONS, SE_PROFILE
+from han.zcl_servers import default_rsp, reply
+from log import log
+
+HUB_EP = const(1)
+FRAG_SIZE = 64  # ZCL bytes per APS fragment (and the largest unfragmented frame)
+MAX_MESSAGE = T.DEFAULT_MESSAGE_SIZE  # the largest tunnel message accepted (advertised)
+_REASSEMBLY = MAX_MESSAGE + 16  # + the TransferData header
+_RX_SLOTS = const(2)  # concurrent incoming fragmented messages
+_MAX_BUSY = const(8)  # concurrent server tasks
+SEND_TIMEOUT_MS = 10000  # a sleepy device is served when it polls
+EXCHANGE_TIMEOUT_MS = 30000
+_NO_MANUF = const(0xFFFF)
+
+
+class DeliveryError(OSError):
+    """reason: "no_route" (not in the log / not joined / HAN down / the NCP
+    could not deliver), "tunnel" (no tunnel: refused, TransferDataError, too
+    long) or "timeout" (no answer in time)."""
+
+    def __init__(self, reason, detail=None):
+        super().__init__(detail or reason)
+        self.reason = reason
+
+
+def _ms():
+    return time.ticks_ms()
+
+
+def _left(deadline):
+    return time.ticks_diff(deadline, time.ticks_ms())
+
+
+async def _wait(ev, ms):
+    """True if ev was set within ms."""
+    if ms <= 0:
+        return ev.is_set()
+    try:
+        await asyncio.wait_for(ev.wait(), ms / 1000)
+        return True
+    except asyncio.TimeoutError:
+        return False
+
+
+def _tid_data(p):
+    if len(p) < 2:
+        raise Z.ZclTruncated("TransferData without tunnel id")
+    return p[0] | (p[1] << 8), memoryview(p)[2:]
+
+
+class Messaging:
+    """Mixed into the Coordinator (which provides hub, ezsp, state, counters)."""
+
+    def _init_messaging(self):
+        self.zcl_servers = {}
+        self.on_tunnel_message = None
+        self.tunnels = T.TunnelIds(8)  # tunnels devices opened to us: id -> eui hex
+        self._tinfo = {}  # server tunnel id -> (device ep, device max incoming)
+        self._client = {}  # eui hex -> (tunnel id, device ep, False, max in): tunnels we opened
+        self._opening = {}  # eui hex -> [event, (tid, status, max in)]
+        self._exchange = {}  # eui hex -> [event, reply, error]
+        self._locks = {}  # eui hex -> asyncio.Lock (one exchange at a time)
+        self._tx_locks = {}  # eui hex -> asyncio.Lock (fragments of one frame together)
+        self._sent = {}  # message tag -> [event, status]
+        self._requests = {}  # (eui hex, cluster, tsn) -> [event, answer frame]
+        self._eps = {}  # eui hex -> the endpoint it last sent from
+        self._rx = []  # reassembly slots [sender or None, Reassembler, count]
+        self._tsn = 0
+        self._busy = 0
+        for k in ("rx_unknown", "zcl_rx", "zcl_bad", "frag_rx", "frag_drop", "frag_tx", "busy_drop",
+                  "zcl_errors", "reply_fail", "tunnel_rx", "tunnel_unclaimed", "exchanges"):
+            self.counters[k] = 0
+
+    # -- helpers ----------------------------------------------------------------
+
+    def next_tsn(self):
+        self._tsn = (self._tsn + 1) & 0xFF
+        return self._tsn
+
+    def _eh(self, eui):
+        try:
+            return eui_hex(eui)
+        except ValueError:
+            raise DeliveryError("no_route", "bad EUI-64 %r" % (eui,))
+
+    def _node(self, eh):
+        if self.state != "up" or self.ezsp is None:
+            raise DeliveryError("no_route", "HAN is %s" % self.state)
+        e = self.hub.device_log.get(eh)
+        if e is None or e["node_id"] is None or e["join_state"] != "joined":
+            raise DeliveryError("no_route", "%s is not joined" % eh)
+        return e["node_id"]
+
+    def _lock(self, table, eh):
+        lk = table.get(eh)
+        if lk is None:
+            lk = table[eh] = asyncio.Lock()
+        return lk
+
+    # -- sending ------------------------------------------------------------------
+
+    def _sent_cb(self, tag, status):
+        w = self._sent.get(tag)
+        if w is not None:
+            w[1] = status
+            w[0].set()
+
+    async def _unicast(self, node, cluster, dst_ep, payload, options, group, deadline):
+        ez = self.ezsp
+        tag = ez.next_tag()
+        w = [asyncio.Event(), None]
+        self._sent[tag] = w
+        try:
+            try:
+                await ez.send_unicast(node, SE_PROFILE, cluster, HUB_EP, dst_ep, payload, options, group)
+            except Exception as e:  # status error, link down, EZSP timeout
+                raise DeliveryError("no_route", "sendUnicast: %r" % (e,))
+            if not await _wait(w[0], _left(deadline)):
+                raise DeliveryError("no_route", "no delivery report")
+        finally:
+            self._sent.pop(tag, None)
+        if w[1] != 0:
+            raise DeliveryError("no_route", "not delivered: status 0x%X" % w[1])
+
+    async def zcl_send(self, eui, dst_ep, cluster_id, frame, timeout_ms=SEND_TIMEOUT_MS):
+        """Send one ZCL frame to a joined device; returns once the NCP reports
+        it delivered (a sleepy device: once it polled). DeliveryError."""
+        eh = self._eh(eui)
+        node = self._node(eh)
+        n = len(frame)
+        deadline = time.ticks_add(_ms(), timeout_ms)
+        async with self._lock(self._tx_locks, eh):
+            if n <= FRAG_SIZE:
+                await self._unicast(node, cluster_id, dst_ep, frame, APS_OPTIONS, 0, deadline)
+                return
+            count = (n + FRAG_SIZE - 1) // FRAG_SIZE
+            if count > 255:
+                raise DeliveryError("tunnel", "frame of %d bytes is too long" % n)
+            mv = memoryview(frame)
+            for i in range(count):
+                await self._unicast(node, cluster_id, dst_ep, mv[i * FRAG_SIZE:(i + 1) * FRAG_SIZE],
+                                    APS_OPTIONS | APS_OPTION_FRAGMENT, (count << 8) | i, deadline)
+                self.counters["frag_tx"] += 1
+
+    async def zcl_request(self, eui, dst_ep, cluster_id, frame, timeout_ms=SEND_TIMEOUT_MS):
+        """Send a client -> server ZCL frame (its TSN from next_tsn()) and
+        return the device's answer with the same TSN (the whole ZCL frame).
+        DeliveryError ("timeout" when no answer)."""
+        eh = self._eh(eui)
+        h, _o = Z.parse_header(frame)
+        key = (eh, cluster_id, h.tsn)
+        w = [asyncio.Event(), None]
+        self._requests[key] = w
+        deadline = time.ticks_add(_ms(), timeout_ms)
+        try:
+            await self.zcl_send(eh, dst_ep, cluster_id, frame, timeout_ms)
+            if not await _wait(w[0], _left(deadline)):
+                raise DeliveryError("timeout", "no answer from %s" % eh)
+        finally:
+            self._requests.pop(key, None)
+        return w[1]
+
+    # -- receiving ----------------------------------------------------------------
+
+    def _reassemble(self, sender, group, chunk):
+        """One APS fragment; the whole ZCL frame (bytes) once complete."""
+        self.counters["frag_rx"] += 1
+        idx = group & 0xFF
+        slot = None
+        for s in self._rx:
+            if s[0] == sender:
+                slot = s
+                break
+        if slot is None:
+            if idx != 0:
+                self.counters["frag_drop"] += 1  # the start was lost
+                return None
+            for s in self._rx:
+                if s[0] is None:
+                    slot = s
+                    break
+            if slot is None:
+                if len(self._rx) < _RX_SLOTS:
+                    slot = [None, T.Reassembler(_REASSEMBLY), 0]
+                else:  # all busy: give up the oldest partial message
+                    slot = self._rx.pop(0)
+                    self.counters["frag_drop"] += 1
+                self._rx.append(slot)
+        r = slot[1]
+        if idx == 0:
+            r.reset()
+            slot[0] = sender
+            slot[2] = group >> 8
+        try:
+            m = r.add_block(0, idx, slot[2], chunk)  # one slot per sender
+        except T.TunnelError:
+            self.counters["frag_drop"] += 1
+            slot[0] = None
+            return None
+        if m is None:
+            return None
+        slot[0] = None
+        return r.take()
+
+    def _incoming(self, eh, aps, payload):
+        """Called by the coordinator for every message from a known device."""
+        profile, cluster, src_ep, _dst, options, group = aps[0], aps[1], aps[2], aps[3], aps[4], aps[5]
+        if profile != SE_PROFILE:
+            self.counters["zcl_bad"] += 1
+            return
+        if options & APS_OPTION_FRAGMENT:
+            payload = self._reassemble(eh, group, payload)
+            if payload is None:
+                return
+        self._eps[eh] = src_ep
+        try:
+            h, o = Z.parse_header(payload)
+        except Z.ZclError:
+            self.counters["zcl_bad"] += 1
+            return
+        self.counters["zcl_rx"] += 1
+        if h.direction:
+            w = self._requests.get((eh, cluster, h.tsn))
+            if w is not None and w[1] is None:
+                w[1] = bytes(payload)
+                w[0].set()
+                return
+        fn = self.zcl_servers.get(cluster)
+        if fn is None:  # answered at once: Default Response UNSUPPORTED_CLUSTER
+            arg = None if h.direction else default_rsp(h, Z.UNSUPPORTED_CLUSTER)
+            if arg is None:
+                return
+        else:
+            arg = bytes(payload[o:])
+        if self._busy >= _MAX_BUSY:
+            self.counters["busy_drop"] += 1
+            return
+        self._busy += 1
+        asyncio.create_task(self._serve(fn, eh, src_ep, cluster, h, arg))
+
+    async def _serve(self, fn, eh, src_ep, cluster, h, p):
+        try:
+            r = p if fn is None else await fn(eh, src_ep, h, p)
+            if r is not None:
+                await self.zcl_send(eh, src_ep, cluster, r)
+        except DeliveryError:
+            self.counters["reply_fail"] += 1
+        except Exception as e:
+            self.counters["zcl_errors"] += 1
+            log("han", "zcl 0x%04X from %s: %r" % (cluster, eh, e))
+        finally:
+            self._busy -= 1
+
+    # -- Tunneling cluster ------------------------------------------------------
+
+    def _tunnel_for(self, eh):
+        """(tunnel id, device ep, hub is server, device max incoming) or None."""
+        for tid, peer in self.tunnels.peers.items():
+            if peer == eh:
+                ep, mx = self._tinfo.get(tid, (1, MAX_MESSAGE))
+                return tid, ep, True, mx
+        return self._client.get(eh)
+
+    def _fail_exchange(self, eh, why):
+        w = self._exchange.get(eh)
+        if w is not None and w[1] is None and w[2] is None:
+            w[2] = DeliveryError("tunnel", why)
+            w[0].set()
+
+    async def _deliver(self, eh, data, tid, server_side, h):
+        """TransferData from eh on a valid tunnel: an exchange's answer, or a
+        device-initiated message for on_tunnel_message."""
+        self.counters["tunnel_rx"] += 1
+        w = self._exchange.get(eh)
+        if w is not None and w[1] is None and w[2] is None:
+            w[1] = bytes(data)
+            w[0].set()
+            return None
+        fn = self.on_tunnel_message
+        if fn is None:
+            self.counters["tunnel_unclaimed"] += 1
+            return None
+        r = await fn(eh, bytes(data))
+        if not r:
+            return None
+        return bytes(T.encode_transfer_data(bytearray(), self.next_tsn(), tid, r, server_side))
+
+    async def tunnel_server(self, eh, src_ep, h, p):
+        """zcl_servers[0x0704]: both the server side (tunnels devices open to
+        the hub) and the client side (answers on tunnels the hub opened)."""
+        if h.frame_type != Z.FT_CLUSTER:
+            return None if h.direction or h.command_id == Z.DEFAULT_RSP else default_rsp(h, Z.UNSUP_GENERAL_COMMAND)
+        if h.manufacturer is not None:
+            return default_rsp(h, Z.UNSUP_MANUF_CLUSTER_COMMAND)
+        c = h.command_id
+        try:
+            if not h.direction:  # the device is the tunnel client
+                if c == Z.TUN_REQUEST_TUNNEL:
+                    proto, _manuf, flow, max_in = Z.decode_request_tunnel(p)
+                    tid = 0xFFFF
+                    if proto != Z.PROTO_GB_HRGP:
+                        st = Z.TUNNEL_PROTOCOL_NOT_SUPPORTED
+                    elif flow:
+                        st = Z.TUNNEL_FLOW_CONTROL_NOT_SUPPORTED
+                    else:
+                        t = self.tunnels.open(eh)
+                        if t is None:
+                            st = Z.TUNNEL_NO_MORE_IDS
+                        else:
+                            tid, st = t, Z.TUNNEL_SUCCESS
+                            self._tinfo[tid] = (src_ep, max_in)
+                            self._client.pop(eh, None)  # its tunnel is now the one to use
+                    return reply(h, Z.TUN_REQUEST_TUNNEL_RSP, Z.encode_request_tunnel_rsp(tid, st, MAX_MESSAGE),
+                                 Z.FT_CLUSTER)
+                if c == Z.TUN_CLOSE_TUNNEL:
+                    tid = Z.decode_tunnel_id(p)
+                    if self.tunnels.peers.get(tid) == eh:
+                        self.tunnels.close(tid)
+                        self._tinfo.pop(tid, None)
+                    return default_rsp(h, Z.SUCCESS)
+                if c == Z.TUN_TRANSFER_DATA_C2S:
+                    tid, data = _tid_data(p)
+                    try:
+                        self.tunnels.check(tid, eh)
+                    except T.TunnelError as e:
+                        return reply(h, Z.TUN_TRANSFER_DATA_ERROR_S2C, Z.encode_transfer_data_error(tid, e.status),
+                                     Z.FT_CLUSTER)
+                    return await self._deliver(eh, data, tid, True, h)
+                if c == Z.TUN_TRANSFER_DATA_ERROR_C2S:
+                    tid, st = Z.decode_transfer_data_error(p)
+                    self._fail_exchange(eh, "device reports TransferDataError %d on tunnel %d" % (st, tid))
+                    return None
+                return default_rsp(h, Z.UNSUP_CLUSTER_COMMAND)
+            # the device is the tunnel server (a tunnel the hub opened)
+            if c == Z.TUN_REQUEST_TUNNEL_RSP:
+                w = self._opening.get(eh)
+                if w is not None:
+                    w[1] = Z.decode_request_tunnel_rsp(p)
+                    w[0].set()
+                return None
+            if c == Z.TUN_TRANSFER_DATA_S2C:
+                tid, data = _tid_data(p)
+                t = self._client.get(eh)
+                if t is None or t[0] != tid:
+                    return reply(h, Z.TUN_TRANSFER_DATA_ERROR_C2S,
+                                 Z.encode_transfer_data_error(tid, Z.TRANSFER_NO_SUCH_TUNNEL), Z.FT_CLUSTER)
+                return await self._deliver(eh, data, tid, False, h)
+            if c == Z.TUN_TRANSFER_DATA_ERROR_S2C:
+                tid, st = Z.decode_transfer_data_error(p)
+                self._client.pop(eh, None)
+                self._fail_exchange(eh, "device reports TransferDataError %d on tunnel %d" % (st, tid))
+                return None
+            if c == Z.TUN_CLOSURE_NOTIFICATION:
+                tid = Z.decode_tunnel_id(p)
+                t = self._client.get(eh)
+                if t is not None and t[0] == tid:
+                    del self._client[eh]
+                return None
+            return None
+        except Z.ZclError:
+            return default_rsp(h, Z.MALFORMED_COMMAND)
+
+    async def _open_tunnel(self, eh, deadline):
+        ep = self._eps.get(eh, 1)
+        w = [asyncio.Event(), None]
+        self._opening[eh] = w
+        h = Z.Header(Z.TUN_REQUEST_TUNNEL, self.next_tsn(), Z.FT_CLUSTER, 0, True)
+        frame = h.encode()
+        Z.encode_request_tunnel(Z.PROTO_GB_HRGP, _NO_MANUF, False, MAX_MESSAGE, frame)
+        try:
+            await self.zcl_send(eh, ep, Z.CLUSTER_TUNNELING, frame, max(1, _left(deadline)))
+            if not await _wait(w[0], _left(deadline)):
+                raise DeliveryError("tunnel", "no RequestTunnelResponse from %s" % eh)
+        finally:
+            self._opening.pop(eh, None)
+        tid, st, max_in = w[1]
+        if st != Z.TUNNEL_SUCCESS:
+            raise DeliveryError("tunnel", "%s refused the tunnel: status %d" % (eh, st))
+        t = self._client[eh] = (tid, ep, False, max_in or MAX_MESSAGE)
+        return t
+
+    async def tunnel_exchange(self, eui, data, timeout_ms=EXCHANGE_TIMEOUT_MS):
+        """Send `data` over the ZSE tunnel to the device (opening one if
+        needed), return the device's next TransferData on it (bytes).
+        DeliveryError.reason: "no_route" | "tunnel" | "timeout"."""
+        eh = self._eh(eui)
+        self._node(eh)
+        deadline = time.ticks_add(_ms(), timeout_ms)
+        async with self._lock(self._locks, eh):
+            self.counters["exchanges"] += 1
+            t = self._tunnel_for(eh)
+            if t is None:
+                t = await self._open_tunnel(eh, deadline)
+            if len(data) > t[3]:
+                raise DeliveryError("tunnel", "%d bytes exceed the device's %d" % (len(data), t[3]))
+            w = [asyncio.Event(), None, None]
+            self._exchange[eh] = w
+            try:
+                frame = T.encode_transfer_data(bytearray(), self.next_tsn(), t[0], data, t[2])
+                await self.zcl_send(eh, t[1], Z.CLUSTER_TUNNELING, frame, max(1, _left(deadline)))
+                if not await _wait(w[0], _left(deadline)):
+                    raise DeliveryError("timeout", "no answer from %s" % eh)
+            finally:
+                if self._exchange.get(eh) is w:
+                    del self._exchange[eh]
+            if w[2] is not None:
+                raise w[2]
+            return w[1]
+
+    def forget(self, eh):
+        """A device left the log: drop its tunnels and state."""
+        for tid, peer in list(self.tunnels.peers.items()):
+            if peer == eh:
+                self.tunnels.close(tid)
+                self._tinfo.pop(tid, None)
+        for d in (self._client, self._eps, self._locks, self._tx_locks):
+            d.pop(eh, None)

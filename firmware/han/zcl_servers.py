@@ -1,0 +1,159 @@
+# The hub's own ZCL servers (Basic 0x0000, Time 0x000A) and the ZCL reply
+# helpers the coordinator's dispatcher uses. A server is an async callable
+# (eui_hex, src_ep, header, payload) -> reply ZCL frame (bytes) or None,
+# registered in coordinator.zcl_servers[cluster_id] (docs/han.md).
+from micropython import const
+
+from han import zcl as Z
+
+UNIX_2000 = const(946684800)  # 2000-01-01T00:00Z in unix seconds (ZCL UTCTime epoch)
+
+# Basic cluster attributes
+BASIC_ZCL_VERSION = const(0x0000)
+BASIC_APP_VERSION = const(0x0001)
+BASIC_STACK_VERSION = const(0x0002)
+BASIC_HW_VERSION = const(0x0003)
+BASIC_MANUFACTURER = const(0x0004)
+BASIC_MODEL = const(0x0005)
+BASIC_DATE_CODE = const(0x0006)
+BASIC_POWER_SOURCE = const(0x0007)
+BASIC_SW_BUILD_ID = const(0x4000)
+POWER_MAINS_1PHASE = const(0x01)
+
+MANUFACTURER = b"Open CHub"
+MODEL = b"CHUB-1"
+
+_WRITES = (Z.WRITE_ATTRIBUTES, Z.WRITE_ATTRIBUTES_UNDIVIDED, Z.WRITE_ATTRIBUTES_NO_RSP)
+# global commands that are themselves answers: never answered
+_ANSWERS = (Z.READ_ATTRIBUTES_RSP, Z.WRITE_ATTRIBUTES_RSP, Z.CONFIGURE_REPORTING_RSP, Z.DEFAULT_RSP)
+
+
+def zcl_time(unix):
+    """Unix seconds -> ZCL UTCTime (seconds since 2000-01-01); 0xFFFFFFFF
+    (invalid) for a time before 2000 or past the field's range."""
+    if unix is None or unix < UNIX_2000 or unix - UNIX_2000 >= Z.UTC_INVALID:
+        return Z.UTC_INVALID
+    return unix - UNIX_2000
+
+
+def reply(h, command_id, payload=b"", frame_type=Z.FT_GLOBAL):
+    """A reply frame to the frame with header h: the other direction, the
+    same TSN and manufacturer code, default response disabled."""
+    out = Z.Header(command_id, h.tsn, frame_type, 1 - h.direction, True, h.manufacturer).encode()
+    out.extend(payload)
+    return bytes(out)
+
+
+def default_rsp(h, status):
+    """The Default Response due to the frame with header h, or None: never
+    to a Default Response, and not for SUCCESS when the sender disabled it."""
+    if h.frame_type == Z.FT_GLOBAL and h.command_id == Z.DEFAULT_RSP:
+        return None
+    if status == Z.SUCCESS and h.disable_default_response:
+        return None
+    return reply(h, Z.DEFAULT_RSP, bytes((h.command_id, status)))
+
+
+class AttributeServer:
+    """Serves Read Attributes from a table {attr_id: (type, value or
+    fn() -> value)}; writes are answered READ_ONLY (or UNSUPPORTED_ATTRIBUTE);
+    cluster-specific commands UNSUP_CLUSTER_COMMAND; other global commands
+    UNSUP_GENERAL_COMMAND; a malformed command MALFORMED_COMMAND."""
+
+    def __init__(self, attrs):
+        self.attrs = attrs
+        self.reads = 0
+
+    def value(self, attr_id):
+        e = self.attrs.get(attr_id)
+        if e is None:
+            return None
+        v = e[1]
+        return e[0], (v() if callable(v) else v)
+
+    async def __call__(self, eh, src_ep, h, p):
+        return self.handle(h, p)
+
+    def handle(self, h, p):
+        if h.direction:  # server -> client (answers, reports): nothing to serve
+            return None
+        if h.manufacturer is not None:
+            return default_rsp(h, Z.UNSUP_MANUF_CLUSTER_COMMAND if h.frame_type == Z.FT_CLUSTER
+                               else Z.UNSUP_MANUF_GENERAL_COMMAND)
+        if h.frame_type == Z.FT_CLUSTER:
+            return default_rsp(h, Z.UNSUP_CLUSTER_COMMAND)
+        c = h.command_id
+        if c == Z.READ_ATTRIBUTES:
+            try:
+                ids = Z.decode_read_attributes(p)
+            except Z.ZclError:
+                return default_rsp(h, Z.MALFORMED_COMMAND)
+            self.reads += 1
+            recs = []
+            for a in ids:
+                tv = self.value(a)
+                if tv is None:
+                    recs.append((a, Z.UNSUPPORTED_ATTRIBUTE, 0, None))
+                else:
+                    recs.append((a, Z.SUCCESS, tv[0], tv[1]))
+            return reply(h, Z.READ_ATTRIBUTES_RSP, Z.encode_read_attributes_rsp(recs))
+        if c in _WRITES:
+            try:
+                recs = Z.decode_attribute_records(p)
+            except Z.ZclError:
+                return default_rsp(h, Z.MALFORMED_COMMAND)
+            if c == Z.WRITE_ATTRIBUTES_NO_RSP:
+                return None
+            st = [(Z.READ_ONLY if a in self.attrs else Z.UNSUPPORTED_ATTRIBUTE, a) for a, _t, _v in recs]
+            return reply(h, Z.WRITE_ATTRIBUTES_RSP, Z.encode_write_attributes_rsp(st))
+        if c in _ANSWERS:
+            return None
+        return default_rsp(h, Z.UNSUP_GENERAL_COMMAND)
+
+
+def basic_server(version, stack_version=None):
+    """Basic (0x0000). version: the firmware version text; stack_version():
+    the NCP's stack version (EZSP `version` answer) or 0."""
+
+    def stack():
+        v = stack_version() if stack_version is not None else 0
+        return (v >> 8) & 0xFF
+
+    return AttributeServer({
+        BASIC_ZCL_VERSION: (Z.T_UINT8, 3),
+        BASIC_APP_VERSION: (Z.T_UINT8, 1),
+        BASIC_STACK_VERSION: (Z.T_UINT8, stack),
+        BASIC_HW_VERSION: (Z.T_UINT8, 1),
+        BASIC_MANUFACTURER: (Z.T_CHARSTR, MANUFACTURER),
+        BASIC_MODEL: (Z.T_CHARSTR, MODEL),
+        BASIC_POWER_SOURCE: (Z.T_ENUM8, POWER_MAINS_1PHASE),
+        BASIC_SW_BUILD_ID: (Z.T_CHARSTR, version.encode() if isinstance(version, str) else version),
+    })
+
+
+def time_status(clock):
+    """Master always (the hub is the HAN's time master); Synchronized only
+    while the CH clock is valid (no clock: not synchronized)."""
+    st = Z.TIME_STATUS_MASTER
+    if clock is not None and clock.valid:
+        st |= Z.TIME_STATUS_SYNCHRONIZED
+    return st
+
+
+def time_server(get_clock, board_utc):
+    """Time (0x000A). get_clock() -> the hub's Clock (now(), valid) or None;
+    without one the time comes from board_utc() and is not synchronized."""
+
+    def now():
+        c = get_clock()
+        return zcl_time(c.now() if c is not None else board_utc())
+
+    def status():
+        return time_status(get_clock())
+
+    return AttributeServer({
+        Z.TIME_TIME: (Z.T_UTC, now),
+        Z.TIME_STATUS: (Z.T_MAP8, status),
+        Z.TIME_ZONE: (Z.T_INT32, 0),
+        Z.TIME_STANDARD_TIME: (Z.T_UINT32, now),
+    })

@@ -1,0 +1,139 @@
+"""HIL: the coordinator's ZCL/tunnel API end to end. The hub (built image,
+under micropython) and the demo HAN of emulated devices (hil/devices, their
+own CPython ZCL/APS coding): after joining, the ESME, GSME and IHD have read
+the hub's Time cluster; the hub tunnels 1200-byte messages to the ESME (the
+hub opens the tunnel) and to the sleepy GSME (on the tunnel the GSME
+opened), APS-fragmented both ways; ZCL reads in both directions; the
+DeliveryError reasons."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hil.han_setup import DEVICES
+from hil.system import EmulatedSystem
+
+UNIX_2000 = 946684800
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory, hub_image: Path) -> Iterator[EmulatedSystem]:
+    # 768k: at 512k the whole hub (every feature loaded) now runs out of heap
+    # at random points (also at HEAD without this API); the heap budget is
+    # tests/test_hil_boot.py's business, this test is about the messaging
+    s = EmulatedSystem(tmp_path_factory.mktemp("han_msg") / "sys", image=hub_image, fresh=True, heap="768k")
+    s.han_version = 14  # type: ignore[attr-defined]
+    s.start()
+    yield s
+    s.stop()
+
+
+def _call(system: EmulatedSystem, cmd: str, **kw: object) -> dict:
+    from chub.localport import LocalPortClient
+
+    with LocalPortClient(system.local_port_url, timeout=40) as c:
+        return c.call(cmd, **kw)
+
+
+def _counters(system: EmulatedSystem) -> dict:
+    return _call(system, "han_status")["counters"]
+
+
+def _until(cond, timeout: float = 10.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if v := cond():
+            return v
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def test_devices_read_the_hub_time_after_joining(demo: EmulatedSystem) -> None:
+    han = demo.han
+    for name in ("esme", "gsme", "ihd"):
+        d = han.device(name)
+        t = _until(lambda d=d: d.hub_time, 10)
+        # Master always; Synchronized is the CH clock's validity (tested
+        # byte-exact in tests/mp/mp_zcl_servers.py)
+        assert t["status"] & 0x01, t
+        assert abs(t["unix"] - time.time()) < 5, (t, time.time())
+        assert t["time"] == t["unix"] - UNIX_2000
+        assert not d.errors, d.errors
+    # the GSME opened its tunnel to the hub
+    gsme = han.device("gsme")
+    _until(lambda: gsme.tunnel_id is not None or gsme.errors, 5)
+    assert gsme.tunnel_id is not None, gsme.errors
+
+
+def test_tunnel_exchange_esme_and_gsme(demo: EmulatedSystem) -> None:
+    han = demo.han
+    esme, gsme = DEVICES["esme"].eui, DEVICES["gsme"].eui
+    before = _counters(demo)
+    msg = os.urandom(1200)
+    r = _call(demo, "han_tunnel", eui=esme, data=msg.hex(), timeout_ms=20000)
+    assert r["ok"], r
+    assert bytes.fromhex(r["reply"]) == msg  # the ESME's default hook echoes
+    assert han.device("esme").tunnel_in[-1] == msg and han.device("esme").served  # the hub opened it
+    c = _counters(demo)
+    assert c["frag_tx"] - before["frag_tx"] >= 19 and c["frag_rx"] - before["frag_rx"] >= 19
+    # a second exchange reuses the tunnel; a short message is not fragmented
+    r = _call(demo, "han_tunnel", eui=esme, data="0102", timeout_ms=5000)
+    assert r["ok"] and r["reply"] == "0102" and len(han.device("esme").served) == 1
+    # the sleepy GSME: on the tunnel it opened (hub = server), delivered on poll
+    msg = os.urandom(700)
+    r = _call(demo, "han_tunnel", eui=gsme, data=msg.hex(), timeout_ms=20000)
+    assert r["ok"], r
+    assert bytes.fromhex(r["reply"]) == msg and not han.device("gsme").served
+    assert _counters(demo)["tunnel_rx"] >= before["tunnel_rx"] + 3
+
+
+def test_delivery_errors(demo: EmulatedSystem) -> None:
+    han = demo.han
+    r = _call(demo, "han_tunnel", eui="70B3D5C1DEAD0009", data="01", timeout_ms=2000)
+    assert not r["ok"] and r["reason"] == "no_route"
+    r = _call(demo, "han_tunnel", eui="not-an-eui", data="01", timeout_ms=2000)
+    assert not r["ok"] and r["reason"] == "no_route"
+    # the ESME gets the message but does not answer
+    esme = han.device("esme")
+
+    async def silent(data: bytes) -> None:
+        return None
+
+    esme.on_tunnel_data = silent
+    try:
+        t0 = time.monotonic()
+        r = _call(demo, "han_tunnel", eui=DEVICES["esme"].eui, data="0a0b", timeout_ms=1500)
+        assert not r["ok"] and r["reason"] == "timeout" and time.monotonic() - t0 < 5
+    finally:
+        from hil.devices import echo
+
+        esme.on_tunnel_data = echo
+    # a message longer than the device accepts
+    r = _call(demo, "han_tunnel", eui=DEVICES["esme"].eui, data="00" * (esme.max_in + 1), timeout_ms=2000)
+    assert not r["ok"] and r["reason"] == "tunnel"
+
+
+def test_zcl_reads_both_ways(demo: EmulatedSystem) -> None:
+    han = demo.han
+    # the hub reads the ESME's Basic cluster
+    r = _call(demo, "han_zcl_read", eui=DEVICES["esme"].eui, cluster=0, attrs=[0x0004, 0x0005, 0x1234])
+    assert r["ok"], r
+    assert r["records"] == [[4, 0, 0x42, "chub rig"], [5, 0, 0x42, "EMU-ESME"], [0x1234, 0x86, None, None]]
+    # the IHD reads the hub's Basic cluster, and an attribute it lacks
+    ihd = han.device("ihd")
+    got = han.run(ihd.read_hub_attributes(0x0000, [0x0004, 0x0007, 0x4000, 0x1234]))
+    assert got[0x0004] == (0, 0x42, "Open CHub") and got[0x0007] == (0, 0x30, 1)
+    assert got[0x4000][0] == 0 and got[0x4000][1] == 0x42 and got[0x1234] == (0x86, None, None)
+    # a cluster the hub has no server for: Default Response UNSUPPORTED_CLUSTER
+    from hil.devices import zcl as Z
+
+    z = han.run(ihd.request(0x0B04, Z.read_attributes(ihd.next_tsn(), [0])))
+    assert z.command == Z.DEFAULT_RSP and z.payload == bytes((Z.READ_ATTRIBUTES, Z.UNSUPPORTED_CLUSTER))
+    # a cluster-specific command to the Time server: UNSUP_CLUSTER_COMMAND
+    z = han.run(ihd.request(0x000A, Z.frame(Z.CLUSTER_SPECIFIC, ihd.next_tsn(), 0x00)))
+    assert z.command == Z.DEFAULT_RSP and z.payload == bytes((0x00, Z.UNSUP_CLUSTER_COMMAND))
