@@ -268,23 +268,19 @@ class Gpf:
         return bytes(self.parties.protect_alert(message_code, payload))
 
     def status(self):
-        m = self.mirror
-        return {
-            "eui": "".join("%02x" % b for b in self.identity.gpf["eui"]),
-            "gsme": m.gsme,
-            "mirror_endpoint": m.endpoint,
-            "clusters": dict(("%04x" % c, len(a)) for c, a in m.attrs.items()),
-            "reports": m.reports,
-            "mirror_writes": m.writes,
-            "daily_samples": len(m.day) - 2 if m.day else 0,
-            "snapshots": len(m.snaps),
-            "devices": len(self.devices),
-            "tap_pending": len(self.tap.pending),
-            "tap_applied": self.tap.applied,
-            "tap_discarded": self.tap.discarded,
-            "executed": self.executed,
-            "rejected": self.rejected,
-        }
+        d = self.mirror.status()
+        d.update(
+            {
+                "eui": "".join("%02x" % b for b in self.identity.gpf["eui"]),
+                "devices": len(self.devices),
+                "tap_pending": len(self.tap.pending),
+                "tap_applied": self.tap.applied,
+                "tap_discarded": self.tap.discarded,
+                "executed": self.executed,
+                "rejected": self.rejected,
+            }
+        )
+        return d
 
 
 class _Enc:

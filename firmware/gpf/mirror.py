@@ -185,6 +185,17 @@ class Mirror:
         self._kv.update({"gsme": eui_hex, "ep": endpoint})
         self.writes += 1
 
+    def status(self):
+        return {
+            "gsme": self.gsme,
+            "mirror_endpoint": self.endpoint,
+            "clusters": dict(("%04x" % c, len(a)) for c, a in self.attrs.items()),
+            "reports": self.reports,
+            "mirror_writes": self.writes,
+            "daily_samples": len(self.day) - 2 if self.day else 0,
+            "snapshots": len(self.snaps),
+        }
+
     def notification_flags(self):
         return FLAG_TUNNEL_PENDING if self.tunnel_pending else 0
 
@@ -208,6 +219,8 @@ class Mirror:
     def _zcl(self, eui, h, p, cluster):
         eui = eui.lower() if isinstance(eui, str) else _hex(eui)
         if h.frame_type == zcl.FT_GLOBAL:
+            if h.command_id == zcl.DEFAULT_RSP:
+                return None  # never answered (ZCL), whatever it says
             if h.command_id == zcl.READ_ATTRIBUTES and not h.direction:
                 ids = zcl.decode_read_attributes(p)
                 recs = []

@@ -97,11 +97,14 @@ class GpfService:
         return serve
 
     def status(self):
-        if self._gpf is None:
-            m = self._mirror
-            return {"loaded": False, "mirror_loaded": m is not None, "tunnel_pending": self._pending}
-        d = self._gpf.status()
-        d["loaded"] = True
+        if self._gpf is not None:
+            d = self._gpf.status()
+        elif self._mirror is not None:
+            d = self._mirror.status()
+        else:
+            d = {}
+        d["loaded"] = self._gpf is not None
+        d["mirror_loaded"] = self._mirror is not None
         d["tunnel_pending"] = self._pending
         return d
 

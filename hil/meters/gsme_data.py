@@ -126,7 +126,10 @@ class GsmeData:
         items = [(a, t, v) for a, (t, v) in sorted(attrs.items())]
         if snapshot_time is not None:
             items.append((READING_SNAPSHOT_TIME, T_UTC, snapshot_time))
-        return cluster, zcl(0x18, self._seq(), 0x0A, records(items))  # global, server -> client
+        # global, server -> client; Metering is answered by a
+        # MirrorReportAttributeResponse, the others by a Default Response
+        fc = 0x18 if cluster == METERING else 0x08
+        return cluster, zcl(fc, self._seq(), 0x0A, records(items))
 
     def reports(self, snapshot_time: int | None = None) -> list[tuple[int, bytes]]:
         return [
@@ -155,3 +158,58 @@ class GsmeData:
             p = struct.pack("<IIBBBIB", i, t, len(self.snapshots), 0, 1, 1, 0) + body
             out.append((PREPAYMENT, zcl(0x19, self._seq(), 0x01, p)))
         return out
+
+
+# --- on the emulated HAN (hil/devices) ------------------------------------------------
+
+
+class MirrorReporter:
+    """The GSME's side of the mirror on an EmulatedDevice: RequestMirror,
+    ConfigureMirror, attribute reports to the mirror endpoint. Runs on the
+    rig's loop (han.run(...)). The hub's answers to these server -> client
+    frames are client -> server frames, so they are picked from the device's
+    received frames by TSN."""
+
+    def __init__(self, device, data: GsmeData) -> None:  # type: ignore[no-untyped-def]
+        self.device = device
+        self.data = data
+        self.endpoint: int | None = None
+        self.flags: list[int] = []  # functional notification flags of the last report response
+
+    async def _exchange(self, cluster: int, frame: bytes, dst_ep: int = 1, timeout: float = 5.0):  # type: ignore[no-untyped-def]
+        import asyncio
+
+        n = len(self.device.frames)
+        if not self.device.send(cluster, frame, dst_ep):
+            raise ConnectionError("the GSME is not joined")
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            for cl, z in self.device.frames[n:]:
+                if cl == cluster and z.tsn == frame[1]:
+                    return z
+            await asyncio.sleep(0.02)
+        raise TimeoutError(f"no answer to ZCL 0x{cluster:04x} tsn {frame[1]}")
+
+    async def setup(self) -> int:
+        cl, f = self.data.request_mirror()
+        z = await self._exchange(cl, f)
+        if not z.cluster_specific or z.command != 0x01 or len(z.payload) != 2:
+            raise ValueError(f"not a RequestMirrorResponse: {z}")
+        ep = int.from_bytes(z.payload, "little")
+        if ep == 0xFFFF:
+            raise ValueError("the hub refused the mirror")
+        self.endpoint = ep
+        cl, f = self.data.configure_mirror()
+        z = await self._exchange(cl, f, ep)
+        if z.command != 0x0B or z.payload[1:2] != b"\x00":
+            raise ValueError(f"ConfigureMirror refused: {z}")
+        return ep
+
+    async def report_all(self, snapshot_time: int | None = None) -> list[int]:
+        assert self.endpoint is not None, "setup() first"
+        for cl, f in self.data.reports(snapshot_time):
+            z = await self._exchange(cl, f, self.endpoint)
+            if cl == METERING and z.cluster_specific and z.command == 0x09:
+                p = z.payload
+                self.flags = [int.from_bytes(p[i : i + 4], "little") for i in range(1, len(p), 4)]
+        return self.flags

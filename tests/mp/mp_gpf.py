@@ -250,3 +250,10 @@ def test_tap_off_cancellation_drops_the_future_parts():
     assert g.tap.pending == {}
     # nothing of either command became the GPF's tariff data
     assert g.tap.data(0x0700, 0x04) is None and g.mirror.get(0x0700, 0x0616) is None
+
+
+def test_mirror_never_answers_a_default_response():
+    m = Mirror(fresh(), now)
+    setup_mirror(m)
+    # the GSME's Default Response to our RequestMirrorResponse: no reply (no ping-pong)
+    assert zcl_call(m, 0x0702, bytes((0x00, 1, zcl.DEFAULT_RSP, zcl.MET_REQUEST_MIRROR_RSP, 0x81))) is None
