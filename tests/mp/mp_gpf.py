@@ -257,3 +257,82 @@ def test_mirror_never_answers_a_default_response():
     setup_mirror(m)
     # the GSME's Default Response to our RequestMirrorResponse: no reply (no ping-pong)
     assert zcl_call(m, 0x0702, bytes((0x00, 1, zcl.DEFAULT_RSP, zcl.MET_REQUEST_MIRROR_RSP, 0x81))) is None
+
+
+# -- hostile input ---------------------------------------------------------------------
+
+
+def test_handle_and_mirror_survive_mutated_input():
+    """Authenticated commands with mutated GBZ payloads, and random ZCL
+    frames: the GPF answers or refuses with a ValueError, never anything else."""
+    from gbcs import gcm, kdf
+
+    store = fresh()
+    ident = Identity(store)
+    acb_d, acb_q = p256.generate()
+    sup_d, sup_q = p256.generate()
+    acb, sup = binascii.unhexlify("90b3d51f30000002"), binascii.unhexlify("90b3d51f30010000")
+    ident.set_anchors(
+        [
+            {"eui": "90b3d51f30000002", "role": "acb", "ka_pub": binascii.hexlify(acb_q).decode()},
+            {"eui": "90b3d51f30010000", "role": "supplier", "ka_pub": binascii.hexlify(sup_q).decode()},
+        ],
+        "gpf",
+    )
+    m = Mirror(store, now)
+    setup_mirror(m)
+    g = Gpf(ident, store, m, now)
+    z = p256.ecdh(acb_d, ident.gpf["ka_q"])
+    me = ident.gpf["eui"]
+    seeds = [
+        (0x0074, "010901010702000B0000000203010300030000"),
+        (0x0075, "010902000700000700000017061606" + "010705000F000100050002000100310211022102"),
+        (0x00A0, "010901010702000C01000801001B2A1C0000DB02"),
+        (0x0096, "010901010705001001000770993 41C804A371C0001000000".replace(" ", "")),
+        (0x0072, "010901010708001409000000000000804A371C00206EC61F00020000"),
+        (0x008C, "3020301E300D0408001122334455667702010530" + "0D040888 99AABBCCDDEEFF020106".replace(" ", "")),
+    ]
+    x = [12345]
+
+    def rnd(n):
+        x[0] = (x[0] * 1103515245 + 12345) & 0x7FFFFFFF
+        return x[0] % n
+
+    counter = 5000
+    outcomes = {"ok": 0, "refused": 0}
+    for i in range(240):
+        mc, hx = seeds[i % len(seeds)]
+        p = bytearray(binascii.unhexlify(hx))
+        for _ in range(1 + rnd(3)):
+            k = rnd(4)
+            if k == 0 and p:
+                p[rnd(len(p))] = rnd(256)
+            elif k == 1 and p:
+                p = p[: rnd(len(p))]
+            elif k == 2:
+                j = rnd(len(p) + 1)
+                p = p[:j] + bytes((rnd(256),)) + p[j:]
+            elif p:
+                j = rnd(len(p))
+                p[j] ^= 1 << rnd(8)
+        counter += 1
+        key = kdf.derive_key(z, sup, 1, counter, me)
+        fr = bytes(gframe.build(1, counter, sup, me, mc, p, mac_fn=lambda pre, body, iv: gcm.gmac(key, iv, (pre, body))))
+        try:
+            resp, _alerts = g.handle(fr)
+            assert gframe.parse(resp).cra == 2
+            outcomes["ok"] += 1
+        except ValueError:
+            outcomes["refused"] += 1
+    assert outcomes["ok"] > 0 and outcomes["refused"] > 0, outcomes
+    for i in range(300):
+        n = rnd(12)
+        fr = bytes(rnd(256) for _ in range(n))
+        for cl in (0x0702, 0x0705, 0x0700):
+            try:
+                h, off = zcl.parse_header(fr)
+            except ValueError:
+                continue
+            r = asyncio.run(m.zcl_server(GSME, 1, h, fr[off:], cl))
+            assert r is None or isinstance(r, bytes)
+    assert acb is not None
