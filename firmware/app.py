@@ -6,6 +6,7 @@ import board
 import store
 from chf import commands as chf_commands
 from chf import gbcs_port
+from chf import provision
 from han import coordinator as han_coordinator
 from local_port import serve as serve_local_port
 from gpf import service as gpf_service
@@ -39,6 +40,7 @@ class Hub:
         wan_service.install(self)  # modem, head-end link, outbox: job "wan", wan_status
         gpf_service.install(self)  # GPF: mirror ZCL servers, GBZ use cases, tap-off, gpf_status
         route_router.install(self)  # hub.route by recipient EUI-64, GSME buffer: job "route"
+        provision.install(self)  # chub provision; installer authentication guards hub.dispatch
 
     def uptime_s(self):
         return (board.ticks_ms() - self.started_ms) // 1000

@@ -322,3 +322,142 @@ async def serve(reader, writer, dispatch, timeout_ms=TIMEOUT_MS, max_body=MAX_BO
             if fr.event is None:
                 break
             await _handle(fr, writer, dispatch, max_body)
+
+
+# ---- installer authentication (docs/local-port.md) --------------------------
+# Challenge-response with the installer credential K (32 bytes, written at
+# provisioning; the emulated board has a factory test credential). The hub
+# answers auth_challenge with a fresh nonce N; the client proves K with
+# auth {mac: HMAC-SHA256(K, "chub-auth" | N)}; both then hold the session key
+# S = HMAC-SHA256(K, "chub-session" | N). Every protected request carries
+# "auth": [n, tag] with n > the last n of the session and tag = the first 16
+# bytes of HMAC-SHA256(S, n as u32 BE | cmd), so nothing a bystander saw on
+# the line can be replayed, and a later client without K gets nothing. A
+# session ends after SESSION_S, after IDLE_S without a request, at auth_end,
+# at a new challenge or when the credential changes.
+
+SESSION_S = const(900)
+IDLE_S = const(300)
+
+
+def hmac_sha256(key, *parts):
+    import hashlib
+
+    k = bytearray(64)
+    if len(key) > 64:
+        key = hashlib.sha256(key).digest()
+    k[: len(key)] = key
+    inner = hashlib.sha256(bytes(b ^ 0x36 for b in k))
+    for p in parts:
+        inner.update(p)
+    outer = hashlib.sha256(bytes(b ^ 0x5C for b in k))
+    outer.update(inner.digest())
+    return outer.digest()
+
+
+def _same(a, b):
+    # constant time for equal lengths
+    if len(a) != len(b):
+        return False
+    d = 0
+    for i in range(len(a)):
+        d |= a[i] ^ b[i]
+    return d == 0
+
+
+def request_tag(session_key, n, cmd):
+    return hmac_sha256(session_key, bytes(((n >> 24) & 0xFF, (n >> 16) & 0xFF, (n >> 8) & 0xFF, n & 0xFF)),
+                       cmd.encode())[:16]
+
+
+class InstallerAuth:
+    """InstallerAuth(get_key, rand, now_s): get_key() -> the credential (32
+    bytes) or None when the hub has none (factory-blank: only the open and
+    first-provisioning commands work)."""
+
+    def __init__(self, get_key, rand, now_s):
+        self.get_key = get_key
+        self.rand = rand
+        self.now_s = now_s
+        self.nonce = None
+        self.session = None  # [key, last n, started, last used, credential]
+        self.failures = 0
+
+    def challenge(self):
+        self.session = None
+        self.nonce = bytes(self.rand(16))
+        return self.nonce
+
+    def answer(self, mac):
+        nonce, self.nonce = self.nonce, None  # one try per challenge
+        key = self.get_key()
+        if key is None:
+            raise NotAuthorised("the hub has no installer credential: provision it first")
+        if nonce is None:
+            raise NotAuthorised("no challenge: call auth_challenge first")
+        if not _same(hmac_sha256(key, b"chub-auth", nonce), mac):
+            self.failures += 1
+            raise NotAuthorised("wrong installer credential")
+        t = self.now_s()
+        self.session = [hmac_sha256(key, b"chub-session", nonce), 0, t, t, key]
+        return SESSION_S
+
+    def end(self):
+        self.session = None
+        self.nonce = None
+
+    def check(self, req, cmd):
+        """Raise NotAuthorised unless req carries a fresh tag of this session."""
+        s = self.session
+        if s is None:
+            raise NotAuthorised("%s needs an authenticated installer (auth_challenge, auth)" % cmd)
+        t = self.now_s()
+        if t - s[2] > SESSION_S or t - s[3] > IDLE_S or s[4] != self.get_key():
+            self.session = None
+            raise NotAuthorised("the installer session has expired: authenticate again")
+        a = req.get("auth")
+        if not isinstance(a, list) or len(a) != 2 or not isinstance(a[0], int) or not isinstance(a[1], str):
+            raise NotAuthorised("%s needs an installer session tag" % cmd)
+        n = a[0]
+        if n <= s[1] or n > 0xFFFFFFFF:
+            raise NotAuthorised("stale request number")
+        try:
+            tag = bytes.fromhex(a[1])
+        except ValueError:
+            raise NotAuthorised("bad session tag")
+        if not _same(request_tag(s[0], n, cmd), tag):
+            raise NotAuthorised("bad session tag")
+        s[1] = n
+        s[3] = t
+
+
+def guard(dispatch, auth, open_cmds, first_cmds=(), known=None):
+    """A dispatch that lets `open_cmds` through, `first_cmds` too while the
+    hub has no credential, and everything else only with a session tag. The
+    auth commands themselves are served here. known(cmd) -> False lets an
+    unknown command through to be answered as unknown."""
+
+    async def guarded(req):
+        cmd = req.get("cmd")
+        if cmd == "auth_challenge":
+            key = auth.get_key()
+            return {"nonce": auth.challenge().hex(), "credential": key is not None}
+        if cmd == "auth":
+            mac = req.get("mac")
+            if not isinstance(mac, str):
+                raise ValueError("'mac' must be a hex string")
+            try:
+                mac = bytes.fromhex(mac)
+            except ValueError:
+                raise ValueError("'mac' is not hex")
+            return {"ttl_s": auth.answer(mac)}
+        if cmd == "auth_end":
+            auth.end()
+            return {}
+        if cmd in open_cmds or (known is not None and not known(cmd)):
+            return await dispatch(req)
+        if not (cmd in first_cmds and auth.get_key() is None):
+            auth.check(req, cmd)
+        return await dispatch(req)
+
+    return guarded

@@ -25,21 +25,31 @@ def micropython_exe() -> str:
     return venv_tool("micropython")
 
 
+FLASHBOOT = Path(__file__).with_name("unix_flashboot.py")
+BOARD_UNIX = Path(__file__).resolve().parents[1] / "boards" / "unix"
+
+
 class UnixDut:
-    """The emulated board: `micropython -X heapsize=HEAP main.py` on an image folder."""
+    """The emulated board: `micropython -X heapsize=HEAP main.py` on an image
+    folder, or (from_flash=True, image None) booting what `chub flash` wrote
+    into its flash file (hil/unix_flashboot.py)."""
 
     kind = "unix"
 
     def __init__(
         self,
-        image: Path,
+        image: Path | None,
         workdir: Path,
         rig: Rig,
         log: DutLog,
         heap: str = "512k",
         flash_blocks: int = 256,
+        from_flash: bool = False,
     ):
-        self.image = Path(image)
+        if image is None and not from_flash:
+            raise ValueError("UnixDut needs an image folder unless it boots from flash")
+        self.from_flash = from_flash
+        self.image = Path(image) if image is not None else None
         self.workdir = Path(workdir)
         self.rig = rig
         self.log = log
@@ -57,10 +67,15 @@ class UnixDut:
 
     def board_config(self, cut_after: int = 0) -> Path:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        from chub.localport import TEST_INSTALLER_KEY
+
         cfg = {
             "flash": {"path": str(self.flash_path), "blocks": self.flash_blocks, "cut_after": cut_after},
             "uarts": self.rig.board_uarts(),
             "rtc_offset": 0,
+            # the emulated board's factory installer credential (the well-known
+            # test one): the local port's protected commands work after auth
+            "installer_key": TEST_INSTALLER_KEY.hex(),
         }
         path = self.workdir / "board.json"
         path.write_text(json.dumps(cfg, indent=1))
@@ -73,8 +88,14 @@ class UnixDut:
         cfg = self.board_config(cut_after)
         env = {k: v for k, v in os.environ.items() if k != "MICROPYPATH"}
         env["CHUB_BOARD"] = str(cfg)
-        env["MICROPYPATH"] = f".frozen{os.pathsep}{self.image}"
-        cmd = [micropython_exe(), "-X", f"heapsize={self.heap}", str(self.image / "main.py")]
+        if self.from_flash:
+            # only the ROM (the block device driver) comes from the host
+            env["MICROPYPATH"] = f".frozen{os.pathsep}{BOARD_UNIX}"
+            cmd = [micropython_exe(), "-X", f"heapsize={self.heap}", str(FLASHBOOT)]
+        else:
+            assert self.image is not None
+            env["MICROPYPATH"] = f".frozen{os.pathsep}{self.image}"
+            cmd = [micropython_exe(), "-X", f"heapsize={self.heap}", str(self.image / "main.py")]
         self.log.write("rig", f"power on #{self.boots + 1}: {' '.join(cmd)}")
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen(

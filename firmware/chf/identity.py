@@ -2,6 +2,9 @@
 # (DS) P-256 key pairs generated on the device at first boot and persisted in
 # the store (KV "identity"), and the remote-party trust anchors each accepts
 # (KV "anchors"). Nothing here leaves the device except public keys.
+# `chub provision` (chf/provision.py) replaces the EUI-64s and key pairs with
+# ones made on the device for certificates from the installer's CA; a
+# committed provisioning record is applied here at boot if it was not yet.
 import os
 
 from gbcs import p256
@@ -35,21 +38,37 @@ class Identity:
     counters in KV "sec_<name>")."""
 
     def __init__(self, store, rand=os.urandom, eui=None):
+        from chf.provision import roll_forward
+
         self._store = store
+        roll_forward(store)  # a provisioning commit a power cut left unapplied
         self._kv = store.kv("identity")
         self._akv = store.kv("anchors")
         if "chf" not in self._kv:
             self._generate(rand, eui)
         self.devices = {}
+        self.reload()
+        self.device_type = DEFAULT_DEVICE_TYPE
+        self.ch_type = DEFAULT_CH_TYPE
+
+    def reload(self):
+        """Re-read the records (after provisioning); the device dicts are
+        updated in place, so holders of identity.chf see the new values."""
         for name in DEVICES:
             rec = self._kv.get(name)
             try:
-                self.devices[name] = dict((k, _unhex(v)) for k, v in rec.items())
+                new = dict((k, _unhex(v)) for k, v in rec.items())
             except (AttributeError, KeyError, ValueError, TypeError):
                 raise IdentityError("identity record %s is damaged" % name)
-        self.device_type = DEFAULT_DEVICE_TYPE
-        self.ch_type = DEFAULT_CH_TYPE
+            d = self.devices.setdefault(name, {})
+            d.clear()
+            d.update(new)
         self._parties = {}
+
+    def certificate(self, name, usage):
+        """The DER certificate from provisioning (usage "ka" or "ds"), or None."""
+        c = self._store.kv("certs").get(name + "_" + usage)
+        return _unhex(c) if c else None
 
     def _generate(self, rand, eui):
         chf = bytes(eui) if eui is not None else _new_eui(rand)

@@ -110,6 +110,15 @@ def _register_hht_commands() -> None:
 _register_hht_commands()
 
 
+def _register_board_commands() -> None:
+    from . import provision
+
+    provision.register(main)
+
+
+_register_board_commands()
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
 @click.option("--markdown", is_flag=True, help="Print the table as Markdown (for the README).")

@@ -11,7 +11,10 @@ the next frame after any damage.
 from __future__ import annotations
 
 import binascii
+import hashlib
+import hmac
 import json
+import os
 import random
 import time
 from collections import deque
@@ -34,6 +37,11 @@ NOT_AUTHORISED = 6
 INTERNAL = 7
 TRUNCATED = 8
 MALFORMED_RESPONSE = -1  # client side: a frame with a good CRC whose body is not a response
+
+# The well-known installer credential of the emulated board (its factory
+# credential, in the board config the rig writes) and of test hubs. Never on
+# a real hub: `chub provision` gives each hub a random one.
+TEST_INSTALLER_KEY = hashlib.sha256(b"chub test installer credential (emulated board only)").digest()
 
 STATUS_NAMES = {
     OK: "ok",
@@ -60,6 +68,31 @@ class LocalPortError(Exception):
 
 class LocalPortTimeout(TimeoutError):
     """No answer from the hub in time."""
+
+
+def _mac(key: bytes, *parts: bytes) -> bytes:
+    return hmac.new(key, b"".join(parts), hashlib.sha256).digest()
+
+
+def request_tag(session_key: bytes, n: int, cmd: str) -> bytes:
+    """The per-request tag of an installer session (docs/local-port.md)."""
+    return _mac(session_key, n.to_bytes(4, "big"), cmd.encode())[:16]
+
+
+def installer_key_for(chf_eui: str | None) -> bytes:
+    """The installer credential the laptop holds for a hub: the one
+    `chub provision` recorded for its CHF EUI-64, else $CHUB_INSTALLER_KEY
+    (hex), else the emulated board's test credential."""
+    if chf_eui:
+        from .provision import ProvisionDB
+
+        key = ProvisionDB.lookup_credential(chf_eui)
+        if key is not None:
+            return key
+    env = os.environ.get("CHUB_INSTALLER_KEY")
+    if env:
+        return bytes.fromhex(env)
+    return TEST_INSTALLER_KEY
 
 
 def crc16(data: bytes, crc: int = 0xFFFF) -> int:
@@ -162,8 +195,14 @@ class LocalPortClient:
         baudrate: int = 115200,
         console_lines: int = 200,
         on_console: Callable[[str], None] | None = None,
+        credential: bytes | bool | None = None,
     ) -> None:
         self.url = url
+        # None: authenticate when the hub asks, with installer_key_for(hub);
+        # bytes: with this credential; False: never (see what a stranger sees)
+        self.credential = credential
+        self._session: bytes | None = None
+        self._n = 0
         self.timeout = timeout
         self.on_console = on_console
         self.console: deque[str] = deque(maxlen=console_lines)
@@ -187,6 +226,7 @@ class LocalPortClient:
 
     def close(self) -> None:
         if self._ser.is_open:
+            self.end_session()
             self._ser.close()
 
     # -- requests -----------------------------------------------------------
@@ -196,16 +236,53 @@ class LocalPortClient:
 
     def call(self, cmd: str, timeout: float | None = None, **args: Any) -> dict[str, Any]:
         """Send one request and return its result; raise LocalPortError on an
-        error status, LocalPortTimeout if no answer comes within timeout."""
-        req = {"cmd": cmd}
-        req.update({k: _jsonable(v) for k, v in args.items()})
-        seq = self.next_seq()
-        body = bytes([seq]) + json.dumps(req, separators=(",", ":")).encode()
-        self.send_raw(encode_frame(body))
-        resp = self.read_response(seq, timeout)
+        error status, LocalPortTimeout if no answer comes within timeout.
+        A request the hub refuses as not authorised is sent again once after
+        authenticating (unless credential=False)."""
+        resp = self._request(cmd, args, timeout)
+        if resp.status == NOT_AUTHORISED and self.credential is not False and cmd not in ("auth", "auth_challenge"):
+            self.authenticate()
+            resp = self._request(cmd, args, timeout)
         if resp.status != OK:
             raise LocalPortError(resp.status, str(resp.result.get("error", resp.result)))
         return resp.result
+
+    def _request(self, cmd: str, args: dict[str, Any], timeout: float | None) -> Response:
+        req = {"cmd": cmd}
+        req.update({k: _jsonable(v) for k, v in args.items()})
+        if self._session is not None and cmd not in ("auth", "auth_challenge", "auth_end"):
+            self._n += 1
+            req["auth"] = [self._n, request_tag(self._session, self._n, cmd).hex()]
+        seq = self.next_seq()
+        body = bytes([seq]) + json.dumps(req, separators=(",", ":")).encode()
+        self.send_raw(encode_frame(body))
+        return self.read_response(seq, timeout)
+
+    def authenticate(self, credential: bytes | None = None) -> None:
+        """Open an installer session: challenge, HMAC answer, session key."""
+        self._session = None
+        key = credential or (self.credential if isinstance(self.credential, bytes) else None)
+        if key is None:
+            try:
+                eui = self.call("identity")["chf"]["eui"]
+            except (LocalPortError, KeyError, TypeError):
+                eui = None
+            key = installer_key_for(eui)
+        ch = self.call("auth_challenge")
+        if not ch.get("credential"):
+            raise LocalPortError(NOT_AUTHORISED, "the hub has no installer credential yet: run `chub provision`")
+        nonce = bytes.fromhex(ch["nonce"])
+        self.call("auth", mac=_mac(key, b"chub-auth", nonce).hex())
+        self._session = _mac(key, b"chub-session", nonce)
+        self._n = 0
+
+    def end_session(self) -> None:
+        if self._session is not None:
+            self._session = None
+            try:
+                self.call("auth_end", timeout=0.5)
+            except (LocalPortError, TimeoutError, OSError):
+                pass
 
     def send_raw(self, data: bytes) -> None:
         """Write bytes as they are (a frame from encode_frame, or anything)."""

@@ -1,0 +1,166 @@
+# Provisioning (docs/provisioning.md): the laptop (`chub provision`) gives the
+# hub its CHF and GPF EUI-64s, the hub makes new KA and DS key pairs on the
+# device and returns only the public keys (with a proof of possession signed
+# by each DS key), the laptop returns certificates, the remote-party trust
+# anchors and the installer credential, and one commit makes it all true.
+#
+# Transactional: everything is staged in KV "prov_stage" (a new begin or a
+# reboot before the commit throws the stage away: the hub stays as it was).
+# The commit is ONE atomic KV write (KV "prov" key "state" = the complete
+# record); applying it to the identity, anchors and credential KVs is
+# idempotent and is redone at boot (roll_forward, called by chf.identity)
+# until KV "prov" says "applied". Private keys never leave the device.
+#
+# Local-port commands (installed by install(hub)):
+#   prov_info                       open: {provisioned, gen, chf_eui, gpf_eui, staged, credential}
+#   prov_begin {chf_eui, gpf_eui, nonce, force?}
+#                                   -> {gen, chf: {eui, ka_pub, ds_pub, pop}, gpf: {...}}
+#   prov_stage {gen, cert: {device, usage, der}} | {gen, anchors: {chf: [...], gpf: [...]}}
+#              | {gen, installer: {id, key}}
+#   prov_commit {gen}               -> {gen, chf_eui, gpf_eui}
+#   prov_abort
+# The provisioning commands need an authenticated installer, except while the
+# hub has no installer credential at all (a factory-blank board).
+import os
+
+from gbcs.security import _unhex
+from local_port import InstallerAuth, guard
+
+DEVICES = ("chf", "gpf")
+POP_LABEL = b"chub-prov-pop"
+
+# commands anyone on the local port may use: no personal data, no change
+OPEN = ("status", "identity", "han_status", "wan_status", "prov_info", "version")
+FIRST = ("prov_begin", "prov_stage", "prov_commit", "prov_abort")
+
+
+def pop_message(nonce, eui, ka_q, ds_q):
+    """What each device's DS key signs to prove the hub holds both keys."""
+    return POP_LABEL + bytes(nonce) + bytes(eui) + bytes(ka_q) + bytes(ds_q)
+
+
+def roll_forward(store):
+    """Apply a committed provisioning record that was not (fully) applied;
+    throw away a stage that was never committed. Idempotent."""
+    pkv = store.kv("prov")
+    st = pkv.get("state")
+    if st is None or pkv.get("applied") == st["gen"]:
+        return False
+    ikv = store.kv("identity")
+    recs = {}
+    for name in DEVICES:
+        d = st[name]
+        recs[name] = {"eui": d["eui"], "ka_d": d["ka_d"], "ka_q": d["ka_q"], "ds_d": d["ds_d"], "ds_q": d["ds_q"]}
+    ikv.update(recs)
+    store.kv("anchors").update(st["anchors"])
+    try:
+        from chf.credentials import Credentials
+    except ImportError:
+        Credentials = None
+    if Credentials is not None:
+        # the CHF's trust anchor cells (CS02a/b) start from the same anchors
+        Credentials(store, None).provision(st["anchors"]["chf"])
+    store.kv("certs").update(st["certs"])
+    store.kv("auth").update({"installer": st["installer"]})
+    # the applied record keeps what the hub reports, not the private keys
+    pub = {"gen": st["gen"], "at": st.get("at"), "installer_id": st["installer"]["id"]}
+    for name in DEVICES:
+        pub[name] = {"eui": st[name]["eui"]}
+    pkv.update({"applied": st["gen"], "state": pub})
+    return True
+
+
+def factory_key():
+    """The board's factory installer credential (the emulated board has a test
+    one in its config; a real board has none until provisioned)."""
+    try:
+        import board
+
+        cfg = board.config() if hasattr(board, "config") else None
+    except (ImportError, OSError):
+        return None
+    k = cfg.get("installer_key") if isinstance(cfg, dict) else None
+    return _unhex(k) if k else None
+
+
+def installer_key(store):
+    """The hub's installer credential: the provisioned one, else the board's
+    factory one, else None."""
+    rec = store.kv("auth").get("installer")
+    if rec:
+        return _unhex(rec["key"])
+    return factory_key()
+
+
+def info(store):
+    st = store.kv("prov").get("state")
+    out = {"provisioned": st is not None, "gen": st["gen"] if st else 0,
+           "staged": "stage" in store.kv("prov_stage"), "credential": installer_key(store) is not None}
+    if st:
+        out["chf_eui"] = st["chf"]["eui"]
+        out["gpf_eui"] = st["gpf"]["eui"]
+        out["installer_id"] = st.get("installer_id")
+        out["at"] = st.get("at")
+    return out
+
+
+def install(hub):
+    """Provisioning commands + the installer-authentication guard around
+    hub.dispatch (which Hub.local_port serves)."""
+    try:
+        import board
+
+        def now_s():
+            return board.ticks_ms() // 1000
+
+        utc = board.utc
+    except ImportError:
+        import time
+
+        def now_s():
+            return int(time.time())
+
+        utc = None
+    store = hub.store
+    stage = store.kv("prov_stage")
+    if "stage" in stage:
+        stage.delete("stage")  # a run that never committed: the hub stays as it was
+
+    def key():
+        return installer_key(store)
+
+    auth = InstallerAuth(key, os.urandom, now_s)
+    hub.installer_auth = auth
+    steps = []
+
+    def prov():
+        if not steps:
+            from chf.provision_steps import Provisioning
+
+            steps.append(Provisioning(hub, utc=utc))
+        return steps[0]
+
+    async def prov_info(req):
+        return info(store)
+
+    async def prov_begin(req):
+        return prov().begin(req)
+
+    async def prov_stage(req):
+        return prov().stage(req)
+
+    async def prov_commit(req):
+        res = prov().commit(req)
+        auth.end()  # the credential changed: the next request authenticates anew
+        steps.clear()  # done: the steps module's objects can go
+        return res
+
+    async def prov_abort(req):
+        return prov().abort()
+
+    hub.commands["prov_info"] = prov_info
+    hub.commands["prov_begin"] = prov_begin
+    hub.commands["prov_stage"] = prov_stage
+    hub.commands["prov_commit"] = prov_commit
+    hub.commands["prov_abort"] = prov_abort
+    hub.dispatch = guard(hub.dispatch, auth, OPEN, FIRST, lambda c: c in hub.commands)

@@ -1,0 +1,183 @@
+# The provisioning steps (docs/provisioning.md; the protocol is described in
+# chf/provision.py, which loads this module on the first prov_* command so
+# that a provisioned hub never holds it in its heap).
+import os
+
+from chf.provision import DEVICES, pop_message, roll_forward
+from gbcs import p256
+from gbcs.security import ROLES, _hex, _unhex
+
+USAGES = ("ka", "ds")
+MAX_CERT = 1200  # DER bytes
+
+
+class ProvisionError(ValueError):
+    pass
+
+
+class Provisioning:
+    def __init__(self, hub, rand=os.urandom, utc=None):
+        self.hub = hub
+        self.store = hub.store
+        self.rand = rand
+        self.utc = utc
+        self.kv = self.store.kv("prov")
+        self.stage_kv = self.store.kv("prov_stage")
+
+    # --- steps ----------------------------------------------------------------
+    def begin(self, req):
+        st = self.kv.get("state")
+        if st is not None and not req.get("force"):
+            raise ProvisionError("already provisioned (generation %d, CHF %s): re-provisioning needs force"
+                                 % (st["gen"], st["chf"]["eui"]))
+        chf = _eui(req, "chf_eui")
+        gpf = _eui(req, "gpf_eui")
+        if chf == gpf:
+            raise ProvisionError("the CHF and GPF need different EUI-64s")
+        nonce = _bytes(req, "nonce", 16, 32)
+        gen = (st["gen"] if st else 0) + 1
+        stage = {"gen": gen, "certs": {}, "anchors": None, "installer": None}
+        out = {"gen": gen}
+        for name, eui in (("chf", chf), ("gpf", gpf)):
+            ka_d, ka_q = p256.generate(self.rand)
+            ds_d, ds_q = p256.generate(self.rand)
+            stage[name] = {"eui": _hex(eui), "ka_d": _hex(ka_d), "ka_q": _hex(ka_q),
+                           "ds_d": _hex(ds_d), "ds_q": _hex(ds_q)}
+            pop = p256.sign(ds_d, pop_message(nonce, eui, ka_q, ds_q))
+            out[name] = {"eui": _hex(eui), "ka_pub": _hex(ka_q), "ds_pub": _hex(ds_q), "pop": _hex(pop)}
+        self.stage_kv.set("stage", stage)
+        return out
+
+    def _stage(self, req):
+        stage = self.stage_kv.get("stage")
+        if stage is None:
+            raise ProvisionError("nothing staged: prov_begin first")
+        if req.get("gen") != stage["gen"]:
+            raise ProvisionError("stale provisioning run (generation %r, staged %d)" % (req.get("gen"), stage["gen"]))
+        return stage
+
+    def stage(self, req):
+        stage = dict(self._stage(req))
+        if "cert" in req:
+            c = req["cert"]
+            if not isinstance(c, dict) or c.get("device") not in DEVICES or c.get("usage") not in USAGES:
+                raise ProvisionError("cert needs device chf|gpf and usage ka|ds")
+            der = _unhex_arg(c.get("der"), "cert der")
+            if not 64 < len(der) <= MAX_CERT or der[0] != 0x30:
+                raise ProvisionError("cert is not a DER certificate of at most %d bytes" % MAX_CERT)
+            dev = stage[c["device"]]
+            # the certificate must carry this run's public key and the EUI-64
+            if _unhex(dev[c["usage"] + "_q"]) not in der or _unhex(dev["eui"]) not in der:
+                raise ProvisionError("%s %s certificate is not for the staged key and EUI-64" % (c["device"], c["usage"]))
+            certs = dict(stage["certs"])
+            certs[c["device"] + "_" + c["usage"]] = _hex(der)
+            stage["certs"] = certs
+        elif "anchors" in req:
+            a = req["anchors"]
+            if not isinstance(a, dict) or not a.get("chf"):
+                raise ProvisionError("anchors must be {chf: [...], gpf: [...]} with CHF anchors")
+            stage["anchors"] = {name: _anchors(a.get(name) or []) for name in DEVICES}
+        elif "installer" in req:
+            i = req["installer"]
+            if not isinstance(i, dict) or not isinstance(i.get("id"), str) or not 0 < len(i["id"]) <= 32:
+                raise ProvisionError("installer needs an id of 1-32 characters")
+            key = _unhex_arg(i.get("key"), "installer key")
+            if len(key) != 32:
+                raise ProvisionError("installer key must be 32 bytes")
+            stage["installer"] = {"id": i["id"], "key": _hex(key)}
+        else:
+            raise ProvisionError("prov_stage needs cert, anchors or installer")
+        self.stage_kv.set("stage", stage)
+        return {"gen": stage["gen"], "missing": _missing(stage)}
+
+    def commit(self, req):
+        stage = self._stage(req)
+        missing = _missing(stage)
+        if missing:
+            raise ProvisionError("cannot commit, missing: " + ", ".join(missing))
+        rec = {"gen": stage["gen"], "at": self.utc() if self.utc else None, "chf": stage["chf"],
+               "gpf": stage["gpf"], "certs": stage["certs"], "anchors": stage["anchors"],
+               "installer": stage["installer"]}
+        self.kv.set("state", rec)  # THE commit: one atomic write
+        self.stage_kv.delete("stage")
+        roll_forward(self.store)
+        self._reload()
+        return {"gen": rec["gen"], "chf_eui": rec["chf"]["eui"], "gpf_eui": rec["gpf"]["eui"]}
+
+    def abort(self):
+        return {"discarded": self.stage_kv.delete("stage")}
+
+    def _reload(self):
+        ident = getattr(self.hub, "identity", None)
+        if ident is not None:
+            ident.reload()
+            chf = getattr(self.hub, "chf", None)
+            if chf is not None:
+                chf.parties = ident.parties("chf")
+
+
+def _missing(stage):
+    out = [n + "_" + u + " certificate" for n in DEVICES for u in USAGES if n + "_" + u not in stage["certs"]]
+    if not stage.get("anchors"):
+        out.append("trust anchors")
+    if not stage.get("installer"):
+        out.append("installer credential")
+    return out
+
+
+def _unhex_arg(v, what):
+    if not isinstance(v, str):
+        raise ProvisionError("%s must be a hex string" % what)
+    try:
+        return _unhex(v)
+    except ValueError:
+        raise ProvisionError("%s is not hex" % what)
+
+
+def _bytes(req, name, lo, hi):
+    b = _unhex_arg(req.get(name), name)
+    if not lo <= len(b) <= hi:
+        raise ProvisionError("%s must be %d-%d bytes" % (name, lo, hi))
+    return b
+
+
+def _eui(req, name):
+    b = _bytes(req, name, 8, 8)
+    if b[0] & 0x01:
+        raise ProvisionError("%s is a group address" % name)
+    return b
+
+
+def _anchors(lst):
+    if not isinstance(lst, list):
+        raise ProvisionError("anchors must be lists")
+    out = []
+    for a in lst:
+        try:
+            eui = _unhex(a["eui"])
+            role = a["role"]
+            ka = a.get("ka_pub")
+            if len(eui) != 8 or role not in ROLES:
+                raise ValueError("bad EUI-64 or role")
+            if ka:
+                p256.decode_point(_unhex(ka))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ProvisionError("bad trust anchor %r: %s" % (a, e))
+        rec = {"eui": _hex(eui), "role": role, "ka_pub": ka.lower() if ka else None}
+        for k in ("ka_ski", "ds_pub", "ds_ski"):
+            v = a.get(k)
+            if v:
+                try:
+                    _unhex(v)
+                except ValueError:
+                    raise ProvisionError("bad trust anchor %s: %s is not hex" % (a.get("eui"), k))
+                rec[k] = v.lower()
+        if rec.get("ds_pub"):
+            try:
+                p256.decode_point(_unhex(rec["ds_pub"]))
+            except ValueError as e:
+                raise ProvisionError("bad trust anchor %s: %s" % (a.get("eui"), e))
+        out.append(rec)
+    return out
+
+

@@ -1,0 +1,465 @@
+"""`chub provision`: give a hub its identity (docs/provisioning.md).
+
+The laptop side of firmware/chf/provision.py: EUI-64s allocated from a
+configured OUI and a counter in an SQLite file (never reused, even when a
+run fails), key pairs made on the hub (only public keys and a proof of
+possession come back), X.509 certificates from a local test CA, the
+remote-party trust anchors from the GBCS keystore, a fresh installer
+credential, then one commit on the hub.
+"""
+
+from __future__ import annotations
+
+import datetime
+import getpass
+import json
+import os
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .paths import STATE
+
+DEFAULT_OUI = "02CB0F"  # locally administered (bit 1 of the first octet): a test OUI
+# hardwareModuleName (RFC 4108) carries the EUI-64 in the subjectAltName, as
+# GB SMKI device certificates do; hwType is an OID under the IANA example
+# enterprise number (documentation only): this is a test CA.
+HW_TYPE_OID = "1.3.6.1.4.1.32473.1.1"
+ID_ON_HW_MODULE_NAME = "1.3.6.1.5.5.7.8.4"
+POP_LABEL = b"chub-prov-pop"
+
+
+class ProvisionError(Exception):
+    """A provisioning run that cannot go on; the message says why."""
+
+
+class AlreadyProvisioned(ProvisionError):
+    pass
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("CHUB_STATE", STATE))
+
+
+# --- the laptop's records ------------------------------------------------------
+
+
+class ProvisionDB:
+    """SQLite: the OUI and EUI counter, every EUI-64 handed out, every hub and
+    its installer credential. Allocation is one IMMEDIATE transaction, so two
+    runs never get the same EUI-64."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = Path(path) if path else state_dir() / "provision.sqlite"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, isolation_level=None, timeout=10)
+        self.db.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS config (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+            CREATE TABLE IF NOT EXISTS euis (eui TEXT PRIMARY KEY, role TEXT NOT NULL, run INTEGER NOT NULL,
+                                             allocated_utc TEXT NOT NULL);
+            CREATE TABLE IF NOT EXISTS hubs (chf_eui TEXT PRIMARY KEY, gpf_eui TEXT NOT NULL, run INTEGER NOT NULL,
+                                             state TEXT NOT NULL, gen INTEGER, installer_id TEXT NOT NULL,
+                                             installer_key TEXT NOT NULL, port TEXT, certs TEXT,
+                                             updated_utc TEXT NOT NULL);
+            """
+        )
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> ProvisionDB:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        row = self.db.execute("SELECT value FROM config WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def oui(self, configured: str | None = None) -> str:
+        """The OUI, fixed at first use (a different --oui later is refused)."""
+        have = self.get("oui")
+        want = _norm_oui(configured) if configured else None
+        if have is None:
+            have = want or DEFAULT_OUI
+            self.db.execute("INSERT INTO config VALUES ('oui', ?), ('next', '0')", (have,))
+        elif want and want != have:
+            raise ProvisionError(f"this laptop's records use OUI {have}; refusing --oui {want} "
+                                 f"(use another --state-dir for another OUI)")
+        return have
+
+    def allocate(self, oui: str | None = None) -> tuple[str, str, int]:
+        """(chf_eui, gpf_eui, run): the next even counter for the CHF, +1 for the GPF."""
+        o = self.oui(oui)
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            n = int(self.get("next", "0") or 0)
+            n += n & 1
+            if n + 1 >= 1 << 40:
+                raise ProvisionError(f"OUI {o}: all EUI-64s are used")
+            chf, gpf = f"{o}{n:010X}", f"{o}{n + 1:010X}"
+            now = _now()
+            run = n // 2 + 1
+            self.db.execute("INSERT INTO euis VALUES (?, 'chf', ?, ?), (?, 'gpf', ?, ?)", (chf, run, now, gpf, run, now))
+            self.db.execute("UPDATE config SET value = ? WHERE key = 'next'", (str(n + 2),))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return chf, gpf, run
+
+    def record_hub(self, chf: str, gpf: str, run: int, state: str, installer_id: str, key: bytes,
+                   port: str | None = None, gen: int | None = None, certs: dict | None = None) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO hubs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (chf.upper(), gpf.upper(), run, state, gen, installer_id, key.hex(), port,
+             json.dumps(certs) if certs else None, _now()),
+        )
+
+    def hub(self, chf: str) -> dict[str, Any] | None:
+        cur = self.db.execute("SELECT * FROM hubs WHERE chf_eui = ?", (chf.upper(),))
+        row = cur.fetchone()
+        if row is None:
+            return None
+        return dict(zip([d[0] for d in cur.description], row, strict=True))
+
+    def allocated(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT eui FROM euis ORDER BY eui")]
+
+    @classmethod
+    def lookup_credential(cls, chf_eui: str) -> bytes | None:
+        """The installer credential recorded for a hub, if this laptop has one."""
+        path = state_dir() / "provision.sqlite"
+        if not path.exists():
+            return None
+        with cls(path) as db:
+            h = db.hub(chf_eui)
+        return bytes.fromhex(h["installer_key"]) if h else None
+
+
+def _norm_oui(v: str) -> str:
+    s = v.replace(":", "").replace("-", "").upper()
+    if len(s) != 6 or any(c not in "0123456789ABCDEF" for c in s):
+        raise ProvisionError(f"{v!r} is not an OUI (6 hex digits)")
+    if int(s[:2], 16) & 1:
+        raise ProvisionError(f"OUI {s} has the group bit set")
+    return s
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+# --- the local test CA -----------------------------------------------------------
+
+
+class TestCA:
+    """A P-256 CA kept in the state dir (created at first use); it issues the
+    hub's device certificates. A test CA: not a GB SMKI Organisation CA."""
+
+    def __init__(self, folder: Path | None = None) -> None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        self.folder = Path(folder) if folder else state_dir() / "ca"
+        key_path, cert_path = self.folder / "ca.key", self.folder / "ca.pem"
+        if key_path.exists() and cert_path.exists():
+            self.key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+            self.cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "chub local test CA"),
+                          x509.NameAttribute(NameOID.ORGANIZATION_NAME, "chub (test only)")])
+        now = datetime.datetime.now(datetime.UTC)
+        ski = x509.SubjectKeyIdentifier.from_public_key(self.key.public_key())
+        self.cert = (
+            x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+            .add_extension(ski, critical=False)
+            .sign(self.key, hashes.SHA256())
+        )
+        tmp = key_path.with_suffix(".tmp")
+        tmp.write_bytes(self.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+        os.chmod(tmp, 0o600)
+        cert_path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
+        tmp.replace(key_path)
+
+    def issue(self, eui: bytes, public_point: bytes, usage: str) -> bytes:
+        """A device certificate (DER): empty subject, the EUI-64 as a
+        hardwareModuleName in a critical subjectAltName, key usage
+        keyAgreement ("ka") or digitalSignature ("ds")."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        pub = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), public_point)
+        hw = _der_hw_module_name(eui)
+        now = datetime.datetime.now(datetime.UTC)
+        ku = x509.KeyUsage(digital_signature=usage == "ds", content_commitment=False, key_encipherment=False,
+                           data_encipherment=False, key_agreement=usage == "ka", key_cert_sign=False,
+                           crl_sign=False, encipher_only=False, decipher_only=False)
+        cert = (
+            x509.CertificateBuilder().subject_name(x509.Name([])).issuer_name(self.cert.subject)
+            .public_key(pub).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.UTC))
+            .add_extension(x509.SubjectAlternativeName([x509.OtherName(x509.ObjectIdentifier(ID_ON_HW_MODULE_NAME), hw)]),
+                           critical=True)
+            .add_extension(ku, critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(pub), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False)
+            .sign(self.key, hashes.SHA256())
+        )
+        return cert.public_bytes(serialization.Encoding.DER)
+
+
+def _der_hw_module_name(eui: bytes) -> bytes:
+    """HardwareModuleName ::= SEQUENCE { hwType OID, hwSerialNum OCTET STRING }."""
+    parts = [int(x) for x in HW_TYPE_OID.split(".")]
+    body = bytes([40 * parts[0] + parts[1]])
+    for p in parts[2:]:
+        enc = [p & 0x7F]
+        p >>= 7
+        while p:
+            enc.append(0x80 | (p & 0x7F))
+            p >>= 7
+        body += bytes(reversed(enc))
+    oid = bytes([0x06, len(body)]) + body
+    serial = bytes([0x04, len(eui)]) + eui
+    inner = oid + serial
+    return bytes([0x30, len(inner)]) + inner
+
+
+def eui_from_certificate(der: bytes) -> bytes:
+    """The EUI-64 in a device certificate's hardwareModuleName."""
+    from cryptography import x509
+
+    cert = x509.load_der_x509_certificate(der)
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    for gn in san:
+        if isinstance(gn, x509.OtherName) and gn.type_id.dotted_string == ID_ON_HW_MODULE_NAME:
+            v = gn.value
+            return v[-8:] if v[-10] == 0x04 and v[-9] == 8 else b""
+    raise ProvisionError("no hardwareModuleName in the certificate")
+
+
+# --- trust anchors -----------------------------------------------------------------
+
+
+def keystore_dir() -> Path:
+    from hil.wan_setup import keystore_dir as ks
+
+    return ks()
+
+
+def test_dcc_anchors(keystore: Path, roles: tuple[str, ...] = ("acb", "supplier")) -> list[dict[str, str]]:
+    """ACB and supplier trust anchors of the test DCC (vectors/gbcs/keystore)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from hil.headend.gbcs import TEST_DCC
+
+    out = []
+    for role in roles:
+        eui, usages = TEST_DCC[role]
+        a: dict[str, str] = {"eui": eui.hex(), "role": role}
+        for u in usages:
+            pem = keystore / f"{eui.hex()}-{u}.pem"
+            if not pem.exists():
+                raise ProvisionError(f"trust anchor certificate {pem} is missing")
+            cert = x509.load_pem_x509_certificate(pem.read_bytes())
+            a[f"{u}_pub"] = cert.public_key().public_bytes(serialization.Encoding.X962,
+                                                           serialization.PublicFormat.UncompressedPoint).hex()
+            a[f"{u}_ski"] = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest.hex()
+        out.append(a)
+    return out
+
+
+# --- the run ---------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    chf_eui: str
+    gpf_eui: str
+    gen: int
+    installer_id: str
+    changed: bool
+    certs: dict[str, str]
+
+
+def _verify_pop(nonce: bytes, dev: dict[str, str]) -> None:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+    eui, ka, ds, pop = (bytes.fromhex(dev[k]) for k in ("eui", "ka_pub", "ds_pub", "pop"))
+    try:
+        ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), ka)
+        pub = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), ds)
+        sig = encode_dss_signature(int.from_bytes(pop[:32], "big"), int.from_bytes(pop[32:], "big"))
+        pub.verify(sig, POP_LABEL + nonce + eui + ka + ds, ec.ECDSA(hashes.SHA256()))
+    except (InvalidSignature, ValueError) as e:
+        raise ProvisionError(f"the hub's proof of possession for {dev['eui']} does not verify: {e!r}") from None
+
+
+def provision(
+    client: Any,
+    db: ProvisionDB,
+    ca: TestCA,
+    *,
+    keystore: Path,
+    force: bool = False,
+    oui: str | None = None,
+    installer_id: str | None = None,
+    port: str | None = None,
+    step: Callable[[str], None] = lambda s: None,
+    after_stage: Callable[[str], None] | None = None,
+) -> Result:
+    """One provisioning run over a LocalPortClient. `after_stage(name)` is a
+    test hook called after each step on the hub (to interrupt a run)."""
+    info = client.call("prov_info")
+    if info["provisioned"] and not force:
+        known = db.hub(info["chf_eui"])
+        if known and known["state"] == "provisioned" and known["gen"] == info["gen"]:
+            return Result(info["chf_eui"], info["gpf_eui"], info["gen"], known["installer_id"], False,
+                          json.loads(known["certs"] or "{}"))
+        raise AlreadyProvisioned(f"the hub is already provisioned (CHF {info['chf_eui']}, generation {info['gen']}"
+                                 f"{'' if known else ', not by this laptop'}): --force re-provisions it")
+    anchors = test_dcc_anchors(keystore)
+    chf, gpf, run = db.allocate(oui)
+    step(f"allocated CHF {chf} and GPF {gpf}")
+    inst_id = (installer_id or getpass.getuser() or "installer")[:32]
+    key = secrets.token_bytes(32)
+    # recorded before the hub can hold it: an interrupted commit never strands a hub
+    db.record_hub(chf, gpf, run, "pending", inst_id, key, port)
+    nonce = secrets.token_bytes(16)
+    begun = client.call("prov_begin", chf_eui=chf, gpf_eui=gpf, nonce=nonce.hex(), force=force, timeout=60)
+    gen = begun["gen"]
+    for name, eui in (("chf", chf), ("gpf", gpf)):
+        dev = begun[name]
+        if dev["eui"].upper() != eui:
+            raise ProvisionError(f"the hub staged {name} EUI {dev['eui']}, not {eui}")
+        _verify_pop(nonce, dev)
+    step("key pairs generated on the hub, proofs of possession verified")
+    if after_stage:
+        after_stage("begin")
+    certs: dict[str, str] = {}
+    for name in ("chf", "gpf"):
+        dev = begun[name]
+        for usage in ("ka", "ds"):
+            der = ca.issue(bytes.fromhex(dev["eui"]), bytes.fromhex(dev[f"{usage}_pub"]), usage)
+            certs[f"{name}_{usage}"] = der.hex()
+            client.call("prov_stage", gen=gen, cert={"device": name, "usage": usage, "der": der.hex()})
+            if after_stage:
+                after_stage(f"cert {name}_{usage}")
+    step("4 certificates issued and staged")
+    client.call("prov_stage", gen=gen, anchors={"chf": anchors, "gpf": anchors})
+    client.call("prov_stage", gen=gen, installer={"id": inst_id, "key": key.hex()})
+    step(f"trust anchors ({', '.join(a['role'] for a in anchors)}) and the installer credential staged")
+    if after_stage:
+        after_stage("staged")
+    done = client.call("prov_commit", gen=gen)
+    db.record_hub(chf, gpf, run, "provisioned", inst_id, key, port, gen, certs)
+    step(f"committed: generation {done['gen']}")
+    # the new credential must work: authenticate afresh and read back
+    client.authenticate(key)
+    back = client.call("prov_info")
+    ident = client.call("identity")
+    if not back["provisioned"] or back["gen"] != gen or back["chf_eui"].upper() != chf:
+        raise ProvisionError(f"the hub does not report the committed provisioning: {back}")
+    for name in ("chf", "gpf"):
+        if ident[name]["ka_pub"] != begun[name]["ka_pub"] or ident[name]["ds_pub"] != begun[name]["ds_pub"]:
+            raise ProvisionError(f"the hub's {name} keys are not the certified ones")
+    return Result(chf, gpf, gen, inst_id, True, certs)
+
+
+# --- the CLI ---------------------------------------------------------------------------
+
+
+def register(main: Any) -> None:
+    import click
+    from rich.console import Console
+    from rich.table import Table
+
+    @main.command("provision")
+    @click.option("--port", default=None, help="The hub's local port URL (default: the running `chub sim`).")
+    @click.option("--force", is_flag=True, help="Re-provision a hub that is already provisioned.")
+    @click.option("--oui", default=None, help=f"OUI for the EUI-64s (fixed at first use; default {DEFAULT_OUI}).")
+    @click.option("--installer", "installer_id", default=None, help="Installer id stored on the hub (default: user).")
+    @click.option("--keystore", type=click.Path(path_type=Path), default=None,
+                  help="GBCS keystore with the trust anchors (default: vectors/gbcs/keystore).")
+    @click.option("--state-dir", type=click.Path(path_type=Path), default=None,
+                  help="Where the EUI records, credentials and the test CA live (default .chub, or $CHUB_STATE).")
+    @click.option("--timeout", type=float, default=10.0, show_default=True)
+    @click.option("--json", "as_json", is_flag=True)
+    def provision_cmd(port: str | None, force: bool, oui: str | None, installer_id: str | None,
+                      keystore: Path | None, state_dir: Path | None, timeout: float, as_json: bool) -> None:
+        """Give a hub its EUI-64s, on-device key pairs with certificates, trust anchors and an installer credential."""
+        from .cli import _sim_port, _stderr
+
+        old_state = os.environ.get("CHUB_STATE")
+        if state_dir is not None:
+            os.environ["CHUB_STATE"] = str(state_dir)
+        port = port or _sim_port()
+        err = _stderr()
+        try:
+            _run(port, force, oui, installer_id, keystore, timeout, as_json, err)
+        finally:
+            if old_state is None:
+                os.environ.pop("CHUB_STATE", None)
+            else:
+                os.environ["CHUB_STATE"] = old_state
+
+    def _run(port: str, force: bool, oui: str | None, installer_id: str | None, keystore: Path | None,
+             timeout: float, as_json: bool, err: Any) -> None:
+        import sys
+
+        from .localport import LocalPortClient, LocalPortError
+
+        try:
+            with LocalPortClient(port, timeout=timeout) as c, ProvisionDB() as db:
+                r = provision(c, db, TestCA(), keystore=keystore or keystore_dir(), force=force, oui=oui,
+                              installer_id=installer_id, port=port, step=lambda s: err.print(f"  {s}"))
+        except AlreadyProvisioned as e:
+            err.print(f"[red]refused:[/red] {e}")
+            sys.exit(1)
+        except ProvisionError as e:
+            err.print(f"[red]provisioning failed:[/red] {e}")
+            sys.exit(1)
+        except LocalPortError as e:
+            err.print(f"[red]the hub refused:[/red] {e}")
+            sys.exit(2)
+        except (OSError, TimeoutError) as e:
+            err.print(f"[red]no answer from the hub on {port}:[/red] {e}")
+            sys.exit(3)
+        if as_json:
+            click.echo(json.dumps({"chf_eui": r.chf_eui, "gpf_eui": r.gpf_eui, "gen": r.gen,
+                                   "installer_id": r.installer_id, "changed": r.changed}))
+            return
+        if not r.changed:
+            err.print(f"[green]already provisioned[/green] by this laptop (CHF {r.chf_eui}, generation {r.gen}): "
+                      "nothing to do (--force re-provisions)")
+            return
+        t = Table(title="provisioned", show_header=False)
+        t.add_row("CHF EUI-64", r.chf_eui)
+        t.add_row("GPF EUI-64", r.gpf_eui)
+        t.add_row("generation", str(r.gen))
+        t.add_row("installer", r.installer_id)
+        t.add_row("records", str(state_dir() / "provision.sqlite"))
+        Console().print(t)

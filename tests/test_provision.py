@@ -1,0 +1,246 @@
+"""`chub provision` against the real hub on the emulated board: EUI-64s from
+the laptop's OUI counter, key pairs made on the hub (the private keys are read
+back from the board's flash after the run and never appear in anything the
+hub sent), certificates checked with `cryptography`, idempotence, --force,
+an interrupted run, bad inputs, and the installer credential in force."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from chub import provision as P
+from chub.cli import main
+from chub.localport import NOT_AUTHORISED, TEST_INSTALLER_KEY, LocalPortClient, LocalPortError
+from mpy import run_mp
+
+pytestmark = pytest.mark.skipif(not P.keystore_dir().is_dir(), reason="GBCS keystore (vectors) not available")
+
+
+@pytest.fixture(autouse=True)
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    d = tmp_path / "state"
+    monkeypatch.setenv("CHUB_STATE", str(d))
+    return d
+
+
+class RecordingClient(LocalPortClient):
+    """Keeps every byte the hub sent."""
+
+    def __init__(self, *a, **kw) -> None:  # noqa: ANN002, ANN003
+        self.received = bytearray()
+        super().__init__(*a, **kw)
+
+    def _absorb(self, data: bytes) -> None:
+        self.received += data
+        super()._absorb(data)
+
+
+def _flash_kv(dut, name: str) -> dict:  # noqa: ANN001
+    """A KV read straight from the board's flash file (the hub stopped)."""
+    code = (
+        "import vfs, json\nfrom blockdev import FileBlockDevice\n"
+        f"bd = FileBlockDevice({str(dut.flash_path)!r}, {dut.flash_blocks})\n"
+        "vfs.mount(vfs.VfsLfs2(bd), '/f')\n"
+        f"t = open('/f/{name}.kv').read()\nprint(t[9:])\n"
+    )
+    r = run_mp(code=code)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def _run(url: str, *args: str) -> object:
+    return CliRunner().invoke(main, ["provision", "--port", url, *args])
+
+
+def _private_matches(d_hex: str, q_hex: str) -> bool:
+    d = ec.derive_private_key(int(d_hex, 16), ec.SECP256R1())
+    from cryptography.hazmat.primitives import serialization
+
+    q = d.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    return q.hex() == q_hex
+
+
+def test_provision_issues_certificates_and_keeps_private_keys_on_the_hub(hub, state: Path) -> None:
+    with RecordingClient(hub.dut.local_port_url, timeout=10) as c, P.ProvisionDB() as db:
+        before = c.call("identity")
+        r = P.provision(c, db, P.TestCA(), keystore=P.keystore_dir(), installer_id="alice")
+        sent = bytes(c.received)
+        ident = c.call("identity")
+    assert r.changed and r.gen == 1 and r.installer_id == "alice"
+    assert (r.chf_eui, r.gpf_eui) == ("02CB0F0000000000", "02CB0F0000000001")
+    assert ident["chf"]["eui"].upper() == r.chf_eui and ident["gpf"]["eui"].upper() == r.gpf_eui
+    assert ident["chf"]["ka_pub"] != before["chf"]["ka_pub"]  # new key pairs, made on the hub
+    ca = x509.load_pem_x509_certificate((state / "ca" / "ca.pem").read_bytes())
+    for name in ("chf", "gpf"):
+        for usage in ("ka", "ds"):
+            cert = x509.load_der_x509_certificate(bytes.fromhex(r.certs[f"{name}_{usage}"]))
+            ca.public_key().verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(hashes.SHA256()))
+            from cryptography.hazmat.primitives import serialization
+
+            q = cert.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+            assert q.hex() == ident[name][f"{usage}_pub"]
+            ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+            assert ku.key_agreement == (usage == "ka") and ku.digital_signature == (usage == "ds")
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+            assert san.critical and cert.subject == x509.Name([])
+            assert P.eui_from_certificate(cert.public_bytes(serialization.Encoding.DER)).hex() == ident[name]["eui"]
+    hub.dut.stop()
+    idkv = _flash_kv(hub.dut, "identity")
+    certs = _flash_kv(hub.dut, "certs")
+    for name in ("chf", "gpf"):
+        rec = idkv[name]
+        for usage in ("ka", "ds"):
+            d = rec[f"{usage}_d"]
+            assert _private_matches(d, ident[name][f"{usage}_pub"])  # the certified key is this private key's
+            # neither hex nor raw bytes of any private key ever came over the local port
+            assert d.encode() not in sent.lower() and bytes.fromhex(d) not in sent
+            assert certs[f"{name}_{usage}"] == r.certs[f"{name}_{usage}"]
+    prov = _flash_kv(hub.dut, "prov")
+    assert "ka_d" not in json.dumps(prov)  # the applied record keeps no private keys
+    assert prov["applied"] == 1
+
+
+def test_rerun_is_a_no_op_force_reprovisions_and_euis_are_never_reused(hub, state: Path) -> None:
+    url = hub.dut.local_port_url
+    r1 = _run(url, "--json")
+    assert r1.exit_code == 0, r1.output
+    first = json.loads(r1.output.strip().splitlines()[-1])
+    r2 = _run(url)
+    assert r2.exit_code == 0 and "already provisioned" in r2.output and "nothing to do" in r2.output
+    # another laptop (no records of this hub) is refused without --force
+    other = CliRunner().invoke(main, ["provision", "--port", url, "--state-dir", str(state.parent / "other")])
+    assert other.exit_code != 0 and "already provisioned" in other.output
+    r3 = _run(url, "--force", "--json")
+    assert r3.exit_code == 0, r3.output
+    second = json.loads(r3.output.strip().splitlines()[-1])
+    assert second["gen"] == 2 and second["chf_eui"] not in (first["chf_eui"], first["gpf_eui"])
+    with P.ProvisionDB() as db:
+        assert db.allocated() == [f"02CB0F000000000{i}" for i in range(4)]
+        old, new = db.hub(first["chf_eui"]), db.hub(second["chf_eui"])
+    # the first credential no longer opens the hub; the new one does
+    with LocalPortClient(url, credential=bytes.fromhex(old["installer_key"])) as c:
+        with pytest.raises(LocalPortError) as ei:
+            c.call("device_log_list")
+        assert ei.value.status == NOT_AUTHORISED
+    with LocalPortClient(url, credential=bytes.fromhex(new["installer_key"])) as c:
+        assert c.call("device_log_list")["total"] == 0
+    with LocalPortClient(url, credential=TEST_INSTALLER_KEY) as c:  # the factory credential is gone too
+        with pytest.raises(LocalPortError):
+            c.call("logs")
+
+
+def test_interrupted_run_leaves_the_hub_unprovisioned(hub) -> None:
+    url = hub.dut.local_port_url
+
+    class Cut(Exception):
+        pass
+
+    def cut(step: str) -> None:
+        if step == "cert chf_ds":
+            raise Cut(step)
+
+    with LocalPortClient(url, timeout=10) as c, P.ProvisionDB() as db:
+        before = c.call("identity")
+        with pytest.raises(Cut):
+            P.provision(c, db, P.TestCA(), keystore=P.keystore_dir(), after_stage=cut)
+        info = c.call("prov_info")
+        assert not info["provisioned"] and info["staged"]
+        assert c.call("identity") == before  # nothing of the run is in force
+    # the laptop "crashed"; the hub is power-cycled: the stage is gone
+    hub.dut.stop()
+    pos = hub.log.position
+    hub.dut.start()
+    hub.dut.wait_ready(30, after=pos)
+    with LocalPortClient(url, timeout=10) as c, P.ProvisionDB() as db:
+        info = c.call("prov_info")
+        assert not info["provisioned"] and not info["staged"]
+        assert c.call("identity") == before
+        r = P.provision(c, db, P.TestCA(), keystore=P.keystore_dir())
+        # the interrupted run's EUI-64s are burnt, not handed out again
+        assert r.chf_eui == "02CB0F0000000002"
+
+
+def test_hub_refuses_bad_provisioning_steps(hub) -> None:
+    with LocalPortClient(hub.dut.local_port_url, timeout=10) as c, P.ProvisionDB() as db:
+        ca = P.TestCA()
+        nonce = os.urandom(16).hex()
+
+        def bad(cmd: str, want: str, **kw: object) -> None:
+            with pytest.raises(LocalPortError) as ei:
+                c.call(cmd, **kw)
+            assert ei.value.status == 5 and want in ei.value.message, ei.value.message
+
+        bad("prov_commit", "nothing staged", gen=1)
+        bad("prov_begin", "different", chf_eui="02CB0F0000000010", gpf_eui="02CB0F0000000010", nonce=nonce)
+        bad("prov_begin", "group address", chf_eui="03CB0F0000000010", gpf_eui="02CB0F0000000011", nonce=nonce)
+        bad("prov_begin", "nonce", chf_eui="02CB0F0000000010", gpf_eui="02CB0F0000000011", nonce="00")
+        b = c.call("prov_begin", chf_eui="02CB0F0000000010", gpf_eui="02CB0F0000000011", nonce=nonce)
+        g = b["gen"]
+        bad("prov_stage", "stale", gen=g + 1, installer={"id": "x", "key": "00" * 32})
+        # a certificate for another key (the GPF's KA key offered as the CHF's)
+        wrong = ca.issue(bytes.fromhex(b["chf"]["eui"]), bytes.fromhex(b["gpf"]["ka_pub"]), "ka")
+        bad("prov_stage", "not for the staged key", gen=g, cert={"device": "chf", "usage": "ka", "der": wrong.hex()})
+        bad("prov_stage", "not a DER", gen=g, cert={"device": "chf", "usage": "ka", "der": "0102"})
+        bad("prov_stage", "installer key", gen=g, installer={"id": "x", "key": "00" * 8})
+        bad("prov_stage", "bad trust anchor", gen=g, anchors={"chf": [{"eui": "00", "role": "acb"}]})
+        good = ca.issue(bytes.fromhex(b["chf"]["eui"]), bytes.fromhex(b["chf"]["ka_pub"]), "ka")
+        r = c.call("prov_stage", gen=g, cert={"device": "chf", "usage": "ka", "der": good.hex()})
+        assert "chf_ds certificate" in r["missing"] and "installer credential" in r["missing"]
+        bad("prov_commit", "missing", gen=g)
+        assert not c.call("prov_info")["provisioned"]
+        assert c.call("prov_abort")["discarded"]
+        with pytest.raises(P.ProvisionError, match="OUI"):
+            db.allocate("01CB0F")  # group bit
+        db.allocate()
+        with pytest.raises(P.ProvisionError, match="refusing --oui"):
+            db.allocate("0ACB0F")
+
+
+def test_strangers_cannot_change_the_hub(hub) -> None:
+    """Unauthenticated writes and personal-data reads get NotAuthorised; open
+    reads still work; a captured session tag cannot be replayed."""
+    url = hub.dut.local_port_url
+    with LocalPortClient(url, credential=False) as c:
+        assert c.call("status")["board"] == "unix"
+        assert c.call("identity")["chf"]["eui"]
+        assert c.call("prov_info")["credential"] is True
+        for cmd, kw in (("device_log_add", {"eui": "00DB1234567890A0", "type": 1, "install_code": "00" * 18}),
+                        ("device_log_remove", {"eui": "00DB1234567890A0"}), ("send_gbcs", {"frame": "00"}),
+                        ("device_log_list", {}), ("logs", {}), ("provision_test_dcc", {"anchors": []}),
+                        ("prov_begin", {"chf_eui": "02CB0F0000000010", "gpf_eui": "02CB0F0000000011"})):
+            with pytest.raises(LocalPortError) as ei:
+                c.call(cmd, **kw)
+            assert ei.value.status == NOT_AUTHORISED, (cmd, ei.value)
+        with pytest.raises(LocalPortError) as ei:
+            c.call("auth", mac="00" * 32)  # no challenge
+        assert ei.value.status == NOT_AUTHORISED
+        with pytest.raises(LocalPortError) as ei:
+            c.authenticate(b"\x11" * 32)  # wrong credential
+        assert "wrong installer credential" in ei.value.message
+    from chub.localport import request_tag
+
+    a = LocalPortClient(url)  # the emulated board's factory (test) credential
+    assert a.call("device_log_list")["total"] == 0
+    key, n = a._session, a._n
+    assert key is not None and n == 1
+    a._session = None  # leave without ending the session
+    a.close()
+    with LocalPortClient(url, credential=False) as b:
+        # a bystander replaying the request it saw is refused
+        with pytest.raises(LocalPortError) as ei:
+            b.call("device_log_list", auth=[n, request_tag(key, n, "device_log_list").hex()])
+        assert ei.value.status == NOT_AUTHORISED and "stale" in ei.value.message
+        # a tag for another command, or a made-up one, is refused too
+        with pytest.raises(LocalPortError) as ei:
+            b.call("logs", auth=[n + 1, request_tag(key, n + 1, "device_log_list").hex()])
+        assert "bad session tag" in ei.value.message
+        # only whoever holds the session key can go on
+        assert b.call("logs", auth=[n + 2, request_tag(key, n + 2, "logs").hex()])["which"] == "event"
