@@ -24,7 +24,7 @@ NAMES = [
     "scanCompleteHandler", "permitJoining", "leaveNetwork", "importTransientKey", "addTransientLinkKey",
     "clearTransientLinkKeys", "sendUnicast", "incomingMessageHandler", "messageSentHandler",
     "trustCenterJoinHandler", "stackStatusHandler", "broadcastNextNetworkKey",
-    "broadcastNetworkKeySwitch", "setExtendedTimeout", "invalidCommand",
+    "broadcastNetworkKeySwitch", "setExtendedTimeout", "invalidCommand", "removeDevice", "sendReply",
 ]
 
 MP_VECTORS = r"""
@@ -165,3 +165,31 @@ def test_round_trips_against_bellows_serialisers() -> None:
 def _ser(values: dict[str, Any], schema: dict[str, Any]) -> bytes:
     return b"".join(schema[k](v).serialize() if not isinstance(v, schema[k]) else v.serialize()
                     for k, v in values.items())
+
+
+MP_IDS = r"""
+import json, sys
+from han import ezsp_frames as F
+out = {}
+for ver, name in json.loads(sys.stdin.read()):
+    try:
+        out["%d %s" % (ver, name)] = F.lookup(ver, name)[0]
+    except F.EzspError:
+        out["%d %s" % (ver, name)] = None
+print(json.dumps(out))
+"""
+
+
+def test_frame_ids_match_bellows_command_tables() -> None:
+    """Every command the firmware knows has bellows' frame id at v8, v13 and
+    v14 (removeDevice 0xA8 and sendReply 0x39 among them)."""
+    asks = [[ver, name] for ver in TABLES for name in NAMES]
+    got = _mp(MP_IDS, asks)
+    for ver, table in TABLES.items():
+        for name in NAMES:
+            fw = got[f"{ver} {name}"]
+            if name in table:
+                assert fw == table[name][0], (ver, name, fw)
+            else:
+                assert fw is None, (ver, name)
+    assert got["14 removeDevice"] == 0xA8 and got["8 removeDevice"] == 0xA8

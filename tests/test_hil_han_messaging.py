@@ -137,3 +137,23 @@ def test_zcl_reads_both_ways(demo: EmulatedSystem) -> None:
     # a cluster-specific command to the Time server: UNSUP_CLUSTER_COMMAND
     z = han.run(ihd.request(0x000A, Z.frame(Z.CLUSTER_SPECIFIC, ihd.next_tsn(), 0x00)))
     assert z.command == Z.DEFAULT_RSP and z.payload == bytes((0x00, Z.UNSUP_CLUSTER_COMMAND))
+
+
+def test_removing_a_joined_device_removes_it_from_the_network(demo: EmulatedSystem) -> None:
+    """Last in this module: the ESME leaves the Device Log."""
+    han = demo.han
+    eui = DEVICES["esme"].eui
+    assert han.nodes["esme"].joined
+    r = _call(demo, "device_log_remove", eui=eui)
+    assert r["code"] == 0, r
+    # the trust centre asks the NCP to remove it (removeDevice 0xA8) ...
+    _until(lambda: bytes.fromhex(eui) in han.emu.removed, 5)
+    assert "removeDevice" in han.commands and not han.nodes["esme"].joined
+    tc = _until(lambda: (t := _call(demo, "han_status")["trust_centre"])["kicked"] >= 1 and t, 5)
+    assert tc["kick_errors"] == 0
+    # ... and the hub has no route to it any more; the others are untouched
+    r = _call(demo, "han_tunnel", eui=eui, data="01", timeout_ms=2000)
+    assert not r["ok"] and r["reason"] == "no_route"
+    assert han.nodes["gsme"].joined and han.nodes["ihd"].joined
+    r = _call(demo, "han_tunnel", eui=DEVICES["ihd"].eui, data="0203", timeout_ms=5000)
+    assert r["ok"] and r["reply"] == "0203"

@@ -93,12 +93,16 @@ async def _bellows_session(version: int) -> None:
                         on_unicast=lambda n, aps, p: b"\x18" + p[1:2] + b"\x0b\x00\x00")
             assert emu.join(esme, node_id=0x5678)
             for _ in range(100):
-                if any(n == "trustCenterJoinHandler" for n, _ in events):
+                if sum(n == "trustCenterJoinHandler" for n, _ in events) >= 2:
                     break
                 await asyncio.sleep(0.01)
             joins = [a for n, a in events if n == "trustCenterJoinHandler"]
-            assert len(joins) == 1
-            assert joins[0][0] == 0x5678 and str(joins[0][1]) == "00:db:12:34:56:78:90:a0"
+            # bellows parses both: the wrong-key device refused (DENY_JOIN,
+            # reported by the emulator as EmberZNet does), then the ESME
+            assert len(joins) == 2
+            assert joins[0][3] == t.EmberJoinDecision.DENY_JOIN and joins[0][2] == 1
+            assert joins[1][0] == 0x5678 and str(joins[1][1]) == "00:db:12:34:56:78:90:a0"
+            assert joins[1][3] == t.EmberJoinDecision.USE_PRECONFIGURED_KEY
             # unicast to the joined device: messageSent + its reply comes back
             aps = t.EmberApsFrame(profileId=0x0109, clusterId=0x000A, sourceEndpoint=1, destinationEndpoint=1,
                                   options=t.EmberApsOption.APS_OPTION_RETRY, groupId=0, sequence=0)

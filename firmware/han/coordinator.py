@@ -144,6 +144,7 @@ class Coordinator(Messaging):
             ez.on("incomingMessageHandler", self._on_incoming)
             ez.on("messageSentHandler", self._on_sent)
             self.tc = TrustCentre(ez, self.hub.device_log, self.hub.security_log, self.hub.device_log.utc)
+            self.tc.on_removed = self.forget
             self.hub.trust_centre = self.tc
         else:
             ez.close()

@@ -11,7 +11,7 @@
 # window closes. run() calls sync() every second.
 import asyncio
 
-from binascii import unhexlify
+from binascii import hexlify, unhexlify
 
 from chf.logs import EV_JOIN_BAD_KEY, EV_JOIN_WINDOW_CLOSED, EV_NETWORK_KEY_ROTATED, EV_UNKNOWN_JOIN
 
@@ -35,8 +35,25 @@ class TrustCentre:
         self._keys = {}  # eui hex -> key imported into the NCP
         self._permit_end = 0
         self._kick = []  # (node_id, eui bytes) to remove from the network
-        self.stats = {"joined": 0, "rejoined": 0, "refused": 0, "left": 0, "kick_errors": 0}
+        self.stats = {"joined": 0, "rejoined": 0, "refused": 0, "left": 0, "kicked": 0, "kick_errors": 0}
+        # node ids of joined devices, to remove a device from the network
+        # when it is removed from the Device Log (the log entry is gone by then)
+        self._nodes = {}
+        for e in device_log.entries():
+            if e["node_id"] is not None and e["join_state"] == "joined":
+                self._nodes[e["eui"]] = e["node_id"]
+        device_log.on_change(self._on_log_change)
+        self.on_removed = None  # fn(eui_hex): the coordinator drops its tunnels
         ezsp.on("trustCenterJoinHandler", self._on_join)
+
+    def _on_log_change(self, kind, eh):
+        if kind != "remove":
+            return
+        node = self._nodes.pop(eh, None)
+        if node is not None:
+            self._kick.append((node, unhexlify(eh)))
+        if self.on_removed is not None:
+            self.on_removed(eh)
 
     # -- NCP side ---------------------------------------------------------------
 
@@ -71,8 +88,9 @@ class TrustCentre:
         while self._kick:
             node, eui = self._kick.pop(0)
             try:
-                # removeDevice(parent, destination EUI, target EUI) where the NCP has it
-                await self.ezsp.command("removeDevice", node, eui, eui)
+                # the device is its own destination (it is asked to leave)
+                await self.ezsp.remove_device(node, eui)
+                self.stats["kicked"] += 1
             except Exception:
                 self.stats["kick_errors"] += 1
 
@@ -93,6 +111,10 @@ class TrustCentre:
         await self.ezsp.rotate_network_key(switch_delay)
         self.sec.append(EV_NETWORK_KEY_ROTATED, b"", self.utc())
 
+    @staticmethod
+    def _eh(eui):
+        return hexlify(eui).decode().upper()
+
     # -- the join callback ------------------------------------------------------
 
     def _refuse(self, code, node, eui):
@@ -108,6 +130,7 @@ class TrustCentre:
             return
         if status == _DEVICE_LEFT:
             self.stats["left"] += 1
+            self._nodes.pop(self._eh(eui), None)
             self.log.record_left(eui)
             return
         if decision == _DENY_JOIN:
@@ -120,6 +143,7 @@ class TrustCentre:
             if self.log.window_open(eui):
                 self.stats["joined"] += 1
                 self.log.record_join(eui, node)
+                self._nodes[self._eh(eui)] = node
                 return
             self._refuse(EV_JOIN_WINDOW_CLOSED, node, eui)
             return
@@ -127,5 +151,6 @@ class TrustCentre:
         if self.log.is_joined(eui) or self.log.window_open(eui):
             self.stats["rejoined"] += 1
             self.log.record_join(eui, node)
+            self._nodes[self._eh(eui)] = node
             return
         self._refuse(EV_JOIN_WINDOW_CLOSED, node, eui)

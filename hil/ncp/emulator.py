@@ -30,11 +30,15 @@ ID = {
     "invalidCommand": 0x58, "setInitialSecurityState": 0x68, "clearTransientLinkKeys": 0x6B,
     "broadcastNextNetworkKey": 0x73, "broadcastNetworkKeySwitch": 0x74,
     "setExtendedTimeout": 0x7E, "getValue": 0xAA, "setValue": 0xAB,
-    "addTransientLinkKey": 0xAF, "importTransientKey": 0x111,
+    "addTransientLinkKey": 0xAF, "importTransientKey": 0x111, "removeDevice": 0xA8,
 }
 NAME = {v: k for k, v in ID.items()}
 
 TC_ALLOW_JOINS = 0x01
+# trustCenterJoinHandler status (EmberDeviceUpdate) and decision (EmberJoinDecision)
+SECURED_REJOIN, UNSECURED_JOIN, DEVICE_LEFT = 0, 1, 2
+USE_PRECONFIGURED_KEY, DENY_JOIN = 0, 2
+DENIED_NODE_ID = 0x7000  # the short id a refused device had picked
 TC_INSTALL_CODE_ONLY = 0x10
 
 
@@ -143,6 +147,8 @@ class NcpEmulator:
         self.network_up = False
         self.permit_until = 0.0
         self.log: list[str] = []  # names of commands received
+        self.denied: list[bytes] = []  # EUIs of refused join attempts (DENY_JOIN reported)
+        self.removed: list[bytes] = []  # EUIs the host removed (removeDevice)
         self._seq = 0
         self._aps_seq = 0
         self._next_nwk = 0x1000
@@ -375,6 +381,26 @@ class NcpEmulator:
         h.key_seq = (h.key_seq + 1) & 0xFF
         return self._st(0)
 
+    def _c_removeDevice(self, p: bytes) -> bytes:
+        """removeDevice(destShort, destLong, targetLong): the target is told
+        to leave; the stack reports it gone (trustCenterJoinHandler
+        DEVICE_LEFT)."""
+        if len(p) < 18:
+            raise ValueError("short")
+        target = p[10:18][::-1]
+        node = self.han.nodes.get(target)
+        if not self.network_up:
+            return self._st(0x93 if self.version < 14 else 0x17)
+        self.removed.append(target)
+        if node is not None and node.joined:
+            nid = node.node_id or 0
+            node.joined = False
+            node.node_id = None
+            self._spawn(self._later(0.01, lambda: self.callback(
+                "trustCenterJoinHandler", struct.pack("<H", nid) + target[::-1]
+                + bytes((DEVICE_LEFT, USE_PRECONFIGURED_KEY)) + struct.pack("<H", 0))))
+        return self._st(0)
+
     def _c_sendUnicast(self, p: bytes) -> bytes:
         mtype, dest = struct.unpack("<BH", p[:3])
         aps = ApsFrame.unpack(p[3:14])
@@ -451,6 +477,11 @@ class NcpEmulator:
             return False
         key = self.transient_keys.get(node.eui)
         if key is None or key != node.link_key:
+            # joining is open but the TC holds no (matching) key: EmberZNet
+            # reports the attempt with decision DENY_JOIN
+            self.callback("trustCenterJoinHandler", struct.pack("<H", DENIED_NODE_ID) + node.eui[::-1]
+                          + bytes((UNSECURED_JOIN, DENY_JOIN)) + struct.pack("<H", 0))
+            self.denied.append(node.eui)
             return False
         if node_id is None:
             node_id = self._next_nwk

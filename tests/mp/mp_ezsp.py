@@ -99,8 +99,10 @@ async def _full():
     await ez.add_install_code_key(ESME, KEY)
     assert _rig("join-wrong") == "0"
     assert _rig("join") == "1"
-    await _until(lambda: joins)
-    assert joins[0][0] == 0x5678 and joins[0][1] == ESME, joins
+    # the two refused attempts come as DENY_JOIN (decision 2), then the join
+    await _until(lambda: len(joins) >= 3)
+    assert [(j[1], j[2], j[3]) for j in joins[:2]] == [(ESME, 1, 2), (b"\x00\xdb\x12\x34\x56\x78\x90\xa1", 1, 2)], joins
+    assert joins[2][0] == 0x5678 and joins[2][1] == ESME and joins[2][3] == 0, joins
     sent = []
     inc = []
     ez.on("messageSentHandler", sent.append)
