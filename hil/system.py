@@ -28,12 +28,19 @@ def attach_peripherals(target: Any) -> None:
     attach_wan(target)
 
 
+FLASHED = "flashed.json"  # written by `chub flash --board unix` beside the flash file
+
+
 class EmulatedSystem:
+    """With no image, a workdir that `chub flash --board unix --port WORKDIR`
+    flashed boots from its flash; otherwise the unix image is built."""
+
     def __init__(self, workdir: Path, heap: str = "512k", image: Path | None = None, fresh: bool = False):
         self.workdir = Path(workdir)
         self.heap = heap
         self.image = image
         self.fresh = fresh
+        self.from_flash = False
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log = DutLog(self.workdir / "dut.log")
         self.rig: Rig | None = None
@@ -41,14 +48,16 @@ class EmulatedSystem:
         self.boot_to_ready_s: float | None = None
 
     def start(self, ready_timeout: float = 30.0) -> EmulatedSystem:
-        if self.image is None:
+        if self.fresh:
+            (self.workdir / "flash.bin").unlink(missing_ok=True)
+            (self.workdir / FLASHED).unlink(missing_ok=True)
+        self.from_flash = self.image is None and (self.workdir / FLASHED).exists()
+        if self.image is None and not self.from_flash:
             from chub.build import build
 
             self.image = build("unix", out=self.workdir / "image").path
-        if self.fresh:
-            (self.workdir / "flash.bin").unlink(missing_ok=True)
         self.rig = Rig(self.log).start()
-        self.dut = UnixDut(self.image, self.workdir, self.rig, self.log, heap=self.heap)
+        self.dut = UnixDut(self.image, self.workdir, self.rig, self.log, heap=self.heap, from_flash=self.from_flash)
         attach_peripherals(self)
         pos = self.log.position
         self.dut.start()

@@ -111,8 +111,9 @@ _register_hht_commands()
 
 
 def _register_board_commands() -> None:
-    from . import provision
+    from . import flash, provision
 
+    flash.register(main)
     provision.register(main)
 
 
