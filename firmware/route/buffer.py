@@ -296,7 +296,7 @@ class CommandBuffer:
 
     def take(self, eui_hex):
         """Oldest message for the device, removed from flash before it is
-        returned: (msg bytes, messages still queued) or (None, 0)."""
+        returned: (msg bytearray, messages still queued) or (None, 0)."""
         eh = eui_hex.upper()
         q = self._q.get(eh)
         if not q:
@@ -305,7 +305,7 @@ class CommandBuffer:
         self._pop(eh, 0)
         self.stats["delivered"] += 1
         self._fire(eh)
-        return bytes(msg), len(self._q.get(eh, ()))
+        return msg, len(self._q.get(eh, ()))
 
     def expire(self, now):
         """Remove every message whose expiry is <= now: [(eui_hex, msg)]."""

@@ -260,7 +260,7 @@ class Router:
             if kind == tunnel.GSME_GET:
                 self.counters["gets"] += 1
                 msg, left = self.buffer.take(eh)
-                return bytes(tunnel.encode_get_response(min(left, 255), msg))
+                return tunnel.encode_get_response(min(left, 255), msg)
             if kind == tunnel.GSME_PUT:
                 self.counters["puts"] += 1
                 await self._device_message(eh, bytes(msg), True)
@@ -394,7 +394,8 @@ def install(hub, cfg=None):
         return r.status()
 
     async def route_config(req):
-        return {"cfg": r.configure(dict((k, v) for k, v in req.items() if k != "cmd"))}
+        # only the settings: the request also carries the local port's own keys
+        return {"cfg": r.configure(dict((k, v) for k, v in req.items() if k in DEFAULTS))}
 
     async def route_buffer(req):
         eh = req.get("eui")

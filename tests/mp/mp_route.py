@@ -369,10 +369,12 @@ def test_route_config_persists():
     hub, r = _hub()
     got = run(hub.commands["route_config"]({"cmd": "route_config", "expiry_s": 5, "capacity": 3}))
     assert got["cfg"]["expiry_s"] == 5 and r.buffer.capacity == 3
-    try:
-        run(hub.commands["route_config"]({"cmd": "route_config", "nonsense": 1}))
-        raise AssertionError("accepted")
-    except ValueError:
-        pass
+    for bad in ({"nonsense": 1}, {"expiry_s": -1}, {"capacity": "3"}):
+        try:
+            r.configure(bad)
+            raise AssertionError("accepted %r" % (bad,))
+        except ValueError:
+            pass
+    assert r.cfg["expiry_s"] == 5
     hub2, r2 = _hub(fresh=False)
     assert r2.cfg["expiry_s"] == 5 and r2.buffer.capacity == 3 and r2.buffer.expiry_s == 5

@@ -1,0 +1,110 @@
+"""An emulated sleepy GSME (gas meter) on the rig's HAN.
+
+The hub never sends it a command: commands wait in the hub's buffer. Every
+`wake_s` seconds (None: it never wakes) the meter wakes, GETs over its tunnel
+to the hub (TransferData `01`; the hub answers `02 n msg`, or `02 00`),
+executes each command and PUTs (`03 msg`) its response and any alerts, until
+the hub says nothing is left. A command it knows byte for byte from the RTDS
+(hil.meters.rtds_answers) gets that scenario's RESPONSE and ALERT files, so
+the RTDS ERROR scenarios are the commands it fails on purpose (e.g. a TOM
+command the GPF must then discard with 0x819E); an unknown command gets no
+answer.
+
+Hooks for the GSME's own data (hil/meters/gsme_data.py): `on_command` is a
+list of callables `(command bytes) -> list of extra frames to PUT | None`
+run on every executed command, and `data` holds whatever meter state they
+keep.
+
+Usage (on the rig's loop): `m = GsmeMeter(han.device("gsme"), wake_s=2); m.start()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from . import Answer, rtds_answers
+
+GET, RESPONSE, PUT = 0x01, 0x02, 0x03
+
+
+class GsmeMeter:
+    def __init__(self, device: Any, answers: dict[bytes, Answer] | None = None, wake_s: float | None = 1800.0,
+                 data: Any = None) -> None:
+        self.device = device
+        self.answers = answers if answers is not None else rtds_answers()
+        self.wake_s = wake_s
+        self.data = data
+        self.on_command: list[Callable[[bytes], list[bytes] | None]] = []
+        self.executed: list[bytes] = []
+        self.puts: list[bytes] = []
+        self.wakes = 0
+        self.errors: list[str] = []
+        self._task: asyncio.Task[None] | None = None
+        self.woke = asyncio.Event()
+
+    # --- life -----------------------------------------------------------------
+    def start(self) -> None:
+        if self._task is None and self.wake_s is not None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def _run(self) -> None:
+        assert self.wake_s is not None
+        while True:
+            await asyncio.sleep(self.wake_s)
+            try:
+                await self.wake()
+            except (TimeoutError, ConnectionError, ValueError) as e:
+                self.errors.append(f"wake {self.wakes}: {e!r}")
+
+    # --- one wake-up ------------------------------------------------------------
+    async def wake(self, timeout: float = 5.0) -> int:
+        """GET until the hub has nothing left; -> commands executed."""
+        self.wakes += 1
+        n = 0
+        try:
+            while True:
+                r = await self._get(timeout)
+                if len(r) < 2 or r[0] != RESPONSE:
+                    raise ValueError(f"bad answer to GET: {r[:8].hex()}")
+                left = r[1]
+                if len(r) == 2:
+                    break
+                n += 1
+                for frame in self.execute(r[2:]):
+                    self.puts.append(frame)
+                    if not self.device.tunnel_send(bytes((PUT,)) + frame):
+                        raise ConnectionError("PUT lost")
+                    await asyncio.sleep(0.02)
+                if left == 0:
+                    break
+        finally:
+            self.woke.set()
+        return n
+
+    async def _get(self, timeout: float) -> bytes:
+        try:
+            return bytes(await self.device.tunnel_request(bytes((GET,)), timeout))
+        except (TimeoutError, ConnectionError):
+            # the hub may have restarted since the tunnel was opened: open a new one
+            self.device.tunnel_id = None
+            return bytes(await self.device.tunnel_request(bytes((GET,)), timeout))
+
+    def execute(self, cmd: bytes) -> list[bytes]:
+        """Run one command: the frames to PUT (response first, then alerts)."""
+        self.executed.append(bytes(cmd))
+        extra: list[bytes] = []
+        for fn in self.on_command:
+            got = fn(bytes(cmd))
+            if got:
+                extra += got
+        a = self.answers.get(bytes(cmd))
+        if a is None:
+            return extra
+        return [a.response, *a.alerts, *extra]
