@@ -86,10 +86,29 @@ def test_tunnel_exchange_esme_and_gsme(demo: EmulatedSystem) -> None:
     assert r["ok"] and r["reply"] == "0102" and len(han.device("esme").served) == 1
     # the sleepy GSME: on the tunnel it opened (hub = server), delivered on poll
     msg = os.urandom(700)
-    r = _call(demo, "han_tunnel", eui=gsme, data=msg.hex(), timeout_ms=20000)
+    from hil.devices import echo, ignore
+
+    han.device("gsme").on_tunnel_data = echo
+    try:
+        r = _call(demo, "han_tunnel", eui=gsme, data=msg.hex(), timeout_ms=20000)
+    finally:
+        han.device("gsme").on_tunnel_data = ignore
     assert r["ok"], r
     assert bytes.fromhex(r["reply"]) == msg and not han.device("gsme").served
     assert _counters(demo)["tunnel_rx"] >= before["tunnel_rx"] + 3
+    # a device-initiated message (a GSME GET) reaches the hub's tunnel layer:
+    # on_tunnel_message (the router's, when installed) answers it on the same
+    # tunnel, or it is counted as unclaimed
+    c0 = _counters(demo)
+    g = han.device("gsme")
+    n = len(g.tunnel_in)
+
+    async def get() -> bool:
+        return g.tunnel_send(b"\x01")
+
+    assert han.run(get())
+    _until(lambda: _counters(demo)["tunnel_rx"] == c0["tunnel_rx"] + 1, 5)
+    _until(lambda: _counters(demo)["tunnel_unclaimed"] > c0["tunnel_unclaimed"] or len(g.tunnel_in) > n, 5)
 
 
 def test_delivery_errors(demo: EmulatedSystem) -> None:

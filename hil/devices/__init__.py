@@ -1,6 +1,6 @@
 """Emulated HAN devices on the NCP emulator's simulated network (see
 device.py and docs/han.md)."""
 
-from .device import EmulatedDevice, Esme, Gsme, Ihd, echo
+from .device import EmulatedDevice, Esme, Gsme, Ihd, echo, ignore
 
-__all__ = ["EmulatedDevice", "Esme", "Gsme", "Ihd", "echo"]
+__all__ = ["EmulatedDevice", "Esme", "Gsme", "Ihd", "echo", "ignore"]

@@ -15,8 +15,9 @@ What it speaks (hil/devices/zcl.py):
 * Tunneling server: accepts the hub's RequestTunnel, and hands every
   TransferData the hub sends (on either tunnel) to the hook
   `on_tunnel_data(data) -> bytes | None` (async); a returned message goes
-  back on the same tunnel. The default hook is `echo` (returns the data);
-  the meters work replaces it with real ESME/GSME behaviour.
+  back on the same tunnel. The default hook is `echo` (returns the data;
+  the GSME's is `ignore`); the meters work replaces it with real ESME/GSME
+  behaviour.
 """
 
 from __future__ import annotations
@@ -39,6 +40,12 @@ TunnelHook = Callable[[bytes], Awaitable["bytes | None"]]
 async def echo(data: bytes) -> bytes:
     """The default tunnel hook: answer with the message itself."""
     return data
+
+
+async def ignore(data: bytes) -> None:
+    """The GSME's default hook: take the message, answer nothing (it never
+    answers the hub's GET responses)."""
+    return None
 
 
 def basic_attributes(model: str, manufacturer: str = "chub rig") -> dict[int, tuple[int, object]]:
@@ -300,6 +307,7 @@ class Gsme(EmulatedDevice):
 
     def __init__(self, emu: NcpEmulator, node: Node, name: str = "gsme", **kw: Any) -> None:
         super().__init__(emu, node, name, model="EMU-GSME", **kw)
+        self.on_tunnel_data = ignore
 
     async def after_join(self) -> None:
         await super().after_join()
