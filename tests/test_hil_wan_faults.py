@@ -8,6 +8,7 @@ One emulated system for the module; fast timings through `wan_config`.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,8 +23,10 @@ ECS26I = "6.2.4_ECS26i/ECS26i_6.2.4_SUCCESS_COMMAND_GBCS.HEX"
 TIMINGS = {"cmd": 1500, "at": 300, "at_retries": 2, "cpin_retries": 2, "cpin_interval": 50, "netopen": 3000,
            "netclose": 2000, "cipopen": 3000, "cipsend": 3000, "cipclose": 2000, "boot": 3000, "reg_poll": 50,
            "grace": 50}
+# rx_poll_ms 60 s: the receive safety net stays out of the way, every frame
+# must come through the driver's "+CIPRXGET: 1,0" handling
 FAST = {"retry_ms": 100, "retry_max_ms": 400, "reg_timeout_ms": 1000, "hello_timeout_ms": 3000,
-        "signal_ms": 300, "max_errors": 4, "timings": TIMINGS}
+        "signal_ms": 300, "max_errors": 4, "rx_poll_ms": 60000, "timings": TIMINGS}
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +64,15 @@ def wait_for(what: str, pred: Callable[[], object], timeout: float = 20.0) -> ob
 
 
 def tx_events(s: EmulatedSystem) -> list[dict]:
-    return call(s, "transactions")["entries"]
+    """The whole transaction log, oldest first (the reply is paged, newest first)."""
+    out: list[dict] = []
+    before = None
+    while True:
+        r = call(s, "transactions", **({} if before is None else {"before": before}))
+        out = r["entries"] + out
+        if not r["entries"] or len(out) >= r["total"]:
+            return out
+        before = r["entries"][0]["seq"]
 
 
 def command_ok(s: EmulatedSystem, vectors: Path, timeout: float = 20) -> None:
@@ -151,3 +162,206 @@ def test_last_gasp_and_restoration(system: EmulatedSystem, vectors: Path) -> Non
     assert out[0].copies == 1 and back[0].copies == 1
     call(system, "wan_config", set=FAST)  # (settings persist; re-applied for the driver timings)
     command_ok(system, vectors)
+
+
+# ---------------------------------------------------------------- the full scenario, every fault
+
+
+class Chain:
+    """Each step: a command goes out; the moment the hub ACKs it (its
+    response is on flash in the outbox) the fault is injected and that
+    connection's remaining input is ignored. The response must arrive on a
+    later connection, once, after the hub recovered by itself (plus what a
+    step does to heal the emulated world, e.g. a SIM put back)."""
+
+    def __init__(self, s: EmulatedSystem, vectors: Path) -> None:
+        self.s = s
+        self.cmd = vectors / "gbcs" / "rtds" / ECS26I
+        self.counters: list[int] = []
+        self.done: list[str] = []
+
+    def step(self, name: str, inject: Callable[[], object], meanwhile: Callable[[], object] | None = None,
+             timeout: float = 45) -> None:
+        he = self.s.headend
+        wait_for("link before " + name, lambda: call(self.s, "wan_status")["connected"])
+        conn = he.connections
+        fired: list[int] = []
+
+        def hook(fid: int) -> None:
+            he.on_command_acked = None
+            fired.append(fid)
+            inject()
+
+        he.on_command_acked = hook
+        assert he.loop is not None
+        fut = asyncio.run_coroutine_threadsafe(he.asend_command(self.cmd, timeout=timeout), he.loop)
+        try:
+            wait_for(name + " injected", lambda: fired, 15)
+            if meanwhile is not None:
+                meanwhile()
+            reply = fut.result(timeout + 5)
+        finally:
+            he.on_command_acked = None
+        assert all(code == 0 for _, code in decode_access_response(reply.frame.payload).results), name
+        got = [r for r in he.received if r.frame is not None and r.frame.cra == 2
+               and r.frame.counter == reply.frame.counter]
+        assert len(got) == 1, (name, got)
+        assert got[0].connection > conn, f"{name}: the response left before the fault"
+        self.counters.append(reply.frame.counter)
+        self.done.append(name)
+
+
+def status_has(s: EmulatedSystem, text: str) -> Callable[[], bool]:
+    return lambda: text in (call(s, "wan_status")["last_error"] or "")
+
+
+def test_full_scenario_every_fault(system: EmulatedSystem, vectors: Path) -> None:
+    s, he, emu = system, system.headend, system.modem
+    assert s.rig is not None
+    call(s, "wan_config", set=FAST)
+    ch = Chain(s, vectors)
+    rig = lambda fn: on_rig(s, fn)  # noqa: E731
+
+    # no SIM, found at boot after a power cut: the clock has no source yet
+    def no_sim_meanwhile() -> None:
+        s.reboot(power_cut=True)
+        wait_for("NoSim", status_has(s, "NoSim"))
+        clk = call(s, "status")["clock"]
+        assert clk["valid"] is False and clk["source"] is None, clk
+        rig(emu.insert_sim)
+
+    ch.step("no SIM", lambda: (emu.remove_sim(urc=True), emu.drop_network()), no_sim_meanwhile)
+    assert call(s, "status")["clock"]["valid"] is True  # HELLO_ACK / the network gave the time
+
+    # PIN required after a modem reboot: the PIN is configured remotely and stored
+    def pin_meanwhile() -> None:
+        wait_for("PinRequired", status_has(s, "PinRequired"))
+        assert call(s, "wan_config", set={"pin": "4321"})["pin"] == "4321"
+
+    ch.step("PIN required", lambda: (emu.require_pin("4321"), emu.hw_reset()), pin_meanwhile)
+
+    # registration denied (also after a reset): the hub resets the modem after max_errors
+    resets = count(s, "modem_reset", "errors")
+
+    def denied() -> None:
+        emu.cfg.reg_stat = 3
+        emu.deny_registration()
+        emu.drop_network()
+
+    def denied_meanwhile() -> None:
+        wait_for("reset after repeated errors", lambda: count(s, "modem_reset", "errors") > resets)
+        assert emu.sim == "SIM PIN" or emu.sim == "READY"
+
+        def heal() -> None:
+            emu.cfg.reg_stat = 1
+            emu.regain_registration()
+
+        rig(heal)
+
+    ch.step("registration denied", denied, denied_meanwhile)
+
+    # registration lost (searching) until the network comes back
+    def lost_meanwhile() -> None:
+        wait_for("not registered", status_has(s, "not registered"))
+        rig(lambda: emu.regain_registration(1))
+
+    ch.step("registration lost", lambda: (emu.lose_registration(2), emu.drop_network()), lost_meanwhile)
+
+    # weak signal: the link works; HELLO carries the weak value
+    hellos = len(he.hellos)
+    ch.step("weak signal", lambda: (emu.set_csq(3), emu.remote_close(0)))
+    assert he.hellos[hellos].signal_dbm == -107
+    rig(lambda: emu.set_csq(21))
+
+    # PDP activation failure, logged, until the network accepts the context
+    fails = count(s, "pdp_fail")
+
+    def pdp_meanwhile() -> None:
+        wait_for("pdp_fail", lambda: count(s, "pdp_fail") > fails)
+        rig(lambda: emu.fail_pdp(None))
+
+    ch.step("PDP activation failure", lambda: (emu.fail_pdp("urc"), emu.drop_network()), pdp_meanwhile)
+
+    # socket open fails three times (+CIPOPEN: 0,10), then works
+    opens = sum(c.startswith("AT+CIPOPEN=") for c in emu.commands)
+    ch.step("socket open failure", lambda: (emu.fail_socket_open(10, times=3), emu.remote_close(0)))
+    assert emu._sock_fail == []  # all three failures were met ...
+    assert sum(c.startswith("AT+CIPOPEN=") for c in emu.commands) >= opens + 4  # ... and retried past
+
+    # the modem stops answering: hardware reset through the board
+    silent = count(s, "modem_reset", "silent")
+    ch.step("silent modem", emu.go_silent)
+    assert count(s, "modem_reset", "silent") > silent
+
+    # network drop
+    ch.step("network drop", emu.drop_network)
+
+    # garbled lines on the UART: counted, the link stays up, commands answered
+    st = call(s, "wan_status")
+    rig(emu.garble)
+    rig(lambda: emu.inject_urc("+CGREG: 2,\"zz", False))
+    command_ok(s, vectors)
+    st2 = call(s, "wan_status")
+    assert st2["garbled"] >= st["garbled"] + 4 and st2["drops"] == st["drops"], (st, st2)
+    ch.done.append("garbled lines")
+
+    # clock: the hub 30 s behind; the network's time corrects it and it is logged
+    steps = count(s, "time_step")
+    s.rig.set_rtc_offset(-30)
+    wait_for("RTC offset applied", lambda: abs(call(s, "status")["utc"] - (time.time() - 30)) <= 2, 5)
+    rig(lambda: emu.network_time(time.time()))
+    wait_for("time step", lambda: count(s, "time_step") > steps)
+    step = [e for e in tx_events(s) if e["event"] == "time_step"][-1]["detail"]
+    assert step.endswith(" network") and 28 <= int(step.split()[0]) <= 32, step
+    assert abs(call(s, "status")["utc"] - time.time()) <= 2
+    ev = [(c, d) for _, c, d in call(s, "logs", which="event")["entries"] if c == 0x8FF2]
+    assert ev and 28 <= int.from_bytes(bytes.fromhex(ev[-1][1])[:4], "big", signed=True) <= 32, ev
+    assert call(s, "status")["clock"]["valid"] is True
+
+    # everything delivered once, nothing left, no receive poll needed
+    wait_for("outbox empty", lambda: call(s, "wan_status")["outbox_pending"] == 0)
+    assert len(set(ch.counters)) == len(ch.counters) == 9, ch.done
+    st = call(s, "wan_status")
+    assert st["connected"] and st["rx_polls_found"] == 0, st
+    resp = [r for r in he.received if r.frame is not None and r.frame.cra == 2 and r.frame.counter in ch.counters]
+    assert len(resp) == 9 and all(r.copies == 1 for r in resp), [(r.id, r.copies) for r in resp]
+
+
+CCS01 = "8.11_CCS01/CCS01_8.11_SUCCESS_COMMAND_GBCS.HEX"
+
+
+def test_retry_schedule_per_class_follows_configuration(system: EmulatedSystem, vectors: Path) -> None:
+    """Responses (critical) and, with critical_alerts off, alerts
+    (non-critical) are resent on their class's configured back-off while the
+    head-end holds its ACKs; exhausted messages are logged and kept, and go
+    out again after the next reconnect."""
+    s, he = system, system.headend
+    wait_for("link", lambda: call(s, "wan_status")["connected"])
+    exhausted = count(s, "exhausted")
+    call(s, "wan_config", set={"crit_retries": 2, "crit_backoff_ms": 400, "crit_backoff_max_ms": 700,
+                               "noncrit_retries": 1, "noncrit_backoff_ms": 900, "critical_alerts": False,
+                               "on_exhausted": "keep"})
+    he.ack_hub_frames = False
+    try:
+        n = len(he.received)
+        reply = he.send_command(vectors / "gbcs" / "rtds" / CCS01, timeout=15)
+        resp = next(r for r in he.received[n:] if r.frame is not None and r.frame.counter == reply.frame.counter)
+        alert = wait_for("CS14 alert", lambda: [r for r in he.received[n:] if r.frame and r.frame.cra == 3], 5)[0]
+        he.wait(lambda: resp.copies >= 3 and alert.copies >= 2, 10, "resends")
+        wait_for("both exhausted", lambda: count(s, "exhausted") >= exhausted + 2, 10)
+        time.sleep(1.0)
+        assert resp.copies == 3 and alert.copies == 2, (resp.copies, alert.copies)  # no more: kept, parked
+        gaps = [b - a for a, b in zip(resp.times, resp.times[1:], strict=False)]
+        assert 0.35 <= gaps[0] <= 0.65 and 0.65 <= gaps[1] <= 1.0, gaps  # 400 ms, then 800 capped to 700
+        agap = alert.times[1] - alert.times[0]
+        assert 0.85 <= agap <= 1.2, agap
+        assert call(s, "wan_status")["outbox_pending"] >= 2
+    finally:
+        he.ack_hub_frames = True
+        call(s, "wan_config", set={"crit_retries": 8, "crit_backoff_ms": 10000, "crit_backoff_max_ms": 600000,
+                                   "noncrit_retries": 3, "noncrit_backoff_ms": 60000, "critical_alerts": True})
+    hellos = len(he.hellos)
+    he.disconnect()  # a new link: kept messages get a fresh budget and go out again
+    relink(s, hellos)
+    wait_for("outbox empty", lambda: call(s, "wan_status")["outbox_pending"] == 0)
+    assert resp.copies == 4 and alert.copies == 3

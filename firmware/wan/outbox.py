@@ -55,17 +55,46 @@ class TxLog:
             detail = detail.encode()
         self.ring.append(struct.pack(">IBI", self.utc() & 0xFFFFFFFF, event, fid & 0xFFFFFFFF) + detail[:40])
 
+    def __len__(self):
+        return len(self.ring)
+
+    @staticmethod
+    def _entry(seq, p):
+        if len(p) < 9:
+            return None
+        t, ev, fid = struct.unpack(">IBI", p[:9])
+        try:
+            d = str(bytes(p[9:]), "utf-8")
+        except UnicodeError:
+            d = ""
+        return {"seq": seq, "utc": t, "event": TX_NAMES.get(ev, ev), "id": fid, "detail": d}
+
     def entries(self):
         out = []
-        for _, p in self.ring.pending():
-            if len(p) < 9:
+        for seq, p in self.ring.pending():
+            e = self._entry(seq, p)
+            if e is not None:
+                out.append(e)
+        return out
+
+    def page(self, before=None, room=1500):
+        """Entries with seq < before (all when None), newest first until
+        about `room` bytes of JSON, returned oldest first. Reads only the
+        records it returns."""
+        r = self.ring
+        out = []
+        for seq in reversed(r.seqs()):
+            if before is not None and seq >= before:
                 continue
-            t, ev, fid = struct.unpack(">IBI", p[:9])
-            try:
-                d = str(bytes(p[9:]), "utf-8")
-            except UnicodeError:
-                d = ""
-            out.append({"utc": t, "event": TX_NAMES.get(ev, ev), "id": fid, "detail": d})
+            p = r.read(seq)
+            e = self._entry(seq, p) if p is not None else None
+            if e is None:
+                continue
+            room -= 56 + len(e["event"]) + len(e["detail"])
+            if room < 0:
+                break
+            out.append(e)
+        out.reverse()
         return out
 
 

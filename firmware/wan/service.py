@@ -393,6 +393,7 @@ class Wan:
             "modem_resets": self.resets, "duplicates": self.duplicates,
             "rx_polls_found": self.rx_polls_found, "last_error": self.last_error,
             "errors": self.errors, "pdp_refreshes": self.pdp_refreshes,
+            "garbled": m.at.p.garbled if m else 0,
         }
 
     async def cmd_config(self, req):
@@ -422,7 +423,13 @@ class Wan:
         return c
 
     async def cmd_transactions(self, req):
-        return {"entries": self.tx.entries()}
+        """{before?: seq} -> the newest entries older than `before` that fit
+        ~1.5 KB, oldest first, each with its seq; `total` = entries held.
+        Page back with before = the first seq of the previous page."""
+        before = req.get("before")
+        if before is not None and (not isinstance(before, int) or before < 0):
+            raise ValueError("'before' must be an integer >= 0")
+        return {"total": len(self.tx), "entries": self.tx.page(before)}
 
 
 def _driver(reader, writer, reset, timings):

@@ -78,6 +78,7 @@ class Received:
     error: str | None = None
     copies: int = 1
     connection: int = 0  # which connection (1, 2, ...) first carried it
+    times: list[float] = field(default_factory=list)  # time.monotonic() of each copy
 
 
 @dataclass
@@ -187,8 +188,9 @@ class HeadEndServer:
             if fid in self.by_id:
                 self.duplicates += 1
                 self.by_id[fid].copies += 1
+                self.by_id[fid].times.append(time.monotonic())
             else:
-                rec = Received(fid, p, None, connection=self.connections)
+                rec = Received(fid, p, None, connection=self.connections, times=[time.monotonic()])
                 try:
                     rec.frame = parse_frame(p)
                 except Exception as e:  # noqa: BLE001 - record, do not crash the link

@@ -280,3 +280,26 @@ def test_prioritised_message_leaves_first():
     clk.t += 100
     assert ob.due() == [a, b]  # resends; the acked one is gone from the front
     st.close()
+
+
+def test_transaction_log_pages_cover_everything_once():
+    from wan.outbox import TX_ACK
+
+    fresh()
+    st = Store(ROOT + "/data")
+    tx = TxLog(st.ringlog("transactions", 20), lambda: 1700000000)
+    for i in range(30):  # the ring keeps the newest 20
+        tx.add(TX_ACK, i, "d%d" % i)
+    assert len(tx) == 20
+    got = []
+    before = None
+    while True:
+        page = tx.page(before, room=300)
+        if not page:
+            break
+        assert 0 < len(page) < 20
+        got = page + got
+        before = page[0]["seq"]
+    assert [e["id"] for e in got] == list(range(10, 30)), [e["id"] for e in got]
+    assert got == tx.entries() and got[-1]["event"] == "ack" and got[-1]["detail"] == "d29"
+    st.close()
