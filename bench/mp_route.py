@@ -55,14 +55,23 @@ def _umount():
         pass
 
 
-def fresh(path):
+class CountingDevice(FileBlockDevice):
+    """Also counts the bytes programmed (a block write is at most 128)."""
+
+    programmed = 0
+
+    def writeblocks(self, block, buf, offset=None):
+        self.programmed += len(buf)
+        return FileBlockDevice.writeblocks(self, block, buf, offset)
+
+
+def fresh(path, cls=FileBlockDevice):
     _umount()
-    dev = FileBlockDevice(path, BLOCKS)
     # a blank image every time (the device only re-blanks a wrong-sized file)
     with open(path, "wb") as f:
         for _ in range(BLOCKS):
             f.write(b"\xff" * 4096)
-    dev = FileBlockDevice(path, BLOCKS)
+    dev = cls(path, BLOCKS)
     vfs.VfsLfs2.mkfs(dev)
     vfs.mount(vfs.VfsLfs2(dev), ROOT)
     return dev
@@ -161,11 +170,13 @@ def sweep(path, first, step):
 
 
 def figures(path):
+    import time
+
     from store import Store
 
     out = {}
     for kind in ("buffer", "journal"):
-        dev = fresh(path)
+        dev = fresh(path, CountingDevice)
         if kind == "buffer":
             q = CommandBuffer(ROOT + "/gbuf")
         else:
@@ -174,7 +185,8 @@ def figures(path):
         nbytes = 0
         # warm up, then measure 200 commands with a backlog of up to 3
         for rnd in (0, 1):
-            w0, e0, nbytes, count = dev.writes, dev.erases, 0, 0
+            w0, e0, p0, nbytes, count = dev.writes, dev.erases, dev.programmed, 0, 0
+            t0 = time.ticks_us()
             for i in range(40 if rnd == 0 else 200):
                 m = payload(i, RTDS_SIZES)
                 if kind == "buffer":
@@ -189,10 +201,12 @@ def figures(path):
                     else:
                         q.read(pend[0])
                         q.ack(pend.pop(0))
-        w, e = dev.writes - w0, dev.erases - e0
+        us = time.ticks_diff(time.ticks_us(), t0)
+        w, e, pb = dev.writes - w0, dev.erases - e0, dev.programmed - p0
         out[kind] = {"messages": count, "payload_bytes": nbytes, "block_writes": w, "block_erases": e,
-                     "writes_per_message": w / count, "erases_per_message": e / count,
-                     "erase_bytes_per_byte": e * 4096 / nbytes, "write_bytes_per_byte": w * 4096 / nbytes}
+                     "programmed_bytes": pb, "writes_per_message": w / count, "erases_per_message": e / count,
+                     "erase_bytes_per_byte": e * 4096 / nbytes, "write_bytes_per_byte": w * 4096 / nbytes,
+                     "program_bytes_per_byte": pb / nbytes, "ms_per_message": us / 1000 / count}
     print("FIGURES", json.dumps(out))
 
 
