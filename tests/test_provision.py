@@ -43,17 +43,21 @@ class RecordingClient(LocalPortClient):
         super()._absorb(data)
 
 
-def _flash_kv(dut, name: str) -> dict:  # noqa: ANN001
-    """A KV read straight from the board's flash file (the hub stopped)."""
+def _flash_file(dut, name: str) -> bytes:  # noqa: ANN001
+    """A file read straight from the board's flash file (the hub stopped)."""
     code = (
-        "import vfs, json\nfrom blockdev import FileBlockDevice\n"
+        "import vfs, binascii\nfrom blockdev import FileBlockDevice\n"
         f"bd = FileBlockDevice({str(dut.flash_path)!r}, {dut.flash_blocks})\n"
         "vfs.mount(vfs.VfsLfs2(bd), '/f')\n"
-        f"t = open('/f/{name}.kv').read()\nprint(t[9:])\n"
+        f"print(binascii.hexlify(open('/f/{name}', 'rb').read()).decode())\n"
     )
     r = run_mp(code=code)
     assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
+    return bytes.fromhex(r.stdout.strip())
+
+
+def _flash_kv(dut, name: str) -> dict:  # noqa: ANN001
+    return json.loads(_flash_file(dut, f"{name}.kv")[9:])
 
 
 def _run(url: str, *args: str) -> object:
@@ -94,7 +98,6 @@ def test_provision_issues_certificates_and_keeps_private_keys_on_the_hub(hub, st
             assert P.eui_from_certificate(cert.public_bytes(serialization.Encoding.DER)).hex() == ident[name]["eui"]
     hub.dut.stop()
     idkv = _flash_kv(hub.dut, "identity")
-    certs = _flash_kv(hub.dut, "certs")
     for name in ("chf", "gpf"):
         rec = idkv[name]
         for usage in ("ka", "ds"):
@@ -102,7 +105,7 @@ def test_provision_issues_certificates_and_keeps_private_keys_on_the_hub(hub, st
             assert _private_matches(d, ident[name][f"{usage}_pub"])  # the certified key is this private key's
             # neither hex nor raw bytes of any private key ever came over the local port
             assert d.encode() not in sent.lower() and bytes.fromhex(d) not in sent
-            assert certs[f"{name}_{usage}"] == r.certs[f"{name}_{usage}"]
+            assert _flash_file(hub.dut, f"cert_{name}_{usage}.der").hex() == r.certs[f"{name}_{usage}"]
     prov = _flash_kv(hub.dut, "prov")
     assert "ka_d" not in json.dumps(prov)  # the applied record keeps no private keys
     assert prov["applied"] == 1

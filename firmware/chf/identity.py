@@ -67,8 +67,13 @@ class Identity:
 
     def certificate(self, name, usage):
         """The DER certificate from provisioning (usage "ka" or "ds"), or None."""
-        c = self._store.kv("certs").get(name + "_" + usage)
-        return _unhex(c) if c else None
+        from chf.provision import cert_path
+
+        try:
+            with open(cert_path(self._store, name + "_" + usage), "rb") as f:
+                return f.read()
+        except OSError:
+            return None
 
     def _generate(self, rand, eui):
         chf = bytes(eui) if eui is not None else _new_eui(rand)

@@ -39,6 +39,18 @@ def pop_message(nonce, eui, ka_q, ds_q):
     return POP_LABEL + bytes(nonce) + bytes(eui) + bytes(ka_q) + bytes(ds_q)
 
 
+def cert_path(store, name, staged=False):
+    """A certificate (DER) in the store's folder: cert_<device>_<usage>.der,
+    .stg while staged (kept out of the KVs: the heap never holds them all)."""
+    return "%s/cert_%s.%s" % (store.root, name, "stg" if staged else "der")
+
+
+def discard_staged_certs(store):
+    for n in os.listdir(store.root):
+        if n.startswith("cert_") and n.endswith(".stg"):
+            os.remove(store.root + "/" + n)
+
+
 def roll_forward(store):
     """Apply a committed provisioning record that was not (fully) applied;
     throw away a stage that was never committed. Idempotent."""
@@ -60,7 +72,12 @@ def roll_forward(store):
     if Credentials is not None:
         # the CHF's trust anchor cells (CS02a/b) start from the same anchors
         Credentials(store, None).provision(st["anchors"]["chf"])
-    store.kv("certs").update(st["certs"])
+    for name in st["certs"]:
+        staged, final = cert_path(store, name, True), cert_path(store, name)
+        try:
+            os.rename(staged, final)
+        except OSError:
+            pass  # renamed before a power cut: the certificate is in place
     store.kv("auth").update({"installer": st["installer"]})
     # the applied record keeps what the hub reports, not the private keys
     pub = {"gen": st["gen"], "at": st.get("at"), "installer_id": st["installer"]["id"]}
@@ -125,6 +142,7 @@ def install(hub):
     stage = store.kv("prov_stage")
     if "stage" in stage:
         stage.delete("stage")  # a run that never committed: the hub stays as it was
+    discard_staged_certs(store)
 
     def key():
         return installer_key(store)

@@ -3,7 +3,7 @@
 # that a provisioned hub never holds it in its heap).
 import os
 
-from chf.provision import DEVICES, pop_message, roll_forward
+from chf.provision import DEVICES, cert_path, discard_staged_certs, pop_message, roll_forward
 from gbcs import p256
 from gbcs.security import ROLES, _hex, _unhex
 
@@ -36,6 +36,7 @@ class Provisioning:
             raise ProvisionError("the CHF and GPF need different EUI-64s")
         nonce = _bytes(req, "nonce", 16, 32)
         gen = (st["gen"] if st else 0) + 1
+        discard_staged_certs(self.store)
         stage = {"gen": gen, "certs": {}, "anchors": None, "installer": None}
         out = {"gen": gen}
         for name, eui in (("chf", chf), ("gpf", gpf)):
@@ -69,8 +70,11 @@ class Provisioning:
             # the certificate must carry this run's public key and the EUI-64
             if _unhex(dev[c["usage"] + "_q"]) not in der or _unhex(dev["eui"]) not in der:
                 raise ProvisionError("%s %s certificate is not for the staged key and EUI-64" % (c["device"], c["usage"]))
+            name = c["device"] + "_" + c["usage"]
+            with open(cert_path(self.store, name, True), "wb") as f:
+                f.write(der)
             certs = dict(stage["certs"])
-            certs[c["device"] + "_" + c["usage"]] = _hex(der)
+            certs[name] = len(der)
             stage["certs"] = certs
         elif "anchors" in req:
             a = req["anchors"]

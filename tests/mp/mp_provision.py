@@ -24,7 +24,7 @@ def _fresh(name):
 
 
 def _record(gen=1):
-    rec = {"gen": gen, "at": 1, "certs": {"chf_ka": "3082", "chf_ds": "3082", "gpf_ka": "3082", "gpf_ds": "3082"},
+    rec = {"gen": gen, "at": 1, "certs": {"chf_ka": 2, "chf_ds": 2, "gpf_ka": 2, "gpf_ds": 2},
            "installer": {"id": "alice", "key": "11" * 32}}
     for name, eui in (("chf", "02cb0f0000000000"), ("gpf", "02cb0f0000000001")):
         ka_d, ka_q = p256.generate()
@@ -39,13 +39,17 @@ def test_committed_record_is_applied_at_boot():
     st = _fresh("roll")
     before = Identity(st).public()  # factory identity (random EUI)
     rec = _record()
+    for n in rec["certs"]:
+        with open(PV.cert_path(st, n, True), "wb") as f:
+            f.write(b"\x30\x82")
     st.kv("prov").set("state", rec)  # the commit happened; the power went before the apply
     st2 = Store("prov_roll")  # reboot
     ident = Identity(st2)
     assert ident.public()["chf"]["eui"] == "02cb0f0000000000" != before["chf"]["eui"]
     assert ident.public()["gpf"]["ka_pub"] == rec["gpf"]["ka_q"]
     assert ident.anchors("chf")[0]["role"] == "acb"
-    assert ident.certificate("chf", "ka") == b"\x30\x82"
+    assert ident.certificate("chf", "ka") == b"\x30\x82" and ident.certificate("gpf", "ds") == b"\x30\x82"
+    assert not [n for n in os.listdir("prov_roll") if n.endswith(".stg")]
     assert st2.kv("auth").get("installer")["id"] == "alice"
     assert PV.installer_key(st2) == b"\x11" * 32
     prov = st2.kv("prov")
