@@ -40,6 +40,9 @@ DEFAULTS = {
 }
 
 
+_STABLE_MS = 10000
+
+
 class _Planned(Exception):
     """A planned end of the session: reason "pdp" (refresh) or "reinit"."""
 
@@ -142,6 +145,8 @@ class Wan:
                 self.last_error = repr(e)
                 log("wan", "session ended: %r" % e)
             now = self.mono.ms()
+            # a link that was up a while is tried again at once (a flapping one backs off)
+            was_up = self.connected and now - self.good_ms >= _STABLE_MS
             if self.connected:
                 self.drops += 1
                 self.tx.add(ob.TX_LINK_DROP, 0, self.last_error or "")
@@ -173,7 +178,7 @@ class Wan:
                     await m.close_socket()
                 except (md.ModemError, at.ATError):
                     pass
-            if planned is None:
+            if planned is None and not was_up:
                 await asyncio.sleep_ms(delay)
                 delay = min(delay * 2, cfg["retry_max_ms"])
 
