@@ -11,7 +11,7 @@ from han import coordinator as han_coordinator
 from local_port import serve as serve_local_port
 from gpf import service as gpf_service
 from log import log
-from route import router as route_router
+import route
 from supervisor import Supervisor
 from version import VERSION
 from wan import service as wan_service
@@ -39,7 +39,7 @@ class Hub:
         han_coordinator.install(self)  # NCP, network, trust centre: job "han", han_status
         wan_service.install(self)  # modem, head-end link, outbox: job "wan", wan_status
         gpf_service.install(self)  # GPF: mirror ZCL servers, GBZ use cases, tap-off, gpf_status
-        route_router.install(self)  # hub.route by recipient EUI-64, GSME buffer: job "route"
+        route.install(self)  # hub.route by recipient EUI-64, GSME buffer: job "route"
         provision.install(self)  # chub provision; installer authentication guards hub.dispatch
 
     def uptime_s(self):
