@@ -365,3 +365,23 @@ def test_retry_schedule_per_class_follows_configuration(system: EmulatedSystem, 
     relink(s, hellos)
     wait_for("outbox empty", lambda: call(s, "wan_status")["outbox_pending"] == 0)
     assert resp.copies == 4 and alert.copies == 3
+
+
+def test_transaction_log_through_chub_hht_logs(system: EmulatedSystem) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from chub.cli import main
+
+    wait_for("link", lambda: call(system, "wan_status")["connected"])
+    r = CliRunner().invoke(main, ["hht", "--port", system.local_port_url, "logs", "--which", "transactions",
+                                  "--json"])
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.output)
+    assert got["entries"] == tx_events(system)[-len(got["entries"]):] and len(got["entries"]) == got["total"]
+    ev = {e["event"] for e in got["entries"]}
+    assert {"pdp_up", "link_up", "ack"} <= ev, ev
+    r = CliRunner().invoke(main, ["hht", "--port", system.local_port_url, "logs", "--which", "transactions"],
+                           env={"COLUMNS": "200"})
+    assert r.exit_code == 0 and "WAN transaction log" in r.output and "link_up" in r.output, r.output

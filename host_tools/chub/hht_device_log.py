@@ -134,11 +134,18 @@ def register(hht: click.Group) -> None:
         _report(_call(ctx, "device_log_remove", eui=eui), as_json)
 
     @hht.command("logs")
-    @click.option("--which", type=click.Choice(["event", "security"]), default="event", show_default=True)
+    @click.option("--which", type=click.Choice(["event", "security", "transactions"]), default="event",
+                  show_default=True)
     @click.option("--json", "as_json", is_flag=True)
     @click.pass_context
     def logs(ctx: click.Context, which: str, as_json: bool) -> None:
-        """The CHF event or security log (time: UTC seconds since 2000-01-01)."""
+        """The CHF event or security log (time: UTC seconds since 2000-01-01), or the
+        WAN transaction log (UTC seconds since 1970)."""
+        if which == "transactions":
+            from .hht_wan import transactions
+
+            transactions(_call, ctx, as_json)
+            return
         r = _call(ctx, "logs", which=which)
         if as_json:
             click.echo(json.dumps(r))
