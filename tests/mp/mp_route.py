@@ -5,6 +5,7 @@
 # expiry, a full queue, a removed device's queue. The HAN side is a small
 # stand-in here (tunnel_exchange); tests/test_hil_route.py runs the real one.
 import asyncio
+import gc
 import os
 from binascii import a2b_base64, unhexlify
 
@@ -358,6 +359,8 @@ def test_queue_survives_a_restart():
     run(r.on_tunnel_message(GSME, b"\x01"))
     run(r.route(cmds[0]))
     hub.store.close()
+    hub = r = None
+    gc.collect()  # two hubs in one small heap: let the first one go
     hub, r = _hub(fresh=False)
     assert r.buffer.pending(GSME) == 2
     assert run(r.on_tunnel_message(GSME, b"\x01")) == b"\x02\x01" + cmds[1]
@@ -376,5 +379,8 @@ def test_route_config_persists():
         except ValueError:
             pass
     assert r.cfg["expiry_s"] == 5
+    hub.store.close()
+    hub = r = None
+    gc.collect()
     hub2, r2 = _hub(fresh=False)
     assert r2.cfg["expiry_s"] == 5 and r2.buffer.capacity == 3 and r2.buffer.expiry_s == 5
