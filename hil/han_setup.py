@@ -124,6 +124,59 @@ class EmulatedHan:
 
         self.rig.call(go())
 
+    def fault(self, kind: str, n: int = 1) -> None:
+        """Inject an ASH fault on the hub's NCP link (docs/han.md, faults):
+        "corrupt" (a DATA frame with a bad CRC), "truncated", "overlong" (a
+        frame longer than ASH allows), "out_of_sequence" (a DATA frame with
+        the wrong number), "garbage" (noise without flags), "drop" (the next
+        n host DATA frames are lost), "nak" (a NAK storm on the next n host
+        DATA frames), "ack_lost" (the next n host ACKs are lost, the NCP
+        retransmits), "error" (an ASH ERROR frame: the NCP failed)."""
+        import os as _os
+
+        from .ncp.ash import build, randomise
+
+        async def go() -> None:
+            a = self.emu.ash
+            if a is None:
+                raise RuntimeError("the hub is not connected to the NCP")
+            # an EZSP networkState response-shaped payload (seq 0xEE): never a
+            # pending command of the hub's
+            payload = bytes((0xEE, 0x80, 0x01, 0x18, 0x00, 0x02))
+            for _ in range(n if kind in ("corrupt", "truncated", "overlong", "out_of_sequence", "garbage") else 1):
+                if kind == "corrupt":
+                    w = bytearray(build(0x00, randomise(payload)))
+                    w[-2] ^= 0x5A  # a CRC byte (the frame stays delimited)
+                    if w[-2] in (0x7E, 0x7D, 0x11, 0x13, 0x18, 0x1A):
+                        w[-2] ^= 0x01
+                    a.inject(bytes(w))
+                elif kind == "truncated":
+                    a.inject(bytes((0x7E, 0x21, 0x7E)))
+                elif kind == "overlong":
+                    a.inject(build(0x00, randomise(_os.urandom(200))))
+                elif kind == "out_of_sequence":
+                    a.send_out_of_sequence(payload)
+                elif kind == "garbage":
+                    a.inject(bytes(b for b in _os.urandom(64) if b not in (0x7E, 0x1A, 0x18)))
+            if kind == "drop":
+                a.drop_host_data += n
+            elif kind == "nak":
+                a.nak_host_data += n
+            elif kind == "ack_lost":
+                a.ignore_host_acks += n
+            elif kind == "error":
+                a.send_error()
+            elif kind not in ("corrupt", "truncated", "overlong", "out_of_sequence", "garbage"):
+                raise ValueError(f"unknown fault {kind!r}")
+
+        self.rig.call(go())
+
+    @property
+    def ash_faults(self) -> dict[str, int]:
+        """Faults the NCP side has applied on the current link."""
+        a = self.emu.ash
+        return dict(a.faults_done) if a is not None else {}
+
     @property
     def network(self) -> dict[str, Any]:
         h = self.emu.han

@@ -564,9 +564,9 @@ class Ash:
                     self.t_rx_ack = min(self.t_max, 2 * self.t_rx_ack)
                 if tries >= self.max_tries:
                     self._pending = -1
-                    self.connected = False
                     self.stats["link_failures"] += 1
-                    self.failure = LinkFailure("DATA frame %d not acknowledged after %d tries" % (frm, tries))
+                    # _fail also wakes recv(): the EZSP layer must see the link go
+                    self._fail(LinkFailure("DATA frame %d not acknowledged after %d tries" % (frm, tries)))
                     raise self.failure
                 retx = True
 

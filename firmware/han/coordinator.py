@@ -69,6 +69,8 @@ class Coordinator(Messaging):
             "restarts": job.get("restarts", 0),
             "counters": self.counters,
             "trust_centre": self.tc.stats if self.tc is not None else None,
+            "ash": self.ezsp.t.stats if self.ezsp is not None and hasattr(self.ezsp.t, "stats") else None,
+            "ezsp": self.ezsp.stats if self.ezsp is not None else None,
         }
 
     def summary(self):

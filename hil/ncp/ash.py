@@ -131,6 +131,11 @@ class NcpAsh:
         self.connected = False  # True after the host's RST
         self.rx_frames = 0
         self.tx_frames = 0
+        # fault injection (set from the rig's loop; each counts down)
+        self.drop_host_data = 0  # host DATA frames lost on the wire (no ACK: the host retransmits)
+        self.nak_host_data = 0  # host DATA frames answered with NAK (a NAK storm)
+        self.ignore_host_acks = 0  # host ACKs lost (the NCP retransmits: the host sees duplicates)
+        self.faults_done: dict[str, int] = {}
 
     # --- output -------------------------------------------------------
     def _write(self, wire: bytes) -> None:
@@ -144,6 +149,19 @@ class NcpAsh:
     def send_error(self, code: int = ERROR_EXCEEDED_MAX_ACK_TIMEOUTS) -> None:
         self._write(build(ERROR, bytes((0x02, code))))
         self.connected = False
+
+    def inject(self, wire: bytes) -> None:
+        """Raw bytes on the line (corrupted, truncated, over-long frames...)."""
+        self._write(wire)
+
+    def send_out_of_sequence(self, frame: bytes) -> None:
+        """A DATA frame numbered past the one the host expects (its
+        numbering is not advanced: the host must NAK and drop it)."""
+        ctrl = (((self._tx_frm + 3) & 7) << 4) | self._rx_ack
+        self._write(build(ctrl, randomise(frame)))
+
+    def _count(self, what: str) -> None:
+        self.faults_done[what] = self.faults_done.get(what, 0) + 1
 
     def send_data(self, frame: bytes) -> None:
         """Queue an EZSP frame for the host (sent in order, window 1)."""
@@ -211,6 +229,15 @@ class NcpAsh:
             return
         if c & 0x80 == 0:  # DATA
             frm, retx, ack = c >> 4 & 7, c >> 3 & 1, c & 7
+            if self.drop_host_data > 0:
+                self.drop_host_data -= 1
+                self._count("dropped")
+                return
+            if self.nak_host_data > 0 and frm == self._rx_ack:
+                self.nak_host_data -= 1
+                self._count("naked")
+                self._write(build(0xA0 | self._rx_ack))
+                return
             self._ack_number(ack)
             if frm == self._rx_ack:
                 self._rx_ack = (frm + 1) & 7
@@ -222,6 +249,10 @@ class NcpAsh:
             else:
                 self._write(build(0xA0 | self._rx_ack))
         elif c & 0xE0 == 0x80:  # ACK
+            if self.ignore_host_acks > 0 and self._outstanding is not None:
+                self.ignore_host_acks -= 1
+                self._count("ack_lost")
+                return
             self._ack_number(c & 7)
         elif c & 0xE0 == 0xA0:  # NAK: resend now
             self._nak = True

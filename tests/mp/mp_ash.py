@@ -369,6 +369,40 @@ def test_five_failed_tries_is_link_failure():
     assert host.t_rx_ack == 80
 
 
+def test_send_link_failure_wakes_a_waiting_receiver():
+    # found by tests/test_hil_han_faults.py (a NAK storm): the EZSP layer
+    # waits in recv(); a send that gives up must take recv() down too, or
+    # the hub never notices the dead link
+    async def body(host, ncp):
+        await host.reset()
+        got = []
+
+        async def reader():
+            try:
+                await host.recv()
+                got.append("frame")
+            except ash.LinkFailure as e:
+                got.append(e)
+
+        rt = asyncio.create_task(reader())
+        await settle()
+        ncp.on_data = lambda ncp, frm, retx, ack, data: ncp.send(ash.nak_control(ncp.expect))  # NAK every try
+        try:
+            await host.send(b"\x00\x00\x00")
+            raise AssertionError("no LinkFailure")
+        except ash.LinkFailure:
+            pass
+        for _ in range(50):
+            if got:
+                break
+            await settle(10)
+        rt.cancel()
+        assert got and isinstance(got[0], ash.LinkFailure), got
+        assert host.stats["rx_nak"] == 5 and host.stats["link_failures"] == 1, host.stats
+
+    run(body)
+
+
 def test_full_receive_queue_sets_nrdy_and_ncp_resends():
     async def body(host, ncp):
         await host.reset()

@@ -1,0 +1,142 @@
+"""HIL: faults on the hub's NCP link and late joins, against the real hub
+(built image, under micropython) and the rig's NCP emulator with the demo
+HAN. Each ASH fault is injected by the emulator's NCP side (hil/ncp/ash.py)
+while the hub is busy with a tunnel exchange to the ESME: corrupted,
+truncated, over-long, out-of-sequence frames and line noise are counted and
+dropped; lost host frames, lost host ACKs and a short NAK storm are
+recovered inside ASH; a long NAK storm and an ASH ERROR take the link down
+and the coordinator comes back on its own (networkInit, never formNetwork).
+After every fault the hub is alive, the Device Log still lists the four
+devices as joined and an exchange with the ESME works. A logged device that
+tries to join after its window closed is refused and written to the
+security log (0x8FE1)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from chub.cli import main
+from hil.han_setup import DEVICES, DeviceSpec
+from hil.system import EmulatedSystem
+
+EV_JOIN_WINDOW_CLOSED = 0x8FE1
+LATE = DeviceSpec("late", "70B3D5C1AAAA0007", 5, bytes.fromhex("0A1B2C3D4E5F60718293A4B5C6D7E8F9"))
+KEEPER = DeviceSpec("keeper", "70B3D5C1AAAA0008", 6, bytes.fromhex("F9E8D7C6B5A4938271605F4E3D2C1B0A"))
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory, hub_image: Path) -> Iterator[EmulatedSystem]:
+    # 768k: see tests/test_hil_han_messaging.py
+    s = EmulatedSystem(tmp_path_factory.mktemp("han_faults") / "sys", image=hub_image, fresh=True, heap="768k")
+    s.start()
+    yield s
+    s.stop()
+
+
+def _call(system: EmulatedSystem, cmd: str, **kw: object) -> dict:
+    from chub.localport import LocalPortClient
+
+    with LocalPortClient(system.local_port_url, timeout=20) as c:
+        return c.call(cmd, **kw)
+
+
+def _until(cond: Callable[[], object], timeout: float = 10.0, what: str = "") -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if v := cond():
+            return v
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _healthy(system: EmulatedSystem) -> dict:
+    """The hub is alive, the ESME reachable over the tunnel and the HAN up
+    with its four devices joined in the Device Log (node_count)."""
+    r = _until(lambda: (x := _call(system, "han_tunnel", eui=DEVICES["esme"].eui, data="c0ffee",
+                                   timeout_ms=8000))["ok"] and x, 20, "an exchange with the ESME")
+    assert r["reply"] == "c0ffee", r  # type: ignore[index]
+    st = _call(system, "han_status")
+    assert st["state"] == "up" and st["node_count"] == 4, st
+    assert system.dut is not None and system.dut.alive
+    return st
+
+
+@pytest.mark.parametrize(("kind", "n", "stat"), [
+    ("corrupt", 3, "crc_errors"),
+    ("truncated", 2, "length_errors"),
+    ("overlong", 2, "length_errors"),
+    ("out_of_sequence", 2, "rx_out_of_seq"),
+    ("drop", 2, "tx_retx"),
+    ("nak", 3, "rx_nak"),
+    ("ack_lost", 2, "rx_dup"),
+])
+def test_ash_faults_recovered_inside_the_link(demo: EmulatedSystem, kind: str, n: int, stat: str) -> None:
+    before = _healthy(demo)
+    restarts = before["restarts"]
+    demo.han.fault(kind, n)
+    after = _healthy(demo)  # the exchange runs through the fault
+    if kind == "ack_lost":  # the NCP only retransmits when nothing else acks
+        _until(lambda: demo.han.ash_faults.get("ack_lost", 0) >= 1, 5, "a lost ACK")
+        after = _until(lambda: (s := _call(demo, "han_status"))["ash"][stat] > before["ash"][stat] and s, 5,
+                       "the duplicate")  # type: ignore[assignment]
+    assert after["ash"][stat] >= before["ash"][stat] + (1 if kind in ("ack_lost", "out_of_sequence") else n), (
+        kind, before["ash"], after["ash"])
+    assert after["restarts"] == restarts, "the link recovered without a restart"
+    assert after["ash"]["link_failures"] == 0 and after["ash"]["ncp_resets"] == 0
+
+
+def test_line_noise(demo: EmulatedSystem) -> None:
+    before = _healthy(demo)
+    demo.han.fault("garbage", 4)
+    after = _healthy(demo)
+    assert after["restarts"] == before["restarts"]
+
+
+def test_long_nak_storm_and_ash_error_restart_the_link(demo: EmulatedSystem) -> None:
+    han = demo.han
+    st = _healthy(demo)
+    mark = len(han.commands)
+    hard = st["counters"]["hard_resets"]
+    # NAKs for more than the 5 tries: LinkFailure, the NCP's reset line is
+    # pulled and the network resumed
+    han.fault("nak", 12)
+    r = _call(demo, "han_tunnel", eui=DEVICES["esme"].eui, data="01", timeout_ms=3000)
+    assert not r["ok"]
+    st2 = _until(lambda: (s := _call(demo, "han_status"))["restarts"] > st["restarts"] and s, 10, "a restart")
+    st2 = _healthy(demo)
+    assert st2["counters"]["hard_resets"] == hard + 1
+    after = han.commands[mark:]
+    assert "networkInit" in after and "formNetwork" not in after
+    # an ASH ERROR frame: the NCP failed; the job restarts (no reset-line pull)
+    han.fault("error")
+    _until(lambda: _call(demo, "han_status")["restarts"] > st2["restarts"], 10, "a restart")
+    st3 = _healthy(demo)
+    assert st3["counters"]["hard_resets"] == hard + 1 and st3["counters"]["ncp_resets"] >= 1
+
+
+def test_join_after_the_window_closed_is_refused_and_logged(demo: EmulatedSystem) -> None:
+    han = demo.han
+    han.add_device(LATE)
+    han.add_device(KEEPER)  # its open window keeps joining permitted
+    for spec, secs in ((KEEPER, 600), (LATE, 1)):
+        r = _call(demo, "device_log_add", eui=spec.eui, type=spec.dev_type, install_code=spec.install_code_hex,
+                  join_timeout=secs)
+        assert r["code"] == 0, r
+    time.sleep(2.5)  # the LATE window closes; the trust centre drops its key
+    han.power_on("late")
+    _until(lambda: han.devices["late"]["state"] in ("refused", "gave up"), 10, "the late device refused")
+    assert not han.nodes["late"].joined
+
+    def logged() -> bool:
+        r = CliRunner().invoke(main, ["hht", "--port", demo.local_port_url, "logs", "--which", "security", "--json"])
+        entries = json.loads(r.output.strip().splitlines()[-1])["entries"]
+        return (EV_JOIN_WINDOW_CLOSED, LATE.eui) in {(e[1], e[2].upper()) for e in entries}
+
+    _until(logged, 10, "0x8FE1 in the security log")
+    _healthy(demo)
