@@ -228,10 +228,15 @@ def test_full_scenario_every_fault(system: EmulatedSystem, vectors: Path) -> Non
         wait_for("NoSim", status_has(s, "NoSim"))
         clk = call(s, "status")["clock"]
         assert clk["valid"] is False and clk["source"] is None, clk
+        # ... and the HAN's Time cluster says Master but not Synchronized
+        t = s.han.run(s.han.device("ihd").read_hub_time(timeout=10), timeout=30)
+        assert t["status"] & 0x03 == 0x01, t
         rig(emu.insert_sim)
 
     ch.step("no SIM", lambda: (emu.remove_sim(urc=True), emu.drop_network()), no_sim_meanwhile)
     assert call(s, "status")["clock"]["valid"] is True  # HELLO_ACK / the network gave the time
+    t = s.han.run(s.han.device("ihd").read_hub_time(timeout=10), timeout=30)
+    assert t["status"] & 0x03 == 0x03 and abs(t["unix"] - time.time()) <= 2, t
 
     # PIN required after a modem reboot: the PIN is configured remotely and stored
     def pin_meanwhile() -> None:
