@@ -34,6 +34,12 @@ GSME_EUI = "00DB1234567890A1"
 RTDS = vectors_dir() / "gbcs" / "rtds"
 ESME_SPEC = DeviceSpec("rtds_esme", ESME_EUI, 1, bytes.fromhex("E5E0C0DE00112233445566778899AA00"))
 GSME_SPEC = DeviceSpec("rtds_gsme", GSME_EUI, 0, bytes.fromhex("647EC0DE0102030405060708090A0B00"), sleepy=True)
+# the other parties of the RTDS join folders: always-awake tunnel devices
+OTHER_SPECS = [DeviceSpec("rtds_a4", "00DB1234567890A4", 5, bytes.fromhex("A4A4C0DE0102030405060708090A0B00")),
+               DeviceSpec("rtds_a5", "00DB1234567890A5", 4, bytes.fromhex("A5A5C0DE0102030405060708090A0B00"))]
+JOIN_FOLDERS = ["8.7.1_CS03A1", "8.7.1_CS03A2Critical", "8.7.1_CS03CCritical", "8.7.2_CS03A2NonCritical",
+                "8.7.2_CS03B", "8.7.2_CS03CNonCritical", "8.8.1_CS04ACCritical", "8.8.2_CS04ACNonCritical",
+                "8.8.2_CS04B", "8.9_CS07"]
 TOM_FOLDERS = ["1.1.1_GCS01a", "1.2.1_GCS01b", "2.1_GCS05", "3.1_GCS07", "3.3_CS11", "6.6_GCS23", "6.8_GCS25",
                "3.4_GCS44"]
 EV_UNKNOWN_RECIPIENT = 0x8FE8
@@ -72,26 +78,29 @@ def sysm(tmp_path_factory: pytest.TempPathFactory, hub_image: Path) -> Iterator[
         c.__enter__()
         han = s.han  # type: ignore[attr-defined]
         _until(lambda: c.call("han_status")["state"] == "up", 20, "the HAN up")
-        for spec in (ESME_SPEC, GSME_SPEC):
+        specs = [ESME_SPEC, GSME_SPEC, *OTHER_SPECS]
+        for spec in specs:
             han.add_device(spec)
             r = c.call("device_log_add", eui=spec.eui, type=spec.dev_type, install_code=spec.install_code_hex,
                        join_timeout=600)
             assert r["code"] == 0, r
             han.power_on(spec.name)
-        assert han.wait_joined([ESME_SPEC.name, GSME_SPEC.name], 20)
-        assert han.wait_hub_joined(c, [ESME_SPEC.name, GSME_SPEC.name], 20)
+        assert han.wait_joined([x.name for x in specs], 20)
+        assert han.wait_hub_joined(c, [x.name for x in specs], 20)
         answers = rtds_answers()
 
-        async def meters() -> tuple[EsmeMeter, GsmeMeter]:
+        async def meters() -> tuple[EsmeMeter, GsmeMeter, list[EsmeMeter]]:
             return (EsmeMeter(han.device(ESME_SPEC.name), answers),
-                    GsmeMeter(han.device(GSME_SPEC.name), answers, wake_s=None))
+                    GsmeMeter(han.device(GSME_SPEC.name), answers, wake_s=None),
+                    [EsmeMeter(han.device(x.name), answers) for x in OTHER_SPECS])
 
-        esme, gsme = han.run(meters())
+        esme, gsme, others = han.run(meters())
         c.call("route_config", esme_timeout_ms=3000, expiry_check_s=1)
         # the GPF's alerts (0x819D, 0x819E) need its own ACB anchor
         c.call("provision_test_dcc", anchors=s.headend.headend.test_dcc_anchors(), device="gpf")  # type: ignore[attr-defined]
         _until(lambda: s.headend.connected, 20, "the head-end link")  # type: ignore[attr-defined]
-        yield SimpleNamespace(system=s, c=c, han=han, esme=esme, gsme=gsme, server=s.headend)  # type: ignore[attr-defined]
+        yield SimpleNamespace(system=s, c=c, han=han, esme=esme, gsme=gsme, others=others,
+                              server=s.headend)  # type: ignore[attr-defined]
         c.__exit__(None, None, None)
     finally:
         s.stop()
@@ -206,6 +215,27 @@ def test_gsme_tom_folders_end_to_end(sysm: SimpleNamespace) -> None:
     print(f"\nGSME TOM folders end to end: {len(ok)} of {len(folders)}")
     assert ok == folders == set(TOM_FOLDERS)
     assert sysm.gsme.executed[-len(cmds):] == cmds  # in the order they were sent
+
+
+def test_join_folders_are_routed_end_to_end(sysm: SimpleNamespace) -> None:
+    """CS03A1/A2/B/C, CS04, CS07: each command goes to its recipient (over
+    the tunnel, or the GSME's buffer) and the device's RTDS response reaches
+    the head-end unchanged."""
+    answers = rtds_answers(JOIN_FOLDERS)
+    cmds = sorted(answers, key=lambda c: (answers[c].folder, answers[c].scenario))
+    assert {answers[c].folder for c in cmds} == set(JOIN_FOLDERS)
+    n = len(sysm.server.received)
+    to_gsme = 0
+    for c in cmds:
+        assert _send_raw(sysm.server, c) == "done", answers[c].scenario
+        to_gsme += parse_frame(c).recipient.hex().upper() == GSME_EUI
+    assert to_gsme and _wake(sysm) == to_gsme
+    _until(lambda: {answers[c].response for c in cmds} <= set(_received_after(sysm.server, n)), 20,
+           "every join response")
+    got = _received_after(sysm.server, n)
+    ok = {f for f in JOIN_FOLDERS if all(answers[c].response in got for c in cmds if answers[c].folder == f)}
+    print(f"\njoin folders end to end: {len(ok)} of {len(JOIN_FOLDERS)}")
+    assert ok == set(JOIN_FOLDERS)
 
 
 def test_full_queue_is_refused(sysm: SimpleNamespace) -> None:

@@ -10,6 +10,9 @@ which is how the hub's 0x8F84 "failure to deliver to ESME" is exercised.
 `send_alert(frame)` sends an alert of its own to the hub over the tunnel it
 opens as a client.
 
+The same behaviour serves any always-awake tunnel device (HCALCS, PPMID:
+the other parties of the RTDS join folders).
+
 Usage (on the rig's loop): `EsmeMeter(han.device("esme"))`.
 """
 
