@@ -112,6 +112,28 @@ def test_pdp_refresh_and_periodic_reinit(system: EmulatedSystem, vectors: Path) 
     assert emu.resets > resets and "modem" in system.rig.resets
     relink(system, hellos)
     command_ok(system, vectors)
+    # stuck: no link for stuck_ms while the modem answers (searching for ever) -> reset
+    stuck, hellos = count(system, "modem_reset", "stuck"), len(he.hellos)
+    call(system, "wan_config", set={"stuck_ms": 2500, "max_errors": 100})
+    try:
+        on_rig(system, lambda: (emu.lose_registration(2), emu.drop_network()))
+        wait_for("reset when stuck", lambda: count(system, "modem_reset", "stuck") > stuck)
+    finally:
+        call(system, "wan_config", set={"stuck_ms": 1800000, "max_errors": FAST["max_errors"]})
+    relink(system, hellos)  # the reset brought registration back
+    # radio mode set remotely: applied at once (link re-made) and again after a modem reset
+    with pytest.raises(Exception, match="radio must be one of"):
+        call(system, "wan_config", set={"radio": "5g"})
+    hellos = len(he.hellos)
+    call(system, "wan_config", set={"radio": "lte"})
+    relink(system, hellos)
+    assert emu.cnmp == 38
+    hellos = len(he.hellos)
+    on_rig(system, emu.hw_reset)  # the modem reboots on its own: CNMP back to 2 ...
+    relink(system, hellos)
+    assert emu.cnmp == 38  # ... and set again
+    call(system, "wan_config", set={"radio": "auto"})
+    wait_for("radio auto", lambda: emu.cnmp == 2)
 
 
 def alert_code(raw_payload: bytes) -> int | None:

@@ -44,7 +44,7 @@ _STABLE_MS = 10000
 
 
 class _Planned(Exception):
-    """A planned end of the session: reason "pdp" (refresh) or "reinit"."""
+    """A planned end of the session: reason "pdp" (refresh), "reinit" or "radio"."""
 
     def __init__(self, reason):
         super().__init__(reason)
@@ -97,6 +97,7 @@ class Wan:
         self.init_ms = self.good_ms = self.attach_ms = 0
         self.errors = 0  # sessions in a row that failed before the link came up
         self.pdp_refreshes = 0
+        self.radio = None  # radio mode set since the modem booted
         self._nitz = False  # the network sent its time: read AT+CCLK?
 
     def cfg(self):
@@ -113,6 +114,7 @@ class Wan:
     def _event(self, kind, value):
         if kind == md.EV_BOOT:
             self.need_init = True
+            self.radio = None
         elif kind == md.EV_NET_LOST:
             log("wan", "network lost")
         elif kind == md.EV_TIME:
@@ -190,6 +192,7 @@ class Wan:
 
     async def _hw_reset(self, reason):
         self.resets += 1
+        self.radio = None
         self.errors = 0
         self.state = "reset"
         self.tx.add(ob.TX_MODEM_RESET, 0, reason)
@@ -225,8 +228,9 @@ class Wan:
             await m.init()
             self.need_init = False
             self.init_ms = self.mono.ms()
-            if cfg["radio"]:
-                await m.set_radio_mode(cfg["radio"])
+        if cfg["radio"] and cfg["radio"] != self.radio:
+            await m.set_radio_mode(cfg["radio"])
+            self.radio = cfg["radio"]
         self.state = "sim"
         await m.sim_ready(cfg["pin"])
         self.state = "registering"
@@ -312,6 +316,8 @@ class Wan:
                 raise _Planned("pdp")
             if t - self.init_ms >= cfg["reinit_ms"]:
                 raise _Planned("reinit")
+            if cfg["radio"] and cfg["radio"] != self.radio:
+                raise _Planned("radio")  # a new radio mode: set it, then connect again
             if time.ticks_diff(now, last_sig) >= cfg["signal_ms"]:
                 last_sig = now
                 self.signal = await m.signal_dbm()
@@ -412,6 +418,12 @@ class Wan:
         trial.update({k: v for k, v in changes.items() if k in trial})
         ob.Outbox(None, trial)  # validates the outbox policy
         m = self.modem
+        r = changes.get("radio")
+        if r is not None:
+            from wan.sim7600 import RADIO_MODES
+
+            if r not in RADIO_MODES:
+                raise ValueError("radio must be one of %s" % ", ".join(sorted(RADIO_MODES)))
         if "timings" in changes:
             tm = changes["timings"]
             if tm is not None and not isinstance(tm, dict):

@@ -99,3 +99,40 @@ def test_clock_step_logged_and_in_status():
     assert len(hub.event_log.entries()) == 1
     st = asyncio.run(hub.commands["status"]({}))["clock"]
     assert st["valid"] and st["source"] == "headend" and st["steps"] == 1
+
+
+def test_last_gasp_without_alert_keys_logs_and_restores():
+    # no CHF (no ACB, no keys): the alert cannot be built, the event log and
+    # the outage note still work, and the restoration is reported once
+    import asyncio
+
+    from chf.logs import open_logs
+    from wan.lastgasp import ALERT_POWER_OUTAGE, ALERT_POWER_RESTORED
+
+    flashfs.fresh()
+    hub = _Hub()
+    hub.event_log, _ = open_logs(hub.store, 8, utc=lambda: 1000)
+    service.install(hub)
+    lg = hub.last_gasp
+    assert lg.restored() is None  # no outage noted: nothing to report
+    ev = asyncio.Event()
+
+    async def fail_soon():
+        task = asyncio.create_task(lg.watch(ev))
+        await asyncio.sleep_ms(10)
+        assert not task.done()
+        ev.set()
+        await task
+
+    asyncio.run(fail_soon())
+    assert lg.outage_id is None and len(hub.outbox) == 0
+    assert [c for _, c, _ in hub.event_log.entries()] == [ALERT_POWER_OUTAGE]
+    flashfs.remount()
+    hub = _Hub()
+    hub.event_log, _ = open_logs(hub.store, 8, utc=lambda: 2000)
+    service.install(hub)
+    assert hub.store.kv("wan_power").get("lost") is not None
+    assert hub.last_gasp.restored() is None  # (no alert without keys)
+    assert hub.store.kv("wan_power").get("lost") is None
+    assert [c for _, c, _ in hub.event_log.entries()] == [ALERT_POWER_OUTAGE, ALERT_POWER_RESTORED]
+    assert hub.last_gasp.restored() is None and len(hub.event_log.entries()) == 2
