@@ -81,6 +81,10 @@ def test_tunnel_exchange_esme_and_gsme(demo: EmulatedSystem) -> None:
     assert han.device("esme").tunnel_in[-1] == msg and han.device("esme").served  # the hub opened it
     c = _counters(demo)
     assert c["frag_tx"] - before["frag_tx"] >= 19 and c["frag_rx"] - before["frag_rx"] >= 19
+    # the hub acknowledged each of the ESME's 19 reply fragments (sendReply,
+    # groupId 0xFF00 | index), as EmberZNet's host fragmentation does
+    nid = han.nodes["esme"].node_id
+    _until(lambda: sorted(i for n, i in han.emu.fragment_acks if n == nid)[-19:] == list(range(19)), 5)
     # a second exchange reuses the tunnel; a short message is not fragmented
     r = _call(demo, "han_tunnel", eui=esme, data="0102", timeout_ms=5000)
     assert r["ok"] and r["reply"] == "0102" and len(han.device("esme").served) == 1

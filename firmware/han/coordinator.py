@@ -93,7 +93,7 @@ class Coordinator(Messaging):
             self.counters["rx_unknown"] += 1
             return
         dl.record_rx(eh, rssi, lqi, dl.utc())
-        self._incoming(eh, aps, payload)
+        self._incoming(eh, aps, payload, sender)
 
     def _on_sent(self, v):
         tag, status, dest = self.ezsp.sent_info(v)

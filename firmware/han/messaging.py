@@ -92,7 +92,8 @@ class Messaging:
         self._tsn = 0
         self._busy = 0
         for k in ("rx_unknown", "zcl_rx", "zcl_bad", "frag_rx", "frag_drop", "frag_tx", "busy_drop",
-                  "zcl_errors", "reply_fail", "tunnel_rx", "tunnel_unclaimed", "exchanges"):
+                  "zcl_errors", "reply_fail", "tunnel_rx", "tunnel_unclaimed", "exchanges", "frag_ack",
+                  "frag_ack_fail"):
             self.counters[k] = 0
 
     # -- helpers ----------------------------------------------------------------
@@ -226,13 +227,25 @@ class Messaging:
         slot[0] = None
         return r.take()
 
-    def _incoming(self, eh, aps, payload):
+    async def _ack_fragment(self, node, aps):
+        # the host's APS ack of one fragment (EmberZNet host fragmentation:
+        # sendReply with the endpoints swapped and groupId 0xFF00 | index)
+        try:
+            await self.ezsp.command("sendReply", node, (aps[0], aps[1], aps[3], aps[2], aps[4],
+                                                         0xFF00 | (aps[5] & 0xFF), aps[6]), b"")
+            self.counters["frag_ack"] += 1
+        except Exception:
+            self.counters["frag_ack_fail"] += 1
+
+    def _incoming(self, eh, aps, payload, node=None):
         """Called by the coordinator for every message from a known device."""
         profile, cluster, src_ep, _dst, options, group = aps[0], aps[1], aps[2], aps[3], aps[4], aps[5]
         if profile != SE_PROFILE:
             self.counters["zcl_bad"] += 1
             return
         if options & APS_OPTION_FRAGMENT:
+            if node is not None:
+                asyncio.create_task(self._ack_fragment(node, aps))
             payload = self._reassemble(eh, group, payload)
             if payload is None:
                 return

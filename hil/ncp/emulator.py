@@ -24,7 +24,7 @@ ID = {
     "stackStatusHandler": 0x19, "startScan": 0x1A, "scanCompleteHandler": 0x1C,
     "formNetwork": 0x1E, "leaveNetwork": 0x20, "permitJoining": 0x22,
     "trustCenterJoinHandler": 0x24, "getEui64": 0x26, "getNodeId": 0x27,
-    "getNetworkParameters": 0x28, "sendUnicast": 0x34, "messageSentHandler": 0x3F,
+    "getNetworkParameters": 0x28, "sendUnicast": 0x34, "sendReply": 0x39, "messageSentHandler": 0x3F,
     "incomingMessageHandler": 0x45, "energyScanResultHandler": 0x48,
     "getConfigurationValue": 0x52, "setConfigurationValue": 0x53, "setPolicy": 0x55,
     "invalidCommand": 0x58, "setInitialSecurityState": 0x68, "clearTransientLinkKeys": 0x6B,
@@ -149,6 +149,7 @@ class NcpEmulator:
         self.log: list[str] = []  # names of commands received
         self.denied: list[bytes] = []  # EUIs of refused join attempts (DENY_JOIN reported)
         self.removed: list[bytes] = []  # EUIs the host removed (removeDevice)
+        self.fragment_acks: list[tuple[int, int]] = []  # (node id, fragment index) the host acked
         self._seq = 0
         self._aps_seq = 0
         self._next_nwk = 0x1000
@@ -379,6 +380,18 @@ class NcpEmulator:
             return self._st(0x70 if self.version < 14 else 0x0C)
         h.network_key, h.next_network_key = h.next_network_key, None
         h.key_seq = (h.key_seq + 1) & 0xFF
+        return self._st(0)
+
+    def _c_sendReply(self, p: bytes) -> bytes:
+        """The host's reply to a received message; an empty one with
+        groupId 0xFF00 | index is its APS ack of a fragment."""
+        dest = struct.unpack("<H", p[:2])[0]
+        aps = ApsFrame.unpack(p[2:13])
+        n = p[13]
+        if len(p) < 14 + n:
+            raise ValueError("short")
+        if aps.options & 0x8000 and aps.group >> 8 == 0xFF and n == 0:
+            self.fragment_acks.append((dest, aps.group & 0xFF))
         return self._st(0)
 
     def _c_removeDevice(self, p: bytes) -> bytes:
