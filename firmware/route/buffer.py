@@ -2,26 +2,32 @@
 # FIFO queues of whole GBCS frames, bounded per device (count and size), each
 # message with an expiry time. See docs/routing.md.
 #
-# Flash layout, chosen for wear (littlefs on 4096-byte blocks): a message is
-# split into chunk files of at most 112 bytes, small enough for littlefs to
-# keep inline in its directory metadata log, so storing and deleting a message
-# appends to a metadata block instead of copying a data block (about 1/20 of
-# the erases of one file or journal record per message). Chunks are spread
-# over 8 slot folders so no directory's live metadata grows large (a large one
-# is compacted, i.e. copied, more often).
+# Flash layout, chosen for wear (littlefs on 4096-byte blocks). A message is
+# split into chunks of at most 120 bytes (header included), small enough for
+# littlefs to keep each chunk file inline in its directory's metadata log:
+# writing one appends a commit to an already-erased metadata block, where a
+# file with a data block of its own (or a journal record) costs a block erase
+# per write. The chunk files form a pool that is reused, never deleted:
+# overwriting an existing file is one metadata commit, creating one is two
+# and deleting one is another. Files are spread over 8 slot folders so no
+# directory's live metadata grows large (it is copied at each compaction).
 #
-#   ROOT/<slot>/<seq>.<k>   slot = (seq + k) % 8, k = chunk number
-#   chunk 0 = header (22 bytes) + the first 90 message bytes:
-#     "GB" | u8 version | u8 chunk count | EUI-64 (8) | u32 expiry (UTC s) |
-#     u16 message length | u32 crc32 (header bytes 0..17, then the message)
-#   chunk k > 0 = the next 112 message bytes
+#   ROOT/<n % 8>/<n>     pool file n (created when the pool is short)
+#   chunk 0: u32 seq | u8 0 | u8 chunk count | EUI-64 (8) | u32 expiry (UTC s)
+#            | u16 message length | u32 crc32 (the 20 header bytes before it,
+#            then the whole message) | the first 96 message bytes
+#   chunk k: u32 seq | u8 k | the next 115 message bytes
+#   free:    an empty file (a taken chunk 0), or any chunk of no whole message
 #
-# Power cuts: chunks 1.. are written first and chunk 0 last; a message exists
-# once its chunk 0 is complete and the crc over all chunks holds. Removal
-# deletes chunk 0 first. At open, anything without a valid chunk 0 (a
-# message cut while being written, the rest of one cut while being removed)
-# is deleted. So a message is either wholly there or gone, and one taken for
-# delivery is gone from flash before it is handed out (never delivered twice).
+# Power cuts: littlefs commits a file at close, so a file holds its old or its
+# new content. A put writes chunks 1.. into free files first and chunk 0
+# last: the message exists once its chunk 0 is complete and every chunk with
+# its seq is there and the crc holds. A take, drop or expiry empties chunk 0
+# (one commit): the message is gone, its other chunks are free. At open the
+# pool is scanned and anything not part of a whole message is free. So a
+# message is wholly there or gone, and one taken for delivery is gone from
+# flash before it is handed out (never delivered twice). Sequence numbers
+# only grow: at open they continue above the highest one in any file.
 import binascii
 import os
 import struct
@@ -29,11 +35,11 @@ import struct
 from micropython import const
 
 _SLOTS = const(8)
-CHUNK = const(112)
-_HDR = const(22)
-_FIRST = const(90)  # CHUNK - _HDR
-_VERSION = const(1)
-_ENOENT = const(2)
+CHUNK = const(120)
+_H0 = const(24)  # chunk 0 header
+_HK = const(5)  # chunk k header
+_FIRST = const(96)  # CHUNK - _H0
+_NEXT = const(115)  # CHUNK - _HK
 
 DEFAULT_CAPACITY = const(32)
 DEFAULT_MAX_BYTES = const(1200)
@@ -52,14 +58,6 @@ class MessageTooLong(BufferError):
     pass
 
 
-def _exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
-
-
 def _mkdir(path):
     try:
         os.mkdir(path)
@@ -70,16 +68,17 @@ def _mkdir(path):
 def chunk_count(n):
     if n <= _FIRST:
         return 1
-    return 1 + (n - _FIRST + CHUNK - 1) // CHUNK
+    return 1 + (n - _FIRST + _NEXT - 1) // _NEXT
 
 
 class CommandBuffer:
     """CommandBuffer(root, capacity=32, max_bytes=1200, expiry_s=86400).
 
     put(eui_hex, msg, now) -> seq (durable when it returns); take(eui_hex) ->
-    (msg, remaining) or (None, 0), removed from flash before it returns;
-    expire(now) -> [(eui_hex, msg)] removed; drop(eui_hex) -> how many;
-    pending(eui_hex) -> messages queued. EUIs are 16 hex digits, any case."""
+    (msg bytearray, remaining) or (None, 0), gone from flash before it
+    returns; expire(now) -> [(eui_hex, msg)] removed; drop(eui_hex) -> how
+    many; pending(eui_hex) -> messages queued. EUIs are 16 hex digits, any
+    case."""
 
     def __init__(self, root, capacity=DEFAULT_CAPACITY, max_bytes=DEFAULT_MAX_BYTES, expiry_s=DEFAULT_EXPIRY_S,
                  stats=None):
@@ -90,102 +89,104 @@ class CommandBuffer:
         self.stats = stats if stats is not None else {}
         for k in ("buffered", "delivered", "expired", "dropped", "refused_full", "discarded_at_open"):
             self.stats.setdefault(k, 0)
-        self._q = {}  # EUI hex -> [[seq, chunks, expiry, length], ...] oldest first
+        # EUI hex -> [[seq, expiry, length, [pool file numbers, chunk order]], ...] oldest first
+        self._q = {}
+        self._free = []  # pool file numbers holding nothing live
+        self._pool = 0  # files in the pool: 0 .. _pool-1
         self._listeners = []
-        self._hdr = bytearray(_HDR)
+        self._h = bytearray(_H0)
         self.next_seq = 1
         self._open()
 
-    # -- paths ------------------------------------------------------------------
+    # -- files ------------------------------------------------------------------
 
-    def _path(self, seq, k):
-        return "%s/%d/%d.%d" % (self.root, (seq + k) % _SLOTS, seq, k)
+    def _path(self, n):
+        return "%s/%d/%d" % (self.root, n % _SLOTS, n)
 
-    def _remove(self, seq, n):
-        # chunk 0 first: from then on the message no longer exists
-        for k in range(n):
-            try:
-                os.remove(self._path(seq, k))
-            except OSError as e:
-                if e.args[0] != _ENOENT:  # gone already is fine; a flash fault is not
-                    raise
+    def _write(self, n, head, data):
+        with open(self._path(n), "wb") as f:
+            f.write(head)
+            f.write(data)
+
+    def _empty(self, n):
+        # one commit: the file stays in the pool, empty
+        with open(self._path(n), "wb"):
+            pass
+
+    def _alloc(self, k):
+        out = []
+        while len(out) < k:
+            if self._free:
+                out.append(self._free.pop())
+            else:
+                out.append(self._pool)
+                self._pool += 1
+        return out
 
     # -- opening and recovery ------------------------------------------------
 
     def _open(self):
         _mkdir(self.root)
-        found = {}  # seq -> set of chunk numbers
-        junk = []
+        heads = {}  # seq -> (file, n, eui, expiry, length, crc)
+        parts = {}  # (seq, k) -> file
+        files = []
+        top = 0
+        hdr = self._h
         for s in range(_SLOTS):
             d = "%s/%d" % (self.root, s)
             _mkdir(d)
-            for ent in os.ilistdir(d):
+            for ent in list(os.ilistdir(d)):
                 name = ent[0]
                 try:
-                    a, b = name.split(".")
-                    seq, k = int(a), int(b)
+                    n = int(name)
                 except ValueError:
-                    junk.append(d + "/" + name)
+                    n = -1
+                if n < 0 or n % _SLOTS != s or ent[1] != 0x8000:
+                    _rm(d + "/" + name)  # not ours (e.g. an older layout)
                     continue
-                if (seq + k) % _SLOTS != s:
-                    junk.append(d + "/" + name)
+                files.append(n)
+                with open(d + "/" + name, "rb") as f:
+                    got = f.readinto(hdr)
+                if got < _HK:
                     continue
-                ks = found.get(seq)
-                if ks is None:
-                    ks = found[seq] = set()
-                ks.add(k)
-        for p in junk:
-            os.remove(p)
-        top = 0
-        for seq in sorted(found):
-            ks = found[seq]
-            if seq > top:
-                top = seq
-            rec = self._check(seq, ks) if 0 in ks else None
-            if rec is None:
-                # an unfinished put or the remains of a removal
-                if 0 in ks:
-                    self.stats["discarded_at_open"] += 1
-                for k in sorted(ks):
-                    os.remove(self._path(seq, k))
+                seq = struct.unpack_from("<I", hdr, 0)[0]
+                if seq > top:
+                    top = seq
+                k = hdr[4]
+                if k == 0:
+                    if got == _H0:
+                        heads[seq] = (n,) + struct.unpack_from("<B8sIHI", hdr, 5)
+                else:
+                    parts[(seq, k)] = n
+        self._pool = max(files) + 1 if files else 0
+        used = set()
+        for seq in sorted(heads):
+            n0, cnt, eui, expiry, length, crc = heads[seq]
+            fl = [n0] + [parts.get((seq, k)) for k in range(1, cnt)]
+            if cnt != chunk_count(length) or None in fl or not self._crc_ok(fl, length, crc):
+                self.stats["discarded_at_open"] += 1
                 continue
-            eh, n, expiry, length = rec
-            for k in ks:
-                if k >= n:
-                    os.remove(self._path(seq, k))
-            self._q.setdefault(eh, []).append([seq, n, expiry, length])
+            eh = binascii.hexlify(eui).decode().upper()
+            self._q.setdefault(eh, []).append([seq, expiry, length, fl])
+            used.update(fl)
+        self._free = [n for n in range(self._pool) if n not in used]
         self.next_seq = top + 1
 
-    def _check(self, seq, ks):
-        # -> (eui hex, chunks, expiry, length) when the message is whole
+    def _crc_ok(self, fl, length, want):
         try:
-            with open(self._path(seq, 0), "rb") as f:
+            with open(self._path(fl[0]), "rb") as f:
                 c0 = f.read()
-        except OSError:
-            return None
-        if len(c0) < _HDR or c0[0:2] != b"GB" or c0[2] != _VERSION:
-            return None
-        n = c0[3]
-        expiry, length, want = struct.unpack_from("<IHI", c0, 12)
-        if n != chunk_count(length) or n == 0:
-            return None
-        for k in range(1, n):
-            if k not in ks:
-                return None
-        crc = binascii.crc32(memoryview(c0)[:18])
-        crc = binascii.crc32(memoryview(c0)[_HDR:], crc)
-        got = len(c0) - _HDR
-        for k in range(1, n):
-            try:
-                with open(self._path(seq, k), "rb") as f:
+            crc = binascii.crc32(memoryview(c0)[:20])
+            crc = binascii.crc32(memoryview(c0)[_H0:], crc)
+            got = len(c0) - _H0
+            for n in fl[1:]:
+                with open(self._path(n), "rb") as f:
                     b = f.read()
-            except OSError:
-                return None
-            crc = binascii.crc32(b, crc)
-            got += len(b)
-        if got != length or crc & 0xFFFFFFFF != want:
-            return None
-        return binascii.hexlify(c0[4:12]).decode().upper(), n, expiry, length
+                crc = binascii.crc32(memoryview(b)[_HK:], crc)
+                got += len(b) - _HK
+        except OSError:
+            return False
+        return got == length and crc & 0xFFFFFFFF == want
 
     # -- listeners ----------------------------------------------------------------
 
@@ -213,9 +214,13 @@ class CommandBuffer:
     def __len__(self):
         return sum(len(q) for q in self._q.values())
 
+    def pool(self):
+        """(files in the pool, free ones)."""
+        return self._pool, len(self._free)
+
     def queue(self, eui_hex):
         """[(seq, expiry, length)] of a device's queue, oldest first."""
-        return [(r[0], r[2], r[3]) for r in self._q.get(eui_hex.upper(), ())]
+        return [(r[0], r[1], r[2]) for r in self._q.get(eui_hex.upper(), ())]
 
     def put(self, eui_hex, msg, now, expiry_s=None):
         eh = eui_hex.upper()
@@ -229,54 +234,47 @@ class CommandBuffer:
             self.stats["refused_full"] += 1
             raise BufferFull("queue for %s is full (%d messages)" % (eh, len(q)))
         eui = binascii.unhexlify(eh)
-        expiry = int(now) + (self.expiry_s if expiry_s is None else expiry_s)
-        n = chunk_count(length)
+        expiry = (int(now) + (self.expiry_s if expiry_s is None else expiry_s)) & 0xFFFFFFFF
+        cnt = chunk_count(length)
         seq = self.next_seq
         self.next_seq = seq + 1  # never reused, even if this put fails
         mv = memoryview(msg)
-        h = self._hdr
-        h[0:2] = b"GB"
-        h[2] = _VERSION
-        h[3] = n
-        h[4:12] = eui
-        struct.pack_into("<IH", h, 12, expiry & 0xFFFFFFFF, length)
-        crc = binascii.crc32(mv, binascii.crc32(memoryview(h)[:18])) & 0xFFFFFFFF
-        struct.pack_into("<I", h, 18, crc)
+        h = self._h
+        struct.pack_into("<IBB8sIH", h, 0, seq, 0, cnt, eui, expiry, length)
+        crc = binascii.crc32(mv, binascii.crc32(memoryview(h)[:20])) & 0xFFFFFFFF
+        struct.pack_into("<I", h, 20, crc)
+        fl = self._alloc(cnt)
+        hk = bytearray(_HK)
         try:
             off = _FIRST
-            for k in range(1, n):
-                with open(self._path(seq, k), "wb") as f:
-                    f.write(mv[off : off + CHUNK])
-                off += CHUNK
-            with open(self._path(seq, 0), "wb") as f:
-                f.write(h)
-                f.write(mv[:_FIRST])
+            for k in range(1, cnt):
+                struct.pack_into("<IB", hk, 0, seq, k)
+                self._write(fl[k], hk, mv[off : off + _NEXT])
+                off += _NEXT
+            self._write(fl[0], h, mv[:_FIRST])
         except OSError:
-            try:
-                self._remove(seq, n)
-            except OSError:
-                pass  # what is left is cleaned up at the next open
+            # what was written belongs to no whole message: free again
+            self._free.extend(fl)
             raise
         if q is None:
             q = self._q[eh] = []
-        q.append([seq, n, expiry, length])
+        q.append([seq, expiry, length, fl])
         self.stats["buffered"] += 1
         self._fire(eh)
         return seq
 
-    def _read(self, rec):
-        seq, n, _e, length = rec
-        out = bytearray(length)
-        off = 0
-        for k in range(n):
-            with open(self._path(seq, k), "rb") as f:
-                if k == 0:
-                    f.seek(_HDR)
-                b = f.read()
-            out[off : off + len(b)] = b
-            off += len(b)
-        if off != length:
-            raise BufferError("buffered message %d is short" % seq)
+    def _read(self, rec, head=0):
+        length, fl = rec[2], rec[3]
+        out = bytearray(head + length)
+        mv = memoryview(out)
+        off = head
+        for i, n in enumerate(fl):
+            with open(self._path(n), "rb") as f:
+                f.seek(_H0 if i == 0 else _HK)
+                k = f.readinto(mv[off:])
+            off += k
+        if off != head + length:
+            raise BufferError("buffered message %d is short" % rec[0])
         return out
 
     def read(self, eui_hex, i=0):
@@ -289,10 +287,11 @@ class CommandBuffer:
     def _pop(self, eh, i):
         q = self._q[eh]
         rec = q[i]
-        self._remove(rec[0], rec[1])
+        self._empty(rec[3][0])  # the message is gone with this one commit
         q.pop(i)
         if not q:
             del self._q[eh]
+        self._free.extend(rec[3])
 
     def take(self, eui_hex):
         """Oldest message for the device, removed from flash before it is
@@ -315,7 +314,7 @@ class CommandBuffer:
             i = 0
             changed = False
             while q and i < len(q):
-                if q[i][2] <= now:
+                if q[i][1] <= now:
                     try:
                         msg = bytes(self._read(q[i]))
                     except (OSError, BufferError):
@@ -335,8 +334,8 @@ class CommandBuffer:
         t = None
         for q in self._q.values():
             for r in q:
-                if t is None or r[2] < t:
-                    t = r[2]
+                if t is None or r[1] < t:
+                    t = r[1]
         return t
 
     def drop(self, eui_hex):
@@ -357,3 +356,13 @@ class CommandBuffer:
         """Drop the queues of every device not in euis (after a restore)."""
         keep = set(e.upper() for e in euis)
         return sum(self.drop(eh) for eh in list(self._q) if eh not in keep)
+
+
+def _rm(path):
+    try:
+        os.remove(path)
+    except OSError:
+        # a folder: empty it first
+        for ent in list(os.ilistdir(path)):
+            _rm(path + "/" + ent[0])
+        os.rmdir(path)

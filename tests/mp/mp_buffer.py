@@ -1,0 +1,101 @@
+# route/buffer.py's file pool under MicroPython on LittleFS2: files are
+# reused (the pool does not grow with traffic), a taken message's leftover
+# chunks never come back at reopen, a damaged message is discarded whole,
+# files that are not ours are removed, sequence numbers keep growing.
+import os
+
+import flashfs
+from route.buffer import CHUNK, CommandBuffer, chunk_count
+
+HEAP = "256k"
+ROOT = flashfs.ROOT + "/data/gbuf"
+A = "00DB1234567890A1"
+B = "00db1234567890b1"
+
+
+def _msg(i, n):
+    return bytes(((i * 31 + k) & 0xFF) for k in range(n))
+
+
+def _files():
+    out = []
+    for s in range(8):
+        for ent in os.ilistdir(ROOT + "/%d" % s):
+            out.append(ROOT + "/%d/%s" % (s, ent[0]))
+    return out
+
+
+def test_chunking_sizes():
+    assert CHUNK <= 120  # inline in littlefs metadata (128-byte cache)
+    assert chunk_count(1) == 1 and chunk_count(96) == 1 and chunk_count(97) == 2
+    assert chunk_count(96 + 115) == 2 and chunk_count(96 + 116) == 3
+    assert chunk_count(1200) == 11  # 96 + 10 x 115 >= 1200
+
+
+def test_pool_is_reused():
+    flashfs.fresh(64)
+    os.mkdir(flashfs.ROOT + "/data")
+    b = CommandBuffer(ROOT)
+    sizes = (72, 529, 300, 1200, 40)
+    for i in range(60):
+        b.put(A, _msg(i, sizes[i % 5]), 0)
+        if b.pending(A) > 3:
+            m, _ = b.take(A)
+            assert m == _msg(i - 3, sizes[(i - 3) % 5])
+    total, free = b.pool()
+    # at most 4 messages of at most 11 chunks were ever live at once
+    assert total <= 4 * 11, total
+    assert len(_files()) == total and total - free == sum(chunk_count(len(b.read(A, k))) for k in range(3))
+
+
+def test_taken_and_damaged_messages_do_not_come_back():
+    flashfs.fresh(64)
+    os.mkdir(flashfs.ROOT + "/data")
+    b = CommandBuffer(ROOT)
+    s1 = b.put(A, _msg(1, 500), 0)
+    b.put(B, _msg(2, 300), 0)
+    b.put(A, _msg(3, 250), 0)
+    m, left = b.take(A)
+    assert m == _msg(1, 500) and left == 1
+    # damage the B message's last chunk: it must be discarded whole
+    victim = None
+    for p in _files():
+        with open(p, "rb") as f:
+            d = f.read()
+        if len(d) > 5 and d[4] == 2 and d[0] == 2:  # seq 2, chunk 2
+            victim = p
+    assert victim is not None
+    with open(victim, "r+b") as f:
+        f.seek(10)
+        f.write(b"\x00\x01\x02")
+    # files that are not the buffer's
+    with open(ROOT + "/3/12.0", "wb") as f:
+        f.write(b"old layout")
+    os.mkdir(ROOT + "/5/x")
+    flashfs.remount(64)
+    b = CommandBuffer(ROOT)
+    assert b.devices() == {A: 1}, b.devices()
+    assert b.read(A) == _msg(3, 250)
+    assert b.stats["discarded_at_open"] == 1
+    assert b.next_seq > 3 and b.put(A, _msg(4, 10), 0) > 3
+    names = [p.rsplit("/", 1)[1] for p in _files()]
+    assert "12.0" not in names and "x" not in names
+    assert s1 == 1
+
+
+def test_put_after_reopen_uses_free_files_first():
+    flashfs.fresh(64)
+    os.mkdir(flashfs.ROOT + "/data")
+    b = CommandBuffer(ROOT)
+    for i in range(4):
+        b.put(A, _msg(i, 400), 0)
+    for _ in range(4):
+        b.take(A)
+    total = b.pool()[0]
+    flashfs.remount(64)
+    b = CommandBuffer(ROOT)
+    assert b.pool() == (total, total) and len(b) == 0
+    for i in range(4):
+        b.put(A, _msg(10 + i, 400), 0)
+    assert b.pool()[0] == total  # nothing new created
+    assert [b.read(A, k) for k in range(4)] == [_msg(10 + i, 400) for i in range(4)]
