@@ -223,6 +223,10 @@ def test_gsme_get_put_protocol():
     for c in cmds:
         assert run(r.route(c)) == (None, [])
     assert r.buffer.pending(GSME) == 3 and seen[-1] == (GSME, 3)
+    q = run(hub.commands["route_buffer"]({"eui": GSME.lower()}))["queue"]
+    assert [e[2] for e in q] == [len(c) for c in cmds] and q[0][0] < q[1][0] < q[2][0]
+    st = run(hub.commands["route_status"]({}))
+    assert st["buffer"] == {GSME: 3} and st["counters"]["buffered"] == 3
     assert hub.coordinator.sent == []  # nothing goes over the air until the GSME asks
     # GET -> 02 | remaining | msg, oldest first; then 02 00
     for i, c in enumerate(cmds):
