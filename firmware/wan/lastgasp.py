@@ -77,7 +77,3 @@ class LastGasp:
         if self.log:
             self.log("power", "power restored: alert %r queued" % self.restored_id)
         return self.restored_id
-
-    async def watch(self, event):
-        await event.wait()
-        self.power_failed()

@@ -103,8 +103,8 @@ class Decoder:
     A malformed frame raises a LinkError subclass; the stream cannot be
     trusted after that and the connection should be dropped."""
 
-    def __init__(self, size=MAX_PAYLOAD + _HDR + _TRAILER):
-        self.buf = bytearray(size)
+    def __init__(self, size=MAX_PAYLOAD + _HDR + _TRAILER, buf=None):
+        self.buf = bytearray(size) if buf is None else buf
         self.mv = memoryview(self.buf)
         self.n = 0  # bytes held
         self.pos = 0  # start of the next frame

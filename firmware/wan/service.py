@@ -41,6 +41,7 @@ DEFAULTS = {
 
 
 _STABLE_MS = 10000
+_RXBUF = 4096 + 13 + 1460  # link.MAX_PAYLOAD + header/CRC + one modem read
 
 
 class _Planned(Exception):
@@ -79,7 +80,7 @@ class Wan:
         self.seen = link.SeenIds(32)
         self.seen.load(self.seen_kv.get("ids") or [])
         self.seen.load(self.outbox.he_ids())
-        self.dec = hub.wan_decoder  # the one big buffer, taken at install
+        self.dec = link.Decoder(buf=hub.wan_rxbuf)  # the one big buffer, taken at install
         self.modem = None
         self.state = "idle"
         self.connected = False
@@ -502,12 +503,11 @@ def install(hub):
     the rest of the WAN state (modem, link) is built when the job first runs."""
     from wan import outbox as _ob
 
-    from wan import link as _link
-
     hub.wan = None
-    # the link's receive buffer (5.5 KB) is taken now, while the heap is
-    # still in one piece: by the time the job starts it may be fragmented
-    hub.wan_decoder = _link.Decoder(_link.MAX_PAYLOAD + 13 + 1460)
+    # the link's receive buffer (a frame of MAX_PAYLOAD + a modem chunk) is
+    # taken now, while the heap is still in one piece: by the time the job
+    # starts it may be fragmented
+    hub.wan_rxbuf = bytearray(_RXBUF)
     st = hub.store
     hub.txlog = tx = _ob.TxLog(st.ringlog("transactions", 100), board.utc)
     hub.outbox = box = _ob.Outbox(st.journal("outbox"), dict(st.kv("wan").items()), tx)
@@ -531,18 +531,29 @@ def install(hub):
 
     hub.emit = emit
     _install_clock(hub, tx)
-    from wan.lastgasp import LastGasp
+    hub.last_gasp = None  # wan.lastgasp.LastGasp, loaded when needed
 
-    hub.last_gasp = lg = LastGasp(hub, board.utc, log)
+    def last_gasp():
+        if hub.last_gasp is None:
+            from wan.lastgasp import LastGasp
+
+            hub.last_gasp = LastGasp(hub, board.utc, log)
+        return hub.last_gasp
+
     pf = getattr(board, "power_fail", None)
     if pf is not None:
-        hub.supervisor.spawn("last_gasp", lambda: lg.watch(pf))
+        async def watch():
+            await pf.wait()
+            last_gasp().power_failed()
+
+        hub.supervisor.spawn("last_gasp", watch)
 
     async def job():
         if hub.wan is None:
             _load()
             hub.wan = Wan(hub)
-            lg.restored()
+            if st.kv("wan_power").get("lost") is not None:
+                last_gasp().restored()
         await hub.wan.run()
 
     def later(name):

@@ -12,9 +12,11 @@ HEAP = "256k"
 class _Sup:
     def __init__(self):
         self.spawned = []
+        self.factories = {}
 
     def spawn(self, name, fn):
         self.spawned.append(name)  # the job itself is not run here
+        self.factories[name] = fn
 
 
 class _Hub:
@@ -106,33 +108,34 @@ def test_last_gasp_without_alert_keys_logs_and_restores():
     # the outage note still work, and the restoration is reported once
     import asyncio
 
+    import board
     from chf.logs import open_logs
-    from wan.lastgasp import ALERT_POWER_OUTAGE, ALERT_POWER_RESTORED
+    from wan.lastgasp import ALERT_POWER_OUTAGE, ALERT_POWER_RESTORED, LastGasp
 
     flashfs.fresh()
     hub = _Hub()
     hub.event_log, _ = open_logs(hub.store, 8, utc=lambda: 1000)
     service.install(hub)
-    lg = hub.last_gasp
-    assert lg.restored() is None  # no outage noted: nothing to report
-    ev = asyncio.Event()
+    assert hub.last_gasp is None  # loaded only when needed
 
-    async def fail_soon():
-        task = asyncio.create_task(lg.watch(ev))
+    async def fail_soon():  # the installed job, woken by the board's power-fail signal
+        task = asyncio.create_task(hub.supervisor.factories["last_gasp"]())
         await asyncio.sleep_ms(10)
         assert not task.done()
-        ev.set()
+        board.power_fail.set()
         await task
 
     asyncio.run(fail_soon())
-    assert lg.outage_id is None and len(hub.outbox) == 0
+    lg = hub.last_gasp
+    assert lg is not None and lg.outage_id is None and len(hub.outbox) == 0
     assert [c for _, c, _ in hub.event_log.entries()] == [ALERT_POWER_OUTAGE]
     flashfs.remount()
     hub = _Hub()
     hub.event_log, _ = open_logs(hub.store, 8, utc=lambda: 2000)
     service.install(hub)
     assert hub.store.kv("wan_power").get("lost") is not None
-    assert hub.last_gasp.restored() is None  # (no alert without keys)
+    lg = LastGasp(hub, lambda: 2000)
+    assert lg.restored() is None  # (no alert without keys)
     assert hub.store.kv("wan_power").get("lost") is None
     assert [c for _, c, _ in hub.event_log.entries()] == [ALERT_POWER_OUTAGE, ALERT_POWER_RESTORED]
-    assert hub.last_gasp.restored() is None and len(hub.event_log.entries()) == 2
+    assert lg.restored() is None and len(hub.event_log.entries()) == 2
