@@ -80,6 +80,7 @@ class Run:
         self.reboots = 0
         self.recovery_s: list[float] = []
         self.events: list[str] = []
+        self.day_offset = 0  # seconds the emulated day has moved the clocks on (faults campaign)
 
     # --- life cycle ---------------------------------------------------------
     @property
