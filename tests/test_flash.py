@@ -214,34 +214,40 @@ def test_image_copy_order_and_hash_checks(hub_image: Path, tmp_path: Path) -> No
 
 
 def test_flash_the_emulated_board_through_mpremote(hub_image: Path, tmp_path: Path) -> None:
+    from chub.localport import LocalPortClient
+    from hil.system import EmulatedSystem
+
     board = tmp_path / "board"
-    r = CliRunner().invoke(main, ["flash", "--board", "unix", "--port", str(board), "--image", str(hub_image)])
-    assert r.exit_code == 0, r.output
+
+    def flash(*extra: str) -> None:
+        r = CliRunner().invoke(main, ["flash", "--board", "unix", "--port", str(board), "--image", str(hub_image),
+                                      *extra])
+        assert r.exit_code == 0, r.output
+        assert f"runs {doc['version']} ({doc['git']})" in r.output and "done" in r.output
+
+    def chf_eui() -> str:
+        # the flashed board booted again by the emulated system (no demo HAN)
+        s = EmulatedSystem(board)
+        s.han_demo = False
+        s.start()
+        try:
+            assert s.from_flash and s.image is None
+            with LocalPortClient(s.local_port_url) as c:
+                assert c.call("status")["git"] == doc["git"]
+                return c.call("identity")["chf"]["eui"]
+        finally:
+            s.stop()
+
     doc = json.loads((hub_image / "image.json").read_text())
-    assert f"runs {doc['version']} ({doc['git']})" in r.output and "done" in r.output
+    flash()
     log = (board / "flash-boot.log").read_text()
     assert "BOOT /flash/main.py" in log and "hub READY" in log
     assert json.loads((board / "flashed.json").read_text())["git"] == doc["git"]
-    # the flashed board, booted again by the emulated system, keeps its data across a re-flash
-    from hil.system import EmulatedSystem
-
-    with EmulatedSystem(board) as s:
-        assert s.from_flash and s.image is None
-        from chub.localport import LocalPortClient
-
-        with LocalPortClient(s.local_port_url) as c:
-            eui = c.call("identity")["chf"]["eui"]
-            assert c.call("status")["git"] == doc["git"]
-    r = CliRunner().invoke(main, ["flash", "--board", "unix", "--port", str(board), "--image", str(hub_image)])
-    assert r.exit_code == 0, r.output
-    with EmulatedSystem(board) as s, LocalPortClient(s.local_port_url) as c:
-        assert c.call("identity")["chf"]["eui"] == eui  # the app was replaced, the hub's data kept
-    # --erase: a blank board again, then flashed
-    r = CliRunner().invoke(main, ["flash", "--board", "unix", "--port", str(board), "--image", str(hub_image),
-                                  "--erase"])
-    assert r.exit_code == 0, r.output
-    with EmulatedSystem(board) as s, LocalPortClient(s.local_port_url) as c:
-        assert c.call("identity")["chf"]["eui"] != eui
+    eui = chf_eui()
+    flash()
+    assert chf_eui() == eui  # the app was replaced, the hub's data kept
+    flash("--erase")
+    assert chf_eui() != eui  # a blank flash: a new hub
 
 
 def test_emulated_board_refusals(hub_image: Path, tmp_path: Path) -> None:

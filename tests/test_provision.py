@@ -107,7 +107,7 @@ def test_provision_issues_certificates_and_keeps_private_keys_on_the_hub(hub, st
             assert d.encode() not in sent.lower() and bytes.fromhex(d) not in sent
             assert _flash_file(hub.dut, f"cert_{name}_{usage}.der").hex() == r.certs[f"{name}_{usage}"]
     prov = _flash_kv(hub.dut, "prov")
-    assert "ka_d" not in json.dumps(prov)  # the applied record keeps no private keys
+    assert "ka_d" not in json.dumps(prov) and "key" not in prov["state"]  # no private keys, no credential
     assert prov["applied"] == 1
 
 
@@ -193,7 +193,9 @@ def test_hub_refuses_bad_provisioning_steps(hub) -> None:
         bad("prov_stage", "not for the staged key", gen=g, cert={"device": "chf", "usage": "ka", "der": wrong.hex()})
         bad("prov_stage", "not a DER", gen=g, cert={"device": "chf", "usage": "ka", "der": "0102"})
         bad("prov_stage", "installer key", gen=g, installer={"id": "x", "key": "00" * 8})
-        bad("prov_stage", "bad trust anchor", gen=g, anchors={"chf": [{"eui": "00", "role": "acb"}]})
+        bad("prov_stage", "bad trust anchor", gen=g, device="chf", anchors=[{"eui": "00", "role": "acb"}])
+        bad("prov_stage", "needs trust anchors", gen=g, device="chf", anchors=[])
+        bad("prov_stage", "device chf|gpf", gen=g, device="esme", anchors=[])
         good = ca.issue(bytes.fromhex(b["chf"]["eui"]), bytes.fromhex(b["chf"]["ka_pub"]), "ka")
         r = c.call("prov_stage", gen=g, cert={"device": "chf", "usage": "ka", "der": good.hex()})
         assert "chf_ds certificate" in r["missing"] and "installer credential" in r["missing"]

@@ -4,18 +4,20 @@
 # by each DS key), the laptop returns certificates, the remote-party trust
 # anchors and the installer credential, and one commit makes it all true.
 #
-# Transactional: everything is staged in KV "prov_stage" (a new begin or a
-# reboot before the commit throws the stage away: the hub stays as it was).
-# The commit is ONE atomic KV write (KV "prov" key "state" = the complete
-# record); applying it to the identity, anchors and credential KVs is
-# idempotent and is redone at boot (roll_forward, called by chf.identity)
-# until KV "prov" says "applied". Private keys never leave the device.
+# Transactional: everything is staged (KV "prov_stage" for the small parts,
+# *.stg files for the private keys, anchors and certificates, so the heap
+# never holds one big record); a new begin or a reboot before the commit
+# throws the stage away: the hub stays as it was. The commit is ONE atomic
+# KV write (KV "prov" key "state"); applying the staged parts to the
+# identity, anchors and credential KVs is idempotent and is redone at boot
+# (roll_forward, called by chf.identity) until KV "prov" says "applied".
+# Private keys never leave the device.
 #
 # Local-port commands (installed by install(hub)):
 #   prov_info                       open: {provisioned, gen, chf_eui, gpf_eui, staged, credential}
 #   prov_begin {chf_eui, gpf_eui, nonce, force?}
 #                                   -> {gen, chf: {eui, ka_pub, ds_pub, pop}, gpf: {...}}
-#   prov_stage {gen, cert: {device, usage, der}} | {gen, anchors: {chf: [...], gpf: [...]}}
+#   prov_stage {gen, cert: {device, usage, der}} | {gen, device, anchors: [...]}
 #              | {gen, installer: {id, key}}
 #   prov_commit {gen}               -> {gen, chf_eui, gpf_eui}
 #   prov_abort
@@ -45,44 +47,73 @@ def cert_path(store, name, staged=False):
     return "%s/cert_%s.%s" % (store.root, name, "stg" if staged else "der")
 
 
-def discard_staged_certs(store):
+def stage_path(store, part):
+    """A staged part of a run: prov_keys.stg (the private keys), prov_anchors_chf.stg, ..."""
+    return "%s/prov_%s.stg" % (store.root, part)
+
+
+def read_json(path):
+    import json
+
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except OSError:
+        return None
+
+
+def write_json(path, obj):
+    import json
+
+    with open(path, "w") as f:
+        json.dump(obj, f)
+
+
+def discard_staged(store):
+    """Remove every staged file (certificates, keys, anchors)."""
     for n in os.listdir(store.root):
-        if n.startswith("cert_") and n.endswith(".stg"):
+        if n.endswith(".stg"):
             os.remove(store.root + "/" + n)
 
 
 def roll_forward(store):
-    """Apply a committed provisioning record that was not (fully) applied;
-    throw away a stage that was never committed. Idempotent."""
+    """Apply a committed provisioning record that was not (fully) applied.
+    Each step is redone until the staged files it reads are deleted, which
+    happens only after every step: idempotent across power cuts."""
     pkv = store.kv("prov")
     st = pkv.get("state")
     if st is None or pkv.get("applied") == st["gen"]:
         return False
-    ikv = store.kv("identity")
-    recs = {}
-    for name in DEVICES:
-        d = st[name]
-        recs[name] = {"eui": d["eui"], "ka_d": d["ka_d"], "ka_q": d["ka_q"], "ds_d": d["ds_d"], "ds_q": d["ds_q"]}
-    ikv.update(recs)
-    store.kv("anchors").update(st["anchors"])
-    try:
-        from chf.credentials import Credentials
-    except ImportError:
-        Credentials = None
-    if Credentials is not None:
-        # the CHF's trust anchor cells (CS02a/b) start from the same anchors
-        Credentials(store, None).provision(st["anchors"]["chf"])
+    keys = read_json(stage_path(store, "keys"))
+    if keys is not None:
+        store.kv("identity").update(keys)
+    for dev in DEVICES:
+        a = read_json(stage_path(store, "anchors_" + dev))
+        if a is None:
+            continue
+        store.kv("anchors").set(dev, a)
+        if dev == "chf":
+            try:
+                from chf.credentials import Credentials
+            except ImportError:
+                Credentials = None
+            if Credentials is not None:
+                # the CHF's trust anchor cells (CS02a/b) start from the same anchors
+                Credentials(store, None).provision(a)
     for name in st["certs"]:
-        staged, final = cert_path(store, name, True), cert_path(store, name)
         try:
-            os.rename(staged, final)
+            os.rename(cert_path(store, name, True), cert_path(store, name))
         except OSError:
             pass  # renamed before a power cut: the certificate is in place
-    store.kv("auth").update({"installer": st["installer"]})
-    # the applied record keeps what the hub reports, not the private keys
-    pub = {"gen": st["gen"], "at": st.get("at"), "installer_id": st["installer"]["id"]}
-    for name in DEVICES:
-        pub[name] = {"eui": st[name]["eui"]}
+    store.kv("auth").set("installer", st["installer"])
+    for part in ("keys", "anchors_chf", "anchors_gpf"):
+        try:
+            os.remove(stage_path(store, part))
+        except OSError:
+            pass
+    # the applied record keeps what the hub reports, not the credential
+    pub = {"gen": st["gen"], "at": st.get("at"), "installer_id": st["installer"]["id"],
+           "chf": st["chf"], "gpf": st["gpf"]}
     pkv.update({"applied": st["gen"], "state": pub})
     return True
 
@@ -142,7 +173,7 @@ def install(hub):
     stage = store.kv("prov_stage")
     if "stage" in stage:
         stage.delete("stage")  # a run that never committed: the hub stays as it was
-    discard_staged_certs(store)
+    discard_staged(store)
 
     def key():
         return installer_key(store)

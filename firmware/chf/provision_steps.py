@@ -3,7 +3,7 @@
 # that a provisioned hub never holds it in its heap).
 import os
 
-from chf.provision import DEVICES, cert_path, discard_staged_certs, pop_message, roll_forward
+from chf.provision import DEVICES, cert_path, discard_staged, pop_message, roll_forward, stage_path, write_json
 from gbcs import p256
 from gbcs.security import ROLES, _hex, _unhex
 
@@ -36,16 +36,20 @@ class Provisioning:
             raise ProvisionError("the CHF and GPF need different EUI-64s")
         nonce = _bytes(req, "nonce", 16, 32)
         gen = (st["gen"] if st else 0) + 1
-        discard_staged_certs(self.store)
-        stage = {"gen": gen, "certs": {}, "anchors": None, "installer": None}
+        self.stage_kv.delete("stage")
+        discard_staged(self.store)
+        stage = {"gen": gen, "certs": {}, "anchors": [], "installer": None}
+        keys = {}
         out = {"gen": gen}
         for name, eui in (("chf", chf), ("gpf", gpf)):
             ka_d, ka_q = p256.generate(self.rand)
             ds_d, ds_q = p256.generate(self.rand)
-            stage[name] = {"eui": _hex(eui), "ka_d": _hex(ka_d), "ka_q": _hex(ka_q),
-                           "ds_d": _hex(ds_d), "ds_q": _hex(ds_q)}
+            keys[name] = {"eui": _hex(eui), "ka_d": _hex(ka_d), "ka_q": _hex(ka_q),
+                          "ds_d": _hex(ds_d), "ds_q": _hex(ds_q)}
+            stage[name] = {"eui": _hex(eui), "ka_q": _hex(ka_q), "ds_q": _hex(ds_q)}
             pop = p256.sign(ds_d, pop_message(nonce, eui, ka_q, ds_q))
             out[name] = {"eui": _hex(eui), "ka_pub": _hex(ka_q), "ds_pub": _hex(ds_q), "pop": _hex(pop)}
+        write_json(stage_path(self.store, "keys"), keys)
         self.stage_kv.set("stage", stage)
         return out
 
@@ -77,10 +81,15 @@ class Provisioning:
             certs[name] = len(der)
             stage["certs"] = certs
         elif "anchors" in req:
-            a = req["anchors"]
-            if not isinstance(a, dict) or not a.get("chf"):
-                raise ProvisionError("anchors must be {chf: [...], gpf: [...]} with CHF anchors")
-            stage["anchors"] = {name: _anchors(a.get(name) or []) for name in DEVICES}
+            dev = req.get("device")
+            if dev not in DEVICES:
+                raise ProvisionError("anchors need device chf|gpf")
+            lst = _anchors(req["anchors"])
+            if dev == "chf" and not lst:
+                raise ProvisionError("the CHF needs trust anchors")
+            write_json(stage_path(self.store, "anchors_" + dev), lst)
+            if dev not in stage["anchors"]:
+                stage["anchors"] = stage["anchors"] + [dev]
         elif "installer" in req:
             i = req["installer"]
             if not isinstance(i, dict) or not isinstance(i.get("id"), str) or not 0 < len(i["id"]) <= 32:
@@ -99,9 +108,8 @@ class Provisioning:
         missing = _missing(stage)
         if missing:
             raise ProvisionError("cannot commit, missing: " + ", ".join(missing))
-        rec = {"gen": stage["gen"], "at": self.utc() if self.utc else None, "chf": stage["chf"],
-               "gpf": stage["gpf"], "certs": stage["certs"], "anchors": stage["anchors"],
-               "installer": stage["installer"]}
+        rec = {"gen": stage["gen"], "at": self.utc() if self.utc else None, "chf": {"eui": stage["chf"]["eui"]},
+               "gpf": {"eui": stage["gpf"]["eui"]}, "certs": stage["certs"], "installer": stage["installer"]}
         self.kv.set("state", rec)  # THE commit: one atomic write
         self.stage_kv.delete("stage")
         roll_forward(self.store)
@@ -109,6 +117,7 @@ class Provisioning:
         return {"gen": rec["gen"], "chf_eui": rec["chf"]["eui"], "gpf_eui": rec["gpf"]["eui"]}
 
     def abort(self):
+        discard_staged(self.store)
         return {"discarded": self.stage_kv.delete("stage")}
 
     def _reload(self):
@@ -122,8 +131,8 @@ class Provisioning:
 
 def _missing(stage):
     out = [n + "_" + u + " certificate" for n in DEVICES for u in USAGES if n + "_" + u not in stage["certs"]]
-    if not stage.get("anchors"):
-        out.append("trust anchors")
+    if "chf" not in stage["anchors"]:
+        out.append("CHF trust anchors")
     if not stage.get("installer"):
         out.append("installer credential")
     return out

@@ -369,7 +369,8 @@ def provision(
             if after_stage:
                 after_stage(f"cert {name}_{usage}")
     step("4 certificates issued and staged")
-    client.call("prov_stage", gen=gen, anchors={"chf": anchors, "gpf": anchors})
+    for name in ("chf", "gpf"):
+        client.call("prov_stage", gen=gen, device=name, anchors=anchors)
     client.call("prov_stage", gen=gen, installer={"id": inst_id, "key": key.hex()})
     step(f"trust anchors ({', '.join(a['role'] for a in anchors)}) and the installer credential staged")
     if after_stage:

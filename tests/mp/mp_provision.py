@@ -23,37 +23,41 @@ def _fresh(name):
     return Store(root)
 
 
-def _record(gen=1):
+def _record(st, gen=1):
+    """Stage files and the commit record of a run, as prov_commit leaves them."""
     rec = {"gen": gen, "at": 1, "certs": {"chf_ka": 2, "chf_ds": 2, "gpf_ka": 2, "gpf_ds": 2},
            "installer": {"id": "alice", "key": "11" * 32}}
+    keys = {}
     for name, eui in (("chf", "02cb0f0000000000"), ("gpf", "02cb0f0000000001")):
         ka_d, ka_q = p256.generate()
         ds_d, ds_q = p256.generate()
-        rec[name] = {"eui": eui, "ka_d": _hex(ka_d), "ka_q": _hex(ka_q), "ds_d": _hex(ds_d), "ds_q": _hex(ds_q)}
+        keys[name] = {"eui": eui, "ka_d": _hex(ka_d), "ka_q": _hex(ka_q), "ds_d": _hex(ds_d), "ds_q": _hex(ds_q)}
+        rec[name] = {"eui": eui}
+    PV.write_json(PV.stage_path(st, "keys"), keys)
     _, acb = p256.generate()
-    rec["anchors"] = {"chf": [{"eui": "90b3d51f30000002", "role": "acb", "ka_pub": _hex(acb)}], "gpf": []}
-    return rec
+    PV.write_json(PV.stage_path(st, "anchors_chf"), [{"eui": "90b3d51f30000002", "role": "acb", "ka_pub": _hex(acb)}])
+    for n in rec["certs"]:
+        with open(PV.cert_path(st, n, True), "wb") as f:
+            f.write(b"\x30\x82")
+    return rec, keys
 
 
 def test_committed_record_is_applied_at_boot():
     st = _fresh("roll")
     before = Identity(st).public()  # factory identity (random EUI)
-    rec = _record()
-    for n in rec["certs"]:
-        with open(PV.cert_path(st, n, True), "wb") as f:
-            f.write(b"\x30\x82")
+    rec, keys = _record(st)
     st.kv("prov").set("state", rec)  # the commit happened; the power went before the apply
     st2 = Store("prov_roll")  # reboot
     ident = Identity(st2)
     assert ident.public()["chf"]["eui"] == "02cb0f0000000000" != before["chf"]["eui"]
-    assert ident.public()["gpf"]["ka_pub"] == rec["gpf"]["ka_q"]
+    assert ident.public()["gpf"]["ka_pub"] == keys["gpf"]["ka_q"]
     assert ident.anchors("chf")[0]["role"] == "acb"
     assert ident.certificate("chf", "ka") == b"\x30\x82" and ident.certificate("gpf", "ds") == b"\x30\x82"
-    assert not [n for n in os.listdir("prov_roll") if n.endswith(".stg")]
+    assert not [n for n in os.listdir("prov_roll") if n.endswith(".stg")]  # applied: the stage is gone
     assert st2.kv("auth").get("installer")["id"] == "alice"
     assert PV.installer_key(st2) == b"\x11" * 32
     prov = st2.kv("prov")
-    assert prov.get("applied") == 1 and "ka_d" not in prov.get("state")["chf"]
+    assert prov.get("applied") == 1 and "installer" not in prov.get("state")
     # applied once: a second boot changes nothing
     writes = st2.stats["kv_writes"]
     Identity(Store("prov_roll"))
@@ -142,3 +146,20 @@ def test_blank_hub_lets_first_provisioning_through():
         raise AssertionError("write on a blank hub accepted")
     except lp.NotAuthorised:
         pass
+
+
+def test_roll_forward_finishes_after_a_cut_at_any_step():
+    # a cut after the staged files were deleted but before "applied" was
+    # written: the next boot finishes the run without undoing anything
+    st = _fresh("cut")
+    Identity(st)
+    rec, keys = _record(st)
+    st.kv("prov").set("state", rec)
+    assert PV.roll_forward(st)
+    ident_before = Identity(st).public()
+    st.kv("prov").update({"state": rec, "applied": 0})  # as if the last write never happened
+    st.kv("auth").delete("installer")
+    assert PV.roll_forward(Store("prov_cut"))
+    st3 = Store("prov_cut")
+    assert Identity(st3).public() == ident_before
+    assert PV.installer_key(st3) == b"\x11" * 32 and st3.kv("prov").get("applied") == 1
