@@ -13,7 +13,9 @@ security log (0x8FE1)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -140,3 +142,50 @@ def test_join_after_the_window_closed_is_refused_and_logged(demo: EmulatedSystem
 
     _until(logged, 10, "0x8FE1 in the security log")
     _healthy(demo)
+
+
+def test_hostile_device_frames(demo: EmulatedSystem) -> None:
+    """A joined device (the IHD) sends 160 malformed or unexpected messages
+    to the hub's own servers (Basic, Time, Tunneling) and to a cluster it
+    has none for: random bytes, valid headers with random payloads, APS
+    fragments with random indexes and counts, Tunneling commands for
+    tunnels that are not its own. The hub answers or drops each one; no
+    handler fails, the link stays up."""
+    from hil.ncp.emulator import ApsFrame
+
+    han = demo.han
+    node = han.nodes["ihd"]
+    before = _healthy(demo)
+    rng = random.Random(5)
+
+    def rnd(n: int) -> bytes:
+        return bytes(rng.randrange(256) for _ in range(n))
+
+    async def storm() -> int:
+        sent = 0
+        for i in range(160):
+            cluster = rng.choice([0x0000, 0x000A, 0x0704, 0x0B04])
+            opts, group, kind = 0x0040, 0, i % 4
+            if kind == 0:
+                payload = rnd(rng.randrange(0, 60))
+            elif kind == 1:
+                payload = bytes((rng.choice([0x00, 0x01, 0x04, 0x08, 0x10, 0x11, 0x14]), rng.randrange(256),
+                                 rng.randrange(256))) + rnd(rng.randrange(0, 40))
+            elif kind == 2:
+                opts, group = 0x8040, rng.randrange(0x10000)
+                payload = rnd(rng.randrange(1, 64))
+            else:
+                cluster = 0x0704
+                payload = bytes((0x01, rng.randrange(256), rng.randrange(1, 8))) + rnd(rng.randrange(0, 8))
+            sent += han.emu.device_send(node, ApsFrame(0x0109, cluster, 1, 1, opts, group, 0), payload)
+            await asyncio.sleep(0.005)
+        return sent
+
+    assert han.run(storm()) == 160
+    time.sleep(0.5)
+    after = _healthy(demo)
+    c0, c1 = before["counters"], after["counters"]
+    assert after["restarts"] == before["restarts"]
+    assert c1["zcl_errors"] == c0["zcl_errors"] and after["ezsp"]["handler_errors"] == 0, c1
+    assert c1["zcl_bad"] > c0["zcl_bad"] and c1["frag_drop"] > c0["frag_drop"], (c0, c1)
+    assert c1["rx"] - c0["rx"] >= 160

@@ -136,6 +136,13 @@ def test_delivery_errors(demo: EmulatedSystem) -> None:
         from hil.devices import echo
 
         esme.on_tunnel_data = echo
+    # the radio loses everything: the NCP reports the unicast not delivered
+    han.emu.han.loss = 1.0
+    try:
+        r = _call(demo, "han_tunnel", eui=DEVICES["ihd"].eui, data="0c", timeout_ms=3000)
+    finally:
+        han.emu.han.loss = 0.0
+    assert not r["ok"] and r["reason"] == "no_route" and "not delivered" in r["error"], r
     # a message longer than the device accepts
     r = _call(demo, "han_tunnel", eui=DEVICES["esme"].eui, data="00" * (esme.max_in + 1), timeout_ms=2000)
     assert not r["ok"] and r["reason"] == "tunnel"

@@ -223,7 +223,12 @@ def install(hub, desired=14):
             return {"ok": False, "reason": "zcl", "error": "answer 0x%02X %s" % (h.command_id, hexlify(a).decode())}
         out = []
         for a_id, st, t, v in recs:
-            out.append([a_id, st, t, v.decode() if isinstance(v, bytes) else v])
+            if isinstance(v, bytes):
+                try:
+                    v = v.decode() if t == Z.T_CHARSTR else hexlify(v).decode()
+                except UnicodeError:
+                    v = hexlify(v).decode()
+            out.append([a_id, st, t, v])
         return {"ok": True, "records": out}
 
     hub.commands["han_status"] = han_status
