@@ -412,3 +412,18 @@ def test_transaction_log_through_chub_hht_logs(system: EmulatedSystem) -> None:
     r = CliRunner().invoke(main, ["hht", "--port", system.local_port_url, "logs", "--which", "transactions"],
                            env={"COLUMNS": "200"})
     assert r.exit_code == 0 and "WAN transaction log" in r.output and "link_up" in r.output, r.output
+
+
+def test_malformed_and_replayed_commands_refused_link_kept(system: EmulatedSystem, vectors: Path) -> None:
+    s, he = system, system.headend
+    wait_for("link", lambda: call(s, "wan_status")["connected"])
+    drops, rejects = call(s, "wan_status")["drops"], count(s, "reject")
+    assert he.send_raw(b"\x00\x01 not a GBCS frame") == "rejected"
+    # a command replayed with the counter the hub already accepted
+    raw, _ = he.headend.rebuild(bytes.fromhex((vectors / "gbcs" / "rtds" / ECS26I).read_text().strip()))
+    assert he.send_raw(raw) == "done"
+    assert he.send_raw(raw) == "rejected"  # new link id, same GBCS counter: refused by the CHF
+    assert count(s, "reject") == rejects + 2
+    st = call(s, "wan_status")
+    assert st["connected"] and st["drops"] == drops
+    command_ok(s, vectors)

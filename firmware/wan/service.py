@@ -10,7 +10,7 @@ import asyncio
 import time
 
 import board
-from log import log
+from log import log, log_exc
 from version import VERSION
 
 # The link, outbox, modem and AT modules load when the job starts, not while
@@ -353,10 +353,15 @@ class Wan:
             status = link.ACK_DONE
             try:
                 resp, alerts = await self.hub.route(bytes(p))
-            except ValueError as e:  # GBCS frame/security/use-case rejections
+            except Exception as e:  # noqa: BLE001
+                # ValueError: GBCS frame/security/use-case rejections. Anything
+                # else is a fault in the hub; it is refused too, or the
+                # head-end would redeliver the same frame after every reconnect
                 resp, alerts = None, ()
                 status = link.ACK_REJECTED
                 self.tx.add(ob.TX_REJECT, fid, type(e).__name__)
+                if not isinstance(e, ValueError):
+                    log_exc("wan", e)
             if resp is not None:
                 self.outbox.add(resp, ob.CRITICAL, ob.KIND_RESPONSE, fid)
             acls = ob.CRITICAL if self.cfg()["critical_alerts"] else ob.NON_CRITICAL

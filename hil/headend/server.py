@@ -95,7 +95,7 @@ class Reply:
 class _Pending:
     link_id: int
     raw: bytes
-    cmd: Frame
+    cmd: Frame | None  # None: a raw frame (send_raw)
     fut: asyncio.Future
     acked: asyncio.Event = field(default_factory=asyncio.Event)
     ack_status: str | None = None
@@ -251,6 +251,22 @@ class HeadEndServer:
         assert self.loop is not None
         fut = asyncio.run_coroutine_threadsafe(self.asend_command(cmd, timeout, rebuild), self.loop)
         return fut.result(timeout * 2 + 5)
+
+    async def asend_raw(self, payload: bytes, timeout: float = 10.0) -> str | None:
+        """Send any bytes as one GBCS link frame; -> the hub's ACK status."""
+        fid = self._next_id
+        self._next_id += 1
+        pc = _Pending(fid, payload, None, asyncio.get_running_loop().create_future())
+        self._cmds[fid] = pc
+        if self._writer is not None and self.hellos:
+            self._writer.write(frame(GBCS, fid, payload))
+        await asyncio.wait_for(pc.acked.wait(), timeout)
+        return pc.ack_status
+
+    def send_raw(self, payload: bytes, timeout: float = 10.0) -> str | None:
+        """Thread-side asend_raw: e.g. a malformed GBCS frame the hub must refuse."""
+        assert self.loop is not None
+        return asyncio.run_coroutine_threadsafe(self.asend_raw(payload, timeout), self.loop).result(timeout + 5)
 
     def send_time(self, utc: int | None = None) -> None:
         def go() -> None:
