@@ -427,3 +427,25 @@ def test_malformed_and_replayed_commands_refused_link_kept(system: EmulatedSyste
     st = call(s, "wan_status")
     assert st["connected"] and st["drops"] == drops
     command_ok(s, vectors)
+
+
+def test_headend_time_frame_and_validity_hold(system: EmulatedSystem) -> None:
+    s, he = system, system.headend
+    wait_for("link", lambda: call(s, "wan_status")["connected"])
+    steps = count(s, "time_step")
+    he.send_time(int(time.time()) + 25)  # a TIME frame 25 s ahead
+    wait_for("time step", lambda: count(s, "time_step") > steps, 5)
+    d = [e for e in tx_events(s) if e["event"] == "time_step"][-1]["detail"]
+    assert d.endswith(" headend") and 24 <= int(d.split()[0]) <= 26, d
+    he.send_time()  # back to the right time (also logged: -25)
+    wait_for("time back", lambda: abs(call(s, "status")["utc"] - time.time()) <= 2, 5)
+    # no source for longer than the hold: not valid (and the Time cluster says so)
+    call(s, "wan_config", set={"clock_hold_s": 2})
+    try:
+        wait_for("clock invalid", lambda: call(s, "status")["clock"]["valid"] is False, 6)
+        t = s.han.run(s.han.device("ihd").read_hub_time(timeout=10), timeout=30)
+        assert t["status"] & 0x02 == 0, t
+        he.send_time()
+        wait_for("valid again", lambda: call(s, "status")["clock"]["valid"] is True, 5)
+    finally:
+        call(s, "wan_config", set={"clock_hold_s": 432000})
