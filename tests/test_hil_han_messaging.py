@@ -169,6 +169,21 @@ def test_zcl_reads_both_ways(demo: EmulatedSystem) -> None:
     assert z.command == Z.DEFAULT_RSP and z.payload == bytes((0x00, Z.UNSUP_CLUSTER_COMMAND))
 
 
+def test_network_key_rotation_on_command(demo: EmulatedSystem) -> None:
+    han = demo.han
+    old_key, old_seq = han.emu.han.network_key, han.emu.han.key_seq
+    r = _call(demo, "han_rotate_key")
+    assert r == {"ok": True}, r
+    assert han.emu.han.network_key != old_key and han.emu.han.key_seq == (old_seq + 1) & 0xFF
+    assert han.emu.han.next_network_key is None
+    assert {"broadcastNextNetworkKey", "broadcastNetworkKeySwitch"} <= set(han.commands)
+    sec = _call(demo, "logs", which="security")["entries"]
+    assert any(e[1] == 0x8FE2 for e in sec), sec
+    # the HAN carries on
+    r = _call(demo, "han_tunnel", eui=DEVICES["ihd"].eui, data="0d", timeout_ms=5000)
+    assert r["ok"] and r["reply"] == "0d", r
+
+
 def test_removing_a_joined_device_removes_it_from_the_network(demo: EmulatedSystem) -> None:
     """Last in this module: the ESME leaves the Device Log."""
     han = demo.han

@@ -231,7 +231,19 @@ def install(hub, desired=14):
             out.append([a_id, st, t, v])
         return {"ok": True, "records": out}
 
+    async def han_rotate_key(req):
+        # a new network key from os.urandom, broadcast, then switched to;
+        # written to the security log (0x8FE2)
+        if c.tc is None or c.state != "up":
+            return {"ok": False, "error": "HAN is %s" % c.state}
+        try:
+            await c.tc.rotate_network_key(req.get("switch_delay_s", 0))
+        except Exception as e:
+            return {"ok": False, "error": repr(e)}
+        return {"ok": True}
+
     hub.commands["han_status"] = han_status
+    hub.commands["han_rotate_key"] = han_rotate_key
     hub.commands["han_tunnel"] = han_tunnel
     hub.commands["han_zcl_read"] = han_zcl_read
     prev_status = hub.commands.get("status")
