@@ -145,6 +145,10 @@ def test_join_after_the_window_closed_is_refused_and_logged(demo: EmulatedSystem
 
     _until(logged, 10, "0x8FE1 in the security log")
     _healthy(demo)
+    # removing a device that never joined sends no removeDevice
+    assert _call(demo, "device_log_remove", eui=KEEPER.eui)["code"] == 0
+    time.sleep(1.5)  # a trust-centre sync
+    assert bytes.fromhex(KEEPER.eui) not in han.emu.removed and "removeDevice" not in han.commands
 
 
 def test_hostile_device_frames(demo: EmulatedSystem) -> None:
