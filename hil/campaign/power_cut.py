@@ -67,9 +67,9 @@ class Summary:
         }
 
 
-def clean_run(image: Path, workdir: Path) -> tuple[int, dict]:
+def clean_run(image: Path, workdir: Path, heap: str = "512k") -> tuple[int, dict]:
     """The scenario without a cut: (block writes it made, check summary)."""
-    run = Run(workdir, image)
+    run = Run(workdir, image, heap=heap)
     try:
         if not run.power_on():
             raise RuntimeError("the hub did not boot")
@@ -81,10 +81,10 @@ def clean_run(image: Path, workdir: Path) -> tuple[int, dict]:
         run.stop()
 
 
-def cut_run(image: Path, workdir: Path, n: int, keep: bool = False) -> CutResult:
+def cut_run(image: Path, workdir: Path, n: int, keep: bool = False, heap: str = "512k") -> CutResult:
     t0 = time.monotonic()
     res = CutResult(n, reached=False, survived=False)
-    run = Run(workdir, image)
+    run = Run(workdir, image, heap=heap)
     try:
         if not run.power_on(cut_after=n):
             res.step = "boot"
@@ -149,17 +149,17 @@ def sample(writes: int, count: int | None, seed: int) -> list[int]:
 
 
 def campaign(image: Path, workdir: Path, count: int | None = None, seed: int = 8, workers: int = 2,
-             progress=None) -> Summary:  # noqa: ANN001
+             progress=None, heap: str = "512k") -> Summary:  # noqa: ANN001
     """Clean run, then the cuts (in parallel, each its own system). progress(i, total, CutResult)."""
     t0 = time.monotonic()
     workdir = Path(workdir)
-    writes, _ = clean_run(image, workdir / "clean")
+    writes, _ = clean_run(image, workdir / "clean", heap)
     points = sample(writes, count, seed)
     summary = Summary(writes)
     done = 0
 
     def one(n: int) -> CutResult:
-        return cut_run(image, workdir / f"cut{n}", n)
+        return cut_run(image, workdir / f"cut{n}", n, heap=heap)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for res in pool.map(one, points):

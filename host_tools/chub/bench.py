@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import bench_gbcs, bench_gpf, bench_han, bench_route, bench_wan
+from . import bench_gbcs, bench_gpf, bench_han, bench_proof, bench_route, bench_wan
 from .paths import BOARDS, FIRMWARE, ROOT, venv_tool
 
 BENCH = ROOT / "bench"
@@ -146,4 +146,5 @@ def run_bench(heap: str = "512k", progress: Callable[[str], None] | None = None)
         figures.update(bench_route.figures(heap, image))
         figures.update(bench_wan.figures(heap, image))
         figures.update(bench_han.figures(heap, image))
+        figures.update(bench_proof.figures(heap, image, figures.get("heap_after_imports_kb"), say))
     return figures

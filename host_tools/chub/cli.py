@@ -126,9 +126,15 @@ _register_board_commands()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
 @click.option("--markdown", is_flag=True, help="Print the table as Markdown (for the README).")
 @click.option("--heap", default="512k", show_default=True)
-def bench(as_json: bool, markdown: bool, heap: str) -> None:
+@click.option("--power-cut-sweep", is_flag=True, help="Only the power-cut campaign, at every flash block write.")
+def bench(as_json: bool, markdown: bool, heap: str, power_cut_sweep: bool) -> None:
     """Measure the published figures in one run."""
     from .bench import run_bench
+
+    if power_cut_sweep:
+        from .bench_proof import power_cut_sweep as sweep
+
+        raise SystemExit(sweep(as_json, heap))
 
     figures = run_bench(heap=heap, progress=None if as_json or markdown else _stderr().print)
     if as_json:
