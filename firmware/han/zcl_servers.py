@@ -33,7 +33,7 @@ def zcl_time(unix):
     (invalid) for a time before 2000 or past the field's range."""
     if unix is None or unix < UNIX_2000 or unix - UNIX_2000 >= Z.UTC_INVALID:
         return Z.UTC_INVALID
-    return unix - UNIX_2000
+    return int(unix) - UNIX_2000  # a clock may keep fractions
 
 
 def reply(h, command_id, payload=b"", frame_type=Z.FT_GLOBAL):

@@ -56,6 +56,7 @@ def test_time_without_a_clock_uses_the_board_and_is_not_synchronized():
     h, recs = Z.decode(_serve(srv, b"\x00\x08\x00\x00\x00"))
     assert recs == [(0, 0, Z.T_UTC, 0xFFFFFFFF)]
     assert S.zcl_time(S.UNIX_2000) == 0 and S.zcl_time(None) == 0xFFFFFFFF
+    assert S.zcl_time(S.UNIX_2000 + 10.75) == 10  # a clock with fractions of a second
 
 
 def test_basic_and_unsupported_attributes():
