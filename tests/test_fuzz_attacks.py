@@ -143,3 +143,33 @@ def test_garbage_on_the_local_port(system: EmulatedSystem) -> None:
     alive_and_same_boot(system, boots)
     with LocalPortClient(system.local_port_url, timeout=10) as c:
         assert c.call("status")["version"]
+
+
+def test_unauthenticated_local_port_writes_refused(system: EmulatedSystem) -> None:
+    """Without an installer session (auth_challenge/auth), the hub refuses
+    every command that changes it - with no tag, a forged tag or a stale
+    request number - and the Device Log is unchanged; read-only commands stay
+    open."""
+    boots = system.dut.boots  # type: ignore[union-attr]
+    before = call(system, "device_log_list")["entries"]
+    eui = "70B3D5C1BADC0DE7"
+    writes = [
+        {"cmd": "device_log_add", "eui": eui, "type": 1, "install_code": "00" * 18},
+        {"cmd": "device_log_remove", "eui": before[0][0] if before else eui},
+        {"cmd": "wan_config", "set": {"retry_ms": 1}},
+        {"cmd": "send_gbcs", "frame": "dd00"},
+        {"cmd": "device_log_add", "eui": eui, "type": 1, "install_code": "00" * 18, "auth": [1, "00" * 32]},
+        {"cmd": "device_log_add", "eui": eui, "type": 1, "install_code": "00" * 18, "auth": [0, "zz"]},
+    ]
+    import json as _json
+
+    with LocalPortClient(system.local_port_url, timeout=10) as c:
+        for i, req in enumerate(writes, 1):
+            c.send_raw(encode_frame(bytes((i,)) + _json.dumps(req).encode()))
+            r = c.read_response(seq=i, timeout=5)
+            assert r.status == 6, (req["cmd"], r)  # NOT_AUTHORISED
+        # the open commands still answer without a session
+        c.send_raw(encode_frame(bytes((40,)) + b'{"cmd":"status"}'))
+        assert c.read_response(seq=40, timeout=5).status == 0
+    assert call(system, "device_log_list")["entries"] == before
+    alive_and_same_boot(system, boots)
