@@ -68,6 +68,10 @@ def test_devices_read_the_hub_time_after_joining(demo: EmulatedSystem) -> None:
     gsme = han.device("gsme")
     _until(lambda: gsme.tunnel_id is not None or gsme.errors, 5)
     assert gsme.tunnel_id is not None, gsme.errors
+    # the hub read each device's Basic application and stack versions after
+    # it joined (for CCS04/CCS05 active_devices); the sleepy GSME too
+    want = {DEVICES[n].eui: [1, 0x10] for n in ("esme", "gsme", "ihd")}
+    _until(lambda: all(_call(demo, "han_status")["versions"].get(k) == v for k, v in want.items()), 10)
 
 
 def test_tunnel_exchange_esme_and_gsme(demo: EmulatedSystem) -> None:
@@ -196,6 +200,7 @@ def test_removing_a_joined_device_removes_it_from_the_network(demo: EmulatedSyst
     assert "removeDevice" in han.commands and not han.nodes["esme"].joined
     tc = _until(lambda: (t := _call(demo, "han_status")["trust_centre"])["kicked"] >= 1 and t, 5)
     assert tc["kick_errors"] == 0
+    assert eui not in _call(demo, "han_status")["versions"]
     # ... and the hub has no route to it any more; the others are untouched
     r = _call(demo, "han_tunnel", eui=eui, data="01", timeout_ms=2000)
     assert not r["ok"] and r["reason"] == "no_route"

@@ -69,6 +69,7 @@ class Coordinator(Messaging):
             "restarts": job.get("restarts", 0),
             "counters": self.counters,
             "trust_centre": self.tc.stats if self.tc is not None else None,
+            "versions": self.versions,
             "ash": self.ezsp.t.stats if self.ezsp is not None and hasattr(self.ezsp.t, "stats") else None,
             "ezsp": self.ezsp.stats if self.ezsp is not None else None,
         }
@@ -147,6 +148,7 @@ class Coordinator(Messaging):
             ez.on("messageSentHandler", self._on_sent)
             self.tc = TrustCentre(ez, self.hub.device_log, self.hub.security_log, self.hub.device_log.utc)
             self.tc.on_removed = self.forget
+            self.tc.on_joined = self.on_device_joined
             self.hub.trust_centre = self.tc
         else:
             ez.close()

@@ -34,6 +34,7 @@ _RX_SLOTS = const(2)  # concurrent incoming fragmented messages
 _MAX_BUSY = const(8)  # concurrent server tasks
 SEND_TIMEOUT_MS = 10000  # a sleepy device is served when it polls
 EXCHANGE_TIMEOUT_MS = 30000
+_VERSIONS_DELAY_S = 1  # after a join, before reading the device's Basic versions
 _NO_MANUF = const(0xFFFF)
 
 
@@ -91,6 +92,8 @@ class Messaging:
         self._rx = []  # reassembly slots [sender or None, Reassembler, count]
         self._tsn = 0
         self._busy = 0
+        self.versions = {}  # eui hex -> [application version, stack version] (Basic)
+        self._reading = []
         for k in ("rx_unknown", "zcl_rx", "zcl_bad", "frag_rx", "frag_drop", "frag_tx", "busy_drop",
                   "zcl_errors", "reply_fail", "tunnel_rx", "tunnel_unclaimed", "exchanges", "frag_ack",
                   "frag_ack_fail"):
@@ -444,11 +447,52 @@ class Messaging:
                 raise w[2]
             return w[1]
 
+    # -- device versions (CCS04/CCS05 active_devices: app and stack version) --
+
+    def on_device_joined(self, eh):
+        """After a join or rejoin: read the device's Basic application and
+        stack versions (in a task; a sleepy device answers when it polls)."""
+        if eh not in self._reading:
+            self._reading.append(eh)
+            asyncio.create_task(self._read_versions(eh))
+
+    async def _read_versions(self, eh):
+        try:
+            for attempt in range(3):
+                await asyncio.sleep(_VERSIONS_DELAY_S * (attempt + 1))
+                f = Z.Header(Z.READ_ATTRIBUTES, self.next_tsn()).encode()
+                Z.encode_read_attributes((0x0001, 0x0002), f)
+                try:
+                    a = await self.zcl_request(eh, self._eps.get(eh, 1), Z.CLUSTER_BASIC, f)
+                    h, recs = Z.decode(a)
+                except (DeliveryError, Z.ZclError):
+                    continue
+                if h.command_id != Z.READ_ATTRIBUTES_RSP or h.frame_type != Z.FT_GLOBAL:
+                    return
+                v = [None, None]
+                for a_id, st, t, val in recs:
+                    if st == Z.SUCCESS and a_id in (1, 2) and isinstance(val, int):
+                        v[a_id - 1] = val & 0xFF
+                self.versions[eh] = v
+                return
+        finally:
+            self._reading.remove(eh)
+
+    def device_versions(self, eui):
+        """(application version, stack version) from the device's Basic
+        cluster, read after it joined; None items when it does not say;
+        None when not read (yet)."""
+        try:
+            v = self.versions.get(eui_hex(eui))
+        except ValueError:
+            return None
+        return None if v is None else (v[0], v[1])
+
     def forget(self, eh):
         """A device left the log: drop its tunnels and state."""
         for tid, peer in list(self.tunnels.peers.items()):
             if peer == eh:
                 self.tunnels.close(tid)
                 self._tinfo.pop(tid, None)
-        for d in (self._client, self._eps, self._locks, self._tx_locks):
+        for d in (self._client, self._eps, self._locks, self._tx_locks, self.versions):
             d.pop(eh, None)

@@ -44,6 +44,7 @@ class TrustCentre:
                 self._nodes[e["eui"]] = e["node_id"]
         device_log.on_change(self._on_log_change)
         self.on_removed = None  # fn(eui_hex): the coordinator drops its tunnels
+        self.on_joined = None  # fn(eui_hex): a device joined or rejoined
         ezsp.on("trustCenterJoinHandler", self._on_join)
 
     def _on_log_change(self, kind, eh):
@@ -115,6 +116,12 @@ class TrustCentre:
     def _eh(eui):
         return hexlify(eui).decode().upper()
 
+    def _joined(self, eui, node):
+        eh = self._eh(eui)
+        self._nodes[eh] = node
+        if self.on_joined is not None:
+            self.on_joined(eh)
+
     # -- the join callback ------------------------------------------------------
 
     def _refuse(self, code, node, eui):
@@ -143,7 +150,7 @@ class TrustCentre:
             if self.log.window_open(eui):
                 self.stats["joined"] += 1
                 self.log.record_join(eui, node)
-                self._nodes[self._eh(eui)] = node
+                self._joined(eui, node)
                 return
             self._refuse(EV_JOIN_WINDOW_CLOSED, node, eui)
             return
@@ -151,6 +158,6 @@ class TrustCentre:
         if self.log.is_joined(eui) or self.log.window_open(eui):
             self.stats["rejoined"] += 1
             self.log.record_join(eui, node)
-            self._nodes[self._eh(eui)] = node
+            self._joined(eui, node)
             return
         self._refuse(EV_JOIN_WINDOW_CLOSED, node, eui)

@@ -49,7 +49,7 @@ async def ignore(data: bytes) -> None:
 
 
 def basic_attributes(model: str, manufacturer: str = "chub rig") -> dict[int, tuple[int, object]]:
-    return {0x0000: (0x20, 3), 0x0001: (0x20, 1), 0x0004: (Z.CHARSTR, manufacturer),
+    return {0x0000: (0x20, 3), 0x0001: (0x20, 1), 0x0002: (0x20, 0x10), 0x0004: (Z.CHARSTR, manufacturer),
             0x0005: (Z.CHARSTR, model), 0x0007: (0x30, 0x03)}
 
 
