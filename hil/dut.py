@@ -169,6 +169,63 @@ class UnixDut:
         self._threads = []
 
 
+class UartBridge:
+    """One of a real board's peripheral UARTs (wired to a USB-serial adapter
+    on the rig machine) joined to the rig's listening port for that UART, so
+    the rig's emulator (NCP on "ncp", SIM7600 on "modem") serves the board
+    exactly as it serves the emulated board's TCP connection."""
+
+    def __init__(self, url: str, rig: Rig, uart: str, log: DutLog, baudrate: int = 115200, rtscts: bool = False):
+        self.url, self.rig, self.uart, self.log = url, rig, uart, log
+        self.baudrate, self.rtscts = baudrate, rtscts
+        self._ser = None
+        self._sock: socket.socket | None = None
+        self._stop = threading.Event()
+
+    def start(self) -> UartBridge:
+        import serial
+
+        try:
+            self._ser = serial.serial_for_url(self.url, baudrate=self.baudrate, rtscts=self.rtscts, timeout=0.05)
+        except (serial.SerialException, ValueError) as e:
+            raise ConnectionError(f"cannot open the {self.uart} adapter {self.url}: {e}") from e
+        self._sock = socket.create_connection(("127.0.0.1", self.rig.ports[self.uart]), timeout=5)
+        self._sock.settimeout(None)
+        threading.Thread(target=self._up, daemon=True).start()
+        threading.Thread(target=self._down, daemon=True).start()
+        self.log.write("rig", f"{self.uart} emulator bridged to {self.url}")
+        return self
+
+    def _up(self) -> None:  # board -> emulator
+        while not self._stop.is_set():
+            try:
+                data = self._ser.read(4096)
+                if data:
+                    self._sock.sendall(data)  # type: ignore[union-attr]
+            except Exception:  # noqa: BLE001 - adapter unplugged or rig gone
+                return
+
+    def _down(self) -> None:  # emulator -> board
+        while not self._stop.is_set():
+            try:
+                data = self._sock.recv(4096)  # type: ignore[union-attr]
+            except OSError:
+                return
+            if not data:
+                return
+            try:
+                self._ser.write(data)
+            except Exception:  # noqa: BLE001
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._sock:
+            self._sock.close()
+        if self._ser:
+            self._ser.close()
+
+
 class SerialDut:
     """A real board on a pyserial URL (`/dev/ttyUSB0`, `socket://`, `rfc2217://`).
 

@@ -1,7 +1,9 @@
 """pytest plugin for HIL scenarios.
 
 Options: `--dut unix|serial` (default unix), `--port URL` (serial backend: the
-board's console/local port, any pyserial URL), `--heap SIZE` (unix backend:
+board's console/local port, any pyserial URL), `--ncp-port URL` / `--modem-port
+URL` (serial backend: USB-serial adapters wired to the board's NCP and modem
+UARTs; the rig's emulators serve them), `--heap SIZE` (unix backend:
 MicroPython heap limit, default 512k).
 
 Fixtures: `hub_image` (the unix image, built once per session), `hil_log`,
@@ -17,7 +19,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from .dut import SerialDut, UnixDut
+from .dut import SerialDut, UartBridge, UnixDut
 from .log import DutLog
 from .rig import Rig
 from .system import attach_peripherals
@@ -28,6 +30,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--dut", choices=("unix", "serial"), default="unix", help="device-under-test backend")
     g.addoption("--port", default=None, help="pyserial URL of the board (serial backend)")
     g.addoption("--heap", default="512k", help="MicroPython heap limit for the unix backend")
+    g.addoption("--ncp-port", default=None, help="serial backend: the USB-serial adapter wired to the board's NCP UART")
+    g.addoption("--modem-port", default=None, help="serial backend: the adapter wired to the board's modem UART")
 
 
 @pytest.fixture(scope="session")
@@ -60,6 +64,13 @@ def dut(request: pytest.FixtureRequest, rig: Rig, hil_log: DutLog, tmp_path: Pat
         if not port:
             raise pytest.UsageError("--dut serial needs --port URL")
         d = SerialDut(port, hil_log)
+        # the rig's emulated NCP / modem on the adapters wired to the board's UARTs
+        bridges = [(u, request.config.getoption(f"--{u}-port")) for u in ("ncp", "modem")]
+        if any(url for _, url in bridges):
+            attach_peripherals(SimpleNamespace(rig=rig, log=hil_log, local_port_url=rig.local_port_url, han_demo=False))
+            for u, url in bridges:
+                if url:
+                    request.addfinalizer(UartBridge(url, rig, u, hil_log, rtscts=u == "ncp").start().stop)
     else:
         image = request.getfixturevalue("hub_image")
         # the emulated NCP (no demo devices) and modem + head-end, as in the

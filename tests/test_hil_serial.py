@@ -14,10 +14,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
+import time
+import tty
 from pathlib import Path
+from types import SimpleNamespace
 
 from chub.paths import venv_tool
 
@@ -69,3 +73,40 @@ def test_scenarios_pass_unchanged_on_the_serial_backend(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+
+
+def test_uart_bridge_serves_the_ncp_emulator_on_a_tty(tmp_path: Path) -> None:
+    """The lab wiring in miniature: a pseudo-terminal stands for the USB-serial
+    adapter on the board's NCP UART. The board's side (the pty master) sends
+    an ASH RST; the rig's NCP emulator, reached through UartBridge and a real
+    tty opened by pyserial, answers RSTACK."""
+    from hil.dut import UartBridge
+    from hil.log import DutLog
+    from hil.ncp import ash
+    from hil.rig import Rig
+    from hil.system import attach_peripherals
+
+    log = DutLog(tmp_path / "rig.log")
+    rig = Rig(log).start()
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    bridge = None
+    try:
+        attach_peripherals(SimpleNamespace(rig=rig, log=log, local_port_url=rig.local_port_url, han_demo=False))
+        bridge = UartBridge(os.ttyname(slave), rig, "ncp", log).start()
+        os.write(master, b"\x1a" + ash.build(0xC0))  # CANCEL, RST
+        de = ash.Deframer()
+        frames: list[bytes] = []
+        deadline = time.monotonic() + 10
+        while not frames and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.2)[0]:
+                frames += de.feed(os.read(master, 4096))
+        assert frames and frames[0][0] == ash.RSTACK, frames
+        assert rig.connected["ncp"]
+    finally:
+        if bridge:
+            bridge.stop()
+        os.close(master)
+        os.close(slave)
+        rig.stop()
+        log.close()
