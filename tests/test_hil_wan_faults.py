@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from chub.localport import LocalPortClient
+from chub.localport import LocalPortClient, LocalPortTimeout
 from hil.headend.gbcs import decode_access_response
 from hil.system import EmulatedSystem
 
@@ -36,12 +36,42 @@ def system(hub_image: Path, tmp_path_factory: pytest.TempPathFactory, vectors: P
     call(s, "wan_config", set=FAST)
     s.headend.wait_hello(1, timeout=30)
     yield s
+    drop_client(s)
     s.stop()
 
 
+_clients: dict[str, LocalPortClient] = {}
+
+
+def drop_client(s: EmulatedSystem) -> None:
+    """Close the kept connection (the rig's local-port bridge serves one client)."""
+    c = _clients.pop(s.local_port_url, None)
+    if c is not None:
+        try:
+            c.close()
+        except OSError:
+            pass
+
+
 def call(s: EmulatedSystem, cmd: str, **args: object) -> dict:
-    with LocalPortClient(s.local_port_url, timeout=10) as c:
-        return c.call(cmd, **args)
+    """One local-port request on a kept connection (authenticated once); a
+    connection lost with a reboot is opened again."""
+    url = s.local_port_url
+    for attempt in (1, 2):
+        c = _clients.get(url)
+        if c is None:
+            c = _clients[url] = LocalPortClient(url, timeout=10)
+        try:
+            return c.call(cmd, **args)
+        except (OSError, LocalPortTimeout):
+            _clients.pop(url, None)
+            try:
+                c.close()
+            except OSError:
+                pass
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 def on_rig(s: EmulatedSystem, fn: Callable[[], object]) -> None:
@@ -233,6 +263,19 @@ class Chain:
         self.done.append(name)
 
 
+def hub_time(s: EmulatedSystem, timeout: float = 30) -> dict:
+    """The emulated IHD reads the hub's Time cluster (retried while the hub's
+    HAN is still coming back after a reboot)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return s.han.run(s.han.device("ihd").read_hub_time(timeout=3), timeout=10)
+        except (TimeoutError, ValueError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def status_has(s: EmulatedSystem, text: str) -> Callable[[], bool]:
     return lambda: text in (call(s, "wan_status")["last_error"] or "")
 
@@ -251,13 +294,13 @@ def test_full_scenario_every_fault(system: EmulatedSystem, vectors: Path) -> Non
         clk = call(s, "status")["clock"]
         assert clk["valid"] is False and clk["source"] is None, clk
         # ... and the HAN's Time cluster says Master but not Synchronized
-        t = s.han.run(s.han.device("ihd").read_hub_time(timeout=10), timeout=30)
+        t = hub_time(s)
         assert t["status"] & 0x03 == 0x01, t
         rig(emu.insert_sim)
 
     ch.step("no SIM", lambda: (emu.remove_sim(urc=True), emu.drop_network()), no_sim_meanwhile)
     assert call(s, "status")["clock"]["valid"] is True  # HELLO_ACK / the network gave the time
-    t = s.han.run(s.han.device("ihd").read_hub_time(timeout=10), timeout=30)
+    t = hub_time(s)
     assert t["status"] & 0x03 == 0x03 and abs(t["unix"] - time.time()) <= 2, t
 
     # PIN required after a modem reboot: the PIN is configured remotely and stored
@@ -402,11 +445,13 @@ def test_transaction_log_through_chub_hht_logs(system: EmulatedSystem) -> None:
     from chub.cli import main
 
     wait_for("link", lambda: call(system, "wan_status")["connected"])
+    before = tx_events(system)
+    drop_client(system)
     r = CliRunner().invoke(main, ["hht", "--port", system.local_port_url, "logs", "--which", "transactions",
                                   "--json"])
     assert r.exit_code == 0, r.output
     got = json.loads(r.output)
-    assert got["entries"] == tx_events(system)[-len(got["entries"]):] and len(got["entries"]) == got["total"]
+    assert got["entries"] == before[-len(got["entries"]):] and len(got["entries"]) == got["total"]
     ev = {e["event"] for e in got["entries"]}
     assert {"pdp_up", "link_up", "ack"} <= ev, ev
     r = CliRunner().invoke(main, ["hht", "--port", system.local_port_url, "logs", "--which", "transactions"],
@@ -443,7 +488,7 @@ def test_headend_time_frame_and_validity_hold(system: EmulatedSystem) -> None:
     call(s, "wan_config", set={"clock_hold_s": 2})
     try:
         wait_for("clock invalid", lambda: call(s, "status")["clock"]["valid"] is False, 6)
-        t = s.han.run(s.han.device("ihd").read_hub_time(timeout=10), timeout=30)
+        t = hub_time(s)
         assert t["status"] & 0x02 == 0, t
         he.send_time()
         wait_for("valid again", lambda: call(s, "status")["clock"]["valid"] is True, 5)
