@@ -8,6 +8,7 @@ DeliveryError reasons."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Iterator
@@ -150,6 +151,33 @@ def test_delivery_errors(demo: EmulatedSystem) -> None:
     # a message longer than the device accepts
     r = _call(demo, "han_tunnel", eui=DEVICES["esme"].eui, data="00" * (esme.max_in + 1), timeout_ms=2000)
     assert not r["ok"] and r["reason"] == "tunnel"
+
+
+def test_exchange_skips_what_does_not_match(demo: EmulatedSystem) -> None:
+    """While an exchange waits, the ESME first pushes an unrelated message
+    (an alert): with a match predicate the exchange takes only its answer;
+    the alert goes to on_tunnel_message (or is counted unclaimed)."""
+    han = demo.han
+    esme = han.device("esme")
+    from hil.devices import echo
+
+    async def alert_first(data: bytes) -> bytes:
+        esme.tunnel_push(b"\xa1alert")
+        await asyncio.sleep(0.05)
+        return b"\x00" + data
+
+    c0 = _counters(demo)
+    esme.on_tunnel_data = alert_first
+    try:
+        r = _call(demo, "han_tunnel", eui=DEVICES["esme"].eui, data="1234", match_prefix="00", timeout_ms=5000)
+        # without a predicate the alert is taken as the answer
+        r2 = _call(demo, "han_tunnel", eui=DEVICES["esme"].eui, data="5678", timeout_ms=5000)
+    finally:
+        esme.on_tunnel_data = echo
+    assert r["ok"] and r["reply"] == "001234", r
+    assert r2["ok"] and r2["reply"] == b"\xa1alert".hex(), r2
+    c1 = _until(lambda: (c := _counters(demo))["tunnel_rx"] >= c0["tunnel_rx"] + 4 and c, 5)
+    assert c1["exchanges"] == c0["exchanges"] + 2
 
 
 def test_zcl_reads_both_ways(demo: EmulatedSystem) -> None:

@@ -201,10 +201,12 @@ def install(hub, desired=14):
         return c.status()
 
     async def han_tunnel(req):
-        # {eui, data: hex, timeout_ms} -> {ok, reply (hex), ms} | {ok: false, reason, error}
+        # {eui, data: hex, timeout_ms, match_prefix: hex} -> {ok, reply (hex), ms} | {ok: false, reason, error}
         t0 = board.ticks_ms()
+        pre = unhexlify(req.get("match_prefix", ""))
         try:
-            r = await c.tunnel_exchange(req["eui"], unhexlify(req.get("data", "")), req.get("timeout_ms", 30000))
+            r = await c.tunnel_exchange(req["eui"], unhexlify(req.get("data", "")), req.get("timeout_ms", 30000),
+                                        (lambda m: bytes(m[:len(pre)]) == pre) if pre else None)
         except DeliveryError as e:
             return {"ok": False, "reason": e.reason, "error": str(e)}
         return {"ok": True, "reply": hexlify(r).decode(), "ms": board.ticks_ms() - t0}

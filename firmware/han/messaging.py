@@ -312,7 +312,7 @@ class Messaging:
         device-initiated message for on_tunnel_message."""
         self.counters["tunnel_rx"] += 1
         w = self._exchange.get(eh)
-        if w is not None and w[1] is None and w[2] is None:
+        if w is not None and w[1] is None and w[2] is None and (w[3] is None or w[3](data)):
             w[1] = bytes(data)
             w[0].set()
             return None
@@ -419,9 +419,11 @@ class Messaging:
         t = self._client[eh] = (tid, ep, False, max_in or MAX_MESSAGE)
         return t
 
-    async def tunnel_exchange(self, eui, data, timeout_ms=EXCHANGE_TIMEOUT_MS):
+    async def tunnel_exchange(self, eui, data, timeout_ms=EXCHANGE_TIMEOUT_MS, match=None):
         """Send `data` over the ZSE tunnel to the device (opening one if
-        needed), return the device's next TransferData on it (bytes).
+        needed), return the device's next TransferData on it (bytes); with
+        match(data) -> bool, the next one it accepts (the others, e.g. an
+        alert the device sends meanwhile, go to on_tunnel_message).
         DeliveryError.reason: "no_route" | "tunnel" | "timeout"."""
         eh = self._eh(eui)
         self._node(eh)
@@ -433,7 +435,7 @@ class Messaging:
                 t = await self._open_tunnel(eh, deadline)
             if len(data) > t[3]:
                 raise DeliveryError("tunnel", "%d bytes exceed the device's %d" % (len(data), t[3]))
-            w = [asyncio.Event(), None, None]
+            w = [asyncio.Event(), None, None, match]
             self._exchange[eh] = w
             try:
                 frame = T.encode_transfer_data(bytearray(), self.next_tsn(), t[0], data, t[2])

@@ -278,6 +278,14 @@ class EmulatedDevice:
         finally:
             self._tunnel_answer = None
 
+    def tunnel_push(self, data: bytes) -> bool:
+        """A device-initiated message on a tunnel the hub opened to us (we
+        are its server), else on our own tunnel to the hub."""
+        if self.served:
+            tid, ep = next(iter(self.served.items()))
+            return self.send(Z.TUNNELING, Z.transfer_data(self.next_tsn(), tid, data, True), ep)
+        return self.tunnel_send(data)
+
     def tunnel_send(self, data: bytes) -> bool:
         """TransferData on our tunnel without waiting for an answer."""
         assert self.tunnel_id is not None
