@@ -67,6 +67,11 @@ def system_figures(image: Path, heap: str) -> dict[str, Any]:
             han.power_on("esme")
             if not han.wait_hub_joined(c, ["esme"], 20):
                 raise RuntimeError("bench: the ESME did not join")
+            # let the after-join traffic finish (the ESME reads the hub's
+            # Time; the hub reads the ESME's Basic versions)
+            dev = han.device("esme")
+            _wait(lambda: dev.hub_time is not None and esme.eui in c.call("han_status")["versions"], 15,
+                  "the after-join reads")
             emu = han.emu
             marks: list[tuple[str, float]] = []
             su, ds, sent = emu._c_sendUnicast, emu.device_send, emu._sent
@@ -94,9 +99,12 @@ def system_figures(image: Path, heap: str) -> dict[str, Any]:
                         raise RuntimeError(f"bench: exchange failed: {r}")
                     if i == 0:
                         continue  # the first one also opens the tunnel
-                    tx = [t for k, t in marks if k == "tx"]
-                    done = [t for k, t in marks if k == "sent"]
                     rx = [t for k, t in marks if k == "rx"]
+                    # the request's fragments: what the hub sent before the
+                    # ESME's reply (later unicasts are other work)
+                    first_rx = rx[0] if rx else float("inf")
+                    tx = [t for k, t in marks if k == "tx" and t < first_rx]
+                    done = [t for k, t in marks if k == "sent"]
                     air = [min((d for d in done if d >= t), default=None) for t in tx]
                     if not tx or None in air:
                         raise RuntimeError(f"bench: unexpected HAN trace {marks}")
