@@ -408,7 +408,7 @@ def test_retry_schedule_per_class_follows_configuration(system: EmulatedSystem, 
     s, he = system, system.headend
     wait_for("link", lambda: call(s, "wan_status")["connected"])
     exhausted = count(s, "exhausted")
-    call(s, "wan_config", set={"crit_retries": 2, "crit_backoff_ms": 400, "crit_backoff_max_ms": 700,
+    call(s, "wan_config", set={"crit_retries": 2, "crit_backoff_ms": 400, "crit_backoff_max_ms": 500,
                                "noncrit_retries": 1, "noncrit_backoff_ms": 900, "critical_alerts": False,
                                "on_exhausted": "keep"})
     he.ack_hub_frames = False
@@ -422,9 +422,10 @@ def test_retry_schedule_per_class_follows_configuration(system: EmulatedSystem, 
         time.sleep(1.0)
         assert resp.copies == 3 and alert.copies == 2, (resp.copies, alert.copies)  # no more: kept, parked
         gaps = [b - a for a, b in zip(resp.times, resp.times[1:], strict=False)]
-        assert 0.35 <= gaps[0] <= 0.65 and 0.65 <= gaps[1] <= 1.0, gaps  # 400 ms, then 800 capped to 700
+        # 400 ms, then 800 capped to 500 (lower bounds exact: never early; upper ones loose for a busy CI)
+        assert 0.38 <= gaps[0] <= 0.7 and 0.48 <= gaps[1] <= 0.75, gaps
         agap = alert.times[1] - alert.times[0]
-        assert 0.85 <= agap <= 1.2, agap
+        assert 0.88 <= agap <= 1.4, agap
         assert call(s, "wan_status")["outbox_pending"] >= 2
     finally:
         he.ack_hub_frames = True
