@@ -219,15 +219,17 @@ def test_flash_the_emulated_board_through_mpremote(hub_image: Path, tmp_path: Pa
 
     board = tmp_path / "board"
 
+    from test_provision import PROVISION_HEAP
+
     def flash(*extra: str) -> None:
         r = CliRunner().invoke(main, ["flash", "--board", "unix", "--port", str(board), "--image", str(hub_image),
-                                      *extra])
+                                      "--heap", PROVISION_HEAP, *extra])
         assert r.exit_code == 0, r.output
         assert f"runs {doc['version']} ({doc['git']})" in r.output and "done" in r.output
 
     def chf_eui() -> str:
         # the flashed board booted again by the emulated system (no demo HAN)
-        s = EmulatedSystem(board)
+        s = EmulatedSystem(board, heap=PROVISION_HEAP)
         s.han_demo = False
         s.start()
         try:

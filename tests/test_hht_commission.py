@@ -32,10 +32,14 @@ def flashed(tmp_path_factory: pytest.TempPathFactory, hub_image: Path, request: 
     tmp = tmp_path_factory.mktemp("accept")
     old = os.environ.get("CHUB_STATE")
     os.environ["CHUB_STATE"] = str(tmp / "laptop")
+    from test_provision import PROVISION_HEAP
+
+    heap = request.config.getoption("--heap")
+    heap = heap if int(heap.rstrip("kK")) >= int(PROVISION_HEAP[:-1]) else PROVISION_HEAP
     board = tmp / "board"
-    r = _cli("flash", "--board", "unix", "--port", str(board), "--image", str(hub_image))
+    r = _cli("flash", "--board", "unix", "--port", str(board), "--image", str(hub_image), "--heap", heap)
     assert r.exit_code == 0, r.output
-    s = EmulatedSystem(board, heap=request.config.getoption("--heap"))
+    s = EmulatedSystem(board, heap=heap)
     try:
         s.start()
         assert s.from_flash  # the hub runs what mpremote copied onto its flash

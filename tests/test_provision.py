@@ -23,6 +23,31 @@ from mpy import run_mp
 
 pytestmark = pytest.mark.skipif(not P.keystore_dir().is_dir(), reason="GBCS keystore (vectors) not available")
 
+# The hub as a whole now leaves ~80 KB free in a 512k heap, fragmented enough
+# that provisioning's 1-2 KB allocations fail now and then; these runs use
+# PROVISION_HEAP (see docs/provisioning.md) until the hub's heap is slimmer.
+PROVISION_HEAP = "1024k"
+
+
+@pytest.fixture
+def dut(rig, hil_log, tmp_path: Path, hub_image: Path, request: pytest.FixtureRequest):  # noqa: ANN001, ANN201
+    """The plugin's unix DUT with a heap of at least PROVISION_HEAP."""
+    from types import SimpleNamespace
+
+    from hil.dut import UnixDut
+    from hil.system import attach_peripherals
+
+    heap = request.config.getoption("--heap")
+    if int(heap.rstrip("kK")) < int(PROVISION_HEAP[:-1]):
+        heap = PROVISION_HEAP
+    attach_peripherals(SimpleNamespace(rig=rig, log=hil_log, local_port_url=rig.local_port_url, han_demo=False))
+    d = UnixDut(hub_image, tmp_path / "board", rig, hil_log, heap=heap)
+    pos = hil_log.position
+    d.start()
+    d.wait_ready(timeout=30, after=pos)
+    yield d
+    d.stop()
+
 
 @pytest.fixture(autouse=True)
 def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -220,6 +245,7 @@ def test_strangers_cannot_change_the_hub(hub) -> None:
         for cmd, kw in (("device_log_add", {"eui": "00DB1234567890A0", "type": 1, "install_code": "00" * 18}),
                         ("device_log_remove", {"eui": "00DB1234567890A0"}), ("send_gbcs", {"frame": "00"}),
                         ("device_log_list", {}), ("logs", {}), ("provision_test_dcc", {"anchors": []}),
+                        ("console_release", {}),
                         ("prov_begin", {"chf_eui": "02CB0F0000000010", "gpf_eui": "02CB0F0000000011"})):
             with pytest.raises(LocalPortError) as ei:
                 c.call(cmd, **kw)
@@ -234,6 +260,10 @@ def test_strangers_cannot_change_the_hub(hub) -> None:
 
     a = LocalPortClient(url)  # the emulated board's factory (test) credential
     assert a.call("device_log_list")["total"] == 0
+    with pytest.raises(LocalPortError, match="not shared with a REPL"):
+        a.call("console_release")  # the emulated board's console is a TCP line, not a REPL
+    a.end_session()
+    assert a.call("device_log_list")["total"] == 0  # a fresh session
     key, n = a._session, a._n
     assert key is not None and n == 1
     a._session = None  # leave without ending the session

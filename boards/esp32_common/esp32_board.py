@@ -11,12 +11,20 @@ import time
 
 import esp32
 import machine
+import micropython
 from board_cfg import CONFIG
 from board_map import Leds, check, unix_offset
 
 NAME = CONFIG["name"]
 FLASH_ROOT = CONFIG.get("data_root", "/data")
 UARTS = ("ncp", "modem", "local")
+
+_rtc = machine.RTC()
+if _rtc.memory() == b"chub:repl":
+    # the installer asked for the console (chub flash, app update): this boot
+    # stops here, at the REPL, instead of starting the hub
+    _rtc.memory(b"")
+    raise SystemExit("chub: console released for flashing")
 
 _used = check(CONFIG)  # a bad map stops the boot here, with the role and pin
 _epoch = unix_offset(time.gmtime(0)[0])
@@ -100,6 +108,8 @@ async def open_uart(name):
     """A UART as an asyncio (reader, writer) pair. "local" is the console
     (the USB-UART bridge): the local port shares it with the REPL's output."""
     if name == "local":
+        # local-port frames are binary: a 0x03 byte must not interrupt the hub
+        micropython.kbd_intr(-1)
         stream = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else sys.stdin
         out = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else sys.stdout
         return asyncio.StreamReader(stream), asyncio.StreamWriter(out, {})
@@ -108,6 +118,14 @@ async def open_uart(name):
         u = _uart(name)
         _uarts[name] = u
     return asyncio.StreamReader(u), asyncio.StreamWriter(u, {})
+
+
+def release_console():
+    """Give the console back to the REPL (for mpremote): soft reset into a
+    boot that stops before the hub starts (see the RTC memory check above)."""
+    _rtc.memory(b"chub:repl")
+    micropython.kbd_intr(3)
+    machine.soft_reset()
 
 
 def on_control(key, fn):

@@ -91,7 +91,9 @@ def roll_forward(store):
         a = read_json(stage_path(store, "anchors_" + dev))
         if a is None:
             continue
-        store.kv("anchors").set(dev, a)
+        # Identity keeps what gbcs.security needs (as set_anchors does); the
+        # public keys and SKIs of every cell go to the CHF's anchor cells
+        store.kv("anchors").set(dev, [{"eui": x["eui"], "role": x["role"], "ka_pub": x.get("ka_pub")} for x in a])
         if dev == "chf":
             try:
                 from chf.credentials import Credentials
@@ -165,6 +167,8 @@ def install(hub):
     except ImportError:
         import time
 
+        board = None
+
         def now_s():
             return int(time.time())
 
@@ -207,6 +211,23 @@ def install(hub):
     async def prov_abort(req):
         return prov().abort()
 
+    async def console_release(req):
+        # installer only: stop the hub and leave the console to the REPL so
+        # that `chub flash` can copy a new app (boards with a REPL console)
+        import asyncio
+
+        fn = getattr(board, "release_console", None) if board is not None else None
+        if fn is None:
+            raise ValueError("this board's console is not shared with a REPL")
+
+        async def later():
+            await asyncio.sleep_ms(200)  # the reply leaves first
+            fn()
+
+        asyncio.create_task(later())
+        return {"released": True}
+
+    hub.commands["console_release"] = console_release
     hub.commands["prov_info"] = prov_info
     hub.commands["prov_begin"] = prov_begin
     hub.commands["prov_stage"] = prov_stage

@@ -112,9 +112,21 @@ class Provisioning:
                "gpf": {"eui": stage["gpf"]["eui"]}, "certs": stage["certs"], "installer": stage["installer"]}
         self.kv.set("state", rec)  # THE commit: one atomic write
         self.stage_kv.delete("stage")
-        roll_forward(self.store)
+        out = {"gen": rec["gen"], "chf_eui": rec["chf"]["eui"], "gpf_eui": rec["gpf"]["eui"], "applied": True}
+        try:
+            roll_forward(self.store)
+        except MemoryError:
+            import gc
+
+            gc.collect()
+            try:
+                roll_forward(self.store)  # idempotent: goes on where it stopped
+            except MemoryError:
+                # committed: the next boot applies it before anything else
+                out["applied"] = False
+                return out
         self._reload()
-        return {"gen": rec["gen"], "chf_eui": rec["chf"]["eui"], "gpf_eui": rec["gpf"]["eui"]}
+        return out
 
     def abort(self):
         discard_staged(self.store)

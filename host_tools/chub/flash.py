@@ -375,11 +375,12 @@ def unix_repl(flash: Path, blocks: int) -> Iterator[str]:
             os.close(fd)
 
 
-def flash_unix(folder: Path, image: Path, erase: bool, progress: Progress, heap: str = "512k",
+def flash_unix(folder: Path, image: Path, erase: bool, progress: Progress, heap: str | None = None,
                ready_timeout: float = 30.0) -> dict:
     from hil.system import FLASHED
 
     spec = board_spec("unix")
+    heap = heap or spec.get("default_heap", "512k")
     blocks = int(spec.get("flash_blocks", 256))
     folder.mkdir(parents=True, exist_ok=True)
     flash = folder / "flash.bin"
@@ -443,7 +444,7 @@ def boot_unix(folder: Path, doc: dict, heap: str, timeout: float) -> dict:
 
 
 def flash_board(board: str, port: str, image: Path, firmware: Path | None, erase: bool, progress: Progress,
-                ready_timeout: float = 30.0) -> dict:
+                ready_timeout: float = 30.0, heap: str | None = None) -> dict:
     spec = board_spec(board)
     doc, _files = image_files(image)
     if doc.get("board") != board:
@@ -452,7 +453,7 @@ def flash_board(board: str, port: str, image: Path, firmware: Path | None, erase
     if board == "unix":
         if firmware is not None:
             raise FlashError("--firmware does not apply to the emulated board (its MicroPython is the unix port)")
-        return flash_unix(Path(port), image, erase, progress, ready_timeout=ready_timeout)
+        return flash_unix(Path(port), image, erase, progress, heap=heap, ready_timeout=ready_timeout)
     out: dict[str, Any] = {}
     if firmware is not None:
         fw = check_firmware(firmware, spec)
@@ -461,6 +462,8 @@ def flash_board(board: str, port: str, image: Path, firmware: Path | None, erase
         time.sleep(2)  # MicroPython's first boot formats the file system
     elif erase:
         raise FlashError("--erase wipes MicroPython too: give --firmware with it")
+    else:
+        release_console(port)
     t = _transport(port)
     try:
         from mpremote.transport import TransportError
@@ -480,11 +483,26 @@ def flash_board(board: str, port: str, image: Path, firmware: Path | None, erase
     return out
 
 
+def release_console(port: str) -> bool:
+    """A running hub owns its console (Ctrl-C disabled, binary frames): ask it
+    (as the installer) to hand the console back to the REPL. No hub answering
+    is fine: the board is then at the REPL or in its bootloader."""
+    from .localport import LocalPortClient, LocalPortError
+
+    try:
+        with LocalPortClient(port, timeout=3) as c:
+            c.call("console_release")
+    except (LocalPortError, OSError, TimeoutError):
+        return False
+    time.sleep(1.5)  # the soft reset into the REPL
+    return True
+
+
 def register(main: Any) -> None:
     import sys
 
     import click
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     @main.command("flash")
     @click.option("--board", default="unix", show_default=True, help="Board folder under boards/.")
@@ -496,8 +514,10 @@ def register(main: Any) -> None:
     @click.option("--image", type=click.Path(path_type=Path), default=None,
                   help="Image folder (default build/BOARD/image, built if missing).")
     @click.option("--ready-timeout", type=float, default=30.0, show_default=True)
+    @click.option("--heap", default=None, help="Emulated board only: the MicroPython heap of the boot check "
+                                               "(default: boards/unix/board.json default_heap).")
     def flash_cmd(board: str, port: str, firmware: Path | None, erase: bool, image: Path | None,
-                  ready_timeout: float) -> None:
+                  ready_timeout: float, heap: str | None) -> None:
         """Flash MicroPython (esptool) and the hub's app image (mpremote), reset, and check the hub is ready."""
         from . import build as build_mod
         from .cli import _stderr
@@ -513,16 +533,20 @@ def register(main: Any) -> None:
             if image is None and not (img / "image.json").exists():
                 err.print(f"building the {board} image first")
                 build_mod.build(board)
-            cols = (TextColumn("{task.description:<8}"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
+            cols = (TextColumn("{task.description:<8}"), BarColumn(), TextColumn("{task.fields[shown]:>17}"),
+                    TimeRemainingColumn())
             with Progress(*cols, console=err, transient=False) as bar:
                 tasks: dict[str, Any] = {}
 
                 def progress(name: str, done: int, total: int) -> None:
+                    # bytes for the data moves, counts for the rest
+                    shown = (f"{done / 1024:.0f}/{total / 1024:.0f} KiB" if name in ("write", "verify", "copy")
+                             else f"{done}/{total}")
                     if name not in tasks:
-                        tasks[name] = bar.add_task(name, total=total)
-                    bar.update(tasks[name], completed=done, total=total)
+                        tasks[name] = bar.add_task(name, total=total, shown=shown)
+                    bar.update(tasks[name], completed=done, total=total, shown=shown)
 
-                r = flash_board(board, port, img, firmware, erase, progress, ready_timeout)
+                r = flash_board(board, port, img, firmware, erase, progress, ready_timeout, heap)
         except (FlashError, build_mod.BuildError) as e:
             err.print(f"[red]flash failed:[/red] {e}")
             sys.exit(1)

@@ -318,7 +318,7 @@ def _verify_pop(nonce: bytes, dev: dict[str, str]) -> None:
         raise ProvisionError(f"the hub's proof of possession for {dev['eui']} does not verify: {e!r}") from None
 
 
-def provision(
+def provision(  # noqa: C901 - one run, step by step
     client: Any,
     db: ProvisionDB,
     ca: TestCA,
@@ -333,9 +333,20 @@ def provision(
 ) -> Result:
     """One provisioning run over a LocalPortClient. `after_stage(name)` is a
     test hook called after each step on the hub (to interrupt a run)."""
+    from .localport import LocalPortError
     info = client.call("prov_info")
     if info["provisioned"] and not force:
         known = db.hub(info["chf_eui"])
+        if known and known["state"] != "provisioned":
+            # a run of ours whose answer to the commit was lost: the hub has it if our credential opens it
+            try:
+                client.authenticate(bytes.fromhex(known["installer_key"]))
+            except LocalPortError:
+                known = None
+            else:
+                db.record_hub(known["chf_eui"], known["gpf_eui"], known["run"], "provisioned", known["installer_id"],
+                              bytes.fromhex(known["installer_key"]), port, info["gen"], None)
+                known = db.hub(info["chf_eui"])
         if known and known["state"] == "provisioned" and known["gen"] == info["gen"]:
             return Result(info["chf_eui"], info["gpf_eui"], info["gen"], known["installer_id"], False,
                           json.loads(known["certs"] or "{}"))
@@ -378,6 +389,9 @@ def provision(
     done = client.call("prov_commit", gen=gen)
     db.record_hub(chf, gpf, run, "provisioned", inst_id, key, port, gen, certs)
     step(f"committed: generation {done['gen']}")
+    if not done.get("applied", True):
+        raise ProvisionError("committed, but the hub ran short of memory applying it: power-cycle the hub "
+                             "(it finishes at boot), then run chub provision again to check")
     # the new credential must work: authenticate afresh and read back
     client.authenticate(key)
     back = client.call("prov_info")
