@@ -20,6 +20,7 @@ from hil.headend.gbcs import decode_access_response
 from hil.system import EmulatedSystem
 
 ECS26I = "6.2.4_ECS26i/ECS26i_6.2.4_SUCCESS_COMMAND_GBCS.HEX"
+CCS01 = "8.11_CCS01/CCS01_8.11_SUCCESS_COMMAND_GBCS.HEX"
 TIMINGS = {"cmd": 1500, "at": 300, "at_retries": 2, "cpin_retries": 2, "cpin_interval": 50, "netopen": 3000,
            "netclose": 2000, "cipopen": 3000, "cipsend": 3000, "cipclose": 2000, "boot": 3000, "reg_poll": 50,
            "grace": 50}
@@ -228,12 +229,12 @@ class Chain:
 
     def __init__(self, s: EmulatedSystem, vectors: Path) -> None:
         self.s = s
-        self.cmd = vectors / "gbcs" / "rtds" / ECS26I
+        self.rtds = vectors / "gbcs" / "rtds"
         self.counters: list[int] = []
         self.done: list[str] = []
 
     def step(self, name: str, inject: Callable[[], object], meanwhile: Callable[[], object] | None = None,
-             timeout: float = 45) -> None:
+             timeout: float = 45, cmd: str = ECS26I) -> None:
         he = self.s.headend
         wait_for("link before " + name, lambda: call(self.s, "wan_status")["connected"])
         conn = he.connections
@@ -246,7 +247,7 @@ class Chain:
 
         he.on_command_acked = hook
         assert he.loop is not None
-        fut = asyncio.run_coroutine_threadsafe(he.asend_command(self.cmd, timeout=timeout), he.loop)
+        fut = asyncio.run_coroutine_threadsafe(he.asend_command(self.rtds / cmd, timeout=timeout), he.loop)
         try:
             wait_for(name + " injected", lambda: fired, 15)
             if meanwhile is not None:
@@ -363,8 +364,14 @@ def test_full_scenario_every_fault(system: EmulatedSystem, vectors: Path) -> Non
     ch.step("silent modem", emu.go_silent)
     assert count(s, "modem_reset", "silent") > silent
 
-    # network drop
-    ch.step("network drop", emu.drop_network)
+    # network drop with an alert queued too: CCS01 -> response + CS14 alert, both
+    # on flash when the link goes; each delivered once, MAC-checked
+    conn = he.connections
+    ch.step("network drop", emu.drop_network, cmd=CCS01)
+    cs14 = wait_for("CS14 alert", lambda: [r for r in he.received if r.frame is not None and r.frame.cra == 3
+                                            and r.connection > conn], 5)
+    assert len(cs14) == 1 and cs14[0].copies == 1 and cs14[0].frame.message_code == 0x0018, cs14
+    he.headend.verify(cs14[0].raw, cra=3)
 
     # garbled lines on the UART: counted, the link stays up, commands answered
     st = call(s, "wan_status")
@@ -396,8 +403,6 @@ def test_full_scenario_every_fault(system: EmulatedSystem, vectors: Path) -> Non
     resp = [r for r in he.received if r.frame is not None and r.frame.cra == 2 and r.frame.counter in ch.counters]
     assert len(resp) == 9 and all(r.copies == 1 for r in resp), [(r.id, r.copies) for r in resp]
 
-
-CCS01 = "8.11_CCS01/CCS01_8.11_SUCCESS_COMMAND_GBCS.HEX"
 
 
 def test_retry_schedule_per_class_follows_configuration(system: EmulatedSystem, vectors: Path) -> None:
