@@ -61,7 +61,7 @@ def call(s: EmulatedSystem, cmd: str, **args: object) -> dict:
     for attempt in (1, 2):
         c = _clients.get(url)
         if c is None:
-            c = _clients[url] = LocalPortClient(url, timeout=10)
+            c = _clients[url] = LocalPortClient(url, timeout=30)  # a busy CI machine: the hub may be slow
         try:
             return c.call(cmd, **args)
         except (OSError, LocalPortTimeout):

@@ -554,6 +554,11 @@ def install(hub):
         hub.supervisor.spawn("last_gasp", watch)
 
     async def job():
+        up = getattr(hub, "local_port_up", None)
+        if up is not None:
+            # load the WAN modules once the hub is up: the local port's
+            # buffer is taken first, before this job's allocations split the heap
+            await up.wait()
         if hub.wan is None:
             _load()
             hub.wan = Wan(hub)
