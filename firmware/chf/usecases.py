@@ -11,7 +11,17 @@ from micropython import const
 from gbcs import dlms
 from han.install_code import add_crc
 from gbcs import frame as gframe
-from gbcs.security import SecurityError
+from gbcs.usecase_base import (  # noqa: F401 - EV_MALFORMED, UseCaseError re-exported
+    EV_MALFORMED,
+    EV_PAYLOAD_MISMATCH,
+    EV_UNSUPPORTED,
+    PayloadMismatch,
+    UnsupportedUseCase,
+    UseCaseError,
+    accept,
+    date_time,
+    log_event,
+)
 
 _GET = const(1)
 _SET = const(2)
@@ -25,10 +35,6 @@ READ_WRITE_DENIED = const(3)
 OBJECT_UNDEFINED = const(4)
 TYPE_UNMATCHED = const(12)
 OTHER_REASON = const(250)
-
-EV_MALFORMED = const(0x8FD6)  # security log: a frame that does not parse
-EV_PAYLOAD_MISMATCH = const(0x8FD7)  # payload not allowed for its message code
-EV_UNSUPPORTED = const(0x8FD8)  # event log: message code not supported
 
 _CLS_DATA = const(1)
 _CLS_PROFILE = const(7)
@@ -92,18 +98,6 @@ MC_CS14 = const(0x0018)
 ALERT_DEVICE_LOG_CHANGED = const(0x8F12)
 
 
-class UseCaseError(ValueError):
-    pass
-
-
-class UnsupportedUseCase(UseCaseError):
-    pass
-
-
-class PayloadMismatch(UseCaseError):
-    pass
-
-
 class Chf:
     """Chf(identity, event_log=None, security_log=None, device_log=None,
     utc2000=None): the CHF's GBCS side. handle(bytes) -> (response, alerts),
@@ -160,28 +154,20 @@ class Chf:
         self._changes.append((kind, eui_hex))
 
     def _log(self, log, code, data=b""):
-        if log is None:
-            return
-        t = self.utc2000() if self.utc2000 else 0
-        if t < 0:
-            t = 0
-        log.append(code, bytes(data[:255]), t)
+        log_event(log, code, data, self.utc2000)
+
+    def _signed(self, f):
+        # CS02a may come protected by its originator's signature alone
+        if f.message_code in SIGNED_ONLY and self.credentials is not None:
+            self.parties.authenticate_signed(f, self.credentials.ds_pub_for(f.originator))
+            return True
+        return False
 
     def handle(self, data):
         try:
-            f = gframe.parse(data)
-        except gframe.FrameError:
+            f = accept(self.parties, data, self.security_log, self.utc2000, signed=self._signed)
+        except ValueError:
             self.rejected += 1
-            self._log(self.security_log, EV_MALFORMED)
-            raise
-        try:
-            if f.mac is None and f.message_code in SIGNED_ONLY and self.credentials is not None:
-                self.parties.authenticate_signed(f, self.credentials.ds_pub_for(f.originator))
-            else:
-                self.parties.authenticate(f)
-        except SecurityError as e:
-            self.rejected += 1
-            self._log(self.security_log, e.event, bytes(f.originator) + f.counter.to_bytes(8, "big"))
             raise
         if f.message_code in DER_CASES and self.credentials is not None:
             return self._handle_credentials(f)
@@ -437,28 +423,6 @@ def _find_set(a, attr):
         if s[0] == _SET and s[3] == attr and i < len(a.data) and a.data[i][0] == dlms.LONG_UNSIGNED:
             return a.data[i][1]
     return 0
-
-
-def date_time(t2000):
-    """DLMS date-time (12 bytes) for UTC seconds since 2000-01-01: deviation
-    not specified (0x8000), status 0xFF, as in the RTDS."""
-    if t2000 is None or t2000 < 0:
-        t2000 = 0
-    days, rem = divmod(int(t2000), 86400)
-    dow = (days + 5) % 7 + 1  # 2000-01-01 was a Saturday; 1 = Monday
-    z = days + 730425  # days since 0000-03-01
-    era = z // 146097
-    doe = z - era * 146097
-    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
-    y = yoe + era * 400
-    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
-    mp = (5 * doy + 2) // 153
-    d = doy - (153 * mp + 2) // 5 + 1
-    m = mp + 3 if mp < 10 else mp - 9
-    if m <= 2:
-        y += 1
-    h, rem = divmod(rem, 3600)
-    return bytes((y >> 8, y & 0xFF, m, d, dow, h, rem // 60, rem % 60, 0, 0x80, 0, 0xFF))
 
 
 def _active_row(e):

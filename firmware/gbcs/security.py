@@ -267,11 +267,17 @@ class RemoteParties:
 
         return mac_fn
 
-    def protect_response(self, cmd, payload, buf=None):
+    def protect_response(self, cmd, payload, buf=None, date_time=None, supp_orig_counter=None):
         """Response frame to the parsed command `cmd`: CRA 2, the command's
         counter and other-information, originator = this device, recipient =
-        the command's originator, MAC'd. Returns a memoryview."""
+        the command's originator, MAC'd with Z(device, recipient) (out_key).
+        Optional grouping-header date_time (12 bytes); supp_orig_counter
+        replaces the command's supplementary originator counter (the 26-byte
+        other-information; only with a supplementary remote party). Returns a
+        memoryview."""
         recipient = bytes(cmd.originator)
+        if supp_orig_counter is None:
+            supp_orig_counter = cmd.supp_orig_counter
         return gframe.build(
             gframe.CRA_RESPONSE,
             cmd.counter,
@@ -279,9 +285,10 @@ class RemoteParties:
             recipient,
             cmd.message_code,
             payload,
+            date_time=date_time,
             supp_party=cmd.supp_party,
             supp_counter=cmd.supp_counter or 0,
-            supp_orig_counter=cmd.supp_orig_counter,
+            supp_orig_counter=supp_orig_counter if cmd.supp_party is not None else None,
             mac_fn=self._mac_fn(gframe.CRA_RESPONSE, cmd.counter, recipient),
             buf=buf,
         )

@@ -1,6 +1,6 @@
 # Pieces every GBCS device function of the hub needs (the CHF and the GPF):
-# take one command in (parse, authenticate, log a refusal), build a MAC'd
-# response with a grouping-header date-time, DLMS date-time values, GBZ
+# take one command in (parse, authenticate, log a refusal; the response is
+# RemoteParties.protect_response), DLMS date-time values, GBZ
 # component encryption and the KA public key of a certificate carried in the
 # other-information (an unknown remote party).
 from micropython import const
@@ -55,19 +55,24 @@ class _NoSupp:
         return getattr(self._f, name)
 
 
-def accept(parties, data, security_log=None, utc2000=None, allow_urp=False):
+def accept(parties, data, security_log=None, utc2000=None, allow_urp=False, signed=None):
     """Parse and authenticate one command for the device of `parties`.
     Refusals are written to the security log and re-raised (FrameError or a
     SecurityError subclass). allow_urp: a supplementary remote party that is
     not a trust anchor is accepted when the other-information carries its
-    certificate (the originator, the ACB, still MACs the command)."""
+    certificate (the originator, the ACB, still MACs the command).
+    signed(f) -> bool, called for a command without a MAC: True when it
+    authenticated the command by its signature alone (e.g. CS02a), False to
+    refuse it as unprotected."""
     try:
         f = gframe.parse(data)
     except gframe.FrameError:
         log_event(security_log, EV_MALFORMED, b"", utc2000)
         raise
     try:
-        if allow_urp and f.supp_cert is not None and f.supp_party is not None and parties.role_of(f.supp_party) is None:
+        if f.mac is None and signed is not None and signed(f):
+            pass
+        elif allow_urp and f.supp_cert is not None and f.supp_party is not None and parties.role_of(f.supp_party) is None:
             parties.authenticate(_NoSupp(f))
         else:
             parties.authenticate(f)
@@ -75,35 +80,6 @@ def accept(parties, data, security_log=None, utc2000=None, allow_urp=False):
         log_event(security_log, e.event, bytes(f.originator) + f.counter.to_bytes(8, "big"), utc2000)
         raise
     return f
-
-
-def protect_response(parties, cmd, payload, date_time=None, supp_orig_counter=None, buf=None):
-    """Response to the parsed command `cmd` (CRA 2, its counter, MAC'd like
-    security.RemoteParties.protect_response) with an optional grouping-header
-    date-time and an optional supplementary originator counter (the 26-byte
-    other-information)."""
-    recipient = bytes(cmd.originator)
-    key = parties.mac_key(gframe.CRA_RESPONSE, cmd.counter, parties.eui, recipient)
-
-    def mac_fn(prefix, body, iv):
-        return gcm.gmac(key, iv, (prefix, body))
-
-    if supp_orig_counter is None:
-        supp_orig_counter = cmd.supp_orig_counter
-    return gframe.build(
-        gframe.CRA_RESPONSE,
-        cmd.counter,
-        parties.eui,
-        recipient,
-        cmd.message_code,
-        payload,
-        date_time=date_time,
-        supp_party=cmd.supp_party,
-        supp_counter=cmd.supp_counter or 0,
-        supp_orig_counter=supp_orig_counter if cmd.supp_party is not None else None,
-        mac_fn=mac_fn,
-        buf=buf,
-    )
 
 
 def date_time(t2000, status=CLOCK_NOT_SPECIFIED, weekday=True):

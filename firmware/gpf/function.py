@@ -23,7 +23,6 @@ from gbcs.usecase_base import (
     encryption_key,
     generalized_time,
     log_event,
-    protect_response,
     seal,
 )
 from gpf.mirror import METERING, PREPAYMENT, PRICE
@@ -135,7 +134,7 @@ class Gpf:
         if uc[1] == _RESTORE:
             payload = self._restore(entries)
             alerts.append(self.backup_alert())
-            return bytes(protect_response(parties, f, payload)), alerts
+            return bytes(parties.protect_response(f, payload)), alerts
         urp = f.supp_cert is not None and f.supp_party is not None and parties.role_of(f.supp_party) is None
         supp_orig = parties.next_own_counter() if urp else None
         enc = _Enc(self, parties, f, supp_orig)
@@ -150,7 +149,7 @@ class Gpf:
             comps = self._sampled(g, uc, enc)
         comps[-1].control |= gbz.CTRL_LAST
         payload = gbz.build(comps)
-        return bytes(protect_response(parties, f, payload, date_time=dt, supp_orig_counter=supp_orig)), alerts
+        return bytes(parties.protect_response(f, payload, date_time=dt, supp_orig_counter=supp_orig)), alerts
 
     # --- use cases ------------------------------------------------------------
 
