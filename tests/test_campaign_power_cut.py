@@ -21,6 +21,10 @@ SEED = 8
 KNOWN = {
     "the hub to record the joins": "a join the NCP completed is lost when the cut falls while the hub records it "
                                    "(the device stays on the network, the Device Log says 'join window open')",
+    "the network was formed 2 times": "a cut after the NCP formed the network but before the hub stored it: "
+                                      "the hub forms a second network on reboot instead of resuming the NCP's",
+    "never answered": "a cut after the CHF stored the command's counter but before the response was in the "
+                      "outbox: the head-end's resend is rejected as ReplayedCounter and the command is never answered",
 }
 
 

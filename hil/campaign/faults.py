@@ -95,6 +95,7 @@ def f_clock_jump(run: Run) -> None:
     rig = run.system.rig
     assert rig is not None
     jump = random.Random(run.seed + len(run.events)).choice((-3, -1, 2, 5)) * HOUR
+    run.clock_jumps += 1
     rig.set_rtc_offset(run.day_offset + jump)
     run.system.headend.send_time(int(time.time()) + run.day_offset)
 

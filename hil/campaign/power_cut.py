@@ -136,6 +136,11 @@ def diagnose(run: Run) -> str:
         out.append("device log: " + repr([(e["eui"], e["join_state"]) for e in device_log(run)]))
     except Exception as e:  # noqa: BLE001
         out.append(f"device log: {e}")
+    try:
+        tx = run.call("transactions")["entries"]
+        out.append("transactions: " + repr([(e["event"], e["id"], e["detail"]) for e in tx[:8]]))
+    except Exception as e:  # noqa: BLE001
+        out.append(f"transactions: {e}")
     out.append(f"events: {run.events}")
     return "\n".join(out)
 
