@@ -40,6 +40,7 @@ class Hub:
         wan_service.install(self)  # modem, head-end link, outbox: job "wan", wan_status
         gpf_service.install(self)  # GPF: mirror ZCL servers, GBZ use cases, tap-off, gpf_status
         route.install(self)  # hub.route by recipient EUI-64, GSME buffer: job "route"
+        __import__("leds").install(self)  # status LEDs from the hub's state: job "leds"
         provision.install(self)  # chub provision; installer authentication guards hub.dispatch
 
     def uptime_s(self):

@@ -125,6 +125,9 @@ def unix_offset(gmtime0_year):
 
 # --- status LEDs -------------------------------------------------------------
 
+# What each LED shows is decided by the hub (firmware/leds.py), which calls
+# board.set_leds({"power": name, "han": [name, ...], "alert": name,
+# "wan_signal": name, "data": name}); this renders the pattern names.
 # A pattern is (period ms, on ms): steady on = (0, 1), off = (0, 0).
 OFF = (0, 0)
 ON = (0, 1)
@@ -132,33 +135,8 @@ SLOW = (2000, 1000)  # 0.5 Hz
 BLINK = (1000, 500)  # 1 Hz
 FAST = (250, 125)  # 4 Hz
 FLASH = (2000, 100)  # a short flash every 2 s
-
-
-def wan_pattern(csq):
-    """WAN signal LED from the modem's CSQ (0-31, 99 = unknown): off without
-    signal, slow blink when marginal (2-9), fast blink when fair (10-14),
-    steady when good (15+)."""
-    if csq is None or csq == 99 or csq < 2:
-        return OFF
-    if csq < 10:
-        return SLOW
-    if csq < 15:
-        return FAST
-    return ON
-
-
-def han_pattern(join_state):
-    """One HAN device slot (Device Log join states): steady when joined (or
-    restored after a reboot), fast blink while its join window is open, a
-    short flash when it is whitelisted but not joined or has left, off for an
-    empty slot."""
-    if join_state is None:
-        return OFF
-    if join_state in ("joined", "restored"):
-        return ON
-    if join_state == "join window open":
-        return FAST
-    return FLASH
+PATTERNS = {"off": OFF, "on": ON, "slow": SLOW, "blink": BLINK, "fast": FAST, "flash": FLASH}
+_SINGLE = ("power", "alert", "wan_signal", "data")
 
 
 def level(pattern, t_ms):
@@ -169,42 +147,49 @@ def level(pattern, t_ms):
 
 
 class Leds:
-    """The status LEDs' state; `levels(t_ms)` -> [(gpio, 0/1 electrical level)].
-
-    State: powered (bool), on_battery (power-fail asserted: the power LED
-    blinks while the hold-up lasts), han (join states, one per LED slot in
-    Device Log order), alert (an alert is waiting in the outbox), csq, data
-    (a head-end session is up)."""
+    """The status LEDs: `set(d)` takes the hub's pattern names,
+    `levels(t_ms)` -> [(gpio, 0/1 electrical level)]. Until the hub's first
+    set() only the power LED is on. `on_battery` (the power-fail input, kept
+    by the board's control task) makes the power LED blink at once, whatever
+    the hub last said."""
 
     def __init__(self, leds_cfg):
         self.cfg = leds_cfg
-        self.powered = True
         self.on_battery = False
-        self.han = []
-        self.alert = False
-        self.csq = None
-        self.data = False
+        self.pats = {"power": ON, "han": [], "alert": OFF, "wan_signal": OFF, "data": OFF}
 
-    def update(self, **kw):
-        for k, v in kw.items():
-            if not hasattr(self, k) or k == "cfg":
-                raise ValueError("no LED state %r" % k)
-            setattr(self, k, v)
+    def set(self, d):
+        """d: {led: pattern name}, "han": [names] (one per HAN slot, extra
+        entries beyond the board's LEDs are ignored); missing keys keep their
+        pattern. Unknown LEDs or pattern names raise ValueError."""
+        new = dict(self.pats)
+        for k, v in d.items():
+            if k == "han":
+                if not isinstance(v, (list, tuple)):
+                    raise ValueError("han must be a list of pattern names")
+                new["han"] = [self._pat(x) for x in v]
+            elif k in _SINGLE:
+                new[k] = self._pat(v)
+            else:
+                raise ValueError("no LED %r" % (k,))
+        self.pats = new
+
+    @staticmethod
+    def _pat(name):
+        p = PATTERNS.get(name)
+        if p is None:
+            raise ValueError("no LED pattern %r" % (name,))
+        return p
 
     def patterns(self):
-        out = []
         c = self.cfg
-        if not self.powered:
-            p = OFF
-        else:
-            p = BLINK if self.on_battery else ON
-        out.append((c["power"], p))
+        p = self.pats
+        out = [(c["power"], BLINK if self.on_battery else p["power"])]
+        han = p["han"]
         for i, led in enumerate(c["han"]):
-            js = self.han[i] if i < len(self.han) else None
-            out.append((led, han_pattern(js)))
-        out.append((c["alert"], ON if self.alert else OFF))
-        out.append((c["wan_signal"], wan_pattern(self.csq)))
-        out.append((c["data"], ON if self.data else OFF))
+            out.append((led, han[i] if i < len(han) else OFF))
+        for k in _SINGLE[1:]:
+            out.append((c[k], p[k]))
         return out
 
     def levels(self, t_ms):

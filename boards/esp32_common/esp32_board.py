@@ -133,6 +133,12 @@ def on_control(key, fn):
     _handlers[key] = fn
 
 
+def set_leds(d):
+    """The hub's LED patterns by name (firmware/leds.py); the control task
+    drives the GPIOs from them every 50 ms."""
+    leds.set(d)
+
+
 def _pulse(gpio, active_low, ms):
     p = _out(gpio, 1 if active_low else 0)
     p.value(0 if active_low else 1)
@@ -180,7 +186,8 @@ def _setup():
 
 async def control_task():
     """The board's own wires: power-fail input, modem power-on, the status
-    LEDs (refreshed every 50 ms from `leds`, which the hub updates)."""
+    LEDs (refreshed every 50 ms from `leds`, which the hub sets through
+    set_leds)."""
     pf_pin, active_low = _setup()
     power_on_modem()
     while True:

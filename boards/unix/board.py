@@ -114,6 +114,15 @@ def hard_reset(peripheral):
 
 
 _ctl_writer = None
+leds = {}  # the emulated status LEDs: what the hub last set
+
+
+def set_leds(d):
+    """The status LEDs (pattern names by LED, firmware/leds.py): kept in
+    `leds` and reported to the rig on the control line as {"leds": d}."""
+    global leds
+    leds = d
+    _ctl_send({"leds": d})
 
 
 def _ctl_send(msg):
@@ -128,6 +137,8 @@ async def control_task():
     if not port:
         return
     reader, _ctl_writer = await asyncio.open_connection("127.0.0.1", port)
+    if leds:
+        _ctl_send({"leds": leds})  # set before the line was up
     while True:
         line = await reader.readline()
         if not line:

@@ -85,36 +85,36 @@ def test_strapping_outputs_listed_for_the_wiring_doc():
     assert BM.strapping_outputs(_cfg("esp32_s3_devkitc")) == []
 
 
-def test_wan_signal_bands():
-    assert BM.wan_pattern(None) == BM.OFF and BM.wan_pattern(99) == BM.OFF and BM.wan_pattern(1) == BM.OFF
-    assert BM.wan_pattern(2) == BM.SLOW and BM.wan_pattern(9) == BM.SLOW
-    assert BM.wan_pattern(10) == BM.FAST and BM.wan_pattern(14) == BM.FAST
-    assert BM.wan_pattern(15) == BM.ON and BM.wan_pattern(31) == BM.ON
-
-
-def test_led_levels_follow_state_and_time():
+def test_led_levels_follow_the_hubs_patterns_and_time():
+    # what each LED shows is the hub's (tests/mp/mp_leds.py); here: names ->
+    # GPIO levels over time
     cfg = _cfg("esp32_s3_devkitc")
     leds = BM.Leds(cfg["leds"])
-    pins = dict(BM.Leds(cfg["leds"]).levels(0))
+    pins = dict(leds.levels(0))
     han = [x["pin"] for x in cfg["leds"]["han"]]
-    assert pins[38] == 1 and pins[47] == 0 and pins[21] == 0 and pins[14] == 0
+    assert pins[38] == 1 and pins[47] == 0 and pins[21] == 0 and pins[14] == 0  # before the hub: power only
     assert all(pins[p] == 0 for p in han)
-    leds.update(han=["joined", "join window open", "whitelisted"], alert=True, csq=12, data=True)
+    leds.set({"han": ["on", "fast", "flash", "slow", "on"], "alert": "on", "wan_signal": "fast", "data": "on"})
     a, b = dict(leds.levels(0)), dict(leds.levels(130))
-    assert a[han[0]] == 1 and b[han[0]] == 1  # joined: steady
-    assert a[han[1]] == 1 and b[han[1]] == 0  # window open: 4 Hz
+    assert a[han[0]] == 1 and b[han[0]] == 1  # steady
+    assert a[han[1]] == 1 and b[han[1]] == 0  # 4 Hz
     assert a[han[2]] == 1 and b[han[2]] == 0 and dict(leds.levels(1000))[han[2]] == 0  # short flash
-    assert a[han[3]] == 0  # empty slot
+    assert a[han[3]] == 1 and dict(leds.levels(1500))[han[3]] == 0  # 0.5 Hz
+    assert len(leds.levels(0)) == 4 + len(han)  # a fifth HAN device has no LED on this board
     assert a[47] == 1 and a[14] == 1
-    assert a[21] == 1 and b[21] == 0  # CSQ 12: fast blink
-    leds.update(on_battery=True)
+    assert a[21] == 1 and b[21] == 0
+    leds.set({"han": ["on"]})  # a device removed: its slot goes dark
+    assert dict(leds.levels(0))[han[1]] == 0 and dict(leds.levels(0))[47] == 1
+    leds.on_battery = True  # the power-fail input overrides the hub's "on"
     assert dict(leds.levels(100))[38] == 1 and dict(leds.levels(600))[38] == 0
-    try:
-        leds.update(colour=1)
-    except ValueError:
-        pass
-    else:
-        raise AssertionError("unknown LED state accepted")
+    for bad in ({"colour": "on"}, {"alert": "purple"}, {"han": "on"}, {"han": ["on", "strobe"]}):
+        try:
+            leds.set(bad)
+        except ValueError:
+            pass
+        else:
+            raise AssertionError("accepted %r" % (bad,))
+    assert dict(leds.levels(0))[han[0]] == 1  # a refused set changes nothing
 
 
 def test_active_low_led_is_inverted():

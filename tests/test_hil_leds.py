@@ -1,0 +1,87 @@
+"""HIL: the status LEDs follow the real hub's state (firmware/leds.py, the
+unix board's emulated LEDs as `status` reports them, docs/wiring.md). The
+hub (built image, under micropython) with the NCP emulator (no demo devices),
+the SIM7600 emulator and the head-end: a device added then joining lights
+its HAN LED (fast blink, then steady); the WAN link going down and up again
+switches the data LED and the signal LED follows the modem's CSQ; a
+power-fail makes the power LED blink and its outage alert lights the alert
+LED until the head-end has acknowledged it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hil.han_setup import DEVICES
+from hil.system import EmulatedSystem
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory, hub_image: Path) -> Iterator[EmulatedSystem]:
+    # 768k like the other HIL tests that load every feature (HAN + WAN)
+    s = EmulatedSystem(tmp_path_factory.mktemp("leds") / "sys", image=hub_image, fresh=True, heap="768k")
+    s.han_demo = False  # type: ignore[attr-defined]
+    s.start()
+    yield s
+    s.stop()
+
+
+def _call(system: EmulatedSystem, cmd: str, **kw: object) -> dict:
+    from chub.localport import LocalPortClient
+
+    with LocalPortClient(system.local_port_url, timeout=30) as c:
+        return c.call(cmd, **kw)
+
+
+def _leds_until(system: EmulatedSystem, want: dict[str, Any], timeout: float = 30.0) -> dict:
+    """Poll `status` until every LED in `want` shows its pattern."""
+    deadline = time.monotonic() + timeout
+    leds: dict = {}
+    while time.monotonic() < deadline:
+        leds = _call(system, "status").get("leds") or {}
+        if all(leds.get(k) == v for k, v in want.items()):
+            return leds
+        time.sleep(0.25)
+    raise AssertionError(f"LEDs {leds} never showed {want}")
+
+
+def test_leds_follow_han_joins_wan_link_and_power_fail(system: EmulatedSystem) -> None:
+    # up: the head-end link is up with the emulator's CSQ 21 (good signal);
+    # no HAN device yet, nothing waiting
+    rssi = system.modem.cfg.rssi  # type: ignore[attr-defined]
+    assert rssi >= 15
+    leds = _leds_until(system, {"data": "on", "wan_signal": "on"})
+    assert leds == {"power": "on", "han": [], "alert": "off", "wan_signal": "on", "data": "on"}, leds
+
+    # HAN: the installer adds the ESME (join window open: fast blink), it joins (steady)
+    esme = DEVICES["esme"]
+    r = _call(system, "device_log_add", eui=esme.eui, type=esme.dev_type, install_code=esme.install_code_hex,
+              join_timeout=600)
+    assert r["code"] == 0, r
+    _leds_until(system, {"han": ["fast"]}, 10)
+    system.han.power_on("esme")  # type: ignore[attr-defined]
+    _leds_until(system, {"han": ["on"]}, 30)
+
+    # WAN: coverage lost (no registration, a weak CSQ when it comes back)
+    modem = system.modem  # type: ignore[attr-defined]
+    modem.set_csq(5)
+    modem.deny_registration()
+    modem.drop_network()
+    leds = _leds_until(system, {"data": "off"}, 30)
+    assert leds["han"] == ["on"]  # the HAN does not care
+
+    # power fail while the link is down: the outage alert waits in the outbox
+    system.rig.power_fail()  # type: ignore[union-attr]
+    leds = _leds_until(system, {"power": "blink", "alert": "on"}, 15)
+    assert leds["data"] == "off"
+    assert _call(system, "wan_status")["outbox_pending"] >= 1
+
+    # coverage back: link up (data on), signal from the new CSQ 5 (slow blink),
+    # the alert delivered and acknowledged (alert off)
+    modem.regain_registration()
+    leds = _leds_until(system, {"data": "on", "wan_signal": "slow", "alert": "off"}, 60)
+    assert leds["han"] == ["on"] and leds["power"] == "blink"
