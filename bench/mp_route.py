@@ -7,23 +7,29 @@
 #
 # (MICROPYPATH must cover firmware/ and boards/unix/.) `clean` formats a
 # 64-block LittleFS2 image and runs the buffering workload (puts for two
-# devices, GETs, a dropped queue, an expiry) printing one line per finished
-# operation and "CLEAN <json>" with the block writes W after the format.
-# `sweep` repeats the workload in this one process with the power cut at
-# write n = FIRST, FIRST+STEP, ... <= W (the n-th block write after the
-# format is torn, the device then fails every call), remounts the image
+# devices; the GSME's GETs, each confirming the message handed out before
+# and offering the next, which a model GSME executes once per counter; its
+# PUTs, confirming too; a dropped queue; an expiry) printing one line per
+# finished operation and "CLEAN <json>" with the block writes W after the
+# format (W counts the cut points: block writes and the hand-outs of GET
+# answers to the radio). `sweep` repeats the workload in this one process
+# with the power cut at point n = FIRST, FIRST+STEP, ... <= W (the n-th
+# block write after the format is torn, or the hand-out never reaches the
+# GSME; the device then fails every call), remounts the image
 # like a power-up and prints "CUT <json>": the operations that returned
-# before the cut, the one in flight, what the reopened buffer holds, and
-# whether it still takes and hands out a message. tests/test_route_power_cut.py
-# checks each against the rules (nothing acknowledged lost, nothing handed
-# out twice). `figures` prints "FIGURES <json>": block writes and erases per
+# before the cut (with the GSME's executions and refusals), the one in
+# flight, what the reopened buffer holds, what the GSME executes or refuses
+# when it then GETs both queues empty, and whether the buffer still takes
+# and hands out a message. tests/test_route_power_cut.py checks each
+# against the rules (nothing acknowledged lost, nothing executed twice).
+# `sweep ... at_most_once` runs the old design (removed before the hand-out). `figures` prints "FIGURES <json>": block writes and erases per
 # buffered command in steady state, for the buffer and for the store's
 # Journal doing the same job.
 import json
 import sys
 
 import vfs
-from blockdev import FileBlockDevice
+from blockdev import FileBlockDevice, PowerLost
 from route.buffer import CommandBuffer
 
 BLOCKS = 64
@@ -65,7 +71,23 @@ class CountingDevice(FileBlockDevice):
         return FileBlockDevice.writeblocks(self, block, buf, offset)
 
 
-def fresh(path, cls=FileBlockDevice):
+class SweepDevice(FileBlockDevice):
+    """Counts the radio hand-outs as cut points too: point() is the moment
+    the hub's answer to a GET goes to the radio (after the flash work of
+    that GET, before the GSME has it)."""
+
+    handouts = 0
+
+    def point(self):
+        self._check()
+        self.writes += 1
+        self.handouts += 1
+        if self.cut_after and self.writes >= self.cut_after:
+            self.dead = True
+            raise PowerLost(5)
+
+
+def fresh(path, cls=SweepDevice):
     _umount()
     # a blank image every time (the device only re-blanks a wrong-sized file)
     with open(path, "wb") as f:
@@ -84,7 +106,42 @@ def remount(path):
     return dev
 
 
-def workload(done, bdev=None):
+class Gsme:
+    """The meter, outside the hub's flash (a power cut of the hub leaves it
+    as it is): it executes a command once per GBCS originator counter (here
+    the payload's number) and refuses one it has executed already."""
+
+    def __init__(self):
+        self.seen = set()
+
+    def execute(self, i, out):
+        if i in self.seen:
+            out.append(["refused", i])
+        else:
+            self.seen.add(i)
+            out.append(["exec", i])
+
+
+def gsme_get(buf, dev, gsme, done, ok, bdev=None, at_most_once=False):
+    # the GSME's GET as the router serves it: the message in hand (if any)
+    # is confirmed, the next one offered, handed to the radio; the GSME
+    # then executes it. at_most_once: the old design (removed from flash
+    # before the hand-out), to show the sweep catches its loss.
+    done.append(["begin", "get", dev])
+    if at_most_once:
+        msg, _left = buf.take(dev)
+    else:
+        buf.confirm(dev)
+        msg, _left = buf.offer(dev)
+    if bdev is not None and msg is not None:
+        bdev.point()  # the hand-out: a cut here means the GSME never got it
+    i = ident(msg) if msg is not None else None
+    ok(["get", dev, i])
+    if i is not None:
+        gsme.execute(i, done)
+
+
+def workload(done, bdev=None, gsme=None, at_most_once=False):
     """Append [op, ...] to done as each operation returns (and a
     "returned_after_cut" mark if one returned once the power was gone)."""
 
@@ -93,6 +150,7 @@ def workload(done, bdev=None):
         if bdev is not None and bdev.dead:
             done.append(["returned_after_cut"])
 
+    gsme = gsme if gsme is not None else Gsme()
     done.append(["begin", "open"])
     buf = CommandBuffer(ROOT + "/gbuf", capacity=32, expiry_s=8)
     ok(["open"])
@@ -102,9 +160,12 @@ def workload(done, bdev=None):
         seq = buf.put(dev, payload(i), i)
         ok(["put", dev, i, seq])
         if i % 3 == 2:
-            done.append(["begin", "take", A])
-            msg, _left = buf.take(A)
-            ok(["take", A, ident(msg) if msg is not None else None])
+            gsme_get(buf, A, gsme, done, ok, bdev, at_most_once)
+            if i % 6 == 2:
+                # the GSME PUTs its response: the message in hand is confirmed
+                done.append(["begin", "put_rsp", A])
+                buf.confirm(A)
+                ok(["put_rsp", A])
         if i == 9:
             done.append(["begin", "drop", B])
             ok(["drop", B, buf.drop(B)])
@@ -114,11 +175,22 @@ def workload(done, bdev=None):
     return buf
 
 
-def image():
+def image(gsme=None):
+    """What the reopened buffer holds, then the GSME GETs until both queues
+    are empty (with what it remembers from before the cut)."""
     buf = CommandBuffer(ROOT + "/gbuf")
     out = {}
     for eh in (A, B):
         out[eh] = [[seq, buf.read(eh, k).hex()] for k, (seq, _e, _n) in enumerate(buf.queue(eh))]
+    after = []
+    gsme = gsme if gsme is not None else Gsme()
+    for eh in (A, B):
+        while True:
+            buf.confirm(eh)
+            m, _ = buf.offer(eh)
+            if m is None:
+                break
+            gsme.execute(ident(m), after)
     # the reopened buffer still takes and hands out a message
     seq = buf.put(A, b"post", 100)
     got = None
@@ -127,20 +199,21 @@ def image():
         if m is None:
             break
         got = m
-    return out, got == b"post" and seq > 0
+    return out, after, got == b"post" and seq > 0
 
 
 def clean(path):
     dev = fresh(path)
     w0 = dev.writes
     done = []
-    workload(done)
+    workload(done, dev)
     for d in done:
         print("OP", json.dumps(d))
-    print("CLEAN", json.dumps({"writes": dev.writes - w0, "erases": dev.erases}))
+    # writes: the cut points (block writes and hand-outs)
+    print("CLEAN", json.dumps({"writes": dev.writes - w0, "handouts": dev.handouts, "erases": dev.erases}))
 
 
-def sweep(path, first, step):
+def sweep(path, first, step, at_most_once=False):
     n = first
     while True:
         dev = fresh(path)
@@ -149,8 +222,9 @@ def sweep(path, first, step):
         done = []
         finished = False
         err = None
+        gsme = Gsme()
         try:
-            workload(done, dev)
+            workload(done, dev, gsme, at_most_once)
             finished = True
         except OSError as e:
             err = repr(e)
@@ -161,11 +235,11 @@ def sweep(path, first, step):
         ops = [d for d in done if d[0] != "begin"]
         remount(path)
         try:
-            img, post_ok = image()
+            img, after, post_ok = image(gsme)
         except Exception as e:  # noqa: BLE001 - reported to the checker
-            img, post_ok = None, "reopen failed: %r" % (e,)
-        print("CUT", json.dumps({"n": n, "dead": dev.dead, "finished": finished, "err": err,
-                                 "ops": ops, "inflight": inflight, "image": img, "post_ok": post_ok}))
+            img, after, post_ok = None, None, "reopen failed: %r" % (e,)
+        print("CUT", json.dumps({"n": n, "dead": dev.dead, "finished": finished, "err": err, "ops": ops,
+                                 "inflight": inflight, "image": img, "after": after, "post_ok": post_ok}))
         n += step
 
 
@@ -197,7 +271,8 @@ def figures(path):
                 count += 1
                 if (kind == "buffer" and q.pending(A) > 3) or (kind == "journal" and len(pend) > 3):
                     if kind == "buffer":
-                        q.take(A)
+                        q.offer(A)  # the GSME GETs it ...
+                        q.confirm(A)  # ... and its next GET or PUT confirms it
                     else:
                         q.read(pend[0])
                         q.ack(pend.pop(0))
@@ -215,7 +290,7 @@ def main():
     if mode == "clean":
         clean(path)
     elif mode == "sweep":
-        sweep(path, int(sys.argv[3]), int(sys.argv[4]))
+        sweep(path, int(sys.argv[3]), int(sys.argv[4]), len(sys.argv) > 5 and sys.argv[5] == "at_most_once")
     elif mode == "figures":
         figures(path)
     else:

@@ -22,12 +22,16 @@
 # Power cuts: littlefs commits a file at close, so a file holds its old or its
 # new content. A put writes chunks 1.. into free files first and chunk 0
 # last: the message exists once its chunk 0 is complete and every chunk with
-# its seq is there and the crc holds. A take, drop or expiry empties chunk 0
-# (one commit): the message is gone, its other chunks are free. At open the
-# pool is scanned and anything not part of a whole message is free. So a
-# message is wholly there or gone, and one taken for delivery is gone from
-# flash before it is handed out (never delivered twice). Sequence numbers
-# only grow: at open they continue above the highest one in any file.
+# its seq is there and the crc holds. Removing a message (confirm, drop,
+# expiry) empties its chunk 0 (one commit): it is gone, its other chunks are
+# free. At open the pool is scanned and anything not part of a whole message
+# is free. So a message is wholly there or gone. Delivery is at least once:
+# offer() hands the oldest message out and leaves it on flash, marked "in
+# hand" in RAM; confirm() removes it once the device has shown it got it
+# (the router calls it at the GSME's next GET or PUT). A power cut between
+# the hand-out and the confirm leaves it queued: it is offered again after
+# the restart, and the GSME recognises it by its GBCS originator counter.
+# Sequence numbers only grow: at open they continue above the highest one.
 import binascii
 import os
 import struct
@@ -74,11 +78,12 @@ def chunk_count(n):
 class CommandBuffer:
     """CommandBuffer(root, capacity=32, max_bytes=1200, expiry_s=86400).
 
-    put(eui_hex, msg, now) -> seq (durable when it returns); take(eui_hex) ->
-    (msg bytearray, remaining) or (None, 0), gone from flash before it
-    returns; expire(now) -> [(eui_hex, msg)] removed; drop(eui_hex) -> how
-    many; pending(eui_hex) -> messages queued. EUIs are 16 hex digits, any
-    case."""
+    put(eui_hex, msg, now) -> seq (durable when it returns); offer(eui_hex)
+    -> (msg bytearray, queued behind it) or (None, 0), left on flash and "in
+    hand" until confirm(eui_hex) removes it; take(eui_hex) = offer + confirm;
+    expire(now) -> [(eui_hex, msg)] removed; drop(eui_hex) -> how many;
+    pending(eui_hex) -> messages queued (the one in hand included). EUIs are
+    16 hex digits, any case."""
 
     def __init__(self, root, capacity=DEFAULT_CAPACITY, max_bytes=DEFAULT_MAX_BYTES, expiry_s=DEFAULT_EXPIRY_S,
                  stats=None):
@@ -87,10 +92,11 @@ class CommandBuffer:
         self.max_bytes = max_bytes
         self.expiry_s = expiry_s
         self.stats = stats if stats is not None else {}
-        for k in ("buffered", "delivered", "expired", "dropped", "refused_full", "discarded_at_open"):
+        for k in ("buffered", "offered", "delivered", "expired", "dropped", "refused_full", "discarded_at_open"):
             self.stats.setdefault(k, 0)
         # EUI hex -> [[seq, expiry, length, [pool file numbers, chunk order]], ...] oldest first
         self._q = {}
+        self._hand = {}  # EUI hex -> seq of the message handed out, not confirmed yet
         self._free = []  # pool file numbers holding nothing live
         self._pool = 0  # files in the pool: 0 .. _pool-1
         self._listeners = []
@@ -196,7 +202,7 @@ class CommandBuffer:
         self._listeners.append(fn)
 
     def _fire(self, eh):
-        n = len(self._q.get(eh, ()))
+        n = self.waiting(eh)
         for fn in self._listeners:
             try:
                 fn(eh, n)
@@ -207,6 +213,19 @@ class CommandBuffer:
 
     def pending(self, eui_hex):
         return len(self._q.get(eui_hex.upper(), ()))
+
+    def waiting(self, eui_hex):
+        """Messages queued and not handed out yet (the mirror's "tunnel
+        message pending" flag follows this)."""
+        eh = eui_hex.upper()
+        q = self._q.get(eh)
+        if not q:
+            return 0
+        return len(q) - (1 if self._hand.get(eh) == q[0][0] else 0)
+
+    def in_hand(self, eui_hex):
+        """seq of the message handed out to the device and not confirmed, or None."""
+        return self._hand.get(eui_hex.upper())
 
     def devices(self):
         return dict((eh, len(q)) for eh, q in self._q.items() if q)
@@ -293,18 +312,43 @@ class CommandBuffer:
             del self._q[eh]
         self._free.extend(rec[3])
 
-    def take(self, eui_hex):
-        """Oldest message for the device, removed from flash before it is
-        returned: (msg bytearray, messages still queued) or (None, 0)."""
+    def offer(self, eui_hex):
+        """Oldest message for the device, left on flash and marked in hand
+        until confirm(): (msg bytearray, messages queued behind it) or
+        (None, 0). No flash write."""
         eh = eui_hex.upper()
         q = self._q.get(eh)
         if not q:
+            self._hand.pop(eh, None)
             return None, 0
         msg = self._read(q[0])
+        fresh = self._hand.get(eh) != q[0][0]
+        self._hand[eh] = q[0][0]
+        self.stats["offered"] += 1
+        if fresh:
+            self._fire(eh)
+        return msg, len(q) - 1
+
+    def confirm(self, eui_hex):
+        """The message in hand reached the device: remove it from flash (one
+        commit). -> True when one was removed."""
+        eh = eui_hex.upper()
+        s = self._hand.pop(eh, None)
+        q = self._q.get(eh)
+        if s is None or not q or q[0][0] != s:
+            return False
         self._pop(eh, 0)
         self.stats["delivered"] += 1
         self._fire(eh)
-        return msg, len(self._q.get(eh, ()))
+        return True
+
+    def take(self, eui_hex):
+        """Oldest message for the device, removed from flash before it is
+        returned (at most once): (msg bytearray, still queued) or (None, 0)."""
+        msg, left = self.offer(eui_hex)
+        if msg is not None:
+            self.confirm(eui_hex)
+        return msg, left
 
     def expire(self, now):
         """Remove every message whose expiry is <= now: [(eui_hex, msg)]."""
@@ -314,7 +358,18 @@ class CommandBuffer:
             i = 0
             changed = False
             while q and i < len(q):
-                if q[i][1] <= now:
+                if i == 0 and self._hand.get(eh) == q[0][0]:
+                    # handed out: the device has it (delivered, not "not
+                    # retrieved"); it only waits for its confirmation
+                    if q[0][1] <= now:
+                        self._hand.pop(eh)
+                        self._pop(eh, 0)
+                        self.stats["delivered"] += 1
+                        changed = True
+                        q = self._q.get(eh)
+                    else:
+                        i += 1
+                elif q[i][1] <= now:
                     try:
                         msg = bytes(self._read(q[i]))
                     except (OSError, BufferError):
@@ -344,6 +399,7 @@ class CommandBuffer:
         q = self._q.get(eh)
         if not q:
             return 0
+        self._hand.pop(eh, None)
         n = 0
         while eh in self._q:
             self._pop(eh, 0)

@@ -2,7 +2,8 @@
 # by the recipient EUI-64 in its grouping header to
 #   the CHF (hub.chf.handle), the GPF (hub.gpf.handle),
 #   a tunnel-connected device in the CHF Device Log (ESME, HCALCS, PPMID ...)
-#     over the ZSE tunnel (hub.coordinator.tunnel_exchange), or
+#     over the ZSE tunnel (hub.coordinator.tunnel_exchange, in a task of its
+#     own: the response or 0x8F84 leaves later through hub.emit), or
 #   the GSME's persistent command buffer (route/buffer.py), from which the
 #     sleepy GSME GETs it over the tunnel;
 # and a frame for an EUI that is none of these is refused and written to the
@@ -43,6 +44,7 @@ DEFAULTS = {
     "max_bytes": 1200,  # per message
     "expiry_s": 86400,  # unretrieved GSME command -> 0x819D
     "expiry_check_s": 30,  # how often the expiry job looks
+    "max_deliveries": 8,  # tunnel deliveries running as tasks at once (beyond: inline)
 }
 
 
@@ -70,6 +72,24 @@ def message_id(f):
     """Originator (8) | target (8) | CRA (1) | counter (8): how GBCS alerts
     identify a remote-party message (as in the RTDS 0x8F2C alert body)."""
     return bytes(f.originator) + bytes(f.recipient) + bytes((f.cra,)) + _u64(f.counter)
+
+
+def response_to(f):
+    """match= for coordinator.tunnel_exchange: true for the device's GBCS
+    response to command f (CRA 2, originator = f's recipient, the command's
+    originator counter re-used, PROTOCOLS.md section 1). Anything else the
+    device sends meanwhile (an alert, say) goes to on_tunnel_message."""
+    ctr = f.counter
+    dev = bytes(f.recipient)
+
+    def match(reply):
+        try:
+            g = gframe.parse(reply)
+        except ValueError:
+            return False
+        return g.cra == gframe.CRA_RESPONSE and g.counter == ctr and bytes(g.originator) == dev
+
+    return match
 
 
 def gpf_alert(parties, alert_code, t2000):
@@ -101,6 +121,7 @@ class Router:
                          "emitted": 0, "bad_device_messages": 0}
         self.unsent = []  # late messages held in RAM while hub.emit is missing
         self.last_esme_ms = None  # time inside tunnel_exchange for the last ESME command
+        self.deliveries = 0  # tunnel deliveries running as tasks
         self.wake = asyncio.Event()
         dl = getattr(hub, "device_log", None)
         if dl is not None:
@@ -167,6 +188,17 @@ class Router:
     # -- remote-party frames --------------------------------------------------
 
     async def route(self, data):
+        """hub.route: (response or None, [alerts]). A frame for a tunnel
+        device is handed to a task of its own when hub.emit exists: (None,
+        []) at once, its response (or 0x8F84) emitted when it comes."""
+        return await self._route(data, False)
+
+    async def route_wait(self, data):
+        """As route(), but a tunnel delivery is awaited and its response or
+        0x8F84 returned (for callers that want the answer in hand)."""
+        return await self._route(data, True)
+
+    async def _route(self, data, wait):
         try:
             f = gframe.parse(data)
         except gframe.FrameError:
@@ -189,7 +221,24 @@ class Router:
             raise UnknownRecipient("recipient %s is not in the CHF Device Log" % rh)
         if dev["type"] == _GSME:
             return self._buffer(rh, f, data)
+        if not wait and getattr(hub, "emit", None) is not None and self.deliveries < self.cfg["max_deliveries"]:
+            self.deliveries += 1
+            asyncio.create_task(self._deliver(rh, bytes(data)))
+            return None, []
         return await self._tunnel(rh, f, data)
+
+    async def _deliver(self, eh, data):
+        # one tunnel delivery in its own task: the WAN receive loop is free
+        try:
+            resp, alerts = await self._tunnel(eh, gframe.parse(data), data)
+            if resp is not None:
+                await self._emit(resp, "response")
+            for a in alerts:
+                await self._emit(a, "alert")
+        except Exception as e:  # noqa: BLE001 - a failed delivery never takes the router down
+            log("route", "delivery to %s failed: %r" % (eh, e))
+        finally:
+            self.deliveries -= 1
 
     def _buffer(self, eh, f, data):
         try:
@@ -220,7 +269,7 @@ class Router:
         if exchange is not None:
             t0 = asyncio.ticks()
             try:
-                resp = await exchange(eh, data, timeout_ms=self.cfg["esme_timeout_ms"])
+                resp = await exchange(eh, data, timeout_ms=self.cfg["esme_timeout_ms"], match=response_to(f))
                 self.last_esme_ms = asyncio.ticks_diff(asyncio.ticks(), t0)
                 if resp is not None and len(resp):
                     return bytes(resp), []
@@ -258,12 +307,19 @@ class Router:
                 self._bad(eh, e)
                 return None
             if kind == tunnel.GSME_GET:
+                # the GSME asks again: it has the message handed out before
+                # (if any); that one leaves the flash, the next is offered
                 self.counters["gets"] += 1
-                msg, left = self.buffer.take(eh)
+                self.buffer.confirm(eh)
+                msg, left = self.buffer.offer(eh)
                 return tunnel.encode_get_response(min(left, 255), msg)
             if kind == tunnel.GSME_PUT:
+                # forwarded (persisted in the outbox) first, then the message
+                # in hand confirmed: a cut in between re-offers it, which the
+                # GSME refuses by its originator counter
                 self.counters["puts"] += 1
                 await self._device_message(eh, bytes(msg), True)
+                self.buffer.confirm(eh)
                 return None
             self._bad(eh, "a GET response sent to the hub")
             return None
@@ -360,9 +416,10 @@ class Router:
     def status(self):
         return {"cfg": self.cfg, "counters": self.counters, "buffer": self.buffer.devices(),
                 "buffer_stats": dict((k, self.hub.store.stats.get(k, 0)) for k in
-                                     ("buffered", "delivered", "expired", "dropped", "refused_full",
+                                     ("buffered", "offered", "delivered", "expired", "dropped", "refused_full",
                                       "discarded_at_open")),
-                "unsent": len(self.unsent), "last_esme_ms": self.last_esme_ms}
+                "unsent": len(self.unsent), "last_esme_ms": self.last_esme_ms,
+                "deliveries": self.deliveries}
 
 
 def install(hub, cfg=None):

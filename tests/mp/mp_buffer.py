@@ -99,3 +99,35 @@ def test_put_after_reopen_uses_free_files_first():
         b.put(A, _msg(10 + i, 400), 0)
     assert b.pool()[0] == total  # nothing new created
     assert [b.read(A, k) for k in range(4)] == [_msg(10 + i, 400) for i in range(4)]
+
+
+def test_offer_stays_on_flash_until_confirmed():
+    flashfs.fresh(64)
+    os.mkdir(flashfs.ROOT + "/data")
+    b = CommandBuffer(ROOT, expiry_s=10)
+    b.put(A, _msg(1, 300), 0)
+    b.put(A, _msg(2, 50), 5)
+    m, left = b.offer(A)
+    assert m == _msg(1, 300) and left == 1 and b.pending(A) == 2 and b.waiting(A) == 1
+    assert b.offer(A)[0] == _msg(1, 300)  # offered again until confirmed
+    # a power cut before the confirm: the message is still there, not in hand
+    flashfs.remount(64)
+    b = CommandBuffer(ROOT, expiry_s=10)
+    assert b.pending(A) == 2 and b.in_hand(A) is None and not b.confirm(A)
+    assert b.offer(A)[0] == _msg(1, 300)
+    assert b.confirm(A) and not b.confirm(A)  # only once
+    assert b.read(A) == _msg(2, 50)
+    flashfs.remount(64)
+    b = CommandBuffer(ROOT, expiry_s=10)
+    assert b.queue(A)[0][2] == 50 and b.pending(A) == 1
+    # a message in hand that expires is delivered, not "not retrieved"
+    b.put(A, _msg(3, 20), 100)
+    b.offer(A)
+    assert b.expire(20) == [] and b.pending(A) == 1 and b.stats["delivered"] == 1
+    assert b.in_hand(A) is None and b.read(A) == _msg(3, 20)
+    # expire() of messages not handed out reports them
+    assert [m for _e, m in b.expire(200)] == [_msg(3, 20)]
+    # drop forgets the hand
+    b.put(A, _msg(4, 20), 300)
+    b.offer(A)
+    assert b.drop(A) == 1 and b.in_hand(A) is None and not b.confirm(A)

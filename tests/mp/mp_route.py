@@ -23,7 +23,7 @@ from store import Store
 from wan import outbox as ob
 from wan import service
 
-HEAP = "512k"
+HEAP = "640k"  # two hubs in turn in one heap (the restart tests)
 V = os.getenv("CHUB_VECTORS") + "/gbcs/"
 ACB = unhexlify("90B3D51F30000002")
 GSME = "00DB1234567890A1"
@@ -65,9 +65,14 @@ class _Coordinator:
         self.sent = []
         self.reply = None
         self.fail = None
+        self.gate = None  # an asyncio.Event the exchange waits for
+        self.matches = []
 
-    async def tunnel_exchange(self, eui_hex, data, timeout_ms=0):
+    async def tunnel_exchange(self, eui_hex, data, timeout_ms=0, match=None):
         self.sent.append((eui_hex, bytes(data), timeout_ms))
+        self.matches.append(match)
+        if self.gate is not None:
+            await self.gate.wait()
         if self.fail:
             e = _DeliveryError(self.fail)
             e.reason = self.fail
@@ -228,12 +233,15 @@ def test_gsme_get_put_protocol():
     st = run(hub.commands["route_status"]({}))
     assert st["buffer"] == {GSME: 3} and st["counters"]["buffered"] == 3
     assert hub.coordinator.sent == []  # nothing goes over the air until the GSME asks
-    # GET -> 02 | remaining | msg, oldest first; then 02 00
+    # GET -> 02 | remaining | msg, oldest first; then 02 00. Each message
+    # stays on flash until the GSME's next GET (or PUT) shows it got it.
     for i, c in enumerate(cmds):
         got = run(r.on_tunnel_message(GSME, b"\x01"))
         assert got == b"\x02" + bytes((2 - i,)) + c, (i, got[:4])
+        assert r.buffer.pending(GSME) == 3 - i and r.buffer.in_hand(GSME) is not None
+    assert seen[-1] == (GSME, 0)  # the mirror flag: nothing waits to be handed out
     assert run(r.on_tunnel_message(GSME, b"\x01")) == b"\x02\x00"
-    assert seen[-1] == (GSME, 0) and r.buffer.pending(GSME) == 0
+    assert seen[-1] == (GSME, 0) and r.buffer.pending(GSME) == 0 and r.buffer.in_hand(GSME) is None
     # PUT of the response: out to the head-end unchanged
     rsp = _hex_file(CS11_RSP)
     assert run(r.on_tunnel_message(GSME, b"\x03" + rsp)) is None
@@ -253,12 +261,13 @@ def test_esme_round_trip_and_undelivered_alert():
     cmd = _hex_file(CS03A1_CMD)
     rsp = _hex_file("8.7.1_CS03A1/CS03A1_8.7.1_SUCCESS_RESPONSE_GBCS.HEX")
     hub.coordinator.reply = rsp
-    assert run(r.route(cmd)) == (rsp, [])
+    assert run(r.route_wait(cmd)) == (rsp, [])
     assert hub.coordinator.sent == [(ESME, cmd, R.DEFAULTS["esme_timeout_ms"])]
+    assert hub.coordinator.matches[0](rsp) is True
     acb_d = _acb_private()
     for i, reason in enumerate(("no_route", "tunnel", "timeout")):
         hub.coordinator.fail = reason
-        resp, alerts = run(r.route(cmd))
+        resp, alerts = run(r.route_wait(cmd))
         assert resp is None and len(alerts) == 1
         a = gframe.parse(alerts[0])
         assert a.cra == 3 and a.message_code == 0x00D5
@@ -278,8 +287,74 @@ def test_esme_round_trip_and_undelivered_alert():
     assert r.counters["undelivered"] == 3
     # no coordinator tunnel API at all: the same alert
     hub.coordinator = None
-    resp, alerts = run(r.route(cmd))
+    resp, alerts = run(r.route_wait(cmd))
     assert resp is None and gframe.parse(alerts[0]).message_code == 0x00D5
+
+
+def test_response_match():
+    # coordinator.tunnel_exchange(match=): only the device's response to this
+    # command is the answer; an alert (or another response) is not
+    cmd = _hex_file(CS03A1_CMD)
+    rsp = _hex_file("8.7.1_CS03A1/CS03A1_8.7.1_SUCCESS_RESPONSE_GBCS.HEX")
+    m = R.response_to(gframe.parse(cmd))
+    assert m(rsp) is True
+    alert = _with_originator(_hex_file("NA_CS14/CS14_NA_8F12_ALERT_GBCS.HEX"), ESME)
+    assert m(alert) is False
+    other = bytearray(rsp)  # the counter is the 8 bytes after DF 09 02
+    i = bytes(rsp).index(b"\xdf\x09\x02") + 3
+    other[i + 7] ^= 1
+    assert m(bytes(other)) is False
+    assert m(_with_originator(rsp, "00DB1234567890B9")) is False
+    for junk in (b"", b"\x03", b"\xdf\x09", b"garbage"):
+        assert m(junk) is False
+
+
+def test_esme_delivery_runs_as_its_own_task():
+    # hub.route returns at once (the WAN acks the frame); the response, or
+    # 0x8F84, leaves later through hub.emit
+    hub, r = _hub()
+    cmd = _hex_file(CS03A1_CMD)
+    rsp = _hex_file("8.7.1_CS03A1/CS03A1_8.7.1_SUCCESS_RESPONSE_GBCS.HEX")
+    co = hub.coordinator
+    co.reply = rsp
+
+    async def go():
+        co.gate = asyncio.Event()
+        assert await r.route(cmd) == (None, [])
+        assert await r.route(cmd) == (None, [])
+        # a CHF command meanwhile goes to the CHF at once (refused here: bad MAC)
+        chf_cmd = _with_recipient(_hex_file("6.2.4_ECS26n/ECS26n_6.2.4_SUCCESS_COMMAND_GBCS.HEX"),
+                                  hub.identity.chf["eui"].hex())
+        try:
+            await r.route(chf_cmd)
+            raise AssertionError("accepted")
+        except SecurityError:
+            pass
+        assert r.counters["chf"] == 1
+        assert r.deliveries == 2 and _outbox(hub) == []
+        co.gate.set()
+        for _ in range(50):
+            await asyncio.sleep_ms(2)
+            if r.deliveries == 0:
+                break
+        assert r.deliveries == 0
+        assert _outbox(hub) == [(ob.KIND_RESPONSE, rsp), (ob.KIND_RESPONSE, rsp)]
+        # a failed delivery: 0x8F84 emitted as an alert
+        co.fail = "timeout"
+        assert await r.route(cmd) == (None, [])
+        for _ in range(50):
+            await asyncio.sleep_ms(2)
+            if r.deliveries == 0:
+                break
+        out = _outbox(hub)
+        assert len(out) == 3 and out[2][0] == ob.KIND_ALERT
+        assert gframe.parse(out[2][1]).message_code == 0x00D5
+        # beyond max_deliveries the delivery is awaited inline
+        r.cfg["max_deliveries"] = 0
+        co.fail = None
+        assert await r.route(cmd) == (rsp, [])
+
+    run(go())
 
 
 def test_device_alert_over_the_tunnel_goes_out_unchanged():
@@ -313,8 +388,15 @@ def test_full_queue_and_too_long_are_refused():
             pass
     assert r.buffer.pending(GSME) == 2 and r.counters["refused_full"] == 2
     assert hub.event_log.entries()[-1][1] == R.EV_BUFFER_FULL
-    # a message that fits again once the GSME took one
+    # the one handed out still counts until the GSME's PUT confirms it
     run(r.on_tunnel_message(GSME, b"\x01"))
+    try:
+        run(r.route(cmd))
+        raise AssertionError("accepted")
+    except R.BufferRefused:
+        pass
+    run(r.on_tunnel_message(GSME, b"\x03" + _hex_file(CS11_RSP)))
+    assert r.buffer.pending(GSME) == 1
     assert run(r.route(cmd)) == (None, [])
 
 
@@ -356,20 +438,30 @@ def test_removed_device_queue_is_dropped():
 
 
 def test_queue_survives_a_restart():
+    # a restart between the hand-out and the GSME's next GET/PUT: the message
+    # handed out is offered again (the GSME refuses it by its counter)
     hub, r = _hub()
     cmds = [_hex_file(CS11_CMD), _hex_file("1.1.1_GCS01a/GCS01a_1.1.1_IMMEDIATE_TOU_SUCCESS_COMMAND_GBCS.HEX")]
     for c in cmds:
         run(r.route(c))
-    run(r.on_tunnel_message(GSME, b"\x01"))
+    assert run(r.on_tunnel_message(GSME, b"\x01")) == b"\x02\x01" + cmds[0]
     run(r.route(cmds[0]))
     hub.store.close()
     hub = r = None
     gc.collect()  # two hubs in one small heap: let the first one go
     hub, r = _hub(fresh=False)
-    assert r.buffer.pending(GSME) == 2
+    assert r.buffer.pending(GSME) == 3 and r.buffer.in_hand(GSME) is None
+    assert run(r.on_tunnel_message(GSME, b"\x01")) == b"\x02\x02" + cmds[0]  # again
     assert run(r.on_tunnel_message(GSME, b"\x01")) == b"\x02\x01" + cmds[1]
+    # a PUT confirms the one in hand as well as a GET
+    assert run(r.on_tunnel_message(GSME, b"\x03" + _hex_file(CS11_RSP))) is None
+    assert r.buffer.pending(GSME) == 1
     assert run(r.on_tunnel_message(GSME, b"\x01")) == b"\x02\x00" + cmds[0]
     assert run(r.on_tunnel_message(GSME, b"\x01")) == b"\x02\x00"
+    assert r.buffer.pending(GSME) == 0
+    from route.buffer import CommandBuffer
+
+    assert CommandBuffer(hub.store.root + "/gbuf").pending(GSME) == 0  # nothing confirmed comes back
 
 
 def test_route_config_persists():
