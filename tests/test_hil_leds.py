@@ -9,6 +9,8 @@ LED until the head-end has acknowledged it."""
 
 from __future__ import annotations
 
+import ast
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,32 @@ import pytest
 
 from hil.han_setup import DEVICES
 from hil.system import EmulatedSystem
+
+ROOT = Path(__file__).resolve().parents[1]
+BOARD_MODULES = (ROOT / "boards/unix/board.py", ROOT / "boards/esp32_common/esp32_board.py")
+
+
+def _public_names(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    out = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and not node.name.startswith("_"):
+            out.add(node.name)
+        elif isinstance(node, ast.Assign):
+            out |= {t.id for t in node.targets if isinstance(t, ast.Name) and not t.id.startswith("_")}
+    return out
+
+
+def test_every_board_has_what_the_firmware_calls() -> None:
+    # the firmware calls board.X directly (board.set_leds among them): the
+    # ESP32 boards cannot run here, so their module is checked by its names
+    used = set()
+    for f in (ROOT / "firmware").rglob("*.py"):
+        used |= set(re.findall(r"\bboard\.([A-Za-z_]+)", f.read_text()))
+    assert "set_leds" in used
+    for m in BOARD_MODULES:
+        missing = used - _public_names(m)
+        assert not missing, (m.name, sorted(missing))
 
 
 @pytest.fixture(scope="module")
