@@ -1,25 +1,36 @@
-# The CHF's remote-party trust anchor cells and the security-credential use
+# The remote-party trust anchor cells of one GBCS device (the CHF, or the
+# GPF: Credentials(store, identity, "gpf")) and the security-credential use
 # cases CS02a (Provide Security Credentials Details, 0x0008) and CS02b
-# (Update Security Credentials, WAN provider by WAN provider, 0x0105).
+# (Update Security Credentials: supplier by supplier 0x0102, network
+# operator by network operator 0x0103, WAN provider by WAN provider 0x0105).
 #
 # A cell = (role, key usage, subject EUI-64, subject key identifier, public
-# key). Cells live in KV "ta_cells" (key "cells": [[role, usage, eui hex,
-# ski hex, pub hex]], key "seq": {role: floor sequence number}). The key
-# agreement cells are also the trust anchors chf.identity gives to
-# gbcs.security (Identity.set_anchors), so a KA replacement updates both.
+# key[, cell usage]); cell usage 1 = prepayment top-up (a supplier KA cell of
+# the GPF), absent = 0 management. Cells live in KV "ta_cells" (the CHF) /
+# "ta_cells_<device>" (key "cells": [[role, usage, eui hex, ski hex, pub hex
+# (, 1)]], key "seq": {role: floor sequence number, role + "/0": specialist
+# floor (prepayment top-up)}). The management key agreement cells are also
+# the trust anchors chf.identity gives to gbcs.security (Identity.set_anchors),
+# so a KA replacement updates both.
 #
 # ASN.1 (DER) shapes, as in the RTDS:
 #   CS02a command  SEQ { SEQ{role INT, keyUsage BIT STRING} authorising cell,
 #                        SEQ OF role INT }
 #   CS02a response SEQ OF SEQ { role INT, status ENUM
 #                        [, seq INT, SEQ OF SEQ{keyUsage, OCTET eui, OCTET ski}] }
-#   CS02b command  SEQ { SEQ{mode INT, [2]{role, keyUsage}, [3] seq, [4] floor},
-#                        SEQ OF SEQ{certificate, SEQ{role, keyUsage}},
+#   CS02b command  SEQ { SEQ{mode INT, [2]{role, keyUsage[, cellUsage]}, [3] seq,
+#                        [4] floor, [5] SEQ OF SEQ{usage INT, seq INT}},
+#                        SEQ OF SEQ{certificate, SEQ{role, keyUsage[, cellUsage]}},
 #                        SEQ OF certificate (certification path) }
-#   CS02b response SEQ { NULL, SEQ{seq INT, mode INT, SEQ OF SEQ{role, floor},
-#                        SEQ OF SEQ{SEQ{role, keyUsage}, status ENUM, OCTET
-#                        existing eui, OCTET existing ski, OCTET new eui,
-#                        OCTET new ski}} }
+#   CS02b response SEQ { NULL, SEQ{seq INT, mode INT, SEQ OF SEQ{role, floor
+#                        [, SEQ OF SEQ{usage, seq}]}, SEQ OF SEQ{SEQ{role,
+#                        keyUsage[, cellUsage]}, status ENUM, OCTET existing
+#                        eui, OCTET existing ski, OCTET new eui, OCTET new ski}} }
+# A CS02b the device refuses as a whole (bad signature, wrong authorising
+# cell, stale sequence number) raises CredentialError: the GBCS response has
+# no "rejected" form (commandAccepted NULL, then the outcome), so nothing is
+# answered; the caller security-logs it. A replacement whose certificate fails
+# the checks is answered, with status Bad Certificate (5) for that cell.
 from micropython import const
 
 from gbcs import der, p256
@@ -38,10 +49,29 @@ DS = "ds"
 KA = "ka"
 KEY_USAGE = {DS: b"\x07\x80", KA: b"\x03\x08"}  # BIT STRING contents
 
+MODE_SUPPLIER_BY_SUPPLIER = const(2)
+MODE_NETWORK_OPERATOR_BY_NETWORK_OPERATOR = const(3)
 MODE_WAN_PROVIDER_BY_WAN_PROVIDER = const(5)
+# credentials replacement mode -> the role it replaces (and that authorises it)
+MODES = {
+    MODE_SUPPLIER_BY_SUPPLIER: "supplier",
+    MODE_NETWORK_OPERATOR_BY_NETWORK_OPERATOR: "network_operator",
+    MODE_WAN_PROVIDER_BY_WAN_PROVIDER: "wan_provider",
+}
+# CS02b message code -> replacement mode
+MC_MODES = {
+    0x0102: MODE_SUPPLIER_BY_SUPPLIER,
+    0x0103: MODE_NETWORK_OPERATOR_BY_NETWORK_OPERATOR,
+    0x0105: MODE_WAN_PROVIDER_BY_WAN_PROVIDER,
+}
+CELL_MANAGEMENT = const(0)
+CELL_TOP_UP = const(1)  # prepayment top-up
+# StatusCode (GBCS ASN.1, CS02a/CS02b responses)
 ST_SUCCESS = const(0)
+ST_BAD_CERTIFICATE = const(5)
+ST_NO_TRUST_ANCHOR = const(10)
 ST_TA_NOT_FOUND = const(25)  # Trust Anchor Not Found
-ST_CERT_INVALID = const(2)  # project choice for a certificate that fails the checks
+ST_OTHER = const(127)
 
 _OID_UNIQUE_ID = b"\x55\x04\x2d"  # 2.5.4.45 (subject EUI-64 as BIT STRING)
 _OID_OU = b"\x55\x04\x0b"
@@ -68,17 +98,28 @@ def _int(node, what):
 
 
 def _cell_id(node):
-    """SEQ/[n] {role INT, keyUsage BIT STRING [, cell usage]} -> (role, usage)."""
+    """SEQ/[n] {role INT, keyUsage BIT STRING [, cellUsage INT]} -> (role,
+    usage, cell usage)."""
     if not node[0] & 0x20 or len(node[1]) < 2 or node[1][1][0] != der.BIT_STRING:
         raise CredentialError("bad trust anchor cell identifier")
     role = ROLE_NAMES.get(_int(node[1][0], "role"))
     if role is None:
         raise CredentialError("unknown remote party role")
-    return role, _usage_of(node[1][1][1])
+    cu = _int(node[1][2], "cell usage") if len(node[1]) > 2 else CELL_MANAGEMENT
+    if cu not in (CELL_MANAGEMENT, CELL_TOP_UP):
+        raise CredentialError("unknown cell usage %d" % cu)
+    return role, _usage_of(node[1][1][1]), cu
 
 
-def _cell_der(role, usage):
-    return der.sequence(der.integer(ROLES[role]), (der.BIT_STRING, KEY_USAGE[usage]))
+def _cell_der(role, usage, cu=CELL_MANAGEMENT):
+    parts = [der.integer(ROLES[role]), (der.BIT_STRING, KEY_USAGE[usage])]
+    if cu != CELL_MANAGEMENT:
+        parts.append(der.integer(cu))
+    return der.sequence(*parts)
+
+
+def _cu(c):
+    return c[5] if len(c) > 5 else CELL_MANAGEMENT
 
 
 class Certificate:
@@ -157,19 +198,20 @@ def _ecdsa_rs(sig):
 
 
 class Credentials:
-    """Credentials(store, identity, device="chf")."""
+    """Credentials(store, identity, device="chf"): the cells of one device
+    (KV "ta_cells" for the CHF, "ta_cells_<device>" for another)."""
 
     def __init__(self, store, identity, device="chf"):
-        self._kv = store.kv("ta_cells")
+        self._kv = store.kv("ta_cells" if device == "chf" else "ta_cells_" + device)
         self.identity = identity
         self.device = device
 
     def cells(self):
         return [tuple(c) for c in self._kv.get("cells", [])]
 
-    def cell(self, role, usage):
+    def cell(self, role, usage, cu=CELL_MANAGEMENT):
         for c in self.cells():
-            if c[0] == role and c[1] == usage:
+            if c[0] == role and c[1] == usage and _cu(c) == cu:
                 return c
         return None
 
@@ -179,23 +221,25 @@ class Credentials:
     def ds_pub_for(self, eui):
         h = _hex(eui)
         for c in self.cells():
-            if c[1] == DS and c[2] == h:
+            if c[1] == DS and c[2] == h and _cu(c) == CELL_MANAGEMENT:
                 return _unhex(c[4])
         return None
 
     def provision(self, anchors):
         """Cells from the rig's/installer's anchor list: [{eui, role, ka_pub,
-        ka_ski, ds_pub, ds_ski}] (hex; the KA/DS parts each optional)."""
+        ka_ski, ds_pub, ds_ski, pp_ka_pub, pp_ka_ski}] (hex; each part
+        optional; pp_ka = the prepayment top-up KA cell)."""
         cells = []
         for a in anchors:
             role = a.get("role")
             if role not in ROLES:
                 raise CredentialError("unknown role %r" % role)
-            for usage in (DS, KA):
-                pub = a.get(usage + "_pub")
+            for name, usage, cu in ((DS, DS, 0), (KA, KA, 0), ("pp_ka", KA, CELL_TOP_UP)):
+                pub = a.get(name + "_pub")
                 if pub:
                     p256.decode_point(_unhex(pub))
-                    cells.append([role, usage, a["eui"].lower(), (a.get(usage + "_ski") or "").lower(), pub.lower()])
+                    c = [role, usage, a["eui"].lower(), (a.get(name + "_ski") or "").lower(), pub.lower()]
+                    cells.append(c + [cu] if cu else c)
         self._kv.set("cells", cells)
 
     # --- CS02a ----------------------------------------------------------------
@@ -217,9 +261,15 @@ class Credentials:
             if not rows:
                 out.append(der.sequence(der.integer(r), der.enumerated(ST_TA_NOT_FOUND)))
                 continue
-            rows.sort(key=lambda c: 0 if c[1] == DS else 1)
+            rows.sort(key=lambda c: (0 if c[1] == DS else 1, _cu(c)))
             details = [
-                der.sequence((der.BIT_STRING, KEY_USAGE[c[1]]), der.octets(_unhex(c[2])), der.octets(_unhex(c[3])))
+                der.sequence(
+                    *(
+                        [(der.BIT_STRING, KEY_USAGE[c[1]])]
+                        + ([der.integer(_cu(c))] if _cu(c) else [])
+                        + [der.octets(_unhex(c[2])), der.octets(_unhex(c[3]))]
+                    )
+                )
                 for c in rows
             ]
             out.append(
@@ -236,15 +286,16 @@ class Credentials:
             cmd = der.decode(payload)
             if cmd[0] != der.SEQUENCE:
                 raise CredentialError("CS02a: not a SEQUENCE")
-            return _cell_id(cmd[1][0])
+            return _cell_id(cmd[1][0])[:2]
         except (der.DerError, IndexError, TypeError, AttributeError) as e:
             raise CredentialError("CS02a: %s" % e)
 
     # --- CS02b ----------------------------------------------------------------
 
     def parse_update(self, payload):
-        """-> (mode, authorising (role, usage), seq, floor, [(Certificate,
-        (role, usage))], [path Certificate]). Raises CredentialError."""
+        """-> (mode, authorising (role, usage, cell usage), seq, floor,
+        [(usage, specialist floor)] or None, [(Certificate, (role, usage, cell
+        usage))], [path Certificate]). Raises CredentialError."""
         try:
             cmd = der.decode(payload)
             if cmd[0] != der.SEQUENCE or not cmd[1][0][0] & 0x20 or not cmd[1][1][0] & 0x20:
@@ -252,7 +303,7 @@ class Credentials:
             ctl, reps = cmd[1][0][1], cmd[1][1][1]
             path = cmd[1][2][1] if len(cmd[1]) > 2 else []
             mode = _int(ctl[0], "mode")
-            auth = seq = floor = None
+            auth = seq = floor = special = None
             for n in ctl[1:]:
                 if n[0] == 0xA2:
                     auth = _cell_id(n)
@@ -260,6 +311,8 @@ class Credentials:
                     seq = der.to_int(n[1])
                 elif n[0] == 0x84:
                     floor = der.to_int(n[1])
+                elif n[0] == 0xA5:
+                    special = [(_int(x[1][0], "seq number usage"), _int(x[1][1], "seq number")) for x in n[1]]
             if auth is None or seq is None:
                 raise CredentialError("CS02b: no authorising cell or sequence number")
             out = []
@@ -268,36 +321,46 @@ class Credentials:
             certs = [Certificate(der.encode(c), ca=True) for c in path]
         except (der.DerError, IndexError, TypeError, AttributeError) as e:
             raise CredentialError("CS02b: %s" % e)
-        return mode, auth, seq, floor, out, certs
+        return mode, auth, seq, floor, special, out, certs
 
-    def update(self, payload, originator, signature_ok):
-        """CS02b, WAN provider by WAN provider. signature_ok(pub) -> bool
-        checks the command's signature with a DS key. Returns DER response
-        bytes; raises CredentialError when the command is refused."""
-        mode, auth, seq, floor, reps, path = self.parse_update(payload)
-        if mode != MODE_WAN_PROVIDER_BY_WAN_PROVIDER or auth != ("wan_provider", DS):
-            raise CredentialError("CS02b: only WAN provider by WAN provider is supported")
-        cur = self.cell("wan_provider", DS)
+    def update(self, payload, originator, signature_ok, message_code=None):
+        """CS02b in the modes of MODES (supplier by supplier, network operator
+        by network operator, WAN provider by WAN provider): the current
+        management DS cell of the mode's role must be the originator's and
+        sign the command, its sequence number must be above the stored floor.
+        signature_ok(pub) -> bool checks the command's signature with a DS
+        key; message_code, when given, must name the same mode. Returns the
+        DER response bytes; raises CredentialError when the command is
+        refused as a whole (nothing changed)."""
+        mode, auth, seq, floor, special, reps, path = self.parse_update(payload)
+        role = MODES.get(mode)
+        if role is None or (message_code is not None and MC_MODES.get(message_code) != mode):
+            raise CredentialError("CS02b: replacement mode %d not supported for this message code" % mode)
+        if auth != (role, DS, CELL_MANAGEMENT):
+            raise CredentialError("CS02b: the authorising cell is not the %s's signing cell" % role)
+        cur = self.cell(role, DS)
         if cur is None or _unhex(cur[2]) != bytes(originator):
-            raise CredentialError("CS02b: originator is not the current WAN provider")
+            raise CredentialError("CS02b: originator is not the current %s" % role)
         if not signature_ok(_unhex(cur[4])):
-            raise CredentialError("CS02b: bad signature from the WAN provider")
-        if seq <= self.seq("wan_provider"):
-            raise CredentialError("CS02b: sequence number %d not above %d" % (seq, self.seq("wan_provider")))
+            raise CredentialError("CS02b: bad signature from the %s" % role)
+        if seq <= self.seq(role):
+            raise CredentialError("CS02b: sequence number %d not above %d" % (seq, self.seq(role)))
         outcomes = []
         cells = [list(c) for c in self.cells()]
-        for cert, (role, usage) in reps:
-            old = self.cell(role, usage)
-            ok = role == "wan_provider" and cert.usage == usage and cert.ou == b"%02d" % ROLES[role]
-            if ok and path:
-                ok = cert.signed_by(path[0].pub)
-            st = ST_SUCCESS if ok else ST_CERT_INVALID
-            if ok:
-                cells = [c for c in cells if not (c[0] == role and c[1] == usage)]
-                cells.append([role, usage, _hex(cert.eui), _hex(cert.ski), _hex(cert.pub)])
+        for cert, (r, usage, cu) in reps:
+            old = self.cell(r, usage, cu)
+            if r != role:
+                st = ST_OTHER  # the mode replaces only its own role's cells
+            elif cert.usage != usage or cert.ou != b"%02d" % ROLES[r] or (path and not cert.signed_by(path[0].pub)):
+                st = ST_BAD_CERTIFICATE
+            else:
+                st = ST_SUCCESS
+                cells = [c for c in cells if not (c[0] == r and c[1] == usage and _cu(c) == cu)]
+                c = [r, usage, _hex(cert.eui), _hex(cert.ski), _hex(cert.pub)]
+                cells.append(c + [cu] if cu else c)
             outcomes.append(
                 der.sequence(
-                    _cell_der(role, usage),
+                    _cell_der(r, usage, cu),
                     der.enumerated(st),
                     der.octets(_unhex(old[2]) if old else b""),
                     der.octets(_unhex(old[3]) if old else b""),
@@ -306,7 +369,12 @@ class Credentials:
                 )
             )
         seqs = dict(self._kv.get("seq", {}))
-        seqs["wan_provider"] = seq if floor is None else floor
+        seqs[role] = seq if floor is None else floor
+        change = [der.integer(ROLES[role]), der.integer(seqs[role])]
+        if special is not None:
+            for usage, n in special:
+                seqs["%s/%d" % (role, usage)] = n
+            change.append(der.sequence(*[der.sequence(der.integer(u), der.integer(n)) for u, n in special]))
         self._kv.update({"cells": cells, "seq": seqs})
         self._sync_identity(cells)
         return der.encode(
@@ -315,9 +383,27 @@ class Credentials:
                 der.sequence(
                     der.integer(seq),
                     der.integer(mode),
-                    der.sequence(der.sequence(der.integer(ROLES["wan_provider"]), der.integer(seqs["wan_provider"]))),
+                    der.sequence(der.sequence(*change)),
                     (der.SEQUENCE, outcomes),
                 ),
+            ),
+            wide=True,  # lengths from 128 as 82 hi lo, as in the RTDS responses
+        )
+
+    def answer_update(self, f, ds_private, date_time):
+        """CS02b for the parsed, authenticated command f: the update, then
+        the response signed with the device's DS key (not MAC'd) with the
+        grouping-header date_time. Raises CredentialError (nothing changed)."""
+        from gbcs import frame as gframe
+
+        def sig_ok(pub):
+            return f.signature is not None and p256.verify(pub, f.signed_data(), f.signature)
+
+        payload = self.update(f.payload, f.originator, sig_ok, f.message_code)
+        parties = self.identity.parties(self.device)
+        return bytes(
+            parties.protect_signed(
+                gframe.CRA_RESPONSE, f.counter, f.originator, f.message_code, payload, ds_private, date_time=date_time
             )
         )
 
@@ -330,6 +416,8 @@ class Credentials:
         changed = False
         for a in anchors:
             for c in cells:
+                if _cu(c) != CELL_MANAGEMENT:
+                    continue
                 if c[0] == a["role"] and c[1] == KA and a.get("ka_pub") != c[4]:
                     a["ka_pub"], a["eui"], changed = c[4], c[2], True
                 elif c[0] == a["role"] and c[1] == DS and not a.get("ka_pub") and a["eui"] != c[2]:

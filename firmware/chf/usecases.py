@@ -211,7 +211,7 @@ class Chf:
     def _handle_credentials(self, f):
         """CS02a / CS02b (ASN.1): refused commands are logged and raised."""
         from chf import credentials as cred
-        from gbcs import der, p256
+        from gbcs import der
 
         c = self.credentials
         ds_d = self.identity.chf["ds_d"]
@@ -234,10 +234,8 @@ class Chf:
                     resp = self.parties.protect_response(f, payload)
                 return bytes(resp), []
 
-            def sig_ok(pub):
-                return f.signature is not None and p256.verify(pub, f.signed_data(), f.signature)
-
-            payload = c.update(f.payload, f.originator, sig_ok)
+            t = self.utc2000() if self.utc2000 else 0
+            resp = c.answer_update(f, ds_d, date_time(t))
             self.parties = self.identity.parties("chf")
         except (cred.CredentialError, PayloadMismatch, der.DerError) as e:
             self.rejected += 1
@@ -246,11 +244,7 @@ class Chf:
                 raise
             raise PayloadMismatch("%s refused: %s" % (DER_CASES[f.message_code], e))
         self.executed += 1
-        t = self.utc2000() if self.utc2000 else 0
-        resp = self.parties.protect_signed(
-            gframe.CRA_RESPONSE, f.counter, f.originator, f.message_code, payload, ds_d, date_time=date_time(t)
-        )
-        return bytes(resp), []
+        return resp, []
 
     def firmware_alert(self, eui, version, code=0):
         """CCS08 0x8F8A (code 0, success) / 0x8F89 firmware transfer alert

@@ -115,9 +115,12 @@ def decode_all(data):
     return out
 
 
-def _put_len(out, n, size=0):
+def _put_len(out, n, size=0, wide=False):
     # minimal form unless a non-minimal long form (0x80|k then k bytes) was
-    # recorded at decode time (size = its byte count), so re-encoding is exact
+    # recorded at decode time (size = its byte count), so re-encoding is exact;
+    # wide: every length from 0x80 as 82 hi lo (what RTDS devices send)
+    if wide and size == 0 and 0x80 <= n < 0x10000:
+        size = 3
     if size <= 1 and n < 0x80:
         out.append(n)
         return
@@ -134,7 +137,7 @@ def _put_len(out, n, size=0):
         out.append((n >> (8 * i)) & 0xFF)
 
 
-def encode_into(v, out, depth=0):
+def encode_into(v, out, depth=0, wide=False):
     if depth > MAX_DEPTH:
         raise DerError("DER nesting too deep")
     tag = v[0]
@@ -144,17 +147,20 @@ def encode_into(v, out, depth=0):
     if tag & 0x20:
         body = bytearray()
         for it in val:
-            encode_into(it, body, depth + 1)
-        _put_len(out, len(body), size)
+            encode_into(it, body, depth + 1, wide)
+        _put_len(out, len(body), size, wide)
         out.extend(body)
     else:
-        _put_len(out, len(val), size)
+        _put_len(out, len(val), size, wide)
         out.extend(val)
 
 
-def encode(v):
+def encode(v, wide=False):
+    """DER bytes of a node. wide=True writes every length from 128 to 65535
+    in the 3-byte form 82 hi lo, as the RTDS devices' CS02b responses do
+    (30 82 00 CA); otherwise minimal DER (or a form recorded at decode)."""
     out = bytearray()
-    encode_into(v, out)
+    encode_into(v, out, 0, wide)
     return bytes(out)
 
 

@@ -10,6 +10,7 @@
 from micropython import const
 
 from gbcs import der, gbz, p256
+from gbcs import frame as gframe
 from gbcs.usecase_base import (
     CLOCK_DOUBTFUL,
     EV_PAYLOAD_MISMATCH,
@@ -58,6 +59,8 @@ USE_CASES = {
     0x008C: ("GCS59", _RESTORE, None, (), 0),
 }
 
+# CS02b Update Security Credentials on the GPF (chf.credentials, device "gpf")
+MC_CS02B = (0x0102, 0x0103)  # supplier by supplier, network operator by network operator
 MC_GCS62 = const(0x00B2)
 ALERT_DEVICE_LOG_CHANGED = const(0x8071)
 DEVICE_LOG_MAX = const(16)
@@ -93,6 +96,8 @@ class Gpf:
         self.now = now
         self.security_log = security_log
         self.event_log = event_log
+        self._store = store
+        self._cred = None
         self._kv = store.kv("gpf")
         self.devices = list(self._kv.get("devlog", []))
         self.executed = 0
@@ -104,6 +109,15 @@ class Gpf:
     def parties(self):
         return self.identity.parties("gpf")
 
+    @property
+    def credentials(self):
+        """The GPF's trust anchor cells (loaded on first use)."""
+        if self._cred is None:
+            from chf.credentials import Credentials
+
+            self._cred = Credentials(self._store, self.identity, "gpf")
+        return self._cred
+
     def _t(self):
         return self.now()[0]
 
@@ -112,6 +126,8 @@ class Gpf:
     def handle(self, data):
         parties = self.parties
         f = accept(parties, data, self.security_log, self._t, allow_urp=True)
+        if f.message_code in MC_CS02B:
+            return self._update_credentials(f)
         uc = USE_CASES.get(f.message_code)
         if uc is None:
             self.rejected += 1
@@ -150,6 +166,26 @@ class Gpf:
         comps[-1].control |= gbz.CTRL_LAST
         payload = gbz.build(comps)
         return bytes(parties.protect_response(f, payload, date_time=dt, supp_orig_counter=supp_orig)), alerts
+
+    def _update_credentials(self, f):
+        """CS02b: answered signed (not MAC'd) with a date-time, as the RTDS
+        GPF responses are; a refused command is security-logged and raised
+        (the GBCS response has no rejected form: docs/gpf.md)."""
+        from chf.credentials import CredentialError
+
+        try:
+            if gframe.payload_kind(f) != gframe.KIND_DER:
+                raise PayloadMismatch("CS02b payload is not ASN.1")
+            dt = date_time(self._t(), weekday=False)
+            resp = self.credentials.answer_update(f, self.identity.gpf["ds_d"], dt)
+        except (CredentialError, der.DerError, PayloadMismatch) as e:
+            self.rejected += 1
+            log_event(self.security_log, EV_PAYLOAD_MISMATCH, f.message_code.to_bytes(2, "big"), self._t)
+            if isinstance(e, PayloadMismatch):
+                raise
+            raise PayloadMismatch("CS02b refused: %s" % e)
+        self.executed += 1
+        return resp, []
 
     # --- use cases ------------------------------------------------------------
 

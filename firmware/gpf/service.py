@@ -9,7 +9,8 @@
 #   on_gsme_message(frame) -> [alerts]         the GSME PUT a response/alert
 #   set_tunnel_pending(flag)                   something is queued for the GSME
 #   coordinator.zcl_servers[0x0702/0x0705/0x0700] = the mirror's ZCL server
-#   local-port command gpf_status
+#   local-port command gpf_status; provision_test_dcc {device: "gpf"} also
+#   provisions the GPF's trust anchor cells (optional "cells" list)
 from micropython import const
 
 from gbcs import frame as gframe
@@ -127,4 +128,17 @@ def install(hub):
         return svc.status()
 
     hub.commands["gpf_status"] = gpf_status
+    provision = hub.commands.get("provision_test_dcc")
+    if provision is not None:
+
+        async def provision_gpf(req):
+            # the CHF's provisioning sets the GPF's trust anchors; the GPF's
+            # trust anchor cells (CS02b) come from the same list, or from
+            # "cells" (same shape, + pp_ka_pub/pp_ka_ski) when they differ
+            out = await provision(req)
+            if req.get("device") == "gpf":
+                svc.impl().credentials.provision(req.get("cells") or req["anchors"])
+            return out
+
+        hub.commands["provision_test_dcc"] = provision_gpf
     return svc

@@ -316,9 +316,12 @@ class HeadEnd:
         gpf_eui: bytes | None = None,
         gpf_ka_pub: str | None = None,
         chf_ds_pub: str | None = None,
+        gpf_ds_pub: str | None = None,
     ) -> None:
         self.keystore = Path(keystore)
         self.ds_pubs = {chf_eui: public_point(chf_ds_pub)} if chf_ds_pub else {}
+        if gpf_eui is not None and gpf_ds_pub:
+            self.ds_pubs[gpf_eui] = public_point(gpf_ds_pub)
         self.acb_ka = _load_priv(self.keystore / "90b3d51f30000002-ka.key")
         self.supplier_ds = _load_priv(self.keystore / "90b3d51f30010000-ds.key")
         self.devices = {RTDS_CHF: (chf_eui, public_point(chf_ka_pub))}
@@ -337,20 +340,35 @@ class HeadEnd:
             bytes.fromhex(g["eui"]) if g else None,
             g["ka_pub"] if g else None,
             c.get("ds_pub"),
+            g.get("ds_pub") if g else None,
         )
 
-    def test_dcc_anchors(self, roles: tuple[str, ...] = ("acb", "supplier")) -> list[dict[str, str]]:
+    def test_dcc_anchors(
+        self, roles: tuple[str, ...] = ("acb", "supplier"), holder: dict[str, bytes] | None = None
+    ) -> list[dict[str, str]]:
         """The trust anchors (KA key, and each cell's public key and subject
         key identifier) of the given roles from the keystore certificates;
-        the default emulated system is provisioned with the ACB and supplier."""
+        the default emulated system is provisioned with the ACB and supplier.
+        holder: role -> the EUI whose keystore certificates fill that role's
+        cells instead of its own (the RTDS GPF holds the ACB's certificates in
+        its supplier and network operator cells before CS02b); a holder's
+        "pp-ka" certificate, or its KA one, fills a supplier's prepayment
+        top-up cell (pp_ka_pub / pp_ka_ski)."""
         from cryptography import x509
 
         out = []
         for role in roles:
             eui, usages = TEST_DCC[role]
+            if holder and role in holder:
+                eui = holder[role]
+                usages = ("ds", "ka", "pp-ka") if role == "supplier" else ("ds", "ka")
             a: dict[str, str] = {"eui": eui.hex(), "role": role}
             for u in usages:
-                cert = x509.load_pem_x509_certificate((self.keystore / f"{eui.hex()}-{u}.pem").read_bytes())
+                path = self.keystore / f"{eui.hex()}-{u}.pem"
+                if u == "pp-ka" and not path.exists():
+                    path = self.keystore / f"{eui.hex()}-ka.pem"
+                cert = x509.load_pem_x509_certificate(path.read_bytes())
+                u = u.replace("-", "_")
                 raw = cert.public_key().public_bytes(
                     serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
                 )

@@ -33,19 +33,24 @@ _ALG_ID = bytes.fromhex("60857406080300")
 
 
 def verify_response(he: HeadEnd, raw: bytes, cmd: Frame, cra: int = 2) -> Frame:
-    """MAC, counter and EUIs of a GPF frame. The MAC key pairs the GPF's KA
+    """MAC (or, for a signed-only frame, signature), counter and EUIs of a GPF frame. The MAC key pairs the GPF's KA
     key with the header recipient's (the ACB, or the supplier for a response
     to a direct supplier command: docs/crypto.md). Unlike HeadEnd.verify the
     other-information may differ from the command's (a response drops the
     certificate, may add a counter)."""
     f = parse_frame(raw)
-    if f.mac is None:
-        raise HeadEndError("frame from the hub has no MAC")
     if f.cra != cra:
         raise HeadEndError(f"CRA {f.cra}, want {cra}")
-    key = kdf(he.z(f.originator, f.recipient), f.originator, f.cra, f.counter, f.recipient)
-    if gmac12(key, f.originator + bytes(4), AAD_PREFIX + f.aad_body) != f.mac:
-        raise HeadEndError("bad MAC on the hub's frame")
+    if f.mac is None:
+        # only signed responses (CS02b) go without a MAC: checked with the
+        # hub's GPF DS key (he.ds_pubs)
+        if f.signature is None:
+            raise HeadEndError("frame from the hub has neither MAC nor signature")
+        he.check_signature(f)
+    else:
+        key = kdf(he.z(f.originator, f.recipient), f.originator, f.cra, f.counter, f.recipient)
+        if gmac12(key, f.originator + bytes(4), AAD_PREFIX + f.aad_body) != f.mac:
+            raise HeadEndError("bad MAC on the hub's frame")
     if cra == 2:
         if f.counter != cmd.counter:
             raise HeadEndError(f"response counter {f.counter} is not the command's {cmd.counter}")
