@@ -130,6 +130,10 @@ class Chf:
         self.executed = 0  # commands that reached execution
         self.rejected = 0
         self.join_timeout = 0
+        # versions(eui_hex) -> (application version, stack version) of a HAN
+        # device (None items / None when not known): the HAN coordinator's
+        # device_versions, wired by the installer once the coordinator exists
+        self.versions = None
         self._changes = []  # device-log changes during one command (for CS14)
         if device_log is not None:
             device_log.on_change(self._on_change)
@@ -366,7 +370,9 @@ class Chf:
         if obis == OBIS_DEVICE_LOG and attr == 4:
             if self.device_log is None:
                 return HARDWARE_FAULT, None
-            return OK, (dlms.ARRAY, [_active_row(e) for e in self.device_log.entries()])
+            fn = self.versions
+            rows = [_active_row(e, fn(e["eui"]) if fn is not None else None) for e in self.device_log.entries()]
+            return OK, (dlms.ARRAY, rows)
         if obis in (OBIS_SUBGHZ_CONFIG, OBIS_SUBGHZ_CHANNEL):
             if self.subghz is None:
                 return HARDWARE_FAULT, None
@@ -419,12 +425,28 @@ def _find_set(a, attr):
     return 0
 
 
-def _active_row(e):
-    """One active_devices entry (14 elements, the RTDS CCS05 shape)."""
+# active_devices status bit string (8 bits, bit 0 = the first/most
+# significant bit): bit 0 = the device has joined (is on the network with its
+# key); bits 1-7 are sent as 0 -- their meaning is not in any public source we
+# have (the RTDS rows show 0xC8 for two joined meters).
+STATUS_JOINED = const(0x80)
+
+
+def _active_row(e, versions=None):
+    """One active_devices entry (14 elements, the RTDS CCS05 shape, DLMS
+    class 104 attribute 4): EUI-64, status bits, RSSI max/average/min, LQI
+    max/average/min, last communication, number of hops, transmission
+    failures, successes, application version, stack version. Statistics not
+    yet measured are 0 (last communication: all FF, not specified); the number
+    of hops is 1: the coordinator does not learn route lengths from the NCP,
+    and a device it hears is counted as its direct neighbour. versions =
+    (application, stack) from the device's Basic cluster (HAN coordinator);
+    a version not known is 0."""
     rssi = e.get("rssi") or (0, 0, 0)
     lqi = e.get("lqi") or (0, 0, 0)
-    status = 0x80 if e.get("join_state") == "joined" else 0
+    status = STATUS_JOINED if e.get("join_state") == "joined" else 0
     last = e.get("last_comm")
+    app, stack = versions if versions else (None, None)
     return (
         dlms.STRUCTURE,
         [
@@ -440,8 +462,8 @@ def _active_row(e):
             (dlms.UNSIGNED, 1),
             (dlms.UNSIGNED, min(255, e.get("tx_fail", 0))),
             (dlms.UNSIGNED, min(255, e.get("tx_ok", 0))),
-            (dlms.UNSIGNED, 1),
-            (dlms.UNSIGNED, 1),
+            (dlms.UNSIGNED, (app or 0) & 0xFF),
+            (dlms.UNSIGNED, (stack or 0) & 0xFF),
         ],
     )
 
