@@ -34,7 +34,7 @@ import pytest
 
 from chub.localport import LocalPortClient, LocalPortError
 from hil.headend.gbcs import ACB, RTDS_GPF, HeadEnd, parse_frame
-from hil.headend.gpf import GpfKeys, compare_der, compare_gbz, verify_response
+from hil.headend.gpf import GpfKeys, compare_der, compare_gbz, gbz_alert, verify_response
 from hil.meters.gsme_data import GsmeData, t2000
 from mpy import micropython_exe, mp_path
 
@@ -415,9 +415,9 @@ def run_tom_file(hub: MpHub, he: HeadEnd, cmd_file: Path) -> list[str]:
             d.append(f"error not discarded with one alert: {st}, {len(own)} alerts")
         else:
             a = verify_response(he, own[0], parse_frame(cmd), cra=3)
-            p = a.payload
-            if a.message_code != 0x1001 or p[:3] != b"\x01\x09\x00" or p[3:5] != b"\x81\x9e":
-                d.append(f"not a 0x819E GPF alert: {p.hex()}")
+            code, t, comps = gbz_alert(a.payload)
+            if a.message_code != 0x1001 or code != 0x819E or comps or t != t2000(2015, 1, 1):
+                d.append(f"not a 0x819E GPF alert: {a.payload.hex()}")
     else:
         if st["tap_applied"] <= before.get("tap_applied", 0) or own:
             d.append(f"success not applied: {st}, {len(own)} own alerts")

@@ -2,6 +2,10 @@
 #
 #   profile id 01 09, component count (1),
 #   [alert code (2), timestamp (4)]                       alerts (CRA 3)
+#   (an alert with no use-case-specific components -- e.g. 0x819D GSME
+#   command not retrieved, 0x819E tap-off failure, both message code 0x1001
+#   generic non-critical -- has count 0 and ends after the timestamp; commands
+#   and responses carry at least one component)
 #   component*: extended header control (1), cluster id (2), length (2),
 #     [from-date-time (4)]                                control bit 0x10
 #     [additional header control (1), frame counter (1)]  control bit 0x02 (encrypted)
@@ -79,8 +83,8 @@ def parse(data, cra=1, message_code=0):
     g = Gbz()
     g.count = mv[2]
     off = 3
-    if g.count == 0:
-        raise GbzError("GBZ component count 0")
+    if g.count == 0 and (cra != 3 or message_code == MC_FUTURE_DATED):
+        raise GbzError("GBZ component count 0 (only an alert may have no components)")
     if cra == 3:
         _need(off, 6, end, "GBZ alert header")
         g.alert_code = _u(mv, off, 2)
@@ -217,6 +221,13 @@ def component(cluster, zcl_fc, seq, cmd, body, last=False, from_dt=None, mfr=Non
     c.cmd = cmd
     c.body = body
     return c
+
+
+def alert(alert_code, timestamp, components=()):
+    """GBZ alert payload: alert code, timestamp (UTC seconds since 2000, 32
+    bits) and the use-case-specific components (none for 0x819D/0x819E:
+    count 0, nothing after the timestamp)."""
+    return build(list(components), alert_code=alert_code, timestamp=max(0, int(timestamp)) & 0xFFFFFFFF)
 
 
 def build(components, alert_code=None, timestamp=0):

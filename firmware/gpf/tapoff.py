@@ -160,12 +160,11 @@ class TapOff:
         return []
 
     def _discard(self, key, p):
-        # 0x819E as a GPF GBZ alert without components (alert code and
-        # timestamp), the shape the router uses for 0x819D
+        # 0x819E as a GPF GBZ alert without use-case-specific components
+        # (count 0, alert code, timestamp), the shape of the router's 0x819D
         self._save(key, None)
         self.discarded += 1
-        t = max(0, int(self.now()[0])) & 0xFFFFFFFF
-        return [self.gpf.alert(MC_GENERIC_NON_CRITICAL, gbz.build([], alert_code=ALERT_TAP_OFF_FAILED, timestamp=t))]
+        return [self.gpf.alert(MC_GENERIC_NON_CRITICAL, gbz.alert(ALERT_TAP_OFF_FAILED, self.now()[0]))]
 
     def _cancel(self, key, comps):
         # a successful cancellation: the future-dated parts it names, still

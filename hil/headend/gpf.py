@@ -112,6 +112,17 @@ def gbz_components(payload: bytes, cra: int = 2) -> list[dict[str, Any]]:
     return out
 
 
+def gbz_alert(payload: bytes) -> tuple[int, int, list[dict[str, Any]]]:
+    """(alert code, timestamp, use-case-specific components) of a GBZ alert
+    payload: 01 09, the component count (0 for an alert that is only the
+    header, e.g. 0x819D / 0x819E), alert code, timestamp (UTC seconds since
+    2000), the components."""
+    if len(payload) < 9:
+        raise HeadEndError("GBZ alert shorter than its header")
+    code, t = int.from_bytes(payload[3:5], "big"), int.from_bytes(payload[5:9], "big")
+    return code, t, gbz_components(payload, cra=3)
+
+
 class GpfKeys:
     """The remote parties' KA private keys and the RTDS GPF certificate."""
 
@@ -189,4 +200,4 @@ def _blank_time(b: bytes) -> bytes:
     return b if i < 0 else b[: i + 2] + b"\x00" * 15 + b[i + 17 :]
 
 
-__all__ = ["RTDS_GPF", "GpfKeys", "compare_der", "compare_gbz", "gbz_components", "verify_response"]
+__all__ = ["RTDS_GPF", "GpfKeys", "compare_der", "compare_gbz", "gbz_alert", "gbz_components", "verify_response"]

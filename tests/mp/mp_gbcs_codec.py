@@ -395,11 +395,28 @@ def test_gbz_errors():
     bad = bytearray(raw)
     bad[2] = 0
     _raises(GbzError, gbz.parse, bad, contains="count")
+    _raises(GbzError, gbz.parse, bad, 2, contains="count")
     bad = bytearray(raw)
     bad[6:8] = b"\x01\x00"
     _raises(GbzError, gbz.parse, bad, contains="truncated GBZ component")
     enc = b"\x01\x09\x01\x03\x07\x02\x00\x14\x00\x00\x18\x00\x01\x00\x0f\x31\x00\x00\x00\x00" + b"\x00" * 10
     _raises(GbzError, gbz.parse, enc, contains="ciphered information length")
+
+
+def test_gbz_alert_without_components():
+    # 0x819D / 0x819E: count 0, alert code, timestamp, nothing else
+    raw = gbz.alert(0x819E, 473385600)
+    assert raw == b"\x01\x09\x00\x81\x9e" + (473385600).to_bytes(4, "big")
+    g = gbz.parse(raw, 3, 0x1001)
+    assert g.count == 0 and g.components == [] and g.alert_code == 0x819E and g.timestamp == 473385600
+    assert gbz.encode(g) == raw
+    assert gbz.alert(0x819D, -5)[5:] == b"\x00\x00\x00\x00"  # before 2000: 0
+    # only alerts may have no components; a future-dated alert needs its entry
+    _raises(GbzError, gbz.parse, raw, 1, contains="count")
+    _raises(GbzError, gbz.parse, raw, 3, 0x00CD, contains="count")
+    _raises(GbzError, gbz.parse, raw + b"\x00", 3, contains="trailing")
+    for n in range(len(raw)):
+        _raises(GbzError, gbz.parse, raw[:n], 3)
 
 
 # ---- batch harnesses (called from the CPython tests) ------------------------------
