@@ -151,27 +151,93 @@ def test_esme_round_trip_over_the_wan(sysm: SimpleNamespace) -> None:
     assert sysm.c.call("route_status")["counters"]["tunnel"] >= 1
 
 
-def test_esme_switched_off_raises_8f84(sysm: SimpleNamespace) -> None:
+def test_esme_switched_off_raises_8f84_without_holding_the_wan(sysm: SimpleNamespace) -> None:
+    """The ESME delivery runs in a task of its own: the head-end frame is
+    ACKed at once, a CHF command sent right after is answered while the
+    exchange with the switched-off ESME is still waiting, and 0x8F84 leaves
+    later through the outbox."""
     cmd = _hex("8.7.1_CS03A1/CS03A1_8.7.1_ERROR_COMMAND_GBCS.HEX")
     f = parse_frame(cmd)
     assert f.recipient.hex().upper() == ESME_EUI
-    sysm.han.run(_call(sysm.esme.switch_off))
+    ident = sysm.c.call("identity")
+    chf = ident["chf"]["eui"].lower()
+    timeout_ms = 6000
+    sysm.c.call("route_config", esme_timeout_ms=timeout_ms)
+    sysm.esme.silent = True  # hears the command, never answers: the exchange times out
+    n = len(sysm.server.received)
     try:
         t0 = time.monotonic()
-        r = sysm.c.call("send_gbcs", frame=cmd.hex(), timeout=20)
-        took = time.monotonic() - t0
+        assert _send_raw(sysm.server, cmd) == "done"
+        t_ack = time.monotonic() - t0
+        reply = sysm.server.send_command(RTDS / "6.2.4_ECS26i/ECS26i_6.2.4_SUCCESS_COMMAND_GBCS.HEX", timeout=15)
+        t_chf = time.monotonic() - t0
+        assert reply.frame.cra == 2
+
+        def alert() -> bytes | None:
+            for raw in _received_after(sysm.server, n):
+                g = parse_frame(raw)
+                if g.cra == 3 and g.originator.hex() == chf and g.message_code == 0x00D5:
+                    return raw
+            return None
+
+        raw = _until(alert, 15, "0x8F84 at the head-end")
+        t_alert = time.monotonic() - t0
     finally:
-        sysm.han.run(_call(sysm.esme.switch_on))
-    assert r["response"] is None and len(r["alerts"]) == 1, r
-    alert = bytes.fromhex(r["alerts"][0])
-    a = sysm.server.headend.verify(alert, cra=3)  # MAC'd by the CHF, checked with the ACB's key
-    assert a.message_code == 0x00D5
-    ident = sysm.c.call("identity")
-    assert a.originator.hex() == ident["chf"]["eui"].lower()
+        sysm.esme.silent = False
+        sysm.c.call("route_config", esme_timeout_ms=3000)
+    print(f"\nESME silent: ACK {t_ack * 1000:.0f} ms, CHF response {t_chf * 1000:.0f} ms, "
+          f"0x8F84 {t_alert * 1000:.0f} ms")
+    assert isinstance(raw, bytes)
+    a = sysm.server.headend.verify(raw, cra=3)  # MAC'd by the CHF, checked with the ACB's key
+    assert a.message_code == 0x00D5 and a.originator.hex() == chf
     body = f.originator + f.recipient + bytes((1,)) + f.counter.to_bytes(8, "big")
     assert a.payload.endswith(b"\x09\x19" + body), a.payload.hex()
     assert b"\x12\x8f\x84" in a.payload
-    assert took < 10
+    # the WAN was not held: the CHF answered before the ESME exchange gave up
+    assert t_chf < t_alert and t_chf < timeout_ms / 1000 - 1, (t_ack, t_chf, t_alert)
+    ev = [r for r in sysm.c.call("logs", which="event")["entries"] if r[1] == 0x8F84]
+    assert ev and bytes.fromhex(ev[-1][2]) == body + b"timeout"
+    # switched off (no route): 0x8F84 too; the local port's send_gbcs goes
+    # through hub.route as well, so the alert goes to the head-end
+    n = len(sysm.server.received)
+    k = len(ev)
+    sysm.han.run(_call(sysm.esme.switch_off))
+    try:
+        r = sysm.c.call("send_gbcs", frame=cmd.hex(), timeout=20)
+        assert r == {"response": None, "alerts": []}, r
+        _until(alert, 15, "0x8F84 (switched off) at the head-end")
+    finally:
+        sysm.han.run(_call(sysm.esme.switch_on))
+    ev = [r for r in sysm.c.call("logs", which="event")["entries"] if r[1] == 0x8F84]
+    assert len(ev) == k + 1 and bytes.fromhex(ev[-1][2]).startswith(body)
+
+
+def test_esme_alert_during_an_exchange_is_forwarded_as_an_alert(sysm: SimpleNamespace) -> None:
+    cmd = _hex("8.7.1_CS03A1/CS03A1_8.7.1_SUCCESS_COMMAND_GBCS.HEX")
+    rsp = _hex("8.7.1_CS03A1/CS03A1_8.7.1_SUCCESS_RESPONSE_GBCS.HEX")
+    alert = _with_originator(_hex("NA_CS14/CS14_NA_8F12_ALERT_GBCS.HEX"), ESME_EUI)
+    c0 = sysm.c.call("route_status")["counters"]
+    sysm.esme.alert_mid_exchange = alert
+    n = len(sysm.server.received)
+    assert _send_raw(sysm.server, cmd) == "done"
+    _until(lambda: {rsp, alert} <= set(_received_after(sysm.server, n)), 15, "the alert and the response")
+    assert sysm.esme.pushed == [alert]
+    c1 = sysm.c.call("route_status")["counters"]
+    # the alert went out as an alert (a device message), the response as the
+    # exchange's answer; without match= the alert would have been taken as
+    # the response and the response sent later as a second "response"
+    assert c1["emitted_alert"] - c0["emitted_alert"] == 1, (c0, c1)
+    assert c1["emitted_response"] - c0["emitted_response"] == 1, (c0, c1)
+    assert c1["device_messages"] - c0["device_messages"] == 1
+    assert c1["undelivered"] == c0["undelivered"]
+
+
+def _with_originator(data: bytes, eui_hex: str) -> bytes:
+    f = parse_frame(data)
+    b = bytearray(data)
+    i = data.index(b"\x08" + f.originator)
+    b[i + 1 : i + 9] = bytes.fromhex(eui_hex)
+    return bytes(b)
 
 
 async def _call(fn: Callable[[], object]) -> object:
@@ -179,6 +245,7 @@ async def _call(fn: Callable[[], object]) -> object:
 
 
 def test_gsme_buffer_get_put_end_to_end(sysm: SimpleNamespace) -> None:
+    sysm.gsme.forget_counters()
     cmd = _hex("3.1_GCS07/GCS07_3.1_SUCCESS_COMMAND_GBCS.HEX")
     rsp = _hex("3.1_GCS07/GCS07_3.1_SUCCESS_RESPONSE_GBCS.HEX")
     n = len(sysm.server.received)
@@ -202,11 +269,16 @@ def test_gsme_tom_folders_end_to_end(sysm: SimpleNamespace) -> None:
     cmds = [c for c, a in sorted(answers.items(), key=lambda kv: (kv[1].folder, kv[1].scenario))
             if parse_frame(c).recipient.hex().upper() == GSME_EUI]
     assert len(cmds) >= 20
+    sysm.gsme.forget_counters()  # the RTDS counters again: a "new" meter
     n = len(sysm.server.received)
     for c in cmds:
         assert _send_raw(sysm.server, c) == "done"
     assert sysm.c.call("route_status")["buffer"] == {GSME_EUI: len(cmds)}
-    assert _wake(sysm) == len(cmds)
+    sysm.gsme.rtds_scenarios = True  # the folders re-use counters across scenarios
+    try:
+        assert _wake(sysm) == len(cmds)
+    finally:
+        sysm.gsme.rtds_scenarios = False
     want = [x for c in cmds for x in (answers[c].response, *answers[c].alerts)]
     _until(lambda: set(want) <= set(_received_after(sysm.server, n)), 20, "every TOM response and alert")
     got = _received_after(sysm.server, n)
@@ -224,12 +296,17 @@ def test_join_folders_are_routed_end_to_end(sysm: SimpleNamespace) -> None:
     answers = rtds_answers(JOIN_FOLDERS)
     cmds = sorted(answers, key=lambda c: (answers[c].folder, answers[c].scenario))
     assert {answers[c].folder for c in cmds} == set(JOIN_FOLDERS)
+    sysm.gsme.forget_counters()
     n = len(sysm.server.received)
     to_gsme = 0
     for c in cmds:
         assert _send_raw(sysm.server, c) == "done", answers[c].scenario
         to_gsme += parse_frame(c).recipient.hex().upper() == GSME_EUI
-    assert to_gsme and _wake(sysm) == to_gsme
+    sysm.gsme.rtds_scenarios = True
+    try:
+        assert to_gsme and _wake(sysm) == to_gsme
+    finally:
+        sysm.gsme.rtds_scenarios = False
     _until(lambda: {answers[c].response for c in cmds} <= set(_received_after(sysm.server, n)), 20,
            "every join response")
     got = _received_after(sysm.server, n)
@@ -247,7 +324,15 @@ def test_full_queue_is_refused(sysm: SimpleNamespace) -> None:
         assert any(r[1] == EV_BUFFER_FULL for r in sysm.c.call("logs", which="event")["entries"])
     finally:
         sysm.c.call("route_config", capacity=32)
+    sysm.gsme.forget_counters()
+    k = len(sysm.gsme.executed)
     assert _wake(sysm) == 2
+    # the same command (same originator counter) twice: executed once, refused once
+    assert sysm.gsme.executed[k:] == [cmd] and sysm.gsme.refused[-1] == cmd
+    # the refused one (no PUT for it) stays in hand until the meter's next GET
+    assert sysm.c.call("route_status")["buffer"] == {GSME_EUI: 1}
+    assert _wake(sysm) == 0
+    assert sysm.c.call("route_status")["buffer"] == {}
 
 
 def test_gsme_that_never_wakes_gets_819d(sysm: SimpleNamespace) -> None:
@@ -278,21 +363,42 @@ def test_gsme_that_never_wakes_gets_819d(sysm: SimpleNamespace) -> None:
 
 
 def test_buffer_survives_a_power_cut(sysm: SimpleNamespace) -> None:
-    cmds = [_hex("3.4_GCS44/GCS44_3.4_SUCCESS_COMMAND_GBCS.HEX"), _hex("6.8_GCS25/GCS25_6.8_SUCCESS_COMMAND_GBCS.HEX")]
+    """The GSME got the first command and executed it, then the hub lost
+    power before the meter's PUT or next GET: the command is still on flash
+    and offered again after the restart; the meter refuses it by its
+    originator counter. Nothing lost, nothing executed twice, the response
+    at the head-end once."""
+    cmds = [_hex("3.4_GCS44/GCS44_3.4_SUCCESS_COMMAND_GBCS.HEX"), _hex("6.8_GCS25/GCS25_6.8_SUCCESS_COMMAND_GBCS.HEX"),
+            _hex("3.3_CS11/CS11_3.3_SUCCESS_COMMAND_GBCS.HEX")]
+    answers = rtds_answers(["3.4_GCS44", "6.8_GCS25", "3.3_CS11"])
+    sysm.gsme.forget_counters()
+    n = len(sysm.server.received)
     for c in cmds:
         assert _send_raw(sysm.server, c) == "done"
+    k = len(sysm.gsme.executed)
+    r = len(sysm.gsme.refused)
+    assert int(sysm.han.run(sysm.gsme.wake(max_commands=1, put=False))) == 1
+    assert sysm.gsme.executed[k:] == cmds[:1] and sysm.gsme.held
+    assert sysm.c.call("route_status")["buffer"] == {GSME_EUI: 3}  # in hand, not confirmed
     sysm.system.reboot(power_cut=True)
     sysm.c.__exit__(None, None, None)
     from chub.localport import LocalPortClient
 
     sysm.c = LocalPortClient(sysm.system.local_port_url, timeout=15)
     sysm.c.__enter__()
-    assert sysm.c.call("route_status")["buffer"] == {GSME_EUI: 2}
+    assert sysm.c.call("route_status")["buffer"] == {GSME_EUI: 3}
     _until(lambda: sysm.c.call("han_status")["state"] == "up", 20, "the HAN up again")
-    k = len(sysm.gsme.executed)
-    assert _wake(sysm) == 2
+    # the held PUT goes first (the hub had nothing in hand after the restart),
+    # then GETs: the first command again (refused), then the other two
+    assert _wake(sysm) == 3
+    assert sysm.gsme.refused[r:] == cmds[:1]
     assert sysm.gsme.executed[k:] == cmds
     assert _wake(sysm) == 0
+    assert sysm.c.call("route_status")["buffer"] == {}
+    want = [answers[c].response for c in cmds]
+    _until(lambda: set(want) <= set(_received_after(sysm.server, n)), 15, "the three responses")
+    got = _received_after(sysm.server, n)
+    assert [got.count(w) for w in want] == [1, 1, 1]
 
 
 def test_removed_device_queue_is_dropped(sysm: SimpleNamespace) -> None:

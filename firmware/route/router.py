@@ -118,7 +118,7 @@ class Router:
         )
         self.counters = {"chf": 0, "gpf": 0, "tunnel": 0, "buffered": 0, "unknown": 0, "refused_full": 0,
                          "undelivered": 0, "device_messages": 0, "gets": 0, "puts": 0, "expired": 0,
-                         "emitted": 0, "bad_device_messages": 0}
+                         "emitted": 0, "emitted_response": 0, "emitted_alert": 0, "bad_device_messages": 0}
         self.unsent = []  # late messages held in RAM while hub.emit is missing
         self.last_esme_ms = None  # time inside tunnel_exchange for the last ESME command
         self.deliveries = 0  # tunnel deliveries running as tasks
@@ -171,6 +171,9 @@ class Router:
     async def _emit(self, frame, kind):
         emit = getattr(self.hub, "emit", None)
         self.counters["emitted"] += 1
+        k = "emitted_" + kind
+        if k in self.counters:
+            self.counters[k] += 1
         if emit is None:
             if len(self.unsent) >= 16:
                 self.unsent.pop(0)

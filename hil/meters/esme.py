@@ -6,9 +6,14 @@ knows byte for byte from the RTDS (hil.meters.rtds_answers) gets the RTDS
 response of that scenario; anything else gets no answer (a meter drops what
 it cannot authenticate), so the hub times out. `switch_off()` takes the
 radio off the air: the NCP's unicasts to it fail (no MAC acknowledgement),
-which is how the hub's 0x8F84 "failure to deliver to ESME" is exercised.
+which is how the hub's 0x8F84 "failure to deliver to ESME" is exercised;
+`silent = True` keeps it on the air but answering nothing (the hub's
+exchange times out).
 `send_alert(frame)` sends an alert of its own to the hub over the tunnel it
-opens as a client.
+opens as a client. `alert_mid_exchange = frame` makes it send that alert on
+the hub's tunnel (tunnel_push) after the next command arrives and before it
+answers: the hub must forward it as an alert and still take the response
+that follows as the answer (tunnel_exchange's match=).
 
 The same behaviour serves any always-awake tunnel device (HCALCS, PPMID:
 the other parties of the RTDS join folders).
@@ -35,6 +40,9 @@ class EsmeMeter:
         self.answered: list[bytes] = []
         self.busy_s: list[float] = []  # time from a whole command to its answer
         self.on_command: list[Callable[[bytes], None]] = []
+        self.alert_mid_exchange: bytes | None = None
+        self.silent = False  # hears commands, never answers (the hub times out)
+        self.pushed: list[bytes] = []
         device.on_tunnel_data = self.on_tunnel_data
 
     async def on_tunnel_data(self, data: bytes) -> bytes | None:
@@ -45,10 +53,15 @@ class EsmeMeter:
         for fn in self.on_command:
             fn(bytes(data))
         a = self.answers.get(bytes(data))
+        if self.alert_mid_exchange is not None:
+            alert, self.alert_mid_exchange = self.alert_mid_exchange, None
+            if self.device.tunnel_push(alert):
+                self.pushed.append(alert)
+            await asyncio.sleep(0.3)
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         self.busy_s.append(time.perf_counter() - t0)
-        if a is None:
+        if a is None or self.silent:
             return None
         self.answered.append(a.response)
         return a.response

@@ -10,6 +10,20 @@ the RTDS ERROR scenarios are the commands it fails on purpose (e.g. a TOM
 command the GPF must then discard with 0x819E); an unknown command gets no
 answer.
 
+Like a real GSME it executes a command only once: it remembers the
+(originator, originator counter) of every command it executed and refuses a
+command carrying one of those again (GBCS replay protection; PROTOCOLS.md
+section 1), recording it in `refused` and sending nothing for it. That is
+what makes the hub's at-least-once buffer safe: a command re-offered after
+a power cut of the hub is recognised and not executed twice.
+`forget_counters()` clears that memory (the RTDS commands carry fixed
+counters, so tests replaying a scenario start it on a "new" meter). The
+RTDS re-uses counters across its independent scenarios (GCS07 SUCCESS and
+GCS25 SUCCESS both carry 1002): with `rtds_scenarios = True` the meter
+keys its memory on the whole command as well, so distinct RTDS commands
+replayed in one wake-up each run once, and a byte-identical re-offer is
+still refused.
+
 Hooks for the GSME's own data (hil/meters/gsme_data.py): `on_command` is a
 list of callables `(command bytes) -> list of extra frames to PUT | None`
 run on every executed command, and `data` holds whatever meter state they
@@ -23,6 +37,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from typing import Any
+
+from hil.headend.gbcs import parse_frame
 
 from . import Answer, rtds_answers
 
@@ -38,6 +54,11 @@ class GsmeMeter:
         self.data = data
         self.on_command: list[Callable[[bytes], list[bytes] | None]] = []
         self.executed: list[bytes] = []
+        self.refused: list[bytes] = []  # commands whose counter it had executed already
+        self.received: list[bytes] = []  # every command the hub handed it
+        self.counters: set[tuple[object, ...]] = set()  # (originator, counter) executed
+        self.rtds_scenarios = False
+        self.held: list[bytes] = []  # PUTs not sent yet (wake(..., put=False))
         self.puts: list[bytes] = []
         self.wakes = 0
         self.errors: list[str] = []
@@ -64,12 +85,25 @@ class GsmeMeter:
                 self.errors.append(f"wake {self.wakes}: {e!r}")
 
     # --- one wake-up ------------------------------------------------------------
-    async def wake(self, timeout: float = 5.0) -> int:
-        """GET until the hub has nothing left; -> commands executed."""
+    async def wake(self, timeout: float = 5.0, max_commands: int | None = None, put: bool = True) -> int:
+        """GET until the hub has nothing left (or max_commands were
+        received); -> commands received. put=False: the meter executes but
+        keeps its PUTs (e.g. the hub lost power meanwhile); they go first at
+        the next wake-up."""
         self.wakes += 1
         n = 0
         try:
-            while True:
+            if self.held:
+                # a fresh tunnel: the hub may have restarted since
+                self.device.tunnel_id = None
+                await self.device.open_tunnel(timeout)
+                for frame in self.held:
+                    self.puts.append(frame)
+                    if not self.device.tunnel_send(bytes((PUT,)) + frame):
+                        raise ConnectionError("PUT lost")
+                    await asyncio.sleep(0.02)
+                self.held = []
+            while max_commands is None or n < max_commands:
                 r = await self._get(timeout)
                 if len(r) < 2 or r[0] != RESPONSE:
                     raise ValueError(f"bad answer to GET: {r[:8].hex()}")
@@ -78,6 +112,9 @@ class GsmeMeter:
                     break
                 n += 1
                 for frame in self.execute(r[2:]):
+                    if not put:
+                        self.held.append(frame)
+                        continue
                     self.puts.append(frame)
                     if not self.device.tunnel_send(bytes((PUT,)) + frame):
                         raise ConnectionError("PUT lost")
@@ -96,8 +133,25 @@ class GsmeMeter:
             self.device.tunnel_id = None
             return bytes(await self.device.tunnel_request(bytes((GET,)), timeout))
 
+    def forget_counters(self) -> None:
+        self.counters.clear()
+
     def execute(self, cmd: bytes) -> list[bytes]:
-        """Run one command: the frames to PUT (response first, then alerts)."""
+        """Run one command: the frames to PUT (response first, then alerts);
+        nothing for a command whose originator counter it executed before."""
+        self.received.append(bytes(cmd))
+        try:
+            f = parse_frame(bytes(cmd))
+            key: tuple[object, ...] | None = (bytes(f.originator), f.counter)
+            if self.rtds_scenarios:
+                key = (bytes(f.originator), f.counter, bytes(cmd))
+        except Exception:  # noqa: BLE001 - not a GBCS frame: nothing to remember it by
+            key = None
+        if key is not None:
+            if key in self.counters:
+                self.refused.append(bytes(cmd))
+                return []
+            self.counters.add(key)
         self.executed.append(bytes(cmd))
         extra: list[bytes] = []
         for fn in self.on_command:
