@@ -147,8 +147,10 @@ def system_figures(image: Path, heap: str) -> dict[str, Any]:
                 # outside the hub: each fragment's emulated air time (the NCP
                 # takes it .. reports it sent) and the meter's time (the last
                 # fragment delivered .. its reply handed to the radio)
-                tx = [t for k, t in marks if k == "tx"]
                 done = [t for k, t in marks if k == "sent"]
+                # a unicast the hub starts after the reply (still in the air
+                # when the head-end has the response) is no part of it
+                tx = [t for k, t in marks if k == "tx" and any(d >= t for d in done)]
                 rx = [t for k, t in marks if k == "rx"]
                 air = [min((d for d in done if d >= t), default=None) for t in tx]
                 reply = [r for r in rx if air and air[-1] is not None and r >= air[-1]]
@@ -166,6 +168,7 @@ def system_figures(image: Path, heap: str) -> dict[str, Any]:
                 ack = asyncio.run_coroutine_threadsafe(_send(server, gsme_cmd), server.loop).result(30)
                 if ack != "done":
                     raise RuntimeError(f"GSME command not buffered: {ack}")
+                gsme.forget_counters()  # the same RTDS command (same counter) each time
                 if han.run(gsme.wake()) != 1:
                     raise RuntimeError("the GSME did not get its command")
             _wait(lambda: sum(r.raw == gsme_rsp for r in server.received[n0:]) >= GSME_RUNS, 20)
