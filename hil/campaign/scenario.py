@@ -93,14 +93,18 @@ class Run:
     def log(self) -> DutLog:
         return self.system.log
 
-    def power_on(self, cut_after: int = 0, ready_timeout: float = 40.0) -> bool:
+    def power_on(self, cut_after: int = 0, ready_timeout: float = 40.0,
+                 before_start: Callable[[Run], None] | None = None) -> bool:
         """First power-on (fresh flash). With cut_after=N the board loses
-        power at its Nth block write. True when the hub reached READY."""
+        power at its Nth block write; before_start(run) may hook the rig's
+        emulators first. True when the hub reached READY."""
         s = self.system
         (s.workdir / "flash.bin").unlink(missing_ok=True)
         s.rig = Rig(s.log).start()
         s.dut = UnixDut(s.image, s.workdir, s.rig, s.log, heap=s.heap)  # type: ignore[arg-type]
         attach_peripherals(s)
+        if before_start is not None:
+            before_start(self)
         pos = s.log.position
         s.dut.start(cut_after=cut_after)
         try:
