@@ -11,6 +11,7 @@ from micropython import const
 from gbcs import dlms
 from han.install_code import add_crc
 from gbcs import frame as gframe
+from gbcs.security import _hex
 from gbcs.usecase_base import (  # noqa: F401 - EV_MALFORMED, UseCaseError re-exported
     EV_MALFORMED,
     EV_PAYLOAD_MISMATCH,
@@ -227,7 +228,7 @@ class Chf:
                 signed = f.mac is None
                 orig_role = self.parties.role_of(f.originator)
                 if signed:
-                    orig_role = next((x[0] for x in c.cells() if x[1] == cred.DS and x[2] == _hexl(f.originator)), None)
+                    orig_role = next((x[0] for x in c.cells() if x[1] == cred.DS and x[2] == _hex(f.originator)), None)
                 if role != orig_role or usage != (cred.DS if signed else cred.KA):
                     raise PayloadMismatch("authorising cell is not the originator's")
                 payload = c.provide_details(f.payload)
@@ -275,7 +276,7 @@ class Chf:
         t, xpan, act = self.device_log.backup()[0]
         rows = []
         for eui, h in sorted(act):
-            if _hexu(eui) in no_hash:
+            if _hex(eui).upper() in no_hash:
                 h = b""
             rows.append((dlms.STRUCTURE, [(dlms.OCTET_STRING, eui), (dlms.OCTET_STRING, h)]))
         dt = (dlms.OCTET_STRING, date_time(t))
@@ -407,14 +408,6 @@ class Chf:
             items.append((dlms.STRUCTURE, row))
         td = (dlms.STRUCTURE, [dlms.DOUBLE_LONG_UNSIGNED, dlms.LONG_UNSIGNED] + ([dlms.OCTET_STRING] if with_data else []))
         return OK, (dlms.COMPACT_ARRAY, (td, items))
-
-
-def _hexl(b):
-    return "".join("%02x" % x for x in b)
-
-
-def _hexu(b):
-    return "".join("%02X" % x for x in b)
 
 
 def _find_set(a, attr):

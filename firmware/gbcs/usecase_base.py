@@ -5,7 +5,7 @@
 # other-information (an unknown remote party).
 from micropython import const
 
-from gbcs import der, gcm, kdf
+from gbcs import gcm, kdf
 from gbcs import frame as gframe
 from gbcs.security import SecurityError
 
@@ -127,6 +127,8 @@ def generalized_time(t2000):
 def cert_ka_public(cert):
     """The uncompressed P-256 point of a DER X.509 certificate's subject public
     key (65 bytes). Raises der.DerError on anything else."""
+    from gbcs import der  # the GPF's URP path only: not in the CHF's heap
+
     c = der.decode(cert)
     if c[0] != der.SEQUENCE or not c[1] or c[1][0][0] != der.SEQUENCE:
         raise der.DerError("not a certificate")

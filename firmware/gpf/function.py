@@ -11,6 +11,7 @@ from micropython import const
 
 from gbcs import der, gbz, p256
 from gbcs import frame as gframe
+from gbcs.security import _hex
 from gbcs.usecase_base import (
     CLOCK_DOUBTFUL,
     EV_PAYLOAD_MISMATCH,
@@ -210,7 +211,7 @@ class Gpf:
 
     def _cot(self, g):
         c = g.components[0]
-        self._kv.set("cot", "".join("%02x" % b for b in c.body))
+        self._kv.set("cot", _hex(c.body))
         body = bytes((_CMD_PUBLISH_COT, zcl.SUCCESS))
         return [gbz.component(DEVICE_MGMT, 0x00, c.seq, zcl.DEFAULT_RSP, body)]
 
@@ -306,7 +307,7 @@ class Gpf:
         d = self.mirror.status()
         d.update(
             {
-                "eui": "".join("%02x" % b for b in self.identity.gpf["eui"]),
+                "eui": _hex(self.identity.gpf["eui"]),
                 "devices": len(self.devices),
                 "tap_pending": len(self.tap.pending),
                 "tap_applied": self.tap.applied,
@@ -383,7 +384,7 @@ def _restore_entries(payload):
         eui = bytes(e[1][0][1])
         if len(eui) != 8:
             raise PayloadMismatch("device id of %d bytes" % len(eui))
-        out.append(("".join("%02x" % b for b in eui), der.to_int(e[1][1][1])))
+        out.append((_hex(eui), der.to_int(e[1][1][1])))
     return out
 
 

@@ -12,6 +12,7 @@ from micropython import const
 
 from gbcs import frame as gframe
 from gbcs import gbz
+from gbcs.security import _hex
 from han import zcl
 
 # PROTOCOLS.md 3: the TOM commands
@@ -46,10 +47,6 @@ _START = {
     (_PRICE, 0x06): 8,  # Publish Block Thresholds
     (_PREPAYMENT, 0x03): 4,  # Emergency Credit Setup
 }
-
-
-def _hex(b):
-    return "".join("%02x" % x for x in b)
 
 
 def _u32le(p, o):
