@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 
 from chub.localport import LocalPortClient, LocalPortError
-from hil.headend.gbcs import ACB, RTDS_GPF, HeadEnd, parse_frame
+from hil.headend.gbcs import ACB, RTDS_GPF, SUPPLIER, HeadEnd, HeadEndError, parse_frame, protect
 from hil.headend.gpf import GpfKeys, compare_der, compare_gbz, gbz_alert, verify_response
 from hil.meters.gsme_data import GsmeData, t2000
 from mpy import micropython_exe, mp_path
@@ -357,8 +357,16 @@ def test_gpf_conformance(hub: MpHub, headend: tuple[HeadEnd, GpfKeys], vectors: 
 def test_gpf_refuses_replay_and_unknown_code(hub: MpHub, headend: tuple[HeadEnd, GpfKeys], vectors: Path) -> None:
     he, _ = headend
     cmd = bytes.fromhex((vectors / "gbcs/rtds/4.18_GCS60a/GCS60a_4.18_SUCCESS_RELIABLE_GPF_COMMAND_GBCS.HEX").read_text())
-    raw, _ = he.rebuild(cmd)
-    hub.send(raw)
+    raw, c = he.rebuild(cmd)
+    resp, _ = hub.send(raw)
+    assert resp is not None and c.originator == SUPPLIER
+    # a direct supplier command: the response is MAC'd with Z(GPF, supplier);
+    # the same response MAC'd with the ACB-side key (the old keying) is refused
+    f = verify_response(he, resp, c)
+    assert f.recipient == SUPPLIER
+    acb_keyed = protect(parse_frame(resp), he.z(f.originator, ACB))
+    with pytest.raises(HeadEndError, match="bad MAC"):
+        verify_response(he, acb_keyed, c)
     with pytest.raises(LocalPortError, match="counter"):
         hub.send(raw)
     # a CHF message code sent to the GPF is refused
