@@ -42,7 +42,7 @@ class UnixDut:
         workdir: Path,
         rig: Rig,
         log: DutLog,
-        heap: str = "512k",
+        heap: str | None = None,
         flash_blocks: int = 256,
         from_flash: bool = False,
     ):
@@ -53,6 +53,10 @@ class UnixDut:
         self.workdir = Path(workdir)
         self.rig = rig
         self.log = log
+        if heap is None:
+            from chub.paths import default_heap
+
+            heap = default_heap()
         self.heap = heap
         self.flash_blocks = flash_blocks
         self.flash_path = self.workdir / "flash.bin"

@@ -4,7 +4,7 @@ Options: `--dut unix|serial` (default unix), `--port URL` (serial backend: the
 board's console/local port, any pyserial URL), `--ncp-port URL` / `--modem-port
 URL` (serial backend: USB-serial adapters wired to the board's NCP and modem
 UARTs; the rig's emulators serve them), `--heap SIZE` (unix backend:
-MicroPython heap limit, default 512k).
+MicroPython heap limit, default: the unix board's `default_heap`).
 
 Fixtures: `hub_image` (the unix image, built once per session), `hil_log`,
 `rig`, `dut` (powered on and ready) and `hub` (everything a scenario needs:
@@ -29,7 +29,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("chub-hil", "HIL rig")
     g.addoption("--dut", choices=("unix", "serial"), default="unix", help="device-under-test backend")
     g.addoption("--port", default=None, help="pyserial URL of the board (serial backend)")
-    g.addoption("--heap", default="512k", help="MicroPython heap limit for the unix backend")
+    g.addoption("--heap", default=None, help="MicroPython heap limit for the unix backend (default: boards/unix/board.json)")
     g.addoption("--ncp-port", default=None, help="serial backend: the USB-serial adapter wired to the board's NCP UART")
     g.addoption("--modem-port", default=None, help="serial backend: the adapter wired to the board's modem UART")
 

@@ -35,7 +35,7 @@ class EmulatedSystem:
     """With no image, a workdir that `chub flash --board unix --port WORKDIR`
     flashed boots from its flash; otherwise the unix image is built."""
 
-    def __init__(self, workdir: Path, heap: str = "512k", image: Path | None = None, fresh: bool = False):
+    def __init__(self, workdir: Path, heap: str | None = None, image: Path | None = None, fresh: bool = False):
         self.workdir = Path(workdir)
         self.heap = heap
         self.image = image

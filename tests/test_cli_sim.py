@@ -9,7 +9,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from chub.paths import venv_tool
+from chub.paths import default_heap, venv_tool
 
 
 def _chub() -> str:
@@ -28,7 +28,7 @@ def test_sim_headless_ready_line_and_hht_status(tmp_path: Path) -> None:
         line = proc.stdout.readline()
         assert line, f"no ready line; stderr: {proc.stderr.read() if proc.stderr else ''}"
         ready = json.loads(line)
-        assert ready["event"] == "ready" and ready["board"] == "unix" and ready["heap"] == "512k"
+        assert ready["event"] == "ready" and ready["board"] == "unix" and ready["heap"] == default_heap()
         assert ready["local_port"].startswith("socket://127.0.0.1:")
         out = subprocess.run(
             [_chub(), "hht", "--port", ready["local_port"], "status", "--json"],

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import bench_gbcs, bench_gpf, bench_han, bench_proof, bench_route, bench_wan
-from .paths import BOARDS, FIRMWARE, ROOT, venv_tool
+from .paths import BOARDS, FIRMWARE, ROOT, default_heap, venv_tool
 
 BENCH = ROOT / "bench"
 STATUS_CALLS = 50
@@ -121,9 +121,10 @@ def crypto_figures(heap: str) -> dict[str, Any]:
         return _last_json(_mp([str(BENCH / "mp_crypto.py")], heap, cwd=Path(tmp)))
 
 
-def run_bench(heap: str = "512k", progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run_bench(heap: str | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     from .build import build
 
+    heap = heap or default_heap()
     say = progress or (lambda _m: None)
     with tempfile.TemporaryDirectory() as tmp:
         say("building the unix image")

@@ -61,7 +61,7 @@ def fuzz_figures(seed: int = 8) -> dict[str, Any]:
 
 def power_cut_figures(image: Path, count: int | None = BENCH_CUTS, seed: int = 8, workers: int = 2,
                       progress: Callable[[int, int, Any], None] | None = None,
-                      heap: str = "512k") -> tuple[dict[str, Any], Any]:
+                      heap: str | None = None) -> tuple[dict[str, Any], Any]:
     from hil.campaign import power_cut
 
     with tempfile.TemporaryDirectory() as tmp:

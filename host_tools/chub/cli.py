@@ -10,7 +10,7 @@ import click
 from rich.console import Console
 
 from . import build as build_mod
-from .paths import STATE
+from .paths import STATE, default_heap
 
 
 def _stderr() -> Console:
@@ -44,7 +44,7 @@ def build(board: str, out: Path | None) -> None:
 @main.command()
 @click.option("--headless", is_flag=True, help="No live view: print one JSON line when ready, then keep running.")
 @click.option("--ready-timeout", type=float, default=30.0, show_default=True, help="Seconds to wait for the hub.")
-@click.option("--heap", default="512k", show_default=True, help="MicroPython heap limit (-X heapsize).")
+@click.option("--heap", default=default_heap(), show_default=True, help="MicroPython heap limit (-X heapsize).")
 @click.option("--fresh", is_flag=True, help="Start from blank flash (first boot).")
 @click.option("--workdir", type=click.Path(path_type=Path), default=STATE / "sim", show_default=True)
 def sim(headless: bool, ready_timeout: float, heap: str, fresh: bool, workdir: Path) -> None:
@@ -126,7 +126,7 @@ _register_board_commands()
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
 @click.option("--markdown", is_flag=True, help="Print the table as Markdown (for the README).")
-@click.option("--heap", default="512k", show_default=True)
+@click.option("--heap", default=default_heap(), show_default=True)
 @click.option("--power-cut-sweep", is_flag=True, help="Only the power-cut campaign, at every flash block write.")
 def bench(as_json: bool, markdown: bool, heap: str, power_cut_sweep: bool) -> None:
     """Measure the published figures in one run."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -22,3 +23,13 @@ def venv_tool(name: str) -> str:
     if not found:
         raise FileNotFoundError(f"{name} is not installed; run the README's setup command")
     return found
+
+
+def default_heap(board: str = "unix") -> str:
+    """The board's MicroPython heap limit (`default_heap` in boards/<board>/board.json).
+
+    On the unix board the `.mpy` bytecode lives in this heap (a frozen ESP32
+    build keeps it in flash), so the limit is code plus the data working set;
+    the one number every tool and test uses comes from here.
+    """
+    return str(json.loads((BOARDS / board / "board.json").read_text())["default_heap"])
