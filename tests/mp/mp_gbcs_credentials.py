@@ -8,7 +8,7 @@
 # cell survives reopening the store and the old key cannot authorise again.
 # Remote-party keys are the RTDS keystore's private keys.
 import os
-from binascii import a2b_base64, unhexlify
+from binascii import unhexlify
 
 from chf import credentials as cred
 from chf.device_log import DeviceLog
@@ -16,6 +16,8 @@ from chf.identity import Identity
 from chf.logs import open_logs
 from chf.usecases import Chf, PayloadMismatch
 from gbcs import der, frame, gcm, kdf, p256
+from mp_gbcs_keys import pem as _b64
+from mp_gbcs_keys import private as _private
 from gbcs.security import BadSignature, NotProtected, ReplayedCounter, UnknownOriginator, WrongRecipient
 from store import Store
 
@@ -31,15 +33,6 @@ WP_OLD_SKI = "4947bad00b1b12c5"  # keystore 90b3d51f30000007-ds.pem
 WP_NEW_SKI = "43cf62e6b35e4986"  # the certificate in the CS02b command
 
 
-def _b64(path):
-    lines = [ln.strip() for ln in open(V + "keystore/" + path)]
-    return a2b_base64("".join(ln for ln in lines if ln and not ln.startswith("-----")))
-
-
-def _private(name):
-    d = _b64(name + ".key")
-    i = d.find(b"\x04\x20")
-    return d[i + 2 : i + 34]
 
 
 def _rtds(path):

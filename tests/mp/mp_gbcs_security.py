@@ -5,13 +5,14 @@
 # from the RTDS keystore (the other side of the ECDH), independently of the
 # device's RemoteParties code path.
 import os
-from binascii import a2b_base64, unhexlify
+from binascii import unhexlify
 
 from chf.device_log import DeviceLog
 from chf.identity import Identity
 from chf.logs import open_logs
 from chf.usecases import Chf
 from gbcs import frame, gcm, kdf, p256
+from mp_gbcs_keys import private
 from gbcs.security import BadMac, ReplayedCounter, UnknownOriginator, WrongRecipient
 from store import Store
 
@@ -22,16 +23,8 @@ SUPPLIER = unhexlify("90B3D51F30010000")
 ECS26N = "rtds/6.2.4_ECS26n/ECS26n_6.2.4_SUCCESS_COMMAND_GBCS.HEX"
 
 
-def _pem_body(path):
-    lines = [ln.strip() for ln in open(V + "keystore/" + path)]
-    return a2b_base64("".join(ln for ln in lines if ln and not ln.startswith("-----")))
-
-
 def _acb_private():
-    # PKCS#8 EC key: the 32-byte private key follows "04 20" inside the ECPrivateKey
-    der = _pem_body("90b3d51f30000002-ka.key")
-    i = der.find(b"\x04\x20")
-    return der[i + 2 : i + 34]
+    return private("90b3d51f30000002-ka")
 
 
 def _setup(root="data"):

@@ -5,7 +5,7 @@
 # channel change persists, lands in the channel log (RTDS data layout) and is
 # read by DBCH02's range; the CCS08 alert is signed with the CHF's DS key.
 import os
-from binascii import a2b_base64, unhexlify
+from binascii import unhexlify
 
 from chf import subghz as sg
 from chf.device_log import DeviceLog
@@ -13,6 +13,7 @@ from chf.identity import Identity
 from chf.logs import open_logs
 from chf.usecases import OK, TYPE_UNMATCHED, Chf
 from gbcs import der, dlms, frame, gcm, kdf, p256
+from mp_gbcs_keys import private
 from store import Store
 
 HEAP = "256k"
@@ -25,10 +26,7 @@ T = 500000000
 
 
 def _acb_private():
-    lines = [ln.strip() for ln in open(V + "../keystore/90b3d51f30000002-ka.key")]
-    d = a2b_base64("".join(ln for ln in lines if ln and not ln.startswith("-----")))
-    i = d.find(b"\x04\x20")
-    return d[i + 2 : i + 34]
+    return private("90b3d51f30000002-ka")
 
 
 def _open(acb_d, provision=True):

@@ -9,7 +9,7 @@
 # log entry. A replacement whose certificate does not fit its cell: answered,
 # status Bad Certificate (5) for that cell, the others replaced.
 import os
-from binascii import a2b_base64, unhexlify
+from binascii import unhexlify
 
 from chf import credentials as cred
 from chf.identity import Identity
@@ -18,6 +18,7 @@ from gbcs import der, frame, gcm, kdf, p256
 from gbcs.usecase_base import EV_PAYLOAD_MISMATCH, PayloadMismatch
 from gpf.function import Gpf
 from gpf.mirror import Mirror
+from mp_gbcs_keys import private as _private
 from store import Store
 
 HEAP = "512k"
@@ -31,17 +32,6 @@ NO = "rtds/6.21_CS02bNOByNOHandover/CS02bNOByNOHandover_6.21_SUCCESS_COMMAND_GBC
 ACB_DS_SKI, ACB_KA_SKI = "42693535d3dde101", "4a9ce02c39ab910b"
 SUP_DS_SKI, SUP_KA_SKI, SUP_PP_SKI = "44899792d196f4b8", "405b8c62687d8f70", "41fb49221588c570"
 NO_DS_SKI, NO_KA_SKI = "48cf97fa9f827fb5", "4bc9d38d1cb49f2a"
-
-
-def _b64(path):
-    lines = [ln.strip() for ln in open(V + "keystore/" + path)]
-    return a2b_base64("".join(ln for ln in lines if ln and not ln.startswith("-----")))
-
-
-def _private(name):
-    d = _b64(name + ".key")
-    i = d.find(b"\x04\x20")
-    return d[i + 2 : i + 34]
 
 
 def _pub(d):

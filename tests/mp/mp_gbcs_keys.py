@@ -1,0 +1,20 @@
+# Helpers (no tests) for the GBCS micropython tests: the RTDS keystore's PEM
+# files (vectors/gbcs/keystore) as DER bytes and P-256 private keys.
+import os
+from binascii import a2b_base64
+
+KEYSTORE = os.getenv("CHUB_VECTORS", "") + "/gbcs/keystore/"
+
+
+def pem(name):
+    """DER bytes of keystore/<name> (a .pem or .key file)."""
+    lines = [ln.strip() for ln in open(KEYSTORE + name)]
+    return a2b_base64("".join(ln for ln in lines if ln and not ln.startswith("-----")))
+
+
+def private(name):
+    """The 32-byte P-256 private key of keystore/<name>.key (PKCS#8: the key
+    follows "04 20" inside the ECPrivateKey)."""
+    d = pem(name + ".key")
+    i = d.find(b"\x04\x20")
+    return d[i + 2 : i + 34]
