@@ -313,16 +313,27 @@ class Router:
                 # the GSME asks again: it has the message handed out before
                 # (if any); that one leaves the flash, the next is offered
                 self.counters["gets"] += 1
-                self.buffer.confirm(eh)
-                msg, left = self.buffer.offer(eh)
+                try:
+                    self.buffer.confirm(eh)
+                    msg, left = self.buffer.offer(eh)
+                except (OSError, BufferError) as e:  # flash trouble: no answer, the GSME asks again
+                    log("route", "GET from %s not served: %r" % (eh, e))
+                    return None
                 return tunnel.encode_get_response(min(left, 255), msg)
             if kind == tunnel.GSME_PUT:
                 # forwarded (persisted in the outbox) first, then the message
                 # in hand confirmed: a cut in between re-offers it, which the
                 # GSME refuses by its originator counter
                 self.counters["puts"] += 1
-                await self._device_message(eh, bytes(msg), True)
-                self.buffer.confirm(eh)
+                try:
+                    await self._device_message(eh, bytes(msg), True)
+                except OSError as e:  # not persisted: the command stays in hand
+                    log("route", "PUT from %s not forwarded: %r" % (eh, e))
+                    return None
+                try:
+                    self.buffer.confirm(eh)
+                except OSError as e:  # still on flash: offered again, refused by its counter
+                    log("route", "confirm for %s failed: %r" % (eh, e))
                 return None
             self._bad(eh, "a GET response sent to the hub")
             return None

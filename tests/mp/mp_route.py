@@ -256,6 +256,27 @@ def test_gsme_get_put_protocol():
     assert len(_outbox(hub)) == 1
 
 
+def test_put_is_forwarded_before_the_command_leaves_the_flash():
+    # the GSME's response is persisted (hub.emit) before the command in hand
+    # is confirmed: when persisting fails (the power going, say) the command
+    # stays on flash and in hand, and nothing escapes into the HAN stack
+    hub, r = _hub()
+    cmd, rsp = _hex_file(CS11_CMD), _hex_file(CS11_RSP)
+    run(r.route(cmd))
+    assert run(r.on_tunnel_message(GSME, b"\x01")) == b"\x02\x00" + cmd
+    emit = hub.emit
+
+    def dead(frame, kind, critical=None):
+        raise OSError(5)
+
+    hub.emit = dead
+    assert run(r.on_tunnel_message(GSME, b"\x03" + rsp)) is None
+    assert r.buffer.pending(GSME) == 1 and r.buffer.in_hand(GSME) is not None
+    hub.emit = emit
+    assert run(r.on_tunnel_message(GSME, b"\x03" + rsp)) is None
+    assert r.buffer.pending(GSME) == 0 and _outbox(hub) == [(ob.KIND_RESPONSE, rsp)]
+
+
 def test_esme_round_trip_and_undelivered_alert():
     hub, r = _hub()
     cmd = _hex_file(CS03A1_CMD)
