@@ -137,7 +137,11 @@ def install(hub):
             # "cells" (same shape, + pp_ka_pub/pp_ka_ski) when they differ
             out = await provision(req)
             if req.get("device") == "gpf":
-                svc.impl().credentials.provision(req.get("cells") or req["anchors"])
+                # the cells only (KV ta_cells_gpf, shared with a loaded Gpf):
+                # provisioning does not load the GPF's use cases
+                from chf.credentials import Credentials
+
+                Credentials(hub.store, hub.identity, "gpf").provision(req.get("cells") or req["anchors"])
             return out
 
         hub.commands["provision_test_dcc"] = provision_gpf
