@@ -369,8 +369,10 @@ def test_buffer_survives_a_power_cut(sysm: SimpleNamespace) -> None:
     and offered again after the restart; the meter refuses it by its
     originator counter. Nothing lost, nothing executed twice, the response
     at the head-end once."""
-    cmds = [_hex("3.4_GCS44/GCS44_3.4_SUCCESS_COMMAND_GBCS.HEX"), _hex("6.8_GCS25/GCS25_6.8_SUCCESS_COMMAND_GBCS.HEX"),
-            _hex("3.3_CS11/CS11_3.3_SUCCESS_COMMAND_GBCS.HEX")]
+    # counters 1000, 1001, 1002 from the same originator (the meter executes
+    # only increasing counters)
+    cmds = [_hex("3.3_CS11/CS11_3.3_SUCCESS_COMMAND_GBCS.HEX"), _hex("3.4_GCS44/GCS44_3.4_SUCCESS_COMMAND_GBCS.HEX"),
+            _hex("6.8_GCS25/GCS25_6.8_SUCCESS_COMMAND_GBCS.HEX")]
     answers = rtds_answers(["3.4_GCS44", "6.8_GCS25", "3.3_CS11"])
     sysm.gsme.forget_counters()
     n = len(sysm.server.received)

@@ -10,18 +10,18 @@ the RTDS ERROR scenarios are the commands it fails on purpose (e.g. a TOM
 command the GPF must then discard with 0x819E); an unknown command gets no
 answer.
 
-Like a real GSME it executes a command only once: it remembers the
-(originator, originator counter) of every command it executed and refuses a
-command carrying one of those again (GBCS replay protection; PROTOCOLS.md
-section 1), recording it in `refused` and sending nothing for it. That is
-what makes the hub's at-least-once buffer safe: a command re-offered after
-a power cut of the hub is recognised and not executed twice.
-`forget_counters()` clears that memory (the RTDS commands carry fixed
-counters, so tests replaying a scenario start it on a "new" meter). The
-RTDS re-uses counters across its independent scenarios (GCS07 SUCCESS and
-GCS25 SUCCESS both carry 1002): with `rtds_scenarios = True` the meter
-keys its memory on the whole command as well, so distinct RTDS commands
-replayed in one wake-up each run once, and a byte-identical re-offer is
+Like a real GSME it executes a command only once (GBCS replay protection,
+PROTOCOLS.md section 1): it keeps, per originator, the highest originator
+counter it has executed and refuses a command whose counter is not greater,
+recording it in `refused` and sending nothing for it. That is what makes
+the hub's at-least-once buffer safe: a command re-offered after a power cut
+of the hub is recognised and not executed twice. `forget_counters()` clears
+that memory (the RTDS commands carry fixed counters, so tests replaying a
+scenario start it on a "new" meter). The RTDS re-uses and reorders counters
+across its independent scenarios (GCS07 SUCCESS and GCS25 SUCCESS both
+carry 1002): with `rtds_scenarios = True` the meter instead remembers each
+(originator, counter, whole command) it executed, so distinct RTDS commands
+replayed in one wake-up each run once and a byte-identical re-offer is
 still refused.
 
 Hooks for the GSME's own data (hil/meters/gsme_data.py): `on_command` is a
@@ -56,7 +56,8 @@ class GsmeMeter:
         self.executed: list[bytes] = []
         self.refused: list[bytes] = []  # commands whose counter it had executed already
         self.received: list[bytes] = []  # every command the hub handed it
-        self.counters: set[tuple[object, ...]] = set()  # (originator, counter) executed
+        self.last_counter: dict[bytes, int] = {}  # originator -> highest counter executed
+        self.executed_keys: set[tuple[bytes, int, bytes]] = set()  # rtds_scenarios mode
         self.rtds_scenarios = False
         self.held: list[bytes] = []  # PUTs not sent yet (wake(..., put=False))
         self.puts: list[bytes] = []
@@ -134,24 +135,35 @@ class GsmeMeter:
             return bytes(await self.device.tunnel_request(bytes((GET,)), timeout))
 
     def forget_counters(self) -> None:
-        self.counters.clear()
+        self.last_counter.clear()
+        self.executed_keys.clear()
+
+    def _replay(self, cmd: bytes) -> bool:
+        """True when the command's counter was executed already (it is then
+        refused); otherwise remember it."""
+        try:
+            f = parse_frame(cmd)
+        except Exception:  # noqa: BLE001 - not a GBCS frame: nothing to check it by
+            return False
+        if self.rtds_scenarios:
+            key = (bytes(f.originator), f.counter, cmd)
+            if key in self.executed_keys:
+                return True
+            self.executed_keys.add(key)
+            return False
+        last = self.last_counter.get(bytes(f.originator))
+        if last is not None and f.counter <= last:
+            return True
+        self.last_counter[bytes(f.originator)] = f.counter
+        return False
 
     def execute(self, cmd: bytes) -> list[bytes]:
         """Run one command: the frames to PUT (response first, then alerts);
         nothing for a command whose originator counter it executed before."""
         self.received.append(bytes(cmd))
-        try:
-            f = parse_frame(bytes(cmd))
-            key: tuple[object, ...] | None = (bytes(f.originator), f.counter)
-            if self.rtds_scenarios:
-                key = (bytes(f.originator), f.counter, bytes(cmd))
-        except Exception:  # noqa: BLE001 - not a GBCS frame: nothing to remember it by
-            key = None
-        if key is not None:
-            if key in self.counters:
-                self.refused.append(bytes(cmd))
-                return []
-            self.counters.add(key)
+        if self._replay(bytes(cmd)):
+            self.refused.append(bytes(cmd))
+            return []
         self.executed.append(bytes(cmd))
         extra: list[bytes] = []
         for fn in self.on_command:
