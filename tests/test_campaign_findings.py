@@ -1,9 +1,8 @@
 """The power-cut campaign's findings, each reproduced without depending on
 which flash block write it falls on: the rig cuts the hub's power (SIGKILL)
-from inside the NCP emulator at the exact protocol moment. They fail today and
-are marked xfail with the owner's fix in the reason (docs/proof.md,
-"Findings"); when a fix lands they pass (XPASS) and the marker goes.
-"""
+from inside the NCP emulator at the exact protocol moment. Both failed before
+their fix (docs/proof.md, "Findings"): the hub formed a second network, and
+the join was lost in the Device Log."""
 
 from __future__ import annotations
 
@@ -11,9 +10,7 @@ import signal
 import time
 from pathlib import Path
 
-import pytest
-
-from hil.campaign.scenario import JOINERS, Run, joined, run_steps, step_join, step_provision
+from hil.campaign.scenario import JOINERS, Run, device_log, joined, run_steps, step_join, step_provision
 
 
 def _cut_now(run: Run) -> None:
@@ -22,8 +19,6 @@ def _cut_now(run: Run) -> None:
         proc.send_signal(signal.SIGKILL)
 
 
-@pytest.mark.xfail(reason="HAN: a cut after the NCP formed the network but before the hub stored it makes the "
-                          "hub form a second network on reboot (try networkInit before forming)", strict=False)
 def test_cut_right_after_form_network_resumes_the_ncps_network(hub_image: Path, tmp_path: Path,
                                                                 vectors: Path) -> None:
     run = Run(tmp_path / "sys", hub_image)
@@ -56,8 +51,6 @@ def test_cut_right_after_form_network_resumes_the_ncps_network(hub_image: Path, 
         run.stop()
 
 
-@pytest.mark.xfail(reason="HAN/trust centre: a cut right after a device joined loses the join in the Device Log "
-                          "(record before admitting, or reconcile with the NCP's key table on resume)", strict=False)
 def test_cut_right_after_a_join_keeps_the_join(hub_image: Path, tmp_path: Path, vectors: Path) -> None:
     run = Run(tmp_path / "sys", hub_image)
     try:
@@ -78,5 +71,8 @@ def test_cut_right_after_a_join_keeps_the_join(hub_image: Path, tmp_path: Path, 
         assert run.reboots == 1
         want = {han.specs[n].eui for n in JOINERS}
         assert want <= joined(run)
+        ihd = next(e for e in device_log(run) if e["eui"] == han.specs["ihd"].eui)
+        assert ihd["node_id"] == han.nodes["ihd"].node_id and ihd["key_state"] == "established"
+        assert han.commands.count("formNetwork") == 1
     finally:
         run.stop()

@@ -335,6 +335,14 @@ class DeviceLog:
             return unhexlify(e[_HKEY])
         return unhexlify(e[_KEY])
 
+    def link_keys(self, eui):
+        """The link keys the device may hold after a join through this log:
+        its install-code key and, if re-added, its historic key."""
+        e = self._d.get(eui_hex(eui))
+        if e is None:
+            return ()
+        return tuple(unhexlify(k) for k in (e[_KEY], e[_HKEY]) if k)
+
     def is_joined(self, eui):
         e = self._d.get(eui_hex(eui))
         return e is not None and e[_JS] in (JS_JOINED, JS_RESTORED)

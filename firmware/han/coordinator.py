@@ -92,6 +92,10 @@ class Coordinator(Messaging):
         self.counters["rx"] += 1
         if eh is None:
             self.counters["rx_unknown"] += 1
+            # maybe a device whose join the hub never recorded (power cut):
+            # the trust centre checks it with the NCP and adopts it
+            if self.tc is not None:
+                self.tc.unknown_sender(sender, ez.incoming_eui(v))
             return
         dl.record_rx(eh, rssi, lqi, dl.utc())
         self._incoming(eh, aps, payload, sender)
@@ -113,6 +117,9 @@ class Coordinator(Messaging):
         if kv.get("formed"):
             self.state = "resuming"
             if await ez.resume_network():
+                if self.hub.device_log.ext_pan_id is None and kv.get("xpan"):
+                    # a cut between the two writes of _store
+                    self.hub.device_log.set_ext_pan_id(unhexlify(kv.get("xpan")))
                 self.counters["resumed"] += 1
                 log("han", "network resumed ch=%s pan=0x%04X" % (kv.get("ch"), kv.get("pan") or 0))
                 return
@@ -121,13 +128,28 @@ class Coordinator(Messaging):
             xpan = unhexlify(kv.get("xpan")) if kv.get("xpan") else None
             pan = kv.get("pan")
         else:
+            # nothing stored, but the NCP may have formed a network the hub
+            # never heard of (power cut between formNetwork and the KV
+            # write): resume and adopt it rather than form a second one
+            self.state = "resuming"
+            if await ez.resume_network():
+                p = await ez.network_parameters()
+                if p is not None:
+                    ch, pan, xpan = p
+                    self._store(ch, pan, xpan)
+                    self.counters["resumed"] += 1
+                    log("han", "NCP's network adopted ch=%d pan=0x%04X" % (ch, pan))
+                    return
             xpan = pan = None
         self.state = "forming"
         ch, pan, xpan = await ez.form_network(ext_pan_id=xpan, pan_id=pan)
-        kv.update({"formed": 1, "ch": ch, "pan": pan, "xpan": hexlify(xpan).decode()})
-        self.hub.device_log.set_ext_pan_id(xpan)
+        self._store(ch, pan, xpan)
         self.counters["formed"] += 1
         log("han", "network formed ch=%d pan=0x%04X" % (ch, pan))
+
+    def _store(self, ch, pan, xpan):
+        self.kv.update({"formed": 1, "ch": ch, "pan": pan, "xpan": hexlify(xpan).decode()})
+        self.hub.device_log.set_ext_pan_id(xpan)
 
     async def run(self):
         self.runs += 1

@@ -271,6 +271,36 @@ class Ezsp:
         await self._wait_state(True, self.timeout)
         return True
 
+    async def network_parameters(self):
+        """getNetworkParameters -> (channel, pan_id, ext_pan_id) of the
+        network the NCP is on, or None."""
+        r = await self.command("getNetworkParameters")
+        if r[0] != 0:
+            return None
+        n = r[2]
+        return n[3], n[1], n[0]
+
+    async def eui_of_node(self, node_id):
+        """lookupEui64ByNodeId (the NCP's address/child/neighbour tables):
+        the EUI-64 of a node on the network, or None."""
+        r = await self.command("lookupEui64ByNodeId", node_id)
+        return r[1] if r[0] == 0 else None
+
+    async def link_key(self, eui):
+        """The APS link key the NCP's key table holds for eui, or None
+        (v8: findKeyTableEntry + getKeyTableEntry; v13+: exportLinkKeyByEui)."""
+        if self.ver >= 14:
+            r = await self.command("exportLinkKeyByEui", eui)
+            return r[8] if r[0] == 0 and r[4] == eui else None
+        if self.ver >= 13:
+            r = await self.command("exportLinkKeyByEui", eui)
+            return r[0] if r[6] == 0 else None
+        i = (await self.command("findKeyTableEntry", eui, 1))[0]
+        if i == 0xFF:
+            return None
+        r = await self.command("getKeyTableEntry", i)
+        return r[3] if r[0] == 0 and r[7] == eui else None
+
     async def permit_joining(self, seconds):
         await self.ok("permitJoining", min(255, max(0, seconds)))
 
@@ -310,6 +340,14 @@ class Ezsp:
         if self.ver >= 14:
             return v[4], v[0], v[2]
         return v[3], v[4], v[1]
+
+    def incoming_eui(self, v):
+        """v14 incomingMessageHandler carries the sender's EUI-64 (all zero
+        or all 0xFF when the stack does not know it); None before v14 or
+        when unknown."""
+        if self.ver >= 14 and v[3] not in (bytes(8), b"\xff" * 8):
+            return v[3]
+        return None
 
     def incoming_info(self, v):
         """incomingMessageHandler values -> (sender, aps, payload, lqi, rssi)."""

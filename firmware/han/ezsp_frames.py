@@ -98,12 +98,21 @@ _COMMON = {
     "setExtendedTimeout": (0x7E, "EB", ""),
     "removeDevice": (0xA8, "HEE", "S"),
     "getValue": (0xAA, "B", "SL"),
+    "lookupEui64ByNodeId": (0x61, "H", "SE"),
     "setValue": (0xAB, "BL", "S"),
 }
-_V8 = {"addTransientLinkKey": (0xAF, "EK", "S")}
-_V13 = {"importTransientKey": (0x111, "EKB", "Z")}
+# key table: v8 findKeyTableEntry + getKeyTableEntry (EmberKeyStruct: bitmask,
+# type, key, outgoing/incoming frame counters, sequence, partner EUI-64);
+# from v13 the security manager's exportLinkKeyByEui (v13: key, index,
+# APS key metadata (bitmask, out/in counters, ttl), sl_Status; v14: sl_Status,
+# context (key type, index, derived type, EUI-64, network index, flags, PSA
+# algorithm), key, APS key metadata)
+_V8 = {"addTransientLinkKey": (0xAF, "EK", "S"), "findKeyTableEntry": (0x75, "EB", "B"),
+       "getKeyTableEntry": (0x71, "B", "SHBKIIBE")}
+_V13 = {"importTransientKey": (0x111, "EKB", "Z"), "exportLinkKeyByEui": (0x10D, "E", "KBHIIHZ")}
 _V14 = {
     "importTransientKey": (0x111, "EKB", "Z"),
+    "exportLinkKeyByEui": (0x10D, "E", "ZBBHEBBIKHIIH"),
     "leaveNetwork": (0x20, "B", "S"),
     "messageSentHandler": (0x3F, "", "SBHATL"),
     "incomingMessageHandler": (0x45, "", "BAHEBBBbIL"),

@@ -35,7 +35,9 @@ class TrustCentre:
         self._keys = {}  # eui hex -> key imported into the NCP
         self._permit_end = 0
         self._kick = []  # (node_id, eui bytes) to remove from the network
-        self.stats = {"joined": 0, "rejoined": 0, "refused": 0, "left": 0, "kicked": 0, "kick_errors": 0}
+        self._unknown = {}  # node id -> EUI-64 or None: traffic from a node not in the log
+        self.stats = {"joined": 0, "rejoined": 0, "refused": 0, "left": 0, "kicked": 0, "kick_errors": 0,
+                      "adopted": 0, "not_adopted": 0}
         # node ids of joined devices, to remove a device from the network
         # when it is removed from the Device Log (the log entry is gone by then)
         self._nodes = {}
@@ -86,6 +88,8 @@ class TrustCentre:
             # also when our clock says it ran out: the NCP counts on its own
             await self.ezsp.permit_joining(0)
             self._permit_end = 0
+        if self._unknown:
+            await self._adopt()
         while self._kick:
             node, eui = self._kick.pop(0)
             try:
@@ -94,6 +98,38 @@ class TrustCentre:
                 self.stats["kicked"] += 1
             except Exception:
                 self.stats["kick_errors"] += 1
+
+    # -- joins the hub never recorded --------------------------------------------
+
+    def unknown_sender(self, node, eui=None):
+        """Traffic from a node id the Device Log does not know (called from
+        the message callback; checked by the next sync())."""
+        if node not in self._unknown and len(self._unknown) < 8:
+            self._unknown[node] = eui
+
+    async def _adopt(self):
+        """A join the NCP completed but the hub never recorded (the power cut
+        fell between the NCP's trustCenterJoinHandler and the Device Log
+        write): the device is on the network and talks. It is recorded as
+        joined with that node id (also a joined entry under an older node id:
+        a rejoin missed the same way) only if it is in the Device Log and the
+        NCP's key table holds for it exactly a link key the log lets it join
+        with (its install-code key, or its historic key). Anything else is
+        left alone: no join is invented."""
+        todo, self._unknown = self._unknown, {}
+        for node, eui in todo.items():
+            if eui is None:
+                eui = await self.ezsp.eui_of_node(node)
+            if eui is None or eui not in self.log:
+                self.stats["not_adopted"] += 1
+                continue
+            have = await self.ezsp.link_key(eui)
+            if have is None or have not in self.log.link_keys(eui):
+                self.stats["not_adopted"] += 1
+                continue
+            self.stats["adopted"] += 1
+            self.log.record_join(eui, node)
+            self._joined(eui, node)
 
     async def run(self, period_s=1):
         while True:

@@ -31,7 +31,11 @@ ID = {
     "broadcastNextNetworkKey": 0x73, "broadcastNetworkKeySwitch": 0x74,
     "setExtendedTimeout": 0x7E, "getValue": 0xAA, "setValue": 0xAB,
     "addTransientLinkKey": 0xAF, "importTransientKey": 0x111, "removeDevice": 0xA8,
+    "lookupEui64ByNodeId": 0x61, "getKeyTableEntry": 0x71, "findKeyTableEntry": 0x75,
+    "exportLinkKeyByEui": 0x10D,
 }
+_V8_ONLY = ("addTransientLinkKey", "getKeyTableEntry", "findKeyTableEntry")
+_V13_ON = ("importTransientKey", "exportLinkKeyByEui")
 NAME = {v: k for k, v in ID.items()}
 
 TC_ALLOW_JOINS = 0x01
@@ -120,6 +124,9 @@ class Han:
     next_network_key: bytes | None = None
     key_seq: int = 0
     nodes: dict[bytes, Node] = field(default_factory=dict)
+    # the TC's APS link key table (NVM): a device's transient key moves here
+    # when it joins with it, and is dropped when the device is removed
+    key_table: dict[bytes, bytes] = field(default_factory=dict)
 
 
 class NcpEmulator:
@@ -228,7 +235,7 @@ class NcpEmulator:
         else:
             return
         name = NAME.get(fid)
-        if name == "importTransientKey" and self.version < 13 or name == "addTransientLinkKey" and self.version >= 13:
+        if name in _V13_ON and self.version < 13 or name in _V8_ONLY and self.version >= 13:
             name = None
         handler = getattr(self, "_c_" + name, None) if name else None
         if handler is None:
@@ -327,6 +334,7 @@ class NcpEmulator:
     def _c_leaveNetwork(self, p: bytes) -> bytes:
         self.network_up = False
         self.han.formed = False
+        self.han.key_table.clear()
         self._spawn(self._later(0.01, lambda: self._stack_status(False)))
         return self._st(0)
 
@@ -405,6 +413,7 @@ class NcpEmulator:
         if not self.network_up:
             return self._st(0x93 if self.version < 14 else 0x17)
         self.removed.append(target)
+        self.han.key_table.pop(target, None)
         if node is not None and node.joined:
             nid = node.node_id or 0
             node.joined = False
@@ -413,6 +422,47 @@ class NcpEmulator:
                 "trustCenterJoinHandler", struct.pack("<H", nid) + target[::-1]
                 + bytes((DEVICE_LEFT, USE_PRECONFIGURED_KEY)) + struct.pack("<H", 0))))
         return self._st(0)
+
+    def _c_lookupEui64ByNodeId(self, p: bytes) -> bytes:
+        nid = struct.unpack("<H", p[:2])[0]
+        node = next((x for x in self.han.nodes.values() if x.joined and x.node_id == nid), None)
+        if node is None or not self.network_up:
+            return self._st(0x01) + bytes(8)  # EMBER_ERR_FATAL / SL_STATUS_FAIL
+        return self._st(0) + node.eui[::-1]
+
+    def _c_findKeyTableEntry(self, p: bytes) -> bytes:
+        """v8: index of the link key for an EUI-64, 0xFF if none."""
+        eui = p[:8][::-1]
+        if len(p) < 9:
+            raise ValueError("short")
+        keys = list(self.han.key_table)
+        return bytes((keys.index(eui) if eui in keys and p[8] else 0xFF,))
+
+    def _c_getKeyTableEntry(self, p: bytes) -> bytes:
+        """v8: EmberKeyStruct (bitmask, type, key, out/in counters, sequence, partner)."""
+        keys = list(self.han.key_table.items())
+        i = p[0]
+        if i >= len(keys):
+            return bytes((0xB6,)) + bytes(36)  # TABLE_ENTRY_ERASED
+        eui, key = keys[i]
+        # bitmask: has partner EUI-64 | has incoming frame counter; type 1: TC link key
+        return bytes((0,)) + struct.pack("<HB", 0x0018, 1) + key + struct.pack("<IIB", 0, 0, 0) + eui[::-1]
+
+    def _c_exportLinkKeyByEui(self, p: bytes) -> bytes:
+        """v13+: the security manager's link key for an EUI-64."""
+        if len(p) < 8:
+            raise ValueError("short")
+        eui = p[:8][::-1]
+        key = self.han.key_table.get(eui)
+        keys = list(self.han.key_table)
+        st = 0 if key is not None else 0x0E  # SL_STATUS_NOT_FOUND
+        idx = keys.index(eui) if key is not None else 0xFF
+        key = key or bytes(16)
+        meta = struct.pack("<HIIH", 0x0018, 0, 0, 0)
+        if self.version >= 14:
+            ctx = struct.pack("<BBH", 2, idx, 0) + eui[::-1] + struct.pack("<BBI", 0, 0, 0)  # 2: TC link key
+            return struct.pack("<I", st) + ctx + key + meta
+        return key + bytes((idx,)) + meta + struct.pack("<I", st)
 
     def _c_sendUnicast(self, p: bytes) -> bytes:
         mtype, dest = struct.unpack("<BH", p[:3])
@@ -501,6 +551,7 @@ class NcpEmulator:
             self._next_nwk += 1
         node.node_id = node_id
         node.joined = True
+        self.han.key_table[node.eui] = key
         self.callback("trustCenterJoinHandler",
                       struct.pack("<H", node_id) + node.eui[::-1] + bytes((1, 0)) + struct.pack("<H", 0))
         return True
