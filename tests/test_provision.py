@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from chub import provision as P
 from chub.cli import main
 from chub.localport import NOT_AUTHORISED, TEST_INSTALLER_KEY, LocalPortClient, LocalPortError
+from chub.paths import default_heap
 from mpy import run_mp
 
 pytestmark = pytest.mark.skipif(not P.keystore_dir().is_dir(), reason="GBCS keystore (vectors) not available")
@@ -37,7 +38,7 @@ def dut(rig, hil_log, tmp_path: Path, hub_image: Path, request: pytest.FixtureRe
     from hil.dut import UnixDut
     from hil.system import attach_peripherals
 
-    heap = request.config.getoption("--heap")
+    heap = request.config.getoption("--heap") or default_heap()
     if int(heap.rstrip("kK")) < int(PROVISION_HEAP[:-1]):
         heap = PROVISION_HEAP
     attach_peripherals(SimpleNamespace(rig=rig, log=hil_log, local_port_url=rig.local_port_url, han_demo=False))

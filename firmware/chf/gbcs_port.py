@@ -78,6 +78,13 @@ def install(hub, device_log=None, log_capacity=40, allow_faults=None):
     chf = Chf(ident, ev, sec, device_log, utc2000=_utc2000, store=hub.store, log_capacity=log_capacity)
     hub.identity = ident
     hub.chf = chf
+
+    def _versions(eui):
+        # CCS04/05/06: the app/stack versions the HAN read from the device's Basic cluster
+        c = getattr(hub, "coordinator", None)
+        return c.device_versions(eui) if c is not None and hasattr(c, "device_versions") else None
+
+    chf.versions = _versions
     if allow_faults is None:
         allow_faults = board is None or getattr(board, "NAME", "") == "unix"
 
@@ -97,7 +104,10 @@ def install(hub, device_log=None, log_capacity=40, allow_faults=None):
 
     async def cmd_send(req):
         data = _unhex(req.get("frame"), "frame")
-        route = getattr(hub, "route", None)
+        # the HHT wants the answer in hand: a tunnel delivery is awaited here
+        # (from the WAN it runs as its own task and the answer goes to the outbox)
+        router = getattr(hub, "router", None)
+        route = router.route_wait if router is not None else getattr(hub, "route", None)
         resp, alerts = await route(data) if route is not None else chf.handle(data)
         return {"response": _hexs(resp) if resp is not None else None, "alerts": [_hexs(a) for a in alerts]}
 
