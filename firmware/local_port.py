@@ -14,6 +14,8 @@ except ImportError:  # CPython (fuzzing only)
         return x
 
 from log import log, log_exc
+from gbcs.gcm import ct_equal
+from gbcs.p256 import hmac_sha256
 
 SOF = const(0xC5)
 MAX_BODY = const(4096)
@@ -340,31 +342,6 @@ SESSION_S = const(900)
 IDLE_S = const(300)
 
 
-def hmac_sha256(key, *parts):
-    import hashlib
-
-    k = bytearray(64)
-    if len(key) > 64:
-        key = hashlib.sha256(key).digest()
-    k[: len(key)] = key
-    inner = hashlib.sha256(bytes(b ^ 0x36 for b in k))
-    for p in parts:
-        inner.update(p)
-    outer = hashlib.sha256(bytes(b ^ 0x5C for b in k))
-    outer.update(inner.digest())
-    return outer.digest()
-
-
-def _same(a, b):
-    # constant time for equal lengths
-    if len(a) != len(b):
-        return False
-    d = 0
-    for i in range(len(a)):
-        d |= a[i] ^ b[i]
-    return d == 0
-
-
 def request_tag(session_key, n, cmd):
     return hmac_sha256(session_key, bytes(((n >> 24) & 0xFF, (n >> 16) & 0xFF, (n >> 8) & 0xFF, n & 0xFF)),
                        cmd.encode())[:16]
@@ -395,7 +372,7 @@ class InstallerAuth:
             raise NotAuthorised("the hub has no installer credential: provision it first")
         if nonce is None:
             raise NotAuthorised("no challenge: call auth_challenge first")
-        if not _same(hmac_sha256(key, b"chub-auth", nonce), mac):
+        if not ct_equal(hmac_sha256(key, b"chub-auth", nonce), mac):
             self.failures += 1
             raise NotAuthorised("wrong installer credential")
         t = self.now_s()
@@ -425,7 +402,7 @@ class InstallerAuth:
             tag = bytes.fromhex(a[1])
         except ValueError:
             raise NotAuthorised("bad session tag")
-        if not _same(request_tag(s[0], n, cmd), tag):
+        if not ct_equal(request_tag(s[0], n, cmd), tag):
             raise NotAuthorised("bad session tag")
         s[1] = n
         s[3] = t

@@ -204,9 +204,12 @@ def ecdh(d, peer):
     return r[0].to_bytes(32, "big")
 
 
-def _hmac(key, *parts):
-    # HMAC-SHA256 (RFC 2104) on hashlib; key is at most 64 bytes here
+def hmac_sha256(key, *parts):
+    """HMAC-SHA256 (RFC 2104) on hashlib over the concatenated parts (RFC 6979
+    here, the local port's installer authentication too)."""
     k = bytearray(64)
+    if len(key) > 64:
+        key = hashlib.sha256(key).digest()
     k[: len(key)] = key
     inner = hashlib.sha256(bytes(b ^ 0x36 for b in k))
     for p in parts:
@@ -226,17 +229,17 @@ def _nonces(d, h):
     h1 = (_bits2int(h) % N).to_bytes(32, "big")
     v = b"\x01" * 32
     k = b"\x00" * 32
-    k = _hmac(k, v, b"\x00", x, h1)
-    v = _hmac(k, v)
-    k = _hmac(k, v, b"\x01", x, h1)
-    v = _hmac(k, v)
+    k = hmac_sha256(k, v, b"\x00", x, h1)
+    v = hmac_sha256(k, v)
+    k = hmac_sha256(k, v, b"\x01", x, h1)
+    v = hmac_sha256(k, v)
     while True:
-        v = _hmac(k, v)
+        v = hmac_sha256(k, v)
         c = _bits2int(v)
         if 0 < c < N:
             yield c
-        k = _hmac(k, v, b"\x00")
-        v = _hmac(k, v)
+        k = hmac_sha256(k, v, b"\x00")
+        v = hmac_sha256(k, v)
 
 
 def sign_digest(d, h):
