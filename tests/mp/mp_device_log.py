@@ -270,6 +270,17 @@ def test_historic_key_first_half_rule():
     st = remount()
     log2 = DL.DeviceLog(st, clk)
     assert log2.join_key(ESME, 550) == old_key and log2.join_key(ESME, 650) == new_key
+    # the keys a device found on the NCP's network may hold (adopting a join
+    # the hub never recorded): install code, and historic if re-added; at
+    # any time, window open or not
+    assert log2.link_keys(ESME) == (new_key, old_key)
+    assert log2.link_keys(GSME) == (aes_mmo_hash(CODE),)
+    assert log2.link_keys(eui(9)) == ()
+    clk.t = 10000
+    assert log2.join_key(ESME) is None and log2.link_keys(ESME) == (new_key, old_key)
+    # a restored entry holds no key: nothing could be proved
+    log2.restore(bytes(8), [(ESME, bytes(16))])
+    assert log2.link_keys(ESME) == ()
 
 
 def test_write_failure_leaves_ram_state():
