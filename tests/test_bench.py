@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from chub.cli import main
@@ -27,6 +28,7 @@ PUBLISHED = {
 }
 
 
+@pytest.mark.timeout(900)  # the whole bench, campaigns included: ~3.5 min on 2 busy cores
 def test_bench_json_has_the_published_figures() -> None:
     r = CliRunner().invoke(main, ["bench", "--json"])
     assert r.exit_code == 0, r.output

@@ -122,11 +122,17 @@ def _tunnel(data):
 
 # ---- AT lines (SIM7600) ---------------------------------------------------------
 
+_at_driver = []
+
+
 def _at(data):
     from wan import sim7600
 
-    m = sim7600.Sim7600(None, None)
-    p = m.at.p
+    # one driver for the whole replay, as on the hub (its line and raw-data
+    # buffers are preallocated once); begin() resets the parser per input
+    if not _at_driver:
+        _at_driver.append(sim7600.Sim7600(None, None))
+    p = _at_driver[0].at.p
     p.begin(b"AT+CIPRXGET=2,0,1460", prefix=b"+CIPRXGET:")
     half = len(data) // 2
     p.feed(data[:half])
