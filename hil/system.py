@@ -86,6 +86,14 @@ class EmulatedSystem:
         self.boot_to_ready_s = self.dut.wait_ready(ready_timeout, after=pos)
         return self.boot_to_ready_s
 
+    def call(self, cmd: str, timeout: float = 30.0, **kw: Any) -> dict[str, Any]:
+        """One local-port command on a fresh connection (the client opens an
+        installer session itself when the command needs one)."""
+        from chub.localport import LocalPortClient
+
+        with LocalPortClient(self.local_port_url, timeout=timeout) as c:
+            return c.call(cmd, **kw)
+
     @property
     def local_port_url(self) -> str:
         assert self.rig is not None

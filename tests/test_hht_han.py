@@ -25,12 +25,10 @@ IHD = DEVICES["ihd"].eui
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory, hub_image: Path) -> Iterator[EmulatedSystem]:
-    # 768k like the other HAN HIL tests (the whole hub, every feature loaded)
-    s = EmulatedSystem(tmp_path_factory.mktemp("hht_han") / "sys", image=hub_image, fresh=True, heap="768k")
+    s = EmulatedSystem(tmp_path_factory.mktemp("hht_han") / "sys", image=hub_image, fresh=True)
     s.han_version = 14  # type: ignore[attr-defined]
-    s.start()
-    yield s
-    s.stop()
+    with s:
+        yield s
 
 
 def _cli(system: EmulatedSystem, *args: str) -> object:

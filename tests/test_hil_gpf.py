@@ -22,18 +22,8 @@ from hil.system import EmulatedSystem
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory, hub_image: Path) -> Iterator[EmulatedSystem]:
-    # 768k as tests/test_hil_han_messaging.py: every feature of the hub loaded
-    s = EmulatedSystem(tmp_path_factory.mktemp("gpf") / "sys", image=hub_image, fresh=True, heap="768k")
-    s.start()
-    yield s
-    s.stop()
-
-
-def _call(system: EmulatedSystem, cmd: str, **kw: object) -> dict:
-    from chub.localport import LocalPortClient
-
-    with LocalPortClient(system.local_port_url, timeout=40) as c:
-        return c.call(cmd, **kw)
+    with EmulatedSystem(tmp_path_factory.mktemp("gpf") / "sys", image=hub_image, fresh=True) as s:
+        yield s
 
 
 def _until(cond, timeout: float = 15.0):  # type: ignore[no-untyped-def]
@@ -53,7 +43,7 @@ def test_gsme_mirror_ihd_and_headend_read(demo: EmulatedSystem, vectors: Path) -
     assert ep not in (0, 0xFFFF)
     flags = han.run(gsme.report_all())
     assert flags == [0]  # nothing queued for the GSME: no tunnelled message pending
-    st = _call(demo, "gpf_status")
+    st = demo.call("gpf_status", timeout=40)
     assert st["gsme"] == han.device("gsme").node.eui.hex(), st
     assert st["clusters"] == {"0702": 13, "0705": 6, "0700": 2}, st
     # the IHD shows what the GSME reported
@@ -67,13 +57,13 @@ def test_gsme_mirror_ihd_and_headend_read(demo: EmulatedSystem, vectors: Path) -
         "emergency_credit": 500000,
     }
     # the head-end reads the same register through the GPF
-    ident = _call(demo, "identity")
+    ident = demo.call("identity", timeout=40)
     he = HeadEnd.for_hub(vectors / "gbcs" / "keystore", ident)
-    _call(demo, "provision_test_dcc", anchors=he.test_dcc_anchors(), device="gpf")
+    demo.call("provision_test_dcc", timeout=40, anchors=he.test_dcc_anchors(), device="gpf")
     keys = GpfKeys(vectors / "gbcs" / "keystore", bytes.fromhex(ident["gpf"]["eui"]), ident["gpf"]["ka_pub"])
     rtds = vectors / "gbcs/rtds/4.1.1_GCS13a/GCS13a_4.1.1_SUCCESS_RELIABLE_GPF_COMMAND_GBCS.HEX"
     raw, cmd = he.rebuild(bytes.fromhex(rtds.read_text()))
-    r = _call(demo, "send_gbcs", frame=raw.hex())
+    r = demo.call("send_gbcs", timeout=40, frame=raw.hex())
     f = verify_response(he, bytes.fromhex(r["response"]), cmd)
     (c,) = gbz_components(f.payload)
     plain = keys.decrypt(f, c, hub=True)

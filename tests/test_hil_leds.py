@@ -50,19 +50,10 @@ def test_every_board_has_what_the_firmware_calls() -> None:
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory, hub_image: Path) -> Iterator[EmulatedSystem]:
-    # 768k like the other HIL tests that load every feature (HAN + WAN)
-    s = EmulatedSystem(tmp_path_factory.mktemp("leds") / "sys", image=hub_image, fresh=True, heap="768k")
+    s = EmulatedSystem(tmp_path_factory.mktemp("leds") / "sys", image=hub_image, fresh=True)
     s.han_demo = False  # type: ignore[attr-defined]
-    s.start()
-    yield s
-    s.stop()
-
-
-def _call(system: EmulatedSystem, cmd: str, **kw: object) -> dict:
-    from chub.localport import LocalPortClient
-
-    with LocalPortClient(system.local_port_url, timeout=30) as c:
-        return c.call(cmd, **kw)
+    with s:
+        yield s
 
 
 def _leds_until(system: EmulatedSystem, want: dict[str, Any], timeout: float = 30.0) -> dict:
@@ -70,7 +61,7 @@ def _leds_until(system: EmulatedSystem, want: dict[str, Any], timeout: float = 3
     deadline = time.monotonic() + timeout
     leds: dict = {}
     while time.monotonic() < deadline:
-        leds = _call(system, "status").get("leds") or {}
+        leds = system.call("status").get("leds") or {}
         if all(leds.get(k) == v for k, v in want.items()):
             return leds
         time.sleep(0.25)
@@ -87,7 +78,7 @@ def test_leds_follow_han_joins_wan_link_and_power_fail(system: EmulatedSystem) -
 
     # HAN: the installer adds the ESME (join window open: fast blink), it joins (steady)
     esme = DEVICES["esme"]
-    r = _call(system, "device_log_add", eui=esme.eui, type=esme.dev_type, install_code=esme.install_code_hex,
+    r = system.call("device_log_add", eui=esme.eui, type=esme.dev_type, install_code=esme.install_code_hex,
               join_timeout=600)
     assert r["code"] == 0, r
     _leds_until(system, {"han": ["fast"]}, 10)
@@ -106,7 +97,7 @@ def test_leds_follow_han_joins_wan_link_and_power_fail(system: EmulatedSystem) -
     system.rig.power_fail()  # type: ignore[union-attr]
     leds = _leds_until(system, {"power": "blink", "alert": "on"}, 15)
     assert leds["data"] == "off"
-    assert _call(system, "wan_status")["outbox_pending"] >= 1
+    assert system.call("wan_status")["outbox_pending"] >= 1
 
     # coverage back: link up (data on), signal from the new CSQ 5 (slow blink),
     # the alert delivered and acknowledged (alert off)
