@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .bench_trace import trace_ncp
+
 RUNS = 11
 MESSAGE = 300  # bytes: a mid-sized GBCS command (RTDS ESME commands are 70..530)
 
@@ -73,22 +75,7 @@ def system_figures(image: Path, heap: str) -> dict[str, Any]:
             _wait(lambda: dev.hub_time is not None and esme.eui in c.call("han_status")["versions"], 15,
                   "the after-join reads")
             emu = han.emu
-            marks: list[tuple[str, float]] = []
-            su, ds, sent = emu._c_sendUnicast, emu.device_send, emu._sent
-
-            def send_unicast(p: bytes) -> bytes:
-                marks.append(("tx", time.perf_counter()))
-                return su(p)
-
-            def on_sent(*a: Any) -> None:
-                marks.append(("sent", time.perf_counter()))
-                return sent(*a)
-
-            def device_send(node: Any, aps: Any, payload: bytes) -> bool:
-                marks.append(("rx", time.perf_counter()))
-                return ds(node, aps, payload)
-
-            emu._c_sendUnicast, emu.device_send, emu._sent = send_unicast, device_send, on_sent
+            marks, untrace = trace_ncp(emu)
             total: list[float] = []
             share: list[float] = []
             try:
@@ -116,7 +103,7 @@ def system_figures(image: Path, heap: str) -> dict[str, Any]:
                     total.append(float(r["ms"]))
                     share.append(float(r["ms"]) - outside * 1000)
             finally:
-                emu._c_sendUnicast, emu.device_send, emu._sent = su, ds, sent
+                untrace()
     total.sort()
     share.sort()
     return {

@@ -34,6 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .bench_trace import trace_ncp
+
 PARTITION_BLOCKS = 256
 RATED_CYCLES = 100_000
 PER_DAY = 500
@@ -109,22 +111,7 @@ def system_figures(image: Path, heap: str) -> dict[str, Any]:
 
             esme, gsme = han.run(meters())
             emu = han.emu
-            marks: list[tuple[str, float]] = []
-            su, ds, sent = emu._c_sendUnicast, emu.device_send, emu._sent
-
-            def send_unicast(p: bytes) -> bytes:
-                marks.append(("tx", time.perf_counter()))
-                return su(p)
-
-            def on_sent(*a: Any) -> None:
-                marks.append(("sent", time.perf_counter()))
-                return sent(*a)
-
-            def device_send(node: Any, aps: Any, payload: bytes) -> bool:
-                marks.append(("rx", time.perf_counter()))
-                return ds(node, aps, payload)
-
-            emu._c_sendUnicast, emu.device_send, emu._sent = send_unicast, device_send, on_sent
+            marks, untrace = trace_ncp(emu)
 
             async def one(raw: bytes) -> float:
                 fid = server._next_id
@@ -159,7 +146,7 @@ def system_figures(image: Path, heap: str) -> dict[str, Any]:
                 outside = sum(d - t for t, d in zip(tx, air, strict=True)) + (reply[0] - air[-1])
                 share.append(rtt - outside)
             total, share = total[1:], share[1:]  # the first one also opens the tunnel
-            emu._c_sendUnicast, emu.device_send, emu._sent = su, ds, sent
+            untrace()
 
             # the whole hub path of GSME commands: flash erases
             f0 = c.call("status")["flash"]
