@@ -11,7 +11,7 @@ from micropython import const
 from gbcs import dlms
 from han.install_code import add_crc
 from gbcs import frame as gframe
-from gbcs.security import _hex
+from gbcs.security import _hex, answer_once
 from gbcs.usecase_base import (  # noqa: F401 - EV_MALFORMED, UseCaseError re-exported
     EV_MALFORMED,
     EV_PAYLOAD_MISMATCH,
@@ -168,7 +168,16 @@ class Chf:
             return True
         return False
 
-    def handle(self, data):
+    def handle(self, data, tag=None):
+        """One command -> (response, alerts). tag: the link frame id it came
+        under (bytes; None from the local port). The originator counter is
+        written after the use case ran, with the answer, in one KV write; an
+        exact resend (same counter, same frame, same tag) of the last command
+        committed from that originator gets the same answer again without
+        running (gbcs.security, docs/gbcs-usecases.md)."""
+        return answer_once(self.parties, data, tag, self._handle, getattr(self.identity, "_store", None))
+
+    def _handle(self, data):
         try:
             f = accept(self.parties, data, self.security_log, self.utc2000, signed=self._signed)
         except ValueError:

@@ -11,11 +11,21 @@
 #   the supplier answering a direct supplier command). Z is computed once per
 #   key pair and cached.
 # * A command is accepted only if its originator counter is strictly greater
-#   than the last one accepted from that originator; the new value is
-#   persisted (store KV) before the command is executed.
+#   than the last one accepted from that originator. By default the new value
+#   is persisted (store KV) before the command is executed; with `defer` set
+#   (the CHF and GPF handlers) it is held and written by commit() after the
+#   use case ran, in ONE KV write together with the answer: "last answer per
+#   originator" = [counter, digest of (link tag || command frame), response
+#   hex, [alert hex...]]. answered() gives that answer back for an exact
+#   resend (same counter and same digest) without executing again; a power
+#   cut between the commit and the outbox no longer loses the command
+#   (docs/gbcs-usecases.md, "Answered exactly once").
 # * Responses reuse the command's counter and other-information; alerts use
 #   the device's own counter (persisted, strictly increasing).
 from micropython import const
+
+import hashlib
+import struct
 
 from gbcs import frame as gframe
 from gbcs import gcm, kdf, p256
@@ -105,6 +115,9 @@ class RemoteParties:
         self._kv = kv
         self._anchors = {}  # eui bytes -> (role, ka_pub bytes or None)
         self._z = {}  # eui bytes -> Z (cached)
+        self.defer = False  # hold accepted counters for commit() (see the header)
+        self._pending = None  # (originator bytes, counter) accepted, not yet written
+        self.answers = None  # Answers: last answer per originator (set by answer_once)
 
     # --- trust anchors ------------------------------------------------------
 
@@ -159,7 +172,11 @@ class RemoteParties:
 
     def last_counter(self, eui):
         v = self._kv.get(_hex(eui))
-        return -1 if v is None else int(v)
+        c = -1 if v is None else int(v)
+        a = self.answers
+        if a is not None:
+            c = max(c, a.counter(bytes(eui)))
+        return c
 
     def own_counter(self):
         v = self._kv.get(_OWN)
@@ -169,6 +186,44 @@ class RemoteParties:
         c = self.own_counter() + 1
         self._kv.set(_OWN, c)  # persisted before the alert exists
         return c
+
+    def _accept(self, orig, counter):
+        if self.defer:
+            self._pending = (bytes(orig), counter)
+        else:
+            self._kv.set(_hex(orig), counter)
+
+    def answered(self, data, tag):
+        """The stored answer (response bytes or None, [alert bytes]) when
+        `data` under link tag `tag` is an exact resend of the last command
+        accepted from its originator (same counter, same digest); else None
+        (the command then goes through authenticate() as usual). tag None
+        (no link frame id, e.g. the local port): never a resend."""
+        a = self.answers
+        if tag is None or a is None:
+            return None
+        try:
+            f = gframe.parse(data)
+        except gframe.FrameError:
+            return None
+        orig = bytes(f.originator)
+        if f.counter != self.last_counter(orig):
+            return None
+        return a.get(orig, f.counter, digest(tag, data))
+
+    def commit(self, dig=None, resp=None, alerts=()):
+        """Write the counter held by a deferred authenticate(): with the
+        digest and the answer as one record of `answers` (one atomic journal
+        append), or alone in the KV (dig None, or no answers journal: a
+        command refused after authentication). No-op when nothing is held."""
+        p = self._pending
+        self._pending = None
+        if p is None:
+            return
+        if dig is None or self.answers is None:
+            self._kv.set(_hex(p[0]), p[1])
+        else:
+            self.answers.put(p[0], p[1], dig, resp, alerts)
 
     # --- incoming -----------------------------------------------------------
 
@@ -197,7 +252,7 @@ class RemoteParties:
         if not gcm.gmac_verify(key, f.iv(), (kdf.AAD_PREFIX, f.aad_body()), f.mac):
             raise BadMac("bad MAC on command %d from %s" % (f.counter, _hex(orig)))
         if commit:
-            self._kv.set(_hex(orig), f.counter)
+            self._accept(orig, f.counter)
         return f
 
     def authenticate_signed(self, f, ds_pub, commit=True):
@@ -219,7 +274,7 @@ class RemoteParties:
         if not p256.verify(ds_pub, f.signed_data(), f.signature):
             raise BadSignature("bad signature on command %d from %s" % (f.counter, _hex(orig)))
         if commit:
-            self._kv.set(_hex(orig), f.counter)
+            self._accept(orig, f.counter)
         return f
 
     # --- outgoing -----------------------------------------------------------
@@ -311,6 +366,109 @@ class RemoteParties:
             mac_fn=self._mac_fn(gframe.CRA_ALERT, counter, bytes(recipient)),
             buf=buf,
         )
+
+
+def digest(tag, data):
+    """SHA-256 of link tag || command frame, first 16 bytes."""
+    h = hashlib.sha256(bytes(tag))
+    h.update(bytes(data))
+    return h.digest()[:16]
+
+
+class Answers:
+    """Answers(journal): the last answer per originator, one journal record
+    each: originator (8) | counter u64 | digest (16) | response length u16 |
+    response | per alert: length u16 | alert. A new record is appended (one
+    atomic write: counter and answer together), then the originator's
+    previous record is acked. At load the newest record per originator wins
+    (a cut between the append and the ack leaves two)."""
+
+    def __init__(self, journal):
+        self.j = journal
+        self._idx = None  # originator bytes -> (seq, counter, digest)
+
+    def _index(self):
+        idx = self._idx
+        if idx is None:
+            idx = {}
+            stale = []
+            for seq, p in self.j.pending():
+                if len(p) < 34:
+                    stale.append(seq)
+                    continue
+                o = bytes(p[:8])
+                c = struct.unpack(">Q", p[8:16])[0]
+                old = idx.get(o)
+                if old is not None:
+                    stale.append(old[0] if old[1] <= c else seq)
+                    if old[1] > c:
+                        continue
+                idx[o] = (seq, c, bytes(p[16:32]))
+            self._idx = idx
+            for seq in stale:
+                self.j.ack(seq)
+        return idx
+
+    def counter(self, orig):
+        r = self._index().get(orig)
+        return -1 if r is None else r[1]
+
+    def get(self, orig, counter, dig):
+        r = self._index().get(orig)
+        if r is None or r[1] != counter or r[2] != dig:
+            return None
+        p = self.j.read(r[0])
+        if p is None:
+            return None
+        n = struct.unpack(">H", p[32:34])[0]
+        resp = bytes(p[34 : 34 + n]) if n else None
+        alerts = []
+        i = 34 + n
+        while i + 2 <= len(p):
+            m = struct.unpack(">H", p[i : i + 2])[0]
+            alerts.append(bytes(p[i + 2 : i + 2 + m]))
+            i += 2 + m
+        return resp, alerts
+
+    def put(self, orig, counter, dig, resp, alerts):
+        parts = [bytes(orig), struct.pack(">Q", counter), dig, struct.pack(">H", len(resp) if resp else 0)]
+        if resp:
+            parts.append(resp)
+        for a in alerts:
+            parts.append(struct.pack(">H", len(a)))
+            parts.append(a)
+        idx = self._index()
+        seq = self.j.append(b"".join(parts))
+        old = idx.get(orig)
+        idx[orig] = (seq, counter, dig)
+        if old is not None:
+            self.j.ack(old[0])
+
+
+def answer_once(parties, data, tag, run, store=None):
+    """run(data) -> (response, alerts) with the counter committed together
+    with the answer (gbcs.security RemoteParties.commit); an exact resend is
+    answered from the stored record."""
+    if parties.answers is None and store is not None:
+        j = store.journal("ans_" + _hex(parties.eui))
+        a = getattr(j, "answers", None)  # one index per journal, shared by re-built RemoteParties
+        if a is None:
+            a = j.answers = Answers(j)
+        parties.answers = a
+    hit = parties.answered(data, tag)
+    if hit is not None:
+        return hit
+    parties.defer = True
+    parties._pending = None
+    try:
+        resp, alerts = run(data)
+    except BaseException:
+        parties.defer = False
+        parties.commit()  # refused after authentication: the counter alone
+        raise
+    parties.defer = False
+    parties.commit(digest(tag or b"", data), resp, alerts)
+    return resp, alerts
 
 
 def anchor_from_hex(d):

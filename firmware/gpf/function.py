@@ -11,7 +11,7 @@ from micropython import const
 
 from gbcs import der, gbz, p256
 from gbcs import frame as gframe
-from gbcs.security import _hex
+from gbcs.security import _hex, answer_once
 from gbcs.usecase_base import (
     CLOCK_DOUBTFUL,
     EV_PAYLOAD_MISMATCH,
@@ -124,7 +124,12 @@ class Gpf:
 
     # --- GBCS in --------------------------------------------------------------
 
-    def handle(self, data):
+    def handle(self, data, tag=None):
+        """As Chf.handle: the counter is committed with the answer; an exact
+        resend under the same link tag is answered from the stored record."""
+        return answer_once(self.parties, data, tag, self._handle, self._store)
+
+    def _handle(self, data):
         parties = self.parties
         f = accept(parties, data, self.security_log, self._t, allow_urp=True)
         if f.message_code in MC_CS02B:

@@ -118,10 +118,15 @@ class Router:
         )
         self.counters = {"chf": 0, "gpf": 0, "tunnel": 0, "buffered": 0, "unknown": 0, "refused_full": 0,
                          "undelivered": 0, "device_messages": 0, "gets": 0, "puts": 0, "expired": 0,
-                         "emitted": 0, "emitted_response": 0, "emitted_alert": 0, "bad_device_messages": 0}
+                         "emitted": 0, "emitted_response": 0, "emitted_alert": 0, "bad_device_messages": 0,
+                         "recovered_inflight": 0}
         self.unsent = []  # late messages held in RAM while hub.emit is missing
         self.last_esme_ms = None  # time inside tunnel_exchange for the last ESME command
         self.deliveries = 0  # tunnel deliveries running as tasks
+        # ESME deliveries in flight (tasks), one record each: device EUI hex
+        # (16) | message id (25); acked once the response or 0x8F84 is
+        # emitted. Records left by a power cut get their 0x8F84 at boot.
+        self.inflight = hub.store.journal("esme_inflight")
         self.wake = asyncio.Event()
         dl = getattr(hub, "device_log", None)
         if dl is not None:
@@ -190,18 +195,21 @@ class Router:
 
     # -- remote-party frames --------------------------------------------------
 
-    async def route(self, data):
+    async def route(self, data, tag=None):
         """hub.route: (response or None, [alerts]). A frame for a tunnel
         device is handed to a task of its own when hub.emit exists: (None,
-        []) at once, its response (or 0x8F84) emitted when it comes."""
-        return await self._route(data, False)
+        []) at once, its response (or 0x8F84) emitted when it comes. tag:
+        the link frame id (bytes) the frame came under, None from the local
+        port: the CHF and GPF answer an exact resend under the same tag from
+        their stored last answer (docs/gbcs-usecases.md)."""
+        return await self._route(data, False, tag)
 
     async def route_wait(self, data):
         """As route(), but a tunnel delivery is awaited and its response or
         0x8F84 returned (for callers that want the answer in hand)."""
         return await self._route(data, True)
 
-    async def _route(self, data, wait):
+    async def _route(self, data, wait, tag=None):
         try:
             f = gframe.parse(data)
         except gframe.FrameError:
@@ -212,11 +220,13 @@ class Router:
         ident = hub.identity
         if bytes(f.recipient) == ident.chf["eui"]:
             self.counters["chf"] += 1
-            return hub.chf.handle(data)
+            return hub.chf.handle(data, tag)
         gpf = getattr(hub, "gpf", None)
         if gpf is not None and bytes(f.recipient) == ident.gpf["eui"]:
             self.counters["gpf"] += 1
-            return gpf.handle(data)
+            # gpf.service.GpfService.handle(frame) has no tag: the Gpf itself does
+            impl = getattr(gpf, "impl", None)
+            return (impl() if impl is not None else gpf).handle(data, tag)
         dev = self._device(rh)
         if dev is None:
             self.counters["unknown"] += 1
@@ -225,12 +235,15 @@ class Router:
         if dev["type"] == _GSME:
             return self._buffer(rh, f, data)
         if not wait and getattr(hub, "emit", None) is not None and self.deliveries < self.cfg["max_deliveries"]:
+            # on flash before the WAN acks the frame: a cut during the
+            # exchange leaves the record, and the boot emits its 0x8F84
+            seq = self.inflight.append(rh.encode() + message_id(f))
             self.deliveries += 1
-            asyncio.create_task(self._deliver(rh, bytes(data)))
+            asyncio.create_task(self._deliver(rh, bytes(data), seq))
             return None, []
         return await self._tunnel(rh, f, data)
 
-    async def _deliver(self, eh, data):
+    async def _deliver(self, eh, data, seq=None):
         # one tunnel delivery in its own task: the WAN receive loop is free
         try:
             resp, alerts = await self._tunnel(eh, gframe.parse(data), data)
@@ -238,10 +251,32 @@ class Router:
                 await self._emit(resp, "response")
             for a in alerts:
                 await self._emit(a, "alert")
+            if seq is not None:
+                self.inflight.ack(seq)  # answered (or 0x8F84) on flash in the outbox
         except Exception as e:  # noqa: BLE001 - a failed delivery never takes the router down
             log("route", "delivery to %s failed: %r" % (eh, e))
         finally:
             self.deliveries -= 1
+
+    async def recover_inflight(self):
+        """ESME deliveries a power cut interrupted (records left in the
+        in-flight journal): each gets its 0x8F84 (event log, reason
+        "power") through hub.emit, then its record is acked. Not retried:
+        the meter may have executed the command already. -> how many."""
+        if getattr(self.hub, "emit", None) is None:
+            return 0  # kept for a boot with an outbox
+        n = 0
+        for seq, p in self.inflight.pending():
+            if len(p) == 41:
+                mid = bytes(p[16:])
+                self.counters["undelivered"] += 1
+                self.counters["recovered_inflight"] += 1
+                self._log("event_log", ALERT_ESME_UNDELIVERED, mid + b"power")
+                log("route", "delivery to %s cut by a power loss: 0x8F84" % str(bytes(p[:16]), "ascii"))
+                await self._emit(self.undelivered_alert(mid), "alert")
+                n += 1
+            self.inflight.ack(seq)
+        return n
 
     def _buffer(self, eh, f, data):
         try:
@@ -414,7 +449,12 @@ class Router:
         return len(out)
 
     async def run(self):
-        """Job "route": expire unretrieved commands."""
+        """Job "route": 0x8F84 for deliveries a power cut interrupted, then
+        expire unretrieved commands."""
+        try:
+            await self.recover_inflight()
+        except Exception as e:  # noqa: BLE001 - the expiry job runs whatever happens
+            log("route", "in-flight recovery failed: %r" % (e,))
         while True:
             await self.expire_now()
             self.wake.clear()

@@ -352,7 +352,10 @@ class Wan:
                 return
             status = link.ACK_DONE
             try:
-                resp, alerts = await self.hub.route(bytes(p))
+                # the link frame id goes with it: an exact resend of an
+                # answered command (its ACK lost to a power cut) is answered
+                # again from the CHF/GPF's stored last answer
+                resp, alerts = await self.hub.route(bytes(p), fid.to_bytes(4, "big"))
             except Exception as e:  # noqa: BLE001
                 # ValueError: GBCS frame/security/use-case rejections. Anything
                 # else is a fault in the hub; it is refused too, or the

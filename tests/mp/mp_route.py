@@ -501,3 +501,47 @@ def test_route_config_persists():
     gc.collect()
     hub2, r2 = _hub(fresh=False)
     assert r2.cfg["expiry_s"] == 5 and r2.buffer.capacity == 3 and r2.buffer.expiry_s == 5
+
+
+def test_power_cut_during_an_esme_exchange_gives_its_8f84_at_boot():
+    # the delivery task is on its way to the meter when the power goes: the
+    # in-flight record on flash makes the next boot emit the 0x8F84 (once)
+    hub, r = _hub()
+    cmd = _hex_file(CS03A1_CMD)
+    rsp = _hex_file("8.7.1_CS03A1/CS03A1_8.7.1_SUCCESS_RESPONSE_GBCS.HEX")
+    co = hub.coordinator
+    co.reply = rsp
+
+    async def delivered():
+        assert await r.route(cmd) == (None, [])
+        for _ in range(50):
+            await asyncio.sleep_ms(2)
+            if r.deliveries == 0:
+                break
+
+    run(delivered())  # a delivery that finished leaves no record
+    assert len(r.inflight) == 0 and _outbox(hub) == [(ob.KIND_RESPONSE, rsp)]
+    hub.outbox.acked(hub.outbox.j.seqs()[0])
+
+    async def cut():
+        co.gate = asyncio.Event()  # the meter never answers before the cut
+        assert await r.route(cmd) == (None, [])
+        await asyncio.sleep_ms(5)
+        assert co.sent[-1][1] == cmd and r.deliveries == 1
+
+    run(cut())  # the loop ends with the exchange in progress: power gone
+    hub, r = _hub(fresh=False)
+    assert _outbox(hub) == [] and len(r.inflight) == 1
+    assert run(r.recover_inflight()) == 1
+    out = _outbox(hub)
+    assert len(out) == 1 and out[0][0] == ob.KIND_ALERT, out
+    a = gframe.parse(out[0][1])
+    assert a.message_code == 0x00D5
+    code, dt, body = dlms.parse_apdu(a.payload).value[1]
+    assert code == (dlms.LONG_UNSIGNED, 0x8F84)
+    assert body == (dlms.OCTET_STRING, R.message_id(gframe.parse(cmd))), body
+    ev = hub.event_log.entries()[-1]
+    assert ev[1] == 0x8F84 and ev[2].endswith(b"power")
+    # once only: the record is gone, also after another boot
+    hub, r = _hub(fresh=False)
+    assert len(r.inflight) == 0 and run(r.recover_inflight()) == 0 and len(_outbox(hub)) == 1
