@@ -171,7 +171,7 @@ class Chf:
     def handle(self, data, tag=None):
         """One command -> (response, alerts). tag: the link frame id it came
         under (bytes; None from the local port). The originator counter is
-        written after the use case ran, with the answer, in one KV write; an
+        written after the use case ran, with the answer, in one journal record; an
         exact resend (same counter, same frame, same tag) of the last command
         committed from that originator gets the same answer again without
         running (gbcs.security, docs/gbcs-usecases.md)."""

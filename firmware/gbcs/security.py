@@ -14,10 +14,11 @@
 #   than the last one accepted from that originator. By default the new value
 #   is persisted (store KV) before the command is executed; with `defer` set
 #   (the CHF and GPF handlers) it is held and written by commit() after the
-#   use case ran, in ONE KV write together with the answer: "last answer per
-#   originator" = [counter, digest of (link tag || command frame), response
-#   hex, [alert hex...]]. answered() gives that answer back for an exact
-#   resend (same counter and same digest) without executing again; a power
+#   use case ran, in ONE journal record together with the answer (class
+#   Answers: every originator's counter, then the last answer = counter,
+#   digest of (link tag || command frame), response, alerts). answered()
+#   gives that answer back for an exact resend (same originator, counter and
+#   digest) without executing again; a power
 #   cut between the commit and the outbox no longer loses the command
 #   (docs/gbcs-usecases.md, "Answered exactly once").
 # * Responses reuse the command's counter and other-information; alerts use
@@ -376,54 +377,76 @@ def digest(tag, data):
 
 
 class Answers:
-    """Answers(journal): the last answer per originator, one journal record
-    each: originator (8) | counter u64 | digest (16) | response length u16 |
-    response | per alert: length u16 | alert. A new record is appended (one
-    atomic write: counter and answer together), then the originator's
-    previous record is acked. At load the newest record per originator wins
-    (a cut between the append and the ack leaves two)."""
+    """Answers(path): the accepted originator counters and the last answer,
+    in ONE file replaced atomically (written to PATH.tmp, renamed over PATH:
+    one littlefs metadata commit, as the store KV does): crc32 u32 | u8 n |
+    n x (originator 8 | counter u64) | the answered command's originator 8
+    | counter u64 | digest 16 | response length u16 | response | per alert:
+    length u16 | alert. Only the last committed command can lack its outbox
+    entry after a cut (the WAN handles one command at a time: commit,
+    outbox, ACK), so one answer is enough; every originator's counter
+    travels in each record."""
 
-    def __init__(self, journal):
-        self.j = journal
-        self._idx = None  # originator bytes -> (seq, counter, digest)
+    def __init__(self, path):
+        self.path = path
+        self._c = None  # originator bytes -> counter
+        self._last = None  # (originator, counter, digest) of the stored answer
 
-    def _index(self):
-        idx = self._idx
-        if idx is None:
-            idx = {}
-            stale = []
-            for seq, p in self.j.pending():
-                if len(p) < 34:
-                    stale.append(seq)
-                    continue
-                o = bytes(p[:8])
-                c = struct.unpack(">Q", p[8:16])[0]
-                old = idx.get(o)
-                if old is not None:
-                    stale.append(old[0] if old[1] <= c else seq)
-                    if old[1] > c:
-                        continue
-                idx[o] = (seq, c, bytes(p[16:32]))
-            self._idx = idx
-            for seq in stale:
-                self.j.ack(seq)
-        return idx
+    def _read(self):
+        import binascii
+        import os
+
+        tmp = self.path + ".tmp"
+        for name in (self.path, tmp):
+            try:
+                with open(name, "rb") as f:
+                    p = f.read()
+            except OSError:
+                continue
+            if len(p) >= 5 and struct.unpack(">I", p[:4])[0] == binascii.crc32(memoryview(p)[4:]) & 0xFFFFFFFF:
+                if name == tmp:
+                    os.rename(tmp, self.path)  # the first record: complete, its rename never happened
+                return memoryview(p)[4:]
+            if name == self.path:
+                break  # a damaged file: no answer, counters from the KV
+        try:
+            os.remove(tmp)  # a write whose rename never happened
+        except OSError:
+            pass
+        return None
+
+    def _load(self):
+        if self._c is None:
+            c = {}
+            last = None
+            p = self._read()
+            if p is not None and len(p) >= 1 + 16 * p[0] + 34:
+                n = p[0]
+                for k in range(n):
+                    o = 1 + 16 * k
+                    c[bytes(p[o : o + 8])] = struct.unpack(">Q", p[o + 8 : o + 16])[0]
+                o = 1 + 16 * n
+                last = (bytes(p[o : o + 8]), struct.unpack(">Q", p[o + 8 : o + 16])[0], bytes(p[o + 16 : o + 32]))
+            self._c = c
+            self._last = last
+        return self._c
 
     def counter(self, orig):
-        r = self._index().get(orig)
-        return -1 if r is None else r[1]
+        return self._load().get(orig, -1)
 
     def get(self, orig, counter, dig):
-        r = self._index().get(orig)
-        if r is None or r[1] != counter or r[2] != dig:
+        self._load()
+        if self._last != (orig, counter, dig):
             return None
-        p = self.j.read(r[0])
+        p = self._read()
         if p is None:
             return None
-        n = struct.unpack(">H", p[32:34])[0]
-        resp = bytes(p[34 : 34 + n]) if n else None
+        i = 1 + 16 * p[0] + 32
+        n = struct.unpack(">H", p[i : i + 2])[0]
+        i += 2
+        resp = bytes(p[i : i + n]) if n else None
         alerts = []
-        i = 34 + n
+        i += n
         while i + 2 <= len(p):
             m = struct.unpack(">H", p[i : i + 2])[0]
             alerts.append(bytes(p[i + 2 : i + 2 + m]))
@@ -431,18 +454,32 @@ class Answers:
         return resp, alerts
 
     def put(self, orig, counter, dig, resp, alerts):
-        parts = [bytes(orig), struct.pack(">Q", counter), dig, struct.pack(">H", len(resp) if resp else 0)]
+        import binascii
+        import os
+
+        c = dict(self._load())
+        c[orig] = counter
+        parts = [bytes((len(c),))]
+        for o, v in c.items():
+            parts.append(o)
+            parts.append(struct.pack(">Q", v))
+        parts += [orig, struct.pack(">Q", counter), dig, struct.pack(">H", len(resp) if resp else 0)]
         if resp:
             parts.append(resp)
         for a in alerts:
             parts.append(struct.pack(">H", len(a)))
             parts.append(a)
-        idx = self._index()
-        seq = self.j.append(b"".join(parts))
-        old = idx.get(orig)
-        idx[orig] = (seq, counter, dig)
-        if old is not None:
-            self.j.ack(old[0])
+        crc = 0
+        for x in parts:
+            crc = binascii.crc32(x, crc)
+        tmp = self.path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(struct.pack(">I", crc & 0xFFFFFFFF))
+            for x in parts:
+                f.write(x)
+        os.rename(tmp, self.path)  # durable: counter and answer together
+        self._c = c
+        self._last = (orig, counter, dig)
 
 
 def answer_once(parties, data, tag, run, store=None):
@@ -450,10 +487,13 @@ def answer_once(parties, data, tag, run, store=None):
     with the answer (gbcs.security RemoteParties.commit); an exact resend is
     answered from the stored record."""
     if parties.answers is None and store is not None:
-        j = store.journal("ans_" + _hex(parties.eui))
-        a = getattr(j, "answers", None)  # one index per journal, shared by re-built RemoteParties
+        path = store.root + "/ans_" + _hex(parties.eui) + ".bin"
+        cache = getattr(store, "answers", None)  # one per file and store, shared by re-built RemoteParties
+        if cache is None:
+            cache = store.answers = {}
+        a = cache.get(path)
         if a is None:
-            a = j.answers = Answers(j)
+            a = cache[path] = Answers(path)
         parties.answers = a
     hit = parties.answered(data, tag)
     if hit is not None:

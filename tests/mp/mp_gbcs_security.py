@@ -166,3 +166,81 @@ def test_response_to_the_supplier_is_maced_with_the_suppliers_key():
 
     assert tag(sup_d) == bytes(r.mac)
     assert tag(acb_d) != bytes(r.mac)
+
+
+def _replayed(chf, data, tag):
+    n_sec = len(chf.security_log)
+    before = chf.executed
+    try:
+        chf.handle(data, tag)
+    except ReplayedCounter:
+        pass
+    else:
+        raise AssertionError("replay answered")
+    assert chf.executed == before and len(chf.security_log) == n_sec + 1
+
+
+def test_exact_resend_under_the_same_link_tag_is_answered_from_the_record():
+    st, ident, chf, acb_d = _setup("r")
+    cmd = _command(ident, acb_d, 600)
+    resp, alerts = chf.handle(cmd, b"\x00\x00\x00\x07")
+    n_sec = len(chf.security_log)
+    # the same bytes under the same link frame id: the same answer, not run again
+    assert chf.handle(cmd, b"\x00\x00\x00\x07") == (resp, alerts)
+    assert chf.executed == 1 and len(chf.security_log) == n_sec
+    # under another frame id, from the local port (no tag), an older counter: replays
+    _replayed(chf, cmd, b"\x00\x00\x00\x08")
+    _replayed(chf, cmd, None)
+    _replayed(chf, _command(ident, acb_d, 599), b"\x00\x00\x00\x07")
+    # a power cycle: the counter and the answer come back from the flash
+    st.close()
+    st2 = Store("r")
+    ident2 = Identity(st2)
+    ev, sec = open_logs(st2, 40)
+    chf2 = Chf(ident2, ev, sec)
+    assert chf2.handle(cmd, b"\x00\x00\x00\x07") == (resp, alerts) and chf2.executed == 0
+    _replayed(chf2, cmd, b"\x00\x00\x00\x09")
+    # a newer command replaces the stored answer; the old one is a replay now
+    resp2, _ = chf2.handle(_command(ident2, acb_d, 601), b"\x00\x00\x00\x0a")
+    assert resp2 != resp and chf2.executed == 1
+    _replayed(chf2, cmd, b"\x00\x00\x00\x07")
+
+
+def test_a_write_cut_before_its_rename_leaves_the_previous_record():
+    st, ident, chf, acb_d = _setup("t")
+    chf.handle(_command(ident, acb_d, 700), b"\x00\x00\x00\x01")
+    path = st.root + "/ans_" + ident.chf["eui"].hex() + ".bin"
+    with open(path + ".tmp", "wb") as f:  # the next record, torn before its rename
+        f.write(b"\x00\x01\x02garbage")
+    st.close()
+    st2 = Store("t")
+    ident2 = Identity(st2)
+    ev, sec = open_logs(st2, 40)
+    chf2 = Chf(ident2, ev, sec)
+    _replayed(chf2, _command(ident2, acb_d, 700), b"\x00\x00\x00\x02")
+    chf2.handle(_command(ident2, acb_d, 701), b"\x00\x00\x00\x03")
+    try:
+        os.stat(path + ".tmp")
+        raise AssertionError("torn record kept")
+    except OSError:
+        pass
+
+
+def test_refused_after_authentication_still_advances_the_counter():
+    # a command whose MAC is good but whose payload is not the message code's
+    st, ident, chf, acb_d = _setup()
+    f = frame.parse(_command(ident, acb_d, 800))
+    z = p256.ecdh(acb_d, ident.chf["ka_q"])
+    key = kdf.derive_key(z, ACB, 1, 800, ident.chf["eui"])
+    bad = bytes(frame.build(1, 800, ACB, ident.chf["eui"], 0x0001, f.payload, supp_party=f.supp_party,
+                            supp_counter=f.supp_counter, mac_fn=lambda pre, body, iv: gcm.gmac(key, iv, (pre, body))))
+    from gbcs.usecase_base import PayloadMismatch
+
+    try:
+        chf.handle(bad, b"\x00\x00\x00\x01")
+    except PayloadMismatch:
+        pass
+    else:
+        raise AssertionError("payload mismatch accepted")
+    assert chf.parties.last_counter(ACB) == 800
+    _replayed(chf, _command(ident, acb_d, 800), b"\x00\x00\x00\x02")
