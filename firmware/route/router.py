@@ -123,10 +123,11 @@ class Router:
         self.unsent = []  # late messages held in RAM while hub.emit is missing
         self.last_esme_ms = None  # time inside tunnel_exchange for the last ESME command
         self.deliveries = 0  # tunnel deliveries running as tasks
-        # ESME deliveries in flight (tasks), one record each: device EUI hex
-        # (16) | message id (25); acked once the response or 0x8F84 is
-        # emitted. Records left by a power cut get their 0x8F84 at boot.
-        self.inflight = hub.store.journal("esme_inflight")
+        # ESME deliveries in flight (tasks): KV "esme_inflight", one key per
+        # delivery (the message id in hex: originator | target | CRA |
+        # counter), deleted once the response or 0x8F84 is emitted. Keys
+        # left by a power cut get their 0x8F84 at boot.
+        self.inflight = hub.store.kv("esme_inflight")
         self.wake = asyncio.Event()
         dl = getattr(hub, "device_log", None)
         if dl is not None:
@@ -237,13 +238,14 @@ class Router:
         if not wait and getattr(hub, "emit", None) is not None and self.deliveries < self.cfg["max_deliveries"]:
             # on flash before the WAN acks the frame: a cut during the
             # exchange leaves the record, and the boot emits its 0x8F84
-            seq = self.inflight.append(rh.encode() + message_id(f))
+            key = _hexu(message_id(f))
+            self.inflight.set(key, 1)
             self.deliveries += 1
-            asyncio.create_task(self._deliver(rh, bytes(data), seq))
+            asyncio.create_task(self._deliver(rh, bytes(data), key))
             return None, []
         return await self._tunnel(rh, f, data)
 
-    async def _deliver(self, eh, data, seq=None):
+    async def _deliver(self, eh, data, key=None):
         # one tunnel delivery in its own task: the WAN receive loop is free
         try:
             resp, alerts = await self._tunnel(eh, gframe.parse(data), data)
@@ -251,31 +253,34 @@ class Router:
                 await self._emit(resp, "response")
             for a in alerts:
                 await self._emit(a, "alert")
-            if seq is not None:
-                self.inflight.ack(seq)  # answered (or 0x8F84) on flash in the outbox
+            if key is not None:
+                self.inflight.delete(key)  # answered (or 0x8F84) on flash in the outbox
         except Exception as e:  # noqa: BLE001 - a failed delivery never takes the router down
             log("route", "delivery to %s failed: %r" % (eh, e))
         finally:
             self.deliveries -= 1
 
     async def recover_inflight(self):
-        """ESME deliveries a power cut interrupted (records left in the
-        in-flight journal): each gets its 0x8F84 (event log, reason
-        "power") through hub.emit, then its record is acked. Not retried:
-        the meter may have executed the command already. -> how many."""
+        """ESME deliveries a power cut interrupted (keys left in KV
+        esme_inflight): each gets its 0x8F84 (event log, reason "power")
+        through hub.emit, then its key is deleted. Not retried: the meter
+        may have executed the command already. -> how many."""
         if getattr(self.hub, "emit", None) is None:
             return 0  # kept for a boot with an outbox
         n = 0
-        for seq, p in self.inflight.pending():
-            if len(p) == 41:
-                mid = bytes(p[16:])
+        for key in list(self.inflight.keys()):
+            try:
+                mid = bytes(int(key[i : i + 2], 16) for i in range(0, len(key), 2))
+            except ValueError:
+                mid = b""
+            if len(mid) == 25:
                 self.counters["undelivered"] += 1
                 self.counters["recovered_inflight"] += 1
                 self._log("event_log", ALERT_ESME_UNDELIVERED, mid + b"power")
-                log("route", "delivery to %s cut by a power loss: 0x8F84" % str(bytes(p[:16]), "ascii"))
+                log("route", "delivery to %s cut by a power loss: 0x8F84" % key[16:32])
                 await self._emit(self.undelivered_alert(mid), "alert")
                 n += 1
-            self.inflight.ack(seq)
+            self.inflight.delete(key)
         return n
 
     def _buffer(self, eh, f, data):
