@@ -62,11 +62,11 @@ class Hub:
             "jobs": self.supervisor.jobs,
         }
 
-    async def route(self, frame):
-        """One remote-party GBCS frame from the WAN or the HHT -> (response or
-        None, [alerts]). The router replaces this with delivery by recipient
-        EUI-64 (CHF, GPF, tunnel, GSME buffer); until then all goes to the CHF."""
-        return self.chf.handle(frame)
+    async def route(self, frame, tag=None):
+        """One remote-party GBCS frame from the WAN (tag: its link frame id) or
+        the HHT -> (response or None, [alerts]). The router replaces this with
+        delivery by recipient EUI-64 (CHF, GPF, tunnel, GSME buffer)."""
+        return self.chf.handle(frame, tag)
 
     async def dispatch(self, req):
         fn = self.commands.get(req.get("cmd"))

@@ -67,8 +67,8 @@ class GpfService:
             )
         return self._gpf
 
-    def handle(self, frame):
-        return self.impl().handle(frame)
+    def handle(self, frame, tag=None):
+        return self.impl().handle(frame, tag)
 
     def _tap_code(self, frame):
         try:

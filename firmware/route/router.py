@@ -225,9 +225,7 @@ class Router:
         gpf = getattr(hub, "gpf", None)
         if gpf is not None and bytes(f.recipient) == ident.gpf["eui"]:
             self.counters["gpf"] += 1
-            # gpf.service.GpfService.handle(frame) has no tag: the Gpf itself does
-            impl = getattr(gpf, "impl", None)
-            return (impl() if impl is not None else gpf).handle(data, tag)
+            return gpf.handle(data, tag)
         dev = self._device(rh)
         if dev is None:
             self.counters["unknown"] += 1

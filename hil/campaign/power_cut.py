@@ -67,7 +67,7 @@ class Summary:
         }
 
 
-def clean_run(image: Path, workdir: Path, heap: str = "512k") -> tuple[int, dict]:
+def clean_run(image: Path, workdir: Path, heap: str | None = None) -> tuple[int, dict]:
     """The scenario without a cut: (block writes it made, check summary)."""
     run = Run(workdir, image, heap=heap)
     try:
@@ -81,7 +81,7 @@ def clean_run(image: Path, workdir: Path, heap: str = "512k") -> tuple[int, dict
         run.stop()
 
 
-def cut_run(image: Path, workdir: Path, n: int, keep: bool = False, heap: str = "512k") -> CutResult:
+def cut_run(image: Path, workdir: Path, n: int, keep: bool = False, heap: str | None = None) -> CutResult:
     t0 = time.monotonic()
     res = CutResult(n, reached=False, survived=False)
     run = Run(workdir, image, heap=heap)
@@ -154,7 +154,7 @@ def sample(writes: int, count: int | None, seed: int) -> list[int]:
 
 
 def campaign(image: Path, workdir: Path, count: int | None = None, seed: int = 8, workers: int = 2,
-             progress=None, heap: str = "512k") -> Summary:  # noqa: ANN001
+             progress=None, heap: str | None = None) -> Summary:  # noqa: ANN001
     """Clean run, then the cuts (in parallel, each its own system). progress(i, total, CutResult)."""
     t0 = time.monotonic()
     workdir = Path(workdir)

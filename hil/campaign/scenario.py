@@ -69,7 +69,7 @@ class Ledger:
 class Run:
     """One emulated system driven through the scenario."""
 
-    def __init__(self, workdir: Path, image: Path, heap: str = "512k", seed: int = 1):
+    def __init__(self, workdir: Path, image: Path, heap: str | None = None, seed: int = 1):
         self.workdir = Path(workdir)
         self.image = Path(image)
         self.heap = heap
