@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from chub.localport import LocalPortClient, LocalPortError
+from chub.paths import default_heap
 from hil.headend.gbcs import ACB, RTDS_CHF, HeadEnd, compare_response, decode_access_response, parse_frame
 from mpy import micropython_exe, mp_path
 
@@ -150,7 +151,7 @@ class MpHub:
         (tmp / "seed.json").write_text(json.dumps(seed))
         env = dict(os.environ, MICROPYPATH=mp_path())
         self.proc = subprocess.Popen(
-            [micropython_exe(), "-X", "heapsize=512k", "hub.py", str(self.port), "seed.json"],
+            [micropython_exe(), "-X", f"heapsize={default_heap()}", "hub.py", str(self.port), "seed.json"],
             cwd=tmp,
             env=env,
             stdout=subprocess.PIPE,

@@ -33,6 +33,7 @@ from pathlib import Path
 import pytest
 
 from chub.localport import LocalPortClient, LocalPortError
+from chub.paths import default_heap
 from hil.headend.gbcs import ACB, RTDS_GPF, SUPPLIER, HeadEnd, HeadEndError, parse_frame, protect
 from hil.headend.gpf import GpfKeys, compare_der, compare_gbz, gbz_alert, verify_response
 from hil.meters.gsme_data import GsmeData, t2000
@@ -179,7 +180,7 @@ class MpHub:
         (tmp / "hub.py").write_text(HUB)
         env = dict(os.environ, MICROPYPATH=mp_path())
         self.proc = subprocess.Popen(
-            [micropython_exe(), "-X", "heapsize=512k", "hub.py", str(self.port)],
+            [micropython_exe(), "-X", f"heapsize={default_heap()}", "hub.py", str(self.port)],
             cwd=tmp,
             env=env,
             stdout=subprocess.PIPE,
