@@ -15,20 +15,16 @@ response marks as failed; the other items must still succeed with real values.
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from mphub import MpHub
 
-from chub.localport import LocalPortClient, LocalPortError
-from chub.paths import default_heap
+from chub.localport import LocalPortError
 from hil.headend.gbcs import ACB, RTDS_CHF, HeadEnd, compare_response, decode_access_response, parse_frame
-from mpy import micropython_exe, mp_path
 
 HUB = r"""
 import asyncio, json, sys
@@ -136,47 +132,6 @@ HUB_VALUES = {
 }
 
 
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-class MpHub:
-    def __init__(self, tmp: Path, seed: dict) -> None:
-        self.port = _free_port()
-        (tmp / "hub.py").write_text(HUB)
-        (tmp / "seed.json").write_text(json.dumps(seed))
-        env = dict(os.environ, MICROPYPATH=mp_path())
-        self.proc = subprocess.Popen(
-            [micropython_exe(), "-X", f"heapsize={default_heap()}", "hub.py", str(self.port), "seed.json"],
-            cwd=tmp,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().decode()
-        assert "LISTENING" in line, line + self.proc.stdout.read().decode()
-        self.url = f"socket://127.0.0.1:{self.port}"
-        self.client = LocalPortClient(self.url, timeout=20)
-        self.client.__enter__()
-
-    def call(self, cmd: str, **args: object) -> dict:
-        return self.client.call(cmd, **args)
-
-    def send(self, frame: bytes) -> tuple[bytes, list[bytes]]:
-        r = self.call("send_gbcs", frame=frame.hex())
-        return bytes.fromhex(r["response"]), [bytes.fromhex(a) for a in r["alerts"]]
-
-    def close(self) -> None:
-        self.client.__exit__(None, None, None)
-        self.proc.kill()
-        self.proc.wait()
-
-
 def _rtds_log_seed(vectors: Path) -> dict:
     seed: dict = {"event": [], "security": []}
     for name, folder, stem in (("event", "6.13_ECS35c", "ECS35c"), ("security", "6.13_ECS35d", "ECS35d")):
@@ -209,7 +164,7 @@ def _rtds_log_seed(vectors: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory, vectors: Path) -> Iterator[MpHub]:
-    h = MpHub(tmp_path_factory.mktemp("gbcs_hub"), _rtds_log_seed(vectors))
+    h = MpHub(tmp_path_factory.mktemp("gbcs_hub"), HUB, _rtds_log_seed(vectors))
     yield h
     h.close()
 

@@ -22,22 +22,18 @@ date-time (the reliability status) compared exactly.
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from mphub import MpHub
 
-from chub.localport import LocalPortClient, LocalPortError
-from chub.paths import default_heap
+from chub.localport import LocalPortError
 from hil.headend.gbcs import ACB, RTDS_GPF, SUPPLIER, HeadEnd, HeadEndError, parse_frame, protect
 from hil.headend.gpf import GpfKeys, compare_der, compare_gbz, gbz_alert, verify_response
 from hil.meters.gsme_data import GsmeData, t2000
-from mpy import micropython_exe, mp_path
 
 GSME = "00db1234567890a1"
 
@@ -166,39 +162,8 @@ def gpf_folders(vectors: Path) -> list[str]:
     return [m for m in re.findall(r"^\| ([0-9A-Za-z_.]+) \|", sec, re.M) if m != "folder"]
 
 
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-class MpHub:
-    def __init__(self, tmp: Path) -> None:
-        self.port = _free_port()
-        (tmp / "hub.py").write_text(HUB)
-        env = dict(os.environ, MICROPYPATH=mp_path())
-        self.proc = subprocess.Popen(
-            [micropython_exe(), "-X", f"heapsize={default_heap()}", "hub.py", str(self.port)],
-            cwd=tmp,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().decode()
-        assert "LISTENING" in line, line + self.proc.stdout.read().decode()
-        self.client = LocalPortClient(f"socket://127.0.0.1:{self.port}", timeout=20)
-        self.client.__enter__()
-
-    def call(self, cmd: str, **args: object) -> dict:
-        return self.client.call(cmd, **args)
-
-    def send(self, frame: bytes) -> tuple[bytes | None, list[bytes]]:
-        r = self.call("send_gbcs", frame=frame.hex())
-        resp = bytes.fromhex(r["response"]) if r["response"] else None
-        return resp, [bytes.fromhex(a) for a in r["alerts"]]
+class GpfHub(MpHub):
+    """The GPF script adds a settable clock and ZCL frames from the GSME."""
 
     def clock(self, t2000_: int, valid: bool = True) -> None:
         self.call("test_clock", utc=t2000_ + EPOCH_2000, valid=valid)
@@ -207,21 +172,16 @@ class MpHub:
         r = self.call("zcl", eui=eui, cluster=cluster, frame=frame.hex())
         return bytes.fromhex(r["reply"]) if r["reply"] else None
 
-    def close(self) -> None:
-        self.client.__exit__(None, None, None)
-        self.proc.kill()
-        self.proc.wait()
-
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MpHub]:
-    h = MpHub(tmp_path_factory.mktemp("gpf_hub"))
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GpfHub]:
+    h = GpfHub(tmp_path_factory.mktemp("gpf_hub"), HUB)
     yield h
     h.close()
 
 
 @pytest.fixture(scope="module")
-def headend(hub: MpHub, vectors: Path) -> tuple[HeadEnd, GpfKeys]:
+def headend(hub: GpfHub, vectors: Path) -> tuple[HeadEnd, GpfKeys]:
     ident = hub.call("identity")
     he = HeadEnd.for_hub(vectors / "gbcs" / "keystore", ident)
     hub.call("provision_test_dcc", anchors=he.test_dcc_anchors(), device="gpf")
@@ -229,7 +189,7 @@ def headend(hub: MpHub, vectors: Path) -> tuple[HeadEnd, GpfKeys]:
     return he, keys
 
 
-def fill_mirror_history(hub: MpHub, data: GsmeData) -> None:
+def fill_mirror_history(hub: GpfHub, data: GsmeData) -> None:
     """The GSME's first weeks: mirror set up, a reading at every midnight of
     the daily log, the prepayment snapshots."""
     hub.clock(data.daily_start, True)
@@ -258,7 +218,7 @@ def gpf_commands(folder: Path) -> list[Path]:
 EXCHANGES: list[str] = []
 
 
-def run_command(hub: MpHub, he: HeadEnd, keys: GpfKeys, cmd_file: Path) -> list[str]:
+def run_command(hub: GpfHub, he: HeadEnd, keys: GpfKeys, cmd_file: Path) -> list[str]:
     resp_file = Path(str(cmd_file).replace("_COMMAND_", "_RESPONSE_"))
     raw, cmd = he.rebuild(bytes.fromhex(cmd_file.read_text()))
     try:
@@ -275,7 +235,7 @@ def run_command(hub: MpHub, he: HeadEnd, keys: GpfKeys, cmd_file: Path) -> list[
         return [f"{type(e).__name__}: {e}"]
 
 
-def gcs62_alert(hub: MpHub, he: HeadEnd, vectors: Path) -> list[str]:
+def gcs62_alert(hub: GpfHub, he: HeadEnd, vectors: Path) -> list[str]:
     """NA_GCS62: restore the GPF Device Log with the entries of the RTDS
     alert (a GCS59 command); the 0x8071 alert that follows must equal the RTDS
     one apart from the backup time."""
@@ -304,7 +264,7 @@ def gcs62_alert(hub: MpHub, he: HeadEnd, vectors: Path) -> list[str]:
         return [f"{type(e).__name__}: {e}"]
 
 
-def test_gpf_conformance(hub: MpHub, headend: tuple[HeadEnd, GpfKeys], vectors: Path) -> None:
+def test_gpf_conformance(hub: GpfHub, headend: tuple[HeadEnd, GpfKeys], vectors: Path) -> None:
     he, keys = headend
     folders = gpf_folders(vectors)
     assert len(folders) == 12, folders
@@ -355,7 +315,7 @@ def test_gpf_conformance(hub: MpHub, headend: tuple[HeadEnd, GpfKeys], vectors: 
     assert not failed, json.dumps(failed, indent=1)
 
 
-def test_gpf_refuses_replay_and_unknown_code(hub: MpHub, headend: tuple[HeadEnd, GpfKeys], vectors: Path) -> None:
+def test_gpf_refuses_replay_and_unknown_code(hub: GpfHub, headend: tuple[HeadEnd, GpfKeys], vectors: Path) -> None:
     he, _ = headend
     cmd = bytes.fromhex((vectors / "gbcs/rtds/4.18_GCS60a/GCS60a_4.18_SUCCESS_RELIABLE_GPF_COMMAND_GBCS.HEX").read_text())
     raw, c = he.rebuild(cmd)
@@ -391,7 +351,7 @@ def tom_folders(vectors: Path) -> list[str]:
     return [name for name, code in rows if int(code, 16) in TOM_CODES]
 
 
-def run_tom_file(hub: MpHub, he: HeadEnd, cmd_file: Path) -> list[str]:
+def run_tom_file(hub: GpfHub, he: HeadEnd, cmd_file: Path) -> list[str]:
     """Buffer the RTDS command for the GSME, let the GSME GET it and PUT the
     RTDS response (and, future-dated, its 0x8F66 alerts): the messages pass
     unchanged and the GPF applies (success) or discards with 0x819E (error)."""
@@ -433,7 +393,7 @@ def run_tom_file(hub: MpHub, he: HeadEnd, cmd_file: Path) -> list[str]:
     return d
 
 
-def test_tom_folders_tap_off(hub: MpHub, headend: tuple[HeadEnd, GpfKeys], vectors: Path) -> None:
+def test_tom_folders_tap_off(hub: GpfHub, headend: tuple[HeadEnd, GpfKeys], vectors: Path) -> None:
     he, _ = headend
     folders = tom_folders(vectors)
     assert len(folders) == 8, folders
