@@ -189,7 +189,7 @@ def run_batch(parser: str, inputs: list[bytes], tmp: Path) -> list[str]:
     path = tmp / f"{parser}.txt"
     path.write_text("".join(b.hex() + "\n" for b in inputs))
     env = dict(os.environ, MICROPYPATH=os.pathsep.join([".frozen", *map(str, MP_PATH)]))
-    r = subprocess.run([venv_tool("micropython"), "-X", "heapsize=256k", "-c",
+    r = subprocess.run([venv_tool("micropython"), "-X", "heapsize=512k", "-c",
                         f"import mp_fuzz as m; m.fuzz({parser!r}, {str(path)!r})"],
                        env=env, cwd=tmp, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]

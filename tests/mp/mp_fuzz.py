@@ -16,7 +16,7 @@ from han import ezsp_frames as F
 from wan import at, link
 import local_port as lp
 
-HEAP = "256k"
+HEAP = "512k"  # compiling wan/sim7600.py from source needs more than 256k
 
 _HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
 CORPUS = _HERE + "/../corpus"
@@ -132,7 +132,9 @@ def _at(data):
     # buffers are preallocated once); begin() resets the parser per input
     if not _at_driver:
         _at_driver.append(sim7600.Sim7600(None, None))
-    p = _at_driver[0].at.p
+    d = _at_driver[0]
+    d._rxq = []  # pushed socket data nobody reads here (the WAN job drains it on the hub)
+    p = d.at.p
     p.begin(b"AT+CIPRXGET=2,0,1460", prefix=b"+CIPRXGET:")
     half = len(data) // 2
     p.feed(data[:half])
