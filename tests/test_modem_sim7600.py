@@ -94,6 +94,7 @@ SCENARIOS = {
     "cell": {},
     "data": {},
     "rx_race": {},
+    "wake": {},
     "remote_close": {},
     "network_drop": {},
     "pdp_fail": {},

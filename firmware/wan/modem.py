@@ -119,7 +119,11 @@ class Modem:
         raise NotImplementedError
 
     async def recv(self, timeout_ms=None):
-        """Next received bytes (b"" on timeout); raises SocketClosed."""
+        """Next received bytes (b"" on timeout or wake()); raises SocketClosed."""
+        raise NotImplementedError
+
+    def wake(self):
+        """End a waiting recv() now with b"" (something was queued to send)."""
         raise NotImplementedError
 
     async def close_socket(self):

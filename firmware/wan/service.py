@@ -535,7 +535,11 @@ def install(hub):
                 critical = False
             else:
                 critical = k == _ob.KIND_RESPONSE or st.kv("wan").get("critical_alerts", True)
-        return box.add(bytes(frame), _ob.CRITICAL if critical else _ob.NON_CRITICAL, k)
+        fid = box.add(bytes(frame), _ob.CRITICAL if critical else _ob.NON_CRITICAL, k)
+        m = hub.wan.modem if hub.wan is not None else None
+        if m is not None:
+            m.wake()  # the link loop sends it now instead of at its next poll
+        return fid
 
     hub.emit = emit
     _install_clock(hub, tx)

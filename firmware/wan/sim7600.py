@@ -163,6 +163,7 @@ class Sim7600(Modem):
         self._boot = asyncio.Event()
         self._rxev = asyncio.Event()
         self._rx_pending = False
+        self._woken = False
         self._rx_urcs = 0  # "+CIPRXGET: 1,0" seen (a read must not clear a newer one)
         self._rxq = []
         self._sig_t = [0] * _NSIG
@@ -532,6 +533,9 @@ class Sim7600(Modem):
                 continue
             if not self.socket_open:
                 raise SocketClosed()
+            if self._woken:
+                self._woken = False
+                return b""
             self._rxev.clear()
             if deadline is None:
                 await self._rxev.wait()
@@ -543,6 +547,10 @@ class Sim7600(Modem):
                 await asyncio.wait_for_ms(self._rxev.wait(), left)
             except asyncio.TimeoutError:
                 return b""
+
+    def wake(self):
+        self._woken = True
+        self._rxev.set()
 
     async def pump(self, fn):
         """Deliver received data to fn(bytes) until the socket closes."""
