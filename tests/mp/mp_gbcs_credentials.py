@@ -16,6 +16,7 @@ from chf.identity import Identity
 from chf.logs import open_logs
 from chf.usecases import Chf, PayloadMismatch
 from gbcs import der, frame, gcm, kdf, p256
+from mp_gbcs_keys import refused
 from mp_gbcs_keys import pem as _b64
 from mp_gbcs_keys import private as _private
 from gbcs.security import BadSignature, NotProtected, ReplayedCounter, UnknownOriginator, WrongRecipient
@@ -95,25 +96,11 @@ def _build(ident, src, counter, originator, signer=None, mac_key_d=None, recipie
     )
 
 
-def _refused(chf, data, exc):
-    before = chf.executed
-    n_sec = len(chf.security_log)
-    try:
-        chf.handle(data)
-    except exc:
-        pass
-    else:
-        raise AssertionError("not refused: " + repr(exc))
-    assert chf.executed == before, "executed"
-    assert len(chf.security_log) == n_sec + 1, "not logged"
-    return chf.security_log.entries()[-1]
-
-
 def _statuses(payload):
     return [(der.to_int(rd[1][0][1]), der.to_int(rd[1][1][1])) for rd in der.decode(payload)[1]]
 
 
-def test_signed_cs02a_accepted_answered_signed_and_replay_refused():
+def test_signed_cs02a_accepted_answered_signed_and_replayrefused():
     st, ident, chf, k = _setup()
     resp, alerts = chf.handle(_build(ident, CS02A_ERR, 7000, TCOS, signer=k["tcos"]))
     assert not alerts and chf.executed == 1
@@ -122,19 +109,19 @@ def test_signed_cs02a_accepted_answered_signed_and_replay_refused():
     assert p256.verify(ident.chf["ds_q"], r.signed_data(), r.signature)
     # network operator: no anchor here -> Trust Anchor Not Found; WAN provider: success
     assert _statuses(r.payload) == [(3, cred.ST_TA_NOT_FOUND), (6, cred.ST_SUCCESS)]
-    e = _refused(chf, _build(ident, CS02A_ERR, 7000, TCOS, signer=k["tcos"]), ReplayedCounter)
+    e = refused(chf, _build(ident, CS02A_ERR, 7000, TCOS, signer=k["tcos"]), ReplayedCounter)
     assert e[1] == ReplayedCounter.event
 
 
 def test_signed_bad_signature_unknown_signer_other_use_case_wrong_recipient():
     st, ident, chf, k = _setup()
-    e = _refused(chf, _build(ident, CS02A_ERR, 10, TCOS, signer=k["tcos"], tamper_sig=True), BadSignature)
+    e = refused(chf, _build(ident, CS02A_ERR, 10, TCOS, signer=k["tcos"], tamper_sig=True), BadSignature)
     assert e[1] == BadSignature.event
     # signed by a key no DS trust anchor holds
-    _refused(chf, _build(ident, CS02A_ERR, 10, unhexlify("90B3D51F30000099"), signer=k["tcos"]), UnknownOriginator)
+    refused(chf, _build(ident, CS02A_ERR, 10, unhexlify("90B3D51F30000099"), signer=k["tcos"]), UnknownOriginator)
     # only CS02a may come signed without a MAC
-    _refused(chf, _build(ident, ECS26N, 10, TCOS, signer=k["tcos"]), NotProtected)
-    _refused(chf, _build(ident, CS02A_ERR, 10, TCOS, signer=k["tcos"], recipient=ident.gpf["eui"]), WrongRecipient)
+    refused(chf, _build(ident, ECS26N, 10, TCOS, signer=k["tcos"]), NotProtected)
+    refused(chf, _build(ident, CS02A_ERR, 10, TCOS, signer=k["tcos"], recipient=ident.gpf["eui"]), WrongRecipient)
     # none of those advanced the counter
     chf.handle(_build(ident, CS02A_ERR, 10, TCOS, signer=k["tcos"]))
     assert chf.executed == 1
@@ -143,13 +130,13 @@ def test_signed_bad_signature_unknown_signer_other_use_case_wrong_recipient():
 def test_cs02a_authorising_cell_must_be_the_originators():
     st, ident, chf, k = _setup()
     # MAC'd by the ACB, but the payload names the Transitional CoS DS cell
-    _refused(chf, _build(ident, CS02A_ERR, 20, ACB, mac_key_d=k["acb"]), PayloadMismatch)
+    refused(chf, _build(ident, CS02A_ERR, 20, ACB, mac_key_d=k["acb"]), PayloadMismatch)
 
 
 def test_cs02b_needs_the_current_wan_provider_and_persists():
     st, ident, chf, k = _setup()
     # signed by another key: refused, cell unchanged
-    _refused(chf, _build(ident, CS02B, 100, WP, signer=k["tcos"], mac_key_d=k["acb"]), PayloadMismatch)
+    refused(chf, _build(ident, CS02B, 100, WP, signer=k["tcos"], mac_key_d=k["acb"]), PayloadMismatch)
     assert chf.credentials.cell("wan_provider", "ds")[3] == WP_OLD_SKI
     resp, _ = chf.handle(_build(ident, CS02B, 101, WP, signer=k["wp"], mac_key_d=k["acb"]))
     r = frame.parse(resp)
@@ -157,6 +144,6 @@ def test_cs02b_needs_the_current_wan_provider_and_persists():
     assert r.date_time is not None
     assert chf.credentials.cell("wan_provider", "ds")[3] == WP_NEW_SKI
     # the old WAN provider key can no longer authorise a replacement
-    _refused(chf, _build(ident, CS02B, 102, WP, signer=k["wp"], mac_key_d=k["acb"]), PayloadMismatch)
+    refused(chf, _build(ident, CS02B, 102, WP, signer=k["wp"], mac_key_d=k["acb"]), PayloadMismatch)
     # the new cell is in the store
     assert cred.Credentials(Store("data"), None).cell("wan_provider", "ds")[3] == WP_NEW_SKI

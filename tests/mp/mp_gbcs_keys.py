@@ -18,3 +18,19 @@ def private(name):
     d = pem(name + ".key")
     i = d.find(b"\x04\x20")
     return d[i + 2 : i + 34]
+
+
+def refused(chf, data, exc):
+    """Hand data to chf.handle: it must raise exc, run nothing and write one
+    security-log entry (returned)."""
+    before = chf.executed
+    n_sec = len(chf.security_log)
+    try:
+        chf.handle(data)
+    except exc:
+        pass
+    else:
+        raise AssertionError("not refused: " + repr(exc))
+    assert chf.executed == before, "executed"
+    assert len(chf.security_log) == n_sec + 1, "not logged"
+    return chf.security_log.entries()[-1]

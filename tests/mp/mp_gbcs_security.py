@@ -12,6 +12,7 @@ from chf.identity import Identity
 from chf.logs import open_logs
 from chf.usecases import Chf
 from gbcs import frame, gcm, kdf, p256
+from mp_gbcs_keys import refused
 from mp_gbcs_keys import private
 from gbcs.security import BadMac, ReplayedCounter, UnknownOriginator, WrongRecipient
 from store import Store
@@ -69,40 +70,26 @@ def _command(ident, acb_d, counter, recipient=None, originator=ACB, tamper=False
     return bytes(out)
 
 
-def _rejected(chf, data, exc):
-    before = chf.executed
-    n_sec = len(chf.security_log)
-    try:
-        chf.handle(data)
-    except exc:
-        pass
-    else:
-        raise AssertionError("not rejected: " + repr(exc))
-    assert chf.executed == before, "executed"
-    assert len(chf.security_log) == n_sec + 1, "not logged"
-    return chf.security_log.entries()[-1]
-
-
 def test_accept_then_reject_replay_and_stale():
     st, ident, chf, acb_d = _setup()
     resp, alerts = chf.handle(_command(ident, acb_d, 5000))
     assert chf.executed == 1 and not alerts
     r = frame.parse(resp)
     assert r.cra == 2 and r.counter == 5000 and bytes(r.recipient) == ACB
-    e = _rejected(chf, _command(ident, acb_d, 5000), ReplayedCounter)
+    e = refused(chf, _command(ident, acb_d, 5000), ReplayedCounter)
     assert e[1] == ReplayedCounter.event
-    _rejected(chf, _command(ident, acb_d, 4999), ReplayedCounter)
+    refused(chf, _command(ident, acb_d, 4999), ReplayedCounter)
     chf.handle(_command(ident, acb_d, 5001))
     assert chf.executed == 2
 
 
 def test_bad_mac_wrong_recipient_unknown_originator():
     st, ident, chf, acb_d = _setup()
-    e = _rejected(chf, _command(ident, acb_d, 10, tamper=True), BadMac)
+    e = refused(chf, _command(ident, acb_d, 10, tamper=True), BadMac)
     assert e[1] == BadMac.event
     # a bad MAC must not advance the counter: the genuine command still works
-    _rejected(chf, _command(ident, acb_d, 10, recipient=ident.gpf["eui"]), WrongRecipient)
-    _rejected(chf, _command(ident, acb_d, 10, originator=unhexlify("90B3D51F30000099")), UnknownOriginator)
+    refused(chf, _command(ident, acb_d, 10, recipient=ident.gpf["eui"]), WrongRecipient)
+    refused(chf, _command(ident, acb_d, 10, originator=unhexlify("90B3D51F30000099")), UnknownOriginator)
     chf.handle(_command(ident, acb_d, 10))
     assert chf.executed == 1
 
