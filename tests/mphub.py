@@ -16,7 +16,7 @@ from pathlib import Path
 
 from chub.localport import LocalPortClient
 from chub.paths import default_heap
-from mpy import micropython_exe, mp_path
+from mpy import micropython_exe, mp_path, scaled_heap
 
 
 def free_port() -> int:
@@ -40,7 +40,7 @@ class MpHub:
             args.append("seed.json")
         env = dict(os.environ, MICROPYPATH=mp_path())
         self.proc = subprocess.Popen(
-            [micropython_exe(), "-X", f"heapsize={default_heap()}", "hub.py", *args],
+            [micropython_exe(), "-X", f"heapsize={scaled_heap(default_heap())}", "hub.py", *args],
             cwd=tmp,
             env=env,
             stdout=subprocess.PIPE,

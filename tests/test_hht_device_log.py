@@ -19,7 +19,7 @@ from zigpy.util import CrcX25
 from chub.cli import hht, main
 from chub.hht_device_log import register
 from chub.localport import LocalPortClient, LocalPortError
-from mpy import micropython_exe, mp_path
+from mpy import micropython_exe, mp_path, scaled_heap
 
 if "device-log" not in hht.commands:
     register(hht)
@@ -77,7 +77,7 @@ def url(tmp_path: Path) -> Iterator[str]:
     port = s.getsockname()[1]
     s.close()
     (tmp_path / "hub.py").write_text(HUB)
-    proc = subprocess.Popen([micropython_exe(), "-X", "heapsize=256k", "hub.py", str(port)], cwd=tmp_path,
+    proc = subprocess.Popen([micropython_exe(), "-X", f"heapsize={scaled_heap('256k')}", "hub.py", str(port)], cwd=tmp_path,
                             env=dict(os.environ, MICROPYPATH=mp_path()), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     try:

@@ -264,6 +264,42 @@ def test_gsme_buffer_get_put_end_to_end(sysm: SimpleNamespace) -> None:
     assert _wake(sysm) == 0  # 02 00: nothing left
 
 
+def test_gsme_get_answer_lost_on_the_radio_is_offered_again(sysm: SimpleNamespace) -> None:
+    """The radio loses the hub's answer to the GSME's GET (the NCP reports
+    the unicast failed). The GSME times out and GETs again: it must get the
+    same command, not a confirmation of a command it never had."""
+    sysm.gsme.forget_counters()
+    cmd = _hex("3.1_GCS07/GCS07_3.1_SUCCESS_COMMAND_GBCS.HEX")
+    rsp = _hex("3.1_GCS07/GCS07_3.1_SUCCESS_RESPONSE_GBCS.HEX")
+    n = len(sysm.server.received)
+    lost0 = sysm.c.call("route_status")["counters"]["get_answers_lost"]
+    ex0 = sysm.gsme.executed.count(cmd)
+    assert _send_raw(sysm.server, cmd) == "done"
+    gsme_eui = bytes.fromhex(GSME_EUI)
+    dropped: list[bytes] = []
+
+    def drop_one_get_answer(node, aps, payload: bytes) -> bool:  # noqa: ANN001
+        # ZCL: fc, tsn, TransferData (0x01 server->client), tunnel id (2), then 02 count msg...
+        if dropped or node.eui != gsme_eui or len(payload) < 8 or payload[2] != 0x01 or payload[5] != 0x02:
+            return False
+        dropped.append(payload)
+        return True
+
+    emu = sysm.han.emu
+    emu.han.drop = drop_one_get_answer
+    try:
+        got = int(sysm.han.run(sysm.gsme.wake(timeout=2.0)))
+    finally:
+        emu.han.drop = None
+    assert len(dropped) == 1, "the GET answer was never sent"
+    assert got == 1 and sysm.gsme.executed.count(cmd) == ex0 + 1, sysm.gsme.errors
+    _until(lambda: rsp in _received_after(sysm.server, n), 10, "the GSME's response at the head-end")
+    st = sysm.c.call("route_status")
+    assert st["counters"]["get_answers_lost"] == lost0 + 1, st["counters"]
+    assert st["buffer"] == {}
+    assert _wake(sysm) == 0
+
+
 def test_gsme_tom_folders_end_to_end(sysm: SimpleNamespace) -> None:
     """Every RTDS GSME TOM command queued, one wake-up: every RTDS response
     and alert of those scenarios reaches the head-end byte for byte."""

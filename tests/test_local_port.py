@@ -38,7 +38,7 @@ from chub.localport import (
     LocalPortTimeout,
     encode_frame,
 )
-from mpy import micropython_exe, mp_path, run_mp
+from mpy import micropython_exe, mp_path, run_mp, scaled_heap
 
 TRUNC_MS = 300
 
@@ -96,7 +96,7 @@ class Hub:
         script.write_text(HUB)
         env = dict(os.environ, MICROPYPATH=mp_path())
         self.proc = subprocess.Popen(
-            [micropython_exe(), "-X", "heapsize=128k", str(script), str(self.hub_l.getsockname()[1]), str(TRUNC_MS)],
+            [micropython_exe(), "-X", f"heapsize={scaled_heap('128k')}", str(script), str(self.hub_l.getsockname()[1]), str(TRUNC_MS)],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hil.modem import Sim7600Config, Sim7600Emulator
-from mpy import micropython_exe, mp_path, run_mp
+from mpy import micropython_exe, mp_path, run_mp, scaled_heap
 
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "modem_driver_mp.py"
@@ -74,7 +74,7 @@ async def _scenario(name: str, cfg: Sim7600Config) -> tuple[int, str, str]:
     import os
 
     proc = await asyncio.create_subprocess_exec(
-        micropython_exe(), "-X", "heapsize=256k", str(SCRIPT), name, *map(str, ports),
+        micropython_exe(), "-X", f"heapsize={scaled_heap('256k')}", str(SCRIPT), name, *map(str, ports),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**os.environ, **env},
     )
     try:

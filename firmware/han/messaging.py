@@ -13,7 +13,10 @@
 #   hub opens tunnels to devices (hub = client) when it must send first;
 #   tunnel_exchange() sends one message and returns the device's next
 #   TransferData on that tunnel; device-initiated TransferData goes to
-#   on_tunnel_message(eui, data) whose answer goes back on the same tunnel.
+#   on_tunnel_message(eui, data, True) whose answer goes back on the same
+#   tunnel; the True promises that on_tunnel_reply(eui, delivered) follows
+#   once the NCP has reported that answer delivered or not (a GSME whose GET
+#   answer the radio lost must be offered the same command again).
 import asyncio
 import time
 
@@ -79,6 +82,7 @@ class Messaging:
     def _init_messaging(self):
         self.zcl_servers = {}
         self.on_tunnel_message = None
+        self.on_tunnel_reply = None
         self.tunnels = T.TunnelIds(8)  # tunnels devices opened to us: id -> eui hex
         self._tinfo = {}  # server tunnel id -> (device ep, device max incoming)
         self._client = {}  # eui hex -> (tunnel id, device ep, False, max in): tunnels we opened
@@ -307,9 +311,10 @@ class Messaging:
             w[2] = DeliveryError("tunnel", why)
             w[0].set()
 
-    async def _deliver(self, eh, data, tid, server_side, h):
+    async def _deliver(self, eh, src_ep, data, tid, server_side, h):
         """TransferData from eh on a valid tunnel: an exchange's answer, or a
-        device-initiated message for on_tunnel_message."""
+        device-initiated message for on_tunnel_message, whose answer is sent
+        here so that its delivery can be reported to on_tunnel_reply."""
         self.counters["tunnel_rx"] += 1
         w = self._exchange.get(eh)
         if w is not None and w[1] is None and w[2] is None and (w[3] is None or w[3](data)):
@@ -320,10 +325,22 @@ class Messaging:
         if fn is None:
             self.counters["tunnel_unclaimed"] += 1
             return None
-        r = await fn(eh, bytes(data))
+        r = await fn(eh, bytes(data), True)
         if not r:
             return None
-        return bytes(T.encode_transfer_data(bytearray(), self.next_tsn(), tid, r, server_side))
+        ok = False
+        try:
+            await self.zcl_send(eh, src_ep, Z.CLUSTER_TUNNELING,
+                                T.encode_transfer_data(bytearray(), self.next_tsn(), tid, r, server_side))
+            ok = True
+        except DeliveryError as e:
+            self.counters["reply_fail"] += 1
+            log("han", "tunnel answer to %s lost: %s" % (eh, e))
+        finally:
+            cb = self.on_tunnel_reply
+            if cb is not None:
+                cb(eh, ok)
+        return None
 
     async def tunnel_server(self, eh, src_ep, h, p):
         """zcl_servers[0x0704]: both the server side (tunnels devices open to
@@ -365,7 +382,7 @@ class Messaging:
                     except T.TunnelError as e:
                         return reply(h, Z.TUN_TRANSFER_DATA_ERROR_S2C, Z.encode_transfer_data_error(tid, e.status),
                                      Z.FT_CLUSTER)
-                    return await self._deliver(eh, data, tid, True, h)
+                    return await self._deliver(eh, src_ep, data, tid, True, h)
                 if c == Z.TUN_TRANSFER_DATA_ERROR_C2S:
                     tid, st = Z.decode_transfer_data_error(p)
                     self._fail_exchange(eh, "device reports TransferDataError %d on tunnel %d" % (st, tid))
@@ -384,7 +401,7 @@ class Messaging:
                 if t is None or t[0] != tid:
                     return reply(h, Z.TUN_TRANSFER_DATA_ERROR_C2S,
                                  Z.encode_transfer_data_error(tid, Z.TRANSFER_NO_SUCH_TUNNEL), Z.FT_CLUSTER)
-                return await self._deliver(eh, data, tid, False, h)
+                return await self._deliver(eh, src_ep, data, tid, False, h)
             if c == Z.TUN_TRANSFER_DATA_ERROR_S2C:
                 tid, st = Z.decode_transfer_data_error(p)
                 self._client.pop(eh, None)

@@ -28,7 +28,10 @@
 # is free. So a message is wholly there or gone. Delivery is at least once:
 # offer() hands the oldest message out and leaves it on flash, marked "in
 # hand" in RAM; confirm() removes it once the device has shown it got it
-# (the router calls it at the GSME's next GET or PUT). A power cut between
+# (the router calls it at the GSME's next GET or PUT, and only once the NCP
+# has reported the GET answer delivered: unhand() puts a message whose
+# answer the radio lost back in the queue's head, so the next GET offers it
+# again instead of confirming it). A power cut between
 # the hand-out and the confirm leaves it queued: it is offered again after
 # the restart, and the GSME recognises it by its GBCS originator counter.
 # Sequence numbers only grow: at open they continue above the highest one.
@@ -340,6 +343,33 @@ class CommandBuffer:
         self._pop(eh, 0)
         self.stats["delivered"] += 1
         self._fire(eh)
+        return True
+
+    def head(self, eui_hex):
+        """seq of the device's oldest message, or None."""
+        q = self._q.get(eui_hex.upper())
+        return q[0][0] if q else None
+
+    def unhand(self, eui_hex, seq):
+        """The answer that carried message seq did not reach the device: it
+        is no longer in hand (the next GET gets it again, not a confirm).
+        -> True when it was in hand."""
+        eh = eui_hex.upper()
+        if seq is None or self._hand.get(eh) != seq:
+            return False
+        del self._hand[eh]
+        self._fire(eh)
+        return True
+
+    def hand_over(self, eui_hex, seq):
+        """The answer that carried message seq reached the device: in hand
+        again if an earlier lost copy's report took it out. -> True if now in hand."""
+        eh = eui_hex.upper()
+        if seq is None or self.head(eh) != seq:
+            return False
+        if self._hand.get(eh) != seq:
+            self._hand[eh] = seq
+            self._fire(eh)
         return True
 
     def take(self, eui_hex):

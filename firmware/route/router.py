@@ -119,7 +119,10 @@ class Router:
         self.counters = {"chf": 0, "gpf": 0, "tunnel": 0, "buffered": 0, "unknown": 0, "refused_full": 0,
                          "undelivered": 0, "device_messages": 0, "gets": 0, "puts": 0, "expired": 0,
                          "emitted": 0, "emitted_response": 0, "emitted_alert": 0, "bad_device_messages": 0,
-                         "recovered_inflight": 0}
+                         "recovered_inflight": 0, "get_answers_lost": 0}
+        # eui hex -> seqs (None: "nothing queued") of GET answers whose
+        # delivery the coordinator has not reported yet, oldest first
+        self._replies = {}
         self.unsent = []  # late messages held in RAM while hub.emit is missing
         self.last_esme_ms = None  # time inside tunnel_exchange for the last ESME command
         self.deliveries = 0  # tunnel deliveries running as tasks
@@ -333,9 +336,10 @@ class Router:
 
     # -- device-initiated tunnel messages ---------------------------------
 
-    async def on_tunnel_message(self, eui_hex, data):
+    async def on_tunnel_message(self, eui_hex, data, reported=False):
         """coordinator.on_tunnel_message: GSME GET/PUT, or a GBCS frame from
-        a tunnel device. Returns the bytes to send back, or None."""
+        a tunnel device. Returns the bytes to send back, or None. reported:
+        the caller reports the answer's delivery to on_tunnel_reply."""
         eh = eui_hex.upper()
         if self._device(eh) is None:
             self.counters["bad_device_messages"] += 1
@@ -349,14 +353,20 @@ class Router:
                 return None
             if kind == tunnel.GSME_GET:
                 # the GSME asks again: it has the message handed out before
-                # (if any); that one leaves the flash, the next is offered
+                # (if any, and if its answer was reported delivered); that
+                # one leaves the flash, the next is offered. While an answer
+                # is still on its way the head is offered again, not confirmed.
                 self.counters["gets"] += 1
+                waiting = self._replies.get(eh)
                 try:
-                    self.buffer.confirm(eh)
+                    if not waiting:
+                        self.buffer.confirm(eh)
                     msg, left = self.buffer.offer(eh)
                 except (OSError, BufferError) as e:  # flash trouble: no answer, the GSME asks again
                     log("route", "GET from %s not served: %r" % (eh, e))
                     return None
+                if reported:
+                    self._replies.setdefault(eh, []).append(None if msg is None else self.buffer.head(eh))
                 return tunnel.encode_get_response(min(left, 255), msg)
             if kind == tunnel.GSME_PUT:
                 # forwarded (persisted in the outbox) first, then the message
@@ -377,6 +387,24 @@ class Router:
             return None
         await self._device_message(eh, bytes(data), False)
         return None
+
+    def on_tunnel_reply(self, eui_hex, delivered):
+        """coordinator.on_tunnel_reply: the answer to a GET (in order) did or
+        did not reach the GSME. Lost: the command goes back to the head of
+        its queue, offered again at the next GET (a copy that did arrive is
+        refused by the GSME by its originator counter)."""
+        eh = eui_hex.upper()
+        w = self._replies.get(eh)
+        if not w:
+            return
+        seq = w.pop(0)
+        if not w:
+            del self._replies[eh]
+        if delivered:
+            self.buffer.hand_over(eh, seq)
+        elif self.buffer.unhand(eh, seq):
+            self.counters["get_answers_lost"] += 1
+            log("route", "GET answer to %s lost: offered again at the next GET" % eh)
 
     def _bad(self, eh, why):
         self.counters["bad_device_messages"] += 1
@@ -422,6 +450,7 @@ class Router:
 
     def _on_device_log(self, kind, eh):
         if kind == "remove":
+            self._replies.pop(eh.upper(), None)
             n = self.buffer.drop(eh)
             if n:
                 self._log("event_log", EV_QUEUE_DROPPED, eh.encode())
@@ -503,6 +532,7 @@ def install(hub, cfg=None):
     c = getattr(hub, "coordinator", None)
     if c is not None:
         c.on_tunnel_message = r.on_tunnel_message
+        c.on_tunnel_reply = r.on_tunnel_reply
 
     async def route_status(req):
         return r.status()

@@ -115,6 +115,9 @@ class Node:
 class Han:
     noise: dict[int, int] = field(default_factory=lambda: {c: -90 for c in range(11, 27)})
     loss: float = 0.0  # probability a unicast is lost (messageSentHandler failure)
+    # targeted radio loss: a unicast to a device for which drop(node, aps,
+    # payload) is true is lost the same way (e.g. one GET answer)
+    drop: Callable[[Node, ApsFrame, bytes], bool] | None = None
     seed: int = 1
     formed: bool = False
     channel: int = 0
@@ -500,7 +503,8 @@ class NcpEmulator:
             self.callback("messageSentHandler", body + st + b"\x00")
 
     def _deliver(self, node: Node | None, dest: int, aps: ApsFrame, tag: int, payload: bytes) -> None:
-        lost = node is None or self.rng.random() < self.han.loss
+        drop = self.han.drop
+        lost = node is None or (drop is not None and drop(node, aps, payload)) or self.rng.random() < self.han.loss
         self._sent(dest, aps, tag, not lost)
         if lost or node is None:
             return

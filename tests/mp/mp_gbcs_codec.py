@@ -12,7 +12,7 @@ from gbcs.dlms import DlmsError
 from gbcs.frame import FrameError
 from gbcs.gbz import GbzError
 
-HEAP = "256k"
+HEAP = "384k"  # compiling the GBCS modules from source; 20% margin (CHUB_MP_HEAP_SCALE=0.8)
 
 ERRORS = (FrameError, DlmsError, DerError, GbzError)
 

@@ -22,7 +22,7 @@ from mp_gbcs_keys import private as _private
 from gbcs.security import BadSignature, NotProtected, ReplayedCounter, UnknownOriginator, WrongRecipient
 from store import Store
 
-HEAP = "256k"
+HEAP = "384k"  # compiling the GBCS modules from source; 20% margin (CHUB_MP_HEAP_SCALE=0.8)
 V = os.getenv("CHUB_VECTORS") + "/gbcs/"
 ACB = unhexlify("90B3D51F30000002")
 TCOS = unhexlify("90B3D51F30000004")

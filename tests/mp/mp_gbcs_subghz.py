@@ -16,7 +16,7 @@ from gbcs import der, dlms, frame, gcm, kdf, p256
 from mp_gbcs_keys import private
 from store import Store
 
-HEAP = "256k"
+HEAP = "384k"  # compiling the GBCS modules from source; 20% margin (CHUB_MP_HEAP_SCALE=0.8)
 V = os.getenv("CHUB_VECTORS") + "/gbcs/rtds/"
 ACB = unhexlify("90B3D51F30000002")
 DBCH04 = "6.28_DBCH04/DBCH04_6.28_SUCCESS_COMMAND_GBCS.HEX"

@@ -6,7 +6,7 @@ import json
 import local_port as lp
 from local_port import FrameError, FrameReader, crc16, decode_frame, encode_frame
 
-HEAP = "256k"
+HEAP = "320k"  # 20% margin (CHUB_MP_HEAP_SCALE=0.8)
 
 
 def frame(body):

@@ -23,7 +23,7 @@ from store import Store
 from wan import outbox as ob
 from wan import service
 
-HEAP = "640k"  # two hubs in turn in one heap (the restart tests)
+HEAP = "768k"  # two hubs in turn in one heap (the restart tests); 20% margin
 V = os.getenv("CHUB_VECTORS") + "/gbcs/"
 ACB = unhexlify("90B3D51F30000002")
 GSME = "00DB1234567890A1"
@@ -483,6 +483,39 @@ def test_queue_survives_a_restart():
     from route.buffer import CommandBuffer
 
     assert CommandBuffer(hub.store.root + "/gbuf").pending(GSME) == 0  # nothing confirmed comes back
+
+
+def test_lost_get_answer_is_offered_again_not_confirmed():
+    # the coordinator reports each GET answer's delivery (on_tunnel_reply):
+    # a lost answer puts the command back, so the next GET offers it again
+    # instead of confirming a command the GSME never got
+    hub, r = _hub()
+    assert hub.coordinator.on_tunnel_reply == r.on_tunnel_reply
+    cmds = [_hex_file(CS11_CMD), _hex_file("1.1.1_GCS01a/GCS01a_1.1.1_IMMEDIATE_TOU_SUCCESS_COMMAND_GBCS.HEX")]
+    for c in cmds:
+        run(r.route(c))
+    seen = []
+    r.buffer.on_change(lambda eh, n: seen.append(n))
+    assert run(r.on_tunnel_message(GSME, b"\x01", True)) == b"\x02\x01" + cmds[0]
+    assert r.buffer.in_hand(GSME) is not None and seen[-1] == 1
+    r.on_tunnel_reply(GSME, False)  # the radio lost it
+    assert r.buffer.in_hand(GSME) is None and r.counters["get_answers_lost"] == 1
+    assert seen[-1] == 2  # both waiting again: the mirror's pending flag stays set
+    assert run(r.on_tunnel_message(GSME, b"\x01", True)) == b"\x02\x01" + cmds[0]  # again, not confirmed
+    r.on_tunnel_reply(GSME, True)
+    assert run(r.on_tunnel_message(GSME, b"\x01", True)) == b"\x02\x00" + cmds[1]
+    # a GET while the previous answer is still on its way (the GSME gave up
+    # waiting): the head is offered again; a later report of either copy decides
+    assert run(r.on_tunnel_message(GSME, b"\x01", True)) == b"\x02\x00" + cmds[1]
+    assert r.buffer.pending(GSME) == 1
+    r.on_tunnel_reply(GSME, False)  # the first copy lost
+    r.on_tunnel_reply(GSME, True)  # the second arrived: in hand again
+    assert r.buffer.in_hand(GSME) == r.buffer.head(GSME)
+    assert run(r.on_tunnel_message(GSME, b"\x01", True)) == b"\x02\x00"
+    r.on_tunnel_reply(GSME, True)
+    assert r.buffer.pending(GSME) == 0 and r.counters["get_answers_lost"] == 2
+    r.on_tunnel_reply(GSME, True)  # a report nobody waits for changes nothing
+    assert r._replies == {}
 
 
 def test_route_config_persists():
