@@ -69,8 +69,26 @@ def test_checker_catches_loss_and_duplication(hub_image: Path, tmp_path: Path, v
         with pytest.raises(Violation, match="lost"):
             check(run)
         del led.dl_added["0011223344556677"]
-        # the same response arriving under a second hub frame id
+        # a buffered GSME command the meter executed twice
         he = run.system.headend
+        assert set(led.gsme) == {"gcs28", "gcs07"}
+        raw = led.pending["gcs28"]["raw"]
+        run.gsme.executed.append(raw)
+        with pytest.raises(Violation, match="executed 2 times"):
+            check(run)
+        run.gsme.executed.pop()
+        # its response missing: only a PUT in the power-cut window may be
+        kept = list(he.received)
+        he.received[:] = [r for r in kept if not (r.frame is not None and r.frame.cra == 2
+                                                   and r.frame.counter == led.gsme["gcs28"])]
+        assert len(he.received) == len(kept) - 1
+        with pytest.raises(Violation, match="never reached"):
+            check(run)
+        led.gsme_window.add(led.gsme["gcs28"])
+        assert check(run)["gsme_put_window"] == 1
+        led.gsme_window.clear()
+        he.received[:] = kept
+        # the same response arriving under a second hub frame id
         resp = next(r for r in he.received if r.frame is not None and r.frame.cra == 2)
         he.received.append(Received(resp.id + 10_000, resp.raw, resp.frame))
         with pytest.raises(Violation, match="delivered 2 times"):

@@ -61,8 +61,10 @@ class FileBlockDevice:
             if self.on_cut:
                 self.on_cut(self)
             raise PowerLost(5)
+        # no fsync per program: a write(2) is in the host's page cache, which
+        # a killed process cannot lose; littlefs's sync (ioctl 3, once per
+        # commit) is where the host syncs - the emulated program latency
         self._f.write(buf)
-        self._f.flush()
 
     def ioctl(self, op, arg):
         if op == 4:  # block count
@@ -74,7 +76,6 @@ class FileBlockDevice:
             self.erases += 1
             self._f.seek(arg * BLOCK_SIZE)
             self._f.write(_BLANK)
-            self._f.flush()
             return 0
         if op == 3:  # sync
             self._f.flush()

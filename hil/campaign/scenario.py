@@ -11,7 +11,18 @@ is resent by the head-end, an ACKed one is only waited for). The campaigns
 then call `check(run)`, which raises `Violation` naming what was lost,
 duplicated or inconsistent.
 
-To extend the scenario (meters, GSME buffer, ...): write `def step_x(run)`
+The GSME step buffers two RTDS commands for a sleepy gas meter (the RTDS
+GSME, 00DB1234567890A1, joined with the others), then wakes the meter until
+it has GET each command and PUT each response. Its invariants: every
+buffered command executed by the meter exactly once, its response at the
+head-end exactly once. One window is the protocol's, not the hub's: a PUT
+the hub's NCP acknowledged on the radio just before the power went (the
+hub had not yet put it in its outbox) is gone, and the meter has no reason
+to send it again. `check` allows a missing response only for such a PUT
+(acknowledged at most PUT_WINDOW_S before the NCP lost its host) and
+reports how many there were (`gsme_put_window`).
+
+To extend the scenario: write `def step_x(run)`
 that records what the hub acknowledged in `run.ledger`, append it to `STEPS`,
 and add its invariant to `check`.
 """
@@ -27,12 +38,21 @@ from pathlib import Path
 from typing import Any
 
 from ..dut import UnixDut
+from ..han_setup import DeviceSpec
+from ..headend.gbcs import parse_frame
 from ..log import DutLog, ExpectTimeout
 from ..rig import Rig
 from ..system import EmulatedSystem, attach_peripherals
 from ..wan_setup import provision as provision_wan
 
 ECS26I = "6.2.4_ECS26i/ECS26i_6.2.4_SUCCESS_COMMAND_GBCS.HEX"
+# the sleepy gas meter of the GSME step: the RTDS GSME's EUI, so RTDS commands reach it as they are
+GSME = "gsme_rtds"
+GSME_SPEC = DeviceSpec(GSME, "00DB1234567890A1", 0, bytes.fromhex("647EC0DE0102030405060708090A0B00"), sleepy=True)
+# a read (GCS28) and a tap-off command (GCS07: the GPF keeps its copy until the response)
+GSME_CMDS = (("gcs28", "6.11_GCS28/GCS28_6.11_SUCCESS_COMMAND_GBCS.HEX"),
+             ("gcs07", "3.1_GCS07/GCS07_3.1_SUCCESS_COMMAND_GBCS.HEX"))
+PUT_WINDOW_S = 1.0
 CCS01 = "8.11_CCS01/CCS01_8.11_SUCCESS_COMMAND_GBCS.HEX"
 JOINERS = ("esme", "gsme", "ihd")
 # fast WAN timings so a reboot reconnects in well under a second
@@ -62,6 +82,8 @@ class Ledger:
     pending: dict[str, Any] = field(default_factory=dict)  # step -> command in flight (raw, Frame)
     clock_set: int | None = None  # head-end time the hub confirmed
     network: dict[str, Any] | None = None  # HAN (channel, PAN ids) once the hub had it up
+    gsme: dict[str, int] = field(default_factory=dict)  # GSME command key -> its counter, once buffered (ACKed)
+    gsme_window: set[int] = field(default_factory=set)  # counters whose PUT went into a hub losing power
     forms: int = 0
     steps_done: list[str] = field(default_factory=list)
 
@@ -82,6 +104,7 @@ class Run:
         self.events: list[str] = []
         self.day_offset = 0  # seconds the emulated day has moved the clocks on (faults campaign)
         self.clock_jumps = 0  # board clock jumps injected (logs may then be out of time order)
+        self.gsme: Any = None  # the GsmeMeter of the GSME step (hil/meters/gsme.py), made on first use
 
     # --- life cycle ---------------------------------------------------------
     @property
@@ -232,8 +255,10 @@ def step_join(run: Run) -> None:
 
     _han_up(run)
     han = run.system.han
-    for name in JOINERS:
-        spec = DEVICES[name]
+    if GSME not in han.specs:
+        han.add_device(GSME_SPEC)
+    specs = {**{n: DEVICES[n] for n in JOINERS}, GSME: GSME_SPEC}
+    for name, spec in specs.items():
         if spec.eui in run.ledger.dl_added:
             continue
         r = run.call("device_log_add", eui=spec.eui, type=spec.dev_type, install_code=spec.install_code_hex,
@@ -241,15 +266,15 @@ def step_join(run: Run) -> None:
         if r["code"] != 0:
             raise Violation(f"device_log_add {name}: {r}")
         run.ledger.dl_added[spec.eui] = spec.dev_type
-    for name in JOINERS:
+    for name in specs:
         han.power_on(name)
-    want = {DEVICES[n].eui for n in JOINERS}
+    want = {spec.eui for spec in specs.values()}
 
     def recorded() -> bool:
         got = joined(run)
         # devices on the network talk now and then (a ZCL Basic report)
-        for name in JOINERS:
-            if DEVICES[name].eui not in got and han.nodes[name].joined:
+        for name, spec in specs.items():
+            if spec.eui not in got and han.nodes[name].joined:
                 han.send(name, bytes((0x18, 0x01, 0x0A, 0, 0, 0x20, 3)))
         return want <= got
 
@@ -303,8 +328,91 @@ def step_clock_sync(run: Run) -> None:
     run.ledger.clock_set = target
 
 
+def _gsme_meter(run: Run) -> Any:
+    if run.gsme is None:
+        from ..meters import rtds_answers
+        from ..meters.gsme import GsmeMeter
+
+        han = run.system.han
+        answers = rtds_answers([rel.split("/")[0] for _, rel in GSME_CMDS])
+
+        async def make() -> GsmeMeter:
+            return GsmeMeter(han.device(GSME), answers, wake_s=None)
+
+        run.gsme = han.run(make())
+        run.gsme.rtds_scenarios = True  # the RTDS counters are not in order across scenarios
+    return run.gsme
+
+
+def _note_put_window(run: Run) -> None:
+    """The hub went down: PUTs its NCP took just before that may never have
+    reached its outbox (the protocol's window, see the module docstring)."""
+    gsme, lost_at = run.gsme, run.system.han.emu.host_lost_at
+    if gsme is None or lost_at is None:
+        return
+    pending = {run.ledger.pending[k]["frame"].counter for k, _ in GSME_CMDS
+               if k in run.ledger.pending and not run.ledger.pending[k]["fut"].done()}
+    for frame, t in zip(gsme.puts, gsme.put_times, strict=True):
+        if 0 <= lost_at - t <= PUT_WINDOW_S:
+            c = parse_frame(frame).counter
+            if c in pending:
+                run.ledger.gsme_window.add(c)
+
+
+def step_gsme_buffer(run: Run) -> None:
+    """Two commands for the sleepy GSME from the head-end (buffered: ACKed at
+    once), then the meter wakes until it has executed both and PUT the responses."""
+    try:
+        _gsme_buffer(run)
+    except HubDown:
+        _note_put_window(run)
+        raise
+
+
+def _gsme_buffer(run: Run) -> None:
+    he = run.system.headend
+    gsme = _gsme_meter(run)
+    for key, rel in GSME_CMDS:
+        p = run.ledger.pending.get(key)
+        if p is None:
+            raw = bytes.fromhex((vectors_dir() / "gbcs" / "rtds" / rel).read_text().strip())
+            p = run.ledger.pending[key] = {"raw": raw, "frame": parse_frame(raw), "sent": False}
+        counter = p["frame"].counter
+        if not p["sent"]:
+            p["sent"] = True
+            p["fut"] = asyncio.run_coroutine_threadsafe(he.asend_command(p["raw"], 600, rebuild=False), he.loop)
+
+        def acked(c: int = counter) -> str | None:
+            pc = he._by_counter.get(c)
+            return pc.ack_status if pc is not None and pc.acked.is_set() else None
+
+        run.ledger.commands[counter] = run.until(acked, 20, f"{key} buffered by the hub")
+        run.ledger.gsme[key] = counter
+
+    def settled(key: str) -> bool:
+        p = run.ledger.pending[key]
+        if p["fut"].done():
+            return True
+        # its PUT went into the window: executed, and nothing will come
+        return p["frame"].counter in run.ledger.gsme_window and p["raw"] in gsme.executed
+
+    deadline = time.monotonic() + 90
+    while not all(settled(k) for k, _ in GSME_CMDS):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"GSME commands not answered: {[k for k, _ in GSME_CMDS if not settled(k)]}")
+        try:
+            run.system.han.run(gsme.wake(timeout=2.0), timeout=20)
+        except Exception as e:  # noqa: BLE001 - the hub may be down, or a frame lost: wake again
+            run.events.append(f"gsme wake: {type(e).__name__}: {e}"[:200])
+        if not run.dut.alive:
+            raise HubDown("the GSME's wake-up")
+        run.until(lambda: run.call("status"), 10, "the hub answering")
+        if not all(settled(k) for k, _ in GSME_CMDS):
+            time.sleep(0.3)
+
+
 STEPS: list[Callable[[Run], None]] = [step_provision, step_join, step_device_log_change, step_gbcs_read,
-                                     step_gbcs_device_log, step_clock_sync]
+                                     step_gbcs_device_log, step_gsme_buffer, step_clock_sync]
 
 
 def device_log(run: Run) -> list[dict]:
@@ -342,7 +450,7 @@ def check(run: Run) -> dict:
         if status not in ("done", "duplicate"):
             raise Violation(f"command {counter} acknowledged with {status}")
         ids = by_counter.get((2, counter), set())
-        if not ids:
+        if not ids and counter not in run.ledger.gsme_window:
             raise Violation(f"acknowledged command {counter}: its response never reached the head-end")
     for (cra, counter), ids in by_counter.items():
         if len(ids) > 1:
@@ -351,6 +459,15 @@ def check(run: Run) -> dict:
     if bad:
         raise Violation(f"{len(bad)} unparseable frames from the hub: {bad[0].error}")
     out["responses"] = sum(1 for k in by_counter if k[0] == 2)
+    # -- the GSME's buffered commands: each executed by the meter exactly once ---
+    if run.ledger.gsme:
+        ex = run.gsme.executed if run.gsme is not None else []
+        for key, counter in run.ledger.gsme.items():
+            n = ex.count(run.ledger.pending[key]["raw"])
+            if n != 1:
+                raise Violation(f"buffered GSME command {key} (counter {counter}) executed {n} times")
+        out["gsme_commands"] = len(run.ledger.gsme)
+        out["gsme_put_window"] = sum(1 for c in run.ledger.gsme.values() if not by_counter.get((2, c)))
     out["alerts"] = sum(1 for k in by_counter if k[0] == 3)
     # -- the CHF Device Log ---------------------------------------------------------
     rows = device_log(run)
@@ -384,10 +501,9 @@ def check(run: Run) -> dict:
     forms = han.commands.count("formNetwork")
     if forms != 1:
         raise Violation(f"the network was formed {forms} times")
-    from ..han_setup import DEVICES
 
-    for name in JOINERS:
-        if DEVICES[name].eui in run.ledger.joined:
+    for name in (*JOINERS, GSME):
+        if name in han.specs and han.specs[name].eui in run.ledger.joined:
             node = han.nodes[name]
             if not node.joined:
                 raise Violation(f"{name} dropped off the network")

@@ -35,6 +35,7 @@ Usage (on the rig's loop): `m = GsmeMeter(han.device("gsme"), wake_s=2); m.start
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -59,8 +60,9 @@ class GsmeMeter:
         self.last_counter: dict[bytes, int] = {}  # originator -> highest counter executed
         self.executed_keys: set[tuple[bytes, int, bytes]] = set()  # rtds_scenarios mode
         self.rtds_scenarios = False
-        self.held: list[bytes] = []  # PUTs not sent yet (wake(..., put=False))
-        self.puts: list[bytes] = []
+        self.held: list[bytes] = []  # PUTs not sent yet (wake(..., put=False), or not acknowledged)
+        self.puts: list[bytes] = []  # PUTs the radio took (the hub's NCP acknowledged them)
+        self.put_times: list[float] = []  # time.monotonic() of each of those
         self.wakes = 0
         self.errors: list[str] = []
         self._task: asyncio.Task[None] | None = None
@@ -98,12 +100,8 @@ class GsmeMeter:
                 # a fresh tunnel: the hub may have restarted since
                 self.device.tunnel_id = None
                 await self.device.open_tunnel(timeout)
-                for frame in self.held:
-                    self.puts.append(frame)
-                    if not self.device.tunnel_send(bytes((PUT,)) + frame):
-                        raise ConnectionError("PUT lost")
-                    await asyncio.sleep(0.02)
-                self.held = []
+                held, self.held = self.held, []
+                await self._put_all(held)
             while max_commands is None or n < max_commands:
                 r = await self._get(timeout)
                 if len(r) < 2 or r[0] != RESPONSE:
@@ -112,19 +110,28 @@ class GsmeMeter:
                 if len(r) == 2:
                     break
                 n += 1
-                for frame in self.execute(r[2:]):
-                    if not put:
-                        self.held.append(frame)
-                        continue
-                    self.puts.append(frame)
-                    if not self.device.tunnel_send(bytes((PUT,)) + frame):
-                        raise ConnectionError("PUT lost")
-                    await asyncio.sleep(0.02)
+                frames = self.execute(r[2:])
+                if put:
+                    await self._put_all(frames)
+                else:
+                    self.held += frames
                 if left == 0:
                     break
         finally:
             self.woke.set()
         return n
+
+    async def _put_all(self, frames: list[bytes]) -> None:
+        """PUT each frame; one the radio does not take (no APS acknowledgement:
+        e.g. the hub, and its NCP, without power) is kept with the rest for the
+        next wake-up, as a meter keeps a response it could not hand over."""
+        for i, frame in enumerate(frames):
+            if not self.device.tunnel_send(bytes((PUT,)) + frame):
+                self.held += frames[i:]
+                raise ConnectionError(f"PUT not acknowledged: {len(frames) - i} held for the next wake-up")
+            self.puts.append(frame)
+            self.put_times.append(time.monotonic())
+            await asyncio.sleep(0.02)
 
     async def _get(self, timeout: float) -> bytes:
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -165,6 +166,7 @@ class NcpEmulator:
         self._next_nwk = 0x1000
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.host_lost_at: float | None = None  # time.monotonic() of the last host disconnect
 
     # --- transport ---------------------------------------------------------
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
@@ -178,14 +180,19 @@ class NcpEmulator:
             t.cancel()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.ash = NcpAsh(reader, writer, self._on_data, self._on_reset)
+        ash = self.ash = NcpAsh(reader, writer, self._on_data, self._on_reset)
         if self.reset_on_connect:
-            self.ash.connected = True
-            self.ash.send_rstack(RESET_SOFTWARE)
+            ash.connected = True
+            ash.send_rstack(RESET_SOFTWARE)
         try:
-            await self.ash.run()
+            await ash.run()
         finally:
             writer.close()
+            if self.ash is ash:
+                # the host is gone (a power cut takes the NCP with it): no
+                # radio until a host connects again
+                self.ash = None
+                self.host_lost_at = time.monotonic()
 
     def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
         t = asyncio.create_task(coro)
@@ -220,7 +227,8 @@ class NcpEmulator:
             frame = bytes((seq, fc, fid)) + params
         else:
             frame = bytes((seq, fc, 0x01)) + struct.pack("<H", fid) + params
-        assert self.ash is not None
+        if self.ash is None:  # no host: the callback has nowhere to go
+            return
         self.ash.send_data(frame)
 
     def callback(self, name: str, params: bytes) -> None:
@@ -562,7 +570,10 @@ class NcpEmulator:
 
     def device_send(self, node: Node, aps: ApsFrame, payload: bytes) -> bool:
         """A joined device sends a unicast to the coordinator."""
-        if not node.joined or node.node_id is None or self.rng.random() < self.han.loss:
+        # the NCP acknowledges a device's unicast only while its stack is up
+        # (host connected, network resumed)
+        if (not node.joined or node.node_id is None or self.ash is None or not self.network_up
+                or self.rng.random() < self.han.loss):
             return False
         self._aps_seq = (self._aps_seq + 1) & 0xFF
         aps.sequence = self._aps_seq
