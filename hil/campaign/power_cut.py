@@ -42,6 +42,7 @@ class CutResult:
     error: str = ""
     recovery_s: float | None = None
     seconds: float = 0.0
+    put_window: int = 0  # GSME responses lost in the protocol's PUT window (scenario.check)
 
 
 @dataclass
@@ -53,6 +54,7 @@ class Summary:
     failures: list[CutResult] = field(default_factory=list)
     recovery_s: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    gsme_put_window: int = 0  # cuts that fell in the GSME's PUT window (a response the protocol loses)
 
     @property
     def ratio(self) -> float:
@@ -64,6 +66,7 @@ class Summary:
             "power_cuts_survived": self.survived,
             "power_cuts_survived_ratio": round(self.ratio, 4),
             "power_cut_recovery_s": round(statistics.median(self.recovery_s), 2) if self.recovery_s else None,
+            "power_cuts_gsme_put_window": self.gsme_put_window,
         }
 
 
@@ -94,7 +97,7 @@ def cut_run(image: Path, workdir: Path, n: int, keep: bool = False, heap: str | 
         run_steps(run)
         for _ in range(2):
             try:
-                check(run)
+                res.put_window = check(run).get("gsme_put_window", 0)
                 break
             except HubDown:  # the cut fell after the last step
                 res.step = res.step or "after the scenario"
@@ -175,6 +178,7 @@ def campaign(image: Path, workdir: Path, count: int | None = None, seed: int = 8
                 summary.tried += 1
                 if res.survived:
                     summary.survived += 1
+                    summary.gsme_put_window += res.put_window
                 else:
                     summary.failures.append(res)
                 if res.recovery_s is not None:

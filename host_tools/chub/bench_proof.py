@@ -227,6 +227,8 @@ def power_cut_sweep(as_json: bool, heap: str, count: int | None = None, seed: in
 
     def progress(i: int, total: int, r: Any) -> None:
         state = "survived" if r.survived else ("not reached" if not r.reached else "FAILED")
+        if r.put_window:
+            state += f" ({r.put_window} GSME response lost in the PUT window)"
         print(f"[{i}/{total}] cut at write {r.n} ({r.step or '-'}): {state} {r.seconds:.1f} s", file=sys.stderr)
         if r.error:
             print("    " + r.error.replace("\n", "\n    "), file=sys.stderr)
@@ -241,5 +243,5 @@ def power_cut_sweep(as_json: bool, heap: str, count: int | None = None, seed: in
     else:
         print(f"power cuts: {s.tried} tried / {s.survived} survived over {s.writes} block writes "
               f"({fig['power_cuts_survived_ratio']:.2%}); recovery {fig['power_cut_recovery_s']} s (median); "
-              f"{s.seconds:.0f} s")
+              f"GSME responses lost in the PUT window: {s.gsme_put_window}; {s.seconds:.0f} s")
     return 0 if s.survived == s.tried else 1
