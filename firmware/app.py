@@ -101,4 +101,7 @@ class Hub:
 
 
 def main():
+    pre = getattr(board, "preload", None)  # the unix board, for the bench's heap figures
+    if pre is not None:
+        pre()
     asyncio.run(Hub().run())

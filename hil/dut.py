@@ -59,6 +59,10 @@ class UnixDut:
             heap = default_heap()
         self.heap = heap
         self.flash_blocks = flash_blocks
+        # modules the board imports before the hub starts (the bench's heap
+        # figures: with all code loaded first, the live heap above the code's
+        # share is the data working set)
+        self.preload: list[str] = []
         self.flash_path = self.workdir / "flash.bin"
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
@@ -81,6 +85,8 @@ class UnixDut:
             # test one): the local port's protected commands work after auth
             "installer_key": TEST_INSTALLER_KEY.hex(),
         }
+        if self.preload:
+            cfg["preload"] = self.preload
         path = self.workdir / "board.json"
         path.write_text(json.dumps(cfg, indent=1))
         return path

@@ -38,9 +38,10 @@ def test_bench_json_has_the_published_figures() -> None:
     limit_kb = int(figures["heap_limit"].rstrip("k"))
     assert 0 < figures["heap_after_imports_kb"] < limit_kb
     assert 0 < figures["heap_peak_kb"] < limit_kb
-    # the data working set above the code (issue 8's goal is 48 KB; fail well before
-    # it doubles), and the floor lies between the code and the limit
-    assert 0 < figures["heap_working_set_kb"] < 96
+    # the data working set above the code, measured with every module loaded
+    # first (~88 KB on the 64-bit unix port; issue 8's goal of 48 KB is still
+    # open): a regression guard, and the floor lies between the code and the limit
+    assert 0 < figures["heap_working_set_kb"] < 128
     assert figures["heap_after_imports_kb"] < figures["heap_floor_kb"] <= limit_kb
     # the campaigns ran and nothing crashed on hostile input
     assert figures["power_cuts_tried"] > 0 and figures["faults_injected"] > 0

@@ -105,6 +105,7 @@ class Run:
         self.day_offset = 0  # seconds the emulated day has moved the clocks on (faults campaign)
         self.clock_jumps = 0  # board clock jumps injected (logs may then be out of time order)
         self.gsme: Any = None  # the GsmeMeter of the GSME step (hil/meters/gsme.py), made on first use
+        self.preload: list[str] = []  # modules the board imports before the hub (UnixDut.preload)
 
     # --- life cycle ---------------------------------------------------------
     @property
@@ -125,6 +126,7 @@ class Run:
         (s.workdir / "flash.bin").unlink(missing_ok=True)
         s.rig = Rig(s.log).start()
         s.dut = UnixDut(s.image, s.workdir, s.rig, s.log, heap=s.heap)  # type: ignore[arg-type]
+        s.dut.preload = self.preload
         attach_peripherals(s)
         if before_start is not None:
             before_start(self)

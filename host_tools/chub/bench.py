@@ -48,13 +48,17 @@ def _last_json(text: str, tag: str = "") -> dict[str, Any]:
     raise RuntimeError(f"no {tag or 'JSON'} line in bench output: {text[-400:]}")
 
 
+def image_modules(image: Path) -> list[str]:
+    """Every module of the image by import name, but `main` (which starts the hub)."""
+    mods = [m for m in json.loads((image / "image.json").read_text())["modules"] if m.endswith(".mpy")]
+    return sorted({m[:-4].replace("/__init__", "").replace("/", ".") for m in mods} - {"main"})
+
+
 def heap_after_imports(image: Path, heap: str) -> float:
     """KiB allocated once every module of the image is imported (the code's share)."""
-    mods = [m for m in json.loads((image / "image.json").read_text())["modules"] if m.endswith(".mpy")]
-    names = sorted({m[:-4].replace("/__init__", "").replace("/", ".") for m in mods})
     code = (
         "import gc\ngc.collect()\nbase = gc.mem_alloc()\n"
-        + "".join(f"import {n}\n" for n in names if n not in ("main",))
+        + "".join(f"import {n}\n" for n in image_modules(image))
         + "gc.collect()\nprint('{\"kb\": %.1f}' % ((gc.mem_alloc() - base) / 1024))\n"
     )
     with tempfile.TemporaryDirectory() as tmp:

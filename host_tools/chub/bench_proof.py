@@ -78,9 +78,15 @@ def fault_figures(image: Path, hours: int = BENCH_HOURS, seed: int = 1) -> dict[
 
 
 def _scenario_passes(image: Path, heap: str, workdir: Path) -> tuple[bool, dict]:
+    """The full scenario at this heap, every module of the image imported
+    before the hub starts (so the floor holds whatever code the field loads,
+    and the high-water mark above the code's share is data)."""
     from hil.campaign.scenario import Run, check, run_steps
 
+    from .bench import image_modules
+
     run = Run(workdir, image, heap=heap)
+    run.preload = image_modules(image)
     try:
         if not run.power_on():
             return False, {}
