@@ -157,13 +157,17 @@ class Rig:
 
     # --- the local port: the DUT's console UART, bridged to a client ------
     async def _local_uart(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._local = (reader, writer)
+        mine = (reader, writer)
+        self._local = mine
         self._local_ready.set()
         try:
             await self._park(reader)
         finally:
-            self._local = None
-            self._local_ready.clear()
+            # a rebooted DUT may have connected again already: leave its
+            # connection alone (clearing it here refused the next client)
+            if self._local is mine:
+                self._local = None
+                self._local_ready.clear()
 
     async def _park(self, reader: asyncio.StreamReader) -> None:
         # the bridge reads from the DUT while a client is attached; otherwise
@@ -172,14 +176,22 @@ class Rig:
             await asyncio.sleep(0.1)
 
     async def _bridge_client(self, creader: asyncio.StreamReader, cwriter: asyncio.StreamWriter) -> None:
-        try:
-            await asyncio.wait_for(self._local_ready.wait(), 10)
-        except TimeoutError:
-            self.log.write("rig", "local-port client refused: the DUT's local port is not connected")
-            cwriter.close()
-            return
-        assert self._local is not None
-        dreader, dwriter = self._local
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        local = None
+        while local is None:
+            try:
+                await asyncio.wait_for(self._local_ready.wait(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                self.log.write("rig", "local-port client refused: the DUT's local port is not connected")
+                cwriter.close()
+                return
+            local = self._local
+            if local is None or local[0].at_eof():
+                # the connection of a DUT that just went down: wait for the next one
+                local = None
+                await asyncio.sleep(0.02)
+        dreader, dwriter = local
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             while data := await src.read(4096):

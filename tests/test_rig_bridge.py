@@ -1,0 +1,51 @@
+"""The rig's local-port bridge across a DUT reboot (hil/rig.py).
+
+A rebooted DUT connects its local UART again while the rig may not yet have
+seen the old connection end. Found in CI: the old connection's clean-up then
+cleared the new one and the next local-port client was refused."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+from hil.log import DutLog
+from hil.rig import Rig
+
+
+def _connect(port: int) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.settimeout(5)
+    return s
+
+
+def _until(cond, timeout: float = 5.0) -> bool:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_bridge_serves_the_dut_that_connected_after_the_old_one(tmp_path: Path) -> None:
+    rig = Rig(DutLog(tmp_path / "rig.log")).start()
+    try:
+        port = rig.ports["local"]
+        old = _connect(port)
+        assert _until(lambda: rig.connected["local"])
+        new = _connect(port)  # the rebooted DUT, before the rig has seen the old one go
+        assert _until(lambda: rig._local is not None and rig._local[1].get_extra_info("peername")
+                      == new.getsockname())
+        old.close()  # now the old connection ends
+        time.sleep(0.3)  # the rig notices (it polls every 100 ms)
+        client = _connect(rig.bridge_port)
+        client.sendall(b"ping")
+        assert new.recv(4) == b"ping"
+        new.sendall(b"pong")
+        assert client.recv(4) == b"pong"
+        for s in (client, new):
+            s.close()
+    finally:
+        rig.stop()
