@@ -28,6 +28,7 @@ class Rig:
         self.ports: dict[str, int] = {}
         self.bridge_port = 0
         self.connected: dict[str, bool] = dict.fromkeys(UART_NAMES, False)
+        self._open: dict[str, int] = dict.fromkeys(UART_NAMES, 0)  # connections per UART (a reboot overlaps)
         self.resets: list[str] = []
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="rig", daemon=True)
@@ -89,6 +90,7 @@ class Rig:
 
     def _make_accept(self, name: str) -> Handler:
         async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self._open[name] += 1
             self.connected[name] = True
             self.log.write("rig", f"DUT connected on {name}")
             try:
@@ -105,7 +107,8 @@ class Rig:
                 # stream callback from reporting the cancellation as an error
                 return
             finally:
-                self.connected[name] = False
+                self._open[name] -= 1
+                self.connected[name] = self._open[name] > 0
                 self.log.write("rig", f"DUT disconnected from {name}")
                 writer.close()
 

@@ -40,6 +40,7 @@ def test_bridge_serves_the_dut_that_connected_after_the_old_one(tmp_path: Path) 
                       == new.getsockname())
         old.close()  # now the old connection ends
         time.sleep(0.3)  # the rig notices (it polls every 100 ms)
+        assert rig.connected["local"]  # the new connection is still up
         client = _connect(rig.bridge_port)
         client.sendall(b"ping")
         assert new.recv(4) == b"ping"
