@@ -196,25 +196,41 @@ class Run:
                           timeout, "the WAN connected with an empty outbox")
 
     # --- head-end commands with the ledger ------------------------------------------
-    def command(self, step: str, rel: str, timeout: float = 20.0) -> None:
-        """Send (or, after a cut, keep waiting for) one head-end command."""
+    def submit(self, step: str, rel: str, rebuild: bool = True, timeout: float = 20.0) -> dict[str, Any]:
+        """The head-end's command for this step, made once (an RTDS file,
+        rebuilt for the hub unless rebuild=False) and sent once; after a cut
+        the head-end resends it itself while the hub has not ACKed it.
+        -> the ledger's pending entry (raw, frame, fut: its response)."""
         he = self.system.headend
         p = self.ledger.pending.get(step)
         if p is None:
-            assert he.headend is not None
-            raw, f = he.headend.rebuild(bytes.fromhex((vectors_dir() / "gbcs" / "rtds" / rel).read_text().strip()))
+            raw = bytes.fromhex((vectors_dir() / "gbcs" / "rtds" / rel).read_text().strip())
+            if rebuild:
+                assert he.headend is not None
+                raw, f = he.headend.rebuild(raw)
+            else:
+                f = parse_frame(raw)
             p = self.ledger.pending[step] = {"raw": raw, "frame": f, "sent": False}
-        f = p["frame"]
         if not p["sent"]:
             p["sent"] = True
-            fut = asyncio.run_coroutine_threadsafe(he.asend_command(p["raw"], timeout, rebuild=False), he.loop)
-            p["fut"] = fut
-        fut = p["fut"]
+            p["fut"] = asyncio.run_coroutine_threadsafe(he.asend_command(p["raw"], timeout, rebuild=False), he.loop)
+        return p
+
+    def ack_status(self, counter: int) -> str | None:
+        """The hub's link ACK of the head-end command with this counter, once it came."""
+        pc = self.system.headend._by_counter.get(counter)
+        return (pc.ack_status or "?") if pc is not None and pc.acked.is_set() else None
+
+    def command(self, step: str, rel: str, timeout: float = 20.0) -> None:
+        """Send (or, after a cut, keep waiting for) one head-end command."""
+        he = self.system.headend
+        p = self.submit(step, rel, timeout=timeout)
+        f, fut = p["frame"], p["fut"]
         deadline = time.monotonic() + timeout
         while not fut.done():
-            pc = he._by_counter.get(f.counter)
-            if pc is not None and pc.acked.is_set():
-                self.ledger.commands[f.counter] = pc.ack_status or "?"
+            st = self.ack_status(f.counter)
+            if st is not None:
+                self.ledger.commands[f.counter] = st
             if not self.dut.alive:
                 raise HubDown(step)
             if time.monotonic() > deadline:
@@ -372,23 +388,11 @@ def step_gsme_buffer(run: Run) -> None:
 
 
 def _gsme_buffer(run: Run) -> None:
-    he = run.system.headend
     gsme = _gsme_meter(run)
     for key, rel in GSME_CMDS:
-        p = run.ledger.pending.get(key)
-        if p is None:
-            raw = bytes.fromhex((vectors_dir() / "gbcs" / "rtds" / rel).read_text().strip())
-            p = run.ledger.pending[key] = {"raw": raw, "frame": parse_frame(raw), "sent": False}
-        counter = p["frame"].counter
-        if not p["sent"]:
-            p["sent"] = True
-            p["fut"] = asyncio.run_coroutine_threadsafe(he.asend_command(p["raw"], 600, rebuild=False), he.loop)
-
-        def acked(c: int = counter) -> str | None:
-            pc = he._by_counter.get(c)
-            return pc.ack_status if pc is not None and pc.acked.is_set() else None
-
-        run.ledger.commands[counter] = run.until(acked, 20, f"{key} buffered by the hub")
+        # its response comes once the meter has woken: the head-end waits long
+        counter = run.submit(key, rel, rebuild=False, timeout=600)["frame"].counter
+        run.ledger.commands[counter] = run.until(lambda c=counter: run.ack_status(c), 20, f"{key} buffered by the hub")
         run.ledger.gsme[key] = counter
 
     def settled(key: str) -> bool:
