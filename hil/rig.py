@@ -65,10 +65,17 @@ class Rig:
     async def _stop(self) -> None:
         for srv in self._servers:
             srv.close()
-        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # a connection accepted just before the servers closed gets its
+        # handler task only now: cancel until none is left, so no handler is
+        # left half-run when the loop stops (it would end at garbage collection,
+        # after the log is closed)
+        for _ in range(5):
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            if not tasks:
+                break
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def call(self, coro: Coroutine[Any, Any, Any], timeout: float = 30) -> Any:
         fut: Future = asyncio.run_coroutine_threadsafe(coro, self._loop)
