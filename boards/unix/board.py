@@ -39,8 +39,11 @@ def preload():
     """Import the modules the board config names ("preload", the bench's
     heap figures) before the hub starts: with all code loaded first, the
     heap's high-water mark above the code's share is the data working set."""
-    for name in config().get("preload", ()):
+    cfg = config()
+    for name in cfg.get("preload", ()):
         __import__(name)
+    # the list itself is the bench's, not the hub's: it must not count as data
+    cfg.pop("preload", None)
 
 
 def _power_lost(dev):
