@@ -17,6 +17,7 @@
 import binascii
 import os
 import struct
+from array import array
 from micropython import const
 
 _MAGIC = const(0xC5)
@@ -28,6 +29,19 @@ _HDR = const(12)
 _MAX_PAYLOAD = const(0xFFFF)
 _SEQ_MASK = const(0xFFFFFFFF)
 _CHUNK = const(128)
+
+# Every journal's scratch space: journal calls never await, so one header and
+# one copy buffer serve them all (the hub keeps half a dozen journals open).
+_H = bytearray(_HDR)
+_B = bytearray(_CHUNK)
+# The index of live records is kept in arrays (4 bytes an entry; a list takes
+# a word per entry, 8 bytes on the 64-bit unix port): seq, file offset, length.
+_NO32 = array("I")
+_NO16 = array("H")
+
+
+def _index_arrays():
+    return array("I"), array("I"), array("H")
 
 
 class JournalError(ValueError):
@@ -55,11 +69,8 @@ class Journal:
         for k in ("journal_appends", "journal_acks", "compactions", "torn_records_discarded",
                   "journal_dropped", "journal_bytes", "compaction_errors"):
             self.stats.setdefault(k, 0)
-        self._hdr = bytearray(_HDR)
-        self._buf = bytearray(_CHUNK)
-        self._seqs = []  # live (unacked) records, oldest first
-        self._offs = []  # their file offsets
-        self._lens = []  # their payload lengths
+        # live (unacked) records, oldest first: seqs, file offsets, payload lengths
+        self._seqs, self._offs, self._lens = _index_arrays()
         self._live = 0  # bytes of live records (headers included)
         self._end = 0
         self._f = None
@@ -76,7 +87,7 @@ class Journal:
                 os.rename(new, self.path)
         if not _exists(self.path):
             self.next_seq = 1
-            self._seqs, self._offs, self._lens = [], [], []
+            self._seqs, self._offs, self._lens = _index_arrays()
             self._live = 0
             self._rewrite()
             return
@@ -93,7 +104,7 @@ class Journal:
         # -> (type, length, seq) or None when no valid header is at off
         f = self._f
         f.seek(off)
-        h = self._hdr
+        h = _H
         if f.readinto(h) != _HDR or h[0] != _MAGIC:
             return None
         t = h[1]
@@ -101,7 +112,7 @@ class Journal:
         seq = struct.unpack_from("<I", h, 4)[0]
         want = struct.unpack_from("<I", h, 8)[0]
         crc = binascii.crc32(memoryview(h)[:8])
-        mv = memoryview(self._buf)
+        mv = memoryview(_B)
         left = n
         while left:
             k = f.readinto(mv[: min(left, _CHUNK)])
@@ -117,7 +128,7 @@ class Journal:
 
     def _scan(self):
         # Rebuild the index; returns how many torn/corrupt records were met.
-        seqs, offs, lens = [], [], []
+        seqs, offs, lens = _index_arrays()
         self._seqs, self._offs, self._lens = seqs, offs, lens
         self._live = 0
         size = self._f.seek(0, 2)
@@ -169,11 +180,14 @@ class Journal:
             return lo
         return -1
 
-    def _drop(self, i):
-        self._live -= _HDR + self._lens[i]
-        self._seqs.pop(i)
-        self._offs.pop(i)
-        self._lens.pop(i)
+    def _drop(self, i, n=1):
+        # records i .. i+n-1 (arrays have no pop: a shrinking slice assignment)
+        j = i + n
+        for k in range(i, j):
+            self._live -= _HDR + self._lens[k]
+        self._seqs[i:j] = _NO32
+        self._offs[i:j] = _NO32
+        self._lens[i:j] = _NO16
 
     def _forget(self, seq):
         i = self._index(seq)
@@ -183,24 +197,28 @@ class Journal:
         return False
 
     def _forget_upto(self, seq):
+        seqs = self._seqs
         n = 0
-        while self._seqs and self._seqs[0] <= seq:
-            self._drop(0)
+        while n < len(seqs) and seqs[n] <= seq:
             n += 1
+        if n:
+            self._drop(0, n)
         return n
 
     def _trim(self):
         n = 0
         if self.capacity:
-            while len(self._seqs) > self.capacity:
-                self._drop(0)
-                n += 1
+            n = len(self._seqs) - self.capacity
+            if n > 0:
+                self._drop(0, n)
+            else:
+                n = 0
         return n
 
     # -- writing -------------------------------------------------------------
 
     def _put(self, f, t, seq, payload):
-        h = self._hdr
+        h = _H
         n = len(payload) if payload else 0
         struct.pack_into("<BBHI", h, 0, _MAGIC, t, n, seq)
         crc = binascii.crc32(memoryview(h)[:8])
@@ -239,10 +257,10 @@ class Journal:
         # Write BASE + live records to NAME.new, then rename it over NAME.jnl.
         new = self.path + ".new"
         old = self._f
-        offs = []
+        offs = array("I")
         with open(new, "wb") as g:
             pos = self._put(g, _T_BASE, self.next_seq, None)
-            mv = memoryview(self._buf)
+            mv = memoryview(_B)
             for i in range(len(self._seqs)):
                 offs.append(pos)
                 n = _HDR + self._lens[i]
