@@ -159,7 +159,10 @@ class ATParser:
         self._n = 0
         self._over = False
         self._skip_lf = False
-        self._raw = bytearray(maxraw)
+        # a raw data block (+CIPRXGET) is read into a buffer of its announced
+        # size, which is then handed over: no standing buffer, no second copy
+        self._maxraw = maxraw
+        self._raw = None
         self._rawn = 0
         self._rawneed = 0
         self._rawlink = -1
@@ -273,19 +276,21 @@ class ATParser:
             if for_cmd:
                 self.data = b""
             return
+        self._raw = bytearray(count)
         self._rawneed = count
         self._rawn = 0
         self._rawlink = link
         self._rawcmd = for_cmd
 
     def _raw_done(self):
-        n = self._rawn
+        raw = self._raw
+        self._raw = None
+        self._rawn = 0
         if self._rawcmd:
             if self.cmd is not None:
-                self.data = bytes(self._raw[:n])
+                self.data = raw  # a bytearray of exactly the block
         elif self.on_data:
-            self.on_data(self._rawlink, memoryview(self._raw)[:n])
-        self._rawn = 0
+            self.on_data(self._rawlink, memoryview(raw))
 
     def _line_done(self, ln):
         c = self.cmd
@@ -337,7 +342,7 @@ class ATParser:
                     f = ln[13:].split(b",")
                     if len(f) == 3:
                         cnt = _num(f[1])
-                        if 0 <= cnt <= len(self._raw):
+                        if 0 <= cnt <= self._maxraw:
                             self._start_raw(_num(f[0]), cnt, True)
                             return
                     self.result = ATError(c, ln, self.lines)
@@ -351,7 +356,7 @@ class ATParser:
             f = ln[9:].split(b",")
             if len(f) == 2:
                 link, cnt = _num(f[0]), _num(f[1])
-                if link >= 0 and 0 < cnt <= len(self._raw):
+                if link >= 0 and 0 < cnt <= self._maxraw:
                     self.urcs += 1
                     self._start_raw(link, cnt, False)
                     return
@@ -359,7 +364,7 @@ class ATParser:
             return
         if ln.startswith(b"+IPD"):
             cnt = _num(ln[4:])
-            if 0 < cnt <= len(self._raw):
+            if 0 < cnt <= self._maxraw:
                 self.urcs += 1
                 self._start_raw(-1, cnt, False)
             else:

@@ -113,17 +113,21 @@ class Decoder:
         self.n = 0
         self.pos = 0
 
-    def feed(self, data):
+    def feed(self, data, off=0):
+        """Take data[off:], as much as the buffer has room for -> the offset
+        of what is left. The buffer holds one largest frame: with frames
+        behind each other take them (next()) before feeding the rest."""
         if self.pos:
             rest = self.n - self.pos
             self.mv[:rest] = self.mv[self.pos:self.n]
             self.n = rest
             self.pos = 0
-        k = len(data)
-        if self.n + k > len(self.buf):
-            raise TooLong("receive buffer overflow")
-        self.mv[self.n:self.n + k] = data
-        self.n += k
+        k = min(len(data) - off, len(self.buf) - self.n)
+        if k > 0:
+            self.mv[self.n:self.n + k] = memoryview(data)[off:off + k]
+            self.n += k
+            off += k
+        return off
 
     def next(self):
         avail = self.n - self.pos

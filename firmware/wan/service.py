@@ -41,7 +41,7 @@ DEFAULTS = {
 
 
 _STABLE_MS = 10000
-_RXBUF = 4096 + 13 + 1460  # link.MAX_PAYLOAD + header/CRC + one modem read
+_RXBUF = 4096 + 13  # link.MAX_PAYLOAD + header/CRC: one largest frame
 
 
 class _Planned(Exception):
@@ -273,7 +273,9 @@ class Wan:
             data = await self.modem.recv(left)
             if not data:
                 continue
-            self.dec.feed(data)
+            # the buffer holds at most part of HELLO_ACK here: a chunk fits whole
+            if self.dec.feed(data) < len(data):
+                raise link.TooLong("receive buffer overflow")
             while True:
                 fr = self.dec.next()
                 if fr is None:
@@ -303,8 +305,7 @@ class Wan:
             now = time.ticks_ms()
             if data:
                 last_rx = now
-                self.dec.feed(data)
-                await self._drain()
+                await self._take(data)
             if time.ticks_diff(now, last_tx) >= cfg["ping_ms"]:
                 await m.send(link.encode(link.PING, now & 0xFFFF))
                 last_tx = now
@@ -335,12 +336,27 @@ class Wan:
             m._rx_pending = True
             self.rx_polls_found += 1
 
+    async def _take(self, data):
+        # one modem chunk: the buffer holds one largest frame, not a frame and
+        # a chunk, so whole frames are handled as it fills
+        off = 0
+        while True:
+            was = off
+            off = self.dec.feed(data, off)
+            done = await self._drain()
+            if off >= len(data):
+                return
+            if off == was and not done:
+                raise link.TooLong("receive buffer overflow")
+
     async def _drain(self):
+        n = 0
         while True:
             fr = self.dec.next()
             if fr is None:
-                return
+                return n
             await self._frame(fr[0], fr[1], fr[2])
+            n += 1
 
     async def _frame(self, ftype, fid, p):
         m = self.modem

@@ -208,6 +208,29 @@ def test_link_codec_round_trip_and_errors():
             pass
 
 
+def test_link_decoder_of_one_largest_frame_takes_back_to_back_frames_in_modem_chunks():
+    # the hub's receive buffer holds one largest frame (no room for a modem
+    # chunk behind it): feed() takes what fits and says where it stopped
+    big = [link.encode(link.GBCS, i, bytes((i,)) * link.MAX_PAYLOAD) for i in range(1, 4)]
+    stream = big[0] + link.ack(9, link.ACK_DONE) + big[1] + big[2]
+    d = link.Decoder(size=len(big[0]))
+    got = []
+    for i in range(0, len(stream), 1460):
+        chunk = stream[i:i + 1460]
+        off = 0
+        while True:
+            off = d.feed(chunk, off)
+            while True:
+                fr = d.next()
+                if fr is None:
+                    break
+                got.append((fr[0], fr[1], bytes(fr[2])))
+            if off >= len(chunk):
+                break
+    assert [(g[0], g[1]) for g in got] == [(link.GBCS, 1), (link.ACK, 9), (link.GBCS, 2), (link.GBCS, 3)]
+    assert all(g[2] == bytes((g[1],)) * link.MAX_PAYLOAD for g in got if g[0] == link.GBCS)
+
+
 def test_seen_ids_ring():
     s = link.SeenIds(4)
     assert s.add(1) and not s.add(1)
