@@ -2,6 +2,7 @@
 # client link (link 0) in buffer receive mode (AT+CIPRXGET=1), so received
 # data waits in the modem until we read it (back-pressure, small heap).
 from micropython import const
+from array import array
 import asyncio
 import time
 
@@ -140,8 +141,9 @@ def _last_int(line):
 class Sim7600(Modem):
     def __init__(self, reader, writer, reset=None, timings=None, ticks_ms=None):
         Modem.__init__(self)
-        t = dict(TIMINGS)
+        t = TIMINGS  # shared, never written: a copy only when overridden
         if timings:
+            t = dict(TIMINGS)
             t.update(timings)
         self.t = t
         self.at = ATChannel(reader, writer, t["cmd"], t["grace"])
@@ -166,8 +168,10 @@ class Sim7600(Modem):
         self._woken = False
         self._rx_urcs = 0  # "+CIPRXGET: 1,0" seen (a read must not clear a newer one)
         self._rxq = []
-        self._sig_t = [0] * _NSIG
-        self._sig_v = [0] * _NSIG
+        # the last _NSIG signal samples: tick and dBm (arrays: 4 bytes a slot;
+        # a bytes initialiser is raw zeroed memory in MicroPython)
+        self._sig_t = array("i", bytes(4 * _NSIG))
+        self._sig_v = array("i", bytes(4 * _NSIG))
         self._sig_n = 0
         self._sig_i = 0
         self._pin_tried = None  # the PIN entered since boot (one try per PIN)
@@ -185,6 +189,8 @@ class Sim7600(Modem):
         for k in timings:
             if k not in TIMINGS:
                 raise ValueError("unknown modem timing %s" % k)
+        if self.t is TIMINGS:
+            self.t = dict(TIMINGS)  # the shared defaults stay as they are
         self.t.update(timings)
         self.at.timeout_ms = self.t["cmd"]
         self.at.grace_ms = self.t["grace"]

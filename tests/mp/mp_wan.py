@@ -26,6 +26,23 @@ class _Hub:
         self.supervisor = _Sup()
 
 
+def test_modem_timings_change_one_driver_not_the_defaults():
+    from wan import sim7600
+
+    before = dict(sim7600.TIMINGS)
+    a, b = sim7600.Sim7600(None, None), sim7600.Sim7600(None, None)
+    a.set_timings({"cmd": 50, "grace": 7})
+    assert a.t["cmd"] == 50 and a.at.timeout_ms == 50 and a.at.grace_ms == 7
+    assert sim7600.TIMINGS == before and b.t["cmd"] == before["cmd"]
+    c = sim7600.Sim7600(None, None, timings={"rxget": 9})
+    assert c.t["rxget"] == 9 and sim7600.TIMINGS["rxget"] == before["rxget"]
+    try:
+        a.set_timings({"nope": 1})
+        raise AssertionError("an unknown timing was taken")
+    except ValueError:
+        pass
+
+
 def test_emit_persists_before_the_job_runs():
     flashfs.fresh()
     hub = _Hub()
