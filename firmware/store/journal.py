@@ -62,7 +62,10 @@ class Journal:
     (the oldest is dropped on overflow, with no extra flash write)."""
 
     def __init__(self, root, name, capacity=0, compact_at=256, stats=None):
-        self.path = root.rstrip("/") + "/" + name + ".jnl"
+        # the path is made when needed: a store is held for the hub's life,
+        # its path string only for a moment (most stores sit idle)
+        self._dir = root.rstrip("/")
+        self._name = name
         self.capacity = capacity
         self.compact_at = compact_at
         self.stats = stats if stats is not None else {}
@@ -75,6 +78,10 @@ class Journal:
         self._end = 0
         self._f = None
         self._open()
+
+    @property
+    def path(self):
+        return self._dir + "/" + self._name + ".jnl"
 
     # -- opening and recovery --------------------------------------------
 

@@ -54,11 +54,18 @@ def _load(path):
 
 class KV:
     def __init__(self, root, name, stats=None):
-        self.path = root.rstrip("/") + "/" + name + ".kv"
+        # the path is made when needed: a store is held for the hub's life,
+        # its path string only for a moment (most stores sit idle)
+        self._dir = root.rstrip("/")
+        self._name = name
         self.stats = stats if stats is not None else {}
         for k in ("kv_writes", "kv_recovered_tmp", "kv_corrupt"):
             self.stats.setdefault(k, 0)
         self._data = self._open()
+
+    @property
+    def path(self):
+        return self._dir + "/" + self._name + ".kv"
 
     def _open(self):
         tmp = self.path + _TMP
