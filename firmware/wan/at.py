@@ -211,6 +211,7 @@ class ATParser:
         self.cmd = None
         self.finished = True
         self.want_prompt = False
+        self.data = None  # taken by ATChannel.cmd: no standing copy of the block
 
     def abort(self, exc):
         if self.cmd is not None and not self.finished:
@@ -487,4 +488,5 @@ class ATChannel:
     async def cmd_data(self, text, prefix, timeout_ms=None):
         """A command whose reply carries counted binary data (AT+CIPRXGET=2)."""
         lines = await self.cmd(text, prefix, timeout_ms)
-        return lines, self.last_data
+        data, self.last_data = self.last_data, None  # the caller's now, not kept here
+        return lines, data

@@ -144,6 +144,47 @@ def test_buffer_mode_read_binary_with_crlf_ok_gt_inside():
     assert p.data == payload and p.finished
 
 
+def test_channel_hands_a_read_block_over_and_keeps_no_copy():
+    # AT+CIPRXGET=2 data (up to 1460 bytes) goes to the caller; neither the
+    # channel nor the parser may hold on to it until the next read
+    import asyncio
+
+    from wan.at import ATChannel
+
+    payload = bytes(range(256)) * 5
+
+    class Line:
+        def __init__(self):
+            self.ev = asyncio.Event()
+            self.out = b""
+
+        def write(self, b):
+            if bytes(b).startswith(b"AT+CIPRXGET=2"):
+                self.out = b"\r\n+CIPRXGET: 2,0,%d,0\r\n" % len(payload) + payload + b"\r\nOK\r\n"
+                self.ev.set()
+
+        async def drain(self):
+            pass
+
+        async def read(self, n):
+            while not self.out:
+                self.ev.clear()
+                await self.ev.wait()
+            o, self.out = self.out[:n], self.out[n:]
+            return o
+
+    async def main():
+        ln = Line()
+        ch = ATChannel(ln, ln, 1000)
+        ch.start()
+        lines, data = await ch.cmd_data("AT+CIPRXGET=2,0,1460", b"+CIPRXGET: 2,")
+        ch.stop()
+        assert data == payload and lines == [b"+CIPRXGET: 2,0,%d,0" % len(payload)], lines
+        assert ch.last_data is None and ch.p.data is None
+
+    asyncio.run(main())
+
+
 def test_push_mode_headers():
     p, seen, data = _parser()
     p.feed(b"\r\n+RECEIVE,0,6\r\nab\r\ncd\r\n+IPD3\r\nxyz\r\nRECV FROM:1.2.3.4:5\r\n+IPD2\r\nOK")
