@@ -124,7 +124,9 @@ class Decoder:
             self.pos = 0
         k = min(len(data) - off, len(self.buf) - self.n)
         if k > 0:
-            self.mv[self.n:self.n + k] = memoryview(data)[off:off + k]
+            # the common case, a whole chunk, copies without a view object
+            src = data if off == 0 and k == len(data) else memoryview(data)[off:off + k]
+            self.mv[self.n:self.n + k] = src
             self.n += k
             off += k
         return off
