@@ -443,7 +443,7 @@ def test_retry_schedule_per_class_follows_configuration(system: EmulatedSystem, 
     assert resp.copies == 4 and alert.copies == 3
 
 
-def test_transaction_log_through_chub_hht_logs(system: EmulatedSystem) -> None:
+def test_transaction_log_through_chub_hht_logs(system: EmulatedSystem, vectors: Path) -> None:
     import json
 
     from click.testing import CliRunner
@@ -451,6 +451,10 @@ def test_transaction_log_through_chub_hht_logs(system: EmulatedSystem) -> None:
     from chub.cli import main
 
     wait_for("link", lambda: call(system, "wan_status")["connected"])
+    # a command of its own: the log then holds an "ack" whichever tests of the
+    # module ran before on this system (pytest -n 2 splits the module)
+    command_ok(system, vectors)
+    wait_for("ack logged", lambda: count(system, "ack") > 0, 10)
     before = tx_events(system)
     drop_client(system)
     r = CliRunner().invoke(main, ["hht", "--port", system.local_port_url, "logs", "--which", "transactions",
