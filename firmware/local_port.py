@@ -19,6 +19,9 @@ from gbcs.p256 import hmac_sha256
 
 SOF = const(0xC5)
 MAX_BODY = const(4096)
+# the reader's standing buffer: every request but a GBCS message fits it; a
+# larger frame gets a buffer of its own size while it is read
+SMALL = const(256)
 TIMEOUT_MS = const(2000)
 
 # status codes
@@ -94,7 +97,9 @@ def decode_frame(frame, max_body=MAX_BODY):
 
 
 class FrameReader:
-    """Incremental frame parser with one preallocated buffer (max_body + 5).
+    """Incremental frame parser with a standing buffer of `size` bytes; a
+    frame whose header announces more gets a buffer of its own length (at
+    most max_body + 5) until it is given up (`grown` counts them).
 
     `feed(data, off, end)` consumes bytes of data[off:end] until one event is
     ready or the input runs out, and returns the new offset. `event` is then
@@ -105,10 +110,11 @@ class FrameReader:
     rescans the bytes it holds for the next SOF. `in_frame()` tells that a
     frame has started; `truncate()` gives it up (the caller's timeout)."""
 
-    def __init__(self, max_body=MAX_BODY):
+    def __init__(self, max_body=MAX_BODY, size=SMALL):
         self.max_body = max_body
-        self.buf = bytearray(max_body + 5)
-        self.mv = memoryview(self.buf)
+        self._small = bytearray(size)
+        self._use(self._small)
+        self.grown = 0
         self.n = 0  # bytes of the current candidate frame (buf[0] is SOF)
         self.event = None
         self.seq = 0
@@ -119,20 +125,32 @@ class FrameReader:
         self._delivered = False
         self._used = 0
 
+    def _use(self, buf):
+        self.buf = buf
+        self.mv = memoryview(buf)
+
     def in_frame(self):
         return self.n > 0 and not self._delivered
 
     def _drop(self, k):
-        # discard buf[0:k]; keep what follows from its first SOF on
+        # discard buf[0:k]; keep what follows from its first SOF on (in the
+        # standing buffer again when it fits)
         n = self.n
         i = self.buf.find(_SOF_B, k, n)
+        small = self._small
         if i < 0:
             self.skipped += n - k
             self.n = 0
+            if self.buf is not small:
+                self._use(small)
+            return
+        self.skipped += i - k
+        if self.buf is not small and n - i <= len(small):
+            small[0 : n - i] = self.mv[i:n]
+            self._use(small)
         else:
-            self.skipped += i - k
             self.mv[0 : n - i] = self.mv[i:n]
-            self.n = n - i
+        self.n = n - i
 
     def _resync(self, status, seq):
         # give up the candidate at buf[0]; restart at the next SOF it holds
@@ -179,6 +197,12 @@ class FrameReader:
                     self._resync(TOO_LONG, 0)
                     return off
                 need = size + 5
+                if need > len(buf) and n < need:
+                    big = bytearray(need)
+                    big[0:n] = self.mv[0:n]
+                    self._use(big)
+                    buf = big
+                    self.grown += 1
             if n < need:
                 k = end - off
                 if k <= 0:

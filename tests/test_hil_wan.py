@@ -9,6 +9,7 @@ One emulated system per module (fresh flash); each test leaves the link up.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -114,6 +115,33 @@ def test_remote_close_network_drop_and_headend_drop_recover(system: EmulatedSyst
     assert st["drops"] >= 3
     ev = [e["event"] for e in call(system, "transactions")["entries"]]
     assert ev.count("link_drop") >= 3 and ev.count("pdp_up") >= 2  # re-attached after the drop
+
+
+def test_commands_held_at_the_headend_arrive_behind_hello_ack(system: EmulatedSystem, vectors: Path) -> None:
+    """At HELLO the head-end writes HELLO_ACK and every command it holds in one
+    burst: here more than the hub's standing receive buffer (link.SMALL, 512
+    bytes), with one frame larger than that buffer. One connection takes it all."""
+    he, emu = system.headend, system.modem
+    n = len(he.wait_hello(1, timeout=30) and he.hellos)
+    on_rig(system, emu.lose_registration)
+    on_rig(system, emu.drop_network)
+    wait_status(system, lambda st: not st["connected"])
+    deadline = time.monotonic() + 10
+    while he.connected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not he.connected
+    assert he.loop is not None
+    cmds = [asyncio.run_coroutine_threadsafe(he.asend_command(rtds(vectors, ECS26I), 40), he.loop)
+            for _ in range(3)]
+    big = bytes(range(256)) * 12  # not a GBCS frame: refused, after the link took it whole
+    raw = asyncio.run_coroutine_threadsafe(he.asend_raw(big, 40), he.loop)
+    time.sleep(0.3)  # held at the head-end: no link to write them on
+    assert not any(f.done() for f in cmds + [raw])
+    on_rig(system, emu.regain_registration)
+    he.wait_hello(n + 1, timeout=30)
+    assert all(all_success(f.result(60)) for f in cmds)
+    assert raw.result(60) == "rejected"
+    assert len(he.hellos) == n + 1  # no reconnection on the way
 
 
 def test_response_queued_while_link_down_delivered_once(system: EmulatedSystem, vectors: Path) -> None:

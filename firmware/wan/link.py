@@ -11,6 +11,9 @@ MAGIC = b"CH"
 _HDR = const(9)
 _TRAILER = const(4)
 MAX_PAYLOAD = 4096
+# the decoder's standing receive buffer: nine in ten of the RTDS commands
+# fit it (their median is ~120 bytes); a larger frame gets a buffer of its own
+SMALL = 512
 
 HELLO = const(1)  # hub -> HE: eui(8) signal i8 (127 = unknown) version (utf-8)
 HELLO_ACK = const(2)  # HE -> hub: utc u32
@@ -101,25 +104,41 @@ class Decoder:
     """Feed bytes, take whole frames. next() -> (type, id, payload memoryview)
     or None; the payload view is valid until the next feed()/next() call.
     A malformed frame raises a LinkError subclass; the stream cannot be
-    trusted after that and the connection should be dropped."""
+    trusted after that and the connection should be dropped.
 
-    def __init__(self, size=MAX_PAYLOAD + _HDR + _TRAILER, buf=None):
-        self.buf = bytearray(size) if buf is None else buf
-        self.mv = memoryview(self.buf)
+    The standing buffer is `size` bytes, room for the frames the head-end
+    usually sends. A frame's header announcing more makes the decoder take a
+    buffer of exactly that frame's length (at most MAX_PAYLOAD + 13) and go
+    back to the standing one once the frame is taken (`grown` counts them)."""
+
+    def __init__(self, size=SMALL):
+        self._small = bytearray(size)
+        self._use(self._small)
         self.n = 0  # bytes held
         self.pos = 0  # start of the next frame
+        self.grown = 0
+
+    def _use(self, buf):
+        self.buf = buf
+        self.mv = memoryview(buf)
 
     def reset(self):
         self.n = 0
         self.pos = 0
+        self._use(self._small)
 
     def feed(self, data, off=0):
         """Take data[off:], as much as the buffer has room for -> the offset
-        of what is left. The buffer holds one largest frame: with frames
-        behind each other take them (next()) before feeding the rest."""
+        of what is left. With frames behind each other take them (next())
+        before feeding the rest."""
         if self.pos:
             rest = self.n - self.pos
-            self.mv[:rest] = self.mv[self.pos:self.n]
+            buf = self.buf
+            if buf is not self._small and rest <= len(self._small):
+                buf = self._small  # the large frame is taken
+            memoryview(buf)[:rest] = self.mv[self.pos:self.n]
+            if buf is not self.buf:
+                self._use(buf)
             self.n = rest
             self.pos = 0
         k = min(len(data) - off, len(self.buf) - self.n)
@@ -150,6 +169,14 @@ class Decoder:
             raise TooLong("frame length %d" % ln)
         total = _HDR + ln + _TRAILER
         if avail < total:
+            if total > len(b):
+                # larger than the standing buffer: one of its own length
+                big = bytearray(total)
+                big[:avail] = self.mv[p:self.n]
+                self._use(big)
+                self.n = avail
+                self.pos = 0
+                self.grown += 1
             return None
         crc = struct.unpack_from(">I", b, p + _HDR + ln)[0]
         if binascii.crc32(self.mv[p:p + _HDR + ln]) != crc:

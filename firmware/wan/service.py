@@ -41,7 +41,6 @@ DEFAULTS = {
 
 
 _STABLE_MS = 10000
-_RXBUF = 4096 + 13  # link.MAX_PAYLOAD + header/CRC: one largest frame
 
 
 class _Planned(Exception):
@@ -80,7 +79,7 @@ class Wan:
         self.seen = link.SeenIds(32)
         self.seen.load(self.seen_kv.get("ids") or [])
         self.seen.load(self.outbox.he_ids())
-        self.dec = link.Decoder(buf=hub.wan_rxbuf)  # the one big buffer, taken at install
+        self.dec = link.Decoder()  # 512 bytes standing; a larger frame gets its own
         self.modem = None
         self.state = "idle"
         self.connected = False
@@ -253,7 +252,7 @@ class Wan:
         await m.open_socket(cfg["host"], cfg["port"])
         self.dec.reset()
         await m.send(link.hello(self.hub.identity.chf["eui"], VERSION, self.signal))
-        await self._wait_hello_ack(cfg["hello_timeout_ms"])
+        rest = await self._wait_hello_ack(cfg["hello_timeout_ms"])
         self.connected = True
         self.connects += 1
         self.state = "connected"
@@ -262,9 +261,10 @@ class Wan:
         self.errors = 0
         log("wan", "link up to %s:%d" % (cfg["host"], cfg["port"]))
         self.outbox.reconnected()
-        await self._serve()
+        await self._serve(rest)
 
     async def _wait_hello_ack(self, timeout_ms):
+        # -> what of the chunk HELLO_ACK came in the decoder had no room for yet
         deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
         while True:
             left = time.ticks_diff(deadline, time.ticks_ms())
@@ -273,26 +273,29 @@ class Wan:
             data = await self.modem.recv(left)
             if not data:
                 continue
-            # the buffer holds at most part of HELLO_ACK here: a chunk fits whole
-            if self.dec.feed(data) < len(data):
-                raise link.TooLong("receive buffer overflow")
-            while True:
+            off = 0
+            while off < len(data):
+                was = off
+                off = self.dec.feed(data, off)
                 fr = self.dec.next()
-                if fr is None:
-                    break
-                if fr[0] == link.HELLO_ACK:
+                if fr is not None:
+                    if fr[0] != link.HELLO_ACK:
+                        raise link.BadType("frame %d before HELLO_ACK" % fr[0])
                     self.hello_utc = link.u32_payload(fr[2], "HELLO_ACK")
                     self._time(self.hello_utc)
                     # frames right behind HELLO_ACK are handled by _serve
-                    return
-                raise link.BadType("frame %d before HELLO_ACK" % fr[0])
+                    return data[off:] if off < len(data) else None
+                if off == was:
+                    raise link.TooLong("receive buffer overflow")
 
-    async def _serve(self):
+    async def _serve(self, rest=None):
         m = self.modem
         now = time.ticks_ms()
         last_rx = last_tx = last_sig = last_poll = now
         # frames that arrived together with HELLO_ACK
         await self._drain()
+        if rest:
+            await self._take(rest)
         while True:
             for seq in self.outbox.due():
                 rec = self.outbox.read(seq)
@@ -528,10 +531,6 @@ def install(hub):
     from wan import outbox as _ob
 
     hub.wan = None
-    # the link's receive buffer (a frame of MAX_PAYLOAD + a modem chunk) is
-    # taken now, while the heap is still in one piece: by the time the job
-    # starts it may be fragmented
-    hub.wan_rxbuf = bytearray(_RXBUF)
     st = hub.store
     hub.txlog = tx = _ob.TxLog(st.ringlog("transactions", 100), board.utc)
     hub.outbox = box = _ob.Outbox(st.journal("outbox"), dict(st.kv("wan").items()), tx)

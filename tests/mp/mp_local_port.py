@@ -173,6 +173,28 @@ def test_truncate_recovers_swallowed_frame():
     assert r.event is None
 
 
+def test_reader_grows_for_a_large_frame_and_goes_back_to_its_small_buffer():
+    # the standing buffer fits everyday requests; a larger frame's header
+    # makes the reader take one of that frame's size, for that frame only
+    bodies = [b'\x01{"cmd":"a"}', b"\x02" + b"y" * 3000, b"\x03", b"\x04" + b"z" * (lp.MAX_BODY - 1)]
+    stream = b"".join(frame(b) for b in bodies)
+    for step in (0, 7, 100, 1460):
+        r = FrameReader(size=64)
+        assert events(r, stream, step) == [("F", b) for b in bodies], step
+        events(r, b"")  # the last frame is given up at the next feed
+        assert len(r.buf) == 64 and r.grown == 2, (step, len(r.buf), r.grown)
+    # a stray header that claims a large body swallows real frames: after the
+    # caller's timeout the reader finds them among the bytes it holds
+    good = frame(b'\x05{"cmd":"e"}')
+    r = FrameReader(size=64)
+    assert events(r, b"\xc5\x08\x00" + good * 8) == []
+    r.truncate()
+    assert r.event == lp.TRUNCATED
+    assert events(r, b"") == [("F", good[3:-2])] * 8
+    events(r, b"")
+    assert len(r.buf) == 64
+
+
 def test_reader_allocates_little():
     r = FrameReader()
     chunk = bytearray(b"log\n" + frame(b'\x01{"cmd":"status"}') * 4)

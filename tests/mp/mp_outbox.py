@@ -231,6 +231,42 @@ def test_link_decoder_of_one_largest_frame_takes_back_to_back_frames_in_modem_ch
     assert all(g[2] == bytes((g[1],)) * link.MAX_PAYLOAD for g in got if g[0] == link.GBCS)
 
 
+def test_link_decoder_grows_for_a_large_frame_and_goes_back_to_its_small_buffer():
+    # the standing buffer fits the frames the head-end usually sends; a larger
+    # frame's header makes it grow to that frame's length, for that frame only
+    frames = [link.encode(link.GBCS, 1, b"a" * 20), link.encode(link.GBCS, 2, b"b" * 3000),
+              link.ack(3, link.ACK_DONE), link.encode(link.GBCS, 4, b"c" * link.MAX_PAYLOAD),
+              link.encode(link.PING, 5)]
+    stream = b"".join(frames)
+    d = link.Decoder(size=64)
+    got = []
+    for i in range(0, len(stream), 1460):
+        chunk = stream[i:i + 1460]
+        off = 0
+        while off < len(chunk):
+            was = off
+            off = d.feed(chunk, off)
+            took = 0
+            while True:
+                fr = d.next()
+                if fr is None:
+                    break
+                took += 1
+                got.append((fr[0], fr[1], bytes(fr[2])))
+            assert off > was or took, "the decoder took nothing"
+    assert [g[1] for g in got] == [1, 2, 3, 4, 5]
+    assert got[1][2] == b"b" * 3000 and got[3][2] == b"c" * link.MAX_PAYLOAD
+    assert len(d.buf) == 64 and d.grown == 2
+    # a frame over the protocol's limit is refused, not grown for
+    d.feed(b"CH\x03\x00\x00\x00\x01\x10\x01")
+    try:
+        d.next()
+        raise AssertionError("accepted a frame over MAX_PAYLOAD")
+    except link.TooLong:
+        pass
+    assert len(d.buf) == 64
+
+
 def test_seen_ids_ring():
     s = link.SeenIds(4)
     assert s.add(1) and not s.add(1)
