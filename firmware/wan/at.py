@@ -185,7 +185,8 @@ class ATParser:
         self.done_err = False
 
     def on(self, prefix, fn):
-        """Register fn(line) for URCs starting with prefix (first match wins)."""
+        """Register fn(line) for URCs starting with prefix, bytes or a tuple
+        of them (first match wins)."""
         self._urc.append((prefix, fn))
 
     def begin(self, cmd, prefix=None, done=None, prompt=False):

@@ -138,6 +138,16 @@ def _last_int(line):
     return to_int(line[line.rfind(b",") + 1:].strip() if b"," in line else line[line.find(b":") + 1:].strip())
 
 
+# URC prefix -> the driver's handler (first match wins)
+_URCS = (
+    (b"+CREG:", "_on_reg"), (b"+CGREG:", "_on_reg"), (b"+CEREG:", "_on_reg"),
+    (b"+IPCLOSE:", "_on_ipclose"), (b"+CIPEVENT:", "_on_cipevent"), (b"+CIPRXGET: 1,", "_on_rx"),
+    (b"RDY", "_on_boot"), (b"+CPIN:", "_on_cpin"), (b"PB DONE", "_on_pb_done"),
+    (b"+CTZV:", "_on_time"), (b"*PSUTTZ:", "_on_time"), (b"+CTZE:", "_on_time"),
+)
+_URC_PREFIXES = tuple(u[0] for u in _URCS)
+
+
 class Sim7600(Modem):
     def __init__(self, reader, writer, reset=None, timings=None, ticks_ms=None):
         Modem.__init__(self)
@@ -150,16 +160,9 @@ class Sim7600(Modem):
         self._reset = reset
         self._ticks = ticks_ms or time.ticks_ms
         at = self.at
-        for p in (b"+CREG:", b"+CGREG:", b"+CEREG:"):
-            at.on(p, self._on_reg)
-        at.on(b"+IPCLOSE:", self._on_ipclose)
-        at.on(b"+CIPEVENT:", self._on_cipevent)
-        at.on(b"+CIPRXGET: 1,", self._on_rx)
-        at.on(b"RDY", self._on_boot)
-        at.on(b"+CPIN:", self._on_cpin)
-        at.on(b"PB DONE", self._on_pb_done)
-        for p in (b"+CTZV:", b"*PSUTTZ:", b"+CTZE:"):
-            at.on(p, self._on_time)
+        # one handler for every URC the driver follows (a bound method and a
+        # table entry each would be ~64 bytes apiece)
+        at.on(_URC_PREFIXES, self._on_urc)
         at.p.on_data = self._on_push
         self._reg = [REG_UNKNOWN, REG_UNKNOWN, REG_UNKNOWN]  # CREG, CGREG, CEREG
         self._boot = asyncio.Event()
@@ -196,6 +199,12 @@ class Sim7600(Modem):
         self.at.grace_ms = self.t["grace"]
 
     # ---- URCs ----
+    def _on_urc(self, line):
+        for p, name in _URCS:
+            if line.startswith(p):
+                getattr(self, name)(line)
+                return
+
     def _on_reg(self, line):
         i = 0 if line.startswith(b"+CREG:") else 1 if line.startswith(b"+CGREG:") else 2
         read, stat, _, _ = parse_reg(line, (b"+CREG:", b"+CGREG:", b"+CEREG:")[i])

@@ -28,6 +28,16 @@ def test_boot_urcs_without_command():
     assert p.garbled == 0 and p.urcs == 4
 
 
+def test_one_handler_for_a_tuple_of_prefixes():
+    p = ATParser()
+    seen = []
+    p.on((b"+CREG:", b"+CGREG:"), seen.append)
+    p.on(b"RDY", lambda ln: seen.append(b"boot"))
+    p.feed(b"\r\n+CGREG: 5\r\n\r\nRDY\r\n\r\n+CREG: 1\r\n\r\n+CEREG: 1\r\n")
+    assert seen == [b"+CGREG: 5", b"boot", b"+CREG: 1"], seen
+    assert p.urcs == 4 and p.garbled == 0  # +CEREG: a known URC with no handler here
+
+
 def test_reply_with_urcs_interleaved():
     p, seen, _ = _parser()
     p.begin(b"AT+CSQ", b"+CSQ:")
