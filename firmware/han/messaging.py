@@ -93,7 +93,7 @@ class Messaging:
         self._sent = {}  # message tag -> [event, status]
         self._requests = {}  # (eui hex, cluster, tsn) -> [event, answer frame]
         self._eps = {}  # eui hex -> the endpoint it last sent from
-        self._rx = []  # reassembly slots [sender or None, Reassembler, count]
+        self._rx = []  # reassembly slots [sender, Reassembler, count] of messages in progress
         self._tsn = 0
         self._busy = 0
         self.versions = {}  # eui hex -> [application version, stack version] (Basic)
@@ -207,17 +207,12 @@ class Messaging:
             if idx != 0:
                 self.counters["frag_drop"] += 1  # the start was lost
                 return None
-            for s in self._rx:
-                if s[0] is None:
-                    slot = s
-                    break
-            if slot is None:
-                if len(self._rx) < _RX_SLOTS:
-                    slot = [None, T.Reassembler(_REASSEMBLY), 0]
-                else:  # all busy: give up the oldest partial message
-                    slot = self._rx.pop(0)
-                    self.counters["frag_drop"] += 1
-                self._rx.append(slot)
+            if len(self._rx) < _RX_SLOTS:
+                slot = [None, T.Reassembler(_REASSEMBLY), 0]
+            else:  # all busy: give up the oldest partial message
+                slot = self._rx.pop(0)
+                self.counters["frag_drop"] += 1
+            self._rx.append(slot)
         r = slot[1]
         if idx == 0:
             r.reset()
@@ -227,11 +222,12 @@ class Messaging:
             m = r.add_block(0, idx, slot[2], chunk)  # one slot per sender
         except T.TunnelError:
             self.counters["frag_drop"] += 1
-            slot[0] = None
+            self._rx.remove(slot)
             return None
         if m is None:
             return None
-        slot[0] = None
+        # the slot and its buffer go once the message is out: none stands idle
+        self._rx.remove(slot)
         return r.take()
 
     async def _ack_fragment(self, node, aps):

@@ -196,3 +196,32 @@ def test_gsme_get_put():
     for bad in (b"", b"\x01\x00", b"\x03", b"\x02", b"\x04\x00"):
         raises(tunnel.GsmeError, tunnel.decode_gsme, bad)
     raises(tunnel.GsmeError, tunnel.encode_get_response, 256, b"x")
+
+
+def test_reassembly_slots_exist_only_while_a_message_is_in_progress():
+    # the coordinator's APS reassembly (han.messaging): a slot with its
+    # 1.2 KB buffer is taken when a message's first fragment arrives and
+    # given back once the message is complete or dropped
+    from han.messaging import Messaging
+
+    class Host(Messaging):
+        def __init__(self):
+            self.counters = {}
+            self._init_messaging()
+
+    m = Host()
+    msg = bytes(range(200)) * 3
+    chunks = [bytes(c) for c in tunnel.fragments(msg, 82)]
+    n = len(chunks)
+    a, b = "00DB1234567890A0", "00DB1234567890A1"
+    assert m._reassemble(a, n << 8 | 0, chunks[0]) is None
+    assert m._reassemble(b, n << 8 | 0, chunks[0]) is None
+    assert len(m._rx) == 2
+    for i in range(1, n - 1):
+        assert m._reassemble(a, n << 8 | i, chunks[i]) is None
+    assert m._reassemble(a, n << 8 | (n - 1), chunks[-1]) == msg
+    assert len(m._rx) == 1  # b's message is still in progress
+    assert m._reassemble(b, n << 8 | 2, chunks[2]) is None  # out of order: dropped
+    assert m.counters["frag_drop"] == 1 and m._rx == []
+    assert m._reassemble(b, n << 8 | 3, chunks[3]) is None  # its start was lost
+    assert m.counters["frag_drop"] == 2 and m._rx == []
