@@ -88,8 +88,8 @@ class Messaging:
         self._client = {}  # eui hex -> (tunnel id, device ep, False, max in): tunnels we opened
         self._opening = {}  # eui hex -> [event, (tid, status, max in)]
         self._exchange = {}  # eui hex -> [event, reply, error]
-        self._locks = {}  # eui hex -> asyncio.Lock (one exchange at a time)
-        self._tx_locks = {}  # eui hex -> asyncio.Lock (fragments of one frame together)
+        self._locks = {}  # eui hex -> asyncio.Lock (one exchange at a time), while held
+        self._tx_locks = {}  # eui hex -> asyncio.Lock (fragments of one frame together), while held
         self._sent = {}  # message tag -> [event, status]
         self._requests = {}  # (eui hex, cluster, tsn) -> [event, answer frame]
         self._eps = {}  # eui hex -> the endpoint it last sent from
@@ -123,11 +123,19 @@ class Messaging:
             raise DeliveryError("no_route", "%s is not joined" % eh)
         return e["node_id"]
 
-    def _lock(self, table, eh):
+    async def _acquire(self, table, eh):
+        # a device's lock exists while someone holds or waits for it: two
+        # idle Locks per joined device were ~300 bytes each for the hub's life
         lk = table.get(eh)
         if lk is None:
             lk = table[eh] = asyncio.Lock()
+        await lk.acquire()
         return lk
+
+    def _release(self, table, eh, lk):
+        lk.release()  # hands the lock straight to a waiting task, if any
+        if not lk.locked() and table.get(eh) is lk:
+            del table[eh]
 
     # -- sending ------------------------------------------------------------------
 
@@ -161,7 +169,8 @@ class Messaging:
         node = self._node(eh)
         n = len(frame)
         deadline = time.ticks_add(_ms(), timeout_ms)
-        async with self._lock(self._tx_locks, eh):
+        lk = await self._acquire(self._tx_locks, eh)
+        try:
             if n <= FRAG_SIZE:
                 await self._unicast(node, cluster_id, dst_ep, frame, APS_OPTIONS, 0, deadline)
                 return
@@ -173,6 +182,8 @@ class Messaging:
                 await self._unicast(node, cluster_id, dst_ep, mv[i * FRAG_SIZE:(i + 1) * FRAG_SIZE],
                                     APS_OPTIONS | APS_OPTION_FRAGMENT, (count << 8) | i, deadline)
                 self.counters["frag_tx"] += 1
+        finally:
+            self._release(self._tx_locks, eh, lk)
 
     async def zcl_request(self, eui, dst_ep, cluster_id, frame, timeout_ms=SEND_TIMEOUT_MS):
         """Send a client -> server ZCL frame (its TSN from next_tsn()) and
@@ -441,7 +452,8 @@ class Messaging:
         eh = self._eh(eui)
         self._node(eh)
         deadline = time.ticks_add(_ms(), timeout_ms)
-        async with self._lock(self._locks, eh):
+        lk = await self._acquire(self._locks, eh)
+        try:
             self.counters["exchanges"] += 1
             t = self._tunnel_for(eh)
             if t is None:
@@ -461,6 +473,8 @@ class Messaging:
             if w[2] is not None:
                 raise w[2]
             return w[1]
+        finally:
+            self._release(self._locks, eh, lk)
 
     # -- device versions (CCS04/CCS05 active_devices: app and stack version) --
 
@@ -509,5 +523,5 @@ class Messaging:
             if peer == eh:
                 self.tunnels.close(tid)
                 self._tinfo.pop(tid, None)
-        for d in (self._client, self._eps, self._locks, self._tx_locks, self.versions):
+        for d in (self._client, self._eps, self.versions):
             d.pop(eh, None)

@@ -202,14 +202,7 @@ def test_reassembly_slots_exist_only_while_a_message_is_in_progress():
     # the coordinator's APS reassembly (han.messaging): a slot with its
     # 1.2 KB buffer is taken when a message's first fragment arrives and
     # given back once the message is complete or dropped
-    from han.messaging import Messaging
-
-    class Host(Messaging):
-        def __init__(self):
-            self.counters = {}
-            self._init_messaging()
-
-    m = Host()
+    m = _messaging()
     msg = bytes(range(200)) * 3
     chunks = [bytes(c) for c in tunnel.fragments(msg, 82)]
     n = len(chunks)
@@ -225,3 +218,56 @@ def test_reassembly_slots_exist_only_while_a_message_is_in_progress():
     assert m.counters["frag_drop"] == 1 and m._rx == []
     assert m._reassemble(b, n << 8 | 3, chunks[3]) is None  # its start was lost
     assert m.counters["frag_drop"] == 2 and m._rx == []
+
+
+def _messaging():
+    # the coordinator's messaging layer on its own (it is a mixin)
+    from han.messaging import Messaging
+
+    class Host(Messaging):
+        def __init__(self):
+            self.counters = {}
+            self._init_messaging()
+
+    return Host()
+
+
+def test_device_locks_serialise_and_exist_only_while_held_or_awaited():
+    import asyncio
+
+    m = _messaging()
+    a, b = "00DB1234567890A0", "00DB1234567890A1"
+    order = []
+
+    async def use(table, eh, tag, ms):
+        lk = await m._acquire(table, eh)
+        try:
+            order.append(tag + "+")
+            await asyncio.sleep_ms(ms)
+            order.append(tag + "-")
+        finally:
+            m._release(table, eh, lk)
+
+    async def main():
+        t1 = asyncio.create_task(use(m._locks, a, "a1", 20))
+        t2 = asyncio.create_task(use(m._locks, a, "a2", 5))
+        t3 = asyncio.create_task(use(m._locks, b, "b1", 5))
+        t4 = asyncio.create_task(use(m._tx_locks, a, "x1", 5))
+        await asyncio.sleep_ms(2)
+        assert sorted(m._locks) == sorted([a, b]) and list(m._tx_locks) == [a]
+        for t in (t1, t2, t3, t4):
+            await t
+        # a cancelled waiter leaves nothing behind either
+        t5 = asyncio.create_task(use(m._locks, a, "a3", 20))
+        t6 = asyncio.create_task(use(m._locks, a, "a4", 5))
+        await asyncio.sleep_ms(2)
+        t6.cancel()
+        await t5
+        await asyncio.sleep_ms(5)
+
+    asyncio.run(main())
+    # one exchange at a time per device; other devices and the other table run alongside
+    assert order.index("a1-") < order.index("a2+"), order
+    assert order.index("b1+") < order.index("a1-") and order.index("x1+") < order.index("a1-"), order
+    assert "a4+" not in order
+    assert m._locks == {} and m._tx_locks == {}
