@@ -359,10 +359,10 @@ async def serve(reader, writer, dispatch, timeout_ms=TIMEOUT_MS, max_body=MAX_BO
 # "auth": [n, tag] with n > the last n of the session and tag = the first 16
 # bytes of HMAC-SHA256(S, n as u32 BE | cmd), so nothing a bystander saw on
 # the line can be replayed, and a later client without K gets nothing. A
-# session ends after SESSION_S, after IDLE_S without a request, at auth_end,
+# session ends after _SESSION_S, after IDLE_S without a request, at auth_end,
 # at a new challenge or when the credential changes.
 
-SESSION_S = const(900)
+_SESSION_S = const(900)
 IDLE_S = const(300)
 
 
@@ -401,7 +401,7 @@ class InstallerAuth:
             raise NotAuthorised("wrong installer credential")
         t = self.now_s()
         self.session = [hmac_sha256(key, b"chub-session", nonce), 0, t, t, key]
-        return SESSION_S
+        return _SESSION_S
 
     def end(self):
         self.session = None
@@ -413,7 +413,7 @@ class InstallerAuth:
         if s is None:
             raise NotAuthorised("%s needs an authenticated installer (auth_challenge, auth)" % cmd)
         t = self.now_s()
-        if t - s[2] > SESSION_S or t - s[3] > IDLE_S or s[4] != self.get_key():
+        if t - s[2] > _SESSION_S or t - s[3] > IDLE_S or s[4] != self.get_key():
             self.session = None
             raise NotAuthorised("the installer session has expired: authenticate again")
         a = req.get("auth")

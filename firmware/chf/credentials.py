@@ -49,29 +49,29 @@ DS = "ds"
 KA = "ka"
 KEY_USAGE = {DS: b"\x07\x80", KA: b"\x03\x08"}  # BIT STRING contents
 
-MODE_SUPPLIER_BY_SUPPLIER = const(2)
-MODE_NETWORK_OPERATOR_BY_NETWORK_OPERATOR = const(3)
-MODE_WAN_PROVIDER_BY_WAN_PROVIDER = const(5)
+_MODE_SUPPLIER_BY_SUPPLIER = const(2)
+_MODE_NETWORK_OPERATOR_BY_NETWORK_OPERATOR = const(3)
+_MODE_WAN_PROVIDER_BY_WAN_PROVIDER = const(5)
 # credentials replacement mode -> the role it replaces (and that authorises it)
 MODES = {
-    MODE_SUPPLIER_BY_SUPPLIER: "supplier",
-    MODE_NETWORK_OPERATOR_BY_NETWORK_OPERATOR: "network_operator",
-    MODE_WAN_PROVIDER_BY_WAN_PROVIDER: "wan_provider",
+    _MODE_SUPPLIER_BY_SUPPLIER: "supplier",
+    _MODE_NETWORK_OPERATOR_BY_NETWORK_OPERATOR: "network_operator",
+    _MODE_WAN_PROVIDER_BY_WAN_PROVIDER: "wan_provider",
 }
 # CS02b message code -> replacement mode
 MC_MODES = {
-    0x0102: MODE_SUPPLIER_BY_SUPPLIER,
-    0x0103: MODE_NETWORK_OPERATOR_BY_NETWORK_OPERATOR,
-    0x0105: MODE_WAN_PROVIDER_BY_WAN_PROVIDER,
+    0x0102: _MODE_SUPPLIER_BY_SUPPLIER,
+    0x0103: _MODE_NETWORK_OPERATOR_BY_NETWORK_OPERATOR,
+    0x0105: _MODE_WAN_PROVIDER_BY_WAN_PROVIDER,
 }
-CELL_MANAGEMENT = const(0)
+_CELL_MANAGEMENT = const(0)
 CELL_TOP_UP = const(1)  # prepayment top-up
 # StatusCode (GBCS ASN.1, CS02a/CS02b responses)
 ST_SUCCESS = const(0)
-ST_BAD_CERTIFICATE = const(5)
-ST_NO_TRUST_ANCHOR = const(10)
+_ST_BAD_CERTIFICATE = const(5)
+_ST_NO_TRUST_ANCHOR = const(10)
 ST_TA_NOT_FOUND = const(25)  # Trust Anchor Not Found
-ST_OTHER = const(127)
+_ST_OTHER = const(127)
 
 _OID_UNIQUE_ID = b"\x55\x04\x2d"  # 2.5.4.45 (subject EUI-64 as BIT STRING)
 _OID_OU = b"\x55\x04\x0b"
@@ -105,21 +105,21 @@ def _cell_id(node):
     role = ROLE_NAMES.get(_int(node[1][0], "role"))
     if role is None:
         raise CredentialError("unknown remote party role")
-    cu = _int(node[1][2], "cell usage") if len(node[1]) > 2 else CELL_MANAGEMENT
-    if cu not in (CELL_MANAGEMENT, CELL_TOP_UP):
+    cu = _int(node[1][2], "cell usage") if len(node[1]) > 2 else _CELL_MANAGEMENT
+    if cu not in (_CELL_MANAGEMENT, CELL_TOP_UP):
         raise CredentialError("unknown cell usage %d" % cu)
     return role, _usage_of(node[1][1][1]), cu
 
 
-def _cell_der(role, usage, cu=CELL_MANAGEMENT):
+def _cell_der(role, usage, cu=_CELL_MANAGEMENT):
     parts = [der.integer(ROLES[role]), (der.BIT_STRING, KEY_USAGE[usage])]
-    if cu != CELL_MANAGEMENT:
+    if cu != _CELL_MANAGEMENT:
         parts.append(der.integer(cu))
     return der.sequence(*parts)
 
 
 def _cu(c):
-    return c[5] if len(c) > 5 else CELL_MANAGEMENT
+    return c[5] if len(c) > 5 else _CELL_MANAGEMENT
 
 
 class Certificate:
@@ -209,7 +209,7 @@ class Credentials:
     def cells(self):
         return [tuple(c) for c in self._kv.get("cells", [])]
 
-    def cell(self, role, usage, cu=CELL_MANAGEMENT):
+    def cell(self, role, usage, cu=_CELL_MANAGEMENT):
         for c in self.cells():
             if c[0] == role and c[1] == usage and _cu(c) == cu:
                 return c
@@ -221,7 +221,7 @@ class Credentials:
     def ds_pub_for(self, eui):
         h = _hex(eui)
         for c in self.cells():
-            if c[1] == DS and c[2] == h and _cu(c) == CELL_MANAGEMENT:
+            if c[1] == DS and c[2] == h and _cu(c) == _CELL_MANAGEMENT:
                 return _unhex(c[4])
         return None
 
@@ -336,7 +336,7 @@ class Credentials:
         role = MODES.get(mode)
         if role is None or (message_code is not None and MC_MODES.get(message_code) != mode):
             raise CredentialError("CS02b: replacement mode %d not supported for this message code" % mode)
-        if auth != (role, DS, CELL_MANAGEMENT):
+        if auth != (role, DS, _CELL_MANAGEMENT):
             raise CredentialError("CS02b: the authorising cell is not the %s's signing cell" % role)
         cur = self.cell(role, DS)
         if cur is None or _unhex(cur[2]) != bytes(originator):
@@ -350,9 +350,9 @@ class Credentials:
         for cert, (r, usage, cu) in reps:
             old = self.cell(r, usage, cu)
             if r != role:
-                st = ST_OTHER  # the mode replaces only its own role's cells
+                st = _ST_OTHER  # the mode replaces only its own role's cells
             elif cert.usage != usage or cert.ou != b"%02d" % ROLES[r] or (path and not cert.signed_by(path[0].pub)):
-                st = ST_BAD_CERTIFICATE
+                st = _ST_BAD_CERTIFICATE
             else:
                 st = ST_SUCCESS
                 cells = [c for c in cells if not (c[0] == r and c[1] == usage and _cu(c) == cu)]
@@ -416,7 +416,7 @@ class Credentials:
         changed = False
         for a in anchors:
             for c in cells:
-                if _cu(c) != CELL_MANAGEMENT:
+                if _cu(c) != _CELL_MANAGEMENT:
                     continue
                 if c[0] == a["role"] and c[1] == KA and a.get("ka_pub") != c[4]:
                     a["ka_pub"], a["eui"], changed = c[4], c[2], True

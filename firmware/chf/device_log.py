@@ -16,7 +16,7 @@ from micropython import const
 # GBCS join response codes (PROTOCOLS.md section 2)
 OK = const(0)
 INVALID_CODE = const(1)
-INVALID_METHOD = const(2)
+_INVALID_METHOD = const(2)
 INCOMPATIBLE = const(3)
 FULL = const(4)
 WRITE_FAILURE = const(5)
@@ -26,17 +26,17 @@ GPF = const(3)
 _NO_HISTORIC = (3,)  # never the GPF (HHTs never appear in the log at all)
 
 # key state
-KS_NONE = const(0)          # hash only (restored), no link key held
-KS_INSTALL_CODE = const(1)  # link key derived from the install code, unused yet
-KS_ESTABLISHED = const(2)   # the device joined with its link key
+_KS_NONE = const(0)          # hash only (restored), no link key held
+_KS_INSTALL_CODE = const(1)  # link key derived from the install code, unused yet
+_KS_ESTABLISHED = const(2)   # the device joined with its link key
 KEY_STATES = ("hash only", "install code", "established")
 
 # join state
-JS_WHITELISTED = const(0)  # in the log, no join window open
-JS_WINDOW = const(1)       # join window open (see window_end)
-JS_JOINED = const(2)
-JS_RESTORED = const(3)     # rebuilt by restore_PAN; may rejoin
-JS_LEFT = const(4)         # reported as left the network
+_JS_WHITELISTED = const(0)  # in the log, no join window open
+_JS_WINDOW = const(1)       # join window open (see window_end)
+_JS_JOINED = const(2)
+_JS_RESTORED = const(3)     # rebuilt by restore_PAN; may rejoin
+_JS_LEFT = const(4)         # reported as left the network
 JOIN_STATES = ("whitelisted", "join window open", "joined", "restored", "left")
 
 # entry list indexes
@@ -158,7 +158,7 @@ class DeviceLog:
             if old[_TYPE] is not None and old[_TYPE] != dev_type:
                 return INCOMPATIBLE, False
             # PROTOCOLS 2: ignore the key, succeed, CS14 with a zero-length hash
-            if old[_JS] not in (JS_JOINED, JS_RESTORED) and old[_KEY] and join_timeout_s:
+            if old[_JS] not in (_JS_JOINED, _JS_RESTORED) and old[_KEY] and join_timeout_s:
                 e = list(old)
                 e[_TYPE] = dev_type
                 self._window(e, join_timeout_s)
@@ -174,7 +174,7 @@ class DeviceLog:
         for h in self._hist:
             if h[0] == eh and h[2]:
                 hkey = h[2]
-        e = [dev_type, _h(key), _h(key_hash(key)), KS_INSTALL_CODE, None, JS_WHITELISTED, 0, 0, hkey]
+        e = [dev_type, _h(key), _h(key_hash(key)), _KS_INSTALL_CODE, None, _JS_WHITELISTED, 0, 0, hkey]
         if join_timeout_s:
             self._window(e, join_timeout_s)
         if not self._put(eh, e):
@@ -187,7 +187,7 @@ class DeviceLog:
         now = self.utc()
         e[_WS] = now
         e[_WE] = now + seconds
-        e[_JS] = JS_WINDOW
+        e[_JS] = _JS_WINDOW
 
     def remove(self, eui):
         """CCS02 unregister_device: the key hash moves to the historic log."""
@@ -221,7 +221,7 @@ class DeviceLog:
         for eui, kh in devices:
             if len(kh) not in (0, 16):
                 raise DeviceLogError("key hash must be 16 bytes")
-            d[eui_hex(eui)] = [None, None, _h(kh) if kh else "", KS_NONE, None, JS_RESTORED, 0, 0, None]
+            d[eui_hex(eui)] = [None, None, _h(kh) if kh else "", _KS_NONE, None, _JS_RESTORED, 0, 0, None]
         if len(d) > self.capacity:
             return FULL
         if not self._commit(d, xpan=_h(ext_pan_id)):
@@ -253,12 +253,12 @@ class DeviceLog:
     def _view(self, eh, e, now):
         s = self._stats.get(eh)
         js = e[_JS]
-        if js == JS_WINDOW and now >= e[_WE]:
-            js = JS_WHITELISTED
+        if js == _JS_WINDOW and now >= e[_WE]:
+            js = _JS_WHITELISTED
         v = {"eui": eh, "type": e[_TYPE],
              "type_name": TYPE_NAMES[e[_TYPE]] if e[_TYPE] is not None else "unknown",
              "key_state": KEY_STATES[e[_KS]], "key_hash": e[_HASH], "node_id": e[_NODE],
-             "join_state": JOIN_STATES[js], "window_end": e[_WE] if js == JS_WINDOW else None,
+             "join_state": JOIN_STATES[js], "window_end": e[_WE] if js == _JS_WINDOW else None,
              "historic_key": e[_HKEY] is not None}
         if s:
             n = s[_N]
@@ -305,21 +305,21 @@ class DeviceLog:
             self._window(e, seconds)
         else:
             e[_WE] = 0
-            e[_JS] = JS_WHITELISTED
+            e[_JS] = _JS_WHITELISTED
         return OK if self._put(eh, e) else WRITE_FAILURE
 
     def window_open(self, eui, now=None):
         e = self._d.get(eui_hex(eui))
         if now is None:
             now = self.utc()
-        return e is not None and e[_JS] == JS_WINDOW and e[_WS] <= now < e[_WE]
+        return e is not None and e[_JS] == _JS_WINDOW and e[_WS] <= now < e[_WE]
 
     def open_windows(self, now=None):
         """[(eui_hex, window_end)] of the windows open now."""
         if now is None:
             now = self.utc()
         return [(eh, e[_WE]) for eh, e in self._d.items()
-                if e[_JS] == JS_WINDOW and e[_WS] <= now < e[_WE]]
+                if e[_JS] == _JS_WINDOW and e[_WS] <= now < e[_WE]]
 
     def join_key(self, eui, now=None):
         """The link key a device may join with now, or None. A re-added
@@ -329,7 +329,7 @@ class DeviceLog:
         e = self._d.get(eh)
         if now is None:
             now = self.utc()
-        if e is None or e[_JS] != JS_WINDOW or not (e[_WS] <= now < e[_WE]) or not e[_KEY]:
+        if e is None or e[_JS] != _JS_WINDOW or not (e[_WS] <= now < e[_WE]) or not e[_KEY]:
             return None
         if e[_HKEY] and (now - e[_WS]) * 2 < e[_WE] - e[_WS]:
             return unhexlify(e[_HKEY])
@@ -345,7 +345,7 @@ class DeviceLog:
 
     def is_joined(self, eui):
         e = self._d.get(eui_hex(eui))
-        return e is not None and e[_JS] in (JS_JOINED, JS_RESTORED)
+        return e is not None and e[_JS] in (_JS_JOINED, _JS_RESTORED)
 
     def record_join(self, eui, node_id):
         eh = eui_hex(eui)
@@ -354,10 +354,10 @@ class DeviceLog:
             return False
         e = list(e)
         e[_NODE] = node_id
-        e[_JS] = JS_JOINED
+        e[_JS] = _JS_JOINED
         e[_WE] = 0
         if e[_KEY]:
-            e[_KS] = KS_ESTABLISHED
+            e[_KS] = _KS_ESTABLISHED
         ok = self._put(eh, e)
         self.flush_stats()
         return ok
@@ -368,19 +368,19 @@ class DeviceLog:
         if e is None:
             return False
         e = list(e)
-        e[_JS] = JS_LEFT
+        e[_JS] = _JS_LEFT
         return self._put(eh, e)
 
     def close_expired(self, now=None):
         """Mark windows that ended as whitelisted; -> their EUIs."""
         if now is None:
             now = self.utc()
-        gone = [eh for eh, e in self._d.items() if e[_JS] == JS_WINDOW and now >= e[_WE]]
+        gone = [eh for eh, e in self._d.items() if e[_JS] == _JS_WINDOW and now >= e[_WE]]
         if gone:
             d = dict(self._d)
             for eh in gone:
                 e = list(d[eh])
-                e[_JS] = JS_WHITELISTED
+                e[_JS] = _JS_WHITELISTED
                 e[_WE] = 0
                 d[eh] = e
             self._commit(d)

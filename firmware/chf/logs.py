@@ -12,7 +12,7 @@ _MAX_DATA = const(255)
 
 # Event codes written by the hub itself. The GBCS alert/event code table is
 # not in PROTOCOLS.md; these are project-local codes in the 0x8Fxx space.
-EV_DEVICE_LOG_CHANGED = const(0x8F12)  # CS14 alert code, data = EUI
+_EV_DEVICE_LOG_CHANGED = const(0x8F12)  # CS14 alert code, data = EUI
 EV_UNKNOWN_JOIN = const(0x8FE0)        # join refused: EUI not in the Device Log
 EV_JOIN_WINDOW_CLOSED = const(0x8FE1)  # join refused: in the log, window closed
 EV_NETWORK_KEY_ROTATED = const(0x8FE2)

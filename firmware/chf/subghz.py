@@ -38,7 +38,7 @@ CONFIG_TYPES = (_B, _B, _B, _B, _U16, _U16, _U8, _U16, _U8, _U8, _U16, _U8, _U16
 DEFAULT_CONFIG = [0] * 15
 
 # scan assessment outcome (DBCH08 body: two 1-octet strings)
-SCAN_ACCEPTED = const(0x00)
+_SCAN_ACCEPTED = const(0x00)
 
 
 class SubGhzError(ValueError):
@@ -115,7 +115,7 @@ class SubGhz:
             raise SubGhzError("channel scan request is an unsigned")
         return (
             dlms.STRUCTURE,
-            [(dlms.OCTET_STRING, bytes((SCAN_ACCEPTED,))), (dlms.OCTET_STRING, bytes((value[1] & 0xFF,)))],
+            [(dlms.OCTET_STRING, bytes((_SCAN_ACCEPTED,))), (dlms.OCTET_STRING, bytes((value[1] & 0xFF,)))],
         )
 
     def change_channel(self, bits, t=None):

@@ -31,11 +31,11 @@ _GET_SEL = const(4)
 
 # data-access-result / action-result codes
 OK = const(0)
-HARDWARE_FAULT = const(1)
-READ_WRITE_DENIED = const(3)
-OBJECT_UNDEFINED = const(4)
+_HARDWARE_FAULT = const(1)
+_READ_WRITE_DENIED = const(3)
+_OBJECT_UNDEFINED = const(4)
 TYPE_UNMATCHED = const(12)
-OTHER_REASON = const(250)
+_OTHER_REASON = const(250)
 
 _CLS_DATA = const(1)
 _CLS_PROFILE = const(7)
@@ -86,16 +86,16 @@ USE_CASES = {
     ),
 }
 
-MC_CS02A = const(0x0008)
-MC_CS02B_WP = const(0x0105)
-MC_CCS08 = const(0x0128)
-ALERT_FW_TRANSFER_OK = const(0x8F8A)
-ALERT_FW_TRANSFER_FAILED = const(0x8F89)
+_MC_CS02A = const(0x0008)
+_MC_CS02B_WP = const(0x0105)
+_MC_CCS08 = const(0x0128)
+_ALERT_FW_TRANSFER_OK = const(0x8F8A)
+_ALERT_FW_TRANSFER_FAILED = const(0x8F89)
 # ASN.1 use cases handled by chf.credentials
-DER_CASES = {MC_CS02A: "CS02a", MC_CS02B_WP: "CS02b"}
+DER_CASES = {_MC_CS02A: "CS02a", _MC_CS02B_WP: "CS02b"}
 # message codes a remote party may protect with its signature alone (no MAC)
-SIGNED_ONLY = (MC_CS02A,)
-MC_CS14 = const(0x0018)
+SIGNED_ONLY = (_MC_CS02A,)
+_MC_CS14 = const(0x0018)
 ALERT_DEVICE_LOG_CHANGED = const(0x8F12)
 
 
@@ -232,7 +232,7 @@ class Chf:
         try:
             if gframe.payload_kind(f) != gframe.KIND_DER:
                 raise PayloadMismatch("payload is not ASN.1")
-            if f.message_code == MC_CS02A:
+            if f.message_code == _MC_CS02A:
                 role, usage = c.authorising_cell(f.payload)
                 signed = f.mac is None
                 orig_role = self.parties.role_of(f.originator)
@@ -265,7 +265,7 @@ class Chf:
         for a HAN device: ASN.1, signed with the CHF's DS key."""
         from gbcs import der
 
-        alert = ALERT_FW_TRANSFER_OK if code == 0 else ALERT_FW_TRANSFER_FAILED
+        alert = _ALERT_FW_TRANSFER_OK if code == 0 else _ALERT_FW_TRANSFER_FAILED
         dt = date_time(self.utc2000() if self.utc2000 else 0)
         when = "%04d%02d%02d%02d%02d%02dZ" % ((dt[0] << 8) | dt[1], dt[2], dt[3], dt[5], dt[6], dt[7])
         payload = der.encode(
@@ -277,7 +277,7 @@ class Chf:
                 der.integer(code),
             )
         )
-        return bytes(self.parties.signed_alert(MC_CCS08, payload, self.identity.chf["ds_d"]))
+        return bytes(self.parties.signed_alert(_MC_CCS08, payload, self.identity.chf["ds_d"]))
 
     def cs14_alert(self, no_hash=()):
         """CS14 0x8F12 Device Log Changed: the current backup of the Device
@@ -290,7 +290,7 @@ class Chf:
             rows.append((dlms.STRUCTURE, [(dlms.OCTET_STRING, eui), (dlms.OCTET_STRING, h)]))
         dt = (dlms.OCTET_STRING, date_time(t))
         backup = (dlms.STRUCTURE, [dt, (dlms.OCTET_STRING, xpan), (dlms.ARRAY, rows)])
-        return self.dlms_alert(MC_CS14, ALERT_DEVICE_LOG_CHANGED, backup, t)
+        return self.dlms_alert(_MC_CS14, ALERT_DEVICE_LOG_CHANGED, backup, t)
 
     def dlms_alert(self, message_code, alert_code, body, t=None):
         """A MAC'd DLMS data-notification alert {alert code, time stamp, body}
@@ -329,7 +329,7 @@ class Chf:
         from chf import subghz as sg
 
         if self.subghz is None:
-            return HARDWARE_FAULT
+            return _HARDWARE_FAULT
         try:
             if obis == OBIS_SUBGHZ_CONFIG:
                 alerts.append(self.subghz_alert(sg.ALERT_CONFIG_CHANGED, self.subghz.set_config(v)))
@@ -341,7 +341,7 @@ class Chf:
 
     def _set(self, obis, attr, v):
         if obis != OBIS_DEVICE_LOG or self.device_log is None:
-            return OBJECT_UNDEFINED
+            return _OBJECT_UNDEFINED
         if attr == 3 and v[0] == dlms.LONG_UNSIGNED:
             self.join_timeout = v[1]
             return OK
@@ -352,18 +352,18 @@ class Chf:
     def _action(self, obis, method, v):
         dl = self.device_log
         if dl is None:
-            return HARDWARE_FAULT, None
+            return _HARDWARE_FAULT, None
         try:
             if obis == OBIS_DEVICE_LOG and method == 1:  # register_device
                 p = v[1]
                 code, _dup = dl.add(bytes(p[0][1]), p[1][1], add_crc(bytes(p[2][1])), self._pending_timeout)
-                return (OK if code == 0 else OTHER_REASON), None
+                return (OK if code == 0 else _OTHER_REASON), None
             if obis == OBIS_DEVICE_LOG and method == 2:  # unregister_device
-                return (OK if dl.remove(bytes(v[1])) == 0 else OTHER_REASON), None
+                return (OK if dl.remove(bytes(v[1])) == 0 else _OTHER_REASON), None
             if obis == OBIS_DEVICE_LOG and method == 5:  # restore_PAN
                 p = v[1]
                 devs = [(bytes(e[1][0][1]), bytes(e[1][1][1])) for e in p[1][1]]
-                return (OK if dl.restore(bytes(p[0][1]), devs) == 0 else OTHER_REASON), None
+                return (OK if dl.restore(bytes(p[0][1]), devs) == 0 else _OTHER_REASON), None
             if method == 4 and obis in (OBIS_DEVICE_LOG, OBIS_HISTORIC_LOG):  # backup_PAN
                 t, xpan, rows = dl.backup()[0 if obis == OBIS_DEVICE_LOG else 1]
                 arr = [(dlms.STRUCTURE, [(dlms.OCTET_STRING, e), (dlms.OCTET_STRING, h)]) for e, h in sorted(rows)]
@@ -373,19 +373,19 @@ class Chf:
                 )
         except (ValueError, TypeError, IndexError, AttributeError):
             return TYPE_UNMATCHED, None
-        return OBJECT_UNDEFINED, None
+        return _OBJECT_UNDEFINED, None
 
     def _get(self, cls, obis, attr):
         ident = self.identity
         if obis == OBIS_DEVICE_LOG and attr == 4:
             if self.device_log is None:
-                return HARDWARE_FAULT, None
+                return _HARDWARE_FAULT, None
             fn = self.versions
             rows = [_active_row(e, fn(e["eui"]) if fn is not None else None) for e in self.device_log.entries()]
             return OK, (dlms.ARRAY, rows)
         if obis in (OBIS_SUBGHZ_CONFIG, OBIS_SUBGHZ_CHANNEL):
             if self.subghz is None:
-                return HARDWARE_FAULT, None
+                return _HARDWARE_FAULT, None
             return OK, (self.subghz.config_value() if obis == OBIS_SUBGHZ_CONFIG else self.subghz.channel_value())
         if obis == OBIS_EUI:
             return OK, (dlms.OCTET_STRING, ident.chf["eui"])
@@ -393,7 +393,7 @@ class Chf:
             return OK, (dlms.OCTET_STRING, ident.device_type)
         if obis == OBIS_CH_TYPE:
             return OK, (dlms.OCTET_STRING, ident.ch_type)
-        return OBJECT_UNDEFINED, None
+        return _OBJECT_UNDEFINED, None
 
     def _get_sel(self, cls, obis, attr, sel, params):
         if obis == OBIS_EVENT_LOG:
@@ -403,9 +403,9 @@ class Chf:
         elif obis == OBIS_SUBGHZ_LOG:
             log, with_data = (self.subghz.log if self.subghz else None), True
         else:
-            return OBJECT_UNDEFINED, None
+            return _OBJECT_UNDEFINED, None
         if log is None:
-            return HARDWARE_FAULT, None
+            return _HARDWARE_FAULT, None
         rng = _range(sel, params)
         if rng is None:
             return TYPE_UNMATCHED, None
@@ -431,7 +431,7 @@ def _find_set(a, attr):
 # significant bit): bit 0 = the device has joined (is on the network with its
 # key); bits 1-7 are sent as 0 -- their meaning is not in any public source we
 # have (the RTDS rows show 0xC8 for two joined meters).
-STATUS_JOINED = const(0x80)
+_STATUS_JOINED = const(0x80)
 
 
 def _active_row(e, versions=None):
@@ -446,7 +446,7 @@ def _active_row(e, versions=None):
     a version not known is 0."""
     rssi = e.get("rssi") or (0, 0, 0)
     lqi = e.get("lqi") or (0, 0, 0)
-    status = STATUS_JOINED if e.get("join_state") == "joined" else 0
+    status = _STATUS_JOINED if e.get("join_state") == "joined" else 0
     last = e.get("last_comm")
     app, stack = versions if versions else (None, None)
     return (

@@ -19,9 +19,9 @@ NULL = const(0x05)
 OID = const(0x06)
 ENUMERATED = const(0x0A)
 UTF8_STRING = const(0x0C)
-PRINTABLE_STRING = const(0x13)
-UTC_TIME = const(0x17)
-GENERALIZED_TIME = const(0x18)
+_PRINTABLE_STRING = const(0x13)
+_UTC_TIME = const(0x17)
+_GENERALIZED_TIME = const(0x18)
 SEQUENCE = const(0x30)
 SET = const(0x31)
 
@@ -213,7 +213,7 @@ def bit_string(bits, unused=0):
 
 def generalized_time(s):
     """s: 'YYYYMMDDHHMMSSZ' (str or bytes)."""
-    return (GENERALIZED_TIME, s.encode() if isinstance(s, str) else s)
+    return (_GENERALIZED_TIME, s.encode() if isinstance(s, str) else s)
 
 
 def sequence(*items):

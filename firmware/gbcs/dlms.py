@@ -23,42 +23,42 @@ ARRAY = const(0x01)
 STRUCTURE = const(0x02)
 BOOLEAN = const(0x03)
 BIT_STRING = const(0x04)
-DOUBLE_LONG = const(0x05)
+_DOUBLE_LONG = const(0x05)
 DOUBLE_LONG_UNSIGNED = const(0x06)
 OCTET_STRING = const(0x09)
-VISIBLE_STRING = const(0x0A)
+_VISIBLE_STRING = const(0x0A)
 UTF8_STRING = const(0x0C)
-BCD = const(0x0D)
+_BCD = const(0x0D)
 INTEGER = const(0x0F)
-LONG = const(0x10)
+_LONG = const(0x10)
 UNSIGNED = const(0x11)
 LONG_UNSIGNED = const(0x12)
 COMPACT_ARRAY = const(0x13)
-LONG64 = const(0x14)
-LONG64_UNSIGNED = const(0x15)
+_LONG64 = const(0x14)
+_LONG64_UNSIGNED = const(0x15)
 ENUM = const(0x16)
-FLOAT32 = const(0x17)
-FLOAT64 = const(0x18)
-DATE_TIME = const(0x19)
-DATE = const(0x1A)
+_FLOAT32 = const(0x17)
+_FLOAT64 = const(0x18)
+_DATE_TIME = const(0x19)
+_DATE = const(0x1A)
 TIME = const(0x1B)
 
 ACCESS_REQUEST = const(0xD9)
-ACCESS_RESPONSE = const(0xDA)
-DATA_NOTIFICATION = const(0x0F)
-GET_REQUEST = const(0xC0)
-SET_REQUEST = const(0xC1)
-ACTION_REQUEST = const(0xC3)
-GET_RESPONSE = const(0xC4)
-SET_RESPONSE = const(0xC5)
-ACTION_RESPONSE = const(0xC7)
+_ACCESS_RESPONSE = const(0xDA)
+_DATA_NOTIFICATION = const(0x0F)
+_GET_REQUEST = const(0xC0)
+_SET_REQUEST = const(0xC1)
+_ACTION_REQUEST = const(0xC3)
+_GET_RESPONSE = const(0xC4)
+_SET_RESPONSE = const(0xC5)
+_ACTION_RESPONSE = const(0xC7)
 
 # access-request-specification choices
-SPEC_GET = const(1)
-SPEC_SET = const(2)
-SPEC_ACTION = const(3)
-SPEC_GET_WITH_SELECTION = const(4)
-SPEC_SET_WITH_SELECTION = const(5)
+_SPEC_GET = const(1)
+_SPEC_SET = const(2)
+_SPEC_ACTION = const(3)
+_SPEC_GET_WITH_SELECTION = const(4)
+_SPEC_SET_WITH_SELECTION = const(5)
 
 # tag -> (size, signed) for fixed-size integers
 _INTS = {
@@ -375,12 +375,12 @@ def _put_desc(out, desc):
 def _read_spec(mv, off, end):
     _need(off, 1, end, "access-request specification")
     kind = mv[off]
-    if kind < SPEC_GET or kind > SPEC_SET_WITH_SELECTION:
+    if kind < _SPEC_GET or kind > _SPEC_SET_WITH_SELECTION:
         raise DlmsError("bad access-request specification choice %d at offset %d" % (kind, off))
     desc, off = _read_desc(mv, off + 1, end)
     sel = None
     params = None
-    if kind == SPEC_GET_WITH_SELECTION or kind == SPEC_SET_WITH_SELECTION:
+    if kind == _SPEC_GET_WITH_SELECTION or kind == _SPEC_SET_WITH_SELECTION:
         _need(off, 1, end, "access selector")
         sel = mv[off]
         params, off = decode_data(mv, off + 1, end, 1)
@@ -405,10 +405,10 @@ def parse_apdu(data):
     tag = mv[0]
     a = Apdu(tag)
     off = 1
-    if tag == ACCESS_REQUEST or tag == ACCESS_RESPONSE or tag == DATA_NOTIFICATION:
+    if tag == ACCESS_REQUEST or tag == _ACCESS_RESPONSE or tag == _DATA_NOTIFICATION:
         a.invoke_id, off = _read_u(mv, off, end, 4, "long-invoke-id")
         a.date_time, off = _read_octets(mv, off, end, "date-time")
-        if tag == DATA_NOTIFICATION:
+        if tag == _DATA_NOTIFICATION:
             a.value, off = decode_data(mv, off, end, 0)
         elif tag == ACCESS_REQUEST:
             n, off = read_len(mv, off, end, "access-request specification count")
@@ -438,29 +438,29 @@ def parse_apdu(data):
             for _ in range(n):
                 _need(off, 2, end, "access-response specification")
                 kind = mv[off]
-                if kind < SPEC_GET or kind > SPEC_ACTION:
+                if kind < _SPEC_GET or kind > _SPEC_ACTION:
                     raise DlmsError("bad access-response specification choice %d at offset %d" % (kind, off))
                 a.results.append((kind, mv[off + 1]))
                 off += 2
-    elif tag in (GET_REQUEST, SET_REQUEST, ACTION_REQUEST, GET_RESPONSE, SET_RESPONSE, ACTION_RESPONSE):
+    elif tag in (_GET_REQUEST, _SET_REQUEST, _ACTION_REQUEST, _GET_RESPONSE, _SET_RESPONSE, _ACTION_RESPONSE):
         _need(off, 2, end, "xDLMS header")
         if mv[off] != 1:
             raise DlmsError("unsupported xDLMS choice %d for 0x%02x (only normal)" % (mv[off], tag))
         a.invoke_id = mv[off + 1]
         off += 2
-        if tag == GET_REQUEST or tag == SET_REQUEST:
+        if tag == _GET_REQUEST or tag == _SET_REQUEST:
             a.desc, off = _read_desc(mv, off, end)
             off = _read_selection(a, mv, off, end)
-            if tag == SET_REQUEST:
+            if tag == _SET_REQUEST:
                 a.value, off = decode_data(mv, off, end, 0)
-        elif tag == ACTION_REQUEST:
+        elif tag == _ACTION_REQUEST:
             a.desc, off = _read_desc(mv, off, end)
             flag, off = _read_flag(mv, off, end)
             if flag:
                 a.value, off = decode_data(mv, off, end, 0)
-        elif tag == GET_RESPONSE:
+        elif tag == _GET_RESPONSE:
             a.result, a.value, off = _read_get_result(mv, off, end)
-        elif tag == SET_RESPONSE:
+        elif tag == _SET_RESPONSE:
             _need(off, 1, end, "data-access-result")
             a.result = mv[off]
             off += 1
@@ -511,7 +511,7 @@ def _put_spec(out, s):
     kind, cls, inst, i, sel, params = s
     out.append(kind)
     _put_desc(out, (cls, inst, i))
-    if kind == SPEC_GET_WITH_SELECTION or kind == SPEC_SET_WITH_SELECTION:
+    if kind == _SPEC_GET_WITH_SELECTION or kind == _SPEC_SET_WITH_SELECTION:
         out.append(sel)
         encode_data(params, out)
 
@@ -521,16 +521,16 @@ def encode_apdu(a):
     out = bytearray()
     tag = a.tag
     out.append(tag)
-    if tag == ACCESS_REQUEST or tag == ACCESS_RESPONSE or tag == DATA_NOTIFICATION:
+    if tag == ACCESS_REQUEST or tag == _ACCESS_RESPONSE or tag == _DATA_NOTIFICATION:
         iid = a.invoke_id
         out.extend(bytes(((iid >> 24) & 0xFF, (iid >> 16) & 0xFF, (iid >> 8) & 0xFF, iid & 0xFF)))
         dt = a.date_time if a.date_time is not None else b""
         put_len(out, len(dt))
         out.extend(dt)
-        if tag == DATA_NOTIFICATION:
+        if tag == _DATA_NOTIFICATION:
             encode_data(a.value, out)
             return bytes(out)
-        if tag == ACCESS_RESPONSE:
+        if tag == _ACCESS_RESPONSE:
             if a.specs is None:
                 out.append(0)
             else:
@@ -542,7 +542,7 @@ def encode_apdu(a):
         put_len(out, len(a.data))
         for v in a.data:
             encode_data(v, out)
-        if tag == ACCESS_RESPONSE:
+        if tag == _ACCESS_RESPONSE:
             put_len(out, len(a.results))
             for kind, code in a.results:
                 out.append(kind)
@@ -550,7 +550,7 @@ def encode_apdu(a):
         return bytes(out)
     out.append(1)
     out.append(a.invoke_id & 0xFF)
-    if tag == GET_REQUEST or tag == SET_REQUEST:
+    if tag == _GET_REQUEST or tag == _SET_REQUEST:
         _put_desc(out, a.desc)
         if a.selector is None:
             out.append(0)
@@ -558,20 +558,20 @@ def encode_apdu(a):
             out.append(1)
             out.append(a.selector)
             encode_data(a.params, out)
-        if tag == SET_REQUEST:
+        if tag == _SET_REQUEST:
             encode_data(a.value, out)
-    elif tag == ACTION_REQUEST:
+    elif tag == _ACTION_REQUEST:
         _put_desc(out, a.desc)
         if a.value is None:
             out.append(0)
         else:
             out.append(1)
             encode_data(a.value, out)
-    elif tag == GET_RESPONSE:
+    elif tag == _GET_RESPONSE:
         _put_get_result(out, a.result, a.value)
-    elif tag == SET_RESPONSE:
+    elif tag == _SET_RESPONSE:
         out.append(a.result)
-    elif tag == ACTION_RESPONSE:
+    elif tag == _ACTION_RESPONSE:
         out.append(a.result)
         if a.ret is None:
             out.append(0)
@@ -595,7 +595,7 @@ def _put_get_result(out, choice, v):
 
 
 def get_request(invoke_id, class_id, instance, attr, selector=None, params=None):
-    a = Apdu(GET_REQUEST)
+    a = Apdu(_GET_REQUEST)
     a.invoke_id = invoke_id
     a.desc = (class_id, instance, attr)
     a.selector = selector
@@ -604,7 +604,7 @@ def get_request(invoke_id, class_id, instance, attr, selector=None, params=None)
 
 
 def get_response(invoke_id, value=None, dar=None):
-    a = Apdu(GET_RESPONSE)
+    a = Apdu(_GET_RESPONSE)
     a.invoke_id = invoke_id
     if dar is None:
         a.result, a.value = 0, value
@@ -614,7 +614,7 @@ def get_response(invoke_id, value=None, dar=None):
 
 
 def set_request(invoke_id, class_id, instance, attr, value, selector=None, params=None):
-    a = Apdu(SET_REQUEST)
+    a = Apdu(_SET_REQUEST)
     a.invoke_id = invoke_id
     a.desc = (class_id, instance, attr)
     a.selector = selector
@@ -624,14 +624,14 @@ def set_request(invoke_id, class_id, instance, attr, value, selector=None, param
 
 
 def set_response(invoke_id, result):
-    a = Apdu(SET_RESPONSE)
+    a = Apdu(_SET_RESPONSE)
     a.invoke_id = invoke_id
     a.result = result
     return encode_apdu(a)
 
 
 def action_request(invoke_id, class_id, instance, method, params=None):
-    a = Apdu(ACTION_REQUEST)
+    a = Apdu(_ACTION_REQUEST)
     a.invoke_id = invoke_id
     a.desc = (class_id, instance, method)
     a.value = params
@@ -640,7 +640,7 @@ def action_request(invoke_id, class_id, instance, method, params=None):
 
 def action_response(invoke_id, result, ret=None):
     """ret: None, (0, value) return data or (1, data-access-result)."""
-    a = Apdu(ACTION_RESPONSE)
+    a = Apdu(_ACTION_RESPONSE)
     a.invoke_id = invoke_id
     a.result = result
     a.ret = ret
@@ -648,7 +648,7 @@ def action_response(invoke_id, result, ret=None):
 
 
 def access_response(invoke_id, data, results, date_time=b""):
-    a = Apdu(ACCESS_RESPONSE)
+    a = Apdu(_ACCESS_RESPONSE)
     a.invoke_id = invoke_id
     a.date_time = date_time
     a.data = data
@@ -657,7 +657,7 @@ def access_response(invoke_id, data, results, date_time=b""):
 
 
 def data_notification(invoke_id, value, date_time=b""):
-    a = Apdu(DATA_NOTIFICATION)
+    a = Apdu(_DATA_NOTIFICATION)
     a.invoke_id = invoke_id
     a.date_time = date_time
     a.value = value

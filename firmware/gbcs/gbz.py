@@ -17,10 +17,10 @@
 # command id}.
 from micropython import const
 
-PROFILE = const(0x0109)
+_PROFILE = const(0x0109)
 CTRL_LAST = const(0x01)
 CTRL_ENCRYPTED = const(0x02)
-CTRL_FROM_DT = const(0x10)
+_CTRL_FROM_DT = const(0x10)
 _CTRL_KNOWN = const(0x13)
 _SEC_LEN = const(5)
 _MAC_LEN = const(12)
@@ -121,7 +121,7 @@ def _parse_component(mv, off, end):
     off += 5
     _need(off, n, end, "GBZ component")
     cend = off + n
-    if ctrl & CTRL_FROM_DT:
+    if ctrl & _CTRL_FROM_DT:
         _need(off, 4, cend, "GBZ from-date-time")
         c.from_dt = _u(mv, off, 4)
         off += 4
@@ -163,7 +163,7 @@ def _u16(out, v):
 
 def encode_component(c, out):
     body = bytearray()
-    if c.control & CTRL_FROM_DT:
+    if c.control & _CTRL_FROM_DT:
         v = c.from_dt
         body.extend(bytes(((v >> 24) & 0xFF, (v >> 16) & 0xFF, (v >> 8) & 0xFF, v & 0xFF)))
     if c.control & CTRL_ENCRYPTED:
@@ -212,7 +212,7 @@ def encode(g):
 def component(cluster, zcl_fc, seq, cmd, body, last=False, from_dt=None, mfr=None):
     """A plain (unencrypted) component for building a GBZ payload."""
     c = Component()
-    c.control = (CTRL_LAST if last else 0) | (CTRL_FROM_DT if from_dt is not None else 0)
+    c.control = (CTRL_LAST if last else 0) | (_CTRL_FROM_DT if from_dt is not None else 0)
     c.cluster = cluster
     c.from_dt = from_dt
     c.zcl_fc = zcl_fc | (0x04 if mfr is not None else 0)

@@ -46,52 +46,52 @@ ROLES = (
     ROLE_RECOVERY,
 )
 
-FIRST_ALERT_COUNTER = const(4000)  # the RTDS CHF alerts start here
+_FIRST_ALERT_COUNTER = const(4000)  # the RTDS CHF alerts start here
 _OWN = "own"  # KV key of the device's own (alert) counter
 
 # Security-log event codes written by the caller for each rejection (project
 # codes in the 0x8Fxx space; the GBCS table is not in PROTOCOLS.md).
-EV_NOT_PROTECTED = const(0x8FD0)
-EV_WRONG_RECIPIENT = const(0x8FD1)
-EV_UNKNOWN_ORIGINATOR = const(0x8FD2)
-EV_REPLAYED_COUNTER = const(0x8FD3)
-EV_BAD_MAC = const(0x8FD4)
-EV_BAD_SIGNATURE = const(0x8FD5)
+_EV_NOT_PROTECTED = const(0x8FD0)
+_EV_WRONG_RECIPIENT = const(0x8FD1)
+_EV_UNKNOWN_ORIGINATOR = const(0x8FD2)
+_EV_REPLAYED_COUNTER = const(0x8FD3)
+_EV_BAD_MAC = const(0x8FD4)
+_EV_BAD_SIGNATURE = const(0x8FD5)
 
 
 class SecurityError(ValueError):
-    event = EV_NOT_PROTECTED
+    event = _EV_NOT_PROTECTED
 
 
 class NotProtected(SecurityError):
     """No MAC header/MAC, or not a command (CRA 1)."""
 
-    event = EV_NOT_PROTECTED
+    event = _EV_NOT_PROTECTED
 
 
 class WrongRecipient(SecurityError):
-    event = EV_WRONG_RECIPIENT
+    event = _EV_WRONG_RECIPIENT
 
 
 class UnknownOriginator(SecurityError):
     """No trust anchor for the originator, the supplementary remote party or
     the ACB that must have applied the MAC."""
 
-    event = EV_UNKNOWN_ORIGINATOR
+    event = _EV_UNKNOWN_ORIGINATOR
 
 
 class ReplayedCounter(SecurityError):
     """Counter not strictly greater than the last accepted (replayed or stale)."""
 
-    event = EV_REPLAYED_COUNTER
+    event = _EV_REPLAYED_COUNTER
 
 
 class BadMac(SecurityError):
-    event = EV_BAD_MAC
+    event = _EV_BAD_MAC
 
 
 class BadSignature(SecurityError):
-    event = EV_BAD_SIGNATURE
+    event = _EV_BAD_SIGNATURE
 
 
 def _hex(b):
@@ -181,7 +181,7 @@ class RemoteParties:
 
     def own_counter(self):
         v = self._kv.get(_OWN)
-        return FIRST_ALERT_COUNTER - 1 if v is None else int(v)
+        return _FIRST_ALERT_COUNTER - 1 if v is None else int(v)
 
     def next_own_counter(self):
         c = self.own_counter() + 1

@@ -17,7 +17,7 @@ EV_UNSUPPORTED = const(0x8FD8)  # event log: message code not supported
 CLOCK_OK = const(0x00)
 CLOCK_DOUBTFUL = const(0x02)
 CLOCK_OTHER_BASE = const(0x04)
-CLOCK_NOT_SPECIFIED = const(0xFF)
+_CLOCK_NOT_SPECIFIED = const(0xFF)
 
 ENC_SECURITY_HEADER = b"\x31\x00\x00\x00\x00"
 
@@ -82,7 +82,7 @@ def accept(parties, data, security_log=None, utc2000=None, allow_urp=False, sign
     return f
 
 
-def date_time(t2000, status=CLOCK_NOT_SPECIFIED, weekday=True):
+def date_time(t2000, status=_CLOCK_NOT_SPECIFIED, weekday=True):
     """DLMS date-time (12 bytes) for UTC seconds since 2000-01-01: deviation
     not specified (0x8000), the given clock status; weekday=False writes the
     day of week as not specified (0xFF), as the RTDS GPF responses do."""

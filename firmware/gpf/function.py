@@ -31,7 +31,7 @@ from gpf.mirror import METERING, PREPAYMENT, PRICE
 from gpf.tapoff import TapOff
 from han import zcl
 
-DEVICE_MGMT = const(0x0708)
+_DEVICE_MGMT = const(0x0708)
 
 _READ = "read"
 _COT = "cot"
@@ -62,13 +62,13 @@ USE_CASES = {
 
 # CS02b Update Security Credentials on the GPF (chf.credentials, device "gpf")
 MC_CS02B = (0x0102, 0x0103)  # supplier by supplier, network operator by network operator
-MC_GCS62 = const(0x00B2)
+_MC_GCS62 = const(0x00B2)
 ALERT_DEVICE_LOG_CHANGED = const(0x8071)
-DEVICE_LOG_MAX = const(16)
+_DEVICE_LOG_MAX = const(16)
 # join response codes (PROTOCOLS.md 2)
-JOIN_OK = const(0)
-JOIN_INCOMPATIBLE = const(3)
-JOIN_LOG_FULL = const(4)
+_JOIN_OK = const(0)
+_JOIN_INCOMPATIBLE = const(3)
+_JOIN_LOG_FULL = const(4)
 _GPF_LOG_TYPES = (0, 1, 4, 5, 6)  # GSME, ESME, HCALCS, PPMID, Type 2
 
 _CMD_GET_PREPAY_SNAPSHOT = const(0x07)
@@ -218,7 +218,7 @@ class Gpf:
         c = g.components[0]
         self._kv.set("cot", _hex(c.body))
         body = bytes((_CMD_PUBLISH_COT, zcl.SUCCESS))
-        return [gbz.component(DEVICE_MGMT, 0x00, c.seq, zcl.DEFAULT_RSP, body)]
+        return [gbz.component(_DEVICE_MGMT, 0x00, c.seq, zcl.DEFAULT_RSP, body)]
 
     def _snapshots(self, g, uc, enc):
         snaps = self.mirror.snaps
@@ -269,12 +269,12 @@ class Gpf:
         new, outcomes = [], []
         for eui, typ in entries:
             if typ not in _GPF_LOG_TYPES or any(e[0] == eui for e in new):
-                code = JOIN_INCOMPATIBLE
-            elif len(new) >= DEVICE_LOG_MAX:
-                code = JOIN_LOG_FULL
+                code = _JOIN_INCOMPATIBLE
+            elif len(new) >= _DEVICE_LOG_MAX:
+                code = _JOIN_LOG_FULL
             else:
                 new.append([eui, typ])
-                code = JOIN_OK
+                code = _JOIN_OK
             outcomes.append(der.sequence(_entry(eui, typ), der.integer(code)))
         self.devices = new
         self._kv.set("devlog", new)
@@ -287,7 +287,7 @@ class Gpf:
             der.generalized_time(generalized_time(self._t())),
             der.sequence(*[_entry(e, t) for e, t in self.devices]),
         )
-        return bytes(self.parties.protect_alert(MC_GCS62, der.encode(body)))
+        return bytes(self.parties.protect_alert(_MC_GCS62, der.encode(body)))
 
     # --- the router's hooks (tap-off, tunnel flag) -----------------------------
 
@@ -399,7 +399,7 @@ def _check_gbz(g, uc):
         if len(g.components) != 1:
             raise PayloadMismatch("GCS09 has one component")
         c = g.components[0]
-        if c.cluster != DEVICE_MGMT or c.cmd != _CMD_PUBLISH_COT or c.encrypted() or len(c.body) != 17:
+        if c.cluster != _DEVICE_MGMT or c.cmd != _CMD_PUBLISH_COT or c.encrypted() or len(c.body) != 17:
             raise PayloadMismatch("GCS09 needs a Publish Change of Tenancy")
         return
     for c in g.components:

@@ -29,15 +29,15 @@ METERING = const(0x0702)
 PREPAYMENT = const(0x0705)
 PRICE = const(0x0700)
 
-MIRROR_ENDPOINT = const(2)
-DAY_LOG_MAX = const(731)
+_MIRROR_ENDPOINT = const(2)
+_DAY_LOG_MAX = const(731)
 SNAP_MAX = const(31)
 _SUMMATION = const(0x0000)
 _SNAPSHOT_TIME = const(0x0007)  # Metering ReadingSnapShotTime (UTC)
 _UTC_INVALID = const(0xFFFFFFFF)
 _MAX_ATTRS = const(64)  # per cluster: a bound on what a device can make us store
 # ZSE Functional Notification Flags bit "Tunnelled Message Pending"
-FLAG_TUNNEL_PENDING = const(0x00008000)
+_FLAG_TUNNEL_PENDING = const(0x00008000)
 
 # Prepayment commands
 _PP_PUBLISH_SNAPSHOT = const(0x01)  # server -> client
@@ -149,9 +149,9 @@ class Mirror:
         used = max(0, summation - d[1]) & 0xFFFFFF
         samples = d[2:] + ["%06x" % used] + ["000000"] * (day - last_day - 1)
         first = d[0]
-        if len(samples) > DAY_LOG_MAX:
-            first += len(samples) - DAY_LOG_MAX
-            samples = samples[-DAY_LOG_MAX:]
+        if len(samples) > _DAY_LOG_MAX:
+            first += len(samples) - _DAY_LOG_MAX
+            samples = samples[-_DAY_LOG_MAX:]
         self.day = [first, summation] + samples
         self._save_logs()
 
@@ -197,7 +197,7 @@ class Mirror:
         }
 
     def notification_flags(self):
-        return FLAG_TUNNEL_PENDING if self.tunnel_pending else 0
+        return _FLAG_TUNNEL_PENDING if self.tunnel_pending else 0
 
     # --- ZCL server (coordinator.zcl_servers[cluster]) -------------------------
 
@@ -252,7 +252,7 @@ class Mirror:
                 if self.gsme is not None and self.gsme != eui and self.endpoint is not None:
                     ep = zcl.MIRROR_REFUSED  # one GSME per GPF
                 else:
-                    ep = MIRROR_ENDPOINT
+                    ep = _MIRROR_ENDPOINT
                     self.set_mirror(eui, ep)
                 rh = zcl.Header(zcl.MET_REQUEST_MIRROR_RSP, h.tsn, zcl.FT_CLUSTER, 0, True)
                 return zcl.build_frame(rh, zcl.encode_request_mirror_rsp(ep))

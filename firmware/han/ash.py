@@ -27,11 +27,11 @@ T_DATA = const(0)
 T_ACK = const(1)
 T_NAK = const(2)
 T_RST = const(3)
-T_RSTACK = const(4)
-T_ERROR = const(5)
+_T_RSTACK = const(4)
+_T_ERROR = const(5)
 
-MAX_DATA = const(128)  # UG101: DATA field 3..128 bytes
-MIN_DATA = const(3)
+_MAX_DATA = const(128)  # UG101: DATA field 3..128 bytes
+_MIN_DATA = const(3)
 _SEED = const(0x42)
 _LFSR = const(0xB8)
 _VERSION = const(2)
@@ -39,12 +39,12 @@ _VERSION = const(2)
 BUF_SIZE = const(2 * (1 + 128 + 2) + 1)
 
 # NCP reset / error codes (UG101 / EZSP)
-RESET_UNKNOWN = const(0x00)
-RESET_EXTERNAL = const(0x01)
-RESET_POWER_ON = const(0x02)
+_RESET_UNKNOWN = const(0x00)
+_RESET_EXTERNAL = const(0x01)
+_RESET_POWER_ON = const(0x02)
 RESET_WATCHDOG = const(0x03)
-RESET_ASSERT = const(0x06)
-RESET_BOOTLOADER = const(0x09)
+_RESET_ASSERT = const(0x06)
+_RESET_BOOTLOADER = const(0x09)
 RESET_SOFTWARE = const(0x0B)
 ERROR_ACK_TIMEOUTS = const(0x51)
 
@@ -177,9 +177,9 @@ def frame_type(c):
     if c == RST:
         return T_RST
     if c == RSTACK:
-        return T_RSTACK
+        return _T_RSTACK
     if c == ERROR:
-        return T_ERROR
+        return _T_ERROR
     raise AshControlError("bad control byte 0x%02X" % c)
 
 
@@ -198,7 +198,7 @@ def encode_frame(buf, control, data=None, randomise_data=True):
     byte + data into the preallocated buf; return its length.  DATA payloads
     are randomised unless randomise_data is False."""
     n = 0 if data is None else len(data)
-    if control & 0x80 == 0 and not MIN_DATA <= n <= MAX_DATA:
+    if control & 0x80 == 0 and not _MIN_DATA <= n <= _MAX_DATA:
         raise AshLengthError("DATA payload of %d bytes (3..128)" % n)
     if control & 0x80 and n > 2:
         raise AshTooLong("control frame with %d data bytes" % n)
@@ -249,7 +249,7 @@ def build_frame(control, data=None, randomise_data=True):
     return bytes(buf[:n])
 
 
-def check_frame(frame, n=-1, max_data=MAX_DATA):
+def check_frame(frame, n=-1, max_data=_MAX_DATA):
     """Validate an unstuffed frame (control + data + CRC) held in frame[:n];
     return its type.  DATA payloads are NOT derandomised here."""
     if n < 0:
@@ -264,9 +264,9 @@ def check_frame(frame, n=-1, max_data=MAX_DATA):
     t = frame_type(frame[0])
     d = n - 3
     if t == T_DATA:
-        if d < MIN_DATA:
+        if d < _MIN_DATA:
             raise AshTooShort("DATA frame with %d data bytes" % d)
-    elif t == T_RSTACK or t == T_ERROR:
+    elif t == _T_RSTACK or t == _T_ERROR:
         if d != 2:
             raise (AshTooShort if d < 2 else AshTooLong)("RSTACK/ERROR with %d data bytes" % d)
         if frame[1] != _VERSION:
@@ -289,18 +289,18 @@ def decode_frame(frame):
 # decoder events
 EV_NONE = const(0)
 EV_FRAME = const(1)
-E_CRC = const(-1)
-E_SHORT = const(-2)
-E_LONG = const(-3)
-E_CONTROL = const(-4)
-E_ESCAPE = const(-5)
+_E_CRC = const(-1)
+_E_SHORT = const(-2)
+_E_LONG = const(-3)
+_E_CONTROL = const(-4)
+_E_ESCAPE = const(-5)
 
 _ERR_CLASSES = {
-    E_CRC: AshCrcError,
-    E_SHORT: AshTooShort,
-    E_LONG: AshTooLong,
-    E_CONTROL: AshControlError,
-    E_ESCAPE: AshEscapeError,
+    _E_CRC: AshCrcError,
+    _E_SHORT: AshTooShort,
+    _E_LONG: AshTooLong,
+    _E_CONTROL: AshControlError,
+    _E_ESCAPE: AshEscapeError,
 }
 
 
@@ -313,7 +313,7 @@ class Decoder:
     CANCEL discards the partial frame, SUBSTITUTE discards up to the next
     flag, XON/XOFF are dropped.  Counters live in `cancelled`/`substituted`."""
 
-    def __init__(self, max_data=MAX_DATA):
+    def __init__(self, max_data=_MAX_DATA):
         self.max_data = max_data
         self.buf = bytearray(max_data + 3)
         self.n = 0
@@ -391,24 +391,24 @@ class Decoder:
         self.control = self.buf[0] if n else 0
         if overflow:
             self.error = "frame too long (buffer overflow)"
-            return E_LONG
+            return _E_LONG
         if bad_esc:
             self.error = "bad escape sequence"
-            return E_ESCAPE
+            return _E_ESCAPE
         try:
             t = check_frame(self.buf, n, self.max_data)
         except AshCrcError as e:
             self.error = str(e)
-            return E_CRC
+            return _E_CRC
         except AshControlError as e:
             self.error = str(e)
-            return E_CONTROL
+            return _E_CONTROL
         except AshTooShort as e:
             self.error = str(e)
-            return E_SHORT
+            return _E_SHORT
         except AshTooLong as e:
             self.error = str(e)
-            return E_LONG
+            return _E_LONG
         self.flen = n
         if t == T_DATA:
             randomise(self.buf, 1, n - 2)
@@ -614,15 +614,15 @@ class Ash:
                 ev = dec.event
                 if ev == EV_FRAME:
                     await self._on_frame(dec.control)
-                elif ev == E_CRC:
+                elif ev == _E_CRC:
                     st["crc_errors"] += 1
                     await self._reject_data()
-                elif ev == E_SHORT or ev == E_LONG:
+                elif ev == _E_SHORT or ev == _E_LONG:
                     st["length_errors"] += 1
                     await self._reject_data()
-                elif ev == E_CONTROL:
+                elif ev == _E_CONTROL:
                     st["control_errors"] += 1
-                elif ev == E_ESCAPE:
+                elif ev == _E_ESCAPE:
                     st["escape_errors"] += 1
             st["cancelled"] = dec.cancelled
             st["substituted"] = dec.substituted
@@ -662,10 +662,10 @@ class Ash:
     async def _on_frame(self, c):
         st = self.stats
         t = frame_type(c)
-        if t == T_RSTACK or t == T_ERROR:
+        if t == _T_RSTACK or t == _T_ERROR:
             code = self.dec.buf[2]
             self.reset_code = code
-            if t == T_RSTACK:
+            if t == _T_RSTACK:
                 st["rx_rstack"] += 1
                 if not self.connected and self.failure is None:
                     self._rstack.ev.set()  # expected: we asked for it
@@ -673,7 +673,7 @@ class Ash:
             else:
                 st["rx_error"] += 1
             st["ncp_resets"] += 1
-            self._fail(NcpReset(code, t == T_ERROR))
+            self._fail(NcpReset(code, t == _T_ERROR))
             return
         if t == T_RST:
             st["rx_rst"] += 1

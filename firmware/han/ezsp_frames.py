@@ -19,26 +19,26 @@ SUPPORTED = (8, 13, 14)
 
 # frame control, low byte
 FC_RESPONSE = const(0x80)
-FC_CB_SYNC = const(0x08)
-FC_CB_ASYNC = const(0x10)
+_FC_CB_SYNC = const(0x08)
+_FC_CB_ASYNC = const(0x10)
 FC_CB_MASK = const(0x18)
-FC_CB_PENDING = const(0x04)
+_FC_CB_PENDING = const(0x04)
 FC_TRUNCATED = const(0x02)
 FC_OVERFLOW = const(0x01)
-FC_SLEEP_MASK = const(0x03)  # commands: sleep mode
-FC_NET_SHIFT = const(5)  # network index, bits 5-6
-FC_NET_MASK = const(0x60)
-FC_HI_FORMAT_1 = const(0x01)  # frame format version 1
-FC_HI_SECURITY = const(0x80)
-FC_HI_PADDING = const(0x40)
+_FC_SLEEP_MASK = const(0x03)  # commands: sleep mode
+_FC_NET_SHIFT = const(5)  # network index, bits 5-6
+_FC_NET_MASK = const(0x60)
+_FC_HI_FORMAT_1 = const(0x01)  # frame format version 1
+_FC_HI_SECURITY = const(0x80)
+_FC_HI_PADDING = const(0x40)
 
 # status codes
-EMBER_SUCCESS = const(0x00)
-EMBER_NETWORK_UP = const(0x90)
-EMBER_NETWORK_DOWN = const(0x91)
-SL_OK = const(0x00)
-SL_NETWORK_UP = const(0x15)
-SL_NETWORK_DOWN = const(0x16)
+_EMBER_SUCCESS = const(0x00)
+_EMBER_NETWORK_UP = const(0x90)
+_EMBER_NETWORK_DOWN = const(0x91)
+_SL_OK = const(0x00)
+_SL_NETWORK_UP = const(0x15)
+_SL_NETWORK_DOWN = const(0x16)
 
 
 class EzspError(ValueError):
@@ -312,7 +312,7 @@ def encode_frame(ver, seq, name, values=(), fc=0, out=None):
     if ver == LEGACY:
         out.append(fid)
     else:
-        out.append(FC_HI_FORMAT_1)
+        out.append(_FC_HI_FORMAT_1)
         out.append(fid & 0xFF)
         out.append(fid >> 8)
     return encode_params(ver, rx if fc & FC_RESPONSE else tx, values, out)
@@ -325,9 +325,9 @@ def decode_header(ver, buf):
         return buf[0], buf[1], buf[2], 3
     _need(buf, 0, 5, "header")
     hi = buf[2]
-    if hi & 0x03 != FC_HI_FORMAT_1:
+    if hi & 0x03 != _FC_HI_FORMAT_1:
         raise EzspFrameError("EZSP frame format version %d (expected 1)" % (hi & 3))
-    if hi & (FC_HI_SECURITY | FC_HI_PADDING):
+    if hi & (_FC_HI_SECURITY | _FC_HI_PADDING):
         raise EzspFrameError("secured/padded EZSP frames are not supported")
     return buf[0], buf[1], buf[3] | buf[4] << 8, 5
 
@@ -348,8 +348,8 @@ def is_ok(ver, status):
 
 
 def network_up(ver):
-    return SL_NETWORK_UP if ver >= 14 else EMBER_NETWORK_UP
+    return _SL_NETWORK_UP if ver >= 14 else _EMBER_NETWORK_UP
 
 
 def network_down(ver):
-    return SL_NETWORK_DOWN if ver >= 14 else EMBER_NETWORK_DOWN
+    return _SL_NETWORK_DOWN if ver >= 14 else _EMBER_NETWORK_DOWN

@@ -29,7 +29,7 @@ from han.ezsp import APS_OPTION_FRAGMENT, APS_OPTIONS, SE_PROFILE
 from han.zcl_servers import default_rsp, reply
 from log import log
 
-HUB_EP = const(1)
+_HUB_EP = const(1)
 FRAG_SIZE = 64  # ZCL bytes per APS fragment (and the largest unfragmented frame)
 MAX_MESSAGE = T.DEFAULT_MESSAGE_SIZE  # the largest tunnel message accepted (advertised)
 _REASSEMBLY = MAX_MESSAGE + 16  # + the TransferData header
@@ -152,7 +152,7 @@ class Messaging:
         self._sent[tag] = w
         try:
             try:
-                await ez.send_unicast(node, SE_PROFILE, cluster, HUB_EP, dst_ep, payload, options, group)
+                await ez.send_unicast(node, SE_PROFILE, cluster, _HUB_EP, dst_ep, payload, options, group)
             except Exception as e:  # status error, link down, EZSP timeout
                 raise DeliveryError("no_route", "sendUnicast: %r" % (e,))
             if not await _wait(w[0], _left(deadline)):

@@ -8,18 +8,18 @@ from micropython import const
 # frame control
 FT_GLOBAL = const(0)
 FT_CLUSTER = const(1)
-FC_MANUF = const(0x04)
+_FC_MANUF = const(0x04)
 FC_SERVER_TO_CLIENT = const(0x08)
 FC_DISABLE_DEFAULT_RSP = const(0x10)
 
-PROFILE_SE = const(0x0109)
+_PROFILE_SE = const(0x0109)
 CLUSTER_BASIC = const(0x0000)
-CLUSTER_TIME = const(0x000A)
-CLUSTER_OTA = const(0x0019)
-CLUSTER_METERING = const(0x0702)
+_CLUSTER_TIME = const(0x000A)
+_CLUSTER_OTA = const(0x0019)
+_CLUSTER_METERING = const(0x0702)
 CLUSTER_TUNNELING = const(0x0704)
-CLUSTER_PREPAYMENT = const(0x0705)
-CLUSTER_KEY_ESTABLISHMENT = const(0x0800)
+_CLUSTER_PREPAYMENT = const(0x0705)
+_CLUSTER_KEY_ESTABLISHMENT = const(0x0800)
 
 # global commands
 READ_ATTRIBUTES = const(0x00)
@@ -28,7 +28,7 @@ WRITE_ATTRIBUTES = const(0x02)
 WRITE_ATTRIBUTES_UNDIVIDED = const(0x03)
 WRITE_ATTRIBUTES_RSP = const(0x04)
 WRITE_ATTRIBUTES_NO_RSP = const(0x05)
-CONFIGURE_REPORTING = const(0x06)
+_CONFIGURE_REPORTING = const(0x06)
 CONFIGURE_REPORTING_RSP = const(0x07)
 REPORT_ATTRIBUTES = const(0x0A)
 DEFAULT_RSP = const(0x0B)
@@ -44,7 +44,7 @@ UNSUP_MANUF_GENERAL_COMMAND = const(0x84)
 UNSUPPORTED_ATTRIBUTE = const(0x86)
 INVALID_VALUE = const(0x87)
 READ_ONLY = const(0x88)
-INVALID_DATA_TYPE = const(0x8D)
+_INVALID_DATA_TYPE = const(0x8D)
 UNREPORTABLE_ATTRIBUTE = const(0x8C)
 UNSUPPORTED_CLUSTER = const(0xC3)
 
@@ -53,52 +53,52 @@ T_NODATA = const(0x00)
 T_BOOL = const(0x10)
 T_MAP8 = const(0x18)
 T_MAP16 = const(0x19)
-T_MAP24 = const(0x1A)
+_T_MAP24 = const(0x1A)
 T_MAP32 = const(0x1B)
 T_UINT8 = const(0x20)
 T_UINT16 = const(0x21)
 T_UINT24 = const(0x22)
 T_UINT32 = const(0x23)
-T_UINT40 = const(0x24)
+_T_UINT40 = const(0x24)
 T_UINT48 = const(0x25)
-T_UINT56 = const(0x26)
-T_UINT64 = const(0x27)
+_T_UINT56 = const(0x26)
+_T_UINT64 = const(0x27)
 T_INT8 = const(0x28)
 T_INT16 = const(0x29)
 T_INT24 = const(0x2A)
 T_INT32 = const(0x2B)
 T_ENUM8 = const(0x30)
 T_ENUM16 = const(0x31)
-T_SEMI = const(0x38)
+_T_SEMI = const(0x38)
 T_SINGLE = const(0x39)
-T_DOUBLE = const(0x3A)
+_T_DOUBLE = const(0x3A)
 T_OCTSTR = const(0x41)
 T_CHARSTR = const(0x42)
 T_LONG_OCTSTR = const(0x43)
-T_LONG_CHARSTR = const(0x44)
-T_TOD = const(0xE0)
-T_DATE = const(0xE1)
+_T_LONG_CHARSTR = const(0x44)
+_T_TOD = const(0xE0)
+_T_DATE = const(0xE1)
 T_UTC = const(0xE2)
-T_CLUSTER_ID = const(0xE8)
-T_ATTR_ID = const(0xE9)
+_T_CLUSTER_ID = const(0xE8)
+_T_ATTR_ID = const(0xE9)
 T_EUI64 = const(0xF0)
-T_KEY128 = const(0xF1)
+_T_KEY128 = const(0xF1)
 
 # Time cluster (0x000A) attributes
 TIME_TIME = const(0x0000)
 TIME_STATUS = const(0x0001)
 TIME_ZONE = const(0x0002)
-TIME_DST_START = const(0x0003)
-TIME_DST_END = const(0x0004)
-TIME_DST_SHIFT = const(0x0005)
+_TIME_DST_START = const(0x0003)
+_TIME_DST_END = const(0x0004)
+_TIME_DST_SHIFT = const(0x0005)
 TIME_STANDARD_TIME = const(0x0006)
-TIME_LOCAL_TIME = const(0x0007)
-TIME_LAST_SET_TIME = const(0x0008)
-TIME_VALID_UNTIL_TIME = const(0x0009)
+_TIME_LOCAL_TIME = const(0x0007)
+_TIME_LAST_SET_TIME = const(0x0008)
+_TIME_VALID_UNTIL_TIME = const(0x0009)
 TIME_STATUS_MASTER = const(0x01)
 TIME_STATUS_SYNCHRONIZED = const(0x02)
-TIME_STATUS_MASTER_ZONE_DST = const(0x04)
-TIME_STATUS_SUPERSEDING = const(0x08)
+_TIME_STATUS_MASTER_ZONE_DST = const(0x04)
+_TIME_STATUS_SUPERSEDING = const(0x08)
 UTC_INVALID = const(0xFFFFFFFF)
 
 # Metering cluster (0x0702): mirror-related commands.
@@ -106,14 +106,14 @@ UTC_INVALID = const(0xFFFFFFFF)
 MET_REQUEST_MIRROR = const(0x01)
 MET_REMOVE_MIRROR = const(0x02)
 MET_CONFIGURE_MIRROR = const(0x08)
-MET_CONFIGURE_NOTIFICATION_SCHEME = const(0x09)
-MET_CONFIGURE_NOTIFICATION_FLAG = const(0x0A)
-MET_GET_NOTIFIED_MESSAGE = const(0x0B)
+_MET_CONFIGURE_NOTIFICATION_SCHEME = const(0x09)
+_MET_CONFIGURE_NOTIFICATION_FLAG = const(0x0A)
+_MET_GET_NOTIFIED_MESSAGE = const(0x0B)
 # Sent by the hub/mirror (client -> server):
 MET_REQUEST_MIRROR_RSP = const(0x01)
 MET_MIRROR_REMOVED = const(0x02)
 MET_MIRROR_REPORT_ATTRIBUTE_RSP = const(0x09)
-MET_CURRENT_SUMMATION_DELIVERED = const(0x0000)
+_MET_CURRENT_SUMMATION_DELIVERED = const(0x0000)
 MIRROR_REFUSED = const(0xFFFF)
 
 # Tunneling cluster (0x0704)
@@ -122,21 +122,21 @@ TUN_REQUEST_TUNNEL = const(0x00)
 TUN_CLOSE_TUNNEL = const(0x01)
 TUN_TRANSFER_DATA_C2S = const(0x02)
 TUN_TRANSFER_DATA_ERROR_C2S = const(0x03)
-TUN_ACK_TRANSFER_DATA_C2S = const(0x04)
-TUN_READY_DATA_C2S = const(0x05)
-TUN_GET_SUPPORTED_PROTOCOLS = const(0x06)
+_TUN_ACK_TRANSFER_DATA_C2S = const(0x04)
+_TUN_READY_DATA_C2S = const(0x05)
+_TUN_GET_SUPPORTED_PROTOCOLS = const(0x06)
 # server -> client
 TUN_REQUEST_TUNNEL_RSP = const(0x00)
 TUN_TRANSFER_DATA_S2C = const(0x01)
 TUN_TRANSFER_DATA_ERROR_S2C = const(0x02)
-TUN_ACK_TRANSFER_DATA_S2C = const(0x03)
-TUN_READY_DATA_S2C = const(0x04)
-TUN_SUPPORTED_PROTOCOLS_RSP = const(0x05)
+_TUN_ACK_TRANSFER_DATA_S2C = const(0x03)
+_TUN_READY_DATA_S2C = const(0x04)
+_TUN_SUPPORTED_PROTOCOLS_RSP = const(0x05)
 TUN_CLOSURE_NOTIFICATION = const(0x06)
-TUN_ATTR_CLOSE_TUNNEL_TIMEOUT = const(0x0000)
+_TUN_ATTR_CLOSE_TUNNEL_TIMEOUT = const(0x0000)
 # tunnel status (RequestTunnelResponse)
 TUNNEL_SUCCESS = const(0x00)
-TUNNEL_BUSY = const(0x01)
+_TUNNEL_BUSY = const(0x01)
 TUNNEL_NO_MORE_IDS = const(0x02)
 TUNNEL_PROTOCOL_NOT_SUPPORTED = const(0x03)
 TUNNEL_FLOW_CONTROL_NOT_SUPPORTED = const(0x04)
@@ -145,12 +145,12 @@ TRANSFER_NO_SUCH_TUNNEL = const(0x00)
 TRANSFER_WRONG_DEVICE = const(0x01)
 TRANSFER_DATA_OVERFLOW = const(0x02)
 # protocol ids
-PROTO_DLMS = const(0)
-PROTO_IEC61107 = const(1)
-PROTO_ANSI_C12 = const(2)
-PROTO_MBUS = const(3)
-PROTO_SML = const(4)
-PROTO_CLIMATETALK = const(5)
+_PROTO_DLMS = const(0)
+_PROTO_IEC61107 = const(1)
+_PROTO_ANSI_C12 = const(2)
+_PROTO_MBUS = const(3)
+_PROTO_SML = const(4)
+_PROTO_CLIMATETALK = const(5)
 PROTO_GB_HRGP = const(6)
 
 
@@ -173,7 +173,7 @@ class ZclValueError(ZclError):
 # ----------------------------------------------------------- data types ----
 
 # fixed sizes for 0xE0..0xF1
-_FIXED_HI = {T_TOD: 4, T_DATE: 4, T_UTC: 4, T_CLUSTER_ID: 2, T_ATTR_ID: 2, 0xEA: 4, T_EUI64: 8, T_KEY128: 16}
+_FIXED_HI = {_T_TOD: 4, _T_DATE: 4, T_UTC: 4, _T_CLUSTER_ID: 2, _T_ATTR_ID: 2, 0xEA: 4, T_EUI64: 8, _T_KEY128: 16}
 
 
 def type_size(t):
@@ -195,13 +195,13 @@ def type_size(t):
         return 1
     if t == T_ENUM16:
         return 2
-    if t == T_SEMI:
+    if t == _T_SEMI:
         return 2
     if t == T_SINGLE:
         return 4
-    if t == T_DOUBLE:
+    if t == _T_DOUBLE:
         return 8
-    if T_OCTSTR <= t <= T_LONG_CHARSTR:
+    if T_OCTSTR <= t <= _T_LONG_CHARSTR:
         return -1
     s = _FIXED_HI.get(t)
     if s is None:
@@ -249,9 +249,9 @@ def decode_value(t, b, o=0):
         if v > 1 and v != 0xFF:
             raise ZclValueError("bool value 0x%02X" % v)
         return (None if v == 0xFF else v == 1), o + 1
-    if t == T_SINGLE or t == T_DOUBLE:
+    if t == T_SINGLE or t == _T_DOUBLE:
         return struct.unpack_from("<f" if n == 4 else "<d", b, o)[0], o + n
-    if t == T_EUI64 or t == T_KEY128:
+    if t == T_EUI64 or t == _T_KEY128:
         return bytes(b[o : o + n]), o + n
     v = _uint(b, o, n)
     if 0x28 <= t <= 0x2F and v >> (8 * n - 1):
@@ -283,10 +283,10 @@ def encode_value(out, t, v):
     if t == T_BOOL:
         out.append(0xFF if v is None else (1 if v else 0))
         return out
-    if t == T_SINGLE or t == T_DOUBLE:
+    if t == T_SINGLE or t == _T_DOUBLE:
         out.extend(struct.pack("<f" if n == 4 else "<d", v))
         return out
-    if t == T_EUI64 or t == T_KEY128:
+    if t == T_EUI64 or t == _T_KEY128:
         if len(v) != n:
             raise ZclValueError("type 0x%02X needs %d bytes" % (t, n))
         out.extend(v)
@@ -325,7 +325,7 @@ class Header:
     def frame_control(self):
         fc = self.frame_type & 3
         if self.manufacturer is not None:
-            fc |= FC_MANUF
+            fc |= _FC_MANUF
         if self.direction:
             fc |= FC_SERVER_TO_CLIENT
         if self.disable_default_response:
@@ -366,7 +366,7 @@ def parse_header(frame):
         raise ZclValueError("reserved frame control bits 0x%02X" % fc)
     o = 1
     manuf = None
-    if fc & FC_MANUF:
+    if fc & _FC_MANUF:
         if n < 5:
             raise ZclTruncated("ZCL frame of %d bytes with manufacturer code" % n)
         manuf = frame[1] | (frame[2] << 8)
@@ -593,7 +593,7 @@ _GLOBAL_DECODERS = {
     WRITE_ATTRIBUTES_UNDIVIDED: decode_attribute_records,
     WRITE_ATTRIBUTES_NO_RSP: decode_attribute_records,
     WRITE_ATTRIBUTES_RSP: decode_write_attributes_rsp,
-    CONFIGURE_REPORTING: decode_configure_reporting,
+    _CONFIGURE_REPORTING: decode_configure_reporting,
     CONFIGURE_REPORTING_RSP: decode_configure_reporting_rsp,
     REPORT_ATTRIBUTES: decode_attribute_records,
     DEFAULT_RSP: decode_default_rsp,

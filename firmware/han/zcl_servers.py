@@ -9,16 +9,16 @@ from han import zcl as Z
 UNIX_2000 = const(946684800)  # 2000-01-01T00:00Z in unix seconds (ZCL UTCTime epoch)
 
 # Basic cluster attributes
-BASIC_ZCL_VERSION = const(0x0000)
-BASIC_APP_VERSION = const(0x0001)
-BASIC_STACK_VERSION = const(0x0002)
-BASIC_HW_VERSION = const(0x0003)
-BASIC_MANUFACTURER = const(0x0004)
-BASIC_MODEL = const(0x0005)
-BASIC_DATE_CODE = const(0x0006)
-BASIC_POWER_SOURCE = const(0x0007)
-BASIC_SW_BUILD_ID = const(0x4000)
-POWER_MAINS_1PHASE = const(0x01)
+_BASIC_ZCL_VERSION = const(0x0000)
+_BASIC_APP_VERSION = const(0x0001)
+_BASIC_STACK_VERSION = const(0x0002)
+_BASIC_HW_VERSION = const(0x0003)
+_BASIC_MANUFACTURER = const(0x0004)
+_BASIC_MODEL = const(0x0005)
+_BASIC_DATE_CODE = const(0x0006)
+_BASIC_POWER_SOURCE = const(0x0007)
+_BASIC_SW_BUILD_ID = const(0x4000)
+_POWER_MAINS_1PHASE = const(0x01)
 
 MANUFACTURER = b"Open CHub"
 MODEL = b"CHUB-1"
@@ -120,14 +120,14 @@ def basic_server(version, stack_version=None):
         return (v >> 8) & 0xFF
 
     return AttributeServer({
-        BASIC_ZCL_VERSION: (Z.T_UINT8, 3),
-        BASIC_APP_VERSION: (Z.T_UINT8, 1),
-        BASIC_STACK_VERSION: (Z.T_UINT8, stack),
-        BASIC_HW_VERSION: (Z.T_UINT8, 1),
-        BASIC_MANUFACTURER: (Z.T_CHARSTR, MANUFACTURER),
-        BASIC_MODEL: (Z.T_CHARSTR, MODEL),
-        BASIC_POWER_SOURCE: (Z.T_ENUM8, POWER_MAINS_1PHASE),
-        BASIC_SW_BUILD_ID: (Z.T_CHARSTR, version.encode() if isinstance(version, str) else version),
+        _BASIC_ZCL_VERSION: (Z.T_UINT8, 3),
+        _BASIC_APP_VERSION: (Z.T_UINT8, 1),
+        _BASIC_STACK_VERSION: (Z.T_UINT8, stack),
+        _BASIC_HW_VERSION: (Z.T_UINT8, 1),
+        _BASIC_MANUFACTURER: (Z.T_CHARSTR, MANUFACTURER),
+        _BASIC_MODEL: (Z.T_CHARSTR, MODEL),
+        _BASIC_POWER_SOURCE: (Z.T_ENUM8, _POWER_MAINS_1PHASE),
+        _BASIC_SW_BUILD_ID: (Z.T_CHARSTR, version.encode() if isinstance(version, str) else version),
     })
 
 

@@ -48,9 +48,9 @@ _HK = const(5)  # chunk k header
 _FIRST = const(96)  # CHUNK - _H0
 _NEXT = const(115)  # CHUNK - _HK
 
-DEFAULT_CAPACITY = const(32)
-DEFAULT_MAX_BYTES = const(1200)
-DEFAULT_EXPIRY_S = const(86400)
+_DEFAULT_CAPACITY = const(32)
+_DEFAULT_MAX_BYTES = const(1200)
+_DEFAULT_EXPIRY_S = const(86400)
 
 
 class BufferError(ValueError):
@@ -88,7 +88,7 @@ class CommandBuffer:
     pending(eui_hex) -> messages queued (the one in hand included). EUIs are
     16 hex digits, any case."""
 
-    def __init__(self, root, capacity=DEFAULT_CAPACITY, max_bytes=DEFAULT_MAX_BYTES, expiry_s=DEFAULT_EXPIRY_S,
+    def __init__(self, root, capacity=_DEFAULT_CAPACITY, max_bytes=_DEFAULT_MAX_BYTES, expiry_s=_DEFAULT_EXPIRY_S,
                  stats=None):
         self.root = root.rstrip("/")
         self.capacity = capacity

@@ -25,9 +25,9 @@ from route.buffer import BufferError, CommandBuffer
 # device types (CHF Device Log; PROTOCOLS.md section 2)
 _GSME = const(0)
 
-MC_ESME_UNDELIVERED = const(0x00D5)  # Failure to Deliver Remote Party Message to ESME
-ALERT_ESME_UNDELIVERED = const(0x8F84)
-ALERT_GSME_NOT_RETRIEVED = const(0x819D)
+_MC_ESME_UNDELIVERED = const(0x00D5)  # Failure to Deliver Remote Party Message to ESME
+_ALERT_ESME_UNDELIVERED = const(0x8F84)
+_ALERT_GSME_NOT_RETRIEVED = const(0x819D)
 MC_GENERIC_NON_CRITICAL = const(0x1001)  # message code of an alert with no use case of its own
 
 # CHF log event codes (project-local in the 0x8Fxx space, like chf/logs.py;
@@ -277,7 +277,7 @@ class Router:
             if len(mid) == 25:
                 self.counters["undelivered"] += 1
                 self.counters["recovered_inflight"] += 1
-                self._log("event_log", ALERT_ESME_UNDELIVERED, mid + b"power")
+                self._log("event_log", _ALERT_ESME_UNDELIVERED, mid + b"power")
                 log("route", "delivery to %s cut by a power loss: 0x8F84" % key[16:32])
                 await self._emit(self.undelivered_alert(mid), "alert")
                 n += 1
@@ -325,14 +325,14 @@ class Router:
                 log("route", "tunnel reply from %s unusable: %r" % (eh, e))
         self.counters["undelivered"] += 1
         mid = message_id(f)
-        self._log("event_log", ALERT_ESME_UNDELIVERED, mid + reason.encode())
+        self._log("event_log", _ALERT_ESME_UNDELIVERED, mid + reason.encode())
         log("route", "undelivered to %s (%s): 0x8F84" % (eh, reason))
         return None, [self.undelivered_alert(mid)]
 
     def undelivered_alert(self, mid):
         """0x8F84 Failure to Deliver Remote Party Message to ESME (message
         code 0x00D5); body = originator | target | CRA | counter (25 bytes)."""
-        return self.hub.chf.dlms_alert(MC_ESME_UNDELIVERED, ALERT_ESME_UNDELIVERED, (dlms.OCTET_STRING, mid))
+        return self.hub.chf.dlms_alert(_MC_ESME_UNDELIVERED, _ALERT_ESME_UNDELIVERED, (dlms.OCTET_STRING, mid))
 
     # -- device-initiated tunnel messages ---------------------------------
 
@@ -470,10 +470,10 @@ class Router:
                     mid = message_id(gframe.parse(msg))
                 except gframe.FrameError:
                     pass
-            self._log("event_log", ALERT_GSME_NOT_RETRIEVED, mid or eh.encode())
+            self._log("event_log", _ALERT_GSME_NOT_RETRIEVED, mid or eh.encode())
             log("route", "command for %s not retrieved: expired, 0x819D" % eh)
             try:
-                a = gpf_alert(self.hub.identity.parties("gpf"), ALERT_GSME_NOT_RETRIEVED, self._t2000())
+                a = gpf_alert(self.hub.identity.parties("gpf"), _ALERT_GSME_NOT_RETRIEVED, self._t2000())
             except ValueError as e:  # e.g. no ACB trust anchor for the GPF yet
                 log("route", "0x819D alert not built: %r" % (e,))
                 continue

@@ -13,7 +13,7 @@ from micropython import const
 
 ALERT_POWER_OUTAGE = const(0x8FF0)
 ALERT_POWER_RESTORED = const(0x8FF1)
-MC_CHF_ALERT = const(0x0000)
+_MC_CHF_ALERT = const(0x0000)
 _EPOCH_2000 = const(946684800)
 
 
@@ -28,7 +28,7 @@ def build_alert(chf, code, utc):
     dt = (dlms.OCTET_STRING, date_time(utc - _EPOCH_2000))
     body = (dlms.STRUCTURE, [(dlms.LONG_UNSIGNED, code), dt])
     payload = dlms.data_notification(0x20000000 | (counter & 0xFFFFFF), body)
-    return bytes(p.protect_alert(MC_CHF_ALERT, payload))
+    return bytes(p.protect_alert(_MC_CHF_ALERT, payload))
 
 
 class LastGasp:

@@ -28,7 +28,7 @@ ACK_DONE = const(0)  # executed / accepted
 ACK_DUPLICATE = const(1)  # already seen: not executed again
 ACK_REJECTED = const(2)  # received intact, refused by the GBCS layer
 
-NO_SIGNAL = const(127)
+_NO_SIGNAL = const(127)
 
 
 class LinkError(ValueError):
@@ -69,7 +69,7 @@ def encode(ftype, fid, payload=b""):
 def hello(eui, version, signal_dbm):
     if len(eui) != 8:
         raise BadPayload("EUI-64 must be 8 bytes")
-    s = NO_SIGNAL if signal_dbm is None else max(-128, min(126, int(signal_dbm)))
+    s = _NO_SIGNAL if signal_dbm is None else max(-128, min(126, int(signal_dbm)))
     return encode(HELLO, 0, bytes(eui) + struct.pack(">b", s) + version.encode())
 
 
@@ -81,7 +81,7 @@ def parse_hello(p):
         v = str(bytes(p[9:]), "utf-8")
     except UnicodeError:
         raise BadPayload("HELLO version is not utf-8")
-    return bytes(p[:8]), v, None if s == NO_SIGNAL else s
+    return bytes(p[:8]), v, None if s == _NO_SIGNAL else s
 
 
 def u32_payload(p, what):

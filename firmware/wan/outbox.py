@@ -28,8 +28,8 @@ TX_LINK_UP = const(3)
 TX_LINK_DROP = const(4)
 TX_ACK = const(5)
 TX_REJECT = const(6)
-TX_EXHAUSTED = const(7)
-TX_DROPPED = const(8)
+_TX_EXHAUSTED = const(7)
+_TX_DROPPED = const(8)
 TX_DUPLICATE = const(9)
 TX_MODEM_RESET = const(10)
 TX_TIME = const(11)
@@ -236,13 +236,13 @@ class Outbox:
 
     def _exhausted(self, seq):
         if self.tx is not None:
-            self.tx.add(TX_EXHAUSTED, seq)
+            self.tx.add(_TX_EXHAUSTED, seq)
         self._tries.pop(seq, None)
         if self.cfg["on_exhausted"] == "drop":
             self.j.ack(seq)
             self._hold.pop(seq, None)
             if self.tx is not None:
-                self.tx.add(TX_DROPPED, seq)
+                self.tx.add(_TX_DROPPED, seq)
         else:
             self._parked.add(seq)
 
