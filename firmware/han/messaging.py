@@ -88,8 +88,8 @@ class Messaging:
         self._client = {}  # eui hex -> (tunnel id, device ep, False, max in): tunnels we opened
         self._opening = {}  # eui hex -> [event, (tid, status, max in)]
         self._exchange = {}  # eui hex -> [event, reply, error]
-        self._locks = {}  # eui hex -> asyncio.Lock (one exchange at a time), while held
-        self._tx_locks = {}  # eui hex -> asyncio.Lock (fragments of one frame together), while held
+        self._locks = {}  # eui hex -> [asyncio.Lock, users] (one exchange at a time), while used
+        self._tx_locks = {}  # eui hex -> [asyncio.Lock, users] (fragments of one frame together), while used
         self._sent = {}  # message tag -> [event, status]
         self._requests = {}  # (eui hex, cluster, tsn) -> [event, answer frame]
         self._eps = {}  # eui hex -> the endpoint it last sent from
@@ -125,17 +125,28 @@ class Messaging:
 
     async def _acquire(self, table, eh):
         # a device's lock exists while someone holds or waits for it: two
-        # idle Locks per joined device were ~300 bytes each for the hub's life
-        lk = table.get(eh)
-        if lk is None:
-            lk = table[eh] = asyncio.Lock()
-        await lk.acquire()
-        return lk
+        # idle Locks per joined device were ~300 bytes each for the hub's
+        # life. table[eh] = [Lock, users]; users counts holder and waiters
+        # (Lock.locked() is False while a release hands the lock to a waiter)
+        u = table.get(eh)
+        if u is None:
+            u = table[eh] = [asyncio.Lock(), 0]
+        u[1] += 1
+        try:
+            await u[0].acquire()
+        except BaseException:  # cancelled while waiting
+            self._drop_user(table, eh, u)
+            raise
+        return u
 
-    def _release(self, table, eh, lk):
-        lk.release()  # hands the lock straight to a waiting task, if any
-        if not lk.locked() and table.get(eh) is lk:
+    def _drop_user(self, table, eh, u):
+        u[1] -= 1
+        if u[1] <= 0 and table.get(eh) is u:
             del table[eh]
+
+    def _release(self, table, eh, u):
+        u[0].release()  # hands the lock straight to a waiting task, if any
+        self._drop_user(table, eh, u)
 
     # -- sending ------------------------------------------------------------------
 

@@ -250,12 +250,14 @@ def test_device_locks_serialise_and_exist_only_while_held_or_awaited():
 
     async def main():
         t1 = asyncio.create_task(use(m._locks, a, "a1", 20))
-        t2 = asyncio.create_task(use(m._locks, a, "a2", 5))
+        t2 = asyncio.create_task(use(m._locks, a, "a2", 30))
         t3 = asyncio.create_task(use(m._locks, b, "b1", 5))
         t4 = asyncio.create_task(use(m._tx_locks, a, "x1", 5))
         await asyncio.sleep_ms(2)
         assert sorted(m._locks) == sorted([a, b]) and list(m._tx_locks) == [a]
-        for t in (t1, t2, t3, t4):
+        await asyncio.sleep_ms(30)  # a1 has handed the lock to a2, which holds it now
+        t7 = asyncio.create_task(use(m._locks, a, "a5", 5))
+        for t in (t1, t2, t3, t4, t7):
             await t
         # a cancelled waiter leaves nothing behind either
         t5 = asyncio.create_task(use(m._locks, a, "a3", 20))
@@ -267,7 +269,7 @@ def test_device_locks_serialise_and_exist_only_while_held_or_awaited():
 
     asyncio.run(main())
     # one exchange at a time per device; other devices and the other table run alongside
-    assert order.index("a1-") < order.index("a2+"), order
+    assert order.index("a1-") < order.index("a2+") and order.index("a2-") < order.index("a5+"), order
     assert order.index("b1+") < order.index("a1-") and order.index("x1+") < order.index("a1-"), order
     assert "a4+" not in order
     assert m._locks == {} and m._tx_locks == {}
