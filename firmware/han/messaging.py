@@ -33,6 +33,7 @@ _HUB_EP = const(1)
 FRAG_SIZE = 64  # ZCL bytes per APS fragment (and the largest unfragmented frame)
 MAX_MESSAGE = T.DEFAULT_MESSAGE_SIZE  # the largest tunnel message accepted (advertised)
 _REASSEMBLY = MAX_MESSAGE + 16  # + the TransferData header
+_MAX_ACKS = const(64)  # fragment acks waiting for the NCP
 _RX_SLOTS = const(2)  # concurrent incoming fragmented messages
 _MAX_BUSY = const(8)  # concurrent server tasks
 SEND_TIMEOUT_MS = 10000  # a sleepy device is served when it polls
@@ -93,6 +94,8 @@ class Messaging:
         self._sent = {}  # message tag -> [event, status]
         self._requests = {}  # (eui hex, cluster, tsn) -> [event, answer frame]
         self._eps = {}  # eui hex -> the endpoint it last sent from
+        self._acks = []  # (node id, aps) of fragments to acknowledge, oldest first
+        self._acking = False  # the task that sends them is running
         self._rx = []  # reassembly slots [sender, Reassembler, count] of messages in progress
         self._tsn = 0
         self._busy = 0
@@ -252,15 +255,23 @@ class Messaging:
         self._rx.remove(slot)
         return r.take()
 
-    async def _ack_fragment(self, node, aps):
-        # the host's APS ack of one fragment (EmberZNet host fragmentation:
-        # sendReply with the endpoints swapped and groupId 0xFF00 | index)
+    async def _ack_fragments(self):
+        # the host's APS acks of incoming fragments (EmberZNet host
+        # fragmentation: sendReply with the endpoints swapped and groupId
+        # 0xFF00 | index), in arrival order. One task sends them all: a task
+        # per fragment held its frame and an EZSP wait (~0.6 KB each) while
+        # they queued for the NCP, which takes one command at a time anyway
         try:
-            await self.ezsp.command("sendReply", node, (aps[0], aps[1], aps[3], aps[2], aps[4],
-                                                         0xFF00 | (aps[5] & 0xFF), aps[6]), b"")
-            self.counters["frag_ack"] += 1
-        except Exception:
-            self.counters["frag_ack_fail"] += 1
+            while self._acks:
+                node, aps = self._acks.pop(0)
+                try:
+                    await self.ezsp.command("sendReply", node, (aps[0], aps[1], aps[3], aps[2], aps[4],
+                                                                 0xFF00 | (aps[5] & 0xFF), aps[6]), b"")
+                    self.counters["frag_ack"] += 1
+                except Exception:
+                    self.counters["frag_ack_fail"] += 1
+        finally:
+            self._acking = False
 
     def _incoming(self, eh, aps, payload, node=None):
         """Called by the coordinator for every message from a known device."""
@@ -270,7 +281,13 @@ class Messaging:
             return
         if options & APS_OPTION_FRAGMENT:
             if node is not None:
-                asyncio.create_task(self._ack_fragment(node, aps))
+                if len(self._acks) >= _MAX_ACKS:  # the NCP is not keeping up: the oldest goes
+                    self._acks.pop(0)
+                    self.counters["frag_ack_fail"] += 1
+                self._acks.append((node, aps))
+                if not self._acking:
+                    self._acking = True
+                    asyncio.create_task(self._ack_fragments())
             payload = self._reassemble(eh, group, payload)
             if payload is None:
                 return
