@@ -133,12 +133,12 @@ class Decoder:
         before feeding the rest."""
         if self.pos:
             rest = self.n - self.pos
-            buf = self.buf
-            if buf is not self._small and rest <= len(self._small):
-                buf = self._small  # the large frame is taken
-            memoryview(buf)[:rest] = self.mv[self.pos:self.n]
-            if buf is not self.buf:
-                self._use(buf)
+            small = self._small
+            if self.buf is not small and rest <= len(small):
+                small[:rest] = self.mv[self.pos:self.n]  # the large frame is taken
+                self._use(small)
+            else:
+                self.mv[:rest] = self.mv[self.pos:self.n]
             self.n = rest
             self.pos = 0
         k = min(len(data) - off, len(self.buf) - self.n)
