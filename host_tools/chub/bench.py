@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import subprocess
 import tempfile
 import time
@@ -62,13 +63,17 @@ def image_modules(image: Path) -> list[str]:
     return own + list(RUNTIME_STDLIB)
 
 
-def heap_after_imports(image: Path, heap: str) -> float:
-    """KiB allocated once every module of the image (and RUNTIME_STDLIB) is
-    imported: the code's share."""
+def import_figures(image: Path, heap: str) -> dict[str, Any]:
+    """Every module of the image (and RUNTIME_STDLIB) imported:
+    heap_after_imports_kb, the KiB allocated (the code's share), and the
+    names MicroPython interned for them (image_qstrs) in how many pools
+    (image_qstr_pools). The pools double in size: one more pool takes ~28 KB
+    at once on this port (docs/proof.md)."""
     code = (
-        "import gc\ngc.collect()\nbase = gc.mem_alloc()\n"
+        "import gc\nimport micropython\ngc.collect()\nbase = gc.mem_alloc()\n"
         + "".join(f"import {n}\n" for n in image_modules(image))
-        + "gc.collect()\nprint('{\"kb\": %.1f}' % ((gc.mem_alloc() - base) / 1024))\n"
+        + "gc.collect()\nkb = (gc.mem_alloc() - base) / 1024\nmicropython.qstr_info()\n"
+        + "print('{\"kb\": %.1f}' % kb)\n"
     )
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "imports.py"
@@ -85,7 +90,17 @@ def heap_after_imports(image: Path, heap: str) -> float:
         )
     if r.returncode != 0:
         raise RuntimeError(f"importing the image failed: {r.stderr[-800:] or r.stdout[-800:]}")
-    return _last_json(r.stdout)["kb"]
+    m = re.search(r"n_pool=(\d+), n_qstr=(\d+)", r.stdout)
+    if m is None:
+        raise RuntimeError(f"no qstr_info line in: {r.stdout[-400:]}")
+    return {"heap_after_imports_kb": _last_json(r.stdout)["kb"], "image_qstrs": int(m.group(2)),
+            "image_qstr_pools": int(m.group(1))}
+
+
+def heap_after_imports(image: Path, heap: str) -> float:
+    """KiB allocated once every module of the image (and RUNTIME_STDLIB) is
+    imported: the code's share."""
+    return import_figures(image, heap)["heap_after_imports_kb"]
 
 
 def hub_figures(image: Path, heap: str) -> dict[str, Any]:
@@ -148,7 +163,7 @@ def run_bench(heap: str | None = None, progress: Callable[[str], None] | None = 
             "heap_limit": heap,
         }
         say("heap after imports")
-        figures["heap_after_imports_kb"] = heap_after_imports(image, heap)
+        figures.update(import_figures(image, heap))
         say("booting the emulated system")
         figures.update(hub_figures(image, heap))
         say("storage workload")
