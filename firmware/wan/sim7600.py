@@ -138,16 +138,6 @@ def _last_int(line):
     return to_int(line[line.rfind(b",") + 1:].strip() if b"," in line else line[line.find(b":") + 1:].strip())
 
 
-# URC prefix -> the driver's handler (first match wins)
-_URCS = (
-    (b"+CREG:", "_on_reg"), (b"+CGREG:", "_on_reg"), (b"+CEREG:", "_on_reg"),
-    (b"+IPCLOSE:", "_on_ipclose"), (b"+CIPEVENT:", "_on_cipevent"), (b"+CIPRXGET: 1,", "_on_rx"),
-    (b"RDY", "_on_boot"), (b"+CPIN:", "_on_cpin"), (b"PB DONE", "_on_pb_done"),
-    (b"+CTZV:", "_on_time"), (b"*PSUTTZ:", "_on_time"), (b"+CTZE:", "_on_time"),
-)
-_URC_PREFIXES = tuple(u[0] for u in _URCS)
-
-
 class Sim7600(Modem):
     def __init__(self, reader, writer, reset=None, timings=None, ticks_ms=None):
         Modem.__init__(self)
@@ -200,9 +190,9 @@ class Sim7600(Modem):
 
     # ---- URCs ----
     def _on_urc(self, line):
-        for p, name in _URCS:
+        for p, fn in _URCS:
             if line.startswith(p):
-                getattr(self, name)(line)
+                fn(self, line)  # the class's function: no bound method made per URC
                 return
 
     def _on_reg(self, line):
@@ -597,3 +587,14 @@ class Sim7600(Modem):
         except asyncio.TimeoutError:
             raise ModemSilent("no RDY after reset")
         await self.init()
+
+
+# URC prefix -> the driver's handler (first match wins)
+_URCS = (
+    (b"+CREG:", Sim7600._on_reg), (b"+CGREG:", Sim7600._on_reg), (b"+CEREG:", Sim7600._on_reg),
+    (b"+IPCLOSE:", Sim7600._on_ipclose), (b"+CIPEVENT:", Sim7600._on_cipevent),
+    (b"+CIPRXGET: 1,", Sim7600._on_rx), (b"RDY", Sim7600._on_boot), (b"+CPIN:", Sim7600._on_cpin),
+    (b"PB DONE", Sim7600._on_pb_done),
+    (b"+CTZV:", Sim7600._on_time), (b"*PSUTTZ:", Sim7600._on_time), (b"+CTZE:", Sim7600._on_time),
+)
+_URC_PREFIXES = tuple(u[0] for u in _URCS)
