@@ -233,8 +233,13 @@ class Ezsp:
 
         self.on("energyScanResultHandler", on_res)
         self.on("scanCompleteHandler", on_done)
-        await self.ok("startScan", 0, channels_mask, duration)
-        await asyncio.wait_for(done.wait(), self.timeout + 0.5 * len(range(11, 27)))
+        try:
+            await self.ok("startScan", 0, channels_mask, duration)
+            await asyncio.wait_for(done.wait(), self.timeout + 0.5 * len(range(11, 27)))
+        finally:
+            # the callbacks hold the scan's state: not kept past the scan
+            self._handlers.pop("energyScanResultHandler", None)
+            self._handlers.pop("scanCompleteHandler", None)
         if st[0] != 0:
             raise EzspStatusError("scan", st[0])
         return res

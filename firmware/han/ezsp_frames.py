@@ -119,7 +119,6 @@ _V14 = {
     "setExtendedTimeout": (0x7E, "EB", "S"),
 }
 _EXTRA = {8: _V8, 13: _V13, 14: _V14}
-_BY_ID = {}  # version -> {id: name}
 
 
 def check_version(ver):
@@ -141,21 +140,16 @@ def lookup(ver, name):
 
 
 def name_of(ver, frame_id):
+    # a search, not a reverse table: two tables (the legacy handshake's and
+    # the running version's) would hold ~1.2 KB for the hub's life
     if ver == LEGACY:
         ver = 8
     check_version(ver)
-    m = _BY_ID.get(ver)
-    if m is None:
-        m = {}
-        for n, e in _COMMON.items():
-            m[e[0]] = n
-        for n, e in _EXTRA[ver].items():
-            m[e[0]] = n
-        _BY_ID[ver] = m
-    n = m.get(frame_id)
-    if n is None:
-        raise EzspUnknownFrame("unknown EZSP v%d frame id 0x%04X" % (ver, frame_id))
-    return n
+    for t in (_EXTRA[ver], _COMMON):  # a version's own entry wins
+        for n, e in t.items():
+            if e[0] == frame_id:
+                return n
+    raise EzspUnknownFrame("unknown EZSP v%d frame id 0x%04X" % (ver, frame_id))
 
 
 def _rev(b):

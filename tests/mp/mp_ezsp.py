@@ -88,6 +88,9 @@ async def _full():
     ch, pan, xpan = await ez.form_network(allowed)
     assert ch == 25, ch
     assert ez.network_up
+    # the scan's callbacks are gone with the scan (they held its results, an
+    # Event and two closures for the hub's life)
+    assert "energyScanResultHandler" not in ez._handlers and "scanCompleteHandler" not in ez._handlers
     st = _rig("state").split()
     assert int(st[0]) == 25 and int(st[1]) == 0x11
     r = await ez.command("getNetworkParameters")
