@@ -42,8 +42,8 @@ class Identity:
 
         self._store = store
         roll_forward(store)  # a provisioning commit a power cut left unapplied
-        self._kv = store.kv("identity")
-        self._akv = store.kv("anchors")
+        self._kv = store.kv("identity", keep=False)  # the devices dicts hold what is used
+        self._akv = store.kv("anchors", keep=False)  # read when a device's parties load
         if "chf" not in self._kv:
             self._generate(rand, eui)
         self.devices = {}

@@ -29,11 +29,16 @@ class Store:
         self._kvs = {}
         self._journals = {}
 
-    def kv(self, name):
+    def kv(self, name, keep=True):
+        """The KV store `name`; keep=False asks for a cold one (no RAM copy,
+        see KV): cold once any holder asks, since a read from flash is right
+        for every holder."""
         s = self._kvs.get(name)
         if s is None:
-            s = KV(self.root, name, self.stats)
+            s = KV(self.root, name, self.stats, keep)
             self._kvs[name] = s
+        elif not keep:
+            s.forget()
         return s
 
     def journal(self, name, **kw):

@@ -53,7 +53,12 @@ def _load(path):
 
 
 class KV:
-    def __init__(self, root, name, stats=None):
+    """KV(root, name, stats=None, keep=True). keep=False: a cold store, for
+    records read at boot and by rare commands (keys, anchors, trust-anchor
+    cells) whose holders keep what they need: no copy in RAM, every read
+    comes from flash (and recovers a left-over tmp as opening does)."""
+
+    def __init__(self, root, name, stats=None, keep=True):
         # the path is made when needed: a store is held for the hub's life,
         # its path string only for a moment (most stores sit idle)
         self._dir = root.rstrip("/")
@@ -62,6 +67,16 @@ class KV:
         for k in ("kv_writes", "kv_recovered_tmp", "kv_corrupt"):
             self.stats.setdefault(k, 0)
         self._data = self._open()
+        if not keep:
+            self._data = None
+
+    def forget(self):
+        """Make this store cold (see the class): the RAM copy is dropped."""
+        self._data = None
+
+    def _d(self):
+        d = self._data
+        return self._open() if d is None else d
 
     @property
     def path(self):
@@ -100,35 +115,38 @@ class KV:
             f.write(text)
         os.rename(tmp, self.path)
         self.stats["kv_writes"] += 1
-        self._data = data
+        if self._data is not None:
+            self._data = data
 
     def get(self, key, default=None):
-        return self._data.get(key, default)
+        return self._d().get(key, default)
 
     def __contains__(self, key):
-        return key in self._data
+        return key in self._d()
 
     def __len__(self):
-        return len(self._data)
+        return len(self._d())
 
     def items(self):
-        return self._data.items()
+        return self._d().items()
 
     def keys(self):
-        return self._data.keys()
+        return self._d().keys()
 
     def set(self, key, value):
         self.update({key: value})
 
     def update(self, changes):
-        data = dict(self._data)
+        old = self._d()
+        data = dict(old)
         data.update(changes)
-        if data != self._data:
+        if data != old:
             self._commit(data)
 
     def delete(self, key):
-        if key in self._data:
-            data = dict(self._data)
+        old = self._d()
+        if key in old:
+            data = dict(old)
             del data[key]
             self._commit(data)
             return True

@@ -33,6 +33,34 @@ def test_kv_round_trip_and_reopen():
     assert os.listdir(ROOT) == ["cfg.kv"]
 
 
+def test_cold_kv_reads_flash_and_holds_no_copy():
+    # a store read at boot and on rare commands (keys, anchors, trust-anchor
+    # cells) keeps nothing in RAM: every read comes from flash
+    fresh()
+    st = Store(ROOT)
+    warm = st.kv("keys")  # a first holder that did not ask
+    warm.set("a", "1" * 130)
+    cold = st.kv("keys", keep=False)
+    assert cold is warm and cold._data is None  # cold once any holder asks
+    assert cold.get("a") == "1" * 130 and "a" in cold and len(cold) == 1
+    assert cold._data is None
+    # what another writer committed is what the next read sees
+    KV(ROOT, "keys").set("b", 2)
+    assert sorted(cold.keys()) == ["a", "b"] and dict(cold.items())["b"] == 2
+    w = cold.stats["kv_writes"]
+    cold.update({"b": 2})  # no change, no flash write
+    assert cold.stats["kv_writes"] == w
+    cold.update({"b": 3, "c": [1]})
+    assert cold.delete("a") and not cold.delete("a")
+    assert cold._data is None
+    remount()
+    assert sorted(KV(ROOT, "keys").items()) == [("b", 3), ("c", [1])]
+    # a store asked cold first stays cold for a later holder
+    st2 = Store(ROOT)
+    assert st2.kv("keys", keep=False) is st2.kv("keys") and st2.kv("keys")._data is None
+    assert st2.kv("keys").get("b") == 3
+
+
 def test_kv_leftover_tmp_is_dropped_when_state_exists():
     fresh()
     KV(ROOT, "cfg").set("k", "old")
