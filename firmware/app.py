@@ -30,7 +30,9 @@ class Hub:
         self.root = board.mount()
         self.store = store.Store(self.root)
         self.supervisor = Supervisor()
-        self.commands = {"status": self.cmd_status}
+        # local-port commands: name -> async fn(hub, req); module functions
+        # (or Hub.cmd_status), so no closure per command is held
+        self.commands = {"status": Hub.cmd_status}
         self.local_port_up = asyncio.Event()
         self.heap_high_water = 0
         # features install their state and local-port commands on the hub
@@ -48,7 +50,7 @@ class Hub:
 
     async def cmd_status(self, req):
         free, alloc = board.heap()
-        return {
+        r = {
             "version": VERSION,
             "git": _GIT,
             "board": board.NAME,
@@ -61,6 +63,15 @@ class Hub:
             "flash": board.flash_counters(),
             "jobs": self.supervisor.jobs,
         }
+        # the features' parts, once installed
+        clk, c, leds = getattr(self, "clock", None), getattr(self, "coordinator", None), getattr(self, "leds", None)
+        if clk is not None:
+            r["clock"] = clk.status()
+        if c is not None:
+            r["han"] = c.summary()
+        if leds is not None:
+            r["leds"] = leds.shown
+        return r
 
     async def route(self, frame, tag=None):
         """One remote-party GBCS frame from the WAN (tag: its link frame id) or
@@ -72,7 +83,7 @@ class Hub:
         fn = self.commands.get(req.get("cmd"))
         if fn is None:
             raise KeyError(req.get("cmd"))
-        return await fn(req)
+        return await fn(self, req)
 
     async def local_port(self):
         reader, writer = await board.open_uart("local")

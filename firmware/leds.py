@@ -145,15 +145,7 @@ class StatusLeds:
 
 
 def install(hub):
-    """hub.leds = StatusLeds; job "leds"; `status` gets "leds" (what is lit)."""
+    """hub.leds = StatusLeds; job "leds" (`status` shows hub.leds.shown, what is lit)."""
     s = hub.leds = StatusLeds(hub)
-    prev = hub.commands.get("status")
-    if prev is not None:
-        async def status(req):
-            r = await prev(req)
-            r["leds"] = s.shown
-            return r
-
-        hub.commands["status"] = status
     hub.supervisor.spawn("leds", s.run)
     return s

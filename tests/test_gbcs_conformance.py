@@ -42,7 +42,7 @@ class Hub:
         fn = self.commands.get(req.get("cmd"))
         if fn is None:
             raise KeyError(req.get("cmd"))
-        return await fn(req)
+        return await fn(self, req)
 
 
 hub = Hub()

@@ -74,7 +74,7 @@ class Hub:
         fn = self.commands.get(req.get("cmd"))
         if fn is None:
             raise KeyError(req.get("cmd"))
-        return await fn(req)
+        return await fn(self, req)
 
     def emit(self, frame, kind, critical=None):
         # the WAN outbox's entry point: here the test collects what would go out
@@ -87,30 +87,30 @@ gpf_service.install(hub)
 router.install(hub)  # hub.route by recipient EUI: CHF, GPF, GSME buffer
 
 
-async def cmd_clock(req):
+async def cmd_clock(hub, req):
     hub.clock.t = int(req["utc"])
     hub.clock.valid = bool(req["valid"])
     return {}
 
 
-async def cmd_zcl(req):
+async def cmd_zcl(hub, req):
     frame = bytes.fromhex(req["frame"])
     h, off = zcl.parse_header(frame)
     rsp = await hub.coordinator.zcl_servers[int(req["cluster"])](req["eui"], 1, h, frame[off:])
     return {"reply": rsp.hex() if rsp else None}
 
 
-async def cmd_tunnel(req):
+async def cmd_tunnel(hub, req):
     rsp = await hub.coordinator.on_tunnel_message(req["eui"], bytes.fromhex(req["data"]))
     return {"reply": rsp.hex() if rsp else None}
 
 
-async def cmd_add_device(req):
+async def cmd_add_device(hub, req):
     code, _dup = hub.device_log.add(bytes.fromhex(req["eui"]), int(req["type"]), add_crc(b"0123456789ABCDEF"), 3600)
     return {"code": code}
 
 
-async def cmd_emitted(req):
+async def cmd_emitted(hub, req):
     out = [[k, f.hex()] for k, f in hub.emitted]
     hub.emitted = []
     return {"frames": out}

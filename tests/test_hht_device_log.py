@@ -46,7 +46,7 @@ async def dispatch(req):
     if fn is None:
         raise KeyError(req.get("cmd"))
     clock[0] += 1
-    return await fn(req)
+    return await fn(hub, req)
 
 async def conn(r, w):
     await lp.serve(r, w, dispatch)

@@ -44,6 +44,81 @@ def _eui(req):
         raise ValueError(str(e))
 
 
+async def _sync(hub):
+    tc = getattr(hub, "trust_centre", None)
+    if tc is not None:
+        try:
+            await tc.sync()
+        except Exception:
+            pass  # the trust centre's own loop retries within a second
+
+
+# The commands: module functions fn(hub, req), so the hub holds no closure
+# (and no cells) per command.
+
+async def device_log_list(hub, req):
+    dl = hub.device_log
+    off = req.get("offset", 0)
+    if not isinstance(off, int) or off < 0:
+        raise ValueError("'offset' must be an integer >= 0")
+    rows = dl.entries()
+    res = {"total": len(rows), "capacity": dl.capacity, "offset": off, "utc": dl.utc(),
+           "entries": [_row(v) for v in rows[off:off + _PAGE]]}
+    if off == 0:
+        res["historic"] = [[h["eui"], h["type"], h["key_hash"], h["removed"]] for h in dl.historic()]
+    return res
+
+
+async def device_log_add(hub, req):
+    eui = _eui(req)
+    typ = _arg(req, "type", int)
+    code = _hex(req, "install_code")
+    timeout = req.get("join_timeout", 3600)
+    if not isinstance(timeout, int) or not 0 <= timeout <= 0xFFFF:
+        raise ValueError("'join_timeout' must be 0..65535 seconds")
+    if not 0 <= typ < len(DL.TYPE_NAMES):
+        raise ValueError("'type' must be 0..6")
+    try:
+        code_n, dup = hub.device_log.add(eui, typ, code, timeout)
+    except InstallCodeCrcError as e:
+        return {"code": DL.INVALID_CODE, "message": "install code CRC invalid: " + str(e)}
+    except InstallCodeError as e:
+        raise ValueError(str(e))
+    msg = _MESSAGES.get(code_n, "error")
+    if dup:
+        msg = "already in the Device Log: key ignored"
+    await _sync(hub)
+    return {"code": code_n, "message": msg, "duplicate": dup}
+
+
+async def device_log_remove(hub, req):
+    code_n = hub.device_log.remove(_eui(req))
+    await _sync(hub)
+    msg = "not in the Device Log" if code_n == DL.INCOMPATIBLE else _MESSAGES.get(code_n, "error")
+    return {"code": code_n, "message": msg}
+
+
+async def logs(hub, req):
+    which = req.get("which", "event")
+    if which == "event":
+        lg = hub.event_log
+    elif which == "security":
+        lg = hub.security_log
+    else:
+        raise ValueError("'which' must be event or security")
+    ent = lg.entries(req.get("from"), req.get("to"))
+    out = []
+    room = 3200  # newest first until the reply would get near 4 KB
+    for i in range(len(ent) - 1, -1, -1):
+        t, c, d = ent[i]
+        room -= 2 * len(d) + 28
+        if room < 0:
+            break
+        out.append([t, c, d.hex()])
+    out.reverse()
+    return {"which": which, "capacity": lg.capacity, "total": len(ent), "entries": out}
+
+
 def install(hub, utc=None, capacity=16, log_capacity=40):
     """utc() -> UTC seconds since 2000-01-01 (default: from board.utc())."""
     if utc is None:
@@ -54,73 +129,6 @@ def install(hub, utc=None, capacity=16, log_capacity=40):
 
     hub.device_log = dl = DL.DeviceLog(hub.store, utc, capacity)
     hub.event_log, hub.security_log = open_logs(hub.store, log_capacity, utc=utc)
-
-    async def _sync():
-        tc = getattr(hub, "trust_centre", None)
-        if tc is not None:
-            try:
-                await tc.sync()
-            except Exception:
-                pass  # the trust centre's own loop retries within a second
-
-    async def device_log_list(req):
-        off = req.get("offset", 0)
-        if not isinstance(off, int) or off < 0:
-            raise ValueError("'offset' must be an integer >= 0")
-        rows = dl.entries()
-        res = {"total": len(rows), "capacity": dl.capacity, "offset": off, "utc": utc(),
-               "entries": [_row(v) for v in rows[off:off + _PAGE]]}
-        if off == 0:
-            res["historic"] = [[h["eui"], h["type"], h["key_hash"], h["removed"]] for h in dl.historic()]
-        return res
-
-    async def device_log_add(req):
-        eui = _eui(req)
-        typ = _arg(req, "type", int)
-        code = _hex(req, "install_code")
-        timeout = req.get("join_timeout", 3600)
-        if not isinstance(timeout, int) or not 0 <= timeout <= 0xFFFF:
-            raise ValueError("'join_timeout' must be 0..65535 seconds")
-        if not 0 <= typ < len(DL.TYPE_NAMES):
-            raise ValueError("'type' must be 0..6")
-        try:
-            code_n, dup = dl.add(eui, typ, code, timeout)
-        except InstallCodeCrcError as e:
-            return {"code": DL.INVALID_CODE, "message": "install code CRC invalid: " + str(e)}
-        except InstallCodeError as e:
-            raise ValueError(str(e))
-        msg = _MESSAGES.get(code_n, "error")
-        if dup:
-            msg = "already in the Device Log: key ignored"
-        await _sync()
-        return {"code": code_n, "message": msg, "duplicate": dup}
-
-    async def device_log_remove(req):
-        code_n = dl.remove(_eui(req))
-        await _sync()
-        msg = "not in the Device Log" if code_n == DL.INCOMPATIBLE else _MESSAGES.get(code_n, "error")
-        return {"code": code_n, "message": msg}
-
-    async def logs(req):
-        which = req.get("which", "event")
-        if which == "event":
-            lg = hub.event_log
-        elif which == "security":
-            lg = hub.security_log
-        else:
-            raise ValueError("'which' must be event or security")
-        ent = lg.entries(req.get("from"), req.get("to"))
-        out = []
-        room = 3200  # newest first until the reply would get near 4 KB
-        for i in range(len(ent) - 1, -1, -1):
-            t, c, d = ent[i]
-            room -= 2 * len(d) + 28
-            if room < 0:
-                break
-            out.append([t, c, d.hex()])
-        out.reverse()
-        return {"which": which, "capacity": lg.capacity, "total": len(ent), "entries": out}
-
     hub.commands["device_log_list"] = device_log_list
     hub.commands["device_log_add"] = device_log_add
     hub.commands["device_log_remove"] = device_log_remove

@@ -60,6 +60,81 @@ def _late_alert(hub, frame):
     return frame
 
 
+# The commands: module functions fn(hub, req), so the hub holds no closure
+# (and no cells) per command.
+
+async def cmd_identity(hub, req):
+    return hub.identity.public()
+
+
+async def cmd_provision(hub, req):
+    anchors = req.get("anchors")
+    if not isinstance(anchors, list) or not anchors:
+        raise ValueError("anchors must be a non-empty list")
+    dev = req.get("device", "chf")
+    ident, chf = hub.identity, hub.chf
+    ident.set_anchors(anchors, dev)
+    if dev == "chf":
+        chf.credentials.provision(anchors)
+        chf.parties = ident.parties("chf")
+    return {"device": dev, "anchors": len(anchors)}
+
+
+async def cmd_send(hub, req):
+    data = _unhex(req.get("frame"), "frame")
+    # the HHT wants the answer in hand: a tunnel delivery is awaited here
+    # (from the WAN it runs as its own task and the answer goes to the outbox)
+    router = getattr(hub, "router", None)
+    route = router.route_wait if router is not None else getattr(hub, "route", None)
+    resp, alerts = await route(data) if route is not None else hub.chf.handle(data)
+    return {"response": _hexs(resp) if resp is not None else None, "alerts": [_hexs(a) for a in alerts]}
+
+
+async def cmd_fault(hub, req):
+    chf = hub.chf
+    if req.get("clear"):
+        chf.faults.clear()
+    else:
+        obis = _unhex(req.get("obis"), "obis")
+        if len(obis) != 6:
+            raise ValueError("obis must be 6 bytes")
+        chf.faults[(obis, int(req["index"]))] = int(req["code"]) & 0xFF
+    return {"faults": len(chf.faults)}
+
+
+async def cmd_subghz(hub, req):
+    from chf import subghz as sg
+
+    chf = hub.chf
+    sub = chf.subghz
+    ev = req.get("event")
+    if ev == "channel_changed":
+        a = chf.subghz_alert(sg.ALERT_CHANNEL_CHANGED, sub.change_channel(int(req["channel"])))
+    elif ev in ("duty_cycle_limited", "no_capacity"):
+        code = sg.ALERT_DUTY_CYCLE_LIMITED if ev == "duty_cycle_limited" else sg.ALERT_NO_CAPACITY
+        a = chf.subghz_alert(code, sg.eui_body(_unhex(req.get("eui"), "eui")))
+    elif ev == "message_discarded":
+        body = sg.discarded_body(
+            _unhex(req.get("originator"), "originator"),
+            _unhex(req.get("target"), "target"),
+            int(req.get("cra", 1)),
+            int(req["counter"]),
+        )
+        a = chf.subghz_alert(sg.ALERT_MESSAGE_DISCARDED, body)
+    else:
+        raise ValueError("unknown Sub GHz event %r" % ev)
+    return {"alerts": [_hexs(_late_alert(hub, a))]}
+
+
+async def cmd_chf_event(hub, req):
+    if req.get("event") != "fw_transfer":
+        raise ValueError("unknown CHF event %r" % req.get("event"))
+    a = hub.chf.firmware_alert(
+        _unhex(req.get("eui"), "eui"), _unhex(req.get("version"), "version"), int(req.get("code", 0))
+    )
+    return {"alerts": [_hexs(_late_alert(hub, a))]}
+
+
 def install(hub, device_log=None, log_capacity=40, allow_faults=None):
     if device_log is None:
         device_log = getattr(hub, "device_log", None)
@@ -88,78 +163,11 @@ def install(hub, device_log=None, log_capacity=40, allow_faults=None):
     if allow_faults is None:
         allow_faults = board is None or getattr(board, "NAME", "") == "unix"
 
-    async def cmd_identity(req):
-        return ident.public()
-
-    async def cmd_provision(req):
-        anchors = req.get("anchors")
-        if not isinstance(anchors, list) or not anchors:
-            raise ValueError("anchors must be a non-empty list")
-        dev = req.get("device", "chf")
-        ident.set_anchors(anchors, dev)
-        if dev == "chf":
-            chf.credentials.provision(anchors)
-            chf.parties = ident.parties("chf")
-        return {"device": dev, "anchors": len(anchors)}
-
-    async def cmd_send(req):
-        data = _unhex(req.get("frame"), "frame")
-        # the HHT wants the answer in hand: a tunnel delivery is awaited here
-        # (from the WAN it runs as its own task and the answer goes to the outbox)
-        router = getattr(hub, "router", None)
-        route = router.route_wait if router is not None else getattr(hub, "route", None)
-        resp, alerts = await route(data) if route is not None else chf.handle(data)
-        return {"response": _hexs(resp) if resp is not None else None, "alerts": [_hexs(a) for a in alerts]}
-
     hub.commands["identity"] = cmd_identity
     hub.commands["provision_test_dcc"] = cmd_provision
     hub.commands["send_gbcs"] = cmd_send
-
     if allow_faults:
-
-        async def cmd_fault(req):
-            if req.get("clear"):
-                chf.faults.clear()
-            else:
-                obis = _unhex(req.get("obis"), "obis")
-                if len(obis) != 6:
-                    raise ValueError("obis must be 6 bytes")
-                chf.faults[(obis, int(req["index"]))] = int(req["code"]) & 0xFF
-            return {"faults": len(chf.faults)}
-
         hub.commands["gbcs_fault"] = cmd_fault
-
-        async def cmd_subghz(req):
-            from chf import subghz as sg
-
-            sub = chf.subghz
-            ev = req.get("event")
-            if ev == "channel_changed":
-                a = chf.subghz_alert(sg.ALERT_CHANNEL_CHANGED, sub.change_channel(int(req["channel"])))
-            elif ev in ("duty_cycle_limited", "no_capacity"):
-                code = sg.ALERT_DUTY_CYCLE_LIMITED if ev == "duty_cycle_limited" else sg.ALERT_NO_CAPACITY
-                a = chf.subghz_alert(code, sg.eui_body(_unhex(req.get("eui"), "eui")))
-            elif ev == "message_discarded":
-                body = sg.discarded_body(
-                    _unhex(req.get("originator"), "originator"),
-                    _unhex(req.get("target"), "target"),
-                    int(req.get("cra", 1)),
-                    int(req["counter"]),
-                )
-                a = chf.subghz_alert(sg.ALERT_MESSAGE_DISCARDED, body)
-            else:
-                raise ValueError("unknown Sub GHz event %r" % ev)
-            return {"alerts": [_hexs(_late_alert(hub, a))]}
-
         hub.commands["subghz_event"] = cmd_subghz
-
-        async def cmd_chf_event(req):
-            if req.get("event") != "fw_transfer":
-                raise ValueError("unknown CHF event %r" % req.get("event"))
-            a = chf.firmware_alert(
-                _unhex(req.get("eui"), "eui"), _unhex(req.get("version"), "version"), int(req.get("code", 0))
-            )
-            return {"alerts": [_hexs(_late_alert(hub, a))]}
-
         hub.commands["chf_event"] = cmd_chf_event
     return chf

@@ -154,25 +154,82 @@ def info(store):
     return out
 
 
-def install(hub):
-    """Provisioning commands + the installer-authentication guard around
-    hub.dispatch (which Hub.local_port serves)."""
+def _board():
     try:
         import board
 
+        return board
+    except ImportError:  # tests with a Hub-like object
+        return None
+
+
+# The commands: module functions fn(hub, req), so the hub holds no closure
+# (and no cells) per command.
+
+def _prov(hub):
+    p = hub.provisioning
+    if p is None:
+        from chf.provision_steps import Provisioning
+
+        board = _board()
+        p = hub.provisioning = Provisioning(hub, utc=board.utc if board is not None else None)
+    return p
+
+
+async def prov_info(hub, req):
+    return info(hub.store)
+
+
+async def prov_begin(hub, req):
+    return _prov(hub).begin(req)
+
+
+async def prov_stage(hub, req):
+    return _prov(hub).stage(req)
+
+
+async def prov_commit(hub, req):
+    res = _prov(hub).commit(req)
+    hub.installer_auth.end()  # the credential changed: the next request authenticates anew
+    hub.provisioning = None  # done: the steps module's objects can go
+    return res
+
+
+async def prov_abort(hub, req):
+    return _prov(hub).abort()
+
+
+async def console_release(hub, req):
+    # installer only: stop the hub and leave the console to the REPL so
+    # that `chub flash` can copy a new app (boards with a REPL console)
+    import asyncio
+
+    board = _board()
+    fn = getattr(board, "release_console", None) if board is not None else None
+    if fn is None:
+        raise ValueError("this board's console is not shared with a REPL")
+
+    async def later():
+        await asyncio.sleep_ms(200)  # the reply leaves first
+        fn()
+
+    asyncio.create_task(later())
+    return {"released": True}
+
+
+def install(hub):
+    """Provisioning commands + the installer-authentication guard around
+    hub.dispatch (which Hub.local_port serves)."""
+    board = _board()
+    if board is not None:
         def now_s():
             return board.ticks_ms() // 1000
-
-        utc = board.utc
-    except ImportError:
+    else:
         import time
-
-        board = None
 
         def now_s():
             return int(time.time())
 
-        utc = None
     store = hub.store
     stage = store.kv("prov_stage")
     if "stage" in stage:
@@ -184,49 +241,7 @@ def install(hub):
 
     auth = InstallerAuth(key, os.urandom, now_s)
     hub.installer_auth = auth
-    steps = []
-
-    def prov():
-        if not steps:
-            from chf.provision_steps import Provisioning
-
-            steps.append(Provisioning(hub, utc=utc))
-        return steps[0]
-
-    async def prov_info(req):
-        return info(store)
-
-    async def prov_begin(req):
-        return prov().begin(req)
-
-    async def prov_stage(req):
-        return prov().stage(req)
-
-    async def prov_commit(req):
-        res = prov().commit(req)
-        auth.end()  # the credential changed: the next request authenticates anew
-        steps.clear()  # done: the steps module's objects can go
-        return res
-
-    async def prov_abort(req):
-        return prov().abort()
-
-    async def console_release(req):
-        # installer only: stop the hub and leave the console to the REPL so
-        # that `chub flash` can copy a new app (boards with a REPL console)
-        import asyncio
-
-        fn = getattr(board, "release_console", None) if board is not None else None
-        if fn is None:
-            raise ValueError("this board's console is not shared with a REPL")
-
-        async def later():
-            await asyncio.sleep_ms(200)  # the reply leaves first
-            fn()
-
-        asyncio.create_task(later())
-        return {"released": True}
-
+    hub.provisioning = None  # chf.provision_steps.Provisioning while a run is open
     hub.commands["console_release"] = console_release
     hub.commands["prov_info"] = prov_info
     hub.commands["prov_begin"] = prov_begin

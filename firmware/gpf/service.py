@@ -110,6 +110,29 @@ class GpfService:
         return d
 
 
+# The commands: module functions fn(hub, req), so the hub holds no closure
+# (and no cells) per command.
+
+async def gpf_status(hub, req):
+    return hub.gpf.status()
+
+
+async def provision_gpf(hub, req):
+    # the CHF's provisioning sets the GPF's trust anchors; the GPF's trust
+    # anchor cells (CS02b) come from the same list, or from "cells" (same
+    # shape, + pp_ka_pub/pp_ka_ski) when they differ
+    from chf.gbcs_port import cmd_provision
+
+    out = await cmd_provision(hub, req)
+    if req.get("device") == "gpf":
+        # the cells only (KV ta_cells_gpf, shared with a loaded Gpf):
+        # provisioning does not load the GPF's use cases
+        from chf.credentials import Credentials
+
+        Credentials(hub.store, hub.identity, "gpf").provision(req.get("cells") or req["anchors"])
+    return out
+
+
 def install(hub):
     """hub.gpf (after the CHF: needs hub.identity); the mirror's ZCL servers
     on hub.coordinator.zcl_servers; local-port command gpf_status."""
@@ -124,25 +147,7 @@ def install(hub):
         for cl in MIRRORED:
             servers[cl] = svc.zcl_server(cl)
 
-    async def gpf_status(req):
-        return svc.status()
-
     hub.commands["gpf_status"] = gpf_status
-    provision = hub.commands.get("provision_test_dcc")
-    if provision is not None:
-
-        async def provision_gpf(req):
-            # the CHF's provisioning sets the GPF's trust anchors; the GPF's
-            # trust anchor cells (CS02b) come from the same list, or from
-            # "cells" (same shape, + pp_ka_pub/pp_ka_ski) when they differ
-            out = await provision(req)
-            if req.get("device") == "gpf":
-                # the cells only (KV ta_cells_gpf, shared with a loaded Gpf):
-                # provisioning does not load the GPF's use cases
-                from chf.credentials import Credentials
-
-                Credentials(hub.store, hub.identity, "gpf").provision(req.get("cells") or req["anchors"])
-            return out
-
+    if "provision_test_dcc" in hub.commands:
         hub.commands["provision_test_dcc"] = provision_gpf
     return svc

@@ -213,72 +213,73 @@ class Coordinator(Messaging):
                 pass
 
 
+# The commands: module functions fn(hub, req), so the hub holds no closure
+# (and no cells) per command.
+
+async def han_status(hub, req):
+    return hub.coordinator.status()
+
+
+async def han_tunnel(hub, req):
+    # {eui, data: hex, timeout_ms, match_prefix: hex} -> {ok, reply (hex), ms} | {ok: false, reason, error}
+    c = hub.coordinator
+    t0 = board.ticks_ms()
+    pre = unhexlify(req.get("match_prefix", ""))
+    try:
+        r = await c.tunnel_exchange(req["eui"], unhexlify(req.get("data", "")), req.get("timeout_ms", 30000),
+                                    (lambda m: bytes(m[:len(pre)]) == pre) if pre else None)
+    except DeliveryError as e:
+        return {"ok": False, "reason": e.reason, "error": str(e)}
+    return {"ok": True, "reply": hexlify(r).decode(), "ms": board.ticks_ms() - t0}
+
+
+async def han_zcl_read(hub, req):
+    # {eui, cluster, attrs: [ids], ep} -> {ok, records: [[attr, status, type, value]]}
+    c = hub.coordinator
+    from han import zcl as Z
+
+    f = Z.Header(Z.READ_ATTRIBUTES, c.next_tsn()).encode()
+    Z.encode_read_attributes(req.get("attrs", []), f)
+    try:
+        a = await c.zcl_request(req["eui"], req.get("ep", 1), req.get("cluster", 0), f,
+                                req.get("timeout_ms", 10000))
+        h, recs = Z.decode(a)
+    except DeliveryError as e:
+        return {"ok": False, "reason": e.reason, "error": str(e)}
+    if h.command_id != Z.READ_ATTRIBUTES_RSP:
+        return {"ok": False, "reason": "zcl", "error": "answer 0x%02X %s" % (h.command_id, hexlify(a).decode())}
+    out = []
+    for a_id, st, t, v in recs:
+        if isinstance(v, bytes):
+            try:
+                v = v.decode() if t == Z.T_CHARSTR else hexlify(v).decode()
+            except UnicodeError:
+                v = hexlify(v).decode()
+        out.append([a_id, st, t, v])
+    return {"ok": True, "records": out}
+
+
+async def han_rotate_key(hub, req):
+    # a new network key from os.urandom, broadcast, then switched to;
+    # written to the security log (0x8FE2)
+    c = hub.coordinator
+    if c.tc is None or c.state != "up":
+        return {"ok": False, "error": "HAN is %s" % c.state}
+    try:
+        await c.tc.rotate_network_key(req.get("switch_delay_s", 0))
+    except Exception as e:
+        return {"ok": False, "error": repr(e)}
+    return {"ok": True}
+
+
 def install(hub, desired=14):
     """Create the coordinator, spawn the supervised "han" job, add `han_status`
-    and a `han` summary to `status`."""
+    (`status` has a `han` summary from hub.coordinator)."""
     c = hub.coordinator = Coordinator(hub, desired)
     hub.trust_centre = None
-
-    async def han_status(req):
-        return c.status()
-
-    async def han_tunnel(req):
-        # {eui, data: hex, timeout_ms, match_prefix: hex} -> {ok, reply (hex), ms} | {ok: false, reason, error}
-        t0 = board.ticks_ms()
-        pre = unhexlify(req.get("match_prefix", ""))
-        try:
-            r = await c.tunnel_exchange(req["eui"], unhexlify(req.get("data", "")), req.get("timeout_ms", 30000),
-                                        (lambda m: bytes(m[:len(pre)]) == pre) if pre else None)
-        except DeliveryError as e:
-            return {"ok": False, "reason": e.reason, "error": str(e)}
-        return {"ok": True, "reply": hexlify(r).decode(), "ms": board.ticks_ms() - t0}
-
-    async def han_zcl_read(req):
-        # {eui, cluster, attrs: [ids], ep} -> {ok, records: [[attr, status, type, value]]}
-        from han import zcl as Z
-
-        f = Z.Header(Z.READ_ATTRIBUTES, c.next_tsn()).encode()
-        Z.encode_read_attributes(req.get("attrs", []), f)
-        try:
-            a = await c.zcl_request(req["eui"], req.get("ep", 1), req.get("cluster", 0), f,
-                                    req.get("timeout_ms", 10000))
-            h, recs = Z.decode(a)
-        except DeliveryError as e:
-            return {"ok": False, "reason": e.reason, "error": str(e)}
-        if h.command_id != Z.READ_ATTRIBUTES_RSP:
-            return {"ok": False, "reason": "zcl", "error": "answer 0x%02X %s" % (h.command_id, hexlify(a).decode())}
-        out = []
-        for a_id, st, t, v in recs:
-            if isinstance(v, bytes):
-                try:
-                    v = v.decode() if t == Z.T_CHARSTR else hexlify(v).decode()
-                except UnicodeError:
-                    v = hexlify(v).decode()
-            out.append([a_id, st, t, v])
-        return {"ok": True, "records": out}
-
-    async def han_rotate_key(req):
-        # a new network key from os.urandom, broadcast, then switched to;
-        # written to the security log (0x8FE2)
-        if c.tc is None or c.state != "up":
-            return {"ok": False, "error": "HAN is %s" % c.state}
-        try:
-            await c.tc.rotate_network_key(req.get("switch_delay_s", 0))
-        except Exception as e:
-            return {"ok": False, "error": repr(e)}
-        return {"ok": True}
-
     hub.commands["han_status"] = han_status
     hub.commands["han_rotate_key"] = han_rotate_key
     hub.commands["han_tunnel"] = han_tunnel
     hub.commands["han_zcl_read"] = han_zcl_read
-    prev_status = hub.commands.get("status")
-    if prev_status is not None:
-        async def status(req):
-            r = await prev_status(req)
-            r["han"] = c.summary()
-            return r
-
-        hub.commands["status"] = status
     hub.supervisor.spawn("han", c.run)
     return c

@@ -508,6 +508,25 @@ class Router:
                 "deliveries": self.deliveries}
 
 
+# The commands: module functions fn(hub, req), so the hub holds no closure
+# (and no cells) per command.
+
+async def route_status(hub, req):
+    return hub.router.status()
+
+
+async def route_config(hub, req):
+    # only the settings: the request also carries the local port's own keys
+    return {"cfg": hub.router.configure(dict((k, v) for k, v in req.items() if k in DEFAULTS))}
+
+
+async def route_buffer(hub, req):
+    eh = req.get("eui")
+    if not isinstance(eh, str):
+        raise ValueError("eui must be 16 hex digits")
+    return {"eui": eh.upper(), "queue": [list(q) for q in hub.buffer.queue(eh)]}
+
+
 def install(hub, cfg=None):
     """Build the router on the hub: hub.route, hub.router, hub.buffer, the
     coordinator's on_tunnel_message, job "route", local-port commands
@@ -533,19 +552,6 @@ def install(hub, cfg=None):
     if c is not None:
         c.on_tunnel_message = r.on_tunnel_message
         c.on_tunnel_reply = r.on_tunnel_reply
-
-    async def route_status(req):
-        return r.status()
-
-    async def route_config(req):
-        # only the settings: the request also carries the local port's own keys
-        return {"cfg": r.configure(dict((k, v) for k, v in req.items() if k in DEFAULTS))}
-
-    async def route_buffer(req):
-        eh = req.get("eui")
-        if not isinstance(eh, str):
-            raise ValueError("eui must be 16 hex digits")
-        return {"eui": eh.upper(), "queue": [list(q) for q in r.buffer.queue(eh)]}
 
     hub.commands["route_status"] = route_status
     hub.commands["route_config"] = route_config

@@ -159,7 +159,7 @@ def test_radio_event_alerts_go_to_hub_emit():
     acb_q = p256.encode_point(p256.public_key(_acb_private())).hex()
     chf.identity.set_anchors([{"eui": ACB.hex(), "role": "acb", "ka_pub": acb_q}])
     chf.parties = chf.identity.parties("chf")
-    r = asyncio.run(hub.commands["subghz_event"]({"event": "no_capacity", "eui": "00db1234567890a1"}))
-    r2 = asyncio.run(hub.commands["chf_event"]({"event": "fw_transfer", "eui": "00db1234567890a4", "version": "01"}))
+    r = asyncio.run(hub.commands["subghz_event"](hub, {"event": "no_capacity", "eui": "00db1234567890a1"}))
+    r2 = asyncio.run(hub.commands["chf_event"](hub, {"event": "fw_transfer", "eui": "00db1234567890a4", "version": "01"}))
     assert hub.emitted == [(unhexlify(r["alerts"][0]), "alert"), (unhexlify(r2["alerts"][0]), "alert")]
     assert frame.parse(hub.emitted[0][0]).message_code == 0x0115

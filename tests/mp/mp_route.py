@@ -228,9 +228,9 @@ def test_gsme_get_put_protocol():
     for c in cmds:
         assert run(r.route(c)) == (None, [])
     assert r.buffer.pending(GSME) == 3 and seen[-1] == (GSME, 3)
-    q = run(hub.commands["route_buffer"]({"eui": GSME.lower()}))["queue"]
+    q = run(hub.commands["route_buffer"](hub, {"eui": GSME.lower()}))["queue"]
     assert [e[2] for e in q] == [len(c) for c in cmds] and q[0][0] < q[1][0] < q[2][0]
-    st = run(hub.commands["route_status"]({}))
+    st = run(hub.commands["route_status"](hub, {}))
     assert st["buffer"] == {GSME: 3} and st["counters"]["buffered"] == 3
     assert hub.coordinator.sent == []  # nothing goes over the air until the GSME asks
     # GET -> 02 | remaining | msg, oldest first; then 02 00. Each message
@@ -520,7 +520,7 @@ def test_lost_get_answer_is_offered_again_not_confirmed():
 
 def test_route_config_persists():
     hub, r = _hub()
-    got = run(hub.commands["route_config"]({"cmd": "route_config", "expiry_s": 5, "capacity": 3}))
+    got = run(hub.commands["route_config"](hub, {"cmd": "route_config", "expiry_s": 5, "capacity": 3}))
     assert got["cfg"]["expiry_s"] == 5 and r.buffer.capacity == 3
     for bad in ({"nonsense": 1}, {"expiry_s": -1}, {"capacity": "3"}):
         try:
