@@ -11,6 +11,8 @@ import time
 
 from micropython import const
 
+from flag import Flag
+
 FLAG = const(0x7E)
 ESC = const(0x7D)
 XON = const(0x11)
@@ -431,19 +433,6 @@ class Decoder:
 # --------------------------------------------------------------- engine ----
 
 
-class _Waiter:
-    # a one-shot flag with a timeout, built on asyncio.Event
-    def __init__(self):
-        self.ev = asyncio.Event()
-
-    async def wait(self, ms):
-        try:
-            await asyncio.wait_for(self.ev.wait(), ms / 1000)
-            return True
-        except asyncio.TimeoutError:
-            return False
-
-
 class Ash:
     """Host side of ASH.  reader needs `async read(n)` (or readinto), writer
     needs `write(buf)` and `async drain()`.  ticks_ms is a monotonic clock in
@@ -480,8 +469,8 @@ class Ash:
         self._rxbuf = bytearray(64)
         self._ctl = bytearray(8)
         self._lock = asyncio.Lock()
-        self._acked = _Waiter()
-        self._rstack = _Waiter()
+        self._acked = Flag()  # one-shot flags with a timed wait (no helper task)
+        self._rstack = Flag()
         self._rx_ev = asyncio.Event()
         self._queue = []
         self._task = None
@@ -511,7 +500,7 @@ class Ash:
         self._start()
         self.connected = False
         for _ in range(self.reset_tries):
-            self._rstack.ev.clear()
+            self._rstack.clear()
             self.failure = None
             n = self.cancel_bytes
             for i in range(n):
@@ -521,7 +510,7 @@ class Ash:
             self.writer.write(memoryview(self._tx)[:n])
             await self.writer.drain()
             self.stats["tx_rst"] += 1
-            if await self._rstack.wait(self.t_rstack):
+            if await self._rstack.wait_ms(self.t_rstack):
                 self._frm = 0
                 self._ack = 0
                 self._pending = -1
@@ -545,7 +534,7 @@ class Ash:
             retx = False
             tries = 0
             while True:
-                self._acked.ev.clear()
+                self._acked.clear()
                 self._nak = False
                 n = encode_frame(self._tx, data_control(frm, self._ack, retx), payload)
                 self._sent_at = self.ticks_ms()
@@ -553,7 +542,7 @@ class Ash:
                 await self.writer.drain()
                 self.stats["tx_retx" if retx else "tx_data"] += 1
                 tries += 1
-                ok = await self._acked.wait(self.t_rx_ack)
+                ok = await self._acked.wait_ms(self.t_rx_ack)
                 self._check()
                 if ok and not self._nak:
                     self._frm = (frm + 1) & 7
@@ -630,7 +619,7 @@ class Ash:
     def _fail(self, exc):
         self.failure = exc
         self.connected = False
-        self._acked.ev.set()
+        self._acked.set()
         self._rx_ev.set()
 
     async def _write_control(self, control):
@@ -653,11 +642,11 @@ class Ash:
 
     def _handle_ack_num(self, ack_num):
         p = self._pending
-        if p >= 0 and ack_num == (p + 1) & 7 and not self._acked.ev.is_set():
+        if p >= 0 and ack_num == (p + 1) & 7 and not self._acked.is_set():
             dt = time.ticks_diff(self.ticks_ms(), self._sent_at)
             t = (7 * self.t_rx_ack) // 8 + dt // 2
             self.t_rx_ack = max(self.t_min, min(self.t_max, t))
-            self._acked.ev.set()
+            self._acked.set()
 
     async def _on_frame(self, c):
         st = self.stats
@@ -668,7 +657,7 @@ class Ash:
             if t == _T_RSTACK:
                 st["rx_rstack"] += 1
                 if not self.connected and self.failure is None:
-                    self._rstack.ev.set()  # expected: we asked for it
+                    self._rstack.set()  # expected: we asked for it
                     return
             else:
                 st["rx_error"] += 1
@@ -690,7 +679,7 @@ class Ash:
             self.ncp_ready = not (c & 8)
             if self._pending >= 0 and (c & 7) == self._pending:
                 self._nak = True
-                self._acked.ev.set()
+                self._acked.set()
             else:
                 self._handle_ack_num(c & 7)
             return

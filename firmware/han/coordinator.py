@@ -13,6 +13,7 @@ import asyncio
 from binascii import hexlify, unhexlify
 
 import board
+from flag import Flag
 from han import zcl_servers
 from han.ash import Ash, NcpReset
 from han.ezsp import Ezsp
@@ -44,7 +45,7 @@ class Coordinator(Messaging):
         self.last_fault = None
         self.counters = {"formed": 0, "resumed": 0, "ncp_resets": 0, "hard_resets": 0,
                          "rx": 0, "tx_ok": 0, "tx_fail": 0}
-        self._fault = asyncio.Event()
+        self._fault = Flag()
         self._init_messaging()
         self.zcl_servers[0x0000] = zcl_servers.basic_server(VERSION, self._stack_version)
         self.zcl_servers[0x000A] = zcl_servers.time_server(lambda: getattr(hub, "clock", None), board.utc)
@@ -195,10 +196,7 @@ class Coordinator(Messaging):
                 if not ez.network_up:
                     raise HanDown("network down")
                 await self.tc.sync()
-                try:
-                    await asyncio.wait_for(self._fault.wait(), _SYNC_S)
-                except asyncio.TimeoutError:
-                    pass
+                await self._fault.wait_ms(_SYNC_S * 1000)
         except Exception:
             if self.last_fault is None and isinstance(ez.fault, NcpReset):
                 self.last_fault = ez.fault

@@ -10,6 +10,7 @@ import asyncio
 import os
 
 from han import ezsp_frames as F
+from flag import Flag
 
 # config ids / policy ids / values (bellows' EzspConfigId / EzspPolicyId)
 _CFG = (
@@ -69,7 +70,7 @@ class Ezsp:
         self.fault = None
         self.on_fault = None
         self.network_up = False
-        self._state_ev = asyncio.Event()
+        self._state_ev = Flag()
         self._tag = 0
         self.stats = {"tx": 0, "rx": 0, "callbacks": 0, "timeouts": 0, "bad": 0, "unclaimed": 0,
                       "handler_errors": 0}
@@ -175,16 +176,15 @@ class Ezsp:
         seq = self._seq
         self._seq = (seq + 1) & 0xFF
         frame = F.encode_frame(self.ver, seq, name, args)
-        ev = asyncio.Event()
+        ev = Flag()
         p = [ev, name, None]
         self._pending[seq] = p
         try:
             await self.t.send(frame)
             self.stats["tx"] += 1
-            await asyncio.wait_for(ev.wait(), self.timeout)
-        except asyncio.TimeoutError:
-            self.stats["timeouts"] += 1
-            raise EzspTimeout("no response to %s" % name)
+            if not await ev.wait_ms(self.timeout * 1000):
+                self.stats["timeouts"] += 1
+                raise EzspTimeout("no response to %s" % name)
         finally:
             self._pending.pop(seq, None)
         if isinstance(p[2], Exception):
@@ -203,9 +203,7 @@ class Ezsp:
             if self.fault is not None:
                 raise EzspLinkDown("link down: %s" % self.fault)
             self._state_ev.clear()
-            try:
-                await asyncio.wait_for(self._state_ev.wait(), timeout)
-            except asyncio.TimeoutError:
+            if not await self._state_ev.wait_ms(timeout * 1000):
                 raise EzspTimeout("network %s not reported" % ("up" if up else "down"))
 
     # -- coordinator API --

@@ -23,6 +23,7 @@ import time
 from micropython import const
 
 from chf.device_log import eui_hex
+from flag import Flag
 from han import tunnel as T
 from han import zcl as Z
 from han.ezsp import APS_OPTION_FRAGMENT, APS_OPTIONS, SE_PROFILE
@@ -58,17 +59,6 @@ def _ms():
 
 def _left(deadline):
     return time.ticks_diff(deadline, time.ticks_ms())
-
-
-async def _wait(ev, ms):
-    """True if ev was set within ms."""
-    if ms <= 0:
-        return ev.is_set()
-    try:
-        await asyncio.wait_for(ev.wait(), ms / 1000)
-        return True
-    except asyncio.TimeoutError:
-        return False
 
 
 def _tid_data(p):
@@ -162,14 +152,14 @@ class Messaging:
     async def _unicast(self, node, cluster, dst_ep, payload, options, group, deadline):
         ez = self.ezsp
         tag = ez.next_tag()
-        w = [asyncio.Event(), None]
+        w = [Flag(), None]
         self._sent[tag] = w
         try:
             try:
                 await ez.send_unicast(node, SE_PROFILE, cluster, _HUB_EP, dst_ep, payload, options, group)
             except Exception as e:  # status error, link down, EZSP timeout
                 raise DeliveryError("no_route", "sendUnicast: %r" % (e,))
-            if not await _wait(w[0], _left(deadline)):
+            if not await w[0].wait_ms(_left(deadline)):
                 raise DeliveryError("no_route", "no delivery report")
         finally:
             self._sent.pop(tag, None)
@@ -206,12 +196,12 @@ class Messaging:
         eh = self._eh(eui)
         h, _o = Z.parse_header(frame)
         key = (eh, cluster_id, h.tsn)
-        w = [asyncio.Event(), None]
+        w = [Flag(), None]
         self._requests[key] = w
         deadline = time.ticks_add(_ms(), timeout_ms)
         try:
             await self.zcl_send(eh, dst_ep, cluster_id, frame, timeout_ms)
-            if not await _wait(w[0], _left(deadline)):
+            if not await w[0].wait_ms(_left(deadline)):
                 raise DeliveryError("timeout", "no answer from %s" % eh)
         finally:
             self._requests.pop(key, None)
@@ -454,14 +444,14 @@ class Messaging:
 
     async def _open_tunnel(self, eh, deadline):
         ep = self._eps.get(eh, 1)
-        w = [asyncio.Event(), None]
+        w = [Flag(), None]
         self._opening[eh] = w
         h = Z.Header(Z.TUN_REQUEST_TUNNEL, self.next_tsn(), Z.FT_CLUSTER, 0, True)
         frame = h.encode()
         Z.encode_request_tunnel(Z.PROTO_GB_HRGP, _NO_MANUF, False, MAX_MESSAGE, frame)
         try:
             await self.zcl_send(eh, ep, Z.CLUSTER_TUNNELING, frame, max(1, _left(deadline)))
-            if not await _wait(w[0], _left(deadline)):
+            if not await w[0].wait_ms(_left(deadline)):
                 raise DeliveryError("tunnel", "no RequestTunnelResponse from %s" % eh)
         finally:
             self._opening.pop(eh, None)
@@ -488,12 +478,12 @@ class Messaging:
                 t = await self._open_tunnel(eh, deadline)
             if len(data) > t[3]:
                 raise DeliveryError("tunnel", "%d bytes exceed the device's %d" % (len(data), t[3]))
-            w = [asyncio.Event(), None, None, match]
+            w = [Flag(), None, None, match]
             self._exchange[eh] = w
             try:
                 frame = T.encode_transfer_data(bytearray(), self.next_tsn(), t[0], data, t[2])
                 await self.zcl_send(eh, t[1], Z.CLUSTER_TUNNELING, frame, max(1, _left(deadline)))
-                if not await _wait(w[0], _left(deadline)):
+                if not await w[0].wait_ms(_left(deadline)):
                     raise DeliveryError("timeout", "no answer from %s" % eh)
             finally:
                 if self._exchange.get(eh) is w:

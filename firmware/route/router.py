@@ -18,6 +18,7 @@ from micropython import const
 
 from gbcs import dlms
 from gbcs import frame as gframe
+from flag import Flag
 from han import tunnel
 from log import log
 from route.buffer import BufferError, CommandBuffer
@@ -131,7 +132,7 @@ class Router:
         # counter), deleted once the response or 0x8F84 is emitted. Keys
         # left by a power cut get their 0x8F84 at boot.
         self.inflight = hub.store.kv("esme_inflight")
-        self.wake = asyncio.Event()
+        self.wake = Flag()
         dl = getattr(hub, "device_log", None)
         if dl is not None:
             dl.on_change(self._on_device_log)
@@ -494,10 +495,7 @@ class Router:
             nxt = self.buffer.next_expiry()
             if nxt is not None:
                 period = max(1, min(period, nxt - self._utc() + 1))
-            try:
-                await asyncio.wait_for(self.wake.wait(), period)
-            except asyncio.TimeoutError:
-                pass
+            await self.wake.wait_ms(period * 1000)
 
     def status(self):
         return {"cfg": self.cfg, "counters": self.counters, "buffer": self.buffer.devices(),

@@ -7,6 +7,8 @@
 from micropython import const
 import asyncio
 
+from flag import Flag
+
 _MAXLINE = const(256)
 _MAXRAW = const(1500)
 
@@ -399,7 +401,7 @@ class ATChannel:
         self.timeout_ms = timeout_ms
         self.grace_ms = grace_ms
         self.p = parser or ATParser()
-        self._ev = asyncio.Event()
+        self._ev = Flag()  # a timed wait without a helper task
         self.p.notify = self._ev.set
         self._lock = asyncio.Lock()
         self._task = None
@@ -437,10 +439,7 @@ class ATChannel:
             self._ev.clear()
             if cond():
                 return True
-            try:
-                await asyncio.wait_for_ms(self._ev.wait(), left)
-            except asyncio.TimeoutError:
-                pass
+            await self._ev.wait_ms(left)
         return True
 
     async def cmd(self, text, prefix=None, timeout_ms=None, done=None, data=None):

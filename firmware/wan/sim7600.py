@@ -6,6 +6,7 @@ from array import array
 import asyncio
 import time
 
+from flag import Flag
 from wan.at import ATChannel, ATError, ATFormatError, ATTimeout, CipError, CmeError, IpError
 from wan.at import split_fields, to_int
 from wan.modem import (
@@ -155,8 +156,8 @@ class Sim7600(Modem):
         at.on(_URC_PREFIXES, self._on_urc)
         at.p.on_data = self._on_push
         self._reg = [REG_UNKNOWN, REG_UNKNOWN, REG_UNKNOWN]  # CREG, CGREG, CEREG
-        self._boot = asyncio.Event()
-        self._rxev = asyncio.Event()
+        self._boot = Flag()  # timed waits without a helper task
+        self._rxev = Flag()
         self._rx_pending = False
         self._woken = False
         self._rx_urcs = 0  # "+CIPRXGET: 1,0" seen (a read must not clear a newer one)
@@ -548,9 +549,7 @@ class Sim7600(Modem):
             left = time.ticks_diff(deadline, self._ticks())
             if left <= 0:
                 return b""
-            try:
-                await asyncio.wait_for_ms(self._rxev.wait(), left)
-            except asyncio.TimeoutError:
+            if not await self._rxev.wait_ms(left):
                 return b""
 
     def wake(self):
@@ -582,9 +581,7 @@ class Sim7600(Modem):
         r = self._reset()
         if r is not None and hasattr(r, "send"):
             await r
-        try:
-            await asyncio.wait_for_ms(self._boot.wait(), self.t["boot"])
-        except asyncio.TimeoutError:
+        if not await self._boot.wait_ms(self.t["boot"]):
             raise ModemSilent("no RDY after reset")
         await self.init()
 
