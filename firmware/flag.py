@@ -7,7 +7,7 @@
 #
 # How: the waiter sleeps; set() wakes it early with Task.cancel() (which moves
 # a sleeping task to the front of the run queue) and replaces the cancellation
-# with a private exception, as asyncio.wait_for does with its own waiter. A
+# with a private exception class, as asyncio.wait_for does with its own waiter. A
 # real cancel is never taken for a wake: set() only wakes a task that is
 # plainly asleep (no exception pending), and a cancel after the wake replaces
 # the wake.
@@ -18,7 +18,6 @@ class _Wake(Exception):
     pass
 
 
-_WAKE = _Wake()
 _FOREVER_MS = 3600000
 
 
@@ -39,7 +38,9 @@ class Flag:
         if t is not None:
             self._t = None
             if t.data is None and t.cancel():
-                t.data = _WAKE
+                # the class, not one shared instance: an instance thrown again
+                # and again grows its traceback by an entry each time
+                t.data = _Wake
 
     async def wait_ms(self, ms):
         """True once set (at once if it is), False after ms without."""

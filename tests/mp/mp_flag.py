@@ -147,3 +147,31 @@ def test_a_timed_wait_costs_less_than_wait_for():
     # ~600 bytes a wait_for on the 64-bit unix port (a Task, its coroutine,
     # wait_for's frame, Event.wait's) against the waiter's own frame and task
     assert flag < wait_for - 400, (flag, wait_for)
+
+
+def test_wakes_do_not_accumulate_memory():
+    # a wake must not leave anything behind (a reused exception instance
+    # grows its traceback by an entry each time it is thrown)
+    async def main():
+        f = Flag()
+
+        async def waker():
+            for _ in range(300):
+                await asyncio.sleep_ms(0)
+                f.set()
+
+        async def waits(n):
+            for _ in range(n):
+                f.clear()
+                assert await f.wait_ms(1000) is True
+
+        asyncio.create_task(waker())
+        await waits(20)
+        gc.collect()
+        before = gc.mem_alloc()
+        await waits(250)
+        gc.collect()
+        grown = gc.mem_alloc() - before
+        assert grown < 512, grown
+
+    _run(main())
