@@ -232,21 +232,15 @@ class FrameReader:
 # ---- server ---------------------------------------------------------------
 
 async def _reply(writer, seq, status, payload):
-    # one buffer, one write: the frame leaves in one piece (and in one TCP
-    # segment on the emulated board, where separate small writes meet Nagle)
-    m = len(payload)
-    size = m + 2
-    out = bytearray(size + 5)
-    out[0] = SOF
-    out[1] = size >> 8
-    out[2] = size & 0xFF
-    out[3] = seq
-    out[4] = status
-    out[5 : 5 + m] = payload
-    crc = crc16(memoryview(out)[3 : 5 + m])
-    out[5 + m] = crc >> 8
-    out[6 + m] = crc & 0xFF
-    writer.write(out)
+    # header, body, CRC: the body is written as it is, not copied into a
+    # frame buffer (a reply may be 4 KB). The emulated board's socket has
+    # TCP_NODELAY, so the three writes do not wait on each other.
+    size = len(payload) + 2
+    head = bytes((SOF, size >> 8, size & 0xFF, seq, status))
+    crc = crc16(payload, crc16(head[3:]))
+    writer.write(head)
+    writer.write(payload)
+    writer.write(bytes((crc >> 8, crc & 0xFF)))
     await writer.drain()
 
 

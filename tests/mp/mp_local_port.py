@@ -329,6 +329,26 @@ def test_serve_statuses():
         assert st != 0 and isinstance(obj["error"], str)
 
 
+def test_a_reply_body_is_written_as_it_is_not_copied_into_a_frame():
+    # a 3 KB reply must not cost 3 KB more for a frame buffer around it
+    class Parts:
+        def __init__(self):
+            self.writes = []
+
+        def write(self, b):
+            self.writes.append(b)
+
+        async def drain(self):
+            pass
+
+    body = json.dumps({"x": "z" * 3000}).encode()
+    w = Parts()
+    asyncio.run(lp._reply(w, 7, lp.OK, body))
+    assert any(b is body for b in w.writes), [len(b) for b in w.writes]
+    got = responses(b"".join(bytes(b) for b in w.writes))
+    assert got == [(7, 0, {"x": "z" * 3000})]
+
+
 def test_serve_byte_at_a_time():
     stream = b"".join(req(i, {"cmd": "echo", "x": i}) + b"\n" for i in range(1, 21))
     parts = [stream[i : i + 1] for i in range(len(stream))]
