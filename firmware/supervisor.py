@@ -9,7 +9,20 @@
 # job runs. A restart waits in a short-lived task during the back-off only.
 import asyncio
 
+from micropython import const
+
 from log import log, log_exc
+
+
+# a job's record: [task, factory, started ticks, next back-off ms, state,
+# restarts, last error]; `jobs` (the status view) is made when asked for
+_TASK = const(0)
+_FACTORY = const(1)
+_STARTED = const(2)
+_DELAY = const(3)
+_STATE = const(4)
+_RESTARTS = const(5)
+_ERROR = const(6)
 
 
 class Supervisor:
@@ -17,57 +30,67 @@ class Supervisor:
         self.backoff_ms = backoff_ms
         self.backoff_max_ms = backoff_max_ms
         self.stable_ms = stable_ms
-        self.jobs = {}  # name -> {"restarts": n, "state": str, "last_error": str}
-        self._tasks = {}  # name -> [task, factory, started ticks, next back-off ms]
+        self._jobs = {}  # name -> record (above); a stopped job keeps its record
         self._ended = self._end  # one bound method for every task
+
+    @property
+    def jobs(self):
+        """name -> {"restarts": n, "state": str, "last_error": str or None}"""
+        return dict((n, {"restarts": r[_RESTARTS], "state": r[_STATE], "last_error": r[_ERROR]})
+                    for n, r in self._jobs.items())
 
     def spawn(self, name, factory):
         """Run factory() (returns a coroutine) under supervision."""
-        self.jobs[name] = {"restarts": 0, "state": "starting", "last_error": None}
-        self._start(name, factory, self.backoff_ms)
+        rec = [None, factory, 0, self.backoff_ms, "starting", 0, None]
+        self._jobs[name] = rec
+        self._start(rec)
 
-    def _start(self, name, factory, delay):
-        t = asyncio.create_task(factory())
+    def _start(self, rec):
+        t = asyncio.create_task(rec[_FACTORY]())
         t.state = self._ended
-        self._tasks[name] = [t, factory, asyncio.ticks(), delay]
-        self.jobs[name]["state"] = "running"
+        rec[_TASK] = t
+        rec[_STARTED] = asyncio.ticks()
+        rec[_STATE] = "running"
 
     def _end(self, t, er):
         # called by the scheduler: it must not raise
         try:
-            for name, rec in self._tasks.items():
-                if rec[0] is t:
+            for name, rec in self._jobs.items():
+                if rec[_TASK] is t:
                     break
             else:
                 return  # stopped
-            job = self.jobs[name]
+            rec[_TASK] = None
             if isinstance(er, asyncio.CancelledError):
-                job["state"] = "stopped"
+                rec[_STATE] = "stopped"
                 return
             if isinstance(er, StopIteration):
-                job["state"] = "done"
+                rec[_STATE] = "done"
                 return
-            job["restarts"] += 1
-            job["last_error"] = repr(er)
-            job["state"] = "backoff"
+            rec[_RESTARTS] += 1
+            rec[_ERROR] = repr(er)
+            rec[_STATE] = "backoff"
             log_exc(name, er)
-            delay = rec[3]
-            if asyncio.ticks_diff(asyncio.ticks(), rec[2]) > self.stable_ms:
-                delay = self.backoff_ms
-            rec[3] = delay
+            delay = rec[_DELAY]
+            if asyncio.ticks_diff(asyncio.ticks(), rec[_STARTED]) > self.stable_ms:
+                delay = rec[_DELAY] = self.backoff_ms
             log("supervisor", "restart %s in %d ms" % (name, delay))
             asyncio.create_task(self._restart(name, rec))
         except Exception as e:  # noqa: BLE001 - never into the scheduler
             print("supervisor:", repr(e))
 
     async def _restart(self, name, rec):
-        delay = rec[3]
+        delay = rec[_DELAY]
         await asyncio.sleep_ms(delay)
-        if self._tasks.get(name) is rec:  # not stopped meanwhile
-            self._start(name, rec[1], min(delay * 2, self.backoff_max_ms))
+        if rec[_STATE] == "backoff" and self._jobs.get(name) is rec:  # not stopped or replaced meanwhile
+            rec[_DELAY] = min(delay * 2, self.backoff_max_ms)
+            self._start(rec)
 
     def stop(self, name):
-        rec = self._tasks.pop(name, None)
-        if rec:
-            rec[0].cancel()
-            self.jobs[name]["state"] = "stopped"
+        rec = self._jobs.get(name)
+        if rec is not None and rec[_STATE] in ("running", "backoff", "starting"):
+            rec[_STATE] = "stopped"
+            t = rec[_TASK]
+            rec[_TASK] = None
+            if t is not None:
+                t.cancel()
