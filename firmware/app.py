@@ -27,8 +27,7 @@ class Hub:
 
     def __init__(self):
         self.started_ms = board.ticks_ms()
-        self.root = board.mount()
-        self.store = store.Store(self.root)
+        self.store = store.Store(board.mount())
         self.supervisor = Supervisor()
         # local-port commands: name -> async fn(hub, req); module functions
         # (or Hub.cmd_status), so no closure per command is held

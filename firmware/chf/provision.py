@@ -167,7 +167,7 @@ def _board():
 # (and no cells) per command.
 
 def _prov(hub):
-    p = hub.provisioning
+    p = getattr(hub, "provisioning", None)  # chf.provision_steps.Provisioning while a run is open
     if p is None:
         from chf.provision_steps import Provisioning
 
@@ -241,7 +241,6 @@ def install(hub):
 
     auth = InstallerAuth(key, os.urandom, now_s)
     hub.installer_auth = auth
-    hub.provisioning = None  # chf.provision_steps.Provisioning while a run is open
     hub.commands["console_release"] = console_release
     hub.commands["prov_info"] = prov_info
     hub.commands["prov_begin"] = prov_begin

@@ -438,6 +438,15 @@ class Ash:
     needs `write(buf)` and `async drain()`.  ticks_ms is a monotonic clock in
     milliseconds.  All timing constants are in milliseconds."""
 
+    t_min = 400
+    t_max = 3200
+    t_init = 1600
+    t_rstack = 3200
+    max_tries = 5
+    reset_tries = 3
+    rx_queue_max = 4
+    cancel_bytes = 32
+
     def __init__(
         self,
         reader,
@@ -455,15 +464,14 @@ class Ash:
         self.reader = reader
         self.writer = writer
         self.ticks_ms = ticks_ms or time.ticks_ms
-        self.t_min = t_rx_ack_min
-        self.t_max = t_rx_ack_max
-        self.t_init = t_rx_ack_init
+        # the settings are class attributes; an instance holds only those that
+        # differ (its attribute table stays at 29 slots, not 37)
+        for name, v in (("t_min", t_rx_ack_min), ("t_max", t_rx_ack_max), ("t_init", t_rx_ack_init),
+                        ("t_rstack", t_rstack), ("max_tries", max_tries), ("reset_tries", reset_tries),
+                        ("rx_queue_max", rx_queue), ("cancel_bytes", cancel_bytes)):
+            if getattr(Ash, name) != v:
+                setattr(self, name, v)
         self.t_rx_ack = t_rx_ack_init
-        self.t_rstack = t_rstack
-        self.max_tries = max_tries
-        self.reset_tries = reset_tries
-        self.rx_queue_max = rx_queue
-        self.cancel_bytes = cancel_bytes
         self.dec = Decoder()
         self._tx = bytearray(BUF_SIZE)
         self._rxbuf = bytearray(64)

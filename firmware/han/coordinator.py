@@ -36,7 +36,6 @@ class Coordinator(Messaging):
 
     def __init__(self, hub, desired=14):
         self.hub = hub
-        self.kv = hub.store.kv("han")
         self.desired = desired
         self.state = "starting"
         self.ezsp = None
@@ -50,6 +49,10 @@ class Coordinator(Messaging):
         self.zcl_servers[0x0000] = zcl_servers.basic_server(VERSION, self._stack_version)
         self.zcl_servers[0x000A] = zcl_servers.time_server(lambda: getattr(hub, "clock", None), board.utc)
         self.zcl_servers[0x0704] = self.tunnel_server
+
+    @property
+    def kv(self):  # the store keeps it: one attribute fewer here (a 37-slot table is 29)
+        return self.hub.store.kv("han")
 
     def _stack_version(self):
         return self.ezsp.stack_version if self.ezsp is not None else 0
