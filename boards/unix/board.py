@@ -42,6 +42,11 @@ def preload():
     cfg = config()
     for name in cfg.get("preload", ()):
         __import__(name)
+    # asyncio keeps what it loads on first use in its own globals (Event,
+    # Lock, wait_for...): that table is the library's, loaded like its code
+    lazy = sys.modules.get("asyncio")
+    for name in getattr(lazy, "_attrs", ()):
+        getattr(lazy, name)
     # the list itself is the bench's, not the hub's: it must not count as data
     cfg.pop("preload", None)
 

@@ -72,6 +72,9 @@ def import_figures(image: Path, heap: str) -> dict[str, Any]:
     code = (
         "import gc\nimport micropython\ngc.collect()\nbase = gc.mem_alloc()\n"
         + "".join(f"import {n}\n" for n in image_modules(image))
+        # what asyncio loads on first use it keeps in its globals (as the
+        # unix board's preload does): the library's table, not the hub's data
+        + "import asyncio\nfor n in getattr(asyncio, '_attrs', ()):\n    getattr(asyncio, n)\n"
         + "gc.collect()\nkb = (gc.mem_alloc() - base) / 1024\nmicropython.qstr_info()\n"
         + "print('{\"kb\": %.1f}' % kb)\n"
     )
