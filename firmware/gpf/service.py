@@ -36,6 +36,17 @@ def clock_fn(hub):
     return now
 
 
+class _MirrorServer:
+    # a mirrored cluster's ZCL server: an object of two fields, where a
+    # closure would hold a function object and a cell each
+    def __init__(self, svc, cluster):
+        self.svc = svc
+        self.cluster = cluster
+
+    async def __call__(self, eui_hex, src_ep, header, payload):
+        return await self.svc.mirror().zcl_server(eui_hex, src_ep, header, payload, self.cluster)
+
+
 class GpfService:
     def __init__(self, hub):
         self.hub = hub
@@ -92,10 +103,7 @@ class GpfService:
             self._mirror.tunnel_pending = self._pending
 
     def zcl_server(self, cluster):
-        async def serve(eui_hex, src_ep, header, payload):
-            return await self.mirror().zcl_server(eui_hex, src_ep, header, payload, cluster)
-
-        return serve
+        return _MirrorServer(self, cluster)
 
     def status(self):
         if self._gpf is not None:

@@ -47,12 +47,15 @@ class Coordinator(Messaging):
         self._fault = Flag()
         self._init_messaging()
         self.zcl_servers[0x0000] = zcl_servers.basic_server(VERSION, self._stack_version)
-        self.zcl_servers[0x000A] = zcl_servers.time_server(lambda: getattr(hub, "clock", None), board.utc)
+        self.zcl_servers[0x000A] = zcl_servers.time_server(self._clock, board.utc)
         self.zcl_servers[0x0704] = self.tunnel_server
 
     @property
     def kv(self):  # the store keeps it: one attribute fewer here (a 37-slot table is 29)
         return self.hub.store.kv("han")
+
+    def _clock(self):
+        return getattr(self.hub, "clock", None)
 
     def _stack_version(self):
         return self.ezsp.stack_version if self.ezsp is not None else 0

@@ -55,21 +55,16 @@ def default_rsp(h, status):
 
 
 class AttributeServer:
-    """Serves Read Attributes from a table {attr_id: (type, value or
-    fn() -> value)}; writes are answered READ_ONLY (or UNSUPPORTED_ATTRIBUTE);
+    """Serves Read Attributes from value(attr_id) -> (type, value) or None
+    (a subclass's); writes are answered READ_ONLY (or UNSUPPORTED_ATTRIBUTE);
     cluster-specific commands UNSUP_CLUSTER_COMMAND; other global commands
-    UNSUP_GENERAL_COMMAND; a malformed command MALFORMED_COMMAND."""
+    UNSUP_GENERAL_COMMAND; a malformed command MALFORMED_COMMAND. The values
+    are made when read: no attribute table is held for the hub's life."""
 
-    def __init__(self, attrs):
-        self.attrs = attrs
-        self.reads = 0
+    reads = 0
 
     def value(self, attr_id):
-        e = self.attrs.get(attr_id)
-        if e is None:
-            return None
-        v = e[1]
-        return e[0], (v() if callable(v) else v)
+        return None
 
     async def __call__(self, eh, src_ep, h, p):
         return self.handle(h, p)
@@ -104,31 +99,41 @@ class AttributeServer:
                 return default_rsp(h, Z.MALFORMED_COMMAND)
             if c == Z.WRITE_ATTRIBUTES_NO_RSP:
                 return None
-            st = [(Z.READ_ONLY if a in self.attrs else Z.UNSUPPORTED_ATTRIBUTE, a) for a, _t, _v in recs]
+            st = [(Z.READ_ONLY if self.value(a) is not None else Z.UNSUPPORTED_ATTRIBUTE, a) for a, _t, _v in recs]
             return reply(h, Z.WRITE_ATTRIBUTES_RSP, Z.encode_write_attributes_rsp(st))
         if c in _ANSWERS:
             return None
         return default_rsp(h, Z.UNSUP_GENERAL_COMMAND)
 
 
+class _Basic(AttributeServer):
+    def __init__(self, version, stack_version):
+        self.version = version.encode() if isinstance(version, str) else version
+        self.stack_version = stack_version
+
+    def value(self, a):
+        if a == _BASIC_ZCL_VERSION:
+            return Z.T_UINT8, 3
+        if a == _BASIC_APP_VERSION or a == _BASIC_HW_VERSION:
+            return Z.T_UINT8, 1
+        if a == _BASIC_STACK_VERSION:
+            v = self.stack_version() if self.stack_version is not None else 0
+            return Z.T_UINT8, (v >> 8) & 0xFF
+        if a == _BASIC_MANUFACTURER:
+            return Z.T_CHARSTR, MANUFACTURER
+        if a == _BASIC_MODEL:
+            return Z.T_CHARSTR, MODEL
+        if a == _BASIC_POWER_SOURCE:
+            return Z.T_ENUM8, _POWER_MAINS_1PHASE
+        if a == _BASIC_SW_BUILD_ID:
+            return Z.T_CHARSTR, self.version
+        return None
+
+
 def basic_server(version, stack_version=None):
     """Basic (0x0000). version: the firmware version text; stack_version():
     the NCP's stack version (EZSP `version` answer) or 0."""
-
-    def stack():
-        v = stack_version() if stack_version is not None else 0
-        return (v >> 8) & 0xFF
-
-    return AttributeServer({
-        _BASIC_ZCL_VERSION: (Z.T_UINT8, 3),
-        _BASIC_APP_VERSION: (Z.T_UINT8, 1),
-        _BASIC_STACK_VERSION: (Z.T_UINT8, stack),
-        _BASIC_HW_VERSION: (Z.T_UINT8, 1),
-        _BASIC_MANUFACTURER: (Z.T_CHARSTR, MANUFACTURER),
-        _BASIC_MODEL: (Z.T_CHARSTR, MODEL),
-        _BASIC_POWER_SOURCE: (Z.T_ENUM8, _POWER_MAINS_1PHASE),
-        _BASIC_SW_BUILD_ID: (Z.T_CHARSTR, version.encode() if isinstance(version, str) else version),
-    })
+    return _Basic(version, stack_version)
 
 
 def time_status(clock):
@@ -140,20 +145,23 @@ def time_status(clock):
     return st
 
 
+class _Time(AttributeServer):
+    def __init__(self, get_clock, board_utc):
+        self.get_clock = get_clock
+        self.board_utc = board_utc
+
+    def value(self, a):
+        if a == Z.TIME_TIME or a == Z.TIME_STANDARD_TIME:
+            c = self.get_clock()
+            return (Z.T_UTC if a == Z.TIME_TIME else Z.T_UINT32), zcl_time(c.now() if c is not None else self.board_utc())
+        if a == Z.TIME_STATUS:
+            return Z.T_MAP8, time_status(self.get_clock())
+        if a == Z.TIME_ZONE:
+            return Z.T_INT32, 0
+        return None
+
+
 def time_server(get_clock, board_utc):
     """Time (0x000A). get_clock() -> the hub's Clock (now(), valid) or None;
     without one the time comes from board_utc() and is not synchronized."""
-
-    def now():
-        c = get_clock()
-        return zcl_time(c.now() if c is not None else board_utc())
-
-    def status():
-        return time_status(get_clock())
-
-    return AttributeServer({
-        Z.TIME_TIME: (Z.T_UTC, now),
-        Z.TIME_STATUS: (Z.T_MAP8, status),
-        Z.TIME_ZONE: (Z.T_INT32, 0),
-        Z.TIME_STANDARD_TIME: (Z.T_UINT32, now),
-    })
+    return _Time(get_clock, board_utc)
