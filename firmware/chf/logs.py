@@ -41,7 +41,7 @@ class EventLog:
         self.name = name
         self.capacity = capacity
         self._utc = utc
-        self._log = store.ringlog("log_" + name, capacity)
+        self._log = store.ringlog("log_" + name, capacity, keep_open=False)  # appended now and then
 
     def append(self, event_code, data=b"", t=None):
         if t is None:

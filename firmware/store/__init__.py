@@ -2,10 +2,10 @@
 # and append-only journals (queues, bounded logs). See docs/storage.md.
 import os
 
-from store.journal import Journal, JournalError, RingLog
+from store.journal import ColdRingLog, Journal, JournalError, RingLog
 from store.kv import KV, KVCorrupt
 
-__all__ = ("Store", "KV", "KVCorrupt", "Journal", "JournalError", "RingLog")
+__all__ = ("Store", "KV", "KVCorrupt", "Journal", "JournalError", "RingLog", "ColdRingLog")
 
 
 def _makedirs(path):
@@ -48,10 +48,11 @@ class Store:
             self._journals[name] = j
         return j
 
-    def ringlog(self, name, capacity, **kw):
+    def ringlog(self, name, capacity, keep_open=True, **kw):
+        """keep_open=False: a ColdRingLog (no file held open between operations)."""
         j = self._journals.get(name)
         if j is None:
-            j = RingLog(self.root, name, capacity, stats=self.stats, **kw)
+            j = (RingLog if keep_open else ColdRingLog)(self.root, name, capacity, stats=self.stats, **kw)
             self._journals[name] = j
         return j
 

@@ -61,6 +61,8 @@ class Journal:
     order until acked. capacity=N keeps only the newest N unacked records
     (the oldest is dropped on overflow, with no extra flash write)."""
 
+    keep_open = True  # False (ColdRingLog): the file is opened for each operation
+
     def __init__(self, root, name, capacity=0, compact_at=256, stats=None):
         # the path is made when needed: a store is held for the hub's life,
         # its path string only for a moment (most stores sit idle)
@@ -78,6 +80,19 @@ class Journal:
         self._end = 0
         self._f = None
         self._open()
+        self._rest()
+
+    def _fh(self):
+        f = self._f
+        if f is None:
+            f = self._f = open(self.path, "r+b")
+        return f
+
+    def _rest(self):
+        # a cold log gives its file handle (and littlefs cache) back
+        if not self.keep_open and self._f is not None:
+            self._f.close()
+            self._f = None
 
     @property
     def path(self):
@@ -238,7 +253,7 @@ class Journal:
         return _HDR + n
 
     def _append(self, t, seq, payload):
-        f = self._f
+        f = self._fh()
         try:
             f.seek(self._end)
             n = self._put(f, t, seq, payload)
@@ -263,7 +278,7 @@ class Journal:
     def _rewrite(self):
         # Write BASE + live records to NAME.new, then rename it over NAME.jnl.
         new = self.path + ".new"
-        old = self._f
+        old = self._fh() if self._seqs else self._f
         offs = array("I")
         with open(new, "wb") as g:
             pos = self._put(g, _T_BASE, self.next_seq, None)
@@ -310,6 +325,7 @@ class Journal:
             self._reload()
             raise
         self.stats["compactions"] += 1
+        self._rest()
 
     # -- public API ------------------------------------------------------------
 
@@ -329,6 +345,7 @@ class Journal:
         if dropped:
             self.stats["journal_dropped"] += dropped
         self._maybe_compact()
+        self._rest()
         return seq
 
     def ack(self, seq):
@@ -340,6 +357,7 @@ class Journal:
         self._forget(seq)
         self.stats["journal_acks"] += 1
         self._maybe_compact()
+        self._rest()
         return True
 
     def ack_upto(self, seq):
@@ -350,6 +368,7 @@ class Journal:
         n = self._forget_upto(seq)
         self.stats["journal_acks"] += n
         self._maybe_compact()
+        self._rest()
         return n
 
     def read(self, seq):
@@ -360,9 +379,10 @@ class Journal:
         return self._payload(i)
 
     def _payload(self, i):
-        f = self._f
+        f = self._fh()
         f.seek(self._offs[i] + _HDR)
         data = f.read(self._lens[i])
+        self._rest()
         if len(data) != self._lens[i]:
             raise JournalError("journal: short read")
         return data
@@ -411,3 +431,10 @@ class RingLog(Journal):
 
     def entries(self):
         return self.pending()
+
+
+class ColdRingLog(RingLog):
+    """A RingLog appended to now and then (the event and security logs): its
+    file is opened for each operation instead of held open."""
+
+    keep_open = False

@@ -212,6 +212,27 @@ def test_leftover_compaction_file_is_removed():
     assert sorted(os.listdir(ROOT)) == ["q.jnl"]
 
 
+def test_a_cold_ring_log_holds_no_open_file():
+    # the event and security logs are appended to now and then: their file
+    # is opened for each operation, not held (a littlefs file and its cache)
+    fresh()
+    st = Store(ROOT)
+    log = st.ringlog("events", 3, keep_open=False, compact_at=128)
+    assert log._f is None
+    for i in range(12):
+        log.append(b"event %d" % i)
+        assert log._f is None
+    assert [p for _, p in log.entries()] == [b"event 9", b"event 10", b"event 11"]
+    assert log._f is None and log.stats["compactions"] >= 1
+    assert log.ack(12) and log._f is None  # "event 11"
+    assert log.read(11) == b"event 10" and log._f is None
+    remount()
+    log = Store(ROOT).ringlog("events", 3, keep_open=False)
+    assert [(s, p) for s, p in log] == [(10, b"event 9"), (11, b"event 10")] and log._f is None
+    # a kept-open log is as before
+    assert Store(ROOT).ringlog("other", 3)._f is not None
+
+
 def test_capacity_bounded_log():
     fresh()
     log = RingLog(ROOT, "events", 3, compact_at=128)
