@@ -80,7 +80,7 @@ def roll_forward(store):
     """Apply a committed provisioning record that was not (fully) applied.
     Each step is redone until the staged files it reads are deleted, which
     happens only after every step: idempotent across power cuts."""
-    pkv = store.kv("prov")
+    pkv = store.kv("prov", keep=False)
     st = pkv.get("state")
     if st is None or pkv.get("applied") == st["gen"]:
         return False
@@ -107,7 +107,7 @@ def roll_forward(store):
             os.rename(cert_path(store, name, True), cert_path(store, name))
         except OSError:
             pass  # renamed before a power cut: the certificate is in place
-    store.kv("auth").set("installer", st["installer"])
+    store.kv("auth", keep=False).set("installer", st["installer"])
     for part in ("keys", "anchors_chf", "anchors_gpf"):
         try:
             os.remove(stage_path(store, part))
@@ -136,16 +136,16 @@ def factory_key():
 def installer_key(store):
     """The hub's installer credential: the provisioned one, else the board's
     factory one, else None."""
-    rec = store.kv("auth").get("installer")
+    rec = store.kv("auth", keep=False).get("installer")
     if rec:
         return _unhex(rec["key"])
     return factory_key()
 
 
 def info(store):
-    st = store.kv("prov").get("state")
+    st = store.kv("prov", keep=False).get("state")
     out = {"provisioned": st is not None, "gen": st["gen"] if st else 0,
-           "staged": "stage" in store.kv("prov_stage"), "credential": installer_key(store) is not None}
+           "staged": "stage" in store.kv("prov_stage", keep=False), "credential": installer_key(store) is not None}
     if st:
         out["chf_eui"] = st["chf"]["eui"]
         out["gpf_eui"] = st["gpf"]["eui"]
@@ -231,7 +231,7 @@ def install(hub):
             return int(time.time())
 
     store = hub.store
-    stage = store.kv("prov_stage")
+    stage = store.kv("prov_stage", keep=False)  # these records are read by rare commands: no RAM copy
     if "stage" in stage:
         stage.delete("stage")  # a run that never committed: the hub stays as it was
     discard_staged(store)

@@ -21,8 +21,8 @@ class Provisioning:
         self.store = hub.store
         self.rand = rand
         self.utc = utc
-        self.kv = self.store.kv("prov")
-        self.stage_kv = self.store.kv("prov_stage")
+        self.kv = self.store.kv("prov", keep=False)
+        self.stage_kv = self.store.kv("prov_stage", keep=False)
 
     # --- steps ----------------------------------------------------------------
     def begin(self, req):

@@ -3,9 +3,9 @@
 import os
 
 from store.journal import ColdRingLog, Journal, JournalError, RingLog
-from store.kv import KV, KVCorrupt
+from store.kv import KV, KVCorrupt, Settings
 
-__all__ = ("Store", "KV", "KVCorrupt", "Journal", "JournalError", "RingLog", "ColdRingLog")
+__all__ = ("Store", "KV", "KVCorrupt", "Journal", "JournalError", "RingLog", "ColdRingLog", "Settings")
 
 
 def _makedirs(path):

@@ -151,3 +151,29 @@ class KV:
             self._commit(data)
             return True
         return False
+
+
+class Settings:
+    """Settings(defaults, kv): a module's defaults overlaid by what a KV
+    store holds, read through (s[key], s.get(key), key in s, s.items()).
+    A dict copy of both cost a hash table for the hub's life."""
+
+    def __init__(self, defaults, kv):
+        self.defaults = defaults
+        self.kv = kv
+
+    def __getitem__(self, key):
+        kv = self.kv
+        return kv.get(key) if key in kv else self.defaults[key]
+
+    def get(self, key, default=None):
+        kv = self.kv
+        return kv.get(key) if key in kv else self.defaults.get(key, default)
+
+    def __contains__(self, key):
+        return key in self.defaults or key in self.kv
+
+    def items(self):
+        d = dict(self.defaults)
+        d.update(self.kv.items())
+        return d.items()

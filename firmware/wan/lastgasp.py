@@ -35,7 +35,7 @@ class LastGasp:
     def __init__(self, hub, utc, log=None):
         self.hub = hub
         self.utc = utc
-        self.kv = hub.store.kv("wan_power")
+        self.kv = hub.store.kv("wan_power", keep=False)  # read at boot and at a power fail
         self.log = log
         self.outage_id = None
         self.restored_id = None

@@ -11,6 +11,7 @@ import time
 
 import board
 from log import log, log_exc
+from store.kv import Settings
 from version import VERSION
 
 # The link, outbox, modem and AT modules load when the job starts, not while
@@ -71,7 +72,7 @@ class Wan:
         self.hub = hub
         st = hub.store
         self.kv = st.kv("wan")
-        self._cfg = None
+        self._cfg = Settings(DEFAULTS, self.kv)
         self.seen_kv = st.kv("wan_seen")
         # built by install(): hub.emit() queues into it before the job runs
         self.tx = hub.txlog
@@ -101,14 +102,8 @@ class Wan:
         self._nitz = False  # the network sent its time: read AT+CCLK?
 
     def cfg(self):
-        """The effective settings (defaults + KV "wan"); cached, refreshed by wan_config."""
-        c = self._cfg
-        if c is None:
-            c = dict(DEFAULTS)
-            for k, v in self.kv.items():
-                c[k] = v
-            self._cfg = c
-        return c
+        """The effective settings: DEFAULTS overlaid by KV "wan", read through."""
+        return self._cfg
 
     # ---- modem events (called from the AT reader) ----
     def _event(self, kind, value):
@@ -460,9 +455,8 @@ class Wan:
                 m.set_timings(tm or {})  # refuses unknown names before changing any
         if changes:
             self.kv.update(changes)
-            self._cfg = None
             self.outbox.configure(self.cfg())
-        c = dict(self.cfg())
+        c = dict(self.cfg().items())
         _clock_cfg(self.hub.clock, c)
         c.update(self.outbox.cfg)
         return c
@@ -505,9 +499,8 @@ def _install_clock(hub, tx):
         log("clock", "stepped %+d s from %s" % (step, name))
 
     hub.clock = clk = _clock.Clock(board.utc, board.set_utc, board.ticks_ms, on_step=on_step)
-    c = dict(DEFAULTS)
-    c.update(hub.store.kv("wan").items())
-    _clock_cfg(clk, c)
+    _clock_cfg(clk, Settings(DEFAULTS, hub.store.kv("wan")))
+
     async def ticker():  # keeps the age count right over the ticks period
         while True:
             clk.age_s()
@@ -598,7 +591,7 @@ def install(hub):
         if hub.wan is None:
             _load()
             hub.wan = Wan(hub)
-            if st.kv("wan_power").get("lost") is not None:
+            if st.kv("wan_power", keep=False).get("lost") is not None:
                 last_gasp().restored()
         await hub.wan.run()
 

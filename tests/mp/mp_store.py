@@ -5,7 +5,7 @@ import os
 import vfs
 from blockdev import FileBlockDevice, PowerLost
 from flashfs import IMG, ROOT, fresh, remount
-from store import KV, Journal, RingLog, Store
+from store import KV, Journal, RingLog, Settings, Store
 
 HEAP = "256k"
 
@@ -59,6 +59,23 @@ def test_cold_kv_reads_flash_and_holds_no_copy():
     st2 = Store(ROOT)
     assert st2.kv("keys", keep=False) is st2.kv("keys") and st2.kv("keys")._data is None
     assert st2.kv("keys").get("b") == 3
+
+
+def test_settings_read_through_the_store():
+    fresh()
+    kv = KV(ROOT, "cfg")
+    defaults = {"a": 1, "b": None, "c": "x"}
+    s = Settings(defaults, kv)
+    assert s["a"] == 1 and s.get("b", 5) is None and s.get("zz", 5) == 5 and "c" in s and "zz" not in s
+    kv.update({"a": 2, "b": None, "extra": 3})  # a setting stored as None is None, not the default
+    assert s["a"] == 2 and s["b"] is None and s["extra"] == 3 and "extra" in s
+    assert dict(s.items()) == {"a": 2, "b": None, "c": "x", "extra": 3}
+    assert defaults == {"a": 1, "b": None, "c": "x"}  # the defaults are not changed
+    try:
+        s["zz"]
+        raise AssertionError("an unknown setting was found")
+    except KeyError:
+        pass
 
 
 def test_kv_leftover_tmp_is_dropped_when_state_exists():
