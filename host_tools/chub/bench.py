@@ -69,16 +69,24 @@ def import_figures(image: Path, heap: str) -> dict[str, Any]:
     names MicroPython interned for them (image_qstrs) in how many pools
     (image_qstr_pools). The pools double in size: one more pool takes ~28 KB
     at once on this port (docs/proof.md)."""
-    code = (
-        "import gc\nimport micropython\ngc.collect()\nbase = gc.mem_alloc()\n"
-        + "".join(f"import {n}\n" for n in image_modules(image))
-        # what asyncio loads on first use it keeps in its globals (as the
-        # unix board's preload does): the library's table, not the hub's data
-        + "import asyncio\nfor n in getattr(asyncio, '_attrs', ()):\n    getattr(asyncio, n)\n"
-        + "gc.collect()\nkb = (gc.mem_alloc() - base) / 1024\nmicropython.qstr_info()\n"
-        + "print('{\"kb\": %.1f}' % kb)\n"
-    )
     with tempfile.TemporaryDirectory() as tmp:
+        # the module names come from a file, not from `import` lines: a
+        # script's names are interned when it is compiled, before its
+        # baseline, and the code's share came out ~2 KB short of what the
+        # hub pays to import the same modules (docs/proof.md)
+        names = Path(tmp) / "modules.txt"
+        names.write_text("\n".join(image_modules(image)))
+        code = (
+            "import gc\nimport micropython\ngc.collect()\nbase = gc.mem_alloc()\n"
+            + f"with open({str(names)!r}) as f:\n    names = f.read().split()\n"
+            + "for n in names:\n    __import__(n)\n"
+            # what asyncio loads on first use it keeps in its globals (as the
+            # unix board's preload does): the library's table, not the hub's data
+            + "import asyncio\nfor n in getattr(asyncio, '_attrs', ()):\n    getattr(asyncio, n)\n"
+            + "del names, n, f\n"
+            + "gc.collect()\nkb = (gc.mem_alloc() - base) / 1024\nmicropython.qstr_info()\n"
+            + "print('{\"kb\": %.1f}' % kb)\n"
+        )
         script = Path(tmp) / "imports.py"
         script.write_text(code)
         env = dict(os.environ)
