@@ -11,6 +11,7 @@ import time
 
 from micropython import const
 
+from counters import Counters
 from flag import Flag
 
 FLAG = const(0x7E)
@@ -433,6 +434,12 @@ class Decoder:
 # --------------------------------------------------------------- engine ----
 
 
+_STATS = ("tx_data", "tx_retx", "tx_ack", "tx_nak", "tx_rst",
+          "rx_data", "rx_dup", "rx_out_of_seq", "rx_ack", "rx_nak", "rx_rst", "rx_rstack", "rx_error",
+          "crc_errors", "length_errors", "control_errors", "escape_errors", "cancelled", "substituted",
+          "ncp_resets", "link_failures", "dropped")
+
+
 class Ash:
     """Host side of ASH.  reader needs `async read(n)` (or readinto), writer
     needs `write(buf)` and `async drain()`.  ticks_ms is a monotonic clock in
@@ -492,14 +499,7 @@ class Ash:
         self._rejecting = False
         self._sent_at = 0
         self.ncp_ready = True
-        self.stats = {
-            "tx_data": 0, "tx_retx": 0, "tx_ack": 0, "tx_nak": 0, "tx_rst": 0,
-            "rx_data": 0, "rx_dup": 0, "rx_out_of_seq": 0, "rx_ack": 0,
-            "rx_nak": 0, "rx_rst": 0, "rx_rstack": 0, "rx_error": 0,
-            "crc_errors": 0, "length_errors": 0, "control_errors": 0,
-            "escape_errors": 0, "cancelled": 0, "substituted": 0,
-            "ncp_resets": 0, "link_failures": 0, "dropped": 0,
-        }
+        self.stats = Counters(_STATS)
 
     # -- public API --
 

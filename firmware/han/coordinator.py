@@ -13,10 +13,12 @@ import asyncio
 from binascii import hexlify, unhexlify
 
 import board
+from counters import Counters
 from flag import Flag
 from han import zcl_servers
 from han.ash import Ash, NcpReset
 from han.ezsp import Ezsp
+from han.messaging import COUNTERS as _MSG_COUNTERS
 from han.messaging import DeliveryError, Messaging  # noqa: F401 (han.coordinator.DeliveryError)
 from han.trust_centre import TrustCentre
 from log import log
@@ -24,6 +26,9 @@ from version import VERSION
 
 _SYNC_S = 1  # trust-centre sync period
 _RESET_SETTLE_MS = 300  # after pulling the NCP's reset line
+
+
+_COUNTERS = ("formed", "resumed", "ncp_resets", "hard_resets", "rx", "tx_ok", "tx_fail") + _MSG_COUNTERS
 
 
 class HanDown(Exception):
@@ -42,8 +47,7 @@ class Coordinator(Messaging):
         self.tc = None
         self.runs = 0
         self.last_fault = None
-        self.counters = {"formed": 0, "resumed": 0, "ncp_resets": 0, "hard_resets": 0,
-                         "rx": 0, "tx_ok": 0, "tx_fail": 0}
+        self.counters = Counters(_COUNTERS)
         self._fault = Flag()
         self._init_messaging()
         self.zcl_servers[0x0000] = zcl_servers.basic_server(VERSION, self._stack_version)
@@ -74,10 +78,10 @@ class Coordinator(Messaging):
             "node_count": sum(1 for e in self.hub.device_log.entries() if e["node_id"] is not None
                               and e["join_state"] == "joined"),
             "restarts": job.get("restarts", 0),
-            "counters": self.counters,
+            "counters": dict(self.counters.items()),
             "trust_centre": self.tc.stats if self.tc is not None else None,
             "versions": self.versions,
-            "ash": self.ezsp.t.stats if self.ezsp is not None and hasattr(self.ezsp.t, "stats") else None,
+            "ash": dict(self.ezsp.t.stats.items()) if self.ezsp is not None and hasattr(self.ezsp.t, "stats") else None,
             "ezsp": self.ezsp.stats if self.ezsp is not None else None,
         }
 

@@ -53,6 +53,11 @@ class DeliveryError(OSError):
         self.reason = reason
 
 
+# the messaging layer's counters (in its coordinator's `counters`)
+COUNTERS = ("rx_unknown", "zcl_rx", "zcl_bad", "frag_rx", "frag_drop", "frag_tx", "busy_drop", "zcl_errors",
+            "reply_fail", "tunnel_rx", "tunnel_unclaimed", "exchanges", "frag_ack", "frag_ack_fail")
+
+
 def _ms():
     return time.ticks_ms()
 
@@ -91,9 +96,7 @@ class Messaging:
         self._busy = 0
         self.versions = {}  # eui hex -> [application version, stack version] (Basic)
         self._reading = []
-        for k in ("rx_unknown", "zcl_rx", "zcl_bad", "frag_rx", "frag_drop", "frag_tx", "busy_drop",
-                  "zcl_errors", "reply_fail", "tunnel_rx", "tunnel_unclaimed", "exchanges", "frag_ack",
-                  "frag_ack_fail"):
+        for k in COUNTERS:
             self.counters[k] = 0
 
     # -- helpers ----------------------------------------------------------------

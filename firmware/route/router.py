@@ -18,6 +18,7 @@ from micropython import const
 
 from gbcs import dlms
 from gbcs import frame as gframe
+from counters import Counters
 from flag import Flag
 from han import tunnel
 from log import log
@@ -39,6 +40,9 @@ EV_BUFFER_FULL = const(0x8FE9)  # event log: GSME command refused, queue full / 
 EV_QUEUE_DROPPED = const(0x8FEA)  # event log: device removed, its queue dropped
 EV_BAD_DEVICE_MESSAGE = const(0x8FEB)  # security log: a device sent something unusable
 
+_COUNTERS = ("chf", "gpf", "tunnel", "buffered", "unknown", "refused_full", "undelivered", "device_messages",
+             "gets", "puts", "expired", "emitted", "emitted_response", "emitted_alert", "bad_device_messages",
+             "recovered_inflight", "get_answers_lost")
 DEFAULTS = {
     "esme_timeout_ms": 10000,  # tunnel exchange with an ESME (no answer -> 0x8F84)
     "capacity": 32,  # messages per sleepy device
@@ -117,10 +121,7 @@ class Router:
         self.buffer = CommandBuffer(
             hub.store.root + "/gbuf", c["capacity"], c["max_bytes"], c["expiry_s"], hub.store.stats
         )
-        self.counters = {"chf": 0, "gpf": 0, "tunnel": 0, "buffered": 0, "unknown": 0, "refused_full": 0,
-                         "undelivered": 0, "device_messages": 0, "gets": 0, "puts": 0, "expired": 0,
-                         "emitted": 0, "emitted_response": 0, "emitted_alert": 0, "bad_device_messages": 0,
-                         "recovered_inflight": 0, "get_answers_lost": 0}
+        self.counters = Counters(_COUNTERS)
         # eui hex -> seqs (None: "nothing queued") of GET answers whose
         # delivery the coordinator has not reported yet, oldest first
         self._replies = {}
@@ -498,7 +499,7 @@ class Router:
             await self.wake.wait_ms(period * 1000)
 
     def status(self):
-        return {"cfg": self.cfg, "counters": self.counters, "buffer": self.buffer.devices(),
+        return {"cfg": self.cfg, "counters": dict(self.counters.items()), "buffer": self.buffer.devices(),
                 "buffer_stats": dict((k, self.hub.store.stats.get(k, 0)) for k in
                                      ("buffered", "offered", "delivered", "expired", "dropped", "refused_full",
                                       "discarded_at_open")),

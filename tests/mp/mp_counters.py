@@ -1,0 +1,42 @@
+# counters.Counters: a dict's counter API over one array.
+import gc
+
+from counters import Counters
+
+NAMES = ("rx", "tx", "dropped")
+
+
+def test_counts_like_a_dict():
+    c = Counters(NAMES)
+    assert c["rx"] == 0 and len(c) == 3 and "tx" in c and "nope" not in c
+    c["rx"] += 1
+    c["rx"] += 1
+    c["dropped"] = 7
+    assert c["rx"] == 2 and c.get("dropped") == 7 and c.get("nope", -1) == -1
+    assert dict(c.items()) == {"rx": 2, "tx": 0, "dropped": 7}
+    assert list(c.keys()) == list(NAMES) == list(c)
+    for bad in (lambda: c["nope"], lambda: c.__setitem__("nope", 1)):
+        try:
+            bad()
+            raise AssertionError("an unknown counter was accepted")
+        except KeyError:
+            pass
+    c["tx"] = 0xFFFFFFFF
+    assert c["tx"] == 0xFFFFFFFF  # 32 bits
+
+
+def test_holds_less_than_a_dict():
+    names = tuple("counter_%d" % i for i in range(22))
+
+    def held(make):
+        gc.collect()
+        before = gc.mem_alloc()
+        x = make()
+        gc.collect()
+        n = gc.mem_alloc() - before
+        return n, x
+
+    as_dict, _ = held(lambda: dict((k, 0) for k in names))
+    as_counters, _ = held(lambda: Counters(names))
+    # 64-bit unix port: ~416 bytes against ~192
+    assert as_counters < as_dict - 150, (as_counters, as_dict)
