@@ -429,10 +429,25 @@ class InstallerAuth:
 def guard(dispatch, auth, open_cmds, first_cmds=(), known=None):
     """A dispatch that lets `open_cmds` through, `first_cmds` too while the
     hub has no credential, and everything else only with a session tag. The
-    auth commands themselves are served here. known(cmd) -> False lets an
-    unknown command through to be answered as unknown."""
+    auth commands themselves are served here. known: the commands the hub
+    has (a container, e.g. hub.commands); one not in it goes through to be
+    answered as unknown."""
 
-    async def guarded(req):
+    return _Guard(dispatch, auth, open_cmds, first_cmds, known)
+
+
+class _Guard:
+    # the guarded dispatch: an object of five fields, where a closure held
+    # five cells, a function object and the closure
+    def __init__(self, dispatch, auth, open_cmds, first_cmds, known):
+        self.dispatch = dispatch
+        self.auth = auth
+        self.open_cmds = open_cmds
+        self.first_cmds = first_cmds
+        self.known = known
+
+    async def __call__(self, req):
+        auth = self.auth
         cmd = req.get("cmd")
         if cmd == "auth_challenge":
             key = auth.get_key()
@@ -449,10 +464,9 @@ def guard(dispatch, auth, open_cmds, first_cmds=(), known=None):
         if cmd == "auth_end":
             auth.end()
             return {}
-        if cmd in open_cmds or (known is not None and not known(cmd)):
-            return await dispatch(req)
-        if not (cmd in first_cmds and auth.get_key() is None):
+        known = self.known
+        if cmd in self.open_cmds or (known is not None and cmd not in known):
+            return await self.dispatch(req)
+        if not (cmd in self.first_cmds and auth.get_key() is None):
             auth.check(req, cmd)
-        return await dispatch(req)
-
-    return guarded
+        return await self.dispatch(req)

@@ -247,4 +247,4 @@ def install(hub):
     hub.commands["prov_stage"] = prov_stage
     hub.commands["prov_commit"] = prov_commit
     hub.commands["prov_abort"] = prov_abort
-    hub.dispatch = guard(hub.dispatch, auth, OPEN, FIRST, lambda c: c in hub.commands)
+    hub.dispatch = guard(hub.dispatch, auth, OPEN, FIRST, hub.commands)

@@ -12,6 +12,7 @@ NON_CRITICAL = const(1)
 KIND_RESPONSE = const(1)
 KIND_ALERT = const(2)
 KIND_SCHEDULED = const(3)  # scheduled data: leaves at a random time inside sched_window_ms
+KINDS = {"response": KIND_RESPONSE, "alert": KIND_ALERT, "scheduled": KIND_SCHEDULED}  # hub.emit's kind names
 
 # defaults; KV "wan" keys of the same name override them
 DEFAULTS = {

@@ -532,6 +532,35 @@ async def transactions(hub, req):
     return await _wan(hub).cmd_transactions(req)
 
 
+class _Emit:
+    # hub.emit: an object holding the hub, where a closure held five cells
+    def __init__(self, hub):
+        self.hub = hub
+
+    def __call__(self, frame, kind, critical=None):
+        """Persist one GBCS response, alert or scheduled-data message for the
+        head-end (durable when it returns, also before the link is up) -> its
+        outbox frame id. critical None: responses critical, alerts per
+        `critical_alerts`, scheduled data non-critical. Scheduled data
+        leaves at a random time inside `sched_window_ms`."""
+        from wan import outbox as _ob
+
+        k = _ob.KINDS.get(kind)
+        if k is None:
+            raise ValueError("emit: kind must be alert, response or scheduled")
+        hub = self.hub
+        if critical is None:
+            if k == _ob.KIND_SCHEDULED:
+                critical = False
+            else:
+                critical = k == _ob.KIND_RESPONSE or hub.store.kv("wan").get("critical_alerts", True)
+        fid = hub.outbox.add(bytes(frame), _ob.CRITICAL if critical else _ob.NON_CRITICAL, k)
+        m = hub.wan.modem if hub.wan is not None else None
+        if m is not None:
+            m.wake()  # the link loop sends it now instead of at its next poll
+        return fid
+
+
 def install(hub):
     """Register the commands, the outbox with hub.emit() and the "wan" job;
     the rest of the WAN state (modem, link) is built when the job first runs."""
@@ -540,30 +569,8 @@ def install(hub):
     hub.wan = None
     st = hub.store
     hub.txlog = tx = _ob.TxLog(st.ringlog("transactions", 100), board.utc)
-    hub.outbox = box = _ob.Outbox(st.journal("outbox"), dict(st.kv("wan").items()), tx)
-    kinds = {"response": _ob.KIND_RESPONSE, "alert": _ob.KIND_ALERT, "scheduled": _ob.KIND_SCHEDULED}
-
-    def emit(frame, kind, critical=None):
-        """Persist one GBCS response, alert or scheduled-data message for the
-        head-end (durable when it returns, also before the link is up) -> its
-        outbox frame id. critical None: responses critical, alerts per
-        `critical_alerts`, scheduled data non-critical. Scheduled data
-        leaves at a random time inside `sched_window_ms`."""
-        k = kinds.get(kind)
-        if k is None:
-            raise ValueError("emit: kind must be alert, response or scheduled")
-        if critical is None:
-            if k == _ob.KIND_SCHEDULED:
-                critical = False
-            else:
-                critical = k == _ob.KIND_RESPONSE or st.kv("wan").get("critical_alerts", True)
-        fid = box.add(bytes(frame), _ob.CRITICAL if critical else _ob.NON_CRITICAL, k)
-        m = hub.wan.modem if hub.wan is not None else None
-        if m is not None:
-            m.wake()  # the link loop sends it now instead of at its next poll
-        return fid
-
-    hub.emit = emit
+    hub.outbox = _ob.Outbox(st.journal("outbox"), dict(st.kv("wan").items()), tx)
+    hub.emit = _Emit(hub)
     _install_clock(hub, tx)
     hub.last_gasp = None  # wan.lastgasp.LastGasp, loaded when needed
 

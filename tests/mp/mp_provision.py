@@ -86,7 +86,7 @@ def test_guard_rules():
         calls.append(req["cmd"])
         return {}
 
-    g = lp.guard(dispatch, auth, ("status",), ("prov_begin",), lambda c: c in ("status", "write", "prov_begin"))
+    g = lp.guard(dispatch, auth, ("status",), ("prov_begin",), ("status", "write", "prov_begin"))
 
     def run(req):
         return asyncio.run(g(req))
