@@ -68,6 +68,9 @@ class Flag:
         if t is None:  # set already, or no time to wait
             raise StopIteration(self.state)
         if isinstance(t, int):
+            if self.state:  # set between wait_ms() and the await
+                self._t = None
+                raise StopIteration(True)
             self._t = asyncio.current_task()
             return next(asyncio.sleep_ms(t))  # queues this task to wake at the deadline
         # back after the whole sleep: no wake came

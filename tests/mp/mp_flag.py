@@ -44,6 +44,13 @@ def test_set_wakes_the_waiter_early_and_a_timeout_says_false():
         # the flag was set while nobody waited: the next wait sees it
         f.set()
         assert await f.wait_ms(0) is True
+        # set after wait_ms() is called but before it is awaited
+        f.clear()
+        w = f.wait_ms(2000)
+        f.set()
+        t0 = asyncio.ticks()
+        assert await w is True
+        assert asyncio.ticks_diff(asyncio.ticks(), t0) < 50
         # wait() without a limit
         f.clear()
         asyncio.create_task(later())
