@@ -219,7 +219,7 @@ class Ezsp:
 
     async def energy_scan(self, channels_mask, duration=3):
         res = {}
-        done = asyncio.Event()
+        done = Flag()
         st = [0]
 
         def on_res(v):
@@ -233,7 +233,8 @@ class Ezsp:
         self.on("scanCompleteHandler", on_done)
         try:
             await self.ok("startScan", 0, channels_mask, duration)
-            await asyncio.wait_for(done.wait(), self.timeout + 0.5 * len(range(11, 27)))
+            if not await done.wait_ms((self.timeout + 0.5 * len(range(11, 27))) * 1000):
+                raise EzspTimeout("no end of the energy scan")
         finally:
             # the callbacks hold the scan's state: not kept past the scan
             self._handlers.pop("energyScanResultHandler", None)
