@@ -21,7 +21,7 @@ from chf.identity import Identity
 from gbcs import frame, gcm, kdf, p256
 from gpf.function import Gpf
 from gpf.mirror import Mirror
-from han import zcl
+from han import zcl, zcl_clusters
 from store import Store
 
 RUNS = 21
@@ -71,7 +71,7 @@ def main():
         h, off = zcl.parse_header(fr)
         return asyncio.run(mirror.zcl_server(GSME, 1, h, fr[off:], cluster))
 
-    zcl_in(0x0702, bytes((0x09, 1, zcl.MET_REQUEST_MIRROR)))
+    zcl_in(0x0702, bytes((0x09, 1, zcl_clusters.MET_REQUEST_MIRROR)))
     recs = [(0x0302, zcl.T_UINT24, 1000), (0x0301, zcl.T_UINT24, 1), (0x0300, zcl.T_ENUM8, 1)]
     n = [12345]
 

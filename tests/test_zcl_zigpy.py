@@ -22,7 +22,7 @@ from mpy import run_mp
 MP_DRIVER = r"""
 import json, os
 from binascii import hexlify, unhexlify
-from han import ash, install_code as ic, zcl, tunnel
+from han import ash, install_code as ic, tunnel, zcl, zcl_clusters
 
 def H(b):
     return hexlify(b).decode()
@@ -58,10 +58,10 @@ def fuzz(b):
     res.append(guard(zcl.decode, b))
     for fn in (zcl.decode_read_attributes, zcl.decode_read_attributes_rsp, zcl.decode_attribute_records,
                zcl.decode_write_attributes_rsp, zcl.decode_configure_reporting,
-               zcl.decode_configure_reporting_rsp, zcl.decode_default_rsp, zcl.decode_request_tunnel,
-               zcl.decode_request_tunnel_rsp, zcl.decode_configure_mirror,
-               zcl.decode_mirror_report_attribute_rsp, zcl.decode_tunnel_u16,
-               zcl.decode_transfer_data_error, tunnel.decode_transfer_data, tunnel.decode_gsme,
+               zcl.decode_configure_reporting_rsp, zcl.decode_default_rsp, tunnel.decode_request_tunnel,
+               tunnel.decode_request_tunnel_rsp, zcl_clusters.decode_configure_mirror,
+               zcl_clusters.decode_mirror_report_attribute_rsp, tunnel.decode_tunnel_u16,
+               tunnel.decode_transfer_data_error, tunnel.decode_transfer_data, tunnel.decode_gsme,
                ic.link_key, ic.check):
         res.append(guard(fn, b))
     if b:

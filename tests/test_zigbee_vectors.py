@@ -16,7 +16,7 @@ from mpy import run_mp
 MP_CODE = r"""
 import json, os
 from binascii import hexlify, unhexlify
-from han import ash, install_code as ic, zcl
+from han import ash, install_code as ic, zcl, zcl_clusters
 
 def H(b):
     return hexlify(b).decode().upper()
@@ -99,7 +99,7 @@ for f in V["zcl"]["frames"]:
            "frame_type": h.frame_type, "reencoded": H(zcl.build_frame(h, body)),
            "values": [[x if not isinstance(x, bytes) else H(x) for x in r] if isinstance(r, tuple) else r for r in vals]}
     if f["name"] == "metering_request_mirror_response":
-        rec["endpoint"] = zcl.decode_request_mirror_rsp(fr, 3)
+        rec["endpoint"] = zcl_clusters.decode_request_mirror_rsp(fr, 3)
     out["zcl"].append(rec)
 print("RESULT" + json.dumps(out))
 """

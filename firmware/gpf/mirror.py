@@ -23,7 +23,7 @@ import binascii
 from micropython import const
 
 from gbcs.usecase_base import CLOCK_DOUBTFUL, CLOCK_OK, CLOCK_OTHER_BASE
-from han import zcl
+from han import zcl, zcl_clusters
 
 METERING = const(0x0702)
 PREPAYMENT = const(0x0705)
@@ -241,28 +241,28 @@ class Mirror:
                 self.reports += 1
                 cfg = self.config
                 if cluster == METERING and cfg and cfg[2]:
-                    rh = zcl.Header(zcl.MET_MIRROR_REPORT_ATTRIBUTE_RSP, h.tsn, zcl.FT_CLUSTER, 0, True)
-                    body = zcl.encode_mirror_report_attribute_rsp(cfg[3], [self.notification_flags()])
+                    rh = zcl.Header(zcl_clusters.MET_MIRROR_REPORT_ATTRIBUTE_RSP, h.tsn, zcl.FT_CLUSTER, 0, True)
+                    body = zcl_clusters.encode_mirror_report_attribute_rsp(cfg[3], [self.notification_flags()])
                     return zcl.build_frame(rh, body)
                 return None if h.disable_default_response else _default_rsp(h, zcl.SUCCESS)
             return None if h.disable_default_response else _default_rsp(h, zcl.UNSUP_GENERAL_COMMAND)
         # cluster-specific commands from the GSME's servers (server -> client)
         if cluster == METERING and h.direction:
-            if h.command_id == zcl.MET_REQUEST_MIRROR:
+            if h.command_id == zcl_clusters.MET_REQUEST_MIRROR:
                 if self.gsme is not None and self.gsme != eui and self.endpoint is not None:
-                    ep = zcl.MIRROR_REFUSED  # one GSME per GPF
+                    ep = zcl_clusters.MIRROR_REFUSED  # one GSME per GPF
                 else:
                     ep = _MIRROR_ENDPOINT
                     self.set_mirror(eui, ep)
-                rh = zcl.Header(zcl.MET_REQUEST_MIRROR_RSP, h.tsn, zcl.FT_CLUSTER, 0, True)
-                return zcl.build_frame(rh, zcl.encode_request_mirror_rsp(ep))
-            if h.command_id == zcl.MET_REMOVE_MIRROR and eui == self.gsme:
-                ep = self.endpoint if self.endpoint is not None else zcl.MIRROR_REFUSED
+                rh = zcl.Header(zcl_clusters.MET_REQUEST_MIRROR_RSP, h.tsn, zcl.FT_CLUSTER, 0, True)
+                return zcl.build_frame(rh, zcl_clusters.encode_request_mirror_rsp(ep))
+            if h.command_id == zcl_clusters.MET_REMOVE_MIRROR and eui == self.gsme:
+                ep = self.endpoint if self.endpoint is not None else zcl_clusters.MIRROR_REFUSED
                 self.set_mirror(eui, None)
-                rh = zcl.Header(zcl.MET_MIRROR_REMOVED, h.tsn, zcl.FT_CLUSTER, 0, True)
-                return zcl.build_frame(rh, zcl.encode_mirror_removed(ep))
-            if h.command_id == zcl.MET_CONFIGURE_MIRROR and eui == self.gsme:
-                cfg = list(zcl.decode_configure_mirror(p))
+                rh = zcl.Header(zcl_clusters.MET_MIRROR_REMOVED, h.tsn, zcl.FT_CLUSTER, 0, True)
+                return zcl.build_frame(rh, zcl_clusters.encode_mirror_removed(ep))
+            if h.command_id == zcl_clusters.MET_CONFIGURE_MIRROR and eui == self.gsme:
+                cfg = list(zcl_clusters.decode_configure_mirror(p))
                 self.config = cfg
                 self._kv.set("cfg", cfg)
                 self.writes += 1

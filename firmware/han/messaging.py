@@ -26,6 +26,7 @@ from chf.device_log import eui_hex
 from flag import Flag
 from han import tunnel as T
 from han import zcl as Z
+from han import zcl_clusters as ZC
 from han.ezsp import APS_OPTION_FRAGMENT, APS_OPTIONS, SE_PROFILE
 from han.zcl_servers import default_rsp, reply
 from log import log
@@ -358,7 +359,7 @@ class Messaging:
             return None
         ok = False
         try:
-            await self.zcl_send(eh, src_ep, Z.CLUSTER_TUNNELING,
+            await self.zcl_send(eh, src_ep, T.CLUSTER_TUNNELING,
                                 T.encode_transfer_data(bytearray(), self.next_tsn(), tid, r, server_side))
             ok = True
         except DeliveryError as e:
@@ -380,63 +381,63 @@ class Messaging:
         c = h.command_id
         try:
             if not h.direction:  # the device is the tunnel client
-                if c == Z.TUN_REQUEST_TUNNEL:
-                    proto, _manuf, flow, max_in = Z.decode_request_tunnel(p)
+                if c == T.TUN_REQUEST_TUNNEL:
+                    proto, _manuf, flow, max_in = T.decode_request_tunnel(p)
                     tid = 0xFFFF
-                    if proto != Z.PROTO_GB_HRGP:
-                        st = Z.TUNNEL_PROTOCOL_NOT_SUPPORTED
+                    if proto != T.PROTO_GB_HRGP:
+                        st = T.TUNNEL_PROTOCOL_NOT_SUPPORTED
                     elif flow:
-                        st = Z.TUNNEL_FLOW_CONTROL_NOT_SUPPORTED
+                        st = T.TUNNEL_FLOW_CONTROL_NOT_SUPPORTED
                     else:
                         t = self.tunnels.open(eh)
                         if t is None:
-                            st = Z.TUNNEL_NO_MORE_IDS
+                            st = T.TUNNEL_NO_MORE_IDS
                         else:
-                            tid, st = t, Z.TUNNEL_SUCCESS
+                            tid, st = t, T.TUNNEL_SUCCESS
                             self._tinfo[tid] = (src_ep, max_in)
                             self._client.pop(eh, None)  # its tunnel is now the one to use
-                    return reply(h, Z.TUN_REQUEST_TUNNEL_RSP, Z.encode_request_tunnel_rsp(tid, st, MAX_MESSAGE),
+                    return reply(h, T.TUN_REQUEST_TUNNEL_RSP, T.encode_request_tunnel_rsp(tid, st, MAX_MESSAGE),
                                  Z.FT_CLUSTER)
-                if c == Z.TUN_CLOSE_TUNNEL:
-                    tid = Z.decode_tunnel_id(p)
+                if c == T.TUN_CLOSE_TUNNEL:
+                    tid = T.decode_tunnel_id(p)
                     if self.tunnels.peers.get(tid) == eh:
                         self.tunnels.close(tid)
                         self._tinfo.pop(tid, None)
                     return default_rsp(h, Z.SUCCESS)
-                if c == Z.TUN_TRANSFER_DATA_C2S:
+                if c == T.TUN_TRANSFER_DATA_C2S:
                     tid, data = _tid_data(p)
                     try:
                         self.tunnels.check(tid, eh)
                     except T.TunnelError as e:
-                        return reply(h, Z.TUN_TRANSFER_DATA_ERROR_S2C, Z.encode_transfer_data_error(tid, e.status),
+                        return reply(h, T.TUN_TRANSFER_DATA_ERROR_S2C, T.encode_transfer_data_error(tid, e.status),
                                      Z.FT_CLUSTER)
                     return await self._deliver(eh, src_ep, data, tid, True, h)
-                if c == Z.TUN_TRANSFER_DATA_ERROR_C2S:
-                    tid, st = Z.decode_transfer_data_error(p)
+                if c == T.TUN_TRANSFER_DATA_ERROR_C2S:
+                    tid, st = T.decode_transfer_data_error(p)
                     self._fail_exchange(eh, "device reports TransferDataError %d on tunnel %d" % (st, tid))
                     return None
                 return default_rsp(h, Z.UNSUP_CLUSTER_COMMAND)
             # the device is the tunnel server (a tunnel the hub opened)
-            if c == Z.TUN_REQUEST_TUNNEL_RSP:
+            if c == T.TUN_REQUEST_TUNNEL_RSP:
                 w = self._opening.get(eh)
                 if w is not None:
-                    w[1] = Z.decode_request_tunnel_rsp(p)
+                    w[1] = T.decode_request_tunnel_rsp(p)
                     w[0].set()
                 return None
-            if c == Z.TUN_TRANSFER_DATA_S2C:
+            if c == T.TUN_TRANSFER_DATA_S2C:
                 tid, data = _tid_data(p)
                 t = self._client.get(eh)
                 if t is None or t[0] != tid:
-                    return reply(h, Z.TUN_TRANSFER_DATA_ERROR_C2S,
-                                 Z.encode_transfer_data_error(tid, Z.TRANSFER_NO_SUCH_TUNNEL), Z.FT_CLUSTER)
+                    return reply(h, T.TUN_TRANSFER_DATA_ERROR_C2S,
+                                 T.encode_transfer_data_error(tid, T.TRANSFER_NO_SUCH_TUNNEL), Z.FT_CLUSTER)
                 return await self._deliver(eh, src_ep, data, tid, False, h)
-            if c == Z.TUN_TRANSFER_DATA_ERROR_S2C:
-                tid, st = Z.decode_transfer_data_error(p)
+            if c == T.TUN_TRANSFER_DATA_ERROR_S2C:
+                tid, st = T.decode_transfer_data_error(p)
                 self._client.pop(eh, None)
                 self._fail_exchange(eh, "device reports TransferDataError %d on tunnel %d" % (st, tid))
                 return None
-            if c == Z.TUN_CLOSURE_NOTIFICATION:
-                tid = Z.decode_tunnel_id(p)
+            if c == T.TUN_CLOSURE_NOTIFICATION:
+                tid = T.decode_tunnel_id(p)
                 t = self._client.get(eh)
                 if t is not None and t[0] == tid:
                     del self._client[eh]
@@ -449,17 +450,17 @@ class Messaging:
         ep = self._eps.get(eh, 1)
         w = [Flag(), None]
         self._opening[eh] = w
-        h = Z.Header(Z.TUN_REQUEST_TUNNEL, self.next_tsn(), Z.FT_CLUSTER, 0, True)
+        h = Z.Header(T.TUN_REQUEST_TUNNEL, self.next_tsn(), Z.FT_CLUSTER, 0, True)
         frame = h.encode()
-        Z.encode_request_tunnel(Z.PROTO_GB_HRGP, _NO_MANUF, False, MAX_MESSAGE, frame)
+        T.encode_request_tunnel(T.PROTO_GB_HRGP, _NO_MANUF, False, MAX_MESSAGE, frame)
         try:
-            await self.zcl_send(eh, ep, Z.CLUSTER_TUNNELING, frame, max(1, _left(deadline)))
+            await self.zcl_send(eh, ep, T.CLUSTER_TUNNELING, frame, max(1, _left(deadline)))
             if not await w[0].wait_ms(_left(deadline)):
                 raise DeliveryError("tunnel", "no RequestTunnelResponse from %s" % eh)
         finally:
             self._opening.pop(eh, None)
         tid, st, max_in = w[1]
-        if st != Z.TUNNEL_SUCCESS:
+        if st != T.TUNNEL_SUCCESS:
             raise DeliveryError("tunnel", "%s refused the tunnel: status %d" % (eh, st))
         t = self._client[eh] = (tid, ep, False, max_in or MAX_MESSAGE)
         return t
@@ -485,7 +486,7 @@ class Messaging:
             self._exchange[eh] = w
             try:
                 frame = T.encode_transfer_data(bytearray(), self.next_tsn(), t[0], data, t[2])
-                await self.zcl_send(eh, t[1], Z.CLUSTER_TUNNELING, frame, max(1, _left(deadline)))
+                await self.zcl_send(eh, t[1], T.CLUSTER_TUNNELING, frame, max(1, _left(deadline)))
                 if not await w[0].wait_ms(_left(deadline)):
                     raise DeliveryError("timeout", "no answer from %s" % eh)
             finally:
@@ -513,7 +514,7 @@ class Messaging:
                 f = Z.Header(Z.READ_ATTRIBUTES, self.next_tsn()).encode()
                 Z.encode_read_attributes((0x0001, 0x0002), f)
                 try:
-                    a = await self.zcl_request(eh, self._eps.get(eh, 1), Z.CLUSTER_BASIC, f)
+                    a = await self.zcl_request(eh, self._eps.get(eh, 1), ZC.CLUSTER_BASIC, f)
                     h, recs = Z.decode(a)
                 except (DeliveryError, Z.ZclError):
                     continue

@@ -1,10 +1,50 @@
-# ZSE Tunneling (cluster 0x0704) transport primitive: TransferData frames in
-# both directions, tunnel ids, fragmenting an outgoing message to a maximum
-# APS payload, reassembly into a preallocated buffer, and the GSME GET/PUT
-# sub-protocol carried in TransferData (PROTOCOLS.md section 3).
+# The ZSE Tunneling cluster (0x0704) and the tunnel protocol over it: the
+# cluster's command ids, statuses and payload codecs (RequestTunnel and its
+# response, CloseTunnel, TransferDataError, Ack/ReadyData), TransferData
+# frames in both directions, tunnel ids, fragmenting an outgoing message to a
+# maximum APS payload, reassembly into a preallocated buffer, and the GSME
+# GET/PUT sub-protocol carried in TransferData (PROTOCOLS.md section 3).
 from micropython import const
 
 from han import zcl
+
+CLUSTER_TUNNELING = const(0x0704)
+
+# commands, client -> server
+TUN_REQUEST_TUNNEL = const(0x00)
+TUN_CLOSE_TUNNEL = const(0x01)
+TUN_TRANSFER_DATA_C2S = const(0x02)
+TUN_TRANSFER_DATA_ERROR_C2S = const(0x03)
+_TUN_ACK_TRANSFER_DATA_C2S = const(0x04)
+_TUN_READY_DATA_C2S = const(0x05)
+_TUN_GET_SUPPORTED_PROTOCOLS = const(0x06)
+# commands, server -> client
+TUN_REQUEST_TUNNEL_RSP = const(0x00)
+TUN_TRANSFER_DATA_S2C = const(0x01)
+TUN_TRANSFER_DATA_ERROR_S2C = const(0x02)
+_TUN_ACK_TRANSFER_DATA_S2C = const(0x03)
+_TUN_READY_DATA_S2C = const(0x04)
+_TUN_SUPPORTED_PROTOCOLS_RSP = const(0x05)
+TUN_CLOSURE_NOTIFICATION = const(0x06)
+_TUN_ATTR_CLOSE_TUNNEL_TIMEOUT = const(0x0000)
+# tunnel status (RequestTunnelResponse)
+TUNNEL_SUCCESS = const(0x00)
+_TUNNEL_BUSY = const(0x01)
+TUNNEL_NO_MORE_IDS = const(0x02)
+TUNNEL_PROTOCOL_NOT_SUPPORTED = const(0x03)
+TUNNEL_FLOW_CONTROL_NOT_SUPPORTED = const(0x04)
+# transfer data status (TransferDataError)
+TRANSFER_NO_SUCH_TUNNEL = const(0x00)
+TRANSFER_WRONG_DEVICE = const(0x01)
+TRANSFER_DATA_OVERFLOW = const(0x02)
+# protocol ids
+_PROTO_DLMS = const(0)
+_PROTO_IEC61107 = const(1)
+_PROTO_ANSI_C12 = const(2)
+_PROTO_MBUS = const(3)
+_PROTO_SML = const(4)
+_PROTO_CLIMATETALK = const(5)
+PROTO_GB_HRGP = const(6)
 
 DEFAULT_MESSAGE_SIZE = const(1200)
 _ZCL_HDR = const(3)  # frame control, TSN, command id (no manufacturer code)
@@ -25,16 +65,89 @@ class TunnelError(ValueError):
 
 class TunnelOverflow(TunnelError):
     def __init__(self, msg):
-        super().__init__(msg, zcl.TRANSFER_DATA_OVERFLOW)
+        super().__init__(msg, TRANSFER_DATA_OVERFLOW)
 
 
 class NoSuchTunnel(TunnelError):
     def __init__(self, msg):
-        super().__init__(msg, zcl.TRANSFER_NO_SUCH_TUNNEL)
+        super().__init__(msg, TRANSFER_NO_SUCH_TUNNEL)
 
 
 class GsmeError(ValueError):
     pass
+
+
+# ------------------------------------------- Tunneling cluster payloads ----
+
+
+def encode_request_tunnel(protocol_id, manufacturer, flow_control, max_in, out=None):
+    out = bytearray() if out is None else out
+    out.append(protocol_id)
+    zcl.put_u16(out, manufacturer)
+    out.append(1 if flow_control else 0)
+    zcl.put_u16(out, max_in)
+    return out
+
+
+def decode_request_tunnel(p, o=0):
+    """(protocol_id, manufacturer_code, flow_control, max_incoming_size)."""
+    if len(p) - o != 6:
+        raise zcl.ZclTruncated("RequestTunnel of %d bytes" % (len(p) - o))
+    return p[o], zcl.get_u16(p, o + 1), p[o + 3] != 0, zcl.get_u16(p, o + 4)
+
+
+def encode_request_tunnel_rsp(tunnel_id, status, max_in, out=None):
+    out = bytearray() if out is None else out
+    zcl.put_u16(out, tunnel_id)
+    out.append(status)
+    zcl.put_u16(out, max_in)
+    return out
+
+
+def decode_request_tunnel_rsp(p, o=0):
+    """(tunnel_id, status, max_incoming_size or None for the SE 1.1 form)."""
+    n = len(p) - o
+    if n == 3:
+        return zcl.get_u16(p, o), p[o + 2], None
+    if n != 5:
+        raise zcl.ZclTruncated("RequestTunnelResponse of %d bytes" % n)
+    return zcl.get_u16(p, o), p[o + 2], zcl.get_u16(p, o + 3)
+
+
+def encode_tunnel_u16(tunnel_id, value=None, out=None):
+    """CloseTunnel / TunnelClosureNotification (tunnel id only) and
+    AckTransferData / ReadyData (tunnel id + uint16 octets left)."""
+    out = bytearray() if out is None else out
+    zcl.put_u16(out, tunnel_id)
+    if value is not None:
+        zcl.put_u16(out, value)
+    return out
+
+
+def decode_tunnel_id(p, o=0):
+    if len(p) - o != 2:
+        raise zcl.ZclTruncated("tunnel id payload of %d bytes" % (len(p) - o))
+    return zcl.get_u16(p, o)
+
+
+def decode_tunnel_u16(p, o=0):
+    """AckTransferData / ReadyData -> (tunnel_id, octets_left)."""
+    if len(p) - o != 4:
+        raise zcl.ZclTruncated("tunnel payload of %d bytes" % (len(p) - o))
+    return zcl.get_u16(p, o), zcl.get_u16(p, o + 2)
+
+
+def encode_transfer_data_error(tunnel_id, status, out=None):
+    out = bytearray() if out is None else out
+    zcl.put_u16(out, tunnel_id)
+    out.append(status)
+    return out
+
+
+def decode_transfer_data_error(p, o=0):
+    if len(p) - o != 3:
+        raise zcl.ZclTruncated("TransferDataError of %d bytes" % (len(p) - o))
+    return zcl.get_u16(p, o), p[o + 2]
 
 
 # ------------------------------------------------------- TransferData ----
@@ -53,7 +166,7 @@ def encode_transfer_data(out, tsn, tunnel_id, data, server_to_client, disable_de
         raise TunnelError("tunnel id/tsn out of range")
     out.append(fc)
     out.append(tsn)
-    out.append(zcl.TUN_TRANSFER_DATA_S2C if server_to_client else zcl.TUN_TRANSFER_DATA_C2S)
+    out.append(TUN_TRANSFER_DATA_S2C if server_to_client else TUN_TRANSFER_DATA_C2S)
     out.append(tunnel_id & 0xFF)
     out.append(tunnel_id >> 8)
     out.extend(data)
@@ -65,13 +178,18 @@ def decode_transfer_data(frame):
     h, o = zcl.parse_header(frame)
     if h.frame_type != zcl.FT_CLUSTER or h.manufacturer is not None:
         raise TunnelError("not a Tunneling cluster command")
-    want = zcl.TUN_TRANSFER_DATA_S2C if h.direction else zcl.TUN_TRANSFER_DATA_C2S
+    want = TUN_TRANSFER_DATA_S2C if h.direction else TUN_TRANSFER_DATA_C2S
     if h.command_id != want:
         raise TunnelError("command 0x%02X is not TransferData" % h.command_id)
-    if len(frame) - o < 2:
+    tid, data = decode_transfer_data_payload(frame, o)
+    return h, tid, data
+
+
+def decode_transfer_data_payload(p, o=0):
+    """The TransferData payload at p[o:]: (tunnel_id, memoryview data)."""
+    if len(p) - o < 2:
         raise zcl.ZclTruncated("TransferData without tunnel id")
-    tid = frame[o] | (frame[o + 1] << 8)
-    return h, tid, memoryview(frame)[o + 2 :]
+    return p[o] | (p[o + 1] << 8), memoryview(p)[o + 2 :]
 
 
 def max_chunk(max_aps_payload):
@@ -219,7 +337,7 @@ class TunnelIds:
 
     def check(self, tunnel_id, peer):
         if self.peer(tunnel_id) != peer:
-            raise TunnelError("tunnel %d belongs to another device" % tunnel_id, zcl.TRANSFER_WRONG_DEVICE)
+            raise TunnelError("tunnel %d belongs to another device" % tunnel_id, TRANSFER_WRONG_DEVICE)
 
     def close(self, tunnel_id):
         return self.peers.pop(tunnel_id, None) is not None

@@ -1,6 +1,7 @@
-# Compact ZCL codec: frame header, the global commands the hub uses, the
-# attribute data types, and command ids / payload layouts of the Time,
-# Metering (mirror) and Tunneling clusters.
+# ZCL foundation: frame header, the global (profile-wide) commands the hub
+# uses, status codes, the attribute data types and the byte helpers the
+# cluster payload codecs share. Cluster payloads live apart: Basic, Time and
+# Metering in han/zcl_clusters.py, Tunneling in han/tunnel.py.
 import struct
 
 from micropython import const
@@ -11,15 +12,6 @@ FT_CLUSTER = const(1)
 _FC_MANUF = const(0x04)
 FC_SERVER_TO_CLIENT = const(0x08)
 FC_DISABLE_DEFAULT_RSP = const(0x10)
-
-_PROFILE_SE = const(0x0109)
-CLUSTER_BASIC = const(0x0000)
-_CLUSTER_TIME = const(0x000A)
-_CLUSTER_OTA = const(0x0019)
-_CLUSTER_METERING = const(0x0702)
-CLUSTER_TUNNELING = const(0x0704)
-_CLUSTER_PREPAYMENT = const(0x0705)
-_CLUSTER_KEY_ESTABLISHMENT = const(0x0800)
 
 # global commands
 READ_ATTRIBUTES = const(0x00)
@@ -84,74 +76,7 @@ _T_ATTR_ID = const(0xE9)
 T_EUI64 = const(0xF0)
 _T_KEY128 = const(0xF1)
 
-# Time cluster (0x000A) attributes
-TIME_TIME = const(0x0000)
-TIME_STATUS = const(0x0001)
-TIME_ZONE = const(0x0002)
-_TIME_DST_START = const(0x0003)
-_TIME_DST_END = const(0x0004)
-_TIME_DST_SHIFT = const(0x0005)
-TIME_STANDARD_TIME = const(0x0006)
-_TIME_LOCAL_TIME = const(0x0007)
-_TIME_LAST_SET_TIME = const(0x0008)
-_TIME_VALID_UNTIL_TIME = const(0x0009)
-TIME_STATUS_MASTER = const(0x01)
-TIME_STATUS_SYNCHRONIZED = const(0x02)
-_TIME_STATUS_MASTER_ZONE_DST = const(0x04)
-_TIME_STATUS_SUPERSEDING = const(0x08)
-UTC_INVALID = const(0xFFFFFFFF)
-
-# Metering cluster (0x0702): mirror-related commands.
-# Sent by the meter (Metering server -> client, direction bit set):
-MET_REQUEST_MIRROR = const(0x01)
-MET_REMOVE_MIRROR = const(0x02)
-MET_CONFIGURE_MIRROR = const(0x08)
-_MET_CONFIGURE_NOTIFICATION_SCHEME = const(0x09)
-_MET_CONFIGURE_NOTIFICATION_FLAG = const(0x0A)
-_MET_GET_NOTIFIED_MESSAGE = const(0x0B)
-# Sent by the hub/mirror (client -> server):
-MET_REQUEST_MIRROR_RSP = const(0x01)
-MET_MIRROR_REMOVED = const(0x02)
-MET_MIRROR_REPORT_ATTRIBUTE_RSP = const(0x09)
-_MET_CURRENT_SUMMATION_DELIVERED = const(0x0000)
-MIRROR_REFUSED = const(0xFFFF)
-
-# Tunneling cluster (0x0704)
-# client -> server
-TUN_REQUEST_TUNNEL = const(0x00)
-TUN_CLOSE_TUNNEL = const(0x01)
-TUN_TRANSFER_DATA_C2S = const(0x02)
-TUN_TRANSFER_DATA_ERROR_C2S = const(0x03)
-_TUN_ACK_TRANSFER_DATA_C2S = const(0x04)
-_TUN_READY_DATA_C2S = const(0x05)
-_TUN_GET_SUPPORTED_PROTOCOLS = const(0x06)
-# server -> client
-TUN_REQUEST_TUNNEL_RSP = const(0x00)
-TUN_TRANSFER_DATA_S2C = const(0x01)
-TUN_TRANSFER_DATA_ERROR_S2C = const(0x02)
-_TUN_ACK_TRANSFER_DATA_S2C = const(0x03)
-_TUN_READY_DATA_S2C = const(0x04)
-_TUN_SUPPORTED_PROTOCOLS_RSP = const(0x05)
-TUN_CLOSURE_NOTIFICATION = const(0x06)
-_TUN_ATTR_CLOSE_TUNNEL_TIMEOUT = const(0x0000)
-# tunnel status (RequestTunnelResponse)
-TUNNEL_SUCCESS = const(0x00)
-_TUNNEL_BUSY = const(0x01)
-TUNNEL_NO_MORE_IDS = const(0x02)
-TUNNEL_PROTOCOL_NOT_SUPPORTED = const(0x03)
-TUNNEL_FLOW_CONTROL_NOT_SUPPORTED = const(0x04)
-# transfer data status (TransferDataError)
-TRANSFER_NO_SUCH_TUNNEL = const(0x00)
-TRANSFER_WRONG_DEVICE = const(0x01)
-TRANSFER_DATA_OVERFLOW = const(0x02)
-# protocol ids
-_PROTO_DLMS = const(0)
-_PROTO_IEC61107 = const(1)
-_PROTO_ANSI_C12 = const(2)
-_PROTO_MBUS = const(3)
-_PROTO_SML = const(4)
-_PROTO_CLIMATETALK = const(5)
-PROTO_GB_HRGP = const(6)
+UTC_INVALID = const(0xFFFFFFFF)  # UTCTime: no time
 
 
 class ZclError(ValueError):
@@ -168,6 +93,35 @@ class ZclTypeError(ZclError):
 
 class ZclValueError(ZclError):
     pass
+
+
+# --------------------------------------------------------- byte helpers ----
+# little-endian fields, shared with the cluster payload codecs
+
+
+def need(b, o, n):
+    """ZclTruncated unless b holds n bytes at offset o."""
+    if o + n > len(b):
+        raise ZclTruncated("need %d bytes at offset %d, have %d" % (n, o, len(b) - o))
+
+
+def get_uint(b, o, n):
+    v = 0
+    for i in range(n - 1, -1, -1):
+        v = (v << 8) | b[o + i]
+    return v
+
+
+def get_u16(b, o):
+    need(b, o, 2)
+    return b[o] | (b[o + 1] << 8)
+
+
+def put_u16(out, v):
+    if not 0 <= v <= 0xFFFF:
+        raise ZclValueError("uint16 out of range: %r" % v)
+    out.append(v & 0xFF)
+    out.append(v >> 8)
 
 
 # ----------------------------------------------------------- data types ----
@@ -214,18 +168,6 @@ def is_analog(t):
     return 0x20 <= t <= 0x2F or 0x38 <= t <= 0x3A or 0xE0 <= t <= 0xE2
 
 
-def _uint(b, o, n):
-    v = 0
-    for i in range(n - 1, -1, -1):
-        v = (v << 8) | b[o + i]
-    return v
-
-
-def _need(b, o, n):
-    if o + n > len(b):
-        raise ZclTruncated("need %d bytes at offset %d, have %d" % (n, o, len(b) - o))
-
-
 def decode_value(t, b, o=0):
     """Decode a value of type t at b[o:]; return (value, next offset).
     Integers/bitmaps/enums/times -> int, bool -> bool, floats -> float,
@@ -234,16 +176,16 @@ def decode_value(t, b, o=0):
     n = type_size(t)
     if n < 0:
         ln = 1 if t <= T_CHARSTR else 2
-        _need(b, o, ln)
-        k = _uint(b, o, ln)
+        need(b, o, ln)
+        k = get_uint(b, o, ln)
         o += ln
         if k == (0xFF if ln == 1 else 0xFFFF):
             return None, o
-        _need(b, o, k)
+        need(b, o, k)
         return bytes(b[o : o + k]), o + k
     if n == 0:
         return None, o
-    _need(b, o, n)
+    need(b, o, n)
     if t == T_BOOL:
         v = b[o]
         if v > 1 and v != 0xFF:
@@ -253,7 +195,7 @@ def decode_value(t, b, o=0):
         return struct.unpack_from("<f" if n == 4 else "<d", b, o)[0], o + n
     if t == T_EUI64 or t == _T_KEY128:
         return bytes(b[o : o + n]), o + n
-    v = _uint(b, o, n)
+    v = get_uint(b, o, n)
     if 0x28 <= t <= 0x2F and v >> (8 * n - 1):
         v -= 1 << (8 * n)
     return v, o + n
@@ -385,29 +327,17 @@ def build_frame(header, payload=b""):
 # ------------------------------------------------------ global commands ----
 
 
-def _u16(b, o):
-    _need(b, o, 2)
-    return b[o] | (b[o + 1] << 8)
-
-
-def _put16(out, v):
-    if not 0 <= v <= 0xFFFF:
-        raise ZclValueError("uint16 out of range: %r" % v)
-    out.append(v & 0xFF)
-    out.append(v >> 8)
-
-
 def encode_read_attributes(attr_ids, out=None):
     out = bytearray() if out is None else out
     for a in attr_ids:
-        _put16(out, a)
+        put_u16(out, a)
     return out
 
 
 def decode_read_attributes(p, o=0):
     if (len(p) - o) & 1:
         raise ZclTruncated("odd-length attribute id list")
-    return [_u16(p, i) for i in range(o, len(p), 2)]
+    return [get_u16(p, i) for i in range(o, len(p), 2)]
 
 
 def encode_read_attributes_rsp(records, out=None):
@@ -415,7 +345,7 @@ def encode_read_attributes_rsp(records, out=None):
     status is SUCCESS."""
     out = bytearray() if out is None else out
     for a, st, t, v in records:
-        _put16(out, a)
+        put_u16(out, a)
         out.append(st)
         if st == SUCCESS:
             out.append(t)
@@ -427,12 +357,12 @@ def decode_read_attributes_rsp(p, o=0):
     recs = []
     n = len(p)
     while o < n:
-        a = _u16(p, o)
-        _need(p, o + 2, 1)
+        a = get_u16(p, o)
+        need(p, o + 2, 1)
         st = p[o + 2]
         o += 3
         if st == SUCCESS:
-            _need(p, o, 1)
+            need(p, o, 1)
             t = p[o]
             v, o = decode_value(t, p, o + 1)
             recs.append((a, st, t, v))
@@ -445,7 +375,7 @@ def encode_attribute_records(records, out=None):
     """(attr_id, type, value) records: Write Attributes / Report Attributes."""
     out = bytearray() if out is None else out
     for a, t, v in records:
-        _put16(out, a)
+        put_u16(out, a)
         out.append(t)
         encode_value(out, t, v)
     return out
@@ -455,8 +385,8 @@ def decode_attribute_records(p, o=0):
     recs = []
     n = len(p)
     while o < n:
-        a = _u16(p, o)
-        _need(p, o + 2, 1)
+        a = get_u16(p, o)
+        need(p, o + 2, 1)
         t = p[o + 2]
         v, o = decode_value(t, p, o + 3)
         recs.append((a, t, v))
@@ -482,9 +412,9 @@ def encode_status_records(records, out=None, with_direction=False):
         out.append(r[0])
         if with_direction:
             out.append(r[1])
-            _put16(out, r[2])
+            put_u16(out, r[2])
         else:
-            _put16(out, r[1])
+            put_u16(out, r[1])
     return out
 
 
@@ -503,9 +433,9 @@ def decode_status_records(p, o=0, with_direction=False):
     recs = []
     for i in range(o, n, k):
         if with_direction:
-            recs.append((p[i], p[i + 1], _u16(p, i + 2)))
+            recs.append((p[i], p[i + 1], get_u16(p, i + 2)))
         else:
-            recs.append((p[i], _u16(p, i + 1)))
+            recs.append((p[i], get_u16(p, i + 1)))
     return recs
 
 
@@ -532,15 +462,15 @@ def encode_configure_reporting(records, out=None):
     for r in records:
         d = r[0]
         out.append(d)
-        _put16(out, r[1])
+        put_u16(out, r[1])
         if d == 0:
             out.append(r[2])
-            _put16(out, r[3])
-            _put16(out, r[4])
+            put_u16(out, r[3])
+            put_u16(out, r[4])
             if is_analog(r[2]):
                 encode_value(out, r[2], r[5])
         elif d == 1:
-            _put16(out, r[2])
+            put_u16(out, r[2])
         else:
             raise ZclValueError("reporting direction %d" % d)
     return out
@@ -551,13 +481,13 @@ def decode_configure_reporting(p, o=0):
     n = len(p)
     while o < n:
         d = p[o]
-        a = _u16(p, o + 1)
+        a = get_u16(p, o + 1)
         o += 3
         if d == 0:
-            _need(p, o, 5)
+            need(p, o, 5)
             t = p[o]
-            mn = _u16(p, o + 1)
-            mx = _u16(p, o + 3)
+            mn = get_u16(p, o + 1)
+            mx = get_u16(p, o + 3)
             o += 5
             ch = None
             if is_analog(t):
@@ -566,7 +496,7 @@ def decode_configure_reporting(p, o=0):
                 type_size(t)  # reject unknown types
             recs.append((0, a, t, mn, mx, ch))
         elif d == 1:
-            recs.append((1, a, _u16(p, o)))
+            recs.append((1, a, get_u16(p, o)))
             o += 2
         else:
             raise ZclValueError("reporting direction %d" % d)
@@ -609,129 +539,3 @@ def decode(frame):
         if f is not None:
             return h, f(frame, o)
     return h, bytes(frame[o:])
-
-
-# ------------------------------------------------- Metering: the mirror ----
-
-
-def encode_request_mirror_rsp(endpoint_id, out=None):
-    out = bytearray() if out is None else out
-    _put16(out, endpoint_id)
-    return out
-
-
-def decode_request_mirror_rsp(p, o=0):
-    if len(p) - o != 2:
-        raise ZclTruncated("RequestMirrorResponse of %d bytes" % (len(p) - o))
-    return _u16(p, o)
-
-
-decode_mirror_removed = decode_request_mirror_rsp
-encode_mirror_removed = encode_request_mirror_rsp
-
-
-def decode_configure_mirror(p, o=0):
-    """(issuer_event_id, reporting_interval, mirror_notification_reporting,
-    notification_scheme)."""
-    if len(p) - o != 9:
-        raise ZclTruncated("ConfigureMirror of %d bytes" % (len(p) - o))
-    return _uint(p, o, 4), _uint(p, o + 4, 3), p[o + 7] != 0, p[o + 8]
-
-
-def encode_configure_mirror(issuer_event_id, reporting_interval, notify, scheme, out=None):
-    out = bytearray() if out is None else out
-    encode_value(out, T_UINT32, issuer_event_id)
-    encode_value(out, T_UINT24, reporting_interval)
-    out.append(1 if notify else 0)
-    out.append(scheme)
-    return out
-
-
-def encode_mirror_report_attribute_rsp(scheme, flags, out=None):
-    """MirrorReportAttributeResponse: notification scheme, then bitmap32
-    notification flags (functional flags first)."""
-    out = bytearray() if out is None else out
-    out.append(scheme)
-    for f in flags:
-        encode_value(out, T_MAP32, f)
-    return out
-
-
-def decode_mirror_report_attribute_rsp(p, o=0):
-    _need(p, o, 1)
-    if (len(p) - o - 1) % 4:
-        raise ZclTruncated("notification flags not a multiple of 4 bytes")
-    return p[o], [_uint(p, i, 4) for i in range(o + 1, len(p), 4)]
-
-
-# -------------------------------------------------- Tunneling commands ----
-
-
-def encode_request_tunnel(protocol_id, manufacturer, flow_control, max_in, out=None):
-    out = bytearray() if out is None else out
-    out.append(protocol_id)
-    _put16(out, manufacturer)
-    out.append(1 if flow_control else 0)
-    _put16(out, max_in)
-    return out
-
-
-def decode_request_tunnel(p, o=0):
-    """(protocol_id, manufacturer_code, flow_control, max_incoming_size)."""
-    if len(p) - o != 6:
-        raise ZclTruncated("RequestTunnel of %d bytes" % (len(p) - o))
-    return p[o], _u16(p, o + 1), p[o + 3] != 0, _u16(p, o + 4)
-
-
-def encode_request_tunnel_rsp(tunnel_id, status, max_in, out=None):
-    out = bytearray() if out is None else out
-    _put16(out, tunnel_id)
-    out.append(status)
-    _put16(out, max_in)
-    return out
-
-
-def decode_request_tunnel_rsp(p, o=0):
-    """(tunnel_id, status, max_incoming_size or None for the SE 1.1 form)."""
-    n = len(p) - o
-    if n == 3:
-        return _u16(p, o), p[o + 2], None
-    if n != 5:
-        raise ZclTruncated("RequestTunnelResponse of %d bytes" % n)
-    return _u16(p, o), p[o + 2], _u16(p, o + 3)
-
-
-def encode_tunnel_u16(tunnel_id, value=None, out=None):
-    """CloseTunnel / TunnelClosureNotification (tunnel id only) and
-    AckTransferData / ReadyData (tunnel id + uint16 octets left)."""
-    out = bytearray() if out is None else out
-    _put16(out, tunnel_id)
-    if value is not None:
-        _put16(out, value)
-    return out
-
-
-def decode_tunnel_id(p, o=0):
-    if len(p) - o != 2:
-        raise ZclTruncated("tunnel id payload of %d bytes" % (len(p) - o))
-    return _u16(p, o)
-
-
-def decode_tunnel_u16(p, o=0):
-    """AckTransferData / ReadyData -> (tunnel_id, octets_left)."""
-    if len(p) - o != 4:
-        raise ZclTruncated("tunnel payload of %d bytes" % (len(p) - o))
-    return _u16(p, o), _u16(p, o + 2)
-
-
-def encode_transfer_data_error(tunnel_id, status, out=None):
-    out = bytearray() if out is None else out
-    _put16(out, tunnel_id)
-    out.append(status)
-    return out
-
-
-def decode_transfer_data_error(p, o=0):
-    if len(p) - o != 3:
-        raise ZclTruncated("TransferDataError of %d bytes" % (len(p) - o))
-    return _u16(p, o), p[o + 2]

@@ -5,6 +5,7 @@
 from micropython import const
 
 from han import zcl as Z
+from han import zcl_clusters as ZC
 
 UNIX_2000 = const(946684800)  # 2000-01-01T00:00Z in unix seconds (ZCL UTCTime epoch)
 
@@ -139,9 +140,9 @@ def basic_server(version, stack_version=None):
 def time_status(clock):
     """Master always (the hub is the HAN's time master); Synchronized only
     while the CH clock is valid (no clock: not synchronized)."""
-    st = Z.TIME_STATUS_MASTER
+    st = ZC.TIME_STATUS_MASTER
     if clock is not None and clock.valid:
-        st |= Z.TIME_STATUS_SYNCHRONIZED
+        st |= ZC.TIME_STATUS_SYNCHRONIZED
     return st
 
 
@@ -151,12 +152,12 @@ class _Time(AttributeServer):
         self.board_utc = board_utc
 
     def value(self, a):
-        if a == Z.TIME_TIME or a == Z.TIME_STANDARD_TIME:
+        if a == ZC.TIME_TIME or a == ZC.TIME_STANDARD_TIME:
             c = self.get_clock()
-            return (Z.T_UTC if a == Z.TIME_TIME else Z.T_UINT32), zcl_time(c.now() if c is not None else self.board_utc())
-        if a == Z.TIME_STATUS:
+            return (Z.T_UTC if a == ZC.TIME_TIME else Z.T_UINT32), zcl_time(c.now() if c is not None else self.board_utc())
+        if a == ZC.TIME_STATUS:
             return Z.T_MAP8, time_status(self.get_clock())
-        if a == Z.TIME_ZONE:
+        if a == ZC.TIME_ZONE:
             return Z.T_INT32, 0
         return None
 

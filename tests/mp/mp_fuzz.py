@@ -11,7 +11,7 @@
 import binascii
 import os
 
-from han import ash, tunnel, zcl
+from han import ash, tunnel, zcl, zcl_clusters
 from han import ezsp_frames as F
 from wan import at, link
 import local_port as lp
@@ -80,11 +80,12 @@ def _ezsp(data):
 # ---- ZCL -----------------------------------------------------------------------
 
 _ZCL_DECODERS = (
-    "decode_request_mirror_rsp", "decode_configure_mirror", "decode_mirror_report_attribute_rsp",
-    "decode_request_tunnel", "decode_request_tunnel_rsp", "decode_tunnel_id", "decode_tunnel_u16",
-    "decode_transfer_data_error", "decode_read_attributes", "decode_read_attributes_rsp",
-    "decode_attribute_records", "decode_status_records", "decode_write_attributes_rsp",
-    "decode_configure_reporting", "decode_configure_reporting_rsp", "decode_default_rsp",
+    zcl_clusters.decode_request_mirror_rsp, zcl_clusters.decode_configure_mirror,
+    zcl_clusters.decode_mirror_report_attribute_rsp, tunnel.decode_request_tunnel, tunnel.decode_request_tunnel_rsp,
+    tunnel.decode_tunnel_id, tunnel.decode_tunnel_u16, tunnel.decode_transfer_data_error,
+    tunnel.decode_transfer_data_payload, zcl.decode_read_attributes, zcl.decode_read_attributes_rsp,
+    zcl.decode_attribute_records, zcl.decode_status_records, zcl.decode_write_attributes_rsp,
+    zcl.decode_configure_reporting, zcl.decode_configure_reporting_rsp, zcl.decode_default_rsp,
 )
 
 
@@ -92,13 +93,11 @@ def _zcl(data):
     h, o = zcl.parse_header(data)
     # every payload decoder on the payload: a cluster command decoded with
     # the wrong decoder is still hostile input for that decoder
-    for nm in _ZCL_DECODERS:
-        f = getattr(zcl, nm, None)
-        if f is not None:
-            try:
-                f(data, o)
-            except zcl.ZclError:
-                pass
+    for f in _ZCL_DECODERS:
+        try:
+            f(data, o)
+        except zcl.ZclError:
+            pass
     zcl.decode(data)
 
 

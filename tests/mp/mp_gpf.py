@@ -14,7 +14,7 @@ from gbcs import frame as gframe
 from gbcs import gbz, p256
 from gpf.function import Gpf
 from gpf.mirror import Mirror
-from han import zcl
+from han import zcl, zcl_clusters
 from store import Store
 
 HEAP = "384k"
@@ -63,11 +63,11 @@ def report(attrs):
 
 def setup_mirror(m):
     CLOCK[0], CLOCK[1] = T0, True
-    rsp = zcl_call(m, 0x0702, bytes((0x09, 1, zcl.MET_REQUEST_MIRROR)))
+    rsp = zcl_call(m, 0x0702, bytes((0x09, 1, zcl_clusters.MET_REQUEST_MIRROR)))
     h, off = zcl.parse_header(rsp)
-    assert h.command_id == zcl.MET_REQUEST_MIRROR_RSP and zcl.decode_request_mirror_rsp(rsp, off) == 2
-    cfg = zcl.encode_configure_mirror(1, 1800, True, 1)
-    assert zcl_call(m, 0x0702, bytes((0x19, 2, zcl.MET_CONFIGURE_MIRROR)) + cfg) is None
+    assert h.command_id == zcl_clusters.MET_REQUEST_MIRROR_RSP and zcl_clusters.decode_request_mirror_rsp(rsp, off) == 2
+    cfg = zcl_clusters.encode_configure_mirror(1, 1800, True, 1)
+    assert zcl_call(m, 0x0702, bytes((0x19, 2, zcl_clusters.MET_CONFIGURE_MIRROR)) + cfg) is None
 
 
 # -- the mirror -------------------------------------------------------------------
@@ -81,8 +81,8 @@ def test_mirror_reports_persist_one_write_each():
     rsp = zcl_call(m, 0x0702, report([(0x0000, zcl.T_UINT48, 12345), (0x0302, zcl.T_UINT24, 1000)]))
     assert m.writes == w + 2  # the attributes, and the daily log's first reading
     h, off = zcl.parse_header(rsp)
-    assert h.frame_type == zcl.FT_CLUSTER and h.command_id == zcl.MET_MIRROR_REPORT_ATTRIBUTE_RSP
-    assert zcl.decode_mirror_report_attribute_rsp(rsp, off) == (1, [0])
+    assert h.frame_type == zcl.FT_CLUSTER and h.command_id == zcl_clusters.MET_MIRROR_REPORT_ATTRIBUTE_RSP
+    assert zcl_clusters.decode_mirror_report_attribute_rsp(rsp, off) == (1, [0])
     w = m.writes
     zcl_call(m, 0x0702, report([(0x0000, zcl.T_UINT48, 12400)]))  # same day: one write
     assert m.writes == w + 1
@@ -97,7 +97,7 @@ def test_mirror_tunnel_pending_flag_in_report_response():
     setup_mirror(m)
     m.tunnel_pending = True
     rsp = zcl_call(m, 0x0702, report([(0x0000, zcl.T_UINT48, 1)]))
-    assert zcl.decode_mirror_report_attribute_rsp(rsp, 3) == (1, [0x8000])
+    assert zcl_clusters.decode_mirror_report_attribute_rsp(rsp, 3) == (1, [0x8000])
 
 
 def test_mirror_reliability_status():
@@ -136,8 +136,8 @@ def test_mirror_refuses_strangers_and_bad_frames():
     rsp = zcl_call(m, 0x0702, bytes((0x08, 4, zcl.REPORT_ATTRIBUTES)) + b"\x00\x00\x25\x01")  # truncated
     assert rsp[-1] == zcl.MALFORMED_COMMAND
     # a second GSME asking for a mirror is refused (one per GPF)
-    rsp = zcl_call(m, 0x0702, bytes((0x09, 5, zcl.MET_REQUEST_MIRROR)), eui="0011223344556677")
-    assert zcl.decode_request_mirror_rsp(rsp, 3) == 0xFFFF
+    rsp = zcl_call(m, 0x0702, bytes((0x09, 5, zcl_clusters.MET_REQUEST_MIRROR)), eui="0011223344556677")
+    assert zcl_clusters.decode_request_mirror_rsp(rsp, 3) == 0xFFFF
 
 
 def test_ihd_reads_the_mirror():
@@ -256,7 +256,7 @@ def test_mirror_never_answers_a_default_response():
     m = Mirror(fresh(), now)
     setup_mirror(m)
     # the GSME's Default Response to our RequestMirrorResponse: no reply (no ping-pong)
-    assert zcl_call(m, 0x0702, bytes((0x00, 1, zcl.DEFAULT_RSP, zcl.MET_REQUEST_MIRROR_RSP, 0x81))) is None
+    assert zcl_call(m, 0x0702, bytes((0x00, 1, zcl.DEFAULT_RSP, zcl_clusters.MET_REQUEST_MIRROR_RSP, 0x81))) is None
 
 
 # -- hostile input ---------------------------------------------------------------------

@@ -1,6 +1,6 @@
 # ZCL codec and tunnel primitive under MicroPython: round trips, error paths,
 # reassembly of a 1200+ byte message.
-from han import tunnel, zcl
+from han import tunnel, zcl, zcl_clusters
 
 HEAP = "256k"
 
@@ -76,7 +76,7 @@ def test_global_commands_round_trip():
     assert zcl.decode_configure_reporting_rsp(zcl.encode_configure_reporting_rsp(cr)) == cr
     assert zcl.decode_default_rsp(zcl.encode_default_rsp(0x0A, 0)) == (0x0A, 0)
     h = zcl.Header(zcl.READ_ATTRIBUTES, tsn=6)
-    f = zcl.build_frame(h, zcl.encode_read_attributes([zcl.TIME_TIME, zcl.TIME_STATUS]))
+    f = zcl.build_frame(h, zcl.encode_read_attributes([zcl_clusters.TIME_TIME, zcl_clusters.TIME_STATUS]))
     h2, ids = zcl.decode(f)
     assert ids == [0, 1] and h2.tsn == 6
 
@@ -95,26 +95,26 @@ def test_global_command_errors():
 
 
 def test_mirror_and_tunneling_payloads():
-    assert bytes(zcl.encode_request_mirror_rsp(2)) == b"\x02\x00"
-    assert zcl.decode_request_mirror_rsp(b"\xff\xff") == zcl.MIRROR_REFUSED
-    cm = zcl.encode_configure_mirror(7, 1800, True, 1)
-    assert zcl.decode_configure_mirror(cm) == (7, 1800, True, 1)
-    mr = zcl.encode_mirror_report_attribute_rsp(1, [0x10, 0x2])
-    assert zcl.decode_mirror_report_attribute_rsp(mr) == (1, [0x10, 0x2])
-    rt = zcl.encode_request_tunnel(zcl.PROTO_GB_HRGP, 0xFFFF, False, 1500)
+    assert bytes(zcl_clusters.encode_request_mirror_rsp(2)) == b"\x02\x00"
+    assert zcl_clusters.decode_request_mirror_rsp(b"\xff\xff") == zcl_clusters.MIRROR_REFUSED
+    cm = zcl_clusters.encode_configure_mirror(7, 1800, True, 1)
+    assert zcl_clusters.decode_configure_mirror(cm) == (7, 1800, True, 1)
+    mr = zcl_clusters.encode_mirror_report_attribute_rsp(1, [0x10, 0x2])
+    assert zcl_clusters.decode_mirror_report_attribute_rsp(mr) == (1, [0x10, 0x2])
+    rt = tunnel.encode_request_tunnel(tunnel.PROTO_GB_HRGP, 0xFFFF, False, 1500)
     assert bytes(rt) == b"\x06\xff\xff\x00\xdc\x05"
-    assert zcl.decode_request_tunnel(rt) == (6, 0xFFFF, False, 1500)
-    rr = zcl.encode_request_tunnel_rsp(3, zcl.TUNNEL_SUCCESS, 1500)
-    assert zcl.decode_request_tunnel_rsp(rr) == (3, 0, 1500)
-    assert zcl.decode_request_tunnel_rsp(b"\x03\x00\x01") == (3, 1, None)
-    assert zcl.decode_tunnel_u16(zcl.encode_tunnel_u16(3, 600)) == (3, 600)
-    assert zcl.decode_tunnel_id(zcl.encode_tunnel_u16(9)) == 9
-    e = zcl.encode_transfer_data_error(3, zcl.TRANSFER_DATA_OVERFLOW)
-    assert zcl.decode_transfer_data_error(e) == (3, 2)
-    raises(zcl.ZclTruncated, zcl.decode_request_tunnel, b"\x06\xff\xff")
-    raises(zcl.ZclTruncated, zcl.decode_request_tunnel_rsp, b"\x03\x00")
-    raises(zcl.ZclTruncated, zcl.decode_configure_mirror, b"\x00" * 8)
-    raises(zcl.ZclTruncated, zcl.decode_tunnel_u16, b"\x00\x00\x00")
+    assert tunnel.decode_request_tunnel(rt) == (6, 0xFFFF, False, 1500)
+    rr = tunnel.encode_request_tunnel_rsp(3, tunnel.TUNNEL_SUCCESS, 1500)
+    assert tunnel.decode_request_tunnel_rsp(rr) == (3, 0, 1500)
+    assert tunnel.decode_request_tunnel_rsp(b"\x03\x00\x01") == (3, 1, None)
+    assert tunnel.decode_tunnel_u16(tunnel.encode_tunnel_u16(3, 600)) == (3, 600)
+    assert tunnel.decode_tunnel_id(tunnel.encode_tunnel_u16(9)) == 9
+    e = tunnel.encode_transfer_data_error(3, tunnel.TRANSFER_DATA_OVERFLOW)
+    assert tunnel.decode_transfer_data_error(e) == (3, 2)
+    raises(zcl.ZclTruncated, tunnel.decode_request_tunnel, b"\x06\xff\xff")
+    raises(zcl.ZclTruncated, tunnel.decode_request_tunnel_rsp, b"\x03\x00")
+    raises(zcl.ZclTruncated, zcl_clusters.decode_configure_mirror, b"\x00" * 8)
+    raises(zcl.ZclTruncated, tunnel.decode_tunnel_u16, b"\x00\x00\x00")
 
 
 def test_transfer_data_frames_both_directions():
@@ -156,10 +156,10 @@ def test_reassembly_errors():
     r = tunnel.Reassembler(1200)
     r.add(1, bytes(1000))
     e = raises(tunnel.TunnelOverflow, r.add, 1, bytes(201))
-    assert e.status == zcl.TRANSFER_DATA_OVERFLOW and r.n == 0
+    assert e.status == tunnel.TRANSFER_DATA_OVERFLOW and r.n == 0
     r.add(1, b"abc")
     e = raises(tunnel.NoSuchTunnel, r.add, 2, b"x")
-    assert e.status == zcl.TRANSFER_NO_SUCH_TUNNEL
+    assert e.status == tunnel.TRANSFER_NO_SUCH_TUNNEL
     r.reset()
     raises(tunnel.TunnelError, r.add_block, 1, 1, 3, b"x")  # out of order
     raises(tunnel.TunnelError, r.add_block, 1, 3, 3, b"x")
@@ -176,7 +176,7 @@ def test_tunnel_ids():
     assert b != a and ids.open("ihd") is None
     ids.check(a, "gsme")
     e = raises(tunnel.TunnelError, ids.check, a, "esme")
-    assert e.status == zcl.TRANSFER_WRONG_DEVICE
+    assert e.status == tunnel.TRANSFER_WRONG_DEVICE
     assert ids.close(a) and not ids.close(a)
     raises(tunnel.NoSuchTunnel, ids.peer, a)
     assert ids.open("ihd") is not None

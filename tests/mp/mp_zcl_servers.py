@@ -6,6 +6,7 @@ import json
 import os
 
 from han import zcl as Z
+from han import zcl_clusters as ZC
 from han import zcl_servers as S
 
 HEAP = "1m"  # vectors.json is read whole
@@ -43,7 +44,7 @@ def test_time_read_matches_the_vector_when_synchronized():
     clock[0] = Clock(VEC_T + S.UNIX_2000, False)
     r = _serve(srv, req)
     h, recs = Z.decode(r)
-    assert recs == [(0, 0, Z.T_UTC, VEC_T), (1, 0, Z.T_MAP8, Z.TIME_STATUS_MASTER)], recs
+    assert recs == [(0, 0, Z.T_UTC, VEC_T), (1, 0, Z.T_MAP8, ZC.TIME_STATUS_MASTER)], recs
     assert (h.tsn, h.direction, h.disable_default_response) == (0x06, 1, True)
 
 
