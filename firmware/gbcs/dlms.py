@@ -397,6 +397,84 @@ def _read_list(mv, off, end, what):
     return items, off
 
 
+def _read_specs(mv, off, end):
+    n, off = read_len(mv, off, end, "access-request specification count")
+    _check_seq_count(n, off, end, 0)
+    specs = []
+    for _ in range(n):
+        s, off = _read_spec(mv, off, end)
+        specs.append(s)
+    return specs, off
+
+
+def _read_results(mv, off, end):
+    n, off = read_len(mv, off, end, "access-response specification count")
+    _check_seq_count(n, off, end, 0)
+    results = []
+    for _ in range(n):
+        _need(off, 2, end, "access-response specification")
+        kind = mv[off]
+        if kind < _SPEC_GET or kind > _SPEC_ACTION:
+            raise DlmsError("bad access-response specification choice %d at offset %d" % (kind, off))
+        results.append((kind, mv[off + 1]))
+        off += 2
+    return results, off
+
+
+def _read_gbcs_body(a, mv, off, end):
+    """access-request, access-response, data-notification after the tag."""
+    tag = a.tag
+    a.invoke_id, off = _read_u(mv, off, end, 4, "long-invoke-id")
+    a.date_time, off = _read_octets(mv, off, end, "date-time")
+    if tag == _DATA_NOTIFICATION:
+        a.value, off = decode_data(mv, off, end, 0)
+        return off
+    if tag == ACCESS_REQUEST:
+        a.specs, off = _read_specs(mv, off, end)
+        a.data, off = _read_list(mv, off, end, "list of data")
+        return off
+    flag, off = _read_flag(mv, off, end, "access-request specification flag")
+    if flag:
+        a.specs, off = _read_specs(mv, off, end)
+    a.data, off = _read_list(mv, off, end, "list of access-response data")
+    a.results, off = _read_results(mv, off, end)
+    return off
+
+
+def _read_xdlms_body(a, mv, off, end):
+    """xDLMS get/set/action request/response (normal) after the tag."""
+    tag = a.tag
+    _need(off, 2, end, "xDLMS header")
+    if mv[off] != 1:
+        raise DlmsError("unsupported xDLMS choice %d for 0x%02x (only normal)" % (mv[off], tag))
+    a.invoke_id = mv[off + 1]
+    off += 2
+    if tag == _GET_REQUEST or tag == _SET_REQUEST:
+        a.desc, off = _read_desc(mv, off, end)
+        off = _read_selection(a, mv, off, end)
+        if tag == _SET_REQUEST:
+            a.value, off = decode_data(mv, off, end, 0)
+    elif tag == _ACTION_REQUEST:
+        a.desc, off = _read_desc(mv, off, end)
+        flag, off = _read_flag(mv, off, end)
+        if flag:
+            a.value, off = decode_data(mv, off, end, 0)
+    elif tag == _GET_RESPONSE:
+        a.result, a.value, off = _read_get_result(mv, off, end)
+    elif tag == _SET_RESPONSE:
+        _need(off, 1, end, "data-access-result")
+        a.result = mv[off]
+        off += 1
+    else:
+        _need(off, 1, end, "action-result")
+        a.result = mv[off]
+        flag, off = _read_flag(mv, off + 1, end)
+        if flag:
+            r, v, off = _read_get_result(mv, off, end)
+            a.ret = (r, v)
+    return off
+
+
 def parse_apdu(data):
     """Parse one DLMS APDU (the whole buffer). Raises DlmsError."""
     mv = data if isinstance(data, memoryview) else memoryview(data)
@@ -404,73 +482,10 @@ def parse_apdu(data):
     _need(0, 1, end, "APDU tag")
     tag = mv[0]
     a = Apdu(tag)
-    off = 1
     if tag == ACCESS_REQUEST or tag == _ACCESS_RESPONSE or tag == _DATA_NOTIFICATION:
-        a.invoke_id, off = _read_u(mv, off, end, 4, "long-invoke-id")
-        a.date_time, off = _read_octets(mv, off, end, "date-time")
-        if tag == _DATA_NOTIFICATION:
-            a.value, off = decode_data(mv, off, end, 0)
-        elif tag == ACCESS_REQUEST:
-            n, off = read_len(mv, off, end, "access-request specification count")
-            _check_seq_count(n, off, end, 0)
-            a.specs = []
-            for _ in range(n):
-                s, off = _read_spec(mv, off, end)
-                a.specs.append(s)
-            a.data, off = _read_list(mv, off, end, "list of data")
-        else:
-            _need(off, 1, end, "access-request specification flag")
-            flag = mv[off]
-            off += 1
-            if flag == 1:
-                n, off = read_len(mv, off, end, "access-request specification count")
-                _check_seq_count(n, off, end, 0)
-                a.specs = []
-                for _ in range(n):
-                    s, off = _read_spec(mv, off, end)
-                    a.specs.append(s)
-            elif flag != 0:
-                raise DlmsError("bad optional flag 0x%02x at offset %d" % (flag, off - 1))
-            a.data, off = _read_list(mv, off, end, "list of access-response data")
-            n, off = read_len(mv, off, end, "access-response specification count")
-            _check_seq_count(n, off, end, 0)
-            a.results = []
-            for _ in range(n):
-                _need(off, 2, end, "access-response specification")
-                kind = mv[off]
-                if kind < _SPEC_GET or kind > _SPEC_ACTION:
-                    raise DlmsError("bad access-response specification choice %d at offset %d" % (kind, off))
-                a.results.append((kind, mv[off + 1]))
-                off += 2
+        off = _read_gbcs_body(a, mv, 1, end)
     elif tag in (_GET_REQUEST, _SET_REQUEST, _ACTION_REQUEST, _GET_RESPONSE, _SET_RESPONSE, _ACTION_RESPONSE):
-        _need(off, 2, end, "xDLMS header")
-        if mv[off] != 1:
-            raise DlmsError("unsupported xDLMS choice %d for 0x%02x (only normal)" % (mv[off], tag))
-        a.invoke_id = mv[off + 1]
-        off += 2
-        if tag == _GET_REQUEST or tag == _SET_REQUEST:
-            a.desc, off = _read_desc(mv, off, end)
-            off = _read_selection(a, mv, off, end)
-            if tag == _SET_REQUEST:
-                a.value, off = decode_data(mv, off, end, 0)
-        elif tag == _ACTION_REQUEST:
-            a.desc, off = _read_desc(mv, off, end)
-            flag, off = _read_flag(mv, off, end)
-            if flag:
-                a.value, off = decode_data(mv, off, end, 0)
-        elif tag == _GET_RESPONSE:
-            a.result, a.value, off = _read_get_result(mv, off, end)
-        elif tag == _SET_RESPONSE:
-            _need(off, 1, end, "data-access-result")
-            a.result = mv[off]
-            off += 1
-        else:
-            _need(off, 1, end, "action-result")
-            a.result = mv[off]
-            flag, off = _read_flag(mv, off + 1, end)
-            if flag:
-                r, v, off = _read_get_result(mv, off, end)
-                a.ret = (r, v)
+        off = _read_xdlms_body(a, mv, 1, end)
     else:
         raise DlmsError("unknown APDU tag 0x%02x" % tag)
     if off != end:
@@ -478,8 +493,8 @@ def parse_apdu(data):
     return a
 
 
-def _read_flag(mv, off, end):
-    _need(off, 1, end, "optional flag")
+def _read_flag(mv, off, end, what="optional flag"):
+    _need(off, 1, end, what)
     f = mv[off]
     if f > 1:
         raise DlmsError("bad optional flag 0x%02x at offset %d" % (f, off))
