@@ -42,6 +42,18 @@ _FLAG_TUNNEL_PENDING = const(0x00008000)
 # Prepayment commands
 _PP_PUBLISH_SNAPSHOT = const(0x01)  # server -> client
 
+# fields of the records kept in memory and in the KV (lists and tuples)
+_ATTR_TYPE = const(0)  # attrs[cluster][attr id] = (ZCL type, value)
+_ATTR_VALUE = const(1)
+_UPD_TIME = const(0)  # upd[cluster] = (UTC seconds since 2000, clock status)
+_UPD_STATUS = const(1)
+_CFG_NOTIFY = const(2)  # config = ConfigureMirror's [issuer event id, reporting interval, notify, scheme]
+_CFG_SCHEME = const(3)
+_DAY_FIRST = const(0)  # day = [first day, summation at its first report, samples ...]
+_DAY_START = const(1)
+_DAY_SAMPLES = const(2)
+_SNAP_TIME = const(0)  # snaps[i] = [time, cause, payload type, body in hex]
+
 
 class MirrorError(ValueError):
     pass
@@ -72,14 +84,14 @@ class Mirror:
                 if k[0] == "c":
                     self.attrs[int(k[1:], 16)] = _decode_records(_unhex(v))
                 elif k[0] == "u":
-                    self.upd[int(k[1:], 16)] = (int(v[0]), int(v[1]))
+                    self.upd[int(k[1:], 16)] = (int(v[_UPD_TIME]), int(v[_UPD_STATUS]))
             except (ValueError, TypeError, IndexError, zcl.ZclError):
                 pass  # a damaged entry is dropped: the GSME reports it again
         self.endpoint = self._kv.get("ep")
         self.gsme = self._kv.get("gsme")
         self.config = self._kv.get("cfg")
         day = self._lkv.get("day")
-        self.day = day if isinstance(day, list) and len(day) >= 2 else None
+        self.day = day if isinstance(day, list) and len(day) >= _DAY_SAMPLES else None
         snaps = self._lkv.get("snaps")
         self.snaps = snaps if isinstance(snaps, list) else []
 
@@ -98,9 +110,9 @@ class Mirror:
             u = self.upd.get(c)
             if u is None:
                 return None
-            if t is None or u[0] < t:
-                t = u[0]
-            st = _worse(st, u[1])
+            if t is None or u[_UPD_TIME] < t:
+                t = u[_UPD_TIME]
+            st = _worse(st, u[_UPD_STATUS])
         return t, st
 
     def _stamp(self, snapshot_time=None):
@@ -125,14 +137,15 @@ class Mirror:
         if stamp is None:
             # the GSME's ReadingSnapShotTime (Metering) times all its clusters
             snap = self.get(METERING, _SNAPSHOT_TIME)
-            stamp = self._stamp(snap[1] if snap is not None else None)
+            stamp = self._stamp(snap[_ATTR_VALUE] if snap is not None else None)
         self.upd[cluster] = stamp
-        self._kv.update({"c%04x" % cluster: _hex(_encode_records(c)), "u%04x" % cluster: [stamp[0], stamp[1]]})
+        when = stamp[_UPD_TIME]
+        self._kv.update({"c%04x" % cluster: _hex(_encode_records(c)), "u%04x" % cluster: [when, stamp[_UPD_STATUS]]})
         self.writes += 1
         if cluster == METERING:
             s = c.get(_SUMMATION)
-            if s is not None and any(r[0] == _SUMMATION for r in records):
-                self._day_log(stamp[0], s[1])
+            if s is not None and any(a == _SUMMATION for a, _t, _v in records):
+                self._day_log(when, s[_ATTR_VALUE])
 
     def _day_log(self, t, summation):
         # daily consumption: the difference of the summation at the first
@@ -143,12 +156,12 @@ class Mirror:
             self.day = [day, summation]
             self._save_logs()
             return
-        last_day = d[0] + len(d) - 2  # the day whose start reading is d[1]
+        last_day = d[_DAY_FIRST] + len(d) - _DAY_SAMPLES  # the day whose start reading is d[_DAY_START]
         if day <= last_day:
             return
-        used = max(0, summation - d[1]) & 0xFFFFFF
-        samples = d[2:] + ["%06x" % used] + ["000000"] * (day - last_day - 1)
-        first = d[0]
+        used = max(0, summation - d[_DAY_START]) & 0xFFFFFF
+        samples = d[_DAY_SAMPLES:] + ["%06x" % used] + ["000000"] * (day - last_day - 1)
+        first = d[_DAY_FIRST]
         if len(samples) > _DAY_LOG_MAX:
             first += len(samples) - _DAY_LOG_MAX
             samples = samples[-_DAY_LOG_MAX:]
@@ -158,9 +171,9 @@ class Mirror:
     def daily_samples(self):
         """(first day number, [consumption per day]) of the closed days."""
         d = self.day
-        if d is None or len(d) < 3:
+        if d is None or len(d) <= _DAY_SAMPLES:
             return None, []
-        return d[0], [int(s, 16) for s in d[2:]]
+        return d[_DAY_FIRST], [int(s, 16) for s in d[_DAY_SAMPLES:]]
 
     def add_snapshot(self, payload):
         """A PublishPrepaySnapshot payload from the GSME: keep (time, cause,
@@ -170,8 +183,8 @@ class Mirror:
             raise MirrorError("PublishPrepaySnapshot of %d bytes" % len(p))
         t = _u32(p, 4)
         body = [t, _u32(p, 11), p[15], _hex(p[16:])]
-        snaps = [s for s in self.snaps if s[0] != t] + [body]
-        snaps.sort(key=lambda s: s[0])
+        snaps = [s for s in self.snaps if s[_SNAP_TIME] != t] + [body]
+        snaps.sort(key=_snap_time)
         self.snaps = snaps[-SNAP_MAX:]
         self._save_logs()
 
@@ -192,7 +205,7 @@ class Mirror:
             "clusters": dict(("%04x" % c, len(a)) for c, a in self.attrs.items()),
             "reports": self.reports,
             "mirror_writes": self.writes,
-            "daily_samples": len(self.day) - 2 if self.day else 0,
+            "daily_samples": len(self.day) - _DAY_SAMPLES if self.day else 0,
             "snapshots": len(self.snaps),
         }
 
@@ -212,70 +225,113 @@ class Mirror:
         try:
             return self._zcl(eui_hex, header, payload, cluster)
         except (zcl.ZclError, MirrorError, IndexError, ValueError):
-            if header.disable_default_response:
-                return None
-            return _default_rsp(header, zcl.MALFORMED_COMMAND)
+            return _status_rsp(header, zcl.MALFORMED_COMMAND)
 
     def _zcl(self, eui, h, p, cluster):
         eui = eui.lower() if isinstance(eui, str) else _hex(eui)
         if h.frame_type == zcl.FT_GLOBAL:
             if h.command_id == zcl.DEFAULT_RSP:
                 return None  # never answered (ZCL), whatever it says
-            if h.command_id == zcl.READ_ATTRIBUTES and not h.direction:
-                ids = zcl.decode_read_attributes(p)
-                recs = []
-                c = self.attrs.get(cluster, {})
-                for a in ids:
-                    v = c.get(a)
-                    if v is None:
-                        recs.append((a, zcl.UNSUPPORTED_ATTRIBUTE, 0, None))
-                    else:
-                        recs.append((a, zcl.SUCCESS, v[0], v[1]))
-                rh = zcl.Header(zcl.READ_ATTRIBUTES_RSP, h.tsn, zcl.FT_GLOBAL, 1, True)
-                return zcl.build_frame(rh, zcl.encode_read_attributes_rsp(recs))
-            if h.command_id == zcl.REPORT_ATTRIBUTES:
-                if self.gsme is None or eui != self.gsme:
-                    return _default_rsp(h, zcl.FAILURE)
-                recs = zcl.decode_attribute_records(p)
-                self.set_attrs(cluster, recs)
-                self.reports += 1
-                cfg = self.config
-                if cluster == METERING and cfg and cfg[2]:
-                    rh = zcl.Header(zcl_clusters.MET_MIRROR_REPORT_ATTRIBUTE_RSP, h.tsn, zcl.FT_CLUSTER, 0, True)
-                    body = zcl_clusters.encode_mirror_report_attribute_rsp(cfg[3], [self.notification_flags()])
-                    return zcl.build_frame(rh, body)
-                return None if h.disable_default_response else _default_rsp(h, zcl.SUCCESS)
-            return None if h.disable_default_response else _default_rsp(h, zcl.UNSUP_GENERAL_COMMAND)
-        # cluster-specific commands from the GSME's servers (server -> client)
-        if cluster == METERING and h.direction:
-            if h.command_id == zcl_clusters.MET_REQUEST_MIRROR:
-                if self.gsme is not None and self.gsme != eui and self.endpoint is not None:
-                    ep = zcl_clusters.MIRROR_REFUSED  # one GSME per GPF
-                else:
-                    ep = _MIRROR_ENDPOINT
-                    self.set_mirror(eui, ep)
-                rh = zcl.Header(zcl_clusters.MET_REQUEST_MIRROR_RSP, h.tsn, zcl.FT_CLUSTER, 0, True)
-                return zcl.build_frame(rh, zcl_clusters.encode_request_mirror_rsp(ep))
-            if h.command_id == zcl_clusters.MET_REMOVE_MIRROR and eui == self.gsme:
-                ep = self.endpoint if self.endpoint is not None else zcl_clusters.MIRROR_REFUSED
-                self.set_mirror(eui, None)
-                rh = zcl.Header(zcl_clusters.MET_MIRROR_REMOVED, h.tsn, zcl.FT_CLUSTER, 0, True)
-                return zcl.build_frame(rh, zcl_clusters.encode_mirror_removed(ep))
-            if h.command_id == zcl_clusters.MET_CONFIGURE_MIRROR and eui == self.gsme:
-                cfg = list(zcl_clusters.decode_configure_mirror(p))
-                self.config = cfg
-                self._kv.set("cfg", cfg)
-                self.writes += 1
-                return None if h.disable_default_response else _default_rsp(h, zcl.SUCCESS)
-        if cluster == PREPAYMENT and h.direction and h.command_id == _PP_PUBLISH_SNAPSHOT and eui == self.gsme:
-            self.add_snapshot(p)
-            return None if h.disable_default_response else _default_rsp(h, zcl.SUCCESS)
-        return None if h.disable_default_response else _default_rsp(h, zcl.UNSUP_CLUSTER_COMMAND)
+            fn = _GLOBAL_COMMANDS.get(h.command_id)
+            if fn is None:
+                return _status_rsp(h, zcl.UNSUP_GENERAL_COMMAND)
+            return fn(self, eui, h, p, cluster)
+        # cluster-specific commands come from the GSME's servers (server ->
+        # client); only RequestMirror may come from a device not mirrored yet
+        fn = _CLUSTER_COMMANDS.get(cluster << 8 | h.command_id) if h.direction else None
+        if fn is None or (fn is not _request_mirror and eui != self.gsme):
+            return _status_rsp(h, zcl.UNSUP_CLUSTER_COMMAND)
+        return fn(self, eui, h, p, cluster)
+
+
+# --- the ZCL commands the mirror serves -----------------------------------------
+# handler(mirror, eui hex, header, payload, cluster) -> reply frame or None
+
+
+def _read_attributes(mirror, eui, h, p, cluster):
+    if h.direction:
+        return _status_rsp(h, zcl.UNSUP_GENERAL_COMMAND)
+    ids = zcl.decode_read_attributes(p)
+    recs = []
+    c = mirror.attrs.get(cluster, {})
+    for a in ids:
+        v = c.get(a)
+        if v is None:
+            recs.append((a, zcl.UNSUPPORTED_ATTRIBUTE, 0, None))
+        else:
+            recs.append((a, zcl.SUCCESS, v[_ATTR_TYPE], v[_ATTR_VALUE]))
+    rh = zcl.Header(zcl.READ_ATTRIBUTES_RSP, h.tsn, zcl.FT_GLOBAL, 1, True)
+    return zcl.build_frame(rh, zcl.encode_read_attributes_rsp(recs))
+
+
+def _report_attributes(mirror, eui, h, p, cluster):
+    if mirror.gsme is None or eui != mirror.gsme:
+        return _default_rsp(h, zcl.FAILURE)
+    mirror.set_attrs(cluster, zcl.decode_attribute_records(p))
+    mirror.reports += 1
+    cfg = mirror.config
+    if cluster == METERING and cfg and cfg[_CFG_NOTIFY]:
+        rh = zcl.Header(zcl_clusters.MET_MIRROR_REPORT_ATTRIBUTE_RSP, h.tsn, zcl.FT_CLUSTER, 0, True)
+        body = zcl_clusters.encode_mirror_report_attribute_rsp(cfg[_CFG_SCHEME], [mirror.notification_flags()])
+        return zcl.build_frame(rh, body)
+    return _status_rsp(h, zcl.SUCCESS)
+
+
+def _request_mirror(mirror, eui, h, p, cluster):
+    if mirror.gsme is not None and mirror.gsme != eui and mirror.endpoint is not None:
+        ep = zcl_clusters.MIRROR_REFUSED  # one GSME per GPF
+    else:
+        ep = _MIRROR_ENDPOINT
+        mirror.set_mirror(eui, ep)
+    rh = zcl.Header(zcl_clusters.MET_REQUEST_MIRROR_RSP, h.tsn, zcl.FT_CLUSTER, 0, True)
+    return zcl.build_frame(rh, zcl_clusters.encode_request_mirror_rsp(ep))
+
+
+def _remove_mirror(mirror, eui, h, p, cluster):
+    ep = mirror.endpoint if mirror.endpoint is not None else zcl_clusters.MIRROR_REFUSED
+    mirror.set_mirror(eui, None)
+    rh = zcl.Header(zcl_clusters.MET_MIRROR_REMOVED, h.tsn, zcl.FT_CLUSTER, 0, True)
+    return zcl.build_frame(rh, zcl_clusters.encode_mirror_removed(ep))
+
+
+def _configure_mirror(mirror, eui, h, p, cluster):
+    cfg = list(zcl_clusters.decode_configure_mirror(p))
+    mirror.config = cfg
+    mirror._kv.set("cfg", cfg)
+    mirror.writes += 1
+    return _status_rsp(h, zcl.SUCCESS)
+
+
+def _publish_prepay_snapshot(mirror, eui, h, p, cluster):
+    mirror.add_snapshot(p)
+    return _status_rsp(h, zcl.SUCCESS)
+
+
+_GLOBAL_COMMANDS = {
+    zcl.READ_ATTRIBUTES: _read_attributes,
+    zcl.REPORT_ATTRIBUTES: _report_attributes,
+}
+# cluster << 8 | command id, server -> client
+_CLUSTER_COMMANDS = {
+    METERING << 8 | zcl_clusters.MET_REQUEST_MIRROR: _request_mirror,
+    METERING << 8 | zcl_clusters.MET_REMOVE_MIRROR: _remove_mirror,
+    METERING << 8 | zcl_clusters.MET_CONFIGURE_MIRROR: _configure_mirror,
+    PREPAYMENT << 8 | _PP_PUBLISH_SNAPSHOT: _publish_prepay_snapshot,
+}
+
+
+def _status_rsp(h, status):
+    """The Default Response with status, unless the sender disabled it."""
+    return None if h.disable_default_response else _default_rsp(h, status)
 
 
 def _default_rsp(h, status):
     rh = zcl.Header(zcl.DEFAULT_RSP, h.tsn, zcl.FT_GLOBAL, 0 if h.direction else 1, True)
     return zcl.build_frame(rh, zcl.encode_default_rsp(h.command_id, status))
+
+
+def _snap_time(snap):
+    return snap[_SNAP_TIME]
 
 
 def _worse(a, b):

@@ -489,9 +489,6 @@ class Messaging:
 # the Coordinator; tunnel_server answers a ZclError from a payload decoder
 # with MALFORMED_COMMAND.
 
-_TRANSFER_ERROR = "device reports TransferDataError %d on tunnel %d"
-
-
 async def _request_tunnel(coord, eh, src_ep, h, p):
     """RequestTunnel from a device: GB-HRGP without flow control only."""
     proto, _manuf, flow, max_in = T.decode_request_tunnel(p)
@@ -529,9 +526,13 @@ async def _transfer_data_to_server(coord, eh, src_ep, h, p):
     return await coord._deliver(eh, src_ep, data, tid, True, h)
 
 
-async def _transfer_error_to_server(coord, eh, src_ep, h, p):
+async def _transfer_data_error(coord, eh, src_ep, h, p):
+    """TransferDataError on either side: the exchange waiting on the tunnel
+    fails; a tunnel the hub opened is dropped."""
     tid, st = T.decode_transfer_data_error(p)
-    coord._fail_exchange(eh, _TRANSFER_ERROR % (st, tid))
+    if h.direction:
+        coord._client.pop(eh, None)
+    coord._fail_exchange(eh, "device reports TransferDataError %d on tunnel %d" % (st, tid))
     return None
 
 
@@ -554,13 +555,6 @@ async def _transfer_data_to_client(coord, eh, src_ep, h, p):
     return await coord._deliver(eh, src_ep, data, tid, False, h)
 
 
-async def _transfer_error_to_client(coord, eh, src_ep, h, p):
-    tid, st = T.decode_transfer_data_error(p)
-    coord._client.pop(eh, None)
-    coord._fail_exchange(eh, _TRANSFER_ERROR % (st, tid))
-    return None
-
-
 async def _closure_notification(coord, eh, src_ep, h, p):
     tid = T.decode_tunnel_id(p)
     t = coord._client.get(eh)
@@ -574,12 +568,12 @@ _FROM_CLIENT = {
     T.TUN_REQUEST_TUNNEL: _request_tunnel,
     T.TUN_CLOSE_TUNNEL: _close_tunnel,
     T.TUN_TRANSFER_DATA_C2S: _transfer_data_to_server,
-    T.TUN_TRANSFER_DATA_ERROR_C2S: _transfer_error_to_server,
+    T.TUN_TRANSFER_DATA_ERROR_C2S: _transfer_data_error,
 }
 # commands from a device that is the tunnel server (server -> client)
 _FROM_SERVER = {
     T.TUN_REQUEST_TUNNEL_RSP: _request_tunnel_rsp,
     T.TUN_TRANSFER_DATA_S2C: _transfer_data_to_client,
-    T.TUN_TRANSFER_DATA_ERROR_S2C: _transfer_error_to_client,
+    T.TUN_TRANSFER_DATA_ERROR_S2C: _transfer_data_error,
     T.TUN_CLOSURE_NOTIFICATION: _closure_notification,
 }
