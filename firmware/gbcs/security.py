@@ -25,6 +25,8 @@
 #   the device's own counter (persisted, strictly increasing).
 from micropython import const
 
+from codes import EV_BAD_MAC, EV_BAD_SIGNATURE, EV_NOT_PROTECTED, EV_REPLAYED_COUNTER, EV_UNKNOWN_ORIGINATOR, EV_WRONG_RECIPIENT
+
 import hashlib
 import struct
 
@@ -51,47 +53,41 @@ _OWN = "own"  # KV key of the device's own (alert) counter
 
 # Security-log event codes written by the caller for each rejection (project
 # codes in the 0x8Fxx space; the GBCS table is not in PROTOCOLS.md).
-_EV_NOT_PROTECTED = const(0x8FD0)
-_EV_WRONG_RECIPIENT = const(0x8FD1)
-_EV_UNKNOWN_ORIGINATOR = const(0x8FD2)
-_EV_REPLAYED_COUNTER = const(0x8FD3)
-_EV_BAD_MAC = const(0x8FD4)
-_EV_BAD_SIGNATURE = const(0x8FD5)
 
 
 class SecurityError(ValueError):
-    event = _EV_NOT_PROTECTED
+    event = EV_NOT_PROTECTED
 
 
 class NotProtected(SecurityError):
     """No MAC header/MAC, or not a command (CRA 1)."""
 
-    event = _EV_NOT_PROTECTED
+    event = EV_NOT_PROTECTED
 
 
 class WrongRecipient(SecurityError):
-    event = _EV_WRONG_RECIPIENT
+    event = EV_WRONG_RECIPIENT
 
 
 class UnknownOriginator(SecurityError):
     """No trust anchor for the originator, the supplementary remote party or
     the ACB that must have applied the MAC."""
 
-    event = _EV_UNKNOWN_ORIGINATOR
+    event = EV_UNKNOWN_ORIGINATOR
 
 
 class ReplayedCounter(SecurityError):
     """Counter not strictly greater than the last accepted (replayed or stale)."""
 
-    event = _EV_REPLAYED_COUNTER
+    event = EV_REPLAYED_COUNTER
 
 
 class BadMac(SecurityError):
-    event = _EV_BAD_MAC
+    event = EV_BAD_MAC
 
 
 class BadSignature(SecurityError):
-    event = _EV_BAD_SIGNATURE
+    event = EV_BAD_SIGNATURE
 
 
 def _hex(b):
