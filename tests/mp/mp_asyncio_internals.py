@@ -50,6 +50,24 @@ class Probe:
         raise exc
 
 
+async def _asleep_in_a_probe():
+    """A task asleep in a Probe(5000): the probe, the list its await's
+    value (or "cancelled") goes to, and the task."""
+    p = Probe(5000)
+    out = []
+
+    async def waiter():
+        try:
+            out.append(await p)
+        except asyncio.CancelledError:
+            out.append("cancelled")
+            raise
+
+    w = asyncio.create_task(waiter())
+    await asyncio.sleep_ms(10)
+    return p, out, w
+
+
 def _cancelled(data):
     return data is asyncio.CancelledError or isinstance(data, asyncio.CancelledError)
 
@@ -117,14 +135,7 @@ def test_sleep_ms_queues_the_current_task_at_its_deadline():
 
 def test_cancel_wakes_a_sleeper_and_a_replaced_data_is_thrown_as_is():
     async def main():
-        p = Probe(5000)
-        out = []
-
-        async def waiter():
-            out.append(await p)
-
-        w = asyncio.create_task(waiter())
-        await asyncio.sleep_ms(10)
+        p, out, w = await _asleep_in_a_probe()
         check(w.data is None, 3, "a sleeping task's data is None", w.data)
         t0 = asyncio.ticks()
         check(w.cancel() is True, 4, "cancel() of a sleeping task returns True")
@@ -146,18 +157,7 @@ def test_cancel_wakes_a_sleeper_and_a_replaced_data_is_thrown_as_is():
 
 def test_a_cancel_replaces_a_pending_data():
     async def main():
-        p = Probe(5000)
-        out = []
-
-        async def waiter():
-            try:
-                out.append(await p)
-            except asyncio.CancelledError:
-                out.append("cancelled")
-                raise
-
-        w = asyncio.create_task(waiter())
-        await asyncio.sleep_ms(10)
+        p, out, w = await _asleep_in_a_probe()
         check(w.cancel() is True, 4, "cancel() of a sleeping task returns True")
         w.data = _Marker
         check(w.cancel() is True, 4, "cancel() of a task with an exception pending returns True")
