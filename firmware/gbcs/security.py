@@ -18,9 +18,8 @@
 #   Answers: every originator's counter, then the last answer = counter,
 #   digest of (link tag || command frame), response, alerts). answered()
 #   gives that answer back for an exact resend (same originator, counter and
-#   digest) without executing again; a power
-#   cut between the commit and the outbox no longer loses the command
-#   (docs/gbcs-usecases.md, "Answered exactly once").
+#   digest) without executing again, also after a power cut between the
+#   commit and the outbox (docs/gbcs-usecases.md, "Answered exactly once").
 # * Responses reuse the command's counter and other-information; alerts use
 #   the device's own counter (persisted, strictly increasing).
 from micropython import const
@@ -210,9 +209,9 @@ class RemoteParties:
 
     def commit(self, dig=None, resp=None, alerts=()):
         """Write the counter held by a deferred authenticate(): with the
-        digest and the answer as one record of `answers` (one atomic journal
-        append), or alone in the KV (dig None, or no answers journal: a
-        command refused after authentication). No-op when nothing is held."""
+        digest and the answer in `answers` (one file, replaced by rename), or
+        alone in the KV (dig None, or no answers store: a command refused
+        after authentication). No-op when nothing is held."""
         p = self._pending
         self._pending = None
         if p is None:
