@@ -1,5 +1,6 @@
-# ZCL codec and tunnel primitive under MicroPython: round trips, error paths,
-# reassembly of a 1200+ byte message.
+# ZCL codec, Tunneling cluster and tunnel primitive under MicroPython: round
+# trips, error paths, reassembly of a 1200+ byte message, the tunnel server's
+# answers on the wire.
 from han import tunnel, zcl, zcl_clusters
 
 HEAP = "256k"
@@ -273,3 +274,51 @@ def test_device_locks_serialise_and_exist_only_while_held_or_awaited():
     assert order.index("b1+") < order.index("a1-") and order.index("x1+") < order.index("a1-"), order
     assert "a4+" not in order
     assert m._locks == {} and m._tx_locks == {}
+
+
+def test_tunnel_server_answers_each_command_on_the_wire():
+    # han.messaging.tunnel_server: the bytes it answers for each Tunneling
+    # command, both sides, and for commands it does not serve
+    import asyncio
+
+    m = _messaging()
+    eh = "00db1234567890a0"
+
+    def serve(frame):
+        h, o = zcl.parse_header(frame)
+        r = asyncio.run(m.tunnel_server(eh, 3, h, frame[o:]))
+        return None if r is None else bytes(r)
+
+    # RequestTunnel GB-HRGP, no flow control, max 1500: tunnel 0, SUCCESS, our 1200
+    assert serve(b"\x01\x10\x00\x06\xff\xff\x00\xdc\x05") == b"\x19\x10\x00\x00\x00\x00\xb0\x04"
+    assert m.tunnels.peers == {0: eh} and m._tinfo[0] == (3, 1500)
+    # again: the same tunnel id
+    assert serve(b"\x01\x11\x00\x06\xff\xff\x00\xdc\x05") == b"\x19\x11\x00\x00\x00\x00\xb0\x04"
+    # another protocol (DLMS): PROTOCOL_NOT_SUPPORTED, no tunnel id; flow control: FLOW_CONTROL_NOT_SUPPORTED
+    assert serve(b"\x01\x12\x00\x00\xff\xff\x00\xdc\x05") == b"\x19\x12\x00\xff\xff\x03\xb0\x04"
+    assert serve(b"\x01\x13\x00\x06\xff\xff\x01\xdc\x05") == b"\x19\x13\x00\xff\xff\x04\xb0\x04"
+    # TransferData on another device's / an unknown tunnel: TransferDataError WRONG_DEVICE / NO_SUCH_TUNNEL
+    m.tunnels.peers[1] = "00db1234567890a1"
+    assert serve(b"\x11\x14\x02\x01\x00\xdd") == b"\x19\x14\x02\x01\x00\x01"
+    assert serve(b"\x11\x15\x02\x07\x00\xdd") == b"\x19\x15\x02\x07\x00\x00"
+    # a truncated RequestTunnel / TransferData: Default Response MALFORMED_COMMAND
+    assert serve(b"\x01\x16\x00\x06\xff") == b"\x18\x16\x0b\x00\x80"
+    assert serve(b"\x11\x17\x02\x01") == b"\x18\x17\x0b\x02\x80"
+    # a command the server side does not serve: UNSUP_CLUSTER_COMMAND
+    assert serve(b"\x01\x18\x06") == b"\x18\x18\x0b\x06\x81"
+    # CloseTunnel: SUCCESS (Default Response due, not disabled) and the tunnel is gone
+    assert serve(b"\x01\x19\x01\x00\x00") == b"\x18\x19\x0b\x01\x00"
+    assert 0 not in m.tunnels.peers and 0 not in m._tinfo
+    # the client side: TransferData on a tunnel the hub did not open: NO_SUCH_TUNNEL, the other direction
+    assert serve(b"\x19\x1a\x01\x04\x00\xdd") == b"\x11\x1a\x03\x04\x00\x00"
+    # TransferDataError from the device on the hub's tunnel: the tunnel is dropped, no answer
+    m._client[eh] = (4, 1, False, 1200)
+    assert serve(b"\x19\x1b\x02\x04\x00\x02") is None and eh not in m._client
+    # TunnelClosureNotification closes the hub's tunnel; a command it does not know gets no answer
+    m._client[eh] = (5, 1, False, 1200)
+    assert serve(b"\x19\x1c\x06\x05\x00") is None and eh not in m._client
+    assert serve(b"\x19\x1d\x05\x05\x00") is None
+    # global commands: UNSUP_GENERAL_COMMAND except answers; manufacturer-specific: UNSUP_MANUF_CLUSTER_COMMAND
+    assert serve(b"\x00\x1e\x00\x00\x00") == b"\x18\x1e\x0b\x00\x82"
+    assert serve(b"\x00\x1f\x0b\x00\x00") is None
+    assert serve(b"\x05\x34\x12\x20\x00\x06") == b"\x1c\x34\x12\x20\x0b\x00\x83"
