@@ -7,7 +7,8 @@ from __future__ import annotations
 import calendar
 import time
 
-from hil.modem.core import Handler, ModemCore, split_args
+from hil.modem.config import split_args
+from hil.modem.core import Handler, ModemCore
 
 GPS_EPOCH = 315964800  # 1980-01-06: what an RTC that was never set counts from
 

@@ -22,7 +22,8 @@ from __future__ import annotations
 import time
 
 from hil.modem.clock import fmt_local
-from hil.modem.core import ModemCore, framed
+from hil.modem.config import framed
+from hil.modem.core import ModemCore
 from hil.modem.network import reg_changed
 
 NET_CLOSED = "+CIPEVENT: NETWORK CLOSED UNEXPECTEDLY"

@@ -3,7 +3,8 @@ service's configuration, and opening / closing the network library."""
 
 from __future__ import annotations
 
-from hil.modem.core import Handler, ModemCore, split_args
+from hil.modem.config import split_args
+from hil.modem.core import Handler, ModemCore
 
 
 # -- PDP context

@@ -3,7 +3,8 @@ power off. The reset line is faults.FaultInjection.hw_reset."""
 
 from __future__ import annotations
 
-from hil.modem.core import Handler, ModemCore, split_args
+from hil.modem.config import split_args
+from hil.modem.core import Handler, ModemCore
 from hil.modem.network import reg_changed
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from hil.modem.core import Handler, ModemCore, split_args
+from hil.modem.config import split_args
+from hil.modem.core import Handler, ModemCore
 from hil.modem.network import reg_changed
 
 

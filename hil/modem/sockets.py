@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 
-from hil.modem.core import MAX_SEND, Handler, Link, ModemCore, framed, split_args
+from hil.modem.config import MAX_SEND, Link, framed, split_args
+from hil.modem.core import Handler, ModemCore
 
 
 async def cipopen(m: ModemCore, kind: str, args: str) -> None:
