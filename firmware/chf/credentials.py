@@ -34,7 +34,7 @@
 from micropython import const
 
 from gbcs import der, p256
-from gbcs.security import _hex, _unhex
+from ids import hex_bytes, hex_text
 
 ROLES = {
     "recovery": 1,
@@ -88,7 +88,7 @@ def _usage_of(bits):
     for k, v in KEY_USAGE.items():
         if v == b:
             return k
-    raise CredentialError("unsupported key usage %s" % _hex(b))
+    raise CredentialError("unsupported key usage %s" % hex_text(b))
 
 
 def _int(node, what):
@@ -220,10 +220,10 @@ class Credentials:
         return int(self._kv.get("seq", {}).get(role, 0))
 
     def ds_pub_for(self, eui):
-        h = _hex(eui)
+        h = hex_text(eui)
         for c in self.cells():
             if c[1] == DS and c[2] == h and _cu(c) == _CELL_MANAGEMENT:
-                return _unhex(c[4])
+                return hex_bytes(c[4])
         return None
 
     def provision(self, anchors):
@@ -238,7 +238,7 @@ class Credentials:
             for name, usage, cu in ((DS, DS, 0), (KA, KA, 0), ("pp_ka", KA, CELL_TOP_UP)):
                 pub = a.get(name + "_pub")
                 if pub:
-                    p256.decode_point(_unhex(pub))
+                    p256.decode_point(hex_bytes(pub))
                     c = [role, usage, a["eui"].lower(), (a.get(name + "_ski") or "").lower(), pub.lower()]
                     cells.append(c + [cu] if cu else c)
         self._kv.set("cells", cells)
@@ -268,7 +268,7 @@ class Credentials:
                     *(
                         [(der.BIT_STRING, KEY_USAGE[c[1]])]
                         + ([der.integer(_cu(c))] if _cu(c) else [])
-                        + [der.octets(_unhex(c[2])), der.octets(_unhex(c[3]))]
+                        + [der.octets(hex_bytes(c[2])), der.octets(hex_bytes(c[3]))]
                     )
                 )
                 for c in rows
@@ -340,9 +340,9 @@ class Credentials:
         if auth != (role, DS, _CELL_MANAGEMENT):
             raise CredentialError("CS02b: the authorising cell is not the %s's signing cell" % role)
         cur = self.cell(role, DS)
-        if cur is None or _unhex(cur[2]) != bytes(originator):
+        if cur is None or hex_bytes(cur[2]) != bytes(originator):
             raise CredentialError("CS02b: originator is not the current %s" % role)
-        if not signature_ok(_unhex(cur[4])):
+        if not signature_ok(hex_bytes(cur[4])):
             raise CredentialError("CS02b: bad signature from the %s" % role)
         if seq <= self.seq(role):
             raise CredentialError("CS02b: sequence number %d not above %d" % (seq, self.seq(role)))
@@ -357,14 +357,14 @@ class Credentials:
             else:
                 st = ST_SUCCESS
                 cells = [c for c in cells if not (c[0] == r and c[1] == usage and _cu(c) == cu)]
-                c = [r, usage, _hex(cert.eui), _hex(cert.ski), _hex(cert.pub)]
+                c = [r, usage, hex_text(cert.eui), hex_text(cert.ski), hex_text(cert.pub)]
                 cells.append(c + [cu] if cu else c)
             outcomes.append(
                 der.sequence(
                     _cell_der(r, usage, cu),
                     der.enumerated(st),
-                    der.octets(_unhex(old[2]) if old else b""),
-                    der.octets(_unhex(old[3]) if old else b""),
+                    der.octets(hex_bytes(old[2]) if old else b""),
+                    der.octets(hex_bytes(old[3]) if old else b""),
                     der.octets(cert.eui),
                     der.octets(cert.ski),
                 )

@@ -8,7 +8,8 @@
 import os
 
 from gbcs import p256
-from gbcs.security import RemoteParties, _hex, _unhex
+from ids import hex_bytes, hex_text
+from gbcs.security import RemoteParties
 
 DEVICES = ("chf", "gpf")
 # identity strings returned by ECS26i/ECS26n (0-0:96.1.4.255, 0-0:96.1.6.255)
@@ -57,7 +58,7 @@ class Identity:
         for name in DEVICES:
             rec = self._kv.get(name)
             try:
-                new = dict((k, _unhex(v)) for k, v in rec.items())
+                new = dict((k, hex_bytes(v)) for k, v in rec.items())
             except (AttributeError, KeyError, ValueError, TypeError):
                 raise IdentityError("identity record %s is damaged" % name)
             d = self.devices.setdefault(name, {})
@@ -85,11 +86,11 @@ class Identity:
             ka_d, ka_q = p256.generate(rand)
             ds_d, ds_q = p256.generate(rand)
             recs[name] = {
-                "eui": _hex(e),
-                "ka_d": _hex(ka_d),
-                "ka_q": _hex(ka_q),
-                "ds_d": _hex(ds_d),
-                "ds_q": _hex(ds_q),
+                "eui": hex_text(e),
+                "ka_d": hex_text(ka_d),
+                "ka_q": hex_text(ka_q),
+                "ds_d": hex_text(ds_d),
+                "ds_q": hex_text(ds_q),
             }
         self._kv.update(recs)  # one atomic commit: both or neither
 
@@ -106,7 +107,7 @@ class Identity:
         out = {}
         for name in DEVICES:
             d = self.devices[name]
-            out[name] = {"eui": _hex(d["eui"]), "ka_pub": _hex(d["ka_q"]), "ds_pub": _hex(d["ds_q"])}
+            out[name] = {"eui": hex_text(d["eui"]), "ka_pub": hex_text(d["ka_q"]), "ds_pub": hex_text(d["ds_q"])}
         return out
 
     # --- trust anchors ------------------------------------------------------
@@ -123,11 +124,11 @@ class Identity:
         clean = []
         for a in anchors:
             try:
-                eui, role, ka = _unhex(a["eui"]), a["role"], a.get("ka_pub")
-                rp.add_anchor(eui, role, _unhex(ka) if ka else None)
+                eui, role, ka = hex_bytes(a["eui"]), a["role"], a.get("ka_pub")
+                rp.add_anchor(eui, role, hex_bytes(ka) if ka else None)
             except (KeyError, TypeError, ValueError) as e:
                 raise IdentityError("bad trust anchor %r: %s" % (a, e))
-            clean.append({"eui": _hex(eui), "role": role, "ka_pub": ka.lower() if ka else None})
+            clean.append({"eui": hex_text(eui), "role": role, "ka_pub": ka.lower() if ka else None})
         self._akv.set(name, clean)
         self._parties[name] = rp
 
@@ -138,6 +139,6 @@ class Identity:
             rp = RemoteParties(d["eui"], d["ka_d"], self._store.kv("sec_" + name))
             for a in self._akv.get(name, []):
                 ka = a.get("ka_pub")
-                rp.add_anchor(_unhex(a["eui"]), a["role"], _unhex(ka) if ka else None)
+                rp.add_anchor(hex_bytes(a["eui"]), a["role"], hex_bytes(ka) if ka else None)
             self._parties[name] = rp
         return rp

@@ -4,7 +4,7 @@
 # credential and the summary prov_info reports.
 import os
 
-from gbcs.security import _unhex
+from ids import hex_bytes
 
 DEVICES = ("chf", "gpf")
 POP_LABEL = b"chub-prov-pop"
@@ -104,7 +104,7 @@ def factory_key():
     except (ImportError, OSError):
         return None
     k = cfg.get("installer_key") if isinstance(cfg, dict) else None
-    return _unhex(k) if k else None
+    return hex_bytes(k) if k else None
 
 
 def installer_key(store):
@@ -112,7 +112,7 @@ def installer_key(store):
     factory one, else None."""
     rec = store.kv("auth", keep=False).get("installer")
     if rec:
-        return _unhex(rec["key"])
+        return hex_bytes(rec["key"])
     return factory_key()
 
 

@@ -5,7 +5,8 @@ import os
 
 from chf.prov_store import DEVICES, cert_path, discard_staged, pop_message, roll_forward, stage_path, write_json
 from gbcs import p256
-from gbcs.security import ROLES, _hex, _unhex
+from ids import hex_bytes, hex_text
+from gbcs.security import ROLES
 
 USAGES = ("ka", "ds")
 MAX_CERT = 1200  # DER bytes
@@ -45,11 +46,11 @@ class Provisioning:
         for name, eui in (("chf", chf), ("gpf", gpf)):
             ka_d, ka_q = p256.generate(self.rand)
             ds_d, ds_q = p256.generate(self.rand)
-            keys[name] = {"eui": _hex(eui), "ka_d": _hex(ka_d), "ka_q": _hex(ka_q),
-                          "ds_d": _hex(ds_d), "ds_q": _hex(ds_q)}
-            stage[name] = {"eui": _hex(eui), "ka_q": _hex(ka_q), "ds_q": _hex(ds_q)}
+            keys[name] = {"eui": hex_text(eui), "ka_d": hex_text(ka_d), "ka_q": hex_text(ka_q),
+                          "ds_d": hex_text(ds_d), "ds_q": hex_text(ds_q)}
+            stage[name] = {"eui": hex_text(eui), "ka_q": hex_text(ka_q), "ds_q": hex_text(ds_q)}
             pop = p256.sign(ds_d, pop_message(nonce, eui, ka_q, ds_q))
-            out[name] = {"eui": _hex(eui), "ka_pub": _hex(ka_q), "ds_pub": _hex(ds_q), "pop": _hex(pop)}
+            out[name] = {"eui": hex_text(eui), "ka_pub": hex_text(ka_q), "ds_pub": hex_text(ds_q), "pop": hex_text(pop)}
         write_json(stage_path(self.store, "keys"), keys)
         self.stage_kv.set("stage", stage)
         return out
@@ -73,7 +74,7 @@ class Provisioning:
                 raise ProvisionError("cert is not a DER certificate of at most %d bytes" % MAX_CERT)
             dev = stage[c["device"]]
             # the certificate must carry this run's public key and the EUI-64
-            if _unhex(dev[c["usage"] + "_q"]) not in der or _unhex(dev["eui"]) not in der:
+            if hex_bytes(dev[c["usage"] + "_q"]) not in der or hex_bytes(dev["eui"]) not in der:
                 raise ProvisionError("%s %s certificate is not for the staged key and EUI-64" % (c["device"], c["usage"]))
             name = c["device"] + "_" + c["usage"]
             with open(cert_path(self.store, name, True), "wb") as f:
@@ -98,7 +99,7 @@ class Provisioning:
             key = _unhex_arg(i.get("key"), "installer key")
             if len(key) != 32:
                 raise ProvisionError("installer key must be 32 bytes")
-            stage["installer"] = {"id": i["id"], "key": _hex(key)}
+            stage["installer"] = {"id": i["id"], "key": hex_text(key)}
         else:
             raise ProvisionError("prov_stage needs cert, anchors or installer")
         self.stage_kv.set("stage", stage)
@@ -151,7 +152,7 @@ def _unhex_arg(v, what):
     if not isinstance(v, str):
         raise ProvisionError("%s must be a hex string" % what)
     try:
-        return _unhex(v)
+        return hex_bytes(v)
     except ValueError:
         raise ProvisionError("%s is not hex" % what)
 
@@ -176,27 +177,27 @@ def _anchors(lst):
     out = []
     for a in lst:
         try:
-            eui = _unhex(a["eui"])
+            eui = hex_bytes(a["eui"])
             role = a["role"]
             ka = a.get("ka_pub")
             if len(eui) != 8 or role not in ROLES:
                 raise ValueError("bad EUI-64 or role")
             if ka:
-                p256.decode_point(_unhex(ka))
+                p256.decode_point(hex_bytes(ka))
         except (KeyError, TypeError, ValueError) as e:
             raise ProvisionError("bad trust anchor %r: %s" % (a, e))
-        rec = {"eui": _hex(eui), "role": role, "ka_pub": ka.lower() if ka else None}
+        rec = {"eui": hex_text(eui), "role": role, "ka_pub": ka.lower() if ka else None}
         for k in ("ka_ski", "ds_pub", "ds_ski"):
             v = a.get(k)
             if v:
                 try:
-                    _unhex(v)
+                    hex_bytes(v)
                 except ValueError:
                     raise ProvisionError("bad trust anchor %s: %s is not hex" % (a.get("eui"), k))
                 rec[k] = v.lower()
         if rec.get("ds_pub"):
             try:
-                p256.decode_point(_unhex(rec["ds_pub"]))
+                p256.decode_point(hex_bytes(rec["ds_pub"]))
             except ValueError as e:
                 raise ProvisionError("bad trust anchor %s: %s" % (a.get("eui"), e))
         out.append(rec)

@@ -12,7 +12,8 @@ from codes import ALERT_DEVICE_LOG_CHANGED, ALERT_FW_TRANSFER_FAILED, ALERT_FW_T
 from gbcs import dlms
 from han.install_code import add_crc
 from gbcs import frame as gframe
-from gbcs.security import _hex, answer_once
+from ids import hex_text
+from gbcs.security import answer_once
 from gbcs.usecase_base import (  # noqa: F401 - EV_MALFORMED, UseCaseError re-exported
     EV_MALFORMED,
     EV_PAYLOAD_MISMATCH,
@@ -235,7 +236,7 @@ class Chf:
                 signed = f.mac is None
                 orig_role = self.parties.role_of(f.originator)
                 if signed:
-                    orig_role = next((x[0] for x in c.cells() if x[1] == cred.DS and x[2] == _hex(f.originator)), None)
+                    orig_role = next((x[0] for x in c.cells() if x[1] == cred.DS and x[2] == hex_text(f.originator)), None)
                 if role != orig_role or usage != (cred.DS if signed else cred.KA):
                     raise PayloadMismatch("authorising cell is not the originator's")
                 payload = c.provide_details(f.payload)
@@ -283,7 +284,7 @@ class Chf:
         t, xpan, act = self.device_log.backup()[0]
         rows = []
         for eui, h in sorted(act):
-            if _hex(eui).upper() in no_hash:
+            if hex_text(eui).upper() in no_hash:
                 h = b""
             rows.append((dlms.STRUCTURE, [(dlms.OCTET_STRING, eui), (dlms.OCTET_STRING, h)]))
         dt = (dlms.OCTET_STRING, date_time(t))

@@ -24,6 +24,7 @@
 #   the device's own counter (persisted, strictly increasing).
 from micropython import const
 
+from ids import hex_bytes, hex_text
 from codes import EV_BAD_MAC, EV_BAD_SIGNATURE, EV_NOT_PROTECTED, EV_REPLAYED_COUNTER, EV_UNKNOWN_ORIGINATOR, EV_WRONG_RECIPIENT
 
 import hashlib
@@ -89,14 +90,6 @@ class BadSignature(SecurityError):
     event = EV_BAD_SIGNATURE
 
 
-def _hex(b):
-    return "".join("%02x" % x for x in b)
-
-
-def _unhex(s):
-    return bytes(int(s[i : i + 2], 16) for i in range(0, len(s), 2))
-
-
 class RemoteParties:
     """RemoteParties(eui, ka_private, kv) for one device.
 
@@ -153,7 +146,7 @@ class RemoteParties:
         if z is None:
             a = self._anchors.get(eui)
             if a is None or a[1] is None:
-                raise UnknownOriginator("no key-agreement trust anchor for %s" % _hex(eui))
+                raise UnknownOriginator("no key-agreement trust anchor for %s" % hex_text(eui))
             z = p256.ecdh(self._d, a[1])
             self._z[eui] = z
         return z
@@ -167,7 +160,7 @@ class RemoteParties:
     # --- counters -----------------------------------------------------------
 
     def last_counter(self, eui):
-        v = self._kv.get(_hex(eui))
+        v = self._kv.get(hex_text(eui))
         c = -1 if v is None else int(v)
         a = self.answers
         if a is not None:
@@ -187,7 +180,7 @@ class RemoteParties:
         if self.defer:
             self._pending = (bytes(orig), counter)
         else:
-            self._kv.set(_hex(orig), counter)
+            self._kv.set(hex_text(orig), counter)
 
     def answered(self, data, tag):
         """The stored answer (response bytes or None, [alert bytes]) when
@@ -217,7 +210,7 @@ class RemoteParties:
         if p is None:
             return
         if dig is None or self.answers is None:
-            self._kv.set(_hex(p[0]), p[1])
+            self._kv.set(hex_text(p[0]), p[1])
         else:
             self.answers.put(p[0], p[1], dig, resp, alerts)
 
@@ -235,18 +228,18 @@ class RemoteParties:
         if f.cra != gframe.CRA_COMMAND:
             raise NotProtected("CRA flag %d is not a command" % f.cra)
         if bytes(f.recipient) != self.eui:
-            raise WrongRecipient("recipient %s is not %s" % (_hex(f.recipient), _hex(self.eui)))
+            raise WrongRecipient("recipient %s is not %s" % (hex_text(f.recipient), hex_text(self.eui)))
         orig = bytes(f.originator)
         if orig not in self._anchors:
-            raise UnknownOriginator("unknown originator %s" % _hex(orig))
+            raise UnknownOriginator("unknown originator %s" % hex_text(orig))
         if f.supp_party is not None and bytes(f.supp_party) not in self._anchors:
-            raise UnknownOriginator("unknown supplementary remote party %s" % _hex(f.supp_party))
+            raise UnknownOriginator("unknown supplementary remote party %s" % hex_text(f.supp_party))
         last = self.last_counter(orig)
         if f.counter <= last:
-            raise ReplayedCounter("counter %d from %s not above %d" % (f.counter, _hex(orig), last))
+            raise ReplayedCounter("counter %d from %s not above %d" % (f.counter, hex_text(orig), last))
         key = self.mac_key(f.cra, f.counter, orig, self.eui)
         if not gcm.gmac_verify(key, f.iv(), (kdf.AAD_PREFIX, f.aad_body()), f.mac):
-            raise BadMac("bad MAC on command %d from %s" % (f.counter, _hex(orig)))
+            raise BadMac("bad MAC on command %d from %s" % (f.counter, hex_text(orig)))
         if commit:
             self._accept(orig, f.counter)
         return f
@@ -260,15 +253,15 @@ class RemoteParties:
         if f.signature is None:
             raise NotProtected("command has neither MAC nor signature")
         if bytes(f.recipient) != self.eui:
-            raise WrongRecipient("recipient %s is not %s" % (_hex(f.recipient), _hex(self.eui)))
+            raise WrongRecipient("recipient %s is not %s" % (hex_text(f.recipient), hex_text(self.eui)))
         orig = bytes(f.originator)
         if ds_pub is None:
-            raise UnknownOriginator("no digital-signing trust anchor for %s" % _hex(orig))
+            raise UnknownOriginator("no digital-signing trust anchor for %s" % hex_text(orig))
         last = self.last_counter(orig)
         if f.counter <= last:
-            raise ReplayedCounter("counter %d from %s not above %d" % (f.counter, _hex(orig), last))
+            raise ReplayedCounter("counter %d from %s not above %d" % (f.counter, hex_text(orig), last))
         if not p256.verify(ds_pub, f.signed_data(), f.signature):
-            raise BadSignature("bad signature on command %d from %s" % (f.counter, _hex(orig)))
+            raise BadSignature("bad signature on command %d from %s" % (f.counter, hex_text(orig)))
         if commit:
             self._accept(orig, f.counter)
         return f
@@ -482,7 +475,7 @@ def answer_once(parties, data, tag, run, store=None):
     with the answer (gbcs.security RemoteParties.commit); an exact resend is
     answered from the stored record."""
     if parties.answers is None and store is not None:
-        path = store.root + "/ans_" + _hex(parties.eui) + ".bin"
+        path = store.root + "/ans_" + hex_text(parties.eui) + ".bin"
         cache = getattr(store, "answers", None)  # one per file and store, shared by re-built RemoteParties
         if cache is None:
             cache = store.answers = {}
@@ -509,4 +502,4 @@ def answer_once(parties, data, tag, run, store=None):
 def anchor_from_hex(d):
     """{eui, role, ka_pub} with hex strings -> (eui bytes, role, ka_pub bytes)."""
     ka = d.get("ka_pub")
-    return _unhex(d["eui"]), d["role"], (_unhex(ka) if ka else None)
+    return hex_bytes(d["eui"]), d["role"], (hex_bytes(ka) if ka else None)

@@ -12,7 +12,8 @@ from micropython import const
 from codes import ALERT_GPF_DEVICE_LOG_CHANGED
 from gbcs import der, gbz, p256
 from gbcs import frame as gframe
-from gbcs.security import _hex, answer_once
+from ids import hex_text
+from gbcs.security import answer_once
 from gbcs.usecase_base import (
     CLOCK_DOUBTFUL,
     EV_PAYLOAD_MISMATCH,
@@ -216,7 +217,7 @@ class Gpf:
 
     def _cot(self, g):
         c = g.components[0]
-        self._kv.set("cot", _hex(c.body))
+        self._kv.set("cot", hex_text(c.body))
         body = bytes((_CMD_PUBLISH_COT, zcl.SUCCESS))
         return [gbz.component(_DEVICE_MGMT, 0x00, c.seq, zcl.DEFAULT_RSP, body)]
 
@@ -312,7 +313,7 @@ class Gpf:
         d = self.mirror.status()
         d.update(
             {
-                "eui": _hex(self.identity.gpf["eui"]),
+                "eui": hex_text(self.identity.gpf["eui"]),
                 "devices": len(self.devices),
                 "tap_pending": len(self.tap.pending),
                 "tap_applied": self.tap.applied,
@@ -389,7 +390,7 @@ def _restore_entries(payload):
         eui = bytes(e[1][0][1])
         if len(eui) != 8:
             raise PayloadMismatch("device id of %d bytes" % len(eui))
-        out.append((_hex(eui), der.to_int(e[1][1][1])))
+        out.append((hex_text(eui), der.to_int(e[1][1][1])))
     return out
 
 

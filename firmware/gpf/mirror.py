@@ -18,10 +18,10 @@
 # compact ZCL attribute records in hex, update times) rewritten once per
 # report (one atomic file write), and KV "gpf_logs" (daily log, snapshots)
 # rewritten only when a day closes or a snapshot arrives.
-import binascii
 
 from micropython import const
 
+from ids import hex_bytes, hex_text
 from gbcs.usecase_base import CLOCK_DOUBTFUL, CLOCK_OK, CLOCK_OTHER_BASE
 from han import zcl, zcl_clusters
 
@@ -59,14 +59,6 @@ class MirrorError(ValueError):
     pass
 
 
-def _hex(b):
-    return binascii.hexlify(b).decode()
-
-
-def _unhex(s):
-    return binascii.unhexlify(s)
-
-
 class Mirror:
     """Mirror(store, now): now() -> (UTC seconds since 2000, clock valid)."""
 
@@ -82,7 +74,7 @@ class Mirror:
         for k, v in self._kv.items():
             try:
                 if k[0] == "c":
-                    self.attrs[int(k[1:], 16)] = _decode_records(_unhex(v))
+                    self.attrs[int(k[1:], 16)] = _decode_records(hex_bytes(v))
                 elif k[0] == "u":
                     self.upd[int(k[1:], 16)] = (int(v[_UPD_TIME]), int(v[_UPD_STATUS]))
             except (ValueError, TypeError, IndexError, zcl.ZclError):
@@ -140,7 +132,7 @@ class Mirror:
             stamp = self._stamp(snap[_ATTR_VALUE] if snap is not None else None)
         self.upd[cluster] = stamp
         when = stamp[_UPD_TIME]
-        self._kv.update({"c%04x" % cluster: _hex(_encode_records(c)), "u%04x" % cluster: [when, stamp[_UPD_STATUS]]})
+        self._kv.update({"c%04x" % cluster: hex_text(_encode_records(c)), "u%04x" % cluster: [when, stamp[_UPD_STATUS]]})
         self.writes += 1
         if cluster == METERING:
             s = c.get(_SUMMATION)
@@ -182,7 +174,7 @@ class Mirror:
         if len(p) < 18:
             raise MirrorError("PublishPrepaySnapshot of %d bytes" % len(p))
         t = _u32(p, 4)
-        body = [t, _u32(p, 11), p[15], _hex(p[16:])]
+        body = [t, _u32(p, 11), p[15], hex_text(p[16:])]
         snaps = [s for s in self.snaps if s[_SNAP_TIME] != t] + [body]
         snaps.sort(key=_snap_time)
         self.snaps = snaps[-SNAP_MAX:]
@@ -228,7 +220,7 @@ class Mirror:
             return _status_rsp(header, zcl.MALFORMED_COMMAND)
 
     def _zcl(self, eui, h, p, cluster):
-        eui = eui.lower() if isinstance(eui, str) else _hex(eui)
+        eui = eui.lower() if isinstance(eui, str) else hex_text(eui)
         if h.frame_type == zcl.FT_GLOBAL:
             if h.command_id == zcl.DEFAULT_RSP:
                 return None  # never answered (ZCL), whatever it says

@@ -13,7 +13,7 @@ from micropython import const
 from codes import ALERT_FD_OK, ALERT_TAP_OFF_FAILED
 from gbcs import frame as gframe
 from gbcs import gbz
-from gbcs.security import _hex
+from ids import hex_text
 from han import zcl
 
 # PROTOCOLS.md 3: the TOM commands
@@ -96,10 +96,10 @@ class TapOff:
                 fd = _CANCEL_PART  # cancels the future-dated part not yet actioned
             else:
                 fd = start > t or (c.from_dt is not None and c.from_dt > t)
-            comps.append([c.cluster, c.zcl_fc, c.cmd, _hex(body), fd, False])
+            comps.append([c.cluster, c.zcl_fc, c.cmd, hex_text(body), fd, False])
         if not comps:
             return False
-        key = "%s%016x" % (_hex(f.originator), f.counter)
+        key = "%s%016x" % (hex_text(f.originator), f.counter)
         if key not in self.pending and len(self.pending) >= _PENDING_MAX:
             oldest = min(self.pending, key=lambda k: self.pending[k][1])
             self._save(oldest, None)
@@ -113,7 +113,7 @@ class TapOff:
         except ValueError:
             return []
         if f.cra == gframe.CRA_RESPONSE:
-            key = "%s%016x" % (_hex(f.recipient), f.counter)
+            key = "%s%016x" % (hex_text(f.recipient), f.counter)
             p = self.pending.get(key)
             if p is None:
                 return []

@@ -13,7 +13,6 @@
 # Only the grouping header is parsed (gbcs.frame, zero-copy); the router
 # never opens end-to-end protected content addressed to others.
 import asyncio
-from binascii import hexlify
 
 from micropython import const
 
@@ -31,7 +30,7 @@ from gbcs import frame as gframe
 from counters import Counters
 from flag import Flag
 from han import tunnel
-from ids import EPOCH_2000
+from ids import EPOCH_2000, eui_hex
 from log import log
 from route.buffer import BufferError, CommandBuffer
 
@@ -64,10 +63,6 @@ class UnknownRecipient(RouteError):
 
 class BufferRefused(RouteError):
     """The sleepy device's queue is full or the message is too long."""
-
-
-def _hexu(b):
-    return hexlify(b).decode().upper()
 
 
 def _u64(v):
@@ -227,7 +222,7 @@ class Router:
         except gframe.FrameError:
             self._log(self.security_log, EV_MALFORMED)
             raise
-        rh = _hexu(f.recipient)
+        rh = eui_hex(f.recipient)
         ident = self.identity
         if bytes(f.recipient) == ident.chf["eui"]:
             self.counters["chf"] += 1
@@ -246,7 +241,7 @@ class Router:
         if not wait and self.emit is not None and self.deliveries < self.cfg["max_deliveries"]:
             # on flash before the WAN acks the frame: a cut during the
             # exchange leaves the record, and the boot emits its 0x8F84
-            key = _hexu(message_id(f))
+            key = eui_hex(message_id(f))
             self.inflight.set(key, 1)
             self.deliveries += 1
             asyncio.create_task(self._deliver(rh, bytes(data), key))
@@ -421,8 +416,8 @@ class Router:
         except gframe.FrameError as e:
             self._bad(eh, e)
             return
-        if _hexu(f.originator) != eh:
-            self._bad(eh, "originator %s is not the sender" % _hexu(f.originator))
+        if eui_hex(f.originator) != eh:
+            self._bad(eh, "originator %s is not the sender" % eui_hex(f.originator))
             return
         self.counters["device_messages"] += 1
         if f.cra == gframe.CRA_COMMAND:

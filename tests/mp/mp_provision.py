@@ -9,7 +9,7 @@ from store import Store
 from chf import prov_store as PV
 from chf.identity import Identity
 from gbcs import p256
-from gbcs.security import _hex
+from ids import hex_text as _hex
 import local_port as lp
 
 
