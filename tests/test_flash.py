@@ -17,8 +17,8 @@ from esptool.bin_image import LoadFirmwareImage
 from esptool.util import FatalError
 
 from chub import flash as F
-from chub.build import board_spec
 from chub.cli import main
+from chub.core.build import board_spec
 
 S3 = board_spec("esp32_s3_devkitc")
 WROOM = board_spec("esp32_devkitc")
@@ -214,7 +214,7 @@ def test_image_copy_order_and_hash_checks(hub_image: Path, tmp_path: Path) -> No
 
 
 def test_flash_the_emulated_board_through_mpremote(hub_image: Path, tmp_path: Path) -> None:
-    from chub.localport import LocalPortClient
+    from chub.core.localport import LocalPortClient
     from hil.system import EmulatedSystem
 
     board = tmp_path / "board"

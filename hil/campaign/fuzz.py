@@ -139,7 +139,7 @@ def _link_seeds(rnd: random.Random) -> list[bytes]:
 def _local_seeds(rnd: random.Random) -> list[bytes]:
     import json
 
-    from chub.localport import encode_frame
+    from chub.core.localport import encode_frame
 
     reqs = [{"cmd": "status"}, {"cmd": "echo", "args": [1, "x", None]}, {"cmd": "int", "v": "12"},
             {"cmd": "int", "v": "x"}, {"cmd": "nope"}, {"cmd": 3}, [1, 2], "text"]
@@ -184,7 +184,7 @@ def mutate(data: bytes, rnd: random.Random) -> bytes:
 
 
 def run_batch(parser: str, inputs: list[bytes], tmp: Path) -> list[str]:
-    from chub.paths import venv_tool
+    from chub.core.paths import venv_tool
 
     path = tmp / f"{parser}.txt"
     path.write_text("".join(b.hex() + "\n" for b in inputs))

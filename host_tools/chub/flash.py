@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .build import board_spec
-from .paths import BOARDS, ROOT
+from .core.build import board_spec
+from .core.paths import BOARDS, ROOT
 
 PARTITION_TABLE_OFFSET = 0x8000
 APP_DESC_MAGIC = 0xABCD5432
@@ -302,7 +302,7 @@ def copy_image(t: Any, image: Path, root: str, progress: Progress) -> dict:
 
 def wait_ready(url: str, doc: dict, timeout: float) -> dict:
     """The reset board must answer `status` with the image's version."""
-    from .localport import LocalPortClient
+    from .core.localport import LocalPortClient
 
     deadline = time.monotonic() + timeout
     last: Exception | None = None
@@ -343,7 +343,7 @@ def unix_repl(flash: Path, blocks: int) -> Iterator[str]:
     """The pty bridge: the unix MicroPython REPL on one pty, with the board's
     flash file mounted at /flash (formatted when blank), joined to a second
     pty whose device mpremote opens like a board's serial port."""
-    from .paths import venv_tool
+    from .core.paths import venv_tool
 
     master, slave = pty.openpty()
     host_master, host_slave = pty.openpty()
@@ -487,7 +487,7 @@ def release_console(port: str) -> bool:
     """A running hub owns its console (Ctrl-C disabled, binary frames): ask it
     (as the installer) to hand the console back to the REPL. No hub answering
     is fine: the board is then at the REPL or in its bootloader."""
-    from .localport import LocalPortClient, LocalPortError
+    from .core.localport import LocalPortClient, LocalPortError
 
     try:
         with LocalPortClient(port, timeout=3) as c:
@@ -519,8 +519,8 @@ def register(main: Any) -> None:
     def flash_cmd(board: str, port: str, firmware: Path | None, erase: bool, image: Path | None,
                   ready_timeout: float, heap: str | None) -> None:
         """Flash MicroPython (esptool) and the hub's app image (mpremote), reset, and check the hub is ready."""
-        from . import build as build_mod
         from .cli import _stderr
+        from .core import build as build_mod
 
         err = _stderr()
         try:
