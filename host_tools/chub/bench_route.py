@@ -28,7 +28,6 @@ over the emulated modem):
 
 from __future__ import annotations
 
-import asyncio
 import tempfile
 import time
 from pathlib import Path
@@ -74,8 +73,6 @@ def _rtds(rel: str) -> bytes:
 
 def system_figures(image: Path, heap: str) -> dict[str, Any]:
     from hil.han_setup import DeviceSpec
-    from hil.headend.gbcs import parse_frame
-    from hil.headend.server import GBCS, _Pending, frame
     from hil.meters import rtds_answers
     from hil.meters.esme import EsmeMeter
     from hil.meters.gsme import GsmeMeter
@@ -113,24 +110,11 @@ def system_figures(image: Path, heap: str) -> dict[str, Any]:
             emu = han.emu
             marks, untrace = trace_ncp(emu)
 
-            async def one(raw: bytes) -> float:
-                fid = server._next_id
-                server._next_id += 1
-                pc = _Pending(fid, raw, parse_frame(raw), asyncio.get_running_loop().create_future())
-                server._cmds[fid] = pc
-                server._by_counter[pc.cmd.counter] = pc
-                t0 = time.perf_counter()
-                server._writer.write(frame(GBCS, fid, raw))
-                await asyncio.wait_for(pc.fut, 15)
-                t1 = time.perf_counter()
-                await asyncio.wait_for(pc.acked.wait(), 15)
-                return t1 - t0
-
             total, share = [], []
             foreign = 0  # rounds with other HAN traffic in them (e.g. the hub reading a new device's versions)
             while len(total) < ESME_RUNS + 1:
                 marks.clear()
-                rtt = float(asyncio.run_coroutine_threadsafe(one(esme_cmd), server.loop).result(40))
+                rtt = server.send_command(esme_cmd, timeout=15, rebuild=False).round_trip
                 # outside the hub: each fragment's emulated air time (the NCP
                 # takes it .. reports it sent) and the meter's time (the last
                 # fragment delivered .. its reply handed to the radio)
@@ -156,7 +140,7 @@ def system_figures(image: Path, heap: str) -> dict[str, Any]:
             f0 = c.call("status")["flash"]
             n0 = len(server.received)
             for _ in range(GSME_RUNS):
-                ack = asyncio.run_coroutine_threadsafe(_send(server, gsme_cmd), server.loop).result(30)
+                ack = server.send_raw(gsme_cmd, timeout=15)
                 if ack != "done":
                     raise RuntimeError(f"GSME command not buffered: {ack}")
                 gsme.forget_counters()  # the same RTDS command (same counter) each time
@@ -173,19 +157,6 @@ def system_figures(image: Path, heap: str) -> dict[str, Any]:
         "hub_block_writes_per_gsme_command": round((f1["writes"] - f0["writes"]) / GSME_RUNS, 1),
         "flash_life_years_at_500_per_day_hub": life_years(erases),
     }
-
-
-async def _send(server: Any, raw: bytes) -> str | None:
-    from hil.headend.gbcs import parse_frame
-    from hil.headend.server import GBCS, _Pending, frame
-
-    fid = server._next_id
-    server._next_id += 1
-    pc = _Pending(fid, raw, parse_frame(raw), asyncio.get_running_loop().create_future())
-    server._cmds[fid] = pc
-    server._writer.write(frame(GBCS, fid, raw))
-    await asyncio.wait_for(pc.acked.wait(), 15)
-    return pc.ack_status
 
 
 def _wait(cond: Any, timeout: float) -> None:
