@@ -80,6 +80,9 @@ def unix_repl(flash: Path, blocks: int) -> Iterator[str]:
 
 def flash_unix(folder: Path, image: Path, erase: bool, progress: Progress, heap: str | None = None,
                ready_timeout: float = 30.0) -> dict:
+    """Flash the emulated board in `folder` with `image` through the pty
+    bridge, boot it from its flash and check it is ready; `flashed.json`
+    marks a good flash. -> {"status": the hub's status, "image": image.json}."""
     spec = board_spec("unix")
     heap = heap or spec.get("default_heap", "512k")
     blocks = int(spec.get("flash_blocks", 256))

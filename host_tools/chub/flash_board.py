@@ -19,6 +19,9 @@ from .flash_chip import flash_firmware
 
 def flash_board(board: str, port: str, image: Path, firmware: Path | None, erase: bool, progress: Progress,
                 ready_timeout: float = 30.0, heap: str | None = None) -> dict:
+    """Flash `image` (and MicroPython from `firmware`, when given) onto
+    `board` at `port`, reset it and check it is ready; -> what was written
+    and the hub's status."""
     spec = board_spec(board)
     doc, _files = image_files(image)
     if doc.get("board") != board:
