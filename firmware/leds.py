@@ -15,9 +15,9 @@
 #   alert      on while an alert waits in the outbox for the head-end
 #   wan_signal from the modem's last CSQ: off < 2 (or unknown), "slow" 2-9,
 #              "fast" 10-14, on >= 15
-#   data       on while the head-end session is up (hub.wan.connected)
-# The pure functions below are the policy; install(hub) adds the job and a
-# "leds" entry in `status`.
+#   data       on while the head-end session is up
+# The pure functions below are the policy; StatusLeds applies it (the wiring
+# runs it as the job "leds"; `status` shows what is lit).
 import asyncio
 
 import board
@@ -92,8 +92,14 @@ def _alert_waiting(box):
 
 
 class StatusLeds:
-    def __init__(self, hub):
-        self.hub = hub
+    """Its parts: the CHF Device Log, the HAN coordinator, the WAN service
+    (session state, outbox) and the board's power-fail signal (or None)."""
+
+    def __init__(self, device_log, coordinator, wan, power_fail):
+        self.device_log = device_log
+        self.coordinator = coordinator
+        self.wan = wan
+        self.power_fail = power_fail
         self.shown = None  # the last dict given to the board
         self.updates = 0
         self._alert_key = None
@@ -102,9 +108,7 @@ class StatusLeds:
     def alert(self):
         """An alert is waiting in the outbox; the journal is read again only
         when its pending set changed (count or next sequence number)."""
-        box = getattr(self.hub, "outbox", None)
-        if box is None:
-            return False
+        box = self.wan.outbox
         n = len(box)
         if not n:
             self._alert_key = None
@@ -117,18 +121,14 @@ class StatusLeds:
         return self._alert
 
     def compute(self):
-        hub = self.hub
-        dl = getattr(hub, "device_log", None)
-        devices = dl.entries() if dl is not None else []
-        now = dl.utc() if dl is not None else 0
-        c = getattr(hub, "coordinator", None)
-        han_up = c is None or c.state == "up"
-        w = getattr(hub, "wan", None)
+        dl = self.device_log
+        han_up = self.coordinator.state == "up"
+        w = self.wan.session
         csq = csq_of(w.signal) if w is not None else None
         data = bool(w is not None and w.connected)
-        pf = getattr(board, "power_fail", None)
+        pf = self.power_fail
         on_batt = pf is not None and pf.is_set()
-        return patterns(devices, now, han_up, self.alert(), csq, data, on_batt)
+        return patterns(dl.entries(), dl.utc(), han_up, self.alert(), csq, data, on_batt)
 
     def refresh(self):
         d = self.compute()
@@ -142,10 +142,3 @@ class StatusLeds:
         while True:
             self.refresh()
             await asyncio.sleep_ms(PERIOD_MS)
-
-
-def install(hub):
-    """hub.leds = StatusLeds; job "leds" (`status` shows hub.leds.shown, what is lit)."""
-    s = hub.leds = StatusLeds(hub)
-    hub.supervisor.spawn("leds", s.run)
-    return s

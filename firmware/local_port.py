@@ -437,8 +437,7 @@ def guard(dispatch, auth, open_cmds, first_cmds=(), known=None):
 
 
 class _Guard:
-    # the guarded dispatch: an object of five fields, where a closure held
-    # five cells, a function object and the closure
+    # the guarded dispatch (guard() makes it)
     def __init__(self, dispatch, auth, open_cmds, first_cmds, known):
         self.dispatch = dispatch
         self.auth = auth

@@ -2,15 +2,15 @@
 # job that raises and restarts it with exponential back-off. A job that
 # returns normally is finished and not restarted.
 #
-# No coroutine waits on a job: MicroPython's asyncio calls a task's `state`,
-# when it is callable, as state(task, exc) once the task ends (the hook its
-# own gather() uses). A waiting wrapper coroutine cost a ~220-byte frame per
-# job for the hub's life (docs/proof.md); the hook costs nothing while the
-# job runs. A restart waits in a short-lived task during the back-off only.
+# No coroutine waits on a job: flag.on_end (asyncio's task-end hook, the one
+# its own gather() uses) has the scheduler call the supervisor once the job's
+# task ends, so a running job holds its task and its record only. A restart
+# waits in a short-lived task during the back-off only.
 import asyncio
 
 from micropython import const
 
+from flag import on_end
 from log import log, log_exc
 
 
@@ -47,7 +47,7 @@ class Supervisor:
 
     def _start(self, rec):
         t = asyncio.create_task(rec[_FACTORY]())
-        t.state = self._ended
+        on_end(t, self._ended)
         rec[_TASK] = t
         rec[_STARTED] = asyncio.ticks()
         rec[_STATE] = "running"

@@ -78,7 +78,7 @@ async def sc_startup(m, ctl, ev, echo):
     for c in ("AT+CGREG=2", "AT+CEREG=2", "AT+CTZU=1", "AT+CPIN?"):
         assert c in cmds, c
     assert not [c for c in cmds if c.startswith("AT+CPIN=")]
-    assert m.at.p.garbled == 0 and m.at.p.stray == 0
+    assert m.garbled() == 0 and m.at.p.stray == 0
 
 
 async def sc_pin(m, ctl, ev, echo):
@@ -164,7 +164,7 @@ async def sc_data(m, ctl, ev, echo):
     assert not await ctl("link_open", 0)
     await m.detach()
     assert not await ctl("get", "netopen")
-    assert m.at.p.garbled == 0
+    assert m.garbled() == 0
 
 
 async def sc_wake(m, ctl, ev, echo):
@@ -200,7 +200,7 @@ async def sc_rx_race(m, ctl, ev, echo):
         assert await recv_n(m, 6, 1000) == b"first%d" % i
         got = await m.recv(1000)  # announced only by the URC behind the read
         assert got == bytes([i]) * 8, (i, got)
-    assert m.at.p.garbled == 0
+    assert m.garbled() == 0
 
 
 async def sc_remote_close(m, ctl, ev, echo):
@@ -294,10 +294,10 @@ async def sc_garbled(m, ctl, ev, echo):
     await up(m)
     await ctl("garble")
     assert await m.signal_dbm() == -71
-    assert m.at.p.garbled >= 3, m.at.p.garbled
+    assert m.garbled() >= 3, m.garbled()
     await ctl("inject_urc", "+CGREG: 2,\"zz", False)  # a URC that does not parse
     assert await m.signal_dbm() == -71
-    assert m.at.p.garbled >= 4
+    assert m.garbled() >= 4
 
 
 async def sc_time(m, ctl, ev, echo):

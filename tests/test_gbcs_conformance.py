@@ -2,7 +2,7 @@
 firmware (micropython, local-port `send_gbcs`) via the head-end emulator.
 
 The hub under test is a micropython process running the firmware's local-port
-server with `chf.gbcs_port.install` on a fresh store; the head-end emulator
+server with the CHF (`chf.gbcs_port.build`) on a fresh store; the head-end emulator
 (hil.headend.gbcs, CPython + cryptography) provisions it with the test DCC
 (ACB and supplier from the keystore), rebuilds each RTDS command for the hub's
 own keys, checks the response MAC and compares the response with the RTDS one.
@@ -30,14 +30,36 @@ from hil.headend.gbcs import RTDS_CHF, HeadEnd, compare_response, decode_access_
 HUB = r"""
 import asyncio, json, sys
 import local_port as lp
+import rig_hooks
 from store import Store
 from chf import gbcs_port
+from chf.device_log import DeviceLog
+from chf.logs import open_logs
+from ids import utc2000
+from route.router import Router
+import time
+
+
+def now2000():
+    return utc2000(time.time())
 
 
 class Hub:
+    # the CHF with its logs and Device Log, the router (send_gbcs) and the
+    # unix board's rig hooks; emit collects late alerts
     def __init__(self):
-        self.store = Store("data")
-        self.commands = {}
+        st = self.store = Store("data")
+        dl = DeviceLog(st, now2000)
+        ev, sec = open_logs(st, 40, utc=now2000)
+        self.chf = gbcs_port.build(st, ev, sec, dl, now2000)
+        self.identity = self.chf.identity
+        self.router = Router(st, self.chf, self.identity, dl, ev, sec, now2000)
+        self.commands = dict(gbcs_port.COMMANDS)
+        self.commands.update(rig_hooks.COMMANDS)
+        self.emitted = []
+
+    def emit(self, frame, kind, critical=None):
+        self.emitted.append((kind, bytes(frame)))
 
     async def dispatch(self, req):
         fn = self.commands.get(req.get("cmd"))
@@ -50,7 +72,7 @@ hub = Hub()
 seed = json.loads(open(sys.argv[2]).read()) if len(sys.argv) > 2 else {}
 if "subghz" in seed:
     hub.store.kv("subghz").update(seed["subghz"])
-chf = gbcs_port.install(hub)
+chf = hub.chf
 for name, log in (("event", chf.event_log), ("security", chf.security_log), ("subghz_log", chf.subghz.log)):
     for t, code, data in seed.get(name, []):
         log.append(code, bytes.fromhex(data), t)

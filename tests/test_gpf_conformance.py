@@ -39,14 +39,22 @@ from hil.meters.gsme_data import GsmeData, t2000
 GSME = "00db1234567890a1"
 
 HUB = r"""
-import asyncio, sys
+import asyncio, sys, time
 import local_port as lp
+import rig_hooks
 from store import Store
 from chf import gbcs_port
+from chf.device_log import DeviceLog
+from chf.logs import open_logs
 from gpf import service as gpf_service
 from han import zcl
 from han.install_code import add_crc
+from ids import EPOCH_2000
 from route import router
+
+
+def host2000():
+    return int(time.time()) - EPOCH_2000
 
 
 class TestClock:
@@ -59,17 +67,35 @@ class TestClock:
 
 
 class Coordinator:
+    # the HAN side of the hub: the ZCL servers and the tunnel callbacks the
+    # wiring gives it (the test calls them as the HAN would)
     def __init__(self):
         self.zcl_servers = {}
+        self.on_tunnel_message = None
 
 
 class Hub:
+    # wired as app.py wires these parts, with a settable clock
     def __init__(self):
-        self.store = Store("data")
-        self.commands = {}
-        self.clock = TestClock()
-        self.coordinator = Coordinator()
+        st = self.store = Store("data")
+        self.clock = clk = TestClock()
+        self.coordinator = coord = Coordinator()
         self.emitted = []
+        # the CHF's logs keep host time; the router and the GPF the test's clock
+        dl = self.device_log = DeviceLog(st, host2000)
+        ev, sec = open_logs(st, 40, utc=host2000)
+        chf = self.chf = gbcs_port.build(st, ev, sec, dl, host2000)
+        self.identity = chf.identity
+        self.gpf = gpf_service.GpfService(st, chf.identity, clk, sec, ev)
+        for cl in gpf_service.MIRRORED:
+            coord.zcl_servers[cl] = self.gpf.zcl_server(cl)
+        self.router = router.Router(st, chf, chf.identity, dl, ev, sec, self.utc2000, gpf=self.gpf,
+                                    coordinator=coord, emit=self.emit)
+        coord.on_tunnel_message = self.router.on_tunnel_message
+        self.commands = dict(gbcs_port.COMMANDS + gpf_service.COMMANDS + rig_hooks.COMMANDS)
+
+    def utc2000(self):
+        return self.clock.t - EPOCH_2000
 
     async def dispatch(self, req):
         fn = self.commands.get(req.get("cmd"))
@@ -83,9 +109,6 @@ class Hub:
 
 
 hub = Hub()
-gbcs_port.install(hub)
-gpf_service.install(hub)
-router.install(hub)  # hub.route by recipient EUI: CHF, GPF, GSME buffer
 
 
 async def cmd_clock(hub, req):

@@ -29,16 +29,24 @@ import asyncio
 import sys
 import local_port as lp
 from store import Store
-from chf.commands import install
+from chf.commands import COMMANDS
+from chf.device_log import DeviceLog
+from chf.logs import open_logs
+
+class Coordinator:
+    tc = None  # no HAN job here: no trust centre to sync
+
+clock = [1000]
 
 class Hub:
     def __init__(self):
-        self.store = Store("data")
-        self.commands = {}
+        st = self.store = Store("data")
+        self.device_log = DeviceLog(st, lambda: clock[0], 3)
+        self.event_log, self.security_log = open_logs(st, 40, utc=lambda: clock[0])
+        self.coordinator = Coordinator()
+        self.commands = dict(COMMANDS)
 
-clock = [1000]
 hub = Hub()
-install(hub, utc=lambda: clock[0], capacity=3)
 hub.security_log.append(0x8FE0, bytes.fromhex("00DB1234567890F0"))
 
 async def dispatch(req):

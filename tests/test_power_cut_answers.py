@@ -1,6 +1,6 @@
 """Power cut between "originator counter accepted" and "response in the
 outbox" (docs/proof.md finding 2, "command never answered"), at the exact
-moment: the real WAN frame handler (wan.service.Wan._frame), the real CHF and
+moment: the real WAN frame handler (wan.session.Wan._frame), the real CHF and
 store on LittleFS over the unix board's block device. The hub stops the
 moment the CHF has answered (hub.route returns into the WAN, before the
 outbox append: nothing more reaches the flash); the flash is mounted again
@@ -24,8 +24,10 @@ from chf.logs import open_logs
 from chf.device_log import DeviceLog
 from mp_gbcs_security import _setup, _command
 from store import Store
-from wan import service
+from store.kv import Settings
 from wan import outbox as ob
+from wan import session
+from wan.settings import DEFAULTS
 
 
 class PowerCut(BaseException):  # not an Exception: nothing in the hub catches it
@@ -40,11 +42,6 @@ class Sink:  # the modem's send side: what the hub puts on the link
         self.sent.append(bytes(b))
 
 
-class Sup:
-    def spawn(self, name, fn):
-        pass
-
-
 class Clock:
     def from_source(self, name, utc):
         pass
@@ -52,14 +49,14 @@ class Clock:
 
 class Hub:
     def __init__(self, chf, ident):
-        self.store = chf_store[0]
-        self.commands = {}
-        self.supervisor = Sup()
+        st = self.store = chf_store[0]
         self.identity = ident
         self.chf = chf
         self.seen_answers = []
+        self.txlog = ob.TxLog(st.ringlog("transactions", 100), lambda: 0)
+        self.outbox = ob.Outbox(st.journal("outbox"), dict(st.kv("wan").items()), self.txlog)
 
-    async def route(self, data, tag=None):  # app.Hub.route / Router.route for a CHF frame
+    async def route(self, data, tag=None):  # Router.route for a CHF frame
         r = self.chf.handle(data) if tag is None else self.chf.handle(data, tag)
         self.seen_answers.append(r[0])
         if ARM:
@@ -71,10 +68,7 @@ def build():
     st, ident, chf, acb_d = _setup(flashfs.ROOT + "/data")
     chf_store[0] = st
     hub = Hub(chf, ident)
-    service.install(hub)
-    hub.clock = Clock()
-    service._load()
-    w = service.Wan(hub)
+    w = session.Wan(st, Settings(DEFAULTS, st.kv("wan")), hub.txlog, hub.outbox, ident, hub.route, Clock())
     w.modem = Sink()
     return hub, w, chf, ident, acb_d
 

@@ -32,7 +32,14 @@ _handlers = {}
 _uarts = {}
 _pins = {}
 power_fail = asyncio.Event()
+COMMANDS = ()  # no board-specific local-port commands
+
+
 leds = Leds(CONFIG["leds"])
+
+
+def preload():
+    pass  # frozen code: nothing to load before the hub starts
 
 
 def config():

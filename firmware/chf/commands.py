@@ -1,12 +1,11 @@
-# Local-port commands for the CHF Device Log and the event/security logs.
-# install(hub) opens the logs on hub.store and registers the commands; the
-# trust centre (hub.trust_centre, when present) is synced after a change.
+# Local-port commands for the CHF Device Log and the event/security logs; the
+# HAN's trust centre (hub.coordinator.tc, once the HAN job made it) is synced
+# after a change.
 # Replies stay well under the local port's 4 KB body: list rows are arrays
 # (field order in docs/device-log.md) and the active log comes in pages.
 from binascii import unhexlify
 
 from chf import device_log as DL
-from chf.logs import open_logs, utc2000
 from han.install_code import InstallCodeCrcError, InstallCodeError
 
 _MESSAGES = {
@@ -40,12 +39,12 @@ def _hex(req, name):
 def _eui(req):
     try:
         return DL.eui_hex(_arg(req, "eui", str))
-    except DL.DeviceLogError as e:
+    except ValueError as e:
         raise ValueError(str(e))
 
 
 async def _sync(hub):
-    tc = getattr(hub, "trust_centre", None)
+    tc = hub.coordinator.tc
     if tc is not None:
         try:
             await tc.sync()
@@ -53,8 +52,7 @@ async def _sync(hub):
             pass  # the trust centre's own loop retries within a second
 
 
-# The commands: module functions fn(hub, req), so the hub holds no closure
-# (and no cells) per command.
+# Local-port commands (fn(hub, req): docs/local-port.md).
 
 async def device_log_list(hub, req):
     dl = hub.device_log
@@ -119,18 +117,5 @@ async def logs(hub, req):
     return {"which": which, "capacity": lg.capacity, "total": len(ent), "entries": out}
 
 
-def install(hub, utc=None, capacity=16, log_capacity=40):
-    """utc() -> UTC seconds since 2000-01-01 (default: from board.utc())."""
-    if utc is None:
-        import board
-
-        def utc():
-            return utc2000(board.utc())
-
-    hub.device_log = dl = DL.DeviceLog(hub.store, utc, capacity)
-    hub.event_log, hub.security_log = open_logs(hub.store, log_capacity, utc=utc)
-    hub.commands["device_log_list"] = device_log_list
-    hub.commands["device_log_add"] = device_log_add
-    hub.commands["device_log_remove"] = device_log_remove
-    hub.commands["logs"] = logs
-    return dl
+COMMANDS = (("device_log_list", device_log_list), ("device_log_add", device_log_add),
+            ("device_log_remove", device_log_remove), ("logs", logs))

@@ -202,7 +202,7 @@ class Credentials:
     (KV "ta_cells" for the CHF, "ta_cells_<device>" for another)."""
 
     def __init__(self, store, identity, device="chf"):
-        # cold: read by rare commands (CS02a-e, a signature check), ~2 KB in RAM otherwise
+        # cold (no RAM copy): read only by rare commands (CS02a-e, a signature check)
         self._kv = store.kv("ta_cells" if device == "chf" else "ta_cells_" + device, keep=False)
         self.identity = identity
         self.device = device

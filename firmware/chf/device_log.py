@@ -7,6 +7,7 @@
 # hash into the historic log is atomic. HAN statistics live in RAM and in a
 # separate KV "devstats", written at most every `stats_period` seconds (and
 # when the join state changes), to spare the flash.
+import ids
 from binascii import hexlify, unhexlify
 
 from han.install_code import aes_mmo_hash, check, link_key
@@ -59,19 +60,11 @@ class DeviceLogError(ValueError):
 
 
 def eui_hex(eui):
-    """EUI-64 bytes (display order) or hex text -> 16 uppercase hex digits."""
-    if isinstance(eui, str):
-        s = eui.replace(":", "").replace("-", "").upper()
-        if len(s) != 16:
-            raise DeviceLogError("EUI-64 must be 16 hex digits")
-        try:
-            unhexlify(s)
-        except ValueError:
-            raise DeviceLogError("EUI-64 must be 16 hex digits")
-        return s
-    if len(eui) != 8:
-        raise DeviceLogError("EUI-64 must be 8 bytes")
-    return hexlify(eui).decode().upper()
+    """ids.eui_hex, refusing with DeviceLogError."""
+    try:
+        return ids.eui_hex(eui)
+    except ValueError as e:
+        raise DeviceLogError(str(e))
 
 
 def key_hash(key):

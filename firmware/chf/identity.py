@@ -38,7 +38,7 @@ class Identity:
     counters in KV "sec_<name>")."""
 
     def __init__(self, store, rand=os.urandom, eui=None):
-        from chf.provision import roll_forward
+        from chf.prov_store import roll_forward
 
         self._store = store
         roll_forward(store)  # a provisioning commit a power cut left unapplied
@@ -67,7 +67,7 @@ class Identity:
 
     def certificate(self, name, usage):
         """The DER certificate from provisioning (usage "ka" or "ds"), or None."""
-        from chf.provision import cert_path
+        from chf.prov_store import cert_path
 
         try:
             with open(cert_path(self._store, name + "_" + usage), "rb") as f:

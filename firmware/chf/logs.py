@@ -7,25 +7,16 @@ import struct
 
 from micropython import const
 
-EPOCH_2000 = const(946684800)  # 2000-01-01T00:00:00Z in Unix seconds
+from ids import EPOCH_2000, utc2000  # noqa: F401 (the log's time base)
+
 _MAX_DATA = const(255)
 
-# Event codes written by the hub itself. The GBCS alert/event code table is
-# not in PROTOCOLS.md; these are project-local codes in the 0x8Fxx space.
-_EV_DEVICE_LOG_CHANGED = const(0x8F12)  # CS14 alert code, data = EUI
-EV_UNKNOWN_JOIN = const(0x8FE0)        # join refused: EUI not in the Device Log
-EV_JOIN_WINDOW_CLOSED = const(0x8FE1)  # join refused: in the log, window closed
-EV_NETWORK_KEY_ROTATED = const(0x8FE2)
-EV_JOIN_BAD_KEY = const(0x8FE3)        # the NCP refused a logged device (key mismatch)
 
 
 class EventLogError(ValueError):
     pass
 
 
-def utc2000(unix_seconds):
-    """Unix seconds -> seconds since 2000-01-01 UTC (GBCS log time base)."""
-    return int(unix_seconds) - EPOCH_2000
 
 
 class EventLog:

@@ -3,7 +3,7 @@
 # that a provisioned hub never holds it in its heap).
 import os
 
-from chf.provision import DEVICES, cert_path, discard_staged, pop_message, roll_forward, stage_path, write_json
+from chf.prov_store import DEVICES, cert_path, discard_staged, pop_message, roll_forward, stage_path, write_json
 from gbcs import p256
 from gbcs.security import ROLES, _hex, _unhex
 
@@ -16,9 +16,10 @@ class ProvisionError(ValueError):
 
 
 class Provisioning:
-    def __init__(self, hub, rand=os.urandom, utc=None):
-        self.hub = hub
-        self.store = hub.store
+    def __init__(self, store, identity, chf, rand=os.urandom, utc=None):
+        self.store = store
+        self.identity = identity
+        self.chf = chf
         self.rand = rand
         self.utc = utc
         self.kv = self.store.kv("prov", keep=False)
@@ -133,12 +134,8 @@ class Provisioning:
         return {"discarded": self.stage_kv.delete("stage")}
 
     def _reload(self):
-        ident = getattr(self.hub, "identity", None)
-        if ident is not None:
-            ident.reload()
-            chf = getattr(self.hub, "chf", None)
-            if chf is not None:
-                chf.parties = ident.parties("chf")
+        self.identity.reload()
+        self.chf.parties = self.identity.parties("chf")
 
 
 def _missing(stage):

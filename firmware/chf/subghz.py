@@ -5,21 +5,23 @@
 #   channel log: logs.EventLog "subghz" (u32 UTC s since 2000, u16 event
 #                code, data = channel bits (4) || 09 01 <channel number>)
 # The radio side (duty-cycle manager, channel scans, capacity) would feed
-# events in; on the emulated board the rig does that through `subghz_event`.
+# events in; on the emulated board the rig does that through its hook (boards/unix/rig_hooks.py).
 # Each method returns DLMS values / alert bodies; chf.usecases wraps them.
 from micropython import const
 
 from chf.logs import EventLog
+from codes import (
+    ALERT_CHANNEL_CHANGED,
+    ALERT_CONFIG_CHANGED,
+    ALERT_DUTY_CYCLE_LIMITED,
+    ALERT_MESSAGE_DISCARDED,
+    ALERT_NO_CAPACITY,
+    ALERT_SCAN_OUTCOME,
+)
 from gbcs import dlms
 
 # (their OBIS codes are in chf.usecases, which loads this module on first use)
 # alert codes and their message codes (DBCH06..DBCH11)
-ALERT_DUTY_CYCLE_LIMITED = const(0x8F20)  # DBCH06, 0x0110
-ALERT_CHANNEL_CHANGED = const(0x8F26)  # DBCH07, 0x0111
-ALERT_SCAN_OUTCOME = const(0x8F28)  # DBCH08, 0x0112
-ALERT_CONFIG_CHANGED = const(0x8F2A)  # DBCH09, 0x0113
-ALERT_MESSAGE_DISCARDED = const(0x8F2C)  # DBCH10, 0x0114
-ALERT_NO_CAPACITY = const(0x8F2D)  # DBCH11, 0x0115
 MESSAGE_CODES = {
     ALERT_DUTY_CYCLE_LIMITED: 0x0110,
     ALERT_CHANNEL_CHANGED: 0x0111,

@@ -8,6 +8,7 @@
 # the RTDS error responses show (e.g. ECS26i: EUI read, the other two fail).
 from micropython import const
 
+from codes import ALERT_DEVICE_LOG_CHANGED, ALERT_FW_TRANSFER_FAILED, ALERT_FW_TRANSFER_OK
 from gbcs import dlms
 from han.install_code import add_crc
 from gbcs import frame as gframe
@@ -89,14 +90,11 @@ USE_CASES = {
 _MC_CS02A = const(0x0008)
 _MC_CS02B_WP = const(0x0105)
 _MC_CCS08 = const(0x0128)
-_ALERT_FW_TRANSFER_OK = const(0x8F8A)
-_ALERT_FW_TRANSFER_FAILED = const(0x8F89)
 # ASN.1 use cases handled by chf.credentials
 DER_CASES = {_MC_CS02A: "CS02a", _MC_CS02B_WP: "CS02b"}
 # message codes a remote party may protect with its signature alone (no MAC)
 SIGNED_ONLY = (_MC_CS02A,)
 _MC_CS14 = const(0x0018)
-ALERT_DEVICE_LOG_CHANGED = const(0x8F12)
 
 
 class Chf:
@@ -265,7 +263,7 @@ class Chf:
         for a HAN device: ASN.1, signed with the CHF's DS key."""
         from gbcs import der
 
-        alert = _ALERT_FW_TRANSFER_OK if code == 0 else _ALERT_FW_TRANSFER_FAILED
+        alert = ALERT_FW_TRANSFER_OK if code == 0 else ALERT_FW_TRANSFER_FAILED
         dt = date_time(self.utc2000() if self.utc2000 else 0)
         when = "%04d%02d%02d%02d%02d%02dZ" % ((dt[0] << 8) | dt[1], dt[2], dt[3], dt[5], dt[6], dt[7])
         payload = der.encode(

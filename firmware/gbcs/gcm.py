@@ -5,10 +5,9 @@
 # order). A carry-less product of two such ints is computed with a table of
 # H * i for every 4-bit (short inputs) or 8-bit (long inputs) value i, then
 # reduced modulo x^128 + x^7 + x^2 + x + 1 with a handful of shifts.
-# Measured under the unix port (GHASH incl. table build, us): 128 B 150 vs 210,
-# 512 B 455 vs 380, 1 KB 900 vs 655, 4 KB 3670 vs 2530 (4-bit vs 8-bit). The
-# 8-bit table costs ~12 KB of heap on a 32-bit port (18 KB on 64-bit unix)
-# for a per-message key, so it is built only for inputs of 1 KB or more.
+# The 8-bit table is faster on long inputs but large for a per-message key
+# (docs/crypto.md has the figures), so it is built only for inputs of 1 KB
+# or more.
 import cryptolib
 import struct
 

@@ -93,8 +93,8 @@ def _window(pt):
 
 
 def _gtable():
-    # rebuilt per operation (14 point operations, ~3% of a multiplication)
-    # rather than cached: that keeps ~5 KB of ints off the heap between uses
+    # rebuilt per operation (14 point operations, a small part of a
+    # multiplication) rather than cached: no table of ints held between uses
     return _window((GX, GY, 1))
 
 

@@ -18,12 +18,13 @@
 #   Answers: every originator's counter, then the last answer = counter,
 #   digest of (link tag || command frame), response, alerts). answered()
 #   gives that answer back for an exact resend (same originator, counter and
-#   digest) without executing again; a power
-#   cut between the commit and the outbox no longer loses the command
-#   (docs/gbcs-usecases.md, "Answered exactly once").
+#   digest) without executing again, also after a power cut between the
+#   commit and the outbox (docs/gbcs-usecases.md, "Answered exactly once").
 # * Responses reuse the command's counter and other-information; alerts use
 #   the device's own counter (persisted, strictly increasing).
 from micropython import const
+
+from codes import EV_BAD_MAC, EV_BAD_SIGNATURE, EV_NOT_PROTECTED, EV_REPLAYED_COUNTER, EV_UNKNOWN_ORIGINATOR, EV_WRONG_RECIPIENT
 
 import hashlib
 import struct
@@ -51,47 +52,41 @@ _OWN = "own"  # KV key of the device's own (alert) counter
 
 # Security-log event codes written by the caller for each rejection (project
 # codes in the 0x8Fxx space; the GBCS table is not in PROTOCOLS.md).
-_EV_NOT_PROTECTED = const(0x8FD0)
-_EV_WRONG_RECIPIENT = const(0x8FD1)
-_EV_UNKNOWN_ORIGINATOR = const(0x8FD2)
-_EV_REPLAYED_COUNTER = const(0x8FD3)
-_EV_BAD_MAC = const(0x8FD4)
-_EV_BAD_SIGNATURE = const(0x8FD5)
 
 
 class SecurityError(ValueError):
-    event = _EV_NOT_PROTECTED
+    event = EV_NOT_PROTECTED
 
 
 class NotProtected(SecurityError):
     """No MAC header/MAC, or not a command (CRA 1)."""
 
-    event = _EV_NOT_PROTECTED
+    event = EV_NOT_PROTECTED
 
 
 class WrongRecipient(SecurityError):
-    event = _EV_WRONG_RECIPIENT
+    event = EV_WRONG_RECIPIENT
 
 
 class UnknownOriginator(SecurityError):
     """No trust anchor for the originator, the supplementary remote party or
     the ACB that must have applied the MAC."""
 
-    event = _EV_UNKNOWN_ORIGINATOR
+    event = EV_UNKNOWN_ORIGINATOR
 
 
 class ReplayedCounter(SecurityError):
     """Counter not strictly greater than the last accepted (replayed or stale)."""
 
-    event = _EV_REPLAYED_COUNTER
+    event = EV_REPLAYED_COUNTER
 
 
 class BadMac(SecurityError):
-    event = _EV_BAD_MAC
+    event = EV_BAD_MAC
 
 
 class BadSignature(SecurityError):
-    event = _EV_BAD_SIGNATURE
+    event = EV_BAD_SIGNATURE
 
 
 def _hex(b):
@@ -214,9 +209,9 @@ class RemoteParties:
 
     def commit(self, dig=None, resp=None, alerts=()):
         """Write the counter held by a deferred authenticate(): with the
-        digest and the answer as one record of `answers` (one atomic journal
-        append), or alone in the KV (dig None, or no answers journal: a
-        command refused after authentication). No-op when nothing is held."""
+        digest and the answer in `answers` (one file, replaced by rename), or
+        alone in the KV (dig None, or no answers store: a command refused
+        after authentication). No-op when nothing is held."""
         p = self._pending
         self._pending = None
         if p is None:

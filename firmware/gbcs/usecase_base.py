@@ -5,13 +5,12 @@
 # other-information (an unknown remote party).
 from micropython import const
 
+from codes import EV_MALFORMED, EV_PAYLOAD_MISMATCH, EV_UNSUPPORTED  # noqa: F401 (used by chf and gpf through here)
+
 from gbcs import gcm, kdf
 from gbcs import frame as gframe
 from gbcs.security import SecurityError
 
-EV_MALFORMED = const(0x8FD6)  # security log: a frame that does not parse
-EV_PAYLOAD_MISMATCH = const(0x8FD7)  # payload not allowed for its message code
-EV_UNSUPPORTED = const(0x8FD8)  # event log: message code not supported
 
 # DLMS clock-status byte (last byte of a date-time)
 CLOCK_OK = const(0x00)

@@ -9,6 +9,7 @@
 # -> answer -> MAC'd response. Refusals are logged and raised.
 from micropython import const
 
+from codes import ALERT_GPF_DEVICE_LOG_CHANGED
 from gbcs import der, gbz, p256
 from gbcs import frame as gframe
 from gbcs.security import _hex, answer_once
@@ -63,7 +64,6 @@ USE_CASES = {
 # CS02b Update Security Credentials on the GPF (chf.credentials, device "gpf")
 MC_CS02B = (0x0102, 0x0103)  # supplier by supplier, network operator by network operator
 _MC_GCS62 = const(0x00B2)
-ALERT_DEVICE_LOG_CHANGED = const(0x8071)
 _DEVICE_LOG_MAX = const(16)
 # join response codes (PROTOCOLS.md 2)
 _JOIN_OK = const(0)
@@ -283,7 +283,7 @@ class Gpf:
     def backup_alert(self):
         """GCS62: alert 0x8071 GPF Device Log Changed with the log's backup."""
         body = der.sequence(
-            der.integer(ALERT_DEVICE_LOG_CHANGED),
+            der.integer(ALERT_GPF_DEVICE_LOG_CHANGED),
             der.generalized_time(generalized_time(self._t())),
             der.sequence(*[_entry(e, t) for e, t in self.devices]),
         )

@@ -1,5 +1,5 @@
-# hub.gpf: the Gas Proxy Function as the rest of the hub sees it. install()
-# costs almost nothing: the mirror (gpf.mirror) loads with the first ZCL frame
+# The Gas Proxy Function as the rest of the hub sees it (hub.gpf). Building
+# it costs almost nothing: the mirror (gpf.mirror) loads with the first ZCL frame
 # for a mirrored cluster, the use cases and tap-off (gpf.function,
 # gpf.tapoff) with the first GBCS frame for the GPF or the first TOM command
 # for the GSME -- the heap stays free for the jobs until the GPF is used.
@@ -8,37 +8,19 @@
 #   tap_off(command_frame) -> bool             a command for the GSME was buffered
 #   on_gsme_message(frame) -> [alerts]         the GSME PUT a response/alert
 #   set_tunnel_pending(flag)                   something is queued for the GSME
-#   coordinator.zcl_servers[0x0702/0x0705/0x0700] = the mirror's ZCL server
-#   local-port command gpf_status; provision_test_dcc {device: "gpf"} also
-#   provisions the GPF's trust anchor cells (optional "cells" list)
-from micropython import const
-
+#   zcl_server(cluster)                        the mirror's ZCL server for a
+#                                              cluster of MIRRORED (the wiring
+#                                              puts them on the coordinator)
+#   local-port command gpf_status
 from gbcs import frame as gframe
-
-_EPOCH_2000 = const(946684800)
+from ids import EPOCH_2000
 # message codes that concern the tap-off (gpf.tapoff.TOM + the 0x00CD alert)
 _TAP_CODES = (0x006B, 0x006F, 0x0071, 0x0015, 0x007C, 0x007E, 0x0088, 0x00A3, 0x00CD)
 MIRRORED = (0x0702, 0x0705, 0x0700)  # Metering, Prepayment, Price
 
 
-def clock_fn(hub):
-    """now() -> (UTC seconds since 2000, valid) from hub.clock, or the board's
-    RTC marked not valid when no clock is installed."""
-
-    def now():
-        c = getattr(hub, "clock", None)
-        if c is not None:
-            return c.now() - _EPOCH_2000, bool(c.valid)
-        import board
-
-        return board.utc() - _EPOCH_2000, False
-
-    return now
-
-
 class _MirrorServer:
-    # a mirrored cluster's ZCL server: an object of two fields, where a
-    # closure would hold a function object and a cell each
+    # a mirrored cluster's ZCL server
     def __init__(self, svc, cluster):
         self.svc = svc
         self.cluster = cluster
@@ -48,9 +30,15 @@ class _MirrorServer:
 
 
 class GpfService:
-    def __init__(self, hub):
-        self.hub = hub
-        self.now = clock_fn(hub)
+    """Its parts: the store, the hub's identity (the GPF's EUI, keys, trust
+    anchors), the hub's clock and the CHF security and event logs."""
+
+    def __init__(self, store, identity, clock, security_log, event_log):
+        self.store = store
+        self.identity = identity
+        self.clock = clock
+        self.security_log = security_log
+        self.event_log = event_log
         self._mirror = None
         self._gpf = None
         self._pending = False
@@ -59,7 +47,7 @@ class GpfService:
         if self._mirror is None:
             from gpf.mirror import Mirror
 
-            self._mirror = Mirror(self.hub.store, self.now)
+            self._mirror = Mirror(self.store, self.now)
             self._mirror.tunnel_pending = self._pending
         return self._mirror
 
@@ -67,16 +55,13 @@ class GpfService:
         if self._gpf is None:
             from gpf.function import Gpf
 
-            h = self.hub
-            self._gpf = Gpf(
-                h.identity,
-                h.store,
-                self.mirror(),
-                self.now,
-                getattr(h, "security_log", None),
-                getattr(h, "event_log", None),
-            )
+            self._gpf = Gpf(self.identity, self.store, self.mirror(), self.now, self.security_log, self.event_log)
         return self._gpf
+
+    def now(self):
+        """(UTC seconds since 2000, clock valid)"""
+        c = self.clock
+        return c.now() - EPOCH_2000, bool(c.valid)
 
     def handle(self, frame, tag=None):
         return self.impl().handle(frame, tag)
@@ -118,44 +103,10 @@ class GpfService:
         return d
 
 
-# The commands: module functions fn(hub, req), so the hub holds no closure
-# (and no cells) per command.
+# Local-port commands (fn(hub, req): docs/local-port.md).
 
 async def gpf_status(hub, req):
     return hub.gpf.status()
 
 
-async def provision_gpf(hub, req):
-    # the CHF's provisioning sets the GPF's trust anchors; the GPF's trust
-    # anchor cells (CS02b) come from the same list, or from "cells" (same
-    # shape, + pp_ka_pub/pp_ka_ski) when they differ
-    from chf.gbcs_port import cmd_provision
-
-    out = await cmd_provision(hub, req)
-    if req.get("device") == "gpf":
-        # the cells only (KV ta_cells_gpf, shared with a loaded Gpf):
-        # provisioning does not load the GPF's use cases
-        from chf.credentials import Credentials
-
-        Credentials(hub.store, hub.identity, "gpf").provision(req.get("cells") or req["anchors"])
-    return out
-
-
-def install(hub):
-    """hub.gpf (after the CHF: needs hub.identity); the mirror's ZCL servers
-    on hub.coordinator.zcl_servers; local-port command gpf_status."""
-    svc = GpfService(hub)
-    hub.gpf = svc
-    coord = getattr(hub, "coordinator", None)
-    if coord is not None:
-        servers = getattr(coord, "zcl_servers", None)
-        if servers is None:
-            servers = {}
-            coord.zcl_servers = servers
-        for cl in MIRRORED:
-            servers[cl] = svc.zcl_server(cl)
-
-    hub.commands["gpf_status"] = gpf_status
-    if "provision_test_dcc" in hub.commands:
-        hub.commands["provision_test_dcc"] = provision_gpf
-    return svc
+COMMANDS = (("gpf_status", gpf_status),)

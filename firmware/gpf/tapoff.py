@@ -10,6 +10,7 @@
 # Information, the mirrored Price attributes currency and trailing digit.
 from micropython import const
 
+from codes import ALERT_FD_OK, ALERT_TAP_OFF_FAILED
 from gbcs import frame as gframe
 from gbcs import gbz
 from gbcs.security import _hex
@@ -31,8 +32,6 @@ _PRICE = const(0x0700)
 _PREPAYMENT = const(0x0705)
 _EVENTS = const(0x0709)
 MC_FUTURE_DATED = const(0x00CD)
-_ALERT_FD_OK = const(0x8F66)
-_ALERT_TAP_OFF_FAILED = const(0x819E)
 MC_GENERIC_NON_CRITICAL = const(0x1001)
 _PENDING_MAX = const(32)
 _CANCEL = const(0xFFFFFFFE)  # start times 0xFFFFFFFE/0xFFFFFFFF: a cancellation
@@ -146,7 +145,7 @@ class TapOff:
                 cluster, cmd = (e[10] << 8) | e[11], e[13]
                 for key in [k for k, v in self.pending.items() if v[1] == ctr and v[0] == mc]:
                     p = self.pending[key]
-                    if g.alert_code != _ALERT_FD_OK:
+                    if g.alert_code != ALERT_FD_OK:
                         alerts += self._discard(key, p)
                         continue
                     hit = [c for c in p[2] if c[5] and c[0] == cluster and (c[2] == cmd or _with_calendar(c, cmd))]
@@ -161,7 +160,7 @@ class TapOff:
         # (count 0, alert code, timestamp), the shape of the router's 0x819D
         self._save(key, None)
         self.discarded += 1
-        return [self.gpf.alert(MC_GENERIC_NON_CRITICAL, gbz.alert(_ALERT_TAP_OFF_FAILED, self.now()[0]))]
+        return [self.gpf.alert(MC_GENERIC_NON_CRITICAL, gbz.alert(ALERT_TAP_OFF_FAILED, self.now()[0]))]
 
     def _cancel(self, key, comps):
         # a successful cancellation: the future-dated parts it names, still

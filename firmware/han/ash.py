@@ -472,7 +472,7 @@ class Ash:
         self.writer = writer
         self.ticks_ms = ticks_ms or time.ticks_ms
         # the settings are class attributes; an instance holds only those that
-        # differ (its attribute table stays at 29 slots, not 37)
+        # differ from them
         for name, v in (("t_min", t_rx_ack_min), ("t_max", t_rx_ack_max), ("t_init", t_rx_ack_init),
                         ("t_rstack", t_rstack), ("max_tries", max_tries), ("reset_tries", reset_tries),
                         ("rx_queue_max", rx_queue), ("cancel_bytes", cancel_bytes)):

@@ -3,7 +3,7 @@
 # (networkInit) afterwards, then runs the trust centre over the CHF Device
 # Log and feeds the Device Log's HAN statistics from the message callbacks.
 #
-# install(hub) spawns it as the supervised job "han". Any link fault (an NCP
+# The wiring (app.py) spawns `run` as the supervised job "han". Any link fault (an NCP
 # reboot, ASH link failure, EZSP timeout, the network going down) raises out
 # of the job: the supervisor restarts it with back-off, the NCP's reset line
 # is pulled first unless the NCP has just rebooted by itself, and the network
@@ -37,10 +37,17 @@ class HanDown(Exception):
 
 class Coordinator(Messaging):
     """The HAN job plus the messaging API of han.messaging (zcl_send,
-    tunnel_exchange, zcl_servers, on_tunnel_message)."""
+    tunnel_exchange, zcl_servers, on_tunnel_message). Its parts: the store
+    (KV "han"), the CHF Device Log and security log (the trust centre's), the
+    supervisor (the job's restarts for status) and the hub's clock (the Time
+    cluster server)."""
 
-    def __init__(self, hub, desired=14):
-        self.hub = hub
+    def __init__(self, store, device_log, security_log, supervisor, clock, desired=14):
+        self.store = store
+        self.device_log = device_log
+        self.security_log = security_log
+        self.supervisor = supervisor
+        self.clock = clock
         self.desired = desired
         self.state = "starting"
         self.ezsp = None
@@ -55,11 +62,11 @@ class Coordinator(Messaging):
         self.zcl_servers[0x0704] = self.tunnel_server
 
     @property
-    def kv(self):  # the store keeps it: one attribute fewer here (a 37-slot table is 29)
-        return self.hub.store.kv("han")
+    def kv(self):
+        return self.store.kv("han")
 
     def _clock(self):
-        return getattr(self.hub, "clock", None)
+        return self.clock
 
     def _stack_version(self):
         return self.ezsp.stack_version if self.ezsp is not None else 0
@@ -68,14 +75,14 @@ class Coordinator(Messaging):
 
     def status(self):
         kv = self.kv
-        job = self.hub.supervisor.jobs.get("han") or {}
+        job = self.supervisor.jobs.get("han") or {}
         return {
             "state": self.state,
             "ezsp_version": self.ezsp.ver if self.ezsp is not None and self.state == "up" else None,
             "channel": kv.get("ch"),
             "pan_id": kv.get("pan"),
             "ext_pan_id": kv.get("xpan"),
-            "node_count": sum(1 for e in self.hub.device_log.entries() if e["node_id"] is not None
+            "node_count": sum(1 for e in self.device_log.entries() if e["node_id"] is not None
                               and e["join_state"] == "joined"),
             "restarts": job.get("restarts", 0),
             "counters": dict(self.counters.items()),
@@ -98,7 +105,7 @@ class Coordinator(Messaging):
     def _on_incoming(self, v):
         ez = self.ezsp
         sender, aps, payload, lqi, rssi = ez.incoming_info(v)
-        dl = self.hub.device_log
+        dl = self.device_log
         eh = dl.eui_of(sender)
         self.counters["rx"] += 1
         if eh is None:
@@ -116,7 +123,7 @@ class Coordinator(Messaging):
         self._sent_cb(tag, status)
         ok = status == 0
         self.counters["tx_ok" if ok else "tx_fail"] += 1
-        dl = self.hub.device_log
+        dl = self.device_log
         eh = dl.eui_of(dest)
         if eh is not None:
             dl.record_tx(eh, ok)
@@ -128,9 +135,9 @@ class Coordinator(Messaging):
         if kv.get("formed"):
             self.state = "resuming"
             if await ez.resume_network():
-                if self.hub.device_log.ext_pan_id is None and kv.get("xpan"):
+                if self.device_log.ext_pan_id is None and kv.get("xpan"):
                     # a cut between the two writes of _store
-                    self.hub.device_log.set_ext_pan_id(unhexlify(kv.get("xpan")))
+                    self.device_log.set_ext_pan_id(unhexlify(kv.get("xpan")))
                 self.counters["resumed"] += 1
                 log("han", "network resumed ch=%s pan=0x%04X" % (kv.get("ch"), kv.get("pan") or 0))
                 return
@@ -160,7 +167,7 @@ class Coordinator(Messaging):
 
     def _store(self, ch, pan, xpan):
         self.kv.update({"formed": 1, "ch": ch, "pan": pan, "xpan": hexlify(xpan).decode()})
-        self.hub.device_log.set_ext_pan_id(xpan)
+        self.device_log.set_ext_pan_id(xpan)
 
     async def run(self):
         self.runs += 1
@@ -179,10 +186,9 @@ class Coordinator(Messaging):
             ez = self.ezsp = Ezsp(ash, desired=self.desired)
             ez.on("incomingMessageHandler", self._on_incoming)
             ez.on("messageSentHandler", self._on_sent)
-            self.tc = TrustCentre(ez, self.hub.device_log, self.hub.security_log, self.hub.device_log.utc)
+            self.tc = TrustCentre(ez, self.device_log, self.security_log, self.device_log.utc)
             self.tc.on_removed = self.forget
             self.tc.on_joined = self.on_device_joined
-            self.hub.trust_centre = self.tc
         else:
             ez.close()
             ez.t = ash
@@ -221,8 +227,7 @@ class Coordinator(Messaging):
                 pass
 
 
-# The commands: module functions fn(hub, req), so the hub holds no closure
-# (and no cells) per command.
+# Local-port commands (fn(hub, req): docs/local-port.md).
 
 async def han_status(hub, req):
     return hub.coordinator.status()
@@ -280,14 +285,5 @@ async def han_rotate_key(hub, req):
     return {"ok": True}
 
 
-def install(hub, desired=14):
-    """Create the coordinator, spawn the supervised "han" job, add `han_status`
-    (`status` has a `han` summary from hub.coordinator)."""
-    c = hub.coordinator = Coordinator(hub, desired)
-    hub.trust_centre = None
-    hub.commands["han_status"] = han_status
-    hub.commands["han_rotate_key"] = han_rotate_key
-    hub.commands["han_tunnel"] = han_tunnel
-    hub.commands["han_zcl_read"] = han_zcl_read
-    hub.supervisor.spawn("han", c.run)
-    return c
+COMMANDS = (("han_status", han_status), ("han_rotate_key", han_rotate_key), ("han_tunnel", han_tunnel),
+            ("han_zcl_read", han_zcl_read))

@@ -140,8 +140,7 @@ def lookup(ver, name):
 
 
 def name_of(ver, frame_id):
-    # a search, not a reverse table: two tables (the legacy handshake's and
-    # the running version's) would hold ~1.2 KB for the hub's life
+    # a search, not a reverse table: no second table held for the hub's life
     if ver == LEGACY:
         ver = 8
     check_version(ver)

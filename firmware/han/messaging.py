@@ -22,7 +22,7 @@ import time
 
 from micropython import const
 
-from chf.device_log import eui_hex
+from ids import eui_hex
 from flag import Flag
 from han import tunnel as T
 from han import zcl as Z
@@ -73,7 +73,7 @@ def _tid_data(p):
 
 
 class Messaging:
-    """Mixed into the Coordinator (which provides hub, ezsp, state, counters)."""
+    """Mixed into the Coordinator (which provides device_log, ezsp, state, counters)."""
 
     def _init_messaging(self):
         self.zcl_servers = {}
@@ -114,7 +114,7 @@ class Messaging:
     def _node(self, eh):
         if self.state != "up" or self.ezsp is None:
             raise DeliveryError("no_route", "HAN is %s" % self.state)
-        e = self.hub.device_log.get(eh)
+        e = self.device_log.get(eh)
         if e is None or e["node_id"] is None or e["join_state"] != "joined":
             raise DeliveryError("no_route", "%s is not joined" % eh)
         return e["node_id"]

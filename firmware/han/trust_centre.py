@@ -13,7 +13,7 @@ import asyncio
 
 from binascii import hexlify, unhexlify
 
-from chf.logs import EV_JOIN_BAD_KEY, EV_JOIN_WINDOW_CLOSED, EV_NETWORK_KEY_ROTATED, EV_UNKNOWN_JOIN
+from codes import EV_JOIN_BAD_KEY, EV_JOIN_WINDOW_CLOSED, EV_NETWORK_KEY_ROTATED, EV_UNKNOWN_JOIN
 
 from micropython import const
 

@@ -1,26 +1,37 @@
 # The router: every remote-party GBCS frame (WAN or the HHT's send_gbcs) goes
 # by the recipient EUI-64 in its grouping header to
-#   the CHF (hub.chf.handle), the GPF (hub.gpf.handle),
+#   the CHF (chf.handle), the GPF (gpf.handle),
 #   a tunnel-connected device in the CHF Device Log (ESME, HCALCS, PPMID ...)
-#     over the ZSE tunnel (hub.coordinator.tunnel_exchange, in a task of its
-#     own: the response or 0x8F84 leaves later through hub.emit), or
+#     over the ZSE tunnel (coordinator.tunnel_exchange, in a task of its
+#     own: the response or 0x8F84 leaves later through emit), or
 #   the GSME's persistent command buffer (route/buffer.py), from which the
 #     sleepy GSME GETs it over the tunnel;
 # and a frame for an EUI that is none of these is refused and written to the
 # CHF security log. Device-originated messages (ESME alerts, the GSME's PUT
-# responses and alerts) leave through hub.emit unchanged. See docs/routing.md.
+# responses and alerts) leave through emit unchanged. See docs/routing.md.
 #
 # Only the grouping header is parsed (gbcs.frame, zero-copy); the router
 # never opens end-to-end protected content addressed to others.
 import asyncio
+from binascii import hexlify
 
 from micropython import const
 
+from codes import (
+    ALERT_ESME_UNDELIVERED,
+    ALERT_GSME_NOT_RETRIEVED,
+    EV_BAD_DEVICE_MESSAGE,
+    EV_BUFFER_FULL,
+    EV_MALFORMED,
+    EV_QUEUE_DROPPED,
+    EV_UNKNOWN_RECIPIENT,
+)
 from gbcs import dlms
 from gbcs import frame as gframe
 from counters import Counters
 from flag import Flag
 from han import tunnel
+from ids import EPOCH_2000
 from log import log
 from route.buffer import BufferError, CommandBuffer
 
@@ -28,17 +39,7 @@ from route.buffer import BufferError, CommandBuffer
 _GSME = const(0)
 
 _MC_ESME_UNDELIVERED = const(0x00D5)  # Failure to Deliver Remote Party Message to ESME
-_ALERT_ESME_UNDELIVERED = const(0x8F84)
-_ALERT_GSME_NOT_RETRIEVED = const(0x819D)
 MC_GENERIC_NON_CRITICAL = const(0x1001)  # message code of an alert with no use case of its own
-
-# CHF log event codes (project-local in the 0x8Fxx space, like chf/logs.py;
-# the two alerts log under their own alert codes)
-EV_MALFORMED = const(0x8FD6)  # security log: the frame does not parse (as the CHF)
-EV_UNKNOWN_RECIPIENT = const(0x8FE8)  # security log: recipient not in the Device Log
-EV_BUFFER_FULL = const(0x8FE9)  # event log: GSME command refused, queue full / too long
-EV_QUEUE_DROPPED = const(0x8FEA)  # event log: device removed, its queue dropped
-EV_BAD_DEVICE_MESSAGE = const(0x8FEB)  # security log: a device sent something unusable
 
 _COUNTERS = ("chf", "gpf", "tunnel", "buffered", "unknown", "refused_full", "undelivered", "device_messages",
              "gets", "puts", "expired", "emitted", "emitted_response", "emitted_alert", "bad_device_messages",
@@ -66,7 +67,7 @@ class BufferRefused(RouteError):
 
 
 def _hexu(b):
-    return "".join("%02X" % x for x in b)
+    return hexlify(b).decode().upper()
 
 
 def _u64(v):
@@ -105,13 +106,25 @@ def gpf_alert(parties, alert_code, t2000):
 
 
 class Router:
-    """Router(hub, cfg=None, utc2000=None): hub needs chf, identity,
-    device_log, event_log, security_log, store; optional gpf, coordinator,
-    emit. route(frame) -> (response or None, [alerts]) (async)."""
+    """Delivers remote-party frames by recipient: route(frame) -> (response or
+    None, [alerts]) (async). Its parts: the store, the CHF (`chf.handle`,
+    `chf.dlms_alert`), the identity (own EUIs, GPF parties), the Device Log,
+    the event and security logs, utc2000() -> UTC seconds since 2000; and,
+    None where a test leaves them out, the GPF service, the coordinator
+    (`tunnel_exchange`) and emit(frame, kind) (the WAN outbox)."""
 
-    def __init__(self, hub, cfg=None, utc2000=None):
-        self.hub = hub
-        self.kv = hub.store.kv("route")
+    def __init__(self, store, chf, identity, device_log, event_log, security_log, utc2000,
+                 gpf=None, coordinator=None, emit=None, cfg=None):
+        self.store = store
+        self.chf = chf
+        self.identity = identity
+        self.device_log = device_log
+        self.event_log = event_log
+        self.security_log = security_log
+        self.gpf = gpf
+        self.coordinator = coordinator
+        self.emit = emit
+        self.kv = store.kv("route")
         c = dict(DEFAULTS)
         c.update(self.kv.get("cfg", {}))
         if cfg:
@@ -119,33 +132,30 @@ class Router:
         self.cfg = c
         self.utc2000 = utc2000
         self.buffer = CommandBuffer(
-            hub.store.root + "/gbuf", c["capacity"], c["max_bytes"], c["expiry_s"], hub.store.stats
+            store.root + "/gbuf", c["capacity"], c["max_bytes"], c["expiry_s"], store.stats
         )
         self.counters = Counters(_COUNTERS)
         # eui hex -> seqs (None: "nothing queued") of GET answers whose
         # delivery the coordinator has not reported yet, oldest first
         self._replies = {}
-        self.unsent = []  # late messages held in RAM while hub.emit is missing
+        self.unsent = []  # late messages held in RAM when there is no emit
         self.last_esme_ms = None  # time inside tunnel_exchange for the last ESME command
         self.deliveries = 0  # tunnel deliveries running as tasks
         # ESME deliveries in flight (tasks): KV "esme_inflight", one key per
         # delivery (the message id in hex: originator | target | CRA |
         # counter), deleted once the response or 0x8F84 is emitted. Keys
         # left by a power cut get their 0x8F84 at boot.
-        self.inflight = hub.store.kv("esme_inflight")
+        self.inflight = store.kv("esme_inflight")
         self.wake = Flag()
-        dl = getattr(hub, "device_log", None)
-        if dl is not None:
-            dl.on_change(self._on_device_log)
+        device_log.on_change(self._on_device_log)
         self.buffer.on_change(self._pending_changed)
         for eh, n in self.buffer.devices().items():
             self._pending_changed(eh, n)
 
     def _pending_changed(self, eh, n):
         # the GPF mirror's "tunnel message pending" flag follows the GSME's queue
-        fn = getattr(getattr(self.hub, "gpf", None), "set_tunnel_pending", None)
-        if fn is not None:
-            fn(n > 0)
+        if self.gpf is not None:
+            self.gpf.set_tunnel_pending(n > 0)
 
     # -- configuration -------------------------------------------------------
 
@@ -169,18 +179,15 @@ class Router:
     def _t2000(self):
         return self.utc2000() if self.utc2000 else 0
 
-    def _log(self, which, code, data=b""):
-        lg = getattr(self.hub, which, None)
-        if lg is None:
-            return
+    def _log(self, lg, code, data=b""):
         t = self._t2000()
         try:
             lg.append(code, bytes(data[:255]), t if t > 0 else 0)
         except Exception as e:  # noqa: BLE001 - logging never stops routing
-            log("route", "log %s failed: %r" % (which, e))
+            log("route", "log %s failed: %r" % (lg.name, e))
 
     async def _emit(self, frame, kind):
-        emit = getattr(self.hub, "emit", None)
+        emit = self.emit
         self.counters["emitted"] += 1
         k = "emitted_" + kind
         if k in self.counters:
@@ -189,21 +196,20 @@ class Router:
             if len(self.unsent) >= 16:
                 self.unsent.pop(0)
             self.unsent.append((kind, bytes(frame)))
-            log("route", "no hub.emit: %s of %d bytes held in RAM" % (kind, len(frame)))
+            log("route", "no emit: %s of %d bytes held in RAM" % (kind, len(frame)))
             return
         r = emit(bytes(frame), kind)
         if r is not None and hasattr(r, "send"):
             await r
 
     def _device(self, eh):
-        dl = getattr(self.hub, "device_log", None)
-        return dl.get(eh) if dl is not None else None
+        return self.device_log.get(eh)
 
     # -- remote-party frames --------------------------------------------------
 
     async def route(self, data, tag=None):
-        """hub.route: (response or None, [alerts]). A frame for a tunnel
-        device is handed to a task of its own when hub.emit exists: (None,
+        """(response or None, [alerts]). A frame for a tunnel
+        device is handed to a task of its own when there is an emit: (None,
         []) at once, its response (or 0x8F84) emitted when it comes. tag:
         the link frame id (bytes) the frame came under, None from the local
         port: the CHF and GPF answer an exact resend under the same tag from
@@ -219,26 +225,25 @@ class Router:
         try:
             f = gframe.parse(data)
         except gframe.FrameError:
-            self._log("security_log", EV_MALFORMED)
+            self._log(self.security_log, EV_MALFORMED)
             raise
-        hub = self.hub
         rh = _hexu(f.recipient)
-        ident = hub.identity
+        ident = self.identity
         if bytes(f.recipient) == ident.chf["eui"]:
             self.counters["chf"] += 1
-            return hub.chf.handle(data, tag)
-        gpf = getattr(hub, "gpf", None)
+            return self.chf.handle(data, tag)
+        gpf = self.gpf
         if gpf is not None and bytes(f.recipient) == ident.gpf["eui"]:
             self.counters["gpf"] += 1
             return gpf.handle(data, tag)
         dev = self._device(rh)
         if dev is None:
             self.counters["unknown"] += 1
-            self._log("security_log", EV_UNKNOWN_RECIPIENT, message_id(f))
+            self._log(self.security_log, EV_UNKNOWN_RECIPIENT, message_id(f))
             raise UnknownRecipient("recipient %s is not in the CHF Device Log" % rh)
         if dev["type"] == _GSME:
             return self._buffer(rh, f, data)
-        if not wait and getattr(hub, "emit", None) is not None and self.deliveries < self.cfg["max_deliveries"]:
+        if not wait and self.emit is not None and self.deliveries < self.cfg["max_deliveries"]:
             # on flash before the WAN acks the frame: a cut during the
             # exchange leaves the record, and the boot emits its 0x8F84
             key = _hexu(message_id(f))
@@ -266,9 +271,9 @@ class Router:
     async def recover_inflight(self):
         """ESME deliveries a power cut interrupted (keys left in KV
         esme_inflight): each gets its 0x8F84 (event log, reason "power")
-        through hub.emit, then its key is deleted. Not retried: the meter
+        through emit, then its key is deleted. Not retried: the meter
         may have executed the command already. -> how many."""
-        if getattr(self.hub, "emit", None) is None:
+        if self.emit is None:
             return 0  # kept for a boot with an outbox
         n = 0
         for key in list(self.inflight.keys()):
@@ -279,7 +284,7 @@ class Router:
             if len(mid) == 25:
                 self.counters["undelivered"] += 1
                 self.counters["recovered_inflight"] += 1
-                self._log("event_log", _ALERT_ESME_UNDELIVERED, mid + b"power")
+                self._log(self.event_log, ALERT_ESME_UNDELIVERED, mid + b"power")
                 log("route", "delivery to %s cut by a power loss: 0x8F84" % key[16:32])
                 await self._emit(self.undelivered_alert(mid), "alert")
                 n += 1
@@ -291,31 +296,28 @@ class Router:
             self.buffer.put(eh, data, self._utc())
         except BufferError as e:
             self.counters["refused_full"] += 1
-            self._log("event_log", EV_BUFFER_FULL, message_id(f))
+            self._log(self.event_log, EV_BUFFER_FULL, message_id(f))
             raise BufferRefused(str(e))
         self.counters["buffered"] += 1
-        gpf = getattr(self.hub, "gpf", None)
-        tap = getattr(gpf, "tap_off", None)
-        if tap is not None:
+        if self.gpf is not None:
             try:
-                tap(data)  # keeps its copy only for the TOM message codes
+                self.gpf.tap_off(data)  # keeps its copy only for the TOM message codes
             except Exception as e:  # noqa: BLE001 - the command is buffered whatever the GPF says
                 log("route", "tap_off failed: %r" % (e,))
         return None, []
 
     def _utc(self):
         # buffer expiry times are UTC Unix seconds
-        return self._t2000() + 946684800
+        return self._t2000() + EPOCH_2000
 
     async def _tunnel(self, eh, f, data):
         self.counters["tunnel"] += 1
-        c = getattr(self.hub, "coordinator", None)
-        exchange = getattr(c, "tunnel_exchange", None)
+        c = self.coordinator
         reason = "no_route"
-        if exchange is not None:
+        if c is not None:
             t0 = asyncio.ticks()
             try:
-                resp = await exchange(eh, data, timeout_ms=self.cfg["esme_timeout_ms"], match=response_to(f))
+                resp = await c.tunnel_exchange(eh, data, timeout_ms=self.cfg["esme_timeout_ms"], match=response_to(f))
                 self.last_esme_ms = asyncio.ticks_diff(asyncio.ticks(), t0)
                 if resp is not None and len(resp):
                     return bytes(resp), []
@@ -327,14 +329,14 @@ class Router:
                 log("route", "tunnel reply from %s unusable: %r" % (eh, e))
         self.counters["undelivered"] += 1
         mid = message_id(f)
-        self._log("event_log", _ALERT_ESME_UNDELIVERED, mid + reason.encode())
+        self._log(self.event_log, ALERT_ESME_UNDELIVERED, mid + reason.encode())
         log("route", "undelivered to %s (%s): 0x8F84" % (eh, reason))
         return None, [self.undelivered_alert(mid)]
 
     def undelivered_alert(self, mid):
         """0x8F84 Failure to Deliver Remote Party Message to ESME (message
         code 0x00D5); body = originator | target | CRA | counter (25 bytes)."""
-        return self.hub.chf.dlms_alert(_MC_ESME_UNDELIVERED, _ALERT_ESME_UNDELIVERED, (dlms.OCTET_STRING, mid))
+        return self.chf.dlms_alert(_MC_ESME_UNDELIVERED, ALERT_ESME_UNDELIVERED, (dlms.OCTET_STRING, mid))
 
     # -- device-initiated tunnel messages ---------------------------------
 
@@ -345,7 +347,7 @@ class Router:
         eh = eui_hex.upper()
         if self._device(eh) is None:
             self.counters["bad_device_messages"] += 1
-            self._log("security_log", EV_UNKNOWN_RECIPIENT, b"tunnel from " + eh.encode())
+            self._log(self.security_log, EV_UNKNOWN_RECIPIENT, b"tunnel from " + eh.encode())
             return None
         if len(data) and data[0] in (tunnel.GSME_GET, tunnel.GSME_PUT, tunnel.GSME_RESPONSE):
             try:
@@ -410,7 +412,7 @@ class Router:
 
     def _bad(self, eh, why):
         self.counters["bad_device_messages"] += 1
-        self._log("security_log", EV_BAD_DEVICE_MESSAGE, eh.encode())
+        self._log(self.security_log, EV_BAD_DEVICE_MESSAGE, eh.encode())
         log("route", "bad tunnel message from %s: %s" % (eh, why))
 
     async def _device_message(self, eh, msg, from_gsme):
@@ -437,11 +439,9 @@ class Router:
             return
         await self._emit(msg, "response" if f.cra == gframe.CRA_RESPONSE else "alert")
         if from_gsme:
-            gpf = getattr(self.hub, "gpf", None)
-            fn = getattr(gpf, "on_gsme_message", None)
-            if fn is not None:
+            if self.gpf is not None:
                 try:
-                    extra = fn(msg)
+                    extra = self.gpf.on_gsme_message(msg)
                 except Exception as e:  # noqa: BLE001 - the GSME's message is already out
                     log("route", "gpf.on_gsme_message failed: %r" % (e,))
                     extra = None
@@ -455,11 +455,10 @@ class Router:
             self._replies.pop(eh.upper(), None)
             n = self.buffer.drop(eh)
             if n:
-                self._log("event_log", EV_QUEUE_DROPPED, eh.encode())
+                self._log(self.event_log, EV_QUEUE_DROPPED, eh.encode())
                 log("route", "%s removed: %d buffered commands dropped" % (eh, n))
         elif kind == "restore":
-            dl = self.hub.device_log
-            self.buffer.keep_only([e["eui"] for e in dl.entries()])
+            self.buffer.keep_only([e["eui"] for e in self.device_log.entries()])
 
     async def expire_now(self):
         """Remove expired commands: 0x819D alert and a CHF event for each."""
@@ -472,10 +471,10 @@ class Router:
                     mid = message_id(gframe.parse(msg))
                 except gframe.FrameError:
                     pass
-            self._log("event_log", _ALERT_GSME_NOT_RETRIEVED, mid or eh.encode())
+            self._log(self.event_log, ALERT_GSME_NOT_RETRIEVED, mid or eh.encode())
             log("route", "command for %s not retrieved: expired, 0x819D" % eh)
             try:
-                a = gpf_alert(self.hub.identity.parties("gpf"), _ALERT_GSME_NOT_RETRIEVED, self._t2000())
+                a = gpf_alert(self.identity.parties("gpf"), ALERT_GSME_NOT_RETRIEVED, self._t2000())
             except ValueError as e:  # e.g. no ACB trust anchor for the GPF yet
                 log("route", "0x819D alert not built: %r" % (e,))
                 continue
@@ -500,15 +499,14 @@ class Router:
 
     def status(self):
         return {"cfg": self.cfg, "counters": dict(self.counters.items()), "buffer": self.buffer.devices(),
-                "buffer_stats": dict((k, self.hub.store.stats.get(k, 0)) for k in
+                "buffer_stats": dict((k, self.store.stats.get(k, 0)) for k in
                                      ("buffered", "offered", "delivered", "expired", "dropped", "refused_full",
                                       "discarded_at_open")),
                 "unsent": len(self.unsent), "last_esme_ms": self.last_esme_ms,
                 "deliveries": self.deliveries}
 
 
-# The commands: module functions fn(hub, req), so the hub holds no closure
-# (and no cells) per command.
+# Local-port commands (fn(hub, req): docs/local-port.md).
 
 async def route_status(hub, req):
     return hub.router.status()
@@ -523,39 +521,7 @@ async def route_buffer(hub, req):
     eh = req.get("eui")
     if not isinstance(eh, str):
         raise ValueError("eui must be 16 hex digits")
-    return {"eui": eh.upper(), "queue": [list(q) for q in hub.buffer.queue(eh)]}
+    return {"eui": eh.upper(), "queue": [list(q) for q in hub.router.buffer.queue(eh)]}
 
 
-def install(hub, cfg=None):
-    """Build the router on the hub: hub.route, hub.router, hub.buffer, the
-    coordinator's on_tunnel_message, job "route", local-port commands
-    route_status / route_config / route_buffer."""
-    try:
-        import board
-
-        def utc2000():
-            clock = getattr(hub, "clock", None)
-            t = clock.now() if clock is not None else board.utc()
-            return t - 946684800
-    except ImportError:
-        import time
-
-        def utc2000():
-            return int(time.time()) - 946684800
-
-    r = Router(hub, cfg, utc2000)
-    hub.router = r
-    hub.buffer = r.buffer
-    hub.route = r.route
-    c = getattr(hub, "coordinator", None)
-    if c is not None:
-        c.on_tunnel_message = r.on_tunnel_message
-        c.on_tunnel_reply = r.on_tunnel_reply
-
-    hub.commands["route_status"] = route_status
-    hub.commands["route_config"] = route_config
-    hub.commands["route_buffer"] = route_buffer
-    sup = getattr(hub, "supervisor", None)
-    if sup is not None:
-        sup.spawn("route", r.run)
-    return r
+COMMANDS = (("route_status", route_status), ("route_config", route_config), ("route_buffer", route_buffer))

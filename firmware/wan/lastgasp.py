@@ -11,10 +11,10 @@
 # alert counter. The same codes go to the CHF event log.
 from micropython import const
 
-ALERT_POWER_OUTAGE = const(0x8FF0)
-ALERT_POWER_RESTORED = const(0x8FF1)
+from codes import ALERT_POWER_OUTAGE, ALERT_POWER_RESTORED
+from ids import EPOCH_2000
+
 _MC_CHF_ALERT = const(0x0000)
-_EPOCH_2000 = const(946684800)
 
 
 def build_alert(chf, code, utc):
@@ -25,38 +25,42 @@ def build_alert(chf, code, utc):
 
     p = chf.parties
     counter = p.own_counter() + 1
-    dt = (dlms.OCTET_STRING, date_time(utc - _EPOCH_2000))
+    dt = (dlms.OCTET_STRING, date_time(utc - EPOCH_2000))
     body = (dlms.STRUCTURE, [(dlms.LONG_UNSIGNED, code), dt])
     payload = dlms.data_notification(0x20000000 | (counter & 0xFFFFFF), body)
     return bytes(p.protect_alert(_MC_CHF_ALERT, payload))
 
 
 class LastGasp:
-    def __init__(self, hub, utc, log=None):
-        self.hub = hub
+    """Its parts: the store (KV "wan_power"), the CHF (builds and MACs the
+    alert), the CHF event log, emit and the outbox (the alert goes first in
+    line), utc() in Unix seconds, and log(tag, text) or None."""
+
+    def __init__(self, store, chf, event_log, emit, outbox, utc, log=None):
+        self.chf = chf
+        self.event_log = event_log
+        self.emit = emit
+        self.outbox = outbox
         self.utc = utc
-        self.kv = hub.store.kv("wan_power", keep=False)  # read at boot and at a power fail
+        self.kv = store.kv("wan_power", keep=False)  # read at boot and at a power fail
         self.log = log
         self.outage_id = None
         self.restored_id = None
 
     def _queue(self, code):
-        hub = self.hub
         t = self.utc()
-        ev = getattr(hub, "event_log", None)
-        if ev is not None:
-            try:
-                ev.append(code)
-            except ValueError:
-                pass
         try:
-            frame = build_alert(hub.chf, code, t)
+            self.event_log.append(code)
+        except ValueError:
+            pass
+        try:
+            frame = build_alert(self.chf, code, t)
         except Exception as e:  # no ACB yet, crypto trouble: the event log has it
             if self.log:
                 self.log("power", "alert 0x%04X not built: %r" % (code, e))
             return None
-        seq = hub.emit(frame, "alert", critical=True)
-        hub.outbox.prioritise(seq)
+        seq = self.emit(frame, "alert", critical=True)
+        self.outbox.prioritise(seq)
         return seq
 
     def power_failed(self):

@@ -126,6 +126,21 @@ class Modem:
         """End a waiting recv() now with b"" (something was queued to send)."""
         raise NotImplementedError
 
+    async def poll_rx(self):
+        """Ask the modem whether received data waits (the safety net for a
+        "data waiting" notice lost on the line) -> True when some does; the
+        next recv() then reads it."""
+        raise NotImplementedError
+
+    def garbled(self):
+        """Lines from the modem that could not be read (line noise)."""
+        raise NotImplementedError
+
+    def set_timings(self, timings):
+        """{name: ms} overrides of the driver's command timeouts; ValueError
+        for an unknown name, before any is changed."""
+        raise NotImplementedError
+
     async def close_socket(self):
         raise NotImplementedError
 

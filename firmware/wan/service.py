@@ -1,608 +1,91 @@
-# The WAN job: modem bring-up, the head-end link, the outbox.
-#   install(hub) adds the supervised "wan" job and the local-port commands
-#   wan_status, wan_config {set: {...}} and transactions.
-# One task drives the modem (the AT channel runs one command at a time):
-# init -> SIM -> registration -> PDP -> socket -> HELLO/HELLO_ACK, then a loop
-# that sends what the outbox says is due, reads frames, answers them and
-# keeps the link alive. Any failure drops the link and starts again; a modem
-# that stops answering gets a hardware reset. docs/headend-link.md.
-import asyncio
-import time
-
-import board
-from log import log, log_exc
+# The WAN as the rest of the hub sees it (hub.wan), built by the wiring
+# before any job runs: the transaction log, the outbox and emit() (so a
+# message is queued durably also before the link is up), last gasp, and the
+# job "wan" that runs the modem and head-end session (wan.session, loaded
+# when the job first runs).
+from log import log
 from store.kv import Settings
-from version import VERSION
-
-# The link, outbox, modem and AT modules load when the job starts, not while
-# the hub boots (the boot peak, e.g. first-boot key generation, stays lower).
-link = ob = md = at = None
+from wan import outbox as ob
+from wan.settings import DEFAULTS
 
 
-def _load():
-    global link, ob, md, at
-    if link is None:
-        from wan import at as _at
-        from wan import link as _link
-        from wan import modem as _md
-        from wan import outbox as _ob
+class Emit:
+    """emit(frame, kind, critical=None): persist one GBCS response, alert or
+    scheduled-data message for the head-end (durable when it returns, also
+    before the link is up) -> its outbox frame id. critical None: responses
+    critical, alerts per `critical_alerts`, scheduled data non-critical.
+    Scheduled data leaves at a random time inside `sched_window_ms`."""
 
-        link, ob, md, at = _link, _ob, _md, _at
-
-DEFAULTS = {
-    "host": "headend.chub.test", "port": 4059, "apn": "chub.m2m", "pin": None, "radio": None,
-    "retry_ms": 2000, "retry_max_ms": 60000, "reg_timeout_ms": 120000, "hello_timeout_ms": 15000,
-    "ping_ms": 60000, "idle_timeout_ms": 180000, "signal_ms": 10000, "rx_poll_ms": 10000,
-    "time_step_s": 10, "clock_hold_s": 432000,
-    # modem health: PDP refresh, periodic re-init (hardware reset), a reset
-    # after max_errors failed sessions in a row or stuck_ms without a link
-    "pdp_refresh_ms": 86400000, "reinit_ms": 604800000, "max_errors": 6, "stuck_ms": 1800000,
-    "critical_alerts": True, "timings": None,
-}
-
-
-_STABLE_MS = 10000
-
-
-class _Planned(Exception):
-    """A planned end of the session: reason "pdp" (refresh), "reinit" or "radio"."""
-
-    def __init__(self, reason):
-        super().__init__(reason)
-        self.reason = reason
-
-
-class _Mono:
-    """Milliseconds since start as an unbounded int, from tick differences
-    (the ESP32's ticks wrap every 12 days; call ms() at least every few days)."""
-
-    def __init__(self):
-        self._t = time.ticks_ms()
-        self._ms = 0
-
-    def ms(self):
-        t = time.ticks_ms()
-        self._ms += time.ticks_diff(t, self._t)
-        self._t = t
-        return self._ms
-
-
-class Wan:
-    def __init__(self, hub):
-        self.hub = hub
-        st = hub.store
-        self.kv = st.kv("wan")
-        self._cfg = Settings(DEFAULTS, self.kv)
-        self.seen_kv = st.kv("wan_seen")
-        # built by install(): hub.emit() queues into it before the job runs
-        self.tx = hub.txlog
-        self.outbox = hub.outbox
-        self.seen = link.SeenIds(32)
-        self.seen.load(self.seen_kv.get("ids") or [])
-        self.seen.load(self.outbox.he_ids())
-        self.dec = link.Decoder()  # 512 bytes standing; a larger frame gets its own
-        self.modem = None
-        self.state = "idle"
-        self.connected = False
-        self.need_init = True
-        self.signal = None
-        self.cell = None
-        self.connects = 0
-        self.drops = 0
-        self.resets = 0
-        self.duplicates = 0
-        self.rx_polls_found = 0
-        self.last_error = None
-        self.hello_utc = None
-        self.mono = _Mono()
-        self.init_ms = self.good_ms = self.attach_ms = 0
-        self.errors = 0  # sessions in a row that failed before the link came up
-        self.pdp_refreshes = 0
-        self.radio = None  # radio mode set since the modem booted
-        self._nitz = False  # the network sent its time: read AT+CCLK?
-
-    def cfg(self):
-        """The effective settings: DEFAULTS overlaid by KV "wan", read through."""
-        return self._cfg
-
-    # ---- modem events (called from the AT reader) ----
-    def _event(self, kind, value):
-        if kind == md.EV_BOOT:
-            self.need_init = True
-            self.radio = None
-        elif kind == md.EV_NET_LOST:
-            log("wan", "network lost")
-        elif kind == md.EV_TIME:
-            self._nitz = True
-
-    def _reset_line(self):
-        board.hard_reset("modem")
-
-    # ---- the job ----
-    async def run(self):
-        reader, writer = await board.open_uart("modem")
-        cfg = self.cfg()
-        m = self.modem = _driver(reader, writer, self._reset_line, cfg.get("timings"))
-        m.listener = self._event
-        delay = cfg["retry_ms"]
-        self.init_ms = self.good_ms = self.mono.ms()
-        while True:
-            silent = False
-            planned = None
-            try:
-                await self.session()
-            except _Planned as e:
-                planned = e.reason
-                self.last_error = "planned " + planned
-            except (md.ModemSilent, at.ATTimeout) as e:
-                self.last_error = repr(e)
-                silent = True
-            except (md.ModemError, at.ATError, ValueError, OSError) as e:
-                # ValueError covers link.LinkError and AT/field format errors
-                self.last_error = repr(e)
-                log("wan", "session ended: %r" % e)
-            now = self.mono.ms()
-            # a link that was up a while is tried again at once (a flapping one backs off)
-            was_up = self.connected and now - self.good_ms >= _STABLE_MS
-            if self.connected:
-                self.drops += 1
-                self.tx.add(ob.TX_LINK_DROP, 0, self.last_error or "")
-                log("wan", "link down")
-                self.good_ms = now
-                delay = cfg["retry_ms"]
-                self.errors = 0
-            elif planned is None:
-                self.errors += 1
-            self.connected = False
-            self.state = "down"
-            cfg = self.cfg()
-            # modem health: a hardware reset when it misbehaves or is due
-            reason = None
-            if silent or (not self.need_init and not await self._alive()):
-                reason = "silent"
-            elif planned == "reinit" or now - self.init_ms >= cfg["reinit_ms"]:
-                reason = "periodic"
-            elif self.errors >= cfg["max_errors"]:
-                reason = "errors"
-            elif now - self.good_ms >= cfg["stuck_ms"]:
-                reason = "stuck"
-            if reason is not None:
-                await self._hw_reset(reason)
-            elif planned == "pdp":
-                await self._refresh_pdp()
-            elif m.socket_open:
-                try:
-                    await m.close_socket()
-                except (md.ModemError, at.ATError):
-                    pass
-            if planned is None and not was_up:
-                await asyncio.sleep_ms(delay)
-                delay = min(delay * 2, cfg["retry_max_ms"])
-
-    async def _alive(self):
-        try:
-            return await self.modem.alive()
-        except (md.ModemError, at.ATError):
-            return False
-
-    async def _hw_reset(self, reason):
-        self.resets += 1
-        self.radio = None
-        self.errors = 0
-        self.state = "reset"
-        self.tx.add(ob.TX_MODEM_RESET, 0, reason)
-        log("wan", "modem %s: hardware reset" % reason)
-        self.init_ms = self.good_ms = self.mono.ms()
-        try:
-            await self.modem.hw_reset()
-            self.need_init = False
-        except (md.ModemError, at.ATError) as e:
-            self.last_error = repr(e)
-            self.need_init = True
-
-    async def _refresh_pdp(self):
-        """The daily PDP context refresh: close the socket and the network
-        library; the next session activates the context again."""
-        m = self.modem
-        self.pdp_refreshes += 1
-        self.tx.add(ob.TX_PDP_REFRESH)
-        log("wan", "PDP context refresh")
-        try:
-            await m.close_socket()
-            await m.detach()
-        except (md.ModemError, at.ATError):
-            pass
-        m.attached = False
-
-    async def session(self):
-        m = self.modem
-        cfg = self.cfg()
-        self.outbox.configure(cfg)
-        if self.need_init:
-            self.state = "init"
-            await m.init()
-            self.need_init = False
-            self.init_ms = self.mono.ms()
-        if cfg["radio"] and cfg["radio"] != self.radio:
-            await m.set_radio_mode(cfg["radio"])
-            self.radio = cfg["radio"]
-        self.state = "sim"
-        await m.sim_ready(cfg["pin"])
-        self.state = "registering"
-        if not md.registered(await m.wait_registered(cfg["reg_timeout_ms"])):
-            raise md.ModemError("not registered")
-        self.signal = await m.signal_dbm()
-        self.cell = await m.cell_id()
-        await self._network_time()
-        if not m.attached:
-            self.state = "attaching"
-            try:
-                ip = await m.attach(cfg["apn"])
-            except md.AttachFailed as e:
-                self.tx.add(ob.TX_PDP_FAIL, 0, str(e))
-                raise
-            self.tx.add(ob.TX_PDP_UP, 0, ip or "")
-            self.attach_ms = self.mono.ms()
-        self.state = "connecting"
-        await m.open_socket(cfg["host"], cfg["port"])
-        self.dec.reset()
-        await m.send(link.hello(self.hub.identity.chf["eui"], VERSION, self.signal))
-        rest = await self._wait_hello_ack(cfg["hello_timeout_ms"])
-        self.connected = True
-        self.connects += 1
-        self.state = "connected"
-        self.tx.add(ob.TX_LINK_UP, self.connects)
-        self.good_ms = self.mono.ms()
-        self.errors = 0
-        log("wan", "link up to %s:%d" % (cfg["host"], cfg["port"]))
-        self.outbox.reconnected()
-        await self._serve(rest)
-
-    async def _wait_hello_ack(self, timeout_ms):
-        # -> what of the chunk HELLO_ACK came in the decoder had no room for yet
-        deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
-        while True:
-            left = time.ticks_diff(deadline, time.ticks_ms())
-            if left <= 0:
-                raise md.SocketClosed("no HELLO_ACK")
-            data = await self.modem.recv(left)
-            if not data:
-                continue
-            off = 0
-            while off < len(data):
-                was = off
-                off = self.dec.feed(data, off)
-                fr = self.dec.next()
-                if fr is not None:
-                    if fr[0] != link.HELLO_ACK:
-                        raise link.BadType("frame %d before HELLO_ACK" % fr[0])
-                    self.hello_utc = link.u32_payload(fr[2], "HELLO_ACK")
-                    self._time(self.hello_utc)
-                    # frames right behind HELLO_ACK are handled by _serve
-                    return data[off:] if off < len(data) else None
-                if off == was:
-                    raise link.TooLong("receive buffer overflow")
-
-    async def _serve(self, rest=None):
-        m = self.modem
-        now = time.ticks_ms()
-        last_rx = last_tx = last_sig = last_poll = now
-        # frames that arrived together with HELLO_ACK
-        await self._drain()
-        if rest:
-            await self._take(rest)
-        while True:
-            for seq in self.outbox.due():
-                rec = self.outbox.read(seq)
-                await m.send(link.encode(link.GBCS, seq, rec[3]))
-                last_tx = time.ticks_ms()
-            cfg = self.cfg()  # wan_config may change it meanwhile
-            wait = self.outbox.next_due_ms()
-            wait = 200 if wait is None else max(10, min(wait, 200))
-            data = await m.recv(wait)  # SocketClosed ends the session
-            now = time.ticks_ms()
-            if data:
-                last_rx = now
-                await self._take(data)
-            if time.ticks_diff(now, last_tx) >= cfg["ping_ms"]:
-                await m.send(link.encode(link.PING, now & 0xFFFF))
-                last_tx = now
-            if time.ticks_diff(now, last_rx) >= cfg["idle_timeout_ms"]:
-                raise md.SocketClosed("head-end silent")
-            if self._nitz:
-                await self._network_time()
-            t = self.mono.ms()
-            if t - self.attach_ms >= cfg["pdp_refresh_ms"]:
-                raise _Planned("pdp")
-            if t - self.init_ms >= cfg["reinit_ms"]:
-                raise _Planned("reinit")
-            if cfg["radio"] and cfg["radio"] != self.radio:
-                raise _Planned("radio")  # a new radio mode: set it, then connect again
-            if time.ticks_diff(now, last_sig) >= cfg["signal_ms"]:
-                last_sig = now
-                self.signal = await m.signal_dbm()
-            if not data and time.ticks_diff(now, last_poll) >= cfg["rx_poll_ms"]:
-                # safety net for a "data waiting" URC lost on the line (noise):
-                # ask the modem what it holds now and then
-                last_poll = now
-                await self._rx_poll()
-
-    async def _rx_poll(self):
-        m = self.modem
-        lines = await m.at.cmd("AT+CIPRXGET=4,0", b"+CIPRXGET: 4,")
-        if lines and not lines[-1].endswith(b",0"):
-            m._rx_pending = True
-            self.rx_polls_found += 1
-
-    async def _take(self, data):
-        # one modem chunk: the buffer holds one largest frame, not a frame and
-        # a chunk, so whole frames are handled as it fills
-        off = 0
-        while True:
-            was = off
-            off = self.dec.feed(data, off)
-            done = await self._drain()
-            if off >= len(data):
-                return
-            if off == was and not done:
-                raise link.TooLong("receive buffer overflow")
-
-    async def _drain(self):
-        n = 0
-        while True:
-            fr = self.dec.next()
-            if fr is None:
-                return n
-            await self._frame(fr[0], fr[1], fr[2])
-            n += 1
-
-    async def _frame(self, ftype, fid, p):
-        m = self.modem
-        if ftype == link.GBCS:
-            if fid in self.seen:
-                self.duplicates += 1
-                self.tx.add(ob.TX_DUPLICATE, fid)
-                await m.send(link.ack(fid, link.ACK_DUPLICATE))
-                return
-            status = link.ACK_DONE
-            try:
-                # the link frame id goes with it: an exact resend of an
-                # answered command (its ACK lost to a power cut) is answered
-                # again from the CHF/GPF's stored last answer
-                resp, alerts = await self.hub.route(bytes(p), fid.to_bytes(4, "big"))
-            except Exception as e:  # noqa: BLE001
-                # ValueError: GBCS frame/security/use-case rejections. Anything
-                # else is a fault in the hub; it is refused too, or the
-                # head-end would redeliver the same frame after every reconnect
-                resp, alerts = None, ()
-                status = link.ACK_REJECTED
-                self.tx.add(ob.TX_REJECT, fid, type(e).__name__)
-                if not isinstance(e, ValueError):
-                    log_exc("wan", e)
-            if resp is not None:
-                self.outbox.add(resp, ob.CRITICAL, ob.KIND_RESPONSE, fid)
-            acls = ob.CRITICAL if self.cfg()["critical_alerts"] else ob.NON_CRITICAL
-            for a in alerts:
-                self.outbox.add(a, acls, ob.KIND_ALERT)
-            self.seen.add(fid)
-            self.seen_kv.set("ids", self.seen.ids)
-            await m.send(link.ack(fid, status))
-        elif ftype == link.ACK:
-            link.parse_ack(p)
-            self.outbox.acked(fid)
-        elif ftype == link.PING:
-            await m.send(link.encode(link.PONG, fid))
-        elif ftype == link.TIME or ftype == link.HELLO_ACK:
-            self._time(link.u32_payload(p, "TIME"))
-        elif ftype == link.PONG:
-            pass
-        else:
-            raise link.BadType("unexpected frame %d from the head-end" % ftype)
-
-    def _time(self, utc):
-        self.hub.clock.from_source("headend", utc)
-
-    async def _network_time(self):
-        """The modem's clock (AT+CTZU=1: set from the network's time) to the
-        CH clock; "never set" (year 80) is no source."""
-        self._nitz = False
-        try:
-            t = await self.modem.network_time()
-        except (at.ATError, ValueError) as e:
-            if isinstance(e, at.ATTimeout):
-                raise
-            return
-        if t is not None:
-            self.hub.clock.from_source("network", t)
-
-    # ---- local-port commands ----
-    async def cmd_status(self, req):
-        m = self.modem
-        cell = self.cell
-        return {
-            "state": self.state, "connected": self.connected,
-            "signal_dbm": self.signal, "signal_avg_dbm": m.signal_avg_dbm() if m else None,
-            "cell": list(cell) if cell else None, "reg": m.reg_stat if m else None,
-            "outbox_pending": len(self.outbox), "connects": self.connects, "drops": self.drops,
-            "modem_resets": self.resets, "duplicates": self.duplicates,
-            "rx_polls_found": self.rx_polls_found, "last_error": self.last_error,
-            "errors": self.errors, "pdp_refreshes": self.pdp_refreshes,
-            "garbled": m.at.p.garbled if m else 0,
-        }
-
-    async def cmd_config(self, req):
-        changes = req.get("set") or {}
-        if not isinstance(changes, dict):
-            raise ValueError("set must be an object")
-        for k in changes:
-            if k not in DEFAULTS and k not in self.outbox.cfg:
-                raise ValueError("unknown wan setting %s" % k)
-        trial = dict(self.outbox.cfg)
-        trial.update({k: v for k, v in changes.items() if k in trial})
-        ob.Outbox(None, trial)  # validates the outbox policy
-        m = self.modem
-        r = changes.get("radio")
-        if r is not None:
-            from wan.sim7600 import RADIO_MODES
-
-            if r not in RADIO_MODES:
-                raise ValueError("radio must be one of %s" % ", ".join(sorted(RADIO_MODES)))
-        if "timings" in changes:
-            tm = changes["timings"]
-            if tm is not None and not isinstance(tm, dict):
-                raise ValueError("timings must be an object")
-            if m is not None and hasattr(m, "set_timings"):
-                m.set_timings(tm or {})  # refuses unknown names before changing any
-        if changes:
-            self.kv.update(changes)
-            self.outbox.configure(self.cfg())
-        c = dict(self.cfg().items())
-        _clock_cfg(self.hub.clock, c)
-        c.update(self.outbox.cfg)
-        return c
-
-    async def cmd_transactions(self, req):
-        """{before?: seq} -> the newest entries older than `before` that fit
-        ~1.5 KB, oldest first, each with its seq; `total` = entries held.
-        Page back with before = the first seq of the previous page."""
-        before = req.get("before")
-        if before is not None and (not isinstance(before, int) or before < 0):
-            raise ValueError("'before' must be an integer >= 0")
-        return {"total": len(self.tx), "entries": self.tx.page(before)}
-
-
-def _driver(reader, writer, reset, timings):
-    from wan.sim7600 import Sim7600
-
-    return Sim7600(reader, writer, reset=reset, timings=timings)
-
-
-EV_CLOCK_STEP = 0x8FF2  # CHF event log: CH clock corrected by > 10 s (docs/clock.md)
-
-
-def _clock_cfg(clk, c):
-    clk.hold_s = c["clock_hold_s"]
-    clk.step_s = c["time_step_s"]
-
-
-def _install_clock(hub, tx):
-    import struct
-
-    import clock as _clock
-    from wan.outbox import TX_TIME
-
-    def on_step(name, step, was_valid):
-        tx.add(TX_TIME, 0, "%+d %s" % (step, name))
-        ev = getattr(hub, "event_log", None)
-        if ev is not None:
-            ev.append(EV_CLOCK_STEP, struct.pack(">i", step) + name.encode()[:16])
-        log("clock", "stepped %+d s from %s" % (step, name))
-
-    hub.clock = clk = _clock.Clock(board.utc, board.set_utc, board.ticks_ms, on_step=on_step)
-    _clock_cfg(clk, Settings(DEFAULTS, hub.store.kv("wan")))
-
-    async def ticker():  # keeps the age count right over the ticks period
-        while True:
-            clk.age_s()
-            await asyncio.sleep(600)
-
-    hub.supervisor.spawn("clock", ticker)
-
-
-# The commands: module functions fn(hub, req), so the hub holds no closure
-# (and no cells) per command. (`status` has a `clock` part from hub.clock.)
-
-def _wan(hub):
-    if hub.wan is None:
-        raise OSError("the wan job has not started yet")
-    return hub.wan
-
-
-async def wan_status(hub, req):
-    if hub.wan is None:
-        return {"state": "starting", "connected": False, "outbox_pending": None}
-    return await hub.wan.cmd_status(req)
-
-
-async def wan_config(hub, req):
-    return await _wan(hub).cmd_config(req)
-
-
-async def transactions(hub, req):
-    return await _wan(hub).cmd_transactions(req)
-
-
-class _Emit:
-    # hub.emit: an object holding the hub, where a closure held five cells
-    def __init__(self, hub):
-        self.hub = hub
+    def __init__(self, wan):
+        self.wan = wan
 
     def __call__(self, frame, kind, critical=None):
-        """Persist one GBCS response, alert or scheduled-data message for the
-        head-end (durable when it returns, also before the link is up) -> its
-        outbox frame id. critical None: responses critical, alerts per
-        `critical_alerts`, scheduled data non-critical. Scheduled data
-        leaves at a random time inside `sched_window_ms`."""
-        from wan import outbox as _ob
-
-        k = _ob.KINDS.get(kind)
+        k = ob.KINDS.get(kind)
         if k is None:
             raise ValueError("emit: kind must be alert, response or scheduled")
-        hub = self.hub
+        w = self.wan
         if critical is None:
-            if k == _ob.KIND_SCHEDULED:
+            if k == ob.KIND_SCHEDULED:
                 critical = False
             else:
-                critical = k == _ob.KIND_RESPONSE or hub.store.kv("wan").get("critical_alerts", True)
-        fid = hub.outbox.add(bytes(frame), _ob.CRITICAL if critical else _ob.NON_CRITICAL, k)
-        m = hub.wan.modem if hub.wan is not None else None
-        if m is not None:
-            m.wake()  # the link loop sends it now instead of at its next poll
+                critical = k == ob.KIND_RESPONSE or w.settings["critical_alerts"]
+        fid = w.outbox.add(bytes(frame), ob.CRITICAL if critical else ob.NON_CRITICAL, k)
+        w.wake()  # the link loop sends it now instead of at its next poll
         return fid
 
 
-def install(hub):
-    """Register the commands, the outbox with hub.emit() and the "wan" job;
-    the rest of the WAN state (modem, link) is built when the job first runs."""
-    from wan import outbox as _ob
+class WanService:
+    """Its parts: the store, the identity (for the session), the hub's clock,
+    utc() (UTC Unix seconds, for the logs), the board's power-fail signal
+    and `ready` (an Event: the local port is up, its buffer taken before this
+    job's allocations split the heap). The router's route(frame, tag) and
+    the CHF with its event log (last-gasp alerts) are given by the wiring
+    after the router is built: `route`, `attach_chf`."""
 
-    hub.wan = None
-    st = hub.store
-    hub.txlog = tx = _ob.TxLog(st.ringlog("transactions", 100), board.utc)
-    hub.outbox = _ob.Outbox(st.journal("outbox"), dict(st.kv("wan").items()), tx)
-    hub.emit = _Emit(hub)
-    _install_clock(hub, tx)
-    hub.last_gasp = None  # wan.lastgasp.LastGasp, loaded when needed
+    def __init__(self, store, identity, clock, utc, power_fail, ready):
+        self.store = store
+        self.identity = identity
+        self.route = None
+        self.clock = clock
+        self.utc = utc
+        self.power_fail = power_fail
+        self.ready = ready
+        self.settings = Settings(DEFAULTS, store.kv("wan"))
+        self.txlog = ob.TxLog(store.ringlog("transactions", 100), utc)
+        self.outbox = ob.Outbox(store.journal("outbox"), dict(store.kv("wan").items()), self.txlog)
+        self.emit = Emit(self)
+        self.session = None  # wan.session.Wan once the job has started
+        self.chf = self.event_log = None
+        self._last_gasp = None
 
-    def last_gasp():
-        if hub.last_gasp is None:
+    def attach_chf(self, chf, event_log):
+        self.chf = chf
+        self.event_log = event_log
+
+    def wake(self):
+        if self.session is not None and self.session.modem is not None:
+            self.session.modem.wake()
+
+    def last_gasp(self):
+        if self._last_gasp is None:
             from wan.lastgasp import LastGasp
 
-            hub.last_gasp = LastGasp(hub, board.utc, log)
-        return hub.last_gasp
+            self._last_gasp = LastGasp(self.store, self.chf, self.event_log, self.emit, self.outbox, self.utc, log)
+        return self._last_gasp
 
-    pf = getattr(board, "power_fail", None)
-    if pf is not None:
-        async def watch():
-            await pf.wait()
-            last_gasp().power_failed()
+    async def watch_power(self):
+        """Job "last_gasp": the outage alert goes first in line at a power fail."""
+        await self.power_fail.wait()
+        self.last_gasp().power_failed()
 
-        hub.supervisor.spawn("last_gasp", watch)
+    async def run(self):
+        """Job "wan": the session runs once the local port is up."""
+        await self.ready.wait()
+        if self.session is None:
+            from wan.session import Wan
 
-    async def job():
-        up = getattr(hub, "local_port_up", None)
-        if up is not None:
-            # load the WAN modules once the hub is up: the local port's
-            # buffer is taken first, before this job's allocations split the heap
-            await up.wait()
-        if hub.wan is None:
-            _load()
-            hub.wan = Wan(hub)
-            if st.kv("wan_power", keep=False).get("lost") is not None:
-                last_gasp().restored()
-        await hub.wan.run()
-
-    hub.commands["wan_status"] = wan_status
-    hub.commands["wan_config"] = wan_config
-    hub.commands["transactions"] = transactions
-    hub.supervisor.spawn("wan", job)
+            self.session = Wan(self.store, self.settings, self.txlog, self.outbox, self.identity, self.route,
+                               self.clock)
+            if self.store.kv("wan_power", keep=False).get("lost") is not None:
+                self.last_gasp().restored()
+        await self.session.run()

@@ -556,6 +556,16 @@ class Sim7600(Modem):
         self._woken = True
         self._rxev.set()
 
+    async def poll_rx(self):
+        lines = await self.at.cmd("AT+CIPRXGET=4,0", b"+CIPRXGET: 4,")
+        if lines and not lines[-1].endswith(b",0"):
+            self._rx_pending = True
+            return True
+        return False
+
+    def garbled(self):
+        return self.at.p.garbled
+
     async def pump(self, fn):
         """Deliver received data to fn(bytes) until the socket closes."""
         while True:

@@ -20,7 +20,7 @@
                                 the command off the network to it putting the
                                 response on the network (the hub's AT dialogue
                                 included, the loopback link and head-end not)
-  routed_msg_us, routed_msg_alloc_bytes  bench/mp_proof.py: hub.route of one GSME
+  routed_msg_us, routed_msg_alloc_bytes  bench/mp_proof.py: hub.router.route of one GSME
                                 command into the persistent buffer (median)
   wire_time_us                  the same message's bytes at 115200 baud (8N1)
 """

@@ -1,9 +1,11 @@
 # flag.Flag: an Event one task waits on, with a timed wait that needs no
-# helper task (asyncio.wait_for makes a Task and two coroutines a wait).
+# helper task (asyncio.wait_for makes a Task and two coroutines a wait), and
+# flag.on_end, the task-end hook. mp_asyncio_internals.py checks the asyncio
+# internals both rely on.
 import asyncio
 import gc
 
-from flag import Flag
+from flag import Flag, on_end
 
 
 def _run(coro):
@@ -160,8 +162,8 @@ def test_a_timed_wait_costs_less_than_wait_for():
     flag = held(lambda: via_flag(Flag()))
     wait_for = held(lambda: via_wait_for(asyncio.Event()))
     bare = held(lambda: via_sleep(Flag()))
-    # ~1.2 KB a wait_for on the 64-bit unix port (a Task, its coroutine,
-    # wait_for's frame, Event.wait's); a Flag's wait adds no frame of its own
+    # a wait_for holds a Task, its coroutine, wait_for's frame and
+    # Event.wait's; a Flag's wait holds its waiter's frame and task only
     assert flag < wait_for - 800, (flag, wait_for)
     assert flag - bare < 40, (flag, bare)
 
@@ -192,3 +194,53 @@ def test_wakes_do_not_accumulate_memory():
         assert grown < 512, grown
 
     _run(main())
+
+
+def test_on_end_calls_back_once_the_task_ends():
+    async def main():
+        seen = []
+
+        async def job(x):
+            await asyncio.sleep_ms(5)
+            if x == "raise":
+                raise ValueError(x)
+            if x == "sleep":
+                await asyncio.sleep_ms(5000)
+            return x
+
+        ts = {}
+        for x in ("return", "raise", "sleep"):
+            ts[x] = t = asyncio.create_task(job(x))
+            on_end(t, lambda t, er: seen.append((t, er)))
+        await asyncio.sleep_ms(20)
+        ts["sleep"].cancel()
+        await asyncio.sleep_ms(5)
+        assert len(seen) == 3, seen
+        by_task = dict((t, er) for t, er in seen)
+        er = by_task[ts["return"]]
+        assert isinstance(er, StopIteration) and er.value == "return", er
+        assert isinstance(by_task[ts["raise"]], ValueError), by_task
+        assert isinstance(by_task[ts["sleep"]], asyncio.CancelledError), by_task
+        # a task that is done, or that another task awaits, takes no hook
+        done = ts["return"]
+        awaited = asyncio.create_task(job("sleep"))
+        waiter = asyncio.create_task(_awaits(awaited))
+        await asyncio.sleep_ms(1)
+        for t in (done, awaited):
+            try:
+                on_end(t, print)
+                raise AssertionError("on_end took a task that is done or awaited")
+            except RuntimeError:
+                pass
+        awaited.cancel()
+        await asyncio.sleep_ms(1)
+        assert waiter.done()
+
+    _run(main())
+
+
+async def _awaits(t):
+    try:
+        await t
+    except asyncio.CancelledError:
+        pass

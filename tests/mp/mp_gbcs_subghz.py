@@ -139,23 +139,29 @@ def test_ccs08_alert_signed_with_the_chf_ds_key():
 
 
 def test_radio_event_alerts_go_to_hub_emit():
-    """subghz_event / chf_event alerts are late messages: handed to hub.emit
-    (the WAN outbox contract) as well as returned to the rig."""
+    """subghz_event / chf_event (the unix board's rig hooks) alerts are late
+    messages: handed to hub.emit (the WAN outbox contract) as well as
+    returned to the rig."""
     import asyncio
 
+    import rig_hooks
     from chf import gbcs_port
+    from chf.logs import open_logs
 
     class Hub:
+        # what the rig hooks read: the CHF and emit (the WAN outbox contract)
         def __init__(self):
-            self.store = Store("data")
-            self.commands = {}
+            st = Store("data")
+            ev, sec = open_logs(st, 40, utc=lambda: T)
+            self.chf = gbcs_port.build(st, ev, sec, DeviceLog(st, lambda: T), lambda: T)
+            self.commands = dict(rig_hooks.COMMANDS)
             self.emitted = []
 
         def emit(self, frame, kind, critical=None):
             self.emitted.append((bytes(frame), kind))
 
     hub = Hub()
-    chf = gbcs_port.install(hub)
+    chf = hub.chf
     acb_q = p256.encode_point(p256.public_key(_acb_private())).hex()
     chf.identity.set_anchors([{"eui": ACB.hex(), "role": "acb", "ka_pub": acb_q}])
     chf.parties = chf.identity.parties("chf")

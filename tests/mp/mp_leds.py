@@ -72,12 +72,27 @@ class _Hub:
         self.t = 5000
         self.device_log = DL.DeviceLog(st, lambda: self.t)
         self.outbox = Outbox(st.journal("outbox"))
-        self.commands = {}
+        self.han = _Han()
+        self.wan = _Wan(self.outbox)
+
+    def leds(self):
+        return L.StatusLeds(self.device_log, self.han, self.wan, None)
+
+
+class _Han:
+    state = "up"  # the coordinator's state the HAN LEDs read
+
+
+class _Wan:
+    # the WAN service's outbox, no session yet (no signal, no link)
+    def __init__(self, outbox):
+        self.outbox = outbox
+        self.session = None
 
 
 def test_status_leds_follow_the_device_log_and_the_outbox():
     hub = _Hub()
-    s = L.StatusLeds(hub)
+    s = hub.leds()
     d = s.refresh()
     assert d == {"power": "on", "han": [], "alert": "off", "wan_signal": "off", "data": "off"}
     assert board.leds == d and s.updates == 1
@@ -116,7 +131,7 @@ def test_status_leds_follow_the_device_log_and_the_outbox():
     assert board.leds == {"power": "on", "han": ["on"], "alert": "off", "wan_signal": "off", "data": "off"}
 
 
-def test_install_runs_the_job():
+def test_runs_as_a_job():
     import asyncio
 
     from supervisor import Supervisor
@@ -126,16 +141,16 @@ def test_install_runs_the_job():
     board.leds = {}
 
     async def main():
-        hub.supervisor = Supervisor()
-        s = L.install(hub)
-        assert hub.leds is s
+        sup = Supervisor()
+        s = hub.leds()
+        sup.spawn("leds", s.run)
         await asyncio.sleep_ms(50)
-        assert hub.supervisor.jobs["leds"]["state"] == "running"
+        assert sup.jobs["leds"]["state"] == "running"
         assert board.leds["power"] == "on" and board.leds["han"] == []
         hub.device_log.add(EUI_A, 1, add_crc(b"\x11" * 16), 60)
         await asyncio.sleep_ms(L.PERIOD_MS + 100)
         assert board.leds["han"] == ["fast"]
         assert s.shown == board.leds  # what `status` reports (tests/test_hil_leds.py)
-        hub.supervisor.stop("leds")
+        sup.stop("leds")
 
     asyncio.run(main())

@@ -6,7 +6,7 @@ import os
 
 from store import Store
 
-from chf import provision as PV
+from chf import prov_store as PV
 from chf.identity import Identity
 from gbcs import p256
 from gbcs.security import _hex

@@ -10,7 +10,6 @@ import os
 from binascii import a2b_base64, unhexlify
 
 import flashfs
-from chf import commands as chf_commands
 from chf import gbcs_port
 from gbcs import dlms, gcm, kdf, p256
 from gbcs import frame as gframe
@@ -47,14 +46,6 @@ def _acb_private():
     return der[i + 2 : i + 34]
 
 
-class _Sup:
-    def __init__(self):
-        self.spawned = []
-
-    def spawn(self, name, fn):
-        self.spawned.append(name)
-
-
 class _DeliveryError(OSError):
     pass
 
@@ -81,11 +72,30 @@ class _Coordinator:
 
 
 class _Hub:
-    def __init__(self):
-        self.store = Store(flashfs.ROOT + "/data")
-        self.commands = {}
-        self.supervisor = _Sup()
+    """The parts the router uses, wired as app.py wires them (the coordinator
+    a stand-in for its tunnel API; the WAN service's outbox and emit real)."""
+
+    def __init__(self, gpf, cfg):
+        import board
+        from chf.device_log import DeviceLog
+        from chf.logs import open_logs
+        from clock import Clock
+
+        st = self.store = Store(flashfs.ROOT + "/data")
+        dl = self.device_log = DeviceLog(st, lambda: T2000, 16)
+        ev, sec = self.event_log, self.security_log = open_logs(st, 40, utc=lambda: T2000)
+        clk = Clock(board.utc, board.set_utc, board.ticks_ms)
         self.coordinator = _Coordinator()
+        chf = self.chf = gbcs_port.build(st, ev, sec, dl, lambda: T2000)
+        self.identity = chf.identity
+        self.gpf = gpf_service.GpfService(st, chf.identity, clk, sec, ev) if gpf else None
+        wan = service.WanService(st, chf.identity, clk, board.utc, None, asyncio.Event())
+        self.outbox, self.emit = wan.outbox, wan.emit
+        self.router = R.Router(st, chf, chf.identity, dl, ev, sec, lambda: T2000, gpf=self.gpf,
+                               coordinator=self.coordinator, emit=wan.emit, cfg=cfg)
+        self.coordinator.on_tunnel_message = self.router.on_tunnel_message
+        self.coordinator.on_tunnel_reply = self.router.on_tunnel_reply
+        self.commands = dict(R.COMMANDS)
 
 
 def _hub(fresh=True, cfg=None, gpf=False):
@@ -93,18 +103,12 @@ def _hub(fresh=True, cfg=None, gpf=False):
         flashfs.fresh(128)
     else:
         flashfs.remount(128)
-    hub = _Hub()
-    chf_commands.install(hub, utc=lambda: T2000)
-    gbcs_port.install(hub)
-    if gpf:
-        gpf_service.install(hub)
-    service.install(hub)
+    hub = _Hub(gpf, cfg)
     acb_q = p256.encode_point(p256.public_key(_acb_private()))
     for dev in ("chf", "gpf"):
         hub.identity.set_anchors([{"eui": ACB.hex(), "role": "acb", "ka_pub": acb_q.hex()}], dev)
     hub.chf.parties = hub.identity.parties("chf")
-    r = R.install(hub, cfg)
-    r.utc2000 = lambda: T2000
+    r = hub.router
     if fresh:
         hub.device_log.add(unhexlify(GSME), 0, add_crc(unhexlify("0123456789ABCDEF0123456789ABCDEF")), 60)
         hub.device_log.add(unhexlify(ESME), 1, add_crc(unhexlify("0123456789ABCDEF0123456789ABCDEF")), 60)
@@ -126,15 +130,6 @@ def _with_recipient(data, eui_hex):
     i = bytes(data).index(b"\x08" + bytes(f.recipient))
     out[i + 1 : i + 9] = unhexlify(eui_hex)
     return bytes(out)
-
-
-def test_install_replaces_hub_route_and_spawns_the_job():
-    hub, r = _hub()
-    assert hub.route == r.route and hub.buffer is r.buffer
-    assert hub.coordinator.on_tunnel_message == r.on_tunnel_message
-    assert "route" in hub.supervisor.spawned
-    for name in ("route_status", "route_config", "route_buffer"):
-        assert name in hub.commands
 
 
 def test_unknown_recipient_is_refused_and_logged():
@@ -264,15 +259,15 @@ def test_put_is_forwarded_before_the_command_leaves_the_flash():
     cmd, rsp = _hex_file(CS11_CMD), _hex_file(CS11_RSP)
     run(r.route(cmd))
     assert run(r.on_tunnel_message(GSME, b"\x01")) == b"\x02\x00" + cmd
-    emit = hub.emit
+    emit = r.emit
 
     def dead(frame, kind, critical=None):
         raise OSError(5)
 
-    hub.emit = dead
+    r.emit = dead
     assert run(r.on_tunnel_message(GSME, b"\x03" + rsp)) is None
     assert r.buffer.pending(GSME) == 1 and r.buffer.in_hand(GSME) is not None
-    hub.emit = emit
+    r.emit = emit
     assert run(r.on_tunnel_message(GSME, b"\x03" + rsp)) is None
     assert r.buffer.pending(GSME) == 0 and _outbox(hub) == [(ob.KIND_RESPONSE, rsp)]
 
@@ -307,7 +302,7 @@ def test_esme_round_trip_and_undelivered_alert():
         assert ev[1] == 0x8F84 and ev[2].endswith(reason.encode())
     assert r.counters["undelivered"] == 3
     # no coordinator tunnel API at all: the same alert
-    hub.coordinator = None
+    r.coordinator = None
     resp, alerts = run(r.route_wait(cmd))
     assert resp is None and gframe.parse(alerts[0]).message_code == 0x00D5
 
@@ -490,7 +485,6 @@ def test_lost_get_answer_is_offered_again_not_confirmed():
     # a lost answer puts the command back, so the next GET offers it again
     # instead of confirming a command the GSME never got
     hub, r = _hub()
-    assert hub.coordinator.on_tunnel_reply == r.on_tunnel_reply
     cmds = [_hex_file(CS11_CMD), _hex_file("1.1.1_GCS01a/GCS01a_1.1.1_IMMEDIATE_TOU_SUCCESS_COMMAND_GBCS.HEX")]
     for c in cmds:
         run(r.route(c))

@@ -1,29 +1,36 @@
-# firmware/wan/service.py install(): hub.emit() queues into the persistent
-# outbox from install time, before the WAN job ever runs; a power cut
-# (remount) keeps every emitted message once, in order, with its class.
+# firmware/wan/service.py WanService: emit() queues into the persistent
+# outbox from the moment the service is built, before the WAN job ever runs;
+# a power cut (remount) keeps every emitted message once, in order, with its
+# class.
+import asyncio
+import sys
+
+import board
 import flashfs
+from clock import Clock, StepRecorder
 from store import Store
 from wan import outbox as ob
-from wan import service
+from wan import service, settings
 
 HEAP = "256k"
 
 
-class _Sup:
-    def __init__(self):
-        self.spawned = []
-        self.factories = {}
+def _wan(event_log=None):
+    """The WAN service as app.py wires it, with the clock's step recorder."""
+    st = Store(flashfs.ROOT + "/data")
+    clk = Clock(board.utc, board.set_utc, board.ticks_ms)
+    w = service.WanService(st, None, clk, board.utc, board.power_fail, asyncio.Event())
+    if event_log is not None:
+        w.attach_chf(None, event_log(st))
+        clk.on_step = StepRecorder(w.txlog, ob.TX_TIME, w.event_log)
+    settings.apply_clock(clk, w.settings)
+    return w, clk
 
-    def spawn(self, name, fn):
-        self.spawned.append(name)  # the job itself is not run here
-        self.factories[name] = fn
 
+def _event_log(utc):
+    from chf.logs import open_logs
 
-class _Hub:
-    def __init__(self):
-        self.store = Store(flashfs.ROOT + "/data")
-        self.commands = {}
-        self.supervisor = _Sup()
+    return lambda st: open_logs(st, 8, utc=lambda: utc)[0]
 
 
 def test_modem_timings_change_one_driver_not_the_defaults():
@@ -45,25 +52,22 @@ def test_modem_timings_change_one_driver_not_the_defaults():
 
 def test_emit_persists_before_the_job_runs():
     flashfs.fresh()
-    hub = _Hub()
-    service.install(hub)
-    assert hub.supervisor.spawned == ["clock", "last_gasp", "wan"] and hub.wan is None
-    a = hub.emit(b"\xdd\x01alert", "alert")
-    r = hub.emit(memoryview(b"\xdd\x02resp"), "response")
-    n = hub.emit(b"\xdd\x03minor", "alert", critical=False)
-    c = hub.emit(b"\xdd\x04resp-nc", "response", critical=False)
+    w, _ = _wan()
+    assert w.session is None
+    a = w.emit(b"\xdd\x01alert", "alert")
+    r = w.emit(memoryview(b"\xdd\x02resp"), "response")
+    n = w.emit(b"\xdd\x03minor", "alert", critical=False)
+    c = w.emit(b"\xdd\x04resp-nc", "response", critical=False)
     assert a < r < n < c
     for bad in ("event", None, 2):
         try:
-            hub.emit(b"x", bad)
+            w.emit(b"x", bad)
         except ValueError:
             continue
         raise AssertionError("kind %r accepted" % (bad,))
     # power cut: a new hub on the same flash sees all four, nothing else
     flashfs.remount()
-    hub2 = _Hub()
-    service.install(hub2)
-    box = hub2.outbox
+    box = _wan()[0].outbox
     assert len(box) == 4
     got = [box.read(s) for s in box.j.seqs()]
     assert box.j.seqs() == [a, r, n, c]
@@ -75,42 +79,36 @@ def test_emit_persists_before_the_job_runs():
 
 def test_emit_alert_class_follows_critical_alerts_setting():
     flashfs.fresh()
-    hub = _Hub()
-    hub.store.kv("wan").set("critical_alerts", False)
-    service.install(hub)
-    s = hub.emit(b"\xdd\x05", "alert")
-    assert hub.outbox.read(s)[1] == ob.NON_CRITICAL
-    s = hub.emit(b"\xdd\x06", "response")
-    assert hub.outbox.read(s)[1] == ob.CRITICAL
-    s = hub.emit(b"\xdd\x07", "scheduled")
-    assert hub.outbox.read(s)[:2] == (ob.KIND_SCHEDULED, ob.NON_CRITICAL)
+    Store(flashfs.ROOT + "/data").kv("wan").set("critical_alerts", False)
+    w, _ = _wan()
+    s = w.emit(b"\xdd\x05", "alert")
+    assert w.outbox.read(s)[1] == ob.NON_CRITICAL
+    s = w.emit(b"\xdd\x06", "response")
+    assert w.outbox.read(s)[1] == ob.CRITICAL
+    s = w.emit(b"\xdd\x07", "scheduled")
+    assert w.outbox.read(s)[:2] == (ob.KIND_SCHEDULED, ob.NON_CRITICAL)
 
 
 def test_clock_step_logged_and_in_status():
     import struct
 
-    import board
-    from chf.logs import open_logs
+    from codes import EV_CLOCK_STEP
 
     flashfs.fresh()
-    hub = _Hub()
-    hub.event_log, _ = open_logs(hub.store, 8, utc=lambda: 1000)
-
-    service.install(hub)
-    clk = hub.clock
+    w, clk = _wan(_event_log(1000))
     st = clk.status()  # what `status` reports as "clock" (tests/test_hil_wan_faults.py)
     assert st["valid"] is False and st["source"] is None
     t = board.utc()
     assert clk.from_source("network", t - 30) in (-30, -31)
     assert abs(board.utc() - (t - 30)) <= 1  # the board RTC was corrected
-    ev = hub.event_log.entries()
-    assert len(ev) == 1 and ev[0][1] == service.EV_CLOCK_STEP, ev
+    ev = w.event_log.entries()
+    assert len(ev) == 1 and ev[0][1] == EV_CLOCK_STEP, ev
     step = struct.unpack(">i", ev[0][2][:4])[0]
     assert step in (-30, -31) and ev[0][2][4:] == b"network"
-    tx = [e for e in hub.txlog.entries() if e["event"] == "time_step"]
+    tx = [e for e in w.txlog.entries() if e["event"] == "time_step"]
     assert len(tx) == 1 and tx[0]["detail"] == "%+d network" % step
     clk.from_source("headend", board.utc() + 3)  # small: corrected, not logged
-    assert len(hub.event_log.entries()) == 1
+    assert len(w.event_log.entries()) == 1
     st = clk.status()
     assert st["valid"] and st["source"] == "headend" and st["steps"] == 1
 
@@ -118,36 +116,30 @@ def test_clock_step_logged_and_in_status():
 def test_last_gasp_without_alert_keys_logs_and_restores():
     # no CHF (no ACB, no keys): the alert cannot be built, the event log and
     # the outage note still work, and the restoration is reported once
-    import asyncio
-
-    import board
-    from chf.logs import open_logs
-    from wan.lastgasp import ALERT_POWER_OUTAGE, ALERT_POWER_RESTORED, LastGasp
+    from codes import ALERT_POWER_OUTAGE, ALERT_POWER_RESTORED
 
     flashfs.fresh()
-    hub = _Hub()
-    hub.event_log, _ = open_logs(hub.store, 8, utc=lambda: 1000)
-    service.install(hub)
-    assert hub.last_gasp is None  # loaded only when needed
+    w, _ = _wan(_event_log(1000))
+    assert "wan.lastgasp" not in sys.modules  # loaded only when needed
 
-    async def fail_soon():  # the installed job, woken by the board's power-fail signal
-        task = asyncio.create_task(hub.supervisor.factories["last_gasp"]())
+    async def fail_soon():  # the job "last_gasp", woken by the board's power-fail signal
+        task = asyncio.create_task(w.watch_power())
         await asyncio.sleep_ms(10)
         assert not task.done()
         board.power_fail.set()
         await task
 
     asyncio.run(fail_soon())
-    lg = hub.last_gasp
-    assert lg is not None and lg.outage_id is None and len(hub.outbox) == 0
-    assert [c for _, c, _ in hub.event_log.entries()] == [ALERT_POWER_OUTAGE]
+    lg = w.last_gasp()
+    assert lg.outage_id is None and len(w.outbox) == 0
+    assert [c for _, c, _ in w.event_log.entries()] == [ALERT_POWER_OUTAGE]
     flashfs.remount()
-    hub = _Hub()
-    hub.event_log, _ = open_logs(hub.store, 8, utc=lambda: 2000)
-    service.install(hub)
-    assert hub.store.kv("wan_power").get("lost") is not None
-    lg = LastGasp(hub, lambda: 2000)
+    w, _ = _wan(_event_log(2000))
+    assert w.store.kv("wan_power").get("lost") is not None
+    from wan.lastgasp import LastGasp
+
+    lg = LastGasp(w.store, w.chf, w.event_log, w.emit, w.outbox, lambda: 2000)
     assert lg.restored() is None  # (no alert without keys)
-    assert hub.store.kv("wan_power").get("lost") is None
-    assert [c for _, c, _ in hub.event_log.entries()] == [ALERT_POWER_OUTAGE, ALERT_POWER_RESTORED]
-    assert lg.restored() is None and len(hub.event_log.entries()) == 2
+    assert w.store.kv("wan_power").get("lost") is None
+    assert [c for _, c, _ in w.event_log.entries()] == [ALERT_POWER_OUTAGE, ALERT_POWER_RESTORED]
+    assert lg.restored() is None and len(w.event_log.entries()) == 2

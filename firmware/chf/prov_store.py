@@ -1,0 +1,128 @@
+# The provisioning records on flash (docs/provisioning.md): where staged
+# parts and certificates live, applying a committed record (roll_forward,
+# redone at boot by chf.identity until it is applied), the installer
+# credential and the summary prov_info reports.
+import os
+
+from gbcs.security import _unhex
+
+DEVICES = ("chf", "gpf")
+POP_LABEL = b"chub-prov-pop"
+
+
+def pop_message(nonce, eui, ka_q, ds_q):
+    """What each device's DS key signs to prove the hub holds both keys."""
+    return POP_LABEL + bytes(nonce) + bytes(eui) + bytes(ka_q) + bytes(ds_q)
+
+
+def cert_path(store, name, staged=False):
+    """A certificate (DER) in the store's folder: cert_<device>_<usage>.der,
+    .stg while staged (kept out of the KVs: the heap never holds them all)."""
+    return "%s/cert_%s.%s" % (store.root, name, "stg" if staged else "der")
+
+
+def stage_path(store, part):
+    """A staged part of a run: prov_keys.stg (the private keys), prov_anchors_chf.stg, ..."""
+    return "%s/prov_%s.stg" % (store.root, part)
+
+
+def read_json(path):
+    import json
+
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except OSError:
+        return None
+
+
+def write_json(path, obj):
+    import json
+
+    with open(path, "w") as f:
+        json.dump(obj, f)
+
+
+def discard_staged(store):
+    """Remove every staged file (certificates, keys, anchors)."""
+    for n in os.listdir(store.root):
+        if n.endswith(".stg"):
+            os.remove(store.root + "/" + n)
+
+
+def roll_forward(store):
+    """Apply a committed provisioning record that was not (fully) applied.
+    Each step is redone until the staged files it reads are deleted, which
+    happens only after every step: idempotent across power cuts."""
+    pkv = store.kv("prov", keep=False)
+    st = pkv.get("state")
+    if st is None or pkv.get("applied") == st["gen"]:
+        return False
+    keys = read_json(stage_path(store, "keys"))
+    if keys is not None:
+        store.kv("identity").update(keys)
+    for dev in DEVICES:
+        a = read_json(stage_path(store, "anchors_" + dev))
+        if a is None:
+            continue
+        # Identity keeps what gbcs.security needs (as set_anchors does); the
+        # public keys and SKIs of every cell go to the CHF's anchor cells
+        store.kv("anchors").set(dev, [{"eui": x["eui"], "role": x["role"], "ka_pub": x.get("ka_pub")} for x in a])
+        if dev == "chf":
+            try:
+                from chf.credentials import Credentials
+            except ImportError:
+                Credentials = None
+            if Credentials is not None:
+                # the CHF's trust anchor cells (CS02a/b) start from the same anchors
+                Credentials(store, None).provision(a)
+    for name in st["certs"]:
+        try:
+            os.rename(cert_path(store, name, True), cert_path(store, name))
+        except OSError:
+            pass  # renamed before a power cut: the certificate is in place
+    store.kv("auth", keep=False).set("installer", st["installer"])
+    for part in ("keys", "anchors_chf", "anchors_gpf"):
+        try:
+            os.remove(stage_path(store, part))
+        except OSError:
+            pass
+    # the applied record keeps what the hub reports, not the credential
+    pub = {"gen": st["gen"], "at": st.get("at"), "installer_id": st["installer"]["id"],
+           "chf": st["chf"], "gpf": st["gpf"]}
+    pkv.update({"applied": st["gen"], "state": pub})
+    return True
+
+
+def factory_key():
+    """The board's factory installer credential (the emulated board has a test
+    one in its config; a real board has none until provisioned)."""
+    try:
+        import board
+
+        cfg = board.config() if hasattr(board, "config") else None
+    except (ImportError, OSError):
+        return None
+    k = cfg.get("installer_key") if isinstance(cfg, dict) else None
+    return _unhex(k) if k else None
+
+
+def installer_key(store):
+    """The hub's installer credential: the provisioned one, else the board's
+    factory one, else None."""
+    rec = store.kv("auth", keep=False).get("installer")
+    if rec:
+        return _unhex(rec["key"])
+    return factory_key()
+
+
+def info(store):
+    st = store.kv("prov", keep=False).get("state")
+    out = {"provisioned": st is not None, "gen": st["gen"] if st else 0,
+           "staged": "stage" in store.kv("prov_stage", keep=False), "credential": installer_key(store) is not None}
+    if st:
+        out["chf_eui"] = st["chf"]["eui"]
+        out["gpf_eui"] = st["gpf"]["eui"]
+        out["installer_id"] = st.get("installer_id")
+        out["at"] = st.get("at")
+    return out
