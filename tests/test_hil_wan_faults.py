@@ -356,7 +356,7 @@ def test_full_scenario_every_fault(system: EmulatedSystem, vectors: Path) -> Non
     # socket open fails three times (+CIPOPEN: 0,10), then works
     opens = sum(c.startswith("AT+CIPOPEN=") for c in emu.commands)
     ch.step("socket open failure", lambda: (emu.fail_socket_open(10, times=3), emu.remote_close(0)))
-    assert emu._sock_fail == []  # all three failures were met ...
+    assert emu.socket_open_failures == []  # all three failures were met ...
     assert sum(c.startswith("AT+CIPOPEN=") for c in emu.commands) >= opens + 4  # ... and retried past
 
     # the modem stops answering: hardware reset through the board

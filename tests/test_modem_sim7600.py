@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hil.modem import Sim7600Config, Sim7600Emulator
+from hil.modem.sim7600 import GROUPS, command_table
 from mpy import micropython_exe, mp_path, run_mp, scaled_heap
 
 HERE = Path(__file__).resolve().parent
@@ -382,3 +383,82 @@ def test_emulator_matches_transcript(name: str, vectors: Path) -> None:
     exp, act = asyncio.run(_play(lines, cfg, setup.get("pre", []), setup.get("setup"),
                                  setup.get("actions", {}), setup.get("before", {})))
     assert exp and act == exp, "\n".join(lines)
+
+
+# ---------------------------------------------------------------- command table, dispatch, link taps
+
+
+def test_command_table_joins_the_groups() -> None:
+    names = [n for g in GROUPS for n in g.COMMANDS]
+    assert len(names) == len(set(names)) == len(Sim7600Emulator.COMMANDS)
+    for name, fn in Sim7600Emulator.COMMANDS.items():
+        assert name == name.upper() and callable(fn), name
+    with pytest.raises(ValueError, match=r"\+CSQ"):
+        command_table(GROUPS[0].COMMANDS, {"+CSQ": GROUPS[0].COMMANDS["+CMEE"]}, {"+CSQ": GROUPS[0].COMMANDS["+CMEE"]})
+
+
+async def _session(emu: Sim7600Emulator, steps: list[str | bytes | Hook]) -> list[str]:
+    """Send each command (str: a line, bytes: raw) or run each hook; the lines that came back."""
+    uart = await asyncio.start_server(emu.serve, "127.0.0.1", 0)
+    r, w = await asyncio.open_connection("127.0.0.1", uart.sockets[0].getsockname()[1])
+    buf = bytearray()
+    for step in steps:
+        if callable(step):
+            step()
+        else:
+            w.write(step.encode() + b"\r" if isinstance(step, str) else step)
+        await asyncio.sleep(0.05)
+        while True:
+            try:
+                buf += await asyncio.wait_for(r.read(4096), 0.05)
+            except TimeoutError:
+                break
+    w.close()
+    await asyncio.sleep(0.05)  # the session sees the hub hang up
+    uart.close()
+    await emu.close()
+    return [x for x in bytes(buf).decode("latin-1").replace("\r", "\n").split("\n") if x]
+
+
+def test_dispatch_basic_and_extended_forms() -> None:
+    emu = Sim7600Emulator(Sim7600Config(boot_on_connect=False))
+    out = asyncio.run(_session(emu, ["ATE0", "AT", "ATI", "ATE", "AT+CSQ", "AT+CSQ=?", "at+cmee=1", "AT+CMEE?",
+                                     "AT+NOPE", "AT+CSQ!", "AT+CGDCONT=99", "XYZ"]))
+    assert out == [
+        "ATE0", "OK", "OK",
+        "Manufacturer: SIMCOM INCORPORATED", "Model: SIMCOM_SIM7600G-H", "Revision: LE20B04SIM7600G22",
+        "QCN:", "IMEI: 862636050029311", "MEID:", "+GCAP: +CGSM", "DeviceInfo: 173,170", "OK",
+        "ERROR",  # ATE: no such basic command
+        "+CSQ: 21,99", "OK", "+CSQ: (0-31,99),(0-7,99)", "OK", "OK", "+CMEE: 1", "OK",
+        "ERROR",  # unknown extended command
+        "ERROR",  # no form ends in "!"
+        "ERROR",  # the handler's ValueError (cid out of range)
+        "ERROR",  # not a command
+    ], out
+    assert emu.commands[-1] == "XYZ" and emu.cmee == 1 and not emu.echo
+
+
+def test_link_taps_see_both_directions() -> None:
+    async def run() -> tuple[list[tuple[int, bytes]], list[tuple[int, bytes]], bytes]:
+        got = bytearray()
+
+        async def sink(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            while data := await r.read(4096):
+                got.extend(data)
+
+        srv = await asyncio.start_server(sink, "127.0.0.1", 0)
+        cfg = Sim7600Config(boot_on_connect=False, port_map={5000: srv.sockets[0].getsockname()[1]})
+        emu = Sim7600Emulator(cfg)
+        down: list[tuple[int, bytes]] = []
+        up: list[tuple[int, bytes]] = []
+        emu.on_downlink = lambda n, d: down.append((n, d))
+        emu.on_uplink = lambda n, d: up.append((n, d))
+        out = await _session(emu, ["ATE0", "AT+NETOPEN", 'AT+CIPOPEN=1,"TCP","203.0.113.10",5000',
+                                   "AT+CIPSEND=1,3", b"abc", lambda: emu.push_to_link(1, b"xyz")])
+        srv.close()
+        assert "+CIPSEND: 1,3,3" in out and "+IPD3" in out, out
+        return down, up, bytes(got)
+
+    down, up, got = asyncio.run(run())
+    assert up == [(1, b"abc")] and got == b"abc"
+    assert down == [(1, b"xyz")]

@@ -152,6 +152,31 @@ def _num(b):
     return int(b)
 
 
+# Final result codes, one record each: (text, whole line (else a prefix),
+# the ATError class it raises (None: OK), counted as stray when it comes with
+# no command in flight (else it goes on to the URC / garbage checks)).
+_F_TEXT = const(0)
+_F_WHOLE = const(1)
+_F_ERR = const(2)
+_F_STRAY = const(3)
+_FINALS = (
+    (b"OK", True, None, True),
+    (b"ERROR", True, ATError, True),
+    (b"+CME ERROR:", False, CmeError, True),
+    (b"+CMS ERROR:", False, CmsError, False),
+    (b"+CIPERROR:", False, CipError, False),
+)
+
+
+def _final(ln):
+    # the _FINALS record ln matches, or None
+    for f in _FINALS:
+        t = f[_F_TEXT]
+        if ln == t if f[_F_WHOLE] else ln.startswith(t):
+            return f
+    return None
+
+
 class ATParser:
     """Pure AT line parser. begin() a command, feed() bytes; when .finished
     the reply is in .result (None = OK, or an ATError), .lines, .data."""
@@ -298,34 +323,23 @@ class ATParser:
 
     def _line_done(self, ln):
         c = self.cmd
+        f = _final(ln)
         if c is not None and not self.finished:
             if ln == c:  # echo (ATE1)
                 return
-            if ln == b"OK":
-                self._final_seen = True
-                if self._done_seen:
-                    self._finish()
-                return
-            if ln == b"ERROR":
-                if self._iperr is not None:
-                    self.result = IpError(c, self._iperr, self.lines)
-                else:
-                    self.result = ATError(c, ln, self.lines)
+            if f is not None:
+                err = f[_F_ERR]
+                if err is None:  # OK: finished once the done line is in too
+                    self._final_seen = True
+                    if self._done_seen:
+                        self._finish()
+                    return
+                if err is ATError and self._iperr is not None:
+                    err, ln = IpError, self._iperr  # ERROR after +IP ERROR: <info>
+                self.result = err(c, ln, self.lines)
                 self._finish()
                 return
-            if ln.startswith(b"+CME ERROR:"):
-                self.result = CmeError(c, ln, self.lines)
-                self._finish()
-                return
-            if ln.startswith(b"+CMS ERROR:"):
-                self.result = CmsError(c, ln, self.lines)
-                self._finish()
-                return
-            if ln.startswith(b"+CIPERROR:"):
-                self.result = CipError(c, ln, self.lines)
-                self._finish()
-                return
-            if ln.startswith(b"+IP ERROR:"):
+            if ln.startswith(b"+IP ERROR:"):  # its ERROR follows
                 self._iperr = ln
                 return
             d = self.done
@@ -343,16 +357,16 @@ class ATParser:
             if p is not None and ln.startswith(p):
                 self.lines.append(ln)
                 if ln.startswith(b"+CIPRXGET: 2,"):
-                    f = ln[13:].split(b",")
-                    if len(f) == 3:
-                        cnt = _num(f[1])
+                    fld = ln[13:].split(b",")
+                    if len(fld) == 3:
+                        cnt = _num(fld[1])
                         if 0 <= cnt <= self._maxraw:
-                            self._start_raw(_num(f[0]), cnt, True)
+                            self._start_raw(_num(fld[0]), cnt, True)
                             return
                     self.result = ATError(c, ln, self.lines)
                     self._finish()
                 return
-        elif ln == b"OK" or ln == b"ERROR" or ln.startswith(b"+CME ERROR:"):
+        elif f is not None and f[_F_STRAY]:
             self.stray += 1
             return
         # pushed socket data: +RECEIVE,<link>,<len> / +IPD<len>, then raw bytes

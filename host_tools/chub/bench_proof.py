@@ -138,24 +138,21 @@ def e2e_figures(image: Path, heap: str) -> dict[str, Any]:
             run.wan_idle(20)
             he, emu = run.system.headend, run.system.modem
             marks: dict[str, list[float]] = {"in": [], "out": [], "he": []}
-            deliver, finish = emu._deliver, emu._finish_send
             frame_in = he._frame
 
-            def t_deliver(n, lk, data):  # noqa: ANN001, ANN202
+            def t_downlink(link: int, data: bytes) -> None:
                 marks["in"].append(time.perf_counter())
-                return deliver(n, lk, data)
 
-            async def t_finish(link, data):  # noqa: ANN001, ANN202
+            def t_uplink(link: int, data: bytes) -> None:
                 if data[:3] == b"CH\x03":  # a GBCS link frame from the hub
                     marks["out"].append(time.perf_counter())
-                return await finish(link, data)
 
             def t_frame(w, ftype, fid, p):  # noqa: ANN001, ANN202
                 if ftype == 3:
                     marks["he"].append(time.perf_counter())
                 return frame_in(w, ftype, fid, p)
 
-            emu._deliver, emu._finish_send, he._frame = t_deliver, t_finish, t_frame
+            emu.on_downlink, emu.on_uplink, he._frame = t_downlink, t_uplink, t_frame
             raw = bytes.fromhex((vectors_dir() / "gbcs" / "rtds" / ECS26I).read_text().strip())
             e2e, ch = [], []
             for _ in range(E2E_RUNS + 1):

@@ -1,6 +1,6 @@
 # AT parser core (wan.at.ATParser): replies vs URCs, errors, garbage, split
 # reads and counted binary data. Byte strings follow vectors/modem/SIM7600.md.
-from wan.at import ATFormatError, ATParser, CipError, CmeError, IpError, split_fields, to_int
+from wan.at import ATError, ATFormatError, ATParser, CipError, CmeError, CmsError, IpError, split_fields, to_int
 
 HEAP = "256k"
 
@@ -92,6 +92,47 @@ def test_ip_error_and_ciperror():
     p.begin(b"AT+CIPSEND=1,43", b"+CIPSEND:", b"+CIPSEND:", True)
     p.feed(b"\r\n+CIPERROR: 4\r\n")
     assert isinstance(p.result, CipError) and p.result.code == 4 and not p.prompted
+
+
+def test_each_final_result_code_ends_the_command():
+    p, _, _ = _parser()
+    for line, cls in ((b"ERROR", ATError), (b"+CME ERROR: 10", CmeError), (b"+CMS ERROR: 301", CmsError),
+                      (b"+CIPERROR: 2", CipError)):
+        p.begin(b"AT+X", b"+X:")
+        p.feed(b"\r\n+X: 1\r\n\r\n" + line + b"\r\n")
+        assert p.finished and type(p.result) is cls, (line, p.result)
+        assert p.result.line == line and p.result.lines == [b"+X: 1"], p.result.lines
+        p.end()
+    assert p.result.code == 2  # CipError
+    p.begin(b"AT+CMGS", b"+CMGS:")
+    p.feed(b"\r\n+CMS ERROR: 301\r\n")
+    assert p.result.code == 301
+    p.end()
+    p.begin(b"AT+X", b"+X:")
+    p.feed(b"\r\nOK\r\n")
+    assert p.finished and p.result is None
+    assert p.stray == 0 and p.garbled == 0
+
+
+def test_ok_and_error_match_whole_lines_only():
+    p, _, _ = _parser()
+    p.begin(b"AT+CIMI")
+    p.feed(b"\r\nERROR 5\r\n\r\nOKAY\r\n")
+    assert not p.finished and p.lines == [b"ERROR 5", b"OKAY"]  # bare information lines
+    p.feed(b"\r\nOK\r\n")
+    assert p.finished and p.result is None
+
+
+def test_final_results_with_no_command_in_flight():
+    p, _, _ = _parser()
+    p.feed(b"\r\nOK\r\n\r\nERROR\r\n\r\n+CME ERROR: 10\r\n")
+    assert p.stray == 3 and p.garbled == 0
+    p.feed(b"\r\n+CMS ERROR: 301\r\n\r\n+CIPERROR: 4\r\n")  # not stray finals: garbage
+    assert p.stray == 3 and p.garbled == 2
+    p.begin(b"AT")
+    p.feed(b"\r\nOK\r\n")
+    p.feed(b"\r\nERROR\r\n")  # the command finished: a late final
+    assert p.result is None and p.stray == 4
 
 
 def test_done_line_either_side_of_ok():
