@@ -20,7 +20,7 @@ READY = r"hub READY"
 
 
 def micropython_exe() -> str:
-    from chub.paths import venv_tool
+    from chub.core.paths import venv_tool
 
     return venv_tool("micropython")
 
@@ -54,7 +54,7 @@ class UnixDut:
         self.rig = rig
         self.log = log
         if heap is None:
-            from chub.paths import default_heap
+            from chub.core.paths import default_heap
 
             heap = default_heap()
         self.heap = heap
@@ -75,7 +75,7 @@ class UnixDut:
 
     def board_config(self, cut_after: int = 0) -> Path:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        from chub.localport import TEST_INSTALLER_KEY
+        from chub.core.localport import TEST_INSTALLER_KEY
 
         cfg = {
             "flash": {"path": str(self.flash_path), "blocks": self.flash_blocks, "cut_after": cut_after},
@@ -319,7 +319,7 @@ class SerialDut:
 
     def wait_ready(self, timeout: float = 20.0, after: int = 0) -> float:
         """A board may have booted long ago: ready means its local port answers."""
-        from chub.localport import LocalPortClient
+        from chub.core.localport import LocalPortClient
 
         deadline = time.monotonic() + timeout
         last: Exception | None = None

@@ -311,7 +311,7 @@ class EmulatedHan:
     def after_ready(self) -> None:
         if not self.demo:
             return
-        from chub.localport import LocalPortClient
+        from chub.core.localport import LocalPortClient
 
         log = self.system.log
         try:

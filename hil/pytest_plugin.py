@@ -36,7 +36,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.fixture(scope="session")
 def hub_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from chub.build import build
+    from chub.core.build import build
 
     return build("unix", out=tmp_path_factory.mktemp("image") / "unix").path
 
@@ -91,7 +91,7 @@ class Hub:
         self.dut, self.rig, self.log = dut, rig, log
 
     def client(self, timeout: float = 5.0):
-        from chub.localport import LocalPortClient
+        from chub.core.localport import LocalPortClient
 
         return LocalPortClient(self.dut.local_port_url, timeout=timeout)
 

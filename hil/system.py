@@ -53,7 +53,7 @@ class EmulatedSystem:
             (self.workdir / FLASHED).unlink(missing_ok=True)
         self.from_flash = self.image is None and (self.workdir / FLASHED).exists()
         if self.image is None and not self.from_flash:
-            from chub.build import build
+            from chub.core.build import build
 
             self.image = build("unix", out=self.workdir / "image").path
         self.rig = Rig(self.log).start()
@@ -89,7 +89,7 @@ class EmulatedSystem:
     def call(self, cmd: str, timeout: float = 30.0, **kw: Any) -> dict[str, Any]:
         """One local-port command on a fresh connection (the client opens an
         installer session itself when the command needs one)."""
-        from chub.localport import LocalPortClient
+        from chub.core.localport import LocalPortClient
 
         with LocalPortClient(self.local_port_url, timeout=timeout) as c:
             return c.call(cmd, **kw)

@@ -5,20 +5,16 @@ the test DCC trust anchors from the GBCS keystore.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
+
+from chub.core.paths import keystore_dir
 
 from .headend.gbcs import HeadEnd
 from .headend.server import HeadEndServer
 from .modem.sim7600 import Sim7600Config, Sim7600Emulator
 
 HEADEND_PORT = 4059  # the firmware's default head-end port (KV "wan")
-
-
-def keystore_dir() -> Path:
-    root = Path(__file__).resolve().parents[2]
-    return Path(os.environ.get("CHUB_VECTORS", root / "shared" / "vectors")) / "gbcs" / "keystore"
 
 
 def attach(system: Any, config: Sim7600Config | None = None) -> tuple[Sim7600Emulator, HeadEndServer]:
@@ -48,7 +44,7 @@ def provision(system: Any, keystore: Path | None = None) -> HeadEnd | None:
     ks = keystore or keystore_dir()
     if not ks.is_dir():
         return None
-    from chub.localport import LocalPortClient
+    from chub.core.localport import LocalPortClient
 
     with LocalPortClient(system.local_port_url, timeout=10) as c:
         he = HeadEnd.for_hub(ks, c.call("identity"))

@@ -14,8 +14,8 @@ import socket
 import subprocess
 from pathlib import Path
 
-from chub.localport import LocalPortClient
-from chub.paths import default_heap
+from chub.core.localport import LocalPortClient
+from chub.core.paths import default_heap
 from mpy import micropython_exe, mp_path, scaled_heap
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from chub import build as b
 from chub.cli import main
+from chub.core import build as b
 
 
 def test_every_firmware_and_board_module_compiles(tmp_path: Path) -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from chub import build as b
 from chub.cli import main
+from chub.core import build as b
 from mpy import micropython_exe
 
 ROOT = Path(__file__).resolve().parents[1]

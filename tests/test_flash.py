@@ -16,9 +16,11 @@ from click.testing import CliRunner
 from esptool.bin_image import LoadFirmwareImage
 from esptool.util import FatalError
 
-from chub import flash as F
-from chub.build import board_spec
 from chub.cli import main
+from chub.core.build import board_spec
+from chub.core.image_copy import FlashError, image_files
+from chub.firmware_bin import build_test_firmware, check_firmware
+from chub.flash_chip import flash_firmware
 
 S3 = board_spec("esp32_s3_devkitc")
 WROOM = board_spec("esp32_devkitc")
@@ -85,7 +87,7 @@ class FakeChip:
 @pytest.fixture
 def fw_s3(tmp_path: Path) -> Path:
     p = tmp_path / "ESP32_GENERIC_S3-SPIRAM_OCT.bin"
-    p.write_bytes(F.build_test_firmware("esp32s3"))
+    p.write_bytes(build_test_firmware("esp32s3"))
     return p
 
 
@@ -105,13 +107,13 @@ def _noop(*_a: object) -> None:
 
 
 def test_check_firmware_reads_a_micropython_image(fw_s3: Path) -> None:
-    fw = F.check_firmware(fw_s3, S3)
+    fw = check_firmware(fw_s3, S3)
     assert fw.project == "micropython" and fw.version == "v1.29.0"
     assert (fw.app.label, fw.app.offset) == ("factory", 0x10000)
     assert [p.label for p in fw.partitions] == ["nvs", "phy_init", "factory", "vfs"]
     wroom = tmp = fw_s3.with_name("ESP32_GENERIC.bin")
-    tmp.write_bytes(F.build_test_firmware("esp32"))
-    assert F.check_firmware(wroom, WROOM).offset == 0x1000
+    tmp.write_bytes(build_test_firmware("esp32"))
+    assert check_firmware(wroom, WROOM).offset == 0x1000
 
 
 @pytest.mark.parametrize(
@@ -123,28 +125,28 @@ def test_check_firmware_reads_a_micropython_image(fw_s3: Path) -> None:
         (lambda b: b[:0x10100] + bytes([b[0x10100] ^ 1]) + b[0x10101:], "corrupt"),
         (lambda b: b[:0x8010] + bytes([b[0x8010] ^ 1]) + b[0x8011:], "partition table's MD5"),
         (lambda b: b"\x00" + b[1:], "not a valid ESP image"),
-        (lambda b: F.build_test_firmware("esp32s3", project=b"blink"), "not MicroPython"),
-        (lambda b: F.build_test_firmware("esp32"), "wrong firmware for this board"),
-        (lambda b: F.build_test_firmware("esp32s3", app_chip="esp32c3"), "wrong firmware for this board"),
+        (lambda b: build_test_firmware("esp32s3", project=b"blink"), "not MicroPython"),
+        (lambda b: build_test_firmware("esp32"), "wrong firmware for this board"),
+        (lambda b: build_test_firmware("esp32s3", app_chip="esp32c3"), "wrong firmware for this board"),
     ],
 )
 def test_check_firmware_refuses_bad_files(fw_s3: Path, mutate, words: str) -> None:  # noqa: ANN001
     fw_s3.write_bytes(mutate(fw_s3.read_bytes()))
-    with pytest.raises(F.FlashError, match=words):
-        F.check_firmware(fw_s3, S3)
+    with pytest.raises(FlashError, match=words):
+        check_firmware(fw_s3, S3)
 
 
 def test_missing_firmware_file(tmp_path: Path) -> None:
-    with pytest.raises(F.FlashError, match="not found.*ESP32_GENERIC_S3"):
-        F.check_firmware(tmp_path / "nope.bin", S3)
+    with pytest.raises(FlashError, match="not found.*ESP32_GENERIC_S3"):
+        check_firmware(tmp_path / "nope.bin", S3)
 
 
 def test_esptool_write_lands_a_valid_image_at_the_board_offset(fw_s3: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     chip = FakeChip()
     _chip(monkeypatch, chip)
     seen: list[tuple[str, int, int]] = []
-    fw = F.check_firmware(fw_s3, S3)
-    r = F.flash_firmware("/dev/ttyUSB0", S3, fw, erase=True, progress=lambda *a: seen.append(a))
+    fw = check_firmware(fw_s3, S3)
+    r = flash_firmware("/dev/ttyUSB0", S3, fw, erase=True, progress=lambda *a: seen.append(a))
     assert chip.calls[:3] == ["stub", "baud 460800", "erase"] and chip.calls[-1] == "reset"
     assert r["flash_bytes"] == 8 << 20 and r["offset"] == 0
     data = fw_s3.read_bytes()
@@ -159,10 +161,10 @@ def test_esptool_write_lands_a_valid_image_at_the_board_offset(fw_s3: Path, monk
 
 def test_wroom_image_goes_to_0x1000(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     p = tmp_path / "ESP32_GENERIC.bin"
-    p.write_bytes(F.build_test_firmware("esp32"))
+    p.write_bytes(build_test_firmware("esp32"))
     chip = FakeChip("ESP32", size_mb=4)
     _chip(monkeypatch, chip)
-    F.flash_firmware("/dev/ttyUSB0", WROOM, F.check_firmware(p, WROOM), erase=False, progress=_noop)
+    flash_firmware("/dev/ttyUSB0", WROOM, check_firmware(p, WROOM), erase=False, progress=_noop)
     assert "erase" not in chip.calls
     assert bytes(chip.flash[:0x1000]) == b"\xff" * 0x1000
     assert LoadFirmwareImage("esp32", bytes(chip.flash[0x1000:0x8000])).chip_id == 0
@@ -171,21 +173,21 @@ def test_wroom_image_goes_to_0x1000(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_wrong_chip_is_refused_before_writing(fw_s3: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     chip = FakeChip("ESP32")
     _chip(monkeypatch, chip)
-    with pytest.raises(F.FlashError, match="is an ESP32, but board esp32_s3_devkitc has an ESP32-S3"):
-        F.flash_firmware("/dev/ttyUSB0", S3, F.check_firmware(fw_s3, S3), erase=True, progress=_noop)
+    with pytest.raises(FlashError, match="is an ESP32, but board esp32_s3_devkitc has an ESP32-S3"):
+        flash_firmware("/dev/ttyUSB0", S3, check_firmware(fw_s3, S3), erase=True, progress=_noop)
     assert chip.calls == []
 
 
 def test_failed_verify_is_an_error(fw_s3: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _chip(monkeypatch, FakeChip(corrupt=True))
-    with pytest.raises(F.FlashError, match="verify failed at 0x0.*NOT flashed"):
-        F.flash_firmware("/dev/ttyUSB0", S3, F.check_firmware(fw_s3, S3), erase=False, progress=_noop)
+    with pytest.raises(FlashError, match="verify failed at 0x0.*NOT flashed"):
+        flash_firmware("/dev/ttyUSB0", S3, check_firmware(fw_s3, S3), erase=False, progress=_noop)
 
 
 def test_no_board_answering(fw_s3: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _chip(monkeypatch, FatalError("Failed to connect to ESP32-S3: No serial data received."))
-    with pytest.raises(F.FlashError, match="no ESP32 bootloader answered on /dev/ttyUSB0"):
-        F.flash_firmware("/dev/ttyUSB0", S3, F.check_firmware(fw_s3, S3), erase=False, progress=_noop)
+    with pytest.raises(FlashError, match="no ESP32 bootloader answered on /dev/ttyUSB0"):
+        flash_firmware("/dev/ttyUSB0", S3, check_firmware(fw_s3, S3), erase=False, progress=_noop)
 
 
 def test_cli_wrong_port_fails_without_done(fw_s3: Path, tmp_path: Path) -> None:
@@ -202,19 +204,19 @@ def test_cli_wrong_port_fails_without_done(fw_s3: Path, tmp_path: Path) -> None:
 
 
 def test_image_copy_order_and_hash_checks(hub_image: Path, tmp_path: Path) -> None:
-    doc, files = F.image_files(hub_image)
+    doc, files = image_files(hub_image)
     assert files[-1] == "main.py" and len(files) == len(doc["files"])
     bad = tmp_path / "img"
     import shutil
 
     shutil.copytree(hub_image, bad)
     (bad / "app.mpy").write_bytes(b"x")
-    with pytest.raises(F.FlashError, match="does not match image.json"):
-        F.image_files(bad)
+    with pytest.raises(FlashError, match="does not match image.json"):
+        image_files(bad)
 
 
 def test_flash_the_emulated_board_through_mpremote(hub_image: Path, tmp_path: Path) -> None:
-    from chub.localport import LocalPortClient
+    from chub.core.localport import LocalPortClient
     from hil.system import EmulatedSystem
 
     board = tmp_path / "board"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from chub.localport import LocalPortClient, encode_frame
+from chub.core.localport import LocalPortClient, encode_frame
 from hil.headend.gbcs import decode_access_response, parse_frame
 from hil.headend.server import GBCS, _Pending, frame
 from hil.system import EmulatedSystem

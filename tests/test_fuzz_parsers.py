@@ -4,8 +4,8 @@ lines, head-end link, local port) under MicroPython.
 Seeds are valid inputs built on the CPython side by independent encoders
 (hil/campaign/fuzz.py, shared with `chub bench`). Hypothesis draws the mutation seeds (bit flips, truncations,
 insertions, interesting bytes, duplicated slices) and random blobs; one
-micropython run per batch (tests/mp/mp_fuzz.py `fuzz`) reports per input
-"ok", the parser's own ValueError subclass, or "CRASH". tests/corpus/<parser>/
+micropython run per batch (bench/mp_fuzz_parsers.py `fuzz`) reports per input
+"ok", the parser's own ValueError subclass, or "CRASH". bench/fuzz_corpus/<parser>/
 holds the kept corpus that tests/mp/mp_fuzz.py replays in CI; regenerate it
 with `python tests/test_fuzz_parsers.py` (seeded, deterministic).
 """

@@ -23,8 +23,9 @@ from pathlib import Path
 import pytest
 from mphub import MpHub
 
-from chub.localport import LocalPortError
-from hil.headend.gbcs import ACB, RTDS_CHF, HeadEnd, compare_response, decode_access_response, parse_frame
+from chub.core.dcc import ACB
+from chub.core.localport import LocalPortError
+from hil.headend.gbcs import RTDS_CHF, HeadEnd, compare_response, decode_access_response, parse_frame
 
 HUB = r"""
 import asyncio, json, sys

@@ -17,8 +17,8 @@ from click.testing import CliRunner
 from zigpy.util import CrcX25
 
 from chub.cli import hht, main
+from chub.core.localport import LocalPortClient, LocalPortError
 from chub.hht_device_log import register
-from chub.localport import LocalPortClient, LocalPortError
 from mpy import micropython_exe, mp_path, scaled_heap
 
 if "device-log" not in hht.commands:

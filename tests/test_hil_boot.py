@@ -27,7 +27,7 @@ def test_heap_limit_is_the_one_asked_for(hub, request) -> None:
     if hub.dut.kind != "unix":
         pytest.skip("the heap limit is a property of the emulated board")
     st = hub.call("status")
-    from chub.paths import default_heap
+    from chub.core.paths import default_heap
 
     limit = int((request.config.getoption("--heap") or default_heap()).rstrip("k")) * 1024
     total = st["heap_free"] + st["heap_alloc"]

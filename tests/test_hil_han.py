@@ -62,7 +62,7 @@ def _cli(system: EmulatedSystem, *args: str) -> dict:
 
 
 def _call(system: EmulatedSystem, cmd: str, **kw: object) -> dict:
-    from chub.localport import LocalPortClient
+    from chub.core.localport import LocalPortClient
 
     with LocalPortClient(system.local_port_url, timeout=5) as c:
         return c.call(cmd, **kw)

@@ -42,7 +42,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory, hub_image: Path) -> Iterator[
 
 
 def _call(system: EmulatedSystem, cmd: str, **kw: object) -> dict:
-    from chub.localport import LocalPortClient
+    from chub.core.localport import LocalPortClient
 
     with LocalPortClient(system.local_port_url, timeout=20) as c:
         return c.call(cmd, **kw)

@@ -21,10 +21,11 @@ from types import SimpleNamespace
 
 import pytest
 
+from chub.core.paths import vectors_dir
 from hil.han_setup import DeviceSpec
 from hil.headend.gbcs import parse_frame
 from hil.headend.server import GBCS, _Pending, frame
-from hil.meters import rtds_answers, vectors_dir
+from hil.meters import rtds_answers
 from hil.meters.esme import EsmeMeter
 from hil.meters.gsme import GsmeMeter
 from hil.system import EmulatedSystem
@@ -72,7 +73,7 @@ def sysm(tmp_path_factory: pytest.TempPathFactory, hub_image: Path) -> Iterator[
     s.han_demo = False  # type: ignore[attr-defined]
     s.start()
     try:
-        from chub.localport import LocalPortClient
+        from chub.core.localport import LocalPortClient
 
         c = LocalPortClient(s.local_port_url, timeout=15)
         c.__enter__()
@@ -422,7 +423,7 @@ def test_buffer_survives_a_power_cut(sysm: SimpleNamespace) -> None:
     assert sysm.c.call("route_status")["buffer"] == {GSME_EUI: 3}  # in hand, not confirmed
     sysm.system.reboot(power_cut=True)
     sysm.c.__exit__(None, None, None)
-    from chub.localport import LocalPortClient
+    from chub.core.localport import LocalPortClient
 
     sysm.c = LocalPortClient(sysm.system.local_port_url, timeout=15)
     sysm.c.__enter__()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from chub.localport import LocalPortClient
+from chub.core.localport import LocalPortClient
 from hil.headend.gbcs import decode_access_response
 from hil.system import EmulatedSystem
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from chub.localport import LocalPortClient, LocalPortTimeout
+from chub.core.localport import LocalPortClient, LocalPortTimeout
 from hil.headend.gbcs import decode_access_response
 from hil.system import EmulatedSystem
 

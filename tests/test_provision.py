@@ -18,11 +18,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from chub import provision as P
 from chub.cli import main
-from chub.localport import NOT_AUTHORISED, TEST_INSTALLER_KEY, LocalPortClient, LocalPortError
-from chub.paths import default_heap
+from chub.core.localport import NOT_AUTHORISED, TEST_INSTALLER_KEY, LocalPortClient, LocalPortError
+from chub.core.paths import default_heap, keystore_dir
+from chub.core.records import ProvisionDB, ProvisionError
 from mpy import run_mp
 
-pytestmark = pytest.mark.skipif(not P.keystore_dir().is_dir(), reason="GBCS keystore (vectors) not available")
+pytestmark = pytest.mark.skipif(not keystore_dir().is_dir(), reason="GBCS keystore (vectors) not available")
 
 # The hub as a whole now leaves ~80 KB free in a 512k heap, fragmented enough
 # that provisioning's 1-2 KB allocations fail now and then; these runs use
@@ -99,9 +100,9 @@ def _private_matches(d_hex: str, q_hex: str) -> bool:
 
 
 def test_provision_issues_certificates_and_keeps_private_keys_on_the_hub(hub, state: Path) -> None:
-    with RecordingClient(hub.dut.local_port_url, timeout=10) as c, P.ProvisionDB() as db:
+    with RecordingClient(hub.dut.local_port_url, timeout=10) as c, ProvisionDB() as db:
         before = c.call("identity")
-        r = P.provision(c, db, P.TestCA(), keystore=P.keystore_dir(), installer_id="alice")
+        r = P.provision(c, db, P.TestCA(), keystore=keystore_dir(), installer_id="alice")
         sent = bytes(c.received)
         ident = c.call("identity")
     assert r.changed and r.gen == 1 and r.installer_id == "alice"
@@ -151,7 +152,7 @@ def test_rerun_is_a_no_op_force_reprovisions_and_euis_are_never_reused(hub, stat
     assert r3.exit_code == 0, r3.output
     second = json.loads(r3.output.strip().splitlines()[-1])
     assert second["gen"] == 2 and second["chf_eui"] not in (first["chf_eui"], first["gpf_eui"])
-    with P.ProvisionDB() as db:
+    with ProvisionDB() as db:
         assert db.allocated() == [f"02CB0F000000000{i}" for i in range(4)]
         old, new = db.hub(first["chf_eui"]), db.hub(second["chf_eui"])
     # the first credential no longer opens the hub; the new one does
@@ -176,10 +177,10 @@ def test_interrupted_run_leaves_the_hub_unprovisioned(hub) -> None:
         if step == "cert chf_ds":
             raise Cut(step)
 
-    with LocalPortClient(url, timeout=10) as c, P.ProvisionDB() as db:
+    with LocalPortClient(url, timeout=10) as c, ProvisionDB() as db:
         before = c.call("identity")
         with pytest.raises(Cut):
-            P.provision(c, db, P.TestCA(), keystore=P.keystore_dir(), after_stage=cut)
+            P.provision(c, db, P.TestCA(), keystore=keystore_dir(), after_stage=cut)
         info = c.call("prov_info")
         assert not info["provisioned"] and info["staged"]
         assert c.call("identity") == before  # nothing of the run is in force
@@ -188,17 +189,17 @@ def test_interrupted_run_leaves_the_hub_unprovisioned(hub) -> None:
     pos = hub.log.position
     hub.dut.start()
     hub.dut.wait_ready(30, after=pos)
-    with LocalPortClient(url, timeout=10) as c, P.ProvisionDB() as db:
+    with LocalPortClient(url, timeout=10) as c, ProvisionDB() as db:
         info = c.call("prov_info")
         assert not info["provisioned"] and not info["staged"]
         assert c.call("identity") == before
-        r = P.provision(c, db, P.TestCA(), keystore=P.keystore_dir())
+        r = P.provision(c, db, P.TestCA(), keystore=keystore_dir())
         # the interrupted run's EUI-64s are burnt, not handed out again
         assert r.chf_eui == "02CB0F0000000002"
 
 
 def test_hub_refuses_bad_provisioning_steps(hub) -> None:
-    with LocalPortClient(hub.dut.local_port_url, timeout=10) as c, P.ProvisionDB() as db:
+    with LocalPortClient(hub.dut.local_port_url, timeout=10) as c, ProvisionDB() as db:
         ca = P.TestCA()
         nonce = os.urandom(16).hex()
 
@@ -228,10 +229,10 @@ def test_hub_refuses_bad_provisioning_steps(hub) -> None:
         bad("prov_commit", "missing", gen=g)
         assert not c.call("prov_info")["provisioned"]
         assert c.call("prov_abort")["discarded"]
-        with pytest.raises(P.ProvisionError, match="OUI"):
+        with pytest.raises(ProvisionError, match="OUI"):
             db.allocate("01CB0F")  # group bit
         db.allocate()
-        with pytest.raises(P.ProvisionError, match="refusing --oui"):
+        with pytest.raises(ProvisionError, match="refusing --oui"):
             db.allocate("0ACB0F")
 
 
@@ -257,7 +258,7 @@ def test_strangers_cannot_change_the_hub(hub) -> None:
         with pytest.raises(LocalPortError) as ei:
             c.authenticate(b"\x11" * 32)  # wrong credential
         assert "wrong installer credential" in ei.value.message
-    from chub.localport import request_tag
+    from chub.core.localport import request_tag
 
     a = LocalPortClient(url)  # the emulated board's factory (test) credential
     assert a.call("device_log_list")["total"] == 0

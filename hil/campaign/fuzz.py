@@ -5,8 +5,10 @@ tests/test_fuzz_parsers.py and `chub bench` (fuzz_inputs, fuzz_crashes).
 Seeds are valid inputs from independent encoders (the rig's ASH, bellows'
 EZSP command table, hand-written ZCL/tunnel frames, the head-end server's link
 codec, the host client's local-port framing, SIM7600 dialogue text); mutants
-come from a seeded `random.Random`. `run_batch` runs tests/mp/mp_fuzz.py under
-micropython: per input "ok", the parser's own ValueError subclass, or "CRASH".
+come from a seeded `random.Random`. `run_batch` runs bench/mp_fuzz_parsers.py
+under micropython: per input "ok", the parser's own ValueError subclass, or
+"CRASH". CORPUS (bench/fuzz_corpus/<parser>/) is the kept corpus: replayed by
+`chub bench` and, in CI, by tests/mp/mp_fuzz.py.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import struct
 import subprocess
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-MP_PATH = [ROOT / "tests" / "mp", ROOT / "firmware", ROOT / "boards" / "unix"]
+from chub.core.paths import BENCH, BOARDS, FIRMWARE, venv_tool
 
-CORPUS = ROOT / "tests" / "corpus"
+MP_PATH = [BENCH, FIRMWARE, BOARDS / "unix"]
+
+CORPUS = BENCH / "fuzz_corpus"
 PARSERS = ("ash", "ezsp", "zcl", "tunnel", "at", "link", "local_port")
 ALLOWED = {
     "ash": {"AshError", "AshCrcError", "AshLengthError", "AshTooShort", "AshTooLong", "AshControlError",
@@ -61,7 +64,7 @@ def _ezsp_seeds(rnd: random.Random) -> list[bytes]:
 
     # the commands the hub uses (named in its frame table); the rest of
     # bellows' table is unknown to it and only reaches EzspUnknownFrame
-    used = (ROOT / "firmware" / "han" / "ezsp_frames.py").read_text()
+    used = (FIRMWARE / "han" / "ezsp_frames.py").read_text()
     out = []
     for name, (fid, req, rsp) in commands.COMMANDS.items():
         if f'"{name}"' not in used:
@@ -139,7 +142,7 @@ def _link_seeds(rnd: random.Random) -> list[bytes]:
 def _local_seeds(rnd: random.Random) -> list[bytes]:
     import json
 
-    from chub.localport import encode_frame
+    from chub.core.localport import encode_frame
 
     reqs = [{"cmd": "status"}, {"cmd": "echo", "args": [1, "x", None]}, {"cmd": "int", "v": "12"},
             {"cmd": "int", "v": "x"}, {"cmd": "nope"}, {"cmd": 3}, [1, 2], "text"]
@@ -184,13 +187,11 @@ def mutate(data: bytes, rnd: random.Random) -> bytes:
 
 
 def run_batch(parser: str, inputs: list[bytes], tmp: Path) -> list[str]:
-    from chub.paths import venv_tool
-
     path = tmp / f"{parser}.txt"
     path.write_text("".join(b.hex() + "\n" for b in inputs))
     env = dict(os.environ, MICROPYPATH=os.pathsep.join([".frozen", *map(str, MP_PATH)]))
     r = subprocess.run([venv_tool("micropython"), "-X", "heapsize=512k", "-c",
-                        f"import mp_fuzz as m; m.fuzz({parser!r}, {str(path)!r})"],
+                        f"import mp_fuzz_parsers as m; m.fuzz({parser!r}, {str(path)!r})"],
                        env=env, cwd=tmp, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     # parsers may log; results are the "R " lines

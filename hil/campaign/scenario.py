@@ -30,12 +30,13 @@ and add its invariant to `check`.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from chub.core.paths import vectors_dir
 
 from ..dut import UnixDut
 from ..han_setup import DeviceSpec
@@ -65,10 +66,6 @@ class Violation(AssertionError):
 
 class HubDown(Exception):
     """The hub stopped answering (power cut or crash) during a step."""
-
-
-def vectors_dir() -> Path:
-    return Path(os.environ.get("CHUB_VECTORS", Path(__file__).resolve().parents[3] / "shared" / "vectors"))
 
 
 @dataclass
@@ -160,7 +157,7 @@ class Run:
 
     # --- talking to the hub ---------------------------------------------------
     def call(self, cmd: str, timeout: float = 8.0, **args: Any) -> dict:
-        from chub.localport import LocalPortClient
+        from chub.core.localport import LocalPortClient
 
         if not self.dut.alive:
             raise HubDown(cmd)
@@ -423,7 +420,7 @@ STEPS: list[Callable[[Run], None]] = [step_provision, step_join, step_device_log
 
 def device_log(run: Run) -> list[dict]:
     """The CHF Device Log rows as dicts (all pages)."""
-    from chub.hht_device_log import ROW
+    from chub.core.device_log import ROW
 
     rows: list[dict] = []
     while True:

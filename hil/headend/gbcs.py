@@ -23,21 +23,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-ACB = bytes.fromhex("90B3D51F30000002")
-SUPPLIER = bytes.fromhex("90B3D51F30010000")
+from chub.core.dcc import ACB, SUPPLIER, TEST_DCC, anchor_cells
+
 RTDS_CHF = bytes.fromhex("00DB1234567890A2")
 RTDS_GPF = bytes.fromhex("00DB1234567890A3")
-NETWORK_OPERATOR = bytes.fromhex("90B3D51F30020000")
-TRANSITIONAL_COS = bytes.fromhex("90B3D51F30000004")
-WAN_PROVIDER = bytes.fromhex("90B3D51F30000007")
-# remote parties of the test DCC: role -> (EUI, key usages with a keystore certificate)
-TEST_DCC = {
-    "acb": (ACB, ("ds", "ka")),
-    "supplier": (SUPPLIER, ("ds", "ka")),
-    "network_operator": (NETWORK_OPERATOR, ("ds", "ka")),
-    "transitional_cos": (TRANSITIONAL_COS, ("ds",)),
-    "wan_provider": (WAN_PROVIDER, ("ds",)),  # its "-ka" file is another party's key
-}
 AAD_PREFIX = bytes.fromhex("110000000000")
 _ALG_ID = bytes.fromhex("60857406080300")
 
@@ -354,8 +343,6 @@ class HeadEnd:
         its supplier and network operator cells before CS02b); a holder's
         "pp-ka" certificate, or its KA one, fills a supplier's prepayment
         top-up cell (pp_ka_pub / pp_ka_ski)."""
-        from cryptography import x509
-
         out = []
         for role in roles:
             eui, usages = TEST_DCC[role]
@@ -367,13 +354,7 @@ class HeadEnd:
                 path = self.keystore / f"{eui.hex()}-{u}.pem"
                 if u == "pp-ka" and not path.exists():
                     path = self.keystore / f"{eui.hex()}-ka.pem"
-                cert = x509.load_pem_x509_certificate(path.read_bytes())
-                u = u.replace("-", "_")
-                raw = cert.public_key().public_bytes(
-                    serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
-                )
-                a[f"{u}_pub"] = raw.hex()
-                a[f"{u}_ski"] = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest.hex()
+                a.update(anchor_cells(path, u.replace("-", "_")))
             out.append(a)
         return out
 

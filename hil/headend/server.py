@@ -89,6 +89,13 @@ class Reply:
     response: bytes
     frame: Frame
     ack_status: str | None = None
+    sent_at: float = 0.0  # time.perf_counter() when the command was written (or queued for the link)
+    answered_at: float = 0.0  # time.perf_counter() when its response arrived
+
+    @property
+    def round_trip(self) -> float:
+        """Seconds from sending the command to its response (the ACK not waited for)."""
+        return self.answered_at - self.sent_at
 
 
 @dataclass
@@ -236,18 +243,24 @@ class HeadEndServer:
         pc = _Pending(fid, raw, f, asyncio.get_running_loop().create_future())
         self._cmds[fid] = pc
         self._by_counter[f.counter] = pc
+        sent_at = time.perf_counter()
         if self._writer is not None and self.hellos:
             self._writer.write(frame(GBCS, fid, raw))
         rec: Received = await asyncio.wait_for(pc.fut, timeout)
+        answered_at = time.perf_counter()
         await asyncio.wait_for(pc.acked.wait(), timeout)
-        assert self.headend is not None
-        verified = self.headend.verify(rec.raw, f) if rebuild else rec.frame
+        if rebuild:
+            assert self.headend is not None
+            verified = self.headend.verify(rec.raw, f)
+        else:
+            verified = rec.frame
         assert verified is not None
-        return Reply(fid, raw, f, rec.raw, verified, pc.ack_status)
+        return Reply(fid, raw, f, rec.raw, verified, pc.ack_status, sent_at, answered_at)
 
     def send_command(self, cmd: bytes | str | Path, timeout: float = 10.0, rebuild: bool = True) -> Reply:
         """Send one GBCS command to the hub; its verified response (HeadEndError
-        on a bad MAC, TimeoutError when none arrives in time)."""
+        on a bad MAC, TimeoutError when none arrives in time). rebuild=False
+        sends the frame as it is and returns the response unverified."""
         assert self.loop is not None
         fut = asyncio.run_coroutine_threadsafe(self.asend_command(cmd, timeout, rebuild), self.loop)
         return fut.result(timeout * 2 + 5)

@@ -10,14 +10,10 @@ know byte for byte with those frames."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-def vectors_dir() -> Path:
-    root = Path(__file__).resolve().parents[3]
-    return Path(os.environ.get("CHUB_VECTORS", root / "shared" / "vectors"))
+from chub.core.paths import vectors_dir
 
 
 def read_hex(path: Path) -> bytes:

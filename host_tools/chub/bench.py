@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from . import bench_gbcs, bench_gpf, bench_han, bench_proof, bench_route, bench_wan
-from .paths import BOARDS, FIRMWARE, ROOT, default_heap, venv_tool
+from .core.paths import BENCH, BOARDS, FIRMWARE, default_heap, venv_tool
 
-BENCH = ROOT / "bench"
 STATUS_CALLS = 50
 
 
@@ -118,7 +117,7 @@ def hub_figures(image: Path, heap: str) -> dict[str, Any]:
     """Boot the emulated system from blank flash and exercise its local port."""
     from hil.system import EmulatedSystem
 
-    from .localport import LocalPortClient
+    from .core.localport import LocalPortClient
 
     with tempfile.TemporaryDirectory() as tmp:
         system = EmulatedSystem(Path(tmp), heap=heap, image=image, fresh=True)
@@ -161,7 +160,7 @@ def crypto_figures(heap: str) -> dict[str, Any]:
 
 
 def run_bench(heap: str | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    from .build import build
+    from .core.build import build
 
     heap = heap or default_heap()
     say = progress or (lambda _m: None)

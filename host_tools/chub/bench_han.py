@@ -52,7 +52,7 @@ def system_figures(image: Path, heap: str) -> dict[str, Any]:
     from hil.han_setup import DEVICES
     from hil.system import EmulatedSystem
 
-    from .localport import LocalPortClient
+    from .core.localport import LocalPortClient
 
     esme = DEVICES["esme"]
     msg = bytes((i * 29 + 3) & 0xFF for i in range(MESSAGE))
@@ -115,7 +115,7 @@ def system_figures(image: Path, heap: str) -> dict[str, Any]:
 def figures(heap: str, image: Path | None = None) -> dict[str, Any]:
     out = mp_figures(heap)
     if image is None:
-        from .build import build
+        from .core.build import build
 
         with tempfile.TemporaryDirectory() as tmp:
             out.update(system_figures(build("unix", out=Path(tmp) / "image").path, heap))

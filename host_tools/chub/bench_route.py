@@ -28,7 +28,6 @@ over the emulated modem):
 
 from __future__ import annotations
 
-import asyncio
 import tempfile
 import time
 from pathlib import Path
@@ -67,21 +66,19 @@ def buffer_figures(heap: str) -> dict[str, Any]:
 
 
 def _rtds(rel: str) -> bytes:
-    from hil.meters import vectors_dir
+    from .core.paths import vectors_dir
 
     return bytes.fromhex((vectors_dir() / "gbcs" / "rtds" / rel).read_text().strip())
 
 
 def system_figures(image: Path, heap: str) -> dict[str, Any]:
     from hil.han_setup import DeviceSpec
-    from hil.headend.gbcs import parse_frame
-    from hil.headend.server import GBCS, _Pending, frame
     from hil.meters import rtds_answers
     from hil.meters.esme import EsmeMeter
     from hil.meters.gsme import GsmeMeter
     from hil.system import EmulatedSystem
 
-    from .localport import LocalPortClient
+    from .core.localport import LocalPortClient
 
     esme_spec = DeviceSpec("bench_esme", "00DB1234567890A0", 1, bytes.fromhex("E5E0C0DE00112233445566778899AA00"))
     gsme_spec = DeviceSpec("bench_gsme", "00DB1234567890A1", 0, bytes.fromhex("647EC0DE0102030405060708090A0B00"),
@@ -113,24 +110,11 @@ def system_figures(image: Path, heap: str) -> dict[str, Any]:
             emu = han.emu
             marks, untrace = trace_ncp(emu)
 
-            async def one(raw: bytes) -> float:
-                fid = server._next_id
-                server._next_id += 1
-                pc = _Pending(fid, raw, parse_frame(raw), asyncio.get_running_loop().create_future())
-                server._cmds[fid] = pc
-                server._by_counter[pc.cmd.counter] = pc
-                t0 = time.perf_counter()
-                server._writer.write(frame(GBCS, fid, raw))
-                await asyncio.wait_for(pc.fut, 15)
-                t1 = time.perf_counter()
-                await asyncio.wait_for(pc.acked.wait(), 15)
-                return t1 - t0
-
             total, share = [], []
             foreign = 0  # rounds with other HAN traffic in them (e.g. the hub reading a new device's versions)
             while len(total) < ESME_RUNS + 1:
                 marks.clear()
-                rtt = float(asyncio.run_coroutine_threadsafe(one(esme_cmd), server.loop).result(40))
+                rtt = server.send_command(esme_cmd, timeout=15, rebuild=False).round_trip
                 # outside the hub: each fragment's emulated air time (the NCP
                 # takes it .. reports it sent) and the meter's time (the last
                 # fragment delivered .. its reply handed to the radio)
@@ -156,7 +140,7 @@ def system_figures(image: Path, heap: str) -> dict[str, Any]:
             f0 = c.call("status")["flash"]
             n0 = len(server.received)
             for _ in range(GSME_RUNS):
-                ack = asyncio.run_coroutine_threadsafe(_send(server, gsme_cmd), server.loop).result(30)
+                ack = server.send_raw(gsme_cmd, timeout=15)
                 if ack != "done":
                     raise RuntimeError(f"GSME command not buffered: {ack}")
                 gsme.forget_counters()  # the same RTDS command (same counter) each time
@@ -175,19 +159,6 @@ def system_figures(image: Path, heap: str) -> dict[str, Any]:
     }
 
 
-async def _send(server: Any, raw: bytes) -> str | None:
-    from hil.headend.gbcs import parse_frame
-    from hil.headend.server import GBCS, _Pending, frame
-
-    fid = server._next_id
-    server._next_id += 1
-    pc = _Pending(fid, raw, parse_frame(raw), asyncio.get_running_loop().create_future())
-    server._cmds[fid] = pc
-    server._writer.write(frame(GBCS, fid, raw))
-    await asyncio.wait_for(pc.acked.wait(), 15)
-    return pc.ack_status
-
-
 def _wait(cond: Any, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -199,7 +170,7 @@ def _wait(cond: Any, timeout: float) -> None:
 def figures(heap: str, image: Path | None = None) -> dict[str, Any]:
     out = buffer_figures(heap)
     if image is None:
-        from .build import build
+        from .core.build import build
 
         with tempfile.TemporaryDirectory() as tmp:
             out.update(system_figures(build("unix", out=Path(tmp) / "image").path, heap))

@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from . import build as build_mod
-from .paths import STATE, default_heap
+from .core import build as build_mod
+from .core.paths import STATE, default_heap
 
 
 def _stderr() -> Console:
@@ -73,7 +73,7 @@ def _sim_port() -> str:
 
 
 def _call(ctx: click.Context, cmd: str, **args: object) -> dict:
-    from .localport import LocalPortClient, LocalPortError
+    from .core.localport import LocalPortClient, LocalPortError
 
     try:
         with LocalPortClient(ctx.obj["port"], timeout=ctx.obj["timeout"]) as c:

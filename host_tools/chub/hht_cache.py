@@ -37,7 +37,7 @@ def read_command(path: Path) -> str:
 def run_cache(call: Any, folder: Path, out: Path) -> list[dict[str, Any]]:
     """Send every command; write NAME.resp.hex, NAME.alerts (if any) or
     NAME.error per command and summary.json; return the summary."""
-    from .localport import LocalPortError
+    from .core.localport import LocalPortError
 
     files = commands_in(folder)
     frames = [(p, read_command(p)) for p in files]  # all checked before the first is sent
@@ -90,7 +90,7 @@ def register(hht: click.Group) -> None:
             return ctx.invoke(single, **kw)
         if kw.get("out") is None:
             raise click.UsageError("cache mode needs --out DIR for the responses")
-        from .localport import LocalPortClient
+        from .core.localport import LocalPortClient
 
         try:
             with LocalPortClient(ctx.obj["port"], timeout=ctx.obj["timeout"]) as client:

@@ -13,7 +13,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from .hht_device_log import ROW, TYPES, parse_eui
+from .core.device_log import ROW, TYPES
+from .hht_device_log import parse_eui
 
 REGISTERED = {1: "registered, home", 5: "registered, roaming"}
 CLOCK_FLOOR = 1704067200  # 2024-01-01: an RTC before this was never set

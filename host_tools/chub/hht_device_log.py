@@ -11,10 +11,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-TYPES = ("GSME", "ESME", "CHF", "GPF", "HCALCS", "PPMID", "Type 2")
+from .core.device_log import HISTORIC, ROW, TYPES
+
 _TYPE_BY_NAME = {n.upper().replace(" ", ""): i for i, n in enumerate(TYPES)} | {"IHD": 6, "TYPE2": 6}
-ROW = ("eui", "type", "key_state", "key_hash", "node_id", "join_state", "window_end", "rssi", "lqi",
-       "last_comm", "tx_ok", "tx_fail")
 
 
 def parse_type(value: str) -> int:
@@ -67,7 +66,7 @@ def _fetch_list(ctx: click.Context) -> dict:
     out["entries"] = [dict(zip(ROW, r, strict=True)) for r in entries]
     for e in out["entries"]:
         e["type_name"] = TYPES[e["type"]] if e["type"] is not None else "unknown"
-    out["historic"] = [dict(zip(("eui", "type", "key_hash", "removed"), h, strict=True)) for h in first["historic"]]
+    out["historic"] = [dict(zip(HISTORIC, h, strict=True)) for h in first["historic"]]
     return out
 
 

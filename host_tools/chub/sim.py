@@ -16,7 +16,7 @@ from .views import status_table
 
 
 def _ready_line(system, url: str) -> dict:
-    from .localport import LocalPortClient
+    from .core.localport import LocalPortClient
 
     with LocalPortClient(url, timeout=5) as c:
         st = c.call("status")
@@ -65,7 +65,7 @@ def run_sim(workdir: Path, heap: str, fresh: bool, headless: bool, ready_timeout
 
 
 def _live(system, ready: dict, stop: threading.Event) -> int:
-    from .localport import LocalPortClient
+    from .core.localport import LocalPortClient
 
     url = ready["local_port"]
     client: LocalPortClient | None = None

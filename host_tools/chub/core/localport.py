@@ -84,7 +84,7 @@ def installer_key_for(chf_eui: str | None) -> bytes:
     `chub provision` recorded for its CHF EUI-64, else $CHUB_INSTALLER_KEY
     (hex), else the emulated board's test credential."""
     if chf_eui:
-        from .provision import ProvisionDB
+        from .records import ProvisionDB
 
         key = ProvisionDB.lookup_credential(chf_eui)
         if key is not None:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 FIRMWARE = ROOT / "firmware"
 BOARDS = ROOT / "boards"
 BUILD = ROOT / "build"
 STATE = ROOT / ".chub"
+BENCH = ROOT / "bench"
 
 
 def venv_tool(name: str) -> str:
@@ -33,3 +35,18 @@ def default_heap(board: str = "unix") -> str:
     the one number every tool and test uses comes from here.
     """
     return str(json.loads((BOARDS / board / "board.json").read_text())["default_heap"])
+
+
+def state_dir() -> Path:
+    """The laptop's records: $CHUB_STATE, else .chub in the repository."""
+    return Path(os.environ.get("CHUB_STATE", STATE))
+
+
+def vectors_dir() -> Path:
+    """The shared test vectors: $CHUB_VECTORS, else ../shared/vectors beside the repository."""
+    return Path(os.environ.get("CHUB_VECTORS", ROOT.parent / "shared" / "vectors"))
+
+
+def keystore_dir() -> Path:
+    """The GBCS keystore of the test DCC (vectors/gbcs/keystore)."""
+    return vectors_dir() / "gbcs" / "keystore"
