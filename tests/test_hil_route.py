@@ -13,7 +13,6 @@ alerts, MAC-checked by the head-end with the test DCC's keys.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,7 +22,6 @@ import pytest
 
 from hil.han_setup import DeviceSpec
 from hil.headend.gbcs import parse_frame
-from hil.headend.server import GBCS, _Pending, frame
 from hil.meters import rtds_answers, vectors_dir
 from hil.meters.esme import EsmeMeter
 from hil.meters.gsme import GsmeMeter
@@ -51,16 +49,6 @@ def _hex(rel: str) -> bytes:
     return bytes.fromhex((RTDS / rel).read_text().strip())
 
 
-def _until(cond: Callable[[], object], timeout: float = 15.0, what: str = "") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.fixture(scope="module")
 def sysm(tmp_path_factory: pytest.TempPathFactory, hub_image: Path) -> Iterator[SimpleNamespace]:
     if not RTDS.is_dir():
@@ -77,7 +65,7 @@ def sysm(tmp_path_factory: pytest.TempPathFactory, hub_image: Path) -> Iterator[
         c = LocalPortClient(s.local_port_url, timeout=15)
         c.__enter__()
         han = s.han  # type: ignore[attr-defined]
-        _until(lambda: c.call("han_status")["state"] == "up", 20, "the HAN up")
+        s.wait_until(lambda: c.call("han_status")["state"] == "up", 20, "the HAN up")
         specs = [ESME_SPEC, GSME_SPEC, *OTHER_SPECS]
         for spec in specs:
             han.add_device(spec)
@@ -98,28 +86,12 @@ def sysm(tmp_path_factory: pytest.TempPathFactory, hub_image: Path) -> Iterator[
         c.call("route_config", esme_timeout_ms=3000, expiry_check_s=1)
         # the GPF's alerts (0x819D, 0x819E) need its own ACB anchor
         c.call("provision_test_dcc", anchors=s.headend.headend.test_dcc_anchors(), device="gpf")  # type: ignore[attr-defined]
-        _until(lambda: s.headend.connected, 20, "the head-end link")  # type: ignore[attr-defined]
+        s.wait_until(lambda: s.headend.connected, 20, "the head-end link")  # type: ignore[attr-defined]
         yield SimpleNamespace(system=s, c=c, han=han, esme=esme, gsme=gsme, others=others,
                               server=s.headend)  # type: ignore[attr-defined]
         c.__exit__(None, None, None)
     finally:
         s.stop()
-
-
-def _send_raw(server, raw: bytes, timeout: float = 15.0) -> str:  # noqa: ANN001
-    """One GBCS frame from the head-end over the link, as is; -> the hub's ACK
-    status ("done", "rejected", ...). Responses arrive in server.received."""
-
-    async def go() -> str | None:
-        fid = server._next_id
-        server._next_id += 1
-        pc = _Pending(fid, raw, parse_frame(raw), asyncio.get_running_loop().create_future())
-        server._cmds[fid] = pc
-        server._writer.write(frame(GBCS, fid, raw))
-        await asyncio.wait_for(pc.acked.wait(), timeout)
-        return pc.ack_status
-
-    return str(asyncio.run_coroutine_threadsafe(go(), server.loop).result(timeout + 5))
 
 
 def _received_after(server, n: int) -> list[bytes]:  # noqa: ANN001
@@ -134,7 +106,7 @@ def test_unknown_recipient_is_refused_and_logged(sysm: SimpleNamespace) -> None:
     raw = bytearray(_hex("3.3_CS11/CS11_3.3_SUCCESS_COMMAND_GBCS.HEX"))
     i = raw.index(b"\x08" + bytes.fromhex(GSME_EUI))
     raw[i + 1 : i + 9] = bytes.fromhex("00DB1234567890B9")
-    assert _send_raw(sysm.server, bytes(raw)) == "rejected"
+    assert sysm.server.send_raw(bytes(raw), 15) == "rejected"
     rows = sysm.c.call("logs", which="security")["entries"]
     want = "90b3d51f30010000" + "00db1234567890b9" + "01" + (1000).to_bytes(8, "big").hex()
     assert any(r[1] == EV_UNKNOWN_RECIPIENT and r[2] == want for r in rows), rows[:5]
@@ -145,8 +117,8 @@ def test_esme_round_trip_over_the_wan(sysm: SimpleNamespace) -> None:
     cmd = _hex("8.7.1_CS03A1/CS03A1_8.7.1_SUCCESS_COMMAND_GBCS.HEX")
     rsp = _hex("8.7.1_CS03A1/CS03A1_8.7.1_SUCCESS_RESPONSE_GBCS.HEX")
     n = len(sysm.server.received)
-    assert _send_raw(sysm.server, cmd) == "done"
-    _until(lambda: rsp in _received_after(sysm.server, n), 10, "the ESME's response at the head-end")
+    assert sysm.server.send_raw(cmd, 15) == "done"
+    sysm.system.wait_until(lambda: rsp in _received_after(sysm.server, n), 10, "the ESME's response at the head-end")
     assert sysm.esme.received[-1] == cmd
     assert sysm.c.call("route_status")["counters"]["tunnel"] >= 1
 
@@ -167,7 +139,7 @@ def test_esme_switched_off_raises_8f84_without_holding_the_wan(sysm: SimpleNames
     n = len(sysm.server.received)
     try:
         t0 = time.monotonic()
-        assert _send_raw(sysm.server, cmd) == "done"
+        assert sysm.server.send_raw(cmd, 15) == "done"
         t_ack = time.monotonic() - t0
         reply = sysm.server.send_command(RTDS / "6.2.4_ECS26i/ECS26i_6.2.4_SUCCESS_COMMAND_GBCS.HEX", timeout=15)
         t_chf = time.monotonic() - t0
@@ -180,7 +152,7 @@ def test_esme_switched_off_raises_8f84_without_holding_the_wan(sysm: SimpleNames
                     return raw
             return None
 
-        raw = _until(alert, 15, "0x8F84 at the head-end")
+        raw = sysm.system.wait_until(alert, 15, "0x8F84 at the head-end")
         t_alert = time.monotonic() - t0
     finally:
         sysm.esme.silent = False
@@ -221,8 +193,8 @@ def test_esme_alert_during_an_exchange_is_forwarded_as_an_alert(sysm: SimpleName
     c0 = sysm.c.call("route_status")["counters"]
     sysm.esme.alert_mid_exchange = alert
     n = len(sysm.server.received)
-    assert _send_raw(sysm.server, cmd) == "done"
-    _until(lambda: {rsp, alert} <= set(_received_after(sysm.server, n)), 15, "the alert and the response")
+    assert sysm.server.send_raw(cmd, 15) == "done"
+    sysm.system.wait_until(lambda: {rsp, alert} <= set(_received_after(sysm.server, n)), 15, "the alert and the response")
     assert sysm.esme.pushed == [alert]
     c1 = sysm.c.call("route_status")["counters"]
     # the alert went out as an alert (a device message), the response as the
@@ -251,14 +223,14 @@ def test_gsme_buffer_get_put_end_to_end(sysm: SimpleNamespace) -> None:
     cmd = _hex("3.1_GCS07/GCS07_3.1_SUCCESS_COMMAND_GBCS.HEX")
     rsp = _hex("3.1_GCS07/GCS07_3.1_SUCCESS_RESPONSE_GBCS.HEX")
     n = len(sysm.server.received)
-    assert _send_raw(sysm.server, cmd) == "done"
+    assert sysm.server.send_raw(cmd, 15) == "done"
     st = sysm.c.call("route_status")
     assert st["buffer"] == {GSME_EUI: 1}, st
     assert sysm.c.call("gpf_status")["tunnel_pending"] is True
     assert sysm.gsme.executed == [] or cmd not in sysm.gsme.executed
     assert _wake(sysm) == 1
     assert sysm.gsme.executed[-1] == cmd
-    _until(lambda: rsp in _received_after(sysm.server, n), 10, "the GSME's response at the head-end")
+    sysm.system.wait_until(lambda: rsp in _received_after(sysm.server, n), 10, "the GSME's response at the head-end")
     assert sysm.c.call("route_status")["buffer"] == {}
     assert sysm.c.call("gpf_status")["tunnel_pending"] is False
     assert _wake(sysm) == 0  # 02 00: nothing left
@@ -274,7 +246,7 @@ def test_gsme_get_answer_lost_on_the_radio_is_offered_again(sysm: SimpleNamespac
     n = len(sysm.server.received)
     lost0 = sysm.c.call("route_status")["counters"]["get_answers_lost"]
     ex0 = sysm.gsme.executed.count(cmd)
-    assert _send_raw(sysm.server, cmd) == "done"
+    assert sysm.server.send_raw(cmd, 15) == "done"
     gsme_eui = bytes.fromhex(GSME_EUI)
     dropped: list[bytes] = []
 
@@ -293,7 +265,7 @@ def test_gsme_get_answer_lost_on_the_radio_is_offered_again(sysm: SimpleNamespac
         emu.han.drop = None
     assert len(dropped) == 1, "the GET answer was never sent"
     assert got == 1 and sysm.gsme.executed.count(cmd) == ex0 + 1, sysm.gsme.errors
-    _until(lambda: rsp in _received_after(sysm.server, n), 10, "the GSME's response at the head-end")
+    sysm.system.wait_until(lambda: rsp in _received_after(sysm.server, n), 10, "the GSME's response at the head-end")
     st = sysm.c.call("route_status")
     assert st["counters"]["get_answers_lost"] == lost0 + 1, st["counters"]
     assert st["buffer"] == {}
@@ -310,7 +282,7 @@ def test_gsme_tom_folders_end_to_end(sysm: SimpleNamespace) -> None:
     sysm.gsme.forget_counters()  # the RTDS counters again: a "new" meter
     n = len(sysm.server.received)
     for c in cmds:
-        assert _send_raw(sysm.server, c) == "done"
+        assert sysm.server.send_raw(c, 15) == "done"
     assert sysm.c.call("route_status")["buffer"] == {GSME_EUI: len(cmds)}
     sysm.gsme.rtds_scenarios = True  # the folders re-use counters across scenarios
     try:
@@ -318,7 +290,7 @@ def test_gsme_tom_folders_end_to_end(sysm: SimpleNamespace) -> None:
     finally:
         sysm.gsme.rtds_scenarios = False
     want = [x for c in cmds for x in (answers[c].response, *answers[c].alerts)]
-    _until(lambda: set(want) <= set(_received_after(sysm.server, n)), 20, "every TOM response and alert")
+    sysm.system.wait_until(lambda: set(want) <= set(_received_after(sysm.server, n)), 20, "every TOM response and alert")
     got = _received_after(sysm.server, n)
     folders = {answers[c].folder for c in cmds}
     ok = {f for f in folders if all(answers[c].response in got for c in cmds if answers[c].folder == f)}
@@ -338,14 +310,14 @@ def test_join_folders_are_routed_end_to_end(sysm: SimpleNamespace) -> None:
     n = len(sysm.server.received)
     to_gsme = 0
     for c in cmds:
-        assert _send_raw(sysm.server, c) == "done", answers[c].scenario
+        assert sysm.server.send_raw(c, 15) == "done", answers[c].scenario
         to_gsme += parse_frame(c).recipient.hex().upper() == GSME_EUI
     sysm.gsme.rtds_scenarios = True
     try:
         assert to_gsme and _wake(sysm) == to_gsme
     finally:
         sysm.gsme.rtds_scenarios = False
-    _until(lambda: {answers[c].response for c in cmds} <= set(_received_after(sysm.server, n)), 20,
+    sysm.system.wait_until(lambda: {answers[c].response for c in cmds} <= set(_received_after(sysm.server, n)), 20,
            "every join response")
     got = _received_after(sysm.server, n)
     ok = {f for f in JOIN_FOLDERS if all(answers[c].response in got for c in cmds if answers[c].folder == f)}
@@ -357,7 +329,7 @@ def test_full_queue_is_refused(sysm: SimpleNamespace) -> None:
     sysm.c.call("route_config", capacity=2)
     try:
         cmd = _hex("3.3_CS11/CS11_3.3_SUCCESS_COMMAND_GBCS.HEX")
-        assert [_send_raw(sysm.server, cmd) for _ in range(3)] == ["done", "done", "rejected"]
+        assert [sysm.server.send_raw(cmd, 15) for _ in range(3)] == ["done", "done", "rejected"]
         assert sysm.c.call("route_status")["buffer"] == {GSME_EUI: 2}
         assert any(r[1] == EV_BUFFER_FULL for r in sysm.c.call("logs", which="event")["entries"])
     finally:
@@ -378,7 +350,7 @@ def test_gsme_that_never_wakes_gets_819d(sysm: SimpleNamespace) -> None:
     try:
         cmd = _hex("6.6_GCS23/GCS23_6.6_SUCCESS_COMMAND_GBCS.HEX")
         n = len(sysm.server.received)
-        assert _send_raw(sysm.server, cmd) == "done"
+        assert sysm.server.send_raw(cmd, 15) == "done"
         ident = sysm.c.call("identity")
 
         def alert() -> bytes | None:
@@ -388,7 +360,7 @@ def test_gsme_that_never_wakes_gets_819d(sysm: SimpleNamespace) -> None:
                     return raw
             return None
 
-        raw = _until(alert, 10, "0x819D at the head-end")
+        raw = sysm.system.wait_until(alert, 10, "0x819D at the head-end")
         assert isinstance(raw, bytes)
         sysm.server.headend.verify(raw, cra=3)
         f = parse_frame(cmd)
@@ -414,7 +386,7 @@ def test_buffer_survives_a_power_cut(sysm: SimpleNamespace) -> None:
     sysm.gsme.forget_counters()
     n = len(sysm.server.received)
     for c in cmds:
-        assert _send_raw(sysm.server, c) == "done"
+        assert sysm.server.send_raw(c, 15) == "done"
     k = len(sysm.gsme.executed)
     r = len(sysm.gsme.refused)
     assert int(sysm.han.run(sysm.gsme.wake(max_commands=1, put=False))) == 1
@@ -427,7 +399,7 @@ def test_buffer_survives_a_power_cut(sysm: SimpleNamespace) -> None:
     sysm.c = LocalPortClient(sysm.system.local_port_url, timeout=15)
     sysm.c.__enter__()
     assert sysm.c.call("route_status")["buffer"] == {GSME_EUI: 3}
-    _until(lambda: sysm.c.call("han_status")["state"] == "up", 20, "the HAN up again")
+    sysm.system.wait_until(lambda: sysm.c.call("han_status")["state"] == "up", 20, "the HAN up again")
     # the held PUT goes first (the hub had nothing in hand after the restart),
     # then GETs: the first command again (refused), then the other two
     assert _wake(sysm) == 3
@@ -436,16 +408,16 @@ def test_buffer_survives_a_power_cut(sysm: SimpleNamespace) -> None:
     assert _wake(sysm) == 0
     assert sysm.c.call("route_status")["buffer"] == {}
     want = [answers[c].response for c in cmds]
-    _until(lambda: set(want) <= set(_received_after(sysm.server, n)), 15, "the three responses")
+    sysm.system.wait_until(lambda: set(want) <= set(_received_after(sysm.server, n)), 15, "the three responses")
     got = _received_after(sysm.server, n)
     assert [got.count(w) for w in want] == [1, 1, 1]
 
 
 def test_removed_device_queue_is_dropped(sysm: SimpleNamespace) -> None:
     cmd = _hex("3.3_CS11/CS11_3.3_SUCCESS_COMMAND_GBCS.HEX")
-    assert _send_raw(sysm.server, cmd) == "done"
+    assert sysm.server.send_raw(cmd, 15) == "done"
     assert sysm.c.call("route_status")["buffer"] == {GSME_EUI: 1}
     assert sysm.c.call("device_log_remove", eui=GSME_EUI)["code"] == 0
     assert sysm.c.call("route_status")["buffer"] == {}
     assert any(r[1] == EV_QUEUE_DROPPED for r in sysm.c.call("logs", which="event")["entries"])
-    assert _send_raw(sysm.server, cmd) == "rejected"  # no longer in the Device Log
+    assert sysm.server.send_raw(cmd, 15) == "rejected"  # no longer in the Device Log
