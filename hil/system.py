@@ -81,10 +81,11 @@ class HubControl:
                 pass
 
     def wait_until(self, cond: Callable[[], T], timeout: float = 15.0,
-                   what: str | Callable[[], str] = "the condition") -> T:
-        """Poll `cond()` until it returns something true and return that; at
-        `timeout` fail (AssertionError) naming `what` and the DUT log's path."""
-        return self.log.wait_until(cond, timeout, what)
+                   what: str | Callable[[], str] = "the condition", interval: float = 0.05) -> T:
+        """Poll `cond()` every `interval` seconds until it returns something
+        true and return that; at `timeout` fail (AssertionError) naming `what`
+        and the DUT log's path (`DutLog.wait_until`)."""
+        return self.log.wait_until(cond, timeout, what, interval)
 
 
 FLASHED = "flashed.json"  # written by `chub flash --board unix` beside the flash file
