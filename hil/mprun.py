@@ -45,14 +45,15 @@ FIRMWARE_PATH: tuple[Path, ...] = (FIRMWARE, BOARD_UNIX)  # the firmware from so
 class Micropython:
     """One way of running the unix port: `path` is the module path after the
     frozen modules (an image folder, or firmware/ and boards/unix/ with
-    anything a test adds), `heap` the `-X heapsize` limit, `env` variables
-    added to this process's environment, `cwd` the working directory."""
+    anything a test adds), `heap` the `-X heapsize` limit (None: the
+    binary's default), `env` variables added to this process's environment,
+    `cwd` the working directory."""
 
     def __init__(
         self,
         path: Sequence[Path | str] = FIRMWARE_PATH,
         *,
-        heap: str = "512k",
+        heap: str | None = "512k",
         env: Mapping[str, str] | None = None,
         cwd: Path | str | None = None,
     ) -> None:
@@ -63,7 +64,9 @@ class Micropython:
 
     def argv(self, args: Sequence[str] = (), code: str | None = None) -> list[str]:
         """The command line: a script and its arguments, or `-c code` then `args` (sys.argv)."""
-        cmd = [micropython_exe(), "-X", f"heapsize={self.heap}"]
+        cmd = [micropython_exe()]
+        if self.heap is not None:
+            cmd += ["-X", f"heapsize={self.heap}"]
         if code is not None:
             cmd += ["-c", code]
         return cmd + [str(a) for a in args]

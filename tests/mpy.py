@@ -9,23 +9,18 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from hil.mprun import BOARD_UNIX, FIRMWARE, Micropython, micropython_exe, module_path
+from hil.mprun import BOARD_UNIX, FIRMWARE, Micropython
 
 ROOT = Path(__file__).resolve().parents[1]
 MP_TESTS = ROOT / "tests" / "mp"
 
-__all__ = ["BOARD_UNIX", "FIRMWARE", "MP_TESTS", "ROOT", "micropython_exe", "mp", "mp_path", "run_mp",
-           "run_rig_scenario", "scaled_heap", "tier_path"]
+__all__ = ["BOARD_UNIX", "FIRMWARE", "MP_TESTS", "ROOT", "mp", "run_mp", "run_rig_scenario", "scaled_heap",
+           "tier_path"]
 
 
 def tier_path(extra: tuple[Path, ...] = ()) -> tuple[Path, ...]:
     """The module path of the test tier: `extra`, tests/mp, the firmware, the unix board."""
     return (*extra, MP_TESTS, FIRMWARE, BOARD_UNIX)
-
-
-def mp_path(extra: tuple[Path, ...] = ()) -> str:
-    """The MICROPYPATH of the test tier (`extra` first)."""
-    return module_path(tier_path(extra))
 
 
 def scaled_heap(heap: str) -> str:
