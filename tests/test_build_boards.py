@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from chub.cli import main
 from chub.core import build as b
-from mpy import micropython_exe
+from hil.mprun import Micropython
 
 ROOT = Path(__file__).resolve().parents[1]
 ESP32_BOARDS = ("esp32_s3_devkitc", "esp32_devkitc")
@@ -39,10 +39,7 @@ def test_s3_image_has_board_modules_and_hashes(tmp_path: Path) -> None:
         assert hashlib.sha256((img.path / rel).read_bytes()).hexdigest() == h
     # the stamped pin map is board.json, readable by MicroPython
     src = (tmp_path / "board_cfg.py").read_text()
-    import subprocess
-
-    out = subprocess.run([micropython_exe(), "-c", src + "\nimport json\nprint(json.dumps(CONFIG))"],
-                         capture_output=True, text=True, timeout=30)
+    out = Micropython((), heap=None).run(code=src + "\nimport json\nprint(json.dumps(CONFIG))", timeout=30)
     assert json.loads(out.stdout) == json.loads((ROOT / "boards/esp32_s3_devkitc/board.json").read_text())
 
 

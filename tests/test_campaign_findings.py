@@ -27,15 +27,13 @@ def test_cut_right_after_form_network_resumes_the_ncps_network(hub_image: Path, 
     try:
         def arm(r: Run) -> None:
             ncp = r.system.han.emu
-            orig = ncp._c_formNetwork
 
-            def form(p: bytes) -> bytes:
-                out = orig(p)  # the NCP has formed it (its NVM keeps the network) ...
-                ncp._c_formNetwork = orig
-                _cut_now(r)  # ... and the hub loses power before it hears so
-                return out
+            def done(name: str) -> None:
+                if name == "formNetwork":  # the NCP has formed it (its NVM keeps the network) ...
+                    ncp.on_command_done = None
+                    _cut_now(r)  # ... and the hub loses power before it hears so
 
-            ncp._c_formNetwork = form
+            ncp.on_command_done = done
 
         run.power_on(before_start=arm)
         deadline = time.monotonic() + 30

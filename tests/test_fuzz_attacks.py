@@ -7,7 +7,6 @@ wrong install code: tests/test_hil_han.py.)"""
 
 from __future__ import annotations
 
-import asyncio
 import random
 import socket
 import time
@@ -17,8 +16,7 @@ from pathlib import Path
 import pytest
 
 from chub.core.localport import LocalPortClient, encode_frame
-from hil.headend.gbcs import decode_access_response, parse_frame
-from hil.headend.server import GBCS, _Pending, frame
+from hil.headend.gbcs import decode_access_response
 from hil.system import EmulatedSystem
 
 ECS26I = "6.2.4_ECS26i/ECS26i_6.2.4_SUCCESS_COMMAND_GBCS.HEX"
@@ -30,36 +28,9 @@ def system(hub_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     s = EmulatedSystem(tmp_path_factory.mktemp("attack"), image=hub_image, fresh=True).start()
     assert s.headend.headend is not None
     s.headend.wait_hello(1, timeout=30)
+    s.call_timeout = 10
     yield s
     s.stop()
-
-
-def call(s: EmulatedSystem, cmd: str, **args: object) -> dict:
-    with LocalPortClient(s.local_port_url, timeout=10) as c:
-        return c.call(cmd, **args)
-
-
-def send_raw_gbcs(s: EmulatedSystem, raw: bytes, timeout: float = 10.0) -> str:
-    """One GBCS frame as the head-end would send it, without rebuilding; the
-    hub's link ACK status ("done", "duplicate", "rejected")."""
-    he = s.headend
-
-    async def go() -> str:
-        fid = he._next_id
-        he._next_id += 1
-        try:
-            f = parse_frame(raw)
-        except Exception:  # noqa: BLE001 - hostile bytes: no Frame to file it under
-            f = None
-        pc = _Pending(fid, raw, f, asyncio.get_running_loop().create_future())  # type: ignore[arg-type]
-        he._cmds[fid] = pc
-        assert he._writer is not None
-        he._writer.write(frame(GBCS, fid, raw))
-        await asyncio.wait_for(pc.acked.wait(), timeout)
-        return str(pc.ack_status)
-
-    assert he.loop is not None
-    return asyncio.run_coroutine_threadsafe(go(), he.loop).result(timeout + 5)
 
 
 def responses_to(s: EmulatedSystem, counter: int) -> list:
@@ -68,7 +39,7 @@ def responses_to(s: EmulatedSystem, counter: int) -> list:
 
 def alive_and_same_boot(s: EmulatedSystem, boots: int) -> None:
     assert s.dut is not None and s.dut.alive and s.dut.boots == boots, "the hub restarted"
-    assert call(s, "status")["version"]
+    assert s.call("status")["version"]
 
 
 def good_command(s: EmulatedSystem, vectors: Path) -> None:
@@ -82,11 +53,11 @@ def test_forged_command_rejected_not_executed(system: EmulatedSystem, vectors: P
     raw, f = he.rebuild(bytes.fromhex((vectors / "gbcs" / "rtds" / ECS26I).read_text().strip()))
     forged = bytearray(raw)
     forged[-1] ^= 0x01  # the MAC's last byte
-    assert send_raw_gbcs(system, bytes(forged)) == "rejected"
+    assert system.headend.send_raw(bytes(forged)) == "rejected"
     # a payload changed under the original MAC
     forged = bytearray(raw)
     forged[len(forged) // 2] ^= 0x40
-    assert send_raw_gbcs(system, bytes(forged)) == "rejected"
+    assert system.headend.send_raw(bytes(forged)) == "rejected"
     time.sleep(1.0)
     assert responses_to(system, f.counter) == []
     alive_and_same_boot(system, boots)
@@ -99,11 +70,11 @@ def test_replayed_command_answered_once(system: EmulatedSystem, vectors: Path) -
     assert reply.ack_status == "done"
     # the same bytes again under a new link frame id: a replay, not a resend
     for _ in range(2):
-        assert send_raw_gbcs(system, reply.command) == "rejected"
+        assert system.headend.send_raw(reply.command) == "rejected"
     time.sleep(1.0)
     assert len(responses_to(system, reply.frame.counter)) == 1
-    ev = [e for e in call(system, "transactions")["entries"] if e.get("event") == "reject"]
-    assert len(ev) >= 2, call(system, "transactions")["entries"][-5:]
+    ev = [e for e in system.call("transactions")["entries"] if e.get("event") == "reject"]
+    assert len(ev) >= 2, system.call("transactions")["entries"][-5:]
     alive_and_same_boot(system, boots)
 
 
@@ -115,7 +86,7 @@ def test_hostile_gbcs_bytes_over_the_wan(system: EmulatedSystem, vectors: Path) 
     rnd = random.Random(8)
     inputs = [bytes.fromhex(ln) for p in sorted(GBCS_CORPUS.glob("*.hex")) for ln in p.read_text().split()]
     inputs = rnd.sample(inputs, min(40, len(inputs))) + [rnd.randbytes(rnd.randint(0, 300)) for _ in range(20)]
-    statuses = [send_raw_gbcs(system, b) for b in inputs]
+    statuses = [system.headend.send_raw(b) for b in inputs]
     assert set(statuses) <= {"done", "rejected"}, statuses
     assert statuses.count("rejected") >= len(inputs) // 2
     alive_and_same_boot(system, boots)
@@ -154,7 +125,7 @@ def test_unauthenticated_local_port_writes_refused(system: EmulatedSystem) -> No
     # what a write could change: EUI, type, key state and hash, node, join
     # state (not the traffic counters: the HAN keeps talking meanwhile)
     def entries() -> list:
-        return [row[:6] for row in call(system, "device_log_list")["entries"]]
+        return [row[:6] for row in system.call("device_log_list")["entries"]]
 
     before = entries()
     eui = "70B3D5C1BADC0DE7"

@@ -5,7 +5,6 @@ loopback socket (one connection per CLI call)."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import time
@@ -19,7 +18,7 @@ from zigpy.util import CrcX25
 from chub.cli import hht, main
 from chub.core.localport import LocalPortClient, LocalPortError
 from chub.hht_device_log import register
-from mpy import micropython_exe, mp_path, scaled_heap
+from mpy import mp
 
 if "device-log" not in hht.commands:
     register(hht)
@@ -85,9 +84,7 @@ def url(tmp_path: Path) -> Iterator[str]:
     port = s.getsockname()[1]
     s.close()
     (tmp_path / "hub.py").write_text(HUB)
-    proc = subprocess.Popen([micropython_exe(), "-X", f"heapsize={scaled_heap('256k')}", "hub.py", str(port)], cwd=tmp_path,
-                            env=dict(os.environ, MICROPYPATH=mp_path()), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+    proc = mp("256k", cwd=tmp_path).popen(["hub.py", str(port)], stdin=None, stderr=subprocess.STDOUT)
     try:
         for _ in range(200):
             try:

@@ -43,7 +43,7 @@ def test_power_cut_then_reboot_keeps_flash(hub) -> None:
     hub.dut.start()
     hub.dut.wait_ready(after=pos)
     # the second boot mounts the existing file system instead of formatting it
-    assert not any("formatting" in line for _, src, line in list(hub.log._lines)[pos:] if src == "dut")
+    assert not any("formatting" in line for line in hub.log.lines("dut", after=pos))
     assert hub.dut.flash_path.stat().st_size == before
     assert hub.call("status")["uptime_s"] < 5
 
@@ -77,6 +77,6 @@ def test_boots_in_code_plus_data_budget(rig, hil_log, hub_image, tmp_path) -> No
         d.wait_ready(timeout=20)
         time.sleep(3)  # the jobs start, the first boot generates keys
         assert d.proc is not None and d.proc.poll() is None, f"the hub died at heap {heap}"
-        assert not [line for _, src, line in list(hil_log._lines) if src == "dut" and "MemoryError" in line]
+        assert not [line for line in hil_log.lines("dut") if "MemoryError" in line]
     finally:
         d.stop()

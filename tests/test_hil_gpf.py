@@ -7,7 +7,6 @@ key; the mirror's data survive a power cut."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,18 +25,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory, hub_image: Path) -> Iterator[
         yield s
 
 
-def _until(cond, timeout: float = 15.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if v := cond():
-            return v
-        time.sleep(0.05)
-    raise AssertionError("timed out")
-
-
 def test_gsme_mirror_ihd_and_headend_read(demo: EmulatedSystem, vectors: Path) -> None:
     han = demo.han
-    _until(lambda: han.wait_joined(["gsme", "ihd"], 1.0), 20)
+    demo.wait_until(lambda: han.wait_joined(["gsme", "ihd"], 1.0), 20, "the GSME and the IHD joined")
     gsme = MirrorReporter(han.device("gsme"), GsmeData.rtds())
     ep = han.run(gsme.setup())
     assert ep not in (0, 0xFFFF)
@@ -72,7 +62,8 @@ def test_gsme_mirror_ihd_and_headend_read(demo: EmulatedSystem, vectors: Path) -
     assert f.date_time is not None and parse_frame(bytes.fromhex(r["response"])).message_code == 0x0074
     # power cut: the mirror's data come back from flash
     demo.reboot(power_cut=True)
-    shown2 = _until(lambda: _try(lambda: han.run(Ihd(han.device("ihd")).gas(), timeout=10)), 40)
+    shown2 = demo.wait_until(lambda: _try(lambda: han.run(Ihd(han.device("ihd")).gas(), timeout=10)), 40,
+                             "the IHD's gas reading after the power cut")
     assert shown2 == shown
 
 

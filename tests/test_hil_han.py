@@ -11,8 +11,7 @@ CPython AES-MMO, independent of the firmware's."""
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,16 +26,6 @@ EV_JOIN_BAD_KEY = 0x8FE3
 INTRUDER = "70B3D5C1BAD00005"
 WRONG = DeviceSpec("wrong", "70B3D5C1BAD00006", 5, bytes.fromhex("00112233445566778899AABBCCDDEEFF"),
                    device_code=bytes.fromhex("FFEEDDCCBBAA99887766554433221100"))
-
-
-def _until(cond: Callable[[], object], timeout: float = 15.0, what: str = "") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _system(tmp: Path, image: Path, demo: bool, version: int = 13) -> EmulatedSystem:
@@ -61,15 +50,8 @@ def _cli(system: EmulatedSystem, *args: str) -> dict:
     return json.loads(r.output.strip().splitlines()[-1])
 
 
-def _call(system: EmulatedSystem, cmd: str, **kw: object) -> dict:
-    from chub.core.localport import LocalPortClient
-
-    with LocalPortClient(system.local_port_url, timeout=5) as c:
-        return c.call(cmd, **kw)
-
-
 def _up(system: EmulatedSystem) -> dict:
-    return _until(lambda: (st := _call(system, "han_status"))["state"] == "up" and st, 20, "the HAN up")  # type: ignore[return-value]
+    return system.wait_until(lambda: (st := system.call("han_status"))["state"] == "up" and st, 20, "the HAN up")  # type: ignore[return-value]
 
 
 def _joined(system: EmulatedSystem) -> set[str]:
@@ -99,24 +81,24 @@ def test_whitelist_joins_refusals_and_power_cut(plain: EmulatedSystem) -> None:
         han.power_on(name)
     assert han.wait_joined(three, 10)
     want = {DEVICES[n].eui for n in three}
-    _until(lambda: want <= _joined(plain), 10, "the hub to record the joins")
-    assert _call(plain, "han_status")["node_count"] == 3
+    plain.wait_until(lambda: want <= _joined(plain), 10, "the hub to record the joins")
+    assert plain.call("han_status")["node_count"] == 3
     # the PPMID is not whitelisted: it cannot join even with its own code
     han.power_on("ppmid")
-    _until(lambda: han.devices["ppmid"]["state"] in ("refused", "gave up"), 10, "the PPMID refused")
+    plain.wait_until(lambda: han.devices["ppmid"]["state"] in ("refused", "gave up"), 10, "the PPMID refused")
     assert not han.devices["ppmid"]["joined"]
     assert han.unknown_join(INTRUDER) == "refused"
-    sec = _until(lambda: (s := _security(plain)) and (EV_UNKNOWN_JOIN, INTRUDER) in s and s, 10, "security log")
+    sec = plain.wait_until(lambda: (s := _security(plain)) and (EV_UNKNOWN_JOIN, INTRUDER) in s and s, 10, "security log")
     assert (EV_UNKNOWN_JOIN, DEVICES["ppmid"].eui) in sec  # type: ignore[operator]
     # a whitelisted device holding the wrong install code is refused and logged
     han.power_on("wrong")
-    _until(lambda: (EV_JOIN_BAD_KEY, WRONG.eui) in _security(plain), 10, "the wrong-key refusal")
+    plain.wait_until(lambda: (EV_JOIN_BAD_KEY, WRONG.eui) in _security(plain), 10, "the wrong-key refusal")
     assert not han.devices["wrong"]["joined"] and WRONG.eui not in _joined(plain)
     assert _joined(plain) == want
     # a joined device talks: the hub records its link quality
     assert han.send("esme", bytes((0x18, 0x02, 0x0A, 0, 0, 0x20, 3)))
-    row = _until(lambda: next((e for e in _cli(plain, "device-log", "list")["entries"]
-                               if e["eui"] == DEVICES["esme"].eui and e["rssi"]), None), 5, "ESME stats")
+    row = plain.wait_until(lambda: next((e for e in _cli(plain, "device-log", "list")["entries"]
+                                         if e["eui"] == DEVICES["esme"].eui and e["rssi"]), None), 5, "ESME stats")
     rssi, lqi = han.nodes["esme"].rssi, han.nodes["esme"].lqi
     assert row["rssi"] == [rssi] * 3 and row["lqi"] == [lqi] * 3 and row["last_comm"]  # type: ignore[index]
 
@@ -133,7 +115,7 @@ def test_whitelist_joins_refusals_and_power_cut(plain: EmulatedSystem) -> None:
     assert _joined(plain) == want
     # the device log's join windows are still served: the keys are back in the NCP
     key_cmd = "importTransientKey"
-    _until(lambda: key_cmd in han.commands[mark:], 5, "the join keys re-imported")
+    plain.wait_until(lambda: key_cmd in han.commands[mark:], 5, "the join keys re-imported")
 
 
 @pytest.mark.parametrize("version", [14])
@@ -145,11 +127,11 @@ def test_demo_han_and_ncp_reset(tmp_path: Path, hub_image: Path, version: int) -
         assert _joined(s) == {d.eui for d in DEVICES.values()}
         st = _up(s)
         assert st["ezsp_version"] == version and st["node_count"] == 4 and st["restarts"] == 0
-        status = _call(s, "status")
+        status = s.call("status")
         assert status["han"]["state"] == "up" and status["jobs"]["han"]["state"] == "running"
         mark = len(han.commands)
         han.reset_ncp()  # unsolicited RSTACK mid-session
-        _until(lambda: _call(s, "han_status")["restarts"] >= 1, 10, "the coordinator to notice")
+        s.wait_until(lambda: s.call("han_status")["restarts"] >= 1, 10, "the coordinator to notice")
         st = _up(s)
         after = han.commands[mark:]
         assert "networkInit" in after and "formNetwork" not in after and "startScan" not in after
@@ -158,6 +140,6 @@ def test_demo_han_and_ncp_reset(tmp_path: Path, hub_image: Path, version: int) -
         # the link works again: a message from the IHD reaches the Device Log
         before = st["counters"]["rx"]
         assert han.send("ihd", bytes((0x18, 0x03, 0x0A, 0, 0, 0x20, 3)))
-        _until(lambda: _call(s, "han_status")["counters"]["rx"] > before, 5, "the IHD's message")
+        s.wait_until(lambda: s.call("han_status")["counters"]["rx"] > before, 5, "the IHD's message")
     finally:
         s.stop()

@@ -17,7 +17,7 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,29 +41,13 @@ def demo(tmp_path_factory: pytest.TempPathFactory, hub_image: Path) -> Iterator[
     s.stop()
 
 
-def _call(system: EmulatedSystem, cmd: str, **kw: object) -> dict:
-    from chub.core.localport import LocalPortClient
-
-    with LocalPortClient(system.local_port_url, timeout=20) as c:
-        return c.call(cmd, **kw)
-
-
-def _until(cond: Callable[[], object], timeout: float = 10.0, what: str = "") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if v := cond():
-            return v
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _healthy(system: EmulatedSystem) -> dict:
     """The hub is alive, the ESME reachable over the tunnel and the HAN up
     with its four devices joined in the Device Log (node_count)."""
-    r = _until(lambda: (x := _call(system, "han_tunnel", eui=DEVICES["esme"].eui, data="c0ffee",
-                                   timeout_ms=8000))["ok"] and x, 20, "an exchange with the ESME")
+    r = system.wait_until(lambda: (x := system.call("han_tunnel", eui=DEVICES["esme"].eui, data="c0ffee",
+                                                    timeout_ms=8000))["ok"] and x, 20, "an exchange with the ESME")
     assert r["reply"] == "c0ffee", r  # type: ignore[index]
-    st = _call(system, "han_status")
+    st = system.call("han_status")
     assert st["state"] == "up" and st["node_count"] == 4, st
     assert system.dut is not None and system.dut.alive
     return st
@@ -87,9 +71,10 @@ def test_ash_faults_recovered_inside_the_link(demo: EmulatedSystem) -> None:
         demo.han.fault(kind, n)
         after = _healthy(demo)  # the exchange runs through the fault
         if kind == "ack_lost":  # the NCP only retransmits when nothing else acks
-            _until(lambda: demo.han.ash_faults.get("ack_lost", 0) >= 1, 5, "a lost ACK")
-            after = _until(lambda: (s := _call(demo, "han_status"))["ash"][stat] > before["ash"][stat] and s,  # noqa: B023
-                           5, "the duplicate")  # type: ignore[assignment]
+            demo.wait_until(lambda: demo.han.ash_faults.get("ack_lost", 0) >= 1, 5, "a lost ACK")
+            after = demo.wait_until(
+                lambda: (s := demo.call("han_status"))["ash"][stat] > before["ash"][stat] and s,  # noqa: B023
+                5, "the duplicate")  # type: ignore[assignment]
         assert after["ash"][stat] >= before["ash"][stat] + rise, (kind, before["ash"], after["ash"])
         assert after["restarts"] == restarts, f"{kind}: the link recovered without a restart"
         assert after["ash"]["link_failures"] == 0 and after["ash"]["ncp_resets"] == 0, kind
@@ -111,16 +96,16 @@ def test_long_nak_storm_and_ash_error_restart_the_link(demo: EmulatedSystem) -> 
     # NAKs for more than the 5 tries: LinkFailure, the NCP's reset line is
     # pulled and the network resumed
     han.fault("nak", 12)
-    r = _call(demo, "han_tunnel", eui=DEVICES["esme"].eui, data="01", timeout_ms=3000)
+    r = demo.call("han_tunnel", eui=DEVICES["esme"].eui, data="01", timeout_ms=3000)
     assert not r["ok"]
-    st2 = _until(lambda: (s := _call(demo, "han_status"))["restarts"] > st["restarts"] and s, 10, "a restart")
+    st2 = demo.wait_until(lambda: (s := demo.call("han_status"))["restarts"] > st["restarts"] and s, 10, "a restart")
     st2 = _healthy(demo)
     assert st2["counters"]["hard_resets"] == hard + 1
     after = han.commands[mark:]
     assert "networkInit" in after and "formNetwork" not in after
     # an ASH ERROR frame: the NCP failed; the job restarts (no reset-line pull)
     han.fault("error")
-    _until(lambda: _call(demo, "han_status")["restarts"] > st2["restarts"], 10, "a restart")
+    demo.wait_until(lambda: demo.call("han_status")["restarts"] > st2["restarts"], 10, "a restart")
     st3 = _healthy(demo)
     assert st3["counters"]["hard_resets"] == hard + 1 and st3["counters"]["ncp_resets"] >= 1
 
@@ -130,12 +115,12 @@ def test_join_after_the_window_closed_is_refused_and_logged(demo: EmulatedSystem
     han.add_device(LATE)
     han.add_device(KEEPER)  # its open window keeps joining permitted
     for spec, secs in ((KEEPER, 600), (LATE, 1)):
-        r = _call(demo, "device_log_add", eui=spec.eui, type=spec.dev_type, install_code=spec.install_code_hex,
-                  join_timeout=secs)
+        r = demo.call("device_log_add", eui=spec.eui, type=spec.dev_type, install_code=spec.install_code_hex,
+                      join_timeout=secs)
         assert r["code"] == 0, r
     time.sleep(2.5)  # the LATE window closes; the trust centre drops its key
     han.power_on("late")
-    _until(lambda: han.devices["late"]["state"] in ("refused", "gave up"), 10, "the late device refused")
+    demo.wait_until(lambda: han.devices["late"]["state"] in ("refused", "gave up"), 10, "the late device refused")
     assert not han.nodes["late"].joined
 
     def logged() -> bool:
@@ -143,10 +128,10 @@ def test_join_after_the_window_closed_is_refused_and_logged(demo: EmulatedSystem
         entries = json.loads(r.output.strip().splitlines()[-1])["entries"]
         return (EV_JOIN_WINDOW_CLOSED, LATE.eui) in {(e[1], e[2].upper()) for e in entries}
 
-    _until(logged, 10, "0x8FE1 in the security log")
+    demo.wait_until(logged, 10, "0x8FE1 in the security log")
     _healthy(demo)
     # removing a device that never joined sends no removeDevice
-    assert _call(demo, "device_log_remove", eui=KEEPER.eui)["code"] == 0
+    assert demo.call("device_log_remove", eui=KEEPER.eui)["code"] == 0
     time.sleep(1.5)  # a trust-centre sync
     assert bytes.fromhex(KEEPER.eui) not in han.emu.removed and "removeDevice" not in han.commands
 

@@ -29,36 +29,21 @@ def demo(tmp_path_factory: pytest.TempPathFactory, hub_image: Path) -> Iterator[
     # tests/test_hil_boot.py's business, this test is about the messaging
     s = EmulatedSystem(tmp_path_factory.mktemp("han_msg") / "sys", image=hub_image, fresh=True, heap="768k")
     s.han_version = 14  # type: ignore[attr-defined]
+    s.call_timeout = 40
     s.start()
     yield s
     s.stop()
 
 
-def _call(system: EmulatedSystem, cmd: str, **kw: object) -> dict:
-    from chub.core.localport import LocalPortClient
-
-    with LocalPortClient(system.local_port_url, timeout=40) as c:
-        return c.call(cmd, **kw)
-
-
 def _counters(system: EmulatedSystem) -> dict:
-    return _call(system, "han_status")["counters"]
-
-
-def _until(cond, timeout: float = 10.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if v := cond():
-            return v
-        time.sleep(0.05)
-    raise AssertionError("timed out")
+    return system.call("han_status")["counters"]
 
 
 def test_devices_read_the_hub_time_after_joining(demo: EmulatedSystem) -> None:
     han = demo.han
     for name in ("esme", "gsme", "ihd"):
         d = han.device(name)
-        t = _until(lambda d=d: d.hub_time, 10)
+        t = demo.wait_until(lambda d=d: d.hub_time, 10, f"{name} reading the hub time")
         # Master always; Synchronized is the CH clock's validity (tested
         # byte-exact in tests/mp/mp_zcl_servers.py)
         assert t["status"] & 0x01, t
@@ -67,12 +52,13 @@ def test_devices_read_the_hub_time_after_joining(demo: EmulatedSystem) -> None:
         assert not d.errors, d.errors
     # the GSME opened its tunnel to the hub
     gsme = han.device("gsme")
-    _until(lambda: gsme.tunnel_id is not None or gsme.errors, 5)
+    demo.wait_until(lambda: gsme.tunnel_id is not None or gsme.errors, 5, "the GSME's tunnel")
     assert gsme.tunnel_id is not None, gsme.errors
     # the hub read each device's Basic application and stack versions after
     # it joined (for CCS04/CCS05 active_devices); the sleepy GSME too
     want = {DEVICES[n].eui: [1, 0x10] for n in ("esme", "gsme", "ihd")}
-    _until(lambda: all(_call(demo, "han_status")["versions"].get(k) == v for k, v in want.items()), 10)
+    demo.wait_until(lambda: all(demo.call("han_status")["versions"].get(k) == v for k, v in want.items()), 10,
+                    "every device's versions read")
 
 
 def test_tunnel_exchange_esme_and_gsme(demo: EmulatedSystem) -> None:
@@ -80,7 +66,7 @@ def test_tunnel_exchange_esme_and_gsme(demo: EmulatedSystem) -> None:
     esme, gsme = DEVICES["esme"].eui, DEVICES["gsme"].eui
     before = _counters(demo)
     msg = os.urandom(1200)
-    r = _call(demo, "han_tunnel", eui=esme, data=msg.hex(), timeout_ms=20000)
+    r = demo.call("han_tunnel", eui=esme, data=msg.hex(), timeout_ms=20000)
     assert r["ok"], r
     assert bytes.fromhex(r["reply"]) == msg  # the ESME's default hook echoes
     assert han.device("esme").tunnel_in[-1] == msg and han.device("esme").served  # the hub opened it
@@ -89,9 +75,10 @@ def test_tunnel_exchange_esme_and_gsme(demo: EmulatedSystem) -> None:
     # the hub acknowledged each of the ESME's 19 reply fragments (sendReply,
     # groupId 0xFF00 | index), as EmberZNet's host fragmentation does
     nid = han.nodes["esme"].node_id
-    _until(lambda: sorted(i for n, i in han.emu.fragment_acks if n == nid)[-19:] == list(range(19)), 5)
+    demo.wait_until(lambda: sorted(i for n, i in han.emu.fragment_acks if n == nid)[-19:] == list(range(19)), 5,
+                    "an APS ACK for each of the 19 fragments")
     # a second exchange reuses the tunnel; a short message is not fragmented
-    r = _call(demo, "han_tunnel", eui=esme, data="0102", timeout_ms=5000)
+    r = demo.call("han_tunnel", eui=esme, data="0102", timeout_ms=5000)
     assert r["ok"] and r["reply"] == "0102" and len(han.device("esme").served) == 1
     # the sleepy GSME: on the tunnel it opened (hub = server), delivered on poll
     msg = os.urandom(700)
@@ -99,7 +86,7 @@ def test_tunnel_exchange_esme_and_gsme(demo: EmulatedSystem) -> None:
 
     han.device("gsme").on_tunnel_data = echo
     try:
-        r = _call(demo, "han_tunnel", eui=gsme, data=msg.hex(), timeout_ms=20000)
+        r = demo.call("han_tunnel", eui=gsme, data=msg.hex(), timeout_ms=20000)
     finally:
         han.device("gsme").on_tunnel_data = ignore
     assert r["ok"], r
@@ -116,15 +103,16 @@ def test_tunnel_exchange_esme_and_gsme(demo: EmulatedSystem) -> None:
         return g.tunnel_send(b"\x01")
 
     assert han.run(get())
-    _until(lambda: _counters(demo)["tunnel_rx"] == c0["tunnel_rx"] + 1, 5)
-    _until(lambda: _counters(demo)["tunnel_unclaimed"] > c0["tunnel_unclaimed"] or len(g.tunnel_in) > n, 5)
+    demo.wait_until(lambda: _counters(demo)["tunnel_rx"] == c0["tunnel_rx"] + 1, 5, "the tunnel message counted")
+    demo.wait_until(lambda: _counters(demo)["tunnel_unclaimed"] > c0["tunnel_unclaimed"] or len(g.tunnel_in) > n, 5,
+                    "the GET answered or counted unclaimed")
 
 
 def test_delivery_errors(demo: EmulatedSystem) -> None:
     han = demo.han
-    r = _call(demo, "han_tunnel", eui="70B3D5C1DEAD0009", data="01", timeout_ms=2000)
+    r = demo.call("han_tunnel", eui="70B3D5C1DEAD0009", data="01", timeout_ms=2000)
     assert not r["ok"] and r["reason"] == "no_route"
-    r = _call(demo, "han_tunnel", eui="not-an-eui", data="01", timeout_ms=2000)
+    r = demo.call("han_tunnel", eui="not-an-eui", data="01", timeout_ms=2000)
     assert not r["ok"] and r["reason"] == "no_route"
     # the ESME gets the message but does not answer
     esme = han.device("esme")
@@ -135,7 +123,7 @@ def test_delivery_errors(demo: EmulatedSystem) -> None:
     esme.on_tunnel_data = silent
     try:
         t0 = time.monotonic()
-        r = _call(demo, "han_tunnel", eui=DEVICES["esme"].eui, data="0a0b", timeout_ms=1500)
+        r = demo.call("han_tunnel", eui=DEVICES["esme"].eui, data="0a0b", timeout_ms=1500)
         assert not r["ok"] and r["reason"] == "timeout" and time.monotonic() - t0 < 5
     finally:
         from hil.devices import echo
@@ -144,12 +132,12 @@ def test_delivery_errors(demo: EmulatedSystem) -> None:
     # the radio loses everything: the NCP reports the unicast not delivered
     han.emu.han.loss = 1.0
     try:
-        r = _call(demo, "han_tunnel", eui=DEVICES["ihd"].eui, data="0c", timeout_ms=3000)
+        r = demo.call("han_tunnel", eui=DEVICES["ihd"].eui, data="0c", timeout_ms=3000)
     finally:
         han.emu.han.loss = 0.0
     assert not r["ok"] and r["reason"] == "no_route" and "not delivered" in r["error"], r
     # a message longer than the device accepts
-    r = _call(demo, "han_tunnel", eui=DEVICES["esme"].eui, data="00" * (esme.max_in + 1), timeout_ms=2000)
+    r = demo.call("han_tunnel", eui=DEVICES["esme"].eui, data="00" * (esme.max_in + 1), timeout_ms=2000)
     assert not r["ok"] and r["reason"] == "tunnel"
 
 
@@ -169,21 +157,22 @@ def test_exchange_skips_what_does_not_match(demo: EmulatedSystem) -> None:
     c0 = _counters(demo)
     esme.on_tunnel_data = alert_first
     try:
-        r = _call(demo, "han_tunnel", eui=DEVICES["esme"].eui, data="1234", match_prefix="00", timeout_ms=5000)
+        r = demo.call("han_tunnel", eui=DEVICES["esme"].eui, data="1234", match_prefix="00", timeout_ms=5000)
         # without a predicate the alert is taken as the answer
-        r2 = _call(demo, "han_tunnel", eui=DEVICES["esme"].eui, data="5678", timeout_ms=5000)
+        r2 = demo.call("han_tunnel", eui=DEVICES["esme"].eui, data="5678", timeout_ms=5000)
     finally:
         esme.on_tunnel_data = echo
     assert r["ok"] and r["reply"] == "001234", r
     assert r2["ok"] and r2["reply"] == b"\xa1alert".hex(), r2
-    c1 = _until(lambda: (c := _counters(demo))["tunnel_rx"] >= c0["tunnel_rx"] + 4 and c, 5)
+    c1 = demo.wait_until(lambda: (c := _counters(demo))["tunnel_rx"] >= c0["tunnel_rx"] + 4 and c, 5,
+                         "four tunnel messages counted")
     assert c1["exchanges"] == c0["exchanges"] + 2
 
 
 def test_zcl_reads_both_ways(demo: EmulatedSystem) -> None:
     han = demo.han
     # the hub reads the ESME's Basic cluster
-    r = _call(demo, "han_zcl_read", eui=DEVICES["esme"].eui, cluster=0, attrs=[0x0004, 0x0005, 0x1234])
+    r = demo.call("han_zcl_read", eui=DEVICES["esme"].eui, cluster=0, attrs=[0x0004, 0x0005, 0x1234])
     assert r["ok"], r
     assert r["records"] == [[4, 0, 0x42, "chub rig"], [5, 0, 0x42, "EMU-ESME"], [0x1234, 0x86, None, None]]
     # the IHD reads the hub's Basic cluster, and an attribute it lacks
@@ -204,15 +193,15 @@ def test_zcl_reads_both_ways(demo: EmulatedSystem) -> None:
 def test_network_key_rotation_on_command(demo: EmulatedSystem) -> None:
     han = demo.han
     old_key, old_seq = han.emu.han.network_key, han.emu.han.key_seq
-    r = _call(demo, "han_rotate_key")
+    r = demo.call("han_rotate_key")
     assert r == {"ok": True}, r
     assert han.emu.han.network_key != old_key and han.emu.han.key_seq == (old_seq + 1) & 0xFF
     assert han.emu.han.next_network_key is None
     assert {"broadcastNextNetworkKey", "broadcastNetworkKeySwitch"} <= set(han.commands)
-    sec = _call(demo, "logs", which="security")["entries"]
+    sec = demo.call("logs", which="security")["entries"]
     assert any(e[1] == 0x8FE2 for e in sec), sec
     # the HAN carries on
-    r = _call(demo, "han_tunnel", eui=DEVICES["ihd"].eui, data="0d", timeout_ms=5000)
+    r = demo.call("han_tunnel", eui=DEVICES["ihd"].eui, data="0d", timeout_ms=5000)
     assert r["ok"] and r["reply"] == "0d", r
 
 
@@ -221,17 +210,18 @@ def test_removing_a_joined_device_removes_it_from_the_network(demo: EmulatedSyst
     han = demo.han
     eui = DEVICES["esme"].eui
     assert han.nodes["esme"].joined
-    r = _call(demo, "device_log_remove", eui=eui)
+    r = demo.call("device_log_remove", eui=eui)
     assert r["code"] == 0, r
     # the trust centre asks the NCP to remove it (removeDevice 0xA8) ...
-    _until(lambda: bytes.fromhex(eui) in han.emu.removed, 5)
+    demo.wait_until(lambda: bytes.fromhex(eui) in han.emu.removed, 5, "removeDevice at the NCP")
     assert "removeDevice" in han.commands and not han.nodes["esme"].joined
-    tc = _until(lambda: (t := _call(demo, "han_status")["trust_centre"])["kicked"] >= 1 and t, 5)
+    tc = demo.wait_until(lambda: (t := demo.call("han_status")["trust_centre"])["kicked"] >= 1 and t, 5,
+                         "the trust centre's kick")
     assert tc["kick_errors"] == 0
-    assert eui not in _call(demo, "han_status")["versions"]
+    assert eui not in demo.call("han_status")["versions"]
     # ... and the hub has no route to it any more; the others are untouched
-    r = _call(demo, "han_tunnel", eui=eui, data="01", timeout_ms=2000)
+    r = demo.call("han_tunnel", eui=eui, data="01", timeout_ms=2000)
     assert not r["ok"] and r["reason"] == "no_route"
     assert han.nodes["gsme"].joined and han.nodes["ihd"].joined
-    r = _call(demo, "han_tunnel", eui=DEVICES["ihd"].eui, data="0203", timeout_ms=5000)
+    r = demo.call("han_tunnel", eui=DEVICES["ihd"].eui, data="0203", timeout_ms=5000)
     assert r["ok"] and r["reply"] == "0203"

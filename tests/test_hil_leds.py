@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ast
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -58,14 +57,13 @@ def system(tmp_path_factory: pytest.TempPathFactory, hub_image: Path) -> Iterato
 
 def _leds_until(system: EmulatedSystem, want: dict[str, Any], timeout: float = 30.0) -> dict:
     """Poll `status` until every LED in `want` shows its pattern."""
-    deadline = time.monotonic() + timeout
-    leds: dict = {}
-    while time.monotonic() < deadline:
-        leds = system.call("status").get("leds") or {}
-        if all(leds.get(k) == v for k, v in want.items()):
-            return leds
-        time.sleep(0.25)
-    raise AssertionError(f"LEDs {leds} never showed {want}")
+    last: list[dict] = [{}]
+
+    def shown() -> dict | None:
+        leds = last[0] = system.call("status").get("leds") or {}
+        return leds if all(leds.get(k) == v for k, v in want.items()) else None
+
+    return system.wait_until(shown, timeout, lambda: f"the LEDs to show {want} (last: {last[0]})", interval=0.25)
 
 
 def test_leds_follow_han_joins_wan_link_and_power_fail(system: EmulatedSystem) -> None:

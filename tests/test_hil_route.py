@@ -13,7 +13,6 @@ alerts, MAC-checked by the head-end with the test DCC's keys.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +23,6 @@ import pytest
 from chub.core.paths import vectors_dir
 from hil.han_setup import DeviceSpec
 from hil.headend.gbcs import parse_frame
-from hil.headend.server import GBCS, _Pending, frame
 from hil.meters import rtds_answers
 from hil.meters.esme import EsmeMeter
 from hil.meters.gsme import GsmeMeter
@@ -52,16 +50,6 @@ def _hex(rel: str) -> bytes:
     return bytes.fromhex((RTDS / rel).read_text().strip())
 
 
-def _until(cond: Callable[[], object], timeout: float = 15.0, what: str = "") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.fixture(scope="module")
 def sysm(tmp_path_factory: pytest.TempPathFactory, hub_image: Path) -> Iterator[SimpleNamespace]:
     if not RTDS.is_dir():
@@ -71,23 +59,21 @@ def sysm(tmp_path_factory: pytest.TempPathFactory, hub_image: Path) -> Iterator[
     # the first TOM command) do not fit next to the rest in 512k
     s = EmulatedSystem(tmp_path_factory.mktemp("route") / "sys", image=hub_image, fresh=True, heap="768k")
     s.han_demo = False  # type: ignore[attr-defined]
+    s.keep_connection = True
+    s.call_timeout = 15
     s.start()
     try:
-        from chub.core.localport import LocalPortClient
-
-        c = LocalPortClient(s.local_port_url, timeout=15)
-        c.__enter__()
         han = s.han  # type: ignore[attr-defined]
-        _until(lambda: c.call("han_status")["state"] == "up", 20, "the HAN up")
+        s.wait_until(lambda: s.call("han_status")["state"] == "up", 20, "the HAN up")
         specs = [ESME_SPEC, GSME_SPEC, *OTHER_SPECS]
         for spec in specs:
             han.add_device(spec)
-            r = c.call("device_log_add", eui=spec.eui, type=spec.dev_type, install_code=spec.install_code_hex,
+            r = s.call("device_log_add", eui=spec.eui, type=spec.dev_type, install_code=spec.install_code_hex,
                        join_timeout=600)
             assert r["code"] == 0, r
             han.power_on(spec.name)
         assert han.wait_joined([x.name for x in specs], 20)
-        assert han.wait_hub_joined(c, [x.name for x in specs], 20)
+        assert han.wait_hub_joined(s, [x.name for x in specs], 20)
         answers = rtds_answers()
 
         async def meters() -> tuple[EsmeMeter, GsmeMeter, list[EsmeMeter]]:
@@ -96,31 +82,14 @@ def sysm(tmp_path_factory: pytest.TempPathFactory, hub_image: Path) -> Iterator[
                     [EsmeMeter(han.device(x.name), answers) for x in OTHER_SPECS])
 
         esme, gsme, others = han.run(meters())
-        c.call("route_config", esme_timeout_ms=3000, expiry_check_s=1)
+        s.call("route_config", esme_timeout_ms=3000, expiry_check_s=1)
         # the GPF's alerts (0x819D, 0x819E) need its own ACB anchor
-        c.call("provision_test_dcc", anchors=s.headend.headend.test_dcc_anchors(), device="gpf")  # type: ignore[attr-defined]
-        _until(lambda: s.headend.connected, 20, "the head-end link")  # type: ignore[attr-defined]
-        yield SimpleNamespace(system=s, c=c, han=han, esme=esme, gsme=gsme, others=others,
+        s.call("provision_test_dcc", anchors=s.headend.headend.test_dcc_anchors(), device="gpf")  # type: ignore[attr-defined]
+        s.wait_until(lambda: s.headend.connected, 20, "the head-end link")  # type: ignore[attr-defined]
+        yield SimpleNamespace(system=s, han=han, esme=esme, gsme=gsme, others=others,
                               server=s.headend)  # type: ignore[attr-defined]
-        c.__exit__(None, None, None)
     finally:
         s.stop()
-
-
-def _send_raw(server, raw: bytes, timeout: float = 15.0) -> str:  # noqa: ANN001
-    """One GBCS frame from the head-end over the link, as is; -> the hub's ACK
-    status ("done", "rejected", ...). Responses arrive in server.received."""
-
-    async def go() -> str | None:
-        fid = server._next_id
-        server._next_id += 1
-        pc = _Pending(fid, raw, parse_frame(raw), asyncio.get_running_loop().create_future())
-        server._cmds[fid] = pc
-        server._writer.write(frame(GBCS, fid, raw))
-        await asyncio.wait_for(pc.acked.wait(), timeout)
-        return pc.ack_status
-
-    return str(asyncio.run_coroutine_threadsafe(go(), server.loop).result(timeout + 5))
 
 
 def _received_after(server, n: int) -> list[bytes]:  # noqa: ANN001
@@ -135,21 +104,21 @@ def test_unknown_recipient_is_refused_and_logged(sysm: SimpleNamespace) -> None:
     raw = bytearray(_hex("3.3_CS11/CS11_3.3_SUCCESS_COMMAND_GBCS.HEX"))
     i = raw.index(b"\x08" + bytes.fromhex(GSME_EUI))
     raw[i + 1 : i + 9] = bytes.fromhex("00DB1234567890B9")
-    assert _send_raw(sysm.server, bytes(raw)) == "rejected"
-    rows = sysm.c.call("logs", which="security")["entries"]
+    assert sysm.server.send_raw(bytes(raw), 15) == "rejected"
+    rows = sysm.system.call("logs", which="security")["entries"]
     want = "90b3d51f30010000" + "00db1234567890b9" + "01" + (1000).to_bytes(8, "big").hex()
     assert any(r[1] == EV_UNKNOWN_RECIPIENT and r[2] == want for r in rows), rows[:5]
-    assert sysm.c.call("route_status")["buffer"] == {}
+    assert sysm.system.call("route_status")["buffer"] == {}
 
 
 def test_esme_round_trip_over_the_wan(sysm: SimpleNamespace) -> None:
     cmd = _hex("8.7.1_CS03A1/CS03A1_8.7.1_SUCCESS_COMMAND_GBCS.HEX")
     rsp = _hex("8.7.1_CS03A1/CS03A1_8.7.1_SUCCESS_RESPONSE_GBCS.HEX")
     n = len(sysm.server.received)
-    assert _send_raw(sysm.server, cmd) == "done"
-    _until(lambda: rsp in _received_after(sysm.server, n), 10, "the ESME's response at the head-end")
+    assert sysm.server.send_raw(cmd, 15) == "done"
+    sysm.system.wait_until(lambda: rsp in _received_after(sysm.server, n), 10, "the ESME's response at the head-end")
     assert sysm.esme.received[-1] == cmd
-    assert sysm.c.call("route_status")["counters"]["tunnel"] >= 1
+    assert sysm.system.call("route_status")["counters"]["tunnel"] >= 1
 
 
 def test_esme_switched_off_raises_8f84_without_holding_the_wan(sysm: SimpleNamespace) -> None:
@@ -160,15 +129,15 @@ def test_esme_switched_off_raises_8f84_without_holding_the_wan(sysm: SimpleNames
     cmd = _hex("8.7.1_CS03A1/CS03A1_8.7.1_ERROR_COMMAND_GBCS.HEX")
     f = parse_frame(cmd)
     assert f.recipient.hex().upper() == ESME_EUI
-    ident = sysm.c.call("identity")
+    ident = sysm.system.call("identity")
     chf = ident["chf"]["eui"].lower()
     timeout_ms = 4000
-    sysm.c.call("route_config", esme_timeout_ms=timeout_ms)
+    sysm.system.call("route_config", esme_timeout_ms=timeout_ms)
     sysm.esme.silent = True  # hears the command, never answers: the exchange times out
     n = len(sysm.server.received)
     try:
         t0 = time.monotonic()
-        assert _send_raw(sysm.server, cmd) == "done"
+        assert sysm.server.send_raw(cmd, 15) == "done"
         t_ack = time.monotonic() - t0
         reply = sysm.server.send_command(RTDS / "6.2.4_ECS26i/ECS26i_6.2.4_SUCCESS_COMMAND_GBCS.HEX", timeout=15)
         t_chf = time.monotonic() - t0
@@ -181,11 +150,11 @@ def test_esme_switched_off_raises_8f84_without_holding_the_wan(sysm: SimpleNames
                     return raw
             return None
 
-        raw = _until(alert, 15, "0x8F84 at the head-end")
+        raw = sysm.system.wait_until(alert, 15, "0x8F84 at the head-end")
         t_alert = time.monotonic() - t0
     finally:
         sysm.esme.silent = False
-        sysm.c.call("route_config", esme_timeout_ms=3000)
+        sysm.system.call("route_config", esme_timeout_ms=3000)
     print(f"\nESME silent: ACK {t_ack * 1000:.0f} ms, CHF response {t_chf * 1000:.0f} ms, "
           f"0x8F84 {t_alert * 1000:.0f} ms")
     assert isinstance(raw, bytes)
@@ -197,7 +166,7 @@ def test_esme_switched_off_raises_8f84_without_holding_the_wan(sysm: SimpleNames
     # the WAN was not held: the CHF answered before the ESME exchange gave up
     assert t_ack < timeout_ms / 2000 and t_chf < t_alert and t_chf < timeout_ms / 1000 - 1, (t_ack, t_chf, t_alert)
     assert t_alert >= timeout_ms / 1000 - 0.5  # it really waited for the meter
-    ev = [r for r in sysm.c.call("logs", which="event")["entries"] if r[1] == 0x8F84]
+    ev = [r for r in sysm.system.call("logs", which="event")["entries"] if r[1] == 0x8F84]
     assert ev and bytes.fromhex(ev[-1][2]) == body + b"timeout"
     # switched off (no route): 0x8F84 too; the local port's send_gbcs (the
     # HHT) waits for the delivery and gets the alert in hand, as it gets the
@@ -205,13 +174,13 @@ def test_esme_switched_off_raises_8f84_without_holding_the_wan(sysm: SimpleNames
     k = len(ev)
     sysm.han.run(_call(sysm.esme.switch_off))
     try:
-        r = sysm.c.call("send_gbcs", frame=cmd.hex(), timeout=20)
+        r = sysm.system.call("send_gbcs", frame=cmd.hex(), timeout=20)
         assert r["response"] is None and len(r["alerts"]) == 1, r
         a = parse_frame(bytes.fromhex(r["alerts"][0]))
         assert a.message_code == 0x00D5 and b"\x12\x8f\x84" in a.payload
     finally:
         sysm.han.run(_call(sysm.esme.switch_on))
-    ev = [r for r in sysm.c.call("logs", which="event")["entries"] if r[1] == 0x8F84]
+    ev = [r for r in sysm.system.call("logs", which="event")["entries"] if r[1] == 0x8F84]
     assert len(ev) == k + 1 and bytes.fromhex(ev[-1][2]).startswith(body)
 
 
@@ -219,13 +188,13 @@ def test_esme_alert_during_an_exchange_is_forwarded_as_an_alert(sysm: SimpleName
     cmd = _hex("8.7.1_CS03A1/CS03A1_8.7.1_SUCCESS_COMMAND_GBCS.HEX")
     rsp = _hex("8.7.1_CS03A1/CS03A1_8.7.1_SUCCESS_RESPONSE_GBCS.HEX")
     alert = _with_originator(_hex("NA_CS14/CS14_NA_8F12_ALERT_GBCS.HEX"), ESME_EUI)
-    c0 = sysm.c.call("route_status")["counters"]
+    c0 = sysm.system.call("route_status")["counters"]
     sysm.esme.alert_mid_exchange = alert
     n = len(sysm.server.received)
-    assert _send_raw(sysm.server, cmd) == "done"
-    _until(lambda: {rsp, alert} <= set(_received_after(sysm.server, n)), 15, "the alert and the response")
+    assert sysm.server.send_raw(cmd, 15) == "done"
+    sysm.system.wait_until(lambda: {rsp, alert} <= set(_received_after(sysm.server, n)), 15, "the alert and the response")
     assert sysm.esme.pushed == [alert]
-    c1 = sysm.c.call("route_status")["counters"]
+    c1 = sysm.system.call("route_status")["counters"]
     # the alert went out as an alert (a device message), the response as the
     # exchange's answer; without match= the alert would have been taken as
     # the response and the response sent later as a second "response"
@@ -252,16 +221,16 @@ def test_gsme_buffer_get_put_end_to_end(sysm: SimpleNamespace) -> None:
     cmd = _hex("3.1_GCS07/GCS07_3.1_SUCCESS_COMMAND_GBCS.HEX")
     rsp = _hex("3.1_GCS07/GCS07_3.1_SUCCESS_RESPONSE_GBCS.HEX")
     n = len(sysm.server.received)
-    assert _send_raw(sysm.server, cmd) == "done"
-    st = sysm.c.call("route_status")
+    assert sysm.server.send_raw(cmd, 15) == "done"
+    st = sysm.system.call("route_status")
     assert st["buffer"] == {GSME_EUI: 1}, st
-    assert sysm.c.call("gpf_status")["tunnel_pending"] is True
+    assert sysm.system.call("gpf_status")["tunnel_pending"] is True
     assert sysm.gsme.executed == [] or cmd not in sysm.gsme.executed
     assert _wake(sysm) == 1
     assert sysm.gsme.executed[-1] == cmd
-    _until(lambda: rsp in _received_after(sysm.server, n), 10, "the GSME's response at the head-end")
-    assert sysm.c.call("route_status")["buffer"] == {}
-    assert sysm.c.call("gpf_status")["tunnel_pending"] is False
+    sysm.system.wait_until(lambda: rsp in _received_after(sysm.server, n), 10, "the GSME's response at the head-end")
+    assert sysm.system.call("route_status")["buffer"] == {}
+    assert sysm.system.call("gpf_status")["tunnel_pending"] is False
     assert _wake(sysm) == 0  # 02 00: nothing left
 
 
@@ -273,9 +242,9 @@ def test_gsme_get_answer_lost_on_the_radio_is_offered_again(sysm: SimpleNamespac
     cmd = _hex("3.1_GCS07/GCS07_3.1_SUCCESS_COMMAND_GBCS.HEX")
     rsp = _hex("3.1_GCS07/GCS07_3.1_SUCCESS_RESPONSE_GBCS.HEX")
     n = len(sysm.server.received)
-    lost0 = sysm.c.call("route_status")["counters"]["get_answers_lost"]
+    lost0 = sysm.system.call("route_status")["counters"]["get_answers_lost"]
     ex0 = sysm.gsme.executed.count(cmd)
-    assert _send_raw(sysm.server, cmd) == "done"
+    assert sysm.server.send_raw(cmd, 15) == "done"
     gsme_eui = bytes.fromhex(GSME_EUI)
     dropped: list[bytes] = []
 
@@ -294,8 +263,8 @@ def test_gsme_get_answer_lost_on_the_radio_is_offered_again(sysm: SimpleNamespac
         emu.han.drop = None
     assert len(dropped) == 1, "the GET answer was never sent"
     assert got == 1 and sysm.gsme.executed.count(cmd) == ex0 + 1, sysm.gsme.errors
-    _until(lambda: rsp in _received_after(sysm.server, n), 10, "the GSME's response at the head-end")
-    st = sysm.c.call("route_status")
+    sysm.system.wait_until(lambda: rsp in _received_after(sysm.server, n), 10, "the GSME's response at the head-end")
+    st = sysm.system.call("route_status")
     assert st["counters"]["get_answers_lost"] == lost0 + 1, st["counters"]
     assert st["buffer"] == {}
     assert _wake(sysm) == 0
@@ -311,15 +280,15 @@ def test_gsme_tom_folders_end_to_end(sysm: SimpleNamespace) -> None:
     sysm.gsme.forget_counters()  # the RTDS counters again: a "new" meter
     n = len(sysm.server.received)
     for c in cmds:
-        assert _send_raw(sysm.server, c) == "done"
-    assert sysm.c.call("route_status")["buffer"] == {GSME_EUI: len(cmds)}
+        assert sysm.server.send_raw(c, 15) == "done"
+    assert sysm.system.call("route_status")["buffer"] == {GSME_EUI: len(cmds)}
     sysm.gsme.rtds_scenarios = True  # the folders re-use counters across scenarios
     try:
         assert _wake(sysm) == len(cmds)
     finally:
         sysm.gsme.rtds_scenarios = False
     want = [x for c in cmds for x in (answers[c].response, *answers[c].alerts)]
-    _until(lambda: set(want) <= set(_received_after(sysm.server, n)), 20, "every TOM response and alert")
+    sysm.system.wait_until(lambda: set(want) <= set(_received_after(sysm.server, n)), 20, "every TOM response and alert")
     got = _received_after(sysm.server, n)
     folders = {answers[c].folder for c in cmds}
     ok = {f for f in folders if all(answers[c].response in got for c in cmds if answers[c].folder == f)}
@@ -339,14 +308,14 @@ def test_join_folders_are_routed_end_to_end(sysm: SimpleNamespace) -> None:
     n = len(sysm.server.received)
     to_gsme = 0
     for c in cmds:
-        assert _send_raw(sysm.server, c) == "done", answers[c].scenario
+        assert sysm.server.send_raw(c, 15) == "done", answers[c].scenario
         to_gsme += parse_frame(c).recipient.hex().upper() == GSME_EUI
     sysm.gsme.rtds_scenarios = True
     try:
         assert to_gsme and _wake(sysm) == to_gsme
     finally:
         sysm.gsme.rtds_scenarios = False
-    _until(lambda: {answers[c].response for c in cmds} <= set(_received_after(sysm.server, n)), 20,
+    sysm.system.wait_until(lambda: {answers[c].response for c in cmds} <= set(_received_after(sysm.server, n)), 20,
            "every join response")
     got = _received_after(sysm.server, n)
     ok = {f for f in JOIN_FOLDERS if all(answers[c].response in got for c in cmds if answers[c].folder == f)}
@@ -355,32 +324,32 @@ def test_join_folders_are_routed_end_to_end(sysm: SimpleNamespace) -> None:
 
 
 def test_full_queue_is_refused(sysm: SimpleNamespace) -> None:
-    sysm.c.call("route_config", capacity=2)
+    sysm.system.call("route_config", capacity=2)
     try:
         cmd = _hex("3.3_CS11/CS11_3.3_SUCCESS_COMMAND_GBCS.HEX")
-        assert [_send_raw(sysm.server, cmd) for _ in range(3)] == ["done", "done", "rejected"]
-        assert sysm.c.call("route_status")["buffer"] == {GSME_EUI: 2}
-        assert any(r[1] == EV_BUFFER_FULL for r in sysm.c.call("logs", which="event")["entries"])
+        assert [sysm.server.send_raw(cmd, 15) for _ in range(3)] == ["done", "done", "rejected"]
+        assert sysm.system.call("route_status")["buffer"] == {GSME_EUI: 2}
+        assert any(r[1] == EV_BUFFER_FULL for r in sysm.system.call("logs", which="event")["entries"])
     finally:
-        sysm.c.call("route_config", capacity=32)
+        sysm.system.call("route_config", capacity=32)
     sysm.gsme.forget_counters()
     k = len(sysm.gsme.executed)
     assert _wake(sysm) == 2
     # the same command (same originator counter) twice: executed once, refused once
     assert sysm.gsme.executed[k:] == [cmd] and sysm.gsme.refused[-1] == cmd
     # the refused one (no PUT for it) stays in hand until the meter's next GET
-    assert sysm.c.call("route_status")["buffer"] == {GSME_EUI: 1}
+    assert sysm.system.call("route_status")["buffer"] == {GSME_EUI: 1}
     assert _wake(sysm) == 0
-    assert sysm.c.call("route_status")["buffer"] == {}
+    assert sysm.system.call("route_status")["buffer"] == {}
 
 
 def test_gsme_that_never_wakes_gets_819d(sysm: SimpleNamespace) -> None:
-    sysm.c.call("route_config", expiry_s=2)
+    sysm.system.call("route_config", expiry_s=2)
     try:
         cmd = _hex("6.6_GCS23/GCS23_6.6_SUCCESS_COMMAND_GBCS.HEX")
         n = len(sysm.server.received)
-        assert _send_raw(sysm.server, cmd) == "done"
-        ident = sysm.c.call("identity")
+        assert sysm.server.send_raw(cmd, 15) == "done"
+        ident = sysm.system.call("identity")
 
         def alert() -> bytes | None:
             for raw in _received_after(sysm.server, n):
@@ -389,15 +358,15 @@ def test_gsme_that_never_wakes_gets_819d(sysm: SimpleNamespace) -> None:
                     return raw
             return None
 
-        raw = _until(alert, 10, "0x819D at the head-end")
+        raw = sysm.system.wait_until(alert, 10, "0x819D at the head-end")
         assert isinstance(raw, bytes)
         sysm.server.headend.verify(raw, cra=3)
         f = parse_frame(cmd)
         want = (f.originator + f.recipient + b"\x01" + f.counter.to_bytes(8, "big")).hex()
-        assert any(r[1] == 0x819D and r[2] == want for r in sysm.c.call("logs", which="event")["entries"])
-        assert sysm.c.call("route_status")["buffer"] == {}
+        assert any(r[1] == 0x819D and r[2] == want for r in sysm.system.call("logs", which="event")["entries"])
+        assert sysm.system.call("route_status")["buffer"] == {}
     finally:
-        sysm.c.call("route_config", expiry_s=86400)
+        sysm.system.call("route_config", expiry_s=86400)
     assert _wake(sysm) == 0  # the expired command is not delivered late
 
 
@@ -415,38 +384,34 @@ def test_buffer_survives_a_power_cut(sysm: SimpleNamespace) -> None:
     sysm.gsme.forget_counters()
     n = len(sysm.server.received)
     for c in cmds:
-        assert _send_raw(sysm.server, c) == "done"
+        assert sysm.server.send_raw(c, 15) == "done"
     k = len(sysm.gsme.executed)
     r = len(sysm.gsme.refused)
     assert int(sysm.han.run(sysm.gsme.wake(max_commands=1, put=False))) == 1
     assert sysm.gsme.executed[k:] == cmds[:1] and sysm.gsme.held
-    assert sysm.c.call("route_status")["buffer"] == {GSME_EUI: 3}  # in hand, not confirmed
+    assert sysm.system.call("route_status")["buffer"] == {GSME_EUI: 3}  # in hand, not confirmed
     sysm.system.reboot(power_cut=True)
-    sysm.c.__exit__(None, None, None)
-    from chub.core.localport import LocalPortClient
-
-    sysm.c = LocalPortClient(sysm.system.local_port_url, timeout=15)
-    sysm.c.__enter__()
-    assert sysm.c.call("route_status")["buffer"] == {GSME_EUI: 3}
-    _until(lambda: sysm.c.call("han_status")["state"] == "up", 20, "the HAN up again")
+    sysm.system.drop_connection()
+    assert sysm.system.call("route_status")["buffer"] == {GSME_EUI: 3}
+    sysm.system.wait_until(lambda: sysm.system.call("han_status")["state"] == "up", 20, "the HAN up again")
     # the held PUT goes first (the hub had nothing in hand after the restart),
     # then GETs: the first command again (refused), then the other two
     assert _wake(sysm) == 3
     assert sysm.gsme.refused[r:] == cmds[:1]
     assert sysm.gsme.executed[k:] == cmds
     assert _wake(sysm) == 0
-    assert sysm.c.call("route_status")["buffer"] == {}
+    assert sysm.system.call("route_status")["buffer"] == {}
     want = [answers[c].response for c in cmds]
-    _until(lambda: set(want) <= set(_received_after(sysm.server, n)), 15, "the three responses")
+    sysm.system.wait_until(lambda: set(want) <= set(_received_after(sysm.server, n)), 15, "the three responses")
     got = _received_after(sysm.server, n)
     assert [got.count(w) for w in want] == [1, 1, 1]
 
 
 def test_removed_device_queue_is_dropped(sysm: SimpleNamespace) -> None:
     cmd = _hex("3.3_CS11/CS11_3.3_SUCCESS_COMMAND_GBCS.HEX")
-    assert _send_raw(sysm.server, cmd) == "done"
-    assert sysm.c.call("route_status")["buffer"] == {GSME_EUI: 1}
-    assert sysm.c.call("device_log_remove", eui=GSME_EUI)["code"] == 0
-    assert sysm.c.call("route_status")["buffer"] == {}
-    assert any(r[1] == EV_QUEUE_DROPPED for r in sysm.c.call("logs", which="event")["entries"])
-    assert _send_raw(sysm.server, cmd) == "rejected"  # no longer in the Device Log
+    assert sysm.server.send_raw(cmd, 15) == "done"
+    assert sysm.system.call("route_status")["buffer"] == {GSME_EUI: 1}
+    assert sysm.system.call("device_log_remove", eui=GSME_EUI)["code"] == 0
+    assert sysm.system.call("route_status")["buffer"] == {}
+    assert any(r[1] == EV_QUEUE_DROPPED for r in sysm.system.call("logs", which="event")["entries"])
+    assert sysm.server.send_raw(cmd, 15) == "rejected"  # no longer in the Device Log

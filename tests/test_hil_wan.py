@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from chub.core.localport import LocalPortClient
 from hil.headend.gbcs import decode_access_response
 from hil.system import EmulatedSystem
 
@@ -28,14 +27,10 @@ CCS01 = "8.11_CCS01/CCS01_8.11_SUCCESS_COMMAND_GBCS.HEX"
 def system(hub_image: Path, tmp_path_factory: pytest.TempPathFactory, vectors: Path) -> Iterator[EmulatedSystem]:
     s = EmulatedSystem(tmp_path_factory.mktemp("wan"), image=hub_image, fresh=True).start()
     assert s.headend.headend is not None, "the test DCC was not provisioned"
-    call(s, "wan_config", set={"retry_ms": 100, "retry_max_ms": 1000})
+    s.call_timeout = 10
+    s.call("wan_config", set={"retry_ms": 100, "retry_max_ms": 1000})
     yield s
     s.stop()
-
-
-def call(s: EmulatedSystem, cmd: str, **args: object) -> dict:
-    with LocalPortClient(s.local_port_url, timeout=10) as c:
-        return c.call(cmd, **args)
 
 
 def rtds(vectors: Path, rel: str) -> Path:
@@ -51,14 +46,14 @@ def on_rig(s: EmulatedSystem, fn) -> None:  # noqa: ANN001
 
 
 def wait_status(s: EmulatedSystem, pred, timeout: float = 15.0) -> dict:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while True:
-        st = call(s, "wan_status")
-        if pred(st):
-            return st
-        if time.monotonic() > deadline:
-            raise AssertionError(f"wan_status never matched: {st}")
-        time.sleep(0.1)
+    """Poll wan_status until pred(status) holds; a timeout shows the last status."""
+    last: list[dict] = [{}]
+
+    def matched() -> dict | None:
+        last[0] = s.call("wan_status")
+        return last[0] if pred(last[0]) else None
+
+    return s.wait_until(matched, timeout, lambda: f"a matching wan_status (last: {last[0]})")
 
 
 def all_success(reply) -> bool:  # noqa: ANN001
@@ -67,14 +62,14 @@ def all_success(reply) -> bool:  # noqa: ANN001
 
 def test_registers_and_connects(system: EmulatedSystem) -> None:
     hello = system.headend.wait_hello(1, timeout=30)
-    ident = call(system, "identity")
+    ident = system.call("identity")
     assert hello.eui.hex() == ident["chf"]["eui"]
-    assert hello.version == call(system, "status")["version"]
+    assert hello.version == system.call("status")["version"]
     assert hello.signal_dbm == -113 + 2 * system.modem.cfg.rssi  # AT+CSQ rssi 21 -> -71 dBm
     st = wait_status(system, lambda st: st["connected"])
     assert st["state"] == "connected" and st["reg"] in (1, 5)
     assert st["cell"] is not None and st["cell"][3] == system.modem.cfg.cell
-    ev = [e["event"] for e in call(system, "transactions")["entries"]]
+    ev = [e["event"] for e in system.call("transactions")["entries"]]
     assert "pdp_up" in ev and "link_up" in ev
 
 
@@ -89,7 +84,7 @@ def test_commands_answered_and_acknowledged(system: EmulatedSystem, vectors: Pat
         ar = decode_access_response(reply.frame.payload)
         assert all_success(reply), ar.results
         if rel == ECS26I:  # the first data item is the CHF's own EUI-64
-            assert ar.data[0] == (9, bytes.fromhex(call(system, "identity")["chf"]["eui"])), ar.data[0]
+            assert ar.data[0] == (9, bytes.fromhex(system.call("identity")["chf"]["eui"])), ar.data[0]
     # every frame from the hub is acknowledged: nothing left in the outbox
     wait_status(system, lambda st: st["outbox_pending"] == 0)
     alerts = [r for r in he.received[n_before:] if r.frame is not None and r.frame.cra == 3]
@@ -111,9 +106,9 @@ def test_remote_close_network_drop_and_headend_drop_recover(system: EmulatedSyst
         reply = he.send_command(rtds(vectors, ECS26I), timeout=15)
         assert all_success(reply)
     wait_status(system, lambda st: st["outbox_pending"] == 0 and st["connected"])
-    st = call(system, "wan_status")
+    st = system.call("wan_status")
     assert st["drops"] >= 3
-    ev = [e["event"] for e in call(system, "transactions")["entries"]]
+    ev = [e["event"] for e in system.call("transactions")["entries"]]
     assert ev.count("link_drop") >= 3 and ev.count("pdp_up") >= 2  # re-attached after the drop
 
 
@@ -126,10 +121,7 @@ def test_commands_held_at_the_headend_arrive_behind_hello_ack(system: EmulatedSy
     on_rig(system, emu.lose_registration)
     on_rig(system, emu.drop_network)
     wait_status(system, lambda st: not st["connected"])
-    deadline = time.monotonic() + 10
-    while he.connected and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not he.connected
+    system.wait_until(lambda: not he.connected, 10, "the head-end to see the link go")
     assert he.loop is not None
     cmds = [asyncio.run_coroutine_threadsafe(he.asend_command(rtds(vectors, ECS26I), 40), he.loop)
             for _ in range(3)]

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from chub.core.localport import LocalPortClient, LocalPortTimeout
 from hil.headend.gbcs import decode_access_response
 from hil.system import EmulatedSystem
 
@@ -33,46 +32,13 @@ FAST = {"retry_ms": 100, "retry_max_ms": 400, "reg_timeout_ms": 1000, "hello_tim
 @pytest.fixture(scope="module")
 def system(hub_image: Path, tmp_path_factory: pytest.TempPathFactory, vectors: Path) -> Iterator[EmulatedSystem]:
     s = EmulatedSystem(tmp_path_factory.mktemp("wanf"), image=hub_image, fresh=True).start()
+    s.keep_connection = True  # one installer session for the module's many calls
     assert s.headend.headend is not None, "the test DCC was not provisioned"
-    call(s, "wan_config", set=FAST)
+    s.call("wan_config", set=FAST)
     s.headend.wait_hello(1, timeout=30)
     yield s
-    drop_client(s)
+    s.drop_connection()
     s.stop()
-
-
-_clients: dict[str, LocalPortClient] = {}
-
-
-def drop_client(s: EmulatedSystem) -> None:
-    """Close the kept connection (the rig's local-port bridge serves one client)."""
-    c = _clients.pop(s.local_port_url, None)
-    if c is not None:
-        try:
-            c.close()
-        except OSError:
-            pass
-
-
-def call(s: EmulatedSystem, cmd: str, **args: object) -> dict:
-    """One local-port request on a kept connection (authenticated once); a
-    connection lost with a reboot is opened again."""
-    url = s.local_port_url
-    for attempt in (1, 2):
-        c = _clients.get(url)
-        if c is None:
-            c = _clients[url] = LocalPortClient(url, timeout=30)  # a busy CI machine: the hub may be slow
-        try:
-            return c.call(cmd, **args)
-        except (OSError, LocalPortTimeout):
-            _clients.pop(url, None)
-            try:
-                c.close()
-            except OSError:
-                pass
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
 
 
 def on_rig(s: EmulatedSystem, fn: Callable[[], object]) -> None:
@@ -83,23 +49,12 @@ def on_rig(s: EmulatedSystem, fn: Callable[[], object]) -> None:
     s.rig.call(go())
 
 
-def wait_for(what: str, pred: Callable[[], object], timeout: float = 20.0) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} within {timeout} s")
-        time.sleep(0.1)
-
-
 def tx_events(s: EmulatedSystem) -> list[dict]:
     """The whole transaction log, oldest first (the reply is paged, newest first)."""
     out: list[dict] = []
     before = None
     while True:
-        r = call(s, "transactions", **({} if before is None else {"before": before}))
+        r = s.call("transactions", **({} if before is None else {"before": before}))
         out = r["entries"] + out
         if not r["entries"] or len(out) >= r["total"]:
             return out
@@ -118,53 +73,53 @@ def count(s: EmulatedSystem, event: str, detail: str | None = None) -> int:
 def relink(s: EmulatedSystem, hellos: int, timeout: float = 20) -> None:
     """Wait for a HELLO after `hellos` and the hub saying it is connected."""
     s.headend.wait_hello(hellos + 1, timeout=timeout)
-    wait_for("link up", lambda: call(s, "wan_status")["connected"], timeout)
+    s.wait_until(lambda: s.call("wan_status")["connected"], timeout, "link up")
 
 
 def test_pdp_refresh_and_periodic_reinit(system: EmulatedSystem, vectors: Path) -> None:
     he, emu = system.headend, system.modem
     refreshes, ups, hellos = count(system, "pdp_refresh"), count(system, "pdp_up"), len(he.hellos)
     netclose = emu.commands.count("AT+NETCLOSE")
-    call(system, "wan_config", set={"pdp_refresh_ms": 1500})
+    system.call("wan_config", set={"pdp_refresh_ms": 1500})
     try:
-        wait_for("PDP refresh", lambda: count(system, "pdp_refresh") > refreshes)
+        system.wait_until(lambda: count(system, "pdp_refresh") > refreshes, 20, "PDP refresh")
     finally:
-        call(system, "wan_config", set={"pdp_refresh_ms": 86400000})
+        system.call("wan_config", set={"pdp_refresh_ms": 86400000})
     relink(system, hellos)
     assert count(system, "pdp_up") > ups  # the context was activated again
     assert emu.commands.count("AT+NETCLOSE") > netclose
     command_ok(system, vectors)
     resets, hellos, periodic = emu.resets, len(he.hellos), count(system, "modem_reset", "periodic")
-    call(system, "wan_config", set={"reinit_ms": 1500})
+    system.call("wan_config", set={"reinit_ms": 1500})
     try:
-        wait_for("periodic re-init", lambda: count(system, "modem_reset", "periodic") > periodic)
+        system.wait_until(lambda: count(system, "modem_reset", "periodic") > periodic, 20, "periodic re-init")
     finally:
-        call(system, "wan_config", set={"reinit_ms": 604800000})
+        system.call("wan_config", set={"reinit_ms": 604800000})
     assert emu.resets > resets and "modem" in system.rig.resets
     relink(system, hellos)
     command_ok(system, vectors)
     # stuck: no link for stuck_ms while the modem answers (searching for ever) -> reset
     stuck, hellos = count(system, "modem_reset", "stuck"), len(he.hellos)
-    call(system, "wan_config", set={"stuck_ms": 2500, "max_errors": 100})
+    system.call("wan_config", set={"stuck_ms": 2500, "max_errors": 100})
     try:
         on_rig(system, lambda: (emu.lose_registration(2), emu.drop_network()))
-        wait_for("reset when stuck", lambda: count(system, "modem_reset", "stuck") > stuck)
+        system.wait_until(lambda: count(system, "modem_reset", "stuck") > stuck, 20, "reset when stuck")
     finally:
-        call(system, "wan_config", set={"stuck_ms": 1800000, "max_errors": FAST["max_errors"]})
+        system.call("wan_config", set={"stuck_ms": 1800000, "max_errors": FAST["max_errors"]})
     relink(system, hellos)  # the reset brought registration back
     # radio mode set remotely: applied at once (link re-made) and again after a modem reset
     with pytest.raises(Exception, match="radio must be one of"):
-        call(system, "wan_config", set={"radio": "5g"})
+        system.call("wan_config", set={"radio": "5g"})
     hellos = len(he.hellos)
-    call(system, "wan_config", set={"radio": "lte"})
+    system.call("wan_config", set={"radio": "lte"})
     relink(system, hellos)
     assert emu.cnmp == 38
     hellos = len(he.hellos)
     on_rig(system, emu.hw_reset)  # the modem reboots on its own: CNMP back to 2 ...
     relink(system, hellos)
     assert emu.cnmp == 38  # ... and set again
-    call(system, "wan_config", set={"radio": "auto"})
-    wait_for("radio auto", lambda: emu.cnmp == 2)
+    system.call("wan_config", set={"radio": "auto"})
+    system.wait_until(lambda: emu.cnmp == 2, 20, "radio auto")
 
 
 def alert_code(raw_payload: bytes) -> int | None:
@@ -191,29 +146,29 @@ def alerts(s: EmulatedSystem, code: int) -> list:
 
 
 def event_codes(s: EmulatedSystem) -> list[int]:
-    return [c for _, c, _ in call(s, "logs", which="event")["entries"]]
+    return [c for _, c, _ in s.call("logs", which="event")["entries"]]
 
 
 def test_last_gasp_and_restoration(system: EmulatedSystem, vectors: Path) -> None:
     he = system.headend
-    wait_for("link up", lambda: call(system, "wan_status")["connected"])
+    system.wait_until(lambda: system.call("wan_status")["connected"], 20, "link up")
     assert system.rig is not None
     system.rig.power_fail()
-    out = wait_for("power-outage alert", lambda: alerts(system, 0x8FF0), 10)
+    out = system.wait_until(lambda: alerts(system, 0x8FF0), 10, "power-outage alert")
     he.headend.verify(out[0].raw, cra=3)  # MAC'd to the ACB with the CHF's alert counter
     assert out[0].frame.message_code == 0x0000
     assert 0x8FF0 in event_codes(system)
     hellos = len(he.hellos)
     system.reboot(power_cut=True)
     he.wait_hello(hellos + 1, timeout=30)
-    back = wait_for("power-restored alert", lambda: alerts(system, 0x8FF1), 15)
+    back = system.wait_until(lambda: alerts(system, 0x8FF1), 15, "power-restored alert")
     he.headend.verify(back[0].raw, cra=3)
     assert back[0].frame.counter > out[0].frame.counter
     assert 0x8FF1 in event_codes(system)
-    wait_for("outbox empty", lambda: call(system, "wan_status")["outbox_pending"] == 0)
+    system.wait_until(lambda: system.call("wan_status")["outbox_pending"] == 0, 20, "outbox empty")
     assert len(alerts(system, 0x8FF0)) == 1 and len(alerts(system, 0x8FF1)) == 1
     assert out[0].copies == 1 and back[0].copies == 1
-    call(system, "wan_config", set=FAST)  # (settings persist; re-applied for the driver timings)
+    system.call("wan_config", set=FAST)  # (settings persist; re-applied for the driver timings)
     command_ok(system, vectors)
 
 
@@ -236,7 +191,7 @@ class Chain:
     def step(self, name: str, inject: Callable[[], object], meanwhile: Callable[[], object] | None = None,
              timeout: float = 45, cmd: str = ECS26I) -> None:
         he = self.s.headend
-        wait_for("link before " + name, lambda: call(self.s, "wan_status")["connected"])
+        self.s.wait_until(lambda: self.s.call("wan_status")["connected"], 20, "link before " + name)
         conn = he.connections
         fired: list[int] = []
 
@@ -249,7 +204,7 @@ class Chain:
         assert he.loop is not None
         fut = asyncio.run_coroutine_threadsafe(he.asend_command(self.rtds / cmd, timeout=timeout), he.loop)
         try:
-            wait_for(name + " injected", lambda: fired, 15)
+            self.s.wait_until(lambda: fired, 15, name + " injected")
             if meanwhile is not None:
                 meanwhile()
             reply = fut.result(timeout + 5)
@@ -278,21 +233,21 @@ def hub_time(s: EmulatedSystem, timeout: float = 30) -> dict:
 
 
 def status_has(s: EmulatedSystem, text: str) -> Callable[[], bool]:
-    return lambda: text in (call(s, "wan_status")["last_error"] or "")
+    return lambda: text in (s.call("wan_status")["last_error"] or "")
 
 
 def test_full_scenario_every_fault(system: EmulatedSystem, vectors: Path) -> None:
     s, he, emu = system, system.headend, system.modem
     assert s.rig is not None
-    call(s, "wan_config", set=FAST)
+    s.call("wan_config", set=FAST)
     ch = Chain(s, vectors)
     rig = lambda fn: on_rig(s, fn)  # noqa: E731
 
     # no SIM, found at boot after a power cut: the clock has no source yet
     def no_sim_meanwhile() -> None:
         s.reboot(power_cut=True)
-        wait_for("NoSim", status_has(s, "NoSim"))
-        clk = call(s, "status")["clock"]
+        s.wait_until(status_has(s, "NoSim"), 20, "NoSim")
+        clk = s.call("status")["clock"]
         assert clk["valid"] is False and clk["source"] is None, clk
         # ... and the HAN's Time cluster says Master but not Synchronized
         t = hub_time(s)
@@ -300,14 +255,14 @@ def test_full_scenario_every_fault(system: EmulatedSystem, vectors: Path) -> Non
         rig(emu.insert_sim)
 
     ch.step("no SIM", lambda: (emu.remove_sim(urc=True), emu.drop_network()), no_sim_meanwhile)
-    assert call(s, "status")["clock"]["valid"] is True  # HELLO_ACK / the network gave the time
+    assert s.call("status")["clock"]["valid"] is True  # HELLO_ACK / the network gave the time
     t = hub_time(s)
     assert t["status"] & 0x03 == 0x03 and abs(t["unix"] - time.time()) <= 2, t
 
     # PIN required after a modem reboot: the PIN is configured remotely and stored
     def pin_meanwhile() -> None:
-        wait_for("PinRequired", status_has(s, "PinRequired"))
-        assert call(s, "wan_config", set={"pin": "4321"})["pin"] == "4321"
+        s.wait_until(status_has(s, "PinRequired"), 20, "PinRequired")
+        assert s.call("wan_config", set={"pin": "4321"})["pin"] == "4321"
 
     ch.step("PIN required", lambda: (emu.require_pin("4321"), emu.hw_reset()), pin_meanwhile)
 
@@ -320,7 +275,7 @@ def test_full_scenario_every_fault(system: EmulatedSystem, vectors: Path) -> Non
         emu.drop_network()
 
     def denied_meanwhile() -> None:
-        wait_for("reset after repeated errors", lambda: count(s, "modem_reset", "errors") > resets)
+        s.wait_until(lambda: count(s, "modem_reset", "errors") > resets, 20, "reset after repeated errors")
         assert emu.sim == "SIM PIN" or emu.sim == "READY"
 
         def heal() -> None:
@@ -333,7 +288,7 @@ def test_full_scenario_every_fault(system: EmulatedSystem, vectors: Path) -> Non
 
     # registration lost (searching) until the network comes back
     def lost_meanwhile() -> None:
-        wait_for("not registered", status_has(s, "not registered"))
+        s.wait_until(status_has(s, "not registered"), 20, "not registered")
         rig(lambda: emu.regain_registration(1))
 
     ch.step("registration lost", lambda: (emu.lose_registration(2), emu.drop_network()), lost_meanwhile)
@@ -348,7 +303,7 @@ def test_full_scenario_every_fault(system: EmulatedSystem, vectors: Path) -> Non
     fails = count(s, "pdp_fail")
 
     def pdp_meanwhile() -> None:
-        wait_for("pdp_fail", lambda: count(s, "pdp_fail") > fails)
+        s.wait_until(lambda: count(s, "pdp_fail") > fails, 20, "pdp_fail")
         rig(lambda: emu.fail_pdp(None))
 
     ch.step("PDP activation failure", lambda: (emu.fail_pdp("urc"), emu.drop_network()), pdp_meanwhile)
@@ -368,37 +323,37 @@ def test_full_scenario_every_fault(system: EmulatedSystem, vectors: Path) -> Non
     # on flash when the link goes; each delivered once, MAC-checked
     conn = he.connections
     ch.step("network drop", emu.drop_network, cmd=CCS01)
-    cs14 = wait_for("CS14 alert", lambda: [r for r in he.received if r.frame is not None and r.frame.cra == 3
-                                            and r.connection > conn], 5)
+    cs14 = s.wait_until(lambda: [r for r in he.received if r.frame is not None and r.frame.cra == 3
+                                 and r.connection > conn], 5, "CS14 alert")
     assert len(cs14) == 1 and cs14[0].copies == 1 and cs14[0].frame.message_code == 0x0018, cs14
     he.headend.verify(cs14[0].raw, cra=3)
 
     # garbled lines on the UART: counted, the link stays up, commands answered
-    st = call(s, "wan_status")
+    st = s.call("wan_status")
     rig(emu.garble)
     rig(lambda: emu.inject_urc("+CGREG: 2,\"zz", False))
     command_ok(s, vectors)
-    st2 = call(s, "wan_status")
+    st2 = s.call("wan_status")
     assert st2["garbled"] >= st["garbled"] + 4 and st2["drops"] == st["drops"], (st, st2)
     ch.done.append("garbled lines")
 
     # clock: the hub 30 s behind; the network's time corrects it and it is logged
     steps = count(s, "time_step")
     s.rig.set_rtc_offset(-30)
-    wait_for("RTC offset applied", lambda: abs(call(s, "status")["utc"] - (time.time() - 30)) <= 2, 5)
+    s.wait_until(lambda: abs(s.call("status")["utc"] - (time.time() - 30)) <= 2, 5, "RTC offset applied")
     rig(lambda: emu.network_time(time.time()))
-    wait_for("time step", lambda: count(s, "time_step") > steps)
+    s.wait_until(lambda: count(s, "time_step") > steps, 20, "time step")
     step = [e for e in tx_events(s) if e["event"] == "time_step"][-1]["detail"]
     assert step.endswith(" network") and 28 <= int(step.split()[0]) <= 32, step
-    assert abs(call(s, "status")["utc"] - time.time()) <= 2
-    ev = [(c, d) for _, c, d in call(s, "logs", which="event")["entries"] if c == 0x8FF2]
+    assert abs(s.call("status")["utc"] - time.time()) <= 2
+    ev = [(c, d) for _, c, d in s.call("logs", which="event")["entries"] if c == 0x8FF2]
     assert ev and 28 <= int.from_bytes(bytes.fromhex(ev[-1][1])[:4], "big", signed=True) <= 32, ev
-    assert call(s, "status")["clock"]["valid"] is True
+    assert s.call("status")["clock"]["valid"] is True
 
     # everything delivered once, nothing left, no receive poll needed
-    wait_for("outbox empty", lambda: call(s, "wan_status")["outbox_pending"] == 0)
+    s.wait_until(lambda: s.call("wan_status")["outbox_pending"] == 0, 20, "outbox empty")
     assert len(set(ch.counters)) == len(ch.counters) == 9, ch.done
-    st = call(s, "wan_status")
+    st = s.call("wan_status")
     assert st["connected"] and st["rx_polls_found"] == 0, st
     resp = [r for r in he.received if r.frame is not None and r.frame.cra == 2 and r.frame.counter in ch.counters]
     assert len(resp) == 9 and all(r.copies == 1 for r in resp), [(r.id, r.copies) for r in resp]
@@ -411,9 +366,9 @@ def test_retry_schedule_per_class_follows_configuration(system: EmulatedSystem, 
     head-end holds its ACKs; exhausted messages are logged and kept, and go
     out again after the next reconnect."""
     s, he = system, system.headend
-    wait_for("link", lambda: call(s, "wan_status")["connected"])
+    s.wait_until(lambda: s.call("wan_status")["connected"], 20, "link")
     exhausted = count(s, "exhausted")
-    call(s, "wan_config", set={"crit_retries": 2, "crit_backoff_ms": 400, "crit_backoff_max_ms": 500,
+    s.call("wan_config", set={"crit_retries": 2, "crit_backoff_ms": 400, "crit_backoff_max_ms": 500,
                                "noncrit_retries": 1, "noncrit_backoff_ms": 900, "critical_alerts": False,
                                "on_exhausted": "keep"})
     he.ack_hub_frames = False
@@ -421,9 +376,9 @@ def test_retry_schedule_per_class_follows_configuration(system: EmulatedSystem, 
         n = len(he.received)
         reply = he.send_command(vectors / "gbcs" / "rtds" / CCS01, timeout=15)
         resp = next(r for r in he.received[n:] if r.frame is not None and r.frame.counter == reply.frame.counter)
-        alert = wait_for("CS14 alert", lambda: [r for r in he.received[n:] if r.frame and r.frame.cra == 3], 5)[0]
+        alert = s.wait_until(lambda: [r for r in he.received[n:] if r.frame and r.frame.cra == 3], 5, "CS14 alert")[0]
         he.wait(lambda: resp.copies >= 3 and alert.copies >= 2, 10, "resends")
-        wait_for("both exhausted", lambda: count(s, "exhausted") >= exhausted + 2, 10)
+        s.wait_until(lambda: count(s, "exhausted") >= exhausted + 2, 10, "both exhausted")
         time.sleep(1.0)
         assert resp.copies == 3 and alert.copies == 2, (resp.copies, alert.copies)  # no more: kept, parked
         gaps = [b - a for a, b in zip(resp.times, resp.times[1:], strict=False)]
@@ -431,15 +386,15 @@ def test_retry_schedule_per_class_follows_configuration(system: EmulatedSystem, 
         assert 0.38 <= gaps[0] <= 0.7 and 0.48 <= gaps[1] <= 0.75, gaps
         agap = alert.times[1] - alert.times[0]
         assert 0.88 <= agap <= 1.4, agap
-        assert call(s, "wan_status")["outbox_pending"] >= 2
+        assert s.call("wan_status")["outbox_pending"] >= 2
     finally:
         he.ack_hub_frames = True
-        call(s, "wan_config", set={"crit_retries": 8, "crit_backoff_ms": 10000, "crit_backoff_max_ms": 600000,
+        s.call("wan_config", set={"crit_retries": 8, "crit_backoff_ms": 10000, "crit_backoff_max_ms": 600000,
                                    "noncrit_retries": 3, "noncrit_backoff_ms": 60000, "critical_alerts": True})
     hellos = len(he.hellos)
     he.disconnect()  # a new link: kept messages get a fresh budget and go out again
     relink(s, hellos)
-    wait_for("outbox empty", lambda: call(s, "wan_status")["outbox_pending"] == 0)
+    s.wait_until(lambda: s.call("wan_status")["outbox_pending"] == 0, 20, "outbox empty")
     assert resp.copies == 4 and alert.copies == 3
 
 
@@ -450,13 +405,13 @@ def test_transaction_log_through_chub_hht_logs(system: EmulatedSystem, vectors: 
 
     from chub.cli import main
 
-    wait_for("link", lambda: call(system, "wan_status")["connected"])
+    system.wait_until(lambda: system.call("wan_status")["connected"], 20, "link")
     # a command of its own: the log then holds an "ack" whichever tests of the
     # module ran before on this system (pytest -n 2 splits the module)
     command_ok(system, vectors)
-    wait_for("ack logged", lambda: count(system, "ack") > 0, 10)
+    system.wait_until(lambda: count(system, "ack") > 0, 10, "ack logged")
     before = tx_events(system)
-    drop_client(system)
+    system.drop_connection()
     r = CliRunner().invoke(main, ["hht", "--port", system.local_port_url, "logs", "--which", "transactions",
                                   "--json"])
     assert r.exit_code == 0, r.output
@@ -471,36 +426,36 @@ def test_transaction_log_through_chub_hht_logs(system: EmulatedSystem, vectors: 
 
 def test_malformed_and_replayed_commands_refused_link_kept(system: EmulatedSystem, vectors: Path) -> None:
     s, he = system, system.headend
-    wait_for("link", lambda: call(s, "wan_status")["connected"])
-    drops, rejects = call(s, "wan_status")["drops"], count(s, "reject")
+    s.wait_until(lambda: s.call("wan_status")["connected"], 20, "link")
+    drops, rejects = s.call("wan_status")["drops"], count(s, "reject")
     assert he.send_raw(b"\x00\x01 not a GBCS frame") == "rejected"
     # a command replayed with the counter the hub already accepted
     raw, _ = he.headend.rebuild(bytes.fromhex((vectors / "gbcs" / "rtds" / ECS26I).read_text().strip()))
     assert he.send_raw(raw) == "done"
     assert he.send_raw(raw) == "rejected"  # new link id, same GBCS counter: refused by the CHF
     assert count(s, "reject") == rejects + 2
-    st = call(s, "wan_status")
+    st = s.call("wan_status")
     assert st["connected"] and st["drops"] == drops
     command_ok(s, vectors)
 
 
 def test_headend_time_frame_and_validity_hold(system: EmulatedSystem) -> None:
     s, he = system, system.headend
-    wait_for("link", lambda: call(s, "wan_status")["connected"])
+    s.wait_until(lambda: s.call("wan_status")["connected"], 20, "link")
     steps = count(s, "time_step")
     he.send_time(int(time.time()) + 25)  # a TIME frame 25 s ahead
-    wait_for("time step", lambda: count(s, "time_step") > steps, 5)
+    s.wait_until(lambda: count(s, "time_step") > steps, 5, "time step")
     d = [e for e in tx_events(s) if e["event"] == "time_step"][-1]["detail"]
     assert d.endswith(" headend") and 24 <= int(d.split()[0]) <= 26, d
     he.send_time()  # back to the right time (also logged: -25)
-    wait_for("time back", lambda: abs(call(s, "status")["utc"] - time.time()) <= 2, 5)
+    s.wait_until(lambda: abs(s.call("status")["utc"] - time.time()) <= 2, 5, "time back")
     # no source for longer than the hold: not valid (and the Time cluster says so)
-    call(s, "wan_config", set={"clock_hold_s": 2})
+    s.call("wan_config", set={"clock_hold_s": 2})
     try:
-        wait_for("clock invalid", lambda: call(s, "status")["clock"]["valid"] is False, 6)
+        s.wait_until(lambda: s.call("status")["clock"]["valid"] is False, 6, "clock invalid")
         t = hub_time(s)
         assert t["status"] & 0x02 == 0, t
         he.send_time()
-        wait_for("valid again", lambda: call(s, "status")["clock"]["valid"] is True, 5)
+        s.wait_until(lambda: s.call("status")["clock"]["valid"] is True, 5, "valid again")
     finally:
-        call(s, "wan_config", set={"clock_hold_s": 432000})
+        s.call("wan_config", set={"clock_hold_s": 432000})

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import binascii
 import json
-import os
 import random
 import select
 import socket
@@ -38,7 +37,7 @@ from chub.core.localport import (
     LocalPortTimeout,
     encode_frame,
 )
-from mpy import micropython_exe, mp_path, run_mp, scaled_heap
+from mpy import mp, run_mp
 
 TRUNC_MS = 300
 
@@ -94,13 +93,8 @@ class Hub:
         self.url = f"socket://127.0.0.1:{self.cli_l.getsockname()[1]}"
         script = tmp / "hub.py"
         script.write_text(HUB)
-        env = dict(os.environ, MICROPYPATH=mp_path())
-        self.proc = subprocess.Popen(
-            [micropython_exe(), "-X", f"heapsize={scaled_heap('128k')}", str(script), str(self.hub_l.getsockname()[1]), str(TRUNC_MS)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
+        self.proc = mp("128k").popen([str(script), str(self.hub_l.getsockname()[1]), str(TRUNC_MS)],
+                                     stdin=None, stderr=subprocess.STDOUT)
         self.hub_l.settimeout(10)
         self.hub, _ = self.hub_l.accept()
         self.client: socket.socket | None = None

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from hil.modem import Sim7600Config, Sim7600Emulator
 from hil.modem.sim7600 import GROUPS, command_table
-from mpy import micropython_exe, mp_path, run_mp, scaled_heap
+from mpy import mp, run_mp
 
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "modem_driver_mp.py"
@@ -71,20 +71,13 @@ async def _scenario(name: str, cfg: Sim7600Config) -> tuple[int, str, str]:
     ctl_srv = await asyncio.start_server(ctl, "127.0.0.1", 0)
     echo_srv = await asyncio.start_server(echo, "127.0.0.1", 0)
     ports = [s.sockets[0].getsockname()[1] for s in (uart, ctl_srv, echo_srv)]
-    env = {"MICROPYPATH": mp_path()}
-    import os
-
-    proc = await asyncio.create_subprocess_exec(
-        micropython_exe(), "-X", f"heapsize={scaled_heap('256k')}", str(SCRIPT), name, *map(str, ports),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**os.environ, **env},
-    )
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        r = await mp("256k").arun([str(SCRIPT), name, *map(str, ports)], merge_stderr=False, timeout=60)
     finally:
         for s in (uart, ctl_srv, echo_srv):
             s.close()
         await emu.close()
-    return proc.returncode or 0, out.decode(), err.decode()
+    return r.returncode, r.stdout, r.stderr
 
 
 SCENARIOS = {

@@ -20,24 +20,14 @@ def _connect(port: int) -> socket.socket:
     return s
 
 
-def _until(cond, timeout: float = 5.0) -> bool:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return False
-
-
 def test_bridge_serves_the_dut_that_connected_after_the_old_one(tmp_path: Path) -> None:
     rig = Rig(DutLog(tmp_path / "rig.log")).start()
     try:
         port = rig.ports["local"]
         old = _connect(port)
-        assert _until(lambda: rig.connected["local"])
+        rig.log.wait_until(lambda: rig.connected["local"], 5, "the first DUT connection")
         new = _connect(port)  # the rebooted DUT, before the rig has seen the old one go
-        assert _until(lambda: rig._local is not None and rig._local[1].get_extra_info("peername")
-                      == new.getsockname())
+        rig.log.wait_until(lambda: rig.local_peer == new.getsockname(), 5, "the bridge on the new connection")
         old.close()  # now the old connection ends
         time.sleep(0.3)  # the rig notices (it polls every 100 ms)
         assert rig.connected["local"]  # the new connection is still up

@@ -13,13 +13,11 @@ under micropython: per input "ok", the parser's own ValueError subclass, or
 
 from __future__ import annotations
 
-import os
 import random
 import struct
-import subprocess
 from pathlib import Path
 
-from chub.core.paths import BENCH, BOARDS, FIRMWARE, venv_tool
+from chub.core.paths import BENCH, BOARDS, FIRMWARE
 
 MP_PATH = [BENCH, FIRMWARE, BOARDS / "unix"]
 
@@ -187,12 +185,12 @@ def mutate(data: bytes, rnd: random.Random) -> bytes:
 
 
 def run_batch(parser: str, inputs: list[bytes], tmp: Path) -> list[str]:
+    from ..mprun import Micropython
+
     path = tmp / f"{parser}.txt"
     path.write_text("".join(b.hex() + "\n" for b in inputs))
-    env = dict(os.environ, MICROPYPATH=os.pathsep.join([".frozen", *map(str, MP_PATH)]))
-    r = subprocess.run([venv_tool("micropython"), "-X", "heapsize=512k", "-c",
-                        f"import mp_fuzz_parsers as m; m.fuzz({parser!r}, {str(path)!r})"],
-                       env=env, cwd=tmp, capture_output=True, text=True, timeout=300)
+    r = Micropython(MP_PATH, heap="512k", cwd=tmp).run(
+        code=f"import mp_fuzz_parsers as m; m.fuzz({parser!r}, {str(path)!r})", timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     # parsers may log; results are the "R " lines
     out = [ln[2:] for ln in r.stdout.splitlines() if ln.startswith("R ")]

@@ -161,6 +161,9 @@ class NcpEmulator:
         self.denied: list[bytes] = []  # EUIs of refused join attempts (DENY_JOIN reported)
         self.removed: list[bytes] = []  # EUIs the host removed (removeDevice)
         self.fragment_acks: list[tuple[int, int]] = []  # (node id, fragment index) the host acked
+        # fault hook: called with a command's name once the NCP has executed
+        # it, before its response goes to the host (e.g. to cut the host's power there)
+        self.on_command_done: Callable[[str], None] | None = None
         self._seq = 0
         self._aps_seq = 0
         self._next_nwk = 0x1000
@@ -259,6 +262,8 @@ class NcpEmulator:
         except (struct.error, IndexError, ValueError):
             self._emit(seq, ID["invalidCommand"], self._st(0x34), 0x80, legacy)  # bad parameter
             return
+        if self.on_command_done is not None:
+            self.on_command_done(name)  # type: ignore[arg-type]
         self._emit(seq, fid, rsp, 0x80, legacy)
 
     # --- commands (each returns the response parameters) ---------------------
