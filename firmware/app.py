@@ -87,8 +87,13 @@ class Hub:
         self.provisioning = None  # chf.provision_steps.Provisioning while a run is open
         self.installer_auth = auth = provision.installer_auth(st)
         cmds = self.commands = {"status": Hub.cmd_status}
-        for group in (chf_commands.COMMANDS, gbcs_port.COMMANDS, han_coordinator.COMMANDS, wan_commands.COMMANDS,
-                      gpf_service.COMMANDS, route_router.COMMANDS, provision.COMMANDS, board.COMMANDS):
+        groups = [chf_commands.COMMANDS, gbcs_port.COMMANDS, han_coordinator.COMMANDS, wan_commands.COMMANDS,
+                  gpf_service.COMMANDS, route_router.COMMANDS, provision.COMMANDS]
+        if board.RIG:
+            from rig import hooks  # the emulated board only: not in the ESP32 images
+
+            groups.append(hooks.COMMANDS)
+        for group in groups:
             for name, fn in group:
                 cmds[name] = fn
         self.dispatch = provision.guarded(self._dispatch, auth, cmds)

@@ -116,18 +116,18 @@ RIG_HOOKS = ("provision_test_dcc", "gbcs_fault", "subghz_event", "chf_event")
 
 @pytest.mark.parametrize("board", ESP32_BOARDS)
 def test_device_images_carry_no_test_hooks(board: str, tmp_path: Path) -> None:
-    # the rig's local-port hooks are the unix board's (boards/unix/rig_hooks.py):
+    # the rig's local-port hooks (firmware/rig/) go only into the unix image:
     # no module of an ESP32 image, .mpy or frozen source, names them
     img = b.build(board, out=tmp_path / "img")
     files = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix in (".mpy", ".py")]
     assert any(p.stem == "app" for p in files)
     for p in files:
-        assert p.stem != "rig_hooks", p
+        assert "rig" not in p.relative_to(tmp_path).parts[:-1], p
         data = p.read_bytes()
         for name in RIG_HOOKS:
             assert name.encode() not in data, (p.relative_to(tmp_path), name)
     # the unix image has them: the check above would see them
     unix = b.build("unix", out=tmp_path / "unix")
-    hooks = unix.path / "rig_hooks.mpy"
+    hooks = unix.path / "rig" / "hooks.mpy"
     assert hooks.is_file() and all(n.encode() in hooks.read_bytes() for n in RIG_HOOKS)
     assert img.path.is_dir()

@@ -30,7 +30,7 @@ from hil.headend.gbcs import RTDS_CHF, HeadEnd, compare_response, decode_access_
 HUB = r"""
 import asyncio, json, sys
 import local_port as lp
-import rig_hooks
+from rig import hooks as rig_hooks
 from store import Store
 from chf import gbcs_port
 from chf.device_log import DeviceLog

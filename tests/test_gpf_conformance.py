@@ -41,7 +41,7 @@ GSME = "00db1234567890a1"
 HUB = r"""
 import asyncio, sys, time
 import local_port as lp
-import rig_hooks
+from rig import hooks as rig_hooks
 from store import Store
 from chf import gbcs_port
 from chf.device_log import DeviceLog

@@ -32,7 +32,7 @@ _handlers = {}
 _uarts = {}
 _pins = {}
 power_fail = asyncio.Event()
-COMMANDS = ()  # no board-specific local-port commands
+RIG = False  # no rig: the image carries no rig hooks
 
 
 leds = Leds(CONFIG["leds"])

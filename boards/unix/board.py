@@ -11,13 +11,12 @@ import time
 
 import vfs
 from blockdev import FileBlockDevice
-import rig_hooks
 
 NAME = "unix"
 FLASH_ROOT = "/flash"
 UARTS = ("ncp", "modem", "local")
 release_console = None  # the local port is a TCP line of the rig, not a REPL console
-COMMANDS = rig_hooks.COMMANDS  # the rig's local-port hooks: this board only
+RIG = True  # the hub adds the rig's local-port hooks (firmware/rig/hooks.py)
 
 _cfg = None
 _bdev = None

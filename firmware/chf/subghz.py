@@ -5,7 +5,7 @@
 #   channel log: logs.EventLog "subghz" (u32 UTC s since 2000, u16 event
 #                code, data = channel bits (4) || 09 01 <channel number>)
 # The radio side (duty-cycle manager, channel scans, capacity) would feed
-# events in; on the emulated board the rig does that through its hook (boards/unix/rig_hooks.py).
+# events in; on the emulated board the rig does that through its hook (firmware/rig/hooks.py).
 # Each method returns DLMS values / alert bodies; chf.usecases wraps them.
 from micropython import const
 

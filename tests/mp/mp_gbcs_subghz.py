@@ -144,7 +144,7 @@ def test_radio_event_alerts_go_to_hub_emit():
     returned to the rig."""
     import asyncio
 
-    import rig_hooks
+    from rig import hooks as rig_hooks
     from chf import gbcs_port
     from chf.logs import open_logs
 

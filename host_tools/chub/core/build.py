@@ -69,11 +69,15 @@ def _git_rev() -> str:
 
 def sources(board: str) -> list[tuple[Path, str]]:
     """(source file, path inside the image) for the firmware and the board
-    (with the shared folders its board.json lists under "common")."""
+    (with the shared folders its board.json lists under "common"); the
+    firmware's rig/ package only where board.json says "rig": true."""
     out: list[tuple[Path, str]] = []
-    for f in sorted(FIRMWARE.rglob("*.py")):
-        out.append((f, f.relative_to(FIRMWARE).as_posix()))
     spec = board_spec(board)
+    for f in sorted(FIRMWARE.rglob("*.py")):
+        rel = f.relative_to(FIRMWARE).as_posix()
+        if rel.startswith("rig/") and not spec.get("rig"):
+            continue  # the rig's hooks: only on a board with a rig (the emulated one)
+        out.append((f, rel))
     for folder in [*spec.get("common", []), board]:
         for f in sorted((BOARDS / folder).glob("*.py")):
             if f.name != "manifest.py":
