@@ -30,7 +30,7 @@ from gbcs import frame as gframe
 from counters import Counters
 from flag import Flag
 from han import tunnel
-from ids import EPOCH_2000, eui_hex
+from ids import EPOCH_2000, eui_hex, hex_text
 from log import log
 from route.buffer import BufferError, CommandBuffer
 
@@ -241,7 +241,7 @@ class Router:
         if not wait and self.emit is not None and self.deliveries < self.cfg["max_deliveries"]:
             # on flash before the WAN acks the frame: a cut during the
             # exchange leaves the record, and the boot emits its 0x8F84
-            key = eui_hex(message_id(f))
+            key = hex_text(message_id(f)).upper()
             self.inflight.set(key, 1)
             self.deliveries += 1
             asyncio.create_task(self._deliver(rh, bytes(data), key))

@@ -300,7 +300,7 @@ _until = rigline.until
 
 
 async def _tc():
-    from chf.logs import EV_JOIN_BAD_KEY, EV_JOIN_WINDOW_CLOSED, EV_UNKNOWN_JOIN
+    from codes import EV_JOIN_BAD_KEY, EV_JOIN_WINDOW_CLOSED, EV_UNKNOWN_JOIN
     from han.ash import Ash
     from han.ezsp import Ezsp
     from han.trust_centre import TrustCentre
