@@ -157,13 +157,11 @@ class Run:
 
     # --- talking to the hub ---------------------------------------------------
     def call(self, cmd: str, timeout: float = 8.0, **args: Any) -> dict:
-        from chub.core.localport import LocalPortClient
-
+        """The system's `call`; HubDown when the hub is not running (a cut)."""
         if not self.dut.alive:
             raise HubDown(cmd)
         try:
-            with LocalPortClient(self.system.local_port_url, timeout=timeout) as c:
-                return c.call(cmd, **args)
+            return self.system.call(cmd, timeout=timeout, **args)
         except Exception as e:
             if not self.dut.alive:
                 raise HubDown(f"{cmd}: {e}") from None
