@@ -109,8 +109,11 @@ class EmulatedSystem(HubControl):
 
     def start(self, ready_timeout: float = 30.0) -> EmulatedSystem:
         if self.fresh:
-            (self.workdir / "flash.bin").unlink(missing_ok=True)
-            (self.workdir / FLASHED).unlink(missing_ok=True)
+            from .han_setup import NVM_FILE
+
+            # blank flash, and a blank NCP (its NVM file in the workdir)
+            for name in ("flash.bin", FLASHED, NVM_FILE):
+                (self.workdir / name).unlink(missing_ok=True)
         self.from_flash = self.image is None and (self.workdir / FLASHED).exists()
         if self.image is None and not self.from_flash:
             from chub.core.build import build
