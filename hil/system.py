@@ -42,8 +42,9 @@ class HubControl:
     call_timeout = 30.0  # seconds a command may take (a busy CI machine slows the hub)
     # False: each call on a fresh connection. True: one connection kept open
     # (the installer session is opened once) and opened again after a reboot;
-    # the rig's local-port bridge serves one client, so `drop_connection()`
-    # before a test opens its own
+    # the rig's bridge serves other clients meanwhile, but the hub has one
+    # installer session and the kept connection owns it: `drop_connection()`
+    # before a test's own client authenticates (else that waits for it)
     keep_connection = False
     _kept: Any = None
 
