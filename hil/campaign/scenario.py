@@ -481,7 +481,8 @@ def check(run: Run) -> dict:
     for eui in run.ledger.dl_removed:
         if eui in euis:
             raise Violation(f"removed Device Log entry {eui} came back")
-    now_joined = {e["eui"] for e in rows if e.get("join_state") == "joined"}
+    # still joined in the log (heard since the hub's last start or not)
+    now_joined = {e["eui"] for e in rows if e.get("join_state") in ("joined", "not heard since start")}
     if not run.ledger.joined <= now_joined:
         raise Violation(f"joined devices forgotten: {sorted(run.ledger.joined - now_joined)}")
     # -- the logs: readable, in order ---------------------------------------------------
