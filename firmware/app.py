@@ -161,5 +161,7 @@ class Hub:
 
 
 def main():
+    if board.release_console is not None and board.console_released():
+        return  # the installer asked for the REPL (chub flash): the hub does not start
     board.preload()  # the unix board, for the bench's heap figures; nothing elsewhere
     asyncio.run(Hub().run())
