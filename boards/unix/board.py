@@ -121,6 +121,10 @@ async def open_uart(name):
     return r, w
 
 
+def console_released():
+    return False  # no REPL console on this board (release_console is None)
+
+
 class _Wdt:
     # the stand-in of machine.WDT: each feed is counted and told to the rig
     # on the control line ({"wdt": feeds}); the rig sees the feeds stop
