@@ -5,6 +5,7 @@ import asyncio
 import gc
 
 import board
+import mono
 import store
 from chf import commands as chf_commands
 from chf import gbcs_port
@@ -32,6 +33,7 @@ except ImportError:
 
 _DEVICE_LOG_CAPACITY = 16
 _LOG_CAPACITY = 40
+_CRITICAL = ("han", "wan", "last_gasp", "board", "local_port")  # the watchdog's (supervisor.watchdog)
 
 
 def _utc2000():
@@ -43,7 +45,7 @@ class Hub:
     parts they serve from here (docs/local-port.md)."""
 
     def __init__(self):
-        self.started_ms = board.ticks_ms()
+        self.started_ms = mono.ms()
         self.heap_high_water = 0
         self.local_port_up = asyncio.Event()
         st = self.store = store.Store(board.mount())
@@ -107,7 +109,7 @@ class Hub:
         sup.spawn("leds", self.leds.run)
 
     def uptime_s(self):
-        return (board.ticks_ms() - self.started_ms) // 1000
+        return (mono.ms() - self.started_ms) // 1000
 
     async def cmd_status(self, req):
         free, alloc = board.heap()
@@ -154,6 +156,7 @@ class Hub:
         self.supervisor.spawn("board", board.control_task)
         self.supervisor.spawn("heap_watch", self.heap_watch)
         self.supervisor.spawn("local_port", self.local_port)
+        self.supervisor.watchdog(board.watchdog(), _CRITICAL)
         await self.local_port_up.wait()
         log("hub", "READY version=%s board=%s" % (VERSION, board.NAME))
         while True:
@@ -161,5 +164,7 @@ class Hub:
 
 
 def main():
+    if board.release_console is not None and board.console_released():
+        return  # the installer asked for the REPL (chub flash): the hub does not start
     board.preload()  # the unix board, for the bench's heap figures; nothing elsewhere
     asyncio.run(Hub().run())

@@ -23,6 +23,11 @@ MAX_BODY = const(4096)
 # larger frame gets a buffer of its own size while it is read
 SMALL = const(256)
 TIMEOUT_MS = const(2000)
+# flow control (docs/local-port.md): a client keeps at most WINDOW bytes of a
+# frame beyond what the hub acknowledged (an ESP32's console ring holds 259);
+# the hub acknowledges every ACK_EVERY bytes of a frame longer than WINDOW
+WINDOW = const(256)
+ACK_EVERY = const(128)
 
 # status codes
 OK = const(0)
@@ -34,6 +39,7 @@ BAD_ARGS = const(5)
 NOT_AUTHORISED = const(6)
 INTERNAL = const(7)
 TRUNCATED = const(8)
+MORE = const(9)  # seq 0, {"have": n}: n bytes of the frame being received are in
 
 _SOF_B = b"\xc5"
 _MESSAGES = {
@@ -321,6 +327,7 @@ async def serve(reader, writer, dispatch, timeout_ms=TIMEOUT_MS, max_body=MAX_BO
     fr = FrameReader(max_body)
     rbuf = bytearray(chunk)
     readinto = getattr(reader, "readinto", None)
+    acked = 0
     while True:
         got = 0
         timed_out = False
@@ -342,6 +349,19 @@ async def serve(reader, writer, dispatch, timeout_ms=TIMEOUT_MS, max_body=MAX_BO
             if fr.event is None:
                 break
             await _handle(fr, writer, dispatch, max_body)
+        acked = await _ack(fr, writer, acked)
+
+
+async def _ack(fr, writer, acked):
+    # status MORE for every ACK_EVERY bytes of a frame longer than WINDOW
+    n = fr.n
+    if not fr.in_frame() or n < 3 or n < acked:
+        return 0
+    buf = fr.buf
+    if ((buf[1] << 8) | buf[2]) + 5 > WINDOW and n - acked >= ACK_EVERY:
+        await _reply(writer, 0, MORE, b'{"have":%d}' % n)
+        return n
+    return acked
 
 
 # ---- installer authentication (docs/local-port.md) --------------------------

@@ -6,16 +6,22 @@
 # its own gather() uses) has the scheduler call the supervisor once the job's
 # task ends, so a running job holds its task and its record only. A restart
 # waits in a short-lived task during the back-off only.
+#
+# The watchdog job (watchdog()) feeds the board's hardware WDT while every
+# critical job makes progress: it runs, or it failed less than stall_ms ago
+# after its last stable run. A frozen VM runs no task and feeds nothing.
 import asyncio
 
 from micropython import const
 
+import mono
 from flag import on_end
 from log import log, log_exc
 
 
 # a job's record: [task, factory, started ticks, next back-off ms, state,
-# restarts, last error]; `jobs` (the status view) is made when asked for
+# restarts, last error, failing since (mono ms) or None]; `jobs` (the status
+# view) is made when asked for
 _TASK = const(0)
 _FACTORY = const(1)
 _STARTED = const(2)
@@ -23,6 +29,7 @@ _DELAY = const(3)
 _STATE = const(4)
 _RESTARTS = const(5)
 _ERROR = const(6)
+_FAILING = const(7)
 
 
 class Supervisor:
@@ -32,6 +39,10 @@ class Supervisor:
         self.stable_ms = stable_ms
         self._jobs = {}  # name -> record (above); a stopped job keeps its record
         self._ended = self._end  # one bound method for every task
+        self._wdt = None
+        self._critical = ()
+        self._period_ms = 1000
+        self._stall_ms = 300000
 
     @property
     def jobs(self):
@@ -41,7 +52,7 @@ class Supervisor:
 
     def spawn(self, name, factory):
         """Run factory() (returns a coroutine) under supervision."""
-        rec = [None, factory, 0, self.backoff_ms, "starting", 0, None]
+        rec = [None, factory, 0, self.backoff_ms, "starting", 0, None, None]
         self._jobs[name] = rec
         self._start(rec)
 
@@ -69,6 +80,8 @@ class Supervisor:
                 return
             rec[_RESTARTS] += 1
             rec[_ERROR] = repr(er)
+            if rec[_FAILING] is None:
+                rec[_FAILING] = mono.ms()
             rec[_STATE] = "backoff"
             log_exc(name, er)
             delay = rec[_DELAY]
@@ -94,3 +107,40 @@ class Supervisor:
             rec[_TASK] = None
             if t is not None:
                 t.cancel()
+
+    # ---- the watchdog ----
+
+    def progressing(self, name):
+        """The job runs (or ended), or it failed less than stall_ms ago
+        counting from its last stable run (stable_ms without an error)."""
+        rec = self._jobs.get(name)
+        if rec is None:
+            return False
+        since = rec[_FAILING]
+        if since is None:
+            return True
+        if rec[_STATE] == "running" and asyncio.ticks_diff(asyncio.ticks(), rec[_STARTED]) > self.stable_ms:
+            rec[_FAILING] = None
+            return True
+        return mono.ms() - since < self._stall_ms
+
+    def watchdog(self, wdt, critical, period_ms=1000, stall_ms=300000):
+        """Feed wdt (feed(); None: no hardware watchdog) every period_ms
+        while every job named in `critical` makes progress: the job
+        "watchdog"."""
+        self._wdt = wdt
+        self._critical = tuple(critical)
+        self._period_ms = period_ms
+        self._stall_ms = stall_ms
+        self.spawn("watchdog", self._feed)
+
+    async def _feed(self):
+        while True:
+            mono.ms()  # keeps the monotonic count right across the ticks wrap
+            for name in self._critical:
+                if not self.progressing(name):
+                    break
+            else:
+                if self._wdt is not None:
+                    self._wdt.feed()
+            await asyncio.sleep_ms(self._period_ms)

@@ -32,6 +32,7 @@ class Rig:
         self.connected: dict[str, bool] = dict.fromkeys(UART_NAMES, False)
         self._open: dict[str, int] = dict.fromkeys(UART_NAMES, 0)  # connections per UART (a reboot overlaps)
         self.resets: list[str] = []
+        self.wdt_feeds = 0  # the board's watchdog feeds (a unix board config with "watchdog_ms")
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="rig", daemon=True)
         self._servers: list[asyncio.AbstractServer] = []
@@ -156,6 +157,8 @@ class Rig:
             except ValueError:
                 self.log.write("rig", f"bad control line {line!r}")
                 continue
+            if "wdt" in msg:
+                self.wdt_feeds = msg["wdt"]
             if "reset" in msg:
                 self.resets.append(msg["reset"])
                 self.log.write("rig", f"DUT pulled the reset line of {msg['reset']}")

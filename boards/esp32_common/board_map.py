@@ -3,7 +3,7 @@
 # and the RTC epoch. Pure: no `machine`, so the unix port tests it.
 
 # GPIOs per chip family: the highest number, the ones wired to the SPI flash
-# (and octal PSRAM), the input-only ones (no output driver, no pull resistors)
+# (and PSRAM), the S3's native USB pins, the input-only ones (no output driver, no pull resistors)
 # and the strapping pins (an output there must not fight the boot level).
 CHIPS = {
     "esp32": {
@@ -11,6 +11,8 @@ CHIPS = {
         "absent": (20, 24, 28, 29, 30, 31),
         "flash": (6, 7, 8, 9, 10, 11),
         "psram_octal": (),
+        "psram_quad": (16, 17),  # a WROVER module's PSRAM (CS, CLK)
+        "usb": (),
         "input_only": (34, 35, 36, 37, 38, 39),
         "strapping": (0, 2, 5, 12, 15),
         "uarts": (0, 1, 2),
@@ -20,6 +22,8 @@ CHIPS = {
         "absent": (22, 23, 24, 25),
         "flash": (26, 27, 28, 29, 30, 31, 32),
         "psram_octal": (33, 34, 35, 36, 37),
+        "psram_quad": (),  # quad PSRAM shares the flash pins
+        "usb": (19, 20),  # the native USB (D-, D+): MicroPython's USB console
         "input_only": (),
         "strapping": (0, 3, 45, 46),
         "uarts": (0, 1, 2),
@@ -43,7 +47,9 @@ def _pin(role, v, chip, out, used, optional=False):
     if v in chip["flash"]:
         raise BoardMapError("%s: GPIO%d is wired to the SPI flash" % (role, v))
     if v in chip["psram"]:
-        raise BoardMapError("%s: GPIO%d is wired to the octal PSRAM" % (role, v))
+        raise BoardMapError("%s: GPIO%d is wired to the PSRAM" % (role, v))
+    if v in chip["usb"]:
+        raise BoardMapError("%s: GPIO%d is the native USB (D-/D+)" % (role, v))
     if out and v in chip["input_only"]:
         raise BoardMapError("%s: GPIO%d is input-only and cannot drive an output" % (role, v))
     if v in used:
@@ -58,7 +64,8 @@ def check(cfg):
     if fam not in CHIPS:
         raise BoardMapError("unknown chip family %r" % (fam,))
     chip = dict(CHIPS[fam])
-    chip["psram"] = chip["psram_octal"] if cfg.get("psram") == "octal" else ()
+    psram = cfg.get("psram")
+    chip["psram"] = chip["psram_octal"] if psram == "octal" else (chip["psram_quad"] if psram else ())
     used = {}
     con = cfg.get("console") or {}
     uart_ids = {}

@@ -121,6 +121,29 @@ async def open_uart(name):
     return r, w
 
 
+def console_released():
+    return False  # no REPL console on this board (release_console is None)
+
+
+class _Wdt:
+    # the stand-in of machine.WDT: each feed is counted and told to the rig
+    # on the control line ({"wdt": feeds}); the rig sees the feeds stop
+    def __init__(self, timeout_ms):
+        self.timeout_ms = timeout_ms
+        self.feeds = 0
+
+    def feed(self):
+        self.feeds += 1
+        _ctl_send({"wdt": self.feeds})
+
+
+def watchdog(timeout_ms=None):
+    """The watchdog stand-in when the rig's config asks for one
+    ("watchdog_ms"), else None (no watchdog)."""
+    ms = timeout_ms or config().get("watchdog_ms")
+    return _Wdt(ms) if ms else None
+
+
 def on_control(key, fn):
     """Register fn(value) for a control-line message from the rig."""
     _handlers[key] = fn

@@ -100,15 +100,7 @@ def installer_auth(store):
     """The installer-authentication state for the local port's guard. A
     provisioning run that never committed is thrown away here: the hub stays
     as it was."""
-    board = _board()
-    if board is not None:
-        def now_s():
-            return board.ticks_ms() // 1000
-    else:
-        import time
-
-        def now_s():
-            return int(time.time())
+    from mono import s as now_s  # seconds since boot, right across the ticks wrap
 
     stage = store.kv("prov_stage", keep=False)  # these records are read by rare commands: no RAM copy
     if "stage" in stage:

@@ -246,7 +246,7 @@ async def han_tunnel(hub, req):
                                     (lambda m: bytes(m[:len(pre)]) == pre) if pre else None)
     except DeliveryError as e:
         return {"ok": False, "reason": e.reason, "error": str(e)}
-    return {"ok": True, "reply": hexlify(r).decode(), "ms": board.ticks_ms() - t0}
+    return {"ok": True, "reply": hexlify(r).decode(), "ms": asyncio.ticks_diff(board.ticks_ms(), t0)}
 
 
 async def han_zcl_read(hub, req):

@@ -431,9 +431,13 @@ class ATChannel:
             self._task = asyncio.create_task(self._rx())
 
     def stop(self):
-        if self._task is not None:
-            self._task.cancel()
+        """End the reader task: it leaves the stream's poll queue, so a new
+        channel on the same UART can read (one reader per stream)."""
+        t = self._task
+        if t is not None:
             self._task = None
+            t.cancel()
+        self.closed = True
 
     async def _rx(self):
         r = self.r

@@ -104,6 +104,14 @@ class Wan:
         cfg = self.cfg()
         m = self.modem = _driver(reader, writer, self._reset_line, cfg.get("timings"))
         m.listener = self._event
+        try:
+            await self._sessions(m, cfg)
+        finally:
+            # the job ends (error or cancel): its AT reader leaves the UART,
+            # which the board keeps for the next run's reader
+            m.at.stop()
+
+    async def _sessions(self, m, cfg):
         delay = cfg["retry_ms"]
         self.init_ms = self.good_ms = self.mono.ms()
         while True:

@@ -39,6 +39,8 @@ def build(board: str, out: Path | None) -> None:
     _stderr().print(f"[green]built[/green] {len(img.modules)} modules, version {img.version} ({img.info['git']}) -> {img.path}")
     if img.info.get("manifest"):
         _stderr().print(f"frozen build: pass FROZEN_MANIFEST={img.info['manifest']} to the MicroPython ESP32 build")
+    if img.info.get("app_size"):
+        _stderr().print(img.info["app_size"]["text"])
 
 
 @main.command()

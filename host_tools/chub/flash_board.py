@@ -6,6 +6,7 @@ rig (hil/flash_unix.py).
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,10 @@ def flash_board(board: str, port: str, image: Path, firmware: Path | None, erase
         out["firmware"] = {"file": str(firmware), "project": fw.project, "version": fw.version}
         out["chip"] = flash_firmware(port, spec, fw, erase, progress)
         time.sleep(2)  # MicroPython's first boot formats the file system
+        if not erase:
+            # the old app on the file system boots on the new MicroPython
+            # (always so on the frozen esp32_devkitc): its hub owns the console
+            release_console(port, wait_s=ready_timeout)
     elif erase:
         raise FlashError("--erase wipes MicroPython too: give --firmware with it")
     else:
@@ -62,14 +67,29 @@ def flash_board(board: str, port: str, image: Path, firmware: Path | None, erase
     return out
 
 
-def release_console(port: str) -> bool:
+def release_console(port: str, wait_s: float = 3.0) -> bool:
     """A running hub owns its console (Ctrl-C disabled, binary frames): ask it
-    (as the installer) to hand the console back to the REPL. No hub answering
-    is fine: the board is then at the REPL or in its bootloader."""
-    try:
-        with LocalPortClient(port, timeout=3) as c:
-            c.call("console_release")
-    except (LocalPortError, OSError, TimeoutError):
-        return False
-    time.sleep(1.5)  # the soft reset into the REPL
+    (as the installer) to hand the console back to the REPL, for up to
+    wait_s (a hub that is still booting answers later). The hub sets a flag
+    in RTC memory and resets; the next boot stops at the REPL. The reset
+    takes the S3's native USB console away and back (a new device node):
+    this returns once the port is there again and the boot is done. No hub
+    answering is fine: the board is then at the REPL or in its bootloader."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            with LocalPortClient(port, timeout=3) as c:
+                c.call("console_release")
+            break
+        except LocalPortError:
+            return False
+        except (OSError, TimeoutError):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.5)
+    time.sleep(0.5)  # the hub resets 200 ms after its answer
+    back = time.monotonic() + 15
+    while port.startswith("/") and not os.path.exists(port) and time.monotonic() < back:
+        time.sleep(0.2)
+    time.sleep(1.5)  # the boot into the REPL
     return True

@@ -3,6 +3,7 @@
 # maps fail naming the role and pin, LED patterns and the RTC epoch.
 import json
 import sys
+import time
 
 ROOT = None
 for p in sys.path:
@@ -126,3 +127,309 @@ def test_active_low_led_is_inverted():
 def test_rtc_epoch():
     assert BM.unix_offset(1970) == 0
     assert BM.unix_offset(2000) == 946684800
+
+
+def test_map_reserves_s3_usb_and_wrover_psram_pins():
+    cfg = _cfg("esp32_s3_devkitc")
+    cfg["leds"]["data"]["pin"] = 19  # native USB D-
+    _raises(cfg, ("leds.data", "GPIO19", "USB"))
+    cfg["leds"]["data"]["pin"] = 20  # native USB D+
+    _raises(cfg, ("leds.data", "GPIO20", "USB"))
+    cfg = _cfg("esp32_devkitc")
+    cfg["psram"] = "quad"  # a WROVER: its PSRAM takes GPIO16/17, the devkitc's NCP UART pins
+    _raises(cfg, ("ncp.tx", "GPIO17", "PSRAM"))
+
+
+# ---- the board module on stand-ins of the esp32 port (tests/mp/esp32_standins.py)
+
+import asyncio  # noqa: E402
+
+import esp32_standins as S  # noqa: E402
+
+
+def _board(name="esp32_devkitc", console=None):
+    S.install(name)
+    return S.boot(console)
+
+
+def _run(coro, ms):
+    async def main():
+        t = asyncio.create_task(coro)
+        await asyncio.sleep_ms(ms)
+        t.cancel()
+        await asyncio.sleep_ms(0)
+    asyncio.run(main())
+
+
+def _status_frame(seq, body=b""):
+    import local_port as lp
+
+    return lp.encode_frame(bytes([seq]) + b'{"cmd":"echo","x":"' + body + b'"}')
+
+
+def _answers(out):
+    # response frames (seq, status, json) in what the hub wrote
+    import local_port as lp
+
+    fr = lp.FrameReader()
+    got = []
+    off = 0
+    while True:
+        off = fr.feed(out, off)
+        if fr.event is None:
+            break
+        if fr.event == lp.OK:
+            b = bytes(fr.body)
+            got.append((b[0], b[1], json.loads(b[2:])))
+    return got
+
+
+async def _echo(req):
+    return {"x": req.get("x")}
+
+
+def test_local_port_reads_what_poll_promises():
+    # a 22-byte request is answered: the reader does not wait for a chunk's
+    # worth of bytes (the whole hub would stop until 128 arrived)
+    import local_port as lp
+
+    con = S.Console()
+    B = _board(console=con)
+
+    async def go():
+        r, w = await B.open_uart("local")
+        t = asyncio.create_task(lp.serve(r, w, _echo))
+        con.send(_status_frame(5))
+        await asyncio.sleep_ms(100)
+        t.cancel()
+
+    asyncio.run(go())
+    assert S.VIOLATIONS == [], S.VIOLATIONS
+    assert _answers(con.take()) == [(5, 0, {"x": ""})]
+
+
+async def _client(con, frame, ms=20000):
+    # the installer's client as docs/local-port.md says: at most WINDOW bytes
+    # of a frame beyond what the hub acknowledged (status MORE, seq 0)
+    import local_port as lp
+
+    sent = 0
+    have = 0
+    fr = lp.FrameReader()
+    t0 = time.ticks_ms()
+    while time.ticks_diff(time.ticks_ms(), t0) < ms:
+        if sent < len(frame) and sent < have + lp.WINDOW:
+            end = min(len(frame), have + lp.WINDOW)
+            con.send(frame[sent:end])
+            sent = end
+        out = con.take()
+        off = 0
+        while out:
+            off = fr.feed(out, off)
+            if fr.event is None:
+                break
+            if fr.event != lp.OK:
+                continue
+            b = bytes(fr.body)
+            if b[1] == lp.MORE:
+                have = max(have, json.loads(b[2:])["have"])
+            else:
+                return b[0], b[1], json.loads(b[2:])
+        await asyncio.sleep_ms(2)
+    raise AssertionError("no answer; sent %d, acked %d, dropped %d" % (sent, have, con.dropped))
+
+
+def test_a_4kb_request_survives_a_busy_hub():
+    # the hub's loop stalls 60 ms at a time (flash erase, ECDH): the 259-byte
+    # ring fills in 22 ms, so the client may only be WINDOW bytes ahead
+    import local_port as lp
+
+    con = S.Console()
+    B = _board(console=con)
+    big = b"a" * 3900
+
+    async def stall():
+        while True:
+            time.sleep_ms(60)
+            await asyncio.sleep_ms(20)
+
+    async def go():
+        r, w = await B.open_uart("local")
+        t = asyncio.create_task(lp.serve(r, w, _echo))
+        s = asyncio.create_task(stall())
+        res = await _client(con, _status_frame(9, big))
+        t.cancel()
+        s.cancel()
+        return res
+
+    seq, status, res = asyncio.run(go())
+    assert con.dropped == 0, con.dropped
+    assert (seq, status, res["x"]) == (9, 0, big.decode())
+    assert S.VIOLATIONS == [], S.VIOLATIONS
+
+
+def test_a_4kb_reply_does_not_hold_the_loop():
+    # stdout busy-waits for room in the 128-byte FIFO: a reply goes out in
+    # pieces at the wire rate, the loop never waits more than a piece's time
+    import local_port as lp
+
+    con = S.Console()
+    B = _board(console=con)
+    big = b"b" * 3900
+
+    async def go():
+        r, w = await B.open_uart("local")
+        t = asyncio.create_task(lp.serve(r, w, _echo))
+        res = await _client(con, _status_frame(3, big))
+        t.cancel()
+        return res
+
+    assert asyncio.run(go())[2]["x"] == big.decode()
+    assert con.max_block_us <= 2000, con.max_block_us
+
+
+def test_console_release_reaches_the_repl():
+    # machine.soft_reset is sys.exit (SystemExit: a frozen main.py boots the
+    # hub again); the release is a flag in RTC memory and a hard reset, and
+    # the next boot's app.main() returns (MicroPython then runs the REPL)
+    B = _board()
+    assert not B.console_released()
+    try:
+        B.release_console()
+    except S.HardReset:
+        pass
+    else:
+        raise AssertionError("release_console returned")
+    B = S.boot()  # the reset
+    assert B.console_released()
+    assert S.RTC.mem == b""  # cleared: the reset after flashing boots the hub
+    sys.modules["board"] = B
+    import app
+
+    assert app.main() is None  # returns: no hub, the REPL has the console
+    B = S.boot()
+    assert not B.console_released()
+
+
+def test_ncp_write_with_cts_held_cannot_block_the_vm():
+    B = _board()
+
+    async def go():
+        r, w = await B.open_uart("ncp")
+        uart = w.s
+        uart.cts = False  # the NCP is missing or holds CTS
+        t0 = time.ticks_ms()
+        err = None
+        try:
+            for _ in range(20):
+                w.write(b"\x7e" * 100)
+                await w.drain()
+        except OSError as e:
+            err = e
+        dt = time.ticks_diff(time.ticks_ms(), t0)
+        assert err is not None, "20 writes with CTS held went through"
+        assert dt < 3000, dt
+        uart.cts = True  # the NCP is back: writes go through again
+        w.write(b"\x7e" * 1500)
+        await w.drain()
+        for _ in range(400):
+            if uart.txdone():
+                break
+            await asyncio.sleep_ms(5)
+        return uart
+
+    uart = asyncio.run(go())
+    assert S.VIOLATIONS == [], S.VIOLATIONS
+    assert uart.sent.endswith(b"\x7e" * 1500)
+
+
+def test_power_fail_irq_only_sets_a_flag():
+    B = _board()
+    seen = []
+    B.on_control("power_fail", lambda v: seen.append(v))
+
+    async def go():
+        waiter = asyncio.create_task(B.power_fail.wait())
+        ctl = asyncio.create_task(B.control_task())
+        await asyncio.sleep_ms(700)  # the modem's power-on pulse first
+        pin = B.CONFIG["power_fail"]["pin"]
+        assert not B.power_fail.is_set()
+        S.irq(pin)
+        assert seen == []  # handlers run from the control task, not the IRQ
+        await asyncio.sleep_ms(120)
+        assert waiter.done() and B.power_fail.is_set() and seen == [True]
+        ctl.cancel()
+
+    asyncio.run(go())
+    assert S.VIOLATIONS == [], S.VIOLATIONS
+
+
+def test_hard_reset_does_not_block_the_loop():
+    B = _board()
+
+    async def go():
+        t0 = time.ticks_ms()
+        B.hard_reset("modem")
+        dt = time.ticks_diff(time.ticks_ms(), t0)
+        await asyncio.sleep_ms(1400)
+        return dt
+
+    dt = asyncio.run(go())
+    assert dt < 20, dt
+    m = B.CONFIG["uarts"]["modem"]
+    rst = S.Pin.pins[m["reset"]].history
+    key = S.Pin.pins[m["pwrkey"]].history
+    # RESET high for 100 ms, then PWRKEY high for 600 ms after 500 ms
+    assert [v for _, v in rst] == [1, 0] and 90 <= time.ticks_diff(rst[1][0], rst[0][0]) <= 200
+    assert [v for _, v in key] == [1, 0] and 590 <= time.ticks_diff(key[1][0], key[0][0]) <= 700
+
+
+def test_watchdog_is_machine_wdt():
+    B = _board()
+    w = B.watchdog(8000)
+    assert isinstance(w, S.WDT) and w.timeout == 8000
+    assert B.watchdog().timeout == B.CONFIG.get("watchdog_ms", 30000)
+
+
+def test_wan_restart_reopens_the_modem_uart():
+    # the board keeps one UART object per port; a WAN job that ended (any
+    # exception) must have stopped its AT reader, or the next job's reader
+    # trips asyncio ("assert sm[idx] is None") and the WAN is gone until reboot
+    import flashfs
+
+    B = _board()
+    sys.modules["board"] = B
+    from clock import Clock
+    from store import Store
+    from wan import service
+
+    flashfs.fresh()
+    st = Store(flashfs.ROOT + "/data")
+    clk = Clock(B.utc, B.set_utc, B.ticks_ms)
+    w = service.WanService(st, None, clk, B.utc, B.power_fail, asyncio.Event())
+    w.ready.set()
+    errors = []
+
+    async def go():
+        for run in range(2):
+            t = asyncio.create_task(w.run())
+            await asyncio.sleep_ms(50)
+            B._uarts["modem"].feed(b"\r\nRDY\r\n")  # the modem's boot URC reaches the current reader
+            await asyncio.sleep_ms(50)
+            rx = w.session.modem.at._task
+            if rx is None:
+                errors.append("run %d: no AT reader" % run)
+            t.cancel()  # the job ends (the supervisor restarts it)
+            await asyncio.sleep_ms(10)
+            # (a build with asserts stops at asyncio's assert; without, the
+            # old reader would sit on the stream, never woken)
+            if rx is not None and not rx.done():
+                errors.append("run %d: its AT reader still waits on the UART" % run)
+
+    def handler(loop, ctx):
+        errors.append(repr(ctx["exception"]))
+
+    asyncio.get_event_loop().set_exception_handler(handler)
+    asyncio.run(go())
+    assert S.UART.made == {1: 1}, S.UART.made  # one UART object, reused
+    assert errors == [], errors

@@ -176,6 +176,9 @@ def build(board: str, out: Path | None = None, progress: Callable[[str], None] |
     extra: dict = {}
     if frozen:
         extra = _frozen_tree(board, out, jobs)
+        from .app_size import estimate
+
+        extra["app_size"] = estimate(sum((out / m).stat().st_size for m in modules if m not in SOURCE_ONLY))
         for m in list(modules):
             if m not in SOURCE_ONLY:
                 (out / m).unlink()

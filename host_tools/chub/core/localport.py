@@ -36,6 +36,10 @@ BAD_ARGS = 5
 NOT_AUTHORISED = 6
 INTERNAL = 7
 TRUNCATED = 8
+MORE = 9  # flow control: {"have": n}, seq 0 (not an answer)
+# flow control: at most WINDOW bytes of a frame beyond what the hub
+# acknowledged with MORE (an ESP32 console's receive ring holds 259 bytes)
+WINDOW = 256
 MALFORMED_RESPONSE = -1  # client side: a frame with a good CRC whose body is not a response
 
 # The well-known installer credential of the emulated board (its factory
@@ -53,6 +57,7 @@ STATUS_NAMES = {
     NOT_AUTHORISED: "not authorised",
     INTERNAL: "internal error",
     TRUNCATED: "truncated frame",
+    MORE: "more",
     MALFORMED_RESPONSE: "malformed response",
 }
 
@@ -209,6 +214,7 @@ class LocalPortClient:
         self._partial = bytearray()
         self._decoder = FrameDecoder()
         self._responses: deque[Response] = deque()
+        self._have = 0  # bytes of the frame being sent that the hub acknowledged (MORE)
         # a fresh random start: a reconnecting client does not take an old
         # connection's late answers for its own (seq 0 is never used)
         self._seq = random.randrange(1, 256)
@@ -255,8 +261,27 @@ class LocalPortClient:
             req["auth"] = [self._n, request_tag(self._session, self._n, cmd).hex()]
         seq = self.next_seq()
         body = bytes([seq]) + json.dumps(req, separators=(",", ":")).encode()
-        self.send_raw(encode_frame(body))
+        self.send_frame(encode_frame(body), timeout)
         return self.read_response(seq, timeout)
+
+    def send_frame(self, frame: bytes, timeout: float | None = None) -> None:
+        """Write one frame with flow control: at most WINDOW bytes beyond
+        what the hub acknowledged (status MORE); LocalPortTimeout when it
+        stops acknowledging."""
+        self._have = 0
+        sent = min(len(frame), WINDOW)
+        self.send_raw(frame[:sent])
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while sent < len(frame):
+            if sent < self._have + WINDOW:
+                end = min(len(frame), self._have + WINDOW)
+                self.send_raw(frame[sent:end])
+                sent = end
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise LocalPortTimeout(f"the hub on {self.url} stopped taking the request at byte {self._have}")
+            self.poll(min(left, 0.5))
 
     def authenticate(self, credential: bytes | None = None) -> None:
         """Open an installer session: challenge, HMAC answer, session key."""
@@ -331,7 +356,11 @@ class LocalPortClient:
             if isinstance(piece, bytearray):
                 self._text(piece)
             elif len(piece) >= 2:
-                self._responses.append(self._response(piece))
+                r = self._response(piece)
+                if r.status == MORE and r.seq == 0:
+                    self._have = max(self._have, int(r.result.get("have", 0)))
+                else:
+                    self._responses.append(r)
             else:
                 self._text(bytearray(b"<short frame>\n"))
 
