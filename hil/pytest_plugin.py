@@ -24,6 +24,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+
 from chub.core.paths import MICROPYTHON_ENV
 
 from .dut import SerialDut, UartBridge, UnixDut

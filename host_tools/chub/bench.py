@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import bench_gbcs, bench_gpf, bench_han, bench_proof, bench_route, bench_wan
-from .core.paths import BENCH, BOARDS, FIRMWARE, default_heap, venv_tool
+from .core.paths import BENCH, BOARDS, FIRMWARE, default_heap, micropython_exe
 
 STATUS_CALLS = 50
 
@@ -28,7 +28,7 @@ def _mp(args: list[str], heap: str, cwd: Path | None = None, timeout: float = 30
     env = dict(os.environ)
     env["MICROPYPATH"] = os.pathsep.join([".frozen", str(FIRMWARE), str(BOARDS / "unix"), str(BENCH)])
     r = subprocess.run(
-        [venv_tool("micropython"), "-X", f"heapsize={heap}", *args],
+        [micropython_exe(), "-X", f"heapsize={heap}", *args],
         env=env,
         cwd=cwd,
         capture_output=True,
@@ -56,10 +56,13 @@ RUNTIME_STDLIB = ("asyncio.event", "asyncio.funcs", "asyncio.lock", "asyncio.str
 
 def image_modules(image: Path) -> list[str]:
     """Every module of the image by import name, but `main` (which starts the
-    hub), then the library modules the hub loads on first use (RUNTIME_STDLIB)."""
-    mods = [m for m in json.loads((image / "image.json").read_text())["modules"] if m.endswith(".mpy")]
-    own = sorted({m[:-4].replace("/__init__", "").replace("/", ".") for m in mods} - {"main"})
-    return own + list(RUNTIME_STDLIB)
+    hub), then the library modules the hub loads on first use (RUNTIME_STDLIB).
+    A frozen image's modules are its image.json "frozen_modules" (sources
+    frozen into the binary) beside the .mpy files it ships."""
+    doc = json.loads((image / "image.json").read_text())
+    files = [m for m in doc["modules"] if m.endswith(".mpy")] + list(doc.get("frozen_modules", []))
+    names = {m.rsplit(".", 1)[0].replace("/__init__", "").replace("/", ".") for m in files}
+    return sorted(names - {"main"}) + list(RUNTIME_STDLIB)
 
 
 def import_figures(image: Path, heap: str) -> dict[str, Any]:
@@ -92,7 +95,7 @@ def import_figures(image: Path, heap: str) -> dict[str, Any]:
         env["MICROPYPATH"] = f".frozen{os.pathsep}{image}"
         env["CHUB_BOARD"] = "/nonexistent"  # imports only: nothing may touch the board at import time
         r = subprocess.run(
-            [venv_tool("micropython"), "-X", f"heapsize={heap}", str(script)],
+            [micropython_exe(), "-X", f"heapsize={heap}", str(script)],
             env=env,
             capture_output=True,
             text=True,
@@ -187,3 +190,105 @@ def run_bench(heap: str | None = None, progress: Callable[[str], None] | None = 
         figures.update(bench_han.figures(heap, image))
         figures.update(bench_proof.figures(heap, image, figures.get("heap_after_imports_kb"), say))
     return figures
+
+
+# The figures that speak for the device's shape: on a frozen 32-bit build they
+# are published with this suffix, beside the 64-bit unix port's.
+FROZEN_SUFFIX = "_32"
+
+
+def run_bench_frozen(image: Path, heap: str, runs: int = 3,
+                     progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The heap figures on a frozen board's binary ($CHUB_MICROPYTHON, our own
+    32-bit unix port with `image`'s app frozen in): heap_after_imports_kb,
+    heap_peak_kb (boot + status calls, as run_bench), heap_working_set_kb
+    (the worst of `runs` full scenarios) and heap_floor_kb (the smallest
+    16 KB step at which `runs` of `runs` full scenarios pass), each with the
+    suffix _32."""
+    say = progress or (lambda _m: None)
+    doc = json.loads((image / "image.json").read_text())
+    fig: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.system()}",
+        "board": doc.get("board"),
+        "micropython": micropython_exe(),
+        "heap_limit": heap,
+    }
+    say("heap after imports")
+    imp = import_figures(image, heap)["heap_after_imports_kb"]
+    out: dict[str, Any] = {"heap_after_imports_kb": imp}
+    say("booting the emulated system")
+    out["heap_peak_kb"] = hub_figures(image, heap)["heap_peak_kb"]
+    say(f"heap working set and floor ({runs} scenario runs each)")
+    out.update(bench_proof.heap_figures(image, heap, imp, runs=runs, say=say))
+    fig.update({k + FROZEN_SUFFIX: v for k, v in out.items()})
+    return fig
+
+
+CENSUS_PASSES = 8
+
+
+def heap_census(image: Path, heap: str) -> list[dict[str, Any]]:
+    """The heap after imports per module: each module of the image (and
+    RUNTIME_STDLIB) imported on its own in dependency order, the heap
+    allocated (after a collection) before and after. The order comes from
+    repeated runs: a module whose import brought others in is imported after
+    them in the next run, until each import brings only itself. Returns
+    [{"module", "bytes", "with": [modules that came along]}] in import order."""
+    order = image_modules(image)
+    rows: list[dict[str, Any]] = []
+    for _ in range(CENSUS_PASSES):
+        rows = _census_run(image, heap, order)
+        if all(not r["with"] for r in rows):
+            break
+        new: list[str] = []
+        for r in rows:
+            for m in [*r["with"], r["module"]]:
+                if m not in new:
+                    new.append(m)
+        order = new
+    return rows
+
+
+def _census_run(image: Path, heap: str, order: list[str]) -> list[dict[str, Any]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        names = Path(tmp) / "modules.txt"
+        names.write_text("\n".join(order))
+        code = (
+            f"import gc\nimport sys\nwith open({str(names)!r}) as f:\n    names = f.read().split()\n"
+            + "import json\nout = []\n"
+            + "for n in names:\n"
+            + "    if n in sys.modules:\n        continue\n"
+            + "    before = set(sys.modules)\n    gc.collect()\n    a = gc.mem_alloc()\n    __import__(n)\n"
+            + "    gc.collect()\n    b = gc.mem_alloc()\n"
+            + "    came = sorted(m for m in sys.modules if m not in before and m != n)\n"
+            + "    out.append((n, b - a, came))\n"
+            + "print('CENSUS', json.dumps(out))\n"
+        )
+        script = Path(tmp) / "census.py"
+        script.write_text(code)
+        env = dict(os.environ)
+        env["MICROPYPATH"] = f".frozen{os.pathsep}{image}"
+        env["CHUB_BOARD"] = "/nonexistent"
+        r = subprocess.run([micropython_exe(), "-X", f"heapsize={heap}", str(script)], env=env,
+                           capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        raise RuntimeError(f"the heap census failed: {r.stderr[-800:] or r.stdout[-800:]}")
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("CENSUS "))
+    return [{"module": n, "bytes": b, "with": w} for n, b, w in json.loads(line[7:])]
+
+
+def census_markdown(rows: list[dict[str, Any]]) -> str:
+    """The census as a Markdown table, largest first, with the package totals."""
+    total = sum(r["bytes"] for r in rows)
+    packages: dict[str, int] = {}
+    for r in rows:
+        top = r["module"].split(".")[0] if "." in r["module"] else "(top level)"
+        packages[top] = packages.get(top, 0) + r["bytes"]
+    lines = [f"heap after imports, all modules: {total / 1024:.1f} KB ({len(rows)} imports; "
+             f"{micropython_exe()})", "", "| package | KB |", "|---|---:|"]
+    lines += [f"| {k} | {v / 1024:.1f} |" for k, v in sorted(packages.items(), key=lambda kv: -kv[1])]
+    lines += ["", "| module | KB | came along |", "|---|---:|---|"]
+    for r in sorted(rows, key=lambda r: -r["bytes"]):
+        lines.append(f"| `{r['module']}` | {r['bytes'] / 1024:.2f} | {', '.join(r['with'])} |")
+    return "\n".join(lines)
