@@ -117,3 +117,40 @@ def test_the_bench_reads_a_frozen_images_module_list(tmp_path: Path) -> None:
     mods = image_modules(img.path)
     assert {"app", "han.ash", "board", "blockdev", "build_info", "rig.hooks"} <= set(mods)
     assert "main" not in mods
+
+
+def test_heap_census_covers_every_module(unix32: mpbuild.Firmware, monkeypatch) -> None:
+    from chub.bench import census_markdown, heap_census, image_modules
+
+    monkeypatch.setenv(MICROPYTHON_ENV, str(unix32.binary))
+    rows = heap_census(unix32.image, "256k")
+    seen = {r["module"] for r in rows} | {m for r in rows for m in r["with"]}
+    assert set(image_modules(unix32.image)) <= seen
+    assert all(r["bytes"] > 0 for r in rows)
+    # only a package whose __init__ imports its submodules brings others along
+    assert all(all(m.startswith(r["module"] + ".") for m in r["with"]) for r in rows)
+    assert "| `app` |" in census_markdown(rows)
+
+
+def test_chub_sim_boots_the_frozen_board(unix32: mpbuild.Firmware, tmp_path: Path) -> None:
+    import signal
+
+    proc = subprocess.Popen(
+        [venv_tool("chub"), "sim", "--board", "unix32", "--headless", "--ready-timeout", "60",
+         "--workdir", str(tmp_path / "sim"), "--fresh"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read() if proc.stderr else ""
+        ready = json.loads(line)
+        assert ready["event"] == "ready" and ready["heap"] == "256k"
+        log = Path(ready["log"]).read_text()
+        assert f"{unix32.binary} -X heapsize=256k -m main" in log
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
