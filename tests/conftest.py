@@ -68,8 +68,10 @@ class MpFile(pytest.File):
 # The device-shape tier (`pytest --chub-board unix32 -m device_shape`, the
 # README's second test run): the firmware tests and the HIL scenarios, the
 # power-cut sample and the fault day again, on our own 32-bit MicroPython with
-# the hub frozen in (~3 min on 2 cores).
+# the hub frozen in (~3.5 min on 2 cores). Not test_hil_serial.py: it checks
+# the serial backend against a `chub sim` of the unix board (any binary).
 DEVICE_SHAPE = ("mp/", "test_hil_", "test_provision.py", "test_power_cut_answers.py", "test_campaign_")
+NOT_DEVICE_SHAPE = ("test_hil_serial.py",)
 
 
 def pytest_collection_modifyitems(config, items) -> None:
@@ -77,7 +79,7 @@ def pytest_collection_modifyitems(config, items) -> None:
     mark = pytest.mark.device_shape
     for item in items:
         rel = Path(str(item.path)).resolve().relative_to(tests).as_posix() if item.path else ""
-        if rel.startswith(DEVICE_SHAPE):
+        if rel.startswith(DEVICE_SHAPE) and not rel.startswith(NOT_DEVICE_SHAPE):
             item.add_marker(mark)
 
 
