@@ -71,36 +71,22 @@ def import_figures(image: Path, heap: str) -> dict[str, Any]:
     names MicroPython interned for them (image_qstrs) in how many pools
     (image_qstr_pools). The pools double in size: one more pool takes ~28 KB
     at once on this port (docs/proof.md)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        # the module names come from a file, not from `import` lines: a
-        # script's names are interned when it is compiled, before its
-        # baseline, and the code's share came out ~2 KB short of what the
-        # hub pays to import the same modules (docs/proof.md)
-        names = Path(tmp) / "modules.txt"
-        names.write_text("\n".join(image_modules(image)))
-        code = (
-            "import gc\nimport micropython\ngc.collect()\nbase = gc.mem_alloc()\n"
-            + f"with open({str(names)!r}) as f:\n    names = f.read().split()\n"
-            + "for n in names:\n    __import__(n)\n"
-            # what asyncio loads on first use it keeps in its globals (as the
-            # unix board's preload does): the library's table, not the hub's data
-            + "import asyncio\nfor n in getattr(asyncio, '_attrs', ()):\n    getattr(asyncio, n)\n"
-            + "del names, n, f\n"
-            + "gc.collect()\nkb = (gc.mem_alloc() - base) / 1024\nmicropython.qstr_info()\n"
-            + "print('{\"kb\": %.1f}' % kb)\n"
-        )
-        script = Path(tmp) / "imports.py"
-        script.write_text(code)
-        env = dict(os.environ)
-        env["MICROPYPATH"] = f".frozen{os.pathsep}{image}"
-        env["CHUB_BOARD"] = "/nonexistent"  # imports only: nothing may touch the board at import time
-        r = subprocess.run(
-            [micropython_exe(), "-X", f"heapsize={heap}", str(script)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+    # the module names come from a file, not from `import` lines: a
+    # script's names are interned when it is compiled, before its
+    # baseline, and the code's share came out ~2 KB short of what the
+    # hub pays to import the same modules (docs/proof.md)
+    code = (
+        "import gc\nimport micropython\ngc.collect()\nbase = gc.mem_alloc()\n"
+        + "with open(NAMES_FILE) as f:\n    names = f.read().split()\n"
+        + "for n in names:\n    __import__(n)\n"
+        # what asyncio loads on first use it keeps in its globals (as the
+        # unix board's preload does): the library's table, not the hub's data
+        + "import asyncio\nfor n in getattr(asyncio, '_attrs', ()):\n    getattr(asyncio, n)\n"
+        + "del names, n, f\n"
+        + "gc.collect()\nkb = (gc.mem_alloc() - base) / 1024\nmicropython.qstr_info()\n"
+        + "print('{\"kb\": %.1f}' % kb)\n"
+    )
+    r = _run_on_image(image, heap, image_modules(image), code, 60)
     if r.returncode != 0:
         raise RuntimeError(f"importing the image failed: {r.stderr[-800:] or r.stdout[-800:]}")
     m = re.search(r"n_pool=(\d+), n_qstr=(\d+)", r.stdout)
@@ -108,6 +94,23 @@ def import_figures(image: Path, heap: str) -> dict[str, Any]:
         raise RuntimeError(f"no qstr_info line in: {r.stdout[-400:]}")
     return {"heap_after_imports_kb": _last_json(r.stdout)["kb"], "image_qstrs": int(m.group(2)),
             "image_qstr_pools": int(m.group(1))}
+
+
+def _run_on_image(image: Path, heap: str, names: list[str], code: str,
+                  timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run `code` with the image on the path (after the binary's frozen
+    modules) and the module names in a file, whose path replaces NAMES_FILE
+    in the code (a literal: the script interns it before its baseline)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        listing = Path(tmp) / "modules.txt"
+        listing.write_text("\n".join(names))
+        script = Path(tmp) / "imports.py"
+        script.write_text(code.replace("NAMES_FILE", repr(str(listing))))
+        env = dict(os.environ)
+        env["MICROPYPATH"] = f".frozen{os.pathsep}{image}"
+        env["CHUB_BOARD"] = "/nonexistent"  # imports only: nothing may touch the board at import time
+        return subprocess.run([micropython_exe(), "-X", f"heapsize={heap}", str(script)], env=env,
+                              capture_output=True, text=True, timeout=timeout)
 
 
 def heap_after_imports(image: Path, heap: str) -> float:
@@ -251,27 +254,18 @@ def heap_census(image: Path, heap: str) -> list[dict[str, Any]]:
 
 
 def _census_run(image: Path, heap: str, order: list[str]) -> list[dict[str, Any]]:
-    with tempfile.TemporaryDirectory() as tmp:
-        names = Path(tmp) / "modules.txt"
-        names.write_text("\n".join(order))
-        code = (
-            f"import gc\nimport sys\nwith open({str(names)!r}) as f:\n    names = f.read().split()\n"
-            + "import json\nout = []\n"
-            + "for n in names:\n"
-            + "    if n in sys.modules:\n        continue\n"
-            + "    before = set(sys.modules)\n    gc.collect()\n    a = gc.mem_alloc()\n    __import__(n)\n"
-            + "    gc.collect()\n    b = gc.mem_alloc()\n"
-            + "    came = sorted(m for m in sys.modules if m not in before and m != n)\n"
-            + "    out.append((n, b - a, came))\n"
-            + "print('CENSUS', json.dumps(out))\n"
-        )
-        script = Path(tmp) / "census.py"
-        script.write_text(code)
-        env = dict(os.environ)
-        env["MICROPYPATH"] = f".frozen{os.pathsep}{image}"
-        env["CHUB_BOARD"] = "/nonexistent"
-        r = subprocess.run([micropython_exe(), "-X", f"heapsize={heap}", str(script)], env=env,
-                           capture_output=True, text=True, timeout=120)
+    code = (
+        "import gc\nimport sys\nwith open(NAMES_FILE) as f:\n    names = f.read().split()\n"
+        + "import json\nout = []\n"
+        + "for n in names:\n"
+        + "    if n in sys.modules:\n        continue\n"
+        + "    before = set(sys.modules)\n    gc.collect()\n    a = gc.mem_alloc()\n    __import__(n)\n"
+        + "    gc.collect()\n    b = gc.mem_alloc()\n"
+        + "    came = sorted(m for m in sys.modules if m not in before and m != n)\n"
+        + "    out.append((n, b - a, came))\n"
+        + "print('CENSUS', json.dumps(out))\n"
+    )
+    r = _run_on_image(image, heap, order, code, 120)
     if r.returncode != 0:
         raise RuntimeError(f"the heap census failed: {r.stderr[-800:] or r.stdout[-800:]}")
     line = next(ln for ln in r.stdout.splitlines() if ln.startswith("CENSUS "))
