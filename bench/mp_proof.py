@@ -38,7 +38,7 @@ async def main():
         gc.enable()
         ts.append(dt)
         assert resp is None and not alerts, (resp, alerts)
-        msg, _ = hub.buffer.take(eui)  # emptied between runs, outside the timing
+        msg, _ = hub.router.buffer.take(eui)  # emptied between runs, outside the timing
         assert msg is not None and bytes(msg) == frame
     ts.sort()
     allocs.sort()

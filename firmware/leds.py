@@ -10,8 +10,9 @@
 # unix board reports them to the rig. What each LED says:
 #   power      on; "blink" once the power-fail input has fired (hold-up)
 #   han[i]     joined: on ("slow" when silent for STALE_S, "flash" while the
-#              HAN is down); join window open: "fast"; whitelisted or left:
-#              "flash"
+#              HAN is down); joined but not heard since the hub started:
+#              "slow" (as a silent one); join window open: "fast";
+#              whitelisted or left: "flash"
 #   alert      on while an alert waits in the outbox for the head-end
 #   wan_signal from the modem's last CSQ: off < 2 (or unknown), "slow" 2-9,
 #              "fast" 10-14, on >= 15
@@ -23,6 +24,7 @@ import asyncio
 import board
 
 PATTERNS = ("off", "on", "slow", "blink", "fast", "flash")
+NOT_HEARD = "not heard since start"  # chf.device_log.NOT_HEARD
 STALE_S = 7200  # a joined device silent this long: its LED blinks slowly
 PERIOD_MS = 1000
 _GPF = 3  # Device Log type of the GPF (the hub's own half: no LED)
@@ -52,10 +54,10 @@ def han_pattern(join_state, silent_s=None, han_up=True):
     was last heard (None: not heard since the stats began)."""
     if join_state is None:
         return "off"
-    if join_state in ("joined", "restored"):
+    if join_state in ("joined", "restored", NOT_HEARD):
         if not han_up:
             return "flash"
-        if silent_s is not None and silent_s >= STALE_S:
+        if join_state == NOT_HEARD or silent_s is not None and silent_s >= STALE_S:
             return "slow"
         return "on"
     if join_state == "join window open":

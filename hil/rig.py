@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any
 
+from chub.core.localport import FrameDecoder, encode_frame
+
 from .log import DutLog
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -37,6 +39,13 @@ class Rig:
         self._local: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self._local_ready = asyncio.Event()
         self._reset_listeners: list[Callable[[str], None]] = []
+        # the local-port bridge (see _local_uart)
+        self._clients: set[_Client] = set()
+        self._line = asyncio.Lock()
+        self._holder: _Client | None = None
+        self._last_holder: _Client | None = None
+        self._session_owner: _Client | None = None
+        self._session_free = asyncio.Event()
 
     # --- life cycle -------------------------------------------------------
     def start(self) -> Rig:
@@ -172,25 +181,45 @@ class Rig:
     def power_fail(self) -> None:
         self.send_ctl({"power_fail": True})
 
-    # --- the local port: the DUT's console UART, bridged to a client ------
+    # --- the local port: the DUT's console UART, shared by the clients ----
+    #
+    # The DUT has one console UART; the bridge lets any number of clients use
+    # it at once. A client's bytes go to the DUT as they are (malformed input
+    # too), but one client at a time: a client holds the line from its first
+    # byte until the DUT has answered every request frame it sent (matched by
+    # seq) and it has sent nothing more for a moment, so whole request/answer
+    # exchanges never interleave. The DUT's answer frames go to the client
+    # holding the line (or the last one that held it: a late answer); its
+    # console text goes to every client. The hub keeps one installer session:
+    # a client that asks for one (auth_challenge) owns it until auth_end or it
+    # disconnects, and another client's auth_challenge waits until then (a
+    # second challenge would end the first client's session mid-command).
     async def _local_uart(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         mine = (reader, writer)
         self._local = mine
         self._local_ready.set()
+        dec = FrameDecoder()
         try:
-            await self._park(reader)
+            while data := await reader.read(4096):
+                for piece in dec.feed(data):
+                    if isinstance(piece, bytearray):
+                        for c in list(self._clients):
+                            if c.dut is mine:
+                                c.send(bytes(piece))
+                        continue
+                    to = self._holder or self._last_holder
+                    if to is not None and to.dut is mine:
+                        to.send(encode_frame(piece))
+                        to.answered(piece[0] if piece else 0)
         finally:
             # a rebooted DUT may have connected again already: leave its
             # connection alone (clearing it here refused the next client)
             if self._local is mine:
                 self._local = None
                 self._local_ready.clear()
-
-    async def _park(self, reader: asyncio.StreamReader) -> None:
-        # the bridge reads from the DUT while a client is attached; otherwise
-        # wait here until the DUT hangs up
-        while not reader.at_eof():
-            await asyncio.sleep(0.1)
+            for c in list(self._clients):
+                if c.dut is mine:
+                    c.close()  # its DUT is gone: the client sees the port close
 
     async def _bridge_client(self, creader: asyncio.StreamReader, cwriter: asyncio.StreamWriter) -> None:
         loop = asyncio.get_running_loop()
@@ -208,16 +237,150 @@ class Rig:
                 # the connection of a DUT that just went down: wait for the next one
                 local = None
                 await asyncio.sleep(0.02)
-        dreader, dwriter = local
+        c = _Client(local, cwriter)
+        self._clients.add(c)
+        reading = asyncio.create_task(self._client_reader(creader, c))
+        try:
+            await self._client_exchanges(c)
+        finally:
+            reading.cancel()
+            self._clients.discard(c)
+            if self._last_holder is c:
+                self._last_holder = None
+            self._release_session(c)
+            c.close()
 
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            while data := await src.read(4096):
-                dst.write(data)
-                await dst.drain()
+    async def _client_reader(self, creader: asyncio.StreamReader, c: _Client) -> None:
+        try:
+            while data := await creader.read(4096):
+                c.inbox.put_nowait(data)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            c.inbox.put_nowait(None)
 
-        up = asyncio.create_task(pipe(creader, dwriter))
-        down = asyncio.create_task(pipe(dreader, cwriter))
-        await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
-        up.cancel()
-        down.cancel()
-        cwriter.close()
+    async def _client_exchanges(self, c: _Client) -> None:
+        """Forward the client's bytes, holding the line per exchange."""
+        chunk = await c.inbox.get()
+        cmds = c.parse(chunk) if chunk is not None else []
+        while chunk is not None:
+            if "auth_challenge" in cmds:
+                await self._take_session(c)
+            async with self._line:
+                self._holder = c
+                try:
+                    while True:
+                        if c.dut[1].is_closing():
+                            return
+                        c.dut[1].write(chunk)
+                        await c.dut[1].drain()
+                        if "auth_end" in cmds:
+                            self._release_session(c)
+                        chunk = await self._more(c)
+                        if chunk is None or chunk is _RELEASE:
+                            break
+                        cmds = c.parse(chunk)
+                        if "auth_challenge" in cmds and self._session_owner not in (None, c):
+                            break  # give the line back while waiting for the session
+                finally:
+                    self._holder = None
+                    self._last_holder = c
+            if chunk is _RELEASE:
+                chunk = await c.inbox.get()
+                cmds = c.parse(chunk) if chunk is not None else []
+
+    async def _more(self, c: _Client) -> bytes | None | object:
+        """While holding the line: the client's next bytes if they come before
+        the hold ends, None if it hung up, _RELEASE when the hold is over
+        (every request answered, then a quiet moment; at most HOLD_MAX_S
+        waiting for answers)."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + HOLD_MAX_S
+        while True:
+            if c.pending:
+                wait = until - loop.time()
+                if wait <= 0:
+                    self.log.write("rig", f"local-port client: no answer to seq {sorted(c.pending)} in "
+                                          f"{HOLD_MAX_S:g} s; the line goes to the next client")
+                    c.pending.clear()
+                    return _RELEASE
+                c.event.clear()
+            else:
+                # a frame still arriving (or a torn one the DUT times out): longer
+                wait = QUIET_PARTIAL_S if c.decoder.buf else QUIET_S
+            get = asyncio.ensure_future(c.inbox.get())
+            waits: set[asyncio.Future[Any]] = {get}
+            answered = asyncio.ensure_future(c.event.wait()) if c.pending else None
+            if answered is not None:
+                waits.add(answered)
+            done, _ = await asyncio.wait(waits, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            if answered is not None:
+                answered.cancel()
+            if get in done:
+                return get.result()
+            get.cancel()  # an item put meanwhile stays in the queue
+            if answered is None or answered not in done:
+                if not c.pending:
+                    return _RELEASE  # the quiet moment passed
+
+    async def _take_session(self, c: _Client) -> None:
+        while self._session_owner not in (None, c):
+            self._session_free.clear()
+            await self._session_free.wait()
+        self._session_owner = c
+
+    def _release_session(self, c: _Client) -> None:
+        if self._session_owner is c:
+            self._session_owner = None
+            self._session_free.set()
+
+    @property
+    def local_clients(self) -> int:
+        """Clients connected to the local-port bridge now."""
+        return len(self._clients)
+
+
+HOLD_MAX_S = 120.0  # the longest a client holds the line waiting for answers (a GBCS exchange takes up to ~60 s)
+QUIET_S = 0.02  # after the last answer: the client's next request keeps the line if it comes this soon
+QUIET_PARTIAL_S = 2.5  # a torn frame: the DUT answers it (status 8) after 2 s
+_RELEASE = object()
+
+
+class _Client:
+    """One client of the local-port bridge."""
+
+    def __init__(self, dut: tuple[asyncio.StreamReader, asyncio.StreamWriter], writer: asyncio.StreamWriter) -> None:
+        self.dut = dut  # the DUT connection it was accepted on
+        self.writer = writer
+        self.inbox: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.decoder = FrameDecoder()
+        self.pending: set[int] = set()  # seqs of request frames not answered yet
+        self.event = asyncio.Event()  # set when pending empties
+
+    def parse(self, chunk: bytes) -> list[str]:
+        """Note the request frames in these bytes (their seqs are awaited);
+        -> their commands ("" when unreadable)."""
+        cmds = []
+        for piece in self.decoder.feed(chunk):
+            if isinstance(piece, bytearray) or not piece:
+                continue
+            self.pending.add(piece[0])
+            try:
+                cmd = json.loads(piece[1:]).get("cmd", "")
+            except (ValueError, AttributeError):
+                cmd = ""
+            cmds.append(cmd if isinstance(cmd, str) else "")
+        return cmds
+
+    def answered(self, seq: int) -> None:
+        if seq in self.pending:
+            self.pending.discard(seq)
+            if not self.pending:
+                self.event.set()
+
+    def send(self, data: bytes) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(data)
+
+    def close(self) -> None:
+        self.writer.close()

@@ -42,8 +42,9 @@ class HubControl:
     call_timeout = 30.0  # seconds a command may take (a busy CI machine slows the hub)
     # False: each call on a fresh connection. True: one connection kept open
     # (the installer session is opened once) and opened again after a reboot;
-    # the rig's local-port bridge serves one client, so `drop_connection()`
-    # before a test opens its own
+    # the rig's bridge serves other clients meanwhile, but the hub has one
+    # installer session and the kept connection owns it: `drop_connection()`
+    # before a test's own client authenticates (else that waits for it)
     keep_connection = False
     _kept: Any = None
 
@@ -109,8 +110,11 @@ class EmulatedSystem(HubControl):
 
     def start(self, ready_timeout: float = 30.0) -> EmulatedSystem:
         if self.fresh:
-            (self.workdir / "flash.bin").unlink(missing_ok=True)
-            (self.workdir / FLASHED).unlink(missing_ok=True)
+            from .han_setup import NVM_FILE
+
+            # blank flash, and a blank NCP (its NVM file in the workdir)
+            for name in ("flash.bin", FLASHED, NVM_FILE):
+                (self.workdir / name).unlink(missing_ok=True)
         self.from_flash = self.image is None and (self.workdir / FLASHED).exists()
         if self.image is None and not self.from_flash:
             from chub.core.build import build

@@ -16,12 +16,20 @@ def _chub() -> str:
     return venv_tool("chub")
 
 
+def _env(tmp_path: Path) -> dict[str, str]:
+    import os
+
+    return {**os.environ, "CHUB_STATE": str(tmp_path / "state")}
+
+
 def test_sim_headless_ready_line_and_hht_status(tmp_path: Path) -> None:
+    env = _env(tmp_path)
     proc = subprocess.Popen(
         [_chub(), "sim", "--headless", "--ready-timeout", "60", "--workdir", str(tmp_path / "sim"), "--fresh"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=env,
     )
     try:
         assert proc.stdout is not None
@@ -39,11 +47,25 @@ def test_sim_headless_ready_line_and_hht_status(tmp_path: Path) -> None:
         assert out.returncode == 0, out.stderr
         st = json.loads(out.stdout)
         assert st["version"] == ready["version"] and st["board"] == "unix"
-        # without --port, hht finds the running sim through its ready file
-        assert (tmp_path / "sim" / "ready.json").exists()
+        # without --port, hht finds the running sim, though it was started with --workdir
+        ready_file = tmp_path / "sim" / "ready.json"
+        assert json.loads(ready_file.read_text()) == ready
+        out = subprocess.run([_chub(), "hht", "status", "--json"], capture_output=True, text=True, timeout=30,
+                             env=env)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["version"] == ready["version"]
+        # a second sim on the same workdir is refused, naming the first; the
+        # first's ready file stays
+        second = subprocess.run([_chub(), "sim", "--headless", "--workdir", str(tmp_path / "sim")],
+                                capture_output=True, text=True, timeout=30, env=env)
+        assert second.returncode == 1 and f"pid {proc.pid}" in second.stderr, second.stderr
+        assert json.loads(ready_file.read_text()) == ready
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
-        assert not (tmp_path / "sim" / "ready.json").exists()
+        assert not ready_file.exists()
+        # no sim now: hht says how to reach a hub
+        out = subprocess.run([_chub(), "hht", "status"], capture_output=True, text=True, timeout=30, env=env)
+        assert out.returncode == 2 and "no running `chub sim` found" in out.stderr and "--workdir" in out.stderr
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -79,3 +101,45 @@ def test_serial_backend_wrong_port_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConnectionError, match="cannot open the board's port"):
         SerialDut("/dev/does-not-exist", log).start()
     log.close()
+
+
+def test_hht_help_needs_no_hub(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from chub.cli import main
+
+    env = {"CHUB_STATE": str(tmp_path / "state")}  # no sim registered there
+    for args in (["hht", "--help"], ["hht", "status", "--help"], ["hht", "device-log", "add", "--help"],
+                 ["hht", "han", "read", "--help"], ["hht", "commission", "--help"], ["hht", "send-gbcs", "--help"]):
+        r = CliRunner().invoke(main, args, env=env)
+        assert r.exit_code == 0 and "Usage:" in r.output, (args, r.output)
+
+
+def test_flash_needs_a_board(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from chub.cli import main
+
+    port = tmp_path / "ttyUSB0"
+    r = CliRunner().invoke(main, ["flash", "--port", str(port)])
+    assert r.exit_code == 2 and "--board" in r.output, r.output
+    assert not port.exists()  # nothing was flashed to a directory of that name
+
+
+def test_hht_on_a_busy_serial_port_says_so(tmp_path: Path) -> None:
+    """A real board's port held open by another program (a pty stands in
+    for /dev/ttyUSB0): a clear "port busy" naming that process, not a hub
+    error."""
+    import os
+
+    master, slave = os.openpty()
+    try:
+        path = os.ttyname(slave)  # held open by this process
+        out = subprocess.run([_chub(), "hht", "--port", path, "status"], capture_output=True, text=True,
+                             timeout=30, env=_env(tmp_path))
+        assert out.returncode == 3, out.stderr
+        assert "busy" in out.stderr and f"pid {os.getpid()}" in out.stderr, out.stderr
+        assert "no answer from the hub" not in out.stderr
+    finally:
+        os.close(slave)
+        os.close(master)

@@ -1,11 +1,11 @@
 """GPF conformance: every GPF folder of vectors/gbcs/INDEX.md through the
-firmware under micropython (local-port `send_gbcs` -> hub.route -> hub.gpf),
+firmware under micropython (local-port `send_gbcs` -> router.route -> hub.gpf),
 and the TOM folders (GSME commands the GPF taps off) through the router's
 GSME buffer and GET/PUT tunnel protocol.
 
 The hub under test is a micropython process with the CHF (`chf.gbcs_port`),
 the GPF (`gpf.service.install`) and the router (`route.router.install`:
-hub.route by recipient EUI) on a fresh store. The mirror is filled the
+router.route by recipient EUI) on a fresh store. The mirror is filled the
 way the GSME fills it: the emulated GSME's data (hil.meters.gsme_data, the
 RTDS data set) as ZCL frames (RequestMirror, ConfigureMirror, attribute
 reports at each midnight, PublishPrepaySnapshot) handed to the coordinator's

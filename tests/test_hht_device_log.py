@@ -108,9 +108,14 @@ def test_add_list_remove(url: str) -> None:
     code, out = cli(url, "device-log", "add", "--eui", "00:db:12:34:56:78:90:a0", "--type", "ESME",
                     "--install-code", with_crc(b"0123456789ABCDEF"), "--join-timeout", "600", "--json")
     assert code == 0 and json.loads(out) == {"code": 0, "message": "ok", "duplicate": False}
+    # a re-add with the same code: already there; with another code: refused
     code, out = cli(url, "device-log", "add", "--eui", ESME, "--type", "1", "--install-code",
-                    with_crc(b"\x11" * 16), "--json")
+                    with_crc(b"0123456789ABCDEF"), "--json")
     assert code == 0 and json.loads(out)["duplicate"] is True
+    assert "already in the Device Log" in json.loads(out)["message"]
+    code, out = cli(url, "device-log", "add", "--eui", ESME, "--type", "1", "--install-code",
+                    with_crc(b"\x11" * 16))
+    assert code == 1 and "already in the Device Log with a different install code" in out, out
     code, out = cli(url, "device-log", "list", "--json")
     d = json.loads(out)
     assert code == 0 and d["total"] == 1 and d["capacity"] == 3 and d["historic"] == []
@@ -172,3 +177,16 @@ def test_logs(url: str) -> None:
     assert code == 0 and "0x8FE0" in out
     code, out = cli(url, "logs", "--json")
     assert code == 0 and json.loads(out)["entries"] == []
+
+
+def test_device_eui_all_ones_or_zeros_refused(url: str) -> None:
+    for bad in ("FFFFFFFFFFFFFFFF", "0000000000000000"):
+        # the laptop refuses it before sending
+        code, out = cli(url, "device-log", "add", "--eui", bad, "--type", "ESME",
+                        "--install-code", with_crc(b"0123456789ABCDEF"))
+        assert code == 2 and "not a device address" in out, out
+        # and so does the hub, asked directly
+        with LocalPortClient(url) as c, pytest.raises(LocalPortError, match="not a device address") as e:
+            c.call("device_log_add", eui=bad, type=1, install_code=with_crc(b"0123456789ABCDEF"))
+        assert e.value.status == 5
+    assert json.loads(cli(url, "device-log", "list", "--json")[1])["entries"] == []

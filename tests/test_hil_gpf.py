@@ -2,7 +2,7 @@
 emulated HAN: the sleepy GSME asks for a mirror and reports its data over
 the radio (hil.meters.gsme_data.MirrorReporter), the IHD reads the mirror over
 ZCL (hil.meters.ihd), and a head-end GCS13a read (local-port send_gbcs ->
-hub.route -> hub.gpf) answers from the same data, decrypted by the supplier's
+router.route -> hub.gpf) answers from the same data, decrypted by the supplier's
 key; the mirror's data survive a power cut."""
 
 from __future__ import annotations

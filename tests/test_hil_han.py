@@ -112,7 +112,13 @@ def test_whitelist_joins_refusals_and_power_cut(plain: EmulatedSystem) -> None:
     assert han.connections == connections + 1
     assert "networkInit" in after and "formNetwork" not in after and "startScan" not in after
     assert (st["channel"], st["pan_id"]) == (net["channel"], net["pan_id"]) and han.network == net
-    assert _joined(plain) == want
+    # still joined in the log, but not heard since the hub started: it says so
+    rows = {e["eui"]: e["join_state"] for e in _cli(plain, "device-log", "list")["entries"]}
+    assert {e for e, js in rows.items() if js == "not heard since start"} == want and not _joined(plain)
+    assert sorted(plain.call("han_status")["not_heard"]) == sorted(want)
+    # a device heard again is joined again
+    assert han.send("esme", bytes((0x18, 0x04, 0x0A, 0, 0, 0x20, 3)))
+    plain.wait_until(lambda: DEVICES["esme"].eui in _joined(plain), 5, "the ESME heard again")
     # the device log's join windows are still served: the keys are back in the NCP
     key_cmd = "importTransientKey"
     plain.wait_until(lambda: key_cmd in han.commands[mark:], 5, "the join keys re-imported")

@@ -407,6 +407,27 @@ def test_buffer_survives_a_power_cut(sysm: SimpleNamespace) -> None:
     assert [got.count(w) for w in want] == [1, 1, 1]
 
 
+def test_hht_send_gbcs_of_a_gsme_command_says_buffered(sysm: SimpleNamespace, tmp_path: Path) -> None:
+    """`chub hht send-gbcs` of a GSME command: the hub buffers it (no
+    response now); the CLI says so instead of crashing, and writes no
+    response file."""
+    from click.testing import CliRunner
+
+    from chub.cli import main
+
+    sysm.gsme.forget_counters()
+    cmd = _hex("3.1_GCS07/GCS07_3.1_SUCCESS_COMMAND_GBCS.HEX")
+    (tmp_path / "gsme.hex").write_text(cmd.hex())
+    sysm.system.drop_connection()  # the CLI opens its own installer session
+    r = CliRunner().invoke(main, ["hht", "--port", sysm.system.local_port_url, "--timeout", "20", "send-gbcs",
+                                  "--in", str(tmp_path / "gsme.hex"), "--out", str(tmp_path / "rsp.hex")])
+    assert r.exit_code == 0, r.output
+    assert "buffered" in r.output and not (tmp_path / "rsp.hex").exists()
+    assert sysm.system.call("route_status")["buffer"] == {GSME_EUI: 1}
+    assert _wake(sysm) == 1  # the GSME collects it and PUTs its response
+    sysm.system.wait_until(lambda: sysm.system.call("route_status")["buffer"] == {}, 10, "the buffer drained")
+
+
 def test_removed_device_queue_is_dropped(sysm: SimpleNamespace) -> None:
     cmd = _hex("3.3_CS11/CS11_3.3_SUCCESS_COMMAND_GBCS.HEX")
     assert sysm.server.send_raw(cmd, 15) == "done"

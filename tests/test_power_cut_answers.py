@@ -2,7 +2,7 @@
 outbox" (docs/proof.md finding 2, "command never answered"), at the exact
 moment: the real WAN frame handler (wan.session.Wan._frame), the real CHF and
 store on LittleFS over the unix board's block device. The hub stops the
-moment the CHF has answered (hub.route returns into the WAN, before the
+moment the CHF has answered (router.route returns into the WAN, before the
 outbox append: nothing more reaches the flash); the flash is mounted again
 (every handle dropped), a new hub is built on it and the head-end resends the same link frame (it never got the ACK).
 The command must be answered (once, with the same response) and not executed

@@ -40,3 +40,46 @@ def test_bridge_serves_the_dut_that_connected_after_the_old_one(tmp_path: Path) 
             s.close()
     finally:
         rig.stop()
+
+
+def test_bridge_serves_many_clients_while_one_holds_its_connection(tmp_path: Path, hub_image: Path) -> None:
+    """The live view of `chub sim` keeps one connection open; a second
+    terminal's `chub hht` calls and several parallel clients (each opening an
+    installer session) are all served meanwhile."""
+    import threading
+
+    from click.testing import CliRunner
+
+    from chub.cli import main
+    from chub.core.localport import LocalPortClient
+    from hil.system import EmulatedSystem
+
+    s = EmulatedSystem(tmp_path / "sys", image=hub_image, fresh=True)
+    s.han_demo = False  # type: ignore[attr-defined]
+    with s:
+        url = s.local_port_url
+        live = LocalPortClient(url, timeout=10)  # the live view
+        errors: list[str] = []
+
+        def worker() -> None:
+            try:
+                for _ in range(3):
+                    with LocalPortClient(url, timeout=30) as c:
+                        assert c.call("status")["board"] == "unix"
+                        assert c.call("device_log_list")["total"] == 0  # needs an installer session
+            except Exception as e:  # noqa: BLE001 - collected and asserted below
+                errors.append(repr(e))
+
+        threads = [threading.Thread(target=worker) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for _ in range(10):
+            assert live.call("status")["board"] == "unix"
+        for t in threads:
+            t.join(60)
+        assert errors == []
+        for _ in range(3):
+            r = CliRunner().invoke(main, ["hht", "--port", url, "status", "--json"])
+            assert r.exit_code == 0, r.output
+        assert live.call("status")["board"] == "unix"
+        live.close()

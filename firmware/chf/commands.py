@@ -7,6 +7,7 @@ from binascii import unhexlify
 
 from chf import device_log as DL
 from han.install_code import InstallCodeCrcError, InstallCodeError
+from log import log
 
 _MESSAGES = {
     DL.OK: "ok",
@@ -76,6 +77,20 @@ async def device_log_add(hub, req):
         raise ValueError("'join_timeout' must be 0..65535 seconds")
     if not 0 <= typ < len(DL.TYPE_NAMES):
         raise ValueError("'type' must be 0..6")
+    DL.device_eui(eui)  # all ones / all zeros: bad arguments
+    # GBCS CCS01 ignores the key of a device already in the log; the
+    # installer is told when the code differs from the one it holds
+    try:
+        same = hub.device_log.install_code_matches(eui, code)
+    except InstallCodeCrcError as e:
+        return {"code": DL.INVALID_CODE, "message": "install code CRC invalid: " + str(e)}
+    except InstallCodeError as e:
+        raise ValueError(str(e))
+    if same is False:
+        log("chf", "device_log_add %s refused: a different install code" % eui)
+        return {"code": DL.INCOMPATIBLE, "duplicate": True,
+                "message": "already in the Device Log with a different install code: "
+                           "remove it first to change its code"}
     try:
         code_n, dup = hub.device_log.add(eui, typ, code, timeout)
     except InstallCodeCrcError as e:

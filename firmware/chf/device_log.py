@@ -39,6 +39,10 @@ _JS_JOINED = const(2)
 _JS_RESTORED = const(3)     # rebuilt by restore_PAN; may rejoin
 _JS_LEFT = const(4)         # reported as left the network
 JOIN_STATES = ("whitelisted", "join window open", "joined", "restored", "left")
+# what a joined entry shows until the device is heard (a frame received from
+# it, an acknowledged send, a join) after the hub started: the log kept it
+# joined across the restart, but nothing says it is on the network now
+NOT_HEARD = "not heard since start"
 
 # entry list indexes
 _TYPE = const(0)
@@ -65,6 +69,15 @@ def eui_hex(eui):
         return ids.eui_hex(eui)
     except ValueError as e:
         raise DeviceLogError(str(e))
+
+
+def device_eui(eui):
+    """eui_hex of a device's own EUI-64: all ones (the broadcast/invalid
+    address) and all zeros are refused (DeviceLogError)."""
+    eh = eui_hex(eui)
+    if eh == "FFFFFFFFFFFFFFFF" or eh == "0000000000000000":
+        raise DeviceLogError("EUI-64 %s is not a device address" % eh)
+    return eh
 
 
 def key_hash(key):
@@ -100,6 +113,7 @@ class DeviceLog:
         self._stats_dirty = False
         self._stats_flushed = utc()
         self._listeners = []
+        self._heard = set()  # EUIs heard since start (RAM only)
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -140,8 +154,9 @@ class DeviceLog:
     def add(self, eui, dev_type, install_code, join_timeout_s):
         """CCS01 register_device. install_code is code||CRC (bytes). ->
         (code, duplicate). Raises InstallCodeError (a ValueError) for a bad
-        length or CRC, DeviceLogError for a malformed EUI or type."""
-        eh = eui_hex(eui)
+        length or CRC, DeviceLogError for a malformed EUI (or one that is no
+        device's: all ones, all zeros) or type."""
+        eh = device_eui(eui)
         if not isinstance(dev_type, int) or not 0 <= dev_type < len(TYPE_NAMES):
             raise DeviceLogError("device type must be 0..6")
         if join_timeout_s < 0:
@@ -199,6 +214,7 @@ class DeviceLog:
         if not self._commit(d, hist):
             return WRITE_FAILURE
         self._stats.pop(eh, None)
+        self._heard.discard(eh)
         try:
             self._skv.delete(eh)  # rare: a remove may cost one more write
         except Exception:
@@ -251,7 +267,8 @@ class DeviceLog:
         v = {"eui": eh, "type": e[_TYPE],
              "type_name": TYPE_NAMES[e[_TYPE]] if e[_TYPE] is not None else "unknown",
              "key_state": KEY_STATES[e[_KS]], "key_hash": e[_HASH], "node_id": e[_NODE],
-             "join_state": JOIN_STATES[js], "window_end": e[_WE] if js == _JS_WINDOW else None,
+             "join_state": NOT_HEARD if js == _JS_JOINED and eh not in self._heard else JOIN_STATES[js],
+             "window_end": e[_WE] if js == _JS_WINDOW else None,
              "historic_key": e[_HKEY] is not None}
         if s:
             n = s[_N]
@@ -279,6 +296,21 @@ class DeviceLog:
         return [{"eui": h[0], "key_hash": h[1], "type": h[3],
                  "type_name": TYPE_NAMES[h[3]] if h[3] is not None else "unknown", "removed": h[4]}
                 for h in self._hist]
+
+    def install_code_matches(self, eui, install_code):
+        """For an EUI in the log: does this install code (code||CRC) give the
+        link key whose hash the entry holds? None when the entry holds no
+        hash to compare with (restored without one), or the EUI is not in the
+        log. InstallCodeError for a bad code."""
+        check(install_code)
+        e = self._d.get(eui_hex(eui))
+        if e is None or not e[_HASH]:
+            return None
+        return _h(key_hash(link_key(install_code))) == e[_HASH]
+
+    def not_heard(self):
+        """EUIs of joined entries not heard since start."""
+        return [eh for eh, e in sorted(self._d.items()) if e[_JS] == _JS_JOINED and eh not in self._heard]
 
     def eui_of(self, node_id):
         for eh, e in self._d.items():
@@ -351,6 +383,7 @@ class DeviceLog:
         e[_WE] = 0
         if e[_KEY]:
             e[_KS] = _KS_ESTABLISHED
+        self._heard.add(eh)
         ok = self._put(eh, e)
         self.flush_stats()
         return ok
@@ -362,6 +395,7 @@ class DeviceLog:
             return False
         e = list(e)
         e[_JS] = _JS_LEFT
+        self._heard.discard(eh)
         return self._put(eh, e)
 
     def close_expired(self, now=None):
@@ -408,6 +442,7 @@ class DeviceLog:
         s[_RSUM] += rssi
         s[_LSUM] += lqi
         s[_LAST] = t
+        self._heard.add(eh)
         self._dirty()
         return True
 
@@ -417,6 +452,8 @@ class DeviceLog:
             return False
         s = self._st(eh)
         s[_TXOK if ok else _TXF] += 1
+        if ok:  # the device acknowledged it: heard
+            self._heard.add(eh)
         self._dirty()
         return True
 

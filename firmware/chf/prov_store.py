@@ -78,7 +78,7 @@ def roll_forward(store):
                 Credentials(store, None).provision(a)
     for name in st["certs"]:
         try:
-            os.rename(cert_path(store, name, True), cert_path(store, name))
+            os.rename(cert_path(store, name, staged=True), cert_path(store, name))
         except OSError:
             pass  # renamed before a power cut: the certificate is in place
     store.kv("auth", keep=False).set("installer", st["installer"])

@@ -77,7 +77,7 @@ class Provisioning:
             if hex_bytes(dev[c["usage"] + "_q"]) not in der or hex_bytes(dev["eui"]) not in der:
                 raise ProvisionError("%s %s certificate is not for the staged key and EUI-64" % (c["device"], c["usage"]))
             name = c["device"] + "_" + c["usage"]
-            with open(cert_path(self.store, name, True), "wb") as f:
+            with open(cert_path(self.store, name, staged=True), "wb") as f:
                 f.write(der)
             certs = dict(stage["certs"])
             certs[name] = len(der)

@@ -240,7 +240,7 @@ class Gpf:
                     + bytes((s[2],))
                     + bytes(int(s[3][i : i + 2], 16) for i in range(0, len(s[3]), 2))
                 )
-                comps.append(enc.component(c.cluster, uc[4], c.seq, _CMD_PUBLISH_PREPAY_SNAPSHOT, body, True))
+                comps.append(enc.component(c.cluster, uc[4], c.seq, _CMD_PUBLISH_PREPAY_SNAPSHOT, body, encrypt=True))
             else:
                 comps.append(_not_found(c, _CMD_GET_PREPAY_SNAPSHOT))
         return comps

@@ -252,7 +252,7 @@ def _read_attributes(mirror, eui, h, p, cluster):
             recs.append((a, zcl.UNSUPPORTED_ATTRIBUTE, 0, None))
         else:
             recs.append((a, zcl.SUCCESS, v[_ATTR_TYPE], v[_ATTR_VALUE]))
-    rh = zcl.Header(zcl.READ_ATTRIBUTES_RSP, h.tsn, zcl.FT_GLOBAL, 1, True)
+    rh = zcl.Header(zcl.READ_ATTRIBUTES_RSP, h.tsn, zcl.FT_GLOBAL, 1, disable_default_response=True)
     return zcl.build_frame(rh, zcl.encode_read_attributes_rsp(recs))
 
 
@@ -263,7 +263,7 @@ def _report_attributes(mirror, eui, h, p, cluster):
     mirror.reports += 1
     cfg = mirror.config
     if cluster == METERING and cfg and cfg[_CFG_NOTIFY]:
-        rh = zcl.Header(zcl_clusters.MET_MIRROR_REPORT_ATTRIBUTE_RSP, h.tsn, zcl.FT_CLUSTER, 0, True)
+        rh = zcl.Header(zcl_clusters.MET_MIRROR_REPORT_ATTRIBUTE_RSP, h.tsn, zcl.FT_CLUSTER, 0, disable_default_response=True)
         body = zcl_clusters.encode_mirror_report_attribute_rsp(cfg[_CFG_SCHEME], [mirror.notification_flags()])
         return zcl.build_frame(rh, body)
     return _status_rsp(h, zcl.SUCCESS)
@@ -275,14 +275,14 @@ def _request_mirror(mirror, eui, h, p, cluster):
     else:
         ep = _MIRROR_ENDPOINT
         mirror.set_mirror(eui, ep)
-    rh = zcl.Header(zcl_clusters.MET_REQUEST_MIRROR_RSP, h.tsn, zcl.FT_CLUSTER, 0, True)
+    rh = zcl.Header(zcl_clusters.MET_REQUEST_MIRROR_RSP, h.tsn, zcl.FT_CLUSTER, 0, disable_default_response=True)
     return zcl.build_frame(rh, zcl_clusters.encode_request_mirror_rsp(ep))
 
 
 def _remove_mirror(mirror, eui, h, p, cluster):
     ep = mirror.endpoint if mirror.endpoint is not None else zcl_clusters.MIRROR_REFUSED
     mirror.set_mirror(eui, None)
-    rh = zcl.Header(zcl_clusters.MET_MIRROR_REMOVED, h.tsn, zcl.FT_CLUSTER, 0, True)
+    rh = zcl.Header(zcl_clusters.MET_MIRROR_REMOVED, h.tsn, zcl.FT_CLUSTER, 0, disable_default_response=True)
     return zcl.build_frame(rh, zcl_clusters.encode_mirror_removed(ep))
 
 
@@ -318,7 +318,7 @@ def _status_rsp(h, status):
 
 
 def _default_rsp(h, status):
-    rh = zcl.Header(zcl.DEFAULT_RSP, h.tsn, zcl.FT_GLOBAL, 0 if h.direction else 1, True)
+    rh = zcl.Header(zcl.DEFAULT_RSP, h.tsn, zcl.FT_GLOBAL, 0 if h.direction else 1, disable_default_response=True)
     return zcl.build_frame(rh, zcl.encode_default_rsp(h.command_id, status))
 
 

@@ -82,8 +82,11 @@ class Coordinator(Messaging):
             "channel": kv.get("ch"),
             "pan_id": kv.get("pan"),
             "ext_pan_id": kv.get("xpan"),
+            # joined devices heard since start; those the log holds joined
+            # but has not heard from since start are listed in not_heard
             "node_count": sum(1 for e in self.device_log.entries() if e["node_id"] is not None
                               and e["join_state"] == "joined"),
+            "not_heard": self.device_log.not_heard(),
             "restarts": job.get("restarts", 0),
             "counters": dict(self.counters.items()),
             "trust_centre": self.tc.stats if self.tc is not None else None,

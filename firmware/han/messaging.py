@@ -110,7 +110,9 @@ class Messaging:
         if self.state != "up" or self.ezsp is None:
             raise DeliveryError("no_route", "HAN is %s" % self.state)
         e = self.device_log.get(eh)
-        if e is None or e["node_id"] is None or e["join_state"] != "joined":
+        # joined in the log, heard since start or not: a send is how a
+        # device not heard yet is reached (its acknowledgement marks it heard)
+        if e is None or e["node_id"] is None or not self.device_log.is_joined(eh):
             raise DeliveryError("no_route", "%s is not joined" % eh)
         return e["node_id"]
 

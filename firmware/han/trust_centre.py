@@ -41,8 +41,9 @@ class TrustCentre:
         # node ids of joined devices, to remove a device from the network
         # when it is removed from the Device Log (the log entry is gone by then)
         self._nodes = {}
+        # (joined in the log, heard since start or not)
         for e in device_log.entries():
-            if e["node_id"] is not None and e["join_state"] == "joined":
+            if e["node_id"] is not None and device_log.is_joined(e["eui"]):
                 self._nodes[e["eui"]] = e["node_id"]
         device_log.on_change(self._on_log_change)
         self.on_removed = None  # fn(eui_hex): the coordinator drops its tunnels

@@ -440,19 +440,19 @@ def decode_status_records(p, o=0, with_direction=False):
 
 
 def encode_write_attributes_rsp(records, out=None):
-    return encode_status_records(records, out, False)
+    return encode_status_records(records, out, with_direction=False)
 
 
 def decode_write_attributes_rsp(p, o=0):
-    return decode_status_records(p, o, False)
+    return decode_status_records(p, o, with_direction=False)
 
 
 def encode_configure_reporting_rsp(records, out=None):
-    return encode_status_records(records, out, True)
+    return encode_status_records(records, out, with_direction=True)
 
 
 def decode_configure_reporting_rsp(p, o=0):
-    return decode_status_records(p, o, True)
+    return decode_status_records(p, o, with_direction=True)
 
 
 def encode_configure_reporting(records, out=None):

@@ -209,14 +209,14 @@ class Router:
         the link frame id (bytes) the frame came under, None from the local
         port: the CHF and GPF answer an exact resend under the same tag from
         their stored last answer (docs/gbcs-usecases.md)."""
-        return await self._route(data, False, tag)
+        return await self._route(data, tag, wait=False)
 
     async def route_wait(self, data):
         """As route(), but a tunnel delivery is awaited and its response or
         0x8F84 returned (for callers that want the answer in hand)."""
-        return await self._route(data, True)
+        return await self._route(data, wait=True)
 
-    async def _route(self, data, wait, tag=None):
+    async def _route(self, data, tag=None, wait=False):
         try:
             f = gframe.parse(data)
         except gframe.FrameError:

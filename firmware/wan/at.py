@@ -376,7 +376,7 @@ class ATParser:
                 link, cnt = _num(f[0]), _num(f[1])
                 if link >= 0 and 0 < cnt <= self._maxraw:
                     self.urcs += 1
-                    self._start_raw(link, cnt, False)
+                    self._start_raw(link, cnt, for_cmd=False)
                     return
             self.garbled += 1
             return
@@ -384,7 +384,7 @@ class ATParser:
             cnt = _num(ln[4:])
             if 0 < cnt <= self._maxraw:
                 self.urcs += 1
-                self._start_raw(-1, cnt, False)
+                self._start_raw(-1, cnt, for_cmd=False)
             else:
                 self.garbled += 1
             return

@@ -9,11 +9,14 @@ independently of the firmware's `han.ezsp_frames`."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import random
 import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -131,6 +134,46 @@ class Han:
     # the TC's APS link key table (NVM): a device's transient key moves here
     # when it joins with it, and is dropped when the device is removed
     key_table: dict[bytes, bytes] = field(default_factory=dict)
+    # where the NVM is kept between runs of the rig (None: in memory only):
+    # the network (formed, channel, PAN ids, keys), the key table, the next
+    # short id, and the devices' own memory of the network they joined
+    # (EUI -> short id), as a real EFR32 keeps its flash and a real meter its
+    # own across a power cycle of the hub
+    nvm_path: Path | None = None
+    members: dict[bytes, int] = field(default_factory=dict)  # joined devices (their NVM): EUI -> short id
+    next_node_id: int = 0x1000
+
+    NVM_VERSION = 1
+
+    def save(self) -> None:
+        """Write the NVM file (atomically: a rig killed mid-write keeps the old one)."""
+        if self.nvm_path is None:
+            return
+        self.members = {n.eui: n.node_id for n in self.nodes.values() if n.joined and n.node_id is not None} | {
+            e: i for e, i in self.members.items() if e not in self.nodes}
+        d = {"version": self.NVM_VERSION, "formed": self.formed, "channel": self.channel, "pan_id": self.pan_id,
+             "ext_pan_id": self.ext_pan_id.hex(), "network_key": self.network_key.hex(), "key_seq": self.key_seq,
+             "key_table": {e.hex(): k.hex() for e, k in self.key_table.items()},
+             "members": {e.hex(): i for e, i in self.members.items()}, "next_node_id": self.next_node_id}
+        tmp = self.nvm_path.with_name(self.nvm_path.name + ".tmp")
+        tmp.write_text(json.dumps(d, indent=1))
+        os.replace(tmp, self.nvm_path)
+
+    def load(self) -> bool:
+        """Read the NVM file if there is one; False if none (a blank NCP)."""
+        if self.nvm_path is None or not self.nvm_path.exists():
+            return False
+        d = json.loads(self.nvm_path.read_text())
+        if d.get("version") != self.NVM_VERSION:
+            raise ValueError(f"{self.nvm_path}: NVM version {d.get('version')}, expected {self.NVM_VERSION}")
+        self.formed = bool(d["formed"])
+        self.channel, self.pan_id, self.key_seq = d["channel"], d["pan_id"], d["key_seq"]
+        self.ext_pan_id = bytes.fromhex(d["ext_pan_id"])
+        self.network_key = bytes.fromhex(d["network_key"])
+        self.key_table = {bytes.fromhex(e): bytes.fromhex(k) for e, k in d["key_table"].items()}
+        self.members = {bytes.fromhex(e): i for e, i in d["members"].items()}
+        self.next_node_id = d["next_node_id"]
+        return True
 
 
 class NcpEmulator:
@@ -166,7 +209,7 @@ class NcpEmulator:
         self.on_command_done: Callable[[str], None] | None = None
         self._seq = 0
         self._aps_seq = 0
-        self._next_nwk = 0x1000
+        self.han.load()
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.host_lost_at: float | None = None  # time.monotonic() of the last host disconnect
@@ -336,6 +379,11 @@ class NcpEmulator:
         h.network_key = self.security[2]
         h.key_seq = self.security[3]
         h.formed = True
+        # a new network (new ids, new key): no device is a member of it yet
+        h.members.clear()
+        for n in h.nodes.values():
+            n.joined, n.node_id = False, None
+        h.save()
         self.network_up = True
         self._spawn(self._later(0.01, lambda: self._stack_status(True)))
         return self._st(0)
@@ -351,6 +399,7 @@ class NcpEmulator:
         self.network_up = False
         self.han.formed = False
         self.han.key_table.clear()
+        self.han.save()
         self._spawn(self._later(0.01, lambda: self._stack_status(False)))
         return self._st(0)
 
@@ -404,6 +453,7 @@ class NcpEmulator:
             return self._st(0x70 if self.version < 14 else 0x0C)
         h.network_key, h.next_network_key = h.next_network_key, None
         h.key_seq = (h.key_seq + 1) & 0xFF
+        h.save()
         return self._st(0)
 
     def _c_sendReply(self, p: bytes) -> bytes:
@@ -430,10 +480,15 @@ class NcpEmulator:
             return self._st(0x93 if self.version < 14 else 0x17)
         self.removed.append(target)
         self.han.key_table.pop(target, None)
+        left = node is not None and node.joined
+        nid = 0
         if node is not None and node.joined:
             nid = node.node_id or 0
             node.joined = False
             node.node_id = None
+        self.han.members.pop(target, None)
+        self.han.save()
+        if left:
             self._spawn(self._later(0.01, lambda: self.callback(
                 "trustCenterJoinHandler", struct.pack("<H", nid) + target[::-1]
                 + bytes((DEVICE_LEFT, USE_PRECONFIGURED_KEY)) + struct.pack("<H", 0))))
@@ -543,7 +598,14 @@ class NcpEmulator:
         return len(items)
 
     def add_node(self, node: Node) -> Node:
+        """Put a device on the simulated HAN; a device the NVM lists as a
+        member of the network comes back joined with its short id (it kept
+        its own network memory while the rig was down)."""
+        known = self.han.nodes.get(node.eui)
         self.han.nodes[node.eui] = node
+        if known is not node and not node.joined and self.han.formed and node.eui in self.han.members:
+            node.joined = True
+            node.node_id = self.han.members[node.eui]
         return node
 
     def join(self, node: Node, node_id: int | None = None) -> bool:
@@ -564,11 +626,12 @@ class NcpEmulator:
             self.denied.append(node.eui)
             return False
         if node_id is None:
-            node_id = self._next_nwk
-            self._next_nwk += 1
+            node_id = self.han.next_node_id
+            self.han.next_node_id += 1
         node.node_id = node_id
         node.joined = True
         self.han.key_table[node.eui] = key
+        self.han.save()
         self.callback("trustCenterJoinHandler",
                       struct.pack("<H", node_id) + node.eui[::-1] + bytes((1, 0)) + struct.pack("<H", 0))
         return True

@@ -11,7 +11,7 @@ import click
 from rich.console import Console
 
 from .core import build as build_mod
-from .core.paths import MICROPYTHON_ENV, STATE, default_heap
+from .core.paths import MICROPYTHON_ENV, default_heap, state_dir
 
 
 def _stderr() -> Console:
@@ -111,43 +111,110 @@ _MICROPYTHON_HELP = f"The micropython binary to run (default ${MICROPYTHON_ENV},
 @click.option("--ready-timeout", type=float, default=30.0, show_default=True, help="Seconds to wait for the hub.")
 @click.option("--heap", default=None, help=f"MicroPython heap limit (-X heapsize; default the board's, unix {default_heap()}).")
 @click.option("--fresh", is_flag=True, help="Start from blank flash (first boot).")
-@click.option("--workdir", type=click.Path(path_type=Path), default=STATE / "sim", show_default=True)
+@click.option("--workdir", type=click.Path(path_type=Path), default=None,
+              help="The emulated board's folder (flash, logs, ready.json) [default: .chub/sim, or $CHUB_STATE/sim]. "
+                   "One sim per workdir.")
 @click.option("--board", type=click.Choice(["unix", "unix32"]), default="unix", show_default=True,
               help="unix32: our own 32-bit MicroPython with the hub frozen in (built if stale).")
 @click.option("--micropython", type=click.Path(exists=True, dir_okay=False, path_type=Path), help=_MICROPYTHON_HELP)
-def sim(headless: bool, ready_timeout: float, heap: str | None, fresh: bool, workdir: Path, board: str,
+def sim(headless: bool, ready_timeout: float, heap: str | None, fresh: bool, workdir: Path | None, board: str,
         micropython: Path | None) -> None:
     """Run the emulated system: the hub under MicroPython on the unix board, with the rig."""
     from .sim import run_sim
 
     image = _choose_micropython(board, micropython)
-    sys.exit(run_sim(workdir=workdir, heap=heap or default_heap(board), fresh=fresh, headless=headless,
-                     ready_timeout=ready_timeout, image=image))
+    sys.exit(run_sim(workdir=workdir or state_dir() / "sim", heap=heap or default_heap(board), fresh=fresh,
+                     headless=headless, ready_timeout=ready_timeout, image=image))
+
+
+class HhtTarget(dict):
+    """ctx.obj of `chub hht`: {"port", "timeout", "workdir"}; "port" is found
+    on first use (the running sim's), so `--help` never needs a hub."""
+
+    def __missing__(self, key: str) -> str:
+        if key != "port":
+            raise KeyError(key)
+        port = self["port"] = _sim_port(self.get("workdir"))
+        return port
 
 
 @main.group()
 @click.option("--port", default=None, help="Local port URL (socket://127.0.0.1:PORT, /dev/ttyUSB0, rfc2217://...).")
+@click.option("--workdir", type=click.Path(path_type=Path), default=None,
+              help="Talk to the `chub sim` running on this workdir (default: the one running sim).")
 @click.option("--timeout", type=float, default=5.0, show_default=True)
 @click.pass_context
-def hht(ctx: click.Context, port: str | None, timeout: float) -> None:
+def hht(ctx: click.Context, port: str | None, workdir: Path | None, timeout: float) -> None:
     """The installer's hand-held terminal over the hub's local port."""
-    if port is None:
-        port = _sim_port()
-    ctx.obj = {"port": port, "timeout": timeout}
+    ctx.obj = HhtTarget(timeout=timeout, workdir=workdir)
+    if port is not None:
+        ctx.obj["port"] = port
 
 
-def _sim_port() -> str:
-    ready = STATE / "sim" / "ready.json"
-    if ready.exists():
-        return json.loads(ready.read_text())["local_port"]
-    raise click.UsageError("no --port given and no running `chub sim` found")
+def _sim_port(workdir: Path | None = None) -> str:
+    """The local port of the running `chub sim`: the one on `workdir`, else
+    the only one running (sims register themselves, sim.running_sims)."""
+    from .sim import running_sims
+
+    if workdir is not None:
+        ready = Path(workdir) / "ready.json"
+        if ready.exists():
+            return json.loads(ready.read_text())["local_port"]
+        raise click.UsageError(f"no running `chub sim` on {workdir} (no {ready})")
+    sims = running_sims()
+    if len(sims) == 1:
+        return sims[0]["local_port"]
+    if sims:
+        raise click.UsageError("several `chub sim` run; choose one with --workdir DIR (or --port URL): "
+                               + ", ".join(f"{r['workdir']} (pid {r['sim_pid']})" for r in sims))
+    raise click.UsageError("no --port given and no running `chub sim` found: start one with `chub sim`, "
+                           "or give --port URL (a board: --port /dev/ttyUSB0) or --workdir DIR")
+
+
+def port_holders(port: str) -> list[tuple[int, str]]:
+    """Other processes that hold a device port (a path such as /dev/ttyUSB0)
+    open: [(pid, command line)]; [] for a URL (socket://...) or on a system
+    without /proc."""
+    import os
+
+    if "://" in port or not os.path.exists(port):
+        return []
+    target = os.path.realpath(port)
+    out = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        if int(proc.name) == os.getpid():
+            continue
+        try:
+            fds = list((proc / "fd").iterdir())
+            if any(os.path.realpath(fd) == target for fd in fds):
+                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+                out.append((int(proc.name), cmd))
+        except OSError:  # another user's process, or gone meanwhile
+            continue
+    return out
+
+
+def open_client(ctx: click.Context):  # type: ignore[no-untyped-def]
+    """A LocalPortClient on `chub hht`'s port. A device port another program
+    holds open is refused as busy (exit 3), naming that program: its answers
+    would be lost between the two readers."""
+    from .core.localport import LocalPortClient
+
+    port = ctx.obj["port"]
+    busy = port_holders(port)
+    if busy:
+        who = "; ".join(f"pid {pid}: {cmd or '?'}" for pid, cmd in busy)
+        _stderr().print(f"[red]port busy:[/red] {port} is open in another program ({who}); "
+                        "close it, then try again")
+        sys.exit(3)
+    return LocalPortClient(port, timeout=ctx.obj["timeout"])
 
 
 def _call(ctx: click.Context, cmd: str, **args: object) -> dict:
-    from .core.localport import LocalPortClient, LocalPortError
+    from .core.localport import LocalPortError
 
     try:
-        with LocalPortClient(ctx.obj["port"], timeout=ctx.obj["timeout"]) as c:
+        with open_client(ctx) as c:
             return c.call(cmd, **args)
     except LocalPortError as e:
         _stderr().print(f"[red]hub refused {cmd}:[/red] {e}")

@@ -18,7 +18,8 @@ from .flash_board import flash_board
 
 def register(main: Any) -> None:
     @main.command("flash")
-    @click.option("--board", default="unix", show_default=True, help="Board folder under boards/.")
+    @click.option("--board", required=True,
+                  help="Board folder under boards/ (esp32_s3, ...; unix: the emulated board).")
     @click.option("--port", required=True,
                   help="Serial port of the board (/dev/ttyUSB0); for --board unix, the emulated board's folder.")
     @click.option("--firmware", type=click.Path(path_type=Path), default=None,

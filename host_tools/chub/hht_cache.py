@@ -90,10 +90,10 @@ def register(hht: click.Group) -> None:
             return ctx.invoke(single, **kw)
         if kw.get("out") is None:
             raise click.UsageError("cache mode needs --out DIR for the responses")
-        from .core.localport import LocalPortClient
+        from .cli import open_client
 
         try:
-            with LocalPortClient(ctx.obj["port"], timeout=ctx.obj["timeout"]) as client:
+            with open_client(ctx) as client:
                 summary = run_cache(client.call, cache, kw["out"])
         except (OSError, TimeoutError) as e:
             _stderr().print(f"[red]no answer from the hub on {ctx.obj['port']}:[/red] {e}")

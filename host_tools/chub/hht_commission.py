@@ -64,6 +64,37 @@ class Check:
     detail: str
 
 
+PROBE_TIMEOUT_MS = 5000
+_SLEEPY = (0,)  # the GSME sleeps: it is not probed (it is reachable only when it wakes)
+_HUB_OWN = (2, 3)  # the CHF and the GPF: the hub's own halves
+
+
+def reachable(call: Any, d: dict[str, Any], utc: int | None, han_up: bool) -> tuple[bool, str]:
+    """Is this Device Log entry a meter the hub can reach now? -> (ok, why).
+    It must be joined and heard since the hub started (the hub shows "not
+    heard since start" for a device it kept joined across a restart); a
+    device that is awake (not the GSME) must also answer a read of its
+    Basic cluster's ZCL version now."""
+    js = d["join_state"]
+    if js != "joined":
+        why = {"not heard since start": "not heard since the hub started: it may not be on the network now",
+               "restored": "restored from a backup: not heard since"}.get(js, js)
+        return False, why
+    if d["type"] in _SLEEPY or d["type"] in _HUB_OWN:
+        return True, "joined" + (", sleepy: heard since start" if d["type"] in _SLEEPY else "")
+    if not han_up:
+        return False, "joined, but the HAN is down"
+    from .core.localport import LocalPortError
+
+    try:
+        r = call("han_zcl_read", eui=d["eui"], cluster=0x0000, attrs=[0x0000], timeout_ms=PROBE_TIMEOUT_MS)
+    except LocalPortError as e:
+        return False, f"joined, but the read to check it failed: {e}"
+    if not r.get("ok"):
+        return False, f"joined, but not reachable now ({r.get('reason')}: {r.get('error')})"
+    return True, "joined, answered now"
+
+
 def commission_checks(call: Any, expected: list[str]) -> list[Check]:
     """The commissioning checklist, from status, wan_status, han_status and the Device Log."""
     st = call("status")
@@ -93,9 +124,9 @@ def commission_checks(call: Any, expected: list[str]) -> list[Check]:
             out.append(Check(f"{eui} joined", False, "not in the Device Log (add it with hht device-log add)"))
             continue
         name = TYPES[d["type"]] if d["type"] is not None else "device"
-        ok = d["join_state"] in ("joined", "restored")
         rssi = d["rssi"][1] if d["rssi"] else None
-        out.append(Check(f"{name} {eui} joined", ok, d["join_state"] + (f", RSSI {rssi} dBm" if rssi is not None else "")))
+        ok, detail = reachable(call, d, st.get("utc"), han.get("state") == "up")
+        out.append(Check(f"{name} {eui} joined", ok, detail + (f", RSSI {rssi} dBm" if rssi is not None else "")))
     clock = st.get("clock")
     if isinstance(clock, dict):
         out.append(Check("clock valid", bool(clock.get("valid")),

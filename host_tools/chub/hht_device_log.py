@@ -32,6 +32,15 @@ def parse_eui(value: str) -> str:
     return v
 
 
+def parse_device_eui(value: str) -> str:
+    """parse_eui, also refusing the EUIs no device has: all ones (the
+    broadcast address) and all zeros."""
+    v = parse_eui(value)
+    if v in ("FFFFFFFFFFFFFFFF", "0000000000000000"):
+        raise click.BadParameter(f"{value!r}: EUI-64 {v} is not a device address")
+    return v
+
+
 def check_install_code(value: str) -> bytes:
     """Install code with its CRC (hex) -> bytes; the CRC-16/X-25 is checked
     by zigpy before anything is sent."""
@@ -108,7 +117,8 @@ def register(hht: click.Group) -> None:
         c.print(h)
 
     @device_log.command("add")
-    @click.option("--eui", required=True, callback=lambda c, p, v: parse_eui(v), help="EUI-64, 16 hex digits.")
+    @click.option("--eui", required=True, callback=lambda c, p, v: parse_device_eui(v),
+                  help="EUI-64, 16 hex digits.")
     @click.option("--type", "dev_type", required=True, callback=lambda c, p, v: parse_type(v),
                   help="0-6 or GSME, ESME, CHF, GPF, HCALCS, PPMID, 'Type 2' (IHD).")
     @click.option("--install-code", required=True, callback=lambda c, p, v: check_install_code(v),

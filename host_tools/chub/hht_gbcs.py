@@ -40,11 +40,19 @@ def register(hht: click.Group) -> None:
         except ValueError as e:
             raise click.BadParameter(f"{inp} is not hex: {e}") from e
         r = _call(ctx, "send_gbcs", frame=frame)
-        out.write_text(r["response"].upper())
+        resp = r.get("response")
+        if resp is not None:
+            out.write_text(resp.upper())
         got = [a.upper() for a in r.get("alerts", [])]
         if alerts is not None:
             alerts.write_text("".join(a + "\n" for a in got))
         else:
             for a in got:
                 click.echo(f"alert {a}")
-        click.echo(f"response: {len(r['response']) // 2} bytes -> {out}", err=True)
+        if resp is None:
+            # a GSME command: the hub buffers it until the meter wakes, and
+            # the meter's response then goes to the head-end (WAN outbox)
+            click.echo(f"buffered: no response now (a command for the sleepy GSME waits in the hub until the "
+                       f"meter wakes; its response goes to the head-end); nothing written to {out}", err=True)
+        else:
+            click.echo(f"response: {len(resp) // 2} bytes -> {out}", err=True)

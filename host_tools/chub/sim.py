@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import signal
 import threading
 from pathlib import Path
+from typing import IO, Any
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -32,6 +35,59 @@ def _ready_line(system, url: str) -> dict:
     }
 
 
+LOCK = "sim.lock"  # in the workdir: held (flock) by the sim running there, with its pid
+
+
+class WorkdirBusy(Exception):
+    """Another `chub sim` holds the workdir's lock (pid: its pid, -1 if unknown)."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(f"another `chub sim` (pid {pid}) runs on this workdir")
+        self.pid = pid
+
+
+def lock_workdir(workdir: Path) -> IO[str]:
+    """Take the workdir's lock for this process: the open lock file, to keep
+    open while the sim runs (the lock goes with the process). WorkdirBusy
+    when another sim holds it."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    f = open(workdir / LOCK, "a+")  # noqa: SIM115 - held for the sim's life
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        text = f.read().strip()
+        f.close()
+        raise WorkdirBusy(int(text) if text.isdigit() else -1) from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
+def _registry() -> Path:
+    from .core.paths import state_dir
+
+    return state_dir() / "sims"
+
+
+def running_sims() -> list[dict[str, Any]]:
+    """The `chub sim`s running now: their ready lines with "workdir" and
+    "sim_pid" (each sim registers itself in STATE/sims while it runs; an
+    entry whose process is gone is ignored)."""
+    out = []
+    reg = _registry()
+    for p in sorted(reg.glob("*.json")) if reg.is_dir() else []:
+        try:
+            r = json.loads(p.read_text())
+            os.kill(int(r["sim_pid"]), 0)
+        except (OSError, ValueError, KeyError):
+            continue
+        out.append(r)
+    return out
+
+
 def run_sim(workdir: Path, heap: str, fresh: bool, headless: bool, ready_timeout: float,
             image: Path | None = None) -> int:
     """`image`: an image folder to boot (a frozen board's, with its binary in
@@ -40,11 +96,18 @@ def run_sim(workdir: Path, heap: str, fresh: bool, headless: bool, ready_timeout
     from hil.system import EmulatedSystem
 
     err = Console(stderr=True, soft_wrap=True)
+    try:
+        lock = lock_workdir(workdir)
+    except WorkdirBusy as e:
+        err.print(f"[red]another `chub sim` (pid {e.pid}) runs on {workdir}:[/red] stop it first, or give "
+                  "this one its own --workdir")
+        return 1
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     system = EmulatedSystem(workdir, heap=heap, image=image, fresh=fresh)
     ready_file = workdir / "ready.json"
+    entry = _registry() / f"{os.getpid()}.json"
     try:
         if not headless:
             err.print(f"[bold]chub sim[/bold]: building the image and booting the hub (heap {heap}) ...")
@@ -55,6 +118,8 @@ def run_sim(workdir: Path, heap: str, fresh: bool, headless: bool, ready_timeout
             err.print(f"[red]the hub did not come up:[/red] {e}")
             return 1
         ready_file.write_text(json.dumps(line))
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        entry.write_text(json.dumps({**line, "workdir": str(workdir.resolve()), "sim_pid": os.getpid()}))
         if headless:
             print(json.dumps(line), flush=True)
             while not stop.wait(0.5):
@@ -64,8 +129,10 @@ def run_sim(workdir: Path, heap: str, fresh: bool, headless: bool, ready_timeout
             return 0
         return _live(system, line, stop)
     finally:
-        ready_file.unlink(missing_ok=True)
+        entry.unlink(missing_ok=True)
+        ready_file.unlink(missing_ok=True)  # this sim's: it holds the workdir's lock
         system.stop()
+        lock.close()
 
 
 def _live(system, ready: dict, stop: threading.Event) -> int:

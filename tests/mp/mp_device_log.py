@@ -223,8 +223,49 @@ def test_persistence_across_reopen_and_stats_flush():
     v2 = log2.get(ESME)
     assert v2["tx_ok"] == flushed["tx_ok"] - 1  # the unflushed tx is lost, by design
     v2["tx_ok"] = flushed["tx_ok"]
+    # joined across the restart, but not heard since: it says so until heard
+    assert v2["join_state"] == "not heard since start" and log2.is_joined(ESME)
+    v2["join_state"] = flushed["join_state"]
     assert v2 == flushed
     assert [h["eui"] for h in log2.historic()] == ["00DB1234567890B0"]
+
+
+def test_joined_entries_not_heard_since_start_until_heard():
+    st = fresh()
+    clk = Clock(100)
+    log = DL.DeviceLog(st, clk)
+    log.add(ESME, 1, CODE, 300)
+    log.add(GSME, 0, CODE2, 300)
+    log.record_join(ESME, 0x1234)
+    log.record_join(GSME, 0x1235)
+    assert log.get(ESME)["join_state"] == "joined" and log.not_heard() == []
+    st.close()
+    st = remount()
+    log = DL.DeviceLog(st, clk)  # the hub started again
+    for eui in (ESME, GSME):
+        v = log.get(eui)
+        assert v["join_state"] == DL.NOT_HEARD == "not heard since start", v
+        assert log.is_joined(eui) and v["node_id"] is not None
+    assert log.not_heard() == ["00DB1234567890A0", "00DB1234567890B0"]
+    log.record_rx(ESME, -60, 200, 120)  # a frame from the ESME
+    log.record_tx(GSME, False)  # an unacknowledged send is no sign of life
+    assert log.get(ESME)["join_state"] == "joined" and log.get(GSME)["join_state"] == DL.NOT_HEARD
+    log.record_tx(GSME, True)  # the GSME acknowledged a send
+    assert log.get(GSME)["join_state"] == "joined" and log.not_heard() == []
+
+
+def test_device_eui_and_install_code_match():
+    st = fresh()
+    log = DL.DeviceLog(st, Clock(100))
+    for bad in ("FFFFFFFFFFFFFFFF", "0000000000000000", b"\xff" * 8):
+        e = raises(DL.DeviceLogError, log.add, bad, 1, CODE, 300)
+        assert "not a device address" in str(e), e
+    assert len(log) == 0
+    log.add(ESME, 1, CODE, 300)
+    assert log.install_code_matches(ESME, CODE) is True
+    assert log.install_code_matches(ESME, CODE2) is False
+    assert log.install_code_matches(GSME, CODE) is None  # not in the log
+    raises(InstallCodeCrcError, log.install_code_matches, ESME, CODE[:-1] + b"\x00")
 
 
 def test_join_window_timing():
@@ -372,7 +413,13 @@ async def _tc():
     st.close()
     st = remount()
     log2 = DL.DeviceLog(st, clk)
-    assert log2.entries() == before
+    after = log2.entries()
+    # the joined ones are kept joined, but not heard since this (re)start
+    assert [e["join_state"] for e in after] == [DL.NOT_HEARD if e["join_state"] == "joined" else e["join_state"]
+                                               for e in before]
+    for e in after:
+        e["join_state"] = "joined" if e["join_state"] == DL.NOT_HEARD else e["join_state"]
+    assert after == before
     ev2, sec2 = open_logs(st)
     assert len(sec2) == 5
     print("SCENARIO OK")

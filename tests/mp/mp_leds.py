@@ -41,6 +41,9 @@ def test_han_slot_patterns():
     assert L.han_pattern("joined", 0, han_up=False) == "flash"
     assert L.han_pattern("join window open") == "fast"
     assert L.han_pattern("whitelisted") == "flash" and L.han_pattern("left") == "flash"
+    # joined in the log but not heard since the hub started: not lit steadily
+    assert L.han_pattern("not heard since start") == "slow"
+    assert L.han_pattern("not heard since start", han_up=False) == "flash"
 
 
 def test_patterns_from_state():

@@ -326,7 +326,7 @@ def test_response_match():
 
 
 def test_esme_delivery_runs_as_its_own_task():
-    # hub.route returns at once (the WAN acks the frame); the response, or
+    # router.route returns at once (the WAN acks the frame); the response, or
     # 0x8F84, leaves later through hub.emit
     hub, r = _hub()
     cmd = _hex_file(CS03A1_CMD)
