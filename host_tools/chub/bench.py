@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import bench_gbcs, bench_gpf, bench_han, bench_proof, bench_route, bench_wan
-from .core.paths import BENCH, BOARDS, FIRMWARE, default_heap, venv_tool
+from .core.paths import BENCH, BOARDS, FIRMWARE, default_heap, micropython_exe
 
 STATUS_CALLS = 50
 
@@ -28,7 +28,7 @@ def _mp(args: list[str], heap: str, cwd: Path | None = None, timeout: float = 30
     env = dict(os.environ)
     env["MICROPYPATH"] = os.pathsep.join([".frozen", str(FIRMWARE), str(BOARDS / "unix"), str(BENCH)])
     r = subprocess.run(
-        [venv_tool("micropython"), "-X", f"heapsize={heap}", *args],
+        [micropython_exe(), "-X", f"heapsize={heap}", *args],
         env=env,
         cwd=cwd,
         capture_output=True,
@@ -56,10 +56,13 @@ RUNTIME_STDLIB = ("asyncio.event", "asyncio.funcs", "asyncio.lock", "asyncio.str
 
 def image_modules(image: Path) -> list[str]:
     """Every module of the image by import name, but `main` (which starts the
-    hub), then the library modules the hub loads on first use (RUNTIME_STDLIB)."""
-    mods = [m for m in json.loads((image / "image.json").read_text())["modules"] if m.endswith(".mpy")]
-    own = sorted({m[:-4].replace("/__init__", "").replace("/", ".") for m in mods} - {"main"})
-    return own + list(RUNTIME_STDLIB)
+    hub), then the library modules the hub loads on first use (RUNTIME_STDLIB).
+    A frozen image's modules are its image.json "frozen_modules" (sources
+    frozen into the binary) beside the .mpy files it ships."""
+    doc = json.loads((image / "image.json").read_text())
+    files = [m for m in doc["modules"] if m.endswith(".mpy")] + list(doc.get("frozen_modules", []))
+    names = {m.rsplit(".", 1)[0].replace("/__init__", "").replace("/", ".") for m in files}
+    return sorted(names - {"main"}) + list(RUNTIME_STDLIB)
 
 
 def import_figures(image: Path, heap: str) -> dict[str, Any]:
@@ -68,36 +71,22 @@ def import_figures(image: Path, heap: str) -> dict[str, Any]:
     names MicroPython interned for them (image_qstrs) in how many pools
     (image_qstr_pools). The pools double in size: one more pool takes ~28 KB
     at once on this port (docs/proof.md)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        # the module names come from a file, not from `import` lines: a
-        # script's names are interned when it is compiled, before its
-        # baseline, and the code's share came out ~2 KB short of what the
-        # hub pays to import the same modules (docs/proof.md)
-        names = Path(tmp) / "modules.txt"
-        names.write_text("\n".join(image_modules(image)))
-        code = (
-            "import gc\nimport micropython\ngc.collect()\nbase = gc.mem_alloc()\n"
-            + f"with open({str(names)!r}) as f:\n    names = f.read().split()\n"
-            + "for n in names:\n    __import__(n)\n"
-            # what asyncio loads on first use it keeps in its globals (as the
-            # unix board's preload does): the library's table, not the hub's data
-            + "import asyncio\nfor n in getattr(asyncio, '_attrs', ()):\n    getattr(asyncio, n)\n"
-            + "del names, n, f\n"
-            + "gc.collect()\nkb = (gc.mem_alloc() - base) / 1024\nmicropython.qstr_info()\n"
-            + "print('{\"kb\": %.1f}' % kb)\n"
-        )
-        script = Path(tmp) / "imports.py"
-        script.write_text(code)
-        env = dict(os.environ)
-        env["MICROPYPATH"] = f".frozen{os.pathsep}{image}"
-        env["CHUB_BOARD"] = "/nonexistent"  # imports only: nothing may touch the board at import time
-        r = subprocess.run(
-            [venv_tool("micropython"), "-X", f"heapsize={heap}", str(script)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+    # the module names come from a file, not from `import` lines: a
+    # script's names are interned when it is compiled, before its
+    # baseline, and the code's share came out ~2 KB short of what the
+    # hub pays to import the same modules (docs/proof.md)
+    code = (
+        "import gc\nimport micropython\ngc.collect()\nbase = gc.mem_alloc()\n"
+        + "with open(NAMES_FILE) as f:\n    names = f.read().split()\n"
+        + "for n in names:\n    __import__(n)\n"
+        # what asyncio loads on first use it keeps in its globals (as the
+        # unix board's preload does): the library's table, not the hub's data
+        + "import asyncio\nfor n in getattr(asyncio, '_attrs', ()):\n    getattr(asyncio, n)\n"
+        + "del names, n, f\n"
+        + "gc.collect()\nkb = (gc.mem_alloc() - base) / 1024\nmicropython.qstr_info()\n"
+        + "print('{\"kb\": %.1f}' % kb)\n"
+    )
+    r = _run_on_image(image, heap, image_modules(image), code, 60)
     if r.returncode != 0:
         raise RuntimeError(f"importing the image failed: {r.stderr[-800:] or r.stdout[-800:]}")
     m = re.search(r"n_pool=(\d+), n_qstr=(\d+)", r.stdout)
@@ -105,6 +94,23 @@ def import_figures(image: Path, heap: str) -> dict[str, Any]:
         raise RuntimeError(f"no qstr_info line in: {r.stdout[-400:]}")
     return {"heap_after_imports_kb": _last_json(r.stdout)["kb"], "image_qstrs": int(m.group(2)),
             "image_qstr_pools": int(m.group(1))}
+
+
+def _run_on_image(image: Path, heap: str, names: list[str], code: str,
+                  timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run `code` with the image on the path (after the binary's frozen
+    modules) and the module names in a file, whose path replaces NAMES_FILE
+    in the code (a literal: the script interns it before its baseline)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        listing = Path(tmp) / "modules.txt"
+        listing.write_text("\n".join(names))
+        script = Path(tmp) / "imports.py"
+        script.write_text(code.replace("NAMES_FILE", repr(str(listing))))
+        env = dict(os.environ)
+        env["MICROPYPATH"] = f".frozen{os.pathsep}{image}"
+        env["CHUB_BOARD"] = "/nonexistent"  # imports only: nothing may touch the board at import time
+        return subprocess.run([micropython_exe(), "-X", f"heapsize={heap}", str(script)], env=env,
+                              capture_output=True, text=True, timeout=timeout)
 
 
 def heap_after_imports(image: Path, heap: str) -> float:
@@ -187,3 +193,96 @@ def run_bench(heap: str | None = None, progress: Callable[[str], None] | None = 
         figures.update(bench_han.figures(heap, image))
         figures.update(bench_proof.figures(heap, image, figures.get("heap_after_imports_kb"), say))
     return figures
+
+
+# The figures that speak for the device's shape: on a frozen 32-bit build they
+# are published with this suffix, beside the 64-bit unix port's.
+FROZEN_SUFFIX = "_32"
+
+
+def run_bench_frozen(image: Path, heap: str, runs: int = 3,
+                     progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The heap figures on a frozen board's binary ($CHUB_MICROPYTHON, our own
+    32-bit unix port with `image`'s app frozen in): heap_after_imports_kb,
+    heap_peak_kb (boot + status calls, as run_bench), heap_working_set_kb
+    (the worst of `runs` full scenarios) and heap_floor_kb (the smallest
+    16 KB step at which `runs` of `runs` full scenarios pass), each with the
+    suffix _32."""
+    say = progress or (lambda _m: None)
+    doc = json.loads((image / "image.json").read_text())
+    fig: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.system()}",
+        "board": doc.get("board"),
+        "micropython": micropython_exe(),
+        "heap_limit": heap,
+    }
+    say("heap after imports")
+    imp = import_figures(image, heap)["heap_after_imports_kb"]
+    out: dict[str, Any] = {"heap_after_imports_kb": imp}
+    say("booting the emulated system")
+    out["heap_peak_kb"] = hub_figures(image, heap)["heap_peak_kb"]
+    say(f"heap working set and floor ({runs} scenario runs each)")
+    out.update(bench_proof.heap_figures(image, heap, imp, runs=runs, say=say))
+    fig.update({k + FROZEN_SUFFIX: v for k, v in out.items()})
+    return fig
+
+
+CENSUS_PASSES = 8
+
+
+def heap_census(image: Path, heap: str) -> list[dict[str, Any]]:
+    """The heap after imports per module: each module of the image (and
+    RUNTIME_STDLIB) imported on its own in dependency order, the heap
+    allocated (after a collection) before and after. The order comes from
+    repeated runs: a module whose import brought others in is imported after
+    them in the next run, until each import brings only itself. Returns
+    [{"module", "bytes", "with": [modules that came along]}] in import order."""
+    order = image_modules(image)
+    rows: list[dict[str, Any]] = []
+    for _ in range(CENSUS_PASSES):
+        rows = _census_run(image, heap, order)
+        if all(not r["with"] for r in rows):
+            break
+        new: list[str] = []
+        for r in rows:
+            for m in [*r["with"], r["module"]]:
+                if m not in new:
+                    new.append(m)
+        order = new
+    return rows
+
+
+def _census_run(image: Path, heap: str, order: list[str]) -> list[dict[str, Any]]:
+    code = (
+        "import gc\nimport sys\nwith open(NAMES_FILE) as f:\n    names = f.read().split()\n"
+        + "import json\nout = []\n"
+        + "for n in names:\n"
+        + "    if n in sys.modules:\n        continue\n"
+        + "    before = set(sys.modules)\n    gc.collect()\n    a = gc.mem_alloc()\n    __import__(n)\n"
+        + "    gc.collect()\n    b = gc.mem_alloc()\n"
+        + "    came = sorted(m for m in sys.modules if m not in before and m != n)\n"
+        + "    out.append((n, b - a, came))\n"
+        + "print('CENSUS', json.dumps(out))\n"
+    )
+    r = _run_on_image(image, heap, order, code, 120)
+    if r.returncode != 0:
+        raise RuntimeError(f"the heap census failed: {r.stderr[-800:] or r.stdout[-800:]}")
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("CENSUS "))
+    return [{"module": n, "bytes": b, "with": w} for n, b, w in json.loads(line[7:])]
+
+
+def census_markdown(rows: list[dict[str, Any]]) -> str:
+    """The census as a Markdown table, largest first, with the package totals."""
+    total = sum(r["bytes"] for r in rows)
+    packages: dict[str, int] = {}
+    for r in rows:
+        top = r["module"].split(".")[0] if "." in r["module"] else "(top level)"
+        packages[top] = packages.get(top, 0) + r["bytes"]
+    lines = [f"heap after imports, all modules: {total / 1024:.1f} KB ({len(rows)} imports; "
+             f"{micropython_exe()})", "", "| package | KB |", "|---|---:|"]
+    lines += [f"| {k} | {v / 1024:.1f} |" for k, v in sorted(packages.items(), key=lambda kv: -kv[1])]
+    lines += ["", "| module | KB | came along |", "|---|---:|---|"]
+    for r in sorted(rows, key=lambda r: -r["bytes"]):
+        lines.append(f"| `{r['module']}` | {r['bytes'] / 1024:.2f} | {', '.join(r['with'])} |")
+    return "\n".join(lines)

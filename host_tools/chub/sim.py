@@ -88,7 +88,11 @@ def running_sims() -> list[dict[str, Any]]:
     return out
 
 
-def run_sim(workdir: Path, heap: str, fresh: bool, headless: bool, ready_timeout: float) -> int:
+def run_sim(workdir: Path, heap: str, fresh: bool, headless: bool, ready_timeout: float,
+            image: Path | None = None) -> int:
+    """`image`: an image folder to boot (a frozen board's, with its binary in
+    $CHUB_MICROPYTHON); None: the unix image built into the workdir, or what
+    `chub flash --board unix` flashed there."""
     from hil.system import EmulatedSystem
 
     err = Console(stderr=True, soft_wrap=True)
@@ -101,7 +105,7 @@ def run_sim(workdir: Path, heap: str, fresh: bool, headless: bool, ready_timeout
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    system = EmulatedSystem(workdir, heap=heap, fresh=fresh)
+    system = EmulatedSystem(workdir, heap=heap, image=image, fresh=fresh)
     ready_file = workdir / "ready.json"
     entry = _registry() / f"{os.getpid()}.json"
     try:

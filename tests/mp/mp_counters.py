@@ -1,5 +1,6 @@
 # counters.Counters: a dict's counter API over one array.
 import gc
+import sys
 
 from counters import Counters
 
@@ -38,5 +39,7 @@ def test_holds_less_than_a_dict():
 
     as_dict, _ = held(lambda: dict((k, 0) for k in names))
     as_counters, _ = held(lambda: Counters(names))
-    # 64-bit unix port: ~416 bytes against ~192
-    assert as_counters < as_dict - 150, (as_counters, as_dict)
+    # measured: 416 bytes against 192 on the 64-bit unix port, 208 against
+    # 144 on the 32-bit one (boards/unix32); the margin per word size
+    margin = 150 if sys.maxsize > 2**31 else 48
+    assert as_counters < as_dict - margin, (as_counters, as_dict, margin)

@@ -4,6 +4,7 @@
 # internals both rely on.
 import asyncio
 import gc
+import sys
 
 from flag import Flag, on_end
 
@@ -163,9 +164,13 @@ def test_a_timed_wait_costs_less_than_wait_for():
     wait_for = held(lambda: via_wait_for(asyncio.Event()))
     bare = held(lambda: via_sleep(Flag()))
     # a wait_for holds a Task, its coroutine, wait_for's frame and
-    # Event.wait's; a Flag's wait holds its waiter's frame and task only
-    assert flag < wait_for - 800, (flag, wait_for)
-    assert flag - bare < 40, (flag, bare)
+    # Event.wait's; a Flag's wait holds its waiter's frame and task only.
+    # The margins are in machine words: measured flag / wait_for / bare
+    # 259 / 1232 / 256 bytes on the 64-bit unix port, 130 / 613 / 128 on the
+    # 32-bit one (boards/unix32)
+    W = 8 if sys.maxsize > 2**31 else 4
+    assert flag < wait_for - 100 * W, (flag, wait_for, W)
+    assert flag - bare < 5 * W, (flag, bare, W)
 
 
 def test_wakes_do_not_accumulate_memory():

@@ -195,8 +195,9 @@ def build(board: str, out: Path | None = None, progress: Callable[[str], None] |
 
 def _frozen_tree(board: str, out: Path, jobs: list[tuple[Path, str]]) -> dict:
     """build/BOARD/manifest.py (the board's, copied) and build/BOARD/app/ with
-    the sources to freeze (everything but main.py, which stays on the file
-    system so that the board boots it)."""
+    the sources to freeze: everything but main.py, which stays on the file
+    system so that the board boots it, unless board.json says "frozen_main"
+    (the unix32 board boots the frozen `main`: nothing on disk can shadow it)."""
     src_manifest = BOARDS / board / "manifest.py"
     if not src_manifest.exists():
         raise BuildError(src_manifest, None, "a frozen board needs a manifest.py")
@@ -204,8 +205,9 @@ def _frozen_tree(board: str, out: Path, jobs: list[tuple[Path, str]]) -> dict:
     if app.exists():
         shutil.rmtree(app)
     frozen_modules = []
+    freeze_main = bool(board_spec(board).get("frozen_main"))
     for src, rel in jobs:
-        if rel in SOURCE_ONLY:
+        if rel in SOURCE_ONLY and not (freeze_main and rel == "main.py"):
             continue
         (app / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, app / rel)

