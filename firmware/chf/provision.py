@@ -96,20 +96,15 @@ async def console_release(hub, req):
     return {"released": True}
 
 
-def installer_auth(store):
-    """The installer-authentication state for the local port's guard. A
+def installer_auth(store, security_log=None, event_log=None):
+    """The installer-authentication state for the local port's guard (its
+    failures go to the security log, its sessions to the event log). A
     provisioning run that never committed is thrown away here: the hub stays
     as it was."""
+    import time
+
     board = _board()
-    if board is not None:
-        def now_s():
-            return board.ticks_ms() // 1000
-    else:
-        import time
-
-        def now_s():
-            return int(time.time())
-
+    ticks_ms = board.ticks_ms if board is not None else time.ticks_ms
     stage = store.kv("prov_stage", keep=False)  # these records are read by rare commands: no RAM copy
     if "stage" in stage:
         stage.delete("stage")
@@ -118,7 +113,7 @@ def installer_auth(store):
     def key():
         return installer_key(store)
 
-    return InstallerAuth(key, os.urandom, now_s)
+    return InstallerAuth(key, os.urandom, ticks_ms, security_log, event_log)
 
 
 def guarded(dispatch, auth, commands):
