@@ -211,6 +211,9 @@ def test_argument_fuzz_of_every_local_port_command(system: EmulatedSystem) -> No
                     st = e.status
                     if st == 7:
                         bad.append(f"{cmd} {args!r}: {e.message}")
+                except TimeoutError:
+                    tail = "\n".join(system.log.lines(after=pos)[-15:])
+                    raise AssertionError(f"no answer to {cmd} {args!r}; the hub said:\n{tail}") from None
                 statuses[st] = statuses.get(st, 0) + 1
             c.call("prov_abort")  # a run a fuzzed prov_begin may have opened
             c.call("gbcs_fault", clear=True)
