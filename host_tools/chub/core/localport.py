@@ -16,6 +16,7 @@ import hmac
 import json
 import os
 import random
+import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -322,11 +323,20 @@ class LocalPortClient:
             except (LocalPortError, KeyError, TypeError):
                 eui = None
             key = installer_key_for(eui)
-        ch = self.call("auth_challenge")
-        if not ch.get("credential"):
-            raise LocalPortError(NOT_AUTHORISED, "the hub has no installer credential yet: run `chub provision`")
-        nonce = bytes.fromhex(ch["nonce"])
-        self.call("auth", mac=_mac(key, b"chub-auth", nonce).hex())
+        for attempt in (1, 2):
+            ch = self.call("auth_challenge")
+            if not ch.get("credential"):
+                raise LocalPortError(NOT_AUTHORISED, "the hub has no installer credential yet: run `chub provision`")
+            nonce = bytes.fromhex(ch["nonce"])
+            try:
+                self.call("auth", mac=_mac(key, b"chub-auth", nonce).hex())
+                break
+            except LocalPortError as e:
+                # the hub's back-off after wrong credentials: "... wait N ms"; wait once
+                m = re.search(r"wait (\d+) ms", e.message)
+                if attempt == 2 or e.status != NOT_AUTHORISED or m is None or int(m.group(1)) > 30000:
+                    raise
+                time.sleep(int(m.group(1)) / 1000 + 0.05)
         self._session = _mac(key, b"chub-session", nonce)
         self._n = 0
 
