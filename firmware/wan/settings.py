@@ -32,13 +32,13 @@ _TICKS_MAX = const(0x3FFFFFFF)  # the largest ms span the hub's monotonic and ti
 SCHEMA = {
     "host": ("host", 1, 253, False), "port": ("int", 1, 65535, False),
     "apn": ("apn", 0, 62, False), "pin": ("pin", 4, 8, True), "radio": ("choice", "radio", None, True),
-    "retry_ms": ("int", 100, 600000, False), "retry_max_ms": ("int", 1000, _DAY_MS, False),
+    "retry_ms": ("int", 100, 600000, False), "retry_max_ms": ("int", 100, _DAY_MS, False),
     "reg_timeout_ms": ("int", 1000, 3600000, False), "hello_timeout_ms": ("int", 1000, 600000, False),
     "ping_ms": ("int", 1000, _DAY_MS, False), "idle_timeout_ms": ("int", 5000, _DAY_MS, False),
-    "signal_ms": ("int", 1000, _DAY_MS, False), "rx_poll_ms": ("int", 100, _DAY_MS, False),
+    "signal_ms": ("int", 100, _DAY_MS, False), "rx_poll_ms": ("int", 100, _DAY_MS, False),
     "time_step_s": ("int", 1, 86400, False), "clock_hold_s": ("int", 0, 31536000, False),
-    "pdp_refresh_ms": ("int", 60000, _TICKS_MAX, False), "reinit_ms": ("int", 60000, _TICKS_MAX, False),
-    "max_errors": ("int", 1, 1000, False), "stuck_ms": ("int", 60000, _TICKS_MAX, False),
+    "pdp_refresh_ms": ("int", 1000, _TICKS_MAX, False), "reinit_ms": ("int", 1000, _TICKS_MAX, False),
+    "max_errors": ("int", 1, 1000, False), "stuck_ms": ("int", 1000, _TICKS_MAX, False),
     "critical_alerts": ("bool", None, None, False), "timings": ("timings", None, 600000, True),
     # the outbox's (wan.outbox.DEFAULTS)
     "crit_retries": ("int", 0, 1000, False), "crit_backoff_ms": ("int", 100, _DAY_MS, False),
