@@ -11,7 +11,7 @@ from chf import commands as chf_commands
 from chf import gbcs_port
 from chf import provision
 from chf.device_log import DeviceLog
-from chf.logs import open_logs
+from chf.logs import MalformedWatch, open_logs
 from clock import Clock, StepRecorder
 from gpf import service as gpf_service
 from han import coordinator as han_coordinator
@@ -53,7 +53,8 @@ class Hub:
 
         # the CHF's logs and Device Log; the hub's clock
         dl = self.device_log = DeviceLog(st, _utc2000, _DEVICE_LOG_CAPACITY)
-        ev, sec = self.event_log, self.security_log = open_logs(st, _LOG_CAPACITY, utc=_utc2000)
+        watch = self.malformed_watch = MalformedWatch()  # 0x8F60 (its alert: security_alert, below)
+        ev, sec = self.event_log, self.security_log = open_logs(st, _LOG_CAPACITY, utc=_utc2000, watch=watch)
         clk = self.clock = Clock(board.utc, board.set_utc, board.ticks_ms)
 
         # the HAN; the CHF (device versions from the HAN); the GPF (its
@@ -78,6 +79,7 @@ class Hub:
         wan.route = rt.route
         wan.attach_chf(chf, ev)
         self.emit = wan.emit
+        watch.send = self.security_alert
         coord.on_tunnel_message = rt.on_tunnel_message
         coord.on_tunnel_reply = rt.on_tunnel_reply
         clk.on_step = StepRecorder(wan.txlog, TX_TIME, ev)
@@ -87,7 +89,7 @@ class Hub:
 
         # the local port: the commands, behind the installer guard
         self.provisioning = None  # chf.provision_steps.Provisioning while a run is open
-        self.installer_auth = auth = provision.installer_auth(st)
+        self.installer_auth = auth = provision.installer_auth(st, sec, ev)
         cmds = self.commands = {"status": Hub.cmd_status}
         groups = [chf_commands.COMMANDS, gbcs_port.COMMANDS, han_coordinator.COMMANDS, wan_commands.COMMANDS,
                   gpf_service.COMMANDS, route_router.COMMANDS, provision.COMMANDS]
@@ -107,6 +109,13 @@ class Hub:
         sup.spawn("wan", wan.run)
         sup.spawn("route", rt.run)
         sup.spawn("leds", self.leds.run)
+
+    def security_alert(self, code):
+        # a CHF alert without payload to the head-end (0x8F60), built as the
+        # last gasp builds its alerts
+        from wan.lastgasp import build_alert
+
+        self.emit(build_alert(self.chf, code, board.utc()), "alert")
 
     def uptime_s(self):
         return (mono.ms() - self.started_ms) // 1000

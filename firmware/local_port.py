@@ -6,6 +6,7 @@
 # resynchronises on the next SOF, rescanning the bytes it already holds.
 import asyncio
 import json
+import time
 
 try:
     from micropython import const
@@ -13,6 +14,7 @@ except ImportError:  # CPython (fuzzing only)
     def const(x):
         return x
 
+from codes import EV_AUTH_FAILED, EV_LOCAL_PORT_SESSION
 from log import log, log_exc
 from gbcs.gcm import ct_equal
 from gbcs.p256 import hmac_sha256
@@ -22,7 +24,8 @@ MAX_BODY = const(4096)
 # the reader's standing buffer: every request but a GBCS message fits it; a
 # larger frame gets a buffer of its own size while it is read
 SMALL = const(256)
-TIMEOUT_MS = const(2000)
+TIMEOUT_MS = const(2000)  # deadline for a whole frame, from its SOF,
+_MS_PER_BYTE = const(2)  # extended by this for each byte of it received (flow control waits)
 # flow control (docs/local-port.md): a client keeps at most WINDOW bytes of a
 # frame beyond what the hub acknowledged (an ESP32's console ring holds 259);
 # the hub acknowledges every ACK_EVERY bytes of a frame longer than WINDOW
@@ -235,6 +238,180 @@ class FrameReader:
             return off
 
 
+# ---- text and arguments -----------------------------------------------------
+
+def _ticks():
+    return time.ticks_ms() if hasattr(time, "ticks_ms") else int(time.monotonic() * 1000)
+
+
+def _ticks_diff(a, b):
+    return time.ticks_diff(a, b) if hasattr(time, "ticks_diff") else a - b
+
+
+def utf8_strict(b):
+    """True when b (bytes-like) is well-formed UTF-8: no overlong forms, no
+    surrogates (U+D800-DFFF), nothing over U+10FFFF. MicroPython's own
+    decoder accepts all three."""
+    i = 0
+    n = len(b)
+    while i < n:
+        c = b[i]
+        if c < 0x80:
+            i += 1
+            continue
+        lo = 0x80
+        hi = 0xBF
+        if 0xC2 <= c <= 0xDF:
+            k = 1
+        elif 0xE0 <= c <= 0xEF:
+            k = 2
+            if c == 0xE0:
+                lo = 0xA0
+            elif c == 0xED:
+                hi = 0x9F
+        elif 0xF0 <= c <= 0xF4:
+            k = 3
+            if c == 0xF0:
+                lo = 0x90
+            elif c == 0xF4:
+                hi = 0x8F
+        else:
+            return False
+        if i + k >= n:
+            return False
+        if not lo <= b[i + 1] <= hi:
+            return False
+        for j in range(i + 2, i + k + 1):
+            if not 0x80 <= b[j] <= 0xBF:
+                return False
+        i += k + 1
+    return True
+
+
+def _strings_strict(v, depth=0):
+    # every string in a parsed request is strict UTF-8 (JSON \u escapes can
+    # make surrogates the byte check of the text did not see)
+    if depth > 16:
+        return False
+    if isinstance(v, str):
+        return len(v.encode()) == len(v) or utf8_strict(v.encode())
+    if isinstance(v, dict):
+        for k in v:
+            if not _strings_strict(k, depth + 1) or not _strings_strict(v[k], depth + 1):
+                return False
+    elif isinstance(v, list):
+        for x in v:
+            if not _strings_strict(x, depth + 1):
+                return False
+    return True
+
+
+def _qstr(s):
+    t = s.replace("\\", "\\\\").replace('"', '\\"')
+    for c in t:
+        if c < " ":  # control characters as \u00XX
+            t = "".join(c if c >= " " else "\\u%04x" % ord(c) for c in t)
+            break
+    return '"' + t + '"'
+
+
+def _canon(v, out, depth):
+    if depth > 16:
+        raise ValueError("request nested too deeply")
+    if v is None:
+        out.append("null")
+    elif v is True:
+        out.append("true")
+    elif v is False:
+        out.append("false")
+    elif isinstance(v, int):
+        out.append("%d" % v)
+    elif isinstance(v, str):
+        out.append(_qstr(v))
+    elif isinstance(v, list):
+        out.append("[")
+        for i, x in enumerate(v):
+            if i:
+                out.append(",")
+            _canon(x, out, depth + 1)
+        out.append("]")
+    elif isinstance(v, dict):
+        out.append("{")
+        first = True
+        for k in sorted(v):
+            if depth == 0 and k == "auth":
+                continue
+            if not first:
+                out.append(",")
+            first = False
+            out.append(_qstr(k))
+            out.append(":")
+            _canon(v[k], out, depth + 1)
+        out.append("}")
+    else:
+        raise ValueError("numbers in a request must be integers")
+
+
+def canonical(req):
+    """The canonical form of a request the installer's tag covers (bytes):
+    the JSON object without its "auth" member, keys sorted at every level,
+    no spaces, strings as UTF-8 with only \\ \" and control characters
+    escaped (\\uXXXX, lower-case hex), integers in decimal; a float is refused
+    (ValueError). docs/local-port.md; the client computes the same."""
+    out = []
+    _canon(req, out, 0)
+    return "".join(out).encode()
+
+
+def _need(req, name, default):
+    v = req.get(name, default)
+    if v is None:
+        raise ValueError("'%s' is missing" % name)
+    return v
+
+
+def int_arg(req, name, lo, hi, default=None):
+    """req[name] as an int in lo..hi (default when absent); ValueError else."""
+    v = _need(req, name, default)
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise ValueError("'%s' must be an integer %d..%d" % (name, lo, hi))
+    return v
+
+
+def str_arg(req, name, max_len, default=None):
+    v = _need(req, name, default)
+    if not isinstance(v, str) or len(v) > max_len:
+        raise ValueError("'%s' must be a string of at most %d characters" % (name, max_len))
+    return v
+
+
+def hex_arg(req, name, max_bytes, default=None):
+    """req[name], hex text (spaces and colons allowed), as bytes."""
+    from binascii import unhexlify
+
+    v = str_arg(req, name, 3 * max_bytes + 2, default)
+    try:
+        b = unhexlify(v.replace(" ", "").replace(":", ""))
+    except ValueError:
+        raise ValueError("'%s' is not hex" % name)
+    if len(b) > max_bytes:
+        raise ValueError("'%s' is over %d bytes" % (name, max_bytes))
+    return b
+
+
+def eui_arg(req, name="eui"):
+    """req[name], an EUI-64 as hex text -> 16 upper-case hex digits."""
+    from ids import eui_hex
+
+    v = _need(req, name, None)
+    if not isinstance(v, str):
+        raise ValueError("'%s' must be an EUI-64 as hex text" % name)
+    try:
+        return eui_hex(v)
+    except ValueError as e:
+        raise ValueError("'%s': %s" % (name, e))
+
+
 # ---- server ---------------------------------------------------------------
 
 async def _reply(writer, seq, status, payload):
@@ -281,8 +458,16 @@ async def _handle(fr, writer, dispatch, max_body):
         return
     seq = body[0]
     try:
-        req = json.loads(str(body[1:], "utf-8"))
-    except ValueError:  # includes UnicodeError
+        text = str(body[1:], "utf-8")
+        if len(text) != len(body) - 1 and not utf8_strict(body[1:]):
+            raise UnicodeError
+        req = json.loads(text)
+        if "\\u" in text and not _strings_strict(req):
+            raise UnicodeError
+    except UnicodeError:
+        await _reply(writer, seq, BAD_REQUEST, _error("request is not well-formed UTF-8"))
+        return
+    except ValueError:
         req = None
     cmd = req.get("cmd") if isinstance(req, dict) else None
     if not isinstance(cmd, str):
@@ -309,7 +494,10 @@ async def _handle(fr, writer, dispatch, max_body):
         try:
             if not isinstance(res, dict):
                 raise TypeError("not an object")
-            payload = json.dumps(res).encode()
+            text = json.dumps(res)
+            payload = text.encode()
+            if len(payload) != len(text) and not utf8_strict(payload):
+                raise ValueError("not well-formed UTF-8")
         except Exception as e:
             log_exc("local", e)
             status, payload = INTERNAL, _error("internal error: bad result of %s: %s" % (cmd, e))
@@ -328,16 +516,26 @@ async def serve(reader, writer, dispatch, timeout_ms=TIMEOUT_MS, max_body=MAX_BO
     rbuf = bytearray(chunk)
     readinto = getattr(reader, "readinto", None)
     acked = 0
+    started = 0  # ticks of the read that brought the current frame's SOF
     while True:
         got = 0
         timed_out = False
         if fr.in_frame():
-            try:
-                got = await _wait_ms(_read(reader, rbuf, readinto), timeout_ms)
-            except asyncio.TimeoutError:
+            # the deadline is the whole frame's, extended only by the bytes
+            # that came: a byte now and then does not hold the port (a
+            # candidate rescanned from held bytes after an error keeps the
+            # deadline of the bytes it came with)
+            left = timeout_ms + fr.n * _MS_PER_BYTE - _ticks_diff(_ticks(), started)
+            if left <= 0:
                 timed_out = True
+            else:
+                try:
+                    got = await _wait_ms(_read(reader, rbuf, readinto), left)
+                except asyncio.TimeoutError:
+                    timed_out = True
         else:
             got = await _read(reader, rbuf, readinto)
+            started = _ticks()
         if timed_out:
             fr.truncate()
             await _handle(fr, writer, dispatch, max_body)
@@ -348,6 +546,8 @@ async def serve(reader, writer, dispatch, timeout_ms=TIMEOUT_MS, max_body=MAX_BO
             off = fr.feed(rbuf, off, got)
             if fr.event is None:
                 break
+            if fr.event == OK:
+                started = _ticks()  # a frame after it in the same read starts now
             await _handle(fr, writer, dispatch, max_body)
         acked = await _ack(fr, writer, acked)
 
@@ -371,35 +571,72 @@ async def _ack(fr, writer, acked):
 # auth {mac: HMAC-SHA256(K, "chub-auth" | N)}; both then hold the session key
 # S = HMAC-SHA256(K, "chub-session" | N). Every protected request carries
 # "auth": [n, tag] with n > the last n of the session and tag = the first 16
-# bytes of HMAC-SHA256(S, n as u32 BE | cmd), so nothing a bystander saw on
-# the line can be replayed, and a later client without K gets nothing. A
-# session ends after _SESSION_S, after IDLE_S without a request, at auth_end,
-# at a new challenge or when the credential changes.
+# bytes of HMAC-SHA256(S, n as u32 BE | canonical(request)): the tag covers
+# the command and every argument, so nothing a bystander saw on the line can
+# be replayed or changed, and a later client without K gets nothing. A
+# session ends after _SESSION_MS, after IDLE_MS without a request, at
+# auth_end (tagged: only the session's holder ends it), at a successful new
+# authentication or when the credential changes; a new challenge leaves it
+# alone. A wrong credential, a bad or stale tag go to the security log
+# (EV_AUTH_FAILED); wrong credentials are slowed by a back-off that doubles
+# with each one in a row (BACKOFF_MS .. BACKOFF_MAX_MS) and ends at a success.
 
-_SESSION_S = const(900)
-IDLE_S = const(300)
+_SESSION_MS = const(900000)
+IDLE_MS = const(300000)
+BACKOFF_MS = const(500)
+BACKOFF_MAX_MS = const(30000)
 
 
-def request_tag(session_key, n, cmd):
+def request_tag(session_key, n, req):
+    """The tag of request `req` (a dict: cmd and arguments; its "auth" member
+    is left out) with request number n."""
     return hmac_sha256(session_key, bytes(((n >> 24) & 0xFF, (n >> 16) & 0xFF, (n >> 8) & 0xFF, n & 0xFF)),
-                       cmd.encode())[:16]
+                       canonical(req))[:16]
+
+
+def backoff_ms(failures):
+    """The wait after `failures` wrong credentials in a row."""
+    if failures <= 0:
+        return 0
+    return min(BACKOFF_MS << min(failures - 1, 16), BACKOFF_MAX_MS)
 
 
 class InstallerAuth:
-    """InstallerAuth(get_key, rand, now_s): get_key() -> the credential (32
-    bytes) or None when the hub has none (factory-blank: only the open and
-    first-provisioning commands work)."""
+    """InstallerAuth(get_key, rand, now_ms, security_log=None,
+    event_log=None): get_key() -> the credential (32 bytes) or None when the
+    hub has none (factory-blank: only the open and first-provisioning
+    commands work); now_ms() milliseconds since boot, unbounded (mono.ms); the
+    CHF's logs take the failures (security) and the sessions (event)."""
 
-    def __init__(self, get_key, rand, now_s):
+    def __init__(self, get_key, rand, now_ms, security_log=None, event_log=None):
         self.get_key = get_key
         self.rand = rand
-        self.now_s = now_s
+        self.now_ms = now_ms
+        self.security_log = security_log
+        self.event_log = event_log
         self.nonce = None
         self.session = None  # [key, last n, started, last used, credential]
-        self.failures = 0
+        self.failures = 0  # wrong credentials in a row (the back-off)
+        self.failed = 0  # wrong credentials, bad and stale tags since boot
+        self.slowed = 0  # answers refused unheard during a back-off
+        self._wait_from = 0
+
+    def _log(self, lg, code, data):
+        if lg is not None:
+            try:
+                lg.append(code, data)
+            except Exception as e:  # no clock yet, flash trouble: the console has it
+                log("local", "auth event 0x%04X not logged: %r" % (code, e))
+
+    def _fail(self, why):
+        self.failed += 1
+        self._log(self.security_log, EV_AUTH_FAILED, why)
+
+    def backoff_left_ms(self):
+        left = backoff_ms(self.failures) - (self.now_ms() - self._wait_from)
+        return left if left > 0 else 0
 
     def challenge(self):
-        self.session = None
         self.nonce = bytes(self.rand(16))
         return self.nonce
 
@@ -410,12 +647,20 @@ class InstallerAuth:
             raise NotAuthorised("the hub has no installer credential: provision it first")
         if nonce is None:
             raise NotAuthorised("no challenge: call auth_challenge first")
+        left = self.backoff_left_ms()
+        if left:
+            self.slowed += 1
+            raise NotAuthorised("too many wrong credentials: wait %d ms" % left)
         if not ct_equal(hmac_sha256(key, b"chub-auth", nonce), mac):
             self.failures += 1
+            self._wait_from = self.now_ms()
+            self._fail(b"credential")
             raise NotAuthorised("wrong installer credential")
-        t = self.now_s()
+        self.failures = 0
+        t = self.now_ms()
         self.session = [hmac_sha256(key, b"chub-session", nonce), 0, t, t, key]
-        return _SESSION_S
+        self._log(self.event_log, EV_LOCAL_PORT_SESSION, b"")
+        return _SESSION_MS // 1000
 
     def end(self):
         self.session = None
@@ -426,21 +671,25 @@ class InstallerAuth:
         s = self.session
         if s is None:
             raise NotAuthorised("%s needs an authenticated installer (auth_challenge, auth)" % cmd)
-        t = self.now_s()
-        if t - s[2] > _SESSION_S or t - s[3] > IDLE_S or s[4] != self.get_key():
+        t = self.now_ms()
+        if t - s[2] > _SESSION_MS or t - s[3] > IDLE_MS or s[4] != self.get_key():
             self.session = None
             raise NotAuthorised("the installer session has expired: authenticate again")
         a = req.get("auth")
         if not isinstance(a, list) or len(a) != 2 or not isinstance(a[0], int) or not isinstance(a[1], str):
             raise NotAuthorised("%s needs an installer session tag" % cmd)
         n = a[0]
-        if n <= s[1] or n > 0xFFFFFFFF:
+        if isinstance(n, bool) or n > 0xFFFFFFFF:
+            raise NotAuthorised("bad request number")
+        if n <= s[1]:
+            self._fail(b"stale")
             raise NotAuthorised("stale request number")
         try:
             tag = bytes.fromhex(a[1])
         except ValueError:
-            raise NotAuthorised("bad session tag")
-        if not ct_equal(request_tag(s[0], n, cmd), tag):
+            tag = b""
+        if not ct_equal(request_tag(s[0], n, req), tag):
+            self._fail(b"tag")
             raise NotAuthorised("bad session tag")
         s[1] = n
         s[3] = t
@@ -472,17 +721,14 @@ class _Guard:
             key = auth.get_key()
             return {"nonce": auth.challenge().hex(), "credential": key is not None}
         if cmd == "auth":
-            mac = req.get("mac")
-            if not isinstance(mac, str):
-                raise ValueError("'mac' must be a hex string")
-            try:
-                mac = bytes.fromhex(mac)
-            except ValueError:
-                raise ValueError("'mac' is not hex")
+            mac = hex_arg(req, "mac", 32)
             return {"ttl_s": auth.answer(mac)}
         if cmd == "auth_end":
+            if auth.session is None:
+                return {"ended": False}
+            auth.check(req, cmd)  # only the session's holder ends it
             auth.end()
-            return {}
+            return {"ended": True}
         known = self.known
         if cmd in self.open_cmds or (known is not None and cmd not in known):
             return await self.dispatch(req)

@@ -21,8 +21,8 @@ from chub.cli import main
 from hil.han_setup import DEVICES, QUIET_CHANNEL, DeviceSpec
 from hil.system import EmulatedSystem
 
-EV_UNKNOWN_JOIN = 0x8FE0
-EV_JOIN_BAD_KEY = 0x8FE3
+EV_UNKNOWN_JOIN = 0x8F3E  # codes.EV_UNKNOWN_JOIN
+EV_JOIN_BAD_KEY = 0x8F53  # codes.EV_JOIN_BAD_KEY
 INTRUDER = "70B3D5C1BAD00005"
 WRONG = DeviceSpec("wrong", "70B3D5C1BAD00006", 5, bytes.fromhex("00112233445566778899AABBCCDDEEFF"),
                    device_code=bytes.fromhex("FFEEDDCCBBAA99887766554433221100"))

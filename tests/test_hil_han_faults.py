@@ -9,7 +9,7 @@ and the coordinator comes back on its own (networkInit, never formNetwork).
 After every fault the hub is alive, the Device Log still lists the four
 devices as joined and an exchange with the ESME works. A logged device that
 tries to join after its window closed is refused and written to the
-security log (0x8FE1)."""
+security log (0x8F3E)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from chub.cli import main
 from hil.han_setup import DEVICES, DeviceSpec
 from hil.system import EmulatedSystem
 
-EV_JOIN_WINDOW_CLOSED = 0x8FE1
+EV_JOIN_WINDOW_CLOSED = 0x8F3E  # codes.EV_JOIN_WINDOW_CLOSED
 LATE = DeviceSpec("late", "70B3D5C1AAAA0007", 5, bytes.fromhex("0A1B2C3D4E5F60718293A4B5C6D7E8F9"))
 KEEPER = DeviceSpec("keeper", "70B3D5C1AAAA0008", 6, bytes.fromhex("F9E8D7C6B5A4938271605F4E3D2C1B0A"))
 
@@ -128,7 +128,7 @@ def test_join_after_the_window_closed_is_refused_and_logged(demo: EmulatedSystem
         entries = json.loads(r.output.strip().splitlines()[-1])["entries"]
         return (EV_JOIN_WINDOW_CLOSED, LATE.eui) in {(e[1], e[2].upper()) for e in entries}
 
-    demo.wait_until(logged, 10, "0x8FE1 in the security log")
+    demo.wait_until(logged, 10, "0x8F3E in the security log")
     _healthy(demo)
     # removing a device that never joined sends no removeDevice
     assert demo.call("device_log_remove", eui=KEEPER.eui)["code"] == 0

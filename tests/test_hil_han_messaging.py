@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from chub.core.localport import LocalPortError
 from hil.han_setup import DEVICES
 from hil.system import EmulatedSystem
 
@@ -112,8 +113,9 @@ def test_delivery_errors(demo: EmulatedSystem) -> None:
     han = demo.han
     r = demo.call("han_tunnel", eui="70B3D5C1DEAD0009", data="01", timeout_ms=2000)
     assert not r["ok"] and r["reason"] == "no_route"
-    r = demo.call("han_tunnel", eui="not-an-eui", data="01", timeout_ms=2000)
-    assert not r["ok"] and r["reason"] == "no_route"
+    with pytest.raises(LocalPortError) as ei:  # not an EUI-64: a bad argument
+        demo.call("han_tunnel", eui="not-an-eui", data="01", timeout_ms=2000)
+    assert ei.value.status == 5 and "eui" in ei.value.message
     # the ESME gets the message but does not answer
     esme = han.device("esme")
 

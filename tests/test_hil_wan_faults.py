@@ -146,7 +146,7 @@ def alerts(s: EmulatedSystem, code: int) -> list:
 
 
 def event_codes(s: EmulatedSystem) -> list[int]:
-    return [c for _, c, _ in s.call("logs", which="event")["entries"]]
+    return [e[1] for e in s.call("logs", which="event")["entries"]]
 
 
 def test_last_gasp_and_restoration(system: EmulatedSystem, vectors: Path) -> None:
@@ -346,7 +346,7 @@ def test_full_scenario_every_fault(system: EmulatedSystem, vectors: Path) -> Non
     step = [e for e in tx_events(s) if e["event"] == "time_step"][-1]["detail"]
     assert step.endswith(" network") and 28 <= int(step.split()[0]) <= 32, step
     assert abs(s.call("status")["utc"] - time.time()) <= 2
-    ev = [(c, d) for _, c, d in s.call("logs", which="event")["entries"] if c == 0x8FF2]
+    ev = [(e[1], e[2]) for e in s.call("logs", which="event")["entries"] if e[1] == 0x8FF2]
     assert ev and 28 <= int.from_bytes(bytes.fromhex(ev[-1][1])[:4], "big", signed=True) <= 32, ev
     assert s.call("status")["clock"]["valid"] is True
 

@@ -273,11 +273,11 @@ def test_strangers_cannot_change_the_hub(hub) -> None:
     with LocalPortClient(url, credential=False) as b:
         # a bystander replaying the request it saw is refused
         with pytest.raises(LocalPortError) as ei:
-            b.call("device_log_list", auth=[n, request_tag(key, n, "device_log_list").hex()])
+            b.call("device_log_list", auth=[n, request_tag(key, n, {"cmd": "device_log_list"}).hex()])
         assert ei.value.status == NOT_AUTHORISED and "stale" in ei.value.message
         # a tag for another command, or a made-up one, is refused too
         with pytest.raises(LocalPortError) as ei:
-            b.call("logs", auth=[n + 1, request_tag(key, n + 1, "device_log_list").hex()])
+            b.call("logs", auth=[n + 1, request_tag(key, n + 1, {"cmd": "device_log_list"}).hex()])
         assert "bad session tag" in ei.value.message
         # only whoever holds the session key can go on
-        assert b.call("logs", auth=[n + 2, request_tag(key, n + 2, "logs").hex()])["which"] == "event"
+        assert b.call("logs", auth=[n + 2, request_tag(key, n + 2, {"cmd": "logs"}).hex()])["which"] == "event"

@@ -3,10 +3,9 @@
 # after a change.
 # Replies stay well under the local port's 4 KB body: list rows are arrays
 # (field order in docs/device-log.md) and the active log comes in pages.
-from binascii import unhexlify
-
 from chf import device_log as DL
 from han.install_code import InstallCodeCrcError, InstallCodeError
+from local_port import eui_arg, hex_arg, int_arg, str_arg
 from log import log
 
 _MESSAGES = {
@@ -23,27 +22,6 @@ def _row(v):
             v["window_end"], v["rssi"], v["lqi"], v["last_comm"], v["tx_ok"], v["tx_fail"]]
 
 
-def _arg(req, name, kind):
-    v = req.get(name)
-    if not isinstance(v, kind) or isinstance(v, bool):
-        raise ValueError("'%s' missing or of the wrong type" % name)
-    return v
-
-
-def _hex(req, name):
-    try:
-        return unhexlify(_arg(req, name, str).replace(":", "").replace(" ", ""))
-    except ValueError:
-        raise ValueError("'%s' is not hex" % name)
-
-
-def _eui(req):
-    try:
-        return DL.eui_hex(_arg(req, "eui", str))
-    except ValueError as e:
-        raise ValueError(str(e))
-
-
 async def _sync(hub):
     tc = hub.coordinator.tc
     if tc is not None:
@@ -57,9 +35,7 @@ async def _sync(hub):
 
 async def device_log_list(hub, req):
     dl = hub.device_log
-    off = req.get("offset", 0)
-    if not isinstance(off, int) or off < 0:
-        raise ValueError("'offset' must be an integer >= 0")
+    off = int_arg(req, "offset", 0, 0xFFFF, 0)
     rows = dl.entries()
     res = {"total": len(rows), "capacity": dl.capacity, "offset": off, "utc": dl.utc(),
            "entries": [_row(v) for v in rows[off:off + _PAGE]]}
@@ -69,15 +45,11 @@ async def device_log_list(hub, req):
 
 
 async def device_log_add(hub, req):
-    eui = _eui(req)
-    typ = _arg(req, "type", int)
-    code = _hex(req, "install_code")
-    timeout = req.get("join_timeout", 3600)
-    if not isinstance(timeout, int) or not 0 <= timeout <= 0xFFFF:
-        raise ValueError("'join_timeout' must be 0..65535 seconds")
-    if not 0 <= typ < len(DL.TYPE_NAMES):
-        raise ValueError("'type' must be 0..6")
-    DL.device_eui(eui)  # all ones / all zeros: bad arguments
+    eui = eui_arg(req)
+    typ = int_arg(req, "type", 0, len(DL.TYPE_NAMES) - 1)
+    code = hex_arg(req, "install_code", 18)
+    timeout = int_arg(req, "join_timeout", 0, 0xFFFF, 3600)
+    DL.device_eui(eui)  # all ones / all zeros: bad arguments (DeviceLogError is a ValueError)
     # GBCS CCS01 ignores the key of a device already in the log; the
     # installer is told when the code differs from the one it holds
     try:
@@ -105,31 +77,34 @@ async def device_log_add(hub, req):
 
 
 async def device_log_remove(hub, req):
-    code_n = hub.device_log.remove(_eui(req))
+    code_n = hub.device_log.remove(eui_arg(req))
     await _sync(hub)
     msg = "not in the Device Log" if code_n == DL.INCOMPATIBLE else _MESSAGES.get(code_n, "error")
     return {"code": code_n, "message": msg}
 
 
 async def logs(hub, req):
-    which = req.get("which", "event")
+    which = str_arg(req, "which", 8, "event")
     if which == "event":
         lg = hub.event_log
     elif which == "security":
         lg = hub.security_log
     else:
         raise ValueError("'which' must be event or security")
-    ent = lg.entries(req.get("from"), req.get("to"))
+    t_from = int_arg(req, "from", 0, 0xFFFFFFFF, 0)
+    t_to = int_arg(req, "to", 0, 0xFFFFFFFF, 0xFFFFFFFF)
+    ent = lg.rows(t_from, t_to)
     out = []
     room = 3200  # newest first until the reply would get near 4 KB
     for i in range(len(ent) - 1, -1, -1):
-        t, c, d = ent[i]
-        room -= 2 * len(d) + 28
+        t, c, d, n = ent[i]
+        room -= 2 * len(d) + 34
         if room < 0:
             break
-        out.append([t, c, d.hex()])
+        # a collapsed entry carries its count (docs/device-log.md)
+        out.append([t, c, d.hex(), n] if n > 1 else [t, c, d.hex()])
     out.reverse()
-    return {"which": which, "capacity": lg.capacity, "total": len(ent), "entries": out}
+    return {"which": which, "capacity": lg.capacity, "total": len(ent), "lost": lg.lost, "entries": out}
 
 
 COMMANDS = (("device_log_list", device_log_list), ("device_log_add", device_log_add),

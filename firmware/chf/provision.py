@@ -96,11 +96,12 @@ async def console_release(hub, req):
     return {"released": True}
 
 
-def installer_auth(store):
-    """The installer-authentication state for the local port's guard. A
+def installer_auth(store, security_log=None, event_log=None):
+    """The installer-authentication state for the local port's guard (its
+    failures go to the security log, its sessions to the event log). A
     provisioning run that never committed is thrown away here: the hub stays
     as it was."""
-    from mono import s as now_s  # seconds since boot, right across the ticks wrap
+    from mono import ms as now_ms  # milliseconds since boot, right across the ticks wrap
 
     stage = store.kv("prov_stage", keep=False)  # these records are read by rare commands: no RAM copy
     if "stage" in stage:
@@ -110,7 +111,7 @@ def installer_auth(store):
     def key():
         return installer_key(store)
 
-    return InstallerAuth(key, os.urandom, now_s)
+    return InstallerAuth(key, os.urandom, now_ms, security_log, event_log)
 
 
 def guarded(dispatch, auth, commands):

@@ -238,12 +238,16 @@ async def han_status(hub, req):
 
 async def han_tunnel(hub, req):
     # {eui, data: hex, timeout_ms, match_prefix: hex} -> {ok, reply (hex), ms} | {ok: false, reason, error}
+    from local_port import eui_arg, hex_arg, int_arg
+
     c = hub.coordinator
+    eui = eui_arg(req)
+    data = hex_arg(req, "data", 1800, "")
+    timeout_ms = int_arg(req, "timeout_ms", 0, 120000, 30000)
+    pre = hex_arg(req, "match_prefix", 64, "")
     t0 = board.ticks_ms()
-    pre = unhexlify(req.get("match_prefix", ""))
     try:
-        r = await c.tunnel_exchange(req["eui"], unhexlify(req.get("data", "")), req.get("timeout_ms", 30000),
-                                    (lambda m: bytes(m[:len(pre)]) == pre) if pre else None)
+        r = await c.tunnel_exchange(eui, data, timeout_ms, (lambda m: bytes(m[:len(pre)]) == pre) if pre else None)
     except DeliveryError as e:
         return {"ok": False, "reason": e.reason, "error": str(e)}
     return {"ok": True, "reply": hexlify(r).decode(), "ms": asyncio.ticks_diff(board.ticks_ms(), t0)}
@@ -251,14 +255,25 @@ async def han_tunnel(hub, req):
 
 async def han_zcl_read(hub, req):
     # {eui, cluster, attrs: [ids], ep} -> {ok, records: [[attr, status, type, value]]}
+    from local_port import eui_arg, int_arg
+
     c = hub.coordinator
     from han import zcl as Z
 
+    eui = eui_arg(req)
+    ep = int_arg(req, "ep", 1, 240, 1)
+    cluster = int_arg(req, "cluster", 0, 0xFFFF, 0)
+    timeout_ms = int_arg(req, "timeout_ms", 0, 60000, 10000)
+    attrs = req.get("attrs", [])
+    if not isinstance(attrs, list) or len(attrs) > 32:
+        raise ValueError("'attrs' must be a list of at most 32 attribute ids")
+    for a_id in attrs:
+        if not isinstance(a_id, int) or isinstance(a_id, bool) or not 0 <= a_id <= 0xFFFF:
+            raise ValueError("'attrs' must hold integers 0..65535")
     f = Z.Header(Z.READ_ATTRIBUTES, c.next_tsn()).encode()
-    Z.encode_read_attributes(req.get("attrs", []), f)
+    Z.encode_read_attributes(attrs, f)
     try:
-        a = await c.zcl_request(req["eui"], req.get("ep", 1), req.get("cluster", 0), f,
-                                req.get("timeout_ms", 10000))
+        a = await c.zcl_request(eui, ep, cluster, f, timeout_ms)
         h, recs = Z.decode(a)
     except DeliveryError as e:
         return {"ok": False, "reason": e.reason, "error": str(e)}
@@ -278,11 +293,14 @@ async def han_zcl_read(hub, req):
 async def han_rotate_key(hub, req):
     # a new network key from os.urandom, broadcast, then switched to;
     # written to the security log (0x8FE2)
+    from local_port import int_arg
+
     c = hub.coordinator
+    delay = int_arg(req, "switch_delay_s", 0, 3600, 0)
     if c.tc is None or c.state != "up":
         return {"ok": False, "error": "HAN is %s" % c.state}
     try:
-        await c.tc.rotate_network_key(req.get("switch_delay_s", 0))
+        await c.tc.rotate_network_key(delay)
     except Exception as e:
         return {"ok": False, "error": repr(e)}
     return {"ok": True}

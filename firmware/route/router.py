@@ -51,6 +51,9 @@ DEFAULTS = {
     "expiry_check_s": 30,  # how often the expiry job looks
     "max_deliveries": 8,  # tunnel deliveries running as tasks at once (beyond: inline)
 }
+# route_config's ranges (inclusive)
+_RANGES = {"esme_timeout_ms": (100, 600000), "capacity": (1, 256), "max_bytes": (64, 4096),
+           "expiry_s": (1, 2678400), "expiry_check_s": (1, 3600), "max_deliveries": (1, 64)}
 
 
 class RouteError(ValueError):
@@ -158,8 +161,9 @@ class Router:
         for k, v in changes.items():
             if k not in DEFAULTS:
                 raise ValueError("unknown route setting %r" % k)
-            if not isinstance(v, int) or v < 0:
-                raise ValueError("%s must be a non-negative integer" % k)
+            lo, hi = _RANGES[k]
+            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+                raise ValueError("%s must be an integer %d..%d" % (k, lo, hi))
         self.cfg.update(changes)
         saved = dict(self.kv.get("cfg", {}))
         saved.update(changes)
@@ -513,10 +517,10 @@ async def route_config(hub, req):
 
 
 async def route_buffer(hub, req):
-    eh = req.get("eui")
-    if not isinstance(eh, str):
-        raise ValueError("eui must be 16 hex digits")
-    return {"eui": eh.upper(), "queue": [list(q) for q in hub.router.buffer.queue(eh)]}
+    from local_port import eui_arg
+
+    eh = eui_arg(req)
+    return {"eui": eh, "queue": [list(q) for q in hub.router.buffer.queue(eh)]}
 
 
 COMMANDS = (("route_status", route_status), ("route_config", route_config), ("route_buffer", route_buffer))

@@ -4,9 +4,8 @@
 # job "wan" that runs the modem and head-end session (wan.session, loaded
 # when the job first runs).
 from log import log
-from store.kv import Settings
 from wan import outbox as ob
-from wan.settings import DEFAULTS
+from wan.settings import DEFAULTS, WanSettings
 
 
 class Emit:
@@ -50,9 +49,10 @@ class WanService:
         self.utc = utc
         self.power_fail = power_fail
         self.ready = ready
-        self.settings = Settings(DEFAULTS, store.kv("wan"))
+        # read through and checked as read: a bad stored value gives its default
+        self.settings = WanSettings(DEFAULTS, store.kv("wan"), ob.DEFAULTS)
         self.txlog = ob.TxLog(store.ringlog("transactions", 100), utc)
-        self.outbox = ob.Outbox(store.journal("outbox"), dict(store.kv("wan").items()), self.txlog)
+        self.outbox = ob.Outbox(store.journal("outbox"), dict(self.settings.items()), self.txlog)
         self.emit = Emit(self)
         self.session = None  # wan.session.Wan once the job has started
         self.chf = self.event_log = None
@@ -61,6 +61,7 @@ class WanService:
     def attach_chf(self, chf, event_log):
         self.chf = chf
         self.event_log = event_log
+        self.settings.report_to(event_log)  # a bad stored setting is reported there
 
     def wake(self):
         if self.session is not None and self.session.modem is not None:

@@ -1,7 +1,16 @@
-# The WAN's settings: names, defaults, and the checks a change passes before
-# it is stored (KV "wan"; the outbox's retry policy lives in the same KV).
+# The WAN's settings: names, defaults, the one schema every value passes
+# before it is stored AND when it is read back (flash may hold a value an
+# older firmware let through: it is reported once in the event log and the
+# default is used), and configure() for wan_config. KV "wan" holds them; the
+# outbox's retry policy lives in the same KV and the same schema.
 # The clock's hold and step limits are WAN settings too: the wiring applies
 # them to the hub's clock (apply_clock).
+from micropython import const
+
+from codes import EV_BAD_SETTING
+from log import log
+from store.kv import Settings
+
 DEFAULTS = {
     "host": "headend.chub.test", "port": 4059, "apn": "chub.m2m", "pin": None, "radio": None,
     "retry_ms": 2000, "retry_max_ms": 60000, "reg_timeout_ms": 120000, "hello_timeout_ms": 15000,
@@ -13,6 +22,149 @@ DEFAULTS = {
     "critical_alerts": True, "timings": None,
 }
 
+_DAY_MS = const(86400000)
+_TICKS_MAX = const(0x3FFFFFFF)  # the largest ms span the hub's monotonic and tick maths hold
+
+# name -> (kind, a, b, may be None). kind "int": a..b; "str": the text's
+# length a..b and its characters in _HOST/_APN/_PIN; "bool"; "choice": one of
+# a (a tuple, or "radio": wan.sim7600.RADIO_MODES); "timings": an object of
+# wan.sim7600.TIMINGS names -> int 0..b.
+SCHEMA = {
+    "host": ("host", 1, 253, False), "port": ("int", 1, 65535, False),
+    "apn": ("apn", 0, 62, False), "pin": ("pin", 4, 8, True), "radio": ("choice", "radio", None, True),
+    "retry_ms": ("int", 100, 600000, False), "retry_max_ms": ("int", 100, _DAY_MS, False),
+    "reg_timeout_ms": ("int", 1000, 3600000, False), "hello_timeout_ms": ("int", 1000, 600000, False),
+    "ping_ms": ("int", 1000, _DAY_MS, False), "idle_timeout_ms": ("int", 5000, _DAY_MS, False),
+    "signal_ms": ("int", 100, _DAY_MS, False), "rx_poll_ms": ("int", 100, _DAY_MS, False),
+    "time_step_s": ("int", 1, 86400, False), "clock_hold_s": ("int", 0, 31536000, False),
+    "pdp_refresh_ms": ("int", 1000, _TICKS_MAX, False), "reinit_ms": ("int", 1000, _TICKS_MAX, False),
+    "max_errors": ("int", 1, 1000, False), "stuck_ms": ("int", 1000, _TICKS_MAX, False),
+    "critical_alerts": ("bool", None, None, False), "timings": ("timings", None, 600000, True),
+    # the outbox's (wan.outbox.DEFAULTS)
+    "crit_retries": ("int", 0, 1000, False), "crit_backoff_ms": ("int", 100, _DAY_MS, False),
+    "crit_backoff_max_ms": ("int", 100, _DAY_MS, False),
+    "noncrit_retries": ("int", 0, 1000, False), "noncrit_backoff_ms": ("int", 100, _DAY_MS, False),
+    "noncrit_backoff_max_ms": ("int", 100, _DAY_MS, False),
+    "on_exhausted": ("choice", ("keep", "drop"), None, False), "sched_window_ms": ("int", 0, _TICKS_MAX, False),
+}
+
+_HOST = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-"
+_APN = _HOST + "_"
+_CHARS = {"host": _HOST, "apn": _APN, "pin": "0123456789"}
+
+
+def _chars_ok(s, allowed):
+    for c in s:
+        if c not in allowed:
+            return False
+    return True
+
+
+def check(name, v):
+    """None when v is a valid value for setting `name`, else the reason."""
+    spec = SCHEMA.get(name)
+    if spec is None:
+        return "unknown wan setting"
+    kind, a, b, nullable = spec
+    if v is None:
+        return None if nullable else "must not be null"
+    if kind == "int":
+        if not isinstance(v, int) or isinstance(v, bool):
+            return "must be an integer"
+        if not a <= v <= b:
+            return "must be %d..%d" % (a, b)
+    elif kind == "bool":
+        if not isinstance(v, bool):
+            return "must be true or false"
+    elif kind in _CHARS:
+        if not isinstance(v, str) or not a <= len(v) <= b or not _chars_ok(v, _CHARS[kind]):
+            return "must be %d..%d characters of %s" % (a, b, "digits" if kind == "pin" else "letters, digits . -")
+        if kind == "host" and (v[0] in ".-" or v[-1] in ".-" or ".." in v):
+            return "is not a host name or IPv4 address"
+    elif kind == "choice":
+        allowed = a
+        if a == "radio":
+            from wan.sim7600 import RADIO_MODES
+
+            allowed = RADIO_MODES
+        if not isinstance(v, str) or v not in allowed:
+            return "must be one of %s" % ", ".join(sorted(allowed))
+    elif kind == "timings":
+        if not isinstance(v, dict):
+            return "must be an object"
+        from wan.sim7600 import TIMINGS
+
+        for k in v:
+            t = v[k]
+            if k not in TIMINGS:
+                return "has an unknown modem timing %s" % k
+            if not isinstance(t, int) or isinstance(t, bool) or not 0 <= t <= b:
+                return "%s must be an integer 0..%d" % (k, b)
+    return None
+
+
+class WanSettings(Settings):
+    """DEFAULTS (and the outbox's) overlaid by KV "wan", read through, each
+    stored value checked as it is read: one that fails is reported once (the
+    console, and the event log once the wiring gave it, EV_BAD_SETTING with
+    the name) and its default is used instead."""
+
+    def __init__(self, defaults, kv, outbox_defaults=None):
+        Settings.__init__(self, defaults, kv)
+        self.outbox_defaults = outbox_defaults or {}
+        self.event_log = None
+        self.bad = []  # names reported since boot
+        self._unlogged = []  # ... before the event log was given
+
+    def report_to(self, event_log):
+        """The event log for the reports (the wiring gives it once the CHF's
+        logs exist); reports made before go there now."""
+        self.event_log = event_log
+        names, self._unlogged = self._unlogged, []
+        for k in names:
+            self._log_bad(k)
+
+    def _log_bad(self, key):
+        if self.event_log is None:
+            self._unlogged.append(key)
+            return
+        try:
+            self.event_log.append(EV_BAD_SETTING, key.encode()[:32])
+        except Exception:
+            pass  # no clock yet: the console has it
+
+    def _default(self, key):
+        d = self.defaults
+        return d[key] if key in d else self.outbox_defaults[key]
+
+    def _checked(self, key, v):
+        why = check(key, v)
+        if why is None:
+            return v
+        if key not in self.bad:
+            self.bad.append(key)
+            log("wan", "stored setting %s %s: the default is used" % (key, why))
+            self._log_bad(key)
+        return self._default(key)
+
+    def __getitem__(self, key):
+        kv = self.kv
+        if key in kv:
+            return self._checked(key, kv.get(key))
+        return self.defaults[key]
+
+    def get(self, key, default=None):
+        kv = self.kv
+        if key in kv:
+            return self._checked(key, kv.get(key))
+        return self.defaults.get(key, default)
+
+    def items(self):
+        d = dict(self.defaults)
+        for k, v in self.kv.items():
+            d[k] = self._checked(k, v) if k in SCHEMA else v
+        return d.items()
+
 
 def apply_clock(clock, cfg):
     clock.hold_s = cfg["clock_hold_s"]
@@ -20,31 +172,27 @@ def apply_clock(clock, cfg):
 
 
 def configure(kv, settings, outbox, modem, clock, changes):
-    """Check `changes` ({name: value}), store them and apply them to the
-    outbox, the modem's timings and the clock -> the effective settings.
-    ValueError names the first setting refused; nothing is stored then."""
-    from wan import outbox as ob
-
+    """Check `changes` ({name: value}) against SCHEMA, store them and apply
+    them to the outbox, the modem's timings and the clock -> the effective
+    settings. ValueError names the first setting refused; nothing is stored
+    then."""
     if not isinstance(changes, dict):
         raise ValueError("set must be an object")
     for k in changes:
-        if k not in DEFAULTS and k not in outbox.cfg:
-            raise ValueError("unknown wan setting %s" % k)
+        why = check(k, changes[k])
+        if why is not None:
+            raise ValueError("wan setting %s %s" % (k, why))
     trial = dict(outbox.cfg)
     trial.update({k: v for k, v in changes.items() if k in trial})
-    ob.Outbox(None, trial)  # validates the outbox policy
-    r = changes.get("radio")
-    if r is not None:
-        from wan.sim7600 import RADIO_MODES
-
-        if r not in RADIO_MODES:
-            raise ValueError("radio must be one of %s" % ", ".join(sorted(RADIO_MODES)))
-    if "timings" in changes:
-        tm = changes["timings"]
-        if tm is not None and not isinstance(tm, dict):
-            raise ValueError("timings must be an object")
-        if modem is not None:
-            modem.set_timings(tm or {})  # refuses unknown names before changing any
+    for a, b in (("crit_backoff_ms", "crit_backoff_max_ms"), ("noncrit_backoff_ms", "noncrit_backoff_max_ms")):
+        if trial[a] > trial[b]:
+            raise ValueError("wan setting %s must not be over %s" % (a, b))
+    c = dict(settings.items())
+    c.update(changes)
+    if c["retry_ms"] > c["retry_max_ms"]:
+        raise ValueError("wan setting retry_ms must not be over retry_max_ms")
+    if "timings" in changes and modem is not None:
+        modem.set_timings(changes["timings"] or {})
     if changes:
         kv.update(changes)
         outbox.configure(settings)

@@ -159,11 +159,12 @@ def register(hht: click.Group) -> None:
         if as_json:
             click.echo(json.dumps(r))
             return
-        t = Table(title=f"CHF {which} log ({len(r['entries'])}/{r['capacity']})")
-        for col in ("time (s since 2000)", "code", "data"):
+        lost = f", {r['lost']} lost" if r.get("lost") else ""
+        t = Table(title=f"CHF {which} log ({len(r['entries'])}/{r['capacity']}{lost})")
+        for col in ("time (s since 2000)", "code", "data", "count"):
             t.add_column(col)
-        for tm, code, data in r["entries"]:
-            t.add_row(str(tm), f"0x{code:04X}", data)
+        for tm, code, data, *n in r["entries"]:
+            t.add_row(str(tm), f"0x{code:04X}", data, str(n[0] if n else 1))
         Console().print(t)
 
 

@@ -72,8 +72,14 @@ def test_unprovisioned_store_is_left_alone():
     assert PV.info(st)["provisioned"] is False and PV.installer_key(st) is None
 
 
-def _auth(key, clock):
-    return lp.InstallerAuth(lambda: key, lambda n: b"\x5a" * n, lambda: clock[0])
+def _auth(key, clock, sec=None, ev=None):
+    return lp.InstallerAuth(lambda: key, lambda n: b"\x5a" * n, lambda: clock[0], sec, ev)
+
+
+def _tagged(s, n, req):
+    req = dict(req)
+    req["auth"] = [n, lp.request_tag(s, n, req).hex()]
+    return req
 
 
 def test_guard_rules():
@@ -114,17 +120,151 @@ def test_guard_rules():
         raise AssertionError("second answer to one challenge accepted")
     except lp.NotAuthorised:
         pass
+    clock[0] += lp.BACKOFF_MS  # the back-off after the wrong answer
     nonce = bytes.fromhex(run({"cmd": "auth_challenge"})["nonce"])
     run({"cmd": "auth", "mac": lp.hmac_sha256(key, b"chub-auth", nonce).hex()})
     s = lp.hmac_sha256(key, b"chub-session", nonce)
-    run({"cmd": "write", "auth": [1, lp.request_tag(s, 1, "write").hex()]})
-    refused({"cmd": "write", "auth": [1, lp.request_tag(s, 1, "write").hex()]}, "stale")
-    refused({"cmd": "write", "auth": [2, lp.request_tag(s, 2, "other").hex()]}, "bad session tag")
+    run(_tagged(s, 1, {"cmd": "write"}))
+    refused(_tagged(s, 1, {"cmd": "write"}), "stale")
+    refused({"cmd": "write", "auth": [2, lp.request_tag(s, 2, {"cmd": "other"}).hex()]}, "bad session tag")
     refused({"cmd": "write", "auth": [3, "zz"]}, "bad session tag")
     refused({"cmd": "write", "auth": "x"}, "session tag")
-    clock[0] = lp.IDLE_S + 1  # idle too long
-    refused({"cmd": "write", "auth": [4, lp.request_tag(s, 4, "write").hex()]}, "expired")
+    clock[0] += lp.IDLE_MS + 1  # idle too long
+    refused(_tagged(s, 4, {"cmd": "write"}), "expired")
     assert calls == ["status", "nope", "write"]
+
+
+def _session(g, key):
+    nonce = bytes.fromhex(asyncio.run(g({"cmd": "auth_challenge"}))["nonce"])
+    asyncio.run(g({"cmd": "auth", "mac": lp.hmac_sha256(key, b"chub-auth", nonce).hex()}))
+    return lp.hmac_sha256(key, b"chub-session", nonce)
+
+
+def _refused(g, req, words):
+    try:
+        asyncio.run(g(req))
+    except lp.NotAuthorised as e:
+        assert words in str(e), (words, str(e))
+        return
+    raise AssertionError("allowed: %r" % req)
+
+
+def test_tag_covers_every_argument():
+    """A tagged request with any argument changed, added or removed is
+    refused (the tag covers the canonical request), and logged."""
+    from chf.logs import EventLog
+    from codes import EV_AUTH_FAILED
+
+    sec = EventLog(_fresh("tag"), "security", 40, utc=lambda: 100)
+    key = b"\x42" * 32
+    calls = []
+
+    async def dispatch(req):
+        calls.append(req)
+        return {}
+
+    g = lp.guard(dispatch, _auth(key, [0], sec), (), (), None)
+    s = _session(g, key)
+    req = {"cmd": "device_log_add", "eui": "00DB1234567890A0", "type": 1, "install_code": "11" * 18,
+           "set": {"b": [1, "x\u00e9\"\n"], "a": None, "c": True}}
+    good = _tagged(s, 1, req)
+    for k, v in (("eui", "00DB1234567890A1"), ("type", 2), ("install_code", "22" * 18), ("extra", 1),
+                 ("set", {"b": [1, "x"], "a": None, "c": True}), ("set", {"b": [1, "x\u00e9\"\n"], "a": 0, "c": True})):
+        forged = dict(good)
+        forged[k] = v
+        _refused(g, forged, "bad session tag")
+    forged = dict(good)
+    del forged["type"]
+    _refused(g, forged, "bad session tag")
+    assert calls == []
+    asyncio.run(g(good))
+    assert calls == [good]
+    assert [e[1:] for e in sec.entries()][0] == (EV_AUTH_FAILED, b"tag")
+    assert sec.count_total() == 7  # every forgery counted, collapsed into one entry
+    try:  # a float cannot be put in canonical form: refused as a bad argument
+        req = _tagged(s, 3, {"cmd": "x"})
+        req["v"] = 1.5
+        asyncio.run(g(req))
+        raise AssertionError("float accepted")
+    except (ValueError, TypeError, lp.NotAuthorised):
+        pass
+
+
+def test_canonical_form():
+    assert lp.canonical({"cmd": "a", "auth": [1, "x"], "z": [1, True, None], "b": {"y": "\u00e9\\\"\x01", "x": -5}}) == (
+        b'{"b":{"x":-5,"y":"\xc3\xa9\\\\\\"\\u0001"},"cmd":"a","z":[1,true,null]}')
+    try:
+        lp.canonical({"cmd": "a", "f": 0.5})
+        raise AssertionError("float accepted")
+    except ValueError:
+        pass
+
+
+def test_only_the_session_holder_ends_it():
+    """auth_end without the session's tag and a new auth_challenge leave the
+    installer's session alone; the holder's tagged auth_end ends it."""
+    key = b"\x42" * 32
+
+    async def dispatch(req):
+        return {}
+
+    g = lp.guard(dispatch, _auth(key, [0]), (), (), None)
+    s = _session(g, key)
+    _refused(g, {"cmd": "auth_end"}, "session tag")
+    _refused(g, {"cmd": "auth_end", "auth": [1, "00" * 16]}, "bad session tag")
+    asyncio.run(g({"cmd": "auth_challenge"}))  # a stranger's challenge
+    try:
+        asyncio.run(g({"cmd": "auth", "mac": "00" * 32}))  # ... and wrong answer
+    except lp.NotAuthorised:
+        pass
+    asyncio.run(g(_tagged(s, 2, {"cmd": "write"})))  # the session still works
+    assert asyncio.run(g(_tagged(s, 3, {"cmd": "auth_end"}))) == {"ended": True}
+    _refused(g, _tagged(s, 4, {"cmd": "write"}), "needs an authenticated installer")
+    assert asyncio.run(g({"cmd": "auth_end"})) == {"ended": False}
+
+
+def test_wrong_credentials_logged_and_slowed():
+    """100 wrong credentials: each one evaluated is in the security log
+    (0x8F53, collapsed with a count); the back-off doubles with each one in a
+    row up to BACKOFF_MAX_MS, answers during it are refused unheard, and a
+    right answer resets it (and opens an 0x81A5 session event)."""
+    from chf.logs import EventLog
+    from codes import EV_AUTH_FAILED, EV_LOCAL_PORT_SESSION
+
+    st = _fresh("slow")
+    sec = EventLog(st, "security", 40, utc=lambda: 100)
+    ev = EventLog(st, "event", 40, utc=lambda: 100)
+    key = b"\x42" * 32
+    clock = [1000]
+    auth = _auth(key, clock, sec, ev)
+
+    async def dispatch(req):
+        return {}
+
+    g = lp.guard(dispatch, auth, (), (), None)
+    waits = []
+    evaluated = 0
+    for i in range(100):
+        asyncio.run(g({"cmd": "auth_challenge"}))
+        try:
+            asyncio.run(g({"cmd": "auth", "mac": "00" * 32}))
+        except lp.NotAuthorised as e:
+            if "wait" in str(e):
+                waits.append(auth.backoff_left_ms())
+                clock[0] += auth.backoff_left_ms()  # the attacker waits it out
+                continue
+            assert "wrong installer credential" in str(e)
+            evaluated += 1
+    assert auth.failures == evaluated and auth.slowed == 100 - evaluated
+    assert [lp.backoff_ms(k) for k in range(1, 9)] == [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000]
+    assert max(waits) == lp.BACKOFF_MAX_MS
+    assert sec.count_total() == evaluated and sec.entries()[0][1:] == (EV_AUTH_FAILED, b"credential")
+    asyncio.run(g({"cmd": "auth_challenge"}))
+    clock[0] += lp.BACKOFF_MAX_MS
+    nonce = bytes.fromhex(asyncio.run(g({"cmd": "auth_challenge"}))["nonce"])
+    asyncio.run(g({"cmd": "auth", "mac": lp.hmac_sha256(key, b"chub-auth", nonce).hex()}))
+    assert auth.failures == 0 and auth.backoff_left_ms() == 0
+    assert ev.entries()[-1][1] == EV_LOCAL_PORT_SESSION
 
 
 def test_hmac_matches_rfc4231_case_2():

@@ -16,6 +16,7 @@ import hmac
 import json
 import os
 import random
+import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -79,9 +80,61 @@ def _mac(key: bytes, *parts: bytes) -> bytes:
     return hmac.new(key, b"".join(parts), hashlib.sha256).digest()
 
 
-def request_tag(session_key: bytes, n: int, cmd: str) -> bytes:
-    """The per-request tag of an installer session (docs/local-port.md)."""
-    return _mac(session_key, n.to_bytes(4, "big"), cmd.encode())[:16]
+def _qstr(s: str) -> str:
+    t = s.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + "".join(c if c >= " " else f"\\u{ord(c):04x}" for c in t) + '"'
+
+
+def _canon(v: Any, out: list[str], depth: int) -> None:
+    if depth > 16:
+        raise ValueError("request nested too deeply")
+    if v is None:
+        out.append("null")
+    elif v is True:
+        out.append("true")
+    elif v is False:
+        out.append("false")
+    elif isinstance(v, int):
+        out.append(str(v))
+    elif isinstance(v, str):
+        out.append(_qstr(v))
+    elif isinstance(v, list | tuple):
+        out.append("[")
+        for i, x in enumerate(v):
+            if i:
+                out.append(",")
+            _canon(x, out, depth + 1)
+        out.append("]")
+    elif isinstance(v, dict):
+        items = sorted((k, x) for k, x in v.items() if not (depth == 0 and k == "auth"))
+        out.append("{")
+        for i, (k, x) in enumerate(items):
+            if not isinstance(k, str):
+                raise ValueError("request keys must be strings")
+            if i:
+                out.append(",")
+            out.append(_qstr(k) + ":")
+            _canon(x, out, depth + 1)
+        out.append("}")
+    else:
+        raise ValueError(f"a request cannot carry {type(v).__name__} (numbers must be integers)")
+
+
+def canonical(req: dict[str, Any]) -> bytes:
+    """The canonical form of a request that its installer tag covers: the
+    object without "auth", keys sorted at every level, no spaces, strings as
+    UTF-8 with only backslash, quote and control characters escaped
+    (\\u00xx), integers in decimal (docs/local-port.md; the hub computes the
+    same, firmware/local_port.py `canonical`)."""
+    out: list[str] = []
+    _canon(req, out, 0)
+    return "".join(out).encode()
+
+
+def request_tag(session_key: bytes, n: int, req: dict[str, Any]) -> bytes:
+    """The per-request tag of an installer session: it covers the request
+    number, the command and every argument (docs/local-port.md)."""
+    return _mac(session_key, n.to_bytes(4, "big"), canonical(req))[:16]
 
 
 def installer_key_for(chf_eui: str | None) -> bytes:
@@ -256,11 +309,13 @@ class LocalPortClient:
     def _request(self, cmd: str, args: dict[str, Any], timeout: float | None) -> Response:
         req = {"cmd": cmd}
         req.update({k: _jsonable(v) for k, v in args.items()})
-        if self._session is not None and cmd not in ("auth", "auth_challenge", "auth_end"):
+        if self._session is not None and cmd not in ("auth", "auth_challenge") and "auth" not in req:
             self._n += 1
-            req["auth"] = [self._n, request_tag(self._session, self._n, cmd).hex()]
+            req["auth"] = [self._n, request_tag(self._session, self._n, req).hex()]
         seq = self.next_seq()
-        body = bytes([seq]) + json.dumps(req, separators=(",", ":")).encode()
+        # UTF-8 as it is (no \u escapes: a character outside the BMP would
+        # become a surrogate pair, which the hub refuses)
+        body = bytes([seq]) + json.dumps(req, separators=(",", ":"), ensure_ascii=False).encode()
         self.send_frame(encode_frame(body), timeout)
         return self.read_response(seq, timeout)
 
@@ -293,21 +348,32 @@ class LocalPortClient:
             except (LocalPortError, KeyError, TypeError):
                 eui = None
             key = installer_key_for(eui)
-        ch = self.call("auth_challenge")
-        if not ch.get("credential"):
-            raise LocalPortError(NOT_AUTHORISED, "the hub has no installer credential yet: run `chub provision`")
-        nonce = bytes.fromhex(ch["nonce"])
-        self.call("auth", mac=_mac(key, b"chub-auth", nonce).hex())
+        for attempt in (1, 2):
+            ch = self.call("auth_challenge")
+            if not ch.get("credential"):
+                raise LocalPortError(NOT_AUTHORISED, "the hub has no installer credential yet: run `chub provision`")
+            nonce = bytes.fromhex(ch["nonce"])
+            try:
+                self.call("auth", mac=_mac(key, b"chub-auth", nonce).hex())
+                break
+            except LocalPortError as e:
+                # the hub's back-off after wrong credentials: "... wait N ms"; wait once
+                m = re.search(r"wait (\d+) ms", e.message)
+                if attempt == 2 or e.status != NOT_AUTHORISED or m is None or int(m.group(1)) > 30000:
+                    raise
+                time.sleep(int(m.group(1)) / 1000 + 0.05)
         self._session = _mac(key, b"chub-session", nonce)
         self._n = 0
 
     def end_session(self) -> None:
+        """End the installer session (auth_end carries the session's tag:
+        only its holder can end it)."""
         if self._session is not None:
-            self._session = None
             try:
-                self.call("auth_end", timeout=0.5)
+                self._request("auth_end", {}, 0.5)
             except (LocalPortError, TimeoutError, OSError):
                 pass
+            self._session = None
 
     def send_raw(self, data: bytes) -> None:
         """Write bytes as they are (a frame from encode_frame, or anything)."""
