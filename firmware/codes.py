@@ -19,6 +19,9 @@ ALERT_FW_TRANSFER_FAILED = const(0x8F89)  # CCS08
 ALERT_FW_TRANSFER_OK = const(0x8F8A)  # CCS08
 ALERT_GSME_NOT_RETRIEVED = const(0x819D)  # GSME command not retrieved before expiry
 ALERT_TAP_OFF_FAILED = const(0x819E)  # GPF: tap-off of a GSME command failed
+EV_CLOCK_ADJUSTED = const(0x8145)  # event log: Clock adjusted (within tolerance), from the head-end
+EV_CLOCK_DISAGREES = const(0x81C6)  # event log: Clock not adjusted (outside tolerance): network time disagrees
+EV_CLOCK_NOT_ADJUSTED = const(0x8F0C)  # event log: Clock not adjusted (adjustment greater than 10 seconds)
 
 # -- private codes (0x8FD0-0x8FFF) --
 EV_NOT_PROTECTED = const(0x8FD0)  # security log: a command without the protection it needs
@@ -40,4 +43,4 @@ EV_QUEUE_DROPPED = const(0x8FEA)  # event log: device removed, its queue dropped
 EV_BAD_DEVICE_MESSAGE = const(0x8FEB)  # security log: a device sent something unusable
 ALERT_POWER_OUTAGE = const(0x8FF0)  # last gasp: power lost
 ALERT_POWER_RESTORED = const(0x8FF1)  # power back
-EV_CLOCK_STEP = const(0x8FF2)  # event log: the hub's clock was corrected by more than the step limit
+EV_CLOCK_STEP = const(0x8FF2)  # event log: the clock set by more than 10 s (not valid, or confirmed)

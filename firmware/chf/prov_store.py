@@ -60,6 +60,9 @@ def roll_forward(store):
         return False
     keys = read_json(stage_path(store, "keys"))
     if keys is not None:
+        link = keys.pop("link", None)  # the head-end link's key (wan.linkcred): KV "link"
+        if link is not None:
+            store.kv("link", keep=False).set("key", link)
         store.kv("identity").update(keys)
     for dev in DEVICES:
         a = read_json(stage_path(store, "anchors_" + dev))

@@ -1,6 +1,11 @@
 """Head-end link server (docs/headend-link.md) on the rig's asyncio loop.
 
-The hub reaches it through the modem emulator's real TCP socket. It answers
+The hub reaches it through the modem emulator's real TCP connection, over
+TLS when `tls` (a CPython server context: chub.core.pki.headend_context)
+is given: a client certificate chaining to the hubs' CA is required, and the
+HELLO's EUI-64 must be the one in that certificate; a connection that fails
+either is refused (`refused` says why) and leaves the connected hub's link
+alone. It answers
 HELLO with HELLO_ACK (its time), sends GBCS commands rebuilt by `HeadEnd`
 (hil/headend/gbcs.py) with link frame ids and resends them after a reconnect
 until the hub ACKs them, ACKs the hub's GBCS frames, drops duplicates by id
@@ -14,6 +19,7 @@ threads; the `a*` coroutines run on the rig's loop.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import struct
 import time
 import zlib
@@ -60,6 +66,20 @@ def split_frames(buf: bytearray) -> list[tuple[int, int, bytes]]:
         out.append((ftype, fid, bytes(buf[9 : 9 + n])))
         del buf[: 13 + n]
     return out
+
+
+def _cert_eui(writer: asyncio.StreamWriter) -> bytes:
+    """The EUI-64 in the TLS client certificate of this connection."""
+    from chub.core.pki import eui_from_certificate
+
+    obj = writer.get_extra_info("ssl_object")
+    der = obj.getpeercert(binary_form=True) if obj is not None else None
+    if not der:
+        raise ValueError("no client certificate")
+    eui = eui_from_certificate(der)
+    if len(eui) != 8:
+        raise ValueError("no EUI-64 in the client certificate")
+    return eui
 
 
 @dataclass
@@ -109,9 +129,12 @@ class _Pending:
 
 
 class HeadEndServer:
-    def __init__(self, headend: HeadEnd | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(self, headend: HeadEnd | None = None, host: str = "127.0.0.1",
+                 tls: ssl.SSLContext | None = None) -> None:
         self.headend = headend
         self.host = host
+        self.tls = tls
+        self.refused: list[str] = []  # connections refused (TLS handshake, certificate/HELLO mismatch)
         self.port = 0
         self.loop: asyncio.AbstractEventLoop | None = None
         self.hellos: list[Hello] = []
@@ -150,6 +173,15 @@ class HeadEndServer:
 
     # --- one connection -----------------------------------------------------
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        cert_eui = None
+        if self.tls is not None:
+            try:
+                await asyncio.wait_for(writer.start_tls(self.tls), 30)
+                cert_eui = _cert_eui(writer)
+            except (ssl.SSLError, OSError, ValueError, TimeoutError) as e:
+                self.refused.append(f"TLS: {type(e).__name__}: {e}")
+                writer.close()
+                return
         if self._writer is not None:
             self._writer.close()
         self._writer = writer
@@ -161,6 +193,9 @@ class HeadEndServer:
                 buf += data
                 for ftype, fid, p in split_frames(buf):
                     if ftype == HELLO:
+                        if cert_eui is not None and p[:8] != cert_eui:
+                            self.refused.append(f"HELLO from {p[:8].hex()} over {cert_eui.hex()}'s certificate")
+                            raise LinkProtocolError("HELLO EUI-64 is not the certificate's")
                         self._hello(p)
                         hello = True
                         writer.write(frame(HELLO_ACK, 0, self._now().to_bytes(4, "big")))
