@@ -113,3 +113,159 @@ def test_replayed_time_does_not_move_the_clock_back(system: EmulatedSystem) -> N
     time.sleep(1.0)
     assert abs(clock_offset(s)) <= 2, "a replayed TIME moved the clock back"
     connected(s)
+
+
+def test_campaign_tampered_replayed_and_injected_records(system: EmulatedSystem, vectors: Path) -> None:
+    """TLS records tampered with, replayed and injected while a response waits
+    in the outbox: each time the session ends and comes back; the hub keeps
+    serving, the queued response is not lost (delivered once when the
+    head-end ACKs again), the clock does not move."""
+    import random
+
+    s, he, emu = system, system.headend, system.modem
+    connected(s)
+    rnd = random.Random(16)
+    he.ack_hub_frames = False
+    errors = len(emu.tls_errors)
+    try:
+        n = len(he.received)
+        raw = (vectors / "gbcs" / "rtds" / ECS26I).read_text().strip()
+        assert he.loop is not None
+        fut = asyncio.run_coroutine_threadsafe(he.asend_command(bytes.fromhex(raw), timeout=60), he.loop)
+        he.wait(lambda: len(he.received) > n, 15, "the response")
+        rid = he.received[n].id
+        wire: list[bytes] = []
+        on_rig(s, lambda: setattr(emu, "on_downlink", lambda _n, d: wire.append(bytes(d))))
+        he.send_time()  # real records to tamper with and replay
+        he.wait(lambda: bool(wire), 5, "records on the wire")
+        time.sleep(0.3)
+        for i in range(12):
+            rec = wire[rnd.randrange(len(wire))]
+            kind = i % 4
+            if kind == 0:  # one bit flipped in a record
+                b = bytearray(rec)
+                b[rnd.randrange(5, len(b))] ^= 1 << rnd.randrange(8)
+                bad = bytes(b)
+            elif kind == 1:  # a record replayed
+                bad = rec
+            elif kind == 2:  # a forged plaintext ACK for the queued response
+                bad = link_frame(ACK, rid, b"\x00")
+            else:  # a record of random bytes with a valid TLS header
+                body = rnd.randbytes(rnd.randrange(20, 200))
+                bad = b"\x17\x03\x03" + len(body).to_bytes(2, "big") + body
+            hellos = len(he.hellos)
+            on_rig(s, lambda b=bad: emu.push_to_link(0, b))
+            he.wait_hello(hellos + 1, timeout=20)  # the session ended and the hub came back
+            assert s.call("status")["version"]  # the local port serves throughout
+            assert s.call("wan_status")["outbox_pending"] >= 1, f"round {i}: the queued response was lost"
+            assert abs(clock_offset(s)) <= 2, f"round {i}: the clock moved"
+        assert len(emu.tls_errors) >= errors + 12, emu.tls_errors[errors:]
+    finally:
+        on_rig(s, lambda: setattr(emu, "on_downlink", None))
+        he.ack_hub_frames = True
+    fut.result(60)
+    s.wait_until(lambda: s.call("wan_status")["outbox_pending"] == 0, 20, "the response delivered")
+    assert [r.id for r in he.received].count(rid) == 1
+    connected(s)
+
+
+def _rogue_context(folder: Path, client_ca: bytes | None = None) -> object:
+    """A TLS server context with a certificate from a CA of its own (not the
+    hub's link anchor); it asks for no client certificate."""
+    import ssl
+
+    from chub.core.pki import LinkCA
+
+    cert, key = LinkCA(folder).headend()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    (folder / "rogue.pem").write_bytes(cert + key)
+    ctx.load_cert_chain(str(folder / "rogue.pem"))
+    return ctx
+
+
+def test_campaign_wrong_headend_certificate_refused(system: EmulatedSystem, tmp_path: Path, vectors: Path) -> None:
+    """A head-end whose certificate does not chain to the hub's link anchor
+    (and which would send a time an hour off): the modem refuses its
+    handshake every time; the hub keeps serving, keeps its queue and its
+    clock; the real head-end gets everything once it is reachable again."""
+    from hil.headend.server import HeadEndServer
+
+    s, he, emu = system, system.headend, system.modem
+    connected(s)
+    assert s.rig is not None
+    rogue = HeadEndServer(tls=_rogue_context(tmp_path))  # type: ignore[arg-type]
+    rogue.time_offset = 3600
+    port = s.rig.call(rogue.start())
+    real = emu.cfg.port_map[4059]
+    errors = len(emu.tls_errors)
+    drops = s.call("wan_status")["drops"]
+    try:
+        emu.cfg.port_map[4059] = port
+        on_rig(s, lambda: emu.remote_close(0))
+        s.wait_until(lambda: len(emu.tls_errors) >= errors + 2, 20, "the rogue refused twice")
+        assert all("certificate verify failed" in e for e in emu.tls_errors[errors:]), emu.tls_errors[errors:]
+        assert rogue.hellos == [] and rogue.connections == 0
+        st = s.call("wan_status")
+        assert not st["connected"] and "SocketOpenFailed" in (st["last_error"] or "") and st["drops"] == drops + 1
+        # meanwhile: an alert queued from the local port side stays queued
+        assert s.call("status")["version"] and abs(clock_offset(s)) <= 2
+    finally:
+        emu.cfg.port_map[4059] = real
+        s.rig.call(rogue.stop())
+    connected(s)
+    assert abs(clock_offset(s)) <= 2
+    assert he.send_command(vectors / "gbcs" / "rtds" / ECS26I, timeout=15).frame is not None
+
+
+def test_campaign_hub_without_a_valid_certificate_refused(system: EmulatedSystem, tmp_path: Path) -> None:
+    """At the head-end, a peer posing as the hub (its HELLO names the real
+    hub): no client certificate, one from another CA, and a valid one for
+    another EUI-64 are all refused, and the real hub's link stays up."""
+    import socket
+    import ssl
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from chub.core.pki import LinkCA, TestCA
+
+    s, he = system, system.headend
+    connected(s)
+    drops, refused = s.call("wan_status")["drops"], len(he.refused)
+    key = ec.generate_private_key(ec.SECP256R1())
+    pub = key.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    keyfile = tmp_path / "k.pem"
+    keyfile.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    other = tmp_path / "other"
+    forged_eui = bytes.fromhex("02CB0F00DEADBEEF")
+    hub_eui = bytes.fromhex(s.call("identity")["chf"]["eui"])
+    hellos = len(he.hellos)
+    cases = {  # name -> the certificate presented (None: none)
+        "none": None,
+        "other CA": TestCA(other).issue_link(forged_eui, pub),
+        "valid, another EUI": TestCA().issue_link(forged_eui, pub),
+    }
+    for name, der in cases.items():
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.load_verify_locations(cadata=LinkCA().pem.decode())
+        if der is not None:
+            cert = tmp_path / f"{len(name)}.pem"
+            cert.write_bytes(ssl.DER_cert_to_PEM_cert(der).encode())
+            ctx.load_cert_chain(str(cert), str(keyfile))
+        with socket.create_connection(("127.0.0.1", he.port), timeout=5) as raw:
+            try:
+                with ctx.wrap_socket(raw) as t:
+                    t.sendall(link_frame(1, 0, hub_eui + b"\x7f" + b"rogue"))  # HELLO as the real hub
+                    got = t.recv(4096)
+                    assert got == b"", f"{name}: the head-end answered {got!r}"
+            except (ssl.SSLError, ConnectionError):
+                pass
+
+        he.wait(lambda r=refused: len(he.refused) > r, 5, f"{name} refused")
+        refused = len(he.refused)
+    assert [h.version for h in he.hellos[hellos:]] == []  # no rogue HELLO taken
+    time.sleep(0.5)
+    st = s.call("wan_status")
+    assert st["connected"] and st["drops"] == drops and he.connected
