@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import ssl
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,9 +56,13 @@ class TlsSession:
         self.writer: asyncio.StreamWriter | None = None
         self.task: asyncio.Task[None] | None = None
         self.error: str | None = None
+        self.handshake_s: float | None = None  # TCP connect + TLS handshake, once open
+        self.tls_s = 0.0  # time spent in the TLS layer on data (both ways), for the bench
+        self.records = 0
 
     async def connect(self, ctx: ssl.SSLContext) -> int:
         m = self.m
+        t0 = time.perf_counter()
         try:
             r, w = await asyncio.open_connection(m.cfg.connect_host, m.cfg.port_map.get(self.port, self.port))
         except OSError:
@@ -85,6 +90,7 @@ class TlsSession:
             w.close()
             return 15
         self.open = True
+        self.handshake_s = time.perf_counter() - t0
         self.task = asyncio.ensure_future(self._rx(r))
         return 0
 
@@ -114,6 +120,7 @@ class TlsSession:
         """Bytes from the network (or injected into it) for the TLS layer."""
         if not self.open or self.obj is None:
             return
+        t0 = time.perf_counter()
         self.inc.write(data)
         got = bytearray()
         try:
@@ -125,7 +132,8 @@ class TlsSession:
                     return
                 got += chunk
         except ssl.SSLWantReadError:
-            pass
+            self.tls_s += time.perf_counter() - t0
+            self.records += 1
         except ssl.SSLError as e:  # a tampered, replayed or injected record: the session is over
             self.m.tls_errors.append(f"record: {e}")
             self._deliver(bytes(got))
@@ -151,7 +159,10 @@ class TlsSession:
         if not self.open or self.obj is None:
             return False
         try:
+            t0 = time.perf_counter()
             self.obj.write(data)
+            self.tls_s += time.perf_counter() - t0
+            self.records += 1
             await self._flush()
         except (ssl.SSLError, OSError) as e:
             self.close(f"send: {e}")
