@@ -3,7 +3,9 @@
 # that a provisioned hub never holds it in its heap).
 import os
 
-from chf.prov_store import DEVICES, cert_path, discard_staged, pop_message, roll_forward, stage_path, write_json
+from chf.prov_store import (
+    DEVICES, cert_path, discard_staged, link_pop_message, pop_message, roll_forward, stage_path, write_json,
+)
 from gbcs import p256
 from ids import hex_bytes, hex_text
 from gbcs.security import ROLES
@@ -51,13 +53,11 @@ class Provisioning:
             stage[name] = {"eui": hex_text(eui), "ka_q": hex_text(ka_q), "ds_q": hex_text(ds_q)}
             pop = p256.sign(ds_d, pop_message(nonce, eui, ka_q, ds_q))
             out[name] = {"eui": hex_text(eui), "ka_pub": hex_text(ka_q), "ds_pub": hex_text(ds_q), "pop": hex_text(pop)}
-        # the head-end link's TLS key (wan.linkcred): applied with the rest
-        from wan.linkcred import pop_message as link_pop
-
+        # the head-end link's TLS key (KV "link", wan.linkcred): applied with the rest
         link_d, link_q = p256.generate(self.rand)
         keys["link"] = {"d": hex_text(link_d), "q": hex_text(link_q)}
         stage["link_q"] = hex_text(link_q)
-        out["link"] = {"pub": hex_text(link_q), "pop": hex_text(p256.sign(link_d, link_pop(nonce, chf, link_q)))}
+        out["link"] = {"pub": hex_text(link_q), "pop": hex_text(p256.sign(link_d, link_pop_message(nonce, chf, link_q)))}
         write_json(stage_path(self.store, "keys"), keys)
         self.stage_kv.set("stage", stage)
         return out

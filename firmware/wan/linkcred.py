@@ -20,11 +20,6 @@ _EC_KEY_HEAD = b"\x30\x77\x02\x01\x01\x04\x20"  # SEC1 ECPrivateKey, P-256
 _EC_KEY_MID = b"\xa0\x0a\x06\x08\x2a\x86\x48\xce\x3d\x03\x01\x07\xa1\x44\x03\x42\x00"
 
 
-def pop_message(nonce, eui, q):
-    """What the link key signs at provisioning (its proof of possession)."""
-    return b"chub-link-pop" + bytes(nonce) + bytes(eui) + bytes(q)
-
-
 def check_cert(der, q, eui):
     """A DER certificate carrying the link public key q and the CHF EUI-64;
     ValueError otherwise."""

@@ -231,7 +231,7 @@ def eui_from_certificate(der: bytes) -> bytes:
 
 
 def link_pop_message(nonce: bytes, eui: bytes, link_pub: bytes) -> bytes:
-    """What the hub's link key signs at provisioning (firmware wan/linkcred.py)."""
+    """What the hub's link key signs at provisioning (firmware chf/prov_store.py)."""
     return b"chub-link-pop" + nonce + eui + link_pub
 
 
