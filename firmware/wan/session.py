@@ -51,7 +51,7 @@ class Wan:
     from the head-end, the hub's clock (head-end time sets it, network time
     is a cross-check) and the link credentials (wan.linkcred)."""
 
-    def __init__(self, store, settings, txlog, outbox, identity, route, clock, cred):
+    def __init__(self, store, settings, txlog, outbox, identity, route, clock, cred=None):
         self.kv = store.kv("wan")
         self._cfg = settings
         self.seen_kv = store.kv("wan_seen")
