@@ -496,17 +496,7 @@ class Sim7600(Modem):
         await at.cmd("AT+CIPRXGET=1")
         self._rx_pending = False
         self._rxq = []
-        err = -1
-        try:
-            lines = await at.cmd('AT+CIPOPEN=0,"TCP","%s",%d' % (host, port), b"+CIPOPEN:",
-                                 t["cipopen"], b"+CIPOPEN:")
-        except ATTimeout:
-            raise
-        except ATError as e:
-            lines = e.lines
-        for ln in lines:
-            if ln.startswith(b"+CIPOPEN:"):
-                err = _last_int(ln)
+        err = await self._open('AT+CIPOPEN=0,"TCP","%s",%d' % (host, port), b"+CIPOPEN:", t["cipopen"])
         if err != 0:
             await self._quiet("AT+CIPCLOSE=0", b"+CIPCLOSE:", t["cipclose"])
             if err == 2:
@@ -564,16 +554,7 @@ class Sim7600(Modem):
                 raise SocketOpenFailed(err)
             self._cch_started = True
         await at.cmd("AT+CCHSSLCFG=0,0")
-        err = -1
-        try:
-            lines = await at.cmd('AT+CCHOPEN=0,"%s",%d,2' % (host, port), b"+CCHOPEN:", t["cchopen"], b"+CCHOPEN:")
-        except ATTimeout:
-            raise
-        except ATError as e:
-            lines = e.lines
-        for ln in lines:
-            if ln.startswith(b"+CCHOPEN: 0,"):
-                err = _last_int(ln)
+        err = await self._open('AT+CCHOPEN=0,"%s",%d,2' % (host, port), b"+CCHOPEN:", t["cchopen"])
         if err != 0:
             await self._quiet("AT+CCHCLOSE=0", b"+CCHCLOSE:", t["cipclose"])
             raise SocketOpenFailed(err)
@@ -607,6 +588,21 @@ class Sim7600(Modem):
                 raise SocketClosed()
             i += n
         return i
+
+    async def _open(self, cmd, result, timeout_ms):
+        # an open (AT+CIPOPEN, AT+CCHOPEN) with its result line either side
+        # of OK -> the result's <err> (-1: none came)
+        try:
+            lines = await self.at.cmd(cmd, result, timeout_ms, result)
+        except ATTimeout:
+            raise
+        except ATError as e:
+            lines = e.lines
+        err = -1
+        for ln in lines:
+            if ln.startswith(result):
+                err = _last_int(ln)
+        return err
 
     async def send(self, data):
         mv = memoryview(data)
