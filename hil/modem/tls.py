@@ -182,8 +182,13 @@ class TlsSession:
                 if data:
                     self.writer.write(data)
                 self.writer.close()
-        if self.task is not None and self.task is not asyncio.current_task():
-            self.task.cancel()
+        if self.task is not None:
+            try:
+                cur = asyncio.current_task()
+            except RuntimeError:  # called from a test's thread, not the rig's loop
+                cur = None
+            if self.task is not cur:
+                self.task.cancel()
         if was and why is not None:
             self.error = why
             if urc:
