@@ -1,23 +1,30 @@
-# The CH clock (docs/clock.md): UTC from the board's RTC, corrected by time
-# sources (the cellular network's time via the modem, the head-end's TIME
-# frames). Pure: the board's clock functions are injected.
+# The CH clock (docs/clock.md): UTC from the board's RTC, corrected only by
+# an authenticated time source (the head-end's time over the TLS link);
+# the cellular network's time via the modem is a cross-check that never moves
+# it. Pure: the board's clock functions are injected.
 #
 #   Clock(utc, set_utc, ticks_ms, hold_s=..., step_s=10, on_step=None, ticks_diff=None)
 #   now() -> UTC seconds since 1970; valid -> bool; from_source(name, utc)
+#   (authenticated); cross_check(name, utc) (not authenticated)
 #
 # Validity: never valid until a source has been seen (since boot); valid
 # while the last source is younger than hold_s (the RTC's drift over that
 # time stays inside the CHTS +-10 s); then invalid until the next source.
+# GBCS: a valid clock is adjusted by at most step_s (0x8145); a larger
+# adjustment is refused (0x8F0C) unless the source gives the same offset
+# CONFIRM times in a row (then the RTC, not the source, is wrong: the clock is
+# set, 0x8FF2, as it is when not valid).
 import asyncio
 import struct
 import time
 
-from codes import EV_CLOCK_STEP
+from codes import EV_CLOCK_ADJUSTED, EV_CLOCK_DISAGREES, EV_CLOCK_NOT_ADJUSTED, EV_CLOCK_STEP
 from log import log
 
 # 5 days: a 20 ppm crystal drifts 1.7 s a day, so < 10 s in that time
 HOLD_S = 432000
-STEP_S = 10  # corrections larger than this are logged (on_step)
+STEP_S = 10  # a valid clock is not adjusted by more than this at once (GBCS)
+CONFIRM = 3  # authenticated readings in a row giving the same larger offset set the clock
 MIN_UTC = 1577836800  # 2020-01-01: anything earlier is not a real time
 MAX_UTC = 4102444800  # 2100-01-01
 
@@ -31,12 +38,18 @@ class Clock:
         self._diff = ticks_diff or time.ticks_diff
         self.hold_s = hold_s
         self.step_s = step_s
-        self.on_step = on_step  # fn(source name, step seconds, was_valid)
+        self.on_step = on_step  # fn(source name, seconds, outcome: the event code)
         self.source = None  # name of the last source seen
         self.syncs = 0
-        self.steps = 0  # corrections larger than step_s
+        self.steps = 0  # corrections larger than step_s (the clock set)
+        self.refused = 0  # adjustments over step_s refused (0x8F0C)
         self.rejected = 0  # implausible times offered by a source
         self.last_step_s = None
+        self._offset = None  # the larger offset refused last, and how often in a row
+        self._insist = 0
+        self.net_diff_s = None  # the network's time minus the clock at the last cross-check
+        self.disagreements = 0
+        self._disagree = False
         # seconds since the last source, accumulated from tick differences so
         # hold_s may exceed the ticks period (call age_s() at least every few days)
         self._age_ms = 0
@@ -66,46 +79,91 @@ class Clock:
         return a is not None and a < self.hold_s
 
     def from_source(self, name, utc):
-        """A time source says it is `utc` now. Corrects the RTC when it is
-        2 s or more off (1 s is the jitter of whole seconds), reports
-        corrections larger than step_s through on_step. -> the correction in
-        seconds, or None for an implausible time (ignored, counted)."""
+        """An authenticated source says it is `utc` now. A correction of 2 s
+        or more is applied (1 s is the jitter of whole seconds): up to step_s
+        as an adjustment (0x8145); a larger one sets a clock that is not
+        valid (0x8FF2) and is refused on a valid one (0x8F0C) until CONFIRM
+        readings in a row agree on it. -> the correction in seconds, or None
+        (refused, or an implausible time: ignored, counted)."""
         utc = int(utc)
         if not MIN_UTC <= utc < MAX_UTC:
             self.rejected += 1
             return None
-        was_valid = self.valid
         step = utc - self._utc()
+        big = step > self.step_s or step < -self.step_s
+        outcome = EV_CLOCK_ADJUSTED
+        if big:
+            outcome = EV_CLOCK_STEP
+            if self.valid:
+                o = self._offset
+                self._insist = self._insist + 1 if o is not None and -self.step_s <= step - o <= self.step_s else 1
+                self._offset = step
+                if self._insist < CONFIRM:
+                    self.refused += 1
+                    self._report(name, step, EV_CLOCK_NOT_ADJUSTED)
+                    return None
+        self._offset = None
+        self._insist = 0
         if step > 1 or step < -1:
             if self._set is not None:
                 self._set(utc)
             self.last_step_s = step
-        if step > self.step_s or step < -self.step_s:
-            self.steps += 1
-            if self.on_step is not None:
-                self.on_step(name, step, was_valid)
+            if big:
+                self.steps += 1
+            self._report(name, step, outcome)
         self.source = name
         self.syncs += 1
         self.age_s()
         self._age_ms = 0
         return step
 
+    def cross_check(self, name, utc):
+        """A source nothing authenticates (the network's time) says it is
+        `utc`: never moves the clock. A difference over step_s while the
+        clock is valid is reported (0x81C6) once, until they agree again.
+        -> the difference in seconds (None: an implausible time)."""
+        utc = int(utc)
+        if not MIN_UTC <= utc < MAX_UTC:
+            self.rejected += 1
+            return None
+        diff = self.net_diff_s = utc - self._utc()
+        if diff > self.step_s or diff < -self.step_s:
+            if self.valid and not self._disagree:
+                self._disagree = True
+                self.disagreements += 1
+                self._report(name, diff, EV_CLOCK_DISAGREES)
+        else:
+            self._disagree = False
+        return diff
+
+    def _report(self, name, step, outcome):
+        if self.on_step is not None:
+            self.on_step(name, step, outcome)
+
     def status(self):
         return {"utc": self._utc(), "valid": self.valid, "source": self.source, "age_s": self.age_s(),
-                "hold_s": self.hold_s, "syncs": self.syncs, "steps": self.steps,
-                "last_step_s": self.last_step_s, "rejected": self.rejected}
+                "hold_s": self.hold_s, "syncs": self.syncs, "steps": self.steps, "refused": self.refused,
+                "last_step_s": self.last_step_s, "rejected": self.rejected, "net_diff_s": self.net_diff_s,
+                "disagreements": self.disagreements}
+
+
+_WORDS = {EV_CLOCK_ADJUSTED: "adjusted", EV_CLOCK_STEP: "set", EV_CLOCK_NOT_ADJUSTED: "refused",
+          EV_CLOCK_DISAGREES: "disagrees"}
 
 
 class StepRecorder:
-    """Clock.on_step for the hub: each correction larger than step_s goes to
-    the WAN transaction log (as `tx_event`) and the CHF event log."""
+    """Clock.on_step for the hub: each clock event (adjusted, set, refused,
+    network time disagreeing) goes to the WAN transaction log (as
+    `tx_event`, detail "+25 headend refused") and to the CHF event log under
+    its code (data: the seconds as i32 big-endian, then the source name)."""
 
     def __init__(self, txlog, tx_event, event_log):
         self.txlog = txlog
         self.tx_event = tx_event
         self.event_log = event_log
 
-    def __call__(self, name, step, was_valid):
-        self.txlog.add(self.tx_event, 0, "%+d %s" % (step, name))
-        self.event_log.append(EV_CLOCK_STEP, struct.pack(">i", step) + name.encode()[:16])
-        log("clock", "stepped %+d s from %s" % (step, name))
+    def __call__(self, name, step, outcome):
+        word = _WORDS.get(outcome, "?")
+        self.txlog.add(self.tx_event, 0, "%+d %s %s" % (step, name, word))
+        self.event_log.append(outcome, struct.pack(">i", step) + name.encode()[:16])
+        log("clock", "%+d s from %s: %s" % (step, name, word))

@@ -51,8 +51,9 @@ EV_AUTH_FAILED = const(0x8F53)  # Failed Authentication or Authorisation not cov
 # event log: an installer session opened on the local port
 EV_LOCAL_PORT_SESSION = const(0x81A5)  # Communication From Local Port (e.g. Optical): installer authenticated
 
-# the clock (PROTOCOLS.md 4): for the clock's trust rules
-EV_CLOCK_ADJUSTED = const(0x8145)  # Clock adjusted (within tolerance)
+# event log: the clock's trust rules (clock.py, docs/clock.md)
+EV_CLOCK_ADJUSTED = const(0x8145)  # Clock adjusted (within tolerance): by the head-end's time
+EV_CLOCK_DISAGREES = const(0x81C6)  # Clock not adjusted (outside tolerance): the network's time disagrees
 EV_CLOCK_NOT_ADJUSTED = const(0x8F0C)  # Clock not adjusted (adjustment greater than 10 seconds)
 
 # -- private codes (PRIVATE_FIRST..PRIVATE_LAST): GBCS has none for these --
@@ -63,5 +64,5 @@ EV_BUFFER_FULL = const(0x8FE9)  # event log: GSME command refused, queue full or
 EV_QUEUE_DROPPED = const(0x8FEA)  # event log: device removed, its queue dropped
 ALERT_POWER_OUTAGE = const(0x8FF0)  # last gasp: the hub's own power lost (GBCS's supply codes are the meter's)
 ALERT_POWER_RESTORED = const(0x8FF1)  # the hub's own power back
-EV_CLOCK_STEP = const(0x8FF2)  # event log: the hub's clock was corrected by more than the step limit
+EV_CLOCK_STEP = const(0x8FF2)  # event log: the clock set by more than 10 s (not valid yet, or the step confirmed)
 EV_BAD_SETTING = const(0x8FF3)  # event log: a stored setting failed its check, its default is used (data = the name)

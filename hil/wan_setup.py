@@ -1,6 +1,8 @@
 """Put the WAN side on an emulated system: the SIM7600 emulator on the hub's
-modem UART, the head-end link server behind it, and (once the hub is ready)
-the test DCC trust anchors from the GBCS keystore.
+modem UART, the head-end link server (TLS, chub.core.pki.headend_context)
+behind it, and (once the hub is ready) the test DCC trust anchors from the
+GBCS keystore and the hub's head-end link certificate (TestCA) with the link
+anchor (LinkCA), both CAs in the state dir (docs/headend-link.md).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from chub.core.paths import keystore_dir
+from chub.core.pki import LinkCA, TestCA, headend_context
 
 from .headend.gbcs import HeadEnd
 from .headend.server import HeadEndServer
@@ -20,7 +23,7 @@ HEADEND_PORT = 4059  # the firmware's default head-end port (KV "wan")
 def attach(system: Any, config: Sim7600Config | None = None) -> tuple[Sim7600Emulator, HeadEndServer]:
     """Before the hub starts: modem emulator + head-end server on the rig."""
     rig = system.rig
-    server = HeadEndServer()
+    server = HeadEndServer(tls=headend_context())
     port = rig.call(server.start())
     cfg = config or Sim7600Config()
     cfg.port_map[HEADEND_PORT] = port
@@ -39,15 +42,22 @@ def attach(system: Any, config: Sim7600Config | None = None) -> tuple[Sim7600Emu
 
 
 def provision(system: Any, keystore: Path | None = None) -> HeadEnd | None:
-    """After the hub is ready: give the head-end the hub's keys and the hub
-    the test DCC anchors. Returns None when the keystore is not available."""
-    ks = keystore or keystore_dir()
-    if not ks.is_dir():
-        return None
+    """After the hub is ready: the hub's head-end link certificate (for the
+    link key the hub made; issued by the state dir's TestCA) and the link
+    anchor to the hub (link_cert), the hub's keys to the head-end and the
+    test DCC anchors to the hub. Returns None when the keystore is not
+    available (the link certificate is installed all the same)."""
     from chub.core.localport import LocalPortClient
 
+    ks = keystore or keystore_dir()
     with LocalPortClient(system.local_port_url, timeout=10) as c:
-        he = HeadEnd.for_hub(ks, c.call("identity"))
+        ident = c.call("identity")
+        pub = bytes.fromhex(c.call("link_info")["pub"])
+        cert = TestCA().issue_link(bytes.fromhex(ident["chf"]["eui"]), pub)
+        c.call("link_cert", cert=cert.hex(), anchor=LinkCA().der.hex())
+        if not ks.is_dir():
+            return None
+        he = HeadEnd.for_hub(ks, ident)
         c.call("provision_test_dcc", anchors=he.test_dcc_anchors())
     system.headend.headend = he
     return he

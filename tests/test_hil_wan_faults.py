@@ -308,11 +308,11 @@ def test_full_scenario_every_fault(system: EmulatedSystem, vectors: Path) -> Non
 
     ch.step("PDP activation failure", lambda: (emu.fail_pdp("urc"), emu.drop_network()), pdp_meanwhile)
 
-    # socket open fails three times (+CIPOPEN: 0,10), then works
-    opens = sum(c.startswith("AT+CIPOPEN=") for c in emu.commands)
+    # the TLS session fails to open three times (+CCHOPEN: 0,10), then works
+    opens = sum(c.startswith("AT+CCHOPEN=") for c in emu.commands)
     ch.step("socket open failure", lambda: (emu.fail_socket_open(10, times=3), emu.remote_close(0)))
     assert emu.socket_open_failures == []  # all three failures were met ...
-    assert sum(c.startswith("AT+CIPOPEN=") for c in emu.commands) >= opens + 4  # ... and retried past
+    assert sum(c.startswith("AT+CCHOPEN=") for c in emu.commands) >= opens + 4  # ... and retried past
 
     # the modem stops answering: hardware reset through the board
     silent = count(s, "modem_reset", "silent")
@@ -337,17 +337,26 @@ def test_full_scenario_every_fault(system: EmulatedSystem, vectors: Path) -> Non
     assert st2["garbled"] >= st["garbled"] + 4 and st2["drops"] == st["drops"], (st, st2)
     ch.done.append("garbled lines")
 
-    # clock: the hub 30 s behind; the network's time corrects it and it is logged
+    # clock: the hub 30 s behind. The network's time (not authenticated) only
+    # cross-checks: a disagreement is an event (0x81C6), not a step. The
+    # head-end's time (authenticated) is refused on a valid clock (0x8F0C, more
+    # than 10 s) until three readings in a row agree: then it is set (0x8FF2)
     steps = count(s, "time_step")
     s.rig.set_rtc_offset(-30)
     s.wait_until(lambda: abs(s.call("status")["utc"] - (time.time() - 30)) <= 2, 5, "RTC offset applied")
     rig(lambda: emu.network_time(time.time()))
-    s.wait_until(lambda: count(s, "time_step") > steps, 20, "time step")
-    step = [e for e in tx_events(s) if e["event"] == "time_step"][-1]["detail"]
-    assert step.endswith(" network") and 28 <= int(step.split()[0]) <= 32, step
+    s.wait_until(lambda: count(s, "time_step") > steps, 20, "network time cross-checked")
+    d = [e for e in tx_events(s) if e["event"] == "time_step"][-1]["detail"]
+    assert d.endswith(" network disagrees") and 28 <= int(d.split()[0]) <= 32, d
+    assert abs(s.call("status")["utc"] - (time.time() - 30)) <= 2  # not moved
+    for i, word in enumerate(("refused", "refused", "set")):
+        he.send_time()
+        s.wait_until(lambda i=i: count(s, "time_step") > steps + 1 + i, 10, f"head-end time #{i + 1}")
+        d = [e for e in tx_events(s) if e["event"] == "time_step"][-1]["detail"]
+        assert d.endswith(" headend " + word) and 28 <= int(d.split()[0]) <= 32, d
     assert abs(s.call("status")["utc"] - time.time()) <= 2
-    ev = [(e[1], e[2]) for e in s.call("logs", which="event")["entries"] if e[1] == 0x8FF2]
-    assert ev and 28 <= int.from_bytes(bytes.fromhex(ev[-1][1])[:4], "big", signed=True) <= 32, ev
+    codes = [c for _, c, _ in s.call("logs", which="event")["entries"]]
+    assert {0x81C6, 0x8F0C, 0x8FF2} <= set(codes), codes
     assert s.call("status")["clock"]["valid"] is True
 
     # everything delivered once, nothing left, no receive poll needed
@@ -443,19 +452,25 @@ def test_headend_time_frame_and_validity_hold(system: EmulatedSystem) -> None:
     s, he = system, system.headend
     s.wait_until(lambda: s.call("wan_status")["connected"], 20, "link")
     steps = count(s, "time_step")
-    he.send_time(int(time.time()) + 25)  # a TIME frame 25 s ahead
+    he.send_time(int(time.time()) + 25)  # a TIME frame 25 s ahead: over 10 s on a valid clock
     s.wait_until(lambda: count(s, "time_step") > steps, 5, "time step")
     d = [e for e in tx_events(s) if e["event"] == "time_step"][-1]["detail"]
-    assert d.endswith(" headend") and 24 <= int(d.split()[0]) <= 26, d
-    he.send_time()  # back to the right time (also logged: -25)
-    s.wait_until(lambda: abs(s.call("status")["utc"] - time.time()) <= 2, 5, "time back")
+    assert d.endswith(" headend refused") and 24 <= int(d.split()[0]) <= 26, d
+    assert abs(s.call("status")["utc"] - time.time()) <= 2 and s.call("status")["clock"]["refused"] >= 1
+    he.send_time()  # the right time: nothing to adjust, the refusals are forgotten
     # no source for longer than the hold: not valid (and the Time cluster says so)
     s.call("wan_config", set={"clock_hold_s": 2})
     try:
         s.wait_until(lambda: s.call("status")["clock"]["valid"] is False, 6, "clock invalid")
         t = hub_time(s)
         assert t["status"] & 0x02 == 0, t
-        he.send_time()
+        he.send_time(int(time.time()) + 25)  # not valid: the authenticated time sets it
         s.wait_until(lambda: s.call("status")["clock"]["valid"] is True, 5, "valid again")
+        assert abs(s.call("status")["utc"] - (time.time() + 25)) <= 2
+        d = [e for e in tx_events(s) if e["event"] == "time_step"][-1]["detail"]
+        assert d.endswith(" headend set"), d
     finally:
         s.call("wan_config", set={"clock_hold_s": 432000})
+    for _ in range(3):  # back: three readings in a row agreeing on -25 s
+        he.send_time()
+    s.wait_until(lambda: abs(s.call("status")["utc"] - time.time()) <= 2, 5, "time back")

@@ -133,6 +133,17 @@ def test_provision_issues_certificates_and_keeps_private_keys_on_the_hub(hub, st
             # neither hex nor raw bytes of any private key ever came over the local port
             assert d.encode() not in sent.lower() and bytes.fromhex(d) not in sent
             assert _flash_file(hub.dut, f"cert_{name}_{usage}.der").hex() == r.certs[f"{name}_{usage}"]
+    # the head-end link: a TLS client certificate for a key made on the hub, and the link CA as its anchor
+    link = x509.load_der_x509_certificate(bytes.fromhex(r.certs["chf_link"]))
+    ca.public_key().verify(link.signature, link.tbs_certificate_bytes, ec.ECDSA(hashes.SHA256()))
+    eku = link.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]
+    assert P.eui_from_certificate(bytes.fromhex(r.certs["chf_link"])).hex() == ident["chf"]["eui"]
+    key = _flash_kv(hub.dut, "link")["key"]
+    assert _private_matches(key["d"], key["q"]) and key["q"] in r.certs["chf_link"]
+    assert key["d"].encode() not in sent.lower() and bytes.fromhex(key["d"]) not in sent
+    assert _flash_file(hub.dut, "cert_chf_link.der").hex() == r.certs["chf_link"]
+    assert _flash_file(hub.dut, "cert_link_anchor.der") == P.LinkCA().der
     prov = _flash_kv(hub.dut, "prov")
     assert "ka_d" not in json.dumps(prov) and "key" not in prov["state"]  # no private keys, no credential
     assert prov["applied"] == 1

@@ -15,6 +15,11 @@ def pop_message(nonce, eui, ka_q, ds_q):
     return POP_LABEL + bytes(nonce) + bytes(eui) + bytes(ka_q) + bytes(ds_q)
 
 
+def link_pop_message(nonce, eui, q):
+    """What the head-end link key signs at provisioning (its proof of possession)."""
+    return b"chub-link-pop" + bytes(nonce) + bytes(eui) + bytes(q)
+
+
 def cert_path(store, name, staged=False):
     """A certificate (DER) in the store's folder: cert_<device>_<usage>.der,
     .stg while staged (kept out of the KVs: the heap never holds them all)."""
@@ -60,6 +65,9 @@ def roll_forward(store):
         return False
     keys = read_json(stage_path(store, "keys"))
     if keys is not None:
+        link = keys.pop("link", None)  # the head-end link's key (wan.linkcred): KV "link"
+        if link is not None:
+            store.kv("link", keep=False).set("key", link)
         store.kv("identity").update(keys)
     for dev in DEVICES:
         a = read_json(stage_path(store, "anchors_" + dev))

@@ -21,6 +21,9 @@
 #              | {gen, installer: {id, key}}
 #   prov_commit {gen}               -> {gen, chf_eui, gpf_eui}
 #   prov_abort
+#   link_info                       -> {pub, cert, anchor, fingerprint}: the head-end link's key and certificate
+#   link_cert {cert, anchor}        a new link certificate (for the current link key and the CHF EUI-64)
+#                                   and link anchor (hex DER); the WAN reconnects with them
 # The provisioning commands need an authenticated installer, except while the
 # hub has no installer credential at all (a factory-blank board).
 import os
@@ -69,6 +72,7 @@ async def prov_stage(hub, req):
 
 async def prov_commit(hub, req):
     res = _prov(hub).commit(req)
+    hub.wan.link.notify()  # a new head-end link key, certificate and anchor: the WAN reconnects with them
     hub.installer_auth.end()  # the credential changed: the next request authenticates anew
     hub.provisioning = None  # done: the steps module's objects can go
     return res
@@ -76,6 +80,17 @@ async def prov_commit(hub, req):
 
 async def prov_abort(hub, req):
     return _prov(hub).abort()
+
+
+async def link_info(hub, req):
+    return hub.wan.link.info()
+
+
+async def link_cert(hub, req):
+    from ids import hex_bytes
+
+    hub.wan.link.install(hex_bytes(req.get("cert"), "cert"), hex_bytes(req.get("anchor"), "anchor"))
+    return hub.wan.link.info()
 
 
 async def console_release(hub, req):
@@ -120,4 +135,5 @@ def guarded(dispatch, auth, commands):
 
 
 COMMANDS = (("console_release", console_release), ("prov_info", prov_info), ("prov_begin", prov_begin),
-            ("prov_stage", prov_stage), ("prov_commit", prov_commit), ("prov_abort", prov_abort))
+            ("prov_stage", prov_stage), ("prov_commit", prov_commit), ("prov_abort", prov_abort),
+            ("link_info", link_info), ("link_cert", link_cert))

@@ -3,7 +3,9 @@
 # that a provisioned hub never holds it in its heap).
 import os
 
-from chf.prov_store import DEVICES, cert_path, discard_staged, pop_message, roll_forward, stage_path, write_json
+from chf.prov_store import (
+    DEVICES, cert_path, discard_staged, link_pop_message, pop_message, roll_forward, stage_path, write_json,
+)
 from gbcs import p256
 from ids import hex_bytes, hex_text
 from gbcs.security import ROLES
@@ -51,6 +53,11 @@ class Provisioning:
             stage[name] = {"eui": hex_text(eui), "ka_q": hex_text(ka_q), "ds_q": hex_text(ds_q)}
             pop = p256.sign(ds_d, pop_message(nonce, eui, ka_q, ds_q))
             out[name] = {"eui": hex_text(eui), "ka_pub": hex_text(ka_q), "ds_pub": hex_text(ds_q), "pop": hex_text(pop)}
+        # the head-end link's TLS key (KV "link", wan.linkcred): applied with the rest
+        link_d, link_q = p256.generate(self.rand)
+        keys["link"] = {"d": hex_text(link_d), "q": hex_text(link_q)}
+        stage["link_q"] = hex_text(link_q)
+        out["link"] = {"pub": hex_text(link_q), "pop": hex_text(p256.sign(link_d, link_pop_message(nonce, chf, link_q)))}
         write_json(stage_path(self.store, "keys"), keys)
         self.stage_kv.set("stage", stage)
         return out
@@ -67,14 +74,16 @@ class Provisioning:
         stage = dict(self._stage(req))
         if "cert" in req:
             c = req["cert"]
-            if not isinstance(c, dict) or c.get("device") not in DEVICES or c.get("usage") not in USAGES:
-                raise ProvisionError("cert needs device chf|gpf and usage ka|ds")
+            link = isinstance(c, dict) and c.get("device") == "chf" and c.get("usage") == "link"
+            if not isinstance(c, dict) or c.get("device") not in DEVICES or c.get("usage") not in USAGES and not link:
+                raise ProvisionError("cert needs device chf|gpf and usage ka|ds (or chf and link)")
             der = _unhex_arg(c.get("der"), "cert der")
             if not 64 < len(der) <= MAX_CERT or der[0] != 0x30:
                 raise ProvisionError("cert is not a DER certificate of at most %d bytes" % MAX_CERT)
             dev = stage[c["device"]]
             # the certificate must carry this run's public key and the EUI-64
-            if hex_bytes(dev[c["usage"] + "_q"]) not in der or hex_bytes(dev["eui"]) not in der:
+            q = stage.get("link_q") if link else dev[c["usage"] + "_q"]
+            if q is None or hex_bytes(q) not in der or hex_bytes(dev["eui"]) not in der:
                 raise ProvisionError("%s %s certificate is not for the staged key and EUI-64" % (c["device"], c["usage"]))
             name = c["device"] + "_" + c["usage"]
             with open(cert_path(self.store, name, staged=True), "wb") as f:
@@ -92,6 +101,16 @@ class Provisioning:
             write_json(stage_path(self.store, "anchors_" + dev), lst)
             if dev not in stage["anchors"]:
                 stage["anchors"] = stage["anchors"] + [dev]
+        elif "link_anchor" in req:
+            # the head-end link CA: the only anchor the hub accepts the head-end by
+            der = _unhex_arg(req["link_anchor"], "link_anchor")
+            if not 64 < len(der) <= MAX_CERT or der[0] != 0x30:
+                raise ProvisionError("link_anchor is not a DER certificate of at most %d bytes" % MAX_CERT)
+            with open(cert_path(self.store, "link_anchor", True), "wb") as f:
+                f.write(der)
+            certs = dict(stage["certs"])
+            certs["link_anchor"] = len(der)
+            stage["certs"] = certs
         elif "installer" in req:
             i = req["installer"]
             if not isinstance(i, dict) or not isinstance(i.get("id"), str) or not 0 < len(i["id"]) <= 32:
@@ -101,7 +120,7 @@ class Provisioning:
                 raise ProvisionError("installer key must be 32 bytes")
             stage["installer"] = {"id": i["id"], "key": hex_text(key)}
         else:
-            raise ProvisionError("prov_stage needs cert, anchors or installer")
+            raise ProvisionError("prov_stage needs cert, anchors, link_anchor or installer")
         self.stage_kv.set("stage", stage)
         return {"gen": stage["gen"], "missing": _missing(stage)}
 
@@ -141,6 +160,9 @@ class Provisioning:
 
 def _missing(stage):
     out = [n + "_" + u + " certificate" for n in DEVICES for u in USAGES if n + "_" + u not in stage["certs"]]
+    for name, what in (("chf_link", "head-end link certificate"), ("link_anchor", "head-end link anchor")):
+        if name not in stage["certs"]:
+            out.append(what)
     if "chf" not in stage["anchors"]:
         out.append("CHF trust anchors")
     if not stage.get("installer"):

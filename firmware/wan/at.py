@@ -108,6 +108,7 @@ _KNOWN_URCS = (
     b"+CIPEVENT:", b"+IPCLOSE:", b"+CIPRXGET: 1,", b"RECV FROM:", b"+CTZV:", b"+CTZE:",
     b"*PSUTTZ:", b"DST:", b"*PSNWID:", b"+CMTI:", b"+CGEV:", b"+CNSMOD:", b"+CSQ:",
     b"CLOSED", b"*ATREADY:", b"+CGPS:", b"+CUSD:", b"+CLIENT:", b"+CPSI:",
+    b"+CCHEVENT:", b"+CCH_PEER_CLOSED:", b"+CCH_RECV_CLOSED:", b"+CCH: ",
 )
 
 
@@ -143,6 +144,23 @@ def to_int(b, base=10):
         return int(b, base)
     except (ValueError, TypeError):
         raise ATFormatError("not a number: %s" % _s(b))
+
+
+def _raw_head(ln):
+    # a counted binary block's header: (link, count) (-1 for a bad field), or
+    # None when ln is none: "+CIPRXGET: 2,<link>,<n>,<rest>" (a TCP link's
+    # read), "+CCHRECV: DATA,<session>,<n>" (the SSL channel's)
+    if ln.startswith(b"+CIPRXGET: 2,"):
+        f = ln[13:].split(b",")
+        if len(f) != 3:
+            return -1, -1
+    elif ln.startswith(b"+CCHRECV: DATA,"):
+        f = ln[15:].split(b",")
+        if len(f) != 2:
+            return -1, -1
+    else:
+        return None
+    return _num(f[0]), _num(f[1])
 
 
 def _num(b):
@@ -356,13 +374,11 @@ class ATParser:
             p = self.prefix
             if p is not None and ln.startswith(p):
                 self.lines.append(ln)
-                if ln.startswith(b"+CIPRXGET: 2,"):
-                    fld = ln[13:].split(b",")
-                    if len(fld) == 3:
-                        cnt = _num(fld[1])
-                        if 0 <= cnt <= self._maxraw:
-                            self._start_raw(_num(fld[0]), cnt, True)
-                            return
+                h = _raw_head(ln)
+                if h is not None:
+                    if 0 <= h[1] <= self._maxraw:
+                        self._start_raw(h[0], h[1], True)
+                        return
                     self.result = ATError(c, ln, self.lines)
                     self._finish()
                 return
@@ -379,6 +395,14 @@ class ATParser:
                     self._start_raw(link, cnt, for_cmd=False)
                     return
             self.garbled += 1
+            return
+        if ln.startswith(b"+CCHRECV: DATA,"):  # the SSL channel's automatic receive mode
+            h = _raw_head(ln)
+            if h[0] >= 0 and 0 < h[1] <= self._maxraw:
+                self.urcs += 1
+                self._start_raw(h[0], h[1], False)
+            else:
+                self.garbled += 1
             return
         if ln.startswith(b"+IPD"):
             cnt = _num(ln[4:])
@@ -503,8 +527,9 @@ class ATChannel:
             finally:
                 p.end()
 
-    async def cmd_data(self, text, prefix, timeout_ms=None):
-        """A command whose reply carries counted binary data (AT+CIPRXGET=2)."""
-        lines = await self.cmd(text, prefix, timeout_ms)
+    async def cmd_data(self, text, prefix, timeout_ms=None, done=None):
+        """A command whose reply carries counted binary data (AT+CIPRXGET=2,
+        AT+CCHRECV)."""
+        lines = await self.cmd(text, prefix, timeout_ms, done)
         data, self.last_data = self.last_data, None  # the caller's now, not kept here
         return lines, data

@@ -5,6 +5,7 @@
 # when the job first runs).
 from log import log
 from wan import outbox as ob
+from wan.linkcred import LinkCredentials
 from wan.settings import DEFAULTS, WanSettings
 
 
@@ -54,6 +55,7 @@ class WanService:
         self.txlog = ob.TxLog(store.ringlog("transactions", 100), utc)
         self.outbox = ob.Outbox(store.journal("outbox"), dict(self.settings.items()), self.txlog)
         self.emit = Emit(self)
+        self.link = LinkCredentials(store, identity)  # the head-end link's key, certificate, anchor
         self.session = None  # wan.session.Wan once the job has started
         self.chf = self.event_log = None
         self._last_gasp = None
@@ -86,7 +88,7 @@ class WanService:
             from wan.session import Wan
 
             self.session = Wan(self.store, self.settings, self.txlog, self.outbox, self.identity, self.route,
-                               self.clock)
+                               self.clock, self.link)
             if self.store.kv("wan_power", keep=False).get("lost") is not None:
                 self.last_gasp().restored()
         await self.session.run()

@@ -1,7 +1,8 @@
 # The WAN session: modem bring-up and the head-end link. wan.service loads
 # this module when the job "wan" first runs, not while the hub boots.
 # One task drives the modem (the AT channel runs one command at a time):
-# init -> SIM -> registration -> PDP -> socket -> HELLO/HELLO_ACK, then a loop
+# init -> SIM -> registration -> PDP -> TLS session (run by the modem, with
+# the hub's link certificate; docs/headend-link.md) -> HELLO/HELLO_ACK, then a loop
 # that sends what the outbox says is due, reads frames, answers them and
 # keeps the link alive. Any failure drops the link and starts again; a modem
 # that stops answering gets a hardware reset. docs/headend-link.md.
@@ -19,7 +20,8 @@ _STABLE_MS = 10000
 
 
 class _Planned(Exception):
-    """A planned end of the session: reason "pdp" (refresh), "reinit" or "radio"."""
+    """A planned end of the session: reason "pdp" (refresh), "reinit", "radio"
+    or "credentials" (new link credentials)."""
 
     def __init__(self, reason):
         super().__init__(reason)
@@ -46,15 +48,18 @@ class Wan:
     the settings (wan.settings through KV "wan"), the transaction log and
     outbox (built before the job: emit queues into the outbox meanwhile),
     the identity (the CHF EUI in HELLO), route(frame, tag) for a GBCS frame
-    from the head-end, and the hub's clock (head-end and network time)."""
+    from the head-end, the hub's clock (head-end time sets it, network time
+    is a cross-check) and the link credentials (wan.linkcred)."""
 
-    def __init__(self, store, settings, txlog, outbox, identity, route, clock):
+    def __init__(self, store, settings, txlog, outbox, identity, route, clock, cred=None):
         self.kv = store.kv("wan")
         self._cfg = settings
         self.seen_kv = store.kv("wan_seen")
         self.identity = identity
         self.route = route
         self.clock = clock
+        self.cred = cred
+        self._cred_gen = -1  # the credentials the link was made with
         self.tx = txlog
         self.outbox = outbox
         self.seen = link.SeenIds(32)
@@ -206,6 +211,14 @@ class Wan:
         m = self.modem
         cfg = self.cfg()
         self.outbox.configure(cfg)
+        cred = self.cred
+        if not cred.ready():
+            # no link certificate: no head-end to talk to until one is installed
+            self.state = "no_credentials"
+            self.last_error = "no link certificate"
+            cred.changed.clear()
+            while not cred.ready():
+                await cred.changed.wait_ms(60000)
         if self.need_init:
             self.state = "init"
             await m.init()
@@ -232,7 +245,9 @@ class Wan:
             self.tx.add(ob.TX_PDP_UP, 0, ip or "")
             self.attach_ms = self.mono.ms()
         self.state = "connecting"
-        await m.open_socket(cfg["host"], cfg["port"])
+        self._cred_gen = cred.gen
+        await m.tls_prepare(cred)
+        await m.open_tls(cfg["host"], cfg["port"])
         self.dec.reset()
         await m.send(link.hello(self.identity.chf["eui"], VERSION, self.signal))
         rest = await self._wait_hello_ack(cfg["hello_timeout_ms"])
@@ -306,6 +321,8 @@ class Wan:
                 raise _Planned("reinit")
             if cfg["radio"] and cfg["radio"] != self.radio:
                 raise _Planned("radio")  # a new radio mode: set it, then connect again
+            if self.cred.gen != self._cred_gen:
+                raise _Planned("credentials")  # new link credentials: connect with them
             if time.ticks_diff(now, last_sig) >= cfg["signal_ms"]:
                 last_sig = now
                 self.signal = await m.signal_dbm()
@@ -385,11 +402,13 @@ class Wan:
             raise link.BadType("unexpected frame %d from the head-end" % ftype)
 
     def _time(self, utc):
+        # the head-end's time, over the authenticated link: a time source
         self.clock.from_source("headend", utc)
 
     async def _network_time(self):
-        """The modem's clock (AT+CTZU=1: set from the network's time) to the
-        CH clock; "never set" (year 80) is no source."""
+        """The modem's clock (AT+CTZU=1: set from the network's time, which
+        nothing authenticates) cross-checks the CH clock; "never set" (year
+        80) is nothing to check against."""
         self._nitz = False
         try:
             t = await self.modem.network_time()
@@ -398,7 +417,7 @@ class Wan:
                 raise
             return
         if t is not None:
-            self.clock.from_source("network", t)
+            self.clock.cross_check("network", t)
 
     # ---- what the local-port commands show ----
     def status(self):

@@ -1,6 +1,8 @@
 # SIMCom SIM7600 driver (the dialect in vectors/modem/SIM7600.md): one TCP
-# client link (link 0) in buffer receive mode (AT+CIPRXGET=1), so received
-# data waits in the modem until we read it (back-pressure, small heap).
+# client link (link 0) in buffer receive mode (AT+CIPRXGET=1), or one TLS
+# session run by the modem's own SSL stack (AT+CCHxxx, session 0, SSL context
+# 0, manual receive mode), so received data waits in the modem until we read
+# it (back-pressure, small heap) and no TLS state is on the ESP32's heap.
 from micropython import const
 from array import array
 import asyncio
@@ -25,6 +27,7 @@ TIMINGS = {
     "cpin_retries": 10, "cpin_interval": 1000, "netopen": 75000, "netclose": 60000,
     "cipopen": 15000, "cipsend": 15000, "cipclose": 15000, "rxget": 5000, "cclk": 5000,
     "reg_poll": 1000, "signal_window": 30000, "grace": 300,
+    "cchstart": 30000, "cchopen": 30000, "certdown": 10000,
 }
 
 RADIO_MODES = {
@@ -177,6 +180,9 @@ class Sim7600(Modem):
         self.ip = None
         self.on_data = None
         self.bad_lines = 0
+        self._tls = False  # the open channel is the SSL session (else TCP link 0)
+        self._tls_fp = None  # the link credentials set up in the modem since it booted
+        self._cch_started = False
 
     def set_timings(self, timings):
         """Change timings (ms) on the fly, e.g. from the WAN configuration."""
@@ -231,6 +237,7 @@ class Sim7600(Modem):
         was = self.socket_open
         self.socket_open = False
         self.attached = False
+        self._cch_started = False
         self.net_lost = True
         self._rxev.set()
         if was:
@@ -242,6 +249,21 @@ class Sim7600(Modem):
             self._rx_pending = True
             self._rx_urcs += 1
             self._rxev.set()
+
+    def _on_cch_event(self, line):
+        # +CCHEVENT: 0,RECV EVENT: data waits in session 0 (manual receive mode)
+        if line[11:12] == b"0" and b"RECV EVENT" in line:
+            self._rx_pending = True
+            self._rx_urcs += 1
+            self._rxev.set()
+
+    def _on_cch_closed(self, line):
+        # +CCH_PEER_CLOSED: 0 / +CCH_RECV_CLOSED: 0,<err>: the session ended
+        f = split_fields(line[line.find(b":") + 1:])
+        if to_int(f[0]) == 0 and self._tls:
+            self.socket_open = False
+            self._rxev.set()
+            self._emit(EV_SOCKET_CLOSED, 1)
 
     def _on_push(self, link, mv):
         if link in (0, -1):
@@ -258,6 +280,9 @@ class Sim7600(Modem):
         self.attached = False
         self.pb_done = False
         self._pin_tried = None  # the PIN entered since boot (one try per PIN)
+        self._tls = False
+        self._tls_fp = None
+        self._cch_started = False
         self._reg = [REG_UNKNOWN, REG_UNKNOWN, REG_UNKNOWN]
         self.reg_stat = REG_UNKNOWN
         self._rxev.set()
@@ -458,8 +483,12 @@ class Sim7600(Modem):
 
     async def detach(self):
         await self._quiet("AT+NETCLOSE", b"+NETCLOSE:", self.t["netclose"])
+        if self._cch_started:
+            await self._quiet("AT+CCHSTOP", b"+CCHSTOP:", self.t["cchstart"])
+            self._cch_started = False
         self.attached = False
         self.socket_open = False
+        self._tls = False
 
     async def open_socket(self, host, port):
         at = self.at
@@ -467,17 +496,7 @@ class Sim7600(Modem):
         await at.cmd("AT+CIPRXGET=1")
         self._rx_pending = False
         self._rxq = []
-        err = -1
-        try:
-            lines = await at.cmd('AT+CIPOPEN=0,"TCP","%s",%d' % (host, port), b"+CIPOPEN:",
-                                 t["cipopen"], b"+CIPOPEN:")
-        except ATTimeout:
-            raise
-        except ATError as e:
-            lines = e.lines
-        for ln in lines:
-            if ln.startswith(b"+CIPOPEN:"):
-                err = _last_int(ln)
+        err = await self._open('AT+CIPOPEN=0,"TCP","%s",%d' % (host, port), b"+CIPOPEN:", t["cipopen"])
         if err != 0:
             await self._quiet("AT+CIPCLOSE=0", b"+CIPCLOSE:", t["cipclose"])
             if err == 2:
@@ -485,8 +504,110 @@ class Sim7600(Modem):
             raise SocketOpenFailed(err)
         self.socket_open = True
 
+    # ---- TLS in the modem (the SIM7500/SIM7600 SSL AT commands) ----
+    async def tls_prepare(self, cred):
+        """The link credentials into the modem (once per fingerprint and modem
+        boot): the three PEM files of cred.files() downloaded (AT+CCERTDOWN)
+        unless AT+CCERTLIST has them, older chub*.pem files deleted, SSL
+        context 0 set to TLS 1.2 with server and client authentication."""
+        fp, files = cred.files()
+        if fp == self._tls_fp:
+            return
+        at = self.at
+        t = self.t
+        have = []
+        for ln in await at.cmd("AT+CCERTLIST", b"+CCERTLIST:"):
+            have.append(str(split_fields(ln, b"+CCERTLIST:")[0], "ascii"))
+        want = [f[0] for f in files]
+        for name in have:
+            if name.startswith("chub") and name not in want:
+                await self._quiet('AT+CCERTDELE="%s"' % name)
+        for name, kind in files:
+            if name not in have:
+                data = cred.render(kind)
+                await at.cmd('AT+CCERTDOWN="%s",%d' % (name, len(data)), None, t["certdown"], None, data)
+                data = None
+        # TLS 1.2; verify the server against the anchor, present our certificate;
+        # validity periods not checked against the modem's clock (it is not a
+        # trusted time: docs/headend-link.md)
+        for c in ('AT+CSSLCFG="sslversion",0,3', 'AT+CSSLCFG="authmode",0,2', 'AT+CSSLCFG="ignorelocaltime",0,1',
+                  'AT+CSSLCFG="cacert",0,"%s"' % want[0], 'AT+CSSLCFG="clientcert",0,"%s"' % want[1],
+                  'AT+CSSLCFG="clientkey",0,"%s"' % want[2], "AT+CCHSET=1,1", "AT+CCHMODE=0"):
+            await at.cmd(c)
+        self._tls_fp = fp
+
+    async def open_tls(self, host, port):
+        """The SSL service started (once per attach), session 0 on SSL
+        context 0, AT+CCHOPEN: the modem connects and runs the handshake.
+        SocketOpenFailed(err) with the modem's <err> (15: handshake)."""
+        at = self.at
+        t = self.t
+        self._rx_pending = False
+        self._rxq = []
+        if not self._cch_started:
+            err = await self._cchstart()
+            if err != 0:
+                # started by an earlier session the modem kept: stop it, start again
+                await self._quiet("AT+CCHSTOP", b"+CCHSTOP:", t["cchstart"])
+                err = await self._cchstart()
+            if err != 0:
+                raise SocketOpenFailed(err)
+            self._cch_started = True
+        await at.cmd("AT+CCHSSLCFG=0,0")
+        err = await self._open('AT+CCHOPEN=0,"%s",%d,2' % (host, port), b"+CCHOPEN:", t["cchopen"])
+        if err != 0:
+            await self._quiet("AT+CCHCLOSE=0", b"+CCHCLOSE:", t["cipclose"])
+            raise SocketOpenFailed(err)
+        self._tls = True
+        self.socket_open = True
+
+    async def _cchstart(self):
+        try:
+            lines = await self.at.cmd("AT+CCHSTART", None, self.t["cchstart"], b"+CCHSTART:")
+        except ATTimeout:
+            raise
+        except ATError:
+            return -1
+        return _last_int(lines[-1]) if lines else -1
+
+    async def _send_tls(self, mv):
+        i = 0
+        while i < len(mv):
+            n = min(_CHUNK, len(mv) - i)
+            if not self.socket_open:
+                raise SocketClosed()
+            try:
+                lines = await self.at.cmd("AT+CCHSEND=0,%d" % n, b"+CCHSEND:", self.t["cipsend"], b"+CCHSEND:",
+                                          mv[i:i + n])
+            except ATTimeout:
+                raise
+            except ATError:
+                lines = None
+            if not lines or _last_int(lines[-1]) != 0:
+                self.socket_open = False
+                raise SocketClosed()
+            i += n
+        return i
+
+    async def _open(self, cmd, result, timeout_ms):
+        # an open (AT+CIPOPEN, AT+CCHOPEN) with its result line either side
+        # of OK -> the result's <err> (-1: none came)
+        try:
+            lines = await self.at.cmd(cmd, result, timeout_ms, result)
+        except ATTimeout:
+            raise
+        except ATError as e:
+            lines = e.lines
+        err = -1
+        for ln in lines:
+            if ln.startswith(result):
+                err = _last_int(ln)
+        return err
+
     async def send(self, data):
         mv = memoryview(data)
+        if self._tls:
+            return await self._send_tls(mv)
         t = self.t
         i = 0
         while i < len(mv):
@@ -515,6 +636,17 @@ class Sim7600(Modem):
         # coroutine resuming (same UART burst): the flag is then left set,
         # because the reply's remaining count predates that data.
         seen = self._rx_urcs
+        if self._tls:
+            try:
+                lines, data = await self.at.cmd_data("AT+CCHRECV=0,%d" % _CHUNK, b"+CCHRECV: DATA,",
+                                                     self.t["rxget"], b"+CCHRECV: 0,")
+            except ATTimeout:
+                raise
+            except ATError:
+                data = None
+            # a full chunk may have more behind it (no count of the rest here)
+            self._rx_pending = (data is not None and len(data) == _CHUNK) or self._rx_urcs != seen
+            return data or b""
         try:
             lines, data = await self.at.cmd_data("AT+CIPRXGET=2,0,%d" % _CHUNK, b"+CIPRXGET: 2,",
                                                  self.t["rxget"])
@@ -557,6 +689,12 @@ class Sim7600(Modem):
         self._rxev.set()
 
     async def poll_rx(self):
+        if self._tls:
+            lines = await self.at.cmd("AT+CCHRECV?", b"+CCHRECV: LEN,")
+            if lines and split_fields(lines[-1], b"+CCHRECV: LEN,")[0] not in (b"0", b""):
+                self._rx_pending = True
+                return True
+            return False
         lines = await self.at.cmd("AT+CIPRXGET=4,0", b"+CIPRXGET: 4,")
         if lines and not lines[-1].endswith(b",0"):
             self._rx_pending = True
@@ -575,7 +713,11 @@ class Sim7600(Modem):
                 return
 
     async def close_socket(self):
-        await self._quiet("AT+CIPCLOSE=0", b"+CIPCLOSE:", self.t["cipclose"])
+        if self._tls:
+            await self._quiet("AT+CCHCLOSE=0", b"+CCHCLOSE:", self.t["cipclose"])
+            self._tls = False
+        else:
+            await self._quiet("AT+CIPCLOSE=0", b"+CIPCLOSE:", self.t["cipclose"])
         self.socket_open = False
 
     async def network_time(self):
@@ -602,6 +744,8 @@ _URCS = (
     (b"+IPCLOSE:", Sim7600._on_ipclose), (b"+CIPEVENT:", Sim7600._on_cipevent),
     (b"+CIPRXGET: 1,", Sim7600._on_rx), (b"RDY", Sim7600._on_boot), (b"+CPIN:", Sim7600._on_cpin),
     (b"PB DONE", Sim7600._on_pb_done),
+    (b"+CCHEVENT:", Sim7600._on_cch_event), (b"+CCH_PEER_CLOSED:", Sim7600._on_cch_closed),
+    (b"+CCH_RECV_CLOSED:", Sim7600._on_cch_closed),
     (b"+CTZV:", Sim7600._on_time), (b"*PSUTTZ:", Sim7600._on_time), (b"+CTZE:", Sim7600._on_time),
 )
 _URC_PREFIXES = tuple(u[0] for u in _URCS)

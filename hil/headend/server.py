@@ -1,6 +1,11 @@
 """Head-end link server (docs/headend-link.md) on the rig's asyncio loop.
 
-The hub reaches it through the modem emulator's real TCP socket. It answers
+The hub reaches it through the modem emulator's real TCP connection, over
+TLS when `tls` (a CPython server context: chub.core.pki.headend_context)
+is given: a client certificate chaining to the hubs' CA is required, and the
+HELLO's EUI-64 must be the one in that certificate; a connection that fails
+either is refused (`refused` says why) and leaves the connected hub's link
+alone. It answers
 HELLO with HELLO_ACK (its time), sends GBCS commands rebuilt by `HeadEnd`
 (hil/headend/gbcs.py) with link frame ids and resends them after a reconnect
 until the hub ACKs them, ACKs the hub's GBCS frames, drops duplicates by id
@@ -14,6 +19,7 @@ threads; the `a*` coroutines run on the rig's loop.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import struct
 import time
 import zlib
@@ -60,6 +66,78 @@ def split_frames(buf: bytearray) -> list[tuple[int, int, bytes]]:
         out.append((ftype, fid, bytes(buf[9 : 9 + n])))
         del buf[: 13 + n]
     return out
+
+
+class _TlsStream:
+    """The server side of TLS over a plain connection, through memory BIOs
+    (asyncio's start_tls can lose a ClientHello that arrived first); reads
+    and writes like the StreamReader/StreamWriter pair it wraps."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ctx: ssl.SSLContext) -> None:
+        self.r, self.w = reader, writer
+        self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(self.inc, self.out, server_side=True)
+
+    async def _more(self) -> bool:
+        self._flush()
+        data = await self.r.read(16384)
+        if not data:
+            self.inc.write_eof()
+            return False
+        self.inc.write(data)
+        return True
+
+    def _flush(self) -> None:
+        data = self.out.read()
+        if data and not self.w.is_closing():
+            self.w.write(data)
+
+    async def handshake(self) -> None:
+        while True:
+            try:
+                self.obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                if not await self._more():
+                    raise ConnectionError("closed in the TLS handshake") from None
+        self._flush()
+
+    def cert_eui(self) -> bytes:
+        """The EUI-64 in the client's certificate."""
+        from chub.core.pki import eui_from_certificate
+
+        der = self.obj.getpeercert(binary_form=True)
+        if not der:
+            raise ValueError("no client certificate")
+        eui = eui_from_certificate(der)
+        if len(eui) != 8:
+            raise ValueError("no EUI-64 in the client certificate")
+        return eui
+
+    async def read(self, n: int) -> bytes:
+        while True:
+            try:
+                data = self.obj.read(n)
+                self._flush()
+                return data
+            except ssl.SSLWantReadError:
+                if not await self._more():
+                    return b""
+            except ssl.SSLZeroReturnError:
+                return b""
+
+    def write(self, data: bytes) -> None:
+        self.obj.write(data)
+        self._flush()
+
+    async def drain(self) -> None:
+        await self.w.drain()
+
+    def is_closing(self) -> bool:
+        return self.w.is_closing()
+
+    def close(self) -> None:
+        self.w.close()
 
 
 @dataclass
@@ -109,9 +187,12 @@ class _Pending:
 
 
 class HeadEndServer:
-    def __init__(self, headend: HeadEnd | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(self, headend: HeadEnd | None = None, host: str = "127.0.0.1",
+                 tls: ssl.SSLContext | None = None) -> None:
         self.headend = headend
         self.host = host
+        self.tls = tls
+        self.refused: list[str] = []  # connections refused (TLS handshake, certificate/HELLO mismatch)
         self.port = 0
         self.loop: asyncio.AbstractEventLoop | None = None
         self.hellos: list[Hello] = []
@@ -150,10 +231,17 @@ class HeadEndServer:
 
     # --- one connection -----------------------------------------------------
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        self._writer = writer
-        self.connections += 1
+        cert_eui = None
+        if self.tls is not None:
+            tls = _TlsStream(reader, writer, self.tls)
+            try:
+                await asyncio.wait_for(tls.handshake(), 30)
+                cert_eui = tls.cert_eui()
+            except (ssl.SSLError, OSError, ValueError, TimeoutError) as e:
+                self.refused.append(f"TLS: {type(e).__name__}: {e}")
+                writer.close()
+                return
+            reader = writer = tls  # type: ignore[assignment]
         buf = bytearray()
         hello = False
         try:
@@ -161,7 +249,15 @@ class HeadEndServer:
                 buf += data
                 for ftype, fid, p in split_frames(buf):
                     if ftype == HELLO:
+                        if cert_eui is not None and p[:8] != cert_eui:
+                            self.refused.append(f"HELLO from {p[:8].hex()} over {cert_eui.hex()}'s certificate")
+                            raise LinkProtocolError("HELLO EUI-64 is not the certificate's")
                         self._hello(p)
+                        if not hello:  # this connection is the hub's link now
+                            if self._writer is not None and self._writer is not writer:
+                                self._writer.close()
+                            self._writer = writer
+                            self.connections += 1
                         hello = True
                         writer.write(frame(HELLO_ACK, 0, self._now().to_bytes(4, "big")))
                         for pc in self._cmds.values():  # resend what the hub has not ACKed
@@ -174,6 +270,8 @@ class HeadEndServer:
                 await writer.drain()
         except (LinkProtocolError, ValueError) as e:
             self.errors.append(str(e))
+        except ssl.SSLError as e:  # a tampered or replayed record: the connection is over
+            self.errors.append(f"TLS: {e}")
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:

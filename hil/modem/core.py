@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from hil.modem.config import CME_TEXT, MAX_SEND, Link, Sim7600Config, framed
 
@@ -47,6 +47,8 @@ class ModemCore:
         self._rtc_utc: float | None = None  # UTC at _rtc_mono; None = never set
         self.rtc_zone = 0  # quarter hours
         self._rtc_mono = time.monotonic()
+        self.cert_files: dict[str, bytes] = {}  # AT+CCERTDOWN: the modem's file system keeps them across boots
+        self.tls_errors: list[str] = []  # TLS handshakes and records the SSL sessions refused
         self._power_on_state()
 
     # ----------------------------------------------------------- state model
@@ -71,9 +73,17 @@ class ModemCore:
         self.ciphead = 1
         self.header_type = 0
         self.links: dict[int, Link] = {}
+        # the SSL service (hil.modem.tls): started, AT+CCHSET, contexts, sessions
+        self.cch_started = False
+        self.cch_report = 0
+        self.cch_recv_mode = 0
+        self.ssl_ctx: dict[int, dict[str, str | int]] = {}
+        self.cch_ctx: dict[int, int] = {}  # session -> SSL context
+        self.cch: dict[int, Any] = {}  # session -> hil.modem.tls.TlsSession
         self.ctzu = 0
         self.ctzr = 0
         self._send: tuple[int, int] | None = None  # (link, bytes still to come) after the prompt
+        self._sink: Callable[[bytes], Awaitable[None]] | None = None  # where that payload goes (None: link)
         self._send_data = b""
         self._send_var: int | None = None  # link of a send ended by Ctrl-Z
         self._inbuf = bytearray()
@@ -180,20 +190,25 @@ class ModemCore:
         self.urc(*lines)
 
     def reboot(self) -> None:
-        """Links closed, power-on state, boot URCs after cfg.boot_delay."""
+        """Links and SSL sessions closed, power-on state, boot URCs after cfg.boot_delay."""
         self.close_links()
+        for s in self.cch.values():
+            s.close(urc=False)
         self.resets += 1
         self._power_on_state()
         self.later(self.cfg.boot_delay, self._boot_urcs)
 
-    def expect_payload(self, link: int, count: int | None) -> None:
+    def expect_payload(self, link: int, count: int | None,
+                       sink: Callable[[bytes], Awaitable[None]] | None = None) -> None:
         """After the '>' prompt the hub's next `count` bytes (None: bytes up to
-        Ctrl-Z; Esc cancels) go out on `link` instead of being read as commands."""
+        Ctrl-Z; Esc cancels) go out on `link` (or to `sink(data)`: an SSL
+        session, a certificate file) instead of being read as commands."""
         if count is None:
             self._send_var = link
         else:
             self._send = (link, count)
             self._send_data = b""
+            self._sink = sink
 
     async def _process(self) -> None:
         buf = self._inbuf
@@ -211,7 +226,11 @@ class ModemCore:
                     self._send = (link, need)
                     return
                 self._send = None
-                await self._finish_send(link, self._send_data)
+                sink, self._sink = self._sink, None
+                if sink is not None:
+                    await sink(self._send_data)
+                else:
+                    await self._finish_send(link, self._send_data)
                 continue
             if self._send_var is not None:
                 i = buf.find(b"\x1a")

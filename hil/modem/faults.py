@@ -82,7 +82,12 @@ class FaultInjection(ModemCore):
 
     # -- links
     def remote_close(self, link: int = 0) -> None:
-        """The far end closes the link: +IPCLOSE: <link>,1."""
+        """The far end closes the link: +IPCLOSE: <link>,1 (an open SSL
+        session <link>: +CCH_PEER_CLOSED: <link>)."""
+        s = self.cch.get(link)
+        if s is not None and s.open:
+            s.close("remote close")
+            return
         lk = self.links.get(link)
         if lk and lk.open:
             self.close_link(lk)
@@ -95,12 +100,22 @@ class FaultInjection(ModemCore):
             if lk.open:
                 self.close_link(lk)
                 lines.append(f"+IPCLOSE: {n},1")
+        for n, s in sorted(self.cch.items()):
+            if s.open:
+                s.close("network", urc=False)
+                lines.append(f"+CCH_PEER_CLOSED: {n}")
         lines = (lines + [NET_CLOSED]) if self.cfg.ipclose_on_drop else [NET_CLOSED]
         self.links.clear()
         self.urc(*lines)
 
     def push_to_link(self, link: int, data: bytes) -> None:
-        """Deliver data on a link as if it came from the network."""
+        """Deliver data on a link as if it came from the network. On an open
+        SSL session <link> the bytes enter below TLS, as injected on the wire:
+        the session's TLS layer takes them (a forged record ends it)."""
+        s = self.cch.get(link)
+        if s is not None and s.open:
+            s.wire_in(data)
+            return
         lk = self.links[link]
         self.deliver(link, lk, data)
 

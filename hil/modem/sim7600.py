@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from hil.modem import clock, general, network, packet, power, sim, sockets
+from hil.modem import clock, general, network, packet, power, sim, sockets, tls
 from hil.modem.config import Sim7600Config
 from hil.modem.core import Handler
 from hil.modem.faults import FaultInjection
 
-GROUPS = (general, sim, network, packet, sockets, clock, power)
+GROUPS = (general, sim, network, packet, sockets, tls, clock, power)
 
 
 def command_table(*tables: Mapping[str, Handler]) -> dict[str, Handler]:

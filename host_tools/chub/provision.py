@@ -10,7 +10,6 @@ credential, then one commit on the hub.
 
 from __future__ import annotations
 
-import datetime
 import getpass
 import json
 import os
@@ -22,119 +21,14 @@ from typing import Any
 
 from .core.dcc import TEST_DCC, anchor_cells
 from .core.paths import keystore_dir, state_dir
+from .core.pki import LinkCA, TestCA, eui_from_certificate, link_pop_message  # noqa: F401 (re-exported)
 from .core.records import DEFAULT_OUI, ProvisionDB, ProvisionError
 
-# hardwareModuleName (RFC 4108) carries the EUI-64 in the subjectAltName, as
-# GB SMKI device certificates do; hwType is an OID under the IANA example
-# enterprise number (documentation only): this is a test CA.
-HW_TYPE_OID = "1.3.6.1.4.1.32473.1.1"
-ID_ON_HW_MODULE_NAME = "1.3.6.1.5.5.7.8.4"
 POP_LABEL = b"chub-prov-pop"
 
 
 class AlreadyProvisioned(ProvisionError):
     pass
-
-
-# --- the local test CA -----------------------------------------------------------
-
-
-class TestCA:
-    """A P-256 CA kept in the state dir (created at first use); it issues the
-    hub's device certificates. A test CA: not a GB SMKI Organisation CA."""
-
-    def __init__(self, folder: Path | None = None) -> None:
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import NameOID
-
-        self.folder = Path(folder) if folder else state_dir() / "ca"
-        key_path, cert_path = self.folder / "ca.key", self.folder / "ca.pem"
-        if key_path.exists() and cert_path.exists():
-            self.key = serialization.load_pem_private_key(key_path.read_bytes(), None)
-            self.cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-            return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "chub local test CA"),
-                          x509.NameAttribute(NameOID.ORGANIZATION_NAME, "chub (test only)")])
-        now = datetime.datetime.now(datetime.UTC)
-        ski = x509.SubjectKeyIdentifier.from_public_key(self.key.public_key())
-        self.cert = (
-            x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=3650))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-            .add_extension(ski, critical=False)
-            .sign(self.key, hashes.SHA256())
-        )
-        tmp = key_path.with_suffix(".tmp")
-        tmp.write_bytes(self.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()))
-        os.chmod(tmp, 0o600)
-        cert_path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
-        tmp.replace(key_path)
-
-    def issue(self, eui: bytes, public_point: bytes, usage: str) -> bytes:
-        """A device certificate (DER): empty subject, the EUI-64 as a
-        hardwareModuleName in a critical subjectAltName, key usage
-        keyAgreement ("ka") or digitalSignature ("ds")."""
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-
-        pub = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), public_point)
-        hw = _der_hw_module_name(eui)
-        now = datetime.datetime.now(datetime.UTC)
-        ku = x509.KeyUsage(digital_signature=usage == "ds", content_commitment=False, key_encipherment=False,
-                           data_encipherment=False, key_agreement=usage == "ka", key_cert_sign=False,
-                           crl_sign=False, encipher_only=False, decipher_only=False)
-        cert = (
-            x509.CertificateBuilder().subject_name(x509.Name([])).issuer_name(self.cert.subject)
-            .public_key(pub).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.UTC))
-            .add_extension(x509.SubjectAlternativeName([x509.OtherName(x509.ObjectIdentifier(ID_ON_HW_MODULE_NAME), hw)]),
-                           critical=True)
-            .add_extension(ku, critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(pub), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False)
-            .sign(self.key, hashes.SHA256())
-        )
-        return cert.public_bytes(serialization.Encoding.DER)
-
-
-def _der_hw_module_name(eui: bytes) -> bytes:
-    """HardwareModuleName ::= SEQUENCE { hwType OID, hwSerialNum OCTET STRING }."""
-    parts = [int(x) for x in HW_TYPE_OID.split(".")]
-    body = bytes([40 * parts[0] + parts[1]])
-    for p in parts[2:]:
-        enc = [p & 0x7F]
-        p >>= 7
-        while p:
-            enc.append(0x80 | (p & 0x7F))
-            p >>= 7
-        body += bytes(reversed(enc))
-    oid = bytes([0x06, len(body)]) + body
-    serial = bytes([0x04, len(eui)]) + eui
-    inner = oid + serial
-    return bytes([0x30, len(inner)]) + inner
-
-
-def eui_from_certificate(der: bytes) -> bytes:
-    """The EUI-64 in a device certificate's hardwareModuleName."""
-    from cryptography import x509
-
-    cert = x509.load_der_x509_certificate(der)
-    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    for gn in san:
-        if isinstance(gn, x509.OtherName) and gn.type_id.dotted_string == ID_ON_HW_MODULE_NAME:
-            v = gn.value
-            return v[-8:] if v[-10] == 0x04 and v[-9] == 8 else b""
-    raise ProvisionError("no hardwareModuleName in the certificate")
 
 
 # --- trust anchors -----------------------------------------------------------------
@@ -184,11 +78,29 @@ def _verify_pop(nonce: bytes, dev: dict[str, str]) -> None:
         raise ProvisionError(f"the hub's proof of possession for {dev['eui']} does not verify: {e!r}") from None
 
 
+def _verify_link_pop(nonce: bytes, chf: str, link: dict[str, str]) -> bytes:
+    """The hub's head-end link key: its proof of possession -> the public key."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+    try:
+        pub_b, pop = bytes.fromhex(link["pub"]), bytes.fromhex(link["pop"])
+        pub = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), pub_b)
+        sig = encode_dss_signature(int.from_bytes(pop[:32], "big"), int.from_bytes(pop[32:], "big"))
+        pub.verify(sig, link_pop_message(nonce, bytes.fromhex(chf), pub_b), ec.ECDSA(hashes.SHA256()))
+    except (InvalidSignature, ValueError, KeyError, TypeError) as e:
+        raise ProvisionError(f"the hub's proof of possession for its link key does not verify: {e!r}") from None
+    return pub_b
+
+
 def provision(  # noqa: C901 - one run, step by step
     client: Any,
     db: ProvisionDB,
     ca: TestCA,
     *,
+    link_ca: LinkCA | None = None,
     keystore: Path,
     force: bool = False,
     oui: str | None = None,
@@ -245,7 +157,16 @@ def provision(  # noqa: C901 - one run, step by step
             client.call("prov_stage", gen=gen, cert={"device": name, "usage": usage, "der": der.hex()})
             if after_stage:
                 after_stage(f"cert {name}_{usage}")
-    step("4 certificates issued and staged")
+    # the head-end link: a TLS client certificate for the hub's link key, and
+    # the head-end link CA as the only anchor the hub accepts the head-end by
+    link_pub = _verify_link_pop(nonce, chf, begun.get("link") or {})
+    der = ca.issue_link(bytes.fromhex(chf), link_pub)
+    certs["chf_link"] = der.hex()
+    client.call("prov_stage", gen=gen, cert={"device": "chf", "usage": "link", "der": der.hex()})
+    client.call("prov_stage", gen=gen, link_anchor=(link_ca or LinkCA(ca.folder)).der.hex())
+    if after_stage:
+        after_stage("cert chf_link")
+    step("5 certificates issued and staged (GBCS KA and DS for the CHF and GPF, the head-end link's)")
     for name in ("chf", "gpf"):
         client.call("prov_stage", gen=gen, device=name, anchors=anchors)
     client.call("prov_stage", gen=gen, installer={"id": inst_id, "key": key.hex()})

@@ -297,3 +297,28 @@ def test_cpsi_non_ascii_is_a_format_error():
         except ATFormatError:
             continue
         raise AssertionError("accepted %r" % bad)
+
+
+def test_ssl_session_read_binary_then_result_line():
+    # AT+CCHRECV=0,1460 (manual receive mode): the block, then +CCHRECV: 0,0 and OK
+    p, seen, _ = _parser()
+    p.begin(b"AT+CCHRECV=0,1460", b"+CCHRECV: DATA,", b"+CCHRECV: 0,")
+    block = b"CH\x05\r\nOK\r\n>\x00"
+    _feed_bytewise(p, b"\r\n+CCHRECV: DATA,0,%d\r\n" % len(block) + block + b"\r\n+CCHRECV: 0,0\r\n\r\nOK\r\n")
+    assert p.finished and p.result is None and bytes(p.data) == block, (p.result, p.data)
+    # nothing waiting: no block, the result line and OK
+    p.begin(b"AT+CCHRECV=0,1460", b"+CCHRECV: DATA,", b"+CCHRECV: 0,")
+    p.feed(b"\r\n+CCHRECV: 0,0\r\n\r\nOK\r\n")
+    assert p.finished and p.result is None and p.data is None
+    # a bad count ends the command with an error instead of swallowing the stream
+    p.begin(b"AT+CCHRECV=0,1460", b"+CCHRECV: DATA,", b"+CCHRECV: 0,")
+    p.feed(b"\r\n+CCHRECV: DATA,0,99999\r\n")
+    assert p.finished and isinstance(p.result, ATError)
+    assert p.garbled == 0
+
+
+def test_ssl_session_pushed_data_and_urcs():
+    # automatic receive mode pushes +CCHRECV: DATA,<s>,<n> + bytes; the SSL URCs are known ones
+    p, seen, data = _parser()
+    p.feed(b"\r\n+CCHRECV: DATA,0,4\r\nab\r\n\r\n+CCHEVENT: 0,RECV EVENT\r\n\r\n+CCH_PEER_CLOSED: 0\r\n")
+    assert data == [(0, b"ab\r\n")] and p.garbled == 0 and p.urcs == 3

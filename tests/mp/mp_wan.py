@@ -12,7 +12,7 @@ from store import Store
 from wan import outbox as ob
 from wan import service, settings
 
-HEAP = "256k"
+HEAP = "384k"  # wan.sim7600 (with its TLS commands) compiles from source here
 
 
 def _wan(event_log=None):
@@ -92,25 +92,27 @@ def test_emit_alert_class_follows_critical_alerts_setting():
 def test_clock_step_logged_and_in_status():
     import struct
 
-    from codes import EV_CLOCK_STEP
+    from codes import EV_CLOCK_ADJUSTED, EV_CLOCK_DISAGREES, EV_CLOCK_STEP
 
     flashfs.fresh()
     w, clk = _wan(_event_log(1000))
     st = clk.status()  # what `status` reports as "clock" (tests/test_hil_wan_faults.py)
     assert st["valid"] is False and st["source"] is None
     t = board.utc()
-    assert clk.from_source("network", t - 30) in (-30, -31)
+    assert clk.from_source("headend", t - 30) in (-30, -31)  # not valid yet: set
     assert abs(board.utc() - (t - 30)) <= 1  # the board RTC was corrected
     ev = w.event_log.entries()
     assert len(ev) == 1 and ev[0][1] == EV_CLOCK_STEP, ev
     step = struct.unpack(">i", ev[0][2][:4])[0]
-    assert step in (-30, -31) and ev[0][2][4:] == b"network"
+    assert step in (-30, -31) and ev[0][2][4:] == b"headend"
     tx = [e for e in w.txlog.entries() if e["event"] == "time_step"]
-    assert len(tx) == 1 and tx[0]["detail"] == "%+d network" % step
-    clk.from_source("headend", board.utc() + 3)  # small: corrected, not logged
-    assert len(w.event_log.entries()) == 1
+    assert len(tx) == 1 and tx[0]["detail"] == "%+d headend set" % step
+    clk.from_source("headend", board.utc() + 3)  # within tolerance: adjusted, 0x8145
+    assert [e[1] for e in w.event_log.entries()] == [EV_CLOCK_STEP, EV_CLOCK_ADJUSTED]
+    clk.cross_check("network", board.utc() + 600)  # the network disagrees: an event, no step
+    assert w.event_log.entries()[-1][1] == EV_CLOCK_DISAGREES and abs(board.utc() - (t - 27)) <= 1
     st = clk.status()
-    assert st["valid"] and st["source"] == "headend" and st["steps"] == 1
+    assert st["valid"] and st["source"] == "headend" and st["steps"] == 1 and st["disagreements"] == 1
 
 
 def test_last_gasp_without_alert_keys_logs_and_restores():
