@@ -77,7 +77,7 @@ class Hub:
         rt = self.router = route_router.Router(st, chf, ident, dl, ev, sec, _utc2000,
                                                gpf=gpf, coordinator=coord, emit=wan.emit)
         wan.route = rt.route
-        wan.attach_chf(chf, ev)
+        wan.attach_chf(chf, ev, sec)
         self.emit = wan.emit
         watch.send = self.security_alert
         coord.on_tunnel_message = rt.on_tunnel_message

@@ -48,6 +48,8 @@ EV_JOIN_BAD_KEY = const(0x8F53)  # Failed Authentication or Authorisation not co
 
 # security log: the local port's installer authentication (local_port.InstallerAuth; data = reason text)
 EV_AUTH_FAILED = const(0x8F53)  # Failed Authentication or Authorisation not covered by other codes: wrong installer credential, bad or stale request tag
+# security log: the head-end link (wan.session; data = "headend tls" | host)
+EV_HEADEND_REFUSED = const(0x8F53)  # Failed Authentication or Authorisation not covered by other codes: the modem refused the head-end's TLS handshake (its certificate does not chain to the link anchor)
 # event log: an installer session opened on the local port
 EV_LOCAL_PORT_SESSION = const(0x81A5)  # Communication From Local Port (e.g. Optical): installer authenticated
 

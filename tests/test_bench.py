@@ -26,6 +26,8 @@ PUBLISHED = {
     "e2e_ms", "e2e_ch_ms", "power_cut_recovery_s", "power_cuts_tried", "power_cuts_survived",
     "power_cuts_survived_ratio", "faults_injected", "faults_survived", "fuzz_inputs", "fuzz_crashes",
     "image_qstrs", "image_qstr_pools",
+    # trust at the boundaries (issue 16)
+    "auth_failures_per_s_max", "link_handshake_ms", "link_frame_overhead_us", "tls_heap_kb",
 }
 
 
@@ -57,3 +59,5 @@ def test_bench_json_has_the_published_figures() -> None:
     assert figures["block_writes"] > 100 and figures["block_erases"] > 0
     assert 0 < figures["boot_to_ready_s"] < 30
     assert 0 < figures["ecdh_ms"] < 1000
+    # the local port's back-off: a guesser gets a couple of checks a second at most
+    assert 1 <= figures["auth_failures_per_s_max"] <= 2

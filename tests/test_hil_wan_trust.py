@@ -207,6 +207,9 @@ def test_campaign_wrong_headend_certificate_refused(system: EmulatedSystem, tmp_
         assert rogue.hellos == [] and rogue.connections == 0
         st = s.call("wan_status")
         assert not st["connected"] and "SocketOpenFailed" in (st["last_error"] or "") and st["drops"] == drops + 1
+        # the security log keeps the evidence: the refused head-end, 0x8F53
+        sec = [e for e in s.call("logs", which="security")["entries"] if e[1] == 0x8F53]
+        assert any(bytes.fromhex(e[2]).startswith(b"headend tls") for e in sec), sec
         # meanwhile: an alert queued from the local port side stays queued
         assert s.call("status")["version"] and abs(clock_offset(s)) <= 2
     finally:

@@ -20,6 +20,7 @@ from codes import (
     ALERT_ESME_UNDELIVERED,
     ALERT_GSME_NOT_RETRIEVED,
     EV_BAD_DEVICE_MESSAGE,
+    EV_BAD_SETTING,
     EV_BUFFER_FULL,
     EV_MALFORMED,
     EV_QUEUE_DROPPED,
@@ -54,6 +55,13 @@ DEFAULTS = {
 # route_config's ranges (inclusive)
 _RANGES = {"esme_timeout_ms": (100, 600000), "capacity": (1, 256), "max_bytes": (64, 4096),
            "expiry_s": (1, 2678400), "expiry_check_s": (1, 3600), "max_deliveries": (1, 64)}
+
+
+def _setting_ok(k, v):
+    if k not in DEFAULTS:
+        return False
+    lo, hi = _RANGES[k]
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
 
 
 class RouteError(ValueError):
@@ -124,7 +132,17 @@ class Router:
         self.emit = emit
         self.kv = store.kv("route")
         c = dict(DEFAULTS)
-        c.update(self.kv.get("cfg", {}))
+        for k, v in self.kv.get("cfg", {}).items():
+            # flash may hold a value route_config would refuse: the default
+            # stays, and the event log says so
+            if _setting_ok(k, v):
+                c[k] = v
+            else:
+                log("route", "stored setting %s=%r refused: default used" % (k, v))
+                try:
+                    event_log.append(EV_BAD_SETTING, ("route." + str(k)).encode()[:32])
+                except ValueError:
+                    pass
         if cfg:
             c.update(cfg)
         self.cfg = c
@@ -161,8 +179,8 @@ class Router:
         for k, v in changes.items():
             if k not in DEFAULTS:
                 raise ValueError("unknown route setting %r" % k)
-            lo, hi = _RANGES[k]
-            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+            if not _setting_ok(k, v):
+                lo, hi = _RANGES[k]
                 raise ValueError("%s must be an integer %d..%d" % (k, lo, hi))
         self.cfg.update(changes)
         saved = dict(self.kv.get("cfg", {}))

@@ -1,12 +1,9 @@
 # Local-port commands of the WAN (fn(hub, req): docs/local-port.md):
 #   wan_status, wan_config {set: {...}}, transactions {before?}
+# The settings and the transaction log belong to the WAN service, so
+# wan_config and transactions answer also before the job's session runs.
+from local_port import int_arg
 from wan import settings
-
-
-def _session(hub):
-    if hub.wan.session is None:
-        raise OSError("the wan job has not started yet")
-    return hub.wan.session
 
 
 async def wan_status(hub, req):
@@ -16,13 +13,20 @@ async def wan_status(hub, req):
 
 
 async def wan_config(hub, req):
-    s = _session(hub)
     w = hub.wan
-    return settings.configure(s.kv, w.settings, w.outbox, s.modem, hub.clock, req.get("set") or {})
+    modem = w.session.modem if w.session is not None else None
+    return settings.configure(w.store.kv("wan"), w.settings, w.outbox, modem, hub.clock, req.get("set") or {})
 
 
 async def transactions(hub, req):
-    return _session(hub).transactions(req)
+    """{before?: seq} -> the newest entries older than `before` that fit
+    ~1.5 KB, oldest first, each with its seq; `total` = entries held. Page
+    back with before = the first seq of the previous page."""
+    before = req.get("before")
+    if before is not None:
+        before = int_arg(req, "before", 0, 0xFFFFFFFF)
+    tx = hub.wan.txlog
+    return {"total": len(tx), "entries": tx.page(before)}
 
 
 COMMANDS = (("wan_status", wan_status), ("wan_config", wan_config), ("transactions", transactions))

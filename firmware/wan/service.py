@@ -57,12 +57,13 @@ class WanService:
         self.emit = Emit(self)
         self.link = LinkCredentials(store, identity)  # the head-end link's key, certificate, anchor
         self.session = None  # wan.session.Wan once the job has started
-        self.chf = self.event_log = None
+        self.chf = self.event_log = self.security_log = None
         self._last_gasp = None
 
-    def attach_chf(self, chf, event_log):
+    def attach_chf(self, chf, event_log, security_log):
         self.chf = chf
         self.event_log = event_log
+        self.security_log = security_log
         self.settings.report_to(event_log)  # a bad stored setting is reported there
 
     def wake(self):
@@ -88,7 +89,7 @@ class WanService:
             from wan.session import Wan
 
             self.session = Wan(self.store, self.settings, self.txlog, self.outbox, self.identity, self.route,
-                               self.clock, self.link)
+                               self.clock, self.link, self.security_log)
             if self.store.kv("wan_power", keep=False).get("lost") is not None:
                 self.last_gasp().restored()
         await self.session.run()

@@ -10,6 +10,8 @@ import asyncio
 import time
 
 import board
+from codes import EV_HEADEND_REFUSED
+from micropython import const
 from log import log, log_exc
 from version import VERSION
 from wan import at, link
@@ -17,6 +19,7 @@ from wan import modem as md
 from wan import outbox as ob
 
 _STABLE_MS = 10000
+_TLS_HANDSHAKE_FAILED = const(15)  # AT+CCHOPEN's <err>: the handshake failed
 
 
 class _Planned(Exception):
@@ -51,7 +54,7 @@ class Wan:
     from the head-end, the hub's clock (head-end time sets it, network time
     is a cross-check) and the link credentials (wan.linkcred)."""
 
-    def __init__(self, store, settings, txlog, outbox, identity, route, clock, cred=None):
+    def __init__(self, store, settings, txlog, outbox, identity, route, clock, cred=None, security_log=None):
         self.kv = store.kv("wan")
         self._cfg = settings
         self.seen_kv = store.kv("wan_seen")
@@ -59,6 +62,7 @@ class Wan:
         self.route = route
         self.clock = clock
         self.cred = cred
+        self.security_log = security_log  # a refused head-end is written there
         self._cred_gen = -1  # the credentials the link was made with
         self.tx = txlog
         self.outbox = outbox
@@ -247,7 +251,12 @@ class Wan:
         self.state = "connecting"
         self._cred_gen = cred.gen
         await m.tls_prepare(cred)
-        await m.open_tls(cfg["host"], cfg["port"])
+        try:
+            await m.open_tls(cfg["host"], cfg["port"])
+        except md.SocketOpenFailed as e:
+            if e.err == _TLS_HANDSHAKE_FAILED and self.security_log is not None:
+                self.security_log.append(EV_HEADEND_REFUSED, b"headend tls " + cfg["host"].encode()[:32])
+            raise
         self.dec.reset()
         await m.send(link.hello(self.identity.chf["eui"], VERSION, self.signal))
         rest = await self._wait_hello_ack(cfg["hello_timeout_ms"])
@@ -434,14 +443,6 @@ class Wan:
             "garbled": m.garbled() if m else 0,
         }
 
-    def transactions(self, req):
-        """{before?: seq} -> the newest entries older than `before` that fit
-        ~1.5 KB, oldest first, each with its seq; `total` = entries held.
-        Page back with before = the first seq of the previous page."""
-        before = req.get("before")
-        if before is not None and (not isinstance(before, int) or before < 0):
-            raise ValueError("'before' must be an integer >= 0")
-        return {"total": len(self.tx), "entries": self.tx.page(before)}
 
 
 

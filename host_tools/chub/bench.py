@@ -165,6 +165,15 @@ def crypto_figures(heap: str) -> dict[str, Any]:
         return _last_json(_mp([str(BENCH / "mp_crypto.py")], heap, cwd=Path(tmp)))
 
 
+def auth_figures(heap: str) -> dict[str, Any]:
+    """auth_failures_per_s_max: the most wrong installer credentials the
+    local port checks in one second while a guesser hammers it
+    (bench/mp_auth.py; the rest are refused unchecked by the back-off)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        fig = _last_json(_mp([str(BENCH / "mp_auth.py")], heap, cwd=Path(tmp)))
+    return {"auth_failures_per_s_max": fig["auth_failures_per_s_max"]}
+
+
 def run_bench(heap: str | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     from .core.build import build
 
@@ -186,6 +195,7 @@ def run_bench(heap: str | None = None, progress: Callable[[str], None] | None = 
         figures.update(store_figures(heap))
         say("GBCS crypto")
         figures.update(crypto_figures(heap))
+        figures.update(auth_figures(heap))
         figures.update(bench_gbcs.figures(heap))
         figures.update(bench_gpf.figures(heap))
         figures.update(bench_route.figures(heap, image))

@@ -572,3 +572,17 @@ def test_power_cut_during_an_esme_exchange_gives_its_8f84_at_boot():
     # once only: the record is gone, also after another boot
     hub, r = _hub(fresh=False)
     assert len(r.inflight) == 0 and run(r.recover_inflight()) == 0 and len(_outbox(hub)) == 1
+
+
+def test_a_bad_stored_route_setting_is_reported_and_its_default_used():
+    # flash may hold a value no route_config would take (an older firmware,
+    # a corrupted record): the router takes the default and says so once
+    from codes import EV_BAD_SETTING
+
+    flashfs.fresh(128)
+    Store(flashfs.ROOT + "/data").kv("route").set("cfg", {"capacity": "x", "expiry_s": -5, "esme_timeout_ms": 7000})
+    hub, r = _hub(fresh=False)
+    assert r.cfg["capacity"] == R.DEFAULTS["capacity"] and r.cfg["expiry_s"] == R.DEFAULTS["expiry_s"]
+    assert r.cfg["esme_timeout_ms"] == 7000
+    bad = [bytes(d) for _, c, d in hub.event_log.entries() if c == EV_BAD_SETTING]
+    assert sorted(bad) == [b"route.capacity", b"route.expiry_s"], bad

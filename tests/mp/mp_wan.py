@@ -21,7 +21,7 @@ def _wan(event_log=None):
     clk = Clock(board.utc, board.set_utc, board.ticks_ms)
     w = service.WanService(st, None, clk, board.utc, board.power_fail, asyncio.Event())
     if event_log is not None:
-        w.attach_chf(None, event_log(st))
+        w.attach_chf(None, event_log(st), None)
         clk.on_step = StepRecorder(w.txlog, ob.TX_TIME, w.event_log)
     settings.apply_clock(clk, w.settings)
     return w, clk
@@ -145,3 +145,28 @@ def test_last_gasp_without_alert_keys_logs_and_restores():
     assert w.store.kv("wan_power").get("lost") is None
     assert [c for _, c, _ in w.event_log.entries()] == [ALERT_POWER_OUTAGE, ALERT_POWER_RESTORED]
     assert lg.restored() is None and len(w.event_log.entries()) == 2
+
+
+def test_wan_commands_answer_before_the_job_runs():
+    # wan_config and transactions work on the WAN service's settings and
+    # transaction log, which exist before the job's session does
+    from wan import commands
+
+    flashfs.fresh()
+    w, clk = _wan()
+
+    class Hub:  # what the WAN's commands read from the hub
+        wan = w
+        clock = clk
+
+    assert w.session is None
+    r = asyncio.run(commands.wan_config(Hub, {"set": {"ping_ms": 30000}}))
+    assert r["ping_ms"] == 30000 and w.settings["ping_ms"] == 30000
+    t = asyncio.run(commands.transactions(Hub, {}))
+    assert t["total"] == 0 and t["entries"] == []
+    try:
+        asyncio.run(commands.wan_config(Hub, {"set": {"ping_ms": "x"}}))
+        raise AssertionError("a wrong type was taken")
+    except ValueError:
+        pass
+    assert w.settings["ping_ms"] == 30000

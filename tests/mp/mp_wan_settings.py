@@ -35,7 +35,7 @@ def _wan(ev=None):
     clk = Clock(board.utc, board.set_utc, board.ticks_ms)
     w = service.WanService(st, None, clk, board.utc, board.power_fail, asyncio.Event())
     if ev is not None:
-        w.attach_chf(None, ev)
+        w.attach_chf(None, ev, None)
     return st, w, clk
 
 
