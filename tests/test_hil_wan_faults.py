@@ -355,7 +355,7 @@ def test_full_scenario_every_fault(system: EmulatedSystem, vectors: Path) -> Non
         d = [e for e in tx_events(s) if e["event"] == "time_step"][-1]["detail"]
         assert d.endswith(" headend " + word) and 28 <= int(d.split()[0]) <= 32, d
     assert abs(s.call("status")["utc"] - time.time()) <= 2
-    codes = [c for _, c, _ in s.call("logs", which="event")["entries"]]
+    codes = [e[1] for e in s.call("logs", which="event")["entries"]]  # [t, code, data(, count)]
     assert {0x81C6, 0x8F0C, 0x8FF2} <= set(codes), codes
     assert s.call("status")["clock"]["valid"] is True
 

@@ -113,6 +113,10 @@ class Wan:
         cfg = self.cfg()
         m = self.modem = _driver(reader, writer, self._reset_line, cfg.get("timings"))
         m.listener = self._event
+        # the reader runs from the job's start: the modem's notices (RDY,
+        # registration) are taken off the UART also while the session waits
+        # (no link credentials yet), not left to overflow its buffer
+        m.at.start()
         try:
             await self._sessions(m, cfg)
         finally:

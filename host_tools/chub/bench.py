@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import bench_gbcs, bench_gpf, bench_han, bench_proof, bench_route, bench_wan
+from .core.build import RUNTIME_STDLIB, image_modules  # noqa: F401 (bench's public names)
 from .core.paths import BENCH, BOARDS, FIRMWARE, default_heap, micropython_exe
 
 STATUS_CALLS = 50
@@ -48,21 +49,6 @@ def _last_json(text: str, tag: str = "") -> dict[str, Any]:
     raise RuntimeError(f"no {tag or 'JSON'} line in bench output: {text[-400:]}")
 
 
-# The parts of asyncio that load on first use (Event, Lock, wait_for,
-# open_connection): code the hub loads while it runs, so they count in the
-# code's share, not in the working set (together ~4 KB on the unix port).
-RUNTIME_STDLIB = ("asyncio.event", "asyncio.funcs", "asyncio.lock", "asyncio.stream")
-
-
-def image_modules(image: Path) -> list[str]:
-    """Every module of the image by import name, but `main` (which starts the
-    hub), then the library modules the hub loads on first use (RUNTIME_STDLIB).
-    A frozen image's modules are its image.json "frozen_modules" (sources
-    frozen into the binary) beside the .mpy files it ships."""
-    doc = json.loads((image / "image.json").read_text())
-    files = [m for m in doc["modules"] if m.endswith(".mpy")] + list(doc.get("frozen_modules", []))
-    names = {m.rsplit(".", 1)[0].replace("/__init__", "").replace("/", ".") for m in files}
-    return sorted(names - {"main"}) + list(RUNTIME_STDLIB)
 
 
 def import_figures(image: Path, heap: str) -> dict[str, Any]:

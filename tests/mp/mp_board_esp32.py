@@ -5,6 +5,8 @@ import json
 import sys
 import time
 
+HEAP = "768k"  # test_console_release_reaches_the_repl imports the whole hub (app) from source
+
 ROOT = None
 for p in sys.path:
     if p.endswith("tests/mp"):
