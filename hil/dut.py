@@ -67,16 +67,10 @@ class UnixDut:
         self.heap = heap
         self.exe = exe if exe is not None else (dut_binary(self.image) if self.frozen and self.image else None)
         self.flash_blocks = flash_blocks
-        # modules the board imports before the hub starts: every module of a
-        # .mpy image, so the code sits in the heap from boot as a frozen
-        # build's sits in flash. Loaded lazily instead, a module that needs
-        # the next pool of interned names (a few dozen KB in one piece) can
-        # meet a fragmented heap hours later (docs/proof.md, the qstr trap).
-        # The bench's heap figures rely on it too: with all code loaded first,
-        # the live heap above the code's share is the data working set.
-        from chub.core.build import image_modules
-
-        self.preload: list[str] = image_modules(self.image) if self.image is not None and not self.frozen else []
+        # modules the board imports before the hub starts (the bench's heap
+        # figures: with all code loaded first, the live heap above the code's
+        # share is the data working set)
+        self.preload: list[str] = []
         self.flash_path = self.workdir / "flash.bin"
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0

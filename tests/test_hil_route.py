@@ -57,7 +57,7 @@ def sysm(tmp_path_factory: pytest.TempPathFactory, hub_image: Path) -> Iterator[
     # 768k as the other HAN/GPF scenarios: on the unix port the bytecode of
     # every feature lives in the heap, and the GPF's use cases (loaded with
     # the first TOM command) do not fit next to the rest in 512k
-    s = EmulatedSystem(tmp_path_factory.mktemp("route") / "sys", image=hub_image, fresh=True, heap="768k")
+    s = EmulatedSystem(tmp_path_factory.mktemp("route") / "sys", image=hub_image, fresh=True, heap="1024k")
     s.han_demo = False  # type: ignore[attr-defined]
     s.keep_connection = True
     s.call_timeout = 15
