@@ -146,6 +146,21 @@ class ModemCore:
         else:
             self.reply(final=f"+CME ERROR: {CME_TEXT.get(code, str(code))}")
 
+    async def reply_open(self, result: Callable[[], Awaitable[str]]) -> None:
+        """An open command's answer (AT+CIPOPEN, AT+CCHOPEN): OK at once and
+        the result line as a URC when the connection is made
+        (cfg.ok_before_result, as the SIM7600 does), or the result line in
+        the reply itself."""
+        if self.cfg.ok_before_result:
+            self.reply()
+
+            async def send_result() -> None:
+                self.urc(await result())
+
+            self.later(0, send_result)
+        else:
+            self.reply(await result())
+
     def later(self, delay: float, fn: Callable[[], Awaitable[None] | None]) -> None:
         """Run fn after delay seconds as a task of the emulator."""
 

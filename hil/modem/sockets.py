@@ -51,15 +51,7 @@ async def cipopen(m: ModemCore, kind: str, args: str) -> None:
         m.open_link(link, lk, r, w)
         return f"+CIPOPEN: {link},0"
 
-    if m.cfg.ok_before_result:
-        m.reply()
-
-        async def later() -> None:
-            m.urc(await connect())
-
-        m.later(0, later)
-    else:
-        m.reply(await connect())
+    await m.reply_open(connect)
 
 
 def cipsend(m: ModemCore, kind: str, args: str) -> None:

@@ -384,15 +384,7 @@ async def cchopen(m: ModemCore, kind: str, args: str) -> None:
             await asyncio.sleep(m.cfg.cipopen_delay)
         return f"+CCHOPEN: {n},{await s.connect(ctx)}"
 
-    if m.cfg.ok_before_result:
-        m.reply()
-
-        async def later() -> None:
-            m.urc(await connect())
-
-        m.later(0, later)
-    else:
-        m.reply(await connect())
+    await m.reply_open(connect)
 
 
 def cchsend(m: ModemCore, kind: str, args: str) -> None:
