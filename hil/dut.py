@@ -32,7 +32,7 @@ class UnixDut:
     it; sys.path is ["", ".frozen"] and "" is the DUT's own workdir, which
     holds the board config and flash file only). Its binary is `exe`, else
     $CHUB_MICROPYTHON, else the one built beside the image
-    (build/BOARD/micropython, chub.core.mpbuild); its heap defaults to the
+    (build/BOARD/micropython, chubcore.mpbuild); its heap defaults to the
     image's board's `default_heap`."""
 
     kind = "unix"
@@ -61,7 +61,7 @@ class UnixDut:
         self.frozen = bool(doc.get("frozen")) if frozen is None else frozen
         self.board = str(doc.get("board", "unix"))
         if heap is None:
-            from chub.core.paths import default_heap
+            from chubcore.paths import default_heap
 
             heap = default_heap(self.board)
         self.heap = heap
@@ -83,7 +83,7 @@ class UnixDut:
 
     def board_config(self, cut_after: int = 0) -> Path:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        from chub.core.localport import TEST_INSTALLER_KEY
+        from chubcore.localport import TEST_INSTALLER_KEY
 
         cfg = {
             "flash": {"path": str(self.flash_path), "blocks": self.flash_blocks, "cut_after": cut_after},
@@ -193,11 +193,11 @@ def dut_binary(image: Path | None) -> str | None:
     one built beside the image (build/BOARD/micropython), else None (the default)."""
     import os
 
-    from chub.core.paths import MICROPYTHON_ENV
+    from chubcore.paths import MICROPYTHON_ENV
 
     if os.environ.get(MICROPYTHON_ENV) or image is None:
         return None
-    from chub.core.mpbuild import frozen_binary
+    from chubcore.mpbuild import frozen_binary
 
     exe = frozen_binary(image)
     return str(exe) if exe else None
@@ -343,7 +343,7 @@ class SerialDut:
 
     def wait_ready(self, timeout: float = 20.0, after: int = 0) -> float:
         """A board may have booted long ago: ready means its local port answers."""
-        from chub.core.localport import LocalPortClient
+        from chubcore.localport import LocalPortClient
 
         deadline = time.monotonic() + timeout
         last: Exception | None = None

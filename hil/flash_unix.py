@@ -20,9 +20,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
-from chub.core.build import board_spec
-from chub.core.image_copy import FlashError, Progress, copy_image, open_transport, wait_ready
-from chub.core.paths import BOARDS, micropython_exe
+from chubcore.build import board_spec
+from chubcore.image_copy import FlashError, Progress, copy_image, open_transport, wait_ready
+from chubcore.paths import BOARDS, micropython_exe
 
 from .dut import UnixDut
 from .log import DutLog

@@ -344,7 +344,7 @@ class EmulatedHan:
     def after_ready(self) -> None:
         if not self.demo:
             return
-        from chub.core.localport import LocalPortClient
+        from chubcore.localport import LocalPortClient
 
         log = self.system.log
         try:

@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from chub.core.paths import BOARDS, FIRMWARE
-from chub.core.paths import micropython_exe as _micropython_exe
+from chubcore.paths import BOARDS, FIRMWARE
+from chubcore.paths import micropython_exe as _micropython_exe
 
 from .log import DutLog
 
@@ -33,7 +33,7 @@ FROZEN = ".frozen"  # the binary's frozen modules (asyncio and friends)
 
 def micropython_exe() -> str:
     """The `micropython` binary: $CHUB_MICROPYTHON, else the one installed
-    beside this interpreter, else on PATH (chub.core.paths.micropython_exe)."""
+    beside this interpreter, else on PATH (chubcore.paths.micropython_exe)."""
     return _micropython_exe()
 
 

@@ -7,7 +7,7 @@ UARTs; the rig's emulators serve them), `--heap SIZE` (unix backend:
 MicroPython heap limit, default: the image's board's `default_heap`),
 `--chub-board NAME` (unix backend: the board the HIL tests boot, default unix;
 `unix32` is our own 32-bit MicroPython with the hub frozen in, built and
-cached by chub.core.mpbuild, whose binary then also runs the tests/mp items),
+cached by chubcore.mpbuild, whose binary then also runs the tests/mp items),
 `--micropython PATH` (the binary every micropython run of the session uses;
 the same as setting $CHUB_MICROPYTHON).
 
@@ -25,7 +25,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from chub.core.paths import MICROPYTHON_ENV
+from chubcore.paths import MICROPYTHON_ENV
 
 from .dut import SerialDut, UartBridge, UnixDut
 from .log import DutLog
@@ -47,7 +47,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _frozen_build(board: str) -> bool:
-    from chub.core.build import board_spec
+    from chubcore.build import board_spec
 
     spec = board_spec(board)
     return bool(spec.get("frozen") and spec.get("micropython"))
@@ -64,7 +64,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if exe:
         os.environ[MICROPYTHON_ENV] = str(Path(exe).resolve())
     elif board != "unix" and _frozen_build(board):
-        from chub.core.mpbuild import build_micropython
+        from chubcore.mpbuild import build_micropython
 
         os.environ[MICROPYTHON_ENV] = str(build_micropython(board).binary)
 
@@ -74,10 +74,10 @@ def hub_image(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     board = request.config.getoption("--chub-board")
     if _frozen_build(board):
         # the image whose app tree is frozen into the binary (cached build)
-        from chub.core.mpbuild import build_micropython
+        from chubcore.mpbuild import build_micropython
 
         return build_micropython(board).image
-    from chub.core.build import build
+    from chubcore.build import build
 
     return build(board, out=tmp_path_factory.mktemp("image") / board).path
 
@@ -140,7 +140,7 @@ class Hub(HubControl):
         return self.dut.local_port_url
 
     def client(self, timeout: float = 5.0):
-        from chub.core.localport import LocalPortClient
+        from chubcore.localport import LocalPortClient
 
         return LocalPortClient(self.dut.local_port_url, timeout=timeout)
 

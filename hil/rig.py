@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any
 
-from chub.core.localport import FrameDecoder, encode_frame
+from chubcore.localport import FrameDecoder, encode_frame
 
 from .log import DutLog
 

@@ -55,7 +55,7 @@ class HubControl:
     def call(self, cmd: str, timeout: float | None = None, **args: Any) -> dict[str, Any]:
         """One local-port command; the client opens an installer session
         itself when the command needs one. LocalPortError on an error status."""
-        from chub.core.localport import LocalPortClient, LocalPortTimeout
+        from chubcore.localport import LocalPortClient, LocalPortTimeout
 
         t = self.call_timeout if timeout is None else timeout
         if not self.keep_connection:
@@ -117,7 +117,7 @@ class EmulatedSystem(HubControl):
                 (self.workdir / name).unlink(missing_ok=True)
         self.from_flash = self.image is None and (self.workdir / FLASHED).exists()
         if self.image is None and not self.from_flash:
-            from chub.core.build import build
+            from chubcore.build import build
 
             self.image = build("unix", out=self.workdir / "image").path
         self.rig = Rig(self.log).start()

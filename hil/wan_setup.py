@@ -1,5 +1,5 @@
 """Put the WAN side on an emulated system: the SIM7600 emulator on the hub's
-modem UART, the head-end link server (TLS, chub.core.pki.headend_context)
+modem UART, the head-end link server (TLS, chubcore.pki.headend_context)
 behind it, and (once the hub is ready) the test DCC trust anchors from the
 GBCS keystore and the hub's head-end link certificate (TestCA) with the link
 anchor (LinkCA), both CAs in the state dir (docs/headend-link.md).
@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from chub.core.paths import keystore_dir
-from chub.core.pki import LinkCA, TestCA, headend_context
+from chubcore.paths import keystore_dir
+from chubcore.pki import LinkCA, TestCA, headend_context
 
 from .headend.gbcs import HeadEnd
 from .headend.server import HeadEndServer
@@ -47,7 +47,7 @@ def provision(system: Any, keystore: Path | None = None) -> HeadEnd | None:
     anchor to the hub (link_cert), the hub's keys to the head-end and the
     test DCC anchors to the hub. Returns None when the keystore is not
     available (the link certificate is installed all the same)."""
-    from chub.core.localport import LocalPortClient
+    from chubcore.localport import LocalPortClient
 
     ks = keystore or keystore_dir()
     with LocalPortClient(system.local_port_url, timeout=10) as c:

@@ -13,8 +13,8 @@ import socket
 import subprocess
 from pathlib import Path
 
-from chub.core.localport import LocalPortClient
-from chub.core.paths import default_heap
+from chubcore.localport import LocalPortClient
+from chubcore.paths import default_heap
 from mpy import mp
 
 

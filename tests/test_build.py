@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from chub.cli import main
-from chub.core import build as b
+from chubcore import build as b
 
 
 def test_every_firmware_and_board_module_compiles(tmp_path: Path) -> None:

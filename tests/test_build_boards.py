@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from chub.cli import main
-from chub.core import build as b
+from chubcore import build as b
 from hil.mprun import Micropython
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from chub.core.paths import default_heap, venv_tool
+from chubcore.paths import default_heap, venv_tool
 
 
 def _chub() -> str:
@@ -82,7 +82,7 @@ def test_serial_backend_reaches_a_hub_over_a_socket_url(tmp_path: Path) -> None:
         dut = SerialDut(system.local_port_url, log).start()
         try:
             assert dut.wait_ready(timeout=20) >= 0
-            from chub.core.localport import LocalPortClient
+            from chubcore.localport import LocalPortClient
 
             with LocalPortClient(dut.local_port_url) as c:
                 assert c.call("status")["board"] == "unix"

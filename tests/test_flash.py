@@ -17,10 +17,10 @@ from esptool.bin_image import LoadFirmwareImage
 from esptool.util import FatalError
 
 from chub.cli import main
-from chub.core.build import board_spec
-from chub.core.image_copy import FlashError, image_files
 from chub.firmware_bin import build_test_firmware, check_firmware
 from chub.flash_chip import flash_firmware
+from chubcore.build import board_spec
+from chubcore.image_copy import FlashError, image_files
 
 S3 = board_spec("esp32_s3_devkitc")
 WROOM = board_spec("esp32_devkitc")
@@ -216,7 +216,7 @@ def test_image_copy_order_and_hash_checks(hub_image: Path, tmp_path: Path) -> No
 
 
 def test_flash_the_emulated_board_through_mpremote(hub_image: Path, tmp_path: Path) -> None:
-    from chub.core.localport import LocalPortClient
+    from chubcore.localport import LocalPortClient
     from hil.system import EmulatedSystem
 
     board = tmp_path / "board"

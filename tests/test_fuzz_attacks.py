@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from chub.core.localport import LocalPortClient, LocalPortError, encode_frame
+from chubcore.localport import LocalPortClient, LocalPortError, encode_frame
 from hil.headend.gbcs import decode_access_response
 from hil.system import EmulatedSystem
 
@@ -269,7 +269,7 @@ def test_100_wrong_credentials_logged_and_slowed(system: EmulatedSystem) -> None
     others are refused unheard by the back-off; the rate of credentials the
     hub evaluates stays under its ceiling; the right credential works after
     the back-off (and resets it)."""
-    from chub.core.localport import LocalPortError as LPE
+    from chubcore.localport import LocalPortError as LPE
 
     boots = system.dut.boots  # type: ignore[union-attr]
     heard: list[float] = []
@@ -309,7 +309,7 @@ def test_wrong_typed_settings_for_every_key_refused(system: EmulatedSystem) -> N
     """wan_config with a wrong type or an out-of-range value for every WAN
     setting: status 5 naming the setting, nothing stored, the link stays up."""
     boots = system.dut.boots  # type: ignore[union-attr]
-    from chub.core.localport import LocalPortError as LPE
+    from chubcore.localport import LocalPortError as LPE
 
     before = system.call("wan_config", set={})
     keys = sorted(before)

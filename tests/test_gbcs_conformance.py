@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 from mphub import MpHub
 
-from chub.core.dcc import ACB
-from chub.core.localport import LocalPortError
+from chubcore.dcc import ACB
+from chubcore.localport import LocalPortError
 from hil.headend.gbcs import RTDS_CHF, HeadEnd, compare_response, decode_access_response, parse_frame
 
 HUB = r"""

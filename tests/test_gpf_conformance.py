@@ -30,8 +30,8 @@ from pathlib import Path
 import pytest
 from mphub import MpHub
 
-from chub.core.dcc import ACB, SUPPLIER
-from chub.core.localport import LocalPortError
+from chubcore.dcc import ACB, SUPPLIER
+from chubcore.localport import LocalPortError
 from hil.headend.gbcs import RTDS_GPF, HeadEnd, HeadEndError, parse_frame, protect
 from hil.headend.gpf import GpfKeys, compare_der, compare_gbz, gbz_alert, verify_response
 from hil.meters.gsme_data import GsmeData, t2000

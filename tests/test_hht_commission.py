@@ -13,9 +13,9 @@ import pytest
 from click.testing import CliRunner
 
 from chub.cli import main
-from chub.core.localport import LocalPortClient
-from chub.core.paths import default_heap
 from chub.hht_commission import csq_from_dbm
+from chubcore.localport import LocalPortClient
+from chubcore.paths import default_heap
 from hil.headend.gbcs import HeadEnd, parse_frame
 from hil.system import EmulatedSystem
 from hil.wan_setup import provision as provision_headend

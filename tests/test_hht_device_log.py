@@ -16,8 +16,8 @@ from click.testing import CliRunner
 from zigpy.util import CrcX25
 
 from chub.cli import hht, main
-from chub.core.localport import LocalPortClient, LocalPortError
 from chub.hht_device_log import register
+from chubcore.localport import LocalPortClient, LocalPortError
 from mpy import mp
 
 if "device-log" not in hht.commands:

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from chub.cli import main
-from chub.core.localport import NOT_AUTHORISED, LocalPortClient, LocalPortError
+from chubcore.localport import NOT_AUTHORISED, LocalPortClient, LocalPortError
 from hil.han_setup import DEVICES
 from hil.system import EmulatedSystem
 

@@ -27,7 +27,7 @@ def test_heap_limit_is_the_one_asked_for(hub, request) -> None:
     if hub.dut.kind != "unix":
         pytest.skip("the heap limit is a property of the emulated board")
     st = hub.call("status")
-    from chub.core.paths import default_heap
+    from chubcore.paths import default_heap
 
     # --heap, else the default of the image's board (unix: 768k, unix32: 256k)
     limit = int((request.config.getoption("--heap") or default_heap(hub.dut.board)).rstrip("k")) * 1024

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from chub.core.localport import LocalPortError
+from chubcore.localport import LocalPortError
 from hil.han_setup import DEVICES
 from hil.system import EmulatedSystem
 

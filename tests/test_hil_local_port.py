@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from chub.core.localport import LocalPortError, crc16, encode_frame
+from chubcore.localport import LocalPortError, crc16, encode_frame
 
 
 def test_bad_crc_gets_error_then_hub_still_answers(hub) -> None:

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from chub.core.paths import vectors_dir
+from chubcore.paths import vectors_dir
 from hil.han_setup import DeviceSpec
 from hil.headend.gbcs import parse_frame
 from hil.meters import rtds_answers

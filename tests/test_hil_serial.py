@@ -23,7 +23,7 @@ import tty
 from pathlib import Path
 from types import SimpleNamespace
 
-from chub.core.paths import venv_tool
+from chubcore.paths import venv_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 # the scenario modules written against the `hub` fixture only

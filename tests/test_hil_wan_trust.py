@@ -174,7 +174,7 @@ def _rogue_context(folder: Path, client_ca: bytes | None = None) -> object:
     hub's link anchor); it asks for no client certificate."""
     import ssl
 
-    from chub.core.pki import LinkCA
+    from chubcore.pki import LinkCA
 
     cert, key = LinkCA(folder).headend()
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -230,7 +230,7 @@ def test_campaign_hub_without_a_valid_certificate_refused(system: EmulatedSystem
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from chub.core.pki import LinkCA, TestCA
+    from chubcore.pki import LinkCA, TestCA
 
     s, he = system, system.headend
     connected(s)

@@ -7,8 +7,11 @@ function: both run some time) of these packages is read with `ast`:
   top-level firmware/*.py module, and boards (all board modules as one
   node). Imports are MicroPython-style absolute (`from chf import logs`,
   `import store`) with firmware/ and the board's folder on sys.path;
-* host: `chub.core` (host_tools/chub/core), `chub` (the rest of the CLI) and
-  `hil` (the rig), in CPython dotted form, relative imports resolved.
+* host: the top-level packages `chubcore` (host_tools/chubcore: what both
+  the CLI and the rig stand on), `chub` (host_tools/chub: the CLI) and `hil`
+  (the rig), one node each, in CPython dotted form, relative imports resolved.
+  Nodes are whole top-level packages, so a cycle is a cycle between the
+  packages an installer or a reviewer sees, not between sub-folders.
 
 An import of a name outside these nodes (the standard library, MicroPython's
 built-ins, third-party packages) is no edge. A failure names every cycle with
@@ -25,8 +28,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 FIRMWARE = ROOT / "firmware"
 BOARDS = ROOT / "boards"
-CHUB = ROOT / "host_tools" / "chub"
+HOST_TOOLS = ROOT / "host_tools"
+CHUB = HOST_TOOLS / "chub"
+CHUBCORE = HOST_TOOLS / "chubcore"
 HIL = ROOT / "hil"
+
+# the host's top-level packages, one node each
+HOST = {"chubcore", "chub", "hil"}
 
 # boards/<board>/manifest.py is a build recipe (freeze() calls), not a module
 NOT_MODULES = {"manifest.py"}
@@ -105,8 +113,8 @@ def _firmware_target(path: Path, node: str, level: int, module: str, names: dict
 
 
 def _host_module(path: Path) -> str:
-    """host_tools/chub/core/paths.py -> chub.core.paths; hil/x/__init__.py -> hil.x."""
-    base = CHUB.parent if path.is_relative_to(CHUB) else ROOT
+    """host_tools/chubcore/paths.py -> chubcore.paths; hil/x/__init__.py -> hil.x."""
+    base = HOST_TOOLS if path.is_relative_to(HOST_TOOLS) else ROOT
     parts = list(path.relative_to(base).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
@@ -114,18 +122,14 @@ def _host_module(path: Path) -> str:
 
 
 def host_node(dotted: str) -> str | None:
-    """The layer of a dotted module name: chub.core, chub, hil, or None (not ours)."""
-    parts = dotted.split(".")
-    if parts[0] == "chub":
-        return "chub.core" if parts[1:2] == ["core"] else "chub"
-    if parts[0] == "hil":
-        return "hil"
-    return None
+    """The layer of a dotted module name: chubcore, chub, hil, or None (not ours)."""
+    top = dotted.split(".")[0]
+    return top if top in HOST else None
 
 
 def _host_targets(path: Path, level: int, module: str, names: list[str], known: set[str]) -> list[str]:
     """The dotted modules a statement loads: `from chub import core` loads
-    chub.core, `from chub.core.paths import ROOT` chub.core.paths."""
+    chubcore, `from chubcore.paths import ROOT` chubcore.paths."""
     if level:
         pkg = _host_module(path).split(".")
         if path.name != "__init__.py":
@@ -138,7 +142,7 @@ def _host_targets(path: Path, level: int, module: str, names: list[str], known: 
 
 def _host_nodes() -> dict[Path, str]:
     out: dict[Path, str] = {}
-    for f in sorted(CHUB.rglob("*.py")) + sorted(HIL.rglob("*.py")):
+    for f in sorted(CHUBCORE.rglob("*.py")) + sorted(CHUB.rglob("*.py")) + sorted(HIL.rglob("*.py")):
         node = host_node(_host_module(f))
         assert node is not None
         out[f] = node
@@ -245,14 +249,11 @@ def describe(g: Graph, found: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-HOST = {"chub.core", "chub", "hil"}
-
-
 def test_the_graph_sees_the_layers() -> None:
     """The reader finds the imports it must (else every check below passes on nothing)."""
     g = build_graph()
-    assert {"chub.core", "chub", "hil", "chf", "han", "gbcs", "store", "app", "boards"} <= g.nodes
-    for edge in [("chub", "chub.core"), ("hil", "chub.core"), ("chub", "hil"), ("app", "chf"), ("chf", "gbcs")]:
+    assert {"chubcore", "chub", "hil", "chf", "han", "gbcs", "store", "app", "boards"} <= g.nodes
+    for edge in [("chub", "chubcore"), ("hil", "chubcore"), ("chub", "hil"), ("app", "chf"), ("chf", "gbcs")]:
         assert edge in g.edges, edge
     # the cycle finder on a known cycle
     t = Graph(nodes={"a", "b", "c", "d"})
@@ -270,18 +271,18 @@ def test_no_import_cycle_between_host_packages() -> None:
 
 def test_chub_core_imports_neither_the_cli_nor_the_rig() -> None:
     g = build_graph()
-    bad = {k: v for k, v in g.edges.items() if k[0] == "chub.core" and k[1] in ("chub", "hil")}
-    assert not bad, f"chub.core must stand alone: {bad}"
+    bad = {k: v for k, v in g.edges.items() if k[0] == "chubcore" and k[1] in ("chub", "hil")}
+    assert not bad, f"chubcore must stand alone: {bad}"
 
 
 def test_the_rig_takes_only_chub_core_from_chub() -> None:
     g = build_graph()
     bad = g.edges.get(("hil", "chub"))
-    assert not bad, f"hil may import only chub.core from chub: {bad}"
+    assert not bad, f"hil may import only chubcore from chub: {bad}"
 
 
 def test_no_import_cycle_between_packages() -> None:
-    """Firmware packages and modules, boards, chub.core, chub and hil."""
+    """Firmware packages and modules, boards, chubcore, chub and hil."""
     g = build_graph()
     found = cycles(g)
     assert not found, describe(g, found)

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chub.core.localport import (
+from chubcore.localport import (
     BAD_ARGS,
     BAD_CRC,
     BAD_REQUEST,

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from chub.core.localport import LocalPortClient
+from chubcore.localport import LocalPortClient
 from mpy import mp
 
 HUB = r"""

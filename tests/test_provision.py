@@ -18,9 +18,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from chub import provision as P
 from chub.cli import main
-from chub.core.localport import NOT_AUTHORISED, TEST_INSTALLER_KEY, LocalPortClient, LocalPortError
-from chub.core.paths import default_heap, keystore_dir
-from chub.core.records import ProvisionDB, ProvisionError
+from chubcore.localport import NOT_AUTHORISED, TEST_INSTALLER_KEY, LocalPortClient, LocalPortError
+from chubcore.paths import default_heap, keystore_dir
+from chubcore.records import ProvisionDB, ProvisionError
 from mpy import run_mp
 
 pytestmark = pytest.mark.skipif(not keystore_dir().is_dir(), reason="GBCS keystore (vectors) not available")
@@ -269,7 +269,7 @@ def test_strangers_cannot_change_the_hub(hub) -> None:
         with pytest.raises(LocalPortError) as ei:
             c.authenticate(b"\x11" * 32)  # wrong credential
         assert "wrong installer credential" in ei.value.message
-    from chub.core.localport import request_tag
+    from chubcore.localport import request_tag
 
     a = LocalPortClient(url)  # the emulated board's factory (test) credential
     assert a.call("device_log_list")["total"] == 0

@@ -51,7 +51,7 @@ def test_bridge_serves_many_clients_while_one_holds_its_connection(tmp_path: Pat
     from click.testing import CliRunner
 
     from chub.cli import main
-    from chub.core.localport import LocalPortClient
+    from chubcore.localport import LocalPortClient
     from hil.system import EmulatedSystem
 
     s = EmulatedSystem(tmp_path / "sys", image=hub_image, fresh=True)

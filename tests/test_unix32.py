@@ -1,5 +1,5 @@
 """The unix32 board: our own 32-bit MicroPython with the hub frozen in
-(chub.core.mpbuild), the binary chosen by $CHUB_MICROPYTHON / --micropython,
+(chubcore.mpbuild), the binary chosen by $CHUB_MICROPYTHON / --micropython,
 a frozen image that boots only frozen code, and the bench's module list of a
 frozen image."""
 
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from chub.core import mpbuild
-from chub.core.build import build
-from chub.core.paths import MICROPYTHON_ENV, micropython_exe, venv_tool
+from chubcore import mpbuild
+from chubcore.build import build
+from chubcore.paths import MICROPYTHON_ENV, micropython_exe, venv_tool
 from mpy import run_mp
 
 

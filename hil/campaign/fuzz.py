@@ -17,7 +17,7 @@ import random
 import struct
 from pathlib import Path
 
-from chub.core.paths import BENCH, BOARDS, FIRMWARE
+from chubcore.paths import BENCH, BOARDS, FIRMWARE
 
 MP_PATH = [BENCH, FIRMWARE, BOARDS / "unix"]
 
@@ -140,7 +140,7 @@ def _link_seeds(rnd: random.Random) -> list[bytes]:
 def _local_seeds(rnd: random.Random) -> list[bytes]:
     import json
 
-    from chub.core.localport import encode_frame
+    from chubcore.localport import encode_frame
 
     reqs = [{"cmd": "status"}, {"cmd": "echo", "args": [1, "x", None]}, {"cmd": "int", "v": "12"},
             {"cmd": "int", "v": "x"}, {"cmd": "nope"}, {"cmd": 3}, [1, 2], "text"]

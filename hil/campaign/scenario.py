@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chub.core.paths import vectors_dir
+from chubcore.paths import vectors_dir
 
 from ..dut import UnixDut
 from ..han_setup import DeviceSpec
@@ -419,7 +419,7 @@ STEPS: list[Callable[[Run], None]] = [step_provision, step_join, step_device_log
 
 def device_log(run: Run) -> list[dict]:
     """The CHF Device Log rows as dicts (all pages)."""
-    from chub.core.device_log import ROW
+    from chubcore.device_log import ROW
 
     rows: list[dict] = []
     while True:

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from chub.core.dcc import ACB, SUPPLIER, TEST_DCC, anchor_cells
+from chubcore.dcc import ACB, SUPPLIER, TEST_DCC, anchor_cells
 
 RTDS_CHF = bytes.fromhex("00DB1234567890A2")
 RTDS_GPF = bytes.fromhex("00DB1234567890A3")

@@ -1,7 +1,7 @@
 """Head-end link server (docs/headend-link.md) on the rig's asyncio loop.
 
 The hub reaches it through the modem emulator's real TCP connection, over
-TLS when `tls` (a CPython server context: chub.core.pki.headend_context)
+TLS when `tls` (a CPython server context: chubcore.pki.headend_context)
 is given: a client certificate chaining to the hubs' CA is required, and the
 HELLO's EUI-64 must be the one in that certificate; a connection that fails
 either is refused (`refused` says why) and leaves the connected hub's link
@@ -104,7 +104,7 @@ class _TlsStream:
 
     def cert_eui(self) -> bytes:
         """The EUI-64 in the client's certificate."""
-        from chub.core.pki import eui_from_certificate
+        from chubcore.pki import eui_from_certificate
 
         der = self.obj.getpeercert(binary_form=True)
         if not der:

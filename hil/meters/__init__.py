@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chub.core.paths import vectors_dir
+from chubcore.paths import vectors_dir
 
 
 def read_hex(path: Path) -> bytes:

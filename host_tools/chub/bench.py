@@ -18,9 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from chubcore.build import RUNTIME_STDLIB, image_modules  # noqa: F401 (bench's public names)
+from chubcore.paths import BENCH, BOARDS, FIRMWARE, default_heap, micropython_exe
+
 from . import bench_gbcs, bench_gpf, bench_han, bench_proof, bench_route, bench_wan
-from .core.build import RUNTIME_STDLIB, image_modules  # noqa: F401 (bench's public names)
-from .core.paths import BENCH, BOARDS, FIRMWARE, default_heap, micropython_exe
 
 STATUS_CALLS = 50
 
@@ -107,9 +108,8 @@ def heap_after_imports(image: Path, heap: str) -> float:
 
 def hub_figures(image: Path, heap: str) -> dict[str, Any]:
     """Boot the emulated system from blank flash and exercise its local port."""
+    from chubcore.localport import LocalPortClient
     from hil.system import EmulatedSystem
-
-    from .core.localport import LocalPortClient
 
     with tempfile.TemporaryDirectory() as tmp:
         system = EmulatedSystem(Path(tmp), heap=heap, image=image, fresh=True)
@@ -161,7 +161,7 @@ def auth_figures(heap: str) -> dict[str, Any]:
 
 
 def run_bench(heap: str | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    from .core.build import build
+    from chubcore.build import build
 
     heap = heap or default_heap()
     say = progress or (lambda _m: None)

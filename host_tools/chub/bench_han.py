@@ -49,10 +49,9 @@ def _wait(cond: Any, timeout: float, what: str) -> None:
 
 
 def system_figures(image: Path, heap: str) -> dict[str, Any]:
+    from chubcore.localport import LocalPortClient
     from hil.han_setup import DEVICES
     from hil.system import EmulatedSystem
-
-    from .core.localport import LocalPortClient
 
     esme = DEVICES["esme"]
     msg = bytes((i * 29 + 3) & 0xFF for i in range(MESSAGE))
@@ -115,7 +114,7 @@ def system_figures(image: Path, heap: str) -> dict[str, Any]:
 def figures(heap: str, image: Path | None = None) -> dict[str, Any]:
     out = mp_figures(heap)
     if image is None:
-        from .core.build import build
+        from chubcore.build import build
 
         with tempfile.TemporaryDirectory() as tmp:
             out.update(system_figures(build("unix", out=Path(tmp) / "image").path, heap))

@@ -151,9 +151,8 @@ def heap_figures(image: Path, heap: str, after_imports_kb: float | None, runs: i
 
 def e2e_figures(image: Path, heap: str) -> dict[str, Any]:
     """Head-end -> hub -> head-end for ECS26i, and the hub's share of it."""
+    from chubcore.paths import vectors_dir
     from hil.campaign.scenario import ECS26I, Run, step_provision
-
-    from .core.paths import vectors_dir
 
     with tempfile.TemporaryDirectory() as tmp:
         run = Run(Path(tmp) / "e2e", image, heap=heap)
@@ -198,11 +197,11 @@ def e2e_figures(image: Path, heap: str) -> dict[str, Any]:
 def routing_figures(heap: str) -> dict[str, Any]:
     import json
 
+    from chubcore.paths import vectors_dir
     from hil.han_setup import DEVICES
     from hil.headend.gbcs import parse_frame
 
     from .bench import BENCH, _last_json, _mp
-    from .core.paths import vectors_dir
 
     raw = bytes.fromhex((vectors_dir() / "gbcs" / "rtds" / GCS13A_GSME).read_text().strip())
     eui = parse_frame(raw).recipient.hex().upper()
@@ -254,7 +253,7 @@ def power_cut_sweep(as_json: bool, heap: str, count: int | None = None, seed: in
     import json
     import sys
 
-    from .core.build import build
+    from chubcore.build import build
 
     def progress(i: int, total: int, r: Any) -> None:
         state = "survived" if r.survived else ("not reached" if not r.reached else "FAILED")

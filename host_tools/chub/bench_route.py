@@ -66,19 +66,18 @@ def buffer_figures(heap: str) -> dict[str, Any]:
 
 
 def _rtds(rel: str) -> bytes:
-    from .core.paths import vectors_dir
+    from chubcore.paths import vectors_dir
 
     return bytes.fromhex((vectors_dir() / "gbcs" / "rtds" / rel).read_text().strip())
 
 
 def system_figures(image: Path, heap: str) -> dict[str, Any]:
+    from chubcore.localport import LocalPortClient
     from hil.han_setup import DeviceSpec
     from hil.meters import rtds_answers
     from hil.meters.esme import EsmeMeter
     from hil.meters.gsme import GsmeMeter
     from hil.system import EmulatedSystem
-
-    from .core.localport import LocalPortClient
 
     esme_spec = DeviceSpec("bench_esme", "00DB1234567890A0", 1, bytes.fromhex("E5E0C0DE00112233445566778899AA00"))
     gsme_spec = DeviceSpec("bench_gsme", "00DB1234567890A1", 0, bytes.fromhex("647EC0DE0102030405060708090A0B00"),
@@ -170,7 +169,7 @@ def _wait(cond: Any, timeout: float) -> None:
 def figures(heap: str, image: Path | None = None) -> dict[str, Any]:
     out = buffer_figures(heap)
     if image is None:
-        from .core.build import build
+        from chubcore.build import build
 
         with tempfile.TemporaryDirectory() as tmp:
             out.update(system_figures(build("unix", out=Path(tmp) / "image").path, heap))

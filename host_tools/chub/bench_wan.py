@@ -89,9 +89,8 @@ def tls_figures(image: Path, heap: str, runs: int = 5, frames: int = 20) -> dict
                             modem holds the TLS state; the driver keeps the
                             credentials' fingerprint and three flags)
     """
+    from chubcore.paths import vectors_dir
     from hil.system import EmulatedSystem
-
-    from .core.paths import vectors_dir
 
     raw = bytes.fromhex((vectors_dir() / "gbcs" / "rtds" / "6.2.4_ECS26i"
                          / "ECS26i_6.2.4_SUCCESS_COMMAND_GBCS.HEX").read_text().strip())

@@ -10,8 +10,8 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from .core import build as build_mod
-from .core.paths import MICROPYTHON_ENV, default_heap, state_dir
+from chubcore import build as build_mod
+from chubcore.paths import MICROPYTHON_ENV, default_heap, state_dir
 
 
 def _stderr() -> Console:
@@ -65,7 +65,7 @@ def _build_micropython(board: str) -> Path:
 
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from .core import mpbuild
+    from chubcore import mpbuild
 
     try:
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
@@ -100,7 +100,7 @@ def _choose_micropython(board: str, micropython: Path | None) -> Path | None:
     binary = _build_micropython(board)
     if micropython is None:
         os.environ[MICROPYTHON_ENV] = str(binary)
-    from .core.mpbuild import board_dir
+    from chubcore.mpbuild import board_dir
 
     return board_dir(board) / "image"
 
@@ -200,7 +200,7 @@ def open_client(ctx: click.Context):  # type: ignore[no-untyped-def]
     """A LocalPortClient on `chub hht`'s port. A device port another program
     holds open is refused as busy (exit 3), naming that program: its answers
     would be lost between the two readers."""
-    from .core.localport import LocalPortClient
+    from chubcore.localport import LocalPortClient
 
     port = ctx.obj["port"]
     busy = port_holders(port)
@@ -213,7 +213,7 @@ def open_client(ctx: click.Context):  # type: ignore[no-untyped-def]
 
 
 def _call(ctx: click.Context, cmd: str, **args: object) -> dict:
-    from .core.localport import LocalPortError
+    from chubcore.localport import LocalPortError
 
     try:
         with open_client(ctx) as c:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .core.image_copy import FlashError
+from chubcore.image_copy import FlashError
 
 PARTITION_TABLE_OFFSET = 0x8000
 APP_DESC_MAGIC = 0xABCD5432

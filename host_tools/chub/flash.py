@@ -10,9 +10,10 @@ from typing import Any
 import click
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from .core import build as build_mod
-from .core.image_copy import FlashError
-from .core.paths import ROOT
+from chubcore import build as build_mod
+from chubcore.image_copy import FlashError
+from chubcore.paths import ROOT
+
 from .flash_board import flash_board
 
 

@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .core.build import board_spec
-from .core.image_copy import FlashError, Progress, copy_image, image_files, open_transport, wait_ready
-from .core.localport import LocalPortClient, LocalPortError
+from chubcore.build import board_spec
+from chubcore.image_copy import FlashError, Progress, copy_image, image_files, open_transport, wait_ready
+from chubcore.localport import LocalPortClient, LocalPortError
+
 from .firmware_bin import check_firmware
 from .flash_chip import flash_firmware
 

@@ -10,7 +10,8 @@ import hashlib
 import zlib
 from typing import Any
 
-from .core.image_copy import FlashError, Progress
+from chubcore.image_copy import FlashError, Progress
+
 from .firmware_bin import Firmware
 
 

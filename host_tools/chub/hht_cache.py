@@ -37,7 +37,7 @@ def read_command(path: Path) -> str:
 def run_cache(call: Any, folder: Path, out: Path) -> list[dict[str, Any]]:
     """Send every command; write NAME.resp.hex, NAME.alerts (if any) or
     NAME.error per command and summary.json; return the summary."""
-    from .core.localport import LocalPortError
+    from chubcore.localport import LocalPortError
 
     files = commands_in(folder)
     frames = [(p, read_command(p)) for p in files]  # all checked before the first is sent

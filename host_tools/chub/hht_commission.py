@@ -13,7 +13,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from .core.device_log import ROW, TYPES
+from chubcore.device_log import ROW, TYPES
+
 from .hht_device_log import parse_eui
 
 REGISTERED = {1: "registered, home", 5: "registered, roaming"}
@@ -84,7 +85,7 @@ def reachable(call: Any, d: dict[str, Any], utc: int | None, han_up: bool) -> tu
         return True, "joined" + (", sleepy: heard since start" if d["type"] in _SLEEPY else "")
     if not han_up:
         return False, "joined, but the HAN is down"
-    from .core.localport import LocalPortError
+    from chubcore.localport import LocalPortError
 
     try:
         r = call("han_zcl_read", eui=d["eui"], cluster=0x0000, attrs=[0x0000], timeout_ms=PROBE_TIMEOUT_MS)

@@ -11,7 +11,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from .core.device_log import HISTORIC, ROW, TYPES
+from chubcore.device_log import HISTORIC, ROW, TYPES
 
 _TYPE_BY_NAME = {n.upper().replace(" ", ""): i for i, n in enumerate(TYPES)} | {"IHD": 6, "TYPE2": 6}
 

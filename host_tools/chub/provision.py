@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .core.dcc import TEST_DCC, anchor_cells
-from .core.paths import keystore_dir, state_dir
-from .core.pki import LinkCA, TestCA, eui_from_certificate, link_pop_message  # noqa: F401 (re-exported)
-from .core.records import DEFAULT_OUI, ProvisionDB, ProvisionError
+from chubcore.dcc import TEST_DCC, anchor_cells
+from chubcore.paths import keystore_dir, state_dir
+from chubcore.pki import LinkCA, TestCA, eui_from_certificate, link_pop_message  # noqa: F401 (re-exported)
+from chubcore.records import DEFAULT_OUI, ProvisionDB, ProvisionError
 
 POP_LABEL = b"chub-prov-pop"
 
@@ -111,7 +111,7 @@ def provision(  # noqa: C901 - one run, step by step
 ) -> Result:
     """One provisioning run over a LocalPortClient. `after_stage(name)` is a
     test hook called after each step on the hub (to interrupt a run)."""
-    from .core.localport import LocalPortError
+    from chubcore.localport import LocalPortError
     info = client.call("prov_info")
     if info["provisioned"] and not force:
         known = db.hub(info["chf_eui"])
@@ -232,7 +232,7 @@ def register(main: Any) -> None:
              timeout: float, as_json: bool, err: Any) -> None:
         import sys
 
-        from .core.localport import LocalPortClient, LocalPortError
+        from chubcore.localport import LocalPortClient, LocalPortError
 
         try:
             with LocalPortClient(port, timeout=timeout) as c, ProvisionDB() as db:

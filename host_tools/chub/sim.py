@@ -19,7 +19,7 @@ from .views import status_table
 
 
 def _ready_line(system, url: str) -> dict:
-    from .core.localport import LocalPortClient
+    from chubcore.localport import LocalPortClient
 
     with LocalPortClient(url, timeout=5) as c:
         st = c.call("status")
@@ -67,7 +67,7 @@ def lock_workdir(workdir: Path) -> IO[str]:
 
 
 def _registry() -> Path:
-    from .core.paths import state_dir
+    from chubcore.paths import state_dir
 
     return state_dir() / "sims"
 
@@ -136,7 +136,7 @@ def run_sim(workdir: Path, heap: str, fresh: bool, headless: bool, ready_timeout
 
 
 def _live(system, ready: dict, stop: threading.Event) -> int:
-    from .core.localport import LocalPortClient
+    from chubcore.localport import LocalPortClient
 
     url = ready["local_port"]
     client: LocalPortClient | None = None

@@ -2,7 +2,7 @@
 built from the MicroPython source tarball in ../shared/micropython (never
 copied into the repository).
 
-`build_micropython("unix32")` builds the board's image (chub.core.build: the
+`build_micropython("unix32")` builds the board's image (chubcore.build: the
 app tree and manifest.py beside it), unpacks the tarball under
 build/micropython/, builds mpy-cross and the unix port as board.json's
 "micropython" recipe says (for unix32: `gcc -m32`, the standard variant's

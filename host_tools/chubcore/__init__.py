@@ -1,4 +1,4 @@
-"""chub.core: what the `chub` CLI and the `hil` rig both stand on.
+"""chubcore: what the `chub` CLI and the `hil` rig both stand on.
 
 The local-port client (`localport`), the laptop's provisioning records
 (`records`), the wire shapes of local-port answers (`device_log`), the test
