@@ -1,6 +1,6 @@
 """pytest plugin for HIL scenarios.
 
-Options: `--dut unix|serial` (default unix), `--port URL` (serial backend: the
+Options: `--dut unix|serial|labgrid` (default unix), `--port URL` (serial backend: the
 board's console/local port, any pyserial URL), `--ncp-port URL` / `--modem-port
 URL` (serial backend: USB-serial adapters wired to the board's NCP and modem
 UARTs; the rig's emulators serve them), `--heap SIZE` (unix backend:
@@ -9,7 +9,12 @@ MicroPython heap limit, default: the image's board's `default_heap`),
 `unix32` is our own 32-bit MicroPython with the hub frozen in, built and
 cached by chubcore.mpbuild, whose binary then also runs the tests/mp items),
 `--micropython PATH` (the binary every micropython run of the session uses;
-the same as setting $CHUB_MICROPYTHON).
+the same as setting $CHUB_MICROPYTHON). The labgrid backend reads labgrid's
+own `--lg-env FILE` (and `--lg-coordinator`, labgrid's pytest plugin): it
+acquires the environment's place when the session starts (`lg_place`,
+released when pytest ends, also after a failure; held by another client:
+exit 3 at once), attaches the rig's emulators to the place's
+`ncp`/`modem` ports and power-cycles the board for each test (hil/labgrid_dut.py).
 
 Fixtures: `hub_image` (the board's image, built once per session), `hil_log`,
 `rig`, `dut` (powered on and ready) and `hub` (everything a scenario needs:
@@ -22,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -32,10 +38,13 @@ from .log import DutLog
 from .rig import Rig
 from .system import HubControl, attach_peripherals
 
+if TYPE_CHECKING:
+    from .labgrid_dut import LabgridPlace
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("chub-hil", "HIL rig")
-    g.addoption("--dut", choices=("unix", "serial"), default="unix", help="device-under-test backend")
+    g.addoption("--dut", choices=("unix", "serial", "labgrid"), default="unix", help="device-under-test backend")
     g.addoption("--port", default=None, help="pyserial URL of the board (serial backend)")
     g.addoption("--heap", default=None, help="MicroPython heap limit for the unix backend (default: boards/unix/board.json)")
     g.addoption("--ncp-port", default=None, help="serial backend: the USB-serial adapter wired to the board's NCP UART")
@@ -96,11 +105,66 @@ def rig(hil_log: DutLog) -> Iterator[Rig]:
     r.stop()
 
 
+LG_PLACE = pytest.StashKey["LabgridPlace"]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """--dut labgrid: acquire the place of the labgrid environment's target
+    for the whole run (released when pytest ends, also after a failure). A
+    place another client holds ends the run at once (exit 3), naming it."""
+    config = session.config
+    if config.getoption("--dut") != "labgrid" or hasattr(config, "workerinput"):
+        return
+    from labgrid.pytestplugin.hooks import LABGRID_ENV_KEY
+
+    from .labgrid_dut import LabgridPlace, PlaceRefused
+
+    # the Environment labgrid's plugin made of --lg-env / $LG_ENV (and
+    # --lg-coordinator); not its `env` fixture, which wants the place
+    # acquired before the run starts
+    env = config.stash.get(LABGRID_ENV_KEY, None)
+    if env is None:
+        raise pytest.UsageError("--dut labgrid needs labgrid's --lg-env FILE (or $LG_ENV)")
+    try:
+        place = LabgridPlace(env).acquire()
+    except PlaceRefused as e:
+        env.cleanup()
+        pytest.exit(str(e), returncode=3)
+
+    def release() -> None:
+        try:
+            place.release()
+        finally:
+            env.cleanup()
+
+    config.add_cleanup(release)
+    config.stash[LG_PLACE] = place
+
+
+@pytest.fixture(scope="session")
+def lg_place(request: pytest.FixtureRequest) -> LabgridPlace:
+    """--dut labgrid: the acquired place (pytest_sessionstart)."""
+    place = request.config.stash.get(LG_PLACE, None)
+    if place is None:
+        raise pytest.UsageError("the labgrid place is acquired only with --dut labgrid (and not in an xdist worker)")
+    return place
+
+
 @pytest.fixture
 def dut(request: pytest.FixtureRequest, rig: Rig, hil_log: DutLog, tmp_path: Path) -> Iterator[UnixDut | SerialDut]:
     kind = request.config.getoption("--dut")
     d: UnixDut | SerialDut
-    if kind == "serial":
+    if kind == "labgrid":
+        from .labgrid_dut import LabgridDut
+
+        place = request.getfixturevalue("lg_place")
+        # the rig's emulated NCP / modem on the wires to the board's UARTs
+        attach_peripherals(SimpleNamespace(rig=rig, log=hil_log, local_port_url=rig.local_port_url, han_demo=False))
+        for u in ("ncp", "modem"):
+            if u in place.ports:
+                request.addfinalizer(UartBridge(place.ports[u], rig, u, hil_log, rtscts=u == "ncp").start().stop)
+        d = LabgridDut(place, hil_log)
+    elif kind == "serial":
         port = request.config.getoption("--port")
         if not port:
             raise pytest.UsageError("--dut serial needs --port URL")

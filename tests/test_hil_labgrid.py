@@ -1,0 +1,90 @@
+"""The HIL scenario tests on a labgrid lab, with real labgrid processes.
+
+On 127.0.0.1: `labgrid-coordinator`, two emulated boards served as benches
+(`python -m hil.labgrid_board`: each board's console, NCP and modem UARTs as
+raw-TCP `NetworkSerialPort`s and its power switch as a `simplerest`
+`NetworkPowerPort`), one `labgrid-exporter` exporting both, and two places
+made with `labgrid-client create` / `add-match` (hil/labgrid_lab.py; the
+commands of docs/hil.md's labgrid recipe). Two pytest runs with `--dut
+labgrid --lg-env` run the scenario modules on the two places at once; while
+one holds its place, a third run on that place is refused, and once it has
+released the place another client acquires it.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# the scenario modules written against the `hub` fixture (as tests/test_hil_serial.py runs them)
+SCENARIOS = ["tests/test_hil_local_port.py", "tests/test_hil_boot.py"]
+# not: the test that boots its own unix DUT (not the `hub` fixture), and the
+# 10 s garbage stream (the serial backend's run has it; the path is the same)
+SELECT = "not code_plus_data_budget and not random_garbage"
+PLACES = {"chub-1": "chub-emu-1", "chub-2": "chub-emu-2"}
+
+pytest.importorskip("labgrid", reason="labgrid is in the dev extras: pip install -e '.[dev]'")
+
+
+def _pytest(lab, place: str, *args: str, user: str = "ci") -> subprocess.Popen[str]:
+    env = {**lab.env, "LG_USERNAME": user}
+    return subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=-ra",
+         "--dut", "labgrid", "--lg-env", str(lab.workdir / f"env-{place}.yaml"), "--lg-coordinator", lab.coordinator,
+         *args],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+
+
+def _finish(p: subprocess.Popen[str], timeout: float) -> tuple[int, str]:
+    try:
+        out, _ = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, _ = p.communicate()
+        raise AssertionError(f"a pytest run took over {timeout:g} s\n{out[-3000:]}") from None
+    return p.returncode, out
+
+
+def _acquired_by(lab, place: str) -> str | None:
+    m = re.search(r"acquired: (\S+)", lab.client("-p", place, "show").stdout)
+    return None if m is None or m.group(1) == "None" else m.group(1)
+
+
+def test_scenarios_on_two_labgrid_places_in_parallel(tmp_path: Path, hub_image: Path) -> None:
+    from hil.labgrid_lab import Lab
+
+    with Lab(tmp_path / "lab", PLACES, image=hub_image) as lab:
+        runs = {place: _pytest(lab, place, "-k", SELECT, *SCENARIOS) for place in PLACES}
+        try:
+            # chub-1 held by its run: a run by another user is refused at once, naming the holder
+            deadline = time.monotonic() + 30
+            while _acquired_by(lab, "chub-1") is None:
+                if runs["chub-1"].poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"chub-1 never acquired:\n{_finish(runs['chub-1'], 60)[1][-4000:]}")
+                time.sleep(0.2)
+            code, out = _finish(_pytest(lab, "chub-1", "-k", "status", *SCENARIOS, user="other"), 60)
+            assert code == 3 and re.search(r"chub-1 refused: .*already acquired by \S+/ci", out), out[-3000:]
+        finally:
+            results = {place: _finish(p, 120) for place, p in runs.items()}
+        for place, (code, out) in results.items():
+            assert code == 0, f"{place}:\n{out[-4000:]}"
+            m = re.search(r"(\d+) passed", out)
+            assert m and int(m.group(1)) >= 5, out[-2000:]
+            # only the steps that need the emulated board's wires skip
+            skips = re.findall(r"SKIPPED \[\d+\] [^\n]*", out)
+            assert all("emulated board" in s for s in skips), skips
+        # each run released its place at its end (and switched its board off): another client gets it now
+        for place, group in PLACES.items():
+            assert _acquired_by(lab, place) is None
+            lab.client("-p", place, "acquire")
+            assert _acquired_by(lab, place) is not None
+            lab.client("-p", place, "release")
+            # the power switch, read through labgrid's own driver path (simplerest): off after the run
+            assert lab.power_state(group) == "0"
