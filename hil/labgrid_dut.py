@@ -31,8 +31,9 @@ import os
 import time
 from typing import Any
 
-from .dut import SerialDut
+from .dut import SerialDut, UartBridge
 from .log import DutLog
+from .rig import Rig
 
 DEFAULT_COORDINATOR = "127.0.0.1:20408"
 
@@ -149,3 +150,15 @@ class LabgridDut(SerialDut):
             self.log.write("rig", "labgrid: board power cycled")
         super().start()
         return self
+
+
+def bridge_wires(place: LabgridPlace, rig: Rig, log: DutLog) -> list[UartBridge]:
+    """The rig's emulated NCP and modem (with its HAN and head-end) on the
+    place's `ncp` / `modem` wires; the caller stops the bridges."""
+    from types import SimpleNamespace
+
+    from .system import attach_peripherals
+
+    attach_peripherals(SimpleNamespace(rig=rig, log=log, local_port_url=rig.local_port_url, han_demo=False))
+    return [UartBridge(place.ports[u], rig, u, log, rtscts=u == "ncp").start() for u in ("ncp", "modem")
+            if u in place.ports]

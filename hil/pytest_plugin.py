@@ -155,14 +155,12 @@ def dut(request: pytest.FixtureRequest, rig: Rig, hil_log: DutLog, tmp_path: Pat
     kind = request.config.getoption("--dut")
     d: UnixDut | SerialDut
     if kind == "labgrid":
-        from .labgrid_dut import LabgridDut
+        from .labgrid_dut import LabgridDut, bridge_wires
 
         place = request.getfixturevalue("lg_place")
         # the rig's emulated NCP / modem on the wires to the board's UARTs
-        attach_peripherals(SimpleNamespace(rig=rig, log=hil_log, local_port_url=rig.local_port_url, han_demo=False))
-        for u in ("ncp", "modem"):
-            if u in place.ports:
-                request.addfinalizer(UartBridge(place.ports[u], rig, u, hil_log, rtscts=u == "ncp").start().stop)
+        for b in bridge_wires(place, rig, hil_log):
+            request.addfinalizer(b.stop)
         d = LabgridDut(place, hil_log)
     elif kind == "serial":
         port = request.config.getoption("--port")

@@ -21,7 +21,7 @@ from typing import Any
 from chubcore.build import RUNTIME_STDLIB, image_modules  # noqa: F401 (bench's public names)
 from chubcore.paths import BENCH, BOARDS, FIRMWARE, default_heap, micropython_exe
 
-from . import bench_gbcs, bench_gpf, bench_han, bench_proof, bench_route, bench_wan
+from . import bench_gbcs, bench_gpf, bench_han, bench_labgrid, bench_proof, bench_route, bench_wan
 
 STATUS_CALLS = 50
 
@@ -177,6 +177,8 @@ def run_bench(heap: str | None = None, progress: Callable[[str], None] | None = 
         figures.update(import_figures(image, heap))
         say("booting the emulated system")
         figures.update(hub_figures(image, heap))
+        say("a labgrid place: acquire to ready, beside the direct unix start")
+        figures.update(bench_labgrid.figures(heap, image))
         say("storage workload")
         figures.update(store_figures(heap))
         say("GBCS crypto")
