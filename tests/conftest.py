@@ -68,10 +68,11 @@ class MpFile(pytest.File):
 # The device-shape tier (`pytest --chub-board unix32 -m device_shape`, the
 # README's second test run): the firmware tests and the HIL scenarios, the
 # power-cut sample and the fault day again, on our own 32-bit MicroPython with
-# the hub frozen in (~3.5 min on 2 cores). Not test_hil_serial.py: it checks
-# the serial backend against a `chub sim` of the unix board (any binary).
+# the hub frozen in (~3.5 min on 2 cores). Not test_hil_serial.py nor
+# test_hil_labgrid.py: they check the serial and labgrid backends against
+# hubs of the unix board (any binary).
 DEVICE_SHAPE = ("mp/", "test_hil_", "test_provision.py", "test_power_cut_answers.py", "test_campaign_")
-NOT_DEVICE_SHAPE = ("test_hil_serial.py",)
+NOT_DEVICE_SHAPE = ("test_hil_serial.py", "test_hil_labgrid.py")
 
 
 def pytest_collection_modifyitems(config, items) -> None:
