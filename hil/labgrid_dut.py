@@ -162,3 +162,14 @@ def bridge_wires(place: LabgridPlace, rig: Rig, log: DutLog) -> list[UartBridge]
     attach_peripherals(SimpleNamespace(rig=rig, log=log, local_port_url=rig.local_port_url, han_demo=False))
     return [UartBridge(place.ports[u], rig, u, log, rtscts=u == "ncp").start() for u in ("ncp", "modem")
             if u in place.ports]
+
+
+def stop_all(bridges: list[UartBridge]) -> None:
+    """Stop the bridges at once (pyserial waits 0.3 s closing each socket port)."""
+    import threading
+
+    ts = [threading.Thread(target=b.stop) for b in bridges]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(5)

@@ -155,12 +155,12 @@ def dut(request: pytest.FixtureRequest, rig: Rig, hil_log: DutLog, tmp_path: Pat
     kind = request.config.getoption("--dut")
     d: UnixDut | SerialDut
     if kind == "labgrid":
-        from .labgrid_dut import LabgridDut, bridge_wires
+        from .labgrid_dut import LabgridDut, bridge_wires, stop_all
 
         place = request.getfixturevalue("lg_place")
         # the rig's emulated NCP / modem on the wires to the board's UARTs
-        for b in bridge_wires(place, rig, hil_log):
-            request.addfinalizer(b.stop)
+        bridges = bridge_wires(place, rig, hil_log)
+        request.addfinalizer(lambda: stop_all(bridges))
         d = LabgridDut(place, hil_log)
     elif kind == "serial":
         port = request.config.getoption("--port")

@@ -56,7 +56,7 @@ def direct_unix_start_s(image: Path, heap: str, workdir: Path) -> float:
 def place_acquire_s(image: Path, workdir: Path) -> float:
     from labgrid import Environment
 
-    from hil.labgrid_dut import LabgridDut, LabgridPlace, bridge_wires
+    from hil.labgrid_dut import LabgridDut, LabgridPlace, bridge_wires, stop_all
     from hil.labgrid_lab import Lab
     from hil.log import DutLog
     from hil.rig import Rig
@@ -73,8 +73,7 @@ def place_acquire_s(image: Path, workdir: Path) -> float:
             dut.wait_ready(timeout=30)
             took = time.monotonic() - place.acquired_at
             dut.stop()
-            for b in bridges:
-                b.stop()
+            stop_all(bridges)
         finally:
             place.release()
             env.cleanup()
