@@ -190,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--heap", default=None)
     args = ap.parse_args(argv)
     image = args.image
+    if image is not None and not (image / "main.py").is_file():
+        print(f"error: {image} is not a built unix image (no main.py)", file=sys.stderr)
+        return 2
     if image is None:
         from chubcore.build import build
 
