@@ -39,7 +39,8 @@ DEFAULT_COORDINATOR = "127.0.0.1:20408"
 
 
 class PlaceRefused(RuntimeError):
-    """The coordinator refused the place (another client holds it)."""
+    """No place for this run: the coordinator refused it (another client
+    holds it) or did not answer."""
 
 
 def serial_url(res: Any) -> str:
@@ -65,10 +66,6 @@ class LabgridPlace:
         self.ports: dict[str, str] = {}
         self.acquired_at = 0.0
 
-    @property
-    def names(self) -> list[str]:
-        return list(self.session.get_place_names_from_env()) if self.session else []
-
     def acquire(self) -> LabgridPlace:
         from labgrid.protocol import PowerProtocol
         from labgrid.remote.client import Error
@@ -84,7 +81,10 @@ class LabgridPlace:
         mgr = RemotePlaceManager.get()
         if mgr.session is None:
             mgr.env, mgr.url = self.env, self.address
-            mgr._start()  # noqa: SLF001 - what the manager does for its first RemotePlace
+            try:
+                mgr._start()  # noqa: SLF001 - what the manager does for its first RemotePlace
+            except (Error, OSError) as e:
+                raise PlaceRefused(f"the labgrid coordinator {self.address} did not answer: {e}") from e
         self.session = mgr.session
         self.session.args = argparse.Namespace(place=None, allow_unmatched=False, kick=False)
         try:

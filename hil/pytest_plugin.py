@@ -115,7 +115,10 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     config = session.config
     if config.getoption("--dut") != "labgrid" or hasattr(config, "workerinput"):
         return
-    from labgrid.pytestplugin.hooks import LABGRID_ENV_KEY
+    try:
+        from labgrid.pytestplugin.hooks import LABGRID_ENV_KEY
+    except ImportError:
+        raise pytest.UsageError("--dut labgrid needs labgrid (a dev extra: pip install -e '.[dev]')") from None
 
     from .labgrid_dut import LabgridPlace, PlaceRefused
 
