@@ -26,6 +26,10 @@ class MpFailure(Exception):
 
 
 class MpItem(pytest.Item):
+    # uses no fixtures; plugins that read every item's fixture names (labgrid's
+    # pytest plugin, a dev extra, checks each for its `strategy`) find none
+    fixturenames: tuple[str, ...] = ()
+
     def __init__(self, *, module: str, heap: str, **kw):
         super().__init__(**kw)
         self.module = module
