@@ -127,7 +127,7 @@ def route(frame_hex, eui, code_hex):
 
     routed, calls = asyncio.run(main())
     parse = med(lambda: gframe.parse(data))
-    device = med(lambda: router._device(eh))
+    device = med(lambda: dl.type_of(eh))
     puts = []
     for _ in range(RUNS):
         gc.collect()

@@ -108,10 +108,7 @@ def enc_len(n):
 
 
 def be_int(mv, off, n):
-    v = 0
-    for i in range(off, off + n):
-        v = (v << 8) | mv[i]
-    return v
+    return int.from_bytes(mv[off : off + n], "big")
 
 
 def _need(off, n, end, what):
@@ -120,31 +117,31 @@ def _need(off, n, end, what):
 
 
 class Frame:
-    """A parsed frame: memoryviews into the original buffer plus offsets."""
+    """A parsed frame: memoryviews into the original buffer plus offsets. The
+    defaults are class attributes: parse() stores only what the frame has."""
 
-    def __init__(self):
-        self.buf = None  # memoryview of the whole frame
-        self.mac_header = None  # memoryview of DD..security header or None
-        self.sec_header = None  # memoryview (5) or None
-        self.cra = 0
-        self.counter = 0
-        self.originator = None  # memoryview(8)
-        self.recipient = None  # memoryview(8)
-        self.date_time = None  # memoryview(12) or None
-        self.message_code = 0
-        self.other_info = None  # memoryview of the whole other-information
-        self.supp_party = None  # memoryview(8) or None
-        self.supp_counter = None  # int or None
-        self.supp_orig_counter = None  # int or None (26-byte form)
-        self.supp_cert = None  # memoryview (DER certificate) or None
-        self.payload = None  # memoryview
-        self.signature = None  # memoryview(64) or None
-        self.mac = None  # memoryview(12) or None
-        self.gh_start = 0  # offset of DF 09
-        self.gh_end = 0  # offset of the first payload byte
-        self.payload_end = 0
-        self.sig_end = 0  # offset after the signature field
-        self.sig_field = True  # False for a PRECOMMAND without a signature field
+    buf = None  # memoryview of the whole frame
+    mac_header = None  # memoryview of DD..security header or None
+    sec_header = None  # memoryview (5) or None
+    cra = 0
+    counter = 0
+    originator = None  # memoryview(8)
+    recipient = None  # memoryview(8)
+    date_time = None  # memoryview(12) or None
+    message_code = 0
+    other_info = None  # memoryview of the whole other-information
+    supp_party = None  # memoryview(8) or None
+    supp_counter = None  # int or None
+    supp_orig_counter = None  # int or None (26-byte form)
+    supp_cert = None  # memoryview (DER certificate) or None
+    payload = None  # memoryview
+    signature = None  # memoryview(64) or None
+    mac = None  # memoryview(12) or None
+    gh_start = 0  # offset of DF 09
+    gh_end = 0  # offset of the first payload byte
+    payload_end = 0
+    sig_end = 0  # offset after the signature field
+    sig_field = True  # False for a PRECOMMAND without a signature field
 
     def grouping_header(self):
         return self.buf[self.gh_start : self.gh_end]
@@ -217,12 +214,10 @@ def _parse_gh(f, mv, off, end):
     _need(off, 8, end, "grouping header: 8 counter bytes")
     f.counter = be_int(mv, off, 8)
     off += 8
-    for name in ("originator", "recipient"):
-        _need(off, 9, end, "grouping header: %s EUI" % name)
-        if mv[off] != 0x08:
-            raise FrameError("bad %s EUI tag 0x%02x at offset %d (want 08)" % (name, mv[off], off))
-        setattr(f, name, mv[off + 1 : off + 9])
-        off += 9
+    f.originator = _eui(mv, off, end, "originator")
+    off += 9
+    f.recipient = _eui(mv, off, end, "recipient")
+    off += 9
     _need(off, 1, end, "grouping header: date-time")
     dl = mv[off]
     if dl == 0x0C:
@@ -258,6 +253,15 @@ def _parse_gh(f, mv, off, end):
     f.sig_end = off
     if off != end:
         raise FrameError("trailing bytes: %d after the signature" % (end - off))
+
+
+def _eui(mv, off, end, name):
+    # the error text is made only for a bad frame
+    if off + 9 > end:
+        _need(off, 9, end, "grouping header: %s EUI" % name)
+    if mv[off] != 0x08:
+        raise FrameError("bad %s EUI tag 0x%02x at offset %d (want 08)" % (name, mv[off], off))
+    return mv[off + 1 : off + 9]
 
 
 def _parse_other(f, mv, off, olen):

@@ -105,10 +105,20 @@ def figures_from(raw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def build_hash(tarball: Path) -> str:
+def c_hash(tarball: Path) -> str:
+    """What the port's C side depends on: when it changes the port is built
+    from clean (make does not see a changed heap size or C module)."""
     h = hashlib.sha256(f"mcu recipe {RECIPE} {BOARD} heap {HEAP_BYTES}\n".encode())
     h.update(_sha256(tarball).encode())
-    for f in sorted(p for p in MCU_DIR.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+    for f in sorted(p for p in MCU_DIR.rglob("*") if p.is_file() and p.suffix in (".c", ".h", ".mk")):
+        h.update(str(f.relative_to(MCU_DIR)).encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
+def build_hash(tarball: Path) -> str:
+    """Everything the image holds: the C side and the frozen Python."""
+    h = hashlib.sha256(c_hash(tarball).encode())
+    for f in sorted(p for p in MCU_DIR.rglob("*.py") if "__pycache__" not in p.parts):
         h.update(str(f.relative_to(MCU_DIR)).encode() + b"\0" + f.read_bytes())
     for name in SCRIPTS:
         h.update(name.encode() + b"\0" + (BENCH / name).read_bytes())
@@ -119,7 +129,8 @@ def build_hash(tarball: Path) -> str:
 
 
 def build_image(progress: Progress | None = None, jobs: int = 2) -> Path:
-    """build/mcu/firmware.elf, rebuilt (from clean) when build_hash changes."""
+    """build/mcu/firmware.elf, rebuilt when build_hash changes (from clean
+    when c_hash does)."""
     say = progress or (lambda _m: None)
     check_tools()
     tarball = source_tarball()
@@ -138,7 +149,10 @@ def build_image(progress: Progress | None = None, jobs: int = 2) -> Path:
         if not (tree / "mpy-cross" / "build" / "mpy-cross").exists():
             _make(["make", "-C", str(tree / "mpy-cross"), f"-j{jobs}"], say, "mpy-cross", log)
         port = (out / "port").resolve()
-        shutil.rmtree(port, ignore_errors=True)  # make does not see a changed heap size or C module
+        c_stamp, c_file = c_hash(tarball), out / "c.stamp"
+        if not c_file.exists() or c_file.read_text().strip() != c_stamp:
+            shutil.rmtree(port, ignore_errors=True)
+        c_file.write_text(c_stamp + "\n")
         env = {"CHUB_MCU_FIRMWARE": str(FIRMWARE), "CHUB_MCU_BENCH": str(BENCH)}
         os.environ.update(env)  # read by bench/mcu/manifest.py under make
         args = ["make", "-C", str(tree / "ports" / "qemu"), f"-j{jobs}", f"BOARD={BOARD}", f"BUILD={port}",
