@@ -117,31 +117,31 @@ def _need(off, n, end, what):
 
 
 class Frame:
-    """A parsed frame: memoryviews into the original buffer plus offsets. The
-    defaults are class attributes: parse() stores only what the frame has."""
+    """A parsed frame: memoryviews into the original buffer plus offsets."""
 
-    buf = None  # memoryview of the whole frame
-    mac_header = None  # memoryview of DD..security header or None
-    sec_header = None  # memoryview (5) or None
-    cra = 0
-    counter = 0
-    originator = None  # memoryview(8)
-    recipient = None  # memoryview(8)
-    date_time = None  # memoryview(12) or None
-    message_code = 0
-    other_info = None  # memoryview of the whole other-information
-    supp_party = None  # memoryview(8) or None
-    supp_counter = None  # int or None
-    supp_orig_counter = None  # int or None (26-byte form)
-    supp_cert = None  # memoryview (DER certificate) or None
-    payload = None  # memoryview
-    signature = None  # memoryview(64) or None
-    mac = None  # memoryview(12) or None
-    gh_start = 0  # offset of DF 09
-    gh_end = 0  # offset of the first payload byte
-    payload_end = 0
-    sig_end = 0  # offset after the signature field
-    sig_field = True  # False for a PRECOMMAND without a signature field
+    def __init__(self):
+        self.buf = None  # memoryview of the whole frame
+        self.mac_header = None  # memoryview of DD..security header or None
+        self.sec_header = None  # memoryview (5) or None
+        self.cra = 0
+        self.counter = 0
+        self.originator = None  # memoryview(8)
+        self.recipient = None  # memoryview(8)
+        self.date_time = None  # memoryview(12) or None
+        self.message_code = 0
+        self.other_info = None  # memoryview of the whole other-information
+        self.supp_party = None  # memoryview(8) or None
+        self.supp_counter = None  # int or None
+        self.supp_orig_counter = None  # int or None (26-byte form)
+        self.supp_cert = None  # memoryview (DER certificate) or None
+        self.payload = None  # memoryview
+        self.signature = None  # memoryview(64) or None
+        self.mac = None  # memoryview(12) or None
+        self.gh_start = 0  # offset of DF 09
+        self.gh_end = 0  # offset of the first payload byte
+        self.payload_end = 0
+        self.sig_end = 0  # offset after the signature field
+        self.sig_field = True  # False for a PRECOMMAND without a signature field
 
     def grouping_header(self):
         return self.buf[self.gh_start : self.gh_end]
