@@ -106,6 +106,14 @@ def test_frame_parse_allocates_little():
     assert per <= 120 * word, (per, 120 * word)
 
 
+def test_codec_modules_build_no_tables_at_import():
+    # heap after imports (issue 15): on a frozen build a literal tuple or bytes
+    # stays in flash, a dict or list is built in RAM at import
+    for mod in (der, dlms, frame, gbz):
+        for k, v in mod.__dict__.items():
+            assert not isinstance(v, (dict, list, bytearray)), (mod.__name__, k)
+
+
 def test_frame_length_forms():
     for n, enc in (
         (0, b"\x00"),
