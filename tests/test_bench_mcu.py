@@ -51,3 +51,15 @@ def test_missing_tools_are_named_with_the_install_command(monkeypatch: pytest.Mo
     monkeypatch.setattr(M.shutil, "which", lambda _t: None)
     with pytest.raises(M.MpBuildError, match="apt-get install -y qemu-system-arm"):
         M.check_tools()
+
+
+def test_cli_names_the_missing_tools_without_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from chub.cli import main
+
+    monkeypatch.setattr(M.shutil, "which", lambda _t: None)
+    r = CliRunner().invoke(main, ["bench", "--mcu"])
+    assert r.exit_code == 1
+    assert r.exception is None or isinstance(r.exception, SystemExit)
+    assert "apt-get install -y qemu-system-arm" in r.output

@@ -285,9 +285,16 @@ def bench(as_json: bool, markdown: bool, heap: str | None, power_cut_sweep: bool
     from .bench import run_bench, run_bench_frozen
 
     if mcu:
+        from chubcore import mpbuild
+
         from .bench_mcu import run_bench_mcu
 
-        _print_figures(run_bench_mcu(None if as_json or markdown else _stderr().print), as_json, markdown)
+        try:
+            figures = run_bench_mcu(None if as_json or markdown else _stderr().print)
+        except mpbuild.MpBuildError as e:
+            _stderr().print(f"[red]MCU bench failed:[/red] {e}")
+            sys.exit(1)
+        _print_figures(figures, as_json, markdown)
         return
 
     image = _choose_micropython(board, micropython)
