@@ -257,12 +257,12 @@ class Router:
         if gpf is not None and bytes(f.recipient) == ident.gpf["eui"]:
             self.counters["gpf"] += 1
             return gpf.handle(f, tag)
-        dev = self._device(rh)
-        if dev is None:
+        dtype = self.device_log.type_of(rh)
+        if dtype is None:
             self.counters["unknown"] += 1
             self._log(self.security_log, EV_UNKNOWN_RECIPIENT, message_id(f))
             raise UnknownRecipient("recipient %s is not in the CHF Device Log" % rh)
-        if dev["type"] == _GSME:
+        if dtype == _GSME:
             return self._buffer(rh, f, data)
         if not wait and self.emit is not None and self.deliveries < self.cfg["max_deliveries"]:
             # on flash before the WAN acks the frame: a cut during the

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -273,14 +274,37 @@ _register_board_commands()
 @click.option("--runs", type=int, default=3, show_default=True,
               help="unix32: scenario runs at the heap floor (the floor is the smallest heap all pass).")
 @click.option("--census", is_flag=True, help="Only the heap after imports per module (Markdown), on --board.")
+@click.option("--mcu", is_flag=True, help="Only the MCU figures: instructions counted on the qemu Cortex-M3 "
+              "(MPS2_AN385) with the hub frozen in, and ESP32 estimates (needs qemu-system-arm, gcc-arm-none-eabi).")
+@click.option("--flash-nor", is_flag=True, help="Only the latencies (e2e, ESME round trip, routed message) with the "
+              "plain emulated flash and with the ESP32's SPI NOR times (suffix _nor).")
 @click.option("--micropython", type=click.Path(exists=True, dir_okay=False, path_type=Path), help=_MICROPYTHON_HELP)
 def bench(as_json: bool, markdown: bool, heap: str | None, power_cut_sweep: bool, board: str, runs: int,
-          census: bool, micropython: Path | None) -> None:
+          census: bool, mcu: bool, flash_nor: bool, micropython: Path | None) -> None:
     """Measure the published figures in one run."""
     from .bench import run_bench, run_bench_frozen
 
+    if mcu:
+        from chubcore import mpbuild
+
+        from .bench_mcu import run_bench_mcu
+
+        try:
+            figures = run_bench_mcu(None if as_json or markdown else _stderr().print)
+        except mpbuild.MpBuildError as e:
+            _stderr().print(f"[red]MCU bench failed:[/red] {e}")
+            sys.exit(1)
+        _print_figures(figures, as_json, markdown)
+        return
+
     image = _choose_micropython(board, micropython)
     heap = heap or default_heap(board)
+    if flash_nor:
+        from .bench_flash import both
+
+        say_ = None if as_json or markdown else _stderr().print
+        _print_figures(both(image or _plain_image(board), heap, say=say_), as_json, markdown)
+        return
     if census:
         from .bench import census_markdown, heap_census
 
@@ -296,6 +320,10 @@ def bench(as_json: bool, markdown: bool, heap: str | None, power_cut_sweep: bool
         figures = run_bench_frozen(image, heap=heap, runs=runs, progress=say)
     else:
         figures = run_bench(heap=heap, progress=say)
+    _print_figures(figures, as_json, markdown)
+
+
+def _print_figures(figures: dict[str, Any], as_json: bool, markdown: bool) -> None:
     if as_json:
         click.echo(json.dumps(figures))
     elif markdown:
