@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .dut import UnixDut
 from .han_setup import attach as attach_han
@@ -17,6 +17,9 @@ from .log import DutLog
 from .rig import Rig
 from .wan_setup import attach as attach_wan
 from .wan_setup import provision as provision_wan
+
+if TYPE_CHECKING:
+    from .meters.living import LivingMeters
 
 
 def attach_peripherals(target: Any) -> None:
@@ -94,9 +97,17 @@ FLASHED = "flashed.json"  # written by `chub flash --board unix` beside the flas
 
 class EmulatedSystem(HubControl):
     """With no image, a workdir that `chub flash --board unix --port WORKDIR`
-    flashed boots from its flash; otherwise the unix image is built."""
+    flashed boots from its flash; otherwise the unix image is built.
 
-    def __init__(self, workdir: Path, heap: str | None = None, image: Path | None = None, fresh: bool = False):
+    living=True (`chub sim`, the plugin's `chub_system`): the system lives on
+    its own once ready: the GPF holds the test DCC anchors like the CHF, the
+    ESME answers the hub's commands and the GSME wakes every `gsme_wake_s`
+    seconds (hil.meters.living: default 1800, a real GSME's interval) to
+    report its readings to the GPF's mirror and collect its buffered
+    commands (`self.meters`)."""
+
+    def __init__(self, workdir: Path, heap: str | None = None, image: Path | None = None, fresh: bool = False,
+                 living: bool = False, gsme_wake_s: float | None = None):
         self.workdir = Path(workdir)
         self.heap = heap
         self.image = image
@@ -107,6 +118,9 @@ class EmulatedSystem(HubControl):
         self.rig: Rig | None = None
         self.dut: UnixDut | None = None
         self.boot_to_ready_s: float | None = None
+        self.living = living
+        self.gsme_wake_s = gsme_wake_s
+        self.meters: LivingMeters | None = None
 
     def start(self, ready_timeout: float = 30.0) -> EmulatedSystem:
         if self.fresh:
@@ -130,8 +144,16 @@ class EmulatedSystem(HubControl):
         except BaseException:
             self.stop()
             raise
-        provision_wan(self)  # the hub's keys to the head-end, test DCC anchors to the hub
+        he = provision_wan(self)  # the hub's keys to the head-end, test DCC anchors to the hub
+        if self.living and he is not None:
+            # the GPF's trust anchor cells too (a supplier command to the GPF is accepted like one to the CHF)
+            self.call("provision_test_dcc", timeout=40, anchors=he.test_dcc_anchors(), device="gpf")
         self.han.after_ready()  # the demo HAN (chub sim): four devices added and joined
+        if self.living:
+            from .meters.living import GSME_WAKE_S, LivingMeters
+
+            wake = GSME_WAKE_S if self.gsme_wake_s is None else self.gsme_wake_s
+            self.meters = LivingMeters(wake).start(self.han)
         return self
 
     def reboot(self, ready_timeout: float = 30.0, power_cut: bool = False) -> float:
@@ -157,6 +179,8 @@ class EmulatedSystem(HubControl):
 
     def stop(self) -> None:
         self.drop_connection()
+        if self.meters is not None:
+            self.meters.stop(self.han)
         if self.dut:
             self.dut.stop()
         if self.rig:

@@ -119,14 +119,19 @@ _MICROPYTHON_HELP = f"The micropython binary to run (default ${MICROPYTHON_ENV},
 @click.option("--board", type=click.Choice(["unix", "unix32"]), default="unix", show_default=True,
               help="unix32: our own 32-bit MicroPython with the hub frozen in (built if stale).")
 @click.option("--micropython", type=click.Path(exists=True, dir_okay=False, path_type=Path), help=_MICROPYTHON_HELP)
+@click.option("--gsme-wake", type=click.FloatRange(min=1.0), default=60.0, show_default=True, metavar="SECONDS",
+              help="How often the emulated GSME wakes to report its readings and collect its buffered commands "
+                   "(a real GSME: 1800; the demo scales 30 min to 1).")
 def sim(headless: bool, ready_timeout: float, heap: str | None, fresh: bool, workdir: Path | None, board: str,
-        micropython: Path | None) -> None:
-    """Run the emulated system: the hub under MicroPython on the unix board, with the rig."""
+        micropython: Path | None, gsme_wake: float) -> None:
+    """Run the emulated system: the hub under MicroPython on the unix board, with the rig and the
+    living demo HAN (the ESME answers, the GSME wakes and reports, the GPF and CHF hold the test DCC
+    anchors)."""
     from .sim import run_sim
 
     image = _choose_micropython(board, micropython)
     sys.exit(run_sim(workdir=workdir or state_dir() / "sim", heap=heap or default_heap(board), fresh=fresh,
-                     headless=headless, ready_timeout=ready_timeout, image=image))
+                     headless=headless, ready_timeout=ready_timeout, image=image, gsme_wake_s=gsme_wake))
 
 
 class HhtTarget(dict):

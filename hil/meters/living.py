@@ -1,0 +1,114 @@
+"""The living default system's meters (`chub sim`, `EmulatedSystem(living=True)`):
+the ESME answers the hub's tunnelled commands (EsmeMeter), and the sleepy
+GSME wakes on a schedule (`wake_s`; a real GSME every 1800 s): at each
+wake-up it reports its readings to the GPF's mirror (RequestMirror and
+ConfigureMirror once, then Metering, Prepayment and Price reports, the
+summation grown by `use_per_wake` since the last one) and then GETs the
+commands the hub buffered for it and PUTs their responses and alerts
+(GsmeMeter.wake).
+
+Everything runs on the rig's loop; `LivingMeters.start(han)` is called from
+the system's thread once the demo devices joined."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from .esme import EsmeMeter
+from .gsme import GsmeMeter
+from .gsme_data import SUMMATION, T_UINT48, GsmeData, MirrorReporter
+
+GSME_WAKE_S = 1800.0  # a real GSME's wake-up interval
+RTDS_GSME = bytes.fromhex("00DB1234567890A1")  # the GSME the RTDS commands address
+
+
+def readdress(frame: bytes, old: bytes, new: bytes) -> bytes:
+    """The frame with the EUI `old` in its header (`08` EUI) replaced by `new`."""
+    i = frame.find(b"\x08" + old)
+    return frame if i < 0 else frame[: i + 1] + new + frame[i + 9 :]
+
+
+class LivingGsme(GsmeMeter):
+    """A GsmeMeter whose wake-ups also report its readings to the mirror."""
+
+    def __init__(self, device: Any, wake_s: float | None, use_per_wake: int = 37) -> None:
+        super().__init__(device, wake_s=wake_s, data=GsmeData.rtds())
+        self.mirror = MirrorReporter(device, self.data)
+        self.use_per_wake = use_per_wake
+        self.reports = 0  # wake-ups whose readings the mirror took
+        self.last_wake: float | None = None  # time.time() of the last wake-up
+        self.rtds_scenarios = True  # each distinct RTDS command runs once, a byte-identical re-offer is refused
+        self.eui = bytes(device.node.eui)
+
+    def execute(self, cmd: bytes) -> list[bytes]:
+        """An RTDS GSME command re-addressed to this meter (`chub hht protect
+        --to EUI`) is answered as the RTDS GSME answers it, from this meter's
+        EUI."""
+        as_rtds = readdress(bytes(cmd), self.eui, RTDS_GSME)
+        if as_rtds == bytes(cmd) or as_rtds not in self.answers:
+            return super().execute(cmd)
+        return [readdress(f, RTDS_GSME, self.eui) for f in super().execute(as_rtds)]
+
+    async def _run(self) -> None:
+        # a meter that has just joined reports at once, then on its schedule
+        assert self.wake_s is not None
+        while True:
+            try:
+                await self.wake_and_report()
+            except (TimeoutError, ConnectionError, ValueError, AssertionError) as e:
+                self.errors.append(f"wake {self.wakes}: {e!r}")
+            await asyncio.sleep(self.wake_s)
+
+    async def wake_and_report(self) -> int:
+        """One wake-up: the readings to the mirror, then the buffered commands;
+        -> commands collected."""
+        self.last_wake = time.time()
+        if self.mirror.endpoint is None:
+            await self.mirror.setup()
+        t, v = self.data.metering[SUMMATION]
+        self.data.metering[SUMMATION] = (T_UINT48, v + self.use_per_wake if self.reports else v)
+        await self.mirror.report_all()
+        self.reports += 1
+        return await self.wake()
+
+
+class LivingMeters:
+    """The meters of the living system on an EmulatedHan (hil.han_setup)."""
+
+    def __init__(self, gsme_wake_s: float | None = GSME_WAKE_S) -> None:
+        self.gsme_wake_s = gsme_wake_s
+        self.esme: EsmeMeter | None = None
+        self.gsme: LivingGsme | None = None
+
+    def start(self, han: Any) -> LivingMeters:
+        async def go() -> None:
+            self.esme = EsmeMeter(han.device("esme"))
+            self.gsme = LivingGsme(han.device("gsme"), self.gsme_wake_s)
+            self.gsme.start()
+
+        han.run(go())
+        return self
+
+    def stop(self, han: Any) -> None:
+        async def go() -> None:
+            if self.gsme is not None:
+                self.gsme.stop()
+
+        try:
+            han.run(go(), timeout=5)
+        except Exception:  # noqa: BLE001 - the rig may be stopping already
+            pass
+
+    def summary(self) -> dict[str, Any]:
+        """What the live view and tests show: per meter, what it did."""
+        out: dict[str, Any] = {}
+        if self.esme is not None:
+            out["esme"] = {"commands": len(self.esme.received), "answered": len(self.esme.answered)}
+        if self.gsme is not None:
+            g = self.gsme
+            out["gsme"] = {"wake_s": g.wake_s, "wakes": g.wakes, "reports": g.reports,
+                           "commands": len(g.executed), "puts": len(g.puts), "last_wake": g.last_wake,
+                           "errors": g.errors[-3:]}
+        return out
