@@ -148,6 +148,7 @@ class EmulatedSystem(HubControl):
         if self.living and he is not None:
             # the GPF's trust anchor cells too (a supplier command to the GPF is accepted like one to the CHF)
             self.call("provision_test_dcc", timeout=40, anchors=he.test_dcc_anchors(), device="gpf")
+            self._first_gpf_read(he)
         self.han.after_ready()  # the demo HAN (chub sim): four devices added and joined
         if self.living:
             from .meters.living import GSME_WAKE_S, LivingMeters
@@ -155,6 +156,17 @@ class EmulatedSystem(HubControl):
             wake = GSME_WAKE_S if self.gsme_wake_s is None else self.gsme_wake_s
             self.meters = LivingMeters(wake).start(self.han)
         return self
+
+    def _first_gpf_read(self, he: Any) -> None:
+        """The head-end's first read of the GPF (RTDS GCS13a, protected for
+        this hub) while the heap is young: the GPF's use cases load now, not
+        late on a fragmented heap (docs/proof.md, the eighth name pool)."""
+        from chubcore.paths import vectors_dir
+
+        rtds = vectors_dir() / "gbcs/rtds/4.1.1_GCS13a/GCS13a_4.1.1_SUCCESS_RELIABLE_GPF_COMMAND_GBCS.HEX"
+        if rtds.exists():
+            raw, _ = he.rebuild(bytes.fromhex(rtds.read_text()))
+            self.call("send_gbcs", timeout=40, frame=raw.hex())
 
     def reboot(self, ready_timeout: float = 30.0, power_cut: bool = False) -> float:
         """Power-cycle the hub (cleanly or by cutting power); returns boot-to-ready seconds."""

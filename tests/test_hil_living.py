@@ -67,3 +67,26 @@ def test_gsme_wakes_and_collects_a_buffered_command(living: EmulatedSystem) -> N
                       "the GSME's response at the head-end after its next wake-up")
     assert parse_frame(want).originator == eui
     assert living.call("route_buffer", eui=DEVICES["gsme"].eui)["queue"] == []
+
+
+def test_live_view_fits_80x24_and_uses_a_taller_terminal(living: EmulatedSystem) -> None:
+    from rich.console import Console
+
+    from chub.views import live_view
+
+    answers = {c: living.call(c) for c in ("status", "device_log_list", "wan_status")}
+    ready = {"local_port": living.local_port_url, "boot_to_ready_s": 1.0, "log": str(living.log.path)}
+    assert living.meters is not None
+    shown = {}
+    for w, h in ((80, 24), (120, 40)):
+        c = Console(width=w, height=h, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+        c.print(live_view(ready, answers, living.meters.summary(), living.log, c.size))
+        text = c.export_text()
+        lines = text.rstrip("\n").split("\n")
+        assert len(lines) <= h and max(len(x) for x in lines) <= w, text
+        for spec in DEVICES.values():
+            assert spec.eui in text, text  # every meter, its EUI in full
+        assert "Ctrl-C to stop" in text and "WAN   connected" in text and "clock 20" in text, text
+        assert "wakes" in text, text  # the GSME's schedule
+        shown[h] = len(lines)
+    assert shown[40] > shown[24]  # the log takes the room a taller terminal has

@@ -10,12 +10,9 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
-from rich.console import Console, Group
+from rich.console import Console
 from rich.live import Live
 from rich.panel import Panel
-from rich.table import Table
-
-from .views import status_table
 
 
 def _ready_line(system, url: str) -> dict:
@@ -165,31 +162,36 @@ def run_sim(workdir: Path, heap: str, fresh: bool, headless: bool, ready_timeout
         lock.close()
 
 
-def _live(system, ready: dict, stop: threading.Event) -> int:
+def _live(system, ready: dict, stop: threading.Event, journal: HeadendJournal) -> int:
+    """The live view: how to stop, the meters, hub/WAN/clock, then the last
+    log lines (newest first) in what height is left; 80x24 shows all of it,
+    a larger terminal shows more log."""
     from chubcore.localport import LocalPortClient
+
+    from .views import live_view
 
     url = ready["local_port"]
     client: LocalPortClient | None = None
+    console = Console()
 
-    def render() -> Group:
+    def render():  # noqa: ANN202 - a rich renderable
         nonlocal client
+        answers: dict[str, Any] = {}
+        error = None
         try:
             if client is None:
                 client = LocalPortClient(url, timeout=2)
-            body = status_table(client.call("status"))
+            for cmd in ("status", "device_log_list", "wan_status"):
+                answers[cmd] = client.call(cmd)
         except Exception as e:  # noqa: BLE001 - show the error in the view and retry
             client = None
-            body = Panel(f"local port: {e}", title="hub status", style="red")
-        rig = Table(title="rig", show_header=False)
-        rig.add_row("local port", url)
-        rig.add_row("uarts", ", ".join(f"{k}={'up' if v else 'down'}" for k, v in system.rig.connected.items()))
-        rig.add_row("boot to ready", f"{ready['boot_to_ready_s']} s")
-        rig.add_row("log", ready["log"])
-        tail = Panel(system.log.tail(12), title="log (Ctrl-C to stop)")
-        return Group(rig, body, tail)
+            error = str(e)
+        meters = system.meters.summary() if system.meters else {}
+        return live_view(ready, answers, meters, system.log, console.size, error)
 
-    with Live(render(), refresh_per_second=2, screen=False) as live:
+    with Live(render(), console=console, refresh_per_second=2, screen=False) as live:
         while not stop.wait(1.0):
+            journal.flush()
             if not system.dut.alive:
                 live.update(Panel(system.log.tail(20), title="the hub stopped", style="red"))
                 return 1
@@ -197,5 +199,3 @@ def _live(system, ready: dict, stop: threading.Event) -> int:
     if client:
         client.close()
     return 0
-
-
