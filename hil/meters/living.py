@@ -8,7 +8,8 @@ commands the hub buffered for it and PUTs their responses and alerts
 (GsmeMeter.wake).
 
 Everything runs on the rig's loop; `LivingMeters.start(han)` is called from
-the system's thread once the demo devices joined."""
+the system's thread once the demo devices joined. Both meters answer a
+Metering (0x0702) read with what they count or reported."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from typing import Any
 
 from .esme import EsmeMeter
 from .gsme import GsmeMeter
-from .gsme_data import SUMMATION, T_UINT48, GsmeData, MirrorReporter
+from .gsme_data import METERING, SUMMATION, T_UINT48, GsmeData, MirrorReporter
 
 GSME_WAKE_S = 1800.0  # a real GSME's wake-up interval
 RTDS_GSME = bytes.fromhex("00DB1234567890A1")  # the GSME the RTDS commands address
@@ -69,9 +70,58 @@ class LivingGsme(GsmeMeter):
             await self.mirror.setup()
         t, v = self.data.metering[SUMMATION]
         self.data.metering[SUMMATION] = (T_UINT48, v + self.use_per_wake if self.reports else v)
+        # what it reports, it also answers when read directly (while awake or polling)
+        self.device.attributes[METERING] = dict(self.data.metering)
         await self.mirror.report_all()
         self.reports += 1
         return await self.wake()
+
+
+class LivingEsme(EsmeMeter):
+    """An EsmeMeter whose Metering cluster (0x0702) counts: the summation
+    delivered (Wh, divisor 1000: kWh) grows by `demand_w` every `tick_s`, so
+    a read (`chub hht han read --cluster 0x0702`) shows a living register.
+    A tunnel message that is no RTDS command goes to the device's own hook
+    (the emulated device echoes it: `chub hht han tunnel`)."""
+
+    def __init__(self, device: Any, demand_w: int = 420, tick_s: float = 1.0) -> None:
+        plain = device.on_tunnel_data
+        super().__init__(device)
+        self.plain = plain
+        self.demand_w, self.tick_s = demand_w, tick_s
+        self.summation_wh = 8_123_456
+        self._task: asyncio.Task[None] | None = None
+        self._publish()
+        device.on_tunnel_data = self._on_data
+
+    async def _on_data(self, data: bytes) -> bytes | None:
+        if bytes(data) in self.answers:
+            return await self.on_tunnel_data(data)
+        return await self.plain(data)
+
+    def _publish(self) -> None:
+        self.device.attributes[METERING] = {
+            0x0000: (T_UINT48, self.summation_wh),  # CurrentSummationDelivered
+            0x0300: (0x30, 0),  # UnitOfMeasure: kWh
+            0x0301: (0x22, 1),  # Multiplier
+            0x0302: (0x22, 1000),  # Divisor
+            0x0306: (0x18, 0),  # MeteringDeviceType: electric
+            0x0400: (0x2B, self.demand_w),  # InstantaneousDemand (W)
+        }
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_s)
+            self.summation_wh += max(1, round(self.demand_w * self.tick_s / 3600))
+            self._publish()
 
 
 class LivingMeters:
@@ -79,12 +129,13 @@ class LivingMeters:
 
     def __init__(self, gsme_wake_s: float | None = GSME_WAKE_S) -> None:
         self.gsme_wake_s = gsme_wake_s
-        self.esme: EsmeMeter | None = None
+        self.esme: LivingEsme | None = None
         self.gsme: LivingGsme | None = None
 
     def start(self, han: Any) -> LivingMeters:
         async def go() -> None:
-            self.esme = EsmeMeter(han.device("esme"))
+            self.esme = LivingEsme(han.device("esme"))
+            self.esme.start()
             self.gsme = LivingGsme(han.device("gsme"), self.gsme_wake_s)
             self.gsme.start()
 
@@ -95,6 +146,8 @@ class LivingMeters:
         async def go() -> None:
             if self.gsme is not None:
                 self.gsme.stop()
+            if self.esme is not None:
+                self.esme.stop()
 
         try:
             han.run(go(), timeout=5)
@@ -105,7 +158,8 @@ class LivingMeters:
         """What the live view and tests show: per meter, what it did."""
         out: dict[str, Any] = {}
         if self.esme is not None:
-            out["esme"] = {"commands": len(self.esme.received), "answered": len(self.esme.answered)}
+            out["esme"] = {"commands": len(self.esme.received), "answered": len(self.esme.answered),
+                           "summation_wh": self.esme.summation_wh}
         if self.gsme is not None:
             g = self.gsme
             out["gsme"] = {"wake_s": g.wake_s, "wakes": g.wakes, "reports": g.reports,
