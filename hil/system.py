@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -33,6 +34,38 @@ def attach_peripherals(target: Any) -> None:
 
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DeviceRow:
+    """One CHF Device Log entry (local-port `device_log_list`, docs/device-log.md),
+    by name. Times are the hub's (seconds since 2000-01-01 UTC)."""
+
+    eui: str
+    type: int
+    key_state: str
+    key_hash: str
+    node_id: int | None
+    join_state: str
+    window_end: int | None
+    rssi: list[int] | None
+    lqi: list[int] | None
+    last_comm: int | None
+    tx_ok: int
+    tx_fail: int
+
+
+@dataclass(frozen=True)
+class GbcsReply:
+    """What `send_gbcs` gave back: the response (None: the command was
+    buffered for the sleepy GSME) and the alerts, as bytes."""
+
+    response: bytes | None
+    alerts: list[bytes]
+
+    @property
+    def buffered(self) -> bool:
+        return self.response is None
 
 
 class HubControl:
@@ -74,6 +107,32 @@ class HubControl:
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+    def devices(self) -> list[DeviceRow]:
+        """The CHF Device Log, every page, as named rows."""
+        from chubcore.device_log import ROW
+
+        first = self.call("device_log_list")
+        rows = list(first["entries"])
+        while len(rows) < first["total"]:
+            page = self.call("device_log_list", offset=len(rows))["entries"]
+            if not page:
+                break
+            rows += page
+        return [DeviceRow(**dict(zip(ROW, r, strict=True))) for r in rows]
+
+    def device(self, eui: str) -> DeviceRow:
+        """One Device Log entry by EUI (KeyError naming the EUIs there)."""
+        rows = {r.eui: r for r in self.devices()}
+        if eui.upper() not in rows:
+            raise KeyError(f"{eui} is not in the Device Log ({', '.join(rows) or 'empty'})")
+        return rows[eui.upper()]
+
+    def send_gbcs(self, frame: bytes, timeout: float | None = None) -> GbcsReply:
+        """One protected GBCS command through the local port, as from the WAN."""
+        r = self.call("send_gbcs", timeout=timeout, frame=frame.hex())
+        resp = r.get("response")
+        return GbcsReply(bytes.fromhex(resp) if resp else None, [bytes.fromhex(a) for a in r.get("alerts", [])])
 
     def drop_connection(self) -> None:
         """Close the kept connection, if one is open."""
