@@ -220,3 +220,12 @@ def test_tables_for_people_piped_at_80_columns(url: str) -> None:
     code, out = cli(url, "device-log", "list", "--json")
     e = json.loads(out)["entries"][0]
     assert e["window_end"] > 946684800 and e["eui"] == ESME
+
+
+def test_port_after_the_command_too(url: str) -> None:
+    """`chub hht logs --port URL` works as `chub hht --port URL logs` (it was refused)."""
+    r = CliRunner().invoke(main, ["hht", "logs", "--which", "security", "--port", url, "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["capacity"] == 40
+    r = CliRunner().invoke(main, ["hht", "device-log", "list", "--json", "--port", url])
+    assert r.exit_code == 0 and json.loads(r.output)["total"] == 0, r.output

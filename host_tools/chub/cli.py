@@ -253,6 +253,23 @@ def _register_hht_commands() -> None:
     hht_cache.register(hht)  # after hht_gbcs: adds --cache to send-gbcs
     hht_commission.register(hht)
     hht_han.register(hht)
+    _port_everywhere(hht)
+
+
+def _set_port(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.obj["port"] = value
+
+
+def _port_everywhere(group: click.Group) -> None:
+    """`--port URL` after the command too (`chub hht status --port URL`), as
+    before it (`chub hht --port URL status`): the same setting."""
+    for cmd in group.commands.values():
+        if isinstance(cmd, click.Group):
+            _port_everywhere(cmd)
+        elif not any("--port" in getattr(p, "opts", ()) for p in cmd.params):
+            cmd.params.append(click.Option(["--port"], default=None, expose_value=False, callback=_set_port,
+                                           is_eager=True, help="Local port URL (as `chub hht --port`)."))
 
 
 _register_hht_commands()
