@@ -134,6 +134,26 @@ class HubControl:
         resp = r.get("response")
         return GbcsReply(bytes.fromhex(resp) if resp else None, [bytes.fromhex(a) for a in r.get("alerts", [])])
 
+    def expect(self, pattern: str, timeout: float = 10.0, after: int = 0) -> Any:
+        """Wait for a console line of the hub (the DUT log, source "dut")
+        matching the regex `pattern`, written after log cursor `after`
+        (`self.log.position`); the re.Match. At `timeout` AssertionError
+        naming the pattern, the log's path and its last lines."""
+        return self.log.expect(pattern, timeout=timeout, after=after)
+
+    def write(self, data: bytes) -> None:
+        """Bytes to the hub's console/local port as a terminal would send
+        them, on a connection of their own (the hub reads them as local-port
+        input: e.g. a broken frame it must survive)."""
+        import socket
+
+        url = self.local_port_url
+        if not url.startswith("socket://"):
+            raise ValueError(f"write() needs a socket:// local port, not {url}")
+        host, port = url[len("socket://"):].rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            s.sendall(data)
+
     def drop_connection(self) -> None:
         """Close the kept connection, if one is open."""
         c, self._kept = self._kept, None

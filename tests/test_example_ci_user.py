@@ -21,7 +21,7 @@ def _pytest(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_example_project_passes(tmp_path: Path) -> None:
     r = _pytest("-q", str(EXAMPLE), "--rootdir", str(EXAMPLE), cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
-    assert "3 passed" in r.stdout
+    assert "4 passed" in r.stdout
 
 
 def test_fixtures_documented_and_dut_log_on_failure(tmp_path: Path) -> None:

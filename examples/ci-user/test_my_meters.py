@@ -33,3 +33,9 @@ def test_a_gsme_command_is_buffered_then_answered(chub_hub) -> None:  # noqa: AN
     want = readdress(bytes.fromhex(Path(rtds / "GCS07_3.1_SUCCESS_RESPONSE_GBCS.HEX").read_text()), RTDS_GSME, eui)
     chub_hub.wait_until(lambda: any(r.raw == want for r in chub_hub.headend.received), 20,
                         "the GSME's response at the head-end")
+
+
+def test_the_console(chub_hub) -> None:  # noqa: ANN001
+    chub_hub.expect(r"hub READY version=\S+ board=unix")  # the boot line, anywhere in the log
+    chub_hub.write(b"\x7e\x00garbage that is no frame\n")  # the hub must survive a broken frame
+    assert chub_hub.call("status")["board"] == "unix"
