@@ -127,17 +127,19 @@ def live_view(ready: dict[str, Any], answers: dict[str, Any], meters: dict[str, 
     if dl is not None:
         t = Table(title=None, box=None, pad_edge=False, padding=(0, 1))
         key_column(t, "meter EUI-64")
-        for col in ("type", "state", "last heard (UTC)", "activity"):
-            t.add_column(col, overflow="ellipsis", no_wrap=True)
+        for col, w in (("type", 6), ("state", 7), ("heard UTC", 9)):
+            t.add_column(col, overflow="ellipsis", no_wrap=True, min_width=w)
+        # the activity column takes what is left of the width (never the EUI's room)
+        t.add_column("activity", overflow="ellipsis", no_wrap=True, max_width=max(12, size.width - 50))
         types = {0: "GSME", 1: "ESME", 2: "CHF", 3: "GPF", 4: "HCALCS", 5: "PPMID", 6: "IHD"}
         for e in dl.get("entries", []):
             kind = types.get(e[1], str(e[1]))
             m = meters.get(kind.lower())
             act = ""
             if kind == "GSME" and m:
-                act = f"wakes {m['wakes']} every {m['wake_s']:g} s, reports {m['reports']}, cmds {m['commands']}"
+                act = f"wakes {m['wakes']}, every {m['wake_s']:g} s, cmds {m['commands']}"
             elif kind == "ESME" and m:
-                act = f"commands {m['commands']}, answered {m['answered']}"
+                act = f"{m['summation_wh'] / 1000:.3f} kWh, commands {m['commands']}"
             t.add_row(e[0], kind, str(e[5]), utc_text(e[9])[11:] if e[9] else "never", act)
         parts.append(t)
         used += 1 + len(dl.get("entries", []))
