@@ -49,6 +49,7 @@ def register(hht: click.Group) -> None:
         except ValueError as e:
             raise click.BadParameter(f"{inp} is not hex: {e}") from e
         ident = command_id(cmd)
+        journal = _journal(ctx) if wait_s else None  # refused before sending when there is nothing to wait on
         r = _call(ctx, "send_gbcs", frame=frame)
         resp = r.get("response")
         got = [a.upper() for a in r.get("alerts", [])]
@@ -60,8 +61,7 @@ def register(hht: click.Group) -> None:
             how = f"waiting up to {wait_s:g} s for it" if wait_s else "--wait S collects it on a `chub sim`"
             click.echo(f"buffered: command {ident['id']} waits in the hub for the sleepy GSME; its response goes "
                        f"to the head-end when the meter wakes ({how})")
-        if resp is None and wait_s:
-            journal = _journal(ctx)
+        if resp is None and journal is not None:
             late = wait_in_journal(journal, cmd, wait_s)
             if late.get("response"):
                 resp = late["response"]
