@@ -229,3 +229,11 @@ def test_port_after_the_command_too(url: str) -> None:
     assert json.loads(r.output)["capacity"] == 40
     r = CliRunner().invoke(main, ["hht", "device-log", "list", "--json", "--port", url])
     assert r.exit_code == 0 and json.loads(r.output)["total"] == 0, r.output
+
+
+def test_send_gbcs_wait_needs_a_sim(url: str, tmp_path: Path) -> None:
+    """--wait on a port that is no `chub sim`'s: refused before anything is sent (exit 2)."""
+    (tmp_path / "cmd.hex").write_text("DF09")
+    r = CliRunner().invoke(main, ["hht", "--port", url, "send-gbcs", "--in", str(tmp_path / "cmd.hex"),
+                                  "--out", str(tmp_path / "rsp.hex"), "--wait", "5"])
+    assert r.exit_code == 2 and "--wait collects late responses from a `chub sim`" in r.output, r.output
