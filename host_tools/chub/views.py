@@ -15,6 +15,9 @@ def status_table(st: dict[str, Any]) -> Table:
     t.add_row("firmware", f"{st.get('version')} ({st.get('git', '?')})")
     t.add_row("board", str(st.get("board")))
     t.add_row("uptime", f"{st.get('uptime_s')} s")
+    clock = st.get("clock") or {}
+    t.add_row("clock (UTC)", f"{utc_text(st.get('utc'), 1970)}" + (f" ({clock.get('source')}, "
+              f"{'valid' if clock.get('valid') else 'not valid'})" if clock else ""))
     t.add_row("heap", f"{st.get('heap_alloc', 0) // 1024} KiB used, {st.get('heap_free', 0) // 1024} KiB free")
     for k, v in sorted(st.get("flash", {}).items()):
         t.add_row(f"flash {k}", str(v))
