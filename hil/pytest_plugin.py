@@ -183,13 +183,18 @@ def chub_system(tmp_path_factory: pytest.TempPathFactory, hub_image: Path,
     """The default emulated system, alive, for the whole session (hil.system.EmulatedSystem,
     living=True): the hub on the unix board with the demo HAN joined (ESME, GSME, IHD, PPMID,
     hil.han_setup.DEVICES), the ESME answering and counting, the GSME waking every
-    --chub-gsme-wake seconds (default 2) to report to the GPF and collect buffered commands,
+    --chub-gsme-wake seconds (default 2) to report to the GPF and collect buffered commands
+    (heap --heap, else 1024k on the unix board: hil.meters.living.LIVING_HEAP),
     the CHF and GPF holding the test DCC anchors, the head-end behind the emulated modem.
     `.call(cmd, **args)`, `.devices()` (named rows), `.send_gbcs(frame)`, `.wait_until(...)`,
     `.han` (the emulated devices), `.meters` (hil.meters.living), `.headend`, `.log`."""
+    from .meters.living import LIVING_HEAP
+
     wake = request.config.getoption("--chub-gsme-wake")
+    heap = request.config.getoption("--heap") or (LIVING_HEAP if not _frozen_build(
+        request.config.getoption("--chub-board")) else None)
     s = EmulatedSystem(tmp_path_factory.mktemp("chub_system") / "sys", image=hub_image, fresh=True, living=True,
-                       gsme_wake_s=wake)
+                       gsme_wake_s=wake, heap=heap)
     s.start()
     try:
         yield s

@@ -15,7 +15,7 @@ from chubcore.paths import keystore_dir, vectors_dir
 from hil.han_setup import DEVICES
 from hil.headend.gbcs import HeadEnd, parse_frame
 from hil.headend.gpf import GpfKeys, gbz_components, verify_response
-from hil.meters.living import RTDS_GSME, readdress
+from hil.meters.living import LIVING_HEAP, RTDS_GSME, readdress
 from hil.system import EmulatedSystem
 
 RTDS = vectors_dir() / "gbcs" / "rtds"
@@ -28,7 +28,7 @@ def living(tmp_path_factory: pytest.TempPathFactory, hub_image: Path) -> Iterato
     if not RTDS.is_dir():
         pytest.skip("RTDS vectors not available")
     s = EmulatedSystem(tmp_path_factory.mktemp("living") / "sys", image=hub_image, fresh=True, living=True,
-                       gsme_wake_s=2)
+                       gsme_wake_s=2, heap=LIVING_HEAP)
     with s:
         yield s
 

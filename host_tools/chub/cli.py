@@ -111,7 +111,8 @@ _MICROPYTHON_HELP = f"The micropython binary to run (default ${MICROPYTHON_ENV},
 @main.command()
 @click.option("--headless", is_flag=True, help="No live view: print one JSON line when ready, then keep running.")
 @click.option("--ready-timeout", type=float, default=30.0, show_default=True, help="Seconds to wait for the hub.")
-@click.option("--heap", default=None, help=f"MicroPython heap limit (-X heapsize; default the board's, unix {default_heap()}).")
+@click.option("--heap", default=None, help="MicroPython heap limit (-X heapsize; default unix 1024k: the living "
+              "system's GPF loads .mpy names into an eighth pool, docs/proof.md; unix32 its board's).")
 @click.option("--fresh", is_flag=True, help="Start from blank flash (first boot).")
 @click.option("--workdir", type=click.Path(path_type=Path), default=None,
               help="The emulated board's folder (flash, logs, ready.json) [default: .chub/sim, or $CHUB_STATE/sim]. "
@@ -130,7 +131,11 @@ def sim(headless: bool, ready_timeout: float, heap: str | None, fresh: bool, wor
     from .sim import run_sim
 
     image = _choose_micropython(board, micropython)
-    sys.exit(run_sim(workdir=workdir or state_dir() / "sim", heap=heap or default_heap(board), fresh=fresh,
+    from hil.meters.living import LIVING_HEAP
+
+    if heap is None:
+        heap = LIVING_HEAP if board == "unix" else default_heap(board)
+    sys.exit(run_sim(workdir=workdir or state_dir() / "sim", heap=heap, fresh=fresh,
                      headless=headless, ready_timeout=ready_timeout, image=image, gsme_wake_s=gsme_wake))
 
 
