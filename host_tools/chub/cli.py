@@ -112,7 +112,8 @@ _MICROPYTHON_HELP = f"The micropython binary to run (default ${MICROPYTHON_ENV},
 @main.command()
 @click.option("--headless", is_flag=True, help="No live view: print one JSON line when ready, then keep running.")
 @click.option("--ready-timeout", type=float, default=30.0, show_default=True, help="Seconds to wait for the hub.")
-@click.option("--heap", default=None, help=f"MicroPython heap limit (-X heapsize; default the board's, unix {default_heap()}).")
+@click.option("--heap", default=None, help="MicroPython heap limit (-X heapsize; default unix 1024k: the living "
+              "system's GPF loads .mpy names into an eighth pool, docs/proof.md; unix32 its board's).")
 @click.option("--fresh", is_flag=True, help="Start from blank flash (first boot).")
 @click.option("--workdir", type=click.Path(path_type=Path), default=None,
               help="The emulated board's folder (flash, logs, ready.json) [default: .chub/sim, or $CHUB_STATE/sim]. "
@@ -120,14 +121,23 @@ _MICROPYTHON_HELP = f"The micropython binary to run (default ${MICROPYTHON_ENV},
 @click.option("--board", type=click.Choice(["unix", "unix32"]), default="unix", show_default=True,
               help="unix32: our own 32-bit MicroPython with the hub frozen in (built if stale).")
 @click.option("--micropython", type=click.Path(exists=True, dir_okay=False, path_type=Path), help=_MICROPYTHON_HELP)
+@click.option("--gsme-wake", type=click.FloatRange(min=1.0), default=60.0, show_default=True, metavar="SECONDS",
+              help="How often the emulated GSME wakes to report its readings and collect its buffered commands "
+                   "(a real GSME: 1800; the demo scales 30 min to 1).")
 def sim(headless: bool, ready_timeout: float, heap: str | None, fresh: bool, workdir: Path | None, board: str,
-        micropython: Path | None) -> None:
-    """Run the emulated system: the hub under MicroPython on the unix board, with the rig."""
+        micropython: Path | None, gsme_wake: float) -> None:
+    """Run the emulated system: the hub under MicroPython on the unix board, with the rig and the
+    living demo HAN (the ESME answers, the GSME wakes and reports, the GPF and CHF hold the test DCC
+    anchors)."""
     from .sim import run_sim
 
     image = _choose_micropython(board, micropython)
-    sys.exit(run_sim(workdir=workdir or state_dir() / "sim", heap=heap or default_heap(board), fresh=fresh,
-                     headless=headless, ready_timeout=ready_timeout, image=image))
+    from hil.meters.living import LIVING_HEAP
+
+    if heap is None:
+        heap = LIVING_HEAP if board == "unix" else default_heap(board)
+    sys.exit(run_sim(workdir=workdir or state_dir() / "sim", heap=heap, fresh=fresh,
+                     headless=headless, ready_timeout=ready_timeout, image=image, gsme_wake_s=gsme_wake))
 
 
 class HhtTarget(dict):
@@ -249,6 +259,23 @@ def _register_hht_commands() -> None:
     hht_cache.register(hht)  # after hht_gbcs: adds --cache to send-gbcs
     hht_commission.register(hht)
     hht_han.register(hht)
+    _port_everywhere(hht)
+
+
+def _set_port(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.obj["port"] = value
+
+
+def _port_everywhere(group: click.Group) -> None:
+    """`--port URL` after the command too (`chub hht status --port URL`), as
+    before it (`chub hht --port URL status`): the same setting."""
+    for cmd in group.commands.values():
+        if isinstance(cmd, click.Group):
+            _port_everywhere(cmd)
+        elif not any("--port" in getattr(p, "opts", ()) for p in cmd.params):
+            cmd.params.append(click.Option(["--port"], default=None, expose_value=False, callback=_set_port,
+                                           is_eager=True, help="Local port URL (as `chub hht --port`)."))
 
 
 _register_hht_commands()
