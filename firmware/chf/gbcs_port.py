@@ -3,7 +3,8 @@
 #   identity                  -> {chf: {eui, ka_pub, ds_pub}, gpf: {...}} (hex)
 #   send_gbcs {frame: hex}    -> {response: hex, alerts: [hex...]}: one
 #                                pre-protected command, exactly as from the
-#                                WAN; a tunnel delivery is awaited
+#                                WAN; a tunnel delivery is awaited; a
+#                                GSME's response comes later (route_replies)
 from chf.identity import Identity
 from chf.usecases import Chf
 from ids import hex_bytes, hex_text
@@ -29,7 +30,7 @@ async def cmd_identity(hub, req):
 
 async def cmd_send(hub, req):
     data = hex_bytes(req.get("frame"), "frame")
-    resp, alerts = await hub.router.route_wait(data)
+    resp, alerts = await hub.router.route_wait(data, source="hht")
     return {"response": hex_text(resp) if resp is not None else None, "alerts": [hex_text(a) for a in alerts]}
 
 

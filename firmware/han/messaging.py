@@ -56,7 +56,7 @@ class DeliveryError(OSError):
 
 # the messaging layer's counters (in its coordinator's `counters`)
 COUNTERS = ("rx_unknown", "zcl_rx", "zcl_bad", "frag_rx", "frag_drop", "frag_tx", "busy_drop", "zcl_errors",
-            "reply_fail", "tunnel_rx", "tunnel_unclaimed", "exchanges", "frag_ack", "frag_ack_fail")
+            "reply_fail", "tunnel_rx", "tunnel_unclaimed", "exchanges", "pushes", "frag_ack", "frag_ack_fail")
 
 
 def _ms():
@@ -432,6 +432,27 @@ class Messaging:
             if w[2] is not None:
                 raise w[2]
             return w[1]
+        finally:
+            self._release(self._locks, eh, lk)
+
+    async def tunnel_send(self, eui, data, timeout_ms=EXCHANGE_TIMEOUT_MS):
+        """Send `data` over the ZSE tunnel to the device (its own tunnel to
+        the hub, or one the hub opens) without awaiting an answer: a GSME's
+        response routed back to the PPMID that sent the command. Returns when
+        the NCP reports it delivered; DeliveryError as tunnel_exchange."""
+        eh = self._eh(eui)
+        self._node(eh)
+        deadline = time.ticks_add(_ms(), timeout_ms)
+        lk = await self._acquire(self._locks, eh)
+        try:
+            self.counters["pushes"] += 1
+            t = self._tunnel_for(eh)
+            if t is None:
+                t = await self._open_tunnel(eh, deadline)
+            if len(data) > t[3]:
+                raise DeliveryError("tunnel", "%d bytes exceed the device's %d" % (len(data), t[3]))
+            frame = T.encode_transfer_data(bytearray(), self.next_tsn(), t[0], data, t[2])
+            await self.zcl_send(eh, t[1], T.CLUSTER_TUNNELING, frame, max(1, _left(deadline)))
         finally:
             self._release(self._locks, eh, lk)
 
