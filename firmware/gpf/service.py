@@ -5,6 +5,7 @@
 # for the GSME -- the heap stays free for the jobs until the GPF is used.
 #
 #   handle(frame) -> (response, [alerts])      frames addressed to the GPF EUI
+#   take_alerts() -> [alerts]                  alerts for the commands it refused
 #   tap_off(command_frame) -> bool             a command for the GSME was buffered
 #   on_gsme_message(frame) -> [alerts]         the GSME PUT a response/alert
 #   set_tunnel_pending(flag)                   something is queued for the GSME
@@ -65,6 +66,10 @@ class GpfService:
 
     def handle(self, frame, tag=None):
         return self.impl().handle(frame, tag)
+
+    def take_alerts(self):
+        """The GPF's alerts for refused commands (gpf.function), for the router."""
+        return [] if self._gpf is None else self._gpf.take_alerts()
 
     def _tap_code(self, frame):
         try:

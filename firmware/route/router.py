@@ -272,7 +272,12 @@ class Router:
         gpf = self.gpf
         if gpf is not None and bytes(f.recipient) == ident.gpf["eui"]:
             self.counters["gpf"] += 1
-            return gpf.handle(data, tag)
+            try:
+                return gpf.handle(data, tag)
+            except ValueError:
+                for a in gpf.take_alerts():  # the GPF's alert for an authentication refusal
+                    await self._emit(a, "alert")
+                raise
         dev = self._device(rh)
         if dev is None:
             self.counters["unknown"] += 1

@@ -336,3 +336,55 @@ def test_handle_and_mirror_survive_mutated_input():
             r = asyncio.run(m.zcl_server(GSME, 1, h, fr[off:], cl))
             assert r is None or isinstance(r, bytes)
     assert acb is not None
+
+
+def test_refused_commands_raise_rate_limited_gpf_alerts():
+    # E2E R06: an authentication failure / an unknown party / no permission
+    # is also alerted with its GBCS code (GBZ alert, message code 0x1001,
+    # MAC'd as the GPF's alerts), at most once per code per hour
+    from gbcs import gcm, kdf
+    from gbcs.security import SecurityError
+
+    store = fresh()
+    ident = Identity(store)
+    acb_d, acb_q = p256.generate()
+    _sd, sup_q = p256.generate()
+    ident.set_anchors(
+        [
+            {"eui": "90b3d51f30000002", "role": "acb", "ka_pub": binascii.hexlify(acb_q).decode()},
+            {"eui": "90b3d51f30010000", "role": "supplier", "ka_pub": binascii.hexlify(sup_q).decode()},
+        ],
+        "gpf",
+    )
+    CLOCK[0], CLOCK[1] = T0, True
+    g = Gpf(ident, store, Mirror(store, now), now)
+    me = ident.gpf["eui"]
+    sup = binascii.unhexlify("90b3d51f30010000")
+    p = binascii.unhexlify("010901010702000B0000000203010300030000")
+
+    def send(orig, counter, key):
+        fr = bytes(gframe.build(1, counter, orig, me, 0x0074, p,
+                                mac_fn=lambda pre, body, iv: gcm.gmac(key, iv, (pre, body))))
+        try:
+            g.handle(fr)
+            raise AssertionError("accepted")
+        except SecurityError as e:
+            return e.event
+
+    assert send(sup, 10, b"\x00" * 16) == 0x8F1E  # the MAC does not verify
+    (a,) = g.take_alerts()
+    assert _alert_code(a) == 0x8F1E and g.take_alerts() == []
+    # the alert is the GPF's, MAC'd with Z(GPF KA, ACB KA)
+    f = gframe.parse(a)
+    assert bytes(f.originator) == me and f.recipient == binascii.unhexlify("90b3d51f30000002")
+    z = p256.ecdh(acb_d, ident.gpf["ka_q"])
+    k = kdf.derive_key(z, me, 3, f.counter, bytes(f.recipient))
+    assert gcm.gmac(k, f.iv(), (gframe.AAD_PREFIX, f.aad_body())) == bytes(f.mac)
+    # the same code again within the hour: refused and logged, not alerted
+    assert send(sup, 11, b"\x00" * 16) == 0x8F1E and g.take_alerts() == []
+    # an unknown originator: its own code
+    assert send(binascii.unhexlify("90b3d51f300100ff"), 12, b"\x00" * 16) == 0x8F3E
+    assert [_alert_code(x) for x in g.take_alerts()] == [0x8F3E]
+    CLOCK[0] = T0 + 3601
+    assert send(sup, 13, b"\x00" * 16) == 0x8F1E and [_alert_code(x) for x in g.take_alerts()] == [0x8F1E]
+    CLOCK[0] = T0

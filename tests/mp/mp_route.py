@@ -202,6 +202,11 @@ def test_gpf_frames_go_to_the_gpf_and_tom_commands_are_tapped_off():
     except SecurityError:
         pass  # the GPF authenticates (and refuses) it: it got there
     assert r.counters["gpf"] == 1 and hub.gpf.status()["tunnel_pending"] is False
+    # the refusal is also the GPF's alert (0x8F3E: the originator is no party of the GPF)
+    ((kind, a),) = _outbox(hub)
+    assert kind == ob.KIND_ALERT and bytes(gframe.parse(a).originator) == hub.identity.gpf["eui"]
+    assert bytes(gframe.parse(a).payload[3:5]) == b"\x8f\x3e", a
+    hub.outbox.acked(hub.outbox.j.seqs()[0])
     ok_cmd, err_cmd = _hex_file(CS11_CMD), _hex_file("3.3_CS11/CS11_3.3_ERROR_COMMAND_GBCS.HEX")
     assert run(r.route(ok_cmd)) == (None, []) and run(r.route(err_cmd)) == (None, [])
     st = hub.gpf.status()
