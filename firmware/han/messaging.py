@@ -268,6 +268,7 @@ class Messaging:
         profile, cluster, src_ep, _dst, options, group = aps[0], aps[1], aps[2], aps[3], aps[4], aps[5]
         if profile != SE_PROFILE:
             self.counters["zcl_bad"] += 1
+            self._abnormal(eh, "profile")
             return
         if options & APS_OPTION_FRAGMENT:
             if node is not None:
@@ -286,6 +287,7 @@ class Messaging:
             h, o = Z.parse_header(payload)
         except Z.ZclError:
             self.counters["zcl_bad"] += 1
+            self._abnormal(eh, "zcl")
             return
         self.counters["zcl_rx"] += 1
         if h.direction:
@@ -303,9 +305,15 @@ class Messaging:
             arg = bytes(payload[o:])
         if self._busy >= _MAX_BUSY:
             self.counters["busy_drop"] += 1
+            self._abnormal(eh, "flood")
             return
         self._busy += 1
         asyncio.create_task(self._serve(fn, eh, src_ep, cluster, h, arg))
+
+    def _abnormal(self, eh, what):
+        """A known device's malformed frame ("profile", "zcl") or one dropped
+        in a flood ("flood"): the coordinator security-logs it (HAN tamper,
+        docs/han.md); nothing here."""
 
     async def _serve(self, fn, eh, src_ep, cluster, h, p):
         try:

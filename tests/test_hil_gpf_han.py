@@ -1,10 +1,14 @@
-"""HIL: the PPMID's top-up to the gas meter end to end (E2E H04) in the whole
+"""HIL: the GPF and the HAN (issue 18) in the whole hub. The PPMID's top-up
+to the gas meter end to end (E2E H04) in the whole
 hub (built image under micropython) with the emulated HAN: the PPMID sends a
 PCS01 (0x009B) command to the GSME over its tunnel, the hub buffers it, the
 sleepy GSME (hil.meters.gsme) GETs it at its wake-up, executes it and PUTs
 its response, and the hub sends the response back to the PPMID over the HAN
 (never to the WAN); a power cut between the GSME's execution and the
-response's delivery loses nothing and duplicates nothing."""
+response's delivery loses nothing and duplicates nothing. HAN tamper: a
+device's malformed frames are security-logged and a run of them reaches the
+head-end as one 0x8F60 alert; an energy scan asked for at any time is
+readable in han_status."""
 
 from __future__ import annotations
 
@@ -126,6 +130,57 @@ def test_ppmid_top_up_round_trip_and_power_cut(demo: EmulatedSystem) -> None:
     time.sleep(1.0)
     assert got == [response_for(cmd3)] and demo.call("route_status")["han_out"] == 0
     print(f"ppmid_topup_round_trip_s (GSME woken at once) {round_trip_s:.3f}")
+
+
+def test_han_tamper_alert_and_energy_scan_on_request(demo: EmulatedSystem) -> None:
+    from test_hil_wan_faults import alert_code
+
+    han = demo.han
+    demo.wait_until(lambda: demo.call("han_status")["state"] == "up", 30, "the HAN up")
+    demo.wait_until(lambda: han.wait_joined(["ihd"], 1.0), 20, "the IHD joined")
+    ihd = han.device("ihd")
+    n0 = demo.call("han_status")["counters"]["abnormal"]
+
+    def code(rr) -> int | None:  # type: ignore[no-untyped-def]
+        try:
+            return alert_code(rr.frame.payload) if rr.frame is not None and rr.frame.cra == 3 else None
+        except (AssertionError, ValueError, IndexError):
+            return None
+
+    async def junk() -> int:
+        import asyncio
+
+        sent = 0
+        for _ in range(30):  # a ZCL header cut short: manufacturer-specific bit, nothing after
+            sent += bool(ihd.send(0x0702, b"\x04"))
+            await asyncio.sleep(0.02)
+        return sent
+
+    assert han.run(junk()) == 30
+    demo.wait_until(lambda: demo.call("han_status")["counters"]["abnormal"] - n0 >= 30, 15, "the junk counted")
+    sec = demo.call("logs", which="security")["entries"]
+    eui = ihd.node.eui.hex().upper()
+    mine = [e for e in sec if e[1] == 0x8F1E and bytes.fromhex(e[2]) == eui.encode()]
+    assert mine, sec
+    assert any(e[1] == 0x8F60 for e in sec), sec
+    demo.wait_until(lambda: any(code(rr) == 0x8F60 for rr in demo.headend.received), 20, "0x8F60 at the head-end")
+    # rate-limited: another run within the hour raises no second alert
+    assert han.run(junk()) == 30
+    time.sleep(2)
+    assert sum(code(rr) == 0x8F60 for rr in demo.headend.received) == 1
+
+    # the energy scan on request, readable locally
+    r = demo.call("han_energy_scan", timeout=40)
+    assert r["ok"], r
+    rssi = dict(r["scan"]["rssi"])
+    assert sorted(rssi) == list(range(11, 27)) and min(rssi, key=rssi.get) == 20, rssi
+    assert demo.call("han_status")["energy_scan"] == r["scan"]
+    r2 = demo.call("han_energy_scan", channels=[15, 20], duration=1)
+    assert [c for c, _ in r2["scan"]["rssi"]] == [15, 20]
+    from chubcore.localport import LocalPortError
+
+    with pytest.raises(LocalPortError):
+        demo.call("han_energy_scan", channels=[27])
 
 
 def _try(fn):  # type: ignore[no-untyped-def]
