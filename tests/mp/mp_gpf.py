@@ -388,3 +388,53 @@ def test_refused_commands_raise_rate_limited_gpf_alerts():
     CLOCK[0] = T0 + 3601
     assert send(sup, 13, b"\x00" * 16) == 0x8F1E and [_alert_code(x) for x in g.take_alerts()] == [0x8F1E]
     CLOCK[0] = T0
+
+
+class _Clock:
+    valid = True
+
+    def now(self):
+        return CLOCK[0] + 946684800
+
+
+def test_tapped_off_tariff_and_calendar_served_to_han_devices():
+    # E2E 4.3.5.3 / HAN03, HAN06: an IHD or PPMID asks the hub's Price and
+    # Calendar servers (Get commands); the GPF answers with the Publish
+    # command it applied from the tapped-off GCS01a, after a power cut too;
+    # what was never applied is Not Found
+    from gpf import service
+
+    store = fresh()
+    g = make_gpf(store)
+    CLOCK[0] = T0
+    assert g.tap_off(vec("1.1.1_GCS01a", "GCS01a_1.1.1_IMMEDIATE_TOU_SUCCESS_COMMAND"))
+    assert g.on_gsme_message(vec("1.1.1_GCS01a", "GCS01a_1.1.1_IMMEDIATE_TOU_SUCCESS_RESPONSE")) == []
+    tariff, calendar = g.tap.data(0x0700, 0x04), g.tap.data(0x0707, 0x00)
+    assert tariff is not None and calendar is not None
+    store = remount()  # a power cut
+    svc = service.GpfService(store, Identity(store), _Clock(), None, None)
+    assert 0x0707 in service.SERVED and set(service.MIRRORED) <= set(service.SERVED)
+
+    def ask(cluster, cmd, body=b"\x00\x00\x00\x00\x00\x00\x00\x00\x01"):
+        frame = bytes((0x01, 0x42, cmd)) + body
+        h, off = zcl.parse_header(frame)
+        return asyncio.run(svc.zcl_server(cluster)("70b3d5c11d000003", 1, h, frame[off:]))
+
+    r = ask(0x0700, 0x06)  # GetTariffInformation
+    h, off = zcl.parse_header(r)
+    assert (h.frame_type, h.direction, h.command_id, h.tsn) == (zcl.FT_CLUSTER, 1, 0x04, 0x42)
+    assert r[off:] == tariff
+    r = ask(0x0707, 0x00)  # GetCalendar
+    h, off = zcl.parse_header(r)
+    assert (h.direction, h.command_id) == (1, 0x00) and r[off:] == calendar
+    r = ask(0x0700, 0x08)  # GetBlockThresholds: none applied
+    h, off = zcl.parse_header(r)
+    assert h.command_id == zcl.DEFAULT_RSP and r[off:] == bytes((0x08, 0x8B)), r
+    r = ask(0x0700, 0x0C)  # a Get the GPF does not serve
+    h, off = zcl.parse_header(r)
+    assert h.command_id == zcl.DEFAULT_RSP and r[off + 1] == zcl.UNSUP_CLUSTER_COMMAND
+    # Read Attributes on Price still come from the mirror (currency from the tariff)
+    frame = bytes((0x00, 0x43, zcl.READ_ATTRIBUTES, 0x16, 0x06))
+    h, off = zcl.parse_header(frame)
+    r = asyncio.run(svc.zcl_server(0x0700)("70b3d5c11d000003", 1, h, frame[off:]))
+    assert r[2] == zcl.READ_ATTRIBUTES_RSP and r[3:] == bytes((0x16, 0x06, 0, zcl.T_UINT16)) + (826).to_bytes(2, "little")
