@@ -188,3 +188,49 @@ def _try(fn):  # type: ignore[no-untyped-def]
         return fn()
     except Exception:  # noqa: BLE001 - retried until the hub is back
         return None
+
+
+def test_tapped_off_tariff_read_by_the_ihd_and_the_ppmid(demo: EmulatedSystem) -> None:
+    """A GCS01a (TOM) for the gas meter, buffered, executed at the GSME's
+    wake (its RTDS response): the GPF applies its copy, and the IHD and the
+    PPMID read the tariff from the hub's Price server (GetTariffInformation
+    -> PublishTariffInformation, byte for byte the DCC's), also after a power cut."""
+    from chubcore.paths import vectors_dir
+    from hil.han_setup import DeviceSpec
+    from hil.headend.gpf import gbz_components
+    from hil.meters import rtds_answers
+    from hil.meters.ihd import Ihd
+
+    han = demo.han
+    demo.wait_until(lambda: demo.call("han_status")["state"] == "up", 30, "the HAN up")
+    spec = DeviceSpec("rtds_gsme", "00DB1234567890A1", 0, bytes.fromhex("647EC0DE0102030405060708090A0B00"),
+                      sleepy=True)
+    han.add_device(spec)
+    assert demo.call("device_log_add", eui=spec.eui, type=0, install_code=spec.install_code_hex,
+                     join_timeout=600)["code"] == 0
+    han.power_on(spec.name)
+    demo.wait_until(lambda: han.wait_joined([spec.name, "ihd", "ppmid"], 1.0), 30, "the RTDS GSME joined")
+    ihd, ppmid = Ihd(han.device("ihd")), Ihd(han.device("ppmid"))
+    assert demo.wait_until(lambda: _try(lambda: [han.run(ihd.tariff())]), 20, "the IHD's first Get") == [None]
+    rtds = vectors_dir() / "gbcs" / "rtds" / "1.1.1_GCS01a"
+    cmd = bytes.fromhex((rtds / "GCS01a_1.1.1_IMMEDIATE_TOU_SUCCESS_COMMAND_GBCS.HEX").read_text().strip())
+    r = demo.call("send_gbcs", timeout=40, frame=cmd.hex())
+    assert r["response"] is None
+    gsme = GsmeMeter(han.device(spec.name), rtds_answers(["1.1.1_GCS01a"]), wake_s=None)
+    assert han.run(gsme.wake()) == 1
+    demo.wait_until(lambda: demo.call("gpf_status")["tap_applied"] == 1, 15, "the tap-off copy applied")
+    want = [c["body"] for c in gbz_components(parse_frame(cmd).payload, cra=1)
+            if c["cluster"] == 0x0700 and c["cmd"] == 0x04]
+    assert len(want) == 1
+    times = []
+    for _ in range(20):
+        t0 = time.perf_counter()
+        got = han.run(ihd.tariff())
+        times.append((time.perf_counter() - t0) * 1000)
+        assert got == want[0]
+    assert han.run(ppmid.tariff()) == want[0]
+    times.sort()
+    print(f"tapoff_read_ms (IHD GetTariffInformation round trip, median of 20) {times[10]:.1f}")
+    demo.reboot(power_cut=True)
+    demo.wait_until(lambda: _try(lambda: han.run(ihd.tariff(), timeout=10)) == want[0], 40,
+                    "the tariff after the power cut")
