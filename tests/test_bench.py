@@ -28,6 +28,8 @@ PUBLISHED = {
     "image_qstrs", "image_qstr_pools",
     # trust at the boundaries (issue 16)
     "auth_failures_per_s_max", "link_handshake_ms", "link_frame_overhead_us", "tls_heap_kb",
+    # the GPF and the HAN (issue 18)
+    "tapoff_read_ms", "ppmid_topup_round_trip_s", "ppmid_topup_gsme_wake_s",
 }
 
 

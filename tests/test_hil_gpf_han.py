@@ -20,32 +20,8 @@ import pytest
 
 from hil.headend.gbcs import parse_frame
 from hil.meters.gsme import GsmeMeter
+from hil.meters.ppmid import Ppmid, gsme_answer, response_for, top_up
 from hil.system import EmulatedSystem
-
-PCS01 = 0x009B  # Apply Prepayment Top Up to a GSME using PPMID
-
-
-def gbcs_frame(cra: int, counter: int, orig: bytes, recip: bytes, mc: int, payload: bytes) -> bytes:
-    """A GBCS frame without MAC or signature (grouping header, payload, empty
-    signature field), as the hub's router reads it."""
-    return (bytes((0xDF, 0x09, cra)) + counter.to_bytes(8, "big") + b"\x08" + orig + b"\x08" + recip + b"\x00"
-            + b"\x02" + mc.to_bytes(2, "big") + bytes((len(payload),)) + payload + b"\x00")
-
-
-def top_up(counter: int, orig: bytes, recip: bytes) -> bytes:
-    # GBZ: profile 0109, 1 component, Prepayment 0x0705 Consumer Top Up (0x04): origin 1 (PPMID), UTRN
-    utrn = b"73612345678901234567"
-    zcl = bytes((0x01, counter & 0xFF, 0x04, 0x01, len(utrn))) + utrn
-    comp = b"\x01\x00" + bytes((0x07, 0x05)) + bytes((0x00, len(zcl))) + zcl
-    return gbcs_frame(1, counter, orig, recip, PCS01, b"\x01\x09\x01" + comp)
-
-
-def response_for(cmd: bytes) -> bytes:
-    f = parse_frame(cmd)
-    # Consumer Top Up Response: result 0 (accepted), amount, source
-    rsp = bytes((0x09, f.counter & 0xFF, 0x03, 0x00)) + (5000).to_bytes(4, "little") + b"\x01"
-    comp = b"\x01\x00\x07\x05\x00" + bytes((len(rsp),)) + rsp
-    return gbcs_frame(2, f.counter, bytes(f.recipient), bytes(f.originator), PCS01, b"\x01\x09\x01" + comp)
 
 
 @pytest.fixture(scope="module")
@@ -54,35 +30,22 @@ def demo(tmp_path_factory: pytest.TempPathFactory, hub_image: Path) -> Iterator[
         yield s
 
 
-def _send(han, dev, frame: bytes) -> None:  # type: ignore[no-untyped-def]
-    async def go() -> bool:
-        if dev.tunnel_id is None:
-            await dev.open_tunnel(5.0)
-        return bool(dev.tunnel_send(frame))
-
-    assert han.run(go())
-
-
 def test_ppmid_top_up_round_trip_and_power_cut(demo: EmulatedSystem) -> None:
     han = demo.han
     demo.wait_until(lambda: han.wait_joined(["gsme", "ppmid"], 1.0), 20, "the GSME and the PPMID joined")
-    ppmid, gsme_dev = han.device("ppmid"), han.device("gsme")
-    got: list[bytes] = []
-
-    async def on_data(data: bytes) -> None:
-        got.append(bytes(data))
-
-    ppmid.on_tunnel_data = on_data
+    ppmid_dev, gsme_dev = han.device("ppmid"), han.device("gsme")
+    pp = han.run(_ppmid(ppmid_dev))
+    got = pp.received
     gsme = GsmeMeter(gsme_dev, answers={}, wake_s=None)
-    gsme.on_command.append(lambda cmd: [response_for(cmd)] if parse_frame(cmd).message_code == PCS01 else None)
-    p_eui, g_eui = ppmid.node.eui, gsme_dev.node.eui
+    gsme.on_command.append(gsme_answer)
+    p_eui, g_eui = pp.eui, gsme_dev.node.eui
     g_hex = g_eui.hex().upper()
     before = demo.call("route_status", timeout=40)["counters"]
 
     # 1. the top-up: PPMID -> hub -> buffered -> GSME at its wake -> back to the PPMID
     cmd = top_up(101, p_eui, g_eui)
     t0 = time.monotonic()
-    _send(han, ppmid, cmd)
+    assert han.run(pp.send(cmd))
     demo.wait_until(lambda: demo.call("route_status")["buffer"].get(g_hex) == 1, 10, "the top-up buffered")
     assert han.run(gsme.wake()) == 1 and gsme.executed == [cmd]
     demo.wait_until(lambda: got, 10, "the GSME's response at the PPMID")
@@ -99,7 +62,7 @@ def test_ppmid_top_up_round_trip_and_power_cut(demo: EmulatedSystem) -> None:
     # wake the GSME hands it over and it reaches the PPMID once
     got.clear()
     cmd2 = top_up(102, p_eui, g_eui)
-    _send(han, ppmid, cmd2)
+    assert han.run(pp.send(cmd2))
     demo.wait_until(lambda: demo.call("route_status")["buffer"].get(g_hex) == 1, 10, "the second top-up buffered")
     assert han.run(gsme.wake(put=False)) == 1 and len(gsme.held) == 1
     demo.reboot(power_cut=True)
@@ -113,18 +76,18 @@ def test_ppmid_top_up_round_trip_and_power_cut(demo: EmulatedSystem) -> None:
     # 3. power cut after the hub has the response but before the PPMID does
     # (its radio off): the response waits on flash and goes at the boot
     got.clear()
-    ppmid.tunnel_id = None  # its tunnel went with the hub's power: a new one
+    ppmid_dev.tunnel_id = None  # its tunnel went with the hub's power: a new one
     cmd3 = top_up(103, p_eui, g_eui)
-    _send(han, ppmid, cmd3)
+    assert han.run(pp.send(cmd3))
     # (the buffer may still hold the second command, handed out before the
     # cut and refused by the GSME by its counter, until the next GET)
     demo.wait_until(lambda: demo.call("route_status")["counters"]["buffered"] == 1, 10, "the third top-up buffered")
-    ppmid.node.joined = False
+    ppmid_dev.node.joined = False
     han.run(gsme.wake())
     assert gsme.executed[-1] == cmd3 and gsme.executed.count(cmd2) == 1
     demo.wait_until(lambda: demo.call("route_status")["han_out"] == 1, 20, "the response kept for the PPMID")
     demo.reboot(power_cut=True)
-    ppmid.node.joined = True
+    ppmid_dev.node.joined = True
     demo.wait_until(lambda: got, 30, "the kept response at the PPMID after the cut")
     assert got == [response_for(cmd3)], got
     time.sleep(1.0)
@@ -181,6 +144,10 @@ def test_han_tamper_alert_and_energy_scan_on_request(demo: EmulatedSystem) -> No
 
     with pytest.raises(LocalPortError):
         demo.call("han_energy_scan", channels=[27])
+
+
+async def _ppmid(dev) -> Ppmid:  # type: ignore[no-untyped-def]
+    return Ppmid(dev)  # built on the rig's loop (its asyncio.Event)
 
 
 def _try(fn):  # type: ignore[no-untyped-def]
