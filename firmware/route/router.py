@@ -49,7 +49,7 @@ _COUNTERS = ("chf", "gpf", "tunnel", "buffered", "unknown", "refused_full", "und
              "gets", "puts", "expired", "emitted", "emitted_response", "emitted_alert", "bad_device_messages",
              "recovered_inflight", "get_answers_lost", "local_responses", "local_delivered", "local_lost",
              "hht_responses")
-_LOCAL_TRIES = const(20)  # deliveries of a GSME response to a HAN device before it is given up
+_LOCAL_RETRY_S = const(10)  # retry period of the GSME responses waiting for their HAN device
 _HHT_MAX = const(16)  # HHT commands for the GSME (and their responses) kept
 DEFAULTS = {
     "esme_timeout_ms": 10000,  # tunnel exchange with an ESME (no answer -> 0x8F84)
@@ -174,7 +174,7 @@ class Router:
         # left by a power cut get their 0x8F84 at boot.
         self.inflight = store.kv("esme_inflight")
         # GSME responses for a HAN device (KV "han_out": message id hex ->
-        # [EUI hex, frame hex, tries]) until it has them; commands the HHT
+        # [EUI hex, frame hex, time stored]) until it has them (or expiry_s); commands the HHT
         # sent to the GSME (KV "hht_cmds": originator | counter hex -> time)
         # and their responses (KV "hht_replies": same key -> frame hex)
         self.han_out = store.kv("han_out")
@@ -514,7 +514,7 @@ class Router:
         if dev is None or dev["type"] == _GSME or self.coordinator is None:
             return False
         mid = hex_text(message_id(f))
-        self.han_out.set(mid, [rh, hex_text(msg), 0])
+        self.han_out.set(mid, [rh, hex_text(msg), self._t2000()])
         self.counters["local_responses"] += 1
         asyncio.create_task(self._deliver_local(mid))
         return True
@@ -526,9 +526,9 @@ class Router:
         try:
             await self.coordinator.tunnel_send(v[0], unhexlify(v[1]), timeout_ms=self.cfg["esme_timeout_ms"])
         except (OSError, ValueError) as e:
-            tries = v[2] + 1
-            if tries < _LOCAL_TRIES and self._device(v[0]) is not None:
-                self.han_out.set(mid, [v[0], v[1], tries])
+            # kept (no flash write) and tried again every _LOCAL_RETRY_S,
+            # until expiry_s or the device leaves the Device Log
+            if 0 <= self._t2000() - v[2] < self.cfg["expiry_s"] and self._device(v[0]) is not None:
                 return False
             self.counters["local_lost"] += 1
             self._log(self.event_log, EV_QUEUE_DROPPED, v[0].encode())
@@ -595,6 +595,8 @@ class Router:
                 log("route", "local delivery failed: %r" % (e,))
             self.wake.clear()
             period = max(1, self.cfg["expiry_check_s"])
+            if len(self.han_out):
+                period = min(period, _LOCAL_RETRY_S)
             nxt = self.buffer.next_expiry()
             if nxt is not None:
                 period = max(1, min(period, nxt - self._utc() + 1))

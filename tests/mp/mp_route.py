@@ -660,3 +660,18 @@ def test_gsme_response_to_an_hht_command_is_kept_for_the_hht():
     run(r.on_tunnel_message(GSME, b"\x01"))
     run(r.on_tunnel_message(GSME, b"\x03" + wan_rsp))
     assert _outbox(hub) == [(ob.KIND_RESPONSE, wan_rsp)]
+
+
+def test_a_kept_ppmid_response_is_given_up_when_the_ppmid_leaves_the_log():
+    hub, r = _hub()
+    co = hub.coordinator
+    cmd = _frame(1, 78, PPMID, GSME)
+    run(r.on_tunnel_message(PPMID, cmd))
+    run(r.on_tunnel_message(GSME, b"\x01"))
+    co.push_fail = "no_route"
+    run(r.on_tunnel_message(GSME, b"\x03" + _frame(2, 78, GSME, PPMID)))
+    run(_pause())
+    assert run(r.flush_local()) == 0 and len(r.han_out) == 1  # kept, tried again later
+    hub.device_log.remove(unhexlify(PPMID))
+    assert run(r.flush_local()) == 1 and len(r.han_out) == 0 and r.counters["local_lost"] == 1
+    assert hub.event_log.entries()[-1][1] == R.EV_QUEUE_DROPPED and _outbox(hub) == []
