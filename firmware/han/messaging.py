@@ -410,6 +410,16 @@ class Messaging:
         t = self._client[eh] = (tid, ep, False, max_in or MAX_MESSAGE)
         return t
 
+    async def _tunnel_ready(self, eh, data, deadline):
+        """The tunnel to eh (the device's own, else one the hub opens), checked
+        for the size of data: (tunnel id, device ep, hub is server, max in)."""
+        t = self._tunnel_for(eh)
+        if t is None:
+            t = await self._open_tunnel(eh, deadline)
+        if len(data) > t[3]:
+            raise DeliveryError("tunnel", "%d bytes exceed the device's %d" % (len(data), t[3]))
+        return t
+
     async def tunnel_exchange(self, eui, data, timeout_ms=EXCHANGE_TIMEOUT_MS, match=None):
         """Send `data` over the ZSE tunnel to the device (opening one if
         needed), return the device's next TransferData on it (bytes); with
@@ -422,11 +432,7 @@ class Messaging:
         lk = await self._acquire(self._locks, eh)
         try:
             self.counters["exchanges"] += 1
-            t = self._tunnel_for(eh)
-            if t is None:
-                t = await self._open_tunnel(eh, deadline)
-            if len(data) > t[3]:
-                raise DeliveryError("tunnel", "%d bytes exceed the device's %d" % (len(data), t[3]))
+            t = await self._tunnel_ready(eh, data, deadline)
             w = [Flag(), None, None, match]
             self._exchange[eh] = w
             try:
@@ -454,11 +460,7 @@ class Messaging:
         lk = await self._acquire(self._locks, eh)
         try:
             self.counters["pushes"] += 1
-            t = self._tunnel_for(eh)
-            if t is None:
-                t = await self._open_tunnel(eh, deadline)
-            if len(data) > t[3]:
-                raise DeliveryError("tunnel", "%d bytes exceed the device's %d" % (len(data), t[3]))
+            t = await self._tunnel_ready(eh, data, deadline)
             frame = T.encode_transfer_data(bytearray(), self.next_tsn(), t[0], data, t[2])
             await self.zcl_send(eh, t[1], T.CLUSTER_TUNNELING, frame, max(1, _left(deadline)))
         finally:
