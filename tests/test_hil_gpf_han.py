@@ -201,3 +201,18 @@ def test_tapped_off_tariff_read_by_the_ihd_and_the_ppmid(demo: EmulatedSystem) -
     demo.reboot(power_cut=True)
     demo.wait_until(lambda: _try(lambda: han.run(ihd.tariff(), timeout=10)) == want[0], 40,
                     "the tariff after the power cut")
+
+    # the HHT path: a GSME command the HHT sent (send_gbcs hht: true) gets
+    # its response back on the local port (route_replies), not at the WAN
+    demo.wait_until(lambda: demo.call("han_status")["state"] == "up", 30, "the HAN up after the cut")
+    gcs07 = bytes.fromhex((vectors_dir() / "gbcs" / "rtds" / "3.1_GCS07" /
+                           "GCS07_3.1_SUCCESS_COMMAND_GBCS.HEX").read_text().strip())
+    rsp07 = rtds_answers(["3.1_GCS07"])[gcs07].response
+    n_wan = demo.call("route_status")["counters"]["emitted_response"]
+    assert demo.call("send_gbcs", timeout=40, frame=gcs07.hex(), hht=True)["response"] is None
+    gsme.answers = rtds_answers(["3.1_GCS07"])
+    gsme.forget_counters()
+    demo.wait_until(lambda: _try(lambda: han.run(gsme.wake())) is not None, 30, "the GSME's wake")
+    got07 = demo.wait_until(lambda: demo.call("route_replies")["replies"], 15, "the GSME's response for the HHT")
+    assert [bytes.fromhex(x["frame"]) for x in got07] == [rsp07]
+    assert demo.call("route_status")["counters"]["emitted_response"] == n_wan
