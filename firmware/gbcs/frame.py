@@ -200,6 +200,13 @@ def parse(data):
     return f
 
 
+def frame_of(x):
+    """x as a parsed Frame: a Frame as it is, bytes parsed (FrameError on
+    anything malformed). The parts a frame passes through take either, so a
+    frame parsed where it entered is not parsed again."""
+    return x if isinstance(x, Frame) else parse(x)
+
+
 def _parse_gh(f, mv, off, end):
     f.gh_start = off
     _need(off, 2, end, "grouping header")
