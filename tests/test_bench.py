@@ -32,6 +32,8 @@ PUBLISHED = {
     "e2e_ms_nor", "esme_round_trip_ms_nor", "routed_msg_us_nor",
     # the lab on labgrid (issue 20)
     "labgrid_place_acquire_s",
+    # the GPF and the HAN (issue 18)
+    "tapoff_read_ms", "ppmid_topup_round_trip_s", "ppmid_topup_gsme_wake_s",
 }
 
 

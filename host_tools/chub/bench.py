@@ -25,6 +25,7 @@ from . import (
     bench_flash,
     bench_gbcs,
     bench_gpf,
+    bench_gpf_han,
     bench_han,
     bench_labgrid,
     bench_proof,
@@ -198,6 +199,7 @@ def run_bench(heap: str | None = None, progress: Callable[[str], None] | None = 
         figures.update(bench_route.figures(heap, image))
         figures.update(bench_wan.figures(heap, image))
         figures.update(bench_han.figures(heap, image))
+        figures.update(bench_gpf_han.figures(heap, image))
         figures.update(bench_proof.figures(heap, image, figures.get("heap_after_imports_kb"), say))
         figures.update(bench_flash.figures(image, heap, say=say))
     return figures

@@ -35,10 +35,12 @@ def register(hht: click.Group) -> None:
     @click.option("--wait", "wait_s", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
                   help="A buffered command (the sleepy GSME's): wait up to SECONDS for its response or alert, "
                        "which the hub sends to the head-end after the meter wakes (a `chub sim` only).")
+    @click.option("--gsme-reply-here", is_flag=True,
+                  help="A command for the GSME: keep its response for the HHT (`chub hht gsme-replies`), not the WAN.")
     @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
     @click.pass_context
     def send_gbcs(ctx: click.Context, inp: Path, out: Path, alerts: Path | None, wait_s: float | None,
-                  as_json: bool) -> None:
+                  gsme_reply_here: bool, as_json: bool) -> None:
         """Send one pre-protected GBCS command as if from the WAN; write the response.
 
         The response is classified: success, error (a GBCS error response), alert; a command
@@ -49,8 +51,11 @@ def register(hht: click.Group) -> None:
         except ValueError as e:
             raise click.BadParameter(f"{inp} is not hex: {e}") from e
         ident = command_id(cmd)
+        if wait_s and gsme_reply_here:
+            raise click.UsageError("--wait collects from the head-end; --gsme-reply-here keeps the response on the "
+                                   "hub for `chub hht gsme-replies`: choose one")
         journal = _journal(ctx) if wait_s else None  # refused before sending when there is nothing to wait on
-        r = _call(ctx, "send_gbcs", frame=frame)
+        r = _call(ctx, "send_gbcs", frame=frame, hht=True) if gsme_reply_here else _call(ctx, "send_gbcs", frame=frame)
         resp = r.get("response")
         got = [a.upper() for a in r.get("alerts", [])]
         result: dict = {"command": ident, "response": None, "alerts": [classify(bytes.fromhex(a)) for a in got]}
@@ -58,9 +63,13 @@ def register(hht: click.Group) -> None:
         if resp is None and not as_json:
             # a GSME command: the hub buffers it until the meter wakes, and
             # the meter's response then goes to the head-end (WAN outbox)
-            how = f"waiting up to {wait_s:g} s for it" if wait_s else "--wait S collects it on a `chub sim`"
-            click.echo(f"buffered: command {ident['id']} waits in the hub for the sleepy GSME; its response goes "
-                       f"to the head-end when the meter wakes ({how})")
+            if gsme_reply_here:
+                click.echo(f"buffered: command {ident['id']} waits in the hub for the sleepy GSME; its response is "
+                           "kept on the hub for `chub hht gsme-replies` when the meter wakes")
+            else:
+                how = f"waiting up to {wait_s:g} s for it" if wait_s else "--wait S collects it on a `chub sim`"
+                click.echo(f"buffered: command {ident['id']} waits in the hub for the sleepy GSME; its response goes "
+                           f"to the head-end when the meter wakes ({how})")
         if resp is None and journal is not None:
             late = wait_in_journal(journal, cmd, wait_s)
             if late.get("response"):
@@ -89,6 +98,15 @@ def register(hht: click.Group) -> None:
                 click.echo(f"{c['kind']}: {c['summary']} ({len(resp) // 2} bytes -> {out})")
         if resp is not None and result["response"]["kind"] == "error":
             sys.exit(1)
+
+    @hht.command("gsme-replies")
+    @click.option("--take", is_flag=True, help="Remove them from the hub once printed.")
+    @click.pass_context
+    def gsme_replies(ctx: click.Context, take: bool) -> None:
+        """The GSME's responses to commands sent with `send-gbcs --gsme-reply-here` (hex, one a line)."""
+        r = _call(ctx, "route_replies", take=take) if take else _call(ctx, "route_replies")
+        for x in r.get("replies", []):
+            click.echo(str(x.get("frame", "")).upper())
 
     @hht.command("protect")
     @click.option("--in", "inp", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
