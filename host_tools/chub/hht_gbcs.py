@@ -50,10 +50,10 @@ def register(hht: click.Group) -> None:
             cmd = bytes.fromhex(frame)
         except ValueError as e:
             raise click.BadParameter(f"{inp} is not hex: {e}") from e
-        ident = command_id(cmd)
         if wait_s and gsme_reply_here:
             raise click.UsageError("--wait collects from the head-end; --gsme-reply-here keeps the response on the "
                                    "hub for `chub hht gsme-replies`: choose one")
+        ident = command_id(cmd)
         journal = _journal(ctx) if wait_s else None  # refused before sending when there is nothing to wait on
         r = _call(ctx, "send_gbcs", frame=frame, hht=True) if gsme_reply_here else _call(ctx, "send_gbcs", frame=frame)
         resp = r.get("response")
@@ -168,12 +168,12 @@ def register(hht: click.Group) -> None:
 def command_id(cmd: bytes) -> dict:
     """A command's id as the head-end knows it: originator and its counter
     (a response carries the same counter, CRA 2), recipient, message code."""
-    from hil.headend.gbcs import parse_frame
+    from hil.headend.gbcs import HeadEndError, parse_frame
 
     try:
         f = parse_frame(cmd)
-    except (ValueError, IndexError):
-        return {"id": "?"}
+    except (HeadEndError, ValueError, IndexError):
+        return {"id": "?"}  # not a frame the head-end can read: the hub refuses it with its reason
     return {"id": f"{f.originator.hex().upper()}:{f.counter}", "originator": f.originator.hex().upper(),
             "counter": f.counter, "recipient": f.recipient.hex().upper(), "message_code": f.message_code,
             "message": _message_name(f.message_code)}
