@@ -141,3 +141,32 @@ def test_sleepy_gsme_transfer_across_wakeups_and_a_hub_power_cut(sysm: SimpleNam
     assert sysm.server.send_raw(_cs06(sysm.server, GSME.eui), 15) == "done"
     han.run(sysm.gsme.wake(), timeout=60)
     assert client.version == V_NEW
+
+
+def test_hht_firmware_update_and_status(sysm: SimpleNamespace, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from chub.cli import main
+
+    s = sysm.system
+    url = s.local_port_url
+    image = make_image(MF, 0x0003, 0x00030000, bytes(range(256)) * 12)
+    f = tmp_path / "ppmid.ota"
+    f.write_bytes(image)
+    bad = tmp_path / "bad.ota"
+    bad.write_bytes(image[:-1] + bytes([image[-1] ^ 1]))
+    s.drop_connection()
+    r = CliRunner().invoke(main, ["hht", "--port", url, "firmware", "update", "--image", str(bad), "--device", "ppmid",
+                                  "--eui", A4.eui])
+    assert r.exit_code == 2 and "SHA-256" in r.output, r.output  # refused before anything is sent
+    r = CliRunner().invoke(main, ["hht", "--port", url, "firmware", "update", "--image", str(f), "--device", "ppmid",
+                                  "--eui", A4.eui])
+    assert r.exit_code == 0, r.output
+    assert "ready on the hub" in r.output and A4.eui in r.output
+    r = CliRunner().invoke(main, ["hht", "--port", url, "firmware", "status", "--json"])
+    assert r.exit_code == 0, r.output
+    st = __import__("json").loads(r.output)
+    assert st["images"]["ppmid"] == {"st": "ready", "size": len(image), "eui": [A4.eui], "mf": MF, "it": 3,
+                                     "v": 0x00030000, "durable": len(image)}
+    r = CliRunner().invoke(main, ["hht", "--port", url, "firmware", "status"])
+    assert r.exit_code == 0 and "ppmid" in r.output, r.output
