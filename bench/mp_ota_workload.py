@@ -14,7 +14,7 @@
 #   {"op": "durable", slot}                  -> {durable, st}
 #   {"op": "zcl", eui, frame (hex)}          -> {frame (hex) | null, alerts: [[eui, version hex, code]]}
 #   {"op": "status"}                          -> OtaServer.status()
-#   {"op": "counters"}                        -> {writes, bytes, heap_base, heap_peak}
+#   {"op": "counters"}                        -> {writes, bytes, erases, heap_base, heap_peak}
 # A refused request answers {"error": text}. With CUT_AFTER=n the n-th
 # block write after the mount is torn: "POWERCUT w=<n>" and exit code 75.
 import gc
@@ -56,6 +56,7 @@ def main():
         fs = vfs.VfsLfs2(dev)
     vfs.mount(fs, ROOT)
     base = dev.writes
+    erases0 = dev.erases
     if cut:
         dev.cut_after = base + cut
         dev.on_cut = on_cut
@@ -99,7 +100,8 @@ def main():
             elif op == "status":
                 out = srv.status()
             elif op == "counters":
-                out = {"writes": dev.writes - base, "bytes": dev.bytes_written, "heap_base": heap_base,
+                out = {"writes": dev.writes - base, "bytes": dev.bytes_written, "erases": dev.erases - erases0,
+                       "heap_base": heap_base,
                        "heap_peak": peak}
             else:
                 out = {"error": "unknown op"}

@@ -87,6 +87,23 @@ def _le(out, v, n):
     return out
 
 
+def _block_end(size):
+    """The file offset where the LittleFS block holding byte `size` of a
+    file ends: block 0 holds STAGE bytes, block i STAGE minus its CTZ
+    skip-list pointers (4 * (ctz(i) + 1) bytes). Appending up to there and
+    no further makes every append fill a block, so no partly written block
+    is copied (erased) again at the next append."""
+    end, i = STAGE, 0
+    while end <= size:
+        i += 1
+        n, z = i, 0
+        while not n & 1:
+            n >>= 1
+            z += 1
+        end += STAGE - 4 * (z + 1)
+    return end
+
+
 def parse_header(b):
     """OTA file header -> (manufacturer, image type, file version, header
     length, total image size); OtaError for a bad one."""
@@ -177,16 +194,26 @@ class OtaServer:
             raise OtaError("offset %d, expected %d" % (offset, end))
         if end + len(data) > m["size"]:
             raise OtaError("past the image's %d bytes" % m["size"])
-        buf.extend(data)
         done = end + len(data) == m["size"]
-        if len(buf) >= STAGE or done:
-            with open(self._path(slot), "ab") as f:
-                f.write(buf)
-            st[1][:] = b""
+        edge = _block_end(end - len(buf))
+        cut = edge - end  # the part of data that fills the file's last block
+        if 0 <= cut < len(data):
+            buf.extend(memoryview(data)[:cut])
+            self._append(slot, buf)
+            buf.extend(memoryview(data)[cut:])
+        else:
+            buf.extend(data)
+        if done or len(buf) >= STAGE:
+            self._append(slot, buf)
         if done:
             self._stage = None
             self._check(slot, m)
         return self.durable(slot)
+
+    def _append(self, slot, buf):
+        with open(self._path(slot), "ab") as f:
+            f.write(buf)
+        buf[:] = b""
 
     def _check(self, slot, m):
         h = hashlib.sha256()

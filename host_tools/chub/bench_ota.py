@@ -6,6 +6,8 @@ emulated LittleFS flash, the rig's zigpy-based OTA client asking for blocks):
   ota_flash_bytes_per_image_byte  bytes programmed into flash while an image
                         is taken in (ota_put chunks of 1 KB) and served to
                         one meter, over the image's size
+  ota_flash_erased_bytes_per_image_byte  the same counting whole 4 KB
+                        blocks erased
   ota_heap_kb           heap held by the OTA server (its code and state,
                         the 4 KB intake stage) while a transfer runs, after
                         a collection
@@ -33,7 +35,7 @@ from chubcore.paths import BENCH
 
 WORKLOAD = BENCH / "mp_ota_workload.py"
 CUT_EXIT = 75
-IMAGE_BODY = 24 * 1024  # bytes of upgrade image in the workload figures
+IMAGE_BODY = 128 * 1024  # bytes of upgrade image in the workload figures (a meter image of modest size)
 ESME_MF, ESME_TYPE = 0x1234, 0x0001
 
 
@@ -132,6 +134,7 @@ def workload_figures(heap: str = "256k") -> dict[str, Any]:
             w.close()
     return {
         "ota_flash_bytes_per_image_byte": round(k["bytes"] / len(image), 2),
+        "ota_flash_erased_bytes_per_image_byte": round(k["erases"] * 4096 / len(image), 2),
         "ota_heap_kb": round(k["heap_peak"] / 1024, 1),
     }
 
