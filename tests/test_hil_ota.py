@@ -108,6 +108,9 @@ def test_esme_image_transfer_ccs08_and_cs06(sysm: SimpleNamespace) -> None:
     s.wait_until(lambda: client.version == V_NEW, 15, "the meter activated")
     assert not han.run(client.query())  # it reports the new version: nothing newer
     assert s.call("ota_status")["devices"][A4.eui]["running"] == V_NEW
+    # the hub reads its Basic versions again: the Device Log (CCS05/CCS06) has the new one
+    s.wait_until(lambda: s.call("han_status")["versions"].get(A4.eui, [None])[0] == (V_NEW >> 16) & 0xFF, 15,
+                 "the new application version in the Device Log")
 
 
 def test_sleepy_gsme_transfer_across_wakeups_and_a_hub_power_cut(sysm: SimpleNamespace) -> None:

@@ -18,7 +18,9 @@
 # The server answers, for a device named in a ready image's targets:
 #   Query Next Image Request (0x01) -> Query Next Image Response (0x02):
 #     SUCCESS with the image's ids and size when its version differs from
-#     the device's current one, else NO_IMAGE_AVAILABLE
+#     the device's current one, else NO_IMAGE_AVAILABLE; the version the
+#     device runs is kept (status) and, when it changed, the device's Basic
+#     versions are read again (han.on_device_joined)
 #   Image Block Request (0x03) -> Image Block Response (0x05): up to
 #     MAX_BLOCK bytes (one unfragmented APS frame) read from flash at the
 #     offset asked; ABORT for an image the hub does not hold ready
@@ -313,7 +315,12 @@ class OtaServer:
         if len(p) < 9 + (2 if p[0] & 1 else 0):
             raise OtaError("short")
         mf, it, cur = _u16(p, 1), _u16(p, 3), _u32(p, 5)
+        prev = self.running.get(eh)
         self.running[eh] = cur
+        if prev is not None and prev != cur and self.han is not None:
+            # it runs another version now: read its Basic versions again
+            # (the Device Log's, CCS05/CCS06)
+            self.han.on_device_joined(eh)
         r = self.image_for(eh, mf, it)
         if r is None or r[1]["v"] == cur:
             return reply(h, QUERY_NEXT_IMAGE_RSP, bytes((NO_IMAGE_AVAILABLE,)), Z.FT_CLUSTER)

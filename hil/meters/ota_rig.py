@@ -5,7 +5,8 @@ request on cluster 0x0019, answered by the hub when the device polls if it
 is sleepy). `on_cs06(client, device, frame)` is the meter's side of GBCS
 CS06 Activate Firmware (message code 0x0012): it runs the verified image
 (never a partial or unverified one), sets its Basic application version to
-the new file version's top byte, and answers with a GBCS response (CRA 2,
+the new file version's application build byte (bits 16-23 of the ZigBee
+file version), and answers with a GBCS response (CRA 2,
 the command's counter, payload `00` success / `01` nothing to activate).
 The rig meters do not check CS06's signature or interpret its payload.
 `esme_activation(meter, client)` / `gsme_activation(meter, client)` hook
@@ -51,7 +52,7 @@ def on_cs06(client: OtaClient, device: Any, data: bytes) -> bytes | None:
         return None
     ok = client.activate()
     if ok:
-        device.attributes[BASIC][APP_VERSION] = (0x20, (client.version >> 24) & 0xFF)
+        device.attributes[BASIC][APP_VERSION] = (0x20, (client.version >> 16) & 0xFF)
     r = Frame(2, f.counter, f.recipient, f.originator, None, f.other_info, b"\x00" if ok else b"\x01", None, False)
     return r.header_and_payload()
 
