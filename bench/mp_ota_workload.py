@@ -14,7 +14,7 @@
 #   {"op": "durable", slot}                  -> {durable, st}
 #   {"op": "zcl", eui, frame (hex)}          -> {frame (hex) | null, alerts: [[eui, version hex, code]]}
 #   {"op": "status"}                          -> OtaServer.status()
-#   {"op": "counters"}                        -> {writes, bytes, erases, heap_base, heap_peak}
+#   {"op": "counters"}                        -> {writes, bytes, erases, heap_base, heap_peak, code}
 # A refused request answers {"error": text}. With CUT_AFTER=n the n-th
 # block write after the mount is torn: "POWERCUT w=<n>" and exit code 75.
 import gc
@@ -66,8 +66,12 @@ def main():
     from store import Store
 
     gc.collect()
-    heap_base = gc.mem_alloc()  # the figure: what the OTA server adds (its code, state, stage)
+    code0 = gc.mem_alloc()
     from han import ota
+
+    gc.collect()
+    heap_base = gc.mem_alloc()  # heap_peak: what the OTA server holds above its code (state, stage, a block)
+    code = heap_base - code0  # its bytecode (in the heap when run from source, as here)
 
     alerts = []
     srv = ota.OtaServer(Store(ROOT + "/data"), None, lambda: 946684800 + 86400,
@@ -92,7 +96,7 @@ def main():
                 m = srv.meta(req["slot"])
                 out = {"durable": srv.durable(req["slot"]), "st": m["st"] if m else None}
             elif op == "zcl":
-                del alerts[:]
+                alerts[:] = []
                 f = unhexlify(req["frame"])
                 h, o = Z.parse_header(f)
                 r = srv.handle(req["eui"], h, memoryview(f)[o:])
@@ -101,7 +105,7 @@ def main():
                 out = srv.status()
             elif op == "counters":
                 out = {"writes": dev.writes - base, "bytes": dev.bytes_written, "erases": dev.erases - erases0,
-                       "heap_base": heap_base,
+                       "heap_base": heap_base, "code": code,
                        "heap_peak": peak}
             else:
                 out = {"error": "unknown op"}
@@ -109,9 +113,10 @@ def main():
             sys.exit(CUT_EXIT)
         except ValueError as e:  # OtaError, a refusal
             out = {"error": str(e)}
+        print("R " + json.dumps(out))
+        line = req = f = r = out = None  # the driver's own data is not the server's
         gc.collect()
         peak = max(peak, gc.mem_alloc() - heap_base)
-        print("R " + json.dumps(out))
 
 
 base = 0
