@@ -66,6 +66,9 @@ def test_refusals(hub: OtaWorkload) -> None:
     hub.call("begin", slot="esme", euis=[EUI], size=len(image))
     assert "expected 0" in hub.call("put", slot="esme", offset=10, data="00")["error"]
     assert "error" in hub.call("begin", slot="hcalcs", euis=[EUI], size=len(image))
+    # an image larger than the flash has room for (the workload's is 256 KB)
+    assert "no room" in hub.call("begin", slot="ppmid", euis=[EUI], size=300 * 1024)["error"]
+    assert hub.call("durable", slot="ppmid") == {"durable": 0, "st": None}
     bad = bytearray(image)
     bad[100] ^= 1
     with pytest.raises(RuntimeError, match="hash"):

@@ -1,5 +1,6 @@
 # The ZigBee OTA Upgrade cluster (0x0019) server: meter firmware images
-# (ESME, GSME, PPMID) kept in flash until the devices have them, served in
+# (ESME, GSME, PPMID) kept in flash (until the slot's next image replaces
+# it), served in
 # blocks over the HAN (docs/ota-han.md).
 #
 # An image is a ZigBee OTA file (OTA header first) whose last 32 bytes are
@@ -171,6 +172,12 @@ class OtaServer:
         except OSError:
             pass
         self._stage = None
+        v = os.statvfs(self.dir)
+        free = v[0] * v[3]
+        if size + 2 * STAGE > free:  # the image, the file's metadata and KV room
+            if slot in self.kv:
+                self.kv.delete(slot)  # the slot's old image is gone
+            raise OtaError("no room for %d bytes: %d free" % (size, free))
         self.kv.set(slot, {"st": "loading", "size": size, "eui": list(euis)})
 
     def durable(self, slot):
