@@ -66,21 +66,25 @@ class GpfService:
     def handle(self, frame, tag=None):
         return self.impl().handle(frame, tag)
 
-    def _tap_code(self, frame):
+    def _tap_frame(self, frame):
+        # the parsed frame when its message code is one the GPF taps off
         try:
-            return gframe.parse(frame).message_code in _TAP_CODES
+            f = gframe.frame_of(frame)
         except ValueError:
-            return False
+            return None
+        return f if f.message_code in _TAP_CODES else None
 
     def tap_off(self, command_frame):
-        if not self._tap_code(command_frame):
+        f = self._tap_frame(command_frame)
+        if f is None:
             return False
-        return self.impl().tap_off(command_frame)
+        return self.impl().tap_off(f)
 
     def on_gsme_message(self, frame):
-        if not self._tap_code(frame):
+        f = self._tap_frame(frame)
+        if f is None:
             return []
-        return self.impl().on_gsme_message(frame)
+        return self.impl().on_gsme_message(f)
 
     def set_tunnel_pending(self, pending):
         self._pending = bool(pending)

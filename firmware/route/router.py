@@ -224,23 +224,27 @@ class Router:
 
     # -- remote-party frames --------------------------------------------------
 
-    async def route(self, data, tag=None):
+    async def route(self, data, tag=None, frame=None):
         """(response or None, [alerts]). A frame for a tunnel
         device is handed to a task of its own when there is an emit: (None,
         []) at once, its response (or 0x8F84) emitted when it comes. tag:
         the link frame id (bytes) the frame came under, None from the local
         port: the CHF and GPF answer an exact resend under the same tag from
-        their stored last answer (docs/gbcs-usecases.md)."""
-        return await self._route(data, tag, wait=False)
+        their stored last answer (docs/gbcs-usecases.md). frame: `data`
+        parsed already (gbcs.frame.parse), passed on rather than parsed again."""
+        return await self._route(data, tag, wait=False, f=frame)
 
     async def route_wait(self, data):
         """As route(), but a tunnel delivery is awaited and its response or
         0x8F84 returned (for callers that want the answer in hand)."""
         return await self._route(data, wait=True)
 
-    async def _route(self, data, tag=None, wait=False):
+    async def _route(self, data, tag=None, wait=False, f=None):
+        # the frame is parsed here once; the CHF, the GPF, the buffer and the
+        # tunnel get the parsed view
         try:
-            f = gframe.parse(data)
+            if f is None:
+                f = gframe.parse(data)
         except gframe.FrameError:
             self._log(self.security_log, EV_MALFORMED)
             raise
@@ -248,17 +252,17 @@ class Router:
         ident = self.identity
         if bytes(f.recipient) == ident.chf["eui"]:
             self.counters["chf"] += 1
-            return self.chf.handle(data, tag)
+            return self.chf.handle(f, tag)
         gpf = self.gpf
         if gpf is not None and bytes(f.recipient) == ident.gpf["eui"]:
             self.counters["gpf"] += 1
-            return gpf.handle(data, tag)
-        dev = self._device(rh)
-        if dev is None:
+            return gpf.handle(f, tag)
+        dtype = self.device_log.type_of(rh)
+        if dtype is None:
             self.counters["unknown"] += 1
             self._log(self.security_log, EV_UNKNOWN_RECIPIENT, message_id(f))
             raise UnknownRecipient("recipient %s is not in the CHF Device Log" % rh)
-        if dev["type"] == _GSME:
+        if dtype == _GSME:
             return self._buffer(rh, f, data)
         if not wait and self.emit is not None and self.deliveries < self.cfg["max_deliveries"]:
             # on flash before the WAN acks the frame: a cut during the
@@ -266,14 +270,14 @@ class Router:
             key = hex_text(message_id(f)).upper()
             self.inflight.set(key, 1)
             self.deliveries += 1
-            asyncio.create_task(self._deliver(rh, bytes(data), key))
+            asyncio.create_task(self._deliver(rh, f, bytes(data), key))
             return None, []
         return await self._tunnel(rh, f, data)
 
-    async def _deliver(self, eh, data, key=None):
+    async def _deliver(self, eh, f, data, key=None):
         # one tunnel delivery in its own task: the WAN receive loop is free
         try:
-            resp, alerts = await self._tunnel(eh, gframe.parse(data), data)
+            resp, alerts = await self._tunnel(eh, f, data)
             if resp is not None:
                 await self._emit(resp, "response")
             for a in alerts:
@@ -318,7 +322,7 @@ class Router:
         self.counters["buffered"] += 1
         if self.gpf is not None:
             try:
-                self.gpf.tap_off(data)  # keeps its copy only for the TOM message codes
+                self.gpf.tap_off(f)  # keeps its copy only for the TOM message codes
             except Exception as e:  # noqa: BLE001 - the command is buffered whatever the GPF says
                 log("route", "tap_off failed: %r" % (e,))
         return None, []
@@ -445,7 +449,7 @@ class Router:
         if f.cra == gframe.CRA_COMMAND:
             # a device's command to another party (e.g. a PPMID to the GSME)
             try:
-                resp, alerts = await self.route(msg)
+                resp, alerts = await self.route(msg, frame=f)
             except ValueError as e:
                 log("route", "device command from %s refused: %r" % (eh, e))
                 return
@@ -458,7 +462,7 @@ class Router:
         if from_gsme:
             if self.gpf is not None:
                 try:
-                    extra = self.gpf.on_gsme_message(msg)
+                    extra = self.gpf.on_gsme_message(f)
                 except Exception as e:  # noqa: BLE001 - the GSME's message is already out
                     log("route", "gpf.on_gsme_message failed: %r" % (e,))
                     extra = None

@@ -586,3 +586,46 @@ def test_a_bad_stored_route_setting_is_reported_and_its_default_used():
     assert r.cfg["esme_timeout_ms"] == 7000
     bad = [bytes(d) for _, c, d in hub.event_log.entries() if c == EV_BAD_SETTING]
     assert sorted(bad) == [b"route.capacity", b"route.expiry_s"], bad
+
+
+class _CountParses:
+    """gbcs.frame.parse wrapped to count calls (every module calls it as
+    gframe.parse, looked up at call time)."""
+
+    def __init__(self):
+        self.n = 0
+        self._real = gframe.parse
+
+    def __enter__(self):
+        def counting(data):
+            self.n += 1
+            return self._real(data)
+
+        gframe.parse = counting
+        return self
+
+    def __exit__(self, *exc):
+        gframe.parse = self._real
+
+
+def test_a_frame_is_parsed_once_on_its_way():
+    # a CHF command under a link tag (resend check, authentication), a TOM
+    # command for the GSME (buffer, GPF tap-off) and the GSME's response (WAN,
+    # GPF): each frame's grouping header is read once, where it enters
+    hub, r = _hub(gpf=True)
+    data = _with_recipient(_hex_file("6.2.4_ECS26n/ECS26n_6.2.4_SUCCESS_COMMAND_GBCS.HEX"),
+                           hub.identity.chf["eui"].hex())
+    with _CountParses() as c:
+        try:
+            run(r.route(data, b"\x00\x00\x00\x01"))
+            raise AssertionError("accepted")
+        except SecurityError:
+            pass
+    assert c.n == 1, c.n
+    with _CountParses() as c:
+        assert run(r.route(_hex_file(CS11_CMD))) == (None, [])
+    assert c.n == 1 and hub.gpf.status()["tap_pending"] == 1, c.n
+    assert run(r.on_tunnel_message(GSME, b"\x01")) == b"\x02\x00" + _hex_file(CS11_CMD)
+    with _CountParses() as c:
+        assert run(r.on_tunnel_message(GSME, b"\x03" + _hex_file(CS11_RSP))) is None
+    assert c.n == 1 and hub.gpf.status()["tap_pending"] == 0, c.n
