@@ -15,6 +15,7 @@ from chf.logs import MalformedWatch, open_logs
 from clock import Clock, StepRecorder
 from gpf import service as gpf_service
 from han import coordinator as han_coordinator
+from han import ota as han_ota
 from ids import utc2000
 from leds import StatusLeds
 from local_port import serve as serve_local_port
@@ -65,6 +66,9 @@ class Hub:
         gpf = self.gpf = gpf_service.GpfService(st, ident, clk, sec, ev)
         for cluster in gpf_service.SERVED:
             coord.zcl_servers[cluster] = gpf.zcl_server(cluster)
+        # meter firmware over the HAN: the OTA Upgrade server (CCS08 at upgrade end)
+        ota = self.ota = han_ota.OtaServer(st, coord, board.utc, self.fw_transfer)
+        coord.zcl_servers[han_ota.CLUSTER_OTA] = ota
 
         # the WAN (outbox and emit first: messages queue before the link is
         # up) and the router. They need each other: the WAN hands the
@@ -92,7 +96,7 @@ class Hub:
         self.installer_auth = auth = provision.installer_auth(st, sec, ev)
         cmds = self.commands = {"status": Hub.cmd_status}
         groups = [chf_commands.COMMANDS, gbcs_port.COMMANDS, han_coordinator.COMMANDS, wan_commands.COMMANDS,
-                  gpf_service.COMMANDS, route_router.COMMANDS, provision.COMMANDS]
+                  gpf_service.COMMANDS, route_router.COMMANDS, provision.COMMANDS, han_ota.COMMANDS]
         if board.RIG:
             from rig import hooks  # the emulated board only: not in the ESP32 images
 
@@ -116,6 +120,13 @@ class Hub:
         from wan.lastgasp import build_alert
 
         self.emit(build_alert(self.chf, code, board.utc()), "alert")
+
+    def fw_transfer(self, eh, version, code):
+        # a HAN device has the whole image (code 0) or failed it: CCS08
+        # 0x8F8A / 0x8F89 to the head-end through the outbox
+        from binascii import unhexlify
+
+        self.emit(self.chf.firmware_alert(unhexlify(eh), version, code), "alert")
 
     def uptime_s(self):
         return (mono.ms() - self.started_ms) // 1000

@@ -15,6 +15,7 @@ PUBLISHED = {
     "heap_after_imports_kb", "heap_peak_kb", "block_writes", "block_erases", "boot_to_ready_s",
     # HAN (issue 3)
     "ash_frame_us", "ezsp_overhead_us", "han_round_trip_ms", "han_round_trip_ch_ms",
+    "ota_han_kbps", "ota_han_link_ratio", "ota_flash_bytes_per_image_byte", "ota_heap_kb",
     # GBCS (issue 4)
     "gbcs_verify_decode_us", "gbcs_response_build_us", "ecdh_ms",
     # routing, buffer, GPF (issue 5)

@@ -28,6 +28,7 @@ from . import (
     bench_gpf_han,
     bench_han,
     bench_labgrid,
+    bench_ota,
     bench_proof,
     bench_route,
     bench_wan,
@@ -200,6 +201,8 @@ def run_bench(heap: str | None = None, progress: Callable[[str], None] | None = 
         figures.update(bench_wan.figures(heap, image))
         figures.update(bench_han.figures(heap, image))
         figures.update(bench_gpf_han.figures(heap, image))
+        say("meter firmware over the HAN")
+        figures.update(bench_ota.figures(heap, image))
         figures.update(bench_proof.figures(heap, image, figures.get("heap_after_imports_kb"), say))
         figures.update(bench_flash.figures(image, heap, say=say))
     return figures

@@ -252,13 +252,14 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
 
 def _register_hht_commands() -> None:
-    from . import hht_cache, hht_commission, hht_device_log, hht_gbcs, hht_han
+    from . import hht_cache, hht_commission, hht_device_log, hht_firmware, hht_gbcs, hht_han
 
     hht_device_log.register(hht)
     hht_gbcs.register(hht)
     hht_cache.register(hht)  # after hht_gbcs: adds --cache to send-gbcs
     hht_commission.register(hht)
     hht_han.register(hht)
+    hht_firmware.register(hht)
     _port_everywhere(hht)
 
 
