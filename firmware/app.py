@@ -25,6 +25,7 @@ from version import VERSION
 from wan import commands as wan_commands
 from wan import service as wan_service
 from wan import settings as wan_settings
+from wan.mgmt import Channel as MgmtChannel
 from wan.outbox import TX_TIME
 
 try:
@@ -105,12 +106,15 @@ class Hub:
             for name, fn in group:
                 cmds[name] = fn
         self.dispatch = provision.guarded(self._dispatch, auth, cmds)
+        # the head-end's management channel runs the same commands (its own allow-list)
+        wan.manage = MgmtChannel(self, cmds, wan.settings, wan.txlog)
 
         # the jobs
         sup.spawn("han", coord.run)
         sup.spawn("clock", clk.run)
         sup.spawn("last_gasp", wan.watch_power)
         sup.spawn("wan", wan.run)
+        sup.spawn("report", wan.report)
         sup.spawn("route", rt.run)
         sup.spawn("leds", self.leds.run)
 

@@ -283,10 +283,11 @@ _register_hht_commands()
 
 
 def _register_board_commands() -> None:
-    from . import flash, provision
+    from . import flash, headend_cli, provision
 
     flash.register(main)
     provision.register(main)
+    headend_cli.register(main)
 
 
 _register_board_commands()

@@ -25,6 +25,7 @@ def _ready_line(system, url: str) -> dict:
         "version": st.get("version"),
         "board": st.get("board"),
         "local_port": url,
+        "headend_api": f"127.0.0.1:{system.headend.api_port}",
         "boot_to_ready_s": round(system.boot_to_ready_s or 0, 3),
         "heap": system.heap,
         "log": str(system.log.path),
