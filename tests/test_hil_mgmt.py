@@ -54,7 +54,7 @@ def tx(s: EmulatedSystem) -> list[dict]:
 
 def events(s: EmulatedSystem, code: int) -> list[str]:
     out = []
-    for tm, c, data, *_ in s.call("logs", which="event")["entries"]:
+    for _tm, c, data, *_ in s.call("logs", which="event")["entries"]:
         if c == code:
             out.append(bytes.fromhex(data).decode())
     return out
@@ -170,7 +170,9 @@ def test_link_change_kept_when_the_link_returns_rolled_back_when_not(system: Emu
     assert any(e["event"] == "fallback" and e["detail"] == "port" for e in tx(system))
     assert "fallback port" in events(system, EV_SETTINGS_ROLLED_BACK)
     assert "headend fallback_ms,host" in events(system, EV_SETTINGS_CHANGED)
+    n = len(he.hellos)
     he.manage({"cmd": "wan_config", "set": {"host": "headend.chub.test"}})
+    he.wait_hello(n + 1, timeout=30)
     linked(system)
 
 
@@ -227,7 +229,10 @@ def test_installation_report_matches_hht_signal(system: EmulatedSystem) -> None:
     """Last in the module: the report leaves once the modem's 30 s signal
     window has been sampled after the first link."""
     he = system.headend
-    he.wait(lambda: any(r.body.get("t") == "install" for r in he.reports), 60, "installation report")
+    try:
+        he.wait(lambda: any(r.body.get("t") == "install" for r in he.reports), 60, "installation report")
+    except TimeoutError as e:
+        raise AssertionError(f"{e}: {tx(system)} {[r.body for r in he.reports]}") from e
     rep = [r for r in he.reports if r.body.get("t") == "install"]
     assert len(rep) == 1  # once, after the first link after provisioning (relinks and a reboot since)
     system.drop_connection()  # the hand-held terminal takes the local port

@@ -4,7 +4,8 @@
 #   {"t": "install", ...signal}: once, on the first link after provisioning
 #     (wan.session, after the modem's signal window has been sampled)
 #   {"t": "health", "k": window, ...signal, outbox, connects, drops, resets}:
-#     once per send window (wan.window) at this hub's time in it
+#     once per send window (wan.window) at this hub's time in it; KV
+#     "wan_report" "t" keeps the time of the last one (UTC ms)
 # signal = {signal_avg_dbm, signal_dbm, cell, reg} (wan.session.signal_report).
 import asyncio
 import json
@@ -39,10 +40,12 @@ async def run(wan, utc, eui):
             await asyncio.sleep_ms(_NAP_MS)
             continue
         t, k = nxt
-        last = kv.get("k")
-        while last is not None and k <= last:
-            # this window's report has left (a reboot, or the clock went back): a later window
-            t, k = next_send(t, eui, cfg["window_start_s"], cfg["report_period_s"], cfg["sched_window_ms"])
+        last = kv.get("t")
+        if last is not None and t <= last:
+            # a report left at `last` (before a reboot, or the clock went
+            # back): the first time after it (one call: next_send looks at
+            # most two windows ahead, whatever the settings were then)
+            t, k = next_send(last, eui, cfg["window_start_s"], cfg["report_period_s"], cfg["sched_window_ms"])
         wait = t - now_ms
         if wait > _NAP_MS:
             await asyncio.sleep_ms(_NAP_MS)
@@ -57,6 +60,6 @@ async def run(wan, utc, eui):
             body["drops"] = s.drops
             body["resets"] = s.resets
         queue(wan.outbox, wan.txlog, "health", body, ob.NON_CRITICAL)
-        kv.set("k", k)
+        kv.set("t", t)
         wan.wake()
         log("wan", "health report for window %d" % k)

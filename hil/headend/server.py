@@ -190,6 +190,7 @@ class Report:
     at: float  # time.monotonic() when it arrived
     utc: float  # time.time() when it arrived
     connection: int = 0
+    eui: bytes = b""  # the hub's (its connection's HELLO)
 
 
 class ManageError(Exception):
@@ -236,8 +237,12 @@ class HeadEndServer:
         self._next_id = 1
         self._cmds: dict[int, _Pending] = {}  # link id -> pending command
         self._mgmt: dict[int, asyncio.Future] = {}  # MGMT id -> the reply's future
-        self.reports: list[Report] = []  # the hub's REPORT frames, each id once
-        self._report_ids: set[int] = set()
+        self.reports: list[Report] = []  # the hub's REPORT frames, each (hub, id) once
+        self._report_ids: set[tuple[bytes, int]] = set()
+        # a fleet (hil/fleet.py): every hub keeps its connection; a HELLO does
+        # not replace the one hub's link, and commands/manage are not used
+        self.multi_hub = False
+        self._eui_of: dict[object, bytes] = {}
         self.api_port = 0
         self._api: asyncio.AbstractServer | None = None
         self._by_counter: dict[int, _Pending] = {}
@@ -286,6 +291,11 @@ class HeadEndServer:
                             self.refused.append(f"HELLO from {p[:8].hex()} over {cert_eui.hex()}'s certificate")
                             raise LinkProtocolError("HELLO EUI-64 is not the certificate's")
                         self._hello(p)
+                        self._eui_of[writer] = bytes(p[:8])
+                        if self.multi_hub:
+                            hello = True
+                            writer.write(frame(HELLO_ACK, 0, self._now().to_bytes(4, "big")))
+                            continue
                         if not hello:  # this connection is the hub's link now
                             if self._writer is not None and self._writer is not writer:
                                 self._writer.close()
@@ -308,6 +318,7 @@ class HeadEndServer:
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
+            self._eui_of.pop(writer, None)
             if self._writer is writer:
                 self._writer = None
             writer.close()
@@ -350,13 +361,14 @@ class HeadEndServer:
                     self.on_command_acked(fid)
                     return True
         elif ftype == REPORT:
-            if fid not in self._report_ids:
-                self._report_ids.add(fid)
+            eui = self._eui_of.get(w, b"")
+            if (eui, fid) not in self._report_ids:
+                self._report_ids.add((eui, fid))
                 try:
                     body = json.loads(p)
                 except ValueError as e:
                     body = {"error": f"not JSON: {e}"}
-                self.reports.append(Report(fid, body, time.monotonic(), time.time(), self.connections))
+                self.reports.append(Report(fid, body, time.monotonic(), time.time(), self.connections, eui))
             else:
                 self.duplicates += 1
             if self.ack_hub_frames:

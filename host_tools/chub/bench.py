@@ -28,6 +28,7 @@ from . import (
     bench_gpf_han,
     bench_han,
     bench_labgrid,
+    bench_mgmt,
     bench_ota,
     bench_proof,
     bench_route,
@@ -199,6 +200,7 @@ def run_bench(heap: str | None = None, progress: Callable[[str], None] | None = 
         figures.update(bench_gpf.figures(heap))
         figures.update(bench_route.figures(heap, image))
         figures.update(bench_wan.figures(heap, image))
+        figures.update(bench_mgmt.figures(heap, image))
         figures.update(bench_han.figures(heap, image))
         figures.update(bench_gpf_han.figures(heap, image))
         say("meter firmware over the HAN")
