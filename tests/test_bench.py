@@ -35,6 +35,8 @@ PUBLISHED = {
     "labgrid_place_acquire_s",
     # the GPF and the HAN (issue 18)
     "tapoff_read_ms", "ppmid_topup_round_trip_s", "ppmid_topup_gsme_wake_s",
+    # remote management (issue 21)
+    "remote_config_round_trip_ms", "fleet_hubs", "fleet_send_peak_ratio",
 }
 
 
