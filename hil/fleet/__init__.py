@@ -38,6 +38,7 @@ class FleetResult:
     peak_ratio: float  # max(histogram) / (hubs / length_s)
     outside: int  # arrivals before the window opened or after it closed (+1 s)
     late_ms: int  # the latest send after its scheduled time, as the hub saw it
+    due_peak_ratio: float  # the same ratio over the scheduled times (the reports' due_ms): load-free
 
 
 async def _run(n: int, length_s: int, lead_s: int, timeout: float) -> FleetResult:
@@ -73,9 +74,14 @@ async def _run(n: int, length_s: int, lead_s: int, timeout: float) -> FleetResul
             hist[-1] += 1  # the link's last milliseconds
         else:
             outside += 1
+    due = [0] * length_s
+    for r in he.reports:
+        sec = int((r.body["due_ms"] / 1000) - opens)
+        due[min(max(sec, 0), length_s - 1)] += 1
     got = len(he.reports)
-    return FleetResult(got, length_s, hist, round(max(hist) / (got / length_s), 2), outside,
-                       int(fig["late_ms"]))
+    mean = got / length_s
+    return FleetResult(got, length_s, hist, round(max(hist) / mean, 2), outside,
+                       int(fig["late_ms"]), round(max(due) / mean, 2))
 
 
 def run_fleet(n: int = 200, length_s: int = 10, lead_s: int = 3, timeout: float = 60.0) -> FleetResult:

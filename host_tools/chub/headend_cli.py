@@ -100,17 +100,9 @@ def parse_assignments(items: tuple[str, ...]) -> dict[str, Any]:
 
 def fetch_transactions(api: HeadEndApi) -> dict:
     """Every transaction-log entry, oldest first, page by page (as `chub hht logs`)."""
-    entries: list[dict] = []
-    before = None
-    total = 0
-    while True:
-        r = api.manage("transactions", **({} if before is None else {"before": before}))
-        total = r["total"]
-        entries = r["entries"] + entries
-        if not r["entries"] or len(entries) >= total:
-            break
-        before = r["entries"][0]["seq"]
-    return {"total": total, "entries": entries}
+    from .hht_wan import fetch
+
+    return fetch(lambda _ctx, cmd, **args: api.manage(cmd, **args), None)
 
 
 def register(main: click.Group) -> None:
