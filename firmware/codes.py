@@ -59,9 +59,9 @@ EV_CLOCK_DISAGREES = const(0x81C6)  # Clock not adjusted (outside tolerance): th
 EV_CLOCK_NOT_ADJUSTED = const(0x8F0C)  # Clock not adjusted (adjustment greater than 10 seconds)
 
 # -- private codes (PRIVATE_FIRST..PRIVATE_LAST): GBCS has none for these --
+EV_UNSUPPORTED = const(0x8FD8)  # event log: message code not supported by this device
 EV_SETTINGS_CHANGED = const(0x8FDA)  # event log: WAN settings changed (data = origin local/headend, the names)
 EV_SETTINGS_ROLLED_BACK = const(0x8FDB)  # event log: link settings back to their old values, the link did not return (data = the names)
-EV_UNSUPPORTED = const(0x8FD8)  # event log: message code not supported by this device
 EV_NETWORK_KEY_ROTATED = const(0x8FE2)  # security log: a new HAN network key is in use
 EV_UNKNOWN_RECIPIENT = const(0x8FE8)  # security log: recipient not the CHF, the GPF nor in the Device Log
 EV_BUFFER_FULL = const(0x8FE9)  # event log: GSME command refused, queue full or too long
