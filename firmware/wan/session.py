@@ -60,7 +60,7 @@ class Wan:
                  event_log=None, manage=None):
         self.kv = store.kv("wan")
         self.fb_kv = store.kv("wan_fallback")  # "prev": link settings to go back to (wan_config)
-        self.rep_kv = store.kv("wan_report")  # "install": the installation report is queued; "k": last window
+        self.rep_kv = store.kv("wan_report")  # "install": the installation report is queued (wan.report keeps "t" there)
         self.event_log = event_log
         self.manage = manage  # wan.mgmt.Channel: the head-end's MGMT requests
         self._relink = None  # a _Planned reason: wan_config changed host, port or apn
