@@ -1,8 +1,9 @@
 """The outbox's retry class follows the GBCS criticality of the message
 (issue 21): the firmware's table (firmware/wan/critical.py) against
 ../shared/vectors/gbcs/use-cases.tsv + message-codes.tsv, and the firmware's
-is_critical, run under MicroPython, on every RTDS response and alert: each
-message class gets its use case's class."""
+is_critical, run under MicroPython, on every RTDS response and alert: its
+header read finds the message code the host's parser finds, and each message
+class gets its use case's class."""
 
 from __future__ import annotations
 
@@ -67,15 +68,17 @@ def test_each_rtds_message_class_gets_its_use_cases_class(vectors: Path, tmp_pat
     assert len(frames) >= 40
     (tmp_path / "frames.json").write_text(json.dumps(frames))
     code = (
-        "import json\nfrom wan.critical import is_critical\n"
+        "import json\nfrom wan.critical import is_critical, message_code\n"
         "fr = json.load(open('frames.json'))\n"
-        "print(json.dumps([is_critical(bytes.fromhex(h), a, False) for _, _, a, h in fr]))\n"
+        "print(json.dumps([[message_code(bytes.fromhex(h)), is_critical(bytes.fromhex(h), a, False)]"
+        " for _, _, a, h in fr]))\n"
     )
     r = Micropython(heap="512k", cwd=tmp_path).run(code=code)
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout.strip().splitlines()[-1])
     classes: dict[str, set[bool]] = {}
-    for (folder, mc, alert, _), c in zip(frames, got, strict=True):
+    for (folder, mc, alert, _), (code, c) in zip(frames, got, strict=True):
+        assert code == mc, (folder, code, mc)  # the header read finds the parser's message code
         # by the table; a code it does not class: responses critical, alerts
         # per critical_alerts (False here)
         want = True if mc in crit else False if mc in non else not alert

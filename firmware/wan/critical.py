@@ -7,7 +7,7 @@
 # Alert. Both are sorted u16 big-endian codes (bytes: no heap for the table).
 # tests/test_wan_critical.py checks them against the table. The outbox's
 # retry class follows is_critical (docs/headend-link.md, "Criticality").
-from gbcs.frame import parse
+from gbcs.frame import read_len
 
 CRITICAL = (
     b"\x00\x0a\x00\x0b\x00\x0d\x00\x0f\x00\x12\x00\x19\x00\x1a\x00\x1b\x00\x1c\x00\x1d\x00\x1e\x00\x20"
@@ -47,17 +47,39 @@ def _has(table, code):
 
 
 def message_code(frame):
-    """The GBCS frame's message code, or None when it does not parse."""
+    """The GBCS frame's message code, read where the grouping header keeps
+    it (MAC header and length, DF 09, CRA flag, counter, two EUIs, date-time,
+    other-information length): no Frame is built, the frame was parsed where
+    it entered (or built by the hub). None when the bytes do not lead there;
+    parse() is what checks a frame."""
+    mv = memoryview(frame)
+    n = len(mv)
     try:
-        return parse(frame).message_code
-    except ValueError:
+        off = 0
+        if n and mv[0] == 0xDD:
+            _, off = read_len(mv, 7, n)
+            off += 5  # the security header
+        if off + 29 > n or mv[off] != 0xDF or mv[off + 1] != 0x09:
+            return None
+        off += 29  # tag 2, CRA flag 1, counter 8, originator 9, recipient 9
+        if mv[off] == 0x0C:
+            off += 13
+        elif mv[off] == 0:
+            off += 1
+        else:
+            return None
+        olen, off = read_len(mv, off, n)
+        if olen < 2 or off + 2 > n:
+            return None
+        return (mv[off] << 8) | mv[off + 1]
+    except (ValueError, IndexError):
         return None
 
 
 def is_critical(frame, alert=False, critical_alerts=True):
     """Critical by the message code's use case. A code the table does not
-    class (or a frame that does not parse): a response is critical (the safe
-    side), an alert follows the `critical_alerts` setting."""
+    class (or bytes without a grouping header): a response is critical (the
+    safe side), an alert follows the `critical_alerts` setting."""
     code = message_code(frame)
     if code is not None:
         if _has(CRITICAL, code):
