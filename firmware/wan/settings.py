@@ -163,7 +163,7 @@ class WanSettings(Settings):
         kv = self.kv
         if key in kv:
             return self._checked(key, kv.get(key))
-        return self.defaults[key]
+        return self._default(key)  # the outbox's keys too (sched_window_ms, ...)
 
     def get(self, key, default=None):
         kv = self.kv

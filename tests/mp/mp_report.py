@@ -97,3 +97,22 @@ def test_report_once_per_window_not_again_after_reboot_and_period_change():
     asyncio.run(go(w2, 500))
     assert ticks[0] - before > 10, "the report job held the VM"
     assert len(_reports(w2)) == n0
+
+
+def test_report_job_runs_on_default_settings():
+    # a fresh hub: KV "wan" holds none of the window's settings (the window
+    # length is an outbox default): the job waits for its window, it does not fail
+    flashfs.fresh()
+    utc = [1796600000]
+    w = _wan(utc)
+    out = []
+
+    async def go():
+        t = asyncio.create_task(report.run(w, lambda: utc[0], EUI))
+        await asyncio.sleep_ms(300)
+        out.append(t.done())
+        t.cancel()
+
+    asyncio.run(go())
+    assert out == [False], out
+    assert _reports(w) == []
