@@ -25,10 +25,7 @@ GBCS_CORPUS = Path(__file__).resolve().parent / "corpus" / "gbcs"
 
 @pytest.fixture(scope="module")
 def system(hub_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatedSystem]:
-    # 1024k as the routing and GPF systems: at 768k a late-loaded module (the
-    # rig's subghz_event) meets the eighth name pool's 28 KB allocation on a
-    # fragmented heap since issue 21's names (docs/proof.md, the qstr trap)
-    s = EmulatedSystem(tmp_path_factory.mktemp("attack"), image=hub_image, fresh=True, heap="1024k").start()
+    s = EmulatedSystem(tmp_path_factory.mktemp("attack"), image=hub_image, fresh=True).start()
     assert s.headend.headend is not None
     s.headend.wait_hello(1, timeout=30)
     s.call_timeout = 10
