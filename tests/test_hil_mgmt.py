@@ -188,10 +188,15 @@ def test_chub_headend_commands(system: EmulatedSystem) -> None:
     assert r.exit_code == 2 and "signal_ms must be 100.." in r.output
     r = CliRunner().invoke(chub_main, ["headend", "--api", api, "config", "set", "signal_ms=10000"])
     assert r.exit_code == 0, r.output
+    local = system.call("transactions")
     r = CliRunner().invoke(chub_main, ["headend", "--api", api, "logs", "--json"])
     assert r.exit_code == 0, r.output
-    local = system.call("transactions")
-    assert json.loads(r.output)["total"] >= local["total"]
+    remote = json.loads(r.output)
+    # page by page over the link, oldest first: what the installer saw, and
+    # more (each management request is logged too)
+    seqs = [e["seq"] for e in remote["entries"]]
+    assert remote["total"] >= local["total"] and seqs == sorted(set(seqs))
+    assert set(e["seq"] for e in local["entries"]) <= set(seqs)
     r = CliRunner().invoke(chub_main, ["headend", "--api", api, "logs", "--which", "event"])
     assert r.exit_code == 0 and "0x8FDA" in r.output, r.output
     r = CliRunner().invoke(chub_main, ["headend", "--api", api, "signal", "--json"])
