@@ -29,6 +29,10 @@ from hil.headend.gbcs import Frame, parse_frame
 
 from .ota_client import CLUSTER, OtaClient, make_image
 
+# the emulated meters' OTA client: manufacturer code and image type of the images they take
+RIG_MANUFACTURER = 0x1234
+RIG_IMAGE_TYPE = 0x0001
+
 CS06 = 0x0012
 BASIC, APP_VERSION = 0x0000, 0x0001
 A4_EUI = "00DB1234567890A4"
@@ -80,7 +84,7 @@ def han_transfer(image: Path | None, heap: str, body_len: int = 8192) -> dict[st
 
     spec = DeviceSpec("ota_a4", A4_EUI, 1, bytes.fromhex("A4A4C0DE0102030405060708090A0B00"))
     body = bytes((i * 31 + 7) & 0xFF for i in range(body_len))
-    img = make_image(0x1234, 0x0001, 0x00020000, body)
+    img = make_image(RIG_MANUFACTURER, RIG_IMAGE_TYPE, 0x00020000, body)
     with tempfile.TemporaryDirectory() as tmp:
         s = EmulatedSystem(Path(tmp), heap=heap, image=image, fresh=True)
         s.han_demo = False  # type: ignore[attr-defined]
@@ -96,7 +100,7 @@ def han_transfer(image: Path | None, heap: str, body_len: int = 8192) -> dict[st
             if not han.wait_hub_joined(s, [spec.name], 20):
                 raise TimeoutError("bench: the meter did not join")
             load_over_local_port(s, "esme", [spec.eui], img)
-            client = OtaClient(zcl_sender(han.device(spec.name)), 0x1234, 0x0001, 0x00010000)
+            client = OtaClient(zcl_sender(han.device(spec.name)), RIG_MANUFACTURER, RIG_IMAGE_TYPE, 0x00010000)
 
             async def download() -> float:
                 t0 = time.perf_counter()

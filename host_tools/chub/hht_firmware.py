@@ -81,6 +81,29 @@ def register(hht: click.Group) -> None:
                       "" if d["offset"] is None else str(d["offset"]), end)
         Console().print(t)
 
+    @firmware.command("test-image")
+    @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Where to write it.")
+    @click.option("--version", "version", default="0x00020000", show_default=True,
+                  help="The OTA file version (hex or decimal).")
+    @click.option("--size", default=4096, show_default=True, type=click.IntRange(1, 1 << 20),
+                  help="Bytes of (made-up) firmware in the image.")
+    def test_image(out: Path, version: str, size: int) -> None:
+        """Write an image the emulated meters take (the rig's manufacturer and image type)."""
+        from hil.meters.ota_client import make_image
+        from hil.meters.ota_rig import RIG_IMAGE_TYPE, RIG_MANUFACTURER
+
+        try:
+            v = int(version, 0)
+        except ValueError as e:
+            raise click.BadParameter(f"{version!r} is not a number", param_hint="--version") from e
+        if not 0 <= v <= 0xFFFFFFFF:
+            raise click.BadParameter("must fit 32 bits", param_hint="--version")
+        body = hashlib.sha256(b"chub test image %d" % v).digest() * (size // 32 + 1)
+        data = make_image(RIG_MANUFACTURER, RIG_IMAGE_TYPE, v, body[:size])
+        out.write_bytes(data)
+        click.echo(f"test image 0x{v:08X} (manufacturer 0x{RIG_MANUFACTURER:04X}, type 0x{RIG_IMAGE_TYPE:04X}, "
+                   f"{len(data)} bytes) -> {out}")
+
     @firmware.command("update")
     @click.option("--image", "image", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
     @click.option("--device", "slot", required=True, type=click.Choice(["esme", "gsme", "ppmid"]))
