@@ -17,6 +17,7 @@ from counters import Counters
 from flag import Flag
 from han import zcl_servers
 from han.ash import Ash, NcpReset
+from han.cbke import KeyEstablishment
 from han.ezsp import Ezsp
 from han.messaging import COUNTERS as _MSG_COUNTERS
 from han.messaging import DeliveryError, Messaging  # noqa: F401 (han.coordinator.DeliveryError)
@@ -60,6 +61,7 @@ class Coordinator(Messaging):
         self.zcl_servers[0x0000] = zcl_servers.basic_server(VERSION, self._stack_version)
         self.zcl_servers[0x000A] = zcl_servers.time_server(self._clock, board.utc)
         self.zcl_servers[0x0704] = self.tunnel_server
+        self.cbke = self.zcl_servers[0x0800] = KeyEstablishment(device_log, security_log)
 
     @property
     def kv(self):
@@ -192,6 +194,7 @@ class Coordinator(Messaging):
             self.tc = TrustCentre(ez, self.device_log, self.security_log, self.device_log.utc)
             self.tc.on_removed = self.forget
             self.tc.on_joined = self.on_device_joined
+            self.cbke.attach(ez)
         else:
             ez.close()
             ez.t = ash

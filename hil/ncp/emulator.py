@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -37,6 +38,11 @@ ID = {
     "addTransientLinkKey": 0xAF, "importTransientKey": 0x111, "removeDevice": 0xA8,
     "lookupEui64ByNodeId": 0x61, "getKeyTableEntry": 0x71, "findKeyTableEntry": 0x75,
     "exportLinkKeyByEui": 0x10D,
+    # CBKE (the crypto is hil.ncp.cbke.CbkeNcp, set as NcpEmulator.cbke)
+    "generateCbkeKeys": 0xA4, "generateCbkeKeysHandler": 0x9E, "calculateSmacs": 0x9F,
+    "calculateSmacsHandler": 0xA0, "clearTemporaryDataMaybeStoreLinkKey": 0xA1, "getCertificate": 0xA5,
+    "generateCbkeKeys283k1": 0xE8, "generateCbkeKeysHandler283k1": 0xE9, "calculateSmacs283k1": 0xEA,
+    "calculateSmacsHandler283k1": 0xEB, "getCertificate283k1": 0xEC, "clearTemporaryDataMaybeStoreLinkKey283k1": 0xEE,
 }
 _V8_ONLY = ("addTransientLinkKey", "getKeyTableEntry", "findKeyTableEntry")
 _V13_ON = ("importTransientKey", "exportLinkKeyByEui")
@@ -213,6 +219,8 @@ class NcpEmulator:
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.host_lost_at: float | None = None  # time.monotonic() of the last host disconnect
+        # CBKE commands (hil.ncp.cbke.CbkeNcp) when the NCP holds certificates; None: none
+        self.cbke: Any = None
 
     # --- transport ---------------------------------------------------------
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
@@ -295,6 +303,8 @@ class NcpEmulator:
         if name in _V13_ON and self.version < 13 or name in _V8_ONLY and self.version >= 13:
             name = None
         handler = getattr(self, "_c_" + name, None) if name else None
+        if handler is None and name and self.cbke is not None:
+            handler = getattr(self.cbke, "_c_" + name, None)
         if handler is None:
             self.log.append(f"?0x{fid:04X}")
             self._emit(seq, ID["invalidCommand"], self._st(0x31), 0x80, legacy)
