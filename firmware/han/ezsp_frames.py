@@ -122,10 +122,12 @@ _COMMON = {
 # context (key type, index, derived type, EUI-64, network index, flags, PSA
 # algorithm), key, APS key metadata)
 _V8 = {"addTransientLinkKey": (0xAF, "EK", "S"), "findKeyTableEntry": (0x75, "EB", "B"),
-       "getKeyTableEntry": (0x71, "B", "SHBKIIBE")}
-_V13 = {"importTransientKey": (0x111, "EKB", "Z"), "exportLinkKeyByEui": (0x10D, "E", "KBHIIHZ")}
+       "getKeyTableEntry": (0x71, "B", "SHBKIIBE"), "addOrUpdateKeyTableEntry": (0x66, "EBK", "S")}
+_V13 = {"importTransientKey": (0x111, "EKB", "Z"), "exportLinkKeyByEui": (0x10D, "E", "KBHIIHZ"),
+        "importLinkKey": (0x10E, "BEK", "Z")}
 _V14 = {
     "importTransientKey": (0x111, "EKB", "Z"),
+    "importLinkKey": (0x10E, "BEK", "Z"),
     "exportLinkKeyByEui": (0x10D, "E", "ZBBHEBBIKHIIH"),
     "leaveNetwork": (0x20, "B", "S"),
     "messageSentHandler": (0x3F, "", "SBHATL"),
