@@ -17,8 +17,18 @@ from pathlib import Path
 import pytest
 
 from hil.ncp import emulator
-from hil.ncp.cbke import (SECT163K1, SECT283K1, SUITE1, SUITE2, Ca, Curve, Party, ecdsa_sign, ecdsa_verify,
-                          reconstruct)
+from hil.ncp.cbke import (
+    SECT163K1,
+    SECT283K1,
+    SUITE1,
+    SUITE2,
+    Ca,
+    Curve,
+    Party,
+    ecdsa_sign,
+    ecdsa_verify,
+    reconstruct,
+)
 
 # Certicom test data for suite 1 (issuer "TESTSECA"), as published with the
 # zsmartsystems ZigBee library's key establishment tests

@@ -7,7 +7,8 @@
 # reboot, ASH link failure, EZSP timeout, the network going down) raises out
 # of the job: the supervisor restarts it with back-off, the NCP's reset line
 # is pulled first unless the NCP has just rebooted by itself, and the network
-# is resumed from the NCP's NVM, never re-formed. KV "han" keeps what was
+# is resumed from the NCP's NVM, never re-formed (except on the extended PAN
+# id a CCS03 restore put in the Device Log: hub replacement). KV "han" keeps what was
 # formed: {"formed": 1, "ch": channel, "pan": PAN id, "xpan": ext PAN hex}.
 import asyncio
 from binascii import hexlify, unhexlify
@@ -257,6 +258,7 @@ class Coordinator(Messaging):
                 x = self._restored_xpan()
                 if x is not None:
                     await self._reform(ez, x)
+                    self.state = "up"
                 await self.tc.sync()
                 await self._fault.wait_ms(_SYNC_S * 1000)
         except Exception:

@@ -1,4 +1,5 @@
-"""Key establishment figures for `chub bench` (issue 18; docs/cbke.md).
+"""Key establishment and hub replacement figures for `chub bench` (issue 18;
+docs/cbke.md, docs/device-log.md).
 
 From the emulated system (the hub under micropython with the demo HAN, the
 rig's NCP emulator holding suite-2 credentials from a rig CA, the emulated
@@ -12,6 +13,13 @@ IHD initiating):
   cbke_ch_s      the rest: the hub's share (its ZCL server and EZSP
                  commands under micropython) plus the emulated radio
 each the median of RUNS key establishments.
+
+From two emulated systems in turn on one HAN (hil/hub_swap.py):
+  restore_rejoin_s  hub replacement: hub B gets hub A's Device Log (CCS03,
+                    local port send_gbcs) .. both meters joined in hub B's
+                    Device Log; it includes hub B's re-form on the restored
+                    extended PAN id (an energy scan of 16 channels) and the
+                    meters' rejoin attempts, 0.5 s apart. One run.
 """
 
 from __future__ import annotations
@@ -33,7 +41,24 @@ def _wait(cond: Any, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
+def restore_figures(heap: str, image: Path) -> dict[str, Any]:
+    from chubcore.paths import vectors_dir
+    from hil.hub_swap import swap
+
+    with tempfile.TemporaryDirectory() as tmp:
+        r = swap(Path(tmp), image, vectors_dir(), heap=heap)
+    if not all(r["rejoined"].values()):
+        raise RuntimeError(f"bench: the meters did not rejoin: {r['rejoined']}")
+    return {"restore_rejoin_s": round(r["restore_rejoin_s"], 3)}
+
+
 def figures(heap: str, image: Path) -> dict[str, Any]:
+    out = cbke_figures(heap, image)
+    out.update(restore_figures(heap, image))
+    return out
+
+
+def cbke_figures(heap: str, image: Path) -> dict[str, Any]:
     from chubcore.localport import LocalPortClient
     from hil.devices.cbke import establish
     from hil.ncp.cbke import SUITE2, Ca, CbkeNcp
