@@ -53,9 +53,10 @@ class KeyEstablishment(S.AttributeServer):
     host; suites: those offered, preferred first (the NCP must hold a
     certificate for a suite to be used)."""
 
-    def __init__(self, device_log, security_log, suites=(2, 1)):
+    def __init__(self, device_log, security_log, kv, suites=(2, 1)):
         self.log = device_log
         self.sec = security_log
+        self._kv = kv  # KV "cbke": EUI hex -> the last outcome (0 done, else the Terminate status)
         self.suites = suites
         self.ez = None
         self.stats = {"ok": 0, "failed": 0, "busy": 0}
@@ -72,6 +73,17 @@ class KeyEstablishment(S.AttributeServer):
             sfx = SUITES[n][2]
             ez.on("generateCbkeKeysHandler" + sfx, self._handler)
             ez.on("calculateSmacsHandler" + sfx, self._handler)
+
+    def result(self, eh):
+        """The device's last key establishment with the hub: 0 done, its
+        Terminate status if it failed, None if it never ran one."""
+        return self._kv.get(eh)
+
+    def _record(self, eh, status):
+        try:  # written only when it changes (a KV write is one only then)
+            self._kv.set(eh, status)
+        except OSError:
+            pass
 
     def _handler(self, v):
         self._got = v
@@ -122,6 +134,8 @@ class KeyEstablishment(S.AttributeServer):
         if self._s is not None and self._s[_EH] == eh:
             await self._clear(False)
         self.stats["failed"] += 1
+        if self.log.is_joined(eh):
+            self._record(eh, status)
         self.sec.append(EV_CBKE_FAILED, ("%s %d %s" % (eh, status, why)).encode(), self.log.utc())
         return S.reply(h, _TERMINATE, bytes((status, _WAIT_S, suite & 0xFF, suite >> 8)), Z.FT_CLUSTER)
 
@@ -163,6 +177,7 @@ class KeyEstablishment(S.AttributeServer):
             if not await self._clear(True):
                 return await self._fail(h, NO_RESOURCES, eh, "link key not stored", s[_SUITE])
             self.stats["ok"] += 1
+            self._record(eh, 0)
             return S.reply(h, _CONFIRM, macv, Z.FT_CLUSTER)
         return await self._fail(h, BAD_MESSAGE, eh, "command %d out of order or malformed" % c)
 

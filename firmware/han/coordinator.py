@@ -63,7 +63,7 @@ class Coordinator(Messaging):
         self.zcl_servers[0x0000] = zcl_servers.basic_server(VERSION, self._stack_version)
         self.zcl_servers[0x000A] = zcl_servers.time_server(self._clock, board.utc)
         self.zcl_servers[0x0704] = self.tunnel_server
-        self.cbke = self.zcl_servers[0x0800] = KeyEstablishment(device_log, security_log)
+        self.cbke = self.zcl_servers[0x0800] = KeyEstablishment(device_log, security_log, store.kv("cbke"))
 
     @property
     def kv(self):
