@@ -147,3 +147,20 @@ def test_cbke_frame_ids_match_bellows() -> None:
     assert len(names) == 12
     for n in names:
         assert emulator.ID[n] == V4[n][0] == V14[n][0], n
+
+
+def test_firmware_frame_ids_match_bellows() -> None:
+    # the hub's EZSP table (firmware/han/ezsp_frames.py, MicroPython) read as text
+    from bellows.ezsp.v4.commands import COMMANDS as V4
+    from bellows.ezsp.v8.commands import COMMANDS as V8
+    from bellows.ezsp.v13.commands import COMMANDS as V13
+    from bellows.ezsp.v14.commands import COMMANDS as V14
+
+    src = (Path(__file__).parent.parent / "firmware" / "han" / "ezsp_frames.py").read_text()
+    ids = {m[0]: int(m[1], 16) for m in re.findall(r'"(\w+)": \((0x[0-9A-Fa-f]+),', src)}
+    cbke = [n for n in ids if "Cbke" in n or "Smacs" in n or "TemporaryData" in n or "Certificate" in n]
+    assert len(cbke) == 12
+    for n in cbke:
+        assert ids[n] == V4[n][0] == V14[n][0], n
+    assert ids["importLinkKey"] == V13["importLinkKey"][0] == V14["importLinkKey"][0] == emulator.ID["importLinkKey"]
+    assert ids["addOrUpdateKeyTableEntry"] == V8["addOrUpdateKeyTableEntry"][0] == emulator.ID["addOrUpdateKeyTableEntry"]
