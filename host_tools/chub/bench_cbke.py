@@ -25,20 +25,13 @@ From two emulated systems in turn on one HAN (hil/hub_swap.py):
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
+from .bench_han import _wait
+
 RUNS = 3
 HUB_EUI = bytes.fromhex("00DB1234567890A2")
-
-
-def _wait(cond: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"bench: {what} not in time")
-        time.sleep(0.05)
 
 
 def restore_figures(heap: str, image: Path) -> dict[str, Any]:
