@@ -108,3 +108,11 @@ def test_cbke_ihd_and_ppmid(demo: EmulatedSystem, vectors: Path) -> None:
     code, alerts = _gpf_join(demo, he, vectors, ppmid_eui, 0, unjoin=True)
     assert code == 0 and len(alerts) == 1
     assert _gpf_join(demo, he, vectors, ppmid_eui, 0, unjoin=True)[0] == 1  # not in the GPF's log
+    # out of order (a Confirm with no key establishment open: the last
+    # outcome stands) or malformed (a short Initiate): Terminate BAD_MESSAGE (3)
+    z = han.run(ihd.request(0x0800, bytes((0x01, ihd.next_tsn(), 2)) + bytes(16)))
+    assert z.command == 3 and z.payload[0] == 3, z
+    assert _gpf_join(demo, he, vectors, ihd_eui, 6)[0] == 0
+    z = han.run(ihd.request(0x0800, bytes((0x01, ihd.next_tsn(), 0, 2, 0))))
+    assert z.command == 3 and z.payload[0] == 3, z
+    assert _gpf_join(demo, he, vectors, ihd_eui, 6)[0] == 5 + 3

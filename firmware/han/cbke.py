@@ -128,13 +128,13 @@ class KeyEstablishment(S.AttributeServer):
                 return False
         return False
 
-    async def _fail(self, h, status, eh, why, suite=None):
+    async def _fail(self, h, status, eh, why, suite=None, record=True):
         if suite is None:
             suite = self._s[_SUITE] if self._s is not None else self.suites[0]
         if self._s is not None and self._s[_EH] == eh:
             await self._clear(False)
         self.stats["failed"] += 1
-        if self.log.is_joined(eh):
+        if record and self.log.is_joined(eh):
             self._record(eh, status)
         self.sec.append(EV_CBKE_FAILED, ("%s %d %s" % (eh, status, why)).encode(), self.log.utc())
         return S.reply(h, _TERMINATE, bytes((status, _WAIT_S, suite & 0xFF, suite >> 8)), Z.FT_CLUSTER)
@@ -153,7 +153,8 @@ class KeyEstablishment(S.AttributeServer):
         if s is None or s[_EH] != eh:
             if c == _TERMINATE:
                 return None
-            return await self._fail(h, BAD_MESSAGE, eh, "no key establishment open")
+            # a stray frame is no key establishment: the last outcome stands
+            return await self._fail(h, BAD_MESSAGE, eh, "no key establishment open", record=False)
         s[_T] = now
         if c == _TERMINATE:
             await self._clear(False)
