@@ -35,7 +35,7 @@ class GpfService:
 
     def __init__(self, store, identity, clock, security_log, event_log, ke_status=None):
         self.store = store
-        self.ke_status = ke_status  # han.cbke.KeyEstablishment.result (CS03B)
+        self.ke_status = ke_status  # coordinator.ke_result (CS03B)
         self.identity = identity
         self.clock = clock
         self.security_log = security_log

@@ -49,8 +49,9 @@ def _eh(b):
 
 
 class KeyEstablishment(S.AttributeServer):
-    """zcl_servers[0x0800]. attach(ezsp) when the coordinator has its EZSP
-    host; suites: those offered, preferred first (the NCP must hold a
+    """The coordinator's zcl_servers[0x0800] hands it each frame (it is
+    loaded on the first one). attach(ezsp) whenever the coordinator has an
+    EZSP host; suites: those offered, preferred first (the NCP must hold a
     certificate for a suite to be used)."""
 
     def __init__(self, device_log, security_log, kv, suites=(2, 1)):

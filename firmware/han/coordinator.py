@@ -18,7 +18,6 @@ from counters import Counters
 from flag import Flag
 from han import zcl_servers
 from han.ash import Ash, NcpReset
-from han.cbke import KeyEstablishment
 from han.ezsp import Ezsp
 from han.messaging import COUNTERS as _MSG_COUNTERS
 from han.messaging import DeliveryError, Messaging  # noqa: F401 (han.coordinator.DeliveryError)
@@ -63,7 +62,25 @@ class Coordinator(Messaging):
         self.zcl_servers[0x0000] = zcl_servers.basic_server(VERSION, self._stack_version)
         self.zcl_servers[0x000A] = zcl_servers.time_server(self._clock, board.utc)
         self.zcl_servers[0x0704] = self.tunnel_server
-        self.cbke = self.zcl_servers[0x0800] = KeyEstablishment(device_log, security_log, store.kv("cbke"))
+        # Key Establishment (han.cbke): loaded on its first frame (a CBKE is
+        # rare: once per device join), so it costs no heap until then
+        self.cbke = None
+        self.zcl_servers[0x0800] = self._key_establishment
+
+    async def _key_establishment(self, eh, src_ep, h, p):
+        if self.cbke is None:
+            from han.cbke import KeyEstablishment
+
+            self.cbke = KeyEstablishment(self.device_log, self.security_log, self.store.kv("cbke"))
+            if self.ezsp is not None:
+                self.cbke.attach(self.ezsp)
+        return await self.cbke(eh, src_ep, h, p)
+
+    def ke_result(self, eh):
+        """A device's last key establishment with the hub (han.cbke's KV
+        "cbke"): 0 done, its Terminate status, or None; read without
+        loading han.cbke."""
+        return self.store.kv("cbke").get(eh)
 
     @property
     def kv(self):
@@ -232,7 +249,8 @@ class Coordinator(Messaging):
             self.tc = TrustCentre(ez, self.device_log, self.security_log, self.device_log.utc)
             self.tc.on_removed = self.forget
             self.tc.on_joined = self.on_device_joined
-            self.cbke.attach(ez)
+            if self.cbke is not None:
+                self.cbke.attach(ez)
         else:
             ez.close()
             ez.t = ash
