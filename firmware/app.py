@@ -63,7 +63,7 @@ class Hub:
         chf = self.chf = gbcs_port.build(st, ev, sec, dl, _utc2000, coord.device_versions, _LOG_CAPACITY)
         ident = self.identity = chf.identity
         gpf = self.gpf = gpf_service.GpfService(st, ident, clk, sec, ev, coord.ke_result)
-        for cluster in gpf_service.MIRRORED:
+        for cluster in gpf_service.SERVED:
             coord.zcl_servers[cluster] = gpf.zcl_server(cluster)
 
         # the WAN (outbox and emit first: messages queue before the link is

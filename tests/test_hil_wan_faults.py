@@ -457,7 +457,10 @@ def test_headend_time_frame_and_validity_hold(system: EmulatedSystem) -> None:
     d = [e for e in tx_events(s) if e["event"] == "time_step"][-1]["detail"]
     assert d.endswith(" headend refused") and 24 <= int(d.split()[0]) <= 26, d
     assert abs(s.call("status")["utc"] - time.time()) <= 2 and s.call("status")["clock"]["refused"] >= 1
+    syncs = s.call("status")["clock"]["syncs"]
     he.send_time()  # the right time: nothing to adjust, the refusals are forgotten
+    # taken before the hold is cut: a TIME frame still in flight would make the clock valid again
+    s.wait_until(lambda: s.call("status")["clock"]["syncs"] > syncs, 5, "right time taken")
     # no source for longer than the hold: not valid (and the Time cluster says so)
     s.call("wan_config", set={"clock_hold_s": 2})
     try:

@@ -300,6 +300,15 @@ class DeviceLog:
             v["tx_ok"] = v["tx_fail"] = 0
         return v
 
+    def type_of(self, eui):
+        """The device's type code, or None when it is not in the log: what the
+        router asks of every routed message, without building the view.
+        Canonical hex (as eui_hex gives) is looked up as it is."""
+        e = self._d.get(eui) if isinstance(eui, str) else None
+        if e is None:
+            e = self._d.get(eui_hex(eui))
+        return None if e is None else e[_TYPE]
+
     def get(self, eui):
         eh = eui_hex(eui)
         e = self._d.get(eh)

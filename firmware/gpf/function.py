@@ -6,14 +6,16 @@
 # Gpf.handle(frame) -> (response, [alerts]): parse -> authenticate (the CHF's
 # rules, gbcs.usecase_base.accept; a supplementary remote party with its own
 # certificate is allowed) -> check the payload is what the message code allows
-# -> answer -> MAC'd response. Refusals are logged and raised.
+# -> answer -> MAC'd response. Refusals are logged and raised; an
+# authentication refusal (gbcs.security.SecurityError) is also alerted with
+# its GBCS code, at most once per code per hour (take_alerts()).
 from micropython import const
 
 from codes import ALERT_GPF_DEVICE_LOG_CHANGED
 from gbcs import der, gbz, p256
 from gbcs import frame as gframe
 from ids import hex_text
-from gbcs.security import answer_once
+from gbcs.security import SecurityError, answer_once
 from gbcs.usecase_base import (
     CLOCK_DOUBTFUL,
     EV_PAYLOAD_MISMATCH,
@@ -69,6 +71,9 @@ USE_CASES = {
 # CS02b Update Security Credentials on the GPF (chf.credentials, device "gpf")
 MC_CS02B = (0x0102, 0x0103)  # supplier by supplier, network operator by network operator
 _MC_GCS62 = const(0x00B2)
+_MC_GENERIC_NON_CRITICAL = const(0x1001)  # message code of an alert with no use case of its own
+_ALERT_QUIET_S = const(3600)  # one refusal alert per GBCS code per hour
+_ALERTS_MAX = const(8)
 _DEVICE_LOG_MAX = const(16)
 # join response codes (PROTOCOLS.md 2)
 _JOIN_OK = const(0)
@@ -119,6 +124,9 @@ class Gpf:
         self.executed = 0
         self.rejected = 0
         self._urp = (None, None)  # (certificate KA key, Z) of the last unknown remote party
+        self._alert_last = {}  # GBCS code -> time (2000 epoch) of its last refusal alert
+        self._alerts = []  # refusal alerts the router has not taken yet
+        self.alerts_suppressed = 0
         self.tap = TapOff(store, self, now)
 
     @property
@@ -142,7 +150,32 @@ class Gpf:
     def handle(self, data, tag=None):
         """As Chf.handle: the counter is committed with the answer; an exact
         resend under the same link tag is answered from the stored record."""
-        return answer_once(self.parties, data, tag, self._handle, self._store)
+        try:
+            return answer_once(self.parties, data, tag, self._handle, self._store)
+        except SecurityError as e:
+            self._refusal_alert(e.event)
+            raise
+
+    def _refusal_alert(self, code):
+        # GBZ alert (message code 0x1001, count 0, code, timestamp), MAC'd
+        # for the ACB as the GPF's alerts are; one per code per _ALERT_QUIET_S
+        t = self._t()
+        last = self._alert_last.get(code)
+        if last is not None and 0 <= t - last < _ALERT_QUIET_S:
+            self.alerts_suppressed += 1
+            return
+        try:
+            a = self.alert(_MC_GENERIC_NON_CRITICAL, gbz.alert(code, t))
+        except ValueError:  # no ACB anchor yet: the security log has it
+            return
+        self._alert_last[code] = t
+        if len(self._alerts) < _ALERTS_MAX:
+            self._alerts.append(a)
+
+    def take_alerts(self):
+        """The refusal alerts raised since the last call (the router emits them)."""
+        out, self._alerts = self._alerts, []
+        return out
 
     def _handle(self, data):
         parties = self.parties

@@ -14,6 +14,7 @@ import asyncio
 from binascii import hexlify, unhexlify
 
 import board
+from codes import EV_BAD_DEVICE_MESSAGE
 from counters import Counters
 from flag import Flag
 from han import zcl_servers
@@ -29,7 +30,7 @@ _SYNC_S = 1  # trust-centre sync period
 _RESET_SETTLE_MS = 300  # after pulling the NCP's reset line
 
 
-_COUNTERS = ("formed", "resumed", "ncp_resets", "hard_resets", "rx", "tx_ok", "tx_fail") + _MSG_COUNTERS
+_COUNTERS = ("formed", "resumed", "ncp_resets", "hard_resets", "rx", "tx_ok", "tx_fail", "abnormal", "scans") + _MSG_COUNTERS
 
 
 class HanDown(Exception):
@@ -114,6 +115,7 @@ class Coordinator(Messaging):
             "versions": self.versions,
             "ash": dict(self.ezsp.t.stats.items()) if self.ezsp is not None and hasattr(self.ezsp.t, "stats") else None,
             "ezsp": self.ezsp.stats if self.ezsp is not None else None,
+            "energy_scan": kv.get("scan"),
         }
 
     def summary(self):
@@ -141,6 +143,30 @@ class Coordinator(Messaging):
             return
         dl.record_rx(eh, rssi, lqi, dl.utc())
         self._incoming(eh, aps, payload, sender)
+
+    async def energy_scan(self, channels_mask, duration=3):
+        """An energy scan on request while the network is up (the radio
+        leaves its channel for the scan's time). Kept in KV "han" "scan":
+        {t: UTC seconds since 2000, rssi: [[channel, dBm]...]} and shown by
+        han_status."""
+        if self.state != "up" or self.ezsp is None:
+            raise HanDown("HAN is %s" % self.state)
+        res = await self.ezsp.energy_scan(channels_mask, duration)
+        scan = {"t": self.device_log.utc(), "rssi": [[ch, res[ch]] for ch in sorted(res)]}
+        self.kv.set("scan", scan)
+        self.counters["scans"] += 1
+        return scan
+
+    def _abnormal(self, eh, what):
+        # HAN tamper (product requirements 10.7): security log 0x8F1E, data =
+        # the device's EUI; repeats collapse into one entry, and the log's
+        # 0x8F60 watch (chf.logs.MalformedWatch) alerts a run of them, at
+        # most once an hour
+        self.counters["abnormal"] += 1
+        try:
+            self.security_log.append(EV_BAD_DEVICE_MESSAGE, eh.encode(), self.device_log.utc())
+        except Exception as e:  # noqa: BLE001 - flash trouble: the counter has it
+            log("han", "abnormal frame from %s (%s) not logged: %r" % (eh, what, e))
 
     def _on_sent(self, v):
         tag, status, dest = self.ezsp.sent_info(v)
@@ -353,6 +379,24 @@ async def han_zcl_read(hub, req):
     return {"ok": True, "records": out}
 
 
+async def han_energy_scan(hub, req):
+    # {channels: [11..26] (default all), duration: 0..6} -> {ok, scan: {t, rssi: [[ch, dBm]...]}}
+    from local_port import int_arg
+
+    chans = req.get("channels", list(range(11, 27)))
+    if not isinstance(chans, list) or not chans or not all(
+            isinstance(c, int) and not isinstance(c, bool) and 11 <= c <= 26 for c in chans):
+        raise ValueError("'channels' must be a list of channels 11..26")
+    mask = 0
+    for ch in chans:
+        mask |= 1 << ch
+    try:
+        scan = await hub.coordinator.energy_scan(mask, int_arg(req, "duration", 0, 6, 3))
+    except Exception as e:  # the HAN down, the NCP refusing: said, not raised
+        return {"ok": False, "error": repr(e)}
+    return {"ok": True, "scan": scan}
+
+
 async def han_rotate_key(hub, req):
     # a new network key from os.urandom, broadcast, then switched to;
     # written to the security log (0x8FE2)
@@ -370,4 +414,4 @@ async def han_rotate_key(hub, req):
 
 
 COMMANDS = (("han_status", han_status), ("han_rotate_key", han_rotate_key), ("han_tunnel", han_tunnel),
-            ("han_zcl_read", han_zcl_read))
+            ("han_zcl_read", han_zcl_read), ("han_energy_scan", han_energy_scan))

@@ -2,6 +2,7 @@
 # the file-backed block device in the cwd (a temp dir); remounts prove what
 # reached flash.
 import asyncio
+import gc
 import os
 
 import vfs
@@ -131,6 +132,27 @@ def test_add_get_remove_and_codes():
                                "type_name": "ESME", "removed": 1000}]
     assert changes == [("add", "00DB1234567890A0"), ("duplicate", "00DB1234567890A0"),
                        ("remove", "00DB1234567890A0")]
+
+
+def test_type_of_without_the_view():
+    # the router asks only the device type of each routed message's recipient
+    # (issue 15: routing cost on an MCU): no view dict built for it
+    st = fresh()
+    log = DL.DeviceLog(st, Clock())
+    log.add(ESME, 1, CODE, 600)
+    log.add(GSME, 0, CODE2, 600)
+    assert log.type_of(ESME) == 1 and log.type_of("00db1234567890b0") == 0
+    assert log.type_of(b"\x00" * 8) is None
+    assert log.type_of(ESME) == log.get(ESME)["type"]
+    gc.collect()
+    gc.disable()
+    try:
+        a = gc.mem_alloc()
+        log.type_of("00DB1234567890A0")
+        n = gc.mem_alloc() - a
+    finally:
+        gc.enable()
+    assert n <= 64, n  # the upper-cased EUI at most
 
 
 def test_full_log_and_configurable_capacity():
