@@ -34,6 +34,7 @@ PUBLISHED = {
     "labgrid_place_acquire_s",
     # the GPF and the HAN (issue 18)
     "tapoff_read_ms", "ppmid_topup_round_trip_s", "ppmid_topup_gsme_wake_s",
+    "cbke_s", "cbke_ch_s", "restore_rejoin_s",
 }
 
 
