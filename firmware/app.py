@@ -64,7 +64,7 @@ class Hub:
         coord = self.coordinator = han_coordinator.Coordinator(st, dl, sec, sup, clk)
         chf = self.chf = gbcs_port.build(st, ev, sec, dl, _utc2000, coord.device_versions, _LOG_CAPACITY)
         ident = self.identity = chf.identity
-        gpf = self.gpf = gpf_service.GpfService(st, ident, clk, sec, ev)
+        gpf = self.gpf = gpf_service.GpfService(st, ident, clk, sec, ev, coord.ke_result)
         for cluster in gpf_service.SERVED:
             coord.zcl_servers[cluster] = gpf.zcl_server(cluster)
         # meter firmware over the HAN: the OTA Upgrade server (CCS08 at upgrade end)

@@ -45,6 +45,7 @@ EV_MALFORMED_FLOOD = const(0x8F60)  # Unusual numbers of malformed, out-of-order
 EV_UNKNOWN_JOIN = const(0x8F3E)  # Unauthorised Communication Access attempted: join refused, EUI not in the Device Log
 EV_JOIN_WINDOW_CLOSED = const(0x8F3E)  # Unauthorised Communication Access attempted: join refused, its join window closed
 EV_JOIN_BAD_KEY = const(0x8F53)  # Failed Authentication or Authorisation not covered by other codes: the NCP refused a logged device (key mismatch)
+EV_CBKE_FAILED = const(0x8F53)  # Failed Authentication or Authorisation not covered by other codes: a device's key establishment (CBKE) failed (data = EUI hex, status, reason)
 
 # security log: the local port's installer authentication (local_port.InstallerAuth; data = reason text)
 EV_AUTH_FAILED = const(0x8F53)  # Failed Authentication or Authorisation not covered by other codes: wrong installer credential, bad or stale request tag

@@ -37,6 +37,8 @@ PUBLISHED = {
     "tapoff_read_ms", "ppmid_topup_round_trip_s", "ppmid_topup_gsme_wake_s",
     # remote management (issue 21)
     "remote_config_round_trip_ms", "fleet_hubs", "fleet_send_peak_ratio",
+    # CBKE and hub replacement (issue 18)
+    "cbke_s", "cbke_ch_s", "restore_rejoin_s",
 }
 
 

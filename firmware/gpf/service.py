@@ -43,8 +43,9 @@ class GpfService:
     """Its parts: the store, the hub's identity (the GPF's EUI, keys, trust
     anchors), the hub's clock and the CHF security and event logs."""
 
-    def __init__(self, store, identity, clock, security_log, event_log):
+    def __init__(self, store, identity, clock, security_log, event_log, ke_status=None):
         self.store = store
+        self.ke_status = ke_status  # coordinator.ke_result (CS03B)
         self.identity = identity
         self.clock = clock
         self.security_log = security_log
@@ -65,7 +66,8 @@ class GpfService:
         if self._gpf is None:
             from gpf.function import Gpf
 
-            self._gpf = Gpf(self.identity, self.store, self.mirror(), self.now, self.security_log, self.event_log)
+            self._gpf = Gpf(self.identity, self.store, self.mirror(), self.now, self.security_log, self.event_log,
+                            self.ke_status)
         return self._gpf
 
     def now(self):

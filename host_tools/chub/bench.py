@@ -22,6 +22,7 @@ from chubcore.build import RUNTIME_STDLIB, image_modules  # noqa: F401 (bench's 
 from chubcore.paths import BENCH, BOARDS, FIRMWARE, default_heap, micropython_exe
 
 from . import (
+    bench_cbke,
     bench_flash,
     bench_gbcs,
     bench_gpf,
@@ -205,6 +206,7 @@ def run_bench(heap: str | None = None, progress: Callable[[str], None] | None = 
         figures.update(bench_gpf_han.figures(heap, image))
         say("meter firmware over the HAN")
         figures.update(bench_ota.figures(heap, image))
+        figures.update(bench_cbke.figures(heap, image))
         figures.update(bench_proof.figures(heap, image, figures.get("heap_after_imports_kb"), say))
         figures.update(bench_flash.figures(image, heap, say=say))
     return figures
