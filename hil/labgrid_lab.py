@@ -67,6 +67,7 @@ class Lab:
         try:
             # the coordinator keeps its places.yaml / resources.yaml in its cwd
             self._spawn([venv_tool("labgrid-coordinator"), "-l", self.coordinator], "coordinator")
+            self._wait_listening(deadline)  # an exporter started before it listens gives up at once
             board = self._spawn([sys.executable, "-m", "hil.labgrid_board", "--workdir", str(self.workdir / "boards"),
                                  "--exporter-config", str(self.workdir / "exporter.yaml"),
                                  *(["--image", str(self.image)] if self.image else []), *self.places.values()],
@@ -94,6 +95,16 @@ class Lab:
                 if line:
                     return json.loads(line)
         raise RuntimeError(f"the boards did not come up:\n{self.log('boards')}")
+
+    def _wait_listening(self, deadline: float) -> None:
+        host, port = self.coordinator.rsplit(":", 1)
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection((host, int(port)), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"the coordinator did not listen on {self.coordinator}:\n{self.log('coordinator')}")
 
     def _wait_resources(self, deadline: float) -> None:
         want = set(self.places.values())
