@@ -20,6 +20,8 @@ from leds import StatusLeds
 from local_port import serve as serve_local_port
 from log import log
 from supervisor import Supervisor
+from update import commands as update_commands
+from update.image import Updater
 from version import VERSION
 from wan import commands as wan_commands
 from wan import service as wan_service
@@ -44,7 +46,7 @@ class Hub:
     """The hub's parts. Local-port commands are fn(hub, req) and read the
     parts they serve from here (docs/local-port.md)."""
 
-    def __init__(self):
+    def __init__(self, running=None):
         self.started_ms = mono.ms()
         self.heap_high_water = 0
         self.local_port_up = asyncio.Event()
@@ -87,12 +89,16 @@ class Hub:
 
         self.leds = StatusLeds(dl, coord, wan, board.power_fail)
 
+        # the hub's own update (running: the image slot update.slots chose)
+        self.updater = Updater(st.root, board.NAME, st.kv("update", keep=False), ev, self.security_alert,
+                               board.utc, board.reset, running, log)
+
         # the local port: the commands, behind the installer guard
         self.provisioning = None  # chf.provision_steps.Provisioning while a run is open
         self.installer_auth = auth = provision.installer_auth(st, sec, ev)
         cmds = self.commands = {"status": Hub.cmd_status}
         groups = [chf_commands.COMMANDS, gbcs_port.COMMANDS, han_coordinator.COMMANDS, wan_commands.COMMANDS,
-                  gpf_service.COMMANDS, route_router.COMMANDS, provision.COMMANDS]
+                  gpf_service.COMMANDS, route_router.COMMANDS, provision.COMMANDS, update_commands.COMMANDS]
         if board.RIG:
             from rig import hooks  # the emulated board only: not in the ESP32 images
 
@@ -116,6 +122,11 @@ class Hub:
         from wan.lastgasp import build_alert
 
         self.emit(build_alert(self.chf, code, board.utc()), "alert")
+
+    def self_check(self):
+        # a new image's check after READY (update.image): every critical job runs
+        jobs = self.supervisor.jobs
+        return all(jobs.get(n, {}).get("state") == "running" for n in _CRITICAL)
 
     def uptime_s(self):
         return (mono.ms() - self.started_ms) // 1000
@@ -167,13 +178,15 @@ class Hub:
         self.supervisor.spawn("local_port", self.local_port)
         self.supervisor.watchdog(board.watchdog(), _CRITICAL)
         await self.local_port_up.wait()
-        log("hub", "READY version=%s board=%s" % (VERSION, board.NAME))
+        log("hub", "READY version=%s board=%s image=%s" % (VERSION, board.NAME, self.updater.running or "factory"))
+        self.supervisor.spawn("update", lambda: self.updater.run(self.local_port_up, self.self_check))
         while True:
             await asyncio.sleep(3600)
 
 
-def main():
+def main(running=None):
+    """running: the image slot update.slots.boot() chose (None: the factory image)."""
     if board.release_console is not None and board.console_released():
         return  # the installer asked for the REPL (chub flash): the hub does not start
     board.preload()  # the unix board, for the bench's heap figures; nothing elsewhere
-    asyncio.run(Hub().run())
+    asyncio.run(Hub(running).run())

@@ -34,6 +34,8 @@ _HEAD = const(8)
 _SIG = const(64)
 MAX_MANIFEST = const(8192)
 _STAGE = "stage.json"
+TRIAL_BOUND_S = const(120)  # a trial image must reach READY within this
+SELF_CHECK_MS = const(5000)  # and pass its self-check this long after READY
 
 IDLE = "idle"
 RECEIVING = "receiving"
@@ -465,6 +467,32 @@ class Updater:
         if self.log:
             self.log("update", "image in slot %s confirmed" % self.running)
         return True
+
+    async def run(self, ready, self_check):
+        """The job "update": report the boot's notes; on a trial boot wait
+        for READY (an Event) and the self-check (a callable), then confirm
+        the image or reset (the next boot rolls back); then activate a
+        scheduled image when its time comes."""
+        import asyncio
+
+        self.boot_notes()
+        if self.on_trial():
+            try:
+                await asyncio.wait_for(ready.wait(), TRIAL_BOUND_S)
+                await asyncio.sleep_ms(SELF_CHECK_MS)
+                ok = self_check()
+            except asyncio.TimeoutError:
+                ok = False
+            if ok:
+                self.confirm()
+            else:
+                if self.log:
+                    self.log("update", "trial image failed its self-check: reset")
+                self.reset()
+        while True:
+            if self.due():
+                self.switch()
+            await asyncio.sleep_ms(1000)
 
     def status(self):
         st = slots.read_state(self.root)
