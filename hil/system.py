@@ -96,8 +96,10 @@ class EmulatedSystem(HubControl):
     """With no image, a workdir that `chub flash --board unix --port WORKDIR`
     flashed boots from its flash; otherwise the unix image is built."""
 
-    def __init__(self, workdir: Path, heap: str | None = None, image: Path | None = None, fresh: bool = False):
+    def __init__(self, workdir: Path, heap: str | None = None, image: Path | None = None, fresh: bool = False,
+                 flash_blocks: int = 256):
         self.workdir = Path(workdir)
+        self.flash_blocks = flash_blocks  # 4 KB blocks of the emulated flash
         self.heap = heap
         self.image = image
         self.fresh = fresh
@@ -121,7 +123,8 @@ class EmulatedSystem(HubControl):
 
             self.image = build("unix", out=self.workdir / "image").path
         self.rig = Rig(self.log).start()
-        self.dut = UnixDut(self.image, self.workdir, self.rig, self.log, heap=self.heap, from_flash=self.from_flash)
+        self.dut = UnixDut(self.image, self.workdir, self.rig, self.log, heap=self.heap, from_flash=self.from_flash,
+                           flash_blocks=self.flash_blocks)
         attach_peripherals(self)
         pos = self.log.position
         self.dut.start()

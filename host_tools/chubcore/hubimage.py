@@ -266,3 +266,24 @@ def ota_unwrap(data: bytes) -> bytes:
     if tag != OTA_TAG_UPGRADE_IMAGE or hlen + 6 + n != len(ota):
         raise ImageError("OTA sub-element is not one upgrade image")
     return ota[hlen + 6:]
+
+
+# -- the installer's path: the image over the local port -----------------------
+
+PIECE = 1536  # bytes per image_write (firmware/update/commands.py PIECE)
+
+
+def upload(call, blob: bytes, progress=None, piece: int = PIECE) -> dict:
+    """Send `blob` with the hub's image_* commands (`call(cmd, **args)`, a
+    LocalPortClient's or a HubControl's) from where the hub says it is
+    (a resumed download continues), then image_end; returns the hub's status.
+    progress(done, total) after each piece."""
+    off = call("image_write", offset=0, data=blob[:piece].hex())["received"]
+    while off < len(blob):
+        n = call("image_write", offset=off, data=blob[off:off + piece].hex())["received"]
+        if n <= off:
+            raise ImageError(f"the hub stopped taking the image at {off}")
+        off = n
+        if progress:
+            progress(off, len(blob))
+    return call("image_end")

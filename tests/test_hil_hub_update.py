@@ -1,0 +1,113 @@
+"""HIL: the hub's own update on the emulated board (docs/firmware-update.md).
+A signed image goes over the local port, is activated, the hub resets into
+it and confirms it after READY and its self-check; a deliberately broken
+image (its app raises before READY) is rolled back on the next boot, with
+0x8F1B in the event log; a hostile image is refused with 0x8F1C and the
+running image stays."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from chubcore import hubimage as hi
+from chubcore.build import compile_module
+from hil.system import EmulatedSystem
+
+
+@pytest.fixture(scope="module")
+def key():
+    return hi.new_key()
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory, hub_image: Path) -> Iterator[EmulatedSystem]:
+    if json.loads((hub_image / "image.json").read_text()).get("frozen"):
+        pytest.skip("a frozen board's app is in its binary: no file image (docs/firmware-update.md)")
+    with EmulatedSystem(tmp_path_factory.mktemp("hubupdate") / "sys", image=hub_image, fresh=True,
+                        flash_blocks=512) as s:  # 2 MB: the data and two images (docs/firmware-update.md)
+        yield s
+
+
+def variant(src: Path, dst: Path, version: str, app_source: str | None = None) -> Path:
+    """A copy of the built image with another VERSION (and, given, another app)."""
+    shutil.copytree(src, dst)
+    for name, text in (("version.py", f'VERSION = "{version}"\n'), ("app.py", app_source)):
+        if text is None:
+            continue
+        f = dst / name
+        f.write_text(text)
+        compile_module(f, dst / (name[:-3] + ".mpy"), [])
+        f.unlink()
+    doc = json.loads((dst / "image.json").read_text())
+    doc["version"] = version
+    (dst / "image.json").write_text(json.dumps(doc))
+    return dst
+
+
+def install(s: EmulatedSystem, blob: bytes) -> dict:
+    st = hi.upload(lambda cmd, **a: s.call(cmd, timeout=60, **a), blob)
+    assert st["state"] == "verified", st
+    pos = s.log.position
+    s.call("image_activate", total=st["total"], at=0)
+    assert s.dut is not None
+    s.wait_until(lambda: not s.dut.alive, 10, "the hub resets into the new image")
+    return {"pos": pos, "status": st}
+
+
+def boot(s: EmulatedSystem, timeout: float = 30) -> None:
+    assert s.dut is not None and s.rig is not None
+    s.drop_connection()
+    deadline = time.monotonic() + 5
+    while any(s.rig.connected.values()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    pos = s.log.position
+    s.dut.start()
+    s.dut.wait_ready(timeout, after=pos)
+
+
+def events(s: EmulatedSystem, code: int) -> list[str]:
+    rows = s.call("logs", which="event")["entries"]
+    return [bytes.fromhex(r[2]).decode() for r in rows if r[1] == code]
+
+
+def test_update_confirm_then_broken_image_rolls_back(system: EmulatedSystem, hub_image: Path, key,
+                                                     tmp_path: Path) -> None:
+    s = system
+    s.call("image_anchor", anchor=hi.anchor_bytes(key.public_key()).hex(), min_version="0.1.0")
+    assert s.call("image_status")["running"] == "factory"
+
+    # a hostile image (another key) is refused, the factory image runs on
+    bad = hi.pack(variant(hub_image, tmp_path / "v9", "0.9.0"), hi.new_key())
+    with pytest.raises(Exception, match="signature"):
+        hi.upload(lambda cmd, **a: s.call(cmd, timeout=60, **a), bad)
+    assert "signature" in events(s, 0x8F1C)[-1]
+    assert s.call("image_status")["state"] == "idle"
+
+    # a good one: staged, verified (0x8F72), activated, confirmed
+    good = hi.pack(variant(hub_image, tmp_path / "v2", "0.2.0"), key)
+    install(s, good)
+    boot(s)
+    assert s.call("status")["version"] == "0.2.0"
+    st = s.wait_until(lambda: (x := s.call("image_status"))["active"] == "a" and x, 20, "the trial image confirmed")
+    assert st["running"] == "a" and st["trial"] is None
+    assert events(s, 0x8F72)
+
+    # a broken one: its app raises at import, before READY
+    broken = variant(hub_image, tmp_path / "v3", "0.3.0", app_source="raise RuntimeError('broken image')\n")
+    install(s, hi.pack(broken, key))
+    assert s.dut is not None
+    pos = s.log.position
+    s.dut.start()
+    s.wait_until(lambda: not s.dut.alive, 30, "the broken image dies before READY")
+    assert any("broken image" in line for line in s.log.lines("dut", after=pos))
+    boot(s)  # the next boot runs the confirmed image again
+    st = s.call("image_status")
+    assert st["running"] == "a" and st["active"] == "a" and st["trial"] is None, st
+    assert s.call("status")["version"] == "0.2.0"
+    assert events(s, 0x8F1B)[-1].startswith("rollback 0.3.0")
