@@ -111,3 +111,28 @@ def test_update_confirm_then_broken_image_rolls_back(system: EmulatedSystem, hub
     assert st["running"] == "a" and st["active"] == "a" and st["trial"] is None, st
     assert s.call("status")["version"] == "0.2.0"
     assert events(s, 0x8F1B)[-1].startswith("rollback 0.3.0")
+
+
+def test_cs05a_over_the_wan_then_cs06(system: EmulatedSystem, hub_image: Path, key, tmp_path: Path) -> None:
+    from hil.headend.gbcs import HeadEndError
+    from hil.headend.hub_image import activate, send_image
+
+    s = system
+    s.call("image_anchor", anchor=hi.anchor_bytes(key.public_key()).hex(), min_version="0.1.0")
+    he = s.headend
+    he.wait_hello(count=len(he.hellos) or 1, timeout=30)
+    # a corrupted OTA file (its Manufacturer Image Hash does not match) is refused
+    ota = hi.ota_wrap(hi.pack(variant(hub_image, tmp_path / "v5", "0.5.0"), key))
+    bad = ota[:-1] + bytes([ota[-1] ^ 1])
+    with pytest.raises(HeadEndError, match="refused"):
+        send_image(he, bad)
+    assert "Manufacturer Image Hash" in events(s, 0x8F1C)[-1]
+    assert s.call("image_status")["state"] == "idle"
+    # the good one, then CS06 now: the hub resets into it
+    send_image(he, ota)
+    assert s.call("image_status")["state"] == "verified"
+    assert activate(he, ota, at=0) == 0
+    s.wait_until(lambda: not s.dut.alive, 10, "the hub resets into the new image")
+    boot(s)
+    assert s.call("status")["version"] == "0.5.0"
+    s.wait_until(lambda: s.call("image_status")["trial"] is None, 20, "the trial image confirmed")

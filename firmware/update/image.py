@@ -405,6 +405,17 @@ class Updater:
             raise ValueError("no image")
         return self.status()
 
+    def hash_staged(self, h):
+        """Feed the staged image (its header, then the files) to hash h."""
+        h.update(self.head)
+        for name, size, digest in self.manifest["files"]:
+            with open(self._file(name), "rb") as f:
+                while True:
+                    b = f.read(1024)
+                    if not b:
+                        break
+                    h.update(b)
+
     def abort(self):
         self._drop()
 
