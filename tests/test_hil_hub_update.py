@@ -120,7 +120,7 @@ def test_cs05a_over_the_wan_then_cs06(system: EmulatedSystem, hub_image: Path, k
     s = system
     s.call("image_anchor", anchor=hi.anchor_bytes(key.public_key()).hex(), min_version="0.1.0")
     he = s.headend
-    he.wait_hello(count=len(he.hellos) or 1, timeout=30)
+    s.wait_until(lambda: he.connected and s.call("wan_status")["connected"], 30, "the WAN link up")
     # a corrupted OTA file (its Manufacturer Image Hash does not match) is refused
     ota = hi.ota_wrap(hi.pack(variant(hub_image, tmp_path / "v5", "0.5.0"), key))
     bad = ota[:-1] + bytes([ota[-1] ^ 1])

@@ -21,7 +21,7 @@ from typing import Any
 from chubcore.build import RUNTIME_STDLIB, image_modules  # noqa: F401 (bench's public names)
 from chubcore.paths import BENCH, BOARDS, FIRMWARE, default_heap, micropython_exe
 
-from . import bench_gbcs, bench_gpf, bench_han, bench_proof, bench_route, bench_wan
+from . import bench_gbcs, bench_gpf, bench_han, bench_proof, bench_route, bench_update, bench_wan
 
 STATUS_CALLS = 50
 
@@ -187,6 +187,8 @@ def run_bench(heap: str | None = None, progress: Callable[[str], None] | None = 
         figures.update(bench_route.figures(heap, image))
         figures.update(bench_wan.figures(heap, image))
         figures.update(bench_han.figures(heap, image))
+        say("hub update and rollback")
+        figures.update(bench_update.figures(heap, image))
         figures.update(bench_proof.figures(heap, image, figures.get("heap_after_imports_kb"), say))
     return figures
 
