@@ -22,7 +22,6 @@ from log import log
 from supervisor import Supervisor
 from update import commands as update_commands
 from update.image import Updater
-from update.ota import Cs05a
 from version import VERSION
 from wan import commands as wan_commands
 from wan import service as wan_service
@@ -93,7 +92,7 @@ class Hub:
         # the hub's own update (running: the image slot update.slots chose)
         self.updater = Updater(st.root, board.NAME, st.kv("update", keep=False), ev, self.security_alert,
                                board.utc, board.reset, running, log)
-        chf.image_action = Cs05a(self.updater).action  # CS05a / CS06 on the CHF's Image transfer object
+        chf.image_action = self.updater.image_action  # CS05a / CS06 on the CHF's Image transfer object
 
         # the local port: the commands, behind the installer guard
         self.provisioning = None  # chf.provision_steps.Provisioning while a run is open

@@ -28,6 +28,8 @@ PUBLISHED = {
     "image_qstrs", "image_qstr_pools",
     # trust at the boundaries (issue 16)
     "auth_failures_per_s_max", "link_handshake_ms", "link_frame_overhead_us", "tls_heap_kb",
+    # the hub's own update (issue 19)
+    "hub_update_s", "rollback_s",
 }
 
 

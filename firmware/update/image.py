@@ -131,6 +131,7 @@ class Updater:
         self.running = running
         self.log = log
         self.last_error = None
+        self._cs05a = None
         self._clear_ram()
         _makedirs(self.dir)
         self._resume()
@@ -404,6 +405,14 @@ class Updater:
         if self.state == IDLE:
             raise ValueError("no image")
         return self.status()
+
+    def image_action(self, method, v):
+        """CS05a / CS06 from the CHF (update.ota, loaded on the first one)."""
+        if self._cs05a is None:
+            from update.ota import Cs05a
+
+            self._cs05a = Cs05a(self)
+        return self._cs05a.action(method, v)
 
     def hash_staged(self, h):
         """Feed the staged image (its header, then the files) to hash h."""
