@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from chubcore.dcc import ACB
 
-from .gbcs import RTDS_CHF, Frame, HeadEndError, decode_access_response
+from .gbcs import RTDS_CHF, Frame, HeadEndError, _enclen, decode_access_response
 from .server import HeadEndServer
 
 MC_CS05A = 0x7F05  # project-local (firmware/chf/usecases.py)
@@ -21,16 +21,8 @@ OBIS = bytes([0, 0, 44, 0, 0, 255])
 PIECE = 3800  # bytes of image per command: the GBCS frame stays under the link's 4096
 
 
-def _len(n: int) -> bytes:
-    if n < 0x80:
-        return bytes([n])
-    if n < 0x100:
-        return bytes([0x81, n])
-    return bytes([0x82]) + n.to_bytes(2, "big")
-
-
 def octets(b: bytes) -> bytes:
-    return b"\x09" + _len(len(b)) + b
+    return b"\x09" + _enclen(len(b)) + b
 
 
 def u32(v: int) -> bytes:

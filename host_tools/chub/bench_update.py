@@ -31,7 +31,9 @@ from chubcore.build import compile_module
 IMAGE_BYTES = 400 * 1024
 
 
-def _variant(src: Path, dst: Path, version: str, pad_to: int = 0, app_source: str | None = None) -> Path:
+def image_variant(src: Path, dst: Path, version: str, pad_to: int = 0, app_source: str | None = None) -> Path:
+    """A copy of a built image folder with another VERSION (version.mpy), given
+    another app (app.mpy from app_source), padded with a data file to pad_to bytes."""
     shutil.copytree(src, dst)
     for name, text in (("version.py", f'VERSION = "{version}"\n'), ("app.py", app_source)):
         if text is not None:
@@ -56,8 +58,8 @@ def figures(heap: str, image: Path) -> dict[str, Any]:
     key = hi.new_key()
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        ota = hi.ota_wrap(hi.pack(_variant(image, t / "v2", "0.2.0", pad_to=IMAGE_BYTES), key))
-        broken = hi.pack(_variant(image, t / "v3", "0.3.0", app_source="raise RuntimeError('broken')\n"), key)
+        ota = hi.ota_wrap(hi.pack(image_variant(image, t / "v2", "0.2.0", pad_to=IMAGE_BYTES), key))
+        broken = hi.pack(image_variant(image, t / "v3", "0.3.0", app_source="raise RuntimeError('broken')\n"), key)
         with EmulatedSystem(t / "sys", heap=heap, image=image, fresh=True, flash_blocks=512) as s:
             assert s.dut is not None and s.rig is not None
             s.call("image_anchor", anchor=hi.anchor_bytes(key.public_key()).hex(), min_version="0.1.0")
@@ -69,12 +71,11 @@ def figures(heap: str, image: Path) -> dict[str, Any]:
             if activate(he, ota, at=0) != 0:
                 raise RuntimeError("CS06 refused")
             s.wait_until(lambda: not s.dut.alive, 15, "the hub resets into the new image")
-            ready = _boot(s)
+            boot_again(s)
             t_ready = time.monotonic()
             if s.call("status")["version"] != "0.2.0":
                 raise RuntimeError("the new image is not running")
             s.wait_until(lambda: s.call("image_status")["trial"] is None, 30, "the trial image confirmed")
-            del ready
             # the broken image over the local port (the path does not matter here)
             st = hi.upload(lambda cmd, **a: s.call(cmd, timeout=60, **a), broken)
             s.call("image_activate", total=st["total"], at=0)
@@ -83,7 +84,7 @@ def figures(heap: str, image: Path) -> dict[str, Any]:
             t1 = time.monotonic()
             s.dut.start()
             s.wait_until(lambda: not s.dut.alive, 30, "the broken image dies")
-            _boot(s)
+            boot_again(s)
             t_back = time.monotonic()
             if s.call("image_status")["running"] != "a":
                 raise RuntimeError("not rolled back to the confirmed image")
@@ -91,7 +92,9 @@ def figures(heap: str, image: Path) -> dict[str, Any]:
             "hub_update_image_kb": round(len(ota) / 1024), "rollback_s": round(t_back - t1, 2)}
 
 
-def _boot(s: Any) -> float:
+def boot_again(s: Any) -> float:
+    """Power the (stopped) hub of EmulatedSystem s on again once the rig saw
+    its connections go; seconds to READY."""
     s.drop_connection()
     deadline = time.monotonic() + 5
     while any(s.rig.connected.values()) and time.monotonic() < deadline:

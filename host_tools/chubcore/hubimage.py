@@ -36,7 +36,7 @@ MAGIC = b"CHIM"
 FORMAT = 1
 HEAD = 8
 SIG_LEN = 64
-MAX_MANIFEST = 8192  # the hub's bound too (firmware/update/image.py)
+MAX_MANIFEST = 16384  # the hub's bound too (firmware/update/image.py)
 UNSIGNED = bytes(SIG_LEN)
 
 # The CS05a form: a ZigBee OTA upgrade file (ZCL spec 11.4) holding the image
