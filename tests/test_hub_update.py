@@ -148,6 +148,7 @@ def test_download_activate_trial_and_rollback(tmp_path: Path, key) -> None:
     (tmp_path / "good").write_bytes(blob)
     res = run_driver(tmp_path, {"scenario": "good", "images": ["good"], "chunk": 1000, "kv": kv_for(key)})
     assert res["wrong_offset"] == 0
+    assert res["partial"] == 28 and res["restart"] == 1000
     assert res["alerts"] == [OK] and res["status"]["state"] == "verified" and res["status"]["slot"] == "a"
     assert res["resend"] == len(blob)
     assert not res["due_early"] and res["due"] and res["reset"]

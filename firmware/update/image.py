@@ -259,7 +259,7 @@ class Updater:
         """Take the piece of the image at `offset`; returns the bytes received
         so far (a sender whose offset is not that resends from there).
         Raises Refused (the alert raised) when the image fails a check."""
-        if offset == 0 and self.state != IDLE and not self._same_start(data):
+        if offset == 0 and (self.state != IDLE or self.head) and not self._same_start(data):
             if self.state == SCHEDULED:
                 self.log and self.log("update", "a new image replaces the scheduled one")
             self._drop()  # a new image from its start replaces the staged one

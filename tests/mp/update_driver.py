@@ -96,8 +96,11 @@ def scenario_good():
     u = updater(ev, alerts)
     # a piece at the wrong offset is not taken: the answer says where to go on
     r0 = u.write(5, blob[5:10])
+    # a header begun (held in RAM) and then another image from offset 0: it restarts
+    partial = u.write(0, b"CHIM\x01\x00\x00\x10" + b"{" * 20)
+    restart = u.write(0, blob[:1000])
     send(u, blob, A["chunk"])
-    res = {"wrong_offset": r0, "alerts": list(alerts), "status": u.status()}
+    res = {"wrong_offset": r0, "partial": partial, "restart": restart, "alerts": list(alerts), "status": u.status()}
     # resent from the start: the same image continues, nothing restarts
     res["resend"] = u.write(0, blob[:100])
     u.end()
