@@ -20,8 +20,6 @@ from leds import StatusLeds
 from local_port import serve as serve_local_port
 from log import log
 from supervisor import Supervisor
-from update import commands as update_commands
-from update.image import Updater
 from version import VERSION
 from wan import commands as wan_commands
 from wan import service as wan_service
@@ -89,7 +87,12 @@ class Hub:
 
         self.leds = StatusLeds(dl, coord, wan, board.power_fail)
 
-        # the hub's own update (running: the image slot update.slots chose)
+        # the hub's own update (running: the image slot update.slots chose);
+        # loaded last, after the parts the boot needs first (a 512k heap
+        # running from source has no room for it earlier)
+        from update import commands as update_commands
+        from update.image import Updater
+
         self.updater = Updater(st.root, board.NAME, st.kv("update", keep=False), ev, self.security_alert,
                                board.utc, board.reset, running, log)
         chf.image_action = self.updater.image_action  # CS05a / CS06 on the CHF's Image transfer object
