@@ -15,6 +15,7 @@ from chf.logs import MalformedWatch, open_logs
 from clock import Clock, StepRecorder
 from gpf import service as gpf_service
 from han import coordinator as han_coordinator
+from han import ota as han_ota
 from ids import utc2000
 from leds import StatusLeds
 from local_port import serve as serve_local_port
@@ -24,6 +25,7 @@ from version import VERSION
 from wan import commands as wan_commands
 from wan import service as wan_service
 from wan import settings as wan_settings
+from wan.mgmt import Channel as MgmtChannel
 from wan.outbox import TX_TIME
 
 try:
@@ -62,9 +64,12 @@ class Hub:
         coord = self.coordinator = han_coordinator.Coordinator(st, dl, sec, sup, clk)
         chf = self.chf = gbcs_port.build(st, ev, sec, dl, _utc2000, coord.device_versions, _LOG_CAPACITY)
         ident = self.identity = chf.identity
-        gpf = self.gpf = gpf_service.GpfService(st, ident, clk, sec, ev)
-        for cluster in gpf_service.MIRRORED:
+        gpf = self.gpf = gpf_service.GpfService(st, ident, clk, sec, ev, coord.ke_result)
+        for cluster in gpf_service.SERVED:
             coord.zcl_servers[cluster] = gpf.zcl_server(cluster)
+        # meter firmware over the HAN: the OTA Upgrade server (CCS08 at upgrade end)
+        ota = self.ota = han_ota.OtaServer(st, coord, board.utc, self.fw_transfer)
+        coord.zcl_servers[han_ota.CLUSTER_OTA] = ota
 
         # the WAN (outbox and emit first: messages queue before the link is
         # up) and the router. They need each other: the WAN hands the
@@ -102,7 +107,8 @@ class Hub:
         self.installer_auth = auth = provision.installer_auth(st, sec, ev)
         cmds = self.commands = {"status": Hub.cmd_status}
         groups = [chf_commands.COMMANDS, gbcs_port.COMMANDS, han_coordinator.COMMANDS, wan_commands.COMMANDS,
-                  gpf_service.COMMANDS, route_router.COMMANDS, provision.COMMANDS, update_commands.COMMANDS]
+                  gpf_service.COMMANDS, route_router.COMMANDS, provision.COMMANDS, update_commands.COMMANDS,
+                  han_ota.COMMANDS]
         if board.RIG:
             from rig import hooks  # the emulated board only: not in the ESP32 images
 
@@ -111,12 +117,15 @@ class Hub:
             for name, fn in group:
                 cmds[name] = fn
         self.dispatch = provision.guarded(self._dispatch, auth, cmds)
+        # the head-end's management channel runs the same commands (its own allow-list)
+        wan.manage = MgmtChannel(self, cmds, wan.settings, wan.txlog)
 
         # the jobs
         sup.spawn("han", coord.run)
         sup.spawn("clock", clk.run)
         sup.spawn("last_gasp", wan.watch_power)
         sup.spawn("wan", wan.run)
+        sup.spawn("report", wan.report)
         sup.spawn("route", rt.run)
         sup.spawn("leds", self.leds.run)
 
@@ -126,6 +135,13 @@ class Hub:
         from wan.lastgasp import build_alert
 
         self.emit(build_alert(self.chf, code, board.utc()), "alert")
+
+    def fw_transfer(self, eh, version, code):
+        # a HAN device has the whole image (code 0) or failed it: CCS08
+        # 0x8F8A / 0x8F89 to the head-end through the outbox
+        from binascii import unhexlify
+
+        self.emit(self.chf.firmware_alert(unhexlify(eh), version, code), "alert")
 
     def self_check(self):
         # a new image's check after READY (update.image): every critical job runs

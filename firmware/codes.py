@@ -48,6 +48,7 @@ EV_MALFORMED_FLOOD = const(0x8F60)  # Unusual numbers of malformed, out-of-order
 EV_UNKNOWN_JOIN = const(0x8F3E)  # Unauthorised Communication Access attempted: join refused, EUI not in the Device Log
 EV_JOIN_WINDOW_CLOSED = const(0x8F3E)  # Unauthorised Communication Access attempted: join refused, its join window closed
 EV_JOIN_BAD_KEY = const(0x8F53)  # Failed Authentication or Authorisation not covered by other codes: the NCP refused a logged device (key mismatch)
+EV_CBKE_FAILED = const(0x8F53)  # Failed Authentication or Authorisation not covered by other codes: a device's key establishment (CBKE) failed (data = EUI hex, status, reason)
 
 # security log: the local port's installer authentication (local_port.InstallerAuth; data = reason text)
 EV_AUTH_FAILED = const(0x8F53)  # Failed Authentication or Authorisation not covered by other codes: wrong installer credential, bad or stale request tag
@@ -63,6 +64,8 @@ EV_CLOCK_NOT_ADJUSTED = const(0x8F0C)  # Clock not adjusted (adjustment greater 
 
 # -- private codes (PRIVATE_FIRST..PRIVATE_LAST): GBCS has none for these --
 EV_UNSUPPORTED = const(0x8FD8)  # event log: message code not supported by this device
+EV_SETTINGS_CHANGED = const(0x8FDA)  # event log: WAN settings changed (data = origin local/headend, the names)
+EV_SETTINGS_ROLLED_BACK = const(0x8FDB)  # event log: link settings back to their old values, the link did not return (data = the names)
 EV_NETWORK_KEY_ROTATED = const(0x8FE2)  # security log: a new HAN network key is in use
 EV_UNKNOWN_RECIPIENT = const(0x8FE8)  # security log: recipient not the CHF, the GPF nor in the Device Log
 EV_BUFFER_FULL = const(0x8FE9)  # event log: GSME command refused, queue full or too long

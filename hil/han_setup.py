@@ -275,6 +275,26 @@ class EmulatedHan:
         # the GSME also opens its tunnel to the hub
         await self.dev[name].after_join()
 
+    def rejoin(self, name: str, timeout: float = 15.0) -> bool:
+        """The device, orphaned (its hub replaced), tries trust-centre
+        rejoins of the network it remembers every retry_s until one works
+        or timeout; after it, the device's after-join traffic."""
+
+        async def go() -> bool:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            node = self.nodes[name]
+            while not (self.emu.ash is not None and self.emu.rejoin(node)):
+                if loop.time() > deadline:
+                    self.state[name]["state"] = "gave up"
+                    return False
+                await asyncio.sleep(min(self.retry_s, 0.5))
+            self.state[name]["state"] = "joined"
+            await self.dev[name].after_join()
+            return True
+
+        return bool(self.rig.call(go(), timeout=timeout + 10))
+
     def power_on(self, name: str, timeout: float = 30.0) -> None:
         """The device powers on and tries to join (`attempts` tries, `retry_s` apart)."""
         if name not in self.specs:

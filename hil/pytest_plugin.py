@@ -1,6 +1,6 @@
 """pytest plugin for HIL scenarios.
 
-Options: `--dut unix|serial` (default unix), `--port URL` (serial backend: the
+Options: `--dut unix|serial|labgrid` (default unix), `--port URL` (serial backend: the
 board's console/local port, any pyserial URL), `--ncp-port URL` / `--modem-port
 URL` (serial backend: USB-serial adapters wired to the board's NCP and modem
 UARTs; the rig's emulators serve them), `--heap SIZE` (unix backend:
@@ -9,7 +9,12 @@ MicroPython heap limit, default: the image's board's `default_heap`),
 `unix32` is our own 32-bit MicroPython with the hub frozen in, built and
 cached by chubcore.mpbuild, whose binary then also runs the tests/mp items),
 `--micropython PATH` (the binary every micropython run of the session uses;
-the same as setting $CHUB_MICROPYTHON).
+the same as setting $CHUB_MICROPYTHON). The labgrid backend reads labgrid's
+own `--lg-env FILE` (and `--lg-coordinator`, labgrid's pytest plugin): it
+acquires the environment's place when the session starts (`lg_place`,
+released when pytest ends, also after a failure; held by another client:
+exit 3 at once), attaches the rig's emulators to the place's
+`ncp`/`modem` ports and power-cycles the board for each test (hil/labgrid_dut.py).
 
 Fixtures: `hub_image` (the board's image, built once per session), `hil_log`,
 `rig`, `dut` (powered on and ready) and `hub` (everything a scenario needs:
@@ -22,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -30,12 +36,15 @@ from chubcore.paths import MICROPYTHON_ENV
 from .dut import SerialDut, UartBridge, UnixDut
 from .log import DutLog
 from .rig import Rig
-from .system import HubControl, attach_peripherals
+from .system import DeviceRow, EmulatedSystem, HubControl, attach_peripherals
+
+if TYPE_CHECKING:
+    from .labgrid_dut import LabgridPlace
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("chub-hil", "HIL rig")
-    g.addoption("--dut", choices=("unix", "serial"), default="unix", help="device-under-test backend")
+    g.addoption("--dut", choices=("unix", "serial", "labgrid"), default="unix", help="device-under-test backend")
     g.addoption("--port", default=None, help="pyserial URL of the board (serial backend)")
     g.addoption("--heap", default=None, help="MicroPython heap limit for the unix backend (default: boards/unix/board.json)")
     g.addoption("--ncp-port", default=None, help="serial backend: the USB-serial adapter wired to the board's NCP UART")
@@ -44,6 +53,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="unix backend: the board to boot (unix32: the 32-bit MicroPython with the hub frozen in)")
     g.addoption("--micropython", default=None, metavar="PATH",
                 help=f"the micropython binary for every run of this session (as ${MICROPYTHON_ENV})")
+    # namespaced spellings (pytest-embedded also registers --dut/--port): they win over the short ones
+    g.addoption("--chub-dut", default=None, choices=("unix", "serial"), help="as --dut (the chub_ spelling)")
+    g.addoption("--chub-port", default=None, help="as --port (the chub_ spelling)")
+    g.addoption("--chub-gsme-wake", type=float, default=2.0, metavar="SECONDS",
+                help="chub_system: how often its GSME wakes (a real GSME: 1800)")
 
 
 def _frozen_build(board: str) -> bool:
@@ -67,10 +81,19 @@ def pytest_configure(config: pytest.Config) -> None:
         from chubcore.mpbuild import build_micropython
 
         os.environ[MICROPYTHON_ENV] = str(build_micropython(board).binary)
+    # --chub-dut / --chub-port stand for --dut / --port; a serial DUT with no
+    # port is a usage error at start-up, not a failure per test
+    for short, long in (("dut", "chub_dut"), ("port", "chub_port")):
+        value = getattr(config.option, long, None)
+        if value is not None:
+            setattr(config.option, short, value)
+    if getattr(config.option, "dut", None) == "serial" and not getattr(config.option, "port", None):
+        raise pytest.UsageError("--chub-dut serial needs --chub-port URL (the board's local port)")
 
 
 @pytest.fixture(scope="session")
 def hub_image(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The firmware image of --chub-board (default unix), built once per session."""
     board = request.config.getoption("--chub-board")
     if _frozen_build(board):
         # the image whose app tree is frozen into the binary (cached build)
@@ -84,6 +107,7 @@ def hub_image(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
 
 @pytest.fixture
 def hil_log(tmp_path: Path) -> Iterator[DutLog]:
+    """The test's DUT log (hil.log.DutLog: the hub's console and the rig's lines), tmp_path/dut.log."""
     log = DutLog(tmp_path / "dut.log")
     yield log
     log.close()
@@ -91,16 +115,73 @@ def hil_log(tmp_path: Path) -> Iterator[DutLog]:
 
 @pytest.fixture
 def rig(hil_log: DutLog) -> Iterator[Rig]:
+    """The rig (hil.rig.Rig): the hub's UARTs as TCP, its emulated peripherals, for one test."""
     r = Rig(hil_log).start()
     yield r
     r.stop()
+
+
+LG_PLACE = pytest.StashKey["LabgridPlace"]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """--dut labgrid: acquire the place of the labgrid environment's target
+    for the whole run (released when pytest ends, also after a failure). A
+    place another client holds ends the run at once (exit 3), naming it."""
+    config = session.config
+    if config.getoption("--dut") != "labgrid" or hasattr(config, "workerinput"):
+        return
+    try:
+        from labgrid.pytestplugin.hooks import LABGRID_ENV_KEY
+    except ImportError:
+        raise pytest.UsageError("--dut labgrid needs labgrid (a dev extra: pip install -e '.[dev]')") from None
+
+    from .labgrid_dut import LabgridPlace, PlaceRefused
+
+    # the Environment labgrid's plugin made of --lg-env / $LG_ENV (and
+    # --lg-coordinator); not its `env` fixture, which wants the place
+    # acquired before the run starts
+    env = config.stash.get(LABGRID_ENV_KEY, None)
+    if env is None:
+        raise pytest.UsageError("--dut labgrid needs labgrid's --lg-env FILE (or $LG_ENV)")
+    try:
+        place = LabgridPlace(env).acquire()
+    except PlaceRefused as e:
+        env.cleanup()
+        pytest.exit(str(e), returncode=3)
+
+    def release() -> None:
+        try:
+            place.release()
+        finally:
+            env.cleanup()
+
+    config.add_cleanup(release)
+    config.stash[LG_PLACE] = place
+
+
+@pytest.fixture(scope="session")
+def lg_place(request: pytest.FixtureRequest) -> LabgridPlace:
+    """--dut labgrid: the acquired place (pytest_sessionstart)."""
+    place = request.config.stash.get(LG_PLACE, None)
+    if place is None:
+        raise pytest.UsageError("the labgrid place is acquired only with --dut labgrid (and not in an xdist worker)")
+    return place
 
 
 @pytest.fixture
 def dut(request: pytest.FixtureRequest, rig: Rig, hil_log: DutLog, tmp_path: Path) -> Iterator[UnixDut | SerialDut]:
     kind = request.config.getoption("--dut")
     d: UnixDut | SerialDut
-    if kind == "serial":
+    if kind == "labgrid":
+        from .labgrid_dut import LabgridDut, bridge_wires, stop_all
+
+        place = request.getfixturevalue("lg_place")
+        # the rig's emulated NCP / modem on the wires to the board's UARTs
+        bridges = bridge_wires(place, rig, hil_log)
+        request.addfinalizer(lambda: stop_all(bridges))
+        d = LabgridDut(place, hil_log)
+    elif kind == "serial":
         port = request.config.getoption("--port")
         if not port:
             raise pytest.UsageError("--dut serial needs --port URL")
@@ -150,4 +231,79 @@ class Hub(HubControl):
 
 @pytest.fixture
 def hub(dut: UnixDut | SerialDut, rig: Rig, hil_log: DutLog) -> Hub:
+    """A fresh hub for one test, on --dut (unix: booted from blank flash; serial: the board at --port),
+    with the emulated NCP (no demo devices) and modem: `.call`, `.devices()`, `.send_gbcs`,
+    `.wait_until`, `.client()`, `.expect(pattern)` on the DUT log, `.rig`, `.dut`."""
     return Hub(dut, rig, hil_log)
+
+
+# --- for other teams' suites: the living system, typed helpers, the DUT log on failure ---
+
+_LOG_KEY = "chub_dut_log"
+
+
+@pytest.fixture(scope="session")
+def chub_system(tmp_path_factory: pytest.TempPathFactory, hub_image: Path,
+                request: pytest.FixtureRequest) -> Iterator[EmulatedSystem]:
+    """The default emulated system, alive, for the whole session (hil.system.EmulatedSystem,
+    living=True): the hub on the unix board with the demo HAN joined (ESME, GSME, IHD, PPMID,
+    hil.han_setup.DEVICES), the ESME answering and counting, the GSME waking every
+    --chub-gsme-wake seconds (default 2) to report to the GPF and collect buffered commands
+    (heap --heap, else 1024k on the unix board: hil.meters.living.LIVING_HEAP),
+    the CHF and GPF holding the test DCC anchors, the head-end behind the emulated modem.
+    `.call(cmd, **args)`, `.devices()` (named rows), `.send_gbcs(frame)`, `.wait_until(...)`,
+    `.han` (the emulated devices), `.meters` (hil.meters.living), `.headend`, `.log`."""
+    from .meters.living import LIVING_HEAP
+
+    wake = request.config.getoption("--chub-gsme-wake")
+    heap = request.config.getoption("--heap") or (LIVING_HEAP if not _frozen_build(
+        request.config.getoption("--chub-board")) else None)
+    s = EmulatedSystem(tmp_path_factory.mktemp("chub_system") / "sys", image=hub_image, fresh=True, living=True,
+                       gsme_wake_s=wake, heap=heap)
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+def chub_hub(chub_system: EmulatedSystem, request: pytest.FixtureRequest) -> EmulatedSystem:
+    """The session's living system for one test; its DUT log path and last
+    lines are shown when the test fails."""
+    request.node.stash[_LOG_STASH] = chub_system.log
+    return chub_system
+
+
+@pytest.fixture
+def chub_meter(chub_hub: EmulatedSystem):  # noqa: ANN201 - a function returning a DeviceRow
+    """`chub_meter("gsme")`: the Device Log row (hil.system.DeviceRow) of a
+    demo device by name (esme, gsme, ihd, ppmid), waiting until it is joined."""
+    from .han_setup import DEVICES
+
+    def get(name: str, timeout: float = 20.0) -> DeviceRow:
+        eui = DEVICES[name].eui
+        return chub_hub.wait_until(lambda: next((r for r in chub_hub.devices()
+                                                 if r.eui == eui and r.join_state == "joined"), None),
+                                   timeout, f"{name} ({eui}) joined")
+
+    return get
+
+
+_LOG_STASH = pytest.StashKey[DutLog]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """On any failure of a test that used a hub (chub_hub, or hub/dut through
+    hil_log), the report gets a section with the DUT log's path and its last lines."""
+    outcome = yield
+    rep = outcome.get_result()
+    if not rep.failed:
+        return
+    log = item.stash.get(_LOG_STASH, None)
+    if log is None:
+        funcargs = getattr(item, "funcargs", {})
+        log = funcargs.get("hil_log")
+    if isinstance(log, DutLog):
+        rep.sections.append(("chub DUT log", f"{log.path}\n--- last lines ---\n{log.tail(40)}"))

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .dut import UnixDut
 from .han_setup import attach as attach_han
@@ -17,6 +18,9 @@ from .log import DutLog
 from .rig import Rig
 from .wan_setup import attach as attach_wan
 from .wan_setup import provision as provision_wan
+
+if TYPE_CHECKING:
+    from .meters.living import LivingMeters
 
 
 def attach_peripherals(target: Any) -> None:
@@ -30,6 +34,38 @@ def attach_peripherals(target: Any) -> None:
 
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DeviceRow:
+    """One CHF Device Log entry (local-port `device_log_list`, docs/device-log.md),
+    by name. Times are the hub's (seconds since 2000-01-01 UTC)."""
+
+    eui: str
+    type: int
+    key_state: str
+    key_hash: str
+    node_id: int | None
+    join_state: str
+    window_end: int | None
+    rssi: list[int] | None
+    lqi: list[int] | None
+    last_comm: int | None
+    tx_ok: int
+    tx_fail: int
+
+
+@dataclass(frozen=True)
+class GbcsReply:
+    """What `send_gbcs` gave back: the response (None: the command was
+    buffered for the sleepy GSME) and the alerts, as bytes."""
+
+    response: bytes | None
+    alerts: list[bytes]
+
+    @property
+    def buffered(self) -> bool:
+        return self.response is None
 
 
 class HubControl:
@@ -72,6 +108,52 @@ class HubControl:
                     raise
         raise AssertionError("unreachable")
 
+    def devices(self) -> list[DeviceRow]:
+        """The CHF Device Log, every page, as named rows."""
+        from chubcore.device_log import ROW
+
+        first = self.call("device_log_list")
+        rows = list(first["entries"])
+        while len(rows) < first["total"]:
+            page = self.call("device_log_list", offset=len(rows))["entries"]
+            if not page:
+                break
+            rows += page
+        return [DeviceRow(**dict(zip(ROW, r, strict=True))) for r in rows]
+
+    def device(self, eui: str) -> DeviceRow:
+        """One Device Log entry by EUI (KeyError naming the EUIs there)."""
+        rows = {r.eui: r for r in self.devices()}
+        if eui.upper() not in rows:
+            raise KeyError(f"{eui} is not in the Device Log ({', '.join(rows) or 'empty'})")
+        return rows[eui.upper()]
+
+    def send_gbcs(self, frame: bytes, timeout: float | None = None) -> GbcsReply:
+        """One protected GBCS command through the local port, as from the WAN."""
+        r = self.call("send_gbcs", timeout=timeout, frame=frame.hex())
+        resp = r.get("response")
+        return GbcsReply(bytes.fromhex(resp) if resp else None, [bytes.fromhex(a) for a in r.get("alerts", [])])
+
+    def expect(self, pattern: str, timeout: float = 10.0, after: int = 0) -> Any:
+        """Wait for a console line of the hub (the DUT log, source "dut")
+        matching the regex `pattern`, written after log cursor `after`
+        (`self.log.position`); the re.Match. At `timeout` AssertionError
+        naming the pattern, the log's path and its last lines."""
+        return self.log.expect(pattern, timeout=timeout, after=after)
+
+    def write(self, data: bytes) -> None:
+        """Bytes to the hub's console/local port as a terminal would send
+        them, on a connection of their own (the hub reads them as local-port
+        input: e.g. a broken frame it must survive)."""
+        import socket
+
+        url = self.local_port_url
+        if not url.startswith("socket://"):
+            raise ValueError(f"write() needs a socket:// local port, not {url}")
+        host, port = url[len("socket://"):].rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            s.sendall(data)
+
     def drop_connection(self) -> None:
         """Close the kept connection, if one is open."""
         c, self._kept = self._kept, None
@@ -94,10 +176,17 @@ FLASHED = "flashed.json"  # written by `chub flash --board unix` beside the flas
 
 class EmulatedSystem(HubControl):
     """With no image, a workdir that `chub flash --board unix --port WORKDIR`
-    flashed boots from its flash; otherwise the unix image is built."""
+    flashed boots from its flash; otherwise the unix image is built.
+
+    living=True (`chub sim`, the plugin's `chub_system`): the system lives on
+    its own once ready: the GPF holds the test DCC anchors like the CHF, the
+    ESME answers the hub's commands and the GSME wakes every `gsme_wake_s`
+    seconds (hil.meters.living: default 1800, a real GSME's interval) to
+    report its readings to the GPF's mirror and collect its buffered
+    commands (`self.meters`)."""
 
     def __init__(self, workdir: Path, heap: str | None = None, image: Path | None = None, fresh: bool = False,
-                 flash_blocks: int = 256):
+                 living: bool = False, gsme_wake_s: float | None = None, flash_blocks: int = 256):
         self.workdir = Path(workdir)
         self.flash_blocks = flash_blocks  # 4 KB blocks of the emulated flash
         self.heap = heap
@@ -109,6 +198,9 @@ class EmulatedSystem(HubControl):
         self.rig: Rig | None = None
         self.dut: UnixDut | None = None
         self.boot_to_ready_s: float | None = None
+        self.living = living
+        self.gsme_wake_s = gsme_wake_s
+        self.meters: LivingMeters | None = None
 
     def start(self, ready_timeout: float = 30.0) -> EmulatedSystem:
         if self.fresh:
@@ -133,9 +225,29 @@ class EmulatedSystem(HubControl):
         except BaseException:
             self.stop()
             raise
-        provision_wan(self)  # the hub's keys to the head-end, test DCC anchors to the hub
+        he = provision_wan(self)  # the hub's keys to the head-end, test DCC anchors to the hub
+        if self.living and he is not None:
+            # the GPF's trust anchor cells too (a supplier command to the GPF is accepted like one to the CHF)
+            self.call("provision_test_dcc", timeout=40, anchors=he.test_dcc_anchors(), device="gpf")
+            self._first_gpf_read(he)
         self.han.after_ready()  # the demo HAN (chub sim): four devices added and joined
+        if self.living:
+            from .meters.living import GSME_WAKE_S, LivingMeters
+
+            wake = GSME_WAKE_S if self.gsme_wake_s is None else self.gsme_wake_s
+            self.meters = LivingMeters(wake).start(self.han)
         return self
+
+    def _first_gpf_read(self, he: Any) -> None:
+        """The head-end's first read of the GPF (RTDS GCS13a, protected for
+        this hub) while the heap is young: the GPF's use cases load now, not
+        late on a fragmented heap (docs/proof.md, the eighth name pool)."""
+        from chubcore.paths import vectors_dir
+
+        rtds = vectors_dir() / "gbcs/rtds/4.1.1_GCS13a/GCS13a_4.1.1_SUCCESS_RELIABLE_GPF_COMMAND_GBCS.HEX"
+        if rtds.exists():
+            raw, _ = he.rebuild(bytes.fromhex(rtds.read_text()))
+            self.call("send_gbcs", timeout=40, frame=raw.hex())
 
     def reboot(self, ready_timeout: float = 30.0, power_cut: bool = False) -> float:
         """Power-cycle the hub (cleanly or by cutting power); returns boot-to-ready seconds."""
@@ -160,6 +272,8 @@ class EmulatedSystem(HubControl):
 
     def stop(self) -> None:
         self.drop_connection()
+        if self.meters is not None:
+            self.meters.stop(self.han)
         if self.dut:
             self.dut.stop()
         if self.rig:

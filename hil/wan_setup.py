@@ -25,6 +25,7 @@ def attach(system: Any, config: Sim7600Config | None = None) -> tuple[Sim7600Emu
     rig = system.rig
     server = HeadEndServer(tls=headend_context())
     port = rig.call(server.start())
+    rig.call(server.start_api())  # the operator's API (chub headend)
     cfg = config or Sim7600Config()
     cfg.port_map[HEADEND_PORT] = port
     cfg.boot_on_connect = False  # each UART connection is a power-on: hw_reset() boots it

@@ -26,6 +26,10 @@ class MpFailure(Exception):
 
 
 class MpItem(pytest.Item):
+    # uses no fixtures; plugins that read every item's fixture names (labgrid's
+    # pytest plugin, a dev extra, checks each for its `strategy`) find none
+    fixturenames: tuple[str, ...] = ()
+
     def __init__(self, *, module: str, heap: str, **kw):
         super().__init__(**kw)
         self.module = module
@@ -68,17 +72,20 @@ class MpFile(pytest.File):
 # The device-shape tier (`pytest --chub-board unix32 -m device_shape`, the
 # README's second test run): the firmware tests and the HIL scenarios, the
 # power-cut sample and the fault day again, on our own 32-bit MicroPython with
-# the hub frozen in (~3.5 min on 2 cores). Not test_hil_serial.py: it checks
-# the serial backend against a `chub sim` of the unix board (any binary).
+# the hub frozen in (~3.5 min on 2 cores). Not test_hil_serial.py nor
+# test_hil_labgrid.py: they check the serial and labgrid backends against
+# hubs of the unix board (any binary).
 DEVICE_SHAPE = ("mp/", "test_hil_", "test_provision.py", "test_power_cut_answers.py", "test_campaign_")
-NOT_DEVICE_SHAPE = ("test_hil_serial.py",)
+NOT_DEVICE_SHAPE = ("test_hil_serial.py", "test_hil_labgrid.py")
 
 
 def pytest_collection_modifyitems(config, items) -> None:
     tests = Path(__file__).resolve().parent
     mark = pytest.mark.device_shape
     for item in items:
-        rel = Path(str(item.path)).resolve().relative_to(tests).as_posix() if item.path else ""
+        path = Path(str(item.path)).resolve() if item.path else None
+        # a test module outside tests/ (given by path, as tests/test_hil_labgrid.py does) is not of the tier
+        rel = path.relative_to(tests).as_posix() if path and path.is_relative_to(tests) else ""
         if rel.startswith(DEVICE_SHAPE) and not rel.startswith(NOT_DEVICE_SHAPE):
             item.add_marker(mark)
 

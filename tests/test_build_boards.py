@@ -112,7 +112,7 @@ def test_wiring_doc_matches_board_json(board: str) -> None:
     assert _doc_rows(board) == want
 
 
-RIG_HOOKS = ("provision_test_dcc", "gbcs_fault", "subghz_event", "chf_event")
+RIG_HOOKS = ("provision_test_dcc", "gbcs_fault", "subghz_event")
 
 
 @pytest.mark.parametrize("board", ESP32_BOARDS)

@@ -9,7 +9,8 @@ import signal
 import subprocess
 from pathlib import Path
 
-from chubcore.paths import default_heap, venv_tool
+from chubcore.paths import venv_tool
+from hil.meters.living import LIVING_HEAP
 
 
 def _chub() -> str:
@@ -36,7 +37,7 @@ def test_sim_headless_ready_line_and_hht_status(tmp_path: Path) -> None:
         line = proc.stdout.readline()
         assert line, f"no ready line; stderr: {proc.stderr.read() if proc.stderr else ''}"
         ready = json.loads(line)
-        assert ready["event"] == "ready" and ready["board"] == "unix" and ready["heap"] == default_heap()
+        assert ready["event"] == "ready" and ready["board"] == "unix" and ready["heap"] == LIVING_HEAP
         assert ready["local_port"].startswith("socket://127.0.0.1:")
         out = subprocess.run(
             [_chub(), "hht", "--port", ready["local_port"], "status", "--json"],

@@ -320,7 +320,7 @@ def test_wrong_typed_settings_for_every_key_refused(system: EmulatedSystem) -> N
         for v in wrong:
             if v is None and k in ("pin", "radio", "timings"):
                 continue  # null is their default
-            if (k == "critical_alerts" and isinstance(v, bool)) or (k in ("apn", "host") and v == "x") or (
+            if (k in ("critical_alerts", "remote_mgmt") and isinstance(v, bool)) or (k in ("apn", "host") and v == "x") or (
                     k == "apn" and v == ""):
                 continue  # valid values
             with pytest.raises(LPE) as ei:

@@ -124,7 +124,6 @@ IMPLEMENTED = {
     "NA_DBCH08",
     "NA_DBCH10",
     "NA_DBCH11",
-    "NA_CCS08",
     "NA_CS02aSignature",
     "NA_CS02bWPByWP",
 }
@@ -222,8 +221,8 @@ ALERT_SOURCES = {
     "NA_CS14": "CCS03_8.12.1_SUCCESS_COMMAND_GBCS.HEX",  # a restore changes the Device Log
     "NA_DBCH08": "DBCH05_6.29_SUCCESS_COMMAND_GBCS.HEX",  # the scan request is assessed at once
 }
-# alerts raised on an event of the emulated Sub GHz radio / HAN firmware
-# transfer (rig hooks), with the RTDS values
+# alerts raised on an event of the emulated Sub GHz radio (rig hooks), with
+# the RTDS values
 ALERT_EVENTS: dict[str, tuple[str, dict]] = {
     "NA_DBCH06": ("subghz_event", {"event": "duty_cycle_limited", "eui": "00db1234567890a1"}),
     "NA_DBCH07": ("subghz_event", {"event": "channel_changed", "channel": 0xE0000001}),
@@ -238,8 +237,10 @@ ALERT_EVENTS: dict[str, tuple[str, dict]] = {
         },
     ),
     "NA_DBCH11": ("subghz_event", {"event": "no_capacity", "eui": "00db1234567890a1"}),
-    "NA_CCS08": ("chf_event", {"event": "fw_transfer", "eui": "00db1234567890a4", "version": "0123abcd"}),
 }
+# folders checked on the real path elsewhere: CCS08 comes from a HAN device's
+# OTA Upgrade End (tests/test_hil_ota.py compares it with the RTDS alert)
+ELSEWHERE = {"NA_CCS08": "tests/test_hil_ota.py"}
 
 
 def run_alert_folder(hub: MpHub, he: HeadEnd, folder: Path) -> list[str]:
@@ -321,7 +322,7 @@ def test_chf_conformance(hub: MpHub, headend: HeadEnd, vectors: Path) -> None:
             hub.call("provision_test_dcc", anchors=headend.test_dcc_anchors(PROVISION_BEFORE[name]))
         probs = run_folder(hub, headend, vectors / "gbcs/rtds" / name)
         (failed.__setitem__(name, probs) if probs else passed.append(name))
-    not_yet = [f for f in folders if f not in IMPLEMENTED]
+    not_yet = [f for f in folders if f not in IMPLEMENTED and f not in ELSEWHERE]
     print(f"\n{len(passed)} of {len(folders)} CHF use cases pass ({len(EXCHANGES)} commands, {time.monotonic() - t0:.2f} s)")
     print("expected-not-yet:", ", ".join(not_yet))
     assert not failed, json.dumps(failed, indent=1)

@@ -190,3 +190,50 @@ def test_device_eui_all_ones_or_zeros_refused(url: str) -> None:
             c.call("device_log_add", eui=bad, type=1, install_code=with_crc(b"0123456789ABCDEF"))
         assert e.value.status == 5
     assert json.loads(cli(url, "device-log", "list", "--json")[1])["entries"] == []
+
+
+def test_tables_for_people_piped_at_80_columns(url: str) -> None:
+    """Piped at 80 columns (a narrow terminal's COLUMNS too): every EUI and
+    every byte of log data in full, times as UTC date-times, codes named;
+    --json times are Unix time."""
+    def narrow(*args: str) -> tuple[int, str]:
+        r = CliRunner().invoke(main, ["hht", "--port", url, *args], env={"COLUMNS": "80"})
+        return r.exit_code, r.output
+
+    code, _ = cli(url, "device-log", "add", "--eui", ESME, "--type", "ESME",
+                  "--install-code", with_crc(b"0123456789ABCDEF"), "--join-timeout", "600")
+    assert code == 0
+    code, out = narrow("device-log", "list")
+    assert code == 0 and ESME in out and "…" not in out, out
+    assert "until 2000-01-01" in out, out  # the hub's clock here starts at 1000 s since 2000
+    code, out = narrow("logs", "--which", "security")
+    assert code == 0 and "…" not in out, out
+    assert "00db1234567890f0" in out.replace("\n", "").replace(" ", "").replace("│", "").lower(), out
+    assert "2000-01-01 00:16" in out and "0x8FE0" in out  # 0x8FE0: a code of this test's own, no name
+    from chub.views import code_name
+
+    assert code_name(0x8F12) == "CHF Device Log Changed"
+    assert code_name(0x8FE2) == "network key rotated"  # private: from codes.py
+    code, out = cli(url, "logs", "--which", "security", "--json")
+    r = json.loads(out)
+    assert r["entries"][0][0] >= 946684800 + 1000 and r["names"]["0x8FE0"] == code_name(0x8FE0)
+    code, out = cli(url, "device-log", "list", "--json")
+    e = json.loads(out)["entries"][0]
+    assert e["window_end"] > 946684800 and e["eui"] == ESME
+
+
+def test_port_after_the_command_too(url: str) -> None:
+    """`chub hht logs --port URL` works as `chub hht --port URL logs` (it was refused)."""
+    r = CliRunner().invoke(main, ["hht", "logs", "--which", "security", "--port", url, "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["capacity"] == 40
+    r = CliRunner().invoke(main, ["hht", "device-log", "list", "--json", "--port", url])
+    assert r.exit_code == 0 and json.loads(r.output)["total"] == 0, r.output
+
+
+def test_send_gbcs_wait_needs_a_sim(url: str, tmp_path: Path) -> None:
+    """--wait on a port that is no `chub sim`'s: refused before anything is sent (exit 2)."""
+    (tmp_path / "cmd.hex").write_text("DF09")
+    r = CliRunner().invoke(main, ["hht", "--port", url, "send-gbcs", "--in", str(tmp_path / "cmd.hex"),
+                                  "--out", str(tmp_path / "rsp.hex"), "--wait", "5"])
+    assert r.exit_code == 2 and "--wait collects late responses from a `chub sim`" in r.output, r.output

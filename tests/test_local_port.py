@@ -540,3 +540,10 @@ def test_fuzz_parser_and_server_against_model(cases: list[dict[str, object]]) ->
             else:
                 # MicroPython's JSON parser may be laxer than CPython's: never an internal error
                 assert status in (OK, BAD_REQUEST, UNKNOWN_COMMAND) and seq == (body[0] if body else 0)
+
+
+def test_an_error_names_its_status_once() -> None:
+    # the hub's message may start with the status's own name already
+    e = LocalPortError(INTERNAL, "internal error: KeyError 'x'")
+    assert str(e) == "internal error: KeyError 'x'"
+    assert str(LocalPortError(BAD_ARGS, "eui: want 16 hex digits")) == "bad arguments: eui: want 16 hex digits"

@@ -27,7 +27,7 @@ import mono
 
 def _run(code: str) -> str:
     with tempfile.TemporaryDirectory() as tmp:
-        r = run_mp(code=PRELUDE + code, heap="512k", cwd=Path(tmp))
+        r = run_mp(code=PRELUDE + code, heap="768k", cwd=Path(tmp))  # the board's heap: the whole app is imported
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     return r.stdout
 

@@ -1,10 +1,23 @@
 # File-backed flash for the emulated board: 4096-byte blocks, NOR-like
 # semantics (erase sets 0xFF), counters for reads/writes/erases, and a power
-# cut that tears the Nth block write and then stops the device.
+# cut that tears the Nth block write and then stops the device. Optionally
+# the time an ESP32's SPI NOR flash takes (timing="spi_nor" or a dict like
+# SPI_NOR): each write sleeps one page-program time per 256-byte page it
+# touches, each erase one 4 KB sector-erase time. The sleep stops the whole
+# VM, as a flash write does on the ESP32.
 import os
+import time
 
 BLOCK_SIZE = 4096
-_BLANK = b"\xff" * BLOCK_SIZE
+_BLANK = b"\xff" * 256  # written BLOCK_SIZE // 256 times: no 4 KB object in RAM
+
+# Winbond W25Q32FV (32 Mbit SPI NOR, the flash of many ESP32-WROOM-32
+# modules), datasheet rev. H (2013-09-16), section 9.6 "AC Electrical
+# Characteristics": page program tPP 0.7 ms typical (3 ms max), 4 KB sector
+# erase tSE 45 ms typical (400 ms max); 256-byte program pages. Typical
+# figures: a worn or hot part is slower.
+SPI_NOR = {"page_bytes": 256, "page_us": 700, "erase_us": 45000}
+TIMINGS = {"spi_nor": SPI_NOR}
 
 
 class PowerLost(OSError):
@@ -12,8 +25,13 @@ class PowerLost(OSError):
 
 
 class FileBlockDevice:
-    def __init__(self, path, block_count, cut_after=0, on_cut=None):
+    def __init__(self, path, block_count, cut_after=0, on_cut=None, timing=None):
         self.path = path
+        if isinstance(timing, str):
+            if timing not in TIMINGS:
+                raise ValueError("unknown flash timing %r (known: %s)" % (timing, ", ".join(TIMINGS)))
+            timing = TIMINGS[timing]
+        self.timing = timing  # None: no waits
         self.block_count = block_count
         self.reads = 0
         self.writes = 0
@@ -27,7 +45,7 @@ class FileBlockDevice:
             size = -1
         if size != block_count * BLOCK_SIZE:
             with open(path, "wb") as f:
-                for _ in range(block_count):
+                for _ in range(block_count * (BLOCK_SIZE // 256)):
                     f.write(_BLANK)
         self._f = open(path, "r+b")
 
@@ -65,6 +83,11 @@ class FileBlockDevice:
         # a killed process cannot lose; littlefs's sync (ioctl 3, once per
         # commit) is where the host syncs - the emulated program latency
         self._f.write(buf)
+        t = self.timing
+        if t is not None and len(buf):
+            pb = t["page_bytes"]
+            pages = (offset + len(buf) - 1) // pb - offset // pb + 1
+            time.sleep_us(pages * t["page_us"])
 
     def ioctl(self, op, arg):
         if op == 4:  # block count
@@ -75,7 +98,10 @@ class FileBlockDevice:
             self._check()
             self.erases += 1
             self._f.seek(arg * BLOCK_SIZE)
-            self._f.write(_BLANK)
+            for _ in range(BLOCK_SIZE // 256):
+                self._f.write(_BLANK)
+            if self.timing is not None:
+                time.sleep_us(self.timing["erase_us"])
             return 0
         if op == 3:  # sync
             self._f.flush()

@@ -73,7 +73,9 @@ def mount():
         return FLASH_ROOT  # mounted already (the boot chooser mounts first)
     cfg = config()
     fl = cfg["flash"]
-    _bdev = FileBlockDevice(fl["path"], fl.get("blocks", 256), fl.get("cut_after", 0), _power_lost)
+    # "timing": "spi_nor" (or $CHUB_FLASH_TIMING): the ESP32's flash times (blockdev.SPI_NOR)
+    timing = fl.get("timing", os.getenv("CHUB_FLASH_TIMING") or None)
+    _bdev = FileBlockDevice(fl["path"], fl.get("blocks", 256), fl.get("cut_after", 0), _power_lost, timing)
     try:
         fs = vfs.VfsLfs2(_bdev)
     except OSError:

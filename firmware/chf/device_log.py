@@ -10,7 +10,7 @@
 import ids
 from binascii import hexlify, unhexlify
 
-from han.install_code import aes_mmo_hash, check, link_key
+from han.install_code import add_crc, aes_mmo_hash, check, link_key
 
 from micropython import const
 
@@ -81,8 +81,21 @@ def device_eui(eui):
 
 
 def key_hash(key):
-    """The 16-byte hash of a TC link key carried by CS14/CCS07: AES-MMO(key)."""
+    """AES-MMO(key): what an entry holds in its 16 octets when its install
+    code is not 16 bytes long (see log_value)."""
     return aes_mmo_hash(key)
+
+
+def log_value(install_code):
+    """The 16 octets a Device Log entry carries in CS14 / CCS07 and gets back
+    by CCS03 (install_code is code||CRC): the 16-byte install code itself,
+    as register_device (CCS01) takes it and as the RTDS backups show it
+    (83FED340...: the ZigBee install-code test vector), so that a backup
+    restored on another hub gives it the devices' link keys. A code of
+    another length: AES-MMO of its link key."""
+    if len(install_code) == 18:
+        return bytes(install_code[:16])
+    return key_hash(link_key(install_code))
 
 
 def _h(b):
@@ -182,7 +195,7 @@ class DeviceLog:
         for h in self._hist:
             if h[0] == eh and h[2]:
                 hkey = h[2]
-        e = [dev_type, _h(key), _h(key_hash(key)), _KS_INSTALL_CODE, None, _JS_WHITELISTED, 0, 0, hkey]
+        e = [dev_type, _h(key), _h(log_value(install_code)), _KS_INSTALL_CODE, None, _JS_WHITELISTED, 0, 0, hkey]
         if join_timeout_s:
             self._window(e, join_timeout_s)
         if not self._put(eh, e):
@@ -223,14 +236,19 @@ class DeviceLog:
         return OK
 
     def restore(self, ext_pan_id, devices):
-        """CCS03 restore_PAN: rebuild the log from [(eui, key_hash)...]."""
+        """CCS03 restore_PAN: rebuild the log from [(eui, value16)...]. Each
+        16-octet value is the device's install code (log_value): the entry
+        gets its link key back (key state "install code"), which the trust
+        centre hands to the NCP so that the device can rejoin."""
         if len(ext_pan_id) != 8:
             raise DeviceLogError("extended PAN id must be 8 bytes")
         d = {}
         for eui, kh in devices:
             if len(kh) not in (0, 16):
                 raise DeviceLogError("key hash must be 16 bytes")
-            d[eui_hex(eui)] = [None, None, _h(kh) if kh else "", _KS_NONE, None, _JS_RESTORED, 0, 0, None]
+            key = _h(link_key(add_crc(bytes(kh)))) if kh else None
+            d[eui_hex(eui)] = [None, key, _h(kh) if kh else "", _KS_INSTALL_CODE if key else _KS_NONE, None,
+                               _JS_RESTORED, 0, 0, None]
         if len(d) > self.capacity:
             return FULL
         if not self._commit(d, xpan=_h(ext_pan_id)):
@@ -282,6 +300,15 @@ class DeviceLog:
             v["tx_ok"] = v["tx_fail"] = 0
         return v
 
+    def type_of(self, eui):
+        """The device's type code, or None when it is not in the log: what the
+        router asks of every routed message, without building the view.
+        Canonical hex (as eui_hex gives) is looked up as it is."""
+        e = self._d.get(eui) if isinstance(eui, str) else None
+        if e is None:
+            e = self._d.get(eui_hex(eui))
+        return None if e is None else e[_TYPE]
+
     def get(self, eui):
         eh = eui_hex(eui)
         e = self._d.get(eh)
@@ -306,7 +333,12 @@ class DeviceLog:
         e = self._d.get(eui_hex(eui))
         if e is None or not e[_HASH]:
             return None
-        return _h(key_hash(link_key(install_code))) == e[_HASH]
+        return _h(log_value(install_code)) == e[_HASH]
+
+    def restored_keys(self):
+        """[(eui_hex, link key)] of the entries a restore left waiting for
+        their device's rejoin (the trust centre puts them in the NCP's key table)."""
+        return [(eh, unhexlify(e[_KEY])) for eh, e in self._d.items() if e[_JS] == _JS_RESTORED and e[_KEY]]
 
     def not_heard(self):
         """EUIs of joined entries not heard since start."""

@@ -3,7 +3,9 @@
 #   identity                  -> {chf: {eui, ka_pub, ds_pub}, gpf: {...}} (hex)
 #   send_gbcs {frame: hex}    -> {response: hex, alerts: [hex...]}: one
 #                                pre-protected command, exactly as from the
-#                                WAN; a tunnel delivery is awaited
+#                                WAN; a tunnel delivery is awaited;
+#                                {hht: true}: a GSME's response comes later
+#                                to the HHT (route_replies), not the WAN
 from chf.identity import Identity
 from chf.usecases import Chf
 from ids import hex_bytes, hex_text
@@ -29,7 +31,9 @@ async def cmd_identity(hub, req):
 
 async def cmd_send(hub, req):
     data = hex_bytes(req.get("frame"), "frame")
-    resp, alerts = await hub.router.route_wait(data)
+    # hht: true -- a GSME's response to it is kept for the HHT (route_replies)
+    # instead of going to the head-end
+    resp, alerts = await hub.router.route_wait(data, source="hht" if req.get("hht") is True else None)
     return {"response": hex_text(resp) if resp is not None else None, "alerts": [hex_text(a) for a in alerts]}
 
 

@@ -41,7 +41,7 @@ class Identity:
     def __init__(self, store, rand=os.urandom, eui=None):
         from chf.prov_store import roll_forward
 
-        self._store = store
+        self.store = store
         roll_forward(store)  # a provisioning commit a power cut left unapplied
         self._kv = store.kv("identity", keep=False)  # the devices dicts hold what is used
         self._akv = store.kv("anchors", keep=False)  # read when a device's parties load
@@ -71,7 +71,7 @@ class Identity:
         from chf.prov_store import cert_path
 
         try:
-            with open(cert_path(self._store, name + "_" + usage), "rb") as f:
+            with open(cert_path(self.store, name + "_" + usage), "rb") as f:
                 return f.read()
         except OSError:
             return None
@@ -120,7 +120,7 @@ class Identity:
         """Replace the device's trust anchors: [{eui, role, ka_pub}] hex."""
         if name not in DEVICES:
             raise IdentityError("unknown device %r" % name)
-        rp = RemoteParties(self.devices[name]["eui"], self.devices[name]["ka_d"], self._store.kv("sec_" + name))
+        rp = RemoteParties(self.devices[name]["eui"], self.devices[name]["ka_d"], self.store.kv("sec_" + name))
         clean = []
         for a in anchors:
             try:
@@ -136,7 +136,7 @@ class Identity:
         rp = self._parties.get(name)
         if rp is None:
             d = self.devices[name]
-            rp = RemoteParties(d["eui"], d["ka_d"], self._store.kv("sec_" + name))
+            rp = RemoteParties(d["eui"], d["ka_d"], self.store.kv("sec_" + name))
             for a in self._akv.get(name, []):
                 ka = a.get("ka_pub")
                 rp.add_anchor(hex_bytes(a["eui"]), a["role"], hex_bytes(ka) if ka else None)

@@ -183,7 +183,7 @@ class Chf:
         exact resend (same counter, same frame, same tag) of the last command
         committed from that originator gets the same answer again without
         running (gbcs.security, docs/gbcs-usecases.md)."""
-        return answer_once(self.parties, data, tag, self._handle, getattr(self.identity, "_store", None))
+        return answer_once(self.parties, data, tag, self._handle, self.identity.store)
 
     def _handle(self, data):
         try:

@@ -60,21 +60,13 @@ _SPEC_ACTION = const(3)
 _SPEC_GET_WITH_SELECTION = const(4)
 _SPEC_SET_WITH_SELECTION = const(5)
 
-# tag -> (size, signed) for fixed-size integers
-_INTS = {
-    0x05: (4, True),
-    0x06: (4, False),
-    0x0D: (1, True),
-    0x0F: (1, True),
-    0x10: (2, True),
-    0x11: (1, False),
-    0x12: (2, False),
-    0x14: (8, True),
-    0x15: (8, False),
-    0x16: (1, False),
-}
-# tag -> size for fixed-size raw values
-_RAW = {0x03: 1, 0x17: 4, 0x18: 8, 0x19: 12, 0x1A: 5, 0x1B: 4}
+# The fixed-size types by tag (0x00..0x1B), a bytes table (in flash when
+# frozen): 0x80 | size an unsigned integer, 0xC0 | size a signed one,
+# 0x40 | size a fixed-size raw value, 0 neither.
+_FIXED = b"\x00\x00\x00\x41\x00\xc4\x84\x00\x00\x00\x00\x00\x00\xc1\x00\xc1\xc2\x81\x82\x00\xc8\x88\x81\x44\x48\x4c\x45\x44"
+_INT = const(0x80)
+_SIGNED = const(0x40)
+_SIZE = const(0x3F)
 _STRINGS = (0x09, 0x0A, 0x0C)
 
 
@@ -158,11 +150,16 @@ def decode_data(mv, off, end, depth=0):
     return _decode_simple(mv, off, end, tag)
 
 
+def _fixed(tag):
+    return _FIXED[tag] if tag < len(_FIXED) else 0
+
+
 def _decode_simple(mv, off, end, tag):
-    t = _INTS.get(tag)
-    if t is not None:
-        _need(off, t[0], end, "integer")
-        return (tag, _get_int(mv, off, t[0], t[1])), off + t[0]
+    k = _fixed(tag)
+    if k & _INT:
+        n = k & _SIZE
+        _need(off, n, end, "integer")
+        return (tag, _get_int(mv, off, n, (k & _SIGNED) != 0)), off + n
     if tag in _STRINGS:
         n, off = read_len(mv, off, end, "string length")
         _need(off, n, end, "string")
@@ -172,8 +169,8 @@ def _decode_simple(mv, off, end, tag):
         nb = (nbits + 7) >> 3
         _need(off, nb, end, "bit-string")
         return (tag, (nbits, mv[off : off + nb])), off + nb
-    n = _RAW.get(tag)
-    if n is not None:
+    if k:
+        n = k & _SIZE
         _need(off, n, end, "fixed-size value")
         if tag == BOOLEAN:
             return (tag, mv[off]), off + 1
@@ -205,7 +202,7 @@ def _decode_td(mv, off, end, depth):
     if (
         tag == NULL
         or tag == COMPACT_ARRAY
-        or not (tag in _INTS or tag in _STRINGS or tag in _RAW or tag == BIT_STRING)
+        or not (_fixed(tag) or tag in _STRINGS or tag == BIT_STRING)
     ):
         raise DlmsError("bad type in compact-array type description 0x%02x at offset %d" % (tag, off - 1))
     return tag, off
@@ -258,9 +255,9 @@ def encode_data(v, out, depth=0):
 
 def _encode_simple(v, out):
     tag, val = v
-    t = _INTS.get(tag)
-    if t is not None:
-        _put_int(out, val, t[0], t[1])
+    k = _fixed(tag)
+    if k & _INT:
+        _put_int(out, val, k & _SIZE, (k & _SIGNED) != 0)
     elif tag in _STRINGS:
         put_len(out, len(val))
         out.extend(val)
@@ -272,9 +269,9 @@ def _encode_simple(v, out):
         out.extend(bits)
     elif tag == BOOLEAN:
         out.append(val & 0xFF)
-    elif tag in _RAW:
-        if len(val) != _RAW[tag]:
-            raise DlmsError("type 0x%02x needs %d bytes" % (tag, _RAW[tag]))
+    elif k:
+        if len(val) != k & _SIZE:
+            raise DlmsError("type 0x%02x needs %d bytes" % (tag, k & _SIZE))
         out.extend(val)
     else:
         raise DlmsError("cannot encode DLMS data type tag 0x%02x" % tag)

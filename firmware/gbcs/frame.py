@@ -108,10 +108,7 @@ def enc_len(n):
 
 
 def be_int(mv, off, n):
-    v = 0
-    for i in range(off, off + n):
-        v = (v << 8) | mv[i]
-    return v
+    return int.from_bytes(mv[off : off + n], "big")
 
 
 def _need(off, n, end, what):
@@ -200,6 +197,13 @@ def parse(data):
     return f
 
 
+def frame_of(x):
+    """x as a parsed Frame: a Frame as it is, bytes parsed (FrameError on
+    anything malformed). The parts a frame passes through take either, so a
+    frame parsed where it entered is not parsed again."""
+    return x if isinstance(x, Frame) else parse(x)
+
+
 def _parse_gh(f, mv, off, end):
     f.gh_start = off
     _need(off, 2, end, "grouping header")
@@ -217,12 +221,10 @@ def _parse_gh(f, mv, off, end):
     _need(off, 8, end, "grouping header: 8 counter bytes")
     f.counter = be_int(mv, off, 8)
     off += 8
-    for name in ("originator", "recipient"):
-        _need(off, 9, end, "grouping header: %s EUI" % name)
-        if mv[off] != 0x08:
-            raise FrameError("bad %s EUI tag 0x%02x at offset %d (want 08)" % (name, mv[off], off))
-        setattr(f, name, mv[off + 1 : off + 9])
-        off += 9
+    f.originator = _eui(mv, off, end, "originator")
+    off += 9
+    f.recipient = _eui(mv, off, end, "recipient")
+    off += 9
     _need(off, 1, end, "grouping header: date-time")
     dl = mv[off]
     if dl == 0x0C:
@@ -258,6 +260,15 @@ def _parse_gh(f, mv, off, end):
     f.sig_end = off
     if off != end:
         raise FrameError("trailing bytes: %d after the signature" % (end - off))
+
+
+def _eui(mv, off, end, name):
+    # the error text is made only for a bad frame
+    if off + 9 > end:
+        _need(off, 9, end, "grouping header: %s EUI" % name)
+    if mv[off] != 0x08:
+        raise FrameError("bad %s EUI tag 0x%02x at offset %d (want 08)" % (name, mv[off], off))
+    return mv[off + 1 : off + 9]
 
 
 def _parse_other(f, mv, off, olen):

@@ -182,23 +182,19 @@ class RemoteParties:
         else:
             self._kv.set(hex_text(orig), counter)
 
-    def answered(self, data, tag):
+    def answered(self, f, tag):
         """The stored answer (response bytes or None, [alert bytes]) when
-        `data` under link tag `tag` is an exact resend of the last command
+        the parsed command frame `f` under link tag `tag` is an exact resend of the last command
         accepted from its originator (same counter, same digest); else None
         (the command then goes through authenticate() as usual). tag None
         (no link frame id, e.g. the local port): never a resend."""
         a = self.answers
         if tag is None or a is None:
             return None
-        try:
-            f = gframe.parse(data)
-        except gframe.FrameError:
-            return None
         orig = bytes(f.originator)
         if f.counter != self.last_counter(orig):
             return None
-        return a.get(orig, f.counter, digest(tag, data))
+        return a.get(orig, f.counter, digest(tag, f.buf))
 
     def commit(self, dig=None, resp=None, alerts=()):
         """Write the counter held by a deferred authenticate(): with the
@@ -471,31 +467,35 @@ class Answers:
 
 
 def answer_once(parties, data, tag, run, store=None):
-    """run(data) -> (response, alerts) with the counter committed together
+    """run(frame) -> (response, alerts) with the counter committed together
     with the answer (gbcs.security RemoteParties.commit); an exact resend is
-    answered from the stored record."""
+    answered from the stored record. data: the command, bytes or a parsed
+    Frame; run gets the Frame (or, when it does not parse, the bytes, for
+    run's own refusal)."""
     if parties.answers is None and store is not None:
         path = store.root + "/ans_" + hex_text(parties.eui) + ".bin"
-        cache = getattr(store, "answers", None)  # one per file and store, shared by re-built RemoteParties
-        if cache is None:
-            cache = store.answers = {}
+        cache = store.answers
         a = cache.get(path)
         if a is None:
             a = cache[path] = Answers(path)
         parties.answers = a
-    hit = parties.answered(data, tag)
+    try:
+        f = gframe.frame_of(data)
+    except gframe.FrameError:
+        return run(data)  # refused there, with its security-log entry
+    hit = parties.answered(f, tag)
     if hit is not None:
         return hit
     parties.defer = True
     parties._pending = None
     try:
-        resp, alerts = run(data)
+        resp, alerts = run(f)
     except BaseException:
         parties.defer = False
         parties.commit()  # refused after authentication: the counter alone
         raise
     parties.defer = False
-    parties.commit(digest(tag or b"", data), resp, alerts)
+    parties.commit(digest(tag or b"", f.buf), resp, alerts)
     return resp, alerts
 
 

@@ -55,7 +55,8 @@ class _NoSupp:
 
 
 def accept(parties, data, security_log=None, utc2000=None, allow_urp=False, signed=None):
-    """Parse and authenticate one command for the device of `parties`.
+    """Parse (unless `data` is a parsed Frame already) and authenticate one
+    command for the device of `parties`.
     Refusals are written to the security log and re-raised (FrameError or a
     SecurityError subclass). allow_urp: a supplementary remote party that is
     not a trust anchor is accepted when the other-information carries its
@@ -64,7 +65,7 @@ def accept(parties, data, security_log=None, utc2000=None, allow_urp=False, sign
     authenticated the command by its signature alone (e.g. CS02a), False to
     refuse it as unprotected."""
     try:
-        f = gframe.parse(data)
+        f = gframe.frame_of(data)
     except gframe.FrameError:
         log_event(security_log, EV_MALFORMED, b"", utc2000)
         raise

@@ -1,19 +1,21 @@
 # The Gas Proxy Function: its own GBCS identity (hub.identity.gpf), GBZ use
 # cases answered from the mirror of the GSME's data (gpf.mirror), the GPF
-# Device Log (GCS59 restore, GCS62 0x8071 backup alert) and the tap-off of
-# TOM commands for the GSME (gpf.tapoff).
+# Device Log (GCS59 restore, GCS62 0x8071 backup alert, CS03B / CS04B Method
+# B join and unjoin) and the tap-off of TOM commands for the GSME (gpf.tapoff).
 #
 # Gpf.handle(frame) -> (response, [alerts]): parse -> authenticate (the CHF's
 # rules, gbcs.usecase_base.accept; a supplementary remote party with its own
 # certificate is allowed) -> check the payload is what the message code allows
-# -> answer -> MAC'd response. Refusals are logged and raised.
+# -> answer -> MAC'd response. Refusals are logged and raised; an
+# authentication refusal (gbcs.security.SecurityError) is also alerted with
+# its GBCS code, at most once per code per hour (take_alerts()).
 from micropython import const
 
 from codes import ALERT_GPF_DEVICE_LOG_CHANGED
 from gbcs import der, gbz, p256
 from gbcs import frame as gframe
 from ids import hex_text
-from gbcs.security import answer_once
+from gbcs.security import SecurityError, answer_once
 from gbcs.usecase_base import (
     CLOCK_DOUBTFUL,
     EV_PAYLOAD_MISMATCH,
@@ -40,6 +42,8 @@ _COT = "cot"
 _SNAP = "snap"
 _SAMPLED = "sampled"
 _RESTORE = "restore"
+_JOIN = "join"
+_UNJOIN = "unjoin"
 
 _FORMAT = (0x0302, 0x0301, 0x0300)  # divisor, multiplier, unit of measure
 # message code -> (name, kind, {cluster: allowed attribute ids}, encrypted
@@ -60,16 +64,28 @@ USE_CASES = {
     0x0096: ("GCS16b", _SNAP, {PREPAYMENT: ()}, (PREPAYMENT,), 0x19),
     0x00A0: ("GCS61", _SAMPLED, {METERING: ()}, (METERING,), 0x19),
     0x008C: ("GCS59", _RESTORE, None, (), 0),
+    0x000E: ("CS03B", _JOIN, None, (), 0),
+    0x0010: ("CS04B", _UNJOIN, None, (), 0),
 }
 
 # CS02b Update Security Credentials on the GPF (chf.credentials, device "gpf")
 MC_CS02B = (0x0102, 0x0103)  # supplier by supplier, network operator by network operator
 _MC_GCS62 = const(0x00B2)
+_MC_GENERIC_NON_CRITICAL = const(0x1001)  # message code of an alert with no use case of its own
+_ALERT_QUIET_S = const(3600)  # one refusal alert per GBCS code per hour
+_ALERTS_MAX = const(8)
 _DEVICE_LOG_MAX = const(16)
 # join response codes (PROTOCOLS.md 2)
 _JOIN_OK = const(0)
 _JOIN_INCOMPATIBLE = const(3)
 _JOIN_LOG_FULL = const(4)
+_JOIN_INVALID_METHOD = const(2)
+_JOIN_WRITE_FAILURE = const(5)
+_JOIN_KE_BASE = const(5)  # 6-10: the device's key establishment ended with Terminate status 1-5
+_JOIN_BAD_CERTIFICATE = const(11)  # its CBKE: Terminate INVALID_CERTIFICATE (6)
+_JOIN_NO_KE = const(13)  # no key establishment with the hub on record
+_UNJOIN_NOT_IN_LOG = const(1)  # the RTDS CS04B ERROR response: "Not in Device Log"
+_METHOD_B = const(2)
 _GPF_LOG_TYPES = (0, 1, 4, 5, 6)  # GSME, ESME, HCALCS, PPMID, Type 2
 
 _CMD_GET_PREPAY_SNAPSHOT = const(0x07)
@@ -92,8 +108,11 @@ class Gpf:
     """Gpf(identity, store, mirror, now, security_log=None, event_log=None).
     now() -> (UTC seconds since 2000, clock valid)."""
 
-    def __init__(self, identity, store, mirror, now, security_log=None, event_log=None):
+    def __init__(self, identity, store, mirror, now, security_log=None, event_log=None, ke_status=None):
         self.identity = identity
+        # ke_status(eui_hex) -> the device's last key establishment with the
+        # hub (han.cbke: 0 done, else its Terminate status) or None
+        self.ke_status = ke_status
         self.mirror = mirror
         self.now = now
         self.security_log = security_log
@@ -105,6 +124,9 @@ class Gpf:
         self.executed = 0
         self.rejected = 0
         self._urp = (None, None)  # (certificate KA key, Z) of the last unknown remote party
+        self._alert_last = {}  # GBCS code -> time (2000 epoch) of its last refusal alert
+        self._alerts = []  # refusal alerts the router has not taken yet
+        self.alerts_suppressed = 0
         self.tap = TapOff(store, self, now)
 
     @property
@@ -128,7 +150,32 @@ class Gpf:
     def handle(self, data, tag=None):
         """As Chf.handle: the counter is committed with the answer; an exact
         resend under the same link tag is answered from the stored record."""
-        return answer_once(self.parties, data, tag, self._handle, self._store)
+        try:
+            return answer_once(self.parties, data, tag, self._handle, self._store)
+        except SecurityError as e:
+            self._refusal_alert(e.event)
+            raise
+
+    def _refusal_alert(self, code):
+        # GBZ alert (message code 0x1001, count 0, code, timestamp), MAC'd
+        # for the ACB as the GPF's alerts are; one per code per _ALERT_QUIET_S
+        t = self._t()
+        last = self._alert_last.get(code)
+        if last is not None and 0 <= t - last < _ALERT_QUIET_S:
+            self.alerts_suppressed += 1
+            return
+        try:
+            a = self.alert(_MC_GENERIC_NON_CRITICAL, gbz.alert(code, t))
+        except ValueError:  # no ACB anchor yet: the security log has it
+            return
+        self._alert_last[code] = t
+        if len(self._alerts) < _ALERTS_MAX:
+            self._alerts.append(a)
+
+    def take_alerts(self):
+        """The refusal alerts raised since the last call (the router emits them)."""
+        out, self._alerts = self._alerts, []
+        return out
 
     def _handle(self, data):
         parties = self.parties
@@ -143,6 +190,8 @@ class Gpf:
         try:
             if uc[1] == _RESTORE:
                 entries = _restore_entries(f.payload)
+            elif uc[1] == _JOIN or uc[1] == _UNJOIN:
+                join = _join_command(f.payload, uc[1] == _JOIN)
             else:
                 g = gbz.parse(f.payload, 1, f.message_code)
                 _check_gbz(g, uc)
@@ -158,6 +207,11 @@ class Gpf:
             payload = self._restore(entries)
             alerts.append(self.backup_alert())
             return bytes(parties.protect_response(f, payload)), alerts
+        if uc[1] == _JOIN or uc[1] == _UNJOIN:
+            code = self._join(*join) if uc[1] == _JOIN else self._unjoin(join[1])
+            if code == _JOIN_OK:
+                alerts.append(self.backup_alert())
+            return bytes(parties.protect_response(f, der.encode(der.integer(code)))), alerts
         urp = f.supp_cert is not None and f.supp_party is not None and parties.role_of(f.supp_party) is None
         supp_orig = parties.next_own_counter() if urp else None
         enc = _Enc(self, parties, f, supp_orig)
@@ -281,6 +335,44 @@ class Gpf:
         self._kv.set("devlog", new)
         return der.encode(der.sequence(der.sequence(*outcomes)))
 
+    def _join(self, method, eui, typ):
+        """CS03B on the GPF: the device joins the GPF's Device Log. Its link
+        to the GPF is its link to the hub, so it must have completed a key
+        establishment (CBKE) with the hub; a failed one gives 6-11, none 13."""
+        if method != _METHOD_B:
+            return _JOIN_INVALID_METHOD
+        old = None
+        for e in self.devices:
+            if e[0] == eui:
+                old = e
+        if typ not in _GPF_LOG_TYPES or (old is not None and old[1] != typ):
+            return _JOIN_INCOMPATIBLE
+        ke = self.ke_status(eui.upper()) if self.ke_status is not None else None
+        if ke is None:
+            return _JOIN_NO_KE
+        if ke:
+            return _JOIN_KE_BASE + ke if ke <= 5 else (_JOIN_BAD_CERTIFICATE if ke == 6 else _JOIN_NO_KE)
+        if old is not None:
+            return _JOIN_OK
+        if len(self.devices) >= _DEVICE_LOG_MAX:
+            return _JOIN_LOG_FULL
+        return self._set_devices(self.devices + [[eui, typ]])
+
+    def _unjoin(self, eui):
+        """CS04B on the GPF: the device leaves the GPF's Device Log."""
+        rest = [e for e in self.devices if e[0] != eui]
+        if len(rest) == len(self.devices):
+            return _UNJOIN_NOT_IN_LOG
+        return self._set_devices(rest)
+
+    def _set_devices(self, devices):
+        try:
+            self._kv.set("devlog", devices)
+        except OSError:
+            return _JOIN_WRITE_FAILURE
+        self.devices = devices
+        return _JOIN_OK
+
     def backup_alert(self):
         """GCS62: alert 0x8071 GPF Device Log Changed with the log's backup."""
         body = der.sequence(
@@ -392,6 +484,21 @@ def _restore_entries(payload):
             raise PayloadMismatch("device id of %d bytes" % len(eui))
         out.append((hex_text(eui), der.to_int(e[1][1][1])))
     return out
+
+
+def _join_command(payload, join):
+    """CS03B: (join method and role, device id hex, device type); CS04B:
+    (None, device id hex, None)."""
+    d = der.decode(payload)
+    if not join:
+        if d[0] != der.OCTET_STRING or len(d[1]) != 8:
+            raise PayloadMismatch("CS04B payload is not a device id")
+        return None, hex_text(bytes(d[1])), None
+    v = d[1]
+    if (d[0] != der.SEQUENCE or len(v) != 3 or v[0][0] != der.INTEGER or v[1][0] != der.OCTET_STRING
+            or len(v[1][1]) != 8 or v[2][0] != der.INTEGER):
+        raise PayloadMismatch("CS03B payload is not a join device command")
+    return der.to_int(v[0][1]), hex_text(bytes(v[1][1])), der.to_int(v[2][1])
 
 
 def _check_gbz(g, uc):

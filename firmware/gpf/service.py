@@ -5,18 +5,24 @@
 # for the GSME -- the heap stays free for the jobs until the GPF is used.
 #
 #   handle(frame) -> (response, [alerts])      frames addressed to the GPF EUI
+#   take_alerts() -> [alerts]                  alerts for the commands it refused
 #   tap_off(command_frame) -> bool             a command for the GSME was buffered
 #   on_gsme_message(frame) -> [alerts]         the GSME PUT a response/alert
 #   set_tunnel_pending(flag)                   something is queued for the GSME
-#   zcl_server(cluster)                        the mirror's ZCL server for a
-#                                              cluster of MIRRORED (the wiring
-#                                              puts them on the coordinator)
+#   zcl_server(cluster)                        the GPF's ZCL server for a
+#                                              cluster of SERVED (the wiring
+#                                              puts them on the coordinator):
+#                                              the mirror, and the tapped-off
+#                                              Price / Calendar data (gpf.served)
 #   local-port command gpf_status
 from gbcs import frame as gframe
 from ids import EPOCH_2000
 # message codes that concern the tap-off (gpf.tapoff.TOM + the 0x00CD alert)
 _TAP_CODES = (0x006B, 0x006F, 0x0071, 0x0015, 0x007C, 0x007E, 0x0088, 0x00A3, 0x00CD)
 MIRRORED = (0x0702, 0x0705, 0x0700)  # Metering, Prepayment, Price
+SERVED = MIRRORED + (0x0707,)  # + Calendar (tapped-off data only)
+_TAPPED = (0x0700, 0x0707)  # gpf.served.CLUSTERS: Get commands answered from tapped-off data
+_FT_CLUSTER = 1
 
 
 class _MirrorServer:
@@ -26,6 +32,10 @@ class _MirrorServer:
         self.cluster = cluster
 
     async def __call__(self, eui_hex, src_ep, header, payload):
+        if self.cluster in _TAPPED and header.frame_type == _FT_CLUSTER and not header.direction:
+            from gpf import served  # loaded with the first Get command
+
+            return served.answer(self.svc.store.kv("gpf_tom"), self.cluster, header)
         return await self.svc.mirror().zcl_server(eui_hex, src_ep, header, payload, self.cluster)
 
 
@@ -33,8 +43,9 @@ class GpfService:
     """Its parts: the store, the hub's identity (the GPF's EUI, keys, trust
     anchors), the hub's clock and the CHF security and event logs."""
 
-    def __init__(self, store, identity, clock, security_log, event_log):
+    def __init__(self, store, identity, clock, security_log, event_log, ke_status=None):
         self.store = store
+        self.ke_status = ke_status  # coordinator.ke_result (CS03B)
         self.identity = identity
         self.clock = clock
         self.security_log = security_log
@@ -55,7 +66,8 @@ class GpfService:
         if self._gpf is None:
             from gpf.function import Gpf
 
-            self._gpf = Gpf(self.identity, self.store, self.mirror(), self.now, self.security_log, self.event_log)
+            self._gpf = Gpf(self.identity, self.store, self.mirror(), self.now, self.security_log, self.event_log,
+                            self.ke_status)
         return self._gpf
 
     def now(self):
@@ -66,21 +78,29 @@ class GpfService:
     def handle(self, frame, tag=None):
         return self.impl().handle(frame, tag)
 
-    def _tap_code(self, frame):
+    def take_alerts(self):
+        """The GPF's alerts for refused commands (gpf.function), for the router."""
+        return [] if self._gpf is None else self._gpf.take_alerts()
+
+    def _tap_frame(self, frame):
+        # the parsed frame when its message code is one the GPF taps off
         try:
-            return gframe.parse(frame).message_code in _TAP_CODES
+            f = gframe.frame_of(frame)
         except ValueError:
-            return False
+            return None
+        return f if f.message_code in _TAP_CODES else None
 
     def tap_off(self, command_frame):
-        if not self._tap_code(command_frame):
+        f = self._tap_frame(command_frame)
+        if f is None:
             return False
-        return self.impl().tap_off(command_frame)
+        return self.impl().tap_off(f)
 
     def on_gsme_message(self, frame):
-        if not self._tap_code(frame):
+        f = self._tap_frame(frame)
+        if f is None:
             return []
-        return self.impl().on_gsme_message(frame)
+        return self.impl().on_gsme_message(f)
 
     def set_tunnel_pending(self, pending):
         self._pending = bool(pending)

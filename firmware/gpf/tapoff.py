@@ -76,7 +76,7 @@ class TapOff:
     def tap_off(self, command_frame):
         """Keep a copy of a TOM command; True when one was kept."""
         try:
-            f = gframe.parse(command_frame)
+            f = gframe.frame_of(command_frame)
             if f.cra != gframe.CRA_COMMAND or f.message_code not in TOM:
                 return False
             g = gbz.parse(f.payload, 1, f.message_code)
@@ -109,7 +109,7 @@ class TapOff:
     def on_gsme_message(self, frame):
         """A response or alert from the GSME; returns the GPF's alerts."""
         try:
-            f = gframe.parse(frame)
+            f = gframe.frame_of(frame)
         except ValueError:
             return []
         if f.cra == gframe.CRA_RESPONSE:

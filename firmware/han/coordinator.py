@@ -7,12 +7,14 @@
 # reboot, ASH link failure, EZSP timeout, the network going down) raises out
 # of the job: the supervisor restarts it with back-off, the NCP's reset line
 # is pulled first unless the NCP has just rebooted by itself, and the network
-# is resumed from the NCP's NVM, never re-formed. KV "han" keeps what was
+# is resumed from the NCP's NVM, never re-formed (except on the extended PAN
+# id a CCS03 restore put in the Device Log: hub replacement). KV "han" keeps what was
 # formed: {"formed": 1, "ch": channel, "pan": PAN id, "xpan": ext PAN hex}.
 import asyncio
 from binascii import hexlify, unhexlify
 
 import board
+from codes import EV_BAD_DEVICE_MESSAGE
 from counters import Counters
 from flag import Flag
 from han import zcl_servers
@@ -28,7 +30,7 @@ _SYNC_S = 1  # trust-centre sync period
 _RESET_SETTLE_MS = 300  # after pulling the NCP's reset line
 
 
-_COUNTERS = ("formed", "resumed", "ncp_resets", "hard_resets", "rx", "tx_ok", "tx_fail") + _MSG_COUNTERS
+_COUNTERS = ("formed", "resumed", "ncp_resets", "hard_resets", "rx", "tx_ok", "tx_fail", "abnormal", "scans") + _MSG_COUNTERS
 
 
 class HanDown(Exception):
@@ -54,12 +56,32 @@ class Coordinator(Messaging):
         self.tc = None
         self.runs = 0
         self.last_fault = None
+        self._xpan = None  # the extended PAN id the HAN is on (RAM; KV "han" xpan)
         self.counters = Counters(_COUNTERS)
         self._fault = Flag()
         self._init_messaging()
         self.zcl_servers[0x0000] = zcl_servers.basic_server(VERSION, self._stack_version)
         self.zcl_servers[0x000A] = zcl_servers.time_server(self._clock, board.utc)
         self.zcl_servers[0x0704] = self.tunnel_server
+        # Key Establishment (han.cbke): loaded on its first frame (a CBKE is
+        # rare: once per device join), so it costs no heap until then
+        self.cbke = None
+        self.zcl_servers[0x0800] = self._key_establishment
+
+    async def _key_establishment(self, eh, src_ep, h, p):
+        if self.cbke is None:
+            from han.cbke import KeyEstablishment
+
+            self.cbke = KeyEstablishment(self.device_log, self.security_log, self.store.kv("cbke"))
+            if self.ezsp is not None:
+                self.cbke.attach(self.ezsp)
+        return await self.cbke(eh, src_ep, h, p)
+
+    def ke_result(self, eh):
+        """A device's last key establishment with the hub (han.cbke's KV
+        "cbke"): 0 done, its Terminate status, or None; read without
+        loading han.cbke."""
+        return self.store.kv("cbke").get(eh)
 
     @property
     def kv(self):
@@ -93,6 +115,7 @@ class Coordinator(Messaging):
             "versions": self.versions,
             "ash": dict(self.ezsp.t.stats.items()) if self.ezsp is not None and hasattr(self.ezsp.t, "stats") else None,
             "ezsp": self.ezsp.stats if self.ezsp is not None else None,
+            "energy_scan": kv.get("scan"),
         }
 
     def summary(self):
@@ -121,6 +144,30 @@ class Coordinator(Messaging):
         dl.record_rx(eh, rssi, lqi, dl.utc())
         self._incoming(eh, aps, payload, sender)
 
+    async def energy_scan(self, channels_mask, duration=3):
+        """An energy scan on request while the network is up (the radio
+        leaves its channel for the scan's time). Kept in KV "han" "scan":
+        {t: UTC seconds since 2000, rssi: [[channel, dBm]...]} and shown by
+        han_status."""
+        if self.state != "up" or self.ezsp is None:
+            raise HanDown("HAN is %s" % self.state)
+        res = await self.ezsp.energy_scan(channels_mask, duration)
+        scan = {"t": self.device_log.utc(), "rssi": [[ch, res[ch]] for ch in sorted(res)]}
+        self.kv.set("scan", scan)
+        self.counters["scans"] += 1
+        return scan
+
+    def _abnormal(self, eh, what):
+        # HAN tamper (product requirements 10.7): security log 0x8F1E, data =
+        # the device's EUI; repeats collapse into one entry, and the log's
+        # 0x8F60 watch (chf.logs.MalformedWatch) alerts a run of them, at
+        # most once an hour
+        self.counters["abnormal"] += 1
+        try:
+            self.security_log.append(EV_BAD_DEVICE_MESSAGE, eh.encode(), self.device_log.utc())
+        except Exception as e:  # noqa: BLE001 - flash trouble: the counter has it
+            log("han", "abnormal frame from %s (%s) not logged: %r" % (eh, what, e))
+
     def _on_sent(self, v):
         tag, status, dest = self.ezsp.sent_info(v)
         self._sent_cb(tag, status)
@@ -133,8 +180,42 @@ class Coordinator(Messaging):
 
     # -- the job --
 
+    def _restored_xpan(self):
+        """The Device Log's extended PAN id when a restore (CCS03) set one
+        the HAN is not on, else None."""
+        x = self.device_log.ext_pan_id
+        if x is None or x == self._xpan:
+            return None
+        if self._xpan is None and hexlify(x).decode() == self.kv.get("xpan"):
+            self._xpan = x
+            return None
+        return x
+
+    async def _reform(self, ez, xpan):
+        """Hub replacement (CCS03): the HAN moves to the restored extended
+        PAN id. A cut anywhere in here leaves the KV on the old id, so the
+        next start comes here again; a network the NCP already formed on the
+        restored id is adopted."""
+        self.state = "forming"
+        if await ez.resume_network():
+            p = await ez.network_parameters()
+            if p is not None and p[2] == xpan:
+                self._store(*p)
+                log("han", "network on the restored ext PAN id adopted")
+                return
+        await ez.leave_network()
+        ch, pan, _x = await ez.form_network(ext_pan_id=xpan)
+        self._store(ch, pan, xpan)
+        self.tc.link_reset()
+        self.counters["formed"] += 1
+        log("han", "network re-formed on the restored ext PAN id ch=%d pan=0x%04X" % (ch, pan))
+
     async def _network(self, ez):
         kv = self.kv
+        x = self._restored_xpan() if kv.get("formed") else None
+        if x is not None:
+            await self._reform(ez, x)
+            return
         if kv.get("formed"):
             self.state = "resuming"
             if await ez.resume_network():
@@ -161,7 +242,7 @@ class Coordinator(Messaging):
                     self.counters["resumed"] += 1
                     log("han", "NCP's network adopted ch=%d pan=0x%04X" % (ch, pan))
                     return
-            xpan = pan = None
+            xpan, pan = self.device_log.ext_pan_id, None  # a restore's, if any
         self.state = "forming"
         ch, pan, xpan = await ez.form_network(ext_pan_id=xpan, pan_id=pan)
         self._store(ch, pan, xpan)
@@ -170,7 +251,9 @@ class Coordinator(Messaging):
 
     def _store(self, ch, pan, xpan):
         self.kv.update({"formed": 1, "ch": ch, "pan": pan, "xpan": hexlify(xpan).decode()})
-        self.device_log.set_ext_pan_id(xpan)
+        if self.device_log.ext_pan_id != xpan:
+            self.device_log.set_ext_pan_id(xpan)
+        self._xpan = bytes(xpan)
 
     async def run(self):
         self.runs += 1
@@ -192,6 +275,8 @@ class Coordinator(Messaging):
             self.tc = TrustCentre(ez, self.device_log, self.security_log, self.device_log.utc)
             self.tc.on_removed = self.forget
             self.tc.on_joined = self.on_device_joined
+            if self.cbke is not None:
+                self.cbke.attach(ez)
         else:
             ez.close()
             ez.t = ash
@@ -214,6 +299,10 @@ class Coordinator(Messaging):
                     raise HanDown("NCP link down: %r" % (self.last_fault,))
                 if not ez.network_up:
                     raise HanDown("network down")
+                x = self._restored_xpan()
+                if x is not None:
+                    await self._reform(ez, x)
+                    self.state = "up"
                 await self.tc.sync()
                 await self._fault.wait_ms(_SYNC_S * 1000)
         except Exception:
@@ -290,6 +379,24 @@ async def han_zcl_read(hub, req):
     return {"ok": True, "records": out}
 
 
+async def han_energy_scan(hub, req):
+    # {channels: [11..26] (default all), duration: 0..6} -> {ok, scan: {t, rssi: [[ch, dBm]...]}}
+    from local_port import int_arg
+
+    chans = req.get("channels", list(range(11, 27)))
+    if not isinstance(chans, list) or not chans or not all(
+            isinstance(c, int) and not isinstance(c, bool) and 11 <= c <= 26 for c in chans):
+        raise ValueError("'channels' must be a list of channels 11..26")
+    mask = 0
+    for ch in chans:
+        mask |= 1 << ch
+    try:
+        scan = await hub.coordinator.energy_scan(mask, int_arg(req, "duration", 0, 6, 3))
+    except Exception as e:  # the HAN down, the NCP refusing: said, not raised
+        return {"ok": False, "error": repr(e)}
+    return {"ok": True, "scan": scan}
+
+
 async def han_rotate_key(hub, req):
     # a new network key from os.urandom, broadcast, then switched to;
     # written to the security log (0x8FE2)
@@ -307,4 +414,4 @@ async def han_rotate_key(hub, req):
 
 
 COMMANDS = (("han_status", han_status), ("han_rotate_key", han_rotate_key), ("han_tunnel", han_tunnel),
-            ("han_zcl_read", han_zcl_read))
+            ("han_zcl_read", han_zcl_read), ("han_energy_scan", han_energy_scan))

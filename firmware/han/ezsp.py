@@ -266,6 +266,25 @@ class Ezsp:
         await self._wait_state(True, self.timeout)
         return best, pan_id, ext_pan_id
 
+    async def leave_network(self):
+        """leaveNetwork; True once the NCP reports the network down (or it
+        was not on one)."""
+        r = await self.command("leaveNetwork", *((0,) if self.ver >= 14 else ()))
+        if r[0] != 0:
+            return False
+        if self.network_up:
+            await self._wait_state(False, self.timeout)
+        return True
+
+    async def import_link_key(self, eui, key):
+        """Put a TC link key in the NCP's key table (v8:
+        addOrUpdateKeyTableEntry; v13+: importLinkKey, index 0xFF: any free
+        or the EUI's own entry)."""
+        if self.ver >= 13:
+            await self.ok("importLinkKey", 0xFF, eui, key)
+        else:
+            await self.ok("addOrUpdateKeyTableEntry", eui, 1, key)
+
     async def resume_network(self):
         """networkInit; True once the NCP reports the network up."""
         self.network_up = False

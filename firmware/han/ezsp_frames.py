@@ -65,6 +65,7 @@ class EzspFrameError(EzspError):
 #  B u8  b i8  H u16  I u32  S status (1 byte; 4 from v14)  Z sl_Status (4 bytes)
 #  T message tag (1 byte; 2 from v14)  E EUI-64  K key  L LV bytes
 #  A APS frame  N network parameters  X initial security state  Q cluster lists
+#  c/C CBKE certificate (48 / 74 bytes, suite 1 / 2)  p/P CBKE public key (22 / 37)
 # name: (frame id, command schema, response/callback schema)
 _COMMON = {
     "version": (0x00, "B", "BBH"),
@@ -100,6 +101,19 @@ _COMMON = {
     "getValue": (0xAA, "B", "SL"),
     "lookupEui64ByNodeId": (0x61, "H", "SE"),
     "setValue": (0xAB, "BL", "S"),
+    # CBKE (suite 1, then suite 2 "283k1"); an SMAC is 16 bytes (K)
+    "getCertificate": (0xA5, "", "Sc"),
+    "generateCbkeKeys": (0xA4, "", "S"),
+    "generateCbkeKeysHandler": (0x9E, "", "Sp"),
+    "calculateSmacs": (0x9F, "Bcp", "S"),
+    "calculateSmacsHandler": (0xA0, "", "SKK"),
+    "clearTemporaryDataMaybeStoreLinkKey": (0xA1, "B", "S"),
+    "getCertificate283k1": (0xEC, "", "SC"),
+    "generateCbkeKeys283k1": (0xE8, "", "S"),
+    "generateCbkeKeysHandler283k1": (0xE9, "", "SP"),
+    "calculateSmacs283k1": (0xEA, "BCP", "S"),
+    "calculateSmacsHandler283k1": (0xEB, "", "SKK"),
+    "clearTemporaryDataMaybeStoreLinkKey283k1": (0xEE, "B", "S"),
 }
 # key table: v8 findKeyTableEntry + getKeyTableEntry (EmberKeyStruct: bitmask,
 # type, key, outgoing/incoming frame counters, sequence, partner EUI-64);
@@ -108,10 +122,12 @@ _COMMON = {
 # context (key type, index, derived type, EUI-64, network index, flags, PSA
 # algorithm), key, APS key metadata)
 _V8 = {"addTransientLinkKey": (0xAF, "EK", "S"), "findKeyTableEntry": (0x75, "EB", "B"),
-       "getKeyTableEntry": (0x71, "B", "SHBKIIBE")}
-_V13 = {"importTransientKey": (0x111, "EKB", "Z"), "exportLinkKeyByEui": (0x10D, "E", "KBHIIHZ")}
+       "getKeyTableEntry": (0x71, "B", "SHBKIIBE"), "addOrUpdateKeyTableEntry": (0x66, "EBK", "S")}
+_V13 = {"importTransientKey": (0x111, "EKB", "Z"), "exportLinkKeyByEui": (0x10D, "E", "KBHIIHZ"),
+        "importLinkKey": (0x10E, "BEK", "Z")}
 _V14 = {
     "importTransientKey": (0x111, "EKB", "Z"),
+    "importLinkKey": (0x10E, "BEK", "Z"),
     "exportLinkKeyByEui": (0x10D, "E", "ZBBHEBBIKHIIH"),
     "leaveNetwork": (0x20, "B", "S"),
     "messageSentHandler": (0x3F, "", "SBHATL"),
@@ -187,6 +203,10 @@ def _put(out, ver, t, v):
         if len(v) != 16:
             raise EzspFrameError("key must be 16 bytes")
         out.extend(v)
+    elif t in _BLOBS:
+        if len(v) != _SIZES[t]:
+            raise EzspFrameError("CBKE field %s must be %d bytes" % (t, _SIZES[t]))
+        out.extend(v)
     elif t == "L":
         if len(v) > 255:
             raise EzspFrameError("LV payload too long")
@@ -214,7 +234,9 @@ def _put(out, ver, t, v):
         raise EzspFrameError("bad schema letter " + t)
 
 
-_SIZES = {"B": 1, "b": 1, "H": 2, "I": 4, "Z": 4, "E": 8, "K": 16, "A": 11, "N": 20, "X": 43}
+_SIZES = {"B": 1, "b": 1, "H": 2, "I": 4, "Z": 4, "E": 8, "K": 16, "A": 11, "N": 20, "X": 43,
+          "c": 48, "C": 74, "p": 22, "P": 37}
+_BLOBS = "cCpP"
 
 
 def _get(buf, pos, ver, t):
@@ -248,8 +270,8 @@ def _get(buf, pos, ver, t):
         v = buf[pos]
     elif t == "E":
         v = _rev(buf[pos:pos + 8])
-    elif t == "K":
-        v = bytes(buf[pos:pos + 16])
+    elif t == "K" or t in _BLOBS:
+        v = bytes(buf[pos:pos + n])
     elif t == "L":
         v = bytes(buf[pos + 1:pos + n])
     elif t == "A":

@@ -56,7 +56,7 @@ class DeliveryError(OSError):
 
 # the messaging layer's counters (in its coordinator's `counters`)
 COUNTERS = ("rx_unknown", "zcl_rx", "zcl_bad", "frag_rx", "frag_drop", "frag_tx", "busy_drop", "zcl_errors",
-            "reply_fail", "tunnel_rx", "tunnel_unclaimed", "exchanges", "frag_ack", "frag_ack_fail")
+            "reply_fail", "tunnel_rx", "tunnel_unclaimed", "exchanges", "pushes", "frag_ack", "frag_ack_fail")
 
 
 def _ms():
@@ -268,6 +268,7 @@ class Messaging:
         profile, cluster, src_ep, _dst, options, group = aps[0], aps[1], aps[2], aps[3], aps[4], aps[5]
         if profile != SE_PROFILE:
             self.counters["zcl_bad"] += 1
+            self._abnormal(eh, "profile")
             return
         if options & APS_OPTION_FRAGMENT:
             if node is not None:
@@ -286,6 +287,7 @@ class Messaging:
             h, o = Z.parse_header(payload)
         except Z.ZclError:
             self.counters["zcl_bad"] += 1
+            self._abnormal(eh, "zcl")
             return
         self.counters["zcl_rx"] += 1
         if h.direction:
@@ -303,9 +305,15 @@ class Messaging:
             arg = bytes(payload[o:])
         if self._busy >= _MAX_BUSY:
             self.counters["busy_drop"] += 1
+            self._abnormal(eh, "flood")
             return
         self._busy += 1
         asyncio.create_task(self._serve(fn, eh, src_ep, cluster, h, arg))
+
+    def _abnormal(self, eh, what):
+        """A known device's malformed frame ("profile", "zcl") or one dropped
+        in a flood ("flood"): the coordinator security-logs it (HAN tamper,
+        docs/han.md); nothing here."""
 
     async def _serve(self, fn, eh, src_ep, cluster, h, p):
         try:
@@ -402,6 +410,16 @@ class Messaging:
         t = self._client[eh] = (tid, ep, False, max_in or MAX_MESSAGE)
         return t
 
+    async def _tunnel_ready(self, eh, data, deadline):
+        """The tunnel to eh (the device's own, else one the hub opens), checked
+        for the size of data: (tunnel id, device ep, hub is server, max in)."""
+        t = self._tunnel_for(eh)
+        if t is None:
+            t = await self._open_tunnel(eh, deadline)
+        if len(data) > t[3]:
+            raise DeliveryError("tunnel", "%d bytes exceed the device's %d" % (len(data), t[3]))
+        return t
+
     async def tunnel_exchange(self, eui, data, timeout_ms=EXCHANGE_TIMEOUT_MS, match=None):
         """Send `data` over the ZSE tunnel to the device (opening one if
         needed), return the device's next TransferData on it (bytes); with
@@ -414,11 +432,7 @@ class Messaging:
         lk = await self._acquire(self._locks, eh)
         try:
             self.counters["exchanges"] += 1
-            t = self._tunnel_for(eh)
-            if t is None:
-                t = await self._open_tunnel(eh, deadline)
-            if len(data) > t[3]:
-                raise DeliveryError("tunnel", "%d bytes exceed the device's %d" % (len(data), t[3]))
+            t = await self._tunnel_ready(eh, data, deadline)
             w = [Flag(), None, None, match]
             self._exchange[eh] = w
             try:
@@ -432,6 +446,23 @@ class Messaging:
             if w[2] is not None:
                 raise w[2]
             return w[1]
+        finally:
+            self._release(self._locks, eh, lk)
+
+    async def tunnel_send(self, eui, data, timeout_ms=EXCHANGE_TIMEOUT_MS):
+        """Send `data` over the ZSE tunnel to the device (its own tunnel to
+        the hub, or one the hub opens) without awaiting an answer: a GSME's
+        response routed back to the PPMID that sent the command. Returns when
+        the NCP reports it delivered; DeliveryError as tunnel_exchange."""
+        eh = self._eh(eui)
+        self._node(eh)
+        deadline = time.ticks_add(_ms(), timeout_ms)
+        lk = await self._acquire(self._locks, eh)
+        try:
+            self.counters["pushes"] += 1
+            t = await self._tunnel_ready(eh, data, deadline)
+            frame = T.encode_transfer_data(bytearray(), self.next_tsn(), t[0], data, t[2])
+            await self.zcl_send(eh, t[1], T.CLUSTER_TUNNELING, frame, max(1, _left(deadline)))
         finally:
             self._release(self._locks, eh, lk)
 

@@ -33,6 +33,7 @@ class TrustCentre:
         self.sec = security_log
         self.utc = utc
         self._keys = {}  # eui hex -> key imported into the NCP
+        self._linked = {}  # eui hex -> restored link key put in the NCP's key table
         self._permit_end = 0
         self._kick = []  # (node_id, eui bytes) to remove from the network
         self._unknown = {}  # node id -> EUI-64 or None: traffic from a node not in the log
@@ -80,6 +81,11 @@ class TrustCentre:
             if self._keys.get(eh) != k:
                 await self.ezsp.add_install_code_key(unhexlify(eh), k)
                 self._keys[eh] = k
+        # devices a restore (CCS03) brought back rejoin with their link keys
+        for eh, k in self.log.restored_keys():
+            if self._linked.get(eh) != k:
+                await self.ezsp.import_link_key(unhexlify(eh), k)
+                self._linked[eh] = k
         if end > now:
             if self._permit_end < end and self._permit_end - now < _PERMIT_MAX // 2:
                 s = min(_PERMIT_MAX, end - now)
@@ -143,6 +149,7 @@ class TrustCentre:
     def link_reset(self):
         """After an NCP reset its transient keys are gone: import them again."""
         self._keys = {}
+        self._linked = {}
         self._permit_end = 0
 
     async def rotate_network_key(self, switch_delay=0):

@@ -11,8 +11,6 @@
 #                       radio reports an event: channel_changed {channel},
 #                       duty_cycle_limited {eui}, no_capacity {eui},
 #                       message_discarded {originator, target, cra, counter}
-#   chf_event {event: "fw_transfer", eui, version, code?} -> {alerts: [hex]}:
-#                       a HAN device firmware transfer finished (CCS08)
 from ids import hex_bytes, hex_text
 
 
@@ -78,14 +76,4 @@ async def cmd_subghz(hub, req):
     return {"alerts": [hex_text(_late_alert(hub, a))]}
 
 
-async def cmd_chf_event(hub, req):
-    if req.get("event") != "fw_transfer":
-        raise ValueError("unknown CHF event %r" % req.get("event"))
-    a = hub.chf.firmware_alert(
-        hex_bytes(req.get("eui"), "eui"), hex_bytes(req.get("version"), "version"), int(req.get("code", 0))
-    )
-    return {"alerts": [hex_text(_late_alert(hub, a))]}
-
-
-COMMANDS = (("provision_test_dcc", cmd_provision), ("gbcs_fault", cmd_fault), ("subghz_event", cmd_subghz),
-            ("chf_event", cmd_chf_event))
+COMMANDS = (("provision_test_dcc", cmd_provision), ("gbcs_fault", cmd_fault), ("subghz_event", cmd_subghz))

@@ -8,11 +8,15 @@
 #     sleepy GSME GETs it over the tunnel;
 # and a frame for an EUI that is none of these is refused and written to the
 # CHF security log. Device-originated messages (ESME alerts, the GSME's PUT
-# responses and alerts) leave through emit unchanged. See docs/routing.md.
+# responses and alerts) leave through emit unchanged, except a GSME response
+# to a command a HAN device sent (a PPMID's top-up: back over the HAN, KV
+# "han_out" until delivered) or the HHT sent (kept for the HHT, KV
+# "hht_replies", local-port route_replies). See docs/routing.md.
 #
 # Only the grouping header is parsed (gbcs.frame, zero-copy); the router
 # never opens end-to-end protected content addressed to others.
 import asyncio
+from binascii import unhexlify
 
 from micropython import const
 
@@ -43,7 +47,10 @@ MC_GENERIC_NON_CRITICAL = const(0x1001)  # message code of an alert with no use 
 
 _COUNTERS = ("chf", "gpf", "tunnel", "buffered", "unknown", "refused_full", "undelivered", "device_messages",
              "gets", "puts", "expired", "emitted", "emitted_response", "emitted_alert", "bad_device_messages",
-             "recovered_inflight", "get_answers_lost")
+             "recovered_inflight", "get_answers_lost", "local_responses", "local_delivered", "local_lost",
+             "hht_responses")
+_LOCAL_RETRY_S = const(10)  # retry period of the GSME responses waiting for their HAN device
+_HHT_MAX = const(16)  # HHT commands for the GSME (and their responses) kept
 DEFAULTS = {
     "esme_timeout_ms": 10000,  # tunnel exchange with an ESME (no answer -> 0x8F84)
     "capacity": 32,  # messages per sleepy device
@@ -84,6 +91,10 @@ def message_id(f):
     """Originator (8) | target (8) | CRA (1) | counter (8): how GBCS alerts
     identify a remote-party message (as in the RTDS 0x8F2C alert body)."""
     return bytes(f.originator) + bytes(f.recipient) + bytes((f.cra,)) + _u64(f.counter)
+
+
+def _key(eui, counter):
+    return "%s%016x" % (hex_text(eui), counter)
 
 
 def response_to(f):
@@ -162,6 +173,13 @@ class Router:
         # counter), deleted once the response or 0x8F84 is emitted. Keys
         # left by a power cut get their 0x8F84 at boot.
         self.inflight = store.kv("esme_inflight")
+        # GSME responses for a HAN device (KV "han_out": message id hex ->
+        # [EUI hex, frame hex, time stored]) until it has them (or expiry_s); commands the HHT
+        # sent to the GSME (KV "hht_cmds": originator | counter hex -> time)
+        # and their responses (KV "hht_replies": same key -> frame hex)
+        self.han_out = store.kv("han_out")
+        self.hht_cmds = store.kv("hht_cmds")
+        self.hht_replies = store.kv("hht_replies")
         self.wake = Flag()
         device_log.on_change(self._on_device_log)
         self.buffer.on_change(self._pending_changed)
@@ -224,23 +242,29 @@ class Router:
 
     # -- remote-party frames --------------------------------------------------
 
-    async def route(self, data, tag=None):
+    async def route(self, data, tag=None, frame=None):
         """(response or None, [alerts]). A frame for a tunnel
         device is handed to a task of its own when there is an emit: (None,
         []) at once, its response (or 0x8F84) emitted when it comes. tag:
         the link frame id (bytes) the frame came under, None from the local
         port: the CHF and GPF answer an exact resend under the same tag from
-        their stored last answer (docs/gbcs-usecases.md)."""
-        return await self._route(data, tag, wait=False)
+        their stored last answer (docs/gbcs-usecases.md). frame: `data`
+        parsed already (gbcs.frame.parse), passed on rather than parsed again."""
+        return await self._route(data, tag, wait=False, f=frame)
 
-    async def route_wait(self, data):
+    async def route_wait(self, data, source=None):
         """As route(), but a tunnel delivery is awaited and its response or
-        0x8F84 returned (for callers that want the answer in hand)."""
-        return await self._route(data, wait=True)
+        0x8F84 returned (for callers that want the answer in hand).
+        source="hht": a command for the GSME from the HHT, whose response is
+        kept for the HHT (route_replies) instead of going to the WAN."""
+        return await self._route(data, wait=True, source=source)
 
-    async def _route(self, data, tag=None, wait=False):
+    async def _route(self, data, tag=None, wait=False, f=None, source=None):
+        # the frame is parsed here once; the CHF, the GPF, the buffer and the
+        # tunnel get the parsed view
         try:
-            f = gframe.parse(data)
+            if f is None:
+                f = gframe.parse(data)
         except gframe.FrameError:
             self._log(self.security_log, EV_MALFORMED)
             raise
@@ -248,32 +272,37 @@ class Router:
         ident = self.identity
         if bytes(f.recipient) == ident.chf["eui"]:
             self.counters["chf"] += 1
-            return self.chf.handle(data, tag)
+            return self.chf.handle(f, tag)
         gpf = self.gpf
         if gpf is not None and bytes(f.recipient) == ident.gpf["eui"]:
             self.counters["gpf"] += 1
-            return gpf.handle(data, tag)
-        dev = self._device(rh)
-        if dev is None:
+            try:
+                return gpf.handle(f, tag)
+            except ValueError:
+                for a in gpf.take_alerts():  # the GPF's alert for an authentication refusal
+                    await self._emit(a, "alert")
+                raise
+        dtype = self.device_log.type_of(rh)
+        if dtype is None:
             self.counters["unknown"] += 1
             self._log(self.security_log, EV_UNKNOWN_RECIPIENT, message_id(f))
             raise UnknownRecipient("recipient %s is not in the CHF Device Log" % rh)
-        if dev["type"] == _GSME:
-            return self._buffer(rh, f, data)
+        if dtype == _GSME:
+            return self._buffer(rh, f, data, source)
         if not wait and self.emit is not None and self.deliveries < self.cfg["max_deliveries"]:
             # on flash before the WAN acks the frame: a cut during the
             # exchange leaves the record, and the boot emits its 0x8F84
             key = hex_text(message_id(f)).upper()
             self.inflight.set(key, 1)
             self.deliveries += 1
-            asyncio.create_task(self._deliver(rh, bytes(data), key))
+            asyncio.create_task(self._deliver(rh, f, bytes(data), key))
             return None, []
         return await self._tunnel(rh, f, data)
 
-    async def _deliver(self, eh, data, key=None):
+    async def _deliver(self, eh, f, data, key=None):
         # one tunnel delivery in its own task: the WAN receive loop is free
         try:
-            resp, alerts = await self._tunnel(eh, gframe.parse(data), data)
+            resp, alerts = await self._tunnel(eh, f, data)
             if resp is not None:
                 await self._emit(resp, "response")
             for a in alerts:
@@ -308,7 +337,7 @@ class Router:
             self.inflight.delete(key)
         return n
 
-    def _buffer(self, eh, f, data):
+    def _buffer(self, eh, f, data, source=None):
         try:
             self.buffer.put(eh, data, self._utc())
         except BufferError as e:
@@ -316,9 +345,14 @@ class Router:
             self._log(self.event_log, EV_BUFFER_FULL, message_id(f))
             raise BufferRefused(str(e))
         self.counters["buffered"] += 1
+        if source == "hht":
+            kv = self.hht_cmds
+            if len(kv) >= _HHT_MAX:  # the oldest mark goes: its response then goes to the WAN
+                kv.delete(min(kv.keys(), key=lambda k: kv.get(k, 0)))
+            kv.set(_key(f.originator, f.counter), self._t2000())
         if self.gpf is not None:
             try:
-                self.gpf.tap_off(data)  # keeps its copy only for the TOM message codes
+                self.gpf.tap_off(f)  # keeps its copy only for the TOM message codes
             except Exception as e:  # noqa: BLE001 - the command is buffered whatever the GPF says
                 log("route", "tap_off failed: %r" % (e,))
         return None, []
@@ -445,7 +479,7 @@ class Router:
         if f.cra == gframe.CRA_COMMAND:
             # a device's command to another party (e.g. a PPMID to the GSME)
             try:
-                resp, alerts = await self.route(msg)
+                resp, alerts = await self.route(msg, frame=f)
             except ValueError as e:
                 log("route", "device command from %s refused: %r" % (eh, e))
                 return
@@ -454,16 +488,68 @@ class Router:
             for a in alerts:
                 await self._emit(a, "alert")
             return
-        await self._emit(msg, "response" if f.cra == gframe.CRA_RESPONSE else "alert")
+        if not (from_gsme and f.cra == gframe.CRA_RESPONSE and self._local_response(f, msg)):
+            await self._emit(msg, "response" if f.cra == gframe.CRA_RESPONSE else "alert")
         if from_gsme:
             if self.gpf is not None:
                 try:
-                    extra = self.gpf.on_gsme_message(msg)
+                    extra = self.gpf.on_gsme_message(f)
                 except Exception as e:  # noqa: BLE001 - the GSME's message is already out
                     log("route", "gpf.on_gsme_message failed: %r" % (e,))
                     extra = None
                 for a in extra or ():
                     await self._emit(a, "alert")
+
+    def _local_response(self, f, msg):
+        """A GSME response to a command from the HHT or a HAN device: kept
+        on flash for it (an OSError leaves the command in hand). -> True
+        when it does not go to the WAN."""
+        key = _key(f.recipient, f.counter)
+        if self.hht_cmds.get(key) is not None:
+            if len(self.hht_replies) >= _HHT_MAX:
+                kv = self.hht_replies
+                kv.delete(sorted(kv.keys())[0])
+            self.hht_replies.set(key, hex_text(msg))
+            self.hht_cmds.delete(key)
+            self.counters["hht_responses"] += 1
+            return True
+        rh = eui_hex(f.recipient)
+        dev = self._device(rh)
+        if dev is None or dev["type"] == _GSME or self.coordinator is None:
+            return False
+        mid = hex_text(message_id(f))
+        self.han_out.set(mid, [rh, hex_text(msg), self._t2000()])
+        self.counters["local_responses"] += 1
+        asyncio.create_task(self._deliver_local(mid))
+        return True
+
+    async def _deliver_local(self, mid):
+        v = self.han_out.get(mid)
+        if v is None:
+            return False
+        try:
+            await self.coordinator.tunnel_send(v[0], unhexlify(v[1]), timeout_ms=self.cfg["esme_timeout_ms"])
+        except (OSError, ValueError) as e:
+            # kept (no flash write) and tried again every _LOCAL_RETRY_S,
+            # until expiry_s or the device leaves the Device Log
+            if 0 <= self._t2000() - v[2] < self.cfg["expiry_s"] and self._device(v[0]) is not None:
+                return False
+            self.counters["local_lost"] += 1
+            self._log(self.event_log, EV_QUEUE_DROPPED, v[0].encode())
+            log("route", "GSME response for %s given up: %r" % (v[0], e))
+        else:
+            self.counters["local_delivered"] += 1
+        self.han_out.delete(mid)
+        return True
+
+    async def flush_local(self):
+        """Deliver the GSME responses still waiting for their HAN device (at
+        boot and at each expiry check). -> how many left the flash."""
+        n = 0
+        for mid in list(self.han_out.keys()):
+            if await self._deliver_local(mid):
+                n += 1
+        return n
 
     # -- buffer upkeep --------------------------------------------------------
 
@@ -507,15 +593,31 @@ class Router:
             log("route", "in-flight recovery failed: %r" % (e,))
         while True:
             await self.expire_now()
+            try:
+                await self.flush_local()
+            except Exception as e:  # noqa: BLE001 - the expiry job runs whatever happens
+                log("route", "local delivery failed: %r" % (e,))
             self.wake.clear()
             period = max(1, self.cfg["expiry_check_s"])
+            if len(self.han_out):
+                period = min(period, _LOCAL_RETRY_S)
             nxt = self.buffer.next_expiry()
             if nxt is not None:
                 period = max(1, min(period, nxt - self._utc() + 1))
             await self.wake.wait_ms(period * 1000)
 
+    def replies(self, take=False):
+        """The GSME's responses to the HHT's commands (oldest key first);
+        take: they leave the flash."""
+        kv = self.hht_replies
+        out = [{"key": k, "frame": kv.get(k)} for k in sorted(kv.keys())]
+        if take:
+            for k in list(kv.keys()):
+                kv.delete(k)
+        return out
+
     def status(self):
-        return {"cfg": self.cfg, "counters": dict(self.counters.items()), "buffer": self.buffer.devices(),
+        return {"han_out": len(self.han_out), "hht_replies": len(self.hht_replies), "cfg": self.cfg, "counters": dict(self.counters.items()), "buffer": self.buffer.devices(),
                 "buffer_stats": dict((k, self.store.stats.get(k, 0)) for k in
                                      ("buffered", "offered", "delivered", "expired", "dropped", "refused_full",
                                       "discarded_at_open")),
@@ -541,4 +643,11 @@ async def route_buffer(hub, req):
     return {"eui": eh, "queue": [list(q) for q in hub.router.buffer.queue(eh)]}
 
 
-COMMANDS = (("route_status", route_status), ("route_config", route_config), ("route_buffer", route_buffer))
+async def route_replies(hub, req):
+    # {take: bool} -> {replies: [{key, frame (hex)}]}: the GSME's responses to
+    # the commands the HHT sent it with send_gbcs
+    return {"replies": hub.router.replies(req.get("take") is True)}
+
+
+COMMANDS = (("route_status", route_status), ("route_config", route_config), ("route_buffer", route_buffer),
+            ("route_replies", route_replies))

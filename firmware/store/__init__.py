@@ -28,6 +28,7 @@ class Store:
         self.stats = {}
         self._kvs = {}
         self._journals = {}
+        self.answers = {}  # gbcs.security Answers by path: one per file, shared by re-built RemoteParties
 
     def kv(self, name, keep=True):
         """The KV store `name`; keep=False asks for a cold one (no RAM copy,

@@ -4,6 +4,7 @@
 # wan_config and transactions answer also before the job's session runs.
 from local_port import int_arg
 from wan import settings
+from wan.mgmt import from_headend
 
 
 async def wan_status(hub, req):
@@ -13,9 +14,22 @@ async def wan_status(hub, req):
 
 
 async def wan_config(hub, req):
+    """The same for the installer and the head-end (wan.mgmt): one schema,
+    one check; a change is logged with its origin (WanService.changed)."""
     w = hub.wan
     modem = w.session.modem if w.session is not None else None
-    return settings.configure(w.store.kv("wan"), w.settings, w.outbox, modem, hub.clock, req.get("set") or {})
+    changes = req.get("set") or {}
+    origin = "local"
+    if from_headend(req):
+        origin = "headend"
+        for k in changes if isinstance(changes, dict) else ():
+            if k in settings.LOCAL_ONLY:
+                raise ValueError("wan setting %s is set on the local port only" % k)
+    before = dict(w.settings.items()) if changes else None
+    c = settings.configure(w.store.kv("wan"), w.settings, w.outbox, modem, hub.clock, changes)
+    if changes:
+        w.changed(changes, before, origin)
+    return c
 
 
 async def transactions(hub, req):

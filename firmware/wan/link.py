@@ -22,7 +22,10 @@ ACK = const(4)  # both ways: id = acked frame id; payload = status u8
 TIME = const(5)  # HE -> hub: utc u32
 PING = const(6)  # both ways; answered by PONG with the same id
 PONG = const(7)
-_LAST = const(7)
+MGMT = const(8)  # HE -> hub: id = the head-end's request id; payload = a JSON request (wan.mgmt)
+MGMT_REPLY = const(9)  # hub -> HE: the same id; payload = the JSON reply
+REPORT = const(10)  # hub -> HE: id = outbox seq (ACKed like GBCS); payload = a JSON report (wan.report)
+_LAST = const(10)
 
 ACK_DONE = const(0)  # executed / accepted
 ACK_DUPLICATE = const(1)  # already seen: not executed again

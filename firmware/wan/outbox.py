@@ -12,6 +12,7 @@ NON_CRITICAL = const(1)
 KIND_RESPONSE = const(1)
 KIND_ALERT = const(2)
 KIND_SCHEDULED = const(3)  # scheduled data: leaves at a random time inside sched_window_ms
+KIND_REPORT = const(4)  # the hub's own JSON report (installation, signal/health): link frame REPORT
 KINDS = {"response": KIND_RESPONSE, "alert": KIND_ALERT, "scheduled": KIND_SCHEDULED}  # hub.emit's kind names
 
 # defaults; KV "wan" keys of the same name override them
@@ -35,9 +36,13 @@ TX_DUPLICATE = const(9)
 TX_MODEM_RESET = const(10)
 TX_TIME = const(11)
 TX_PDP_REFRESH = const(12)
+TX_MGMT = const(13)  # a head-end management request served (detail: the command)
+TX_MGMT_REFUSED = const(14)  # ... refused (detail: why)
+TX_FALLBACK = const(15)  # link settings rolled back: the link did not return with the new ones
+TX_REPORT = const(16)  # a report queued (detail: install / health)
 TX_NAMES = {1: "pdp_up", 2: "pdp_fail", 3: "link_up", 4: "link_drop", 5: "ack", 6: "reject",
             7: "exhausted", 8: "dropped", 9: "duplicate", 10: "modem_reset", 11: "time_step",
-            12: "pdp_refresh"}
+            12: "pdp_refresh", 13: "mgmt", 14: "mgmt_refused", 15: "fallback", 16: "report"}
 
 
 class OutboxError(ValueError):
@@ -107,7 +112,7 @@ def unpack(p):
     if len(p) < 6:
         raise OutboxError("outbox record too short")
     kind, cls, he_id = struct.unpack(">BBI", p[:6])
-    if kind not in (KIND_RESPONSE, KIND_ALERT, KIND_SCHEDULED) or cls not in (CRITICAL, NON_CRITICAL):
+    if not KIND_RESPONSE <= kind <= KIND_REPORT or cls not in (CRITICAL, NON_CRITICAL):
         raise OutboxError("bad outbox record header")
     return kind, cls, he_id, p[6:]
 

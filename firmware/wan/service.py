@@ -3,6 +3,7 @@
 # message is queued durably also before the link is up), last gasp, and the
 # job "wan" that runs the modem and head-end session (wan.session, loaded
 # when the job first runs).
+from codes import EV_SETTINGS_CHANGED
 from log import log
 from wan import outbox as ob
 from wan.linkcred import LinkCredentials
@@ -12,8 +13,9 @@ from wan.settings import DEFAULTS, WanSettings
 class Emit:
     """emit(frame, kind, critical=None): persist one GBCS response, alert or
     scheduled-data message for the head-end (durable when it returns, also
-    before the link is up) -> its outbox frame id. critical None: responses
-    critical, alerts per `critical_alerts`, scheduled data non-critical.
+    before the link is up) -> its outbox frame id. critical None: a response
+    or alert by its GBCS use case's criticality (wan.critical; an alert the
+    table does not name per `critical_alerts`), scheduled data non-critical.
     Scheduled data leaves at a random time inside `sched_window_ms`."""
 
     def __init__(self, wan):
@@ -28,7 +30,9 @@ class Emit:
             if k == ob.KIND_SCHEDULED:
                 critical = False
             else:
-                critical = k == ob.KIND_RESPONSE or w.settings["critical_alerts"]
+                from wan.critical import is_critical
+
+                critical = is_critical(frame, k == ob.KIND_ALERT, w.settings["critical_alerts"])
         fid = w.outbox.add(bytes(frame), ob.CRITICAL if critical else ob.NON_CRITICAL, k)
         w.wake()  # the link loop sends it now instead of at its next poll
         return fid
@@ -57,6 +61,7 @@ class WanService:
         self.emit = Emit(self)
         self.link = LinkCredentials(store, identity)  # the head-end link's key, certificate, anchor
         self.session = None  # wan.session.Wan once the job has started
+        self.manage = None  # wan.mgmt.Channel, given by the wiring (it holds the local-port commands)
         self.chf = self.event_log = self.security_log = None
         self._last_gasp = None
 
@@ -65,6 +70,23 @@ class WanService:
         self.event_log = event_log
         self.security_log = security_log
         self.settings.report_to(event_log)  # a bad stored setting is reported there
+
+    def changed(self, changes, before, origin):
+        """wan_config stored `changes` (`before`: the effective settings
+        before them), made by `origin` ("local" or "headend"): the event log
+        says who changed what; a change of host, port or apn goes to the
+        session, which makes the link again with a fall-back."""
+        if self.event_log is not None:
+            try:
+                self.event_log.append(EV_SETTINGS_CHANGED, (origin + " " + ",".join(sorted(changes))).encode()[:96])
+            except Exception as e:  # noqa: BLE001 - no clock yet: the console has it
+                log("wan", "settings change not logged: %r" % e)
+        log("wan", "settings %s changed by %s" % (",".join(sorted(changes)), origin))
+        from wan.settings import LINK_KEYS
+
+        keys = [k for k in LINK_KEYS if k in changes and changes[k] != before[k]]
+        if keys and self.session is not None:
+            self.session.relink(keys, before, origin)
 
     def wake(self):
         if self.session is not None and self.session.modem is not None:
@@ -82,6 +104,19 @@ class WanService:
         await self.power_fail.wait()
         self.last_gasp().power_failed()
 
+    async def report(self):
+        """Job "report": the periodic signal/health report in the send
+        window (wan.report), once the local port is up and the hub has link
+        credentials (and so its identity)."""
+        await self.ready.wait()
+        import asyncio
+
+        while not self.link.ready():
+            await asyncio.sleep_ms(5000)
+        from wan import report
+
+        await report.run(self, self.utc, self.identity.chf["eui"])
+
     async def run(self):
         """Job "wan": the session runs once the local port is up."""
         await self.ready.wait()
@@ -89,7 +124,7 @@ class WanService:
             from wan.session import Wan
 
             self.session = Wan(self.store, self.settings, self.txlog, self.outbox, self.identity, self.route,
-                               self.clock, self.link, self.security_log)
+                               self.clock, self.link, self.security_log, self.event_log, self.manage)
             if self.store.kv("wan_power", keep=False).get("lost") is not None:
                 self.last_gasp().restored()
         await self.session.run()

@@ -10,21 +10,23 @@ import asyncio
 import time
 
 import board
-from codes import EV_HEADEND_REFUSED
+from codes import EV_HEADEND_REFUSED, EV_SETTINGS_ROLLED_BACK
 from micropython import const
 from log import log, log_exc
 from version import VERSION
 from wan import at, link
 from wan import modem as md
 from wan import outbox as ob
+from wan.critical import is_critical
 
 _STABLE_MS = 10000
 _TLS_HANDSHAKE_FAILED = const(15)  # AT+CCHOPEN's <err>: the handshake failed
 
 
 class _Planned(Exception):
-    """A planned end of the session: reason "pdp" (refresh), "reinit", "radio"
-    or "credentials" (new link credentials)."""
+    """A planned end of the session: reason "pdp" (refresh, or a new APN),
+    "reinit", "radio", "credentials" (new link credentials) or "settings"
+    (a new head-end host or port)."""
 
     def __init__(self, reason):
         super().__init__(reason)
@@ -54,8 +56,16 @@ class Wan:
     from the head-end, the hub's clock (head-end time sets it, network time
     is a cross-check) and the link credentials (wan.linkcred)."""
 
-    def __init__(self, store, settings, txlog, outbox, identity, route, clock, cred=None, security_log=None):
+    def __init__(self, store, settings, txlog, outbox, identity, route, clock, cred=None, security_log=None,
+                 event_log=None, manage=None):
         self.kv = store.kv("wan")
+        self.fb_kv = store.kv("wan_fallback")  # "prev": link settings to go back to (wan_config)
+        self.rep_kv = store.kv("wan_report")  # "install": the installation report is queued (wan.report keeps "t" there)
+        self.event_log = event_log
+        self.manage = manage  # wan.mgmt.Channel: the head-end's MGMT requests
+        self._relink = None  # a _Planned reason: wan_config changed host, port or apn
+        self._fb_ms = 0  # when the fall-back was armed (or the job started with one pending)
+        self._install_ms = None  # when the installation report is due (its signal window sampled)
         self._cfg = settings
         self.seen_kv = store.kv("wan_seen")
         self.identity = identity
@@ -157,6 +167,8 @@ class Wan:
             self.connected = False
             self.state = "down"
             cfg = self.cfg()
+            if self.fb_kv.get("prev") and now - self._fb_ms >= cfg["fallback_ms"]:
+                await self._fall_back()
             # modem health: a hardware reset when it misbehaves or is due
             reason = None
             if silent or (not self.need_init and not await self._alive()):
@@ -200,6 +212,37 @@ class Wan:
         except (md.ModemError, at.ATError) as e:
             self.last_error = repr(e)
             self.need_init = True
+
+    def relink(self, keys, before, origin):
+        """wan_config changed `keys` (of host, port, apn; `before`: the old
+        effective values): make the link again with them. While the link is
+        up the old values are kept in KV "wan_fallback" and come back when
+        the link is not up again within `fallback_ms` (the oldest values
+        that worked stay there until a link comes up)."""
+        if self.connected:
+            prev = self.fb_kv.get("prev") or {}
+            for k in keys:
+                if k not in prev:
+                    prev[k] = before[k]
+            self.fb_kv.set("prev", prev)
+            self._fb_ms = self.mono.ms()
+            log("wan", "link settings %s changed by %s: fall-back armed" % (",".join(keys), origin))
+        self._relink = "pdp" if "apn" in keys else "settings"
+
+    async def _fall_back(self):
+        prev = self.fb_kv.get("prev")
+        names = ",".join(sorted(prev))
+        self.kv.update(prev)
+        self.fb_kv.delete("prev")
+        self.tx.add(ob.TX_FALLBACK, 0, names)
+        log("wan", "link not back with the new %s: the old values return" % names)
+        if self.event_log is not None:
+            try:
+                self.event_log.append(EV_SETTINGS_ROLLED_BACK, ("fallback " + names).encode())
+            except Exception:  # noqa: BLE001 - no clock: the console and the transaction log have it
+                pass
+        if "apn" in prev:
+            await self._refresh_pdp()
 
     async def _refresh_pdp(self):
         """The daily PDP context refresh: close the socket and the network
@@ -271,6 +314,13 @@ class Wan:
         self.good_ms = self.mono.ms()
         self.errors = 0
         log("wan", "link up to %s:%d" % (cfg["host"], cfg["port"]))
+        self._relink = None
+        if self.fb_kv.get("prev"):
+            self.fb_kv.delete("prev")  # the new link settings work: no fall-back
+            self.tx.add(ob.TX_FALLBACK, 0, "kept")
+        if self._install_ms is None and not self.rep_kv.get("install"):
+            # the installation report leaves once the signal average covers its window
+            self._install_ms = self.mono.ms() + m.t["signal_window"]
         self.outbox.reconnected()
         await self._serve(rest)
 
@@ -310,7 +360,7 @@ class Wan:
         while True:
             for seq in self.outbox.due():
                 rec = self.outbox.read(seq)
-                await m.send(link.encode(link.GBCS, seq, rec[3]))
+                await m.send(link.encode(link.REPORT if rec[0] == ob.KIND_REPORT else link.GBCS, seq, rec[3]))
                 last_tx = time.ticks_ms()
             cfg = self.cfg()  # wan_config may change it meanwhile
             wait = self.outbox.next_due_ms()
@@ -336,6 +386,11 @@ class Wan:
                 raise _Planned("radio")  # a new radio mode: set it, then connect again
             if self.cred.gen != self._cred_gen:
                 raise _Planned("credentials")  # new link credentials: connect with them
+            if self._relink is not None:
+                r, self._relink = self._relink, None
+                raise _Planned(r)  # new host, port or apn: connect with them (wan_config)
+            if self._install_ms is not None and t >= self._install_ms:
+                self._install_report()
             if time.ticks_diff(now, last_sig) >= cfg["signal_ms"]:
                 last_sig = now
                 self.signal = await m.signal_dbm()
@@ -394,17 +449,24 @@ class Wan:
                 self.tx.add(ob.TX_REJECT, fid, type(e).__name__)
                 if not isinstance(e, ValueError):
                     log_exc("wan", e)
+            # the retry class by the GBCS use case's criticality (wan.critical)
             if resp is not None:
-                self.outbox.add(resp, ob.CRITICAL, ob.KIND_RESPONSE, fid)
-            acls = ob.CRITICAL if self.cfg()["critical_alerts"] else ob.NON_CRITICAL
+                self.outbox.add(resp, _cls(is_critical(resp)), ob.KIND_RESPONSE, fid)
+            ca = self.cfg()["critical_alerts"]
             for a in alerts:
-                self.outbox.add(a, acls, ob.KIND_ALERT)
+                self.outbox.add(a, _cls(is_critical(a, True, ca)), ob.KIND_ALERT)
             self.seen.add(fid)
             self.seen_kv.set("ids", self.seen.ids)
             await m.send(link.ack(fid, status))
         elif ftype == link.ACK:
             link.parse_ack(p)
             self.outbox.acked(fid)
+        elif ftype == link.MGMT:
+            if self.manage is None:
+                reply = b'{"status": 4, "error": "no management channel"}'
+            else:
+                reply = await self.manage(fid, p)
+            await m.send(link.encode(link.MGMT_REPLY, fid, reply))
         elif ftype == link.PING:
             await m.send(link.encode(link.PONG, fid))
         elif ftype == link.TIME or ftype == link.HELLO_ACK:
@@ -432,6 +494,22 @@ class Wan:
         if t is not None:
             self.clock.cross_check("network", t)
 
+    def signal_report(self):
+        """The WAN signal as the reports carry it (and wan_status shows it)."""
+        m = self.modem
+        cell = self.cell
+        return {"signal_avg_dbm": m.signal_avg_dbm() if m else None, "signal_dbm": self.signal,
+                "cell": list(cell) if cell else None, "reg": m.reg_stat if m else None}
+
+    def _install_report(self):
+        """The installation report (first link after provisioning): the
+        signal average over the modem's signal window and the cell."""
+        from wan.report import queue
+
+        self._install_ms = None
+        queue(self.outbox, self.tx, "install", self.signal_report(), ob.CRITICAL)
+        self.rep_kv.set("install", True)
+
     # ---- what the local-port commands show ----
     def status(self):
         m = self.modem
@@ -448,6 +526,10 @@ class Wan:
         }
 
 
+
+
+def _cls(critical):
+    return ob.CRITICAL if critical else ob.NON_CRITICAL
 
 
 def _driver(reader, writer, reset, timings):

@@ -20,7 +20,17 @@ DEFAULTS = {
     # after max_errors failed sessions in a row or stuck_ms without a link
     "pdp_refresh_ms": 86400000, "reinit_ms": 604800000, "max_errors": 6, "stuck_ms": 1800000,
     "critical_alerts": True, "timings": None,
+    # remote management (wan.mgmt): the head-end may use it (set locally
+    # only); a change of host, port or apn made while the link is up returns
+    # to the old value when the link is not back within fallback_ms
+    "remote_mgmt": True, "fallback_ms": 600000,
+    # the send window (wan.window): it opens window_start_s after UTC
+    # midnight, every report_period_s (0: no periodic report), for
+    # sched_window_ms; each hub sends at its own semi-random time inside it
+    "window_start_s": 7200, "report_period_s": 86400,
 }
+LINK_KEYS = ("host", "port", "apn")  # a change of these cuts the link: applied with a fall-back
+LOCAL_ONLY = ("remote_mgmt",)  # not settable over the management channel
 
 _DAY_MS = const(86400000)
 _TICKS_MAX = const(0x3FFFFFFF)  # the largest ms span the hub's monotonic and tick maths hold
@@ -40,6 +50,8 @@ SCHEMA = {
     "pdp_refresh_ms": ("int", 1000, _TICKS_MAX, False), "reinit_ms": ("int", 1000, _TICKS_MAX, False),
     "max_errors": ("int", 1, 1000, False), "stuck_ms": ("int", 1000, _TICKS_MAX, False),
     "critical_alerts": ("bool", None, None, False), "timings": ("timings", None, 600000, True),
+    "remote_mgmt": ("bool", None, None, False), "fallback_ms": ("int", 5000, _DAY_MS, False),
+    "window_start_s": ("int", 0, 86399, False), "report_period_s": ("int", 0, 31536000, False),
     # the outbox's (wan.outbox.DEFAULTS)
     "crit_retries": ("int", 0, 1000, False), "crit_backoff_ms": ("int", 100, _DAY_MS, False),
     "crit_backoff_max_ms": ("int", 100, _DAY_MS, False),
@@ -151,7 +163,7 @@ class WanSettings(Settings):
         kv = self.kv
         if key in kv:
             return self._checked(key, kv.get(key))
-        return self.defaults[key]
+        return self._default(key)  # the outbox's keys too (sched_window_ms, ...)
 
     def get(self, key, default=None):
         kv = self.kv
@@ -191,6 +203,8 @@ def configure(kv, settings, outbox, modem, clock, changes):
     c.update(changes)
     if c["retry_ms"] > c["retry_max_ms"]:
         raise ValueError("wan setting retry_ms must not be over retry_max_ms")
+    if c["report_period_s"] and c["report_period_s"] * 1000 < trial["sched_window_ms"]:
+        raise ValueError("wan setting report_period_s must not be shorter than sched_window_ms")
     if "timings" in changes and modem is not None:
         modem.set_timings(changes["timings"] or {})
     if changes:

@@ -46,6 +46,7 @@ _FIXED = {0x10: "<B", 0x18: "<B", 0x19: "<H", 0x1B: "<I", 0x20: "<B", 0x21: "<H"
           0x28: "<b", 0x29: "<h", 0x2B: "<i", 0x30: "<B", 0x31: "<H", 0xE2: "<I"}
 CHARSTR = 0x42
 OCTSTR = 0x41
+_UINT_N = {0x22: 3, 0x25: 6}  # uint24, uint48 (little-endian, no struct format)
 
 
 @dataclass
@@ -90,6 +91,8 @@ def encode_value(t: int, v: object) -> bytes:
     if t in (CHARSTR, OCTSTR):
         raw = v.encode() if isinstance(v, str) else bytes(v)  # type: ignore[arg-type]
         return bytes((len(raw),)) + raw
+    if t in _UINT_N:
+        return int(v).to_bytes(_UINT_N[t], "little")  # type: ignore[call-overload]
     fmt = _FIXED.get(t)
     if fmt is None:
         raise ValueError(f"type 0x{t:02X} not emulated")
@@ -103,6 +106,11 @@ def decode_value(t: int, b: bytes, o: int) -> tuple[object, int]:
             raise ValueError("string runs past the frame")
         raw = bytes(b[o + 1:o + 1 + n])
         return (raw.decode() if t == CHARSTR else raw), o + 1 + n
+    if t in _UINT_N:
+        n = _UINT_N[t]
+        if o + n > len(b):
+            raise ValueError("value runs past the frame")
+        return int.from_bytes(b[o:o + n], "little"), o + n
     fmt = _FIXED.get(t)
     if fmt is None:
         raise ValueError(f"type 0x{t:02X} not emulated")

@@ -12,6 +12,12 @@ until the hub ACKs them, ACKs the hub's GBCS frames, drops duplicates by id
 and records everything it received. Its own frame codec (struct + zlib) is
 written independently of the firmware's.
 
+The management side (docs/headend-link.md, "Remote management"): `manage`
+sends a MGMT request (JSON) and waits for the hub's MGMT_REPLY; `reports`
+holds the hub's REPORT frames (installation, signal/health), each ACKed; a
+small JSON-lines API on 127.0.0.1 (`start_api`, `api_port`) lets the test
+DCC operator's `chub headend` use both from another process.
+
 Synchronous helpers (`send_command`, `wait`, `disconnect`) are for test
 threads; the `a*` coroutines run on the rig's loop.
 """
@@ -19,6 +25,7 @@ threads; the `a*` coroutines run on the rig's loop.
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 import struct
 import time
@@ -30,7 +37,7 @@ from pathlib import Path
 from .gbcs import Frame, HeadEnd, parse_frame
 
 MAGIC = b"CH"
-HELLO, HELLO_ACK, GBCS, ACK, TIME, PING, PONG = range(1, 8)
+HELLO, HELLO_ACK, GBCS, ACK, TIME, PING, PONG, MGMT, MGMT_REPLY, REPORT = range(1, 11)
 MAX_PAYLOAD = 4096
 ACK_STATUS = {0: "done", 1: "duplicate", 2: "rejected"}
 
@@ -55,7 +62,7 @@ def split_frames(buf: bytearray) -> list[tuple[int, int, bytes]]:
         ftype = buf[2]
         fid = int.from_bytes(buf[3:7], "big")
         n = int.from_bytes(buf[7:9], "big")
-        if not HELLO <= ftype <= PONG:
+        if not HELLO <= ftype <= REPORT:
             raise LinkProtocolError(f"unknown type {ftype}")
         if n > MAX_PAYLOAD:
             raise LinkProtocolError(f"length {n}")
@@ -177,6 +184,26 @@ class Reply:
 
 
 @dataclass
+class Report:
+    id: int
+    body: dict
+    at: float  # time.monotonic() when it arrived
+    utc: float  # time.time() when it arrived
+    connection: int = 0
+    eui: bytes = b""  # the hub's (its connection's HELLO)
+
+
+class ManageError(Exception):
+    """The hub refused a management request: `status` (the local port's
+    numbers) and its reason."""
+
+    def __init__(self, status: int, error: str) -> None:
+        super().__init__(f"status {status}: {error}")
+        self.status = status
+        self.error = error
+
+
+@dataclass
 class _Pending:
     link_id: int
     raw: bytes
@@ -209,6 +236,15 @@ class HeadEndServer:
         self._writer: asyncio.StreamWriter | None = None
         self._next_id = 1
         self._cmds: dict[int, _Pending] = {}  # link id -> pending command
+        self._mgmt: dict[int, asyncio.Future] = {}  # MGMT id -> the reply's future
+        self.reports: list[Report] = []  # the hub's REPORT frames, each (hub, id) once
+        self._report_ids: set[tuple[bytes, int]] = set()
+        # a fleet (hil/fleet.py): every hub keeps its connection; a HELLO does
+        # not replace the one hub's link, and commands/manage are not used
+        self.multi_hub = False
+        self._eui_of: dict[object, bytes] = {}
+        self.api_port = 0
+        self._api: asyncio.AbstractServer | None = None
         self._by_counter: dict[int, _Pending] = {}
         self.connections = 0
 
@@ -220,6 +256,8 @@ class HeadEndServer:
         return self.port
 
     async def stop(self) -> None:
+        if self._api:
+            self._api.close()
         if self._server:
             self._server.close()
         if self._writer:
@@ -253,6 +291,11 @@ class HeadEndServer:
                             self.refused.append(f"HELLO from {p[:8].hex()} over {cert_eui.hex()}'s certificate")
                             raise LinkProtocolError("HELLO EUI-64 is not the certificate's")
                         self._hello(p)
+                        self._eui_of[writer] = bytes(p[:8])
+                        if self.multi_hub:
+                            hello = True
+                            writer.write(frame(HELLO_ACK, 0, self._now().to_bytes(4, "big")))
+                            continue
                         if not hello:  # this connection is the hub's link now
                             if self._writer is not None and self._writer is not writer:
                                 self._writer.close()
@@ -275,6 +318,7 @@ class HeadEndServer:
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
+            self._eui_of.pop(writer, None)
             if self._writer is writer:
                 self._writer = None
             writer.close()
@@ -316,6 +360,26 @@ class HeadEndServer:
                 if self.on_command_acked:
                     self.on_command_acked(fid)
                     return True
+        elif ftype == REPORT:
+            eui = self._eui_of.get(w, b"")
+            if (eui, fid) not in self._report_ids:
+                self._report_ids.add((eui, fid))
+                try:
+                    body = json.loads(p)
+                except ValueError as e:
+                    body = {"error": f"not JSON: {e}"}
+                self.reports.append(Report(fid, body, time.monotonic(), time.time(), self.connections, eui))
+            else:
+                self.duplicates += 1
+            if self.ack_hub_frames:
+                w.write(frame(ACK, fid, b"\x00"))
+        elif ftype == MGMT_REPLY:
+            fut = self._mgmt.pop(fid, None)
+            if fut is not None and not fut.done():
+                try:
+                    fut.set_result(json.loads(p))
+                except ValueError as e:
+                    fut.set_exception(LinkProtocolError(f"MGMT_REPLY is not JSON: {e}"))
         elif ftype == PING:
             w.write(frame(PONG, fid))
         elif ftype == PONG:
@@ -378,6 +442,74 @@ class HeadEndServer:
         """Thread-side asend_raw: e.g. a malformed GBCS frame the hub must refuse."""
         assert self.loop is not None
         return asyncio.run_coroutine_threadsafe(self.asend_raw(payload, timeout), self.loop).result(timeout + 5)
+
+    async def amanage(self, req: dict, timeout: float = 10.0) -> dict:
+        """One management request ({cmd, ...}) to the connected hub -> its
+        result; ManageError when the hub refuses it (status and reason),
+        TimeoutError without a reply (also when no hub is connected)."""
+        fid = self._next_id
+        self._next_id += 1
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._mgmt[fid] = fut
+        try:
+            if self._writer is None or not self.hellos:
+                raise TimeoutError("no hub connected")
+            self._writer.write(frame(MGMT, fid, json.dumps(req).encode()))
+            reply = await asyncio.wait_for(fut, timeout)
+        finally:
+            self._mgmt.pop(fid, None)
+        if reply.get("status") != 0:
+            raise ManageError(int(reply.get("status", -1)), str(reply.get("error")))
+        return reply["result"]
+
+    def manage(self, req: dict, timeout: float = 10.0) -> dict:
+        """Thread-side amanage."""
+        assert self.loop is not None
+        return asyncio.run_coroutine_threadsafe(self.amanage(req, timeout), self.loop).result(timeout + 5)
+
+    # --- the operator's API (chub headend) ----------------------------------
+    async def start_api(self) -> int:
+        """JSON lines on 127.0.0.1: {"op": "manage", "req": {...}, "timeout"?}
+        -> {"ok": true, "result"} or {"ok": false, "status"?, "error"};
+        {"op": "reports"} -> the reports; {"op": "hub"} -> connected, HELLOs."""
+        self._api = await asyncio.start_server(self._api_client, "127.0.0.1", 0)
+        self.api_port = self._api.sockets[0].getsockname()[1]
+        return self.api_port
+
+    async def _api_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while line := await reader.readline():
+                writer.write(json.dumps(await self._api_op(line)).encode() + b"\n")
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def _api_op(self, line: bytes) -> dict:
+        try:
+            q = json.loads(line)
+            op = q["op"]
+        except (ValueError, KeyError, TypeError):
+            return {"ok": False, "error": "a JSON object with 'op' expected"}
+        if op == "manage":
+            req = q.get("req")
+            if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
+                return {"ok": False, "error": "'req' must be an object with a string 'cmd'"}
+            t0 = time.perf_counter()
+            try:
+                res = await self.amanage(req, float(q.get("timeout", 10.0)))
+            except ManageError as e:
+                return {"ok": False, "status": e.status, "error": e.error}
+            except TimeoutError as e:
+                return {"ok": False, "error": f"no reply from the hub: {e or 'timeout'}"}
+            return {"ok": True, "result": res, "round_trip_ms": round((time.perf_counter() - t0) * 1000, 2)}
+        if op == "reports":
+            return {"ok": True, "result": [{"id": r.id, "utc": r.utc, **r.body} for r in self.reports]}
+        if op == "hub":
+            return {"ok": True, "result": {"connected": self.connected, "hellos": [
+                {"eui": h.eui.hex(), "version": h.version, "signal_dbm": h.signal_dbm} for h in self.hellos]}}
+        return {"ok": False, "error": f"unknown op {op!r}"}
 
     def send_time(self, utc: int | None = None) -> None:
         def go() -> None:

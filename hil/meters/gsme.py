@@ -64,6 +64,7 @@ class GsmeMeter:
         self.puts: list[bytes] = []  # PUTs the radio took (the hub's NCP acknowledged them)
         self.put_times: list[float] = []  # time.monotonic() of each of those
         self.wakes = 0
+        self.wake_times: list[float] = []  # time.monotonic() at the start of each wake-up
         self.errors: list[str] = []
         self._task: asyncio.Task[None] | None = None
         self.woke = asyncio.Event()
@@ -94,6 +95,7 @@ class GsmeMeter:
         keeps its PUTs (e.g. the hub lost power meanwhile); they go first at
         the next wake-up."""
         self.wakes += 1
+        self.wake_times.append(time.monotonic())
         n = 0
         try:
             if self.held:

@@ -1,6 +1,9 @@
 """An IHD on the emulated HAN that reads the GPF's mirror of the gas meter
 over ZCL (Read Attributes of Metering / Prepayment / Price on the hub), as a
-real In-Home Display shows gas consumption and credit."""
+real In-Home Display shows gas consumption and credit, and the GPF's
+tapped-off tariff and calendar (Get commands on Price / Calendar: the hub
+answers with the Publish command it applied). The PPMID reads them the same
+way (`Ihd(han.device("ppmid"))`)."""
 
 from __future__ import annotations
 
@@ -11,6 +14,9 @@ from hil.devices import zcl as Z
 METERING = 0x0702
 PREPAYMENT = 0x0705
 PRICE = 0x0700
+CALENDAR = 0x0707
+GET_TARIFF_INFORMATION = 0x06  # Price: answered by PublishTariffInformation (0x04)
+GET_CALENDAR = 0x00  # Calendar: answered by PublishCalendar (0x00)
 
 
 _SIZES = {0x18: 1, 0x19: 2, 0x1B: 4, 0x20: 1, 0x21: 2, 0x22: 3, 0x23: 4, 0x25: 6, 0x2B: 4, 0x30: 1, 0xE2: 4}
@@ -62,3 +68,16 @@ class Ihd:
             "credit_remaining": p[0x0001][2],
             "emergency_credit": p[0x0002][2],
         }
+
+    async def get(self, cluster: int, command: int, payload: bytes = b"", timeout: float = 5.0) -> Z.Zcl:
+        """A Get command (cluster-specific, client -> server) to the hub; its
+        answer (a Publish command, or a Default Response)."""
+        return await self.device.request(cluster, Z.frame(0x01, self.device.next_tsn(), command, payload), timeout)
+
+    async def tariff(self, timeout: float = 5.0) -> bytes | None:
+        """The PublishTariffInformation payload the GPF holds, None when Not Found."""
+        # GetTariffInformation: earliest start time 0, min issuer event id 0, number 1, tariff type 0
+        z = await self.get(PRICE, GET_TARIFF_INFORMATION, bytes(8) + b"\x01\x00", timeout)
+        if z.cluster_specific and z.from_server and z.command == 0x04:
+            return bytes(z.payload)
+        return None

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -36,15 +37,20 @@ ID = {
     "setExtendedTimeout": 0x7E, "getValue": 0xAA, "setValue": 0xAB,
     "addTransientLinkKey": 0xAF, "importTransientKey": 0x111, "removeDevice": 0xA8,
     "lookupEui64ByNodeId": 0x61, "getKeyTableEntry": 0x71, "findKeyTableEntry": 0x75,
-    "exportLinkKeyByEui": 0x10D,
+    "exportLinkKeyByEui": 0x10D, "importLinkKey": 0x10E, "addOrUpdateKeyTableEntry": 0x66,
+    # CBKE (the crypto is hil.ncp.cbke.CbkeNcp, set as NcpEmulator.cbke)
+    "generateCbkeKeys": 0xA4, "generateCbkeKeysHandler": 0x9E, "calculateSmacs": 0x9F,
+    "calculateSmacsHandler": 0xA0, "clearTemporaryDataMaybeStoreLinkKey": 0xA1, "getCertificate": 0xA5,
+    "generateCbkeKeys283k1": 0xE8, "generateCbkeKeysHandler283k1": 0xE9, "calculateSmacs283k1": 0xEA,
+    "calculateSmacsHandler283k1": 0xEB, "getCertificate283k1": 0xEC, "clearTemporaryDataMaybeStoreLinkKey283k1": 0xEE,
 }
-_V8_ONLY = ("addTransientLinkKey", "getKeyTableEntry", "findKeyTableEntry")
-_V13_ON = ("importTransientKey", "exportLinkKeyByEui")
+_V8_ONLY = ("addTransientLinkKey", "getKeyTableEntry", "findKeyTableEntry", "addOrUpdateKeyTableEntry")
+_V13_ON = ("importTransientKey", "exportLinkKeyByEui", "importLinkKey")
 NAME = {v: k for k, v in ID.items()}
 
 TC_ALLOW_JOINS = 0x01
 # trustCenterJoinHandler status (EmberDeviceUpdate) and decision (EmberJoinDecision)
-SECURED_REJOIN, UNSECURED_JOIN, DEVICE_LEFT = 0, 1, 2
+SECURED_REJOIN, UNSECURED_JOIN, DEVICE_LEFT, UNSECURED_REJOIN = 0, 1, 2, 3
 USE_PRECONFIGURED_KEY, DENY_JOIN = 0, 2
 DENIED_NODE_ID = 0x7000  # the short id a refused device had picked
 TC_INSTALL_CODE_ONLY = 0x10
@@ -111,6 +117,7 @@ class Node:
     on_unicast: UnicastHandler | None = None
     node_id: int | None = None
     joined: bool = False
+    ext_pan_id: bytes | None = None  # the device's memory of the network it joined
     received: list[tuple[ApsFrame, bytes]] = field(default_factory=list)
     pending: list[tuple[int, ApsFrame, int, bytes]] = field(default_factory=list)
 
@@ -213,6 +220,8 @@ class NcpEmulator:
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.host_lost_at: float | None = None  # time.monotonic() of the last host disconnect
+        # CBKE commands (hil.ncp.cbke.CbkeNcp) when the NCP holds certificates; None: none
+        self.cbke: Any = None
 
     # --- transport ---------------------------------------------------------
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
@@ -295,6 +304,8 @@ class NcpEmulator:
         if name in _V13_ON and self.version < 13 or name in _V8_ONLY and self.version >= 13:
             name = None
         handler = getattr(self, "_c_" + name, None) if name else None
+        if handler is None and name and self.cbke is not None:
+            handler = getattr(self.cbke, "_c_" + name, None)
         if handler is None:
             self.log.append(f"?0x{fid:04X}")
             self._emit(seq, ID["invalidCommand"], self._st(0x31), 0x80, legacy)
@@ -519,6 +530,22 @@ class NcpEmulator:
         # bitmask: has partner EUI-64 | has incoming frame counter; type 1: TC link key
         return bytes((0,)) + struct.pack("<HB", 0x0018, 1) + key + struct.pack("<IIB", 0, 0, 0) + eui[::-1]
 
+    def _c_importLinkKey(self, p: bytes) -> bytes:
+        """v13+: importLinkKey(index, EUI-64, key): a TC link key into the key table."""
+        if len(p) < 25:
+            raise ValueError("short")
+        self.han.key_table[p[1:9][::-1]] = p[9:25]
+        self.han.save()
+        return struct.pack("<I", 0)
+
+    def _c_addOrUpdateKeyTableEntry(self, p: bytes) -> bytes:
+        """v8: addOrUpdateKeyTableEntry(EUI-64, linkKey, key)."""
+        if len(p) < 25:
+            raise ValueError("short")
+        self.han.key_table[p[:8][::-1]] = p[9:25]
+        self.han.save()
+        return bytes((0,))
+
     def _c_exportLinkKeyByEui(self, p: bytes) -> bytes:
         """v13+: the security manager's link key for an EUI-64."""
         if len(p) < 8:
@@ -606,6 +633,7 @@ class NcpEmulator:
         if known is not node and not node.joined and self.han.formed and node.eui in self.han.members:
             node.joined = True
             node.node_id = self.han.members[node.eui]
+            node.ext_pan_id = self.han.ext_pan_id
         return node
 
     def join(self, node: Node, node_id: int | None = None) -> bool:
@@ -630,10 +658,35 @@ class NcpEmulator:
             self.han.next_node_id += 1
         node.node_id = node_id
         node.joined = True
+        node.ext_pan_id = self.han.ext_pan_id
         self.han.key_table[node.eui] = key
         self.han.save()
         self.callback("trustCenterJoinHandler",
                       struct.pack("<H", node_id) + node.eui[::-1] + bytes((1, 0)) + struct.pack("<H", 0))
+        return True
+
+    def rejoin(self, node: Node) -> bool:
+        """A device that lost its parent looks for its network by extended
+        PAN id and does a trust-centre rejoin with its TC link key (no
+        permit-joining needed): it succeeds if a network with that id is up
+        and the TC's key table holds the device's key. The TC reports it as
+        an unsecured rejoin (or refuses it with DENY_JOIN)."""
+        self.add_node(node)
+        h = self.han
+        if not self.network_up or node.ext_pan_id is None or node.ext_pan_id != h.ext_pan_id:
+            return False
+        if h.key_table.get(node.eui) != node.link_key:
+            self.callback("trustCenterJoinHandler", struct.pack("<H", DENIED_NODE_ID) + node.eui[::-1]
+                          + bytes((UNSECURED_REJOIN, DENY_JOIN)) + struct.pack("<H", 0))
+            self.denied.append(node.eui)
+            return False
+        node.node_id = h.members.get(node.eui) or h.next_node_id
+        if node.node_id == h.next_node_id:
+            h.next_node_id += 1
+        node.joined = True
+        h.save()
+        self.callback("trustCenterJoinHandler", struct.pack("<H", node.node_id) + node.eui[::-1]
+                      + bytes((UNSECURED_REJOIN, USE_PRECONFIGURED_KEY)) + struct.pack("<H", 0))
         return True
 
     def device_send(self, node: Node, aps: ApsFrame, payload: bytes) -> bool:

@@ -21,7 +21,21 @@ from typing import Any
 from chubcore.build import RUNTIME_STDLIB, image_modules  # noqa: F401 (bench's public names)
 from chubcore.paths import BENCH, BOARDS, FIRMWARE, default_heap, micropython_exe
 
-from . import bench_gbcs, bench_gpf, bench_han, bench_proof, bench_route, bench_update, bench_wan
+from . import (
+    bench_cbke,
+    bench_flash,
+    bench_gbcs,
+    bench_gpf,
+    bench_gpf_han,
+    bench_han,
+    bench_labgrid,
+    bench_mgmt,
+    bench_ota,
+    bench_proof,
+    bench_route,
+    bench_update,
+    bench_wan,
+)
 
 STATUS_CALLS = 50
 
@@ -177,6 +191,8 @@ def run_bench(heap: str | None = None, progress: Callable[[str], None] | None = 
         figures.update(import_figures(image, heap))
         say("booting the emulated system")
         figures.update(hub_figures(image, heap))
+        say("a labgrid place: acquire to ready, beside the direct unix start")
+        figures.update(bench_labgrid.figures(heap, image))
         say("storage workload")
         figures.update(store_figures(heap))
         say("GBCS crypto")
@@ -186,10 +202,16 @@ def run_bench(heap: str | None = None, progress: Callable[[str], None] | None = 
         figures.update(bench_gpf.figures(heap))
         figures.update(bench_route.figures(heap, image))
         figures.update(bench_wan.figures(heap, image))
+        figures.update(bench_mgmt.figures(heap, image))
         figures.update(bench_han.figures(heap, image))
+        figures.update(bench_gpf_han.figures(heap, image))
+        say("meter firmware over the HAN")
+        figures.update(bench_ota.figures(heap, image))
+        figures.update(bench_cbke.figures(heap, image))
         say("hub update and rollback")
         figures.update(bench_update.figures(heap, image))
         figures.update(bench_proof.figures(heap, image, figures.get("heap_after_imports_kb"), say))
+        figures.update(bench_flash.figures(image, heap, say=say))
     return figures
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -125,7 +126,8 @@ _MICROPYTHON_HELP = f"The micropython binary to run (default ${MICROPYTHON_ENV},
 @main.command()
 @click.option("--headless", is_flag=True, help="No live view: print one JSON line when ready, then keep running.")
 @click.option("--ready-timeout", type=float, default=30.0, show_default=True, help="Seconds to wait for the hub.")
-@click.option("--heap", default=None, help=f"MicroPython heap limit (-X heapsize; default the board's, unix {default_heap()}).")
+@click.option("--heap", default=None, help="MicroPython heap limit (-X heapsize; default unix 1024k: the living "
+              "system's GPF loads .mpy names into an eighth pool, docs/proof.md; unix32 its board's).")
 @click.option("--fresh", is_flag=True, help="Start from blank flash (first boot).")
 @click.option("--workdir", type=click.Path(path_type=Path), default=None,
               help="The emulated board's folder (flash, logs, ready.json) [default: .chub/sim, or $CHUB_STATE/sim]. "
@@ -133,14 +135,23 @@ _MICROPYTHON_HELP = f"The micropython binary to run (default ${MICROPYTHON_ENV},
 @click.option("--board", type=click.Choice(["unix", "unix32"]), default="unix", show_default=True,
               help="unix32: our own 32-bit MicroPython with the hub frozen in (built if stale).")
 @click.option("--micropython", type=click.Path(exists=True, dir_okay=False, path_type=Path), help=_MICROPYTHON_HELP)
+@click.option("--gsme-wake", type=click.FloatRange(min=1.0), default=60.0, show_default=True, metavar="SECONDS",
+              help="How often the emulated GSME wakes to report its readings and collect its buffered commands "
+                   "(a real GSME: 1800; the demo scales 30 min to 1).")
 def sim(headless: bool, ready_timeout: float, heap: str | None, fresh: bool, workdir: Path | None, board: str,
-        micropython: Path | None) -> None:
-    """Run the emulated system: the hub under MicroPython on the unix board, with the rig."""
+        micropython: Path | None, gsme_wake: float) -> None:
+    """Run the emulated system: the hub under MicroPython on the unix board, with the rig and the
+    living demo HAN (the ESME answers, the GSME wakes and reports, the GPF and CHF hold the test DCC
+    anchors)."""
     from .sim import run_sim
 
     image = _choose_micropython(board, micropython)
-    sys.exit(run_sim(workdir=workdir or state_dir() / "sim", heap=heap or default_heap(board), fresh=fresh,
-                     headless=headless, ready_timeout=ready_timeout, image=image))
+    from hil.meters.living import LIVING_HEAP
+
+    if heap is None:
+        heap = LIVING_HEAP if board == "unix" else default_heap(board)
+    sys.exit(run_sim(workdir=workdir or state_dir() / "sim", heap=heap, fresh=fresh,
+                     headless=headless, ready_timeout=ready_timeout, image=image, gsme_wake_s=gsme_wake))
 
 
 class HhtTarget(dict):
@@ -255,23 +266,42 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
 
 def _register_hht_commands() -> None:
-    from . import hht_cache, hht_commission, hht_device_log, hht_gbcs, hht_han
+    from . import hht_cache, hht_commission, hht_device_log, hht_firmware, hht_gbcs, hht_han
 
     hht_device_log.register(hht)
     hht_gbcs.register(hht)
     hht_cache.register(hht)  # after hht_gbcs: adds --cache to send-gbcs
     hht_commission.register(hht)
     hht_han.register(hht)
+    hht_firmware.register(hht)
+    _port_everywhere(hht)
+
+
+def _set_port(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.obj["port"] = value
+
+
+def _port_everywhere(group: click.Group) -> None:
+    """`--port URL` after the command too (`chub hht status --port URL`), as
+    before it (`chub hht --port URL status`): the same setting."""
+    for cmd in group.commands.values():
+        if isinstance(cmd, click.Group):
+            _port_everywhere(cmd)
+        elif not any("--port" in getattr(p, "opts", ()) for p in cmd.params):
+            cmd.params.append(click.Option(["--port"], default=None, expose_value=False, callback=_set_port,
+                                           is_eager=True, help="Local port URL (as `chub hht --port`)."))
 
 
 _register_hht_commands()
 
 
 def _register_board_commands() -> None:
-    from . import flash, provision
+    from . import flash, headend_cli, provision
 
     flash.register(main)
     provision.register(main)
+    headend_cli.register(main)
 
 
 _register_board_commands()
@@ -287,14 +317,37 @@ _register_board_commands()
 @click.option("--runs", type=int, default=3, show_default=True,
               help="unix32: scenario runs at the heap floor (the floor is the smallest heap all pass).")
 @click.option("--census", is_flag=True, help="Only the heap after imports per module (Markdown), on --board.")
+@click.option("--mcu", is_flag=True, help="Only the MCU figures: instructions counted on the qemu Cortex-M3 "
+              "(MPS2_AN385) with the hub frozen in, and ESP32 estimates (needs qemu-system-arm, gcc-arm-none-eabi).")
+@click.option("--flash-nor", is_flag=True, help="Only the latencies (e2e, ESME round trip, routed message) with the "
+              "plain emulated flash and with the ESP32's SPI NOR times (suffix _nor).")
 @click.option("--micropython", type=click.Path(exists=True, dir_okay=False, path_type=Path), help=_MICROPYTHON_HELP)
 def bench(as_json: bool, markdown: bool, heap: str | None, power_cut_sweep: bool, board: str, runs: int,
-          census: bool, micropython: Path | None) -> None:
+          census: bool, mcu: bool, flash_nor: bool, micropython: Path | None) -> None:
     """Measure the published figures in one run."""
     from .bench import run_bench, run_bench_frozen
 
+    if mcu:
+        from chubcore import mpbuild
+
+        from .bench_mcu import run_bench_mcu
+
+        try:
+            figures = run_bench_mcu(None if as_json or markdown else _stderr().print)
+        except mpbuild.MpBuildError as e:
+            _stderr().print(f"[red]MCU bench failed:[/red] {e}")
+            sys.exit(1)
+        _print_figures(figures, as_json, markdown)
+        return
+
     image = _choose_micropython(board, micropython)
     heap = heap or default_heap(board)
+    if flash_nor:
+        from .bench_flash import both
+
+        say_ = None if as_json or markdown else _stderr().print
+        _print_figures(both(image or _plain_image(board), heap, say=say_), as_json, markdown)
+        return
     if census:
         from .bench import census_markdown, heap_census
 
@@ -310,6 +363,10 @@ def bench(as_json: bool, markdown: bool, heap: str | None, power_cut_sweep: bool
         figures = run_bench_frozen(image, heap=heap, runs=runs, progress=say)
     else:
         figures = run_bench(heap=heap, progress=say)
+    _print_figures(figures, as_json, markdown)
+
+
+def _print_figures(figures: dict[str, Any], as_json: bool, markdown: bool) -> None:
     if as_json:
         click.echo(json.dumps(figures))
     elif markdown:

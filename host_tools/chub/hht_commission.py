@@ -157,9 +157,12 @@ def register(hht: click.Group) -> None:
         t.add_row("CSQ (last)", "-" if w["csq"] is None else f"{w['csq']} ({w['signal_dbm']} dBm)")
         t.add_row("cell", "-" if w["cell_id"] is None else f"{w['rat']} {w['plmn']} area {w['area']} cell {w['cell_id']}")
         t.add_row("registration", REGISTERED.get(w["registration"], str(w["registration"])))
+        from .views import key_column
+
         h = Table(title="HAN (min/avg/max)")
-        for col in ("EUI-64", "type", "join state", "RSSI dBm", "LQI"):
-            h.add_column(col)
+        key_column(h, "EUI-64")
+        for col in ("type", "join state", "RSSI dBm", "LQI"):
+            h.add_column(col, overflow="fold")
         for d in r["han"]:
             h.add_row(d["eui"], d["type"], d["join_state"], _triple(d["rssi"]), _triple(d["lqi"]))
         c = Console()
@@ -175,24 +178,33 @@ def register(hht: click.Group) -> None:
     @click.pass_context
     def commission(ctx: click.Context, expect: list[str], wait: float, as_json: bool) -> None:
         """The commissioning checklist: WAN registered, head-end reached, HAN formed, meters joined, clock valid."""
+        from .cli import _stderr
+
         deadline = time.monotonic() + wait
-        while True:
-            checks = commission_checks(lambda cmd, **kw: _call(ctx, cmd, **kw), expect)
-            if all(c.ok for c in checks) or time.monotonic() >= deadline:
-                break
-            time.sleep(1.0)
+        # progress on stderr while --wait keeps checking (stdout stays the table or the JSON)
+        with _stderr().status("commissioning: checking ...") as progress:
+            while True:
+                checks = commission_checks(lambda cmd, **kw: _call(ctx, cmd, **kw), expect)
+                if all(c.ok for c in checks) or time.monotonic() >= deadline:
+                    break
+                waiting = ", ".join(c.name for c in checks if not c.ok)
+                progress.update(f"commissioning: {sum(c.ok for c in checks)}/{len(checks)} checks pass; waiting "
+                                f"for {waiting} ({deadline - time.monotonic():.0f} s left)")
+                time.sleep(1.0)
         ok = all(c.ok for c in checks)
         if as_json:
             click.echo(json.dumps({"pass": ok, "checks": [c.__dict__ for c in checks]}))
         else:
+            from .views import out_console
+
             t = Table(title="commissioning")
-            t.add_column("check")
-            t.add_column("result")
-            t.add_column("detail")
+            t.add_column("check", no_wrap=True, overflow="ignore")  # names carry full EUIs
+            t.add_column("result", no_wrap=True)
+            t.add_column("detail", overflow="fold")
             for c in checks:
                 t.add_row(c.name, "[green]PASS[/green]" if c.ok else "[red]FAIL[/red]", c.detail)
-            Console().print(t)
-            Console().print("[green]commissioned[/green]" if ok else
+            out_console().print(t)
+            out_console().print("[green]commissioned[/green]" if ok else
                             f"[red]not commissioned[/red]: {sum(not c.ok for c in checks)} check(s) failed")
         if not ok:
             sys.exit(1)

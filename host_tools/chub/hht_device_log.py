@@ -93,26 +93,37 @@ def register(hht: click.Group) -> None:
     @click.pass_context
     def list_(ctx: click.Context, as_json: bool) -> None:
         """Devices, their join state and HAN statistics; then the historic log."""
+        from .views import data_column, key_column, out_console, unix_from_2000, utc_text
+
         d = _fetch_list(ctx)
         if as_json:
+            # every time in --json output is Unix time (seconds since 1970 UTC), as in `status`
+            for e in d["entries"]:
+                e["window_end"], e["last_comm"] = unix_from_2000(e["window_end"]), unix_from_2000(e["last_comm"])
+            for h in d["historic"]:
+                h["removed"] = unix_from_2000(h["removed"])
+            d["utc"] = unix_from_2000(d.get("utc"))
             click.echo(json.dumps(d))
             return
         t = Table(title=f"CHF Device Log ({d['total']}/{d['capacity']})")
-        for col in ("EUI-64", "type", "join state", "key", "node", "RSSI min/avg/max", "LQI min/avg/max",
-                    "last comm", "tx ok/fail"):
-            t.add_column(col)
+        key_column(t, "EUI-64")
+        for col in ("type", "join state", "key", "node", "RSSI min/avg/max", "LQI min/avg/max",
+                    "last comm (UTC)", "tx ok/fail"):
+            t.add_column(col, overflow="fold")
         for e in d["entries"]:
             node = "-" if e["node_id"] is None else f"0x{e['node_id']:04X}"
-            js = e["join_state"] + (f" until {e['window_end']}" if e["window_end"] else "")
+            js = e["join_state"] + (f" until {utc_text(e['window_end'])}" if e["window_end"] else "")
             t.add_row(e["eui"], e["type_name"], js, e["key_state"], node, _triple(e["rssi"]), _triple(e["lqi"]),
-                      str(e["last_comm"] or "-"), f"{e['tx_ok']}/{e['tx_fail']}")
+                      utc_text(e["last_comm"]) if e["last_comm"] else "never", f"{e['tx_ok']}/{e['tx_fail']}")
         h = Table(title=f"Historic Device Log ({len(d['historic'])})")
-        for col in ("EUI-64", "type", "key hash", "removed"):
-            h.add_column(col)
+        key_column(h, "EUI-64")
+        h.add_column("type")
+        data_column(h, "key hash")
+        h.add_column("removed (UTC)")
         for e in d["historic"]:
             h.add_row(e["eui"], TYPES[e["type"]] if e["type"] is not None else "unknown", e["key_hash"],
-                      str(e["removed"]))
-        c = Console()
+                      utc_text(e["removed"]))
+        c = out_console()
         c.print(t)
         c.print(h)
 
@@ -148,24 +159,33 @@ def register(hht: click.Group) -> None:
     @click.option("--json", "as_json", is_flag=True)
     @click.pass_context
     def logs(ctx: click.Context, which: str, as_json: bool) -> None:
-        """The CHF event or security log (time: UTC seconds since 2000-01-01), or the
-        WAN transaction log (UTC seconds since 1970)."""
+        """The CHF event or security log (UTC date-times, code names, the data in full),
+        or the WAN transaction log. --json times are Unix time (seconds since 1970)."""
         if which == "transactions":
             from .hht_wan import transactions
 
             transactions(_call, ctx, as_json)
             return
+        from .views import code_name, data_column, out_console, unix_from_2000, utc_text
+
         r = _call(ctx, "logs", which=which)
         if as_json:
+            # entries [time, code, data hex, count?], time as Unix time (seconds since 1970 UTC);
+            # "names": code (0xXXXX) -> its name
+            r["entries"] = [[unix_from_2000(e[0]), *e[1:]] for e in r["entries"]]
+            r["names"] = {f"0x{e[1]:04X}": code_name(e[1]) for e in r["entries"]}
             click.echo(json.dumps(r))
             return
         lost = f", {r['lost']} lost" if r.get("lost") else ""
         t = Table(title=f"CHF {which} log ({len(r['entries'])}/{r['capacity']}{lost})")
-        for col in ("time (s since 2000)", "code", "data", "count"):
-            t.add_column(col)
+        t.add_column("time (UTC)", no_wrap=True, min_width=20)
+        t.add_column("code", no_wrap=True, min_width=6)
+        t.add_column("name", overflow="fold")
+        data_column(t, "data")
+        t.add_column("count", no_wrap=True)
         for tm, code, data, *n in r["entries"]:
-            t.add_row(str(tm), f"0x{code:04X}", data, str(n[0] if n else 1))
-        Console().print(t)
+            t.add_row(utc_text(tm), f"0x{code:04X}", code_name(code), data, str(n[0] if n else 1))
+        out_console().print(t)
 
 
 def _report(r: dict, as_json: bool) -> None:

@@ -171,10 +171,11 @@ def register(hht: click.Group) -> None:
     @han.command("rotate-key")
     @click.option("--switch-delay", type=click.IntRange(0, 3600), default=0, show_default=True,
                   help="Seconds between broadcasting the new key and switching to it.")
+    @click.option("--json", "as_json", is_flag=True, help="Print the hub's answer as JSON.")
     @click.pass_context
-    def rotate_key(ctx: click.Context, switch_delay: int) -> None:
+    def rotate_key(ctx: click.Context, switch_delay: int, as_json: bool) -> None:
         """A new HAN network key (from the hub's RNG): broadcast, then switched to."""
         r = _call(ctx, "han_rotate_key", switch_delay + 10, switch_delay_s=switch_delay)
         if not r.get("ok"):
             _fail("network key rotation", r)
-        click.echo("network key rotated (security log 0x8FE2)")
+        click.echo(json.dumps(r) if as_json else "network key rotated (security log 0x8FE2)")

@@ -10,12 +10,9 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
-from rich.console import Console, Group
+from rich.console import Console
 from rich.live import Live
 from rich.panel import Panel
-from rich.table import Table
-
-from .views import status_table
 
 
 def _ready_line(system, url: str) -> dict:
@@ -28,6 +25,7 @@ def _ready_line(system, url: str) -> dict:
         "version": st.get("version"),
         "board": st.get("board"),
         "local_port": url,
+        "headend_api": f"127.0.0.1:{system.headend.api_port}",
         "boot_to_ready_s": round(system.boot_to_ready_s or 0, 3),
         "heap": system.heap,
         "log": str(system.log.path),
@@ -88,11 +86,38 @@ def running_sims() -> list[dict[str, Any]]:
     return out
 
 
+HEADEND_JOURNAL = "headend.jsonl"  # in the workdir: every GBCS frame the emulated head-end received
+
+
+class HeadendJournal:
+    """Appends each frame the sim's head-end received to WORKDIR/headend.jsonl
+    (one JSON object a line: {"t": unix time, "id", "hex"}), so `chub hht
+    send-gbcs --wait` in another process can collect a response or alert
+    the hub sent later (a sleepy GSME's, once it woke)."""
+
+    def __init__(self, system: Any, path: Path) -> None:
+        self.system, self.path, self.n = system, path, 0
+        path.write_text("")
+
+    def flush(self) -> None:
+        import time
+
+        got = list(self.system.headend.received[self.n:])
+        if not got:
+            return
+        self.n += len(got)
+        with self.path.open("a") as f:
+            for r in got:
+                f.write(json.dumps({"t": round(time.time(), 3), "id": r.id, "hex": r.raw.hex().upper()}) + "\n")
+
+
 def run_sim(workdir: Path, heap: str, fresh: bool, headless: bool, ready_timeout: float,
-            image: Path | None = None) -> int:
+            image: Path | None = None, gsme_wake_s: float = 60.0) -> int:
     """`image`: an image folder to boot (a frozen board's, with its binary in
     $CHUB_MICROPYTHON); None: the unix image built into the workdir, or what
-    `chub flash --board unix` flashed there."""
+    `chub flash --board unix` flashed there. The system is the living one
+    (hil.system.EmulatedSystem(living=True)): the GSME wakes every
+    `gsme_wake_s` seconds."""
     from hil.system import EmulatedSystem
 
     err = Console(stderr=True, soft_wrap=True)
@@ -105,29 +130,32 @@ def run_sim(workdir: Path, heap: str, fresh: bool, headless: bool, ready_timeout
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    system = EmulatedSystem(workdir, heap=heap, image=image, fresh=fresh)
+    system = EmulatedSystem(workdir, heap=heap, image=image, fresh=fresh, living=True, gsme_wake_s=gsme_wake_s)
     ready_file = workdir / "ready.json"
     entry = _registry() / f"{os.getpid()}.json"
     try:
-        if not headless:
-            err.print(f"[bold]chub sim[/bold]: building the image and booting the hub (heap {heap}) ...")
         try:
-            system.start(ready_timeout=ready_timeout)
-            line = _ready_line(system, system.local_port_url)
+            # progress on stderr (the headless ready line stays alone on stdout)
+            with err.status(f"chub sim: building the image and booting the hub (heap {heap}), then the "
+                            "demo HAN joins ..."):
+                system.start(ready_timeout=ready_timeout)
+                line = _ready_line(system, system.local_port_url)
         except Exception as e:  # noqa: BLE001 - report any start-up failure plainly
             err.print(f"[red]the hub did not come up:[/red] {e}")
             return 1
+        journal = HeadendJournal(system, workdir / HEADEND_JOURNAL)
         ready_file.write_text(json.dumps(line))
         entry.parent.mkdir(parents=True, exist_ok=True)
         entry.write_text(json.dumps({**line, "workdir": str(workdir.resolve()), "sim_pid": os.getpid()}))
         if headless:
             print(json.dumps(line), flush=True)
             while not stop.wait(0.5):
+                journal.flush()
                 if not system.dut or not system.dut.alive:
                     err.print(f"the hub stopped (exit {system.dut.returncode if system.dut else '?'})")
                     return 1
             return 0
-        return _live(system, line, stop)
+        return _live(system, line, stop, journal)
     finally:
         entry.unlink(missing_ok=True)
         ready_file.unlink(missing_ok=True)  # this sim's: it holds the workdir's lock
@@ -135,31 +163,36 @@ def run_sim(workdir: Path, heap: str, fresh: bool, headless: bool, ready_timeout
         lock.close()
 
 
-def _live(system, ready: dict, stop: threading.Event) -> int:
+def _live(system, ready: dict, stop: threading.Event, journal: HeadendJournal) -> int:
+    """The live view: how to stop, the meters, hub/WAN/clock, then the last
+    log lines (newest first) in what height is left; 80x24 shows all of it,
+    a larger terminal shows more log."""
     from chubcore.localport import LocalPortClient
+
+    from .views import live_view
 
     url = ready["local_port"]
     client: LocalPortClient | None = None
+    console = Console()
 
-    def render() -> Group:
+    def render():  # noqa: ANN202 - a rich renderable
         nonlocal client
+        answers: dict[str, Any] = {}
+        error = None
         try:
             if client is None:
                 client = LocalPortClient(url, timeout=2)
-            body = status_table(client.call("status"))
+            for cmd in ("status", "device_log_list", "wan_status"):
+                answers[cmd] = client.call(cmd)
         except Exception as e:  # noqa: BLE001 - show the error in the view and retry
             client = None
-            body = Panel(f"local port: {e}", title="hub status", style="red")
-        rig = Table(title="rig", show_header=False)
-        rig.add_row("local port", url)
-        rig.add_row("uarts", ", ".join(f"{k}={'up' if v else 'down'}" for k, v in system.rig.connected.items()))
-        rig.add_row("boot to ready", f"{ready['boot_to_ready_s']} s")
-        rig.add_row("log", ready["log"])
-        tail = Panel(system.log.tail(12), title="log (Ctrl-C to stop)")
-        return Group(rig, body, tail)
+            error = str(e)
+        meters = system.meters.summary() if system.meters else {}
+        return live_view(ready, answers, meters, system.log, console.size, error)
 
-    with Live(render(), refresh_per_second=2, screen=False) as live:
+    with Live(render(), console=console, refresh_per_second=2, screen=False) as live:
         while not stop.wait(1.0):
+            journal.flush()
             if not system.dut.alive:
                 live.update(Panel(system.log.tail(20), title="the hub stopped", style="red"))
                 return 1
@@ -167,5 +200,3 @@ def _live(system, ready: dict, stop: threading.Event) -> int:
     if client:
         client.close()
     return 0
-
-

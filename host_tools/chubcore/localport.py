@@ -67,7 +67,9 @@ class LocalPortError(Exception):
     """The hub answered with an error status."""
 
     def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"{STATUS_NAMES.get(status, f'status {status}')}: {message}")
+        name = STATUS_NAMES.get(status, f"status {status}")
+        # the hub's message may name the status already ("internal error: ...")
+        super().__init__(message if message.startswith(name) else f"{name}: {message}")
         self.status = status
         self.message = message
 

@@ -2,6 +2,7 @@
 # the file-backed block device in the cwd (a temp dir); remounts prove what
 # reached flash.
 import asyncio
+import gc
 import os
 
 import vfs
@@ -79,7 +80,7 @@ def test_eventlog_capacity_above_default_and_clock():
 # -- device log -----------------------------------------------------------------
 
 from chf import device_log as DL  # noqa: E402
-from han.install_code import InstallCodeCrcError, add_crc, aes_mmo_hash  # noqa: E402
+from han.install_code import InstallCodeCrcError, add_crc, aes_mmo_hash, link_key  # noqa: E402
 
 ESME = bytes.fromhex("00DB1234567890A0")
 GSME = bytes.fromhex("00DB1234567890B0")
@@ -108,9 +109,9 @@ def test_add_get_remove_and_codes():
     log.on_change(lambda k, e: changes.append((k, e)))
     assert log.add(ESME, 1, CODE, 600) == (DL.OK, False)
     v = log.get(ESME)
-    key = aes_mmo_hash(CODE)
     assert v["eui"] == "00DB1234567890A0" and v["type_name"] == "ESME"
-    assert v["key_hash"] == aes_mmo_hash(key).hex()
+    # the entry's 16 octets (CS14 / CCS07) are the install code, as in the RTDS backups
+    assert v["key_hash"] == CODE[:16].hex()
     assert v["join_state"] == "join window open" and v["window_end"] == 1600
     assert v["key_state"] == "install code" and v["node_id"] is None and v["rssi"] is None
     # duplicate EUI: key ignored, success, flagged
@@ -131,6 +132,27 @@ def test_add_get_remove_and_codes():
                                "type_name": "ESME", "removed": 1000}]
     assert changes == [("add", "00DB1234567890A0"), ("duplicate", "00DB1234567890A0"),
                        ("remove", "00DB1234567890A0")]
+
+
+def test_type_of_without_the_view():
+    # the router asks only the device type of each routed message's recipient
+    # (issue 15: routing cost on an MCU): no view dict built for it
+    st = fresh()
+    log = DL.DeviceLog(st, Clock())
+    log.add(ESME, 1, CODE, 600)
+    log.add(GSME, 0, CODE2, 600)
+    assert log.type_of(ESME) == 1 and log.type_of("00db1234567890b0") == 0
+    assert log.type_of(b"\x00" * 8) is None
+    assert log.type_of(ESME) == log.get(ESME)["type"]
+    gc.collect()
+    gc.disable()
+    try:
+        a = gc.mem_alloc()
+        log.type_of("00DB1234567890A0")
+        n = gc.mem_alloc() - a
+    finally:
+        gc.enable()
+    assert n <= 64, n  # the upper-cased EUI at most
 
 
 def test_full_log_and_configurable_capacity():
@@ -179,8 +201,11 @@ def test_restore_and_backup():
     assert log.restore(xpan, [(GSME, h1), (GPF_EUI, h2)]) == DL.OK
     assert ESME not in log and len(log) == 2 and changes == ["restore", "restore"]
     g = log.get(GSME)
-    assert g["join_state"] == "restored" and g["key_state"] == "hash only" and g["key_hash"] == "aa" * 16
+    # the restored value is the install code: the entry has its link key back
+    assert g["join_state"] == "restored" and g["key_state"] == "install code" and g["key_hash"] == "aa" * 16
     assert log.is_joined(GSME) and log.join_key(GSME) is None
+    assert sorted(log.restored_keys()) == sorted([(DL.eui_hex(GSME), link_key(add_crc(h1))),
+                                                  (DL.eui_hex(GPF_EUI), link_key(add_crc(h2)))])
     (t, xp, act), _ = log.backup()
     assert t == 50 and xp == xpan and sorted(act) == sorted([(GSME, h1), (GPF_EUI, h2)])
     assert log.restore(xpan, [(eui(i), h1) for i in range(17)]) == DL.FULL
@@ -319,8 +344,10 @@ def test_historic_key_first_half_rule():
     assert log2.link_keys(eui(9)) == ()
     clk.t = 10000
     assert log2.join_key(ESME) is None and log2.link_keys(ESME) == (new_key, old_key)
-    # a restored entry holds no key: nothing could be proved
+    # a restored entry holds the link key of its restored install code
     log2.restore(bytes(8), [(ESME, bytes(16))])
+    assert log2.link_keys(ESME) == (link_key(add_crc(bytes(16))),)
+    log2.restore(bytes(8), [(ESME, b"")])
     assert log2.link_keys(ESME) == ()
 
 

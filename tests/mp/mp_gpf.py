@@ -336,3 +336,105 @@ def test_handle_and_mirror_survive_mutated_input():
             r = asyncio.run(m.zcl_server(GSME, 1, h, fr[off:], cl))
             assert r is None or isinstance(r, bytes)
     assert acb is not None
+
+
+def test_refused_commands_raise_rate_limited_gpf_alerts():
+    # E2E R06: an authentication failure / an unknown party / no permission
+    # is also alerted with its GBCS code (GBZ alert, message code 0x1001,
+    # MAC'd as the GPF's alerts), at most once per code per hour
+    from gbcs import gcm, kdf
+    from gbcs.security import SecurityError
+
+    store = fresh()
+    ident = Identity(store)
+    acb_d, acb_q = p256.generate()
+    _sd, sup_q = p256.generate()
+    ident.set_anchors(
+        [
+            {"eui": "90b3d51f30000002", "role": "acb", "ka_pub": binascii.hexlify(acb_q).decode()},
+            {"eui": "90b3d51f30010000", "role": "supplier", "ka_pub": binascii.hexlify(sup_q).decode()},
+        ],
+        "gpf",
+    )
+    CLOCK[0], CLOCK[1] = T0, True
+    g = Gpf(ident, store, Mirror(store, now), now)
+    me = ident.gpf["eui"]
+    sup = binascii.unhexlify("90b3d51f30010000")
+    p = binascii.unhexlify("010901010702000B0000000203010300030000")
+
+    def send(orig, counter, key):
+        fr = bytes(gframe.build(1, counter, orig, me, 0x0074, p,
+                                mac_fn=lambda pre, body, iv: gcm.gmac(key, iv, (pre, body))))
+        try:
+            g.handle(fr)
+            raise AssertionError("accepted")
+        except SecurityError as e:
+            return e.event
+
+    assert send(sup, 10, b"\x00" * 16) == 0x8F1E  # the MAC does not verify
+    (a,) = g.take_alerts()
+    assert _alert_code(a) == 0x8F1E and g.take_alerts() == []
+    # the alert is the GPF's, MAC'd with Z(GPF KA, ACB KA)
+    f = gframe.parse(a)
+    assert bytes(f.originator) == me and f.recipient == binascii.unhexlify("90b3d51f30000002")
+    z = p256.ecdh(acb_d, ident.gpf["ka_q"])
+    k = kdf.derive_key(z, me, 3, f.counter, bytes(f.recipient))
+    assert gcm.gmac(k, f.iv(), (gframe.AAD_PREFIX, f.aad_body())) == bytes(f.mac)
+    # the same code again within the hour: refused and logged, not alerted
+    assert send(sup, 11, b"\x00" * 16) == 0x8F1E and g.take_alerts() == []
+    # an unknown originator: its own code
+    assert send(binascii.unhexlify("90b3d51f300100ff"), 12, b"\x00" * 16) == 0x8F3E
+    assert [_alert_code(x) for x in g.take_alerts()] == [0x8F3E]
+    CLOCK[0] = T0 + 3601
+    assert send(sup, 13, b"\x00" * 16) == 0x8F1E and [_alert_code(x) for x in g.take_alerts()] == [0x8F1E]
+    CLOCK[0] = T0
+
+
+class _Clock:
+    valid = True
+
+    def now(self):
+        return CLOCK[0] + 946684800
+
+
+def test_tapped_off_tariff_and_calendar_served_to_han_devices():
+    # E2E 4.3.5.3 / HAN03, HAN06: an IHD or PPMID asks the hub's Price and
+    # Calendar servers (Get commands); the GPF answers with the Publish
+    # command it applied from the tapped-off GCS01a, after a power cut too;
+    # what was never applied is Not Found
+    from gpf import service
+
+    store = fresh()
+    g = make_gpf(store)
+    CLOCK[0] = T0
+    assert g.tap_off(vec("1.1.1_GCS01a", "GCS01a_1.1.1_IMMEDIATE_TOU_SUCCESS_COMMAND"))
+    assert g.on_gsme_message(vec("1.1.1_GCS01a", "GCS01a_1.1.1_IMMEDIATE_TOU_SUCCESS_RESPONSE")) == []
+    tariff, calendar = g.tap.data(0x0700, 0x04), g.tap.data(0x0707, 0x00)
+    assert tariff is not None and calendar is not None
+    store = remount()  # a power cut
+    svc = service.GpfService(store, Identity(store), _Clock(), None, None)
+    assert 0x0707 in service.SERVED and set(service.MIRRORED) <= set(service.SERVED)
+
+    def ask(cluster, cmd, body=b"\x00\x00\x00\x00\x00\x00\x00\x00\x01"):
+        frame = bytes((0x01, 0x42, cmd)) + body
+        h, off = zcl.parse_header(frame)
+        return asyncio.run(svc.zcl_server(cluster)("70b3d5c11d000003", 1, h, frame[off:]))
+
+    r = ask(0x0700, 0x06)  # GetTariffInformation
+    h, off = zcl.parse_header(r)
+    assert (h.frame_type, h.direction, h.command_id, h.tsn) == (zcl.FT_CLUSTER, 1, 0x04, 0x42)
+    assert r[off:] == tariff
+    r = ask(0x0707, 0x00)  # GetCalendar
+    h, off = zcl.parse_header(r)
+    assert (h.direction, h.command_id) == (1, 0x00) and r[off:] == calendar
+    r = ask(0x0700, 0x08)  # GetBlockThresholds: none applied
+    h, off = zcl.parse_header(r)
+    assert h.command_id == zcl.DEFAULT_RSP and r[off:] == bytes((0x08, 0x8B)), r
+    r = ask(0x0700, 0x0C)  # a Get the GPF does not serve
+    h, off = zcl.parse_header(r)
+    assert h.command_id == zcl.DEFAULT_RSP and r[off + 1] == zcl.UNSUP_CLUSTER_COMMAND
+    # Read Attributes on Price still come from the mirror (currency from the tariff)
+    frame = bytes((0x00, 0x43, zcl.READ_ATTRIBUTES, 0x16, 0x06))
+    h, off = zcl.parse_header(frame)
+    r = asyncio.run(svc.zcl_server(0x0700)("70b3d5c11d000003", 1, h, frame[off:]))
+    assert r[2] == zcl.READ_ATTRIBUTES_RSP and r[3:] == bytes((0x16, 0x06, 0, zcl.T_UINT16)) + (826).to_bytes(2, "little")

@@ -189,7 +189,7 @@ def test_link_codec_round_trip_and_errors():
     raw = link.encode(link.PING, 5)
     assert raw[:9] == b"CH\x06\x00\x00\x00\x05\x00\x00"
     assert struct.unpack(">I", raw[9:])[0] == binascii.crc32(raw[:9])
-    bad = [(b"XX" + f3[2:], link.BadMagic), (f3[:2] + b"\x09" + f3[3:], link.BadType),
+    bad = [(b"XX" + f3[2:], link.BadMagic), (f3[:2] + b"\x0b" + f3[3:], link.BadType),
            (f3[:-1] + bytes((f3[-1] ^ 1,)), link.BadCrc),
            (b"CH\x03\x00\x00\x00\x01\xff\xff", link.TooLong)]
     for data, exc in bad:

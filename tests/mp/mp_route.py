@@ -27,6 +27,7 @@ V = os.getenv("CHUB_VECTORS") + "/gbcs/"
 ACB = unhexlify("90B3D51F30000002")
 GSME = "00DB1234567890A1"
 ESME = "00DB1234567890A0"
+PPMID = "00DB1234567890A4"
 T2000 = 700000000
 
 
@@ -58,6 +59,15 @@ class _Coordinator:
         self.fail = None
         self.gate = None  # an asyncio.Event the exchange waits for
         self.matches = []
+        self.pushed = []  # tunnel_send: (eui hex, data)
+        self.push_fail = None
+
+    async def tunnel_send(self, eui_hex, data, timeout_ms=0):
+        if self.push_fail:
+            e = _DeliveryError(self.push_fail)
+            e.reason = self.push_fail
+            raise e
+        self.pushed.append((eui_hex, bytes(data)))
 
     async def tunnel_exchange(self, eui_hex, data, timeout_ms=0, match=None):
         self.sent.append((eui_hex, bytes(data), timeout_ms))
@@ -112,6 +122,7 @@ def _hub(fresh=True, cfg=None, gpf=False):
     if fresh:
         hub.device_log.add(unhexlify(GSME), 0, add_crc(unhexlify("0123456789ABCDEF0123456789ABCDEF")), 60)
         hub.device_log.add(unhexlify(ESME), 1, add_crc(unhexlify("0123456789ABCDEF0123456789ABCDEF")), 60)
+        hub.device_log.add(unhexlify(PPMID), 5, add_crc(unhexlify("0123456789ABCDEF0123456789ABCDEF")), 60)
     return hub, r
 
 
@@ -191,6 +202,11 @@ def test_gpf_frames_go_to_the_gpf_and_tom_commands_are_tapped_off():
     except SecurityError:
         pass  # the GPF authenticates (and refuses) it: it got there
     assert r.counters["gpf"] == 1 and hub.gpf.status()["tunnel_pending"] is False
+    # the refusal is also the GPF's alert (0x8F3E: the originator is no party of the GPF)
+    ((kind, a),) = _outbox(hub)
+    assert kind == ob.KIND_ALERT and bytes(gframe.parse(a).originator) == hub.identity.gpf["eui"]
+    assert bytes(gframe.parse(a).payload[3:5]) == b"\x8f\x3e", a
+    hub.outbox.acked(hub.outbox.j.seqs()[0])
     ok_cmd, err_cmd = _hex_file(CS11_CMD), _hex_file("3.3_CS11/CS11_3.3_ERROR_COMMAND_GBCS.HEX")
     assert run(r.route(ok_cmd)) == (None, []) and run(r.route(err_cmd)) == (None, [])
     st = hub.gpf.status()
@@ -586,3 +602,119 @@ def test_a_bad_stored_route_setting_is_reported_and_its_default_used():
     assert r.cfg["esme_timeout_ms"] == 7000
     bad = [bytes(d) for _, c, d in hub.event_log.entries() if c == EV_BAD_SETTING]
     assert sorted(bad) == [b"route.capacity", b"route.expiry_s"], bad
+
+
+class _CountParses:
+    """gbcs.frame.parse wrapped to count calls (every module calls it as
+    gframe.parse, looked up at call time)."""
+
+    def __init__(self):
+        self.n = 0
+        self._real = gframe.parse
+
+    def __enter__(self):
+        def counting(data):
+            self.n += 1
+            return self._real(data)
+
+        gframe.parse = counting
+        return self
+
+    def __exit__(self, *exc):
+        gframe.parse = self._real
+
+
+def test_a_frame_is_parsed_once_on_its_way():
+    # a CHF command under a link tag (resend check, authentication), a TOM
+    # command for the GSME (buffer, GPF tap-off) and the GSME's response (WAN,
+    # GPF): each frame's grouping header is read once, where it enters
+    hub, r = _hub(gpf=True)
+    data = _with_recipient(_hex_file("6.2.4_ECS26n/ECS26n_6.2.4_SUCCESS_COMMAND_GBCS.HEX"),
+                           hub.identity.chf["eui"].hex())
+    with _CountParses() as c:
+        try:
+            run(r.route(data, b"\x00\x00\x00\x01"))
+            raise AssertionError("accepted")
+        except SecurityError:
+            pass
+    assert c.n == 1, c.n
+    with _CountParses() as c:
+        assert run(r.route(_hex_file(CS11_CMD))) == (None, [])
+    assert c.n == 1 and hub.gpf.status()["tap_pending"] == 1, c.n
+    assert run(r.on_tunnel_message(GSME, b"\x01")) == b"\x02\x00" + _hex_file(CS11_CMD)
+    with _CountParses() as c:
+        assert run(r.on_tunnel_message(GSME, b"\x03" + _hex_file(CS11_RSP))) is None
+    assert c.n == 1 and hub.gpf.status()["tap_pending"] == 0, c.n
+
+
+async def _pause():
+    await asyncio.sleep_ms(5)
+
+
+def _frame(cra, counter, orig, recip, mc=0x009B, payload=b"\x01\x09\x01\x00\x00"):
+    return bytes(gframe.build(cra, counter, unhexlify(orig), unhexlify(recip), mc, payload))
+
+
+def test_ppmid_top_up_response_goes_back_to_the_ppmid_not_the_wan():
+    # E2E H04: the PPMID's command to the GSME (PCS01 0x009B) is buffered; the
+    # GSME's response (recipient = the PPMID) goes back over the PPMID's
+    # tunnel, not to the WAN; kept on flash until the PPMID has it
+    hub, r = _hub()
+    co = hub.coordinator
+    cmd = _frame(1, 77, PPMID, GSME)
+    assert run(r.on_tunnel_message(PPMID, cmd)) is None
+    assert r.buffer.pending(GSME) == 1 and _outbox(hub) == []
+    assert run(r.on_tunnel_message(GSME, b"\x01")) == b"\x02\x00" + cmd
+    rsp = _frame(2, 77, GSME, PPMID)
+    co.push_fail = "timeout"  # the PPMID does not hear it yet
+    assert run(r.on_tunnel_message(GSME, b"\x03" + rsp)) is None
+    run(_pause())
+    assert _outbox(hub) == [] and co.pushed == [] and len(r.han_out) == 1
+    assert run(r.on_tunnel_message(GSME, b"\x01")) == b"\x02\x00"  # the command left the flash
+    # power cut: the response is still on flash and goes at the next flush
+    hub, r = _hub(fresh=False)
+    assert len(r.han_out) == 1
+    assert run(r.flush_local()) == 1
+    assert hub.coordinator.pushed == [(PPMID, rsp)] and len(r.han_out) == 0 and _outbox(hub) == []
+    assert r.counters["local_delivered"] == 1
+
+
+def test_gsme_response_to_an_hht_command_is_kept_for_the_hht():
+    # a command the HHT sent (send_gbcs) to the GSME: its response is kept
+    # for the HHT (route_replies), not sent to the WAN; a WAN command's
+    # response still goes to the WAN
+    hub, r = _hub()
+    cmd = _hex_file(CS11_CMD)
+    assert run(r.route_wait(cmd, source="hht")) == (None, [])
+    run(r.on_tunnel_message(GSME, b"\x01"))
+    rsp = _hex_file(CS11_RSP)
+    assert run(r.on_tunnel_message(GSME, b"\x03" + rsp)) is None
+    assert _outbox(hub) == []
+    hub, r = _hub(fresh=False)  # kept over a power cut
+    got = run(hub.commands["route_replies"](hub, {}))
+    assert [x["frame"] for x in got["replies"]] == [rsp.hex()], got
+    got = run(hub.commands["route_replies"](hub, {"take": True}))
+    assert len(got["replies"]) == 1 and run(hub.commands["route_replies"](hub, {}))["replies"] == []
+    # from the WAN: to the WAN as before
+    wan_cmd = _hex_file("3.1_GCS07/GCS07_3.1_SUCCESS_COMMAND_GBCS.HEX")
+    wan_rsp = _hex_file("3.1_GCS07/GCS07_3.1_SUCCESS_RESPONSE_GBCS.HEX")
+    run(r.route(wan_cmd))
+    run(r.on_tunnel_message(GSME, b"\x01"))
+    run(r.on_tunnel_message(GSME, b"\x01"))
+    run(r.on_tunnel_message(GSME, b"\x03" + wan_rsp))
+    assert _outbox(hub) == [(ob.KIND_RESPONSE, wan_rsp)]
+
+
+def test_a_kept_ppmid_response_is_given_up_when_the_ppmid_leaves_the_log():
+    hub, r = _hub()
+    co = hub.coordinator
+    cmd = _frame(1, 78, PPMID, GSME)
+    run(r.on_tunnel_message(PPMID, cmd))
+    run(r.on_tunnel_message(GSME, b"\x01"))
+    co.push_fail = "no_route"
+    run(r.on_tunnel_message(GSME, b"\x03" + _frame(2, 78, GSME, PPMID)))
+    run(_pause())
+    assert run(r.flush_local()) == 0 and len(r.han_out) == 1  # kept, tried again later
+    hub.device_log.remove(unhexlify(PPMID))
+    assert run(r.flush_local()) == 1 and len(r.han_out) == 0 and r.counters["local_lost"] == 1
+    assert hub.event_log.entries()[-1][1] == R.EV_QUEUE_DROPPED and _outbox(hub) == []

@@ -322,3 +322,22 @@ def test_tunnel_server_answers_each_command_on_the_wire():
     assert serve(b"\x00\x1e\x00\x00\x00") == b"\x18\x1e\x0b\x00\x82"
     assert serve(b"\x00\x1f\x0b\x00\x00") is None
     assert serve(b"\x05\x34\x12\x20\x00\x06") == b"\x1c\x34\x12\x20\x0b\x00\x83"
+
+
+def test_malformed_and_flooding_han_frames_are_reported_as_abnormal():
+    # product requirements 10.7: a known device's malformed frames (not the
+    # SE profile, a ZCL header that does not parse) and frames dropped for a
+    # flood are reported through _abnormal (the coordinator security-logs
+    # them, which the 0x8F60 watch counts); good frames are not
+    seen = []
+    m = _messaging()
+    m._abnormal = lambda eh, what: seen.append((eh, what))
+    a = "00DB1234567890A4"
+    aps = (0x0109, 0x0702, 1, 1, 0, 0)
+    m._incoming(a, (0x0104,) + aps[1:], b"\x00\x01\x00\x00\x00")  # HA profile
+    m._incoming(a, aps, b"\x04")  # manufacturer bit set, header cut short
+    assert seen == [(a, "profile"), (a, "zcl")], seen
+    m._busy = 1000  # the servers are all busy: the next frame is dropped
+    m.zcl_servers[0x0702] = lambda *x: None
+    m._incoming(a, aps, b"\x00\x01\x00\x00\x00")
+    assert seen[-1] == (a, "flood") and m.counters["busy_drop"] == 1

@@ -1,0 +1,52 @@
+# The GPF's ZCL servers for tapped-off data (E2E 4.3.5.3, use cases HAN03 /
+# HAN06): an IHD or PPMID sends a Get command (client -> server) to the
+# hub's Price or Calendar cluster; the GPF answers with the Publish command
+# (server -> client, same TSN) the DCC sent the GSME, as the GPF applied it
+# once the GSME said it succeeded (gpf.tapoff, KV "gpf_tom": the latest
+# payload per cluster/command, on flash). Nothing applied: Default Response
+# NOT_FOUND. The Get command's filters (start time, issuer event id, number
+# of commands) are not applied: the latest applied Publish is the answer.
+from micropython import const
+
+from han import zcl
+
+_NOT_FOUND = const(0x8B)
+_PRICE = const(0x0700)
+_CALENDAR = const(0x0707)
+CLUSTERS = (_PRICE, _CALENDAR)
+
+# (cluster << 8 | Get command) -> the Publish command that answers it (SE 1.2)
+GETS = {
+    0x070003: 0x01,  # Price GetBlockPeriod(s) -> PublishBlockPeriod
+    0x070004: 0x02,  # GetConversionFactor -> PublishConversionFactor
+    0x070005: 0x03,  # GetCalorificValue -> PublishCalorificValue
+    0x070006: 0x04,  # GetTariffInformation -> PublishTariffInformation
+    0x070007: 0x05,  # GetPriceMatrix -> PublishPriceMatrix
+    0x070008: 0x06,  # GetBlockThresholds -> PublishBlockThresholds
+    0x07000B: 0x09,  # GetBillingPeriod -> PublishBillingPeriod
+    0x070700: 0x00,  # Calendar GetCalendar -> PublishCalendar
+    0x070701: 0x01,  # GetDayProfiles -> PublishDayProfile
+    0x070702: 0x02,  # GetWeekProfiles -> PublishWeekProfile
+    0x070703: 0x03,  # GetSeasons -> PublishSeasons
+    0x070704: 0x04,  # GetSpecialDays -> PublishSpecialDays
+}
+
+
+def _default_rsp(h, status):
+    rh = zcl.Header(zcl.DEFAULT_RSP, h.tsn, zcl.FT_GLOBAL, 1, disable_default_response=True)
+    return zcl.build_frame(rh, zcl.encode_default_rsp(h.command_id, status))
+
+
+def answer(kv, cluster, h):
+    """The reply to a client -> server cluster-specific command h on a
+    served cluster; kv: KV "gpf_tom"."""
+    if h.manufacturer is not None:
+        return _default_rsp(h, zcl.UNSUP_MANUF_CLUSTER_COMMAND)
+    pub = GETS.get(cluster << 8 | h.command_id)
+    if pub is None:
+        return _default_rsp(h, zcl.UNSUP_CLUSTER_COMMAND)
+    v = kv.get("%04x%02x" % (cluster, pub))
+    if v is None:
+        return _default_rsp(h, _NOT_FOUND)
+    rh = zcl.Header(pub, h.tsn, zcl.FT_CLUSTER, 1, disable_default_response=True)
+    return zcl.build_frame(rh, bytes(int(v[i : i + 2], 16) for i in range(0, len(v), 2)))
