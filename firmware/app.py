@@ -46,7 +46,7 @@ class Hub:
     """The hub's parts. Local-port commands are fn(hub, req) and read the
     parts they serve from here (docs/local-port.md)."""
 
-    def __init__(self):
+    def __init__(self, running=None):
         self.started_ms = mono.ms()
         self.heap_high_water = 0
         self.local_port_up = asyncio.Event()
@@ -92,12 +92,23 @@ class Hub:
 
         self.leds = StatusLeds(dl, coord, wan, board.power_fail)
 
+        # the hub's own update (running: the image slot update.slots chose);
+        # loaded last, after the parts the boot needs first (a 512k heap
+        # running from source has no room for it earlier)
+        from update import commands as update_commands
+        from update.image import Updater
+
+        self.updater = Updater(st.root, board.NAME, st.kv("update", keep=False), ev, self.security_alert,
+                               board.utc, board.reset, running, log)
+        chf.image_action = self.updater.image_action  # CS05a / CS06 on the CHF's Image transfer object
+
         # the local port: the commands, behind the installer guard
         self.provisioning = None  # chf.provision_steps.Provisioning while a run is open
         self.installer_auth = auth = provision.installer_auth(st, sec, ev)
         cmds = self.commands = {"status": Hub.cmd_status}
         groups = [chf_commands.COMMANDS, gbcs_port.COMMANDS, han_coordinator.COMMANDS, wan_commands.COMMANDS,
-                  gpf_service.COMMANDS, route_router.COMMANDS, provision.COMMANDS, han_ota.COMMANDS]
+                  gpf_service.COMMANDS, route_router.COMMANDS, provision.COMMANDS, update_commands.COMMANDS,
+                  han_ota.COMMANDS]
         if board.RIG:
             from rig import hooks  # the emulated board only: not in the ESP32 images
 
@@ -131,6 +142,11 @@ class Hub:
         from binascii import unhexlify
 
         self.emit(self.chf.firmware_alert(unhexlify(eh), version, code), "alert")
+
+    def self_check(self):
+        # a new image's check after READY (update.image): every critical job runs
+        jobs = self.supervisor.jobs
+        return all(jobs.get(n, {}).get("state") == "running" for n in _CRITICAL)
 
     def uptime_s(self):
         return (mono.ms() - self.started_ms) // 1000
@@ -182,13 +198,15 @@ class Hub:
         self.supervisor.spawn("local_port", self.local_port)
         self.supervisor.watchdog(board.watchdog(), _CRITICAL)
         await self.local_port_up.wait()
-        log("hub", "READY version=%s board=%s" % (VERSION, board.NAME))
+        log("hub", "READY version=%s board=%s image=%s" % (VERSION, board.NAME, self.updater.running or "factory"))
+        self.supervisor.spawn("update", lambda: self.updater.run(self.local_port_up, self.self_check))
         while True:
             await asyncio.sleep(3600)
 
 
-def main():
+def main(running=None):
+    """running: the image slot update.slots.boot() chose (None: the factory image)."""
     if board.release_console is not None and board.console_released():
         return  # the installer asked for the REPL (chub flash): the hub does not start
     board.preload()  # the unix board, for the bench's heap figures; nothing elsewhere
-    asyncio.run(Hub().run())
+    asyncio.run(Hub(running).run())

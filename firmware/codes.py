@@ -25,6 +25,9 @@ ALERT_FD_OK = const(0x8F66)  # Future-date HAN Interface Command Successfully Ac
 ALERT_ESME_UNDELIVERED = const(0x8F84)  # Failure to Deliver Remote Party Message to ESME
 ALERT_FW_TRANSFER_FAILED = const(0x8F89)  # Firmware transfer alert FAIL: CCS08
 ALERT_FW_TRANSFER_OK = const(0x8F8A)  # Firmware transfer alert SUCCESS: CCS08
+ALERT_FW_VERIFY_FAILED_AT_BOOT = const(0x8F1B)  # Firmware Verification Failed At Power On: the hub's new image rolled back, or a slot failed its power-on check (update.slots)
+ALERT_FW_VERIFY_FAILED = const(0x8F1C)  # Firmware Verification Failed: a hub image refused (signature, hash, board, minimum version, truncated); data = reason
+ALERT_FW_VERIFY_OK = const(0x8F72)  # Firmware Verification Successful: a hub image staged and verified
 ALERT_GSME_NOT_RETRIEVED = const(0x819D)  # GSME Command Not Retrieved: before its expiry
 ALERT_TAP_OFF_FAILED = const(0x819E)  # Tap Off Message Response or Alert Failure: GPF
 

@@ -186,8 +186,9 @@ class EmulatedSystem(HubControl):
     commands (`self.meters`)."""
 
     def __init__(self, workdir: Path, heap: str | None = None, image: Path | None = None, fresh: bool = False,
-                 living: bool = False, gsme_wake_s: float | None = None):
+                 living: bool = False, gsme_wake_s: float | None = None, flash_blocks: int = 256):
         self.workdir = Path(workdir)
+        self.flash_blocks = flash_blocks  # 4 KB blocks of the emulated flash
         self.heap = heap
         self.image = image
         self.fresh = fresh
@@ -214,7 +215,8 @@ class EmulatedSystem(HubControl):
 
             self.image = build("unix", out=self.workdir / "image").path
         self.rig = Rig(self.log).start()
-        self.dut = UnixDut(self.image, self.workdir, self.rig, self.log, heap=self.heap, from_flash=self.from_flash)
+        self.dut = UnixDut(self.image, self.workdir, self.rig, self.log, heap=self.heap, from_flash=self.from_flash,
+                           flash_blocks=self.flash_blocks)
         attach_peripherals(self)
         pos = self.log.position
         self.dut.start()

@@ -39,6 +39,8 @@ PUBLISHED = {
     "remote_config_round_trip_ms", "fleet_hubs", "fleet_send_peak_ratio",
     # CBKE and hub replacement (issue 18)
     "cbke_s", "cbke_ch_s", "restore_rejoin_s",
+    # the hub's own update (issue 19)
+    "hub_update_s", "rollback_s",
 }
 
 

@@ -326,6 +326,11 @@ async def _reset(peripheral):
         await power_on_modem()
 
 
+def reset():
+    """The board's reset (the hub's update switches images with it)."""
+    machine.reset()
+
+
 def hard_reset(peripheral):
     """Pull the reset line of "ncp" (EFR32 nRESET) or "modem" (SIM7600
     RESET, then PWRKEY to switch it on again). The pulses run in a task of

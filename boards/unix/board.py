@@ -69,6 +69,8 @@ def _pid():
 def mount():
     """Mount the flash file system at FLASH_ROOT, formatting a blank part."""
     global _bdev
+    if _bdev is not None:
+        return FLASH_ROOT  # mounted already (the boot chooser mounts first)
     cfg = config()
     fl = cfg["flash"]
     # "timing": "spi_nor" (or $CHUB_FLASH_TIMING): the ESP32's flash times (blockdev.SPI_NOR)
@@ -150,6 +152,13 @@ def watchdog(timeout_ms=None):
 def on_control(key, fn):
     """Register fn(value) for a control-line message from the rig."""
     _handlers[key] = fn
+
+
+def reset():
+    """The board's reset: on this board the process ends at once (the rig,
+    or whoever started it, powers it up again)."""
+    print("BOARD reset")
+    os.system("kill -9 %d" % _pid())
 
 
 def hard_reset(peripheral):

@@ -56,6 +56,10 @@ OBIS_SUBGHZ_SCAN = b"\x00\x00\x5e\x2c\x0a\x01"  # 0-0:94.44.10.1 channel scan re
 OBIS_SUBGHZ_CHANNEL = b"\x00\x00\x5e\x2c\x0a\x02"  # 0-0:94.44.10.2 operating channel
 OBIS_SUBGHZ_LOG = b"\x00\x00\x5e\x2c\x0a\x03"  # 0-0:94.44.10.3 channel log
 
+OBIS_IMAGE_TRANSFER = b"\x00\x00\x2c\x00\x00\xff"  # 0-0:44.0.0.255 Image transfer (class 18)
+_CLS_IMAGE_TRANSFER = const(18)
+_MC_CS05A = const(0x7F05)
+
 # message code -> (name, allowed specs as (kind, class, OBIS, attribute/method))
 USE_CASES = {
     0x0092: (
@@ -82,6 +86,10 @@ USE_CASES = {
     0x010C: ("DBCH03", ((_GET, _CLS_DATA, OBIS_SUBGHZ_CONFIG, 2),)),
     0x010D: ("DBCH04", ((_SET, _CLS_DATA, OBIS_SUBGHZ_CONFIG, 2),)),
     0x010E: ("DBCH05", ((_SET, _CLS_DATA, OBIS_SUBGHZ_SCAN, 2),)),
+    # the hub's own image (update.ota; docs/firmware-update.md): CS05a has no
+    # GBCS message code in our tables, 0x7F05 is the project's; CS06 is GBCS's
+    _MC_CS05A: ("CS05a", ((_ACTION, _CLS_IMAGE_TRANSFER, OBIS_IMAGE_TRANSFER, 2),)),
+    0x0012: ("CS06", ((_ACTION, _CLS_IMAGE_TRANSFER, OBIS_IMAGE_TRANSFER, 4),)),
     0x00FE: (
         "CCS07",
         ((_ACTION, _CLS_ZB_NETWORK, OBIS_DEVICE_LOG, 4), (_ACTION, _CLS_ZB_NETWORK, OBIS_HISTORIC_LOG, 4)),
@@ -134,6 +142,7 @@ class Chf:
         # device (None items / None when not known): the HAN coordinator's
         # device_versions, wired by the installer once the coordinator exists
         self.versions = None
+        self.image_action = None
         self._changes = []  # device-log changes during one command (for CS14)
         if device_log is not None:
             device_log.on_change(self._on_change)
@@ -349,6 +358,9 @@ class Chf:
         return TYPE_UNMATCHED
 
     def _action(self, obis, method, v):
+        if obis == OBIS_IMAGE_TRANSFER:
+            # image_action(method, data) -> (result, value): the hub's update (update.ota), wired by app
+            return self.image_action(method, v) if self.image_action else (_HARDWARE_FAULT, None)
         dl = self.device_log
         if dl is None:
             return _HARDWARE_FAULT, None

@@ -33,6 +33,7 @@ from . import (
     bench_ota,
     bench_proof,
     bench_route,
+    bench_update,
     bench_wan,
 )
 
@@ -207,6 +208,8 @@ def run_bench(heap: str | None = None, progress: Callable[[str], None] | None = 
         say("meter firmware over the HAN")
         figures.update(bench_ota.figures(heap, image))
         figures.update(bench_cbke.figures(heap, image))
+        say("hub update and rollback")
+        figures.update(bench_update.figures(heap, image))
         figures.update(bench_proof.figures(heap, image, figures.get("heap_after_imports_kb"), say))
         figures.update(bench_flash.figures(image, heap, say=say))
     return figures

@@ -30,7 +30,9 @@ def main() -> None:
 @main.command()
 @click.option("--board", default="unix", show_default=True, help="Board folder under boards/.")
 @click.option("--out", type=click.Path(path_type=Path), help="Image folder (default build/BOARD/image).")
-def build(board: str, out: Path | None) -> None:
+@click.option("--sign", "sign_key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Also write the signed hub image (build/BOARD/hub.chim) with this manufacturer key.")
+def build(board: str, out: Path | None, sign_key: Path | None) -> None:
     """Compile every firmware and board module with mpy-cross into an image folder.
 
     A board with a MicroPython recipe (unix32) also gets its MicroPython built
@@ -57,6 +59,18 @@ def build(board: str, out: Path | None) -> None:
         _stderr().print(f"frozen build: pass FROZEN_MANIFEST={img.info['manifest']} to the MicroPython ESP32 build")
     if img.info.get("app_size"):
         _stderr().print(img.info["app_size"]["text"])
+    if sign_key is not None:
+        from chubcore.hubimage import ImageError
+
+        from .image_cmd import write_image
+
+        dest = img.path.parent / "hub.chim"
+        try:
+            write_image(img.path, dest, sign_key)
+        except (ImageError, ValueError) as e:
+            _stderr().print(f"[red]image not signed:[/red] {e}")
+            sys.exit(1)
+        _stderr().print(f"[green]signed image[/green] -> {dest}")
 
 
 def _build_micropython(board: str) -> Path:
@@ -363,6 +377,11 @@ def _print_figures(figures: dict[str, Any], as_json: bool, markdown: bool) -> No
         from .views import bench_table
 
         Console().print(bench_table(figures))
+
+
+from .image_cmd import image as _image_group  # noqa: E402
+
+main.add_command(_image_group)
 
 
 def _plain_image(board: str) -> Path:

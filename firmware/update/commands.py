@@ -1,0 +1,67 @@
+# Local-port commands of the hub's own update (docs/firmware-update.md):
+# the installer's path for an image (fn(hub, req), behind the installer
+# guard like every command that changes the hub). A piece of the image is
+# at most PIECE bytes (hex text in the 4 KB request body).
+from micropython import const
+
+from local_port import hex_arg, int_arg, str_arg
+from update.image import Refused, version_tuple
+
+PIECE = const(1536)
+
+
+async def image_status(hub, req):
+    return hub.updater.status()
+
+
+async def image_write(hub, req):
+    """{offset, data}: a piece of the image; answers {"received": n}, the
+    offset of the next piece the hub takes (a resend after a break or a
+    power cut continues from there)."""
+    off = int_arg(req, "offset", 0, 0x7FFFFFFF)
+    data = hex_arg(req, "data", PIECE)
+    try:
+        n = hub.updater.write(off, data)
+    except Refused as e:
+        raise ValueError("image refused: " + str(e))
+    return {"received": n, "state": hub.updater.state}
+
+
+async def image_end(hub, req):
+    try:
+        return hub.updater.end()
+    except Refused as e:
+        raise ValueError("image refused: " + str(e))
+
+
+async def image_activate(hub, req):
+    """{total, at}: activate the verified image with this total hash (hex,
+    as CS06 names the image) at UTC `at` (0: now); the hub resets into it."""
+    total = str_arg(req, "total", 64)
+    at = int_arg(req, "at", 0, 0xFFFFFFFF, 0)
+    hub.updater.activate(total, at)
+    return hub.updater.status()
+
+
+async def image_abort(hub, req):
+    hub.updater.abort()
+    return hub.updater.status()
+
+
+async def image_anchor(hub, req):
+    """{anchor, min_version}: the manufacturer anchor (the P-256 public
+    point, 65 bytes hex) and the lowest version the hub takes."""
+    from binascii import hexlify
+
+    from gbcs.p256 import decode_point
+
+    anchor = hex_arg(req, "anchor", 65)
+    decode_point(anchor)  # ValueError for a point that is not on P-256
+    mv = str_arg(req, "min_version", 23, "0")
+    version_tuple(mv)
+    hub.updater.kv.update({"anchor": hexlify(anchor).decode(), "min_version": mv})
+    return hub.updater.status()
+
+
+COMMANDS = (("image_status", image_status), ("image_write", image_write), ("image_end", image_end),
+            ("image_activate", image_activate), ("image_abort", image_abort), ("image_anchor", image_anchor))

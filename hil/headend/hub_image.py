@@ -1,0 +1,71 @@
+"""The head-end's side of CS05a / CS06 for the hub's own image
+(docs/firmware-update.md): the OTA Upgrade Image (chubcore.hubimage.ota_wrap)
+in pieces, each a MAC'd GBCS command to the CHF with a DLMS action on the
+Image transfer object (class 18, 0-0:44.0.0.255): method 2 {offset, bytes}
+(the response says the offset the hub wants next; the last piece's result
+says whether the whole verified), and CS06's
+method 4 {Manufacturer Image Hash, activation UTC}."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from chubcore.dcc import ACB
+
+from .gbcs import RTDS_CHF, Frame, HeadEndError, _enclen, decode_access_response
+from .server import HeadEndServer
+
+MC_CS05A = 0x7F05  # project-local (firmware/chf/usecases.py)
+MC_CS06 = 0x0012
+OBIS = bytes([0, 0, 44, 0, 0, 255])
+PIECE = 3800  # bytes of image per command: the GBCS frame stays under the link's 4096
+
+
+def octets(b: bytes) -> bytes:
+    return b"\x09" + _enclen(len(b)) + b
+
+
+def u32(v: int) -> bytes:
+    return b"\x06" + v.to_bytes(4, "big")
+
+
+def precommand(mc: int, method: int, data: bytes) -> bytes:
+    """The unprotected command to the CHF (the head-end's rebuild puts in the
+    hub's CHF for the RTDS one, a fresh counter and the MAC)."""
+    payload = (b"\xd9" + bytes(4) + b"\x00" + b"\x01" + b"\x03" + (18).to_bytes(2, "big") + OBIS + bytes([method])
+               + b"\x01" + data)
+    f = Frame(cra=1, counter=0, originator=ACB, recipient=RTDS_CHF, date_time=None,
+              other_info=mc.to_bytes(2, "big"), payload=payload, signature=None)
+    return f.header_and_payload() + b"\x00"
+
+
+def _result(reply) -> tuple[int, object]:
+    r = decode_access_response(reply.frame.payload)
+    return r.results[0][1], (r.data[0] if r.data else None)
+
+
+def send_image(server: HeadEndServer, ota: bytes, piece: int = PIECE,
+               progress: Callable[[int, int], None] | None = None, timeout: float = 30.0) -> None:
+    """CS05a: the OTA image from where the hub says it is (the last piece verifies it).
+    HeadEndError when the hub refuses it."""
+    off = 0
+    first = True
+    while off < len(ota) or first:
+        first = False
+        data = b"\x02\x02" + u32(off) + octets(ota[off:off + piece])
+        code, val = _result(server.send_command(precommand(MC_CS05A, 2, data), timeout))
+        if code != 0:
+            raise HeadEndError(f"CS05a piece at {off} refused (result {code})")
+        nxt = val[1] if isinstance(val, tuple) else val
+        if not isinstance(nxt, int) or nxt <= off and off < len(ota):
+            raise HeadEndError(f"the hub stopped taking the image at {off} ({val!r})")
+        off = nxt
+        if progress:
+            progress(off, len(ota))
+
+
+def activate(server: HeadEndServer, ota: bytes, at: int = 0, timeout: float = 30.0) -> int:
+    """CS06: activate the image whose Manufacturer Image Hash ends `ota` at UTC `at`; the result code."""
+    data = b"\x02\x02" + octets(ota[-32:]) + u32(at)
+    code, _ = _result(server.send_command(precommand(MC_CS06, 4, data), timeout))
+    return code

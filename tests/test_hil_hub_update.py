@@ -1,0 +1,165 @@
+"""HIL: the hub's own update on the emulated board (docs/firmware-update.md).
+A signed image goes over the local port, is activated, the hub resets into
+it and confirms it after READY and its self-check; a deliberately broken
+image (its app raises before READY) is rolled back on the next boot, with
+0x8F1B in the event log; a hostile image is refused with 0x8F1C and the
+running image stays."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from chub.bench_update import boot_again, image_variant
+from chubcore import hubimage as hi
+from hil.system import EmulatedSystem
+
+
+@pytest.fixture(scope="module")
+def key():
+    return hi.new_key()
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory, hub_image: Path) -> Iterator[EmulatedSystem]:
+    if json.loads((hub_image / "image.json").read_text()).get("frozen"):
+        pytest.skip("a frozen board's app is in its binary: no file image (docs/firmware-update.md)")
+    with EmulatedSystem(tmp_path_factory.mktemp("hubupdate") / "sys", image=hub_image, fresh=True,
+                        flash_blocks=512) as s:  # 2 MB: the data and two images (docs/firmware-update.md)
+        yield s
+
+
+def install(s: EmulatedSystem, blob: bytes) -> dict:
+    st = hi.upload(lambda cmd, **a: s.call(cmd, timeout=60, **a), blob)
+    assert st["state"] == "verified", st
+    pos = s.log.position
+    s.call("image_activate", total=st["total"], at=0)
+    assert s.dut is not None
+    s.wait_until(lambda: not s.dut.alive, 10, "the hub resets into the new image")
+    return {"pos": pos, "status": st}
+
+
+def events(s: EmulatedSystem, code: int) -> list[str]:
+    rows = s.call("logs", which="event")["entries"]
+    return [bytes.fromhex(r[2]).decode() for r in rows if r[1] == code]
+
+
+def test_update_confirm_then_broken_image_rolls_back(system: EmulatedSystem, hub_image: Path, key,
+                                                     tmp_path: Path) -> None:
+    s = system
+    s.call("image_anchor", anchor=hi.anchor_bytes(key.public_key()).hex(), min_version="0.1.0")
+    assert s.call("image_status")["running"] == "factory"
+
+    # a hostile image (another key) is refused, the factory image runs on
+    bad = hi.pack(image_variant(hub_image, tmp_path / "v9", "0.9.0"), hi.new_key())
+    with pytest.raises(Exception, match="signature"):
+        hi.upload(lambda cmd, **a: s.call(cmd, timeout=60, **a), bad)
+    assert "signature" in events(s, 0x8F1C)[-1]
+    assert s.call("image_status")["state"] == "idle"
+
+    # a good one: staged, verified (0x8F72), activated, confirmed
+    good = hi.pack(image_variant(hub_image, tmp_path / "v2", "0.2.0"), key)
+    install(s, good)
+    boot_again(s)
+    assert s.call("status")["version"] == "0.2.0"
+    st = s.wait_until(lambda: (x := s.call("image_status"))["active"] == "a" and x, 20, "the trial image confirmed")
+    assert st["running"] == "a" and st["trial"] is None
+    assert events(s, 0x8F72)
+
+    # a broken one: its app raises at import, before READY
+    broken = image_variant(hub_image, tmp_path / "v3", "0.3.0", app_source="raise RuntimeError('broken image')\n")
+    install(s, hi.pack(broken, key))
+    assert s.dut is not None
+    pos = s.log.position
+    s.dut.start()
+    s.wait_until(lambda: not s.dut.alive, 30, "the broken image dies before READY")
+    assert any("broken image" in line for line in s.log.lines("dut", after=pos))
+    boot_again(s)  # the next boot runs the confirmed image again
+    st = s.call("image_status")
+    assert st["running"] == "a" and st["active"] == "a" and st["trial"] is None, st
+    assert s.call("status")["version"] == "0.2.0"
+    assert events(s, 0x8F1B)[-1].startswith("rollback 0.3.0")
+
+
+def test_cs05a_over_the_wan_then_cs06(system: EmulatedSystem, hub_image: Path, key, tmp_path: Path) -> None:
+    from hil.headend.gbcs import HeadEndError
+    from hil.headend.hub_image import activate, send_image
+
+    s = system
+    s.call("image_anchor", anchor=hi.anchor_bytes(key.public_key()).hex(), min_version="0.1.0")
+    he = s.headend
+    s.wait_until(lambda: he.connected and s.call("wan_status")["connected"], 30, "the WAN link up")
+    # a corrupted OTA file (its Manufacturer Image Hash does not match) is refused
+    ota = hi.ota_wrap(hi.pack(image_variant(hub_image, tmp_path / "v5", "0.5.0"), key))
+    bad = ota[:-1] + bytes([ota[-1] ^ 1])
+    with pytest.raises(HeadEndError, match="refused"):
+        send_image(he, bad)
+    assert "Manufacturer Image Hash" in events(s, 0x8F1C)[-1]
+    assert s.call("image_status")["state"] == "idle"
+    # the good one, then CS06 now: the hub resets into it
+    send_image(he, ota)
+    assert s.call("image_status")["state"] == "verified"
+    assert activate(he, ota, at=0) == 0
+    s.wait_until(lambda: not s.dut.alive, 10, "the hub resets into the new image")
+    boot_again(s)
+    assert s.call("status")["version"] == "0.5.0"
+    s.wait_until(lambda: s.call("image_status")["trial"] is None, 20, "the trial image confirmed")
+
+
+def test_power_cuts_during_a_download_resume_it(system: EmulatedSystem, hub_image: Path, key,
+                                                tmp_path: Path) -> None:
+    # power cut at a block write during the download, four times at growing
+    # depths: each time the hub boots its running image again and the
+    # download goes on from where the hub had it on flash, never from zero
+    from serial import SerialException
+
+    from chubcore.localport import LocalPortTimeout
+
+    s = system
+    assert s.dut is not None and s.rig is not None
+    s.call("image_anchor", anchor=hi.anchor_bytes(key.public_key()).hex(), min_version="0.1.0")
+    blob = hi.pack(image_variant(hub_image, tmp_path / "v6", "0.6.0"), key)
+    running = s.call("image_status")["running"]
+    durable = 0  # what the hub said it had on flash (the header stored)
+    received_after_cut = []
+    base = s.call("status")["flash"]["writes"]  # a boot's writes, about
+    for delta in (40, 300, 700, 1500):
+        s.dut.power_cut()
+        s.drop_connection()
+        deadline = time.monotonic() + 5
+        while any(s.rig.connected.values()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        pos = s.log.position
+        s.dut.start(cut_after=base + delta)
+        s.dut.wait_ready(30, after=pos)
+        st = s.call("image_status")
+        base = s.call("status")["flash"]["writes"]
+        assert st["running"] == running and st["trial"] is None, st
+        assert st["received"] >= durable, (st, durable)
+        received_after_cut.append(st["received"])
+        off = st["received"]
+        try:
+            while off < len(blob):
+                r = s.call("image_write", timeout=20, offset=off, data=blob[off:off + hi.PIECE].hex())
+                off = r["received"]
+                if r["state"] != "idle":
+                    durable = off
+        except (LocalPortTimeout, OSError, TimeoutError, SerialException):
+            pass  # the power went
+        else:
+            raise AssertionError(f"no power cut in the download (cut after {base + delta} block writes)")
+        s.wait_until(lambda: not s.dut.alive, 30, "the power cut")
+    boot_again(s)
+    st = s.call("image_status")
+    assert st["received"] >= durable and st["running"] == running
+    assert any(r > 0 for r in received_after_cut[1:]), received_after_cut
+    st = hi.upload(lambda cmd, **a: s.call(cmd, timeout=60, **a), blob)
+    assert st["state"] == "verified"
+    s.call("image_activate", total=st["total"], at=0)
+    s.wait_until(lambda: not s.dut.alive, 10, "the hub resets into the new image")
+    boot_again(s)
+    assert s.call("status")["version"] == "0.6.0"
