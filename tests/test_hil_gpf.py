@@ -21,8 +21,9 @@ from hil.system import EmulatedSystem
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory, hub_image: Path) -> Iterator[EmulatedSystem]:
-    # 1024k: the GPF loads late, and its modules take the eighth name pool (docs/proof.md, the qstr trap)
-    with EmulatedSystem(tmp_path_factory.mktemp("gpf") / "sys", image=hub_image, fresh=True, heap="1024k") as s:
+    # the board's default heap (1024k): the GPF loads late, and its modules take the eighth name pool
+    # (docs/proof.md, the qstr trap)
+    with EmulatedSystem(tmp_path_factory.mktemp("gpf") / "sys", image=hub_image, fresh=True) as s:
         yield s
 
 

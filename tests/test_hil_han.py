@@ -29,9 +29,8 @@ WRONG = DeviceSpec("wrong", "70B3D5C1BAD00006", 5, bytes.fromhex("00112233445566
 
 
 def _system(tmp: Path, image: Path, demo: bool, version: int = 13) -> EmulatedSystem:
-    # 768k: at 512k the whole hub (every feature loaded) sometimes runs out of
-    # heap in the local port under load; see docs/han.md, "Tests"
-    s = EmulatedSystem(tmp, image=image, fresh=True, heap="768k")
+    # the board's default heap (docs/proof.md, the qstr trap)
+    s = EmulatedSystem(tmp, image=image, fresh=True)
     s.han_demo = demo  # type: ignore[attr-defined]
     s.han_version = version  # type: ignore[attr-defined]
     return s

@@ -34,8 +34,7 @@ KEEPER = DeviceSpec("keeper", "70B3D5C1AAAA0008", 6, bytes.fromhex("F9E8D7C6B5A4
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory, hub_image: Path) -> Iterator[EmulatedSystem]:
-    # 768k: see tests/test_hil_han_messaging.py
-    s = EmulatedSystem(tmp_path_factory.mktemp("han_faults") / "sys", image=hub_image, fresh=True, heap="768k")
+    s = EmulatedSystem(tmp_path_factory.mktemp("han_faults") / "sys", image=hub_image, fresh=True)
     s.start()
     yield s
     s.stop()

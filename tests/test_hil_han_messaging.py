@@ -25,10 +25,9 @@ UNIX_2000 = 946684800
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory, hub_image: Path) -> Iterator[EmulatedSystem]:
-    # 768k: at 512k the whole hub (every feature loaded) now runs out of heap
-    # at random points (also at HEAD without this API); the heap budget is
-    # tests/test_hil_boot.py's business, this test is about the messaging
-    s = EmulatedSystem(tmp_path_factory.mktemp("han_msg") / "sys", image=hub_image, fresh=True, heap="768k")
+    # the board's default heap; the heap budget is tests/test_hil_boot.py's
+    # business, this test is about the messaging
+    s = EmulatedSystem(tmp_path_factory.mktemp("han_msg") / "sys", image=hub_image, fresh=True)
     s.han_version = 14  # type: ignore[attr-defined]
     s.call_timeout = 40
     s.start()

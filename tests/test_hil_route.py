@@ -54,10 +54,9 @@ def _hex(rel: str) -> bytes:
 def sysm(tmp_path_factory: pytest.TempPathFactory, hub_image: Path) -> Iterator[SimpleNamespace]:
     if not RTDS.is_dir():
         pytest.skip("RTDS vectors not available")
-    # 768k as the other HAN/GPF scenarios: on the unix port the bytecode of
-    # every feature lives in the heap, and the GPF's use cases (loaded with
-    # the first TOM command) do not fit next to the rest in 512k
-    s = EmulatedSystem(tmp_path_factory.mktemp("route") / "sys", image=hub_image, fresh=True, heap="1024k")
+    # the board's default heap (1024k): the GPF's use cases load with the
+    # first TOM command and take the eighth name pool (docs/proof.md)
+    s = EmulatedSystem(tmp_path_factory.mktemp("route") / "sys", image=hub_image, fresh=True)
     s.han_demo = False  # type: ignore[attr-defined]
     s.keep_connection = True
     s.call_timeout = 15

@@ -24,9 +24,9 @@ from .gsme_data import METERING, SUMMATION, T_UINT48, GsmeData, MirrorReporter
 GSME_WAKE_S = 1800.0  # a real GSME's wake-up interval
 # The living system's heap on the boards that load .mpy files (the unix
 # board): its GPF is in use from the start, and the GPF's modules take the
-# eighth name pool (~28 KB in one piece), which the board's default 768k
-# heap cannot always give once the hub has run a while (docs/proof.md); the
-# routing and GPF HIL systems run at 1024k for the same reason.
+# eighth name pool (~28 KB in one piece), which a 768k heap cannot always
+# give once the hub has run a while (docs/proof.md); the unix board's default
+# heap is 1024k for the same reason.
 LIVING_HEAP = "1024k"
 RTDS_GSME = bytes.fromhex("00DB1234567890A1")  # the GSME the RTDS commands address
 
