@@ -196,6 +196,21 @@ def test_tapped_off_tariff_read_by_the_ihd_and_the_ppmid(demo: EmulatedSystem) -
         times.append((time.perf_counter() - t0) * 1000)
         assert got == want[0]
     assert han.run(ppmid.tariff()) == want[0]
+    # the GCS01a's several Publish Day Profiles: a GetDayProfiles is answered
+    # with every one of them, in the command's order, with the Get's TSN
+    days = [c["body"] for c in gbz_components(parse_frame(cmd).payload, cra=1)
+            if c["cluster"] == 0x0707 and c["cmd"] == 0x01]
+    assert len(days) > 1
+    dev = han.device("ihd")
+    first = han.run(ihd.get(0x0707, 0x01, bytes(8) + b"\x00\x00"))
+    assert first.cluster_specific and first.command == 0x01 and bytes(first.payload) == days[0]
+
+    def _day_frames() -> list[bytes]:
+        return [bytes(z.payload) for c, z in dev.frames
+                if c == 0x0707 and z.cluster_specific and z.command == 0x01 and z.tsn == first.tsn]
+
+    demo.wait_until(lambda: len(_day_frames()) >= len(days), 10, "every PublishDayProfile")
+    assert _day_frames() == days
     times.sort()
     print(f"tapoff_read_ms (IHD GetTariffInformation round trip, median of 20) {times[10]:.1f}")
     demo.reboot(power_cut=True)

@@ -2,10 +2,12 @@
 # HAN06): an IHD or PPMID sends a Get command (client -> server) to the
 # hub's Price or Calendar cluster; the GPF answers with the Publish command
 # (server -> client, same TSN) the DCC sent the GSME, as the GPF applied it
-# once the GSME said it succeeded (gpf.tapoff, KV "gpf_tom": the latest
-# payload per cluster/command, on flash). Nothing applied: Default Response
-# NOT_FOUND. The Get command's filters (start time, issuer event id, number
-# of commands) are not applied: the latest applied Publish is the answer.
+# once the GSME said it succeeded (gpf.tapoff, KV "gpf_tom": per
+# cluster/command the payloads of the latest TOM command that carried it, on
+# flash). Several payloads (GCS01a's Publish Day Profiles) are answered with
+# one Publish frame each, in the command's order, all with the Get's TSN.
+# Nothing applied: Default Response NOT_FOUND. The Get command's filters
+# (start time, issuer event id, ids, number of commands) are not applied.
 from micropython import const
 
 from han import zcl
@@ -37,16 +39,24 @@ def _default_rsp(h, status):
     return zcl.build_frame(rh, zcl.encode_default_rsp(h.command_id, status))
 
 
+def payloads(v):
+    """A KV "gpf_tom" value (hex, or a list of hex) as [bytes], or None."""
+    if v is None:
+        return None
+    return [bytes(int(x[i : i + 2], 16) for i in range(0, len(x), 2)) for x in (v if isinstance(v, list) else (v,))]
+
+
 def answer(kv, cluster, h):
     """The reply to a client -> server cluster-specific command h on a
-    served cluster; kv: KV "gpf_tom"."""
+    served cluster (a frame, or a list of frames); kv: KV "gpf_tom"."""
     if h.manufacturer is not None:
         return _default_rsp(h, zcl.UNSUP_MANUF_CLUSTER_COMMAND)
     pub = GETS.get(cluster << 8 | h.command_id)
     if pub is None:
         return _default_rsp(h, zcl.UNSUP_CLUSTER_COMMAND)
-    v = kv.get("%04x%02x" % (cluster, pub))
-    if v is None:
+    ps = payloads(kv.get("%04x%02x" % (cluster, pub)))
+    if not ps:
         return _default_rsp(h, _NOT_FOUND)
     rh = zcl.Header(pub, h.tsn, zcl.FT_CLUSTER, 1, disable_default_response=True)
-    return zcl.build_frame(rh, bytes(int(v[i : i + 2], 16) for i in range(0, len(v), 2)))
+    frames = [zcl.build_frame(rh, p) for p in ps]
+    return frames[0] if len(frames) == 1 else frames

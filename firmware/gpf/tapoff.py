@@ -6,13 +6,16 @@
 #
 # Pending copies live in KV "gpf_tap" (one commit per change, so a copy taken
 # before a power cut is still there after it); applied command data in KV
-# "gpf_tom" (latest payload per cluster/command) and, for Publish Tariff
-# Information, the mirrored Price attributes currency and trailing digit.
+# "gpf_tom" (per cluster/command, the payloads of the latest command that
+# carried it: a hex string, or a list of them when one command carried several,
+# as GCS01a's Publish Day Profiles) and, for Publish Tariff Information, the
+# mirrored Price attributes currency and trailing digit.
 from micropython import const
 
 from codes import ALERT_FD_OK, ALERT_TAP_OFF_FAILED
 from gbcs import frame as gframe
 from gbcs import gbz
+from gpf.served import payloads
 from ids import hex_text
 from han import zcl
 
@@ -179,10 +182,11 @@ class TapOff:
             return
         changes = {}
         for c in comps:
-            body = bytes(int(c[3][i : i + 2], 16) for i in range(0, len(c[3]), 2))
-            changes["%04x%02x" % (c[0], c[2])] = c[3]
+            k = "%04x%02x" % (c[0], c[2])
+            v = changes.get(k)
+            changes[k] = c[3] if v is None else (v if isinstance(v, list) else [v]) + [c[3]]
             if c[0] == _PRICE and c[2] == 0x04:
-                self._tariff(body)
+                self._tariff(bytes(int(c[3][i : i + 2], 16) for i in range(0, len(c[3]), 2)))
         self._dkv.update(changes)
         self.applied += 1
 
@@ -200,9 +204,9 @@ class TapOff:
         self.gpf.mirror.set_attrs(_PRICE, [(0x0616, zcl.T_UINT16, currency), (0x0617, zcl.T_MAP8, digit)])
 
     def data(self, cluster, cmd):
-        """The applied payload of a TOM command (bytes) or None."""
-        v = self._dkv.get("%04x%02x" % (cluster, cmd))
-        return None if v is None else bytes(int(v[i : i + 2], 16) for i in range(0, len(v), 2))
+        """The applied payloads of a cluster/command ([bytes], in the TOM
+        command's order) or None."""
+        return payloads(self._dkv.get("%04x%02x" % (cluster, cmd)))
 
 
 def _with_calendar(c, cmd):

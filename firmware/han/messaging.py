@@ -6,8 +6,9 @@
 #   host-side fragmentation: APS option FRAGMENT, groupId = count << 8 |
 #   index, window 1: each fragment waits for its messageSentHandler).
 # * incoming messages: fragments are reassembled per sender, then the ZCL
-#   frame goes to zcl_servers[cluster] (run as a task; a returned frame is
-#   sent back to the sender's endpoint on the same cluster). A cluster with
+#   frame goes to zcl_servers[cluster] (run as a task; a returned frame, or
+#   each frame of a returned list in turn, is sent back to the sender's
+#   endpoint on the same cluster). A cluster with
 #   no server gets Default Response UNSUPPORTED_CLUSTER.
 # * Tunneling 0x0704: devices open tunnels to the hub (hub = server) and the
 #   hub opens tunnels to devices (hub = client) when it must send first;
@@ -318,7 +319,10 @@ class Messaging:
     async def _serve(self, fn, eh, src_ep, cluster, h, p):
         try:
             r = p if fn is None else await fn(eh, src_ep, h, p)
-            if r is not None:
+            if isinstance(r, list):
+                for f in r:
+                    await self.zcl_send(eh, src_ep, cluster, f)
+            elif r is not None:
                 await self.zcl_send(eh, src_ep, cluster, r)
         except DeliveryError:
             self.counters["reply_fail"] += 1

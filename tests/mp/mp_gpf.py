@@ -409,8 +409,7 @@ def test_tapped_off_tariff_and_calendar_served_to_han_devices():
     CLOCK[0] = T0
     assert g.tap_off(vec("1.1.1_GCS01a", "GCS01a_1.1.1_IMMEDIATE_TOU_SUCCESS_COMMAND"))
     assert g.on_gsme_message(vec("1.1.1_GCS01a", "GCS01a_1.1.1_IMMEDIATE_TOU_SUCCESS_RESPONSE")) == []
-    tariff, calendar = g.tap.data(0x0700, 0x04), g.tap.data(0x0707, 0x00)
-    assert tariff is not None and calendar is not None
+    (tariff,), (calendar,) = g.tap.data(0x0700, 0x04), g.tap.data(0x0707, 0x00)
     store = remount()  # a power cut
     svc = service.GpfService(store, Identity(store), _Clock(), None, None)
     assert 0x0707 in service.SERVED and set(service.MIRRORED) <= set(service.SERVED)
@@ -438,3 +437,80 @@ def test_tapped_off_tariff_and_calendar_served_to_han_devices():
     h, off = zcl.parse_header(frame)
     r = asyncio.run(svc.zcl_server(0x0700)("70b3d5c11d000003", 1, h, frame[off:]))
     assert r[2] == zcl.READ_ATTRIBUTES_RSP and r[3:] == bytes((0x16, 0x06, 0, zcl.T_UINT16)) + (826).to_bytes(2, "little")
+
+
+def test_every_publish_of_a_tom_command_is_kept_and_served():
+    # a TOM command with several components of one cluster/command (the RTDS
+    # GCS01a's Publish Day Profiles, Week Profiles): every payload is kept, in
+    # the command's order, after a power cut too, and a Get is answered with
+    # all of them (one Publish frame each, the Get's TSN)
+    from gpf import service
+
+    store = fresh()
+    g = make_gpf(store)
+    CLOCK[0] = T0
+    cmd = vec("1.1.1_GCS01a", "GCS01a_1.1.1_IMMEDIATE_TOU_SUCCESS_COMMAND")
+    comps = gbz.parse(gframe.frame_of(cmd).payload, 1, 0x006B).components
+    days = [bytes(c.body) for c in comps if (c.cluster, c.cmd) == (0x0707, 0x01)]
+    weeks = [bytes(c.body) for c in comps if (c.cluster, c.cmd) == (0x0707, 0x02)]
+    assert len(days) > 1 and len(weeks) >= 1, (len(days), len(weeks))
+    assert g.tap_off(cmd)
+    assert g.on_gsme_message(vec("1.1.1_GCS01a", "GCS01a_1.1.1_IMMEDIATE_TOU_SUCCESS_RESPONSE")) == []
+    assert g.tap.data(0x0707, 0x01) == days and g.tap.data(0x0707, 0x02) == weeks
+    store = remount()
+    svc = service.GpfService(store, Identity(store), _Clock(), None, None)
+    frame = bytes((0x01, 0x51, 0x01)) + bytes(8) + bytes((0, 0))  # GetDayProfiles
+    h, off = zcl.parse_header(frame)
+    r = asyncio.run(svc.zcl_server(0x0707)("70b3d5c11d000003", 1, h, frame[off:]))
+    assert isinstance(r, list) and len(r) == len(days), r
+    for f, body in zip(r, days):
+        h, off = zcl.parse_header(f)
+        assert (h.frame_type, h.direction, h.command_id, h.tsn) == (zcl.FT_CLUSTER, 1, 0x01, 0x51)
+        assert f[off:] == body
+    # a single payload is still one frame
+    frame = bytes((0x01, 0x52, 0x00)) + bytes(9)
+    h, off = zcl.parse_header(frame)
+    r = asyncio.run(svc.zcl_server(0x0707)("70b3d5c11d000003", 1, h, frame[off:]))
+    assert isinstance(r, (bytes, bytearray)) and zcl.parse_header(r)[0].command_id == 0x00
+
+
+def test_gcs14_returns_the_tapped_off_currency_and_trailing_digit():
+    # the GPF use case that reads tapped-off data (GCS14's Price component:
+    # trailing digit 0x0617, currency 0x0616) answers from the GCS01a the
+    # GSME executed, not from anything the GSME reported
+    from gbcs import gcm, kdf
+
+    store = fresh()
+    ident = Identity(store)
+    acb_d, acb_q = p256.generate()
+    _sd, sup_q = p256.generate()
+    ident.set_anchors(
+        [
+            {"eui": "90b3d51f30000002", "role": "acb", "ka_pub": binascii.hexlify(acb_q).decode()},
+            {"eui": "90b3d51f30010000", "role": "supplier", "ka_pub": binascii.hexlify(sup_q).decode()},
+        ],
+        "gpf",
+    )
+    CLOCK[0], CLOCK[1] = T0, True
+    m = Mirror(store, now)
+    setup_mirror(m)
+    g = Gpf(ident, store, m, now)
+    me, sup = ident.gpf["eui"], binascii.unhexlify("90b3d51f30010000")
+    z = p256.ecdh(acb_d, ident.gpf["ka_q"])
+    p = binascii.unhexlify("010902000700000700000017061606" + "010705000F000100050002000100310211022102")
+
+    def price(counter):
+        key = kdf.derive_key(z, sup, 1, counter, me)
+        fr = bytes(gframe.build(1, counter, sup, me, 0x0075, p,
+                                mac_fn=lambda pre, body, iv: gcm.gmac(key, iv, (pre, body))))
+        resp, _alerts = g.handle(fr)
+        (c,) = [c for c in gbz.parse(gframe.parse(resp).payload, 2, 0x0075).components if c.cluster == 0x0700]
+        assert not c.encrypted() and c.cmd == zcl.READ_ATTRIBUTES_RSP
+        return bytes(c.body)
+
+    before = price(100)
+    assert before == bytes((0x17, 0x06, zcl.UNSUPPORTED_ATTRIBUTE, 0x16, 0x06, zcl.UNSUPPORTED_ATTRIBUTE)), before
+    assert g.tap_off(vec("1.1.1_GCS01a", "GCS01a_1.1.1_IMMEDIATE_TOU_SUCCESS_COMMAND"))
+    assert g.on_gsme_message(vec("1.1.1_GCS01a", "GCS01a_1.1.1_IMMEDIATE_TOU_SUCCESS_RESPONSE")) == []
+    after = price(101)
+    assert after == bytes((0x17, 0x06, 0, zcl.T_MAP8, 0x50, 0x16, 0x06, 0, zcl.T_UINT16, 0x3A, 0x03)), after
