@@ -76,6 +76,10 @@ def test_cbke_ihd_and_ppmid(demo: EmulatedSystem, vectors: Path) -> None:
         assert han.emu.han.key_table[dev.node.eui] == r["key"] == dev.node.link_key
         results[name] = r
     assert [s for s, _ in han.emu.cbke.stored] == [2, 2, 1]
+    # the Device Log's key state follows (the 16 octets stay the install code)
+    states = {r[0]: r[2] for r in demo.call("device_log_list")["entries"]}
+    assert states[DEVICES["ihd"].eui] == states[DEVICES["ppmid"].eui] == "key establishment", states
+    assert states[DEVICES["esme"].eui] == "established"
     assert "generateCbkeKeys283k1" in han.commands and "calculateSmacs283k1" in han.commands
     # a certificate from another CA: UNKNOWN_ISSUER; someone else's: INVALID_CERTIFICATE
     stranger = Ca(SUITE2, issuer=b"STRANGER").issue(ihd.node.eui)
@@ -116,3 +120,10 @@ def test_cbke_ihd_and_ppmid(demo: EmulatedSystem, vectors: Path) -> None:
     z = han.run(ihd.request(0x0800, bytes((0x01, ihd.next_tsn(), 0, 2, 0))))
     assert z.command == 3 and z.payload[0] == 3, z
     assert _gpf_join(demo, he, vectors, ihd_eui, 6)[0] == 5 + 3
+    # a device removed from the Device Log loses its recorded outcome: re-added,
+    # it has run no key establishment with the hub (13), not "completed" (0)
+    assert _gpf_join(demo, he, vectors, ppmid_eui, 5)[0] == 0
+    assert demo.call("device_log_remove", eui=ppmid_eui)["code"] == 0
+    assert demo.call("device_log_add", eui=ppmid_eui, type=5, install_code=DEVICES["ppmid"].install_code_hex,
+                     join_timeout=60)["code"] == 0
+    assert _gpf_join(demo, he, vectors, ppmid_eui, 5)[0] == 13

@@ -30,7 +30,8 @@ _NO_HISTORIC = (3,)  # never the GPF (HHTs never appear in the log at all)
 _KS_NONE = const(0)          # hash only (restored), no link key held
 _KS_INSTALL_CODE = const(1)  # link key derived from the install code, unused yet
 _KS_ESTABLISHED = const(2)   # the device joined with its link key
-KEY_STATES = ("hash only", "install code", "established")
+_KS_CBKE = const(3)          # a key establishment (CBKE, han.cbke) replaced that key
+KEY_STATES = ("hash only", "install code", "established", "key establishment")
 
 # join state
 _JS_WHITELISTED = const(0)  # in the log, no join window open
@@ -410,15 +411,32 @@ class DeviceLog:
         if e is None:
             return False
         e = list(e)
+        # a rejoin after a key establishment keeps its key; a join inside an
+        # open window used the install-code key again
+        cbke = e[_KS] == _KS_CBKE and not (e[_JS] == _JS_WINDOW and e[_WE] > self.utc())
         e[_NODE] = node_id
         e[_JS] = _JS_JOINED
         e[_WE] = 0
-        if e[_KEY]:
+        if e[_KEY] and not cbke:
             e[_KS] = _KS_ESTABLISHED
         self._heard.add(eh)
         ok = self._put(eh, e)
         self.flush_stats()
         return ok
+
+    def record_key_established(self, eui):
+        """A completed key establishment (CBKE) with a joined device: its
+        key state becomes "key establishment". True when recorded. The
+        entry's 16 octets stay the install code (no CS14)."""
+        eh = eui_hex(eui)
+        e = self._d.get(eh)
+        if e is None or e[_JS] not in (_JS_JOINED, _JS_RESTORED):
+            return False
+        if e[_KS] == _KS_CBKE:
+            return True
+        e = list(e)
+        e[_KS] = _KS_CBKE
+        return self._put(eh, e)
 
     def record_left(self, eui):
         eh = eui_hex(eui)

@@ -180,6 +180,7 @@ class KeyEstablishment(S.AttributeServer):
                 return await self._fail(h, NO_RESOURCES, eh, "link key not stored", s[_SUITE])
             self.stats["ok"] += 1
             self._record(eh, 0)
+            self.log.record_key_established(eh)  # the Device Log's key state
             return S.reply(h, _CONFIRM, macv, Z.FT_CLUSTER)
         return await self._fail(h, BAD_MESSAGE, eh, "command %d out of order or malformed" % c)
 

@@ -67,6 +67,16 @@ class Coordinator(Messaging):
         # rare: once per device join), so it costs no heap until then
         self.cbke = None
         self.zcl_servers[0x0800] = self._key_establishment
+        device_log.on_change(self._on_log_change)
+
+    def _on_log_change(self, kind, eh):
+        # a device removed from the Device Log: its key establishment outcome
+        # goes (a re-added device has run none with the hub)
+        if kind == "remove":
+            try:
+                self.store.kv("cbke").delete(eh)
+            except OSError:
+                pass
 
     async def _key_establishment(self, eh, src_ep, h, p):
         if self.cbke is None:

@@ -455,3 +455,32 @@ async def _tc():
 
 def scenario_tc():
     asyncio.run(_tc())
+
+
+def test_key_establishment_sets_the_key_state():
+    # a completed CBKE (han.cbke) replaces the device's install-code link key:
+    # the entry's key state says so, on flash; the 16 octets (the install
+    # code) do not change, so no "key" change (CS14) is fired. A rejoin keeps
+    # the state; a join inside an open window (the install-code key again)
+    # sets it back to "established"
+    st = fresh()
+    clk = Clock()
+    log = DL.DeviceLog(st, clk)
+    ihd = eui(6)
+    changes = []
+    log.on_change(lambda k, e: changes.append(k))
+    assert log.add(ihd, 6, CODE, 600)[0] == DL.OK
+    assert log.record_key_established(ihd) is False  # not joined yet
+    assert log.record_join(ihd, 0x1111)
+    assert log.get(ihd)["key_state"] == "established"
+    assert log.record_key_established(ihd) is True
+    assert log.record_key_established(eui(7)) is False  # not in the log
+    assert changes == ["add"]
+    log = DL.DeviceLog(st, clk)  # reopened (a power cut)
+    v = log.get(ihd)
+    assert v["key_state"] == "key establishment" and v["key_hash"] == CODE[:16].hex()
+    assert log.record_join(ihd, 0x2222)  # a rejoin: it still holds the CBKE key
+    assert log.get(ihd)["key_state"] == "key establishment"
+    assert log.open_join_window(ihd, 60) == DL.OK
+    assert log.record_join(ihd, 0x3333)  # joined with its install-code key again
+    assert log.get(ihd)["key_state"] == "established"
