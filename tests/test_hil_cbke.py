@@ -80,6 +80,14 @@ def test_cbke_ihd_and_ppmid(demo: EmulatedSystem, vectors: Path) -> None:
     states = {r[0]: r[2] for r in demo.call("device_log_list")["entries"]}
     assert states[DEVICES["ihd"].eui] == states[DEVICES["ppmid"].eui] == "key establishment", states
     assert states[DEVICES["esme"].eui] == "established"
+    # a partner link key (SE 1.2 partner link key exchange: APS Request Key,
+    # application link key, through the trust centre): the hub's
+    # APP_KEY_REQUEST_POLICY lets the NCP make one key and send it to both
+    esme = han.device("esme")
+    key = han.emu.request_app_key(ihd.node, esme.node.eui)
+    assert key is not None and len(key) == 16
+    assert ihd.node.app_keys[esme.node.eui] == esme.node.app_keys[ihd.node.eui] == key
+    assert han.emu.request_app_key(ihd.node, bytes.fromhex("00DB12345678FFFF")) is None  # no such partner
     assert "generateCbkeKeys283k1" in han.commands and "calculateSmacs283k1" in han.commands
     # a certificate from another CA: UNKNOWN_ISSUER; someone else's: INVALID_CERTIFICATE
     stranger = Ca(SUITE2, issuer=b"STRANGER").issue(ihd.node.eui)

@@ -29,7 +29,7 @@ TC_POLICY = TC_ALLOW_JOINS | TC_JOINS_USE_INSTALL_CODE_KEY
 _POLICIES = (
     (0x00, TC_POLICY),  # TRUST_CENTER_POLICY
     (0x05, 0x50),  # TC_KEY_REQUEST_POLICY: deny
-    (0x06, 0x60),  # APP_KEY_REQUEST_POLICY: deny
+    (0x06, 0x61),  # APP_KEY_REQUEST_POLICY: allow (partner link keys, docs/cbke.md)
     (0x04, 0x40),  # MESSAGE_CONTENTS_IN_CALLBACK_POLICY: tag only
 )
 # initial security bitmask: HAVE_NETWORK_KEY | HAVE_PRECONFIGURED_KEY |

@@ -107,6 +107,9 @@ class ApsFrame:
 UnicastHandler = Callable[["Node", ApsFrame, bytes], "bytes | None"]
 
 
+_APP_KEY_REQUEST_POLICY = 0x06
+_ALLOW_APP_KEY_REQUESTS = 0x61
+
 @dataclass
 class Node:
     eui: bytes  # 8 bytes, display (big-endian) order
@@ -120,6 +123,7 @@ class Node:
     ext_pan_id: bytes | None = None  # the device's memory of the network it joined
     received: list[tuple[ApsFrame, bytes]] = field(default_factory=list)
     pending: list[tuple[int, ApsFrame, int, bytes]] = field(default_factory=list)
+    app_keys: dict[bytes, bytes] = field(default_factory=dict)  # partner EUI -> application link key
 
 
 @dataclass
@@ -688,6 +692,22 @@ class NcpEmulator:
         self.callback("trustCenterJoinHandler", struct.pack("<H", node.node_id) + node.eui[::-1]
                       + bytes((UNSECURED_REJOIN, USE_PRECONFIGURED_KEY)) + struct.pack("<H", 0))
         return True
+
+    def request_app_key(self, node: Node, partner: bytes) -> bytes | None:
+        """A joined device's APS Request Key for an application (partner) link
+        key with the device whose EUI is partner (SE 1.2 partner link key
+        exchange). EZSP's APP_KEY_REQUEST_POLICY decides: ALLOW_APP_KEY_REQUESTS
+        (0x61) makes a random key and sends it to both partners; DENY (0x60)
+        ignores the request, as does a partner not joined. The key both got,
+        or None."""
+        other = self.han.nodes.get(partner)
+        if (self.policy.get(_APP_KEY_REQUEST_POLICY) != _ALLOW_APP_KEY_REQUESTS or not self.network_up
+                or not node.joined or other is None or not other.joined or other is node):
+            return None
+        key = bytes(self.rng.getrandbits(8) for _ in range(16))
+        node.app_keys[partner] = key
+        other.app_keys[node.eui] = key
+        return key
 
     def device_send(self, node: Node, aps: ApsFrame, payload: bytes) -> bool:
         """A joined device sends a unicast to the coordinator."""
