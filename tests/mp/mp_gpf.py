@@ -338,13 +338,9 @@ def test_handle_and_mirror_survive_mutated_input():
     assert acb is not None
 
 
-def test_refused_commands_raise_rate_limited_gpf_alerts():
-    # E2E R06: an authentication failure / an unknown party / no permission
-    # is also alerted with its GBCS code (GBZ alert, message code 0x1001,
-    # MAC'd as the GPF's alerts), at most once per code per hour
-    from gbcs import gcm, kdf
-    from gbcs.security import SecurityError
-
+def _acb_and_supplier():
+    """A fresh store whose GPF trusts a new ACB and supplier: (store, the
+    identity, the ACB's KA private key); the clock at T0, valid."""
     store = fresh()
     ident = Identity(store)
     acb_d, acb_q = p256.generate()
@@ -357,6 +353,17 @@ def test_refused_commands_raise_rate_limited_gpf_alerts():
         "gpf",
     )
     CLOCK[0], CLOCK[1] = T0, True
+    return store, ident, acb_d
+
+
+def test_refused_commands_raise_rate_limited_gpf_alerts():
+    # E2E R06: an authentication failure / an unknown party / no permission
+    # is also alerted with its GBCS code (GBZ alert, message code 0x1001,
+    # MAC'd as the GPF's alerts), at most once per code per hour
+    from gbcs import gcm, kdf
+    from gbcs.security import SecurityError
+
+    store, ident, acb_d = _acb_and_supplier()
     g = Gpf(ident, store, Mirror(store, now), now)
     me = ident.gpf["eui"]
     sup = binascii.unhexlify("90b3d51f30010000")
@@ -480,18 +487,7 @@ def test_gcs14_returns_the_tapped_off_currency_and_trailing_digit():
     # GSME executed, not from anything the GSME reported
     from gbcs import gcm, kdf
 
-    store = fresh()
-    ident = Identity(store)
-    acb_d, acb_q = p256.generate()
-    _sd, sup_q = p256.generate()
-    ident.set_anchors(
-        [
-            {"eui": "90b3d51f30000002", "role": "acb", "ka_pub": binascii.hexlify(acb_q).decode()},
-            {"eui": "90b3d51f30010000", "role": "supplier", "ka_pub": binascii.hexlify(sup_q).decode()},
-        ],
-        "gpf",
-    )
-    CLOCK[0], CLOCK[1] = T0, True
+    store, ident, acb_d = _acb_and_supplier()
     m = Mirror(store, now)
     setup_mirror(m)
     g = Gpf(ident, store, m, now)
