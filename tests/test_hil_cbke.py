@@ -9,7 +9,10 @@ refused with the SE status and logged (0x8F53). The GPF's Method B joins
 (CS03B / CS04B, the RTDS commands re-addressed to the hub's GPF) answer
 with the GBCS join codes from each device's key establishment: 0 after a
 completed CBKE, 6-11 after a failed one (5 + the Terminate status; 11 for
-an invalid certificate), 13 with none."""
+an invalid certificate), 13 with none (also for a device removed from the
+Device Log and added again). A completed CBKE sets the Device Log entry's
+key state; the hub's APP_KEY_REQUEST_POLICY lets the NCP give the IHD and
+the ESME a partner link key."""
 
 from __future__ import annotations
 
