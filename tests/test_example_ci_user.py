@@ -14,6 +14,7 @@ import subprocess
 import sys
 import sysconfig
 import zipfile
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,8 @@ class Installed:
     """A fresh venv with the chub wheel installed (not editable)."""
 
     def __init__(self, base: Path) -> None:
+        have = tuple(int(x) for x in version("setuptools").split(".")[:2])
+        assert have >= (70, 1), f"setuptools {version('setuptools')}: run pip install -e '.[dev]' again (>= 70.1)"
         src, wheels, self.venv = base / "src", base / "wheels", base / "venv"
         src.mkdir()
         for name in SOURCES:

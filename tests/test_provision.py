@@ -39,7 +39,7 @@ def dut(rig, hil_log, tmp_path: Path, hub_image: Path, request: pytest.FixtureRe
     from hil.dut import UnixDut
     from hil.system import attach_peripherals
 
-    heap = request.config.getoption("--heap") or default_heap()
+    heap = request.config.getoption("--chub-heap") or default_heap()
     if int(heap.rstrip("kK")) < int(PROVISION_HEAP[:-1]):
         heap = PROVISION_HEAP
     attach_peripherals(SimpleNamespace(rig=rig, log=hil_log, local_port_url=rig.local_port_url, han_demo=False))
