@@ -250,7 +250,8 @@ def chub_system(tmp_path_factory: pytest.TempPathFactory, hub_image: Path,
                 request: pytest.FixtureRequest) -> Iterator[EmulatedSystem]:
     """The default emulated system, alive, for the whole session (hil.system.EmulatedSystem,
     living=True): the hub on the unix board with the demo HAN joined (ESME, GSME, IHD, PPMID,
-    hil.han_setup.DEVICES), the ESME answering and counting, the GSME waking every
+    hil.han_setup.DEVICES), the ESME answering, counting and reporting to the DCC on the GSME's
+    schedule, the GSME waking every
     --chub-gsme-wake seconds (default 2) to report to the GPF and collect buffered commands
     (heap --chub-heap, else 1024k on the unix board: hil.meters.living.LIVING_HEAP),
     the CHF and GPF holding the test DCC anchors, the head-end behind the emulated modem.
