@@ -1,4 +1,4 @@
-"""The labgrid backend (`--dut labgrid --lg-env FILE`): the board of a labgrid
+"""The labgrid backend (`--chub-dut labgrid --lg-env FILE`): the board of a labgrid
 place, reserved through the coordinator for the pytest session.
 
 The environment file (labgrid's own, read by labgrid's pytest plugin) names

@@ -235,7 +235,8 @@ class EmulatedSystem(HubControl):
             from .meters.living import GSME_WAKE_S, LivingMeters
 
             wake = GSME_WAKE_S if self.gsme_wake_s is None else self.gsme_wake_s
-            self.meters = LivingMeters(wake).start(self.han)
+            acb = he.acb_ka.public_key() if he is not None else None  # the DCC the ESME reports to
+            self.meters = LivingMeters(wake, acb_ka_pub=acb).start(self.han)
         return self
 
     def _first_gpf_read(self, he: Any) -> None:

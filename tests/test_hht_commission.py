@@ -35,7 +35,7 @@ def flashed(tmp_path_factory: pytest.TempPathFactory, hub_image: Path, request: 
     os.environ["CHUB_STATE"] = str(tmp / "laptop")
     from test_provision import PROVISION_HEAP
 
-    heap = request.config.getoption("--heap") or default_heap()
+    heap = request.config.getoption("--chub-heap") or default_heap()
     heap = heap if int(heap.rstrip("kK")) >= int(PROVISION_HEAP[:-1]) else PROVISION_HEAP
     board = tmp / "board"
     r = _cli("flash", "--board", "unix", "--port", str(board), "--image", str(hub_image), "--heap", heap)

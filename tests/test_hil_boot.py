@@ -29,8 +29,8 @@ def test_heap_limit_is_the_one_asked_for(hub, request) -> None:
     st = hub.call("status")
     from chubcore.paths import default_heap
 
-    # --heap, else the default of the image's board (unix: 768k, unix32: 256k)
-    limit = int((request.config.getoption("--heap") or default_heap(hub.dut.board)).rstrip("k")) * 1024
+    # --chub-heap, else the default of the image's board (unix: 768k, unix32: 256k)
+    limit = int((request.config.getoption("--chub-heap") or default_heap(hub.dut.board)).rstrip("k")) * 1024
     total = st["heap_free"] + st["heap_alloc"]
     assert limit * 0.9 <= total <= limit
 

@@ -5,7 +5,7 @@ On 127.0.0.1: `labgrid-coordinator`, two emulated boards served as benches
 raw-TCP `NetworkSerialPort`s and its power switch as a `simplerest`
 `NetworkPowerPort`), one `labgrid-exporter` exporting both, and two places
 made with `labgrid-client create` / `add-match` (hil/labgrid_lab.py; the
-commands of docs/hil.md's labgrid recipe). Two pytest runs with `--dut
+commands of docs/hil.md's labgrid recipe). Two pytest runs with `--chub-dut
 labgrid --lg-env` run the scenario module on the two places at once (one
 with a failing test as well); while one holds its place, a third run on that
 place is refused; both runs release their places at their end (after the
@@ -37,7 +37,7 @@ def _pytest(lab, place: str, *args: str, user: str = "ci") -> subprocess.Popen[s
     env = {**lab.env, "LG_USERNAME": user}
     return subprocess.Popen(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=-ra",
-         "--dut", "labgrid", "--lg-env", str(lab.workdir / f"env-{place}.yaml"), "--lg-coordinator", lab.coordinator,
+         "--chub-dut", "labgrid", "--lg-env", str(lab.workdir / f"env-{place}.yaml"), "--lg-coordinator", lab.coordinator,
          *args],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )

@@ -2,7 +2,9 @@
 the GPF holds the test DCC anchors like the CHF, so the supplier's GCS13a to
 the GPF is accepted and answered from the readings the GSME reported to the
 mirror on its own; the GSME wakes on its schedule and collects a command the
-hub buffered for it, and its response goes to the head-end."""
+hub buffered for it, and its response goes to the head-end; the ESME reports
+on the same schedule: a Billing Data Log Updated alert (0x8F0A) MAC'd with its
+own key to the ACB, which the hub forwards to the head-end."""
 
 from __future__ import annotations
 
@@ -67,6 +69,35 @@ def test_gsme_wakes_and_collects_a_buffered_command(living: EmulatedSystem) -> N
                       "the GSME's response at the head-end after its next wake-up")
     assert parse_frame(want).originator == eui
     assert living.call("route_buffer", eui=DEVICES["gsme"].eui)["queue"] == []
+
+
+def test_esme_reports_to_the_dcc(living: EmulatedSystem) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from chubcore.dcc import ACB
+    from hil.headend.gbcs import AAD_PREFIX, gmac12, kdf
+
+    m = living.meters
+    assert m is not None and m.esme is not None
+    eui = bytes.fromhex(DEVICES["esme"].eui)
+    server = living.headend  # type: ignore[attr-defined]
+
+    def alerts() -> list:
+        return [x.frame for x in server.received if x.frame is not None and x.frame.originator == eui
+                and x.frame.cra == 3]
+
+    living.wait_until(lambda: len(alerts()) >= 2, 20, "two ESME reports at the head-end")
+    assert m.esme.reports >= 2 and not m.esme.report_errors, m.esme.report_errors
+    he = HeadEnd.for_hub(keystore_dir(), living.call("identity", timeout=40))
+    z = he.acb_ka.exchange(ec.ECDH(), m.esme.ka_pub)  # the ACB's side of the ESME's key agreement
+    counters = []
+    for f in alerts():
+        assert f.recipient == ACB and b"\x12\x8f\x0a" in f.payload, f.payload.hex()
+        key = kdf(z, f.originator, f.cra, f.counter, f.recipient)
+        assert gmac12(key, f.originator + bytes(4), AAD_PREFIX + f.aad_body) == f.mac
+        counters.append(f.counter)
+    assert counters == sorted(set(counters))  # each report with a greater counter
+    assert living.meters.summary()["esme"]["reports"] >= 2
 
 
 def test_live_view_fits_80x24_and_uses_a_taller_terminal(living: EmulatedSystem) -> None:

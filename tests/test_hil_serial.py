@@ -4,9 +4,9 @@ A "board" is brought up the way a lab bench has one: `chub sim --headless` in
 its own process (the hub under micropython with its own emulated NCP, modem
 and head-end, i.e. the rig's peripherals on the far side of the wires), its
 console/local port reachable only as a pyserial `socket://` URL. Then pytest
-runs the scenario modules that use the `hub` fixture with `--dut serial --port
+runs the scenario modules that use the `hub` fixture with `--chub-dut serial --chub-port
 URL`, exactly as a lab runs them against `/dev/ttyUSB0` or `rfc2217://`.
-The same modules run in the ordinary suite with the default `--dut unix`.
+The same modules run in the ordinary suite with the default `--chub-dut unix`.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def test_scenarios_pass_unchanged_on_the_serial_backend(tmp_path: Path) -> None:
         assert url.startswith("socket://")
         r = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=-ra",
-             "--dut", "serial", "--port", url, "-k", NOT_FIXTURE, *SCENARIOS],
+             "--chub-dut", "serial", "--chub-port", url, "-k", NOT_FIXTURE, *SCENARIOS],
             cwd=ROOT, capture_output=True, text=True, timeout=180, env=dict(os.environ),
         )
         out = r.stdout + r.stderr

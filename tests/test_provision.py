@@ -32,14 +32,14 @@ PROVISION_HEAP = "1024k"
 
 
 @pytest.fixture
-def dut(rig, hil_log, tmp_path: Path, hub_image: Path, request: pytest.FixtureRequest):  # noqa: ANN001, ANN201
-    """The plugin's unix DUT with a heap of at least PROVISION_HEAP."""
+def chub_dut(rig, hil_log, tmp_path: Path, hub_image: Path, request: pytest.FixtureRequest):  # noqa: ANN001, ANN201
+    """The plugin's unix DUT (the `hub` fixture's) with a heap of at least PROVISION_HEAP."""
     from types import SimpleNamespace
 
     from hil.dut import UnixDut
     from hil.system import attach_peripherals
 
-    heap = request.config.getoption("--heap") or default_heap()
+    heap = request.config.getoption("--chub-heap") or default_heap()
     if int(heap.rstrip("kK")) < int(PROVISION_HEAP[:-1]):
         heap = PROVISION_HEAP
     attach_peripherals(SimpleNamespace(rig=rig, log=hil_log, local_port_url=rig.local_port_url, han_demo=False))
@@ -147,6 +147,23 @@ def test_provision_issues_certificates_and_keeps_private_keys_on_the_hub(hub, st
     prov = _flash_kv(hub.dut, "prov")
     assert "ka_d" not in json.dumps(prov) and "key" not in prov["state"]  # no private keys, no credential
     assert prov["applied"] == 1
+
+
+def test_progress_on_a_terminal(hub, state: Path) -> None:
+    """On a terminal, a progress bar names the step under way (stderr); the
+    done steps stay as lines; stdout keeps the JSON."""
+    import subprocess
+
+    from chubcore.paths import venv_tool
+
+    env = {**os.environ, "CHUB_STATE": str(state), "FORCE_COLOR": "1", "TTY_INTERACTIVE": "1", "COLUMNS": "100"}
+    r = subprocess.run([venv_tool("chub"), "provision", "--port", hub.local_port_url, "--json"], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["changed"] is True
+    for doing in P.STEPS:
+        assert doing in r.stderr, (doing, r.stderr[-2000:])
+    assert "5/5" in r.stderr and "committed: generation" in r.stderr
 
 
 def test_rerun_is_a_no_op_force_reprovisions_and_euis_are_never_reused(hub, state: Path) -> None:

@@ -1,5 +1,5 @@
 """The unix32 board: our own 32-bit MicroPython with the hub frozen in
-(chubcore.mpbuild), the binary chosen by $CHUB_MICROPYTHON / --micropython,
+(chubcore.mpbuild), the binary chosen by $CHUB_MICROPYTHON / --chub-micropython,
 a frozen image that boots only frozen code, and the bench's module list of a
 frozen image."""
 

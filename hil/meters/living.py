@@ -5,7 +5,13 @@ wake-up it reports its readings to the GPF's mirror (RequestMirror and
 ConfigureMirror once, then Metering, Prepayment and Price reports, the
 summation grown by `use_per_wake` since the last one) and then GETs the
 commands the hub buffered for it and PUTs their responses and alerts
-(GsmeMeter.wake).
+(GsmeMeter.wake). The ESME reports on the same schedule (`report_s`): at
+each report it sends the DCC a Billing Data Log Updated alert (0x8F0A) over
+its tunnel to the hub, which forwards it to the head-end; the alert is a DLMS
+DataNotification {alert code, date-time} with message code 0x0000 (the
+project's device-alert code, as the CHF's own alerts), its own rising
+originator counter, MAC'd to the ACB with a key pair of the emulated ESME's
+own (`ka_pub`: the ACB's side of the key agreement, for a check).
 
 Everything runs on the rig's loop; `LivingMeters.start(han)` is called from
 the system's thread once the demo devices joined. Both meters answer a
@@ -15,7 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from chubcore.dcc import ACB
 
 from .esme import EsmeMeter
 from .gsme import GsmeMeter
@@ -29,6 +40,27 @@ GSME_WAKE_S = 1800.0  # a real GSME's wake-up interval
 # heap is 1024k for the same reason.
 LIVING_HEAP = "1024k"
 RTDS_GSME = bytes.fromhex("00DB1234567890A1")  # the GSME the RTDS commands address
+ALERT_BILLING_DATA_LOG_UPDATED = 0x8F0A  # ../shared/vectors/gbcs/alert-codes.tsv
+MC_DEVICE_ALERT = 0x0000  # the message code of an alert with no use case of its own (firmware/wan/lastgasp.py)
+
+
+def dlms_date_time(utc: float) -> bytes:
+    """DLMS date-time (12 bytes), UTC, deviation not specified, clock status not specified."""
+    t = datetime.fromtimestamp(int(utc), UTC)
+    return t.year.to_bytes(2, "big") + bytes((t.month, t.day, t.isoweekday(), t.hour, t.minute, t.second,
+                                               0, 0x80, 0x00, 0xFF))
+
+
+def device_alert(key: ec.EllipticCurvePrivateKey, acb_ka_pub: ec.EllipticCurvePublicKey, originator: bytes,
+                 counter: int, code: int, utc: float) -> bytes:
+    """A device's alert frame to the ACB: DataNotification {code, date-time}, MAC'd with
+    ECDH(the device's KA key, the ACB's KA public key) (docs/crypto.md)."""
+    from ..headend.gbcs import Frame, protect
+
+    body = b"\x02\x02\x12" + code.to_bytes(2, "big") + b"\x09\x0c" + dlms_date_time(utc)
+    payload = b"\x0f" + (0x20000000 | (counter & 0xFFFFFF)).to_bytes(4, "big") + b"\x00" + body
+    f = Frame(3, counter, originator, ACB, None, MC_DEVICE_ALERT.to_bytes(2, "big"), payload, None)
+    return protect(f, key.exchange(ec.ECDH(), acb_ka_pub))
 
 
 def readdress(frame: bytes, old: bytes, new: bytes) -> bytes:
@@ -90,13 +122,25 @@ class LivingEsme(EsmeMeter):
     A tunnel message that is no RTDS command goes to the device's own hook
     (the emulated device echoes it: `chub hht han tunnel`)."""
 
-    def __init__(self, device: Any, demand_w: int = 420, tick_s: float = 1.0) -> None:
+    def __init__(self, device: Any, demand_w: int = 420, tick_s: float = 1.0, report_s: float | None = None,
+                 acb_ka_pub: ec.EllipticCurvePublicKey | None = None) -> None:
         plain = device.on_tunnel_data
         super().__init__(device)
         self.plain = plain
         self.demand_w, self.tick_s = demand_w, tick_s
         self.summation_wh = 8_123_456
         self._task: asyncio.Task[None] | None = None
+        self._report_task: asyncio.Task[None] | None = None
+        # reports: every report_s seconds, when there is an ACB to report to
+        self.report_s = report_s if acb_ka_pub is not None else None
+        self.acb_ka_pub = acb_ka_pub
+        self._ka = ec.generate_private_key(ec.SECP256R1())
+        self.ka_pub = self._ka.public_key()
+        self.eui = bytes(device.node.eui)
+        self.counter = time.time_ns() // 1000  # its own originator counter, rising
+        self.reports = 0  # alerts the hub took over the tunnel
+        self.last_report: float | None = None
+        self.report_errors: list[str] = []
         self._publish()
         device.on_tunnel_data = self._on_data
 
@@ -116,12 +160,16 @@ class LivingEsme(EsmeMeter):
         }
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run())
+        if self.report_s is not None:
+            self._report_task = loop.create_task(self._reports())
 
     def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
+        for t in (self._task, self._report_task):
+            if t is not None:
+                t.cancel()
+        self._task = self._report_task = None
 
     async def _run(self) -> None:
         while True:
@@ -129,18 +177,44 @@ class LivingEsme(EsmeMeter):
             self.summation_wh += max(1, round(self.demand_w * self.tick_s / 3600))
             self._publish()
 
+    async def report(self) -> bool:
+        """One report: the Billing Data Log Updated alert to the hub; -> the hub took it."""
+        assert self.acb_ka_pub is not None
+        self.counter = max(self.counter + 1, time.time_ns() // 1000)
+        self.last_report = time.time()
+        frame = device_alert(self._ka, self.acb_ka_pub, self.eui, self.counter, ALERT_BILLING_DATA_LOG_UPDATED,
+                             self.last_report)
+        ok = await self.send_alert(frame)
+        if ok:
+            self.reports += 1
+        else:
+            self.report_errors.append(f"report {self.counter}: the hub did not take the alert")
+        return ok
+
+    async def _reports(self) -> None:
+        assert self.report_s is not None
+        while True:
+            await asyncio.sleep(self.report_s)
+            try:
+                await self.report()
+            except (TimeoutError, ConnectionError, ValueError) as e:
+                self.report_errors.append(f"report {self.counter}: {e!r}")
+
 
 class LivingMeters:
     """The meters of the living system on an EmulatedHan (hil.han_setup)."""
 
-    def __init__(self, gsme_wake_s: float | None = GSME_WAKE_S) -> None:
+    def __init__(self, gsme_wake_s: float | None = GSME_WAKE_S,
+                 acb_ka_pub: ec.EllipticCurvePublicKey | None = None) -> None:
         self.gsme_wake_s = gsme_wake_s
+        self.acb_ka_pub = acb_ka_pub  # None: the ESME has no DCC to report to
         self.esme: LivingEsme | None = None
         self.gsme: LivingGsme | None = None
 
     def start(self, han: Any) -> LivingMeters:
         async def go() -> None:
-            self.esme = LivingEsme(han.device("esme"))
+            # the ESME reports on the GSME's schedule (half-hourly, or the demo's scaled period)
+            self.esme = LivingEsme(han.device("esme"), report_s=self.gsme_wake_s, acb_ka_pub=self.acb_ka_pub)
             self.esme.start()
             self.gsme = LivingGsme(han.device("gsme"), self.gsme_wake_s)
             self.gsme.start()
@@ -164,8 +238,10 @@ class LivingMeters:
         """What the live view and tests show: per meter, what it did."""
         out: dict[str, Any] = {}
         if self.esme is not None:
-            out["esme"] = {"commands": len(self.esme.received), "answered": len(self.esme.answered),
-                           "summation_wh": self.esme.summation_wh}
+            e = self.esme
+            out["esme"] = {"commands": len(e.received), "answered": len(e.answered),
+                           "summation_wh": e.summation_wh, "report_s": e.report_s, "reports": e.reports,
+                           "last_report": e.last_report, "errors": e.report_errors[-3:]}
         if self.gsme is not None:
             g = self.gsme
             out["gsme"] = {"wake_s": g.wake_s, "wakes": g.wakes, "reports": g.reports,

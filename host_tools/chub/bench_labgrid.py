@@ -8,9 +8,9 @@
                             rig's NCP and modem emulators to its wires, switch
                             the board off and on through labgrid's power driver
                             and wait until the hub answers `status` on the
-                            console port (what `--dut labgrid` does per run and
+                            console port (what `--chub-dut labgrid` does per run and
                             per test)
-  labgrid_direct_unix_start_s  the same hub started as `--dut unix` starts it
+  labgrid_direct_unix_start_s  the same hub started as `--chub-dut unix` starts it
                             (the rig's emulators attached, the unix port
                             spawned, until `hub READY`), in the same run
 

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from chubcore import build as build_mod
 from chubcore.image_copy import FlashError
-from chubcore.paths import ROOT
+from chubcore.paths import BUILD
 
 from .flash_board import flash_board
 
@@ -42,7 +42,7 @@ def register(main: Any) -> None:
         except build_mod.BuildError as e:
             err.print(f"[red]flash failed:[/red] {e}")
             sys.exit(1)
-        img = image or (ROOT / "build" / board / "image")
+        img = image or (BUILD / board / "image")
         try:
             if image is None and not (img / "image.json").exists():
                 err.print(f"building the {board} image first")

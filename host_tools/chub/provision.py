@@ -95,6 +95,16 @@ def _verify_link_pop(nonce: bytes, chf: str, link: dict[str, str]) -> bytes:
     return pub_b
 
 
+# what provision() is doing before each of its step() calls (the CLI's progress bar)
+STEPS = (
+    "allocating the EUI-64s",
+    "generating key pairs on the hub",
+    "issuing and staging 5 certificates",
+    "staging trust anchors and the installer credential",
+    "committing",
+)
+
+
 def provision(  # noqa: C901 - one run, step by step
     client: Any,
     db: ProvisionDB,
@@ -109,8 +119,9 @@ def provision(  # noqa: C901 - one run, step by step
     step: Callable[[str], None] = lambda s: None,
     after_stage: Callable[[str], None] | None = None,
 ) -> Result:
-    """One provisioning run over a LocalPortClient. `after_stage(name)` is a
-    test hook called after each step on the hub (to interrupt a run)."""
+    """One provisioning run over a LocalPortClient; `step(text)` after each
+    of the len(STEPS) steps. `after_stage(name)` is a test hook called after
+    each step on the hub (to interrupt a run)."""
     from chubcore.localport import LocalPortError
     info = client.call("prov_info")
     if info["provisioned"] and not force:
@@ -197,6 +208,14 @@ def provision(  # noqa: C901 - one run, step by step
 def register(main: Any) -> None:
     import click
     from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
     from rich.table import Table
 
     @main.command("provision")
@@ -234,10 +253,21 @@ def register(main: Any) -> None:
 
         from chubcore.localport import LocalPortClient, LocalPortError
 
+        # on a terminal: a bar naming the step under way (stderr); each done step stays as a line
+        bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TimeElapsedColumn(), console=err, transient=True)
+        task = bar.add_task(STEPS[0], total=len(STEPS))
+
+        def step(text: str) -> None:
+            bar.console.print(f"  {text}")
+            done = int(bar.tasks[0].completed) + 1
+            bar.update(task, advance=1, refresh=True,
+                       description=STEPS[done] if done < len(STEPS) else "checking the new credential")
+
         try:
-            with LocalPortClient(port, timeout=timeout) as c, ProvisionDB() as db:
+            with LocalPortClient(port, timeout=timeout) as c, ProvisionDB() as db, bar:
                 r = provision(c, db, TestCA(), keystore=keystore or keystore_dir(), force=force, oui=oui,
-                              installer_id=installer_id, port=port, step=lambda s: err.print(f"  {s}"))
+                              installer_id=installer_id, port=port, step=step)
         except AlreadyProvisioned as e:
             err.print(f"[red]refused:[/red] {e}")
             sys.exit(1)

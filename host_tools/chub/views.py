@@ -142,7 +142,7 @@ def live_view(ready: dict[str, Any], answers: dict[str, Any], meters: dict[str, 
             if kind == "GSME" and m:
                 act = f"wakes {m['wakes']}, every {m['wake_s']:g} s, cmds {m['commands']}"
             elif kind == "ESME" and m:
-                act = f"{m['summation_wh'] / 1000:.3f} kWh, commands {m['commands']}"
+                act = f"{m['summation_wh'] / 1000:.3f} kWh, cmds {m['commands']}, reports {m.get('reports', 0)}"
             t.add_row(e[0], kind, str(e[5]), utc_text(e[9])[11:] if e[9] else "never", act)
         parts.append(t)
         used += 1 + len(dl.get("entries", []))

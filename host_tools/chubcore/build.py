@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from .paths import BOARDS, BUILD, FIRMWARE, ROOT, venv_tool
+from .paths import BOARDS, BUILD, FIRMWARE, ROOT, source_rev, venv_tool
 
 # Scripts MicroPython runs as source at boot; everything else ships as .mpy.
 SOURCE_ONLY = {"main.py", "boot.py"}
@@ -58,6 +58,9 @@ def firmware_version() -> str:
 
 
 def _git_rev() -> str:
+    rev = source_rev()
+    if rev:
+        return rev  # an installed wheel: the revision it was built from
     try:
         out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True)
         rev = out.stdout.strip() or "unknown"

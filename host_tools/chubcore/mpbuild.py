@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .build import BuildError, board_spec, build, sources
-from .paths import BOARDS, BUILD, ROOT
+from .paths import BOARDS, BUILD, shared_dir
 
 # bump when the way of building changes (the stamp then no longer matches)
 RECIPE = 1
@@ -58,10 +58,14 @@ def source_tarball() -> Path:
     env = os.environ.get("CHUB_MICROPYTHON_SRC")
     if env:
         return Path(env)
-    found = sorted((ROOT.parent / "shared" / "micropython").glob("micropython-*.tar.xz"))
+    try:
+        folder = shared_dir() / "micropython"
+    except FileNotFoundError as e:
+        raise MpBuildError(str(e)) from None
+    found = sorted(folder.glob("micropython-*.tar.xz"))
     if len(found) != 1:
         raise MpBuildError(
-            f"need exactly one micropython-*.tar.xz in {ROOT.parent / 'shared' / 'micropython'} (found {len(found)}); "
+            f"need exactly one micropython-*.tar.xz in {folder} (found {len(found)}); "
             "or set CHUB_MICROPYTHON_SRC"
         )
     return found[0]
