@@ -171,6 +171,19 @@ def test_confirmed_trial_stays(tmp_path: Path, key) -> None:
     assert res["boot2"]["active"] == "a" and res["boot2"]["trial"] is None
 
 
+def test_confirm_raises_the_minimum_version_to_the_running_one(tmp_path: Path, key) -> None:
+    # anti-rollback: once 0.2.0 is confirmed, an image of 0.1.5 (above the
+    # provisioned minimum 0.1.0) is refused before one byte is stored
+    (tmp_path / "good").write_bytes(hi.pack(image_dir(tmp_path), key))
+    (tmp_path / "older").write_bytes(hi.pack(image_dir(tmp_path, version="0.1.5"), key))
+    res = run_driver(tmp_path, {"scenario": "good", "images": ["good", "older"], "chunk": 4096,
+                                "kv": kv_for(key, min_version="0.1.0"), "confirm": True})
+    assert res["confirmed"]
+    assert res["kv_after_confirm"]["min_version"] == "0.2.0"
+    assert res["older"] == "version 0.1.5 below minimum 0.2.0"
+    assert res["older_alerts"] == [FAILED]
+
+
 def test_power_cut_at_every_block_write_of_download_and_activation(tmp_path: Path, key) -> None:
     (tmp_path / "good").write_bytes(hi.pack(image_dir(tmp_path, size=12000), key))
     res = run_driver(tmp_path, {"scenario": "sweep", "images": ["good"], "chunk": 1536, "kv": kv_for(key)},
