@@ -163,3 +163,65 @@ def test_power_cuts_during_a_download_resume_it(system: EmulatedSystem, hub_imag
     s.wait_until(lambda: not s.dut.alive, 10, "the hub resets into the new image")
     boot_again(s)
     assert s.call("status")["version"] == "0.6.0"
+
+
+def test_hht_firmware_update_hub_status_and_activate(system: EmulatedSystem, hub_image: Path, key,
+                                                     tmp_path: Path) -> None:
+    # the installer's path from the CLI: status shows the hub's image, a
+    # hostile image is refused by the hub, a good one goes on from where an
+    # interrupted download left it, is activated at a time, confirmed, and
+    # its version becomes the minimum (an older image then refused)
+    from click.testing import CliRunner
+
+    from chub.cli import main
+
+    s = system
+    s.call("image_anchor", anchor=hi.anchor_bytes(key.public_key()).hex(), min_version="0.1.0")
+    url = s.local_port_url
+
+    def hht(*args: str) -> tuple[int, str]:
+        s.drop_connection()
+        r = CliRunner().invoke(main, ["hht", "--port", url, "--timeout", "60", "firmware", *args])
+        return r.exit_code, r.output
+
+    code, out = hht("status", "--json")
+    assert code == 0, out
+    hub = json.loads(out)["hub"]
+    assert hub["board"] == "unix" and hub["anchor"] and hub["running_version"]
+
+    bad = tmp_path / "bad.chim"
+    bad.write_bytes(hi.pack(image_variant(hub_image, tmp_path / "v8", "0.8.0"), hi.new_key()))
+    code, out = hht("update", "--image", str(bad), "--device", "hub")
+    assert code == 2 and "signature" in out, out
+
+    good = hi.pack(image_variant(hub_image, tmp_path / "v7", "0.7.0"), key)
+    f = tmp_path / "hub.chim"
+    f.write_bytes(good)
+    # an interrupted download: a third of the image on the hub, then the CLI
+    s.call("image_write", timeout=60, offset=0, data=good[:hi.PIECE].hex())
+    off = hi.PIECE
+    while off < len(good) // 3:
+        off = s.call("image_write", timeout=60, offset=off, data=good[off:off + hi.PIECE].hex())["received"]
+    code, out = hht("status")
+    assert code == 0 and "0.7.0 in slot" in out and f"{off} of {len(good)} bytes" in out, out
+    code, out = hht("update", "--image", str(f), "--device", "hub", "--activate-at", "2099-01-01T00:00")
+    assert code == 0 and "verified on the hub" in out and "2099-01-01T00:00:00Z" in out, out
+    code, out = hht("status")
+    assert code == 0 and "scheduled at 2099-01-01T00:00:00Z" in out, out
+    code, out = hht("activate", "--at", "now")
+    assert code == 0 and "resets into it" in out, out
+    assert s.dut is not None
+    s.wait_until(lambda: not s.dut.alive, 10, "the hub resets into the new image")
+    boot_again(s)
+    st = s.wait_until(lambda: (x := s.call("image_status"))["trial"] is None and x, 20, "the trial image confirmed")
+    assert s.call("status")["version"] == "0.7.0" and st["min_version"] == "0.7.0", st
+    code, out = hht("status")
+    assert code == 0 and "0.7.0 (slot" in out and "confirmed" in out, out
+    # anti-rollback: an older signed image is refused, and the anchor's
+    # provisioning does not lower the minimum
+    s.call("image_anchor", anchor=hi.anchor_bytes(key.public_key()).hex(), min_version="0.1.0")
+    assert s.call("image_status")["min_version"] == "0.7.0"
+    older = tmp_path / "older.chim"
+    older.write_bytes(hi.pack(image_variant(hub_image, tmp_path / "v65", "0.6.5"), key))
+    code, out = hht("update", "--image", str(older), "--device", "hub")
+    assert code == 2 and "below minimum 0.7.0" in out, out

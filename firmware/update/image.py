@@ -535,7 +535,7 @@ class Updater:
     def status(self):
         st = slots.read_state(self.root)
         m = self.manifest or {}
-        return {"running": self.running or "factory", "active": st["active"] or "factory", "trial": st["trial"],
+        return {"board": self.board_name, "running": self.running or "factory", "active": st["active"] or "factory", "trial": st["trial"],
                 "state": self.state, "slot": self.slot, "received": self.received,
                 "image_bytes": (self._body0 + m["size"]) if m and self._body0 else None,
                 "version": m.get("version"), "total": m.get("total"), "activate_at": self.activate_at,
