@@ -225,3 +225,46 @@ def test_hht_firmware_update_hub_status_and_activate(system: EmulatedSystem, hub
     older.write_bytes(hi.pack(image_variant(hub_image, tmp_path / "v65", "0.6.5"), key))
     code, out = hht("update", "--image", str(older), "--device", "hub")
     assert code == 2 and "below minimum 0.7.0" in out, out
+
+
+def test_cs05a_and_cs06_only_from_the_acb(system: EmulatedSystem, hub_image: Path, key, tmp_path: Path) -> None:
+    # the access rule: the CHF's image transfer takes CS05a and CS06 only
+    # from the Access Control Broker as originator. A command the ACB MACs for
+    # the supplier (a trust anchor of the CHF) is refused with 0x8F30 in the
+    # security log and nothing changes: no image staged, a staged one not
+    # activated
+    from chubcore.dcc import SUPPLIER
+    from hil.headend.gbcs import RTDS_CHF, parse_frame, protect
+    from hil.headend.hub_image import MC_CS05A, MC_CS06, activate, octets, precommand, send_image, u32
+
+    s = system
+    s.call("image_anchor", anchor=hi.anchor_bytes(key.public_key()).hex(), min_version="0.1.0")
+    he = s.headend
+    s.wait_until(lambda: he.connected and s.call("wan_status")["connected"], 30, "the WAN link up")
+    chf = he.headend.devices[RTDS_CHF][0]
+
+    def from_supplier(mc: int, method: int, data: bytes) -> str | None:
+        f = parse_frame(precommand(mc, method, data))
+        f.originator, f.recipient, f.counter = SUPPLIER, chf, he.headend.next_counter()
+        iid = 0x20000000 | (f.counter & 0xFFFFFF)
+        f.payload = f.payload[:1] + iid.to_bytes(4, "big") + f.payload[5:]
+        return he.send_raw(protect(f, he.headend.z(chf)), 15)  # MAC'd by the ACB, as GBCS has it
+
+    def refusals() -> list[str]:
+        return [r[2].upper() for r in s.call("logs", which="security")["entries"] if r[1] == 0x8F30]
+
+    ota = hi.ota_wrap(hi.pack(image_variant(hub_image, tmp_path / "v9", "0.9.0"), key))
+    before = len(refusals())
+    assert from_supplier(MC_CS05A, 2, b"\x02\x02" + u32(0) + octets(ota[:3800])) == "rejected"
+    assert s.call("image_status")["state"] == "idle" and s.call("image_status")["received"] == 0
+    sec = refusals()
+    assert len(sec) == before + 1 and sec[-1] == (SUPPLIER + MC_CS05A.to_bytes(2, "big")).hex().upper()
+    # staged by the ACB, activation by the supplier refused
+    send_image(he, ota)
+    assert s.call("image_status")["state"] == "verified"
+    assert from_supplier(MC_CS06, 4, b"\x02\x02" + octets(ota[-32:]) + u32(0)) == "rejected"
+    assert s.call("image_status")["state"] == "verified"
+    assert refusals()[-1] == (SUPPLIER + MC_CS06.to_bytes(2, "big")).hex().upper()
+    assert activate(he, ota, at=0xFFFFFFF0) == 0  # the ACB's is taken (far future: stays scheduled)
+    assert s.call("image_status")["state"] == "scheduled"
+    s.call("image_abort")
