@@ -177,6 +177,7 @@ def test_hht_firmware_update_hub_status_and_activate(system: EmulatedSystem, hub
 
     s = system
     s.call("image_anchor", anchor=hi.anchor_bytes(key.public_key()).hex(), min_version="0.1.0")
+    s.wait_until(lambda: s.call("image_status")["trial"] is None, 30, "no trial image (an earlier test's)")
     url = s.local_port_url
 
     def hht(*args: str) -> tuple[int, str]:
@@ -239,6 +240,7 @@ def test_cs05a_and_cs06_only_from_the_acb(system: EmulatedSystem, hub_image: Pat
 
     s = system
     s.call("image_anchor", anchor=hi.anchor_bytes(key.public_key()).hex(), min_version="0.1.0")
+    s.wait_until(lambda: s.call("image_status")["trial"] is None, 30, "no trial image (an earlier test's)")
     he = s.headend
     s.wait_until(lambda: he.connected and s.call("wan_status")["connected"], 30, "the WAN link up")
     chf = he.headend.devices[RTDS_CHF][0]
@@ -268,3 +270,87 @@ def test_cs05a_and_cs06_only_from_the_acb(system: EmulatedSystem, hub_image: Pat
     assert activate(he, ota, at=0xFFFFFFF0) == 0  # the ACB's is taken (far future: stays scheduled)
     assert s.call("image_status")["state"] == "scheduled"
     s.call("image_abort")
+
+
+@pytest.mark.timeout(900)
+def test_power_cuts_during_activation(system: EmulatedSystem, hub_image: Path, key, tmp_path: Path) -> None:
+    # a whole-hub sample of power cuts during an activation: an image staged
+    # and scheduled, the hub powered off before its time and on again after
+    # it, so the activation (boot.json put on trial, stage.json removed, the
+    # reset) runs at the boot; a calibration boot without a cut says at which
+    # block write the reset came (W), then one boot each with the power cut at
+    # W-k. Every cut then boots the old image (the activation then runs
+    # again) or the new one on trial, and the new one ends confirmed
+    import re
+
+    s = system
+    assert s.dut is not None and s.rig is not None
+    s.call("image_anchor", anchor=hi.anchor_bytes(key.public_key()).hex(), min_version="0.1.0")
+    s.wait_until(lambda: s.call("image_status")["trial"] is None, 30, "no trial image (an earlier test's)")
+
+    def power_off() -> None:
+        s.dut.power_cut()
+        s.drop_connection()
+        deadline = time.monotonic() + 5
+        while any(s.rig.connected.values()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def stage(version: str) -> int:
+        blob = hi.pack(image_variant(hub_image, tmp_path / f"v{version}", version), key)
+        st = hi.upload(lambda cmd, **a: s.call(cmd, timeout=60, **a), blob)
+        assert st["state"] == "verified", st
+        at = int(time.time()) + 3
+        s.call("image_activate", total=st["total"], at=at)
+        power_off()  # before the time comes
+        time.sleep(max(0.0, at + 1 - time.time()))
+        return at
+
+    def confirmed(version: str) -> dict:
+        # power on (no cut) until the hub runs `version` confirmed: a boot of
+        # the old image with the activation still due resets into the new one
+        for _ in range(3):
+            if not s.dut.alive:
+                boot_again(s)
+            if s.call("status")["version"] == version:
+                return s.wait_until(lambda: (x := s.call("image_status"))["trial"] is None and x, 20,
+                                    "the trial image confirmed")
+            s.wait_until(lambda: not s.dut.alive, 10, "the hub resets into the new image")
+        raise AssertionError(f"{version} never ran")
+
+    def last_reset_write(pos: int) -> int:
+        hits = [int(m.group(1)) for line in s.log.lines("dut", after=pos)
+                if (m := re.search(r"BOARD reset after block write (\d+)", line))]
+        assert hits, "no reset logged"
+        return hits[-1]
+
+    # calibration: the activation at boot, no cut
+    stage("1.0.0")
+    pos = s.log.position
+    s.dut.start()
+    s.wait_until(lambda: not s.dut.alive, 30, "the activation's reset")
+    w = last_reset_write(pos)
+    confirmed("1.0.0")
+    outcomes = []
+    for i, k in enumerate(k for k in (1, 0, 2, 4) if k < w):
+        version = f"1.0.{i + 1}"
+        old = s.call("status")["version"]
+        stage(version)
+        pos = s.log.position
+        s.dut.start(cut_after=w - k)
+        s.wait_until(lambda: not s.dut.alive, 30, "the cut or the activation's reset")
+        cut = any("BOARD power-cut" in line for line in s.log.lines("dut", after=pos))
+        # the next power-on: the new image on trial, or the old one, which
+        # finds the activation still due and resets into the new one
+        pos = s.log.position
+        boot_again(s)
+        time.sleep(3)  # the update job runs a due activation right after READY
+        reran = not s.dut.alive
+        if reran:
+            assert any("BOARD reset after" in line for line in s.log.lines("dut", after=pos))
+            boot_again(s)
+        assert s.call("status")["version"] == version, (k, old)  # never bricked, never a partial image
+        outcomes.append((k, cut, "activation ran again" if reran else "new image at once"))
+        confirmed(version)
+    assert all(cut for _, cut, _ in outcomes), outcomes  # every sample cut the power
+    assert {o for _, _, o in outcomes} == {"activation ran again", "new image at once"}, outcomes
+    print(f"activation cuts (k below the reset's write W={w}, cut, what the next power-on did):", outcomes)

@@ -148,19 +148,9 @@ def register(hht: click.Group) -> None:
     @click.pass_context
     def status(ctx: click.Context, as_json: bool) -> None:
         """The hub's image state, the meter images the hub holds and each device's transfer."""
-        from chubcore.localport import LocalPortError
-
-        try:
-            with open_client(ctx) as c:
-                st = c.call("ota_status")
-                hub = c.call("image_status")
-                hub["running_version"] = c.call("status").get("version")
-        except LocalPortError as e:
-            _stderr().print(f"[red]hub refused the status:[/red] {e}")
-            sys.exit(2)
-        except (OSError, TimeoutError) as e:
-            _stderr().print(f"[red]no answer from the hub on {ctx.obj['port']}:[/red] {e}")
-            sys.exit(3)
+        st = _call(ctx, "ota_status")
+        hub = _call(ctx, "image_status")
+        hub["running_version"] = _call(ctx, "status").get("version")
         if as_json:
             click.echo(json.dumps({**st, "hub": hub}))
             return
