@@ -39,6 +39,7 @@ EV_WRONG_RECIPIENT = const(0x8F1E)  # Integrity check of content or format of co
 EV_BAD_MAC = const(0x8F1E)  # Integrity check of content or format of command failed: the GMAC does not verify
 EV_BAD_DEVICE_MESSAGE = const(0x8F1E)  # Integrity check of content or format of command failed: a HAN device sent something unusable (data = its EUI, hex text)
 EV_NOT_PROTECTED = const(0x8F30)  # Source Does not have Authority for Command: without the protection its access rule needs
+EV_NO_AUTHORITY = const(0x8F30)  # Source Does not have Authority for Command: a use case its originator's role may not send (CS05a/CS06 on the CHF: the ACB only; data = originator, message code)
 EV_BAD_SIGNATURE = const(0x8F3D)  # Trusted Source Authentication Failure: the ECDSA signature does not verify
 EV_UNKNOWN_ORIGINATOR = const(0x8F3E)  # Unauthorised Communication Access attempted: originator not a trusted party
 EV_REPLAYED_COUNTER = const(0x8F53)  # Failed Authentication or Authorisation not covered by other codes: originator counter not fresh

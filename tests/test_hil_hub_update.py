@@ -163,3 +163,194 @@ def test_power_cuts_during_a_download_resume_it(system: EmulatedSystem, hub_imag
     s.wait_until(lambda: not s.dut.alive, 10, "the hub resets into the new image")
     boot_again(s)
     assert s.call("status")["version"] == "0.6.0"
+
+
+def test_hht_firmware_update_hub_status_and_activate(system: EmulatedSystem, hub_image: Path, key,
+                                                     tmp_path: Path) -> None:
+    # the installer's path from the CLI: status shows the hub's image, a
+    # hostile image is refused by the hub, a good one goes on from where an
+    # interrupted download left it, is activated at a time, confirmed, and
+    # its version becomes the minimum (an older image then refused)
+    from click.testing import CliRunner
+
+    from chub.cli import main
+
+    s = system
+    s.call("image_anchor", anchor=hi.anchor_bytes(key.public_key()).hex(), min_version="0.1.0")
+    s.wait_until(lambda: s.call("image_status")["trial"] is None, 30, "no trial image (an earlier test's)")
+    url = s.local_port_url
+
+    def hht(*args: str) -> tuple[int, str]:
+        s.drop_connection()
+        r = CliRunner().invoke(main, ["hht", "--port", url, "--timeout", "60", "firmware", *args])
+        return r.exit_code, r.output
+
+    code, out = hht("status", "--json")
+    assert code == 0, out
+    hub = json.loads(out)["hub"]
+    assert hub["board"] == "unix" and hub["anchor"] and hub["running_version"]
+
+    bad = tmp_path / "bad.chim"
+    bad.write_bytes(hi.pack(image_variant(hub_image, tmp_path / "v8", "0.8.0"), hi.new_key()))
+    code, out = hht("update", "--image", str(bad), "--device", "hub")
+    assert code == 2 and "signature" in out, out
+
+    good = hi.pack(image_variant(hub_image, tmp_path / "v7", "0.7.0"), key)
+    f = tmp_path / "hub.chim"
+    f.write_bytes(good)
+    # an interrupted download: a third of the image on the hub, then the CLI
+    s.call("image_write", timeout=60, offset=0, data=good[:hi.PIECE].hex())
+    off = hi.PIECE
+    while off < len(good) // 3:
+        off = s.call("image_write", timeout=60, offset=off, data=good[off:off + hi.PIECE].hex())["received"]
+    code, out = hht("status")
+    assert code == 0 and "0.7.0 in slot" in out and f"{off} of {len(good)} bytes" in out, out
+    code, out = hht("update", "--image", str(f), "--device", "hub", "--activate-at", "2099-01-01T00:00")
+    assert code == 0 and "verified on the hub" in out and "2099-01-01T00:00:00Z" in out, out
+    code, out = hht("status")
+    assert code == 0 and "scheduled at 2099-01-01T00:00:00Z" in out, out
+    code, out = hht("activate", "--at", "now")
+    assert code == 0 and "resets into it" in out, out
+    assert s.dut is not None
+    s.wait_until(lambda: not s.dut.alive, 10, "the hub resets into the new image")
+    boot_again(s)
+    st = s.wait_until(lambda: (x := s.call("image_status"))["trial"] is None and x, 20, "the trial image confirmed")
+    assert s.call("status")["version"] == "0.7.0" and st["min_version"] == "0.7.0", st
+    code, out = hht("status")
+    assert code == 0 and "0.7.0 (slot" in out and "confirmed" in out, out
+    # anti-rollback: an older signed image is refused, and the anchor's
+    # provisioning does not lower the minimum
+    s.call("image_anchor", anchor=hi.anchor_bytes(key.public_key()).hex(), min_version="0.1.0")
+    assert s.call("image_status")["min_version"] == "0.7.0"
+    older = tmp_path / "older.chim"
+    older.write_bytes(hi.pack(image_variant(hub_image, tmp_path / "v65", "0.6.5"), key))
+    code, out = hht("update", "--image", str(older), "--device", "hub")
+    assert code == 2 and "below minimum 0.7.0" in out, out
+
+
+def test_cs05a_and_cs06_only_from_the_acb(system: EmulatedSystem, hub_image: Path, key, tmp_path: Path) -> None:
+    # the access rule: the CHF's image transfer takes CS05a and CS06 only
+    # from the Access Control Broker as originator. A command the ACB MACs for
+    # the supplier (a trust anchor of the CHF) is refused with 0x8F30 in the
+    # security log and nothing changes: no image staged, a staged one not
+    # activated
+    from chubcore.dcc import SUPPLIER
+    from hil.headend.gbcs import RTDS_CHF, parse_frame, protect
+    from hil.headend.hub_image import MC_CS05A, MC_CS06, activate, octets, precommand, send_image, u32
+
+    s = system
+    s.call("image_anchor", anchor=hi.anchor_bytes(key.public_key()).hex(), min_version="0.1.0")
+    s.wait_until(lambda: s.call("image_status")["trial"] is None, 30, "no trial image (an earlier test's)")
+    he = s.headend
+    s.wait_until(lambda: he.connected and s.call("wan_status")["connected"], 30, "the WAN link up")
+    chf = he.headend.devices[RTDS_CHF][0]
+
+    def from_supplier(mc: int, method: int, data: bytes) -> str | None:
+        f = parse_frame(precommand(mc, method, data))
+        f.originator, f.recipient, f.counter = SUPPLIER, chf, he.headend.next_counter()
+        iid = 0x20000000 | (f.counter & 0xFFFFFF)
+        f.payload = f.payload[:1] + iid.to_bytes(4, "big") + f.payload[5:]
+        return he.send_raw(protect(f, he.headend.z(chf)), 15)  # MAC'd by the ACB, as GBCS has it
+
+    def refusals() -> list[str]:
+        return [r[2].upper() for r in s.call("logs", which="security")["entries"] if r[1] == 0x8F30]
+
+    ota = hi.ota_wrap(hi.pack(image_variant(hub_image, tmp_path / "v9", "0.9.0"), key))
+    before = len(refusals())
+    assert from_supplier(MC_CS05A, 2, b"\x02\x02" + u32(0) + octets(ota[:3800])) == "rejected"
+    assert s.call("image_status")["state"] == "idle" and s.call("image_status")["received"] == 0
+    sec = refusals()
+    assert len(sec) == before + 1 and sec[-1] == (SUPPLIER + MC_CS05A.to_bytes(2, "big")).hex().upper()
+    # staged by the ACB, activation by the supplier refused
+    send_image(he, ota)
+    assert s.call("image_status")["state"] == "verified"
+    assert from_supplier(MC_CS06, 4, b"\x02\x02" + octets(ota[-32:]) + u32(0)) == "rejected"
+    assert s.call("image_status")["state"] == "verified"
+    assert refusals()[-1] == (SUPPLIER + MC_CS06.to_bytes(2, "big")).hex().upper()
+    assert activate(he, ota, at=0xFFFFFFF0) == 0  # the ACB's is taken (far future: stays scheduled)
+    assert s.call("image_status")["state"] == "scheduled"
+    s.call("image_abort")
+
+
+@pytest.mark.timeout(900)
+def test_power_cuts_during_activation(system: EmulatedSystem, hub_image: Path, key, tmp_path: Path) -> None:
+    # a whole-hub sample of power cuts during an activation: an image staged
+    # and scheduled, the hub powered off before its time and on again after
+    # it, so the activation (boot.json put on trial, stage.json removed, the
+    # reset) runs at the boot; a calibration boot without a cut says at which
+    # block write the reset came (W), then one boot each with the power cut at
+    # W-k. Every cut then boots the old image (the activation then runs
+    # again) or the new one on trial, and the new one ends confirmed
+    import re
+
+    s = system
+    assert s.dut is not None and s.rig is not None
+    s.call("image_anchor", anchor=hi.anchor_bytes(key.public_key()).hex(), min_version="0.1.0")
+    s.wait_until(lambda: s.call("image_status")["trial"] is None, 30, "no trial image (an earlier test's)")
+
+    def power_off() -> None:
+        s.dut.power_cut()
+        s.drop_connection()
+        deadline = time.monotonic() + 5
+        while any(s.rig.connected.values()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def stage(version: str) -> int:
+        blob = hi.pack(image_variant(hub_image, tmp_path / f"v{version}", version), key)
+        st = hi.upload(lambda cmd, **a: s.call(cmd, timeout=60, **a), blob)
+        assert st["state"] == "verified", st
+        at = int(time.time()) + 3
+        s.call("image_activate", total=st["total"], at=at)
+        power_off()  # before the time comes
+        time.sleep(max(0.0, at + 1 - time.time()))
+        return at
+
+    def confirmed(version: str) -> dict:
+        # power on (no cut) until the hub runs `version` confirmed: a boot of
+        # the old image with the activation still due resets into the new one
+        for _ in range(3):
+            if not s.dut.alive:
+                boot_again(s)
+            if s.call("status")["version"] == version:
+                return s.wait_until(lambda: (x := s.call("image_status"))["trial"] is None and x, 20,
+                                    "the trial image confirmed")
+            s.wait_until(lambda: not s.dut.alive, 10, "the hub resets into the new image")
+        raise AssertionError(f"{version} never ran")
+
+    def last_reset_write(pos: int) -> int:
+        hits = [int(m.group(1)) for line in s.log.lines("dut", after=pos)
+                if (m := re.search(r"BOARD reset after block write (\d+)", line))]
+        assert hits, "no reset logged"
+        return hits[-1]
+
+    # calibration: the activation at boot, no cut
+    stage("1.0.0")
+    pos = s.log.position
+    s.dut.start()
+    s.wait_until(lambda: not s.dut.alive, 30, "the activation's reset")
+    w = last_reset_write(pos)
+    confirmed("1.0.0")
+    outcomes = []
+    for i, k in enumerate(k for k in (1, 0, 2, 4) if k < w):
+        version = f"1.0.{i + 1}"
+        old = s.call("status")["version"]
+        stage(version)
+        pos = s.log.position
+        s.dut.start(cut_after=w - k)
+        s.wait_until(lambda: not s.dut.alive, 30, "the cut or the activation's reset")
+        cut = any("BOARD power-cut" in line for line in s.log.lines("dut", after=pos))
+        # the next power-on: the new image on trial, or the old one, which
+        # finds the activation still due and resets into the new one
+        pos = s.log.position
+        boot_again(s)
+        time.sleep(3)  # the update job runs a due activation right after READY
+        reran = not s.dut.alive
+        if reran:
+            assert any("BOARD reset after" in line for line in s.log.lines("dut", after=pos))
+            boot_again(s)
+        assert s.call("status")["version"] == version, (k, old)  # never bricked, never a partial image
+        outcomes.append((k, cut, "activation ran again" if reran else "new image at once"))
+        confirmed(version)
+    assert all(cut for _, cut, _ in outcomes), outcomes  # every sample cut the power
+    assert {o for _, _, o in outcomes} == {"activation ran again", "new image at once"}, outcomes
+    print(f"activation cuts (k below the reset's write W={w}, cut, what the next power-on did):", outcomes)

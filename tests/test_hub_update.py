@@ -171,6 +171,19 @@ def test_confirmed_trial_stays(tmp_path: Path, key) -> None:
     assert res["boot2"]["active"] == "a" and res["boot2"]["trial"] is None
 
 
+def test_confirm_raises_the_minimum_version_to_the_running_one(tmp_path: Path, key) -> None:
+    # anti-rollback: once 0.2.0 is confirmed, an image of 0.1.5 (above the
+    # provisioned minimum 0.1.0) is refused before one byte is stored
+    (tmp_path / "good").write_bytes(hi.pack(image_dir(tmp_path), key))
+    (tmp_path / "older").write_bytes(hi.pack(image_dir(tmp_path, version="0.1.5"), key))
+    res = run_driver(tmp_path, {"scenario": "good", "images": ["good", "older"], "chunk": 4096,
+                                "kv": kv_for(key, min_version="0.1.0"), "confirm": True})
+    assert res["confirmed"]
+    assert res["kv_after_confirm"]["min_version"] == "0.2.0"
+    assert res["older"] == "version 0.1.5 below minimum 0.2.0"
+    assert res["older_alerts"] == [FAILED]
+
+
 def test_power_cut_at_every_block_write_of_download_and_activation(tmp_path: Path, key) -> None:
     (tmp_path / "good").write_bytes(hi.pack(image_dir(tmp_path, size=12000), key))
     res = run_driver(tmp_path, {"scenario": "sweep", "images": ["good"], "chunk": 1536, "kv": kv_for(key)},
@@ -181,3 +194,45 @@ def test_power_cut_at_every_block_write_of_download_and_activation(tmp_path: Pat
     assert res["failures"] == []
     assert c["download"] > 20 and c.get("activate", 0) >= 1 and c.get("resumed", 0) > 10, c
     print(res["writes"], c)
+
+
+def test_hht_firmware_update_hub_refusals_on_the_laptop(tmp_path: Path, key) -> None:
+    # chub hht firmware update --device hub: what the laptop refuses before
+    # it opens the port (the port here is closed: nothing is sent)
+    from chub.hht_firmware import parse_when
+
+    src = image_dir(tmp_path)
+    signed = tmp_path / "hub.chim"
+    signed.write_bytes(hi.pack(src, key))
+    unsigned = tmp_path / "unsigned.chim"
+    unsigned.write_bytes(hi.pack(src))
+    flipped = tmp_path / "flipped.chim"
+    b = bytearray(signed.read_bytes())
+    b[-10] ^= 1
+    flipped.write_bytes(bytes(b))
+    ota = hi.ota_wrap(signed.read_bytes())
+    bad_ota = tmp_path / "bad.ota"
+    bad_ota.write_bytes(ota[:-1] + bytes([ota[-1] ^ 1]))
+    port = ["hht", "--port", "socket://127.0.0.1:9", "--timeout", "0.5", "firmware", "update"]
+    run = CliRunner().invoke
+    r = run(main, [*port, "--image", str(unsigned), "--device", "hub"])
+    assert r.exit_code == 2 and "not signed" in r.output, r.output
+    r = run(main, [*port, "--image", str(flipped), "--device", "hub"])
+    assert r.exit_code == 2 and "SHA-256" in r.output, r.output
+    r = run(main, [*port, "--image", str(bad_ota), "--device", "hub"])
+    assert r.exit_code == 2 and "Manufacturer Image Hash" in r.output, r.output
+    r = run(main, [*port, "--image", str(signed), "--device", "hub", "--eui", "00-11-22-33-44-55-66-77"])
+    assert r.exit_code == 2 and "no --eui" in r.output, r.output
+    r = run(main, [*port, "--image", str(signed), "--device", "esme", "--eui", "00-11-22-33-44-55-66-77"])
+    assert r.exit_code == 2 and "--device hub" in r.output, r.output
+    r = run(main, [*port, "--image", str(signed), "--device", "hub", "--activate-at", "tomorrow"])
+    assert r.exit_code == 2 and "UTC time" in r.output, r.output
+    r = run(main, [*port, "--image", str(signed), "--device", "esme", "--eui", "00-11-22-33-44-55-66-77",
+                   "--activate-at", "now"])
+    assert r.exit_code == 2 and "CS06" in r.output, r.output
+    # a good image gets as far as the port: nobody listens there
+    r = run(main, [*port, "--image", str(signed), "--device", "hub"])
+    assert r.exit_code == 3 and "no answer" in r.output, r.output
+    assert parse_when("now") == 0 and parse_when("1700000000") == 1700000000
+    assert parse_when("2026-12-07T22:00") == parse_when("2026-12-07T22:00:00Z") == 1796680800
+    assert parse_when("2026-12-07T23:00+01:00") == 1796680800

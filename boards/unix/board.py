@@ -157,7 +157,7 @@ def on_control(key, fn):
 def reset():
     """The board's reset: on this board the process ends at once (the rig,
     or whoever started it, powers it up again)."""
-    print("BOARD reset")
+    print("BOARD reset" if _bdev is None else "BOARD reset after block write %d" % _bdev.writes)
     os.system("kill -9 %d" % _pid())
 
 

@@ -8,12 +8,12 @@
 # the RTDS error responses show (e.g. ECS26i: EUI read, the other two fail).
 from micropython import const
 
-from codes import ALERT_DEVICE_LOG_CHANGED, ALERT_FW_TRANSFER_FAILED, ALERT_FW_TRANSFER_OK
+from codes import ALERT_DEVICE_LOG_CHANGED, ALERT_FW_TRANSFER_FAILED, ALERT_FW_TRANSFER_OK, EV_NO_AUTHORITY
 from gbcs import dlms
 from han.install_code import add_crc
 from gbcs import frame as gframe
 from ids import hex_text
-from gbcs.security import answer_once
+from gbcs.security import ROLE_ACB, answer_once
 from gbcs.usecase_base import (  # noqa: F401 - EV_MALFORMED, UseCaseError re-exported
     EV_MALFORMED,
     EV_PAYLOAD_MISMATCH,
@@ -95,6 +95,16 @@ USE_CASES = {
         ((_ACTION, _CLS_ZB_NETWORK, OBIS_DEVICE_LOG, 4), (_ACTION, _CLS_ZB_NETWORK, OBIS_HISTORIC_LOG, 4)),
     ),
 }
+
+# the CHF's image transfer (its own firmware) takes commands only from the
+# ACB as originator (the RTDS's CHF DLMS use cases all come from it; the ACB
+# MACs every command, whoever originates it)
+ACB_ONLY = (_MC_CS05A, 0x0012)
+
+
+class NoAuthority(UseCaseError):
+    """The originator's role may not send this use case to the CHF."""
+
 
 _MC_CS02A = const(0x0008)
 _MC_CS02B_WP = const(0x0105)
@@ -198,6 +208,10 @@ class Chf:
             self.rejected += 1
             self._log(self.event_log, EV_UNSUPPORTED, f.message_code.to_bytes(2, "big"))
             raise UnsupportedUseCase("message code 0x%04x is not a CHF use case here" % f.message_code)
+        if f.message_code in ACB_ONLY and self.parties.role_of(f.originator) != ROLE_ACB:
+            self.rejected += 1
+            self._log(self.security_log, EV_NO_AUTHORITY, bytes(f.originator) + f.message_code.to_bytes(2, "big"))
+            raise NoAuthority("%s only from the ACB, not %s" % (uc[0], hex_text(f.originator)))
         try:
             if gframe.payload_kind(f) != gframe.KIND_DLMS:
                 raise PayloadMismatch("payload is not DLMS")

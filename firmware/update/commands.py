@@ -50,7 +50,8 @@ async def image_abort(hub, req):
 
 async def image_anchor(hub, req):
     """{anchor, min_version}: the manufacturer anchor (the P-256 public
-    point, 65 bytes hex) and the lowest version the hub takes."""
+    point, 65 bytes hex) and the lowest version the hub takes (a stored
+    higher minimum stays: it is never lowered)."""
     from binascii import hexlify
 
     from gbcs.p256 import decode_point
@@ -58,7 +59,9 @@ async def image_anchor(hub, req):
     anchor = hex_arg(req, "anchor", 65)
     decode_point(anchor)  # ValueError for a point that is not on P-256
     mv = str_arg(req, "min_version", 23, "0")
-    version_tuple(mv)
+    cur = hub.updater.kv.get("min_version")
+    if cur and version_tuple(cur) > version_tuple(mv):
+        mv = cur  # anti-rollback: a minimum is never lowered (the answer says which one holds)
     hub.updater.kv.update({"anchor": hexlify(anchor).decode(), "min_version": mv})
     return hub.updater.status()
 

@@ -484,9 +484,25 @@ class Updater:
             return False
         st["active"], st["trial"], st["tries"] = st["trial"], None, 0
         slots.write_state(self.root, st)
+        self._raise_minimum()
         if self.log:
             self.log("update", "image in slot %s confirmed" % self.running)
         return True
+
+    def _raise_minimum(self):
+        # anti-rollback: the confirmed image's version becomes the lowest
+        # the hub takes (never lowered; an equal version is still taken)
+        m = slots.manifest(self.root, self.running)
+        if not m or not self.kv:
+            return
+        try:
+            v = version_tuple(m.get("version"))
+            cur = self.kv.get("min_version")
+            if cur and version_tuple(cur) >= v:
+                return
+        except ValueError:
+            return
+        self.kv.update({"min_version": m["version"]})
 
     async def run(self, ready, self_check):
         """The job "update": report the boot's notes; on a trial boot wait
@@ -496,6 +512,8 @@ class Updater:
         import asyncio
 
         self.boot_notes()
+        if self.running and not self.on_trial():
+            self._raise_minimum()  # a power cut between the confirm and its KV write
         if self.on_trial():
             try:
                 await asyncio.wait_for(ready.wait(), TRIAL_BOUND_S)
@@ -517,7 +535,7 @@ class Updater:
     def status(self):
         st = slots.read_state(self.root)
         m = self.manifest or {}
-        return {"running": self.running or "factory", "active": st["active"] or "factory", "trial": st["trial"],
+        return {"board": self.board_name, "running": self.running or "factory", "active": st["active"] or "factory", "trial": st["trial"],
                 "state": self.state, "slot": self.slot, "received": self.received,
                 "image_bytes": (self._body0 + m["size"]) if m and self._body0 else None,
                 "version": m.get("version"), "total": m.get("total"), "activate_at": self.activate_at,

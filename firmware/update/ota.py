@@ -74,8 +74,11 @@ class Cs05a:
         n = self._blob_len(p)
         k = min(n - self.u.received, len(mv))
         if k > 0:
+            # a fresh image: KV "ota" may still hold an earlier image's prefix
+            # and hash (it is read only while the Updater holds something)
+            fresh = self._prefix() is None
             self.u.write(self.u.received, mv[:k])
-            if self._prefix() is None:  # the image's header is taken: keep the OTA prefix
+            if fresh:  # the image's header is taken: keep the OTA prefix
                 self.kv.update({"ota": hexlify(self.pre).decode(), "ota_hash": ""})
                 self.pre = bytearray()
             mv = mv[k:]

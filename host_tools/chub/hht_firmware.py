@@ -12,7 +12,21 @@ terminal (docs/ota-han.md).
   then tells the devices (`ota_notify`). Activation is GBCS CS06 to the
   device, not this command.
 
-Both need an installer session: the client opens one by itself.
+The hub's own image (docs/firmware-update.md) goes the same way:
+
+* `status` also shows the hub's image state (board, running slot and
+  version, on trial or confirmed, the staged image, its activation time,
+  the stored minimum version; local-port command `image_status`);
+* `update --image hub.chim --device hub [--activate-at WHEN]`: a signed hub
+  image (or its CS05a OTA form, unwrapped here) checked on the laptop
+  (structure, hashes, signed, the hub's board), sent with `image_write`
+  from where the hub has it (resumable) with a progress bar, verified by
+  the hub (`image_end`); with `--activate-at` (`now`, a UTC time
+  `2026-12-07T22:00` or epoch seconds) activated at that time
+  (`image_activate`), else left staged;
+* `activate --at WHEN`: activate the staged, verified image.
+
+All need an installer session: the client opens one by itself.
 """
 
 from __future__ import annotations
@@ -47,22 +61,105 @@ def check_image(data: bytes) -> tuple[int, int, int]:
             int.from_bytes(data[14:18], "little"))
 
 
+def parse_when(text: str) -> int:
+    """`now` (0), epoch seconds, or an ISO 8601 time (UTC unless it names
+    its offset) -> UTC seconds for image_activate."""
+    from datetime import UTC, datetime
+
+    t = text.strip()
+    if t.lower() == "now":
+        return 0
+    if t.isdigit():
+        v = int(t)
+    else:
+        try:
+            d = datetime.fromisoformat(t.replace("Z", "+00:00"))
+        except ValueError as e:
+            raise click.BadParameter(f"{text!r}: now, epoch seconds or a UTC time like 2026-12-07T22:00") from e
+        if d.tzinfo is None:
+            d = d.replace(tzinfo=UTC)
+        v = int(d.timestamp())
+    if not 0 <= v <= 0xFFFFFFFF:
+        raise click.BadParameter(f"{text!r}: out of the hub's time range")
+    return v
+
+
+def read_hub_image(path: Path) -> bytes:
+    """The signed hub image in `path` (a CS05a OTA file is unwrapped), its
+    structure and hashes checked and its signature present; else
+    click.BadParameter."""
+    from chubcore import hubimage as hi
+
+    data = path.read_bytes()
+    try:
+        if data[:4] != hi.MAGIC and len(data) >= 4 and int.from_bytes(data[:4], "little") == OTA_MAGIC:
+            data = hi.ota_unwrap(data)
+        p = hi.verify(data)
+    except hi.ImageError as e:
+        raise click.BadParameter(str(e), param_hint="--image") from None
+    if not p.signed:
+        raise click.BadParameter("the image is not signed (chub image sign): the hub refuses it", param_hint="--image")
+    return data
+
+
+def hub_summary(st: dict, version: str | None) -> list[tuple[str, str]]:
+    """The rows of the hub image table from image_status (and `status`'s version)."""
+    if st["running"] == "factory":
+        run = "factory image"
+    else:
+        run = f"slot {st['running']}"
+    if st["trial"] is not None and st["trial"] == st["running"]:
+        run += ", on trial (confirmed after READY and its self-check)"
+    elif st["running"] != "factory":
+        run += ", confirmed"
+    rows = [("board", st.get("board") or "?"), ("running", f"{version or '?'} ({run})"),
+            ("minimum version", st.get("min_version") or "none"),
+            ("manufacturer anchor", "set" if st.get("anchor") else "NOT SET: every image is refused")]
+    if st["state"] != "idle":
+        staged = f"{st['version']} in slot {st['slot']}: {st['state']}"
+        if st["state"] == "receiving" and st.get("image_bytes"):
+            staged += f" ({st['received']} of {st['image_bytes']} bytes)"
+        if st["state"] == "scheduled":
+            at = st.get("activate_at") or 0
+            staged += " now" if at == 0 else f" at {_utc(at)}"
+        rows.append(("staged", staged))
+    else:
+        rows.append(("staged", "none"))
+    if st.get("last_error"):
+        rows.append(("last refusal", st["last_error"]))
+    return rows
+
+
+def _utc(t: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def register(hht: click.Group) -> None:
     from .cli import _call, _stderr, open_client
 
     @hht.group("firmware")
     def firmware() -> None:
-        """Meter firmware over the HAN: the hub's images and each device's download."""
+        """Firmware: the hub's own image and the meter images it serves over the HAN."""
 
     @firmware.command("status")
     @click.option("--json", "as_json", is_flag=True, help="Print the raw JSON.")
     @click.pass_context
     def status(ctx: click.Context, as_json: bool) -> None:
-        """The images the hub holds and each device's transfer."""
+        """The hub's image state, the meter images the hub holds and each device's transfer."""
         st = _call(ctx, "ota_status")
+        hub = _call(ctx, "image_status")
+        hub["running_version"] = _call(ctx, "status").get("version")
         if as_json:
-            click.echo(json.dumps(st))
+            click.echo(json.dumps({**st, "hub": hub}))
             return
+        t = Table(title="hub image")
+        t.add_column("")
+        t.add_column("")
+        for k, v in hub_summary(hub, hub["running_version"]):
+            t.add_row(k, v)
+        Console().print(t)
         t = Table(title="images")
         for col in ("device", "state", "stored", "size", "version", "for"):
             t.add_column(col)
@@ -106,16 +203,33 @@ def register(hht: click.Group) -> None:
 
     @firmware.command("update")
     @click.option("--image", "image", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-    @click.option("--device", "slot", required=True, type=click.Choice(["esme", "gsme", "ppmid"]))
-    @click.option("--eui", "euis", required=True, multiple=True, help="A device to offer it to; repeat for more.")
+    @click.option("--device", "slot", required=True, type=click.Choice(["hub", "esme", "gsme", "ppmid"]),
+                  help="hub: the hub's own signed image; else the meter image's device type.")
+    @click.option("--eui", "euis", multiple=True, help="A device to offer a meter image to; repeat for more.")
+    @click.option("--activate-at", "activate_at", default=None,
+                  help="hub image: activate it at this time (now, epoch seconds, or UTC like 2026-12-07T22:00); "
+                       "without it the image is left staged (chub hht firmware activate).")
     @click.pass_context
-    def update(ctx: click.Context, image: Path, slot: str, euis: tuple[str, ...]) -> None:
-        """Send a meter image to the hub (resumable), then notify the devices."""
+    def update(ctx: click.Context, image: Path, slot: str, euis: tuple[str, ...], activate_at: str | None) -> None:
+        """Send a meter image to the hub (resumable), then notify the devices; or (--device hub) the hub's
+        own image, then activate it at a time."""
         from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
         from chubcore.localport import LocalPortError
 
+        if slot == "hub":
+            if euis:
+                raise click.BadParameter("a hub image is for the hub itself: no --eui", param_hint="--eui")
+            _update_hub(ctx, image, None if activate_at is None else parse_when(activate_at))
+            return
+        if activate_at is not None:
+            raise click.BadParameter("a meter image is activated by GBCS CS06 to the device",
+                                     param_hint="--activate-at")
+        if not euis:
+            raise click.BadParameter("name the devices to offer the image to", param_hint="--eui")
         data = image.read_bytes()
+        if data[:4] == b"CHIM":
+            raise click.BadParameter("this is a hub image: --device hub", param_hint="--image")
         mf, it, v = check_image(data)
         targets = [parse_eui(e) for e in euis]
         try:
@@ -143,3 +257,61 @@ def register(hht: click.Group) -> None:
             sys.exit(3)
         click.echo(f"{slot} image 0x{v:08X} (manufacturer 0x{mf:04X}, type 0x{it:04X}, {len(data)} bytes) "
                    f"ready on the hub; notified: {' '.join(sent) or 'none'}")
+
+    def _update_hub(ctx: click.Context, image: Path, at: int | None) -> None:
+        from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+        from chubcore import hubimage as hi
+        from chubcore.localport import LocalPortError
+
+        blob = read_hub_image(image)
+        m = hi.parse(blob).manifest
+        try:
+            with open_client(ctx) as c:
+                st = c.call("image_status")
+                if st.get("board") and st["board"] != m["board"]:
+                    raise click.BadParameter(f"the image is for board {m['board']!r}, the hub is {st['board']!r}",
+                                             param_hint="--image")
+                if not st.get("anchor"):
+                    _stderr().print("[red]the hub has no manufacturer anchor[/red] (image_anchor): "
+                                    "it refuses every image")
+                    sys.exit(2)
+                if st["state"] in ("verified", "scheduled") and st["total"] != m["total"]:
+                    _stderr().print(f"the hub's staged {st['version']} ({st['state']}) is replaced by this one")
+                with Progress(*Progress.get_default_columns()[:1], BarColumn(), DownloadColumn(),
+                              TransferSpeedColumn(), console=_stderr()) as bar:
+                    task = bar.add_task(f"hub {m['version']}", total=len(blob))
+                    st = hi.upload(c.call, blob, progress=lambda done, n: bar.update(task, completed=done))
+                    bar.update(task, completed=len(blob))
+                if at is not None:
+                    st = c.call("image_activate", total=st["total"], at=at)
+        except LocalPortError as e:
+            _stderr().print(f"[red]hub refused the image:[/red] {e}")
+            sys.exit(2)
+        except hi.ImageError as e:
+            _stderr().print(f"[red]hub stopped taking the image:[/red] {e}")
+            sys.exit(2)
+        except (OSError, TimeoutError) as e:
+            _stderr().print(f"[red]no answer from the hub on {ctx.obj['port']}:[/red] {e}")
+            sys.exit(3)
+        msg = f"hub image {m['version']} ({m['board']}, {len(blob)} bytes) verified on the hub in slot {st['slot']}"
+        if at is None:
+            msg += "; activate it with: chub hht firmware activate --at now|TIME"
+        else:
+            msg += "; activates " + ("now: the hub resets into it" if at == 0 else f"at {_utc(at)}")
+        click.echo(msg)
+
+    @firmware.command("activate")
+    @click.option("--at", "when", default="now", show_default=True,
+                  help="now, epoch seconds, or a UTC time like 2026-12-07T22:00.")
+    @click.pass_context
+    def activate(ctx: click.Context, when: str) -> None:
+        """Activate the hub image staged and verified on the hub (the hub resets into it at that time)."""
+        at = parse_when(when)
+        st = _call(ctx, "image_status")
+        if st["state"] not in ("verified", "scheduled"):
+            _stderr().print(f"[red]no verified hub image on the hub[/red] (state {st['state']})")
+            sys.exit(2)
+        st = _call(ctx, "image_activate", total=st["total"], at=at)
+        click.echo(f"hub image {st['version']} in slot {st['slot']} activates "
+                   + ("now: the hub resets into it" if at == 0 else f"at {_utc(at)}"))

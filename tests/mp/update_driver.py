@@ -21,6 +21,9 @@ class KV:
     def get(self, k, default=None):
         return self.d.get(k, default)
 
+    def update(self, d):
+        self.d.update(d)
+
 
 class Ev:
     def __init__(self):
@@ -122,6 +125,16 @@ def scenario_good():
         u = updater(Ev(), [], running=res["choose1"])
         res["on_trial"] = u.on_trial()
         res["confirmed"] = u.confirm()
+        res["kv_after_confirm"] = dict(A["kv"])
+        if len(A["images"]) > 1:  # an older image after the confirm: below the raised minimum
+            ev2, alerts2 = Ev(), []
+            u2 = updater(ev2, alerts2, running=res["choose1"])
+            try:
+                send(u2, open(A["images"][1], "rb").read(), A["chunk"])
+                res["older"] = None
+            except Refused as e:
+                res["older"] = str(e)
+            res["older_alerts"] = alerts2
     res["choose2"] = slots.choose(ROOT)
     ev, alerts = Ev(), []
     u = updater(ev, alerts, running=res["choose2"])
