@@ -331,7 +331,9 @@ def test_power_cuts_during_activation(system: EmulatedSystem, hub_image: Path, k
     w = last_reset_write(pos)
     confirmed("1.0.0")
     outcomes = []
-    for i, k in enumerate(k for k in (1, 0, 2, 4) if k < w):
+    # W-1 (the old image boots and re-runs the activation) and W (the new one boots): both outcomes;
+    # W-2 and W-4 behave as W-1 and cost ~1.5 min each in CI, so they are left to the update-code sweep
+    for i, k in enumerate(k for k in (1, 0) if k < w):
         version = f"1.0.{i + 1}"
         old = s.call("status")["version"]
         stage(version)
