@@ -24,6 +24,9 @@ class KV:
     def update(self, d):
         self.d.update(d)
 
+    def set(self, k, v):
+        self.d[k] = v
+
 
 class Ev:
     def __init__(self):
@@ -89,6 +92,36 @@ def scenario_hostile():
         left = sorted(os.listdir(ROOT + "/img"))
         out[name] = {"error": err, "alerts": alerts, "events": ev.rows, "state": u.state,
                      "boot_before": before, "boot_after": slots.read_state(ROOT), "img": left}
+    return out
+
+
+def scenario_cs05a():
+    # the CS05a form through update.ota.Cs05a (as the CHF's Image transfer
+    # actions hand it over), each file from offset 0 on a fresh flash
+    from update.ota import Cs05a
+
+    out = {}
+    for name in A["images"]:
+        fresh(BLOCKS)
+        before = slots.read_state(ROOT)
+        ev, alerts = Ev(), []
+        u = updater(ev, alerts)
+        c = Cs05a(u)
+        blob = open(name, "rb").read()
+        err, off = None, 0
+        try:
+            while off < len(blob):
+                n = c.block(off, blob[off:off + A["chunk"]])
+                if n == off:
+                    break
+                off = n
+        except Refused as e:
+            err = str(e)
+        import os
+
+        out[name] = {"error": err, "alerts": alerts, "events": ev.rows, "state": u.state, "received": c.received(),
+                     "boot_after": slots.read_state(ROOT), "boot_before": before,
+                     "img": sorted(os.listdir(ROOT + "/img"))}
     return out
 
 
