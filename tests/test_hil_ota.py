@@ -25,7 +25,7 @@ import pytest
 from chubcore.paths import vectors_dir
 from hil.han_setup import DeviceSpec
 from hil.headend.gbcs import SUPPLIER, Frame, compare_response, parse_frame
-from hil.meters import rtds_answers
+from hil.meters import fw_version, rtds_answers
 from hil.meters.esme import EsmeMeter
 from hil.meters.gsme import GsmeMeter
 from hil.meters.ota_client import OtaClient, make_image
@@ -84,6 +84,17 @@ def _cs06(server, eui: str) -> bytes:  # noqa: ANN001
     return f.header_and_payload()
 
 
+def _ecs52(server, eui: str) -> int:  # noqa: ANN001
+    """ECS52 to the ESME, routed over its tunnel: the file version it reports."""
+    cmd = fw_version.command(fw_version.ECS52, server.headend.next_counter(), SUPPLIER, bytes.fromhex(eui))
+    return fw_version.version_in(server.send_command(cmd, 15, rebuild=False).frame)
+
+
+def _responses(server, n: int, mc: int) -> list[Frame]:  # noqa: ANN001
+    return [r.frame for r in server.received[n:] if r.frame is not None and r.frame.cra == 2
+            and r.frame.message_code == mc]
+
+
 def test_esme_image_transfer_ccs08_and_cs06(sysm: SimpleNamespace) -> None:
     s, han = sysm.system, sysm.han
     image = make_image(MF, IT_E, V_NEW, bytes((i * 7) & 0xFF for i in range(6000)))
@@ -103,9 +114,11 @@ def test_esme_image_transfer_ccs08_and_cs06(sysm: SimpleNamespace) -> None:
     assert a.payload[-18:] == parse_frame(exp).payload[-18:]  # entity ...A4, version 0123ABCD, response code 0
     st = s.call("ota_status")
     assert st["devices"][A4.eui]["transferred"] == V_NEW and st["devices"][A4.eui]["running"] == V_OLD
+    assert _ecs52(sysm.server, A4.eui) == V_OLD  # ECS52: downloaded, not yet running
     # CS06 from the head-end, routed to the meter over the tunnel: it runs the new version
     assert sysm.server.send_raw(_cs06(sysm.server, A4.eui), 15) == "done"
     s.wait_until(lambda: client.version == V_NEW, 15, "the meter activated")
+    assert _ecs52(sysm.server, A4.eui) == V_NEW
     assert not han.run(client.query())  # it reports the new version: nothing newer
     assert s.call("ota_status")["devices"][A4.eui]["running"] == V_NEW
     # the hub reads its Basic versions again: the Device Log (CCS05/CCS06) has the new one
@@ -140,10 +153,19 @@ def test_sleepy_gsme_transfer_across_wakeups_and_a_hub_power_cut(sysm: SimpleNam
     assert wakes >= 3 and client.restarts == 1 and client.hash_ok()
     s.wait_until(lambda: s.headend.connected, 30, "the head-end link")  # type: ignore[attr-defined]
     s.wait_until(lambda: _ccs08(sysm.server, n, GSME.eui), 20, "CCS08 for the GSME")
-    # CS06 waits in the GSME's buffer until it wakes and GETs it
-    assert sysm.server.send_raw(_cs06(sysm.server, GSME.eui), 15) == "done"
+    # GCS38, CS06, GCS38 wait in the GSME's buffer until it wakes and GETs them, in order
+    he = sysm.server.headend
+    n = len(sysm.server.received)
+    for frame in (fw_version.command(fw_version.GCS38, he.next_counter(), SUPPLIER, bytes.fromhex(GSME.eui)),
+                  _cs06(sysm.server, GSME.eui),
+                  fw_version.command(fw_version.GCS38, he.next_counter(), SUPPLIER, bytes.fromhex(GSME.eui))):
+        assert sysm.server.send_raw(frame, 15) == "done"
     han.run(sysm.gsme.wake(), timeout=60)
     assert client.version == V_NEW
+    got = s.wait_until(lambda: len(r := _responses(sysm.server, n, fw_version.GCS38)) == 2 and r, 20,
+                       "the GSME's two GCS38 responses")
+    assert sorted((f.counter, fw_version.version_in(f)) for f in got)[0][1] == V_OLD
+    assert sorted((f.counter, fw_version.version_in(f)) for f in got)[1][1] == V_NEW
 
 
 def test_hht_firmware_update_and_status(sysm: SimpleNamespace, tmp_path: Path) -> None:
