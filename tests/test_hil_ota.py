@@ -29,12 +29,20 @@ from hil.meters import fw_version, rtds_answers
 from hil.meters.esme import EsmeMeter
 from hil.meters.gsme import GsmeMeter
 from hil.meters.ota_client import OtaClient, make_image
-from hil.meters.ota_rig import esme_activation, gsme_activation, load_over_local_port, zcl_sender
+from hil.meters.ota_rig import (
+    esme_activation,
+    gsme_activation,
+    load_over_local_port,
+    ppmid_activation,
+    zcl_sender,
+)
+from hil.meters.ppmid import Ppmid
 from hil.system import EmulatedSystem
 
 A4 = DeviceSpec("rtds_a4", "00DB1234567890A4", 1, bytes.fromhex("A4A4C0DE0102030405060708090A0B00"))
 GSME = DeviceSpec("rtds_gsme", "00DB1234567890A1", 0, bytes.fromhex("647EC0DE0102030405060708090A0B00"), sleepy=True)
-MF, IT_E, IT_G = 0x1234, 0x0001, 0x0002
+PPMID = DeviceSpec("ota_ppmid", "70B3D5C1FF1D00A5", 5, bytes.fromhex("FF1DC0DE0102030405060708090A0BA5"))
+MF, IT_E, IT_G, IT_P = 0x1234, 0x0001, 0x0002, 0x0003
 V_OLD, V_NEW = 0x00010000, 0x0123ABCD  # the CCS08 vector's firmware version
 RTDS_CCS08 = vectors_dir() / "gbcs" / "rtds" / "NA_CCS08" / "CCS08_NA_NA_ALERT_GBCS.HEX"
 
@@ -49,22 +57,23 @@ def sysm(tmp_path_factory: pytest.TempPathFactory, hub_image: Path) -> Iterator[
     try:
         han = s.han  # type: ignore[attr-defined]
         s.wait_until(lambda: s.call("han_status")["state"] == "up", 20, "the HAN up")
-        for spec in (A4, GSME):
+        for spec in (A4, GSME, PPMID):
             han.add_device(spec)
             r = s.call("device_log_add", eui=spec.eui, type=spec.dev_type, install_code=spec.install_code_hex,
                        join_timeout=600)
             assert r["code"] == 0, r
             han.power_on(spec.name)
-        assert han.wait_hub_joined(s, [A4.name, GSME.name], 20)
+        assert han.wait_hub_joined(s, [A4.name, GSME.name, PPMID.name], 20)
         answers = rtds_answers()
 
-        async def meters() -> tuple[EsmeMeter, GsmeMeter]:
-            return EsmeMeter(han.device(A4.name), answers), GsmeMeter(han.device(GSME.name), answers, wake_s=None)
+        async def meters() -> tuple[EsmeMeter, GsmeMeter, Ppmid]:
+            return (EsmeMeter(han.device(A4.name), answers), GsmeMeter(han.device(GSME.name), answers, wake_s=None),
+                    Ppmid(han.device(PPMID.name)))
 
-        esme, gsme = han.run(meters())
+        esme, gsme, ppmid = han.run(meters())
         s.call("route_config", esme_timeout_ms=3000)
         s.wait_until(lambda: s.headend.connected, 20, "the head-end link")  # type: ignore[attr-defined]
-        yield SimpleNamespace(system=s, han=han, esme=esme, gsme=gsme, server=s.headend)  # type: ignore[attr-defined]
+        yield SimpleNamespace(system=s, han=han, esme=esme, gsme=gsme, ppmid=ppmid, server=s.headend)  # type: ignore[attr-defined]
     finally:
         s.stop()
 
@@ -168,6 +177,37 @@ def test_sleepy_gsme_transfer_across_wakeups_and_a_hub_power_cut(sysm: SimpleNam
     assert sorted((f.counter, fw_version.version_in(f)) for f in got)[1][1] == V_NEW
 
 
+def test_ppmid_takes_its_image_from_the_ppmid_slot(sysm: SimpleNamespace) -> None:
+    # a PPMID of its own (Device Log type 5, always awake): the ppmid slot's
+    # image (CS05c) for it, CCS08, CS08 before and after CS06
+    s, han, server = sysm.system, sysm.han, sysm.server
+    image = make_image(MF, IT_P, V_NEW, bytes((i * 11 + 3) & 0xFF for i in range(3000)))
+    # a slot's image is for devices of the slot's type only
+    with pytest.raises(Exception, match="not a PPMID"):
+        s.call("ota_begin", slot="ppmid", euis=[A4.eui], size=len(image))
+    with pytest.raises(Exception, match="not a ESME|not an ESME"):
+        s.call("ota_begin", slot="esme", euis=[PPMID.eui], size=len(image))
+    assert load_over_local_port(s, "ppmid", [PPMID.eui], image)["state"] == "ready"
+    client = OtaClient(zcl_sender(han.device(PPMID.name)), MF, IT_P, V_OLD)
+    ppmid_activation(sysm.ppmid, client)
+    n = len(server.received)
+    assert han.run(client.run(), timeout=300)
+    assert client.hash_ok() and client.restarts == 1
+    a = s.wait_until(lambda: _ccs08(server, n, PPMID.eui), 15, "CCS08 for the PPMID")[0]
+    # entity (the PPMID), firmware version, response code 0 (the NA_CCS08 shape)
+    assert a.payload[-18:] == b"\x08" + bytes.fromhex(PPMID.eui) + b"\x04\x04" + V_NEW.to_bytes(4, "big") + b"\x02\x01\x00"
+
+    def cs08() -> int:
+        cmd = fw_version.command(fw_version.CS08, server.headend.next_counter(), SUPPLIER, bytes.fromhex(PPMID.eui))
+        return fw_version.version_in(server.send_command(cmd, 15, rebuild=False).frame)
+
+    assert cs08() == V_OLD
+    assert server.send_raw(_cs06(server, PPMID.eui), 15) == "done"
+    s.wait_until(lambda: client.version == V_NEW, 15, "the PPMID activated")
+    assert cs08() == V_NEW
+    assert s.call("ota_status")["devices"][PPMID.eui]["transferred"] == V_NEW
+
+
 def test_hht_firmware_update_and_status(sysm: SimpleNamespace, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
@@ -182,16 +222,16 @@ def test_hht_firmware_update_and_status(sysm: SimpleNamespace, tmp_path: Path) -
     bad.write_bytes(image[:-1] + bytes([image[-1] ^ 1]))
     s.drop_connection()
     r = CliRunner().invoke(main, ["hht", "--port", url, "firmware", "update", "--image", str(bad), "--device", "ppmid",
-                                  "--eui", A4.eui])
+                                  "--eui", PPMID.eui])
     assert r.exit_code == 2 and "SHA-256" in r.output, r.output  # refused before anything is sent
     r = CliRunner().invoke(main, ["hht", "--port", url, "firmware", "update", "--image", str(f), "--device", "ppmid",
-                                  "--eui", A4.eui])
+                                  "--eui", PPMID.eui])
     assert r.exit_code == 0, r.output
-    assert "ready on the hub" in r.output and A4.eui in r.output
+    assert "ready on the hub" in r.output and PPMID.eui in r.output
     r = CliRunner().invoke(main, ["hht", "--port", url, "firmware", "status", "--json"])
     assert r.exit_code == 0, r.output
     st = __import__("json").loads(r.output)
-    assert st["images"]["ppmid"] == {"st": "ready", "size": len(image), "eui": [A4.eui], "mf": MF, "it": 3,
+    assert st["images"]["ppmid"] == {"st": "ready", "size": len(image), "eui": [PPMID.eui], "mf": MF, "it": 3,
                                      "v": 0x00030000, "durable": len(image)}
     r = CliRunner().invoke(main, ["hht", "--port", url, "firmware", "status"])
     assert r.exit_code == 0 and "ppmid" in r.output, r.output

@@ -11,8 +11,9 @@ the command's counter, payload `00` success / `01` nothing to activate).
 The rig meters do not check CS06's signature or interpret its payload.
 The meter also answers the firmware version reads (ECS52, GCS38, CS08:
 hil/meters/fw_version.py) with the file version it runs now (`on_ota_command`).
-`esme_activation(meter, client)` / `gsme_activation(meter, client)` hook
-both into the ESME's tunnel and the GSME's buffered commands.
+`esme_activation(meter, client)`, `ppmid_activation(ppmid, client)` and
+`gsme_activation(meter, client)` hook both into the ESME's and the PPMID's
+tunnels and the GSME's buffered commands.
 
 `han_transfer(image, heap, body_len)` is the bench's run: a fresh emulated
 system, an always-awake meter (RTDS EUI ...A4) joined, an image taken in
@@ -81,6 +82,20 @@ def esme_activation(meter: Any, client: OtaClient) -> None:
         return await inner(data)
 
     meter.device.on_tunnel_data = hook
+
+
+def ppmid_activation(ppmid: Any, client: OtaClient) -> None:
+    """The same on a PPMID (hil.meters.ppmid.Ppmid: always awake, commands over its tunnel)."""
+    inner = ppmid.device.on_tunnel_data
+
+    async def hook(data: bytes) -> bytes | None:
+        r = on_ota_command(client, ppmid.device, data)
+        if r is not None:
+            ppmid.received.append(bytes(data))
+            return r
+        return await inner(data)
+
+    ppmid.device.on_tunnel_data = hook
 
 
 def gsme_activation(meter: Any, client: OtaClient) -> None:
