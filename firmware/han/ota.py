@@ -407,7 +407,7 @@ async def ota_begin(hub, req):
         want = _SLOT_TYPES[_SLOTS.index(slot)]
         for eh in euis:
             if hub.device_log.type_of(eh) != want:
-                raise ValueError("%s is not a %s in the Device Log" % (eh, slot.upper()))
+                raise ValueError("%s is not in the Device Log as %s" % (eh, slot.upper()))
     o = hub.ota
     o.begin(slot, euis, int_arg(req, "size", 0, MAX_IMAGE, 0))
     return {"durable": 0}
