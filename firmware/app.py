@@ -101,6 +101,7 @@ class Hub:
         self.updater = Updater(st.root, board.NAME, st.kv("update", keep=False), ev, self.security_alert,
                                board.utc, board.reset, running, log)
         chf.image_action = self.updater.image_action  # CS05a / CS06 on the CHF's Image transfer object
+        chf.meter_image_action = ota.wan_action  # CS05b / CS05c: the meters' images into the OTA server
 
         # the local port: the commands, behind the installer guard
         self.provisioning = None  # chf.provision_steps.Provisioning while a run is open

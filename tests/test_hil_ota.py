@@ -208,6 +208,40 @@ def test_ppmid_takes_its_image_from_the_ppmid_slot(sysm: SimpleNamespace) -> Non
     assert s.call("ota_status")["devices"][PPMID.eui]["transferred"] == V_NEW
 
 
+def test_cs05b_cs05c_over_the_wan_served_over_the_han_then_ccs08(sysm: SimpleNamespace) -> None:
+    # meter images from the head-end (project-local 0x7F06 CS05b / 0x7F07
+    # CS05c, MAC'd by the ACB, in pieces) into the hub's HAN OTA image store,
+    # then served to the meter, which reports Upgrade End: CCS08
+    from hil.headend.gbcs import HeadEndError
+    from hil.headend.hub_image import MC_CS05B, MC_CS05C, send_meter_image
+
+    s, han, server = sysm.system, sysm.han, sysm.server
+    v3 = 0x01300000
+    image = make_image(MF, IT_E, v3, bytes((i * 5 + 1) & 0xFF for i in range(9000)))  # three pieces
+    with pytest.raises(HeadEndError, match="refused"):  # CS05c is for a PPMID, not the ESME
+        send_meter_image(server, MC_CS05C, image, [A4.eui])
+    with pytest.raises(HeadEndError, match="refused"):  # one image for one kind of device
+        send_meter_image(server, MC_CS05B, image, [A4.eui, GSME.eui])
+    # two pieces, then the head-end starts again from 0: the hub says where it is
+    assert send_meter_image(server, MC_CS05B, image, [A4.eui], stop=7600) == 7600
+    assert s.call("ota_status")["images"]["esme"]["st"] == "loading"
+    assert send_meter_image(server, MC_CS05B, image, [A4.eui]) == len(image)
+    st = s.call("ota_status")["images"]["esme"]
+    assert st["st"] == "ready" and st["v"] == v3 and st["eui"] == [A4.eui] and st["durable"] == len(image)
+    # the same image again (a lost answer): nothing restarts
+    assert send_meter_image(server, MC_CS05B, image, [A4.eui]) == len(image)
+    client = OtaClient(zcl_sender(han.device(A4.name)), MF, IT_E, V_NEW)
+    n = len(server.received)
+    assert han.run(client.run(), timeout=300)
+    assert client.hash_ok() and client.restarts == 1 and bytes(client.image) == image
+    a = s.wait_until(lambda: _ccs08(server, n, A4.eui), 15, "CCS08 for the WAN's ESME image")[0]
+    assert a.payload[-7:-3] == v3.to_bytes(4, "big")
+    # CS05c to the PPMID (one piece)
+    p_img = make_image(MF, IT_P, 0x01310000, bytes(range(200)) * 5)
+    assert send_meter_image(server, MC_CS05C, p_img, [PPMID.eui]) == len(p_img)
+    assert s.call("ota_status")["images"]["ppmid"]["v"] == 0x01310000
+
+
 def test_hht_firmware_update_and_status(sysm: SimpleNamespace, tmp_path: Path) -> None:
     from click.testing import CliRunner
 

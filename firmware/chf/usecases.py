@@ -59,6 +59,12 @@ OBIS_SUBGHZ_LOG = b"\x00\x00\x5e\x2c\x0a\x03"  # 0-0:94.44.10.3 channel log
 OBIS_IMAGE_TRANSFER = b"\x00\x00\x2c\x00\x00\xff"  # 0-0:44.0.0.255 Image transfer (class 18)
 _CLS_IMAGE_TRANSFER = const(18)
 _MC_CS05A = const(0x7F05)
+# the meters' images (han.ota_wan; docs/ota-han.md): project-local message
+# codes and Image transfer instances, E = 1 CS05b (ESME/GSME), 2 CS05c (PPMID)
+_MC_CS05B = const(0x7F06)
+_MC_CS05C = const(0x7F07)
+OBIS_CS05B = b"\x00\x00\x2c\x00\x01\xff"  # 0-0:44.0.1.255
+OBIS_CS05C = b"\x00\x00\x2c\x00\x02\xff"  # 0-0:44.0.2.255
 
 # message code -> (name, allowed specs as (kind, class, OBIS, attribute/method))
 USE_CASES = {
@@ -90,16 +96,20 @@ USE_CASES = {
     # GBCS message code in our tables, 0x7F05 is the project's; CS06 is GBCS's
     _MC_CS05A: ("CS05a", ((_ACTION, _CLS_IMAGE_TRANSFER, OBIS_IMAGE_TRANSFER, 2),)),
     0x0012: ("CS06", ((_ACTION, _CLS_IMAGE_TRANSFER, OBIS_IMAGE_TRANSFER, 4),)),
+    # the meters' images for the HAN OTA server: CS05b and CS05c have no GBCS
+    # message code in our tables either, 0x7F06 / 0x7F07 are the project's
+    _MC_CS05B: ("CS05b", ((_ACTION, _CLS_IMAGE_TRANSFER, OBIS_CS05B, 2),)),
+    _MC_CS05C: ("CS05c", ((_ACTION, _CLS_IMAGE_TRANSFER, OBIS_CS05C, 2),)),
     0x00FE: (
         "CCS07",
         ((_ACTION, _CLS_ZB_NETWORK, OBIS_DEVICE_LOG, 4), (_ACTION, _CLS_ZB_NETWORK, OBIS_HISTORIC_LOG, 4)),
     ),
 }
 
-# the CHF's image transfer (its own firmware) takes commands only from the
-# ACB as originator (the RTDS's CHF DLMS use cases all come from it; the ACB
-# MACs every command, whoever originates it)
-ACB_ONLY = (_MC_CS05A, 0x0012)
+# the CHF's image transfer (its own firmware and the meters') takes commands
+# only from the ACB as originator (the RTDS's CHF DLMS use cases all come
+# from it; the ACB MACs every command, whoever originates it)
+ACB_ONLY = (_MC_CS05A, 0x0012, _MC_CS05B, _MC_CS05C)
 
 
 class NoAuthority(UseCaseError):
@@ -153,6 +163,7 @@ class Chf:
         # device_versions, wired by the installer once the coordinator exists
         self.versions = None
         self.image_action = None
+        self.meter_image_action = None  # (kind 1 CS05b / 2 CS05c, method, data) -> (result, value): han.ota
         self._changes = []  # device-log changes during one command (for CS14)
         if device_log is not None:
             device_log.on_change(self._on_change)
@@ -375,6 +386,9 @@ class Chf:
         if obis == OBIS_IMAGE_TRANSFER:
             # image_action(method, data) -> (result, value): the hub's update (update.ota), wired by app
             return self.image_action(method, v) if self.image_action else (_HARDWARE_FAULT, None)
+        if obis in (OBIS_CS05B, OBIS_CS05C):
+            f = self.meter_image_action
+            return f(obis[4], method, v) if f else (_HARDWARE_FAULT, None)
         dl = self.device_log
         if dl is None:
             return _HARDWARE_FAULT, None
