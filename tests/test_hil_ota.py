@@ -212,20 +212,41 @@ def test_cs05b_cs05c_over_the_wan_served_over_the_han_then_ccs08(sysm: SimpleNam
     # meter images from the head-end (project-local 0x7F06 CS05b / 0x7F07
     # CS05c, MAC'd by the ACB, in pieces) into the hub's HAN OTA image store,
     # then served to the meter, which reports Upgrade End: CCS08
-    from hil.headend.gbcs import HeadEndError
-    from hil.headend.hub_image import MC_CS05B, MC_CS05C, send_meter_image
+    from hil.headend.gbcs import RTDS_CHF, HeadEndError, decode_access_response, protect
+    from hil.headend.hub_image import MC_CS05B, MC_CS05C, meter_piece, send_meter_image
 
     s, han, server = sysm.system, sysm.han, sysm.server
     v3 = 0x01300000
     image = make_image(MF, IT_E, v3, bytes((i * 5 + 1) & 0xFF for i in range(9000)))  # three pieces
+    # ACB only, as CS05a: one the ACB MACs for the supplier is refused (0x8F30), nothing begun
+    he = server.headend
+    chf = he.devices[RTDS_CHF][0]
+    before = s.call("ota_status")["images"].get("esme")
+    f = parse_frame(meter_piece(MC_CS05B, 0, image[:3800], [A4.eui]))
+    f.originator, f.recipient, f.counter = SUPPLIER, chf, he.next_counter()
+    f.payload = f.payload[:1] + (0x20000000 | (f.counter & 0xFFFFFF)).to_bytes(4, "big") + f.payload[5:]
+    assert server.send_raw(protect(f, he.z(chf)), 15) == "rejected"
+    sec = [r[2].upper() for r in s.call("logs", which="security")["entries"] if r[1] == 0x8F30]
+    assert sec[-1] == (SUPPLIER + MC_CS05B.to_bytes(2, "big")).hex().upper()
+    assert s.call("ota_status")["images"].get("esme") == before  # the slot untouched
     with pytest.raises(HeadEndError, match="refused"):  # CS05c is for a PPMID, not the ESME
         send_meter_image(server, MC_CS05C, image, [A4.eui])
     with pytest.raises(HeadEndError, match="refused"):  # one image for one kind of device
         send_meter_image(server, MC_CS05B, image, [A4.eui, GSME.eui])
     # two pieces, then the head-end starts again from 0: the hub says where it is
+    assert send_meter_image(server, MC_CS05B, image, [A4.eui], stop=3800) == 3800
     assert send_meter_image(server, MC_CS05B, image, [A4.eui], stop=7600) == 7600
-    assert s.call("ota_status")["images"]["esme"]["st"] == "loading"
-    assert send_meter_image(server, MC_CS05B, image, [A4.eui]) == len(image)
+    st = s.call("ota_status")["images"]["esme"]
+    assert st["st"] == "loading" and 0 < st["durable"] <= 7600
+    # a power cut: the hub goes on from what is on flash (durable), not from 0
+    s.drop_connection()
+    s.reboot(power_cut=True)
+    s.wait_until(lambda: server.connected and s.call("wan_status")["connected"], 30, "the WAN link up again")
+    s.wait_until(lambda: s.call("han_status")["state"] == "up", 30, "the HAN up again")
+    assert s.call("ota_status")["images"]["esme"]["durable"] == st["durable"]
+    code = server.send_command(meter_piece(MC_CS05B, 0, image[:3800], [A4.eui]), 30)
+    assert decode_access_response(code.frame.payload).data[0] == (0x06, st["durable"])
+    assert send_meter_image(server, MC_CS05B, image, [A4.eui], start=st["durable"]) == len(image)
     st = s.call("ota_status")["images"]["esme"]
     assert st["st"] == "ready" and st["v"] == v3 and st["eui"] == [A4.eui] and st["durable"] == len(image)
     # the same image again (a lost answer): nothing restarts
