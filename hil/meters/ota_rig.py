@@ -71,7 +71,10 @@ def on_ota_command(client: OtaClient, device: Any, data: bytes) -> bytes | None:
     return r if r is not None else fw_version.answer(client.version, data)
 
 
-def esme_activation(meter: Any, client: OtaClient) -> None:
+def tunnel_activation(meter: Any, client: OtaClient) -> None:
+    """CS06 and the version reads on a meter the hub reaches over its tunnel
+    (an EsmeMeter, a Ppmid: `.device`, `.received`); anything else goes to
+    the meter's own handler."""
     inner = meter.device.on_tunnel_data
 
     async def hook(data: bytes) -> bytes | None:
@@ -84,18 +87,7 @@ def esme_activation(meter: Any, client: OtaClient) -> None:
     meter.device.on_tunnel_data = hook
 
 
-def ppmid_activation(ppmid: Any, client: OtaClient) -> None:
-    """The same on a PPMID (hil.meters.ppmid.Ppmid: always awake, commands over its tunnel)."""
-    inner = ppmid.device.on_tunnel_data
-
-    async def hook(data: bytes) -> bytes | None:
-        r = on_ota_command(client, ppmid.device, data)
-        if r is not None:
-            ppmid.received.append(bytes(data))
-            return r
-        return await inner(data)
-
-    ppmid.device.on_tunnel_data = hook
+esme_activation = ppmid_activation = tunnel_activation
 
 
 def gsme_activation(meter: Any, client: OtaClient) -> None:
