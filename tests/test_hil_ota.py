@@ -213,7 +213,16 @@ def test_cs05b_cs05c_over_the_wan_served_over_the_han_then_ccs08(sysm: SimpleNam
     # CS05c, MAC'd by the ACB, in pieces) into the hub's HAN OTA image store,
     # then served to the meter, which reports Upgrade End: CCS08
     from hil.headend.gbcs import RTDS_CHF, HeadEndError, decode_access_response, protect
-    from hil.headend.hub_image import MC_CS05B, MC_CS05C, meter_piece, send_meter_image
+    from hil.headend.hub_image import (
+        MC_CS05B,
+        MC_CS05C,
+        OBIS_METER_IMAGE,
+        meter_piece,
+        octets,
+        precommand,
+        send_meter_image,
+        u32,
+    )
 
     s, han, server = sysm.system, sysm.han, sysm.server
     v3 = 0x01300000
@@ -233,6 +242,10 @@ def test_cs05b_cs05c_over_the_wan_served_over_the_han_then_ccs08(sysm: SimpleNam
         send_meter_image(server, MC_CS05C, image, [A4.eui])
     with pytest.raises(HeadEndError, match="refused"):  # one image for one kind of device
         send_meter_image(server, MC_CS05B, image, [A4.eui, GSME.eui])
+    # CS05a's data shape on a CS05b object: type unmatched (12), nothing begun
+    bad = precommand(MC_CS05B, 2, b"\x02\x02" + u32(0) + octets(image[:100]), OBIS_METER_IMAGE[MC_CS05B])
+    assert decode_access_response(server.send_command(bad, 15).frame.payload).results == [(3, 12)]
+    assert s.call("ota_status")["images"].get("esme") == before
     # two pieces, then the head-end starts again from 0: the hub says where it is
     assert send_meter_image(server, MC_CS05B, image, [A4.eui], stop=3800) == 3800
     assert send_meter_image(server, MC_CS05B, image, [A4.eui], stop=7600) == 7600

@@ -68,9 +68,10 @@ def action(ota, dl, kind, method, v):
         return 11, None  # object unavailable: no such method
     try:
         p = v[1]
-        off, data, targets = p[0][1], p[1][1], bytes(p[2][1])
-        if len(p) != 3 or not isinstance(off, int):
+        if (v[0] != dlms.STRUCTURE or len(p) != 3 or p[0][0] != dlms.DOUBLE_LONG_UNSIGNED
+                or p[1][0] != dlms.OCTET_STRING or p[2][0] != dlms.OCTET_STRING):
             raise TypeError
+        off, data, targets = p[0][1], p[1][1], bytes(p[2][1])
     except (TypeError, IndexError, AttributeError):
         return _TYPE_UNMATCHED, None
     try:
