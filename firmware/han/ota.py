@@ -181,17 +181,6 @@ class OtaServer:
             raise OtaError("no room for %d bytes: %d free" % (size, free))
         self.kv.set(slot, {"st": "loading", "size": size, "eui": list(euis)})
 
-    def next_offset(self, slot):
-        """The offset put() takes next: the durable part and the RAM stage
-        (the size when the image is ready, 0 when the slot loads nothing)."""
-        m = self.meta(slot)
-        if m is None or m["st"] not in ("loading", "ready"):
-            return 0
-        if m["st"] == "ready":
-            return m["size"]
-        st = self._stage
-        return self._size(slot) + (len(st[1]) if st is not None and st[0] == slot else 0)
-
     def wan_action(self, kind, method, v):
         """CS05b (kind 1) / CS05c (kind 2) from the CHF: han.ota_wan, loaded
         on the first one."""

@@ -45,6 +45,18 @@ def _same_start(ota, slot, data):
         return f.read(k) == bytes(data[:k])
 
 
+def next_offset(ota, slot):
+    """The offset ota.put() takes next: the durable part and the RAM stage
+    (the size when the image is ready, 0 when the slot loads nothing)."""
+    m = ota.meta(slot)
+    if m is None or m["st"] not in ("loading", "ready"):
+        return 0
+    if m["st"] == "ready":
+        return m["size"]
+    st = ota._stage
+    return ota._size(slot) + (len(st[1]) if st is not None and st[0] == slot else 0)
+
+
 def piece(ota, dl, kind, off, data, targets):
     """Take one piece; -> the offset the hub takes next."""
     slot, euis = _slot(dl, kind, targets)
@@ -55,11 +67,11 @@ def piece(ota, dl, kind, off, data, targets):
                 and _same_start(ota, slot, data)):
             ota.begin(slot, euis, size)
     m = ota.meta(slot)
-    nxt = ota.next_offset(slot)
+    nxt = next_offset(ota, slot)
     if m is None or m["eui"] != euis or m["st"] != "loading" or off != nxt:
         return nxt
     ota.put(slot, off, data)
-    return ota.next_offset(slot)
+    return next_offset(ota, slot)
 
 
 def action(ota, dl, kind, method, v):
