@@ -23,14 +23,14 @@ SOF = const(0xC5)
 MAX_BODY = const(4096)
 # the reader's standing buffer: every request but a GBCS message fits it; a
 # larger frame gets a buffer of its own size while it is read
-SMALL = const(256)
-TIMEOUT_MS = const(2000)  # deadline for a whole frame, from its SOF,
+_SMALL = const(256)
+_TIMEOUT_MS = const(2000)  # deadline for a whole frame, from its SOF,
 _MS_PER_BYTE = const(2)  # extended by this for each byte of it received (flow control waits)
 # flow control (docs/local-port.md): a client keeps at most WINDOW bytes of a
 # frame beyond what the hub acknowledged (an ESP32's console ring holds 259);
-# the hub acknowledges every ACK_EVERY bytes of a frame longer than WINDOW
+# the hub acknowledges every _ACK_EVERY bytes of a frame longer than WINDOW
 WINDOW = const(256)
-ACK_EVERY = const(128)
+_ACK_EVERY = const(128)
 
 # status codes
 OK = const(0)
@@ -119,7 +119,7 @@ class FrameReader:
     rescans the bytes it holds for the next SOF. `in_frame()` tells that a
     frame has started; `truncate()` gives it up (the caller's timeout)."""
 
-    def __init__(self, max_body=MAX_BODY, size=SMALL):
+    def __init__(self, max_body=MAX_BODY, size=_SMALL):
         self.max_body = max_body
         self._small = bytearray(size)
         self._use(self._small)
@@ -506,7 +506,7 @@ async def _handle(fr, writer, dispatch, max_body):
     await _reply(writer, seq, status, payload)
 
 
-async def serve(reader, writer, dispatch, timeout_ms=TIMEOUT_MS, max_body=MAX_BODY, chunk=128):
+async def serve(reader, writer, dispatch, timeout_ms=_TIMEOUT_MS, max_body=MAX_BODY, chunk=128):
     """Answer requests on one connection, one at a time, until EOF.
 
     `dispatch(req) -> dict` is async: KeyError(cmd) = unknown command,
@@ -553,12 +553,12 @@ async def serve(reader, writer, dispatch, timeout_ms=TIMEOUT_MS, max_body=MAX_BO
 
 
 async def _ack(fr, writer, acked):
-    # status MORE for every ACK_EVERY bytes of a frame longer than WINDOW
+    # status MORE for every _ACK_EVERY bytes of a frame longer than WINDOW
     n = fr.n
     if not fr.in_frame() or n < 3 or n < acked:
         return 0
     buf = fr.buf
-    if ((buf[1] << 8) | buf[2]) + 5 > WINDOW and n - acked >= ACK_EVERY:
+    if ((buf[1] << 8) | buf[2]) + 5 > WINDOW and n - acked >= _ACK_EVERY:
         await _reply(writer, 0, MORE, b'{"have":%d}' % n)
         return n
     return acked

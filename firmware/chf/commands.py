@@ -3,6 +3,7 @@
 # after a change.
 # Replies stay well under the local port's 4 KB body: list rows are arrays
 # (field order in docs/device-log.md) and the active log comes in pages.
+from micropython import const
 from chf import device_log as DL
 from han.install_code import InstallCodeCrcError, InstallCodeError
 from local_port import eui_arg, hex_arg, int_arg, str_arg
@@ -14,7 +15,7 @@ _MESSAGES = {
     DL.FULL: "Device Log full",
     DL.WRITE_FAILURE: "write failure",
 }
-_PAGE = 8
+_PAGE = const(8)
 
 
 def _row(v):

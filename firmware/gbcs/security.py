@@ -34,22 +34,22 @@ from gbcs import frame as gframe
 from gbcs import gcm, kdf, p256
 
 ROLE_ACB = "acb"
-ROLE_SUPPLIER = "supplier"
-ROLE_NETWORK_OPERATOR = "network_operator"
-ROLE_WAN_PROVIDER = "wan_provider"
-ROLE_TRANSITIONAL_COS = "transitional_cos"
-ROLE_RECOVERY = "recovery"
+_ROLE_SUPPLIER = const("supplier")
+_ROLE_NETWORK_OPERATOR = const("network_operator")
+_ROLE_WAN_PROVIDER = const("wan_provider")
+_ROLE_TRANSITIONAL_COS = const("transitional_cos")
+_ROLE_RECOVERY = const("recovery")
 ROLES = (
     ROLE_ACB,
-    ROLE_SUPPLIER,
-    ROLE_NETWORK_OPERATOR,
-    ROLE_WAN_PROVIDER,
-    ROLE_TRANSITIONAL_COS,
-    ROLE_RECOVERY,
+    _ROLE_SUPPLIER,
+    _ROLE_NETWORK_OPERATOR,
+    _ROLE_WAN_PROVIDER,
+    _ROLE_TRANSITIONAL_COS,
+    _ROLE_RECOVERY,
 )
 
 _FIRST_ALERT_COUNTER = const(4000)  # the RTDS CHF alerts start here
-_OWN = "own"  # KV key of the device's own (alert) counter
+_OWN = const("own")  # KV key of the device's own (alert) counter
 
 # Security-log event codes written by the caller for each rejection (project
 # codes in the 0x8Fxx space; the GBCS table is not in PROTOCOLS.md).

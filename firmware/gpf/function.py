@@ -37,13 +37,13 @@ from han import zcl
 
 _DEVICE_MGMT = const(0x0708)
 
-_READ = "read"
-_COT = "cot"
-_SNAP = "snap"
-_SAMPLED = "sampled"
-_RESTORE = "restore"
-_JOIN = "join"
-_UNJOIN = "unjoin"
+_READ = const("read")
+_COT = const("cot")
+_SNAP = const("snap")
+_SAMPLED = const("sampled")
+_RESTORE = const("restore")
+_JOIN = const("join")
+_UNJOIN = const("unjoin")
 
 _FORMAT = (0x0302, 0x0301, 0x0300)  # divisor, multiplier, unit of measure
 # message code -> (name, kind, {cluster: allowed attribute ids}, encrypted

@@ -19,7 +19,7 @@ from wan import modem as md
 from wan import outbox as ob
 from wan.critical import is_critical
 
-_STABLE_MS = 10000
+_STABLE_MS = const(10000)
 _TLS_HANDSHAKE_FAILED = const(15)  # AT+CCHOPEN's <err>: the handshake failed
 
 
