@@ -44,7 +44,7 @@ def test_every_key_refuses_wrong_types_and_ranges():
     flashfs.fresh()
     st, w, clk = _wan()
     kv = st.kv("wan")
-    names = settings.SCHEMA[::2]  # name, spec, name, spec, ...
+    names = [settings.SCHEMA[i] for i in range(0, len(settings.SCHEMA), 2)]  # name, spec, name, spec, ...
     assert set(names) == set(settings.DEFAULTS) | set(ob.DEFAULTS)
     for k in names:
         for v in BAD.get(k, []):
