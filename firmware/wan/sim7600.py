@@ -30,10 +30,9 @@ TIMINGS = {
     "cchstart": 30000, "cchopen": 30000, "certdown": 10000,
 }
 
-RADIO_MODES = {
-    "auto": 2, "gsm": 13, "wcdma": 14, "gsm+wcdma": 19, "lte": 38,
-    "gsm+wcdma+lte": 39, "not-lte": 48, "gsm+lte": 51, "wcdma+lte": 54,
-}
+# the radio modes' names and, at the same place, their AT+CNMP values
+RADIO_MODES = ("auto", "gsm", "wcdma", "gsm+wcdma", "lte", "gsm+wcdma+lte", "not-lte", "gsm+lte", "wcdma+lte")
+_RADIO_CNMP = const((2, 13, 14, 19, 38, 39, 48, 51, 54))
 _CNMP = (2, 9, 10, 13, 14, 19, 22, 38, 39, 48, 51, 54, 59, 60, 63, 67)
 
 
@@ -427,7 +426,7 @@ class Sim7600(Modem):
         if isinstance(mode, str):
             if mode not in RADIO_MODES:
                 raise ValueError("unknown radio mode %s" % mode)
-            mode = RADIO_MODES[mode]
+            mode = _RADIO_CNMP[RADIO_MODES.index(mode)]
         if mode not in _CNMP:
             raise ValueError("bad CNMP mode %d" % mode)
         await self.at.cmd("AT+CNMP=%d" % mode, timeout_ms=self.t["cfun"])
