@@ -60,41 +60,43 @@ OBIS_IMAGE_TRANSFER = b"\x00\x00\x2c\x00\x00\xff"  # 0-0:44.0.0.255 Image transf
 _CLS_IMAGE_TRANSFER = const(18)
 _MC_CS05A = const(0x7F05)
 
-# message code -> (name, allowed specs as (kind, class, OBIS, attribute/method))
-USE_CASES = {
-    0x0092: (
+# message code, (name, allowed specs as (kind, class, OBIS, attribute/method)), ...
+# (a constant tuple, in flash when frozen: the OBIS codes are written out as
+# the OBIS_ names above give them; tests/mp/mp_gbcs_usecases.py checks they match)
+USE_CASES = (
+    0x0092, (
         "ECS26i",
-        ((_GET, _CLS_DATA, OBIS_EUI, 2), (_GET, _CLS_DATA, OBIS_DEVICE_TYPE, 2), (_GET, _CLS_DATA, OBIS_CH_TYPE, 2)),
+        ((_GET, _CLS_DATA, b"\x00\x00\x60\x01\x01\xff", 2), (_GET, _CLS_DATA, b"\x00\x00\x60\x01\x04\xff", 2), (_GET, _CLS_DATA, b"\x00\x00\x60\x01\x06\xff", 2)),  # OBIS_EUI, OBIS_DEVICE_TYPE, OBIS_CH_TYPE
     ),
-    0x00FA: ("ECS26n", ((_GET, _CLS_DATA, OBIS_DEVICE_TYPE, 2), (_GET, _CLS_DATA, OBIS_CH_TYPE, 2))),
-    0x0093: ("ECS35c", ((_GET_SEL, _CLS_PROFILE, OBIS_EVENT_LOG, 2),)),
-    0x0094: ("ECS35d", ((_GET_SEL, _CLS_PROFILE, OBIS_SECURITY_LOG, 2),)),
-    0x0001: (
+    0x00FA, ("ECS26n", ((_GET, _CLS_DATA, b"\x00\x00\x60\x01\x04\xff", 2), (_GET, _CLS_DATA, b"\x00\x00\x60\x01\x06\xff", 2))),  # OBIS_DEVICE_TYPE, OBIS_CH_TYPE
+    0x0093, ("ECS35c", ((_GET_SEL, _CLS_PROFILE, b"\x00\x00\x63\x62\x00\xff", 2),)),  # OBIS_EVENT_LOG
+    0x0094, ("ECS35d", ((_GET_SEL, _CLS_PROFILE, b"\x00\x00\x63\x62\x01\xff", 2),)),  # OBIS_SECURITY_LOG
+    0x0001, (
         "CCS01",
         (
-            (_ACTION, _CLS_ZB_NETWORK, OBIS_DEVICE_LOG, 1),
-            (_SET, _CLS_ZB_NETWORK, OBIS_DEVICE_LOG, 3),
-            (_SET, _CLS_ZB_NETWORK, OBIS_DEVICE_LOG, 2),
+            (_ACTION, _CLS_ZB_NETWORK, b"\x00\x00\x1e\x03\x00\xff", 1),  # OBIS_DEVICE_LOG
+            (_SET, _CLS_ZB_NETWORK, b"\x00\x00\x1e\x03\x00\xff", 3),  # OBIS_DEVICE_LOG
+            (_SET, _CLS_ZB_NETWORK, b"\x00\x00\x1e\x03\x00\xff", 2),  # OBIS_DEVICE_LOG
         ),
     ),
-    0x0002: ("CCS02", ((_ACTION, _CLS_ZB_NETWORK, OBIS_DEVICE_LOG, 2),)),
-    0x0003: ("CCS03", ((_ACTION, _CLS_ZB_NETWORK, OBIS_DEVICE_LOG, 5),)),
-    0x0004: ("CCS05/CCS04", ((_GET, _CLS_ZB_NETWORK, OBIS_DEVICE_LOG, 4),)),
-    0x010F: ("CCS06", ((_GET, _CLS_ZB_NETWORK, OBIS_DEVICE_LOG, 4),)),
-    0x010A: ("DBCH01", ((_GET, _CLS_DATA, OBIS_SUBGHZ_CHANNEL, 2),)),
-    0x010B: ("DBCH02", ((_GET_SEL, _CLS_PROFILE, OBIS_SUBGHZ_LOG, 2),)),
-    0x010C: ("DBCH03", ((_GET, _CLS_DATA, OBIS_SUBGHZ_CONFIG, 2),)),
-    0x010D: ("DBCH04", ((_SET, _CLS_DATA, OBIS_SUBGHZ_CONFIG, 2),)),
-    0x010E: ("DBCH05", ((_SET, _CLS_DATA, OBIS_SUBGHZ_SCAN, 2),)),
+    0x0002, ("CCS02", ((_ACTION, _CLS_ZB_NETWORK, b"\x00\x00\x1e\x03\x00\xff", 2),)),  # OBIS_DEVICE_LOG
+    0x0003, ("CCS03", ((_ACTION, _CLS_ZB_NETWORK, b"\x00\x00\x1e\x03\x00\xff", 5),)),  # OBIS_DEVICE_LOG
+    0x0004, ("CCS05/CCS04", ((_GET, _CLS_ZB_NETWORK, b"\x00\x00\x1e\x03\x00\xff", 4),)),  # OBIS_DEVICE_LOG
+    0x010F, ("CCS06", ((_GET, _CLS_ZB_NETWORK, b"\x00\x00\x1e\x03\x00\xff", 4),)),  # OBIS_DEVICE_LOG
+    0x010A, ("DBCH01", ((_GET, _CLS_DATA, b"\x00\x00\x5e\x2c\x0a\x02", 2),)),  # OBIS_SUBGHZ_CHANNEL
+    0x010B, ("DBCH02", ((_GET_SEL, _CLS_PROFILE, b"\x00\x00\x5e\x2c\x0a\x03", 2),)),  # OBIS_SUBGHZ_LOG
+    0x010C, ("DBCH03", ((_GET, _CLS_DATA, b"\x00\x00\x5e\x2c\x0a\x00", 2),)),  # OBIS_SUBGHZ_CONFIG
+    0x010D, ("DBCH04", ((_SET, _CLS_DATA, b"\x00\x00\x5e\x2c\x0a\x00", 2),)),  # OBIS_SUBGHZ_CONFIG
+    0x010E, ("DBCH05", ((_SET, _CLS_DATA, b"\x00\x00\x5e\x2c\x0a\x01", 2),)),  # OBIS_SUBGHZ_SCAN
     # the hub's own image (update.ota; docs/firmware-update.md): CS05a has no
     # GBCS message code in our tables, 0x7F05 is the project's; CS06 is GBCS's
-    _MC_CS05A: ("CS05a", ((_ACTION, _CLS_IMAGE_TRANSFER, OBIS_IMAGE_TRANSFER, 2),)),
-    0x0012: ("CS06", ((_ACTION, _CLS_IMAGE_TRANSFER, OBIS_IMAGE_TRANSFER, 4),)),
-    0x00FE: (
+    _MC_CS05A, ("CS05a", ((_ACTION, _CLS_IMAGE_TRANSFER, b"\x00\x00\x2c\x00\x00\xff", 2),)),  # OBIS_IMAGE_TRANSFER
+    0x0012, ("CS06", ((_ACTION, _CLS_IMAGE_TRANSFER, b"\x00\x00\x2c\x00\x00\xff", 4),)),  # OBIS_IMAGE_TRANSFER
+    0x00FE, (
         "CCS07",
-        ((_ACTION, _CLS_ZB_NETWORK, OBIS_DEVICE_LOG, 4), (_ACTION, _CLS_ZB_NETWORK, OBIS_HISTORIC_LOG, 4)),
+        ((_ACTION, _CLS_ZB_NETWORK, b"\x00\x00\x1e\x03\x00\xff", 4), (_ACTION, _CLS_ZB_NETWORK, b"\x00\x00\x1e\x03\x01\xff", 4)),  # OBIS_DEVICE_LOG, OBIS_HISTORIC_LOG
     ),
-}
+)
 
 # the CHF's image transfer (its own firmware) takes commands only from the
 # ACB as originator (the RTDS's CHF DLMS use cases all come from it; the ACB
@@ -110,7 +112,7 @@ _MC_CS02A = const(0x0008)
 _MC_CS02B_WP = const(0x0105)
 _MC_CCS08 = const(0x0128)
 # ASN.1 use cases handled by chf.credentials
-DER_CASES = {_MC_CS02A: "CS02a", _MC_CS02B_WP: "CS02b"}
+DER_CASES = (_MC_CS02A, _MC_CS02B_WP)  # CS02a, CS02b
 # message codes a remote party may protect with its signature alone (no MAC)
 SIGNED_ONLY = (_MC_CS02A,)
 _MC_CS14 = const(0x0018)
@@ -203,7 +205,7 @@ class Chf:
             raise
         if f.message_code in DER_CASES and self.credentials is not None:
             return self._handle_credentials(f)
-        uc = USE_CASES.get(f.message_code)
+        uc = USE_CASES[USE_CASES.index(f.message_code) + 1] if f.message_code in USE_CASES else None
         if uc is None:
             self.rejected += 1
             self._log(self.event_log, EV_UNSUPPORTED, f.message_code.to_bytes(2, "big"))
@@ -278,7 +280,7 @@ class Chf:
             self._log(self.security_log, EV_PAYLOAD_MISMATCH, f.message_code.to_bytes(2, "big"))
             if isinstance(e, PayloadMismatch):
                 raise
-            raise PayloadMismatch("%s refused: %s" % (DER_CASES[f.message_code], e))
+            raise PayloadMismatch("%s refused: %s" % ("CS02a" if f.message_code == _MC_CS02A else "CS02b", e))
         self.executed += 1
         return resp, []
 

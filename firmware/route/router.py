@@ -59,15 +59,15 @@ DEFAULTS = {
     "expiry_check_s": 30,  # how often the expiry job looks
     "max_deliveries": 8,  # tunnel deliveries running as tasks at once (beyond: inline)
 }
-# route_config's ranges (inclusive)
-_RANGES = {"esme_timeout_ms": (100, 600000), "capacity": (1, 256), "max_bytes": (64, 4096),
-           "expiry_s": (1, 2678400), "expiry_check_s": (1, 3600), "max_deliveries": (1, 64)}
+# route_config's ranges (inclusive): name, (lo, hi), ... (in flash when frozen)
+_RANGES = const(("esme_timeout_ms", (100, 600000), "capacity", (1, 256), "max_bytes", (64, 4096),
+                 "expiry_s", (1, 2678400), "expiry_check_s", (1, 3600), "max_deliveries", (1, 64)))
 
 
 def _setting_ok(k, v):
     if k not in DEFAULTS:
         return False
-    lo, hi = _RANGES[k]
+    lo, hi = _RANGES[_RANGES.index(k) + 1]
     return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
 
 
@@ -198,7 +198,7 @@ class Router:
             if k not in DEFAULTS:
                 raise ValueError("unknown route setting %r" % k)
             if not _setting_ok(k, v):
-                lo, hi = _RANGES[k]
+                lo, hi = _RANGES[_RANGES.index(k) + 1]
                 raise ValueError("%s must be an integer %d..%d" % (k, lo, hi))
         self.cfg.update(changes)
         saved = dict(self.kv.get("cfg", {}))
