@@ -141,6 +141,14 @@ def _last_int(line):
     return to_int(line[line.rfind(b",") + 1:].strip() if b"," in line else line[line.find(b":") + 1:].strip())
 
 
+# the URCs the driver follows (a constant tuple, in flash when frozen):
+# _on_urc calls the handler of the first prefix that matches, by its place
+_URC_PREFIXES = const((
+    b"+CREG:", b"+CGREG:", b"+CEREG:", b"+IPCLOSE:", b"+CIPEVENT:", b"+CIPRXGET: 1,", b"RDY", b"+CPIN:",
+    b"PB DONE", b"+CCHEVENT:", b"+CCH_PEER_CLOSED:", b"+CCH_RECV_CLOSED:", b"+CTZV:", b"*PSUTTZ:", b"+CTZE:",
+))
+
+
 class Sim7600(Modem):
     def __init__(self, reader, writer, reset=None, timings=None, ticks_ms=None):
         Modem.__init__(self)
@@ -196,10 +204,34 @@ class Sim7600(Modem):
 
     # ---- URCs ----
     def _on_urc(self, line):
-        for p, fn in _URCS:
+        i = 0
+        for p in _URC_PREFIXES:
             if line.startswith(p):
-                fn(self, line)  # the class's function: no bound method made per URC
-                return
+                break
+            i += 1
+        else:
+            return
+        # a method call: no bound method made per URC
+        if i < 3:
+            self._on_reg(line)
+        elif i == 3:
+            self._on_ipclose(line)
+        elif i == 4:
+            self._on_cipevent(line)
+        elif i == 5:
+            self._on_rx(line)
+        elif i == 6:
+            self._on_boot(line)
+        elif i == 7:
+            self._on_cpin(line)
+        elif i == 8:
+            self._on_pb_done(line)
+        elif i == 9:
+            self._on_cch_event(line)
+        elif i < 12:
+            self._on_cch_closed(line)
+        else:
+            self._on_time(line)
 
     def _on_reg(self, line):
         i = 0 if line.startswith(b"+CREG:") else 1 if line.startswith(b"+CGREG:") else 2
@@ -735,16 +767,3 @@ class Sim7600(Modem):
         if not await self._boot.wait_ms(self.t["boot"]):
             raise ModemSilent("no RDY after reset")
         await self.init()
-
-
-# URC prefix -> the driver's handler (first match wins)
-_URCS = (
-    (b"+CREG:", Sim7600._on_reg), (b"+CGREG:", Sim7600._on_reg), (b"+CEREG:", Sim7600._on_reg),
-    (b"+IPCLOSE:", Sim7600._on_ipclose), (b"+CIPEVENT:", Sim7600._on_cipevent),
-    (b"+CIPRXGET: 1,", Sim7600._on_rx), (b"RDY", Sim7600._on_boot), (b"+CPIN:", Sim7600._on_cpin),
-    (b"PB DONE", Sim7600._on_pb_done),
-    (b"+CCHEVENT:", Sim7600._on_cch_event), (b"+CCH_PEER_CLOSED:", Sim7600._on_cch_closed),
-    (b"+CCH_RECV_CLOSED:", Sim7600._on_cch_closed),
-    (b"+CTZV:", Sim7600._on_time), (b"*PSUTTZ:", Sim7600._on_time), (b"+CTZE:", Sim7600._on_time),
-)
-_URC_PREFIXES = tuple(u[0] for u in _URCS)
