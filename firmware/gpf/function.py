@@ -31,7 +31,6 @@ from gbcs.usecase_base import (
     log_event,
     seal,
 )
-from gpf.mirror import METERING, PREPAYMENT, PRICE
 from gpf.tapoff import TapOff
 from han import zcl
 
@@ -45,28 +44,45 @@ _RESTORE = const("restore")
 _JOIN = const("join")
 _UNJOIN = const("unjoin")
 
-_FORMAT = (0x0302, 0x0301, 0x0300)  # divisor, multiplier, unit of measure
-# message code -> (name, kind, {cluster: allowed attribute ids}, encrypted
-# clusters, response ZCL frame control) -- shapes as the RTDS shows them
-USE_CASES = {
-    0x0072: ("GCS09", _COT, None, (), 0x00),
-    0x0074: ("GCS13a", _READ, {METERING: _FORMAT + (0x0000,)}, (METERING,), 0x18),
-    0x00B6: ("GCS13c", _READ, {METERING: _FORMAT + tuple(range(0x0100, 0x0160, 2))}, (METERING,), 0x18),
-    0x00B8: ("GCS13b", _READ, {METERING: _FORMAT + tuple(range(0x0700, 0x0710))}, (METERING,), 0x18),
-    0x0075: (
+# the clusters (gpf.mirror's METERING, PREPAYMENT, PRICE)
+_METERING = const(0x0702)
+_PREPAYMENT = const(0x0705)
+_PRICE = const(0x0700)
+# message code, (name, kind, ((cluster, allowed attribute ids), ...), encrypted
+# clusters, response ZCL frame control), ... -- shapes as the RTDS shows them.
+# A constant tuple (in flash when frozen); the reads of Metering start with
+# its formatting attributes: divisor, multiplier, unit of measure (0x0302,
+# 0x0301, 0x0300); GCS13c's then 0x0100-0x015E (every other), GCS13b's
+# 0x0700-0x070F.
+USE_CASES = (
+    0x0072, ("GCS09", _COT, None, (), 0x00),
+    0x0074, ("GCS13a", _READ, ((_METERING, (0x0302, 0x0301, 0x0300, 0x0000)),), (_METERING,), 0x18),
+    0x00B6, ("GCS13c", _READ, ((_METERING, (
+        0x0302, 0x0301, 0x0300, 0x0100, 0x0102, 0x0104, 0x0106, 0x0108, 0x010A, 0x010C,
+        0x010E, 0x0110, 0x0112, 0x0114, 0x0116, 0x0118, 0x011A, 0x011C, 0x011E, 0x0120,
+        0x0122, 0x0124, 0x0126, 0x0128, 0x012A, 0x012C, 0x012E, 0x0130, 0x0132, 0x0134,
+        0x0136, 0x0138, 0x013A, 0x013C, 0x013E, 0x0140, 0x0142, 0x0144, 0x0146, 0x0148,
+        0x014A, 0x014C, 0x014E, 0x0150, 0x0152, 0x0154, 0x0156, 0x0158, 0x015A, 0x015C,
+        0x015E,
+    )),), (_METERING,), 0x18),
+    0x00B8, ("GCS13b", _READ, ((_METERING, (
+        0x0302, 0x0301, 0x0300, 0x0700, 0x0701, 0x0702, 0x0703, 0x0704, 0x0705, 0x0706,
+        0x0707, 0x0708, 0x0709, 0x070A, 0x070B, 0x070C, 0x070D, 0x070E, 0x070F,
+    )),), (_METERING,), 0x18),
+    0x0075, (
         "GCS14",
         _READ,
-        {PRICE: (0x0617, 0x0616), PREPAYMENT: (0x0005, 0x0002, 0x0001, 0x0211, 0x0221, 0x0231)},
-        (PREPAYMENT,),
+        ((_PRICE, (0x0617, 0x0616)), (_PREPAYMENT, (0x0005, 0x0002, 0x0001, 0x0211, 0x0221, 0x0231))),
+        (_PREPAYMENT,),
         0x08,
     ),
-    0x012A: ("GCS60a", _READ, {METERING: (0x0A00,), PREPAYMENT: (0x0001,)}, (), 0x08),
-    0x0096: ("GCS16b", _SNAP, {PREPAYMENT: ()}, (PREPAYMENT,), 0x19),
-    0x00A0: ("GCS61", _SAMPLED, {METERING: ()}, (METERING,), 0x19),
-    0x008C: ("GCS59", _RESTORE, None, (), 0),
-    0x000E: ("CS03B", _JOIN, None, (), 0),
-    0x0010: ("CS04B", _UNJOIN, None, (), 0),
-}
+    0x012A, ("GCS60a", _READ, ((_METERING, (0x0A00,)), (_PREPAYMENT, (0x0001,))), (), 0x08),
+    0x0096, ("GCS16b", _SNAP, ((_PREPAYMENT, ()),), (_PREPAYMENT,), 0x19),
+    0x00A0, ("GCS61", _SAMPLED, ((_METERING, ()),), (_METERING,), 0x19),
+    0x008C, ("GCS59", _RESTORE, None, (), 0),
+    0x000E, ("CS03B", _JOIN, None, (), 0),
+    0x0010, ("CS04B", _UNJOIN, None, (), 0),
+)
 
 # CS02b Update Security Credentials on the GPF (chf.credentials, device "gpf")
 MC_CS02B = (0x0102, 0x0103)  # supplier by supplier, network operator by network operator
@@ -182,7 +198,7 @@ class Gpf:
         f = accept(parties, data, self.security_log, self._t, allow_urp=True)
         if f.message_code in MC_CS02B:
             return self._update_credentials(f)
-        uc = USE_CASES.get(f.message_code)
+        uc = USE_CASES[USE_CASES.index(f.message_code) + 1] if f.message_code in USE_CASES else None
         if uc is None:
             self.rejected += 1
             log_event(self.event_log, EV_UNSUPPORTED, f.message_code.to_bytes(2, "big"), self._t)
@@ -513,7 +529,11 @@ def _check_gbz(g, uc):
     for c in g.components:
         if c.encrypted():
             raise PayloadMismatch("encrypted component in a GPF read")
-        if c.cluster not in allowed:
+        ids_ok = None
+        for cl, ok in allowed:
+            if cl == c.cluster:
+                ids_ok = ok
+        if ids_ok is None:
             raise PayloadMismatch("cluster 0x%04x not allowed for %s" % (c.cluster, uc[0]))
         ft = c.zcl_fc & 3
         if uc[1] == _READ:
@@ -524,7 +544,7 @@ def _check_gbz(g, uc):
             except zcl.ZclError as e:
                 raise PayloadMismatch(str(e))
             for a in ids:
-                if a not in allowed[c.cluster]:
+                if a not in ids_ok:
                     raise PayloadMismatch("attribute 0x%04x not allowed for %s" % (a, uc[0]))
         elif uc[1] == _SNAP:
             if ft != zcl.FT_CLUSTER or c.cmd != _CMD_GET_PREPAY_SNAPSHOT:
