@@ -24,7 +24,7 @@
 #   the device's own counter (persisted, strictly increasing).
 from micropython import const
 
-from ids import hex_bytes, hex_text
+from ids import hex_text
 from codes import EV_BAD_MAC, EV_BAD_SIGNATURE, EV_NOT_PROTECTED, EV_REPLAYED_COUNTER, EV_UNKNOWN_ORIGINATOR, EV_WRONG_RECIPIENT
 
 import hashlib
@@ -121,10 +121,6 @@ class RemoteParties:
             p256.decode_point(ka_pub)  # PointError when not on the curve
         self._anchors[eui] = (role, ka_pub)
         self._z.pop(eui, None)
-
-    def clear_anchors(self):
-        self._anchors = {}
-        self._z = {}
 
     def anchors(self):
         return [(e, r, k) for e, (r, k) in self._anchors.items()]
@@ -497,9 +493,3 @@ def answer_once(parties, data, tag, run, store=None):
     parties.defer = False
     parties.commit(digest(tag or b"", f.buf), resp, alerts)
     return resp, alerts
-
-
-def anchor_from_hex(d):
-    """{eui, role, ka_pub} with hex strings -> (eui bytes, role, ka_pub bytes)."""
-    ka = d.get("ka_pub")
-    return hex_bytes(d["eui"]), d["role"], (hex_bytes(ka) if ka else None)

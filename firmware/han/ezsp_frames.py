@@ -326,10 +326,6 @@ def decode_params(ver, schema, buf, pos=0, strict=True):
     return tuple(vals)
 
 
-def header_len(ver):
-    return 3 if ver == LEGACY else 5
-
-
 def encode_frame(ver, seq, name, values=(), fc=0, out=None):
     """Encode a whole frame. fc bit 7 (response) selects the response schema.
     ver == LEGACY gives the legacy `seq FC id8` header (version only)."""
@@ -370,10 +366,6 @@ def decode_frame(ver, buf, strict=True):
         raise EzspVersionError("only version may use the legacy header")
     sch = lookup(ver, name)[2 if fc & FC_RESPONSE else 1]
     return seq, fc, name, decode_params(ver, sch, buf, pos, strict)
-
-
-def is_ok(ver, status):
-    return status == 0
 
 
 def network_up(ver):
