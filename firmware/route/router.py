@@ -71,15 +71,11 @@ def _setting_ok(k, v):
     return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
 
 
-class RouteError(ValueError):
-    pass
-
-
-class UnknownRecipient(RouteError):
+class UnknownRecipient(ValueError):
     """The recipient EUI-64 is neither the CHF, the GPF nor in the Device Log."""
 
 
-class BufferRefused(RouteError):
+class BufferRefused(ValueError):
     """The sleepy device's queue is full or the message is too long."""
 
 
