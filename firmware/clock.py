@@ -19,7 +19,7 @@ import asyncio
 import struct
 import time
 
-from codes import EV_CLOCK_ADJUSTED, EV_CLOCK_DISAGREES, EV_CLOCK_NOT_ADJUSTED, EV_CLOCK_STEP
+import codes
 from log import log
 
 # 5 days: a 20 ppm crystal drifts 1.7 s a day, so < 10 s in that time
@@ -92,16 +92,16 @@ class Clock:
             return None
         step = utc - self._utc()
         big = step > self.step_s or step < -self.step_s
-        outcome = EV_CLOCK_ADJUSTED
+        outcome = codes.EV_CLOCK_ADJUSTED
         if big:
-            outcome = EV_CLOCK_STEP
+            outcome = codes.EV_CLOCK_STEP
             if self.valid:
                 o = self._offset
                 self._insist = self._insist + 1 if o is not None and -self.step_s <= step - o <= self.step_s else 1
                 self._offset = step
                 if self._insist < _CONFIRM:
                     self.refused += 1
-                    self._report(name, step, EV_CLOCK_NOT_ADJUSTED)
+                    self._report(name, step, codes.EV_CLOCK_NOT_ADJUSTED)
                     return None
         self._offset = None
         self._insist = 0
@@ -132,7 +132,7 @@ class Clock:
             if self.valid and not self._disagree:
                 self._disagree = True
                 self.disagreements += 1
-                self._report(name, diff, EV_CLOCK_DISAGREES)
+                self._report(name, diff, codes.EV_CLOCK_DISAGREES)
         else:
             self._disagree = False
         return diff
@@ -148,8 +148,8 @@ class Clock:
                 "disagreements": self.disagreements}
 
 
-_WORDS = {EV_CLOCK_ADJUSTED: "adjusted", EV_CLOCK_STEP: "set", EV_CLOCK_NOT_ADJUSTED: "refused",
-          EV_CLOCK_DISAGREES: "disagrees"}
+_WORDS = {codes.EV_CLOCK_ADJUSTED: "adjusted", codes.EV_CLOCK_STEP: "set", codes.EV_CLOCK_NOT_ADJUSTED: "refused",
+          codes.EV_CLOCK_DISAGREES: "disagrees"}
 
 
 class StepRecorder:

@@ -14,7 +14,7 @@ except ImportError:  # CPython (fuzzing only)
     def const(x):
         return x
 
-from codes import EV_AUTH_FAILED, EV_LOCAL_PORT_SESSION
+import codes
 from log import log, log_exc
 from gbcs.gcm import ct_equal
 from gbcs.p256 import hmac_sha256
@@ -578,7 +578,7 @@ async def _ack(fr, writer, acked):
 # auth_end (tagged: only the session's holder ends it), at a successful new
 # authentication or when the credential changes; a new challenge leaves it
 # alone. A wrong credential, a bad or stale tag go to the security log
-# (EV_AUTH_FAILED); wrong credentials are slowed by a back-off that doubles
+# (codes.EV_AUTH_FAILED); wrong credentials are slowed by a back-off that doubles
 # with each one in a row (BACKOFF_MS .. BACKOFF_MAX_MS) and ends at a success.
 
 _SESSION_MS = const(900000)
@@ -630,7 +630,7 @@ class InstallerAuth:
 
     def _fail(self, why):
         self.failed += 1
-        self._log(self.security_log, EV_AUTH_FAILED, why)
+        self._log(self.security_log, codes.EV_AUTH_FAILED, why)
 
     def backoff_left_ms(self):
         left = backoff_ms(self.failures) - (self.now_ms() - self._wait_from)
@@ -659,7 +659,7 @@ class InstallerAuth:
         self.failures = 0
         t = self.now_ms()
         self.session = [hmac_sha256(key, b"chub-session", nonce), 0, t, t, key]
-        self._log(self.event_log, EV_LOCAL_PORT_SESSION, b"")
+        self._log(self.event_log, codes.EV_LOCAL_PORT_SESSION, b"")
         return _SESSION_MS // 1000
 
     def end(self):

@@ -8,7 +8,7 @@
 # the RTDS error responses show (e.g. ECS26i: EUI read, the other two fail).
 from micropython import const
 
-from codes import ALERT_DEVICE_LOG_CHANGED, ALERT_FW_TRANSFER_FAILED, ALERT_FW_TRANSFER_OK, EV_NO_AUTHORITY
+import codes
 from gbcs import dlms
 from han.install_code import add_crc
 from gbcs import frame as gframe
@@ -212,7 +212,7 @@ class Chf:
             raise UnsupportedUseCase("message code 0x%04x is not a CHF use case here" % f.message_code)
         if f.message_code in ACB_ONLY and self.parties.role_of(f.originator) != ROLE_ACB:
             self.rejected += 1
-            self._log(self.security_log, EV_NO_AUTHORITY, bytes(f.originator) + f.message_code.to_bytes(2, "big"))
+            self._log(self.security_log, codes.EV_NO_AUTHORITY, bytes(f.originator) + f.message_code.to_bytes(2, "big"))
             raise NoAuthority("%s only from the ACB, not %s" % (uc[0], hex_text(f.originator)))
         try:
             if gframe.payload_kind(f) != gframe.KIND_DLMS:
@@ -289,7 +289,7 @@ class Chf:
         for a HAN device: ASN.1, signed with the CHF's DS key."""
         from gbcs import der
 
-        alert = ALERT_FW_TRANSFER_OK if code == 0 else ALERT_FW_TRANSFER_FAILED
+        alert = codes.ALERT_FW_TRANSFER_OK if code == 0 else codes.ALERT_FW_TRANSFER_FAILED
         dt = date_time(self.utc2000() if self.utc2000 else 0)
         when = "%04d%02d%02d%02d%02d%02dZ" % ((dt[0] << 8) | dt[1], dt[2], dt[3], dt[5], dt[6], dt[7])
         payload = der.encode(
@@ -314,7 +314,7 @@ class Chf:
             rows.append((dlms.STRUCTURE, [(dlms.OCTET_STRING, eui), (dlms.OCTET_STRING, h)]))
         dt = (dlms.OCTET_STRING, date_time(t))
         backup = (dlms.STRUCTURE, [dt, (dlms.OCTET_STRING, xpan), (dlms.ARRAY, rows)])
-        return self.dlms_alert(_MC_CS14, ALERT_DEVICE_LOG_CHANGED, backup, t)
+        return self.dlms_alert(_MC_CS14, codes.ALERT_DEVICE_LOG_CHANGED, backup, t)
 
     def dlms_alert(self, message_code, alert_code, body, t=None):
         """A MAC'd DLMS data-notification alert {alert code, time stamp, body}

@@ -25,7 +25,7 @@
 from micropython import const
 
 from ids import hex_text
-from codes import EV_BAD_MAC, EV_BAD_SIGNATURE, EV_NOT_PROTECTED, EV_REPLAYED_COUNTER, EV_UNKNOWN_ORIGINATOR, EV_WRONG_RECIPIENT
+import codes
 
 import hashlib
 import struct
@@ -56,38 +56,38 @@ _OWN = const("own")  # KV key of the device's own (alert) counter
 
 
 class SecurityError(ValueError):
-    event = EV_NOT_PROTECTED
+    event = codes.EV_NOT_PROTECTED
 
 
 class NotProtected(SecurityError):
     """No MAC header/MAC, or not a command (CRA 1)."""
 
-    event = EV_NOT_PROTECTED
+    event = codes.EV_NOT_PROTECTED
 
 
 class WrongRecipient(SecurityError):
-    event = EV_WRONG_RECIPIENT
+    event = codes.EV_WRONG_RECIPIENT
 
 
 class UnknownOriginator(SecurityError):
     """No trust anchor for the originator, the supplementary remote party or
     the ACB that must have applied the MAC."""
 
-    event = EV_UNKNOWN_ORIGINATOR
+    event = codes.EV_UNKNOWN_ORIGINATOR
 
 
 class ReplayedCounter(SecurityError):
     """Counter not strictly greater than the last accepted (replayed or stale)."""
 
-    event = EV_REPLAYED_COUNTER
+    event = codes.EV_REPLAYED_COUNTER
 
 
 class BadMac(SecurityError):
-    event = EV_BAD_MAC
+    event = codes.EV_BAD_MAC
 
 
 class BadSignature(SecurityError):
-    event = EV_BAD_SIGNATURE
+    event = codes.EV_BAD_SIGNATURE
 
 
 class RemoteParties:
