@@ -6,7 +6,7 @@
 # RAM when the module is imported, for the hub's life. These modules had such
 # tables; they are constant tuples now (or built on use), and this keeps
 # them so.
-from chf import usecases
+from chf import credentials, usecases
 from gbcs import security
 from gpf import function as gpf_function
 from han import ezsp_frames, zcl
@@ -25,7 +25,7 @@ ALLOWED = {
     "COMMANDS": "the local-port commands, (name, fn(hub, req)) each, as app.py collects them",
 }
 
-CLEANED = (ezsp_frames, zcl, usecases, gpf_function, router, at, modem, outbox, settings, sim7600, security)
+CLEANED = (ezsp_frames, zcl, usecases, gpf_function, router, at, modem, outbox, settings, sim7600, security, credentials)
 
 
 def _constant(v):
