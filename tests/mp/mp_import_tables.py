@@ -13,7 +13,7 @@ from han import ezsp_frames, zcl
 from route import router
 from wan import at, modem, outbox, settings, sim7600
 
-HEAP = "512k"  # the modules compiled from source
+HEAP = "1024k"  # eleven modules compiled from source (the 64-bit port; ~600k needed)
 
 _CONST = (int, str, bytes, bool, type(None))
 
