@@ -148,8 +148,17 @@ class Clock:
                 "disagreements": self.disagreements}
 
 
-_WORDS = {codes.EV_CLOCK_ADJUSTED: "adjusted", codes.EV_CLOCK_STEP: "set", codes.EV_CLOCK_NOT_ADJUSTED: "refused",
-          codes.EV_CLOCK_DISAGREES: "disagrees"}
+def _word(outcome):
+    # an outcome's word in the transaction and console logs
+    if outcome == codes.EV_CLOCK_ADJUSTED:
+        return "adjusted"
+    if outcome == codes.EV_CLOCK_STEP:
+        return "set"
+    if outcome == codes.EV_CLOCK_NOT_ADJUSTED:
+        return "refused"
+    if outcome == codes.EV_CLOCK_DISAGREES:
+        return "disagrees"
+    return "?"
 
 
 class StepRecorder:
@@ -164,7 +173,7 @@ class StepRecorder:
         self.event_log = event_log
 
     def __call__(self, name, step, outcome):
-        word = _WORDS.get(outcome, "?")
+        word = _word(outcome)
         self.txlog.add(self.tx_event, 0, "%+d %s %s" % (step, name, word))
         self.event_log.append(outcome, struct.pack(">i", step) + name.encode()[:16])
         log("clock", "%+d s from %s: %s" % (step, name, word))

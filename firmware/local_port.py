@@ -45,11 +45,6 @@ TRUNCATED = const(8)
 MORE = const(9)  # seq 0, {"have": n}: n bytes of the frame being received are in
 
 _SOF_B = b"\xc5"
-_MESSAGES = {
-    BAD_CRC: "bad CRC",
-    TOO_LONG: "frame too long",
-    TRUNCATED: "truncated frame",
-}
 
 
 class FrameError(ValueError):
@@ -448,7 +443,7 @@ async def _wait_ms(aw, ms):
 async def _handle(fr, writer, dispatch, max_body):
     status = fr.event
     if status != OK:
-        msg = _MESSAGES[status]
+        msg = "bad CRC" if status == BAD_CRC else "frame too long" if status == TOO_LONG else "truncated frame"
         log("local", msg)
         await _reply(writer, fr.seq, status, _error(msg))
         return
