@@ -69,6 +69,12 @@ class EzspFrameError(EzspError):
 # name, (frame id, command schema, response/callback schema), ... (a constant
 # tuple: in flash when frozen, no dict built at import)
 _COMMON = const((
+    # the HAN message path's frames first: lookup() and name_of() search in order
+    "sendUnicast", (0x34, "BHATL", "SB"),
+    "messageSentHandler", (0x3F, "", "BHATSL"),
+    "incomingMessageHandler", (0x45, "", "BABbHBBL"),
+    "sendReply", (0x39, "HAL", "S"),
+    # the rest
     "version", (0x00, "B", "BBH"),
     "addEndpoint", (0x02, "BHHBQ", "S"),
     "networkInit", (0x17, "H", "S"),
@@ -83,10 +89,6 @@ _COMMON = const((
     "getEui64", (0x26, "", "E"),
     "getNodeId", (0x27, "", "H"),
     "getNetworkParameters", (0x28, "", "SBN"),
-    "sendUnicast", (0x34, "BHATL", "SB"),
-    "sendReply", (0x39, "HAL", "S"),
-    "messageSentHandler", (0x3F, "", "BHATSL"),
-    "incomingMessageHandler", (0x45, "", "BABbHBBL"),
     "customFrame", (0x47, "L", "SL"),
     "energyScanResultHandler", (0x48, "", "Bb"),
     "getConfigurationValue", (0x52, "B", "SH"),
