@@ -160,7 +160,7 @@ def lookup(ver, name):
     if ver == LEGACY:
         if name != "version":
             raise EzspVersionError("only version may use the legacy header")
-        return _COMMON[1]
+        return _find(_COMMON, "version")
     e = _find(check_version(ver), name) or _find(_COMMON, name)
     if e is None:
         raise EzspUnknownFrame("%s is not an EZSP v%d command" % (name, ver))
