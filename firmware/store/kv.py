@@ -3,12 +3,13 @@
 # written whole to NAME.tmp, closed (littlefs commits it) and renamed over
 # NAME.kv: rename is one metadata commit in littlefs, so after a power cut the
 # store reads either the old or the new complete state.
+from micropython import const
 import binascii
 import json
 import os
 
-_TMP = ".tmp"
-_BAD = ".bad"
+_TMP = const(".tmp")
+_BAD = const(".bad")
 
 
 class KVCorrupt(ValueError):
