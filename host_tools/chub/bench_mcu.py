@@ -206,10 +206,12 @@ def build_image(progress: Progress | None = None, jobs: int = 2, target: Target 
         log.write_text("")
         if not (tree / "mpy-cross" / "build" / "mpy-cross").exists():
             _make(["make", "-C", str(tree / "mpy-cross"), f"-j{jobs}"], say, "mpy-cross", log)
-        port = (out / "port").resolve()
+        # the C module's mbedtls objects go to BUILD/../../lib: out/lib, one per target
+        port = (out / "port" / target.board).resolve()
         c_stamp, c_file = c_hash(tarball, target), out / "c.stamp"
         if not c_file.exists() or c_file.read_text().strip() != c_stamp:
-            shutil.rmtree(port, ignore_errors=True)
+            shutil.rmtree(out / "port", ignore_errors=True)
+            shutil.rmtree(out / "lib", ignore_errors=True)
         c_file.write_text(c_stamp + "\n")
         env = {"CHUB_MCU_FIRMWARE": str(FIRMWARE), "CHUB_MCU_BENCH": str(BENCH)}
         os.environ.update(env)  # read by bench/mcu/manifest.py under make
