@@ -83,3 +83,10 @@ def test_a_target_without_its_tools_is_named_with_its_apt_line(monkeypatch: pyte
     assert len(missing) == 1 and "VIRT_RV32" in missing[0] and M.RV32_APT in missing[0]
     with pytest.raises(M.MpBuildError, match="gcc-riscv64-unknown-elf"):
         M.check_tools(M.RV32)
+
+
+def test_the_routed_message_mean_has_its_own_wire_ratio() -> None:
+    f = M.figures_from({"routed_msg_us": 180, "routed_msg_mean_us": 200, "frame_bytes": 79})
+    assert f["mcu_routed_msg_mean_minstr"] == 0.2
+    assert f["mcu_routed_msg_mean_wire_ratio"] == round(f["mcu_routed_msg_mean_ms"] / f["mcu_routed_msg_wire_ms"], 3)
+    assert f["mcu_routed_msg_mean_wire_ratio"] > f["mcu_routed_msg_wire_ratio"]
