@@ -353,8 +353,12 @@ class CommandBuffer:
         for i, n in enumerate(fl):
             if n == self._fn:  # chunk 0 in the handle's file: no walk
                 f = self._fh
-                f.seek(_H0 if i == 0 else _HK)
-                k = f.readinto(mv[off:])
+                try:
+                    f.seek(_H0 if i == 0 else _HK)
+                    k = f.readinto(mv[off:])
+                except OSError:
+                    self._drop_handle()  # the next write opens the file again
+                    raise
             else:
                 with open(self._path(n), "rb") as f:
                     f.seek(_H0 if i == 0 else _HK)
