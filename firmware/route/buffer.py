@@ -146,10 +146,7 @@ class CommandBuffer:
         self._drop_handle()
         f = open(self._path(n), "w+b")
         try:
-            if head is not None:
-                f.write(head)
-                f.write(data)
-            f.flush()
+            _commit(f, head, data)
         except OSError:
             f.close()
             raise
@@ -160,15 +157,12 @@ class CommandBuffer:
     def _write0(self, n, head, data):
         # chunk 0: through the handle when n is its (empty) file, else n
         # becomes the handle's file
-        f = self._fh
         if n != self._fn or not self._fempty:
             self._hold(n, head, data)
             return
         try:
-            f.seek(0)
-            f.write(head)
-            f.write(data)
-            f.flush()
+            self._fh.seek(0)
+            _commit(self._fh, head, data)
         except OSError:
             self._drop_handle()
             raise
@@ -511,6 +505,14 @@ class CommandBuffer:
         """Drop the queues of every device not in euis (after a restore)."""
         keep = set(e.upper() for e in euis)
         return sum(self.drop(eh) for eh in list(self._q) if eh not in keep)
+
+
+def _commit(f, head, data):
+    # head + data (when given) into open file f, then one littlefs commit
+    if head is not None:
+        f.write(head)
+        f.write(data)
+    f.flush()
 
 
 def _rm(path):
