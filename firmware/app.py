@@ -20,7 +20,7 @@ from ids import utc2000
 from leds import StatusLeds
 from local_port import serve as serve_local_port
 from log import log
-from supervisor import Supervisor
+from supervisor import Supervisor, gc_policy
 from version import VERSION
 from wan import commands as wan_commands
 from wan import service as wan_service
@@ -209,5 +209,6 @@ def main(running=None):
     """running: the image slot update.slots.boot() chose (None: the factory image)."""
     if board.release_console is not None and board.console_released():
         return  # the installer asked for the REPL (chub flash): the hub does not start
+    gc_policy()  # collections by bytes allocated: the free heap stays in one piece
     board.preload()  # the unix board, for the bench's heap figures; nothing elsewhere
     asyncio.run(Hub(running).run())

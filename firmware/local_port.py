@@ -301,13 +301,16 @@ def _strings_strict(v, depth=0):
     return True
 
 
-def _qstr(s):
+def _qstr(s, out):
+    # a string as its JSON text, in three pieces (no copy of a long value)
     t = s.replace("\\", "\\\\").replace('"', '\\"')
     for c in t:
         if c < " ":  # control characters as \u00XX
             t = "".join(c if c >= " " else "\\u%04x" % ord(c) for c in t)
             break
-    return '"' + t + '"'
+    out.append('"')
+    out.append(t)
+    out.append('"')
 
 
 def _canon(v, out, depth):
@@ -322,7 +325,7 @@ def _canon(v, out, depth):
     elif isinstance(v, int):
         out.append("%d" % v)
     elif isinstance(v, str):
-        out.append(_qstr(v))
+        _qstr(v, out)
     elif isinstance(v, list):
         out.append("[")
         for i, x in enumerate(v):
@@ -339,7 +342,7 @@ def _canon(v, out, depth):
             if not first:
                 out.append(",")
             first = False
-            out.append(_qstr(k))
+            _qstr(k, out)
             out.append(":")
             _canon(v[k], out, depth + 1)
         out.append("}")
@@ -452,12 +455,14 @@ async def _handle(fr, writer, dispatch, max_body):
         await _reply(writer, 0, BAD_REQUEST, _error("empty body"))
         return
     seq = body[0]
+    # the request is parsed where it lies, in the frame's buffer (json takes
+    # any buffer): no copy of its text, which may be 4 KB
+    text = body[1:]
     try:
-        text = str(body[1:], "utf-8")
-        if len(text) != len(body) - 1 and not utf8_strict(body[1:]):
+        if len(text) and max(text) > 0x7F and not utf8_strict(text):
             raise UnicodeError
         req = json.loads(text)
-        if "\\u" in text and not _strings_strict(req):
+        if fr.buf.find(b"\\u", 4, 4 + len(text)) >= 0 and not _strings_strict(req):
             raise UnicodeError
     except UnicodeError:
         await _reply(writer, seq, BAD_REQUEST, _error("request is not well-formed UTF-8"))
@@ -585,8 +590,13 @@ BACKOFF_MAX_MS = const(30000)
 def request_tag(session_key, n, req):
     """The tag of request `req` (a dict: cmd and arguments; its "auth" member
     is left out) with request number n."""
+    # the canonical form's pieces (str: MicroPython's hashlib takes a str's
+    # UTF-8 bytes as they are) go to the hash one by one: a request of a few
+    # KB is not joined and encoded into two more copies of its size
+    out = []
+    _canon(req, out, 0)
     return hmac_sha256(session_key, bytes(((n >> 24) & 0xFF, (n >> 16) & 0xFF, (n >> 8) & 0xFF, n & 0xFF)),
-                       canonical(req))[:16]
+                       *out)[:16]
 
 
 def backoff_ms(failures):
