@@ -17,10 +17,8 @@ import struct
 from pathlib import Path
 from types import SimpleNamespace
 
-import pytest
-
 from hil.campaign import capacity
-from hil.campaign.scenario import Run, run_steps
+from hil.campaign.scenario import run_steps
 from hil.han_setup import DeviceSpec, EmulatedHan
 from hil.headend.gbcs import parse_frame
 from hil.log import DutLog
@@ -62,7 +60,7 @@ def test_capacity_specs_fill_the_log_with_esmes_up_to_the_deliveries() -> None:
 
 
 def test_full_scenario_at_capacity(hub_image: Path, tmp_path: Path, vectors: Path) -> None:
-    run = Run(tmp_path / "capacity", hub_image)
+    run = capacity.new_run(tmp_path / "capacity", hub_image)
     try:
         assert run.power_on()
         at = capacity.STEPS.index(capacity.step_outbox_held)

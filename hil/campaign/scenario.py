@@ -103,6 +103,7 @@ class Run:
         self.clock_jumps = 0  # board clock jumps injected (logs may then be out of time order)
         self.gsme: Any = None  # the GsmeMeter of the GSME step (hil/meters/gsme.py), made on first use
         self.preload: list[str] = []  # modules the board imports before the hub (UnixDut.preload)
+        self.capacity: Any = None  # hil/campaign/capacity.py's state, made by its first step
 
     # --- life cycle ---------------------------------------------------------
     @property
