@@ -243,43 +243,17 @@ def step_fill_device_log(run: Run) -> None:
         cap.specs.update({s.name: s for s in extra})
     # in groups: devices that make first contact together beyond the hub's
     # ZCL server slots (8) are dropped as a flood and security-logged
+    # (CCS01's ESME, in the log already, gets its join window opened)
+    han = run.system.han
     names = [n for n in cap.specs if cap.specs[n].eui not in run.ledger.joined]
+    for n in names:
+        if n not in han.specs:
+            han.add_device(cap.specs[n])
     for i in range(0, len(names), JOIN_GROUP):
-        _join(run, names[i : i + JOIN_GROUP], in_log)
+        scenario.join_devices(run, {n: cap.specs[n] for n in names[i : i + JOIN_GROUP]}, 40)
     total = run.call("device_log_list")["total"]
     if total != lim["device_log"]:
         raise Violation(f"Device Log holds {total} entries, its capacity is {lim['device_log']}")
-
-
-def _join(run: Run, names: list[str], in_log: set[str]) -> None:
-    """These devices in the Device Log (new entries, or CCS01's with its
-    join window opened), powered on, until the hub records them joined."""
-    cap = _cap(run)
-    han = run.system.han
-    for name in names:
-        spec = cap.specs[name]
-        if name not in han.specs:
-            han.add_device(spec)
-        if spec.eui in run.ledger.dl_added or (spec.eui in in_log and han.nodes[name].joined):
-            continue
-        r = run.call("device_log_add", eui=spec.eui, type=spec.dev_type, install_code=spec.install_code_hex,
-                     join_timeout=3600)
-        if r["code"] != 0:
-            raise Violation(f"device_log_add {name}: {r}")
-        run.ledger.dl_added[spec.eui] = spec.dev_type
-    for name in names:
-        han.power_on(name)
-    want = {cap.specs[n].eui for n in names}
-
-    def recorded() -> bool:
-        got = scenario.joined(run)
-        for name in names:  # a joined device talks now and then (a ZCL Basic report)
-            if cap.specs[name].eui not in got and han.nodes[name].joined:
-                han.send(name, bytes((0x18, 0x01, 0x0A, 0, 0, 0x20, 3)))
-        return want <= got
-
-    run.until(recorded, 40, f"{', '.join(names)} joined")
-    run.ledger.joined |= want
 
 
 def _names(run: Run, dev_type: int) -> list[str]:
