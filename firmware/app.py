@@ -3,6 +3,7 @@
 # draws the result and says where a change goes.
 import asyncio
 import gc
+import sys
 
 import board
 import mono
@@ -153,7 +154,7 @@ class Hub:
 
     async def cmd_status(self, req):
         free, alloc = board.heap()
-        return {
+        out = {
             "version": VERSION,
             "git": _GIT,
             "board": board.NAME,
@@ -169,6 +170,10 @@ class Hub:
             "han": self.coordinator.summary(),
             "leds": self.leds.shown,
         }
+        if req.get("modules"):
+            # the modules the hub holds now (the bench's boot import set)
+            out["modules"] = sorted(sys.modules)
+        return out
 
     async def _dispatch(self, req):
         fn = self.commands.get(req.get("cmd"))

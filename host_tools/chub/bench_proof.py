@@ -10,7 +10,8 @@
   faults_injected, faults_survived  hil/campaign/faults.py: an emulated day
   heap_working_set_kb           the hub's live-heap high-water mark (after a
                                 collection) over the full scenario, minus
-                                heap_after_imports_kb (the code's share)
+                                heap_after_imports_kb (the boot import set's
+                                share; features loaded on first use count here)
   heap_floor_kb                 smallest -X heapsize (16 KB steps, bisected)
                                 with which the full scenario passes with no
                                 MemoryError in the log
@@ -78,15 +79,13 @@ def fault_figures(image: Path, hours: int = BENCH_HOURS, seed: int = 1) -> dict[
 
 
 def _scenario_passes(image: Path, heap: str, workdir: Path) -> tuple[bool, dict]:
-    """The full scenario at this heap, every module of the image imported
-    before the hub starts (so the floor holds whatever code the field loads,
-    and the high-water mark above the code's share is data)."""
+    """The full scenario at this heap, as the field runs it: the hub holds its
+    boot import set, and the features loaded on first use (firmware/lazy.py)
+    are imported by the scenario's steps that use them and dropped after, so
+    the high-water mark above the boot set's share holds their code too."""
     from hil.campaign.scenario import Run, check, run_steps
 
-    from .bench import image_modules
-
     run = Run(workdir, image, heap=heap)
-    run.preload = image_modules(image)
     try:
         if not run.power_on():
             return False, {}
