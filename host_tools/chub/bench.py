@@ -115,20 +115,18 @@ def boot_modules(image: Path, heap: str) -> list[str]:
     """The hub's boot import set: the image's modules (image_modules order)
     that the running hub holds when it has reached READY and serves status
     (`status` with "modules": its sys.modules), on the emulated system (the
-    image's board, nothing preloaded) after a first boot from blank flash and
-    after a reboot (the union of the two)."""
+    image's board, nothing preloaded), after a reboot: the first boot from
+    blank flash is followed by the rig's provisioning (its test DCC anchors,
+    a rig hook), the reboot is a provisioned hub's ordinary boot."""
     from chubcore.localport import LocalPortClient
     from hil.system import EmulatedSystem
 
-    held: set[str] = set()
     with tempfile.TemporaryDirectory() as tmp:
         system = EmulatedSystem(Path(tmp), heap=heap, image=image, fresh=True)
         with system:
-            for n in range(2):
-                if n:
-                    system.reboot()
-                with LocalPortClient(system.local_port_url, timeout=5) as c:
-                    held.update(c.call("status", modules=True)["modules"])
+            system.reboot()
+            with LocalPortClient(system.local_port_url, timeout=5) as c:
+                held = set(c.call("status", modules=True)["modules"])
     return [m for m in image_modules(image) if m in held]
 
 
