@@ -5,7 +5,10 @@ import asyncio
 import gc
 import sys
 
+from micropython import const
+
 import board
+import lazy
 import mono
 import store
 from chf import commands as chf_commands
@@ -16,7 +19,6 @@ from chf.logs import MalformedWatch, open_logs
 from clock import Clock, StepRecorder
 from gpf import service as gpf_service
 from han import coordinator as han_coordinator
-from han import ota as han_ota
 from ids import utc2000
 from leds import StatusLeds
 from local_port import serve as serve_local_port
@@ -26,7 +28,6 @@ from version import VERSION
 from wan import commands as wan_commands
 from wan import service as wan_service
 from wan import settings as wan_settings
-from wan.mgmt import Channel as MgmtChannel
 from wan.outbox import TX_TIME
 
 try:
@@ -37,6 +38,18 @@ except ImportError:
 _DEVICE_LOG_CAPACITY = 16
 _LOG_CAPACITY = 40
 _CRITICAL = ("han", "wan", "last_gasp", "board", "local_port")  # the watchdog's (supervisor.watchdog)
+_CLUSTER_OTA = const(0x0019)  # han.ota.CLUSTER_OTA
+
+# Features used only on request, out of the boot import set (firmware/lazy.py):
+# their local-port commands, module -> the names in its COMMANDS. The hub
+# commands map each name to its module's name; the dispatch loads the module
+# for the call and drops it after (han.ota: when its server is idle).
+_LAZY_COMMANDS = (
+    ("han.ota", ("ota_status", "ota_begin", "ota_put", "ota_notify")),
+    ("update.commands", ("image_status", "image_write", "image_end", "image_activate", "image_abort",
+                         "image_anchor")),
+)
+_RIG_COMMANDS = ("rig.hooks", ("provision_test_dcc", "gbcs_fault", "subghz_event"))  # the emulated board only
 
 
 def _utc2000():
@@ -68,9 +81,12 @@ class Hub:
         gpf = self.gpf = gpf_service.GpfService(st, ident, clk, sec, ev, coord.ke_result)
         for cluster in gpf_service.SERVED:
             coord.zcl_servers[cluster] = gpf.zcl_server(cluster)
-        # meter firmware over the HAN: the OTA Upgrade server (CCS08 at upgrade end)
-        ota = self.ota = han_ota.OtaServer(st, coord, board.utc, self.fw_transfer)
-        coord.zcl_servers[han_ota.CLUSTER_OTA] = ota
+        # meter firmware over the HAN: the OTA Upgrade server (han.ota; CCS08
+        # at upgrade end), loaded on a device's first request or ota_*
+        # command, dropped again while idle (ota_server, ota_idle)
+        self.ota = None
+        self.ota_running = {}  # eui hex -> the file version each device said it runs (outlives a drop)
+        coord.zcl_servers[_CLUSTER_OTA] = self.ota_zcl
 
         # the WAN (outbox and emit first: messages queue before the link is
         # up) and the router. They need each other: the WAN hands the
@@ -96,7 +112,6 @@ class Hub:
         # the hub's own update (running: the image slot update.slots chose);
         # loaded last, after the parts the boot needs first (a 512k heap
         # running from source has no room for it earlier)
-        from update import commands as update_commands
         from update.image import Updater
 
         self.updater = Updater(st.root, board.NAME, st.kv("update", keep=False), ev, self.security_alert,
@@ -107,19 +122,18 @@ class Hub:
         self.provisioning = None  # chf.provision_steps.Provisioning while a run is open
         self.installer_auth = auth = provision.installer_auth(st, sec, ev)
         cmds = self.commands = {"status": Hub.cmd_status}
-        groups = [chf_commands.COMMANDS, gbcs_port.COMMANDS, han_coordinator.COMMANDS, wan_commands.COMMANDS,
-                  gpf_service.COMMANDS, route_router.COMMANDS, provision.COMMANDS, update_commands.COMMANDS,
-                  han_ota.COMMANDS]
-        if board.RIG:
-            from rig import hooks  # the emulated board only: not in the ESP32 images
-
-            groups.append(hooks.COMMANDS)
-        for group in groups:
+        for group in (chf_commands.COMMANDS, gbcs_port.COMMANDS, han_coordinator.COMMANDS, wan_commands.COMMANDS,
+                      gpf_service.COMMANDS, route_router.COMMANDS, provision.COMMANDS):
             for name, fn in group:
                 cmds[name] = fn
+        # rig.hooks: only where the board says RIG (not in the ESP32 images)
+        for module, names in _LAZY_COMMANDS + ((_RIG_COMMANDS,) if board.RIG else ()):
+            for name in names:
+                cmds[name] = module  # loaded by _dispatch
         self.dispatch = provision.guarded(self._dispatch, auth, cmds)
-        # the head-end's management channel runs the same commands (its own allow-list)
-        wan.manage = MgmtChannel(self, cmds, wan.settings, wan.txlog)
+        # the head-end's management channel (wan.mgmt, loaded per request:
+        # manage) runs the same commands (its own allow-list)
+        wan.manage = self.manage
 
         # the jobs
         sup.spawn("han", coord.run)
@@ -143,6 +157,36 @@ class Hub:
         from binascii import unhexlify
 
         self.emit(self.chf.firmware_alert(unhexlify(eh), version, code), "alert")
+
+    def ota_server(self):
+        """The OTA Upgrade server (han.ota), loaded and built if it is not."""
+        o = self.ota
+        if o is None:
+            m = lazy.load("han.ota")
+            o = self.ota = m.OtaServer(self.store, self.coordinator, board.utc, self.fw_transfer, self.ota_running)
+        return o
+
+    def ota_idle(self):
+        # the server and its module go while it holds nothing RAM-only (han.ota OtaServer.idle)
+        if self.ota is not None and self.ota.idle():
+            self.ota = None
+            lazy.drop("han.ota")
+
+    async def ota_zcl(self, eh, src_ep, h, p):
+        # coordinator.zcl_servers[0x0019]: a device's OTA request
+        try:
+            return self.ota_server().handle(eh, h, p)
+        finally:
+            self.ota_idle()
+
+    async def manage(self, fid, payload):
+        # wan.manage: one head-end management request (wan.mgmt, loaded for it)
+        try:
+            ch = lazy.load("wan.mgmt").Channel(self, self.commands, self.wan.settings, self.wan.txlog)
+            return await ch(fid, payload)
+        finally:
+            ch = None
+            lazy.drop("wan.mgmt")
 
     def self_check(self):
         # a new image's check after READY (update.image): every critical job runs
@@ -176,10 +220,20 @@ class Hub:
         return out
 
     async def _dispatch(self, req):
-        fn = self.commands.get(req.get("cmd"))
+        cmd = req.get("cmd")
+        fn = self.commands.get(cmd)
         if fn is None:
-            raise KeyError(req.get("cmd"))
-        return await fn(self, req)
+            raise KeyError(cmd)
+        if not isinstance(fn, str):
+            return await fn(self, req)
+        # a feature loaded on first use (_LAZY_COMMANDS): its module goes after the command
+        try:
+            return await lazy.command(fn, cmd)(self, req)
+        finally:
+            if fn == "han.ota":
+                self.ota_idle()
+            else:
+                lazy.drop(fn)
 
     async def local_port(self):
         reader, writer = await board.open_uart("local")

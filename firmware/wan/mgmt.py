@@ -16,9 +16,9 @@ import json
 
 from log import log, log_exc
 from wan import outbox as ob
+from wan.commands import HEADEND
 
 ALLOWED = ("wan_config", "wan_status", "transactions", "logs", "device_log_list")
-HEADEND = object()  # req["_from"] of a request that came over this channel (no JSON value is it)
 
 _OK = 0
 _UNKNOWN_COMMAND = 4
@@ -26,12 +26,6 @@ _BAD_ARGS = 5
 _NOT_AUTHORISED = 6
 _INTERNAL = 7
 _MAX_REPLY = 4000  # a link frame's payload is at most 4096 bytes
-
-
-def from_headend(req):
-    """Did this request come over the management channel? The channel sets
-    `_from` to HEADEND, an object no JSON request can carry."""
-    return req.get("_from") is HEADEND
 
 
 class Channel:

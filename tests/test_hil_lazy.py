@@ -1,0 +1,91 @@
+"""Features used only on request stay out of the hub's boot import set
+(firmware/lazy.py, docs/architecture.md "Features loaded on first use"):
+the meter OTA server, the hub update's commands, the head-end's management
+channel and the rig's hooks are loaded by their first request and dropped
+after it (the OTA server while it is idle), on the emulated system; and the
+wiring's table of their commands says what each module's COMMANDS holds."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from chubcore.paths import FIRMWARE
+from hil.headend.server import ManageError
+from hil.meters.ota_client import make_image
+from hil.system import EmulatedSystem
+
+LAZY = {"han.ota", "update.commands", "wan.mgmt", "rig.hooks"}
+
+
+def _assigned(path: Path, name: str) -> ast.AST:
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            return node.value
+    raise AssertionError(f"{path.name} assigns no {name}")
+
+
+def test_the_wirings_table_names_each_modules_commands() -> None:
+    app = FIRMWARE / "app.py"
+    table = ast.literal_eval(_assigned(app, "_LAZY_COMMANDS")) + (ast.literal_eval(_assigned(app, "_RIG_COMMANDS")),)
+    assert {m for m, _ in table} | {"wan.mgmt"} == LAZY
+    for module, names in table:
+        commands = _assigned(FIRMWARE / (module.replace(".", "/") + ".py"), "COMMANDS")
+        assert tuple(e.elts[0].value for e in commands.elts) == names, module  # type: ignore[attr-defined]
+    # the management channel serves only functions the hub holds loaded
+    allowed = set(ast.literal_eval(_assigned(FIRMWARE / "wan" / "mgmt.py", "ALLOWED")))
+    assert not allowed & {n for _, names in table for n in names}
+    # nothing of the boot set imports them at module level
+    src = app.read_text()
+    assert "from han import ota" not in src and "wan.mgmt import" not in src and "update import commands" not in src
+
+
+@pytest.fixture(scope="module")
+def system(hub_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatedSystem]:
+    s = EmulatedSystem(tmp_path_factory.mktemp("lazy"), image=hub_image, fresh=True).start()
+    s.keep_connection = True
+    s.call_timeout = 10
+    yield s
+    s.drop_connection()
+    s.stop()
+
+
+def held(s: EmulatedSystem) -> set[str]:
+    return set(s.call("status", modules=True)["modules"]) & LAZY
+
+
+def test_loaded_on_first_use_and_dropped_after(system: EmulatedSystem) -> None:
+    s = system
+    s.drop_connection()
+    s.reboot()
+    assert held(s) == set(), "a rarely used feature is in the boot import set"
+    assert s.call("image_status")["state"] is not None
+    assert s.call("ota_status") == {"images": {}, "devices": {}, "blocks_served": 0}
+    assert s.call("gbcs_fault", clear=True) == {"faults": 0}  # a rig hook
+    s.headend.wait_hello(1, timeout=30)
+    s.wait_until(lambda: s.call("wan_status")["connected"], 30, "link")
+    assert s.headend.manage({"cmd": "wan_status"})["connected"]  # served by wan.mgmt
+    with pytest.raises(ManageError, match="not a management command"):
+        s.headend.manage({"cmd": "ota_status"})
+    assert held(s) == set()
+
+
+def test_the_ota_server_stays_while_an_image_is_taken_in_or_transferred(system: EmulatedSystem) -> None:
+    s = system
+    eui = "00000000000000A4"
+    image = make_image(0x1234, 0x0001, 0x0200, bytes(range(256)) * 20)
+    s.call("ota_begin", slot="esme", euis=[eui], size=len(image))
+    s.call("ota_put", slot="esme", offset=0, data=image[:1000].hex())
+    assert "han.ota" in held(s)  # 1000 bytes staged in RAM: kept
+    for off in range(1000, len(image), 1000):
+        r = s.call("ota_put", slot="esme", offset=off, data=image[off:off + 1000].hex())
+    assert r["state"] == "ready"
+    assert "han.ota" in held(s)  # a ready image its device has not fetched yet: kept
+    # after a reboot the server is loaded by the first request again, from flash and KV
+    s.drop_connection()
+    s.reboot()
+    assert "han.ota" not in held(s)
+    assert s.call("ota_status")["images"]["esme"]["st"] == "ready"
