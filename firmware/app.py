@@ -11,7 +11,6 @@ import board
 import lazy
 import mono
 import store
-from chf import commands as chf_commands
 from chf import gbcs_port
 from chf import provision
 from chf.device_log import DeviceLog
@@ -45,6 +44,7 @@ _CLUSTER_OTA = const(0x0019)  # han.ota.CLUSTER_OTA
 # commands map each name to its module's name; the dispatch loads the module
 # for the call and drops it after (han.ota: when its server is idle).
 _LAZY_COMMANDS = (
+    ("chf.commands", ("device_log_list", "device_log_add", "device_log_remove", "logs")),
     ("han.ota", ("ota_status", "ota_begin", "ota_put", "ota_notify")),
     ("update.commands", ("image_status", "image_write", "image_end", "image_activate", "image_abort",
                          "image_anchor")),
@@ -122,7 +122,7 @@ class Hub:
         self.provisioning = None  # chf.provision_steps.Provisioning while a run is open
         self.installer_auth = auth = provision.installer_auth(st, sec, ev)
         cmds = self.commands = {"status": Hub.cmd_status}
-        for group in (chf_commands.COMMANDS, gbcs_port.COMMANDS, han_coordinator.COMMANDS, wan_commands.COMMANDS,
+        for group in (gbcs_port.COMMANDS, han_coordinator.COMMANDS, wan_commands.COMMANDS,
                       gpf_service.COMMANDS, route_router.COMMANDS, provision.COMMANDS):
             for name, fn in group:
                 cmds[name] = fn
@@ -220,7 +220,10 @@ class Hub:
         return out
 
     async def _dispatch(self, req):
-        cmd = req.get("cmd")
+        return await self.run_command(req.get("cmd"), req)
+
+    async def run_command(self, cmd, req):
+        # one of hub.commands, for the local port and the head-end's channel (wan.mgmt)
         fn = self.commands.get(cmd)
         if fn is None:
             raise KeyError(cmd)

@@ -18,7 +18,7 @@ from hil.headend.server import ManageError
 from hil.meters.ota_client import make_image
 from hil.system import EmulatedSystem
 
-LAZY = {"han.ota", "update.commands", "wan.mgmt", "rig.hooks"}
+LAZY = {"chf.commands", "han.ota", "update.commands", "wan.mgmt", "rig.hooks"}
 
 
 def _assigned(path: Path, name: str) -> ast.AST:
@@ -35,12 +35,11 @@ def test_the_wirings_table_names_each_modules_commands() -> None:
     for module, names in table:
         commands = _assigned(FIRMWARE / (module.replace(".", "/") + ".py"), "COMMANDS")
         assert tuple(e.elts[0].value for e in commands.elts) == names, module  # type: ignore[attr-defined]
-    # the management channel serves only functions the hub holds loaded
-    allowed = set(ast.literal_eval(_assigned(FIRMWARE / "wan" / "mgmt.py", "ALLOWED")))
-    assert not allowed & {n for _, names in table for n in names}
     # nothing of the boot set imports them at module level
     src = app.read_text()
-    assert "from han import ota" not in src and "wan.mgmt import" not in src and "update import commands" not in src
+    for module in LAZY:
+        pkg, name = module.split(".")
+        assert f"from {pkg} import {name}" not in src and f"from {module} import" not in src, module
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +67,14 @@ def test_loaded_on_first_use_and_dropped_after(system: EmulatedSystem) -> None:
     s.headend.wait_hello(1, timeout=30)
     s.wait_until(lambda: s.call("wan_status")["connected"], 30, "link")
     assert s.headend.manage({"cmd": "wan_status"})["connected"]  # served by wan.mgmt
+    assert s.headend.manage({"cmd": "logs", "which": "event"})["which"] == "event"  # chf.commands, over wan.mgmt
+    assert s.call("device_log_list")["entries"] is not None  # chf.commands, on the local port
     with pytest.raises(ManageError, match="not a management command"):
         s.headend.manage({"cmd": "ota_status"})
     assert held(s) == set()
+    # an installer's provisioning run: its steps module goes when the run ends
+    assert "discarded" in s.call("prov_abort")
+    assert "chf.provision_steps" not in s.call("status", modules=True)["modules"]
 
 
 def test_the_ota_server_stays_while_an_image_is_taken_in_or_transferred(system: EmulatedSystem) -> None:

@@ -28,6 +28,7 @@
 # hub has no installer credential at all (a factory-blank board).
 import os
 
+import lazy
 from chf.prov_store import discard_staged, info, installer_key
 from local_port import InstallerAuth, guard
 
@@ -74,12 +75,16 @@ async def prov_commit(hub, req):
     res = _prov(hub).commit(req)
     hub.wan.link.notify()  # a new head-end link key, certificate and anchor: the WAN reconnects with them
     hub.installer_auth.end()  # the credential changed: the next request authenticates anew
-    hub.provisioning = None  # done: the steps module's objects can go
+    hub.provisioning = None  # done: the steps module's objects can go, and the module (firmware/lazy.py)
+    lazy.drop("chf.provision_steps")
     return res
 
 
 async def prov_abort(hub, req):
-    return _prov(hub).abort()
+    res = _prov(hub).abort()
+    hub.provisioning = None  # the run is over (its state is in KV "prov"): as at commit
+    lazy.drop("chf.provision_steps")
+    return res
 
 
 async def link_info(hub, req):

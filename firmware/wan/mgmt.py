@@ -29,8 +29,9 @@ _MAX_REPLY = 4000  # a link frame's payload is at most 4096 bytes
 
 
 class Channel:
-    """Channel(hub, commands, settings, txlog): commands maps a name to the
-    local-port command fn(hub, req); settings (wan.settings.WanSettings) says
+    """Channel(hub, commands, settings, txlog): commands holds the local-port
+    commands' names (hub.commands; hub.run_command(cmd, req) runs one, its
+    module loaded if it is one loaded on first use); settings (wan.settings.WanSettings) says
     whether `remote_mgmt` is on. await channel(payload) -> reply bytes."""
 
     def __init__(self, hub, commands, settings, txlog):
@@ -62,7 +63,7 @@ class Channel:
                 return self._refuse(fid, _BAD_ARGS, "argument %s not allowed" % k[:24])
         req["_from"] = HEADEND
         try:
-            res = await fn(self.hub, req)
+            res = await self.hub.run_command(cmd, req)  # loads a command's module if it is not (app.Hub)
             out = json.dumps({"status": _OK, "result": res}).encode()
         except (ValueError, TypeError, KeyError) as e:
             return self._refuse(fid, _BAD_ARGS, str(e) or type(e).__name__)
