@@ -109,14 +109,11 @@ class Hub:
 
         self.leds = StatusLeds(dl, coord, wan, board.power_fail)
 
-        # the hub's own update (running: the image slot update.slots chose);
-        # loaded last, after the parts the boot needs first (a 512k heap
-        # running from source has no room for it earlier)
-        from update.image import Updater
-
-        self.updater = Updater(st.root, board.NAME, st.kv("update", keep=False), ev, self.security_alert,
-                               board.utc, board.reset, running, log)
-        chf.image_action = self.updater.image_action  # CS05a / CS06 on the CHF's Image transfer object
+        # the hub's own update (update.image, loaded on first use:
+        # update_server; running: the image slot update.slots chose)
+        self.running = running
+        self.updater = None
+        chf.image_action = self.image_action  # CS05a / CS06 on the CHF's Image transfer object
 
         # the local port: the commands, behind the installer guard
         self.provisioning = None  # chf.provision_steps.Provisioning while a run is open
@@ -179,6 +176,46 @@ class Hub:
         finally:
             self.ota_idle()
 
+    def update_server(self):
+        """The hub's update (update.image.Updater), loaded and built if it is
+        not (it resumes a staging a power cut cut short, from flash)."""
+        u = self.updater
+        if u is None:
+            st = self.store
+            u = self.updater = lazy.load("update.image").Updater(
+                st.root, board.NAME, st.kv("update", keep=False), self.event_log, self.security_alert,
+                board.utc, board.reset, self.running, log)
+        return u
+
+    def update_idle(self):
+        # the updater and its modules go while it holds nothing RAM-only (update.image Updater.idle)
+        if self.updater is not None and self.updater.idle():
+            self.updater = None
+            for name in ("update.ota", "update.image", "update.slots", "update"):
+                lazy.drop(name)
+
+    def image_action(self, method, v):
+        # chf.image_action: CS05a / CS06 from the CHF (update.ota, through the updater)
+        try:
+            return self.update_server().image_action(method, v)
+        finally:
+            self.update_idle()
+
+    async def update_job(self):
+        # the job "update" after READY: the boot's notes and a trial image's
+        # self-check (Updater.after_boot), then a scheduled activation when
+        # its time comes (the updater is loaded while one is scheduled)
+        await self.update_server().after_boot(self.local_port_up, self.self_check)
+        self.update_idle()
+        while True:
+            u = self.updater
+            if u is not None:
+                if u.due():
+                    u.switch()
+                u = None
+                self.update_idle()
+            await asyncio.sleep_ms(1000)
+
     async def manage(self, fid, payload):
         # wan.manage: one head-end management request (wan.mgmt, loaded for it)
         try:
@@ -237,6 +274,8 @@ class Hub:
                 self.ota_idle()
             else:
                 lazy.drop(fn)
+                if fn == "update.commands":
+                    self.update_idle()
 
     async def local_port(self):
         reader, writer = await board.open_uart("local")
@@ -260,8 +299,8 @@ class Hub:
         self.supervisor.spawn("local_port", self.local_port)
         self.supervisor.watchdog(board.watchdog(), _CRITICAL)
         await self.local_port_up.wait()
-        log("hub", "READY version=%s board=%s image=%s" % (VERSION, board.NAME, self.updater.running or "factory"))
-        self.supervisor.spawn("update", lambda: self.updater.run(self.local_port_up, self.self_check))
+        log("hub", "READY version=%s board=%s image=%s" % (VERSION, board.NAME, self.running or "factory"))
+        self.supervisor.spawn("update", self.update_job)
         while True:
             await asyncio.sleep(3600)
 
@@ -270,5 +309,9 @@ def main(running=None):
     """running: the image slot update.slots.boot() chose (None: the factory image)."""
     if board.release_console is not None and board.console_released():
         return  # the installer asked for the REPL (chub flash): the hub does not start
+    # the boot's image choice (main.py) is made: update.slots loads again
+    # with the hub's update (update.image, on first use)
+    lazy.drop("update.slots")
+    lazy.drop("update")
     board.preload()  # the unix board, for the bench's heap figures; nothing elsewhere
     asyncio.run(Hub(running).run())

@@ -125,6 +125,7 @@ def boot_modules(image: Path, heap: str) -> list[str]:
         system = EmulatedSystem(Path(tmp), heap=heap, image=image, fresh=True)
         with system:
             system.reboot()
+            time.sleep(1)  # the jobs started at READY settle (the update job drops an idle updater)
             with LocalPortClient(system.local_port_url, timeout=5) as c:
                 held = set(c.call("status", modules=True)["modules"])
     return [m for m in image_modules(image) if m in held]
