@@ -113,6 +113,7 @@ class Hub:
         # update_server; running: the image slot update.slots chose)
         self.running = running
         self.updater = None
+        self.update_booting = True  # until the update job's after_boot is done (it holds the updater)
         chf.image_action = self.image_action  # CS05a / CS06 on the CHF's Image transfer object
 
         # the local port: the commands, behind the installer guard
@@ -189,7 +190,7 @@ class Hub:
 
     def update_idle(self):
         # the updater and its modules go while it holds nothing RAM-only (update.image Updater.idle)
-        if self.updater is not None and self.updater.idle():
+        if self.updater is not None and not self.update_booting and self.updater.idle():
             self.updater = None
             for name in ("update.ota", "update.image", "update.slots", "update"):
                 lazy.drop(name)
@@ -206,6 +207,7 @@ class Hub:
         # self-check (Updater.after_boot), then a scheduled activation when
         # its time comes (the updater is loaded while one is scheduled)
         await self.update_server().after_boot(self.local_port_up, self.self_check)
+        self.update_booting = False
         self.update_idle()
         while True:
             u = self.updater

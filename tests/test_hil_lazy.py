@@ -18,7 +18,8 @@ from hil.headend.server import ManageError
 from hil.meters.ota_client import make_image
 from hil.system import EmulatedSystem
 
-LAZY = {"chf.commands", "han.ota", "update.commands", "wan.mgmt", "rig.hooks", "update.image", "update.slots"}
+LAZY = {"chf.commands", "han.ota", "update.commands", "wan.mgmt", "rig.hooks", "update.image", "update.slots",
+        "chf.prov_store"}
 
 
 def _assigned(path: Path, name: str) -> ast.AST:
@@ -31,7 +32,7 @@ def _assigned(path: Path, name: str) -> ast.AST:
 def test_the_wirings_table_names_each_modules_commands() -> None:
     app = FIRMWARE / "app.py"
     table = ast.literal_eval(_assigned(app, "_LAZY_COMMANDS")) + (ast.literal_eval(_assigned(app, "_RIG_COMMANDS")),)
-    assert {m for m, _ in table} | {"wan.mgmt", "update.image", "update.slots"} == LAZY
+    assert {m for m, _ in table} | {"wan.mgmt", "update.image", "update.slots", "chf.prov_store"} == LAZY
     for module, names in table:
         commands = _assigned(FIRMWARE / (module.replace(".", "/") + ".py"), "COMMANDS")
         assert tuple(e.elts[0].value for e in commands.elts) == names, module  # type: ignore[attr-defined]
@@ -72,9 +73,10 @@ def test_loaded_on_first_use_and_dropped_after(system: EmulatedSystem) -> None:
     with pytest.raises(ManageError, match="not a management command"):
         s.headend.manage({"cmd": "ota_status"})
     assert held(s) == set()
+    assert "provisioned" in s.call("prov_info")  # chf.prov_store, for the call
     # an installer's provisioning run: its steps module goes when the run ends
     assert "discarded" in s.call("prov_abort")
-    assert "chf.provision_steps" not in s.call("status", modules=True)["modules"]
+    assert "chf.provision_steps" not in s.call("status", modules=True)["modules"] and held(s) == set()
 
 
 def test_the_ota_server_stays_while_an_image_is_taken_in_or_transferred(system: EmulatedSystem) -> None:
@@ -93,3 +95,17 @@ def test_the_ota_server_stays_while_an_image_is_taken_in_or_transferred(system: 
     s.reboot()
     assert "han.ota" not in held(s)
     assert s.call("ota_status")["images"]["esme"]["st"] == "ready"
+
+
+def test_the_bench_counts_the_boot_import_set(hub_image: Path) -> None:
+    from chub.bench import boot_modules, census_markdown, import_figures
+
+    boot = boot_modules(hub_image, "1024k")
+    assert {"app", "asyncio", "han.coordinator", "lazy"} <= set(boot) and not LAZY & set(boot)
+    fig = import_figures(hub_image, "1024k", boot)
+    assert fig["boot_import_modules"] == len(boot)
+    assert 0 < fig["heap_after_imports_kb"] < fig["heap_all_imports_kb"]
+    rows = [{"module": "app", "bytes": 1024, "with": []}, {"module": "han.ota", "bytes": 512, "with": []}]
+    md = census_markdown(rows, boot)
+    assert "| `app` | 1.00 |  | boot |" in md and "| `han.ota` | 0.50 |  | lazy |" in md
+    assert f"the boot import set (what the hub holds at READY): {len(boot)} modules, 1.0 KB" in md

@@ -112,8 +112,8 @@ def _imports_run(image: Path, heap: str, names: list[str]) -> subprocess.Complet
 
 
 def boot_modules(image: Path, heap: str) -> list[str]:
-    """The hub's boot import set: the image's modules (image_modules order)
-    that the running hub holds when it has reached READY and serves status
+    """The hub's boot import set: the image's modules (image_modules order,
+    then the runtime library's packages) that the running hub holds when it has reached READY and serves status
     (`status` with "modules": its sys.modules), on the emulated system (the
     image's board, nothing preloaded), after a reboot: the first boot from
     blank flash is followed by the rig's provisioning (its test DCC anchors,
@@ -128,7 +128,11 @@ def boot_modules(image: Path, heap: str) -> list[str]:
             time.sleep(1)  # the jobs started at READY settle (the update job drops an idle updater)
             with LocalPortClient(system.local_port_url, timeout=5) as c:
                 held = set(c.call("status", modules=True)["modules"])
-    return [m for m in image_modules(image) if m in held]
+    known = image_modules(image)
+    # the runtime library's packages (asyncio, asyncio.core) come with RUNTIME_STDLIB
+    roots = {m.split(".")[0] for m in RUNTIME_STDLIB}
+    extra = sorted(m for m in held if m not in known and m.split(".")[0] in roots)
+    return [m for m in known if m in held] + extra
 
 
 def _run_on_image(image: Path, heap: str, names: list[str], code: str,
