@@ -49,7 +49,6 @@ _LAZY_COMMANDS = (
     ("update.commands", ("image_status", "image_write", "image_end", "image_activate", "image_abort",
                          "image_anchor")),
 )
-_RIG_COMMANDS = ("rig.hooks", ("provision_test_dcc", "gbcs_fault", "subghz_event"))  # the emulated board only
 
 
 def _utc2000():
@@ -124,10 +123,17 @@ class Hub:
                       gpf_service.COMMANDS, route_router.COMMANDS, provision.COMMANDS):
             for name, fn in group:
                 cmds[name] = fn
-        # rig.hooks: only where the board says RIG (not in the ESP32 images)
-        for module, names in _LAZY_COMMANDS + ((_RIG_COMMANDS,) if board.RIG else ()):
+        for module, names in _LAZY_COMMANDS:
             for name in names:
-                cmds[name] = module  # loaded by _dispatch
+                cmds[name] = module  # loaded by run_command
+        if board.RIG:
+            # the rig's hooks (the emulated board only: their names appear in
+            # no ESP32 image, so they are read from the module, then dropped)
+            for name, fn in lazy.load("rig.hooks").COMMANDS:
+                cmds[name] = "rig.hooks"
+            fn = None
+            lazy.drop("rig.hooks")
+            lazy.drop("rig")
         self.dispatch = provision.guarded(self._dispatch, auth, cmds)
         # the head-end's management channel (wan.mgmt, loaded per request:
         # manage) runs the same commands (its own allow-list)
@@ -315,5 +321,5 @@ def main(running=None):
     # with the hub's update (update.image, on first use)
     lazy.drop("update.slots")
     lazy.drop("update")
-    board.preload()  # the unix board, for the bench's heap figures; nothing elsewhere
+    board.preload()  # the unix board: what its config names (a rig's choice), asyncio's names; nothing elsewhere
     asyncio.run(Hub(running).run())
