@@ -22,7 +22,7 @@ from ids import utc2000
 from leds import StatusLeds
 from local_port import serve as serve_local_port
 from log import log
-from supervisor import Supervisor
+from supervisor import Supervisor, gc_policy
 from version import VERSION
 from wan import commands as wan_commands
 from wan import service as wan_service
@@ -114,6 +114,7 @@ class Hub:
         self.updater = None
         self.update_booting = True  # until the update job's after_boot is done (it holds the updater)
         chf.image_action = self.image_action  # CS05a / CS06 on the CHF's Image transfer object
+        chf.meter_image_action = self.meter_image_action  # CS05b / CS05c: the meters' images into the OTA server
 
         # the local port: the commands, behind the installer guard
         self.provisioning = None  # chf.provision_steps.Provisioning while a run is open
@@ -174,7 +175,15 @@ class Hub:
         # the server and its module go while it holds nothing RAM-only (han.ota OtaServer.idle)
         if self.ota is not None and self.ota.idle():
             self.ota = None
+            lazy.drop("han.ota_wan")  # CS05b/CS05c's part, loaded by the server on the first one
             lazy.drop("han.ota")
+
+    def meter_image_action(self, kind, method, v):
+        # chf.meter_image_action: CS05b / CS05c into the OTA server (han.ota_wan through it)
+        try:
+            return self.ota_server().wan_action(kind, method, v)
+        finally:
+            self.ota_idle()
 
     async def ota_zcl(self, eh, src_ep, h, p):
         # coordinator.zcl_servers[0x0019]: a device's OTA request
@@ -317,6 +326,7 @@ def main(running=None):
     """running: the image slot update.slots.boot() chose (None: the factory image)."""
     if board.release_console is not None and board.console_released():
         return  # the installer asked for the REPL (chub flash): the hub does not start
+    gc_policy()  # collections by bytes allocated: the free heap stays in one piece
     # the boot's image choice (main.py) is made: update.slots loads again
     # with the hub's update (update.image, on first use)
     lazy.drop("update.slots")

@@ -12,25 +12,26 @@
 # time stays inside the CHTS +-10 s); then invalid until the next source.
 # GBCS: a valid clock is adjusted by at most step_s (0x8145); a larger
 # adjustment is refused (0x8F0C) unless the source gives the same offset
-# CONFIRM times in a row (then the RTC, not the source, is wrong: the clock is
+# _CONFIRM times in a row (then the RTC, not the source, is wrong: the clock is
 # set, 0x8FF2, as it is when not valid).
+from micropython import const
 import asyncio
 import struct
 import time
 
-from codes import EV_CLOCK_ADJUSTED, EV_CLOCK_DISAGREES, EV_CLOCK_NOT_ADJUSTED, EV_CLOCK_STEP
+import codes
 from log import log
 
 # 5 days: a 20 ppm crystal drifts 1.7 s a day, so < 10 s in that time
-HOLD_S = 432000
-STEP_S = 10  # a valid clock is not adjusted by more than this at once (GBCS)
-CONFIRM = 3  # authenticated readings in a row giving the same larger offset set the clock
-MIN_UTC = 1577836800  # 2020-01-01: anything earlier is not a real time
-MAX_UTC = 4102444800  # 2100-01-01
+_HOLD_S = const(432000)
+_STEP_S = const(10)  # a valid clock is not adjusted by more than this at once (GBCS)
+_CONFIRM = const(3)  # authenticated readings in a row giving the same larger offset set the clock
+_MIN_UTC = const(1577836800)  # 2020-01-01: anything earlier is not a real time
+_MAX_UTC = const(4102444800)  # 2100-01-01
 
 
 class Clock:
-    def __init__(self, utc, set_utc=None, ticks_ms=None, hold_s=HOLD_S, step_s=STEP_S, on_step=None,
+    def __init__(self, utc, set_utc=None, ticks_ms=None, hold_s=_HOLD_S, step_s=_STEP_S, on_step=None,
                  ticks_diff=None):
         self._utc = utc
         self._set = set_utc
@@ -82,25 +83,25 @@ class Clock:
         """An authenticated source says it is `utc` now. A correction of 2 s
         or more is applied (1 s is the jitter of whole seconds): up to step_s
         as an adjustment (0x8145); a larger one sets a clock that is not
-        valid (0x8FF2) and is refused on a valid one (0x8F0C) until CONFIRM
+        valid (0x8FF2) and is refused on a valid one (0x8F0C) until _CONFIRM
         readings in a row agree on it. -> the correction in seconds, or None
         (refused, or an implausible time: ignored, counted)."""
         utc = int(utc)
-        if not MIN_UTC <= utc < MAX_UTC:
+        if not _MIN_UTC <= utc < _MAX_UTC:
             self.rejected += 1
             return None
         step = utc - self._utc()
         big = step > self.step_s or step < -self.step_s
-        outcome = EV_CLOCK_ADJUSTED
+        outcome = codes.EV_CLOCK_ADJUSTED
         if big:
-            outcome = EV_CLOCK_STEP
+            outcome = codes.EV_CLOCK_STEP
             if self.valid:
                 o = self._offset
                 self._insist = self._insist + 1 if o is not None and -self.step_s <= step - o <= self.step_s else 1
                 self._offset = step
-                if self._insist < CONFIRM:
+                if self._insist < _CONFIRM:
                     self.refused += 1
-                    self._report(name, step, EV_CLOCK_NOT_ADJUSTED)
+                    self._report(name, step, codes.EV_CLOCK_NOT_ADJUSTED)
                     return None
         self._offset = None
         self._insist = 0
@@ -123,7 +124,7 @@ class Clock:
         clock is valid is reported (0x81C6) once, until they agree again.
         -> the difference in seconds (None: an implausible time)."""
         utc = int(utc)
-        if not MIN_UTC <= utc < MAX_UTC:
+        if not _MIN_UTC <= utc < _MAX_UTC:
             self.rejected += 1
             return None
         diff = self.net_diff_s = utc - self._utc()
@@ -131,7 +132,7 @@ class Clock:
             if self.valid and not self._disagree:
                 self._disagree = True
                 self.disagreements += 1
-                self._report(name, diff, EV_CLOCK_DISAGREES)
+                self._report(name, diff, codes.EV_CLOCK_DISAGREES)
         else:
             self._disagree = False
         return diff
@@ -147,8 +148,17 @@ class Clock:
                 "disagreements": self.disagreements}
 
 
-_WORDS = {EV_CLOCK_ADJUSTED: "adjusted", EV_CLOCK_STEP: "set", EV_CLOCK_NOT_ADJUSTED: "refused",
-          EV_CLOCK_DISAGREES: "disagrees"}
+def _word(outcome):
+    # an outcome's word in the transaction and console logs
+    if outcome == codes.EV_CLOCK_ADJUSTED:
+        return "adjusted"
+    if outcome == codes.EV_CLOCK_STEP:
+        return "set"
+    if outcome == codes.EV_CLOCK_NOT_ADJUSTED:
+        return "refused"
+    if outcome == codes.EV_CLOCK_DISAGREES:
+        return "disagrees"
+    return "?"
 
 
 class StepRecorder:
@@ -163,7 +173,7 @@ class StepRecorder:
         self.event_log = event_log
 
     def __call__(self, name, step, outcome):
-        word = _WORDS.get(outcome, "?")
+        word = _word(outcome)
         self.txlog.add(self.tx_event, 0, "%+d %s %s" % (step, name, word))
         self.event_log.append(outcome, struct.pack(">i", step) + name.encode()[:16])
         log("clock", "%+d s from %s: %s" % (step, name, word))

@@ -19,15 +19,16 @@
 #   data       on while the head-end session is up
 # The pure functions below are the policy; StatusLeds applies it (the wiring
 # runs it as the job "leds"; `status` shows what is lit).
+from micropython import const
 import asyncio
 
 import board
 
 PATTERNS = ("off", "on", "slow", "blink", "fast", "flash")
-NOT_HEARD = "not heard since start"  # chf.device_log.NOT_HEARD
+_NOT_HEARD = const("not heard since start")  # chf.device_log.NOT_HEARD
 STALE_S = 7200  # a joined device silent this long: its LED blinks slowly
 PERIOD_MS = 1000
-_GPF = 3  # Device Log type of the GPF (the hub's own half: no LED)
+_GPF = const(3)  # Device Log type of the GPF (the hub's own half: no LED)
 
 
 def csq_of(dbm):
@@ -54,10 +55,10 @@ def han_pattern(join_state, silent_s=None, han_up=True):
     was last heard (None: not heard since the stats began)."""
     if join_state is None:
         return "off"
-    if join_state in ("joined", "restored", NOT_HEARD):
+    if join_state in ("joined", "restored", _NOT_HEARD):
         if not han_up:
             return "flash"
-        if join_state == NOT_HEARD or silent_s is not None and silent_s >= STALE_S:
+        if join_state == _NOT_HEARD or silent_s is not None and silent_s >= STALE_S:
             return "slow"
         return "on"
     if join_state == "join window open":

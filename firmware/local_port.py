@@ -14,7 +14,7 @@ except ImportError:  # CPython (fuzzing only)
     def const(x):
         return x
 
-from codes import EV_AUTH_FAILED, EV_LOCAL_PORT_SESSION
+import codes
 from log import log, log_exc
 from gbcs.gcm import ct_equal
 from gbcs.p256 import hmac_sha256
@@ -23,14 +23,14 @@ SOF = const(0xC5)
 MAX_BODY = const(4096)
 # the reader's standing buffer: every request but a GBCS message fits it; a
 # larger frame gets a buffer of its own size while it is read
-SMALL = const(256)
-TIMEOUT_MS = const(2000)  # deadline for a whole frame, from its SOF,
+_SMALL = const(256)
+_TIMEOUT_MS = const(2000)  # deadline for a whole frame, from its SOF,
 _MS_PER_BYTE = const(2)  # extended by this for each byte of it received (flow control waits)
 # flow control (docs/local-port.md): a client keeps at most WINDOW bytes of a
 # frame beyond what the hub acknowledged (an ESP32's console ring holds 259);
-# the hub acknowledges every ACK_EVERY bytes of a frame longer than WINDOW
+# the hub acknowledges every _ACK_EVERY bytes of a frame longer than WINDOW
 WINDOW = const(256)
-ACK_EVERY = const(128)
+_ACK_EVERY = const(128)
 
 # status codes
 OK = const(0)
@@ -45,11 +45,6 @@ TRUNCATED = const(8)
 MORE = const(9)  # seq 0, {"have": n}: n bytes of the frame being received are in
 
 _SOF_B = b"\xc5"
-_MESSAGES = {
-    BAD_CRC: "bad CRC",
-    TOO_LONG: "frame too long",
-    TRUNCATED: "truncated frame",
-}
 
 
 class FrameError(ValueError):
@@ -119,7 +114,7 @@ class FrameReader:
     rescans the bytes it holds for the next SOF. `in_frame()` tells that a
     frame has started; `truncate()` gives it up (the caller's timeout)."""
 
-    def __init__(self, max_body=MAX_BODY, size=SMALL):
+    def __init__(self, max_body=MAX_BODY, size=_SMALL):
         self.max_body = max_body
         self._small = bytearray(size)
         self._use(self._small)
@@ -306,13 +301,16 @@ def _strings_strict(v, depth=0):
     return True
 
 
-def _qstr(s):
+def _qstr(s, out):
+    # a string as its JSON text, in three pieces (no copy of a long value)
     t = s.replace("\\", "\\\\").replace('"', '\\"')
     for c in t:
         if c < " ":  # control characters as \u00XX
             t = "".join(c if c >= " " else "\\u%04x" % ord(c) for c in t)
             break
-    return '"' + t + '"'
+    out.append('"')
+    out.append(t)
+    out.append('"')
 
 
 def _canon(v, out, depth):
@@ -327,7 +325,7 @@ def _canon(v, out, depth):
     elif isinstance(v, int):
         out.append("%d" % v)
     elif isinstance(v, str):
-        out.append(_qstr(v))
+        _qstr(v, out)
     elif isinstance(v, list):
         out.append("[")
         for i, x in enumerate(v):
@@ -344,7 +342,7 @@ def _canon(v, out, depth):
             if not first:
                 out.append(",")
             first = False
-            out.append(_qstr(k))
+            _qstr(k, out)
             out.append(":")
             _canon(v[k], out, depth + 1)
         out.append("}")
@@ -448,7 +446,7 @@ async def _wait_ms(aw, ms):
 async def _handle(fr, writer, dispatch, max_body):
     status = fr.event
     if status != OK:
-        msg = _MESSAGES[status]
+        msg = "bad CRC" if status == BAD_CRC else "frame too long" if status == TOO_LONG else "truncated frame"
         log("local", msg)
         await _reply(writer, fr.seq, status, _error(msg))
         return
@@ -457,12 +455,14 @@ async def _handle(fr, writer, dispatch, max_body):
         await _reply(writer, 0, BAD_REQUEST, _error("empty body"))
         return
     seq = body[0]
+    # the request is parsed where it lies, in the frame's buffer (json takes
+    # any buffer): no copy of its text, which may be 4 KB
+    text = body[1:]
     try:
-        text = str(body[1:], "utf-8")
-        if len(text) != len(body) - 1 and not utf8_strict(body[1:]):
+        if len(text) and max(text) > 0x7F and not utf8_strict(text):
             raise UnicodeError
         req = json.loads(text)
-        if "\\u" in text and not _strings_strict(req):
+        if fr.buf.find(b"\\u", 4, 4 + len(text)) >= 0 and not _strings_strict(req):
             raise UnicodeError
     except UnicodeError:
         await _reply(writer, seq, BAD_REQUEST, _error("request is not well-formed UTF-8"))
@@ -506,7 +506,7 @@ async def _handle(fr, writer, dispatch, max_body):
     await _reply(writer, seq, status, payload)
 
 
-async def serve(reader, writer, dispatch, timeout_ms=TIMEOUT_MS, max_body=MAX_BODY, chunk=128):
+async def serve(reader, writer, dispatch, timeout_ms=_TIMEOUT_MS, max_body=MAX_BODY, chunk=128):
     """Answer requests on one connection, one at a time, until EOF.
 
     `dispatch(req) -> dict` is async: KeyError(cmd) = unknown command,
@@ -553,12 +553,12 @@ async def serve(reader, writer, dispatch, timeout_ms=TIMEOUT_MS, max_body=MAX_BO
 
 
 async def _ack(fr, writer, acked):
-    # status MORE for every ACK_EVERY bytes of a frame longer than WINDOW
+    # status MORE for every _ACK_EVERY bytes of a frame longer than WINDOW
     n = fr.n
     if not fr.in_frame() or n < 3 or n < acked:
         return 0
     buf = fr.buf
-    if ((buf[1] << 8) | buf[2]) + 5 > WINDOW and n - acked >= ACK_EVERY:
+    if ((buf[1] << 8) | buf[2]) + 5 > WINDOW and n - acked >= _ACK_EVERY:
         await _reply(writer, 0, MORE, b'{"have":%d}' % n)
         return n
     return acked
@@ -578,7 +578,7 @@ async def _ack(fr, writer, acked):
 # auth_end (tagged: only the session's holder ends it), at a successful new
 # authentication or when the credential changes; a new challenge leaves it
 # alone. A wrong credential, a bad or stale tag go to the security log
-# (EV_AUTH_FAILED); wrong credentials are slowed by a back-off that doubles
+# (codes.EV_AUTH_FAILED); wrong credentials are slowed by a back-off that doubles
 # with each one in a row (BACKOFF_MS .. BACKOFF_MAX_MS) and ends at a success.
 
 _SESSION_MS = const(900000)
@@ -590,8 +590,13 @@ BACKOFF_MAX_MS = const(30000)
 def request_tag(session_key, n, req):
     """The tag of request `req` (a dict: cmd and arguments; its "auth" member
     is left out) with request number n."""
+    # the canonical form's pieces (str: MicroPython's hashlib takes a str's
+    # UTF-8 bytes as they are) go to the hash one by one: a request of a few
+    # KB is not joined and encoded into two more copies of its size
+    out = []
+    _canon(req, out, 0)
     return hmac_sha256(session_key, bytes(((n >> 24) & 0xFF, (n >> 16) & 0xFF, (n >> 8) & 0xFF, n & 0xFF)),
-                       canonical(req))[:16]
+                       *out)[:16]
 
 
 def backoff_ms(failures):
@@ -630,7 +635,7 @@ class InstallerAuth:
 
     def _fail(self, why):
         self.failed += 1
-        self._log(self.security_log, EV_AUTH_FAILED, why)
+        self._log(self.security_log, codes.EV_AUTH_FAILED, why)
 
     def backoff_left_ms(self):
         left = backoff_ms(self.failures) - (self.now_ms() - self._wait_from)
@@ -659,7 +664,7 @@ class InstallerAuth:
         self.failures = 0
         t = self.now_ms()
         self.session = [hmac_sha256(key, b"chub-session", nonce), 0, t, t, key]
-        self._log(self.event_log, EV_LOCAL_PORT_SESSION, b"")
+        self._log(self.event_log, codes.EV_LOCAL_PORT_SESSION, b"")
         return _SESSION_MS // 1000
 
     def end(self):

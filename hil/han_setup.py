@@ -195,8 +195,11 @@ class EmulatedHan:
 
     # --- devices -------------------------------------------------------------
     def _make_node(self, spec: DeviceSpec) -> Node:
+        # radio figures by arrival, 5 dB / 10 LQI apart, repeating every 8
+        # devices (an int8 RSSI and a u8 LQI for any number of devices)
+        k = len(self.nodes) % 8
         node = Node(eui=bytes.fromhex(spec.eui), link_key=install_code_key(spec.device_code or spec.install_code),
-                    sleepy=spec.sleepy, rssi=-55 - 5 * len(self.nodes), lqi=230 - 10 * len(self.nodes))
+                    sleepy=spec.sleepy, rssi=-55 - 5 * k, lqi=230 - 10 * k)
         self.nodes[spec.name] = node
         self.state[spec.name] = {"state": "off", "attempts": 0}
         cls = {0: Gsme, 1: Esme, 6: Ihd}.get(spec.dev_type, EmulatedDevice)

@@ -63,3 +63,30 @@ def test_cli_names_the_missing_tools_without_a_traceback(monkeypatch: pytest.Mon
     assert r.exit_code == 1
     assert r.exception is None or isinstance(r.exception, SystemExit)
     assert "apt-get install -y qemu-system-arm" in r.output
+
+
+def test_rv32_figures_carry_their_prefix_and_clock() -> None:
+    raw = {"routed_msg_us": 200, "frame_bytes": 79, "ecdh_ms": 40.0, "mcu_heap_free_after_setup": 1000}
+    f = M.figures_from(raw, M.RV32)
+    assert f["mcu_rv32_ecdh_minstr"] == 40.0
+    assert f["mcu_rv32_routed_msg_ms"] == round(M.esp32_ms(0.2, M.RV32_CLOCK_MHZ, M.RV32.cpi), 2)
+    assert f["mcu_rv32_routed_msg_wire_ratio"] == round(f["mcu_rv32_routed_msg_ms"] / f["mcu_rv32_routed_msg_wire_ms"], 3)
+    assert f["mcu_rv32_heap_free_after_setup"] == 1000
+    assert "160 MHz" in f["mcu_rv32_assumed"] and not any(k.startswith("mcu_routed") for k in f)
+
+
+def test_a_target_without_its_tools_is_named_with_its_apt_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    arm = set(M.CM3.tools)
+    monkeypatch.setattr(M.shutil, "which", lambda t: "/usr/bin/" + t if t in arm else None)
+    ready, missing = M.available()
+    assert ready == [M.CM3]
+    assert len(missing) == 1 and "VIRT_RV32" in missing[0] and M.RV32_APT in missing[0]
+    with pytest.raises(M.MpBuildError, match="gcc-riscv64-unknown-elf"):
+        M.check_tools(M.RV32)
+
+
+def test_the_routed_message_mean_has_its_own_wire_ratio() -> None:
+    f = M.figures_from({"routed_msg_us": 180, "routed_msg_mean_us": 200, "frame_bytes": 79})
+    assert f["mcu_routed_msg_mean_minstr"] == 0.2
+    assert f["mcu_routed_msg_mean_wire_ratio"] == round(f["mcu_routed_msg_mean_ms"] / f["mcu_routed_msg_wire_ms"], 3)
+    assert f["mcu_routed_msg_mean_wire_ratio"] > f["mcu_routed_msg_wire_ratio"]

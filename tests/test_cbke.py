@@ -157,7 +157,7 @@ def test_firmware_frame_ids_match_bellows() -> None:
     from bellows.ezsp.v14.commands import COMMANDS as V14
 
     src = (Path(__file__).parent.parent / "firmware" / "han" / "ezsp_frames.py").read_text()
-    ids = {m[0]: int(m[1], 16) for m in re.findall(r'"(\w+)": \((0x[0-9A-Fa-f]+),', src)}
+    ids = {m[0]: int(m[1], 16) for m in re.findall(r'"(\w+)", \((0x[0-9A-Fa-f]+),', src)}
     cbke = [n for n in ids if "Cbke" in n or "Smacs" in n or "TemporaryData" in n or "Certificate" in n]
     assert len(cbke) == 12
     for n in cbke:

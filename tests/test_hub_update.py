@@ -5,6 +5,7 @@ with a power-cut sweep at every block write of a download and its activation."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -141,6 +142,36 @@ def test_hostile_images_refused_with_0x8F1C_and_nothing_changes(tmp_path: Path, 
         assert r["state"] == "idle"
         assert r["boot_after"] == r["boot_before"]  # the running image untouched
         assert r["img"] == [], (name, r["img"])  # nothing staged is left
+
+
+def test_cs05a_ota_header_version_must_be_the_manifests(tmp_path: Path, key) -> None:
+    # a hostile CS05a file: a validly signed 0.2.0 image inside an OTA header
+    # that says 3.0.0.0 (the header is covered only by the Manufacturer Image
+    # Hash, which anyone can recompute); refused before one byte is staged
+    blob = hi.pack(image_dir(tmp_path), key)
+    good = hi.ota_wrap(blob)
+    assert good[14:18] == bytes([0, 0, 2, 0])  # little-endian 0x00020000: 0.2.0(.0)
+    lying = good[:14] + (0x03000000).to_bytes(4, "little") + good[18:-32]
+    lying += hashlib.sha256(lying).digest()
+    with pytest.raises(hi.ImageError, match="file version"):
+        hi.ota_unwrap(lying)  # the laptop (chub image verify, hht firmware update) refuses it too
+    (tmp_path / "lying").write_bytes(lying)
+    (tmp_path / "good").write_bytes(good)
+    res = run_driver(tmp_path, {"scenario": "cs05a", "images": ["lying", "good"], "chunk": 3800,
+                                "kv": kv_for(key)})
+    r = res["lying"]
+    assert r["error"] == "OTA file version 03000000 not 0.2.0", r
+    assert r["alerts"] == [FAILED] and [c for c, _ in r["events"]] == [FAILED]
+    assert r["state"] == "idle" and r["img"] == [] and r["boot_after"] == r["boot_before"]
+    assert r["received"] == 0  # the sender starts again from 0
+    g = res["good"]
+    assert g["error"] is None and g["state"] == "verified" and g["alerts"] == [OK] and g["received"] == len(good)
+
+
+def test_ota_file_version_of_a_hub_version() -> None:
+    assert hi.ota_file_version("1.2.3") == 0x01020300 and hi.ota_file_version("7") == 0x07000000
+    with pytest.raises(hi.ImageError, match="255"):
+        hi.ota_file_version("1.256")  # an OTA file version has a byte per part
 
 
 def test_download_activate_trial_and_rollback(tmp_path: Path, key) -> None:

@@ -12,10 +12,15 @@ BLOCK_SIZE = 4096
 _BLANK = b"\xff" * 256  # written BLOCK_SIZE // 256 times: no 4 KB object in RAM
 
 # Winbond W25Q32FV (32 Mbit SPI NOR, the flash of many ESP32-WROOM-32
-# modules), datasheet rev. H (2013-09-16), section 9.6 "AC Electrical
-# Characteristics": page program tPP 0.7 ms typical (3 ms max), 4 KB sector
-# erase tSE 45 ms typical (400 ms max); 256-byte program pages. Typical
-# figures: a worn or hot part is slower.
+# modules): page program tPP 0.7 ms typical (3 ms max), 4 KB sector erase
+# tSE 45 ms typical (400 ms max); 256-byte program pages. Typical figures: a
+# worn or hot part is slower. Source: the datasheet's "AC Electrical
+# Characteristics" table (rev. H, 2013-09-16, section 9.6), recalled, NOT
+# checked against the table: the search tools hold that datasheet
+# (scribd.com/document/332827182/w25q32fv-revh-091613) and the GD25Q32C's
+# but return only their first pages. Secondary sources agree on the order:
+# a W25Q64JV summary gives tSE 45/400 ms and tPP 0.8/3 ms, a W25X40 driver
+# header tPP 0.7/3 ms (docs/hil.md).
 SPI_NOR = {"page_bytes": 256, "page_us": 700, "erase_us": 45000}
 TIMINGS = {"spi_nor": SPI_NOR}
 

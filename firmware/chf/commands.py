@@ -3,18 +3,26 @@
 # after a change.
 # Replies stay well under the local port's 4 KB body: list rows are arrays
 # (field order in docs/device-log.md) and the active log comes in pages.
+from micropython import const
 from chf import device_log as DL
 from han.install_code import InstallCodeCrcError, InstallCodeError
 from local_port import eui_arg, hex_arg, int_arg, str_arg
 from log import log
 
-_MESSAGES = {
-    DL.OK: "ok",
-    DL.INCOMPATIBLE: "incompatible with an existing entry",
-    DL.FULL: "Device Log full",
-    DL.WRITE_FAILURE: "write failure",
-}
-_PAGE = 8
+_PAGE = const(8)
+
+
+def _message(code):
+    # the text of a Device Log result code
+    if code == DL.OK:
+        return "ok"
+    if code == DL.INCOMPATIBLE:
+        return "incompatible with an existing entry"
+    if code == DL.FULL:
+        return "Device Log full"
+    if code == DL.WRITE_FAILURE:
+        return "write failure"
+    return "error"
 
 
 def _row(v):
@@ -69,7 +77,7 @@ async def device_log_add(hub, req):
         return {"code": DL.INVALID_CODE, "message": "install code CRC invalid: " + str(e)}
     except InstallCodeError as e:
         raise ValueError(str(e))
-    msg = _MESSAGES.get(code_n, "error")
+    msg = _message(code_n)
     if dup:
         msg = "already in the Device Log: key ignored"
     await _sync(hub)
@@ -79,7 +87,7 @@ async def device_log_add(hub, req):
 async def device_log_remove(hub, req):
     code_n = hub.device_log.remove(eui_arg(req))
     await _sync(hub)
-    msg = "not in the Device Log" if code_n == DL.INCOMPATIBLE else _MESSAGES.get(code_n, "error")
+    msg = "not in the Device Log" if code_n == DL.INCOMPATIBLE else _message(code_n)
     return {"code": code_n, "message": msg}
 
 

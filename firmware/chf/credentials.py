@@ -36,34 +36,40 @@ from micropython import const
 from gbcs import der, p256
 from ids import hex_bytes, hex_text
 
-ROLES = {
-    "recovery": 1,
-    "supplier": 2,
-    "network_operator": 3,
-    "acb": 4,
-    "transitional_cos": 5,
-    "wan_provider": 6,
-}
-ROLE_NAMES = dict((v, k) for k, v in ROLES.items())
-DS = "ds"
-KA = "ka"
-KEY_USAGE = {DS: b"\x07\x80", KA: b"\x03\x08"}  # BIT STRING contents
+# the remote party roles: role number n is _ROLE_NAMES[n - 1] (constant
+# tuples here are in flash when frozen; dicts would be built in RAM)
+_ROLE_NAMES = const(("recovery", "supplier", "network_operator", "acb", "transitional_cos", "wan_provider"))
+DS = const("ds")
+KA = const("ka")
 
 _MODE_SUPPLIER_BY_SUPPLIER = const(2)
 _MODE_NETWORK_OPERATOR_BY_NETWORK_OPERATOR = const(3)
 _MODE_WAN_PROVIDER_BY_WAN_PROVIDER = const(5)
-# credentials replacement mode -> the role it replaces (and that authorises it)
-MODES = {
-    _MODE_SUPPLIER_BY_SUPPLIER: "supplier",
-    _MODE_NETWORK_OPERATOR_BY_NETWORK_OPERATOR: "network_operator",
-    _MODE_WAN_PROVIDER_BY_WAN_PROVIDER: "wan_provider",
-}
-# CS02b message code -> replacement mode
-MC_MODES = {
-    0x0102: _MODE_SUPPLIER_BY_SUPPLIER,
-    0x0103: _MODE_NETWORK_OPERATOR_BY_NETWORK_OPERATOR,
-    0x0105: _MODE_WAN_PROVIDER_BY_WAN_PROVIDER,
-}
+
+
+def _mode_role(mode):
+    # credentials replacement mode -> the role it replaces (and that
+    # authorises it), None for another mode
+    if mode == _MODE_SUPPLIER_BY_SUPPLIER:
+        return "supplier"
+    if mode == _MODE_NETWORK_OPERATOR_BY_NETWORK_OPERATOR:
+        return "network_operator"
+    if mode == _MODE_WAN_PROVIDER_BY_WAN_PROVIDER:
+        return "wan_provider"
+    return None
+
+
+def _mc_mode(mc):
+    # CS02b message code -> its replacement mode
+    if mc == 0x0102:
+        return _MODE_SUPPLIER_BY_SUPPLIER
+    if mc == 0x0103:
+        return _MODE_NETWORK_OPERATOR_BY_NETWORK_OPERATOR
+    if mc == 0x0105:
+        return _MODE_WAN_PROVIDER_BY_WAN_PROVIDER
+    return None
+
+
 _CELL_MANAGEMENT = const(0)
 CELL_TOP_UP = const(1)  # prepayment top-up
 # StatusCode (GBCS ASN.1, CS02a/CS02b responses)
@@ -83,11 +89,26 @@ class CredentialError(ValueError):
     pass
 
 
+def _role_name(n):
+    # a role number -> its name, None when it is none
+    return _ROLE_NAMES[n - 1] if 1 <= n <= len(_ROLE_NAMES) else None
+
+
+def _usage_bits(usage):
+    # a key usage's BIT STRING contents
+    if usage == DS:
+        return b"\x07\x80"
+    if usage == KA:
+        return b"\x03\x08"
+    raise KeyError(usage)
+
+
 def _usage_of(bits):
     b = bytes(bits)
-    for k, v in KEY_USAGE.items():
-        if v == b:
-            return k
+    if b == b"\x07\x80":
+        return DS
+    if b == b"\x03\x08":
+        return KA
     raise CredentialError("unsupported key usage %s" % hex_text(b))
 
 
@@ -102,7 +123,7 @@ def _cell_id(node):
     usage, cell usage)."""
     if not node[0] & 0x20 or len(node[1]) < 2 or node[1][1][0] != der.BIT_STRING:
         raise CredentialError("bad trust anchor cell identifier")
-    role = ROLE_NAMES.get(_int(node[1][0], "role"))
+    role = _role_name(_int(node[1][0], "role"))
     if role is None:
         raise CredentialError("unknown remote party role")
     cu = _int(node[1][2], "cell usage") if len(node[1]) > 2 else _CELL_MANAGEMENT
@@ -112,7 +133,7 @@ def _cell_id(node):
 
 
 def _cell_der(role, usage, cu=_CELL_MANAGEMENT):
-    parts = [der.integer(ROLES[role]), (der.BIT_STRING, KEY_USAGE[usage])]
+    parts = [der.integer(_ROLE_NAMES.index(role) + 1), (der.BIT_STRING, _usage_bits(usage))]
     if cu != _CELL_MANAGEMENT:
         parts.append(der.integer(cu))
     return der.sequence(*parts)
@@ -233,7 +254,7 @@ class Credentials:
         cells = []
         for a in anchors:
             role = a.get("role")
-            if role not in ROLES:
+            if role not in _ROLE_NAMES:
                 raise CredentialError("unknown role %r" % role)
             for name, usage, cu in ((DS, DS, 0), (KA, KA, 0), ("pp_ka", KA, CELL_TOP_UP)):
                 pub = a.get(name + "_pub")
@@ -257,7 +278,7 @@ class Credentials:
             raise CredentialError("CS02a: %s" % e)
         out = []
         for r in roles:
-            name = ROLE_NAMES.get(r)
+            name = _role_name(r)
             rows = [c for c in self.cells() if c[0] == name] if name else []
             if not rows:
                 out.append(der.sequence(der.integer(r), der.enumerated(ST_TA_NOT_FOUND)))
@@ -266,7 +287,7 @@ class Credentials:
             details = [
                 der.sequence(
                     *(
-                        [(der.BIT_STRING, KEY_USAGE[c[1]])]
+                        [(der.BIT_STRING, _usage_bits(c[1]))]
                         + ([der.integer(_cu(c))] if _cu(c) else [])
                         + [der.octets(hex_bytes(c[2])), der.octets(hex_bytes(c[3]))]
                     )
@@ -325,7 +346,7 @@ class Credentials:
         return mode, auth, seq, floor, special, out, certs
 
     def update(self, payload, originator, signature_ok, message_code=None):
-        """CS02b in the modes of MODES (supplier by supplier, network operator
+        """CS02b in the modes of _mode_role (supplier by supplier, network operator
         by network operator, WAN provider by WAN provider): the current
         management DS cell of the mode's role must be the originator's and
         sign the command, its sequence number must be above the stored floor.
@@ -334,8 +355,8 @@ class Credentials:
         DER response bytes; raises CredentialError when the command is
         refused as a whole (nothing changed)."""
         mode, auth, seq, floor, special, reps, path = self.parse_update(payload)
-        role = MODES.get(mode)
-        if role is None or (message_code is not None and MC_MODES.get(message_code) != mode):
+        role = _mode_role(mode)
+        if role is None or (message_code is not None and _mc_mode(message_code) != mode):
             raise CredentialError("CS02b: replacement mode %d not supported for this message code" % mode)
         if auth != (role, DS, _CELL_MANAGEMENT):
             raise CredentialError("CS02b: the authorising cell is not the %s's signing cell" % role)
@@ -352,7 +373,7 @@ class Credentials:
             old = self.cell(r, usage, cu)
             if r != role:
                 st = _ST_OTHER  # the mode replaces only its own role's cells
-            elif cert.usage != usage or cert.ou != b"%02d" % ROLES[r] or (path and not cert.signed_by(path[0].pub)):
+            elif cert.usage != usage or cert.ou != b"%02d" % (_ROLE_NAMES.index(r) + 1) or (path and not cert.signed_by(path[0].pub)):
                 st = _ST_BAD_CERTIFICATE
             else:
                 st = ST_SUCCESS
@@ -371,7 +392,7 @@ class Credentials:
             )
         seqs = dict(self._kv.get("seq", {}))
         seqs[role] = seq if floor is None else floor
-        change = [der.integer(ROLES[role]), der.integer(seqs[role])]
+        change = [der.integer(_ROLE_NAMES.index(role) + 1), der.integer(seqs[role])]
         if special is not None:
             for usage, n in special:
                 seqs["%s/%d" % (role, usage)] = n

@@ -11,6 +11,7 @@ import ids
 from binascii import hexlify, unhexlify
 
 from han.install_code import add_crc, aes_mmo_hash, check, link_key
+from log import log
 
 from micropython import const
 
@@ -149,7 +150,8 @@ class DeviceLog:
             ch["x"] = xpan
         try:
             self._kv.update(ch)
-        except Exception:  # OSError / PowerLost from the flash
+        except Exception as e:  # OSError / PowerLost from the flash, MemoryError
+            log("device_log", "write failed: " + repr(e))
             return False
         self._d = d
         if hist is not None:

@@ -13,8 +13,7 @@ import struct
 
 from micropython import const
 
-from codes import EV_MALFORMED, EV_MALFORMED_FLOOD, EV_NOT_PROTECTED, EV_BAD_SIGNATURE, EV_UNKNOWN_ORIGINATOR
-from codes import EV_AUTH_FAILED, EV_UNKNOWN_RECIPIENT
+import codes
 from ids import EPOCH_2000, utc2000  # noqa: F401 (the log's time base)
 
 _MAX_DATA = const(255)
@@ -23,8 +22,8 @@ _RUNS = const(4)  # open runs (codes) followed at once
 
 # the security-log codes that count as malformed, out-of-order or unexpected
 # input for 0x8F60
-COMMAND_FAULTS = (EV_MALFORMED, EV_NOT_PROTECTED, EV_BAD_SIGNATURE, EV_UNKNOWN_ORIGINATOR, EV_AUTH_FAILED,
-                  EV_UNKNOWN_RECIPIENT)
+COMMAND_FAULTS = (codes.EV_MALFORMED, codes.EV_NOT_PROTECTED, codes.EV_BAD_SIGNATURE, codes.EV_UNKNOWN_ORIGINATOR, codes.EV_AUTH_FAILED,
+                  codes.EV_UNKNOWN_RECIPIENT)
 
 
 class EventLogError(ValueError):
@@ -61,10 +60,10 @@ class MalformedWatch:
             return
         n, self.n, self.t0, self.last = self.n, 0, None, t
         self.raised += 1
-        log.append(EV_MALFORMED_FLOOD, bytes(((n >> 8) & 0xFF, n & 0xFF)) if n < 0x10000 else b"\xff\xff", t)
+        log.append(codes.EV_MALFORMED_FLOOD, bytes(((n >> 8) & 0xFF, n & 0xFF)) if n < 0x10000 else b"\xff\xff", t)
         if self.send is not None:
             try:
-                self.send(EV_MALFORMED_FLOOD)
+                self.send(codes.EV_MALFORMED_FLOOD)
             except Exception:
                 self.send_errors += 1  # no ACB yet, flash trouble: the security log has it
 

@@ -8,7 +8,7 @@
 # the RTDS error responses show (e.g. ECS26i: EUI read, the other two fail).
 from micropython import const
 
-from codes import ALERT_DEVICE_LOG_CHANGED, ALERT_FW_TRANSFER_FAILED, ALERT_FW_TRANSFER_OK, EV_NO_AUTHORITY
+import codes
 from gbcs import dlms
 from han.install_code import add_crc
 from gbcs import frame as gframe
@@ -59,47 +59,59 @@ OBIS_SUBGHZ_LOG = b"\x00\x00\x5e\x2c\x0a\x03"  # 0-0:94.44.10.3 channel log
 OBIS_IMAGE_TRANSFER = b"\x00\x00\x2c\x00\x00\xff"  # 0-0:44.0.0.255 Image transfer (class 18)
 _CLS_IMAGE_TRANSFER = const(18)
 _MC_CS05A = const(0x7F05)
+# the meters' images (han.ota_wan; docs/ota-han.md): project-local message
+# codes and Image transfer instances, E = 1 CS05b (ESME/GSME), 2 CS05c (PPMID)
+_MC_CS05B = const(0x7F06)
+_MC_CS05C = const(0x7F07)
+OBIS_CS05B = b"\x00\x00\x2c\x00\x01\xff"  # 0-0:44.0.1.255
+OBIS_CS05C = b"\x00\x00\x2c\x00\x02\xff"  # 0-0:44.0.2.255
 
-# message code -> (name, allowed specs as (kind, class, OBIS, attribute/method))
-USE_CASES = {
-    0x0092: (
+# message code, (name, allowed specs as (kind, class, OBIS, attribute/method)), ...
+# (a constant tuple, in flash when frozen: the OBIS codes are written out as
+# the OBIS_ names above give them; tests/mp/mp_gbcs_usecases.py checks they match)
+USE_CASES = (
+    0x0092, (
         "ECS26i",
-        ((_GET, _CLS_DATA, OBIS_EUI, 2), (_GET, _CLS_DATA, OBIS_DEVICE_TYPE, 2), (_GET, _CLS_DATA, OBIS_CH_TYPE, 2)),
+        ((_GET, _CLS_DATA, b"\x00\x00\x60\x01\x01\xff", 2), (_GET, _CLS_DATA, b"\x00\x00\x60\x01\x04\xff", 2), (_GET, _CLS_DATA, b"\x00\x00\x60\x01\x06\xff", 2)),  # OBIS_EUI, OBIS_DEVICE_TYPE, OBIS_CH_TYPE
     ),
-    0x00FA: ("ECS26n", ((_GET, _CLS_DATA, OBIS_DEVICE_TYPE, 2), (_GET, _CLS_DATA, OBIS_CH_TYPE, 2))),
-    0x0093: ("ECS35c", ((_GET_SEL, _CLS_PROFILE, OBIS_EVENT_LOG, 2),)),
-    0x0094: ("ECS35d", ((_GET_SEL, _CLS_PROFILE, OBIS_SECURITY_LOG, 2),)),
-    0x0001: (
+    0x00FA, ("ECS26n", ((_GET, _CLS_DATA, b"\x00\x00\x60\x01\x04\xff", 2), (_GET, _CLS_DATA, b"\x00\x00\x60\x01\x06\xff", 2))),  # OBIS_DEVICE_TYPE, OBIS_CH_TYPE
+    0x0093, ("ECS35c", ((_GET_SEL, _CLS_PROFILE, b"\x00\x00\x63\x62\x00\xff", 2),)),  # OBIS_EVENT_LOG
+    0x0094, ("ECS35d", ((_GET_SEL, _CLS_PROFILE, b"\x00\x00\x63\x62\x01\xff", 2),)),  # OBIS_SECURITY_LOG
+    0x0001, (
         "CCS01",
         (
-            (_ACTION, _CLS_ZB_NETWORK, OBIS_DEVICE_LOG, 1),
-            (_SET, _CLS_ZB_NETWORK, OBIS_DEVICE_LOG, 3),
-            (_SET, _CLS_ZB_NETWORK, OBIS_DEVICE_LOG, 2),
+            (_ACTION, _CLS_ZB_NETWORK, b"\x00\x00\x1e\x03\x00\xff", 1),  # OBIS_DEVICE_LOG
+            (_SET, _CLS_ZB_NETWORK, b"\x00\x00\x1e\x03\x00\xff", 3),  # OBIS_DEVICE_LOG
+            (_SET, _CLS_ZB_NETWORK, b"\x00\x00\x1e\x03\x00\xff", 2),  # OBIS_DEVICE_LOG
         ),
     ),
-    0x0002: ("CCS02", ((_ACTION, _CLS_ZB_NETWORK, OBIS_DEVICE_LOG, 2),)),
-    0x0003: ("CCS03", ((_ACTION, _CLS_ZB_NETWORK, OBIS_DEVICE_LOG, 5),)),
-    0x0004: ("CCS05/CCS04", ((_GET, _CLS_ZB_NETWORK, OBIS_DEVICE_LOG, 4),)),
-    0x010F: ("CCS06", ((_GET, _CLS_ZB_NETWORK, OBIS_DEVICE_LOG, 4),)),
-    0x010A: ("DBCH01", ((_GET, _CLS_DATA, OBIS_SUBGHZ_CHANNEL, 2),)),
-    0x010B: ("DBCH02", ((_GET_SEL, _CLS_PROFILE, OBIS_SUBGHZ_LOG, 2),)),
-    0x010C: ("DBCH03", ((_GET, _CLS_DATA, OBIS_SUBGHZ_CONFIG, 2),)),
-    0x010D: ("DBCH04", ((_SET, _CLS_DATA, OBIS_SUBGHZ_CONFIG, 2),)),
-    0x010E: ("DBCH05", ((_SET, _CLS_DATA, OBIS_SUBGHZ_SCAN, 2),)),
+    0x0002, ("CCS02", ((_ACTION, _CLS_ZB_NETWORK, b"\x00\x00\x1e\x03\x00\xff", 2),)),  # OBIS_DEVICE_LOG
+    0x0003, ("CCS03", ((_ACTION, _CLS_ZB_NETWORK, b"\x00\x00\x1e\x03\x00\xff", 5),)),  # OBIS_DEVICE_LOG
+    0x0004, ("CCS05/CCS04", ((_GET, _CLS_ZB_NETWORK, b"\x00\x00\x1e\x03\x00\xff", 4),)),  # OBIS_DEVICE_LOG
+    0x010F, ("CCS06", ((_GET, _CLS_ZB_NETWORK, b"\x00\x00\x1e\x03\x00\xff", 4),)),  # OBIS_DEVICE_LOG
+    0x010A, ("DBCH01", ((_GET, _CLS_DATA, b"\x00\x00\x5e\x2c\x0a\x02", 2),)),  # OBIS_SUBGHZ_CHANNEL
+    0x010B, ("DBCH02", ((_GET_SEL, _CLS_PROFILE, b"\x00\x00\x5e\x2c\x0a\x03", 2),)),  # OBIS_SUBGHZ_LOG
+    0x010C, ("DBCH03", ((_GET, _CLS_DATA, b"\x00\x00\x5e\x2c\x0a\x00", 2),)),  # OBIS_SUBGHZ_CONFIG
+    0x010D, ("DBCH04", ((_SET, _CLS_DATA, b"\x00\x00\x5e\x2c\x0a\x00", 2),)),  # OBIS_SUBGHZ_CONFIG
+    0x010E, ("DBCH05", ((_SET, _CLS_DATA, b"\x00\x00\x5e\x2c\x0a\x01", 2),)),  # OBIS_SUBGHZ_SCAN
     # the hub's own image (update.ota; docs/firmware-update.md): CS05a has no
     # GBCS message code in our tables, 0x7F05 is the project's; CS06 is GBCS's
-    _MC_CS05A: ("CS05a", ((_ACTION, _CLS_IMAGE_TRANSFER, OBIS_IMAGE_TRANSFER, 2),)),
-    0x0012: ("CS06", ((_ACTION, _CLS_IMAGE_TRANSFER, OBIS_IMAGE_TRANSFER, 4),)),
-    0x00FE: (
+    _MC_CS05A, ("CS05a", ((_ACTION, _CLS_IMAGE_TRANSFER, b"\x00\x00\x2c\x00\x00\xff", 2),)),  # OBIS_IMAGE_TRANSFER
+    0x0012, ("CS06", ((_ACTION, _CLS_IMAGE_TRANSFER, b"\x00\x00\x2c\x00\x00\xff", 4),)),  # OBIS_IMAGE_TRANSFER
+    # the meters' images for the HAN OTA server: CS05b and CS05c have no GBCS
+    # message code in our tables either, 0x7F06 / 0x7F07 are the project's
+    _MC_CS05B, ("CS05b", ((_ACTION, _CLS_IMAGE_TRANSFER, b"\x00\x00\x2c\x00\x01\xff", 2),)),  # OBIS_CS05B
+    _MC_CS05C, ("CS05c", ((_ACTION, _CLS_IMAGE_TRANSFER, b"\x00\x00\x2c\x00\x02\xff", 2),)),  # OBIS_CS05C
+    0x00FE, (
         "CCS07",
-        ((_ACTION, _CLS_ZB_NETWORK, OBIS_DEVICE_LOG, 4), (_ACTION, _CLS_ZB_NETWORK, OBIS_HISTORIC_LOG, 4)),
+        ((_ACTION, _CLS_ZB_NETWORK, b"\x00\x00\x1e\x03\x00\xff", 4), (_ACTION, _CLS_ZB_NETWORK, b"\x00\x00\x1e\x03\x01\xff", 4)),  # OBIS_DEVICE_LOG, OBIS_HISTORIC_LOG
     ),
-}
+)
 
-# the CHF's image transfer (its own firmware) takes commands only from the
-# ACB as originator (the RTDS's CHF DLMS use cases all come from it; the ACB
-# MACs every command, whoever originates it)
-ACB_ONLY = (_MC_CS05A, 0x0012)
+# the CHF's image transfer (its own firmware and the meters') takes commands
+# only from the ACB as originator (the RTDS's CHF DLMS use cases all come
+# from it; the ACB MACs every command, whoever originates it)
+ACB_ONLY = (_MC_CS05A, 0x0012, _MC_CS05B, _MC_CS05C)
 
 
 class NoAuthority(UseCaseError):
@@ -110,7 +122,7 @@ _MC_CS02A = const(0x0008)
 _MC_CS02B_WP = const(0x0105)
 _MC_CCS08 = const(0x0128)
 # ASN.1 use cases handled by chf.credentials
-DER_CASES = {_MC_CS02A: "CS02a", _MC_CS02B_WP: "CS02b"}
+DER_CASES = (_MC_CS02A, _MC_CS02B_WP)  # CS02a, CS02b
 # message codes a remote party may protect with its signature alone (no MAC)
 SIGNED_ONLY = (_MC_CS02A,)
 _MC_CS14 = const(0x0018)
@@ -153,6 +165,7 @@ class Chf:
         # device_versions, wired by the installer once the coordinator exists
         self.versions = None
         self.image_action = None
+        self.meter_image_action = None  # (kind 1 CS05b / 2 CS05c, method, data) -> (result, value): han.ota
         self._changes = []  # device-log changes during one command (for CS14)
         if device_log is not None:
             device_log.on_change(self._on_change)
@@ -203,14 +216,14 @@ class Chf:
             raise
         if f.message_code in DER_CASES and self.credentials is not None:
             return self._handle_credentials(f)
-        uc = USE_CASES.get(f.message_code)
+        uc = USE_CASES[USE_CASES.index(f.message_code) + 1] if f.message_code in USE_CASES else None
         if uc is None:
             self.rejected += 1
             self._log(self.event_log, EV_UNSUPPORTED, f.message_code.to_bytes(2, "big"))
             raise UnsupportedUseCase("message code 0x%04x is not a CHF use case here" % f.message_code)
         if f.message_code in ACB_ONLY and self.parties.role_of(f.originator) != ROLE_ACB:
             self.rejected += 1
-            self._log(self.security_log, EV_NO_AUTHORITY, bytes(f.originator) + f.message_code.to_bytes(2, "big"))
+            self._log(self.security_log, codes.EV_NO_AUTHORITY, bytes(f.originator) + f.message_code.to_bytes(2, "big"))
             raise NoAuthority("%s only from the ACB, not %s" % (uc[0], hex_text(f.originator)))
         try:
             if gframe.payload_kind(f) != gframe.KIND_DLMS:
@@ -278,7 +291,7 @@ class Chf:
             self._log(self.security_log, EV_PAYLOAD_MISMATCH, f.message_code.to_bytes(2, "big"))
             if isinstance(e, PayloadMismatch):
                 raise
-            raise PayloadMismatch("%s refused: %s" % (DER_CASES[f.message_code], e))
+            raise PayloadMismatch("%s refused: %s" % ("CS02a" if f.message_code == _MC_CS02A else "CS02b", e))
         self.executed += 1
         return resp, []
 
@@ -287,7 +300,7 @@ class Chf:
         for a HAN device: ASN.1, signed with the CHF's DS key."""
         from gbcs import der
 
-        alert = ALERT_FW_TRANSFER_OK if code == 0 else ALERT_FW_TRANSFER_FAILED
+        alert = codes.ALERT_FW_TRANSFER_OK if code == 0 else codes.ALERT_FW_TRANSFER_FAILED
         dt = date_time(self.utc2000() if self.utc2000 else 0)
         when = "%04d%02d%02d%02d%02d%02dZ" % ((dt[0] << 8) | dt[1], dt[2], dt[3], dt[5], dt[6], dt[7])
         payload = der.encode(
@@ -312,7 +325,7 @@ class Chf:
             rows.append((dlms.STRUCTURE, [(dlms.OCTET_STRING, eui), (dlms.OCTET_STRING, h)]))
         dt = (dlms.OCTET_STRING, date_time(t))
         backup = (dlms.STRUCTURE, [dt, (dlms.OCTET_STRING, xpan), (dlms.ARRAY, rows)])
-        return self.dlms_alert(_MC_CS14, ALERT_DEVICE_LOG_CHANGED, backup, t)
+        return self.dlms_alert(_MC_CS14, codes.ALERT_DEVICE_LOG_CHANGED, backup, t)
 
     def dlms_alert(self, message_code, alert_code, body, t=None):
         """A MAC'd DLMS data-notification alert {alert code, time stamp, body}
@@ -375,6 +388,9 @@ class Chf:
         if obis == OBIS_IMAGE_TRANSFER:
             # image_action(method, data) -> (result, value): the hub's update (update.ota), wired by app
             return self.image_action(method, v) if self.image_action else (_HARDWARE_FAULT, None)
+        if obis in (OBIS_CS05B, OBIS_CS05C):
+            f = self.meter_image_action
+            return f(obis[4], method, v) if f else (_HARDWARE_FAULT, None)
         dl = self.device_log
         if dl is None:
             return _HARDWARE_FAULT, None

@@ -1,5 +1,5 @@
 # ASN.1 DER subset used by GBCS alerts and the join/credential use cases:
-# SEQUENCE, INTEGER, OCTET STRING, BIT STRING, ENUMERATED, BOOLEAN,
+# SEQUENCE, INTEGER, OCTET STRING, BIT STRING, _ENUMERATED, BOOLEAN,
 # GeneralizedTime/UTCTime and context tags (single-byte tags, definite
 # minimal lengths up to 3 length bytes).
 #
@@ -9,7 +9,7 @@
 # encode() turns such a tree back into the exact DER bytes.
 from micropython import const
 
-MAX_DEPTH = const(10)
+_MAX_DEPTH = const(10)
 
 BOOLEAN = const(0x01)
 INTEGER = const(0x02)
@@ -17,13 +17,13 @@ BIT_STRING = const(0x03)
 OCTET_STRING = const(0x04)
 NULL = const(0x05)
 OID = const(0x06)
-ENUMERATED = const(0x0A)
-UTF8_STRING = const(0x0C)
+_ENUMERATED = const(0x0A)
+_UTF8_STRING = const(0x0C)
 _PRINTABLE_STRING = const(0x13)
 _UTC_TIME = const(0x17)
 _GENERALIZED_TIME = const(0x18)
 SEQUENCE = const(0x30)
-SET = const(0x31)
+_SET = const(0x31)
 
 
 class DerError(ValueError):
@@ -64,7 +64,7 @@ def read_tlv(mv, off, end):
 
 
 def _decode(mv, off, end, depth):
-    if depth > MAX_DEPTH:
+    if depth > _MAX_DEPTH:
         raise DerError("DER nesting too deep at offset %d" % off)
     tag, s, e = read_tlv(mv, off, end)
     hl = s - off - 1  # length-field size
@@ -78,7 +78,7 @@ def _decode(mv, off, end, depth):
         return ((tag, items, hl) if odd else (tag, items)), e
     if tag == BOOLEAN and e - s != 1:
         raise DerError("BOOLEAN of %d bytes at offset %d" % (e - s, off))
-    if (tag == INTEGER or tag == ENUMERATED) and e == s:
+    if (tag == INTEGER or tag == _ENUMERATED) and e == s:
         raise DerError("empty INTEGER at offset %d" % off)
     if tag == BIT_STRING and (e == s or mv[s] > 7):
         raise DerError("bad BIT STRING at offset %d" % off)
@@ -138,7 +138,7 @@ def _put_len(out, n, size=0, wide=False):
 
 
 def encode_into(v, out, depth=0, wide=False):
-    if depth > MAX_DEPTH:
+    if depth > _MAX_DEPTH:
         raise DerError("DER nesting too deep")
     tag = v[0]
     val = v[1]
@@ -168,7 +168,7 @@ def encode(v, wide=False):
 
 
 def to_int(mv):
-    """Two's-complement big-endian contents of an INTEGER/ENUMERATED."""
+    """Two's-complement big-endian contents of an INTEGER/_ENUMERATED."""
     v = 0
     for b in mv:
         v = (v << 8) | b
@@ -196,7 +196,7 @@ def integer(n, tag=INTEGER):
 
 
 def enumerated(n):
-    return (ENUMERATED, int_bytes(n))
+    return (_ENUMERATED, int_bytes(n))
 
 
 def octets(b, tag=OCTET_STRING):

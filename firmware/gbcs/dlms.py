@@ -16,7 +16,7 @@ from micropython import const
 from gbcs.frame import put_len as _put_len
 from gbcs.frame import read_len as _read_len
 
-MAX_DEPTH = const(8)
+_MAX_DEPTH = const(8)
 
 NULL = const(0x00)
 ARRAY = const(0x01)
@@ -27,7 +27,7 @@ _DOUBLE_LONG = const(0x05)
 DOUBLE_LONG_UNSIGNED = const(0x06)
 OCTET_STRING = const(0x09)
 _VISIBLE_STRING = const(0x0A)
-UTF8_STRING = const(0x0C)
+_UTF8_STRING = const(0x0C)
 _BCD = const(0x0D)
 INTEGER = const(0x0F)
 _LONG = const(0x10)
@@ -36,12 +36,12 @@ LONG_UNSIGNED = const(0x12)
 COMPACT_ARRAY = const(0x13)
 _LONG64 = const(0x14)
 _LONG64_UNSIGNED = const(0x15)
-ENUM = const(0x16)
+_ENUM = const(0x16)
 _FLOAT32 = const(0x17)
 _FLOAT64 = const(0x18)
 _DATE_TIME = const(0x19)
 _DATE = const(0x1A)
-TIME = const(0x1B)
+_TIME = const(0x1B)
 
 ACCESS_REQUEST = const(0xD9)
 _ACCESS_RESPONSE = const(0xDA)
@@ -119,7 +119,7 @@ def _check_seq_count(n, off, end, depth):
 
 def decode_data(mv, off, end, depth=0):
     """Decode one tagged Data value at mv[off]. Returns (value, next_off)."""
-    if depth > MAX_DEPTH:
+    if depth > _MAX_DEPTH:
         raise DlmsError("nesting too deep at offset %d" % off)
     _need(off, 1, end, "data tag")
     tag = mv[off]
@@ -179,7 +179,7 @@ def _decode_simple(mv, off, end, tag):
 
 
 def _decode_td(mv, off, end, depth):
-    if depth > MAX_DEPTH:
+    if depth > _MAX_DEPTH:
         raise DlmsError("type description nesting too deep at offset %d" % off)
     _need(off, 1, end, "type description")
     tag = mv[off]
@@ -209,7 +209,7 @@ def _decode_td(mv, off, end, depth):
 
 
 def _decode_untagged(mv, off, end, td, depth):
-    if depth > MAX_DEPTH:
+    if depth > _MAX_DEPTH:
         raise DlmsError("nesting too deep at offset %d" % off)
     if isinstance(td, int):
         return _decode_simple(mv, off, end, td)
@@ -229,7 +229,7 @@ def _decode_untagged(mv, off, end, td, depth):
 
 def encode_data(v, out, depth=0):
     """Append the A-XDR encoding of value v to bytearray out."""
-    if depth > MAX_DEPTH:
+    if depth > _MAX_DEPTH:
         raise DlmsError("nesting too deep")
     tag = v[0]
     if tag == COMPACT_ARRAY:
@@ -293,7 +293,7 @@ def _encode_td(td, out):
 
 
 def _encode_untagged(v, td, out, depth):
-    if depth > MAX_DEPTH:
+    if depth > _MAX_DEPTH:
         raise DlmsError("nesting too deep")
     if isinstance(td, int):
         if v[0] != td:

@@ -474,7 +474,7 @@ def encode(f, buf=None):
     )
 
 
-KIND_GBZ = "gbz"
+_KIND_GBZ = const("gbz")
 KIND_DLMS = "dlms"
 KIND_DER = "der"
 
@@ -484,7 +484,7 @@ def payload_kind(f):
     D9, access-response DA, data-notification 0F) or 'der' (ASN.1)."""
     p = f.payload
     if len(p) >= 2 and p[0] == 0x01 and p[1] == 0x09:
-        return KIND_GBZ
+        return _KIND_GBZ
     if len(p) and p[0] in (0xD9, 0xDA, 0x0F):
         return KIND_DLMS
     return KIND_DER

@@ -8,12 +8,13 @@
 # The 8-bit table is faster on long inputs but large for a per-message key
 # (docs/crypto.md has the figures), so it is built only for inputs of 1 KB
 # or more.
+from micropython import const
 import cryptolib
 import struct
 
 _M127 = (1 << 127) - 1
-_WIDE_FROM = 1024  # bytes of GHASH input from which the 8-bit table is used
-_CHUNK = 256  # CTR keystream chunk (bytes)
+_WIDE_FROM = const(1024)  # bytes of GHASH input from which the 8-bit table is used
+_CHUNK = const(256)  # CTR keystream chunk (bytes)
 
 
 class GcmError(ValueError):

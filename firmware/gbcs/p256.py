@@ -7,14 +7,15 @@
 # digits), so the sequence of operations does not depend on the scalar. The
 # bignum arithmetic underneath is NOT constant-time; this protects against
 # nothing more than coarse timing of the operation sequence.
+from micropython import const
 import hashlib
 import os
 
 P = 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF
 N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 B = 0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B
-GX = 0x6B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C296
-GY = 0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5
+_GX = const(0x6B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C296)
+_GY = const(0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5)
 
 _INF = (1, 1, 0)
 
@@ -95,7 +96,7 @@ def _window(pt):
 def _gtable():
     # rebuilt per operation (14 point operations, a small part of a
     # multiplication) rather than cached: no table of ints held between uses
-    return _window((GX, GY, 1))
+    return _window((_GX, _GY, 1))
 
 
 def _mul(k, table):

@@ -24,8 +24,8 @@
 #   the device's own counter (persisted, strictly increasing).
 from micropython import const
 
-from ids import hex_bytes, hex_text
-from codes import EV_BAD_MAC, EV_BAD_SIGNATURE, EV_NOT_PROTECTED, EV_REPLAYED_COUNTER, EV_UNKNOWN_ORIGINATOR, EV_WRONG_RECIPIENT
+from ids import hex_text
+import codes
 
 import hashlib
 import struct
@@ -34,60 +34,60 @@ from gbcs import frame as gframe
 from gbcs import gcm, kdf, p256
 
 ROLE_ACB = "acb"
-ROLE_SUPPLIER = "supplier"
-ROLE_NETWORK_OPERATOR = "network_operator"
-ROLE_WAN_PROVIDER = "wan_provider"
-ROLE_TRANSITIONAL_COS = "transitional_cos"
-ROLE_RECOVERY = "recovery"
+_ROLE_SUPPLIER = const("supplier")
+_ROLE_NETWORK_OPERATOR = const("network_operator")
+_ROLE_WAN_PROVIDER = const("wan_provider")
+_ROLE_TRANSITIONAL_COS = const("transitional_cos")
+_ROLE_RECOVERY = const("recovery")
 ROLES = (
     ROLE_ACB,
-    ROLE_SUPPLIER,
-    ROLE_NETWORK_OPERATOR,
-    ROLE_WAN_PROVIDER,
-    ROLE_TRANSITIONAL_COS,
-    ROLE_RECOVERY,
+    _ROLE_SUPPLIER,
+    _ROLE_NETWORK_OPERATOR,
+    _ROLE_WAN_PROVIDER,
+    _ROLE_TRANSITIONAL_COS,
+    _ROLE_RECOVERY,
 )
 
 _FIRST_ALERT_COUNTER = const(4000)  # the RTDS CHF alerts start here
-_OWN = "own"  # KV key of the device's own (alert) counter
+_OWN = const("own")  # KV key of the device's own (alert) counter
 
 # Security-log event codes written by the caller for each rejection (project
 # codes in the 0x8Fxx space; the GBCS table is not in PROTOCOLS.md).
 
 
 class SecurityError(ValueError):
-    event = EV_NOT_PROTECTED
+    event = codes.EV_NOT_PROTECTED
 
 
 class NotProtected(SecurityError):
     """No MAC header/MAC, or not a command (CRA 1)."""
 
-    event = EV_NOT_PROTECTED
+    event = codes.EV_NOT_PROTECTED
 
 
 class WrongRecipient(SecurityError):
-    event = EV_WRONG_RECIPIENT
+    event = codes.EV_WRONG_RECIPIENT
 
 
 class UnknownOriginator(SecurityError):
     """No trust anchor for the originator, the supplementary remote party or
     the ACB that must have applied the MAC."""
 
-    event = EV_UNKNOWN_ORIGINATOR
+    event = codes.EV_UNKNOWN_ORIGINATOR
 
 
 class ReplayedCounter(SecurityError):
     """Counter not strictly greater than the last accepted (replayed or stale)."""
 
-    event = EV_REPLAYED_COUNTER
+    event = codes.EV_REPLAYED_COUNTER
 
 
 class BadMac(SecurityError):
-    event = EV_BAD_MAC
+    event = codes.EV_BAD_MAC
 
 
 class BadSignature(SecurityError):
-    event = EV_BAD_SIGNATURE
+    event = codes.EV_BAD_SIGNATURE
 
 
 class RemoteParties:
@@ -121,10 +121,6 @@ class RemoteParties:
             p256.decode_point(ka_pub)  # PointError when not on the curve
         self._anchors[eui] = (role, ka_pub)
         self._z.pop(eui, None)
-
-    def clear_anchors(self):
-        self._anchors = {}
-        self._z = {}
 
     def anchors(self):
         return [(e, r, k) for e, (r, k) in self._anchors.items()]
@@ -497,9 +493,3 @@ def answer_once(parties, data, tag, run, store=None):
     parties.defer = False
     parties.commit(digest(tag or b"", f.buf), resp, alerts)
     return resp, alerts
-
-
-def anchor_from_hex(d):
-    """{eui, role, ka_pub} with hex strings -> (eui bytes, role, ka_pub bytes)."""
-    ka = d.get("ka_pub")
-    return hex_bytes(d["eui"]), d["role"], (hex_bytes(ka) if ka else None)

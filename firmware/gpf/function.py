@@ -16,57 +16,59 @@ from gbcs import der, gbz, p256
 from gbcs import frame as gframe
 from ids import hex_text
 from gbcs.security import SecurityError, answer_once
-from gbcs.usecase_base import (
-    CLOCK_DOUBTFUL,
-    EV_PAYLOAD_MISMATCH,
-    EV_UNSUPPORTED,
-    ENC_SECURITY_HEADER,
-    PayloadMismatch,
-    UnsupportedUseCase,
-    accept,
-    cert_ka_public,
-    date_time,
-    encryption_key,
-    generalized_time,
-    log_event,
-    seal,
-)
-from gpf.mirror import METERING, PREPAYMENT, PRICE
+from gbcs import usecase_base as U  # its names as U.X: one global instead of 13
 from gpf.tapoff import TapOff
 from han import zcl
 
 _DEVICE_MGMT = const(0x0708)
 
-_READ = "read"
-_COT = "cot"
-_SNAP = "snap"
-_SAMPLED = "sampled"
-_RESTORE = "restore"
-_JOIN = "join"
-_UNJOIN = "unjoin"
+_READ = const("read")
+_COT = const("cot")
+_SNAP = const("snap")
+_SAMPLED = const("sampled")
+_RESTORE = const("restore")
+_JOIN = const("join")
+_UNJOIN = const("unjoin")
 
-_FORMAT = (0x0302, 0x0301, 0x0300)  # divisor, multiplier, unit of measure
-# message code -> (name, kind, {cluster: allowed attribute ids}, encrypted
-# clusters, response ZCL frame control) -- shapes as the RTDS shows them
-USE_CASES = {
-    0x0072: ("GCS09", _COT, None, (), 0x00),
-    0x0074: ("GCS13a", _READ, {METERING: _FORMAT + (0x0000,)}, (METERING,), 0x18),
-    0x00B6: ("GCS13c", _READ, {METERING: _FORMAT + tuple(range(0x0100, 0x0160, 2))}, (METERING,), 0x18),
-    0x00B8: ("GCS13b", _READ, {METERING: _FORMAT + tuple(range(0x0700, 0x0710))}, (METERING,), 0x18),
-    0x0075: (
+# the clusters (gpf.mirror's METERING, PREPAYMENT, PRICE)
+_METERING = const(0x0702)
+_PREPAYMENT = const(0x0705)
+_PRICE = const(0x0700)
+# message code, (name, kind, ((cluster, allowed attribute ids), ...), encrypted
+# clusters, response ZCL frame control), ... -- shapes as the RTDS shows them.
+# A constant tuple (in flash when frozen); the reads of Metering start with
+# its formatting attributes: divisor, multiplier, unit of measure (0x0302,
+# 0x0301, 0x0300); GCS13c's then 0x0100-0x015E (every other), GCS13b's
+# 0x0700-0x070F.
+USE_CASES = (
+    0x0072, ("GCS09", _COT, None, (), 0x00),
+    0x0074, ("GCS13a", _READ, ((_METERING, (0x0302, 0x0301, 0x0300, 0x0000)),), (_METERING,), 0x18),
+    0x00B6, ("GCS13c", _READ, ((_METERING, (
+        0x0302, 0x0301, 0x0300, 0x0100, 0x0102, 0x0104, 0x0106, 0x0108, 0x010A, 0x010C,
+        0x010E, 0x0110, 0x0112, 0x0114, 0x0116, 0x0118, 0x011A, 0x011C, 0x011E, 0x0120,
+        0x0122, 0x0124, 0x0126, 0x0128, 0x012A, 0x012C, 0x012E, 0x0130, 0x0132, 0x0134,
+        0x0136, 0x0138, 0x013A, 0x013C, 0x013E, 0x0140, 0x0142, 0x0144, 0x0146, 0x0148,
+        0x014A, 0x014C, 0x014E, 0x0150, 0x0152, 0x0154, 0x0156, 0x0158, 0x015A, 0x015C,
+        0x015E,
+    )),), (_METERING,), 0x18),
+    0x00B8, ("GCS13b", _READ, ((_METERING, (
+        0x0302, 0x0301, 0x0300, 0x0700, 0x0701, 0x0702, 0x0703, 0x0704, 0x0705, 0x0706,
+        0x0707, 0x0708, 0x0709, 0x070A, 0x070B, 0x070C, 0x070D, 0x070E, 0x070F,
+    )),), (_METERING,), 0x18),
+    0x0075, (
         "GCS14",
         _READ,
-        {PRICE: (0x0617, 0x0616), PREPAYMENT: (0x0005, 0x0002, 0x0001, 0x0211, 0x0221, 0x0231)},
-        (PREPAYMENT,),
+        ((_PRICE, (0x0617, 0x0616)), (_PREPAYMENT, (0x0005, 0x0002, 0x0001, 0x0211, 0x0221, 0x0231))),
+        (_PREPAYMENT,),
         0x08,
     ),
-    0x012A: ("GCS60a", _READ, {METERING: (0x0A00,), PREPAYMENT: (0x0001,)}, (), 0x08),
-    0x0096: ("GCS16b", _SNAP, {PREPAYMENT: ()}, (PREPAYMENT,), 0x19),
-    0x00A0: ("GCS61", _SAMPLED, {METERING: ()}, (METERING,), 0x19),
-    0x008C: ("GCS59", _RESTORE, None, (), 0),
-    0x000E: ("CS03B", _JOIN, None, (), 0),
-    0x0010: ("CS04B", _UNJOIN, None, (), 0),
-}
+    0x012A, ("GCS60a", _READ, ((_METERING, (0x0A00,)), (_PREPAYMENT, (0x0001,))), (), 0x08),
+    0x0096, ("GCS16b", _SNAP, ((_PREPAYMENT, ()),), (_PREPAYMENT,), 0x19),
+    0x00A0, ("GCS61", _SAMPLED, ((_METERING, ()),), (_METERING,), 0x19),
+    0x008C, ("GCS59", _RESTORE, None, (), 0),
+    0x000E, ("CS03B", _JOIN, None, (), 0),
+    0x0010, ("CS04B", _UNJOIN, None, (), 0),
+)
 
 # CS02b Update Security Credentials on the GPF (chf.credentials, device "gpf")
 MC_CS02B = (0x0102, 0x0103)  # supplier by supplier, network operator by network operator
@@ -179,14 +181,14 @@ class Gpf:
 
     def _handle(self, data):
         parties = self.parties
-        f = accept(parties, data, self.security_log, self._t, allow_urp=True)
+        f = U.accept(parties, data, self.security_log, self._t, allow_urp=True)
         if f.message_code in MC_CS02B:
             return self._update_credentials(f)
-        uc = USE_CASES.get(f.message_code)
+        uc = USE_CASES[USE_CASES.index(f.message_code) + 1] if f.message_code in USE_CASES else None
         if uc is None:
             self.rejected += 1
-            log_event(self.event_log, EV_UNSUPPORTED, f.message_code.to_bytes(2, "big"), self._t)
-            raise UnsupportedUseCase("message code 0x%04x is not a GPF use case here" % f.message_code)
+            U.log_event(self.event_log, U.EV_UNSUPPORTED, f.message_code.to_bytes(2, "big"), self._t)
+            raise U.UnsupportedUseCase("message code 0x%04x is not a GPF use case here" % f.message_code)
         try:
             if uc[1] == _RESTORE:
                 entries = _restore_entries(f.payload)
@@ -195,12 +197,12 @@ class Gpf:
             else:
                 g = gbz.parse(f.payload, 1, f.message_code)
                 _check_gbz(g, uc)
-        except (gbz.GbzError, der.DerError, PayloadMismatch, IndexError, TypeError) as e:
+        except (gbz.GbzError, der.DerError, U.PayloadMismatch, IndexError, TypeError) as e:
             self.rejected += 1
-            log_event(self.security_log, EV_PAYLOAD_MISMATCH, f.message_code.to_bytes(2, "big"), self._t)
-            if isinstance(e, PayloadMismatch):
+            U.log_event(self.security_log, U.EV_PAYLOAD_MISMATCH, f.message_code.to_bytes(2, "big"), self._t)
+            if isinstance(e, U.PayloadMismatch):
                 raise
-            raise PayloadMismatch("bad payload for %s: %s" % (uc[0], e))
+            raise U.PayloadMismatch("bad payload for %s: %s" % (uc[0], e))
         self.executed += 1
         alerts = []
         if uc[1] == _RESTORE:
@@ -236,15 +238,15 @@ class Gpf:
 
         try:
             if gframe.payload_kind(f) != gframe.KIND_DER:
-                raise PayloadMismatch("CS02b payload is not ASN.1")
-            dt = date_time(self._t(), weekday=False)
+                raise U.PayloadMismatch("CS02b payload is not ASN.1")
+            dt = U.date_time(self._t(), weekday=False)
             resp = self.credentials.answer_update(f, self.identity.gpf["ds_d"], dt)
-        except (CredentialError, der.DerError, PayloadMismatch) as e:
+        except (CredentialError, der.DerError, U.PayloadMismatch) as e:
             self.rejected += 1
-            log_event(self.security_log, EV_PAYLOAD_MISMATCH, f.message_code.to_bytes(2, "big"), self._t)
-            if isinstance(e, PayloadMismatch):
+            U.log_event(self.security_log, U.EV_PAYLOAD_MISMATCH, f.message_code.to_bytes(2, "big"), self._t)
+            if isinstance(e, U.PayloadMismatch):
                 raise
-            raise PayloadMismatch("CS02b refused: %s" % e)
+            raise U.PayloadMismatch("CS02b refused: %s" % e)
         self.executed += 1
         return resp, []
 
@@ -266,8 +268,8 @@ class Gpf:
             comps.append(enc.component(c.cluster, uc[4], c.seq, zcl.READ_ATTRIBUTES_RSP, body, c.cluster in uc[3]))
         upd = m.updated([c.cluster for c in g.components])
         if upd is None:
-            upd = (self._t(), CLOCK_DOUBTFUL)
-        return comps, date_time(upd[0], upd[1], weekday=False)
+            upd = (self._t(), U.CLOCK_DOUBTFUL)
+        return comps, U.date_time(upd[0], upd[1], weekday=False)
 
     def _cot(self, g):
         c = g.components[0]
@@ -281,7 +283,7 @@ class Gpf:
         for c in g.components:
             p = c.body
             if len(p) != 13:
-                raise PayloadMismatch("GetPrepaySnapshot of %d bytes" % len(p))
+                raise U.PayloadMismatch("GetPrepaySnapshot of %d bytes" % len(p))
             lo, hi, off, cause = _u32le(p, 0), _u32le(p, 4), p[8], _u32le(p, 9)
             found = [s for s in snaps if lo <= s[0] <= hi and (s[1] & cause)]
             if off < len(found):
@@ -303,7 +305,7 @@ class Gpf:
         c = g.components[0]
         p = c.body
         if len(p) != 9:
-            raise PayloadMismatch("GetSampledData of %d bytes" % len(p))
+            raise U.PayloadMismatch("GetSampledData of %d bytes" % len(p))
         sid, t, stype, n = p[0] | (p[1] << 8), _u32le(p, 2), p[6], p[7] | (p[8] << 8)
         first, samples = self.mirror.daily_samples()
         if sid != 1 or stype != 0 or first is None or n == 0:
@@ -377,7 +379,7 @@ class Gpf:
         """GCS62: alert 0x8071 GPF Device Log Changed with the log's backup."""
         body = der.sequence(
             der.integer(ALERT_GPF_DEVICE_LOG_CHANGED),
-            der.generalized_time(generalized_time(self._t())),
+            der.generalized_time(U.generalized_time(self._t())),
             der.sequence(*[_entry(e, t) for e, t in self.devices]),
         )
         return bytes(self.parties.protect_alert(_MC_GCS62, der.encode(body)))
@@ -432,7 +434,7 @@ class _Enc:
             if parties.role_of(party) is not None:
                 z = parties.z(party)
             elif f.supp_cert is not None:
-                q = cert_ka_public(f.supp_cert)
+                q = U.cert_ka_public(f.supp_cert)
                 cached = self.gpf._urp
                 if cached[0] == q:
                     z = cached[1]
@@ -440,9 +442,9 @@ class _Enc:
                     z = p256.ecdh(self.gpf.identity.gpf["ka_d"], q)
                     self.gpf._urp = (q, z)
             else:
-                raise PayloadMismatch("no key-agreement key for %s" % party)
+                raise U.PayloadMismatch("no key-agreement key for %s" % party)
             counter = self.supp_orig if self.supp_orig is not None else f.counter
-            self.key = encryption_key(z, parties.eui, counter, party)
+            self.key = U.encryption_key(z, parties.eui, counter, party)
         return self.key
 
     def component(self, cluster, fc, seq, cmd, body, encrypt):
@@ -457,8 +459,8 @@ class _Enc:
         c.zcl_fc = fc
         c.seq = seq
         c.cmd = cmd
-        c.sec_header = ENC_SECURITY_HEADER
-        c.ciphertext, c.ae_mac = seal(self._key(), self.parties.eui, body)
+        c.sec_header = U.ENC_SECURITY_HEADER
+        c.ciphertext, c.ae_mac = U.seal(self._key(), self.parties.eui, body)
         return c
 
 
@@ -474,14 +476,14 @@ def _entry(eui, typ):
 def _restore_entries(payload):
     d = der.decode(payload)
     if d[0] != der.SEQUENCE or len(d[1]) != 1 or d[1][0][0] != der.SEQUENCE:
-        raise PayloadMismatch("GCS59 payload is not a device log restore")
+        raise U.PayloadMismatch("GCS59 payload is not a device log restore")
     out = []
     for e in d[1][0][1]:
         if e[0] != der.SEQUENCE or len(e[1]) != 2 or e[1][0][0] != der.OCTET_STRING or e[1][1][0] != der.INTEGER:
-            raise PayloadMismatch("bad GPF device log entry")
+            raise U.PayloadMismatch("bad GPF device log entry")
         eui = bytes(e[1][0][1])
         if len(eui) != 8:
-            raise PayloadMismatch("device id of %d bytes" % len(eui))
+            raise U.PayloadMismatch("device id of %d bytes" % len(eui))
         out.append((hex_text(eui), der.to_int(e[1][1][1])))
     return out
 
@@ -492,12 +494,12 @@ def _join_command(payload, join):
     d = der.decode(payload)
     if not join:
         if d[0] != der.OCTET_STRING or len(d[1]) != 8:
-            raise PayloadMismatch("CS04B payload is not a device id")
+            raise U.PayloadMismatch("CS04B payload is not a device id")
         return None, hex_text(bytes(d[1])), None
     v = d[1]
     if (d[0] != der.SEQUENCE or len(v) != 3 or v[0][0] != der.INTEGER or v[1][0] != der.OCTET_STRING
             or len(v[1][1]) != 8 or v[2][0] != der.INTEGER):
-        raise PayloadMismatch("CS03B payload is not a join device command")
+        raise U.PayloadMismatch("CS03B payload is not a join device command")
     return der.to_int(v[0][1]), hex_text(bytes(v[1][1])), der.to_int(v[2][1])
 
 
@@ -505,32 +507,36 @@ def _check_gbz(g, uc):
     allowed = uc[2]
     if uc[1] == _COT:
         if len(g.components) != 1:
-            raise PayloadMismatch("GCS09 has one component")
+            raise U.PayloadMismatch("GCS09 has one component")
         c = g.components[0]
         if c.cluster != _DEVICE_MGMT or c.cmd != _CMD_PUBLISH_COT or c.encrypted() or len(c.body) != 17:
-            raise PayloadMismatch("GCS09 needs a Publish Change of Tenancy")
+            raise U.PayloadMismatch("GCS09 needs a Publish Change of Tenancy")
         return
     for c in g.components:
         if c.encrypted():
-            raise PayloadMismatch("encrypted component in a GPF read")
-        if c.cluster not in allowed:
-            raise PayloadMismatch("cluster 0x%04x not allowed for %s" % (c.cluster, uc[0]))
+            raise U.PayloadMismatch("encrypted component in a GPF read")
+        ids_ok = None
+        for cl, ok in allowed:
+            if cl == c.cluster:
+                ids_ok = ok
+        if ids_ok is None:
+            raise U.PayloadMismatch("cluster 0x%04x not allowed for %s" % (c.cluster, uc[0]))
         ft = c.zcl_fc & 3
         if uc[1] == _READ:
             if ft != zcl.FT_GLOBAL or c.cmd != zcl.READ_ATTRIBUTES:
-                raise PayloadMismatch("%s needs Read Attributes" % uc[0])
+                raise U.PayloadMismatch("%s needs Read Attributes" % uc[0])
             try:
                 ids = zcl.decode_read_attributes(c.body)
             except zcl.ZclError as e:
-                raise PayloadMismatch(str(e))
+                raise U.PayloadMismatch(str(e))
             for a in ids:
-                if a not in allowed[c.cluster]:
-                    raise PayloadMismatch("attribute 0x%04x not allowed for %s" % (a, uc[0]))
+                if a not in ids_ok:
+                    raise U.PayloadMismatch("attribute 0x%04x not allowed for %s" % (a, uc[0]))
         elif uc[1] == _SNAP:
             if ft != zcl.FT_CLUSTER or c.cmd != _CMD_GET_PREPAY_SNAPSHOT:
-                raise PayloadMismatch("GCS16b needs Get Prepay Snapshot")
+                raise U.PayloadMismatch("GCS16b needs Get Prepay Snapshot")
         elif uc[1] == _SAMPLED:
             if len(g.components) != 1 or ft != zcl.FT_CLUSTER or c.cmd != _CMD_GET_SAMPLED_DATA:
-                raise PayloadMismatch("GCS61 needs one Get Sampled Data")
+                raise U.PayloadMismatch("GCS61 needs one Get Sampled Data")
 
 

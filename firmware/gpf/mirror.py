@@ -31,7 +31,7 @@ PRICE = const(0x0700)
 
 _MIRROR_ENDPOINT = const(2)
 _DAY_LOG_MAX = const(731)
-SNAP_MAX = const(31)
+_SNAP_MAX = const(31)
 _SUMMATION = const(0x0000)
 _SNAPSHOT_TIME = const(0x0007)  # Metering ReadingSnapShotTime (UTC)
 _UTC_INVALID = const(0xFFFFFFFF)
@@ -169,7 +169,7 @@ class Mirror:
 
     def add_snapshot(self, payload):
         """A PublishPrepaySnapshot payload from the GSME: keep (time, cause,
-        payload type, sub-payload) of its snapshot, the last SNAP_MAX."""
+        payload type, sub-payload) of its snapshot, the last _SNAP_MAX."""
         p = payload
         if len(p) < 18:
             raise MirrorError("PublishPrepaySnapshot of %d bytes" % len(p))
@@ -177,7 +177,7 @@ class Mirror:
         body = [t, _u32(p, 11), p[15], hex_text(p[16:])]
         snaps = [s for s in self.snaps if s[_SNAP_TIME] != t] + [body]
         snaps.sort(key=_snap_time)
-        self.snaps = snaps[-SNAP_MAX:]
+        self.snaps = snaps[-_SNAP_MAX:]
         self._save_logs()
 
     def _save_logs(self):

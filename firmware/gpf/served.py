@@ -17,21 +17,22 @@ _PRICE = const(0x0700)
 _CALENDAR = const(0x0707)
 CLUSTERS = (_PRICE, _CALENDAR)
 
-# (cluster << 8 | Get command) -> the Publish command that answers it (SE 1.2)
-GETS = {
-    0x070003: 0x01,  # Price GetBlockPeriod(s) -> PublishBlockPeriod
-    0x070004: 0x02,  # GetConversionFactor -> PublishConversionFactor
-    0x070005: 0x03,  # GetCalorificValue -> PublishCalorificValue
-    0x070006: 0x04,  # GetTariffInformation -> PublishTariffInformation
-    0x070007: 0x05,  # GetPriceMatrix -> PublishPriceMatrix
-    0x070008: 0x06,  # GetBlockThresholds -> PublishBlockThresholds
-    0x07000B: 0x09,  # GetBillingPeriod -> PublishBillingPeriod
-    0x070700: 0x00,  # Calendar GetCalendar -> PublishCalendar
-    0x070701: 0x01,  # GetDayProfiles -> PublishDayProfile
-    0x070702: 0x02,  # GetWeekProfiles -> PublishWeekProfile
-    0x070703: 0x03,  # GetSeasons -> PublishSeasons
-    0x070704: 0x04,  # GetSpecialDays -> PublishSpecialDays
-}
+# (cluster << 8 | Get command), the Publish command that answers it, ... (SE
+# 1.2; a constant tuple, in flash when frozen)
+_GETS = const((
+    0x070003, 0x01,  # Price GetBlockPeriod(s) -> PublishBlockPeriod
+    0x070004, 0x02,  # GetConversionFactor -> PublishConversionFactor
+    0x070005, 0x03,  # GetCalorificValue -> PublishCalorificValue
+    0x070006, 0x04,  # GetTariffInformation -> PublishTariffInformation
+    0x070007, 0x05,  # GetPriceMatrix -> PublishPriceMatrix
+    0x070008, 0x06,  # GetBlockThresholds -> PublishBlockThresholds
+    0x07000B, 0x09,  # GetBillingPeriod -> PublishBillingPeriod
+    0x070700, 0x00,  # Calendar GetCalendar -> PublishCalendar
+    0x070701, 0x01,  # GetDayProfiles -> PublishDayProfile
+    0x070702, 0x02,  # GetWeekProfiles -> PublishWeekProfile
+    0x070703, 0x03,  # GetSeasons -> PublishSeasons
+    0x070704, 0x04,  # GetSpecialDays -> PublishSpecialDays
+))
 
 
 def _default_rsp(h, status):
@@ -51,7 +52,9 @@ def answer(kv, cluster, h):
     served cluster (a frame, or a list of frames); kv: KV "gpf_tom"."""
     if h.manufacturer is not None:
         return _default_rsp(h, zcl.UNSUP_MANUF_CLUSTER_COMMAND)
-    pub = GETS.get(cluster << 8 | h.command_id)
+    k = cluster << 8 | h.command_id
+    i = _GETS.index(k) if k in _GETS else -1
+    pub = _GETS[i + 1] if i >= 0 and i % 2 == 0 else None
     if pub is None:
         return _default_rsp(h, zcl.UNSUP_CLUSTER_COMMAND)
     ps = payloads(kv.get("%04x%02x" % (cluster, pub)))

@@ -15,6 +15,7 @@
 #                                              the mirror, and the tapped-off
 #                                              Price / Calendar data (gpf.served)
 #   local-port command gpf_status
+from micropython import const
 from gbcs import frame as gframe
 from ids import EPOCH_2000
 # message codes that concern the tap-off (gpf.tapoff.TOM + the 0x00CD alert)
@@ -22,7 +23,7 @@ _TAP_CODES = (0x006B, 0x006F, 0x0071, 0x0015, 0x007C, 0x007E, 0x0088, 0x00A3, 0x
 MIRRORED = (0x0702, 0x0705, 0x0700)  # Metering, Prepayment, Price
 SERVED = MIRRORED + (0x0707,)  # + Calendar (tapped-off data only)
 _TAPPED = (0x0700, 0x0707)  # gpf.served.CLUSTERS: Get commands answered from tapped-off data
-_FT_CLUSTER = 1
+_FT_CLUSTER = const(1)
 
 
 class _MirrorServer:

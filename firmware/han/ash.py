@@ -14,11 +14,11 @@ from micropython import const
 from counters import Counters
 from flag import Flag
 
-FLAG = const(0x7E)
-ESC = const(0x7D)
-XON = const(0x11)
-XOFF = const(0x13)
-SUB = const(0x18)
+_FLAG = const(0x7E)
+_ESC = const(0x7D)
+_XON = const(0x11)
+_XOFF = const(0x13)
+_SUB = const(0x18)
 CANCEL = const(0x1A)
 
 RST = const(0xC0)
@@ -120,7 +120,7 @@ def randomise(buf, start=0, end=-1):
 
 
 def is_reserved(b):
-    return b == FLAG or b == ESC or b == XON or b == XOFF or b == SUB or b == CANCEL
+    return b == _FLAG or b == _ESC or b == _XON or b == _XOFF or b == _SUB or b == CANCEL
 
 
 def stuff(data):
@@ -128,7 +128,7 @@ def stuff(data):
     out = bytearray()
     for b in data:
         if is_reserved(b):
-            out.append(ESC)
+            out.append(_ESC)
             out.append(b ^ 0x20)
         else:
             out.append(b)
@@ -146,7 +146,7 @@ def unstuff(data):
                 raise AshEscapeError("escaped byte 0x%02X is not reserved" % b)
             out.append(b)
             esc = False
-        elif b == ESC:
+        elif b == _ESC:
             esc = True
         elif is_reserved(b):
             raise AshEscapeError("unescaped reserved byte 0x%02X" % b)
@@ -211,7 +211,7 @@ def encode_frame(buf, control, data=None, randomise_data=True):
     crc = ((0xFFFF << 8) ^ (x << 12) ^ (x << 5) ^ x) & 0xFFFF
     o = 0
     if is_reserved(control):
-        buf[o] = ESC
+        buf[o] = _ESC
         buf[o + 1] = control ^ 0x20
         o += 2
     else:
@@ -227,7 +227,7 @@ def encode_frame(buf, control, data=None, randomise_data=True):
         x ^= x >> 4
         crc = ((crc << 8) ^ (x << 12) ^ (x << 5) ^ x) & 0xFFFF
         if is_reserved(b):
-            buf[o] = ESC
+            buf[o] = _ESC
             buf[o + 1] = b ^ 0x20
             o += 2
         else:
@@ -235,13 +235,13 @@ def encode_frame(buf, control, data=None, randomise_data=True):
             o += 1
     for b in (crc >> 8, crc & 0xFF):
         if is_reserved(b):
-            buf[o] = ESC
+            buf[o] = _ESC
             buf[o + 1] = b ^ 0x20
             o += 2
         else:
             buf[o] = b
             o += 1
-    buf[o] = FLAG
+    buf[o] = _FLAG
     return o + 1
 
 
@@ -290,7 +290,7 @@ def decode_frame(frame):
 
 
 # decoder events
-EV_NONE = const(0)
+_EV_NONE = const(0)
 EV_FRAME = const(1)
 _E_CRC = const(-1)
 _E_SHORT = const(-2)
@@ -311,10 +311,10 @@ class Decoder:
     """Incremental ASH receiver.  feed(data, start, end) consumes bytes up to
     and including the end of the next frame (or error) and returns the index
     after the last byte consumed; `event` then says what happened:
-    EV_NONE (all bytes consumed, frame incomplete), EV_FRAME (control byte in
+    _EV_NONE (all bytes consumed, frame incomplete), EV_FRAME (control byte in
     `control`, derandomised data in `data()`), or an E_* error code.
     CANCEL discards the partial frame, SUBSTITUTE discards up to the next
-    flag, XON/XOFF are dropped.  Counters live in `cancelled`/`substituted`."""
+    flag, _XON/_XOFF are dropped.  Counters live in `cancelled`/`substituted`."""
 
     def __init__(self, max_data=_MAX_DATA):
         self.max_data = max_data
@@ -325,7 +325,7 @@ class Decoder:
         self.discard = False  # after SUBSTITUTE
         self.overflow = False
         self.bad_escape = False
-        self.event = EV_NONE
+        self.event = _EV_NONE
         self.control = 0
         self.error = ""
         self.cancelled = 0
@@ -341,16 +341,16 @@ class Decoder:
     def feed(self, data, start=0, end=-1):
         if end < 0:
             end = len(data)
-        self.event = EV_NONE
+        self.event = _EV_NONE
         buf = self.buf
         cap = len(buf)
         i = start
         while i < end:
             b = data[i]
             i += 1
-            if b == FLAG:
+            if b == _FLAG:
                 ev = self._end()
-                if ev != EV_NONE:
+                if ev != _EV_NONE:
                     self.event = ev
                     return i
                 continue
@@ -361,19 +361,19 @@ class Decoder:
                 continue
             if self.discard:
                 continue
-            if b == SUB:
+            if b == _SUB:
                 self.substituted += 1
                 self.reset()
                 self.discard = True
                 continue
-            if b == XON or b == XOFF:
+            if b == _XON or b == _XOFF:
                 continue
             if self.esc:
                 self.esc = False
                 b ^= 0x20
                 if not is_reserved(b):
                     self.bad_escape = True
-            elif b == ESC:
+            elif b == _ESC:
                 self.esc = True
                 continue
             if self.n < cap:
@@ -390,7 +390,7 @@ class Decoder:
         bad_esc = self.bad_escape or self.esc
         self.reset()
         if discard or (n == 0 and not overflow and not bad_esc):
-            return EV_NONE
+            return _EV_NONE
         self.control = self.buf[0] if n else 0
         if overflow:
             self.error = "frame too long (buffer overflow)"

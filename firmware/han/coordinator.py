@@ -10,6 +10,7 @@
 # is resumed from the NCP's NVM, never re-formed (except on the extended PAN
 # id a CCS03 restore put in the Device Log: hub replacement). KV "han" keeps what was
 # formed: {"formed": 1, "ch": channel, "pan": PAN id, "xpan": ext PAN hex}.
+from micropython import const
 import asyncio
 from binascii import hexlify, unhexlify
 
@@ -26,8 +27,8 @@ from han.trust_centre import TrustCentre
 from log import log
 from version import VERSION
 
-_SYNC_S = 1  # trust-centre sync period
-_RESET_SETTLE_MS = 300  # after pulling the NCP's reset line
+_SYNC_S = const(1)  # trust-centre sync period
+_RESET_SETTLE_MS = const(300)  # after pulling the NCP's reset line
 
 
 _COUNTERS = ("formed", "resumed", "ncp_resets", "hard_resets", "rx", "tx_ok", "tx_fail", "abnormal", "scans") + _MSG_COUNTERS

@@ -6,6 +6,7 @@
 # LinkFailure) takes the EZSP layer down: pending commands fail with
 # EzspLinkDown and the `on_fault(exc)` hook is called; the owner then runs
 # `connect()` + `startup()` + `resume_network()` again.
+from micropython import const
 import asyncio
 import os
 
@@ -22,10 +23,10 @@ _CFG = (
     (0x1E, 20),  # KEY_TABLE_SIZE
     (0x36, 300),  # TRANSIENT_KEY_TIMEOUT_S
 )
-TC_ALLOW_JOINS = 0x01
-TC_ALLOW_UNSECURED_REJOINS = 0x02
-TC_JOINS_USE_INSTALL_CODE_KEY = 0x10
-TC_POLICY = TC_ALLOW_JOINS | TC_JOINS_USE_INSTALL_CODE_KEY
+_TC_ALLOW_JOINS = const(0x01)
+_TC_ALLOW_UNSECURED_REJOINS = const(0x02)
+_TC_JOINS_USE_INSTALL_CODE_KEY = const(0x10)
+TC_POLICY = _TC_ALLOW_JOINS | _TC_JOINS_USE_INSTALL_CODE_KEY
 _POLICIES = (
     (0x00, TC_POLICY),  # TRUST_CENTER_POLICY
     (0x05, 0x50),  # TC_KEY_REQUEST_POLICY: deny
@@ -38,7 +39,7 @@ SEC_BITMASK = 0x0200 | 0x0100 | 0x0800 | 0x0004
 SE_PROFILE = 0x0109
 APS_OPTIONS = 0x0160  # ENCRYPTION | RETRY | ENABLE_ROUTE_DISCOVERY
 APS_OPTION_FRAGMENT = 0x8000
-ALL_CHANNELS = 0x07FFF800
+_ALL_CHANNELS = const(0x07FFF800)
 
 
 class EzspLinkDown(F.EzspError):
@@ -243,7 +244,7 @@ class Ezsp:
             raise EzspStatusError("scan", st[0])
         return res
 
-    async def form_network(self, channels_mask=ALL_CHANNELS, ext_pan_id=None, pan_id=None, tx_power=8):
+    async def form_network(self, channels_mask=_ALL_CHANNELS, ext_pan_id=None, pan_id=None, tx_power=8):
         """Energy scan, pick the quietest allowed channel, form; return params."""
         scan = await self.energy_scan(channels_mask)
         best = None

@@ -66,80 +66,93 @@ class EzspFrameError(EzspError):
 #  T message tag (1 byte; 2 from v14)  E EUI-64  K key  L LV bytes
 #  A APS frame  N network parameters  X initial security state  Q cluster lists
 #  c/C CBKE certificate (48 / 74 bytes, suite 1 / 2)  p/P CBKE public key (22 / 37)
-# name: (frame id, command schema, response/callback schema)
-_COMMON = {
-    "version": (0x00, "B", "BBH"),
-    "addEndpoint": (0x02, "BHHBQ", "S"),
-    "networkInit": (0x17, "H", "S"),
-    "networkState": (0x18, "", "B"),
-    "stackStatusHandler": (0x19, "", "S"),
-    "startScan": (0x1A, "BIB", "S"),
-    "scanCompleteHandler": (0x1C, "", "BS"),
-    "formNetwork": (0x1E, "N", "S"),
-    "leaveNetwork": (0x20, "", "S"),
-    "permitJoining": (0x22, "B", "S"),
-    "trustCenterJoinHandler": (0x24, "", "HEBBH"),
-    "getEui64": (0x26, "", "E"),
-    "getNodeId": (0x27, "", "H"),
-    "getNetworkParameters": (0x28, "", "SBN"),
-    "sendUnicast": (0x34, "BHATL", "SB"),
-    "sendReply": (0x39, "HAL", "S"),
-    "messageSentHandler": (0x3F, "", "BHATSL"),
-    "incomingMessageHandler": (0x45, "", "BABbHBBL"),
-    "customFrame": (0x47, "L", "SL"),
-    "energyScanResultHandler": (0x48, "", "Bb"),
-    "getConfigurationValue": (0x52, "B", "SH"),
-    "setConfigurationValue": (0x53, "BH", "S"),
-    "setPolicy": (0x55, "BB", "S"),
-    "invalidCommand": (0x58, "", "S"),
-    "setInitialSecurityState": (0x68, "X", "S"),
-    "clearTransientLinkKeys": (0x6B, "", ""),
-    "broadcastNextNetworkKey": (0x73, "K", "S"),
-    "broadcastNetworkKeySwitch": (0x74, "", "S"),
-    "setExtendedTimeout": (0x7E, "EB", ""),
-    "removeDevice": (0xA8, "HEE", "S"),
-    "getValue": (0xAA, "B", "SL"),
-    "lookupEui64ByNodeId": (0x61, "H", "SE"),
-    "setValue": (0xAB, "BL", "S"),
+# name, (frame id, command schema, response/callback schema), ... (a constant
+# tuple: in flash when frozen, no dict built at import)
+_COMMON = const((
+    # the HAN message path's frames first: lookup() and name_of() search in order
+    "sendUnicast", (0x34, "BHATL", "SB"),
+    "messageSentHandler", (0x3F, "", "BHATSL"),
+    "incomingMessageHandler", (0x45, "", "BABbHBBL"),
+    "sendReply", (0x39, "HAL", "S"),
+    # the rest
+    "version", (0x00, "B", "BBH"),
+    "addEndpoint", (0x02, "BHHBQ", "S"),
+    "networkInit", (0x17, "H", "S"),
+    "networkState", (0x18, "", "B"),
+    "stackStatusHandler", (0x19, "", "S"),
+    "startScan", (0x1A, "BIB", "S"),
+    "scanCompleteHandler", (0x1C, "", "BS"),
+    "formNetwork", (0x1E, "N", "S"),
+    "leaveNetwork", (0x20, "", "S"),
+    "permitJoining", (0x22, "B", "S"),
+    "trustCenterJoinHandler", (0x24, "", "HEBBH"),
+    "getEui64", (0x26, "", "E"),
+    "getNodeId", (0x27, "", "H"),
+    "getNetworkParameters", (0x28, "", "SBN"),
+    "customFrame", (0x47, "L", "SL"),
+    "energyScanResultHandler", (0x48, "", "Bb"),
+    "getConfigurationValue", (0x52, "B", "SH"),
+    "setConfigurationValue", (0x53, "BH", "S"),
+    "setPolicy", (0x55, "BB", "S"),
+    "invalidCommand", (0x58, "", "S"),
+    "setInitialSecurityState", (0x68, "X", "S"),
+    "clearTransientLinkKeys", (0x6B, "", ""),
+    "broadcastNextNetworkKey", (0x73, "K", "S"),
+    "broadcastNetworkKeySwitch", (0x74, "", "S"),
+    "setExtendedTimeout", (0x7E, "EB", ""),
+    "removeDevice", (0xA8, "HEE", "S"),
+    "getValue", (0xAA, "B", "SL"),
+    "lookupEui64ByNodeId", (0x61, "H", "SE"),
+    "setValue", (0xAB, "BL", "S"),
     # CBKE (suite 1, then suite 2 "283k1"); an SMAC is 16 bytes (K)
-    "getCertificate": (0xA5, "", "Sc"),
-    "generateCbkeKeys": (0xA4, "", "S"),
-    "generateCbkeKeysHandler": (0x9E, "", "Sp"),
-    "calculateSmacs": (0x9F, "Bcp", "S"),
-    "calculateSmacsHandler": (0xA0, "", "SKK"),
-    "clearTemporaryDataMaybeStoreLinkKey": (0xA1, "B", "S"),
-    "getCertificate283k1": (0xEC, "", "SC"),
-    "generateCbkeKeys283k1": (0xE8, "", "S"),
-    "generateCbkeKeysHandler283k1": (0xE9, "", "SP"),
-    "calculateSmacs283k1": (0xEA, "BCP", "S"),
-    "calculateSmacsHandler283k1": (0xEB, "", "SKK"),
-    "clearTemporaryDataMaybeStoreLinkKey283k1": (0xEE, "B", "S"),
-}
+    "getCertificate", (0xA5, "", "Sc"),
+    "generateCbkeKeys", (0xA4, "", "S"),
+    "generateCbkeKeysHandler", (0x9E, "", "Sp"),
+    "calculateSmacs", (0x9F, "Bcp", "S"),
+    "calculateSmacsHandler", (0xA0, "", "SKK"),
+    "clearTemporaryDataMaybeStoreLinkKey", (0xA1, "B", "S"),
+    "getCertificate283k1", (0xEC, "", "SC"),
+    "generateCbkeKeys283k1", (0xE8, "", "S"),
+    "generateCbkeKeysHandler283k1", (0xE9, "", "SP"),
+    "calculateSmacs283k1", (0xEA, "BCP", "S"),
+    "calculateSmacsHandler283k1", (0xEB, "", "SKK"),
+    "clearTemporaryDataMaybeStoreLinkKey283k1", (0xEE, "B", "S"),
+))
 # key table: v8 findKeyTableEntry + getKeyTableEntry (EmberKeyStruct: bitmask,
 # type, key, outgoing/incoming frame counters, sequence, partner EUI-64);
 # from v13 the security manager's exportLinkKeyByEui (v13: key, index,
 # APS key metadata (bitmask, out/in counters, ttl), sl_Status; v14: sl_Status,
 # context (key type, index, derived type, EUI-64, network index, flags, PSA
 # algorithm), key, APS key metadata)
-_V8 = {"addTransientLinkKey": (0xAF, "EK", "S"), "findKeyTableEntry": (0x75, "EB", "B"),
-       "getKeyTableEntry": (0x71, "B", "SHBKIIBE"), "addOrUpdateKeyTableEntry": (0x66, "EBK", "S")}
-_V13 = {"importTransientKey": (0x111, "EKB", "Z"), "exportLinkKeyByEui": (0x10D, "E", "KBHIIHZ"),
-        "importLinkKey": (0x10E, "BEK", "Z")}
-_V14 = {
-    "importTransientKey": (0x111, "EKB", "Z"),
-    "importLinkKey": (0x10E, "BEK", "Z"),
-    "exportLinkKeyByEui": (0x10D, "E", "ZBBHEBBIKHIIH"),
-    "leaveNetwork": (0x20, "B", "S"),
-    "messageSentHandler": (0x3F, "", "SBHATL"),
-    "incomingMessageHandler": (0x45, "", "BAHEBBBbIL"),
-    "setExtendedTimeout": (0x7E, "EB", "S"),
-}
-_EXTRA = {8: _V8, 13: _V13, 14: _V14}
+_V8 = const(("addTransientLinkKey", (0xAF, "EK", "S"), "findKeyTableEntry", (0x75, "EB", "B"),
+       "getKeyTableEntry", (0x71, "B", "SHBKIIBE"), "addOrUpdateKeyTableEntry", (0x66, "EBK", "S")))
+_V13 = const(("importTransientKey", (0x111, "EKB", "Z"), "exportLinkKeyByEui", (0x10D, "E", "KBHIIHZ"),
+        "importLinkKey", (0x10E, "BEK", "Z")))
+_V14 = const((
+    "importTransientKey", (0x111, "EKB", "Z"),
+    "importLinkKey", (0x10E, "BEK", "Z"),
+    "exportLinkKeyByEui", (0x10D, "E", "ZBBHEBBIKHIIH"),
+    "leaveNetwork", (0x20, "B", "S"),
+    "messageSentHandler", (0x3F, "", "SBHATL"),
+    "incomingMessageHandler", (0x45, "", "BAHEBBBbIL"),
+    "setExtendedTimeout", (0x7E, "EB", "S"),
+))
 
 
 def check_version(ver):
-    if ver not in _EXTRA:
-        raise EzspVersionError("unsupported EZSP version %d" % ver)
+    """The frame table of a supported version's own entries (beside _COMMON)."""
+    if ver == 14:
+        return _V14
+    if ver == 13:
+        return _V13
+    if ver == 8:
+        return _V8
+    raise EzspVersionError("unsupported EZSP version %d" % ver)
+
+
+def _find(t, name):
+    # t: name, entry, name, entry, ... (a constant tuple, in flash when frozen)
+    return t[t.index(name) + 1] if name in t else None
 
 
 def lookup(ver, name):
@@ -147,9 +160,8 @@ def lookup(ver, name):
     if ver == LEGACY:
         if name != "version":
             raise EzspVersionError("only version may use the legacy header")
-        return _COMMON["version"]
-    check_version(ver)
-    e = _EXTRA[ver].get(name) or _COMMON.get(name)
+        return _find(_COMMON, "version")
+    e = _find(check_version(ver), name) or _find(_COMMON, name)
     if e is None:
         raise EzspUnknownFrame("%s is not an EZSP v%d command" % (name, ver))
     return e
@@ -159,12 +171,17 @@ def name_of(ver, frame_id):
     # a search, not a reverse table: no second table held for the hub's life
     if ver == LEGACY:
         ver = 8
-    check_version(ver)
-    for t in (_EXTRA[ver], _COMMON):  # a version's own entry wins
-        for n, e in t.items():
-            if e[0] == frame_id:
-                return n
+    for t in (check_version(ver), _COMMON):  # a version's own entry wins
+        for i in range(1, len(t), 2):
+            if t[i][0] == frame_id:
+                return t[i - 1]
     raise EzspUnknownFrame("unknown EZSP v%d frame id 0x%04X" % (ver, frame_id))
+
+
+# the fixed sizes: the letter's place in _SIZED is its size's place in _SIZES
+_SIZED = const("BbHIZEKANXcCpP")
+_SIZES = const((1, 1, 2, 4, 4, 8, 16, 11, 20, 43, 48, 74, 22, 37))
+_BLOBS = const("cCpP")
 
 
 def _rev(b):
@@ -204,8 +221,9 @@ def _put(out, ver, t, v):
             raise EzspFrameError("key must be 16 bytes")
         out.extend(v)
     elif t in _BLOBS:
-        if len(v) != _SIZES[t]:
-            raise EzspFrameError("CBKE field %s must be %d bytes" % (t, _SIZES[t]))
+        n = _SIZES[_SIZED.find(t)]
+        if len(v) != n:
+            raise EzspFrameError("CBKE field %s must be %d bytes" % (t, n))
         out.extend(v)
     elif t == "L":
         if len(v) > 255:
@@ -234,9 +252,6 @@ def _put(out, ver, t, v):
         raise EzspFrameError("bad schema letter " + t)
 
 
-_SIZES = {"B": 1, "b": 1, "H": 2, "I": 4, "Z": 4, "E": 8, "K": 16, "A": 11, "N": 20, "X": 43,
-          "c": 48, "C": 74, "p": 22, "P": 37}
-_BLOBS = "cCpP"
 
 
 def _get(buf, pos, ver, t):
@@ -252,9 +267,10 @@ def _get(buf, pos, ver, t):
         _need(buf, pos, 2, "cluster counts")
         n = 2 + 2 * (buf[pos] + buf[pos + 1])
     else:
-        n = _SIZES.get(t)
-        if n is None:
+        n = _SIZED.find(t)
+        if n < 0:
             raise EzspFrameError("bad schema letter " + t)
+        n = _SIZES[n]
     _need(buf, pos, n, "parameter")
     if t == "B":
         v = buf[pos]
@@ -312,10 +328,6 @@ def decode_params(ver, schema, buf, pos=0, strict=True):
     return tuple(vals)
 
 
-def header_len(ver):
-    return 3 if ver == LEGACY else 5
-
-
 def encode_frame(ver, seq, name, values=(), fc=0, out=None):
     """Encode a whole frame. fc bit 7 (response) selects the response schema.
     ver == LEGACY gives the legacy `seq FC id8` header (version only)."""
@@ -356,10 +368,6 @@ def decode_frame(ver, buf, strict=True):
         raise EzspVersionError("only version may use the legacy header")
     sch = lookup(ver, name)[2 if fc & FC_RESPONSE else 1]
     return seq, fc, name, decode_params(ver, sch, buf, pos, strict)
-
-
-def is_ok(ver, status):
-    return status == 0
 
 
 def network_up(ver):

@@ -39,9 +39,9 @@ _REASSEMBLY = MAX_MESSAGE + 16  # + the TransferData header
 _MAX_ACKS = const(64)  # fragment acks waiting for the NCP
 _RX_SLOTS = const(2)  # concurrent incoming fragmented messages
 _MAX_BUSY = const(8)  # concurrent server tasks
-SEND_TIMEOUT_MS = 10000  # a sleepy device is served when it polls
-EXCHANGE_TIMEOUT_MS = 30000
-_VERSIONS_DELAY_S = 1  # after a join, before reading the device's Basic versions
+_SEND_TIMEOUT_MS = const(10000)  # a sleepy device is served when it polls
+_EXCHANGE_TIMEOUT_MS = const(30000)
+_VERSIONS_DELAY_S = const(1)  # after a join, before reading the device's Basic versions
 _NO_MANUF = const(0xFFFF)
 
 
@@ -167,7 +167,7 @@ class Messaging:
         if w[1] != 0:
             raise DeliveryError("no_route", "not delivered: status 0x%X" % w[1])
 
-    async def zcl_send(self, eui, dst_ep, cluster_id, frame, timeout_ms=SEND_TIMEOUT_MS):
+    async def zcl_send(self, eui, dst_ep, cluster_id, frame, timeout_ms=_SEND_TIMEOUT_MS):
         """Send one ZCL frame to a joined device; returns once the NCP reports
         it delivered (a sleepy device: once it polled). DeliveryError."""
         eh = self._eh(eui)
@@ -190,7 +190,7 @@ class Messaging:
         finally:
             self._release(self._tx_locks, eh, lk)
 
-    async def zcl_request(self, eui, dst_ep, cluster_id, frame, timeout_ms=SEND_TIMEOUT_MS):
+    async def zcl_request(self, eui, dst_ep, cluster_id, frame, timeout_ms=_SEND_TIMEOUT_MS):
         """Send a client -> server ZCL frame (its TSN from next_tsn()) and
         return the device's answer with the same TSN (the whole ZCL frame).
         DeliveryError ("timeout" when no answer)."""
@@ -424,7 +424,7 @@ class Messaging:
             raise DeliveryError("tunnel", "%d bytes exceed the device's %d" % (len(data), t[3]))
         return t
 
-    async def tunnel_exchange(self, eui, data, timeout_ms=EXCHANGE_TIMEOUT_MS, match=None):
+    async def tunnel_exchange(self, eui, data, timeout_ms=_EXCHANGE_TIMEOUT_MS, match=None):
         """Send `data` over the ZSE tunnel to the device (opening one if
         needed), return the device's next TransferData on it (bytes); with
         match(data) -> bool, the next one it accepts (the others, e.g. an
@@ -453,7 +453,7 @@ class Messaging:
         finally:
             self._release(self._locks, eh, lk)
 
-    async def tunnel_send(self, eui, data, timeout_ms=EXCHANGE_TIMEOUT_MS):
+    async def tunnel_send(self, eui, data, timeout_ms=_EXCHANGE_TIMEOUT_MS):
         """Send `data` over the ZSE tunnel to the device (its own tunnel to
         the hub, or one the hub opens) without awaiting an answer: a GSME's
         response routed back to the PPMID that sent the command. Returns when

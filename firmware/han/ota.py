@@ -68,6 +68,7 @@ STAGE = const(4096)  # intake bytes held in RAM between appends (one flash block
 MAX_IMAGE = const(1 << 20)
 PUT_MAX = const(1024)  # bytes per ota_put (a local-port body is at most 4 KB)
 _SLOTS = ("esme", "gsme", "ppmid")  # CS05b (ESME, GSME), CS05c (PPMID)
+_SLOT_TYPES = b"\x01\x00\x05"  # the Device Log type of each slot's devices: ESME, GSME, PPMID
 _WAIT = const(0xFFFFFFFF)  # upgrade time: wait for the activation command
 
 
@@ -181,6 +182,13 @@ class OtaServer:
                 self.kv.delete(slot)  # the slot's old image is gone
             raise OtaError("no room for %d bytes: %d free" % (size, free))
         self.kv.set(slot, {"st": "loading", "size": size, "eui": list(euis)})
+
+    def wan_action(self, kind, method, v):
+        """CS05b (kind 1) / CS05c (kind 2) from the CHF: han.ota_wan, loaded
+        on the first one."""
+        from han import ota_wan
+
+        return ota_wan.action(self, self.han.device_log, kind, method, v)
 
     def durable(self, slot):
         """Bytes of slot's image that survive a power cut."""
@@ -423,8 +431,14 @@ async def ota_begin(hub, req):
     from ids import eui_hex
 
     euis = [eui_hex(e) for e in euis]
+    slot = req.get("slot")
+    if slot in _SLOTS:  # a slot's image is for devices of its type (begin refuses another slot)
+        want = _SLOT_TYPES[_SLOTS.index(slot)]
+        for eh in euis:
+            if hub.device_log.type_of(eh) != want:
+                raise ValueError("%s is not in the Device Log as %s" % (eh, slot.upper()))
     o = hub.ota_server()
-    o.begin(req.get("slot"), euis, int_arg(req, "size", 0, MAX_IMAGE, 0))
+    o.begin(slot, euis, int_arg(req, "size", 0, MAX_IMAGE, 0))
     return {"durable": 0}
 
 

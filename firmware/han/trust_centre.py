@@ -13,7 +13,7 @@ import asyncio
 
 from binascii import hexlify, unhexlify
 
-from codes import EV_JOIN_BAD_KEY, EV_JOIN_WINDOW_CLOSED, EV_NETWORK_KEY_ROTATED, EV_UNKNOWN_JOIN
+import codes
 
 from micropython import const
 
@@ -154,7 +154,7 @@ class TrustCentre:
 
     async def rotate_network_key(self, switch_delay=0):
         await self.ezsp.rotate_network_key(switch_delay)
-        self.sec.append(EV_NETWORK_KEY_ROTATED, b"", self.utc())
+        self.sec.append(codes.EV_NETWORK_KEY_ROTATED, b"", self.utc())
 
     @staticmethod
     def _eh(eui):
@@ -177,7 +177,7 @@ class TrustCentre:
         node, eui, status, decision = v[0], bytes(v[1]), v[2], v[3]
         if eui not in self.log:
             if status != _DEVICE_LEFT:
-                self._refuse(EV_UNKNOWN_JOIN, node, eui)
+                self._refuse(codes.EV_UNKNOWN_JOIN, node, eui)
             return
         if status == _DEVICE_LEFT:
             self.stats["left"] += 1
@@ -187,7 +187,7 @@ class TrustCentre:
         if decision == _DENY_JOIN:
             # the NCP refused it (no key / wrong key): log, nothing to undo
             self.stats["refused"] += 1
-            self.sec.append(EV_JOIN_BAD_KEY if self.log.window_open(eui) else EV_JOIN_WINDOW_CLOSED,
+            self.sec.append(codes.EV_JOIN_BAD_KEY if self.log.window_open(eui) else codes.EV_JOIN_WINDOW_CLOSED,
                             eui, self.utc())
             return
         if status == _UNSECURED_JOIN:
@@ -196,7 +196,7 @@ class TrustCentre:
                 self.log.record_join(eui, node)
                 self._joined(eui, node)
                 return
-            self._refuse(EV_JOIN_WINDOW_CLOSED, node, eui)
+            self._refuse(codes.EV_JOIN_WINDOW_CLOSED, node, eui)
             return
         # a rejoin (secured or unsecured) of a known device
         if self.log.is_joined(eui) or self.log.window_open(eui):
@@ -204,4 +204,4 @@ class TrustCentre:
             self.log.record_join(eui, node)
             self._joined(eui, node)
             return
-        self._refuse(EV_JOIN_WINDOW_CLOSED, node, eui)
+        self._refuse(codes.EV_JOIN_WINDOW_CLOSED, node, eui)

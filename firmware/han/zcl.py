@@ -127,7 +127,10 @@ def put_u16(out, v):
 # ----------------------------------------------------------- data types ----
 
 # fixed sizes for 0xE0..0xF1
-_FIXED_HI = {_T_TOD: 4, _T_DATE: 4, T_UTC: 4, _T_CLUSTER_ID: 2, _T_ATTR_ID: 2, 0xEA: 4, T_EUI64: 8, _T_KEY128: 16}
+# the other fixed-size types and, at the same place, their sizes (constant
+# tuples: in flash when frozen)
+_FIXED_T = const((_T_TOD, _T_DATE, T_UTC, _T_CLUSTER_ID, _T_ATTR_ID, 0xEA, T_EUI64, _T_KEY128))
+_FIXED_N = const((4, 4, 4, 2, 2, 4, 8, 16))
 
 
 def type_size(t):
@@ -157,10 +160,9 @@ def type_size(t):
         return 8
     if T_OCTSTR <= t <= _T_LONG_CHARSTR:
         return -1
-    s = _FIXED_HI.get(t)
-    if s is None:
+    if t not in _FIXED_T:
         raise ZclTypeError("unsupported data type 0x%02X" % t)
-    return s
+    return _FIXED_N[_FIXED_T.index(t)]
 
 
 def is_analog(t):
@@ -516,18 +518,27 @@ def decode_default_rsp(p, o=0):
     return p[o], p[o + 1]
 
 
-_GLOBAL_DECODERS = {
-    READ_ATTRIBUTES: decode_read_attributes,
-    READ_ATTRIBUTES_RSP: decode_read_attributes_rsp,
-    WRITE_ATTRIBUTES: decode_attribute_records,
-    WRITE_ATTRIBUTES_UNDIVIDED: decode_attribute_records,
-    WRITE_ATTRIBUTES_NO_RSP: decode_attribute_records,
-    WRITE_ATTRIBUTES_RSP: decode_write_attributes_rsp,
-    _CONFIGURE_REPORTING: decode_configure_reporting,
-    CONFIGURE_REPORTING_RSP: decode_configure_reporting_rsp,
-    REPORT_ATTRIBUTES: decode_attribute_records,
-    DEFAULT_RSP: decode_default_rsp,
-}
+
+
+def _global_decoder(c):
+    # the decoder of a global command this codec knows (a chain, not a dict
+    # built at import)
+    if c == READ_ATTRIBUTES:
+        return decode_read_attributes
+    if c == READ_ATTRIBUTES_RSP:
+        return decode_read_attributes_rsp
+    if c == WRITE_ATTRIBUTES or c == WRITE_ATTRIBUTES_UNDIVIDED or c == WRITE_ATTRIBUTES_NO_RSP \
+            or c == REPORT_ATTRIBUTES:
+        return decode_attribute_records
+    if c == WRITE_ATTRIBUTES_RSP:
+        return decode_write_attributes_rsp
+    if c == _CONFIGURE_REPORTING:
+        return decode_configure_reporting
+    if c == CONFIGURE_REPORTING_RSP:
+        return decode_configure_reporting_rsp
+    if c == DEFAULT_RSP:
+        return decode_default_rsp
+    return None
 
 
 def decode(frame):
@@ -535,7 +546,7 @@ def decode(frame):
     this codec knows are decoded; anything else gives the raw payload bytes."""
     h, o = parse_header(frame)
     if h.frame_type == FT_GLOBAL and h.manufacturer is None:
-        f = _GLOBAL_DECODERS.get(h.command_id)
+        f = _global_decoder(h.command_id)
         if f is not None:
             return h, f(frame, o)
     return h, bytes(frame[o:])

@@ -19,8 +19,18 @@
 #   chunk k: u32 seq | u8 k | the next 115 message bytes
 #   free:    an empty file (a taken chunk 0), or any chunk of no whole message
 #
-# Power cuts: littlefs commits a file at close, so a file holds its old or its
-# new content. A put writes chunks 1.. into free files first and chunk 0
+# One file handle stays open: the chunk 0 file last written or emptied
+# (_fh on pool file _fn, "w+b"). Opening a file walks every directory of its
+# path, and littlefs reads each directory's whole metadata log to do it
+# (about as many instructions as the log has bytes, times 30-60): the walk,
+# not the write, was most of a put's cost. Through the handle a put of a
+# one-chunk message into that file (empty: free) and the offer that reads
+# it back open nothing; the confirm empties the file by opening it again
+# ("w+b" truncates: the on-flash form is the same as with a fresh open each
+# time). Every write through it is followed by a flush, one commit.
+#
+# Power cuts: littlefs commits a file at close or flush, so a file holds its
+# old or its new content. A put writes chunks 1.. into free files first and chunk 0
 # last: the message exists once its chunk 0 is complete and every chunk with
 # its seq is there and the crc holds. Removing a message (confirm, drop,
 # expiry) empties its chunk 0 (one commit): it is gone, its other chunks are
@@ -104,6 +114,9 @@ class CommandBuffer:
         self._pool = 0  # files in the pool: 0 .. _pool-1
         self._listeners = []
         self._h = bytearray(_H0)
+        self._fh = None  # open handle ("w+b") on pool file _fn (see the header)
+        self._fn = -1
+        self._fempty = False  # _fn holds nothing (emptied through the handle)
         self.next_seq = 1
         self._open()
 
@@ -117,13 +130,54 @@ class CommandBuffer:
             f.write(head)
             f.write(data)
 
+    def _drop_handle(self):
+        f = self._fh
+        self._fh = None
+        self._fn = -1
+        if f is not None:
+            try:
+                f.close()  # flushed already: no write
+            except OSError:
+                pass
+
+    def _hold(self, n, head=None, data=None):
+        # open pool file n as the handle ("w+b": emptied), write head + data
+        # when given, commit (one commit either way)
+        self._drop_handle()
+        f = open(self._path(n), "w+b")
+        try:
+            _commit(f, head, data)
+        except OSError:
+            f.close()
+            raise
+        self._fh = f
+        self._fn = n
+        self._fempty = head is None
+
+    def _write0(self, n, head, data):
+        # chunk 0: through the handle when n is its (empty) file, else n
+        # becomes the handle's file
+        if n != self._fn or not self._fempty:
+            self._hold(n, head, data)
+            return
+        try:
+            self._fh.seek(0)
+            _commit(self._fh, head, data)
+        except OSError:
+            self._drop_handle()
+            raise
+        self._fempty = False
+
     def _empty(self, n):
-        # one commit: the file stays in the pool, empty
-        with open(self._path(n), "wb"):
-            pass
+        # one commit: the file stays in the pool, empty; it becomes the
+        # handle's file (the next put of one chunk writes it unopened)
+        self._hold(n)
 
     def _alloc(self, k):
         out = []
+        if self._fempty and self._fn in self._free:
+            self._free.remove(self._fn)  # chunk 0 into the handle's file
+            out.append(self._fn)
         while len(out) < k:
             if self._free:
                 out.append(self._free.pop())
@@ -273,7 +327,7 @@ class CommandBuffer:
                 struct.pack_into("<IB", hk, 0, seq, k)
                 self._write(fl[k], hk, mv[off : off + _NEXT])
                 off += _NEXT
-            self._write(fl[0], h, mv[:_FIRST])
+            self._write0(fl[0], h, mv[:_FIRST])
         except OSError:
             # what was written belongs to no whole message: free again
             self._free.extend(fl)
@@ -291,9 +345,18 @@ class CommandBuffer:
         mv = memoryview(out)
         off = head
         for i, n in enumerate(fl):
-            with open(self._path(n), "rb") as f:
-                f.seek(_H0 if i == 0 else _HK)
-                k = f.readinto(mv[off:])
+            if n == self._fn:  # chunk 0 in the handle's file: no walk
+                f = self._fh
+                try:
+                    f.seek(_H0 if i == 0 else _HK)
+                    k = f.readinto(mv[off:])
+                except OSError:
+                    self._drop_handle()  # the next write opens the file again
+                    raise
+            else:
+                with open(self._path(n), "rb") as f:
+                    f.seek(_H0 if i == 0 else _HK)
+                    k = f.readinto(mv[off:])
             off += k
         if off != head + length:
             raise BufferError("buffered message %d is short" % rec[0])
@@ -442,6 +505,14 @@ class CommandBuffer:
         """Drop the queues of every device not in euis (after a restore)."""
         keep = set(e.upper() for e in euis)
         return sum(self.drop(eh) for eh in list(self._q) if eh not in keep)
+
+
+def _commit(f, head, data):
+    # head + data (when given) into open file f, then one littlefs commit
+    if head is not None:
+        f.write(head)
+        f.write(data)
+    f.flush()
 
 
 def _rm(path):

@@ -20,16 +20,7 @@ from binascii import unhexlify
 
 from micropython import const
 
-from codes import (
-    ALERT_ESME_UNDELIVERED,
-    ALERT_GSME_NOT_RETRIEVED,
-    EV_BAD_DEVICE_MESSAGE,
-    EV_BAD_SETTING,
-    EV_BUFFER_FULL,
-    EV_MALFORMED,
-    EV_QUEUE_DROPPED,
-    EV_UNKNOWN_RECIPIENT,
-)
+import codes
 from gbcs import dlms
 from gbcs import frame as gframe
 from counters import Counters
@@ -59,27 +50,23 @@ DEFAULTS = {
     "expiry_check_s": 30,  # how often the expiry job looks
     "max_deliveries": 8,  # tunnel deliveries running as tasks at once (beyond: inline)
 }
-# route_config's ranges (inclusive)
-_RANGES = {"esme_timeout_ms": (100, 600000), "capacity": (1, 256), "max_bytes": (64, 4096),
-           "expiry_s": (1, 2678400), "expiry_check_s": (1, 3600), "max_deliveries": (1, 64)}
+# route_config's ranges (inclusive): name, (lo, hi), ... (in flash when frozen)
+_RANGES = const(("esme_timeout_ms", (100, 600000), "capacity", (1, 256), "max_bytes", (64, 4096),
+                 "expiry_s", (1, 2678400), "expiry_check_s", (1, 3600), "max_deliveries", (1, 64)))
 
 
 def _setting_ok(k, v):
     if k not in DEFAULTS:
         return False
-    lo, hi = _RANGES[k]
+    lo, hi = _RANGES[_RANGES.index(k) + 1]
     return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
 
 
-class RouteError(ValueError):
-    pass
-
-
-class UnknownRecipient(RouteError):
+class UnknownRecipient(ValueError):
     """The recipient EUI-64 is neither the CHF, the GPF nor in the Device Log."""
 
 
-class BufferRefused(RouteError):
+class BufferRefused(ValueError):
     """The sleepy device's queue is full or the message is too long."""
 
 
@@ -151,7 +138,7 @@ class Router:
             else:
                 log("route", "stored setting %s=%r refused: default used" % (k, v))
                 try:
-                    event_log.append(EV_BAD_SETTING, ("route." + str(k)).encode()[:32])
+                    event_log.append(codes.EV_BAD_SETTING, ("route." + str(k)).encode()[:32])
                 except ValueError:
                     pass
         if cfg:
@@ -198,7 +185,7 @@ class Router:
             if k not in DEFAULTS:
                 raise ValueError("unknown route setting %r" % k)
             if not _setting_ok(k, v):
-                lo, hi = _RANGES[k]
+                lo, hi = _RANGES[_RANGES.index(k) + 1]
                 raise ValueError("%s must be an integer %d..%d" % (k, lo, hi))
         self.cfg.update(changes)
         saved = dict(self.kv.get("cfg", {}))
@@ -266,7 +253,7 @@ class Router:
             if f is None:
                 f = gframe.parse(data)
         except gframe.FrameError:
-            self._log(self.security_log, EV_MALFORMED)
+            self._log(self.security_log, codes.EV_MALFORMED)
             raise
         rh = eui_hex(f.recipient)
         ident = self.identity
@@ -285,7 +272,7 @@ class Router:
         dtype = self.device_log.type_of(rh)
         if dtype is None:
             self.counters["unknown"] += 1
-            self._log(self.security_log, EV_UNKNOWN_RECIPIENT, message_id(f))
+            self._log(self.security_log, codes.EV_UNKNOWN_RECIPIENT, message_id(f))
             raise UnknownRecipient("recipient %s is not in the CHF Device Log" % rh)
         if dtype == _GSME:
             return self._buffer(rh, f, data, source)
@@ -330,7 +317,7 @@ class Router:
             if len(mid) == 25:
                 self.counters["undelivered"] += 1
                 self.counters["recovered_inflight"] += 1
-                self._log(self.event_log, ALERT_ESME_UNDELIVERED, mid + b"power")
+                self._log(self.event_log, codes.ALERT_ESME_UNDELIVERED, mid + b"power")
                 log("route", "delivery to %s cut by a power loss: 0x8F84" % key[16:32])
                 await self._emit(self.undelivered_alert(mid), "alert")
                 n += 1
@@ -342,7 +329,7 @@ class Router:
             self.buffer.put(eh, data, self._utc())
         except BufferError as e:
             self.counters["refused_full"] += 1
-            self._log(self.event_log, EV_BUFFER_FULL, message_id(f))
+            self._log(self.event_log, codes.EV_BUFFER_FULL, message_id(f))
             raise BufferRefused(str(e))
         self.counters["buffered"] += 1
         if source == "hht":
@@ -380,14 +367,14 @@ class Router:
                 log("route", "tunnel reply from %s unusable: %r" % (eh, e))
         self.counters["undelivered"] += 1
         mid = message_id(f)
-        self._log(self.event_log, ALERT_ESME_UNDELIVERED, mid + reason.encode())
+        self._log(self.event_log, codes.ALERT_ESME_UNDELIVERED, mid + reason.encode())
         log("route", "undelivered to %s (%s): 0x8F84" % (eh, reason))
         return None, [self.undelivered_alert(mid)]
 
     def undelivered_alert(self, mid):
         """0x8F84 Failure to Deliver Remote Party Message to ESME (message
         code 0x00D5); body = originator | target | CRA | counter (25 bytes)."""
-        return self.chf.dlms_alert(_MC_ESME_UNDELIVERED, ALERT_ESME_UNDELIVERED, (dlms.OCTET_STRING, mid))
+        return self.chf.dlms_alert(_MC_ESME_UNDELIVERED, codes.ALERT_ESME_UNDELIVERED, (dlms.OCTET_STRING, mid))
 
     # -- device-initiated tunnel messages ---------------------------------
 
@@ -398,7 +385,7 @@ class Router:
         eh = eui_hex.upper()
         if self._device(eh) is None:
             self.counters["bad_device_messages"] += 1
-            self._log(self.security_log, EV_UNKNOWN_RECIPIENT, b"tunnel from " + eh.encode())
+            self._log(self.security_log, codes.EV_UNKNOWN_RECIPIENT, b"tunnel from " + eh.encode())
             return None
         if len(data) and data[0] in (tunnel.GSME_GET, tunnel.GSME_PUT, tunnel.GSME_RESPONSE):
             try:
@@ -463,7 +450,7 @@ class Router:
 
     def _bad(self, eh, why):
         self.counters["bad_device_messages"] += 1
-        self._log(self.security_log, EV_BAD_DEVICE_MESSAGE, eh.encode())
+        self._log(self.security_log, codes.EV_BAD_DEVICE_MESSAGE, eh.encode())
         log("route", "bad tunnel message from %s: %s" % (eh, why))
 
     async def _device_message(self, eh, msg, from_gsme):
@@ -535,7 +522,7 @@ class Router:
             if 0 <= self._t2000() - v[2] < self.cfg["expiry_s"] and self._device(v[0]) is not None:
                 return False
             self.counters["local_lost"] += 1
-            self._log(self.event_log, EV_QUEUE_DROPPED, v[0].encode())
+            self._log(self.event_log, codes.EV_QUEUE_DROPPED, v[0].encode())
             log("route", "GSME response for %s given up: %r" % (v[0], e))
         else:
             self.counters["local_delivered"] += 1
@@ -558,7 +545,7 @@ class Router:
             self._replies.pop(eh.upper(), None)
             n = self.buffer.drop(eh)
             if n:
-                self._log(self.event_log, EV_QUEUE_DROPPED, eh.encode())
+                self._log(self.event_log, codes.EV_QUEUE_DROPPED, eh.encode())
                 log("route", "%s removed: %d buffered commands dropped" % (eh, n))
         elif kind == "restore":
             self.buffer.keep_only([e["eui"] for e in self.device_log.entries()])
@@ -574,10 +561,10 @@ class Router:
                     mid = message_id(gframe.parse(msg))
                 except gframe.FrameError:
                     pass
-            self._log(self.event_log, ALERT_GSME_NOT_RETRIEVED, mid or eh.encode())
+            self._log(self.event_log, codes.ALERT_GSME_NOT_RETRIEVED, mid or eh.encode())
             log("route", "command for %s not retrieved: expired, 0x819D" % eh)
             try:
-                a = gpf_alert(self.identity.parties("gpf"), ALERT_GSME_NOT_RETRIEVED, self._t2000())
+                a = gpf_alert(self.identity.parties("gpf"), codes.ALERT_GSME_NOT_RETRIEVED, self._t2000())
             except ValueError as e:  # e.g. no ACB trust anchor for the GPF yet
                 log("route", "0x819D alert not built: %r" % (e,))
                 continue

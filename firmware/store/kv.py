@@ -3,12 +3,13 @@
 # written whole to NAME.tmp, closed (littlefs commits it) and renamed over
 # NAME.kv: rename is one metadata commit in littlefs, so after a power cut the
 # store reads either the old or the new complete state.
+from micropython import const
 import binascii
 import json
 import os
 
-_TMP = ".tmp"
-_BAD = ".bad"
+_TMP = const(".tmp")
+_BAD = const(".bad")
 
 
 class KVCorrupt(ValueError):
@@ -23,20 +24,20 @@ def _exists(path):
         return False
 
 
-def _encode(data):
-    body = json.dumps(data)
-    return "%08x %s\n" % (binascii.crc32(body.encode()) & 0xFFFFFFFF, body)
-
-
-def _decode(text):
-    if len(text) < 10 or text[8] != " ":
+def _decode(raw):
+    # raw: the file's bytes. The body is checked and parsed where it lies
+    # (a memoryview; MicroPython's json takes any buffer): no copy of it
+    n = len(raw)
+    if n < 10 or raw[8] != 0x20:
         raise KVCorrupt("kv: no header")
-    body = text[9:].rstrip("\n")
+    while n > 9 and raw[n - 1] == 0x0A:
+        n -= 1
     try:
-        want = int(text[:8], 16)
+        want = int(bytes(raw[:8]), 16)
     except ValueError:
         raise KVCorrupt("kv: bad crc field")
-    if binascii.crc32(body.encode()) & 0xFFFFFFFF != want:
+    body = memoryview(raw)[9:n]
+    if binascii.crc32(body) & 0xFFFFFFFF != want:
         raise KVCorrupt("kv: crc mismatch")
     try:
         data = json.loads(body)
@@ -48,8 +49,13 @@ def _decode(text):
 
 
 def _load(path):
-    with open(path) as f:
-        return _decode(f.read())
+    # one buffer of the file's size, read into: read() would grow its buffer
+    # in steps, leaving a hole in the heap at each step
+    with open(path, "rb") as f:
+        raw = bytearray(f.seek(0, 2))
+        f.seek(0)
+        n = f.readinto(raw)
+    return _decode(raw if n == len(raw) else raw[:n])
 
 
 class KV:
@@ -110,9 +116,13 @@ class KV:
 
     def _commit(self, data):
         tmp = self.path + _TMP
-        text = _encode(data)
+        # header, JSON text, newline: the text is written as json.dumps made
+        # it (a record may be a few KB), not formatted into a second copy
+        body = json.dumps(data)
         with open(tmp, "w") as f:
-            f.write(text)
+            f.write("%08x " % (binascii.crc32(body.encode()) & 0xFFFFFFFF))
+            f.write(body)
+            f.write("\n")
         os.rename(tmp, self.path)
         self.stats["kv_writes"] += 1
         if self._data is not None:

@@ -57,6 +57,20 @@ def version_tuple(v):
     return parts
 
 
+def ota_version(v):
+    """The OTA header's file version of a hub version: a byte per part, the
+    first on top, missing parts 0 ("1.2.3" -> 0x01020300); -1 when a part
+    is over 255 (no header names it). chubcore.hubimage.ota_file_version."""
+    n = 0
+    parts = version_tuple(v)
+    for i in range(4):
+        p = parts[i] if i < len(parts) else 0
+        if p > 0xFF:
+            return -1
+        n = n << 8 | p
+    return n
+
+
 def check_manifest(m, board_name):
     """The manifest's fields (ValueError with the reason)."""
     if not isinstance(m, dict):
@@ -132,6 +146,7 @@ class Updater:
         self.log = log
         self.last_error = None
         self._cs05a = None
+        self._fv = None
         self._clear_ram()
         _makedirs(self.dir)
         self._resume()
@@ -255,10 +270,13 @@ class Updater:
             if self.log:
                 self.log("update", "alert 0x%04X not sent: %r" % (code, e))
 
-    def write(self, offset, data):
+    def write(self, offset, data, file_version=None):
         """Take the piece of the image at `offset`; returns the bytes received
         so far (a sender whose offset is not that resends from there).
-        Raises Refused (the alert raised) when the image fails a check."""
+        Raises Refused (the alert raised) when the image fails a check.
+        file_version: the CS05a OTA header's, which the manifest's version
+        must match (None: the local port's plain image)."""
+        self._fv = file_version
         if offset == 0 and (self.state != IDLE or self.head) and not self._same_start(data):
             if self.state == SCHEDULED:
                 self.log and self.log("update", "a new image replaces the scheduled one")
@@ -305,6 +323,8 @@ class Updater:
             check_manifest(m, self.board_name)
         except (ValueError, TypeError) as e:
             self._refuse(str(e) or "manifest")
+        if self._fv is not None and self._fv != ota_version(m["version"]):
+            self._refuse("OTA file version %08x not %s" % (self._fv, m["version"][:16]))
         cfg = self.kv.get("anchor") if self.kv else None
         min_v = self.kv.get("min_version") if self.kv else None
         if min_v and version_tuple(m["version"]) < version_tuple(min_v):

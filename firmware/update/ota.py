@@ -77,7 +77,11 @@ class Cs05a:
             # a fresh image: KV "ota" may still hold an earlier image's prefix
             # and hash (it is read only while the Updater holds something)
             fresh = self._prefix() is None
-            self.u.write(self.u.received, mv[:k])
+            try:  # the manifest's version must be the OTA header's file version
+                self.u.write(self.u.received, mv[:k], struct.unpack_from("<I", p, 14)[0])
+            except Refused:
+                self.pre = bytearray()  # refused: the sender starts again from 0
+                raise
             if fresh:  # the image's header is taken: keep the OTA prefix
                 self.kv.update({"ota": hexlify(self.pre).decode(), "ota_hash": ""})
                 self.pre = bytearray()

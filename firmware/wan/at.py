@@ -171,19 +171,20 @@ def _num(b):
 
 
 # Final result codes, one record each: (text, whole line (else a prefix),
-# the ATError class it raises (None: OK), counted as stray when it comes with
-# no command in flight (else it goes on to the URC / garbage checks)).
+# the error it raises (0: OK; 1 ATError, 2 CmeError, 3 CmsError, 4 CipError:
+# _line_done picks the class), counted as stray when it comes with no command in flight (else it
+# goes on to the URC / garbage checks)). A constant tuple, in flash when frozen.
 _F_TEXT = const(0)
 _F_WHOLE = const(1)
 _F_ERR = const(2)
 _F_STRAY = const(3)
-_FINALS = (
-    (b"OK", True, None, True),
-    (b"ERROR", True, ATError, True),
-    (b"+CME ERROR:", False, CmeError, True),
-    (b"+CMS ERROR:", False, CmsError, False),
-    (b"+CIPERROR:", False, CipError, False),
-)
+_FINALS = const((
+    (b"OK", True, 0, True),
+    (b"ERROR", True, 1, True),
+    (b"+CME ERROR:", False, 2, True),
+    (b"+CMS ERROR:", False, 3, False),
+    (b"+CIPERROR:", False, 4, False),
+))
 
 
 def _final(ln):
@@ -347,11 +348,12 @@ class ATParser:
                 return
             if f is not None:
                 err = f[_F_ERR]
-                if err is None:  # OK: finished once the done line is in too
+                if not err:  # OK: finished once the done line is in too
                     self._final_seen = True
                     if self._done_seen:
                         self._finish()
                     return
+                err = ATError if err == 1 else CmeError if err == 2 else CmsError if err == 3 else CipError
                 if err is ATError and self._iperr is not None:
                     err, ln = IpError, self._iperr  # ERROR after +IP ERROR: <info>
                 self.result = err(c, ln, self.lines)

@@ -11,7 +11,7 @@
 # alert counter. The same codes go to the CHF event log.
 from micropython import const
 
-from codes import ALERT_POWER_OUTAGE, ALERT_POWER_RESTORED
+import codes
 from ids import EPOCH_2000
 
 _MC_CHF_ALERT = const(0x0000)
@@ -66,7 +66,7 @@ class LastGasp:
     def power_failed(self):
         """The board's power-fail signal: note the outage, queue the alert first in line."""
         self.kv.set("lost", self.utc())
-        self.outage_id = self._queue(ALERT_POWER_OUTAGE)
+        self.outage_id = self._queue(codes.ALERT_POWER_OUTAGE)
         if self.log:
             self.log("power", "power fail: outage alert %r queued" % self.outage_id)
         return self.outage_id
@@ -76,7 +76,7 @@ class LastGasp:
         restoration alert (then forget the outage). -> frame id or None."""
         if self.kv.get("lost") is None:
             return None
-        self.restored_id = self._queue(ALERT_POWER_RESTORED)
+        self.restored_id = self._queue(codes.ALERT_POWER_RESTORED)
         self.kv.delete("lost")
         if self.log:
             self.log("power", "power restored: alert %r queued" % self.restored_id)

@@ -6,6 +6,7 @@
 # (AT+CCHxxx): files() names and renders the three PEM files the driver
 # downloads to the modem's file system. Certificate files follow
 # chf.prov_store.cert_path ("<root>/cert_<name>.der", ".stg" while staged).
+from micropython import const
 import binascii
 import hashlib
 import os
@@ -13,8 +14,8 @@ import os
 from flag import Flag
 from ids import hex_bytes, hex_text
 
-CERT = "chf_link"
-ANCHOR = "link_anchor"
+_CERT = const("chf_link")
+_ANCHOR = const("link_anchor")
 MAX_CERT = 1200  # DER bytes
 _EC_KEY_HEAD = b"\x30\x77\x02\x01\x01\x04\x20"  # SEC1 ECPrivateKey, P-256
 _EC_KEY_MID = b"\xa0\x0a\x06\x08\x2a\x86\x48\xce\x3d\x03\x01\x07\xa1\x44\x03\x42\x00"
@@ -82,7 +83,7 @@ class LinkCredentials:
 
     def ready(self):
         """A key, a certificate and an anchor are in place."""
-        for n in (CERT, ANCHOR):
+        for n in (_CERT, _ANCHOR):
             try:
                 os.stat(_path(self._store, n))
             except OSError:
@@ -95,10 +96,10 @@ class LinkCredentials:
         renamed: a power cut leaves the old pair or the new one's parts)."""
         check_anchor(anchor)
         check_cert(cert, self.key()[1], self._identity.chf["eui"])
-        for name, der in ((ANCHOR, anchor), (CERT, cert)):
+        for name, der in ((_ANCHOR, anchor), (_CERT, cert)):
             with open(_path(self._store, name, True), "wb") as f:
                 f.write(der)
-        for name in (ANCHOR, CERT):
+        for name in (_ANCHOR, _CERT):
             os.rename(_path(self._store, name, True), _path(self._store, name))
         self.notify()
 
@@ -109,7 +110,7 @@ class LinkCredentials:
 
     def fingerprint(self):
         """8 hex digits over certificate, anchor and public key (None: not ready)."""
-        cert, anchor = self._read(CERT), self._read(ANCHOR)
+        cert, anchor = self._read(_CERT), self._read(_ANCHOR)
         if cert is None or anchor is None:
             return None
         h = hashlib.sha256(cert)
@@ -128,12 +129,12 @@ class LinkCredentials:
 
     def render(self, kind):
         if kind == "ca":
-            return _pem(b"CERTIFICATE", self._read(ANCHOR))
+            return _pem(b"CERTIFICATE", self._read(_ANCHOR))
         if kind == "cert":
-            return _pem(b"CERTIFICATE", self._read(CERT))
+            return _pem(b"CERTIFICATE", self._read(_CERT))
         d, q = self.key()
         return _pem(b"EC PRIVATE KEY", _EC_KEY_HEAD + d + _EC_KEY_MID + q)
 
     def info(self):
-        return {"pub": hex_text(self.key()[1]), "cert": self._read(CERT) is not None,
-                "anchor": self._read(ANCHOR) is not None, "fingerprint": self.fingerprint()}
+        return {"pub": hex_text(self.key()[1]), "cert": self._read(_CERT) is not None,
+                "anchor": self._read(_ANCHOR) is not None, "fingerprint": self.fingerprint()}

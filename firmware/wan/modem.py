@@ -67,7 +67,8 @@ def registered(stat):
 
 
 class Modem:
-    """Interface; every method is a coroutine unless noted."""
+    """The driver interface: the state every driver keeps, and below the
+    methods each implements."""
 
     def __init__(self):
         self.listener = None  # fn(kind, value)
@@ -78,76 +79,28 @@ class Modem:
         if self.listener is not None:
             self.listener(kind, value)
 
-    async def init(self):
-        """Bring the UART dialogue up (echo off, error mode, URCs on)."""
-        raise NotImplementedError
-
-    async def sim_ready(self, pin=None):
-        """True when the SIM is usable; enters pin once; raises NoSim/WrongPin/PukRequired."""
-        raise NotImplementedError
-
-    async def registration(self):
-        """Current registration stat (REG_*)."""
-        raise NotImplementedError
-
-    async def signal_dbm(self):
-        """Signal strength in dBm, None when unknown."""
-        raise NotImplementedError
-
-    def signal_avg_dbm(self):
-        """Rolling average of recent signal_dbm() samples (not a coroutine)."""
-        raise NotImplementedError
-
-    async def cell_id(self):
-        """(rat, "mcc-mnc", area code, cell id) of the serving cell, or None."""
-        raise NotImplementedError
-
-    async def set_radio_mode(self, mode):
-        raise NotImplementedError
-
-    async def attach(self, apn):
-        """Activate data; returns the IP address text. Raises AttachFailed."""
-        raise NotImplementedError
-
-    async def detach(self):
-        raise NotImplementedError
-
-    async def open_socket(self, host, port):
-        raise NotImplementedError
-
-    async def send(self, data):
-        raise NotImplementedError
-
-    async def recv(self, timeout_ms=None):
-        """Next received bytes (b"" on timeout or wake()); raises SocketClosed."""
-        raise NotImplementedError
-
-    def wake(self):
-        """End a waiting recv() now with b"" (something was queued to send)."""
-        raise NotImplementedError
-
-    async def poll_rx(self):
-        """Ask the modem whether received data waits (the safety net for a
-        "data waiting" notice lost on the line) -> True when some does; the
-        next recv() then reads it."""
-        raise NotImplementedError
-
-    def garbled(self):
-        """Lines from the modem that could not be read (line noise)."""
-        raise NotImplementedError
-
-    def set_timings(self, timings):
-        """{name: ms} overrides of the driver's command timeouts; ValueError
-        for an unknown name, before any is changed."""
-        raise NotImplementedError
-
-    async def close_socket(self):
-        raise NotImplementedError
-
-    async def network_time(self):
-        """UTC seconds since 1970 from the modem clock, None when not set."""
-        raise NotImplementedError
-
-    async def hw_reset(self):
-        """Pulse the modem's reset line (board hook) and wait for it to boot."""
-        raise NotImplementedError
+    # The interface a driver implements (Sim7600 does; a coroutine unless
+    # noted). Not written as methods here: each would be a function object
+    # and a class slot in RAM for the hub's life, never called.
+    #   init(): Bring the UART dialogue up (echo off, error mode, URCs on).
+    #   sim_ready(pin=None): True when the SIM is usable; enters pin once; raises
+    #     NoSim/WrongPin/PukRequired.
+    #   registration(): Current registration stat (REG_*).
+    #   signal_dbm(): Signal strength in dBm, None when unknown.
+    #   signal_avg_dbm(): (not a coroutine) Rolling average of recent signal_dbm() samples.
+    #   cell_id(): (rat, "mcc-mnc", area code, cell id) of the serving cell, or None.
+    #   set_radio_mode(mode)
+    #   attach(apn): Activate data; returns the IP address text. Raises AttachFailed.
+    #   detach()
+    #   open_socket(host, port)
+    #   send(data)
+    #   recv(timeout_ms=None): Next received bytes (b"" on timeout or wake()); raises SocketClosed.
+    #   wake(): (not a coroutine) End a waiting recv() now with b"" (something was queued to send).
+    #   poll_rx(): Ask the modem whether received data waits (the safety net for a "data waiting"
+    #     notice lost on the line) -> True when some does; the next recv() then reads it.
+    #   garbled(): (not a coroutine) Lines from the modem that could not be read (line noise).
+    #   set_timings(timings): (not a coroutine) {name: ms} overrides of the driver's command
+    #     timeouts; ValueError for an unknown name, before any is changed.
+    #   close_socket()
+    #   network_time(): UTC seconds since 1970 from the modem clock, None when not set.
+    #   hw_reset(): Pulse the modem's reset line (board hook) and wait for it to boot.

@@ -13,7 +13,8 @@ KIND_RESPONSE = const(1)
 KIND_ALERT = const(2)
 KIND_SCHEDULED = const(3)  # scheduled data: leaves at a random time inside sched_window_ms
 KIND_REPORT = const(4)  # the hub's own JSON report (installation, signal/health): link frame REPORT
-KINDS = {"response": KIND_RESPONSE, "alert": KIND_ALERT, "scheduled": KIND_SCHEDULED}  # hub.emit's kind names
+# hub.emit's kind names: a name's place + 1 is its KIND_ (a tuple, in flash when frozen)
+KINDS = ("response", "alert", "scheduled")
 
 # defaults; KV "wan" keys of the same name override them
 DEFAULTS = {
@@ -40,9 +41,10 @@ TX_MGMT = const(13)  # a head-end management request served (detail: the command
 TX_MGMT_REFUSED = const(14)  # ... refused (detail: why)
 TX_FALLBACK = const(15)  # link settings rolled back: the link did not return with the new ones
 TX_REPORT = const(16)  # a report queued (detail: install / health)
-TX_NAMES = {1: "pdp_up", 2: "pdp_fail", 3: "link_up", 4: "link_drop", 5: "ack", 6: "reject",
-            7: "exhausted", 8: "dropped", 9: "duplicate", 10: "modem_reset", 11: "time_step",
-            12: "pdp_refresh", 13: "mgmt", 14: "mgmt_refused", 15: "fallback", 16: "report"}
+# their names: event n is _TX_NAMES[n - 1]
+_TX_NAMES = const(("pdp_up", "pdp_fail", "link_up", "link_drop", "ack", "reject", "exhausted", "dropped",
+                   "duplicate", "modem_reset", "time_step", "pdp_refresh", "mgmt", "mgmt_refused", "fallback",
+                   "report"))
 
 
 class OutboxError(ValueError):
@@ -73,7 +75,8 @@ class TxLog:
             d = str(bytes(p[9:]), "utf-8")
         except UnicodeError:
             d = ""
-        return {"seq": seq, "utc": t, "event": TX_NAMES.get(ev, ev), "id": fid, "detail": d}
+        name = _TX_NAMES[ev - 1] if 0 < ev <= len(_TX_NAMES) else ev
+        return {"seq": seq, "utc": t, "event": name, "id": fid, "detail": d}
 
     def entries(self):
         out = []

@@ -7,6 +7,7 @@
 #     once per send window (wan.window) at this hub's time in it; KV
 #     "wan_report" "t" keeps the time of the last one (UTC ms)
 # signal = {signal_avg_dbm, signal_dbm, cell, reg} (wan.session.signal_report).
+from micropython import const
 import asyncio
 import json
 
@@ -14,7 +15,7 @@ from log import log
 from wan import outbox as ob
 from wan.window import next_send
 
-_NAP_MS = 5000  # the longest sleep: a settings change or a clock step is seen this soon
+_NAP_MS = const(5000)  # the longest sleep: a settings change or a clock step is seen this soon
 
 
 def queue(outbox, txlog, kind, body, cls):

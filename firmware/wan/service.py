@@ -22,7 +22,7 @@ class Emit:
         self.wan = wan
 
     def __call__(self, frame, kind, critical=None):
-        k = ob.KINDS.get(kind)
+        k = ob.KINDS.index(kind) + 1 if kind in ob.KINDS else None
         if k is None:
             raise ValueError("emit: kind must be alert, response or scheduled")
         w = self.wan

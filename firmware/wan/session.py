@@ -10,7 +10,7 @@ import asyncio
 import time
 
 import board
-from codes import EV_HEADEND_REFUSED, EV_SETTINGS_ROLLED_BACK
+import codes
 from micropython import const
 from log import log, log_exc
 from version import VERSION
@@ -19,7 +19,7 @@ from wan import modem as md
 from wan import outbox as ob
 from wan.critical import is_critical
 
-_STABLE_MS = 10000
+_STABLE_MS = const(10000)
 _TLS_HANDSHAKE_FAILED = const(15)  # AT+CCHOPEN's <err>: the handshake failed
 
 
@@ -238,7 +238,7 @@ class Wan:
         log("wan", "link not back with the new %s: the old values return" % names)
         if self.event_log is not None:
             try:
-                self.event_log.append(EV_SETTINGS_ROLLED_BACK, ("fallback " + names).encode())
+                self.event_log.append(codes.EV_SETTINGS_ROLLED_BACK, ("fallback " + names).encode())
             except Exception:  # noqa: BLE001 - no clock: the console and the transaction log have it
                 pass
         if "apn" in prev:
@@ -302,7 +302,7 @@ class Wan:
             await m.open_tls(cfg["host"], cfg["port"])
         except md.SocketOpenFailed as e:
             if e.err == _TLS_HANDSHAKE_FAILED and self.security_log is not None:
-                self.security_log.append(EV_HEADEND_REFUSED, b"headend tls " + cfg["host"].encode()[:32])
+                self.security_log.append(codes.EV_HEADEND_REFUSED, b"headend tls " + cfg["host"].encode()[:32])
             raise
         self.dec.reset()
         await m.send(link.hello(self.identity.chf["eui"], VERSION, self.signal))

@@ -35,34 +35,40 @@ LOCAL_ONLY = ("remote_mgmt",)  # not settable over the management channel
 _DAY_MS = const(86400000)
 _TICKS_MAX = const(0x3FFFFFFF)  # the largest ms span the hub's monotonic and tick maths hold
 
-# name -> (kind, a, b, may be None). kind "int": a..b; "str": the text's
+# name, (kind, a, b, may be None), ... (a constant tuple: in flash when
+# frozen; spec() finds a name's). kind "int": a..b; "str": the text's
 # length a..b and its characters in _HOST/_APN/_PIN; "bool"; "choice": one of
 # a (a tuple, or "radio": wan.sim7600.RADIO_MODES); "timings": an object of
 # wan.sim7600.TIMINGS names -> int 0..b.
-SCHEMA = {
-    "host": ("host", 1, 253, False), "port": ("int", 1, 65535, False),
-    "apn": ("apn", 0, 62, False), "pin": ("pin", 4, 8, True), "radio": ("choice", "radio", None, True),
-    "retry_ms": ("int", 100, 600000, False), "retry_max_ms": ("int", 100, _DAY_MS, False),
-    "reg_timeout_ms": ("int", 1000, 3600000, False), "hello_timeout_ms": ("int", 1000, 600000, False),
-    "ping_ms": ("int", 1000, _DAY_MS, False), "idle_timeout_ms": ("int", 5000, _DAY_MS, False),
-    "signal_ms": ("int", 100, _DAY_MS, False), "rx_poll_ms": ("int", 100, _DAY_MS, False),
-    "time_step_s": ("int", 1, 86400, False), "clock_hold_s": ("int", 0, 31536000, False),
-    "pdp_refresh_ms": ("int", 1000, _TICKS_MAX, False), "reinit_ms": ("int", 1000, _TICKS_MAX, False),
-    "max_errors": ("int", 1, 1000, False), "stuck_ms": ("int", 1000, _TICKS_MAX, False),
-    "critical_alerts": ("bool", None, None, False), "timings": ("timings", None, 600000, True),
-    "remote_mgmt": ("bool", None, None, False), "fallback_ms": ("int", 5000, _DAY_MS, False),
-    "window_start_s": ("int", 0, 86399, False), "report_period_s": ("int", 0, 31536000, False),
+SCHEMA = (
+    "host", ("host", 1, 253, False), "port", ("int", 1, 65535, False),
+    "apn", ("apn", 0, 62, False), "pin", ("pin", 4, 8, True), "radio", ("choice", "radio", None, True),
+    "retry_ms", ("int", 100, 600000, False), "retry_max_ms", ("int", 100, _DAY_MS, False),
+    "reg_timeout_ms", ("int", 1000, 3600000, False), "hello_timeout_ms", ("int", 1000, 600000, False),
+    "ping_ms", ("int", 1000, _DAY_MS, False), "idle_timeout_ms", ("int", 5000, _DAY_MS, False),
+    "signal_ms", ("int", 100, _DAY_MS, False), "rx_poll_ms", ("int", 100, _DAY_MS, False),
+    "time_step_s", ("int", 1, 86400, False), "clock_hold_s", ("int", 0, 31536000, False),
+    "pdp_refresh_ms", ("int", 1000, _TICKS_MAX, False), "reinit_ms", ("int", 1000, _TICKS_MAX, False),
+    "max_errors", ("int", 1, 1000, False), "stuck_ms", ("int", 1000, _TICKS_MAX, False),
+    "critical_alerts", ("bool", None, None, False), "timings", ("timings", None, 600000, True),
+    "remote_mgmt", ("bool", None, None, False), "fallback_ms", ("int", 5000, _DAY_MS, False),
+    "window_start_s", ("int", 0, 86399, False), "report_period_s", ("int", 0, 31536000, False),
     # the outbox's (wan.outbox.DEFAULTS)
-    "crit_retries": ("int", 0, 1000, False), "crit_backoff_ms": ("int", 100, _DAY_MS, False),
-    "crit_backoff_max_ms": ("int", 100, _DAY_MS, False),
-    "noncrit_retries": ("int", 0, 1000, False), "noncrit_backoff_ms": ("int", 100, _DAY_MS, False),
-    "noncrit_backoff_max_ms": ("int", 100, _DAY_MS, False),
-    "on_exhausted": ("choice", ("keep", "drop"), None, False), "sched_window_ms": ("int", 0, _TICKS_MAX, False),
-}
+    "crit_retries", ("int", 0, 1000, False), "crit_backoff_ms", ("int", 100, _DAY_MS, False),
+    "crit_backoff_max_ms", ("int", 100, _DAY_MS, False),
+    "noncrit_retries", ("int", 0, 1000, False), "noncrit_backoff_ms", ("int", 100, _DAY_MS, False),
+    "noncrit_backoff_max_ms", ("int", 100, _DAY_MS, False),
+    "on_exhausted", ("choice", ("keep", "drop"), None, False), "sched_window_ms", ("int", 0, _TICKS_MAX, False),
+)
 
-_HOST = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-"
-_APN = _HOST + "_"
-_CHARS = {"host": _HOST, "apn": _APN, "pin": "0123456789"}
+_HOST = const("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-")
+_APN = const("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_")
+_PIN = const("0123456789")
+
+
+def spec(name):
+    """(kind, a, b, may be None) of WAN setting `name`; None: no such setting."""
+    return SCHEMA[SCHEMA.index(name) + 1] if name in SCHEMA else None
 
 
 def _chars_ok(s, allowed):
@@ -74,10 +80,10 @@ def _chars_ok(s, allowed):
 
 def check(name, v):
     """None when v is a valid value for setting `name`, else the reason."""
-    spec = SCHEMA.get(name)
-    if spec is None:
+    sp = spec(name)
+    if sp is None:
         return "unknown wan setting"
-    kind, a, b, nullable = spec
+    kind, a, b, nullable = sp
     if v is None:
         return None if nullable else "must not be null"
     if kind == "int":
@@ -88,8 +94,9 @@ def check(name, v):
     elif kind == "bool":
         if not isinstance(v, bool):
             return "must be true or false"
-    elif kind in _CHARS:
-        if not isinstance(v, str) or not a <= len(v) <= b or not _chars_ok(v, _CHARS[kind]):
+    elif kind == "host" or kind == "apn" or kind == "pin":
+        allowed = _HOST if kind == "host" else _APN if kind == "apn" else _PIN
+        if not isinstance(v, str) or not a <= len(v) <= b or not _chars_ok(v, allowed):
             return "must be %d..%d characters of %s" % (a, b, "digits" if kind == "pin" else "letters, digits . -")
         if kind == "host" and (v[0] in ".-" or v[-1] in ".-" or ".." in v):
             return "is not a host name or IPv4 address"

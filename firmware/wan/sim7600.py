@@ -9,14 +9,12 @@ import asyncio
 import time
 
 from flag import Flag
-from wan.at import ATChannel, ATError, ATFormatError, ATTimeout, CipError, CmeError, IpError
+from wan import at as A
+from wan import modem as md
 from wan.at import split_fields, to_int
-from wan.modem import (
-    EV_BOOT, EV_NET_LOST, EV_REG, EV_SIM, EV_SOCKET_CLOSED, EV_TIME,
-    REG_DENIED, REG_NONE, REG_SEARCHING, REG_UNKNOWN,
-    AttachFailed, Modem, ModemError, ModemSilent, NoSim, PinRequired, PukRequired,
-    RegistrationDenied, SocketClosed, SocketOpenFailed, WrongPin, registered,
-)
+
+# The names of wan.at and wan.modem are used as A.X / md.X (errors, event
+# kinds, registration states): one global each instead of 26 (RAM when frozen)
 
 _CHUNK = const(1460)
 _NSIG = const(32)
@@ -30,10 +28,9 @@ TIMINGS = {
     "cchstart": 30000, "cchopen": 30000, "certdown": 10000,
 }
 
-RADIO_MODES = {
-    "auto": 2, "gsm": 13, "wcdma": 14, "gsm+wcdma": 19, "lte": 38,
-    "gsm+wcdma+lte": 39, "not-lte": 48, "gsm+lte": 51, "wcdma+lte": 54,
-}
+# the radio modes' names and, at the same place, their AT+CNMP values
+RADIO_MODES = ("auto", "gsm", "wcdma", "gsm+wcdma", "lte", "gsm+wcdma+lte", "not-lte", "gsm+lte", "wcdma+lte")
+_RADIO_CNMP = const((2, 13, 14, 19, 38, 39, 48, 51, 54))
 _CNMP = (2, 9, 10, 13, 14, 19, 22, 38, 39, 48, 51, 54, 59, 60, 63, 67)
 
 
@@ -45,13 +42,13 @@ def rssi_to_dbm(rssi):
         return rssi - 216
     if rssi == 99 or rssi == 199:
         return None
-    raise ATFormatError("rssi out of range: %d" % rssi)
+    raise A.ATFormatError("rssi out of range: %d" % rssi)
 
 
 def parse_csq(line):
     f = split_fields(line, b"+CSQ:")
     if len(f) != 2:
-        raise ATFormatError("bad +CSQ")
+        raise A.ATFormatError("bad +CSQ")
     to_int(f[1])
     return rssi_to_dbm(to_int(f[0]))
 
@@ -65,7 +62,7 @@ def parse_reg(line, prefix):
         return False, to_int(f[0]), None, None
     if rest[comma + 1:comma + 2] == b'"':  # URC with location: stat,"lac","ci"
         if len(f) < 3:
-            raise ATFormatError("bad reg URC")
+            raise A.ATFormatError("bad reg URC")
         return False, to_int(f[0]), to_int(f[1], 16), to_int(f[2], 16)
     to_int(f[0])
     stat = to_int(f[1])
@@ -81,16 +78,16 @@ def parse_cpsi(line):
     if rat == b"NO SERVICE":
         return None
     if len(f) < 5 or b"-" not in f[2]:
-        raise ATFormatError("bad +CPSI")
+        raise A.ATFormatError("bad +CPSI")
     area = to_int(f[3], 16)
     cell = to_int(f[4])
     if rat.startswith(b"LTE"):
         if len(f) < 7 or f[6].endswith(b"BAND0") or cell > 0xFFFFFFF:
-            raise ATFormatError("+CPSI LTE garbage")
+            raise A.ATFormatError("+CPSI LTE garbage")
     elif rat not in (b"GSM", b"WCDMA", b"TDS", b"CDMA", b"EVDO", b"GSM-LIMITED", b"WCDMA-LIMITED"):
-        raise ATFormatError("bad +CPSI mode")
+        raise A.ATFormatError("bad +CPSI mode")
     if area > 0xFFFF or cell > 0xFFFFFFF:
-        raise ATFormatError("+CPSI field out of range")
+        raise A.ATFormatError("+CPSI field out of range")
     return _ascii(rat), _ascii(f[2]), area, cell
 
 
@@ -98,7 +95,7 @@ def _ascii(b):
     try:
         return str(b, "ascii")
     except UnicodeError:
-        raise ATFormatError("not ASCII: %r" % bytes(b))
+        raise A.ATFormatError("not ASCII: %r" % bytes(b))
 
 
 def days_from_civil(y, m, d):
@@ -116,24 +113,24 @@ def parse_cclk(line):
     since 1970, or None when the clock was never set (year 80)."""
     f = split_fields(line, b"+CCLK:")
     if len(f) != 1:
-        raise ATFormatError("bad +CCLK")
+        raise A.ATFormatError("bad +CCLK")
     v = f[0]
     if len(v) < 17 or v[2:3] != b"/" or v[5:6] != b"/" or v[8:9] != b"," \
             or v[11:12] != b":" or v[14:15] != b":":
-        raise ATFormatError("bad +CCLK time")
+        raise A.ATFormatError("bad +CCLK time")
     yy, mo, dd = to_int(v[0:2]), to_int(v[3:5]), to_int(v[6:8])
     hh, mi, ss = to_int(v[9:11]), to_int(v[12:14]), to_int(v[15:17])
     zone = 0
     if len(v) > 17:
         if v[17] not in b"+-" or len(v) > 20:
-            raise ATFormatError("bad +CCLK zone")
+            raise A.ATFormatError("bad +CCLK zone")
         zone = to_int(v[18:])
         if v[17] == 45:
             zone = -zone
     if yy == 80:
         return None
     if not (1 <= mo <= 12 and 1 <= dd <= 31 and hh < 24 and mi < 60 and ss < 60 and -48 <= zone <= 56):
-        raise ATFormatError("+CCLK out of range")
+        raise A.ATFormatError("+CCLK out of range")
     days = days_from_civil(2000 + yy, mo, dd)
     return days * 86400 + hh * 3600 + mi * 60 + ss - zone * 900
 
@@ -142,15 +139,23 @@ def _last_int(line):
     return to_int(line[line.rfind(b",") + 1:].strip() if b"," in line else line[line.find(b":") + 1:].strip())
 
 
-class Sim7600(Modem):
+# the URCs the driver follows (a constant tuple, in flash when frozen):
+# _on_urc calls the handler of the first prefix that matches, by its place
+_URC_PREFIXES = const((
+    b"+CREG:", b"+CGREG:", b"+CEREG:", b"+IPCLOSE:", b"+CIPEVENT:", b"+CIPRXGET: 1,", b"RDY", b"+CPIN:",
+    b"PB DONE", b"+CCHEVENT:", b"+CCH_PEER_CLOSED:", b"+CCH_RECV_CLOSED:", b"+CTZV:", b"*PSUTTZ:", b"+CTZE:",
+))
+
+
+class Sim7600(md.Modem):
     def __init__(self, reader, writer, reset=None, timings=None, ticks_ms=None):
-        Modem.__init__(self)
+        md.Modem.__init__(self)
         t = TIMINGS  # shared, never written: a copy only when overridden
         if timings:
             t = dict(TIMINGS)
             t.update(timings)
         self.t = t
-        self.at = ATChannel(reader, writer, t["cmd"], t["grace"])
+        self.at = A.ATChannel(reader, writer, t["cmd"], t["grace"])
         self._reset = reset
         self._ticks = ticks_ms or time.ticks_ms
         at = self.at
@@ -158,7 +163,7 @@ class Sim7600(Modem):
         # table entry each would be ~64 bytes apiece)
         at.on(_URC_PREFIXES, self._on_urc)
         at.p.on_data = self._on_push
-        self._reg = [REG_UNKNOWN, REG_UNKNOWN, REG_UNKNOWN]  # CREG, CGREG, CEREG
+        self._reg = [md.REG_UNKNOWN, md.REG_UNKNOWN, md.REG_UNKNOWN]  # CREG, CGREG, CEREG
         self._boot = Flag()  # timed waits without a helper task
         self._rxev = Flag()
         self._rx_pending = False
@@ -197,10 +202,34 @@ class Sim7600(Modem):
 
     # ---- URCs ----
     def _on_urc(self, line):
-        for p, fn in _URCS:
+        i = 0
+        for p in _URC_PREFIXES:
             if line.startswith(p):
-                fn(self, line)  # the class's function: no bound method made per URC
-                return
+                break
+            i += 1
+        else:
+            return
+        # a method call: no bound method made per URC
+        if i < 3:
+            self._on_reg(line)
+        elif i == 3:
+            self._on_ipclose(line)
+        elif i == 4:
+            self._on_cipevent(line)
+        elif i == 5:
+            self._on_rx(line)
+        elif i == 6:
+            self._on_boot(line)
+        elif i == 7:
+            self._on_cpin(line)
+        elif i == 8:
+            self._on_pb_done(line)
+        elif i == 9:
+            self._on_cch_event(line)
+        elif i < 12:
+            self._on_cch_closed(line)
+        else:
+            self._on_time(line)
 
     def _on_reg(self, line):
         i = 0 if line.startswith(b"+CREG:") else 1 if line.startswith(b"+CGREG:") else 2
@@ -212,26 +241,26 @@ class Sim7600(Modem):
         self._reg[i] = stat
         self.reg_stat = self._combined()
         if self.reg_stat != old:
-            self._emit(EV_REG, self.reg_stat)
+            self._emit(md.EV_REG, self.reg_stat)
 
     def _combined(self):
         r = self._reg
         for s in (r[1], r[2], r[0]):
-            if registered(s):
+            if md.registered(s):
                 return s
-        for want in (REG_DENIED, REG_SEARCHING, REG_NONE):
+        for want in (md.REG_DENIED, md.REG_SEARCHING, md.REG_NONE):
             if want in r:
                 return want
-        return REG_UNKNOWN
+        return md.REG_UNKNOWN
 
     def _on_ipclose(self, line):
         f = split_fields(line, b"+IPCLOSE:")
         if len(f) != 2:
-            raise ATFormatError("bad +IPCLOSE")
+            raise A.ATFormatError("bad +IPCLOSE")
         if to_int(f[0]) == 0:
             self.socket_open = False
             self._rxev.set()
-            self._emit(EV_SOCKET_CLOSED, to_int(f[1]))
+            self._emit(md.EV_SOCKET_CLOSED, to_int(f[1]))
 
     def _on_cipevent(self, line):
         was = self.socket_open
@@ -241,8 +270,8 @@ class Sim7600(Modem):
         self.net_lost = True
         self._rxev.set()
         if was:
-            self._emit(EV_SOCKET_CLOSED, -1)
-        self._emit(EV_NET_LOST, line[10:].strip())
+            self._emit(md.EV_SOCKET_CLOSED, -1)
+        self._emit(md.EV_NET_LOST, line[10:].strip())
 
     def _on_rx(self, line):
         if line[13:].strip() == b"0":
@@ -263,7 +292,7 @@ class Sim7600(Modem):
         if to_int(f[0]) == 0 and self._tls:
             self.socket_open = False
             self._rxev.set()
-            self._emit(EV_SOCKET_CLOSED, 1)
+            self._emit(md.EV_SOCKET_CLOSED, 1)
 
     def _on_push(self, link, mv):
         if link in (0, -1):
@@ -275,7 +304,7 @@ class Sim7600(Modem):
 
     def _on_boot(self, line):
         if line != b"RDY":
-            raise ATFormatError("bad boot line")
+            raise A.ATFormatError("bad boot line")
         self.socket_open = False
         self.attached = False
         self.pb_done = False
@@ -283,21 +312,21 @@ class Sim7600(Modem):
         self._tls = False
         self._tls_fp = None
         self._cch_started = False
-        self._reg = [REG_UNKNOWN, REG_UNKNOWN, REG_UNKNOWN]
-        self.reg_stat = REG_UNKNOWN
+        self._reg = [md.REG_UNKNOWN, md.REG_UNKNOWN, md.REG_UNKNOWN]
+        self.reg_stat = md.REG_UNKNOWN
         self._rxev.set()
         self._boot.set()
-        self._emit(EV_BOOT)
+        self._emit(md.EV_BOOT)
 
     def _on_cpin(self, line):
         self.sim = line[6:].strip()
-        self._emit(EV_SIM, self.sim)
+        self._emit(md.EV_SIM, self.sim)
 
     def _on_pb_done(self, line):
         self.pb_done = True
 
     def _on_time(self, line):
-        self._emit(EV_TIME, None)
+        self._emit(md.EV_TIME, None)
 
     # ---- start-up, SIM ----
     async def init(self):
@@ -308,10 +337,10 @@ class Sim7600(Modem):
             try:
                 await at.cmd("AT", timeout_ms=t["at"])
                 break
-            except ATTimeout:
+            except A.ATTimeout:
                 pass
         else:
-            raise ModemSilent("no answer to AT")
+            raise md.ModemSilent("no answer to AT")
         for c in ("ATE0", "AT+CMEE=2"):
             await at.cmd(c)
         lines = await at.cmd("AT+CGMR", b"+CGMR:")
@@ -325,7 +354,7 @@ class Sim7600(Modem):
             try:
                 await self.at.cmd("AT", timeout_ms=self.t["at"])
                 return True
-            except ATTimeout:
+            except A.ATTimeout:
                 pass
         return False
 
@@ -336,13 +365,13 @@ class Sim7600(Modem):
         for _ in range(t["cpin_retries"]):
             try:
                 lines = await at.cmd("AT+CPIN?", b"+CPIN:")
-            except CmeError as e:
+            except A.CmeError as e:
                 if e.code in (10, 13, 14):  # not inserted / failure / busy: retry
                     err = e
                     await asyncio.sleep_ms(t["cpin_interval"])
                     continue
                 if e.code == 12:
-                    raise PukRequired()
+                    raise md.PukRequired()
                 raise
             state = lines[-1][6:].strip() if lines else b""
             self.sim = state
@@ -350,21 +379,21 @@ class Sim7600(Modem):
                 return True
             if state == b"SIM PIN":
                 if pin is None or self._pin_tried == pin:
-                    raise PinRequired()
+                    raise md.PinRequired()
                 self._pin_tried = pin
                 try:
                     await at.cmd('AT+CPIN="%s"' % pin, b"+CPIN:")
-                except CmeError as e:
+                except A.CmeError as e:
                     if e.code == 16:
-                        raise WrongPin()
+                        raise md.WrongPin()
                     raise
                 continue
             if state == b"SIM PUK":
-                raise PukRequired()
+                raise md.PukRequired()
             await asyncio.sleep_ms(t["cpin_interval"])
         if err is not None and err.code == 10:
-            raise NoSim()
-        raise ModemError("SIM not ready: %r" % (err or self.sim))
+            raise md.NoSim()
+        raise md.ModemError("SIM not ready: %r" % (err or self.sim))
 
     # ---- network ----
     async def registration(self):
@@ -378,10 +407,10 @@ class Sim7600(Modem):
         deadline = time.ticks_add(self._ticks(), timeout_ms)
         while True:
             stat = await self.registration()
-            if registered(stat):
+            if md.registered(stat):
                 return stat
-            if stat == REG_DENIED:
-                raise RegistrationDenied()
+            if stat == md.REG_DENIED:
+                raise md.RegistrationDenied()
             if time.ticks_diff(deadline, self._ticks()) <= 0:
                 return stat
             await asyncio.sleep_ms(self.t["reg_poll"])
@@ -389,7 +418,7 @@ class Sim7600(Modem):
     async def signal_dbm(self):
         lines = await self.at.cmd("AT+CSQ", b"+CSQ:")
         if not lines:
-            raise ATFormatError("no +CSQ")
+            raise A.ATFormatError("no +CSQ")
         dbm = parse_csq(lines[-1])
         if dbm is not None:
             i = self._sig_i
@@ -419,7 +448,7 @@ class Sim7600(Modem):
             return None
         try:
             return parse_cpsi(lines[-1])
-        except ATFormatError:
+        except A.ATFormatError:
             self.bad_lines += 1
             return None
 
@@ -427,7 +456,7 @@ class Sim7600(Modem):
         if isinstance(mode, str):
             if mode not in RADIO_MODES:
                 raise ValueError("unknown radio mode %s" % mode)
-            mode = RADIO_MODES[mode]
+            mode = _RADIO_CNMP[RADIO_MODES.index(mode)]
         if mode not in _CNMP:
             raise ValueError("bad CNMP mode %d" % mode)
         await self.at.cmd("AT+CNMP=%d" % mode, timeout_ms=self.t["cfun"])
@@ -436,8 +465,8 @@ class Sim7600(Modem):
     async def _quiet(self, c, done=None, timeout_ms=None):
         try:
             return await self.at.cmd(c, done, timeout_ms, done)
-        except ATError as e:
-            if isinstance(e, ATTimeout):
+        except A.ATError as e:
+            if isinstance(e, A.ATTimeout):
                 raise
             return None
 
@@ -458,23 +487,23 @@ class Sim7600(Modem):
             await self.reset_network()
         try:
             await at.cmd('AT+CGDCONT=1,"IP","%s"' % apn)
-        except ATError as e:
-            raise AttachFailed("CGDCONT: %s" % e)
+        except A.ATError as e:
+            raise md.AttachFailed("CGDCONT: %s" % e)
         for c in ("AT+CIPMODE=0", "AT+CIPSENDMODE=0", "AT+CIPCCFG=10,0,0,0,1,0,75000",
                   "AT+CIPTIMEOUT=%d,%d,%d" % (t["netopen"], t["cipopen"], t["cipsend"])):
             await at.cmd(c)
         try:
             lines = await at.cmd("AT+NETOPEN", None, t["netopen"], b"+NETOPEN:")
             err = _last_int(lines[-1])
-        except IpError as e:
+        except A.IpError as e:
             err = 0 if b"already opened" in e.info else -1
-        except ATTimeout:
+        except A.ATTimeout:
             raise
-        except ATError:
+        except A.ATError:
             err = -1
         if err != 0:
             await self._quiet("AT+NETCLOSE", b"+NETCLOSE:", t["netclose"])
-            raise AttachFailed("NETOPEN failed: %d" % err)
+            raise md.AttachFailed("NETOPEN failed: %d" % err)
         lines = await at.cmd("AT+IPADDR", b"+IPADDR:")
         self.ip = _ascii(lines[-1][8:].strip()) if lines else None
         self.attached = True
@@ -501,7 +530,7 @@ class Sim7600(Modem):
             await self._quiet("AT+CIPCLOSE=0", b"+CIPCLOSE:", t["cipclose"])
             if err == 2:
                 self.attached = False
-            raise SocketOpenFailed(err)
+            raise md.SocketOpenFailed(err)
         self.socket_open = True
 
     # ---- TLS in the modem (the SIM7500/SIM7600 SSL AT commands) ----
@@ -539,7 +568,7 @@ class Sim7600(Modem):
     async def open_tls(self, host, port):
         """The SSL service started (once per attach), session 0 on SSL
         context 0, AT+CCHOPEN: the modem connects and runs the handshake.
-        SocketOpenFailed(err) with the modem's <err> (15: handshake)."""
+        md.SocketOpenFailed(err) with the modem's <err> (15: handshake)."""
         at = self.at
         t = self.t
         self._rx_pending = False
@@ -551,22 +580,22 @@ class Sim7600(Modem):
                 await self._quiet("AT+CCHSTOP", b"+CCHSTOP:", t["cchstart"])
                 err = await self._cchstart()
             if err != 0:
-                raise SocketOpenFailed(err)
+                raise md.SocketOpenFailed(err)
             self._cch_started = True
         await at.cmd("AT+CCHSSLCFG=0,0")
         err = await self._open('AT+CCHOPEN=0,"%s",%d,2' % (host, port), b"+CCHOPEN:", t["cchopen"])
         if err != 0:
             await self._quiet("AT+CCHCLOSE=0", b"+CCHCLOSE:", t["cipclose"])
-            raise SocketOpenFailed(err)
+            raise md.SocketOpenFailed(err)
         self._tls = True
         self.socket_open = True
 
     async def _cchstart(self):
         try:
             lines = await self.at.cmd("AT+CCHSTART", None, self.t["cchstart"], b"+CCHSTART:")
-        except ATTimeout:
+        except A.ATTimeout:
             raise
-        except ATError:
+        except A.ATError:
             return -1
         return _last_int(lines[-1]) if lines else -1
 
@@ -575,17 +604,17 @@ class Sim7600(Modem):
         while i < len(mv):
             n = min(_CHUNK, len(mv) - i)
             if not self.socket_open:
-                raise SocketClosed()
+                raise md.SocketClosed()
             try:
                 lines = await self.at.cmd("AT+CCHSEND=0,%d" % n, b"+CCHSEND:", self.t["cipsend"], b"+CCHSEND:",
                                           mv[i:i + n])
-            except ATTimeout:
+            except A.ATTimeout:
                 raise
-            except ATError:
+            except A.ATError:
                 lines = None
             if not lines or _last_int(lines[-1]) != 0:
                 self.socket_open = False
-                raise SocketClosed()
+                raise md.SocketClosed()
             i += n
         return i
 
@@ -594,9 +623,9 @@ class Sim7600(Modem):
         # of OK -> the result's <err> (-1: none came)
         try:
             lines = await self.at.cmd(cmd, result, timeout_ms, result)
-        except ATTimeout:
+        except A.ATTimeout:
             raise
-        except ATError as e:
+        except A.ATError as e:
             lines = e.lines
         err = -1
         for ln in lines:
@@ -613,21 +642,21 @@ class Sim7600(Modem):
         while i < len(mv):
             n = min(_CHUNK, len(mv) - i)
             if not self.socket_open:
-                raise SocketClosed()
+                raise md.SocketClosed()
             try:
                 lines = await self.at.cmd("AT+CIPSEND=0,%d" % n, b"+CIPSEND:", t["cipsend"],
                                           b"+CIPSEND:", mv[i:i + n])
-            except CipError as e:
+            except A.CipError as e:
                 if e.code in (2, 4):
                     self.socket_open = False
-                    raise SocketClosed()
+                    raise md.SocketClosed()
                 raise
             cnf = _last_int(lines[-1]) if lines else -1
             if cnf != n:
                 if cnf < 0:
                     self.socket_open = False
-                    raise SocketClosed()
-                raise ModemError("short send %d/%d" % (cnf, n))
+                    raise md.SocketClosed()
+                raise md.ModemError("short send %d/%d" % (cnf, n))
             i += n
         return i
 
@@ -640,9 +669,9 @@ class Sim7600(Modem):
             try:
                 lines, data = await self.at.cmd_data("AT+CCHRECV=0,%d" % _CHUNK, b"+CCHRECV: DATA,",
                                                      self.t["rxget"], b"+CCHRECV: 0,")
-            except ATTimeout:
+            except A.ATTimeout:
                 raise
-            except ATError:
+            except A.ATError:
                 data = None
             # a full chunk may have more behind it (no count of the rest here)
             self._rx_pending = (data is not None and len(data) == _CHUNK) or self._rx_urcs != seen
@@ -650,12 +679,12 @@ class Sim7600(Modem):
         try:
             lines, data = await self.at.cmd_data("AT+CIPRXGET=2,0,%d" % _CHUNK, b"+CIPRXGET: 2,",
                                                  self.t["rxget"])
-        except IpError:
+        except A.IpError:
             self._rx_pending = self._rx_urcs != seen
             return b""
         f = split_fields(lines[-1], b"+CIPRXGET:")
         if len(f) != 4 or data is None:
-            raise ATFormatError("bad +CIPRXGET read")
+            raise A.ATFormatError("bad +CIPRXGET read")
         self._rx_pending = to_int(f[3]) > 0 or self._rx_urcs != seen
         return data
 
@@ -670,7 +699,7 @@ class Sim7600(Modem):
                     return data
                 continue
             if not self.socket_open:
-                raise SocketClosed()
+                raise md.SocketClosed()
             if self._woken:
                 self._woken = False
                 return b""
@@ -709,7 +738,7 @@ class Sim7600(Modem):
         while True:
             try:
                 fn(await self.recv())
-            except SocketClosed:
+            except md.SocketClosed:
                 return
 
     async def close_socket(self):
@@ -723,29 +752,16 @@ class Sim7600(Modem):
     async def network_time(self):
         lines = await self.at.cmd("AT+CCLK?", b"+CCLK:", self.t["cclk"])
         if not lines:
-            raise ATFormatError("no +CCLK")
+            raise A.ATFormatError("no +CCLK")
         return parse_cclk(lines[-1])
 
     async def hw_reset(self):
         if self._reset is None:
-            raise ModemError("no reset line")
+            raise md.ModemError("no reset line")
         self._boot.clear()
         r = self._reset()
         if r is not None and hasattr(r, "send"):
             await r
         if not await self._boot.wait_ms(self.t["boot"]):
-            raise ModemSilent("no RDY after reset")
+            raise md.ModemSilent("no RDY after reset")
         await self.init()
-
-
-# URC prefix -> the driver's handler (first match wins)
-_URCS = (
-    (b"+CREG:", Sim7600._on_reg), (b"+CGREG:", Sim7600._on_reg), (b"+CEREG:", Sim7600._on_reg),
-    (b"+IPCLOSE:", Sim7600._on_ipclose), (b"+CIPEVENT:", Sim7600._on_cipevent),
-    (b"+CIPRXGET: 1,", Sim7600._on_rx), (b"RDY", Sim7600._on_boot), (b"+CPIN:", Sim7600._on_cpin),
-    (b"PB DONE", Sim7600._on_pb_done),
-    (b"+CCHEVENT:", Sim7600._on_cch_event), (b"+CCH_PEER_CLOSED:", Sim7600._on_cch_closed),
-    (b"+CCH_RECV_CLOSED:", Sim7600._on_cch_closed),
-    (b"+CTZV:", Sim7600._on_time), (b"*PSUTTZ:", Sim7600._on_time), (b"+CTZE:", Sim7600._on_time),
-)
-_URC_PREFIXES = tuple(u[0] for u in _URCS)

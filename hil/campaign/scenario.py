@@ -103,6 +103,7 @@ class Run:
         self.clock_jumps = 0  # board clock jumps injected (logs may then be out of time order)
         self.gsme: Any = None  # the GsmeMeter of the GSME step (hil/meters/gsme.py), made on first use
         self.preload: list[str] = []  # modules the board imports before the hub (UnixDut.preload)
+        self.capacity: Any = None  # hil/campaign/capacity.py's state, made by its first step
 
     # --- life cycle ---------------------------------------------------------
     @property
@@ -270,7 +271,14 @@ def step_join(run: Run) -> None:
     han = run.system.han
     if GSME not in han.specs:
         han.add_device(GSME_SPEC)
-    specs = {**{n: DEVICES[n] for n in JOINERS}, GSME: GSME_SPEC}
+    join_devices(run, {**{n: DEVICES[n] for n in JOINERS}, GSME: GSME_SPEC}, 20)
+
+
+def join_devices(run: Run, specs: dict[str, DeviceSpec], timeout: float) -> None:
+    """Each device whitelisted by its install code on the local port (once:
+    the ledger's dl_added; a device already in the log gets its join window
+    opened) and powered on, until the hub's Device Log shows them all joined."""
+    han = run.system.han
     for name, spec in specs.items():
         if spec.eui in run.ledger.dl_added:
             continue
@@ -291,7 +299,7 @@ def step_join(run: Run) -> None:
                 han.send(name, bytes((0x18, 0x01, 0x0A, 0, 0, 0x20, 3)))
         return want <= got
 
-    run.until(recorded, 20, "the hub to record the joins")
+    run.until(recorded, timeout, "the hub to record the joins")
     run.ledger.joined |= want
 
 

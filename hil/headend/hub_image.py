@@ -4,7 +4,12 @@ in pieces, each a MAC'd GBCS command to the CHF with a DLMS action on the
 Image transfer object (class 18, 0-0:44.0.0.255): method 2 {offset, bytes}
 (the response says the offset the hub wants next; the last piece's result
 says whether the whole verified), and CS06's
-method 4 {Manufacturer Image Hash, activation UTC}."""
+method 4 {Manufacturer Image Hash, activation UTC}.
+
+The meters' images (CS05b ESME/GSME, CS05c PPMID; docs/ota-han.md) go the
+same way to the hub's HAN OTA image store: project-local message codes
+0x7F06 / 0x7F07, Image transfer objects 0-0:44.0.1.255 / 0-0:44.0.2.255,
+method 2 {offset, bytes, the target devices' EUIs}: `send_meter_image`."""
 
 from __future__ import annotations
 
@@ -19,6 +24,8 @@ MC_CS05A = 0x7F05  # project-local (firmware/chf/usecases.py)
 MC_CS06 = 0x0012
 OBIS = bytes([0, 0, 44, 0, 0, 255])
 PIECE = 3800  # bytes of image per command: the GBCS frame stays under the link's 4096
+MC_CS05B, MC_CS05C = 0x7F06, 0x7F07  # project-local (firmware/chf/usecases.py)
+OBIS_METER_IMAGE = {MC_CS05B: bytes([0, 0, 44, 0, 1, 255]), MC_CS05C: bytes([0, 0, 44, 0, 2, 255])}
 
 
 def octets(b: bytes) -> bytes:
@@ -29,10 +36,10 @@ def u32(v: int) -> bytes:
     return b"\x06" + v.to_bytes(4, "big")
 
 
-def precommand(mc: int, method: int, data: bytes) -> bytes:
+def precommand(mc: int, method: int, data: bytes, obis: bytes = OBIS) -> bytes:
     """The unprotected command to the CHF (the head-end's rebuild puts in the
     hub's CHF for the RTDS one, a fresh counter and the MAC)."""
-    payload = (b"\xd9" + bytes(4) + b"\x00" + b"\x01" + b"\x03" + (18).to_bytes(2, "big") + OBIS + bytes([method])
+    payload = (b"\xd9" + bytes(4) + b"\x00" + b"\x01" + b"\x03" + (18).to_bytes(2, "big") + obis + bytes([method])
                + b"\x01" + data)
     f = Frame(cra=1, counter=0, originator=ACB, recipient=RTDS_CHF, date_time=None,
               other_info=mc.to_bytes(2, "big"), payload=payload, signature=None)
@@ -62,6 +69,34 @@ def send_image(server: HeadEndServer, ota: bytes, piece: int = PIECE,
         off = nxt
         if progress:
             progress(off, len(ota))
+
+
+def meter_piece(mc: int, off: int, piece: bytes, euis: list[str]) -> bytes:
+    """One CS05b/CS05c command: {offset, bytes, the targets' EUIs (8 bytes each)}."""
+    targets = b"".join(bytes.fromhex(e) for e in euis)
+    return precommand(mc, 2, b"\x02\x03" + u32(off) + octets(piece) + octets(targets), OBIS_METER_IMAGE[mc])
+
+
+def send_meter_image(server: HeadEndServer, mc: int, ota: bytes, euis: list[str], piece: int = PIECE,
+                     start: int = 0, stop: int | None = None, timeout: float = 30.0) -> int:
+    """CS05b (mc MC_CS05B, ESME or GSME targets) / CS05c (MC_CS05C, PPMID):
+    the OTA image in pieces from `start`, going on from the offset the hub
+    answers, until it has `stop` bytes (default all); -> the hub's last
+    answer. HeadEndError when the hub refuses a piece."""
+    off, end = start, len(ota) if stop is None else stop
+    stuck = False
+    while True:
+        code, val = _result(server.send_command(meter_piece(mc, off, ota[off:off + piece], euis), timeout))
+        if code != 0:
+            raise HeadEndError(f"CS05 piece at {off} refused (result {code})")
+        if not isinstance(val, tuple) or not isinstance(val[1], int):
+            raise HeadEndError(f"CS05 answer {val!r} is not an offset")
+        if val[1] >= end:
+            return val[1]
+        if val[1] == off and stuck:
+            raise HeadEndError(f"the hub stopped taking the image at {off}")
+        stuck = val[1] == off
+        off = val[1]
 
 
 def activate(server: HeadEndServer, ota: bytes, at: int = 0, timeout: float = 30.0) -> int:

@@ -9,8 +9,11 @@ the new file version's application build byte (bits 16-23 of the ZigBee
 file version), and answers with a GBCS response (CRA 2,
 the command's counter, payload `00` success / `01` nothing to activate).
 The rig meters do not check CS06's signature or interpret its payload.
-`esme_activation(meter, client)` / `gsme_activation(meter, client)` hook
-that into the ESME's tunnel and the GSME's buffered commands.
+The meter also answers the firmware version reads (ECS52, GCS38, CS08:
+hil/meters/fw_version.py) with the file version it runs now (`on_ota_command`).
+`esme_activation(meter, client)`, `ppmid_activation(ppmid, client)` and
+`gsme_activation(meter, client)` hook both into the ESME's and the PPMID's
+tunnels and the GSME's buffered commands.
 
 `han_transfer(image, heap, body_len)` is the bench's run: a fresh emulated
 system, an always-awake meter (RTDS EUI ...A4) joined, an image taken in
@@ -27,6 +30,7 @@ from typing import Any
 from hil.devices import zcl as Z
 from hil.headend.gbcs import Frame, parse_frame
 
+from . import fw_version
 from .ota_client import CLUSTER, OtaClient, make_image
 
 # the emulated meters' OTA client: manufacturer code and image type of the images they take
@@ -61,11 +65,20 @@ def on_cs06(client: OtaClient, device: Any, data: bytes) -> bytes | None:
     return r.header_and_payload()
 
 
-def esme_activation(meter: Any, client: OtaClient) -> None:
+def on_ota_command(client: OtaClient, device: Any, data: bytes) -> bytes | None:
+    """The meter's response to CS06 or a firmware version read (the version it runs now), else None."""
+    r = on_cs06(client, device, data)
+    return r if r is not None else fw_version.answer(client.version, data)
+
+
+def tunnel_activation(meter: Any, client: OtaClient) -> None:
+    """CS06 and the version reads on a meter the hub reaches over its tunnel
+    (an EsmeMeter, a Ppmid: `.device`, `.received`); anything else goes to
+    the meter's own handler."""
     inner = meter.device.on_tunnel_data
 
     async def hook(data: bytes) -> bytes | None:
-        r = on_cs06(client, meter.device, data)
+        r = on_ota_command(client, meter.device, data)
         if r is not None:
             meter.received.append(bytes(data))
             return r
@@ -74,8 +87,11 @@ def esme_activation(meter: Any, client: OtaClient) -> None:
     meter.device.on_tunnel_data = hook
 
 
+esme_activation = ppmid_activation = tunnel_activation
+
+
 def gsme_activation(meter: Any, client: OtaClient) -> None:
-    meter.on_command.append(lambda data: [r] if (r := on_cs06(client, meter.device, data)) is not None else None)
+    meter.on_command.append(lambda data: [r] if (r := on_ota_command(client, meter.device, data)) is not None else None)
 
 
 def han_transfer(image: Path | None, heap: str, body_len: int = 8192) -> dict[str, Any]:

@@ -9,12 +9,13 @@
                                 cut points (`--power-cut-sweep`: every block write)
   faults_injected, faults_survived  hil/campaign/faults.py: an emulated day
   heap_working_set_kb           the hub's live-heap high-water mark (after a
-                                collection) over the full scenario, minus
+                                collection) over the full scenario at capacity
+                                (hil/campaign/capacity.py), minus
                                 heap_after_imports_kb (the boot import set's
                                 share; features loaded on first use count here)
   heap_floor_kb                 smallest -X heapsize (16 KB steps, bisected)
-                                with which the full scenario passes with no
-                                MemoryError in the log
+                                with which the full scenario at capacity passes
+                                with no MemoryError in the log
   e2e_ms                        head-end command (ECS26i) -> its response back
                                 at the head-end, median
   e2e_ch_ms                     the hub's share: from the modem emulator taking
@@ -78,35 +79,45 @@ def fault_figures(image: Path, hours: int = BENCH_HOURS, seed: int = 1) -> dict[
         return faults.day(image, Path(tmp), hours=hours, seed=seed).figures()
 
 
-def _scenario_passes(image: Path, heap: str, workdir: Path) -> tuple[bool, dict]:
-    """The full scenario at this heap, as the field runs it: the hub holds its
-    boot import set, and the features loaded on first use (firmware/lazy.py)
-    are imported by the scenario's steps that use them and dropped after, so
-    the high-water mark above the boot set's share holds their code too."""
-    from hil.campaign.scenario import Run, check, run_steps
+def _scenario_passes(image: Path, heap: str, workdir: Path) -> tuple[bool, dict, str]:
+    """The full scenario at capacity (hil/campaign/capacity.py) at this heap,
+    as the field runs it: the hub holds its boot import set, and the features
+    loaded on first use (firmware/lazy.py) are imported by the scenario's
+    steps that use them and dropped after, so the high-water mark above the
+    boot set's share holds their code too. -> (passed, the last status, why
+    it failed: the hub's first MemoryError line, or the step's error)."""
+    from hil.campaign import capacity
+    from hil.campaign.scenario import run_steps
 
-    run = Run(workdir, image, heap=heap)
+    run = capacity.new_run(workdir, image, heap=heap)
+    ok, st, why = False, {}, ""
     try:
-        if not run.power_on():
-            return False, {}
-        run_steps(run, max_reboots=0)
-        check(run)
-        st = run.call("status")
-        if "MemoryError" in run.log.path.read_text(errors="replace"):
-            return False, st
-        return True, st
-    except Exception:  # noqa: BLE001 - any failure means this heap is too small
-        return False, {}
+        if run.power_on():
+            run_steps(run, capacity.STEPS, max_reboots=0)
+            capacity.check(run)
+            ok, st = True, run.call("status")
+        else:
+            why = "the hub did not reach READY"
+    except Exception as e:  # noqa: BLE001 - any failure means this heap is too small
+        why = f"{type(e).__name__}: {e}"[:300]
     finally:
         run.stop()
+    mem = next((ln.strip() for ln in run.log.path.read_text(errors="replace").splitlines() if "MemoryError" in ln),
+               None)
+    if mem is not None:
+        return False, st, f"{mem[:200]} ({why or 'the scenario passed'})"
+    return ok, st, why
 
 
 def heap_figures(image: Path, heap: str, after_imports_kb: float | None, runs: int = 1,
                  say: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """heap_working_set_kb: the worst of `runs` full scenarios at `heap`;
+    """On the full scenario at capacity (hil/campaign/capacity.py):
+    heap_working_set_kb: the worst of `runs` scenarios at `heap`;
     heap_floor_kb: bisected in 16 KB steps, then the smallest step at which
     `runs` of `runs` scenarios pass (a step up after any failure:
-    fragmentation differs between runs). `heap_floor_runs` says how many."""
+    fragmentation differs between runs). `heap_floor_runs` says how many.
+    A run with a MemoryError in the hub's log fails; `say` gets each step's
+    outcome and, for a failure, the first MemoryError line (or the error)."""
     say = say or (lambda _m: None)
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -114,10 +125,13 @@ def heap_figures(image: Path, heap: str, after_imports_kb: float | None, runs: i
         highs = []
         for _ in range(runs):
             n += 1
-            ok, st = _scenario_passes(image, heap, Path(tmp) / f"ws{n}")
+            t0 = time.monotonic()
+            ok, st, why = _scenario_passes(image, heap, Path(tmp) / f"ws{n}")
             if not ok:
+                say(f"  {heap}: failed ({why})")
                 break
             highs.append(st["heap_high_water"])
+            say(f"  {heap}: passed, high water {st['heap_high_water'] / 1024:.1f} KB ({time.monotonic() - t0:.0f} s)")
         if not ok:
             out["heap_floor_kb"] = None
             return out
@@ -128,17 +142,18 @@ def heap_figures(image: Path, heap: str, after_imports_kb: float | None, runs: i
         while hi - lo > 1:
             mid = (lo + hi) // 2
             n += 1
-            passed, _ = _scenario_passes(image, f"{mid * 16}k", Path(tmp) / f"f{n}")
-            say(f"  {mid * 16}k: {'passed' if passed else 'failed'}")
+            passed, _, why = _scenario_passes(image, f"{mid * 16}k", Path(tmp) / f"f{n}")
+            say(f"  {mid * 16}k: {'passed' if passed else f'failed ({why})'}")
             lo, hi = (lo, mid) if passed else (mid, hi)
         # the floor must hold `runs` times (the bisection ran it once)
         while runs > 1 and hi * 16 < int(heap.rstrip("kK")):
-            fails = 0
+            fails = []
             for _ in range(runs - 1):
                 n += 1
-                passed, _ = _scenario_passes(image, f"{hi * 16}k", Path(tmp) / f"f{n}")
-                fails += not passed
-            say(f"  {hi * 16}k: {runs - fails} of {runs} passed")
+                passed, _, why = _scenario_passes(image, f"{hi * 16}k", Path(tmp) / f"f{n}")
+                if not passed:
+                    fails.append(why)
+            say(f"  {hi * 16}k: {runs - len(fails)} of {runs} passed" + "".join(f"\n    {w}" for w in fails))
             if not fails:
                 break
             hi += 1

@@ -314,12 +314,13 @@ _register_board_commands()
 @click.option("--power-cut-sweep", is_flag=True, help="Only the power-cut campaign, at every flash block write.")
 @click.option("--board", type=click.Choice(["unix", "unix32"]), default="unix", show_default=True,
               help="unix32: the heap figures (suffix _32) on our own 32-bit MicroPython with the hub frozen in.")
-@click.option("--runs", type=int, default=3, show_default=True,
-              help="unix32: scenario runs at the heap floor (the floor is the smallest heap all pass).")
+@click.option("--runs", type=int, default=10, show_default=True,
+              help="unix32: scenario-at-capacity runs at the heap floor (the floor is the smallest heap all pass).")
 @click.option("--census", is_flag=True, help="Only the heap after imports per module (Markdown), on --board; "
               "marks the modules of the boot import set (the hub booted once to read them).")
-@click.option("--mcu", is_flag=True, help="Only the MCU figures: instructions counted on the qemu Cortex-M3 "
-              "(MPS2_AN385) with the hub frozen in, and ESP32 estimates (needs qemu-system-arm, gcc-arm-none-eabi).")
+@click.option("--mcu", is_flag=True, help="Only the MCU figures: instructions counted on qemu's Cortex-M3 "
+              "(MPS2_AN385) and RV32 (VIRT_RV32) with the hub frozen in, and ESP32 estimates (needs qemu-system-arm, "
+              "gcc-arm-none-eabi; for RV32 qemu-system-misc, gcc-riscv64-unknown-elf, picolibc-riscv64-unknown-elf).")
 @click.option("--flash-nor", is_flag=True, help="Only the latencies (e2e, ESME round trip, routed message) with the "
               "plain emulated flash and with the ESP32's SPI NOR times (suffix _nor).")
 @click.option("--micropython", type=click.Path(exists=True, dir_okay=False, path_type=Path), help=_MICROPYTHON_HELP)

@@ -232,14 +232,24 @@ def anchor_bytes(pub: ec.EllipticCurvePublicKey) -> bytes:
 # -- the CS05a form: ZigBee OTA file + Manufacturer Image Hash ----------------
 
 
+def ota_file_version(version: str) -> int:
+    """The OTA header's file version of a hub version: a byte per part, the
+    first part in the top byte, missing parts 0 ("1.2.3" -> 0x01020300).
+    The hub refuses a CS05a file whose header says otherwise."""
+    v = version_tuple(version)
+    if any(p > 0xFF for p in v):
+        raise ImageError(f"version {version!r}: an OTA file version takes parts of 0..255")
+    v += (0,) * (4 - len(v))
+    return v[0] << 24 | v[1] << 16 | v[2] << 8 | v[3]
+
+
 def ota_wrap(blob: bytes, file_version: int | None = None) -> bytes:
     """The OTA Upgrade Image GBCS distributes (CS05a): the OTA header (file
-    version from the image's version unless given), one upgrade-image
-    sub-element holding `blob`, then SHA-256 of all that (32 bytes)."""
+    version `ota_file_version` of the image's version unless given), one
+    upgrade-image sub-element holding `blob`, then SHA-256 of all that (32 bytes)."""
     p = parse(blob)
     if file_version is None:
-        v = version_tuple(p.manifest["version"]) + (0, 0, 0)
-        file_version = (v[0] & 0xFF) << 24 | (v[1] & 0xFF) << 16 | (v[2] & 0xFF) << 8 | (v[3] & 0xFF)
+        file_version = ota_file_version(p.manifest["version"])
     total = OTA_HEADER_LEN + 6 + len(blob)
     name = f"chub {p.manifest['board']} {p.manifest['version']}".encode()[:32].ljust(32, b"\0")
     head = struct.pack("<IHHHHHIH", OTA_FILE_ID, 0x0100, OTA_HEADER_LEN, 0, OTA_MANUFACTURER,
@@ -250,13 +260,14 @@ def ota_wrap(blob: bytes, file_version: int | None = None) -> bytes:
 
 
 def ota_unwrap(data: bytes) -> bytes:
-    """The hub image inside a CS05a OTA Upgrade Image (hash and header checked)."""
+    """The hub image inside a CS05a OTA Upgrade Image (hash and header
+    checked, the header's file version against the manifest's version)."""
     if len(data) < OTA_HEADER_LEN + 6 + 32:
         raise ImageError("OTA image too short")
     ota, digest = data[:-32], data[-32:]
     if hashlib.sha256(ota).digest() != digest:
         raise ImageError("OTA Manufacturer Image Hash does not match")
-    fid, _, hlen, _, manu, itype, _, _ = struct.unpack("<IHHHHHIH", ota[:20])
+    fid, _, hlen, _, manu, itype, fv, _ = struct.unpack("<IHHHHHIH", ota[:20])
     total = struct.unpack("<I", ota[52:56])[0]
     if fid != OTA_FILE_ID or hlen != OTA_HEADER_LEN or total != len(ota):
         raise ImageError("not an OTA upgrade file of the expected header")
@@ -265,7 +276,15 @@ def ota_unwrap(data: bytes) -> bytes:
     tag, n = struct.unpack("<HI", ota[hlen:hlen + 6])
     if tag != OTA_TAG_UPGRADE_IMAGE or hlen + 6 + n != len(ota):
         raise ImageError("OTA sub-element is not one upgrade image")
-    return ota[hlen + 6:]
+    blob = ota[hlen + 6:]
+    version = parse(blob).manifest["version"]
+    try:
+        want = ota_file_version(version)
+    except ImageError:
+        want = None
+    if fv != want:
+        raise ImageError(f"OTA header file version {fv:08x} is not the manifest's version {version}")
+    return blob
 
 
 # -- the installer's path: the image over the local port -----------------------

@@ -361,6 +361,22 @@ def test_write_failure_leaves_ram_state():
     assert log.historic() == []
 
 
+
+def test_a_write_failure_is_logged_with_its_cause():
+    # a MemoryError or a flash error both refuse the change; the console says which
+    st = fresh()
+    dlog = DL.DeviceLog(st, Clock())
+    lines = []
+    real = DL.log
+    DL.log = lambda source, msg: lines.append((source, msg))
+    try:
+        vfs.umount(ROOT)
+        assert dlog.add(GSME, 0, CODE, 0) == (DL.WRITE_FAILURE, False)
+    finally:
+        DL.log = real
+    assert lines and lines[0][0] == "device_log" and "OSError" in lines[0][1], lines
+
+
 # -- trust centre scenario (driven by tests/test_trust_centre.py) -----------------
 
 _rig = rigline.ask

@@ -9,6 +9,7 @@ import gc
 import os
 from binascii import a2b_base64, unhexlify
 
+import codes
 import flashfs
 from chf import gbcs_port
 from gbcs import dlms, gcm, kdf, p256
@@ -155,7 +156,7 @@ def test_unknown_recipient_is_refused_and_logged():
     ents = hub.security_log.entries()
     assert len(ents) == n0 + 1
     t, code, body = ents[-1]
-    assert code == R.EV_UNKNOWN_RECIPIENT and t == T2000
+    assert code == codes.EV_UNKNOWN_RECIPIENT and t == T2000
     # originator | target | CRA | counter
     assert body == unhexlify("90B3D51F30010000") + unhexlify("00DB1234567890B9") + b"\x01" + (1000).to_bytes(8, "big")
     assert hub.coordinator.sent == [] and r.buffer.pending("00DB1234567890B9") == 0
@@ -174,7 +175,7 @@ def test_malformed_frame_is_refused_and_logged():
         raise AssertionError("accepted")
     except gframe.FrameError:
         pass
-    assert hub.security_log.entries()[-1][1] == R.EV_MALFORMED
+    assert hub.security_log.entries()[-1][1] == codes.EV_MALFORMED
 
 
 def test_chf_frames_go_to_the_chf():
@@ -260,7 +261,7 @@ def test_gsme_get_put_protocol():
     # garbage: logged, nothing sent
     for bad in (b"\x01\x00", b"\x03", b"\x02\x00", b"\x03\xdf\x09"):
         assert run(r.on_tunnel_message(GSME, bad)) is None
-    assert hub.security_log.entries()[-1][1] == R.EV_BAD_DEVICE_MESSAGE
+    assert hub.security_log.entries()[-1][1] == codes.EV_BAD_DEVICE_MESSAGE
     assert len(_outbox(hub)) == 1
     # a PUT claiming to come from another device is not forwarded
     assert run(r.on_tunnel_message(ESME, b"\x03" + rsp)) is None
@@ -396,7 +397,7 @@ def test_device_alert_over_the_tunnel_goes_out_unchanged():
     assert _outbox(hub) == [(ob.KIND_ALERT, alert)]
     # from a device that is not in the Device Log: dropped and logged
     assert run(r.on_tunnel_message("00DB1234567890B9", alert)) is None
-    assert len(_outbox(hub)) == 1 and hub.security_log.entries()[-1][1] == R.EV_UNKNOWN_RECIPIENT
+    assert len(_outbox(hub)) == 1 and hub.security_log.entries()[-1][1] == codes.EV_UNKNOWN_RECIPIENT
 
 
 def _with_originator(data, eui_hex):
@@ -419,7 +420,7 @@ def test_full_queue_and_too_long_are_refused():
         except R.BufferRefused:
             pass
     assert r.buffer.pending(GSME) == 2 and r.counters["refused_full"] == 2
-    assert hub.event_log.entries()[-1][1] == R.EV_BUFFER_FULL
+    assert hub.event_log.entries()[-1][1] == codes.EV_BUFFER_FULL
     # the one handed out still counts until the GSME's PUT confirms it
     run(r.on_tunnel_message(GSME, b"\x01"))
     try:
@@ -460,7 +461,7 @@ def test_removed_device_queue_is_dropped():
     assert r.buffer.pending(GSME) == 2
     assert hub.device_log.remove(unhexlify(GSME)) == 0
     assert r.buffer.pending(GSME) == 0
-    assert hub.event_log.entries()[-1][1] == R.EV_QUEUE_DROPPED
+    assert hub.event_log.entries()[-1][1] == codes.EV_QUEUE_DROPPED
     # and now the EUI is unknown
     try:
         run(r.route(cmd))
@@ -717,4 +718,4 @@ def test_a_kept_ppmid_response_is_given_up_when_the_ppmid_leaves_the_log():
     assert run(r.flush_local()) == 0 and len(r.han_out) == 1  # kept, tried again later
     hub.device_log.remove(unhexlify(PPMID))
     assert run(r.flush_local()) == 1 and len(r.han_out) == 0 and r.counters["local_lost"] == 1
-    assert hub.event_log.entries()[-1][1] == R.EV_QUEUE_DROPPED and _outbox(hub) == []
+    assert hub.event_log.entries()[-1][1] == codes.EV_QUEUE_DROPPED and _outbox(hub) == []

@@ -24,6 +24,9 @@ class KV:
     def update(self, d):
         self.d.update(d)
 
+    def set(self, k, v):
+        self.d[k] = v
+
 
 class Ev:
     def __init__(self):
@@ -70,26 +73,53 @@ def install(blob, chunk):
     return False
 
 
-def scenario_hostile():
+def each_image(feed):
+    # each image on a fresh flash: feed(updater, blob) sends it (Refused
+    # ends it); what the hub kept and reported
+    import os
+
     out = {}
     for name in A["images"]:
         fresh(BLOCKS)
         before = slots.read_state(ROOT)
         ev, alerts = Ev(), []
         u = updater(ev, alerts)
-        blob = open(name, "rb").read()
-        err = None
+        err, extra = None, {}
         try:
-            send(u, blob, A["chunk"])
-            u.end()
+            feed(u, open(name, "rb").read(), extra)
         except Refused as e:
             err = str(e)
-        import os
-
-        left = sorted(os.listdir(ROOT + "/img"))
         out[name] = {"error": err, "alerts": alerts, "events": ev.rows, "state": u.state,
-                     "boot_before": before, "boot_after": slots.read_state(ROOT), "img": left}
+                     "boot_before": before, "boot_after": slots.read_state(ROOT),
+                     "img": sorted(os.listdir(ROOT + "/img"))}
+        out[name].update(extra.get("after", lambda: {})())
     return out
+
+
+def scenario_hostile():
+    def feed(u, blob, extra):
+        send(u, blob, A["chunk"])
+        u.end()
+
+    return each_image(feed)
+
+
+def scenario_cs05a():
+    # the CS05a form through update.ota.Cs05a (as the CHF's Image transfer
+    # actions hand it over), each file from offset 0
+    from update.ota import Cs05a
+
+    def feed(u, blob, extra):
+        c = Cs05a(u)
+        extra["after"] = lambda: {"received": c.received()}
+        off = 0
+        while off < len(blob):
+            n = c.block(off, blob[off:off + A["chunk"]])
+            if n == off:
+                break
+            off = n
+
+    return each_image(feed)
 
 
 def scenario_good():
