@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from chubcore.paths import FIRMWARE
+from hil.han_setup import DEVICES
 from hil.headend.server import ManageError
 from hil.meters.ota_client import make_image
 from hil.system import EmulatedSystem
@@ -81,7 +82,9 @@ def test_loaded_on_first_use_and_dropped_after(system: EmulatedSystem) -> None:
 
 def test_the_ota_server_stays_while_an_image_is_taken_in_or_transferred(system: EmulatedSystem) -> None:
     s = system
-    eui = "00000000000000A4"
+    eui = DEVICES["esme"].eui
+    if not any(r[0] == eui for r in s.call("device_log_list")["entries"]):  # ota_begin takes an ESME of the Device Log
+        s.call("device_log_add", eui=eui, type=DEVICES["esme"].dev_type, install_code=DEVICES["esme"].install_code_hex)
     image = make_image(0x1234, 0x0001, 0x0200, bytes(range(256)) * 20)
     s.call("ota_begin", slot="esme", euis=[eui], size=len(image))
     s.call("ota_put", slot="esme", offset=0, data=image[:1000].hex())
