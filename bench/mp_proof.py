@@ -23,7 +23,7 @@ async def main():
     eui = sys.argv[2]
     code = sys.argv[3]
     hub = app.Hub()
-    r = await hub.commands["device_log_add"](hub, {"eui": eui, "type": 0, "install_code": code, "join_timeout": 60})
+    r = await hub.run_command("device_log_add", {"eui": eui, "type": 0, "install_code": code, "join_timeout": 60})
     assert r["code"] == 0, r
     ts = []
     allocs = []
