@@ -13,3 +13,22 @@ def log(source, msg):
 def log_exc(source, exc):
     print(ms(), source, "error", repr(exc))
     sys.print_exception(exc)
+
+
+class KindError(ValueError):
+    """One class for a family of errors (han.ash's AshError, wan.link's
+    LinkError, ...), raised as Family(kind, message): str() is the message
+    and repr() reads as the class `kind` named before ("AshCrcError('bad
+    CRC 1234',)"), so logs, last_error and replies keep their text. One
+    class costs RAM at import instead of one per kind."""
+
+    def __str__(self):
+        return self.args[1]
+
+    def __repr__(self):
+        return "%s(%r,)" % self.args
+
+
+def kind_of(e):
+    """The name an error is shown by: its kind, or its class's name."""
+    return e.args[0] if isinstance(e, KindError) else type(e).__name__

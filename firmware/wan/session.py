@@ -341,13 +341,13 @@ class Wan:
                 fr = self.dec.next()
                 if fr is not None:
                     if fr[0] != link.HELLO_ACK:
-                        raise link.BadType("frame %d before HELLO_ACK" % fr[0])
+                        raise link.LinkError("BadType", "frame %d before HELLO_ACK" % fr[0])
                     self.hello_utc = link.u32_payload(fr[2], "HELLO_ACK")
                     self._time(self.hello_utc)
                     # frames right behind HELLO_ACK are handled by _serve
                     return data[off:] if off < len(data) else None
                 if off == was:
-                    raise link.TooLong("receive buffer overflow")
+                    raise link.LinkError("TooLong", "receive buffer overflow")
 
     async def _serve(self, rest=None):
         m = self.modem
@@ -415,7 +415,7 @@ class Wan:
             if off >= len(data):
                 return
             if off == was and not done:
-                raise link.TooLong("receive buffer overflow")
+                raise link.LinkError("TooLong", "receive buffer overflow")
 
     async def _drain(self):
         n = 0
@@ -474,7 +474,7 @@ class Wan:
         elif ftype == link.PONG:
             pass
         else:
-            raise link.BadType("unexpected frame %d from the head-end" % ftype)
+            raise link.LinkError("BadType", "unexpected frame %d from the head-end" % ftype)
 
     def _time(self, utc):
         # the head-end's time, over the authenticated link: a time source

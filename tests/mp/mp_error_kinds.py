@@ -1,0 +1,58 @@
+# ruff: noqa: UP031
+# Exception classes cost RAM at import on a frozen build (~100 bytes each:
+# a type object and its dict; docs/proof.md "The heap on the 32-bit frozen
+# build"). The byte parsers' error families are one class each, raised with
+# a kind (log.KindError): callers catch the family, and the kind reads as
+# the class it replaced wherever an error is shown (repr in the console and
+# the WAN's last_error / transaction log, str in replies, the kind in the
+# fuzz outcomes). This keeps both: one class per family, the same text.
+import log
+from han import ash, ezsp, ezsp_frames
+from wan import link
+
+HEAP = "256k"
+
+_FAMILIES = ((ash, ash.AshError), (link, link.LinkError), (ezsp_frames, ezsp_frames.EzspError), (ezsp, None))
+
+
+def _error_classes(mod):
+    return [k for k, v in mod.__dict__.items()
+            if isinstance(v, type) and issubclass(v, Exception) and getattr(v, "__module__", mod.__name__) == mod.__name__]
+
+
+def test_one_error_class_per_family():
+    for mod, base in _FAMILIES:
+        own = [k for k in _error_classes(mod) if k not in ("LinkFailure", "NcpReset")]
+        want = [] if base is None else [base.__name__]
+        assert sorted(own) == want, "%s: %r" % (mod.__name__, own)
+
+
+def _caught(fn, *a):
+    try:
+        fn(*a)
+    except ValueError as e:
+        return e
+    raise AssertionError("no error")
+
+
+def test_errors_read_as_their_kinds():
+    e = _caught(ash.check_frame, bytes((0x00, 0x01, 0x02, 0x03, 0x00, 0x00)))
+    assert isinstance(e, ash.AshError)
+    assert repr(e) == "AshCrcError('bad CRC E5F1',)" and str(e) == "bad CRC E5F1", repr(e)
+    e = _caught(ash.check_frame, b"\xc0\x00")
+    assert repr(e) == "AshTooShort('frame of 2 bytes is too short',)", repr(e)
+    e = _caught(ash.unstuff, b"\x7d")
+    assert repr(e) == "AshEscapeError('dangling escape byte',)", repr(e)
+    d = link.Decoder()
+    d.feed(b"XX\x06\x00\x00\x00\x05\x00\x00\x00\x00\x00\x00")
+    e = _caught(d.next)
+    assert isinstance(e, link.LinkError) and repr(e) == "BadMagic('bad magic 5858',)", repr(e)
+    e = _caught(ezsp_frames.decode_frame, 13, b"\x00\x80")
+    assert isinstance(e, ezsp_frames.EzspError) and repr(e).startswith("EzspTruncated('"), repr(e)
+    assert "%s" % e == str(e) and not str(e).startswith("(")
+
+
+def test_kind_of_names_the_kind_or_the_class():
+    e = _caught(ezsp_frames.decode_frame, 13, bytes((0, 0x80, 1, 0xEE, 0x0E, 0)))
+    assert log.kind_of(e) == "EzspUnknownFrame"
+    assert log.kind_of(KeyError("x")) == "KeyError"
