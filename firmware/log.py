@@ -17,7 +17,7 @@ def log_exc(source, exc):
 
 class KindError(ValueError):
     """One class for a family of errors (han.ash's AshError, wan.link's
-    LinkError, ...), raised as Family(kind, message): str() is the message
+    LinkError, ...), raised as Family(kind, message, ...): str() is the message
     and repr() reads as the class `kind` named before ("AshCrcError('bad
     CRC 1234',)"), so logs, last_error and replies keep their text. One
     class costs RAM at import instead of one per kind."""
@@ -26,7 +26,8 @@ class KindError(ValueError):
         return self.args[1]
 
     def __repr__(self):
-        return "%s(%r,)" % self.args
+        a = self.args
+        return "%s(%r,)" % (a[0], a[1])
 
 
 def kind_of(e):

@@ -12,7 +12,7 @@ import time
 import board
 import codes
 from micropython import const
-from log import log, log_exc
+from log import kind_of, log, log_exc
 from version import VERSION
 from wan import at, link
 from wan import modem as md
@@ -446,7 +446,7 @@ class Wan:
                 # head-end would redeliver the same frame after every reconnect
                 resp, alerts = None, ()
                 status = link.ACK_REJECTED
-                self.tx.add(ob.TX_REJECT, fid, type(e).__name__)
+                self.tx.add(ob.TX_REJECT, fid, kind_of(e))
                 if not isinstance(e, ValueError):
                     log_exc("wan", e)
             # the retry class by the GBCS use case's criticality (wan.critical)

@@ -6,13 +6,16 @@
 # the class it replaced wherever an error is shown (repr in the console and
 # the WAN's last_error / transaction log, str in replies, the kind in the
 # fuzz outcomes). This keeps both: one class per family, the same text.
+import codes
 import log
+from gbcs import security
 from han import ash, ezsp, ezsp_frames
 from wan import link
 
 HEAP = "256k"
 
-_FAMILIES = ((ash, ash.AshError), (link, link.LinkError), (ezsp_frames, ezsp_frames.EzspError), (ezsp, None))
+_FAMILIES = ((ash, ash.AshError), (link, link.LinkError), (ezsp_frames, ezsp_frames.EzspError), (ezsp, None),
+             (security, security.SecurityError))
 
 
 def _error_classes(mod):
@@ -56,3 +59,6 @@ def test_kind_of_names_the_kind_or_the_class():
     e = _caught(ezsp_frames.decode_frame, 13, bytes((0, 0x80, 1, 0xEE, 0x0E, 0)))
     assert log.kind_of(e) == "EzspUnknownFrame"
     assert log.kind_of(KeyError("x")) == "KeyError"
+    e = security.SecurityError("BadMac", "bad MAC on command 5", codes.EV_BAD_MAC)
+    assert (log.kind_of(e), str(e), e.event) == ("BadMac", "bad MAC on command 5", codes.EV_BAD_MAC)
+    assert repr(e) == "BadMac('bad MAC on command 5',)", repr(e)
