@@ -58,9 +58,10 @@ def accept(parties, data, security_log=None, utc2000=None, allow_urp=False, sign
     """Parse (unless `data` is a parsed Frame already) and authenticate one
     command for the device of `parties`.
     Refusals are written to the security log and re-raised (FrameError or a
-    SecurityError, its kind naming why). allow_urp: a supplementary remote party that is
-    not a trust anchor is accepted when the other-information carries its
-    certificate (the originator, the ACB, still MACs the command).
+    SecurityError, its kind naming why). allow_urp: a supplementary remote
+    party that is not a trust anchor is accepted when the other-information
+    carries its certificate (the originator, the ACB, still MACs the
+    command).
     signed(f) -> bool, called for a command without a MAC: True when it
     authenticated the command by its signature alone (e.g. CS02a), False to
     refuse it as unprotected."""
