@@ -145,13 +145,13 @@ class Wan:
             except _Planned as e:
                 planned = e.reason
                 self.last_error = "planned " + planned
-            except (md.ModemSilent, at.ATTimeout) as e:
-                self.last_error = repr(e)
-                silent = True
             except (md.ModemError, at.ATError, ValueError, OSError) as e:
                 # ValueError covers link.LinkError and AT/field format errors
                 self.last_error = repr(e)
-                log("wan", "session ended: %r" % e)
+                if isinstance(e, at.ATTimeout) or (isinstance(e, md.ModemError) and e.args[0] == "ModemSilent"):
+                    silent = True
+                else:
+                    log("wan", "session ended: %r" % e)
             now = self.mono.ms()
             # a link that was up a while is tried again at once (a flapping one backs off)
             was_up = self.connected and now - self.good_ms >= _STABLE_MS
@@ -282,7 +282,7 @@ class Wan:
         await m.sim_ready(cfg["pin"])
         self.state = "registering"
         if not md.registered(await m.wait_registered(cfg["reg_timeout_ms"])):
-            raise md.ModemError("not registered")
+            raise md.ModemError("ModemError", "not registered")
         self.signal = await m.signal_dbm()
         self.cell = await m.cell_id()
         await self._network_time()
@@ -290,8 +290,9 @@ class Wan:
             self.state = "attaching"
             try:
                 ip = await m.attach(cfg["apn"])
-            except md.AttachFailed as e:
-                self.tx.add(ob.TX_PDP_FAIL, 0, str(e))
+            except md.ModemError as e:
+                if e.args[0] == "AttachFailed":
+                    self.tx.add(ob.TX_PDP_FAIL, 0, str(e))
                 raise
             self.tx.add(ob.TX_PDP_UP, 0, ip or "")
             self.attach_ms = self.mono.ms()
@@ -300,8 +301,9 @@ class Wan:
         await m.tls_prepare(cred)
         try:
             await m.open_tls(cfg["host"], cfg["port"])
-        except md.SocketOpenFailed as e:
-            if e.err == _TLS_HANDSHAKE_FAILED and self.security_log is not None:
+        except md.ModemError as e:
+            # SocketOpenFailed: args[2] is the modem's <err>
+            if e.args[0] == "SocketOpenFailed" and e.args[2] == _TLS_HANDSHAKE_FAILED and self.security_log is not None:
                 self.security_log.append(codes.EV_HEADEND_REFUSED, b"headend tls " + cfg["host"].encode()[:32])
             raise
         self.dec.reset()
@@ -330,7 +332,7 @@ class Wan:
         while True:
             left = time.ticks_diff(deadline, time.ticks_ms())
             if left <= 0:
-                raise md.SocketClosed("no HELLO_ACK")
+                raise md.ModemError("SocketClosed", "no HELLO_ACK")
             data = await self.modem.recv(left)
             if not data:
                 continue
@@ -374,7 +376,7 @@ class Wan:
                 await m.send(link.encode(link.PING, now & 0xFFFF))
                 last_tx = now
             if time.ticks_diff(now, last_rx) >= cfg["idle_timeout_ms"]:
-                raise md.SocketClosed("head-end silent")
+                raise md.ModemError("SocketClosed", "head-end silent")
             if self._nitz:
                 await self._network_time()
             t = self.mono.ms()

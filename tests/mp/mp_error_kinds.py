@@ -10,12 +10,12 @@ import codes
 import log
 from gbcs import security
 from han import ash, ezsp, ezsp_frames
-from wan import link
+from wan import link, modem
 
 HEAP = "256k"
 
 _FAMILIES = ((ash, ash.AshError), (link, link.LinkError), (ezsp_frames, ezsp_frames.EzspError), (ezsp, None),
-             (security, security.SecurityError))
+             (security, security.SecurityError), (modem, modem.ModemError))
 
 
 def _error_classes(mod):
@@ -62,3 +62,11 @@ def test_kind_of_names_the_kind_or_the_class():
     e = security.SecurityError("BadMac", "bad MAC on command 5", codes.EV_BAD_MAC)
     assert (log.kind_of(e), str(e), e.event) == ("BadMac", "bad MAC on command 5", codes.EV_BAD_MAC)
     assert repr(e) == "BadMac('bad MAC on command 5',)", repr(e)
+
+
+def test_a_modem_error_reads_as_before():
+    e = modem.ModemError("NoSim")
+    assert (repr(e), str(e), log.kind_of(e)) == ("NoSim()", "", "NoSim")
+    assert not isinstance(e, ValueError)  # the session tells it from a ValueError
+    e = modem.ModemError("SocketOpenFailed", "socket open failed: 15", 15)
+    assert (repr(e), e.args[2]) == ("SocketOpenFailed('socket open failed: 15',)", 15)
