@@ -314,7 +314,7 @@ class Chf:
         )
         return bytes(self.parties.signed_alert(_MC_CCS08, payload, self.identity.chf["ds_d"]))
 
-    def cs14_alert(self, no_hash=()):
+    def cs14_alert(self, no_hash):
         """CS14 0x8F12 Device Log Changed: the current backup of the Device
         Log (a device re-added with CCS01 shows a zero-length hash)."""
         t, xpan, act = self.device_log.backup()[0]
@@ -475,7 +475,7 @@ def _find_set(a, attr):
 _STATUS_JOINED = const(0x80)
 
 
-def _active_row(e, versions=None):
+def _active_row(e, versions):
     """One active_devices entry (14 elements, the RTDS CCS05 shape, DLMS
     class 104 attribute 4): EUI-64, status bits, RSSI max/average/min, LQI
     max/average/min, last communication, number of hops, transmission

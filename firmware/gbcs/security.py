@@ -90,7 +90,7 @@ class RemoteParties:
 
     # --- trust anchors ------------------------------------------------------
 
-    def add_anchor(self, eui, role, ka_pub=None):
+    def add_anchor(self, eui, role, ka_pub):
         if len(eui) != 8:
             raise ValueError("anchor EUI must be 8 bytes")
         if role not in ROLES:
@@ -458,7 +458,7 @@ class Answers:
         self._last = (orig, counter, dig)
 
 
-def answer_once(parties, data, tag, run, store=None):
+def answer_once(parties, data, tag, run, store):
     """run(frame) -> (response, alerts) with the counter committed together
     with the answer (gbcs.security RemoteParties.commit); an exact resend is
     answered from the stored record. data: the command, bytes or a parsed

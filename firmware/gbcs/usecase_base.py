@@ -33,7 +33,7 @@ class PayloadMismatch(UseCaseError):
     pass
 
 
-def log_event(log, code, data=b"", utc2000=None):
+def log_event(log, code, data, utc2000):
     """Append one entry to an event/security log (None: nothing)."""
     if log is None:
         return

@@ -9,13 +9,14 @@
 import codes
 import log
 from gbcs import security
-from han import ash, ezsp, ezsp_frames
+from han import ash, ezsp, ezsp_frames, zcl
 from wan import link, modem
 
 HEAP = "256k"
 
 _FAMILIES = ((ash, ash.AshError), (link, link.LinkError), (ezsp_frames, ezsp_frames.EzspError), (ezsp, None),
-             (security, security.SecurityError), (modem, modem.ModemError))
+             (security, security.SecurityError), (modem, modem.ModemError),
+             (zcl, zcl.ZclError))
 
 
 def _error_classes(mod):
@@ -53,6 +54,8 @@ def test_errors_read_as_their_kinds():
     e = _caught(ezsp_frames.decode_frame, 13, b"\x00\x80")
     assert isinstance(e, ezsp_frames.EzspError) and repr(e).startswith("EzspTruncated('"), repr(e)
     assert "%s" % e == str(e) and not str(e).startswith("(")
+    e = _caught(zcl.parse_header, b"\x00\x01")
+    assert isinstance(e, zcl.ZclError) and repr(e).startswith("ZclTruncated('"), repr(e)
 
 
 def test_kind_of_names_the_kind_or_the_class():
