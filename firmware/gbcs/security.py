@@ -98,7 +98,7 @@ class RemoteParties:
         eui = bytes(eui)
         if ka_pub is not None:
             ka_pub = bytes(ka_pub)
-            p256.decode_point(ka_pub)  # PointError when not on the curve
+            p256.decode_point(ka_pub)  # P256Error (PointError) when not on the curve
         self._anchors[eui] = (role, ka_pub)
         self._z.pop(eui, None)
 

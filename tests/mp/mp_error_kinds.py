@@ -8,7 +8,8 @@
 # fuzz outcomes). This keeps both: one class per family, the same text.
 import codes
 import log
-from gbcs import security
+from chf import identity, logs
+from gbcs import gcm, kdf, p256, security
 from han import ash, ezsp, ezsp_frames, zcl
 from wan import link, modem
 
@@ -16,7 +17,8 @@ HEAP = "256k"
 
 _FAMILIES = ((ash, ash.AshError), (link, link.LinkError), (ezsp_frames, ezsp_frames.EzspError), (ezsp, None),
              (security, security.SecurityError), (modem, modem.ModemError),
-             (zcl, zcl.ZclError))
+             (zcl, zcl.ZclError), (p256, p256.P256Error), (gcm, gcm.GcmError),
+             (logs, None), (identity, None), (kdf, None))
 
 
 def _error_classes(mod):
@@ -54,6 +56,12 @@ def test_errors_read_as_their_kinds():
     e = _caught(ezsp_frames.decode_frame, 13, b"\x00\x80")
     assert isinstance(e, ezsp_frames.EzspError) and repr(e).startswith("EzspTruncated('"), repr(e)
     assert "%s" % e == str(e) and not str(e).startswith("(")
+    e = _caught(gcm.decrypt, bytes(16), bytes(12), bytes(20))
+    assert isinstance(e, gcm.GcmError) and repr(e) == "AuthError('GCM tag mismatch',)", repr(e)
+    e = _caught(p256.public_key, bytes(32))
+    assert isinstance(e, p256.P256Error) and repr(e) == "ScalarError('private key out of range',)", repr(e)
+    e = _caught(kdf.iv_for, b"1234")
+    assert repr(e).startswith("KdfError('"), repr(e)
     e = _caught(zcl.parse_header, b"\x00\x01")
     assert isinstance(e, zcl.ZclError) and repr(e).startswith("ZclTruncated('"), repr(e)
 
