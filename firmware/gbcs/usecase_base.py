@@ -10,6 +10,7 @@ from codes import EV_MALFORMED, EV_PAYLOAD_MISMATCH, EV_UNSUPPORTED  # noqa: F40
 from gbcs import gcm, kdf
 from gbcs import frame as gframe
 from gbcs.security import SecurityError
+from log import KindError
 
 
 # DLMS clock-status byte (last byte of a date-time)
@@ -21,16 +22,10 @@ _CLOCK_NOT_SPECIFIED = const(0xFF)
 ENC_SECURITY_HEADER = b"\x31\x00\x00\x00\x00"
 
 
-class UseCaseError(ValueError):
-    pass
-
-
-class UnsupportedUseCase(UseCaseError):
-    pass
-
-
-class PayloadMismatch(UseCaseError):
-    pass
+class UseCaseError(KindError):
+    """A refused use case, raised as UseCaseError(kind, message); the kinds
+    (the classes of before): UnsupportedUseCase, PayloadMismatch, and the
+    CHF's NoAuthority."""
 
 
 def log_event(log, code, data, utc2000):

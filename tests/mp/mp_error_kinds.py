@@ -8,17 +8,18 @@
 # fuzz outcomes). This keeps both: one class per family, the same text.
 import codes
 import log
-from chf import identity, logs
-from gbcs import gcm, kdf, p256, security
+from chf import identity, logs, usecases
+from gbcs import gcm, kdf, p256, security, usecase_base
 from han import ash, ezsp, ezsp_frames, zcl
 from wan import link, modem
 
-HEAP = "256k"
+HEAP = "512k"  # the modules compiled from source (the 64-bit port)
 
 _FAMILIES = ((ash, ash.AshError), (link, link.LinkError), (ezsp_frames, ezsp_frames.EzspError), (ezsp, None),
              (security, security.SecurityError), (modem, modem.ModemError),
              (zcl, zcl.ZclError), (p256, p256.P256Error), (gcm, gcm.GcmError),
-             (logs, None), (identity, None), (kdf, None))
+             (logs, None), (identity, None), (kdf, None),
+             (usecase_base, usecase_base.UseCaseError), (usecases, None))
 
 
 def _error_classes(mod):

@@ -16,7 +16,7 @@ from chf import credentials as cred
 from chf.device_log import DeviceLog
 from chf.identity import Identity
 from chf.logs import open_logs
-from chf.usecases import Chf, PayloadMismatch
+from chf.usecases import Chf
 from gbcs import der, frame, gcm, kdf, p256
 from mp_gbcs_keys import refused
 from mp_gbcs_keys import pem as _b64
@@ -131,13 +131,13 @@ def test_signed_bad_signature_unknown_signer_other_use_case_wrong_recipient():
 def test_cs02a_authorising_cell_must_be_the_originators():
     st, ident, chf, k = _setup()
     # MAC'd by the ACB, but the payload names the Transitional CoS DS cell
-    refused(chf, _build(ident, CS02A_ERR, 20, ACB, mac_key_d=k["acb"]), PayloadMismatch)
+    refused(chf, _build(ident, CS02A_ERR, 20, ACB, mac_key_d=k["acb"]), "PayloadMismatch")
 
 
 def test_cs02b_needs_the_current_wan_provider_and_persists():
     st, ident, chf, k = _setup()
     # signed by another key: refused, cell unchanged
-    refused(chf, _build(ident, CS02B, 100, WP, signer=k["tcos"], mac_key_d=k["acb"]), PayloadMismatch)
+    refused(chf, _build(ident, CS02B, 100, WP, signer=k["tcos"], mac_key_d=k["acb"]), "PayloadMismatch")
     assert chf.credentials.cell("wan_provider", "ds")[3] == WP_OLD_SKI
     resp, _ = chf.handle(_build(ident, CS02B, 101, WP, signer=k["wp"], mac_key_d=k["acb"]))
     r = frame.parse(resp)
@@ -145,6 +145,6 @@ def test_cs02b_needs_the_current_wan_provider_and_persists():
     assert r.date_time is not None
     assert chf.credentials.cell("wan_provider", "ds")[3] == WP_NEW_SKI
     # the old WAN provider key can no longer authorise a replacement
-    refused(chf, _build(ident, CS02B, 102, WP, signer=k["wp"], mac_key_d=k["acb"]), PayloadMismatch)
+    refused(chf, _build(ident, CS02B, 102, WP, signer=k["wp"], mac_key_d=k["acb"]), "PayloadMismatch")
     # the new cell is in the store
     assert cred.Credentials(Store("data"), None).cell("wan_provider", "ds")[3] == WP_NEW_SKI
