@@ -148,7 +148,7 @@ class Wan:
             except (md.ModemError, at.ATError, ValueError, OSError) as e:
                 # ValueError covers link.LinkError and AT/field format errors
                 self.last_error = repr(e)
-                if isinstance(e, at.ATTimeout) or (isinstance(e, md.ModemError) and e.args[0] == "ModemSilent"):
+                if kind_of(e) in ("ATTimeout", "ModemSilent"):
                     silent = True
                 else:
                     log("wan", "session ended: %r" % e)
@@ -490,7 +490,7 @@ class Wan:
         try:
             t = await self.modem.network_time()
         except (at.ATError, ValueError) as e:
-            if isinstance(e, at.ATTimeout):
+            if kind_of(e) == "ATTimeout":
                 raise
             return
         if t is not None:

@@ -337,8 +337,9 @@ class Sim7600(md.Modem):
             try:
                 await at.cmd("AT", timeout_ms=t["at"])
                 break
-            except A.ATTimeout:
-                pass
+            except A.ATError as e:
+                if e.args[0] != "ATTimeout":
+                    raise
         else:
             raise md.ModemError("ModemSilent", "no answer to AT")
         for c in ("ATE0", "AT+CMEE=2"):
@@ -354,8 +355,9 @@ class Sim7600(md.Modem):
             try:
                 await self.at.cmd("AT", timeout_ms=self.t["at"])
                 return True
-            except A.ATTimeout:
-                pass
+            except A.ATError as e:
+                if e.args[0] != "ATTimeout":
+                    raise
         return False
 
     async def sim_ready(self, pin=None):
@@ -365,7 +367,9 @@ class Sim7600(md.Modem):
         for _ in range(t["cpin_retries"]):
             try:
                 lines = await at.cmd("AT+CPIN?", b"+CPIN:")
-            except A.CmeError as e:
+            except A.ATError as e:
+                if e.args[0] != "CmeError":
+                    raise
                 if e.code in (10, 13, 14):  # not inserted / failure / busy: retry
                     err = e
                     await asyncio.sleep_ms(t["cpin_interval"])
@@ -383,7 +387,9 @@ class Sim7600(md.Modem):
                 self._pin_tried = pin
                 try:
                     await at.cmd('AT+CPIN="%s"' % pin, b"+CPIN:")
-                except A.CmeError as e:
+                except A.ATError as e:
+                    if e.args[0] != "CmeError":
+                        raise
                     if e.code == 16:
                         raise md.ModemError("WrongPin")
                     raise
@@ -466,7 +472,7 @@ class Sim7600(md.Modem):
         try:
             return await self.at.cmd(c, done, timeout_ms, done)
         except A.ATError as e:
-            if isinstance(e, A.ATTimeout):
+            if e.args[0] == "ATTimeout":
                 raise
             return None
 
@@ -495,12 +501,10 @@ class Sim7600(md.Modem):
         try:
             lines = await at.cmd("AT+NETOPEN", None, t["netopen"], b"+NETOPEN:")
             err = _last_int(lines[-1])
-        except A.IpError as e:
-            err = 0 if b"already opened" in e.info else -1
-        except A.ATTimeout:
-            raise
-        except A.ATError:
-            err = -1
+        except A.ATError as e:
+            if e.args[0] == "ATTimeout":
+                raise
+            err = 0 if e.args[0] == "IpError" and b"already opened" in e.info else -1
         if err != 0:
             await self._quiet("AT+NETCLOSE", b"+NETCLOSE:", t["netclose"])
             raise md.ModemError("AttachFailed", "NETOPEN failed: %d" % err)
@@ -593,9 +597,9 @@ class Sim7600(md.Modem):
     async def _cchstart(self):
         try:
             lines = await self.at.cmd("AT+CCHSTART", None, self.t["cchstart"], b"+CCHSTART:")
-        except A.ATTimeout:
-            raise
-        except A.ATError:
+        except A.ATError as e:
+            if e.args[0] == "ATTimeout":
+                raise
             return -1
         return _last_int(lines[-1]) if lines else -1
 
@@ -608,9 +612,9 @@ class Sim7600(md.Modem):
             try:
                 lines = await self.at.cmd("AT+CCHSEND=0,%d" % n, b"+CCHSEND:", self.t["cipsend"], b"+CCHSEND:",
                                           mv[i:i + n])
-            except A.ATTimeout:
-                raise
-            except A.ATError:
+            except A.ATError as e:
+                if e.args[0] == "ATTimeout":
+                    raise
                 lines = None
             if not lines or _last_int(lines[-1]) != 0:
                 self.socket_open = False
@@ -623,9 +627,9 @@ class Sim7600(md.Modem):
         # of OK -> the result's <err> (-1: none came)
         try:
             lines = await self.at.cmd(cmd, result, timeout_ms, result)
-        except A.ATTimeout:
-            raise
         except A.ATError as e:
+            if e.args[0] == "ATTimeout":
+                raise
             lines = e.lines
         err = -1
         for ln in lines:
@@ -646,7 +650,9 @@ class Sim7600(md.Modem):
             try:
                 lines = await self.at.cmd("AT+CIPSEND=0,%d" % n, b"+CIPSEND:", t["cipsend"],
                                           b"+CIPSEND:", mv[i:i + n])
-            except A.CipError as e:
+            except A.ATError as e:
+                if e.args[0] != "CipError":
+                    raise
                 if e.code in (2, 4):
                     self.socket_open = False
                     raise md.ModemError("SocketClosed")
@@ -669,9 +675,9 @@ class Sim7600(md.Modem):
             try:
                 lines, data = await self.at.cmd_data("AT+CCHRECV=0,%d" % _CHUNK, b"+CCHRECV: DATA,",
                                                      self.t["rxget"], b"+CCHRECV: 0,")
-            except A.ATTimeout:
-                raise
-            except A.ATError:
+            except A.ATError as e:
+                if e.args[0] == "ATTimeout":
+                    raise
                 data = None
             # a full chunk may have more behind it (no count of the rest here)
             self._rx_pending = (data is not None and len(data) == _CHUNK) or self._rx_urcs != seen
@@ -679,7 +685,9 @@ class Sim7600(md.Modem):
         try:
             lines, data = await self.at.cmd_data("AT+CIPRXGET=2,0,%d" % _CHUNK, b"+CIPRXGET: 2,",
                                                  self.t["rxget"])
-        except A.IpError:
+        except A.ATError as e:
+            if e.args[0] != "IpError":
+                raise
             self._rx_pending = self._rx_urcs != seen
             return b""
         f = split_fields(lines[-1], b"+CIPRXGET:")

@@ -11,7 +11,7 @@ import log
 from chf import identity, logs, usecases
 from gbcs import gcm, kdf, p256, security, usecase_base
 from han import ash, ezsp, ezsp_frames, zcl
-from wan import link, modem
+from wan import at, link, modem
 
 HEAP = "512k"  # the modules compiled from source (the 64-bit port)
 
@@ -19,7 +19,7 @@ _FAMILIES = ((ash, ash.AshError), (link, link.LinkError), (ezsp_frames, ezsp_fra
              (security, security.SecurityError), (modem, modem.ModemError),
              (zcl, zcl.ZclError), (p256, p256.P256Error), (gcm, gcm.GcmError),
              (logs, None), (identity, None), (kdf, None),
-             (usecase_base, usecase_base.UseCaseError), (usecases, None))
+             (usecase_base, usecase_base.UseCaseError), (usecases, None), (at, at.ATError))
 
 
 def _error_classes(mod):
@@ -29,7 +29,8 @@ def _error_classes(mod):
 
 def test_one_error_class_per_family():
     for mod, base in _FAMILIES:
-        own = [k for k in _error_classes(mod) if k not in ("LinkFailure", "NcpReset")]
+        # the ASH link's faults and the AT field-format error are caught by class
+        own = [k for k in _error_classes(mod) if k not in ("LinkFailure", "NcpReset", "ATFormatError")]
         want = [] if base is None else [base.__name__]
         assert sorted(own) == want, "%s: %r" % (mod.__name__, own)
 
@@ -82,3 +83,25 @@ def test_a_modem_error_reads_as_before():
     assert not isinstance(e, ValueError)  # the session tells it from a ValueError
     e = modem.ModemError("SocketOpenFailed", "socket open failed: 15", 15)
     assert (repr(e), e.args[2]) == ("SocketOpenFailed('socket open failed: 15',)", 15)
+
+
+def _at_result(cmd, prefix, wire):
+    p = at.ATParser()
+    p.begin(cmd, prefix, None, False)
+    p.feed(wire)
+    return p.result
+
+
+def test_an_at_error_reads_as_before():
+    e = _at_result(b"AT+CPIN?", b"+CPIN:", b"\r\n+CME ERROR: SIM not inserted\r\n")
+    assert repr(e) == "CmeError(\"b'AT+CPIN?' -> b'+CME ERROR: SIM not inserted'\",)", repr(e)
+    assert (e.code, e.text, e.lines, log.kind_of(e)) == (10, b"SIM not inserted", [], "CmeError")
+    assert str(e) == "b'AT+CPIN?' -> b'+CME ERROR: SIM not inserted'" and not isinstance(e, ValueError)
+    e = _at_result(b"AT+CIPSEND=0,5", b"+CIPSEND:", b"\r\n+CIPERROR: 4\r\n")
+    assert (repr(e), e.code) == ("CipError(\"b'AT+CIPSEND=0,5' -> b'+CIPERROR: 4'\",)", 4), repr(e)
+    e = _at_result(b"AT+NETOPEN", None, b"\r\n+IP ERROR: Network is already opened\r\n\r\nERROR\r\n")
+    assert (log.kind_of(e), e.info) == ("IpError", b"Network is already opened"), repr(e)
+    e = _at_result(b"AT+CMGS", None, b"\r\n+CMS ERROR: 500\r\n")
+    assert (log.kind_of(e), e.code) == ("CmsError", 500), repr(e)
+    e = _at_result(b"AT", None, b"\r\nERROR\r\n")
+    assert repr(e) == "ATError(\"b'AT' -> b'ERROR'\",)", repr(e)
