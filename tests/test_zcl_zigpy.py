@@ -135,7 +135,7 @@ for op in json.load(open(os.getenv("MP_IN"))):
         try:
             out.append(H(ic.link_key(unhexlify(op[1]))))
         except ic.InstallCodeError as e:
-            out.append(type(e).__name__)
+            out.append(kind_of(e))
     elif k == "ic_add":
         out.append(H(ic.add_crc(unhexlify(op[1]))))
 print("RESULT" + json.dumps(out))

@@ -10,7 +10,7 @@ import codes
 import log
 from chf import identity, logs, usecases
 from gbcs import gcm, kdf, p256, security, usecase_base
-from han import ash, ezsp, ezsp_frames, zcl
+from han import ash, ezsp, ezsp_frames, install_code, zcl
 from wan import at, link, modem
 
 HEAP = "512k"  # the modules compiled from source (the 64-bit port)
@@ -19,7 +19,8 @@ _FAMILIES = ((ash, ash.AshError), (link, link.LinkError), (ezsp_frames, ezsp_fra
              (security, security.SecurityError), (modem, modem.ModemError),
              (zcl, zcl.ZclError), (p256, p256.P256Error), (gcm, gcm.GcmError),
              (logs, None), (identity, None), (kdf, None),
-             (usecase_base, usecase_base.UseCaseError), (usecases, None), (at, at.ATError))
+             (usecase_base, usecase_base.UseCaseError), (usecases, None), (at, at.ATError),
+             (install_code, install_code.InstallCodeError))
 
 
 def _error_classes(mod):
@@ -64,6 +65,8 @@ def test_errors_read_as_their_kinds():
     assert isinstance(e, p256.P256Error) and repr(e) == "ScalarError('private key out of range',)", repr(e)
     e = _caught(kdf.iv_for, b"1234")
     assert repr(e).startswith("KdfError('"), repr(e)
+    e = _caught(install_code.link_key, bytes(7))
+    assert repr(e) == "InstallCodeLengthError('install code+CRC of 7 bytes (8, 10, 14 or 18)',)", repr(e)
     e = _caught(zcl.parse_header, b"\x00\x01")
     assert isinstance(e, zcl.ZclError) and repr(e).startswith("ZclTruncated('"), repr(e)
 
