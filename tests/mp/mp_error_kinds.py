@@ -1,11 +1,13 @@
 # ruff: noqa: UP031
 # Exception classes cost RAM at import on a frozen build (~100 bytes each:
 # a type object and its dict; docs/proof.md "The heap on the 32-bit frozen
-# build"). The byte parsers' error families are one class each, raised with
-# a kind (log.KindError): callers catch the family, and the kind reads as
-# the class it replaced wherever an error is shown (repr in the console and
-# the WAN's last_error / transaction log, str in replies, the kind in the
-# fuzz outcomes). This keeps both: one class per family, the same text.
+# build"). The error families of the parsers, the crypto, the GBCS
+# security and use cases, the modem and the AT channel are one class each,
+# raised with a kind (log.KindError / KindException): callers catch the
+# family, and the kind reads as the class it replaced wherever an error is
+# shown (repr in the console and the WAN's last_error, log.kind_of in the
+# transaction log and the fuzz outcomes, str in replies). This keeps both:
+# one class per family, the same text.
 import codes
 import log
 from chf import identity, logs, usecases
