@@ -6,7 +6,7 @@
 # Anything else escaping is a crash.
 #
 # fuzz(name, path): one result line per hex input ("ok", the error class or
-# "CRASH <type> <message>") - the batch harness of hil/campaign/fuzz.py
+# kind (log.kind_of), or "CRASH <type> <message>") - the batch harness of hil/campaign/fuzz.py
 # (tests/test_fuzz_parsers.py and `chub bench`).
 # replay(name): the kept corpus bench/fuzz_corpus/<name>/*.hex, replayed in CI
 # by tests/mp/mp_fuzz.py.
@@ -17,6 +17,7 @@ from han import ash, tunnel, zcl, zcl_clusters
 from han import ezsp_frames as F
 from wan import at, link
 import local_port as lp
+from log import kind_of
 
 _HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
 CORPUS = _HERE + "/fuzz_corpus"
@@ -32,7 +33,7 @@ def _try(fn, *args):
         return fn(*args)
     except _state["allowed"] as e:
         if _state["first"] is None:
-            _state["first"] = type(e).__name__
+            _state["first"] = kind_of(e)
     return None
 
 
@@ -49,7 +50,7 @@ def _ash(data):
                 ctl, payload = ev
                 ash.parse_control(ctl)
             elif _state["first"] is None:
-                _state["first"] = type(ev).__name__
+                _state["first"] = kind_of(ev)
     # the whole input as one frame on the wire: unstuffed up to its flag
     body = bytes(data)
     if body and body[-1] == 0x7E:
@@ -258,7 +259,7 @@ def run_one(name, data):
     try:
         fn(data)
     except allowed as e:
-        return type(e).__name__
+        return kind_of(e)
     except Exception as e:  # noqa: BLE001 - anything else is a crash
         return "CRASH %s %s" % (type(e).__name__, str(e)[:120])
     return _state["first"] or "ok"

@@ -23,6 +23,7 @@ MP_DRIVER = r"""
 import json, os
 from binascii import hexlify, unhexlify
 from han import ash, install_code as ic, tunnel, zcl, zcl_clusters
+from log import kind_of
 
 def H(b):
     return hexlify(b).decode()
@@ -40,7 +41,7 @@ def guard(fn, *a):
         fn(*a)
         return "ok"
     except ALLOWED as e:
-        return type(e).__name__
+        return kind_of(e)
     except Exception as e:
         return "CRASH %s %r" % (type(e).__name__, e)
 
@@ -112,7 +113,7 @@ for op in json.load(open(os.getenv("MP_IN"))):
         d = ash.Decoder()
         r = []
         for it in d.frames(unhexlify(op[1])):
-            r.append([it[0], H(it[1])] if isinstance(it, tuple) else type(it).__name__)
+            r.append([it[0], H(it[1])] if isinstance(it, tuple) else kind_of(it))
         out.append(r)
     elif k == "enc":
         out.append(H(enc(op[1], op[2])))
@@ -121,20 +122,20 @@ for op in json.load(open(os.getenv("MP_IN"))):
             r = dec(op[1], unhexlify(op[2]))
             out.append([[j(x) for x in rec] if isinstance(rec, tuple) else j(rec) for rec in r])
         except ALLOWED as e:
-            out.append(type(e).__name__)
+            out.append(kind_of(e))
     elif k == "val":
         try:
             v, o = zcl.decode_value(op[1], unhexlify(op[2]))
             out.append([j(v), o])
         except ALLOWED as e:
-            out.append(type(e).__name__)
+            out.append(kind_of(e))
     elif k == "fuzz":
         out.append(fuzz(unhexlify(op[1])))
     elif k == "ic":
         try:
             out.append(H(ic.link_key(unhexlify(op[1]))))
         except ic.InstallCodeError as e:
-            out.append(type(e).__name__)
+            out.append(kind_of(e))
     elif k == "ic_add":
         out.append(H(ic.add_crc(unhexlify(op[1]))))
 print("RESULT" + json.dumps(out))

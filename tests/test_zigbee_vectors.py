@@ -17,6 +17,7 @@ MP_CODE = r"""
 import json, os
 from binascii import hexlify, unhexlify
 from han import ash, install_code as ic, zcl, zcl_clusters
+from log import kind_of
 
 def H(b):
     return hexlify(b).decode().upper()
@@ -67,7 +68,7 @@ for c in V["install_codes"]["cases"]:
     try:
         r["key"] = H(ic.link_key(code_crc))
     except ic.InstallCodeError as e:
-        r["error"] = type(e).__name__
+        r["error"] = kind_of(e)
     if "install_code" in c:
         r["with_crc"] = H(ic.add_crc(unhexlify(c["install_code"])))
         r["crc"] = "0x%04X" % ic.crc16_x25(unhexlify(c["install_code"]))

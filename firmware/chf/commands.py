@@ -5,7 +5,7 @@
 # (field order in docs/device-log.md) and the active log comes in pages.
 from micropython import const
 from chf import device_log as DL
-from han.install_code import InstallCodeCrcError, InstallCodeError
+from han.install_code import InstallCodeError
 from local_port import eui_arg, hex_arg, int_arg, str_arg
 from log import log
 
@@ -62,10 +62,10 @@ async def device_log_add(hub, req):
     # installer is told when the code differs from the one it holds
     try:
         same = hub.device_log.install_code_matches(eui, code)
-    except InstallCodeCrcError as e:
-        return {"code": DL.INVALID_CODE, "message": "install code CRC invalid: " + str(e)}
     except InstallCodeError as e:
-        raise ValueError(str(e))
+        if e.args[0] != "InstallCodeCrcError":
+            raise ValueError(str(e))
+        return {"code": DL.INVALID_CODE, "message": "install code CRC invalid: " + str(e)}
     if same is False:
         log("chf", "device_log_add %s refused: a different install code" % eui)
         return {"code": DL.INCOMPATIBLE, "duplicate": True,
@@ -73,10 +73,10 @@ async def device_log_add(hub, req):
                            "remove it first to change its code"}
     try:
         code_n, dup = hub.device_log.add(eui, typ, code, timeout)
-    except InstallCodeCrcError as e:
-        return {"code": DL.INVALID_CODE, "message": "install code CRC invalid: " + str(e)}
     except InstallCodeError as e:
-        raise ValueError(str(e))
+        if e.args[0] != "InstallCodeCrcError":
+            raise ValueError(str(e))
+        return {"code": DL.INVALID_CODE, "message": "install code CRC invalid: " + str(e)}
     msg = _message(code_n)
     if dup:
         msg = "already in the Device Log: key ignored"

@@ -132,7 +132,7 @@ def _cell_id(node):
     return role, _usage_of(node[1][1][1]), cu
 
 
-def _cell_der(role, usage, cu=_CELL_MANAGEMENT):
+def _cell_der(role, usage, cu):
     parts = [der.integer(_ROLE_NAMES.index(role) + 1), (der.BIT_STRING, _usage_bits(usage))]
     if cu != _CELL_MANAGEMENT:
         parts.append(der.integer(cu))

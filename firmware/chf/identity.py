@@ -9,6 +9,7 @@ import os
 
 from gbcs import p256
 from ids import hex_bytes, hex_text
+from log import KindError
 from gbcs.security import RemoteParties
 
 DEVICES = ("chf", "gpf")
@@ -16,9 +17,6 @@ DEVICES = ("chf", "gpf")
 DEFAULT_DEVICE_TYPE = b"OpenChub"
 DEFAULT_CH_TYPE = b"CSW "
 
-
-class IdentityError(ValueError):
-    pass
 
 
 def _new_eui(rand):
@@ -60,7 +58,7 @@ class Identity:
             try:
                 new = dict((k, hex_bytes(v)) for k, v in rec.items())
             except (AttributeError, KeyError, ValueError, TypeError):
-                raise IdentityError("identity record %s is damaged" % name)
+                raise KindError("IdentityError", "identity record %s is damaged" % name)
             d = self.devices.setdefault(name, {})
             d.clear()
             d.update(new)
@@ -79,7 +77,7 @@ class Identity:
     def _generate(self, rand, eui):
         chf = bytes(eui) if eui is not None else _new_eui(rand)
         if len(chf) != 8:
-            raise IdentityError("EUI-64 must be 8 bytes")
+            raise KindError("IdentityError", "EUI-64 must be 8 bytes")
         gpf = chf[:7] + bytes(((chf[7] + 1) & 0xFF,))
         recs = {}
         for name, e in (("chf", chf), ("gpf", gpf)):
@@ -119,7 +117,7 @@ class Identity:
     def set_anchors(self, anchors, name="chf"):
         """Replace the device's trust anchors: [{eui, role, ka_pub}] hex."""
         if name not in DEVICES:
-            raise IdentityError("unknown device %r" % name)
+            raise KindError("IdentityError", "unknown device %r" % name)
         rp = RemoteParties(self.devices[name]["eui"], self.devices[name]["ka_d"], self.store.kv("sec_" + name))
         clean = []
         for a in anchors:
@@ -127,7 +125,7 @@ class Identity:
                 eui, role, ka = hex_bytes(a["eui"]), a["role"], a.get("ka_pub")
                 rp.add_anchor(eui, role, hex_bytes(ka) if ka else None)
             except (KeyError, TypeError, ValueError) as e:
-                raise IdentityError("bad trust anchor %r: %s" % (a, e))
+                raise KindError("IdentityError", "bad trust anchor %r: %s" % (a, e))
             clean.append({"eui": hex_text(eui), "role": role, "ka_pub": ka.lower() if ka else None})
         self._akv.set(name, clean)
         self._parties[name] = rp

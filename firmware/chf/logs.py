@@ -15,6 +15,7 @@ from micropython import const
 
 import codes
 from ids import EPOCH_2000, utc2000  # noqa: F401 (the log's time base)
+from log import KindError
 
 _MAX_DATA = const(255)
 _HEAD = const(8)
@@ -25,9 +26,6 @@ _RUNS = const(4)  # open runs (codes) followed at once
 COMMAND_FAULTS = (codes.EV_MALFORMED, codes.EV_NOT_PROTECTED, codes.EV_BAD_SIGNATURE, codes.EV_UNKNOWN_ORIGINATOR, codes.EV_AUTH_FAILED,
                   codes.EV_UNKNOWN_RECIPIENT)
 
-
-class EventLogError(ValueError):
-    pass
 
 
 class MalformedWatch:
@@ -80,7 +78,7 @@ class EventLog:
 
     def __init__(self, store, name, capacity=40, utc=None, window_s=60, watch=None):
         if capacity < 1:
-            raise EventLogError("eventlog: capacity must be >= 1")
+            raise KindError("EventLogError", "eventlog: capacity must be >= 1")
         self.name = name
         self.capacity = capacity
         self.window_s = window_s
@@ -95,14 +93,14 @@ class EventLog:
     def append(self, event_code, data=b"", t=None):
         if t is None:
             if self._utc is None:
-                raise EventLogError("eventlog: no time given")
+                raise KindError("EventLogError", "eventlog: no time given")
             t = self._utc()
         if not 0 <= event_code <= 0xFFFF:
-            raise EventLogError("eventlog: event code out of range")
+            raise KindError("EventLogError", "eventlog: event code out of range")
         if not 0 <= t <= 0xFFFFFFFF:
-            raise EventLogError("eventlog: time out of range")
+            raise KindError("EventLogError", "eventlog: time out of range")
         if len(data) > _MAX_DATA:
-            raise EventLogError("eventlog: data too long")
+            raise KindError("EventLogError", "eventlog: data too long")
         key = (event_code, bytes(data))
         seq = self._collapse(key, t)
         if seq is None:

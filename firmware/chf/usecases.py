@@ -18,8 +18,6 @@ from gbcs.usecase_base import (  # noqa: F401 - EV_MALFORMED, UseCaseError re-ex
     EV_MALFORMED,
     EV_PAYLOAD_MISMATCH,
     EV_UNSUPPORTED,
-    PayloadMismatch,
-    UnsupportedUseCase,
     UseCaseError,
     accept,
     date_time,
@@ -112,10 +110,6 @@ USE_CASES = (
 # only from the ACB as originator (the RTDS's CHF DLMS use cases all come
 # from it; the ACB MACs every command, whoever originates it)
 ACB_ONLY = (_MC_CS05A, 0x0012, _MC_CS05B, _MC_CS05C)
-
-
-class NoAuthority(UseCaseError):
-    """The originator's role may not send this use case to the CHF."""
 
 
 _MC_CS02A = const(0x0008)
@@ -220,24 +214,24 @@ class Chf:
         if uc is None:
             self.rejected += 1
             self._log(self.event_log, EV_UNSUPPORTED, f.message_code.to_bytes(2, "big"))
-            raise UnsupportedUseCase("message code 0x%04x is not a CHF use case here" % f.message_code)
+            raise UseCaseError("UnsupportedUseCase", "message code 0x%04x is not a CHF use case here" % f.message_code)
         if f.message_code in ACB_ONLY and self.parties.role_of(f.originator) != ROLE_ACB:
             self.rejected += 1
             self._log(self.security_log, codes.EV_NO_AUTHORITY, bytes(f.originator) + f.message_code.to_bytes(2, "big"))
-            raise NoAuthority("%s only from the ACB, not %s" % (uc[0], hex_text(f.originator)))
+            raise UseCaseError("NoAuthority", "%s only from the ACB, not %s" % (uc[0], hex_text(f.originator)))
         try:
             if gframe.payload_kind(f) != gframe.KIND_DLMS:
-                raise PayloadMismatch("payload is not DLMS")
+                raise UseCaseError("PayloadMismatch", "payload is not DLMS")
             a = dlms.parse_apdu(f.payload)
             if a.tag != dlms.ACCESS_REQUEST:
-                raise PayloadMismatch("payload is not an access-request")
+                raise UseCaseError("PayloadMismatch", "payload is not an access-request")
             _check_specs(a, uc[1])
-        except (dlms.DlmsError, PayloadMismatch) as e:
+        except (dlms.DlmsError, UseCaseError) as e:  # a UseCaseError here is a PayloadMismatch
             self.rejected += 1
             self._log(self.security_log, EV_PAYLOAD_MISMATCH, f.message_code.to_bytes(2, "big"))
-            if isinstance(e, PayloadMismatch):
+            if isinstance(e, UseCaseError):
                 raise
-            raise PayloadMismatch("bad DLMS payload for %s: %s" % (uc[0], e))
+            raise UseCaseError("PayloadMismatch", "bad DLMS payload for %s: %s" % (uc[0], e))
         self.executed += 1
         alerts = []
         self._changes = []
@@ -266,7 +260,7 @@ class Chf:
         ds_d = self.identity.chf["ds_d"]
         try:
             if gframe.payload_kind(f) != gframe.KIND_DER:
-                raise PayloadMismatch("payload is not ASN.1")
+                raise UseCaseError("PayloadMismatch", "payload is not ASN.1")
             if f.message_code == _MC_CS02A:
                 role, usage = c.authorising_cell(f.payload)
                 signed = f.mac is None
@@ -274,7 +268,7 @@ class Chf:
                 if signed:
                     orig_role = next((x[0] for x in c.cells() if x[1] == cred.DS and x[2] == hex_text(f.originator)), None)
                 if role != orig_role or usage != (cred.DS if signed else cred.KA):
-                    raise PayloadMismatch("authorising cell is not the originator's")
+                    raise UseCaseError("PayloadMismatch", "authorising cell is not the originator's")
                 payload = c.provide_details(f.payload)
                 self.executed += 1
                 if signed:
@@ -286,12 +280,12 @@ class Chf:
             t = self.utc2000() if self.utc2000 else 0
             resp = c.answer_update(f, ds_d, date_time(t))
             self.parties = self.identity.parties("chf")
-        except (cred.CredentialError, PayloadMismatch, der.DerError) as e:
+        except (cred.CredentialError, UseCaseError, der.DerError) as e:  # a UseCaseError here is a PayloadMismatch
             self.rejected += 1
             self._log(self.security_log, EV_PAYLOAD_MISMATCH, f.message_code.to_bytes(2, "big"))
-            if isinstance(e, PayloadMismatch):
+            if isinstance(e, UseCaseError):
                 raise
-            raise PayloadMismatch("%s refused: %s" % ("CS02a" if f.message_code == _MC_CS02A else "CS02b", e))
+            raise UseCaseError("PayloadMismatch", "%s refused: %s" % ("CS02a" if f.message_code == _MC_CS02A else "CS02b", e))
         self.executed += 1
         return resp, []
 
@@ -314,7 +308,7 @@ class Chf:
         )
         return bytes(self.parties.signed_alert(_MC_CCS08, payload, self.identity.chf["ds_d"]))
 
-    def cs14_alert(self, no_hash=()):
+    def cs14_alert(self, no_hash):
         """CS14 0x8F12 Device Log Changed: the current backup of the Device
         Log (a device re-added with CCS01 shows a zero-length hash)."""
         t, xpan, act = self.device_log.backup()[0]
@@ -475,7 +469,7 @@ def _find_set(a, attr):
 _STATUS_JOINED = const(0x80)
 
 
-def _active_row(e, versions=None):
+def _active_row(e, versions):
     """One active_devices entry (14 elements, the RTDS CCS05 shape, DLMS
     class 104 attribute 4): EUI-64, status bits, RSSI max/average/min, LQI
     max/average/min, last communication, number of hops, transmission
@@ -525,9 +519,9 @@ def _range(sel, params):
 
 def _check_specs(a, allowed):
     if len(a.specs) != len(allowed):
-        raise PayloadMismatch("%d specifications, the use case has %d" % (len(a.specs), len(allowed)))
+        raise UseCaseError("PayloadMismatch", "%d specifications, the use case has %d" % (len(a.specs), len(allowed)))
     if len(a.data) != len(a.specs):
-        raise PayloadMismatch("%d data items for %d specifications" % (len(a.data), len(a.specs)))
+        raise UseCaseError("PayloadMismatch", "%d data items for %d specifications" % (len(a.data), len(a.specs)))
     for s, want in zip(a.specs, allowed):
         if s[0] != want[0] or s[1] != want[1] or bytes(s[2]) != want[2] or s[3] != want[3]:
-            raise PayloadMismatch("specification does not match the message code")
+            raise UseCaseError("PayloadMismatch", "specification does not match the message code")

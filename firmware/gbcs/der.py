@@ -137,7 +137,7 @@ def _put_len(out, n, size=0, wide=False):
         out.append((n >> (8 * i)) & 0xFF)
 
 
-def encode_into(v, out, depth=0, wide=False):
+def encode_into(v, out, depth, wide):
     if depth > _MAX_DEPTH:
         raise DerError("DER nesting too deep")
     tag = v[0]

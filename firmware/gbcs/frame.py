@@ -301,7 +301,7 @@ def _parse_other(f, mv, off, olen):
     f.supp_cert = mv[c:e]
 
 
-def other_info_len(supp_party=None, supp_orig_counter=None, supp_cert=None):
+def other_info_len(supp_party, supp_orig_counter, supp_cert):
     if supp_party is None:
         return 2
     if supp_orig_counter is not None:
@@ -311,16 +311,7 @@ def other_info_len(supp_party=None, supp_orig_counter=None, supp_cert=None):
     return 18
 
 
-def frame_size(
-    payload_len,
-    date_time=None,
-    supp_party=None,
-    supp_orig_counter=None,
-    supp_cert=None,
-    signature=None,
-    maced=True,
-    sig_field=True,
-):
+def frame_size(payload_len, date_time, supp_party, supp_orig_counter, supp_cert, signature, maced, sig_field):
     olen = other_info_len(supp_party, supp_orig_counter, supp_cert)
     gh = 2 + 1 + 8 + 9 + 9 + (13 if date_time is not None else 1) + len_size(olen) + olen
     gh += len_size(payload_len) + payload_len

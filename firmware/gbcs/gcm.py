@@ -12,17 +12,17 @@ from micropython import const
 import cryptolib
 import struct
 
+from log import KindError
+
 _M127 = (1 << 127) - 1
 _WIDE_FROM = const(1024)  # bytes of GHASH input from which the 8-bit table is used
 _CHUNK = const(256)  # CTR keystream chunk (bytes)
 
 
-class GcmError(ValueError):
-    pass
-
-
-class AuthError(GcmError):
-    """The tag did not match: the data or the key is wrong."""
+class GcmError(KindError):
+    """Raised as GcmError(kind, message): kind GcmError (bad key, IV, tag
+    length or input), AuthError (the tag did not match: the data or the key
+    is wrong)."""
 
 
 def _table(h, n):
@@ -145,11 +145,11 @@ class _Ctx:
     # per (key, iv): the AES object, H, E(J0) and the counter block template
     def __init__(self, key, iv, tag_len):
         if len(key) != 16:
-            raise GcmError("AES-128 key must be 16 bytes, got %d" % len(key))
+            raise GcmError("GcmError", "AES-128 key must be 16 bytes, got %d" % len(key))
         if len(iv) != 12:
-            raise GcmError("GCM IV must be 12 bytes, got %d" % len(iv))
+            raise GcmError("GcmError", "GCM IV must be 12 bytes, got %d" % len(iv))
         if tag_len < 12 or tag_len > 16:
-            raise GcmError("tag length must be 12..16, got %d" % tag_len)
+            raise GcmError("GcmError", "tag length must be 12..16, got %d" % tag_len)
         self.aes = cryptolib.aes(bytes(key), 1)
         blk = bytearray(32)
         blk[16:28] = iv
@@ -224,10 +224,10 @@ def encrypt(key, iv, plaintext, aad=b"", tag_len=12):
 
 def decrypt(key, iv, data, aad=b"", tag_len=12):
     """AES-GCM: data = ciphertext || tag; returns the plaintext (bytes) or
-    raises AuthError. The tag is checked before any plaintext is produced."""
+    raises GcmError of kind AuthError. The tag is checked before any plaintext is produced."""
     c = _Ctx(key, iv, tag_len)
     if len(data) < tag_len:
-        raise GcmError("ciphertext shorter than the %d-byte tag" % tag_len)
+        raise GcmError("GcmError", "ciphertext shorter than the %d-byte tag" % tag_len)
     mv = memoryview(data)
     ln = len(mv) - tag_len
     pieces = _pieces(aad)
@@ -238,7 +238,7 @@ def decrypt(key, iv, data, aad=b"", tag_len=12):
     g.pad()
     g.update(mv[:ln])
     if not ct_equal(c.tag(g.finish(alen, ln), tag_len), mv[ln:]):
-        raise AuthError("GCM tag mismatch")
+        raise GcmError("AuthError", "GCM tag mismatch")
     out = bytearray(ln)
     c.ctr(mv[:ln], out)
     return bytes(out)

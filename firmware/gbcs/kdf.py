@@ -2,6 +2,7 @@
 # round) and the GBCS MAC / encryption IV and AAD conventions, as verified
 # against the DCC RTDS (see docs/crypto.md).
 import hashlib
+from log import KindError
 
 CRA_COMMAND = 1
 CRA_RESPONSE = 2
@@ -13,30 +14,27 @@ AAD_PREFIX = b"\x11\x00\x00\x00\x00\x00"  # MAC AAD: prefix || grouping header .
 ENC_AAD = b"\x31"  # AAD of an encrypted GBZ/DLMS component
 
 
-class KdfError(ValueError):
-    pass
-
 
 def _eui(v, what):
     if len(v) != 8:
-        raise KdfError("%s must be an 8-byte EUI-64, got %d bytes" % (what, len(v)))
+        raise KindError("KdfError", "%s must be an 8-byte EUI-64, got %d bytes" % (what, len(v)))
     return v
 
 
 def _counter(c):
     if isinstance(c, int):
         if c < 0 or c >> 64:
-            raise KdfError("originator counter out of range")
+            raise KindError("KdfError", "originator counter out of range")
         return c.to_bytes(8, "big")
     if len(c) != 8:
-        raise KdfError("originator counter must be 8 bytes, got %d" % len(c))
+        raise KindError("KdfError", "originator counter must be 8 bytes, got %d" % len(c))
     return c
 
 
 def other_info(originator, cra, counter, recipient):
     """OtherInfo = 60 85 74 06 08 03 00 || orig EUI || 09 || CRA || counter || recip EUI."""
     if not 0 <= cra <= 255:
-        raise KdfError("CRA byte out of range")
+        raise KindError("KdfError", "CRA byte out of range")
     return b"".join(
         (
             _ALG_ID,
@@ -55,7 +53,7 @@ def derive_key(z, originator, cra, counter, recipient):
     grouping header's EUI-64s; cra: 1/2/3 for a frame's MAC (its CRA flag),
     CRA_ENCRYPT (4) for payload encryption; counter: int or 8 bytes."""
     if len(z) != 32:
-        raise KdfError("shared secret must be 32 bytes, got %d" % len(z))
+        raise KindError("KdfError", "shared secret must be 32 bytes, got %d" % len(z))
     h = hashlib.sha256(b"\x00\x00\x00\x01")
     h.update(z)
     h.update(other_info(originator, cra, counter, recipient))

@@ -11,6 +11,8 @@ from micropython import const
 import hashlib
 import os
 
+from log import KindError
+
 P = 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF
 N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 B = 0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B
@@ -20,16 +22,10 @@ _GY = const(0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5)
 _INF = (1, 1, 0)
 
 
-class P256Error(ValueError):
-    pass
-
-
-class PointError(P256Error):
-    """An encoded point is malformed or not on the curve."""
-
-
-class ScalarError(P256Error):
-    """A private key or scalar is out of range."""
+class P256Error(KindError):
+    """Raised as P256Error(kind, message): kind PointError (an encoded point
+    is malformed or not on the curve), ScalarError (a private key or scalar
+    is out of range) or P256Error."""
 
 
 # --- group law -------------------------------------------------------------
@@ -133,26 +129,26 @@ def on_curve(x, y):
 
 def decode_point(data):
     """Uncompressed 04||X||Y or compressed 02/03||X -> affine (x, y); raises
-    PointError for anything that is not a finite point on P-256."""
+    P256Error (kind PointError) for anything that is not a finite point on P-256."""
     n = len(data)
     if n == 65 and data[0] == 4:
         x = int.from_bytes(data[1:33], "big")
         y = int.from_bytes(data[33:65], "big")
         if not on_curve(x, y):
-            raise PointError("point is not on P-256")
+            raise P256Error("PointError", "point is not on P-256")
         return (x, y)
     if n == 33 and data[0] in (2, 3):
         x = int.from_bytes(data[1:33], "big")
         if x >= P:
-            raise PointError("x coordinate out of range")
+            raise P256Error("PointError", "x coordinate out of range")
         rhs = (x * x * x - 3 * x + B) % P
         y = pow(rhs, (P + 1) // 4, P)  # P = 3 mod 4
         if y * y % P != rhs:
-            raise PointError("x has no point on P-256")
+            raise P256Error("PointError", "x has no point on P-256")
         if (y & 1) != (data[0] & 1):
             y = P - y
         return (x, y)
-    raise PointError("bad point encoding (length %d)" % n)
+    raise P256Error("PointError", "bad point encoding (length %d)" % n)
 
 
 def encode_point(pt, compressed=False):
@@ -165,10 +161,10 @@ def encode_point(pt, compressed=False):
 def _scalar(d):
     if not isinstance(d, int):
         if len(d) != 32:
-            raise ScalarError("private key must be 32 bytes, got %d" % len(d))
+            raise P256Error("ScalarError", "private key must be 32 bytes, got %d" % len(d))
         d = int.from_bytes(d, "big")
     if not 0 < d < N:
-        raise ScalarError("private key out of range")
+        raise P256Error("ScalarError", "private key out of range")
     return d
 
 
@@ -195,13 +191,13 @@ def ecdh(d, peer):
     (bytes) or an affine tuple; it is checked to be on the curve."""
     if isinstance(peer, tuple):
         if not on_curve(peer[0], peer[1]):
-            raise PointError("point is not on P-256")
+            raise P256Error("PointError", "point is not on P-256")
         pt = peer
     else:
         pt = decode_point(peer)
     r = _affine(_mul(_scalar(d), _window((pt[0], pt[1], 1))))
     if r is None:  # impossible for a valid point of the prime-order group
-        raise PointError("ECDH result is the point at infinity")
+        raise P256Error("PointError", "ECDH result is the point at infinity")
     return r[0].to_bytes(32, "big")
 
 
@@ -248,7 +244,7 @@ def sign_digest(d, h):
     deterministic nonce of RFC 6979."""
     d = _scalar(d)
     if len(h) != 32:
-        raise P256Error("digest must be 32 bytes")
+        raise P256Error("P256Error", "digest must be 32 bytes")
     e = _bits2int(h) % N
     for k in _nonces(d, h):
         r = _affine(_mul(k, _gtable()))[0] % N
@@ -266,11 +262,11 @@ def sign(d, msg):
 
 def verify_digest(pub, h, sig):
     """True when sig (r||s, 64 bytes) is a valid signature of digest h under
-    pub (encoded point or affine tuple). Raises PointError for an invalid key;
+    pub (encoded point or affine tuple). Raises P256Error (kind PointError) for an invalid key;
     a malformed or wrong signature returns False."""
     pt = pub if isinstance(pub, tuple) else decode_point(pub)
     if isinstance(pub, tuple) and not on_curve(pt[0], pt[1]):
-        raise PointError("point is not on P-256")
+        raise P256Error("PointError", "point is not on P-256")
     if len(sig) != 64 or len(h) != 32:
         return False
     r = int.from_bytes(sig[:32], "big")

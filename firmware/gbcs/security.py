@@ -26,6 +26,7 @@ from micropython import const
 
 from ids import hex_text
 import codes
+from log import KindError
 
 import hashlib
 import struct
@@ -55,39 +56,18 @@ _OWN = const("own")  # KV key of the device's own (alert) counter
 # codes in the 0x8Fxx space; the GBCS table is not in PROTOCOLS.md).
 
 
-class SecurityError(ValueError):
-    event = codes.EV_NOT_PROTECTED
+class SecurityError(KindError):
+    """A refused command, raised as SecurityError(kind, message, event):
+    `event` is its security-log code; the kinds (the classes of before):
+    NotProtected (no MAC header/MAC, or not a command: CRA 1),
+    WrongRecipient, UnknownOriginator (no trust anchor for the originator,
+    the supplementary remote party or the ACB that must have applied the
+    MAC), ReplayedCounter (not strictly greater than the last accepted),
+    BadMac, BadSignature."""
 
-
-class NotProtected(SecurityError):
-    """No MAC header/MAC, or not a command (CRA 1)."""
-
-    event = codes.EV_NOT_PROTECTED
-
-
-class WrongRecipient(SecurityError):
-    event = codes.EV_WRONG_RECIPIENT
-
-
-class UnknownOriginator(SecurityError):
-    """No trust anchor for the originator, the supplementary remote party or
-    the ACB that must have applied the MAC."""
-
-    event = codes.EV_UNKNOWN_ORIGINATOR
-
-
-class ReplayedCounter(SecurityError):
-    """Counter not strictly greater than the last accepted (replayed or stale)."""
-
-    event = codes.EV_REPLAYED_COUNTER
-
-
-class BadMac(SecurityError):
-    event = codes.EV_BAD_MAC
-
-
-class BadSignature(SecurityError):
-    event = codes.EV_BAD_SIGNATURE
+    def __init__(self, kind, msg, event):
+        super().__init__(kind, msg)
+        self.event = event
 
 
 class RemoteParties:
@@ -110,7 +90,7 @@ class RemoteParties:
 
     # --- trust anchors ------------------------------------------------------
 
-    def add_anchor(self, eui, role, ka_pub=None):
+    def add_anchor(self, eui, role, ka_pub):
         if len(eui) != 8:
             raise ValueError("anchor EUI must be 8 bytes")
         if role not in ROLES:
@@ -118,7 +98,7 @@ class RemoteParties:
         eui = bytes(eui)
         if ka_pub is not None:
             ka_pub = bytes(ka_pub)
-            p256.decode_point(ka_pub)  # PointError when not on the curve
+            p256.decode_point(ka_pub)  # P256Error (PointError) when not on the curve
         self._anchors[eui] = (role, ka_pub)
         self._z.pop(eui, None)
 
@@ -142,7 +122,8 @@ class RemoteParties:
         if z is None:
             a = self._anchors.get(eui)
             if a is None or a[1] is None:
-                raise UnknownOriginator("no key-agreement trust anchor for %s" % hex_text(eui))
+                raise SecurityError("UnknownOriginator", "no key-agreement trust anchor for %s" % hex_text(eui),
+                    codes.EV_UNKNOWN_ORIGINATOR)
             z = p256.ecdh(self._d, a[1])
             self._z[eui] = z
         return z
@@ -150,7 +131,8 @@ class RemoteParties:
     def _mac_z(self):
         acb = self.acb()
         if acb is None:
-            raise UnknownOriginator("no ACB key-agreement trust anchor")
+            raise SecurityError("UnknownOriginator", "no ACB key-agreement trust anchor",
+                codes.EV_UNKNOWN_ORIGINATOR)
         return self.z(acb)
 
     # --- counters -----------------------------------------------------------
@@ -216,22 +198,28 @@ class RemoteParties:
         subclass; nothing is changed on a rejection. With commit (default) the
         accepted counter is persisted before returning."""
         if f.mac is None:
-            raise NotProtected("command has no MAC")
+            raise SecurityError("NotProtected", "command has no MAC", codes.EV_NOT_PROTECTED)
         if f.cra != gframe.CRA_COMMAND:
-            raise NotProtected("CRA flag %d is not a command" % f.cra)
+            raise SecurityError("NotProtected", "CRA flag %d is not a command" % f.cra,
+                codes.EV_NOT_PROTECTED)
         if bytes(f.recipient) != self.eui:
-            raise WrongRecipient("recipient %s is not %s" % (hex_text(f.recipient), hex_text(self.eui)))
+            raise SecurityError("WrongRecipient", "recipient %s is not %s" % (hex_text(f.recipient), hex_text(self.eui)),
+                codes.EV_WRONG_RECIPIENT)
         orig = bytes(f.originator)
         if orig not in self._anchors:
-            raise UnknownOriginator("unknown originator %s" % hex_text(orig))
+            raise SecurityError("UnknownOriginator", "unknown originator %s" % hex_text(orig),
+                codes.EV_UNKNOWN_ORIGINATOR)
         if f.supp_party is not None and bytes(f.supp_party) not in self._anchors:
-            raise UnknownOriginator("unknown supplementary remote party %s" % hex_text(f.supp_party))
+            raise SecurityError("UnknownOriginator", "unknown supplementary remote party %s" % hex_text(f.supp_party),
+                codes.EV_UNKNOWN_ORIGINATOR)
         last = self.last_counter(orig)
         if f.counter <= last:
-            raise ReplayedCounter("counter %d from %s not above %d" % (f.counter, hex_text(orig), last))
+            raise SecurityError("ReplayedCounter", "counter %d from %s not above %d" % (f.counter, hex_text(orig), last),
+                codes.EV_REPLAYED_COUNTER)
         key = self.mac_key(f.cra, f.counter, orig, self.eui)
         if not gcm.gmac_verify(key, f.iv(), (kdf.AAD_PREFIX, f.aad_body()), f.mac):
-            raise BadMac("bad MAC on command %d from %s" % (f.counter, hex_text(orig)))
+            raise SecurityError("BadMac", "bad MAC on command %d from %s" % (f.counter, hex_text(orig)),
+                codes.EV_BAD_MAC)
         if commit:
             self._accept(orig, f.counter)
         return f
@@ -241,19 +229,25 @@ class RemoteParties:
         checked with the originator's DS trust anchor key ds_pub (None when
         there is none). Same counter rule as authenticate()."""
         if f.cra != gframe.CRA_COMMAND:
-            raise NotProtected("CRA flag %d is not a command" % f.cra)
+            raise SecurityError("NotProtected", "CRA flag %d is not a command" % f.cra,
+                codes.EV_NOT_PROTECTED)
         if f.signature is None:
-            raise NotProtected("command has neither MAC nor signature")
+            raise SecurityError("NotProtected", "command has neither MAC nor signature",
+                codes.EV_NOT_PROTECTED)
         if bytes(f.recipient) != self.eui:
-            raise WrongRecipient("recipient %s is not %s" % (hex_text(f.recipient), hex_text(self.eui)))
+            raise SecurityError("WrongRecipient", "recipient %s is not %s" % (hex_text(f.recipient), hex_text(self.eui)),
+                codes.EV_WRONG_RECIPIENT)
         orig = bytes(f.originator)
         if ds_pub is None:
-            raise UnknownOriginator("no digital-signing trust anchor for %s" % hex_text(orig))
+            raise SecurityError("UnknownOriginator", "no digital-signing trust anchor for %s" % hex_text(orig),
+                codes.EV_UNKNOWN_ORIGINATOR)
         last = self.last_counter(orig)
         if f.counter <= last:
-            raise ReplayedCounter("counter %d from %s not above %d" % (f.counter, hex_text(orig), last))
+            raise SecurityError("ReplayedCounter", "counter %d from %s not above %d" % (f.counter, hex_text(orig), last),
+                codes.EV_REPLAYED_COUNTER)
         if not p256.verify(ds_pub, f.signed_data(), f.signature):
-            raise BadSignature("bad signature on command %d from %s" % (f.counter, hex_text(orig)))
+            raise SecurityError("BadSignature", "bad signature on command %d from %s" % (f.counter, hex_text(orig)),
+                codes.EV_BAD_SIGNATURE)
         if commit:
             self._accept(orig, f.counter)
         return f
@@ -283,7 +277,8 @@ class RemoteParties:
         """A signed (not MAC'd) alert with the device's own next counter, to the ACB."""
         recipient = self.acb()
         if recipient is None:
-            raise UnknownOriginator("no ACB trust anchor to send alerts to")
+            raise SecurityError("UnknownOriginator", "no ACB trust anchor to send alerts to",
+                codes.EV_UNKNOWN_ORIGINATOR)
         return self.protect_signed(gframe.CRA_ALERT, self.next_own_counter(), recipient, message_code, payload, ds_private)
 
     def out_key(self, cra, counter, recipient):
@@ -335,7 +330,8 @@ class RemoteParties:
         if recipient is None:
             recipient = self.acb()
             if recipient is None:
-                raise UnknownOriginator("no ACB trust anchor to send alerts to")
+                raise SecurityError("UnknownOriginator", "no ACB trust anchor to send alerts to",
+                    codes.EV_UNKNOWN_ORIGINATOR)
         counter = self.next_own_counter()
         return gframe.build(
             gframe.CRA_ALERT,
@@ -462,7 +458,7 @@ class Answers:
         self._last = (orig, counter, dig)
 
 
-def answer_once(parties, data, tag, run, store=None):
+def answer_once(parties, data, tag, run, store):
     """run(frame) -> (response, alerts) with the counter committed together
     with the answer (gbcs.security RemoteParties.commit); an exact resend is
     answered from the stored record. data: the command, bytes or a parsed

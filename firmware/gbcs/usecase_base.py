@@ -10,6 +10,7 @@ from codes import EV_MALFORMED, EV_PAYLOAD_MISMATCH, EV_UNSUPPORTED  # noqa: F40
 from gbcs import gcm, kdf
 from gbcs import frame as gframe
 from gbcs.security import SecurityError
+from log import KindError
 
 
 # DLMS clock-status byte (last byte of a date-time)
@@ -21,19 +22,13 @@ _CLOCK_NOT_SPECIFIED = const(0xFF)
 ENC_SECURITY_HEADER = b"\x31\x00\x00\x00\x00"
 
 
-class UseCaseError(ValueError):
-    pass
+class UseCaseError(KindError):
+    """A refused use case, raised as UseCaseError(kind, message); the kinds
+    (the classes of before): UnsupportedUseCase, PayloadMismatch, and the
+    CHF's NoAuthority."""
 
 
-class UnsupportedUseCase(UseCaseError):
-    pass
-
-
-class PayloadMismatch(UseCaseError):
-    pass
-
-
-def log_event(log, code, data=b"", utc2000=None):
+def log_event(log, code, data, utc2000):
     """Append one entry to an event/security log (None: nothing)."""
     if log is None:
         return
@@ -58,9 +53,10 @@ def accept(parties, data, security_log=None, utc2000=None, allow_urp=False, sign
     """Parse (unless `data` is a parsed Frame already) and authenticate one
     command for the device of `parties`.
     Refusals are written to the security log and re-raised (FrameError or a
-    SecurityError subclass). allow_urp: a supplementary remote party that is
-    not a trust anchor is accepted when the other-information carries its
-    certificate (the originator, the ACB, still MACs the command).
+    SecurityError, its kind naming why). allow_urp: a supplementary remote
+    party that is not a trust anchor is accepted when the other-information
+    carries its certificate (the originator, the ACB, still MACs the
+    command).
     signed(f) -> bool, called for a command without a MAC: True when it
     authenticated the command by its signature alone (e.g. CS02a), False to
     refuse it as unprotected."""

@@ -188,7 +188,7 @@ class Gpf:
         if uc is None:
             self.rejected += 1
             U.log_event(self.event_log, U.EV_UNSUPPORTED, f.message_code.to_bytes(2, "big"), self._t)
-            raise U.UnsupportedUseCase("message code 0x%04x is not a GPF use case here" % f.message_code)
+            raise U.UseCaseError("UnsupportedUseCase", "message code 0x%04x is not a GPF use case here" % f.message_code)
         try:
             if uc[1] == _RESTORE:
                 entries = _restore_entries(f.payload)
@@ -197,12 +197,12 @@ class Gpf:
             else:
                 g = gbz.parse(f.payload, 1, f.message_code)
                 _check_gbz(g, uc)
-        except (gbz.GbzError, der.DerError, U.PayloadMismatch, IndexError, TypeError) as e:
+        except (gbz.GbzError, der.DerError, U.UseCaseError, IndexError, TypeError) as e:  # UseCaseError: PayloadMismatch
             self.rejected += 1
             U.log_event(self.security_log, U.EV_PAYLOAD_MISMATCH, f.message_code.to_bytes(2, "big"), self._t)
-            if isinstance(e, U.PayloadMismatch):
+            if isinstance(e, U.UseCaseError):
                 raise
-            raise U.PayloadMismatch("bad payload for %s: %s" % (uc[0], e))
+            raise U.UseCaseError("PayloadMismatch", "bad payload for %s: %s" % (uc[0], e))
         self.executed += 1
         alerts = []
         if uc[1] == _RESTORE:
@@ -238,15 +238,15 @@ class Gpf:
 
         try:
             if gframe.payload_kind(f) != gframe.KIND_DER:
-                raise U.PayloadMismatch("CS02b payload is not ASN.1")
+                raise U.UseCaseError("PayloadMismatch", "CS02b payload is not ASN.1")
             dt = U.date_time(self._t(), weekday=False)
             resp = self.credentials.answer_update(f, self.identity.gpf["ds_d"], dt)
-        except (CredentialError, der.DerError, U.PayloadMismatch) as e:
+        except (CredentialError, der.DerError, U.UseCaseError) as e:  # UseCaseError: PayloadMismatch
             self.rejected += 1
             U.log_event(self.security_log, U.EV_PAYLOAD_MISMATCH, f.message_code.to_bytes(2, "big"), self._t)
-            if isinstance(e, U.PayloadMismatch):
+            if isinstance(e, U.UseCaseError):
                 raise
-            raise U.PayloadMismatch("CS02b refused: %s" % e)
+            raise U.UseCaseError("PayloadMismatch", "CS02b refused: %s" % e)
         self.executed += 1
         return resp, []
 
@@ -283,7 +283,7 @@ class Gpf:
         for c in g.components:
             p = c.body
             if len(p) != 13:
-                raise U.PayloadMismatch("GetPrepaySnapshot of %d bytes" % len(p))
+                raise U.UseCaseError("PayloadMismatch", "GetPrepaySnapshot of %d bytes" % len(p))
             lo, hi, off, cause = _u32le(p, 0), _u32le(p, 4), p[8], _u32le(p, 9)
             found = [s for s in snaps if lo <= s[0] <= hi and (s[1] & cause)]
             if off < len(found):
@@ -305,7 +305,7 @@ class Gpf:
         c = g.components[0]
         p = c.body
         if len(p) != 9:
-            raise U.PayloadMismatch("GetSampledData of %d bytes" % len(p))
+            raise U.UseCaseError("PayloadMismatch", "GetSampledData of %d bytes" % len(p))
         sid, t, stype, n = p[0] | (p[1] << 8), _u32le(p, 2), p[6], p[7] | (p[8] << 8)
         first, samples = self.mirror.daily_samples()
         if sid != 1 or stype != 0 or first is None or n == 0:
@@ -442,7 +442,7 @@ class _Enc:
                     z = p256.ecdh(self.gpf.identity.gpf["ka_d"], q)
                     self.gpf._urp = (q, z)
             else:
-                raise U.PayloadMismatch("no key-agreement key for %s" % party)
+                raise U.UseCaseError("PayloadMismatch", "no key-agreement key for %s" % party)
             counter = self.supp_orig if self.supp_orig is not None else f.counter
             self.key = U.encryption_key(z, parties.eui, counter, party)
         return self.key
@@ -476,14 +476,14 @@ def _entry(eui, typ):
 def _restore_entries(payload):
     d = der.decode(payload)
     if d[0] != der.SEQUENCE or len(d[1]) != 1 or d[1][0][0] != der.SEQUENCE:
-        raise U.PayloadMismatch("GCS59 payload is not a device log restore")
+        raise U.UseCaseError("PayloadMismatch", "GCS59 payload is not a device log restore")
     out = []
     for e in d[1][0][1]:
         if e[0] != der.SEQUENCE or len(e[1]) != 2 or e[1][0][0] != der.OCTET_STRING or e[1][1][0] != der.INTEGER:
-            raise U.PayloadMismatch("bad GPF device log entry")
+            raise U.UseCaseError("PayloadMismatch", "bad GPF device log entry")
         eui = bytes(e[1][0][1])
         if len(eui) != 8:
-            raise U.PayloadMismatch("device id of %d bytes" % len(eui))
+            raise U.UseCaseError("PayloadMismatch", "device id of %d bytes" % len(eui))
         out.append((hex_text(eui), der.to_int(e[1][1][1])))
     return out
 
@@ -494,12 +494,12 @@ def _join_command(payload, join):
     d = der.decode(payload)
     if not join:
         if d[0] != der.OCTET_STRING or len(d[1]) != 8:
-            raise U.PayloadMismatch("CS04B payload is not a device id")
+            raise U.UseCaseError("PayloadMismatch", "CS04B payload is not a device id")
         return None, hex_text(bytes(d[1])), None
     v = d[1]
     if (d[0] != der.SEQUENCE or len(v) != 3 or v[0][0] != der.INTEGER or v[1][0] != der.OCTET_STRING
             or len(v[1][1]) != 8 or v[2][0] != der.INTEGER):
-        raise U.PayloadMismatch("CS03B payload is not a join device command")
+        raise U.UseCaseError("PayloadMismatch", "CS03B payload is not a join device command")
     return der.to_int(v[0][1]), hex_text(bytes(v[1][1])), der.to_int(v[2][1])
 
 
@@ -507,36 +507,36 @@ def _check_gbz(g, uc):
     allowed = uc[2]
     if uc[1] == _COT:
         if len(g.components) != 1:
-            raise U.PayloadMismatch("GCS09 has one component")
+            raise U.UseCaseError("PayloadMismatch", "GCS09 has one component")
         c = g.components[0]
         if c.cluster != _DEVICE_MGMT or c.cmd != _CMD_PUBLISH_COT or c.encrypted() or len(c.body) != 17:
-            raise U.PayloadMismatch("GCS09 needs a Publish Change of Tenancy")
+            raise U.UseCaseError("PayloadMismatch", "GCS09 needs a Publish Change of Tenancy")
         return
     for c in g.components:
         if c.encrypted():
-            raise U.PayloadMismatch("encrypted component in a GPF read")
+            raise U.UseCaseError("PayloadMismatch", "encrypted component in a GPF read")
         ids_ok = None
         for cl, ok in allowed:
             if cl == c.cluster:
                 ids_ok = ok
         if ids_ok is None:
-            raise U.PayloadMismatch("cluster 0x%04x not allowed for %s" % (c.cluster, uc[0]))
+            raise U.UseCaseError("PayloadMismatch", "cluster 0x%04x not allowed for %s" % (c.cluster, uc[0]))
         ft = c.zcl_fc & 3
         if uc[1] == _READ:
             if ft != zcl.FT_GLOBAL or c.cmd != zcl.READ_ATTRIBUTES:
-                raise U.PayloadMismatch("%s needs Read Attributes" % uc[0])
+                raise U.UseCaseError("PayloadMismatch", "%s needs Read Attributes" % uc[0])
             try:
                 ids = zcl.decode_read_attributes(c.body)
             except zcl.ZclError as e:
-                raise U.PayloadMismatch(str(e))
+                raise U.UseCaseError("PayloadMismatch", str(e))
             for a in ids:
                 if a not in ids_ok:
-                    raise U.PayloadMismatch("attribute 0x%04x not allowed for %s" % (a, uc[0]))
+                    raise U.UseCaseError("PayloadMismatch", "attribute 0x%04x not allowed for %s" % (a, uc[0]))
         elif uc[1] == _SNAP:
             if ft != zcl.FT_CLUSTER or c.cmd != _CMD_GET_PREPAY_SNAPSHOT:
-                raise U.PayloadMismatch("GCS16b needs Get Prepay Snapshot")
+                raise U.UseCaseError("PayloadMismatch", "GCS16b needs Get Prepay Snapshot")
         elif uc[1] == _SAMPLED:
             if len(g.components) != 1 or ft != zcl.FT_CLUSTER or c.cmd != _CMD_GET_SAMPLED_DATA:
-                raise U.PayloadMismatch("GCS61 needs one Get Sampled Data")
+                raise U.UseCaseError("PayloadMismatch", "GCS61 needs one Get Sampled Data")
 
 

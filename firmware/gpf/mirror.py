@@ -107,7 +107,7 @@ class Mirror:
             st = _worse(st, u[_UPD_STATUS])
         return t, st
 
-    def _stamp(self, snapshot_time=None):
+    def _stamp(self, snapshot_time):
         t, valid = self.now()
         if valid:
             return t, CLOCK_OK

@@ -13,6 +13,7 @@ from micropython import const
 
 from counters import Counters
 from flag import Flag
+from log import KindError
 
 _FLAG = const(0x7E)
 _ESC = const(0x7D)
@@ -52,32 +53,11 @@ RESET_SOFTWARE = const(0x0B)
 ERROR_ACK_TIMEOUTS = const(0x51)
 
 
-class AshError(ValueError):
-    """A malformed ASH frame."""
-
-
-class AshCrcError(AshError):
-    pass
-
-
-class AshLengthError(AshError):
-    pass
-
-
-class AshTooShort(AshLengthError):
-    pass
-
-
-class AshTooLong(AshLengthError):
-    pass
-
-
-class AshControlError(AshError):
-    pass
-
-
-class AshEscapeError(AshError):
-    pass
+class AshError(KindError):
+    """A malformed ASH frame, raised as AshError(kind, message); the kinds
+    (the classes of before): AshCrcError, AshTooShort, AshTooLong (both
+    once AshLengthError's), AshLengthError, AshControlError,
+    AshEscapeError."""
 
 
 class LinkFailure(Exception):
@@ -136,24 +116,24 @@ def stuff(data):
 
 
 def unstuff(data):
-    """Inverse of stuff(); raises AshEscapeError on a bad escape sequence."""
+    """Inverse of stuff(); raises AshError (kind AshEscapeError) on a bad escape sequence."""
     out = bytearray()
     esc = False
     for b in data:
         if esc:
             b ^= 0x20
             if not is_reserved(b):
-                raise AshEscapeError("escaped byte 0x%02X is not reserved" % b)
+                raise AshError("AshEscapeError", "escaped byte 0x%02X is not reserved" % b)
             out.append(b)
             esc = False
         elif b == _ESC:
             esc = True
         elif is_reserved(b):
-            raise AshEscapeError("unescaped reserved byte 0x%02X" % b)
+            raise AshError("AshEscapeError", "unescaped reserved byte 0x%02X" % b)
         else:
             out.append(b)
     if esc:
-        raise AshEscapeError("dangling escape byte")
+        raise AshError("AshEscapeError", "dangling escape byte")
     return bytes(out)
 
 
@@ -170,7 +150,7 @@ def nak_control(ack, nrdy=False):
 
 
 def frame_type(c):
-    """Frame type of a control byte; AshControlError if it is not valid."""
+    """Frame type of a control byte; AshError (kind AshControlError) if it is not valid."""
     if c & 0x80 == 0:
         return T_DATA
     if c & 0xE0 == 0x80:
@@ -183,7 +163,7 @@ def frame_type(c):
         return _T_RSTACK
     if c == ERROR:
         return _T_ERROR
-    raise AshControlError("bad control byte 0x%02X" % c)
+    raise AshError("AshControlError", "bad control byte 0x%02X" % c)
 
 
 def parse_control(c):
@@ -202,9 +182,9 @@ def encode_frame(buf, control, data=None, randomise_data=True):
     are randomised unless randomise_data is False."""
     n = 0 if data is None else len(data)
     if control & 0x80 == 0 and not _MIN_DATA <= n <= _MAX_DATA:
-        raise AshLengthError("DATA payload of %d bytes (3..128)" % n)
+        raise AshError("AshLengthError", "DATA payload of %d bytes (3..128)" % n)
     if control & 0x80 and n > 2:
-        raise AshTooLong("control frame with %d data bytes" % n)
+        raise AshError("AshTooLong", "control frame with %d data bytes" % n)
     rnd = randomise_data and control & 0x80 == 0
     x = ((0xFFFF >> 8) ^ control) & 0xFF
     x ^= x >> 4
@@ -258,24 +238,24 @@ def check_frame(frame, n=-1, max_data=_MAX_DATA):
     if n < 0:
         n = len(frame)
     if n < 3:
-        raise AshTooShort("frame of %d bytes is too short" % n)
+        raise AshError("AshTooShort", "frame of %d bytes is too short" % n)
     if n > max_data + 3:
-        raise AshTooLong("frame of %d bytes is too long" % n)
+        raise AshError("AshTooLong", "frame of %d bytes is too long" % n)
     crc = crc16(frame, 0xFFFF, 0, n - 2)
     if crc != (frame[n - 2] << 8) | frame[n - 1]:
-        raise AshCrcError("bad CRC %04X" % crc)
+        raise AshError("AshCrcError", "bad CRC %04X" % crc)
     t = frame_type(frame[0])
     d = n - 3
     if t == T_DATA:
         if d < _MIN_DATA:
-            raise AshTooShort("DATA frame with %d data bytes" % d)
+            raise AshError("AshTooShort", "DATA frame with %d data bytes" % d)
     elif t == _T_RSTACK or t == _T_ERROR:
         if d != 2:
-            raise (AshTooShort if d < 2 else AshTooLong)("RSTACK/ERROR with %d data bytes" % d)
+            raise AshError("AshTooShort" if d < 2 else "AshTooLong", "RSTACK/ERROR with %d data bytes" % d)
         if frame[1] != _VERSION:
-            raise AshControlError("ASH version %d" % frame[1])
+            raise AshError("AshControlError", "ASH version %d" % frame[1])
     elif d:
-        raise AshTooLong("ACK/NAK/RST with %d data bytes" % d)
+        raise AshError("AshTooLong", "ACK/NAK/RST with %d data bytes" % d)
     return t
 
 
@@ -298,13 +278,8 @@ _E_LONG = const(-3)
 _E_CONTROL = const(-4)
 _E_ESCAPE = const(-5)
 
-_ERR_CLASSES = {
-    _E_CRC: AshCrcError,
-    _E_SHORT: AshTooShort,
-    _E_LONG: AshTooLong,
-    _E_CONTROL: AshControlError,
-    _E_ESCAPE: AshEscapeError,
-}
+# the kind of each error event, _E_CRC (-1) first
+_KINDS = ("AshCrcError", "AshTooShort", "AshTooLong", "AshControlError", "AshEscapeError")
 
 
 class Decoder:
@@ -400,18 +375,9 @@ class Decoder:
             return _E_ESCAPE
         try:
             t = check_frame(self.buf, n, self.max_data)
-        except AshCrcError as e:
+        except AshError as e:
             self.error = str(e)
-            return _E_CRC
-        except AshControlError as e:
-            self.error = str(e)
-            return _E_CONTROL
-        except AshTooShort as e:
-            self.error = str(e)
-            return _E_SHORT
-        except AshTooLong as e:
-            self.error = str(e)
-            return _E_LONG
+            return -1 - _KINDS.index(e.args[0])
         self.flen = n
         if t == T_DATA:
             randomise(self.buf, 1, n - 2)
@@ -428,7 +394,7 @@ class Decoder:
             if ev == EV_FRAME:
                 yield self.control, bytes(self.data())
             elif ev < 0:
-                yield _ERR_CLASSES[ev](self.error)
+                yield AshError(_KINDS[-1 - ev], self.error)
 
 
 # --------------------------------------------------------------- engine ----

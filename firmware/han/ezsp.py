@@ -42,20 +42,6 @@ APS_OPTION_FRAGMENT = 0x8000
 _ALL_CHANNELS = const(0x07FFF800)
 
 
-class EzspLinkDown(F.EzspError):
-    pass
-
-
-class EzspTimeout(F.EzspError):
-    pass
-
-
-class EzspStatusError(F.EzspError):
-    def __init__(self, name, status):
-        super().__init__("%s failed: status 0x%X" % (name, status))
-        self.status = status
-
-
 class Ezsp:
     def __init__(self, transport, desired=14, timeout_ms=3000):
         self.t = transport
@@ -105,12 +91,12 @@ class Ezsp:
     async def negotiate(self):
         ver, _st, sv = await self.command("version", self.desired)
         if ver not in F.SUPPORTED:
-            raise F.EzspVersionError("NCP speaks EZSP v%d (need 8, 13 or 14)" % ver)
+            raise F.EzspError("EzspVersionError", "NCP speaks EZSP v%d (need 8, 13 or 14)" % ver)
         self.ver = ver
         if ver != self.desired:
             v2 = (await self.command("version", ver))[0]
             if v2 != ver:
-                raise F.EzspVersionError("NCP refused EZSP v%d" % ver)
+                raise F.EzspError("EzspVersionError", "NCP refused EZSP v%d" % ver)
         self.stack_version = sv
         return ver
 
@@ -132,7 +118,7 @@ class Ezsp:
         self.fault = exc
         self.network_up = False
         for p in self._pending.values():
-            p[2] = EzspLinkDown("link down: %s" % exc)
+            p[2] = F.EzspError("EzspLinkDown", "link down: %s" % exc)
             p[0].set()
         self._pending.clear()
         self._state_ev.set()
@@ -160,9 +146,9 @@ class Ezsp:
             self.stats["unclaimed"] += 1
             return
         if name == "invalidCommand":
-            p[2] = F.EzspUnknownFrame("NCP rejected %s" % p[1])
+            p[2] = F.EzspError("EzspUnknownFrame", "NCP rejected %s" % p[1])
         elif name != p[1]:
-            p[2] = F.EzspFrameError("response %s to %s" % (name, p[1]))
+            p[2] = F.EzspError("EzspFrameError", "response %s to %s" % (name, p[1]))
         else:
             try:
                 p[2] = F.decode_params(self.ver, F.lookup(self.ver, name)[2], raw, pos, False)
@@ -173,7 +159,7 @@ class Ezsp:
     async def command(self, name, *args):
         """Send a command, return its response values (tuple)."""
         if self.fault is not None:
-            raise EzspLinkDown("link down: %s" % self.fault)
+            raise F.EzspError("EzspLinkDown", "link down: %s" % self.fault)
         seq = self._seq
         self._seq = (seq + 1) & 0xFF
         frame = F.encode_frame(self.ver, seq, name, args)
@@ -185,7 +171,7 @@ class Ezsp:
             self.stats["tx"] += 1
             if not await ev.wait_ms(self.timeout * 1000):
                 self.stats["timeouts"] += 1
-                raise EzspTimeout("no response to %s" % name)
+                raise F.EzspError("EzspTimeout", "no response to %s" % name)
         finally:
             self._pending.pop(seq, None)
         if isinstance(p[2], Exception):
@@ -196,16 +182,16 @@ class Ezsp:
         """Command whose first response value is a status that must be 0."""
         r = await self.command(name, *args)
         if r and r[0] != 0:
-            raise EzspStatusError(name, r[0])
+            raise F.EzspError("EzspStatusError", "%s failed: status 0x%X" % (name, r[0]))
         return r
 
     async def _wait_state(self, up, timeout):
         while self.network_up != up:
             if self.fault is not None:
-                raise EzspLinkDown("link down: %s" % self.fault)
+                raise F.EzspError("EzspLinkDown", "link down: %s" % self.fault)
             self._state_ev.clear()
             if not await self._state_ev.wait_ms(timeout * 1000):
-                raise EzspTimeout("network %s not reported" % ("up" if up else "down"))
+                raise F.EzspError("EzspTimeout", "network %s not reported" % ("up" if up else "down"))
 
     # -- coordinator API --
     async def startup(self, endpoint=1, device_id=0x0500, in_clusters=(0x000A, 0x0702, 0x0704, 0x0800),
@@ -235,13 +221,13 @@ class Ezsp:
         try:
             await self.ok("startScan", 0, channels_mask, duration)
             if not await done.wait_ms((self.timeout + 0.5 * len(range(11, 27))) * 1000):
-                raise EzspTimeout("no end of the energy scan")
+                raise F.EzspError("EzspTimeout", "no end of the energy scan")
         finally:
             # the callbacks hold the scan's state: not kept past the scan
             self._handlers.pop("energyScanResultHandler", None)
             self._handlers.pop("scanCompleteHandler", None)
         if st[0] != 0:
-            raise EzspStatusError("scan", st[0])
+            raise F.EzspError("EzspStatusError", "scan failed: status 0x%X" % st[0])
         return res
 
     async def form_network(self, channels_mask=_ALL_CHANNELS, ext_pan_id=None, pan_id=None, tx_power=8):
@@ -252,7 +238,7 @@ class Ezsp:
             if channels_mask & (1 << ch) and ch in scan and (best is None or scan[ch] < scan[best]):
                 best = ch
         if best is None:
-            raise F.EzspError("no allowed channel in the energy scan")
+            raise F.EzspError("EzspError", "no allowed channel in the energy scan")
         if ext_pan_id is None:
             ext_pan_id = os.urandom(8)
         if pan_id is None:

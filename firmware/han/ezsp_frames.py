@@ -14,6 +14,8 @@
 import struct
 from micropython import const
 
+from log import KindError
+
 LEGACY = const(4)  # "version" for the legacy header used before negotiation
 SUPPORTED = (8, 13, 14)
 
@@ -41,24 +43,11 @@ _SL_NETWORK_UP = const(0x15)
 _SL_NETWORK_DOWN = const(0x16)
 
 
-class EzspError(ValueError):
-    pass
-
-
-class EzspTruncated(EzspError):
-    pass
-
-
-class EzspUnknownFrame(EzspError):
-    pass
-
-
-class EzspVersionError(EzspError):
-    pass
-
-
-class EzspFrameError(EzspError):
-    pass
+class EzspError(KindError):
+    """A bad EZSP frame or exchange, raised as EzspError(kind, message); the
+    kinds (the classes of before): EzspTruncated, EzspUnknownFrame,
+    EzspVersionError, EzspFrameError, and han.ezsp's EzspLinkDown,
+    EzspTimeout, EzspStatusError (or EzspError itself)."""
 
 
 # Schema letters (one per parameter):
@@ -147,7 +136,7 @@ def check_version(ver):
         return _V13
     if ver == 8:
         return _V8
-    raise EzspVersionError("unsupported EZSP version %d" % ver)
+    raise EzspError("EzspVersionError", "unsupported EZSP version %d" % ver)
 
 
 def _find(t, name):
@@ -159,11 +148,11 @@ def lookup(ver, name):
     """(frame id, command schema, response schema) of a command at a version."""
     if ver == LEGACY:
         if name != "version":
-            raise EzspVersionError("only version may use the legacy header")
+            raise EzspError("EzspVersionError", "only version may use the legacy header")
         return _find(_COMMON, "version")
     e = _find(check_version(ver), name) or _find(_COMMON, name)
     if e is None:
-        raise EzspUnknownFrame("%s is not an EZSP v%d command" % (name, ver))
+        raise EzspError("EzspUnknownFrame", "%s is not an EZSP v%d command" % (name, ver))
     return e
 
 
@@ -175,7 +164,7 @@ def name_of(ver, frame_id):
         for i in range(1, len(t), 2):
             if t[i][0] == frame_id:
                 return t[i - 1]
-    raise EzspUnknownFrame("unknown EZSP v%d frame id 0x%04X" % (ver, frame_id))
+    raise EzspError("EzspUnknownFrame", "unknown EZSP v%d frame id 0x%04X" % (ver, frame_id))
 
 
 # the fixed sizes: the letter's place in _SIZED is its size's place in _SIZES
@@ -190,7 +179,7 @@ def _rev(b):
 
 def _need(buf, pos, n, what):
     if pos + n > len(buf):
-        raise EzspTruncated("truncated EZSP %s at byte %d" % (what, pos))
+        raise EzspError("EzspTruncated", "truncated EZSP %s at byte %d" % (what, pos))
 
 
 def _put(out, ver, t, v):
@@ -214,20 +203,20 @@ def _put(out, ver, t, v):
             out.append(v)
     elif t == "E":
         if len(v) != 8:
-            raise EzspFrameError("EUI-64 must be 8 bytes")
+            raise EzspError("EzspFrameError", "EUI-64 must be 8 bytes")
         out.extend(_rev(v))
     elif t == "K":
         if len(v) != 16:
-            raise EzspFrameError("key must be 16 bytes")
+            raise EzspError("EzspFrameError", "key must be 16 bytes")
         out.extend(v)
     elif t in _BLOBS:
         n = _SIZES[_SIZED.find(t)]
         if len(v) != n:
-            raise EzspFrameError("CBKE field %s must be %d bytes" % (t, n))
+            raise EzspError("EzspFrameError", "CBKE field %s must be %d bytes" % (t, n))
         out.extend(v)
     elif t == "L":
         if len(v) > 255:
-            raise EzspFrameError("LV payload too long")
+            raise EzspError("EzspFrameError", "LV payload too long")
         out.append(len(v))
         out.extend(v)
     elif t == "A":
@@ -249,7 +238,7 @@ def _put(out, ver, t, v):
         for c in v[1]:
             out.extend(struct.pack("<H", c))
     else:
-        raise EzspFrameError("bad schema letter " + t)
+        raise EzspError("EzspFrameError", "bad schema letter " + t)
 
 
 
@@ -269,7 +258,7 @@ def _get(buf, pos, ver, t):
     else:
         n = _SIZED.find(t)
         if n < 0:
-            raise EzspFrameError("bad schema letter " + t)
+            raise EzspError("EzspFrameError", "bad schema letter " + t)
         n = _SIZES[n]
     _need(buf, pos, n, "parameter")
     if t == "B":
@@ -312,7 +301,7 @@ def encode_params(ver, schema, values, out=None):
     if out is None:
         out = bytearray()
     if len(values) != len(schema):
-        raise EzspFrameError("expected %d parameters, got %d" % (len(schema), len(values)))
+        raise EzspError("EzspFrameError", "expected %d parameters, got %d" % (len(schema), len(values)))
     for i in range(len(schema)):
         _put(out, ver, schema[i], values[i])
     return out
@@ -324,7 +313,7 @@ def decode_params(ver, schema, buf, pos=0, strict=True):
         v, pos = _get(buf, pos, ver, t)
         vals.append(v)
     if strict and pos != len(buf):
-        raise EzspFrameError("%d trailing bytes in EZSP frame" % (len(buf) - pos))
+        raise EzspError("EzspFrameError", "%d trailing bytes in EZSP frame" % (len(buf) - pos))
     return tuple(vals)
 
 
@@ -353,9 +342,9 @@ def decode_header(ver, buf):
     _need(buf, 0, 5, "header")
     hi = buf[2]
     if hi & 0x03 != _FC_HI_FORMAT_1:
-        raise EzspFrameError("EZSP frame format version %d (expected 1)" % (hi & 3))
+        raise EzspError("EzspFrameError", "EZSP frame format version %d (expected 1)" % (hi & 3))
     if hi & (_FC_HI_SECURITY | _FC_HI_PADDING):
-        raise EzspFrameError("secured/padded EZSP frames are not supported")
+        raise EzspError("EzspFrameError", "secured/padded EZSP frames are not supported")
     return buf[0], buf[1], buf[3] | buf[4] << 8, 5
 
 
@@ -365,7 +354,7 @@ def decode_frame(ver, buf, strict=True):
     seq, fc, fid, pos = decode_header(ver, buf)
     name = name_of(ver, fid)
     if ver == LEGACY and name != "version":
-        raise EzspVersionError("only version may use the legacy header")
+        raise EzspError("EzspVersionError", "only version may use the legacy header")
     sch = lookup(ver, name)[2 if fc & FC_RESPONSE else 1]
     return seq, fc, name, decode_params(ver, sch, buf, pos, strict)
 

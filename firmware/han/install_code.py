@@ -2,20 +2,16 @@
 # code||CRC into the preconfigured (trust-centre) link key.
 from cryptolib import aes
 
+from log import KindError
+
 _ECB = 1
 _LENGTHS = (6, 8, 12, 16)
 
 
-class InstallCodeError(ValueError):
-    pass
-
-
-class InstallCodeLengthError(InstallCodeError):
-    pass
-
-
-class InstallCodeCrcError(InstallCodeError):
-    pass
+class InstallCodeError(KindError):
+    """A bad install code, raised as InstallCodeError(kind, message); the
+    kinds (the classes of before): InstallCodeLengthError,
+    InstallCodeCrcError."""
 
 
 def crc16_x25(data, start=0, end=-1):
@@ -33,7 +29,7 @@ def crc16_x25(data, start=0, end=-1):
 def add_crc(code):
     """code (6/8/12/16 bytes) -> code||CRC (CRC little-endian)."""
     if len(code) not in _LENGTHS:
-        raise InstallCodeLengthError("install code of %d bytes (6, 8, 12 or 16)" % len(code))
+        raise InstallCodeError("InstallCodeLengthError", "install code of %d bytes (6, 8, 12 or 16)" % len(code))
     c = crc16_x25(code)
     return bytes(code) + bytes((c & 0xFF, c >> 8))
 
@@ -42,10 +38,10 @@ def check(code_crc):
     """Validate code||CRC; return the code without its CRC."""
     n = len(code_crc) - 2
     if n not in _LENGTHS:
-        raise InstallCodeLengthError("install code+CRC of %d bytes (8, 10, 14 or 18)" % len(code_crc))
+        raise InstallCodeError("InstallCodeLengthError", "install code+CRC of %d bytes (8, 10, 14 or 18)" % len(code_crc))
     c = crc16_x25(code_crc, 0, n)
     if code_crc[n] != c & 0xFF or code_crc[n + 1] != c >> 8:
-        raise InstallCodeCrcError("install code CRC mismatch (computed %04X)" % c)
+        raise InstallCodeError("InstallCodeCrcError", "install code CRC mismatch (computed %04X)" % c)
     return bytes(code_crc[:n])
 
 
@@ -62,7 +58,7 @@ def aes_mmo_hash(data):
     up to 8191 bytes)."""
     n = len(data)
     if n >= 8192:
-        raise InstallCodeLengthError("AES-MMO input too long")
+        raise InstallCodeError("InstallCodeLengthError", "AES-MMO input too long")
     h = bytearray(16)
     full = n & ~15
     mv = memoryview(data)

@@ -108,7 +108,7 @@ class TrustCentre:
 
     # -- joins the hub never recorded --------------------------------------------
 
-    def unknown_sender(self, node, eui=None):
+    def unknown_sender(self, node, eui):
         """Traffic from a node id the Device Log does not know (called from
         the message callback; checked by the next sync())."""
         if node not in self._unknown and len(self._unknown) < 8:

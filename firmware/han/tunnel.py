@@ -92,7 +92,7 @@ def encode_request_tunnel(protocol_id, manufacturer, flow_control, max_in, out=N
 def decode_request_tunnel(p, o=0):
     """(protocol_id, manufacturer_code, flow_control, max_incoming_size)."""
     if len(p) - o != 6:
-        raise zcl.ZclTruncated("RequestTunnel of %d bytes" % (len(p) - o))
+        raise zcl.ZclError("ZclTruncated", "RequestTunnel of %d bytes" % (len(p) - o))
     return p[o], zcl.get_u16(p, o + 1), p[o + 3] != 0, zcl.get_u16(p, o + 4)
 
 
@@ -110,7 +110,7 @@ def decode_request_tunnel_rsp(p, o=0):
     if n == 3:
         return zcl.get_u16(p, o), p[o + 2], None
     if n != 5:
-        raise zcl.ZclTruncated("RequestTunnelResponse of %d bytes" % n)
+        raise zcl.ZclError("ZclTruncated", "RequestTunnelResponse of %d bytes" % n)
     return zcl.get_u16(p, o), p[o + 2], zcl.get_u16(p, o + 3)
 
 
@@ -126,14 +126,14 @@ def encode_tunnel_u16(tunnel_id, value=None, out=None):
 
 def decode_tunnel_id(p, o=0):
     if len(p) - o != 2:
-        raise zcl.ZclTruncated("tunnel id payload of %d bytes" % (len(p) - o))
+        raise zcl.ZclError("ZclTruncated", "tunnel id payload of %d bytes" % (len(p) - o))
     return zcl.get_u16(p, o)
 
 
 def decode_tunnel_u16(p, o=0):
     """AckTransferData / ReadyData -> (tunnel_id, octets_left)."""
     if len(p) - o != 4:
-        raise zcl.ZclTruncated("tunnel payload of %d bytes" % (len(p) - o))
+        raise zcl.ZclError("ZclTruncated", "tunnel payload of %d bytes" % (len(p) - o))
     return zcl.get_u16(p, o), zcl.get_u16(p, o + 2)
 
 
@@ -146,7 +146,7 @@ def encode_transfer_data_error(tunnel_id, status, out=None):
 
 def decode_transfer_data_error(p, o=0):
     if len(p) - o != 3:
-        raise zcl.ZclTruncated("TransferDataError of %d bytes" % (len(p) - o))
+        raise zcl.ZclError("ZclTruncated", "TransferDataError of %d bytes" % (len(p) - o))
     return zcl.get_u16(p, o), p[o + 2]
 
 
@@ -188,7 +188,7 @@ def decode_transfer_data(frame):
 def decode_transfer_data_payload(p, o=0):
     """The TransferData payload at p[o:]: (tunnel_id, memoryview data)."""
     if len(p) - o < 2:
-        raise zcl.ZclTruncated("TransferData without tunnel id")
+        raise zcl.ZclError("ZclTruncated", "TransferData without tunnel id")
     return p[o] | (p[o + 1] << 8), memoryview(p)[o + 2 :]
 
 

@@ -6,6 +6,8 @@ import struct
 
 from micropython import const
 
+from log import KindError
+
 # frame control
 FT_GLOBAL = const(0)
 FT_CLUSTER = const(1)
@@ -79,20 +81,9 @@ _T_KEY128 = const(0xF1)
 UTC_INVALID = const(0xFFFFFFFF)  # UTCTime: no time
 
 
-class ZclError(ValueError):
-    pass
-
-
-class ZclTruncated(ZclError):
-    pass
-
-
-class ZclTypeError(ZclError):
-    pass
-
-
-class ZclValueError(ZclError):
-    pass
+class ZclError(KindError):
+    """A bad ZCL frame or value, raised as ZclError(kind, message); the kinds
+    (the classes of before): ZclTruncated, ZclTypeError, ZclValueError."""
 
 
 # --------------------------------------------------------- byte helpers ----
@@ -100,9 +91,9 @@ class ZclValueError(ZclError):
 
 
 def need(b, o, n):
-    """ZclTruncated unless b holds n bytes at offset o."""
+    """ZclError (kind ZclTruncated) unless b holds n bytes at offset o."""
     if o + n > len(b):
-        raise ZclTruncated("need %d bytes at offset %d, have %d" % (n, o, len(b) - o))
+        raise ZclError("ZclTruncated", "need %d bytes at offset %d, have %d" % (n, o, len(b) - o))
 
 
 def get_uint(b, o, n):
@@ -119,7 +110,7 @@ def get_u16(b, o):
 
 def put_u16(out, v):
     if not 0 <= v <= 0xFFFF:
-        raise ZclValueError("uint16 out of range: %r" % v)
+        raise ZclError("ZclValueError", "uint16 out of range: %r" % v)
     out.append(v & 0xFF)
     out.append(v >> 8)
 
@@ -135,7 +126,8 @@ _FIXED_N = const((4, 4, 4, 2, 2, 4, 8, 16))
 
 def type_size(t):
     """Fixed size of a data type, -1 for a length-prefixed string;
-    ZclTypeError for types this codec does not handle (arrays, structs...)."""
+    ZclError (kind ZclTypeError) for types this codec does not handle
+    (arrays, structs...)."""
     if t == T_NODATA:
         return 0
     if 0x08 <= t <= 0x0F:  # data8..data64
@@ -161,7 +153,7 @@ def type_size(t):
     if T_OCTSTR <= t <= _T_LONG_CHARSTR:
         return -1
     if t not in _FIXED_T:
-        raise ZclTypeError("unsupported data type 0x%02X" % t)
+        raise ZclError("ZclTypeError", "unsupported data type 0x%02X" % t)
     return _FIXED_N[_FIXED_T.index(t)]
 
 
@@ -191,7 +183,7 @@ def decode_value(t, b, o=0):
     if t == T_BOOL:
         v = b[o]
         if v > 1 and v != 0xFF:
-            raise ZclValueError("bool value 0x%02X" % v)
+            raise ZclError("ZclValueError", "bool value 0x%02X" % v)
         return (None if v == 0xFF else v == 1), o + 1
     if t == T_SINGLE or t == _T_DOUBLE:
         return struct.unpack_from("<f" if n == 4 else "<d", b, o)[0], o + n
@@ -216,7 +208,7 @@ def encode_value(out, t, v):
                 v = v.encode()
             k = len(v)
             if k > lim:
-                raise ZclValueError("string of %d bytes is too long" % k)
+                raise ZclError("ZclValueError", "string of %d bytes is too long" % k)
         out.append(k & 0xFF)
         if lim > 0xFF:
             out.append(k >> 8)
@@ -232,18 +224,18 @@ def encode_value(out, t, v):
         return out
     if t == T_EUI64 or t == _T_KEY128:
         if len(v) != n:
-            raise ZclValueError("type 0x%02X needs %d bytes" % (t, n))
+            raise ZclError("ZclValueError", "type 0x%02X needs %d bytes" % (t, n))
         out.extend(v)
         return out
     if not isinstance(v, int):
-        raise ZclValueError("type 0x%02X needs an int" % t)
+        raise ZclError("ZclValueError", "type 0x%02X needs an int" % t)
     if 0x28 <= t <= 0x2F:
         lo = -(1 << (8 * n - 1))
         if not lo <= v < -lo:
-            raise ZclValueError("%d out of range for type 0x%02X" % (v, t))
+            raise ZclError("ZclValueError", "%d out of range for type 0x%02X" % (v, t))
         v &= (1 << (8 * n)) - 1
     elif not 0 <= v < (1 << (8 * n)):
-        raise ZclValueError("%d out of range for type 0x%02X" % (v, t))
+        raise ZclError("ZclValueError", "%d out of range for type 0x%02X" % (v, t))
     for _ in range(n):
         out.append(v & 0xFF)
         v >>= 8
@@ -283,11 +275,11 @@ class Header:
         if self.manufacturer is not None:
             m = self.manufacturer
             if not 0 <= m <= 0xFFFF:
-                raise ZclValueError("manufacturer code %r" % m)
+                raise ZclError("ZclValueError", "manufacturer code %r" % m)
             out.append(m & 0xFF)
             out.append(m >> 8)
         if not 0 <= self.tsn <= 0xFF or not 0 <= self.command_id <= 0xFF:
-            raise ZclValueError("tsn/command id out of range")
+            raise ZclError("ZclValueError", "tsn/command id out of range")
         out.append(self.tsn)
         out.append(self.command_id)
         return out
@@ -301,18 +293,18 @@ def parse_header(frame):
     """Return (Header, payload offset)."""
     n = len(frame)
     if n < 3:
-        raise ZclTruncated("ZCL frame of %d bytes" % n)
+        raise ZclError("ZclTruncated", "ZCL frame of %d bytes" % n)
     fc = frame[0]
     ft = fc & 3
     if ft > 1:
-        raise ZclValueError("reserved frame type %d" % ft)
+        raise ZclError("ZclValueError", "reserved frame type %d" % ft)
     if fc & 0xE0:
-        raise ZclValueError("reserved frame control bits 0x%02X" % fc)
+        raise ZclError("ZclValueError", "reserved frame control bits 0x%02X" % fc)
     o = 1
     manuf = None
     if fc & _FC_MANUF:
         if n < 5:
-            raise ZclTruncated("ZCL frame of %d bytes with manufacturer code" % n)
+            raise ZclError("ZclTruncated", "ZCL frame of %d bytes with manufacturer code" % n)
         manuf = frame[1] | (frame[2] << 8)
         o = 3
     h = Header(frame[o + 1], frame[o], ft, 1 if fc & FC_SERVER_TO_CLIENT else 0,
@@ -338,7 +330,7 @@ def encode_read_attributes(attr_ids, out=None):
 
 def decode_read_attributes(p, o=0):
     if (len(p) - o) & 1:
-        raise ZclTruncated("odd-length attribute id list")
+        raise ZclError("ZclTruncated", "odd-length attribute id list")
     return [get_u16(p, i) for i in range(o, len(p), 2)]
 
 
@@ -401,7 +393,7 @@ encode_report_attributes = encode_attribute_records
 decode_report_attributes = decode_attribute_records
 
 
-def encode_status_records(records, out=None, with_direction=False):
+def encode_status_records(records, out, with_direction):
     """Write Attributes Response (status, attr_id) or Configure Reporting
     Response (status, direction, attr_id).  All-success -> the single
     status byte 0x00 (pass an empty list or only SUCCESS records)."""
@@ -425,13 +417,13 @@ def decode_status_records(p, o=0, with_direction=False):
     n = len(p)
     if n - o == 1:
         if p[o] != SUCCESS:
-            raise ZclValueError("lone non-success status 0x%02X" % p[o])
+            raise ZclError("ZclValueError", "lone non-success status 0x%02X" % p[o])
         return []
     if n == o:
-        raise ZclTruncated("empty status record list")
+        raise ZclError("ZclTruncated", "empty status record list")
     k = 4 if with_direction else 3
     if (n - o) % k:
-        raise ZclTruncated("status records of %d bytes" % (n - o))
+        raise ZclError("ZclTruncated", "status records of %d bytes" % (n - o))
     recs = []
     for i in range(o, n, k):
         if with_direction:
@@ -474,7 +466,7 @@ def encode_configure_reporting(records, out=None):
         elif d == 1:
             put_u16(out, r[2])
         else:
-            raise ZclValueError("reporting direction %d" % d)
+            raise ZclError("ZclValueError", "reporting direction %d" % d)
     return out
 
 
@@ -501,7 +493,7 @@ def decode_configure_reporting(p, o=0):
             recs.append((1, a, get_u16(p, o)))
             o += 2
         else:
-            raise ZclValueError("reporting direction %d" % d)
+            raise ZclError("ZclValueError", "reporting direction %d" % d)
     return recs
 
 
@@ -514,7 +506,7 @@ def encode_default_rsp(command_id, status, out=None):
 
 def decode_default_rsp(p, o=0):
     if len(p) - o != 2:
-        raise ZclTruncated("default response of %d bytes" % (len(p) - o))
+        raise ZclError("ZclTruncated", "default response of %d bytes" % (len(p) - o))
     return p[o], p[o + 1]
 
 

@@ -56,7 +56,7 @@ def encode_request_mirror_rsp(endpoint_id, out=None):
 
 def decode_request_mirror_rsp(p, o=0):
     if len(p) - o != 2:
-        raise zcl.ZclTruncated("RequestMirrorResponse of %d bytes" % (len(p) - o))
+        raise zcl.ZclError("ZclTruncated", "RequestMirrorResponse of %d bytes" % (len(p) - o))
     return zcl.get_u16(p, o)
 
 
@@ -68,7 +68,7 @@ def decode_configure_mirror(p, o=0):
     """(issuer_event_id, reporting_interval, mirror_notification_reporting,
     notification_scheme)."""
     if len(p) - o != 9:
-        raise zcl.ZclTruncated("ConfigureMirror of %d bytes" % (len(p) - o))
+        raise zcl.ZclError("ZclTruncated", "ConfigureMirror of %d bytes" % (len(p) - o))
     return zcl.get_uint(p, o, 4), zcl.get_uint(p, o + 4, 3), p[o + 7] != 0, p[o + 8]
 
 
@@ -94,5 +94,5 @@ def encode_mirror_report_attribute_rsp(scheme, flags, out=None):
 def decode_mirror_report_attribute_rsp(p, o=0):
     zcl.need(p, o, 1)
     if (len(p) - o - 1) % 4:
-        raise zcl.ZclTruncated("notification flags not a multiple of 4 bytes")
+        raise zcl.ZclError("ZclTruncated", "notification flags not a multiple of 4 bytes")
     return p[o], [zcl.get_uint(p, i, 4) for i in range(o + 1, len(p), 4)]

@@ -8,6 +8,7 @@ from micropython import const
 import asyncio
 
 from flag import Flag
+from log import KindException
 
 _MAXLINE = const(256)
 _MAXRAW = const(1500)
@@ -17,55 +18,28 @@ class ATFormatError(ValueError):
     """A modem line whose fields do not have the expected form."""
 
 
-class ATError(Exception):
-    """A command failed (ERROR, or a command-specific failure line)."""
+class ATError(KindException):
+    """A command failed, raised as ATError(kind, cmd, line, lines=None); the
+    kinds (the classes of before): ATError (ERROR, or a command-specific
+    failure line), CmeError (+CME ERROR: <n> or its verbose text; .text,
+    .code the 3GPP number, -1 unknown), CmsError (.code), IpError (+IP
+    ERROR: <err_info> followed by ERROR; .info is the text, match by text),
+    CipError (+CIPERROR: <err> of a failed AT+CIPSEND; .code: 2 not opened,
+    4 closed, 8 busy), ATTimeout, ATClosed."""
 
-    def __init__(self, cmd, line, lines=None):
-        super().__init__("%s -> %s" % (_s(cmd), _s(line)))
+    def __init__(self, kind, cmd, line, lines=None):
+        super().__init__(kind, "%s -> %s" % (_s(cmd), _s(line)))
         self.cmd = cmd
         self.line = line
         self.lines = lines or []
-
-
-class CmeError(ATError):
-    """+CME ERROR: <n> or its verbose text; .code is the 3GPP number (-1 unknown)."""
-
-    def __init__(self, cmd, line, lines=None):
-        super().__init__(cmd, line, lines)
-        self.text = line[12:].strip()
-        self.code = cme_code(self.text)
-
-
-class CmsError(ATError):
-    def __init__(self, cmd, line, lines=None):
-        super().__init__(cmd, line, lines)
-        t = line[12:].strip()
-        self.code = int(t) if t.isdigit() else -1
-
-
-class IpError(ATError):
-    """+IP ERROR: <err_info> followed by ERROR; .info is the text (match by text)."""
-
-    def __init__(self, cmd, line, lines=None):
-        super().__init__(cmd, line, lines)
-        self.info = line[10:].strip()
-
-
-class CipError(ATError):
-    """+CIPERROR: <err> (failed AT+CIPSEND); .code: 2 not opened, 4 closed, 8 busy."""
-
-    def __init__(self, cmd, line, lines=None):
-        super().__init__(cmd, line, lines)
-        t = line[10:].strip()
-        self.code = int(t) if t.isdigit() else -1
-
-
-class ATTimeout(ATError):
-    pass
-
-
-class ATClosed(ATError):
-    pass
+        if kind == "CmeError":
+            self.text = line[12:].strip()
+            self.code = cme_code(self.text)
+        elif kind == "CmsError" or kind == "CipError":
+            t = line[12 if kind == "CmsError" else 10:].strip()
+            self.code = int(t) if t.isdigit() else -1
+        elif kind == "IpError":
+            self.info = line[10:].strip()
 
 
 def _s(b):
@@ -172,8 +146,10 @@ def _num(b):
 
 # Final result codes, one record each: (text, whole line (else a prefix),
 # the error it raises (0: OK; 1 ATError, 2 CmeError, 3 CmsError, 4 CipError:
-# _line_done picks the class), counted as stray when it comes with no command in flight (else it
-# goes on to the URC / garbage checks)). A constant tuple, in flash when frozen.
+# the ATError's kind, _ERR_KINDS[n - 1]), counted as stray when it comes
+# with no command in flight (else it goes on to the URC / garbage checks)).
+# A constant tuple, in flash when frozen.
+_ERR_KINDS = const(("ATError", "CmeError", "CmsError", "CipError"))
 _F_TEXT = const(0)
 _F_WHOLE = const(1)
 _F_ERR = const(2)
@@ -353,10 +329,10 @@ class ATParser:
                     if self._done_seen:
                         self._finish()
                     return
-                err = ATError if err == 1 else CmeError if err == 2 else CmsError if err == 3 else CipError
-                if err is ATError and self._iperr is not None:
-                    err, ln = IpError, self._iperr  # ERROR after +IP ERROR: <info>
-                self.result = err(c, ln, self.lines)
+                err = _ERR_KINDS[err - 1]
+                if err == "ATError" and self._iperr is not None:
+                    err, ln = "IpError", self._iperr  # ERROR after +IP ERROR: <info>
+                self.result = ATError(err, c, ln, self.lines)
                 self._finish()
                 return
             if ln.startswith(b"+IP ERROR:"):  # its ERROR follows
@@ -471,7 +447,7 @@ class ATChannel:
             b = await r.read(256)
             if not b:
                 self.closed = True
-                self.p.abort(ATClosed(b"", b"UART closed"))
+                self.p.abort(ATError("ATClosed", b"", b"UART closed"))
                 return
             self.p.feed(b)
 
@@ -496,7 +472,7 @@ class ATChannel:
             done = done.encode()
         async with self._lock:
             if self.closed:
-                raise ATClosed(text, b"UART closed")
+                raise ATError("ATClosed", text, b"UART closed")
             p = self.p
             p.begin(text, prefix, done, data is not None)
             tmo = self.timeout_ms if timeout_ms is None else timeout_ms
@@ -508,14 +484,14 @@ class ATChannel:
                     ok = await self._wait(lambda: p.prompted or p.finished, deadline)
                     if not ok:
                         self.timeouts += 1
-                        raise ATTimeout(text, b"no prompt")
+                        raise ATError("ATTimeout", text, b"no prompt")
                     if not p.finished:
                         self.w.write(data)
                         await self.w.drain()
                 ok = await self._wait(lambda: p.finished or p.done_err, deadline)
                 if not ok:
                     self.timeouts += 1
-                    raise ATTimeout(text, b"timeout")
+                    raise ATError("ATTimeout", text, b"timeout")
                 if not p.finished:
                     # a failure line (e.g. +CIPOPEN: 0,4): give its ERROR a moment
                     g = asyncio.ticks_add(asyncio.ticks(), self.grace_ms)

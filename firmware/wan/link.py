@@ -7,6 +7,8 @@ from micropython import const
 import binascii
 import struct
 
+from log import KindError
+
 MAGIC = b"CH"
 _HDR = const(9)
 _TRAILER = const(4)
@@ -34,36 +36,17 @@ ACK_REJECTED = const(2)  # received intact, refused by the GBCS layer
 _NO_SIGNAL = const(127)
 
 
-class LinkError(ValueError):
-    pass
-
-
-class BadMagic(LinkError):
-    pass
-
-
-class BadType(LinkError):
-    pass
-
-
-class TooLong(LinkError):
-    pass
-
-
-class BadCrc(LinkError):
-    pass
-
-
-class BadPayload(LinkError):
-    pass
+class LinkError(KindError):
+    """A malformed link frame, raised as LinkError(kind, message); the kinds
+    (the classes of before): BadMagic, BadType, TooLong, BadCrc, BadPayload."""
 
 
 def encode(ftype, fid, payload=b""):
     n = len(payload)
     if n > MAX_PAYLOAD:
-        raise TooLong("payload %d > %d" % (n, MAX_PAYLOAD))
+        raise LinkError("TooLong", "payload %d > %d" % (n, MAX_PAYLOAD))
     if not 1 <= ftype <= _LAST:
-        raise BadType("type %d" % ftype)
+        raise LinkError("BadType", "type %d" % ftype)
     head = MAGIC + struct.pack(">BIH", ftype, fid & 0xFFFFFFFF, n)
     crc = binascii.crc32(payload, binascii.crc32(head))
     return head + payload + struct.pack(">I", crc)
@@ -71,25 +54,25 @@ def encode(ftype, fid, payload=b""):
 
 def hello(eui, version, signal_dbm):
     if len(eui) != 8:
-        raise BadPayload("EUI-64 must be 8 bytes")
+        raise LinkError("BadPayload", "EUI-64 must be 8 bytes")
     s = _NO_SIGNAL if signal_dbm is None else max(-128, min(126, int(signal_dbm)))
     return encode(HELLO, 0, bytes(eui) + struct.pack(">b", s) + version.encode())
 
 
 def parse_hello(p):
     if len(p) < 9:
-        raise BadPayload("HELLO too short")
+        raise LinkError("BadPayload", "HELLO too short")
     s = struct.unpack(">b", bytes(p[8:9]))[0]
     try:
         v = str(bytes(p[9:]), "utf-8")
     except UnicodeError:
-        raise BadPayload("HELLO version is not utf-8")
+        raise LinkError("BadPayload", "HELLO version is not utf-8")
     return bytes(p[:8]), v, None if s == _NO_SIGNAL else s
 
 
 def u32_payload(p, what):
     if len(p) != 4:
-        raise BadPayload("%s wants 4 bytes, got %d" % (what, len(p)))
+        raise LinkError("BadPayload", "%s wants 4 bytes, got %d" % (what, len(p)))
     return struct.unpack(">I", bytes(p))[0]
 
 
@@ -99,15 +82,15 @@ def ack(fid, status=ACK_DONE):
 
 def parse_ack(p):
     if len(p) != 1 or p[0] > ACK_REJECTED:
-        raise BadPayload("bad ACK status")
+        raise LinkError("BadPayload", "bad ACK status")
     return p[0]
 
 
 class Decoder:
     """Feed bytes, take whole frames. next() -> (type, id, payload memoryview)
     or None; the payload view is valid until the next feed()/next() call.
-    A malformed frame raises a LinkError subclass; the stream cannot be
-    trusted after that and the connection should be dropped.
+    A malformed frame raises a LinkError (its kind says what is wrong); the
+    stream cannot be trusted after that and the connection should be dropped.
 
     The standing buffer is `size` bytes, room for the frames the head-end
     usually sends. A frame's header announcing more makes the decoder take a
@@ -157,19 +140,19 @@ class Decoder:
         avail = self.n - self.pos
         if avail < 2:
             if avail == 1 and self.buf[self.pos] != 0x43:
-                raise BadMagic("bad magic")
+                raise LinkError("BadMagic", "bad magic")
             return None
         p = self.pos
         b = self.buf
         if b[p] != 0x43 or b[p + 1] != 0x48:
-            raise BadMagic("bad magic %02x%02x" % (b[p], b[p + 1]))
+            raise LinkError("BadMagic", "bad magic %02x%02x" % (b[p], b[p + 1]))
         if avail < _HDR:
             return None
         ftype, fid, ln = struct.unpack_from(">BIH", b, p + 2)
         if not 1 <= ftype <= _LAST:
-            raise BadType("unknown frame type %d" % ftype)
+            raise LinkError("BadType", "unknown frame type %d" % ftype)
         if ln > MAX_PAYLOAD:
-            raise TooLong("frame length %d" % ln)
+            raise LinkError("TooLong", "frame length %d" % ln)
         total = _HDR + ln + _TRAILER
         if avail < total:
             if total > len(b):
@@ -183,7 +166,7 @@ class Decoder:
             return None
         crc = struct.unpack_from(">I", b, p + _HDR + ln)[0]
         if binascii.crc32(self.mv[p:p + _HDR + ln]) != crc:
-            raise BadCrc("frame CRC mismatch")
+            raise LinkError("BadCrc", "frame CRC mismatch")
         self.pos = p + total
         return ftype, fid, self.mv[p + _HDR:p + _HDR + ln]
 

@@ -3,6 +3,8 @@
 # (sim7600 today, a Quectel BG95 later) implements it over an AT channel.
 from micropython import const
 
+from log import KindException
+
 # registration states (3GPP <stat>)
 REG_NONE = const(0)
 REG_HOME = const(1)
@@ -20,46 +22,14 @@ EV_BOOT = "boot"  # the modem (re)booted on its own: run init() again
 EV_SIM = "sim"  # value: SIM state text (b"READY", b"SIM PIN", ...)
 
 
-class ModemError(Exception):
-    pass
-
-
-class NoSim(ModemError):
-    pass
-
-
-class PinRequired(ModemError):
-    """The SIM wants a PIN and none (or no further attempt) is allowed."""
-
-
-class WrongPin(ModemError):
-    pass
-
-
-class PukRequired(ModemError):
-    pass
-
-
-class RegistrationDenied(ModemError):
-    pass
-
-
-class AttachFailed(ModemError):
-    """PDP context / network library activation failed."""
-
-
-class SocketOpenFailed(ModemError):
-    def __init__(self, err):
-        super().__init__("socket open failed: %d" % err)
-        self.err = err
-
-
-class SocketClosed(ModemError):
-    pass
-
-
-class ModemSilent(ModemError):
-    """The modem does not answer AT: escalate to a hardware reset."""
+class ModemError(KindException):
+    """A modem failure, raised as ModemError(kind[, message[, err]]); the
+    kinds (the classes of before): NoSim, PinRequired (the SIM wants a PIN
+    and none, or no further attempt, is allowed), WrongPin, PukRequired,
+    RegistrationDenied, AttachFailed (PDP context / network library
+    activation failed), SocketOpenFailed (args[2]: the modem's <err>),
+    SocketClosed, ModemSilent (no answer to AT: escalate to a hardware
+    reset), or ModemError itself."""
 
 
 def registered(stat):

@@ -12,7 +12,7 @@ import time
 import board
 import codes
 from micropython import const
-from log import log, log_exc
+from log import kind_of, log, log_exc
 from version import VERSION
 from wan import at, link
 from wan import modem as md
@@ -145,13 +145,13 @@ class Wan:
             except _Planned as e:
                 planned = e.reason
                 self.last_error = "planned " + planned
-            except (md.ModemSilent, at.ATTimeout) as e:
-                self.last_error = repr(e)
-                silent = True
             except (md.ModemError, at.ATError, ValueError, OSError) as e:
                 # ValueError covers link.LinkError and AT/field format errors
                 self.last_error = repr(e)
-                log("wan", "session ended: %r" % e)
+                if kind_of(e) in ("ATTimeout", "ModemSilent"):
+                    silent = True
+                else:
+                    log("wan", "session ended: %r" % e)
             now = self.mono.ms()
             # a link that was up a while is tried again at once (a flapping one backs off)
             was_up = self.connected and now - self.good_ms >= _STABLE_MS
@@ -282,7 +282,7 @@ class Wan:
         await m.sim_ready(cfg["pin"])
         self.state = "registering"
         if not md.registered(await m.wait_registered(cfg["reg_timeout_ms"])):
-            raise md.ModemError("not registered")
+            raise md.ModemError("ModemError", "not registered")
         self.signal = await m.signal_dbm()
         self.cell = await m.cell_id()
         await self._network_time()
@@ -290,8 +290,9 @@ class Wan:
             self.state = "attaching"
             try:
                 ip = await m.attach(cfg["apn"])
-            except md.AttachFailed as e:
-                self.tx.add(ob.TX_PDP_FAIL, 0, str(e))
+            except md.ModemError as e:
+                if e.args[0] == "AttachFailed":
+                    self.tx.add(ob.TX_PDP_FAIL, 0, str(e))
                 raise
             self.tx.add(ob.TX_PDP_UP, 0, ip or "")
             self.attach_ms = self.mono.ms()
@@ -300,8 +301,9 @@ class Wan:
         await m.tls_prepare(cred)
         try:
             await m.open_tls(cfg["host"], cfg["port"])
-        except md.SocketOpenFailed as e:
-            if e.err == _TLS_HANDSHAKE_FAILED and self.security_log is not None:
+        except md.ModemError as e:
+            # SocketOpenFailed: args[2] is the modem's <err>
+            if e.args[0] == "SocketOpenFailed" and e.args[2] == _TLS_HANDSHAKE_FAILED and self.security_log is not None:
                 self.security_log.append(codes.EV_HEADEND_REFUSED, b"headend tls " + cfg["host"].encode()[:32])
             raise
         self.dec.reset()
@@ -330,7 +332,7 @@ class Wan:
         while True:
             left = time.ticks_diff(deadline, time.ticks_ms())
             if left <= 0:
-                raise md.SocketClosed("no HELLO_ACK")
+                raise md.ModemError("SocketClosed", "no HELLO_ACK")
             data = await self.modem.recv(left)
             if not data:
                 continue
@@ -341,13 +343,13 @@ class Wan:
                 fr = self.dec.next()
                 if fr is not None:
                     if fr[0] != link.HELLO_ACK:
-                        raise link.BadType("frame %d before HELLO_ACK" % fr[0])
+                        raise link.LinkError("BadType", "frame %d before HELLO_ACK" % fr[0])
                     self.hello_utc = link.u32_payload(fr[2], "HELLO_ACK")
                     self._time(self.hello_utc)
                     # frames right behind HELLO_ACK are handled by _serve
                     return data[off:] if off < len(data) else None
                 if off == was:
-                    raise link.TooLong("receive buffer overflow")
+                    raise link.LinkError("TooLong", "receive buffer overflow")
 
     async def _serve(self, rest=None):
         m = self.modem
@@ -374,7 +376,7 @@ class Wan:
                 await m.send(link.encode(link.PING, now & 0xFFFF))
                 last_tx = now
             if time.ticks_diff(now, last_rx) >= cfg["idle_timeout_ms"]:
-                raise md.SocketClosed("head-end silent")
+                raise md.ModemError("SocketClosed", "head-end silent")
             if self._nitz:
                 await self._network_time()
             t = self.mono.ms()
@@ -415,7 +417,7 @@ class Wan:
             if off >= len(data):
                 return
             if off == was and not done:
-                raise link.TooLong("receive buffer overflow")
+                raise link.LinkError("TooLong", "receive buffer overflow")
 
     async def _drain(self):
         n = 0
@@ -446,7 +448,7 @@ class Wan:
                 # head-end would redeliver the same frame after every reconnect
                 resp, alerts = None, ()
                 status = link.ACK_REJECTED
-                self.tx.add(ob.TX_REJECT, fid, type(e).__name__)
+                self.tx.add(ob.TX_REJECT, fid, kind_of(e))
                 if not isinstance(e, ValueError):
                     log_exc("wan", e)
             # the retry class by the GBCS use case's criticality (wan.critical)
@@ -474,7 +476,7 @@ class Wan:
         elif ftype == link.PONG:
             pass
         else:
-            raise link.BadType("unexpected frame %d from the head-end" % ftype)
+            raise link.LinkError("BadType", "unexpected frame %d from the head-end" % ftype)
 
     def _time(self, utc):
         # the head-end's time, over the authenticated link: a time source
@@ -488,7 +490,7 @@ class Wan:
         try:
             t = await self.modem.network_time()
         except (at.ATError, ValueError) as e:
-            if isinstance(e, at.ATTimeout):
+            if kind_of(e) == "ATTimeout":
                 raise
             return
         if t is not None:

@@ -337,10 +337,11 @@ class Sim7600(md.Modem):
             try:
                 await at.cmd("AT", timeout_ms=t["at"])
                 break
-            except A.ATTimeout:
-                pass
+            except A.ATError as e:
+                if e.args[0] != "ATTimeout":
+                    raise
         else:
-            raise md.ModemSilent("no answer to AT")
+            raise md.ModemError("ModemSilent", "no answer to AT")
         for c in ("ATE0", "AT+CMEE=2"):
             await at.cmd(c)
         lines = await at.cmd("AT+CGMR", b"+CGMR:")
@@ -354,8 +355,9 @@ class Sim7600(md.Modem):
             try:
                 await self.at.cmd("AT", timeout_ms=self.t["at"])
                 return True
-            except A.ATTimeout:
-                pass
+            except A.ATError as e:
+                if e.args[0] != "ATTimeout":
+                    raise
         return False
 
     async def sim_ready(self, pin=None):
@@ -365,13 +367,15 @@ class Sim7600(md.Modem):
         for _ in range(t["cpin_retries"]):
             try:
                 lines = await at.cmd("AT+CPIN?", b"+CPIN:")
-            except A.CmeError as e:
+            except A.ATError as e:
+                if e.args[0] != "CmeError":
+                    raise
                 if e.code in (10, 13, 14):  # not inserted / failure / busy: retry
                     err = e
                     await asyncio.sleep_ms(t["cpin_interval"])
                     continue
                 if e.code == 12:
-                    raise md.PukRequired()
+                    raise md.ModemError("PukRequired")
                 raise
             state = lines[-1][6:].strip() if lines else b""
             self.sim = state
@@ -379,21 +383,23 @@ class Sim7600(md.Modem):
                 return True
             if state == b"SIM PIN":
                 if pin is None or self._pin_tried == pin:
-                    raise md.PinRequired()
+                    raise md.ModemError("PinRequired")
                 self._pin_tried = pin
                 try:
                     await at.cmd('AT+CPIN="%s"' % pin, b"+CPIN:")
-                except A.CmeError as e:
+                except A.ATError as e:
+                    if e.args[0] != "CmeError":
+                        raise
                     if e.code == 16:
-                        raise md.WrongPin()
+                        raise md.ModemError("WrongPin")
                     raise
                 continue
             if state == b"SIM PUK":
-                raise md.PukRequired()
+                raise md.ModemError("PukRequired")
             await asyncio.sleep_ms(t["cpin_interval"])
         if err is not None and err.code == 10:
-            raise md.NoSim()
-        raise md.ModemError("SIM not ready: %r" % (err or self.sim))
+            raise md.ModemError("NoSim")
+        raise md.ModemError("ModemError", "SIM not ready: %r" % (err or self.sim))
 
     # ---- network ----
     async def registration(self):
@@ -410,7 +416,7 @@ class Sim7600(md.Modem):
             if md.registered(stat):
                 return stat
             if stat == md.REG_DENIED:
-                raise md.RegistrationDenied()
+                raise md.ModemError("RegistrationDenied")
             if time.ticks_diff(deadline, self._ticks()) <= 0:
                 return stat
             await asyncio.sleep_ms(self.t["reg_poll"])
@@ -466,7 +472,7 @@ class Sim7600(md.Modem):
         try:
             return await self.at.cmd(c, done, timeout_ms, done)
         except A.ATError as e:
-            if isinstance(e, A.ATTimeout):
+            if e.args[0] == "ATTimeout":
                 raise
             return None
 
@@ -488,22 +494,20 @@ class Sim7600(md.Modem):
         try:
             await at.cmd('AT+CGDCONT=1,"IP","%s"' % apn)
         except A.ATError as e:
-            raise md.AttachFailed("CGDCONT: %s" % e)
+            raise md.ModemError("AttachFailed", "CGDCONT: %s" % e)
         for c in ("AT+CIPMODE=0", "AT+CIPSENDMODE=0", "AT+CIPCCFG=10,0,0,0,1,0,75000",
                   "AT+CIPTIMEOUT=%d,%d,%d" % (t["netopen"], t["cipopen"], t["cipsend"])):
             await at.cmd(c)
         try:
             lines = await at.cmd("AT+NETOPEN", None, t["netopen"], b"+NETOPEN:")
             err = _last_int(lines[-1])
-        except A.IpError as e:
-            err = 0 if b"already opened" in e.info else -1
-        except A.ATTimeout:
-            raise
-        except A.ATError:
-            err = -1
+        except A.ATError as e:
+            if e.args[0] == "ATTimeout":
+                raise
+            err = 0 if e.args[0] == "IpError" and b"already opened" in e.info else -1
         if err != 0:
             await self._quiet("AT+NETCLOSE", b"+NETCLOSE:", t["netclose"])
-            raise md.AttachFailed("NETOPEN failed: %d" % err)
+            raise md.ModemError("AttachFailed", "NETOPEN failed: %d" % err)
         lines = await at.cmd("AT+IPADDR", b"+IPADDR:")
         self.ip = _ascii(lines[-1][8:].strip()) if lines else None
         self.attached = True
@@ -530,7 +534,7 @@ class Sim7600(md.Modem):
             await self._quiet("AT+CIPCLOSE=0", b"+CIPCLOSE:", t["cipclose"])
             if err == 2:
                 self.attached = False
-            raise md.SocketOpenFailed(err)
+            raise md.ModemError("SocketOpenFailed", "socket open failed: %d" % err, err)
         self.socket_open = True
 
     # ---- TLS in the modem (the SIM7500/SIM7600 SSL AT commands) ----
@@ -568,7 +572,7 @@ class Sim7600(md.Modem):
     async def open_tls(self, host, port):
         """The SSL service started (once per attach), session 0 on SSL
         context 0, AT+CCHOPEN: the modem connects and runs the handshake.
-        md.SocketOpenFailed(err) with the modem's <err> (15: handshake)."""
+        ModemError("SocketOpenFailed", ..., err) with the modem's <err> (15: handshake)."""
         at = self.at
         t = self.t
         self._rx_pending = False
@@ -580,22 +584,22 @@ class Sim7600(md.Modem):
                 await self._quiet("AT+CCHSTOP", b"+CCHSTOP:", t["cchstart"])
                 err = await self._cchstart()
             if err != 0:
-                raise md.SocketOpenFailed(err)
+                raise md.ModemError("SocketOpenFailed", "socket open failed: %d" % err, err)
             self._cch_started = True
         await at.cmd("AT+CCHSSLCFG=0,0")
         err = await self._open('AT+CCHOPEN=0,"%s",%d,2' % (host, port), b"+CCHOPEN:", t["cchopen"])
         if err != 0:
             await self._quiet("AT+CCHCLOSE=0", b"+CCHCLOSE:", t["cipclose"])
-            raise md.SocketOpenFailed(err)
+            raise md.ModemError("SocketOpenFailed", "socket open failed: %d" % err, err)
         self._tls = True
         self.socket_open = True
 
     async def _cchstart(self):
         try:
             lines = await self.at.cmd("AT+CCHSTART", None, self.t["cchstart"], b"+CCHSTART:")
-        except A.ATTimeout:
-            raise
-        except A.ATError:
+        except A.ATError as e:
+            if e.args[0] == "ATTimeout":
+                raise
             return -1
         return _last_int(lines[-1]) if lines else -1
 
@@ -604,17 +608,17 @@ class Sim7600(md.Modem):
         while i < len(mv):
             n = min(_CHUNK, len(mv) - i)
             if not self.socket_open:
-                raise md.SocketClosed()
+                raise md.ModemError("SocketClosed")
             try:
                 lines = await self.at.cmd("AT+CCHSEND=0,%d" % n, b"+CCHSEND:", self.t["cipsend"], b"+CCHSEND:",
                                           mv[i:i + n])
-            except A.ATTimeout:
-                raise
-            except A.ATError:
+            except A.ATError as e:
+                if e.args[0] == "ATTimeout":
+                    raise
                 lines = None
             if not lines or _last_int(lines[-1]) != 0:
                 self.socket_open = False
-                raise md.SocketClosed()
+                raise md.ModemError("SocketClosed")
             i += n
         return i
 
@@ -623,9 +627,9 @@ class Sim7600(md.Modem):
         # of OK -> the result's <err> (-1: none came)
         try:
             lines = await self.at.cmd(cmd, result, timeout_ms, result)
-        except A.ATTimeout:
-            raise
         except A.ATError as e:
+            if e.args[0] == "ATTimeout":
+                raise
             lines = e.lines
         err = -1
         for ln in lines:
@@ -642,21 +646,23 @@ class Sim7600(md.Modem):
         while i < len(mv):
             n = min(_CHUNK, len(mv) - i)
             if not self.socket_open:
-                raise md.SocketClosed()
+                raise md.ModemError("SocketClosed")
             try:
                 lines = await self.at.cmd("AT+CIPSEND=0,%d" % n, b"+CIPSEND:", t["cipsend"],
                                           b"+CIPSEND:", mv[i:i + n])
-            except A.CipError as e:
+            except A.ATError as e:
+                if e.args[0] != "CipError":
+                    raise
                 if e.code in (2, 4):
                     self.socket_open = False
-                    raise md.SocketClosed()
+                    raise md.ModemError("SocketClosed")
                 raise
             cnf = _last_int(lines[-1]) if lines else -1
             if cnf != n:
                 if cnf < 0:
                     self.socket_open = False
-                    raise md.SocketClosed()
-                raise md.ModemError("short send %d/%d" % (cnf, n))
+                    raise md.ModemError("SocketClosed")
+                raise md.ModemError("ModemError", "short send %d/%d" % (cnf, n))
             i += n
         return i
 
@@ -669,9 +675,9 @@ class Sim7600(md.Modem):
             try:
                 lines, data = await self.at.cmd_data("AT+CCHRECV=0,%d" % _CHUNK, b"+CCHRECV: DATA,",
                                                      self.t["rxget"], b"+CCHRECV: 0,")
-            except A.ATTimeout:
-                raise
-            except A.ATError:
+            except A.ATError as e:
+                if e.args[0] == "ATTimeout":
+                    raise
                 data = None
             # a full chunk may have more behind it (no count of the rest here)
             self._rx_pending = (data is not None and len(data) == _CHUNK) or self._rx_urcs != seen
@@ -679,7 +685,9 @@ class Sim7600(md.Modem):
         try:
             lines, data = await self.at.cmd_data("AT+CIPRXGET=2,0,%d" % _CHUNK, b"+CIPRXGET: 2,",
                                                  self.t["rxget"])
-        except A.IpError:
+        except A.ATError as e:
+            if e.args[0] != "IpError":
+                raise
             self._rx_pending = self._rx_urcs != seen
             return b""
         f = split_fields(lines[-1], b"+CIPRXGET:")
@@ -699,7 +707,7 @@ class Sim7600(md.Modem):
                     return data
                 continue
             if not self.socket_open:
-                raise md.SocketClosed()
+                raise md.ModemError("SocketClosed")
             if self._woken:
                 self._woken = False
                 return b""
@@ -738,7 +746,9 @@ class Sim7600(md.Modem):
         while True:
             try:
                 fn(await self.recv())
-            except md.SocketClosed:
+            except md.ModemError as e:
+                if e.args[0] != "SocketClosed":
+                    raise
                 return
 
     async def close_socket(self):
@@ -757,11 +767,11 @@ class Sim7600(md.Modem):
 
     async def hw_reset(self):
         if self._reset is None:
-            raise md.ModemError("no reset line")
+            raise md.ModemError("ModemError", "no reset line")
         self._boot.clear()
         r = self._reset()
         if r is not None and hasattr(r, "send"):
             await r
         if not await self._boot.wait_ms(self.t["boot"]):
-            raise md.ModemSilent("no RDY after reset")
+            raise md.ModemError("ModemSilent", "no RDY after reset")
         await self.init()

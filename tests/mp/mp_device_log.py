@@ -9,7 +9,8 @@ import vfs
 from flashfs import ROOT
 from flashfs import fresh as _fresh_fs
 from flashfs import remount as _remount_fs
-from chf.logs import EPOCH_2000, EventLog, EventLogError, open_logs, utc2000
+from chf.logs import EPOCH_2000, EventLog, open_logs, utc2000
+from log import kind_of
 from store import Store
 import rigline
 
@@ -72,15 +73,15 @@ def test_eventlog_capacity_above_default_and_clock():
         clock[0] = i
         log.append(i)
     assert len(log) == 60 and log.entries()[0] == (10, 10, b"")
-    raises(EventLogError, log.append, 0x10000)
-    raises(EventLogError, log.append, 1, b"x" * 256)
-    raises(EventLogError, EventLog(st, "other").append, 1)  # no clock, no t
+    assert kind_of(raises(ValueError, log.append, 0x10000)) == "EventLogError"
+    assert kind_of(raises(ValueError, log.append, 1, b"x" * 256)) == "EventLogError"
+    assert kind_of(raises(ValueError, EventLog(st, "other").append, 1)) == "EventLogError"  # no clock, no t
 
 
 # -- device log -----------------------------------------------------------------
 
 from chf import device_log as DL  # noqa: E402
-from han.install_code import InstallCodeCrcError, add_crc, aes_mmo_hash, link_key  # noqa: E402
+from han.install_code import add_crc, aes_mmo_hash, link_key  # noqa: E402
 
 ESME = bytes.fromhex("00DB1234567890A0")
 GSME = bytes.fromhex("00DB1234567890B0")
@@ -122,7 +123,7 @@ def test_add_get_remove_and_codes():
     # CRC-invalid code: specific exception, nothing stored
     bad = bytearray(CODE2)
     bad[-1] ^= 1
-    raises(InstallCodeCrcError, log.add, GSME, 0, bytes(bad), 60)
+    assert kind_of(raises(ValueError, log.add, GSME, 0, bytes(bad), 60)) == "InstallCodeCrcError"
     assert GSME not in log and len(log) == 1
     raises(DL.DeviceLogError, log.add, b"\x00" * 7, 0, CODE, 60)
     raises(DL.DeviceLogError, log.add, GSME, 7, CODE, 60)
@@ -290,7 +291,7 @@ def test_device_eui_and_install_code_match():
     assert log.install_code_matches(ESME, CODE) is True
     assert log.install_code_matches(ESME, CODE2) is False
     assert log.install_code_matches(GSME, CODE) is None  # not in the log
-    raises(InstallCodeCrcError, log.install_code_matches, ESME, CODE[:-1] + b"\x00")
+    assert kind_of(raises(ValueError, log.install_code_matches, ESME, CODE[:-1] + b"\x00")) == "InstallCodeCrcError"
 
 
 def test_join_window_timing():

@@ -10,16 +10,17 @@
 import os
 from binascii import unhexlify
 
+import codes
+
 from chf import credentials as cred
 from chf.device_log import DeviceLog
 from chf.identity import Identity
 from chf.logs import open_logs
-from chf.usecases import Chf, PayloadMismatch
+from chf.usecases import Chf
 from gbcs import der, frame, gcm, kdf, p256
 from mp_gbcs_keys import refused
 from mp_gbcs_keys import pem as _b64
 from mp_gbcs_keys import private as _private
-from gbcs.security import BadSignature, NotProtected, ReplayedCounter, UnknownOriginator, WrongRecipient
 from store import Store
 
 HEAP = "384k"  # compiling the GBCS modules from source; 20% margin (CHUB_MP_HEAP_SCALE=0.8)
@@ -109,19 +110,19 @@ def test_signed_cs02a_accepted_answered_signed_and_replayrefused():
     assert p256.verify(ident.chf["ds_q"], r.signed_data(), r.signature)
     # network operator: no anchor here -> Trust Anchor Not Found; WAN provider: success
     assert _statuses(r.payload) == [(3, cred.ST_TA_NOT_FOUND), (6, cred.ST_SUCCESS)]
-    e = refused(chf, _build(ident, CS02A_ERR, 7000, TCOS, signer=k["tcos"]), ReplayedCounter)
-    assert e[1] == ReplayedCounter.event
+    e = refused(chf, _build(ident, CS02A_ERR, 7000, TCOS, signer=k["tcos"]), "ReplayedCounter")
+    assert e[1] == codes.EV_REPLAYED_COUNTER
 
 
 def test_signed_bad_signature_unknown_signer_other_use_case_wrong_recipient():
     st, ident, chf, k = _setup()
-    e = refused(chf, _build(ident, CS02A_ERR, 10, TCOS, signer=k["tcos"], tamper_sig=True), BadSignature)
-    assert e[1] == BadSignature.event
+    e = refused(chf, _build(ident, CS02A_ERR, 10, TCOS, signer=k["tcos"], tamper_sig=True), "BadSignature")
+    assert e[1] == codes.EV_BAD_SIGNATURE
     # signed by a key no DS trust anchor holds
-    refused(chf, _build(ident, CS02A_ERR, 10, unhexlify("90B3D51F30000099"), signer=k["tcos"]), UnknownOriginator)
+    refused(chf, _build(ident, CS02A_ERR, 10, unhexlify("90B3D51F30000099"), signer=k["tcos"]), "UnknownOriginator")
     # only CS02a may come signed without a MAC
-    refused(chf, _build(ident, ECS26N, 10, TCOS, signer=k["tcos"]), NotProtected)
-    refused(chf, _build(ident, CS02A_ERR, 10, TCOS, signer=k["tcos"], recipient=ident.gpf["eui"]), WrongRecipient)
+    refused(chf, _build(ident, ECS26N, 10, TCOS, signer=k["tcos"]), "NotProtected")
+    refused(chf, _build(ident, CS02A_ERR, 10, TCOS, signer=k["tcos"], recipient=ident.gpf["eui"]), "WrongRecipient")
     # none of those advanced the counter
     chf.handle(_build(ident, CS02A_ERR, 10, TCOS, signer=k["tcos"]))
     assert chf.executed == 1
@@ -130,13 +131,13 @@ def test_signed_bad_signature_unknown_signer_other_use_case_wrong_recipient():
 def test_cs02a_authorising_cell_must_be_the_originators():
     st, ident, chf, k = _setup()
     # MAC'd by the ACB, but the payload names the Transitional CoS DS cell
-    refused(chf, _build(ident, CS02A_ERR, 20, ACB, mac_key_d=k["acb"]), PayloadMismatch)
+    refused(chf, _build(ident, CS02A_ERR, 20, ACB, mac_key_d=k["acb"]), "PayloadMismatch")
 
 
 def test_cs02b_needs_the_current_wan_provider_and_persists():
     st, ident, chf, k = _setup()
     # signed by another key: refused, cell unchanged
-    refused(chf, _build(ident, CS02B, 100, WP, signer=k["tcos"], mac_key_d=k["acb"]), PayloadMismatch)
+    refused(chf, _build(ident, CS02B, 100, WP, signer=k["tcos"], mac_key_d=k["acb"]), "PayloadMismatch")
     assert chf.credentials.cell("wan_provider", "ds")[3] == WP_OLD_SKI
     resp, _ = chf.handle(_build(ident, CS02B, 101, WP, signer=k["wp"], mac_key_d=k["acb"]))
     r = frame.parse(resp)
@@ -144,6 +145,6 @@ def test_cs02b_needs_the_current_wan_provider_and_persists():
     assert r.date_time is not None
     assert chf.credentials.cell("wan_provider", "ds")[3] == WP_NEW_SKI
     # the old WAN provider key can no longer authorise a replacement
-    refused(chf, _build(ident, CS02B, 102, WP, signer=k["wp"], mac_key_d=k["acb"]), PayloadMismatch)
+    refused(chf, _build(ident, CS02B, 102, WP, signer=k["wp"], mac_key_d=k["acb"]), "PayloadMismatch")
     # the new cell is in the store
     assert cred.Credentials(Store("data"), None).cell("wan_provider", "ds")[3] == WP_NEW_SKI

@@ -3,6 +3,8 @@
 import os
 from binascii import a2b_base64
 
+from log import kind_of
+
 KEYSTORE = os.getenv("CHUB_VECTORS", "") + "/gbcs/keystore/"
 
 
@@ -21,14 +23,18 @@ def private(name):
 
 
 def refused(chf, data, exc):
-    """Hand data to chf.handle: it must raise exc, run nothing and write one
-    security-log entry (returned)."""
+    """Hand data to chf.handle: it must raise exc (a class, or the kind of a
+    log.KindError such as "BadMac"), run nothing and write one security-log
+    entry (returned)."""
     before = chf.executed
     n_sec = chf.security_log.count_total()  # a repeat collapses into its entry's count
     try:
         chf.handle(data)
-    except exc:
-        pass
+    except Exception as e:  # noqa: BLE001 - checked below
+        if isinstance(exc, str):
+            assert kind_of(e) == exc, repr(e)
+        elif not isinstance(e, exc):
+            raise
     else:
         raise AssertionError("not refused: " + repr(exc))
     assert chf.executed == before, "executed"

@@ -189,23 +189,23 @@ def test_link_codec_round_trip_and_errors():
     raw = link.encode(link.PING, 5)
     assert raw[:9] == b"CH\x06\x00\x00\x00\x05\x00\x00"
     assert struct.unpack(">I", raw[9:])[0] == binascii.crc32(raw[:9])
-    bad = [(b"XX" + f3[2:], link.BadMagic), (f3[:2] + b"\x0b" + f3[3:], link.BadType),
-           (f3[:-1] + bytes((f3[-1] ^ 1,)), link.BadCrc),
-           (b"CH\x03\x00\x00\x00\x01\xff\xff", link.TooLong)]
-    for data, exc in bad:
+    bad = [(b"XX" + f3[2:], "BadMagic"), (f3[:2] + b"\x0b" + f3[3:], "BadType"),
+           (f3[:-1] + bytes((f3[-1] ^ 1,)), "BadCrc"),
+           (b"CH\x03\x00\x00\x00\x01\xff\xff", "TooLong")]
+    for data, kind in bad:
         d = link.Decoder()
         d.feed(data)
         try:
             d.next()
             raise AssertionError("accepted %r" % data)
-        except exc:
-            pass
+        except link.LinkError as e:
+            assert e.args[0] == kind, repr(e)
     for p, fn in ((b"\x05", link.parse_ack), (b"\x01\x02", link.parse_hello)):
         try:
             fn(p)
             raise AssertionError("accepted")
-        except link.BadPayload:
-            pass
+        except link.LinkError as e:
+            assert e.args[0] == "BadPayload", repr(e)
 
 
 def test_link_decoder_of_one_largest_frame_takes_back_to_back_frames_in_modem_chunks():
@@ -262,8 +262,8 @@ def test_link_decoder_grows_for_a_large_frame_and_goes_back_to_its_small_buffer(
     try:
         d.next()
         raise AssertionError("accepted a frame over MAX_PAYLOAD")
-    except link.TooLong:
-        pass
+    except link.LinkError as e:
+        assert e.args[0] == "TooLong", repr(e)
     assert len(d.buf) == 64
 
 
