@@ -285,10 +285,15 @@ def test_scheduled_data_leaves_at_random_times_inside_the_window():
     st, ob, _ = make(clk, cfg)
     sched = [ob.add(b"s%d" % i, NON_CRITICAL, KIND_SCHEDULED) for i in range(20)]
     resp = ob.add(b"resp")
-    assert ob.due() == [resp]  # a response leaves at once, scheduled data waits
+    # a response leaves at once; scheduled data waits its draw in [0, window)
+    # (a draw of 0, 1 in 1000 per message, is due at once too)
+    d0 = ob.due()
+    assert resp in d0 and all(s == resp or s in sched for s in d0) and len(d0) <= 3, d0
+    first = dict((s, 0) for s in d0 if s != resp)
+    for s in first:
+        ob.acked(s)
     wait = ob.next_due_ms()
     assert wait is not None and 0 <= wait < 1000
-    first = {}
     for step in range(1, 105):
         clk.t = 1000 + step * 10
         for s in ob.due():
@@ -298,7 +303,7 @@ def test_scheduled_data_leaves_at_random_times_inside_the_window():
             ob.acked(s)  # the head-end takes each at once
     assert sorted(first) == sorted(sched), first
     times = sorted(first.values())
-    assert times[0] >= 10 and times[-1] <= 1000, times
+    assert times[0] >= 0 and times[-1] <= 1000, times
     assert len(set(times)) >= 8, times  # spread out, not one burst
     assert len(ob) == 1  # only the unacknowledged response
     # after a power cut a pending scheduled message is held again (new draw)
