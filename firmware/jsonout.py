@@ -1,7 +1,8 @@
 # A value's JSON text, as MicroPython's json.dumps writes it (", " and ": "
 # between items, strings in UTF-8 with \" \\ \n \r \t and \u00xx escaped,
 # an int dict key in quotes), written in pieces: the local port's replies
-# (local_port._reply_obj) need no block of their own size.
+# (local_port._reply_obj) and the KV records (store.kv) need no block of
+# their own size.
 try:
     from micropython import const
 except ImportError:  # CPython
@@ -9,6 +10,10 @@ except ImportError:  # CPython
         return x
 
 PIECE = const(256)  # the largest piece handed to the writer
+
+
+# (isinstance with a tuple of types builds the tuple at each call: one test
+# per type here)
 
 
 class JsonOut:
@@ -20,7 +25,8 @@ class JsonOut:
     over 0x7F); a value JSON has no form for raises TypeError. Then
     `start(writer, head, skip, frame_len)`, `value(v, 0)` again and
     `finish()`: head, the text and the checksum's two bytes (u16 BE) go to
-    writer.write in pieces of at most PIECE bytes from one buffer (the
+    writer.write in pieces (`close()` instead: no checksum bytes; it returns
+    the checksum) of at most PIECE bytes from one buffer (the
     writer takes each piece's bytes before returning); the checksum is
     crc(data, acc) chained over everything after head's first `skip` bytes."""
 
@@ -49,10 +55,18 @@ class JsonOut:
     def _flush(self):
         n = self.n
         mv = self.mv
-        self.acc = self.crc(mv[self.c0 : n], self.acc)
+        if n < self.cap:
+            mv = mv[0:n]
+        self.acc = self.crc(mv[self.c0 :] if self.c0 else mv, self.acc)
         self.c0 = 0
-        self.w.write(mv[0:n])
+        self.w.write(mv)
         self.n = 0
+
+    def close(self):
+        """The last piece out; the checksum (no bytes of it written)."""
+        if self.n:
+            self._flush()
+        return self.acc
 
     def finish(self):
         # the checksum after the text; the last piece out
@@ -96,8 +110,11 @@ class JsonOut:
         if len(mv):
             if self.w is None and max(mv) > 0x7F and not self.check(mv):
                 raise ValueError("not well-formed UTF-8")
-            q, bs = (b'"', b"\\") if isinstance(s, bytes) else ('"', "\\")
-            if q in s or bs in s or min(mv) < 0x20:
+            if isinstance(s, str):
+                esc = '"' in s or "\\" in s
+            else:
+                esc = b'"' in s or b"\\" in s
+            if esc or min(mv) < 0x20:
                 self._escaped(mv)
             else:
                 self.put(mv)
@@ -113,8 +130,10 @@ class JsonOut:
             if j > i:
                 self.put(mv[i:j])
             i = j + 1
-            if c == 0x22 or c == 0x5C:
-                self.put(b"\\%c" % c)
+            if c == 0x22:
+                self.put(b'\\"')
+            elif c == 0x5C:
+                self.put(b"\\\\")
             elif c == 0x0A:
                 self.put(b"\\n")
             elif c == 0x0D:
@@ -126,6 +145,33 @@ class JsonOut:
         if k > i:
             self.put(mv[i:k])
 
+    def _int(self, v):
+        # decimal digits written into the buffer: no text object per number
+        if v < 0:
+            self.put(b"-")
+            v = -v
+        if v > 0x3FFFFFFF:  # past a small int on a 32-bit port: arithmetic allocates anyway
+            self.put(b"%d" % v)
+            return
+        k = 1
+        t = v
+        while t >= 10:
+            t //= 10
+            k += 1
+        self.total += k
+        if self.w is None:
+            return
+        if self.n + k > self.cap:
+            self._flush()
+        n = self.n + k
+        self.n = n
+        buf = self.buf
+        while k:
+            n -= 1
+            buf[n] = 0x30 + v % 10
+            v //= 10
+            k -= 1
+
     def value(self, v, depth):
         if depth > 16:
             raise ValueError("nested too deeply")
@@ -135,10 +181,10 @@ class JsonOut:
             self.put(b"true")
         elif v is False:
             self.put(b"false")
-        elif isinstance(v, (str, bytes)):
+        elif isinstance(v, str) or isinstance(v, bytes):
             self.string(v)
         elif isinstance(v, int):
-            self.put(b"%d" % v)
+            self._int(v)
         elif isinstance(v, float):
             self.put(repr(v).encode())
         elif isinstance(v, dict):
@@ -148,7 +194,7 @@ class JsonOut:
                 if not first:
                     self.put(b", ")
                 first = False
-                if isinstance(k, (str, bytes)):
+                if isinstance(k, str) or isinstance(k, bytes):
                     self.string(k)
                 else:
                     self.put(b'"')
@@ -157,7 +203,7 @@ class JsonOut:
                 self.put(b": ")
                 self.value(v[k], depth + 1)
             self.put(b"}")
-        elif isinstance(v, (list, tuple)):
+        elif isinstance(v, list) or isinstance(v, tuple):
             self.put(b"[")
             first = True
             for x in v:
