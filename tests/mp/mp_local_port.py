@@ -3,6 +3,7 @@ import asyncio
 import gc
 import json
 
+import heapcut
 import local_port as lp
 from local_port import FrameError, FrameReader, crc16, decode_frame, encode_frame
 
@@ -434,24 +435,6 @@ class _Into:
         pass
 
 
-def _fragment():
-    # fill the heap with small blocks and free every other one: the free
-    # heap is many holes, none near 1 KB
-    gc.collect()
-    hold = [None] * 2000
-    n = 0
-    try:
-        while n < len(hold):
-            hold[n] = bytearray(400)
-            n += 1
-    except MemoryError:
-        pass
-    for i in range(0, n, 2):
-        hold[i] = None
-    gc.collect()
-    return hold
-
-
 def test_a_reply_larger_than_the_largest_free_block_is_sent():
     # below the floor the hub's `status` and `device_log_list` replies
     # (1.2-1.9 KB) failed with MemoryError: each was built as one JSON text
@@ -468,14 +451,8 @@ def test_a_reply_larger_than_the_largest_free_block_is_sent():
     async def status(req):
         return res
 
-    hold = _fragment()
+    hold = heapcut.cut()
     try:
-        try:
-            bytearray(1024)
-            roomy = True
-        except MemoryError:
-            roomy = False
-        assert not roomy, "the heap was not cut up"
         _run_now(lp._handle(r, w, status, lp.MAX_BODY))
     finally:
         del hold
