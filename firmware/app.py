@@ -3,11 +3,14 @@
 # draws the result and says where a change goes.
 import asyncio
 import gc
+import sys
+
+from micropython import const
 
 import board
+import lazy
 import mono
 import store
-from chf import commands as chf_commands
 from chf import gbcs_port
 from chf import provision
 from chf.device_log import DeviceLog
@@ -15,7 +18,6 @@ from chf.logs import MalformedWatch, open_logs
 from clock import Clock, StepRecorder
 from gpf import service as gpf_service
 from han import coordinator as han_coordinator
-from han import ota as han_ota
 from ids import utc2000
 from leds import StatusLeds
 from local_port import serve as serve_local_port
@@ -25,7 +27,6 @@ from version import VERSION
 from wan import commands as wan_commands
 from wan import service as wan_service
 from wan import settings as wan_settings
-from wan.mgmt import Channel as MgmtChannel
 from wan.outbox import TX_TIME
 
 try:
@@ -36,6 +37,18 @@ except ImportError:
 _DEVICE_LOG_CAPACITY = 16
 _LOG_CAPACITY = 40
 _CRITICAL = ("han", "wan", "last_gasp", "board", "local_port")  # the watchdog's (supervisor.watchdog)
+_CLUSTER_OTA = const(0x0019)  # han.ota.CLUSTER_OTA
+
+# Features used only on request, out of the boot import set (firmware/lazy.py):
+# their local-port commands, module -> the names in its COMMANDS. The hub
+# commands map each name to its module's name; the dispatch loads the module
+# for the call and drops it after (han.ota: when its server is idle).
+_LAZY_COMMANDS = (
+    ("chf.commands", ("device_log_list", "device_log_add", "device_log_remove", "logs")),
+    ("han.ota", ("ota_status", "ota_begin", "ota_put", "ota_notify")),
+    ("update.commands", ("image_status", "image_write", "image_end", "image_activate", "image_abort",
+                         "image_anchor")),
+)
 
 
 def _utc2000():
@@ -67,9 +80,12 @@ class Hub:
         gpf = self.gpf = gpf_service.GpfService(st, ident, clk, sec, ev, coord.ke_result)
         for cluster in gpf_service.SERVED:
             coord.zcl_servers[cluster] = gpf.zcl_server(cluster)
-        # meter firmware over the HAN: the OTA Upgrade server (CCS08 at upgrade end)
-        ota = self.ota = han_ota.OtaServer(st, coord, board.utc, self.fw_transfer)
-        coord.zcl_servers[han_ota.CLUSTER_OTA] = ota
+        # meter firmware over the HAN: the OTA Upgrade server (han.ota; CCS08
+        # at upgrade end), loaded on a device's first request or ota_*
+        # command, dropped again while idle (ota_server, ota_idle)
+        self.ota = None
+        self.ota_running = {}  # eui hex -> the file version each device said it runs (outlives a drop)
+        coord.zcl_servers[_CLUSTER_OTA] = self.ota_zcl
 
         # the WAN (outbox and emit first: messages queue before the link is
         # up) and the router. They need each other: the WAN hands the
@@ -92,34 +108,37 @@ class Hub:
 
         self.leds = StatusLeds(dl, coord, wan, board.power_fail)
 
-        # the hub's own update (running: the image slot update.slots chose);
-        # loaded last, after the parts the boot needs first (a 512k heap
-        # running from source has no room for it earlier)
-        from update import commands as update_commands
-        from update.image import Updater
-
-        self.updater = Updater(st.root, board.NAME, st.kv("update", keep=False), ev, self.security_alert,
-                               board.utc, board.reset, running, log)
-        chf.image_action = self.updater.image_action  # CS05a / CS06 on the CHF's Image transfer object
-        chf.meter_image_action = ota.wan_action  # CS05b / CS05c: the meters' images into the OTA server
+        # the hub's own update (update.image, loaded on first use:
+        # update_server; running: the image slot update.slots chose)
+        self.running = running
+        self.updater = None
+        self.update_booting = True  # until the update job's after_boot is done (it holds the updater)
+        chf.image_action = self.image_action  # CS05a / CS06 on the CHF's Image transfer object
+        chf.meter_image_action = self.meter_image_action  # CS05b / CS05c: the meters' images into the OTA server
 
         # the local port: the commands, behind the installer guard
         self.provisioning = None  # chf.provision_steps.Provisioning while a run is open
         self.installer_auth = auth = provision.installer_auth(st, sec, ev)
         cmds = self.commands = {"status": Hub.cmd_status}
-        groups = [chf_commands.COMMANDS, gbcs_port.COMMANDS, han_coordinator.COMMANDS, wan_commands.COMMANDS,
-                  gpf_service.COMMANDS, route_router.COMMANDS, provision.COMMANDS, update_commands.COMMANDS,
-                  han_ota.COMMANDS]
-        if board.RIG:
-            from rig import hooks  # the emulated board only: not in the ESP32 images
-
-            groups.append(hooks.COMMANDS)
-        for group in groups:
+        for group in (gbcs_port.COMMANDS, han_coordinator.COMMANDS, wan_commands.COMMANDS,
+                      gpf_service.COMMANDS, route_router.COMMANDS, provision.COMMANDS):
             for name, fn in group:
                 cmds[name] = fn
+        for module, names in _LAZY_COMMANDS:
+            for name in names:
+                cmds[name] = module  # loaded by run_command
+        if board.RIG:
+            # the rig's hooks (the emulated board only: their names appear in
+            # no ESP32 image, so they are read from the module, then dropped)
+            for name, fn in lazy.load("rig.hooks").COMMANDS:
+                cmds[name] = "rig.hooks"
+            fn = None
+            lazy.drop("rig.hooks")
+            lazy.drop("rig")
         self.dispatch = provision.guarded(self._dispatch, auth, cmds)
-        # the head-end's management channel runs the same commands (its own allow-list)
-        wan.manage = MgmtChannel(self, cmds, wan.settings, wan.txlog)
+        # the head-end's management channel (wan.mgmt, loaded per request:
+        # manage) runs the same commands (its own allow-list)
+        wan.manage = self.manage
 
         # the jobs
         sup.spawn("han", coord.run)
@@ -144,6 +163,85 @@ class Hub:
 
         self.emit(self.chf.firmware_alert(unhexlify(eh), version, code), "alert")
 
+    def ota_server(self):
+        """The OTA Upgrade server (han.ota), loaded and built if it is not."""
+        o = self.ota
+        if o is None:
+            m = lazy.load("han.ota")
+            o = self.ota = m.OtaServer(self.store, self.coordinator, board.utc, self.fw_transfer, self.ota_running)
+        return o
+
+    def ota_idle(self):
+        # the server and its module go while it holds nothing RAM-only (han.ota OtaServer.idle)
+        if self.ota is not None and self.ota.idle():
+            self.ota = None
+            lazy.drop("han.ota_wan")  # CS05b/CS05c's part, loaded by the server on the first one
+            lazy.drop("han.ota")
+
+    def meter_image_action(self, kind, method, v):
+        # chf.meter_image_action: CS05b / CS05c into the OTA server (han.ota_wan through it)
+        try:
+            return self.ota_server().wan_action(kind, method, v)
+        finally:
+            self.ota_idle()
+
+    async def ota_zcl(self, eh, src_ep, h, p):
+        # coordinator.zcl_servers[0x0019]: a device's OTA request
+        try:
+            return self.ota_server().handle(eh, h, p)
+        finally:
+            self.ota_idle()
+
+    def update_server(self):
+        """The hub's update (update.image.Updater), loaded and built if it is
+        not (it resumes a staging a power cut cut short, from flash)."""
+        u = self.updater
+        if u is None:
+            st = self.store
+            u = self.updater = lazy.load("update.image").Updater(
+                st.root, board.NAME, st.kv("update", keep=False), self.event_log, self.security_alert,
+                board.utc, board.reset, self.running, log)
+        return u
+
+    def update_idle(self):
+        # the updater and its modules go while it holds nothing RAM-only (update.image Updater.idle)
+        if self.updater is not None and not self.update_booting and self.updater.idle():
+            self.updater = None
+            for name in ("update.ota", "update.image", "update.slots", "update"):
+                lazy.drop(name)
+
+    def image_action(self, method, v):
+        # chf.image_action: CS05a / CS06 from the CHF (update.ota, through the updater)
+        try:
+            return self.update_server().image_action(method, v)
+        finally:
+            self.update_idle()
+
+    async def update_job(self):
+        # the job "update" after READY: the boot's notes and a trial image's
+        # self-check (Updater.after_boot), then a scheduled activation when
+        # its time comes (the updater is loaded while one is scheduled)
+        await self.update_server().after_boot(self.local_port_up, self.self_check)
+        self.update_booting = False
+        self.update_idle()
+        while True:
+            u = self.updater
+            if u is not None:
+                if u.due():
+                    u.switch()
+                u = None
+                self.update_idle()
+            await asyncio.sleep_ms(1000)
+
+    async def manage(self, fid, payload):
+        # wan.manage: one head-end management request (wan.mgmt, loaded for it)
+        try:
+            ch = lazy.load("wan.mgmt").Channel(self, self.commands, self.wan.settings, self.wan.txlog)
+            return await ch(fid, payload)
+        finally:
+            ch = None
+            lazy.drop("wan.mgmt")
+
     def self_check(self):
         # a new image's check after READY (update.image): every critical job runs
         jobs = self.supervisor.jobs
@@ -154,7 +252,7 @@ class Hub:
 
     async def cmd_status(self, req):
         free, alloc = board.heap()
-        return {
+        out = {
             "version": VERSION,
             "git": _GIT,
             "board": board.NAME,
@@ -170,12 +268,31 @@ class Hub:
             "han": self.coordinator.summary(),
             "leds": self.leds.shown,
         }
+        if req.get("modules"):
+            # the modules the hub holds now (the bench's boot import set)
+            out["modules"] = sorted(sys.modules)
+        return out
 
     async def _dispatch(self, req):
-        fn = self.commands.get(req.get("cmd"))
+        return await self.run_command(req.get("cmd"), req)
+
+    async def run_command(self, cmd, req):
+        # one of hub.commands, for the local port and the head-end's channel (wan.mgmt)
+        fn = self.commands.get(cmd)
         if fn is None:
-            raise KeyError(req.get("cmd"))
-        return await fn(self, req)
+            raise KeyError(cmd)
+        if not isinstance(fn, str):
+            return await fn(self, req)
+        # a feature loaded on first use (_LAZY_COMMANDS): its module goes after the command
+        try:
+            return await lazy.command(fn, cmd)(self, req)
+        finally:
+            if fn == "han.ota":
+                self.ota_idle()
+            else:
+                lazy.drop(fn)
+                if fn == "update.commands":
+                    self.update_idle()
 
     async def local_port(self):
         reader, writer = await board.open_uart("local")
@@ -199,8 +316,8 @@ class Hub:
         self.supervisor.spawn("local_port", self.local_port)
         self.supervisor.watchdog(board.watchdog(), _CRITICAL)
         await self.local_port_up.wait()
-        log("hub", "READY version=%s board=%s image=%s" % (VERSION, board.NAME, self.updater.running or "factory"))
-        self.supervisor.spawn("update", lambda: self.updater.run(self.local_port_up, self.self_check))
+        log("hub", "READY version=%s board=%s image=%s" % (VERSION, board.NAME, self.running or "factory"))
+        self.supervisor.spawn("update", self.update_job)
         while True:
             await asyncio.sleep(3600)
 
@@ -210,5 +327,9 @@ def main(running=None):
     if board.release_console is not None and board.console_released():
         return  # the installer asked for the REPL (chub flash): the hub does not start
     gc_policy()  # collections by bytes allocated: the free heap stays in one piece
-    board.preload()  # the unix board, for the bench's heap figures; nothing elsewhere
+    # the boot's image choice (main.py) is made: update.slots loads again
+    # with the hub's update (update.image, on first use)
+    lazy.drop("update.slots")
+    lazy.drop("update")
+    board.preload()  # the unix board: what its config names (a rig's choice), asyncio's names; nothing elsewhere
     asyncio.run(Hub(running).run())

@@ -5,6 +5,7 @@
 from update import slots
 
 running = slots.boot()
+del slots  # the choice is made: app.main drops the module (the hub's update loads it again)
 try:
     import app  # from the chosen image
 

@@ -54,10 +54,13 @@ def test_bench_json_has_the_published_figures() -> None:
     limit_kb = int(figures["heap_limit"].rstrip("k"))
     assert 0 < figures["heap_after_imports_kb"] < limit_kb
     assert 0 < figures["heap_peak_kb"] < limit_kb
-    # the data working set above the code, measured with every module loaded
-    # first (~88 KB on the 64-bit unix port; issue 8's goal of 48 KB is still
-    # open): a regression guard, and the floor lies between the code and the limit
-    assert 0 < figures["heap_working_set_kb"] < 128
+    # the working set above the boot import set's code: the scenario's data
+    # and, since the features load on first use (nothing preloaded), their
+    # code while loaded (130.1 KB on the 64-bit unix port on 2026-12-07, the
+    # .mpy code in the heap; 54.1 before, with every module loaded first;
+    # issue 8's goal of 48 KB is still open): a regression guard, and the
+    # floor lies between the code and the limit
+    assert 0 < figures["heap_working_set_kb"] < 192
     assert figures["heap_after_imports_kb"] < figures["heap_floor_kb"] <= limit_kb
     # the names the image interns fit eight pools (2,577 on 2026-12-07, the
     # eighth taken on purpose): a ninth takes ~56 KB of heap at once for a few

@@ -170,6 +170,34 @@ def test_exchange_skips_what_does_not_match(demo: EmulatedSystem) -> None:
     assert c1["exchanges"] == c0["exchanges"] + 2
 
 
+
+def test_a_gbcs_alert_during_a_raw_exchange_is_routed_not_taken(demo: EmulatedSystem) -> None:
+    """An installer's raw exchange (no match predicate) never takes a GBCS
+    alert the device sends meanwhile: the alert goes to the router (to the
+    head-end), the exchange gets the device's answer."""
+    from hil.campaign.capacity import ALERT, readdress, rtds
+    from hil.devices import echo
+
+    han = demo.han
+    esme = han.device("esme")
+    alert = readdress(rtds(ALERT), originator=DEVICES["esme"].eui)
+
+    async def alert_first(data: bytes) -> bytes:
+        esme.tunnel_push(alert)
+        await asyncio.sleep(0.05)
+        return data
+
+    before = demo.call("route_status")["counters"]["device_messages"]
+    esme.on_tunnel_data = alert_first
+    try:
+        r = demo.call("han_tunnel", eui=DEVICES["esme"].eui, data="0d0a", timeout_ms=5000)
+    finally:
+        esme.on_tunnel_data = echo
+    assert r["ok"] and r["reply"] == "0d0a", r
+    demo.wait_until(lambda: demo.call("route_status")["counters"]["device_messages"] == before + 1, 5,
+                    "the alert routed")
+
+
 def test_zcl_reads_both_ways(demo: EmulatedSystem) -> None:
     han = demo.han
     # the hub reads the ESME's Basic cluster

@@ -38,9 +38,9 @@ def config():
 
 
 def preload():
-    """Import the modules the board config names ("preload", the bench's
-    heap figures) before the hub starts: with all code loaded first, the
-    heap's high-water mark above the code's share is the data working set."""
+    """Import the modules the board config names ("preload", set by a rig
+    through UnixDut.preload; the bench no longer does: the hub loads its
+    features when first used) before the hub starts, and asyncio's names."""
     cfg = config()
     for name in cfg.get("preload", ()):
         __import__(name)

@@ -28,8 +28,13 @@
 # hub has no installer credential at all (a factory-blank board).
 import os
 
-from chf.prov_store import discard_staged, info, installer_key
+import lazy
 from local_port import InstallerAuth, guard
+
+# chf.prov_store (the staged parts, the installer credential, prov_info) is
+# loaded for each use and dropped after (firmware/lazy.py): the hub does not
+# hold it between installer sessions
+_PS = "chf.prov_store"
 
 # commands anyone on the local port may use: no personal data, no change
 OPEN = ("status", "identity", "han_status", "wan_status", "prov_info", "version")
@@ -59,7 +64,10 @@ def _prov(hub):
 
 
 async def prov_info(hub, req):
-    return info(hub.store)
+    try:
+        return lazy.load(_PS).info(hub.store)
+    finally:
+        lazy.drop(_PS)
 
 
 async def prov_begin(hub, req):
@@ -74,12 +82,18 @@ async def prov_commit(hub, req):
     res = _prov(hub).commit(req)
     hub.wan.link.notify()  # a new head-end link key, certificate and anchor: the WAN reconnects with them
     hub.installer_auth.end()  # the credential changed: the next request authenticates anew
-    hub.provisioning = None  # done: the steps module's objects can go
+    hub.provisioning = None  # done: the steps module's objects can go, and the module (firmware/lazy.py)
+    lazy.drop("chf.provision_steps")
+    lazy.drop(_PS)  # the steps imported it
     return res
 
 
 async def prov_abort(hub, req):
-    return _prov(hub).abort()
+    res = _prov(hub).abort()
+    hub.provisioning = None  # the run is over (its state is in KV "prov"): as at commit
+    lazy.drop("chf.provision_steps")
+    lazy.drop(_PS)  # the steps imported it
+    return res
 
 
 async def link_info(hub, req):
@@ -121,10 +135,16 @@ def installer_auth(store, security_log=None, event_log=None):
     stage = store.kv("prov_stage", keep=False)  # these records are read by rare commands: no RAM copy
     if "stage" in stage:
         stage.delete("stage")
-    discard_staged(store)
+    try:
+        lazy.load(_PS).discard_staged(store)
+    finally:
+        lazy.drop(_PS)  # chf.identity's roll_forward loaded it at boot too
 
     def key():
-        return installer_key(store)
+        try:
+            return lazy.load(_PS).installer_key(store)
+        finally:
+            lazy.drop(_PS)
 
     return InstallerAuth(key, os.urandom, now_ms, security_log, event_log)
 

@@ -336,6 +336,17 @@ async def han_status(hub, req):
     return hub.coordinator.status()
 
 
+def _not_alert(m):
+    # a raw exchange's answer is anything but a GBCS alert: an alert the
+    # device sends meanwhile goes to the router (on_tunnel_message)
+    from gbcs import frame as gframe
+
+    try:
+        return gframe.parse(m).cra != gframe.CRA_ALERT
+    except ValueError:
+        return True
+
+
 async def han_tunnel(hub, req):
     # {eui, data: hex, timeout_ms, match_prefix: hex} -> {ok, reply (hex), ms} | {ok: false, reason, error}
     from local_port import eui_arg, hex_arg, int_arg
@@ -347,7 +358,7 @@ async def han_tunnel(hub, req):
     pre = hex_arg(req, "match_prefix", 64, "")
     t0 = board.ticks_ms()
     try:
-        r = await c.tunnel_exchange(eui, data, timeout_ms, (lambda m: bytes(m[:len(pre)]) == pre) if pre else None)
+        r = await c.tunnel_exchange(eui, data, timeout_ms, (lambda m: bytes(m[:len(pre)]) == pre) if pre else _not_alert)
     except DeliveryError as e:
         return {"ok": False, "reason": e.reason, "error": str(e)}
     return {"ok": True, "reply": hexlify(r).decode(), "ms": asyncio.ticks_diff(board.ticks_ms(), t0)}

@@ -122,9 +122,11 @@ def parse_header(b):
 class OtaServer:
     """store: the hub's Store (KV "ota", the image folder); han: the
     Coordinator (zcl_send, next_tsn: Image Notify); utc(): unix seconds
-    (the Upgrade End Response's current time)."""
+    (the Upgrade End Response's current time); running: the dict of the
+    file version each device said it runs, held by the caller so that it
+    outlives this server (the wiring drops an idle server: idle())."""
 
-    def __init__(self, store, han, utc, on_transfer=None):
+    def __init__(self, store, han, utc, on_transfer=None, running=None):
         self.kv = store.kv("ota")
         self.dir = store.root + "/ota"
         try:
@@ -135,8 +137,8 @@ class OtaServer:
         self.utc = utc
         self.on_transfer = on_transfer
         self._stage = None  # (slot, bytearray) while an intake is open
-        self.offsets = {}  # eui hex -> next offset the device asked (RAM, for status)
-        self.running = {}  # eui hex -> file version the device said it runs
+        self.offsets = {}  # eui hex -> next offset the device asked since this server was loaded (RAM, for status)
+        self.running = {} if running is None else running  # eui hex -> file version the device said it runs
         self.blocks = 0
         for slot in _SLOTS:
             m = self.kv.get(slot)
@@ -286,6 +288,24 @@ class OtaServer:
             return False
         return True
 
+    def idle(self):
+        """Nothing here that only RAM holds is in use: no intake bytes
+        staged, and every ready image's devices ended their transfer of it
+        (Upgrade End). The wiring drops an idle server (app.Hub.ota_idle);
+        the next request loads it again from flash and KV."""
+        st = self._stage
+        if st is not None and st[1]:
+            return False
+        done = self.kv.get("dev") or {}
+        for slot in _SLOTS:
+            m = self.kv.get(slot)
+            if m is not None and m["st"] == "ready":
+                for eh in m["eui"]:
+                    d = done.get(eh)
+                    if d is None or d[0] != m["v"]:
+                        return False
+        return True
+
     def status(self):
         imgs = {}
         for slot in _SLOTS:
@@ -393,10 +413,12 @@ class OtaServer:
         return reply(h, UPGRADE_END_RSP, out, Z.FT_CLUSTER)
 
 
-# Local-port commands (fn(hub, req): docs/local-port.md).
+# Local-port commands (fn(hub, req): docs/local-port.md). The hub loads this
+# module on the first one (firmware/lazy.py); hub.ota_server() builds the
+# server then.
 
 async def ota_status(hub, req):
-    return hub.ota.status()
+    return hub.ota_server().status()
 
 
 async def ota_begin(hub, req):
@@ -415,7 +437,7 @@ async def ota_begin(hub, req):
         for eh in euis:
             if hub.device_log.type_of(eh) != want:
                 raise ValueError("%s is not in the Device Log as %s" % (eh, slot.upper()))
-    o = hub.ota
+    o = hub.ota_server()
     o.begin(slot, euis, int_arg(req, "size", 0, MAX_IMAGE, 0))
     return {"durable": 0}
 
@@ -424,7 +446,7 @@ async def ota_put(hub, req):
     # {slot, offset, data: hex} -> {durable, state}
     from local_port import hex_arg, int_arg
 
-    o = hub.ota
+    o = hub.ota_server()
     slot = req.get("slot")
     data = hex_arg(req, "data", PUT_MAX, "")
     d = o.put(slot, int_arg(req, "offset", 0, MAX_IMAGE, 0), data)
@@ -434,7 +456,7 @@ async def ota_put(hub, req):
 
 async def ota_notify(hub, req):
     # {slot} -> {sent: [eui hex]}: Image Notify to the image's devices
-    o = hub.ota
+    o = hub.ota_server()
     m = o.meta(req.get("slot"))
     if m is None or m["st"] != "ready":
         raise ValueError("no ready image in %r" % req.get("slot"))

@@ -11,7 +11,7 @@ PIECE = const(1536)
 
 
 async def image_status(hub, req):
-    return hub.updater.status()
+    return hub.update_server().status()
 
 
 async def image_write(hub, req):
@@ -21,15 +21,15 @@ async def image_write(hub, req):
     off = int_arg(req, "offset", 0, 0x7FFFFFFF)
     data = hex_arg(req, "data", PIECE)
     try:
-        n = hub.updater.write(off, data)
+        n = hub.update_server().write(off, data)
     except Refused as e:
         raise ValueError("image refused: " + str(e))
-    return {"received": n, "state": hub.updater.state}
+    return {"received": n, "state": hub.update_server().state}
 
 
 async def image_end(hub, req):
     try:
-        return hub.updater.end()
+        return hub.update_server().end()
     except Refused as e:
         raise ValueError("image refused: " + str(e))
 
@@ -39,13 +39,13 @@ async def image_activate(hub, req):
     as CS06 names the image) at UTC `at` (0: now); the hub resets into it."""
     total = str_arg(req, "total", 64)
     at = int_arg(req, "at", 0, 0xFFFFFFFF, 0)
-    hub.updater.activate(total, at)
-    return hub.updater.status()
+    hub.update_server().activate(total, at)
+    return hub.update_server().status()
 
 
 async def image_abort(hub, req):
-    hub.updater.abort()
-    return hub.updater.status()
+    hub.update_server().abort()
+    return hub.update_server().status()
 
 
 async def image_anchor(hub, req):
@@ -59,11 +59,11 @@ async def image_anchor(hub, req):
     anchor = hex_arg(req, "anchor", 65)
     decode_point(anchor)  # ValueError for a point that is not on P-256
     mv = str_arg(req, "min_version", 23, "0")
-    cur = hub.updater.kv.get("min_version")
+    cur = hub.update_server().kv.get("min_version")
     if cur and version_tuple(cur) > version_tuple(mv):
         mv = cur  # anti-rollback: a minimum is never lowered (the answer says which one holds)
-    hub.updater.kv.update({"anchor": hexlify(anchor).decode(), "min_version": mv})
-    return hub.updater.status()
+    hub.update_server().kv.update({"anchor": hexlify(anchor).decode(), "min_version": mv})
+    return hub.update_server().status()
 
 
 COMMANDS = (("image_status", image_status), ("image_write", image_write), ("image_end", image_end),

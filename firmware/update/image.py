@@ -524,11 +524,30 @@ class Updater:
             return
         self.kv.update({"min_version": m["version"]})
 
+    def idle(self):
+        """Nothing RAM-only in use: no image being received, verified or
+        scheduled, no refusal to report (last_error), no CS05a prefix
+        arriving. The wiring drops an idle updater (app.Hub.update_idle);
+        the next use builds it again from flash and KV."""
+        return (self.state == IDLE and not self.received and not self.head and self.last_error is None
+                and (self._cs05a is None or not self._cs05a.pre))
+
     async def run(self, ready, self_check):
-        """The job "update": report the boot's notes; on a trial boot wait
-        for READY (an Event) and the self-check (a callable), then confirm
-        the image or reset (the next boot rolls back); then activate a
-        scheduled image when its time comes."""
+        """The job "update": after_boot(), then activate a scheduled image
+        when its time comes (the hub's wiring runs this loop itself:
+        app.Hub.update_job)."""
+        import asyncio
+
+        await self.after_boot(ready, self_check)
+        while True:
+            if self.due():
+                self.switch()
+            await asyncio.sleep_ms(1000)
+
+    async def after_boot(self, ready, self_check):
+        """Report the boot's notes; on a trial boot wait for READY (an
+        Event) and the self-check (a callable), then confirm the image or
+        reset (the next boot rolls back)."""
         import asyncio
 
         self.boot_notes()
@@ -547,10 +566,6 @@ class Updater:
                 if self.log:
                     self.log("update", "trial image failed its self-check: reset")
                 self.reset()
-        while True:
-            if self.due():
-                self.switch()
-            await asyncio.sleep_ms(1000)
 
     def status(self):
         st = slots.read_state(self.root)

@@ -4,7 +4,17 @@
 # wan_config and transactions answer also before the job's session runs.
 from local_port import int_arg
 from wan import settings
-from wan.mgmt import from_headend
+
+# req["_from"] of a request that came over the head-end's management channel
+# (wan.mgmt, loaded on first use: the marker lives here, with the hub for
+# good); no JSON value is it
+HEADEND = object()
+
+
+def from_headend(req):
+    """Did this request come over the management channel? The channel sets
+    `_from` to HEADEND, an object no JSON request can carry."""
+    return req.get("_from") is HEADEND
 
 
 async def wan_status(hub, req):

@@ -16,9 +16,9 @@ import json
 
 from log import log, log_exc
 from wan import outbox as ob
+from wan.commands import HEADEND
 
 ALLOWED = ("wan_config", "wan_status", "transactions", "logs", "device_log_list")
-HEADEND = object()  # req["_from"] of a request that came over this channel (no JSON value is it)
 
 _OK = 0
 _UNKNOWN_COMMAND = 4
@@ -28,15 +28,10 @@ _INTERNAL = 7
 _MAX_REPLY = 4000  # a link frame's payload is at most 4096 bytes
 
 
-def from_headend(req):
-    """Did this request come over the management channel? The channel sets
-    `_from` to HEADEND, an object no JSON request can carry."""
-    return req.get("_from") is HEADEND
-
-
 class Channel:
-    """Channel(hub, commands, settings, txlog): commands maps a name to the
-    local-port command fn(hub, req); settings (wan.settings.WanSettings) says
+    """Channel(hub, commands, settings, txlog): commands holds the local-port
+    commands' names (hub.commands; hub.run_command(cmd, req) runs one, its
+    module loaded if it is one loaded on first use); settings (wan.settings.WanSettings) says
     whether `remote_mgmt` is on. await channel(payload) -> reply bytes."""
 
     def __init__(self, hub, commands, settings, txlog):
@@ -68,7 +63,7 @@ class Channel:
                 return self._refuse(fid, _BAD_ARGS, "argument %s not allowed" % k[:24])
         req["_from"] = HEADEND
         try:
-            res = await fn(self.hub, req)
+            res = await self.hub.run_command(cmd, req)  # loads a command's module if it is not (app.Hub)
             out = json.dumps({"status": _OK, "result": res}).encode()
         except (ValueError, TypeError, KeyError) as e:
             return self._refuse(fid, _BAD_ARGS, str(e) or type(e).__name__)

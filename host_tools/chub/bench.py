@@ -66,12 +66,28 @@ def _last_json(text: str, tag: str = "") -> dict[str, Any]:
 
 
 
-def import_figures(image: Path, heap: str) -> dict[str, Any]:
-    """Every module of the image (and RUNTIME_STDLIB) imported:
-    heap_after_imports_kb, the KiB allocated (the code's share), and the
-    names MicroPython interned for them (image_qstrs) in how many pools
-    (image_qstr_pools). The pools double in size: one more pool takes ~28 KB
-    at once on this port (docs/proof.md)."""
+def import_figures(image: Path, heap: str, boot: list[str] | None = None) -> dict[str, Any]:
+    """heap_after_imports_kb: the KiB allocated once the hub's boot import set
+    (`boot`, default boot_modules(): what the hub holds at READY) is imported
+    into a fresh interpreter; heap_all_imports_kb: the same for every module
+    of the image (and RUNTIME_STDLIB), the features loaded on first use
+    included; the names MicroPython interned for all of them (image_qstrs)
+    in how many pools (image_qstr_pools). The pools double in size: one more
+    pool takes ~28 KB at once on this port (docs/proof.md)."""
+    if boot is None:
+        boot = boot_modules(image, heap)
+    every = _imports_run(image, heap, image_modules(image))
+    m = re.search(r"n_pool=(\d+), n_qstr=(\d+)", every.stdout)
+    if m is None:
+        raise RuntimeError(f"no qstr_info line in: {every.stdout[-400:]}")
+    return {"heap_after_imports_kb": _last_json(_imports_run(image, heap, boot).stdout)["kb"],
+            "heap_all_imports_kb": _last_json(every.stdout)["kb"], "boot_import_modules": len(boot),
+            "image_qstrs": int(m.group(2)), "image_qstr_pools": int(m.group(1))}
+
+
+def _imports_run(image: Path, heap: str, names: list[str]) -> subprocess.CompletedProcess[str]:
+    """`names` imported into a fresh interpreter: the heap allocated (after a
+    collection) before and after, and qstr_info."""
     # the module names come from a file, not from `import` lines: a
     # script's names are interned when it is compiled, before its
     # baseline, and the code's share came out ~2 KB short of what the
@@ -81,20 +97,42 @@ def import_figures(image: Path, heap: str) -> dict[str, Any]:
         + "with open(NAMES_FILE) as f:\n    names = f.read().split()\n"
         + "for n in names:\n    __import__(n)\n"
         # what asyncio loads on first use it keeps in its globals (as the
-        # unix board's preload does): the library's table, not the hub's data
-        + "import asyncio\nfor n in getattr(asyncio, '_attrs', ()):\n    getattr(asyncio, n)\n"
-        + "del names, n, f\n"
+        # unix board's preload does): the library's table, not the hub's
+        # data; only the names of the submodules imported here
+        + "import asyncio\nfor n, m in getattr(asyncio, '_attrs', {}).items():\n"
+        + "    if 'asyncio.' + m in names:\n        getattr(asyncio, n)\n"
+        + "del names, n, m, f\n"
         + "gc.collect()\nkb = (gc.mem_alloc() - base) / 1024\nmicropython.qstr_info()\n"
         + "print('{\"kb\": %.1f}' % kb)\n"
     )
-    r = _run_on_image(image, heap, image_modules(image), code, 60)
+    r = _run_on_image(image, heap, names, code, 60)
     if r.returncode != 0:
         raise RuntimeError(f"importing the image failed: {r.stderr[-800:] or r.stdout[-800:]}")
-    m = re.search(r"n_pool=(\d+), n_qstr=(\d+)", r.stdout)
-    if m is None:
-        raise RuntimeError(f"no qstr_info line in: {r.stdout[-400:]}")
-    return {"heap_after_imports_kb": _last_json(r.stdout)["kb"], "image_qstrs": int(m.group(2)),
-            "image_qstr_pools": int(m.group(1))}
+    return r
+
+
+def boot_modules(image: Path, heap: str) -> list[str]:
+    """The hub's boot import set: the image's modules (image_modules order,
+    then the runtime library's packages) that the running hub holds when it has reached READY and serves status
+    (`status` with "modules": its sys.modules), on the emulated system (the
+    image's board, nothing preloaded), after a reboot: the first boot from
+    blank flash is followed by the rig's provisioning (its test DCC anchors,
+    a rig hook), the reboot is a provisioned hub's ordinary boot."""
+    from chubcore.localport import LocalPortClient
+    from hil.system import EmulatedSystem
+
+    with tempfile.TemporaryDirectory() as tmp:
+        system = EmulatedSystem(Path(tmp), heap=heap, image=image, fresh=True)
+        with system:
+            system.reboot()
+            time.sleep(1)  # the jobs started at READY settle (the update job drops an idle updater)
+            with LocalPortClient(system.local_port_url, timeout=5) as c:
+                held = set(c.call("status", modules=True)["modules"])
+    known = image_modules(image)
+    # the runtime library's packages (asyncio, asyncio.core) come with RUNTIME_STDLIB
+    roots = {m.split(".")[0] for m in RUNTIME_STDLIB}
+    extra = sorted(m for m in held if m not in known and m.split(".")[0] in roots)
+    return [m for m in known if m in held] + extra
 
 
 def _run_on_image(image: Path, heap: str, names: list[str], code: str,
@@ -116,8 +154,9 @@ def _run_on_image(image: Path, heap: str, names: list[str], code: str,
 
 def heap_after_imports(image: Path, heap: str) -> float:
     """KiB allocated once every module of the image (and RUNTIME_STDLIB) is
-    imported: the code's share."""
-    return import_figures(image, heap)["heap_after_imports_kb"]
+    imported: the code's share with every feature loaded
+    (heap_all_imports_kb)."""
+    return _last_json(_imports_run(image, heap, image_modules(image)).stdout)["kb"]
 
 
 def hub_figures(image: Path, heap: str) -> dict[str, Any]:
@@ -223,8 +262,9 @@ FROZEN_SUFFIX = "_32"
 def run_bench_frozen(image: Path, heap: str, runs: int = 3,
                      progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The heap figures on a frozen board's binary ($CHUB_MICROPYTHON, our own
-    32-bit unix port with `image`'s app frozen in): heap_after_imports_kb,
-    heap_peak_kb (boot + status calls, as run_bench), heap_working_set_kb
+    32-bit unix port with `image`'s app frozen in): heap_after_imports_kb
+    (the boot import set), heap_all_imports_kb (every module),
+    boot_import_modules (how many the boot set holds), heap_peak_kb (boot + status calls, as run_bench), heap_working_set_kb
     (the worst of `runs` full scenarios) and heap_floor_kb (the smallest
     16 KB step at which `runs` of `runs` full scenarios pass), each with the
     suffix _32."""
@@ -237,9 +277,11 @@ def run_bench_frozen(image: Path, heap: str, runs: int = 3,
         "micropython": micropython_exe(),
         "heap_limit": heap,
     }
-    say("heap after imports")
-    imp = import_figures(image, heap)["heap_after_imports_kb"]
-    out: dict[str, Any] = {"heap_after_imports_kb": imp}
+    say("heap after imports (the boot import set, and every module)")
+    figs = import_figures(image, heap)
+    imp = figs["heap_after_imports_kb"]
+    out: dict[str, Any] = {k: figs[k] for k in ("heap_after_imports_kb", "heap_all_imports_kb",
+                                                 "boot_import_modules")}
     say("booting the emulated system")
     out["heap_peak_kb"] = hub_figures(image, heap)["heap_peak_kb"]
     say(f"heap working set and floor ({runs} scenario runs each)")
@@ -292,17 +334,32 @@ def _census_run(image: Path, heap: str, order: list[str]) -> list[dict[str, Any]
     return [{"module": n, "bytes": b, "with": w} for n, b, w in json.loads(line[7:])]
 
 
-def census_markdown(rows: list[dict[str, Any]]) -> str:
-    """The census as a Markdown table, largest first, with the package totals."""
+def census_markdown(rows: list[dict[str, Any]], boot: list[str] | None = None) -> str:
+    """The census as a Markdown table, largest first, with the package totals;
+    with `boot` (boot_modules()), each module in the boot import set marked
+    and the boot set's sum."""
     total = sum(r["bytes"] for r in rows)
     packages: dict[str, int] = {}
     for r in rows:
         top = r["module"].split(".")[0] if "." in r["module"] else "(top level)"
         packages[top] = packages.get(top, 0) + r["bytes"]
     lines = [f"heap after imports, all modules: {total / 1024:.1f} KB ({len(rows)} imports; "
-             f"{micropython_exe()})", "", "| package | KB |", "|---|---:|"]
+             f"{micropython_exe()})"]
+    if boot is not None:
+        held = set(boot)
+        in_boot = [r for r in rows if r["module"] in held]
+        lines.append(f"the boot import set (what the hub holds at READY): {len(boot)} modules, "
+                     f"{sum(r['bytes'] for r in in_boot) / 1024:.1f} KB by the census; the rest "
+                     "is loaded when first used")
+    lines += ["", "| package | KB |", "|---|---:|"]
     lines += [f"| {k} | {v / 1024:.1f} |" for k, v in sorted(packages.items(), key=lambda kv: -kv[1])]
-    lines += ["", "| module | KB | came along |", "|---|---:|---|"]
+    if boot is None:
+        lines += ["", "| module | KB | came along |", "|---|---:|---|"]
+    else:
+        lines += ["", "| module | KB | came along | at boot |", "|---|---:|---|---|"]
     for r in sorted(rows, key=lambda r: -r["bytes"]):
-        lines.append(f"| `{r['module']}` | {r['bytes'] / 1024:.2f} | {', '.join(r['with'])} |")
+        line = f"| `{r['module']}` | {r['bytes'] / 1024:.2f} | {', '.join(r['with'])} |"
+        if boot is not None:
+            line += " boot |" if r["module"] in held else " lazy |"
+        lines.append(line)
     return "\n".join(lines)

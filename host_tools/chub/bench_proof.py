@@ -11,7 +11,8 @@
   heap_working_set_kb           the hub's live-heap high-water mark (after a
                                 collection) over the full scenario at capacity
                                 (hil/campaign/capacity.py), minus
-                                heap_after_imports_kb (the code's share)
+                                heap_after_imports_kb (the boot import set's
+                                share; features loaded on first use count here)
   heap_floor_kb                 smallest -X heapsize (16 KB steps, bisected)
                                 with which the full scenario at capacity passes
                                 with no MemoryError in the log
@@ -80,17 +81,15 @@ def fault_figures(image: Path, hours: int = BENCH_HOURS, seed: int = 1) -> dict[
 
 def _scenario_passes(image: Path, heap: str, workdir: Path) -> tuple[bool, dict, str]:
     """The full scenario at capacity (hil/campaign/capacity.py) at this heap,
-    every module of the image imported before the hub starts (so the floor
-    holds whatever code the field loads, and the high-water mark above the
-    code's share is data). -> (passed, the last status, why it failed: the
-    hub's first MemoryError line, or the step's error)."""
+    as the field runs it: the hub holds its boot import set, and the features
+    loaded on first use (firmware/lazy.py) are imported by the scenario's
+    steps that use them and dropped after, so the high-water mark above the
+    boot set's share holds their code too. -> (passed, the last status, why
+    it failed: the hub's first MemoryError line, or the step's error)."""
     from hil.campaign import capacity
     from hil.campaign.scenario import run_steps
 
-    from .bench import image_modules
-
     run = capacity.new_run(workdir, image, heap=heap)
-    run.preload = image_modules(image)
     ok, st, why = False, {}, ""
     try:
         if run.power_on():

@@ -316,7 +316,8 @@ _register_board_commands()
               help="unix32: the heap figures (suffix _32) on our own 32-bit MicroPython with the hub frozen in.")
 @click.option("--runs", type=int, default=10, show_default=True,
               help="unix32: scenario-at-capacity runs at the heap floor (the floor is the smallest heap all pass).")
-@click.option("--census", is_flag=True, help="Only the heap after imports per module (Markdown), on --board.")
+@click.option("--census", is_flag=True, help="Only the heap after imports per module (Markdown), on --board; "
+              "marks the modules of the boot import set (the hub booted once to read them).")
 @click.option("--mcu", is_flag=True, help="Only the MCU figures: instructions counted on qemu's Cortex-M3 "
               "(MPS2_AN385) and RV32 (VIRT_RV32) with the hub frozen in, and ESP32 estimates (needs qemu-system-arm, "
               "gcc-arm-none-eabi; for RV32 qemu-system-misc, gcc-riscv64-unknown-elf, picolibc-riscv64-unknown-elf).")
@@ -350,9 +351,10 @@ def bench(as_json: bool, markdown: bool, heap: str | None, power_cut_sweep: bool
         _print_figures(both(image or _plain_image(board), heap, say=say_), as_json, markdown)
         return
     if census:
-        from .bench import census_markdown, heap_census
+        from .bench import boot_modules, census_markdown, heap_census
 
-        click.echo(census_markdown(heap_census(image or _plain_image(board), heap)))
+        image = image or _plain_image(board)
+        click.echo(census_markdown(heap_census(image, heap), boot_modules(image, heap)))
         return
     if power_cut_sweep:
         from .bench_proof import power_cut_sweep as sweep

@@ -217,9 +217,17 @@ def test_on_end_calls_back_once_the_task_ends():
         for x in ("return", "raise", "sleep"):
             ts[x] = t = asyncio.create_task(job(x))
             on_end(t, lambda t, er: seen.append((t, er)))
-        await asyncio.sleep_ms(20)
+        # polled, not timed: on a loaded machine a fixed wait let the cancel
+        # reach the sleeper before the others had ended
+        for _ in range(200):
+            if ts["return"].done() and ts["raise"].done():
+                break
+            await asyncio.sleep_ms(5)
         ts["sleep"].cancel()
-        await asyncio.sleep_ms(5)
+        for _ in range(200):
+            if len(seen) == 3:
+                break
+            await asyncio.sleep_ms(5)
         assert len(seen) == 3, seen
         by_task = dict((t, er) for t, er in seen)
         er = by_task[ts["return"]]

@@ -1,0 +1,45 @@
+# Features used only on request (the meter OTA server, the hub update's
+# commands, the head-end's management channel, the rig's hooks) stay out of
+# the hub's boot import set: the wiring (app.py) keeps a small entry that
+# loads the feature's module on the first request, and drops it again when
+# the feature is idle, so its heap (module dict, functions, classes) comes
+# back. docs/architecture.md, "Features loaded on first use".
+import gc
+import sys
+
+
+def load(name):
+    """The module `name` (dotted: the submodule itself), imported if it is
+    not loaded."""
+    m = sys.modules.get(name)
+    if m is None:
+        m = __import__(name, None, None, (name[name.rfind(".") + 1:],))
+    return m
+
+
+def drop(name):
+    """Forget module `name`: its sys.modules entry and the attribute its
+    import set on the parent package, then collect. Its heap comes back once
+    nothing else holds its objects (the caller drops its own first).
+    -> False if it was not loaded."""
+    if sys.modules.pop(name, None) is None:
+        return False
+    i = name.rfind(".")
+    if i > 0:
+        parent = sys.modules.get(name[:i])
+        if parent is not None:
+            try:
+                delattr(parent, name[i + 1:])
+            except AttributeError:
+                pass
+    gc.collect()
+    return True
+
+
+def command(name, cmd):
+    """The command function `cmd` from module `name`'s COMMANDS, the module
+    loaded if it is not (a local-port command served on first use)."""
+    for n, fn in load(name).COMMANDS:
+        if n == cmd:
+            return fn
+    raise KeyError(cmd)
