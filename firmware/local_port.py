@@ -18,6 +18,7 @@ import codes
 from log import log, log_exc
 from gbcs.gcm import ct_equal
 from gbcs.p256 import hmac_sha256
+from jsonout import JsonOut
 
 SOF = const(0xC5)
 MAX_BODY = const(4096)
@@ -413,9 +414,8 @@ def eui_arg(req, name="eui"):
 # ---- server ---------------------------------------------------------------
 
 async def _reply(writer, seq, status, payload):
-    # header, body, CRC: the body is written as it is, not copied into a
-    # frame buffer (a reply may be 4 KB). The emulated board's socket has
-    # TCP_NODELAY, so the three writes do not wait on each other.
+    # an error or flow-control reply (a short payload, bytes): header, body,
+    # CRC, the body written as it is
     size = len(payload) + 2
     head = bytes((SOF, size >> 8, size & 0xFF, seq, status))
     crc = crc16(payload, crc16(head[3:]))
@@ -423,6 +423,32 @@ async def _reply(writer, seq, status, payload):
     writer.write(payload)
     writer.write(bytes((crc >> 8, crc & 0xFF)))
     await writer.drain()
+
+
+def _reply_obj(writer, seq, res, max_body):
+    # a command's result (a dict) as an OK reply (the caller drains the
+    # writer), its JSON text written in
+    # pieces of at most jsonout.PIECE bytes (no block of the reply's size);
+    # ValueError/TypeError when it is not JSON text in UTF-8, OverflowError
+    # when too long. Both passes run with no wait between them: the result
+    # cannot change.
+    if not isinstance(res, dict):
+        raise TypeError("not an object")
+    out = JsonOut(utf8_strict, crc16, 0xFFFF)
+    out.value(res, 0)
+    size = out.total + 2
+    if size > max_body:
+        raise OverflowError("response of %d bytes is too long" % out.total)
+    out.start(writer, bytes((SOF, size >> 8, size & 0xFF, seq, OK)), 3, size + 5)
+    try:
+        out.value(res, 0)
+        out.finish()
+    except MemoryError as e:
+        # the frame is cut short: the client's request times out and is sent again
+        log_exc("local", e)
+        return
+    if out.total != size - 2:  # cannot happen: the same result, encoded twice
+        log("local", "reply of %d bytes announced as %d" % (out.total, size - 2))
 
 
 def _error(msg):
@@ -492,17 +518,15 @@ async def _handle(fr, writer, dispatch, max_body):
         status, payload = INTERNAL, _error("internal error: %s %s" % (type(e).__name__, e))
     if status == OK:
         try:
-            if not isinstance(res, dict):
-                raise TypeError("not an object")
-            text = json.dumps(res)
-            payload = text.encode()
-            if len(payload) != len(text) and not utf8_strict(payload):
-                raise ValueError("not well-formed UTF-8")
+            _reply_obj(writer, seq, res, max_body)
+            await writer.drain()
+            return
+        except OverflowError as e:
+            payload = _error(str(e))
         except Exception as e:
             log_exc("local", e)
-            status, payload = INTERNAL, _error("internal error: bad result of %s: %s" % (cmd, e))
-    if len(payload) + 2 > max_body:
-        status, payload = INTERNAL, _error("response of %d bytes is too long" % len(payload))
+            payload = _error("internal error: bad result of %s: %s" % (cmd, e))
+        status = INTERNAL
     await _reply(writer, seq, status, payload)
 
 

@@ -60,11 +60,15 @@ async def up(m, pin=None):
     assert M.registered(await m.wait_registered(2000))
 
 
+BLOCKS = []  # the size of each block recv() returned
+
+
 async def recv_n(m, n, ms=3000):
     got = b""
     while len(got) < n:
         d = await m.recv(ms)
         assert d, "timeout after %d/%d" % (len(got), n)
+        BLOCKS.append(len(d))
         got += d
     return got
 
@@ -156,6 +160,10 @@ async def sc_data(m, ctl, ev, echo):
     payload = bytes(range(256)) * 12 + b"\r\nOK\r\n>\r\n+CIPRXGET: 1,0\r\n"
     assert await m.send(payload) == len(payload)
     assert await recv_n(m, len(payload)) == payload
+    # the modem's data is read in blocks of at most 512 bytes: each is a
+    # buffer of its size (1460-byte reads were the WAN's largest transient
+    # piece, and failed first on a full heap)
+    assert max(BLOCKS) <= 512, BLOCKS
     await ctl("server_send", "0d0a4f4b0d0a3e")  # server -> hub
     assert await recv_n(m, 7) == b"\r\nOK\r\n>"
     assert await m.recv(100) == b""  # nothing more: timeout gives b""

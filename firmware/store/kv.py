@@ -8,12 +8,24 @@ import binascii
 import json
 import os
 
+from jsonout import PIECE as _PIECE
+from jsonout import JsonOut
+
 _TMP = const(".tmp")
 _BAD = const(".bad")
 
 
 class KVCorrupt(ValueError):
     pass
+
+
+class _Discard:
+    # the writer of the CRC pass: the pieces are only summed
+    def write(self, b):
+        pass
+
+
+_DISCARD = _Discard()
 
 
 def _exists(path):
@@ -116,13 +128,22 @@ class KV:
 
     def _commit(self, data):
         tmp = self.path + _TMP
-        # header, JSON text, newline: the text is written as json.dumps made
-        # it (a record may be a few KB), not formatted into a second copy
-        body = json.dumps(data)
-        with open(tmp, "w") as f:
-            f.write("%08x " % (binascii.crc32(body.encode()) & 0xFFFFFFFF))
-            f.write(body)
-            f.write("\n")
+        # header, JSON text (json.dumps's), newline. The text goes out in
+        # pieces through one 256-byte buffer (jsonout), twice: for its CRC,
+        # then into the file. A record may be a few KB (the Device Log at
+        # capacity ~2.2 KB): no block of its size is needed.
+        out = JsonOut(None, binascii.crc32, 0)
+        out.start(_DISCARD, b"", 0, _PIECE)
+        out.value(data, 0)
+        crc = out.close()
+        with open(tmp, "wb") as f:
+            f.write(b"%08x " % (crc & 0xFFFFFFFF))
+            out = JsonOut(None, binascii.crc32, 0)
+            out.start(f, b"", 0, _PIECE)
+            out.value(data, 0)
+            if out.close() != crc:  # cannot happen: the same data, encoded twice
+                raise OSError("kv: record changed while written")
+            f.write(b"\n")
         os.rename(tmp, self.path)
         self.stats["kv_writes"] += 1
         if self._data is not None:

@@ -16,7 +16,11 @@ from wan.at import split_fields, to_int
 # The names of wan.at and wan.modem are used as A.X / md.X (errors, event
 # kinds, registration states): one global each instead of 26 (RAM when frozen)
 
-_CHUNK = const(1460)
+_CHUNK = const(1460)  # the most sent with one AT+CIPSEND / AT+CCHSEND
+# the most read with one AT+CIPRXGET=2 / AT+CCHRECV: each read is a buffer of
+# its size (wan.at), so a burst from the head-end is taken in 512-byte pieces
+# (1460-byte ones were the WAN's largest transient block)
+_RX_CHUNK = const(512)
 _NSIG = const(32)
 
 # all timings in ms; tests shrink them
@@ -673,17 +677,17 @@ class Sim7600(md.Modem):
         seen = self._rx_urcs
         if self._tls:
             try:
-                lines, data = await self.at.cmd_data("AT+CCHRECV=0,%d" % _CHUNK, b"+CCHRECV: DATA,",
+                lines, data = await self.at.cmd_data("AT+CCHRECV=0,%d" % _RX_CHUNK, b"+CCHRECV: DATA,",
                                                      self.t["rxget"], b"+CCHRECV: 0,")
             except A.ATError as e:
                 if e.args[0] == "ATTimeout":
                     raise
                 data = None
             # a full chunk may have more behind it (no count of the rest here)
-            self._rx_pending = (data is not None and len(data) == _CHUNK) or self._rx_urcs != seen
+            self._rx_pending = (data is not None and len(data) == _RX_CHUNK) or self._rx_urcs != seen
             return data or b""
         try:
-            lines, data = await self.at.cmd_data("AT+CIPRXGET=2,0,%d" % _CHUNK, b"+CIPRXGET: 2,",
+            lines, data = await self.at.cmd_data("AT+CIPRXGET=2,0,%d" % _RX_CHUNK, b"+CIPRXGET: 2,",
                                                  self.t["rxget"])
         except A.ATError as e:
             if e.args[0] != "IpError":

@@ -3,6 +3,7 @@ import asyncio
 import gc
 import json
 
+import heapcut
 import local_port as lp
 from local_port import FrameError, FrameReader, crc16, decode_frame, encode_frame
 
@@ -412,6 +413,80 @@ def test_a_reply_body_is_written_as_it_is_not_copied_into_a_frame():
     assert any(b is body for b in w.writes), [len(b) for b in w.writes]
     got = responses(b"".join(bytes(b) for b in w.writes))
     assert got == [(7, 0, {"x": "z" * 3000})]
+
+
+class _Into:
+    # a writer into a buffer made before the heap is cut up: it takes each
+    # piece's bytes before returning (as the boards' writers do)
+    def __init__(self, size):
+        self.out = bytearray(size)
+        self.n = 0
+        self.writes = 0
+        self.largest = 0
+
+    def write(self, b):
+        k = len(b)
+        self.out[self.n : self.n + k] = b
+        self.n += k
+        self.writes += 1
+        self.largest = max(self.largest, k)
+
+    async def drain(self):
+        pass
+
+
+def test_a_reply_larger_than_the_largest_free_block_is_sent():
+    # below the floor the hub's `status` and `device_log_list` replies
+    # (1.2-1.9 KB) failed with MemoryError: each was built as one JSON text
+    # (and its bytes, a second copy). A reply is written in pieces now, so
+    # it needs no block of its size.
+    res = {"rows": [{"eui": "%016X" % i, "n": i, "state": "joined", "ok": True, "x": None} for i in range(24)],
+           "text": 'a "quoted" \\ line\n\t\x01 é ☃', "big": "ab" * 400, "t": (1, -2), 5: "five"}
+    want = json.loads(json.dumps(res))
+    f = frame(b'\x2a{"cmd": "status"}')
+    r = FrameReader()
+    assert r.feed(f, 0, len(f)) == len(f) and r.event == lp.OK
+    w = _Into(4200)
+
+    async def status(req):
+        return res
+
+    hold = heapcut.cut()
+    try:
+        _run_now(lp._handle(r, w, status, lp.MAX_BODY))
+    finally:
+        del hold
+        gc.collect()
+    got = responses(bytes(w.out[: w.n]))
+    assert got == [(0x2A, lp.OK, want)], got[0][:2]
+    assert w.n > 2000 and w.largest <= 256, (w.n, w.largest)
+
+
+def test_a_reply_is_json_dumps_text():
+    # the pieces make the text json.dumps makes (the client parses either;
+    # the bytes on the wire stay as they were)
+    for res in ({"a": 1, "b": [1, 2, {"c": None}], "d": False, "e": "x\"y\\z\r\n\t\x1f", "f": "é☃"},
+                {"x": "y" * 700, "z": -12345678901, "w": (3,), "v": 1.5, 7: [], "e": {}}):
+        w = Writer()
+        lp._reply_obj(w, 3, res, lp.MAX_BODY)
+        want = frame(bytes((3, lp.OK)) + json.dumps(res).encode())
+        assert w.out == want, (w.out, want)
+
+
+def test_a_reply_too_long_or_not_json_is_an_internal_error():
+    for res, why in (({"x": "y" * 5000}, "too long"), ({"x": object()}, "bad result"),
+                     ({"x": b"\xff"}, "UTF-8")):
+        w = Writer()
+        f = frame(b'\x05{"cmd": "x"}')
+        r = FrameReader()
+        r.feed(f, 0, len(f))
+
+        async def d(req):
+            return res
+
+        asyncio.run(lp._handle(r, w, d, lp.MAX_BODY))
+        got = responses(w.out)
+        assert got[0][:2] == (5, lp.INTERNAL) and why in got[0][2]["error"], got
 
 
 def test_serve_byte_at_a_time():
