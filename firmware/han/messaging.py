@@ -442,6 +442,7 @@ class Messaging:
             try:
                 frame = T.encode_transfer_data(bytearray(), self.next_tsn(), t[0], data, t[2])
                 await self.zcl_send(eh, t[1], T.CLUSTER_TUNNELING, frame, max(1, _left(deadline)))
+                frame = None  # sent: not held while the answer is awaited
                 if not await w[0].wait_ms(_left(deadline)):
                     raise DeliveryError("timeout", "no answer from %s" % eh)
             finally:
