@@ -102,10 +102,13 @@ class Messaging:
         return self._tsn
 
     def _eh(self, eui):
+        # the Device Log's own EUI text when it has the device: the tables
+        # keyed by device (_client, _locks ...) share it, no new string each
         try:
-            return eui_hex(eui)
+            eh = eui_hex(eui)
         except ValueError:
             raise DeliveryError("no_route", "bad EUI-64 %r" % (eui,))
+        return self.device_log.key(eh) or eh
 
     def _node(self, eh):
         if self.state != "up" or self.ezsp is None:
