@@ -5,8 +5,10 @@
 # Persistence: KV "devlog" holds {"d": {EUIHEX: entry}, "h": [historic...],
 # "x": ext PAN id hex}; one KV write per change, so a remove that moves a
 # hash into the historic log is atomic. HAN statistics live in RAM and in a
-# separate KV "devstats", written at most every `stats_period` seconds (and
-# when the join state changes), to spare the flash.
+# separate KV "devstats" (a cold store: read at start and when written, no
+# copy in RAM), written at most every `stats_period` seconds (and when the
+# join state changes), to spare the flash. The RAM tables keyed by device
+# (statistics, "heard") share the entry's own EUI text (`key`).
 import ids
 from binascii import hexlify, unhexlify
 
@@ -117,14 +119,17 @@ class DeviceLog:
         self.historic_capacity = historic_capacity
         self.stats_period = stats_period
         self._kv = store.kv("devlog")
-        self._skv = store.kv("devstats")
+        self._skv = store.kv("devstats", keep=False)
         self._d = dict(self._kv.get("d", {}))
         self._hist = list(self._kv.get("h", []))
         self.ext_pan_id = _b(self._kv.get("x"))
         self._stats = {}
-        for k, v in self._skv.items():
-            if k in self._d:
+        saved = dict(self._skv.items())
+        for k in self._d:
+            v = saved.get(k)
+            if v is not None:
                 self._stats[k] = list(v)
+        saved = None
         self._stats_dirty = False
         self._stats_flushed = utc()
         self._listeners = []
@@ -136,6 +141,16 @@ class DeviceLog:
         """fn(kind, eui_hex): kind is "add", "duplicate", "remove", "restore"
         or "key" (key hash changed). CS14 alerts hook in here."""
         self._listeners.append(fn)
+
+    def key(self, eui):
+        """The entry's own EUI text (what the RAM tables keyed by device
+        share: a new string in each would cost ~50 bytes a table a device on
+        a 32-bit port), or None when the EUI is not in the log."""
+        eh = eui if isinstance(eui, str) and eui in self._d else eui_hex(eui)
+        for k in self._d:
+            if k == eh:
+                return k
+        return None
 
     def _fire(self, kind, eh):
         for fn in self._listeners:
@@ -421,7 +436,7 @@ class DeviceLog:
         e[_WE] = 0
         if e[_KEY] and not cbke:
             e[_KS] = _KS_ESTABLISHED
-        self._heard.add(eh)
+        self._heard.add(self.key(eh))
         ok = self._put(eh, e)
         self.flush_stats()
         return ok
@@ -470,7 +485,7 @@ class DeviceLog:
     def _st(self, eh):
         s = self._stats.get(eh)
         if s is None:
-            s = self._stats[eh] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+            s = self._stats[self.key(eh)] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
         return s
 
     def record_rx(self, eui, rssi, lqi, t):
@@ -494,7 +509,8 @@ class DeviceLog:
         s[_RSUM] += rssi
         s[_LSUM] += lqi
         s[_LAST] = t
-        self._heard.add(eh)
+        if eh not in self._heard:
+            self._heard.add(self.key(eh))
         self._dirty()
         return True
 
@@ -504,8 +520,8 @@ class DeviceLog:
             return False
         s = self._st(eh)
         s[_TXOK if ok else _TXF] += 1
-        if ok:  # the device acknowledged it: heard
-            self._heard.add(eh)
+        if ok and eh not in self._heard:  # the device acknowledged it: heard
+            self._heard.add(self.key(eh))
         self._dirty()
         return True
 
@@ -520,7 +536,7 @@ class DeviceLog:
         if not self._stats_dirty:
             return True
         try:
-            self._skv.update({k: list(v) for k, v in self._stats.items() if v})
+            self._skv.update({k: v for k, v in self._stats.items() if v})
         except Exception:
             return False
         self._stats_dirty = False

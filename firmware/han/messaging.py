@@ -102,10 +102,13 @@ class Messaging:
         return self._tsn
 
     def _eh(self, eui):
+        # the Device Log's own EUI text when it has the device: the tables
+        # keyed by device (_client, _locks ...) share it, no new string each
         try:
-            return eui_hex(eui)
+            eh = eui_hex(eui)
         except ValueError:
             raise DeliveryError("no_route", "bad EUI-64 %r" % (eui,))
+        return self.device_log.key(eh) or eh
 
     def _node(self, eh):
         if self.state != "up" or self.ezsp is None:
@@ -120,14 +123,22 @@ class Messaging:
     async def _acquire(self, table, eh):
         # a device's lock exists while someone holds or waits for it: two
         # idle Locks per joined device were ~300 bytes each for the hub's
-        # life. table[eh] = [Lock, users]; users counts holder and waiters
-        # (Lock.locked() is False while a release hands the lock to a waiter)
+        # life. table[eh] = [Lock or None, users]; users counts holder and
+        # waiters (Lock.locked() is False while a release hands the lock to
+        # a waiter). The asyncio.Lock is made only when a second user comes
+        # (taken at once for the holder, who releases it): an exchange in
+        # flight alone, an ESME delivery awaiting its answer, holds none
         u = table.get(eh)
         if u is None:
-            u = table[eh] = [asyncio.Lock(), 0]
+            u = table[eh] = [None, 1]
+            return u
         u[1] += 1
+        lk = u[0]
+        if lk is None:
+            lk = u[0] = asyncio.Lock()
+            await lk.acquire()  # free: no wait (asyncio's Lock takes a free lock without yielding)
         try:
-            await u[0].acquire()
+            await lk.acquire()
         except BaseException:  # cancelled while waiting
             self._drop_user(table, eh, u)
             raise
@@ -139,7 +150,8 @@ class Messaging:
             del table[eh]
 
     def _release(self, table, eh, u):
-        u[0].release()  # hands the lock straight to a waiting task, if any
+        if u[0] is not None:
+            u[0].release()  # hands the lock straight to a waiting task, if any
         self._drop_user(table, eh, u)
 
     # -- sending ------------------------------------------------------------------
@@ -442,6 +454,7 @@ class Messaging:
             try:
                 frame = T.encode_transfer_data(bytearray(), self.next_tsn(), t[0], data, t[2])
                 await self.zcl_send(eh, t[1], T.CLUSTER_TUNNELING, frame, max(1, _left(deadline)))
+                frame = None  # sent: not held while the answer is awaited
                 if not await w[0].wait_ms(_left(deadline)):
                     raise DeliveryError("timeout", "no answer from %s" % eh)
             finally:

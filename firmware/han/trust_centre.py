@@ -161,7 +161,9 @@ class TrustCentre:
         return hexlify(eui).decode().upper()
 
     def _joined(self, eui, node):
-        eh = self._eh(eui)
+        # the log's own EUI text: _nodes (and the coordinator's tables keyed
+        # by device after on_joined) share it, no new string each
+        eh = self.log.key(eui) or self._eh(eui)
         self._nodes[eh] = node
         if self.on_joined is not None:
             self.on_joined(eh)

@@ -63,6 +63,33 @@ _DEFAULT_MAX_BYTES = const(1200)
 _DEFAULT_EXPIRY_S = const(86400)
 
 
+# A queued message's RAM index: one bytes record, u32 seq | u32 expiry |
+# u16 length | u32 pool file of each chunk in order (a list of four with a
+# list of files and an expiry time past 2^30, a long int on a 32-bit port,
+# was ~100 bytes a message there; this is 32 for a one-chunk message)
+_REC = const(10)
+
+
+def _rec(seq, expiry, length, fl):
+    r = bytearray(_REC + 4 * len(fl))
+    struct.pack_into("<IIH", r, 0, seq, expiry, length)
+    for i, n in enumerate(fl):
+        struct.pack_into("<I", r, _REC + 4 * i, n)
+    return bytes(r)
+
+
+def _seq(r):
+    return struct.unpack_from("<I", r, 0)[0]
+
+
+def _expiry(r):
+    return struct.unpack_from("<I", r, 4)[0]
+
+
+def _files(r):
+    return [struct.unpack_from("<I", r, o)[0] for o in range(_REC, len(r), 4)]
+
+
 class BufferError(ValueError):
     pass
 
@@ -107,7 +134,7 @@ class CommandBuffer:
         self.stats = stats if stats is not None else {}
         for k in ("buffered", "offered", "delivered", "expired", "dropped", "refused_full", "discarded_at_open"):
             self.stats.setdefault(k, 0)
-        # EUI hex -> [[seq, expiry, length, [pool file numbers, chunk order]], ...] oldest first
+        # EUI hex -> [record (_rec: seq, expiry, length, pool files in chunk order), ...] oldest first
         self._q = {}
         self._hand = {}  # EUI hex -> seq of the message handed out, not confirmed yet
         self._free = []  # pool file numbers holding nothing live
@@ -230,7 +257,7 @@ class CommandBuffer:
                 self.stats["discarded_at_open"] += 1
                 continue
             eh = binascii.hexlify(eui).decode().upper()
-            self._q.setdefault(eh, []).append([seq, expiry, length, fl])
+            self._q.setdefault(eh, []).append(_rec(seq, expiry, length, fl))
             used.update(fl)
         self._free = [n for n in range(self._pool) if n not in used]
         self.next_seq = top + 1
@@ -278,7 +305,7 @@ class CommandBuffer:
         q = self._q.get(eh)
         if not q:
             return 0
-        return len(q) - (1 if self._hand.get(eh) == q[0][0] else 0)
+        return len(q) - (1 if self._hand.get(eh) == _seq(q[0]) else 0)
 
     def in_hand(self, eui_hex):
         """seq of the message handed out to the device and not confirmed, or None."""
@@ -296,7 +323,7 @@ class CommandBuffer:
 
     def queue(self, eui_hex):
         """[(seq, expiry, length)] of a device's queue, oldest first."""
-        return [(r[0], r[1], r[2]) for r in self._q.get(eui_hex.upper(), ())]
+        return [struct.unpack_from("<IIH", r, 0) for r in self._q.get(eui_hex.upper(), ())]
 
     def put(self, eui_hex, msg, now, expiry_s=None):
         eh = eui_hex.upper()
@@ -334,13 +361,14 @@ class CommandBuffer:
             raise
         if q is None:
             q = self._q[eh] = []
-        q.append([seq, expiry, length, fl])
+        q.append(_rec(seq, expiry, length, fl))
         self.stats["buffered"] += 1
         self._fire(eh)
         return seq
 
     def _read(self, rec, head=0):
-        length, fl = rec[2], rec[3]
+        length = struct.unpack_from("<H", rec, 8)[0]
+        fl = _files(rec)
         out = bytearray(head + length)
         mv = memoryview(out)
         off = head
@@ -359,7 +387,7 @@ class CommandBuffer:
                     k = f.readinto(mv[off:])
             off += k
         if off != head + length:
-            raise BufferError("buffered message %d is short" % rec[0])
+            raise BufferError("buffered message %d is short" % _seq(rec))
         return out
 
     def read(self, eui_hex, i=0):
@@ -371,12 +399,12 @@ class CommandBuffer:
 
     def _pop(self, eh, i):
         q = self._q[eh]
-        rec = q[i]
-        self._empty(rec[3][0])  # the message is gone with this one commit
+        fl = _files(q[i])
+        self._empty(fl[0])  # the message is gone with this one commit
         q.pop(i)
         if not q:
             del self._q[eh]
-        self._free.extend(rec[3])
+        self._free.extend(fl)
 
     def offer(self, eui_hex):
         """Oldest message for the device, left on flash and marked in hand
@@ -388,8 +416,9 @@ class CommandBuffer:
             self._hand.pop(eh, None)
             return None, 0
         msg = self._read(q[0])
-        fresh = self._hand.get(eh) != q[0][0]
-        self._hand[eh] = q[0][0]
+        seq = _seq(q[0])
+        fresh = self._hand.get(eh) != seq
+        self._hand[eh] = seq
         self.stats["offered"] += 1
         if fresh:
             self._fire(eh)
@@ -401,7 +430,7 @@ class CommandBuffer:
         eh = eui_hex.upper()
         s = self._hand.pop(eh, None)
         q = self._q.get(eh)
-        if s is None or not q or q[0][0] != s:
+        if s is None or not q or _seq(q[0]) != s:
             return False
         self._pop(eh, 0)
         self.stats["delivered"] += 1
@@ -411,7 +440,7 @@ class CommandBuffer:
     def head(self, eui_hex):
         """seq of the device's oldest message, or None."""
         q = self._q.get(eui_hex.upper())
-        return q[0][0] if q else None
+        return _seq(q[0]) if q else None
 
     def unhand(self, eui_hex, seq):
         """The answer that carried message seq did not reach the device: it
@@ -451,10 +480,10 @@ class CommandBuffer:
             i = 0
             changed = False
             while q and i < len(q):
-                if i == 0 and self._hand.get(eh) == q[0][0]:
+                if i == 0 and self._hand.get(eh) == _seq(q[0]):
                     # handed out: the device has it (delivered, not "not
                     # retrieved"); it only waits for its confirmation
-                    if q[0][1] <= now:
+                    if _expiry(q[0]) <= now:
                         self._hand.pop(eh)
                         self._pop(eh, 0)
                         self.stats["delivered"] += 1
@@ -462,7 +491,7 @@ class CommandBuffer:
                         q = self._q.get(eh)
                     else:
                         i += 1
-                elif q[i][1] <= now:
+                elif _expiry(q[i]) <= now:
                     try:
                         msg = bytes(self._read(q[i]))
                     except (OSError, BufferError):
@@ -482,8 +511,9 @@ class CommandBuffer:
         t = None
         for q in self._q.values():
             for r in q:
-                if t is None or r[1] < t:
-                    t = r[1]
+                e = _expiry(r)
+                if t is None or e < t:
+                    t = e
         return t
 
     def drop(self, eui_hex):

@@ -3,7 +3,8 @@
 #   the CHF (chf.handle), the GPF (gpf.handle),
 #   a tunnel-connected device in the CHF Device Log (ESME, HCALCS, PPMID ...)
 #     over the ZSE tunnel (coordinator.tunnel_exchange, in a task of its
-#     own: the response or 0x8F84 leaves later through emit), or
+#     own holding the frame, its 25-byte message id and one coroutine
+#     frame: the response or 0x8F84 leaves later through emit), or
 #   the GSME's persistent command buffer (route/buffer.py), from which the
 #     sleepy GSME GETs it over the tunnel;
 # and a frame for an EUI that is none of these is refused and written to the
@@ -89,17 +90,23 @@ def response_to(f):
     response to command f (CRA 2, originator = f's recipient, the command's
     originator counter re-used, PROTOCOLS.md section 1). Anything else the
     device sends meanwhile (an alert, say) goes to on_tunnel_message."""
-    ctr = f.counter
-    dev = bytes(f.recipient)
+    return _matcher(message_id(f))
 
+
+def _matcher(mid):
+    # response_to by the command's message id: the closure holds mid alone
     def match(reply):
-        try:
-            g = gframe.parse(reply)
-        except ValueError:
-            return False
-        return g.cra == gframe.CRA_RESPONSE and g.counter == ctr and bytes(g.originator) == dev
+        return _answers(reply, mid)
 
     return match
+
+
+def _answers(reply, mid):
+    try:
+        g = gframe.parse(reply)
+    except ValueError:
+        return False
+    return g.cra == gframe.CRA_RESPONSE and bytes(g.originator) == mid[8:16] and _u64(g.counter) == mid[17:25]
 
 
 def gpf_alert(parties, alert_code, t2000):
@@ -158,8 +165,10 @@ class Router:
         # ESME deliveries in flight (tasks): KV "esme_inflight", one key per
         # delivery (the message id in hex: originator | target | CRA |
         # counter), deleted once the response or 0x8F84 is emitted. Keys
-        # left by a power cut get their 0x8F84 at boot.
-        self.inflight = store.kv("esme_inflight")
+        # left by a power cut get their 0x8F84 at boot. A cold store: no RAM
+        # copy of the keys (~90 bytes a delivery on a 32-bit port); a set or
+        # delete reads the small file first
+        self.inflight = store.kv("esme_inflight", keep=False)
         # GSME responses for a HAN device (KV "han_out": message id hex ->
         # [EUI hex, frame hex, time stored]) until it has them (or expiry_s); commands the HHT
         # sent to the GSME (KV "hht_cmds": originator | counter hex -> time)
@@ -279,27 +288,14 @@ class Router:
         if not wait and self.emit is not None and self.deliveries < self.cfg["max_deliveries"]:
             # on flash before the WAN acks the frame: a cut during the
             # exchange leaves the record, and the boot emits its 0x8F84
-            key = hex_text(message_id(f)).upper()
-            self.inflight.set(key, 1)
+            # the task holds the frame and its message id, not the parsed
+            # view (a Frame of ~360 bytes on a 32-bit port)
+            mid = message_id(f)
+            self.inflight.set(hex_text(mid).upper(), 1)
             self.deliveries += 1
-            asyncio.create_task(self._deliver(rh, f, bytes(data), key))
+            asyncio.create_task(self._tunnel(rh, mid, bytes(data), True))
             return None, []
-        return await self._tunnel(rh, f, data)
-
-    async def _deliver(self, eh, f, data, key=None):
-        # one tunnel delivery in its own task: the WAN receive loop is free
-        try:
-            resp, alerts = await self._tunnel(eh, f, data)
-            if resp is not None:
-                await self._emit(resp, "response")
-            for a in alerts:
-                await self._emit(a, "alert")
-            if key is not None:
-                self.inflight.delete(key)  # answered (or 0x8F84) on flash in the outbox
-        except Exception as e:  # noqa: BLE001 - a failed delivery never takes the router down
-            log("route", "delivery to %s failed: %r" % (eh, e))
-        finally:
-            self.deliveries -= 1
+        return await self._tunnel(rh, message_id(f), data)
 
     async def recover_inflight(self):
         """ESME deliveries a power cut interrupted (keys left in KV
@@ -348,28 +344,53 @@ class Router:
         # buffer expiry times are UTC Unix seconds
         return self._t2000() + EPOCH_2000
 
-    async def _tunnel(self, eh, f, data):
-        self.counters["tunnel"] += 1
-        c = self.coordinator
-        reason = "no_route"
-        if c is not None:
-            t0 = asyncio.ticks()
-            try:
-                resp = await c.tunnel_exchange(eh, data, timeout_ms=self.cfg["esme_timeout_ms"], match=response_to(f))
-                self.last_esme_ms = asyncio.ticks_diff(asyncio.ticks(), t0)
-                if resp is not None and len(resp):
-                    return bytes(resp), []
-                reason = "tunnel"
-            except OSError as e:  # han.coordinator.DeliveryError and link faults
-                reason = getattr(e, "reason", None) or "tunnel"
-            except ValueError as e:  # a malformed reply from the device
-                reason = "tunnel"
-                log("route", "tunnel reply from %s unusable: %r" % (eh, e))
+    async def _tunnel(self, eh, mid, data, task=False):
+        # -> (response or None, [0x8F84]); task: one delivery in a task of
+        # its own (the WAN receive loop is free), which emits the outcome,
+        # then deletes the KV esme_inflight key, and returns None. One
+        # coroutine frame per delivery in flight: this one
+        try:
+            self.counters["tunnel"] += 1
+            c = self.coordinator
+            reason = "no_route"
+            resp = None
+            if c is not None:
+                t0 = asyncio.ticks()
+                try:
+                    resp = await c.tunnel_exchange(eh, data, timeout_ms=self.cfg["esme_timeout_ms"],
+                                                   match=_matcher(mid))
+                    self.last_esme_ms = asyncio.ticks_diff(asyncio.ticks(), t0)
+                    if resp is not None and len(resp):
+                        resp = bytes(resp)
+                    else:
+                        resp = None
+                        reason = "tunnel"
+                except OSError as e:  # han.coordinator.DeliveryError and link faults
+                    reason = getattr(e, "reason", None) or "tunnel"
+                except ValueError as e:  # a malformed reply from the device
+                    reason = "tunnel"
+                    log("route", "tunnel reply from %s unusable: %r" % (eh, e))
+            alerts = [] if resp is not None else [self._undelivered(eh, mid, reason)]
+            if not task:
+                return resp, alerts
+            if resp is not None:
+                await self._emit(resp, "response")
+            for a in alerts:
+                await self._emit(a, "alert")
+            self.inflight.delete(hex_text(mid).upper())  # answered (or 0x8F84) on flash in the outbox
+        except Exception as e:  # noqa: BLE001 - a failed delivery never takes the router down
+            if not task:
+                raise
+            log("route", "delivery to %s failed: %r" % (eh, e))
+        finally:
+            if task:
+                self.deliveries -= 1
+
+    def _undelivered(self, eh, mid, reason):
         self.counters["undelivered"] += 1
-        mid = message_id(f)
         self._log(self.event_log, codes.ALERT_ESME_UNDELIVERED, mid + reason.encode())
         log("route", "undelivered to %s (%s): 0x8F84" % (eh, reason))
-        return None, [self.undelivered_alert(mid)]
+        return self.undelivered_alert(mid)
 
     def undelivered_alert(self, mid):
         """0x8F84 Failure to Deliver Remote Party Message to ESME (message

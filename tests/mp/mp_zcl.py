@@ -282,6 +282,38 @@ def test_device_locks_serialise_and_exist_only_while_held_or_awaited():
     assert m._locks == {} and m._tx_locks == {}
 
 
+def test_an_uncontended_exchange_holds_no_lock_object():
+    # A device's exchange lock is an asyncio.Lock only while a second user
+    # waits: an exchange in flight alone (an ESME delivery awaiting its
+    # answer) holds the table's [None, users] pair. Measured 200 -> 104
+    # bytes an exchange on the 64-bit unix port, 100 -> 52 on the 32-bit
+    # build (the table's growth included); the bound in words (8 and 4 bytes)
+    import asyncio
+    import gc
+    import sys
+
+    W = 8 if sys.maxsize > 2**31 else 4
+    m = _messaging()
+    euis = ["00DB12345678%04X" % i for i in range(8)]
+    m._release(m._locks, "00DB1234567890FF", asyncio.run(m._acquire(m._locks, "00DB1234567890FF")))
+    held = []
+
+    async def take_all():
+        for eh in euis:
+            held.append(await m._acquire(m._locks, eh))
+
+    gc.collect()
+    a = gc.mem_alloc()
+    asyncio.run(take_all())
+    gc.collect()
+    per = (gc.mem_alloc() - a) // len(euis)
+    print("messaging: %d bytes an uncontended exchange lock" % per)
+    assert per <= 16 * W, per
+    for eh, u in zip(euis, held):
+        m._release(m._locks, eh, u)
+    assert m._locks == {}
+
+
 def test_tunnel_server_answers_each_command_on_the_wire():
     # han.messaging.tunnel_server: the bytes it answers for each Tunneling
     # command, both sides, and for commands it does not serve
