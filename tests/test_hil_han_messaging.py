@@ -198,6 +198,37 @@ def test_a_gbcs_alert_during_a_raw_exchange_is_routed_not_taken(demo: EmulatedSy
                     "the alert routed")
 
 
+def test_an_exchange_survives_the_device_opening_its_own_tunnel(demo: EmulatedSystem) -> None:
+    """While the hub's exchange on the tunnel it opened awaits its answer,
+    the device opens a tunnel of its own and sends an alert on it (as the
+    living ESME reports): the alert goes to the router, the answer still
+    arrives on the hub's tunnel and is taken (before: the hub dropped that
+    tunnel, refused the answer and the exchange timed out)."""
+    from hil.campaign.capacity import ALERT, readdress, rtds
+    from hil.devices import echo
+
+    han = demo.han
+    esme = han.device("esme")
+    alert = readdress(rtds(ALERT), originator=DEVICES["esme"].eui)
+
+    async def own() -> None:
+        if esme.tunnel_id is None:
+            await esme.open_tunnel(5)
+        esme.tunnel_send(alert)
+
+    async def alert_first(data: bytes) -> bytes:
+        asyncio.get_running_loop().create_task(own())
+        await asyncio.sleep(0.3)
+        return data
+
+    esme.on_tunnel_data = alert_first
+    try:
+        r = demo.call("han_tunnel", eui=DEVICES["esme"].eui, data="0d0a", timeout_ms=8000)
+    finally:
+        esme.on_tunnel_data = echo
+    assert r["ok"] and r["reply"] == "0d0a", r
+
+
 def test_zcl_reads_both_ways(demo: EmulatedSystem) -> None:
     han = demo.han
     # the hub reads the ESME's Basic cluster

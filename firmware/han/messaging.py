@@ -554,7 +554,10 @@ async def _request_tunnel(coord, eh, src_ep, h, p):
         else:
             tid, st = t, T.TUNNEL_SUCCESS
             coord._tinfo[tid] = (src_ep, max_in)
-            coord._client.pop(eh, None)  # its tunnel is now the one to use
+            # its tunnel is now the one to use (_tunnel_for prefers it); the
+            # tunnel the hub opened stays while an exchange awaits its answer on it
+            if eh not in coord._exchange:
+                coord._client.pop(eh, None)
     return reply(h, T.TUN_REQUEST_TUNNEL_RSP, T.encode_request_tunnel_rsp(tid, st, MAX_MESSAGE), Z.FT_CLUSTER)
 
 
