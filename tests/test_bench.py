@@ -56,7 +56,7 @@ def test_bench_json_has_the_published_figures() -> None:
     assert 0 < figures["heap_peak_kb"] < limit_kb
     # the working set above the boot import set's code: the scenario's data
     # and, since the features load on first use (nothing preloaded), their
-    # code while loaded (130.1 KB on the 64-bit unix port on 2026-12-07, the
+    # code while loaded (157.9 KB at capacity on the 64-bit unix port on 2026-12-07, the
     # .mpy code in the heap; 54.1 before, with every module loaded first;
     # issue 8's goal of 48 KB is still open): a regression guard, and the
     # floor lies between the code and the limit
