@@ -171,44 +171,15 @@ def test_exchange_skips_what_does_not_match(demo: EmulatedSystem) -> None:
 
 
 
-def test_a_gbcs_alert_during_a_raw_exchange_is_routed_not_taken(demo: EmulatedSystem) -> None:
-    """An installer's raw exchange (no match predicate) never takes a GBCS
-    alert the device sends meanwhile: the alert goes to the router (to the
-    head-end), the exchange gets the device's answer."""
+def _exchange_with_an_alert(demo: EmulatedSystem, send: str) -> dict:
+    """A raw han_tunnel exchange with the ESME during which it sends a GBCS
+    alert: send "push" on the tunnel the hub opened, "own" on a tunnel of
+    its own (opened then, as the living ESME reports). -> the exchange's
+    answer, once the router has taken the alert."""
     from hil.campaign.capacity import ALERT, readdress, rtds
     from hil.devices import echo
 
-    han = demo.han
-    esme = han.device("esme")
-    alert = readdress(rtds(ALERT), originator=DEVICES["esme"].eui)
-
-    async def alert_first(data: bytes) -> bytes:
-        esme.tunnel_push(alert)
-        await asyncio.sleep(0.05)
-        return data
-
-    before = demo.call("route_status")["counters"]["device_messages"]
-    esme.on_tunnel_data = alert_first
-    try:
-        r = demo.call("han_tunnel", eui=DEVICES["esme"].eui, data="0d0a", timeout_ms=5000)
-    finally:
-        esme.on_tunnel_data = echo
-    assert r["ok"] and r["reply"] == "0d0a", r
-    demo.wait_until(lambda: demo.call("route_status")["counters"]["device_messages"] == before + 1, 5,
-                    "the alert routed")
-
-
-def test_an_exchange_survives_the_device_opening_its_own_tunnel(demo: EmulatedSystem) -> None:
-    """While the hub's exchange on the tunnel it opened awaits its answer,
-    the device opens a tunnel of its own and sends an alert on it (as the
-    living ESME reports): the alert goes to the router, the answer still
-    arrives on the hub's tunnel and is taken (before: the hub dropped that
-    tunnel, refused the answer and the exchange timed out)."""
-    from hil.campaign.capacity import ALERT, readdress, rtds
-    from hil.devices import echo
-
-    han = demo.han
-    esme = han.device("esme")
+    esme = demo.han.device("esme")
     alert = readdress(rtds(ALERT), originator=DEVICES["esme"].eui)
 
     async def own() -> None:
@@ -217,15 +188,39 @@ def test_an_exchange_survives_the_device_opening_its_own_tunnel(demo: EmulatedSy
         esme.tunnel_send(alert)
 
     async def alert_first(data: bytes) -> bytes:
-        asyncio.get_running_loop().create_task(own())
+        if send == "push":
+            esme.tunnel_push(alert)
+        else:
+            asyncio.get_running_loop().create_task(own())
         await asyncio.sleep(0.3)
         return data
 
+    before = demo.call("route_status")["counters"]["device_messages"]
     esme.on_tunnel_data = alert_first
     try:
         r = demo.call("han_tunnel", eui=DEVICES["esme"].eui, data="0d0a", timeout_ms=8000)
     finally:
         esme.on_tunnel_data = echo
+    demo.wait_until(lambda: demo.call("route_status")["counters"]["device_messages"] == before + 1, 5,
+                    "the alert routed")
+    return r
+
+
+def test_a_gbcs_alert_during_a_raw_exchange_is_routed_not_taken(demo: EmulatedSystem) -> None:
+    """An installer's raw exchange (no match predicate) never takes a GBCS
+    alert the device sends meanwhile: the alert goes to the router (to the
+    head-end), the exchange gets the device's answer."""
+    r = _exchange_with_an_alert(demo, "push")
+    assert r["ok"] and r["reply"] == "0d0a", r
+
+
+def test_an_exchange_survives_the_device_opening_its_own_tunnel(demo: EmulatedSystem) -> None:
+    """While the hub's exchange on the tunnel it opened awaits its answer,
+    the device opens a tunnel of its own and sends an alert on it (as the
+    living ESME reports): the alert goes to the router, the answer still
+    arrives on the hub's tunnel and is taken (before: the hub dropped that
+    tunnel, refused the answer and the exchange timed out)."""
+    r = _exchange_with_an_alert(demo, "own")
     assert r["ok"] and r["reply"] == "0d0a", r
 
 
