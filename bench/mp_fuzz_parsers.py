@@ -17,6 +17,7 @@ from han import ash, tunnel, zcl, zcl_clusters
 from han import ezsp_frames as F
 from wan import at, link
 import local_port as lp
+from local_frame import FrameError
 from log import kind_of
 
 _HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
@@ -248,7 +249,7 @@ TARGETS = {
     "tunnel": (_tunnel, (tunnel.TunnelError, zcl.ZclError)),
     "at": (_at, (at.ATFormatError,)),
     "link": (_link, (link.LinkError,)),
-    "local_port": (_local, (lp.FrameError,)),
+    "local_port": (_local, (FrameError,)),
 }
 
 

@@ -14,13 +14,14 @@ except ImportError:  # CPython (fuzzing only)
     def const(x):
         return x
 
-import codes
+import lazy
 from log import log, log_exc
-from gbcs.gcm import ct_equal
-from gbcs.p256 import hmac_sha256
 from jsonout import JsonOut
 
-SOF = const(0xC5)
+# Parts used on request are loaded for it and dropped after (firmware/lazy.py):
+# the installer's authentication and the strict check of \u-escaped strings
+# (local_auth); the whole-frame codec for clients and tests is local_frame.
+_SOF = const(0xC5)
 MAX_BODY = const(4096)
 # the reader's standing buffer: every request but a GBCS message fits it; a
 # larger frame gets a buffer of its own size while it is read
@@ -33,27 +34,19 @@ _MS_PER_BYTE = const(2)  # extended by this for each byte of it received (flow c
 WINDOW = const(256)
 _ACK_EVERY = const(128)
 
-# status codes
+# status codes (those nothing outside reads are private: no RAM)
 OK = const(0)
 BAD_CRC = const(1)
 TOO_LONG = const(2)
-BAD_REQUEST = const(3)
-UNKNOWN_COMMAND = const(4)
-BAD_ARGS = const(5)
-NOT_AUTHORISED = const(6)
+_BAD_REQUEST = const(3)
+_UNKNOWN_COMMAND = const(4)
+_BAD_ARGS = const(5)
+_NOT_AUTHORISED = const(6)
 INTERNAL = const(7)
 TRUNCATED = const(8)
 MORE = const(9)  # seq 0, {"have": n}: n bytes of the frame being received are in
 
-_SOF_B = b"\xc5"
-
-
-class FrameError(ValueError):
-    """A malformed frame; `status` is the local-port status code."""
-
-    def __init__(self, status, msg):
-        super().__init__(msg)
-        self.status = status
+_SOF_B = const(b"\xc5")
 
 
 class NotAuthorised(Exception):
@@ -67,38 +60,6 @@ def crc16(data, crc=0xFFFF):
         x ^= x >> 4
         crc = ((crc << 8) ^ (x << 12) ^ (x << 5) ^ x) & 0xFFFF
     return crc
-
-
-def encode_frame(body):
-    """One frame carrying `body` (bytes-like, at most MAX_BODY bytes)."""
-    n = len(body)
-    if n > MAX_BODY:
-        raise FrameError(TOO_LONG, "body of %d bytes is over %d" % (n, MAX_BODY))
-    crc = crc16(body)
-    out = bytearray(n + 5)
-    out[0] = SOF
-    out[1] = n >> 8
-    out[2] = n & 0xFF
-    out[3 : 3 + n] = body
-    out[3 + n] = crc >> 8
-    out[4 + n] = crc & 0xFF
-    return bytes(out)
-
-
-def decode_frame(frame, max_body=MAX_BODY):
-    """The body of one complete frame (no bytes before or after it)."""
-    n = len(frame)
-    if n < 5 or frame[0] != SOF:
-        raise FrameError(TRUNCATED, "not a frame")
-    size = (frame[1] << 8) | frame[2]
-    if size > max_body:
-        raise FrameError(TOO_LONG, "frame too long")
-    if n != size + 5:
-        raise FrameError(TRUNCATED, "frame length %d does not match header %d" % (n, size))
-    mv = memoryview(frame)
-    if crc16(mv[3 : 3 + size]) != (frame[n - 2] << 8) | frame[n - 1]:
-        raise FrameError(BAD_CRC, "bad CRC")
-    return mv[3 : 3 + size]
 
 
 class FrameReader:
@@ -190,7 +151,7 @@ class FrameReader:
                     self.skipped += end - off
                     return end
                 self.skipped += i - off
-                buf[0] = SOF
+                buf[0] = _SOF
                 self.n = 1
                 off = i + 1
                 continue
@@ -284,84 +245,6 @@ def utf8_strict(b):
     return True
 
 
-def _strings_strict(v, depth=0):
-    # every string in a parsed request is strict UTF-8 (JSON \u escapes can
-    # make surrogates the byte check of the text did not see)
-    if depth > 16:
-        return False
-    if isinstance(v, str):
-        return len(v.encode()) == len(v) or utf8_strict(v.encode())
-    if isinstance(v, dict):
-        for k in v:
-            if not _strings_strict(k, depth + 1) or not _strings_strict(v[k], depth + 1):
-                return False
-    elif isinstance(v, list):
-        for x in v:
-            if not _strings_strict(x, depth + 1):
-                return False
-    return True
-
-
-def _qstr(s, out):
-    # a string as its JSON text, in three pieces (no copy of a long value)
-    t = s.replace("\\", "\\\\").replace('"', '\\"')
-    for c in t:
-        if c < " ":  # control characters as \u00XX
-            t = "".join(c if c >= " " else "\\u%04x" % ord(c) for c in t)
-            break
-    out.append('"')
-    out.append(t)
-    out.append('"')
-
-
-def _canon(v, out, depth):
-    if depth > 16:
-        raise ValueError("request nested too deeply")
-    if v is None:
-        out.append("null")
-    elif v is True:
-        out.append("true")
-    elif v is False:
-        out.append("false")
-    elif isinstance(v, int):
-        out.append("%d" % v)
-    elif isinstance(v, str):
-        _qstr(v, out)
-    elif isinstance(v, list):
-        out.append("[")
-        for i, x in enumerate(v):
-            if i:
-                out.append(",")
-            _canon(x, out, depth + 1)
-        out.append("]")
-    elif isinstance(v, dict):
-        out.append("{")
-        first = True
-        for k in sorted(v):
-            if depth == 0 and k == "auth":
-                continue
-            if not first:
-                out.append(",")
-            first = False
-            _qstr(k, out)
-            out.append(":")
-            _canon(v[k], out, depth + 1)
-        out.append("}")
-    else:
-        raise ValueError("numbers in a request must be integers")
-
-
-def canonical(req):
-    """The canonical form of a request the installer's tag covers (bytes):
-    the JSON object without its "auth" member, keys sorted at every level,
-    no spaces, strings as UTF-8 with only \\ \" and control characters
-    escaped (\\uXXXX, lower-case hex), integers in decimal; a float is refused
-    (ValueError). docs/local-port.md; the client computes the same."""
-    out = []
-    _canon(req, out, 0)
-    return "".join(out).encode()
-
-
 def _need(req, name, default):
     v = req.get(name, default)
     if v is None:
@@ -417,7 +300,7 @@ async def _reply(writer, seq, status, payload):
     # an error or flow-control reply (a short payload, bytes): header, body,
     # CRC, the body written as it is
     size = len(payload) + 2
-    head = bytes((SOF, size >> 8, size & 0xFF, seq, status))
+    head = bytes((_SOF, size >> 8, size & 0xFF, seq, status))
     crc = crc16(payload, crc16(head[3:]))
     writer.write(head)
     writer.write(payload)
@@ -439,7 +322,7 @@ def _reply_obj(writer, seq, res, max_body):
     size = out.total + 2
     if size > max_body:
         raise OverflowError("response of %d bytes is too long" % out.total)
-    out.start(writer, bytes((SOF, size >> 8, size & 0xFF, seq, OK)), 3, size + 5)
+    out.start(writer, bytes((_SOF, size >> 8, size & 0xFF, seq, OK)), 3, size + 5)
     try:
         out.value(res, 0)
         out.finish()
@@ -478,7 +361,7 @@ async def _handle(fr, writer, dispatch, max_body):
         return
     body = fr.body
     if len(body) == 0:
-        await _reply(writer, 0, BAD_REQUEST, _error("empty body"))
+        await _reply(writer, 0, _BAD_REQUEST, _error("empty body"))
         return
     seq = body[0]
     # the request is parsed where it lies, in the frame's buffer (json takes
@@ -488,31 +371,36 @@ async def _handle(fr, writer, dispatch, max_body):
         if len(text) and max(text) > 0x7F and not utf8_strict(text):
             raise UnicodeError
         req = json.loads(text)
-        if fr.buf.find(b"\\u", 4, 4 + len(text)) >= 0 and not _strings_strict(req):
-            raise UnicodeError
+        if fr.buf.find(b"\\u", 4, 4 + len(text)) >= 0:
+            try:
+                ok = lazy.load("local_auth").strings_strict(req, utf8_strict)
+            finally:
+                lazy.drop("local_auth")
+            if not ok:
+                raise UnicodeError
     except UnicodeError:
-        await _reply(writer, seq, BAD_REQUEST, _error("request is not well-formed UTF-8"))
+        await _reply(writer, seq, _BAD_REQUEST, _error("request is not well-formed UTF-8"))
         return
     except ValueError:
         req = None
     cmd = req.get("cmd") if isinstance(req, dict) else None
     if not isinstance(cmd, str):
-        await _reply(writer, seq, BAD_REQUEST, _error("request is not a JSON object with a string 'cmd'"))
+        await _reply(writer, seq, _BAD_REQUEST, _error("request is not a JSON object with a string 'cmd'"))
         return
     status = OK
     res = None
     try:
         res = await dispatch(req)
     except NotAuthorised as e:
-        status, payload = NOT_AUTHORISED, _error(str(e) or "not authorised")
+        status, payload = _NOT_AUTHORISED, _error(str(e) or "not authorised")
     except KeyError as e:
         if e.args and e.args[0] == cmd:
-            status, payload = UNKNOWN_COMMAND, _error("unknown command: %s" % cmd)
+            status, payload = _UNKNOWN_COMMAND, _error("unknown command: %s" % cmd)
         else:
             log_exc("local", e)
             status, payload = INTERNAL, _error("internal error: KeyError %s" % e)
     except (ValueError, TypeError) as e:
-        status, payload = BAD_ARGS, _error(str(e) or type(e).__name__)
+        status, payload = _BAD_ARGS, _error(str(e) or type(e).__name__)
     except Exception as e:
         log_exc("local", e)
         status, payload = INTERNAL, _error("internal error: %s %s" % (type(e).__name__, e))
@@ -588,54 +476,16 @@ async def _ack(fr, writer, acked):
     return acked
 
 
-# ---- installer authentication (docs/local-port.md) --------------------------
-# Challenge-response with the installer credential K (32 bytes, written at
-# provisioning; the emulated board has a factory test credential). The hub
-# answers auth_challenge with a fresh nonce N; the client proves K with
-# auth {mac: HMAC-SHA256(K, "chub-auth" | N)}; both then hold the session key
-# S = HMAC-SHA256(K, "chub-session" | N). Every protected request carries
-# "auth": [n, tag] with n > the last n of the session and tag = the first 16
-# bytes of HMAC-SHA256(S, n as u32 BE | canonical(request)): the tag covers
-# the command and every argument, so nothing a bystander saw on the line can
-# be replayed or changed, and a later client without K gets nothing. A
-# session ends after _SESSION_MS, after IDLE_MS without a request, at
-# auth_end (tagged: only the session's holder ends it), at a successful new
-# authentication or when the credential changes; a new challenge leaves it
-# alone. A wrong credential, a bad or stale tag go to the security log
-# (codes.EV_AUTH_FAILED); wrong credentials are slowed by a back-off that doubles
-# with each one in a row (BACKOFF_MS .. BACKOFF_MAX_MS) and ends at a success.
-
-_SESSION_MS = const(900000)
-IDLE_MS = const(300000)
-BACKOFF_MS = const(500)
-BACKOFF_MAX_MS = const(30000)
-
-
-def request_tag(session_key, n, req):
-    """The tag of request `req` (a dict: cmd and arguments; its "auth" member
-    is left out) with request number n."""
-    # the canonical form's pieces (str: MicroPython's hashlib takes a str's
-    # UTF-8 bytes as they are) go to the hash one by one: a request of a few
-    # KB is not joined and encoded into two more copies of its size
-    out = []
-    _canon(req, out, 0)
-    return hmac_sha256(session_key, bytes(((n >> 24) & 0xFF, (n >> 16) & 0xFF, (n >> 8) & 0xFF, n & 0xFF)),
-                       *out)[:16]
-
-
-def backoff_ms(failures):
-    """The wait after `failures` wrong credentials in a row."""
-    if failures <= 0:
-        return 0
-    return min(BACKOFF_MS << min(failures - 1, 16), BACKOFF_MAX_MS)
-
+# ---- installer authentication (docs/local-port.md; local_auth) ---------------
 
 class InstallerAuth:
     """InstallerAuth(get_key, rand, now_ms, security_log=None,
-    event_log=None): get_key() -> the credential (32 bytes) or None when the
-    hub has none (factory-blank: only the open and first-provisioning
-    commands work); now_ms() milliseconds since boot, unbounded (mono.ms); the
-    CHF's logs take the failures (security) and the sessions (event)."""
+    event_log=None): the installer-authentication state the guard keeps
+    (local_auth, loaded for a request, does the rest). get_key() -> the
+    credential (32 bytes) or None when the hub has none (factory-blank: only
+    the open and first-provisioning commands work); now_ms() milliseconds
+    since boot, unbounded (mono.ms); the CHF's logs take the failures
+    (security) and the sessions (event)."""
 
     def __init__(self, get_key, rand, now_ms, security_log=None, event_log=None):
         self.get_key = get_key
@@ -648,94 +498,25 @@ class InstallerAuth:
         self.failures = 0  # wrong credentials in a row (the back-off)
         self.failed = 0  # wrong credentials, bad and stale tags since boot
         self.slowed = 0  # answers refused unheard during a back-off
-        self._wait_from = 0
-
-    def _log(self, lg, code, data):
-        if lg is not None:
-            try:
-                lg.append(code, data)
-            except Exception as e:  # no clock yet, flash trouble: the console has it
-                log("local", "auth event 0x%04X not logged: %r" % (code, e))
-
-    def _fail(self, why):
-        self.failed += 1
-        self._log(self.security_log, codes.EV_AUTH_FAILED, why)
-
-    def backoff_left_ms(self):
-        left = backoff_ms(self.failures) - (self.now_ms() - self._wait_from)
-        return left if left > 0 else 0
-
-    def challenge(self):
-        self.nonce = bytes(self.rand(16))
-        return self.nonce
-
-    def answer(self, mac):
-        nonce, self.nonce = self.nonce, None  # one try per challenge
-        key = self.get_key()
-        if key is None:
-            raise NotAuthorised("the hub has no installer credential: provision it first")
-        if nonce is None:
-            raise NotAuthorised("no challenge: call auth_challenge first")
-        left = self.backoff_left_ms()
-        if left:
-            self.slowed += 1
-            raise NotAuthorised("too many wrong credentials: wait %d ms" % left)
-        if not ct_equal(hmac_sha256(key, b"chub-auth", nonce), mac):
-            self.failures += 1
-            self._wait_from = self.now_ms()
-            self._fail(b"credential")
-            raise NotAuthorised("wrong installer credential")
-        self.failures = 0
-        t = self.now_ms()
-        self.session = [hmac_sha256(key, b"chub-session", nonce), 0, t, t, key]
-        self._log(self.event_log, codes.EV_LOCAL_PORT_SESSION, b"")
-        return _SESSION_MS // 1000
+        self.wait_from = 0  # when the back-off started (now_ms)
 
     def end(self):
         self.session = None
         self.nonce = None
 
-    def check(self, req, cmd):
-        """Raise NotAuthorised unless req carries a fresh tag of this session."""
-        s = self.session
-        if s is None:
-            raise NotAuthorised("%s needs an authenticated installer (auth_challenge, auth)" % cmd)
-        t = self.now_ms()
-        if t - s[2] > _SESSION_MS or t - s[3] > IDLE_MS or s[4] != self.get_key():
-            self.session = None
-            raise NotAuthorised("the installer session has expired: authenticate again")
-        a = req.get("auth")
-        if not isinstance(a, list) or len(a) != 2 or not isinstance(a[0], int) or not isinstance(a[1], str):
-            raise NotAuthorised("%s needs an installer session tag" % cmd)
-        n = a[0]
-        if isinstance(n, bool) or n > 0xFFFFFFFF:
-            raise NotAuthorised("bad request number")
-        if n <= s[1]:
-            self._fail(b"stale")
-            raise NotAuthorised("stale request number")
-        try:
-            tag = bytes.fromhex(a[1])
-        except ValueError:
-            tag = b""
-        if not ct_equal(request_tag(s[0], n, req), tag):
-            self._fail(b"tag")
-            raise NotAuthorised("bad session tag")
-        s[1] = n
-        s[3] = t
+
+_AUTH_CMDS = const(("auth_challenge", "auth", "auth_end"))
 
 
-def guard(dispatch, auth, open_cmds, first_cmds=(), known=None):
-    """A dispatch that lets `open_cmds` through, `first_cmds` too while the
-    hub has no credential, and everything else only with a session tag. The
-    auth commands themselves are served here. known: the commands the hub
-    has (a container, e.g. hub.commands); one not in it goes through to be
-    answered as unknown."""
+class guard:
+    """guard(dispatch, auth, open_cmds, first_cmds, known): a dispatch that
+    lets `open_cmds` through, `first_cmds` too while the hub has no
+    credential, and everything else only with a session tag. The auth
+    commands themselves are served here. known: the commands the hub has (a
+    container, e.g. hub.commands, or None); one not in it goes through to be
+    answered as unknown. The installer's part is local_auth, loaded for a
+    request that needs it and dropped after."""
 
-    return _Guard(dispatch, auth, open_cmds, first_cmds, known)
-
-
-class _Guard:
-    # the guarded dispatch (guard() makes it)
     def __init__(self, dispatch, auth, open_cmds, first_cmds, known):
         self.dispatch = dispatch
         self.auth = auth
@@ -744,23 +525,16 @@ class _Guard:
         self.known = known
 
     async def __call__(self, req):
-        auth = self.auth
         cmd = req.get("cmd")
-        if cmd == "auth_challenge":
-            key = auth.get_key()
-            return {"nonce": auth.challenge().hex(), "credential": key is not None}
-        if cmd == "auth":
-            mac = hex_arg(req, "mac", 32)
-            return {"ttl_s": auth.answer(mac)}
-        if cmd == "auth_end":
-            if auth.session is None:
-                return {"ended": False}
-            auth.check(req, cmd)  # only the session's holder ends it
-            auth.end()
-            return {"ended": True}
         known = self.known
-        if cmd in self.open_cmds or (known is not None and cmd not in known):
+        if cmd not in _AUTH_CMDS and (cmd in self.open_cmds or (known is not None and cmd not in known)):
             return await self.dispatch(req)
-        if not (cmd in self.first_cmds and auth.get_key() is None):
-            auth.check(req, cmd)
+        try:
+            res, why = lazy.load("local_auth").guard(self, req, cmd)
+        finally:
+            lazy.drop("local_auth")
+        if why is not None:
+            raise NotAuthorised(why)
+        if res is not None:
+            return res
         return await self.dispatch(req)

@@ -351,7 +351,7 @@ def test_crc_matches_binascii_under_micropython() -> None:
     rnd = random.Random(3)
     inputs = [b"", b"123456789"] + [rnd.randbytes(rnd.randrange(1, 300)) for _ in range(300)]
     code = (
-        "import sys, binascii\nfrom local_port import crc16, encode_frame\n"
+        "import sys, binascii\nfrom local_frame import encode_frame\nfrom local_port import crc16\n"
         "for line in sys.stdin:\n"
         "    d = binascii.unhexlify(line.strip())\n"
         "    print('%04x' % crc16(d), binascii.hexlify(encode_frame(d)).decode())\n"

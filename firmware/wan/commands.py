@@ -2,7 +2,6 @@
 #   wan_status, wan_config {set: {...}}, transactions {before?}
 # The settings and the transaction log belong to the WAN service, so
 # wan_config and transactions answer also before the job's session runs.
-from local_port import int_arg
 from wan import settings
 
 # req["_from"] of a request that came over the head-end's management channel
@@ -48,6 +47,8 @@ async def transactions(hub, req):
     back with before = the first seq of the previous page."""
     before = req.get("before")
     if before is not None:
+        from local_port import int_arg
+
         before = int_arg(req, "before", 0, 0xFFFFFFFF)
     tx = hub.wan.txlog
     return {"total": len(tx), "entries": tx.page(before)}

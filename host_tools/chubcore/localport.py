@@ -127,7 +127,7 @@ def canonical(req: dict[str, Any]) -> bytes:
     object without "auth", keys sorted at every level, no spaces, strings as
     UTF-8 with only backslash, quote and control characters escaped
     (\\u00xx), integers in decimal (docs/local-port.md; the hub computes the
-    same, firmware/local_port.py `canonical`)."""
+    same, firmware/local_auth.py `canonical`)."""
     out: list[str] = []
     _canon(req, out, 0)
     return "".join(out).encode()

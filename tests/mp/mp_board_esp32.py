@@ -164,9 +164,9 @@ def _run(coro, ms):
 
 
 def _status_frame(seq, body=b""):
-    import local_port as lp
+    from local_frame import encode_frame
 
-    return lp.encode_frame(bytes([seq]) + b'{"cmd":"echo","x":"' + body + b'"}')
+    return encode_frame(bytes([seq]) + b'{"cmd":"echo","x":"' + body + b'"}')
 
 
 def _answers(out):
