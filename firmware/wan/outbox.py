@@ -47,10 +47,6 @@ _TX_NAMES = const(("pdp_up", "pdp_fail", "link_up", "link_drop", "ack", "reject"
                    "report"))
 
 
-class OutboxError(ValueError):
-    pass
-
-
 class TxLog:
     """Transaction log entries: utc u32, event u8, id u32, detail (short bytes)."""
 
@@ -66,26 +62,6 @@ class TxLog:
     def __len__(self):
         return len(self.ring)
 
-    @staticmethod
-    def _entry(seq, p):
-        if len(p) < 9:
-            return None
-        t, ev, fid = struct.unpack(">IBI", p[:9])
-        try:
-            d = str(bytes(p[9:]), "utf-8")
-        except UnicodeError:
-            d = ""
-        name = _TX_NAMES[ev - 1] if 0 < ev <= len(_TX_NAMES) else ev
-        return {"seq": seq, "utc": t, "event": name, "id": fid, "detail": d}
-
-    def entries(self):
-        out = []
-        for seq, p in self.ring.pending():
-            e = self._entry(seq, p)
-            if e is not None:
-                out.append(e)
-        return out
-
     def page(self, before=None, room=1500):
         """Entries with seq < before (all when None), newest first until
         about `room` bytes of JSON, returned oldest first. Reads only the
@@ -96,7 +72,7 @@ class TxLog:
             if before is not None and seq >= before:
                 continue
             p = r.read(seq)
-            e = self._entry(seq, p) if p is not None else None
+            e = _entry(seq, p) if p is not None else None
             if e is None:
                 continue
             room -= 56 + len(e["event"]) + len(e["detail"])
@@ -107,16 +83,29 @@ class TxLog:
         return out
 
 
+def _entry(seq, p):
+    # a transaction log record as the entry page() gives (None: too short)
+    if len(p) < 9:
+        return None
+    t, ev, fid = struct.unpack(">IBI", p[:9])
+    try:
+        d = str(bytes(p[9:]), "utf-8")
+    except UnicodeError:
+        d = ""
+    name = _TX_NAMES[ev - 1] if 0 < ev <= len(_TX_NAMES) else ev
+    return {"seq": seq, "utc": t, "event": name, "id": fid, "detail": d}
+
+
 def pack(kind, cls, he_id, gbcs):
     return struct.pack(">BBI", kind, cls, he_id & 0xFFFFFFFF) + gbcs
 
 
 def unpack(p):
     if len(p) < 6:
-        raise OutboxError("outbox record too short")
+        raise ValueError("outbox record too short")
     kind, cls, he_id = struct.unpack(">BBI", p[:6])
     if not KIND_RESPONSE <= kind <= KIND_REPORT or cls not in (CRITICAL, NON_CRITICAL):
-        raise OutboxError("bad outbox record header")
+        raise ValueError("bad outbox record header")
     return kind, cls, he_id, p[6:]
 
 
@@ -145,10 +134,10 @@ class Outbox:
             if k in cfg:
                 self.cfg[k] = cfg[k]
         if self.cfg["on_exhausted"] not in ("keep", "drop"):
-            raise OutboxError("on_exhausted must be keep or drop")
+            raise ValueError("on_exhausted must be keep or drop")
         w = self.cfg["sched_window_ms"]
         if not isinstance(w, int) or not 0 <= w < (1 << 30):
-            raise OutboxError("sched_window_ms must be 0..2^30-1")
+            raise ValueError("sched_window_ms must be 0..2^30-1")
 
     def __len__(self):
         return len(self.j)
@@ -166,7 +155,7 @@ class Outbox:
         for _, p in self.j.pending():
             try:
                 kind, _, he_id, _ = unpack(p)
-            except OutboxError:
+            except ValueError:
                 continue
             if kind == KIND_RESPONSE:
                 out.append(he_id)
@@ -205,7 +194,7 @@ class Outbox:
                 p = self.j.read(seq)
                 try:
                     kind, cls, _, _ = unpack(p)
-                except OutboxError:
+                except ValueError:
                     self.j.ack(seq)  # unreadable: nothing we can ever deliver
                     continue
                 if kind == KIND_SCHEDULED:

@@ -10,34 +10,6 @@ from wan.linkcred import LinkCredentials
 from wan.settings import DEFAULTS, WanSettings
 
 
-class Emit:
-    """emit(frame, kind, critical=None): persist one GBCS response, alert or
-    scheduled-data message for the head-end (durable when it returns, also
-    before the link is up) -> its outbox frame id. critical None: a response
-    or alert by its GBCS use case's criticality (wan.critical; an alert the
-    table does not name per `critical_alerts`), scheduled data non-critical.
-    Scheduled data leaves at a random time inside `sched_window_ms`."""
-
-    def __init__(self, wan):
-        self.wan = wan
-
-    def __call__(self, frame, kind, critical=None):
-        k = ob.KINDS.index(kind) + 1 if kind in ob.KINDS else None
-        if k is None:
-            raise ValueError("emit: kind must be alert, response or scheduled")
-        w = self.wan
-        if critical is None:
-            if k == ob.KIND_SCHEDULED:
-                critical = False
-            else:
-                from wan.critical import is_critical
-
-                critical = is_critical(frame, k == ob.KIND_ALERT, w.settings["critical_alerts"])
-        fid = w.outbox.add(bytes(frame), ob.CRITICAL if critical else ob.NON_CRITICAL, k)
-        w.wake()  # the link loop sends it now instead of at its next poll
-        return fid
-
-
 class WanService:
     """Its parts: the store, the identity (for the session), the hub's clock,
     utc() (UTC Unix seconds, for the logs), the board's power-fail signal
@@ -58,12 +30,33 @@ class WanService:
         self.settings = WanSettings(DEFAULTS, store.kv("wan"), ob.DEFAULTS)
         self.txlog = ob.TxLog(store.ringlog("transactions", 100), utc)
         self.outbox = ob.Outbox(store.journal("outbox"), dict(self.settings.items()), self.txlog)
-        self.emit = Emit(self)
         self.link = LinkCredentials(store, identity)  # the head-end link's key, certificate, anchor
         self.session = None  # wan.session.Wan once the job has started
         self.manage = None  # wan.mgmt.Channel, given by the wiring (it holds the local-port commands)
         self.chf = self.event_log = self.security_log = None
         self._last_gasp = None
+
+    def emit(self, frame, kind, critical=None):
+        """Persist one GBCS response, alert or scheduled-data message for the
+        head-end (durable when it returns, also before the link is up) ->
+        its outbox frame id. critical None: a response or alert by its GBCS
+        use case's criticality (wan.critical; an alert the table does not
+        name per `critical_alerts`), scheduled data non-critical. Scheduled
+        data leaves at a random time inside `sched_window_ms`. The wiring
+        hands the bound method on (hub.emit, the router's emit)."""
+        k = ob.KINDS.index(kind) + 1 if kind in ob.KINDS else None
+        if k is None:
+            raise ValueError("emit: kind must be alert, response or scheduled")
+        if critical is None:
+            if k == ob.KIND_SCHEDULED:
+                critical = False
+            else:
+                from wan.critical import is_critical
+
+                critical = is_critical(frame, k == ob.KIND_ALERT, self.settings["critical_alerts"])
+        fid = self.outbox.add(bytes(frame), ob.CRITICAL if critical else ob.NON_CRITICAL, k)
+        self.wake()  # the link loop sends it now instead of at its next poll
+        return fid
 
     def attach_chf(self, chf, event_log, security_log):
         self.chf = chf

@@ -11,6 +11,7 @@ import time
 
 import board
 import codes
+import mono
 from micropython import const
 from log import kind_of, log, log_exc
 from version import VERSION
@@ -33,21 +34,6 @@ class _Planned(Exception):
         self.reason = reason
 
 
-class _Mono:
-    """Milliseconds since start as an unbounded int, from tick differences
-    (the ESP32's ticks wrap every 12 days; call ms() at least every few days)."""
-
-    def __init__(self):
-        self._t = time.ticks_ms()
-        self._ms = 0
-
-    def ms(self):
-        t = time.ticks_ms()
-        self._ms += time.ticks_diff(t, self._t)
-        self._t = t
-        return self._ms
-
-
 class Wan:
     """One modem and head-end session after another. Its parts: the store,
     the settings (wan.settings through KV "wan"), the transaction log and
@@ -64,7 +50,7 @@ class Wan:
         self.event_log = event_log
         self.manage = manage  # wan.mgmt.Channel: the head-end's MGMT requests
         self._relink = None  # a _Planned reason: wan_config changed host, port or apn
-        self._fb_ms = 0  # when the fall-back was armed (or the job started with one pending)
+        self._fb_ms = mono.ms()  # when the fall-back was armed (or the job started with one pending)
         self._install_ms = None  # when the installation report is due (its signal window sampled)
         self._cfg = settings
         self.seen_kv = store.kv("wan_seen")
@@ -93,8 +79,7 @@ class Wan:
         self.rx_polls_found = 0
         self.last_error = None
         self.hello_utc = None
-        self.mono = _Mono()
-        self.init_ms = self.good_ms = self.attach_ms = 0
+        self.init_ms = self.good_ms = self.attach_ms = self._fb_ms  # mono.ms() at the start
         self.errors = 0  # sessions in a row that failed before the link came up
         self.pdp_refreshes = 0
         self.radio = None  # radio mode set since the modem booted
@@ -121,7 +106,9 @@ class Wan:
     async def run(self):
         reader, writer = await board.open_uart("modem")
         cfg = self.cfg()
-        m = self.modem = _driver(reader, writer, self._reset_line, cfg.get("timings"))
+        from wan.sim7600 import Sim7600  # the modem's driver
+
+        m = self.modem = Sim7600(reader, writer, reset=self._reset_line, timings=cfg.get("timings"))
         m.listener = self._event
         # the reader runs from the job's start: the modem's notices (RDY,
         # registration) are taken off the UART also while the session waits
@@ -136,7 +123,7 @@ class Wan:
 
     async def _sessions(self, m, cfg):
         delay = cfg["retry_ms"]
-        self.init_ms = self.good_ms = self.mono.ms()
+        self.init_ms = self.good_ms = mono.ms()
         while True:
             silent = False
             planned = None
@@ -152,7 +139,7 @@ class Wan:
                     silent = True
                 else:
                     log("wan", "session ended: %r" % e)
-            now = self.mono.ms()
+            now = mono.ms()
             # a link that was up a while is tried again at once (a flapping one backs off)
             was_up = self.connected and now - self.good_ms >= _STABLE_MS
             if self.connected:
@@ -205,7 +192,7 @@ class Wan:
         self.state = "reset"
         self.tx.add(ob.TX_MODEM_RESET, 0, reason)
         log("wan", "modem %s: hardware reset" % reason)
-        self.init_ms = self.good_ms = self.mono.ms()
+        self.init_ms = self.good_ms = mono.ms()
         try:
             await self.modem.hw_reset()
             self.need_init = False
@@ -225,7 +212,7 @@ class Wan:
                 if k not in prev:
                     prev[k] = before[k]
             self.fb_kv.set("prev", prev)
-            self._fb_ms = self.mono.ms()
+            self._fb_ms = mono.ms()
             log("wan", "link settings %s changed by %s: fall-back armed" % (",".join(keys), origin))
         self._relink = "pdp" if "apn" in keys else "settings"
 
@@ -274,7 +261,7 @@ class Wan:
             self.state = "init"
             await m.init()
             self.need_init = False
-            self.init_ms = self.mono.ms()
+            self.init_ms = mono.ms()
         if cfg["radio"] and cfg["radio"] != self.radio:
             await m.set_radio_mode(cfg["radio"])
             self.radio = cfg["radio"]
@@ -295,7 +282,7 @@ class Wan:
                     self.tx.add(ob.TX_PDP_FAIL, 0, str(e))
                 raise
             self.tx.add(ob.TX_PDP_UP, 0, ip or "")
-            self.attach_ms = self.mono.ms()
+            self.attach_ms = mono.ms()
         self.state = "connecting"
         self._cred_gen = cred.gen
         await m.tls_prepare(cred)
@@ -313,7 +300,7 @@ class Wan:
         self.connects += 1
         self.state = "connected"
         self.tx.add(ob.TX_LINK_UP, self.connects)
-        self.good_ms = self.mono.ms()
+        self.good_ms = mono.ms()
         self.errors = 0
         log("wan", "link up to %s:%d" % (cfg["host"], cfg["port"]))
         self._relink = None
@@ -322,7 +309,7 @@ class Wan:
             self.tx.add(ob.TX_FALLBACK, 0, "kept")
         if self._install_ms is None and not self.rep_kv.get("install"):
             # the installation report leaves once the signal average covers its window
-            self._install_ms = self.mono.ms() + m.t["signal_window"]
+            self._install_ms = mono.ms() + m.t["signal_window"]
         self.outbox.reconnected()
         await self._serve(rest)
 
@@ -379,7 +366,7 @@ class Wan:
                 raise md.ModemError("SocketClosed", "head-end silent")
             if self._nitz:
                 await self._network_time()
-            t = self.mono.ms()
+            t = mono.ms()
             if t - self.attach_ms >= cfg["pdp_refresh_ms"]:
                 raise _Planned("pdp")
             if t - self.init_ms >= cfg["reinit_ms"]:
@@ -453,10 +440,10 @@ class Wan:
                     log_exc("wan", e)
             # the retry class by the GBCS use case's criticality (wan.critical)
             if resp is not None:
-                self.outbox.add(resp, _cls(is_critical(resp)), ob.KIND_RESPONSE, fid)
+                self.outbox.add(resp, ob.CRITICAL if is_critical(resp) else ob.NON_CRITICAL, ob.KIND_RESPONSE, fid)
             ca = self.cfg()["critical_alerts"]
             for a in alerts:
-                self.outbox.add(a, _cls(is_critical(a, True, ca)), ob.KIND_ALERT)
+                self.outbox.add(a, ob.CRITICAL if is_critical(a, True, ca) else ob.NON_CRITICAL, ob.KIND_ALERT)
             self.seen.add(fid)
             self.seen_kv.set("ids", self.seen.ids)
             await m.send(link.ack(fid, status))
@@ -526,17 +513,3 @@ class Wan:
             "errors": self.errors, "pdp_refreshes": self.pdp_refreshes,
             "garbled": m.garbled() if m else 0,
         }
-
-
-
-
-def _cls(critical):
-    return ob.CRITICAL if critical else ob.NON_CRITICAL
-
-
-def _driver(reader, writer, reset, timings):
-    from wan.sim7600 import Sim7600
-
-    return Sim7600(reader, writer, reset=reset, timings=timings)
-
-

@@ -8,6 +8,7 @@ from array import array
 import asyncio
 import time
 
+import lazy
 from flag import Flag
 from wan import at as A
 from wan import modem as md
@@ -543,27 +544,34 @@ class Sim7600(md.Modem):
 
     # ---- TLS in the modem (the SIM7500/SIM7600 SSL AT commands) ----
     async def tls_prepare(self, cred):
-        """The link credentials into the modem (once per fingerprint and modem
-        boot): the three PEM files of cred.files() downloaded (AT+CCERTDOWN)
-        unless AT+CCERTLIST has them, older chub*.pem files deleted, SSL
-        context 0 set to TLS 1.2 with server and client authentication."""
-        fp, files = cred.files()
-        if fp == self._tls_fp:
-            return
-        at = self.at
-        t = self.t
-        have = []
-        for ln in await at.cmd("AT+CCERTLIST", b"+CCERTLIST:"):
-            have.append(str(split_fields(ln, b"+CCERTLIST:")[0], "ascii"))
-        want = [f[0] for f in files]
-        for name in have:
-            if name.startswith("chub") and name not in want:
-                await self._quiet('AT+CCERTDELE="%s"' % name)
-        for name, kind in files:
-            if name not in have:
-                data = cred.render(kind)
-                await at.cmd('AT+CCERTDOWN="%s",%d' % (name, len(data)), None, t["certdown"], None, data)
-                data = None
+        """The link credentials (wan.linkcred) into the modem (once per
+        fingerprint and modem boot): the three PEM files of
+        wan.linkfiles.files() (loaded for it, dropped after) downloaded
+        (AT+CCERTDOWN) unless AT+CCERTLIST has them, older chub*.pem files
+        deleted, SSL context 0 set to TLS 1.2 with server and client
+        authentication."""
+        lf = lazy.load("wan.linkfiles")
+        try:
+            fp, files = lf.files(cred)
+            if fp == self._tls_fp:
+                return
+            at = self.at
+            t = self.t
+            have = []
+            for ln in await at.cmd("AT+CCERTLIST", b"+CCERTLIST:"):
+                have.append(str(split_fields(ln, b"+CCERTLIST:")[0], "ascii"))
+            want = [f[0] for f in files]
+            for name in have:
+                if name.startswith("chub") and name not in want:
+                    await self._quiet('AT+CCERTDELE="%s"' % name)
+            for name, kind in files:
+                if name not in have:
+                    data = lf.render(cred, kind)
+                    await at.cmd('AT+CCERTDOWN="%s",%d' % (name, len(data)), None, t["certdown"], None, data)
+                    data = None
+        finally:
+            lf = None
+            lazy.drop("wan.linkfiles")
         # TLS 1.2; verify the server against the anchor, present our certificate;
         # validity periods not checked against the modem's clock (it is not a
         # trusted time: docs/headend-link.md)
