@@ -49,7 +49,7 @@ def _s(b):
 
 
 # 3GPP 27.007 +CME ERROR codes with their verbose (AT+CMEE=2) texts
-_CME = (
+_CME = const((
     (3, b"operation not allowed"), (4, b"operation not supported"),
     (10, b"SIM not inserted"), (11, b"SIM PIN required"), (12, b"SIM PUK required"),
     (13, b"SIM failure"), (14, b"SIM busy"), (15, b"SIM wrong"), (16, b"incorrect password"),
@@ -61,7 +61,7 @@ _CME = (
     (132, b"service option not supported"), (133, b"requested service option not subscribed"),
     (134, b"service option temporarily out of order"), (148, b"unspecified GPRS error"),
     (149, b"PDP authentication failure"), (150, b"invalid mobile class"),
-)
+))
 
 
 def cme_code(text):
@@ -77,13 +77,13 @@ def cme_code(text):
 
 # URCs recognised even when no handler is registered (so they are not
 # mistaken for replies or garbage)
-_KNOWN_URCS = (
+_KNOWN_URCS = const((
     b"RDY", b"+CPIN:", b"SMS DONE", b"PB DONE", b"+CREG:", b"+CGREG:", b"+CEREG:",
     b"+CIPEVENT:", b"+IPCLOSE:", b"+CIPRXGET: 1,", b"RECV FROM:", b"+CTZV:", b"+CTZE:",
     b"*PSUTTZ:", b"DST:", b"*PSNWID:", b"+CMTI:", b"+CGEV:", b"+CNSMOD:", b"+CSQ:",
     b"CLOSED", b"*ATREADY:", b"+CGPS:", b"+CUSD:", b"+CLIENT:", b"+CPSI:",
     b"+CCHEVENT:", b"+CCH_PEER_CLOSED:", b"+CCH_RECV_CLOSED:", b"+CCH: ",
-)
+))
 
 
 def split_fields(line, prefix=b""):

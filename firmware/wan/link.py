@@ -9,13 +9,13 @@ import struct
 
 from log import KindError
 
-MAGIC = b"CH"
+_MAGIC = const(b"CH")
 _HDR = const(9)
 _TRAILER = const(4)
-MAX_PAYLOAD = 4096
+MAX_PAYLOAD = const(4096)
 # the decoder's standing receive buffer: nine in ten of the RTDS commands
 # fit it (their median is ~120 bytes); a larger frame gets a buffer of its own
-SMALL = 512
+_SMALL = const(512)
 
 HELLO = const(1)  # hub -> HE: eui(8) signal i8 (127 = unknown) version (utf-8)
 HELLO_ACK = const(2)  # HE -> hub: utc u32
@@ -47,7 +47,7 @@ def encode(ftype, fid, payload=b""):
         raise LinkError("TooLong", "payload %d > %d" % (n, MAX_PAYLOAD))
     if not 1 <= ftype <= _LAST:
         raise LinkError("BadType", "type %d" % ftype)
-    head = MAGIC + struct.pack(">BIH", ftype, fid & 0xFFFFFFFF, n)
+    head = _MAGIC + struct.pack(">BIH", ftype, fid & 0xFFFFFFFF, n)
     crc = binascii.crc32(payload, binascii.crc32(head))
     return head + payload + struct.pack(">I", crc)
 
@@ -97,7 +97,7 @@ class Decoder:
     buffer of exactly that frame's length (at most MAX_PAYLOAD + 13) and go
     back to the standing one once the frame is taken (`grown` counts them)."""
 
-    def __init__(self, size=SMALL):
+    def __init__(self, size=_SMALL):
         self._small = bytearray(size)
         self._use(self._small)
         self.n = 0  # bytes held

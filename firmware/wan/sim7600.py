@@ -36,7 +36,7 @@ TIMINGS = {
 # the radio modes' names and, at the same place, their AT+CNMP values
 RADIO_MODES = ("auto", "gsm", "wcdma", "gsm+wcdma", "lte", "gsm+wcdma+lte", "not-lte", "gsm+lte", "wcdma+lte")
 _RADIO_CNMP = const((2, 13, 14, 19, 38, 39, 48, 51, 54))
-_CNMP = (2, 9, 10, 13, 14, 19, 22, 38, 39, 48, 51, 54, 59, 60, 63, 67)
+_CNMP = const((2, 9, 10, 13, 14, 19, 22, 38, 39, 48, 51, 54, 59, 60, 63, 67))
 
 
 def rssi_to_dbm(rssi):
@@ -145,7 +145,7 @@ def _last_int(line):
 
 
 # the URCs the driver follows (a constant tuple, in flash when frozen):
-# _on_urc calls the handler of the first prefix that matches, by its place
+# _on_urc handles the first prefix that matches, by its place
 _URC_PREFIXES = const((
     b"+CREG:", b"+CGREG:", b"+CEREG:", b"+IPCLOSE:", b"+CIPEVENT:", b"+CIPRXGET: 1,", b"RDY", b"+CPIN:",
     b"PB DONE", b"+CCHEVENT:", b"+CCH_PEER_CLOSED:", b"+CCH_RECV_CLOSED:", b"+CTZV:", b"*PSUTTZ:", b"+CTZE:",
@@ -207,6 +207,9 @@ class Sim7600(md.Modem):
 
     # ---- URCs ----
     def _on_urc(self, line):
+        # every URC the driver follows, by its prefix's place in
+        # _URC_PREFIXES: one method (a bound method and a method slot per
+        # handler would be ~40 bytes apiece, for the hub's life)
         i = 0
         for p in _URC_PREFIXES:
             if line.startswith(p):
@@ -214,90 +217,83 @@ class Sim7600(md.Modem):
             i += 1
         else:
             return
-        # a method call: no bound method made per URC
-        if i < 3:
-            self._on_reg(line)
-        elif i == 3:
-            self._on_ipclose(line)
-        elif i == 4:
-            self._on_cipevent(line)
-        elif i == 5:
-            self._on_rx(line)
-        elif i == 6:
-            self._on_boot(line)
-        elif i == 7:
-            self._on_cpin(line)
-        elif i == 8:
-            self._on_pb_done(line)
-        elif i == 9:
-            self._on_cch_event(line)
+        if i < 3:  # +CREG / +CGREG / +CEREG
+            read, stat, _, _ = parse_reg(line, _URC_PREFIXES[i])
+            self._set_reg(i, stat)
+        elif i == 3:  # +IPCLOSE: <link>,<reason>
+            f = split_fields(line, b"+IPCLOSE:")
+            if len(f) != 2:
+                raise A.ATFormatError("bad +IPCLOSE")
+            if to_int(f[0]) == 0:
+                self.socket_open = False
+                self._rxev.set()
+                self._emit(md.EV_SOCKET_CLOSED, to_int(f[1]))
+        elif i == 4:  # +CIPEVENT: NETWORK CLOSED UNEXPECTEDLY
+            was = self.socket_open
+            self.socket_open = False
+            self.attached = False
+            self._cch_started = False
+            self.net_lost = True
+            self._rxev.set()
+            if was:
+                self._emit(md.EV_SOCKET_CLOSED, -1)
+            self._emit(md.EV_NET_LOST, line[10:].strip())
+        elif i == 5 or i == 9:
+            # +CIPRXGET: 1,0 / +CCHEVENT: 0,RECV EVENT: data waits in link 0 /
+            # SSL session 0 (buffer / manual receive mode)
+            if (line[13:].strip() == b"0") if i == 5 else (line[11:12] == b"0" and b"RECV EVENT" in line):
+                self._rx_pending = True
+                self._rx_urcs += 1
+                self._rxev.set()
+        elif i == 6:  # RDY: the modem (re)booted
+            if line != b"RDY":
+                raise A.ATFormatError("bad boot line")
+            self.socket_open = False
+            self.attached = False
+            self.pb_done = False
+            self._pin_tried = None  # the PIN entered since boot (one try per PIN)
+            self._tls = False
+            self._tls_fp = None
+            self._cch_started = False
+            self._reg = [md.REG_UNKNOWN, md.REG_UNKNOWN, md.REG_UNKNOWN]
+            self.reg_stat = md.REG_UNKNOWN
+            self._rxev.set()
+            self._boot.set()
+            self._emit(md.EV_BOOT)
+        elif i == 7:  # +CPIN: <state>
+            self.sim = line[6:].strip()
+            self._emit(md.EV_SIM, self.sim)
+        elif i == 8:  # PB DONE
+            self.pb_done = True
         elif i < 12:
-            self._on_cch_closed(line)
-        else:
-            self._on_time(line)
-
-    def _on_reg(self, line):
-        i = 0 if line.startswith(b"+CREG:") else 1 if line.startswith(b"+CGREG:") else 2
-        read, stat, _, _ = parse_reg(line, (b"+CREG:", b"+CGREG:", b"+CEREG:")[i])
-        self._set_reg(i, stat)
+            # +CCH_PEER_CLOSED: 0 / +CCH_RECV_CLOSED: 0,<err>: the session ended
+            f = split_fields(line[line.find(b":") + 1:])
+            if to_int(f[0]) == 0 and self._tls:
+                self.socket_open = False
+                self._rxev.set()
+                self._emit(md.EV_SOCKET_CLOSED, 1)
+        else:  # +CTZV / *PSUTTZ / +CTZE: network time arrived
+            self._emit(md.EV_TIME, None)
 
     def _set_reg(self, i, stat):
+        # registration stat i (CREG, CGREG, CEREG) -> the combined reg_stat:
+        # registered by CGREG, CEREG or CREG, else denied, searching or none
         old = self.reg_stat
-        self._reg[i] = stat
-        self.reg_stat = self._combined()
-        if self.reg_stat != old:
-            self._emit(md.EV_REG, self.reg_stat)
-
-    def _combined(self):
         r = self._reg
-        for s in (r[1], r[2], r[0]):
-            if md.registered(s):
-                return s
-        for want in (md.REG_DENIED, md.REG_SEARCHING, md.REG_NONE):
-            if want in r:
-                return want
-        return md.REG_UNKNOWN
-
-    def _on_ipclose(self, line):
-        f = split_fields(line, b"+IPCLOSE:")
-        if len(f) != 2:
-            raise A.ATFormatError("bad +IPCLOSE")
-        if to_int(f[0]) == 0:
-            self.socket_open = False
-            self._rxev.set()
-            self._emit(md.EV_SOCKET_CLOSED, to_int(f[1]))
-
-    def _on_cipevent(self, line):
-        was = self.socket_open
-        self.socket_open = False
-        self.attached = False
-        self._cch_started = False
-        self.net_lost = True
-        self._rxev.set()
-        if was:
-            self._emit(md.EV_SOCKET_CLOSED, -1)
-        self._emit(md.EV_NET_LOST, line[10:].strip())
-
-    def _on_rx(self, line):
-        if line[13:].strip() == b"0":
-            self._rx_pending = True
-            self._rx_urcs += 1
-            self._rxev.set()
-
-    def _on_cch_event(self, line):
-        # +CCHEVENT: 0,RECV EVENT: data waits in session 0 (manual receive mode)
-        if line[11:12] == b"0" and b"RECV EVENT" in line:
-            self._rx_pending = True
-            self._rx_urcs += 1
-            self._rxev.set()
-
-    def _on_cch_closed(self, line):
-        # +CCH_PEER_CLOSED: 0 / +CCH_RECV_CLOSED: 0,<err>: the session ended
-        f = split_fields(line[line.find(b":") + 1:])
-        if to_int(f[0]) == 0 and self._tls:
-            self.socket_open = False
-            self._rxev.set()
-            self._emit(md.EV_SOCKET_CLOSED, 1)
+        r[i] = stat
+        s = md.REG_UNKNOWN
+        for x in (r[1], r[2], r[0]):
+            if md.registered(x):
+                s = x
+                break
+        else:
+            for want in (md.REG_DENIED, md.REG_SEARCHING, md.REG_NONE):
+                if want in r:
+                    s = want
+                    break
+        self.reg_stat = s
+        if s != old:
+            self._emit(md.EV_REG, s)
 
     def _on_push(self, link, mv):
         if link in (0, -1):
@@ -306,32 +302,6 @@ class Sim7600(md.Modem):
             else:
                 self._rxq.append(bytes(mv))
                 self._rxev.set()
-
-    def _on_boot(self, line):
-        if line != b"RDY":
-            raise A.ATFormatError("bad boot line")
-        self.socket_open = False
-        self.attached = False
-        self.pb_done = False
-        self._pin_tried = None  # the PIN entered since boot (one try per PIN)
-        self._tls = False
-        self._tls_fp = None
-        self._cch_started = False
-        self._reg = [md.REG_UNKNOWN, md.REG_UNKNOWN, md.REG_UNKNOWN]
-        self.reg_stat = md.REG_UNKNOWN
-        self._rxev.set()
-        self._boot.set()
-        self._emit(md.EV_BOOT)
-
-    def _on_cpin(self, line):
-        self.sim = line[6:].strip()
-        self._emit(md.EV_SIM, self.sim)
-
-    def _on_pb_done(self, line):
-        self.pb_done = True
-
-    def _on_time(self, line):
-        self._emit(md.EV_TIME, None)
 
     # ---- start-up, SIM ----
     async def init(self):
@@ -752,16 +722,6 @@ class Sim7600(md.Modem):
 
     def garbled(self):
         return self.at.p.garbled
-
-    async def pump(self, fn):
-        """Deliver received data to fn(bytes) until the socket closes."""
-        while True:
-            try:
-                fn(await self.recv())
-            except md.ModemError as e:
-                if e.args[0] != "SocketClosed":
-                    raise
-                return
 
     async def close_socket(self):
         if self._tls:
