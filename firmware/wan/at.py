@@ -163,15 +163,6 @@ _FINALS = const((
 ))
 
 
-def _final(ln):
-    # the _FINALS record ln matches, or None
-    for f in _FINALS:
-        t = f[_F_TEXT]
-        if ln == t if f[_F_WHOLE] else ln.startswith(t):
-            return f
-    return None
-
-
 class ATParser:
     """Pure AT line parser. begin() a command, feed() bytes; when .finished
     the reply is in .result (None = OK, or an ATError), .lines, .data."""
@@ -318,7 +309,12 @@ class ATParser:
 
     def _line_done(self, ln):
         c = self.cmd
-        f = _final(ln)
+        for f in _FINALS:  # the final result record ln matches (f None: none)
+            t = f[_F_TEXT]
+            if ln == t if f[_F_WHOLE] else ln.startswith(t):
+                break
+        else:
+            f = None
         if c is not None and not self.finished:
             if ln == c:  # echo (ATE1)
                 return
@@ -424,9 +420,6 @@ class ATChannel:
         self.closed = False
         self.timeouts = 0
         self.last_data = None
-
-    def on(self, prefix, fn):
-        self.p.on(prefix, fn)
 
     def start(self):
         if self._task is None:

@@ -29,7 +29,8 @@ class ModemError(KindException):
     RegistrationDenied, AttachFailed (PDP context / network library
     activation failed), SocketOpenFailed (args[2]: the modem's <err>),
     SocketClosed, ModemSilent (no answer to AT: escalate to a hardware
-    reset), or ModemError itself."""
+    reset), or ModemError itself; and Planned (args[1]: the reason), the
+    session's planned end (wan.session), not the modem's failure."""
 
 
 def registered(stat):

@@ -24,14 +24,9 @@ _STABLE_MS = const(10000)
 _TLS_HANDSHAKE_FAILED = const(15)  # AT+CCHOPEN's <err>: the handshake failed
 
 
-class _Planned(Exception):
-    """A planned end of the session: reason "pdp" (refresh, or a new APN),
-    "reinit", "radio", "credentials" (new link credentials) or "settings"
-    (a new head-end host or port)."""
-
-    def __init__(self, reason):
-        super().__init__(reason)
-        self.reason = reason
+# A planned end of the session is raised as md.ModemError("Planned", reason):
+# reason "pdp" (refresh, or a new APN), "reinit", "radio", "credentials" (new
+# link credentials) or "settings" (a new head-end host or port).
 
 
 class Wan:
@@ -49,10 +44,10 @@ class Wan:
         self.rep_kv = store.kv("wan_report")  # "install": the installation report is queued (wan.report keeps "t" there)
         self.event_log = event_log
         self.manage = manage  # wan.mgmt.Channel: the head-end's MGMT requests
-        self._relink = None  # a _Planned reason: wan_config changed host, port or apn
+        self._relink = None  # a planned end's reason: wan_config changed host, port or apn
         self._fb_ms = mono.ms()  # when the fall-back was armed (or the job started with one pending)
         self._install_ms = None  # when the installation report is due (its signal window sampled)
-        self._cfg = settings
+        self._cfg = settings  # the effective settings: DEFAULTS overlaid by KV "wan", read through
         self.seen_kv = store.kv("wan_seen")
         self.identity = identity
         self.route = route
@@ -85,10 +80,6 @@ class Wan:
         self.radio = None  # radio mode set since the modem booted
         self._nitz = False  # the network sent its time: read AT+CCLK?
 
-    def cfg(self):
-        """The effective settings: DEFAULTS overlaid by KV "wan", read through."""
-        return self._cfg
-
     # ---- modem events (called from the AT reader) ----
     def _event(self, kind, value):
         if kind == md.EV_BOOT:
@@ -105,7 +96,7 @@ class Wan:
     # ---- the job ----
     async def run(self):
         reader, writer = await board.open_uart("modem")
-        cfg = self.cfg()
+        cfg = self._cfg
         from wan.sim7600 import Sim7600  # the modem's driver
 
         m = self.modem = Sim7600(reader, writer, reset=self._reset_line, timings=cfg.get("timings"))
@@ -129,16 +120,18 @@ class Wan:
             planned = None
             try:
                 await self.session()
-            except _Planned as e:
-                planned = e.reason
-                self.last_error = "planned " + planned
             except (md.ModemError, at.ATError, ValueError, OSError) as e:
                 # ValueError covers link.LinkError and AT/field format errors
-                self.last_error = repr(e)
-                if kind_of(e) in ("ATTimeout", "ModemSilent"):
-                    silent = True
+                k = kind_of(e)
+                if k == "Planned":
+                    planned = e.args[1]
+                    self.last_error = "planned " + planned
                 else:
-                    log("wan", "session ended: %r" % e)
+                    self.last_error = repr(e)
+                    if k in ("ATTimeout", "ModemSilent"):
+                        silent = True
+                    else:
+                        log("wan", "session ended: %r" % e)
             now = mono.ms()
             # a link that was up a while is tried again at once (a flapping one backs off)
             was_up = self.connected and now - self.good_ms >= _STABLE_MS
@@ -153,12 +146,17 @@ class Wan:
                 self.errors += 1
             self.connected = False
             self.state = "down"
-            cfg = self.cfg()
+            cfg = self._cfg
             if self.fb_kv.get("prev") and now - self._fb_ms >= cfg["fallback_ms"]:
                 await self._fall_back()
             # modem health: a hardware reset when it misbehaves or is due
             reason = None
-            if silent or (not self.need_init and not await self._alive()):
+            if not silent and not self.need_init:
+                try:
+                    silent = not await m.alive()
+                except (md.ModemError, at.ATError):
+                    silent = True
+            if silent:
                 reason = "silent"
             elif planned == "reinit" or now - self.init_ms >= cfg["reinit_ms"]:
                 reason = "periodic"
@@ -178,12 +176,6 @@ class Wan:
             if planned is None and not was_up:
                 await asyncio.sleep_ms(delay)
                 delay = min(delay * 2, cfg["retry_max_ms"])
-
-    async def _alive(self):
-        try:
-            return await self.modem.alive()
-        except (md.ModemError, at.ATError):
-            return False
 
     async def _hw_reset(self, reason):
         self.resets += 1
@@ -247,7 +239,7 @@ class Wan:
 
     async def session(self):
         m = self.modem
-        cfg = self.cfg()
+        cfg = self._cfg
         self.outbox.configure(cfg)
         cred = self.cred
         if not cred.ready():
@@ -332,7 +324,7 @@ class Wan:
                     if fr[0] != link.HELLO_ACK:
                         raise link.LinkError("BadType", "frame %d before HELLO_ACK" % fr[0])
                     self.hello_utc = link.u32_payload(fr[2], "HELLO_ACK")
-                    self._time(self.hello_utc)
+                    self.clock.from_source("headend", self.hello_utc)  # a time source: the authenticated link
                     # frames right behind HELLO_ACK are handled by _serve
                     return data[off:] if off < len(data) else None
                 if off == was:
@@ -351,7 +343,7 @@ class Wan:
                 rec = self.outbox.read(seq)
                 await m.send(link.encode(link.REPORT if rec[0] == ob.KIND_REPORT else link.GBCS, seq, rec[3]))
                 last_tx = time.ticks_ms()
-            cfg = self.cfg()  # wan_config may change it meanwhile
+            cfg = self._cfg  # wan_config may change it meanwhile
             wait = self.outbox.next_due_ms()
             wait = 200 if wait is None else max(10, min(wait, 200))
             data = await m.recv(wait)  # SocketClosed ends the session
@@ -368,18 +360,24 @@ class Wan:
                 await self._network_time()
             t = mono.ms()
             if t - self.attach_ms >= cfg["pdp_refresh_ms"]:
-                raise _Planned("pdp")
+                raise md.ModemError("Planned", "pdp")
             if t - self.init_ms >= cfg["reinit_ms"]:
-                raise _Planned("reinit")
+                raise md.ModemError("Planned", "reinit")
             if cfg["radio"] and cfg["radio"] != self.radio:
-                raise _Planned("radio")  # a new radio mode: set it, then connect again
+                raise md.ModemError("Planned", "radio")  # a new radio mode: set it, then connect again
             if self.cred.gen != self._cred_gen:
-                raise _Planned("credentials")  # new link credentials: connect with them
+                raise md.ModemError("Planned", "credentials")  # new link credentials: connect with them
             if self._relink is not None:
                 r, self._relink = self._relink, None
-                raise _Planned(r)  # new host, port or apn: connect with them (wan_config)
+                raise md.ModemError("Planned", r)  # new host, port or apn: connect with them (wan_config)
             if self._install_ms is not None and t >= self._install_ms:
-                self._install_report()
+                # the installation report (first link after provisioning): the
+                # signal average over the modem's signal window and the cell
+                from wan.report import queue
+
+                self._install_ms = None
+                queue(self.outbox, self.tx, "install", self.signal_report(), ob.CRITICAL)
+                self.rep_kv.set("install", True)
             if time.ticks_diff(now, last_sig) >= cfg["signal_ms"]:
                 last_sig = now
                 self.signal = await m.signal_dbm()
@@ -387,11 +385,8 @@ class Wan:
                 # safety net for a "data waiting" URC lost on the line (noise):
                 # ask the modem what it holds now and then
                 last_poll = now
-                await self._rx_poll()
-
-    async def _rx_poll(self):
-        if await self.modem.poll_rx():
-            self.rx_polls_found += 1
+                if await m.poll_rx():
+                    self.rx_polls_found += 1
 
     async def _take(self, data):
         # one modem chunk: the buffer holds one largest frame, not a frame and
@@ -441,7 +436,7 @@ class Wan:
             # the retry class by the GBCS use case's criticality (wan.critical)
             if resp is not None:
                 self.outbox.add(resp, ob.CRITICAL if is_critical(resp) else ob.NON_CRITICAL, ob.KIND_RESPONSE, fid)
-            ca = self.cfg()["critical_alerts"]
+            ca = self._cfg["critical_alerts"]
             for a in alerts:
                 self.outbox.add(a, ob.CRITICAL if is_critical(a, True, ca) else ob.NON_CRITICAL, ob.KIND_ALERT)
             self.seen.add(fid)
@@ -459,15 +454,12 @@ class Wan:
         elif ftype == link.PING:
             await m.send(link.encode(link.PONG, fid))
         elif ftype == link.TIME or ftype == link.HELLO_ACK:
-            self._time(link.u32_payload(p, "TIME"))
+            # the head-end's time, over the authenticated link: a time source
+            self.clock.from_source("headend", link.u32_payload(p, "TIME"))
         elif ftype == link.PONG:
             pass
         else:
             raise link.LinkError("BadType", "unexpected frame %d from the head-end" % ftype)
-
-    def _time(self, utc):
-        # the head-end's time, over the authenticated link: a time source
-        self.clock.from_source("headend", utc)
 
     async def _network_time(self):
         """The modem's clock (AT+CTZU=1: set from the network's time, which
@@ -489,15 +481,6 @@ class Wan:
         cell = self.cell
         return {"signal_avg_dbm": m.signal_avg_dbm() if m else None, "signal_dbm": self.signal,
                 "cell": list(cell) if cell else None, "reg": m.reg_stat if m else None}
-
-    def _install_report(self):
-        """The installation report (first link after provisioning): the
-        signal average over the modem's signal window and the cell."""
-        from wan.report import queue
-
-        self._install_ms = None
-        queue(self.outbox, self.tx, "install", self.signal_report(), ob.CRITICAL)
-        self.rep_kv.set("install", True)
 
     # ---- what the local-port commands show ----
     def status(self):

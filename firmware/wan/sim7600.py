@@ -166,7 +166,7 @@ class Sim7600(md.Modem):
         at = self.at
         # one handler for every URC the driver follows (a bound method and a
         # table entry each would be ~64 bytes apiece)
-        at.on(_URC_PREFIXES, self._on_urc)
+        at.p.on(_URC_PREFIXES, self._on_urc)
         at.p.on_data = self._on_push
         self._reg = [md.REG_UNKNOWN, md.REG_UNKNOWN, md.REG_UNKNOWN]  # CREG, CGREG, CEREG
         self._boot = Flag()  # timed waits without a helper task
