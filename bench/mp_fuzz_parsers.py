@@ -127,7 +127,7 @@ _at_driver = []
 
 
 def _at(data):
-    from wan import sim7600
+    from wan import sim7600, sim7600_up
 
     # one driver for the whole replay, as on the hub (its line and raw-data
     # buffers are preallocated once); begin() resets the parser per input
@@ -149,9 +149,9 @@ def _at(data):
         if ln.startswith(b"+CSQ:"):
             _try(sim7600.parse_csq, ln)
         elif ln.startswith(b"+CPSI:"):
-            _try(sim7600.parse_cpsi, ln)
+            _try(sim7600_up.parse_cpsi, ln)
         elif ln.startswith(b"+CCLK:"):
-            _try(sim7600.parse_cclk, ln)
+            _try(sim7600_up.parse_cclk, ln)
         elif ln.startswith(b"+CREG:"):
             _try(sim7600.parse_reg, ln, b"+CREG:")
         elif ln.startswith(b"+CME ERROR:"):

@@ -10,6 +10,7 @@ import time
 
 from wan import modem as M
 from wan.at import ATError
+from wan import sim7600_up as U  # the bring-up steps (Sim7600.UP)
 from wan.sim7600 import Sim7600
 
 FAST = {"cmd": 1500, "at": 300, "at_retries": 2, "cpin_retries": 3, "cpin_interval": 20,
@@ -55,9 +56,9 @@ async def raises(kind, coro):
 
 
 async def up(m, pin=None):
-    await m.init()
-    assert await m.sim_ready(pin)
-    assert M.registered(await m.wait_registered(2000))
+    await U.init(m)
+    assert await U.sim_ready(m, pin)
+    assert M.registered(await U.wait_registered(m, 2000))
 
 
 BLOCKS = []  # the size of each block recv() returned
@@ -80,9 +81,9 @@ async def sc_startup(m, ctl, ev, echo):
         await asyncio.sleep_ms(10)
     assert m.pb_done and m.sim == b"READY", (m.pb_done, m.sim)
     assert (M.EV_SIM, b"READY") in ev
-    await m.init()
+    await U.init(m)
     assert m.revision == b"LE20B04SIM7600G22", m.revision
-    assert await m.sim_ready()
+    assert await U.sim_ready(m)
     cmds = await ctl("commands")
     assert cmds[:5] == ["AT", "ATE0", "AT+CMEE=2", "AT+CGMR", "AT+CREG=2"], cmds
     for c in ("AT+CGREG=2", "AT+CEREG=2", "AT+CTZU=1", "AT+CPIN?"):
@@ -93,21 +94,21 @@ async def sc_startup(m, ctl, ev, echo):
 
 async def sc_pin(m, ctl, ev, echo):
     await wait_event(ev, M.EV_SIM, b"SIM PIN")
-    await m.init()
-    assert await m.registration() == M.REG_NONE
-    await raises("PinRequired", m.sim_ready())
-    assert await m.sim_ready("1234")
+    await U.init(m)
+    assert await U.registration(m) == M.REG_NONE
+    await raises("PinRequired", U.sim_ready(m))
+    assert await U.sim_ready(m, "1234")
     await wait_event(ev, M.EV_REG, M.REG_HOME)  # +CxREG URCs after unlock
-    assert await m.registration() == M.REG_HOME
+    assert await U.registration(m) == M.REG_HOME
     # wrong PIN after a reboot: one attempt only, then stop
     ev.clear()
     await ctl("hw_reset")
     await wait_event(ev, M.EV_BOOT)
-    await m.init()
-    await raises("WrongPin", m.sim_ready("9999"))
-    await raises("PinRequired", m.sim_ready("9999"))  # the same wrong PIN is not tried again
+    await U.init(m)
+    await raises("WrongPin", U.sim_ready(m, "9999"))
+    await raises("PinRequired", U.sim_ready(m, "9999"))  # the same wrong PIN is not tried again
     assert await ctl("get", "pin_left") == 2
-    assert await m.sim_ready("1234")  # a new PIN (configured remotely) gets its one try
+    assert await U.sim_ready(m, "1234")  # a new PIN (configured remotely) gets its one try
     assert await ctl("get", "pin_left") == 3
 
 
@@ -118,14 +119,14 @@ async def sc_registration(m, ctl, ev, echo):
     assert m.reg_stat == M.REG_SEARCHING
     await ctl("regain_registration", 5)
     await wait_event(ev, M.EV_REG, M.REG_ROAMING)
-    assert await m.registration() == M.REG_ROAMING
+    assert await U.registration(m) == M.REG_ROAMING
     # a URC between a reply's information line and its OK
     await ctl("inject_urc", "+CREG: 2", True)
     assert await m.signal_dbm() == -71
     assert m._reg[0] == 2 and m.reg_stat == M.REG_ROAMING
     await ctl("deny_registration")
     await wait_event(ev, M.EV_REG, M.REG_DENIED)
-    await raises("RegistrationDenied", m.wait_registered(500))
+    await raises("RegistrationDenied", U.wait_registered(m, 500))
 
 
 async def sc_signal(m, ctl, ev, echo):
@@ -143,20 +144,20 @@ async def sc_signal(m, ctl, ev, echo):
 
 async def sc_cell(m, ctl, ev, echo):
     await up(m)
-    assert await m.cell_id() == ("LTE", "234-50", 0x1A2D, 27447574), await m.cell_id()
+    assert await U.cell_id(m) == ("LTE", "234-50", 0x1A2D, 27447574), await U.cell_id(m)
     await ctl("deny_registration")
-    assert await m.cell_id() is None
-    await m.set_radio_mode("lte")
+    assert await U.cell_id(m) is None
+    await U.set_radio_mode(m, "lte")
     assert await ctl("get", "cnmp") == 38
-    await m.set_radio_mode(2)
+    await U.set_radio_mode(m, 2)
     assert await ctl("get", "cnmp") == 2
 
 
 async def sc_data(m, ctl, ev, echo):
     await up(m)
-    assert await m.attach("iot.example") == "10.64.12.34"
-    assert await m.attach("iot.example") == "10.64.12.34"  # "already opened" is success
-    await m.open_socket("headend.example.net", echo)
+    assert await U.attach(m, "iot.example") == "10.64.12.34"
+    assert await U.attach(m, "iot.example") == "10.64.12.34"  # "already opened" is success
+    await U.open_socket(m, "headend.example.net", echo)
     payload = bytes(range(256)) * 12 + b"\r\nOK\r\n>\r\n+CIPRXGET: 1,0\r\n"
     assert await m.send(payload) == len(payload)
     assert await recv_n(m, len(payload)) == payload
@@ -171,12 +172,12 @@ async def sc_data(m, ctl, ev, echo):
     await wait_event(ev, M.EV_SOCKET_CLOSED, 1)
     await raises("SocketClosed", m.recv(500))
     await raises("SocketClosed", m.send(b"x"))
-    await m.open_socket("headend.example.net", echo)
+    await U.open_socket(m, "headend.example.net", echo)
     await m.send(b"ping")
     assert await recv_n(m, 4) == b"ping"
     await m.close_socket()
     assert not await ctl("link_open", 0)
-    await m.detach()
+    await U.detach(m)
     assert not await ctl("get", "netopen")
     assert m.garbled() == 0
 
@@ -185,8 +186,8 @@ async def sc_wake(m, ctl, ev, echo):
     # wake() ends a waiting recv() at once with b"" (the WAN job's loop then
     # sends what hub.emit just queued instead of sleeping out its poll)
     await up(m)
-    await m.attach("iot.example")
-    await m.open_socket("headend.example.net", echo)
+    await U.attach(m, "iot.example")
+    await U.open_socket(m, "headend.example.net", echo)
     t0 = time.ticks_ms()
 
     async def later():
@@ -206,8 +207,8 @@ async def sc_rx_race(m, ctl, ev, echo):
     # "+CIPRXGET: 1,0" right behind the OK of the read that emptied the
     # buffer (same burst on the UART): the driver must not lose it
     await up(m)
-    await m.attach("iot.example")
-    await m.open_socket("h.example", echo)
+    await U.attach(m, "iot.example")
+    await U.open_socket(m, "h.example", echo)
     for i in range(5):
         await ctl("data_after_read", "%02x" % i * 8)
         await m.send(b"first%d" % i)
@@ -219,31 +220,31 @@ async def sc_rx_race(m, ctl, ev, echo):
 
 async def sc_remote_close(m, ctl, ev, echo):
     await up(m)
-    await m.attach("iot.example")
-    await m.open_socket("headend.example.net", echo)
+    await U.attach(m, "iot.example")
+    await U.open_socket(m, "headend.example.net", echo)
     await ctl("remote_close", 0)
     await wait_event(ev, M.EV_SOCKET_CLOSED, 1)
     m.socket_open = True  # pretend we missed the URC: the modem says +CIPERROR: 4
     await raises("SocketClosed", m.send(b"x"))
     assert not m.socket_open
-    await m.open_socket("headend.example.net", echo)
+    await U.open_socket(m, "headend.example.net", echo)
     await m.send(b"again")
     assert await recv_n(m, 5) == b"again"
 
 
 async def sc_network_drop(m, ctl, ev, echo):
     await up(m)
-    await m.attach("iot.example")
-    await m.open_socket("headend.example.net", echo)
+    await U.attach(m, "iot.example")
+    await U.open_socket(m, "headend.example.net", echo)
     await ctl("drop_network")
     await wait_event(ev, M.EV_NET_LOST)
     await wait_event(ev, M.EV_SOCKET_CLOSED)
     assert m.net_lost and not m.socket_open
-    assert await m.attach("iot.example") == "10.64.12.34"
+    assert await U.attach(m, "iot.example") == "10.64.12.34"
     cmds = await ctl("commands")
     i = cmds.index("AT+NETOPEN?")
     assert cmds[i - 1] == "AT+CIPCLOSE=0" and cmds[i + 1] == "AT+NETCLOSE", cmds[i - 1:i + 2]
-    await m.open_socket("headend.example.net", echo)
+    await U.open_socket(m, "headend.example.net", echo)
     await m.send(b"back")
     assert await recv_n(m, 4) == b"back"
 
@@ -251,55 +252,55 @@ async def sc_network_drop(m, ctl, ev, echo):
 async def sc_pdp_fail(m, ctl, ev, echo):
     await up(m)
     await ctl("fail_pdp", "urc")
-    await raises("AttachFailed", m.attach("wrong.apn"))
+    await raises("AttachFailed", U.attach(m, "wrong.apn"))
     assert not await ctl("get", "netopen")
     await ctl("fail_pdp", "error")
-    await raises("AttachFailed", m.attach("wrong.apn"))
+    await raises("AttachFailed", U.attach(m, "wrong.apn"))
     await ctl("fail_pdp", None)
-    assert await m.attach("iot.example") == "10.64.12.34"
+    assert await U.attach(m, "iot.example") == "10.64.12.34"
 
 
 async def sc_socket_fail(m, ctl, ev, echo):
     await up(m)
-    e = await raises("SocketOpenFailed", m.open_socket("h.example", echo))
+    e = await raises("SocketOpenFailed", U.open_socket(m, "h.example", echo))
     assert e.args[2] == 2, e.args  # network not opened
-    await m.attach("iot.example")
+    await U.attach(m, "iot.example")
     await ctl("fail_socket_open", 10)
-    e = await raises("SocketOpenFailed", m.open_socket("h.example", echo))
+    e = await raises("SocketOpenFailed", U.open_socket(m, "h.example", echo))
     assert e.args[2] == 10
-    e = await raises("SocketOpenFailed", m.open_socket("no-such-host.invalid", echo))
+    e = await raises("SocketOpenFailed", U.open_socket(m, "no-such-host.invalid", echo))
     assert e.args[2] == 11
-    e = await raises("SocketOpenFailed", m.open_socket("h.example", 1))  # nothing listens
+    e = await raises("SocketOpenFailed", U.open_socket(m, "h.example", 1))  # nothing listens
     assert e.args[2] == 10
-    await m.open_socket("h.example", echo)
+    await U.open_socket(m, "h.example", echo)
     await m.send(b"ok")
     assert await recv_n(m, 2) == b"ok"
 
 
 async def sc_no_sim(m, ctl, ev, echo):
-    await m.init()
-    await raises("NoSim", m.sim_ready("1234"))
+    await U.init(m)
+    await raises("NoSim", U.sim_ready(m, "1234"))
     cmds = await ctl("commands")
     assert cmds.count("AT+CPIN?") == FAST["cpin_retries"], cmds
     assert not [c for c in cmds if c.startswith("AT+CPIN=")]
-    assert await m.registration() == M.REG_NONE
+    assert await U.registration(m) == M.REG_NONE
 
 
 async def sc_silent(m, ctl, ev, echo):
     await up(m)
-    await m.attach("iot.example")
-    await m.open_socket("h.example", echo)
+    await U.attach(m, "iot.example")
+    await U.open_socket(m, "h.example", echo)
     await ctl("go_silent")
     assert (await raises(ATError, m.send(b"x" * 10))).args[0] == "ATTimeout"
-    assert not await m.alive()
-    await m.hw_reset()
+    assert not await U.alive(m)
+    await U.hw_reset(m)
     assert (M.EV_BOOT, None) in ev
     assert not m.socket_open and not m.attached
-    assert await m.alive()
-    await m.sim_ready()
-    await m.wait_registered(2000)
-    await m.attach("iot.example")
-    await m.open_socket("h.example", echo)
+    assert await U.alive(m)
+    await U.sim_ready(m)
+    await U.wait_registered(m, 2000)
+    await U.attach(m, "iot.example")
+    await U.open_socket(m, "h.example", echo)
     await m.send(b"alive")
     assert await recv_n(m, 5) == b"alive"
 
@@ -316,29 +317,29 @@ async def sc_garbled(m, ctl, ev, echo):
 
 async def sc_time(m, ctl, ev, echo):
     await up(m)
-    assert await m.network_time() is None  # never set: year 80
+    assert await U.network_time(m) is None  # never set: year 80
     utc = 1736953200 + 12345
     await ctl("set_clock", utc, 4)
-    t = await m.network_time()
+    t = await U.network_time(m)
     assert utc <= t <= utc + 2, (t, utc)
     await ctl("set_clock", utc, -20)
-    t = await m.network_time()
+    t = await U.network_time(m)
     assert utc <= t <= utc + 2, (t, utc)
     await ctl("network_time", utc + 86400, 8)
     await wait_event(ev, M.EV_TIME)
-    t = await m.network_time()
+    t = await U.network_time(m)
     assert utc + 86400 <= t <= utc + 86402, t
 
 
 async def sc_unexpected_boot(m, ctl, ev, echo):
     await up(m)
-    await m.attach("iot.example")
+    await U.attach(m, "iot.example")
     ev.clear()
     await ctl("hw_reset")  # the modem reboots on its own
     await wait_event(ev, M.EV_BOOT)
     assert not m.attached
     await up(m)
-    assert await m.attach("iot.example") == "10.64.12.34"
+    assert await U.attach(m, "iot.example") == "10.64.12.34"
 
 
 async def main(name, uart, ctlp, echo):

@@ -112,7 +112,8 @@ def test_driver_against_emulator(name: str) -> None:
 
 CCLK_CODE = """
 import sys
-from wan.sim7600 import parse_cclk, rssi_to_dbm
+from wan.sim7600 import rssi_to_dbm
+from wan.sim7600_up import parse_cclk
 for ln in sys.stdin.read().split("\\n"):
     if ln:
         print(parse_cclk(ln.encode()))
@@ -149,7 +150,8 @@ def test_cclk_to_utc_matches_calendar(samples: list[tuple[int, int]]) -> None:
 FUZZ_CODE = """
 import sys, binascii
 from wan.at import ATParser, ATFormatError, ATError, split_fields
-from wan.sim7600 import parse_csq, parse_reg, parse_cpsi, parse_cclk
+from wan.sim7600 import parse_csq, parse_reg
+from wan.sim7600_up import parse_cpsi, parse_cclk
 n = 0
 for ln in sys.stdin.read().split("\\n"):
     if not ln:

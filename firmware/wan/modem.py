@@ -53,17 +53,9 @@ class Modem:
     # The interface a driver implements (Sim7600 does; a coroutine unless
     # noted). Not written as methods here: each would be a function object
     # and a class slot in RAM for the hub's life, never called.
-    #   init(): Bring the UART dialogue up (echo off, error mode, URCs on).
-    #   sim_ready(pin=None): True when the SIM is usable; enters pin once; raises
-    #     NoSim/WrongPin/PukRequired.
-    #   registration(): Current registration stat (REG_*).
+    # The running link's part, methods of the driver:
     #   signal_dbm(): Signal strength in dBm, None when unknown.
     #   signal_avg_dbm(): (not a coroutine) Rolling average of recent signal_dbm() samples.
-    #   cell_id(): (rat, "mcc-mnc", area code, cell id) of the serving cell, or None.
-    #   set_radio_mode(mode)
-    #   attach(apn): Activate data; returns the IP address text. Raises AttachFailed.
-    #   detach()
-    #   open_socket(host, port)
     #   send(data)
     #   recv(timeout_ms=None): Next received bytes (b"" on timeout or wake()); raises SocketClosed.
     #   wake(): (not a coroutine) End a waiting recv() now with b"" (something was queued to send).
@@ -73,5 +65,20 @@ class Modem:
     #   set_timings(timings): (not a coroutine) {name: ms} overrides of the driver's command
     #     timeouts; ValueError for an unknown name, before any is changed.
     #   close_socket()
-    #   network_time(): UTC seconds since 1970 from the modem clock, None when not set.
-    #   hw_reset(): Pulse the modem's reset line (board hook) and wait for it to boot.
+    # The bring-up, functions f(m, ...) of the module the driver's class
+    # attribute UP names (wan.sim7600_up), which the session loads while the
+    # link is down and drops once it is up:
+    #   init(m): Bring the UART dialogue up (echo off, error mode, URCs on).
+    #   alive(m): AT answered (False: escalate to hw_reset).
+    #   sim_ready(m, pin=None): True when the SIM is usable; enters pin once; raises
+    #     NoSim/WrongPin/PukRequired.
+    #   registration(m): Current registration stat (REG_*).
+    #   wait_registered(m, timeout_ms): Registration polled until registered or the timeout.
+    #   cell_id(m): (rat, "mcc-mnc", area code, cell id) of the serving cell, or None.
+    #   set_radio_mode(m, mode)
+    #   attach(m, apn): Activate data; returns the IP address text. Raises AttachFailed.
+    #   detach(m)
+    #   open_socket(m, host, port); tls_prepare(m, cred), open_tls(m, host, port): the TCP
+    #     channel, or the TLS one with the link credentials (wan.linkcred)
+    #   network_time(m): UTC seconds since 1970 from the modem clock, None when not set.
+    #   hw_reset(m): Pulse the modem's reset line (board hook) and wait for it to boot.

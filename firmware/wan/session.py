@@ -11,6 +11,7 @@ import time
 
 import board
 import codes
+import lazy
 import mono
 from micropython import const
 from log import kind_of, log, log_exc
@@ -79,6 +80,16 @@ class Wan:
         self.pdp_refreshes = 0
         self.radio = None  # radio mode set since the modem booted
         self._nitz = False  # the network sent its time: read AT+CCLK?
+        self._upm = None  # the driver's bring-up module while the link is down (_up)
+
+    def _up(self):
+        # the driver's bring-up steps (module modem.UP: init, SIM, registration,
+        # attach, TLS, reset, ...), loaded while the link is down and dropped
+        # once it is up (session)
+        u = self._upm
+        if u is None:
+            u = self._upm = lazy.load(self.modem.UP)
+        return u
 
     # ---- modem events (called from the AT reader) ----
     def _event(self, kind, value):
@@ -153,7 +164,7 @@ class Wan:
             reason = None
             if not silent and not self.need_init:
                 try:
-                    silent = not await m.alive()
+                    silent = not await self._up().alive(m)
                 except (md.ModemError, at.ATError):
                     silent = True
             if silent:
@@ -186,7 +197,7 @@ class Wan:
         log("wan", "modem %s: hardware reset" % reason)
         self.init_ms = self.good_ms = mono.ms()
         try:
-            await self.modem.hw_reset()
+            await self._up().hw_reset(self.modem)
             self.need_init = False
         except (md.ModemError, at.ATError) as e:
             self.last_error = repr(e)
@@ -232,13 +243,14 @@ class Wan:
         log("wan", "PDP context refresh")
         try:
             await m.close_socket()
-            await m.detach()
+            await self._up().detach(m)
         except (md.ModemError, at.ATError):
             pass
         m.attached = False
 
     async def session(self):
         m = self.modem
+        up = self._up()
         cfg = self._cfg
         self.outbox.configure(cfg)
         cred = self.cred
@@ -251,24 +263,24 @@ class Wan:
                 await cred.changed.wait_ms(60000)
         if self.need_init:
             self.state = "init"
-            await m.init()
+            await up.init(m)
             self.need_init = False
             self.init_ms = mono.ms()
         if cfg["radio"] and cfg["radio"] != self.radio:
-            await m.set_radio_mode(cfg["radio"])
+            await up.set_radio_mode(m, cfg["radio"])
             self.radio = cfg["radio"]
         self.state = "sim"
-        await m.sim_ready(cfg["pin"])
+        await up.sim_ready(m, cfg["pin"])
         self.state = "registering"
-        if not md.registered(await m.wait_registered(cfg["reg_timeout_ms"])):
+        if not md.registered(await up.wait_registered(m, cfg["reg_timeout_ms"])):
             raise md.ModemError("ModemError", "not registered")
         self.signal = await m.signal_dbm()
-        self.cell = await m.cell_id()
+        self.cell = await up.cell_id(m)
         await self._network_time()
         if not m.attached:
             self.state = "attaching"
             try:
-                ip = await m.attach(cfg["apn"])
+                ip = await up.attach(m, cfg["apn"])
             except md.ModemError as e:
                 if e.args[0] == "AttachFailed":
                     self.tx.add(ob.TX_PDP_FAIL, 0, str(e))
@@ -277,9 +289,9 @@ class Wan:
             self.attach_ms = mono.ms()
         self.state = "connecting"
         self._cred_gen = cred.gen
-        await m.tls_prepare(cred)
+        await up.tls_prepare(m, cred)
         try:
-            await m.open_tls(cfg["host"], cfg["port"])
+            await up.open_tls(m, cfg["host"], cfg["port"])
         except md.ModemError as e:
             # SocketOpenFailed: args[2] is the modem's <err>
             if e.args[0] == "SocketOpenFailed" and e.args[2] == _TLS_HANDSHAKE_FAILED and self.security_log is not None:
@@ -303,6 +315,9 @@ class Wan:
             # the installation report leaves once the signal average covers its window
             self._install_ms = mono.ms() + m.t["signal_window"]
         self.outbox.reconnected()
+        # the link is up: the bring-up steps go until it is down again
+        up = self._upm = None
+        lazy.drop(m.UP)
         await self._serve(rest)
 
     async def _wait_hello_ack(self, timeout_ms):
@@ -357,7 +372,11 @@ class Wan:
             if time.ticks_diff(now, last_rx) >= cfg["idle_timeout_ms"]:
                 raise md.ModemError("SocketClosed", "head-end silent")
             if self._nitz:
-                await self._network_time()
+                try:
+                    await self._network_time()
+                finally:
+                    self._upm = None  # loaded for it (_up) while the link is up
+                    lazy.drop(m.UP)
             t = mono.ms()
             if t - self.attach_ms >= cfg["pdp_refresh_ms"]:
                 raise md.ModemError("Planned", "pdp")
@@ -467,7 +486,7 @@ class Wan:
         80) is nothing to check against."""
         self._nitz = False
         try:
-            t = await self.modem.network_time()
+            t = await self._up().network_time(self.modem)
         except (at.ATError, ValueError) as e:
             if kind_of(e) == "ATTimeout":
                 raise

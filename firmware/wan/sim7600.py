@@ -5,10 +5,8 @@
 # it (back-pressure, small heap) and no TLS state is on the ESP32's heap.
 from micropython import const
 from array import array
-import asyncio
 import time
 
-import lazy
 from flag import Flag
 from wan import at as A
 from wan import modem as md
@@ -33,10 +31,8 @@ TIMINGS = {
     "cchstart": 30000, "cchopen": 30000, "certdown": 10000,
 }
 
-# the radio modes' names and, at the same place, their AT+CNMP values
+# the radio modes' names (their AT+CNMP values at the same place: wan.sim7600_up)
 RADIO_MODES = ("auto", "gsm", "wcdma", "gsm+wcdma", "lte", "gsm+wcdma+lte", "not-lte", "gsm+lte", "wcdma+lte")
-_RADIO_CNMP = const((2, 13, 14, 19, 38, 39, 48, 51, 54))
-_CNMP = const((2, 9, 10, 13, 14, 19, 22, 38, 39, 48, 51, 54, 59, 60, 63, 67))
 
 
 def rssi_to_dbm(rssi):
@@ -76,71 +72,7 @@ def parse_reg(line, prefix):
     return True, stat, None, None
 
 
-def parse_cpsi(line):
-    """+CPSI -> None (no service) or (rat, "mcc-mnc", area, cell)."""
-    f = split_fields(line, b"+CPSI:")
-    rat = f[0]
-    if rat == b"NO SERVICE":
-        return None
-    if len(f) < 5 or b"-" not in f[2]:
-        raise A.ATFormatError("bad +CPSI")
-    area = to_int(f[3], 16)
-    cell = to_int(f[4])
-    if rat.startswith(b"LTE"):
-        if len(f) < 7 or f[6].endswith(b"BAND0") or cell > 0xFFFFFFF:
-            raise A.ATFormatError("+CPSI LTE garbage")
-    elif rat not in (b"GSM", b"WCDMA", b"TDS", b"CDMA", b"EVDO", b"GSM-LIMITED", b"WCDMA-LIMITED"):
-        raise A.ATFormatError("bad +CPSI mode")
-    if area > 0xFFFF or cell > 0xFFFFFFF:
-        raise A.ATFormatError("+CPSI field out of range")
-    return _ascii(rat), _ascii(f[2]), area, cell
-
-
-def _ascii(b):
-    try:
-        return str(b, "ascii")
-    except UnicodeError:
-        raise A.ATFormatError("not ASCII: %r" % bytes(b))
-
-
-def days_from_civil(y, m, d):
-    if m <= 2:
-        y -= 1
-    era = y // 400
-    yoe = y - era * 400
-    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
-    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    return era * 146097 + doe - 719468
-
-
-def parse_cclk(line):
-    """+CCLK: "yy/MM/dd,hh:mm:ss±zz" (local, zz quarter hours) -> UTC seconds
-    since 1970, or None when the clock was never set (year 80)."""
-    f = split_fields(line, b"+CCLK:")
-    if len(f) != 1:
-        raise A.ATFormatError("bad +CCLK")
-    v = f[0]
-    if len(v) < 17 or v[2:3] != b"/" or v[5:6] != b"/" or v[8:9] != b"," \
-            or v[11:12] != b":" or v[14:15] != b":":
-        raise A.ATFormatError("bad +CCLK time")
-    yy, mo, dd = to_int(v[0:2]), to_int(v[3:5]), to_int(v[6:8])
-    hh, mi, ss = to_int(v[9:11]), to_int(v[12:14]), to_int(v[15:17])
-    zone = 0
-    if len(v) > 17:
-        if v[17] not in b"+-" or len(v) > 20:
-            raise A.ATFormatError("bad +CCLK zone")
-        zone = to_int(v[18:])
-        if v[17] == 45:
-            zone = -zone
-    if yy == 80:
-        return None
-    if not (1 <= mo <= 12 and 1 <= dd <= 31 and hh < 24 and mi < 60 and ss < 60 and -48 <= zone <= 56):
-        raise A.ATFormatError("+CCLK out of range")
-    days = days_from_civil(2000 + yy, mo, dd)
-    return days * 86400 + hh * 3600 + mi * 60 + ss - zone * 900
-
-
-def _last_int(line):
+def last_int(line):
     return to_int(line[line.rfind(b",") + 1:].strip() if b"," in line else line[line.find(b":") + 1:].strip())
 
 
@@ -153,6 +85,13 @@ _URC_PREFIXES = const((
 
 
 class Sim7600(md.Modem):
+    """The running link's part: URCs, signal, send, receive, close. The
+    bring-up steps (init, sim_ready, registration, attach, tls_prepare,
+    open_tls, hw_reset, ...) are functions of module UP, which the session
+    loads for a bring-up and drops once the link is up."""
+
+    UP = "wan.sim7600_up"
+
     def __init__(self, reader, writer, reset=None, timings=None, ticks_ms=None):
         md.Modem.__init__(self)
         t = TIMINGS  # shared, never written: a copy only when overridden
@@ -219,7 +158,7 @@ class Sim7600(md.Modem):
             return
         if i < 3:  # +CREG / +CGREG / +CEREG
             read, stat, _, _ = parse_reg(line, _URC_PREFIXES[i])
-            self._set_reg(i, stat)
+            self.set_reg(i, stat)
         elif i == 3:  # +IPCLOSE: <link>,<reason>
             f = split_fields(line, b"+IPCLOSE:")
             if len(f) != 2:
@@ -275,7 +214,7 @@ class Sim7600(md.Modem):
         else:  # +CTZV / *PSUTTZ / +CTZE: network time arrived
             self._emit(md.EV_TIME, None)
 
-    def _set_reg(self, i, stat):
+    def set_reg(self, i, stat):
         # registration stat i (CREG, CGREG, CEREG) -> the combined reg_stat:
         # registered by CGREG, CEREG or CREG, else denied, searching or none
         old = self.reg_stat
@@ -302,99 +241,6 @@ class Sim7600(md.Modem):
             else:
                 self._rxq.append(bytes(mv))
                 self._rxev.set()
-
-    # ---- start-up, SIM ----
-    async def init(self):
-        at = self.at
-        at.start()
-        t = self.t
-        for _ in range(t["at_retries"]):
-            try:
-                await at.cmd("AT", timeout_ms=t["at"])
-                break
-            except A.ATError as e:
-                if e.args[0] != "ATTimeout":
-                    raise
-        else:
-            raise md.ModemError("ModemSilent", "no answer to AT")
-        for c in ("ATE0", "AT+CMEE=2"):
-            await at.cmd(c)
-        lines = await at.cmd("AT+CGMR", b"+CGMR:")
-        self.revision = lines[0][6:].strip() if lines else None
-        for c in ("AT+CREG=2", "AT+CGREG=2", "AT+CEREG=2", "AT+CTZU=1", "AT+CTZR=1"):
-            await at.cmd(c)
-
-    async def alive(self):
-        """AT answered within the retries (False: escalate to hw_reset)."""
-        for _ in range(self.t["at_retries"]):
-            try:
-                await self.at.cmd("AT", timeout_ms=self.t["at"])
-                return True
-            except A.ATError as e:
-                if e.args[0] != "ATTimeout":
-                    raise
-        return False
-
-    async def sim_ready(self, pin=None):
-        t = self.t
-        at = self.at
-        err = None
-        for _ in range(t["cpin_retries"]):
-            try:
-                lines = await at.cmd("AT+CPIN?", b"+CPIN:")
-            except A.ATError as e:
-                if e.args[0] != "CmeError":
-                    raise
-                if e.code in (10, 13, 14):  # not inserted / failure / busy: retry
-                    err = e
-                    await asyncio.sleep_ms(t["cpin_interval"])
-                    continue
-                if e.code == 12:
-                    raise md.ModemError("PukRequired")
-                raise
-            state = lines[-1][6:].strip() if lines else b""
-            self.sim = state
-            if state == b"READY":
-                return True
-            if state == b"SIM PIN":
-                if pin is None or self._pin_tried == pin:
-                    raise md.ModemError("PinRequired")
-                self._pin_tried = pin
-                try:
-                    await at.cmd('AT+CPIN="%s"' % pin, b"+CPIN:")
-                except A.ATError as e:
-                    if e.args[0] != "CmeError":
-                        raise
-                    if e.code == 16:
-                        raise md.ModemError("WrongPin")
-                    raise
-                continue
-            if state == b"SIM PUK":
-                raise md.ModemError("PukRequired")
-            await asyncio.sleep_ms(t["cpin_interval"])
-        if err is not None and err.code == 10:
-            raise md.ModemError("NoSim")
-        raise md.ModemError("ModemError", "SIM not ready: %r" % (err or self.sim))
-
-    # ---- network ----
-    async def registration(self):
-        for i, c, p in ((1, "AT+CGREG?", b"+CGREG:"), (2, "AT+CEREG?", b"+CEREG:")):
-            for line in await self.at.cmd(c, p):
-                read, stat, _, _ = parse_reg(line, p)
-                self._set_reg(i, stat)
-        return self.reg_stat
-
-    async def wait_registered(self, timeout_ms):
-        deadline = time.ticks_add(self._ticks(), timeout_ms)
-        while True:
-            stat = await self.registration()
-            if md.registered(stat):
-                return stat
-            if stat == md.REG_DENIED:
-                raise md.ModemError("RegistrationDenied")
-            if time.ticks_diff(deadline, self._ticks()) <= 0:
-                return stat
-            await asyncio.sleep_ms(self.t["reg_poll"])
 
     async def signal_dbm(self):
         lines = await self.at.cmd("AT+CSQ", b"+CSQ:")
@@ -423,167 +269,14 @@ class Sim7600(md.Modem):
             return None
         return tot / n
 
-    async def cell_id(self):
-        lines = await self.at.cmd("AT+CPSI?", b"+CPSI:")
-        if not lines:
-            return None
-        try:
-            return parse_cpsi(lines[-1])
-        except A.ATFormatError:
-            self.bad_lines += 1
-            return None
-
-    async def set_radio_mode(self, mode):
-        if isinstance(mode, str):
-            if mode not in RADIO_MODES:
-                raise ValueError("unknown radio mode %s" % mode)
-            mode = _RADIO_CNMP[RADIO_MODES.index(mode)]
-        if mode not in _CNMP:
-            raise ValueError("bad CNMP mode %d" % mode)
-        await self.at.cmd("AT+CNMP=%d" % mode, timeout_ms=self.t["cfun"])
-
     # ---- data ----
-    async def _quiet(self, c, done=None, timeout_ms=None):
+    async def quiet(self, c, done=None, timeout_ms=None):
         try:
             return await self.at.cmd(c, done, timeout_ms, done)
         except A.ATError as e:
             if e.args[0] == "ATTimeout":
                 raise
             return None
-
-    async def reset_network(self):
-        """After a network drop: close the link, close the library if still open."""
-        await self._quiet("AT+CIPCLOSE=0", b"+CIPCLOSE:", self.t["cipclose"])
-        self.socket_open = False
-        lines = await self._quiet("AT+NETOPEN?", None)
-        if lines is None or any(ln.startswith(b"+NETOPEN: 1") for ln in lines):
-            await self._quiet("AT+NETCLOSE", b"+NETCLOSE:", self.t["netclose"])
-        self.net_lost = False
-        self.attached = False
-
-    async def attach(self, apn):
-        at = self.at
-        t = self.t
-        if self.net_lost:
-            await self.reset_network()
-        try:
-            await at.cmd('AT+CGDCONT=1,"IP","%s"' % apn)
-        except A.ATError as e:
-            raise md.ModemError("AttachFailed", "CGDCONT: %s" % e)
-        for c in ("AT+CIPMODE=0", "AT+CIPSENDMODE=0", "AT+CIPCCFG=10,0,0,0,1,0,75000",
-                  "AT+CIPTIMEOUT=%d,%d,%d" % (t["netopen"], t["cipopen"], t["cipsend"])):
-            await at.cmd(c)
-        try:
-            lines = await at.cmd("AT+NETOPEN", None, t["netopen"], b"+NETOPEN:")
-            err = _last_int(lines[-1])
-        except A.ATError as e:
-            if e.args[0] == "ATTimeout":
-                raise
-            err = 0 if e.args[0] == "IpError" and b"already opened" in e.info else -1
-        if err != 0:
-            await self._quiet("AT+NETCLOSE", b"+NETCLOSE:", t["netclose"])
-            raise md.ModemError("AttachFailed", "NETOPEN failed: %d" % err)
-        lines = await at.cmd("AT+IPADDR", b"+IPADDR:")
-        self.ip = _ascii(lines[-1][8:].strip()) if lines else None
-        self.attached = True
-        self.net_lost = False
-        return self.ip
-
-    async def detach(self):
-        await self._quiet("AT+NETCLOSE", b"+NETCLOSE:", self.t["netclose"])
-        if self._cch_started:
-            await self._quiet("AT+CCHSTOP", b"+CCHSTOP:", self.t["cchstart"])
-            self._cch_started = False
-        self.attached = False
-        self.socket_open = False
-        self._tls = False
-
-    async def open_socket(self, host, port):
-        at = self.at
-        t = self.t
-        await at.cmd("AT+CIPRXGET=1")
-        self._rx_pending = False
-        self._rxq = []
-        err = await self._open('AT+CIPOPEN=0,"TCP","%s",%d' % (host, port), b"+CIPOPEN:", t["cipopen"])
-        if err != 0:
-            await self._quiet("AT+CIPCLOSE=0", b"+CIPCLOSE:", t["cipclose"])
-            if err == 2:
-                self.attached = False
-            raise md.ModemError("SocketOpenFailed", "socket open failed: %d" % err, err)
-        self.socket_open = True
-
-    # ---- TLS in the modem (the SIM7500/SIM7600 SSL AT commands) ----
-    async def tls_prepare(self, cred):
-        """The link credentials (wan.linkcred) into the modem (once per
-        fingerprint and modem boot): the three PEM files of
-        wan.linkfiles.files() (loaded for it, dropped after) downloaded
-        (AT+CCERTDOWN) unless AT+CCERTLIST has them, older chub*.pem files
-        deleted, SSL context 0 set to TLS 1.2 with server and client
-        authentication."""
-        lf = lazy.load("wan.linkfiles")
-        try:
-            fp, files = lf.files(cred)
-            if fp == self._tls_fp:
-                return
-            at = self.at
-            t = self.t
-            have = []
-            for ln in await at.cmd("AT+CCERTLIST", b"+CCERTLIST:"):
-                have.append(str(split_fields(ln, b"+CCERTLIST:")[0], "ascii"))
-            want = [f[0] for f in files]
-            for name in have:
-                if name.startswith("chub") and name not in want:
-                    await self._quiet('AT+CCERTDELE="%s"' % name)
-            for name, kind in files:
-                if name not in have:
-                    data = lf.render(cred, kind)
-                    await at.cmd('AT+CCERTDOWN="%s",%d' % (name, len(data)), None, t["certdown"], None, data)
-                    data = None
-        finally:
-            lf = None
-            lazy.drop("wan.linkfiles")
-        # TLS 1.2; verify the server against the anchor, present our certificate;
-        # validity periods not checked against the modem's clock (it is not a
-        # trusted time: docs/headend-link.md)
-        for c in ('AT+CSSLCFG="sslversion",0,3', 'AT+CSSLCFG="authmode",0,2', 'AT+CSSLCFG="ignorelocaltime",0,1',
-                  'AT+CSSLCFG="cacert",0,"%s"' % want[0], 'AT+CSSLCFG="clientcert",0,"%s"' % want[1],
-                  'AT+CSSLCFG="clientkey",0,"%s"' % want[2], "AT+CCHSET=1,1", "AT+CCHMODE=0"):
-            await at.cmd(c)
-        self._tls_fp = fp
-
-    async def open_tls(self, host, port):
-        """The SSL service started (once per attach), session 0 on SSL
-        context 0, AT+CCHOPEN: the modem connects and runs the handshake.
-        ModemError("SocketOpenFailed", ..., err) with the modem's <err> (15: handshake)."""
-        at = self.at
-        t = self.t
-        self._rx_pending = False
-        self._rxq = []
-        if not self._cch_started:
-            err = await self._cchstart()
-            if err != 0:
-                # started by an earlier session the modem kept: stop it, start again
-                await self._quiet("AT+CCHSTOP", b"+CCHSTOP:", t["cchstart"])
-                err = await self._cchstart()
-            if err != 0:
-                raise md.ModemError("SocketOpenFailed", "socket open failed: %d" % err, err)
-            self._cch_started = True
-        await at.cmd("AT+CCHSSLCFG=0,0")
-        err = await self._open('AT+CCHOPEN=0,"%s",%d,2' % (host, port), b"+CCHOPEN:", t["cchopen"])
-        if err != 0:
-            await self._quiet("AT+CCHCLOSE=0", b"+CCHCLOSE:", t["cipclose"])
-            raise md.ModemError("SocketOpenFailed", "socket open failed: %d" % err, err)
-        self._tls = True
-        self.socket_open = True
-
-    async def _cchstart(self):
-        try:
-            lines = await self.at.cmd("AT+CCHSTART", None, self.t["cchstart"], b"+CCHSTART:")
-        except A.ATError as e:
-            if e.args[0] == "ATTimeout":
-                raise
-            return -1
-        return _last_int(lines[-1]) if lines else -1
 
     async def _send_tls(self, mv):
         i = 0
@@ -598,26 +291,11 @@ class Sim7600(md.Modem):
                 if e.args[0] == "ATTimeout":
                     raise
                 lines = None
-            if not lines or _last_int(lines[-1]) != 0:
+            if not lines or last_int(lines[-1]) != 0:
                 self.socket_open = False
                 raise md.ModemError("SocketClosed")
             i += n
         return i
-
-    async def _open(self, cmd, result, timeout_ms):
-        # an open (AT+CIPOPEN, AT+CCHOPEN) with its result line either side
-        # of OK -> the result's <err> (-1: none came)
-        try:
-            lines = await self.at.cmd(cmd, result, timeout_ms, result)
-        except A.ATError as e:
-            if e.args[0] == "ATTimeout":
-                raise
-            lines = e.lines
-        err = -1
-        for ln in lines:
-            if ln.startswith(result):
-                err = _last_int(ln)
-        return err
 
     async def send(self, data):
         mv = memoryview(data)
@@ -639,7 +317,7 @@ class Sim7600(md.Modem):
                     self.socket_open = False
                     raise md.ModemError("SocketClosed")
                 raise
-            cnf = _last_int(lines[-1]) if lines else -1
+            cnf = last_int(lines[-1]) if lines else -1
             if cnf != n:
                 if cnf < 0:
                     self.socket_open = False
@@ -725,25 +403,8 @@ class Sim7600(md.Modem):
 
     async def close_socket(self):
         if self._tls:
-            await self._quiet("AT+CCHCLOSE=0", b"+CCHCLOSE:", self.t["cipclose"])
+            await self.quiet("AT+CCHCLOSE=0", b"+CCHCLOSE:", self.t["cipclose"])
             self._tls = False
         else:
-            await self._quiet("AT+CIPCLOSE=0", b"+CIPCLOSE:", self.t["cipclose"])
+            await self.quiet("AT+CIPCLOSE=0", b"+CIPCLOSE:", self.t["cipclose"])
         self.socket_open = False
-
-    async def network_time(self):
-        lines = await self.at.cmd("AT+CCLK?", b"+CCLK:", self.t["cclk"])
-        if not lines:
-            raise A.ATFormatError("no +CCLK")
-        return parse_cclk(lines[-1])
-
-    async def hw_reset(self):
-        if self._reset is None:
-            raise md.ModemError("ModemError", "no reset line")
-        self._boot.clear()
-        r = self._reset()
-        if r is not None and hasattr(r, "send"):
-            await r
-        if not await self._boot.wait_ms(self.t["boot"]):
-            raise md.ModemError("ModemSilent", "no RDY after reset")
-        await self.init()

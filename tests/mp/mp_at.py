@@ -287,7 +287,7 @@ def test_split_fields_and_to_int():
 def test_cpsi_non_ascii_is_a_format_error():
     # found by tests/mp/mp_fuzz.py (corpus at/known-crash.hex): UnicodeError escaped
     from wan.at import ATFormatError
-    from wan.sim7600 import parse_cpsi
+    from wan.sim7600_up import parse_cpsi
 
     good = b"+CPSI: LTE,Online,234-15,0x1A2B,27449090,301,EUTRAN-BAND20,6300,5,5,-94,-1021,-760,11"
     assert parse_cpsi(good)[:2] == ("LTE", "234-15")
