@@ -197,14 +197,6 @@ class FrameReader:
 
 # ---- text and arguments -----------------------------------------------------
 
-def _ticks():
-    return time.ticks_ms() if hasattr(time, "ticks_ms") else int(time.monotonic() * 1000)
-
-
-def _ticks_diff(a, b):
-    return time.ticks_diff(a, b) if hasattr(time, "ticks_diff") else a - b
-
-
 def utf8_strict(b):
     """True when b (bytes-like) is well-formed UTF-8: no overlong forms, no
     surrogates (U+D800-DFFF), nothing over U+10FFFF. MicroPython's own
@@ -346,12 +338,6 @@ async def _read(reader, buf, readinto):
     return len(data)
 
 
-async def _wait_ms(aw, ms):
-    if hasattr(asyncio, "wait_for_ms"):
-        return await asyncio.wait_for_ms(aw, ms)
-    return await asyncio.wait_for(aw, ms / 1000)
-
-
 async def _handle(fr, writer, dispatch, max_body):
     status = fr.event
     if status != OK:
@@ -437,17 +423,17 @@ async def serve(reader, writer, dispatch, timeout_ms=_TIMEOUT_MS, max_body=MAX_B
             # that came: a byte now and then does not hold the port (a
             # candidate rescanned from held bytes after an error keeps the
             # deadline of the bytes it came with)
-            left = timeout_ms + fr.n * _MS_PER_BYTE - _ticks_diff(_ticks(), started)
+            left = timeout_ms + fr.n * _MS_PER_BYTE - time.ticks_diff(time.ticks_ms(), started)
             if left <= 0:
                 timed_out = True
             else:
                 try:
-                    got = await _wait_ms(_read(reader, rbuf, readinto), left)
+                    got = await asyncio.wait_for_ms(_read(reader, rbuf, readinto), left)
                 except asyncio.TimeoutError:
                     timed_out = True
         else:
             got = await _read(reader, rbuf, readinto)
-            started = _ticks()
+            started = time.ticks_ms()
         if timed_out:
             fr.truncate()
             await _handle(fr, writer, dispatch, max_body)
@@ -459,21 +445,16 @@ async def serve(reader, writer, dispatch, timeout_ms=_TIMEOUT_MS, max_body=MAX_B
             if fr.event is None:
                 break
             if fr.event == OK:
-                started = _ticks()  # a frame after it in the same read starts now
+                started = time.ticks_ms()  # a frame after it in the same read starts now
             await _handle(fr, writer, dispatch, max_body)
-        acked = await _ack(fr, writer, acked)
-
-
-async def _ack(fr, writer, acked):
-    # status MORE for every _ACK_EVERY bytes of a frame longer than WINDOW
-    n = fr.n
-    if not fr.in_frame() or n < 3 or n < acked:
-        return 0
-    buf = fr.buf
-    if ((buf[1] << 8) | buf[2]) + 5 > WINDOW and n - acked >= _ACK_EVERY:
-        await _reply(writer, 0, MORE, b'{"have":%d}' % n)
-        return n
-    return acked
+        # flow control: status MORE for every _ACK_EVERY bytes of a frame
+        # longer than WINDOW
+        n = fr.n
+        if not fr.in_frame() or n < 3 or n < acked:
+            acked = 0
+        elif ((fr.buf[1] << 8) | fr.buf[2]) + 5 > WINDOW and n - acked >= _ACK_EVERY:
+            await _reply(writer, 0, MORE, b'{"have":%d}' % n)
+            acked = n
 
 
 # ---- installer authentication (docs/local-port.md; local_auth) ---------------
