@@ -1,0 +1,114 @@
+# ruff: noqa: UP031
+# The boot import set's share of the WAN and the local port (issue 15,
+# docs/proof.md "The heap on the 32-bit frozen build", branch wanboot). On a
+# frozen build an import still costs RAM per name: a function object and its
+# dict slot per def (module or class level), a class object and its dict per
+# class, a globals slot per public name. The parts used rarely are modules
+# loaded on first use and dropped after (firmware/lazy.py): the installer's
+# authentication (local_auth), the whole-frame codec (local_frame), the link
+# credentials' files (wan.linkfiles) and the modem's bring-up
+# (wan.sim7600_up, held only while the link is down). These bounds keep it so.
+import gc
+import sys
+
+import lazy
+
+# what the modules below import that the hub holds anyway: loaded first
+import asyncio  # noqa: F401
+import board  # noqa: F401
+import codes  # noqa: F401
+import flag  # noqa: F401
+import ids  # noqa: F401
+import jsonout  # noqa: F401
+import log  # noqa: F401
+import mono  # noqa: F401
+import store  # noqa: F401
+import version  # noqa: F401
+from gbcs import frame, gcm, p256  # noqa: F401
+
+HEAP = "512k"
+
+W = 8 if sys.maxsize > 2**31 else 4
+
+# the local port's and the WAN's modules the hub holds at READY with the link up
+# (app.py imports the first three; the jobs "wan" and "report" the rest)
+BOOT = ("local_port", "wan.service", "wan.commands", "wan.session", "wan.sim7600", "wan.report")
+# their parts used on request
+LAZY = ("local_auth", "local_frame", "wan.linkfiles", "wan.sim7600_up")
+
+
+def _alloc():
+    gc.collect()
+    return gc.mem_alloc()
+
+
+def _made(m):
+    # (functions, classes, globals) module m made at import: its own defs at
+    # module and class level (a class attribute counts as a method: a slot),
+    # its own classes, every name in its dict
+    d = m.__dict__
+    fns = classes = 0
+    for v in d.values():
+        if type(v) is type:
+            if v.__dict__.get("__module__") == m.__name__:
+                classes += 1
+                fns += len(v.__dict__) - 2  # __module__, __qualname__
+        elif getattr(v, "__globals__", None) is d:
+            fns += 1
+    return fns, classes, len(d)
+
+
+def test_the_boot_modules_make_few_functions_classes_and_globals():
+    fns = classes = names = 0
+    rows = []
+    for n in BOOT + ("wan.outbox", "wan.link", "wan.at", "wan.linkcred", "wan.modem", "wan.settings"):
+        m = lazy.load(n)
+        f, c, g = _made(m)
+        rows.append((n, f, c, g))
+        fns += f
+        classes += c
+        names += g
+    # main before branch wanboot (927d65d): 236 functions and methods, 25
+    # classes, 269 globals (local_port alone 44 / 5 / 60); after: 163 / 20 / 220
+    assert fns <= 170 and classes <= 20 and names <= 225, (fns, classes, names, rows)
+    lp = rows[0]
+    assert lp[1] <= 26 and lp[2] <= 4 and lp[3] <= 36, lp
+
+
+def test_the_parts_used_on_request_are_not_imported_by_the_boot_modules():
+    for n in BOOT:
+        lazy.load(n)
+    assert not [n for n in LAZY if n in sys.modules], [n for n in LAZY if n in sys.modules]
+
+
+def test_a_part_used_on_request_gives_its_heap_back_when_dropped():
+    for n in BOOT:
+        lazy.load(n)
+    for n in LAZY:
+        lazy.load(n)
+        lazy.drop(n)  # the first import from source interns its names, for good
+        before = _alloc()
+        m = lazy.load(n)
+        loaded = _alloc()
+        m = None
+        assert lazy.drop(n)
+        after = _alloc()
+        assert loaded - before > 64 * W, (n, loaded - before)
+        assert after - before < 32 * W, (n, before, loaded, after)
+
+
+def test_on_a_frozen_build_the_boot_modules_cost_at_most_their_bound():
+    # the RAM of the imports themselves (a frozen build keeps the code in
+    # flash; the 64-bit test tier compiles the source into the heap, so only
+    # the counts above apply there): census rows on main before wanboot,
+    # 32-bit: local_port 2.12 KB, wan.session 1.23, wan.sim7600 1.77,
+    # wan.service 0.83, wan.commands 0.27, wan.report 0.12, with their WAN
+    # imports 12.9 KB in all; this group 12,448 bytes imported on main 927d65d,
+    # 9,728 after
+    if "/" in lazy.__file__:
+        return  # from source: not frozen
+    before = _alloc()
+    for n in BOOT:
+        lazy.load(n)
+    cost = _alloc() - before
+    assert cost <= 2500 * W, (cost, 2500 * W)
