@@ -90,7 +90,7 @@ def test_a_part_used_on_request_gives_its_heap_back_when_dropped():
         before = _alloc()
         m = lazy.load(n)
         loaded = _alloc()
-        m = None
+        del m
         assert lazy.drop(n)
         after = _alloc()
         assert loaded - before > 64 * W, (n, loaded - before)
