@@ -27,7 +27,6 @@ from version import VERSION
 from wan import commands as wan_commands
 from wan import service as wan_service
 from wan import settings as wan_settings
-from wan.outbox import TX_TIME
 
 try:
     from build_info import GIT as _GIT  # stamped by `chub build`
@@ -103,7 +102,7 @@ class Hub:
         watch.send = self.security_alert
         coord.on_tunnel_message = rt.on_tunnel_message
         coord.on_tunnel_reply = rt.on_tunnel_reply
-        clk.on_step = StepRecorder(wan.txlog, TX_TIME, ev)
+        clk.on_step = StepRecorder(wan.txlog, "time_step", ev)  # its transaction log event (wan.outbox.TxLog)
         wan_settings.apply_clock(clk, wan.settings)
 
         self.leds = StatusLeds(dl, coord, wan, board.power_fail)

@@ -15,7 +15,6 @@
 import json
 
 from log import log, log_exc
-from wan import outbox as ob
 from wan.commands import HEADEND
 
 ALLOWED = ("wan_config", "wan_status", "transactions", "logs", "device_log_list")
@@ -41,7 +40,7 @@ class Channel:
         self.tx = txlog
 
     def _refuse(self, fid, status, why):
-        self.tx.add(ob.TX_MGMT_REFUSED, fid, why)
+        self.tx.add("mgmt_refused", fid, why)
         log("wan", "management request %d refused: %s" % (fid, why))
         return json.dumps({"status": status, "error": why}).encode()
 
@@ -72,5 +71,5 @@ class Channel:
             return self._refuse(fid, _INTERNAL, "internal error: %s" % type(e).__name__)
         if len(out) > _MAX_REPLY:
             return self._refuse(fid, _INTERNAL, "reply of %d bytes is too long" % len(out))
-        self.tx.add(ob.TX_MGMT, fid, cmd)
+        self.tx.add("mgmt", fid, cmd)
         return out

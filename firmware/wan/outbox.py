@@ -24,39 +24,30 @@ DEFAULTS = {
     "sched_window_ms": 1800000,
 }
 
-# transaction log events
-TX_PDP_UP = const(1)
-TX_PDP_FAIL = const(2)
-TX_LINK_UP = const(3)
-TX_LINK_DROP = const(4)
-TX_ACK = const(5)
-TX_REJECT = const(6)
-_TX_EXHAUSTED = const(7)
-_TX_DROPPED = const(8)
-TX_DUPLICATE = const(9)
-TX_MODEM_RESET = const(10)
-TX_TIME = const(11)
-TX_PDP_REFRESH = const(12)
-TX_MGMT = const(13)  # a head-end management request served (detail: the command)
-TX_MGMT_REFUSED = const(14)  # ... refused (detail: why)
-TX_FALLBACK = const(15)  # link settings rolled back: the link did not return with the new ones
-TX_REPORT = const(16)  # a report queued (detail: install / health)
-# their names: event n is _TX_NAMES[n - 1]
+# transaction log events, by name: event n (u8 in the record) is the name at
+# place n - 1 (a constant tuple, in flash when frozen; TxLog.add takes the name)
 _TX_NAMES = const(("pdp_up", "pdp_fail", "link_up", "link_drop", "ack", "reject", "exhausted", "dropped",
                    "duplicate", "modem_reset", "time_step", "pdp_refresh", "mgmt", "mgmt_refused", "fallback",
                    "report"))
 
 
 class TxLog:
-    """Transaction log entries: utc u32, event u8, id u32, detail (short bytes)."""
+    """Transaction log entries: utc u32, event u8, id u32, detail (short
+    bytes). add(name, fid, detail): name one of _TX_NAMES (pdp_up, pdp_fail,
+    link_up, link_drop, ack, reject, exhausted, dropped, duplicate,
+    modem_reset, time_step, pdp_refresh, mgmt (a head-end management request
+    served; detail: the command), mgmt_refused (detail: why), fallback (link
+    settings rolled back: the link did not return with the new ones), report
+    (a report queued; detail: install / health))."""
 
     def __init__(self, ring, utc):
         self.ring = ring
         self.utc = utc
 
-    def add(self, event, fid=0, detail=b""):
+    def add(self, name, fid=0, detail=b""):
         if isinstance(detail, str):
             detail = detail.encode()
+        event = _TX_NAMES.index(name) + 1  # ValueError for a name it does not have
         self.ring.append(struct.pack(">IBI", self.utc() & 0xFFFFFFFF, event, fid & 0xFFFFFFFF) + detail[:40])
 
     def __len__(self):
@@ -234,13 +225,13 @@ class Outbox:
 
     def _exhausted(self, seq):
         if self.tx is not None:
-            self.tx.add(_TX_EXHAUSTED, seq)
+            self.tx.add("exhausted", seq)
         self._tries.pop(seq, None)
         if self.cfg["on_exhausted"] == "drop":
             self.j.ack(seq)
             self._hold.pop(seq, None)
             if self.tx is not None:
-                self.tx.add(_TX_DROPPED, seq)
+                self.tx.add("dropped", seq)
         else:
             self._parked.add(seq)
 
@@ -254,7 +245,7 @@ class Outbox:
         self._parked.discard(seq)
         self._hold.pop(seq, None)
         if self.tx is not None:
-            self.tx.add(TX_ACK, seq)
+            self.tx.add("ack", seq)
         return True
 
     def prioritise(self, seq):

@@ -21,7 +21,7 @@ _NAP_MS = const(5000)  # the longest sleep: a settings change or a clock step is
 def queue(outbox, txlog, kind, body, cls):
     body["t"] = kind
     seq = outbox.add(json.dumps(body).encode(), cls, ob.KIND_REPORT)
-    txlog.add(ob.TX_REPORT, seq, kind)
+    txlog.add("report", seq, kind)
     return seq
 
 

@@ -148,7 +148,7 @@ class Wan:
             was_up = self.connected and now - self.good_ms >= _STABLE_MS
             if self.connected:
                 self.drops += 1
-                self.tx.add(ob.TX_LINK_DROP, 0, self.last_error or "")
+                self.tx.add("link_drop", 0, self.last_error or "")
                 log("wan", "link down")
                 self.good_ms = now
                 delay = cfg["retry_ms"]
@@ -193,7 +193,7 @@ class Wan:
         self.radio = None
         self.errors = 0
         self.state = "reset"
-        self.tx.add(ob.TX_MODEM_RESET, 0, reason)
+        self.tx.add("modem_reset", 0, reason)
         log("wan", "modem %s: hardware reset" % reason)
         self.init_ms = self.good_ms = mono.ms()
         try:
@@ -224,7 +224,7 @@ class Wan:
         names = ",".join(sorted(prev))
         self.kv.update(prev)
         self.fb_kv.delete("prev")
-        self.tx.add(ob.TX_FALLBACK, 0, names)
+        self.tx.add("fallback", 0, names)
         log("wan", "link not back with the new %s: the old values return" % names)
         if self.event_log is not None:
             try:
@@ -239,7 +239,7 @@ class Wan:
         library; the next session activates the context again."""
         m = self.modem
         self.pdp_refreshes += 1
-        self.tx.add(ob.TX_PDP_REFRESH)
+        self.tx.add("pdp_refresh")
         log("wan", "PDP context refresh")
         try:
             await m.close_socket()
@@ -283,9 +283,9 @@ class Wan:
                 ip = await up.attach(m, cfg["apn"])
             except md.ModemError as e:
                 if e.args[0] == "AttachFailed":
-                    self.tx.add(ob.TX_PDP_FAIL, 0, str(e))
+                    self.tx.add("pdp_fail", 0, str(e))
                 raise
-            self.tx.add(ob.TX_PDP_UP, 0, ip or "")
+            self.tx.add("pdp_up", 0, ip or "")
             self.attach_ms = mono.ms()
         self.state = "connecting"
         self._cred_gen = cred.gen
@@ -303,14 +303,14 @@ class Wan:
         self.connected = True
         self.connects += 1
         self.state = "connected"
-        self.tx.add(ob.TX_LINK_UP, self.connects)
+        self.tx.add("link_up", self.connects)
         self.good_ms = mono.ms()
         self.errors = 0
         log("wan", "link up to %s:%d" % (cfg["host"], cfg["port"]))
         self._relink = None
         if self.fb_kv.get("prev"):
             self.fb_kv.delete("prev")  # the new link settings work: no fall-back
-            self.tx.add(ob.TX_FALLBACK, 0, "kept")
+            self.tx.add("fallback", 0, "kept")
         if self._install_ms is None and not self.rep_kv.get("install"):
             # the installation report leaves once the signal average covers its window
             self._install_ms = mono.ms() + m.t["signal_window"]
@@ -434,7 +434,7 @@ class Wan:
         if ftype == link.GBCS:
             if fid in self.seen:
                 self.duplicates += 1
-                self.tx.add(ob.TX_DUPLICATE, fid)
+                self.tx.add("duplicate", fid)
                 await m.send(link.ack(fid, link.ACK_DUPLICATE))
                 return
             status = link.ACK_DONE
@@ -449,7 +449,7 @@ class Wan:
                 # head-end would redeliver the same frame after every reconnect
                 resp, alerts = None, ()
                 status = link.ACK_REJECTED
-                self.tx.add(ob.TX_REJECT, fid, kind_of(e))
+                self.tx.add("reject", fid, kind_of(e))
                 if not isinstance(e, ValueError):
                     log_exc("wan", e)
             # the retry class by the GBCS use case's criticality (wan.critical)

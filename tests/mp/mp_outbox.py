@@ -347,13 +347,11 @@ def test_prioritised_message_leaves_first():
 
 
 def test_transaction_log_pages_cover_everything_once():
-    from wan.outbox import TX_ACK
-
     fresh()
     st = Store(ROOT + "/data")
     tx = TxLog(st.ringlog("transactions", 20), lambda: 1700000000)
     for i in range(30):  # the ring keeps the newest 20
-        tx.add(TX_ACK, i, "d%d" % i)
+        tx.add("ack", i, "d%d" % i)
     assert len(tx) == 20
     got = []
     before = None

@@ -22,7 +22,7 @@ def _wan(event_log=None):
     w = service.WanService(st, None, clk, board.utc, board.power_fail, asyncio.Event())
     if event_log is not None:
         w.attach_chf(None, event_log(st), None)
-        clk.on_step = StepRecorder(w.txlog, ob.TX_TIME, w.event_log)
+        clk.on_step = StepRecorder(w.txlog, "time_step", w.event_log)
     settings.apply_clock(clk, w.settings)
     return w, clk
 
