@@ -27,7 +27,7 @@ from store import Store
 from store.kv import Settings
 from wan import outbox as ob
 from wan import session
-from wan.settings import DEFAULTS
+from wan.settings import defaults
 
 
 class PowerCut(BaseException):  # not an Exception: nothing in the hub catches it
@@ -68,7 +68,7 @@ def build():
     st, ident, chf, acb_d = _setup(flashfs.ROOT + "/data")
     chf_store[0] = st
     hub = Hub(chf, ident)
-    w = session.Wan(st, Settings(DEFAULTS, st.kv("wan")), hub.txlog, hub.outbox, ident, hub.route, Clock())
+    w = session.Wan(st, Settings(defaults(), st.kv("wan")), hub.txlog, hub.outbox, ident, hub.route, Clock())
     w.modem = Sink()
     return hub, w, chf, ident, acb_d
 

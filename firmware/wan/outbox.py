@@ -7,6 +7,8 @@ from micropython import const
 import struct
 import time
 
+from wan.settings import spec
+
 CRITICAL = const(0)
 NON_CRITICAL = const(1)
 KIND_RESPONSE = const(1)
@@ -16,13 +18,10 @@ KIND_REPORT = const(4)  # the hub's own JSON report (installation, signal/health
 # hub.emit's kind names: a name's place + 1 is its KIND_ (a tuple, in flash when frozen)
 KINDS = ("response", "alert", "scheduled")
 
-# defaults; KV "wan" keys of the same name override them
-DEFAULTS = {
-    "crit_retries": 8, "crit_backoff_ms": 10000, "crit_backoff_max_ms": 600000,
-    "noncrit_retries": 3, "noncrit_backoff_ms": 60000, "noncrit_backoff_max_ms": 3600000,
-    "on_exhausted": "keep",  # or "drop"
-    "sched_window_ms": 1800000,
-}
+# the outbox's settings: KV "wan" keys of the same name override their
+# defaults (in wan.settings.SCHEMA, with their checks)
+_KEYS = const(("crit_retries", "crit_backoff_ms", "crit_backoff_max_ms", "noncrit_retries", "noncrit_backoff_ms",
+               "noncrit_backoff_max_ms", "on_exhausted", "sched_window_ms"))
 
 # transaction log events, by name: event n (u8 in the record) is the name at
 # place n - 1 (a constant tuple, in flash when frozen; TxLog.add takes the name)
@@ -109,7 +108,9 @@ def _rand(n):
 class Outbox:
     def __init__(self, journal, config=None, txlog=None, ticks_ms=None, rand=None):
         self.j = journal
-        self.cfg = dict(DEFAULTS)
+        self.cfg = {}
+        for k in _KEYS:
+            self.cfg[k] = spec(k)[4]
         if config:
             self.configure(config)
         self.tx = txlog
@@ -121,7 +122,7 @@ class Outbox:
         self._first = []  # seqs sent before the others (last gasp)
 
     def configure(self, cfg):
-        for k in DEFAULTS:
+        for k in _KEYS:
             if k in cfg:
                 self.cfg[k] = cfg[k]
         if self.cfg["on_exhausted"] not in ("keep", "drop"):

@@ -7,7 +7,7 @@ from codes import EV_SETTINGS_CHANGED
 from log import log
 from wan import outbox as ob
 from wan.linkcred import LinkCredentials
-from wan.settings import DEFAULTS, WanSettings
+from wan.settings import WanSettings
 
 
 class WanService:
@@ -27,7 +27,7 @@ class WanService:
         self.power_fail = power_fail
         self.ready = ready
         # read through and checked as read: a bad stored value gives its default
-        self.settings = WanSettings(DEFAULTS, store.kv("wan"), ob.DEFAULTS)
+        self.settings = WanSettings(store.kv("wan"))
         self.txlog = ob.TxLog(store.ringlog("transactions", 100), utc)
         self.outbox = ob.Outbox(store.journal("outbox"), dict(self.settings.items()), self.txlog)
         self.link = LinkCredentials(store, identity)  # the head-end link's key, certificate, anchor

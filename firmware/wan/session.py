@@ -48,7 +48,7 @@ class Wan:
         self._relink = None  # a planned end's reason: wan_config changed host, port or apn
         self._fb_ms = mono.ms()  # when the fall-back was armed (or the job started with one pending)
         self._install_ms = None  # when the installation report is due (its signal window sampled)
-        self._cfg = settings  # the effective settings: DEFAULTS overlaid by KV "wan", read through
+        self._cfg = settings  # the effective settings: the defaults overlaid by KV "wan", read through
         self.seen_kv = store.kv("wan_seen")
         self.identity = identity
         self.route = route

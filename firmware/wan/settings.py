@@ -11,54 +11,48 @@ from codes import EV_BAD_SETTING
 from log import log
 from store.kv import Settings
 
-DEFAULTS = {
-    "host": "headend.chub.test", "port": 4059, "apn": "chub.m2m", "pin": None, "radio": None,
-    "retry_ms": 2000, "retry_max_ms": 60000, "reg_timeout_ms": 120000, "hello_timeout_ms": 15000,
-    "ping_ms": 60000, "idle_timeout_ms": 180000, "signal_ms": 10000, "rx_poll_ms": 10000,
-    "time_step_s": 10, "clock_hold_s": 432000,
-    # modem health: PDP refresh, periodic re-init (hardware reset), a reset
-    # after max_errors failed sessions in a row or stuck_ms without a link
-    "pdp_refresh_ms": 86400000, "reinit_ms": 604800000, "max_errors": 6, "stuck_ms": 1800000,
-    "critical_alerts": True, "timings": None,
-    # remote management (wan.mgmt): the head-end may use it (set locally
-    # only); a change of host, port or apn made while the link is up returns
-    # to the old value when the link is not back within fallback_ms
-    "remote_mgmt": True, "fallback_ms": 600000,
-    # the send window (wan.window): it opens window_start_s after UTC
-    # midnight, every report_period_s (0: no periodic report), for
-    # sched_window_ms; each hub sends at its own semi-random time inside it
-    "window_start_s": 7200, "report_period_s": 86400,
-}
 LINK_KEYS = ("host", "port", "apn")  # a change of these cuts the link: applied with a fall-back
 LOCAL_ONLY = ("remote_mgmt",)  # not settable over the management channel
 
 _DAY_MS = const(86400000)
 _TICKS_MAX = const(0x3FFFFFFF)  # the largest ms span the hub's monotonic and tick maths hold
 
-# name, (kind, a, b, may be None), ... (a constant tuple: in flash when
-# frozen; spec() finds a name's). kind "int": a..b; "str": the text's
+# name, (kind, a, b, may be None, default), ... (a constant tuple: in flash
+# when frozen; spec() finds a name's; defaults() makes the dict of defaults
+# for whoever needs one). kind "int": a..b; "str": the text's
 # length a..b and its characters in _HOST/_APN/_PIN; "bool"; "choice": one of
 # a (a tuple, or "radio": wan.sim7600.RADIO_MODES); "timings": an object of
 # wan.sim7600.TIMINGS names -> int 0..b.
 SCHEMA = (
-    "host", ("host", 1, 253, False), "port", ("int", 1, 65535, False),
-    "apn", ("apn", 0, 62, False), "pin", ("pin", 4, 8, True), "radio", ("choice", "radio", None, True),
-    "retry_ms", ("int", 100, 600000, False), "retry_max_ms", ("int", 100, _DAY_MS, False),
-    "reg_timeout_ms", ("int", 1000, 3600000, False), "hello_timeout_ms", ("int", 1000, 600000, False),
-    "ping_ms", ("int", 1000, _DAY_MS, False), "idle_timeout_ms", ("int", 5000, _DAY_MS, False),
-    "signal_ms", ("int", 100, _DAY_MS, False), "rx_poll_ms", ("int", 100, _DAY_MS, False),
-    "time_step_s", ("int", 1, 86400, False), "clock_hold_s", ("int", 0, 31536000, False),
-    "pdp_refresh_ms", ("int", 1000, _TICKS_MAX, False), "reinit_ms", ("int", 1000, _TICKS_MAX, False),
-    "max_errors", ("int", 1, 1000, False), "stuck_ms", ("int", 1000, _TICKS_MAX, False),
-    "critical_alerts", ("bool", None, None, False), "timings", ("timings", None, 600000, True),
-    "remote_mgmt", ("bool", None, None, False), "fallback_ms", ("int", 5000, _DAY_MS, False),
-    "window_start_s", ("int", 0, 86399, False), "report_period_s", ("int", 0, 31536000, False),
-    # the outbox's (wan.outbox.DEFAULTS)
-    "crit_retries", ("int", 0, 1000, False), "crit_backoff_ms", ("int", 100, _DAY_MS, False),
-    "crit_backoff_max_ms", ("int", 100, _DAY_MS, False),
-    "noncrit_retries", ("int", 0, 1000, False), "noncrit_backoff_ms", ("int", 100, _DAY_MS, False),
-    "noncrit_backoff_max_ms", ("int", 100, _DAY_MS, False),
-    "on_exhausted", ("choice", ("keep", "drop"), None, False), "sched_window_ms", ("int", 0, _TICKS_MAX, False),
+    "host", ("host", 1, 253, False, "headend.chub.test"), "port", ("int", 1, 65535, False, 4059),
+    "apn", ("apn", 0, 62, False, "chub.m2m"), "pin", ("pin", 4, 8, True, None),
+    "radio", ("choice", "radio", None, True, None),
+    "retry_ms", ("int", 100, 600000, False, 2000), "retry_max_ms", ("int", 100, _DAY_MS, False, 60000),
+    "reg_timeout_ms", ("int", 1000, 3600000, False, 120000), "hello_timeout_ms", ("int", 1000, 600000, False, 15000),
+    "ping_ms", ("int", 1000, _DAY_MS, False, 60000), "idle_timeout_ms", ("int", 5000, _DAY_MS, False, 180000),
+    "signal_ms", ("int", 100, _DAY_MS, False, 10000), "rx_poll_ms", ("int", 100, _DAY_MS, False, 10000),
+    "time_step_s", ("int", 1, 86400, False, 10), "clock_hold_s", ("int", 0, 31536000, False, 432000),
+    # modem health: PDP refresh, periodic re-init (hardware reset), a reset
+    # after max_errors failed sessions in a row or stuck_ms without a link
+    "pdp_refresh_ms", ("int", 1000, _TICKS_MAX, False, 86400000),
+    "reinit_ms", ("int", 1000, _TICKS_MAX, False, 604800000),
+    "max_errors", ("int", 1, 1000, False, 6), "stuck_ms", ("int", 1000, _TICKS_MAX, False, 1800000),
+    "critical_alerts", ("bool", None, None, False, True), "timings", ("timings", None, 600000, True, None),
+    # remote management (wan.mgmt): the head-end may use it (set locally
+    # only); a change of host, port or apn made while the link is up returns
+    # to the old value when the link is not back within fallback_ms
+    "remote_mgmt", ("bool", None, None, False, True), "fallback_ms", ("int", 5000, _DAY_MS, False, 600000),
+    # the send window (wan.window): it opens window_start_s after UTC
+    # midnight, every report_period_s (0: no periodic report), for
+    # sched_window_ms; each hub sends at its own semi-random time inside it
+    "window_start_s", ("int", 0, 86399, False, 7200), "report_period_s", ("int", 0, 31536000, False, 86400),
+    # the outbox's (wan.outbox)
+    "crit_retries", ("int", 0, 1000, False, 8), "crit_backoff_ms", ("int", 100, _DAY_MS, False, 10000),
+    "crit_backoff_max_ms", ("int", 100, _DAY_MS, False, 600000),
+    "noncrit_retries", ("int", 0, 1000, False, 3), "noncrit_backoff_ms", ("int", 100, _DAY_MS, False, 60000),
+    "noncrit_backoff_max_ms", ("int", 100, _DAY_MS, False, 3600000),
+    "on_exhausted", ("choice", ("keep", "drop"), None, False, "keep"),
+    "sched_window_ms", ("int", 0, _TICKS_MAX, False, 1800000),
 )
 
 _HOST = const("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-")
@@ -67,8 +61,13 @@ _PIN = const("0123456789")
 
 
 def spec(name):
-    """(kind, a, b, may be None) of WAN setting `name`; None: no such setting."""
+    """(kind, a, b, may be None, default) of WAN setting `name`; None: no such setting."""
     return SCHEMA[SCHEMA.index(name) + 1] if name in SCHEMA else None
+
+
+def defaults():
+    """{name: default} of every WAN setting, the outbox's too (a dict made for the call)."""
+    return {SCHEMA[i]: SCHEMA[i + 1][4] for i in range(0, len(SCHEMA), 2)}
 
 
 def _chars_ok(s, allowed):
@@ -83,7 +82,7 @@ def check(name, v):
     sp = spec(name)
     if sp is None:
         return "unknown wan setting"
-    kind, a, b, nullable = sp
+    kind, a, b, nullable, _ = sp
     if v is None:
         return None if nullable else "must not be null"
     if kind == "int":
@@ -123,14 +122,14 @@ def check(name, v):
 
 
 class WanSettings(Settings):
-    """DEFAULTS (and the outbox's) overlaid by KV "wan", read through, each
-    stored value checked as it is read: one that fails is reported once (the
-    console, and the event log once the wiring gave it, EV_BAD_SETTING with
-    the name) and its default is used instead."""
+    """WanSettings(kv): the defaults (SCHEMA's, the outbox's too) overlaid by
+    KV "wan", read through, each stored value checked as it is read: one
+    that fails is reported once (the console, and the event log once the
+    wiring gave it, EV_BAD_SETTING with the name) and its default is used
+    instead."""
 
-    def __init__(self, defaults, kv, outbox_defaults=None):
-        Settings.__init__(self, defaults, kv)
-        self.outbox_defaults = outbox_defaults or {}
+    def __init__(self, kv):
+        Settings.__init__(self, SCHEMA, kv)  # `in` finds a name among SCHEMA's (no dict of defaults)
         self.event_log = None
         self.bad = []  # names reported since boot
         self._unlogged = []  # ... before the event log was given
@@ -153,8 +152,10 @@ class WanSettings(Settings):
             pass  # no clock yet: the console has it
 
     def _default(self, key):
-        d = self.defaults
-        return d[key] if key in d else self.outbox_defaults[key]
+        sp = spec(key)
+        if sp is None:
+            raise KeyError(key)
+        return sp[4]
 
     def _checked(self, key, v):
         why = check(key, v)
@@ -176,10 +177,11 @@ class WanSettings(Settings):
         kv = self.kv
         if key in kv:
             return self._checked(key, kv.get(key))
-        return self.defaults.get(key, default)
+        sp = spec(key)
+        return default if sp is None else sp[4]
 
     def items(self):
-        d = dict(self.defaults)
+        d = defaults()
         for k, v in self.kv.items():
             d[k] = self._checked(k, v) if k in SCHEMA else v
         return d.items()

@@ -70,7 +70,7 @@ def test_tables_answer_as_the_dicts_did():
     assert ezsp_frames.lookup(13, "sendUnicast") == (0x34, "BHATL", "SB")
     assert ezsp_frames.lookup(14, "leaveNetwork") == (0x20, "B", "S")  # the version's own entry wins
     assert ezsp_frames.name_of(14, 0x45) == "incomingMessageHandler"
-    assert settings.spec("port") == ("int", 1, 65535, False) and settings.spec("nope") is None
+    assert settings.spec("port") == ("int", 1, 65535, False, 4059) and settings.spec("nope") is None
     assert zcl.type_size(zcl.T_EUI64) == 8 and zcl.type_size(zcl.T_UTC) == 4
     assert outbox.KINDS.index("alert") + 1 == outbox.KIND_ALERT
 

@@ -9,7 +9,6 @@ import flashfs
 from clock import Clock
 from codes import EV_BAD_SETTING
 from store import Store
-from wan import outbox as ob
 from wan import service, settings
 
 HEAP = "512k"  # the checks of timings and radio load wan.sim7600
@@ -26,7 +25,7 @@ BAD = {
     "on_exhausted": ["zz", None, 1],
 }
 for _i in range(0, len(settings.SCHEMA), 2):
-    _k, (_kind, _lo, _hi, _null) = settings.SCHEMA[_i], settings.SCHEMA[_i + 1]
+    _k, (_kind, _lo, _hi, _null, _dflt) = settings.SCHEMA[_i], settings.SCHEMA[_i + 1]
     if _kind == "int":
         BAD[_k] = ["x", None, True, _lo - 1, _hi + 1, 2 ** 70, 1.0]
 
@@ -45,7 +44,7 @@ def test_every_key_refuses_wrong_types_and_ranges():
     st, w, clk = _wan()
     kv = st.kv("wan")
     names = [settings.SCHEMA[i] for i in range(0, len(settings.SCHEMA), 2)]  # name, spec, name, spec, ...
-    assert set(names) == set(settings.DEFAULTS) | set(ob.DEFAULTS)
+    assert set(names) == set(settings.defaults()) and set(w.outbox.cfg) <= set(names)
     for k in names:
         for v in BAD.get(k, []):
             try:
@@ -56,7 +55,7 @@ def test_every_key_refuses_wrong_types_and_ranges():
                 raise AssertionError("stored %s=%r" % (k, v))
         assert k not in kv, k
     # the defaults pass their own schema; sensible values are taken
-    for k, v in list(settings.DEFAULTS.items()) + list(ob.DEFAULTS.items()):
+    for k, v in settings.defaults().items():
         assert settings.check(k, v) is None, (k, v)
     c = settings.configure(kv, w.settings, w.outbox, None, clk,
                            {"host": "10.0.0.7", "port": 443, "apn": "iot.m2m_x", "pin": "1234", "radio": "lte",
@@ -88,10 +87,10 @@ def test_bad_values_on_flash_give_the_defaults_reported_once():
     _, w, _ = _wan(ev)  # the outbox is built from them: no exception
     s = w.settings
     for k in planted:
-        want = planted[k] if k == "retry_ms" else (settings.DEFAULTS.get(k, ob.DEFAULTS.get(k)))
+        want = planted[k] if k == "retry_ms" else settings.defaults()[k]
         assert s[k] == want, (k, s[k])
         assert s.get(k) == want
-    assert w.outbox.cfg["on_exhausted"] == "keep" and w.outbox.cfg["crit_retries"] == ob.DEFAULTS["crit_retries"]
+    assert w.outbox.cfg["on_exhausted"] == "keep" and w.outbox.cfg["crit_retries"] == settings.spec("crit_retries")[4] == 8
     assert dict(s.items())["ping_ms"] == 60000
     for _ in range(3):
         s["ping_ms"]
