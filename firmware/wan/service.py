@@ -3,6 +3,7 @@
 # message is queued durably also before the link is up), last gasp, and the
 # job "wan" that runs the modem and head-end session (wan.session, loaded
 # when the job first runs).
+import lazy
 from codes import EV_SETTINGS_CHANGED
 from log import log
 from wan import outbox as ob
@@ -100,15 +101,22 @@ class WanService:
     async def report(self):
         """Job "report": the periodic signal/health report in the send
         window (wan.report), once the local port is up and the hub has link
-        credentials (and so its identity)."""
+        credentials (and so its identity). wan.report and wan.window are
+        loaded for each step (wan.report.step) and dropped for the nap
+        between (firmware/lazy.py)."""
         await self.ready.wait()
         import asyncio
 
         while not self.link.ready():
             await asyncio.sleep_ms(5000)
-        from wan import report
-
-        await report.run(self, self.utc, self.identity.chf["eui"])
+        eui = self.identity.chf["eui"]
+        while True:
+            try:
+                wait = await lazy.load("wan.report").step(self, self.utc, eui)
+            finally:
+                lazy.drop("wan.report")
+                lazy.drop("wan.window")
+            await asyncio.sleep_ms(wait)
 
     async def run(self):
         """Job "wan": the session runs once the local port is up."""
