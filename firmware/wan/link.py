@@ -171,26 +171,13 @@ class Decoder:
         return ftype, fid, self.mv[p + _HDR:p + _HDR + ln]
 
 
-class SeenIds:
-    """Recent frame ids received from the peer (a small ring), to drop
-    duplicates. save() returns a list for persisting; load() restores it."""
-
-    def __init__(self, size=32):
-        self.size = size
-        self.ids = []
-
-    def __contains__(self, fid):
-        return fid in self.ids
-
-    def add(self, fid):
-        if fid in self.ids:
-            return False
-        self.ids.append(fid)
-        if len(self.ids) > self.size:
-            self.ids.pop(0)
-        return True
-
-    def load(self, ids):
-        for i in ids:
-            if isinstance(i, int):
-                self.add(i)
+def seen_add(ids, fid, size):
+    """Add frame id `fid` to `ids`, a list of the recent frame ids received
+    from the peer (to drop duplicates), keeping the newest `size`. -> False
+    when it was there already. The session persists the list as it is."""
+    if fid in ids:
+        return False
+    ids.append(fid)
+    if len(ids) > size:
+        ids.pop(0)
+    return True

@@ -22,6 +22,7 @@ from wan import outbox as ob
 from wan.critical import is_critical
 
 _STABLE_MS = const(10000)
+_SEEN = const(32)  # head-end frame ids remembered against duplicates
 _TLS_HANDSHAKE_FAILED = const(15)  # AT+CCHOPEN's <err>: the handshake failed
 
 
@@ -58,9 +59,10 @@ class Wan:
         self._cred_gen = -1  # the credentials the link was made with
         self.tx = txlog
         self.outbox = outbox
-        self.seen = link.SeenIds(32)
-        self.seen.load(self.seen_kv.get("ids") or [])
-        self.seen.load(self.outbox.he_ids())
+        self.seen = []  # recent head-end frame ids (link.seen_add), persisted in KV "wan_seen"
+        for i in (self.seen_kv.get("ids") or []) + self.outbox.he_ids():
+            if isinstance(i, int):
+                link.seen_add(self.seen, i, _SEEN)
         self.dec = link.Decoder()  # 512 bytes standing; a larger frame gets its own
         self.modem = None
         self.state = "idle"
@@ -458,8 +460,8 @@ class Wan:
             ca = self._cfg["critical_alerts"]
             for a in alerts:
                 self.outbox.add(a, ob.CRITICAL if is_critical(a, True, ca) else ob.NON_CRITICAL, ob.KIND_ALERT)
-            self.seen.add(fid)
-            self.seen_kv.set("ids", self.seen.ids)
+            link.seen_add(self.seen, fid, _SEEN)
+            self.seen_kv.set("ids", self.seen)
             await m.send(link.ack(fid, status))
         elif ftype == link.ACK:
             link.parse_ack(p)

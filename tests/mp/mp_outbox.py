@@ -268,11 +268,11 @@ def test_link_decoder_grows_for_a_large_frame_and_goes_back_to_its_small_buffer(
 
 
 def test_seen_ids_ring():
-    s = link.SeenIds(4)
-    assert s.add(1) and not s.add(1)
+    s = []
+    assert link.seen_add(s, 1, 4) and not link.seen_add(s, 1, 4)
     for i in range(2, 7):
-        s.add(i)
-    assert 1 not in s and 6 in s and len(s.ids) == 4
+        link.seen_add(s, i, 4)
+    assert 1 not in s and 6 in s and len(s) == 4
 
 
 def test_scheduled_data_leaves_at_random_times_inside_the_window():
