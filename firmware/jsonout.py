@@ -115,35 +115,34 @@ class JsonOut:
             else:
                 esc = b'"' in s or b"\\" in s
             if esc or min(mv) < 0x20:
-                self._escaped(mv)
+                # the runs between the characters to escape as they are, each
+                # of those escaped
+                i = 0
+                k = len(mv)
+                for j in range(k):
+                    c = mv[j]
+                    if c >= 0x20 and c != 0x22 and c != 0x5C:
+                        continue
+                    if j > i:
+                        self.put(mv[i:j])
+                    i = j + 1
+                    if c == 0x22:
+                        self.put(b'\\"')
+                    elif c == 0x5C:
+                        self.put(b"\\\\")
+                    elif c == 0x0A:
+                        self.put(b"\\n")
+                    elif c == 0x0D:
+                        self.put(b"\\r")
+                    elif c == 0x09:
+                        self.put(b"\\t")
+                    else:
+                        self.put(b"\\u%04x" % c)
+                if k > i:
+                    self.put(mv[i:k])
             else:
                 self.put(mv)
         self.put(b'"')
-
-    def _escaped(self, mv):
-        i = 0
-        k = len(mv)
-        for j in range(k):
-            c = mv[j]
-            if c >= 0x20 and c != 0x22 and c != 0x5C:
-                continue
-            if j > i:
-                self.put(mv[i:j])
-            i = j + 1
-            if c == 0x22:
-                self.put(b'\\"')
-            elif c == 0x5C:
-                self.put(b"\\\\")
-            elif c == 0x0A:
-                self.put(b"\\n")
-            elif c == 0x0D:
-                self.put(b"\\r")
-            elif c == 0x09:
-                self.put(b"\\t")
-            else:
-                self.put(b"\\u%04x" % c)
-        if k > i:
-            self.put(mv[i:k])
 
     def _int(self, v):
         # decimal digits written into the buffer: no text object per number

@@ -237,23 +237,20 @@ def utf8_strict(b):
     return True
 
 
-def _need(req, name, default):
+def int_arg(req, name, lo, hi, default=None):
+    """req[name] as an int in lo..hi (default when absent); ValueError else."""
     v = req.get(name, default)
     if v is None:
         raise ValueError("'%s' is missing" % name)
-    return v
-
-
-def int_arg(req, name, lo, hi, default=None):
-    """req[name] as an int in lo..hi (default when absent); ValueError else."""
-    v = _need(req, name, default)
     if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
         raise ValueError("'%s' must be an integer %d..%d" % (name, lo, hi))
     return v
 
 
 def str_arg(req, name, max_len, default=None):
-    v = _need(req, name, default)
+    v = req.get(name, default)
+    if v is None:
+        raise ValueError("'%s' is missing" % name)
     if not isinstance(v, str) or len(v) > max_len:
         raise ValueError("'%s' must be a string of at most %d characters" % (name, max_len))
     return v
@@ -277,7 +274,9 @@ def eui_arg(req, name="eui"):
     """req[name], an EUI-64 as hex text -> 16 upper-case hex digits."""
     from ids import eui_hex
 
-    v = _need(req, name, None)
+    v = req.get(name)
+    if v is None:
+        raise ValueError("'%s' is missing" % name)
     if not isinstance(v, str):
         raise ValueError("'%s' must be an EUI-64 as hex text" % name)
     try:

@@ -6,14 +6,9 @@ from wan import settings
 
 # req["_from"] of a request that came over the head-end's management channel
 # (wan.mgmt, loaded on first use: the marker lives here, with the hub for
-# good); no JSON value is it
+# good); no JSON value is it, so req.get("_from") is HEADEND tells a request
+# of the channel
 HEADEND = object()
-
-
-def from_headend(req):
-    """Did this request come over the management channel? The channel sets
-    `_from` to HEADEND, an object no JSON request can carry."""
-    return req.get("_from") is HEADEND
 
 
 async def wan_status(hub, req):
@@ -29,7 +24,7 @@ async def wan_config(hub, req):
     modem = w.session.modem if w.session is not None else None
     changes = req.get("set") or {}
     origin = "local"
-    if from_headend(req):
+    if req.get("_from") is HEADEND:  # over the management channel
         origin = "headend"
         for k in changes if isinstance(changes, dict) else ():
             if k in settings.LOCAL_ONLY:
