@@ -253,7 +253,3 @@ class Outbox:
         """Send seq before every other pending message (RAM only)."""
         if seq not in self._first:
             self._first.append(seq)
-
-    def attempts(self, seq):
-        st = self._tries.get(seq)
-        return st[0] if st else 0
