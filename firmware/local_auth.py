@@ -19,12 +19,7 @@
 # with each one in a row (BACKOFF_MS .. BACKOFF_MAX_MS) and ends at a success.
 # The functions answer a refusal as its text; the guard raises it as
 # local_port.NotAuthorised (this module imports nothing of the local port).
-try:
-    from micropython import const
-except ImportError:  # CPython (fuzzing only)
-    def const(x):
-        return x
-
+from micropython import const
 from binascii import unhexlify
 
 import codes
