@@ -39,6 +39,7 @@ _REASSEMBLY = MAX_MESSAGE + 16  # + the TransferData header
 _MAX_ACKS = const(64)  # fragment acks waiting for the NCP
 _RX_SLOTS = const(2)  # concurrent incoming fragmented messages
 _MAX_BUSY = const(8)  # concurrent server tasks
+_SENDERS = const(2)  # tunnel messages (RequestTunnel, TransferData) being sent at once
 _SEND_TIMEOUT_MS = const(10000)  # a sleepy device is served when it polls
 _EXCHANGE_TIMEOUT_MS = const(30000)
 _VERSIONS_DELAY_S = const(1)  # after a join, before reading the device's Basic versions
@@ -90,6 +91,8 @@ class Messaging:
         self._rx = []  # reassembly slots [sender, Reassembler, count] of messages in progress
         self._tsn = 0
         self._busy = 0
+        self._senders = 0  # tunnel sends running (at most _SENDERS)
+        self._send_q = []  # a Flag for each send waiting for a slot, oldest first
         self.versions = {}  # eui hex -> [application version, stack version] (Basic)
         self._reading = []
         for k in COUNTERS:
@@ -178,6 +181,13 @@ class Messaging:
             self._sent.pop(tag, None)
         if w[1] != 0:
             raise DeliveryError("no_route", "not delivered: status 0x%X" % w[1])
+
+    def _sender_done(self):
+        q = self._send_q
+        if q:
+            q.pop(0).set()  # the slot goes straight to the oldest waiter
+        else:
+            self._senders -= 1
 
     async def zcl_send(self, eui, dst_ep, cluster_id, frame, timeout_ms=_SEND_TIMEOUT_MS):
         """Send one ZCL frame to a joined device; returns once the NCP reports
@@ -415,7 +425,8 @@ class Messaging:
         frame = h.encode()
         T.encode_request_tunnel(T.PROTO_GB_HRGP, _NO_MANUF, False, MAX_MESSAGE, frame)
         try:
-            await self.zcl_send(eh, ep, T.CLUSTER_TUNNELING, frame, max(1, _left(deadline)))
+            await self._send_capped(eh, ep, None, frame, deadline)
+            frame = None
             if not await w[0].wait_ms(_left(deadline)):
                 raise DeliveryError("tunnel", "no RequestTunnelResponse from %s" % eh)
         finally:
@@ -436,12 +447,52 @@ class Messaging:
             raise DeliveryError("tunnel", "%d bytes exceed the device's %d" % (len(data), t[3]))
         return t
 
+    async def _send_capped(self, eh, ep, t, data, deadline):
+        # A tunnel message as one of at most _SENDERS sends at once: data as
+        # TransferData on tunnel t (its frame, header + a copy of data, made
+        # once the slot is taken), or with t None data is the frame. A slot
+        # is taken at once while fewer than _SENDERS sends run and none
+        # waits; else the send waits with one Flag in _send_q (no chain of
+        # coroutine frames down to the NCP, no frame encoded) until
+        # _sender_done hands it a slot, first come first served. Eight ESME
+        # deliveries sending their fragmented TransferData at once held
+        # ~1.3 KB each on a 32-bit port
+        if self._senders < _SENDERS and not self._send_q:
+            self._senders += 1
+        else:
+            f = Flag()
+            self._send_q.append(f)
+            try:
+                ok = await f.wait_ms(max(1, _left(deadline)))
+            except BaseException:  # cancelled: a slot handed over meanwhile goes on
+                if f in self._send_q:
+                    self._send_q.remove(f)
+                elif f.state:
+                    self._sender_done()
+                raise
+            if not ok and not f.state:
+                self._send_q.remove(f)
+                raise DeliveryError("timeout", "no send slot in time")
+            f = None
+        try:
+            if t is not None:
+                data = T.encode_transfer_data(bytearray(), self.next_tsn(), t[0], data, t[2])
+                ep = t[1]
+            await self.zcl_send(eh, ep, T.CLUSTER_TUNNELING, data, max(1, _left(deadline)))
+        finally:
+            self._sender_done()
+
     async def tunnel_exchange(self, eui, data, timeout_ms=_EXCHANGE_TIMEOUT_MS, match=None):
         """Send `data` over the ZSE tunnel to the device (opening one if
         needed), return the device's next TransferData on it (bytes); with
         match(data) -> bool, the next one it accepts (the others, e.g. an
         alert the device sends meanwhile, go to on_tunnel_message).
+        `data` as a one-item list is taken out of it: then the exchange
+        alone holds it, and lets go of it once sent (the router's delivery
+        tasks hold no copy while the answer is awaited).
         DeliveryError.reason: "no_route" | "tunnel" | "timeout"."""
+        if isinstance(data, list):
+            data = data.pop()
         eh = self._eh(eui)
         self._node(eh)
         deadline = time.ticks_add(_ms(), timeout_ms)
@@ -452,9 +503,8 @@ class Messaging:
             w = [Flag(), None, None, match]
             self._exchange[eh] = w
             try:
-                frame = T.encode_transfer_data(bytearray(), self.next_tsn(), t[0], data, t[2])
-                await self.zcl_send(eh, t[1], T.CLUSTER_TUNNELING, frame, max(1, _left(deadline)))
-                frame = None  # sent: not held while the answer is awaited
+                await self._send_capped(eh, 0, t, data, deadline)
+                data = t = None  # sent: not held while the answer is awaited
                 if not await w[0].wait_ms(_left(deadline)):
                     raise DeliveryError("timeout", "no answer from %s" % eh)
             finally:
@@ -477,9 +527,7 @@ class Messaging:
         lk = await self._acquire(self._locks, eh)
         try:
             self.counters["pushes"] += 1
-            t = await self._tunnel_ready(eh, data, deadline)
-            frame = T.encode_transfer_data(bytearray(), self.next_tsn(), t[0], data, t[2])
-            await self.zcl_send(eh, t[1], T.CLUSTER_TUNNELING, frame, max(1, _left(deadline)))
+            await self._send_capped(eh, 0, await self._tunnel_ready(eh, data, deadline), data, deadline)
         finally:
             self._release(self._locks, eh, lk)
 

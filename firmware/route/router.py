@@ -3,8 +3,9 @@
 #   the CHF (chf.handle), the GPF (gpf.handle),
 #   a tunnel-connected device in the CHF Device Log (ESME, HCALCS, PPMID ...)
 #     over the ZSE tunnel (coordinator.tunnel_exchange, in a task of its
-#     own holding the frame, its 25-byte message id and one coroutine
-#     frame: the response or 0x8F84 leaves later through emit), or
+#     own holding its 25-byte message id and one coroutine frame, and the
+#     frame until it is sent: the response or 0x8F84 leaves later through
+#     emit), or
 #   the GSME's persistent command buffer (route/buffer.py), from which the
 #     sleepy GSME GETs it over the tunnel;
 # and a frame for an EUI that is none of these is refused and written to the
@@ -293,7 +294,9 @@ class Router:
             mid = message_id(f)
             self.inflight.set(hex_text(mid).upper(), 1)
             self.deliveries += 1
-            asyncio.create_task(self._tunnel(rh, mid, bytes(data), True))
+            # the frame in a one-item list: tunnel_exchange takes it out and
+            # lets go of it once sent, so no copy stays while the answer is awaited
+            asyncio.create_task(self._tunnel(rh, mid, [bytes(data)], True))
             return None, []
         return await self._tunnel(rh, message_id(f), data)
 

@@ -71,6 +71,8 @@ class _Coordinator:
         self.pushed.append((eui_hex, bytes(data)))
 
     async def tunnel_exchange(self, eui_hex, data, timeout_ms=0, match=None):
+        if isinstance(data, list):  # as han.messaging: the data taken out of the caller's list
+            data = data.pop()
         self.sent.append((eui_hex, bytes(data), timeout_ms))
         self.matches.append(match)
         if self.gate is not None:

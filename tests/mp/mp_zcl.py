@@ -379,3 +379,124 @@ def test_malformed_and_flooding_han_frames_are_reported_as_abnormal():
     m.zcl_servers[0x0702] = lambda *x: None
     m._incoming(a, aps, b"\x00\x01\x00\x00\x00")
     assert seen[-1] == (a, "flood") and m.counters["busy_drop"] == 1
+
+
+class _Ncp:
+    # stand-in for han.ezsp's send path: each sendUnicast waits for `gate`
+    # (the NCP's UART and radio), then its messageSentHandler follows
+    def __init__(self, m):
+        self.m = m
+        self._tag = 0
+        self.gate = None
+        self.sending = 0
+        self.most = 0
+        self.frags = 0
+
+    def next_tag(self):
+        return (self._tag + 1) & 0xFFFF
+
+    async def send_unicast(self, node, profile, cluster, src_ep, dst_ep, payload, options=0, group=0):
+        import asyncio
+
+        tag = self._tag = self.next_tag()
+        self.sending += 1
+        self.most = max(self.most, self.sending)
+        try:
+            if self.gate is not None:
+                await self.gate.wait()
+        finally:
+            self.sending -= 1
+        self.frags += 1
+        asyncio.create_task(self._sent(tag))
+        return tag
+
+    async def _sent(self, tag):
+        self.m._sent_cb(tag, 0)
+
+
+class _JoinedLog:
+    # stand-in for the CHF Device Log: every device joined, node id 1
+    def key(self, eh):
+        return eh
+
+    def get(self, eh):
+        return {"node_id": 1}
+
+    def is_joined(self, eh):
+        return True
+
+
+def test_tunnel_sends_are_capped_and_a_waiting_exchange_holds_little():
+    # Eight exchanges at once (the router's ESME deliveries): at most
+    # messaging's _SENDERS of them are in their sending phase (TransferData
+    # encoded, fragments going to the NCP: several coroutine frames each);
+    # the rest wait for a sender slot with one Flag each, the frame not yet
+    # encoded. Once sent, an exchange awaiting its answer no longer holds
+    # the message when the caller handed it over in a one-item list (the
+    # router's delivery tasks do). Bounds in words (8 and 4 bytes).
+    import asyncio
+    import gc
+    import sys
+
+
+    W = 8 if sys.maxsize > 2**31 else 4
+    m = _messaging()
+    m.state = "up"
+    m.device_log = _JoinedLog()
+    ez = m.ezsp = _Ncp(m)
+    n = 8
+    euis = ["00DB12345678%04X" % i for i in range(n + 1)]
+    for i, eh in enumerate(euis):
+        m._client[eh] = (i, 1, False, 1500)  # tunnels the hub opened earlier
+    msg = bytes(range(143))  # a CS03A1 command's length: TransferData in 3 fragments
+    answers = []
+
+    async def exchange(eh, box):
+        answers.append(await m.tunnel_exchange(eh, box, 5000))
+
+    async def answer(eh, i):
+        await m._deliver(eh, 1, b"answer %d" % i, i, False, None)
+
+    async def main():
+        # warm-up: one exchange through, the tables and the task machinery grown
+        for eh in euis:
+            m._exchange[eh] = None
+        for eh in euis:
+            del m._exchange[eh]
+        ez.gate = asyncio.Event()
+        t = asyncio.create_task(exchange(euis[n], [bytes(msg)]))
+        await asyncio.sleep_ms(5)
+        ez.gate.set()
+        await asyncio.sleep_ms(5)
+        await answer(euis[n], n)
+        await t
+        ez.gate = asyncio.Event()
+        ez.most = 0
+        boxes = [[bytes(msg)] for _ in range(n)]
+        gc.collect()
+        a = gc.mem_alloc()
+        tasks = [asyncio.create_task(exchange(euis[i], boxes[i])) for i in range(n)]
+        boxes = None
+        for _ in range(5):
+            await asyncio.sleep_ms(2)
+        gc.collect()
+        burst = (gc.mem_alloc() - a) // n
+        print("messaging: %d bytes an exchange while the sends are held" % burst)
+        assert ez.most <= 2, ez.most  # messaging._SENDERS
+        ez.gate.set()
+        while ez.frags < 3 * (n + 1):
+            await asyncio.sleep_ms(2)
+        await asyncio.sleep_ms(5)
+        gc.collect()
+        waiting = (gc.mem_alloc() - a) // n
+        print("messaging: %d bytes an exchange awaiting its answer" % waiting)
+        assert burst <= 220 * W, burst
+        assert waiting <= 112 * W, waiting
+        for i in range(n):
+            await answer(euis[i], i)
+        for t in tasks:
+            await t
+
+    asyncio.run(main())
+    assert sorted(answers) == sorted([b"answer %d" % i for i in range(n + 1)])
+    assert m._exchange == {} and m._locks == {} and m._senders == 0
