@@ -488,33 +488,63 @@ class Messaging:
         match(data) -> bool, the next one it accepts (the others, e.g. an
         alert the device sends meanwhile, go to on_tunnel_message).
         `data` as a one-item list is taken out of it: then the exchange
-        alone holds it, and lets go of it once sent (the router's delivery
-        tasks hold no copy while the answer is awaited).
+        alone holds it, and lets go of it once sent.
         DeliveryError.reason: "no_route" | "tunnel" | "timeout"."""
+        w = await self.tunnel_ask(eui, data, timeout_ms, match)
+        try:
+            ok = await self.tunnel_wait(w)
+        except BaseException:  # cancelled
+            self.tunnel_answer(w, None)
+            raise
+        return self.tunnel_answer(w, ok)
+
+    async def tunnel_ask(self, eui, data, timeout_ms=_EXCHANGE_TIMEOUT_MS, match=None):
+        """tunnel_exchange in three parts, for a caller that awaits the
+        answer itself with no coroutine frame of the exchange's (the
+        router's ESME deliveries): this one takes the device's exchange
+        lock, sends `data` as tunnel_exchange does and returns the exchange
+        `w`; `await tunnel_wait(w)` -> answered in time; then
+        `tunnel_answer(w, answered)` ends it (the lock released) and returns
+        the answer or raises as tunnel_exchange (answered None: ends it
+        only, for a caller cancelled meanwhile). DeliveryError here too."""
         if isinstance(data, list):
             data = data.pop()
         eh = self._eh(eui)
         self._node(eh)
         deadline = time.ticks_add(_ms(), timeout_ms)
         lk = await self._acquire(self._locks, eh)
+        # [Flag, answer, error, match, eh, lock entry, deadline]
+        w = [Flag(), None, None, match, eh, lk, deadline]
         try:
             self.counters["exchanges"] += 1
             t = await self._tunnel_ready(eh, data, deadline)
-            w = [Flag(), None, None, match]
             self._exchange[eh] = w
-            try:
-                await self._send_capped(eh, 0, t, data, deadline)
-                data = t = None  # sent: not held while the answer is awaited
-                if not await w[0].wait_ms(_left(deadline)):
-                    raise DeliveryError("timeout", "no answer from %s" % eh)
-            finally:
-                if self._exchange.get(eh) is w:
-                    del self._exchange[eh]
-            if w[2] is not None:
-                raise w[2]
-            return w[1]
-        finally:
+            await self._send_capped(eh, 0, t, data, deadline)
+        except BaseException:
+            self.tunnel_answer(w, None)
+            raise
+        return w
+
+    def tunnel_wait(self, w):
+        """The exchange's answer awaited: `await tunnel_wait(w)` -> True
+        once it came (or failed), False at its deadline."""
+        return w[0].wait_ms(_left(w[6]))
+
+    def tunnel_answer(self, w, answered):
+        eh = w[4]
+        if self._exchange.get(eh) is w:
+            del self._exchange[eh]
+        lk = w[5]
+        if lk is not None:
+            w[5] = None
             self._release(self._locks, eh, lk)
+        if answered is None:
+            return None
+        if not answered:
+            raise DeliveryError("timeout", "no answer from %s" % eh)
+        if w[2] is not None:
+            raise w[2]
+        return w[1]
 
     async def tunnel_send(self, eui, data, timeout_ms=_EXCHANGE_TIMEOUT_MS):
         """Send `data` over the ZSE tunnel to the device (its own tunnel to

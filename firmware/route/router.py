@@ -2,10 +2,10 @@
 # by the recipient EUI-64 in its grouping header to
 #   the CHF (chf.handle), the GPF (gpf.handle),
 #   a tunnel-connected device in the CHF Device Log (ESME, HCALCS, PPMID ...)
-#     over the ZSE tunnel (coordinator.tunnel_exchange, in a task of its
-#     own holding its 25-byte message id and one coroutine frame, and the
-#     frame until it is sent: the response or 0x8F84 leaves later through
-#     emit), or
+#     over the ZSE tunnel (coordinator.tunnel_ask, in a task of its own
+#     holding its 25-byte message id and one coroutine frame, and the frame
+#     until it is sent; the answer awaited on the exchange's Flag: the
+#     response or 0x8F84 leaves later through emit), or
 #   the GSME's persistent command buffer (route/buffer.py), from which the
 #     sleepy GSME GETs it over the tunnel;
 # and a frame for an EUI that is none of these is refused and written to the
@@ -123,7 +123,8 @@ class Router:
     `chf.dlms_alert`), the identity (own EUIs, GPF parties), the Device Log,
     the event and security logs, utc2000() -> UTC seconds since 2000; and,
     None where a test leaves them out, the GPF service, the coordinator
-    (`tunnel_exchange`) and emit(frame, kind) (the WAN outbox)."""
+    (`tunnel_ask`/`tunnel_wait`/`tunnel_answer`: tunnel_exchange in parts)
+    and emit(frame, kind) (the WAN outbox)."""
 
     def __init__(self, store, chf, identity, device_log, event_log, security_log, utc2000,
                  gpf=None, coordinator=None, emit=None, cfg=None):
@@ -360,8 +361,17 @@ class Router:
             if c is not None:
                 t0 = asyncio.ticks()
                 try:
-                    resp = await c.tunnel_exchange(eh, data, timeout_ms=self.cfg["esme_timeout_ms"],
-                                                   match=_matcher(mid))
+                    # the answer awaited on the exchange's own Flag: no
+                    # coroutine frame of the coordinator's stays meanwhile
+                    w = await c.tunnel_ask(eh, data, self.cfg["esme_timeout_ms"], _matcher(mid))
+                    data = None
+                    try:
+                        ok = await c.tunnel_wait(w)
+                    except BaseException:  # cancelled
+                        c.tunnel_answer(w, None)
+                        raise
+                    resp = c.tunnel_answer(w, ok)
+                    w = None
                     self.last_esme_ms = asyncio.ticks_diff(asyncio.ticks(), t0)
                     if resp is not None and len(resp):
                         resp = bytes(resp)

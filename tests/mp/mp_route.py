@@ -3,7 +3,7 @@
 # EUI-64, refusal of unknown recipients (security log), the GSME buffer's
 # GET/PUT protocol, 0x8F84 on an undeliverable ESME command, 0x819D on
 # expiry, a full queue, a removed device's queue. The HAN side is a small
-# stand-in here (tunnel_exchange); tests/test_hil_route.py runs the real one.
+# stand-in here (tunnel_ask, tunnel_wait, tunnel_answer); tests/test_hil_route.py runs the real one.
 import asyncio
 import gc
 import os
@@ -11,6 +11,7 @@ from binascii import a2b_base64, unhexlify
 
 import codes
 import flashfs
+from flag import Flag
 from chf import gbcs_port
 from gbcs import dlms, gcm, kdf, p256
 from gbcs import frame as gframe
@@ -70,7 +71,9 @@ class _Coordinator:
             raise e
         self.pushed.append((eui_hex, bytes(data)))
 
-    async def tunnel_exchange(self, eui_hex, data, timeout_ms=0, match=None):
+    async def tunnel_ask(self, eui_hex, data, timeout_ms=0, match=None):
+        # han.messaging's tunnel_exchange in parts: here the exchange is
+        # held (gate) in the sending part, and answered once sent
         if isinstance(data, list):  # as han.messaging: the data taken out of the caller's list
             data = data.pop()
         self.sent.append((eui_hex, bytes(data), timeout_ms))
@@ -81,7 +84,15 @@ class _Coordinator:
             e = _DeliveryError(self.fail)
             e.reason = self.fail
             raise e
-        return self.reply
+        w = [Flag(), self.reply]
+        w[0].set()
+        return w
+
+    def tunnel_wait(self, w):
+        return w[0].wait_ms(1)
+
+    def tunnel_answer(self, w, answered):
+        return w[1] if answered else None
 
 
 class _Hub:
