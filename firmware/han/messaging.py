@@ -417,36 +417,6 @@ class Messaging:
         except Z.ZclError:
             return default_rsp(h, Z.MALFORMED_COMMAND)
 
-    async def _open_tunnel(self, eh, deadline):
-        ep = self._eps.get(eh, 1)
-        w = [Flag(), None]
-        self._opening[eh] = w
-        h = Z.Header(T.TUN_REQUEST_TUNNEL, self.next_tsn(), Z.FT_CLUSTER, 0, True)
-        frame = h.encode()
-        T.encode_request_tunnel(T.PROTO_GB_HRGP, _NO_MANUF, False, MAX_MESSAGE, frame)
-        try:
-            await self._send_capped(eh, ep, None, frame, deadline)
-            frame = None
-            if not await w[0].wait_ms(_left(deadline)):
-                raise DeliveryError("tunnel", "no RequestTunnelResponse from %s" % eh)
-        finally:
-            self._opening.pop(eh, None)
-        tid, st, max_in = w[1]
-        if st != T.TUNNEL_SUCCESS:
-            raise DeliveryError("tunnel", "%s refused the tunnel: status %d" % (eh, st))
-        t = self._client[eh] = (tid, ep, False, max_in or MAX_MESSAGE)
-        return t
-
-    async def _tunnel_ready(self, eh, data, deadline):
-        """The tunnel to eh (the device's own, else one the hub opens), checked
-        for the size of data: (tunnel id, device ep, hub is server, max in)."""
-        t = self._tunnel_for(eh)
-        if t is None:
-            t = await self._open_tunnel(eh, deadline)
-        if len(data) > t[3]:
-            raise DeliveryError("tunnel", "%d bytes exceed the device's %d" % (len(data), t[3]))
-        return t
-
     async def _send_capped(self, eh, ep, t, data, deadline):
         # A tunnel message as one of at most _SENDERS sends at once: data as
         # TransferData on tunnel t (its frame, header + a copy of data, made
@@ -506,7 +476,8 @@ class Messaging:
         `w`; `await tunnel_wait(w)` -> answered in time; then
         `tunnel_answer(w, answered)` ends it (the lock released) and returns
         the answer or raises as tunnel_exchange (answered None: ends it
-        only, for a caller cancelled meanwhile). DeliveryError here too."""
+        only, for a caller cancelled meanwhile). DeliveryError here too.
+        match=False: no answer is awaited (tunnel_send)."""
         if isinstance(data, list):
             data = data.pop()
         eh = self._eh(eui)
@@ -516,9 +487,29 @@ class Messaging:
         # [Flag, answer, error, match, eh, lock entry, deadline]
         w = [Flag(), None, None, match, eh, lk, deadline]
         try:
-            self.counters["exchanges"] += 1
-            t = await self._tunnel_ready(eh, data, deadline)
-            self._exchange[eh] = w
+            self.counters["pushes" if match is False else "exchanges"] += 1
+            # the device's own tunnel, else one the hub opens: RequestTunnel,
+            # its answer awaited here on w's Flag (no frames below this one)
+            t = self._tunnel_for(eh)
+            if t is None:
+                ep = self._eps.get(eh, 1)
+                self._opening[eh] = w
+                try:
+                    await self._send_capped(eh, ep, None, _request_frame(self.next_tsn()), deadline)
+                    if not await w[0].wait_ms(_left(deadline)):
+                        raise DeliveryError("tunnel", "no RequestTunnelResponse from %s" % eh)
+                finally:
+                    self._opening.pop(eh, None)
+                tid, st, max_in = w[1]
+                w[1] = None
+                w[0].clear()
+                if st != T.TUNNEL_SUCCESS:
+                    raise DeliveryError("tunnel", "%s refused the tunnel: status %d" % (eh, st))
+                t = self._client[eh] = (tid, ep, False, max_in or MAX_MESSAGE)
+            if len(data) > t[3]:
+                raise DeliveryError("tunnel", "%d bytes exceed the device's %d" % (len(data), t[3]))
+            if match is not False:
+                self._exchange[eh] = w
             await self._send_capped(eh, 0, t, data, deadline)
         except BaseException:
             self.tunnel_answer(w, None)
@@ -551,15 +542,7 @@ class Messaging:
         the hub, or one the hub opens) without awaiting an answer: a GSME's
         response routed back to the PPMID that sent the command. Returns when
         the NCP reports it delivered; DeliveryError as tunnel_exchange."""
-        eh = self._eh(eui)
-        self._node(eh)
-        deadline = time.ticks_add(_ms(), timeout_ms)
-        lk = await self._acquire(self._locks, eh)
-        try:
-            self.counters["pushes"] += 1
-            await self._send_capped(eh, 0, await self._tunnel_ready(eh, data, deadline), data, deadline)
-        finally:
-            self._release(self._locks, eh, lk)
+        self.tunnel_answer(await self.tunnel_ask(eui, data, timeout_ms, False), None)
 
     # -- device versions (CCS04/CCS05 active_devices: app and stack version) --
 
@@ -610,6 +593,13 @@ class Messaging:
                 self._tinfo.pop(tid, None)
         for d in (self._client, self._eps, self.versions):
             d.pop(eh, None)
+
+
+def _request_frame(tsn):
+    # the hub's RequestTunnel: GB-HRGP, no manufacturer, no flow control
+    frame = Z.Header(T.TUN_REQUEST_TUNNEL, tsn, Z.FT_CLUSTER, 0, True).encode()
+    T.encode_request_tunnel(T.PROTO_GB_HRGP, _NO_MANUF, False, MAX_MESSAGE, frame)
+    return frame
 
 
 # -- Tunneling cluster commands ------------------------------------------------
@@ -668,7 +658,7 @@ async def _transfer_data_error(coord, eh, src_ep, h, p):
 
 
 async def _request_tunnel_rsp(coord, eh, src_ep, h, p):
-    """The device's answer to the RequestTunnel of _open_tunnel."""
+    """The device's answer to the RequestTunnel of tunnel_ask."""
     w = coord._opening.get(eh)
     if w is not None:
         w[1] = T.decode_request_tunnel_rsp(p)
