@@ -563,3 +563,50 @@ def test_an_exchange_awaiting_its_tunnel_holds_little():
     assert most <= 2, most
     assert opening <= 136 * W, opening
     assert waiting <= 96 * W, waiting
+
+
+def test_a_send_without_a_slot_in_time_times_out_and_leaves_nothing():
+    # Two sends hold the slots (the stand-in NCP holds them); a third
+    # exchange whose deadline passes while it waits for a slot fails with
+    # DeliveryError "timeout" and leaves no waiter behind; a fourth,
+    # cancelled while it waits, neither. Once the NCP goes on, the two
+    # complete and the slots are free again.
+    import asyncio
+
+    from han.messaging import DeliveryError
+
+    m = _messaging()
+    m.state = "up"
+    m.device_log = _JoinedLog()
+    ez = m.ezsp = _Ncp(m)
+    euis = ["00DB12345678%04X" % i for i in range(4)]
+    for i, eh in enumerate(euis):
+        m._client[eh] = (i, 1, False, 1500)
+    out = []
+
+    async def main():
+        ez.gate = asyncio.Event()
+        held = [asyncio.create_task(m.tunnel_send(euis[i], [b"x" * 100], 5000)) for i in range(2)]
+        await asyncio.sleep_ms(5)
+        assert m._senders == 2 and ez.sending == 2
+        late = asyncio.create_task(m.tunnel_send(euis[3], b"z" * 100, 5000))
+        await asyncio.sleep_ms(5)
+        try:
+            await m.tunnel_exchange(euis[2], b"y" * 100, 30)
+        except DeliveryError as e:
+            out.append(e.reason)
+        late.cancel()
+        await asyncio.sleep_ms(5)
+        assert m._send_q == [] and m._exchange == {}, (m._send_q, m._exchange)
+        ez.gate.set()
+        for t in held:
+            await t
+        try:
+            await late
+        except asyncio.CancelledError:
+            out.append("cancelled")
+
+    asyncio.run(main())
+    assert out == ["timeout", "cancelled"], out
+    assert m._senders == 0 and m._send_q == [] and m._locks == {}
+    assert m.counters["pushes"] == 3 and m.counters["exchanges"] == 1
