@@ -51,7 +51,7 @@ DEFAULTS = {
     "max_bytes": 1200,  # per message
     "expiry_s": 86400,  # unretrieved GSME command -> 0x819D
     "expiry_check_s": 30,  # how often the expiry job looks
-    "max_deliveries": 8,  # tunnel deliveries running as tasks at once (beyond: inline)
+    "max_deliveries": 8,  # tunnel deliveries taken as tasks at once, started or waiting (beyond: inline)
 }
 # route_config's ranges (inclusive): name, (lo, hi), ... (in flash when frozen)
 _RANGES = const(("esme_timeout_ms", (100, 600000), "capacity", (1, 256), "max_bytes", (64, 4096),
