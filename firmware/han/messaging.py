@@ -13,7 +13,9 @@
 # * Tunneling 0x0704: devices open tunnels to the hub (hub = server) and the
 #   hub opens tunnels to devices (hub = client) when it must send first;
 #   tunnel_exchange() sends one message and returns the device's next
-#   TransferData on that tunnel; device-initiated TransferData goes to
+#   TransferData on that tunnel (or in parts: tunnel_ask sends, the caller
+#   awaits tunnel_wait, tunnel_answer ends it; at most _SENDERS tunnel
+#   messages are being sent at once); device-initiated TransferData goes to
 #   on_tunnel_message(eui, data, True) whose answer goes back on the same
 #   tunnel; the True promises that on_tunnel_reply(eui, delivered) follows
 #   once the NCP has reported that answer delivered or not (a GSME whose GET
@@ -424,9 +426,9 @@ class Messaging:
         # is taken at once while fewer than _SENDERS sends run and none
         # waits; else the send waits with one Flag in _send_q (no chain of
         # coroutine frames down to the NCP, no frame encoded) until
-        # _sender_done hands it a slot, first come first served. Eight ESME
-        # deliveries sending their fragmented TransferData at once held
-        # ~1.3 KB each on a 32-bit port
+        # _sender_done hands it a slot, first come first served. Eight
+        # exchanges sending their fragmented TransferData at once held 1282
+        # bytes each on a 32-bit port (916 with the slots)
         if self._senders < _SENDERS and not self._send_q:
             self._senders += 1
         else:
