@@ -13,7 +13,9 @@
 # * Tunneling 0x0704: devices open tunnels to the hub (hub = server) and the
 #   hub opens tunnels to devices (hub = client) when it must send first;
 #   tunnel_exchange() sends one message and returns the device's next
-#   TransferData on that tunnel; device-initiated TransferData goes to
+#   TransferData on that tunnel (or in parts: tunnel_ask sends, the caller
+#   awaits tunnel_wait, tunnel_answer ends it; at most _SENDERS tunnel
+#   messages are being sent at once); device-initiated TransferData goes to
 #   on_tunnel_message(eui, data, True) whose answer goes back on the same
 #   tunnel; the True promises that on_tunnel_reply(eui, delivered) follows
 #   once the NCP has reported that answer delivered or not (a GSME whose GET
@@ -39,6 +41,7 @@ _REASSEMBLY = MAX_MESSAGE + 16  # + the TransferData header
 _MAX_ACKS = const(64)  # fragment acks waiting for the NCP
 _RX_SLOTS = const(2)  # concurrent incoming fragmented messages
 _MAX_BUSY = const(8)  # concurrent server tasks
+_SENDERS = const(2)  # tunnel messages (RequestTunnel, TransferData) being sent at once
 _SEND_TIMEOUT_MS = const(10000)  # a sleepy device is served when it polls
 _EXCHANGE_TIMEOUT_MS = const(30000)
 _VERSIONS_DELAY_S = const(1)  # after a join, before reading the device's Basic versions
@@ -90,6 +93,8 @@ class Messaging:
         self._rx = []  # reassembly slots [sender, Reassembler, count] of messages in progress
         self._tsn = 0
         self._busy = 0
+        self._senders = 0  # tunnel sends running (at most _SENDERS)
+        self._send_q = []  # a Flag for each send waiting for a slot, oldest first
         self.versions = {}  # eui hex -> [application version, stack version] (Basic)
         self._reading = []
         for k in COUNTERS:
@@ -178,6 +183,13 @@ class Messaging:
             self._sent.pop(tag, None)
         if w[1] != 0:
             raise DeliveryError("no_route", "not delivered: status 0x%X" % w[1])
+
+    def _sender_done(self):
+        q = self._send_q
+        if q:
+            q.pop(0).set()  # the slot goes straight to the oldest waiter
+        else:
+            self._senders -= 1
 
     async def zcl_send(self, eui, dst_ep, cluster_id, frame, timeout_ms=_SEND_TIMEOUT_MS):
         """Send one ZCL frame to a joined device; returns once the NCP reports
@@ -407,81 +419,132 @@ class Messaging:
         except Z.ZclError:
             return default_rsp(h, Z.MALFORMED_COMMAND)
 
-    async def _open_tunnel(self, eh, deadline):
-        ep = self._eps.get(eh, 1)
-        w = [Flag(), None]
-        self._opening[eh] = w
-        h = Z.Header(T.TUN_REQUEST_TUNNEL, self.next_tsn(), Z.FT_CLUSTER, 0, True)
-        frame = h.encode()
-        T.encode_request_tunnel(T.PROTO_GB_HRGP, _NO_MANUF, False, MAX_MESSAGE, frame)
+    async def _send_capped(self, eh, ep, t, data, deadline):
+        # A tunnel message as one of at most _SENDERS sends at once: data as
+        # TransferData on tunnel t (its frame, header + a copy of data, made
+        # once the slot is taken), or with t None data is the frame. A slot
+        # is taken at once while fewer than _SENDERS sends run and none
+        # waits; else the send waits with one Flag in _send_q (no chain of
+        # coroutine frames down to the NCP, no frame encoded) until
+        # _sender_done hands it a slot, first come first served. Eight
+        # exchanges sending their fragmented TransferData at once held 1282
+        # bytes each on a 32-bit port (916 with the slots)
+        if self._senders < _SENDERS and not self._send_q:
+            self._senders += 1
+        else:
+            f = Flag()
+            self._send_q.append(f)
+            try:
+                ok = await f.wait_ms(max(1, _left(deadline)))
+            except BaseException:  # cancelled: a slot handed over meanwhile goes on
+                if f in self._send_q:
+                    self._send_q.remove(f)
+                elif f.state:
+                    self._sender_done()
+                raise
+            if not ok and not f.state:
+                self._send_q.remove(f)
+                raise DeliveryError("timeout", "no send slot in time")
+            f = None
         try:
-            await self.zcl_send(eh, ep, T.CLUSTER_TUNNELING, frame, max(1, _left(deadline)))
-            if not await w[0].wait_ms(_left(deadline)):
-                raise DeliveryError("tunnel", "no RequestTunnelResponse from %s" % eh)
+            if t is not None:
+                data = T.encode_transfer_data(bytearray(), self.next_tsn(), t[0], data, t[2])
+                ep = t[1]
+            await self.zcl_send(eh, ep, T.CLUSTER_TUNNELING, data, max(1, _left(deadline)))
         finally:
-            self._opening.pop(eh, None)
-        tid, st, max_in = w[1]
-        if st != T.TUNNEL_SUCCESS:
-            raise DeliveryError("tunnel", "%s refused the tunnel: status %d" % (eh, st))
-        t = self._client[eh] = (tid, ep, False, max_in or MAX_MESSAGE)
-        return t
-
-    async def _tunnel_ready(self, eh, data, deadline):
-        """The tunnel to eh (the device's own, else one the hub opens), checked
-        for the size of data: (tunnel id, device ep, hub is server, max in)."""
-        t = self._tunnel_for(eh)
-        if t is None:
-            t = await self._open_tunnel(eh, deadline)
-        if len(data) > t[3]:
-            raise DeliveryError("tunnel", "%d bytes exceed the device's %d" % (len(data), t[3]))
-        return t
+            self._sender_done()
 
     async def tunnel_exchange(self, eui, data, timeout_ms=_EXCHANGE_TIMEOUT_MS, match=None):
         """Send `data` over the ZSE tunnel to the device (opening one if
         needed), return the device's next TransferData on it (bytes); with
         match(data) -> bool, the next one it accepts (the others, e.g. an
         alert the device sends meanwhile, go to on_tunnel_message).
+        `data` as a one-item list is taken out of it: then the exchange
+        alone holds it, and lets go of it once sent.
         DeliveryError.reason: "no_route" | "tunnel" | "timeout"."""
+        w = await self.tunnel_ask(eui, data, timeout_ms, match)
+        try:
+            ok = await self.tunnel_wait(w)
+        except BaseException:  # cancelled
+            self.tunnel_answer(w, None)
+            raise
+        return self.tunnel_answer(w, ok)
+
+    async def tunnel_ask(self, eui, data, timeout_ms=_EXCHANGE_TIMEOUT_MS, match=None):
+        """tunnel_exchange in three parts, for a caller that awaits the
+        answer itself with no coroutine frame of the exchange's (the
+        router's ESME deliveries): this one takes the device's exchange
+        lock, sends `data` as tunnel_exchange does and returns the exchange
+        `w`; `await tunnel_wait(w)` -> answered in time; then
+        `tunnel_answer(w, answered)` ends it (the lock released) and returns
+        the answer or raises as tunnel_exchange (answered None: ends it
+        only, for a caller cancelled meanwhile). DeliveryError here too.
+        match=False: no answer is awaited (tunnel_send)."""
+        if isinstance(data, list):
+            data = data.pop()
         eh = self._eh(eui)
         self._node(eh)
         deadline = time.ticks_add(_ms(), timeout_ms)
         lk = await self._acquire(self._locks, eh)
+        # [Flag, answer, error, match, eh, lock entry, deadline]
+        w = [Flag(), None, None, match, eh, lk, deadline]
         try:
-            self.counters["exchanges"] += 1
-            t = await self._tunnel_ready(eh, data, deadline)
-            w = [Flag(), None, None, match]
-            self._exchange[eh] = w
-            try:
-                frame = T.encode_transfer_data(bytearray(), self.next_tsn(), t[0], data, t[2])
-                await self.zcl_send(eh, t[1], T.CLUSTER_TUNNELING, frame, max(1, _left(deadline)))
-                frame = None  # sent: not held while the answer is awaited
-                if not await w[0].wait_ms(_left(deadline)):
-                    raise DeliveryError("timeout", "no answer from %s" % eh)
-            finally:
-                if self._exchange.get(eh) is w:
-                    del self._exchange[eh]
-            if w[2] is not None:
-                raise w[2]
-            return w[1]
-        finally:
+            self.counters["pushes" if match is False else "exchanges"] += 1
+            # the device's own tunnel, else one the hub opens: RequestTunnel,
+            # its answer awaited here on w's Flag (no frames below this one)
+            t = self._tunnel_for(eh)
+            if t is None:
+                ep = self._eps.get(eh, 1)
+                self._opening[eh] = w
+                try:
+                    await self._send_capped(eh, ep, None, _request_frame(self.next_tsn()), deadline)
+                    if not await w[0].wait_ms(_left(deadline)):
+                        raise DeliveryError("tunnel", "no RequestTunnelResponse from %s" % eh)
+                finally:
+                    self._opening.pop(eh, None)
+                tid, st, max_in = w[1]
+                w[1] = None
+                w[0].clear()
+                if st != T.TUNNEL_SUCCESS:
+                    raise DeliveryError("tunnel", "%s refused the tunnel: status %d" % (eh, st))
+                t = self._client[eh] = (tid, ep, False, max_in or MAX_MESSAGE)
+            if len(data) > t[3]:
+                raise DeliveryError("tunnel", "%d bytes exceed the device's %d" % (len(data), t[3]))
+            if match is not False:
+                self._exchange[eh] = w
+            await self._send_capped(eh, 0, t, data, deadline)
+        except BaseException:
+            self.tunnel_answer(w, None)
+            raise
+        return w
+
+    def tunnel_wait(self, w):
+        """The exchange's answer awaited: `await tunnel_wait(w)` -> True
+        once it came (or failed), False at its deadline."""
+        return w[0].wait_ms(_left(w[6]))
+
+    def tunnel_answer(self, w, answered):
+        eh = w[4]
+        if self._exchange.get(eh) is w:
+            del self._exchange[eh]
+        lk = w[5]
+        if lk is not None:
+            w[5] = None
             self._release(self._locks, eh, lk)
+        if answered is None:
+            return None
+        if not answered:
+            raise DeliveryError("timeout", "no answer from %s" % eh)
+        if w[2] is not None:
+            raise w[2]
+        return w[1]
 
     async def tunnel_send(self, eui, data, timeout_ms=_EXCHANGE_TIMEOUT_MS):
         """Send `data` over the ZSE tunnel to the device (its own tunnel to
         the hub, or one the hub opens) without awaiting an answer: a GSME's
         response routed back to the PPMID that sent the command. Returns when
         the NCP reports it delivered; DeliveryError as tunnel_exchange."""
-        eh = self._eh(eui)
-        self._node(eh)
-        deadline = time.ticks_add(_ms(), timeout_ms)
-        lk = await self._acquire(self._locks, eh)
-        try:
-            self.counters["pushes"] += 1
-            t = await self._tunnel_ready(eh, data, deadline)
-            frame = T.encode_transfer_data(bytearray(), self.next_tsn(), t[0], data, t[2])
-            await self.zcl_send(eh, t[1], T.CLUSTER_TUNNELING, frame, max(1, _left(deadline)))
-        finally:
-            self._release(self._locks, eh, lk)
+        self.tunnel_answer(await self.tunnel_ask(eui, data, timeout_ms, False), None)
 
     # -- device versions (CCS04/CCS05 active_devices: app and stack version) --
 
@@ -532,6 +595,13 @@ class Messaging:
                 self._tinfo.pop(tid, None)
         for d in (self._client, self._eps, self.versions):
             d.pop(eh, None)
+
+
+def _request_frame(tsn):
+    # the hub's RequestTunnel: GB-HRGP, no manufacturer, no flow control
+    frame = Z.Header(T.TUN_REQUEST_TUNNEL, tsn, Z.FT_CLUSTER, 0, True).encode()
+    T.encode_request_tunnel(T.PROTO_GB_HRGP, _NO_MANUF, False, MAX_MESSAGE, frame)
+    return frame
 
 
 # -- Tunneling cluster commands ------------------------------------------------
@@ -590,7 +660,7 @@ async def _transfer_data_error(coord, eh, src_ep, h, p):
 
 
 async def _request_tunnel_rsp(coord, eh, src_ep, h, p):
-    """The device's answer to the RequestTunnel of _open_tunnel."""
+    """The device's answer to the RequestTunnel of tunnel_ask."""
     w = coord._opening.get(eh)
     if w is not None:
         w[1] = T.decode_request_tunnel_rsp(p)

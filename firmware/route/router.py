@@ -2,9 +2,10 @@
 # by the recipient EUI-64 in its grouping header to
 #   the CHF (chf.handle), the GPF (gpf.handle),
 #   a tunnel-connected device in the CHF Device Log (ESME, HCALCS, PPMID ...)
-#     over the ZSE tunnel (coordinator.tunnel_exchange, in a task of its
-#     own holding the frame, its 25-byte message id and one coroutine
-#     frame: the response or 0x8F84 leaves later through emit), or
+#     over the ZSE tunnel (coordinator.tunnel_ask, in a task of its own
+#     holding its 25-byte message id and one coroutine frame, and the frame
+#     until it is sent; the answer awaited on the exchange's Flag: the
+#     response or 0x8F84 leaves later through emit), or
 #   the GSME's persistent command buffer (route/buffer.py), from which the
 #     sleepy GSME GETs it over the tunnel;
 # and a frame for an EUI that is none of these is refused and written to the
@@ -43,13 +44,14 @@ _COUNTERS = ("chf", "gpf", "tunnel", "buffered", "unknown", "refused_full", "und
              "hht_responses")
 _LOCAL_RETRY_S = const(10)  # retry period of the GSME responses waiting for their HAN device
 _HHT_MAX = const(16)  # HHT commands for the GSME (and their responses) kept
+_STARTING = const(2)  # ESME deliveries in their starting phase (tunnel opened, frame sent) at once
 DEFAULTS = {
     "esme_timeout_ms": 10000,  # tunnel exchange with an ESME (no answer -> 0x8F84)
     "capacity": 32,  # messages per sleepy device
     "max_bytes": 1200,  # per message
     "expiry_s": 86400,  # unretrieved GSME command -> 0x819D
     "expiry_check_s": 30,  # how often the expiry job looks
-    "max_deliveries": 8,  # tunnel deliveries running as tasks at once (beyond: inline)
+    "max_deliveries": 8,  # tunnel deliveries taken as tasks at once, started or waiting (beyond: inline)
 }
 # route_config's ranges (inclusive): name, (lo, hi), ... (in flash when frozen)
 _RANGES = const(("esme_timeout_ms", (100, 600000), "capacity", (1, 256), "max_bytes", (64, 4096),
@@ -122,7 +124,8 @@ class Router:
     `chf.dlms_alert`), the identity (own EUIs, GPF parties), the Device Log,
     the event and security logs, utc2000() -> UTC seconds since 2000; and,
     None where a test leaves them out, the GPF service, the coordinator
-    (`tunnel_exchange`) and emit(frame, kind) (the WAN outbox)."""
+    (`tunnel_ask`/`tunnel_wait`/`tunnel_answer`: tunnel_exchange in parts)
+    and emit(frame, kind) (the WAN outbox)."""
 
     def __init__(self, store, chf, identity, device_log, event_log, security_log, utc2000,
                  gpf=None, coordinator=None, emit=None, cfg=None):
@@ -161,7 +164,15 @@ class Router:
         self._replies = {}
         self.unsent = []  # late messages held in RAM when there is no emit
         self.last_esme_ms = None  # time inside tunnel_exchange for the last ESME command
-        self.deliveries = 0  # tunnel deliveries running as tasks
+        self.deliveries = 0  # tunnel deliveries taken as tasks (started or waiting to start)
+        # deliveries not started yet, oldest first: (EUI hex, message id,
+        # frame, deadline in ticks), one record each, no task and no
+        # coroutine frame. _start starts them, at most _STARTING in their
+        # starting phase at once and one at a time per device (_running: the
+        # EUI of each delivery whose task runs)
+        self._waiting = []
+        self._running = []
+        self._starting = 0
         # ESME deliveries in flight (tasks): KV "esme_inflight", one key per
         # delivery (the message id in hex: originator | target | CRA |
         # counter), deleted once the response or 0x8F84 is emitted. Keys
@@ -293,7 +304,9 @@ class Router:
             mid = message_id(f)
             self.inflight.set(hex_text(mid).upper(), 1)
             self.deliveries += 1
-            asyncio.create_task(self._tunnel(rh, mid, bytes(data), True))
+            # esme_timeout_ms counts from here, waiting to start included
+            self._waiting.append((rh, mid, bytes(data), asyncio.ticks_add(asyncio.ticks(), self.cfg["esme_timeout_ms"])))
+            self._start()
             return None, []
         return await self._tunnel(rh, message_id(f), data)
 
@@ -344,21 +357,62 @@ class Router:
         # buffer expiry times are UTC Unix seconds
         return self._t2000() + EPOCH_2000
 
-    async def _tunnel(self, eh, mid, data, task=False):
-        # -> (response or None, [0x8F84]); task: one delivery in a task of
-        # its own (the WAN receive loop is free), which emits the outcome,
-        # then deletes the KV esme_inflight key, and returns None. One
-        # coroutine frame per delivery in flight: this one
+    def _start(self):
+        # the waiting deliveries started in order as tasks while fewer than
+        # _STARTING are starting, skipping a device with a delivery running
+        # (the coordinator's exchange lock would hold it in a task)
+        q = self._waiting
+        i = 0
+        while self._starting < _STARTING and i < len(q):
+            d = q[i]
+            if d[0] in self._running:
+                i += 1
+                continue
+            del q[i]
+            self._running.append(d[0])
+            self._starting += 1
+            # the frame in a one-item list: tunnel_ask takes it out and lets
+            # go of it once sent, so no copy stays while the answer is awaited
+            asyncio.create_task(self._tunnel(d[0], d[1], [d[2]], d[3]))
+
+    async def _tunnel(self, eh, mid, data, deadline=None):
+        # -> (response or None, [0x8F84]); deadline (ticks): one delivery in
+        # a task of its own (the WAN receive loop is free; started by
+        # _start), which emits the outcome, then deletes the KV
+        # esme_inflight key, lets the next waiting deliveries start and
+        # returns None. One coroutine frame per delivery in flight: this one
+        starting = deadline is not None
         try:
             self.counters["tunnel"] += 1
             c = self.coordinator
             reason = "no_route"
             resp = None
+            ms = self.cfg["esme_timeout_ms"]
+            if deadline is not None:
+                ms = asyncio.ticks_diff(deadline, asyncio.ticks())
+                if c is not None and ms <= 0:  # waited its whole time to start: not sent
+                    c = None
+                    reason = "timeout"
             if c is not None:
                 t0 = asyncio.ticks()
                 try:
-                    resp = await c.tunnel_exchange(eh, data, timeout_ms=self.cfg["esme_timeout_ms"],
-                                                   match=_matcher(mid))
+                    # the answer awaited on the exchange's own Flag: no
+                    # coroutine frame of the coordinator's stays meanwhile
+                    try:
+                        w = await c.tunnel_ask(eh, data, ms, _matcher(mid))
+                    finally:
+                        data = None
+                        if starting:  # sent (or failed): the next may start
+                            starting = False
+                            self._starting -= 1
+                            self._start()
+                    try:
+                        ok = await c.tunnel_wait(w)
+                    except BaseException:  # cancelled
+                        c.tunnel_answer(w, None)
+                        raise
+                    resp = c.tunnel_answer(w, ok)
+                    w = None
                     self.last_esme_ms = asyncio.ticks_diff(asyncio.ticks(), t0)
                     if resp is not None and len(resp):
                         resp = bytes(resp)
@@ -371,7 +425,7 @@ class Router:
                     reason = "tunnel"
                     log("route", "tunnel reply from %s unusable: %r" % (eh, e))
             alerts = [] if resp is not None else [self._undelivered(eh, mid, reason)]
-            if not task:
+            if deadline is None:
                 return resp, alerts
             if resp is not None:
                 await self._emit(resp, "response")
@@ -379,12 +433,16 @@ class Router:
                 await self._emit(a, "alert")
             self.inflight.delete(hex_text(mid).upper())  # answered (or 0x8F84) on flash in the outbox
         except Exception as e:  # noqa: BLE001 - a failed delivery never takes the router down
-            if not task:
+            if deadline is None:
                 raise
             log("route", "delivery to %s failed: %r" % (eh, e))
         finally:
-            if task:
+            if deadline is not None:
+                if starting:
+                    self._starting -= 1
+                self._running.remove(eh)
                 self.deliveries -= 1
+                self._start()
 
     def _undelivered(self, eh, mid, reason):
         self.counters["undelivered"] += 1
