@@ -21,7 +21,7 @@ from han import coordinator as han_coordinator
 from ids import utc2000
 from leds import StatusLeds
 from local_port import serve as serve_local_port
-from log import log
+from log import log, log_exc
 from supervisor import Supervisor, gc_policy
 from version import VERSION
 from wan import commands as wan_commands
@@ -38,6 +38,9 @@ _DEVICE_LOG_CAPACITY = 16
 _LOG_CAPACITY = 40
 _CRITICAL = ("han", "wan", "last_gasp", "board", "local_port")  # the watchdog's (supervisor.watchdog)
 _CLUSTER_OTA = const(0x0019)  # han.ota.CLUSTER_OTA
+_TICK_MS = const(200)  # Hub.run's ticks: the heap's high-water mark
+_TICKS_S = const(5)  # ticks a second: LEDs, update
+_TICKS_CLOCK = const(3000)  # ticks in 10 minutes: the clock's age count
 
 # Features used only on request, out of the boot import set (firmware/lazy.py):
 # their local-port commands, module -> the names in its COMMANDS. The hub
@@ -140,14 +143,13 @@ class Hub:
         # manage) runs the same commands (its own allow-list)
         wan.manage = self.manage
 
-        # the jobs
+        # the jobs: a task each for the work that waits on something; the
+        # periodic ticks (heap, LEDs, clock, update) run in Hub.run's task
         sup.spawn("han", coord.run)
-        sup.spawn("clock", clk.run)
         sup.spawn("last_gasp", wan.watch_power)
         sup.spawn("wan", wan.run)
         sup.spawn("report", wan.report)
         sup.spawn("route", rt.run)
-        sup.spawn("leds", self.leds.run)
 
     def security_alert(self, code):
         # a CHF alert without payload to the head-end (0x8F60), built as the
@@ -219,19 +221,21 @@ class Hub:
 
     async def update_job(self):
         # the job "update" after READY: the boot's notes and a trial image's
-        # self-check (Updater.after_boot), then a scheduled activation when
-        # its time comes (the updater is loaded while one is scheduled)
+        # self-check (Updater.after_boot), an activation already due; then
+        # the job ends (a scheduled activation is then the ticks': update_due)
         await self.update_server().after_boot(self.local_port_up, self.self_check)
         self.update_booting = False
+        self.update_due()
+
+    def update_due(self):
+        # every second after the boot's notes: a scheduled activation when its
+        # time comes (the updater is loaded while one is scheduled)
+        u = self.updater
+        if u is not None and not self.update_booting:
+            if u.due():
+                u.switch()
+            u = None
         self.update_idle()
-        while True:
-            u = self.updater
-            if u is not None:
-                if u.due():
-                    u.switch()
-                u = None
-                self.update_idle()
-            await asyncio.sleep_ms(1000)
 
     async def manage(self, fid, payload):
         # wan.manage: one head-end management request (wan.mgmt, loaded for it)
@@ -296,30 +300,45 @@ class Hub:
 
     async def local_port(self):
         reader, writer = await board.open_uart("local")
-        self.local_port_up.set()
+        up = self.local_port_up
+        if not up.is_set():  # the first time: the hub is READY (a restarted job is not)
+            up.set()
+            log("hub", "READY version=%s board=%s image=%s" % (VERSION, board.NAME, self.running or "factory"))
+            self.supervisor.spawn("update", self.update_job)
         await serve_local_port(reader, writer, self.dispatch)
 
-    async def heap_watch(self):
-        # High-water mark of the live heap (after a collection), sampled every
-        # 200 ms: the working set the bench publishes. Without the collection
-        # the figure would only say when the GC last ran.
+    async def run(self):
+        self.supervisor.spawn("board", board.control_task)
+        self.supervisor.spawn("local_port", self.local_port)
+        self.supervisor.watchdog(board.watchdog(), _CRITICAL)
+        # The periodic work that only ticks, in this (the main) task rather
+        # than a job each: every 200 ms the high-water mark of the live heap
+        # (after a collection: the working set the bench publishes; without
+        # it the figure would only say when the GC last ran), every second
+        # the status LEDs and a scheduled update, every 10 minutes the clock's
+        # age count (right over the ticks period). An error is logged (once
+        # while it repeats) and the ticks go on.
+        n = 0
+        last = None
         while True:
             gc.collect()
             a = gc.mem_alloc()
             if a > self.heap_high_water:
                 self.heap_high_water = a
-            await asyncio.sleep_ms(200)
-
-    async def run(self):
-        self.supervisor.spawn("board", board.control_task)
-        self.supervisor.spawn("heap_watch", self.heap_watch)
-        self.supervisor.spawn("local_port", self.local_port)
-        self.supervisor.watchdog(board.watchdog(), _CRITICAL)
-        await self.local_port_up.wait()
-        log("hub", "READY version=%s board=%s image=%s" % (VERSION, board.NAME, self.running or "factory"))
-        self.supervisor.spawn("update", self.update_job)
-        while True:
-            await asyncio.sleep(3600)
+            if n % _TICKS_S == 0:
+                try:
+                    self.leds.refresh()
+                    self.update_due()
+                    if n % _TICKS_CLOCK == 0:
+                        self.clock.age_s()
+                    last = None
+                except Exception as e:  # noqa: BLE001 - the ticks go on
+                    if repr(e) != last:
+                        last = repr(e)
+                        log_exc("hub", e)
+                e = None
+            n = n + 1 if n < _TICKS_CLOCK else 1
+            await asyncio.sleep_ms(_TICK_MS)
 
 
 def main(running=None):
