@@ -63,7 +63,6 @@ class Hub:
     parts they serve from here (docs/local-port.md)."""
 
     def __init__(self, running=None):
-        self.started_ms = mono.ms()
         self.heap_high_water = 0
         self.local_port_up = asyncio.Event()
         st = self.store = store.Store(board.mount())
@@ -71,7 +70,7 @@ class Hub:
 
         # the CHF's logs and Device Log; the hub's clock
         dl = self.device_log = DeviceLog(st, _utc2000, _DEVICE_LOG_CAPACITY)
-        watch = self.malformed_watch = MalformedWatch()  # 0x8F60 (its alert: security_alert, below)
+        watch = MalformedWatch()  # 0x8F60 (its alert: security_alert, below)
         ev, sec = self.event_log, self.security_log = open_logs(st, _LOG_CAPACITY, utc=_utc2000, watch=watch)
         clk = self.clock = Clock(board.utc, board.set_utc, board.ticks_ms)
 
@@ -102,7 +101,6 @@ class Hub:
                                                gpf=gpf, coordinator=coord, emit=wan.emit)
         wan.route = rt.route
         wan.attach_chf(chf, ev, sec)
-        self.emit = wan.emit
         watch.send = self.security_alert
         coord.on_tunnel_message = rt.on_tunnel_message
         coord.on_tunnel_reply = rt.on_tunnel_reply
@@ -121,7 +119,7 @@ class Hub:
 
         # the local port: the commands, behind the installer guard
         self.provisioning = None  # chf.provision_steps.Provisioning while a run is open
-        self.installer_auth = auth = provision.installer_auth(st, sec, ev)
+        self.installer_auth = provision.installer_auth(st, sec, ev)
         cmds = self.commands = {"status": Hub.cmd_status}
         for group in (gbcs_port.COMMANDS, han_coordinator.COMMANDS, wan_commands.COMMANDS,
                       gpf_service.COMMANDS, route_router.COMMANDS, provision.COMMANDS):
@@ -138,7 +136,6 @@ class Hub:
             fn = None
             lazy.drop("rig.hooks")
             lazy.drop("rig")
-        self.dispatch = provision.guarded(self._dispatch, auth, cmds)
         # the head-end's management channel (wan.mgmt, loaded per request:
         # manage) runs the same commands (its own allow-list)
         wan.manage = self.manage
@@ -150,6 +147,10 @@ class Hub:
         sup.spawn("wan", wan.run)
         sup.spawn("report", wan.report)
         sup.spawn("route", rt.run)
+
+    def emit(self, frame, kind):
+        # a frame for the head-end through the WAN outbox (wan.emit)
+        self.wan.emit(frame, kind)
 
     def security_alert(self, code):
         # a CHF alert without payload to the head-end (0x8F60), built as the
@@ -252,7 +253,7 @@ class Hub:
         return all(jobs.get(n, {}).get("state") == "running" for n in _CRITICAL)
 
     def uptime_s(self):
-        return (mono.ms() - self.started_ms) // 1000
+        return mono.s()  # since the boot (mono counts from its import, the boot's first)
 
     async def cmd_status(self, req):
         free, alloc = board.heap()
@@ -305,7 +306,9 @@ class Hub:
             up.set()
             log("hub", "READY version=%s board=%s image=%s" % (VERSION, board.NAME, self.running or "factory"))
             self.supervisor.spawn("update", self.update_job)
-        await serve_local_port(reader, writer, self.dispatch)
+        # the commands behind the installer guard (made per start of the job:
+        # the hub holds no attribute for it)
+        await serve_local_port(reader, writer, provision.guarded(self._dispatch, self.installer_auth, self.commands))
 
     async def run(self):
         self.supervisor.spawn("board", board.control_task)
@@ -336,7 +339,6 @@ class Hub:
                     if repr(e) != last:
                         last = repr(e)
                         log_exc("hub", e)
-                e = None
             n = n + 1 if n < _TICKS_CLOCK else 1
             await asyncio.sleep_ms(_TICK_MS)
 
