@@ -58,6 +58,36 @@ def _utc2000():
     return utc2000(board.utc())
 
 
+class Commands:
+    """The local-port commands by name (hub.commands: get, [], in): found in
+    the parts' COMMANDS tuples where they lie (a dict of them held a table of
+    ~400 bytes on a 32-bit board), or, for a feature loaded on first use, the
+    name of its module (lazy: (module, names) pairs, _LAZY_COMMANDS)."""
+
+    def __init__(self, groups, lazy):
+        self.groups = groups
+        self.lazy = lazy
+
+    def get(self, name, default=None):
+        for group in self.groups:
+            for n, fn in group:
+                if n == name:
+                    return fn
+        for module, names in self.lazy:
+            if name in names:
+                return module
+        return default
+
+    def __getitem__(self, name):
+        fn = self.get(name)
+        if fn is None:
+            raise KeyError(name)
+        return fn
+
+    def __contains__(self, name):
+        return self.get(name) is not None
+
+
 class Hub:
     """The hub's parts. Local-port commands are fn(hub, req) and read the
     parts they serve from here (docs/local-port.md)."""
@@ -120,22 +150,17 @@ class Hub:
         # the local port: the commands, behind the installer guard
         self.provisioning = None  # chf.provision_steps.Provisioning while a run is open
         self.installer_auth = provision.installer_auth(st, sec, ev)
-        cmds = self.commands = {"status": Hub.cmd_status}
-        for group in (gbcs_port.COMMANDS, han_coordinator.COMMANDS, wan_commands.COMMANDS,
-                      gpf_service.COMMANDS, route_router.COMMANDS, provision.COMMANDS):
-            for name, fn in group:
-                cmds[name] = fn
-        for module, names in _LAZY_COMMANDS:
-            for name in names:
-                cmds[name] = module  # loaded by run_command
+        lazy_cmds = _LAZY_COMMANDS  # loaded by run_command
         if board.RIG:
             # the rig's hooks (the emulated board only: their names appear in
             # no ESP32 image, so they are read from the module, then dropped)
-            for name, fn in lazy.load("rig.hooks").COMMANDS:
-                cmds[name] = "rig.hooks"
-            fn = None
+            names = tuple(c[0] for c in lazy.load("rig.hooks").COMMANDS)
+            lazy_cmds = lazy_cmds + (("rig.hooks", names),)
             lazy.drop("rig.hooks")
             lazy.drop("rig")
+        self.commands = Commands(((("status", Hub.cmd_status),), gbcs_port.COMMANDS, han_coordinator.COMMANDS,
+                                  wan_commands.COMMANDS, gpf_service.COMMANDS, route_router.COMMANDS,
+                                  provision.COMMANDS), lazy_cmds)
         # the head-end's management channel (wan.mgmt, loaded per request:
         # manage) runs the same commands (its own allow-list)
         wan.manage = self.manage
