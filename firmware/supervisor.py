@@ -82,7 +82,9 @@ class Supervisor:
         i = self._find(name)
         if i < 0:
             i = len(r)
-            r.extend((name, None, factory, 0, self.backoff_ms, "starting", 0, None, None))
+            # extended by a list: the records' list then grows by what it
+            # needs (+4 slots), not by doubling as append or a tuple does
+            r.extend([name, None, factory, 0, self.backoff_ms, "starting", 0, None, None])
         else:
             r[i + _TASK : i + _REC] = (None, factory, 0, self.backoff_ms, "starting", 0, None, None)
         self._start(i)
