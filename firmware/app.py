@@ -58,6 +58,14 @@ def _utc2000():
     return utc2000(board.utc())
 
 
+def _tick_error(e, last):
+    # an error of Hub.run's ticks: logged unless it is the one logged last
+    r = repr(e)
+    if r != last:
+        log_exc("hub", e)
+    return r
+
+
 class Commands:
     """The local-port commands by name (hub.commands: get, [], in): found in
     the parts' COMMANDS tuples where they lie (a dict of them held a table of
@@ -354,16 +362,20 @@ class Hub:
             if a > self.heap_high_water:
                 self.heap_high_water = a
             if n % _TICKS_S == 0:
+                # each on its own: one that fails does not hold the others back
                 try:
                     self.leds.refresh()
-                    self.update_due()
-                    if n % _TICKS_CLOCK == 0:
-                        self.clock.age_s()
-                    last = None
                 except Exception as e:  # noqa: BLE001 - the ticks go on
-                    if repr(e) != last:
-                        last = repr(e)
-                        log_exc("hub", e)
+                    last = _tick_error(e, last)
+                try:
+                    self.update_due()
+                except Exception as e:  # noqa: BLE001
+                    last = _tick_error(e, last)
+                if n % _TICKS_CLOCK == 0:
+                    try:
+                        self.clock.age_s()
+                    except Exception as e:  # noqa: BLE001
+                        last = _tick_error(e, last)
             n = n + 1 if n < _TICKS_CLOCK else 1
             await asyncio.sleep_ms(_TICK_MS)
 
