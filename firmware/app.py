@@ -21,7 +21,7 @@ from han import coordinator as han_coordinator
 from ids import utc2000
 from leds import StatusLeds
 from local_port import serve as serve_local_port
-from log import log
+from log import log, log_exc
 from supervisor import Supervisor, gc_policy
 from version import VERSION
 from wan import commands as wan_commands
@@ -37,6 +37,9 @@ _DEVICE_LOG_CAPACITY = 16
 _LOG_CAPACITY = 40
 _CRITICAL = ("han", "wan", "last_gasp", "board", "local_port")  # the watchdog's (supervisor.watchdog)
 _CLUSTER_OTA = const(0x0019)  # han.ota.CLUSTER_OTA
+_TICK_MS = const(200)  # Hub.run's ticks: the heap's high-water mark
+_TICKS_S = const(5)  # ticks a second: LEDs, update
+_TICKS_CLOCK = const(3000)  # ticks in 10 minutes: the clock's age count
 
 # Features used only on request, out of the boot import set (firmware/lazy.py):
 # their local-port commands, module -> the names in its COMMANDS. The hub
@@ -54,12 +57,49 @@ def _utc2000():
     return utc2000(board.utc())
 
 
+def _tick_error(e, last):
+    # an error of Hub.run's ticks: logged unless it is the one logged last
+    r = repr(e)
+    if r != last:
+        log_exc("hub", e)
+    return r
+
+
+class Commands:
+    """The local-port commands by name (hub.commands: get, [], in): found in
+    the parts' COMMANDS tuples where they lie (a dict of them held a table of
+    ~400 bytes on a 32-bit board), or, for a feature loaded on first use, the
+    name of its module (lazy: (module, names) pairs, _LAZY_COMMANDS)."""
+
+    def __init__(self, groups, lazy):
+        self.groups = groups
+        self.lazy = lazy
+
+    def get(self, name, default=None):
+        for group in self.groups:
+            for n, fn in group:
+                if n == name:
+                    return fn
+        for module, names in self.lazy:
+            if name in names:
+                return module
+        return default
+
+    def __getitem__(self, name):
+        fn = self.get(name)
+        if fn is None:
+            raise KeyError(name)
+        return fn
+
+    def __contains__(self, name):
+        return self.get(name) is not None
+
+
 class Hub:
     """The hub's parts. Local-port commands are fn(hub, req) and read the
     parts they serve from here (docs/local-port.md)."""
 
     def __init__(self, running=None):
-        self.started_ms = mono.ms()
         self.heap_high_water = 0
         self.local_port_up = asyncio.Event()
         st = self.store = store.Store(board.mount())
@@ -67,7 +107,7 @@ class Hub:
 
         # the CHF's logs and Device Log; the hub's clock
         dl = self.device_log = DeviceLog(st, _utc2000, _DEVICE_LOG_CAPACITY)
-        watch = self.malformed_watch = MalformedWatch()  # 0x8F60 (its alert: security_alert, below)
+        watch = MalformedWatch()  # 0x8F60 (its alert: security_alert, below)
         ev, sec = self.event_log, self.security_log = open_logs(st, _LOG_CAPACITY, utc=_utc2000, watch=watch)
         clk = self.clock = Clock(board.utc, board.set_utc, board.ticks_ms)
 
@@ -98,7 +138,6 @@ class Hub:
                                                gpf=gpf, coordinator=coord, emit=wan.emit)
         wan.route = rt.route
         wan.attach_chf(chf, ev, sec)
-        self.emit = wan.emit
         watch.send = self.security_alert
         coord.on_tunnel_message = rt.on_tunnel_message
         coord.on_tunnel_reply = rt.on_tunnel_reply
@@ -117,36 +156,33 @@ class Hub:
 
         # the local port: the commands, behind the installer guard
         self.provisioning = None  # chf.provision_steps.Provisioning while a run is open
-        self.installer_auth = auth = provision.installer_auth(st, sec, ev)
-        cmds = self.commands = {"status": Hub.cmd_status}
-        for group in (gbcs_port.COMMANDS, han_coordinator.COMMANDS, wan_commands.COMMANDS,
-                      gpf_service.COMMANDS, route_router.COMMANDS, provision.COMMANDS):
-            for name, fn in group:
-                cmds[name] = fn
-        for module, names in _LAZY_COMMANDS:
-            for name in names:
-                cmds[name] = module  # loaded by run_command
+        self.installer_auth = provision.installer_auth(st, sec, ev)
+        lazy_cmds = _LAZY_COMMANDS  # loaded by run_command
         if board.RIG:
             # the rig's hooks (the emulated board only: their names appear in
             # no ESP32 image, so they are read from the module, then dropped)
-            for name, fn in lazy.load("rig.hooks").COMMANDS:
-                cmds[name] = "rig.hooks"
-            fn = None
+            names = tuple(c[0] for c in lazy.load("rig.hooks").COMMANDS)
+            lazy_cmds = lazy_cmds + (("rig.hooks", names),)
             lazy.drop("rig.hooks")
             lazy.drop("rig")
-        self.dispatch = provision.guarded(self._dispatch, auth, cmds)
+        self.commands = Commands(((("status", Hub.cmd_status),), gbcs_port.COMMANDS, han_coordinator.COMMANDS,
+                                  wan_commands.COMMANDS, gpf_service.COMMANDS, route_router.COMMANDS,
+                                  provision.COMMANDS), lazy_cmds)
         # the head-end's management channel (wan.mgmt, loaded per request:
         # manage) runs the same commands (its own allow-list)
         wan.manage = self.manage
 
-        # the jobs
+        # the jobs: a task each for the work that waits on something; the
+        # periodic ticks (heap, LEDs, clock, update) run in Hub.run's task
         sup.spawn("han", coord.run)
-        sup.spawn("clock", clk.run)
         sup.spawn("last_gasp", wan.watch_power)
         sup.spawn("wan", wan.run)
         sup.spawn("report", wan.report)
         sup.spawn("route", rt.run)
-        sup.spawn("leds", self.leds.run)
+
+    def emit(self, frame, kind):
+        # a frame for the head-end through the WAN outbox (wan.emit)
+        self.wan.emit(frame, kind)
 
     def security_alert(self, code):
         # a CHF alert without payload to the head-end (0x8F60), built as the
@@ -218,19 +254,21 @@ class Hub:
 
     async def update_job(self):
         # the job "update" after READY: the boot's notes and a trial image's
-        # self-check (Updater.after_boot), then a scheduled activation when
-        # its time comes (the updater is loaded while one is scheduled)
+        # self-check (Updater.after_boot), an activation already due; then
+        # the job ends (a scheduled activation is then the ticks': update_due)
         await self.update_server().after_boot(self.local_port_up, self.self_check)
         self.update_booting = False
+        self.update_due()
+
+    def update_due(self):
+        # every second after the boot's notes: a scheduled activation when its
+        # time comes (the updater is loaded while one is scheduled)
+        u = self.updater
+        if u is not None and not self.update_booting:
+            if u.due():
+                u.switch()
+            u = None
         self.update_idle()
-        while True:
-            u = self.updater
-            if u is not None:
-                if u.due():
-                    u.switch()
-                u = None
-                self.update_idle()
-            await asyncio.sleep_ms(1000)
 
     async def manage(self, fid, payload):
         # wan.manage: one head-end management request (wan.mgmt, loaded for it)
@@ -247,7 +285,7 @@ class Hub:
         return all(jobs.get(n, {}).get("state") == "running" for n in _CRITICAL)
 
     def uptime_s(self):
-        return (mono.ms() - self.started_ms) // 1000
+        return mono.s()  # since the boot (mono counts from its import, the boot's first)
 
     async def cmd_status(self, req):
         free, alloc = board.heap()
@@ -295,30 +333,50 @@ class Hub:
 
     async def local_port(self):
         reader, writer = await board.open_uart("local")
-        self.local_port_up.set()
-        await serve_local_port(reader, writer, self.dispatch)
+        up = self.local_port_up
+        if not up.is_set():  # the first time: the hub is READY (a restarted job is not)
+            up.set()
+            log("hub", "READY version=%s board=%s image=%s" % (VERSION, board.NAME, self.running or "factory"))
+            self.supervisor.spawn("update", self.update_job)
+        # the commands behind the installer guard (made per start of the job:
+        # the hub holds no attribute for it)
+        await serve_local_port(reader, writer, provision.guarded(self._dispatch, self.installer_auth, self.commands))
 
-    async def heap_watch(self):
-        # High-water mark of the live heap (after a collection), sampled every
-        # 200 ms: the working set the bench publishes. Without the collection
-        # the figure would only say when the GC last ran.
+    async def run(self):
+        self.supervisor.spawn("board", board.control_task)
+        self.supervisor.spawn("local_port", self.local_port)
+        self.supervisor.watchdog(board.watchdog(), _CRITICAL)
+        # The periodic work that only ticks, in this (the main) task rather
+        # than a job each: every 200 ms the high-water mark of the live heap
+        # (after a collection: the working set the bench publishes; without
+        # it the figure would only say when the GC last ran), every second
+        # the status LEDs and a scheduled update, every 10 minutes the clock's
+        # age count (right over the ticks period). An error is logged (once
+        # while it repeats) and the ticks go on.
+        n = 0
+        last = None
         while True:
             gc.collect()
             a = gc.mem_alloc()
             if a > self.heap_high_water:
                 self.heap_high_water = a
-            await asyncio.sleep_ms(200)
-
-    async def run(self):
-        self.supervisor.spawn("board", board.control_task)
-        self.supervisor.spawn("heap_watch", self.heap_watch)
-        self.supervisor.spawn("local_port", self.local_port)
-        self.supervisor.watchdog(board.watchdog(), _CRITICAL)
-        await self.local_port_up.wait()
-        log("hub", "READY version=%s board=%s image=%s" % (VERSION, board.NAME, self.running or "factory"))
-        self.supervisor.spawn("update", self.update_job)
-        while True:
-            await asyncio.sleep(3600)
+            if n % _TICKS_S == 0:
+                # each on its own: one that fails does not hold the others back
+                try:
+                    self.leds.refresh()
+                except Exception as e:  # noqa: BLE001 - the ticks go on
+                    last = _tick_error(e, last)
+                try:
+                    self.update_due()
+                except Exception as e:  # noqa: BLE001
+                    last = _tick_error(e, last)
+                if n % _TICKS_CLOCK == 0:
+                    try:
+                        self.clock.age_s()
+                    except Exception as e:  # noqa: BLE001
+                        last = _tick_error(e, last)
+            n = n + 1 if n < _TICKS_CLOCK else 1
+            await asyncio.sleep_ms(_TICK_MS)
 
 
 def main(running=None):

@@ -15,7 +15,6 @@
 # _CONFIRM times in a row (then the RTC, not the source, is wrong: the clock is
 # set, 0x8FF2, as it is when not valid).
 from micropython import const
-import asyncio
 import struct
 import time
 
@@ -52,18 +51,13 @@ class Clock:
         self.disagreements = 0
         self._disagree = False
         # seconds since the last source, accumulated from tick differences so
-        # hold_s may exceed the ticks period (call age_s() at least every few days)
+        # hold_s may exceed the ticks period (call age_s() at least every few
+        # days: the hub's ticks call it every 10 minutes, app.Hub.run)
         self._age_ms = 0
         self._t = self._ticks()
 
     def now(self):
         return self._utc()
-
-    async def run(self):
-        """Job "clock": keeps the age count right over the ticks period."""
-        while True:
-            self.age_s()
-            await asyncio.sleep(600)
 
     def age_s(self):
         """Seconds since the last source (None: never synchronised)."""

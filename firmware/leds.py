@@ -1,5 +1,5 @@
-# The status LEDs (docs/wiring.md): the job "leds" reads the hub's state
-# once a second and hands the board one pattern name per LED through
+# The status LEDs (docs/wiring.md): the hub's ticks (app.Hub.run) read its
+# state once a second and hands the board one pattern name per LED through
 # board.set_leds(d), the same function on every board:
 #
 #   {"power": p, "han": [p, ...], "alert": p, "wan_signal": p, "data": p}
@@ -17,8 +17,8 @@
 #   wan_signal from the modem's last CSQ: off < 2 (or unknown), "slow" 2-9,
 #              "fast" 10-14, on >= 15
 #   data       on while the head-end session is up
-# The pure functions below are the policy; StatusLeds applies it (the wiring
-# runs it as the job "leds"; `status` shows what is lit).
+# The pure functions below are the policy; StatusLeds applies it (refresh(),
+# called by the hub's ticks; run() as a job of its own; `status` shows what is lit).
 from micropython import const
 import asyncio
 

@@ -19,17 +19,20 @@ from flag import on_end
 from log import log, log_exc
 
 
-# a job's record: [task, factory, started ticks, next back-off ms, state,
-# restarts, last error, failing since (mono ms) or None]; `jobs` (the status
+# the jobs' records, one after another in one list (a list and a table
+# entry per job cost a 32-bit board ~60 bytes more): each is _REC slots from
+# its offset i: name, task, factory, started ticks, next back-off ms, state,
+# restarts, last error, failing since (mono ms) or None. `jobs` (the status
 # view) is made when asked for
-_TASK = const(0)
-_FACTORY = const(1)
-_STARTED = const(2)
-_DELAY = const(3)
-_STATE = const(4)
-_RESTARTS = const(5)
-_ERROR = const(6)
-_FAILING = const(7)
+_TASK = const(1)
+_FACTORY = const(2)
+_STARTED = const(3)
+_DELAY = const(4)
+_STATE = const(5)
+_RESTARTS = const(6)
+_ERROR = const(7)
+_FAILING = const(8)
+_REC = const(9)
 
 
 def gc_policy():
@@ -49,7 +52,7 @@ class Supervisor:
         self.backoff_ms = backoff_ms
         self.backoff_max_ms = backoff_max_ms
         self.stable_ms = stable_ms
-        self._jobs = {}  # name -> record (above); a stopped job keeps its record
+        self._r = []  # the records (above); a stopped job keeps its record
         self._ended = self._end  # one bound method for every task
         self._wdt = None
         self._critical = ()
@@ -59,64 +62,87 @@ class Supervisor:
     @property
     def jobs(self):
         """name -> {"restarts": n, "state": str, "last_error": str or None}"""
-        return dict((n, {"restarts": r[_RESTARTS], "state": r[_STATE], "last_error": r[_ERROR]})
-                    for n, r in self._jobs.items())
+        r = self._r
+        return dict((r[i], {"restarts": r[i + _RESTARTS], "state": r[i + _STATE], "last_error": r[i + _ERROR]})
+                    for i in range(0, len(r), _REC))
+
+    def _find(self, name):
+        # the offset of the job's record, or -1
+        r = self._r
+        for i in range(0, len(r), _REC):
+            if r[i] == name:
+                return i
+        return -1
 
     def spawn(self, name, factory):
-        """Run factory() (returns a coroutine) under supervision."""
-        rec = [None, factory, 0, self.backoff_ms, "starting", 0, None, None]
-        self._jobs[name] = rec
-        self._start(rec)
+        """Run factory() (returns a coroutine) under supervision. A job of
+        that name is replaced (its task, if it still runs, is no longer
+        supervised)."""
+        r = self._r
+        i = self._find(name)
+        if i < 0:
+            i = len(r)
+            # extended by a list: the records' list then grows by what it
+            # needs (+4 slots), not by doubling as append or a tuple does
+            r.extend([name, None, factory, 0, self.backoff_ms, "starting", 0, None, None])
+        else:
+            r[i + _TASK : i + _REC] = (None, factory, 0, self.backoff_ms, "starting", 0, None, None)
+        self._start(i)
 
-    def _start(self, rec):
-        t = asyncio.create_task(rec[_FACTORY]())
+    def _start(self, i):
+        r = self._r
+        t = asyncio.create_task(r[i + _FACTORY]())
         on_end(t, self._ended)
-        rec[_TASK] = t
-        rec[_STARTED] = asyncio.ticks()
-        rec[_STATE] = "running"
+        r[i + _TASK] = t
+        r[i + _STARTED] = asyncio.ticks()
+        r[i + _STATE] = "running"
 
     def _end(self, t, er):
         # called by the scheduler: it must not raise
         try:
-            for name, rec in self._jobs.items():
-                if rec[_TASK] is t:
+            r = self._r
+            for i in range(0, len(r), _REC):
+                if r[i + _TASK] is t:
                     break
             else:
-                return  # stopped
-            rec[_TASK] = None
+                return  # stopped or replaced
+            r[i + _TASK] = None
             if isinstance(er, asyncio.CancelledError):
-                rec[_STATE] = "stopped"
+                r[i + _STATE] = "stopped"
                 return
             if isinstance(er, StopIteration):
-                rec[_STATE] = "done"
+                r[i + _STATE] = "done"
                 return
-            rec[_RESTARTS] += 1
-            rec[_ERROR] = repr(er)
-            if rec[_FAILING] is None:
-                rec[_FAILING] = mono.ms()
-            rec[_STATE] = "backoff"
-            log_exc(name, er)
-            delay = rec[_DELAY]
-            if asyncio.ticks_diff(asyncio.ticks(), rec[_STARTED]) > self.stable_ms:
-                delay = rec[_DELAY] = self.backoff_ms
-            log("supervisor", "restart %s in %d ms" % (name, delay))
-            asyncio.create_task(self._restart(name, rec))
+            r[i + _RESTARTS] += 1
+            r[i + _ERROR] = repr(er)
+            if r[i + _FAILING] is None:
+                r[i + _FAILING] = mono.ms()
+            r[i + _STATE] = "backoff"
+            log_exc(r[i], er)
+            delay = r[i + _DELAY]
+            if asyncio.ticks_diff(asyncio.ticks(), r[i + _STARTED]) > self.stable_ms:
+                delay = r[i + _DELAY] = self.backoff_ms
+            log("supervisor", "restart %s in %d ms" % (r[i], delay))
+            asyncio.create_task(self._restart(i, r[i + _FACTORY]))
         except Exception as e:  # noqa: BLE001 - never into the scheduler
             print("supervisor:", repr(e))
 
-    async def _restart(self, name, rec):
-        delay = rec[_DELAY]
+    async def _restart(self, i, factory):
+        r = self._r
+        delay = r[i + _DELAY]
         await asyncio.sleep_ms(delay)
-        if rec[_STATE] == "backoff" and self._jobs.get(name) is rec:  # not stopped or replaced meanwhile
-            rec[_DELAY] = min(delay * 2, self.backoff_max_ms)
-            self._start(rec)
+        # not stopped, restarted or replaced meanwhile
+        if r[i + _STATE] == "backoff" and r[i + _TASK] is None and r[i + _FACTORY] is factory:
+            r[i + _DELAY] = min(delay * 2, self.backoff_max_ms)
+            self._start(i)
 
     def stop(self, name):
-        rec = self._jobs.get(name)
-        if rec is not None and rec[_STATE] in ("running", "backoff", "starting"):
-            rec[_STATE] = "stopped"
-            t = rec[_TASK]
-            rec[_TASK] = None
+        i = self._find(name)
+        r = self._r
+        if i >= 0 and r[i + _STATE] in ("running", "backoff", "starting"):
+            r[i + _STATE] = "stopped"
+            t = r[i + _TASK]
+            r[i + _TASK] = None
             if t is not None:
                 t.cancel()
 
@@ -125,14 +151,15 @@ class Supervisor:
     def progressing(self, name):
         """The job runs (or ended), or it failed less than stall_ms ago
         counting from its last stable run (stable_ms without an error)."""
-        rec = self._jobs.get(name)
-        if rec is None:
+        i = self._find(name)
+        if i < 0:
             return False
-        since = rec[_FAILING]
+        r = self._r
+        since = r[i + _FAILING]
         if since is None:
             return True
-        if rec[_STATE] == "running" and asyncio.ticks_diff(asyncio.ticks(), rec[_STARTED]) > self.stable_ms:
-            rec[_FAILING] = None
+        if r[i + _STATE] == "running" and asyncio.ticks_diff(asyncio.ticks(), r[i + _STARTED]) > self.stable_ms:
+            r[i + _FAILING] = None
             return True
         return mono.ms() - since < self._stall_ms
 

@@ -17,6 +17,26 @@ def test_boots_and_reports_status(hub) -> None:
     assert st["jobs"]["local_port"]["state"] == "running"
 
 
+# The tasks the hub holds at READY: each costs ~150 bytes on a 32-bit board
+# (its Task, its coroutine frame, the factory's bound method, the
+# supervisor's record). Only jobs that wait on something have one; the
+# periodic work that only ticks (the heap's high-water mark, the status LEDs,
+# the clock's age count, the update's scheduled activation) runs in the
+# hub's main task, and the job "update" ends once the boot's notes are done.
+def test_at_ready_only_the_jobs_that_wait_on_something_run(hub) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        st = hub.call("status")
+        jobs = st["jobs"]
+        if jobs.get("update", {}).get("state") != "running" or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    running = sorted(n for n, j in jobs.items() if j["state"] == "running")
+    assert running == ["board", "han", "last_gasp", "local_port", "report", "route", "wan", "watchdog"]
+    assert jobs["update"]["state"] == "done"
+    assert st["heap_high_water"] > 0 and st["leds"]["power"] == "on"
+
+
 def test_uptime_advances(hub) -> None:
     a = hub.call("status")["uptime_s"]
     time.sleep(1.2)

@@ -533,9 +533,9 @@ class Updater:
                 and (self._cs05a is None or not self._cs05a.pre))
 
     async def run(self, ready, self_check):
-        """The job "update": after_boot(), then activate a scheduled image
-        when its time comes (the hub's wiring runs this loop itself:
-        app.Hub.update_job)."""
+        """after_boot(), then activate a scheduled image when its time
+        comes (the hub's wiring takes these steps itself: the job "update",
+        app.Hub.update_job, then Hub.update_due in its ticks)."""
         import asyncio
 
         await self.after_boot(ready, self_check)

@@ -1,0 +1,201 @@
+"""A heap dump of the 32-bit frozen hub (measurement only; docs/proof.md,
+"The heap on the 32-bit frozen build").
+
+    CHUB_MICROPYTHON=build/unix32/micropython .venv/bin/python bench/heapdump/heapdump.py \\
+        build/unix32/image 256k step_provision [--own CLASS]
+
+runs the capacity scenario (hil/campaign/capacity.py) up to the step named
+(step_provision: READY), then has the hub dump its heap (heapdump_mp.py,
+preloaded by the emulated board) and prints every live object by type and
+the objects above the code by holder: each instance of a class, task,
+coroutine frame, bound method or closure with what it alone reaches through
+plain containers (dicts, lists, tuples, str/bytes, arrays, attribute tables).
+Types are read from each block's first word: the ids the hub printed, and the
+binary's mp_type_* symbols from its link map (build/unix32/port/micropython.map).
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import struct
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+import hil.mprun as mprun  # noqa: E402
+from hil.campaign import capacity  # noqa: E402
+
+CODE = {"type", "module", "fun_bc", "gen_wrap", "staticmethod", "classmethod", "property"}
+CONTAINERS = {"raw", "dict", "list", "tuple", "str", "bytes", "bytearray", "array", "int", "set", "memoryview",
+              "frozenset"}
+
+
+def dump(image: Path, heap: str, upto: str) -> list[str]:
+    """The hub's log lines of one dump (ids, map, pool bytes) at step `upto`."""
+    here = str(Path(__file__).resolve().parent)
+    real = mprun.module_path
+    mprun.module_path = lambda dirs: real([*dirs, here])  # heapdump_mp after the frozen modules
+    with tempfile.TemporaryDirectory() as tmp:
+        run = capacity.new_run(Path(tmp), image, heap=heap)
+        run.preload = ["heapdump_mp"]
+        try:
+            assert run.power_on()
+            for step in capacity.STEPS:
+                step(run)
+                if step.__name__ == upto:
+                    break
+            time.sleep(1.0)
+            pos = run.log.position
+            run.system.rig.send_ctl({"heapdump": "map"})
+            addr = int(run.log.expect(r"GC memory layout; from (?:0x)?([0-9a-f]+)", after=pos, timeout=30).group(1), 16)
+            run.log.expect(r"HD end", after=pos, timeout=30)
+            hdr = [ln for ln in run.log.lines(after=pos) if re.match(r"^[0-9a-f]{8}: ", ln)]
+            plen = int(hdr[-1][:8], 16) + (len(hdr[-1]) - 10) * 16
+            time.sleep(0.5)
+            pos = run.log.position
+            run.system.rig.send_ctl({"heapdump": f"0x{addr:x}:{plen}"})
+            run.log.expect(r"HD end", after=pos, timeout=60)
+            time.sleep(0.5)
+            text = run.log.path.read_text(errors="replace").splitlines()
+        finally:
+            run.stop()
+            mprun.module_path = real
+    i = max(k for k, ln in enumerate(text) if "HD from 0x" in ln)
+    j = max(k for k, ln in enumerate(text[:i]) if "HD from map" in ln)
+    return [ln.split("| ", 1)[1] if "| " in ln else ln for ln in text[j + 1:]]
+
+
+class Heap:
+    def __init__(self, lines: list[str], link_map: Path):
+        i_from = max(k for k, ln in enumerate(lines) if ln.startswith("HD from 0x"))
+        self.names: dict[int, tuple[str, str]] = {}
+        k = i_from - 1
+        while k >= 0 and lines[k].startswith("HD id"):
+            _, _, v, kind, nm = lines[k].split(" ", 4)
+            iv = int(v)
+            self.names.setdefault(iv & 0x7FFFFFFF if iv < 0 else iv, (kind, nm))  # a ROM id is a 31-bit small int
+            k -= 1
+        syms = {}
+        for ln in link_map.read_text().splitlines():
+            m = re.match(r"^\s+0x([0-9a-f]+)\s+(mp_type_\w*)\s*$", ln)
+            if m:
+                syms[m.group(2)] = int(m.group(1), 16)
+        base = next(v for v, n in self.names.items() if n == ("type", "dict")) - syms["mp_type_dict"]
+        for s, a in syms.items():
+            self.names[a + base] = ("type", s[8:])
+        kinds: list[str] = []
+        hx = []
+        for ln in lines[i_from:]:
+            m = re.match(r"GC memory layout; from (?:0x)?([0-9a-f]+):", ln)
+            if m:
+                self.pool = int(m.group(1), 16)
+            elif m := re.match(r"^\s+\((\d+) lines all free\)", ln):
+                kinds.extend("." * (64 * int(m.group(1))))
+            elif m := re.match(r"^([0-9a-f]{8}): (.*)$", ln):
+                kinds.extend(m.group(2))
+            elif ln.startswith("HX "):
+                hx.append(ln[3:])
+        self.data = bytes.fromhex("".join(hx))
+        nb = len(self.data) // 16
+        self.objs: dict[int, int] = {}  # head block -> blocks
+        b = 0
+        while b < nb:
+            if kinds[b] not in ".=":
+                e = b + 1
+                while e < nb and kinds[e] == "=":
+                    e += 1
+                self.objs[b] = e - b
+                b = e
+            else:
+                b += 1
+        self.edges = {}
+        for b, n in self.objs.items():
+            out = []
+            for a in range(b * 16, (b + n) * 16, 4):
+                t = self.block(self.word(a))
+                if t is not None and t != b:
+                    out.append(t)
+            self.edges[b] = out
+
+    def word(self, a: int) -> int:
+        return struct.unpack_from("<I", self.data, a)[0]
+
+    def block(self, w: int) -> int | None:
+        if self.pool <= w < self.pool + len(self.data):
+            t = (w - self.pool) // 16
+            return t if t in self.objs else None
+        return None
+
+    def fname(self, a: int) -> str:
+        n = self.names.get(a)
+        return n[1] if n else f"?{a:x}"
+
+    def label(self, b: int) -> str:
+        w = self.word(b * 16)
+        if w not in self.names:
+            return "raw"  # no type word: a dict's or list's table, an attribute table, a buffer
+        lb = self.names[w][1]
+        if lb == "gen_instance":  # a coroutine frame: named by its function
+            return "gen " + self.fname(self.word(b * 16 + 8))
+        if lb in ("bound_meth", "closure"):
+            return lb + " " + self.fname(self.word(b * 16 + 4))
+        return lb
+
+    def by_type(self) -> collections.Counter:
+        c: collections.Counter = collections.Counter()
+        for b, n in self.objs.items():
+            c[self.label(b)] += n * 16
+        return c
+
+    def holders(self) -> tuple[dict[int, int], collections.Counter]:
+        """Each object above the code -> its holder (the first to reach it
+        through containers, breadth first); each holder's bytes."""
+        globs = {t for b in self.objs if self.label(b) == "module" for t in self.edges[b] if self.label(t) == "dict"}
+        hold = [b for b in self.objs if self.label(b) not in CODE and self.label(b) not in CONTAINERS]
+        owner = {h: h for h in hold}
+        q = collections.deque(hold)
+        while q:
+            v = q.popleft()
+            for t in self.edges[v]:
+                if t not in owner and t not in globs and self.label(t) in CONTAINERS:
+                    owner[t] = owner[v]
+                    q.append(t)
+        size: collections.Counter = collections.Counter()
+        for v, h in owner.items():
+            size[h] += self.objs[v] * 16
+        return owner, size
+
+
+def main() -> None:
+    image, heap, upto = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+    own = sys.argv[sys.argv.index("--own") + 1] if "--own" in sys.argv else None
+    h = Heap(dump(image, heap, upto), ROOT / "build/unix32/port/micropython.map")
+    print(f"live: {sum(h.objs.values()) * 16} bytes in {len(h.objs)} objects (heapdump_mp's own ~1.3 KB included)")
+    for lb, v in h.by_type().most_common(25):
+        print(f"  {v:7d} {lb}")
+    owner, size = h.holders()
+    by: collections.Counter = collections.Counter()
+    n: collections.Counter = collections.Counter()
+    for x, o in owner.items():
+        if x == o:
+            by[h.label(x)] += size[x]
+            n[h.label(x)] += 1
+    print(f"above the code, by holder: {sum(size.values())} bytes")
+    for lb, v in by.most_common():
+        print(f"  {v:6d} {n[lb]:3d} {lb}")
+    if own:
+        for x in h.objs:
+            if owner.get(x) == x and h.label(x) == own:
+                print(f"{own} @{x}: {size[x]} bytes")
+                for t in h.edges[x]:
+                    if owner.get(t) == x:
+                        print(f"  {h.objs[t] * 16:5d} {h.label(t)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+# The hub's side of bench/heapdump/heapdump.py (measurement only, never in an
+# image): imported before the hub by the emulated board's "preload", it
+# answers the control line's {"heapdump": arg}. It prints the ids of every
+# module, globals dict, class and function the hub holds ("HD id ..."), then
+# collects and prints the heap map (micropython.mem_info(1): the pool's
+# address and each block free, head or tail), then, when arg is
+# "0xADDR:LENGTH", the pool's bytes in hex ("HX ..." lines, uctypes over the
+# pool) as they were when the map was printed: what is printed after the map
+# lands in blocks the map calls free. Its own code and frames cost ~1.3 KB.
+import gc
+import sys
+
+import board
+import micropython
+import uctypes
+
+
+def _gen():
+    yield 1
+
+
+def _ids():
+    fn = (type(_gen), type(_ids))
+    for mn in list(sys.modules):
+        m = sys.modules[mn]
+        print("HD id", id(m), "module", mn)
+        print("HD id", id(m.__dict__), "globals", mn)
+        for n in dir(m):
+            try:
+                v = getattr(m, n)
+            except Exception:  # noqa: BLE001 - a lazy name that does not load
+                continue
+            if isinstance(v, type):
+                print("HD id", id(v), "class", mn + "." + n)
+                for a in dir(v):
+                    try:
+                        f = getattr(v, a)
+                    except Exception:  # noqa: BLE001
+                        continue
+                    if type(f) in fn:
+                        print("HD id", id(f), "func", mn + "." + n + "." + a)
+            elif type(v) in fn:
+                print("HD id", id(v), "func", mn + "." + n)
+    print("HD id", id(dict), "type", "dict")  # the binary's base address (PIE): the analysis finds mp_type_* by it
+
+
+def _dump(arg):
+    _ids()
+    print("HD from", arg)
+    gc.collect()
+    micropython.mem_info(1)
+    if arg.startswith("0x"):
+        from binascii import hexlify
+
+        addr, n = arg.split(":")
+        n = int(n)
+        ba = uctypes.bytearray_at(int(addr, 16), n)
+        for i in range(0, n, 1024):
+            print("HX", hexlify(ba[i : i + 1024]).decode())
+    print("\nHD end")
+
+
+board.on_control("heapdump", _dump)
