@@ -1,9 +1,9 @@
 # CHF event and security logs (GBCS ECS35c/d read them): bounded, persisted,
-# FIFO-overwriting, on top of the store's RingLog. See docs/device-log.md.
+# FIFO-overwriting, on top of the store's ring log (Store.ringlog). See docs/device-log.md.
 #
 # Entry on flash (ring "log2_NAME"): u32 time (UTC seconds since 2000-01-01)
 # | u16 event code | u16 count | data (0..255 bytes), little-endian; one
-# RingLog record per entry. Repeats of an entry (same code, same data)
+# ring-log record per entry. Repeats of an entry (same code, same data)
 # within `window_s` of the last one collapse into its entry with a count,
 # also when other entries come in between: the entry is
 # rewritten (appended anew, the old record acked) when its count doubles

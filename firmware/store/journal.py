@@ -20,6 +20,8 @@ import struct
 from array import array
 from micropython import const
 
+from log import KindError
+
 _MAGIC = const(0xC5)
 _T_BASE = const(1)
 _T_DATA = const(2)
@@ -44,10 +46,6 @@ def _index_arrays():
     return array("I"), array("I"), array("H")
 
 
-class JournalError(ValueError):
-    pass
-
-
 def _exists(path):
     try:
         os.stat(path)
@@ -59,11 +57,15 @@ def _exists(path):
 class Journal:
     """Records with increasing sequence numbers; unacked ones come back in
     order until acked. capacity=N keeps only the newest N unacked records
-    (the oldest is dropped on overflow, with no extra flash write)."""
+    (the oldest is dropped on overflow, with no extra flash write): a
+    bounded FIFO-overwriting log (the event and security logs, the
+    transaction log: Store.ringlog). keep_open=False: the file is opened
+    for each operation instead of held open (a log appended to now and
+    then). Errors are log.KindError of kind JournalError."""
 
-    keep_open = True  # False (ColdRingLog): the file is opened for each operation
+    keep_open = True
 
-    def __init__(self, root, name, capacity=0, compact_at=256, stats=None):
+    def __init__(self, root, name, capacity=0, compact_at=256, stats=None, keep_open=True):
         # the path is made when needed: a store is held for the hub's life,
         # its path string only for a moment (most stores sit idle)
         self._dir = root.rstrip("/")
@@ -79,6 +81,8 @@ class Journal:
         self._live = 0  # bytes of live records (headers included)
         self._end = 0
         self._f = None
+        if not keep_open:
+            self.keep_open = False
         self._open()
         self._rest()
 
@@ -291,7 +295,7 @@ class Journal:
                 while left:
                     k = old.readinto(mv[: min(left, _CHUNK)])
                     if not k:
-                        raise JournalError("journal: short read while compacting")
+                        raise KindError("JournalError", "journal: short read while compacting")
                     g.write(mv[:k])
                     left -= k
                 pos += n
@@ -332,7 +336,7 @@ class Journal:
     def append(self, payload):
         """Store payload (bytes); durable when this returns. -> its seq."""
         if len(payload) > _MAX_PAYLOAD:
-            raise JournalError("journal: payload too long")
+            raise KindError("JournalError", "journal: payload too long")
         seq = self.next_seq
         off = self._append(_T_DATA, seq, payload)
         self.next_seq = seq + 1
@@ -384,7 +388,7 @@ class Journal:
         data = f.read(self._lens[i])
         self._rest()
         if len(data) != self._lens[i]:
-            raise JournalError("journal: short read")
+            raise KindError("JournalError", "journal: short read")
         return data
 
     def first(self):
@@ -418,23 +422,3 @@ class Journal:
         if self._f is not None:
             self._f.close()
             self._f = None
-
-
-class RingLog(Journal):
-    """A bounded FIFO-overwriting log (event/security logs): the newest
-    `capacity` entries are kept, older ones are dropped on append."""
-
-    def __init__(self, root, name, capacity, compact_at=256, stats=None):
-        if capacity < 1:
-            raise JournalError("ringlog: capacity must be >= 1")
-        Journal.__init__(self, root, name, capacity, compact_at, stats)
-
-    def entries(self):
-        return self.pending()
-
-
-class ColdRingLog(RingLog):
-    """A RingLog appended to now and then (the event and security logs): its
-    file is opened for each operation instead of held open."""
-
-    keep_open = False
