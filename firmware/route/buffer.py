@@ -51,6 +51,8 @@ import struct
 
 from micropython import const
 
+from log import KindError
+
 _SLOTS = const(8)
 CHUNK = const(120)
 _H0 = const(24)  # chunk 0 header
@@ -90,16 +92,9 @@ def _files(r):
     return [struct.unpack_from("<I", r, o)[0] for o in range(_REC, len(r), 4)]
 
 
-class BufferError(ValueError):
-    pass
-
-
-class BufferFull(BufferError):
-    pass
-
-
-class MessageTooLong(BufferError):
-    pass
+class BufferError(KindError):
+    """Raised as BufferError(kind, message): kind BufferFull (the device's
+    queue is at capacity), MessageTooLong or BufferError."""
 
 
 def _mkdir(path):
@@ -329,13 +324,13 @@ class CommandBuffer:
         eh = eui_hex.upper()
         length = len(msg)
         if length > self.max_bytes:
-            raise MessageTooLong("message of %d bytes > %d" % (length, self.max_bytes))
+            raise BufferError("MessageTooLong", "message of %d bytes > %d" % (length, self.max_bytes))
         if length == 0:
-            raise BufferError("empty message")
+            raise BufferError("BufferError", "empty message")
         q = self._q.get(eh)
         if q is not None and len(q) >= self.capacity:
             self.stats["refused_full"] += 1
-            raise BufferFull("queue for %s is full (%d messages)" % (eh, len(q)))
+            raise BufferError("BufferFull", "queue for %s is full (%d messages)" % (eh, len(q)))
         eui = binascii.unhexlify(eh)
         expiry = (int(now) + (self.expiry_s if expiry_s is None else expiry_s)) & 0xFFFFFFFF
         cnt = chunk_count(length)
@@ -387,7 +382,7 @@ class CommandBuffer:
                     k = f.readinto(mv[off:])
             off += k
         if off != head + length:
-            raise BufferError("buffered message %d is short" % _seq(rec))
+            raise BufferError("BufferError", "buffered message %d is short" % _seq(rec))
         return out
 
     def read(self, eui_hex, i=0):
