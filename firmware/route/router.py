@@ -614,48 +614,10 @@ class Router:
                 period = max(1, min(period, nxt - self._utc() + 1))
             await self.wake.wait_ms(period * 1000)
 
-    def replies(self, take=False):
-        """The GSME's responses to the HHT's commands (oldest key first);
-        take: they leave the flash."""
-        kv = self.hht_replies
-        out = [{"key": k, "frame": kv.get(k)} for k in sorted(kv.keys())]
-        if take:
-            for k in list(kv.keys()):
-                kv.delete(k)
-        return out
 
-    def status(self):
-        return {"han_out": len(self.han_out), "hht_replies": len(self.hht_replies), "cfg": self.cfg, "counters": dict(self.counters.items()), "buffer": self.buffer.devices(),
-                "buffer_stats": dict((k, self.store.stats.get(k, 0)) for k in
-                                     ("buffered", "offered", "delivered", "expired", "dropped", "refused_full",
-                                      "discarded_at_open")),
-                "unsent": len(self.unsent), "last_esme_ms": self.last_esme_ms,
-                "deliveries": self.deliveries}
-
-
-# Local-port commands (fn(hub, req): docs/local-port.md).
-
-async def route_status(hub, req):
-    return hub.router.status()
-
-
-async def route_config(hub, req):
-    # only the settings: the request also carries the local port's own keys
-    return {"cfg": hub.router.configure(dict((k, v) for k, v in req.items() if k in DEFAULTS))}
-
-
-async def route_buffer(hub, req):
-    from local_port import eui_arg
-
-    eh = eui_arg(req)
-    return {"eui": eh, "queue": [list(q) for q in hub.router.buffer.queue(eh)]}
-
-
-async def route_replies(hub, req):
-    # {take: bool} -> {replies: [{key, frame (hex)}]}: the GSME's responses to
-    # the commands the HHT sent it with send_gbcs
-    return {"replies": hub.router.replies(req.get("take") is True)}
-
-
-COMMANDS = (("route_status", route_status), ("route_config", route_config), ("route_buffer", route_buffer),
-            ("route_replies", route_replies))
+# Local-port commands (fn(hub, req): docs/local-port.md), in route.commands
+# (with the router's status and the HHT replies' read-out): loaded for each
+# call and dropped after it (app.Hub.run_command: a command given as its
+# module's name). A constant tuple, in flash when frozen.
+COMMANDS = (("route_status", "route.commands"), ("route_config", "route.commands"),
+            ("route_buffer", "route.commands"), ("route_replies", "route.commands"))

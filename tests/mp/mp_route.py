@@ -19,6 +19,7 @@ from gpf import service as gpf_service
 from han import tunnel  # noqa: F401
 from han.install_code import add_crc
 from route import router as R
+from route import commands as route_commands  # the router's local-port commands (loaded per call in the hub)
 from store import Store
 from wan import outbox as ob
 from wan import service
@@ -106,7 +107,7 @@ class _Hub:
                                coordinator=self.coordinator, emit=wan.emit, cfg=cfg)
         self.coordinator.on_tunnel_message = self.router.on_tunnel_message
         self.coordinator.on_tunnel_reply = self.router.on_tunnel_reply
-        self.commands = dict(R.COMMANDS)
+        self.commands = dict(route_commands.COMMANDS)
 
 
 def _hub(fresh=True, cfg=None, gpf=False):
