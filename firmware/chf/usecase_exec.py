@@ -6,7 +6,7 @@
 from micropython import const
 
 import codes
-from gbcs import dlms
+from gbcs import dlms, dlms_apdu
 from gbcs import frame as gframe
 from gbcs.security import ROLE_ACB
 from gbcs.usecase_base import EV_PAYLOAD_MISMATCH, EV_UNSUPPORTED, UseCaseError, accept, date_time
@@ -128,7 +128,7 @@ def handle(self, data):
     try:
         if gframe.payload_kind(f) != gframe.KIND_DLMS:
             raise UseCaseError("PayloadMismatch", "payload is not DLMS")
-        a = dlms.parse_apdu(f.payload)
+        a = dlms_apdu.parse_apdu(f.payload)
         if a.tag != dlms.ACCESS_REQUEST:
             raise UseCaseError("PayloadMismatch", "payload is not an access-request")
         _check_specs(a, uc[1])
@@ -150,7 +150,7 @@ def handle(self, data):
         code, value = _run(self, spec, a.data[i] if i < len(a.data) else (dlms.NULL, None), alerts)
         data_out.append(value if value is not None else (dlms.NULL, None))
         results.append((rkind, code))
-    payload = dlms.access_response(a.invoke_id, data_out, results)
+    payload = dlms_apdu.access_response(a.invoke_id, data_out, results)
     resp = bytes(self.parties.protect_response(f, payload))
     if self._changes:
         alerts.append(self.cs14_alert([c[1] for c in self._changes if c[0] == "duplicate"]))

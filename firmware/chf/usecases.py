@@ -113,7 +113,8 @@ class Chf:
         try:
             return answer_once(self.parties, data, tag, self._handle, self.identity.store)
         finally:
-            lazy.drop(_EXEC)  # the use cases' code (loaded by _handle) goes with the command
+            lazy.drop(_EXEC)  # the use cases' code (loaded by _handle) goes with the command,
+            lazy.drop("gbcs.dlms_apdu")  # and the APDU decoder it loaded
 
     def _handle(self, data):
         # chf.usecase_exec.handle, loaded for the command (dropped by handle)

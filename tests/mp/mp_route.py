@@ -12,7 +12,7 @@ from binascii import a2b_base64, unhexlify
 import codes
 import flashfs
 from chf import gbcs_port
-from gbcs import dlms, gcm, kdf, p256
+from gbcs import dlms, dlms_apdu, gcm, kdf, p256
 from gbcs import frame as gframe
 from gbcs.security import SecurityError
 from gpf import service as gpf_service
@@ -311,7 +311,7 @@ def test_esme_round_trip_and_undelivered_alert():
         z = p256.ecdh(acb_d, hub.identity.chf["ka_q"])
         key = kdf.derive_key(z, a.originator, 3, a.counter, ACB)
         assert gcm.gmac_verify(key, a.iv(), (kdf.AAD_PREFIX, a.aad_body()), a.mac)
-        ap = dlms.parse_apdu(a.payload)
+        ap = dlms_apdu.parse_apdu(a.payload)
         code, dt, body = ap.value[1]
         assert code == (dlms.LONG_UNSIGNED, 0x8F84), code
         assert body == (dlms.OCTET_STRING, unhexlify("90B3D51F30010000") + unhexlify(ESME) + b"\x01"
@@ -638,7 +638,7 @@ def test_power_cut_during_an_esme_exchange_gives_its_8f84_at_boot():
     assert len(out) == 1 and out[0][0] == ob.KIND_ALERT, out
     a = gframe.parse(out[0][1])
     assert a.message_code == 0x00D5
-    code, dt, body = dlms.parse_apdu(a.payload).value[1]
+    code, dt, body = dlms_apdu.parse_apdu(a.payload).value[1]
     assert code == (dlms.LONG_UNSIGNED, 0x8F84)
     assert body == (dlms.OCTET_STRING, R.message_id(gframe.parse(cmd))), body
     ev = hub.event_log.entries()[-1]
