@@ -18,6 +18,7 @@ import time
 from chf.device_log import DeviceLog
 from chf.identity import Identity
 from chf.logs import open_logs
+from chf import usecase_exec
 from chf.usecases import Chf
 from gbcs import dlms, dlms_apdu, frame, gcm, kdf, p256
 from han.install_code import add_crc
@@ -91,7 +92,7 @@ def main():
     buf = bytearray(512)
 
     def build_response():
-        code, value = chf._get(a.specs[0][1], bytes(a.specs[0][2]), a.specs[0][3])
+        code, value = usecase_exec._get(chf, a.specs[0][1], bytes(a.specs[0][2]), a.specs[0][3])
         payload = dlms_apdu.access_response(a.invoke_id, [value], [(1, code)])
         return parties.protect_response(f, payload, buf)
 
