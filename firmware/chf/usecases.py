@@ -12,13 +12,8 @@ import codes
 import lazy
 from gbcs import dlms
 from ids import hex_text
+from gbcs.dlms import date_time  # wan.lastgasp takes it from here
 from gbcs.security import answer_once
-from gbcs.usecase_base import (  # noqa: F401 - EV_MALFORMED, UseCaseError re-exported
-    EV_MALFORMED,
-    UseCaseError,
-    date_time,
-    log_event,
-)
 
 # data-access-result / action-result codes (chf.usecase_exec has the others)
 OK = const(0)
@@ -94,7 +89,10 @@ class Chf:
         self._changes.append((kind, eui_hex))
 
     def _log(self, log, code, data=b""):
-        log_event(log, code, data, self.utc2000)
+        # gbcs.usecase_base.log_event (that module is loaded with the use cases' run)
+        if log is not None:
+            t = self.utc2000() if self.utc2000 else 0
+            log.append(code, bytes(data[:255]), t if t > 0 else 0)
 
     def _signed(self, f):
         # CS02a may come protected by its originator's signature alone

@@ -61,6 +61,8 @@ _SPEC_ACTION = const(3)
 _SPEC_GET_WITH_SELECTION = const(4)
 _SPEC_SET_WITH_SELECTION = const(5)
 
+_CLOCK_NOT_SPECIFIED = const(0xFF)  # DLMS clock-status byte (gbcs.usecase_base has the others)
+
 # The fixed-size types by tag (0x00..0x1B), a bytes table (in flash when
 # frozen): 0x80 | size an unsigned integer, 0xC0 | size a signed one,
 # 0x40 | size a fixed-size raw value, 0 neither.
@@ -189,3 +191,35 @@ def data_notification(invoke_id, value, date_time=b""):
     out.extend(date_time)
     encode_data(value, out)
     return bytes(out)
+
+
+# ---- date-time ---------------------------------------------------------------
+
+
+def date_time(t2000, status=_CLOCK_NOT_SPECIFIED, weekday=True):
+    """DLMS date-time (12 bytes) for UTC seconds since 2000-01-01: deviation
+    not specified (0x8000), the given clock status; weekday=False writes the
+    day of week as not specified (0xFF), as the RTDS GPF responses do."""
+    if t2000 is None or t2000 < 0:
+        t2000 = 0
+    days, rem = divmod(int(t2000), 86400)
+    y, m, d = civil(days)
+    dow = (days + 5) % 7 + 1 if weekday else 0xFF  # 2000-01-01 was a Saturday
+    h, rem = divmod(rem, 3600)
+    return bytes((y >> 8, y & 0xFF, m, d, dow, h, rem // 60, rem % 60, 0, 0x80, 0, status & 0xFF))
+
+
+def civil(days):
+    """(year, month, day) of a day number counted from 2000-01-01."""
+    z = days + 730425  # days since 0000-03-01
+    era = z // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    y = yoe + era * 400
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    m = mp + 3 if mp < 10 else mp - 9
+    if m <= 2:
+        y += 1
+    return y, m, d
