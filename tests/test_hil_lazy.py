@@ -20,7 +20,8 @@ from hil.meters.ota_client import make_image
 from hil.system import EmulatedSystem
 
 LAZY = {"chf.commands", "han.ota", "update.commands", "wan.mgmt", "rig.hooks", "update.image", "update.slots",
-        "chf.prov_store", "chf.prov_commands", "route.commands"}
+        "chf.prov_store", "chf.prov_commands", "route.commands",
+        "chf.gbcs_commands"}
 
 
 def _assigned(path: Path, name: str) -> ast.AST:
@@ -34,7 +35,7 @@ def test_the_wirings_table_names_each_modules_commands() -> None:
     app = FIRMWARE / "app.py"
     table = ast.literal_eval(_assigned(app, "_LAZY_COMMANDS"))
     assert {m for m, _ in table} | {"wan.mgmt", "update.image", "update.slots", "chf.prov_store", "rig.hooks",
-                                    "chf.prov_commands", "route.commands"} == LAZY
+                                    "chf.prov_commands", "route.commands", "chf.gbcs_commands"} == LAZY
     for module, names in table:
         commands = _assigned(FIRMWARE / (module.replace(".", "/") + ".py"), "COMMANDS")
         assert tuple(e.elts[0].value for e in commands.elts) == names, module  # type: ignore[attr-defined]
@@ -75,6 +76,7 @@ def test_loaded_on_first_use_and_dropped_after(system: EmulatedSystem) -> None:
     with pytest.raises(ManageError, match="not a management command"):
         s.headend.manage({"cmd": "ota_status"})
     assert s.call("route_status")["counters"] is not None  # route.commands, for the call
+    assert s.call("identity")["chf"]["eui"]  # chf.gbcs_commands, for the call
     assert held(s) == set()
     assert "provisioned" in s.call("prov_info")  # chf.prov_store and chf.prov_commands, for the call
     assert held(s) == set()
