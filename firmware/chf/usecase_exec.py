@@ -6,6 +6,7 @@
 from micropython import const
 
 import codes
+import lazy
 from gbcs import dlms, dlms_apdu
 from gbcs import frame as gframe
 from gbcs.security import ROLE_ACB
@@ -178,7 +179,11 @@ def _handle_credentials(self, f):
             payload = c.provide_details(f.payload)
             self.executed += 1
             if signed:
-                resp = self.parties.protect_signed(gframe.CRA_RESPONSE, f.counter, f.originator, f.message_code, payload, ds_d)
+                try:
+                    resp = lazy.load("gbcs.signed").protect_signed(
+                        self.parties, gframe.CRA_RESPONSE, f.counter, f.originator, f.message_code, payload, ds_d)
+                finally:
+                    lazy.drop("gbcs.signed")
             else:
                 resp = self.parties.protect_response(f, payload)
             return bytes(resp), []

@@ -25,6 +25,7 @@ SIGNED_ONLY = (_MC_CS02A,)
 _MC_CCS08 = const(0x0128)
 _MC_CS14 = const(0x0018)
 _EXEC = const("chf.usecase_exec")
+_SIGNED = const("gbcs.signed")  # signatures on frames: loaded for the use, dropped after
 
 
 class Chf:
@@ -97,7 +98,10 @@ class Chf:
     def _signed(self, f):
         # CS02a may come protected by its originator's signature alone
         if f.message_code in SIGNED_ONLY and self.credentials is not None:
-            self.parties.authenticate_signed(f, self.credentials.ds_pub_for(f.originator))
+            try:
+                lazy.load(_SIGNED).authenticate_signed(self.parties, f, self.credentials.ds_pub_for(f.originator))
+            finally:
+                lazy.drop(_SIGNED)
             return True
         return False
 
@@ -135,7 +139,10 @@ class Chf:
                 der.integer(code),
             )
         )
-        return bytes(self.parties.signed_alert(_MC_CCS08, payload, self.identity.chf["ds_d"]))
+        try:
+            return bytes(lazy.load(_SIGNED).signed_alert(self.parties, _MC_CCS08, payload, self.identity.chf["ds_d"]))
+        finally:
+            lazy.drop(_SIGNED)
 
     def cs14_alert(self, no_hash):
         """CS14 0x8F12 Device Log Changed: the current backup of the Device

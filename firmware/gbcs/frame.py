@@ -117,7 +117,9 @@ def _need(off, n, end, what):
 
 
 class Frame:
-    """A parsed frame: memoryviews into the original buffer plus offsets."""
+    """A parsed frame: memoryviews into the original buffer plus offsets
+    (the grouping header is buf[gh_start:gh_end], the signature field
+    buf[payload_end:sig_end])."""
 
     def __init__(self):
         self.buf = None  # memoryview of the whole frame
@@ -142,12 +144,6 @@ class Frame:
         self.payload_end = 0
         self.sig_end = 0  # offset after the signature field
         self.sig_field = True  # False for a PRECOMMAND without a signature field
-
-    def grouping_header(self):
-        return self.buf[self.gh_start : self.gh_end]
-
-    def signature_field(self):
-        return self.buf[self.payload_end : self.sig_end]
 
     def signed_data(self):
         """Signature input: grouping header without the leading DF, plus payload."""

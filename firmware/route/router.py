@@ -28,7 +28,7 @@ from counters import Counters
 from flag import Flag
 from han import tunnel
 from ids import EPOCH_2000, eui_hex, hex_text
-from log import log
+from log import KindError, log
 from route.buffer import BufferError, CommandBuffer
 
 # device types (CHF Device Log; PROTOCOLS.md section 2)
@@ -63,12 +63,11 @@ def _setting_ok(k, v):
     return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
 
 
-class UnknownRecipient(ValueError):
-    """The recipient EUI-64 is neither the CHF, the GPF nor in the Device Log."""
-
-
-class BufferRefused(ValueError):
-    """The sleepy device's queue is full or the message is too long."""
+class RouteError(KindError):
+    """A frame the router refuses, raised as RouteError(kind, message): kind
+    UnknownRecipient (the recipient EUI-64 is neither the CHF, the GPF nor
+    in the Device Log) or BufferRefused (the sleepy device's queue is full
+    or the message is too long)."""
 
 
 def _u64(v):
@@ -282,7 +281,7 @@ class Router:
         if dtype is None:
             self.counters["unknown"] += 1
             self._log(self.security_log, codes.EV_UNKNOWN_RECIPIENT, message_id(f))
-            raise UnknownRecipient("recipient %s is not in the CHF Device Log" % rh)
+            raise RouteError("UnknownRecipient", "recipient %s is not in the CHF Device Log" % rh)
         if dtype == _GSME:
             return self._buffer(rh, f, data, source)
         if not wait and self.emit is not None and self.deliveries < self.cfg["max_deliveries"]:
@@ -326,7 +325,7 @@ class Router:
         except BufferError as e:
             self.counters["refused_full"] += 1
             self._log(self.event_log, codes.EV_BUFFER_FULL, message_id(f))
-            raise BufferRefused(str(e))
+            raise RouteError("BufferRefused", str(e))
         self.counters["buffered"] += 1
         if source == "hht":
             kv = self.hht_cmds

@@ -40,7 +40,7 @@ class Store:
             s = KV(self.root, name, self.stats, keep)
             self._kvs[name] = s
         elif not keep:
-            s.forget()
+            s._data = None  # cold from now on: the RAM copy is dropped
         return s
 
     def journal(self, name, **kw):

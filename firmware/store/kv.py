@@ -63,7 +63,8 @@ class KV:
     """KV(root, name, stats=None, keep=True). keep=False: a cold store, for
     records read at boot and by rare commands (keys, anchors, trust-anchor
     cells) whose holders keep what they need: no copy in RAM, every read
-    comes from flash (and recovers a left-over tmp as opening does)."""
+    comes from flash (and recovers a left-over tmp as opening does); a
+    store is made cold by dropping its copy (`_data = None`: Store.kv)."""
 
     def __init__(self, root, name, stats=None, keep=True):
         # the path is made when needed: a store is held for the hub's life,
@@ -76,10 +77,6 @@ class KV:
         self._data = self._open()
         if not keep:
             self._data = None
-
-    def forget(self):
-        """Make this store cold (see the class): the RAM copy is dropped."""
-        self._data = None
 
     def _d(self):
         d = self._data

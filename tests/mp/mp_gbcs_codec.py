@@ -568,7 +568,7 @@ def dump(list_path):
         try:
             f = frame.parse(raw)
             r["mac_header"] = _h(f.mac_header) if f.mac_header is not None else None
-            r["gh"] = _h(f.grouping_header())
+            r["gh"] = _h(f.buf[f.gh_start : f.gh_end])
             r["cra"] = f.cra
             r["counter"] = f.counter
             r["originator"] = _h(f.originator)
@@ -580,7 +580,7 @@ def dump(list_path):
             r["supp_orig_counter"] = f.supp_orig_counter
             r["supp_cert"] = _h(f.supp_cert) if f.supp_cert is not None else None
             r["payload"] = _h(f.payload)
-            r["sig_field"] = _h(f.signature_field()) if f.sig_field else None
+            r["sig_field"] = _h(f.buf[f.payload_end : f.sig_end]) if f.sig_field else None
             r["signature"] = _h(f.signature) if f.signature is not None else None
             r["mac"] = _h(f.mac) if f.mac is not None else None
             r["signed_data"] = [f.gh_start + 1, f.payload_end]
