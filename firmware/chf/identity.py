@@ -6,6 +6,7 @@
 # ones made on the device for certificates from the installer's CA; a
 # committed provisioning record is applied here at boot if it was not yet.
 import os
+from micropython import const
 
 from ids import hex_bytes, hex_text
 from log import KindError
@@ -13,8 +14,8 @@ from gbcs.security import RemoteParties
 
 DEVICES = ("chf", "gpf")
 # identity strings returned by ECS26i/ECS26n (0-0:96.1.4.255, 0-0:96.1.6.255)
-DEFAULT_DEVICE_TYPE = b"OpenChub"
-DEFAULT_CH_TYPE = b"CSW "
+_DEVICE_TYPE = const(b"OpenChub")
+_CH_TYPE = const(b"CSW ")
 
 
 
@@ -36,8 +37,8 @@ class Identity:
             prov_store.generate_identity(self._kv, rand, eui)  # first boot
         self.devices = {}
         self.reload()
-        self.device_type = DEFAULT_DEVICE_TYPE
-        self.ch_type = DEFAULT_CH_TYPE
+        self.device_type = _DEVICE_TYPE
+        self.ch_type = _CH_TYPE
 
     def reload(self):
         """Re-read the records (after provisioning); the device dicts are

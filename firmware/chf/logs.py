@@ -14,7 +14,6 @@ import struct
 from micropython import const
 
 import codes
-from ids import EPOCH_2000, utc2000  # noqa: F401 (the log's time base)
 from log import KindError
 
 _MAX_DATA = const(255)

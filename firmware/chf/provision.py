@@ -27,6 +27,7 @@
 # The provisioning commands need an authenticated installer, except while the
 # hub has no installer credential at all (a factory-blank board).
 import os
+from micropython import const
 
 import lazy
 from local_port import InstallerAuth, guard
@@ -37,8 +38,9 @@ from local_port import InstallerAuth, guard
 _PS = "chf.prov_store"
 
 # commands anyone on the local port may use: no personal data, no change
-OPEN = ("status", "identity", "han_status", "wan_status", "prov_info", "version")
-FIRST = ("prov_begin", "prov_stage", "prov_commit", "prov_abort")
+_OPEN = const(("status", "identity", "han_status", "wan_status", "prov_info", "version"))
+# ... and these too while the hub has no installer credential (a factory-blank board)
+_FIRST = const(("prov_begin", "prov_stage", "prov_commit", "prov_abort"))
 
 
 def installer_auth(store, security_log=None, event_log=None):
@@ -67,7 +69,7 @@ def installer_auth(store, security_log=None, event_log=None):
 
 def guarded(dispatch, auth, commands):
     """dispatch wrapped by the installer guard (local_port.guard)."""
-    return guard(dispatch, auth, OPEN, FIRST, commands)
+    return guard(dispatch, auth, _OPEN, _FIRST, commands)
 
 
 # Local-port commands (fn(hub, req): docs/local-port.md), in chf.prov_commands:

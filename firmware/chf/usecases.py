@@ -19,9 +19,8 @@ from gbcs.security import answer_once
 OK = const(0)
 TYPE_UNMATCHED = const(12)
 
-_MC_CS02A = const(0x0008)
-# message codes a remote party may protect with its signature alone (no MAC)
-SIGNED_ONLY = (_MC_CS02A,)
+# message codes a remote party may protect with its signature alone (no MAC): CS02a
+_SIGNED_ONLY = const((0x0008,))
 _MC_CCS08 = const(0x0128)
 _MC_CS14 = const(0x0018)
 _EXEC = const("chf.usecase_exec")
@@ -97,7 +96,7 @@ class Chf:
 
     def _signed(self, f):
         # CS02a may come protected by its originator's signature alone
-        if f.message_code in SIGNED_ONLY and self.credentials is not None:
+        if f.message_code in _SIGNED_ONLY and self.credentials is not None:
             try:
                 lazy.load(_SIGNED).authenticate_signed(self.parties, f, self.credentials.ds_pub_for(f.originator))
             finally:

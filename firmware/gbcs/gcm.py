@@ -14,7 +14,7 @@ import struct
 
 from log import KindError
 
-_M127 = (1 << 127) - 1
+_M127 = const(0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF)  # (1 << 127) - 1
 _WIDE_FROM = const(1024)  # bytes of GHASH input from which the 8-bit table is used
 _CHUNK = const(256)  # CTR keystream chunk (bytes)
 
