@@ -184,7 +184,7 @@ class EventLog:
             out.append((t, code, bytes(rec[_HEAD:]), counted.get(seq, n), seq))
         for i in range(1, len(out)):
             if out[i][0] < out[i - 1][0]:
-                out.sort(key=_order)  # a rewritten entry keeps its first time
+                out.sort(key=lambda r: (r[0], r[4]))  # a rewritten entry keeps its first time; then seq (MicroPython's sort is not stable)
                 break
         return [r[:4] for r in out]
 
@@ -201,10 +201,6 @@ class EventLog:
 
     def __len__(self):
         return len(self._log)
-
-
-def _order(row):
-    return (row[0], row[4])  # time, then seq (MicroPython's sort is not stable)
 
 
 def open_logs(store, capacity=40, security_capacity=None, utc=None, watch=None):

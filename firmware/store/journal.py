@@ -21,6 +21,7 @@ from array import array
 from micropython import const
 
 from log import KindError
+from store.kv import _exists
 
 _MAGIC = const(0xC5)
 _T_BASE = const(1)
@@ -40,18 +41,6 @@ _B = bytearray(_CHUNK)
 # a word per entry, 8 bytes on the 64-bit unix port): seq, file offset, length.
 _NO32 = array("I")
 _NO16 = array("H")
-
-
-def _index_arrays():
-    return array("I"), array("I"), array("H")
-
-
-def _exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
 
 
 class Journal:
@@ -77,7 +66,7 @@ class Journal:
                   "journal_dropped", "journal_bytes", "compaction_errors"):
             self.stats.setdefault(k, 0)
         # live (unacked) records, oldest first: seqs, file offsets, payload lengths
-        self._seqs, self._offs, self._lens = _index_arrays()
+        self._seqs, self._offs, self._lens = array("I"), array("I"), array("H")
         self._live = 0  # bytes of live records (headers included)
         self._end = 0
         self._f = None
@@ -113,7 +102,7 @@ class Journal:
                 os.rename(new, self.path)
         if not _exists(self.path):
             self.next_seq = 1
-            self._seqs, self._offs, self._lens = _index_arrays()
+            self._seqs, self._offs, self._lens = array("I"), array("I"), array("H")
             self._live = 0
             self._rewrite()
             return
@@ -154,7 +143,7 @@ class Journal:
 
     def _scan(self):
         # Rebuild the index; returns how many torn/corrupt records were met.
-        seqs, offs, lens = _index_arrays()
+        seqs, offs, lens = array("I"), array("I"), array("H")
         self._seqs, self._offs, self._lens = seqs, offs, lens
         self._live = 0
         size = self._f.seek(0, 2)
