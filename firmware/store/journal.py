@@ -380,12 +380,6 @@ class Journal:
             raise KindError("JournalError", "journal: short read")
         return data
 
-    def first(self):
-        """(seq, payload) of the oldest pending record, or None."""
-        if not self._seqs:
-            return None
-        return self._seqs[0], self._payload(0)
-
     def pending(self):
         """Pending records, oldest first, as (seq, payload). Acks made while
         iterating are fine; the snapshot of seqs is taken at the start."""
@@ -402,10 +396,6 @@ class Journal:
 
     def seqs(self):
         return list(self._seqs)
-
-    def info(self):
-        return {"pending": len(self._seqs), "next_seq": self.next_seq, "file_bytes": self._end,
-                "live_bytes": self._live}
 
     def close(self):
         if self._f is not None:
