@@ -44,22 +44,8 @@ _DATE_TIME = const(0x19)
 _DATE = const(0x1A)
 _TIME = const(0x1B)
 
-ACCESS_REQUEST = const(0xD9)
-_ACCESS_RESPONSE = const(0xDA)
+ACCESS_REQUEST = const(0xD9)  # the APDU tags: gbcs.dlms_apdu
 _DATA_NOTIFICATION = const(0x0F)
-_GET_REQUEST = const(0xC0)
-_SET_REQUEST = const(0xC1)
-_ACTION_REQUEST = const(0xC3)
-_GET_RESPONSE = const(0xC4)
-_SET_RESPONSE = const(0xC5)
-_ACTION_RESPONSE = const(0xC7)
-
-# access-request-specification choices
-_SPEC_GET = const(1)
-_SPEC_SET = const(2)
-_SPEC_ACTION = const(3)
-_SPEC_GET_WITH_SELECTION = const(4)
-_SPEC_SET_WITH_SELECTION = const(5)
 
 _CLOCK_NOT_SPECIFIED = const(0xFF)  # DLMS clock-status byte (gbcs.usecase_base has the others)
 

@@ -15,34 +15,18 @@ _INT = const(0x80)
 _SIGNED = const(0x40)
 _SIZE = const(0x3F)
 
-NULL = const(0x00)
-ARRAY = const(0x01)
-STRUCTURE = const(0x02)
-BOOLEAN = const(0x03)
-BIT_STRING = const(0x04)
-_DOUBLE_LONG = const(0x05)
-DOUBLE_LONG_UNSIGNED = const(0x06)
-OCTET_STRING = const(0x09)
-_VISIBLE_STRING = const(0x0A)
-_UTF8_STRING = const(0x0C)
-_BCD = const(0x0D)
-INTEGER = const(0x0F)
-_LONG = const(0x10)
-UNSIGNED = const(0x11)
-LONG_UNSIGNED = const(0x12)
-COMPACT_ARRAY = const(0x13)
-_LONG64 = const(0x14)
-_LONG64_UNSIGNED = const(0x15)
-_ENUM = const(0x16)
-_FLOAT32 = const(0x17)
-_FLOAT64 = const(0x18)
-_DATE_TIME = const(0x19)
-_DATE = const(0x1A)
-_TIME = const(0x1B)
+# the type tags used here, gbcs.dlms's (const: compiled in)
+_NUL = const(0x00)
+_ARR = const(0x01)
+_STRUCT = const(0x02)
+_BOOL = const(0x03)
+_BITS = const(0x04)
+_CARRAY = const(0x13)
 
-ACCESS_REQUEST = const(0xD9)
+# APDU tags (gbcs.dlms has ACCESS_REQUEST and the data-notification's)
+_ACCESS_REQ = const(0xD9)
 _ACCESS_RESPONSE = const(0xDA)
-_DATA_NOTIFICATION = const(0x0F)
+_NOTIFICATION = const(0x0F)
 _GET_REQUEST = const(0xC0)
 _SET_REQUEST = const(0xC1)
 _ACTION_REQUEST = const(0xC3)
@@ -90,9 +74,9 @@ def decode_data(mv, off, end, depth=0):
     _need(off, 1, end, "data tag")
     tag = mv[off]
     off += 1
-    if tag == NULL:
-        return (NULL, None), off
-    if tag == ARRAY or tag == STRUCTURE:
+    if tag == _NUL:
+        return (_NUL, None), off
+    if tag == _ARR or tag == _STRUCT:
         n, off = read_len(mv, off, end, "element count")
         _check_seq_count(n, off, end, depth)
         items = []
@@ -100,7 +84,7 @@ def decode_data(mv, off, end, depth=0):
             v, off = decode_data(mv, off, end, depth + 1)
             items.append(v)
         return (tag, items), off
-    if tag == COMPACT_ARRAY:
+    if tag == _CARRAY:
         td, off = _decode_td(mv, off, end, depth + 1)
         clen, off = read_len(mv, off, end, "compact-array contents length")
         _need(off, clen, end, "compact-array contents")
@@ -126,7 +110,7 @@ def _decode_simple(mv, off, end, tag):
         n, off = read_len(mv, off, end, "string length")
         _need(off, n, end, "string")
         return (tag, mv[off : off + n]), off + n
-    if tag == BIT_STRING:
+    if tag == _BITS:
         nbits, off = read_len(mv, off, end, "bit-string length")
         nb = (nbits + 7) >> 3
         _need(off, nb, end, "bit-string")
@@ -134,7 +118,7 @@ def _decode_simple(mv, off, end, tag):
     if k:
         n = k & _SIZE
         _need(off, n, end, "fixed-size value")
-        if tag == BOOLEAN:
+        if tag == _BOOL:
             return (tag, mv[off]), off + 1
         return (tag, mv[off : off + n]), off + n
     raise DlmsError("unknown DLMS data type tag 0x%02x at offset %d" % (tag, off - 1))
@@ -146,12 +130,12 @@ def _decode_td(mv, off, end, depth):
     _need(off, 1, end, "type description")
     tag = mv[off]
     off += 1
-    if tag == ARRAY:
+    if tag == _ARR:
         _need(off, 2, end, "type description array count")
         count = (mv[off] << 8) | mv[off + 1]
         td, off = _decode_td(mv, off + 2, end, depth + 1)
-        return (ARRAY, count, td), off
-    if tag == STRUCTURE:
+        return (_ARR, count, td), off
+    if tag == _STRUCT:
         n, off = read_len(mv, off, end, "type description element count")
         if n == 0:
             raise DlmsError("empty structure in type description at offset %d" % off)
@@ -160,11 +144,11 @@ def _decode_td(mv, off, end, depth):
         for _ in range(n):
             td, off = _decode_td(mv, off, end, depth + 1)
             tds.append(td)
-        return (STRUCTURE, tds), off
+        return (_STRUCT, tds), off
     if (
-        tag == NULL
-        or tag == COMPACT_ARRAY
-        or not (_fixed(tag) or tag in _STRINGS or tag == BIT_STRING)
+        tag == _NUL
+        or tag == _CARRAY
+        or not (_fixed(tag) or tag in _STRINGS or tag == _BITS)
     ):
         raise DlmsError("bad type in compact-array type description 0x%02x at offset %d" % (tag, off - 1))
     return tag, off
@@ -175,18 +159,18 @@ def _decode_untagged(mv, off, end, td, depth):
         raise DlmsError("nesting too deep at offset %d" % off)
     if isinstance(td, int):
         return _decode_simple(mv, off, end, td)
-    if td[0] == STRUCTURE:
+    if td[0] == _STRUCT:
         items = []
         for sub in td[1]:
             v, off = _decode_untagged(mv, off, end, sub, depth + 1)
             items.append(v)
-        return (STRUCTURE, items), off
+        return (_STRUCT, items), off
     _check_seq_count(td[1], off, end, depth)
     items = []
     for _ in range(td[1]):
         v, off = _decode_untagged(mv, off, end, td[2], depth + 1)
         items.append(v)
-    return (ARRAY, items), off
+    return (_ARR, items), off
 
 
 class Apdu:
@@ -296,10 +280,10 @@ def _read_gbcs_body(a, mv, off, end):
     tag = a.tag
     a.invoke_id, off = _read_u(mv, off, end, 4, "long-invoke-id")
     a.date_time, off = _read_octets(mv, off, end, "date-time")
-    if tag == _DATA_NOTIFICATION:
+    if tag == _NOTIFICATION:
         a.value, off = decode_data(mv, off, end, 0)
         return off
-    if tag == ACCESS_REQUEST:
+    if tag == _ACCESS_REQ:
         a.specs, off = _read_specs(mv, off, end)
         a.data, off = _read_list(mv, off, end, "list of data")
         return off
@@ -352,7 +336,7 @@ def parse_apdu(data):
     _need(0, 1, end, "APDU tag")
     tag = mv[0]
     a = Apdu(tag)
-    if tag == ACCESS_REQUEST or tag == _ACCESS_RESPONSE or tag == _DATA_NOTIFICATION:
+    if tag == _ACCESS_REQ or tag == _ACCESS_RESPONSE or tag == _NOTIFICATION:
         off = _read_gbcs_body(a, mv, 1, end)
     elif tag in (_GET_REQUEST, _SET_REQUEST, _ACTION_REQUEST, _GET_RESPONSE, _SET_RESPONSE, _ACTION_RESPONSE):
         off = _read_xdlms_body(a, mv, 1, end)
@@ -406,13 +390,13 @@ def encode_apdu(a):
     out = bytearray()
     tag = a.tag
     out.append(tag)
-    if tag == ACCESS_REQUEST or tag == _ACCESS_RESPONSE or tag == _DATA_NOTIFICATION:
+    if tag == _ACCESS_REQ or tag == _ACCESS_RESPONSE or tag == _NOTIFICATION:
         iid = a.invoke_id
         out.extend(bytes(((iid >> 24) & 0xFF, (iid >> 16) & 0xFF, (iid >> 8) & 0xFF, iid & 0xFF)))
         dt = a.date_time if a.date_time is not None else b""
         put_len(out, len(dt))
         out.extend(dt)
-        if tag == _DATA_NOTIFICATION:
+        if tag == _NOTIFICATION:
             encode_data(a.value, out)
             return bytes(out)
         if tag == _ACCESS_RESPONSE:
@@ -420,7 +404,7 @@ def encode_apdu(a):
                 out.append(0)
             else:
                 out.append(1)
-        if tag == ACCESS_REQUEST or a.specs is not None:
+        if tag == _ACCESS_REQ or a.specs is not None:
             put_len(out, len(a.specs))
             for s in a.specs:
                 _put_spec(out, s)
