@@ -21,15 +21,14 @@ _HEAD = const(8)
 _RUNS = const(4)  # open runs (codes) followed at once
 
 # the security-log codes that count as malformed, out-of-order or unexpected
-# input for 0x8F60: codes.EV_MALFORMED, EV_NOT_PROTECTED, EV_BAD_SIGNATURE,
-# EV_UNKNOWN_ORIGINATOR, EV_AUTH_FAILED, EV_UNKNOWN_RECIPIENT (written out:
-# a constant tuple, in flash when frozen; tests/mp/mp_security_log.py checks them)
-_COMMAND_FAULTS = const((0x8F1E, 0x8F30, 0x8F3D, 0x8F3E, 0x8F53, 0x8FE8))
+# input for 0x8F60
+COMMAND_FAULTS = (codes.EV_MALFORMED, codes.EV_NOT_PROTECTED, codes.EV_BAD_SIGNATURE, codes.EV_UNKNOWN_ORIGINATOR, codes.EV_AUTH_FAILED,
+                  codes.EV_UNKNOWN_RECIPIENT)
 
 
 class MalformedWatch:
     """MalformedWatch(threshold=20, window_s=60, quiet_s=3600): counts the
-    security log's _COMMAND_FAULTS entries (each repeat of a collapsed entry
+    security log's COMMAND_FAULTS entries (each repeat of a collapsed entry
     too); `threshold` of them within `window_s` (from the first) write
     0x8F60 to the security log (data: the count, u16 BE) and call
     send(0x8F60) (the wiring's alert to the head-end), at most once per
@@ -47,7 +46,7 @@ class MalformedWatch:
         self.send_errors = 0
 
     def note(self, log, code, t):
-        if code not in _COMMAND_FAULTS:
+        if code not in COMMAND_FAULTS:
             return
         if self.t0 is None or not 0 <= t - self.t0 <= self.window_s:
             self.t0 = t

@@ -397,6 +397,10 @@ class Journal:
     def seqs(self):
         return list(self._seqs)
 
+    def info(self):
+        return {"pending": len(self._seqs), "next_seq": self.next_seq, "file_bytes": self._end,
+                "live_bytes": self._live}
+
     def close(self):
         if self._f is not None:
             self._f.close()

@@ -124,8 +124,7 @@ def test_malformed_flood_raises_0x8f60_once_per_quiet_period():
 
 
 def test_the_watch_counts_the_six_command_faults():
-    # chf.logs writes the codes out (a constant tuple, in flash when frozen):
-    # they are codes' names, and nothing else counts
+    # the watch counts codes' six command faults, and nothing else
     class _Log:
         n = 0
 

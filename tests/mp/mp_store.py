@@ -352,7 +352,7 @@ def test_automatic_compaction_bounds_the_file():
         if i % 4:
             j.ack(s)
         sizes.append(os.stat(j.path)[6])
-    live = j._live  # bytes of live records, headers included
+    live = j.info()["live_bytes"]
     assert len(j) == 50 and live == 50 * 62
     # the file never holds more than the live records plus ~compact_at (or
     # live) of dead space
