@@ -1,5 +1,5 @@
 # The router's local-port commands (fn(hub, req): docs/local-port.md; the
-# router is route.router's): loaded for each call and dropped after it
+# router is route.router's, with its status()): loaded for each call and dropped after it
 # (route.router.COMMANDS names this module; app.Hub.run_command loads it).
 from route import router as R
 
@@ -15,17 +15,8 @@ def replies(rt, take=False):
     return out
 
 
-def status(rt):
-    return {"han_out": len(rt.han_out), "hht_replies": len(rt.hht_replies), "cfg": rt.cfg, "counters": dict(rt.counters.items()), "buffer": rt.buffer.devices(),
-            "buffer_stats": dict((k, rt.store.stats.get(k, 0)) for k in
-                                 ("buffered", "offered", "delivered", "expired", "dropped", "refused_full",
-                                  "discarded_at_open")),
-            "unsent": len(rt.unsent), "last_esme_ms": rt.last_esme_ms,
-            "deliveries": rt.deliveries}
-
-
 async def route_status(hub, req):
-    return status(hub.router)
+    return hub.router.status()
 
 
 async def route_config(hub, req):

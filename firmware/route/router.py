@@ -613,9 +613,17 @@ class Router:
                 period = max(1, min(period, nxt - self._utc() + 1))
             await self.wake.wait_ms(period * 1000)
 
+    def status(self):
+        return {"han_out": len(self.han_out), "hht_replies": len(self.hht_replies), "cfg": self.cfg, "counters": dict(self.counters.items()), "buffer": self.buffer.devices(),
+                "buffer_stats": dict((k, self.store.stats.get(k, 0)) for k in
+                                     ("buffered", "offered", "delivered", "expired", "dropped", "refused_full",
+                                      "discarded_at_open")),
+                "unsent": len(self.unsent), "last_esme_ms": self.last_esme_ms,
+                "deliveries": self.deliveries}
+
 
 # Local-port commands (fn(hub, req): docs/local-port.md), in route.commands
-# (with the router's status and the HHT replies' read-out): loaded for each
+# (with the HHT replies' read-out): loaded for each
 # call and dropped after it (app.Hub.run_command: a command given as its
 # module's name). A constant tuple, in flash when frozen.
 COMMANDS = (("route_status", "route.commands"), ("route_config", "route.commands"),
