@@ -18,8 +18,9 @@ import time
 from chf.device_log import DeviceLog
 from chf.identity import Identity
 from chf.logs import open_logs
+from chf import usecase_exec
 from chf.usecases import Chf
-from gbcs import dlms, frame, gcm, kdf, p256
+from gbcs import dlms, dlms_apdu, frame, gcm, kdf, p256
 from han.install_code import add_crc
 from store import Store
 
@@ -83,16 +84,16 @@ def main():
     def verify_decode():
         f = frame.parse(cmd)
         parties.authenticate(f, commit=False)
-        a = dlms.parse_apdu(f.payload)
+        a = dlms_apdu.parse_apdu(f.payload)
         assert a.tag == dlms.ACCESS_REQUEST and len(a.specs) == 1
 
     f = frame.parse(cmd)
-    a = dlms.parse_apdu(f.payload)
+    a = dlms_apdu.parse_apdu(f.payload)
     buf = bytearray(512)
 
     def build_response():
-        code, value = chf._get(a.specs[0][1], bytes(a.specs[0][2]), a.specs[0][3])
-        payload = dlms.access_response(a.invoke_id, [value], [(1, code)])
+        code, value = usecase_exec._get(chf, a.specs[0][1], bytes(a.specs[0][2]), a.specs[0][3])
+        payload = dlms_apdu.access_response(a.invoke_id, [value], [(1, code)])
         return parties.protect_response(f, payload, buf)
 
     assert frame.parse(bytes(build_response())).cra == 2

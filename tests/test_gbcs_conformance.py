@@ -32,7 +32,7 @@ import asyncio, json, sys
 import local_port as lp
 from rig import hooks as rig_hooks
 from store import Store
-from chf import gbcs_port
+from chf import gbcs_commands, gbcs_port
 from chf.device_log import DeviceLog
 from chf.logs import open_logs
 from ids import utc2000
@@ -54,7 +54,7 @@ class Hub:
         self.chf = gbcs_port.build(st, ev, sec, dl, now2000)
         self.identity = self.chf.identity
         self.router = Router(st, self.chf, self.identity, dl, ev, sec, now2000)
-        self.commands = dict(gbcs_port.COMMANDS)
+        self.commands = dict(gbcs_commands.COMMANDS)
         self.commands.update(rig_hooks.COMMANDS)
         self.emitted = []
 

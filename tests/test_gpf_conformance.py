@@ -43,7 +43,7 @@ import asyncio, sys, time
 import local_port as lp
 from rig import hooks as rig_hooks
 from store import Store
-from chf import gbcs_port
+from chf import gbcs_commands, gbcs_port
 from chf.device_log import DeviceLog
 from chf.logs import open_logs
 from gpf import service as gpf_service
@@ -92,7 +92,7 @@ class Hub:
         self.router = router.Router(st, chf, chf.identity, dl, ev, sec, self.utc2000, gpf=self.gpf,
                                     coordinator=coord, emit=self.emit)
         coord.on_tunnel_message = self.router.on_tunnel_message
-        self.commands = dict(gbcs_port.COMMANDS + gpf_service.COMMANDS + rig_hooks.COMMANDS)
+        self.commands = dict(gbcs_commands.COMMANDS + gpf_service.COMMANDS + rig_hooks.COMMANDS)
 
     def utc2000(self):
         return self.clock.t - EPOCH_2000

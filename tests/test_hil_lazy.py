@@ -20,7 +20,8 @@ from hil.meters.ota_client import make_image
 from hil.system import EmulatedSystem
 
 LAZY = {"chf.commands", "han.ota", "update.commands", "wan.mgmt", "rig.hooks", "update.image", "update.slots",
-        "chf.prov_store"}
+        "chf.prov_store", "chf.prov_commands", "route.commands",
+        "chf.gbcs_commands"}
 
 
 def _assigned(path: Path, name: str) -> ast.AST:
@@ -33,7 +34,8 @@ def _assigned(path: Path, name: str) -> ast.AST:
 def test_the_wirings_table_names_each_modules_commands() -> None:
     app = FIRMWARE / "app.py"
     table = ast.literal_eval(_assigned(app, "_LAZY_COMMANDS"))
-    assert {m for m, _ in table} | {"wan.mgmt", "update.image", "update.slots", "chf.prov_store", "rig.hooks"} == LAZY
+    assert {m for m, _ in table} | {"wan.mgmt", "update.image", "update.slots", "chf.prov_store", "rig.hooks",
+                                    "chf.prov_commands", "route.commands", "chf.gbcs_commands"} == LAZY
     for module, names in table:
         commands = _assigned(FIRMWARE / (module.replace(".", "/") + ".py"), "COMMANDS")
         assert tuple(e.elts[0].value for e in commands.elts) == names, module  # type: ignore[attr-defined]
@@ -73,8 +75,11 @@ def test_loaded_on_first_use_and_dropped_after(system: EmulatedSystem) -> None:
     assert s.call("device_log_list")["entries"] is not None  # chf.commands, on the local port
     with pytest.raises(ManageError, match="not a management command"):
         s.headend.manage({"cmd": "ota_status"})
+    assert s.call("route_status")["counters"] is not None  # route.commands, for the call
+    assert s.call("identity")["chf"]["eui"]  # chf.gbcs_commands, for the call
     assert held(s) == set()
-    assert "provisioned" in s.call("prov_info")  # chf.prov_store, for the call
+    assert "provisioned" in s.call("prov_info")  # chf.prov_store and chf.prov_commands, for the call
+    assert held(s) == set()
     # an installer's provisioning run: its steps module goes when the run ends
     assert "discarded" in s.call("prov_abort")
     assert "chf.provision_steps" not in s.call("status", modules=True)["modules"] and held(s) == set()

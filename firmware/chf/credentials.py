@@ -33,6 +33,7 @@
 # the checks is answered, with status Bad Certificate (5) for that cell.
 from micropython import const
 
+import lazy
 from gbcs import der, p256
 from ids import hex_bytes, hex_text
 
@@ -423,11 +424,15 @@ class Credentials:
 
         payload = self.update(f.payload, f.originator, sig_ok, f.message_code)
         parties = self.identity.parties(self.device)
-        return bytes(
-            parties.protect_signed(
-                gframe.CRA_RESPONSE, f.counter, f.originator, f.message_code, payload, ds_private, date_time=date_time
+        try:
+            return bytes(
+                lazy.load("gbcs.signed").protect_signed(
+                    parties, gframe.CRA_RESPONSE, f.counter, f.originator, f.message_code, payload, ds_private,
+                    date_time=date_time
+                )
             )
-        )
+        finally:
+            lazy.drop("gbcs.signed")  # signatures on frames: loaded for the use
 
     def _sync_identity(self, cells):
         """Keep Identity's anchors (KA keys, originator EUIs) in step with

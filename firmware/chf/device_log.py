@@ -27,14 +27,14 @@ WRITE_FAILURE = const(5)
 
 TYPE_NAMES = ("GSME", "ESME", "CHF", "GPF", "HCALCS", "PPMID", "Type 2")
 GPF = const(3)
-_NO_HISTORIC = (3,)  # never the GPF (HHTs never appear in the log at all)
+_NO_HISTORIC = const((3,))  # never the GPF (HHTs never appear in the log at all)
 
 # key state
 _KS_NONE = const(0)          # hash only (restored), no link key held
 _KS_INSTALL_CODE = const(1)  # link key derived from the install code, unused yet
 _KS_ESTABLISHED = const(2)   # the device joined with its link key
 _KS_CBKE = const(3)          # a key establishment (CBKE, han.cbke) replaced that key
-KEY_STATES = ("hash only", "install code", "established", "key establishment")
+_KEY_STATES = const(("hash only", "install code", "established", "key establishment"))
 
 # join state
 _JS_WHITELISTED = const(0)  # in the log, no join window open
@@ -42,7 +42,7 @@ _JS_WINDOW = const(1)       # join window open (see window_end)
 _JS_JOINED = const(2)
 _JS_RESTORED = const(3)     # rebuilt by restore_PAN; may rejoin
 _JS_LEFT = const(4)         # reported as left the network
-JOIN_STATES = ("whitelisted", "join window open", "joined", "restored", "left")
+_JOIN_STATES = const(("whitelisted", "join window open", "joined", "restored", "left"))
 # what a joined entry shows until the device is heard (a frame received from
 # it, an acknowledged send, a join) after the hub started: the log kept it
 # joined across the restart, but nothing says it is on the network now
@@ -60,7 +60,16 @@ _WE = const(7)      # window end (0: none)
 _HKEY = const(8)    # historic link key hex (re-added device) or None
 
 # stats list indexes
-_RMIN, _RSUM, _RMAX, _LMIN, _LSUM, _LMAX, _N, _LAST, _TXOK, _TXF = range(10)
+_RMIN = const(0)
+_RSUM = const(1)
+_RMAX = const(2)
+_LMIN = const(3)
+_LSUM = const(4)
+_LMAX = const(5)
+_N = const(6)
+_LAST = const(7)
+_TXOK = const(8)
+_TXF = const(9)
 
 
 class DeviceLogError(ValueError):
@@ -302,8 +311,8 @@ class DeviceLog:
             js = _JS_WHITELISTED
         v = {"eui": eh, "type": e[_TYPE],
              "type_name": TYPE_NAMES[e[_TYPE]] if e[_TYPE] is not None else "unknown",
-             "key_state": KEY_STATES[e[_KS]], "key_hash": e[_HASH], "node_id": e[_NODE],
-             "join_state": NOT_HEARD if js == _JS_JOINED and eh not in self._heard else JOIN_STATES[js],
+             "key_state": _KEY_STATES[e[_KS]], "key_hash": e[_HASH], "node_id": e[_NODE],
+             "join_state": NOT_HEARD if js == _JS_JOINED and eh not in self._heard else _JOIN_STATES[js],
              "window_end": e[_WE] if js == _JS_WINDOW else None,
              "historic_key": e[_HKEY] is not None}
         if s:

@@ -1,5 +1,6 @@
 # The CHF as the rest of the hub sees it: build() makes it (identity, use
-# cases) from its parts, and the local-port commands of the HHT role:
+# cases) from its parts; the local-port commands of the HHT role are
+# chf.gbcs_commands's:
 #   identity                  -> {chf: {eui, ka_pub, ds_pub}, gpf: {...}} (hex)
 #   send_gbcs {frame: hex}    -> {response: hex, alerts: [hex...]}: one
 #                                pre-protected command, exactly as from the
@@ -8,7 +9,6 @@
 #                                to the HHT (route_replies), not the WAN
 from chf.identity import Identity
 from chf.usecases import Chf
-from ids import hex_bytes, hex_text
 
 
 def build(store, event_log, security_log, device_log, utc2000, versions=None, log_capacity=40):
@@ -23,18 +23,7 @@ def build(store, event_log, security_log, device_log, utc2000, versions=None, lo
     return chf
 
 
-# Local-port commands (fn(hub, req): docs/local-port.md).
-
-async def cmd_identity(hub, req):
-    return hub.identity.public()
-
-
-async def cmd_send(hub, req):
-    data = hex_bytes(req.get("frame"), "frame")
-    # hht: true -- a GSME's response to it is kept for the HHT (route_replies)
-    # instead of going to the head-end
-    resp, alerts = await hub.router.route_wait(data, source="hht" if req.get("hht") is True else None)
-    return {"response": hex_text(resp) if resp is not None else None, "alerts": [hex_text(a) for a in alerts]}
-
-
-COMMANDS = (("identity", cmd_identity), ("send_gbcs", cmd_send))
+# Local-port commands (fn(hub, req): docs/local-port.md), in chf.gbcs_commands:
+# loaded for each call and dropped after it (app.Hub.run_command: a command
+# given as its module's name). A constant tuple, in flash when frozen.
+COMMANDS = (("identity", "chf.gbcs_commands"), ("send_gbcs", "chf.gbcs_commands"))

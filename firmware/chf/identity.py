@@ -1,32 +1,22 @@
 # The CHF and GPF identities: EUI-64s, key-agreement (KA) and digital-signing
-# (DS) P-256 key pairs generated on the device at first boot and persisted in
+# (DS) P-256 key pairs generated on the device at first boot (chf.prov_store) and persisted in
 # the store (KV "identity"), and the remote-party trust anchors each accepts
 # (KV "anchors"). Nothing here leaves the device except public keys.
 # `chub provision` (chf/provision.py) replaces the EUI-64s and key pairs with
 # ones made on the device for certificates from the installer's CA; a
 # committed provisioning record is applied here at boot if it was not yet.
 import os
+from micropython import const
 
-from gbcs import p256
 from ids import hex_bytes, hex_text
 from log import KindError
 from gbcs.security import RemoteParties
 
 DEVICES = ("chf", "gpf")
 # identity strings returned by ECS26i/ECS26n (0-0:96.1.4.255, 0-0:96.1.6.255)
-DEFAULT_DEVICE_TYPE = b"OpenChub"
-DEFAULT_CH_TYPE = b"CSW "
+_DEVICE_TYPE = const(b"OpenChub")
+_CH_TYPE = const(b"CSW ")
 
-
-
-def _new_eui(rand):
-    # a random, locally administered, unicast EUI-64 for the CHF; the GPF
-    # takes the next value (CHF ...A2 / GPF ...A3 in the RTDS)
-    b = bytearray(rand(8))
-    b[0] = (b[0] | 0x02) & 0xFE
-    if b[7] == 0xFF:
-        b[7] = 0xFE
-    return bytes(b)
 
 
 class Identity:
@@ -37,18 +27,18 @@ class Identity:
     counters in KV "sec_<name>")."""
 
     def __init__(self, store, rand=os.urandom, eui=None):
-        from chf.prov_store import roll_forward
+        from chf import prov_store  # dropped by chf.provision.installer_auth
 
         self.store = store
-        roll_forward(store)  # a provisioning commit a power cut left unapplied
+        prov_store.roll_forward(store)  # a provisioning commit a power cut left unapplied
         self._kv = store.kv("identity", keep=False)  # the devices dicts hold what is used
         self._akv = store.kv("anchors", keep=False)  # read when a device's parties load
         if "chf" not in self._kv:
-            self._generate(rand, eui)
+            prov_store.generate_identity(self._kv, rand, eui)  # first boot
         self.devices = {}
         self.reload()
-        self.device_type = DEFAULT_DEVICE_TYPE
-        self.ch_type = DEFAULT_CH_TYPE
+        self.device_type = _DEVICE_TYPE
+        self.ch_type = _CH_TYPE
 
     def reload(self):
         """Re-read the records (after provisioning); the device dicts are
@@ -73,24 +63,6 @@ class Identity:
                 return f.read()
         except OSError:
             return None
-
-    def _generate(self, rand, eui):
-        chf = bytes(eui) if eui is not None else _new_eui(rand)
-        if len(chf) != 8:
-            raise KindError("IdentityError", "EUI-64 must be 8 bytes")
-        gpf = chf[:7] + bytes(((chf[7] + 1) & 0xFF,))
-        recs = {}
-        for name, e in (("chf", chf), ("gpf", gpf)):
-            ka_d, ka_q = p256.generate(rand)
-            ds_d, ds_q = p256.generate(rand)
-            recs[name] = {
-                "eui": hex_text(e),
-                "ka_d": hex_text(ka_d),
-                "ka_q": hex_text(ka_q),
-                "ds_d": hex_text(ds_d),
-                "ds_q": hex_text(ds_q),
-            }
-        self._kv.update(recs)  # one atomic commit: both or neither
 
     @property
     def chf(self):

@@ -1,9 +1,9 @@
 # CHF event and security logs (GBCS ECS35c/d read them): bounded, persisted,
-# FIFO-overwriting, on top of the store's RingLog. See docs/device-log.md.
+# FIFO-overwriting, on top of the store's ring log (Store.ringlog). See docs/device-log.md.
 #
 # Entry on flash (ring "log2_NAME"): u32 time (UTC seconds since 2000-01-01)
 # | u16 event code | u16 count | data (0..255 bytes), little-endian; one
-# RingLog record per entry. Repeats of an entry (same code, same data)
+# ring-log record per entry. Repeats of an entry (same code, same data)
 # within `window_s` of the last one collapse into its entry with a count,
 # also when other entries come in between: the entry is
 # rewritten (appended anew, the old record acked) when its count doubles
@@ -14,7 +14,6 @@ import struct
 from micropython import const
 
 import codes
-from ids import EPOCH_2000, utc2000  # noqa: F401 (the log's time base)
 from log import KindError
 
 _MAX_DATA = const(255)
@@ -25,7 +24,6 @@ _RUNS = const(4)  # open runs (codes) followed at once
 # input for 0x8F60
 COMMAND_FAULTS = (codes.EV_MALFORMED, codes.EV_NOT_PROTECTED, codes.EV_BAD_SIGNATURE, codes.EV_UNKNOWN_ORIGINATOR, codes.EV_AUTH_FAILED,
                   codes.EV_UNKNOWN_RECIPIENT)
-
 
 
 class MalformedWatch:
@@ -185,7 +183,7 @@ class EventLog:
             out.append((t, code, bytes(rec[_HEAD:]), counted.get(seq, n), seq))
         for i in range(1, len(out)):
             if out[i][0] < out[i - 1][0]:
-                out.sort(key=_order)  # a rewritten entry keeps its first time
+                out.sort(key=lambda r: (r[0], r[4]))  # a rewritten entry keeps its first time; then seq (MicroPython's sort is not stable)
                 break
         return [r[:4] for r in out]
 
@@ -202,10 +200,6 @@ class EventLog:
 
     def __len__(self):
         return len(self._log)
-
-
-def _order(row):
-    return (row[0], row[4])  # time, then seq (MicroPython's sort is not stable)
 
 
 def open_logs(store, capacity=40, security_capacity=None, utc=None, watch=None):

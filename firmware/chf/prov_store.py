@@ -134,3 +134,42 @@ def info(store):
         out["installer_id"] = st.get("installer_id")
         out["at"] = st.get("at")
     return out
+
+
+# --- first boot: the identity (chf.identity) -------------------------------
+
+
+def _new_eui(rand):
+    # a random, locally administered, unicast EUI-64 for the CHF; the GPF
+    # takes the next value (CHF ...A2 / GPF ...A3 in the RTDS)
+    b = bytearray(rand(8))
+    b[0] = (b[0] | 0x02) & 0xFE
+    if b[7] == 0xFF:
+        b[7] = 0xFE
+    return bytes(b)
+
+
+def generate_identity(kv, rand, eui):
+    """First boot (chf.identity): the CHF's EUI-64 (`eui`, else a random
+    one) and the GPF's next to it, a KA and a DS key pair each, into KV
+    "identity" in one commit."""
+    from gbcs import p256
+    from ids import hex_text
+    from log import KindError
+
+    chf = bytes(eui) if eui is not None else _new_eui(rand)
+    if len(chf) != 8:
+        raise KindError("IdentityError", "EUI-64 must be 8 bytes")
+    gpf = chf[:7] + bytes(((chf[7] + 1) & 0xFF,))
+    recs = {}
+    for name, e in (("chf", chf), ("gpf", gpf)):
+        ka_d, ka_q = p256.generate(rand)
+        ds_d, ds_q = p256.generate(rand)
+        recs[name] = {
+            "eui": hex_text(e),
+            "ka_d": hex_text(ka_d),
+            "ka_q": hex_text(ka_q),
+            "ds_d": hex_text(ds_d),
+            "ds_q": hex_text(ds_q),
+        }
+    kv.update(recs)  # one atomic commit: both or neither

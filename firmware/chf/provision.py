@@ -27,6 +27,7 @@
 # The provisioning commands need an authenticated installer, except while the
 # hub has no installer credential at all (a factory-blank board).
 import os
+from micropython import const
 
 import lazy
 from local_port import InstallerAuth, guard
@@ -37,92 +38,9 @@ from local_port import InstallerAuth, guard
 _PS = "chf.prov_store"
 
 # commands anyone on the local port may use: no personal data, no change
-OPEN = ("status", "identity", "han_status", "wan_status", "prov_info", "version")
-FIRST = ("prov_begin", "prov_stage", "prov_commit", "prov_abort")
-
-
-def _board():
-    try:
-        import board
-
-        return board
-    except ImportError:  # tests with a Hub-like object
-        return None
-
-
-# Local-port commands (fn(hub, req): docs/local-port.md).
-
-def _prov(hub):
-    p = hub.provisioning  # chf.provision_steps.Provisioning while a run is open
-    if p is None:
-        from chf.provision_steps import Provisioning
-
-        board = _board()
-        p = hub.provisioning = Provisioning(hub.store, hub.identity, hub.chf,
-                                            utc=board.utc if board is not None else None)
-    return p
-
-
-async def prov_info(hub, req):
-    try:
-        return lazy.load(_PS).info(hub.store)
-    finally:
-        lazy.drop(_PS)
-
-
-async def prov_begin(hub, req):
-    return _prov(hub).begin(req)
-
-
-async def prov_stage(hub, req):
-    return _prov(hub).stage(req)
-
-
-async def prov_commit(hub, req):
-    res = _prov(hub).commit(req)
-    hub.wan.link.notify()  # a new head-end link key, certificate and anchor: the WAN reconnects with them
-    hub.installer_auth.end()  # the credential changed: the next request authenticates anew
-    hub.provisioning = None  # done: the steps module's objects can go, and the module (firmware/lazy.py)
-    lazy.drop("chf.provision_steps")
-    lazy.drop(_PS)  # the steps imported it
-    return res
-
-
-async def prov_abort(hub, req):
-    res = _prov(hub).abort()
-    hub.provisioning = None  # the run is over (its state is in KV "prov"): as at commit
-    lazy.drop("chf.provision_steps")
-    lazy.drop(_PS)  # the steps imported it
-    return res
-
-
-async def link_info(hub, req):
-    return hub.wan.link.info()
-
-
-async def link_cert(hub, req):
-    from ids import hex_bytes
-
-    hub.wan.link.install(hex_bytes(req.get("cert"), "cert"), hex_bytes(req.get("anchor"), "anchor"))
-    return hub.wan.link.info()
-
-
-async def console_release(hub, req):
-    # installer only: stop the hub and leave the console to the REPL so
-    # that `chub flash` can copy a new app (boards with a REPL console)
-    import asyncio
-
-    board = _board()
-    fn = board.release_console if board is not None else None
-    if fn is None:
-        raise ValueError("this board's console is not shared with a REPL")
-
-    async def later():
-        await asyncio.sleep_ms(200)  # the reply leaves first
-        fn()
-
-    asyncio.create_task(later())
-    return {"released": True}
+_OPEN = const(("status", "identity", "han_status", "wan_status", "prov_info", "version"))
+# ... and these too while the hub has no installer credential (a factory-blank board)
+_FIRST = const(("prov_begin", "prov_stage", "prov_commit", "prov_abort"))
 
 
 def installer_auth(store, security_log=None, event_log=None):
@@ -151,9 +69,13 @@ def installer_auth(store, security_log=None, event_log=None):
 
 def guarded(dispatch, auth, commands):
     """dispatch wrapped by the installer guard (local_port.guard)."""
-    return guard(dispatch, auth, OPEN, FIRST, commands)
+    return guard(dispatch, auth, _OPEN, _FIRST, commands)
 
 
-COMMANDS = (("console_release", console_release), ("prov_info", prov_info), ("prov_begin", prov_begin),
-            ("prov_stage", prov_stage), ("prov_commit", prov_commit), ("prov_abort", prov_abort),
-            ("link_info", link_info), ("link_cert", link_cert))
+# Local-port commands (fn(hub, req): docs/local-port.md), in chf.prov_commands:
+# loaded for each call and dropped after it (app.Hub.run_command: a command
+# given as its module's name). A constant tuple, in flash when frozen.
+COMMANDS = (("console_release", "chf.prov_commands"), ("prov_info", "chf.prov_commands"),
+            ("prov_begin", "chf.prov_commands"), ("prov_stage", "chf.prov_commands"),
+            ("prov_commit", "chf.prov_commands"), ("prov_abort", "chf.prov_commands"),
+            ("link_info", "chf.prov_commands"), ("link_cert", "chf.prov_commands"))

@@ -22,8 +22,8 @@ CRA_COMMAND = const(1)
 CRA_RESPONSE = const(2)
 CRA_ALERT = const(3)
 
-GENERAL_CIPHERING = b"\xdd\x00\x00\x00\x00\x00\x00"
-SECURITY_HEADER = b"\x11\x00\x00\x00\x00"
+_GENERAL_CIPHERING = const(b"\xdd\x00\x00\x00\x00\x00\x00")
+_SECURITY_HEADER = const(b"\x11\x00\x00\x00\x00")
 # AAD = 11 00 00 00 00 00 || grouping header ... signature (PROTOCOLS.md 1)
 AAD_PREFIX = b"\x11\x00\x00\x00\x00\x00"
 
@@ -117,7 +117,9 @@ def _need(off, n, end, what):
 
 
 class Frame:
-    """A parsed frame: memoryviews into the original buffer plus offsets."""
+    """A parsed frame: memoryviews into the original buffer plus offsets
+    (the grouping header is buf[gh_start:gh_end], the signature field
+    buf[payload_end:sig_end])."""
 
     def __init__(self):
         self.buf = None  # memoryview of the whole frame
@@ -143,12 +145,6 @@ class Frame:
         self.sig_end = 0  # offset after the signature field
         self.sig_field = True  # False for a PRECOMMAND without a signature field
 
-    def grouping_header(self):
-        return self.buf[self.gh_start : self.gh_end]
-
-    def signature_field(self):
-        return self.buf[self.payload_end : self.sig_end]
-
     def signed_data(self):
         """Signature input: grouping header without the leading DF, plus payload."""
         return self.buf[self.gh_start + 1 : self.payload_end]
@@ -173,7 +169,7 @@ def parse(data):
     end = n
     if mv[0] == _DD:
         _need(0, 7, n, "MAC header")
-        if bytes(mv[0:7]) != GENERAL_CIPHERING:
+        if bytes(mv[0:7]) != _GENERAL_CIPHERING:
             raise FrameError("bad general-ciphering header (want DD 00 00 00 00 00 00)")
         clen, off = read_len(mv, 7, n, "ciphered service length")
         if off + clen > n:
@@ -351,7 +347,7 @@ def build(
     signature=None,
     mac_fn=None,
     mac=None,
-    sec_header=SECURITY_HEADER,
+    sec_header=_SECURITY_HEADER,
     buf=None,
     sig_field=True,
 ):
@@ -384,7 +380,7 @@ def build(
     out = memoryview(buf)[:total]
     off = 0
     if maced:
-        off = _put(out, 0, GENERAL_CIPHERING)
+        off = _put(out, 0, _GENERAL_CIPHERING)
         off = write_len(out, off, _clen(total))
         off = _put(out, off, sec_header)
     gh_start = off
@@ -459,7 +455,7 @@ def encode(f, buf=None):
         supp_cert=f.supp_cert,
         signature=sig,
         mac=f.mac,
-        sec_header=f.sec_header if f.sec_header is not None else SECURITY_HEADER,
+        sec_header=f.sec_header if f.sec_header is not None else _SECURITY_HEADER,
         buf=buf,
         sig_field=f.sig_field,
     )

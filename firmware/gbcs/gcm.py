@@ -14,7 +14,7 @@ import struct
 
 from log import KindError
 
-_M127 = (1 << 127) - 1
+_M127 = const(0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF)  # (1 << 127) - 1
 _WIDE_FROM = const(1024)  # bytes of GHASH input from which the 8-bit table is used
 _CHUNK = const(256)  # CTR keystream chunk (bytes)
 
@@ -61,74 +61,50 @@ def _run8(t, y, mv):
     return y
 
 
-def _pieces(data):
-    if isinstance(data, (list, tuple)):
-        return data
-    return (data,)
-
-
-def _total(pieces):
-    n = 0
+def _ghash(h, aad, ct):
+    # GHASH of aad (bytes-like, or a list/tuple of pieces hashed as their
+    # concatenation without copying them), zero-padded to a block, then of
+    # the ciphertext ct, padded, then of the two lengths
+    pieces = aad if isinstance(aad, (list, tuple)) else (aad,)
+    alen = 0
     for p in pieces:
-        n += len(p)
-    return n
-
-
-class Ghash:
-    """Incremental GHASH with subkey h (int). Feed byte strings with update();
-    pad() closes a section (AAD or ciphertext) with zeros to a block boundary."""
-
-    def __init__(self, h, size_hint=0):
-        if size_hint >= _WIDE_FROM:
-            self._t = _table(h, 256)
-            self._run = _run8
-        else:
-            self._t = _table(h, 16)
-            self._run = _run4
-        self.y = 0
-        self._buf = bytearray(16)
-        self._n = 0
-
-    def update(self, data):
-        mv = memoryview(data)
-        ln = len(mv)
-        i = 0
-        n = self._n
+        alen += len(p)
+    ln = len(ct)
+    if alen + ln >= _WIDE_FROM:
+        t = _table(h, 256)
+        run = _run8
+    else:
+        t = _table(h, 16)
+        run = _run4
+    buf = bytearray(16)
+    y = 0
+    for sec in (pieces, (ct,)):
+        n = 0  # bytes waiting in buf
+        for p in sec:
+            mv = memoryview(p)
+            m = len(mv)
+            i = 0
+            if n:
+                i = 16 - n
+                if i > m:
+                    i = m
+                buf[n : n + i] = mv[:i]
+                n += i
+                if n < 16:
+                    continue
+                y = run(t, y, buf)
+                n = 0
+            full = (m - i) & ~15
+            if full:
+                y = run(t, y, mv[i : i + full])
+            n = m - i - full
+            if n:
+                buf[0:n] = mv[i + full :]
         if n:
-            take = 16 - n
-            if take > ln:
-                take = ln
-            self._buf[n : n + take] = mv[:take]
-            n += take
-            i = take
-            if n < 16:
-                self._n = n
-                return
-            self.y = self._run(self._t, self.y, self._buf)
-            n = 0
-        full = (ln - i) & ~15
-        if full:
-            self.y = self._run(self._t, self.y, mv[i : i + full])
-        rest = ln - i - full
-        if rest:
-            self._buf[0:rest] = mv[i + full :]
-            n = rest
-        self._n = n
-
-    def pad(self):
-        n = self._n
-        if n:
-            buf = self._buf
             for j in range(n, 16):
                 buf[j] = 0
-            self.y = self._run(self._t, self.y, buf)
-            self._n = 0
-
-    def finish(self, aad_len, ct_len):
-        self.pad()
-        blk = ((aad_len * 8) << 64 | (ct_len * 8)).to_bytes(16, "big")
-        self.y = self._run(self._t, self.y, blk)
-        return self.y
+            y = run(t, y, buf)
+    return run(t, y, ((alen * 8) << 64 | (ln * 8)).to_bytes(16, "big"))
 
 
 def ct_equal(a, b):
@@ -141,63 +117,53 @@ def ct_equal(a, b):
     return d == 0
 
 
-class _Ctx:
-    # per (key, iv): the AES object, H, E(J0) and the counter block template
-    def __init__(self, key, iv, tag_len):
-        if len(key) != 16:
-            raise GcmError("GcmError", "AES-128 key must be 16 bytes, got %d" % len(key))
-        if len(iv) != 12:
-            raise GcmError("GcmError", "GCM IV must be 12 bytes, got %d" % len(iv))
-        if tag_len < 12 or tag_len > 16:
-            raise GcmError("GcmError", "tag length must be 12..16, got %d" % tag_len)
-        self.aes = cryptolib.aes(bytes(key), 1)
-        blk = bytearray(32)
-        blk[16:28] = iv
-        blk[31] = 1
-        self.aes.encrypt(blk, blk)  # H = E(0^128), E(J0) with J0 = iv || 00000001
-        self.h = int.from_bytes(blk[0:16], "big")
-        self.ej0 = int.from_bytes(blk[16:32], "big")
-        self.iv = iv
+def _ctx(key, iv, tag_len):
+    # per (key, iv): the AES object, H and E(J0)
+    if len(key) != 16:
+        raise GcmError("GcmError", "AES-128 key must be 16 bytes, got %d" % len(key))
+    if len(iv) != 12:
+        raise GcmError("GcmError", "GCM IV must be 12 bytes, got %d" % len(iv))
+    if tag_len < 12 or tag_len > 16:
+        raise GcmError("GcmError", "tag length must be 12..16, got %d" % tag_len)
+    aes = cryptolib.aes(bytes(key), 1)
+    blk = bytearray(32)
+    blk[16:28] = iv
+    blk[31] = 1
+    aes.encrypt(blk, blk)  # H = E(0^128), E(J0) with J0 = iv || 00000001
+    return aes, int.from_bytes(blk[0:16], "big"), int.from_bytes(blk[16:32], "big")
 
-    def tag(self, s, tag_len):
-        return (s ^ self.ej0).to_bytes(16, "big")[:tag_len]
 
-    def ctr(self, data, out):
-        # CTR mode from counter 2 (inc32(J0)): out[i] = data[i] ^ E(iv || ctr)
-        mv = memoryview(data)
-        ln = len(mv)
-        ks = bytearray(_CHUNK)
-        for o in range(0, _CHUNK, 16):
-            ks[o : o + 12] = self.iv
-        ctr = 2
-        pos = 0
-        fb = int.from_bytes
-        while pos < ln:
-            n = ln - pos
-            if n > _CHUNK:
-                n = _CHUNK
-            nb = (n + 15) >> 4
-            for j in range(nb):
-                struct.pack_into(">I", ks, j * 16 + 12, ctr & 0xFFFFFFFF)
-                ctr += 1
-            enc = memoryview(ks)[: nb * 16]
-            stream = bytearray(nb * 16)
-            self.aes.encrypt(enc, stream)
-            x = fb(mv[pos : pos + n], "big") ^ fb(memoryview(stream)[:n], "big")
-            out[pos : pos + n] = x.to_bytes(n, "big")
-            pos += n
+def _ctr(aes, iv, data, out):
+    # CTR mode from counter 2 (inc32(J0)): out[i] = data[i] ^ E(iv || ctr)
+    mv = memoryview(data)
+    ln = len(mv)
+    ks = bytearray(_CHUNK)
+    for o in range(0, _CHUNK, 16):
+        ks[o : o + 12] = iv
+    ctr = 2
+    pos = 0
+    fb = int.from_bytes
+    while pos < ln:
+        n = ln - pos
+        if n > _CHUNK:
+            n = _CHUNK
+        nb = (n + 15) >> 4
+        for j in range(nb):
+            struct.pack_into(">I", ks, j * 16 + 12, ctr & 0xFFFFFFFF)
+            ctr += 1
+        enc = memoryview(ks)[: nb * 16]
+        stream = bytearray(nb * 16)
+        aes.encrypt(enc, stream)
+        x = fb(mv[pos : pos + n], "big") ^ fb(memoryview(stream)[:n], "big")
+        out[pos : pos + n] = x.to_bytes(n, "big")
+        pos += n
 
 
 def gmac(key, iv, aad, tag_len=12):
     """GMAC tag over aad (bytes-like, or a list/tuple of pieces, hashed as
     their concatenation without copying them)."""
-    c = _Ctx(key, iv, tag_len)
-    pieces = _pieces(aad)
-    total = _total(pieces)
-    g = Ghash(c.h, total)
-    for p in pieces:
-        g.update(p)
-    return c.tag(g.finish(total, 0), tag_len)
+    _aes, h, ej0 = _ctx(key, iv, tag_len)
+    return (_ghash(h, aad, b"") ^ ej0).to_bytes(16, "big")[:tag_len]
 
 
 def gmac_verify(key, iv, aad, tag):
@@ -207,38 +173,24 @@ def gmac_verify(key, iv, aad, tag):
 
 def encrypt(key, iv, plaintext, aad=b"", tag_len=12):
     """AES-GCM: returns ciphertext || tag (bytes), like cryptography's AESGCM."""
-    c = _Ctx(key, iv, tag_len)
+    aes, h, ej0 = _ctx(key, iv, tag_len)
     ln = len(plaintext)
     out = bytearray(ln + tag_len)
-    c.ctr(plaintext, out)
-    pieces = _pieces(aad)
-    alen = _total(pieces)
-    g = Ghash(c.h, alen + ln)
-    for p in pieces:
-        g.update(p)
-    g.pad()
-    g.update(memoryview(out)[:ln])
-    out[ln:] = c.tag(g.finish(alen, ln), tag_len)
+    _ctr(aes, iv, plaintext, out)
+    out[ln:] = (_ghash(h, aad, memoryview(out)[:ln]) ^ ej0).to_bytes(16, "big")[:tag_len]
     return bytes(out)
 
 
 def decrypt(key, iv, data, aad=b"", tag_len=12):
     """AES-GCM: data = ciphertext || tag; returns the plaintext (bytes) or
     raises GcmError of kind AuthError. The tag is checked before any plaintext is produced."""
-    c = _Ctx(key, iv, tag_len)
+    aes, h, ej0 = _ctx(key, iv, tag_len)
     if len(data) < tag_len:
         raise GcmError("GcmError", "ciphertext shorter than the %d-byte tag" % tag_len)
     mv = memoryview(data)
     ln = len(mv) - tag_len
-    pieces = _pieces(aad)
-    alen = _total(pieces)
-    g = Ghash(c.h, alen + ln)
-    for p in pieces:
-        g.update(p)
-    g.pad()
-    g.update(mv[:ln])
-    if not ct_equal(c.tag(g.finish(alen, ln), tag_len), mv[ln:]):
+    if not ct_equal((_ghash(h, aad, mv[:ln]) ^ ej0).to_bytes(16, "big")[:tag_len], mv[ln:]):
         raise GcmError("AuthError", "GCM tag mismatch")
     out = bytearray(ln)
-    c.ctr(mv[:ln], out)
+    _ctr(aes, iv, mv[:ln], out)
     return bytes(out)

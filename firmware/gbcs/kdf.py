@@ -2,14 +2,15 @@
 # round) and the GBCS MAC / encryption IV and AAD conventions, as verified
 # against the DCC RTDS (see docs/crypto.md).
 import hashlib
+from micropython import const
+
 from log import KindError
 
-CRA_COMMAND = 1
-CRA_RESPONSE = 2
-CRA_ALERT = 3
-CRA_ENCRYPT = 4  # CRA byte used in the KDF for payload encryption keys
+# the CRA byte of the KDF: a frame's CRA flag (gbcs.frame.CRA_COMMAND 1,
+# CRA_RESPONSE 2, CRA_ALERT 3) for its MAC key, CRA_ENCRYPT for payload keys
+CRA_ENCRYPT = const(4)
 
-_ALG_ID = b"\x60\x85\x74\x06\x08\x03\x00"
+_ALG_ID = const(b"\x60\x85\x74\x06\x08\x03\x00")
 AAD_PREFIX = b"\x11\x00\x00\x00\x00\x00"  # MAC AAD: prefix || grouping header .. signature
 ENC_AAD = b"\x31"  # AAD of an encrypted GBZ/DLMS component
 

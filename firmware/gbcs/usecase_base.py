@@ -9,6 +9,7 @@ from codes import EV_MALFORMED, EV_PAYLOAD_MISMATCH, EV_UNSUPPORTED  # noqa: F40
 
 from gbcs import gcm, kdf
 from gbcs import frame as gframe
+from gbcs.dlms import civil, date_time  # noqa: F401 - date_time used by the GPF through here
 from gbcs.security import SecurityError
 from log import KindError
 
@@ -17,7 +18,6 @@ from log import KindError
 CLOCK_OK = const(0x00)
 CLOCK_DOUBTFUL = const(0x02)
 CLOCK_OTHER_BASE = const(0x04)
-_CLOCK_NOT_SPECIFIED = const(0xFF)
 
 ENC_SECURITY_HEADER = b"\x31\x00\x00\x00\x00"
 
@@ -76,35 +76,6 @@ def accept(parties, data, security_log=None, utc2000=None, allow_urp=False, sign
         log_event(security_log, e.event, bytes(f.originator) + f.counter.to_bytes(8, "big"), utc2000)
         raise
     return f
-
-
-def date_time(t2000, status=_CLOCK_NOT_SPECIFIED, weekday=True):
-    """DLMS date-time (12 bytes) for UTC seconds since 2000-01-01: deviation
-    not specified (0x8000), the given clock status; weekday=False writes the
-    day of week as not specified (0xFF), as the RTDS GPF responses do."""
-    if t2000 is None or t2000 < 0:
-        t2000 = 0
-    days, rem = divmod(int(t2000), 86400)
-    y, m, d = civil(days)
-    dow = (days + 5) % 7 + 1 if weekday else 0xFF  # 2000-01-01 was a Saturday
-    h, rem = divmod(rem, 3600)
-    return bytes((y >> 8, y & 0xFF, m, d, dow, h, rem // 60, rem % 60, 0, 0x80, 0, status & 0xFF))
-
-
-def civil(days):
-    """(year, month, day) of a day number counted from 2000-01-01."""
-    z = days + 730425  # days since 0000-03-01
-    era = z // 146097
-    doe = z - era * 146097
-    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
-    y = yoe + era * 400
-    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
-    mp = (5 * doy + 2) // 153
-    d = doy - (153 * mp + 2) // 5 + 1
-    m = mp + 3 if mp < 10 else mp - 9
-    if m <= 2:
-        y += 1
-    return y, m, d
 
 
 def generalized_time(t2000):

@@ -46,12 +46,15 @@
 # the restart, and the GSME recognises it by its GBCS originator counter.
 # Sequence numbers only grow: at open they continue above the highest one.
 import binascii
-import os
 import struct
 
 from micropython import const
 
+import lazy
+from log import KindError
+
 _SLOTS = const(8)
+_OPEN = const("route.buffer_open")  # the pool's scan at open, loaded for it and dropped after
 CHUNK = const(120)
 _H0 = const(24)  # chunk 0 header
 _HK = const(5)  # chunk k header
@@ -90,23 +93,9 @@ def _files(r):
     return [struct.unpack_from("<I", r, o)[0] for o in range(_REC, len(r), 4)]
 
 
-class BufferError(ValueError):
-    pass
-
-
-class BufferFull(BufferError):
-    pass
-
-
-class MessageTooLong(BufferError):
-    pass
-
-
-def _mkdir(path):
-    try:
-        os.mkdir(path)
-    except OSError:
-        pass
+class BufferError(KindError):
+    """Raised as BufferError(kind, message): kind BufferFull (the device's
+    queue is at capacity), MessageTooLong or BufferError."""
 
 
 def chunk_count(n):
@@ -145,7 +134,10 @@ class CommandBuffer:
         self._fn = -1
         self._fempty = False  # _fn holds nothing (emptied through the handle)
         self.next_seq = 1
-        self._open()
+        try:
+            lazy.load(_OPEN).scan(self)
+        finally:
+            lazy.drop(_OPEN)
 
     # -- files ------------------------------------------------------------------
 
@@ -213,70 +205,7 @@ class CommandBuffer:
                 self._pool += 1
         return out
 
-    # -- opening and recovery ------------------------------------------------
-
-    def _open(self):
-        _mkdir(self.root)
-        heads = {}  # seq -> (file, n, eui, expiry, length, crc)
-        parts = {}  # (seq, k) -> file
-        files = []
-        top = 0
-        hdr = self._h
-        for s in range(_SLOTS):
-            d = "%s/%d" % (self.root, s)
-            _mkdir(d)
-            for ent in list(os.ilistdir(d)):
-                name = ent[0]
-                try:
-                    n = int(name)
-                except ValueError:
-                    n = -1
-                if n < 0 or n % _SLOTS != s or ent[1] != 0x8000:
-                    _rm(d + "/" + name)  # not ours (e.g. an older layout)
-                    continue
-                files.append(n)
-                with open(d + "/" + name, "rb") as f:
-                    got = f.readinto(hdr)
-                if got < _HK:
-                    continue
-                seq = struct.unpack_from("<I", hdr, 0)[0]
-                if seq > top:
-                    top = seq
-                k = hdr[4]
-                if k == 0:
-                    if got == _H0:
-                        heads[seq] = (n,) + struct.unpack_from("<B8sIHI", hdr, 5)
-                else:
-                    parts[(seq, k)] = n
-        self._pool = max(files) + 1 if files else 0
-        used = set()
-        for seq in sorted(heads):
-            n0, cnt, eui, expiry, length, crc = heads[seq]
-            fl = [n0] + [parts.get((seq, k)) for k in range(1, cnt)]
-            if cnt != chunk_count(length) or None in fl or not self._crc_ok(fl, length, crc):
-                self.stats["discarded_at_open"] += 1
-                continue
-            eh = binascii.hexlify(eui).decode().upper()
-            self._q.setdefault(eh, []).append(_rec(seq, expiry, length, fl))
-            used.update(fl)
-        self._free = [n for n in range(self._pool) if n not in used]
-        self.next_seq = top + 1
-
-    def _crc_ok(self, fl, length, want):
-        try:
-            with open(self._path(fl[0]), "rb") as f:
-                c0 = f.read()
-            crc = binascii.crc32(memoryview(c0)[:20])
-            crc = binascii.crc32(memoryview(c0)[_H0:], crc)
-            got = len(c0) - _H0
-            for n in fl[1:]:
-                with open(self._path(n), "rb") as f:
-                    b = f.read()
-                crc = binascii.crc32(memoryview(b)[_HK:], crc)
-                got += len(b) - _HK
-        except OSError:
-            return False
-        return got == length and crc & 0xFFFFFFFF == want
+    # -- opening and recovery: route.buffer_open (run once, at open) ----------
 
     # -- listeners ----------------------------------------------------------------
 
@@ -329,13 +258,13 @@ class CommandBuffer:
         eh = eui_hex.upper()
         length = len(msg)
         if length > self.max_bytes:
-            raise MessageTooLong("message of %d bytes > %d" % (length, self.max_bytes))
+            raise BufferError("MessageTooLong", "message of %d bytes > %d" % (length, self.max_bytes))
         if length == 0:
-            raise BufferError("empty message")
+            raise BufferError("BufferError", "empty message")
         q = self._q.get(eh)
         if q is not None and len(q) >= self.capacity:
             self.stats["refused_full"] += 1
-            raise BufferFull("queue for %s is full (%d messages)" % (eh, len(q)))
+            raise BufferError("BufferFull", "queue for %s is full (%d messages)" % (eh, len(q)))
         eui = binascii.unhexlify(eh)
         expiry = (int(now) + (self.expiry_s if expiry_s is None else expiry_s)) & 0xFFFFFFFF
         cnt = chunk_count(length)
@@ -387,7 +316,7 @@ class CommandBuffer:
                     k = f.readinto(mv[off:])
             off += k
         if off != head + length:
-            raise BufferError("buffered message %d is short" % _seq(rec))
+            raise BufferError("BufferError", "buffered message %d is short" % _seq(rec))
         return out
 
     def read(self, eui_hex, i=0):
@@ -543,13 +472,3 @@ def _commit(f, head, data):
         f.write(head)
         f.write(data)
     f.flush()
-
-
-def _rm(path):
-    try:
-        os.remove(path)
-    except OSError:
-        # a folder: empty it first
-        for ent in list(os.ilistdir(path)):
-            _rm(path + "/" + ent[0])
-        os.rmdir(path)

@@ -29,7 +29,7 @@ from counters import Counters
 from flag import Flag
 from han import tunnel
 from ids import EPOCH_2000, eui_hex, hex_text
-from log import log
+from log import KindError, log
 from route.buffer import BufferError, CommandBuffer
 
 # device types (CHF Device Log; PROTOCOLS.md section 2)
@@ -65,12 +65,11 @@ def _setting_ok(k, v):
     return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
 
 
-class UnknownRecipient(ValueError):
-    """The recipient EUI-64 is neither the CHF, the GPF nor in the Device Log."""
-
-
-class BufferRefused(ValueError):
-    """The sleepy device's queue is full or the message is too long."""
+class RouteError(KindError):
+    """A frame the router refuses, raised as RouteError(kind, message): kind
+    UnknownRecipient (the recipient EUI-64 is neither the CHF, the GPF nor
+    in the Device Log) or BufferRefused (the sleepy device's queue is full
+    or the message is too long)."""
 
 
 def _u64(v):
@@ -293,7 +292,7 @@ class Router:
         if dtype is None:
             self.counters["unknown"] += 1
             self._log(self.security_log, codes.EV_UNKNOWN_RECIPIENT, message_id(f))
-            raise UnknownRecipient("recipient %s is not in the CHF Device Log" % rh)
+            raise RouteError("UnknownRecipient", "recipient %s is not in the CHF Device Log" % rh)
         if dtype == _GSME:
             return self._buffer(rh, f, data, source)
         if not wait and self.emit is not None and self.deliveries < self.cfg["max_deliveries"]:
@@ -339,7 +338,7 @@ class Router:
         except BufferError as e:
             self.counters["refused_full"] += 1
             self._log(self.event_log, codes.EV_BUFFER_FULL, message_id(f))
-            raise BufferRefused(str(e))
+            raise RouteError("BufferRefused", str(e))
         self.counters["buffered"] += 1
         if source == "hht":
             kv = self.hht_cmds
@@ -672,16 +671,6 @@ class Router:
                 period = max(1, min(period, nxt - self._utc() + 1))
             await self.wake.wait_ms(period * 1000)
 
-    def replies(self, take=False):
-        """The GSME's responses to the HHT's commands (oldest key first);
-        take: they leave the flash."""
-        kv = self.hht_replies
-        out = [{"key": k, "frame": kv.get(k)} for k in sorted(kv.keys())]
-        if take:
-            for k in list(kv.keys()):
-                kv.delete(k)
-        return out
-
     def status(self):
         return {"han_out": len(self.han_out), "hht_replies": len(self.hht_replies), "cfg": self.cfg, "counters": dict(self.counters.items()), "buffer": self.buffer.devices(),
                 "buffer_stats": dict((k, self.store.stats.get(k, 0)) for k in
@@ -691,29 +680,9 @@ class Router:
                 "deliveries": self.deliveries}
 
 
-# Local-port commands (fn(hub, req): docs/local-port.md).
-
-async def route_status(hub, req):
-    return hub.router.status()
-
-
-async def route_config(hub, req):
-    # only the settings: the request also carries the local port's own keys
-    return {"cfg": hub.router.configure(dict((k, v) for k, v in req.items() if k in DEFAULTS))}
-
-
-async def route_buffer(hub, req):
-    from local_port import eui_arg
-
-    eh = eui_arg(req)
-    return {"eui": eh, "queue": [list(q) for q in hub.router.buffer.queue(eh)]}
-
-
-async def route_replies(hub, req):
-    # {take: bool} -> {replies: [{key, frame (hex)}]}: the GSME's responses to
-    # the commands the HHT sent it with send_gbcs
-    return {"replies": hub.router.replies(req.get("take") is True)}
-
-
-COMMANDS = (("route_status", route_status), ("route_config", route_config), ("route_buffer", route_buffer),
-            ("route_replies", route_replies))
+# Local-port commands (fn(hub, req): docs/local-port.md), in route.commands
+# (with the HHT replies' read-out): loaded for each
+# call and dropped after it (app.Hub.run_command: a command given as its
+# module's name). A constant tuple, in flash when frozen.
+COMMANDS = (("route_status", "route.commands"), ("route_config", "route.commands"),
+            ("route_buffer", "route.commands"), ("route_replies", "route.commands"))

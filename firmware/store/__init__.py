@@ -2,10 +2,11 @@
 # and append-only journals (queues, bounded logs). See docs/storage.md.
 import os
 
-from store.journal import ColdRingLog, Journal, JournalError, RingLog
-from store.kv import KV, KVCorrupt, Settings
+from log import KindError
+from store.journal import Journal
+from store.kv import KV, Settings
 
-__all__ = ("Store", "KV", "KVCorrupt", "Journal", "JournalError", "RingLog", "ColdRingLog", "Settings")
+__all__ = ("Store", "KV", "Journal", "Settings")
 
 
 def _makedirs(path):
@@ -39,7 +40,7 @@ class Store:
             s = KV(self.root, name, self.stats, keep)
             self._kvs[name] = s
         elif not keep:
-            s.forget()
+            s._data = None  # cold from now on: the RAM copy is dropped
         return s
 
     def journal(self, name, **kw):
@@ -50,10 +51,14 @@ class Store:
         return j
 
     def ringlog(self, name, capacity, keep_open=True, **kw):
-        """keep_open=False: a ColdRingLog (no file held open between operations)."""
+        """A bounded log: the newest `capacity` entries are kept, older ones
+        are dropped on append (Journal). keep_open=False: no file held open
+        between operations."""
         j = self._journals.get(name)
         if j is None:
-            j = (RingLog if keep_open else ColdRingLog)(self.root, name, capacity, stats=self.stats, **kw)
+            if capacity < 1:
+                raise KindError("JournalError", "ringlog: capacity must be >= 1")
+            j = Journal(self.root, name, capacity, stats=self.stats, keep_open=keep_open, **kw)
             self._journals[name] = j
         return j
 

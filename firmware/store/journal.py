@@ -20,6 +20,9 @@ import struct
 from array import array
 from micropython import const
 
+from log import KindError
+from store.kv import _exists
+
 _MAGIC = const(0xC5)
 _T_BASE = const(1)
 _T_DATA = const(2)
@@ -40,30 +43,18 @@ _NO32 = array("I")
 _NO16 = array("H")
 
 
-def _index_arrays():
-    return array("I"), array("I"), array("H")
-
-
-class JournalError(ValueError):
-    pass
-
-
-def _exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
-
-
 class Journal:
     """Records with increasing sequence numbers; unacked ones come back in
     order until acked. capacity=N keeps only the newest N unacked records
-    (the oldest is dropped on overflow, with no extra flash write)."""
+    (the oldest is dropped on overflow, with no extra flash write): a
+    bounded FIFO-overwriting log (the event and security logs, the
+    transaction log: Store.ringlog). keep_open=False: the file is opened
+    for each operation instead of held open (a log appended to now and
+    then). Errors are log.KindError of kind JournalError."""
 
-    keep_open = True  # False (ColdRingLog): the file is opened for each operation
+    keep_open = True
 
-    def __init__(self, root, name, capacity=0, compact_at=256, stats=None):
+    def __init__(self, root, name, capacity=0, compact_at=256, stats=None, keep_open=True):
         # the path is made when needed: a store is held for the hub's life,
         # its path string only for a moment (most stores sit idle)
         self._dir = root.rstrip("/")
@@ -75,10 +66,12 @@ class Journal:
                   "journal_dropped", "journal_bytes", "compaction_errors"):
             self.stats.setdefault(k, 0)
         # live (unacked) records, oldest first: seqs, file offsets, payload lengths
-        self._seqs, self._offs, self._lens = _index_arrays()
+        self._seqs, self._offs, self._lens = array("I"), array("I"), array("H")
         self._live = 0  # bytes of live records (headers included)
         self._end = 0
         self._f = None
+        if not keep_open:
+            self.keep_open = False
         self._open()
         self._rest()
 
@@ -109,7 +102,7 @@ class Journal:
                 os.rename(new, self.path)
         if not _exists(self.path):
             self.next_seq = 1
-            self._seqs, self._offs, self._lens = _index_arrays()
+            self._seqs, self._offs, self._lens = array("I"), array("I"), array("H")
             self._live = 0
             self._rewrite()
             return
@@ -150,7 +143,7 @@ class Journal:
 
     def _scan(self):
         # Rebuild the index; returns how many torn/corrupt records were met.
-        seqs, offs, lens = _index_arrays()
+        seqs, offs, lens = array("I"), array("I"), array("H")
         self._seqs, self._offs, self._lens = seqs, offs, lens
         self._live = 0
         size = self._f.seek(0, 2)
@@ -291,7 +284,7 @@ class Journal:
                 while left:
                     k = old.readinto(mv[: min(left, _CHUNK)])
                     if not k:
-                        raise JournalError("journal: short read while compacting")
+                        raise KindError("JournalError", "journal: short read while compacting")
                     g.write(mv[:k])
                     left -= k
                 pos += n
@@ -332,7 +325,7 @@ class Journal:
     def append(self, payload):
         """Store payload (bytes); durable when this returns. -> its seq."""
         if len(payload) > _MAX_PAYLOAD:
-            raise JournalError("journal: payload too long")
+            raise KindError("JournalError", "journal: payload too long")
         seq = self.next_seq
         off = self._append(_T_DATA, seq, payload)
         self.next_seq = seq + 1
@@ -384,14 +377,8 @@ class Journal:
         data = f.read(self._lens[i])
         self._rest()
         if len(data) != self._lens[i]:
-            raise JournalError("journal: short read")
+            raise KindError("JournalError", "journal: short read")
         return data
-
-    def first(self):
-        """(seq, payload) of the oldest pending record, or None."""
-        if not self._seqs:
-            return None
-        return self._seqs[0], self._payload(0)
 
     def pending(self):
         """Pending records, oldest first, as (seq, payload). Acks made while
@@ -418,23 +405,3 @@ class Journal:
         if self._f is not None:
             self._f.close()
             self._f = None
-
-
-class RingLog(Journal):
-    """A bounded FIFO-overwriting log (event/security logs): the newest
-    `capacity` entries are kept, older ones are dropped on append."""
-
-    def __init__(self, root, name, capacity, compact_at=256, stats=None):
-        if capacity < 1:
-            raise JournalError("ringlog: capacity must be >= 1")
-        Journal.__init__(self, root, name, capacity, compact_at, stats)
-
-    def entries(self):
-        return self.pending()
-
-
-class ColdRingLog(RingLog):
-    """A RingLog appended to now and then (the event and security logs): its
-    file is opened for each operation instead of held open."""
-
-    keep_open = False

@@ -10,22 +10,10 @@ import os
 
 from jsonout import PIECE as _PIECE
 from jsonout import JsonOut
+from log import KindError
 
 _TMP = const(".tmp")
 _BAD = const(".bad")
-
-
-class KVCorrupt(ValueError):
-    pass
-
-
-class _Discard:
-    # the writer of the CRC pass: the pieces are only summed
-    def write(self, b):
-        pass
-
-
-_DISCARD = _Discard()
 
 
 def _exists(path):
@@ -37,26 +25,27 @@ def _exists(path):
 
 
 def _decode(raw):
-    # raw: the file's bytes. The body is checked and parsed where it lies
+    # raw: the file's bytes (a bad record: KindError of kind KVCorrupt). The
+    # body is checked and parsed where it lies
     # (a memoryview; MicroPython's json takes any buffer): no copy of it
     n = len(raw)
     if n < 10 or raw[8] != 0x20:
-        raise KVCorrupt("kv: no header")
+        raise KindError("KVCorrupt", "kv: no header")
     while n > 9 and raw[n - 1] == 0x0A:
         n -= 1
     try:
         want = int(bytes(raw[:8]), 16)
     except ValueError:
-        raise KVCorrupt("kv: bad crc field")
+        raise KindError("KVCorrupt", "kv: bad crc field")
     body = memoryview(raw)[9:n]
     if binascii.crc32(body) & 0xFFFFFFFF != want:
-        raise KVCorrupt("kv: crc mismatch")
+        raise KindError("KVCorrupt", "kv: crc mismatch")
     try:
         data = json.loads(body)
     except ValueError:
-        raise KVCorrupt("kv: bad json")
+        raise KindError("KVCorrupt", "kv: bad json")
     if not isinstance(data, dict):
-        raise KVCorrupt("kv: not an object")
+        raise KindError("KVCorrupt", "kv: not an object")
     return data
 
 
@@ -74,7 +63,8 @@ class KV:
     """KV(root, name, stats=None, keep=True). keep=False: a cold store, for
     records read at boot and by rare commands (keys, anchors, trust-anchor
     cells) whose holders keep what they need: no copy in RAM, every read
-    comes from flash (and recovers a left-over tmp as opening does)."""
+    comes from flash (and recovers a left-over tmp as opening does); a
+    store is made cold by dropping its copy (`_data = None`: Store.kv)."""
 
     def __init__(self, root, name, stats=None, keep=True):
         # the path is made when needed: a store is held for the hub's life,
@@ -87,10 +77,6 @@ class KV:
         self._data = self._open()
         if not keep:
             self._data = None
-
-    def forget(self):
-        """Make this store cold (see the class): the RAM copy is dropped."""
-        self._data = None
 
     def _d(self):
         d = self._data
@@ -109,7 +95,7 @@ class KV:
                 os.remove(tmp)
             try:
                 return _load(self.path)
-            except (OSError, KVCorrupt):
+            except (OSError, ValueError):
                 # keep the evidence, start empty rather than brick the hub
                 self.stats["kv_corrupt"] += 1
                 os.rename(self.path, self.path + _BAD)
@@ -118,7 +104,7 @@ class KV:
             # no committed state yet: a complete tmp (crc ok) is the first one
             try:
                 data = _load(tmp)
-            except (OSError, KVCorrupt):
+            except (OSError, ValueError):
                 os.remove(tmp)
                 return {}
             os.rename(tmp, self.path)
@@ -133,7 +119,7 @@ class KV:
         # then into the file. A record may be a few KB (the Device Log at
         # capacity ~2.2 KB): no block of its size is needed.
         out = JsonOut(None, binascii.crc32, 0)
-        out.start(_DISCARD, b"", 0, _PIECE)
+        out.start(self, b"", 0, _PIECE)  # self.write: the pieces are only summed
         out.value(data, 0)
         crc = out.close()
         with open(tmp, "wb") as f:
@@ -148,6 +134,10 @@ class KV:
         self.stats["kv_writes"] += 1
         if self._data is not None:
             self._data = data
+
+    def write(self, b):
+        # the writer of _commit's CRC pass
+        pass
 
     def get(self, key, default=None):
         return self._d().get(key, default)

@@ -9,7 +9,8 @@ import vfs
 from flashfs import ROOT
 from flashfs import fresh as _fresh_fs
 from flashfs import remount as _remount_fs
-from chf.logs import EPOCH_2000, EventLog, open_logs, utc2000
+from chf.logs import EventLog, open_logs
+from ids import EPOCH_2000, utc2000
 from log import kind_of
 from store import Store
 import rigline

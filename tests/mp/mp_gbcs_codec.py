@@ -8,7 +8,7 @@ import json
 import os
 import sys
 
-from gbcs import der, dlms, frame, gbz
+from gbcs import der, dlms, dlms_apdu, frame, gbz
 from gbcs.der import DerError
 from gbcs.dlms import DlmsError
 from gbcs.frame import FrameError
@@ -109,7 +109,7 @@ def test_frame_parse_allocates_little():
 def test_codec_modules_build_no_tables_at_import():
     # heap after imports (issue 15): on a frozen build a literal tuple or bytes
     # stays in flash, a dict or list is built in RAM at import
-    for mod in (der, dlms, frame, gbz):
+    for mod in (der, dlms, dlms_apdu, frame, gbz):
         for k, v in mod.__dict__.items():
             assert not isinstance(v, (dict, list, bytearray)), (mod.__name__, k)
 
@@ -245,21 +245,21 @@ def test_frame_builder_rejects_bad_fields():
 
 def test_dlms_unknown_type_tag():
     _raises(
-        DlmsError, dlms.decode_data, memoryview(b"\x07\x00"), 0, 2, contains="unknown DLMS data type tag 0x07"
+        DlmsError, dlms_apdu.decode_data, memoryview(b"\x07\x00"), 0, 2, contains="unknown DLMS data type tag 0x07"
     )
-    _raises(DlmsError, dlms.decode_data, memoryview(b"\x02\x01\x1f"), 0, 3, contains="0x1f")
+    _raises(DlmsError, dlms_apdu.decode_data, memoryview(b"\x02\x01\x1f"), 0, 3, contains="0x1f")
     # unknown APDU
-    _raises(DlmsError, dlms.parse_apdu, b"\xc8\x01\x00", contains="APDU tag")
+    _raises(DlmsError, dlms_apdu.parse_apdu, b"\xc8\x01\x00", contains="APDU tag")
 
 
 def test_dlms_nesting_too_deep():
     deep = b"\x02\x01" * 20 + b"\x00"
-    _raises(DlmsError, dlms.decode_data, memoryview(deep), 0, len(deep), contains="too deep")
+    _raises(DlmsError, dlms_apdu.decode_data, memoryview(deep), 0, len(deep), contains="too deep")
     ok = b"\x02\x01" * 5 + b"\x00"
-    v, off = dlms.decode_data(memoryview(ok), 0, len(ok))
+    v, off = dlms_apdu.decode_data(memoryview(ok), 0, len(ok))
     assert off == len(ok) and dlms.data_bytes(v) == ok
     deep_td = b"\x13" + b"\x02\x01" * 20 + b"\x11\x01\x00"
-    _raises(DlmsError, dlms.decode_data, memoryview(deep_td), 0, len(deep_td), contains="too deep")
+    _raises(DlmsError, dlms_apdu.decode_data, memoryview(deep_td), 0, len(deep_td), contains="too deep")
 
 
 def test_dlms_lengths_larger_than_buffer():
@@ -271,17 +271,17 @@ def test_dlms_lengths_larger_than_buffer():
         b"\x13\x02\x01\x11\x05\x01",
         b"\x13\x01\xff\xff\x11\x02\x00\x00",
     ):
-        _raises(DlmsError, dlms.decode_data, memoryview(b), 0, len(b))
+        _raises(DlmsError, dlms_apdu.decode_data, memoryview(b), 0, len(b))
     # zero-size compact-array elements cannot loop forever
     b = b"\x13\x01\x00\x00\x11\x01\x00"
-    _raises(DlmsError, dlms.decode_data, memoryview(b), 0, len(b))
+    _raises(DlmsError, dlms_apdu.decode_data, memoryview(b), 0, len(b))
     _raises(
-        DlmsError, dlms.decode_data, memoryview(b"\x13\x02\x00\x01\x00"), 0, 5, contains="empty structure"
+        DlmsError, dlms_apdu.decode_data, memoryview(b"\x13\x02\x00\x01\x00"), 0, 5, contains="empty structure"
     )
 
 
 def test_dlms_apdu_truncated_and_trailing():
-    req = dlms.get_request(
+    req = dlms_apdu.get_request(
         0x41,
         7,
         b"\x00\x00\x63\x62\x00\xff",
@@ -289,26 +289,26 @@ def test_dlms_apdu_truncated_and_trailing():
         selector=1,
         params=(2, [(6, 473299200), (6, 473331600), (1, [])]),
     )
-    a = dlms.parse_apdu(req)
+    a = dlms_apdu.parse_apdu(req)
     assert a.desc[0] == 7 and bytes(a.desc[1]) == b"\x00\x00\x63\x62\x00\xff" and a.selector == 1
-    assert dlms.encode_apdu(a) == req
+    assert dlms_apdu.encode_apdu(a) == req
     for n in range(len(req)):
-        _raises(DlmsError, dlms.parse_apdu, req[:n])
-    _raises(DlmsError, dlms.parse_apdu, req + b"\x00", contains="trailing")
+        _raises(DlmsError, dlms_apdu.parse_apdu, req[:n])
+    _raises(DlmsError, dlms_apdu.parse_apdu, req + b"\x00", contains="trailing")
 
 
 def test_dlms_xdlms_builders():
     inst = b"\x00\x00\x1e\x03\x00\xff"
     cases = [
-        dlms.get_response(0x41, value=(0x12, 90)),
-        dlms.get_response(0x41, dar=1),
-        dlms.set_request(0x42, 0x68, inst, 3, (0x12, 90)),
-        dlms.set_response(0x42, 0),
-        dlms.action_request(0x43, 0x68, inst, 1, (2, [(9, b"\x00" * 8), (0x16, 1)])),
-        dlms.action_request(0x43, 0x68, inst, 3),
-        dlms.action_response(0x43, 0),
-        dlms.action_response(0x43, 0, (0, (2, [(4, (32, b"\xe0\x00\x00\x01")), (3, 0xFF)]))),
-        dlms.access_response(0x20000516, [(0, None)], [(3, 0)]),
+        dlms_apdu.get_response(0x41, value=(0x12, 90)),
+        dlms_apdu.get_response(0x41, dar=1),
+        dlms_apdu.set_request(0x42, 0x68, inst, 3, (0x12, 90)),
+        dlms_apdu.set_response(0x42, 0),
+        dlms_apdu.action_request(0x43, 0x68, inst, 1, (2, [(9, b"\x00" * 8), (0x16, 1)])),
+        dlms_apdu.action_request(0x43, 0x68, inst, 3),
+        dlms_apdu.action_response(0x43, 0),
+        dlms_apdu.action_response(0x43, 0, (0, (2, [(4, (32, b"\xe0\x00\x00\x01")), (3, 0xFF)]))),
+        dlms_apdu.access_response(0x20000516, [(0, None)], [(3, 0)]),
         dlms.data_notification(0x20000FA0, (2, [(0x12, 0x8F26), (9, b"\x07" * 12)])),
     ]
     # the bytes are the A-XDR encodings written out by hand
@@ -319,7 +319,7 @@ def test_dlms_xdlms_builders():
     assert cases[6] == b"\xc7\x01\x43\x00\x00"
     assert cases[8] == b"\xda\x20\x00\x05\x16\x00\x00\x01\x00\x01\x03\x00"
     for c in cases:
-        assert dlms.encode_apdu(dlms.parse_apdu(c)) == c
+        assert dlms_apdu.encode_apdu(dlms_apdu.parse_apdu(c)) == c
 
 
 def test_dlms_all_types_roundtrip():
@@ -347,13 +347,13 @@ def test_dlms_all_types_roundtrip():
         (27, b"\x00\x00\x00\x00"),
     ]
     enc = dlms.data_bytes((1, vals))
-    v, off = dlms.decode_data(memoryview(enc), 0, len(enc))
+    v, off = dlms_apdu.decode_data(memoryview(enc), 0, len(enc))
     assert off == len(enc) and dlms.data_bytes(v) == enc
     assert v[1][4] == (6, 0xFFFFFFFF) and v[1][13] == (20, -(1 << 63))
     ca = (0x13, ((2, [6, 0x12, 9]), [(2, [(6, 1), (0x12, 2), (9, b"\x02\x00")])] * 3))
     enc = dlms.data_bytes(ca)
     assert enc[:6] == b"\x13\x02\x03\x06\x12\x09"
-    v, off = dlms.decode_data(memoryview(enc), 0, len(enc))
+    v, off = dlms_apdu.decode_data(memoryview(enc), 0, len(enc))
     assert dlms.data_bytes(v) == enc
     _raises(DlmsError, dlms.data_bytes, (0x11, 256))
     _raises(DlmsError, dlms.data_bytes, (0x07, 1))
@@ -499,8 +499,8 @@ def _decode_payload(f, r):
     r["kind"] = kind
     p = f.payload
     if kind == "dlms":
-        a = dlms.parse_apdu(p)
-        if dlms.encode_apdu(a) != bytes(p):
+        a = dlms_apdu.parse_apdu(p)
+        if dlms_apdu.encode_apdu(a) != bytes(p):
             raise AssertionError("DLMS re-encode differs")
         r["apdu"] = a.tag
         r["invoke_id"] = a.invoke_id
@@ -568,7 +568,7 @@ def dump(list_path):
         try:
             f = frame.parse(raw)
             r["mac_header"] = _h(f.mac_header) if f.mac_header is not None else None
-            r["gh"] = _h(f.grouping_header())
+            r["gh"] = _h(f.buf[f.gh_start : f.gh_end])
             r["cra"] = f.cra
             r["counter"] = f.counter
             r["originator"] = _h(f.originator)
@@ -580,7 +580,7 @@ def dump(list_path):
             r["supp_orig_counter"] = f.supp_orig_counter
             r["supp_cert"] = _h(f.supp_cert) if f.supp_cert is not None else None
             r["payload"] = _h(f.payload)
-            r["sig_field"] = _h(f.signature_field()) if f.sig_field else None
+            r["sig_field"] = _h(f.buf[f.payload_end : f.sig_end]) if f.sig_field else None
             r["signature"] = _h(f.signature) if f.signature is not None else None
             r["mac"] = _h(f.mac) if f.mac is not None else None
             r["signed_data"] = [f.gh_start + 1, f.payload_end]
@@ -647,8 +647,8 @@ def run_layer(layer, raw, store=None):
 
     try:
         if layer == "dlms":
-            a = dlms.parse_apdu(raw)
-            if dlms.encode_apdu(a) != bytes(raw):
+            a = dlms_apdu.parse_apdu(raw)
+            if dlms_apdu.encode_apdu(a) != bytes(raw):
                 return "CRASH DLMS re-encode differs"
             return "ok"
         vals = der.decode_all(raw)

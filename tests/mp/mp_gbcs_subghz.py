@@ -12,7 +12,7 @@ from chf.device_log import DeviceLog
 from chf.identity import Identity
 from chf.logs import open_logs
 from chf.usecases import OK, TYPE_UNMATCHED, Chf
-from gbcs import der, dlms, frame, gcm, kdf, p256
+from gbcs import der, dlms, dlms_apdu, frame, gcm, kdf, p256
 from mp_gbcs_keys import private
 from store import Store
 
@@ -68,7 +68,7 @@ def _cmd(ident, acb_d, src, counter, payload=None):
 
 
 def _result(resp):
-    a = dlms.parse_apdu(frame.parse(resp).payload)
+    a = dlms_apdu.parse_apdu(frame.parse(resp).payload)
     return a.results[0][1], (a.data[0] if a.data else None)
 
 
@@ -83,12 +83,12 @@ def _plain(v):
 def test_config_set_persists_and_alerts():
     acb_d = _acb_private()
     st, ident, chf = _open(acb_d)
-    new = dlms.parse_apdu(frame.parse(unhexlify(open(V + DBCH04).read().strip())).payload).data[0]
+    new = dlms_apdu.parse_apdu(frame.parse(unhexlify(open(V + DBCH04).read().strip())).payload).data[0]
     resp, alerts = chf.handle(_cmd(ident, acb_d, DBCH04, 10))
     assert _result(resp)[0] == OK and len(alerts) == 1
     al = frame.parse(alerts[0])
     assert al.cra == 3 and al.message_code == 0x0113
-    body = dlms.parse_apdu(al.payload).value[1]
+    body = dlms_apdu.parse_apdu(al.payload).value[1]
     assert body[0] == (dlms.LONG_UNSIGNED, sg.ALERT_CONFIG_CHANGED)
     assert _plain(body[2]) == _plain(new)
     # reopen everything from the store: DBCH03 reads the new configuration

@@ -1,11 +1,11 @@
-# chf.usecases under MicroPython: the CCS04/CCS05/CCS06 active_devices row
+# chf.usecases (its use cases run by chf.usecase_exec) under MicroPython: the CCS04/CCS05/CCS06 active_devices row
 # (DLMS class 104 attribute 4) -- status bit 0 for a joined device, the HAN
 # statistics, the application/stack versions the HAN coordinator read from
 # the device's Basic cluster (Chf.versions), 0 when not known -- and the
 # pieces the CHF shares with the GPF (gbcs.usecase_base).
 from binascii import unhexlify
 
-from chf import usecases
+from chf import usecase_exec, usecases
 from chf.device_log import DeviceLog
 from chf.identity import Identity
 from chf.logs import open_logs
@@ -32,7 +32,7 @@ def _setup():
 
 
 def _rows(chf):
-    code, value = chf._get(104, usecases.OBIS_DEVICE_LOG, 4)
+    code, value = usecase_exec._get(chf, 104, usecase_exec.OBIS_DEVICE_LOG, 4)
     assert code == usecases.OK and value[0] == dlms.ARRAY
     out = {}
     for row in value[1]:
@@ -68,10 +68,13 @@ def test_active_devices_versions_from_the_han_and_status_bit():
 
 
 def test_chf_uses_the_shared_use_case_pieces():
-    # one copy: the CHF's names are usecase_base's
-    for name in ("accept", "log_event", "date_time", "UseCaseError"):
-        assert getattr(usecases, name) is getattr(usecase_base, name), name
-    for name in ("EV_MALFORMED", "EV_PAYLOAD_MISMATCH", "EV_UNSUPPORTED"):
-        assert getattr(usecases, name) == getattr(usecase_base, name), name
+    # one copy: the CHF's names are usecase_base's (the use cases' run,
+    # chf.usecase_exec, has the checks; the date-time is gbcs.dlms's, which
+    # chf.usecases keeps at boot without usecase_base)
+    for name in ("accept", "date_time", "UseCaseError"):
+        assert getattr(usecase_exec, name) is getattr(usecase_base, name), name
+    assert usecases.date_time is usecase_base.date_time is dlms.date_time
+    for name in ("EV_PAYLOAD_MISMATCH", "EV_UNSUPPORTED"):
+        assert getattr(usecase_exec, name) == getattr(usecase_base, name), name
     # the CHF's date-time: weekday set, status not specified (RTDS CCS07/CS14)
     assert usecases.date_time(473385600) == bytes.fromhex("07df010104000000008000ff")

@@ -6,6 +6,7 @@
 from flashfs import ROOT
 from flashfs import fresh as _fresh_fs
 from flashfs import remount as _remount_fs
+import codes
 from chf.logs import EventLog, MalformedWatch, open_logs
 from codes import EV_MALFORMED, EV_MALFORMED_FLOOD, EV_UNKNOWN_JOIN, EV_NETWORK_KEY_ROTATED
 from store import Store
@@ -120,3 +121,23 @@ def test_malformed_flood_raises_0x8f60_once_per_quiet_period():
     for i in range(5):
         sec2.append(EV_MALFORMED, b"", 5000)
     assert watch2.raised == 1 and watch2.send_errors == 1
+
+
+def test_the_watch_counts_the_six_command_faults():
+    # the watch counts codes' six command faults, and nothing else
+    class _Log:
+        n = 0
+
+        def append(self, code, data, t):
+            self.n += 1
+
+    lg = _Log()
+    watch = MalformedWatch(threshold=1, window_s=60, quiet_s=0)
+    faults = (codes.EV_MALFORMED, codes.EV_NOT_PROTECTED, codes.EV_BAD_SIGNATURE, codes.EV_UNKNOWN_ORIGINATOR,
+              codes.EV_AUTH_FAILED, codes.EV_UNKNOWN_RECIPIENT)
+    for i, c in enumerate(faults):
+        watch.note(lg, c, 1000 + i)
+        assert lg.n == i + 1, hex(c)
+    for c in (codes.EV_MALFORMED_FLOOD, codes.EV_NETWORK_KEY_ROTATED, 0x8F1F, 0):
+        watch.note(lg, c, 2000)
+    assert lg.n == len(faults) and watch.raised == len(faults)

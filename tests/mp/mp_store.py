@@ -5,7 +5,7 @@ import os
 import vfs
 from blockdev import FileBlockDevice, PowerLost
 from flashfs import IMG, ROOT, fresh, remount
-from store import KV, Journal, RingLog, Settings, Store
+from store import KV, Journal, Settings, Store
 
 HEAP = "256k"
 
@@ -195,7 +195,7 @@ def test_journal_round_trip_order_ack_reopen():
     seqs = [j.append(b"rec%d" % i * (i + 1)) for i in range(6)]
     assert seqs == [1, 2, 3, 4, 5, 6] and len(j) == 6
     assert j.ack(2) and j.ack(5) and not j.ack(5) and not j.ack(99)
-    assert j.first() == (1, b"rec0")
+    assert next(j.pending()) == (1, b"rec0")
     assert j.read(3) == b"rec2" * 3 and j.read(2) is None
     remount()
     j = Journal(ROOT, "q")
@@ -312,7 +312,7 @@ def test_a_cold_ring_log_holds_no_open_file():
     for i in range(12):
         log.append(b"event %d" % i)
         assert log._f is None
-    assert [p for _, p in log.entries()] == [b"event 9", b"event 10", b"event 11"]
+    assert [p for _, p in log.pending()] == [b"event 9", b"event 10", b"event 11"]
     assert log._f is None and log.stats["compactions"] >= 1
     assert log.ack(12) and log._f is None  # "event 11"
     assert log.read(11) == b"event 10" and log._f is None
@@ -325,14 +325,14 @@ def test_a_cold_ring_log_holds_no_open_file():
 
 def test_capacity_bounded_log():
     fresh()
-    log = RingLog(ROOT, "events", 3, compact_at=128)
+    log = Journal(ROOT, "events", 3, compact_at=128)
     for i in range(10):
         log.append(b"event %d" % i)
-    assert [p for _, p in log.entries()] == [b"event 7", b"event 8", b"event 9"]
+    assert [p for _, p in log.pending()] == [b"event 7", b"event 8", b"event 9"]
     assert [s for s, _ in log] == [8, 9, 10]
     assert log.stats["journal_dropped"] == 7 and log.stats["compactions"] >= 1
     remount()
-    log = RingLog(ROOT, "events", 3, compact_at=128)
+    log = Journal(ROOT, "events", 3, compact_at=128)
     assert [p for _, p in log] == [b"event 7", b"event 8", b"event 9"]
     log.ack(9)
     assert log.append(b"event 10") == 11

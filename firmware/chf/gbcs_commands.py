@@ -1,0 +1,20 @@
+# The CHF's local-port commands of the HHT role (fn(hub, req):
+# docs/local-port.md; listed in chf.gbcs_port): loaded for each call and
+# dropped after it (chf.gbcs_port.COMMANDS names this module;
+# app.Hub.run_command loads it).
+from ids import hex_bytes, hex_text
+
+
+async def cmd_identity(hub, req):
+    return hub.identity.public()
+
+
+async def cmd_send(hub, req):
+    data = hex_bytes(req.get("frame"), "frame")
+    # hht: true -- a GSME's response to it is kept for the HHT (route_replies)
+    # instead of going to the head-end
+    resp, alerts = await hub.router.route_wait(data, source="hht" if req.get("hht") is True else None)
+    return {"response": hex_text(resp) if resp is not None else None, "alerts": [hex_text(a) for a in alerts]}
+
+
+COMMANDS = (("identity", cmd_identity), ("send_gbcs", cmd_send))
