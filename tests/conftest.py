@@ -79,8 +79,32 @@ DEVICE_SHAPE = ("mp/", "test_hil_", "test_provision.py", "test_power_cut_answers
 NOT_DEVICE_SHAPE = ("test_hil_serial.py", "test_hil_labgrid.py")
 
 
+# The files that take longest (worker seconds under `pytest -n 2`, 2026-12-07),
+# run first: with `-n` the files go whole to the workers in this order
+# (pytest_cmdline_main), so the last file a worker takes is a short one.
+SLOW_FIRST = ("test_bench.py", "test_hil_hub_update.py", "test_unix32.py", "test_campaign_power_cut.py",
+              "test_power_cut_sweep.py", "test_hub_update.py", "test_ota_power_cut.py", "test_fuzz_attacks.py",
+              "test_hil_serial.py", "test_campaign_faults.py", "test_hil_ota.py", "test_campaign_findings.py",
+              "test_hil_wan_trust.py", "test_docs_hht.py", "test_hil_route.py", "test_cli_sim.py",
+              "test_hil_mgmt.py", "test_bench_gpf_han.py", "test_hil_gpf_han.py", "test_hil_labgrid.py",
+              "test_example_ci_user.py", "test_hil_wan_faults.py")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config) -> None:
+    """`-n N` without `--dist`: whole files per worker (loadfile: a module's
+    fixtures set up once), in collection order (SLOW_FIRST), not xdist's
+    default of items in chunks."""
+    if getattr(config.option, "numprocesses", None) and config.option.dist == "no":
+        config.option.dist = "loadfile"
+        config.option.loadscopereorder = False
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     tests = Path(__file__).resolve().parent
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    # stable: the files of SLOW_FIRST first, in its order, each file's items together
+    items.sort(key=lambda item: rank.get(Path(str(item.path)).name, len(rank)))
     mark = pytest.mark.device_shape
     for item in items:
         path = Path(str(item.path)).resolve() if item.path else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -33,8 +34,26 @@ def system(tmp_path_factory: pytest.TempPathFactory, hub_image: Path) -> Iterato
         yield s
 
 
+@contextmanager
+def one_session(s: EmulatedSystem) -> Iterator[None]:
+    """The calls inside on one kept installer session, dropped after (an
+    upload is ~200 image_write calls; a session of its own per call costs
+    ~0.3 s of the hub's time each)."""
+    s.keep_connection = True
+    try:
+        yield
+    finally:
+        s.drop_connection()
+        s.keep_connection = False
+
+
+def upload(s: EmulatedSystem, blob: bytes) -> dict:
+    with one_session(s):
+        return hi.upload(lambda cmd, **a: s.call(cmd, timeout=60, **a), blob)
+
+
 def install(s: EmulatedSystem, blob: bytes) -> dict:
-    st = hi.upload(lambda cmd, **a: s.call(cmd, timeout=60, **a), blob)
+    st = upload(s, blob)
     assert st["state"] == "verified", st
     pos = s.log.position
     s.call("image_activate", total=st["total"], at=0)
@@ -57,7 +76,7 @@ def test_update_confirm_then_broken_image_rolls_back(system: EmulatedSystem, hub
     # a hostile image (another key) is refused, the factory image runs on
     bad = hi.pack(image_variant(hub_image, tmp_path / "v9", "0.9.0"), hi.new_key())
     with pytest.raises(Exception, match="signature"):
-        hi.upload(lambda cmd, **a: s.call(cmd, timeout=60, **a), bad)
+        upload(s, bad)
     assert "signature" in events(s, 0x8F1C)[-1]
     assert s.call("image_status")["state"] == "idle"
 
@@ -117,7 +136,7 @@ def test_power_cuts_during_a_download_resume_it(system: EmulatedSystem, hub_imag
     # download goes on from where the hub had it on flash, never from zero
     from serial import SerialException
 
-    from chubcore.localport import LocalPortTimeout
+    from chubcore.localport import LocalPortClient, LocalPortTimeout
 
     s = system
     assert s.dut is not None and s.rig is not None
@@ -142,12 +161,13 @@ def test_power_cuts_during_a_download_resume_it(system: EmulatedSystem, hub_imag
         assert st["received"] >= durable, (st, durable)
         received_after_cut.append(st["received"])
         off = st["received"]
-        try:
-            while off < len(blob):
-                r = s.call("image_write", timeout=20, offset=off, data=blob[off:off + hi.PIECE].hex())
-                off = r["received"]
-                if r["state"] != "idle":
-                    durable = off
+        try:  # the download on one session of its own: no retry once the power goes
+            with LocalPortClient(s.local_port_url, timeout=20) as c:
+                while off < len(blob):
+                    r = c.call("image_write", offset=off, data=blob[off:off + hi.PIECE].hex())
+                    off = r["received"]
+                    if r["state"] != "idle":
+                        durable = off
         except (LocalPortTimeout, OSError, TimeoutError, SerialException):
             pass  # the power went
         else:
@@ -157,7 +177,7 @@ def test_power_cuts_during_a_download_resume_it(system: EmulatedSystem, hub_imag
     st = s.call("image_status")
     assert st["received"] >= durable and st["running"] == running
     assert any(r > 0 for r in received_after_cut[1:]), received_after_cut
-    st = hi.upload(lambda cmd, **a: s.call(cmd, timeout=60, **a), blob)
+    st = upload(s, blob)
     assert st["state"] == "verified"
     s.call("image_activate", total=st["total"], at=0)
     s.wait_until(lambda: not s.dut.alive, 10, "the hub resets into the new image")
@@ -199,10 +219,11 @@ def test_hht_firmware_update_hub_status_and_activate(system: EmulatedSystem, hub
     f = tmp_path / "hub.chim"
     f.write_bytes(good)
     # an interrupted download: a third of the image on the hub, then the CLI
-    s.call("image_write", timeout=60, offset=0, data=good[:hi.PIECE].hex())
-    off = hi.PIECE
-    while off < len(good) // 3:
-        off = s.call("image_write", timeout=60, offset=off, data=good[off:off + hi.PIECE].hex())["received"]
+    with one_session(s):
+        s.call("image_write", timeout=60, offset=0, data=good[:hi.PIECE].hex())
+        off = hi.PIECE
+        while off < len(good) // 3:
+            off = s.call("image_write", timeout=60, offset=off, data=good[off:off + hi.PIECE].hex())["received"]
     code, out = hht("status")
     assert code == 0 and "0.7.0 in slot" in out and f"{off} of {len(good)} bytes" in out, out
     code, out = hht("update", "--image", str(f), "--device", "hub", "--activate-at", "2099-01-01T00:00")
@@ -297,6 +318,7 @@ def test_power_cuts_during_activation(system: EmulatedSystem, hub_image: Path, k
 
     def stage(version: str) -> int:
         blob = hi.pack(image_variant(hub_image, tmp_path / f"v{version}", version), key)
+        # a session per call, as before: the block writes of the boot after depend on the logs
         st = hi.upload(lambda cmd, **a: s.call(cmd, timeout=60, **a), blob)
         assert st["state"] == "verified", st
         at = int(time.time()) + 3
