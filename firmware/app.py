@@ -45,6 +45,7 @@ _CLUSTER_OTA = const(0x0019)  # han.ota.CLUSTER_OTA
 # for the call and drops it after (han.ota: when its server is idle).
 _LAZY_COMMANDS = (
     ("chf.commands", ("device_log_list", "device_log_add", "device_log_remove", "logs")),
+    ("han.commands", ("han_status", "han_rotate_key", "han_tunnel", "han_zcl_read", "han_energy_scan")),
     ("han.ota", ("ota_status", "ota_begin", "ota_put", "ota_notify")),
     ("update.commands", ("image_status", "image_write", "image_end", "image_activate", "image_abort",
                          "image_anchor")),
@@ -120,7 +121,7 @@ class Hub:
         self.provisioning = None  # chf.provision_steps.Provisioning while a run is open
         self.installer_auth = auth = provision.installer_auth(st, sec, ev)
         cmds = self.commands = {"status": Hub.cmd_status}
-        for group in (gbcs_port.COMMANDS, han_coordinator.COMMANDS, wan_commands.COMMANDS,
+        for group in (gbcs_port.COMMANDS, wan_commands.COMMANDS,
                       gpf_service.COMMANDS, route_router.COMMANDS, provision.COMMANDS):
             for name, fn in group:
                 cmds[name] = fn

@@ -2,7 +2,9 @@
 # NCP (Silicon Labs UG101).  Two halves:
 #   * a pure codec: CRC-16/CCITT-FALSE, byte stuffing, DATA randomisation,
 #     control bytes, encode_frame() into a preallocated buffer and an
-#     incremental Decoder;
+#     incremental Decoder (what only tests and tools use, stuffing a whole
+#     buffer, decoding one frame, a Decoder's frames as a generator, is in
+#     han.peer);
 #   * the host-side protocol engine `Ash` (asyncio): reset handshake, DATA with
 #     window 1, ack/nak numbering, retransmission with reTx, adaptive ack
 #     timeout, duplicate suppression and NCP-reset detection.
@@ -77,7 +79,7 @@ class NcpReset(Exception):
 # ---------------------------------------------------------------- codec ----
 
 
-def crc16(data, crc=0xFFFF, start=0, end=-1):
+def crc16(data, crc, start, end):
     """CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, no reflection)."""
     if end < 0:
         end = len(data)
@@ -88,7 +90,7 @@ def crc16(data, crc=0xFFFF, start=0, end=-1):
     return crc
 
 
-def randomise(buf, start=0, end=-1):
+def randomise(buf, start, end):
     """XOR buf[start:end] in place with the ASH pseudo-random sequence
     (restarts at 0x42 for every frame); applying it twice restores the data."""
     if end < 0:
@@ -103,49 +105,15 @@ def is_reserved(b):
     return b == _FLAG or b == _ESC or b == _XON or b == _XOFF or b == _SUB or b == CANCEL
 
 
-def stuff(data):
-    """Return the byte-stuffed copy of data (no trailing flag)."""
-    out = bytearray()
-    for b in data:
-        if is_reserved(b):
-            out.append(_ESC)
-            out.append(b ^ 0x20)
-        else:
-            out.append(b)
-    return bytes(out)
-
-
-def unstuff(data):
-    """Inverse of stuff(); raises AshError (kind AshEscapeError) on a bad escape sequence."""
-    out = bytearray()
-    esc = False
-    for b in data:
-        if esc:
-            b ^= 0x20
-            if not is_reserved(b):
-                raise AshError("AshEscapeError", "escaped byte 0x%02X is not reserved" % b)
-            out.append(b)
-            esc = False
-        elif b == _ESC:
-            esc = True
-        elif is_reserved(b):
-            raise AshError("AshEscapeError", "unescaped reserved byte 0x%02X" % b)
-        else:
-            out.append(b)
-    if esc:
-        raise AshError("AshEscapeError", "dangling escape byte")
-    return bytes(out)
-
-
-def data_control(frm, ack, retx=False):
+def data_control(frm, ack, retx):
     return ((frm & 7) << 4) | (8 if retx else 0) | (ack & 7)
 
 
-def ack_control(ack, nrdy=False):
+def ack_control(ack, nrdy):
     return 0x80 | (8 if nrdy else 0) | (ack & 7)
 
 
-def nak_control(ack, nrdy=False):
+def nak_control(ack, nrdy):
     return 0xA0 | (8 if nrdy else 0) | (ack & 7)
 
 
@@ -164,16 +132,6 @@ def frame_type(c):
     if c == ERROR:
         return _T_ERROR
     raise AshError("AshControlError", "bad control byte 0x%02X" % c)
-
-
-def parse_control(c):
-    """(type, frmNum or None, reTx/nRdy flag, ackNum or None)."""
-    t = frame_type(c)
-    if t == T_DATA:
-        return t, (c >> 4) & 7, bool(c & 8), c & 7
-    if t == T_ACK or t == T_NAK:
-        return t, None, bool(c & 8), c & 7
-    return t, None, False, None
 
 
 def encode_frame(buf, control, data=None, randomise_data=True):
@@ -225,14 +183,7 @@ def encode_frame(buf, control, data=None, randomise_data=True):
     return o + 1
 
 
-def build_frame(control, data=None, randomise_data=True):
-    """Allocate and return the wire bytes of one frame (convenience)."""
-    buf = bytearray(BUF_SIZE)
-    n = encode_frame(buf, control, data, randomise_data)
-    return bytes(buf[:n])
-
-
-def check_frame(frame, n=-1, max_data=_MAX_DATA):
+def check_frame(frame, n, max_data):
     """Validate an unstuffed frame (control + data + CRC) held in frame[:n];
     return its type.  DATA payloads are NOT derandomised here."""
     if n < 0:
@@ -257,16 +208,6 @@ def check_frame(frame, n=-1, max_data=_MAX_DATA):
     elif d:
         raise AshError("AshTooLong", "ACK/NAK/RST with %d data bytes" % d)
     return t
-
-
-def decode_frame(frame):
-    """Decode one unstuffed frame; return (control, data bytes) with DATA
-    payloads derandomised.  Raises AshError subclasses."""
-    t = check_frame(frame)
-    data = bytearray(frame[1 : len(frame) - 2])
-    if t == T_DATA:
-        randomise(data)
-    return frame[0], bytes(data)
 
 
 # decoder events
@@ -313,7 +254,7 @@ class Decoder:
     def data(self):
         return memoryview(self.buf)[1 : self.flen - 2]
 
-    def feed(self, data, start=0, end=-1):
+    def feed(self, data, start, end):
         if end < 0:
             end = len(data)
         self.event = _EV_NONE
@@ -382,20 +323,6 @@ class Decoder:
         if t == T_DATA:
             randomise(self.buf, 1, n - 2)
         return EV_FRAME
-
-    def frames(self, data):
-        """Generator over a chunk: yields (control, data bytes) for each good
-        frame and an AshError instance (not raised) for each bad one."""
-        i = 0
-        end = len(data)
-        while i < end:
-            i = self.feed(data, i, end)
-            ev = self.event
-            if ev == EV_FRAME:
-                yield self.control, bytes(self.data())
-            elif ev < 0:
-                yield AshError(_KINDS[-1 - ev], self.error)
-
 
 # --------------------------------------------------------------- engine ----
 
@@ -611,7 +538,7 @@ class Ash:
         # a corrupted frame: NAK once (reject condition) while connected
         if self.connected and not self._rejecting and self.dec.control & 0x80 == 0:
             self._rejecting = True
-            await self._write_control(nak_control(self._ack))
+            await self._write_control(nak_control(self._ack, False))
             self.stats["tx_nak"] += 1
 
     def _handle_ack_num(self, ack_num):
@@ -680,5 +607,5 @@ class Ash:
             st["rx_out_of_seq"] += 1
             if not self._rejecting:
                 self._rejecting = True
-                await self._write_control(nak_control(self._ack))
+                await self._write_control(nak_control(self._ack, False))
                 st["tx_nak"] += 1

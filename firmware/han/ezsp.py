@@ -339,12 +339,6 @@ class Ezsp:
         short, dest long, target long)."""
         await self.ok("removeDevice", node_id, eui, eui)
 
-    async def rotate_network_key(self, switch_delay=0):
-        await self.ok("broadcastNextNetworkKey", os.urandom(16))
-        if switch_delay:
-            await asyncio.sleep(switch_delay)
-        await self.ok("broadcastNetworkKeySwitch")
-
     def sent_info(self, v):
         """messageSentHandler values -> (tag, status, destination)."""
         if self.ver >= 14:

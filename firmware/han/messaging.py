@@ -500,11 +500,12 @@ class Messaging:
                 Z.encode_read_attributes((0x0001, 0x0002), f)
                 try:
                     a = await self.zcl_request(eh, self._eps.get(eh, 1), ZC.CLUSTER_BASIC, f)
-                    h, recs = Z.decode(a)
+                    h, o = Z.parse_header(a)
+                    if h.command_id != Z.READ_ATTRIBUTES_RSP or h.frame_type != Z.FT_GLOBAL or h.manufacturer is not None:
+                        return
+                    recs = Z.decode_read_attributes_rsp(a, o)
                 except (DeliveryError, Z.ZclError):
                     continue
-                if h.command_id != Z.READ_ATTRIBUTES_RSP or h.frame_type != Z.FT_GLOBAL:
-                    return
                 v = [None, None]
                 for a_id, st, t, val in recs:
                     if st == Z.SUCCESS and a_id in (1, 2) and isinstance(val, int):

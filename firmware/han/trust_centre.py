@@ -8,9 +8,7 @@
 # keys for open windows (switching to the install-code key at half time for
 # a device re-added from the Historic log), permit-join while any window is
 # open, and the transient keys cleared and joining stopped when the last
-# window closes. run() calls sync() every second.
-import asyncio
-
+# window closes. The coordinator calls sync() every second.
 from binascii import hexlify, unhexlify
 
 import codes
@@ -138,23 +136,11 @@ class TrustCentre:
             self.log.record_join(eui, node)
             self._joined(eui, node)
 
-    async def run(self, period_s=1):
-        while True:
-            try:
-                await self.sync()
-            except Exception:
-                pass  # link down: the owner reconnects; keys are re-imported then
-            await asyncio.sleep(period_s)
-
     def link_reset(self):
         """After an NCP reset its transient keys are gone: import them again."""
         self._keys = {}
         self._linked = {}
         self._permit_end = 0
-
-    async def rotate_network_key(self, switch_delay=0):
-        await self.ezsp.rotate_network_key(switch_delay)
-        self.sec.append(codes.EV_NETWORK_KEY_ROTATED, b"", self.utc())
 
     @staticmethod
     def _eh(eui):

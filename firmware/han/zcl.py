@@ -157,11 +157,6 @@ def type_size(t):
     return _FIXED_N[_FIXED_T.index(t)]
 
 
-def is_analog(t):
-    """Analog types carry a reportable-change field in Configure Reporting."""
-    return 0x20 <= t <= 0x2F or 0x38 <= t <= 0x3A or 0xE0 <= t <= 0xE2
-
-
 def decode_value(t, b, o=0):
     """Decode a value of type t at b[o:]; return (value, next offset).
     Integers/bitmaps/enums/times -> int, bool -> bool, floats -> float,
@@ -387,12 +382,6 @@ def decode_attribute_records(p, o=0):
     return recs
 
 
-encode_write_attributes = encode_attribute_records
-decode_write_attributes = decode_attribute_records
-encode_report_attributes = encode_attribute_records
-decode_report_attributes = decode_attribute_records
-
-
 def encode_status_records(records, out, with_direction):
     """Write Attributes Response (status, attr_id) or Configure Reporting
     Response (status, direction, attr_id).  All-success -> the single
@@ -412,89 +401,8 @@ def encode_status_records(records, out, with_direction):
     return out
 
 
-def decode_status_records(p, o=0, with_direction=False):
-    """Inverse of encode_status_records; all-success gives []."""
-    n = len(p)
-    if n - o == 1:
-        if p[o] != SUCCESS:
-            raise ZclError("ZclValueError", "lone non-success status 0x%02X" % p[o])
-        return []
-    if n == o:
-        raise ZclError("ZclTruncated", "empty status record list")
-    k = 4 if with_direction else 3
-    if (n - o) % k:
-        raise ZclError("ZclTruncated", "status records of %d bytes" % (n - o))
-    recs = []
-    for i in range(o, n, k):
-        if with_direction:
-            recs.append((p[i], p[i + 1], get_u16(p, i + 2)))
-        else:
-            recs.append((p[i], get_u16(p, i + 1)))
-    return recs
-
-
 def encode_write_attributes_rsp(records, out=None):
     return encode_status_records(records, out, with_direction=False)
-
-
-def decode_write_attributes_rsp(p, o=0):
-    return decode_status_records(p, o, with_direction=False)
-
-
-def encode_configure_reporting_rsp(records, out=None):
-    return encode_status_records(records, out, with_direction=True)
-
-
-def decode_configure_reporting_rsp(p, o=0):
-    return decode_status_records(p, o, with_direction=True)
-
-
-def encode_configure_reporting(records, out=None):
-    """records: (0, attr_id, type, min_interval, max_interval, change) with
-    change ignored for discrete types, or (1, attr_id, timeout)."""
-    out = bytearray() if out is None else out
-    for r in records:
-        d = r[0]
-        out.append(d)
-        put_u16(out, r[1])
-        if d == 0:
-            out.append(r[2])
-            put_u16(out, r[3])
-            put_u16(out, r[4])
-            if is_analog(r[2]):
-                encode_value(out, r[2], r[5])
-        elif d == 1:
-            put_u16(out, r[2])
-        else:
-            raise ZclError("ZclValueError", "reporting direction %d" % d)
-    return out
-
-
-def decode_configure_reporting(p, o=0):
-    recs = []
-    n = len(p)
-    while o < n:
-        d = p[o]
-        a = get_u16(p, o + 1)
-        o += 3
-        if d == 0:
-            need(p, o, 5)
-            t = p[o]
-            mn = get_u16(p, o + 1)
-            mx = get_u16(p, o + 3)
-            o += 5
-            ch = None
-            if is_analog(t):
-                ch, o = decode_value(t, p, o)
-            else:
-                type_size(t)  # reject unknown types
-            recs.append((0, a, t, mn, mx, ch))
-        elif d == 1:
-            recs.append((1, a, get_u16(p, o)))
-            o += 2
-        else:
-            raise ZclError("ZclValueError", "reporting direction %d" % d)
-    return recs
 
 
 def encode_default_rsp(command_id, status, out=None):
@@ -502,43 +410,3 @@ def encode_default_rsp(command_id, status, out=None):
     out.append(command_id)
     out.append(status)
     return out
-
-
-def decode_default_rsp(p, o=0):
-    if len(p) - o != 2:
-        raise ZclError("ZclTruncated", "default response of %d bytes" % (len(p) - o))
-    return p[o], p[o + 1]
-
-
-
-
-def _global_decoder(c):
-    # the decoder of a global command this codec knows (a chain, not a dict
-    # built at import)
-    if c == READ_ATTRIBUTES:
-        return decode_read_attributes
-    if c == READ_ATTRIBUTES_RSP:
-        return decode_read_attributes_rsp
-    if c == WRITE_ATTRIBUTES or c == WRITE_ATTRIBUTES_UNDIVIDED or c == WRITE_ATTRIBUTES_NO_RSP \
-            or c == REPORT_ATTRIBUTES:
-        return decode_attribute_records
-    if c == WRITE_ATTRIBUTES_RSP:
-        return decode_write_attributes_rsp
-    if c == _CONFIGURE_REPORTING:
-        return decode_configure_reporting
-    if c == CONFIGURE_REPORTING_RSP:
-        return decode_configure_reporting_rsp
-    if c == DEFAULT_RSP:
-        return decode_default_rsp
-    return None
-
-
-def decode(frame):
-    """Parse a whole ZCL frame: (Header, decoded payload).  Global commands
-    this codec knows are decoded; anything else gives the raw payload bytes."""
-    h, o = parse_header(frame)
-    if h.frame_type == FT_GLOBAL and h.manufacturer is None:
-        f = _global_decoder(h.command_id)
-        if f is not None:
-            return h, f(frame, o)
-    return h, bytes(frame[o:])

@@ -450,7 +450,9 @@ async def _tc():
     assert _rig("rejoin esme") == "1"
     await _until(lambda: tc.stats["rejoined"] == 1)
     assert sec.count_total() == 4
-    await tc.rotate_network_key()
+    from han.commands import rotate_key
+
+    await rotate_key(ez, sec, clk, 0)
     assert sec.count_total() == 5
     before = log.entries()
     ez.close()

@@ -116,7 +116,18 @@ async def _full():
     sender, aps, payload, lqi, rssi = ez.incoming_info(inc[0])
     assert sender == 0x5678 and aps[1] == 0x000A and payload == b"\x18\x07\x0b\x00\x00", inc
     key_before = _rig("state").split()[2]
-    await ez.rotate_network_key()
+    from han.commands import rotate_key
+
+    class _Sec:  # the security log's append, as the hub's
+        def __init__(self):
+            self.codes = []
+
+        def append(self, code, data, t):
+            self.codes.append(code)
+
+    sec = _Sec()
+    await rotate_key(ez, sec, lambda: 0, 0)
+    assert sec.codes == [0x8FE2]
     assert _rig("state").split()[2] != key_before
     # NCP reset is surfaced; commands fail until reconnected
     faults = []
