@@ -9,6 +9,7 @@ import os
 
 import board
 import codes
+import lazy
 from han import zcl as Z
 from han.messaging import DeliveryError
 from log import KindException
@@ -123,7 +124,12 @@ async def han_energy_scan(hub, req):
     try:
         if c.state != "up" or c.ezsp is None:
             raise KindException("HanDown", "HAN is %s" % c.state)
-        res = await c.ezsp.energy_scan(mask, duration)
+        net = lazy.load("han.network")  # the scan's code, dropped after it
+        try:
+            res = await net.energy_scan(c.ezsp, mask, duration)
+        finally:
+            net = None
+            lazy.drop("han.network")
     except Exception as e:  # the HAN down, the NCP refusing: said, not raised
         return {"ok": False, "error": repr(e)}
     scan = {"t": c.device_log.utc(), "rssi": [[ch, res[ch]] for ch in sorted(res)]}

@@ -12,9 +12,10 @@
 # formed: {"formed": 1, "ch": channel, "pan": PAN id, "xpan": ext PAN hex}.
 from micropython import const
 import asyncio
-from binascii import hexlify, unhexlify
+from binascii import hexlify
 
 import board
+import lazy
 from codes import EV_BAD_DEVICE_MESSAGE
 from counters import Counters
 from flag import Flag
@@ -162,70 +163,6 @@ class Coordinator(Messaging):
             return None
         return x
 
-    async def _reform(self, ez, xpan):
-        """Hub replacement (CCS03): the HAN moves to the restored extended
-        PAN id. A cut anywhere in here leaves the KV on the old id, so the
-        next start comes here again; a network the NCP already formed on the
-        restored id is adopted."""
-        self.state = "forming"
-        if await ez.resume_network():
-            p = await ez.network_parameters()
-            if p is not None and p[2] == xpan:
-                self._store(*p)
-                log("han", "network on the restored ext PAN id adopted")
-                return
-        await ez.leave_network()
-        ch, pan, _x = await ez.form_network(ext_pan_id=xpan)
-        self._store(ch, pan, xpan)
-        self.tc.link_reset()
-        self.counters["formed"] += 1
-        log("han", "network re-formed on the restored ext PAN id ch=%d pan=0x%04X" % (ch, pan))
-
-    async def _network(self, ez):
-        kv = self.kv
-        x = self._restored_xpan() if kv.get("formed") else None
-        if x is not None:
-            await self._reform(ez, x)
-            return
-        if kv.get("formed"):
-            self.state = "resuming"
-            if await ez.resume_network():
-                if self.device_log.ext_pan_id is None and kv.get("xpan"):
-                    # a cut between the two writes of _store
-                    self.device_log.set_ext_pan_id(unhexlify(kv.get("xpan")))
-                self.counters["resumed"] += 1
-                log("han", "network resumed ch=%s pan=0x%04X" % (kv.get("ch"), kv.get("pan") or 0))
-                return
-            # the NCP lost its NVM (replaced?): form again on the same ids
-            log("han", "networkInit failed: forming again")
-            xpan = unhexlify(kv.get("xpan")) if kv.get("xpan") else None
-            pan = kv.get("pan")
-        else:
-            # nothing stored, but the NCP may have formed a network the hub
-            # never heard of (power cut between formNetwork and the KV
-            # write): resume and adopt it rather than form a second one
-            self.state = "resuming"
-            if await ez.resume_network():
-                p = await ez.network_parameters()
-                if p is not None:
-                    ch, pan, xpan = p
-                    self._store(ch, pan, xpan)
-                    self.counters["resumed"] += 1
-                    log("han", "NCP's network adopted ch=%d pan=0x%04X" % (ch, pan))
-                    return
-            xpan, pan = self.device_log.ext_pan_id, None  # a restore's, if any
-        self.state = "forming"
-        ch, pan, xpan = await ez.form_network(ext_pan_id=xpan, pan_id=pan)
-        self._store(ch, pan, xpan)
-        self.counters["formed"] += 1
-        log("han", "network formed ch=%d pan=0x%04X" % (ch, pan))
-
-    def _store(self, ch, pan, xpan):
-        self.kv.update({"formed": 1, "ch": ch, "pan": pan, "xpan": hexlify(xpan).decode()})
-        if self.device_log.ext_pan_id != xpan:
-            self.device_log.set_ext_pan_id(xpan)
-        self._xpan = bytes(xpan)
-
     async def run(self):
         self.runs += 1
         if self.runs > 1 and not isinstance(self.last_fault, NcpReset):
@@ -259,8 +196,14 @@ class Coordinator(Messaging):
             except Exception as e:
                 self.last_fault = e
                 raise
-            await ez.startup()
-            await self._network(ez)
+            # the bring-up's steps are loaded for it (han.network) and dropped after
+            net = lazy.load("han.network")
+            try:
+                await net.startup(ez)
+                await net.network(self, ez)
+            finally:
+                net = None
+                lazy.drop("han.network")
             self.state = "up"
             log("han", "up ezsp=v%d" % ver)
             while True:
@@ -272,7 +215,12 @@ class Coordinator(Messaging):
                     raise KindException("HanDown", "network down")
                 x = self._restored_xpan()
                 if x is not None:
-                    await self._reform(ez, x)
+                    net = lazy.load("han.network")
+                    try:
+                        await net.reform(self, ez, x)
+                    finally:
+                        net = None
+                        lazy.drop("han.network")
                     self.state = "up"
                 await self.tc.sync()
                 await self._fault.wait_ms(_SYNC_S * 1000)

@@ -12,6 +12,7 @@
 from binascii import hexlify, unhexlify
 
 import codes
+import lazy
 
 from micropython import const
 
@@ -93,8 +94,13 @@ class TrustCentre:
             # also when our clock says it ran out: the NCP counts on its own
             await self.ezsp.permit_joining(0)
             self._permit_end = 0
-        if self._unknown:
-            await self._adopt()
+        if self._unknown:  # rare (a power cut): its code is loaded for it
+            net = lazy.load("han.network")
+            try:
+                await net.adopt(self)
+            finally:
+                net = None
+                lazy.drop("han.network")
         while self._kick:
             node, eui = self._kick.pop(0)
             try:
@@ -111,30 +117,6 @@ class TrustCentre:
         the message callback; checked by the next sync())."""
         if node not in self._unknown and len(self._unknown) < 8:
             self._unknown[node] = eui
-
-    async def _adopt(self):
-        """A join the NCP completed but the hub never recorded (the power cut
-        fell between the NCP's trustCenterJoinHandler and the Device Log
-        write): the device is on the network and talks. It is recorded as
-        joined with that node id (also a joined entry under an older node id:
-        a rejoin missed the same way) only if it is in the Device Log and the
-        NCP's key table holds for it exactly a link key the log lets it join
-        with (its install-code key, or its historic key). Anything else is
-        left alone: no join is invented."""
-        todo, self._unknown = self._unknown, {}
-        for node, eui in todo.items():
-            if eui is None:
-                eui = await self.ezsp.eui_of_node(node)
-            if eui is None or eui not in self.log:
-                self.stats["not_adopted"] += 1
-                continue
-            have = await self.ezsp.link_key(eui)
-            if have is None or have not in self.log.link_keys(eui):
-                self.stats["not_adopted"] += 1
-                continue
-            self.stats["adopted"] += 1
-            self.log.record_join(eui, node)
-            self._joined(eui, node)
 
     def link_reset(self):
         """After an NCP reset its transient keys are gone: import them again."""

@@ -6,6 +6,7 @@ import asyncio
 import os
 
 from han import ezsp_frames as F
+from han import network
 import rigline
 
 HEAP = "256k"
@@ -83,9 +84,9 @@ async def _full():
     ez = Ezsp(Ash(r, w), desired=14)
     assert await ez.connect() == ver
     assert ez.ver == ver and ez.stack_version == 0x7450
-    assert await ez.startup() == CHF
+    assert await network.startup(ez) == CHF
     allowed = (1 << 15) | (1 << 19) | (1 << 20) | (1 << 25)
-    ch, pan, xpan = await ez.form_network(allowed)
+    ch, pan, xpan = await network.form_network(ez, allowed)
     assert ch == 25, ch
     assert ez.network_up
     # the scan's callbacks are gone with the scan (they held its results, an
@@ -142,8 +143,8 @@ async def _full():
     except F.EzspError as e:
         assert e.args[0] == "EzspLinkDown", repr(e)
     assert await ez.connect() == ver
-    await ez.startup()
-    assert await ez.resume_network()
+    await network.startup(ez)
+    assert await network.resume_network(ez)
     assert (await ez.command("networkState"))[0] == 2
     ez.close()
     print("SCENARIO OK")
