@@ -76,7 +76,7 @@ def _ezsp(data):
                     pass
         except F.EzspError:
             pass
-    F.decode_frame(13, data, False)
+    peer.ezsp_decode_frame(13, data, False)
 
 
 # ---- ZCL -----------------------------------------------------------------------
@@ -95,9 +95,10 @@ def _zcl(data):
     h, o = zcl.parse_header(data)
     # every payload decoder on the payload: a cluster command decoded with
     # the wrong decoder is still hostile input for that decoder
+    p = data[o:]  # the payload alone, as the hub hands it to them
     for f in _ZCL_DECODERS:
         try:
-            f(data, o)
+            f(p)
         except zcl.ZclError:
             pass
     peer.zcl_decode(data)

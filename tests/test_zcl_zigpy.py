@@ -104,7 +104,7 @@ def dec(kind, b):
                 h.manufacturer, o]
 
 out = []
-buf = bytearray(ash.BUF_SIZE)
+buf = bytearray(peer.BUF_SIZE)
 for op in json.load(open(os.getenv("MP_IN"))):
     k = op[0]
     if k == "ash_enc":

@@ -33,9 +33,9 @@ out["prs"] = H(r)
 out["crc"] = "%04X" % ash.crc16(b"123456789", 0xFFFF, 0, -1)
 out["stuff"] = {k: H(peer.stuff(unhexlify(k))) for k in A["stuffing"]["table"]}
 out["unstuff"] = {k: H(peer.unstuff(unhexlify(v))) for k, v in A["stuffing"]["table"].items()}
-buf = bytearray(ash.BUF_SIZE)
-n = ash.encode_frame(buf, ash.RST)
-out["send_reset"] = H(bytes([ash.CANCEL]) * 32 + buf[:n])
+buf = bytearray(peer.BUF_SIZE)
+n = ash.encode_frame(buf, peer.RST)
+out["send_reset"] = H(bytes([peer.CANCEL]) * 32 + buf[:n])
 for f in A["frames"]:
     c = int(f["control"], 16)
     data = unhexlify(f.get("ezsp_frame") or f.get("data") or "")

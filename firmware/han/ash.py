@@ -22,17 +22,17 @@ _ESC = const(0x7D)
 _XON = const(0x11)
 _XOFF = const(0x13)
 _SUB = const(0x18)
-CANCEL = const(0x1A)
+_CANCEL = const(0x1A)
 
-RST = const(0xC0)
-RSTACK = const(0xC1)
-ERROR = const(0xC2)
+_RST = const(0xC0)
+_RSTACK = const(0xC1)
+_ERROR = const(0xC2)
 
 # frame types returned by frame_type()
-T_DATA = const(0)
-T_ACK = const(1)
-T_NAK = const(2)
-T_RST = const(3)
+_T_DATA = const(0)
+_T_ACK = const(1)
+_T_NAK = const(2)
+_T_RST = const(3)
 _T_RSTACK = const(4)
 _T_ERROR = const(5)
 
@@ -42,17 +42,17 @@ _SEED = const(0x42)
 _LFSR = const(0xB8)
 _VERSION = const(2)
 # worst case wire size of one frame: every byte stuffed, plus the flag
-BUF_SIZE = const(2 * (1 + 128 + 2) + 1)
+_BUF_SIZE = const(2 * (1 + 128 + 2) + 1)
 
 # NCP reset / error codes (UG101 / EZSP)
 _RESET_UNKNOWN = const(0x00)
 _RESET_EXTERNAL = const(0x01)
 _RESET_POWER_ON = const(0x02)
-RESET_WATCHDOG = const(0x03)
+_RESET_WATCHDOG = const(0x03)
 _RESET_ASSERT = const(0x06)
 _RESET_BOOTLOADER = const(0x09)
-RESET_SOFTWARE = const(0x0B)
-ERROR_ACK_TIMEOUTS = const(0x51)
+_RESET_SOFTWARE = const(0x0B)
+_ERROR_ACK_TIMEOUTS = const(0x51)
 
 
 class AshError(KindError):
@@ -102,7 +102,7 @@ def randomise(buf, start, end):
 
 
 def is_reserved(b):
-    return b == _FLAG or b == _ESC or b == _XON or b == _XOFF or b == _SUB or b == CANCEL
+    return b == _FLAG or b == _ESC or b == _XON or b == _XOFF or b == _SUB or b == _CANCEL
 
 
 def data_control(frm, ack, retx):
@@ -120,16 +120,16 @@ def nak_control(ack, nrdy):
 def frame_type(c):
     """Frame type of a control byte; AshError (kind AshControlError) if it is not valid."""
     if c & 0x80 == 0:
-        return T_DATA
+        return _T_DATA
     if c & 0xE0 == 0x80:
-        return T_ACK
+        return _T_ACK
     if c & 0xE0 == 0xA0:
-        return T_NAK
-    if c == RST:
-        return T_RST
-    if c == RSTACK:
+        return _T_NAK
+    if c == _RST:
+        return _T_RST
+    if c == _RSTACK:
         return _T_RSTACK
-    if c == ERROR:
+    if c == _ERROR:
         return _T_ERROR
     raise AshError("AshControlError", "bad control byte 0x%02X" % c)
 
@@ -197,7 +197,7 @@ def check_frame(frame, n, max_data):
         raise AshError("AshCrcError", "bad CRC %04X" % crc)
     t = frame_type(frame[0])
     d = n - 3
-    if t == T_DATA:
+    if t == _T_DATA:
         if d < _MIN_DATA:
             raise AshError("AshTooShort", "DATA frame with %d data bytes" % d)
     elif t == _T_RSTACK or t == _T_ERROR:
@@ -212,7 +212,7 @@ def check_frame(frame, n, max_data):
 
 # decoder events
 _EV_NONE = const(0)
-EV_FRAME = const(1)
+_EV_FRAME = const(1)
 _E_CRC = const(-1)
 _E_SHORT = const(-2)
 _E_LONG = const(-3)
@@ -227,7 +227,7 @@ class Decoder:
     """Incremental ASH receiver.  feed(data, start, end) consumes bytes up to
     and including the end of the next frame (or error) and returns the index
     after the last byte consumed; `event` then says what happened:
-    _EV_NONE (all bytes consumed, frame incomplete), EV_FRAME (control byte in
+    _EV_NONE (all bytes consumed, frame incomplete), _EV_FRAME (control byte in
     `control`, derandomised data in `data()`), or an E_* error code.
     CANCEL discards the partial frame, SUBSTITUTE discards up to the next
     flag, _XON/_XOFF are dropped.  Counters live in `cancelled`/`substituted`."""
@@ -270,7 +270,7 @@ class Decoder:
                     self.event = ev
                     return i
                 continue
-            if b == CANCEL:
+            if b == _CANCEL:
                 if self.n or self.esc:
                     self.cancelled += 1
                 self.reset()
@@ -320,17 +320,23 @@ class Decoder:
             self.error = str(e)
             return -1 - _KINDS.index(e.args[0])
         self.flen = n
-        if t == T_DATA:
+        if t == _T_DATA:
             randomise(self.buf, 1, n - 2)
-        return EV_FRAME
+        return _EV_FRAME
 
 # --------------------------------------------------------------- engine ----
 
 
-_STATS = ("tx_data", "tx_retx", "tx_ack", "tx_nak", "tx_rst",
-          "rx_data", "rx_dup", "rx_out_of_seq", "rx_ack", "rx_nak", "rx_rst", "rx_rstack", "rx_error",
-          "crc_errors", "length_errors", "control_errors", "escape_errors", "cancelled", "substituted",
-          "ncp_resets", "link_failures", "dropped")
+_STATS = const(("tx_data", "tx_retx", "tx_ack", "tx_nak", "tx_rst",
+                "rx_data", "rx_dup", "rx_out_of_seq", "rx_ack", "rx_nak", "rx_rst", "rx_rstack", "rx_error",
+                "crc_errors", "length_errors", "control_errors", "escape_errors", "cancelled", "substituted",
+                "ncp_resets", "link_failures", "dropped"))
+
+
+# Ash's settings: the argument's name, then the attribute's
+_TIMING = const(("t_rx_ack_init", "t_init", "t_rx_ack_min", "t_min", "t_rx_ack_max", "t_max", "t_rstack", "t_rstack",
+                 "max_tries", "max_tries", "reset_tries", "reset_tries", "rx_queue", "rx_queue_max",
+                 "cancel_bytes", "cancel_bytes"))
 
 
 class Ash:
@@ -347,33 +353,18 @@ class Ash:
     rx_queue_max = 4
     cancel_bytes = 32
 
-    def __init__(
-        self,
-        reader,
-        writer,
-        ticks_ms=None,
-        t_rx_ack_init=1600,
-        t_rx_ack_min=400,
-        t_rx_ack_max=3200,
-        t_rstack=3200,
-        max_tries=5,
-        reset_tries=3,
-        rx_queue=4,
-        cancel_bytes=32,
-    ):
+    def __init__(self, reader, writer, ticks_ms=None, **timing):
+        # timing: t_rx_ack_init, t_rx_ack_min, t_rx_ack_max, t_rstack (ms),
+        # max_tries, reset_tries, rx_queue, cancel_bytes; the class
+        # attributes hold the defaults, an instance only those it is given
         self.reader = reader
         self.writer = writer
         self.ticks_ms = ticks_ms or time.ticks_ms
-        # the settings are class attributes; an instance holds only those that
-        # differ from them
-        for name, v in (("t_min", t_rx_ack_min), ("t_max", t_rx_ack_max), ("t_init", t_rx_ack_init),
-                        ("t_rstack", t_rstack), ("max_tries", max_tries), ("reset_tries", reset_tries),
-                        ("rx_queue_max", rx_queue), ("cancel_bytes", cancel_bytes)):
-            if getattr(Ash, name) != v:
-                setattr(self, name, v)
-        self.t_rx_ack = t_rx_ack_init
+        for name, v in timing.items():
+            setattr(self, _TIMING[_TIMING.index(name) + 1], v)  # ValueError: not a setting
+        self.t_rx_ack = self.t_init
         self.dec = Decoder()
-        self._tx = bytearray(BUF_SIZE)
+        self._tx = bytearray(_BUF_SIZE)
         self._rxbuf = bytearray(64)
         self._ctl = bytearray(8)
         self._lock = asyncio.Lock()
@@ -405,9 +396,9 @@ class Ash:
             self.failure = None
             n = self.cancel_bytes
             for i in range(n):
-                self._tx[i] = CANCEL
+                self._tx[i] = _CANCEL
             self.writer.write(memoryview(self._tx)[:n])
-            n = encode_frame(self._tx, RST)
+            n = encode_frame(self._tx, _RST)
             self.writer.write(memoryview(self._tx)[:n])
             await self.writer.drain()
             self.stats["tx_rst"] += 1
@@ -502,7 +493,7 @@ class Ash:
             while i < end:
                 i = dec.feed(data, i, end)
                 ev = dec.event
-                if ev == EV_FRAME:
+                if ev == _EV_FRAME:
                     await self._on_frame(dec.control)
                 elif ev == _E_CRC:
                     st["crc_errors"] += 1
@@ -565,17 +556,17 @@ class Ash:
             st["ncp_resets"] += 1
             self._fail(NcpReset(code, t == _T_ERROR))
             return
-        if t == T_RST:
+        if t == _T_RST:
             st["rx_rst"] += 1
             return
         if not self.connected:
             return
-        if t == T_ACK:
+        if t == _T_ACK:
             st["rx_ack"] += 1
             self.ncp_ready = not (c & 8)
             self._handle_ack_num(c & 7)
             return
-        if t == T_NAK:
+        if t == _T_NAK:
             st["rx_nak"] += 1
             self.ncp_ready = not (c & 8)
             if self._pending >= 0 and (c & 7) == self._pending:

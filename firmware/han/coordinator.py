@@ -22,7 +22,6 @@ from flag import Flag
 from han import zcl_servers
 from han.ash import Ash, NcpReset
 from han.ezsp import Ezsp
-from han.messaging import COUNTERS as _MSG_COUNTERS
 from han.messaging import Messaging
 from han.trust_centre import TrustCentre
 from log import KindException, log
@@ -32,7 +31,11 @@ _SYNC_S = const(1)  # trust-centre sync period
 _RESET_SETTLE_MS = const(300)  # after pulling the NCP's reset line
 
 
-_COUNTERS = ("formed", "resumed", "ncp_resets", "hard_resets", "rx", "tx_ok", "tx_fail", "abnormal", "scans") + _MSG_COUNTERS
+# its own counters, then han.messaging.COUNTERS (written out: a constant
+# tuple, in flash when frozen; a sum of two is built in RAM at import)
+_COUNTERS = ("formed", "resumed", "ncp_resets", "hard_resets", "rx", "tx_ok", "tx_fail", "abnormal", "scans",
+             "rx_unknown", "zcl_rx", "zcl_bad", "frag_rx", "frag_drop", "frag_tx", "busy_drop", "zcl_errors",
+             "reply_fail", "tunnel_rx", "tunnel_unclaimed", "exchanges", "pushes", "frag_ack", "frag_ack_fail")
 
 
 class Coordinator(Messaging):

@@ -46,11 +46,9 @@ class Ezsp:
         self._handlers[name] = fn
 
     def _stack_status(self, v):
-        st = v[0]
-        if st == F.network_up(self.ver):
-            self.network_up = True
-        elif st == F.network_down(self.ver):
-            self.network_up = False
+        up = F.network_state(self.ver, v[0])
+        if up is not None:
+            self.network_up = up
         self._state_ev.set()
 
     async def connect(self):

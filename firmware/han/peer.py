@@ -5,8 +5,44 @@
 # bench, and keeps these functions out of the hub's heap (a function object
 # per def in each module the hub holds).
 from han import ash
+from han import ezsp_frames as F
 from han import tunnel as T
 from han import zcl as Z
+
+# han.ash's and han.zcl's numbers the hub's code alone reads (private
+# constants there: no global each in the hub's heap), for the other end
+# ASH control bytes, frame types, reset and error codes (UG101)
+CANCEL = 0x1A
+RST = 0xC0
+RSTACK = 0xC1
+ERROR = 0xC2
+T_DATA = 0
+T_ACK = 1
+T_NAK = 2
+T_RST = 3
+BUF_SIZE = 2 * (1 + 128 + 2) + 1
+RESET_WATCHDOG = 0x03
+RESET_SOFTWARE = 0x0B
+ERROR_ACK_TIMEOUTS = 0x51
+EV_FRAME = 1
+# EZSP frame control: a response
+FC_RESPONSE = 0x80
+# ZCL statuses and attribute data types
+INVALID_VALUE = 0x87
+UNREPORTABLE_ATTRIBUTE = 0x8C
+T_NODATA = 0x00
+T_BOOL = 0x10
+T_MAP16 = 0x19
+T_UINT48 = 0x25
+T_INT8 = 0x28
+T_INT16 = 0x29
+T_INT24 = 0x2A
+T_ENUM16 = 0x31
+T_SINGLE = 0x39
+T_OCTSTR = 0x41
+T_LONG_OCTSTR = 0x43
+T_EUI64 = 0xF0
+
 
 # ------------------------------------------------------------------ ASH ----
 
@@ -48,16 +84,16 @@ def unstuff(data):
 def parse_control(c):
     """(type, frmNum or None, reTx/nRdy flag, ackNum or None)."""
     t = ash.frame_type(c)
-    if t == ash.T_DATA:
+    if t == T_DATA:
         return t, (c >> 4) & 7, bool(c & 8), c & 7
-    if t == ash.T_ACK or t == ash.T_NAK:
+    if t == T_ACK or t == T_NAK:
         return t, None, bool(c & 8), c & 7
     return t, None, False, None
 
 
 def build_frame(control, data=None, randomise_data=True):
     """The wire bytes of one frame (ash.encode_frame into a new buffer)."""
-    buf = bytearray(ash.BUF_SIZE)
+    buf = bytearray(BUF_SIZE)
     n = ash.encode_frame(buf, control, data, randomise_data)
     return bytes(buf[:n])
 
@@ -67,7 +103,7 @@ def decode_frame(frame):
     derandomised. AshError."""
     t = ash.check_frame(frame, -1, 128)
     data = bytearray(frame[1 : len(frame) - 2])
-    if t == ash.T_DATA:
+    if t == T_DATA:
         ash.randomise(data, 0, -1)
     return frame[0], bytes(data)
 
@@ -81,7 +117,7 @@ def frames(dec, data):
     while i < end:
         i = dec.feed(data, i, end)
         ev = dec.event
-        if ev == ash.EV_FRAME:
+        if ev == EV_FRAME:
             yield dec.control, bytes(dec.data())
         elif ev < 0:
             yield ash.AshError(ash._KINDS[-1 - ev], dec.error)
@@ -326,3 +362,17 @@ def decode_mirror_report_attribute_rsp(p, o=0):
     if (len(p) - o - 1) % 4:
         raise Z.ZclError("ZclTruncated", "notification flags not a multiple of 4 bytes")
     return p[o], [Z.get_uint(p, i, 4) for i in range(o + 1, len(p), 4)]
+
+
+# ----------------------------------------------------------------- EZSP ----
+
+
+def ezsp_decode_frame(ver, buf, strict=True):
+    """(seq, fc, name, values). Commands (fc bit 7 clear) decode with the
+    command schema, responses and callbacks with the response schema."""
+    seq, fc, fid, pos = F.decode_header(ver, buf)
+    name = F.name_of(ver, fid)
+    if ver == F.LEGACY and name != "version":
+        raise F.EzspError("EzspVersionError", "only version may use the legacy header")
+    sch = F.lookup(ver, name)[2 if fc & FC_RESPONSE else 1]
+    return seq, fc, name, F.decode_params(ver, sch, buf, pos, strict)

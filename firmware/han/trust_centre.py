@@ -9,9 +9,10 @@
 # a device re-added from the Historic log), permit-join while any window is
 # open, and the transient keys cleared and joining stopped when the last
 # window closes. The coordinator calls sync() every second.
-from binascii import hexlify, unhexlify
+from binascii import unhexlify
 
 import codes
+from ids import eui_hex
 import lazy
 
 from micropython import const
@@ -124,14 +125,10 @@ class TrustCentre:
         self._linked = {}
         self._permit_end = 0
 
-    @staticmethod
-    def _eh(eui):
-        return hexlify(eui).decode().upper()
-
     def _joined(self, eui, node):
         # the log's own EUI text: _nodes (and the coordinator's tables keyed
         # by device after on_joined) share it, no new string each
-        eh = self.log.key(eui) or self._eh(eui)
+        eh = self.log.key(eui) or eui_hex(eui)
         self._nodes[eh] = node
         if self.on_joined is not None:
             self.on_joined(eh)
@@ -151,7 +148,7 @@ class TrustCentre:
             return
         if status == _DEVICE_LEFT:
             self.stats["left"] += 1
-            self._nodes.pop(self._eh(eui), None)
+            self._nodes.pop(eui_hex(eui), None)
             self.log.record_left(eui)
             return
         if decision == _DENY_JOIN:

@@ -36,17 +36,17 @@ UNSUP_GENERAL_COMMAND = const(0x82)
 UNSUP_MANUF_CLUSTER_COMMAND = const(0x83)
 UNSUP_MANUF_GENERAL_COMMAND = const(0x84)
 UNSUPPORTED_ATTRIBUTE = const(0x86)
-INVALID_VALUE = const(0x87)
+_INVALID_VALUE = const(0x87)
 READ_ONLY = const(0x88)
 _INVALID_DATA_TYPE = const(0x8D)
-UNREPORTABLE_ATTRIBUTE = const(0x8C)
+_UNREPORTABLE_ATTRIBUTE = const(0x8C)
 UNSUPPORTED_CLUSTER = const(0xC3)
 
 # data types
-T_NODATA = const(0x00)
-T_BOOL = const(0x10)
+_T_NODATA = const(0x00)
+_T_BOOL = const(0x10)
 T_MAP8 = const(0x18)
-T_MAP16 = const(0x19)
+_T_MAP16 = const(0x19)
 _T_MAP24 = const(0x1A)
 T_MAP32 = const(0x1B)
 T_UINT8 = const(0x20)
@@ -54,28 +54,28 @@ T_UINT16 = const(0x21)
 T_UINT24 = const(0x22)
 T_UINT32 = const(0x23)
 _T_UINT40 = const(0x24)
-T_UINT48 = const(0x25)
+_T_UINT48 = const(0x25)
 _T_UINT56 = const(0x26)
 _T_UINT64 = const(0x27)
-T_INT8 = const(0x28)
-T_INT16 = const(0x29)
-T_INT24 = const(0x2A)
+_T_INT8 = const(0x28)
+_T_INT16 = const(0x29)
+_T_INT24 = const(0x2A)
 T_INT32 = const(0x2B)
 T_ENUM8 = const(0x30)
-T_ENUM16 = const(0x31)
+_T_ENUM16 = const(0x31)
 _T_SEMI = const(0x38)
-T_SINGLE = const(0x39)
+_T_SINGLE = const(0x39)
 _T_DOUBLE = const(0x3A)
-T_OCTSTR = const(0x41)
+_T_OCTSTR = const(0x41)
 T_CHARSTR = const(0x42)
-T_LONG_OCTSTR = const(0x43)
+_T_LONG_OCTSTR = const(0x43)
 _T_LONG_CHARSTR = const(0x44)
 _T_TOD = const(0xE0)
 _T_DATE = const(0xE1)
 T_UTC = const(0xE2)
 _T_CLUSTER_ID = const(0xE8)
 _T_ATTR_ID = const(0xE9)
-T_EUI64 = const(0xF0)
+_T_EUI64 = const(0xF0)
 _T_KEY128 = const(0xF1)
 
 UTC_INVALID = const(0xFFFFFFFF)  # UTCTime: no time
@@ -120,7 +120,7 @@ def put_u16(out, v):
 # fixed sizes for 0xE0..0xF1
 # the other fixed-size types and, at the same place, their sizes (constant
 # tuples: in flash when frozen)
-_FIXED_T = const((_T_TOD, _T_DATE, T_UTC, _T_CLUSTER_ID, _T_ATTR_ID, 0xEA, T_EUI64, _T_KEY128))
+_FIXED_T = const((_T_TOD, _T_DATE, T_UTC, _T_CLUSTER_ID, _T_ATTR_ID, 0xEA, _T_EUI64, _T_KEY128))
 _FIXED_N = const((4, 4, 4, 2, 2, 4, 8, 16))
 
 
@@ -128,11 +128,11 @@ def type_size(t):
     """Fixed size of a data type, -1 for a length-prefixed string;
     ZclError (kind ZclTypeError) for types this codec does not handle
     (arrays, structs...)."""
-    if t == T_NODATA:
+    if t == _T_NODATA:
         return 0
     if 0x08 <= t <= 0x0F:  # data8..data64
         return t - 0x07
-    if t == T_BOOL:
+    if t == _T_BOOL:
         return 1
     if 0x18 <= t <= 0x1F:
         return t - 0x17
@@ -142,15 +142,15 @@ def type_size(t):
         return t - 0x27
     if t == T_ENUM8:
         return 1
-    if t == T_ENUM16:
+    if t == _T_ENUM16:
         return 2
     if t == _T_SEMI:
         return 2
-    if t == T_SINGLE:
+    if t == _T_SINGLE:
         return 4
     if t == _T_DOUBLE:
         return 8
-    if T_OCTSTR <= t <= _T_LONG_CHARSTR:
+    if _T_OCTSTR <= t <= _T_LONG_CHARSTR:
         return -1
     if t not in _FIXED_T:
         raise ZclError("ZclTypeError", "unsupported data type 0x%02X" % t)
@@ -175,14 +175,14 @@ def decode_value(t, b, o=0):
     if n == 0:
         return None, o
     need(b, o, n)
-    if t == T_BOOL:
+    if t == _T_BOOL:
         v = b[o]
         if v > 1 and v != 0xFF:
             raise ZclError("ZclValueError", "bool value 0x%02X" % v)
         return (None if v == 0xFF else v == 1), o + 1
-    if t == T_SINGLE or t == _T_DOUBLE:
+    if t == _T_SINGLE or t == _T_DOUBLE:
         return struct.unpack_from("<f" if n == 4 else "<d", b, o)[0], o + n
-    if t == T_EUI64 or t == _T_KEY128:
+    if t == _T_EUI64 or t == _T_KEY128:
         return bytes(b[o : o + n]), o + n
     v = get_uint(b, o, n)
     if 0x28 <= t <= 0x2F and v >> (8 * n - 1):
@@ -211,13 +211,13 @@ def encode_value(out, t, v):
         return out
     if n == 0:
         return out
-    if t == T_BOOL:
+    if t == _T_BOOL:
         out.append(0xFF if v is None else (1 if v else 0))
         return out
-    if t == T_SINGLE or t == _T_DOUBLE:
+    if t == _T_SINGLE or t == _T_DOUBLE:
         out.extend(struct.pack("<f" if n == 4 else "<d", v))
         return out
-    if t == T_EUI64 or t == _T_KEY128:
+    if t == _T_EUI64 or t == _T_KEY128:
         if len(v) != n:
             raise ZclError("ZclValueError", "type 0x%02X needs %d bytes" % (t, n))
         out.extend(v)
@@ -278,10 +278,6 @@ class Header:
         out.append(self.tsn)
         out.append(self.command_id)
         return out
-
-    def __repr__(self):
-        return "Header(fc=%02X manuf=%r tsn=%d cmd=%02X)" % (
-            self.frame_control, self.manufacturer, self.tsn, self.command_id)
 
 
 def parse_header(frame):

@@ -24,9 +24,13 @@ _POWER_MAINS_1PHASE = const(0x01)
 MANUFACTURER = b"Open CHub"
 _MODEL = const(b"CHUB-1")
 
-_WRITES = (Z.WRITE_ATTRIBUTES, Z.WRITE_ATTRIBUTES_UNDIVIDED, Z.WRITE_ATTRIBUTES_NO_RSP)
-# global commands that are themselves answers: never answered
-_ANSWERS = (Z.READ_ATTRIBUTES_RSP, Z.WRITE_ATTRIBUTES_RSP, Z.CONFIGURE_REPORTING_RSP, Z.DEFAULT_RSP)
+# Write Attributes (0x02), Undivided (0x03), No Response (0x05); constant
+# tuples written out (zcl's names would build them in RAM at import)
+_WRITES = const((0x02, 0x03, 0x05))
+# global commands that are themselves answers, never answered: Read
+# Attributes Response (0x01), Write Attributes Response (0x04), Configure
+# Reporting Response (0x07), Default Response (0x0B)
+_ANSWERS = const((0x01, 0x04, 0x07, 0x0B))
 
 
 def zcl_time(unix):
@@ -63,9 +67,6 @@ class AttributeServer:
     are made when read: no attribute table is held for the hub's life."""
 
     reads = 0
-
-    def value(self, attr_id):
-        return None
 
     async def __call__(self, eh, src_ep, h, p):
         return self.handle(h, p)

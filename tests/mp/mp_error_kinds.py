@@ -59,7 +59,7 @@ def test_errors_read_as_their_kinds():
     d.feed(b"XX\x06\x00\x00\x00\x05\x00\x00\x00\x00\x00\x00")
     e = _caught(d.next)
     assert isinstance(e, link.LinkError) and repr(e) == "BadMagic('bad magic 5858',)", repr(e)
-    e = _caught(ezsp_frames.decode_frame, 13, b"\x00\x80")
+    e = _caught(peer.ezsp_decode_frame, 13, b"\x00\x80")
     assert isinstance(e, ezsp_frames.EzspError) and repr(e).startswith("EzspTruncated('"), repr(e)
     assert "%s" % e == str(e) and not str(e).startswith("(")
     e = _caught(gcm.decrypt, bytes(16), bytes(12), bytes(20))
@@ -75,7 +75,7 @@ def test_errors_read_as_their_kinds():
 
 
 def test_kind_of_names_the_kind_or_the_class():
-    e = _caught(ezsp_frames.decode_frame, 13, bytes((0, 0x80, 1, 0xEE, 0x0E, 0)))
+    e = _caught(peer.ezsp_decode_frame, 13, bytes((0, 0x80, 1, 0xEE, 0x0E, 0)))
     assert log.kind_of(e) == "EzspUnknownFrame"
     assert log.kind_of(KeyError("x")) == "KeyError"
     e = security.SecurityError("BadMac", "bad MAC on command 5", codes.EV_BAD_MAC)

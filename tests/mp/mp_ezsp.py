@@ -6,7 +6,7 @@ import asyncio
 import os
 
 from han import ezsp_frames as F
-from han import network
+from han import network, peer
 import rigline
 
 HEAP = "256k"
@@ -27,25 +27,25 @@ def _raises(kind, fn, *a):
 
 def test_errors():
     # unknown frame id
-    _raises("EzspUnknownFrame", F.decode_frame, 13, bytes((0, 0x80, 1, 0xEE, 0x0E, 0)))
+    _raises("EzspUnknownFrame", peer.ezsp_decode_frame, 13, bytes((0, 0x80, 1, 0xEE, 0x0E, 0)))
     # truncated parameters (sendUnicast response lacks its sequence byte)
-    _raises("EzspTruncated", F.decode_frame, 8, bytes((1, 0x80, 1, 0x34, 0, 0)))
-    _raises("EzspTruncated", F.decode_frame, 14, bytes((1, 0x80, 1, 0x34, 0, 0, 0, 0)))
-    _raises("EzspTruncated", F.decode_frame, 13, b"\x00\x80")
+    _raises("EzspTruncated", peer.ezsp_decode_frame, 8, bytes((1, 0x80, 1, 0x34, 0, 0)))
+    _raises("EzspTruncated", peer.ezsp_decode_frame, 14, bytes((1, 0x80, 1, 0x34, 0, 0, 0, 0)))
+    _raises("EzspTruncated", peer.ezsp_decode_frame, 13, b"\x00\x80")
     # LV length past the end
-    _raises("EzspTruncated", F.decode_frame, 13, bytes((1, 0x80, 1, 0xAA, 0, 0, 5, 1)))
+    _raises("EzspTruncated", peer.ezsp_decode_frame, 13, bytes((1, 0x80, 1, 0xAA, 0, 0, 5, 1)))
     # wrong version: unsupported, or a command the version lacks
     _raises("EzspVersionError", F.encode_frame, 9, 0, "version", (9,))
     _raises("EzspUnknownFrame", F.encode_frame, 8, 0, "importTransientKey", (ESME, KEY, 0))
     _raises("EzspUnknownFrame", F.encode_frame, 14, 0, "addTransientLinkKey", (ESME, KEY))
     _raises("EzspVersionError", F.encode_frame, F.LEGACY, 0, "getEui64", ())
     # frame format version / security bits
-    _raises("EzspFrameError", F.decode_frame, 13, bytes((0, 0x80, 0, 0, 0, 13, 2, 0, 0)))
-    _raises("EzspFrameError", F.decode_frame, 13, bytes((0, 0x80, 0x81, 0, 0, 13, 2, 0, 0)))
+    _raises("EzspFrameError", peer.ezsp_decode_frame, 13, bytes((0, 0x80, 0, 0, 0, 13, 2, 0, 0)))
+    _raises("EzspFrameError", peer.ezsp_decode_frame, 13, bytes((0, 0x80, 0x81, 0, 0, 13, 2, 0, 0)))
     # trailing bytes are an error in strict mode only
-    f = bytes(F.encode_frame(13, 3, "permitJoining", (0,), F.FC_RESPONSE)) + b"\x01"
-    _raises("EzspFrameError", F.decode_frame, 13, f)
-    assert F.decode_frame(13, f, False)[3] == (0,)
+    f = bytes(F.encode_frame(13, 3, "permitJoining", (0,), peer.FC_RESPONSE)) + b"\x01"
+    _raises("EzspFrameError", peer.ezsp_decode_frame, 13, f)
+    assert peer.ezsp_decode_frame(13, f, False)[3] == (0,)
     # bad values
     _raises("EzspFrameError", F.encode_frame, 13, 0, "getEui64", (1,))
     _raises("EzspFrameError", F.encode_frame, 13, 0, "setExtendedTimeout", (b"123", 1))
@@ -53,19 +53,21 @@ def test_errors():
 
 def test_width_by_version():
     # status: 1 byte to v13, 4 bytes from v14; tag: 1 byte to v13, 2 from v14
-    assert len(F.encode_frame(13, 0, "permitJoining", (0,), F.FC_RESPONSE)) == 6
-    assert len(F.encode_frame(14, 0, "permitJoining", (0,), F.FC_RESPONSE)) == 9
+    assert len(F.encode_frame(13, 0, "permitJoining", (0,), peer.FC_RESPONSE)) == 6
+    assert len(F.encode_frame(14, 0, "permitJoining", (0,), peer.FC_RESPONSE)) == 9
     aps = (0x0109, 0x0702, 1, 1, 0x0160, 0, 7)
     a = F.encode_frame(13, 0, "sendUnicast", (0, 0x1234, aps, 0x42, b"x"))
     b = F.encode_frame(14, 0, "sendUnicast", (0, 0x1234, aps, 0x4242, b"x"))
     assert len(b) == len(a) + 1
-    assert F.decode_frame(14, b)[3][3] == 0x4242
+    assert peer.ezsp_decode_frame(14, b)[3][3] == 0x4242
     # importTransientKey answers a 4-byte sl_Status already at v13
-    assert len(F.encode_frame(13, 0, "importTransientKey", (0,), F.FC_RESPONSE)) == 9
+    assert len(F.encode_frame(13, 0, "importTransientKey", (0,), peer.FC_RESPONSE)) == 9
     # legacy header for version only
     assert bytes(F.encode_frame(F.LEGACY, 0, "version", (8,))) == b"\x00\x00\x00\x08"
     for ver in F.SUPPORTED:
-        assert F.network_up(ver) == (0x15 if ver == 14 else 0x90)
+        up, down = (0x15, 0x16) if ver == 14 else (0x90, 0x91)
+        assert F.network_state(ver, up) is True and F.network_state(ver, down) is False
+        assert F.network_state(ver, 0x00) is None
 
 
 # ---------------------------------------------------------------- scenario --

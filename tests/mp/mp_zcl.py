@@ -37,16 +37,16 @@ def test_header_bits_and_manufacturer_code():
 
 def test_value_round_trips_and_ranges():
     cases = [
-        (zcl.T_BOOL, True, b"\x01"), (zcl.T_MAP8, 3, b"\x03"), (zcl.T_MAP16, 0x1234, b"\x34\x12"),
+        (peer.T_BOOL, True, b"\x01"), (zcl.T_MAP8, 3, b"\x03"), (peer.T_MAP16, 0x1234, b"\x34\x12"),
         (zcl.T_MAP32, 0x80000001, b"\x01\x00\x00\x80"), (zcl.T_UINT24, 0x010203, b"\x03\x02\x01"),
-        (zcl.T_UINT48, 12345, b"\x39\x30\x00\x00\x00\x00"), (zcl.T_INT8, -1, b"\xff"),
-        (zcl.T_INT16, -2, b"\xfe\xff"), (zcl.T_INT24, -0x800000, b"\x00\x00\x80"),
+        (peer.T_UINT48, 12345, b"\x39\x30\x00\x00\x00\x00"), (peer.T_INT8, -1, b"\xff"),
+        (peer.T_INT16, -2, b"\xfe\xff"), (peer.T_INT24, -0x800000, b"\x00\x00\x80"),
         (zcl.T_INT32, 0x7FFFFFFF, b"\xff\xff\xff\x7f"), (zcl.T_ENUM8, 2, b"\x02"),
-        (zcl.T_ENUM16, 0x0102, b"\x02\x01"), (zcl.T_OCTSTR, b"\x00\x7e", b"\x02\x00\x7e"),
-        (zcl.T_CHARSTR, b"GBCS", b"\x04GBCS"), (zcl.T_OCTSTR, None, b"\xff"),
-        (zcl.T_LONG_OCTSTR, b"ab", b"\x02\x00ab"), (zcl.T_UTC, 770558400, b"\xc0\xc9\xed\x2d"),
-        (zcl.T_EUI64, b"\xa0\x90\x78\x56\x34\x12\xdb\x00", b"\xa0\x90\x78\x56\x34\x12\xdb\x00"),
-        (zcl.T_SINGLE, 1.5, b"\x00\x00\xc0\x3f"), (zcl.T_NODATA, None, b""),
+        (peer.T_ENUM16, 0x0102, b"\x02\x01"), (peer.T_OCTSTR, b"\x00\x7e", b"\x02\x00\x7e"),
+        (zcl.T_CHARSTR, b"GBCS", b"\x04GBCS"), (peer.T_OCTSTR, None, b"\xff"),
+        (peer.T_LONG_OCTSTR, b"ab", b"\x02\x00ab"), (zcl.T_UTC, 770558400, b"\xc0\xc9\xed\x2d"),
+        (peer.T_EUI64, b"\xa0\x90\x78\x56\x34\x12\xdb\x00", b"\xa0\x90\x78\x56\x34\x12\xdb\x00"),
+        (peer.T_SINGLE, 1.5, b"\x00\x00\xc0\x3f"), (peer.T_NODATA, None, b""),
     ]
     for t, v, wire in cases:
         out = zcl.encode_value(bytearray(), t, v)
@@ -54,14 +54,14 @@ def test_value_round_trips_and_ranges():
         got, o = zcl.decode_value(t, wire + b"\xee")
         assert got == v and o == len(wire), (t, got, o)
     raises("ZclValueError", zcl.encode_value, bytearray(), zcl.T_UINT8, 256)
-    raises("ZclValueError", zcl.encode_value, bytearray(), zcl.T_INT8, -129)
+    raises("ZclValueError", zcl.encode_value, bytearray(), peer.T_INT8, -129)
     raises("ZclValueError", zcl.encode_value, bytearray(), zcl.T_UINT16, -1)
-    raises("ZclValueError", zcl.encode_value, bytearray(), zcl.T_OCTSTR, bytes(255))
-    raises("ZclValueError", zcl.encode_value, bytearray(), zcl.T_EUI64, b"123")
+    raises("ZclValueError", zcl.encode_value, bytearray(), peer.T_OCTSTR, bytes(255))
+    raises("ZclValueError", zcl.encode_value, bytearray(), peer.T_EUI64, b"123")
     raises("ZclTypeError", zcl.decode_value, 0x48, b"\x00\x00")  # arrays unsupported
     raises("ZclTruncated", zcl.decode_value, zcl.T_UINT32, b"\x00\x00")
-    raises("ZclTruncated", zcl.decode_value, zcl.T_OCTSTR, b"\x05abc")
-    raises("ZclValueError", zcl.decode_value, zcl.T_BOOL, b"\x02")
+    raises("ZclTruncated", zcl.decode_value, peer.T_OCTSTR, b"\x05abc")
+    raises("ZclValueError", zcl.decode_value, peer.T_BOOL, b"\x02")
 
 
 def test_global_commands_round_trip():
@@ -72,14 +72,14 @@ def test_global_commands_round_trip():
     assert zcl.decode_attribute_records(zcl.encode_attribute_records(w)) == w
     assert bytes(zcl.encode_write_attributes_rsp([])) == b"\x00"
     assert peer.decode_write_attributes_rsp(b"\x00") == []
-    bad = [(zcl.READ_ONLY, 0x0006), (zcl.INVALID_VALUE, 0x0002)]
+    bad = [(zcl.READ_ONLY, 0x0006), (peer.INVALID_VALUE, 0x0002)]
     assert peer.decode_write_attributes_rsp(zcl.encode_write_attributes_rsp(bad)) == bad
-    cfg = [(0, 0x0000, zcl.T_UINT48, 1, 1800, 10), (0, 0x0200, zcl.T_MAP8, 0, 60, None), (1, 0x0000, 3600)]
+    cfg = [(0, 0x0000, peer.T_UINT48, 1, 1800, 10), (0, 0x0200, zcl.T_MAP8, 0, 60, None), (1, 0x0000, 3600)]
     p = peer.encode_configure_reporting(cfg)
     assert peer.decode_configure_reporting(p) == cfg
     # discrete type: no reportable change on the wire
     assert len(p) == (3 + 5 + 6) + (3 + 5) + (3 + 2)
-    cr = [(zcl.UNREPORTABLE_ATTRIBUTE, 0, 0x0200)]
+    cr = [(peer.UNREPORTABLE_ATTRIBUTE, 0, 0x0200)]
     assert peer.decode_configure_reporting_rsp(peer.encode_configure_reporting_rsp(cr)) == cr
     assert peer.decode_default_rsp(zcl.encode_default_rsp(0x0A, 0)) == (0x0A, 0)
     h = zcl.Header(zcl.READ_ATTRIBUTES, tsn=6)
