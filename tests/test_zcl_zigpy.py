@@ -67,7 +67,7 @@ def fuzz(b):
                ic.link_key, ic.check):
         res.append(guard(fn, b))
     if b:
-        res.append(guard(zcl.decode_value, b[0], b[1:]))
+        res.append(guard(zcl.decode_value, b[0], b[1:], 0))
     r = tunnel.Reassembler(64)
     res.append(guard(peer.add_frame, r, b))
     return [x for x in res if x.startswith("CRASH")]
@@ -126,7 +126,7 @@ for op in json.load(open(os.getenv("MP_IN"))):
             out.append(kind_of(e))
     elif k == "val":
         try:
-            v, o = zcl.decode_value(op[1], unhexlify(op[2]))
+            v, o = zcl.decode_value(op[1], unhexlify(op[2]), 0)
             out.append([j(v), o])
         except ALLOWED as e:
             out.append(kind_of(e))

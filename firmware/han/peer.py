@@ -331,7 +331,7 @@ def zcl_decode(frame):
     if h.frame_type == Z.FT_GLOBAL and h.manufacturer is None:
         f = _global_decoder(h.command_id)
         if f is not None:
-            return h, f(frame, o)
+            return h, f(frame[o:])
     return h, bytes(frame[o:])
 
 

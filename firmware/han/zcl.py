@@ -157,7 +157,7 @@ def type_size(t):
     return _FIXED_N[_FIXED_T.index(t)]
 
 
-def decode_value(t, b, o=0):
+def decode_value(t, b, o):
     """Decode a value of type t at b[o:]; return (value, next offset).
     Integers/bitmaps/enums/times -> int, bool -> bool, floats -> float,
     strings -> bytes (None for the invalid length 0xFF/0xFFFF),
@@ -303,7 +303,7 @@ def parse_header(frame):
     return h, o + 2
 
 
-def build_frame(header, payload=b""):
+def build_frame(header, payload):
     out = header.encode()
     out.extend(payload)
     return bytes(out)
@@ -312,23 +312,23 @@ def build_frame(header, payload=b""):
 # ------------------------------------------------------ global commands ----
 
 
-def encode_read_attributes(attr_ids, out=None):
-    out = bytearray() if out is None else out
+def encode_read_attributes(attr_ids, out):
+    """Append the attribute ids to bytearray out."""
     for a in attr_ids:
         put_u16(out, a)
     return out
 
 
-def decode_read_attributes(p, o=0):
-    if (len(p) - o) & 1:
+def decode_read_attributes(p):
+    if len(p) & 1:
         raise ZclError("ZclTruncated", "odd-length attribute id list")
-    return [get_u16(p, i) for i in range(o, len(p), 2)]
+    return [get_u16(p, i) for i in range(0, len(p), 2)]
 
 
-def encode_read_attributes_rsp(records, out=None):
+def encode_read_attributes_rsp(records):
     """records: (attr_id, status, type, value); type/value unused unless
     status is SUCCESS."""
-    out = bytearray() if out is None else out
+    out = bytearray()
     for a, st, t, v in records:
         put_u16(out, a)
         out.append(st)
@@ -366,8 +366,9 @@ def encode_attribute_records(records, out=None):
     return out
 
 
-def decode_attribute_records(p, o=0):
+def decode_attribute_records(p):
     recs = []
+    o = 0
     n = len(p)
     while o < n:
         a = get_u16(p, o)
@@ -397,12 +398,12 @@ def encode_status_records(records, out, with_direction):
     return out
 
 
-def encode_write_attributes_rsp(records, out=None):
-    return encode_status_records(records, out, with_direction=False)
+def encode_write_attributes_rsp(records):
+    return encode_status_records(records, None, False)
 
 
-def encode_default_rsp(command_id, status, out=None):
-    out = bytearray() if out is None else out
+def encode_default_rsp(command_id, status):
+    out = bytearray()
     out.append(command_id)
     out.append(status)
     return out

@@ -51,17 +51,17 @@ def test_value_round_trips_and_ranges():
     for t, v, wire in cases:
         out = zcl.encode_value(bytearray(), t, v)
         assert bytes(out) == wire, (t, v, out)
-        got, o = zcl.decode_value(t, wire + b"\xee")
+        got, o = zcl.decode_value(t, wire + b"\xee", 0)
         assert got == v and o == len(wire), (t, got, o)
     raises("ZclValueError", zcl.encode_value, bytearray(), zcl.T_UINT8, 256)
     raises("ZclValueError", zcl.encode_value, bytearray(), peer.T_INT8, -129)
     raises("ZclValueError", zcl.encode_value, bytearray(), zcl.T_UINT16, -1)
     raises("ZclValueError", zcl.encode_value, bytearray(), peer.T_OCTSTR, bytes(255))
     raises("ZclValueError", zcl.encode_value, bytearray(), peer.T_EUI64, b"123")
-    raises("ZclTypeError", zcl.decode_value, 0x48, b"\x00\x00")  # arrays unsupported
-    raises("ZclTruncated", zcl.decode_value, zcl.T_UINT32, b"\x00\x00")
-    raises("ZclTruncated", zcl.decode_value, peer.T_OCTSTR, b"\x05abc")
-    raises("ZclValueError", zcl.decode_value, peer.T_BOOL, b"\x02")
+    raises("ZclTypeError", zcl.decode_value, 0x48, b"\x00\x00", 0)  # arrays unsupported
+    raises("ZclTruncated", zcl.decode_value, zcl.T_UINT32, b"\x00\x00", 0)
+    raises("ZclTruncated", zcl.decode_value, peer.T_OCTSTR, b"\x05abc", 0)
+    raises("ZclValueError", zcl.decode_value, peer.T_BOOL, b"\x02", 0)
 
 
 def test_global_commands_round_trip():
@@ -83,7 +83,7 @@ def test_global_commands_round_trip():
     assert peer.decode_configure_reporting_rsp(peer.encode_configure_reporting_rsp(cr)) == cr
     assert peer.decode_default_rsp(zcl.encode_default_rsp(0x0A, 0)) == (0x0A, 0)
     h = zcl.Header(zcl.READ_ATTRIBUTES, tsn=6)
-    f = zcl.build_frame(h, zcl.encode_read_attributes([zcl_clusters.TIME_TIME, zcl_clusters.TIME_STATUS]))
+    f = zcl.build_frame(h, zcl.encode_read_attributes([zcl_clusters.TIME_TIME, zcl_clusters.TIME_STATUS], bytearray()))
     h2, ids = peer.zcl_decode(f)
     assert ids == [0, 1] and h2.tsn == 6
 
