@@ -2,6 +2,8 @@
 # negotiation, configuration), forms the network on first boot or resumes it
 # (networkInit) afterwards, then runs the trust centre over the CHF Device
 # Log and feeds the Device Log's HAN statistics from the message callbacks.
+# The configuration and network steps are han.network's, loaded for them and
+# dropped after; the local-port commands are han.commands.
 #
 # The wiring (app.py) spawns `run` as the supervised job "han". Any link fault (an NCP
 # reboot, ASH link failure, EZSP timeout, the network going down) raises out

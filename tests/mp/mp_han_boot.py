@@ -86,3 +86,12 @@ def test_the_hubs_han_modules_heap_on_a_frozen_build():
     used = _AFTER - _BEFORE
     print("han: %d bytes after import (%d-bit)" % (used, W * 8))
     assert used <= 2500 * W, used
+
+
+def test_the_coordinators_counters_end_with_the_messagings():
+    # written out in han.coordinator (a constant tuple, not a sum built at import)
+    from han import messaging
+
+    c = coordinator._COUNTERS
+    assert c[len(c) - len(messaging.COUNTERS):] == messaging.COUNTERS, c
+    assert len(set(c)) == len(c)
