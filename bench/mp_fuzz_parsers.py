@@ -13,6 +13,7 @@
 import binascii
 import os
 
+from han import peer
 from han import ash, tunnel, zcl, zcl_clusters
 from han import ezsp_frames as F
 from wan import at, link
@@ -46,19 +47,19 @@ def _ash(data):
     d = ash.Decoder()
     half = len(data) // 2
     for part in (data[:half], data[half:]):
-        for ev in d.frames(part):
+        for ev in peer.frames(d, part):
             if isinstance(ev, tuple):
                 ctl, payload = ev
-                ash.parse_control(ctl)
+                peer.parse_control(ctl)
             elif _state["first"] is None:
                 _state["first"] = kind_of(ev)
     # the whole input as one frame on the wire: unstuffed up to its flag
     body = bytes(data)
     if body and body[-1] == 0x7E:
         body = body[:-1]
-    raw = _try(ash.unstuff, body)
+    raw = _try(peer.unstuff, body)
     if raw is not None:
-        ash.decode_frame(bytearray(raw))
+        peer.decode_frame(bytearray(raw))
 
 
 # ---- EZSP ----------------------------------------------------------------------
@@ -76,18 +77,18 @@ def _ezsp(data):
                     pass
         except F.EzspError:
             pass
-    F.decode_frame(13, data, False)
+    peer.ezsp_decode_frame(13, data, False)
 
 
 # ---- ZCL -----------------------------------------------------------------------
 
 _ZCL_DECODERS = (
-    zcl_clusters.decode_request_mirror_rsp, zcl_clusters.decode_configure_mirror,
-    zcl_clusters.decode_mirror_report_attribute_rsp, tunnel.decode_request_tunnel, tunnel.decode_request_tunnel_rsp,
-    tunnel.decode_tunnel_id, tunnel.decode_tunnel_u16, tunnel.decode_transfer_data_error,
+    peer.decode_request_mirror_rsp, zcl_clusters.decode_configure_mirror,
+    peer.decode_mirror_report_attribute_rsp, tunnel.decode_request_tunnel, tunnel.decode_request_tunnel_rsp,
+    tunnel.decode_tunnel_id, peer.decode_tunnel_u16, tunnel.decode_transfer_data_error,
     tunnel.decode_transfer_data_payload, zcl.decode_read_attributes, zcl.decode_read_attributes_rsp,
-    zcl.decode_attribute_records, zcl.decode_status_records, zcl.decode_write_attributes_rsp,
-    zcl.decode_configure_reporting, zcl.decode_configure_reporting_rsp, zcl.decode_default_rsp,
+    zcl.decode_attribute_records, peer.decode_status_records, peer.decode_write_attributes_rsp,
+    peer.decode_configure_reporting, peer.decode_configure_reporting_rsp, peer.decode_default_rsp,
 )
 
 
@@ -95,12 +96,13 @@ def _zcl(data):
     h, o = zcl.parse_header(data)
     # every payload decoder on the payload: a cluster command decoded with
     # the wrong decoder is still hostile input for that decoder
+    p = data[o:]  # the payload alone, as the hub hands it to them
     for f in _ZCL_DECODERS:
         try:
-            f(data, o)
+            f(p)
         except zcl.ZclError:
             pass
-    zcl.decode(data)
+    peer.zcl_decode(data)
 
 
 # ---- ZSE tunnel ----------------------------------------------------------------
@@ -108,8 +110,8 @@ def _zcl(data):
 def _tunnel(data):
     r = tunnel.Reassembler(64)
     try:
-        tid = r.add_frame(data)
-        r.add_frame(data)  # a second fragment of the same message
+        tid = peer.add_frame(r, data)
+        peer.add_frame(r, data)  # a second fragment of the same message
         r.add_block(tid, 0, 2, data)
     except tunnel.TunnelError:
         pass
@@ -118,7 +120,7 @@ def _tunnel(data):
             tunnel.decode_gsme(data[1:])
         except tunnel.GsmeError:
             pass
-    tunnel.decode_transfer_data(data)
+    peer.decode_transfer_data(data)
 
 
 # ---- AT lines (SIM7600) ---------------------------------------------------------

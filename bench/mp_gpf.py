@@ -21,7 +21,7 @@ from chf.identity import Identity
 from gbcs import frame, gcm, kdf, p256
 from gpf.function import Gpf
 from gpf.mirror import Mirror
-from han import zcl, zcl_clusters
+from han import peer, zcl, zcl_clusters
 from store import Store
 
 RUNS = 21
@@ -77,7 +77,7 @@ def main():
 
     def report():
         n[0] += 1
-        body = zcl.encode_attribute_records(recs + [(0x0000, zcl.T_UINT48, n[0])])
+        body = zcl.encode_attribute_records(recs + [(0x0000, peer.T_UINT48, n[0])])
         zcl_in(0x0702, bytes((0x18, 2, zcl.REPORT_ATTRIBUTES)) + body)
 
     def command(counter):

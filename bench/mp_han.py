@@ -15,7 +15,7 @@ import asyncio
 import json
 import time
 
-from han import ash
+from han import ash, peer
 from han import ezsp_frames as F
 from han.ezsp import Ezsp
 
@@ -32,9 +32,9 @@ def ash_frame_us():
     msg = bytes((i * 37 + 11) & 0xFF for i in range(79))
     ez = F.encode_frame(13, 0x21, "sendUnicast", (0, 0x1234, (0x0109, 0x0704, 1, 1, 0x0160, 0, 0), 7, msg))
     assert len(ez) == 100, len(ez)
-    buf = bytearray(ash.BUF_SIZE)
+    buf = bytearray(peer.BUF_SIZE)
     dec = ash.Decoder()
-    ctl = ash.data_control(3, 5)
+    ctl = ash.data_control(3, 5, False)
     ts = []
     for _ in range(RUNS):
         t = time.ticks_us()
@@ -43,9 +43,9 @@ def ash_frame_us():
             i = 0
             while i < n:
                 i = dec.feed(buf, i, n)
-                if dec.event == ash.EV_FRAME:
+                if dec.event == peer.EV_FRAME:
                     break
-            if dec.event != ash.EV_FRAME:
+            if dec.event != peer.EV_FRAME:
                 raise AssertionError("decode failed: %r" % dec.event)
         ts.append(time.ticks_diff(time.ticks_us(), t) / BATCH)
     if bytes(dec.data()) != ez:
@@ -80,8 +80,8 @@ async def _ezsp_us():
     ver = 13
     t = Instant(ver)
     # response bodies without the sequence byte (prepared once, outside the timing)
-    t.rsp["version"] = bytes(F.encode_frame(ver, 0, "version", (13, 2, 0x7450), F.FC_RESPONSE))[1:]
-    t.rsp["sendUnicast"] = bytes(F.encode_frame(ver, 0, "sendUnicast", (0, 9), F.FC_RESPONSE))[1:]
+    t.rsp["version"] = bytes(F.encode_frame(ver, 0, "version", (13, 2, 0x7450), peer.FC_RESPONSE))[1:]
+    t.rsp["sendUnicast"] = bytes(F.encode_frame(ver, 0, "sendUnicast", (0, 9), peer.FC_RESPONSE))[1:]
     ez = Ezsp(t, desired=13)
     ez._task = asyncio.create_task(ez._rx_loop())
     ez.ver = ver

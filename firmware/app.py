@@ -47,6 +47,7 @@ _TICKS_CLOCK = const(3000)  # ticks in 10 minutes: the clock's age count
 # for the call and drops it after (han.ota: when its server is idle).
 _LAZY_COMMANDS = (
     ("chf.commands", ("device_log_list", "device_log_add", "device_log_remove", "logs")),
+    ("han.commands", ("han_status", "han_rotate_key", "han_tunnel", "han_zcl_read", "han_energy_scan")),
     ("han.ota", ("ota_status", "ota_begin", "ota_put", "ota_notify")),
     ("update.commands", ("image_status", "image_write", "image_end", "image_activate", "image_abort",
                          "image_anchor")),
@@ -165,9 +166,8 @@ class Hub:
             lazy_cmds = lazy_cmds + (("rig.hooks", names),)
             lazy.drop("rig.hooks")
             lazy.drop("rig")
-        self.commands = Commands(((("status", Hub.cmd_status),), gbcs_port.COMMANDS, han_coordinator.COMMANDS,
-                                  wan_commands.COMMANDS, gpf_service.COMMANDS, route_router.COMMANDS,
-                                  provision.COMMANDS), lazy_cmds)
+        self.commands = Commands(((("status", Hub.cmd_status),), gbcs_port.COMMANDS, wan_commands.COMMANDS,
+                                  gpf_service.COMMANDS, route_router.COMMANDS, provision.COMMANDS), lazy_cmds)
         # the head-end's management channel (wan.mgmt, loaded per request:
         # manage) runs the same commands (its own allow-list)
         wan.manage = self.manage

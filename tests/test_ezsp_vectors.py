@@ -31,11 +31,12 @@ MP_VECTORS = r"""
 import json, sys
 from binascii import unhexlify, hexlify
 from han import ezsp_frames as F
+from han import peer
 cases = json.loads(sys.stdin.read())
 out = []
 for c in cases:
     ver = c["ver"]; raw = unhexlify(c["frame"])
-    seq, fc, name, vals = F.decode_frame(ver, raw)
+    seq, fc, name, vals = peer.ezsp_decode_frame(ver, raw)
     sch = F.lookup(ver, name)[2 if fc & 0x80 else 1]
     again = hexlify(F.encode_frame(ver, seq, name, vals, fc)).decode().upper()
     fields = [hexlify(F.encode_params(ver, s, [v])).decode().upper() for s, v in zip(sch, vals)]

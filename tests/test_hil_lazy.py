@@ -1,8 +1,9 @@
 """Features used only on request stay out of the hub's boot import set
 (firmware/lazy.py, docs/architecture.md "Features loaded on first use"):
 the meter OTA server, the hub update's commands, the head-end's management
-channel and the rig's hooks are loaded by their first request and dropped
-after it (the OTA server while it is idle), on the emulated system; and the
+channel, the HAN's commands and bring-up and the rig's hooks are loaded by
+their first request and dropped after it (the OTA server while it is idle),
+on the emulated system; and the
 wiring's table of their commands says what each module's COMMANDS holds."""
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from hil.meters.ota_client import make_image
 from hil.system import EmulatedSystem
 
 LAZY = {"chf.commands", "han.ota", "update.commands", "wan.mgmt", "rig.hooks", "update.image", "update.slots",
-        "chf.prov_store", "chf.prov_commands", "route.commands",
-        "chf.gbcs_commands"}
+        "chf.prov_store", "chf.prov_commands", "route.commands", "chf.gbcs_commands", "han.commands",
+        "han.network", "han.peer"}
 
 
 def _assigned(path: Path, name: str) -> ast.AST:
@@ -35,7 +36,8 @@ def test_the_wirings_table_names_each_modules_commands() -> None:
     app = FIRMWARE / "app.py"
     table = ast.literal_eval(_assigned(app, "_LAZY_COMMANDS"))
     assert {m for m, _ in table} | {"wan.mgmt", "update.image", "update.slots", "chf.prov_store", "rig.hooks",
-                                    "chf.prov_commands", "route.commands", "chf.gbcs_commands"} == LAZY
+                                    "chf.prov_commands", "route.commands", "chf.gbcs_commands", "han.network",
+                                    "han.peer"} == LAZY
     for module, names in table:
         commands = _assigned(FIRMWARE / (module.replace(".", "/") + ".py"), "COMMANDS")
         assert tuple(e.elts[0].value for e in commands.elts) == names, module  # type: ignore[attr-defined]
@@ -64,10 +66,14 @@ def test_loaded_on_first_use_and_dropped_after(system: EmulatedSystem) -> None:
     s = system
     s.drop_connection()
     s.reboot()
+    # the HAN's bring-up (han.network) is loaded while it runs: checked once the HAN is up
+    s.wait_until(lambda: s.call("han_status")["state"] == "up", 30, "the HAN up")
     assert held(s) == set(), "a rarely used feature is in the boot import set"
     assert s.call("image_status")["state"] is not None
     assert s.call("ota_status") == {"images": {}, "devices": {}, "blocks_served": 0}
     assert s.call("gbcs_fault", clear=True) == {"faults": 0}  # a rig hook
+    assert s.call("han_energy_scan", channels=[15], duration=0)["ok"]  # han.commands and han.network, for the call
+    assert held(s) == set()
     s.headend.wait_hello(1, timeout=30)
     s.wait_until(lambda: s.call("wan_status")["connected"], 30, "link")
     assert s.headend.manage({"cmd": "wan_status"})["connected"]  # served by wan.mgmt

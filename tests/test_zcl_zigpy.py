@@ -22,6 +22,7 @@ from mpy import run_mp
 MP_DRIVER = r"""
 import json, os
 from binascii import hexlify, unhexlify
+from han import peer
 from han import ash, install_code as ic, tunnel, zcl, zcl_clusters
 from log import kind_of
 
@@ -49,26 +50,26 @@ def fuzz(b):
     res = []
     dec = ash.Decoder()
     try:
-        for it in dec.frames(b):
+        for it in peer.frames(dec, b):
             if not isinstance(it, (tuple, ash.AshError)):
                 res.append("CRASH decoder yielded %r" % (it,))
     except Exception as e:
         res.append("CRASH decoder %r" % e)
-    res.append(guard(ash.decode_frame, b))
-    res.append(guard(ash.unstuff, b))
-    res.append(guard(zcl.decode, b))
+    res.append(guard(peer.decode_frame, b))
+    res.append(guard(peer.unstuff, b))
+    res.append(guard(peer.zcl_decode, b))
     for fn in (zcl.decode_read_attributes, zcl.decode_read_attributes_rsp, zcl.decode_attribute_records,
-               zcl.decode_write_attributes_rsp, zcl.decode_configure_reporting,
-               zcl.decode_configure_reporting_rsp, zcl.decode_default_rsp, tunnel.decode_request_tunnel,
+               peer.decode_write_attributes_rsp, peer.decode_configure_reporting,
+               peer.decode_configure_reporting_rsp, peer.decode_default_rsp, tunnel.decode_request_tunnel,
                tunnel.decode_request_tunnel_rsp, zcl_clusters.decode_configure_mirror,
-               zcl_clusters.decode_mirror_report_attribute_rsp, tunnel.decode_tunnel_u16,
-               tunnel.decode_transfer_data_error, tunnel.decode_transfer_data, tunnel.decode_gsme,
+               peer.decode_mirror_report_attribute_rsp, peer.decode_tunnel_u16,
+               tunnel.decode_transfer_data_error, peer.decode_transfer_data, tunnel.decode_gsme,
                ic.link_key, ic.check):
         res.append(guard(fn, b))
     if b:
-        res.append(guard(zcl.decode_value, b[0], b[1:]))
+        res.append(guard(zcl.decode_value, b[0], b[1:], 0))
     r = tunnel.Reassembler(64)
-    res.append(guard(r.add_frame, b))
+    res.append(guard(peer.add_frame, r, b))
     return [x for x in res if x.startswith("CRASH")]
 
 def enc(kind, recs):
@@ -77,11 +78,11 @@ def enc(kind, recs):
     if kind == "attrs":
         return zcl.encode_attribute_records([(a, t, val_in(t, v)) for a, t, v in recs])
     if kind == "cfg":
-        return zcl.encode_configure_reporting([tuple(r) for r in recs])
+        return peer.encode_configure_reporting([tuple(r) for r in recs])
     if kind == "wrsp":
         return zcl.encode_write_attributes_rsp([tuple(r) for r in recs])
     if kind == "crsp":
-        return zcl.encode_configure_reporting_rsp([tuple(r) for r in recs])
+        return peer.encode_configure_reporting_rsp([tuple(r) for r in recs])
     if kind == "hdr":
         a = recs
         return zcl.Header(a[0], a[1], a[2], a[3], a[4], a[5]).encode()
@@ -92,18 +93,18 @@ def dec(kind, b):
     if kind == "attrs":
         return zcl.decode_attribute_records(b)
     if kind == "cfg":
-        return zcl.decode_configure_reporting(b)
+        return peer.decode_configure_reporting(b)
     if kind == "wrsp":
-        return zcl.decode_write_attributes_rsp(b)
+        return peer.decode_write_attributes_rsp(b)
     if kind == "crsp":
-        return zcl.decode_configure_reporting_rsp(b)
+        return peer.decode_configure_reporting_rsp(b)
     if kind == "hdr":
         h, o = zcl.parse_header(b)
         return [h.command_id, h.tsn, h.frame_type, h.direction, h.disable_default_response,
                 h.manufacturer, o]
 
 out = []
-buf = bytearray(ash.BUF_SIZE)
+buf = bytearray(peer.BUF_SIZE)
 for op in json.load(open(os.getenv("MP_IN"))):
     k = op[0]
     if k == "ash_enc":
@@ -112,7 +113,7 @@ for op in json.load(open(os.getenv("MP_IN"))):
     elif k == "ash_dec":
         d = ash.Decoder()
         r = []
-        for it in d.frames(unhexlify(op[1])):
+        for it in peer.frames(d, unhexlify(op[1])):
             r.append([it[0], H(it[1])] if isinstance(it, tuple) else kind_of(it))
         out.append(r)
     elif k == "enc":
@@ -125,7 +126,7 @@ for op in json.load(open(os.getenv("MP_IN"))):
             out.append(kind_of(e))
     elif k == "val":
         try:
-            v, o = zcl.decode_value(op[1], unhexlify(op[2]))
+            v, o = zcl.decode_value(op[1], unhexlify(op[2]), 0)
             out.append([j(v), o])
         except ALLOWED as e:
             out.append(kind_of(e))

@@ -55,21 +55,21 @@ def zcl():
     """A ZCL tunnel message: a 79-byte GBCS command split into TransferData
     frames for an 82-byte APS payload, each encoded, decoded and added to the
     reassembler (both ends of the tunnel, one message)."""
-    from han import tunnel
+    from han import peer, tunnel
 
     msg = bytes((i * 29 + 3) & 0xFF for i in range(79))
     out = bytearray(96)
-    r = tunnel.Reassembler()
+    r = tunnel.Reassembler(tunnel.DEFAULT_MESSAGE_SIZE)
     ts = []
     for _ in range(RUNS):
         t = time.ticks_us()
         tsn = 0
-        for chunk in tunnel.fragments(msg, 82):
+        for chunk in peer.fragments(msg, 82):
             out[:] = b""
             tunnel.encode_transfer_data(out, tsn, 7, chunk, True)
             tsn += 1
-            _h, tid, data = tunnel.decode_transfer_data(out)
-            r.add(tid, data)
+            _h, tid, data = peer.decode_transfer_data(out)
+            peer.add(r, tid, data)
         got = r.take()
         ts.append(time.ticks_diff(time.ticks_us(), t))
         if bytes(got) != msg:

@@ -2,7 +2,9 @@
 # NCP (Silicon Labs UG101).  Two halves:
 #   * a pure codec: CRC-16/CCITT-FALSE, byte stuffing, DATA randomisation,
 #     control bytes, encode_frame() into a preallocated buffer and an
-#     incremental Decoder;
+#     incremental Decoder (what only tests and tools use, stuffing a whole
+#     buffer, decoding one frame, a Decoder's frames as a generator, is in
+#     han.peer);
 #   * the host-side protocol engine `Ash` (asyncio): reset handshake, DATA with
 #     window 1, ack/nak numbering, retransmission with reTx, adaptive ack
 #     timeout, duplicate suppression and NCP-reset detection.
@@ -20,17 +22,17 @@ _ESC = const(0x7D)
 _XON = const(0x11)
 _XOFF = const(0x13)
 _SUB = const(0x18)
-CANCEL = const(0x1A)
+_CANCEL = const(0x1A)
 
-RST = const(0xC0)
-RSTACK = const(0xC1)
-ERROR = const(0xC2)
+_RST = const(0xC0)
+_RSTACK = const(0xC1)
+_ERROR = const(0xC2)
 
 # frame types returned by frame_type()
-T_DATA = const(0)
-T_ACK = const(1)
-T_NAK = const(2)
-T_RST = const(3)
+_T_DATA = const(0)
+_T_ACK = const(1)
+_T_NAK = const(2)
+_T_RST = const(3)
 _T_RSTACK = const(4)
 _T_ERROR = const(5)
 
@@ -40,17 +42,17 @@ _SEED = const(0x42)
 _LFSR = const(0xB8)
 _VERSION = const(2)
 # worst case wire size of one frame: every byte stuffed, plus the flag
-BUF_SIZE = const(2 * (1 + 128 + 2) + 1)
+_BUF_SIZE = const(2 * (1 + 128 + 2) + 1)
 
 # NCP reset / error codes (UG101 / EZSP)
 _RESET_UNKNOWN = const(0x00)
 _RESET_EXTERNAL = const(0x01)
 _RESET_POWER_ON = const(0x02)
-RESET_WATCHDOG = const(0x03)
+_RESET_WATCHDOG = const(0x03)
 _RESET_ASSERT = const(0x06)
 _RESET_BOOTLOADER = const(0x09)
-RESET_SOFTWARE = const(0x0B)
-ERROR_ACK_TIMEOUTS = const(0x51)
+_RESET_SOFTWARE = const(0x0B)
+_ERROR_ACK_TIMEOUTS = const(0x51)
 
 
 class AshError(KindError):
@@ -77,7 +79,7 @@ class NcpReset(Exception):
 # ---------------------------------------------------------------- codec ----
 
 
-def crc16(data, crc=0xFFFF, start=0, end=-1):
+def crc16(data, crc, start, end):
     """CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, no reflection)."""
     if end < 0:
         end = len(data)
@@ -88,7 +90,7 @@ def crc16(data, crc=0xFFFF, start=0, end=-1):
     return crc
 
 
-def randomise(buf, start=0, end=-1):
+def randomise(buf, start, end):
     """XOR buf[start:end] in place with the ASH pseudo-random sequence
     (restarts at 0x42 for every frame); applying it twice restores the data."""
     if end < 0:
@@ -100,80 +102,36 @@ def randomise(buf, start=0, end=-1):
 
 
 def is_reserved(b):
-    return b == _FLAG or b == _ESC or b == _XON or b == _XOFF or b == _SUB or b == CANCEL
+    return b == _FLAG or b == _ESC or b == _XON or b == _XOFF or b == _SUB or b == _CANCEL
 
 
-def stuff(data):
-    """Return the byte-stuffed copy of data (no trailing flag)."""
-    out = bytearray()
-    for b in data:
-        if is_reserved(b):
-            out.append(_ESC)
-            out.append(b ^ 0x20)
-        else:
-            out.append(b)
-    return bytes(out)
-
-
-def unstuff(data):
-    """Inverse of stuff(); raises AshError (kind AshEscapeError) on a bad escape sequence."""
-    out = bytearray()
-    esc = False
-    for b in data:
-        if esc:
-            b ^= 0x20
-            if not is_reserved(b):
-                raise AshError("AshEscapeError", "escaped byte 0x%02X is not reserved" % b)
-            out.append(b)
-            esc = False
-        elif b == _ESC:
-            esc = True
-        elif is_reserved(b):
-            raise AshError("AshEscapeError", "unescaped reserved byte 0x%02X" % b)
-        else:
-            out.append(b)
-    if esc:
-        raise AshError("AshEscapeError", "dangling escape byte")
-    return bytes(out)
-
-
-def data_control(frm, ack, retx=False):
+def data_control(frm, ack, retx):
     return ((frm & 7) << 4) | (8 if retx else 0) | (ack & 7)
 
 
-def ack_control(ack, nrdy=False):
+def ack_control(ack, nrdy):
     return 0x80 | (8 if nrdy else 0) | (ack & 7)
 
 
-def nak_control(ack, nrdy=False):
+def nak_control(ack, nrdy):
     return 0xA0 | (8 if nrdy else 0) | (ack & 7)
 
 
 def frame_type(c):
     """Frame type of a control byte; AshError (kind AshControlError) if it is not valid."""
     if c & 0x80 == 0:
-        return T_DATA
+        return _T_DATA
     if c & 0xE0 == 0x80:
-        return T_ACK
+        return _T_ACK
     if c & 0xE0 == 0xA0:
-        return T_NAK
-    if c == RST:
-        return T_RST
-    if c == RSTACK:
+        return _T_NAK
+    if c == _RST:
+        return _T_RST
+    if c == _RSTACK:
         return _T_RSTACK
-    if c == ERROR:
+    if c == _ERROR:
         return _T_ERROR
     raise AshError("AshControlError", "bad control byte 0x%02X" % c)
-
-
-def parse_control(c):
-    """(type, frmNum or None, reTx/nRdy flag, ackNum or None)."""
-    t = frame_type(c)
-    if t == T_DATA:
-        return t, (c >> 4) & 7, bool(c & 8), c & 7
-    if t == T_ACK or t == T_NAK:
-        return t, None, bool(c & 8), c & 7
-    return t, None, False, None
 
 
 def encode_frame(buf, control, data=None, randomise_data=True):
@@ -225,14 +183,7 @@ def encode_frame(buf, control, data=None, randomise_data=True):
     return o + 1
 
 
-def build_frame(control, data=None, randomise_data=True):
-    """Allocate and return the wire bytes of one frame (convenience)."""
-    buf = bytearray(BUF_SIZE)
-    n = encode_frame(buf, control, data, randomise_data)
-    return bytes(buf[:n])
-
-
-def check_frame(frame, n=-1, max_data=_MAX_DATA):
+def check_frame(frame, n, max_data):
     """Validate an unstuffed frame (control + data + CRC) held in frame[:n];
     return its type.  DATA payloads are NOT derandomised here."""
     if n < 0:
@@ -246,7 +197,7 @@ def check_frame(frame, n=-1, max_data=_MAX_DATA):
         raise AshError("AshCrcError", "bad CRC %04X" % crc)
     t = frame_type(frame[0])
     d = n - 3
-    if t == T_DATA:
+    if t == _T_DATA:
         if d < _MIN_DATA:
             raise AshError("AshTooShort", "DATA frame with %d data bytes" % d)
     elif t == _T_RSTACK or t == _T_ERROR:
@@ -259,19 +210,9 @@ def check_frame(frame, n=-1, max_data=_MAX_DATA):
     return t
 
 
-def decode_frame(frame):
-    """Decode one unstuffed frame; return (control, data bytes) with DATA
-    payloads derandomised.  Raises AshError subclasses."""
-    t = check_frame(frame)
-    data = bytearray(frame[1 : len(frame) - 2])
-    if t == T_DATA:
-        randomise(data)
-    return frame[0], bytes(data)
-
-
 # decoder events
 _EV_NONE = const(0)
-EV_FRAME = const(1)
+_EV_FRAME = const(1)
 _E_CRC = const(-1)
 _E_SHORT = const(-2)
 _E_LONG = const(-3)
@@ -286,7 +227,7 @@ class Decoder:
     """Incremental ASH receiver.  feed(data, start, end) consumes bytes up to
     and including the end of the next frame (or error) and returns the index
     after the last byte consumed; `event` then says what happened:
-    _EV_NONE (all bytes consumed, frame incomplete), EV_FRAME (control byte in
+    _EV_NONE (all bytes consumed, frame incomplete), _EV_FRAME (control byte in
     `control`, derandomised data in `data()`), or an E_* error code.
     CANCEL discards the partial frame, SUBSTITUTE discards up to the next
     flag, _XON/_XOFF are dropped.  Counters live in `cancelled`/`substituted`."""
@@ -313,7 +254,7 @@ class Decoder:
     def data(self):
         return memoryview(self.buf)[1 : self.flen - 2]
 
-    def feed(self, data, start=0, end=-1):
+    def feed(self, data, start, end):
         if end < 0:
             end = len(data)
         self.event = _EV_NONE
@@ -329,7 +270,7 @@ class Decoder:
                     self.event = ev
                     return i
                 continue
-            if b == CANCEL:
+            if b == _CANCEL:
                 if self.n or self.esc:
                     self.cancelled += 1
                 self.reset()
@@ -379,31 +320,23 @@ class Decoder:
             self.error = str(e)
             return -1 - _KINDS.index(e.args[0])
         self.flen = n
-        if t == T_DATA:
+        if t == _T_DATA:
             randomise(self.buf, 1, n - 2)
-        return EV_FRAME
-
-    def frames(self, data):
-        """Generator over a chunk: yields (control, data bytes) for each good
-        frame and an AshError instance (not raised) for each bad one."""
-        i = 0
-        end = len(data)
-        while i < end:
-            i = self.feed(data, i, end)
-            ev = self.event
-            if ev == EV_FRAME:
-                yield self.control, bytes(self.data())
-            elif ev < 0:
-                yield AshError(_KINDS[-1 - ev], self.error)
-
+        return _EV_FRAME
 
 # --------------------------------------------------------------- engine ----
 
 
-_STATS = ("tx_data", "tx_retx", "tx_ack", "tx_nak", "tx_rst",
-          "rx_data", "rx_dup", "rx_out_of_seq", "rx_ack", "rx_nak", "rx_rst", "rx_rstack", "rx_error",
-          "crc_errors", "length_errors", "control_errors", "escape_errors", "cancelled", "substituted",
-          "ncp_resets", "link_failures", "dropped")
+_STATS = const(("tx_data", "tx_retx", "tx_ack", "tx_nak", "tx_rst",
+                "rx_data", "rx_dup", "rx_out_of_seq", "rx_ack", "rx_nak", "rx_rst", "rx_rstack", "rx_error",
+                "crc_errors", "length_errors", "control_errors", "escape_errors", "cancelled", "substituted",
+                "ncp_resets", "link_failures", "dropped"))
+
+
+# Ash's settings: the argument's name, then the attribute's
+_TIMING = const(("t_rx_ack_init", "t_init", "t_rx_ack_min", "t_min", "t_rx_ack_max", "t_max", "t_rstack", "t_rstack",
+                 "max_tries", "max_tries", "reset_tries", "reset_tries", "rx_queue", "rx_queue_max",
+                 "cancel_bytes", "cancel_bytes"))
 
 
 class Ash:
@@ -420,33 +353,18 @@ class Ash:
     rx_queue_max = 4
     cancel_bytes = 32
 
-    def __init__(
-        self,
-        reader,
-        writer,
-        ticks_ms=None,
-        t_rx_ack_init=1600,
-        t_rx_ack_min=400,
-        t_rx_ack_max=3200,
-        t_rstack=3200,
-        max_tries=5,
-        reset_tries=3,
-        rx_queue=4,
-        cancel_bytes=32,
-    ):
+    def __init__(self, reader, writer, ticks_ms=None, **timing):
+        # timing: t_rx_ack_init, t_rx_ack_min, t_rx_ack_max, t_rstack (ms),
+        # max_tries, reset_tries, rx_queue, cancel_bytes; the class
+        # attributes hold the defaults, an instance only those it is given
         self.reader = reader
         self.writer = writer
         self.ticks_ms = ticks_ms or time.ticks_ms
-        # the settings are class attributes; an instance holds only those that
-        # differ from them
-        for name, v in (("t_min", t_rx_ack_min), ("t_max", t_rx_ack_max), ("t_init", t_rx_ack_init),
-                        ("t_rstack", t_rstack), ("max_tries", max_tries), ("reset_tries", reset_tries),
-                        ("rx_queue_max", rx_queue), ("cancel_bytes", cancel_bytes)):
-            if getattr(Ash, name) != v:
-                setattr(self, name, v)
-        self.t_rx_ack = t_rx_ack_init
+        for name, v in timing.items():
+            setattr(self, _TIMING[_TIMING.index(name) + 1], v)  # ValueError: not a setting
+        self.t_rx_ack = self.t_init
         self.dec = Decoder()
-        self._tx = bytearray(BUF_SIZE)
+        self._tx = bytearray(_BUF_SIZE)
         self._rxbuf = bytearray(64)
         self._ctl = bytearray(8)
         self._lock = asyncio.Lock()
@@ -478,9 +396,9 @@ class Ash:
             self.failure = None
             n = self.cancel_bytes
             for i in range(n):
-                self._tx[i] = CANCEL
+                self._tx[i] = _CANCEL
             self.writer.write(memoryview(self._tx)[:n])
-            n = encode_frame(self._tx, RST)
+            n = encode_frame(self._tx, _RST)
             self.writer.write(memoryview(self._tx)[:n])
             await self.writer.drain()
             self.stats["tx_rst"] += 1
@@ -575,7 +493,7 @@ class Ash:
             while i < end:
                 i = dec.feed(data, i, end)
                 ev = dec.event
-                if ev == EV_FRAME:
+                if ev == _EV_FRAME:
                     await self._on_frame(dec.control)
                 elif ev == _E_CRC:
                     st["crc_errors"] += 1
@@ -611,7 +529,7 @@ class Ash:
         # a corrupted frame: NAK once (reject condition) while connected
         if self.connected and not self._rejecting and self.dec.control & 0x80 == 0:
             self._rejecting = True
-            await self._write_control(nak_control(self._ack))
+            await self._write_control(nak_control(self._ack, False))
             self.stats["tx_nak"] += 1
 
     def _handle_ack_num(self, ack_num):
@@ -638,17 +556,17 @@ class Ash:
             st["ncp_resets"] += 1
             self._fail(NcpReset(code, t == _T_ERROR))
             return
-        if t == T_RST:
+        if t == _T_RST:
             st["rx_rst"] += 1
             return
         if not self.connected:
             return
-        if t == T_ACK:
+        if t == _T_ACK:
             st["rx_ack"] += 1
             self.ncp_ready = not (c & 8)
             self._handle_ack_num(c & 7)
             return
-        if t == T_NAK:
+        if t == _T_NAK:
             st["rx_nak"] += 1
             self.ncp_ready = not (c & 8)
             if self._pending >= 0 and (c & 7) == self._pending:
@@ -680,5 +598,5 @@ class Ash:
             st["rx_out_of_seq"] += 1
             if not self._rejecting:
                 self._rejecting = True
-                await self._write_control(nak_control(self._ack))
+                await self._write_control(nak_control(self._ack, False))
                 st["tx_nak"] += 1

@@ -2,6 +2,8 @@
 # negotiation, configuration), forms the network on first boot or resumes it
 # (networkInit) afterwards, then runs the trust centre over the CHF Device
 # Log and feeds the Device Log's HAN statistics from the message callbacks.
+# The configuration and network steps are han.network's, loaded for them and
+# dropped after; the local-port commands are han.commands.
 #
 # The wiring (app.py) spawns `run` as the supervised job "han". Any link fault (an NCP
 # reboot, ASH link failure, EZSP timeout, the network going down) raises out
@@ -12,30 +14,30 @@
 # formed: {"formed": 1, "ch": channel, "pan": PAN id, "xpan": ext PAN hex}.
 from micropython import const
 import asyncio
-from binascii import hexlify, unhexlify
+from binascii import hexlify
 
 import board
+import lazy
 from codes import EV_BAD_DEVICE_MESSAGE
 from counters import Counters
 from flag import Flag
 from han import zcl_servers
 from han.ash import Ash, NcpReset
 from han.ezsp import Ezsp
-from han.messaging import COUNTERS as _MSG_COUNTERS
-from han.messaging import DeliveryError, Messaging  # noqa: F401 (han.coordinator.DeliveryError)
+from han.messaging import Messaging
 from han.trust_centre import TrustCentre
-from log import log
+from log import KindException, log
 from version import VERSION
 
 _SYNC_S = const(1)  # trust-centre sync period
 _RESET_SETTLE_MS = const(300)  # after pulling the NCP's reset line
 
 
-_COUNTERS = ("formed", "resumed", "ncp_resets", "hard_resets", "rx", "tx_ok", "tx_fail", "abnormal", "scans") + _MSG_COUNTERS
-
-
-class HanDown(Exception):
-    pass
+# its own counters, then han.messaging.COUNTERS (written out: a constant
+# tuple, in flash when frozen; a sum of two is built in RAM at import)
+_COUNTERS = ("formed", "resumed", "ncp_resets", "hard_resets", "rx", "tx_ok", "tx_fail", "abnormal", "scans",
+             "rx_unknown", "zcl_rx", "zcl_bad", "frag_rx", "frag_drop", "frag_tx", "busy_drop", "zcl_errors",
+             "reply_fail", "tunnel_rx", "tunnel_unclaimed", "exchanges", "pushes", "frag_ack", "frag_ack_fail")
 
 
 class Coordinator(Messaging):
@@ -104,30 +106,7 @@ class Coordinator(Messaging):
     def _stack_version(self):
         return self.ezsp.stack_version if self.ezsp is not None else 0
 
-    # -- status --
-
-    def status(self):
-        kv = self.kv
-        job = self.supervisor.jobs.get("han") or {}
-        return {
-            "state": self.state,
-            "ezsp_version": self.ezsp.ver if self.ezsp is not None and self.state == "up" else None,
-            "channel": kv.get("ch"),
-            "pan_id": kv.get("pan"),
-            "ext_pan_id": kv.get("xpan"),
-            # joined devices heard since start; those the log holds joined
-            # but has not heard from since start are listed in not_heard
-            "node_count": sum(1 for e in self.device_log.entries() if e["node_id"] is not None
-                              and e["join_state"] == "joined"),
-            "not_heard": self.device_log.not_heard(),
-            "restarts": job.get("restarts", 0),
-            "counters": dict(self.counters.items()),
-            "trust_centre": self.tc.stats if self.tc is not None else None,
-            "versions": self.versions,
-            "ash": dict(self.ezsp.t.stats.items()) if self.ezsp is not None and hasattr(self.ezsp.t, "stats") else None,
-            "ezsp": self.ezsp.stats if self.ezsp is not None else None,
-            "energy_scan": kv.get("scan"),
-        }
+    # -- status (han_status: han.commands) --
 
     def summary(self):
         kv = self.kv
@@ -154,19 +133,6 @@ class Coordinator(Messaging):
             return
         dl.record_rx(eh, rssi, lqi, dl.utc())
         self._incoming(eh, aps, payload, sender)
-
-    async def energy_scan(self, channels_mask, duration=3):
-        """An energy scan on request while the network is up (the radio
-        leaves its channel for the scan's time). Kept in KV "han" "scan":
-        {t: UTC seconds since 2000, rssi: [[channel, dBm]...]} and shown by
-        han_status."""
-        if self.state != "up" or self.ezsp is None:
-            raise HanDown("HAN is %s" % self.state)
-        res = await self.ezsp.energy_scan(channels_mask, duration)
-        scan = {"t": self.device_log.utc(), "rssi": [[ch, res[ch]] for ch in sorted(res)]}
-        self.kv.set("scan", scan)
-        self.counters["scans"] += 1
-        return scan
 
     def _abnormal(self, eh, what):
         # HAN tamper (product requirements 10.7): security log 0x8F1E, data =
@@ -202,70 +168,6 @@ class Coordinator(Messaging):
             return None
         return x
 
-    async def _reform(self, ez, xpan):
-        """Hub replacement (CCS03): the HAN moves to the restored extended
-        PAN id. A cut anywhere in here leaves the KV on the old id, so the
-        next start comes here again; a network the NCP already formed on the
-        restored id is adopted."""
-        self.state = "forming"
-        if await ez.resume_network():
-            p = await ez.network_parameters()
-            if p is not None and p[2] == xpan:
-                self._store(*p)
-                log("han", "network on the restored ext PAN id adopted")
-                return
-        await ez.leave_network()
-        ch, pan, _x = await ez.form_network(ext_pan_id=xpan)
-        self._store(ch, pan, xpan)
-        self.tc.link_reset()
-        self.counters["formed"] += 1
-        log("han", "network re-formed on the restored ext PAN id ch=%d pan=0x%04X" % (ch, pan))
-
-    async def _network(self, ez):
-        kv = self.kv
-        x = self._restored_xpan() if kv.get("formed") else None
-        if x is not None:
-            await self._reform(ez, x)
-            return
-        if kv.get("formed"):
-            self.state = "resuming"
-            if await ez.resume_network():
-                if self.device_log.ext_pan_id is None and kv.get("xpan"):
-                    # a cut between the two writes of _store
-                    self.device_log.set_ext_pan_id(unhexlify(kv.get("xpan")))
-                self.counters["resumed"] += 1
-                log("han", "network resumed ch=%s pan=0x%04X" % (kv.get("ch"), kv.get("pan") or 0))
-                return
-            # the NCP lost its NVM (replaced?): form again on the same ids
-            log("han", "networkInit failed: forming again")
-            xpan = unhexlify(kv.get("xpan")) if kv.get("xpan") else None
-            pan = kv.get("pan")
-        else:
-            # nothing stored, but the NCP may have formed a network the hub
-            # never heard of (power cut between formNetwork and the KV
-            # write): resume and adopt it rather than form a second one
-            self.state = "resuming"
-            if await ez.resume_network():
-                p = await ez.network_parameters()
-                if p is not None:
-                    ch, pan, xpan = p
-                    self._store(ch, pan, xpan)
-                    self.counters["resumed"] += 1
-                    log("han", "NCP's network adopted ch=%d pan=0x%04X" % (ch, pan))
-                    return
-            xpan, pan = self.device_log.ext_pan_id, None  # a restore's, if any
-        self.state = "forming"
-        ch, pan, xpan = await ez.form_network(ext_pan_id=xpan, pan_id=pan)
-        self._store(ch, pan, xpan)
-        self.counters["formed"] += 1
-        log("han", "network formed ch=%d pan=0x%04X" % (ch, pan))
-
-    def _store(self, ch, pan, xpan):
-        self.kv.update({"formed": 1, "ch": ch, "pan": pan, "xpan": hexlify(xpan).decode()})
-        if self.device_log.ext_pan_id != xpan:
-            self.device_log.set_ext_pan_id(xpan)
-        self._xpan = bytes(xpan)
-
     async def run(self):
         self.runs += 1
         if self.runs > 1 and not isinstance(self.last_fault, NcpReset):
@@ -299,20 +201,31 @@ class Coordinator(Messaging):
             except Exception as e:
                 self.last_fault = e
                 raise
-            await ez.startup()
-            await self._network(ez)
+            # the bring-up's steps are loaded for it (han.network) and dropped after
+            net = lazy.load("han.network")
+            try:
+                await net.startup(ez)
+                await net.network(self, ez)
+            finally:
+                net = None
+                lazy.drop("han.network")
             self.state = "up"
             log("han", "up ezsp=v%d" % ver)
             while True:
                 if self._fault.is_set():
                     if isinstance(self.last_fault, NcpReset):
                         self.counters["ncp_resets"] += 1
-                    raise HanDown("NCP link down: %r" % (self.last_fault,))
+                    raise KindException("HanDown", "NCP link down: %r" % (self.last_fault,))
                 if not ez.network_up:
-                    raise HanDown("network down")
+                    raise KindException("HanDown", "network down")
                 x = self._restored_xpan()
                 if x is not None:
-                    await self._reform(ez, x)
+                    net = lazy.load("han.network")
+                    try:
+                        await net.reform(self, ez, x)
+                    finally:
+                        net = None
+                        lazy.drop("han.network")
                     self.state = "up"
                 await self.tc.sync()
                 await self._fault.wait_ms(_SYNC_S * 1000)
@@ -328,112 +241,3 @@ class Coordinator(Messaging):
                 writer.close()
             except Exception:
                 pass
-
-
-# Local-port commands (fn(hub, req): docs/local-port.md).
-
-async def han_status(hub, req):
-    return hub.coordinator.status()
-
-
-def _not_alert(m):
-    # a raw exchange's answer is anything but a GBCS alert: an alert the
-    # device sends meanwhile goes to the router (on_tunnel_message)
-    from gbcs import frame as gframe
-
-    try:
-        return gframe.parse(m).cra != gframe.CRA_ALERT
-    except ValueError:
-        return True
-
-
-async def han_tunnel(hub, req):
-    # {eui, data: hex, timeout_ms, match_prefix: hex} -> {ok, reply (hex), ms} | {ok: false, reason, error}
-    from local_port import eui_arg, hex_arg, int_arg
-
-    c = hub.coordinator
-    eui = eui_arg(req)
-    data = hex_arg(req, "data", 1800, "")
-    timeout_ms = int_arg(req, "timeout_ms", 0, 120000, 30000)
-    pre = hex_arg(req, "match_prefix", 64, "")
-    t0 = board.ticks_ms()
-    try:
-        r = await c.tunnel_exchange(eui, data, timeout_ms, (lambda m: bytes(m[:len(pre)]) == pre) if pre else _not_alert)
-    except DeliveryError as e:
-        return {"ok": False, "reason": e.reason, "error": str(e)}
-    return {"ok": True, "reply": hexlify(r).decode(), "ms": asyncio.ticks_diff(board.ticks_ms(), t0)}
-
-
-async def han_zcl_read(hub, req):
-    # {eui, cluster, attrs: [ids], ep} -> {ok, records: [[attr, status, type, value]]}
-    from local_port import eui_arg, int_arg
-
-    c = hub.coordinator
-    from han import zcl as Z
-
-    eui = eui_arg(req)
-    ep = int_arg(req, "ep", 1, 240, 1)
-    cluster = int_arg(req, "cluster", 0, 0xFFFF, 0)
-    timeout_ms = int_arg(req, "timeout_ms", 0, 60000, 10000)
-    attrs = req.get("attrs", [])
-    if not isinstance(attrs, list) or len(attrs) > 32:
-        raise ValueError("'attrs' must be a list of at most 32 attribute ids")
-    for a_id in attrs:
-        if not isinstance(a_id, int) or isinstance(a_id, bool) or not 0 <= a_id <= 0xFFFF:
-            raise ValueError("'attrs' must hold integers 0..65535")
-    f = Z.Header(Z.READ_ATTRIBUTES, c.next_tsn()).encode()
-    Z.encode_read_attributes(attrs, f)
-    try:
-        a = await c.zcl_request(eui, ep, cluster, f, timeout_ms)
-        h, recs = Z.decode(a)
-    except DeliveryError as e:
-        return {"ok": False, "reason": e.reason, "error": str(e)}
-    if h.command_id != Z.READ_ATTRIBUTES_RSP:
-        return {"ok": False, "reason": "zcl", "error": "answer 0x%02X %s" % (h.command_id, hexlify(a).decode())}
-    out = []
-    for a_id, st, t, v in recs:
-        if isinstance(v, bytes):
-            try:
-                v = v.decode() if t == Z.T_CHARSTR else hexlify(v).decode()
-            except UnicodeError:
-                v = hexlify(v).decode()
-        out.append([a_id, st, t, v])
-    return {"ok": True, "records": out}
-
-
-async def han_energy_scan(hub, req):
-    # {channels: [11..26] (default all), duration: 0..6} -> {ok, scan: {t, rssi: [[ch, dBm]...]}}
-    from local_port import int_arg
-
-    chans = req.get("channels", list(range(11, 27)))
-    if not isinstance(chans, list) or not chans or not all(
-            isinstance(c, int) and not isinstance(c, bool) and 11 <= c <= 26 for c in chans):
-        raise ValueError("'channels' must be a list of channels 11..26")
-    mask = 0
-    for ch in chans:
-        mask |= 1 << ch
-    try:
-        scan = await hub.coordinator.energy_scan(mask, int_arg(req, "duration", 0, 6, 3))
-    except Exception as e:  # the HAN down, the NCP refusing: said, not raised
-        return {"ok": False, "error": repr(e)}
-    return {"ok": True, "scan": scan}
-
-
-async def han_rotate_key(hub, req):
-    # a new network key from os.urandom, broadcast, then switched to;
-    # written to the security log (0x8FE2)
-    from local_port import int_arg
-
-    c = hub.coordinator
-    delay = int_arg(req, "switch_delay_s", 0, 3600, 0)
-    if c.tc is None or c.state != "up":
-        return {"ok": False, "error": "HAN is %s" % c.state}
-    try:
-        await c.tc.rotate_network_key(delay)
-    except Exception as e:
-        return {"ok": False, "error": repr(e)}
-    return {"ok": True}
-
-
-COMMANDS = (("han_status", han_status), ("han_rotate_key", han_rotate_key), ("han_tunnel", han_tunnel),
-            ("han_zcl_read", han_zcl_read), ("han_energy_scan", han_energy_scan))

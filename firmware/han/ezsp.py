@@ -1,45 +1,21 @@
 # EZSP host: version negotiation, request/response correlation by sequence
-# number, callback dispatch, and the coroutines the HAN coordinator uses.
+# number, callback dispatch, and the coroutines the HAN coordinator and trust
+# centre use at run time (the bring-up, forming and the energy scan are in
+# han.network, loaded for them).
 #
 # transport: `await send(bytes)`, `await recv() -> bytes` (han.ash.Ash), and
 # optionally `await reset()`. An exception from recv() (han.ash.NcpReset,
 # LinkFailure) takes the EZSP layer down: pending commands fail with
 # EzspLinkDown and the `on_fault(exc)` hook is called; the owner then runs
-# `connect()` + `startup()` + `resume_network()` again.
-from micropython import const
+# `connect()` + han.network's `startup()` + `network()` again.
 import asyncio
-import os
 
 from han import ezsp_frames as F
 from flag import Flag
 
-# config ids / policy ids / values (bellows' EzspConfigId / EzspPolicyId)
-_CFG = (
-    (0x0C, 2),  # STACK_PROFILE: ZigBee PRO
-    (0x0D, 5),  # SECURITY_LEVEL
-    (0x03, 10),  # APS_UNICAST_MESSAGE_COUNT
-    (0x11, 32),  # MAX_END_DEVICE_CHILDREN
-    (0x1A, 16),  # SOURCE_ROUTE_TABLE_SIZE
-    (0x1E, 20),  # KEY_TABLE_SIZE
-    (0x36, 300),  # TRANSIENT_KEY_TIMEOUT_S
-)
-_TC_ALLOW_JOINS = const(0x01)
-_TC_ALLOW_UNSECURED_REJOINS = const(0x02)
-_TC_JOINS_USE_INSTALL_CODE_KEY = const(0x10)
-TC_POLICY = _TC_ALLOW_JOINS | _TC_JOINS_USE_INSTALL_CODE_KEY
-_POLICIES = (
-    (0x00, TC_POLICY),  # TRUST_CENTER_POLICY
-    (0x05, 0x50),  # TC_KEY_REQUEST_POLICY: deny
-    (0x06, 0x61),  # APP_KEY_REQUEST_POLICY: allow (partner link keys, docs/cbke.md)
-    (0x04, 0x40),  # MESSAGE_CONTENTS_IN_CALLBACK_POLICY: tag only
-)
-# initial security bitmask: HAVE_NETWORK_KEY | HAVE_PRECONFIGURED_KEY |
-# REQUIRE_ENCRYPTED_KEY | TRUST_CENTER_GLOBAL_LINK_KEY
-SEC_BITMASK = 0x0200 | 0x0100 | 0x0800 | 0x0004
 SE_PROFILE = 0x0109
 APS_OPTIONS = 0x0160  # ENCRYPTION | RETRY | ENABLE_ROUTE_DISCOVERY
 APS_OPTION_FRAGMENT = 0x8000
-_ALL_CHANNELS = const(0x07FFF800)
 
 
 class Ezsp:
@@ -70,11 +46,9 @@ class Ezsp:
         self._handlers[name] = fn
 
     def _stack_status(self, v):
-        st = v[0]
-        if st == F.network_up(self.ver):
-            self.network_up = True
-        elif st == F.network_down(self.ver):
-            self.network_up = False
+        up = F.network_state(self.ver, v[0])
+        if up is not None:
+            self.network_up = up
         self._state_ev.set()
 
     async def connect(self):
@@ -193,76 +167,7 @@ class Ezsp:
             if not await self._state_ev.wait_ms(timeout * 1000):
                 raise F.EzspError("EzspTimeout", "network %s not reported" % ("up" if up else "down"))
 
-    # -- coordinator API --
-    async def startup(self, endpoint=1, device_id=0x0500, in_clusters=(0x000A, 0x0702, 0x0704, 0x0800),
-                      out_clusters=(0x000A, 0x0702, 0x0704, 0x0800)):
-        self.eui = (await self.command("getEui64"))[0]
-        for cid, val in _CFG:
-            await self.ok("setConfigurationValue", cid, val)
-        for pid, dec in _POLICIES:
-            await self.ok("setPolicy", pid, dec)
-        await self.ok("addEndpoint", endpoint, SE_PROFILE, device_id, 0, (list(in_clusters), list(out_clusters)))
-        return self.eui
-
-    async def energy_scan(self, channels_mask, duration=3):
-        res = {}
-        done = Flag()
-        st = [0]
-
-        def on_res(v):
-            res[v[0]] = v[1]
-
-        def on_done(v):
-            st[0] = v[1]
-            done.set()
-
-        self.on("energyScanResultHandler", on_res)
-        self.on("scanCompleteHandler", on_done)
-        try:
-            await self.ok("startScan", 0, channels_mask, duration)
-            if not await done.wait_ms((self.timeout + 0.5 * len(range(11, 27))) * 1000):
-                raise F.EzspError("EzspTimeout", "no end of the energy scan")
-        finally:
-            # the callbacks hold the scan's state: not kept past the scan
-            self._handlers.pop("energyScanResultHandler", None)
-            self._handlers.pop("scanCompleteHandler", None)
-        if st[0] != 0:
-            raise F.EzspError("EzspStatusError", "scan failed: status 0x%X" % st[0])
-        return res
-
-    async def form_network(self, channels_mask=_ALL_CHANNELS, ext_pan_id=None, pan_id=None, tx_power=8):
-        """Energy scan, pick the quietest allowed channel, form; return params."""
-        scan = await self.energy_scan(channels_mask)
-        best = None
-        for ch in range(11, 27):
-            if channels_mask & (1 << ch) and ch in scan and (best is None or scan[ch] < scan[best]):
-                best = ch
-        if best is None:
-            raise F.EzspError("EzspError", "no allowed channel in the energy scan")
-        if ext_pan_id is None:
-            ext_pan_id = os.urandom(8)
-        if pan_id is None:
-            pan_id = int.from_bytes(os.urandom(2), "little") % 0xFFF7 + 1
-        net_key = os.urandom(16)
-        tc = self.eui or bytes(8)
-        # preconfigured key: the ZigBee Alliance well-known key is not used for
-        # joins (policy demands install-code keys); keep the field random.
-        await self.ok("setInitialSecurityState", (SEC_BITMASK, os.urandom(16), net_key, 0, tc))
-        self.network_up = False
-        await self.ok("formNetwork", (ext_pan_id, pan_id, tx_power, best, 0, 0, 0, 1 << best))
-        await self._wait_state(True, self.timeout)
-        return best, pan_id, ext_pan_id
-
-    async def leave_network(self):
-        """leaveNetwork; True once the NCP reports the network down (or it
-        was not on one)."""
-        r = await self.command("leaveNetwork", *((0,) if self.ver >= 14 else ()))
-        if r[0] != 0:
-            return False
-        if self.network_up:
-            await self._wait_state(False, self.timeout)
-        return True
-
+    # -- coordinator API (the NCP bring-up, forming and the energy scan: han.network) --
     async def import_link_key(self, eui, key):
         """Put a TC link key in the NCP's key table (v8:
         addOrUpdateKeyTableEntry; v13+: importLinkKey, index 0xFF: any free
@@ -271,45 +176,6 @@ class Ezsp:
             await self.ok("importLinkKey", 0xFF, eui, key)
         else:
             await self.ok("addOrUpdateKeyTableEntry", eui, 1, key)
-
-    async def resume_network(self):
-        """networkInit; True once the NCP reports the network up."""
-        self.network_up = False
-        r = await self.command("networkInit", 0)
-        if r[0] != 0:
-            return False
-        await self._wait_state(True, self.timeout)
-        return True
-
-    async def network_parameters(self):
-        """getNetworkParameters -> (channel, pan_id, ext_pan_id) of the
-        network the NCP is on, or None."""
-        r = await self.command("getNetworkParameters")
-        if r[0] != 0:
-            return None
-        n = r[2]
-        return n[3], n[1], n[0]
-
-    async def eui_of_node(self, node_id):
-        """lookupEui64ByNodeId (the NCP's address/child/neighbour tables):
-        the EUI-64 of a node on the network, or None."""
-        r = await self.command("lookupEui64ByNodeId", node_id)
-        return r[1] if r[0] == 0 else None
-
-    async def link_key(self, eui):
-        """The APS link key the NCP's key table holds for eui, or None
-        (v8: findKeyTableEntry + getKeyTableEntry; v13+: exportLinkKeyByEui)."""
-        if self.ver >= 14:
-            r = await self.command("exportLinkKeyByEui", eui)
-            return r[8] if r[0] == 0 and r[4] == eui else None
-        if self.ver >= 13:
-            r = await self.command("exportLinkKeyByEui", eui)
-            return r[0] if r[6] == 0 else None
-        i = (await self.command("findKeyTableEntry", eui, 1))[0]
-        if i == 0xFF:
-            return None
-        r = await self.command("getKeyTableEntry", i)
-        return r[3] if r[0] == 0 and r[7] == eui else None
 
     async def permit_joining(self, seconds):
         await self.ok("permitJoining", min(255, max(0, seconds)))
@@ -338,12 +204,6 @@ class Ezsp:
         """Ask the device (as its own parent) to leave: removeDevice(dest
         short, dest long, target long)."""
         await self.ok("removeDevice", node_id, eui, eui)
-
-    async def rotate_network_key(self, switch_delay=0):
-        await self.ok("broadcastNextNetworkKey", os.urandom(16))
-        if switch_delay:
-            await asyncio.sleep(switch_delay)
-        await self.ok("broadcastNetworkKeySwitch")
 
     def sent_info(self, v):
         """messageSentHandler values -> (tag, status, destination)."""

@@ -20,7 +20,7 @@ LEGACY = const(4)  # "version" for the legacy header used before negotiation
 SUPPORTED = (8, 13, 14)
 
 # frame control, low byte
-FC_RESPONSE = const(0x80)
+_FC_RESPONSE = const(0x80)
 _FC_CB_SYNC = const(0x08)
 _FC_CB_ASYNC = const(0x10)
 FC_CB_MASK = const(0x18)
@@ -331,7 +331,7 @@ def encode_frame(ver, seq, name, values=(), fc=0, out=None):
         out.append(_FC_HI_FORMAT_1)
         out.append(fid & 0xFF)
         out.append(fid >> 8)
-    return encode_params(ver, rx if fc & FC_RESPONSE else tx, values, out)
+    return encode_params(ver, rx if fc & _FC_RESPONSE else tx, values, out)
 
 
 def decode_header(ver, buf):
@@ -348,20 +348,11 @@ def decode_header(ver, buf):
     return buf[0], buf[1], buf[3] | buf[4] << 8, 5
 
 
-def decode_frame(ver, buf, strict=True):
-    """(seq, fc, name, values). Commands (fc bit 7 clear) decode with the
-    command schema, responses and callbacks with the response schema."""
-    seq, fc, fid, pos = decode_header(ver, buf)
-    name = name_of(ver, fid)
-    if ver == LEGACY and name != "version":
-        raise EzspError("EzspVersionError", "only version may use the legacy header")
-    sch = lookup(ver, name)[2 if fc & FC_RESPONSE else 1]
-    return seq, fc, name, decode_params(ver, sch, buf, pos, strict)
-
-
-def network_up(ver):
-    return _SL_NETWORK_UP if ver >= 14 else _EMBER_NETWORK_UP
-
-
-def network_down(ver):
-    return _SL_NETWORK_DOWN if ver >= 14 else _EMBER_NETWORK_DOWN
+def network_state(ver, status):
+    """A stackStatusHandler's status at a version: True (network up), False
+    (down) or None (another status)."""
+    if status == (_SL_NETWORK_UP if ver >= 14 else _EMBER_NETWORK_UP):
+        return True
+    if status == (_SL_NETWORK_DOWN if ver >= 14 else _EMBER_NETWORK_DOWN):
+        return False
+    return None

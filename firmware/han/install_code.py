@@ -2,10 +2,12 @@
 # code||CRC into the preconfigured (trust-centre) link key.
 from cryptolib import aes
 
+from micropython import const
+
 from log import KindError
 
-_ECB = 1
-_LENGTHS = (6, 8, 12, 16)
+_ECB = const(1)
+_LENGTHS = const((6, 8, 12, 16))
 
 
 class InstallCodeError(KindError):
@@ -14,7 +16,7 @@ class InstallCodeError(KindError):
     InstallCodeCrcError."""
 
 
-def crc16_x25(data, start=0, end=-1):
+def crc16_x25(data, start, end):
     """CRC-16/X-25: poly 0x1021 reflected, init and xorout 0xFFFF."""
     if end < 0:
         end = len(data)
@@ -30,7 +32,7 @@ def add_crc(code):
     """code (6/8/12/16 bytes) -> code||CRC (CRC little-endian)."""
     if len(code) not in _LENGTHS:
         raise InstallCodeError("InstallCodeLengthError", "install code of %d bytes (6, 8, 12 or 16)" % len(code))
-    c = crc16_x25(code)
+    c = crc16_x25(code, 0, -1)
     return bytes(code) + bytes((c & 0xFF, c >> 8))
 
 

@@ -405,19 +405,89 @@ class Messaging:
 
     async def tunnel_server(self, eh, src_ep, h, p):
         """zcl_servers[0x0704]: both the server side (tunnels devices open to
-        the hub: _FROM_CLIENT) and the client side (answers on tunnels the
-        hub opened: _FROM_SERVER)."""
+        the hub: commands client -> server) and the client side (answers on
+        tunnels the hub opened: server -> client). Returns the reply frame or
+        None; a ZclError from a payload decoder is answered
+        MALFORMED_COMMAND. One method: a function per command cost RAM."""
         if h.frame_type != Z.FT_CLUSTER:
             return None if h.direction or h.command_id == Z.DEFAULT_RSP else default_rsp(h, Z.UNSUP_GENERAL_COMMAND)
         if h.manufacturer is not None:
             return default_rsp(h, Z.UNSUP_MANUF_CLUSTER_COMMAND)
-        fn = (_FROM_SERVER if h.direction else _FROM_CLIENT).get(h.command_id)
-        if fn is None:  # an unknown request is refused, an unknown answer ignored
-            return None if h.direction else default_rsp(h, Z.UNSUP_CLUSTER_COMMAND)
+        c = h.command_id
         try:
-            return await fn(self, eh, src_ep, h, p)
+            if h.direction:  # from a device that is the tunnel server
+                if c == T.TUN_REQUEST_TUNNEL_RSP:
+                    # the device's answer to the RequestTunnel of tunnel_ask
+                    w = self._opening.get(eh)
+                    if w is not None:
+                        w[1] = T.decode_request_tunnel_rsp(p)
+                        w[0].set()
+                elif c == T.TUN_TRANSFER_DATA_S2C:
+                    # TransferData on a tunnel the hub opened to the device
+                    tid, data = T.decode_transfer_data_payload(p)
+                    t = self._client.get(eh)
+                    if t is None or t[0] != tid:
+                        return reply(h, T.TUN_TRANSFER_DATA_ERROR_C2S,
+                                     T.encode_transfer_data_error(tid, T.TRANSFER_NO_SUCH_TUNNEL), Z.FT_CLUSTER)
+                    return await self._deliver(eh, src_ep, data, tid, False, h)
+                elif c == T.TUN_TRANSFER_DATA_ERROR_S2C:
+                    # the exchange waiting on the tunnel fails; the tunnel the hub opened is dropped
+                    tid, st = T.decode_transfer_data_error(p)
+                    self._client.pop(eh, None)
+                    self._fail_exchange(eh, "device reports TransferDataError %d on tunnel %d" % (st, tid))
+                elif c == T.TUN_CLOSURE_NOTIFICATION:
+                    tid = T.decode_tunnel_id(p)
+                    t = self._client.get(eh)
+                    if t is not None and t[0] == tid:
+                        del self._client[eh]
+                return None  # an unknown answer is ignored
+            # from a device that is the tunnel client
+            if c == T.TUN_REQUEST_TUNNEL:
+                return self._request_tunnel(eh, src_ep, h, p)
+            if c == T.TUN_CLOSE_TUNNEL:
+                tid = T.decode_tunnel_id(p)
+                if self.tunnels.peers.get(tid) == eh:
+                    self.tunnels.close(tid)
+                    self._tinfo.pop(tid, None)
+                return default_rsp(h, Z.SUCCESS)
+            if c == T.TUN_TRANSFER_DATA_C2S:
+                # TransferData on a tunnel the device opened to the hub
+                tid, data = T.decode_transfer_data_payload(p)
+                try:
+                    self.tunnels.check(tid, eh)
+                except T.TunnelError as e:
+                    return reply(h, T.TUN_TRANSFER_DATA_ERROR_S2C, T.encode_transfer_data_error(tid, e.status),
+                                 Z.FT_CLUSTER)
+                return await self._deliver(eh, src_ep, data, tid, True, h)
+            if c == T.TUN_TRANSFER_DATA_ERROR_C2S:
+                # the exchange waiting on the tunnel fails
+                tid, st = T.decode_transfer_data_error(p)
+                self._fail_exchange(eh, "device reports TransferDataError %d on tunnel %d" % (st, tid))
+                return None
+            return default_rsp(h, Z.UNSUP_CLUSTER_COMMAND)  # an unknown request is refused
         except Z.ZclError:
             return default_rsp(h, Z.MALFORMED_COMMAND)
+
+    def _request_tunnel(self, eh, src_ep, h, p):
+        """RequestTunnel from a device: GB-HRGP without flow control only."""
+        proto, _manuf, flow, max_in = T.decode_request_tunnel(p)
+        tid = 0xFFFF
+        if proto != T.PROTO_GB_HRGP:
+            st = T.TUNNEL_PROTOCOL_NOT_SUPPORTED
+        elif flow:
+            st = T.TUNNEL_FLOW_CONTROL_NOT_SUPPORTED
+        else:
+            t = self.tunnels.open(eh)
+            if t is None:
+                st = T.TUNNEL_NO_MORE_IDS
+            else:
+                tid, st = t, T.TUNNEL_SUCCESS
+                self._tinfo[tid] = (src_ep, max_in)
+                # its tunnel is now the one to use (_tunnel_for prefers it); the
+                # tunnel the hub opened stays while an exchange awaits its answer on it
+                if eh not in self._exchange:
+                    self._client.pop(eh, None)
+        return reply(h, T.TUN_REQUEST_TUNNEL_RSP, T.encode_request_tunnel_rsp(tid, st, MAX_MESSAGE), Z.FT_CLUSTER)
 
     async def _send_capped(self, eh, ep, t, data, deadline):
         # A tunnel message as one of at most _SENDERS sends at once: data as
@@ -563,11 +633,12 @@ class Messaging:
                 Z.encode_read_attributes((0x0001, 0x0002), f)
                 try:
                     a = await self.zcl_request(eh, self._eps.get(eh, 1), ZC.CLUSTER_BASIC, f)
-                    h, recs = Z.decode(a)
+                    h, o = Z.parse_header(a)
+                    if h.command_id != Z.READ_ATTRIBUTES_RSP or h.frame_type != Z.FT_GLOBAL or h.manufacturer is not None:
+                        return
+                    recs = Z.decode_read_attributes_rsp(a, o)
                 except (DeliveryError, Z.ZclError):
                     continue
-                if h.command_id != Z.READ_ATTRIBUTES_RSP or h.frame_type != Z.FT_GLOBAL:
-                    return
                 v = [None, None]
                 for a_id, st, t, val in recs:
                     if st == Z.SUCCESS and a_id in (1, 2) and isinstance(val, int):
@@ -602,101 +673,3 @@ def _request_frame(tsn):
     frame = Z.Header(T.TUN_REQUEST_TUNNEL, tsn, Z.FT_CLUSTER, 0, True).encode()
     T.encode_request_tunnel(T.PROTO_GB_HRGP, _NO_MANUF, False, MAX_MESSAGE, frame)
     return frame
-
-
-# -- Tunneling cluster commands ------------------------------------------------
-# handler(coord, eh, src_ep, h, p) -> the reply frame or None, where coord is
-# the Coordinator; tunnel_server answers a ZclError from a payload decoder
-# with MALFORMED_COMMAND.
-
-async def _request_tunnel(coord, eh, src_ep, h, p):
-    """RequestTunnel from a device: GB-HRGP without flow control only."""
-    proto, _manuf, flow, max_in = T.decode_request_tunnel(p)
-    tid = 0xFFFF
-    if proto != T.PROTO_GB_HRGP:
-        st = T.TUNNEL_PROTOCOL_NOT_SUPPORTED
-    elif flow:
-        st = T.TUNNEL_FLOW_CONTROL_NOT_SUPPORTED
-    else:
-        t = coord.tunnels.open(eh)
-        if t is None:
-            st = T.TUNNEL_NO_MORE_IDS
-        else:
-            tid, st = t, T.TUNNEL_SUCCESS
-            coord._tinfo[tid] = (src_ep, max_in)
-            # its tunnel is now the one to use (_tunnel_for prefers it); the
-            # tunnel the hub opened stays while an exchange awaits its answer on it
-            if eh not in coord._exchange:
-                coord._client.pop(eh, None)
-    return reply(h, T.TUN_REQUEST_TUNNEL_RSP, T.encode_request_tunnel_rsp(tid, st, MAX_MESSAGE), Z.FT_CLUSTER)
-
-
-async def _close_tunnel(coord, eh, src_ep, h, p):
-    tid = T.decode_tunnel_id(p)
-    if coord.tunnels.peers.get(tid) == eh:
-        coord.tunnels.close(tid)
-        coord._tinfo.pop(tid, None)
-    return default_rsp(h, Z.SUCCESS)
-
-
-async def _transfer_data_to_server(coord, eh, src_ep, h, p):
-    """TransferData on a tunnel the device opened to the hub."""
-    tid, data = T.decode_transfer_data_payload(p)
-    try:
-        coord.tunnels.check(tid, eh)
-    except T.TunnelError as e:
-        return reply(h, T.TUN_TRANSFER_DATA_ERROR_S2C, T.encode_transfer_data_error(tid, e.status), Z.FT_CLUSTER)
-    return await coord._deliver(eh, src_ep, data, tid, True, h)
-
-
-async def _transfer_data_error(coord, eh, src_ep, h, p):
-    """TransferDataError on either side: the exchange waiting on the tunnel
-    fails; a tunnel the hub opened is dropped."""
-    tid, st = T.decode_transfer_data_error(p)
-    if h.direction:
-        coord._client.pop(eh, None)
-    coord._fail_exchange(eh, "device reports TransferDataError %d on tunnel %d" % (st, tid))
-    return None
-
-
-async def _request_tunnel_rsp(coord, eh, src_ep, h, p):
-    """The device's answer to the RequestTunnel of tunnel_ask."""
-    w = coord._opening.get(eh)
-    if w is not None:
-        w[1] = T.decode_request_tunnel_rsp(p)
-        w[0].set()
-    return None
-
-
-async def _transfer_data_to_client(coord, eh, src_ep, h, p):
-    """TransferData on a tunnel the hub opened to the device."""
-    tid, data = T.decode_transfer_data_payload(p)
-    t = coord._client.get(eh)
-    if t is None or t[0] != tid:
-        return reply(h, T.TUN_TRANSFER_DATA_ERROR_C2S, T.encode_transfer_data_error(tid, T.TRANSFER_NO_SUCH_TUNNEL),
-                     Z.FT_CLUSTER)
-    return await coord._deliver(eh, src_ep, data, tid, False, h)
-
-
-async def _closure_notification(coord, eh, src_ep, h, p):
-    tid = T.decode_tunnel_id(p)
-    t = coord._client.get(eh)
-    if t is not None and t[0] == tid:
-        del coord._client[eh]
-    return None
-
-
-# commands from a device that is the tunnel client (client -> server)
-_FROM_CLIENT = {
-    T.TUN_REQUEST_TUNNEL: _request_tunnel,
-    T.TUN_CLOSE_TUNNEL: _close_tunnel,
-    T.TUN_TRANSFER_DATA_C2S: _transfer_data_to_server,
-    T.TUN_TRANSFER_DATA_ERROR_C2S: _transfer_data_error,
-}
-# commands from a device that is the tunnel server (server -> client)
-_FROM_SERVER = {
-    T.TUN_REQUEST_TUNNEL_RSP: _request_tunnel_rsp,
-    T.TUN_TRANSFER_DATA_S2C: _transfer_data_to_client,
-    T.TUN_TRANSFER_DATA_ERROR_S2C: _transfer_data_error,
-    T.TUN_CLOSURE_NOTIFICATION: _closure_notification,
-}

@@ -8,12 +8,12 @@
 # keys for open windows (switching to the install-code key at half time for
 # a device re-added from the Historic log), permit-join while any window is
 # open, and the transient keys cleared and joining stopped when the last
-# window closes. run() calls sync() every second.
-import asyncio
-
-from binascii import hexlify, unhexlify
+# window closes. The coordinator calls sync() every second.
+from binascii import unhexlify
 
 import codes
+from ids import eui_hex
+import lazy
 
 from micropython import const
 
@@ -95,8 +95,13 @@ class TrustCentre:
             # also when our clock says it ran out: the NCP counts on its own
             await self.ezsp.permit_joining(0)
             self._permit_end = 0
-        if self._unknown:
-            await self._adopt()
+        if self._unknown:  # rare (a power cut): its code is loaded for it
+            net = lazy.load("han.network")
+            try:
+                await net.adopt(self)
+            finally:
+                net = None
+                lazy.drop("han.network")
         while self._kick:
             node, eui = self._kick.pop(0)
             try:
@@ -114,56 +119,16 @@ class TrustCentre:
         if node not in self._unknown and len(self._unknown) < 8:
             self._unknown[node] = eui
 
-    async def _adopt(self):
-        """A join the NCP completed but the hub never recorded (the power cut
-        fell between the NCP's trustCenterJoinHandler and the Device Log
-        write): the device is on the network and talks. It is recorded as
-        joined with that node id (also a joined entry under an older node id:
-        a rejoin missed the same way) only if it is in the Device Log and the
-        NCP's key table holds for it exactly a link key the log lets it join
-        with (its install-code key, or its historic key). Anything else is
-        left alone: no join is invented."""
-        todo, self._unknown = self._unknown, {}
-        for node, eui in todo.items():
-            if eui is None:
-                eui = await self.ezsp.eui_of_node(node)
-            if eui is None or eui not in self.log:
-                self.stats["not_adopted"] += 1
-                continue
-            have = await self.ezsp.link_key(eui)
-            if have is None or have not in self.log.link_keys(eui):
-                self.stats["not_adopted"] += 1
-                continue
-            self.stats["adopted"] += 1
-            self.log.record_join(eui, node)
-            self._joined(eui, node)
-
-    async def run(self, period_s=1):
-        while True:
-            try:
-                await self.sync()
-            except Exception:
-                pass  # link down: the owner reconnects; keys are re-imported then
-            await asyncio.sleep(period_s)
-
     def link_reset(self):
         """After an NCP reset its transient keys are gone: import them again."""
         self._keys = {}
         self._linked = {}
         self._permit_end = 0
 
-    async def rotate_network_key(self, switch_delay=0):
-        await self.ezsp.rotate_network_key(switch_delay)
-        self.sec.append(codes.EV_NETWORK_KEY_ROTATED, b"", self.utc())
-
-    @staticmethod
-    def _eh(eui):
-        return hexlify(eui).decode().upper()
-
     def _joined(self, eui, node):
         # the log's own EUI text: _nodes (and the coordinator's tables keyed
         # by device after on_joined) share it, no new string each
-        eh = self.log.key(eui) or self._eh(eui)
+        eh = self.log.key(eui) or eui_hex(eui)
         self._nodes[eh] = node
         if self.on_joined is not None:
             self.on_joined(eh)
@@ -183,7 +148,7 @@ class TrustCentre:
             return
         if status == _DEVICE_LEFT:
             self.stats["left"] += 1
-            self._nodes.pop(self._eh(eui), None)
+            self._nodes.pop(eui_hex(eui), None)
             self.log.record_left(eui)
             return
         if decision == _DENY_JOIN:

@@ -1,9 +1,12 @@
 # The ZSE Tunneling cluster (0x0704) and the tunnel protocol over it: the
 # cluster's command ids, statuses and payload codecs (RequestTunnel and its
 # response, CloseTunnel, TransferDataError, Ack/ReadyData), TransferData
-# frames in both directions, tunnel ids, fragmenting an outgoing message to a
-# maximum APS payload, reassembly into a preallocated buffer, and the GSME
-# GET/PUT sub-protocol carried in TransferData (PROTOCOLS.md section 3).
+# frames in both directions, tunnel ids, reassembly into a preallocated
+# buffer, and the GSME GET/PUT sub-protocol carried in TransferData
+# (PROTOCOLS.md section 3). What only the device's side sends or parses
+# (AckTransferData/ReadyData, a whole TransferData frame, splitting a message
+# into TransferData frames, GSME GET/PUT) is in han.peer: the hub does not
+# import it.
 from micropython import const
 
 from han import zcl
@@ -35,8 +38,8 @@ TUNNEL_PROTOCOL_NOT_SUPPORTED = const(0x03)
 TUNNEL_FLOW_CONTROL_NOT_SUPPORTED = const(0x04)
 # transfer data status (TransferDataError)
 TRANSFER_NO_SUCH_TUNNEL = const(0x00)
-TRANSFER_WRONG_DEVICE = const(0x01)
-TRANSFER_DATA_OVERFLOW = const(0x02)
+_TRANSFER_WRONG_DEVICE = const(0x01)
+_TRANSFER_DATA_OVERFLOW = const(0x02)
 # protocol ids
 _PROTO_DLMS = const(0)
 _PROTO_IEC61107 = const(1)
@@ -56,21 +59,14 @@ GSME_PUT = const(0x03)
 
 
 class TunnelError(ValueError):
-    """status: the TransferDataError status to send back, if any."""
+    """status: the TransferDataError status to send back, if any
+    (TRANSFER_DATA_OVERFLOW 2: the message does not fit; NO_SUCH_TUNNEL 0: a
+    tunnel id not open, or data for another tunnel while a message is in
+    progress; WRONG_DEVICE 1: another device's tunnel)."""
 
     def __init__(self, msg, status=None):
         super().__init__(msg)
         self.status = status
-
-
-class TunnelOverflow(TunnelError):
-    def __init__(self, msg):
-        super().__init__(msg, TRANSFER_DATA_OVERFLOW)
-
-
-class NoSuchTunnel(TunnelError):
-    def __init__(self, msg):
-        super().__init__(msg, TRANSFER_NO_SUCH_TUNNEL)
 
 
 class GsmeError(ValueError):
@@ -80,8 +76,11 @@ class GsmeError(ValueError):
 # ------------------------------------------- Tunneling cluster payloads ----
 
 
-def encode_request_tunnel(protocol_id, manufacturer, flow_control, max_in, out=None):
-    out = bytearray() if out is None else out
+# (the decoders take the payload alone, from its first byte)
+
+
+def encode_request_tunnel(protocol_id, manufacturer, flow_control, max_in, out):
+    """Append RequestTunnel's payload to bytearray out."""
     out.append(protocol_id)
     zcl.put_u16(out, manufacturer)
     out.append(1 if flow_control else 0)
@@ -89,79 +88,60 @@ def encode_request_tunnel(protocol_id, manufacturer, flow_control, max_in, out=N
     return out
 
 
-def decode_request_tunnel(p, o=0):
+def decode_request_tunnel(p):
     """(protocol_id, manufacturer_code, flow_control, max_incoming_size)."""
-    if len(p) - o != 6:
-        raise zcl.ZclError("ZclTruncated", "RequestTunnel of %d bytes" % (len(p) - o))
-    return p[o], zcl.get_u16(p, o + 1), p[o + 3] != 0, zcl.get_u16(p, o + 4)
+    if len(p) != 6:
+        raise zcl.ZclError("ZclTruncated", "RequestTunnel of %d bytes" % len(p))
+    return p[0], zcl.get_u16(p, 1), p[3] != 0, zcl.get_u16(p, 4)
 
 
-def encode_request_tunnel_rsp(tunnel_id, status, max_in, out=None):
-    out = bytearray() if out is None else out
+def encode_request_tunnel_rsp(tunnel_id, status, max_in):
+    out = bytearray()
     zcl.put_u16(out, tunnel_id)
     out.append(status)
     zcl.put_u16(out, max_in)
     return out
 
 
-def decode_request_tunnel_rsp(p, o=0):
+def decode_request_tunnel_rsp(p):
     """(tunnel_id, status, max_incoming_size or None for the SE 1.1 form)."""
-    n = len(p) - o
+    n = len(p)
     if n == 3:
-        return zcl.get_u16(p, o), p[o + 2], None
+        return zcl.get_u16(p, 0), p[2], None
     if n != 5:
         raise zcl.ZclError("ZclTruncated", "RequestTunnelResponse of %d bytes" % n)
-    return zcl.get_u16(p, o), p[o + 2], zcl.get_u16(p, o + 3)
+    return zcl.get_u16(p, 0), p[2], zcl.get_u16(p, 3)
 
 
-def encode_tunnel_u16(tunnel_id, value=None, out=None):
-    """CloseTunnel / TunnelClosureNotification (tunnel id only) and
-    AckTransferData / ReadyData (tunnel id + uint16 octets left)."""
-    out = bytearray() if out is None else out
-    zcl.put_u16(out, tunnel_id)
-    if value is not None:
-        zcl.put_u16(out, value)
-    return out
+def decode_tunnel_id(p):
+    if len(p) != 2:
+        raise zcl.ZclError("ZclTruncated", "tunnel id payload of %d bytes" % len(p))
+    return zcl.get_u16(p, 0)
 
 
-def decode_tunnel_id(p, o=0):
-    if len(p) - o != 2:
-        raise zcl.ZclError("ZclTruncated", "tunnel id payload of %d bytes" % (len(p) - o))
-    return zcl.get_u16(p, o)
-
-
-def decode_tunnel_u16(p, o=0):
-    """AckTransferData / ReadyData -> (tunnel_id, octets_left)."""
-    if len(p) - o != 4:
-        raise zcl.ZclError("ZclTruncated", "tunnel payload of %d bytes" % (len(p) - o))
-    return zcl.get_u16(p, o), zcl.get_u16(p, o + 2)
-
-
-def encode_transfer_data_error(tunnel_id, status, out=None):
-    out = bytearray() if out is None else out
+def encode_transfer_data_error(tunnel_id, status):
+    out = bytearray()
     zcl.put_u16(out, tunnel_id)
     out.append(status)
     return out
 
 
-def decode_transfer_data_error(p, o=0):
-    if len(p) - o != 3:
-        raise zcl.ZclError("ZclTruncated", "TransferDataError of %d bytes" % (len(p) - o))
-    return zcl.get_u16(p, o), p[o + 2]
+def decode_transfer_data_error(p):
+    if len(p) != 3:
+        raise zcl.ZclError("ZclTruncated", "TransferDataError of %d bytes" % len(p))
+    return zcl.get_u16(p, 0), p[2]
 
 
 # ------------------------------------------------------- TransferData ----
 
 
-def encode_transfer_data(out, tsn, tunnel_id, data, server_to_client, disable_default_response=True):
-    """Append a complete ZCL TransferData frame to bytearray out.  Server to
-    client (the tunnel server = the hub side for meters that open tunnels)
-    uses command 0x01, client to server 0x02."""
-    fc = zcl.FT_CLUSTER
+def encode_transfer_data(out, tsn, tunnel_id, data, server_to_client):
+    """Append a complete ZCL TransferData frame (default response disabled)
+    to bytearray out.  Server to client (the tunnel server = the hub side
+    for meters that open tunnels) uses command 0x01, client to server 0x02."""
+    fc = zcl.FT_CLUSTER | zcl.FC_DISABLE_DEFAULT_RSP
     if server_to_client:
         fc |= zcl.FC_SERVER_TO_CLIENT
-    if disable_default_response:
-        fc |= zcl.FC_DISABLE_DEFAULT_RSP
     if not 0 <= tunnel_id <= 0xFFFF or not 0 <= tsn <= 0xFF:
         raise TunnelError("tunnel id/tsn out of range")
     out.append(fc)
@@ -173,48 +153,11 @@ def encode_transfer_data(out, tsn, tunnel_id, data, server_to_client, disable_de
     return out
 
 
-def decode_transfer_data(frame):
-    """Parse a ZCL TransferData frame: (Header, tunnel_id, memoryview data)."""
-    h, o = zcl.parse_header(frame)
-    if h.frame_type != zcl.FT_CLUSTER or h.manufacturer is not None:
-        raise TunnelError("not a Tunneling cluster command")
-    want = TUN_TRANSFER_DATA_S2C if h.direction else TUN_TRANSFER_DATA_C2S
-    if h.command_id != want:
-        raise TunnelError("command 0x%02X is not TransferData" % h.command_id)
-    tid, data = decode_transfer_data_payload(frame, o)
-    return h, tid, data
-
-
-def decode_transfer_data_payload(p, o=0):
-    """The TransferData payload at p[o:]: (tunnel_id, memoryview data)."""
-    if len(p) - o < 2:
+def decode_transfer_data_payload(p):
+    """The TransferData payload p: (tunnel_id, memoryview data)."""
+    if len(p) < 2:
         raise zcl.ZclError("ZclTruncated", "TransferData without tunnel id")
-    return p[o] | (p[o + 1] << 8), memoryview(p)[o + 2 :]
-
-
-def max_chunk(max_aps_payload):
-    """Bytes of message data one TransferData frame can carry."""
-    n = max_aps_payload - _ZCL_HDR - 2
-    if n < 1:
-        raise TunnelError("APS payload of %d bytes cannot carry TransferData" % max_aps_payload)
-    return n
-
-
-def fragment_count(length, max_aps_payload):
-    c = max_chunk(max_aps_payload)
-    return max(1, (length + c - 1) // c)
-
-
-def fragments(msg, max_aps_payload):
-    """Yield memoryview slices of msg, each fitting one TransferData frame."""
-    c = max_chunk(max_aps_payload)
-    mv = memoryview(msg)
-    n = len(mv)
-    if n == 0:
-        yield mv
-        return
-    for i in range(0, n, c):
-        yield mv[i : i + c]
+    return p[0] | (p[1] << 8), memoryview(p)[2:]
 
 
 # --------------------------------------------------------- reassembly ----
@@ -223,16 +166,15 @@ def fragments(msg, max_aps_payload):
 class Reassembler:
     """Collects the pieces of one tunnelled message in a preallocated buffer.
 
-    * add(tunnel_id, chunk): append the data of one TransferData frame; the
-      caller decides when the message is complete (take()), e.g. from its own
-      length or from the APS layer;
-    * add_block(tunnel_id, index, count, chunk): indexed blocks (APS
-      fragmentation style), in order; a repeated block is ignored; returns the
-      message (memoryview) once block count-1 has arrived.
-    Errors: TunnelOverflow (status DATA_OVERFLOW), NoSuchTunnel (a chunk for
-    another tunnel while a message is in progress), TunnelError."""
+    add_block(tunnel_id, index, count, chunk): indexed blocks (APS
+    fragmentation style), in order; a repeated block is ignored; returns the
+    message (memoryview) once block count-1 has arrived; take() then gives it
+    as bytes. (han.peer.add appends the data of one TransferData frame.)
+    Errors: TunnelError, its status DATA_OVERFLOW (the buffer is full) or
+    NO_SUCH_TUNNEL (a chunk for another tunnel while a message is in
+    progress)."""
 
-    def __init__(self, size=DEFAULT_MESSAGE_SIZE):
+    def __init__(self, size):
         self.buf = bytearray(size)
         self.n = 0
         self.tunnel_id = -1
@@ -250,21 +192,17 @@ class Reassembler:
         if self.tunnel_id < 0:
             self.tunnel_id = tunnel_id
         elif tunnel_id != self.tunnel_id:
-            raise NoSuchTunnel("data for tunnel %d while tunnel %d is in progress" % (tunnel_id, self.tunnel_id))
+            raise TunnelError("data for tunnel %d while tunnel %d is in progress" % (tunnel_id, self.tunnel_id),
+                              TRANSFER_NO_SUCH_TUNNEL)
 
     def _append(self, chunk):
         k = len(chunk)
         if self.n + k > len(self.buf):
             n = self.n + k
             self.reset()
-            raise TunnelOverflow("message of at least %d bytes exceeds %d" % (n, len(self.buf)))
+            raise TunnelError("message of at least %d bytes exceeds %d" % (n, len(self.buf)), _TRANSFER_DATA_OVERFLOW)
         self.buf[self.n : self.n + k] = chunk
         self.n += k
-
-    def add(self, tunnel_id, chunk):
-        self._bind(tunnel_id)
-        self._append(chunk)
-        return self.n
 
     def add_block(self, tunnel_id, index, count, chunk):
         self._bind(tunnel_id)
@@ -285,21 +223,12 @@ class Reassembler:
         self._append(chunk)
         self.next_block = index + 1
         if self.next_block == count:
-            return self.message()
+            return memoryview(self.buf)[: self.n]
         return None
-
-    def add_frame(self, frame):
-        """Append the data of a TransferData ZCL frame; return its tunnel id."""
-        _, tid, data = decode_transfer_data(frame)
-        self.add(tid, data)
-        return tid
-
-    def message(self):
-        return memoryview(self.buf)[: self.n]
 
     def take(self):
         """The complete message as bytes; the reassembler is reset."""
-        m = bytes(self.message())
+        m = bytes(memoryview(self.buf)[: self.n])
         self.reset()
         return m
 
@@ -310,7 +239,7 @@ class Reassembler:
 class TunnelIds:
     """Allocates tunnel ids (server side) and maps them to a peer key."""
 
-    def __init__(self, max_tunnels=8):
+    def __init__(self, max_tunnels):
         self.max = max_tunnels
         self.peers = {}
         self._next = 0
@@ -332,12 +261,12 @@ class TunnelIds:
     def peer(self, tunnel_id):
         p = self.peers.get(tunnel_id)
         if p is None:
-            raise NoSuchTunnel("no tunnel %d" % tunnel_id)
+            raise TunnelError("no tunnel %d" % tunnel_id, TRANSFER_NO_SUCH_TUNNEL)
         return p
 
     def check(self, tunnel_id, peer):
         if self.peer(tunnel_id) != peer:
-            raise TunnelError("tunnel %d belongs to another device" % tunnel_id, TRANSFER_WRONG_DEVICE)
+            raise TunnelError("tunnel %d belongs to another device" % tunnel_id, _TRANSFER_WRONG_DEVICE)
 
     def close(self, tunnel_id):
         return self.peers.pop(tunnel_id, None) is not None
@@ -346,23 +275,10 @@ class TunnelIds:
 # ------------------------------------------------- GSME GET/PUT protocol ----
 
 
-def encode_get(out=None):
-    out = bytearray() if out is None else out
-    out.append(GSME_GET)
-    return out
-
-
-def encode_put(msg, out=None):
-    out = bytearray() if out is None else out
-    out.append(GSME_PUT)
-    out.extend(msg)
-    return out
-
-
-def encode_get_response(remaining, msg=None, out=None):
+def encode_get_response(remaining, msg):
     """CH answer to GET: 02 || remaining-count || msg, or 02 00 when nothing
     is queued (msg None)."""
-    out = bytearray() if out is None else out
+    out = bytearray()
     if msg is None:
         remaining = 0
     if not 0 <= remaining <= 0xFF:

@@ -36,17 +36,17 @@ UNSUP_GENERAL_COMMAND = const(0x82)
 UNSUP_MANUF_CLUSTER_COMMAND = const(0x83)
 UNSUP_MANUF_GENERAL_COMMAND = const(0x84)
 UNSUPPORTED_ATTRIBUTE = const(0x86)
-INVALID_VALUE = const(0x87)
+_INVALID_VALUE = const(0x87)
 READ_ONLY = const(0x88)
 _INVALID_DATA_TYPE = const(0x8D)
-UNREPORTABLE_ATTRIBUTE = const(0x8C)
+_UNREPORTABLE_ATTRIBUTE = const(0x8C)
 UNSUPPORTED_CLUSTER = const(0xC3)
 
 # data types
-T_NODATA = const(0x00)
-T_BOOL = const(0x10)
+_T_NODATA = const(0x00)
+_T_BOOL = const(0x10)
 T_MAP8 = const(0x18)
-T_MAP16 = const(0x19)
+_T_MAP16 = const(0x19)
 _T_MAP24 = const(0x1A)
 T_MAP32 = const(0x1B)
 T_UINT8 = const(0x20)
@@ -54,28 +54,28 @@ T_UINT16 = const(0x21)
 T_UINT24 = const(0x22)
 T_UINT32 = const(0x23)
 _T_UINT40 = const(0x24)
-T_UINT48 = const(0x25)
+_T_UINT48 = const(0x25)
 _T_UINT56 = const(0x26)
 _T_UINT64 = const(0x27)
-T_INT8 = const(0x28)
-T_INT16 = const(0x29)
-T_INT24 = const(0x2A)
+_T_INT8 = const(0x28)
+_T_INT16 = const(0x29)
+_T_INT24 = const(0x2A)
 T_INT32 = const(0x2B)
 T_ENUM8 = const(0x30)
-T_ENUM16 = const(0x31)
+_T_ENUM16 = const(0x31)
 _T_SEMI = const(0x38)
-T_SINGLE = const(0x39)
+_T_SINGLE = const(0x39)
 _T_DOUBLE = const(0x3A)
-T_OCTSTR = const(0x41)
+_T_OCTSTR = const(0x41)
 T_CHARSTR = const(0x42)
-T_LONG_OCTSTR = const(0x43)
+_T_LONG_OCTSTR = const(0x43)
 _T_LONG_CHARSTR = const(0x44)
 _T_TOD = const(0xE0)
 _T_DATE = const(0xE1)
 T_UTC = const(0xE2)
 _T_CLUSTER_ID = const(0xE8)
 _T_ATTR_ID = const(0xE9)
-T_EUI64 = const(0xF0)
+_T_EUI64 = const(0xF0)
 _T_KEY128 = const(0xF1)
 
 UTC_INVALID = const(0xFFFFFFFF)  # UTCTime: no time
@@ -120,7 +120,7 @@ def put_u16(out, v):
 # fixed sizes for 0xE0..0xF1
 # the other fixed-size types and, at the same place, their sizes (constant
 # tuples: in flash when frozen)
-_FIXED_T = const((_T_TOD, _T_DATE, T_UTC, _T_CLUSTER_ID, _T_ATTR_ID, 0xEA, T_EUI64, _T_KEY128))
+_FIXED_T = const((_T_TOD, _T_DATE, T_UTC, _T_CLUSTER_ID, _T_ATTR_ID, 0xEA, _T_EUI64, _T_KEY128))
 _FIXED_N = const((4, 4, 4, 2, 2, 4, 8, 16))
 
 
@@ -128,11 +128,11 @@ def type_size(t):
     """Fixed size of a data type, -1 for a length-prefixed string;
     ZclError (kind ZclTypeError) for types this codec does not handle
     (arrays, structs...)."""
-    if t == T_NODATA:
+    if t == _T_NODATA:
         return 0
     if 0x08 <= t <= 0x0F:  # data8..data64
         return t - 0x07
-    if t == T_BOOL:
+    if t == _T_BOOL:
         return 1
     if 0x18 <= t <= 0x1F:
         return t - 0x17
@@ -142,27 +142,22 @@ def type_size(t):
         return t - 0x27
     if t == T_ENUM8:
         return 1
-    if t == T_ENUM16:
+    if t == _T_ENUM16:
         return 2
     if t == _T_SEMI:
         return 2
-    if t == T_SINGLE:
+    if t == _T_SINGLE:
         return 4
     if t == _T_DOUBLE:
         return 8
-    if T_OCTSTR <= t <= _T_LONG_CHARSTR:
+    if _T_OCTSTR <= t <= _T_LONG_CHARSTR:
         return -1
     if t not in _FIXED_T:
         raise ZclError("ZclTypeError", "unsupported data type 0x%02X" % t)
     return _FIXED_N[_FIXED_T.index(t)]
 
 
-def is_analog(t):
-    """Analog types carry a reportable-change field in Configure Reporting."""
-    return 0x20 <= t <= 0x2F or 0x38 <= t <= 0x3A or 0xE0 <= t <= 0xE2
-
-
-def decode_value(t, b, o=0):
+def decode_value(t, b, o):
     """Decode a value of type t at b[o:]; return (value, next offset).
     Integers/bitmaps/enums/times -> int, bool -> bool, floats -> float,
     strings -> bytes (None for the invalid length 0xFF/0xFFFF),
@@ -180,14 +175,14 @@ def decode_value(t, b, o=0):
     if n == 0:
         return None, o
     need(b, o, n)
-    if t == T_BOOL:
+    if t == _T_BOOL:
         v = b[o]
         if v > 1 and v != 0xFF:
             raise ZclError("ZclValueError", "bool value 0x%02X" % v)
         return (None if v == 0xFF else v == 1), o + 1
-    if t == T_SINGLE or t == _T_DOUBLE:
+    if t == _T_SINGLE or t == _T_DOUBLE:
         return struct.unpack_from("<f" if n == 4 else "<d", b, o)[0], o + n
-    if t == T_EUI64 or t == _T_KEY128:
+    if t == _T_EUI64 or t == _T_KEY128:
         return bytes(b[o : o + n]), o + n
     v = get_uint(b, o, n)
     if 0x28 <= t <= 0x2F and v >> (8 * n - 1):
@@ -216,13 +211,13 @@ def encode_value(out, t, v):
         return out
     if n == 0:
         return out
-    if t == T_BOOL:
+    if t == _T_BOOL:
         out.append(0xFF if v is None else (1 if v else 0))
         return out
-    if t == T_SINGLE or t == _T_DOUBLE:
+    if t == _T_SINGLE or t == _T_DOUBLE:
         out.extend(struct.pack("<f" if n == 4 else "<d", v))
         return out
-    if t == T_EUI64 or t == _T_KEY128:
+    if t == _T_EUI64 or t == _T_KEY128:
         if len(v) != n:
             raise ZclError("ZclValueError", "type 0x%02X needs %d bytes" % (t, n))
         out.extend(v)
@@ -284,10 +279,6 @@ class Header:
         out.append(self.command_id)
         return out
 
-    def __repr__(self):
-        return "Header(fc=%02X manuf=%r tsn=%d cmd=%02X)" % (
-            self.frame_control, self.manufacturer, self.tsn, self.command_id)
-
 
 def parse_header(frame):
     """Return (Header, payload offset)."""
@@ -312,7 +303,7 @@ def parse_header(frame):
     return h, o + 2
 
 
-def build_frame(header, payload=b""):
+def build_frame(header, payload):
     out = header.encode()
     out.extend(payload)
     return bytes(out)
@@ -321,23 +312,23 @@ def build_frame(header, payload=b""):
 # ------------------------------------------------------ global commands ----
 
 
-def encode_read_attributes(attr_ids, out=None):
-    out = bytearray() if out is None else out
+def encode_read_attributes(attr_ids, out):
+    """Append the attribute ids to bytearray out."""
     for a in attr_ids:
         put_u16(out, a)
     return out
 
 
-def decode_read_attributes(p, o=0):
-    if (len(p) - o) & 1:
+def decode_read_attributes(p):
+    if len(p) & 1:
         raise ZclError("ZclTruncated", "odd-length attribute id list")
-    return [get_u16(p, i) for i in range(o, len(p), 2)]
+    return [get_u16(p, i) for i in range(0, len(p), 2)]
 
 
-def encode_read_attributes_rsp(records, out=None):
+def encode_read_attributes_rsp(records):
     """records: (attr_id, status, type, value); type/value unused unless
     status is SUCCESS."""
-    out = bytearray() if out is None else out
+    out = bytearray()
     for a, st, t, v in records:
         put_u16(out, a)
         out.append(st)
@@ -375,8 +366,9 @@ def encode_attribute_records(records, out=None):
     return out
 
 
-def decode_attribute_records(p, o=0):
+def decode_attribute_records(p):
     recs = []
+    o = 0
     n = len(p)
     while o < n:
         a = get_u16(p, o)
@@ -385,12 +377,6 @@ def decode_attribute_records(p, o=0):
         v, o = decode_value(t, p, o + 3)
         recs.append((a, t, v))
     return recs
-
-
-encode_write_attributes = encode_attribute_records
-decode_write_attributes = decode_attribute_records
-encode_report_attributes = encode_attribute_records
-decode_report_attributes = decode_attribute_records
 
 
 def encode_status_records(records, out, with_direction):
@@ -412,133 +398,12 @@ def encode_status_records(records, out, with_direction):
     return out
 
 
-def decode_status_records(p, o=0, with_direction=False):
-    """Inverse of encode_status_records; all-success gives []."""
-    n = len(p)
-    if n - o == 1:
-        if p[o] != SUCCESS:
-            raise ZclError("ZclValueError", "lone non-success status 0x%02X" % p[o])
-        return []
-    if n == o:
-        raise ZclError("ZclTruncated", "empty status record list")
-    k = 4 if with_direction else 3
-    if (n - o) % k:
-        raise ZclError("ZclTruncated", "status records of %d bytes" % (n - o))
-    recs = []
-    for i in range(o, n, k):
-        if with_direction:
-            recs.append((p[i], p[i + 1], get_u16(p, i + 2)))
-        else:
-            recs.append((p[i], get_u16(p, i + 1)))
-    return recs
+def encode_write_attributes_rsp(records):
+    return encode_status_records(records, None, False)
 
 
-def encode_write_attributes_rsp(records, out=None):
-    return encode_status_records(records, out, with_direction=False)
-
-
-def decode_write_attributes_rsp(p, o=0):
-    return decode_status_records(p, o, with_direction=False)
-
-
-def encode_configure_reporting_rsp(records, out=None):
-    return encode_status_records(records, out, with_direction=True)
-
-
-def decode_configure_reporting_rsp(p, o=0):
-    return decode_status_records(p, o, with_direction=True)
-
-
-def encode_configure_reporting(records, out=None):
-    """records: (0, attr_id, type, min_interval, max_interval, change) with
-    change ignored for discrete types, or (1, attr_id, timeout)."""
-    out = bytearray() if out is None else out
-    for r in records:
-        d = r[0]
-        out.append(d)
-        put_u16(out, r[1])
-        if d == 0:
-            out.append(r[2])
-            put_u16(out, r[3])
-            put_u16(out, r[4])
-            if is_analog(r[2]):
-                encode_value(out, r[2], r[5])
-        elif d == 1:
-            put_u16(out, r[2])
-        else:
-            raise ZclError("ZclValueError", "reporting direction %d" % d)
-    return out
-
-
-def decode_configure_reporting(p, o=0):
-    recs = []
-    n = len(p)
-    while o < n:
-        d = p[o]
-        a = get_u16(p, o + 1)
-        o += 3
-        if d == 0:
-            need(p, o, 5)
-            t = p[o]
-            mn = get_u16(p, o + 1)
-            mx = get_u16(p, o + 3)
-            o += 5
-            ch = None
-            if is_analog(t):
-                ch, o = decode_value(t, p, o)
-            else:
-                type_size(t)  # reject unknown types
-            recs.append((0, a, t, mn, mx, ch))
-        elif d == 1:
-            recs.append((1, a, get_u16(p, o)))
-            o += 2
-        else:
-            raise ZclError("ZclValueError", "reporting direction %d" % d)
-    return recs
-
-
-def encode_default_rsp(command_id, status, out=None):
-    out = bytearray() if out is None else out
+def encode_default_rsp(command_id, status):
+    out = bytearray()
     out.append(command_id)
     out.append(status)
     return out
-
-
-def decode_default_rsp(p, o=0):
-    if len(p) - o != 2:
-        raise ZclError("ZclTruncated", "default response of %d bytes" % (len(p) - o))
-    return p[o], p[o + 1]
-
-
-
-
-def _global_decoder(c):
-    # the decoder of a global command this codec knows (a chain, not a dict
-    # built at import)
-    if c == READ_ATTRIBUTES:
-        return decode_read_attributes
-    if c == READ_ATTRIBUTES_RSP:
-        return decode_read_attributes_rsp
-    if c == WRITE_ATTRIBUTES or c == WRITE_ATTRIBUTES_UNDIVIDED or c == WRITE_ATTRIBUTES_NO_RSP \
-            or c == REPORT_ATTRIBUTES:
-        return decode_attribute_records
-    if c == WRITE_ATTRIBUTES_RSP:
-        return decode_write_attributes_rsp
-    if c == _CONFIGURE_REPORTING:
-        return decode_configure_reporting
-    if c == CONFIGURE_REPORTING_RSP:
-        return decode_configure_reporting_rsp
-    if c == DEFAULT_RSP:
-        return decode_default_rsp
-    return None
-
-
-def decode(frame):
-    """Parse a whole ZCL frame: (Header, decoded payload).  Global commands
-    this codec knows are decoded; anything else gives the raw payload bytes."""
-    h, o = parse_header(frame)
-    if h.frame_type == FT_GLOBAL and h.manufacturer is None:
-        f = _global_decoder(h.command_id)
-        if f is not None:
-            return h, f(frame, o)
-    return h, bytes(frame[o:])

@@ -48,51 +48,31 @@ MIRROR_REFUSED = const(0xFFFF)
 # ------------------------------------------------- Metering: the mirror ----
 
 
-def encode_request_mirror_rsp(endpoint_id, out=None):
-    out = bytearray() if out is None else out
+# (what only the meter sends or parses is in han.peer)
+
+
+def encode_request_mirror_rsp(endpoint_id):
+    out = bytearray()
     zcl.put_u16(out, endpoint_id)
     return out
 
 
-def decode_request_mirror_rsp(p, o=0):
-    if len(p) - o != 2:
-        raise zcl.ZclError("ZclTruncated", "RequestMirrorResponse of %d bytes" % (len(p) - o))
-    return zcl.get_u16(p, o)
-
-
-decode_mirror_removed = decode_request_mirror_rsp
 encode_mirror_removed = encode_request_mirror_rsp
 
 
-def decode_configure_mirror(p, o=0):
+def decode_configure_mirror(p):
     """(issuer_event_id, reporting_interval, mirror_notification_reporting,
     notification_scheme)."""
-    if len(p) - o != 9:
-        raise zcl.ZclError("ZclTruncated", "ConfigureMirror of %d bytes" % (len(p) - o))
-    return zcl.get_uint(p, o, 4), zcl.get_uint(p, o + 4, 3), p[o + 7] != 0, p[o + 8]
+    if len(p) != 9:
+        raise zcl.ZclError("ZclTruncated", "ConfigureMirror of %d bytes" % len(p))
+    return zcl.get_uint(p, 0, 4), zcl.get_uint(p, 4, 3), p[7] != 0, p[8]
 
 
-def encode_configure_mirror(issuer_event_id, reporting_interval, notify, scheme, out=None):
-    out = bytearray() if out is None else out
-    zcl.encode_value(out, zcl.T_UINT32, issuer_event_id)
-    zcl.encode_value(out, zcl.T_UINT24, reporting_interval)
-    out.append(1 if notify else 0)
-    out.append(scheme)
-    return out
-
-
-def encode_mirror_report_attribute_rsp(scheme, flags, out=None):
+def encode_mirror_report_attribute_rsp(scheme, flags):
     """MirrorReportAttributeResponse: notification scheme, then bitmap32
     notification flags (functional flags first)."""
-    out = bytearray() if out is None else out
+    out = bytearray()
     out.append(scheme)
     for f in flags:
         zcl.encode_value(out, zcl.T_MAP32, f)
     return out
-
-
-def decode_mirror_report_attribute_rsp(p, o=0):
-    zcl.need(p, o, 1)
-    if (len(p) - o - 1) % 4:
-        raise zcl.ZclError("ZclTruncated", "notification flags not a multiple of 4 bytes")
-    return p[o], [zcl.get_uint(p, i, 4) for i in range(o + 1, len(p), 4)]

@@ -22,11 +22,15 @@ _BASIC_SW_BUILD_ID = const(0x4000)
 _POWER_MAINS_1PHASE = const(0x01)
 
 MANUFACTURER = b"Open CHub"
-MODEL = b"CHUB-1"
+_MODEL = const(b"CHUB-1")
 
-_WRITES = (Z.WRITE_ATTRIBUTES, Z.WRITE_ATTRIBUTES_UNDIVIDED, Z.WRITE_ATTRIBUTES_NO_RSP)
-# global commands that are themselves answers: never answered
-_ANSWERS = (Z.READ_ATTRIBUTES_RSP, Z.WRITE_ATTRIBUTES_RSP, Z.CONFIGURE_REPORTING_RSP, Z.DEFAULT_RSP)
+# Write Attributes (0x02), Undivided (0x03), No Response (0x05); constant
+# tuples written out (zcl's names would build them in RAM at import)
+_WRITES = const((0x02, 0x03, 0x05))
+# global commands that are themselves answers, never answered: Read
+# Attributes Response (0x01), Write Attributes Response (0x04), Configure
+# Reporting Response (0x07), Default Response (0x0B)
+_ANSWERS = const((0x01, 0x04, 0x07, 0x0B))
 
 
 def zcl_time(unix):
@@ -63,9 +67,6 @@ class AttributeServer:
     are made when read: no attribute table is held for the hub's life."""
 
     reads = 0
-
-    def value(self, attr_id):
-        return None
 
     async def __call__(self, eh, src_ep, h, p):
         return self.handle(h, p)
@@ -107,62 +108,56 @@ class AttributeServer:
         return default_rsp(h, Z.UNSUP_GENERAL_COMMAND)
 
 
-class _Basic(AttributeServer):
-    def __init__(self, version, stack_version):
-        self.version = version.encode() if isinstance(version, str) else version
-        self.stack_version = stack_version
+class _Served(AttributeServer):
+    """Basic (cluster 0x0000: a the firmware version text, b() the NCP's
+    stack version or None) or Time (0x000A: a() the hub's Clock or None,
+    b() the board's UTC): one class for both."""
+
+    def __init__(self, cluster, a, b):
+        self.cluster = cluster
+        self.a = a
+        self.b = b
 
     def value(self, a):
+        if self.cluster:  # Time
+            if a == ZC.TIME_TIME or a == ZC.TIME_STANDARD_TIME:
+                c = self.a()
+                return (Z.T_UTC if a == ZC.TIME_TIME else Z.T_UINT32), zcl_time(c.now() if c is not None else self.b())
+            if a == ZC.TIME_STATUS:
+                # Master always (the hub is the HAN's time master);
+                # Synchronized only while the CH clock is valid (no clock:
+                # not synchronized)
+                c = self.a()
+                return Z.T_MAP8, ZC.TIME_STATUS_MASTER | (ZC.TIME_STATUS_SYNCHRONIZED if c is not None and c.valid
+                                                          else 0)
+            if a == ZC.TIME_ZONE:
+                return Z.T_INT32, 0
+            return None
         if a == _BASIC_ZCL_VERSION:
             return Z.T_UINT8, 3
         if a == _BASIC_APP_VERSION or a == _BASIC_HW_VERSION:
             return Z.T_UINT8, 1
         if a == _BASIC_STACK_VERSION:
-            v = self.stack_version() if self.stack_version is not None else 0
+            v = self.b() if self.b is not None else 0
             return Z.T_UINT8, (v >> 8) & 0xFF
         if a == _BASIC_MANUFACTURER:
             return Z.T_CHARSTR, MANUFACTURER
         if a == _BASIC_MODEL:
-            return Z.T_CHARSTR, MODEL
+            return Z.T_CHARSTR, _MODEL
         if a == _BASIC_POWER_SOURCE:
             return Z.T_ENUM8, _POWER_MAINS_1PHASE
         if a == _BASIC_SW_BUILD_ID:
-            return Z.T_CHARSTR, self.version
+            return Z.T_CHARSTR, self.a
         return None
 
 
-def basic_server(version, stack_version=None):
+def basic_server(version, stack_version):
     """Basic (0x0000). version: the firmware version text; stack_version():
-    the NCP's stack version (EZSP `version` answer) or 0."""
-    return _Basic(version, stack_version)
-
-
-def time_status(clock):
-    """Master always (the hub is the HAN's time master); Synchronized only
-    while the CH clock is valid (no clock: not synchronized)."""
-    st = ZC.TIME_STATUS_MASTER
-    if clock is not None and clock.valid:
-        st |= ZC.TIME_STATUS_SYNCHRONIZED
-    return st
-
-
-class _Time(AttributeServer):
-    def __init__(self, get_clock, board_utc):
-        self.get_clock = get_clock
-        self.board_utc = board_utc
-
-    def value(self, a):
-        if a == ZC.TIME_TIME or a == ZC.TIME_STANDARD_TIME:
-            c = self.get_clock()
-            return (Z.T_UTC if a == ZC.TIME_TIME else Z.T_UINT32), zcl_time(c.now() if c is not None else self.board_utc())
-        if a == ZC.TIME_STATUS:
-            return Z.T_MAP8, time_status(self.get_clock())
-        if a == ZC.TIME_ZONE:
-            return Z.T_INT32, 0
-        return None
+    the NCP's stack version (EZSP `version` answer) or 0 (or None)."""
+    return _Served(0x0000, version.encode() if isinstance(version, str) else version, stack_version)
 
 
 def time_server(get_clock, board_utc):
     """Time (0x000A). get_clock() -> the hub's Clock (now(), valid) or None;
     without one the time comes from board_utc() and is not synchronized."""
-    return _Time(get_clock, board_utc)
+    return _Served(0x000A, get_clock, board_utc)

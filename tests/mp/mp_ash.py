@@ -3,7 +3,7 @@
 # in well under a second per test.
 import asyncio
 
-from han import ash
+from han import ash, peer
 
 HEAP = "256k"
 
@@ -38,7 +38,7 @@ class Ncp:
     """Scripted NCP.  `on_data(ncp, frm, retx, ack, data)` decides what to do
     with each host DATA frame (default: accept in order and ACK)."""
 
-    def __init__(self, rx, tx, code=ash.RESET_SOFTWARE):
+    def __init__(self, rx, tx, code=peer.RESET_SOFTWARE):
         self.rx = rx
         self.tx = tx
         self.code = code
@@ -50,7 +50,7 @@ class Ncp:
         self.expect = 0  # next host frame number
         self.frm = 0  # our next DATA frame number
         self.on_data = Ncp.accept
-        self.buf = bytearray(ash.BUF_SIZE)
+        self.buf = bytearray(peer.BUF_SIZE)
 
     def send(self, control, data=None):
         n = ash.encode_frame(self.buf, control, data)
@@ -69,7 +69,7 @@ class Ncp:
         if frm == self.expect:
             self.expect = (frm + 1) & 7
             self.data.append(data)
-        self.send(ash.ack_control(self.expect))
+        self.send(ash.ack_control(self.expect, False))
 
     async def run(self):
         while True:
@@ -77,16 +77,16 @@ class Ncp:
             if not chunk:
                 return
             self.raw += chunk
-            for item in self.dec.frames(chunk):
+            for item in peer.frames(self.dec, chunk):
                 assert isinstance(item, tuple), item
                 c, d = item
                 self.log.append((c, d))
                 t = ash.frame_type(c)
-                if t == ash.T_RST and self.answer_rst:
+                if t == peer.T_RST and self.answer_rst:
                     self.expect = 0
                     self.frm = 0
-                    self.send(ash.RSTACK, bytes((2, self.code)))
-                elif t == ash.T_DATA:
+                    self.send(peer.RSTACK, bytes((2, self.code)))
+                elif t == peer.T_DATA:
                     self.on_data(self, (c >> 4) & 7, bool(c & 8), c & 7, d)
 
     def host_frames(self, typ):
@@ -125,13 +125,13 @@ async def settle(ms=5):
 def test_reset_handshake():
     async def body(host, ncp):
         code = await host.reset()
-        assert code == ash.RESET_SOFTWARE, code
+        assert code == peer.RESET_SOFTWARE, code
         assert host.connected
 
     host, ncp = run(body)
     # 32 CANCEL bytes, then exactly one RST frame
-    assert ncp.raw[:32] == bytes([ash.CANCEL]) * 32, ncp.raw
-    assert [c for c, _ in ncp.log] == [ash.RST]
+    assert ncp.raw[:32] == bytes([peer.CANCEL]) * 32, ncp.raw
+    assert [c for c, _ in ncp.log] == [peer.RST]
     assert host.stats["tx_rst"] == 1 and host.stats["rx_rstack"] == 1
 
 
@@ -157,7 +157,7 @@ def test_send_is_acked_and_numbered():
 
     host, ncp = run(body)
     assert ncp.data == [bytes([i, 0, 0, i]) for i in range(10)]
-    frms = [(c >> 4) & 7 for c, _ in ncp.host_frames(ash.T_DATA)]
+    frms = [(c >> 4) & 7 for c, _ in ncp.host_frames(peer.T_DATA)]
     assert frms == [i & 7 for i in range(10)], frms
     assert host.stats["tx_data"] == 10 and host.stats["tx_retx"] == 0
     # fast acks pull the adaptive timeout down to its minimum
@@ -183,7 +183,7 @@ def test_recv_acks_and_piggybacked_ack():
 
     host, ncp = run(body)
     assert host.stats["tx_retx"] == 0 and host.stats["rx_ack"] == 0
-    acks = ncp.host_frames(ash.T_ACK)
+    acks = ncp.host_frames(peer.T_ACK)
     assert [c & 7 for c, _ in acks] == [1], acks  # host acknowledged NCP frame 0
 
 
@@ -202,7 +202,7 @@ def test_lost_ack_causes_retransmission_with_retx():
         await host.send(b"\x01\x02\x03")
 
     host, ncp = run(body)
-    frames = ncp.host_frames(ash.T_DATA)
+    frames = ncp.host_frames(peer.T_DATA)
     assert len(frames) == 2, frames
     (c0, d0), (c1, d1) = frames
     assert c0 & 8 == 0 and c1 & 8 == 8  # reTx set on the copy
@@ -219,7 +219,7 @@ def test_nak_causes_immediate_resend():
         def naky(ncp, frm, retx, ack, data):
             if naks[0]:
                 naks[0] -= 1
-                ncp.send(ash.nak_control(ncp.expect))
+                ncp.send(ash.nak_control(ncp.expect, False))
                 return
             Ncp.accept(ncp, frm, retx, ack, data)
 
@@ -230,7 +230,7 @@ def test_nak_causes_immediate_resend():
         assert asyncio.ticks_diff(asyncio.ticks(), t0) < 30
 
     host, ncp = run(body)
-    frames = ncp.host_frames(ash.T_DATA)
+    frames = ncp.host_frames(peer.T_DATA)
     assert len(frames) == 2 and frames[1][0] & 8, frames
     assert host.stats["rx_nak"] == 1 and ncp.data == [b"\x07\x08\x09"]
 
@@ -248,7 +248,7 @@ def test_duplicate_data_is_reacked_not_delivered_twice():
 
     host, ncp = run(body)
     assert host.stats["rx_dup"] == 1 and host.stats["rx_data"] == 2
-    assert [c & 7 for c, _ in ncp.host_frames(ash.T_ACK)] == [1, 1, 2]
+    assert [c & 7 for c, _ in ncp.host_frames(peer.T_ACK)] == [1, 1, 2]
 
 
 def test_out_of_sequence_data_is_naked():
@@ -261,35 +261,35 @@ def test_out_of_sequence_data_is_naked():
 
     host, ncp = run(body)
     assert host.stats["rx_out_of_seq"] == 1
-    assert [c for c, _ in ncp.host_frames(ash.T_NAK)] == [ash.nak_control(0)]
+    assert [c for c, _ in ncp.host_frames(peer.T_NAK)] == [ash.nak_control(0, False)]
 
 
 def test_unexpected_rstack_raises_ncp_reset_then_recovers():
     async def body(host, ncp):
         await host.reset()
         await host.send(b"\x00\x00\x00")
-        ncp.code = ash.RESET_WATCHDOG
-        ncp.send(ash.RSTACK, bytes((2, ash.RESET_WATCHDOG)))
+        ncp.code = peer.RESET_WATCHDOG
+        ncp.send(peer.RSTACK, bytes((2, peer.RESET_WATCHDOG)))
         try:
             await host.recv()
             raise AssertionError("recv did not raise")
         except ash.NcpReset as e:
-            assert e.code == ash.RESET_WATCHDOG and not e.error
+            assert e.code == peer.RESET_WATCHDOG and not e.error
         try:
             await host.send(b"\x01\x00\x00")
             raise AssertionError("send did not raise")
         except ash.NcpReset:
             pass
         # the EZSP layer re-initialises
-        ncp.code = ash.RESET_SOFTWARE
-        assert await host.reset() == ash.RESET_SOFTWARE
+        ncp.code = peer.RESET_SOFTWARE
+        assert await host.reset() == peer.RESET_SOFTWARE
         await host.send(b"\x02\x00\x00")
 
     host, ncp = run(body)
     assert host.stats["ncp_resets"] == 1
     assert ncp.data == [b"\x00\x00\x00", b"\x02\x00\x00"]
     # numbering restarted at 0 after the re-reset
-    assert (ncp.host_frames(ash.T_DATA)[-1][0] >> 4) & 7 == 0
+    assert (ncp.host_frames(peer.T_DATA)[-1][0] >> 4) & 7 == 0
 
 
 def test_error_frame_raises_ncp_reset_during_send():
@@ -297,14 +297,14 @@ def test_error_frame_raises_ncp_reset_during_send():
         await host.reset()
 
         def fail(ncp, frm, retx, ack, data):
-            ncp.send(ash.ERROR, bytes((2, ash.ERROR_ACK_TIMEOUTS)))
+            ncp.send(peer.ERROR, bytes((2, peer.ERROR_ACK_TIMEOUTS)))
 
         ncp.on_data = fail
         try:
             await host.send(b"\x00\x00\x00")
             raise AssertionError("send did not raise")
         except ash.NcpReset as e:
-            assert e.error and e.code == ash.ERROR_ACK_TIMEOUTS
+            assert e.error and e.code == peer.ERROR_ACK_TIMEOUTS
 
     host, ncp = run(body)
     assert host.stats["rx_error"] == 1
@@ -313,8 +313,8 @@ def test_error_frame_raises_ncp_reset_during_send():
 def test_corrupted_frames_are_ignored_and_counted():
     async def body(host, ncp):
         await host.reset()
-        good = bytearray(ash.BUF_SIZE)
-        n = ash.encode_frame(good, ash.data_control(0, 0), b"\x00\x90\x01\x02")
+        good = bytearray(peer.BUF_SIZE)
+        n = ash.encode_frame(good, ash.data_control(0, 0, False), b"\x00\x90\x01\x02")
         frame = bytes(good[:n])
         bad_crc = frame[:-3] + bytes([frame[-3] ^ 0x01]) + frame[-2:]
         if ash.is_reserved(bad_crc[-3]):
@@ -339,7 +339,7 @@ def test_corrupted_frames_are_ignored_and_counted():
     assert st["escape_errors"] == 1, st
     assert st["cancelled"] == 1 and st["substituted"] == 1, st
     assert st["rx_data"] == 1
-    assert [c for c, _ in ncp.host_frames(ash.T_NAK)] == [ash.nak_control(0)]
+    assert [c for c, _ in ncp.host_frames(peer.T_NAK)] == [ash.nak_control(0, False)]
 
 
 def test_five_failed_tries_is_link_failure():
@@ -362,7 +362,7 @@ def test_five_failed_tries_is_link_failure():
             pass
 
     host, ncp = run(body)
-    frames = ncp.host_frames(ash.T_DATA)
+    frames = ncp.host_frames(peer.T_DATA)
     assert len(frames) == 5, frames
     assert [c & 8 for c, _ in frames] == [0, 8, 8, 8, 8]
     assert host.stats["link_failures"] == 1
@@ -386,7 +386,7 @@ def test_send_link_failure_wakes_a_waiting_receiver():
 
         rt = asyncio.create_task(reader())
         await settle()
-        ncp.on_data = lambda ncp, frm, retx, ack, data: ncp.send(ash.nak_control(ncp.expect))  # NAK every try
+        ncp.on_data = lambda ncp, frm, retx, ack, data: ncp.send(ash.nak_control(ncp.expect, False))  # NAK every try
         try:
             await host.send(b"\x00\x00\x00")
             raise AssertionError("no LinkFailure")
@@ -410,7 +410,7 @@ def test_full_receive_queue_sets_nrdy_and_ncp_resends():
             ncp.send_data(bytes([i, 0x90, 0]))
         await settle()
         # queue of 2: the third frame is not acknowledged, nRdy is set
-        acks = ncp.host_frames(ash.T_ACK)
+        acks = ncp.host_frames(peer.T_ACK)
         assert [c for c, _ in acks] == [0x81, 0x8A, 0x8A], acks
         assert await host.recv() == b"\x00\x90\x00"
         ncp.send_data(b"\x02\x90\x00", frm=2, retx=True)

@@ -388,6 +388,7 @@ _until = rigline.until
 async def _tc():
     from codes import EV_JOIN_BAD_KEY, EV_JOIN_WINDOW_CLOSED, EV_UNKNOWN_JOIN
     from han.ash import Ash
+    from han import network
     from han.ezsp import Ezsp
     from han.trust_centre import TrustCentre
 
@@ -398,8 +399,8 @@ async def _tc():
     r, w = await asyncio.open_connection("127.0.0.1", int(os.getenv("NCP_PORT")))
     ez = Ezsp(Ash(r, w), desired=14)
     await ez.connect()
-    await ez.startup()
-    await ez.form_network()
+    await network.startup(ez)
+    await network.form_network(ez)
     tc = TrustCentre(ez, log, sec, clk)
     devs = {}
     for line in os.getenv("TC_DEVICES").split(";"):
@@ -451,7 +452,9 @@ async def _tc():
     assert _rig("rejoin esme") == "1"
     await _until(lambda: tc.stats["rejoined"] == 1)
     assert sec.count_total() == 4
-    await tc.rotate_network_key()
+    from han.commands import rotate_key
+
+    await rotate_key(ez, sec, clk, 0)
     assert sec.count_total() == 5
     before = log.entries()
     ez.close()

@@ -12,6 +12,7 @@ import codes
 import log
 from chf import identity, logs, usecases
 from gbcs import gcm, kdf, p256, security, usecase_base
+from han import peer
 from han import ash, ezsp, ezsp_frames, install_code, zcl
 from wan import at, link, modem
 
@@ -47,18 +48,18 @@ def _caught(fn, *a):
 
 
 def test_errors_read_as_their_kinds():
-    e = _caught(ash.check_frame, bytes((0x00, 0x01, 0x02, 0x03, 0x00, 0x00)))
+    e = _caught(ash.check_frame, bytes((0x00, 0x01, 0x02, 0x03, 0x00, 0x00)), -1, 128)
     assert isinstance(e, ash.AshError)
     assert repr(e) == "AshCrcError('bad CRC E5F1',)" and str(e) == "bad CRC E5F1", repr(e)
-    e = _caught(ash.check_frame, b"\xc0\x00")
+    e = _caught(ash.check_frame, b"\xc0\x00", -1, 128)
     assert repr(e) == "AshTooShort('frame of 2 bytes is too short',)", repr(e)
-    e = _caught(ash.unstuff, b"\x7d")
+    e = _caught(peer.unstuff, b"\x7d")
     assert repr(e) == "AshEscapeError('dangling escape byte',)", repr(e)
     d = link.Decoder()
     d.feed(b"XX\x06\x00\x00\x00\x05\x00\x00\x00\x00\x00\x00")
     e = _caught(d.next)
     assert isinstance(e, link.LinkError) and repr(e) == "BadMagic('bad magic 5858',)", repr(e)
-    e = _caught(ezsp_frames.decode_frame, 13, b"\x00\x80")
+    e = _caught(peer.ezsp_decode_frame, 13, b"\x00\x80")
     assert isinstance(e, ezsp_frames.EzspError) and repr(e).startswith("EzspTruncated('"), repr(e)
     assert "%s" % e == str(e) and not str(e).startswith("(")
     e = _caught(gcm.decrypt, bytes(16), bytes(12), bytes(20))
@@ -74,7 +75,7 @@ def test_errors_read_as_their_kinds():
 
 
 def test_kind_of_names_the_kind_or_the_class():
-    e = _caught(ezsp_frames.decode_frame, 13, bytes((0, 0x80, 1, 0xEE, 0x0E, 0)))
+    e = _caught(peer.ezsp_decode_frame, 13, bytes((0, 0x80, 1, 0xEE, 0x0E, 0)))
     assert log.kind_of(e) == "EzspUnknownFrame"
     assert log.kind_of(KeyError("x")) == "KeyError"
     e = security.SecurityError("BadMac", "bad MAC on command 5", codes.EV_BAD_MAC)

@@ -6,6 +6,7 @@ import asyncio
 import os
 
 from han import ezsp_frames as F
+from han import network, peer
 import rigline
 
 HEAP = "256k"
@@ -26,25 +27,25 @@ def _raises(kind, fn, *a):
 
 def test_errors():
     # unknown frame id
-    _raises("EzspUnknownFrame", F.decode_frame, 13, bytes((0, 0x80, 1, 0xEE, 0x0E, 0)))
+    _raises("EzspUnknownFrame", peer.ezsp_decode_frame, 13, bytes((0, 0x80, 1, 0xEE, 0x0E, 0)))
     # truncated parameters (sendUnicast response lacks its sequence byte)
-    _raises("EzspTruncated", F.decode_frame, 8, bytes((1, 0x80, 1, 0x34, 0, 0)))
-    _raises("EzspTruncated", F.decode_frame, 14, bytes((1, 0x80, 1, 0x34, 0, 0, 0, 0)))
-    _raises("EzspTruncated", F.decode_frame, 13, b"\x00\x80")
+    _raises("EzspTruncated", peer.ezsp_decode_frame, 8, bytes((1, 0x80, 1, 0x34, 0, 0)))
+    _raises("EzspTruncated", peer.ezsp_decode_frame, 14, bytes((1, 0x80, 1, 0x34, 0, 0, 0, 0)))
+    _raises("EzspTruncated", peer.ezsp_decode_frame, 13, b"\x00\x80")
     # LV length past the end
-    _raises("EzspTruncated", F.decode_frame, 13, bytes((1, 0x80, 1, 0xAA, 0, 0, 5, 1)))
+    _raises("EzspTruncated", peer.ezsp_decode_frame, 13, bytes((1, 0x80, 1, 0xAA, 0, 0, 5, 1)))
     # wrong version: unsupported, or a command the version lacks
     _raises("EzspVersionError", F.encode_frame, 9, 0, "version", (9,))
     _raises("EzspUnknownFrame", F.encode_frame, 8, 0, "importTransientKey", (ESME, KEY, 0))
     _raises("EzspUnknownFrame", F.encode_frame, 14, 0, "addTransientLinkKey", (ESME, KEY))
     _raises("EzspVersionError", F.encode_frame, F.LEGACY, 0, "getEui64", ())
     # frame format version / security bits
-    _raises("EzspFrameError", F.decode_frame, 13, bytes((0, 0x80, 0, 0, 0, 13, 2, 0, 0)))
-    _raises("EzspFrameError", F.decode_frame, 13, bytes((0, 0x80, 0x81, 0, 0, 13, 2, 0, 0)))
+    _raises("EzspFrameError", peer.ezsp_decode_frame, 13, bytes((0, 0x80, 0, 0, 0, 13, 2, 0, 0)))
+    _raises("EzspFrameError", peer.ezsp_decode_frame, 13, bytes((0, 0x80, 0x81, 0, 0, 13, 2, 0, 0)))
     # trailing bytes are an error in strict mode only
-    f = bytes(F.encode_frame(13, 3, "permitJoining", (0,), F.FC_RESPONSE)) + b"\x01"
-    _raises("EzspFrameError", F.decode_frame, 13, f)
-    assert F.decode_frame(13, f, False)[3] == (0,)
+    f = bytes(F.encode_frame(13, 3, "permitJoining", (0,), peer.FC_RESPONSE)) + b"\x01"
+    _raises("EzspFrameError", peer.ezsp_decode_frame, 13, f)
+    assert peer.ezsp_decode_frame(13, f, False)[3] == (0,)
     # bad values
     _raises("EzspFrameError", F.encode_frame, 13, 0, "getEui64", (1,))
     _raises("EzspFrameError", F.encode_frame, 13, 0, "setExtendedTimeout", (b"123", 1))
@@ -52,19 +53,21 @@ def test_errors():
 
 def test_width_by_version():
     # status: 1 byte to v13, 4 bytes from v14; tag: 1 byte to v13, 2 from v14
-    assert len(F.encode_frame(13, 0, "permitJoining", (0,), F.FC_RESPONSE)) == 6
-    assert len(F.encode_frame(14, 0, "permitJoining", (0,), F.FC_RESPONSE)) == 9
+    assert len(F.encode_frame(13, 0, "permitJoining", (0,), peer.FC_RESPONSE)) == 6
+    assert len(F.encode_frame(14, 0, "permitJoining", (0,), peer.FC_RESPONSE)) == 9
     aps = (0x0109, 0x0702, 1, 1, 0x0160, 0, 7)
     a = F.encode_frame(13, 0, "sendUnicast", (0, 0x1234, aps, 0x42, b"x"))
     b = F.encode_frame(14, 0, "sendUnicast", (0, 0x1234, aps, 0x4242, b"x"))
     assert len(b) == len(a) + 1
-    assert F.decode_frame(14, b)[3][3] == 0x4242
+    assert peer.ezsp_decode_frame(14, b)[3][3] == 0x4242
     # importTransientKey answers a 4-byte sl_Status already at v13
-    assert len(F.encode_frame(13, 0, "importTransientKey", (0,), F.FC_RESPONSE)) == 9
+    assert len(F.encode_frame(13, 0, "importTransientKey", (0,), peer.FC_RESPONSE)) == 9
     # legacy header for version only
     assert bytes(F.encode_frame(F.LEGACY, 0, "version", (8,))) == b"\x00\x00\x00\x08"
     for ver in F.SUPPORTED:
-        assert F.network_up(ver) == (0x15 if ver == 14 else 0x90)
+        up, down = (0x15, 0x16) if ver == 14 else (0x90, 0x91)
+        assert F.network_state(ver, up) is True and F.network_state(ver, down) is False
+        assert F.network_state(ver, 0x00) is None
 
 
 # ---------------------------------------------------------------- scenario --
@@ -83,9 +86,9 @@ async def _full():
     ez = Ezsp(Ash(r, w), desired=14)
     assert await ez.connect() == ver
     assert ez.ver == ver and ez.stack_version == 0x7450
-    assert await ez.startup() == CHF
+    assert await network.startup(ez) == CHF
     allowed = (1 << 15) | (1 << 19) | (1 << 20) | (1 << 25)
-    ch, pan, xpan = await ez.form_network(allowed)
+    ch, pan, xpan = await network.form_network(ez, allowed)
     assert ch == 25, ch
     assert ez.network_up
     # the scan's callbacks are gone with the scan (they held its results, an
@@ -116,7 +119,18 @@ async def _full():
     sender, aps, payload, lqi, rssi = ez.incoming_info(inc[0])
     assert sender == 0x5678 and aps[1] == 0x000A and payload == b"\x18\x07\x0b\x00\x00", inc
     key_before = _rig("state").split()[2]
-    await ez.rotate_network_key()
+    from han.commands import rotate_key
+
+    class _Sec:  # the security log's append, as the hub's
+        def __init__(self):
+            self.codes = []
+
+        def append(self, code, data, t):
+            self.codes.append(code)
+
+    sec = _Sec()
+    await rotate_key(ez, sec, lambda: 0, 0)
+    assert sec.codes == [0x8FE2]
     assert _rig("state").split()[2] != key_before
     # NCP reset is surfaced; commands fail until reconnected
     faults = []
@@ -131,8 +145,8 @@ async def _full():
     except F.EzspError as e:
         assert e.args[0] == "EzspLinkDown", repr(e)
     assert await ez.connect() == ver
-    await ez.startup()
-    assert await ez.resume_network()
+    await network.startup(ez)
+    assert await network.resume_network(ez)
     assert (await ez.command("networkState"))[0] == 2
     ez.close()
     print("SCENARIO OK")

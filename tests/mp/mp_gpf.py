@@ -14,6 +14,7 @@ from gbcs import frame as gframe
 from gbcs import gbz, p256
 from gpf.function import Gpf
 from gpf.mirror import Mirror
+from han import peer
 from han import zcl, zcl_clusters
 from store import Store
 
@@ -65,8 +66,8 @@ def setup_mirror(m):
     CLOCK[0], CLOCK[1] = T0, True
     rsp = zcl_call(m, 0x0702, bytes((0x09, 1, zcl_clusters.MET_REQUEST_MIRROR)))
     h, off = zcl.parse_header(rsp)
-    assert h.command_id == zcl_clusters.MET_REQUEST_MIRROR_RSP and zcl_clusters.decode_request_mirror_rsp(rsp, off) == 2
-    cfg = zcl_clusters.encode_configure_mirror(1, 1800, True, 1)
+    assert h.command_id == zcl_clusters.MET_REQUEST_MIRROR_RSP and peer.decode_request_mirror_rsp(rsp, off) == 2
+    cfg = peer.encode_configure_mirror(1, 1800, True, 1)
     assert zcl_call(m, 0x0702, bytes((0x19, 2, zcl_clusters.MET_CONFIGURE_MIRROR)) + cfg) is None
 
 
@@ -78,16 +79,16 @@ def test_mirror_reports_persist_one_write_each():
     m = Mirror(store, now)
     setup_mirror(m)
     w = m.writes
-    rsp = zcl_call(m, 0x0702, report([(0x0000, zcl.T_UINT48, 12345), (0x0302, zcl.T_UINT24, 1000)]))
+    rsp = zcl_call(m, 0x0702, report([(0x0000, peer.T_UINT48, 12345), (0x0302, zcl.T_UINT24, 1000)]))
     assert m.writes == w + 2  # the attributes, and the daily log's first reading
     h, off = zcl.parse_header(rsp)
     assert h.frame_type == zcl.FT_CLUSTER and h.command_id == zcl_clusters.MET_MIRROR_REPORT_ATTRIBUTE_RSP
-    assert zcl_clusters.decode_mirror_report_attribute_rsp(rsp, off) == (1, [0])
+    assert peer.decode_mirror_report_attribute_rsp(rsp, off) == (1, [0])
     w = m.writes
-    zcl_call(m, 0x0702, report([(0x0000, zcl.T_UINT48, 12400)]))  # same day: one write
+    zcl_call(m, 0x0702, report([(0x0000, peer.T_UINT48, 12400)]))  # same day: one write
     assert m.writes == w + 1
     m2 = Mirror(remount(), now)  # power cycle
-    assert m2.get(0x0702, 0x0000) == (zcl.T_UINT48, 12400)
+    assert m2.get(0x0702, 0x0000) == (peer.T_UINT48, 12400)
     assert m2.get(0x0702, 0x0302) == (zcl.T_UINT24, 1000)
     assert m2.updated([0x0702]) == (T0, 0) and m2.gsme == GSME and m2.endpoint == 2
 
@@ -96,15 +97,15 @@ def test_mirror_tunnel_pending_flag_in_report_response():
     m = Mirror(fresh(), now)
     setup_mirror(m)
     m.tunnel_pending = True
-    rsp = zcl_call(m, 0x0702, report([(0x0000, zcl.T_UINT48, 1)]))
-    assert zcl_clusters.decode_mirror_report_attribute_rsp(rsp, 3) == (1, [0x8000])
+    rsp = zcl_call(m, 0x0702, report([(0x0000, peer.T_UINT48, 1)]))
+    assert peer.decode_mirror_report_attribute_rsp(rsp, 3) == (1, [0x8000])
 
 
 def test_mirror_reliability_status():
     m = Mirror(fresh(), now)
     setup_mirror(m)
     CLOCK[1] = False  # hub clock not valid, the GSME gives its reading time
-    zcl_call(m, 0x0702, report([(0x0000, zcl.T_UINT48, 5), (0x0007, zcl.T_UTC, T0 - 60)]))
+    zcl_call(m, 0x0702, report([(0x0000, peer.T_UINT48, 5), (0x0007, zcl.T_UTC, T0 - 60)]))
     assert m.updated([0x0702]) == (T0 - 60, 0x04)
     m2 = Mirror(fresh(), now)
     setup_mirror(m2)
@@ -120,10 +121,10 @@ def test_mirror_daily_log_from_midnight_readings():
     s = 1000
     for i, used in enumerate((10, 20, 30)):
         CLOCK[0] = T0 + i * 86400 + 5
-        zcl_call(m, 0x0702, report([(0x0000, zcl.T_UINT48, s)]))
+        zcl_call(m, 0x0702, report([(0x0000, peer.T_UINT48, s)]))
         s += used
     CLOCK[0] = T0 + 4 * 86400 + 5  # a day without a reading counts 0
-    zcl_call(m, 0x0702, report([(0x0000, zcl.T_UINT48, s)]))
+    zcl_call(m, 0x0702, report([(0x0000, peer.T_UINT48, s)]))
     assert m.daily_samples() == (T0 // 86400, [10, 20, 30, 0])
     CLOCK[0] = T0
 
@@ -137,7 +138,7 @@ def test_mirror_refuses_strangers_and_bad_frames():
     assert rsp[-1] == zcl.MALFORMED_COMMAND
     # a second GSME asking for a mirror is refused (one per GPF)
     rsp = zcl_call(m, 0x0702, bytes((0x09, 5, zcl_clusters.MET_REQUEST_MIRROR)), eui="0011223344556677")
-    assert zcl_clusters.decode_request_mirror_rsp(rsp, 3) == 0xFFFF
+    assert peer.decode_request_mirror_rsp(rsp, 3) == 0xFFFF
 
 
 def test_ihd_reads_the_mirror():

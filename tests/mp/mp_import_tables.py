@@ -9,7 +9,7 @@
 from chf import credentials, usecase_exec, usecases
 from gbcs import security
 from gpf import function as gpf_function
-from han import ezsp_frames, zcl
+from han import ezsp_frames, peer, zcl
 from route import router
 from wan import at, modem, outbox, settings, sim7600
 
@@ -71,7 +71,7 @@ def test_tables_answer_as_the_dicts_did():
     assert ezsp_frames.lookup(14, "leaveNetwork") == (0x20, "B", "S")  # the version's own entry wins
     assert ezsp_frames.name_of(14, 0x45) == "incomingMessageHandler"
     assert settings.spec("port") == ("int", 1, 65535, False, 4059) and settings.spec("nope") is None
-    assert zcl.type_size(zcl.T_EUI64) == 8 and zcl.type_size(zcl.T_UTC) == 4
+    assert zcl.type_size(peer.T_EUI64) == 8 and zcl.type_size(zcl.T_UTC) == 4
     assert outbox.KINDS.index("alert") + 1 == outbox.KIND_ALERT
 
 

@@ -5,6 +5,7 @@
 import json
 import os
 
+from han import peer
 from han import zcl as Z
 from han import zcl_clusters as ZC
 from han import zcl_servers as S
@@ -43,18 +44,18 @@ def test_time_read_matches_the_vector_when_synchronized():
     # the clock loses validity: Master only, same time
     clock[0] = Clock(VEC_T + S.UNIX_2000, False)
     r = _serve(srv, req)
-    h, recs = Z.decode(r)
+    h, recs = peer.zcl_decode(r)
     assert recs == [(0, 0, Z.T_UTC, VEC_T), (1, 0, Z.T_MAP8, ZC.TIME_STATUS_MASTER)], recs
     assert (h.tsn, h.direction, h.disable_default_response) == (0x06, 1, True)
 
 
 def test_time_without_a_clock_uses_the_board_and_is_not_synchronized():
     srv = S.time_server(lambda: None, lambda: S.UNIX_2000 + 1234)
-    h, recs = Z.decode(_serve(srv, b"\x00\x07\x00\x00\x00\x01\x00\x02\x00\x06\x00"))
+    h, recs = peer.zcl_decode(_serve(srv, b"\x00\x07\x00\x00\x00\x01\x00\x02\x00\x06\x00"))
     assert recs == [(0, 0, Z.T_UTC, 1234), (1, 0, Z.T_MAP8, 1), (2, 0, Z.T_INT32, 0), (6, 0, Z.T_UINT32, 1234)]
     # a board clock before 2000 (never set): UTCTime invalid
     srv = S.time_server(lambda: None, lambda: 5)
-    h, recs = Z.decode(_serve(srv, b"\x00\x08\x00\x00\x00"))
+    h, recs = peer.zcl_decode(_serve(srv, b"\x00\x08\x00\x00\x00"))
     assert recs == [(0, 0, Z.T_UTC, 0xFFFFFFFF)]
     assert S.zcl_time(S.UNIX_2000) == 0 and S.zcl_time(None) == 0xFFFFFFFF
     assert S.zcl_time(S.UNIX_2000 + 10.75) == 10  # a clock with fractions of a second

@@ -1,0 +1,97 @@
+# ruff: noqa: UP031
+# The HAN's share of the hub's boot import set (issue 15, docs/proof.md "The
+# heap on the 32-bit frozen build"): what `from han import coordinator` (the
+# wiring's import) holds. On a frozen build an import costs RAM for each
+# function object (a def, a method), each class and each module-level name;
+# the code used rarely or only by the other end is in modules the hub loads
+# for the moment it needs them (han.commands, han.network) or never
+# (han.peer). The count is the same on every build; the heap is measured
+# where the firmware is frozen (the unix32 build), its bound in machine words.
+import gc
+import sys
+
+# what han.coordinator imports from outside han: loaded before the baseline
+import asyncio  # noqa: F401
+import binascii  # noqa: F401
+import board  # noqa: F401
+import codes  # noqa: F401
+import counters  # noqa: F401
+import cryptolib  # noqa: F401
+import flag  # noqa: F401
+import ids  # noqa: F401
+import lazy  # noqa: F401
+import log  # noqa: F401
+import micropython  # noqa: F401
+import struct  # noqa: F401
+import time  # noqa: F401
+import version  # noqa: F401
+
+HEAP = "1024k"  # the han modules compiled from source on the 64-bit port
+
+W = 8 if sys.maxsize > 2**31 else 4
+RARE = ("han.peer", "han.commands", "han.network", "han.cbke", "han.ota", "han.ota_wan")
+
+_OUTSIDE = set(id(v) for m in list(sys.modules.values()) for v in m.__dict__.values())
+gc.collect()
+_BEFORE = gc.mem_alloc()
+
+from han import coordinator  # noqa: E402
+
+gc.collect()
+_AFTER = gc.mem_alloc()
+
+
+def _held():
+    return sorted(k for k in sys.modules if k == "han" or k.startswith("han."))
+
+
+def _defined():
+    # the functions, classes and methods the han modules the hub holds define
+    # (not the names they import from elsewhere)
+    seen = set()
+    n = 0
+    for name in _held():
+        for v in sys.modules[name].__dict__.values():
+            if id(v) in _OUTSIDE or id(v) in seen or not (callable(v) or isinstance(v, property)):
+                continue
+            seen.add(id(v))
+            n += 1
+            if isinstance(v, type):
+                for a in v.__dict__.values():
+                    if callable(a) or isinstance(a, (property, staticmethod, classmethod)):
+                        n += 1
+    return n
+
+
+def test_the_hub_holds_no_rarely_used_han_module():
+    held = _held()
+    assert coordinator.Coordinator is not None
+    assert not [m for m in RARE if m in held], held
+    assert held == ["han", "han.ash", "han.coordinator", "han.ezsp", "han.ezsp_frames", "han.messaging",
+                    "han.trust_centre", "han.tunnel", "han.zcl", "han.zcl_clusters", "han.zcl_servers"], held
+
+
+def test_the_hubs_han_modules_define_few_functions():
+    # functions, classes and methods: 265 before the cut (main 927d65d), 192 after
+    n = _defined()
+    print("han: %d functions, classes and methods held" % n)
+    assert n <= 200, n
+
+
+def test_the_hubs_han_modules_heap_on_a_frozen_build():
+    if coordinator.__file__.startswith("/"):  # compiled from source: its bytecode is in the heap too
+        return
+    # measured on the unix32 build (W = 4): 13,376 bytes before the cut
+    # (main 927d65d), 9,248 after
+    used = _AFTER - _BEFORE
+    print("han: %d bytes after import (%d-bit)" % (used, W * 8))
+    assert used <= 2500 * W, used
+
+
+def test_the_coordinators_counters_end_with_the_messagings():
+    # written out in han.coordinator (a constant tuple, not a sum built at import)
+    from han import messaging
+
+    c = coordinator._COUNTERS
+    assert c[len(c) - len(messaging.COUNTERS):] == messaging.COUNTERS, c
+    assert len(set(c)) == len(c)
