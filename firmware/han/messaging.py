@@ -95,8 +95,11 @@ class Messaging:
         self._busy = 0
         self._senders = 0  # tunnel sends running (at most _SENDERS)
         self._send_q = []  # a Flag for each send waiting for a slot, oldest first
-        self.versions = {}  # eui hex -> [application version, stack version] (Basic)
-        self._reading = []
+        # eui hex -> the device's Basic versions read after it joined, packed
+        # in a small int (no object a device): see _versions
+        self.versions = {}
+        self._reading = []  # (eui hex, attempt, due ms) of devices waiting for their versions read
+        self._now = None  # the device the versions reader reads ("" between reads, None: no reader)
         for k in COUNTERS:
             self.counters[k] = 0
 
@@ -620,33 +623,62 @@ class Messaging:
 
     def on_device_joined(self, eh):
         """After a join or rejoin: read the device's Basic application and
-        stack versions (in a task; a sleepy device answers when it polls)."""
-        if eh not in self._reading:
-            self._reading.append(eh)
-            asyncio.create_task(self._read_versions(eh))
-
-    async def _read_versions(self, eh):
-        try:
-            for attempt in range(3):
-                await asyncio.sleep(_VERSIONS_DELAY_S * (attempt + 1))
-                f = Z.Header(Z.READ_ATTRIBUTES, self.next_tsn()).encode()
-                Z.encode_read_attributes((0x0001, 0x0002), f)
-                try:
-                    a = await self.zcl_request(eh, self._eps.get(eh, 1), ZC.CLUSTER_BASIC, f)
-                    h, o = Z.parse_header(a)
-                    if h.command_id != Z.READ_ATTRIBUTES_RSP or h.frame_type != Z.FT_GLOBAL or h.manufacturer is not None:
-                        return
-                    recs = Z.decode_read_attributes_rsp(a, o)
-                except (DeliveryError, Z.ZclError):
-                    continue
-                v = [None, None]
-                for a_id, st, t, val in recs:
-                    if st == Z.SUCCESS and a_id in (1, 2) and isinstance(val, int):
-                        v[a_id - 1] = val & 0xFF
-                self.versions[eh] = v
+        stack versions a second later (one reader task serves every device
+        waiting; a sleepy device answers when it polls)."""
+        if eh == self._now:
+            return
+        for r in self._reading:
+            if r[0] == eh:
                 return
+        self._reading.append((eh, 0, time.ticks_add(_ms(), _VERSIONS_DELAY_S * 1000)))
+        if self._now is None:
+            self._now = ""
+            asyncio.create_task(self._read_versions())
+
+    async def _read_versions(self):
+        # the devices one at a time, the one due first first; a device that
+        # does not answer is tried again 2 s, then 3 s later (3 attempts)
+        q = self._reading
+        try:
+            while q:
+                i = 0
+                for j in range(1, len(q)):
+                    if time.ticks_diff(q[j][2], q[i][2]) < 0:
+                        i = j
+                w = time.ticks_diff(q[i][2], _ms())
+                if w > 0:
+                    await asyncio.sleep_ms(w)
+                    continue
+                eh, n, _due = q.pop(i)
+                self._now = eh
+                try:
+                    done = await self._read_versions_of(eh)
+                finally:
+                    self._now = ""
+                if not done and n < 2:
+                    q.append((eh, n + 1, time.ticks_add(_ms(), _VERSIONS_DELAY_S * 1000 * (n + 2))))
         finally:
-            self._reading.remove(eh)
+            self._now = None
+
+    async def _read_versions_of(self, eh):
+        # one attempt: False when the device is to be asked again
+        f = Z.Header(Z.READ_ATTRIBUTES, self.next_tsn()).encode()
+        Z.encode_read_attributes((0x0001, 0x0002), f)
+        try:
+            a = await self.zcl_request(eh, self._eps.get(eh, 1), ZC.CLUSTER_BASIC, f)
+            h, o = Z.parse_header(a)
+            if h.command_id != Z.READ_ATTRIBUTES_RSP or h.frame_type != Z.FT_GLOBAL or h.manufacturer is not None:
+                return True
+            recs = Z.decode_read_attributes_rsp(a, o)
+        except (DeliveryError, Z.ZclError):
+            return False
+        # bit 8: application version known (bits 0-7), bit 17: stack version (bits 9-16)
+        v = 0
+        for a_id, st, t, val in recs:
+            if st == Z.SUCCESS and a_id in (1, 2) and isinstance(val, int):
+                v |= (0x100 | val & 0xFF) << (9 * (a_id - 1))
+        self.versions[eh] = v
+        return True
 
     def device_versions(self, eui):
         """(application version, stack version) from the device's Basic
@@ -656,7 +688,9 @@ class Messaging:
             v = self.versions.get(eui_hex(eui))
         except ValueError:
             return None
-        return None if v is None else (v[0], v[1])
+        if v is None:
+            return None
+        return (v & 0xFF if v & 0x100 else None, v >> 9 & 0xFF if v & 0x20000 else None)
 
     def forget(self, eh):
         """A device left the log: drop its tunnels and state."""
@@ -666,6 +700,10 @@ class Messaging:
                 self._tinfo.pop(tid, None)
         for d in (self._client, self._eps, self.versions):
             d.pop(eh, None)
+        q = self._reading
+        for i in range(len(q) - 1, -1, -1):
+            if q[i][0] == eh:
+                q.pop(i)
 
 
 def _request_frame(tsn):

@@ -513,6 +513,94 @@ def _eight_exchanges(router_way, opening=False):
     return out
 
 
+class _BasicNcp(_Ncp):
+    # stand-in NCP and devices: each device (node id i + 1) answers a Basic
+    # Read Attributes with application version i, stack version 0x10, unless
+    # it is in `mute` (no answer: the hub's request times out)
+    def __init__(self, m, euis):
+        super().__init__(m)
+        self.euis = euis
+        self.mute = set()
+        self.reads = 0
+
+    async def send_unicast(self, node, profile, cluster, src_ep, dst_ep, payload, options=0, group=0):
+        import asyncio
+
+        tag = await super().send_unicast(node, profile, cluster, src_ep, dst_ep, payload, options, group)
+        self.reads += 1
+        if node not in self.mute:
+            asyncio.create_task(self._answer(node, bytes(payload)))
+        return tag
+
+    async def _answer(self, node, req):
+        from han import zcl as Z
+        from han.ezsp import SE_PROFILE
+
+        h, _o = Z.parse_header(req)
+        f = Z.Header(Z.READ_ATTRIBUTES_RSP, h.tsn, Z.FT_GLOBAL, 1).encode()
+        f += Z.encode_read_attributes_rsp([(1, Z.SUCCESS, Z.T_UINT8, node - 1), (2, Z.SUCCESS, Z.T_UINT8, 0x10)])
+        self.m._incoming(self.euis[node - 1], (SE_PROFILE, 0, 1, 1, 0, 0), f)
+
+
+class _NodeLog(_JoinedLog):
+    # every device joined, node id = its index + 1
+    def __init__(self, euis):
+        self.euis = euis
+
+    def get(self, eh):
+        return {"node_id": self.euis.index(eh) + 1}
+
+
+def test_versions_of_joined_devices_are_read_and_cost_little_a_device():
+    # han.messaging reads each joined device's Basic application and stack
+    # versions (CCS04/CCS05 active_devices) a second after it joined, again
+    # twice when it does not answer. Sixteen joined at once (the Device Log
+    # at capacity): what the hub holds for each while it waits to read
+    # them, and for each once read. Measured (bytes a device waiting / read)
+    # on the 32-bit build 147 / 36 before (a task each, a list of the two
+    # versions); the bounds in words (8 and 4 bytes)
+    import asyncio
+    import gc
+    import sys
+
+    W = 8 if sys.maxsize > 2**31 else 4
+    n = 16
+    euis = ["00DB12345678%04X" % i for i in range(n)]
+    m = _messaging()
+    m.state = "up"
+    m.device_log = _NodeLog(euis)
+    ez = m.ezsp = _BasicNcp(m, euis)
+    ez.mute.add(n)  # the last never answers
+    out = []
+
+    async def main():
+        # warm-up: the tables grown to sixteen devices
+        for eh in euis:
+            m.versions[eh] = 0
+            m._eps[eh] = 1
+        m.versions.clear()
+        gc.collect()
+        a = gc.mem_alloc()
+        for eh in euis:
+            m.on_device_joined(eh)
+        m.on_device_joined(euis[0])  # a second join while queued: read once
+        await asyncio.sleep_ms(100)
+        gc.collect()
+        out.append((gc.mem_alloc() - a) // n)
+        while len(m.versions) < n - 1:
+            await asyncio.sleep_ms(50)
+        await asyncio.sleep_ms(50)
+        gc.collect()
+        out.append((gc.mem_alloc() - a) // n)
+
+    asyncio.run(main())
+    print("messaging: %d bytes a device waiting for its versions read, %d once read" % (out[0], out[1]))
+    assert [m.device_versions(eh) for eh in euis] == [None if i == n - 1 else (i, 0x10) for i in range(n)]
+    assert ez.reads == n, ez.reads  # the mute one still has attempts to go
+    assert out[0] <= 16 * W, out[0]
+    assert out[1] <= 20 * W, out[1]
+
+
 def test_tunnel_sends_are_capped_and_a_waiting_exchange_holds_little():
     # At most messaging's _SENDERS (2) of eight exchanges are in their
     # sending phase (TransferData encoded, fragments going to the NCP:
