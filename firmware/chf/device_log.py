@@ -48,7 +48,8 @@ _JOIN_STATES = const(("whitelisted", "join window open", "joined", "restored", "
 # joined across the restart, but nothing says it is on the network now
 NOT_HEARD = "not heard since start"
 
-# entry list indexes
+# entry indexes (an entry changed since start is a tuple, one read from flash a
+# list: the same JSON array on flash; every change makes a new one)
 _TYPE = const(0)
 _KEY = const(1)     # link key hex or None
 _HASH = const(2)    # key hash hex ("" when none)
@@ -186,7 +187,7 @@ class DeviceLog:
 
     def _put(self, eh, entry):
         d = dict(self._d)
-        d[eh] = entry
+        d[eh] = tuple(entry)
         return self._commit(d)
 
     # -- GBCS operations --------------------------------------------------------
@@ -248,7 +249,7 @@ class DeviceLog:
         hist = None
         if e[_TYPE] not in _NO_HISTORIC and e[_HASH]:
             hist = [h for h in self._hist if h[0] != eh]
-            hist.append([eh, e[_HASH], e[_KEY], e[_TYPE], self.utc()])
+            hist.append((eh, e[_HASH], e[_KEY], e[_TYPE], self.utc()))
             while len(hist) > self.historic_capacity:
                 hist.pop(0)  # oldest overwritten
         if not self._commit(d, hist):
@@ -274,8 +275,8 @@ class DeviceLog:
             if len(kh) not in (0, 16):
                 raise DeviceLogError("key hash must be 16 bytes")
             key = _h(link_key(add_crc(bytes(kh)))) if kh else None
-            d[eui_hex(eui)] = [None, key, _h(kh) if kh else "", _KS_INSTALL_CODE if key else _KS_NONE, None,
-                               _JS_RESTORED, 0, 0, None]
+            d[eui_hex(eui)] = (None, key, _h(kh) if kh else "", _KS_INSTALL_CODE if key else _KS_NONE, None,
+                               _JS_RESTORED, 0, 0, None)
         if len(d) > self.capacity:
             return FULL
         if not self._commit(d, xpan=_h(ext_pan_id)):
@@ -485,7 +486,7 @@ class DeviceLog:
                 e = list(d[eh])
                 e[_JS] = _JS_WHITELISTED
                 e[_WE] = 0
-                d[eh] = e
+                d[eh] = tuple(e)
             self._commit(d)
         return gone
 
