@@ -24,7 +24,7 @@ import lazy  # noqa: F401
 import local_port  # noqa: F401
 import log  # noqa: F401
 import mono  # noqa: F401
-from han import install_code, tunnel  # noqa: F401
+from han import tunnel  # noqa: F401
 
 HEAP = "512k"  # the modules compiled from source (the 64-bit port)
 
@@ -32,7 +32,10 @@ _MINE = ("chf", "gbcs", "route", "store")
 # loaded for a use and dropped after it (or on first use), never at boot
 RARE = ("chf.usecase_exec", "gbcs.dlms_apdu", "gbcs.usecase_base", "chf.prov_commands", "chf.gbcs_commands",
         "route.commands", "route.buffer_open", "chf.prov_store", "chf.provision_steps", "chf.credentials",
-        "chf.subghz", "gbcs.der", "gbcs.gbz")
+        "chf.subghz", "gbcs.der", "gbcs.gbz",
+        # loaded for an anchor's check, a Z, an install code's check and dropped
+        # after (branch bootrest): not held by the boot set
+        "gbcs.p256", "han.install_code")
 
 
 def _f():
