@@ -515,7 +515,7 @@ def test_deliveries_start_two_at_a_time_and_the_rest_wait_as_records():
         mine = [gframe.parse(d).counter for e, d, _t in co.sent if e == eh]
         assert mine == [2000 + i, 2004 + i], (eh, mine)
     assert len([k for k, _f in _outbox(hub) if k == ob.KIND_RESPONSE]) == 9
-    assert r.status()["deliveries"] == 0 and not len(r.inflight)
+    assert route_commands.status(r)["deliveries"] == 0 and not len(r.inflight)
 
 
 def _with_counter(data, counter):
@@ -671,7 +671,7 @@ def test_route_config_persists():
     assert got["cfg"]["expiry_s"] == 5 and r.buffer.capacity == 3
     for bad in ({"nonsense": 1}, {"expiry_s": -1}, {"capacity": "3"}):
         try:
-            r.configure(bad)
+            route_commands.configure(r, bad)
             raise AssertionError("accepted %r" % (bad,))
         except ValueError:
             pass
