@@ -8,6 +8,7 @@ import vfs
 from blockdev import FileBlockDevice, PowerLost
 from store import Store
 from wan import link
+from wan.local_commands import page
 from wan.outbox import KIND_ALERT, NON_CRITICAL, Outbox, TxLog
 
 HEAP = "256k"
@@ -80,7 +81,7 @@ def test_retry_schedule_per_class():
     # exhausted 300 ms (the cap) after the last one; non-critical: one resend after 1000 ms
     assert sends[a] == [0, 100, 300], sends[a]
     assert sends[b] == [0, 1000], sends[b]
-    ev = [e["event"] for e in tx.page(None, 1 << 30)]
+    ev = [e["event"] for e in page(tx, None, 1 << 30)]
     assert ev.count("exhausted") == 2, ev
     assert len(ob) == 2  # kept (default on_exhausted = keep)
     assert ob.due() == []  # parked until the next reconnect
@@ -104,7 +105,7 @@ def test_drop_on_exhausted_and_ack():
         clk.t += 100
         ob.due()
     assert len(ob) == 0
-    ev = [(e["event"], e["id"]) for e in tx.page(None, 1 << 30)]
+    ev = [(e["event"], e["id"]) for e in page(tx, None, 1 << 30)]
     assert ("ack", b) in ev and ("exhausted", a) in ev and ("dropped", a) in ev, ev
     try:
         ob.configure({"on_exhausted": "sometimes"})
@@ -356,12 +357,12 @@ def test_transaction_log_pages_cover_everything_once():
     got = []
     before = None
     while True:
-        page = tx.page(before, room=300)
-        if not page:
+        pg = page(tx, before, room=300)
+        if not pg:
             break
-        assert 0 < len(page) < 20
-        got = page + got
-        before = page[0]["seq"]
+        assert 0 < len(pg) < 20
+        got = pg + got
+        before = pg[0]["seq"]
     assert [e["id"] for e in got] == list(range(10, 30)), [e["id"] for e in got]
-    assert got == tx.page(None, 1 << 30) and got[-1]["event"] == "ack" and got[-1]["detail"] == "d29"
+    assert got == page(tx, None, 1 << 30) and got[-1]["event"] == "ack" and got[-1]["detail"] == "d29"
     st.close()
