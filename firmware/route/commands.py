@@ -1,8 +1,26 @@
 # The router's local-port commands (fn(hub, req): docs/local-port.md; the
-# router is route.router's), its status and its settings' changes: loaded for
-# each call and dropped after it (route.router.COMMANDS names this module;
-# app.Hub.run_command loads it).
+# router is route.router's), its status and its settings' changes, the
+# command buffer's read-outs (queue, in_hand, pool: they take the
+# CommandBuffer): loaded for each call and dropped after it
+# (route.router.COMMANDS names this module; app.Hub.run_command loads it).
+import struct
+
 from route import router as R
+
+
+def queue(buf, eui_hex):
+    """[(seq, expiry, length)] of a device's queue in buf, oldest first."""
+    return [struct.unpack_from("<IIH", r, 0) for r in buf._q.get(eui_hex.upper(), ())]
+
+
+def in_hand(buf, eui_hex):
+    """seq of the message handed out to the device and not confirmed, or None."""
+    return buf._hand.get(eui_hex.upper())
+
+
+def pool(buf):
+    """(files in buf's pool, free ones)."""
+    return buf._pool, len(buf._free)
 
 
 def configure(rt, changes):
@@ -60,7 +78,7 @@ async def route_buffer(hub, req):
     from local_port import eui_arg
 
     eh = eui_arg(req)
-    return {"eui": eh, "queue": [list(q) for q in hub.router.buffer.queue(eh)]}
+    return {"eui": eh, "queue": [list(q) for q in queue(hub.router.buffer, eh)]}
 
 
 async def route_replies(hub, req):
