@@ -72,8 +72,9 @@ def test_the_boot_modules_make_few_functions_classes_and_globals():
         names += g
     # main before branch wanboot (927d65d): 234 functions and methods, 25
     # classes, 259 globals (local_port alone 44 / 5 / 60); after: 156 / 19 / 194;
-    # after branch bootrest (the WAN's commands in wan.local_commands): 151 / 19 / 190
-    assert fns <= 152 and classes <= 20 and names <= 191, (fns, classes, names, rows)
+    # after branch bootrest (the WAN's commands in wan.local_commands, link's
+    # parse_hello, used by a test alone, in the test): 150 / 19 / 189
+    assert fns <= 150 and classes <= 20 and names <= 189, (fns, classes, names, rows)
     lp = rows[0]
     assert lp[1] <= 26 and lp[2] <= 4 and lp[3] <= 36, lp
 
