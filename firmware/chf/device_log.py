@@ -10,9 +10,9 @@
 # join state changes), to spare the flash. The RAM tables keyed by device
 # (statistics, "heard") share the entry's own EUI text (`key`).
 import ids
+import lazy
 from binascii import hexlify, unhexlify
 
-from han.install_code import add_crc, aes_mmo_hash, check, link_key
 from log import log
 
 from micropython import const
@@ -94,10 +94,18 @@ def device_eui(eui):
     return eh
 
 
+# han.install_code: loaded for a request (an add, a restore, a code check)
+# and dropped after it, out of the boot set
+_IC = "han.install_code"
+
+
 def key_hash(key):
     """AES-MMO(key): what an entry holds in its 16 octets when its install
     code is not 16 bytes long (see log_value)."""
-    return aes_mmo_hash(key)
+    try:
+        return lazy.load(_IC).aes_mmo_hash(key)
+    finally:
+        lazy.drop(_IC)
 
 
 def log_value(install_code):
@@ -107,9 +115,19 @@ def log_value(install_code):
     (83FED340...: the ZigBee install-code test vector), so that a backup
     restored on another hub gives it the devices' link keys. A code of
     another length: AES-MMO of its link key."""
-    if len(install_code) == 18:
-        return bytes(install_code[:16])
-    return key_hash(link_key(install_code))
+    return _keys(install_code)[1]
+
+
+def _keys(install_code):
+    # (link key, log_value) of install_code (code||CRC): InstallCodeError
+    # for a bad length or CRC, checked first
+    ic = lazy.load(_IC)
+    try:
+        ic.check(install_code)
+        key = ic.link_key(install_code)
+        return key, (bytes(install_code[:16]) if len(install_code) == 18 else ic.aes_mmo_hash(key))
+    finally:
+        lazy.drop(_IC)
 
 
 def _h(b):
@@ -215,15 +233,14 @@ class DeviceLog:
                     return WRITE_FAILURE, True
             self._fire("duplicate", eh)
             return OK, True
-        check(install_code)  # CRC before anything else
+        key, val = _keys(install_code)  # the CRC before anything else
         if len(self._d) >= self.capacity:
             return FULL, False
-        key = link_key(install_code)
         hkey = None
         for h in self._hist:
             if h[0] == eh and h[2]:
                 hkey = h[2]
-        e = [dev_type, _h(key), _h(log_value(install_code)), _KS_INSTALL_CODE, None, _JS_WHITELISTED, 0, 0, hkey]
+        e = [dev_type, _h(key), _h(val), _KS_INSTALL_CODE, None, _JS_WHITELISTED, 0, 0, hkey]
         if join_timeout_s:
             self._window(e, join_timeout_s)
         if not self._put(eh, e):
@@ -271,12 +288,16 @@ class DeviceLog:
         if len(ext_pan_id) != 8:
             raise DeviceLogError("extended PAN id must be 8 bytes")
         d = {}
-        for eui, kh in devices:
-            if len(kh) not in (0, 16):
-                raise DeviceLogError("key hash must be 16 bytes")
-            key = _h(link_key(add_crc(bytes(kh)))) if kh else None
-            d[eui_hex(eui)] = (None, key, _h(kh) if kh else "", _KS_INSTALL_CODE if key else _KS_NONE, None,
-                               _JS_RESTORED, 0, 0, None)
+        ic = lazy.load(_IC)
+        try:
+            for eui, kh in devices:
+                if len(kh) not in (0, 16):
+                    raise DeviceLogError("key hash must be 16 bytes")
+                key = _h(ic.link_key(ic.add_crc(bytes(kh)))) if kh else None
+                d[eui_hex(eui)] = (None, key, _h(kh) if kh else "", _KS_INSTALL_CODE if key else _KS_NONE, None,
+                                   _JS_RESTORED, 0, 0, None)
+        finally:
+            lazy.drop(_IC)
         if len(d) > self.capacity:
             return FULL
         if not self._commit(d, xpan=_h(ext_pan_id)):
@@ -357,11 +378,11 @@ class DeviceLog:
         link key whose hash the entry holds? None when the entry holds no
         hash to compare with (restored without one), or the EUI is not in the
         log. InstallCodeError for a bad code."""
-        check(install_code)
+        val = _keys(install_code)[1]
         e = self._d.get(eui_hex(eui))
         if e is None or not e[_HASH]:
             return None
-        return _h(log_value(install_code)) == e[_HASH]
+        return _h(val) == e[_HASH]
 
     def restored_keys(self):
         """[(eui_hex, link key)] of the entries a restore left waiting for

@@ -31,6 +31,12 @@ MESSAGE_CODES = {
     ALERT_NO_CAPACITY: 0x0115,
 }
 
+
+def alert(chf, alert_code, body):
+    """The CHF's (chf.usecases.ChfUseCases) DLMS alert alert_code with body,
+    under its message code (MESSAGE_CODES)."""
+    return chf.dlms_alert(MESSAGE_CODES[alert_code], alert_code, body)
+
 # configuration structure: element types in order (15 elements)
 _B = dlms.BIT_STRING
 _U8 = dlms.UNSIGNED

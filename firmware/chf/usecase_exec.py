@@ -154,7 +154,7 @@ def handle(self, data):
     payload = dlms_apdu.access_response(a.invoke_id, data_out, results)
     resp = bytes(self.parties.protect_response(f, payload))
     if self._changes:
-        alerts.append(self.cs14_alert([c[1] for c in self._changes if c[0] == "duplicate"]))
+        alerts.append(_cs14_alert(self, [c[1] for c in self._changes if c[0] == "duplicate"]))
         self._changes = []
     return resp, alerts
 
@@ -217,6 +217,23 @@ def _run(self, spec, arg, alerts):
         return _set(self, obis, idx, arg), None
     return _action(self, obis, idx, arg)
 
+_MC_CS14 = const(0x0018)
+
+
+def _cs14_alert(self, no_hash):
+    """CS14 0x8F12 Device Log Changed: the current backup of the Device
+    Log (a device re-added with CCS01 shows a zero-length hash)."""
+    t, xpan, act = self.device_log.backup()[0]
+    rows = []
+    for eui, h in sorted(act):
+        if hex_text(eui).upper() in no_hash:
+            h = b""
+        rows.append((dlms.STRUCTURE, [(dlms.OCTET_STRING, eui), (dlms.OCTET_STRING, h)]))
+    dt = (dlms.OCTET_STRING, date_time(t))
+    backup = (dlms.STRUCTURE, [dt, (dlms.OCTET_STRING, xpan), (dlms.ARRAY, rows)])
+    return self.dlms_alert(_MC_CS14, codes.ALERT_DEVICE_LOG_CHANGED, backup, t)
+
+
 def _set_subghz(self, obis, v, alerts):
     from chf import subghz as sg
 
@@ -224,9 +241,9 @@ def _set_subghz(self, obis, v, alerts):
         return _HARDWARE_FAULT
     try:
         if obis == OBIS_SUBGHZ_CONFIG:
-            alerts.append(self.subghz_alert(sg.ALERT_CONFIG_CHANGED, self.subghz.set_config(v)))
+            alerts.append(sg.alert(self, sg.ALERT_CONFIG_CHANGED, self.subghz.set_config(v)))
         else:
-            alerts.append(self.subghz_alert(sg.ALERT_SCAN_OUTCOME, self.subghz.request_scan(v)))
+            alerts.append(sg.alert(self, sg.ALERT_SCAN_OUTCOME, self.subghz.request_scan(v)))
     except (sg.SubGhzError, TypeError, IndexError, AttributeError):
         return _TYPE_UNMATCHED
     return _OK

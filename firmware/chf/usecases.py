@@ -11,7 +11,6 @@ from micropython import const
 import codes
 import lazy
 from gbcs import dlms
-from ids import hex_text
 from gbcs.dlms import date_time  # wan.lastgasp takes it from here
 from gbcs.security import answer_once
 
@@ -22,7 +21,6 @@ TYPE_UNMATCHED = const(12)
 # message codes a remote party may protect with its signature alone (no MAC): CS02a
 _SIGNED_ONLY = const((0x0008,))
 _MC_CCS08 = const(0x0128)
-_MC_CS14 = const(0x0018)
 _EXEC = const("chf.usecase_exec")
 _SIGNED = const("gbcs.signed")  # signatures on frames: loaded for the use, dropped after
 
@@ -143,19 +141,6 @@ class Chf:
         finally:
             lazy.drop(_SIGNED)
 
-    def cs14_alert(self, no_hash):
-        """CS14 0x8F12 Device Log Changed: the current backup of the Device
-        Log (a device re-added with CCS01 shows a zero-length hash)."""
-        t, xpan, act = self.device_log.backup()[0]
-        rows = []
-        for eui, h in sorted(act):
-            if hex_text(eui).upper() in no_hash:
-                h = b""
-            rows.append((dlms.STRUCTURE, [(dlms.OCTET_STRING, eui), (dlms.OCTET_STRING, h)]))
-        dt = (dlms.OCTET_STRING, date_time(t))
-        backup = (dlms.STRUCTURE, [dt, (dlms.OCTET_STRING, xpan), (dlms.ARRAY, rows)])
-        return self.dlms_alert(_MC_CS14, codes.ALERT_DEVICE_LOG_CHANGED, backup, t)
-
     def dlms_alert(self, message_code, alert_code, body, t=None):
         """A MAC'd DLMS data-notification alert {alert code, time stamp, body}
         with the CHF's next own counter (invoke-id from it)."""
@@ -165,8 +150,3 @@ class Chf:
         value = (dlms.STRUCTURE, [(dlms.LONG_UNSIGNED, alert_code), (dlms.OCTET_STRING, date_time(t)), body])
         payload = dlms.data_notification(0x20000000 | (counter & 0xFFFFFF), value)
         return bytes(self.parties.protect_alert(message_code, payload))
-
-    def subghz_alert(self, alert_code, body):
-        from chf.subghz import MESSAGE_CODES
-
-        return self.dlms_alert(MESSAGE_CODES[alert_code], alert_code, body)

@@ -162,12 +162,6 @@ def _encode_untagged(v, td, out, depth):
         _encode_untagged(it, sub, out, depth + 1)
 
 
-def data_bytes(v):
-    out = bytearray()
-    encode_data(v, out)
-    return bytes(out)
-
-
 
 def data_notification(invoke_id, value, date_time=b""):
     """A data-notification APDU (0x0F): long-invoke-id, date-time, value."""

@@ -101,12 +101,6 @@ def write_len(buf, off, n):
     raise FrameError("length %d too large" % n)
 
 
-def enc_len(n):
-    b = bytearray(len_size(n))
-    write_len(b, 0, n)
-    return bytes(b)
-
-
 def be_int(mv, off, n):
     return int.from_bytes(mv[off : off + n], "big")
 

@@ -32,7 +32,12 @@ import hashlib
 import struct
 
 from gbcs import frame as gframe
-from gbcs import gcm, kdf, p256
+from gbcs import gcm, kdf
+import lazy
+
+# gbcs.p256: loaded to check an anchor's key and to compute a Z (cached per
+# anchor) and dropped after, out of the boot set
+_P256 = "gbcs.p256"
 
 ROLE_ACB = "acb"
 _ROLE_SUPPLIER = const("supplier")
@@ -98,7 +103,10 @@ class RemoteParties:
         eui = bytes(eui)
         if ka_pub is not None:
             ka_pub = bytes(ka_pub)
-            p256.decode_point(ka_pub)  # P256Error (PointError) when not on the curve
+            try:
+                lazy.load(_P256).decode_point(ka_pub)  # P256Error (PointError) when not on the curve
+            finally:
+                lazy.drop(_P256)
         self._anchors[eui] = (role, ka_pub)
         self._z.pop(eui, None)
 
@@ -124,7 +132,10 @@ class RemoteParties:
             if a is None or a[1] is None:
                 raise SecurityError("UnknownOriginator", "no key-agreement trust anchor for %s" % hex_text(eui),
                     codes.EV_UNKNOWN_ORIGINATOR)
-            z = p256.ecdh(self._d, a[1])
+            try:
+                z = lazy.load(_P256).ecdh(self._d, a[1])
+            finally:
+                lazy.drop(_P256)
             self._z[eui] = z
         return z
 

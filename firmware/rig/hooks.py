@@ -59,10 +59,10 @@ async def cmd_subghz(hub, req):
     sub = chf.subghz
     ev = req.get("event")
     if ev == "channel_changed":
-        a = chf.subghz_alert(sg.ALERT_CHANNEL_CHANGED, sub.change_channel(int(req["channel"])))
+        a = sg.alert(chf, sg.ALERT_CHANNEL_CHANGED, sub.change_channel(int(req["channel"])))
     elif ev in ("duty_cycle_limited", "no_capacity"):
         code = sg.ALERT_DUTY_CYCLE_LIMITED if ev == "duty_cycle_limited" else sg.ALERT_NO_CAPACITY
-        a = chf.subghz_alert(code, sg.eui_body(hex_bytes(req.get("eui"), "eui")))
+        a = sg.alert(chf, code, sg.eui_body(hex_bytes(req.get("eui"), "eui")))
     elif ev == "message_discarded":
         body = sg.discarded_body(
             hex_bytes(req.get("originator"), "originator"),
@@ -70,7 +70,7 @@ async def cmd_subghz(hub, req):
             int(req.get("cra", 1)),
             int(req["counter"]),
         )
-        a = chf.subghz_alert(sg.ALERT_MESSAGE_DISCARDED, body)
+        a = sg.alert(chf, sg.ALERT_MESSAGE_DISCARDED, body)
     else:
         raise ValueError("unknown Sub GHz event %r" % ev)
     return {"alerts": [hex_text(_late_alert(hub, a))]}

@@ -236,23 +236,11 @@ class CommandBuffer:
             return 0
         return len(q) - (1 if self._hand.get(eh) == _seq(q[0]) else 0)
 
-    def in_hand(self, eui_hex):
-        """seq of the message handed out to the device and not confirmed, or None."""
-        return self._hand.get(eui_hex.upper())
-
     def devices(self):
         return dict((eh, len(q)) for eh, q in self._q.items() if q)
 
     def __len__(self):
         return sum(len(q) for q in self._q.values())
-
-    def pool(self):
-        """(files in the pool, free ones)."""
-        return self._pool, len(self._free)
-
-    def queue(self, eui_hex):
-        """[(seq, expiry, length)] of a device's queue, oldest first."""
-        return [struct.unpack_from("<IIH", r, 0) for r in self._q.get(eui_hex.upper(), ())]
 
     def put(self, eui_hex, msg, now, expiry_s=None):
         eh = eui_hex.upper()

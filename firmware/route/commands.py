@@ -1,7 +1,57 @@
 # The router's local-port commands (fn(hub, req): docs/local-port.md; the
-# router is route.router's, with its status()): loaded for each call and dropped after it
+# router is route.router's), its status and its settings' changes, the
+# command buffer's read-outs (queue, in_hand, pool: they take the
+# CommandBuffer): loaded for each call and dropped after it
 # (route.router.COMMANDS names this module; app.Hub.run_command loads it).
+import struct
+
 from route import router as R
+
+
+def queue(buf, eui_hex):
+    """[(seq, expiry, length)] of a device's queue in buf, oldest first."""
+    return [struct.unpack_from("<IIH", r, 0) for r in buf._q.get(eui_hex.upper(), ())]
+
+
+def in_hand(buf, eui_hex):
+    """seq of the message handed out to the device and not confirmed, or None."""
+    return buf._hand.get(eui_hex.upper())
+
+
+def pool(buf):
+    """(files in buf's pool, free ones)."""
+    return buf._pool, len(buf._free)
+
+
+def configure(rt, changes):
+    """route_config: the router rt's settings changed (ValueError for an
+    unknown name or a value out of its range, nothing changed), kept in its
+    KV "cfg" and given to its command buffer. -> the settings."""
+    for k, v in changes.items():
+        if k not in R.DEFAULTS:
+            raise ValueError("unknown route setting %r" % k)
+        if not R._setting_ok(k, v):
+            lo, hi = R.RANGES[R.RANGES.index(k) + 1]
+            raise ValueError("%s must be an integer %d..%d" % (k, lo, hi))
+    rt.cfg.update(changes)
+    saved = dict(rt.kv.get("cfg", {}))
+    saved.update(changes)
+    rt.kv.set("cfg", saved)
+    b = rt.buffer
+    b.capacity, b.max_bytes, b.expiry_s = rt.cfg["capacity"], rt.cfg["max_bytes"], rt.cfg["expiry_s"]
+    rt.wake.set()
+    return rt.cfg
+
+
+def status(rt):
+    """route_status of the router rt."""
+    return {"han_out": len(rt.han_out), "hht_replies": len(rt.hht_replies), "cfg": rt.cfg,
+            "counters": dict(rt.counters.items()), "buffer": rt.buffer.devices(),
+            "buffer_stats": dict((k, rt.store.stats.get(k, 0)) for k in
+                                 ("buffered", "offered", "delivered", "expired", "dropped", "refused_full",
+                                  "discarded_at_open")),
+            "unsent": len(rt.unsent), "last_esme_ms": rt.last_esme_ms,
+            "deliveries": rt.deliveries}
 
 
 def replies(rt, take=False):
@@ -16,19 +66,19 @@ def replies(rt, take=False):
 
 
 async def route_status(hub, req):
-    return hub.router.status()
+    return status(hub.router)
 
 
 async def route_config(hub, req):
     # only the settings: the request also carries the local port's own keys
-    return {"cfg": hub.router.configure(dict((k, v) for k, v in req.items() if k in R.DEFAULTS))}
+    return {"cfg": configure(hub.router, dict((k, v) for k, v in req.items() if k in R.DEFAULTS))}
 
 
 async def route_buffer(hub, req):
     from local_port import eui_arg
 
     eh = eui_arg(req)
-    return {"eui": eh, "queue": [list(q) for q in hub.router.buffer.queue(eh)]}
+    return {"eui": eh, "queue": [list(q) for q in queue(hub.router.buffer, eh)]}
 
 
 async def route_replies(hub, req):

@@ -54,14 +54,14 @@ DEFAULTS = {
     "max_deliveries": 8,  # tunnel deliveries taken as tasks at once, started or waiting (beyond: inline)
 }
 # route_config's ranges (inclusive): name, (lo, hi), ... (in flash when frozen)
-_RANGES = const(("esme_timeout_ms", (100, 600000), "capacity", (1, 256), "max_bytes", (64, 4096),
+RANGES = const(("esme_timeout_ms", (100, 600000), "capacity", (1, 256), "max_bytes", (64, 4096),
                  "expiry_s", (1, 2678400), "expiry_check_s", (1, 3600), "max_deliveries", (1, 64)))
 
 
 def _setting_ok(k, v):
     if k not in DEFAULTS:
         return False
-    lo, hi = _RANGES[_RANGES.index(k) + 1]
+    lo, hi = RANGES[RANGES.index(k) + 1]
     return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
 
 
@@ -196,24 +196,6 @@ class Router:
         # the GPF mirror's "tunnel message pending" flag follows the GSME's queue
         if self.gpf is not None:
             self.gpf.set_tunnel_pending(n > 0)
-
-    # -- configuration -------------------------------------------------------
-
-    def configure(self, changes):
-        for k, v in changes.items():
-            if k not in DEFAULTS:
-                raise ValueError("unknown route setting %r" % k)
-            if not _setting_ok(k, v):
-                lo, hi = _RANGES[_RANGES.index(k) + 1]
-                raise ValueError("%s must be an integer %d..%d" % (k, lo, hi))
-        self.cfg.update(changes)
-        saved = dict(self.kv.get("cfg", {}))
-        saved.update(changes)
-        self.kv.set("cfg", saved)
-        b = self.buffer
-        b.capacity, b.max_bytes, b.expiry_s = self.cfg["capacity"], self.cfg["max_bytes"], self.cfg["expiry_s"]
-        self.wake.set()
-        return self.cfg
 
     # -- helpers -------------------------------------------------------------------
 
@@ -671,17 +653,10 @@ class Router:
                 period = max(1, min(period, nxt - self._utc() + 1))
             await self.wake.wait_ms(period * 1000)
 
-    def status(self):
-        return {"han_out": len(self.han_out), "hht_replies": len(self.hht_replies), "cfg": self.cfg, "counters": dict(self.counters.items()), "buffer": self.buffer.devices(),
-                "buffer_stats": dict((k, self.store.stats.get(k, 0)) for k in
-                                     ("buffered", "offered", "delivered", "expired", "dropped", "refused_full",
-                                      "discarded_at_open")),
-                "unsent": len(self.unsent), "last_esme_ms": self.last_esme_ms,
-                "deliveries": self.deliveries}
-
 
 # Local-port commands (fn(hub, req): docs/local-port.md), in route.commands
-# (with the HHT replies' read-out): loaded for each
+# (with the HHT replies' read-out, the router's status and its route_config
+# changes): loaded for each
 # call and dropped after it (app.Hub.run_command: a command given as its
 # module's name). A constant tuple, in flash when frozen.
 COMMANDS = (("route_status", "route.commands"), ("route_config", "route.commands"),

@@ -1,8 +1,9 @@
 # Local-port commands of the WAN (fn(hub, req): docs/local-port.md):
 #   wan_status, wan_config {set: {...}}, transactions {before?}
-# The settings and the transaction log belong to the WAN service, so
-# wan_config and transactions answer also before the job's session runs.
-from wan import settings
+# in wan.local_commands: loaded for each call and dropped after it
+# (app.Hub.run_command: a command given as its module's name). The settings
+# and the transaction log belong to the WAN service, so wan_config and
+# transactions answer also before the job's session runs.
 
 # req["_from"] of a request that came over the head-end's management channel
 # (wan.mgmt, loaded on first use: the marker lives here, with the hub for
@@ -10,43 +11,6 @@ from wan import settings
 # of the channel
 HEADEND = object()
 
-
-async def wan_status(hub, req):
-    if hub.wan.session is None:
-        return {"state": "starting", "connected": False, "outbox_pending": None}
-    return hub.wan.session.status()
-
-
-async def wan_config(hub, req):
-    """The same for the installer and the head-end (wan.mgmt): one schema,
-    one check; a change is logged with its origin (WanService.changed)."""
-    w = hub.wan
-    modem = w.session.modem if w.session is not None else None
-    changes = req.get("set") or {}
-    origin = "local"
-    if req.get("_from") is HEADEND:  # over the management channel
-        origin = "headend"
-        for k in changes if isinstance(changes, dict) else ():
-            if k in settings.LOCAL_ONLY:
-                raise ValueError("wan setting %s is set on the local port only" % k)
-    before = dict(w.settings.items()) if changes else None
-    c = settings.configure(w.store.kv("wan"), w.settings, w.outbox, modem, hub.clock, changes)
-    if changes:
-        w.changed(changes, before, origin)
-    return c
-
-
-async def transactions(hub, req):
-    """{before?: seq} -> the newest entries older than `before` that fit
-    ~1.5 KB, oldest first, each with its seq; `total` = entries held. Page
-    back with before = the first seq of the previous page."""
-    before = req.get("before")
-    if before is not None:
-        from local_port import int_arg
-
-        before = int_arg(req, "before", 0, 0xFFFFFFFF)
-    tx = hub.wan.txlog
-    return {"total": len(tx), "entries": tx.page(before)}
-
-
-COMMANDS = (("wan_status", wan_status), ("wan_config", wan_config), ("transactions", transactions))
+# a constant tuple, in flash when frozen
+COMMANDS = (("wan_status", "wan.local_commands"), ("wan_config", "wan.local_commands"),
+            ("transactions", "wan.local_commands"))

@@ -59,17 +59,6 @@ def hello(eui, version, signal_dbm):
     return encode(HELLO, 0, bytes(eui) + struct.pack(">b", s) + version.encode())
 
 
-def parse_hello(p):
-    if len(p) < 9:
-        raise LinkError("BadPayload", "HELLO too short")
-    s = struct.unpack(">b", bytes(p[8:9]))[0]
-    try:
-        v = str(bytes(p[9:]), "utf-8")
-    except UnicodeError:
-        raise LinkError("BadPayload", "HELLO version is not utf-8")
-    return bytes(p[:8]), v, None if s == _NO_SIGNAL else s
-
-
 def u32_payload(p, what):
     if len(p) != 4:
         raise LinkError("BadPayload", "%s wants 4 bytes, got %d" % (what, len(p)))

@@ -25,14 +25,14 @@ _KEYS = const(("crit_retries", "crit_backoff_ms", "crit_backoff_max_ms", "noncri
 
 # transaction log events, by name: event n (u8 in the record) is the name at
 # place n - 1 (a constant tuple, in flash when frozen; TxLog.add takes the name)
-_TX_NAMES = const(("pdp_up", "pdp_fail", "link_up", "link_drop", "ack", "reject", "exhausted", "dropped",
+TX_NAMES = const(("pdp_up", "pdp_fail", "link_up", "link_drop", "ack", "reject", "exhausted", "dropped",
                    "duplicate", "modem_reset", "time_step", "pdp_refresh", "mgmt", "mgmt_refused", "fallback",
                    "report"))
 
 
 class TxLog:
     """Transaction log entries: utc u32, event u8, id u32, detail (short
-    bytes). add(name, fid, detail): name one of _TX_NAMES (pdp_up, pdp_fail,
+    bytes). add(name, fid, detail): name one of TX_NAMES (pdp_up, pdp_fail,
     link_up, link_drop, ack, reject, exhausted, dropped, duplicate,
     modem_reset, time_step, pdp_refresh, mgmt (a head-end management request
     served; detail: the command), mgmt_refused (detail: why), fallback (link
@@ -46,44 +46,11 @@ class TxLog:
     def add(self, name, fid=0, detail=b""):
         if isinstance(detail, str):
             detail = detail.encode()
-        event = _TX_NAMES.index(name) + 1  # ValueError for a name it does not have
+        event = TX_NAMES.index(name) + 1  # ValueError for a name it does not have
         self.ring.append(struct.pack(">IBI", self.utc() & 0xFFFFFFFF, event, fid & 0xFFFFFFFF) + detail[:40])
 
     def __len__(self):
         return len(self.ring)
-
-    def page(self, before=None, room=1500):
-        """Entries with seq < before (all when None), newest first until
-        about `room` bytes of JSON, returned oldest first. Reads only the
-        records it returns."""
-        r = self.ring
-        out = []
-        for seq in reversed(r.seqs()):
-            if before is not None and seq >= before:
-                continue
-            p = r.read(seq)
-            e = _entry(seq, p) if p is not None else None
-            if e is None:
-                continue
-            room -= 56 + len(e["event"]) + len(e["detail"])
-            if room < 0:
-                break
-            out.append(e)
-        out.reverse()
-        return out
-
-
-def _entry(seq, p):
-    # a transaction log record as the entry page() gives (None: too short)
-    if len(p) < 9:
-        return None
-    t, ev, fid = struct.unpack(">IBI", p[:9])
-    try:
-        d = str(bytes(p[9:]), "utf-8")
-    except UnicodeError:
-        d = ""
-    name = _TX_NAMES[ev - 1] if 0 < ev <= len(_TX_NAMES) else ev
-    return {"seq": seq, "utc": t, "event": name, "id": fid, "detail": d}
 
 
 def pack(kind, cls, he_id, gbcs):

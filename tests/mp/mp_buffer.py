@@ -6,6 +6,7 @@ import os
 
 import flashfs
 from route.buffer import CHUNK, CommandBuffer, chunk_count
+from route.commands import in_hand, pool, queue  # the buffer's read-outs (loaded per call in the hub)
 
 HEAP = "256k"
 ROOT = flashfs.ROOT + "/data/gbuf"
@@ -42,7 +43,7 @@ def test_pool_is_reused():
         if b.pending(A) > 3:
             m, _ = b.take(A)
             assert m == _msg(i - 3, sizes[(i - 3) % 5])
-    total, free = b.pool()
+    total, free = pool(b)
     # at most 4 messages of at most 11 chunks were ever live at once
     assert total <= 4 * 11, total
     assert len(_files()) == total and total - free == sum(chunk_count(len(b.read(A, k))) for k in range(3))
@@ -91,13 +92,13 @@ def test_put_after_reopen_uses_free_files_first():
         b.put(A, _msg(i, 400), 0)
     for _ in range(4):
         b.take(A)
-    total = b.pool()[0]
+    total = pool(b)[0]
     flashfs.remount(64)
     b = CommandBuffer(ROOT)
-    assert b.pool() == (total, total) and len(b) == 0
+    assert pool(b) == (total, total) and len(b) == 0
     for i in range(4):
         b.put(A, _msg(10 + i, 400), 0)
-    assert b.pool()[0] == total  # nothing new created
+    assert pool(b)[0] == total  # nothing new created
     assert [b.read(A, k) for k in range(4)] == [_msg(10 + i, 400) for i in range(4)]
 
 
@@ -113,24 +114,24 @@ def test_offer_stays_on_flash_until_confirmed():
     # a power cut before the confirm: the message is still there, not in hand
     flashfs.remount(64)
     b = CommandBuffer(ROOT, expiry_s=10)
-    assert b.pending(A) == 2 and b.in_hand(A) is None and not b.confirm(A)
+    assert b.pending(A) == 2 and in_hand(b, A) is None and not b.confirm(A)
     assert b.offer(A)[0] == _msg(1, 300)
     assert b.confirm(A) and not b.confirm(A)  # only once
     assert b.read(A) == _msg(2, 50)
     flashfs.remount(64)
     b = CommandBuffer(ROOT, expiry_s=10)
-    assert b.queue(A)[0][2] == 50 and b.pending(A) == 1
+    assert queue(b, A)[0][2] == 50 and b.pending(A) == 1
     # a message in hand that expires is delivered, not "not retrieved"
     b.put(A, _msg(3, 20), 100)
     b.offer(A)
     assert b.expire(20) == [] and b.pending(A) == 1 and b.stats["delivered"] == 1
-    assert b.in_hand(A) is None and b.read(A) == _msg(3, 20)
+    assert in_hand(b, A) is None and b.read(A) == _msg(3, 20)
     # expire() of messages not handed out reports them
     assert [m for _e, m in b.expire(200)] == [_msg(3, 20)]
     # drop forgets the hand
     b.put(A, _msg(4, 20), 300)
     b.offer(A)
-    assert b.drop(A) == 1 and b.in_hand(A) is None and not b.confirm(A)
+    assert b.drop(A) == 1 and in_hand(b, A) is None and not b.confirm(A)
 
 
 def _counting_open(log):
@@ -207,7 +208,7 @@ def test_a_queued_command_holds_little_ram():
     print("buffer: %d bytes a queued message" % per)
     assert per <= 12 * W, per
     # and the index still serves the queue
-    assert b.pending(A) == n + 1 and b.queue(A)[1] == (2, now + 86400, 72)
+    assert b.pending(A) == n + 1 and queue(b, A)[1] == (2, now + 86400, 72)
     assert b.next_expiry() == now + 86400
     for i in range(n + 1):
         msg, left = b.take(A)

@@ -275,10 +275,10 @@ def test_gsme_get_put_protocol():
     for i, c in enumerate(cmds):
         got = run(r.on_tunnel_message(GSME, b"\x01"))
         assert got == b"\x02" + bytes((2 - i,)) + c, (i, got[:4])
-        assert r.buffer.pending(GSME) == 3 - i and r.buffer.in_hand(GSME) is not None
+        assert r.buffer.pending(GSME) == 3 - i and route_commands.in_hand(r.buffer, GSME) is not None
     assert seen[-1] == (GSME, 0)  # the mirror flag: nothing waits to be handed out
     assert run(r.on_tunnel_message(GSME, b"\x01")) == b"\x02\x00"
-    assert seen[-1] == (GSME, 0) and r.buffer.pending(GSME) == 0 and r.buffer.in_hand(GSME) is None
+    assert seen[-1] == (GSME, 0) and r.buffer.pending(GSME) == 0 and route_commands.in_hand(r.buffer, GSME) is None
     # PUT of the response: out to the head-end unchanged
     rsp = _hex_file(CS11_RSP)
     assert run(r.on_tunnel_message(GSME, b"\x03" + rsp)) is None
@@ -308,7 +308,7 @@ def test_put_is_forwarded_before_the_command_leaves_the_flash():
 
     r.emit = dead
     assert run(r.on_tunnel_message(GSME, b"\x03" + rsp)) is None
-    assert r.buffer.pending(GSME) == 1 and r.buffer.in_hand(GSME) is not None
+    assert r.buffer.pending(GSME) == 1 and route_commands.in_hand(r.buffer, GSME) is not None
     r.emit = emit
     assert run(r.on_tunnel_message(GSME, b"\x03" + rsp)) is None
     assert r.buffer.pending(GSME) == 0 and _outbox(hub) == [(ob.KIND_RESPONSE, rsp)]
@@ -515,7 +515,7 @@ def test_deliveries_start_two_at_a_time_and_the_rest_wait_as_records():
         mine = [gframe.parse(d).counter for e, d, _t in co.sent if e == eh]
         assert mine == [2000 + i, 2004 + i], (eh, mine)
     assert len([k for k, _f in _outbox(hub) if k == ob.KIND_RESPONSE]) == 9
-    assert r.status()["deliveries"] == 0 and not len(r.inflight)
+    assert route_commands.status(r)["deliveries"] == 0 and not len(r.inflight)
 
 
 def _with_counter(data, counter):
@@ -619,7 +619,7 @@ def test_queue_survives_a_restart():
     hub = r = None
     gc.collect()  # two hubs in one small heap: let the first one go
     hub, r = _hub(fresh=False)
-    assert r.buffer.pending(GSME) == 3 and r.buffer.in_hand(GSME) is None
+    assert r.buffer.pending(GSME) == 3 and route_commands.in_hand(r.buffer, GSME) is None
     assert run(r.on_tunnel_message(GSME, b"\x01")) == b"\x02\x02" + cmds[0]  # again
     assert run(r.on_tunnel_message(GSME, b"\x01")) == b"\x02\x01" + cmds[1]
     # a PUT confirms the one in hand as well as a GET
@@ -644,9 +644,9 @@ def test_lost_get_answer_is_offered_again_not_confirmed():
     seen = []
     r.buffer.on_change(lambda eh, n: seen.append(n))
     assert run(r.on_tunnel_message(GSME, b"\x01", True)) == b"\x02\x01" + cmds[0]
-    assert r.buffer.in_hand(GSME) is not None and seen[-1] == 1
+    assert route_commands.in_hand(r.buffer, GSME) is not None and seen[-1] == 1
     r.on_tunnel_reply(GSME, False)  # the radio lost it
-    assert r.buffer.in_hand(GSME) is None and r.counters["get_answers_lost"] == 1
+    assert route_commands.in_hand(r.buffer, GSME) is None and r.counters["get_answers_lost"] == 1
     assert seen[-1] == 2  # both waiting again: the mirror's pending flag stays set
     assert run(r.on_tunnel_message(GSME, b"\x01", True)) == b"\x02\x01" + cmds[0]  # again, not confirmed
     r.on_tunnel_reply(GSME, True)
@@ -657,7 +657,7 @@ def test_lost_get_answer_is_offered_again_not_confirmed():
     assert r.buffer.pending(GSME) == 1
     r.on_tunnel_reply(GSME, False)  # the first copy lost
     r.on_tunnel_reply(GSME, True)  # the second arrived: in hand again
-    assert r.buffer.in_hand(GSME) == r.buffer.head(GSME)
+    assert route_commands.in_hand(r.buffer, GSME) == r.buffer.head(GSME)
     assert run(r.on_tunnel_message(GSME, b"\x01", True)) == b"\x02\x00"
     r.on_tunnel_reply(GSME, True)
     assert r.buffer.pending(GSME) == 0 and r.counters["get_answers_lost"] == 2
@@ -671,7 +671,7 @@ def test_route_config_persists():
     assert got["cfg"]["expiry_s"] == 5 and r.buffer.capacity == 3
     for bad in ({"nonsense": 1}, {"expiry_s": -1}, {"capacity": "3"}):
         try:
-            r.configure(bad)
+            route_commands.configure(r, bad)
             raise AssertionError("accepted %r" % (bad,))
         except ValueError:
             pass

@@ -11,6 +11,7 @@ from clock import Clock, StepRecorder
 from store import Store
 from wan import outbox as ob
 from wan import service, settings
+from wan.local_commands import page
 
 HEAP = "384k"  # wan.sim7600 (with its TLS commands) compiles from source here
 
@@ -105,7 +106,7 @@ def test_clock_step_logged_and_in_status():
     assert len(ev) == 1 and ev[0][1] == EV_CLOCK_STEP, ev
     step = struct.unpack(">i", ev[0][2][:4])[0]
     assert step in (-30, -31) and ev[0][2][4:] == b"headend"
-    tx = [e for e in w.txlog.page(None, 1 << 30) if e["event"] == "time_step"]
+    tx = [e for e in page(w.txlog, None, 1 << 30) if e["event"] == "time_step"]
     assert len(tx) == 1 and tx[0]["detail"] == "%+d headend set" % step
     clk.from_source("headend", board.utc() + 3)  # within tolerance: adjusted, 0x8145
     assert [e[1] for e in w.event_log.entries()] == [EV_CLOCK_STEP, EV_CLOCK_ADJUSTED]
@@ -150,7 +151,7 @@ def test_last_gasp_without_alert_keys_logs_and_restores():
 def test_wan_commands_answer_before_the_job_runs():
     # wan_config and transactions work on the WAN service's settings and
     # transaction log, which exist before the job's session does
-    from wan import commands
+    from wan import local_commands as commands
 
     flashfs.fresh()
     w, clk = _wan()

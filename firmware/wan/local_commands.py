@@ -1,0 +1,83 @@
+# The WAN's local-port commands (wan.commands names them): loaded for each
+# call and dropped after it (app.Hub.run_command), with the transaction log's
+# read-out (page).
+import struct
+
+from wan import settings
+from wan.commands import HEADEND
+from wan.outbox import TX_NAMES
+
+
+async def wan_status(hub, req):
+    if hub.wan.session is None:
+        return {"state": "starting", "connected": False, "outbox_pending": None}
+    return hub.wan.session.status()
+
+
+async def wan_config(hub, req):
+    """The same for the installer and the head-end (wan.mgmt): one schema,
+    one check; a change is logged with its origin (WanService.changed)."""
+    w = hub.wan
+    modem = w.session.modem if w.session is not None else None
+    changes = req.get("set") or {}
+    origin = "local"
+    if req.get("_from") is HEADEND:  # over the management channel
+        origin = "headend"
+        for k in changes if isinstance(changes, dict) else ():
+            if k in settings.LOCAL_ONLY:
+                raise ValueError("wan setting %s is set on the local port only" % k)
+    before = dict(w.settings.items()) if changes else None
+    c = settings.configure(w.store.kv("wan"), w.settings, w.outbox, modem, hub.clock, changes)
+    if changes:
+        w.changed(changes, before, origin)
+    return c
+
+
+async def transactions(hub, req):
+    """{before?: seq} -> the newest entries older than `before` that fit
+    ~1.5 KB, oldest first, each with its seq; `total` = entries held. Page
+    back with before = the first seq of the previous page."""
+    before = req.get("before")
+    if before is not None:
+        from local_port import int_arg
+
+        before = int_arg(req, "before", 0, 0xFFFFFFFF)
+    tx = hub.wan.txlog
+    return {"total": len(tx), "entries": page(tx, before)}
+
+
+def page(tx, before=None, room=1500):
+    """The transaction log tx's entries with seq < before (all when None), newest first until
+    about `room` bytes of JSON, returned oldest first. Reads only the
+    records it returns."""
+    r = tx.ring
+    out = []
+    for seq in reversed(r.seqs()):
+        if before is not None and seq >= before:
+            continue
+        p = r.read(seq)
+        e = _entry(seq, p) if p is not None else None
+        if e is None:
+            continue
+        room -= 56 + len(e["event"]) + len(e["detail"])
+        if room < 0:
+            break
+        out.append(e)
+    out.reverse()
+    return out
+
+
+def _entry(seq, p):
+    # a transaction log record as the entry page() gives (None: too short)
+    if len(p) < 9:
+        return None
+    t, ev, fid = struct.unpack(">IBI", p[:9])
+    try:
+        d = str(bytes(p[9:]), "utf-8")
+    except UnicodeError:
+        d = ""
+    name = TX_NAMES[ev - 1] if 0 < ev <= len(TX_NAMES) else ev
+    return {"seq": seq, "utc": t, "event": name, "id": fid, "detail": d}
+
+
+COMMANDS = (("wan_status", wan_status), ("wan_config", wan_config), ("transactions", transactions))
