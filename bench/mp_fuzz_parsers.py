@@ -174,9 +174,9 @@ def _link(data):
                 break
             got += 1
             ftype, fid, p = fr
-            if ftype == link.HELLO:
-                link.parse_hello(p)
-            elif ftype == link.ACK:
+            # the hub parses the head-end's frames: ACK, HELLO_ACK, TIME (it
+            # sends HELLO, the head-end parses it)
+            if ftype == link.ACK:
                 link.parse_ack(p)
             elif ftype in (link.HELLO_ACK, link.TIME):
                 link.u32_payload(p, "time")
