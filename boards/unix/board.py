@@ -11,6 +11,7 @@ import time
 
 import vfs
 from blockdev import FileBlockDevice
+from micropython import const
 
 NAME = "unix"
 FLASH_ROOT = "/flash"
@@ -107,8 +108,8 @@ def heap():
     return gc.mem_free(), gc.mem_alloc()
 
 
-_IPPROTO_TCP = 6  # Linux values; MicroPython's socket module does not name them
-_TCP_NODELAY = 1
+_IPPROTO_TCP = const(6)  # Linux values; MicroPython's socket module does not name them
+_TCP_NODELAY = const(1)
 
 
 async def open_uart(name):

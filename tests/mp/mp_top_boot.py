@@ -9,6 +9,8 @@
 import gc
 import sys
 
+HEAP = "1024k"
+
 W = 8 if sys.maxsize > 2**31 else 4
 
 
@@ -38,3 +40,41 @@ def test_on_a_frozen_build_the_emulated_flash_costs_at_most_its_bound():
     if "/" in blockdev.__file__:
         return  # from source: not frozen, the code itself is on the heap
     assert cost <= 150 * W, (cost, 150 * W)
+
+
+# the top-level modules and the store the hub holds at READY (app.py imports
+# them; board and blockdev are the emulated board's)
+TOP = ("app", "store", "store.kv", "store.journal", "counters", "clock", "flag", "leds", "local_port",
+       "supervisor", "log", "jsonout", "lazy", "mono", "ids", "codes", "board", "blockdev")
+
+
+def _made(m):
+    # (functions, classes, globals) module m made at import: its own defs at
+    # module and class level (a class attribute counts as a method: a slot),
+    # its own classes, every name in its dict
+    d = m.__dict__
+    fns = classes = 0
+    for v in d.values():
+        if type(v) is type:
+            if v.__dict__.get("__module__") == m.__name__:
+                classes += 1
+                fns += len(v.__dict__) - 2  # __module__, __qualname__
+        elif getattr(v, "__globals__", None) is d:
+            fns += 1
+    return fns, classes, len(d)
+
+
+def test_the_top_level_modules_make_few_functions_classes_and_globals():
+    fns = classes = names = 0
+    rows = []
+    for n in TOP:
+        __import__(n)
+        f, c, g = _made(sys.modules[n])
+        rows.append((n, f, c, g))
+        fns += f
+        classes += c
+        names += g
+    # main db6bd8d: 216 functions and methods, 23 classes, 306 globals (app
+    # 40 of them); branch topboot: 211 / 23 / 287 (the wiring's imports in
+    # Hub.__init__: app 26; Counters without get/keys/len/iter)
+    assert fns <= 211 and classes <= 23 and names <= 288, (fns, classes, names, rows)
