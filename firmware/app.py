@@ -395,5 +395,5 @@ def main(running=None):
     # with the hub's update (update.image, on first use)
     lazy.drop("update.slots")
     lazy.drop("update")
-    board.preload()  # the unix board: what its config names (a rig's choice), asyncio's names; nothing elsewhere
+    board.preload()  # the unix board: what its config names (a rig's choice); nothing elsewhere
     asyncio.run(Hub(running).run())
