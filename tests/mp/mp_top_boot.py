@@ -9,6 +9,8 @@
 import gc
 import sys
 
+from mp_wan_boot import _made  # (functions, classes, globals) a module made at import
+
 HEAP = "1024k"
 
 W = 8 if sys.maxsize > 2**31 else 4
@@ -46,22 +48,6 @@ def test_on_a_frozen_build_the_emulated_flash_costs_at_most_its_bound():
 # them; board and blockdev are the emulated board's)
 TOP = ("app", "store", "store.kv", "store.journal", "counters", "clock", "flag", "leds", "local_port",
        "supervisor", "log", "jsonout", "lazy", "mono", "ids", "codes", "board", "blockdev")
-
-
-def _made(m):
-    # (functions, classes, globals) module m made at import: its own defs at
-    # module and class level (a class attribute counts as a method: a slot),
-    # its own classes, every name in its dict
-    d = m.__dict__
-    fns = classes = 0
-    for v in d.values():
-        if type(v) is type:
-            if v.__dict__.get("__module__") == m.__name__:
-                classes += 1
-                fns += len(v.__dict__) - 2  # __module__, __qualname__
-        elif getattr(v, "__globals__", None) is d:
-            fns += 1
-    return fns, classes, len(d)
 
 
 def test_the_top_level_modules_make_few_functions_classes_and_globals():
