@@ -11,22 +11,15 @@ import board
 import lazy
 import mono
 import store
-from chf import gbcs_port
 from chf import provision
-from chf.device_log import DeviceLog
-from chf.logs import MalformedWatch, open_logs
-from clock import Clock, StepRecorder
-from gpf import service as gpf_service
-from han import coordinator as han_coordinator
 from ids import utc2000
-from leds import StatusLeds
 from local_port import serve as serve_local_port
 from log import log, log_exc
-from supervisor import Supervisor, gc_policy
 from version import VERSION
-from wan import commands as wan_commands
-from wan import service as wan_service
-from wan import settings as wan_settings
+
+# The parts used only by the wiring (Hub.__init__, main) are imported there:
+# their modules are held in sys.modules all the same, but not each name in
+# this module's globals as well (a slot each, for the hub's life).
 
 try:
     from build_info import GIT as _GIT  # stamped by `chub build`
@@ -76,7 +69,7 @@ class Commands:
         self.groups = groups
         self.lazy = lazy
 
-    def get(self, name, default=None):
+    def get(self, name):
         for group in self.groups:
             for n, fn in group:
                 if n == name:
@@ -84,7 +77,7 @@ class Commands:
         for module, names in self.lazy:
             if name in names:
                 return module
-        return default
+        return None
 
     def __getitem__(self, name):
         fn = self.get(name)
@@ -101,6 +94,18 @@ class Hub:
     parts they serve from here (docs/local-port.md)."""
 
     def __init__(self, running=None):
+        from chf import gbcs_port
+        from chf.device_log import DeviceLog
+        from chf.logs import MalformedWatch, open_logs
+        from clock import Clock, StepRecorder
+        from gpf import service as gpf_service
+        from han import coordinator as han_coordinator
+        from leds import StatusLeds
+        from supervisor import Supervisor
+        from wan import commands as wan_commands
+        from wan import service as wan_service
+        from wan import settings as wan_settings
+
         self.heap_high_water = 0
         self.local_port_up = asyncio.Event()
         st = self.store = store.Store(board.mount())
@@ -383,10 +388,12 @@ def main(running=None):
     """running: the image slot update.slots.boot() chose (None: the factory image)."""
     if board.release_console is not None and board.console_released():
         return  # the installer asked for the REPL (chub flash): the hub does not start
+    from supervisor import gc_policy
+
     gc_policy()  # collections by bytes allocated: the free heap stays in one piece
     # the boot's image choice (main.py) is made: update.slots loads again
     # with the hub's update (update.image, on first use)
     lazy.drop("update.slots")
     lazy.drop("update")
-    board.preload()  # the unix board: what its config names (a rig's choice), asyncio's names; nothing elsewhere
+    board.preload()  # the unix board: what its config names (a rig's choice); nothing elsewhere
     asyncio.run(Hub(running).run())

@@ -1,7 +1,9 @@
 # Named counters in one array of 32-bit words. A dict of n counters holds a
 # hash table of 16 bytes a slot (8 on a 32-bit board) plus its own object;
 # these hold 4 bytes a counter. c["name"] += 1 works as with a dict; an
-# unknown name is a KeyError. dict(c.items()) for a status reply.
+# unknown name is a KeyError; `in` as with a dict. dict(c.items()) for a
+# status reply; that is all its users ask of it (each method a function
+# object on the heap).
 from array import array
 
 
@@ -24,18 +26,6 @@ class Counters:
 
     def __contains__(self, k):
         return k in self.names
-
-    def __len__(self):
-        return len(self.names)
-
-    def get(self, k, default=None):
-        return self.v[self.names.index(k)] if k in self.names else default
-
-    def keys(self):
-        return self.names
-
-    def __iter__(self):
-        return iter(self.names)
 
     def items(self):
         return zip(self.names, self.v)

@@ -69,6 +69,8 @@ def test_loaded_on_first_use_and_dropped_after(system: EmulatedSystem) -> None:
     # the HAN's bring-up (han.network) is loaded while it runs: checked once the HAN is up
     s.wait_until(lambda: s.call("han_status")["state"] == "up", 30, "the HAN up")
     assert held(s) == set(), "a rarely used feature is in the boot import set"
+    # asyncio's wait_for/gather (asyncio.funcs): loaded on first use, as on the ESP32 board (no preload)
+    assert "asyncio.funcs" not in s.call("status", modules=True)["modules"]
     assert s.call("image_status")["state"] is not None
     assert s.call("ota_status") == {"images": {}, "devices": {}, "blocks_served": 0}
     assert s.call("gbcs_fault", clear=True) == {"faults": 0}  # a rig hook

@@ -8,8 +8,30 @@
 import os
 import time
 
+from micropython import const
+
 BLOCK_SIZE = 4096
-_BLANK = b"\xff" * 256  # written BLOCK_SIZE // 256 times: no 4 KB object in RAM
+# the erase pattern, written BLOCK_SIZE // 256 times: no 4 KB object in RAM.
+# A literal const: on a frozen build it stays in flash (b"\xff" * 256 was a
+# 256-byte object on the heap while the board is loaded)
+_BLANK = const(
+    b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"
+    b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"
+    b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"
+    b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"
+    b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"
+    b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"
+    b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"
+    b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"
+    b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"
+    b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"
+    b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"
+    b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"
+    b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"
+    b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"
+    b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"
+    b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"
+)
 
 # Winbond W25Q32FV (32 Mbit SPI NOR, the flash of many ESP32-WROOM-32
 # modules): page program tPP 0.7 ms typical (3 ms max), 4 KB sector erase
@@ -22,7 +44,6 @@ _BLANK = b"\xff" * 256  # written BLOCK_SIZE // 256 times: no 4 KB object in RAM
 # a W25Q64JV summary gives tSE 45/400 ms and tPP 0.8/3 ms, a W25X40 driver
 # header tPP 0.7/3 ms (docs/hil.md).
 SPI_NOR = {"page_bytes": 256, "page_us": 700, "erase_us": 45000}
-TIMINGS = {"spi_nor": SPI_NOR}
 
 
 class PowerLost(OSError):
@@ -33,9 +54,9 @@ class FileBlockDevice:
     def __init__(self, path, block_count, cut_after=0, on_cut=None, timing=None):
         self.path = path
         if isinstance(timing, str):
-            if timing not in TIMINGS:
-                raise ValueError("unknown flash timing %r (known: %s)" % (timing, ", ".join(TIMINGS)))
-            timing = TIMINGS[timing]
+            if timing != "spi_nor":
+                raise ValueError("unknown flash timing %r (known: spi_nor)" % timing)
+            timing = SPI_NOR
         self.timing = timing  # None: no waits
         self.block_count = block_count
         self.reads = 0

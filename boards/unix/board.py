@@ -11,6 +11,7 @@ import time
 
 import vfs
 from blockdev import FileBlockDevice
+from micropython import const
 
 NAME = "unix"
 FLASH_ROOT = "/flash"
@@ -40,15 +41,11 @@ def config():
 def preload():
     """Import the modules the board config names ("preload", set by a rig
     through UnixDut.preload; the bench no longer does: the hub loads its
-    features when first used) before the hub starts, and asyncio's names."""
+    features when first used) before the hub starts. asyncio's parts (Event,
+    Lock, wait_for...) load on first use, as on the ESP32 board."""
     cfg = config()
     for name in cfg.get("preload", ()):
         __import__(name)
-    # asyncio keeps what it loads on first use in its own globals (Event,
-    # Lock, wait_for...): that table is the library's, loaded like its code
-    lazy = sys.modules.get("asyncio")
-    for name in getattr(lazy, "_attrs", ()):
-        getattr(lazy, name)
     # the list itself is the rig's, not the hub's: it must not count as data
     cfg.pop("preload", None)
     gc.collect()  # what the imports left behind goes before the hub starts
@@ -111,8 +108,8 @@ def heap():
     return gc.mem_free(), gc.mem_alloc()
 
 
-_IPPROTO_TCP = 6  # Linux values; MicroPython's socket module does not name them
-_TCP_NODELAY = 1
+_IPPROTO_TCP = const(6)  # Linux values; MicroPython's socket module does not name them
+_TCP_NODELAY = const(1)
 
 
 async def open_uart(name):

@@ -4,20 +4,7 @@ import os
 
 from log import KindError
 from store.journal import Journal
-from store.kv import KV, Settings
-
-__all__ = ("Store", "KV", "Journal", "Settings")
-
-
-def _makedirs(path):
-    cur = "/" if path.startswith("/") else ""
-    for part in path.split("/"):
-        if part:
-            cur = cur + part if (not cur or cur.endswith("/")) else cur + "/" + part
-            try:
-                os.mkdir(cur)
-            except OSError:
-                pass  # exists (or is a mount point)
+from store.kv import KV
 
 
 class Store:
@@ -25,7 +12,15 @@ class Store:
 
     def __init__(self, root):
         self.root = root.rstrip("/") or "/"
-        _makedirs(self.root)
+        # the root's folders, made where missing
+        cur = "/" if root.startswith("/") else ""
+        for part in root.split("/"):
+            if part:
+                cur = cur + part if (not cur or cur.endswith("/")) else cur + "/" + part
+                try:
+                    os.mkdir(cur)
+                except OSError:
+                    pass  # exists (or is a mount point)
         self.stats = {}
         self._kvs = {}
         self._journals = {}

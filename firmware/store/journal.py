@@ -195,7 +195,7 @@ class Journal:
             return lo
         return -1
 
-    def _drop(self, i, n=1):
+    def _drop(self, i, n):
         # records i .. i+n-1 (arrays have no pop: a shrinking slice assignment)
         j = i + n
         for k in range(i, j):
@@ -207,7 +207,7 @@ class Journal:
     def _forget(self, seq):
         i = self._index(seq)
         if i >= 0:
-            self._drop(i)
+            self._drop(i, 1)
             return True
         return False
 

@@ -96,9 +96,9 @@ def _imports_run(image: Path, heap: str, names: list[str]) -> subprocess.Complet
         "import gc\nimport micropython\ngc.collect()\nbase = gc.mem_alloc()\n"
         + "with open(NAMES_FILE) as f:\n    names = f.read().split()\n"
         + "for n in names:\n    __import__(n)\n"
-        # what asyncio loads on first use it keeps in its globals (as the
-        # unix board's preload does): the library's table, not the hub's
-        # data; only the names of the submodules imported here
+        # what asyncio loads on first use it keeps in its globals (once the
+        # hub first uses a name): the library's table, not the hub's data;
+        # only the names of the submodules imported here
         + "import asyncio\nfor n, m in getattr(asyncio, '_attrs', {}).items():\n"
         + "    if 'asyncio.' + m in names:\n        getattr(asyncio, n)\n"
         + "del names, n, m, f\n"

@@ -5,7 +5,8 @@ import os
 import vfs
 from blockdev import FileBlockDevice, PowerLost
 from flashfs import IMG, ROOT, fresh, remount
-from store import KV, Journal, Settings, Store
+from store import KV, Journal, Store
+from store.kv import Settings
 
 HEAP = "256k"
 
