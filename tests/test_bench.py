@@ -56,11 +56,15 @@ def test_bench_json_has_the_published_figures() -> None:
     assert 0 < figures["heap_peak_kb"] < limit_kb
     # the working set above the boot import set's code: the scenario's data
     # and, since the features load on first use (nothing preloaded), their
-    # code while loaded (157.9 KB at capacity on the 64-bit unix port on 2026-12-07, the
-    # .mpy code in the heap; 54.1 before, with every module loaded first;
-    # issue 8's goal of 48 KB is still open): a regression guard, and the
-    # floor lies between the code and the limit
-    assert 0 < figures["heap_working_set_kb"] < 192
+    # code while loaded (the .mpy code is in the heap on the 64-bit unix
+    # port). Code moved out of the boot set moves into the working set, so
+    # the guard is on the high water, the boot set plus the working set:
+    # 497.2 KB at capacity on 2026-12-07 ~13:30 (316.8 + 180.4; 565.9 at
+    # ~10:35, 408.0 + 157.9). A regression guard; issue 8's goal of 48 KB
+    # for the working set is still open. The floor lies between the code and
+    # the limit
+    assert 0 < figures["heap_working_set_kb"]
+    assert figures["heap_after_imports_kb"] + figures["heap_working_set_kb"] < 544
     assert figures["heap_after_imports_kb"] < figures["heap_floor_kb"] <= limit_kb
     # the names the image interns fit eight pools (2,577 on 2026-12-07, the
     # eighth taken on purpose): a ninth takes ~56 KB of heap at once for a few
