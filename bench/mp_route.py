@@ -31,6 +31,7 @@ import sys
 import vfs
 from blockdev import FileBlockDevice, PowerLost
 from route.buffer import CommandBuffer
+from route.commands import queue
 
 BLOCKS = 64
 ROOT = "/flash"
@@ -181,7 +182,7 @@ def image(gsme=None):
     buf = CommandBuffer(ROOT + "/gbuf")
     out = {}
     for eh in (A, B):
-        out[eh] = [[seq, buf.read(eh, k).hex()] for k, (seq, _e, _n) in enumerate(buf.queue(eh))]
+        out[eh] = [[seq, buf.read(eh, k).hex()] for k, (seq, _e, _n) in enumerate(queue(buf, eh))]
     after = []
     gsme = gsme if gsme is not None else Gsme()
     for eh in (A, B):
