@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import traceback
 
 import pytest
 from click.testing import CliRunner
@@ -47,7 +48,8 @@ PUBLISHED = {
 @pytest.mark.timeout(900)  # the whole bench, campaigns included: ~3.5 min on 2 busy cores
 def test_bench_json_has_the_published_figures() -> None:
     r = CliRunner().invoke(main, ["bench", "--json"])
-    assert r.exit_code == 0, r.output
+    # a failure names where the bench stopped (CliRunner keeps the exception)
+    assert r.exit_code == 0, (r.output, "".join(traceback.format_exception(*r.exc_info)) if r.exc_info else "")
     figures = json.loads(r.output.strip().splitlines()[-1])
     missing = PUBLISHED - figures.keys()
     assert not missing, f"bench lost published keys: {missing}"
