@@ -6,6 +6,9 @@
 - `on_end(task, fn)`: the scheduler calls fn(task, er) once the task ends,
   so no coroutine has to wait on the task (the Supervisor restarts its jobs
   this way).
+- `acquire(lk)` / `release(lk)`: a lock that is a list, `[False]` when made
+  (the ASH and AT channels serialise their sends with it; two functions
+  instead of asyncio.Lock, whose module would be loaded at boot for them).
 
 Neither is public asyncio API. They rely on MicroPython's extmod asyncio
 as of v1.29.0-preview, upstream commit 13303f8d29 of 2026-07-05 (the source
@@ -139,3 +142,30 @@ class Flag:
         if exc is _Wake or isinstance(exc, _Wake):
             raise StopIteration(True)
         raise exc
+
+
+# -- the lock: lk[0] is True while held, lk[1:] the waiters' Flags, oldest first --
+
+
+async def acquire(lk):
+    """Take the lock lk (a list made as [False]); waiters get it in order.
+    Release it with release(lk) (try/finally)."""
+    if lk[0]:
+        f = Flag()
+        lk.append(f)
+        try:
+            await f.wait()  # release() hands the lock over: lk[0] stays True
+        except BaseException:
+            if f in lk:
+                lk.remove(f)
+            elif f.state:  # handed over, then cancelled before it ran
+                release(lk)
+            raise
+    lk[0] = True
+
+
+def release(lk):
+    if len(lk) > 1:
+        lk.pop(1).set()
+    else:
+        lk[0] = False

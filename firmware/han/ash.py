@@ -14,7 +14,7 @@ import time
 from micropython import const
 
 from counters import Counters
-from flag import Flag
+from flag import Flag, acquire, release
 from log import KindError
 
 _FLAG = const(0x7E)
@@ -367,7 +367,7 @@ class Ash:
         self._tx = bytearray(_BUF_SIZE)
         self._rxbuf = bytearray(64)
         self._ctl = bytearray(8)
-        self._lock = asyncio.Lock()
+        self._lock = [False]  # flag.acquire/release
         self._acked = Flag()  # one-shot flags with a timed wait (no helper task)
         self._rstack = Flag()
         self._rx_ev = asyncio.Event()
@@ -419,7 +419,8 @@ class Ash:
 
     async def send(self, payload):
         """Send one EZSP frame; return once the NCP has acknowledged it."""
-        async with self._lock:
+        await acquire(self._lock)
+        try:
             self._check()
             frm = self._frm
             self._pending = frm
@@ -450,6 +451,8 @@ class Ash:
                     self._fail(LinkFailure("DATA frame %d not acknowledged after %d tries" % (frm, tries)))
                     raise self.failure
                 retx = True
+        finally:
+            release(self._lock)
 
     async def recv(self):
         """Next EZSP frame from the NCP (bytes).  Raises NcpReset/LinkFailure."""

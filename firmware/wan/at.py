@@ -7,7 +7,7 @@
 from micropython import const
 import asyncio
 
-from flag import Flag
+from flag import Flag, acquire, release
 from log import KindException
 
 _MAXLINE = const(256)
@@ -415,7 +415,7 @@ class ATChannel:
         self.p = parser or ATParser()
         self._ev = Flag()  # a timed wait without a helper task
         self.p.notify = self._ev.set
-        self._lock = asyncio.Lock()
+        self._lock = [False]  # flag.acquire/release
         self._task = None
         self.closed = False
         self.timeouts = 0
@@ -463,7 +463,8 @@ class ATChannel:
             prefix = prefix.encode()
         if isinstance(done, str):
             done = done.encode()
-        async with self._lock:
+        await acquire(self._lock)
+        try:
             if self.closed:
                 raise ATError("ATClosed", text, b"UART closed")
             p = self.p
@@ -497,6 +498,8 @@ class ATChannel:
                 return p.lines
             finally:
                 p.end()
+        finally:
+            release(self._lock)
 
     async def cmd_data(self, text, prefix, timeout_ms=None, done=None):
         """A command whose reply carries counted binary data (AT+CIPRXGET=2,

@@ -1,7 +1,9 @@
 # flag.Flag: an Event one task waits on, with a timed wait that needs no
 # helper task (asyncio.wait_for makes a Task and two coroutines a wait), and
-# flag.on_end, the task-end hook. mp_asyncio_internals.py checks the asyncio
-# internals both rely on.
+# flag.on_end, the task-end hook, and flag.acquire/release, the lock the
+# ASH and AT channels take (a list, no asyncio.Lock: asyncio.lock stays out of
+# the boot import set). mp_asyncio_internals.py checks the asyncio internals
+# they rely on.
 import asyncio
 import gc
 import sys
@@ -257,3 +259,71 @@ async def _awaits(t):
         await t
     except asyncio.CancelledError:
         pass
+
+
+def test_the_lock_lets_one_in_at_a_time_in_order_and_survives_cancels():
+    from flag import acquire, release
+
+    async def main():
+        lk = [False]
+        seen = []
+
+        async def user(n, hold_ms):
+            await acquire(lk)
+            try:
+                seen.append(("in", n))
+                await asyncio.sleep_ms(hold_ms)
+                seen.append(("out", n))
+            finally:
+                release(lk)
+
+        # free: taken at once, no task switch
+        await acquire(lk)
+        assert lk[0] is True
+        ts = [asyncio.create_task(user(n, 10)) for n in range(3)]
+        await asyncio.sleep_ms(5)
+        assert seen == [] and len(lk) == 4  # three waiting, in order
+        # a waiter cancelled while it waits leaves the queue
+        ts[1].cancel()
+        await asyncio.sleep_ms(1)
+        assert len(lk) == 3
+        release(lk)
+        for t in (ts[0], ts[2]):
+            await _awaits(t)
+        assert seen == [("in", 0), ("out", 0), ("in", 2), ("out", 2)], seen
+        assert lk == [False]
+        # a waiter handed the lock but cancelled before it ran passes it on
+        await acquire(lk)
+        seen.clear()
+        a = asyncio.create_task(user("a", 1))
+        b = asyncio.create_task(user("b", 1))
+        await asyncio.sleep_ms(5)
+        release(lk)  # a is handed the lock ...
+        a.cancel()  # ... and cancelled before it runs
+        await _awaits(b)
+        assert seen == [("in", "b"), ("out", "b")], seen
+        assert lk == [False]
+        # an exception inside releases it
+        try:
+            await acquire(lk)
+            try:
+                raise ValueError()
+            finally:
+                release(lk)
+        except ValueError:
+            pass
+        assert lk == [False]
+
+    _run(main())
+
+
+def test_the_ash_and_at_channels_do_not_load_asyncio_lock():
+    # asyncio.lock (0.28 KB on the 32-bit frozen build) was loaded at boot
+    # only for the Lock() of wan.at.ATChannel and han.ash.Ash
+    sys.modules.pop("asyncio.lock", None)
+    from han.ash import Ash
+    from wan.at import ATChannel
+
+    Ash(None, None)
+    ATChannel(None, None)
+    assert "asyncio.lock" not in sys.modules
