@@ -14,7 +14,7 @@ import time
 from micropython import const
 
 from counters import Counters
-from flag import Flag, acquire, release
+import flag
 from log import KindError
 
 _FLAG = const(0x7E)
@@ -368,8 +368,8 @@ class Ash:
         self._rxbuf = bytearray(64)
         self._ctl = bytearray(8)
         self._lock = [False]  # flag.acquire/release
-        self._acked = Flag()  # one-shot flags with a timed wait (no helper task)
-        self._rstack = Flag()
+        self._acked = flag.Flag()  # one-shot flags with a timed wait (no helper task)
+        self._rstack = flag.Flag()
         self._rx_ev = asyncio.Event()
         self._queue = []
         self._task = None
@@ -419,7 +419,7 @@ class Ash:
 
     async def send(self, payload):
         """Send one EZSP frame; return once the NCP has acknowledged it."""
-        await acquire(self._lock)
+        await flag.acquire(self._lock)
         try:
             self._check()
             frm = self._frm
@@ -452,7 +452,7 @@ class Ash:
                     raise self.failure
                 retx = True
         finally:
-            release(self._lock)
+            flag.release(self._lock)
 
     async def recv(self):
         """Next EZSP frame from the NCP (bytes).  Raises NcpReset/LinkFailure."""

@@ -7,7 +7,7 @@
 from micropython import const
 import asyncio
 
-from flag import Flag, acquire, release
+import flag
 from log import KindException
 
 _MAXLINE = const(256)
@@ -413,7 +413,7 @@ class ATChannel:
         self.timeout_ms = timeout_ms
         self.grace_ms = grace_ms
         self.p = parser or ATParser()
-        self._ev = Flag()  # a timed wait without a helper task
+        self._ev = flag.Flag()  # a timed wait without a helper task
         self.p.notify = self._ev.set
         self._lock = [False]  # flag.acquire/release
         self._task = None
@@ -463,7 +463,7 @@ class ATChannel:
             prefix = prefix.encode()
         if isinstance(done, str):
             done = done.encode()
-        await acquire(self._lock)
+        await flag.acquire(self._lock)
         try:
             if self.closed:
                 raise ATError("ATClosed", text, b"UART closed")
@@ -499,7 +499,7 @@ class ATChannel:
             finally:
                 p.end()
         finally:
-            release(self._lock)
+            flag.release(self._lock)
 
     async def cmd_data(self, text, prefix, timeout_ms=None, done=None):
         """A command whose reply carries counted binary data (AT+CIPRXGET=2,

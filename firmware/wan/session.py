@@ -119,91 +119,97 @@ class Wan:
         # (no link credentials yet), not left to overflow its buffer
         m.at.start()
         try:
-            await self._sessions(m, cfg)
+            delay = cfg["retry_ms"]
+            self.init_ms = self.good_ms = mono.ms()
+            while True:
+                silent = False
+                planned = None
+                try:
+                    await self.session()
+                except (md.ModemError, at.ATError, ValueError, OSError) as e:
+                    # ValueError covers link.LinkError and AT/field format errors
+                    k = kind_of(e)
+                    if k == "Planned":
+                        planned = e.args[1]
+                        self.last_error = "planned " + planned
+                    else:
+                        self.last_error = repr(e)
+                        if k in ("ATTimeout", "ModemSilent"):
+                            silent = True
+                        else:
+                            log("wan", "session ended: %r" % e)
+                now = mono.ms()
+                # a link that was up a while is tried again at once (a flapping one backs off)
+                was_up = self.connected and now - self.good_ms >= _STABLE_MS
+                if self.connected:
+                    self.drops += 1
+                    self.tx.add("link_drop", 0, self.last_error or "")
+                    log("wan", "link down")
+                    self.good_ms = now
+                    delay = cfg["retry_ms"]
+                    self.errors = 0
+                elif planned is None:
+                    self.errors += 1
+                self.connected = False
+                self.state = "down"
+                cfg = self._cfg
+                if self.fb_kv.get("prev") and now - self._fb_ms >= cfg["fallback_ms"]:
+                    prev = self.fb_kv.get("prev")
+                    names = ",".join(sorted(prev))
+                    self.kv.update(prev)
+                    self.fb_kv.delete("prev")
+                    self.tx.add("fallback", 0, names)
+                    log("wan", "link not back with the new %s: the old values return" % names)
+                    if self.event_log is not None:
+                        try:
+                            self.event_log.append(codes.EV_SETTINGS_ROLLED_BACK, ("fallback " + names).encode())
+                        except Exception:  # noqa: BLE001 - no clock: the console and the transaction log have it
+                            pass
+                    if "apn" in prev:
+                        await self._refresh_pdp()
+                # modem health: a hardware reset when it misbehaves or is due
+                reason = None
+                if not silent and not self.need_init:
+                    try:
+                        silent = not await self._up().alive(m)
+                    except (md.ModemError, at.ATError):
+                        silent = True
+                if silent:
+                    reason = "silent"
+                elif planned == "reinit" or now - self.init_ms >= cfg["reinit_ms"]:
+                    reason = "periodic"
+                elif self.errors >= cfg["max_errors"]:
+                    reason = "errors"
+                elif now - self.good_ms >= cfg["stuck_ms"]:
+                    reason = "stuck"
+                if reason is not None:
+                    self.resets += 1
+                    self.radio = None
+                    self.errors = 0
+                    self.state = "reset"
+                    self.tx.add("modem_reset", 0, reason)
+                    log("wan", "modem %s: hardware reset" % reason)
+                    self.init_ms = self.good_ms = mono.ms()
+                    try:
+                        await self._up().hw_reset(self.modem)
+                        self.need_init = False
+                    except (md.ModemError, at.ATError) as e:
+                        self.last_error = repr(e)
+                        self.need_init = True
+                elif planned == "pdp":
+                    await self._refresh_pdp()
+                elif m.socket_open:
+                    try:
+                        await m.close_socket()
+                    except (md.ModemError, at.ATError):
+                        pass
+                if planned is None and not was_up:
+                    await asyncio.sleep_ms(delay)
+                    delay = min(delay * 2, cfg["retry_max_ms"])
         finally:
             # the job ends (error or cancel): its AT reader leaves the UART,
             # which the board keeps for the next run's reader
             m.at.stop()
-
-    async def _sessions(self, m, cfg):
-        delay = cfg["retry_ms"]
-        self.init_ms = self.good_ms = mono.ms()
-        while True:
-            silent = False
-            planned = None
-            try:
-                await self.session()
-            except (md.ModemError, at.ATError, ValueError, OSError) as e:
-                # ValueError covers link.LinkError and AT/field format errors
-                k = kind_of(e)
-                if k == "Planned":
-                    planned = e.args[1]
-                    self.last_error = "planned " + planned
-                else:
-                    self.last_error = repr(e)
-                    if k in ("ATTimeout", "ModemSilent"):
-                        silent = True
-                    else:
-                        log("wan", "session ended: %r" % e)
-            now = mono.ms()
-            # a link that was up a while is tried again at once (a flapping one backs off)
-            was_up = self.connected and now - self.good_ms >= _STABLE_MS
-            if self.connected:
-                self.drops += 1
-                self.tx.add("link_drop", 0, self.last_error or "")
-                log("wan", "link down")
-                self.good_ms = now
-                delay = cfg["retry_ms"]
-                self.errors = 0
-            elif planned is None:
-                self.errors += 1
-            self.connected = False
-            self.state = "down"
-            cfg = self._cfg
-            if self.fb_kv.get("prev") and now - self._fb_ms >= cfg["fallback_ms"]:
-                await self._fall_back()
-            # modem health: a hardware reset when it misbehaves or is due
-            reason = None
-            if not silent and not self.need_init:
-                try:
-                    silent = not await self._up().alive(m)
-                except (md.ModemError, at.ATError):
-                    silent = True
-            if silent:
-                reason = "silent"
-            elif planned == "reinit" or now - self.init_ms >= cfg["reinit_ms"]:
-                reason = "periodic"
-            elif self.errors >= cfg["max_errors"]:
-                reason = "errors"
-            elif now - self.good_ms >= cfg["stuck_ms"]:
-                reason = "stuck"
-            if reason is not None:
-                await self._hw_reset(reason)
-            elif planned == "pdp":
-                await self._refresh_pdp()
-            elif m.socket_open:
-                try:
-                    await m.close_socket()
-                except (md.ModemError, at.ATError):
-                    pass
-            if planned is None and not was_up:
-                await asyncio.sleep_ms(delay)
-                delay = min(delay * 2, cfg["retry_max_ms"])
-
-    async def _hw_reset(self, reason):
-        self.resets += 1
-        self.radio = None
-        self.errors = 0
-        self.state = "reset"
-        self.tx.add("modem_reset", 0, reason)
-        log("wan", "modem %s: hardware reset" % reason)
-        self.init_ms = self.good_ms = mono.ms()
-        try:
-            await self._up().hw_reset(self.modem)
-            self.need_init = False
-        except (md.ModemError, at.ATError) as e:
-            self.last_error = repr(e)
-            self.need_init = True
 
     def relink(self, keys, before, origin):
         """wan_config changed `keys` (of host, port, apn; `before`: the old
@@ -220,21 +226,6 @@ class Wan:
             self._fb_ms = mono.ms()
             log("wan", "link settings %s changed by %s: fall-back armed" % (",".join(keys), origin))
         self._relink = "pdp" if "apn" in keys else "settings"
-
-    async def _fall_back(self):
-        prev = self.fb_kv.get("prev")
-        names = ",".join(sorted(prev))
-        self.kv.update(prev)
-        self.fb_kv.delete("prev")
-        self.tx.add("fallback", 0, names)
-        log("wan", "link not back with the new %s: the old values return" % names)
-        if self.event_log is not None:
-            try:
-                self.event_log.append(codes.EV_SETTINGS_ROLLED_BACK, ("fallback " + names).encode())
-            except Exception:  # noqa: BLE001 - no clock: the console and the transaction log have it
-                pass
-        if "apn" in prev:
-            await self._refresh_pdp()
 
     async def _refresh_pdp(self):
         """The daily PDP context refresh: close the socket and the network
@@ -301,7 +292,29 @@ class Wan:
             raise
         self.dec.reset()
         await m.send(link.hello(self.identity.chf["eui"], VERSION, self.signal))
-        rest = await self._wait_hello_ack(cfg["hello_timeout_ms"])
+        # HELLO_ACK; rest: what of its chunk the decoder had no room for yet
+        deadline = time.ticks_add(time.ticks_ms(), cfg["hello_timeout_ms"])
+        rest = False
+        while rest is False:
+            left = time.ticks_diff(deadline, time.ticks_ms())
+            if left <= 0:
+                raise md.ModemError("SocketClosed", "no HELLO_ACK")
+            data = await m.recv(left)
+            off = 0
+            while data and off < len(data):
+                was = off
+                off = self.dec.feed(data, off)
+                fr = self.dec.next()
+                if fr is not None:
+                    if fr[0] != link.HELLO_ACK:
+                        raise link.LinkError("BadType", "frame %d before HELLO_ACK" % fr[0])
+                    self.hello_utc = link.u32_payload(fr[2], "HELLO_ACK")
+                    self.clock.from_source("headend", self.hello_utc)  # a time source: the authenticated link
+                    # frames right behind HELLO_ACK are handled by _serve
+                    rest = data[off:] if off < len(data) else None
+                    break
+                if off == was:
+                    raise link.LinkError("TooLong", "receive buffer overflow")
         self.connected = True
         self.connects += 1
         self.state = "connected"
@@ -321,31 +334,6 @@ class Wan:
         up = self._upm = None
         lazy.drop(m.UP)
         await self._serve(rest)
-
-    async def _wait_hello_ack(self, timeout_ms):
-        # -> what of the chunk HELLO_ACK came in the decoder had no room for yet
-        deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
-        while True:
-            left = time.ticks_diff(deadline, time.ticks_ms())
-            if left <= 0:
-                raise md.ModemError("SocketClosed", "no HELLO_ACK")
-            data = await self.modem.recv(left)
-            if not data:
-                continue
-            off = 0
-            while off < len(data):
-                was = off
-                off = self.dec.feed(data, off)
-                fr = self.dec.next()
-                if fr is not None:
-                    if fr[0] != link.HELLO_ACK:
-                        raise link.LinkError("BadType", "frame %d before HELLO_ACK" % fr[0])
-                    self.hello_utc = link.u32_payload(fr[2], "HELLO_ACK")
-                    self.clock.from_source("headend", self.hello_utc)  # a time source: the authenticated link
-                    # frames right behind HELLO_ACK are handled by _serve
-                    return data[off:] if off < len(data) else None
-                if off == was:
-                    raise link.LinkError("TooLong", "receive buffer overflow")
 
     async def _serve(self, rest=None):
         m = self.modem
