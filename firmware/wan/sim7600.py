@@ -278,29 +278,26 @@ class Sim7600(md.Modem):
                 raise
             return None
 
-    async def _send_tls(self, mv):
-        i = 0
-        while i < len(mv):
-            n = min(_CHUNK, len(mv) - i)
-            if not self.socket_open:
-                raise md.ModemError("SocketClosed")
-            try:
-                lines = await self.at.cmd("AT+CCHSEND=0,%d" % n, b"+CCHSEND:", self.t["cipsend"], b"+CCHSEND:",
-                                          mv[i:i + n])
-            except A.ATError as e:
-                if e.args[0] == "ATTimeout":
-                    raise
-                lines = None
-            if not lines or last_int(lines[-1]) != 0:
-                self.socket_open = False
-                raise md.ModemError("SocketClosed")
-            i += n
-        return i
-
     async def send(self, data):
         mv = memoryview(data)
         if self._tls:
-            return await self._send_tls(mv)
+            i = 0
+            while i < len(mv):
+                n = min(_CHUNK, len(mv) - i)
+                if not self.socket_open:
+                    raise md.ModemError("SocketClosed")
+                try:
+                    lines = await self.at.cmd("AT+CCHSEND=0,%d" % n, b"+CCHSEND:", self.t["cipsend"], b"+CCHSEND:",
+                                              mv[i:i + n])
+                except A.ATError as e:
+                    if e.args[0] == "ATTimeout":
+                        raise
+                    lines = None
+                if not lines or last_int(lines[-1]) != 0:
+                    self.socket_open = False
+                    raise md.ModemError("SocketClosed")
+                i += n
+            return i
         t = self.t
         i = 0
         while i < len(mv):
@@ -326,43 +323,39 @@ class Sim7600(md.Modem):
             i += n
         return i
 
-    async def _read_chunk(self):
-        # The "data waiting" URC can land between the read's OK and this
-        # coroutine resuming (same UART burst): the flag is then left set,
-        # because the reply's remaining count predates that data.
-        seen = self._rx_urcs
-        if self._tls:
-            try:
-                lines, data = await self.at.cmd_data("AT+CCHRECV=0,%d" % _RX_CHUNK, b"+CCHRECV: DATA,",
-                                                     self.t["rxget"], b"+CCHRECV: 0,")
-            except A.ATError as e:
-                if e.args[0] == "ATTimeout":
-                    raise
-                data = None
-            # a full chunk may have more behind it (no count of the rest here)
-            self._rx_pending = (data is not None and len(data) == _RX_CHUNK) or self._rx_urcs != seen
-            return data or b""
-        try:
-            lines, data = await self.at.cmd_data("AT+CIPRXGET=2,0,%d" % _RX_CHUNK, b"+CIPRXGET: 2,",
-                                                 self.t["rxget"])
-        except A.ATError as e:
-            if e.args[0] != "IpError":
-                raise
-            self._rx_pending = self._rx_urcs != seen
-            return b""
-        f = split_fields(lines[-1], b"+CIPRXGET:")
-        if len(f) != 4 or data is None:
-            raise A.ATFormatError("bad +CIPRXGET read")
-        self._rx_pending = to_int(f[3]) > 0 or self._rx_urcs != seen
-        return data
-
     async def recv(self, timeout_ms=None):
         deadline = None if timeout_ms is None else time.ticks_add(self._ticks(), timeout_ms)
         while True:
             if self._rxq:
                 return self._rxq.pop(0)
             if self._rx_pending:
-                data = await self._read_chunk()
+                # The "data waiting" URC can land between the read's OK and
+                # this coroutine resuming (same UART burst): the flag is then
+                # left set, because the reply's remaining count predates that data.
+                seen = self._rx_urcs
+                if self._tls:
+                    try:
+                        lines, data = await self.at.cmd_data("AT+CCHRECV=0,%d" % _RX_CHUNK, b"+CCHRECV: DATA,",
+                                                             self.t["rxget"], b"+CCHRECV: 0,")
+                    except A.ATError as e:
+                        if e.args[0] == "ATTimeout":
+                            raise
+                        data = None
+                    # a full chunk may have more behind it (no count of the rest here)
+                    self._rx_pending = (data is not None and len(data) == _RX_CHUNK) or self._rx_urcs != seen
+                else:
+                    try:
+                        lines, data = await self.at.cmd_data("AT+CIPRXGET=2,0,%d" % _RX_CHUNK, b"+CIPRXGET: 2,",
+                                                             self.t["rxget"])
+                    except A.ATError as e:
+                        if e.args[0] != "IpError":
+                            raise
+                        self._rx_pending = self._rx_urcs != seen
+                        continue
+                    f = split_fields(lines[-1], b"+CIPRXGET:")
+                    if len(f) != 4 or data is None:
+                        raise A.ATFormatError("bad +CIPRXGET read")
+                    self._rx_pending = to_int(f[3]) > 0 or self._rx_urcs != seen
                 if data:
                     return data
                 continue
