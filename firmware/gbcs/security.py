@@ -201,9 +201,6 @@ class RemoteParties:
 
     # --- incoming -----------------------------------------------------------
 
-    def mac_key(self, cra, counter, originator, recipient):
-        return kdf.derive_key(self._mac_z(), originator, cra, counter, recipient)
-
     def authenticate(self, f, commit=True):
         """Check a parsed command Frame. Returns it, or raises a SecurityError
         subclass; nothing is changed on a rejection. With commit (default) the
@@ -227,7 +224,7 @@ class RemoteParties:
         if f.counter <= last:
             raise SecurityError("ReplayedCounter", "counter %d from %s not above %d" % (f.counter, hex_text(orig), last),
                 codes.EV_REPLAYED_COUNTER)
-        key = self.mac_key(f.cra, f.counter, orig, self.eui)
+        key = kdf.derive_key(self._mac_z(), orig, f.cra, f.counter, self.eui)
         if not gcm.gmac_verify(key, f.iv(), (kdf.AAD_PREFIX, f.aad_body()), f.mac):
             raise SecurityError("BadMac", "bad MAC on command %d from %s" % (f.counter, hex_text(orig)),
                 codes.EV_BAD_MAC)
@@ -237,17 +234,14 @@ class RemoteParties:
 
     # --- outgoing -----------------------------------------------------------
 
-    def out_key(self, cra, counter, recipient):
-        """MAC key of a frame this device sends: its KA key pairs with the
-        header recipient's (the ACB, or e.g. the supplier for a response to a
-        direct supplier command: all 33 such RTDS responses); with the ACB's
-        when the recipient has no KA trust anchor."""
+    def _mac_fn(self, cra, counter, recipient):
+        # the MAC key of a frame this device sends: its KA key pairs with the
+        # header recipient's (the ACB, or e.g. the supplier for a response to
+        # a direct supplier command: all 33 such RTDS responses); with the
+        # ACB's when the recipient has no KA trust anchor
         r = self._anchors.get(bytes(recipient))
         z = self.z(recipient) if r is not None and r[1] is not None else self._mac_z()
-        return kdf.derive_key(z, self.eui, cra, counter, recipient)
-
-    def _mac_fn(self, cra, counter, recipient):
-        key = self.out_key(cra, counter, recipient)
+        key = kdf.derive_key(z, self.eui, cra, counter, recipient)
 
         def mac_fn(prefix, body, iv):
             return gcm.gmac(key, iv, (prefix, body))
@@ -257,7 +251,7 @@ class RemoteParties:
     def protect_response(self, cmd, payload, buf=None, date_time=None, supp_orig_counter=None):
         """Response frame to the parsed command `cmd`: CRA 2, the command's
         counter and other-information, originator = this device, recipient =
-        the command's originator, MAC'd with Z(device, recipient) (out_key).
+        the command's originator, MAC'd with Z(device, recipient) (_mac_fn).
         Optional grouping-header date_time (12 bytes); supp_orig_counter
         replaces the command's supplementary originator counter (the 26-byte
         other-information; only with a supplementary remote party). Returns a

@@ -168,15 +168,6 @@ class Ezsp:
                 raise F.EzspError("EzspTimeout", "network %s not reported" % ("up" if up else "down"))
 
     # -- coordinator API (the NCP bring-up, forming and the energy scan: han.network) --
-    async def import_link_key(self, eui, key):
-        """Put a TC link key in the NCP's key table (v8:
-        addOrUpdateKeyTableEntry; v13+: importLinkKey, index 0xFF: any free
-        or the EUI's own entry)."""
-        if self.ver >= 13:
-            await self.ok("importLinkKey", 0xFF, eui, key)
-        else:
-            await self.ok("addOrUpdateKeyTableEntry", eui, 1, key)
-
     async def permit_joining(self, seconds):
         await self.ok("permitJoining", min(255, max(0, seconds)))
 
@@ -199,11 +190,6 @@ class Ezsp:
         tag = self._tag = self.next_tag()
         await self.ok("sendUnicast", 0, node_id, (profile, cluster, src_ep, dst_ep, options, group, 0), tag, payload)
         return tag
-
-    async def remove_device(self, node_id, eui):
-        """Ask the device (as its own parent) to leave: removeDevice(dest
-        short, dest long, target long)."""
-        await self.ok("removeDevice", node_id, eui, eui)
 
     def sent_info(self, v):
         """messageSentHandler values -> (tag, status, destination)."""

@@ -84,7 +84,13 @@ class TrustCentre:
         # devices a restore (CCS03) brought back rejoin with their link keys
         for eh, k in self.log.restored_keys():
             if self._linked.get(eh) != k:
-                await self.ezsp.import_link_key(unhexlify(eh), k)
+                # a TC link key into the NCP's key table (v8:
+                # addOrUpdateKeyTableEntry; v13+: importLinkKey, index 0xFF:
+                # any free or the EUI's own entry)
+                if self.ezsp.ver >= 13:
+                    await self.ezsp.ok("importLinkKey", 0xFF, unhexlify(eh), k)
+                else:
+                    await self.ezsp.ok("addOrUpdateKeyTableEntry", unhexlify(eh), 1, k)
                 self._linked[eh] = k
         if end > now:
             if self._permit_end < end and self._permit_end - now < _PERMIT_MAX // 2:
@@ -105,8 +111,9 @@ class TrustCentre:
         while self._kick:
             node, eui = self._kick.pop(0)
             try:
-                # the device is its own destination (it is asked to leave)
-                await self.ezsp.remove_device(node, eui)
+                # the device is its own destination (it is asked to leave):
+                # removeDevice(dest short, dest long, target long)
+                await self.ezsp.ok("removeDevice", node, eui, eui)
                 self.stats["kicked"] += 1
             except Exception:
                 self.stats["kick_errors"] += 1

@@ -257,8 +257,15 @@ class ATParser:
                 self._rawn += k
                 self._rawneed -= k
                 i += k
-                if not self._rawneed:
-                    self._raw_done()
+                if not self._rawneed:  # the block is whole
+                    raw = self._raw
+                    self._raw = None
+                    self._rawn = 0
+                    if self._rawcmd:
+                        if self.cmd is not None:
+                            self.data = raw  # a bytearray of exactly the block
+                    elif self.on_data:
+                        self.on_data(self._rawlink, memoryview(raw))
                 continue
             b = mv[i]
             i += 1
@@ -296,16 +303,6 @@ class ATParser:
         self._rawn = 0
         self._rawlink = link
         self._rawcmd = for_cmd
-
-    def _raw_done(self):
-        raw = self._raw
-        self._raw = None
-        self._rawn = 0
-        if self._rawcmd:
-            if self.cmd is not None:
-                self.data = raw  # a bytearray of exactly the block
-        elif self.on_data:
-            self.on_data(self._rawlink, memoryview(raw))
 
     def _line_done(self, ln):
         c = self.cmd
