@@ -142,19 +142,6 @@ class Clock:
                 "disagreements": self.disagreements}
 
 
-def _word(outcome):
-    # an outcome's word in the transaction and console logs
-    if outcome == codes.EV_CLOCK_ADJUSTED:
-        return "adjusted"
-    if outcome == codes.EV_CLOCK_STEP:
-        return "set"
-    if outcome == codes.EV_CLOCK_NOT_ADJUSTED:
-        return "refused"
-    if outcome == codes.EV_CLOCK_DISAGREES:
-        return "disagrees"
-    return "?"
-
-
 class StepRecorder:
     """Clock.on_step for the hub: each clock event (adjusted, set, refused,
     network time disagreeing) goes to the WAN transaction log (as
@@ -167,7 +154,17 @@ class StepRecorder:
         self.event_log = event_log
 
     def __call__(self, name, step, outcome):
-        word = _word(outcome)
+        # the outcome's word in the transaction and console logs
+        if outcome == codes.EV_CLOCK_ADJUSTED:
+            word = "adjusted"
+        elif outcome == codes.EV_CLOCK_STEP:
+            word = "set"
+        elif outcome == codes.EV_CLOCK_NOT_ADJUSTED:
+            word = "refused"
+        elif outcome == codes.EV_CLOCK_DISAGREES:
+            word = "disagrees"
+        else:
+            word = "?"
         self.txlog.add(self.tx_event, 0, "%+d %s %s" % (step, name, word))
         self.event_log.append(outcome, struct.pack(">i", step) + name.encode()[:16])
         log("clock", "%+d s from %s: %s" % (step, name, word))

@@ -85,15 +85,6 @@ def patterns(devices, now, han_up=True, alert=False, csq=None, data=False, on_ba
     }
 
 
-def _alert_waiting(box):
-    from wan.outbox import KIND_ALERT
-
-    for _, p in box.j.pending():
-        if p and p[0] == KIND_ALERT:
-            return True
-    return False
-
-
 class StatusLeds:
     """Its parts: the CHF Device Log, the HAN coordinator, the WAN service
     (session state, outbox) and the board's power-fail signal (or None)."""
@@ -119,7 +110,13 @@ class StatusLeds:
             return False
         key = (n, getattr(box.j, "next_seq", None))
         if key != self._alert_key:
-            self._alert = _alert_waiting(box)
+            from wan.outbox import KIND_ALERT
+
+            self._alert = False
+            for _, p in box.j.pending():
+                if p and p[0] == KIND_ALERT:
+                    self._alert = True
+                    break
             self._alert_key = key
         return self._alert
 

@@ -148,21 +148,6 @@ class Supervisor:
 
     # ---- the watchdog ----
 
-    def progressing(self, name):
-        """The job runs (or ended), or it failed less than stall_ms ago
-        counting from its last stable run (stable_ms without an error)."""
-        i = self._find(name)
-        if i < 0:
-            return False
-        r = self._r
-        since = r[i + _FAILING]
-        if since is None:
-            return True
-        if r[i + _STATE] == "running" and asyncio.ticks_diff(asyncio.ticks(), r[i + _STARTED]) > self.stable_ms:
-            r[i + _FAILING] = None
-            return True
-        return mono.ms() - since < self._stall_ms
-
     def watchdog(self, wdt, critical, period_ms=1000, stall_ms=300000):
         """Feed wdt (feed(); None: no hardware watchdog) every period_ms
         while every job named in `critical` makes progress: the job
@@ -176,8 +161,21 @@ class Supervisor:
     async def _feed(self):
         while True:
             mono.ms()  # keeps the monotonic count right across the ticks wrap
+            r = self._r
             for name in self._critical:
-                if not self.progressing(name):
+                # progress: the job runs (or ended), or it failed less than
+                # stall_ms ago counting from its last stable run (stable_ms
+                # without an error)
+                i = self._find(name)
+                if i < 0:
+                    break
+                since = r[i + _FAILING]
+                if since is None:
+                    continue
+                if r[i + _STATE] == "running" and asyncio.ticks_diff(asyncio.ticks(), r[i + _STARTED]) > self.stable_ms:
+                    r[i + _FAILING] = None
+                    continue
+                if mono.ms() - since >= self._stall_ms:
                     break
             else:
                 if self._wdt is not None:

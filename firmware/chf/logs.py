@@ -100,25 +100,33 @@ class EventLog:
         if len(data) > _MAX_DATA:
             raise KindError("EventLogError", "eventlog: data too long")
         key = (event_code, bytes(data))
-        seq = self._collapse(key, t)
-        if seq is None:
-            self._close_runs(t)
+        runs = self._runs
+        run = runs.get(key)
+        if run is not None and 0 <= t - run[4] <= self.window_s:
+            # the same event again within the window: its run counts it
+            run[2] += 1
+            run[4] = t
+            if run[2] >= 2 * run[5] and run[2] <= 0xFFFF:
+                self._rewrite(run, event_code)
+            seq = run[0]
+        else:
+            # runs whose window ended get their final count on flash and are
+            # forgotten; at most _RUNS stay open
+            for k in list(runs):
+                if not 0 <= t - runs[k][4] <= self.window_s:
+                    self._close(k)
+            while len(runs) >= _RUNS:
+                oldest = None
+                for k in runs:
+                    if oldest is None or runs[k][4] < runs[oldest][4]:
+                        oldest = k
+                self._close(oldest)
             seq = self._write(t, event_code, 1, data)
             self._runs[key] = [seq, t, 1, key[1], t, 1]
             self._trim()
         if self.watch is not None:
             self.watch.note(self, event_code, t)
         return seq
-
-    def _collapse(self, key, t):
-        run = self._runs.get(key)
-        if run is None or not 0 <= t - run[4] <= self.window_s:
-            return None
-        run[2] += 1
-        run[4] = t
-        if run[2] >= 2 * run[5] and run[2] <= 0xFFFF:
-            self._rewrite(run, key[0])
-        return run[0]
 
     def _write(self, t, code, count, data):
         rec = bytearray(_HEAD + len(data))
@@ -131,20 +139,6 @@ class EventLog:
         run[0] = self._write(run[1], code, run[2], run[3])  # the spare record holds it meanwhile
         run[5] = run[2]
         self._log.ack(old)
-
-    def _close_runs(self, t):
-        # runs whose window ended get their final count on flash and are
-        # forgotten; at most _RUNS stay open
-        runs = self._runs
-        for key in list(runs):
-            if not 0 <= t - runs[key][4] <= self.window_s:
-                self._close(key)
-        while len(runs) >= _RUNS:
-            oldest = None
-            for key in runs:
-                if oldest is None or runs[key][4] < runs[oldest][4]:
-                    oldest = key
-            self._close(oldest)
 
     def _close(self, key):
         run = self._runs.pop(key)

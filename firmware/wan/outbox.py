@@ -169,8 +169,17 @@ class Outbox:
             n, last, cls = st
             if time.ticks_diff(now, last) < self._wait(cls, n):
                 continue
-            if n > self._limits(cls)[0]:
-                self._exhausted(seq)
+            if n > self._limits(cls)[0]:  # exhausted: dropped or parked
+                if self.tx is not None:
+                    self.tx.add("exhausted", seq)
+                self._tries.pop(seq, None)
+                if self.cfg["on_exhausted"] == "drop":
+                    self.j.ack(seq)
+                    self._hold.pop(seq, None)
+                    if self.tx is not None:
+                        self.tx.add("dropped", seq)
+                else:
+                    self._parked.add(seq)
                 continue
             self._tries[seq] = (n + 1, now, cls)
             out.append(seq)
@@ -190,18 +199,6 @@ class Outbox:
             if best is None or w < best:
                 best = w
         return best
-
-    def _exhausted(self, seq):
-        if self.tx is not None:
-            self.tx.add("exhausted", seq)
-        self._tries.pop(seq, None)
-        if self.cfg["on_exhausted"] == "drop":
-            self.j.ack(seq)
-            self._hold.pop(seq, None)
-            if self.tx is not None:
-                self.tx.add("dropped", seq)
-        else:
-            self._parked.add(seq)
 
     def acked(self, seq):
         """The head-end acknowledged frame id seq. -> False for an unknown or
