@@ -335,6 +335,7 @@ class Hub:
                 lazy.drop(fn)
                 if fn == "update.commands":
                     self.update_idle()
+            lazy.drop("local_args")  # the commands' argument checks, loaded with them
 
     async def local_port(self):
         reader, writer = await board.open_uart("local")

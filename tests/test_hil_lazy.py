@@ -81,6 +81,7 @@ def test_loaded_on_first_use_and_dropped_after(system: EmulatedSystem) -> None:
     assert s.headend.manage({"cmd": "wan_status"})["connected"]  # served by wan.mgmt
     assert s.headend.manage({"cmd": "logs", "which": "event"})["which"] == "event"  # chf.commands, over wan.mgmt
     assert s.call("device_log_list")["entries"] is not None  # chf.commands, on the local port
+    assert "local_args" not in s.call("status", modules=True)["modules"]  # its argument checks go with it
     with pytest.raises(ManageError, match="not a management command"):
         s.headend.manage({"cmd": "ota_status"})
     assert s.call("route_status")["counters"] is not None  # route.commands, for the call

@@ -6,7 +6,7 @@
 from micropython import const
 from chf import device_log as DL
 from han.install_code import InstallCodeError
-from local_port import eui_arg, hex_arg, int_arg, str_arg
+from local_args import eui_arg, hex_arg, int_arg, str_arg
 from log import log
 
 _PAGE = const(8)

@@ -54,7 +54,7 @@ def _not_alert(m):
 
 async def han_tunnel(hub, req):
     # {eui, data: hex, timeout_ms, match_prefix: hex} -> {ok, reply (hex), ms} | {ok: false, reason, error}
-    from local_port import eui_arg, hex_arg, int_arg
+    from local_args import eui_arg, hex_arg, int_arg
 
     c = hub.coordinator
     eui = eui_arg(req)
@@ -71,7 +71,7 @@ async def han_tunnel(hub, req):
 
 async def han_zcl_read(hub, req):
     # {eui, cluster, attrs: [ids], ep} -> {ok, records: [[attr, status, type, value]]}
-    from local_port import eui_arg, int_arg
+    from local_args import eui_arg, int_arg
 
     c = hub.coordinator
     eui = eui_arg(req)
@@ -110,7 +110,7 @@ async def han_energy_scan(hub, req):
     # while the network is up (the radio leaves its channel for the scan's
     # time); kept in KV "han" "scan": {t: UTC seconds since 2000, rssi:
     # [[channel, dBm]...]} and shown by han_status
-    from local_port import int_arg
+    from local_args import int_arg
 
     chans = req.get("channels", list(range(11, 27)))
     if not isinstance(chans, list) or not chans or not all(
@@ -152,7 +152,7 @@ async def rotate_key(ez, security_log, utc, switch_delay):
 async def han_rotate_key(hub, req):
     # a new network key from os.urandom, broadcast, then switched to;
     # written to the security log (0x8FE2)
-    from local_port import int_arg
+    from local_args import int_arg
 
     c = hub.coordinator
     delay = int_arg(req, "switch_delay_s", 0, 3600, 0)

@@ -423,7 +423,7 @@ async def ota_status(hub, req):
 
 async def ota_begin(hub, req):
     # {slot, euis: [hex], size} -> {durable}
-    from local_port import int_arg
+    from local_args import int_arg
 
     euis = req.get("euis")
     if not isinstance(euis, list) or not 1 <= len(euis) <= 8:
@@ -444,7 +444,7 @@ async def ota_begin(hub, req):
 
 async def ota_put(hub, req):
     # {slot, offset, data: hex} -> {durable, state}
-    from local_port import hex_arg, int_arg
+    from local_args import hex_arg, int_arg
 
     o = hub.ota_server()
     slot = req.get("slot")

@@ -75,7 +75,7 @@ async def route_config(hub, req):
 
 
 async def route_buffer(hub, req):
-    from local_port import eui_arg
+    from local_args import eui_arg
 
     eh = eui_arg(req)
     return {"eui": eh, "queue": [list(q) for q in queue(hub.router.buffer, eh)]}

@@ -4,7 +4,7 @@
 # at most PIECE bytes (hex text in the 4 KB request body).
 from micropython import const
 
-from local_port import hex_arg, int_arg, str_arg
+from local_args import hex_arg, int_arg, str_arg
 from update.image import Refused, version_tuple
 
 PIECE = const(1536)

@@ -39,7 +39,7 @@ async def transactions(hub, req):
     back with before = the first seq of the previous page."""
     before = req.get("before")
     if before is not None:
-        from local_port import int_arg
+        from local_args import int_arg
 
         before = int_arg(req, "before", 0, 0xFFFFFFFF)
     tx = hub.wan.txlog
