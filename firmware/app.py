@@ -97,7 +97,7 @@ class Hub:
         from chf import gbcs_port
         from chf.device_log import DeviceLog
         from chf.logs import MalformedWatch, open_logs
-        from clock import Clock, StepRecorder
+        from clock import Clock
         from gpf import service as gpf_service
         from han import coordinator as han_coordinator
         from leds import StatusLeds
@@ -147,7 +147,7 @@ class Hub:
         watch.send = self.security_alert
         coord.on_tunnel_message = rt.on_tunnel_message
         coord.on_tunnel_reply = rt.on_tunnel_reply
-        clk.on_step = StepRecorder(wan.txlog, "time_step", ev)  # its transaction log event (wan.outbox.TxLog)
+        clk.on_step = self.clock_step
         wan_settings.apply_clock(clk, wan.settings)
 
         self.leds = StatusLeds(dl, coord, wan, board.power_fail)
@@ -188,6 +188,28 @@ class Hub:
     def emit(self, frame, kind):
         # a frame for the head-end through the WAN outbox (wan.emit)
         self.wan.emit(frame, kind)
+
+    def clock_step(self, name, step, outcome):
+        # Clock.on_step: each clock event (adjusted, set, refused, network
+        # time disagreeing) goes to the WAN transaction log (as "time_step",
+        # detail "+25 headend refused") and to the CHF event log under its
+        # code (data: the seconds as i32 big-endian, then the source name)
+        import codes
+        import struct
+
+        if outcome == codes.EV_CLOCK_ADJUSTED:
+            word = "adjusted"
+        elif outcome == codes.EV_CLOCK_STEP:
+            word = "set"
+        elif outcome == codes.EV_CLOCK_NOT_ADJUSTED:
+            word = "refused"
+        elif outcome == codes.EV_CLOCK_DISAGREES:
+            word = "disagrees"
+        else:
+            word = "?"
+        self.wan.txlog.add("time_step", 0, "%+d %s %s" % (step, name, word))
+        self.event_log.append(outcome, struct.pack(">i", step) + name.encode()[:16])
+        log("clock", "%+d s from %s: %s" % (step, name, word))
 
     def security_alert(self, code):
         # a CHF alert without payload to the head-end (0x8F60), built as the

@@ -15,11 +15,9 @@
 # _CONFIRM times in a row (then the RTC, not the source, is wrong: the clock is
 # set, 0x8FF2, as it is when not valid).
 from micropython import const
-import struct
 import time
 
 import codes
-from log import log
 
 # 5 days: a 20 ppm crystal drifts 1.7 s a day, so < 10 s in that time
 _HOLD_S = const(432000)
@@ -140,31 +138,3 @@ class Clock:
                 "hold_s": self.hold_s, "syncs": self.syncs, "steps": self.steps, "refused": self.refused,
                 "last_step_s": self.last_step_s, "rejected": self.rejected, "net_diff_s": self.net_diff_s,
                 "disagreements": self.disagreements}
-
-
-class StepRecorder:
-    """Clock.on_step for the hub: each clock event (adjusted, set, refused,
-    network time disagreeing) goes to the WAN transaction log (as
-    `tx_event`, detail "+25 headend refused") and to the CHF event log under
-    its code (data: the seconds as i32 big-endian, then the source name)."""
-
-    def __init__(self, txlog, tx_event, event_log):
-        self.txlog = txlog
-        self.tx_event = tx_event
-        self.event_log = event_log
-
-    def __call__(self, name, step, outcome):
-        # the outcome's word in the transaction and console logs
-        if outcome == codes.EV_CLOCK_ADJUSTED:
-            word = "adjusted"
-        elif outcome == codes.EV_CLOCK_STEP:
-            word = "set"
-        elif outcome == codes.EV_CLOCK_NOT_ADJUSTED:
-            word = "refused"
-        elif outcome == codes.EV_CLOCK_DISAGREES:
-            word = "disagrees"
-        else:
-            word = "?"
-        self.txlog.add(self.tx_event, 0, "%+d %s %s" % (step, name, word))
-        self.event_log.append(outcome, struct.pack(">i", step) + name.encode()[:16])
-        log("clock", "%+d s from %s: %s" % (step, name, word))

@@ -7,7 +7,7 @@ import sys
 
 import board
 import flashfs
-from clock import Clock, StepRecorder
+from clock import Clock
 from store import Store
 from wan import outbox as ob
 from wan import service, settings
@@ -16,14 +16,23 @@ from wan.local_commands import page
 HEAP = "384k"  # wan.sim7600 (with its TLS commands) compiles from source here
 
 
+class _HubParts:  # what app.Hub.clock_step reads of the hub: wan, event_log
+    pass
+
+
 def _wan(event_log=None):
-    """The WAN service as app.py wires it, with the clock's step recorder."""
+    """The WAN service as app.py wires it, with the clock's step recorder
+    (app.Hub.clock_step)."""
     st = Store(flashfs.ROOT + "/data")
     clk = Clock(board.utc, board.set_utc, board.ticks_ms)
     w = service.WanService(st, None, clk, board.utc, board.power_fail, asyncio.Event())
     if event_log is not None:
         w.attach_chf(None, event_log(st), None)
-        clk.on_step = StepRecorder(w.txlog, "time_step", w.event_log)
+        from app import Hub
+
+        h = _HubParts()
+        h.wan, h.event_log = w, w.event_log
+        clk.on_step = lambda name, step, outcome: Hub.clock_step(h, name, step, outcome)
     settings.apply_clock(clk, w.settings)
     return w, clk
 
