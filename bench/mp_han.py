@@ -34,7 +34,7 @@ def ash_frame_us():
     assert len(ez) == 100, len(ez)
     buf = bytearray(peer.BUF_SIZE)
     dec = ash.Decoder()
-    ctl = ash.data_control(3, 5, False)
+    ctl = peer.data_control(3, 5, False)
     ts = []
     for _ in range(RUNS):
         t = time.ticks_us()

@@ -105,18 +105,6 @@ def is_reserved(b):
     return b == _FLAG or b == _ESC or b == _XON or b == _XOFF or b == _SUB or b == _CANCEL
 
 
-def data_control(frm, ack, retx):
-    return ((frm & 7) << 4) | (8 if retx else 0) | (ack & 7)
-
-
-def ack_control(ack, nrdy):
-    return 0x80 | (8 if nrdy else 0) | (ack & 7)
-
-
-def nak_control(ack, nrdy):
-    return 0xA0 | (8 if nrdy else 0) | (ack & 7)
-
-
 def frame_type(c):
     """Frame type of a control byte; AshError (kind AshControlError) if it is not valid."""
     if c & 0x80 == 0:
@@ -429,7 +417,8 @@ class Ash:
             while True:
                 self._acked.clear()
                 self._nak = False
-                n = encode_frame(self._tx, data_control(frm, self._ack, retx), payload)
+                # DATA control byte: frame number, retransmission, ack number
+                n = encode_frame(self._tx, ((frm & 7) << 4) | (8 if retx else 0) | (self._ack & 7), payload)
                 self._sent_at = self.ticks_ms()
                 self.writer.write(memoryview(self._tx)[:n])
                 await self.writer.drain()
@@ -525,14 +514,14 @@ class Ash:
 
     async def _send_ack(self):
         nrdy = len(self._queue) >= self.rx_queue_max
-        await self._write_control(ack_control(self._ack, nrdy))
+        await self._write_control(0x80 | (8 if nrdy else 0) | (self._ack & 7))  # ACK
         self.stats["tx_ack"] += 1
 
     async def _reject_data(self):
         # a corrupted frame: NAK once (reject condition) while connected
         if self.connected and not self._rejecting and self.dec.control & 0x80 == 0:
             self._rejecting = True
-            await self._write_control(nak_control(self._ack, False))
+            await self._write_control(0xA0 | (self._ack & 7))  # NAK
             self.stats["tx_nak"] += 1
 
     def _handle_ack_num(self, ack_num):
@@ -601,5 +590,5 @@ class Ash:
             st["rx_out_of_seq"] += 1
             if not self._rejecting:
                 self._rejecting = True
-                await self._write_control(nak_control(self._ack, False))
+                await self._write_control(0xA0 | (self._ack & 7))  # NAK
                 st["tx_nak"] += 1

@@ -47,6 +47,18 @@ T_EUI64 = 0xF0
 # ------------------------------------------------------------------ ASH ----
 
 
+def data_control(frm, ack, retx):
+    return ((frm & 7) << 4) | (8 if retx else 0) | (ack & 7)
+
+
+def ack_control(ack, nrdy):
+    return 0x80 | (8 if nrdy else 0) | (ack & 7)
+
+
+def nak_control(ack, nrdy):
+    return 0xA0 | (8 if nrdy else 0) | (ack & 7)
+
+
 def stuff(data):
     """The byte-stuffed copy of data (no trailing flag)."""
     out = bytearray()

@@ -63,13 +63,13 @@ class Ncp:
         if frm is None:
             frm = self.frm
             self.frm = (frm + 1) & 7
-        self.send(ash.data_control(frm, self.expect, retx), payload)
+        self.send(peer.data_control(frm, self.expect, retx), payload)
 
     def accept(self, frm, retx, ack, data):
         if frm == self.expect:
             self.expect = (frm + 1) & 7
             self.data.append(data)
-        self.send(ash.ack_control(self.expect, False))
+        self.send(peer.ack_control(self.expect, False))
 
     async def run(self):
         while True:
@@ -219,7 +219,7 @@ def test_nak_causes_immediate_resend():
         def naky(ncp, frm, retx, ack, data):
             if naks[0]:
                 naks[0] -= 1
-                ncp.send(ash.nak_control(ncp.expect, False))
+                ncp.send(peer.nak_control(ncp.expect, False))
                 return
             Ncp.accept(ncp, frm, retx, ack, data)
 
@@ -261,7 +261,7 @@ def test_out_of_sequence_data_is_naked():
 
     host, ncp = run(body)
     assert host.stats["rx_out_of_seq"] == 1
-    assert [c for c, _ in ncp.host_frames(peer.T_NAK)] == [ash.nak_control(0, False)]
+    assert [c for c, _ in ncp.host_frames(peer.T_NAK)] == [peer.nak_control(0, False)]
 
 
 def test_unexpected_rstack_raises_ncp_reset_then_recovers():
@@ -314,7 +314,7 @@ def test_corrupted_frames_are_ignored_and_counted():
     async def body(host, ncp):
         await host.reset()
         good = bytearray(peer.BUF_SIZE)
-        n = ash.encode_frame(good, ash.data_control(0, 0, False), b"\x00\x90\x01\x02")
+        n = ash.encode_frame(good, peer.data_control(0, 0, False), b"\x00\x90\x01\x02")
         frame = bytes(good[:n])
         bad_crc = frame[:-3] + bytes([frame[-3] ^ 0x01]) + frame[-2:]
         if ash.is_reserved(bad_crc[-3]):
@@ -339,7 +339,7 @@ def test_corrupted_frames_are_ignored_and_counted():
     assert st["escape_errors"] == 1, st
     assert st["cancelled"] == 1 and st["substituted"] == 1, st
     assert st["rx_data"] == 1
-    assert [c for c, _ in ncp.host_frames(peer.T_NAK)] == [ash.nak_control(0, False)]
+    assert [c for c, _ in ncp.host_frames(peer.T_NAK)] == [peer.nak_control(0, False)]
 
 
 def test_five_failed_tries_is_link_failure():
@@ -386,7 +386,7 @@ def test_send_link_failure_wakes_a_waiting_receiver():
 
         rt = asyncio.create_task(reader())
         await settle()
-        ncp.on_data = lambda ncp, frm, retx, ack, data: ncp.send(ash.nak_control(ncp.expect, False))  # NAK every try
+        ncp.on_data = lambda ncp, frm, retx, ack, data: ncp.send(peer.nak_control(ncp.expect, False))  # NAK every try
         try:
             await host.send(b"\x00\x00\x00")
             raise AssertionError("no LinkFailure")
