@@ -16,7 +16,7 @@ async def wan_status(hub, req):
 
 async def wan_config(hub, req):
     """The same for the installer and the head-end (wan.mgmt): one schema,
-    one check; a change is logged with its origin (WanService.changed)."""
+    one check; a change is logged with its origin."""
     w = hub.wan
     modem = w.session.modem if w.session is not None else None
     changes = req.get("set") or {}
@@ -29,7 +29,21 @@ async def wan_config(hub, req):
     before = dict(w.settings.items()) if changes else None
     c = settings.configure(w.store.kv("wan"), w.settings, w.outbox, modem, hub.clock, changes)
     if changes:
-        w.changed(changes, before, origin)
+        # the event log says who changed what; a change of host, port or apn
+        # goes to the session, which makes the link again with a fall-back
+        from codes import EV_SETTINGS_CHANGED
+        from log import log
+
+        names = ",".join(sorted(changes))
+        if w.event_log is not None:
+            try:
+                w.event_log.append(EV_SETTINGS_CHANGED, (origin + " " + names).encode()[:96])
+            except Exception as e:  # noqa: BLE001 - no clock yet: the console has it
+                log("wan", "settings change not logged: %r" % e)
+        log("wan", "settings %s changed by %s" % (names, origin))
+        keys = [k for k in settings.LINK_KEYS if k in changes and changes[k] != before[k]]
+        if keys and w.session is not None:
+            w.session.relink(keys, before, origin)
     return c
 
 

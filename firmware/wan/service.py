@@ -4,7 +4,6 @@
 # job "wan" that runs the modem and head-end session (wan.session, loaded
 # when the job first runs).
 import lazy
-from codes import EV_SETTINGS_CHANGED
 from log import log
 from wan import outbox as ob
 from wan.linkcred import LinkCredentials
@@ -64,23 +63,6 @@ class WanService:
         self.event_log = event_log
         self.security_log = security_log
         self.settings.report_to(event_log)  # a bad stored setting is reported there
-
-    def changed(self, changes, before, origin):
-        """wan_config stored `changes` (`before`: the effective settings
-        before them), made by `origin` ("local" or "headend"): the event log
-        says who changed what; a change of host, port or apn goes to the
-        session, which makes the link again with a fall-back."""
-        if self.event_log is not None:
-            try:
-                self.event_log.append(EV_SETTINGS_CHANGED, (origin + " " + ",".join(sorted(changes))).encode()[:96])
-            except Exception as e:  # noqa: BLE001 - no clock yet: the console has it
-                log("wan", "settings change not logged: %r" % e)
-        log("wan", "settings %s changed by %s" % (",".join(sorted(changes)), origin))
-        from wan.settings import LINK_KEYS
-
-        keys = [k for k in LINK_KEYS if k in changes and changes[k] != before[k]]
-        if keys and self.session is not None:
-            self.session.relink(keys, before, origin)
 
     def wake(self):
         if self.session is not None and self.session.modem is not None:
