@@ -10,7 +10,7 @@ import lazy
 from gbcs import dlms, dlms_apdu
 from gbcs import frame as gframe
 from gbcs.security import ROLE_ACB
-from gbcs.usecase_base import EV_PAYLOAD_MISMATCH, EV_UNSUPPORTED, UseCaseError, accept, date_time
+from gbcs.usecase_base import EV_PAYLOAD_MISMATCH, EV_UNSUPPORTED, UseCaseError, accept, date_time, log_event
 from han.install_code import add_crc
 from ids import hex_text
 
@@ -120,11 +120,11 @@ def handle(self, data):
     uc = USE_CASES[USE_CASES.index(f.message_code) + 1] if f.message_code in USE_CASES else None
     if uc is None:
         self.rejected += 1
-        self._log(self.event_log, EV_UNSUPPORTED, f.message_code.to_bytes(2, "big"))
+        log_event(self.event_log, EV_UNSUPPORTED, f.message_code.to_bytes(2, "big"), self.utc2000)
         raise UseCaseError("UnsupportedUseCase", "message code 0x%04x is not a CHF use case here" % f.message_code)
     if f.message_code in ACB_ONLY and self.parties.role_of(f.originator) != ROLE_ACB:
         self.rejected += 1
-        self._log(self.security_log, codes.EV_NO_AUTHORITY, bytes(f.originator) + f.message_code.to_bytes(2, "big"))
+        log_event(self.security_log, codes.EV_NO_AUTHORITY, bytes(f.originator) + f.message_code.to_bytes(2, "big"), self.utc2000)
         raise UseCaseError("NoAuthority", "%s only from the ACB, not %s" % (uc[0], hex_text(f.originator)))
     try:
         if gframe.payload_kind(f) != gframe.KIND_DLMS:
@@ -135,7 +135,7 @@ def handle(self, data):
         _check_specs(a, uc[1])
     except (dlms.DlmsError, UseCaseError) as e:  # a UseCaseError here is a PayloadMismatch
         self.rejected += 1
-        self._log(self.security_log, EV_PAYLOAD_MISMATCH, f.message_code.to_bytes(2, "big"))
+        log_event(self.security_log, EV_PAYLOAD_MISMATCH, f.message_code.to_bytes(2, "big"), self.utc2000)
         if isinstance(e, UseCaseError):
             raise
         raise UseCaseError("PayloadMismatch", "bad DLMS payload for %s: %s" % (uc[0], e))
@@ -193,7 +193,7 @@ def _handle_credentials(self, f):
         self.parties = self.identity.parties("chf")
     except (cred.CredentialError, UseCaseError, der.DerError) as e:  # a UseCaseError here is a PayloadMismatch
         self.rejected += 1
-        self._log(self.security_log, EV_PAYLOAD_MISMATCH, f.message_code.to_bytes(2, "big"))
+        log_event(self.security_log, EV_PAYLOAD_MISMATCH, f.message_code.to_bytes(2, "big"), self.utc2000)
         if isinstance(e, UseCaseError):
             raise
         raise UseCaseError("PayloadMismatch", "%s refused: %s" % ("CS02a" if f.message_code == _MC_CS02A else "CS02b", e))

@@ -86,12 +86,6 @@ class Chf:
     def _on_change(self, kind, eui_hex):
         self._changes.append((kind, eui_hex))
 
-    def _log(self, log, code, data=b""):
-        # gbcs.usecase_base.log_event (that module is loaded with the use cases' run)
-        if log is not None:
-            t = self.utc2000() if self.utc2000 else 0
-            log.append(code, bytes(data[:255]), t if t > 0 else 0)
-
     def _signed(self, f):
         # CS02a may come protected by its originator's signature alone
         if f.message_code in _SIGNED_ONLY and self.credentials is not None:
