@@ -60,9 +60,7 @@ class Ezsp:
             await self.t.reset()
         if self._task is None:
             self._task = asyncio.create_task(self._rx_loop())
-        return await self.negotiate()
-
-    async def negotiate(self):
+        # the version: the desired one, else the one the NCP speaks if supported
         ver, _st, sv = await self.command("version", self.desired)
         if ver not in F.SUPPORTED:
             raise F.EzspError("EzspVersionError", "NCP speaks EZSP v%d (need 8, 13 or 14)" % ver)
@@ -158,14 +156,6 @@ class Ezsp:
         if r and r[0] != 0:
             raise F.EzspError("EzspStatusError", "%s failed: status 0x%X" % (name, r[0]))
         return r
-
-    async def _wait_state(self, up, timeout):
-        while self.network_up != up:
-            if self.fault is not None:
-                raise F.EzspError("EzspLinkDown", "link down: %s" % self.fault)
-            self._state_ev.clear()
-            if not await self._state_ev.wait_ms(timeout * 1000):
-                raise F.EzspError("EzspTimeout", "network %s not reported" % ("up" if up else "down"))
 
     # -- coordinator API (the NCP bring-up, forming and the energy scan: han.network) --
     async def permit_joining(self, seconds):

@@ -44,6 +44,16 @@ _ALL_CHANNELS = const(0x07FFF800)
 # ------------------------------------------------------------ the NCP ----
 
 
+async def _wait_state(ez, up, timeout):
+    # until the NCP reports the network up (or down): stackStatusHandler
+    while ez.network_up != up:
+        if ez.fault is not None:
+            raise F.EzspError("EzspLinkDown", "link down: %s" % ez.fault)
+        ez._state_ev.clear()
+        if not await ez._state_ev.wait_ms(timeout * 1000):
+            raise F.EzspError("EzspTimeout", "network %s not reported" % ("up" if up else "down"))
+
+
 async def startup(ez, endpoint=1, device_id=0x0500, in_clusters=(0x000A, 0x0702, 0x0704, 0x0800),
                   out_clusters=(0x000A, 0x0702, 0x0704, 0x0800)):
     """The NCP's configuration, policies and the hub's endpoint, after
@@ -106,7 +116,7 @@ async def form_network(ez, channels_mask=_ALL_CHANNELS, ext_pan_id=None, pan_id=
     await ez.ok("setInitialSecurityState", (_SEC_BITMASK, os.urandom(16), net_key, 0, tc))
     ez.network_up = False
     await ez.ok("formNetwork", (ext_pan_id, pan_id, tx_power, best, 0, 0, 0, 1 << best))
-    await ez._wait_state(True, ez.timeout)
+    await _wait_state(ez, True, ez.timeout)
     return best, pan_id, ext_pan_id
 
 
@@ -117,7 +127,7 @@ async def leave_network(ez):
     if r[0] != 0:
         return False
     if ez.network_up:
-        await ez._wait_state(False, ez.timeout)
+        await _wait_state(ez, False, ez.timeout)
     return True
 
 
@@ -127,7 +137,7 @@ async def resume_network(ez):
     r = await ez.command("networkInit", 0)
     if r[0] != 0:
         return False
-    await ez._wait_state(True, ez.timeout)
+    await _wait_state(ez, True, ez.timeout)
     return True
 
 
