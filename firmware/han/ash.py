@@ -486,7 +486,57 @@ class Ash:
                 i = dec.feed(data, i, end)
                 ev = dec.event
                 if ev == _EV_FRAME:
-                    await self._on_frame(dec.control)
+                    c = dec.control
+                    t = frame_type(c)
+                    if t == _T_RSTACK or t == _T_ERROR:
+                        code = dec.buf[2]
+                        self.reset_code = code
+                        st["rx_rstack" if t == _T_RSTACK else "rx_error"] += 1
+                        if t == _T_RSTACK and not self.connected and self.failure is None:
+                            self._rstack.set()  # expected: we asked for it
+                        else:
+                            st["ncp_resets"] += 1
+                            self._fail(NcpReset(code, t == _T_ERROR))
+                    elif t == _T_RST:
+                        st["rx_rst"] += 1
+                    elif not self.connected:
+                        pass
+                    elif t == _T_ACK:
+                        st["rx_ack"] += 1
+                        self.ncp_ready = not (c & 8)
+                        self._handle_ack_num(c & 7)
+                    elif t == _T_NAK:
+                        st["rx_nak"] += 1
+                        self.ncp_ready = not (c & 8)
+                        if self._pending >= 0 and (c & 7) == self._pending:
+                            self._nak = True
+                            self._acked.set()
+                        else:
+                            self._handle_ack_num(c & 7)
+                    else:  # DATA
+                        frm = (c >> 4) & 7
+                        self._handle_ack_num(c & 7)
+                        if frm == self._ack:
+                            self._rejecting = False
+                            if len(self._queue) >= self.rx_queue_max:
+                                # no room: leave it unacknowledged (nRdy set); the NCP resends
+                                st["dropped"] += 1
+                            else:
+                                self._ack = (frm + 1) & 7
+                                st["rx_data"] += 1
+                                self._queue.append(bytes(dec.data()))
+                                self._rx_ev.set()
+                            await self._send_ack()
+                        elif c & 8 and frm == (self._ack - 1) & 7:
+                            # retransmission of a frame we already have: re-ack, don't deliver
+                            st["rx_dup"] += 1
+                            await self._send_ack()
+                        else:
+                            st["rx_out_of_seq"] += 1
+                            if not self._rejecting:
+                                self._rejecting = True
+                                await self._write_control(0xA0 | (self._ack & 7))  # NAK
+                                st["tx_nak"] += 1
                 elif ev == _E_CRC:
                     st["crc_errors"] += 1
                     await self._reject_data()
@@ -531,64 +581,3 @@ class Ash:
             t = (7 * self.t_rx_ack) // 8 + dt // 2
             self.t_rx_ack = max(self.t_min, min(self.t_max, t))
             self._acked.set()
-
-    async def _on_frame(self, c):
-        st = self.stats
-        t = frame_type(c)
-        if t == _T_RSTACK or t == _T_ERROR:
-            code = self.dec.buf[2]
-            self.reset_code = code
-            if t == _T_RSTACK:
-                st["rx_rstack"] += 1
-                if not self.connected and self.failure is None:
-                    self._rstack.set()  # expected: we asked for it
-                    return
-            else:
-                st["rx_error"] += 1
-            st["ncp_resets"] += 1
-            self._fail(NcpReset(code, t == _T_ERROR))
-            return
-        if t == _T_RST:
-            st["rx_rst"] += 1
-            return
-        if not self.connected:
-            return
-        if t == _T_ACK:
-            st["rx_ack"] += 1
-            self.ncp_ready = not (c & 8)
-            self._handle_ack_num(c & 7)
-            return
-        if t == _T_NAK:
-            st["rx_nak"] += 1
-            self.ncp_ready = not (c & 8)
-            if self._pending >= 0 and (c & 7) == self._pending:
-                self._nak = True
-                self._acked.set()
-            else:
-                self._handle_ack_num(c & 7)
-            return
-        # DATA
-        frm = (c >> 4) & 7
-        self._handle_ack_num(c & 7)
-        if frm == self._ack:
-            self._rejecting = False
-            if len(self._queue) >= self.rx_queue_max:
-                # no room: leave it unacknowledged (nRdy set); the NCP resends
-                st["dropped"] += 1
-                await self._send_ack()
-                return
-            self._ack = (frm + 1) & 7
-            st["rx_data"] += 1
-            self._queue.append(bytes(self.dec.data()))
-            self._rx_ev.set()
-            await self._send_ack()
-        elif c & 8 and frm == (self._ack - 1) & 7:
-            # retransmission of a frame we already have: re-ack, don't deliver
-            st["rx_dup"] += 1
-            await self._send_ack()
-        else:
-            st["rx_out_of_seq"] += 1
-            if not self._rejecting:
-                self._rejecting = True
-                await self._write_control(0xA0 | (self._ack & 7))  # NAK
-                st["tx_nak"] += 1
