@@ -65,7 +65,7 @@ def _ash(data):
 # ---- EZSP ----------------------------------------------------------------------
 
 def _ezsp(data):
-    # what Ezsp._dispatch does with an ASH DATA payload, for both versions
+    # what Ezsp's receive loop does with an ASH DATA payload, for both versions
     for ver in (14, F.LEGACY):
         try:
             seq, fc, fid, pos = F.decode_header(ver, data)

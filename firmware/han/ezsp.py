@@ -78,55 +78,49 @@ class Ezsp:
                 raw = await self.t.recv()
                 self.stats["rx"] += 1
                 try:
-                    self._dispatch(raw)
+                    seq, fc, fid, pos = F.decode_header(self.ver, raw)
+                    name = F.name_of(self.ver, fid)
+                    if fc & (F.FC_TRUNCATED | F.FC_OVERFLOW):
+                        self.stats["bad"] += 1  # the NCP dropped or cut something
+                    if fc & F.FC_CB_MASK:
+                        self.stats["callbacks"] += 1
+                        fn = self._handlers.get(name)
+                        if fn is not None:
+                            v = F.decode_params(self.ver, F.lookup(self.ver, name)[2], raw, pos, False)
+                            try:
+                                fn(v)
+                            except Exception as e:  # a handler bug must not take the link down
+                                self.stats["handler_errors"] += 1
+                                self.last_handler_error = e
+                    else:
+                        p = self._pending.pop(seq, None)
+                        if p is None:
+                            self.stats["unclaimed"] += 1
+                        else:
+                            if name == "invalidCommand":
+                                p[2] = F.EzspError("EzspUnknownFrame", "NCP rejected %s" % p[1])
+                            elif name != p[1]:
+                                p[2] = F.EzspError("EzspFrameError", "response %s to %s" % (name, p[1]))
+                            else:
+                                try:
+                                    p[2] = F.decode_params(self.ver, F.lookup(self.ver, name)[2], raw, pos, False)
+                                except F.EzspError as e:
+                                    p[2] = e
+                            p[0].set()
                 except F.EzspError:
                     self.stats["bad"] += 1
-        except Exception as e:  # NcpReset / LinkFailure / closed
-            self._down(e)
+        except Exception as e:  # NcpReset / LinkFailure / closed: the link is down
+            self.fault = e
+            self.network_up = False
+            for p in self._pending.values():
+                p[2] = F.EzspError("EzspLinkDown", "link down: %s" % e)
+                p[0].set()
+            self._pending.clear()
+            self._state_ev.set()
+            if self.on_fault:
+                self.on_fault(e)
         finally:
             self._task = None
-
-    def _down(self, exc):
-        self.fault = exc
-        self.network_up = False
-        for p in self._pending.values():
-            p[2] = F.EzspError("EzspLinkDown", "link down: %s" % exc)
-            p[0].set()
-        self._pending.clear()
-        self._state_ev.set()
-        if self.on_fault:
-            self.on_fault(exc)
-
-    def _dispatch(self, raw):
-        seq, fc, fid, pos = F.decode_header(self.ver, raw)
-        name = F.name_of(self.ver, fid)
-        if fc & (F.FC_TRUNCATED | F.FC_OVERFLOW):
-            self.stats["bad"] += 1  # the NCP dropped or cut something
-        if fc & F.FC_CB_MASK:
-            self.stats["callbacks"] += 1
-            fn = self._handlers.get(name)
-            if fn is not None:
-                v = F.decode_params(self.ver, F.lookup(self.ver, name)[2], raw, pos, False)
-                try:
-                    fn(v)
-                except Exception as e:  # a handler bug must not take the link down
-                    self.stats["handler_errors"] += 1
-                    self.last_handler_error = e
-            return
-        p = self._pending.pop(seq, None)
-        if p is None:
-            self.stats["unclaimed"] += 1
-            return
-        if name == "invalidCommand":
-            p[2] = F.EzspError("EzspUnknownFrame", "NCP rejected %s" % p[1])
-        elif name != p[1]:
-            p[2] = F.EzspError("EzspFrameError", "response %s to %s" % (name, p[1]))
-        else:
-            try:
-                p[2] = F.decode_params(self.ver, F.lookup(self.ver, name)[2], raw, pos, False)
-            except F.EzspError as e:
-                p[2] = e
-        p[0].set()
 
     async def command(self, name, *args):
         """Send a command, return its response values (tuple)."""
