@@ -70,13 +70,6 @@ def defaults():
     return {SCHEMA[i]: SCHEMA[i + 1][4] for i in range(0, len(SCHEMA), 2)}
 
 
-def _chars_ok(s, allowed):
-    for c in s:
-        if c not in allowed:
-            return False
-    return True
-
-
 def check(name, v):
     """None when v is a valid value for setting `name`, else the reason."""
     sp = spec(name)
@@ -95,7 +88,13 @@ def check(name, v):
             return "must be true or false"
     elif kind == "host" or kind == "apn" or kind == "pin":
         allowed = _HOST if kind == "host" else _APN if kind == "apn" else _PIN
-        if not isinstance(v, str) or not a <= len(v) <= b or not _chars_ok(v, allowed):
+        ok = isinstance(v, str) and a <= len(v) <= b
+        if ok:
+            for c in v:
+                if c not in allowed:
+                    ok = False
+                    break
+        if not ok:
             return "must be %d..%d characters of %s" % (a, b, "digits" if kind == "pin" else "letters, digits . -")
         if kind == "host" and (v[0] in ".-" or v[-1] in ".-" or ".." in v):
             return "is not a host name or IPv4 address"
