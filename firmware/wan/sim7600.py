@@ -280,14 +280,15 @@ class Sim7600(md.Modem):
 
     async def send(self, data):
         mv = memoryview(data)
-        if self._tls:
-            i = 0
-            while i < len(mv):
-                n = min(_CHUNK, len(mv) - i)
-                if not self.socket_open:
-                    raise md.ModemError("SocketClosed")
+        t = self.t
+        i = 0
+        while i < len(mv):
+            n = min(_CHUNK, len(mv) - i)
+            if not self.socket_open:
+                raise md.ModemError("SocketClosed")
+            if self._tls:
                 try:
-                    lines = await self.at.cmd("AT+CCHSEND=0,%d" % n, b"+CCHSEND:", self.t["cipsend"], b"+CCHSEND:",
+                    lines = await self.at.cmd("AT+CCHSEND=0,%d" % n, b"+CCHSEND:", t["cipsend"], b"+CCHSEND:",
                                               mv[i:i + n])
                 except A.ATError as e:
                     if e.args[0] == "ATTimeout":
@@ -297,13 +298,7 @@ class Sim7600(md.Modem):
                     self.socket_open = False
                     raise md.ModemError("SocketClosed")
                 i += n
-            return i
-        t = self.t
-        i = 0
-        while i < len(mv):
-            n = min(_CHUNK, len(mv) - i)
-            if not self.socket_open:
-                raise md.ModemError("SocketClosed")
+                continue
             try:
                 lines = await self.at.cmd("AT+CIPSEND=0,%d" % n, b"+CIPSEND:", t["cipsend"],
                                           b"+CIPSEND:", mv[i:i + n])
