@@ -36,7 +36,7 @@ class Store:
     def journal(self, name, **kw):
         j = self._journals.get(name)
         if j is None:
-            j = Journal(self.root, name, stats=self.stats, **kw)
+            j = Journal(None, name, at=self._home, **kw)
             self._journals[name] = j
         return j
 
@@ -48,7 +48,7 @@ class Store:
         if j is None:
             if capacity < 1:
                 raise KindError("JournalError", "ringlog: capacity must be >= 1")
-            j = Journal(self.root, name, capacity, stats=self.stats, keep_open=keep_open, **kw)
+            j = Journal(None, name, capacity, keep_open=keep_open, at=self._home, **kw)
             self._journals[name] = j
         return j
 

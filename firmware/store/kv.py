@@ -3,7 +3,6 @@
 # written whole to NAME.tmp, closed (littlefs commits it) and renamed over
 # NAME.kv: rename is one metadata commit in littlefs, so after a power cut the
 # store reads either the old or the new complete state.
-from micropython import const
 import binascii
 import json
 import os
@@ -12,8 +11,6 @@ from jsonout import PIECE as _PIECE
 from jsonout import JsonOut
 from log import KindError
 
-_TMP = const(".tmp")
-_BAD = const(".bad")
 _EMPTY = {}  # the RAM copy of every warm store with no file yet
 
 
@@ -25,11 +22,16 @@ def _exists(path):
         return False
 
 
-def _decode(raw):
-    # raw: the file's bytes (a bad record: KindError of kind KVCorrupt). The
-    # body is checked and parsed where it lies
-    # (a memoryview; MicroPython's json takes any buffer): no copy of it
-    n = len(raw)
+def _load(path):
+    # the file's record as a dict (a bad record: KindError of kind
+    # KVCorrupt). One buffer of the file's size, read into: read() would
+    # grow its buffer in steps, leaving a hole in the heap at each step. The
+    # body is checked and parsed where it lies (a memoryview; MicroPython's
+    # json takes any buffer): no copy of it
+    with open(path, "rb") as f:
+        raw = bytearray(f.seek(0, 2))
+        f.seek(0)
+        n = f.readinto(raw)
     if n < 10 or raw[8] != 0x20:
         raise KindError("KVCorrupt", "kv: no header")
     while n > 9 and raw[n - 1] == 0x0A:
@@ -48,16 +50,6 @@ def _decode(raw):
     if not isinstance(data, dict):
         raise KindError("KVCorrupt", "kv: not an object")
     return data
-
-
-def _load(path):
-    # one buffer of the file's size, read into: read() would grow its buffer
-    # in steps, leaving a hole in the heap at each step
-    with open(path, "rb") as f:
-        raw = bytearray(f.seek(0, 2))
-        f.seek(0)
-        n = f.readinto(raw)
-    return _decode(raw if n == len(raw) else raw[:n])
 
 
 def home(root, stats=None):
@@ -98,14 +90,11 @@ class KV:
         d = self._s[2][self._name]
         return self._open() if d is None else d
 
-    def _path(self):
-        # made when needed: a store is held for the hub's life, its path
-        # string only for a moment (most stores sit idle)
-        return self._s[0] + "/" + self._name + ".kv"
-
     def _open(self):
-        path = self._path()
-        tmp = path + _TMP
+        # the path is made when needed: a store is held for the hub's life,
+        # its path string only for a moment (most stores sit idle)
+        path = self._s[0] + "/" + self._name + ".kv"
+        tmp = path + ".tmp"
         stats = self._s[1]
         have_tmp = _exists(tmp)
         if _exists(path):
@@ -117,7 +106,7 @@ class KV:
             except (OSError, ValueError):
                 # keep the evidence, start empty rather than brick the hub
                 stats["kv_corrupt"] += 1
-                os.rename(path, path + _BAD)
+                os.rename(path, path + ".bad")
                 return {}
         if have_tmp:
             # no committed state yet: a complete tmp (crc ok) is the first one
@@ -132,8 +121,8 @@ class KV:
         return {}
 
     def _commit(self, data):
-        path = self._path()
-        tmp = path + _TMP
+        path = self._s[0] + "/" + self._name + ".kv"
+        tmp = path + ".tmp"
         # header, JSON text (json.dumps's), newline. The text goes out in
         # pieces through one 256-byte buffer (jsonout), twice: for its CRC,
         # then into the file. A record may be a few KB (the Device Log at
