@@ -46,6 +46,7 @@ def load(j):
     if not _exists(path):
         j.next_seq = 1
         j._recs = array("I")
+        j._lens = array("H")
         j._live = 0
         _rewrite(j)
         return
@@ -88,6 +89,7 @@ def _read_header(f, off):
 def _scan(j):
     # Rebuild the index; returns how many torn/corrupt records were met.
     r = j._recs = array("I")
+    lens = j._lens = array("H")
     j._live = 0
     f = j._f
     size = f.seek(0, 2)
@@ -109,11 +111,11 @@ def _scan(j):
         elif t == _T_DATA:
             r.append(seq)
             r.append(off)
-            r.append(n)
+            lens.append(n)
             j._live += _HDR + n
             if seq >= nxt:
                 nxt = seq + 1
-            over = len(r) // 3 - j.capacity
+            over = len(lens) - j.capacity
             if j.capacity and over > 0:
                 j._drop(0, over)
         elif t == _T_ACK:
@@ -122,7 +124,7 @@ def _scan(j):
                 j._drop(i, 1)
         else:
             k = 0
-            while 3 * k < len(r) and r[3 * k] <= seq:
+            while 2 * k < len(r) and r[2 * k] <= seq:
                 k += 1
             j._drop(0, k)
         off += _HDR + n
@@ -141,10 +143,10 @@ def _rewrite(j):
     with open(new, "wb") as g:
         pos = put(g, _T_BASE, j.next_seq, None)
         mv = memoryview(_B)
-        for i in range(0, len(r), 3):
+        for i in range(len(j._lens)):
             offs.append(pos)
-            n = _HDR + r[i + 2]
-            old.seek(r[i + 1])
+            n = _HDR + j._lens[i]
+            old.seek(r[2 * i + 1])
             left = n
             while left:
                 k = old.readinto(mv[: min(left, _CHUNK)])
@@ -158,7 +160,7 @@ def _rewrite(j):
         j._f = None
     os.rename(new, path)
     for i in range(len(offs)):
-        r[3 * i + 1] = offs[i]
+        r[2 * i + 1] = offs[i]
     j._end = pos
     j._f = open(path, "r+b")
 

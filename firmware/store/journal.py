@@ -38,7 +38,10 @@ _FIX = const("store.jfix")
 # Every journal's header scratch: journal calls never await, so one serves
 # them all (the hub keeps half a dozen journals).
 _H = bytearray(_HDR)
-_NO = array("I")  # the empty slice a drop assigns (arrays have no del)
+# the empty slices a drop assigns (arrays have no del; a slice takes only
+# its own type)
+_NO32 = array("I")
+_NO16 = array("H")
 
 
 def put(f, t, seq, payload):
@@ -83,7 +86,6 @@ class Journal:
     keep_open = True
     capacity = 0
     compact_at = 256
-    _f = None
 
     def __init__(self, root, name, capacity=0, compact_at=256, stats=None, keep_open=True, at=None):
         # the path is made when needed: a store is held for the hub's life,
@@ -96,9 +98,11 @@ class Journal:
             self.compact_at = compact_at
         if not keep_open:
             self.keep_open = False
-        # the live (unacked) records, oldest first: (seq, file offset, payload
-        # length) in one array, 12 bytes a record; _live: their bytes with
-        # headers; _end: the file's length; next_seq
+        # the live (unacked) records, oldest first: _recs (seq, file offset)
+        # pairs, _lens their payload lengths: 10 bytes a record; _live their
+        # bytes with headers; _end the file's length; next_seq; _f the file
+        # while open
+        self._f = None
         _fix(self, "load")
         self._rest()
 
@@ -119,27 +123,27 @@ class Journal:
     def _index(self, seq):
         # the record number of seq, or -1 (live seqs increase: binary search)
         r = self._recs
-        lo, hi = 0, len(r) // 3
+        lo, hi = 0, len(r) >> 1
         while lo < hi:
             mid = (lo + hi) >> 1
-            if r[3 * mid] < seq:
+            if r[2 * mid] < seq:
                 lo = mid + 1
             else:
                 hi = mid
-        if 3 * lo < len(r) and r[3 * lo] == seq:
+        if 2 * lo < len(r) and r[2 * lo] == seq:
             return lo
         return -1
 
     def _drop(self, i, n):
         # records i .. i+n-1
-        r = self._recs
-        a = 3 * i
-        b = a + 3 * n
+        lens = self._lens
+        j = i + n
         live = self._live
-        for k in range(a + 2, b, 3):
-            live -= _HDR + r[k]
+        for k in range(i, j):
+            live -= _HDR + lens[k]
         self._live = live
-        r[a:b] = _NO
+        lens[i:j] = _NO16
+        self._recs[2 * i:2 * j] = _NO32
 
     # -- writing -------------------------------------------------------------
 
@@ -181,11 +185,11 @@ class Journal:
         r = self._recs
         r.append(seq)
         r.append(off)
-        r.append(n)
+        self._lens.append(n)
         self._live += _HDR + n
         st = self._s[1]
         st["journal_appends"] += 1
-        n = len(r) // 3 - self.capacity
+        n = len(self._lens) - self.capacity
         if self.capacity and n > 0:
             self._drop(0, n)
             st["journal_dropped"] += n
@@ -213,7 +217,7 @@ class Journal:
             return 0
         self._append(_T_ACK_UPTO, seq, None)
         n = 0
-        while 3 * n < len(r) and r[3 * n] <= seq:
+        while 2 * n < len(r) and r[2 * n] <= seq:
             n += 1
         self._drop(0, n)
         self._s[1]["journal_acks"] += n
@@ -226,10 +230,9 @@ class Journal:
         i = self._index(seq)
         if i < 0:
             return None
-        r = self._recs
-        n = r[3 * i + 2]
+        n = self._lens[i]
         f = self._fh()
-        f.seek(r[3 * i + 1] + _HDR)
+        f.seek(self._recs[2 * i + 1] + _HDR)
         data = f.read(n)
         self._rest()
         if len(data) != n:
@@ -247,14 +250,14 @@ class Journal:
     __iter__ = pending
 
     def __len__(self):
-        return len(self._recs) // 3
+        return len(self._lens)
 
     def seqs(self):
         r = self._recs
-        return [r[k] for k in range(0, len(r), 3)]
+        return [r[k] for k in range(0, len(r), 2)]
 
     def info(self):
-        return {"pending": len(self._recs) // 3, "next_seq": self.next_seq, "file_bytes": self._end,
+        return {"pending": len(self._lens), "next_seq": self.next_seq, "file_bytes": self._end,
                 "live_bytes": self._live}
 
     def close(self):

@@ -551,3 +551,23 @@ def test_on_a_frozen_build_the_store_costs_at_most_its_bound():
         return  # from source: not frozen, the code itself is on the heap
     # 32-bit frozen: 2640 bytes on main e16d9ba, 2272 on branch storeboot
     assert cost <= 575 * W, (cost, 575 * W)
+
+
+def test_a_journal_holds_little_ram_a_record():
+    # the transaction log keeps 100 records, the event and security logs 41
+    # each, the outbox up to its limit: the index costs what a record needs
+    # (seq, offset, length: 10 bytes) and little more
+    fresh()
+    st = Store(ROOT)
+    st.journal("first")  # what the first journal opened makes once (module tables)
+    gc.collect()
+    before = gc.mem_alloc()
+    lg = st.ringlog("transactions", 100)
+    for i in range(130):
+        lg.append(b"t%d" % i)
+    gc.collect()
+    used = gc.mem_alloc() - before
+    assert len(lg) == 100 and lg.seqs()[0] == 31
+    # main e16d9ba: 32-bit 1488 bytes, 64-bit 1760 (three arrays, 13
+    # attributes); branch storeboot 1456 / 1696 (two arrays, 9 attributes)
+    assert used <= 1216 + 64 * W, (used, 1216 + 64 * W)
