@@ -61,9 +61,9 @@ def put(f, t, seq, payload):
 
 def _fix(j, what):
     # store.jfix's `what` for journal j, the module dropped after: its heap
-    # comes back at the next collection (none forced: a compaction is
-    # frequent enough, and a collection right after a failed flash write
-    # would finalise what littlefs left half-open)
+    # comes back at the next collection (none forced: compactions are
+    # frequent, and a collection right after a flash failure finalises the
+    # file object an interrupted open left behind)
     m = lazy.load(_FIX)
     try:
         return getattr(m, what)(j)
