@@ -24,7 +24,6 @@ from micropython import const
 
 import lazy
 from log import KindError
-from store.kv import home
 
 _MAGIC = const(0xC5)
 _T_DATA = const(2)
@@ -79,7 +78,7 @@ class Journal:
     bounded FIFO-overwriting log (the event and security logs, the
     transaction log: Store.ringlog). keep_open=False: the file is opened
     for each operation instead of held open (a log appended to now and
-    then). at: the Store's shared part (folder, counters; kv.home). Errors
+    then). at: the Store's shared part (kv.home). Errors
     are log.KindError of kind JournalError."""
 
     # what most journals have: an instance sets its own only where it differs
@@ -88,9 +87,10 @@ class Journal:
     compact_at = 256
 
     def __init__(self, root, name, capacity=0, compact_at=256, stats=None, keep_open=True, at=None):
-        # the path is made when needed: a store is held for the hub's life,
-        # its path string only for a moment (most stores sit idle)
-        self._s = at if at is not None else home(root, stats)
+        # _s (folder, counters): the Store's shared part (kv.home) or this
+        # journal's own; the path is made when needed (a store is held for
+        # the hub's life, its path string only for a moment)
+        self._s = at if at is not None else (root.rstrip("/"), stats if stats is not None else {})
         self._name = name
         if capacity:
             self.capacity = capacity
