@@ -17,11 +17,12 @@ def load(name):
     return m
 
 
-def drop(name):
+def drop(name, collect=True):
     """Forget module `name`: its sys.modules entry and the attribute its
-    import set on the parent package, then collect. Its heap comes back once
-    nothing else holds its objects (the caller drops its own first).
-    -> False if it was not loaded."""
+    import set on the parent package, then collect (collect=False: at the
+    next collection). Its heap comes back once nothing else holds its
+    objects (the caller drops its own first). -> False if it was not
+    loaded."""
     if sys.modules.pop(name, None) is None:
         return False
     i = name.rfind(".")
@@ -32,7 +33,8 @@ def drop(name):
                 delattr(parent, name[i + 1:])
             except AttributeError:
                 pass
-    gc.collect()
+    if collect:
+        gc.collect()
     return True
 
 

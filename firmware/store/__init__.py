@@ -4,7 +4,7 @@ import os
 
 from log import KindError
 from store.journal import Journal
-from store.kv import KV
+from store.kv import KV, home
 
 
 class Store:
@@ -22,26 +22,21 @@ class Store:
                 except OSError:
                     pass  # exists (or is a mount point)
         self.stats = {}
-        self._kvs = {}
+        self._home = home(self.root, self.stats)  # the KVs' shared part: their RAM copies by name
         self._journals = {}
         self.answers = {}  # gbcs.security Answers by path: one per file, shared by re-built RemoteParties
 
     def kv(self, name, keep=True):
-        """The KV store `name`; keep=False asks for a cold one (no RAM copy,
-        see KV): cold once any holder asks, since a read from flash is right
-        for every holder."""
-        s = self._kvs.get(name)
-        if s is None:
-            s = KV(self.root, name, self.stats, keep)
-            self._kvs[name] = s
-        elif not keep:
-            s._data = None  # cold from now on: the RAM copy is dropped
-        return s
+        """The KV store `name` (a new KV object on the one RAM copy of every
+        holder); keep=False asks for a cold one (no RAM copy, see KV): cold
+        once any holder asks, since a read from flash is right for every
+        holder."""
+        return KV(None, name, None, keep, self._home)
 
     def journal(self, name, **kw):
         j = self._journals.get(name)
         if j is None:
-            j = Journal(self.root, name, stats=self.stats, **kw)
+            j = Journal(None, name, at=self._home, **kw)
             self._journals[name] = j
         return j
 
@@ -53,7 +48,7 @@ class Store:
         if j is None:
             if capacity < 1:
                 raise KindError("JournalError", "ringlog: capacity must be >= 1")
-            j = Journal(self.root, name, capacity, stats=self.stats, keep_open=keep_open, **kw)
+            j = Journal(None, name, capacity, keep_open=keep_open, at=self._home, **kw)
             self._journals[name] = j
         return j
 

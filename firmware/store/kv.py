@@ -3,7 +3,6 @@
 # written whole to NAME.tmp, closed (littlefs commits it) and renamed over
 # NAME.kv: rename is one metadata commit in littlefs, so after a power cut the
 # store reads either the old or the new complete state.
-from micropython import const
 import binascii
 import json
 import os
@@ -12,8 +11,7 @@ from jsonout import PIECE as _PIECE
 from jsonout import JsonOut
 from log import KindError
 
-_TMP = const(".tmp")
-_BAD = const(".bad")
+_EMPTY = {}  # the RAM copy of every warm store with no file yet
 
 
 def _exists(path):
@@ -24,11 +22,16 @@ def _exists(path):
         return False
 
 
-def _decode(raw):
-    # raw: the file's bytes (a bad record: KindError of kind KVCorrupt). The
-    # body is checked and parsed where it lies
-    # (a memoryview; MicroPython's json takes any buffer): no copy of it
-    n = len(raw)
+def _load(path):
+    # the file's record as a dict (a bad record: KindError of kind
+    # KVCorrupt). One buffer of the file's size, read into: read() would
+    # grow its buffer in steps, leaving a hole in the heap at each step. The
+    # body is checked and parsed where it lies (a memoryview; MicroPython's
+    # json takes any buffer): no copy of it
+    with open(path, "rb") as f:
+        raw = bytearray(f.seek(0, 2))
+        f.seek(0)
+        n = f.readinto(raw)
     if n < 10 or raw[8] != 0x20:
         raise KindError("KVCorrupt", "kv: no header")
     while n > 9 and raw[n - 1] == 0x0A:
@@ -49,56 +52,61 @@ def _decode(raw):
     return data
 
 
-def _load(path):
-    # one buffer of the file's size, read into: read() would grow its buffer
-    # in steps, leaving a hole in the heap at each step
-    with open(path, "rb") as f:
-        raw = bytearray(f.seek(0, 2))
-        f.seek(0)
-        n = f.readinto(raw)
-    return _decode(raw if n == len(raw) else raw[:n])
+def home(root, stats=None):
+    """What the KV stores of one folder share: (folder, counters, {name:
+    its RAM copy, or None for a cold store})."""
+    stats = stats if stats is not None else {}
+    for k in ("kv_writes", "kv_recovered_tmp", "kv_corrupt"):
+        stats.setdefault(k, 0)
+    return (root.rstrip("/"), stats, {})
 
 
 class KV:
-    """KV(root, name, stats=None, keep=True). keep=False: a cold store, for
-    records read at boot and by rare commands (keys, anchors, trust-anchor
-    cells) whose holders keep what they need: no copy in RAM, every read
-    comes from flash (and recovers a left-over tmp as opening does); a
-    store is made cold by dropping its copy (`_data = None`: Store.kv)."""
+    """KV(root, name, stats=None, keep=True, at=None). keep=False: a cold
+    store, for records read at boot and by rare commands (keys, anchors,
+    trust-anchor cells) whose holders keep what they need: no copy in RAM,
+    every read comes from flash (and recovers a left-over tmp as opening
+    does); cold once any holder asks (a read from flash is right for every
+    holder). at: the home() it shares with the other KVs of its folder (a
+    Store's), where the RAM copy of a warm one is kept: a KV object holds
+    only that and its name, and every KV of a name reads and writes the
+    same copy."""
 
-    def __init__(self, root, name, stats=None, keep=True):
-        # the path is made when needed: a store is held for the hub's life,
-        # its path string only for a moment (most stores sit idle)
-        self._dir = root.rstrip("/")
+    def __init__(self, root, name, stats=None, keep=True, at=None):
+        if at is None:
+            at = home(root, stats)
+        self._s = at
         self._name = name
-        self.stats = stats if stats is not None else {}
-        for k in ("kv_writes", "kv_recovered_tmp", "kv_corrupt"):
-            self.stats.setdefault(k, 0)
-        self._data = self._open()
-        if not keep:
-            self._data = None
+        copies = at[2]
+        if name not in copies:
+            d = self._open()
+            # no file yet: the shared empty dict (nothing changes a copy in
+            # place: a change is a new dict)
+            copies[name] = (d or _EMPTY) if keep else None
+        elif not keep:
+            copies[name] = None  # cold from now on: the RAM copy is dropped
 
     def _d(self):
-        d = self._data
+        d = self._s[2][self._name]
         return self._open() if d is None else d
 
-    @property
-    def path(self):
-        return self._dir + "/" + self._name + ".kv"
-
     def _open(self):
-        tmp = self.path + _TMP
+        # the path is made when needed: a store is held for the hub's life,
+        # its path string only for a moment (most stores sit idle)
+        path = self._s[0] + "/" + self._name + ".kv"
+        tmp = path + ".tmp"
+        stats = self._s[1]
         have_tmp = _exists(tmp)
-        if _exists(self.path):
+        if _exists(path):
             if have_tmp:
                 # a set() that never returned: its rename did not happen
                 os.remove(tmp)
             try:
-                return _load(self.path)
+                return _load(path)
             except (OSError, ValueError):
                 # keep the evidence, start empty rather than brick the hub
-                self.stats["kv_corrupt"] += 1
-                os.rename(self.path, self.path + _BAD)
+                stats["kv_corrupt"] += 1
+                os.rename(path, path + ".bad")
                 return {}
         if have_tmp:
             # no committed state yet: a complete tmp (crc ok) is the first one
@@ -107,13 +115,14 @@ class KV:
             except (OSError, ValueError):
                 os.remove(tmp)
                 return {}
-            os.rename(tmp, self.path)
-            self.stats["kv_recovered_tmp"] += 1
+            os.rename(tmp, path)
+            stats["kv_recovered_tmp"] += 1
             return data
         return {}
 
     def _commit(self, data):
-        tmp = self.path + _TMP
+        path = self._s[0] + "/" + self._name + ".kv"
+        tmp = path + ".tmp"
         # header, JSON text (json.dumps's), newline. The text goes out in
         # pieces through one 256-byte buffer (jsonout), twice: for its CRC,
         # then into the file. A record may be a few KB (the Device Log at
@@ -130,10 +139,11 @@ class KV:
             if out.close() != crc:  # cannot happen: the same data, encoded twice
                 raise OSError("kv: record changed while written")
             f.write(b"\n")
-        os.rename(tmp, self.path)
-        self.stats["kv_writes"] += 1
-        if self._data is not None:
-            self._data = data
+        os.rename(tmp, path)
+        at = self._s
+        at[1]["kv_writes"] += 1
+        if at[2][self._name] is not None:
+            at[2][self._name] = data
 
     def write(self, b):
         # the writer of _commit's CRC pass

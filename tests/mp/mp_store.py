@@ -1,6 +1,8 @@
 # firmware/store under micropython: LittleFS2 over the file-backed block
 # device in the cwd (a temp dir), remounted to prove what reached flash.
+import gc
 import os
+import sys
 
 import vfs
 from blockdev import FileBlockDevice, PowerLost
@@ -18,16 +20,17 @@ def raw_append(path, data):
 
 def test_kv_round_trip_and_reopen():
     fresh()
-    kv = KV(ROOT, "cfg")
+    stats = {}
+    kv = KV(ROOT, "cfg", stats)
     assert kv.get("a") is None and kv.get("a", 5) == 5 and len(kv) == 0
     kv.set("a", 1)
     kv.update({"b": "two", "c": [1, 2, {"d": None}]})
     kv.set("a", 3)
     assert kv.delete("b") and not kv.delete("b")
     assert sorted(kv.items()) == [("a", 3), ("c", [1, 2, {"d": None}])]
-    writes = kv.stats["kv_writes"]
+    writes = stats["kv_writes"]
     kv.update({"a": 3})  # no change, no flash write
-    assert kv.stats["kv_writes"] == writes == 4
+    assert stats["kv_writes"] == writes == 4
     remount()
     kv2 = KV(ROOT, "cfg")
     assert kv2.get("a") == 3 and kv2.get("c") == [1, 2, {"d": None}] and "b" not in kv2
@@ -42,23 +45,26 @@ def test_cold_kv_reads_flash_and_holds_no_copy():
     warm = st.kv("keys")  # a first holder that did not ask
     warm.set("a", "1" * 130)
     cold = st.kv("keys", keep=False)
-    assert cold is warm and cold._data is None  # cold once any holder asks
+    copies = st._home[2]  # the RAM copies of the Store's KVs
+    assert copies["keys"] is None  # cold once any holder asks: for every holder
+    assert warm.get("a") == "1" * 130
     assert cold.get("a") == "1" * 130 and "a" in cold and len(cold) == 1
-    assert cold._data is None
+    assert copies["keys"] is None
     # what another writer committed is what the next read sees
     KV(ROOT, "keys").set("b", 2)
     assert sorted(cold.keys()) == ["a", "b"] and dict(cold.items())["b"] == 2
-    w = cold.stats["kv_writes"]
+    w = st.stats["kv_writes"]
     cold.update({"b": 2})  # no change, no flash write
-    assert cold.stats["kv_writes"] == w
+    assert st.stats["kv_writes"] == w
     cold.update({"b": 3, "c": [1]})
     assert cold.delete("a") and not cold.delete("a")
-    assert cold._data is None
+    assert copies["keys"] is None and sorted(warm.keys()) == ["b", "c"]
     remount()
     assert sorted(KV(ROOT, "keys").items()) == [("b", 3), ("c", [1])]
     # a store asked cold first stays cold for a later holder
     st2 = Store(ROOT)
-    assert st2.kv("keys", keep=False) is st2.kv("keys") and st2.kv("keys")._data is None
+    st2.kv("keys", keep=False)
+    assert st2._home[2]["keys"] is None and st2.kv("keys") is not None and st2._home[2]["keys"] is None
     assert st2.kv("keys").get("b") == 3
 
 
@@ -126,7 +132,7 @@ def test_a_kv_record_is_written_with_no_block_of_its_size():
         gc.collect()
     text = json.dumps({"d": new})
     assert len(text) > 2000
-    with open(kv.path, "rb") as f:
+    with open(ROOT + "/big.kv", "rb") as f:
         raw = f.read()
     import binascii
 
@@ -167,8 +173,9 @@ def test_kv_first_state_recovered_from_complete_tmp_only():
     fresh()
     KV(ROOT, "a").set("k", 7)
     os.rename(ROOT + "/a.kv", ROOT + "/b.kv.tmp")
-    kv = KV(ROOT, "b")
-    assert kv.get("k") == 7 and kv.stats["kv_recovered_tmp"] == 1
+    stats = {}
+    kv = KV(ROOT, "b", stats)
+    assert kv.get("k") == 7 and stats["kv_recovered_tmp"] == 1
     assert "b.kv" in os.listdir(ROOT)
     # a half-written tmp (bad crc) is not taken
     with open(ROOT + "/c.kv.tmp", "w") as f:
@@ -183,8 +190,9 @@ def test_kv_corrupt_file_is_set_aside():
     text = open(ROOT + "/cfg.kv").read()
     with open(ROOT + "/cfg.kv", "w") as f:
         f.write(text.replace("value", "valuf"))
-    kv = KV(ROOT, "cfg")
-    assert len(kv) == 0 and kv.stats["kv_corrupt"] == 1
+    stats = {}
+    kv = KV(ROOT, "cfg", stats)
+    assert len(kv) == 0 and stats["kv_corrupt"] == 1
     assert "cfg.kv.bad" in os.listdir(ROOT)
     kv.set("k", 1)
     assert KV(ROOT, "cfg").get("k") == 1
@@ -249,7 +257,7 @@ def test_torn_tail_is_discarded_and_counted():
     j = st.journal("q")
     for i in range(4):
         j.append(b"good%d" % i)
-    path = j.path
+    path = ROOT + "/d/q.jnl"
     st.close()
     # a half record: a real header whose payload never fully landed
     whole = open(path, "rb").read()
@@ -278,16 +286,18 @@ def test_corrupt_record_is_never_returned():
     data[-2] ^= 0x01  # flip a bit in the last record's payload
     with open(ROOT + "/q.jnl", "wb") as f:
         f.write(data)
-    j = Journal(ROOT, "q")
+    stats = {}
+    j = Journal(ROOT, "q", stats=stats)
     assert [p for _, p in j] == [b"payload-0", b"payload-1"]
-    assert j.stats["torn_records_discarded"] == 1
+    assert stats["torn_records_discarded"] == 1
     # the lost seq is not reused only if it was durable; here it never was
     assert j.append(b"n") == 3
     # garbage with no valid header at all, e.g. a torn header
     j.close()
     raw_append(ROOT + "/q.jnl", b"\xc5\x02\x05")
-    j = Journal(ROOT, "q")
-    assert [s for s, _ in j] == [1, 2, 3] and j.stats["torn_records_discarded"] == 1
+    stats = {}
+    j = Journal(ROOT, "q", stats=stats)
+    assert [s for s, _ in j] == [1, 2, 3] and stats["torn_records_discarded"] == 1
 
 
 def test_leftover_compaction_file_is_removed():
@@ -314,7 +324,7 @@ def test_a_cold_ring_log_holds_no_open_file():
         log.append(b"event %d" % i)
         assert log._f is None
     assert [p for _, p in log.pending()] == [b"event 9", b"event 10", b"event 11"]
-    assert log._f is None and log.stats["compactions"] >= 1
+    assert log._f is None and st.stats["compactions"] >= 1
     assert log.ack(12) and log._f is None  # "event 11"
     assert log.read(11) == b"event 10" and log._f is None
     remount()
@@ -326,12 +336,13 @@ def test_a_cold_ring_log_holds_no_open_file():
 
 def test_capacity_bounded_log():
     fresh()
-    log = Journal(ROOT, "events", 3, compact_at=128)
+    stats = {}
+    log = Journal(ROOT, "events", 3, compact_at=128, stats=stats)
     for i in range(10):
         log.append(b"event %d" % i)
     assert [p for _, p in log.pending()] == [b"event 7", b"event 8", b"event 9"]
     assert [s for s, _ in log] == [8, 9, 10]
-    assert log.stats["journal_dropped"] == 7 and log.stats["compactions"] >= 1
+    assert stats["journal_dropped"] == 7 and stats["compactions"] >= 1
     remount()
     log = Journal(ROOT, "events", 3, compact_at=128)
     assert [p for _, p in log] == [b"event 7", b"event 8", b"event 9"]
@@ -346,19 +357,20 @@ def test_capacity_bounded_log():
 
 def test_automatic_compaction_bounds_the_file():
     fresh()
-    j = Journal(ROOT, "q", compact_at=512)
+    stats = {}
+    j = Journal(ROOT, "q", compact_at=512, stats=stats)
     sizes = []
     for i in range(200):
         s = j.append(b"z" * 50)
         if i % 4:
             j.ack(s)
-        sizes.append(os.stat(j.path)[6])
+        sizes.append(os.stat(ROOT + "/q.jnl")[6])
     live = j.info()["live_bytes"]
     assert len(j) == 50 and live == 50 * 62
     # the file never holds more than the live records plus ~compact_at (or
     # live) of dead space
     assert max(sizes) <= 2 * live + 512 + 2 * 62, (max(sizes), live)
-    assert j.stats["compactions"] >= 3
+    assert stats["compactions"] >= 3
     remount()
     j = Journal(ROOT, "q")
     assert len(j) == 50 and all(p == b"z" * 50 for _, p in j)
@@ -367,7 +379,11 @@ def test_automatic_compaction_bounds_the_file():
 def test_store_factories_and_counters():
     fresh()
     st = Store(ROOT + "/a/b")
-    assert st.kv("cfg") is st.kv("cfg") and st.journal("q") is st.journal("q")
+    assert st.journal("q") is st.journal("q")
+    st.kv("cfg")  # each holder its own KV object, one RAM copy: what one writes the other reads
+    a, b = st.kv("cfg"), st.kv("cfg")
+    a.set("x", 0)
+    assert b.get("x") == 0
     st.kv("cfg").set("x", 1)
     st.kv("state").set("y", 2)
     q = st.journal("q")
@@ -376,7 +392,7 @@ def test_store_factories_and_counters():
     q.ack(s)
     st.ringlog("ev", 2).append(b"e")
     c = st.counters()
-    assert c["kv_writes"] == 2 and c["journal_appends"] == 3 and c["journal_acks"] == 1
+    assert c["kv_writes"] == 3 and c["journal_appends"] == 3 and c["journal_acks"] == 1
     assert c["journal_pending"] == 2 and c["torn_records_discarded"] == 0
     assert sorted(os.listdir(ROOT + "/a/b")) == ["cfg.kv", "ev.jnl", "q.jnl", "state.kv"]
 
@@ -443,3 +459,108 @@ def test_block_writes_per_append():
     erases = (dev.erases - e0) / n
     print(f"block writes per append+ack: {per:.1f}, erases {erases:.2f}")
     assert per < 16 and erases < 3, (per, erases)
+
+
+# -- the store's share of the hub's heap (issue 15, branch storeboot) ----------
+
+W = 8 if sys.maxsize > 2**31 else 4
+# the store's parts used rarely: a journal's opening scan and repair, its
+# compaction (loaded for them and dropped after)
+RARE = ("store.jfix",)
+
+
+def test_a_kv_holds_little_ram():
+    # the hub holds ~29 KV stores for its life: a third of them cold (no RAM
+    # copy), most of the warm ones empty (no file yet). Each costs its object
+    # and its entry in the Store's table.
+    fresh()
+    st = Store(ROOT)
+    st.kv("w").set("a", 1)
+    st.kv("c", keep=False)
+    names = ["k%d" % i for i in range(24)]
+    held = [None] * 24
+
+    def make():
+        for i in range(24):
+            held[i] = st.kv(names[i], keep=i % 2 == 0)
+
+    gc.collect()
+    before = gc.mem_alloc()
+    make()
+    gc.collect()
+    used = gc.mem_alloc() - before
+    # main e16d9ba: 32-bit 1568 bytes (65 a KV), 64-bit 3136 (131); branch
+    # storeboot 992 (41) / 1984 (83): a KV object holds its name and the
+    # Store's shared part, the RAM copies are in one table
+    assert used <= 24 * 11 * W, (used, 24 * 11 * W)
+    # what they read is what is on flash, warm or cold
+    held[0].set("x", 1)
+    held[1].set("x", 2)
+    assert st.kv(names[0]).get("x") == 1 and st.kv(names[1], keep=False).get("x") == 2
+    remount()
+    st = Store(ROOT)
+    assert st.kv(names[0]).get("x") == 1 and st.kv(names[1]).get("x") == 2 and len(st.kv(names[2])) == 0
+
+
+def test_the_store_holds_few_functions_and_no_rare_code_at_rest():
+    from mp_wan_boot import _made
+
+    fresh()
+    st = Store(ROOT + "/d")
+    q = st.journal("q")
+    lg = st.ringlog("ev", 3, keep_open=False)
+    for _ in range(5):
+        lg.append(b"x")
+        q.ack(q.append(b"y"))
+    q.compact()
+    raw_append(ROOT + "/d/q.jnl", b"\xc5torn")
+    st2 = Store(ROOT + "/d")
+    assert len(st2.journal("q")) == 0 and len(st2.ringlog("ev", 3)) == 3
+    for n in RARE:
+        assert n not in sys.modules, n
+    rows = [(n,) + _made(sys.modules[n]) for n in ("store", "store.kv", "store.journal")]
+    fns, classes, names = (sum(r[i] for r in rows) for i in (1, 2, 3))
+    # main e16d9ba: 58 functions and methods (a class attribute counts as
+    # one: a slot), 4 classes, 38 globals; branch storeboot: 50 / 4 / 39 (a
+    # journal's opening, scan and compaction are store.jfix)
+    assert fns <= 50 and classes <= 4 and names <= 39, (fns, classes, names, rows)
+
+
+def test_on_a_frozen_build_the_store_costs_at_most_its_bound():
+    # census row `store` (with store.kv, store.journal): 2.56 KB on main e16d9ba
+    import jsonout  # noqa: F401 - what the store imports, loaded before the baseline
+    import lazy  # noqa: F401
+    import log  # noqa: F401
+
+    for n in ("store", "store.kv", "store.journal") + RARE:
+        sys.modules.pop(n, None)
+    gc.collect()
+    before = gc.mem_alloc()
+    import store
+
+    gc.collect()
+    cost = gc.mem_alloc() - before
+    if store.__file__.startswith("/"):
+        return  # from source: not frozen, the code itself is on the heap
+    # 32-bit frozen: 2640 bytes on main e16d9ba, 2240 on branch storeboot
+    assert cost <= 560 * W, (cost, 560 * W)
+
+
+def test_a_journal_holds_little_ram_a_record():
+    # the transaction log keeps 100 records, the event and security logs 41
+    # each, the outbox up to its limit: the index costs what a record needs
+    # (seq, offset, length: 10 bytes) and little more
+    fresh()
+    st = Store(ROOT)
+    st.journal("first")  # what the first journal opened makes once (module tables)
+    gc.collect()
+    before = gc.mem_alloc()
+    lg = st.ringlog("transactions", 100)
+    for i in range(130):
+        lg.append(b"t%d" % i)
+    gc.collect()
+    used = gc.mem_alloc() - before
+    assert len(lg) == 100 and lg.seqs()[0] == 31
+    # main e16d9ba: 32-bit 1488 bytes, 64-bit 1760 (three arrays, 13
+    # attributes); branch storeboot 1456 / 1696 (two arrays, 9 attributes)
+    assert used <= 1216 + 64 * W, (used, 1216 + 64 * W)
