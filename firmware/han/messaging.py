@@ -13,8 +13,8 @@
 # * Tunneling 0x0704: devices open tunnels to the hub (hub = server) and the
 #   hub opens tunnels to devices (hub = client) when it must send first;
 #   tunnel_exchange() sends one message and returns the device's next
-#   TransferData on that tunnel (or in parts: tunnel_ask sends, the caller
-#   awaits tunnel_wait, tunnel_answer ends it; at most _SENDERS tunnel
+#   TransferData on that tunnel (or in parts: tunnel_ask sends, the answer
+#   sets the caller's Flag, tunnel_answer ends it; at most _SENDERS tunnel
 #   messages are being sent at once); device-initiated TransferData goes to
 #   on_tunnel_message(eui, data, True) whose answer goes back on the same
 #   tunnel; the True promises that on_tunnel_reply(eui, delivered) follows
@@ -537,22 +537,25 @@ class Messaging:
         DeliveryError.reason: "no_route" | "tunnel" | "timeout"."""
         w = await self.tunnel_ask(eui, data, timeout_ms, match)
         try:
-            ok = await self.tunnel_wait(w)
+            ok = await w[0].wait_ms(_left(w[6]))
         except BaseException:  # cancelled
             self.tunnel_answer(w, None)
             raise
         return self.tunnel_answer(w, ok)
 
-    async def tunnel_ask(self, eui, data, timeout_ms=_EXCHANGE_TIMEOUT_MS, match=None):
-        """tunnel_exchange in three parts, for a caller that awaits the
-        answer itself with no coroutine frame of the exchange's (the
-        router's ESME deliveries): this one takes the device's exchange
-        lock, sends `data` as tunnel_exchange does and returns the exchange
-        `w`; `await tunnel_wait(w)` -> answered in time; then
+    async def tunnel_ask(self, eui, data, timeout_ms=_EXCHANGE_TIMEOUT_MS, match=None, flag=None):
+        """tunnel_exchange in two parts, for a caller that awaits many
+        answers with one waiter (the router's ESME deliveries: no coroutine
+        frame and no Flag of the exchange's while the answer is awaited):
+        this one takes the device's exchange lock, sends `data` as
+        tunnel_exchange does and returns the exchange `w`; the answer (or a
+        fault) sets `flag` (shared by the caller's exchanges); then
+        `tunnel_answered(w)` says whether this one's came, and
         `tunnel_answer(w, answered)` ends it (the lock released) and returns
-        the answer or raises as tunnel_exchange (answered None: ends it
-        only, for a caller cancelled meanwhile). DeliveryError here too.
-        match=False: no answer is awaited (tunnel_send)."""
+        the answer or raises as tunnel_exchange (answered False: at the
+        deadline, "timeout"; None: ends it only, for a caller cancelled
+        meanwhile). DeliveryError here too. match=False: no answer is
+        awaited (tunnel_send)."""
         if isinstance(data, list):
             data = data.pop()
         eh = self._eh(eui)
@@ -560,14 +563,16 @@ class Messaging:
         deadline = time.ticks_add(_ms(), timeout_ms)
         lk = await self._acquire(self._locks, eh)
         # [Flag, answer, error, match, eh, lock entry, deadline]
-        w = [Flag(), None, None, match, eh, lk, deadline]
+        w = [flag, None, None, match, eh, lk, deadline]
         try:
             self.counters["pushes" if match is False else "exchanges"] += 1
             # the device's own tunnel, else one the hub opens: RequestTunnel,
-            # its answer awaited here on w's Flag (no frames below this one)
+            # its answer awaited here on a Flag of the exchange's own (no
+            # frames below this one)
             t = self._tunnel_for(eh)
             if t is None:
                 ep = self._eps.get(eh, 1)
+                w[0] = Flag()
                 self._opening[eh] = w
                 try:
                     await self._send_capped(eh, ep, None, _request_frame(self.next_tsn()), deadline)
@@ -578,12 +583,16 @@ class Messaging:
                 tid, st, max_in = w[1]
                 w[1] = None
                 w[0].clear()
+                if flag is not None:
+                    w[0] = flag
                 if st != T.TUNNEL_SUCCESS:
                     raise DeliveryError("tunnel", "%s refused the tunnel: status %d" % (eh, st))
                 t = self._client[eh] = (tid, ep, False, max_in or MAX_MESSAGE)
             if len(data) > t[3]:
                 raise DeliveryError("tunnel", "%d bytes exceed the device's %d" % (len(data), t[3]))
             if match is not False:
+                if w[0] is None:
+                    w[0] = Flag()
                 self._exchange[eh] = w
             await self._send_capped(eh, 0, t, data, deadline)
         except BaseException:
@@ -591,10 +600,9 @@ class Messaging:
             raise
         return w
 
-    def tunnel_wait(self, w):
-        """The exchange's answer awaited: `await tunnel_wait(w)` -> True
-        once it came (or failed), False at its deadline."""
-        return w[0].wait_ms(_left(w[6]))
+    def tunnel_answered(self, w):
+        """True once the exchange's answer (or a fault) came."""
+        return w[1] is not None or w[2] is not None
 
     def tunnel_answer(self, w, answered):
         eh = w[4]

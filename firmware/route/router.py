@@ -3,9 +3,10 @@
 #   the CHF (chf.handle), the GPF (gpf.handle),
 #   a tunnel-connected device in the CHF Device Log (ESME, HCALCS, PPMID ...)
 #     over the ZSE tunnel (coordinator.tunnel_ask, in a task of its own
-#     holding its 25-byte message id and one coroutine frame, and the frame
-#     until it is sent; the answer awaited on the exchange's Flag: the
-#     response or 0x8F84 leaves later through emit), or
+#     while the tunnel is opened and the frame sent; then the answer is
+#     awaited as a record, with no task of its own, by the one task that
+#     collects every delivery's answer: the response or 0x8F84 leaves
+#     later through emit), or
 #   the GSME's persistent command buffer (route/buffer.py), from which the
 #     sleepy GSME GETs it over the tunnel;
 # and a frame for an EUI that is none of these is refused and written to the
@@ -51,7 +52,7 @@ DEFAULTS = {
     "max_bytes": 1200,  # per message
     "expiry_s": 86400,  # unretrieved GSME command -> 0x819D
     "expiry_check_s": 30,  # how often the expiry job looks
-    "max_deliveries": 8,  # tunnel deliveries taken as tasks at once, started or waiting (beyond: inline)
+    "max_deliveries": 8,  # tunnel deliveries taken at once, waiting to start, starting or awaiting the answer (beyond: inline)
 }
 # route_config's ranges (inclusive): name, (lo, hi), ... (in flash when frozen)
 RANGES = const(("esme_timeout_ms", (100, 600000), "capacity", (1, 256), "max_bytes", (64, 4096),
@@ -123,8 +124,9 @@ class Router:
     `chf.dlms_alert`), the identity (own EUIs, GPF parties), the Device Log,
     the event and security logs, utc2000() -> UTC seconds since 2000; and,
     None where a test leaves them out, the GPF service, the coordinator
-    (`tunnel_ask`/`tunnel_wait`/`tunnel_answer`: tunnel_exchange in parts)
-    and emit(frame, kind) (the WAN outbox)."""
+    (`tunnel_ask`/`tunnel_answered`/`tunnel_answer`: tunnel_exchange in
+    parts; `tunnel_exchange` for a delivery awaited inline) and
+    emit(frame, kind) (the WAN outbox)."""
 
     def __init__(self, store, chf, identity, device_log, event_log, security_log, utc2000,
                  gpf=None, coordinator=None, emit=None, cfg=None):
@@ -163,7 +165,7 @@ class Router:
         self._replies = {}
         self.unsent = []  # late messages held in RAM when there is no emit
         self.last_esme_ms = None  # time inside tunnel_exchange for the last ESME command
-        self.deliveries = 0  # tunnel deliveries taken as tasks (started or waiting to start)
+        self.deliveries = 0  # tunnel deliveries taken (waiting to start, starting or awaiting the answer)
         # deliveries not started yet, oldest first: (EUI hex, message id,
         # frame, deadline in ticks), one record each, no task and no
         # coroutine frame. _start starts them, at most _STARTING in their
@@ -172,7 +174,14 @@ class Router:
         self._waiting = []
         self._running = []
         self._starting = 0
-        # ESME deliveries in flight (tasks): KV "esme_inflight", one key per
+        # deliveries sent, awaiting their answers: (EUI hex, message id,
+        # the coordinator's exchange, ticks at the start, deadline) each, no
+        # task and no coroutine frame; one task (_collect, while any is
+        # left) waits on _answered, which the coordinator sets at each answer
+        self._answering = []
+        self._answered = Flag()
+        self._collecting = False
+        # ESME deliveries in flight: KV "esme_inflight", one key per
         # delivery (the message id in hex: originator | target | CRA |
         # counter), deleted once the response or 0x8F84 is emitted. Keys
         # left by a power cut get their 0x8F84 at boot. A cold store: no RAM
@@ -354,76 +363,145 @@ class Router:
             self._starting += 1
             # the frame in a one-item list: tunnel_ask takes it out and lets
             # go of it once sent, so no copy stays while the answer is awaited
-            asyncio.create_task(self._tunnel(d[0], d[1], [d[2]], d[3]))
+            asyncio.create_task(self._send(d[0], d[1], [d[2]], d[3]))
 
-    async def _tunnel(self, eh, mid, data, deadline=None):
-        # -> (response or None, [0x8F84]); deadline (ticks): one delivery in
-        # a task of its own (the WAN receive loop is free; started by
-        # _start), which emits the outcome, then deletes the KV
-        # esme_inflight key, lets the next waiting deliveries start and
-        # returns None. One coroutine frame per delivery in flight: this one
-        starting = deadline is not None
+    async def _send(self, eh, mid, data, deadline):
+        # a delivery's starting phase, in a task of its own (at most
+        # _STARTING at once): the tunnel opened if needed and the frame sent
+        # (coordinator.tunnel_ask). Then the delivery awaits its answer as a
+        # record in _answering, (EUI hex, message id, exchange, ticks at the
+        # start, deadline), and this task ends; a delivery not sent gets its
+        # 0x8F84 here
+        w = None
+        reason = "no_route"
         try:
             self.counters["tunnel"] += 1
             c = self.coordinator
-            reason = "no_route"
-            resp = None
-            ms = self.cfg["esme_timeout_ms"]
-            if deadline is not None:
-                ms = asyncio.ticks_diff(deadline, asyncio.ticks())
-                if c is not None and ms <= 0:  # waited its whole time to start: not sent
-                    c = None
-                    reason = "timeout"
-            if c is not None:
+            ms = asyncio.ticks_diff(deadline, asyncio.ticks())
+            if c is not None and ms <= 0:  # waited its whole time to start: not sent
+                reason = "timeout"
+            elif c is not None:
                 t0 = asyncio.ticks()
                 try:
-                    # the answer awaited on the exchange's own Flag: no
-                    # coroutine frame of the coordinator's stays meanwhile
-                    try:
-                        w = await c.tunnel_ask(eh, data, ms, _matcher(mid))
-                    finally:
-                        data = None
-                        if starting:  # sent (or failed): the next may start
-                            starting = False
-                            self._starting -= 1
-                            self._start()
-                    try:
-                        ok = await c.tunnel_wait(w)
-                    except BaseException:  # cancelled
-                        c.tunnel_answer(w, None)
-                        raise
-                    resp = c.tunnel_answer(w, ok)
-                    w = None
-                    self.last_esme_ms = asyncio.ticks_diff(asyncio.ticks(), t0)
-                    if resp is not None and len(resp):
-                        resp = bytes(resp)
-                    else:
-                        resp = None
-                        reason = "tunnel"
+                    w = await c.tunnel_ask(eh, data, ms, _matcher(mid), self._answered)
                 except OSError as e:  # han.coordinator.DeliveryError and link faults
                     reason = getattr(e, "reason", None) or "tunnel"
-                except ValueError as e:  # a malformed reply from the device
+                except ValueError as e:
                     reason = "tunnel"
-                    log("route", "tunnel reply from %s unusable: %r" % (eh, e))
-            alerts = [] if resp is not None else [self._undelivered(eh, mid, reason)]
-            if deadline is None:
-                return resp, alerts
+                    log("route", "tunnel to %s unusable: %r" % (eh, e))
+        except Exception as e:  # noqa: BLE001 - a failed delivery never takes the router down
+            log("route", "delivery to %s failed: %r" % (eh, e))
+            reason = None
+        except BaseException:  # cancelled
+            self._ended(eh)
+            raise
+        finally:
+            data = None
+            self._starting -= 1  # sent (or failed): the next may start
+            self._start()
+        if w is None:
+            if reason is None:  # its KV esme_inflight key stays: the next boot's 0x8F84
+                self._ended(eh)
+            else:
+                await self._done(eh, mid, None, reason)
+            return
+        self._answering.append((eh, mid, w, t0, deadline))
+        if self._collecting:
+            self._answered.set()  # its deadline counted in
+        else:
+            self._collecting = True
+            asyncio.create_task(self._collect())
+
+    async def _collect(self):
+        # the one task for every delivery awaiting its answer (_answering):
+        # woken by the coordinator (an exchange's answer or fault sets
+        # _answered) or at the earliest deadline; each answered or late
+        # delivery's exchange is ended (tunnel_answer) and its outcome
+        # emitted (_done). Ends when none is left
+        c = self.coordinator
+        q = self._answering
+        f = self._answered
+        try:
+            while q:
+                f.clear()
+                i = 0
+                due = None
+                while i < len(q):
+                    r = q[i]
+                    w = r[2]
+                    answered = c.tunnel_answered(w)
+                    if not answered and asyncio.ticks_diff(r[4], asyncio.ticks()) > 0:
+                        if due is None or asyncio.ticks_diff(r[4], due) < 0:
+                            due = r[4]
+                        i += 1
+                        continue
+                    del q[i]
+                    resp = None
+                    reason = "tunnel"
+                    try:
+                        resp = c.tunnel_answer(w, answered)
+                        self.last_esme_ms = asyncio.ticks_diff(asyncio.ticks(), r[3])
+                        resp = bytes(resp) if resp is not None and len(resp) else None
+                    except OSError as e:  # han.coordinator.DeliveryError ("timeout", "tunnel")
+                        reason = getattr(e, "reason", None) or "tunnel"
+                    except ValueError as e:  # a malformed reply from the device
+                        log("route", "tunnel reply from %s unusable: %r" % (r[0], e))
+                    w = None
+                    await self._done(r[0], r[1], resp, reason)
+                if due is not None:
+                    await f.wait_ms(max(1, asyncio.ticks_diff(due, asyncio.ticks())))
+        except BaseException:  # cancelled: every exchange ended, no outcome
+            while q:
+                r = q.pop()
+                c.tunnel_answer(r[2], None)
+                self._ended(r[0])
+            raise
+        finally:
+            self._collecting = False
+
+    async def _done(self, eh, mid, resp, reason):
+        # a delivery's outcome: its response or 0x8F84 emitted, then its KV
+        # esme_inflight key deleted
+        try:
             if resp is not None:
                 await self._emit(resp, "response")
-            for a in alerts:
-                await self._emit(a, "alert")
+            else:
+                await self._emit(self._undelivered(eh, mid, reason), "alert")
             self.inflight.delete(hex_text(mid).upper())  # answered (or 0x8F84) on flash in the outbox
         except Exception as e:  # noqa: BLE001 - a failed delivery never takes the router down
-            if deadline is None:
-                raise
             log("route", "delivery to %s failed: %r" % (eh, e))
         finally:
-            if deadline is not None:
-                if starting:
-                    self._starting -= 1
-                self._running.remove(eh)
-                self.deliveries -= 1
-                self._start()
+            self._ended(eh)
+
+    def _ended(self, eh):
+        # a delivery taken as a task is over: the device's next may start
+        self._running.remove(eh)
+        self.deliveries -= 1
+        self._start()
+
+    async def _tunnel(self, eh, mid, data):
+        # -> (response or None, [0x8F84]): a delivery awaited inline
+        # (route_wait, or beyond max_deliveries)
+        self.counters["tunnel"] += 1
+        c = self.coordinator
+        reason = "no_route"
+        resp = None
+        if c is not None:
+            t0 = asyncio.ticks()
+            try:
+                resp = await c.tunnel_exchange(eh, data, self.cfg["esme_timeout_ms"], _matcher(mid))
+                self.last_esme_ms = asyncio.ticks_diff(asyncio.ticks(), t0)
+                if resp is not None and len(resp):
+                    resp = bytes(resp)
+                else:
+                    resp = None
+                    reason = "tunnel"
+            except OSError as e:  # han.coordinator.DeliveryError and link faults
+                reason = getattr(e, "reason", None) or "tunnel"
+            except ValueError as e:  # a malformed reply from the device
+                reason = "tunnel"
+                log("route", "tunnel reply from %s unusable: %r" % (eh, e))
+        return resp, [] if resp is not None else [self._undelivered(eh, mid, reason)]
 
     def _undelivered(self, eh, mid, reason):
         self.counters["undelivered"] += 1

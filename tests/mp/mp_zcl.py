@@ -430,8 +430,9 @@ def _eight_exchanges(router_way, opening=False):
     # Eight exchanges at once (the router's ESME deliveries) through a
     # stand-in NCP that holds every sendUnicast until its gate opens; each
     # caller hands its message over in a one-item list, as the router's
-    # delivery tasks do. router_way: awaited as the router awaits a delivery
-    # (tunnel_ask, the exchange's Flag, tunnel_answer), else by
+    # delivery tasks do. router_way: awaited as the router awaits its
+    # deliveries (tunnel_ask with the router's one Flag for all answers, its
+    # task then ended; tunnel_answered, tunnel_answer), else by
     # tunnel_exchange. opening: the hub opens each tunnel first (RequestTunnel,
     # answered once all eight wait for it). -> (most sends at once, bytes an
     # exchange while the sends are held (opening: while it awaits its
@@ -452,12 +453,26 @@ def _eight_exchanges(router_way, opening=False):
     answers = []
     out = []
 
+    from flag import Flag
+
+    answered = Flag()  # the router's one Flag for all its deliveries' answers
+    held = []
+
     async def exchange(eh, box):
         if router_way:
-            w = await m.tunnel_ask(eh, box, 5000)
-            answers.append(m.tunnel_answer(w, await m.tunnel_wait(w)))
+            held.append(await m.tunnel_ask(eh, box, 5000, None, answered))
         else:
             answers.append(await m.tunnel_exchange(eh, box, 5000))
+
+    async def collect():
+        # as the router's _collect: the answered exchanges ended, one waiter
+        while held:
+            answered.clear()
+            for w in [w for w in held if m.tunnel_answered(w)]:
+                held.remove(w)
+                answers.append(m.tunnel_answer(w, True))
+            if held:
+                assert await answered.wait_ms(1000)
 
     async def answer(eh, i):
         await m._deliver(eh, 1, b"answer %d" % i, i, False, None)
@@ -475,6 +490,7 @@ def _eight_exchanges(router_way, opening=False):
         await asyncio.sleep_ms(5)
         await answer(euis[n], n)
         await t
+        await collect()
         ez.gate = asyncio.Event()
         ez.most = 0
         boxes = [[bytes(msg)] for _ in range(n)]
@@ -499,12 +515,17 @@ def _eight_exchanges(router_way, opening=False):
         while ez.frags < 3 * (n + 1) + (n if opening else 0):
             await asyncio.sleep_ms(2)
         await asyncio.sleep_ms(5)
+        if router_way:  # every exchange sent: its task is over
+            for t in tasks:
+                await t
+            tasks = []
         gc.collect()
         out.append((gc.mem_alloc() - a) // n)
         for i in range(n):
             await answer(euis[i], i)
         for t in tasks:
             await t
+        await collect()
 
     asyncio.run(main())
     assert sorted(answers) == sorted([b"answer %d" % i for i in range(n + 1)])
@@ -620,18 +641,20 @@ def test_tunnel_sends_are_capped_and_a_waiting_exchange_holds_little():
 
 
 def test_an_exchange_awaited_by_its_flag_holds_no_frame_of_its_own():
-    # The router awaits a delivery's answer on the exchange's own Flag
-    # (tunnel_ask sends and returns the exchange, tunnel_wait is its Flag,
-    # tunnel_answer ends it): no coroutine frame of tunnel_exchange's (~150
-    # bytes on the 32-bit build) stays per delivery in flight. Measured
-    # awaiting the answer: 756 (tunnel_exchange) -> 564 on the 64-bit unix
-    # port, 394 -> 298 on the 32-bit build; the bound in words
+    # The router awaits its deliveries' answers with one waiter (tunnel_ask
+    # sends and returns the exchange, the answer sets the router's one Flag,
+    # tunnel_answered and tunnel_answer end it): no coroutine frame of
+    # tunnel_exchange's (~150 bytes on the 32-bit build) and (branch
+    # deliver) no Flag of the exchange's own nor a task per delivery.
+    # Measured awaiting the answer: 756 (tunnel_exchange) -> 564 (the
+    # exchange's own Flag) -> 500 on the 64-bit unix port, 394 -> 298 -> 256
+    # on the 32-bit build; the bound in words
     import sys
 
     W = 8 if sys.maxsize > 2**31 else 4
     most, burst, waiting = _eight_exchanges(True)
     assert most <= 2, most
-    assert waiting <= 80 * W, waiting
+    assert waiting <= 66 * W, waiting
 
 
 def test_an_exchange_awaiting_its_tunnel_holds_little():
@@ -642,15 +665,16 @@ def test_an_exchange_awaiting_its_tunnel_holds_little():
     # object kept). Measured while all eight await their
     # RequestTunnelResponse: 1540 -> 964 bytes an exchange on the 64-bit unix
     # port, 498 on the 32-bit build; once sent, awaiting the answer, 660
-    # and 346 (the tunnel the hub opened is kept: a tuple each); the bounds
-    # in words
+    # and 346 -> 596 and 304 (branch deliver: the router's one Flag for all,
+    # none of the exchange's; the tunnel the hub opened is kept: a tuple
+    # each); the bounds in words
     import sys
 
     W = 8 if sys.maxsize > 2**31 else 4
     most, opening, waiting = _eight_exchanges(True, True)
     assert most <= 2, most
     assert opening <= 136 * W, opening
-    assert waiting <= 96 * W, waiting
+    assert waiting <= 80 * W, waiting
 
 
 def test_a_send_without_a_slot_in_time_times_out_and_leaves_nothing():
