@@ -383,7 +383,7 @@ class Router:
             elif c is not None:
                 t0 = asyncio.ticks()
                 try:
-                    w = await c.tunnel_ask(eh, data, ms, _matcher(mid), self._answered)
+                    w = await c.tunnel_ask(eh, data, ms, _answers, self._answered, mid)
                 except OSError as e:  # han.coordinator.DeliveryError and link faults
                     reason = getattr(e, "reason", None) or "tunnel"
                 except ValueError as e:
