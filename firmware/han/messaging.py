@@ -553,11 +553,11 @@ class Messaging:
         this one takes the device's exchange lock, sends `data` as
         tunnel_exchange does and returns the exchange `w`; the answer (or a
         fault) sets `flag` (shared by the caller's exchanges); then
-        `tunnel_answered(w)` says whether this one's came, and
-        `tunnel_answer(w, answered)` ends it (the lock released) and returns
-        the answer or raises as tunnel_exchange (answered False: at the
-        deadline, "timeout"; None: ends it only, for a caller cancelled
-        meanwhile). DeliveryError here too. match=False: no answer is
+        `tunnel_left(w)` is the ms left before its deadline while neither
+        came, and `tunnel_answer(w, True)` ends it (the lock released) and
+        returns the answer or raises as tunnel_exchange ("timeout" when
+        none came; `tunnel_answer(w, None)` ends it only, for a caller
+        cancelled meanwhile). DeliveryError here too. match=False: no answer is
         awaited (tunnel_send). With a key, the answer is the TransferData
         for which match(data, key) is true (a function and its argument:
         no closure made per exchange)."""
@@ -605,9 +605,12 @@ class Messaging:
             raise
         return w
 
-    def tunnel_answered(self, w):
-        """True once the exchange's answer (or a fault) came."""
-        return w[1] is not None or w[2] is not None
+    def tunnel_left(self, w):
+        """ms left before the exchange's deadline while neither its answer
+        nor a fault came; 0 once one came or the deadline passed."""
+        if w[1] is not None or w[2] is not None:
+            return 0
+        return max(0, _left(w[6]))
 
     def tunnel_answer(self, w, answered):
         eh = w[4]
@@ -618,7 +621,7 @@ class Messaging:
             self._release(self._locks, eh)
         if answered is None:
             return None
-        if not answered:
+        if not answered or w[1] is None and w[2] is None:
             raise DeliveryError("timeout", "no answer from %s" % eh)
         if w[2] is not None:
             raise w[2]

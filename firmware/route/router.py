@@ -46,6 +46,7 @@ _COUNTERS = ("chf", "gpf", "tunnel", "buffered", "unknown", "refused_full", "und
 _LOCAL_RETRY_S = const(10)  # retry period of the GSME responses waiting for their HAN device
 _HHT_MAX = const(16)  # HHT commands for the GSME (and their responses) kept
 _STARTING = const(2)  # ESME deliveries in their starting phase (tunnel opened, frame sent) at once
+_LONGEST_MS = const(600000)  # the longest esme_timeout_ms (RANGES)
 DEFAULTS = {
     "esme_timeout_ms": 10000,  # tunnel exchange with an ESME (no answer -> 0x8F84)
     "capacity": 32,  # messages per sleepy device
@@ -124,7 +125,7 @@ class Router:
     `chf.dlms_alert`), the identity (own EUIs, GPF parties), the Device Log,
     the event and security logs, utc2000() -> UTC seconds since 2000; and,
     None where a test leaves them out, the GPF service, the coordinator
-    (`tunnel_ask`/`tunnel_answered`/`tunnel_answer`: tunnel_exchange in
+    (`tunnel_ask`/`tunnel_left`/`tunnel_answer`: tunnel_exchange in
     parts; `tunnel_exchange` for a delivery awaited inline) and
     emit(frame, kind) (the WAN outbox)."""
 
@@ -174,10 +175,12 @@ class Router:
         self._waiting = []
         self._running = []
         self._starting = 0
-        # deliveries sent, awaiting their answers: (EUI hex, message id,
-        # the coordinator's exchange, ticks at the start, deadline) each, no
-        # task and no coroutine frame; one task (_collect, while any is
-        # left) waits on _answered, which the coordinator sets at each answer
+        # deliveries sent, awaiting their answers: three slots each in one
+        # flat list (the coordinator's exchange, message id, ticks at the
+        # start; the EUI is the message id's target, the deadline the
+        # exchange's), no tuple, task or coroutine frame; one task
+        # (_collect, while any is left) waits on _answered, which the
+        # coordinator sets at each answer
         self._answering = []
         self._answered = Flag()
         self._collecting = False
@@ -368,10 +371,10 @@ class Router:
     async def _send(self, eh, mid, data, deadline):
         # a delivery's starting phase, in a task of its own (at most
         # _STARTING at once): the tunnel opened if needed and the frame sent
-        # (coordinator.tunnel_ask). Then the delivery awaits its answer as a
-        # record in _answering, (EUI hex, message id, exchange, ticks at the
-        # start, deadline), and this task ends; a delivery not sent gets its
-        # 0x8F84 here
+        # (coordinator.tunnel_ask). Then the delivery awaits its answer as
+        # three slots in _answering (exchange, message id, ticks at the
+        # start), and this task ends; a delivery not sent gets its 0x8F84
+        # here
         w = None
         reason = "no_route"
         try:
@@ -405,7 +408,7 @@ class Router:
             else:
                 await self._done(eh, mid, None, reason)
             return
-        self._answering.append((eh, mid, w, t0, deadline))
+        self._answering.extend((w, mid, t0))
         if self._collecting:
             self._answered.set()  # its deadline counted in
         else:
@@ -425,36 +428,38 @@ class Router:
             while q:
                 f.clear()
                 i = 0
-                due = None
+                due = _LONGEST_MS
+                ended = False
                 while i < len(q):
-                    r = q[i]
-                    w = r[2]
-                    answered = c.tunnel_answered(w)
-                    if not answered and asyncio.ticks_diff(r[4], asyncio.ticks()) > 0:
-                        if due is None or asyncio.ticks_diff(r[4], due) < 0:
-                            due = r[4]
-                        i += 1
+                    w = q[i]
+                    left = c.tunnel_left(w)
+                    if left > 0:
+                        due = min(due, left)
+                        i += 3
                         continue
-                    del q[i]
+                    mid = q[i + 1]
+                    t0 = q[i + 2]
+                    del q[i : i + 3]
                     resp = None
                     reason = "tunnel"
                     try:
-                        resp = c.tunnel_answer(w, answered)
-                        self.last_esme_ms = asyncio.ticks_diff(asyncio.ticks(), r[3])
+                        resp = c.tunnel_answer(w, True)
+                        self.last_esme_ms = asyncio.ticks_diff(asyncio.ticks(), t0)
                         resp = bytes(resp) if resp is not None and len(resp) else None
                     except OSError as e:  # han.coordinator.DeliveryError ("timeout", "tunnel")
                         reason = getattr(e, "reason", None) or "tunnel"
                     except ValueError as e:  # a malformed reply from the device
-                        log("route", "tunnel reply from %s unusable: %r" % (r[0], e))
+                        log("route", "tunnel reply for %s unusable: %r" % (hex_text(mid), e))
                     w = None
-                    await self._done(r[0], r[1], resp, reason)
-                if due is not None:
-                    await f.wait_ms(max(1, asyncio.ticks_diff(due, asyncio.ticks())))
+                    await self._done(eui_hex(mid[8:16]), mid, resp, reason)
+                    ended = True
+                if q and not ended:  # after an end (time passed in _done) all are looked at again first
+                    await f.wait_ms(due)
         except BaseException:  # cancelled: every exchange ended, no outcome
             while q:
-                r = q.pop()
-                c.tunnel_answer(r[2], None)
-                self._ended(r[0])
+                c.tunnel_answer(q[0], None)
+                self._ended(eui_hex(q[1][8:16]))
+                del q[:3]
             raise
         finally:
             self._collecting = False

@@ -3,10 +3,11 @@
 # EUI-64, refusal of unknown recipients (security log), the GSME buffer's
 # GET/PUT protocol, 0x8F84 on an undeliverable ESME command, 0x819D on
 # expiry, a full queue, a removed device's queue. The HAN side is a small
-# stand-in here (tunnel_ask, tunnel_answered, tunnel_answer, tunnel_exchange); tests/test_hil_route.py runs the real one.
+# stand-in here (tunnel_ask, tunnel_left, tunnel_answer, tunnel_exchange); tests/test_hil_route.py runs the real one.
 import asyncio
 import gc
 import os
+import time
 from binascii import a2b_base64, unhexlify
 
 import codes
@@ -108,7 +109,8 @@ class _Coordinator:
                 await self.ask_gate.wait()
             finally:
                 self.asking -= 1
-        w = [flag, self.gate is None or self.gate.ev.is_set()]  # the exchange: its flag, answered
+        # the exchange: its flag, answered, deadline
+        w = [flag, self.gate is None or self.gate.ev.is_set(), time.ticks_add(time.ticks_ms(), timeout_ms)]
         if not w[1]:
             self.gate.held.append(w)
         elif flag is not None:
@@ -121,13 +123,13 @@ class _Coordinator:
             await self.gate.wait()
         return self.tunnel_answer(w, True)
 
-    def tunnel_answered(self, w):
-        return w[1]
+    def tunnel_left(self, w):
+        return 0 if w[1] else max(0, time.ticks_diff(w[2], time.ticks_ms()))
 
     def tunnel_answer(self, w, answered):
         if answered is None:
             return None
-        if not answered:
+        if not answered or not w[1]:
             e = _DeliveryError("timeout")
             e.reason = "timeout"
             raise e

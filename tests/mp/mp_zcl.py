@@ -438,7 +438,7 @@ def _eight_exchanges(router_way, opening=False):
     # caller hands its message over in a one-item list, as the router's
     # delivery tasks do. router_way: awaited as the router awaits its
     # deliveries (tunnel_ask with the router's one Flag for all answers, its
-    # task then ended; tunnel_answered, tunnel_answer), else by
+    # task then ended; tunnel_left, tunnel_answer), else by
     # tunnel_exchange. opening: the hub opens each tunnel first (RequestTunnel,
     # answered once all eight wait for it). -> (most sends at once, bytes an
     # exchange while the sends are held (opening: while it awaits its
@@ -474,7 +474,7 @@ def _eight_exchanges(router_way, opening=False):
         # as the router's _collect: the answered exchanges ended, one waiter
         while held:
             answered.clear()
-            for w in [w for w in held if m.tunnel_answered(w)]:
+            for w in [w for w in held if not m.tunnel_left(w)]:
                 held.remove(w)
                 answers.append(m.tunnel_answer(w, True))
             if held:
@@ -651,7 +651,7 @@ def test_tunnel_sends_are_capped_and_a_waiting_exchange_holds_little():
 def test_an_exchange_awaited_by_its_flag_holds_no_frame_of_its_own():
     # The router awaits its deliveries' answers with one waiter (tunnel_ask
     # sends and returns the exchange, the answer sets the router's one Flag,
-    # tunnel_answered and tunnel_answer end it): no coroutine frame of
+    # tunnel_left and tunnel_answer end it): no coroutine frame of
     # tunnel_exchange's (~150 bytes on the 32-bit build) and (branch
     # deliver) no Flag of the exchange's own nor a task per delivery.
     # Measured awaiting the answer: 756 (tunnel_exchange) -> 564 (the
