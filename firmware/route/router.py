@@ -479,7 +479,7 @@ class Router:
             self._ended(eh)
 
     def _ended(self, eh):
-        # a delivery taken as a task is over: the device's next may start
+        # a delivery taken is over: the device's next may start
         self._running.remove(eh)
         self.deliveries -= 1
         self._start()

@@ -139,14 +139,6 @@ class _Coordinator:
             raise e
         return self.reply
 
-    async def _gated(self):  # the tunnel_wait of main (e16d9ba)'s router
-        if self.gate is not None:
-            await self.gate.wait()
-        return True
-
-    def tunnel_wait(self, w):
-        return self._gated()
-
 
 def _matches(co, i, data):
     # the i-th match the router gave: match(data), or with a key match(data, key)
@@ -469,13 +461,12 @@ def test_an_esme_delivery_in_flight_holds_little():
     # delivery). The message id, not the parsed frame (a Frame and its
     # views, ~360 bytes on the 32-bit build), a match closing over that id
     # alone, no RAM copy of the KV esme_inflight keys, and (branch deliver)
-    # no task and no coroutine frame per delivery: a record each in
+    # no task, coroutine frame or tuple per delivery: three slots each in
     # _answering, collected by one task woken by the answers' Flag or at
     # the earliest deadline; its match a module function and the message id
-    # as its key (tunnel_ask's key=), no closure. Measured 1004 -> 304 bytes
-    # a delivery on the 64-bit unix port, 532 -> 180 on the 32-bit build;
-    # the bound in words
-    # (8, 4). esme_timeout_ms counts from acceptance: the one meter that
+    # as its key (tunnel_ask's key=), no closure. Measured 1004 -> 288 bytes
+    # a delivery on the 64-bit unix port, 532 -> 174 on the 32-bit build;
+    # the bound in words (8, 4). esme_timeout_ms counts from acceptance: the one meter that
     # never answers gets its 0x8F84 ("timeout"), the others' responses go out
     import sys
 
