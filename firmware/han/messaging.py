@@ -530,15 +530,16 @@ class Messaging:
         finally:
             self._sender_done()
 
-    async def tunnel_exchange(self, eui, data, timeout_ms=_EXCHANGE_TIMEOUT_MS, match=None):
+    async def tunnel_exchange(self, eui, data, timeout_ms=_EXCHANGE_TIMEOUT_MS, match=None, key=None):
         """Send `data` over the ZSE tunnel to the device (opening one if
         needed), return the device's next TransferData on it (bytes); with
         match(data) -> bool, the next one it accepts (the others, e.g. an
-        alert the device sends meanwhile, go to on_tunnel_message).
+        alert the device sends meanwhile, go to on_tunnel_message); with a
+        key too, the next one for which match(data, key) is true.
         `data` as a one-item list is taken out of it: then the exchange
         alone holds it, and lets go of it once sent.
         DeliveryError.reason: "no_route" | "tunnel" | "timeout"."""
-        w = await self.tunnel_ask(eui, data, timeout_ms, match)
+        w = await self.tunnel_ask(eui, data, timeout_ms, match, None, key)
         try:
             ok = await w[0].wait_ms(_left(w[6]))
         except BaseException:  # cancelled

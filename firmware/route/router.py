@@ -93,11 +93,8 @@ def response_to(f):
     response to command f (CRA 2, originator = f's recipient, the command's
     originator counter re-used, PROTOCOLS.md section 1). Anything else the
     device sends meanwhile (an alert, say) goes to on_tunnel_message."""
-    return _matcher(message_id(f))
+    mid = message_id(f)
 
-
-def _matcher(mid):
-    # response_to by the command's message id: the closure holds mid alone
     def match(reply):
         return _answers(reply, mid)
 
@@ -105,6 +102,7 @@ def _matcher(mid):
 
 
 def _answers(reply, mid):
+    # the match of a delivery (tunnel_ask's key: the command's message id)
     try:
         g = gframe.parse(reply)
     except ValueError:
@@ -373,8 +371,8 @@ class Router:
         # _STARTING at once): the tunnel opened if needed and the frame sent
         # (coordinator.tunnel_ask). Then the delivery awaits its answer as
         # three slots in _answering (exchange, message id, ticks at the
-        # start), and this task ends; a delivery not sent gets its 0x8F84
-        # here
+        # start), and this task ends; a delivery not sent goes there too
+        # (None, message id, the reason) for its 0x8F84
         w = None
         reason = "no_route"
         try:
@@ -384,7 +382,7 @@ class Router:
             if c is not None and ms <= 0:  # waited its whole time to start: not sent
                 reason = "timeout"
             elif c is not None:
-                t0 = asyncio.ticks()
+                reason = asyncio.ticks()
                 try:
                     w = await c.tunnel_ask(eh, data, ms, _answers, self._answered, mid)
                 except OSError as e:  # han.coordinator.DeliveryError and link faults
@@ -392,23 +390,18 @@ class Router:
                 except ValueError as e:
                     reason = "tunnel"
                     log("route", "tunnel to %s unusable: %r" % (eh, e))
-        except Exception as e:  # noqa: BLE001 - a failed delivery never takes the router down
+        except BaseException as e:  # cancelled, or a fault: its KV esme_inflight key stays (the next boot's 0x8F84)
+            self._running.remove(eh)
+            self.deliveries -= 1
+            if not isinstance(e, Exception):
+                raise
             log("route", "delivery to %s failed: %r" % (eh, e))
-            reason = None
-        except BaseException:  # cancelled
-            self._ended(eh)
-            raise
+            return
         finally:
             data = None
             self._starting -= 1  # sent (or failed): the next may start
             self._start()
-        if w is None:
-            if reason is None:  # its KV esme_inflight key stays: the next boot's 0x8F84
-                self._ended(eh)
-            else:
-                await self._done(eh, mid, None, reason)
-            return
-        self._answering.extend((w, mid, t0))
+        self._answering.extend((w, mid, reason))
         if self._collecting:
             self._answered.set()  # its deadline counted in
         else:
@@ -419,8 +412,9 @@ class Router:
         # the one task for every delivery awaiting its answer (_answering):
         # woken by the coordinator (an exchange's answer or fault sets
         # _answered) or at the earliest deadline; each answered or late
-        # delivery's exchange is ended (tunnel_answer) and its outcome
-        # emitted (_done). Ends when none is left
+        # delivery's exchange is ended (tunnel_answer), its response or
+        # 0x8F84 emitted, then its KV esme_inflight key deleted. Ends when
+        # none is left
         c = self.coordinator
         q = self._answering
         f = self._answered
@@ -432,57 +426,53 @@ class Router:
                 ended = False
                 while i < len(q):
                     w = q[i]
-                    left = c.tunnel_left(w)
+                    left = 0 if w is None else c.tunnel_left(w)
                     if left > 0:
                         due = min(due, left)
                         i += 3
                         continue
                     mid = q[i + 1]
-                    t0 = q[i + 2]
+                    reason = q[i + 2]  # the reason it was not sent, else its start (ticks)
                     del q[i : i + 3]
+                    eh = eui_hex(mid[8:16])
                     resp = None
-                    reason = "tunnel"
+                    if w is not None:
+                        try:
+                            resp = c.tunnel_answer(w, True)
+                            self.last_esme_ms = asyncio.ticks_diff(asyncio.ticks(), reason)
+                            resp = bytes(resp) if resp is not None and len(resp) else None
+                            reason = "tunnel"
+                        except OSError as e:  # han.coordinator.DeliveryError ("timeout", "tunnel")
+                            reason = getattr(e, "reason", None) or "tunnel"
+                        except ValueError as e:  # a malformed reply from the device
+                            reason = "tunnel"
+                            log("route", "tunnel reply from %s unusable: %r" % (eh, e))
+                        w = None
                     try:
-                        resp = c.tunnel_answer(w, True)
-                        self.last_esme_ms = asyncio.ticks_diff(asyncio.ticks(), t0)
-                        resp = bytes(resp) if resp is not None and len(resp) else None
-                    except OSError as e:  # han.coordinator.DeliveryError ("timeout", "tunnel")
-                        reason = getattr(e, "reason", None) or "tunnel"
-                    except ValueError as e:  # a malformed reply from the device
-                        log("route", "tunnel reply for %s unusable: %r" % (hex_text(mid), e))
-                    w = None
-                    await self._done(eui_hex(mid[8:16]), mid, resp, reason)
+                        if resp is not None:
+                            await self._emit(resp, "response")
+                        else:
+                            await self._emit(self._undelivered(eh, mid, reason), "alert")
+                        self.inflight.delete(hex_text(mid).upper())  # answered (or 0x8F84) on flash in the outbox
+                    except Exception as e:  # noqa: BLE001 - a failed delivery never takes the router down
+                        log("route", "delivery to %s failed: %r" % (eh, e))
+                    finally:
+                        self._running.remove(eh)
+                        self.deliveries -= 1
+                        self._start()
                     ended = True
-                if q and not ended:  # after an end (time passed in _done) all are looked at again first
+                if q and not ended:  # after an end (time passed emitting) all are looked at again first
                     await f.wait_ms(due)
         except BaseException:  # cancelled: every exchange ended, no outcome
             while q:
-                c.tunnel_answer(q[0], None)
-                self._ended(eui_hex(q[1][8:16]))
+                if q[0] is not None:
+                    c.tunnel_answer(q[0], None)
+                self._running.remove(eui_hex(q[1][8:16]))
+                self.deliveries -= 1
                 del q[:3]
             raise
         finally:
             self._collecting = False
-
-    async def _done(self, eh, mid, resp, reason):
-        # a delivery's outcome: its response or 0x8F84 emitted, then its KV
-        # esme_inflight key deleted
-        try:
-            if resp is not None:
-                await self._emit(resp, "response")
-            else:
-                await self._emit(self._undelivered(eh, mid, reason), "alert")
-            self.inflight.delete(hex_text(mid).upper())  # answered (or 0x8F84) on flash in the outbox
-        except Exception as e:  # noqa: BLE001 - a failed delivery never takes the router down
-            log("route", "delivery to %s failed: %r" % (eh, e))
-        finally:
-            self._ended(eh)
-
-    def _ended(self, eh):
-        # a delivery taken is over: the device's next may start
-        self._running.remove(eh)
-        self.deliveries -= 1
-        self._start()
 
     async def _tunnel(self, eh, mid, data):
         # -> (response or None, [0x8F84]): a delivery awaited inline
@@ -494,7 +484,7 @@ class Router:
         if c is not None:
             t0 = asyncio.ticks()
             try:
-                resp = await c.tunnel_exchange(eh, data, self.cfg["esme_timeout_ms"], _matcher(mid))
+                resp = await c.tunnel_exchange(eh, data, self.cfg["esme_timeout_ms"], _answers, mid)
                 self.last_esme_ms = asyncio.ticks_diff(asyncio.ticks(), t0)
                 if resp is not None and len(resp):
                     resp = bytes(resp)

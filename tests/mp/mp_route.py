@@ -117,8 +117,8 @@ class _Coordinator:
             flag.set()
         return w
 
-    async def tunnel_exchange(self, eui_hex, data, timeout_ms=0, match=None):
-        w = await self.tunnel_ask(eui_hex, data, timeout_ms, match)
+    async def tunnel_exchange(self, eui_hex, data, timeout_ms=0, match=None, key=None):
+        w = await self.tunnel_ask(eui_hex, data, timeout_ms, match, None, key)
         if self.gate is not None:
             await self.gate.wait()
         return self.tunnel_answer(w, True)
@@ -360,7 +360,7 @@ def test_esme_round_trip_and_undelivered_alert():
     hub.coordinator.reply = rsp
     assert run(r.route_wait(cmd)) == (rsp, [])
     assert hub.coordinator.sent == [(ESME, cmd, R.DEFAULTS["esme_timeout_ms"])]
-    assert hub.coordinator.matches[0](rsp) is True
+    assert _matches(hub.coordinator, 0, rsp) is True
     acb_d = _acb_private()
     for i, reason in enumerate(("no_route", "tunnel", "timeout")):
         hub.coordinator.fail = reason
