@@ -293,6 +293,7 @@ class Router:
             # the task holds the frame and its message id, not the parsed
             # view (a Frame of ~360 bytes on a 32-bit port)
             mid = message_id(f)
+            rh = self.device_log.key(rh) or rh  # the Device Log's own text: _waiting and _running share it
             self.inflight.set(hex_text(mid).upper(), 1)
             self.deliveries += 1
             # esme_timeout_ms counts from here, waiting to start included
