@@ -82,7 +82,7 @@ class Messaging:
         self._tinfo = {}  # server tunnel id -> (device ep, device max incoming)
         self._client = {}  # eui hex -> (tunnel id, device ep, False, max in): tunnels we opened
         self._opening = {}  # eui hex -> [event, (tid, status, max in)]
-        self._exchange = {}  # eui hex -> [event, reply, error]
+        self._exchange = {}  # eui hex -> the exchange awaiting its answer (tunnel_ask's w)
         self._locks = {}  # eui hex -> True or [asyncio.Lock, users] (one exchange at a time), while used
         self._tx_locks = {}  # eui hex -> True or [asyncio.Lock, users] (fragments of one frame together), while used
         self._sent = {}  # message tag -> [event, status]
