@@ -13,8 +13,8 @@
 # * Tunneling 0x0704: devices open tunnels to the hub (hub = server) and the
 #   hub opens tunnels to devices (hub = client) when it must send first;
 #   tunnel_exchange() sends one message and returns the device's next
-#   TransferData on that tunnel (or in parts: tunnel_ask sends, the caller
-#   awaits tunnel_wait, tunnel_answer ends it; at most _SENDERS tunnel
+#   TransferData on that tunnel (or in parts: tunnel_ask sends, the answer
+#   sets the caller's Flag, tunnel_answer ends it; at most _SENDERS tunnel
 #   messages are being sent at once); device-initiated TransferData goes to
 #   on_tunnel_message(eui, data, True) whose answer goes back on the same
 #   tunnel; the True promises that on_tunnel_reply(eui, delivered) follows
@@ -82,9 +82,9 @@ class Messaging:
         self._tinfo = {}  # server tunnel id -> (device ep, device max incoming)
         self._client = {}  # eui hex -> (tunnel id, device ep, False, max in): tunnels we opened
         self._opening = {}  # eui hex -> [event, (tid, status, max in)]
-        self._exchange = {}  # eui hex -> [event, reply, error]
-        self._locks = {}  # eui hex -> [asyncio.Lock, users] (one exchange at a time), while used
-        self._tx_locks = {}  # eui hex -> [asyncio.Lock, users] (fragments of one frame together), while used
+        self._exchange = {}  # eui hex -> the exchange awaiting its answer (tunnel_ask's w)
+        self._locks = {}  # eui hex -> True or [asyncio.Lock, users] (one exchange at a time), while used
+        self._tx_locks = {}  # eui hex -> True or [asyncio.Lock, users] (fragments of one frame together), while used
         self._sent = {}  # message tag -> [event, status]
         self._requests = {}  # (eui hex, cluster, tsn) -> [event, answer frame]
         self._eps = {}  # eui hex -> the endpoint it last sent from
@@ -131,36 +131,38 @@ class Messaging:
     async def _acquire(self, table, eh):
         # a device's lock exists while someone holds or waits for it: two
         # idle Locks per joined device were ~300 bytes each for the hub's
-        # life. table[eh] = [Lock or None, users]; users counts holder and
-        # waiters (Lock.locked() is False while a release hands the lock to
-        # a waiter). The asyncio.Lock is made only when a second user comes
-        # (taken at once for the holder, who releases it): an exchange in
-        # flight alone, an ESME delivery awaiting its answer, holds none
+        # life. table[eh] is True while one user holds it and none waits
+        # (no object: an exchange in flight alone, an ESME delivery awaiting
+        # its answer, holds nothing), else [Lock, users]; users counts
+        # holder and waiters (Lock.locked() is False while a release hands
+        # the lock to a waiter). The asyncio.Lock is made when a second user
+        # comes (taken at once for the holder, who releases it)
         u = table.get(eh)
         if u is None:
-            u = table[eh] = [None, 1]
-            return u
+            table[eh] = True
+            return
+        if u is True:
+            u = table[eh] = [asyncio.Lock(), 1]
+            await u[0].acquire()  # free: no wait (asyncio's Lock takes a free lock without yielding)
         u[1] += 1
-        lk = u[0]
-        if lk is None:
-            lk = u[0] = asyncio.Lock()
-            await lk.acquire()  # free: no wait (asyncio's Lock takes a free lock without yielding)
         try:
-            await lk.acquire()
+            await u[0].acquire()
         except BaseException:  # cancelled while waiting
-            self._drop_user(table, eh, u)
+            self._drop_user(table, eh)
             raise
-        return u
 
-    def _drop_user(self, table, eh, u):
-        u[1] -= 1
-        if u[1] <= 0 and table.get(eh) is u:
+    def _drop_user(self, table, eh):
+        u = table.get(eh)
+        if u is True or u is not None and u[1] <= 1:
             del table[eh]
+        elif u is not None:
+            u[1] -= 1
 
-    def _release(self, table, eh, u):
-        if u[0] is not None:
+    def _release(self, table, eh):
+        u = table.get(eh)
+        if u is not None and u is not True:
             u[0].release()  # hands the lock straight to a waiting task, if any
-        self._drop_user(table, eh, u)
+        self._drop_user(table, eh)
 
     # -- sending ------------------------------------------------------------------
 
@@ -201,7 +203,7 @@ class Messaging:
         node = self._node(eh)
         n = len(frame)
         deadline = time.ticks_add(_ms(), timeout_ms)
-        lk = await self._acquire(self._tx_locks, eh)
+        await self._acquire(self._tx_locks, eh)
         try:
             if n <= FRAG_SIZE:
                 await self._unicast(node, cluster_id, dst_ep, frame, APS_OPTIONS, 0, deadline)
@@ -215,7 +217,7 @@ class Messaging:
                                     APS_OPTIONS | APS_OPTION_FRAGMENT, (count << 8) | i, deadline)
                 self.counters["frag_tx"] += 1
         finally:
-            self._release(self._tx_locks, eh, lk)
+            self._release(self._tx_locks, eh)
 
     async def zcl_request(self, eui, dst_ep, cluster_id, frame, timeout_ms=_SEND_TIMEOUT_MS):
         """Send a client -> server ZCL frame (its TSN from next_tsn()) and
@@ -381,7 +383,8 @@ class Messaging:
         here so that its delivery can be reported to on_tunnel_reply."""
         self.counters["tunnel_rx"] += 1
         w = self._exchange.get(eh)
-        if w is not None and w[1] is None and w[2] is None and (w[3] is None or w[3](data)):
+        if w is not None and w[1] is None and w[2] is None and (
+                w[3] is None or (w[3](data) if w[7] is None else w[3](data, w[7]))):
             w[1] = bytes(data)
             w[0].set()
             return None
@@ -527,47 +530,55 @@ class Messaging:
         finally:
             self._sender_done()
 
-    async def tunnel_exchange(self, eui, data, timeout_ms=_EXCHANGE_TIMEOUT_MS, match=None):
+    async def tunnel_exchange(self, eui, data, timeout_ms=_EXCHANGE_TIMEOUT_MS, match=None, key=None):
         """Send `data` over the ZSE tunnel to the device (opening one if
         needed), return the device's next TransferData on it (bytes); with
         match(data) -> bool, the next one it accepts (the others, e.g. an
-        alert the device sends meanwhile, go to on_tunnel_message).
+        alert the device sends meanwhile, go to on_tunnel_message); with a
+        key too, the next one for which match(data, key) is true.
         `data` as a one-item list is taken out of it: then the exchange
         alone holds it, and lets go of it once sent.
         DeliveryError.reason: "no_route" | "tunnel" | "timeout"."""
-        w = await self.tunnel_ask(eui, data, timeout_ms, match)
+        w = await self.tunnel_ask(eui, data, timeout_ms, match, None, key)
         try:
-            ok = await self.tunnel_wait(w)
+            ok = await w[0].wait_ms(_left(w[6]))
         except BaseException:  # cancelled
             self.tunnel_answer(w, None)
             raise
         return self.tunnel_answer(w, ok)
 
-    async def tunnel_ask(self, eui, data, timeout_ms=_EXCHANGE_TIMEOUT_MS, match=None):
-        """tunnel_exchange in three parts, for a caller that awaits the
-        answer itself with no coroutine frame of the exchange's (the
-        router's ESME deliveries): this one takes the device's exchange
-        lock, sends `data` as tunnel_exchange does and returns the exchange
-        `w`; `await tunnel_wait(w)` -> answered in time; then
-        `tunnel_answer(w, answered)` ends it (the lock released) and returns
-        the answer or raises as tunnel_exchange (answered None: ends it
-        only, for a caller cancelled meanwhile). DeliveryError here too.
-        match=False: no answer is awaited (tunnel_send)."""
+    async def tunnel_ask(self, eui, data, timeout_ms=_EXCHANGE_TIMEOUT_MS, match=None, flag=None, key=None):
+        """tunnel_exchange in two parts, for a caller that awaits many
+        answers with one waiter (the router's ESME deliveries: no coroutine
+        frame and no Flag of the exchange's while the answer is awaited):
+        this one takes the device's exchange lock, sends `data` as
+        tunnel_exchange does and returns the exchange `w`; the answer (or a
+        fault) sets `flag` (shared by the caller's exchanges); then
+        `tunnel_left(w)` is the ms left before its deadline while neither
+        came, and `tunnel_answer(w, True)` ends it (the lock released) and
+        returns the answer or raises as tunnel_exchange ("timeout" when
+        none came; `tunnel_answer(w, None)` ends it only, for a caller
+        cancelled meanwhile). DeliveryError here too. match=False: no answer is
+        awaited (tunnel_send). With a key, the answer is the TransferData
+        for which match(data, key) is true (a function and its argument:
+        no closure made per exchange)."""
         if isinstance(data, list):
             data = data.pop()
         eh = self._eh(eui)
         self._node(eh)
         deadline = time.ticks_add(_ms(), timeout_ms)
-        lk = await self._acquire(self._locks, eh)
-        # [Flag, answer, error, match, eh, lock entry, deadline]
-        w = [Flag(), None, None, match, eh, lk, deadline]
+        await self._acquire(self._locks, eh)
+        # [Flag, answer, error, match, eh, holds the lock, deadline, key]
+        w = [flag, None, None, match, eh, True, deadline, key]
         try:
             self.counters["pushes" if match is False else "exchanges"] += 1
             # the device's own tunnel, else one the hub opens: RequestTunnel,
-            # its answer awaited here on w's Flag (no frames below this one)
+            # its answer awaited here on a Flag of the exchange's own (no
+            # frames below this one)
             t = self._tunnel_for(eh)
             if t is None:
                 ep = self._eps.get(eh, 1)
+                w[0] = Flag()
                 self._opening[eh] = w
                 try:
                     await self._send_capped(eh, ep, None, _request_frame(self.next_tsn()), deadline)
@@ -578,12 +589,16 @@ class Messaging:
                 tid, st, max_in = w[1]
                 w[1] = None
                 w[0].clear()
+                if flag is not None:
+                    w[0] = flag
                 if st != T.TUNNEL_SUCCESS:
                     raise DeliveryError("tunnel", "%s refused the tunnel: status %d" % (eh, st))
                 t = self._client[eh] = (tid, ep, False, max_in or MAX_MESSAGE)
             if len(data) > t[3]:
                 raise DeliveryError("tunnel", "%d bytes exceed the device's %d" % (len(data), t[3]))
             if match is not False:
+                if w[0] is None:
+                    w[0] = Flag()
                 self._exchange[eh] = w
             await self._send_capped(eh, 0, t, data, deadline)
         except BaseException:
@@ -591,22 +606,23 @@ class Messaging:
             raise
         return w
 
-    def tunnel_wait(self, w):
-        """The exchange's answer awaited: `await tunnel_wait(w)` -> True
-        once it came (or failed), False at its deadline."""
-        return w[0].wait_ms(_left(w[6]))
+    def tunnel_left(self, w):
+        """ms left before the exchange's deadline while neither its answer
+        nor a fault came; 0 once one came or the deadline passed."""
+        if w[1] is not None or w[2] is not None:
+            return 0
+        return max(0, _left(w[6]))
 
     def tunnel_answer(self, w, answered):
         eh = w[4]
         if self._exchange.get(eh) is w:
             del self._exchange[eh]
-        lk = w[5]
-        if lk is not None:
+        if w[5]:
             w[5] = None
-            self._release(self._locks, eh, lk)
+            self._release(self._locks, eh)
         if answered is None:
             return None
-        if not answered:
+        if not answered or w[1] is None and w[2] is None:
             raise DeliveryError("timeout", "no answer from %s" % eh)
         if w[2] is not None:
             raise w[2]

@@ -3,9 +3,10 @@
 #   the CHF (chf.handle), the GPF (gpf.handle),
 #   a tunnel-connected device in the CHF Device Log (ESME, HCALCS, PPMID ...)
 #     over the ZSE tunnel (coordinator.tunnel_ask, in a task of its own
-#     holding its 25-byte message id and one coroutine frame, and the frame
-#     until it is sent; the answer awaited on the exchange's Flag: the
-#     response or 0x8F84 leaves later through emit), or
+#     while the tunnel is opened and the frame sent; then the answer is
+#     awaited as a record, with no task of its own, by the one task that
+#     collects every delivery's answer: the response or 0x8F84 leaves
+#     later through emit), or
 #   the GSME's persistent command buffer (route/buffer.py), from which the
 #     sleepy GSME GETs it over the tunnel;
 # and a frame for an EUI that is none of these is refused and written to the
@@ -45,13 +46,14 @@ _COUNTERS = ("chf", "gpf", "tunnel", "buffered", "unknown", "refused_full", "und
 _LOCAL_RETRY_S = const(10)  # retry period of the GSME responses waiting for their HAN device
 _HHT_MAX = const(16)  # HHT commands for the GSME (and their responses) kept
 _STARTING = const(2)  # ESME deliveries in their starting phase (tunnel opened, frame sent) at once
+_LONGEST_MS = const(600000)  # the longest esme_timeout_ms (RANGES)
 DEFAULTS = {
     "esme_timeout_ms": 10000,  # tunnel exchange with an ESME (no answer -> 0x8F84)
     "capacity": 32,  # messages per sleepy device
     "max_bytes": 1200,  # per message
     "expiry_s": 86400,  # unretrieved GSME command -> 0x819D
     "expiry_check_s": 30,  # how often the expiry job looks
-    "max_deliveries": 8,  # tunnel deliveries taken as tasks at once, started or waiting (beyond: inline)
+    "max_deliveries": 8,  # tunnel deliveries taken at once, waiting to start, starting or awaiting the answer (beyond: inline)
 }
 # route_config's ranges (inclusive): name, (lo, hi), ... (in flash when frozen)
 RANGES = const(("esme_timeout_ms", (100, 600000), "capacity", (1, 256), "max_bytes", (64, 4096),
@@ -91,11 +93,8 @@ def response_to(f):
     response to command f (CRA 2, originator = f's recipient, the command's
     originator counter re-used, PROTOCOLS.md section 1). Anything else the
     device sends meanwhile (an alert, say) goes to on_tunnel_message."""
-    return _matcher(message_id(f))
+    mid = message_id(f)
 
-
-def _matcher(mid):
-    # response_to by the command's message id: the closure holds mid alone
     def match(reply):
         return _answers(reply, mid)
 
@@ -103,6 +102,7 @@ def _matcher(mid):
 
 
 def _answers(reply, mid):
+    # the match of a delivery (tunnel_ask's key: the command's message id)
     try:
         g = gframe.parse(reply)
     except ValueError:
@@ -123,8 +123,9 @@ class Router:
     `chf.dlms_alert`), the identity (own EUIs, GPF parties), the Device Log,
     the event and security logs, utc2000() -> UTC seconds since 2000; and,
     None where a test leaves them out, the GPF service, the coordinator
-    (`tunnel_ask`/`tunnel_wait`/`tunnel_answer`: tunnel_exchange in parts)
-    and emit(frame, kind) (the WAN outbox)."""
+    (`tunnel_ask`/`tunnel_left`/`tunnel_answer`: tunnel_exchange in
+    parts; `tunnel_exchange` for a delivery awaited inline) and
+    emit(frame, kind) (the WAN outbox)."""
 
     def __init__(self, store, chf, identity, device_log, event_log, security_log, utc2000,
                  gpf=None, coordinator=None, emit=None, cfg=None):
@@ -163,7 +164,7 @@ class Router:
         self._replies = {}
         self.unsent = []  # late messages held in RAM when there is no emit
         self.last_esme_ms = None  # time inside tunnel_exchange for the last ESME command
-        self.deliveries = 0  # tunnel deliveries taken as tasks (started or waiting to start)
+        self.deliveries = 0  # tunnel deliveries taken (waiting to start, starting or awaiting the answer)
         # deliveries not started yet, oldest first: (EUI hex, message id,
         # frame, deadline in ticks), one record each, no task and no
         # coroutine frame. _start starts them, at most _STARTING in their
@@ -172,7 +173,16 @@ class Router:
         self._waiting = []
         self._running = []
         self._starting = 0
-        # ESME deliveries in flight (tasks): KV "esme_inflight", one key per
+        # deliveries sent, awaiting their answers: three slots each in one
+        # flat list (the coordinator's exchange, message id, ticks at the
+        # start; the EUI is the message id's target, the deadline the
+        # exchange's), no tuple, task or coroutine frame; one task
+        # (_collect, while any is left) waits on _answered, which the
+        # coordinator sets at each answer
+        self._answering = []
+        self._answered = Flag()
+        self._collecting = False
+        # ESME deliveries in flight: KV "esme_inflight", one key per
         # delivery (the message id in hex: originator | target | CRA |
         # counter), deleted once the response or 0x8F84 is emitted. Keys
         # left by a power cut get their 0x8F84 at boot. A cold store: no RAM
@@ -283,6 +293,7 @@ class Router:
             # the task holds the frame and its message id, not the parsed
             # view (a Frame of ~360 bytes on a 32-bit port)
             mid = message_id(f)
+            rh = self.device_log.key(rh) or rh  # the Device Log's own text: _waiting and _running share it
             self.inflight.set(hex_text(mid).upper(), 1)
             self.deliveries += 1
             # esme_timeout_ms counts from here, waiting to start included
@@ -354,76 +365,139 @@ class Router:
             self._starting += 1
             # the frame in a one-item list: tunnel_ask takes it out and lets
             # go of it once sent, so no copy stays while the answer is awaited
-            asyncio.create_task(self._tunnel(d[0], d[1], [d[2]], d[3]))
+            asyncio.create_task(self._send(d[0], d[1], [d[2]], d[3]))
 
-    async def _tunnel(self, eh, mid, data, deadline=None):
-        # -> (response or None, [0x8F84]); deadline (ticks): one delivery in
-        # a task of its own (the WAN receive loop is free; started by
-        # _start), which emits the outcome, then deletes the KV
-        # esme_inflight key, lets the next waiting deliveries start and
-        # returns None. One coroutine frame per delivery in flight: this one
-        starting = deadline is not None
+    async def _send(self, eh, mid, data, deadline):
+        # a delivery's starting phase, in a task of its own (at most
+        # _STARTING at once): the tunnel opened if needed and the frame sent
+        # (coordinator.tunnel_ask). Then the delivery awaits its answer as
+        # three slots in _answering (exchange, message id, ticks at the
+        # start), and this task ends; a delivery not sent goes there too
+        # (None, message id, the reason) for its 0x8F84
+        w = None
+        reason = "no_route"
         try:
             self.counters["tunnel"] += 1
             c = self.coordinator
-            reason = "no_route"
-            resp = None
-            ms = self.cfg["esme_timeout_ms"]
-            if deadline is not None:
-                ms = asyncio.ticks_diff(deadline, asyncio.ticks())
-                if c is not None and ms <= 0:  # waited its whole time to start: not sent
-                    c = None
-                    reason = "timeout"
-            if c is not None:
-                t0 = asyncio.ticks()
+            ms = asyncio.ticks_diff(deadline, asyncio.ticks())
+            if c is not None and ms <= 0:  # waited its whole time to start: not sent
+                reason = "timeout"
+            elif c is not None:
+                reason = asyncio.ticks()
                 try:
-                    # the answer awaited on the exchange's own Flag: no
-                    # coroutine frame of the coordinator's stays meanwhile
-                    try:
-                        w = await c.tunnel_ask(eh, data, ms, _matcher(mid))
-                    finally:
-                        data = None
-                        if starting:  # sent (or failed): the next may start
-                            starting = False
-                            self._starting -= 1
-                            self._start()
-                    try:
-                        ok = await c.tunnel_wait(w)
-                    except BaseException:  # cancelled
-                        c.tunnel_answer(w, None)
-                        raise
-                    resp = c.tunnel_answer(w, ok)
-                    w = None
-                    self.last_esme_ms = asyncio.ticks_diff(asyncio.ticks(), t0)
-                    if resp is not None and len(resp):
-                        resp = bytes(resp)
-                    else:
-                        resp = None
-                        reason = "tunnel"
+                    w = await c.tunnel_ask(eh, data, ms, _answers, self._answered, mid)
                 except OSError as e:  # han.coordinator.DeliveryError and link faults
                     reason = getattr(e, "reason", None) or "tunnel"
-                except ValueError as e:  # a malformed reply from the device
+                except ValueError as e:
                     reason = "tunnel"
-                    log("route", "tunnel reply from %s unusable: %r" % (eh, e))
-            alerts = [] if resp is not None else [self._undelivered(eh, mid, reason)]
-            if deadline is None:
-                return resp, alerts
-            if resp is not None:
-                await self._emit(resp, "response")
-            for a in alerts:
-                await self._emit(a, "alert")
-            self.inflight.delete(hex_text(mid).upper())  # answered (or 0x8F84) on flash in the outbox
-        except Exception as e:  # noqa: BLE001 - a failed delivery never takes the router down
-            if deadline is None:
+                    log("route", "tunnel to %s unusable: %r" % (eh, e))
+        except BaseException as e:  # cancelled, or a fault: its KV esme_inflight key stays (the next boot's 0x8F84)
+            self._running.remove(eh)
+            self.deliveries -= 1
+            if not isinstance(e, Exception):
                 raise
             log("route", "delivery to %s failed: %r" % (eh, e))
+            return
         finally:
-            if deadline is not None:
-                if starting:
-                    self._starting -= 1
-                self._running.remove(eh)
+            data = None
+            self._starting -= 1  # sent (or failed): the next may start
+            self._start()
+        self._answering.extend((w, mid, reason))
+        if self._collecting:
+            self._answered.set()  # its deadline counted in
+        else:
+            self._collecting = True
+            asyncio.create_task(self._collect())
+
+    async def _collect(self):
+        # the one task for every delivery awaiting its answer (_answering):
+        # woken by the coordinator (an exchange's answer or fault sets
+        # _answered) or at the earliest deadline; each answered or late
+        # delivery's exchange is ended (tunnel_answer), its response or
+        # 0x8F84 emitted, then its KV esme_inflight key deleted. Ends when
+        # none is left
+        c = self.coordinator
+        q = self._answering
+        f = self._answered
+        try:
+            while q:
+                f.clear()
+                i = 0
+                due = _LONGEST_MS
+                ended = False
+                while i < len(q):
+                    w = q[i]
+                    left = 0 if w is None else c.tunnel_left(w)
+                    if left > 0:
+                        due = min(due, left)
+                        i += 3
+                        continue
+                    mid = q[i + 1]
+                    reason = q[i + 2]  # the reason it was not sent, else its start (ticks)
+                    del q[i : i + 3]
+                    eh = eui_hex(mid[8:16])
+                    resp = None
+                    if w is not None:
+                        try:
+                            resp = c.tunnel_answer(w, True)
+                            self.last_esme_ms = asyncio.ticks_diff(asyncio.ticks(), reason)
+                            resp = bytes(resp) if resp is not None and len(resp) else None
+                            reason = "tunnel"
+                        except OSError as e:  # han.coordinator.DeliveryError ("timeout", "tunnel")
+                            reason = getattr(e, "reason", None) or "tunnel"
+                        except ValueError as e:  # a malformed reply from the device
+                            reason = "tunnel"
+                            log("route", "tunnel reply from %s unusable: %r" % (eh, e))
+                        w = None
+                    try:
+                        if resp is not None:
+                            await self._emit(resp, "response")
+                        else:
+                            await self._emit(self._undelivered(eh, mid, reason), "alert")
+                        self.inflight.delete(hex_text(mid).upper())  # answered (or 0x8F84) on flash in the outbox
+                    except Exception as e:  # noqa: BLE001 - a failed delivery never takes the router down
+                        log("route", "delivery to %s failed: %r" % (eh, e))
+                    finally:
+                        self._running.remove(eh)
+                        self.deliveries -= 1
+                        self._start()
+                    ended = True
+                if q and not ended:  # after an end (time passed emitting) all are looked at again first
+                    await f.wait_ms(due)
+        except BaseException:  # cancelled: every exchange ended, no outcome
+            while q:
+                if q[0] is not None:
+                    c.tunnel_answer(q[0], None)
+                self._running.remove(eui_hex(q[1][8:16]))
                 self.deliveries -= 1
-                self._start()
+                del q[:3]
+            raise
+        finally:
+            self._collecting = False
+
+    async def _tunnel(self, eh, mid, data):
+        # -> (response or None, [0x8F84]): a delivery awaited inline
+        # (route_wait, or beyond max_deliveries)
+        self.counters["tunnel"] += 1
+        c = self.coordinator
+        reason = "no_route"
+        resp = None
+        if c is not None:
+            t0 = asyncio.ticks()
+            try:
+                resp = await c.tunnel_exchange(eh, data, self.cfg["esme_timeout_ms"], _answers, mid)
+                self.last_esme_ms = asyncio.ticks_diff(asyncio.ticks(), t0)
+                if resp is not None and len(resp):
+                    resp = bytes(resp)
+                else:
+                    resp = None
+                    reason = "tunnel"
+            except OSError as e:  # han.coordinator.DeliveryError and link faults
+                reason = getattr(e, "reason", None) or "tunnel"
+            except ValueError as e:  # a malformed reply from the device
+                reason = "tunnel"
+                log("route", "tunnel reply from %s unusable: %r" % (eh, e))
+        return resp, [] if resp is not None else [self._undelivered(eh, mid, reason)]
 
     def _undelivered(self, eh, mid, reason):
         self.counters["undelivered"] += 1

@@ -10,7 +10,7 @@ recording what the hub acknowledged in `run.ledger`):
   The base steps leave five entries (the demo ESME, GSME and IHD, the RTDS
   GSME, and the RTDS ESME that CCS01 added, whitelisted: it joins here with
   the install code CCS01 carries). The rest: ESMEs up to the router's
-  `max_deliveries` (8: the ESME deliveries it runs as tasks at once; a
+  `max_deliveries` (8: the ESME deliveries it takes at once, each a record once sent; a
   ninth would be awaited inline in the WAN receive loop), one PPMID, one
   HCALCS, and Type 2 devices (IHD/CAD) for the remaining entries.
 * `step_fill_buffers`: every GSME's command buffer filled to its limit
