@@ -1,8 +1,9 @@
 # The Gas Proxy Function as the rest of the hub sees it (hub.gpf). Building
 # it costs almost nothing: the mirror (gpf.mirror) loads with the first ZCL frame
-# for a mirrored cluster, the use cases and tap-off (gpf.function,
-# gpf.tapoff) with the first GBCS frame for the GPF or the first TOM command
-# for the GSME -- the heap stays free for the jobs until the GPF is used.
+# for a mirrored cluster (or a tapped-off tariff), the use cases
+# (gpf.function) with the first GBCS frame for the GPF, the tap-off
+# (gpf.tapoff, alone) with the first TOM command for the GSME or the GSME's
+# first response to one -- the heap stays free for the jobs until the GPF is used.
 #
 #   handle(frame) -> (response, [alerts])      frames addressed to the GPF EUI
 #   take_alerts() -> [alerts]                  alerts for the commands it refused
@@ -53,6 +54,7 @@ class GpfService:
         self.event_log = event_log
         self._mirror = None
         self._gpf = None
+        self._tap = None
         self._pending = False
 
     def mirror(self):
@@ -70,6 +72,17 @@ class GpfService:
             self._gpf = Gpf(self.identity, self.store, self.mirror(), self.now, self.security_log, self.event_log,
                             self.ke_status)
         return self._gpf
+
+    def tap(self):
+        if self._tap is None:
+            from gpf.tapoff import TapOff
+
+            self._tap = TapOff(self.store, self)
+        return self._tap
+
+    def alert(self, message_code, payload):
+        """A GPF alert: the GBZ payload MAC'd for the ACB."""
+        return bytes(self.identity.parties("gpf").protect_alert(message_code, payload))
 
     def now(self):
         """(UTC seconds since 2000, clock valid)"""
@@ -95,13 +108,13 @@ class GpfService:
         f = self._tap_frame(command_frame)
         if f is None:
             return False
-        return self.impl().tap_off(f)
+        return self.tap().tap_off(f)
 
     def on_gsme_message(self, frame):
         f = self._tap_frame(frame)
         if f is None:
             return []
-        return self.impl().on_gsme_message(f)
+        return self.tap().on_gsme_message(f)
 
     def set_tunnel_pending(self, pending):
         self._pending = bool(pending)
@@ -118,6 +131,10 @@ class GpfService:
             d = self._mirror.status()
         else:
             d = {}
+        t = self.tap()  # the pending copies are on flash: loaded to count them
+        d["tap_pending"] = len(t.pending)
+        d["tap_applied"] = t.applied
+        d["tap_discarded"] = t.discarded
         d["loaded"] = self._gpf is not None
         d["mirror_loaded"] = self._mirror is not None
         d["tunnel_pending"] = self._pending

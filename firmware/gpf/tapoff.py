@@ -56,14 +56,14 @@ def _u32le(p, o):
 
 
 class TapOff:
-    """TapOff(store, gpf, now); pending = {key: [message code, counter,
-    [[cluster, fc, cmd, body hex, future-dated, confirmed]...]]}."""
+    """TapOff(store, svc): svc is the gpf.service.GpfService (now(),
+    alert(message code, payload), mirror()); pending = {key: [message code,
+    counter, [[cluster, fc, cmd, body hex, future-dated, confirmed]...]]}."""
 
-    def __init__(self, store, gpf, now):
+    def __init__(self, store, svc):
         self._kv = store.kv("gpf_tap")
         self._dkv = store.kv("gpf_tom")
-        self.gpf = gpf
-        self.now = now
+        self.svc = svc
         self.pending = dict(self._kv.items())
         self.applied = 0
         self.discarded = 0
@@ -85,7 +85,7 @@ class TapOff:
             g = gbz.parse(f.payload, 1, f.message_code)
         except ValueError:
             return False
-        t = self.now()[0]
+        t = self.svc.now()[0]
         comps = []
         for c in g.components:
             if f.message_code == 0x006F and c.cluster != _CALENDAR:
@@ -163,7 +163,7 @@ class TapOff:
         # (count 0, alert code, timestamp), the shape of the router's 0x819D
         self._save(key, None)
         self.discarded += 1
-        return [self.gpf.alert(MC_GENERIC_NON_CRITICAL, gbz.alert(ALERT_TAP_OFF_FAILED, self.now()[0]))]
+        return [self.svc.alert(MC_GENERIC_NON_CRITICAL, gbz.alert(ALERT_TAP_OFF_FAILED, self.svc.now()[0]))]
 
     def _cancel(self, key, comps):
         # a successful cancellation: the future-dated parts it names, still
@@ -201,7 +201,7 @@ class TapOff:
             return
         currency = p[o + 3] | (p[o + 4] << 8)
         digit = p[o + 5]
-        self.gpf.mirror.set_attrs(_PRICE, [(0x0616, zcl.T_UINT16, currency), (0x0617, zcl.T_MAP8, digit)])
+        self.svc.mirror().set_attrs(_PRICE, [(0x0616, zcl.T_UINT16, currency), (0x0617, zcl.T_MAP8, digit)])
 
     def data(self, cluster, cmd):
         """The applied payloads of a cluster/command ([bytes], in the TOM
