@@ -62,6 +62,14 @@ def make_svc(store):
     return service.GpfService(store, Identity(store), _Clock(), None, None)
 
 
+def tom(g, cluster, cmd):
+    """The tapped-off payloads the GPF applied for a cluster/command (KV
+    "gpf_tom", as gpf.served reads them), or None."""
+    from gpf import served
+
+    return served.payloads(g.store.kv("gpf_tom").get("%04x%02x" % (cluster, cmd)))
+
+
 def zcl_call(m, cluster, frame, eui=GSME):
     h, off = zcl.parse_header(frame)
     return asyncio.run(m.zcl_server(eui, 1, h, frame[off:], cluster))
@@ -179,12 +187,12 @@ def test_tap_off_immediate_success_applies():
     assert len(g.tap().pending) == 1 and g.mirror().get(0x0700, 0x0616) is None
     rsp = vec("1.1.1_GCS01a", "GCS01a_1.1.1_IMMEDIATE_TOU_SUCCESS_RESPONSE")
     assert g.on_gsme_message(rsp) == []
-    assert g.tap().pending == {} and g.tap().applied == 1
+    assert g.tap().pending == {} and g.tap_applied == 1
     assert g.mirror().get(0x0700, 0x0616) == (zcl.T_UINT16, 826)  # GBP
     assert g.mirror().get(0x0700, 0x0617) == (zcl.T_MAP8, 0x50)
-    assert g.tap().data(0x0707, 0x00) is not None
+    assert tom(g, 0x0707, 0x00) is not None
     # a second response to the same command changes nothing
-    assert g.on_gsme_message(rsp) == [] and g.tap().applied == 1
+    assert g.on_gsme_message(rsp) == [] and g.tap_applied == 1
 
 
 def test_tap_off_error_response_discards_with_819e():
@@ -193,8 +201,8 @@ def test_tap_off_error_response_discards_with_819e():
     assert g.tap_off(vec("1.1.1_GCS01a", "GCS01a_1.1.1_FUTURE_DATED_BLOCK_ERROR_COMMAND"))
     alerts = g.on_gsme_message(vec("1.1.1_GCS01a", "GCS01a_1.1.1_FUTURE_DATED_BLOCK_ERROR_RESPONSE"))
     assert len(alerts) == 1 and _alert_code(alerts[0]) == 0x819E
-    assert g.tap().pending == {} and g.tap().applied == 0 and g.tap().discarded == 1
-    assert g.mirror().get(0x0700, 0x0616) is None and g.tap().data(0x0707, 0x00) is None
+    assert g.tap().pending == {} and g.tap_applied == 0 and g.tap_discarded == 1
+    assert g.mirror().get(0x0700, 0x0616) is None and tom(g, 0x0707, 0x00) is None
 
 
 def test_tap_off_future_dated_waits_for_the_8f66_alerts():
@@ -203,16 +211,16 @@ def test_tap_off_future_dated_waits_for_the_8f66_alerts():
     CLOCK[0] = T0  # the command's start times are in 2030
     assert g.tap_off(vec("1.1.1_GCS01a", "GCS01a_1.1.1_FUTURE_DATED_BLOCK_SUCCESS_COMMAND"))
     assert g.on_gsme_message(vec("1.1.1_GCS01a", "GCS01a_1.1.1_FUTURE_DATED_BLOCK_SUCCESS_RESPONSE")) == []
-    assert g.tap().applied == 0 and len(g.tap().pending) == 1
+    assert g.tap_applied == 0 and len(g.tap().pending) == 1
     g = make_svc(remount())  # a power cut between the response and the alerts
     assert len(g.tap().pending) == 1
     pre = "GCS01a_1.1.1_8F66_FUTURE_DATED_BLOCK_SUCCESS_ALERT_"
     assert g.on_gsme_message(vec("1.1.1_GCS01a", pre + "PUBLISH_CALENDAR")) == []
-    assert g.tap().data(0x0707, 0x00) is not None and g.tap().data(0x0707, 0x01) is not None
-    assert g.tap().data(0x0700, 0x04) is None
+    assert tom(g, 0x0707, 0x00) is not None and tom(g, 0x0707, 0x01) is not None
+    assert tom(g, 0x0700, 0x04) is None
     for part in ("PUBLISH_SPECIAL_DAYS", "PUBLISH_TARIFF_INFORMATION", "PUBLISH_PRICE_MATRIX", "PUBLISH_BLOCK_THRESHOLDS"):
         assert g.on_gsme_message(vec("1.1.1_GCS01a", pre + part)) == []
-    assert g.tap().data(0x0700, 0x04) is not None and g.tap().pending == {}
+    assert tom(g, 0x0700, 0x04) is not None and g.tap().pending == {}
 
 
 def test_tap_off_copy_survives_power_cut():
@@ -222,7 +230,7 @@ def test_tap_off_copy_survives_power_cut():
     g = make_svc(remount())
     assert len(g.tap().pending) == 1
     g.on_gsme_message(vec("3.1_GCS07", "GCS07_3.1_SUCCESS_RESPONSE"))
-    assert g.tap().pending == {} and g.tap().applied == 1
+    assert g.tap().pending == {} and g.tap_applied == 1
 
 
 def test_tap_off_gcs05_keeps_the_calendar_part_only():
@@ -259,7 +267,7 @@ def test_tap_off_cancellation_drops_the_future_parts():
     assert g.on_gsme_message(vec("1.1.1_GCS01a", "GCS01a_1.1.1_CANCELLATION_BLOCK_SUCCESS_RESPONSE")) == []
     assert g.tap().pending == {}
     # nothing of either command became the GPF's tariff data
-    assert g.tap().data(0x0700, 0x04) is None and g.mirror().get(0x0700, 0x0616) is None
+    assert tom(g, 0x0700, 0x04) is None and g.mirror().get(0x0700, 0x0616) is None
 
 
 def test_mirror_never_answers_a_default_response():
@@ -426,7 +434,7 @@ def test_tapped_off_tariff_and_calendar_served_to_han_devices():
     CLOCK[0] = T0
     assert g.tap_off(vec("1.1.1_GCS01a", "GCS01a_1.1.1_IMMEDIATE_TOU_SUCCESS_COMMAND"))
     assert g.on_gsme_message(vec("1.1.1_GCS01a", "GCS01a_1.1.1_IMMEDIATE_TOU_SUCCESS_RESPONSE")) == []
-    (tariff,), (calendar,) = g.tap().data(0x0700, 0x04), g.tap().data(0x0707, 0x00)
+    (tariff,), (calendar,) = tom(g, 0x0700, 0x04), tom(g, 0x0707, 0x00)
     store = remount()  # a power cut
     svc = service.GpfService(store, Identity(store), _Clock(), None, None)
     assert 0x0707 in service.SERVED and set(service.MIRRORED) <= set(service.SERVED)
@@ -473,7 +481,7 @@ def test_every_publish_of_a_tom_command_is_kept_and_served():
     assert len(days) > 1 and len(weeks) >= 1, (len(days), len(weeks))
     assert g.tap_off(cmd)
     assert g.on_gsme_message(vec("1.1.1_GCS01a", "GCS01a_1.1.1_IMMEDIATE_TOU_SUCCESS_RESPONSE")) == []
-    assert g.tap().data(0x0707, 0x01) == days and g.tap().data(0x0707, 0x02) == weeks
+    assert tom(g, 0x0707, 0x01) == days and tom(g, 0x0707, 0x02) == weeks
     store = remount()
     svc = service.GpfService(store, Identity(store), _Clock(), None, None)
     frame = bytes((0x01, 0x51, 0x01)) + bytes(8) + bytes((0, 0))  # GetDayProfiles
