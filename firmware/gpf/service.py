@@ -29,6 +29,7 @@ SERVED = MIRRORED + (0x0707,)  # + Calendar (tapped-off data only)
 _TAPPED = (0x0700, 0x0707)  # gpf.served.CLUSTERS: Get commands answered from tapped-off data
 _FT_CLUSTER = const(1)
 _TAPOFF = const("gpf.tapoff")
+_GBZ = const("gbcs.gbz")
 
 
 class _MirrorServer:
@@ -83,6 +84,13 @@ class GpfService:
         loaded until lazy.drop)."""
         return lazy.load(_TAPOFF).TapOff(self.store, self)
 
+    def _untap(self):
+        # the tap-off and the GBZ codec it imports go (a loaded gpf.function
+        # keeps its own reference to the codec; the router's alert builder
+        # imports it again when it needs it)
+        lazy.drop(_TAPOFF)
+        lazy.drop(_GBZ)
+
     def alert(self, message_code, payload):
         """A GPF alert: the GBZ payload MAC'd for the ACB."""
         return bytes(self.identity.parties("gpf").protect_alert(message_code, payload))
@@ -114,7 +122,7 @@ class GpfService:
         try:
             return self.tap().tap_off(f)
         finally:
-            lazy.drop(_TAPOFF)
+            self._untap()
 
     def on_gsme_message(self, frame):
         f = self._tap_frame(frame)
@@ -123,7 +131,7 @@ class GpfService:
         try:
             return self.tap().on_gsme_message(f)
         finally:
-            lazy.drop(_TAPOFF)
+            self._untap()
 
     def set_tunnel_pending(self, pending):
         self._pending = bool(pending)
