@@ -227,3 +227,27 @@ def test_a_queued_command_holds_little_ram():
     flashfs.remount(128)
     b = CommandBuffer(ROOT)
     assert b.devices() == {A: 2, B.upper(): n + 1} and b.read(B, n) == _msg(n, 150)
+
+
+def test_the_pool_stops_at_the_u16_file_numbers():
+    # the RAM index holds pool file numbers as u16: a put that would need
+    # file 65536 is refused (BufferFull), nothing of it kept, the free files
+    # it took given back
+    from route.buffer import BufferError
+
+    flashfs.fresh(64)
+    os.mkdir(flashfs.ROOT + "/data")
+    b = CommandBuffer(ROOT)
+    b.put(A, _msg(0, 40), 0)
+    b.take(A)
+    total, free = pool(b)
+    b._pool = 0x10000  # as if files 0 .. 65535 were made
+    try:
+        b.put(A, _msg(1, 300), 0)  # 3 chunks: the one free file, then none
+        raise AssertionError("accepted")
+    except BufferError as e:
+        assert e.args[0] == "BufferFull", e.args
+    assert pool(b)[1] == free and b.pending(A) == 0
+    b._pool = total
+    b.put(A, _msg(2, 300), 0)
+    assert b.read(A) == _msg(2, 300)
