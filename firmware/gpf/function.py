@@ -1,7 +1,9 @@
 # The Gas Proxy Function: its own GBCS identity (hub.identity.gpf), GBZ use
 # cases answered from the mirror of the GSME's data (gpf.mirror), the GPF
 # Device Log (GCS59 restore, GCS62 0x8071 backup alert, CS03B / CS04B Method
-# B join and unjoin) and the tap-off of TOM commands for the GSME (gpf.tapoff).
+# B join and unjoin).
+#
+# The tap-off is not here: gpf.service loads gpf.tapoff alone for it.
 #
 # Gpf.handle(frame) -> (response, [alerts]): parse -> authenticate (the CHF's
 # rules, gbcs.usecase_base.accept; a supplementary remote party with its own
@@ -17,7 +19,6 @@ from gbcs import frame as gframe
 from ids import hex_text
 from gbcs.security import SecurityError, answer_once
 from gbcs import usecase_base as U  # its names as U.X: one global instead of 13
-from gpf.tapoff import TapOff
 from han import zcl
 
 _DEVICE_MGMT = const(0x0708)
@@ -129,7 +130,6 @@ class Gpf:
         self._alert_last = {}  # GBCS code -> time (2000 epoch) of its last refusal alert
         self._alerts = []  # refusal alerts the router has not taken yet
         self.alerts_suppressed = 0
-        self.tap = TapOff(store, self, now)
 
     @property
     def parties(self):
@@ -384,22 +384,6 @@ class Gpf:
         )
         return bytes(self.parties.protect_alert(_MC_GCS62, der.encode(body)))
 
-    # --- the router's hooks (tap-off, tunnel flag) -----------------------------
-
-    def tap_off(self, command_frame):
-        """A command for the GSME was buffered: keep a copy of a TOM command."""
-        return self.tap.tap_off(command_frame)
-
-    def on_gsme_message(self, frame):
-        """A response/alert the GSME PUT: apply or discard tap-off copies.
-        Returns the GPF's own alerts (0x819E) for the caller to send."""
-        return self.tap.on_gsme_message(frame)
-
-    def set_tunnel_pending(self, pending):
-        """The router sets this while anything is queued for the GSME: the
-        mirror's functional-notification flag 'tunnelled message pending'."""
-        self.mirror.tunnel_pending = bool(pending)
-
     def alert(self, message_code, payload):
         return bytes(self.parties.protect_alert(message_code, payload))
 
@@ -409,9 +393,6 @@ class Gpf:
             {
                 "eui": hex_text(self.identity.gpf["eui"]),
                 "devices": len(self.devices),
-                "tap_pending": len(self.tap.pending),
-                "tap_applied": self.tap.applied,
-                "tap_discarded": self.tap.discarded,
                 "executed": self.executed,
                 "rejected": self.rejected,
             }

@@ -1,8 +1,10 @@
 # The Gas Proxy Function as the rest of the hub sees it (hub.gpf). Building
 # it costs almost nothing: the mirror (gpf.mirror) loads with the first ZCL frame
-# for a mirrored cluster, the use cases and tap-off (gpf.function,
-# gpf.tapoff) with the first GBCS frame for the GPF or the first TOM command
-# for the GSME -- the heap stays free for the jobs until the GPF is used.
+# for a mirrored cluster (or a tapped-off tariff), the use cases
+# (gpf.function) with the first GBCS frame for the GPF; the tap-off
+# (gpf.tapoff, alone) is loaded for each TOM command for the GSME and each
+# GSME response or alert that may concern one, and dropped after (its copies
+# are on flash) -- the heap stays free for the jobs until the GPF is used.
 #
 #   handle(frame) -> (response, [alerts])      frames addressed to the GPF EUI
 #   take_alerts() -> [alerts]                  alerts for the commands it refused
@@ -16,6 +18,8 @@
 #                                              Price / Calendar data (gpf.served)
 #   local-port command gpf_status
 from micropython import const
+
+import lazy
 from gbcs import frame as gframe
 from ids import EPOCH_2000
 # message codes that concern the tap-off (gpf.tapoff.TOM + the 0x00CD alert)
@@ -24,6 +28,8 @@ MIRRORED = (0x0702, 0x0705, 0x0700)  # Metering, Prepayment, Price
 SERVED = MIRRORED + (0x0707,)  # + Calendar (tapped-off data only)
 _TAPPED = (0x0700, 0x0707)  # gpf.served.CLUSTERS: Get commands answered from tapped-off data
 _FT_CLUSTER = const(1)
+_TAPOFF = const("gpf.tapoff")
+_GBZ = const("gbcs.gbz")
 
 
 class _MirrorServer:
@@ -54,6 +60,8 @@ class GpfService:
         self._mirror = None
         self._gpf = None
         self._pending = False
+        self.tap_applied = 0  # tap-off copies applied and discarded since boot (gpf.tapoff counts)
+        self.tap_discarded = 0
 
     def mirror(self):
         if self._mirror is None:
@@ -70,6 +78,22 @@ class GpfService:
             self._gpf = Gpf(self.identity, self.store, self.mirror(), self.now, self.security_log, self.event_log,
                             self.ke_status)
         return self._gpf
+
+    def tap(self):
+        """A gpf.tapoff.TapOff over the copies on flash (the module stays
+        loaded until lazy.drop)."""
+        return lazy.load(_TAPOFF).TapOff(self.store, self)
+
+    def _untap(self):
+        # the tap-off and the GBZ codec it imports go (a loaded gpf.function
+        # keeps its own reference to the codec; the router's alert builder
+        # imports it again when it needs it)
+        lazy.drop(_TAPOFF)
+        lazy.drop(_GBZ)
+
+    def alert(self, message_code, payload):
+        """A GPF alert: the GBZ payload MAC'd for the ACB."""
+        return bytes(self.identity.parties("gpf").protect_alert(message_code, payload))
 
     def now(self):
         """(UTC seconds since 2000, clock valid)"""
@@ -95,13 +119,19 @@ class GpfService:
         f = self._tap_frame(command_frame)
         if f is None:
             return False
-        return self.impl().tap_off(f)
+        try:
+            return self.tap().tap_off(f)
+        finally:
+            self._untap()
 
     def on_gsme_message(self, frame):
         f = self._tap_frame(frame)
         if f is None:
             return []
-        return self.impl().on_gsme_message(f)
+        try:
+            return self.tap().on_gsme_message(f)
+        finally:
+            self._untap()
 
     def set_tunnel_pending(self, pending):
         self._pending = bool(pending)
@@ -118,6 +148,9 @@ class GpfService:
             d = self._mirror.status()
         else:
             d = {}
+        d["tap_pending"] = len(self.store.kv("gpf_tap", False))  # the copies on flash
+        d["tap_applied"] = self.tap_applied
+        d["tap_discarded"] = self.tap_discarded
         d["loaded"] = self._gpf is not None
         d["mirror_loaded"] = self._mirror is not None
         d["tunnel_pending"] = self._pending

@@ -15,7 +15,6 @@ from micropython import const
 from codes import ALERT_FD_OK, ALERT_TAP_OFF_FAILED
 from gbcs import frame as gframe
 from gbcs import gbz
-from gpf.served import payloads
 from ids import hex_text
 from han import zcl
 
@@ -56,17 +55,17 @@ def _u32le(p, o):
 
 
 class TapOff:
-    """TapOff(store, gpf, now); pending = {key: [message code, counter,
-    [[cluster, fc, cmd, body hex, future-dated, confirmed]...]]}."""
+    """TapOff(store, svc): svc is the gpf.service.GpfService (now(),
+    alert(message code, payload), mirror(), the counters tap_applied and
+    tap_discarded); made for one call and dropped (both KVs are cold: no RAM
+    copy held); pending = {key: [message code, counter, [[cluster, fc, cmd,
+    body hex, future-dated, confirmed]...]]}, read from flash."""
 
-    def __init__(self, store, gpf, now):
-        self._kv = store.kv("gpf_tap")
-        self._dkv = store.kv("gpf_tom")
-        self.gpf = gpf
-        self.now = now
+    def __init__(self, store, svc):
+        self._kv = store.kv("gpf_tap", False)
+        self._dkv = store.kv("gpf_tom", False)
+        self.svc = svc
         self.pending = dict(self._kv.items())
-        self.applied = 0
-        self.discarded = 0
 
     def _save(self, key, value):
         if value is None:
@@ -85,7 +84,7 @@ class TapOff:
             g = gbz.parse(f.payload, 1, f.message_code)
         except ValueError:
             return False
-        t = self.now()[0]
+        t = self.svc.now()[0]
         comps = []
         for c in g.components:
             if f.message_code == 0x006F and c.cluster != _CALENDAR:
@@ -162,8 +161,8 @@ class TapOff:
         # 0x819E as a GPF GBZ alert without use-case-specific components
         # (count 0, alert code, timestamp), the shape of the router's 0x819D
         self._save(key, None)
-        self.discarded += 1
-        return [self.gpf.alert(MC_GENERIC_NON_CRITICAL, gbz.alert(ALERT_TAP_OFF_FAILED, self.now()[0]))]
+        self.svc.tap_discarded += 1
+        return [self.svc.alert(MC_GENERIC_NON_CRITICAL, gbz.alert(ALERT_TAP_OFF_FAILED, self.svc.now()[0]))]
 
     def _cancel(self, key, comps):
         # a successful cancellation: the future-dated parts it names, still
@@ -175,7 +174,7 @@ class TapOff:
             rest = [c for c in p[2] if not (c[4] and c[5] and (c[0], c[2]) in parts)]
             if len(rest) != len(p[2]):
                 self._save(k, [p[0], p[1], rest] if any(c[4] for c in rest) else None)
-        self.applied += 1
+        self.svc.tap_applied += 1
 
     def _apply(self, comps):
         if not comps:
@@ -188,7 +187,7 @@ class TapOff:
             if c[0] == _PRICE and c[2] == 0x04:
                 self._tariff(bytes(int(c[3][i : i + 2], 16) for i in range(0, len(c[3]), 2)))
         self._dkv.update(changes)
-        self.applied += 1
+        self.svc.tap_applied += 1
 
     def _tariff(self, p):
         # Publish Tariff Information: ... start(4) type(1) label(octstr)
@@ -201,12 +200,7 @@ class TapOff:
             return
         currency = p[o + 3] | (p[o + 4] << 8)
         digit = p[o + 5]
-        self.gpf.mirror.set_attrs(_PRICE, [(0x0616, zcl.T_UINT16, currency), (0x0617, zcl.T_MAP8, digit)])
-
-    def data(self, cluster, cmd):
-        """The applied payloads of a cluster/command ([bytes], in the TOM
-        command's order) or None."""
-        return payloads(self._dkv.get("%04x%02x" % (cluster, cmd)))
+        self.svc.mirror().set_attrs(_PRICE, [(0x0616, zcl.T_UINT16, currency), (0x0617, zcl.T_MAP8, digit)])
 
 
 def _with_calendar(c, cmd):

@@ -66,31 +66,43 @@ _DEFAULT_MAX_BYTES = const(1200)
 _DEFAULT_EXPIRY_S = const(86400)
 
 
-# A queued message's RAM index: one bytes record, u32 seq | u32 expiry |
-# u16 length | u32 pool file of each chunk in order (a list of four with a
-# list of files and an expiry time past 2^30, a long int on a 32-bit port,
-# was ~100 bytes a message there; this is 32 for a one-chunk message)
+# A device's queue in RAM: one bytearray of records, oldest first, each
+# u32 seq | u32 expiry | u16 length | u16 pool file of each chunk in order
+# (chunk_count(length) of them): 12 bytes for a one-chunk message, no object
+# per message (a bytes record each was 36-52 bytes on a 32-bit port). A
+# record is found by walking from the queue's start; one removed from the
+# middle is cut out in place (slice assignment: no new bytearray).
 _REC = const(10)
+_POOL_MAX = const(0xFFFF)  # pool file numbers fit the u16 of a record
 
 
 def _rec(seq, expiry, length, fl):
-    r = bytearray(_REC + 4 * len(fl))
+    r = bytearray(_REC + 2 * len(fl))
     struct.pack_into("<IIH", r, 0, seq, expiry, length)
     for i, n in enumerate(fl):
-        struct.pack_into("<I", r, _REC + 4 * i, n)
-    return bytes(r)
+        struct.pack_into("<H", r, _REC + 2 * i, n)
+    return r
 
 
-def _seq(r):
-    return struct.unpack_from("<I", r, 0)[0]
+def _end(q, o):
+    # offset just past the record at offset o of queue q
+    return o + _REC + 2 * chunk_count(struct.unpack_from("<H", q, o + 8)[0])
 
 
-def _expiry(r):
-    return struct.unpack_from("<I", r, 4)[0]
+def _count(q):
+    n = o = 0
+    while o < len(q):
+        o = _end(q, o)
+        n += 1
+    return n
 
 
-def _files(r):
-    return [struct.unpack_from("<I", r, o)[0] for o in range(_REC, len(r), 4)]
+def _seq(q, o):
+    return struct.unpack_from("<I", q, o)[0]
+
+
+def _files(q, o):
+    return [struct.unpack_from("<H", q, p)[0] for p in range(o + _REC, _end(q, o), 2)]
 
 
 class BufferError(KindError):
@@ -123,7 +135,8 @@ class CommandBuffer:
         self.stats = stats if stats is not None else {}
         for k in ("buffered", "offered", "delivered", "expired", "dropped", "refused_full", "discarded_at_open"):
             self.stats.setdefault(k, 0)
-        # EUI hex -> [record (_rec: seq, expiry, length, pool files in chunk order), ...] oldest first
+        # EUI hex -> bytearray of records (_rec: seq, expiry, length, pool
+        # files in chunk order), oldest first
         self._q = {}
         self._hand = {}  # EUI hex -> seq of the message handed out, not confirmed yet
         self._free = []  # pool file numbers holding nothing live
@@ -200,6 +213,9 @@ class CommandBuffer:
         while len(out) < k:
             if self._free:
                 out.append(self._free.pop())
+            elif self._pool > _POOL_MAX:
+                self._free.extend(out)
+                raise BufferError("BufferFull", "command buffer pool full (%d files)" % self._pool)
             else:
                 out.append(self._pool)
                 self._pool += 1
@@ -225,7 +241,7 @@ class CommandBuffer:
     # -- public API ------------------------------------------------------------
 
     def pending(self, eui_hex):
-        return len(self._q.get(eui_hex.upper(), ()))
+        return _count(self._q.get(eui_hex.upper(), b""))
 
     def waiting(self, eui_hex):
         """Messages queued and not handed out yet (the mirror's "tunnel
@@ -234,13 +250,13 @@ class CommandBuffer:
         q = self._q.get(eh)
         if not q:
             return 0
-        return len(q) - (1 if self._hand.get(eh) == _seq(q[0]) else 0)
+        return _count(q) - (1 if self._hand.get(eh) == _seq(q, 0) else 0)
 
     def devices(self):
-        return dict((eh, len(q)) for eh, q in self._q.items() if q)
+        return dict((eh, _count(q)) for eh, q in self._q.items() if q)
 
     def __len__(self):
-        return sum(len(q) for q in self._q.values())
+        return sum(_count(q) for q in self._q.values())
 
     def put(self, eui_hex, msg, now, expiry_s=None):
         eh = eui_hex.upper()
@@ -250,9 +266,10 @@ class CommandBuffer:
         if length == 0:
             raise BufferError("BufferError", "empty message")
         q = self._q.get(eh)
-        if q is not None and len(q) >= self.capacity:
+        n = _count(q) if q is not None else 0
+        if n >= self.capacity:
             self.stats["refused_full"] += 1
-            raise BufferError("BufferFull", "queue for %s is full (%d messages)" % (eh, len(q)))
+            raise BufferError("BufferFull", "queue for %s is full (%d messages)" % (eh, n))
         eui = binascii.unhexlify(eh)
         expiry = (int(now) + (self.expiry_s if expiry_s is None else expiry_s)) & 0xFFFFFFFF
         cnt = chunk_count(length)
@@ -277,15 +294,16 @@ class CommandBuffer:
             self._free.extend(fl)
             raise
         if q is None:
-            q = self._q[eh] = []
-        q.append(_rec(seq, expiry, length, fl))
+            q = self._q[eh] = bytearray()
+        q.extend(_rec(seq, expiry, length, fl))
         self.stats["buffered"] += 1
         self._fire(eh)
         return seq
 
-    def _read(self, rec, head=0):
-        length = struct.unpack_from("<H", rec, 8)[0]
-        fl = _files(rec)
+    def _read(self, q, o, head=0):
+        # the message of the record at offset o of queue q, after head free bytes
+        length = struct.unpack_from("<H", q, o + 8)[0]
+        fl = _files(q, o)
         out = bytearray(head + length)
         mv = memoryview(out)
         off = head
@@ -304,21 +322,26 @@ class CommandBuffer:
                     k = f.readinto(mv[off:])
             off += k
         if off != head + length:
-            raise BufferError("BufferError", "buffered message %d is short" % _seq(rec))
+            raise BufferError("BufferError", "buffered message %d is short" % _seq(q, o))
         return out
 
     def read(self, eui_hex, i=0):
         """The i-th queued message of a device (not removed), or None."""
-        q = self._q.get(eui_hex.upper())
-        if not q or i >= len(q):
+        q = self._q.get(eui_hex.upper(), b"")
+        o = 0
+        while o < len(q) and i:  # the record's offset: i records walked over
+            o = _end(q, o)
+            i -= 1
+        if o >= len(q):
             return None
-        return bytes(self._read(q[i]))
+        return bytes(self._read(q, o))
 
-    def _pop(self, eh, i):
+    def _pop(self, eh, o):
+        # the message of the record at offset o of the device's queue removed
         q = self._q[eh]
-        fl = _files(q[i])
+        fl = _files(q, o)
         self._empty(fl[0])  # the message is gone with this one commit
-        q.pop(i)
+        q[o : _end(q, o)] = b""
         if not q:
             del self._q[eh]
         self._free.extend(fl)
@@ -332,14 +355,14 @@ class CommandBuffer:
         if not q:
             self._hand.pop(eh, None)
             return None, 0
-        msg = self._read(q[0])
-        seq = _seq(q[0])
+        msg = self._read(q, 0)
+        seq = _seq(q, 0)
         fresh = self._hand.get(eh) != seq
         self._hand[eh] = seq
         self.stats["offered"] += 1
         if fresh:
             self._fire(eh)
-        return msg, len(q) - 1
+        return msg, _count(q) - 1
 
     def confirm(self, eui_hex):
         """The message in hand reached the device: remove it from flash (one
@@ -347,7 +370,7 @@ class CommandBuffer:
         eh = eui_hex.upper()
         s = self._hand.pop(eh, None)
         q = self._q.get(eh)
-        if s is None or not q or _seq(q[0]) != s:
+        if s is None or not q or _seq(q, 0) != s:
             return False
         self._pop(eh, 0)
         self.stats["delivered"] += 1
@@ -357,7 +380,7 @@ class CommandBuffer:
     def head(self, eui_hex):
         """seq of the device's oldest message, or None."""
         q = self._q.get(eui_hex.upper())
-        return _seq(q[0]) if q else None
+        return _seq(q, 0) if q else None
 
     def unhand(self, eui_hex, seq):
         """The answer that carried message seq did not reach the device: it
@@ -394,32 +417,32 @@ class CommandBuffer:
         out = []
         for eh in list(self._q):
             q = self._q.get(eh)
-            i = 0
+            o = 0  # offset of the record looked at (one removed: the next is there)
             changed = False
-            while q and i < len(q):
-                if i == 0 and self._hand.get(eh) == _seq(q[0]):
+            while q and o < len(q):
+                if o == 0 and self._hand.get(eh) == _seq(q, 0):
                     # handed out: the device has it (delivered, not "not
                     # retrieved"); it only waits for its confirmation
-                    if _expiry(q[0]) <= now:
+                    if struct.unpack_from("<I", q, 4)[0] <= now:  # its expiry
                         self._hand.pop(eh)
                         self._pop(eh, 0)
                         self.stats["delivered"] += 1
                         changed = True
                         q = self._q.get(eh)
                     else:
-                        i += 1
-                elif _expiry(q[i]) <= now:
+                        o = _end(q, 0)
+                elif struct.unpack_from("<I", q, o + 4)[0] <= now:  # expired
                     try:
-                        msg = bytes(self._read(q[i]))
+                        msg = bytes(self._read(q, o))
                     except (OSError, BufferError):
                         msg = None
-                    self._pop(eh, i)
+                    self._pop(eh, o)
                     self.stats["expired"] += 1
                     out.append((eh, msg))
                     changed = True
                     q = self._q.get(eh)
                 else:
-                    i += 1
+                    o = _end(q, o)
             if changed:
                 self._fire(eh)
         return out
@@ -427,10 +450,12 @@ class CommandBuffer:
     def next_expiry(self):
         t = None
         for q in self._q.values():
-            for r in q:
-                e = _expiry(r)
+            o = 0
+            while o < len(q):
+                e = struct.unpack_from("<I", q, o + 4)[0]
                 if t is None or e < t:
                     t = e
+                o = _end(q, o)
         return t
 
     def drop(self, eui_hex):

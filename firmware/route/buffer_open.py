@@ -14,6 +14,7 @@ from route.buffer import _rec, chunk_count
 _SLOTS = const(8)
 _H0 = const(24)  # chunk 0 header
 _HK = const(5)  # chunk k header
+_POOL_MAX = const(0xFFFF)  # route.buffer's: a larger file number is not one of ours
 
 
 def scan(self):
@@ -33,7 +34,7 @@ def scan(self):
                 n = int(name)
             except ValueError:
                 n = -1
-            if n < 0 or n % _SLOTS != s or ent[1] != 0x8000:
+            if n < 0 or n > _POOL_MAX or n % _SLOTS != s or ent[1] != 0x8000:
                 _rm(d + "/" + name)  # not ours (e.g. an older layout)
                 continue
             files.append(n)
@@ -59,7 +60,7 @@ def scan(self):
             self.stats["discarded_at_open"] += 1
             continue
         eh = binascii.hexlify(eui).decode().upper()
-        self._q.setdefault(eh, []).append(_rec(seq, expiry, length, fl))
+        self._q.setdefault(eh, bytearray()).extend(_rec(seq, expiry, length, fl))
         used.update(fl)
     self._free = [n for n in range(self._pool) if n not in used]
     self.next_seq = top + 1

@@ -6,11 +6,18 @@
 import struct
 
 from route import router as R
+from route.buffer import _end
 
 
 def queue(buf, eui_hex):
     """[(seq, expiry, length)] of a device's queue in buf, oldest first."""
-    return [struct.unpack_from("<IIH", r, 0) for r in buf._q.get(eui_hex.upper(), ())]
+    q = buf._q.get(eui_hex.upper(), b"")
+    out = []
+    o = 0
+    while o < len(q):
+        out.append(struct.unpack_from("<IIH", q, o))
+        o = _end(q, o)
+    return out
 
 
 def in_hand(buf, eui_hex):

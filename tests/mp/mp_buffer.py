@@ -73,6 +73,8 @@ def test_taken_and_damaged_messages_do_not_come_back():
     with open(ROOT + "/3/12.0", "wb") as f:
         f.write(b"old layout")
     os.mkdir(ROOT + "/5/x")
+    with open(ROOT + "/0/65536", "wb") as f:  # past the u16 pool file numbers of the RAM index
+        f.write(b"")
     flashfs.remount(64)
     b = CommandBuffer(ROOT)
     assert b.devices() == {A: 1}, b.devices()
@@ -80,7 +82,7 @@ def test_taken_and_damaged_messages_do_not_come_back():
     assert b.stats["discarded_at_open"] == 1
     assert b.next_seq > 3 and b.put(A, _msg(4, 10), 0) > 3
     names = [p.rsplit("/", 1)[1] for p in _files()]
-    assert "12.0" not in names and "x" not in names
+    assert "12.0" not in names and "x" not in names and "65536" not in names
     assert s1 == 1
 
 
@@ -184,33 +186,68 @@ def test_the_gsme_cycle_of_a_one_chunk_message_opens_one_file():
 
 
 def test_a_queued_command_holds_little_ram():
-    # The RAM index of a queued message: one bytes record (seq, expiry,
-    # length, its pool files), not a list of four with a list of files and an
-    # expiry time that is a long int past 2^30 on a 32-bit port. Measured
-    # 137 -> 73 bytes a message on the 64-bit unix port, 100 -> 36 on the
-    # 32-bit build (one-chunk messages; the bound in words, 8 and 4 bytes)
+    # The RAM index of a device's queue: one bytearray of packed records
+    # (u32 seq, u32 expiry, u16 length, a u16 pool file per chunk), no
+    # object per message. Measured on the 32-bit build: 100 bytes a
+    # one-chunk message with a list of four per message, 36 with a bytes
+    # record each (52 for two chunks), 12 and 14 now
     import gc
-    import sys
 
-    W = 8 if sys.maxsize > 2**31 else 4
-    flashfs.fresh(64)
+    flashfs.fresh(128)
     os.mkdir(flashfs.ROOT + "/data")
     b = CommandBuffer(ROOT)
     now = 1_765_000_000  # UTC Unix seconds: past 2^30
-    b.put(A, _msg(0, 72), now)
     n = 24
-    gc.collect()
-    a = gc.mem_alloc()
-    for i in range(1, n + 1):
-        b.put(A, _msg(i, 72), now)
-    gc.collect()
-    per = (gc.mem_alloc() - a) // n
-    print("buffer: %d bytes a queued message" % per)
-    assert per <= 12 * W, per
+    for eh, size, bound in ((A, 72, 16), (B, 150, 18)):  # one chunk, two chunks
+        b.put(eh, _msg(0, size), now)
+        gc.collect()
+        a = gc.mem_alloc()
+        for i in range(1, n + 1):
+            b.put(eh, _msg(i, size), now)
+        gc.collect()
+        per = (gc.mem_alloc() - a) // n
+        print("buffer: %d bytes a queued message of %d bytes" % (per, size))
+        assert per <= bound, per
     # and the index still serves the queue
     assert b.pending(A) == n + 1 and queue(b, A)[1] == (2, now + 86400, 72)
-    assert b.next_expiry() == now + 86400
+    assert queue(b, B)[2] == (n + 4, now + 86400, 150) and b.devices() == {A: n + 1, B.upper(): n + 1}
+    assert b.next_expiry() == now + 86400 and len(b) == 2 * n + 2
+    assert b.read(B, 3) == _msg(3, 150) and b.read(B, n + 1) is None
     for i in range(n + 1):
         msg, left = b.take(A)
         assert bytes(msg) == _msg(i, 72) and left == n - i
-    assert b.pending(A) == 0
+    assert b.pending(A) == 0 and b.devices() == {B.upper(): n + 1}
+    # a message from the middle of a queue expires: the rest keep their order
+    b.put(A, _msg(90, 30), now, expiry_s=5)
+    b.put(A, _msg(91, 300), now, expiry_s=1)
+    b.put(A, _msg(92, 40), now, expiry_s=5)
+    assert b.next_expiry() == now + 1
+    assert b.expire(now + 1) == [(A, _msg(91, 300))]
+    assert [q[0] for q in queue(b, A)] == [b.head(A), b.head(A) + 2] and b.read(A, 1) == _msg(92, 40)
+    flashfs.remount(128)
+    b = CommandBuffer(ROOT)
+    assert b.devices() == {A: 2, B.upper(): n + 1} and b.read(B, n) == _msg(n, 150)
+
+
+def test_the_pool_stops_at_the_u16_file_numbers():
+    # the RAM index holds pool file numbers as u16: a put that would need
+    # file 65536 is refused (BufferFull), nothing of it kept, the free files
+    # it took given back
+    from route.buffer import BufferError
+
+    flashfs.fresh(64)
+    os.mkdir(flashfs.ROOT + "/data")
+    b = CommandBuffer(ROOT)
+    b.put(A, _msg(0, 40), 0)
+    b.take(A)
+    total, free = pool(b)
+    b._pool = 0x10000  # as if files 0 .. 65535 were made
+    try:
+        b.put(A, _msg(1, 300), 0)  # 3 chunks: the one free file, then none
+        raise AssertionError("accepted")
+    except BufferError as e:
+        assert e.args[0] == "BufferFull", e.args
+    assert pool(b)[1] == free and b.pending(A) == 0
+    b._pool = total
+    b.put(A, _msg(2, 300), 0)
+    assert b.read(A) == _msg(2, 300)

@@ -53,6 +53,23 @@ def make_gpf(store):
     return Gpf(ident, store, Mirror(store, now), now)
 
 
+def make_svc(store):
+    """The GPF as the hub has it (gpf.service): the tap-off, the mirror and
+    the use cases loaded on first use, the clock at CLOCK."""
+    from gpf import service
+
+    make_gpf(store)  # the ACB anchor
+    return service.GpfService(store, Identity(store), _Clock(), None, None)
+
+
+def tom(g, cluster, cmd):
+    """The tapped-off payloads the GPF applied for a cluster/command (KV
+    "gpf_tom", as gpf.served reads them), or None."""
+    from gpf import served
+
+    return served.payloads(g.store.kv("gpf_tom").get("%04x%02x" % (cluster, cmd)))
+
+
 def zcl_call(m, cluster, frame, eui=GSME):
     h, off = zcl.parse_header(frame)
     return asyncio.run(m.zcl_server(eui, 1, h, frame[off:], cluster))
@@ -163,94 +180,94 @@ def _alert_code(frame):
 
 
 def test_tap_off_immediate_success_applies():
-    g = make_gpf(fresh())
+    g = make_svc(fresh())
     CLOCK[0] = T0
     cmd = vec("1.1.1_GCS01a", "GCS01a_1.1.1_IMMEDIATE_TOU_SUCCESS_COMMAND")
     assert g.tap_off(cmd) is True
-    assert len(g.tap.pending) == 1 and g.mirror.get(0x0700, 0x0616) is None
+    assert len(g.tap().pending) == 1 and g.mirror().get(0x0700, 0x0616) is None
     rsp = vec("1.1.1_GCS01a", "GCS01a_1.1.1_IMMEDIATE_TOU_SUCCESS_RESPONSE")
     assert g.on_gsme_message(rsp) == []
-    assert g.tap.pending == {} and g.tap.applied == 1
-    assert g.mirror.get(0x0700, 0x0616) == (zcl.T_UINT16, 826)  # GBP
-    assert g.mirror.get(0x0700, 0x0617) == (zcl.T_MAP8, 0x50)
-    assert g.tap.data(0x0707, 0x00) is not None
+    assert g.tap().pending == {} and g.tap_applied == 1
+    assert g.mirror().get(0x0700, 0x0616) == (zcl.T_UINT16, 826)  # GBP
+    assert g.mirror().get(0x0700, 0x0617) == (zcl.T_MAP8, 0x50)
+    assert tom(g, 0x0707, 0x00) is not None
     # a second response to the same command changes nothing
-    assert g.on_gsme_message(rsp) == [] and g.tap.applied == 1
+    assert g.on_gsme_message(rsp) == [] and g.tap_applied == 1
 
 
 def test_tap_off_error_response_discards_with_819e():
-    g = make_gpf(fresh())
+    g = make_svc(fresh())
     CLOCK[0] = T0
     assert g.tap_off(vec("1.1.1_GCS01a", "GCS01a_1.1.1_FUTURE_DATED_BLOCK_ERROR_COMMAND"))
     alerts = g.on_gsme_message(vec("1.1.1_GCS01a", "GCS01a_1.1.1_FUTURE_DATED_BLOCK_ERROR_RESPONSE"))
     assert len(alerts) == 1 and _alert_code(alerts[0]) == 0x819E
-    assert g.tap.pending == {} and g.tap.applied == 0 and g.tap.discarded == 1
-    assert g.mirror.get(0x0700, 0x0616) is None and g.tap.data(0x0707, 0x00) is None
+    assert g.tap().pending == {} and g.tap_applied == 0 and g.tap_discarded == 1
+    assert g.mirror().get(0x0700, 0x0616) is None and tom(g, 0x0707, 0x00) is None
 
 
 def test_tap_off_future_dated_waits_for_the_8f66_alerts():
     store = fresh()
-    g = make_gpf(store)
+    g = make_svc(store)
     CLOCK[0] = T0  # the command's start times are in 2030
     assert g.tap_off(vec("1.1.1_GCS01a", "GCS01a_1.1.1_FUTURE_DATED_BLOCK_SUCCESS_COMMAND"))
     assert g.on_gsme_message(vec("1.1.1_GCS01a", "GCS01a_1.1.1_FUTURE_DATED_BLOCK_SUCCESS_RESPONSE")) == []
-    assert g.tap.applied == 0 and len(g.tap.pending) == 1
-    g = make_gpf(remount())  # a power cut between the response and the alerts
-    assert len(g.tap.pending) == 1
+    assert g.tap_applied == 0 and len(g.tap().pending) == 1
+    g = make_svc(remount())  # a power cut between the response and the alerts
+    assert len(g.tap().pending) == 1
     pre = "GCS01a_1.1.1_8F66_FUTURE_DATED_BLOCK_SUCCESS_ALERT_"
     assert g.on_gsme_message(vec("1.1.1_GCS01a", pre + "PUBLISH_CALENDAR")) == []
-    assert g.tap.data(0x0707, 0x00) is not None and g.tap.data(0x0707, 0x01) is not None
-    assert g.tap.data(0x0700, 0x04) is None
+    assert tom(g, 0x0707, 0x00) is not None and tom(g, 0x0707, 0x01) is not None
+    assert tom(g, 0x0700, 0x04) is None
     for part in ("PUBLISH_SPECIAL_DAYS", "PUBLISH_TARIFF_INFORMATION", "PUBLISH_PRICE_MATRIX", "PUBLISH_BLOCK_THRESHOLDS"):
         assert g.on_gsme_message(vec("1.1.1_GCS01a", pre + part)) == []
-    assert g.tap.data(0x0700, 0x04) is not None and g.tap.pending == {}
+    assert tom(g, 0x0700, 0x04) is not None and g.tap().pending == {}
 
 
 def test_tap_off_copy_survives_power_cut():
-    g = make_gpf(fresh())
+    g = make_svc(fresh())
     CLOCK[0] = T0
     assert g.tap_off(vec("3.1_GCS07", "GCS07_3.1_SUCCESS_COMMAND"))
-    g = make_gpf(remount())
-    assert len(g.tap.pending) == 1
+    g = make_svc(remount())
+    assert len(g.tap().pending) == 1
     g.on_gsme_message(vec("3.1_GCS07", "GCS07_3.1_SUCCESS_RESPONSE"))
-    assert g.tap.pending == {} and g.tap.applied == 1
+    assert g.tap().pending == {} and g.tap_applied == 1
 
 
 def test_tap_off_gcs05_keeps_the_calendar_part_only():
-    g = make_gpf(fresh())
+    g = make_svc(fresh())
     CLOCK[0] = T0
     assert g.tap_off(vec("2.1_GCS05", "GCS05_2.1_IMMEDIATE_SUCCESS_COMMAND"))
-    (p,) = g.tap.pending.values()
+    (p,) = g.tap().pending.values()
     assert p[2] and all(c[0] == 0x0707 for c in p[2])
     # not a TOM command: no copy
     assert g.tap_off(vec("6.11_GCS28", "GCS28_6.11_SUCCESS_COMMAND")) is False
 
 
 def test_tap_off_ignores_garbage():
-    g = make_gpf(fresh())
+    g = make_svc(fresh())
     assert g.tap_off(b"\xdd\x00") is False and g.on_gsme_message(b"") == []
-    assert g.tap.pending == {}
+    assert g.tap().pending == {}
 
 
 def test_gbz_alert_shape():
-    g = make_gpf(fresh())
-    a = g.tap._discard("k", [0x006B, 1, []])[0]
+    g = make_svc(fresh())
+    a = g.tap()._discard("k", [0x006B, 1, []])[0]
     p = gframe.parse(a).payload
     assert bytes(p[:3]) == b"\x01\x09\x00" and len(p) == 9
     assert gbz.MC_FUTURE_DATED == 0x00CD
 
 
 def test_tap_off_cancellation_drops_the_future_parts():
-    g = make_gpf(fresh())
+    g = make_svc(fresh())
     CLOCK[0] = T0
     g.tap_off(vec("1.1.1_GCS01a", "GCS01a_1.1.1_FUTURE_DATED_BLOCK_SUCCESS_COMMAND"))
     g.on_gsme_message(vec("1.1.1_GCS01a", "GCS01a_1.1.1_FUTURE_DATED_BLOCK_SUCCESS_RESPONSE"))
-    assert len(g.tap.pending) == 1
+    assert len(g.tap().pending) == 1
     g.tap_off(vec("1.1.1_GCS01a", "GCS01a_1.1.1_CANCELLATION_BLOCK_SUCCESS_COMMAND"))
     assert g.on_gsme_message(vec("1.1.1_GCS01a", "GCS01a_1.1.1_CANCELLATION_BLOCK_SUCCESS_RESPONSE")) == []
-    assert g.tap.pending == {}
+    assert g.tap().pending == {}
     # nothing of either command became the GPF's tariff data
-    assert g.tap.data(0x0700, 0x04) is None and g.mirror.get(0x0700, 0x0616) is None
+    assert tom(g, 0x0700, 0x04) is None and g.mirror().get(0x0700, 0x0616) is None
 
 
 def test_mirror_never_answers_a_default_response():
@@ -413,11 +430,11 @@ def test_tapped_off_tariff_and_calendar_served_to_han_devices():
     from gpf import service
 
     store = fresh()
-    g = make_gpf(store)
+    g = make_svc(store)
     CLOCK[0] = T0
     assert g.tap_off(vec("1.1.1_GCS01a", "GCS01a_1.1.1_IMMEDIATE_TOU_SUCCESS_COMMAND"))
     assert g.on_gsme_message(vec("1.1.1_GCS01a", "GCS01a_1.1.1_IMMEDIATE_TOU_SUCCESS_RESPONSE")) == []
-    (tariff,), (calendar,) = g.tap.data(0x0700, 0x04), g.tap.data(0x0707, 0x00)
+    (tariff,), (calendar,) = tom(g, 0x0700, 0x04), tom(g, 0x0707, 0x00)
     store = remount()  # a power cut
     svc = service.GpfService(store, Identity(store), _Clock(), None, None)
     assert 0x0707 in service.SERVED and set(service.MIRRORED) <= set(service.SERVED)
@@ -455,7 +472,7 @@ def test_every_publish_of_a_tom_command_is_kept_and_served():
     from gpf import service
 
     store = fresh()
-    g = make_gpf(store)
+    g = make_svc(store)
     CLOCK[0] = T0
     cmd = vec("1.1.1_GCS01a", "GCS01a_1.1.1_IMMEDIATE_TOU_SUCCESS_COMMAND")
     comps = gbz.parse(gframe.frame_of(cmd).payload, 1, 0x006B).components
@@ -464,7 +481,7 @@ def test_every_publish_of_a_tom_command_is_kept_and_served():
     assert len(days) > 1 and len(weeks) >= 1, (len(days), len(weeks))
     assert g.tap_off(cmd)
     assert g.on_gsme_message(vec("1.1.1_GCS01a", "GCS01a_1.1.1_IMMEDIATE_TOU_SUCCESS_RESPONSE")) == []
-    assert g.tap.data(0x0707, 0x01) == days and g.tap.data(0x0707, 0x02) == weeks
+    assert tom(g, 0x0707, 0x01) == days and tom(g, 0x0707, 0x02) == weeks
     store = remount()
     svc = service.GpfService(store, Identity(store), _Clock(), None, None)
     frame = bytes((0x01, 0x51, 0x01)) + bytes(8) + bytes((0, 0))  # GetDayProfiles
@@ -489,9 +506,10 @@ def test_gcs14_returns_the_tapped_off_currency_and_trailing_digit():
     from gbcs import gcm, kdf
 
     store, ident, acb_d = _acb_and_supplier()
-    m = Mirror(store, now)
-    setup_mirror(m)
-    g = Gpf(ident, store, m, now)
+    from gpf import service
+
+    g = service.GpfService(store, ident, _Clock(), None, None)  # the tap-off and the use cases share its mirror
+    setup_mirror(g.mirror())
     me, sup = ident.gpf["eui"], binascii.unhexlify("90b3d51f30010000")
     z = p256.ecdh(acb_d, ident.gpf["ka_q"])
     p = binascii.unhexlify("010902000700000700000017061606" + "010705000F000100050002000100310211022102")

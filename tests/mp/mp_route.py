@@ -847,6 +847,24 @@ def test_a_frame_is_parsed_once_on_its_way():
     assert c.n == 1 and hub.gpf.status()["tap_pending"] == 0, c.n
 
 
+def test_tom_commands_load_the_tap_off_alone():
+    # a TOM command buffered for the GSME and the GSME's response to it
+    # load gpf.tapoff and gbcs.gbz (dropped after each), not the GPF's use cases
+    # (gpf.function) nor its mirror: on main all three came with the first
+    # TOM command and stayed (~4 KB of code and ~570 bytes of objects on
+    # the 32-bit build)
+    import sys
+
+    hub, r = _hub(gpf=True)
+    assert run(r.route(_hex_file(CS11_CMD))) == (None, [])
+    assert run(r.on_tunnel_message(GSME, b"\x01")) == b"\x02\x00" + _hex_file(CS11_CMD)
+    assert run(r.on_tunnel_message(GSME, b"\x03" + _hex_file(CS11_RSP))) is None
+    held = [m for m in ("gpf.function", "gpf.mirror", "gpf.tapoff", "gpf.served", "gbcs.gbz") if m in sys.modules]
+    assert not held, held
+    st = hub.gpf.status()
+    assert st["tap_pending"] == 0 and st["tap_applied"] == 1 and not st["loaded"] and not st["mirror_loaded"], st
+
+
 async def _pause():
     await asyncio.sleep_ms(5)
 
