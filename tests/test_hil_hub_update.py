@@ -106,7 +106,7 @@ def test_update_confirm_then_broken_image_rolls_back(system: EmulatedSystem, hub
 
 def test_cs05a_over_the_wan_then_cs06(system: EmulatedSystem, hub_image: Path, key, tmp_path: Path) -> None:
     from hil.headend.gbcs import HeadEndError
-    from hil.headend.hub_image import activate, send_image
+    from hil.headend.hub_image import activate_result, activate_start, send_image
 
     s = system
     s.call("image_anchor", anchor=hi.anchor_bytes(key.public_key()).hex(), min_version="0.1.0")
@@ -119,12 +119,20 @@ def test_cs05a_over_the_wan_then_cs06(system: EmulatedSystem, hub_image: Path, k
         send_image(he, bad)
     assert "Manufacturer Image Hash" in events(s, 0x8F1C)[-1]
     assert s.call("image_status")["state"] == "idle"
-    # the good one, then CS06 now: the hub resets into it
+    # the good one, then CS06 now: the hub resets into it. The link is cut
+    # once the hub has ACKed the CS06, so the reset comes before its response
+    # leaves (as on a busy machine): the response comes from the hub's
+    # outbox after the boot into the new image
     send_image(he, ota)
     assert s.call("image_status")["state"] == "verified"
-    assert activate(he, ota, at=0) == 0
-    s.wait_until(lambda: not s.dut.alive, 10, "the hub resets into the new image")
+    he.on_command_acked = lambda fid: s.modem.drop_network()
+    try:
+        cs06 = activate_start(he, ota, at=0)
+        s.wait_until(lambda: not s.dut.alive, 10, "the hub resets into the new image")
+    finally:
+        he.on_command_acked = None
     boot_again(s)
+    assert activate_result(cs06) == 0
     assert s.call("status")["version"] == "0.5.0"
     s.wait_until(lambda: s.call("image_status")["trial"] is None, 20, "the trial image confirmed")
 

@@ -53,7 +53,7 @@ def image_variant(src: Path, dst: Path, version: str, pad_to: int = 0, app_sourc
 
 def figures(heap: str, image: Path) -> dict[str, Any]:
     from chubcore.localport import LocalPortClient
-    from hil.headend.hub_image import activate, send_image
+    from hil.headend.hub_image import activate_result, activate_start, send_image
     from hil.system import EmulatedSystem
 
     key = hi.new_key()
@@ -69,11 +69,14 @@ def figures(heap: str, image: Path) -> dict[str, Any]:
             t0 = time.monotonic()
             send_image(he, ota)
             t_dl = time.monotonic()
-            if activate(he, ota, at=0) != 0:
-                raise RuntimeError("CS06 refused")
+            # the reset may come before the CS06 response leaves the hub
+            # (it follows from the outbox after the boot): powered on first
+            cs06 = activate_start(he, ota, at=0)
             s.wait_until(lambda: not s.dut.alive, 15, "the hub resets into the new image")
             boot_again(s)
             t_ready = time.monotonic()
+            if activate_result(cs06) != 0:
+                raise RuntimeError("CS06 refused")
             if s.call("status")["version"] != "0.2.0":
                 raise RuntimeError("the new image is not running")
             s.wait_until(lambda: s.call("image_status")["trial"] is None, 30, "the trial image confirmed")
