@@ -88,8 +88,18 @@ class Rig:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     def call(self, coro: Coroutine[Any, Any, Any], timeout: float = 30) -> Any:
+        """Run `coro` on the rig's loop; its result. At `timeout` the coroutine
+        is cancelled and TimeoutError names it (a concurrent future's own
+        says nothing); a TimeoutError of the coroutine's own passes as it is."""
+        name = getattr(coro, "__qualname__", repr(coro))
         fut: Future = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        return fut.result(timeout)
+        try:
+            return fut.result(timeout)
+        except TimeoutError as e:
+            if fut.done():
+                raise
+            fut.cancel()
+            raise TimeoutError(f"rig: {name} not finished within {timeout} s") from e
 
     # --- what the DUT sees ------------------------------------------------
     @property

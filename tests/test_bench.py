@@ -86,3 +86,27 @@ def test_bench_json_has_the_published_figures() -> None:
     assert figures["e2e_ms_nor"] > figures["e2e_ms"]
     # the local port's back-off: a guesser gets a couple of checks a second at most
     assert 1 <= figures["auth_failures_per_s_max"] <= 2
+
+
+def test_floor_search_finds_the_floor_from_any_start_and_in_two_runs_from_the_floor() -> None:
+    # the heap-floor search (bench_proof.floor_search) on a pure predicate: the
+    # smallest passing step in (lo, hi] whatever the start, never more runs
+    # than a bisection's and two more, two when the start is the floor (the
+    # bisection it replaced took ~6 full scenarios on the 64-bit port)
+    from chub.bench_proof import floor_search
+
+    lo, hi = 19, 64  # 304k .. 1024k in 16 KB steps, as on the 64-bit unix port
+    for floor in range(lo + 1, hi + 1):
+        for start in range(lo - 3, hi + 4):
+            tried: list[int] = []
+
+            def passes(n: int, floor: int = floor, tried: list[int] = tried) -> bool:
+                assert lo < n < hi, n  # lo fails and hi passes: neither is run again
+                tried.append(n)
+                return n >= floor
+
+            found, calls = floor_search(passes, lo, hi, start)
+            assert found == floor, (floor, start, tried)
+            assert calls == len(tried) <= 2 * 6 + 2, (floor, start, tried)
+            if start == floor and lo + 1 < floor < hi:
+                assert tried == [floor, floor - 1]

@@ -51,3 +51,49 @@ def test_no_hub_connected_is_refused_plainly() -> None:
         asyncio.run_coroutine_threadsafe(he.stop(), loop).result(5)
         loop.call_soon_threadsafe(loop.stop)
         t.join(5)
+
+
+def test_a_timed_out_command_or_request_says_what_timed_out() -> None:
+    # a bare TimeoutError() (asyncio.wait_for's) left a CI run of the whole
+    # bench with no clue: the head-end's timeouts name the command and what
+    # it lacked. A stand-in hub on 127.0.0.1 says HELLO and ACKs, never answers
+    import socket
+
+    from hil.headend.hub_image import MC_CS06, precommand
+    from hil.headend.server import ACK, GBCS, HELLO, frame, split_frames
+
+    loop = asyncio.new_event_loop()
+    t = threading.Thread(target=loop.run_forever, daemon=True)
+    t.start()
+    he = HeadEndServer()
+    cmd = precommand(MC_CS06, 4, b"\x00")
+    try:
+        port = asyncio.run_coroutine_threadsafe(he.start(), loop).result(5)
+        with pytest.raises(TimeoutError, match=r"0x0012 counter 0 .*not ACKed, no response \(no hub connected"):
+            he.send_command(cmd, timeout=0.2, rebuild=False)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as hub:
+            hub.sendall(frame(HELLO, 0, bytes(8) + b"\x7f" + b"0.1.0"))
+            he.wait_hello(timeout=5)
+            acks = threading.Thread(target=_ack_gbcs, args=(hub, split_frames, GBCS, ACK, frame), daemon=True)
+            acks.start()
+            with pytest.raises(TimeoutError, match=r"counter 0 \(link id \d+\): ACKed, no response \(connected"):
+                he.send_command(cmd, timeout=0.5, rebuild=False)
+            with pytest.raises(TimeoutError, match=r"no reply to management request 'config_get' .*connected"):
+                he.manage({"cmd": "config_get"}, timeout=0.2)
+    finally:
+        asyncio.run_coroutine_threadsafe(he.stop(), loop).result(5)
+        loop.call_soon_threadsafe(loop.stop)
+        t.join(5)
+
+
+def _ack_gbcs(sock, split_frames, gbcs: int, ack: int, frame) -> None:  # noqa: ANN001
+    """The stand-in hub: ACK every GBCS frame the head-end sends, answer none."""
+    buf = bytearray()
+    try:
+        while data := sock.recv(4096):
+            buf += data
+            for ftype, fid, _ in split_frames(buf):
+                if ftype == gbcs:
+                    sock.sendall(frame(ack, fid, b"\x00"))
+    except OSError:
+        pass

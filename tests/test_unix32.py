@@ -19,6 +19,11 @@ from chubcore.build import build
 from chubcore.paths import MICROPYTHON_ENV, micropython_exe, venv_tool
 from mpy import run_mp
 
+# the first test to use `unix32` builds the binary on a clean clone: ~40 s on
+# idle cores, over the default 180 s on busy ones (a clean-clone CI run on
+# 2026-12-07 had make killed at 180 s and 5 tests in error)
+pytestmark = pytest.mark.timeout(600)
+
 
 @pytest.fixture(scope="session")
 def unix32() -> mpbuild.Firmware:

@@ -109,7 +109,11 @@ class EmulatedDevice:
         try:
             if not self.send(cluster, frame):
                 raise ConnectionError(f"{self.name}: not joined / message lost")
-            return await asyncio.wait_for(fut, timeout)
+            try:
+                return await asyncio.wait_for(fut, timeout)
+            except TimeoutError:
+                raise TimeoutError(f"{self.name}: no answer to ZCL 0x{cluster:04x} tsn {frame[1]} "
+                                   f"within {timeout} s") from None
         finally:
             self._waiters.pop(key, None)
 
@@ -274,7 +278,10 @@ class EmulatedDevice:
         try:
             if not self.send(Z.TUNNELING, Z.transfer_data(self.next_tsn(), self.tunnel_id, data, False)):
                 raise ConnectionError(f"{self.name}: not joined / message lost")
-            return await asyncio.wait_for(fut, timeout)
+            try:
+                return await asyncio.wait_for(fut, timeout)
+            except TimeoutError:
+                raise TimeoutError(f"{self.name}: no answer on tunnel {self.tunnel_id} within {timeout} s") from None
         finally:
             self._tunnel_answer = None
 

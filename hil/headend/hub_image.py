@@ -13,7 +13,9 @@ method 2 {offset, bytes, the target devices' EUIs}: `send_meter_image`."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+from concurrent.futures import Future
 
 from chubcore.dcc import ACB
 
@@ -100,7 +102,31 @@ def send_meter_image(server: HeadEndServer, mc: int, ota: bytes, euis: list[str]
 
 
 def activate(server: HeadEndServer, ota: bytes, at: int = 0, timeout: float = 30.0) -> int:
-    """CS06: activate the image whose Manufacturer Image Hash ends `ota` at UTC `at`; the result code."""
+    """CS06: activate the image whose Manufacturer Image Hash ends `ota` at UTC `at`; the result code.
+    For an activation now (the hub resets) activate_start / activate_result."""
+    return activate_result(activate_start(server, ota, at, timeout), timeout)
+
+
+def activate_start(server: HeadEndServer, ota: bytes, at: int = 0, timeout: float = 60.0) -> Future:
+    """CS06 sent, not awaited: the reply's future (activate_result). An
+    activation now resets the hub, and on a busy machine the reset can come
+    before the response leaves the hub: it waits in the hub's outbox and goes
+    after the next boot, so the caller powers the hub on again, then takes
+    the result (waiting for it first, the hub never powered on, was the bare
+    TimeoutError of a CI run of the whole bench)."""
+    assert server.loop is not None
     data = b"\x02\x02" + octets(ota[-32:]) + u32(at)
-    code, _ = _result(server.send_command(precommand(MC_CS06, 4, data), timeout))
+    return asyncio.run_coroutine_threadsafe(server.asend_command(precommand(MC_CS06, 4, data), timeout),
+                                            server.loop)
+
+
+def activate_result(fut: Future, timeout: float = 60.0) -> int:
+    """The result code of activate_start's CS06 (its response within `timeout` s of the call)."""
+    try:
+        reply = fut.result(timeout + 5)
+    except TimeoutError as e:
+        if fut.done():
+            raise
+        raise TimeoutError(f"head-end: CS06 not finished within {timeout + 5} s") from e
+    code, _ = _result(reply)
     return code

@@ -33,6 +33,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .gbcs import Frame, HeadEnd, parse_frame
 
@@ -211,6 +212,19 @@ class _Pending:
     fut: asyncio.Future
     acked: asyncio.Event = field(default_factory=asyncio.Event)
     ack_status: str | None = None
+
+
+def _result(fut: Any, timeout: float, what: str) -> Any:
+    """A concurrent future's result; a TimeoutError naming `what` when the
+    head-end's loop has not finished it in `timeout` s (the future's own says
+    nothing)."""
+    try:
+        return fut.result(timeout)
+    except TimeoutError as e:
+        if fut.done():  # the coroutine's own TimeoutError, with its message
+            raise
+        fut.cancel()
+        raise TimeoutError(f"head-end: {what} not finished by its loop within {timeout} s") from e
 
 
 class HeadEndServer:
@@ -408,9 +422,12 @@ class HeadEndServer:
         sent_at = time.perf_counter()
         if self._writer is not None and self.hellos:
             self._writer.write(frame(GBCS, fid, raw))
-        rec: Received = await asyncio.wait_for(pc.fut, timeout)
-        answered_at = time.perf_counter()
-        await asyncio.wait_for(pc.acked.wait(), timeout)
+        try:
+            rec: Received = await asyncio.wait_for(pc.fut, timeout)
+            answered_at = time.perf_counter()
+            await asyncio.wait_for(pc.acked.wait(), timeout)
+        except TimeoutError:
+            raise TimeoutError(f"head-end: {self._what(pc)} within {timeout} s") from None
         if rebuild:
             assert self.headend is not None
             verified = self.headend.verify(rec.raw, f)
@@ -419,13 +436,26 @@ class HeadEndServer:
         assert verified is not None
         return Reply(fid, raw, f, rec.raw, verified, pc.ack_status, sent_at, answered_at)
 
+    def _what(self, pc: _Pending) -> str:
+        """What a pending command still lacks, for a TimeoutError's message:
+        the command (message code, counter, link id), whether the hub ACKed
+        it or answered it, and the link (connected, how many connections)."""
+        cmd = (f"GBCS command 0x{int.from_bytes(pc.cmd.other_info[:2], 'big'):04X} counter {pc.cmd.counter}"
+               if pc.cmd is not None and len(pc.cmd.other_info) >= 2 else "GBCS frame")
+        # wait_for cancels the future it gave up on
+        state = ("answered, not ACKed" if pc.fut.done() and not pc.fut.cancelled() else
+                 f"{'ACKed' if pc.acked.is_set() else 'not ACKed'}, no response")
+        link = "connected" if self.connected else "no hub connected"
+        return f"{cmd} (link id {pc.link_id}): {state} ({link}, {self.connections} connections so far)"
+
     def send_command(self, cmd: bytes | str | Path, timeout: float = 10.0, rebuild: bool = True) -> Reply:
         """Send one GBCS command to the hub; its verified response (HeadEndError
-        on a bad MAC, TimeoutError when none arrives in time). rebuild=False
-        sends the frame as it is and returns the response unverified."""
+        on a bad MAC, TimeoutError naming the command and what it lacks when
+        none arrives in time). rebuild=False sends the frame as it is and
+        returns the response unverified."""
         assert self.loop is not None
         fut = asyncio.run_coroutine_threadsafe(self.asend_command(cmd, timeout, rebuild), self.loop)
-        return fut.result(timeout * 2 + 5)
+        return _result(fut, timeout * 2 + 5, "send_command")
 
     async def asend_raw(self, payload: bytes, timeout: float = 10.0) -> str | None:
         """Send any bytes as one GBCS link frame; -> the hub's ACK status."""
@@ -435,13 +465,17 @@ class HeadEndServer:
         self._cmds[fid] = pc
         if self._writer is not None and self.hellos:
             self._writer.write(frame(GBCS, fid, payload))
-        await asyncio.wait_for(pc.acked.wait(), timeout)
+        try:
+            await asyncio.wait_for(pc.acked.wait(), timeout)
+        except TimeoutError:
+            raise TimeoutError(f"head-end: {self._what(pc)} within {timeout} s") from None
         return pc.ack_status
 
     def send_raw(self, payload: bytes, timeout: float = 10.0) -> str | None:
         """Thread-side asend_raw: e.g. a malformed GBCS frame the hub must refuse."""
         assert self.loop is not None
-        return asyncio.run_coroutine_threadsafe(self.asend_raw(payload, timeout), self.loop).result(timeout + 5)
+        return _result(asyncio.run_coroutine_threadsafe(self.asend_raw(payload, timeout), self.loop), timeout + 5,
+                       "send_raw")
 
     async def amanage(self, req: dict, timeout: float = 10.0) -> dict:
         """One management request ({cmd, ...}) to the connected hub -> its
@@ -455,7 +489,11 @@ class HeadEndServer:
             if self._writer is None or not self.hellos:
                 raise TimeoutError("no hub connected")
             self._writer.write(frame(MGMT, fid, json.dumps(req).encode()))
-            reply = await asyncio.wait_for(fut, timeout)
+            try:
+                reply = await asyncio.wait_for(fut, timeout)
+            except TimeoutError:
+                raise TimeoutError(f"no reply to management request {req.get('cmd')!r} (id {fid}) within "
+                                   f"{timeout} s ({'connected' if self.connected else 'no hub connected'})") from None
         finally:
             self._mgmt.pop(fid, None)
         if reply.get("status") != 0:
@@ -465,7 +503,8 @@ class HeadEndServer:
     def manage(self, req: dict, timeout: float = 10.0) -> dict:
         """Thread-side amanage."""
         assert self.loop is not None
-        return asyncio.run_coroutine_threadsafe(self.amanage(req, timeout), self.loop).result(timeout + 5)
+        return _result(asyncio.run_coroutine_threadsafe(self.amanage(req, timeout), self.loop), timeout + 5,
+                       f"manage {req.get('cmd')!r}")
 
     # --- the operator's API (chub headend) ----------------------------------
     async def start_api(self) -> int:

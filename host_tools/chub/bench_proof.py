@@ -13,9 +13,10 @@
                                 (hil/campaign/capacity.py), minus
                                 heap_after_imports_kb (the boot import set's
                                 share; features loaded on first use count here)
-  heap_floor_kb                 smallest -X heapsize (16 KB steps, bisected)
-                                with which the full scenario at capacity passes
-                                with no MemoryError in the log
+  heap_floor_kb                 smallest -X heapsize (16 KB steps; searched from
+                                the step above the scenario's high water,
+                                floor_search) with which the full scenario at
+                                capacity passes with no MemoryError in the log
   e2e_ms                        head-end command (ECS26i) -> its response back
                                 at the head-end, median
   e2e_ch_ms                     the hub's share: from the modem emulator taking
@@ -109,12 +110,40 @@ def _scenario_passes(image: Path, heap: str, workdir: Path) -> tuple[bool, dict,
     return ok, st, why
 
 
+def floor_search(passes: Callable[[int], bool], lo: int, hi: int, start: int) -> tuple[int, int]:
+    """The smallest n in (lo, hi] for which passes(n), where lo fails and hi
+    passes (not tried) and the outcome changes once between them: from
+    `start` (clamped into the range) in steps doubling away from it (1, 2,
+    4, ...) until one outcome differs from the others, then bisected.
+    -> (n, how many passes() calls). With `start` the answer: 2 calls
+    (start passes, start - 1 fails); a bisection of (lo, hi] takes
+    ~log2(hi - lo)."""
+    n, step, calls, seen = start, 1, 0, set()
+    while hi - lo > 1:
+        n = min(max(n, lo + 1), hi - 1)
+        ok = passes(n)
+        calls += 1
+        seen.add(ok)
+        if ok:
+            hi = n
+        else:
+            lo = n
+        if len(seen) == 2:
+            n = (lo + hi) // 2
+        else:
+            n = hi - step if ok else lo + step
+            step *= 2
+    return hi, calls
+
+
 def heap_figures(image: Path, heap: str, after_imports_kb: float | None, runs: int = 1,
                  say: Callable[[str], None] | None = None) -> dict[str, Any]:
     """On the full scenario at capacity (hil/campaign/capacity.py):
     heap_working_set_kb: the worst of `runs` scenarios at `heap`;
-    heap_floor_kb: bisected in 16 KB steps, then the smallest step at which
-    `runs` of `runs` scenarios pass (a step up after any failure:
+    heap_floor_kb: in 16 KB steps, searched (floor_search) from the step
+    above the worst high water of those runs (where the floor has been on
+    both word sizes: 2 scenarios when it still is), then the smallest step
+    at which `runs` of `runs` scenarios pass (a step up after any failure:
     fragmentation differs between runs). `heap_floor_runs` says how many.
     A run with a MemoryError in the hub's log fails; `say` gets each step's
     outcome and, for a failure, the first MemoryError line (or the error)."""
@@ -139,12 +168,15 @@ def heap_figures(image: Path, heap: str, after_imports_kb: float | None, runs: i
             out["heap_working_set_kb"] = round(max(highs) / 1024 - after_imports_kb, 1)
         # in 16 KB units; hi passes; the code's own share is a floor already
         lo, hi = max(4, int((after_imports_kb or 64) // 16)), int(heap.rstrip("kK")) // 16
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
+
+        def passes(step: int) -> bool:
+            nonlocal n
             n += 1
-            passed, _, why = _scenario_passes(image, f"{mid * 16}k", Path(tmp) / f"f{n}")
-            say(f"  {mid * 16}k: {'passed' if passed else f'failed ({why})'}")
-            lo, hi = (lo, mid) if passed else (mid, hi)
+            passed, _, why = _scenario_passes(image, f"{step * 16}k", Path(tmp) / f"f{n}")
+            say(f"  {step * 16}k: {'passed' if passed else f'failed ({why})'}")
+            return passed
+
+        hi, _ = floor_search(passes, lo, hi, -(-max(highs) // 16384) + 1)
         # the floor must hold `runs` times (the bisection ran it once)
         while runs > 1 and hi * 16 < int(heap.rstrip("kK")):
             fails = []

@@ -52,7 +52,8 @@ def image_variant(src: Path, dst: Path, version: str, pad_to: int = 0, app_sourc
 
 
 def figures(heap: str, image: Path) -> dict[str, Any]:
-    from hil.headend.hub_image import activate, send_image
+    from chubcore.localport import LocalPortClient
+    from hil.headend.hub_image import activate_result, activate_start, send_image
     from hil.system import EmulatedSystem
 
     key = hi.new_key()
@@ -68,16 +69,22 @@ def figures(heap: str, image: Path) -> dict[str, Any]:
             t0 = time.monotonic()
             send_image(he, ota)
             t_dl = time.monotonic()
-            if activate(he, ota, at=0) != 0:
-                raise RuntimeError("CS06 refused")
+            # the reset may come before the CS06 response leaves the hub
+            # (it follows from the outbox after the boot): powered on first
+            cs06 = activate_start(he, ota, at=0)
             s.wait_until(lambda: not s.dut.alive, 15, "the hub resets into the new image")
             boot_again(s)
             t_ready = time.monotonic()
+            if activate_result(cs06) != 0:
+                raise RuntimeError("CS06 refused")
             if s.call("status")["version"] != "0.2.0":
                 raise RuntimeError("the new image is not running")
             s.wait_until(lambda: s.call("image_status")["trial"] is None, 30, "the trial image confirmed")
-            # the broken image over the local port (the path does not matter here)
-            st = hi.upload(lambda cmd, **a: s.call(cmd, timeout=60, **a), broken)
+            # the broken image over the local port (the path does not matter
+            # here) on one installer session: a session per image_write call
+            # cost ~0.5 s each, ~90 s for the ~180 pieces on busy cores
+            with LocalPortClient(s.local_port_url, timeout=60) as c:
+                st = hi.upload(c.call, broken)
             s.call("image_activate", total=st["total"], at=0)
             s.wait_until(lambda: not s.dut.alive, 15, "the hub resets into the broken image")
             s.drop_connection()
