@@ -113,6 +113,7 @@ class KV:
         return {}
 
     def _commit(self, data):
+        # data: a dict, or a function data(out) writing one (see replace)
         tmp = self.path + _TMP
         # header, JSON text (json.dumps's), newline. The text goes out in
         # pieces through one 256-byte buffer (jsonout), twice: for its CRC,
@@ -120,20 +121,20 @@ class KV:
         # capacity ~2.2 KB): no block of its size is needed.
         out = JsonOut(None, binascii.crc32, 0)
         out.start(self, b"", 0, _PIECE)  # self.write: the pieces are only summed
-        out.value(data, 0)
+        data(out) if callable(data) else out.value(data, 0)
         crc = out.close()
         with open(tmp, "wb") as f:
             f.write(b"%08x " % (crc & 0xFFFFFFFF))
             out = JsonOut(None, binascii.crc32, 0)
             out.start(f, b"", 0, _PIECE)
-            out.value(data, 0)
+            data(out) if callable(data) else out.value(data, 0)
             if out.close() != crc:  # cannot happen: the same data, encoded twice
                 raise OSError("kv: record changed while written")
             f.write(b"\n")
         os.rename(tmp, self.path)
         self.stats["kv_writes"] += 1
         if self._data is not None:
-            self._data = data
+            self._data = None if callable(data) else data
 
     def write(self, b):
         # the writer of _commit's CRC pass
@@ -163,6 +164,16 @@ class KV:
         data.update(changes)
         if data != old:
             self._commit(data)
+
+    def replace(self, record):
+        """Write `record` whole as the store's content, without reading what
+        the store held: a dict, or a function record(out) that writes one
+        (a JSON object) through a jsonout.JsonOut (out.put, out.string,
+        out.value), called twice (the CRC, then the file) and writing the
+        same text both times. For a holder that keeps its state in its own
+        form (chf.device_log): no parsed copy of the old record, none of the
+        new one kept (a store replaced by a function becomes cold)."""
+        self._commit(record)
 
     def delete(self, key):
         old = self._d()
