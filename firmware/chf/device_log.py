@@ -107,6 +107,9 @@ def device_eui(eui):
 # han.install_code: loaded for a request (an add, a restore, a code check)
 # and dropped after it, out of the boot set
 _IC = "han.install_code"
+# chf.devlog_store: the on-flash form, read at start and written at each
+# change, loaded for that and dropped after
+_IO = "chf.devlog_store"
 
 
 def key_hash(key):
@@ -140,28 +143,6 @@ def _keys(install_code):
         lazy.drop(_IC)
 
 
-def _h(b):
-    return hexlify(b).decode() if b is not None else None
-
-
-def _b(s):
-    return unhexlify(s) if s else None
-
-
-def _b16(s):
-    # 32 hex digits from the store -> 16 bytes (ValueError otherwise)
-    if not isinstance(s, str) or len(s) != 32:
-        raise ValueError("not 16 bytes of hex")
-    return unhexlify(s)
-
-
-def _int(v, hi):
-    # an int 0..hi from the store (ValueError otherwise)
-    if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= hi:
-        raise ValueError("bad number")
-    return v
-
-
 def _fill(s, typ, key, hsh, ks, node, js, ws, we):
     # a slot's entry part (s: a zeroed slot; key/hsh: bytes or None)
     s[0] = (_NO_TYPE if typ is None else typ) | ks << 3 | js << 5
@@ -178,91 +159,10 @@ def _fill(s, typ, key, hsh, ks, node, js, ws, we):
     pack_into("<HII", s, _O_NODE, node or 0, ws, we)
 
 
-def _jstate(s, js):
-    s[0] = s[0] & 0x1F | js << 5
-
-
 def _window(s, now, seconds):
     end = now + seconds
     pack_into("<II", s, _O_WS, now, end if end < _U32 else _U32)
-    _jstate(s, _JS_WINDOW)
-
-
-def _hexout(out, buf, o, have):
-    # a 16-byte field of buf at o as JSON: "hex" or null
-    if have:
-        out.put(b'"')
-        out.put(hexlify(memoryview(buf)[o:o + 16]))
-        out.put(b'"')
-    else:
-        out.put(b"null")
-
-
-def _emit(out, e, t, n, pend, add, drop, h, x, hk):
-    # the "devlog" record's JSON (the form the store has always held):
-    # entries 0..n-1 of (e, t) with `pend` {index: slot} in place of theirs,
-    # `add` (eui, slot, historic key) after them, entry `drop` left out
-    out.put(b'{"d": {')
-    sep = b""
-    for j in range(n + (1 if add else 0)):
-        if j == drop:
-            continue
-        if j < n:
-            eh = e[j]
-            s, o = (pend[j], 0) if pend and j in pend else (t, j * _S)
-            hkey = hk.get(eh) if hk else None
-        else:
-            eh, s, hkey = add
-            o = 0
-        b, f, node, ws, we = unpack_from(_HDR, s, o)
-        typ = b & 7
-        out.put(sep)
-        sep = b", "
-        out.string(eh)
-        out.put(b": [")
-        out.value(None if typ == _NO_TYPE else typ, 0)
-        out.put(b", ")
-        _hexout(out, s, o + _O_KEY, f & _F_KEY)
-        out.put(b", ")
-        if f & _F_HASH:
-            _hexout(out, s, o + _O_HASH, 1)
-        else:
-            out.put(b'""')
-        out.put(b", ")
-        out.value((b >> 3) & 3, 0)
-        out.put(b", ")
-        out.value(node if f & _F_NODE else None, 0)
-        out.put(b", ")
-        out.value(b >> 5, 0)
-        out.put(b", ")
-        out.value(ws, 0)
-        out.put(b", ")
-        out.value(we, 0)
-        out.put(b", ")
-        _hexout(out, hkey, 0, f & _F_HKEY and hkey)
-        out.put(b"]")
-    out.put(b'}, "h": [')
-    for i in range(0, len(h), _HS):
-        typ = h[i + 40] & 7
-        out.put(b'["' if i == 0 else b', ["')
-        out.put(hexlify(memoryview(h)[i:i + 8]).upper())
-        out.put(b'", ')
-        if h[i + 40] & 16:
-            _hexout(out, h, i + 8, 1)
-        else:
-            out.put(b'""')
-        out.put(b", ")
-        _hexout(out, h, i + 24, h[i + 40] & 8)
-        out.put(b", ")
-        out.value(None if typ == _NO_TYPE else typ, 0)
-        out.put(b", ")
-        out.value(unpack_from("<I", h, i + 41)[0], 0)
-        out.put(b"]")
-    out.put(b"]")
-    if x is not None:
-        out.put(b', "x": ')
-        _hexout(out, x, 0, 1)  # 8 bytes: hexlify of the slice stops at its end
-    out.put(b"}")
+    s[0] = s[0] & 0x1F | _JS_WINDOW << 5
 
 
 class DeviceLog:
@@ -278,98 +178,15 @@ class DeviceLog:
         self._listeners = []
         self._hk = None
         self.ext_pan_id = None
-        rec = dict(self._kv.items())  # one parse, dropped when read
-        d = rec.get("d")
-        d = d if isinstance(d, dict) else {}
-        self._t = bytearray(_S * (capacity if capacity > len(d) else len(d)))
+        self._t = None
         self._e = []
-        for eh, v in d.items():
-            try:
-                self._load(eh, v)
-            except Exception as ex:  # a bad entry on flash: refused, said
-                log("device_log", "entry %r not loaded: %r" % (eh, ex))
-        d = None
-        h = bytearray()
-        hist = rec.get("h")
-        for v in hist if isinstance(hist, list) else ():
-            try:
-                h.extend(self._hrec(v[0], _b(v[1]), _b(v[2]), v[3], _int(v[4], _U32)))
-            except Exception as ex:
-                log("device_log", "historic entry not loaded: %r" % (ex,))
-        self._h = bytes(h)
+        self._h = b""
         try:
-            x = _b(rec.get("x"))
-            if x is not None and len(x) != 8:
-                raise ValueError("not 8 bytes")
-            self.ext_pan_id = x
-        except Exception as ex:
-            log("device_log", "extended PAN id not loaded: %r" % (ex,))
-        rec = hist = h = None
-        saved = dict(self._skv.items())
-        for i in range(len(self._e)):
-            v = saved.get(self._e[i])
-            if v is not None:
-                try:
-                    self._put_stats(i, v)
-                except Exception as ex:
-                    log("device_log", "statistics of %s not loaded: %r" % (self._e[i], ex))
-        saved = None
+            lazy.load(_IO).load(self, capacity)
+        finally:
+            lazy.drop(_IO)
         self._stats_dirty = False
         self._stats_flushed = utc()
-
-    def _load(self, eh, v):
-        # entry v of EUI eh from the store into the next slot (ValueError,
-        # TypeError, IndexError for a malformed one: nothing kept)
-        if not isinstance(eh, str) or ids.eui_hex(eh) != eh or eh in self._e:
-            raise ValueError("bad EUI")
-        typ = v[0]
-        if typ is not None:
-            _int(typ, len(TYPE_NAMES) - 1)
-        key = _b16(v[1]) if v[1] is not None else None
-        hsh = _b16(v[2]) if v[2] else None
-        node = _int(v[4], 0xFFFF) if v[4] is not None else None
-        hkey = _b16(v[8]) if len(v) > 8 and v[8] is not None else None
-        i = len(self._e)
-        s = memoryview(self._t)[i * _S:(i + 1) * _S]
-        _fill(s, typ, key, hsh, _int(v[3], 3), node, _int(v[5], 4), _int(v[6], _U32), _int(v[7], _U32))
-        if hkey is not None:
-            s[1] |= _F_HKEY
-            if self._hk is None:
-                self._hk = {}
-            self._hk[eh] = hkey
-        self._e.append(eh)
-
-    def _put_stats(self, i, v):
-        # a devstats list into slot i
-        if len(v) != 10:
-            raise ValueError("not 10 numbers")
-        o = i * _S
-        pack_into(_ST, self._t, o + _O_ST, v[0], v[2], v[3], v[5], v[1], v[4], v[6], v[7], v[8], v[9])
-        if unpack_from(_ST, self._t, o + _O_ST) != (v[0], v[2], v[3], v[5], v[1], v[4], v[6], v[7], v[8], v[9]):
-            raise ValueError("out of range")
-        self._t[o + 1] |= _F_STATS
-
-    @staticmethod
-    def _hrec(eh, hsh, key, typ, t):
-        # a historic record (bytes)
-        r = bytearray(_HS)
-        r[0:8] = unhexlify(eh)
-        if len(r) != _HS:
-            raise ValueError("bad EUI")
-        f = _NO_TYPE if typ is None else _int(typ, len(TYPE_NAMES) - 1)
-        if hsh:
-            if len(hsh) != 16:
-                raise ValueError("bad hash")
-            r[8:24] = hsh
-            f |= 16
-        if key:
-            if len(key) != 16:
-                raise ValueError("bad key")
-            r[24:40] = key
-            f |= 8
-        r[40] = f
-        pack_into("<I", r, 41, t)
-        return r
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -409,19 +226,19 @@ class DeviceLog:
         x = self.ext_pan_id if xpan is None else xpan
         n = len(e)
         try:
-            self._kv.replace(lambda out: _emit(out, e, t, n, pend, add, drop, h, x, hk))
+            io = lazy.load(_IO)
+            self._kv.replace(lambda out: io.emit(out, e, t, n, pend, add, drop, h, x, hk))
         except Exception as ex:  # OSError / PowerLost from the flash, MemoryError
             log("device_log", "write failed: " + repr(ex))
             return False
+        finally:
+            io = None
+            lazy.drop(_IO)
         if hist is not None:
             self._h = hist
         if xpan is not None:
             self.ext_pan_id = xpan
         return True
-
-    def _slot(self, i):
-        # a copy of slot i, to change and write before RAM takes it
-        return bytearray(memoryview(self._t)[i * _S:(i + 1) * _S])
 
     def _change(self, i, s):
         # slot i becomes s on flash, then in RAM; True when written
@@ -452,7 +269,7 @@ class DeviceLog:
             # PROTOCOLS 2: ignore the key, succeed, CS14 with a zero-length hash
             js = t[o] >> 5
             if js != _JS_JOINED and js != _JS_RESTORED and t[o + 1] & _F_KEY and join_timeout_s:
-                s = self._slot(i)
+                s = self._t[i * _S:(i + 1) * _S]
                 s[0] = s[0] & 0xF8 | dev_type
                 _window(s, self.utc(), join_timeout_s)
                 if not self._change(i, s):
@@ -507,9 +324,12 @@ class DeviceLog:
             for k in range(0, len(h), _HS):
                 if h[k:k + 8] != b:
                     hist.extend(h[k:k + _HS])
-            hist.extend(self._hrec(eh, t[o + _O_HASH:o + _O_HASH + 16],
-                                   t[o + _O_KEY:o + _O_KEY + 16] if f & _F_KEY else None,
-                                   None if typ == _NO_TYPE else typ, self.utc()))
+            try:
+                hist.extend(lazy.load(_IO).hrec(eh, t[o + _O_HASH:o + _O_HASH + 16],
+                                                t[o + _O_KEY:o + _O_KEY + 16] if f & _F_KEY else None,
+                                                None if typ == _NO_TYPE else typ, self.utc()))
+            finally:
+                lazy.drop(_IO)
             while len(hist) > self.historic_capacity * _HS:
                 hist = hist[_HS:]  # oldest overwritten
             hist = bytes(hist)
@@ -669,16 +489,11 @@ class DeviceLog:
         o = i * _S + _O_HASH
         return val == self._t[o:o + 16]
 
-    def _key(self, i):
-        # slot i's link key (bytes) or None
-        o = i * _S
-        return bytes(self._t[o + _O_KEY:o + _O_KEY + 16]) if self._t[o + 1] & _F_KEY else None
-
     def restored_keys(self):
         """[(eui_hex, link key)] of the entries a restore left waiting for
         their device's rejoin (the trust centre puts them in the NCP's key table)."""
         t = self._t
-        return [(eh, self._key(i)) for i, eh in enumerate(self._e)
+        return [(eh, bytes(t[i * _S + _O_KEY:i * _S + _O_KEY + 16])) for i, eh in enumerate(self._e)
                 if t[i * _S] >> 5 == _JS_RESTORED and t[i * _S + 1] & _F_KEY]
 
     def not_heard(self):
@@ -701,24 +516,22 @@ class DeviceLog:
         i = self._find(eui)
         if i < 0 or not self._t[i * _S + 1] & _F_KEY:
             return INCOMPATIBLE
-        s = self._slot(i)
+        s = self._t[i * _S:(i + 1) * _S]
         if seconds > 0:
             _window(s, self.utc(), seconds)
         else:
             pack_into("<I", s, _O_WS + 4, 0)
-            _jstate(s, _JS_WHITELISTED)
+            s[0] = s[0] & 0x1F | _JS_WHITELISTED << 5
         return OK if self._change(i, s) else WRITE_FAILURE
-
-    def _win(self, i, now):
-        # slot i's window (start, end) when open at `now`, else None
-        b, f, node, ws, we = unpack_from(_HDR, self._t, i * _S)
-        return (ws, we) if b >> 5 == _JS_WINDOW and ws <= now < we else None
 
     def window_open(self, eui, now=None):
         i = self._find(eui)
         if now is None:
             now = self.utc()
-        return i >= 0 and self._win(i, now) is not None
+        if i < 0:
+            return False
+        b, f, node, ws, we = unpack_from(_HDR, self._t, i * _S)
+        return b >> 5 == _JS_WINDOW and ws <= now < we
 
     def open_windows(self, now=None):
         """[(eui_hex, window_end)] of the windows open now."""
@@ -726,9 +539,9 @@ class DeviceLog:
             now = self.utc()
         out = []
         for i in range(len(self._e)):
-            w = self._win(i, now)
-            if w is not None:
-                out.append((self._e[i], w[1]))
+            b, f, node, ws, we = unpack_from(_HDR, self._t, i * _S)
+            if b >> 5 == _JS_WINDOW and ws <= now < we:
+                out.append((self._e[i], we))
         return out
 
     def join_key(self, eui, now=None):
@@ -740,12 +553,13 @@ class DeviceLog:
             now = self.utc()
         if i < 0:
             return None
-        w = self._win(i, now)
-        if w is None or not self._t[i * _S + 1] & _F_KEY:
+        o = i * _S
+        b, f, node, ws, we = unpack_from(_HDR, self._t, o)
+        if b >> 5 != _JS_WINDOW or not ws <= now < we or not f & _F_KEY:
             return None
-        if self._t[i * _S + 1] & _F_HKEY and (now - w[0]) * 2 < w[1] - w[0]:
+        if f & _F_HKEY and (now - ws) * 2 < we - ws:
             return self._hk[self._e[i]]
-        return self._key(i)
+        return bytes(self._t[o + _O_KEY:o + _O_KEY + 16])
 
     def link_keys(self, eui):
         """The link keys the device may hold after a join through this log:
@@ -753,8 +567,10 @@ class DeviceLog:
         i = self._find(eui)
         if i < 0:
             return ()
-        k = self._key(i)
-        hk = self._hk[self._e[i]] if self._t[i * _S + 1] & _F_HKEY else None
+        o = i * _S
+        f = self._t[o + 1]
+        k = bytes(self._t[o + _O_KEY:o + _O_KEY + 16]) if f & _F_KEY else None
+        hk = self._hk[self._e[i]] if f & _F_HKEY else None
         return tuple(x for x in (k, hk) if x)
 
     def is_joined(self, eui):
@@ -768,7 +584,7 @@ class DeviceLog:
         if not isinstance(node_id, int) or not 0 <= node_id <= 0xFFFF:
             log("device_log", "join of %s refused: node id %r" % (self._e[i], node_id))
             return False
-        s = self._slot(i)
+        s = self._t[i * _S:(i + 1) * _S]
         ks = (s[0] >> 3) & 3
         # a rejoin after a key establishment keeps its key; a join inside an
         # open window used the install-code key again
@@ -776,7 +592,7 @@ class DeviceLog:
         cbke = ks == _KS_CBKE and not (b >> 5 == _JS_WINDOW and we > self.utc())
         pack_into("<H", s, _O_NODE, node_id)
         pack_into("<I", s, _O_WS + 4, 0)
-        _jstate(s, _JS_JOINED)
+        s[0] = s[0] & 0x1F | _JS_JOINED << 5
         s[1] |= _F_NODE | _F_HEARD
         if f & _F_KEY and not cbke:
             s[0] = s[0] & 0xE7 | _KS_ESTABLISHED << 3
@@ -795,7 +611,7 @@ class DeviceLog:
             return False
         if (self._t[i * _S] >> 3) & 3 == _KS_CBKE:
             return True
-        s = self._slot(i)
+        s = self._t[i * _S:(i + 1) * _S]
         s[0] = s[0] & 0xE7 | _KS_CBKE << 3
         return self._change(i, s)
 
@@ -803,8 +619,8 @@ class DeviceLog:
         i = self._find(eui)
         if i < 0:
             return False
-        s = self._slot(i)
-        _jstate(s, _JS_LEFT)
+        s = self._t[i * _S:(i + 1) * _S]
+        s[0] = s[0] & 0x1F | _JS_LEFT << 5
         s[1] &= ~_F_HEARD
         self._t[i * _S + 1] &= ~_F_HEARD
         return self._change(i, s)
@@ -818,8 +634,8 @@ class DeviceLog:
         for i in range(len(self._e)):
             b, f, node, ws, we = unpack_from(_HDR, t, i * _S)
             if b >> 5 == _JS_WINDOW and now >= we:
-                s = self._slot(i)
-                _jstate(s, _JS_WHITELISTED)
+                s = self._t[i * _S:(i + 1) * _S]
+                s[0] = s[0] & 0x1F | _JS_WHITELISTED << 5
                 pack_into("<I", s, _O_WS + 4, 0)
                 gone[i] = s
         if gone and self._commit(gone):
@@ -889,26 +705,14 @@ class DeviceLog:
         self._stats_flushed = self.utc()
         if not self._stats_dirty:
             return True
+        e, t = self._e, self._t
         try:
-            self._skv.replace(self._emit_stats)
+            io = lazy.load(_IO)
+            self._skv.replace(lambda out: io.emit_stats(out, e, t))
         except Exception:
             return False
+        finally:
+            io = None
+            lazy.drop(_IO)
         self._stats_dirty = False
         return True
-
-    def _emit_stats(self, out):
-        # {EUIHEX: [rssi min, sum, max, lqi min, sum, max, n, last, tx ok, tx fail]}
-        t = self._t
-        out.put(b"{")
-        sep = b""
-        for i in range(len(self._e)):
-            o = i * _S
-            if not t[o + 1] & _F_STATS:
-                continue
-            out.put(sep)
-            sep = b", "
-            out.string(self._e[i])
-            rmin, rmax, lmin, lmax, rsum, lsum, n, last, ok, fail = unpack_from(_ST, t, o + _O_ST)
-            out.put(b": ")
-            out.value((rmin, rsum, rmax, lmin, lsum, lmax, n, last, ok, fail), 0)
-        out.put(b"}")
