@@ -631,3 +631,62 @@ def test_the_log_at_capacity_holds_little_ram():
         b["rssi"], b["last_comm"] = x["rssi"], x["last_comm"]
     assert after == before, [(b, x) for b, x in zip(before, after) if b != x][:1]
     assert dl.historic()[0]["eui"] == "00DB123456780000"
+
+
+def test_a_bad_record_on_flash_is_refused_and_said():
+    # every boundary validates: an entry, a historic entry or statistics on
+    # flash that the log cannot hold (bad hex, a number out of range, not a
+    # list) is left out at start, with a console line; the rest is loaded
+    st = fresh()
+    log = DL.DeviceLog(st, Clock(100))
+    log.add(ESME, 1, CODE, 300)
+    log.add(GSME, 0, CODE2, 300)
+    log.record_rx(ESME, -60, 200, 100)
+    log.remove(GSME)
+    log.flush_stats()
+    kv = st.kv("devlog")
+    d = dict(kv.get("d"))
+    good = d["00DB1234567890A0"]
+    d["00DB1234567890B1"] = [1, "zz" * 16, "", 1, None, 0, 0, 0, None]  # not hex
+    d["00DB1234567890B2"] = [9] + list(good[1:])  # no such type
+    d["00DB1234567890B3"] = list(good[:4]) + [0x10000] + list(good[5:])  # node id out of range
+    d["00db1234567890b4"] = list(good)  # not the log's EUI form
+    d["00DB1234567890B5"] = "joined"
+    h = list(kv.get("h")) + [["00DB1234567890C0", "00" * 16, None, 1, -5]]
+    kv.update({"d": d, "h": h})
+    st.kv("devstats").set("00DB1234567890A0", [1, 2, 3])
+    lines = []
+    real = DL.log
+    DL.log = lambda source, msg: lines.append((source, msg))
+    io = DL.lazy.load(DL._IO)
+    real_io = io.log
+    io.log = DL.log
+    real_drop = DL.lazy.drop
+    DL.lazy.drop = lambda name: False  # the patched module stays the one used
+    try:
+        log2 = DL.DeviceLog(st, Clock(100))
+    finally:
+        DL.log = real
+        io.log = real_io
+        DL.lazy.drop = real_drop
+    assert len(log2) == 1 and log2.get(ESME)["key_hash"] == CODE[:16].hex()
+    assert log2.get(ESME)["rssi"] is None  # its statistics were not 10 numbers
+    assert [x["eui"] for x in log2.historic()] == ["00DB1234567890B0"]
+    assert len(lines) == 7 and all(s == "device_log" for s, m in lines), lines
+    for eh in ("00DB1234567890B1", "00DB1234567890B2", "00DB1234567890B3", "00db1234567890b4",
+               "00DB1234567890B5", "00DB1234567890A0"):
+        assert any(eh in m for s, m in lines), (eh, lines)
+
+
+def test_a_bad_value_is_refused_not_stored():
+    # an RSSI or LQI the statistics cannot hold (int8, uint8), a node id
+    # that is none (16 bits): refused (False, a console line), nothing kept
+    st = fresh()
+    log = DL.DeviceLog(st, Clock(100))
+    log.add(ESME, 1, CODE, 300)
+    assert log.record_rx(ESME, -129, 200, 100) is False and log.record_rx(ESME, -60, 256, 100) is False
+    assert log.get(ESME)["rssi"] is None
+    assert log.record_join(ESME, 0x10000) is False and log.record_join(ESME, None) is False
+    assert log.get(ESME)["node_id"] is None and not log.is_joined(ESME)
+    assert log.record_rx(ESME, -128, 255, 100) and log.get(ESME)["rssi"] == (-128, -128, -128)
+    assert log.record_join(ESME, 0xFFFF) and log.eui_of(0xFFFF) == "00DB1234567890A0"
