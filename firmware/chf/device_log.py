@@ -66,6 +66,7 @@ _NO_TYPE = const(7)
 _HDR = const("<BBHII")  # byte 0, flags, node, window start, window end
 _O_NODE = const(2)
 _O_WS = const(4)
+_O_WE = const(8)
 _O_KEY = const(12)
 _O_HASH = const(28)
 _O_ST = const(44)
@@ -520,7 +521,7 @@ class DeviceLog:
         if seconds > 0:
             _window(s, self.utc(), seconds)
         else:
-            pack_into("<I", s, _O_WS + 4, 0)
+            pack_into("<I", s, _O_WE, 0)
             s[0] = s[0] & 0x1F | _JS_WHITELISTED << 5
         return OK if self._change(i, s) else WRITE_FAILURE
 
@@ -591,7 +592,7 @@ class DeviceLog:
         b, f, node, ws, we = unpack_from(_HDR, s, 0)
         cbke = ks == _KS_CBKE and not (b >> 5 == _JS_WINDOW and we > self.utc())
         pack_into("<H", s, _O_NODE, node_id)
-        pack_into("<I", s, _O_WS + 4, 0)
+        pack_into("<I", s, _O_WE, 0)
         s[0] = s[0] & 0x1F | _JS_JOINED << 5
         s[1] |= _F_NODE | _F_HEARD
         if f & _F_KEY and not cbke:
@@ -636,7 +637,7 @@ class DeviceLog:
             if b >> 5 == _JS_WINDOW and now >= we:
                 s = self._t[i * _S:(i + 1) * _S]
                 s[0] = s[0] & 0x1F | _JS_WHITELISTED << 5
-                pack_into("<I", s, _O_WS + 4, 0)
+                pack_into("<I", s, _O_WE, 0)
                 gone[i] = s
         if gone and self._commit(gone):
             for i, s in gone.items():
