@@ -112,8 +112,15 @@ class KV:
             return data
         return {}
 
-    def _commit(self, data):
-        # data: a dict, or a function data(out) writing one (see replace)
+    def replace(self, data):
+        """Write `data` whole as the store's content, without reading what
+        the store held (set, update and delete end here): a dict, or a
+        function data(out) that writes one (a JSON object) through a
+        jsonout.JsonOut (out.put, out.string, out.value), called twice (the
+        CRC, then the file) and writing the same text both times. For a
+        holder that keeps its state in its own form (chf.device_log): no
+        parsed copy of the old record, none of the new one kept (a store
+        replaced by a function becomes cold)."""
         tmp = self.path + _TMP
         # header, JSON text (json.dumps's), newline. The text goes out in
         # pieces through one 256-byte buffer (jsonout), twice: for its CRC,
@@ -137,7 +144,7 @@ class KV:
             self._data = None if callable(data) else data
 
     def write(self, b):
-        # the writer of _commit's CRC pass
+        # the writer of replace's CRC pass
         pass
 
     def get(self, key, default=None):
@@ -163,24 +170,14 @@ class KV:
         data = dict(old)
         data.update(changes)
         if data != old:
-            self._commit(data)
-
-    def replace(self, record):
-        """Write `record` whole as the store's content, without reading what
-        the store held: a dict, or a function record(out) that writes one
-        (a JSON object) through a jsonout.JsonOut (out.put, out.string,
-        out.value), called twice (the CRC, then the file) and writing the
-        same text both times. For a holder that keeps its state in its own
-        form (chf.device_log): no parsed copy of the old record, none of the
-        new one kept (a store replaced by a function becomes cold)."""
-        self._commit(record)
+            self.replace(data)
 
     def delete(self, key):
         old = self._d()
         if key in old:
             data = dict(old)
             del data[key]
-            self._commit(data)
+            self.replace(data)
             return True
         return False
 
