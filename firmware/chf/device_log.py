@@ -1,17 +1,27 @@
 # CHF Device Log (the HAN whitelist) and the CHF Historic Device Log.
-# Pure: takes a store.Store and a clock utc() (UTC seconds, any fixed epoch;
-# the hub uses seconds since 2000-01-01). See docs/device-log.md.
+# Pure: takes a store.Store and a clock utc() (UTC seconds, any fixed epoch
+# from 0 to 2**32 - 1; the hub uses seconds since 2000-01-01). See
+# docs/device-log.md.
 #
 # Persistence: KV "devlog" holds {"d": {EUIHEX: entry}, "h": [historic...],
-# "x": ext PAN id hex}; one KV write per change, so a remove that moves a
-# hash into the historic log is atomic. HAN statistics live in RAM and in a
-# separate KV "devstats" (a cold store: read at start and when written, no
-# copy in RAM), written at most every `stats_period` seconds (and when the
-# join state changes), to spare the flash. The RAM tables keyed by device
-# (statistics, "heard") share the entry's own EUI text (`key`).
+# "x": ext PAN id hex}, entry = [type, link key hex, key hash hex, key state,
+# node id, join state, window start, window end, historic link key hex]; one
+# write of the whole record per change (so a remove that moves a hash into
+# the historic log is atomic), streamed from what RAM holds (KV.replace):
+# the store is cold, no parsed copy in RAM. HAN statistics live in RAM and in
+# a separate cold KV "devstats" ({EUIHEX: [rssi min, sum, max, lqi min, sum,
+# max, n, last, tx ok, tx fail]}), written at most every `stats_period`
+# seconds (and when the join state changes), to spare the flash.
+#
+# RAM: one bytearray of `capacity` slots of _S bytes (entry and statistics
+# packed, keys as bytes: text made only when a view or the store asks), the
+# list of the entries' EUI texts in slot order (what the RAM tables keyed by
+# device share: `key`), the historic log as one bytes of _HS-byte records,
+# and the historic link keys of re-added devices (a dict, None when none).
 import ids
 import lazy
 from binascii import hexlify, unhexlify
+from struct import pack_into, unpack_from
 
 from log import log
 
@@ -48,29 +58,30 @@ _JOIN_STATES = const(("whitelisted", "join window open", "joined", "restored", "
 # joined across the restart, but nothing says it is on the network now
 NOT_HEARD = "not heard since start"
 
-# entry indexes (an entry changed since start is a tuple, one read from flash a
-# list: the same JSON array on flash; every change makes a new one)
-_TYPE = const(0)
-_KEY = const(1)     # link key hex or None
-_HASH = const(2)    # key hash hex ("" when none)
-_KS = const(3)
-_NODE = const(4)
-_JS = const(5)
-_WS = const(6)      # window start
-_WE = const(7)      # window end (0: none)
-_HKEY = const(8)    # historic link key hex (re-added device) or None
+# a slot: byte 0 type (bits 0-2, 7: none) | key state << 3 | join state << 5,
+# byte 1 flags, node id (u16), window start, window end (u32), link key,
+# key hash (16 bytes each), statistics (_ST). Little-endian.
+_S = const(72)
+_NO_TYPE = const(7)
+_HDR = const("<BBHII")  # byte 0, flags, node, window start, window end
+_O_NODE = const(2)
+_O_WS = const(4)
+_O_WE = const(8)
+_O_KEY = const(12)
+_O_HASH = const(28)
+_O_ST = const(44)
+_ST = const("<bbBBiiIIII")  # rssi min, max, lqi min, max, rssi sum, lqi sum, n, last, tx ok, tx fail
+_F_KEY = const(1)     # a link key
+_F_HASH = const(2)    # a key hash (else "")
+_F_NODE = const(4)    # a node id
+_F_STATS = const(8)   # statistics recorded
+_F_HEARD = const(16)  # heard since start (RAM only)
+_F_HKEY = const(32)   # a historic link key (in _hk)
+_U32 = const(0xFFFFFFFF)
 
-# stats list indexes
-_RMIN = const(0)
-_RSUM = const(1)
-_RMAX = const(2)
-_LMIN = const(3)
-_LSUM = const(4)
-_LMAX = const(5)
-_N = const(6)
-_LAST = const(7)
-_TXOK = const(8)
-_TXF = const(9)
+# a historic record: EUI (8), key hash (16), link key (16), byte 40 type
+# (bits 0-2, 7: none) | 8 a link key | 16 a key hash, removal time (u32)
+_HS = const(45)
 
 
 class DeviceLogError(ValueError):
@@ -97,6 +108,9 @@ def device_eui(eui):
 # han.install_code: loaded for a request (an add, a restore, a code check)
 # and dropped after it, out of the boot set
 _IC = "han.install_code"
+# chf.devlog_store: the on-flash form, read at start and written at each
+# change, loaded for that and dropped after
+_IO = "chf.devlog_store"
 
 
 def key_hash(key):
@@ -130,12 +144,26 @@ def _keys(install_code):
         lazy.drop(_IC)
 
 
-def _h(b):
-    return hexlify(b).decode() if b is not None else None
+def _fill(s, typ, key, hsh, ks, node, js, ws, we):
+    # a slot's entry part (s: a zeroed slot; key/hsh: bytes or None)
+    s[0] = (_NO_TYPE if typ is None else typ) | ks << 3 | js << 5
+    f = 0
+    if key:
+        f |= _F_KEY
+        s[_O_KEY:_O_KEY + 16] = key
+    if hsh:
+        f |= _F_HASH
+        s[_O_HASH:_O_HASH + 16] = hsh
+    if node is not None:
+        f |= _F_NODE
+    s[1] = f
+    pack_into("<HII", s, _O_NODE, node or 0, ws, we)
 
 
-def _b(s):
-    return unhexlify(s) if s else None
+def _window(s, now, seconds):
+    end = now + seconds
+    pack_into("<II", s, _O_WS, now, end if end < _U32 else _U32)
+    s[0] = s[0] & 0x1F | _JS_WINDOW << 5
 
 
 class DeviceLog:
@@ -146,22 +174,20 @@ class DeviceLog:
         self.capacity = capacity
         self.historic_capacity = historic_capacity
         self.stats_period = stats_period
-        self._kv = store.kv("devlog")
+        self._kv = store.kv("devlog", keep=False)
         self._skv = store.kv("devstats", keep=False)
-        self._d = dict(self._kv.get("d", {}))
-        self._hist = list(self._kv.get("h", []))
-        self.ext_pan_id = _b(self._kv.get("x"))
-        self._stats = {}
-        saved = dict(self._skv.items())
-        for k in self._d:
-            v = saved.get(k)
-            if v is not None:
-                self._stats[k] = list(v)
-        saved = None
+        self._listeners = []
+        self._hk = None
+        self.ext_pan_id = None
+        self._t = None
+        self._e = []
+        self._h = b""
+        try:
+            lazy.load(_IO).load(self, capacity)
+        finally:
+            lazy.drop(_IO)
         self._stats_dirty = False
         self._stats_flushed = utc()
-        self._listeners = []
-        self._heard = set()  # EUIs heard since start (RAM only)
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -170,43 +196,57 @@ class DeviceLog:
         or "key" (key hash changed). CS14 alerts hook in here."""
         self._listeners.append(fn)
 
+    def _find(self, eui):
+        # the slot of an EUI (bytes, or text in any form ids.eui_hex takes), -1
+        # when not in the log; DeviceLogError for a malformed EUI
+        e = self._e
+        if isinstance(eui, str) and eui in e:
+            return e.index(eui)
+        eh = eui_hex(eui)
+        return e.index(eh) if eh in e else -1
+
     def key(self, eui):
         """The entry's own EUI text (what the RAM tables keyed by device
         share: a new string in each would cost ~50 bytes a table a device on
         a 32-bit port), or None when the EUI is not in the log."""
-        eh = eui if isinstance(eui, str) and eui in self._d else eui_hex(eui)
-        for k in self._d:
-            if k == eh:
-                return k
-        return None
+        i = self._find(eui)
+        return self._e[i] if i >= 0 else None
 
     def _fire(self, kind, eh):
         for fn in self._listeners:
             fn(kind, eh)
 
-    def _commit(self, d, hist=None, xpan=None):
-        """Write the new state; True on success (RAM follows flash)."""
-        ch = {"d": d}
-        if hist is not None:
-            ch["h"] = hist
-        if xpan is not None:
-            ch["x"] = xpan
+    def _commit(self, pend=None, add=None, drop=-1, hist=None, xpan=None, e=None, t=None, hk=None):
+        """Write the log whole as it is with these changes (pend {slot:
+        new slot}, add (eui, slot, historic key), drop a slot, a new historic
+        blob, extended PAN id; or e, t, hk: a new log); True when written.
+        The caller then makes the same changes in RAM (RAM follows flash)."""
+        if e is None:
+            e, t, hk = self._e, self._t, self._hk
+        h = self._h if hist is None else hist
+        x = self.ext_pan_id if xpan is None else xpan
+        n = len(e)
         try:
-            self._kv.update(ch)
-        except Exception as e:  # OSError / PowerLost from the flash, MemoryError
-            log("device_log", "write failed: " + repr(e))
+            io = lazy.load(_IO)
+            self._kv.replace(lambda out: io.emit(out, e, t, n, pend, add, drop, h, x, hk))
+        except Exception as ex:  # OSError / PowerLost from the flash, MemoryError
+            log("device_log", "write failed: " + repr(ex))
             return False
-        self._d = d
+        finally:
+            io = None
+            lazy.drop(_IO)
         if hist is not None:
-            self._hist = hist
+            self._h = hist
         if xpan is not None:
-            self.ext_pan_id = _b(xpan)
+            self.ext_pan_id = xpan
         return True
 
-    def _put(self, eh, entry):
-        d = dict(self._d)
-        d[eh] = tuple(entry)
-        return self._commit(d)
+    def _change(self, i, s):
+        # slot i becomes s on flash, then in RAM; True when written
+        if not self._commit({i: s}):
+            return False
+        memoryview(self._t)[i * _S:(i + 1) * _S] = s
+        return True
 
     # -- GBCS operations --------------------------------------------------------
 
@@ -220,59 +260,95 @@ class DeviceLog:
             raise DeviceLogError("device type must be 0..6")
         if join_timeout_s < 0:
             raise DeviceLogError("join timeout must be >= 0")
-        old = self._d.get(eh)
-        if old is not None:
-            if old[_TYPE] is not None and old[_TYPE] != dev_type:
+        i = self._find(eh)
+        if i >= 0:
+            t = self._t
+            o = i * _S
+            typ = t[o] & 7
+            if typ != _NO_TYPE and typ != dev_type:
                 return INCOMPATIBLE, False
             # PROTOCOLS 2: ignore the key, succeed, CS14 with a zero-length hash
-            if old[_JS] not in (_JS_JOINED, _JS_RESTORED) and old[_KEY] and join_timeout_s:
-                e = list(old)
-                e[_TYPE] = dev_type
-                self._window(e, join_timeout_s)
-                if not self._put(eh, e):
+            js = t[o] >> 5
+            if js != _JS_JOINED and js != _JS_RESTORED and t[o + 1] & _F_KEY and join_timeout_s:
+                s = self._t[i * _S:(i + 1) * _S]
+                s[0] = s[0] & 0xF8 | dev_type
+                _window(s, self.utc(), join_timeout_s)
+                if not self._change(i, s):
                     return WRITE_FAILURE, True
+            eh = self._e[i]
             self._fire("duplicate", eh)
             return OK, True
         key, val = _keys(install_code)  # the CRC before anything else
-        if len(self._d) >= self.capacity:
+        n = len(self._e)
+        if n >= self.capacity:
             return FULL, False
         hkey = None
-        for h in self._hist:
-            if h[0] == eh and h[2]:
-                hkey = h[2]
-        e = [dev_type, _h(key), _h(val), _KS_INSTALL_CODE, None, _JS_WHITELISTED, 0, 0, hkey]
+        h = self._h
+        b = unhexlify(eh)
+        for k in range(0, len(h), _HS):
+            if h[k:k + 8] == b and h[k + 40] & 8:
+                hkey = h[k + 24:k + 40]
+        s = bytearray(_S)
+        _fill(s, dev_type, key, val, _KS_INSTALL_CODE, None, _JS_WHITELISTED, 0, 0)
+        if hkey is not None:
+            s[1] |= _F_HKEY
         if join_timeout_s:
-            self._window(e, join_timeout_s)
-        if not self._put(eh, e):
+            _window(s, self.utc(), join_timeout_s)
+        if not self._commit(add=(eh, s, hkey)):
             return WRITE_FAILURE, False
-        self._stats[eh] = None
+        if n * _S >= len(self._t):
+            self._t.extend(bytes(_S))
+        memoryview(self._t)[n * _S:(n + 1) * _S] = s
+        self._e.append(eh)
+        if hkey is not None:
+            if self._hk is None:
+                self._hk = {}
+            self._hk[eh] = hkey
         self._fire("add", eh)
         return OK, False
 
-    def _window(self, e, seconds):
-        now = self.utc()
-        e[_WS] = now
-        e[_WE] = now + seconds
-        e[_JS] = _JS_WINDOW
-
     def remove(self, eui):
         """CCS02 unregister_device: the key hash moves to the historic log."""
-        eh = eui_hex(eui)
-        e = self._d.get(eh)
-        if e is None:
+        i = self._find(eui)
+        if i < 0:
             return INCOMPATIBLE
-        d = dict(self._d)
-        del d[eh]
+        eh = self._e[i]
+        t = self._t
+        o = i * _S
+        typ = t[o] & 7
+        f = t[o + 1]
         hist = None
-        if e[_TYPE] not in _NO_HISTORIC and e[_HASH]:
-            hist = [h for h in self._hist if h[0] != eh]
-            hist.append((eh, e[_HASH], e[_KEY], e[_TYPE], self.utc()))
-            while len(hist) > self.historic_capacity:
-                hist.pop(0)  # oldest overwritten
-        if not self._commit(d, hist):
+        if typ not in _NO_HISTORIC and f & _F_HASH:
+            b = unhexlify(eh)
+            h = self._h
+            hist = bytearray()
+            for k in range(0, len(h), _HS):
+                if h[k:k + 8] != b:
+                    hist.extend(h[k:k + _HS])
+            try:
+                hist.extend(lazy.load(_IO).hrec(eh, t[o + _O_HASH:o + _O_HASH + 16],
+                                                t[o + _O_KEY:o + _O_KEY + 16] if f & _F_KEY else None,
+                                                None if typ == _NO_TYPE else typ, self.utc()))
+            finally:
+                lazy.drop(_IO)
+            while len(hist) > self.historic_capacity * _HS:
+                hist = hist[_HS:]  # oldest overwritten
+            hist = bytes(hist)
+        if not self._commit(drop=i, hist=hist):
             return WRITE_FAILURE
-        self._stats.pop(eh, None)
-        self._heard.discard(eh)
+        # the last slot moves into the one freed
+        e = self._e
+        n = len(e) - 1
+        mv = memoryview(t)
+        if i < n:
+            mv[o:o + _S] = mv[n * _S:(n + 1) * _S]
+            e[i] = e[n]
+        mv[n * _S:(n + 1) * _S] = bytes(_S)
+        e.pop()
+        if self._hk is not None:
+            self._hk.pop(eh, None)
+            if not self._hk:
+                self._hk = None
         try:
             self._skv.delete(eh)  # rare: a remove may cost one more write
         except Exception:
@@ -287,63 +363,84 @@ class DeviceLog:
         centre hands to the NCP so that the device can rejoin."""
         if len(ext_pan_id) != 8:
             raise DeviceLogError("extended PAN id must be 8 bytes")
-        d = {}
+        e = []
+        t = bytearray(_S * (self.capacity if self.capacity > len(devices) else len(devices)))
         ic = lazy.load(_IC)
         try:
             for eui, kh in devices:
                 if len(kh) not in (0, 16):
                     raise DeviceLogError("key hash must be 16 bytes")
-                key = _h(ic.link_key(ic.add_crc(bytes(kh)))) if kh else None
-                d[eui_hex(eui)] = (None, key, _h(kh) if kh else "", _KS_INSTALL_CODE if key else _KS_NONE, None,
-                                   _JS_RESTORED, 0, 0, None)
+                eh = eui_hex(eui)
+                if eh in e:  # the last value of an EUI given twice
+                    i = e.index(eh)
+                    t[i * _S:(i + 1) * _S] = bytes(_S)
+                else:
+                    i = len(e)
+                    e.append(eh)
+                key = ic.link_key(ic.add_crc(bytes(kh))) if kh else None
+                _fill(memoryview(t)[i * _S:(i + 1) * _S], None, key, kh, _KS_INSTALL_CODE if key else _KS_NONE,
+                      None, _JS_RESTORED, 0, 0)
         finally:
             lazy.drop(_IC)
-        if len(d) > self.capacity:
+        if len(e) > self.capacity:
             return FULL
-        if not self._commit(d, xpan=_h(ext_pan_id)):
+        if len(t) > _S * self.capacity:
+            t = t[:_S * self.capacity]
+        if not self._commit(xpan=bytes(ext_pan_id), e=e, t=t, hk={}):
             return WRITE_FAILURE
-        self._stats = {}
-        for eh in d:
+        self._e = e
+        self._t = t
+        self._hk = None
+        for eh in e:
             self._fire("restore", eh)
         return OK
 
     def set_ext_pan_id(self, ext_pan_id):
-        return self._commit(self._d, xpan=_h(ext_pan_id))
+        return self._commit(xpan=bytes(ext_pan_id))
 
     def backup(self):
         """CCS07 backup_PAN of both logs: ((t, xpan, [(eui, hash)]), (t, xpan, [...]))."""
-        t = self.utc()
+        now = self.utc()
         xp = self.ext_pan_id or bytes(8)
-        act = [(unhexlify(eh), _b(e[_HASH]) or b"") for eh, e in self._d.items()]
-        hist = [(unhexlify(h[0]), _b(h[1])) for h in self._hist]
-        return (t, xp, act), (t, xp, hist)
+        t = self._t
+        act = [(unhexlify(eh), bytes(t[i * _S + _O_HASH:i * _S + _O_HASH + 16]) if t[i * _S + 1] & _F_HASH else b"")
+               for i, eh in enumerate(self._e)]
+        h = self._h
+        hist = [(h[k:k + 8], h[k + 8:k + 24] if h[k + 40] & 16 else None) for k in range(0, len(h), _HS)]
+        return (now, xp, act), (now, xp, hist)
 
     # -- reading ----------------------------------------------------------------
 
     def __len__(self):
-        return len(self._d)
+        return len(self._e)
 
     def __contains__(self, eui):
-        return eui_hex(eui) in self._d
+        return self._find(eui) >= 0
 
-    def _view(self, eh, e, now):
-        s = self._stats.get(eh)
-        js = e[_JS]
-        if js == _JS_WINDOW and now >= e[_WE]:
+    def _view(self, i, now):
+        t = self._t
+        o = i * _S
+        b, f, node, ws, we = unpack_from(_HDR, t, o)
+        typ = b & 7
+        typ = None if typ == _NO_TYPE else typ
+        js = b >> 5
+        if js == _JS_WINDOW and now >= we:
             js = _JS_WHITELISTED
-        v = {"eui": eh, "type": e[_TYPE],
-             "type_name": TYPE_NAMES[e[_TYPE]] if e[_TYPE] is not None else "unknown",
-             "key_state": _KEY_STATES[e[_KS]], "key_hash": e[_HASH], "node_id": e[_NODE],
-             "join_state": NOT_HEARD if js == _JS_JOINED and eh not in self._heard else _JOIN_STATES[js],
-             "window_end": e[_WE] if js == _JS_WINDOW else None,
-             "historic_key": e[_HKEY] is not None}
-        if s:
-            n = s[_N]
-            v["rssi"] = (s[_RMIN], s[_RSUM] // n, s[_RMAX]) if n else None
-            v["lqi"] = (s[_LMIN], s[_LSUM] // n, s[_LMAX]) if n else None
-            v["last_comm"] = s[_LAST]
-            v["tx_ok"] = s[_TXOK]
-            v["tx_fail"] = s[_TXF]
+        v = {"eui": self._e[i], "type": typ,
+             "type_name": TYPE_NAMES[typ] if typ is not None else "unknown",
+             "key_state": _KEY_STATES[(b >> 3) & 3],
+             "key_hash": hexlify(memoryview(t)[o + _O_HASH:o + _O_HASH + 16]).decode() if f & _F_HASH else "",
+             "node_id": node if f & _F_NODE else None,
+             "join_state": NOT_HEARD if js == _JS_JOINED and not f & _F_HEARD else _JOIN_STATES[js],
+             "window_end": we if js == _JS_WINDOW else None,
+             "historic_key": bool(f & _F_HKEY)}
+        if f & _F_STATS:
+            rmin, rmax, lmin, lmax, rsum, lsum, n, last, ok, fail = unpack_from(_ST, t, o + _O_ST)
+            v["rssi"] = (rmin, rsum // n, rmax) if n else None
+            v["lqi"] = (lmin, lsum // n, lmax) if n else None
+            v["last_comm"] = last
+            v["tx_ok"] = ok
+            v["tx_fail"] = fail
         else:
             v["rssi"] = v["lqi"] = v["last_comm"] = None
             v["tx_ok"] = v["tx_fail"] = 0
@@ -353,25 +450,33 @@ class DeviceLog:
         """The device's type code, or None when it is not in the log: what the
         router asks of every routed message, without building the view.
         Canonical hex (as eui_hex gives) is looked up as it is."""
-        e = self._d.get(eui) if isinstance(eui, str) else None
-        if e is None:
-            e = self._d.get(eui_hex(eui))
-        return None if e is None else e[_TYPE]
+        i = self._find(eui)
+        if i < 0:
+            return None
+        typ = self._t[i * _S] & 7
+        return None if typ == _NO_TYPE else typ
 
     def get(self, eui):
-        eh = eui_hex(eui)
-        e = self._d.get(eh)
-        return None if e is None else self._view(eh, e, self.utc())
+        i = self._find(eui)
+        return None if i < 0 else self._view(i, self.utc())
 
     def entries(self):
         now = self.utc()
-        return [self._view(eh, e, now) for eh, e in sorted(self._d.items())]
+        e = self._e
+        return [self._view(e.index(eh), now) for eh in sorted(e)]
 
     def historic(self):
         """Oldest first: {eui, key_hash, type, type_name, removed}."""
-        return [{"eui": h[0], "key_hash": h[1], "type": h[3],
-                 "type_name": TYPE_NAMES[h[3]] if h[3] is not None else "unknown", "removed": h[4]}
-                for h in self._hist]
+        h = self._h
+        out = []
+        for k in range(0, len(h), _HS):
+            typ = h[k + 40] & 7
+            typ = None if typ == _NO_TYPE else typ
+            out.append({"eui": hexlify(h[k:k + 8]).decode().upper(),
+                        "key_hash": hexlify(h[k + 8:k + 24]).decode() if h[k + 40] & 16 else "", "type": typ,
+                        "type_name": TYPE_NAMES[typ] if typ is not None else "unknown",
+                        "removed": unpack_from("<I", h, k + 41)[0]})
+        return out
 
     def install_code_matches(self, eui, install_code):
         """For an EUI in the log: does this install code (code||CRC) give the
@@ -379,96 +484,122 @@ class DeviceLog:
         hash to compare with (restored without one), or the EUI is not in the
         log. InstallCodeError for a bad code."""
         val = _keys(install_code)[1]
-        e = self._d.get(eui_hex(eui))
-        if e is None or not e[_HASH]:
+        i = self._find(eui)
+        if i < 0 or not self._t[i * _S + 1] & _F_HASH:
             return None
-        return _h(val) == e[_HASH]
+        o = i * _S + _O_HASH
+        return val == self._t[o:o + 16]
 
     def restored_keys(self):
         """[(eui_hex, link key)] of the entries a restore left waiting for
         their device's rejoin (the trust centre puts them in the NCP's key table)."""
-        return [(eh, unhexlify(e[_KEY])) for eh, e in self._d.items() if e[_JS] == _JS_RESTORED and e[_KEY]]
+        t = self._t
+        return [(eh, bytes(t[i * _S + _O_KEY:i * _S + _O_KEY + 16])) for i, eh in enumerate(self._e)
+                if t[i * _S] >> 5 == _JS_RESTORED and t[i * _S + 1] & _F_KEY]
 
     def not_heard(self):
         """EUIs of joined entries not heard since start."""
-        return [eh for eh, e in sorted(self._d.items()) if e[_JS] == _JS_JOINED and eh not in self._heard]
+        t = self._t
+        e = self._e
+        return sorted(e[i] for i in range(len(e)) if t[i * _S] >> 5 == _JS_JOINED and not t[i * _S + 1] & _F_HEARD)
 
     def eui_of(self, node_id):
-        for eh, e in self._d.items():
-            if e[_NODE] == node_id:
-                return eh
+        t = self._t
+        for i in range(len(self._e)):
+            o = i * _S
+            if t[o + 1] & _F_NODE and t[o + 2] | t[o + 3] << 8 == node_id:
+                return self._e[i]
         return None
 
     # -- joining ----------------------------------------------------------------
 
     def open_join_window(self, eui, seconds):
-        eh = eui_hex(eui)
-        e = self._d.get(eh)
-        if e is None or not e[_KEY]:
+        i = self._find(eui)
+        if i < 0 or not self._t[i * _S + 1] & _F_KEY:
             return INCOMPATIBLE
-        e = list(e)
+        s = self._t[i * _S:(i + 1) * _S]
         if seconds > 0:
-            self._window(e, seconds)
+            _window(s, self.utc(), seconds)
         else:
-            e[_WE] = 0
-            e[_JS] = _JS_WHITELISTED
-        return OK if self._put(eh, e) else WRITE_FAILURE
+            pack_into("<I", s, _O_WE, 0)
+            s[0] = s[0] & 0x1F | _JS_WHITELISTED << 5
+        return OK if self._change(i, s) else WRITE_FAILURE
 
     def window_open(self, eui, now=None):
-        e = self._d.get(eui_hex(eui))
+        i = self._find(eui)
         if now is None:
             now = self.utc()
-        return e is not None and e[_JS] == _JS_WINDOW and e[_WS] <= now < e[_WE]
+        if i < 0:
+            return False
+        b, f, node, ws, we = unpack_from(_HDR, self._t, i * _S)
+        return b >> 5 == _JS_WINDOW and ws <= now < we
 
     def open_windows(self, now=None):
         """[(eui_hex, window_end)] of the windows open now."""
         if now is None:
             now = self.utc()
-        return [(eh, e[_WE]) for eh, e in self._d.items()
-                if e[_JS] == _JS_WINDOW and e[_WS] <= now < e[_WE]]
+        out = []
+        for i in range(len(self._e)):
+            b, f, node, ws, we = unpack_from(_HDR, self._t, i * _S)
+            if b >> 5 == _JS_WINDOW and ws <= now < we:
+                out.append((self._e[i], we))
+        return out
 
     def join_key(self, eui, now=None):
         """The link key a device may join with now, or None. A re-added
         device from the Historic log: its historic key for the first half of
         the window, the install-code key for the second half."""
-        eh = eui_hex(eui)
-        e = self._d.get(eh)
+        i = self._find(eui)
         if now is None:
             now = self.utc()
-        if e is None or e[_JS] != _JS_WINDOW or not (e[_WS] <= now < e[_WE]) or not e[_KEY]:
+        if i < 0:
             return None
-        if e[_HKEY] and (now - e[_WS]) * 2 < e[_WE] - e[_WS]:
-            return unhexlify(e[_HKEY])
-        return unhexlify(e[_KEY])
+        o = i * _S
+        b, f, node, ws, we = unpack_from(_HDR, self._t, o)
+        if b >> 5 != _JS_WINDOW or not ws <= now < we or not f & _F_KEY:
+            return None
+        if f & _F_HKEY and (now - ws) * 2 < we - ws:
+            return self._hk[self._e[i]]
+        return bytes(self._t[o + _O_KEY:o + _O_KEY + 16])
 
     def link_keys(self, eui):
         """The link keys the device may hold after a join through this log:
         its install-code key and, if re-added, its historic key."""
-        e = self._d.get(eui_hex(eui))
-        if e is None:
+        i = self._find(eui)
+        if i < 0:
             return ()
-        return tuple(unhexlify(k) for k in (e[_KEY], e[_HKEY]) if k)
+        o = i * _S
+        f = self._t[o + 1]
+        k = bytes(self._t[o + _O_KEY:o + _O_KEY + 16]) if f & _F_KEY else None
+        hk = self._hk[self._e[i]] if f & _F_HKEY else None
+        return tuple(x for x in (k, hk) if x)
 
     def is_joined(self, eui):
-        e = self._d.get(eui_hex(eui))
-        return e is not None and e[_JS] in (_JS_JOINED, _JS_RESTORED)
+        i = self._find(eui)
+        return i >= 0 and self._t[i * _S] >> 5 in (_JS_JOINED, _JS_RESTORED)
 
     def record_join(self, eui, node_id):
-        eh = eui_hex(eui)
-        e = self._d.get(eh)
-        if e is None:
+        i = self._find(eui)
+        if i < 0:
             return False
-        e = list(e)
+        if not isinstance(node_id, int) or not 0 <= node_id <= 0xFFFF:
+            log("device_log", "join of %s refused: node id %r" % (self._e[i], node_id))
+            return False
+        s = self._t[i * _S:(i + 1) * _S]
+        ks = (s[0] >> 3) & 3
         # a rejoin after a key establishment keeps its key; a join inside an
         # open window used the install-code key again
-        cbke = e[_KS] == _KS_CBKE and not (e[_JS] == _JS_WINDOW and e[_WE] > self.utc())
-        e[_NODE] = node_id
-        e[_JS] = _JS_JOINED
-        e[_WE] = 0
-        if e[_KEY] and not cbke:
-            e[_KS] = _KS_ESTABLISHED
-        self._heard.add(self.key(eh))
-        ok = self._put(eh, e)
+        b, f, node, ws, we = unpack_from(_HDR, s, 0)
+        cbke = ks == _KS_CBKE and not (b >> 5 == _JS_WINDOW and we > self.utc())
+        pack_into("<H", s, _O_NODE, node_id)
+        pack_into("<I", s, _O_WE, 0)
+        s[0] = s[0] & 0x1F | _JS_JOINED << 5
+        s[1] |= _F_NODE | _F_HEARD
+        if f & _F_KEY and not cbke:
+            s[0] = s[0] & 0xE7 | _KS_ESTABLISHED << 3
+        ok = self._change(i, s)
+        if not ok:
+            self._t[i * _S + 1] |= _F_HEARD
         self.flush_stats()
         return ok
 
@@ -476,83 +607,91 @@ class DeviceLog:
         """A completed key establishment (CBKE) with a joined device: its
         key state becomes "key establishment". True when recorded. The
         entry's 16 octets stay the install code (no CS14)."""
-        eh = eui_hex(eui)
-        e = self._d.get(eh)
-        if e is None or e[_JS] not in (_JS_JOINED, _JS_RESTORED):
+        i = self._find(eui)
+        if i < 0 or self._t[i * _S] >> 5 not in (_JS_JOINED, _JS_RESTORED):
             return False
-        if e[_KS] == _KS_CBKE:
+        if (self._t[i * _S] >> 3) & 3 == _KS_CBKE:
             return True
-        e = list(e)
-        e[_KS] = _KS_CBKE
-        return self._put(eh, e)
+        s = self._t[i * _S:(i + 1) * _S]
+        s[0] = s[0] & 0xE7 | _KS_CBKE << 3
+        return self._change(i, s)
 
     def record_left(self, eui):
-        eh = eui_hex(eui)
-        e = self._d.get(eh)
-        if e is None:
+        i = self._find(eui)
+        if i < 0:
             return False
-        e = list(e)
-        e[_JS] = _JS_LEFT
-        self._heard.discard(eh)
-        return self._put(eh, e)
+        s = self._t[i * _S:(i + 1) * _S]
+        s[0] = s[0] & 0x1F | _JS_LEFT << 5
+        s[1] &= ~_F_HEARD
+        self._t[i * _S + 1] &= ~_F_HEARD
+        return self._change(i, s)
 
     def close_expired(self, now=None):
         """Mark windows that ended as whitelisted; -> their EUIs."""
         if now is None:
             now = self.utc()
-        gone = [eh for eh, e in self._d.items() if e[_JS] == _JS_WINDOW and now >= e[_WE]]
-        if gone:
-            d = dict(self._d)
-            for eh in gone:
-                e = list(d[eh])
-                e[_JS] = _JS_WHITELISTED
-                e[_WE] = 0
-                d[eh] = tuple(e)
-            self._commit(d)
-        return gone
+        t = self._t
+        gone = {}
+        for i in range(len(self._e)):
+            b, f, node, ws, we = unpack_from(_HDR, t, i * _S)
+            if b >> 5 == _JS_WINDOW and now >= we:
+                s = self._t[i * _S:(i + 1) * _S]
+                s[0] = s[0] & 0x1F | _JS_WHITELISTED << 5
+                pack_into("<I", s, _O_WE, 0)
+                gone[i] = s
+        if gone and self._commit(gone):
+            for i, s in gone.items():
+                memoryview(t)[i * _S:(i + 1) * _S] = s
+        return [self._e[i] for i in gone]
 
     # -- statistics -------------------------------------------------------------
 
-    def _st(self, eh):
-        s = self._stats.get(eh)
-        if s is None:
-            s = self._stats[self.key(eh)] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
-        return s
+    def _st(self, i):
+        # slot i's statistics (started at zero when none)
+        o = i * _S
+        t = self._t
+        if not t[o + 1] & _F_STATS:
+            memoryview(t)[o + _O_ST:o + _S] = bytes(_S - _O_ST)
+            t[o + 1] |= _F_STATS
+        return unpack_from(_ST, t, o + _O_ST)
 
     def record_rx(self, eui, rssi, lqi, t):
-        eh = eui_hex(eui)
-        if eh not in self._d:
+        i = self._find(eui)
+        if i < 0:
             return False
-        s = self._st(eh)
-        if s[_N] == 0:
-            s[_RMIN] = s[_RMAX] = rssi
-            s[_LMIN] = s[_LMAX] = lqi
+        if not -128 <= rssi <= 127 or not 0 <= lqi <= 255 or not 0 <= t <= _U32:
+            log("device_log", "rx from %s not recorded: rssi %r lqi %r t %r" % (self._e[i], rssi, lqi, t))
+            return False
+        rmin, rmax, lmin, lmax, rsum, lsum, n, last, ok, fail = self._st(i)
+        if n == 0:
+            rmin = rmax = rssi
+            lmin = lmax = lqi
         else:
-            s[_RMIN] = min(s[_RMIN], rssi)
-            s[_RMAX] = max(s[_RMAX], rssi)
-            s[_LMIN] = min(s[_LMIN], lqi)
-            s[_LMAX] = max(s[_LMAX], lqi)
-        if s[_N] >= 0x10000:  # keep sums small: halve the weight of history
-            s[_N] >>= 1
-            s[_RSUM] //= 2
-            s[_LSUM] //= 2
-        s[_N] += 1
-        s[_RSUM] += rssi
-        s[_LSUM] += lqi
-        s[_LAST] = t
-        if eh not in self._heard:
-            self._heard.add(self.key(eh))
+            rmin = min(rmin, rssi)
+            rmax = max(rmax, rssi)
+            lmin = min(lmin, lqi)
+            lmax = max(lmax, lqi)
+        if n >= 0x10000:  # keep sums small: halve the weight of history
+            n >>= 1
+            rsum //= 2
+            lsum //= 2
+        o = i * _S
+        pack_into(_ST, self._t, o + _O_ST, rmin, rmax, lmin, lmax, rsum + rssi, lsum + lqi, n + 1, t, ok, fail)
+        self._t[o + 1] |= _F_HEARD
         self._dirty()
         return True
 
     def record_tx(self, eui, ok):
-        eh = eui_hex(eui)
-        if eh not in self._d:
+        i = self._find(eui)
+        if i < 0:
             return False
-        s = self._st(eh)
-        s[_TXOK if ok else _TXF] += 1
-        if ok and eh not in self._heard:  # the device acknowledged it: heard
-            self._heard.add(self.key(eh))
+        st = self._st(i)
+        o = i * _S + _O_ST + (20 if ok else 24)  # tx ok, tx fail
+        n = st[8 if ok else 9]
+        if n < _U32:
+            pack_into("<I", self._t, o, n + 1)
+        if ok:  # the device acknowledged it: heard
+            self._t[i * _S + 1] |= _F_HEARD
         self._dirty()
         return True
 
@@ -562,13 +701,19 @@ class DeviceLog:
             self.flush_stats()
 
     def flush_stats(self):
-        """Write the HAN statistics now (also called on join-state changes)."""
+        """Write the HAN statistics now (also called on join-state changes):
+        the "devstats" record whole, of the entries that have statistics."""
         self._stats_flushed = self.utc()
         if not self._stats_dirty:
             return True
+        e, t = self._e, self._t
         try:
-            self._skv.update({k: v for k, v in self._stats.items() if v})
+            io = lazy.load(_IO)
+            self._skv.replace(lambda out: io.emit_stats(out, e, t))
         except Exception:
             return False
+        finally:
+            io = None
+            lazy.drop(_IO)
         self._stats_dirty = False
         return True

@@ -120,7 +120,15 @@ class KV:
             return data
         return {}
 
-    def _commit(self, data):
+    def replace(self, data):
+        """Write `data` whole as the store's content, without reading what
+        the store held (set, update and delete end here): a dict, or a
+        function data(out) that writes one (a JSON object) through a
+        jsonout.JsonOut (out.put, out.string, out.value), called twice (the
+        CRC, then the file) and writing the same text both times. For a
+        holder that keeps its state in its own form (chf.device_log): no
+        parsed copy of the old record, none of the new one kept (a store
+        replaced by a function becomes cold)."""
         path = self._s[0] + "/" + self._name + ".kv"
         tmp = path + ".tmp"
         # header, JSON text (json.dumps's), newline. The text goes out in
@@ -129,13 +137,13 @@ class KV:
         # capacity ~2.2 KB): no block of its size is needed.
         out = JsonOut(None, binascii.crc32, 0)
         out.start(self, b"", 0, _PIECE)  # self.write: the pieces are only summed
-        out.value(data, 0)
+        data(out) if callable(data) else out.value(data, 0)
         crc = out.close()
         with open(tmp, "wb") as f:
             f.write(b"%08x " % (crc & 0xFFFFFFFF))
             out = JsonOut(None, binascii.crc32, 0)
             out.start(f, b"", 0, _PIECE)
-            out.value(data, 0)
+            data(out) if callable(data) else out.value(data, 0)
             if out.close() != crc:  # cannot happen: the same data, encoded twice
                 raise OSError("kv: record changed while written")
             f.write(b"\n")
@@ -143,10 +151,10 @@ class KV:
         at = self._s
         at[1]["kv_writes"] += 1
         if at[2][self._name] is not None:
-            at[2][self._name] = data
+            at[2][self._name] = None if callable(data) else data
 
     def write(self, b):
-        # the writer of _commit's CRC pass
+        # the writer of replace's CRC pass
         pass
 
     def get(self, key, default=None):
@@ -172,14 +180,14 @@ class KV:
         data = dict(old)
         data.update(changes)
         if data != old:
-            self._commit(data)
+            self.replace(data)
 
     def delete(self, key):
         old = self._d()
         if key in old:
             data = dict(old)
             del data[key]
-            self._commit(data)
+            self.replace(data)
             return True
         return False
 

@@ -35,7 +35,10 @@ RARE = ("chf.usecase_exec", "gbcs.dlms_apdu", "gbcs.usecase_base", "chf.prov_com
         "chf.subghz", "gbcs.der", "gbcs.gbz",
         # loaded for an anchor's check, a Z, an install code's check and dropped
         # after (branch bootrest): not held by the boot set
-        "gbcs.p256", "han.install_code")
+        "gbcs.p256", "han.install_code",
+        # the Device Log's on-flash form, read at start and written at a change
+        # (branch devlog)
+        "chf.devlog_store")
 
 
 def _f():

@@ -68,6 +68,33 @@ def test_cold_kv_reads_flash_and_holds_no_copy():
     assert st2.kv("keys").get("b") == 3
 
 
+def test_replace_writes_a_whole_record_without_reading_the_old():
+    # KV.replace (the Device Log's records): a dict, or a function that
+    # writes the JSON object through the JsonOut it is given (twice: CRC,
+    # then file); the old record is not read, a kept store replaced by a
+    # function keeps no copy
+    fresh()
+    kv = KV(ROOT, "rec")
+    kv.set("old", 1)
+    kv.replace({"a": 1})
+    assert dict(kv.items()) == {"a": 1} and kv._s[2]["rec"] == {"a": 1}
+    calls = []
+
+    def rec(out):
+        calls.append(1)
+        out.put(b'{"d": ')
+        out.value({"x": [1, None, "ab"]}, 0)
+        out.put(b"}")
+
+    kv.replace(rec)
+    assert len(calls) == 2 and kv._s[2]["rec"] is None
+    assert dict(kv.items()) == {"d": {"x": [1, None, "ab"]}}
+    remount()
+    with open(ROOT + "/rec.kv", "rb") as f:
+        assert f.read().endswith(b' {"d": {"x": [1, null, "ab"]}}\n')
+    assert KV(ROOT, "rec").get("d") == {"x": [1, None, "ab"]}
+
+
 def _alloc(fn):
     import gc
 
