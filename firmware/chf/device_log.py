@@ -113,28 +113,12 @@ _IC = "han.install_code"
 _IO = "chf.devlog_store"
 
 
-def key_hash(key):
-    """AES-MMO(key): what an entry holds in its 16 octets when its install
-    code is not 16 bytes long (see log_value)."""
-    try:
-        return lazy.load(_IC).aes_mmo_hash(key)
-    finally:
-        lazy.drop(_IC)
-
-
-def log_value(install_code):
-    """The 16 octets a Device Log entry carries in CS14 / CCS07 and gets back
-    by CCS03 (install_code is code||CRC): the 16-byte install code itself,
-    as register_device (CCS01) takes it and as the RTDS backups show it
-    (83FED340...: the ZigBee install-code test vector), so that a backup
-    restored on another hub gives it the devices' link keys. A code of
-    another length: AES-MMO of its link key."""
-    return _keys(install_code)[1]
-
-
 def _keys(install_code):
-    # (link key, log_value) of install_code (code||CRC): InstallCodeError
-    # for a bad length or CRC, checked first
+    # (link key, the 16 octets an entry holds) of install_code (code||CRC):
+    # the 16-byte install code itself (what CS14 / CCS07 carry and CCS03
+    # gives back, so that a backup restored on another hub gives the devices'
+    # link keys), or for a code of another length AES-MMO of its link key.
+    # InstallCodeError for a bad length or CRC, checked first
     ic = lazy.load(_IC)
     try:
         ic.check(install_code)
@@ -358,7 +342,7 @@ class DeviceLog:
 
     def restore(self, ext_pan_id, devices):
         """CCS03 restore_PAN: rebuild the log from [(eui, value16)...]. Each
-        16-octet value is the device's install code (log_value): the entry
+        16-octet value is the device's install code (_keys): the entry
         gets its link key back (key state "install code"), which the trust
         centre hands to the NCP so that the device can rejoin."""
         if len(ext_pan_id) != 8:

@@ -123,7 +123,15 @@ class EventLog:
                 self._close(oldest)
             seq = self._write(t, event_code, 1, data)
             self._runs[key] = [seq, t, 1, key[1], t, 1]
-            self._trim()
+            lg = self._log
+            while len(lg) > self.capacity:  # the oldest records go
+                seqs = lg.seqs()
+                lg.ack(seqs[0])
+                for k in list(runs):
+                    if runs[k][0] == seqs[0]:
+                        del runs[k]
+                self.lost += 1
+                self._lost_kv.set(self.name, self.lost)
         if self.watch is not None:
             self.watch.note(self, event_code, t)
         return seq
@@ -144,17 +152,6 @@ class EventLog:
         run = self._runs.pop(key)
         if run[2] > run[5] and run[0] in self._log.seqs():
             self._rewrite(run, key[0])
-
-    def _trim(self):
-        lg = self._log
-        while len(lg) > self.capacity:
-            seqs = lg.seqs()
-            lg.ack(seqs[0])
-            for key in list(self._runs):
-                if self._runs[key][0] == seqs[0]:
-                    del self._runs[key]
-            self.lost += 1
-            self._lost_kv.set(self.name, self.lost)
 
     def flush(self):
         """Write every open run's count (e.g. before a planned restart)."""

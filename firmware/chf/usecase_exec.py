@@ -110,8 +110,18 @@ DER_CASES = (_MC_CS02A, _MC_CS02B_WP)  # CS02a, CS02b
 
 def handle(self, data):
     # Chf._handle: one command, under answer_once
+    def signed(f):
+        # CS02a may come protected by its originator's signature alone
+        if f.message_code == _MC_CS02A and self.credentials is not None:
+            try:
+                lazy.load("gbcs.signed").authenticate_signed(self.parties, f, self.credentials.ds_pub_for(f.originator))
+            finally:
+                lazy.drop("gbcs.signed")
+            return True
+        return False
+
     try:
-        f = accept(self.parties, data, self.security_log, self.utc2000, signed=self._signed)
+        f = accept(self.parties, data, self.security_log, self.utc2000, signed=signed)
     except ValueError:
         self.rejected += 1
         raise

@@ -18,8 +18,6 @@ from gbcs.security import answer_once
 OK = const(0)
 TYPE_UNMATCHED = const(12)
 
-# message codes a remote party may protect with its signature alone (no MAC): CS02a
-_SIGNED_ONLY = const((0x0008,))
 _MC_CCS08 = const(0x0128)
 _EXEC = const("chf.usecase_exec")
 _SIGNED = const("gbcs.signed")  # signatures on frames: loaded for the use, dropped after
@@ -85,16 +83,6 @@ class Chf:
 
     def _on_change(self, kind, eui_hex):
         self._changes.append((kind, eui_hex))
-
-    def _signed(self, f):
-        # CS02a may come protected by its originator's signature alone
-        if f.message_code in _SIGNED_ONLY and self.credentials is not None:
-            try:
-                lazy.load(_SIGNED).authenticate_signed(self.parties, f, self.credentials.ds_pub_for(f.originator))
-            finally:
-                lazy.drop(_SIGNED)
-            return True
-        return False
 
     def handle(self, data, tag=None):
         """One command -> (response, alerts). tag: the link frame id it came

@@ -375,7 +375,13 @@ def build(
     off = 0
     if maced:
         off = _put(out, 0, _GENERAL_CIPHERING)
-        off = write_len(out, off, _clen(total))
+        for k in (1, 2, 3):  # total = 7 + len_size(clen) + clen
+            clen = total - 7 - k
+            if len_size(clen) == k:
+                break
+        else:
+            raise FrameError("frame too large")
+        off = write_len(out, off, clen)
         off = _put(out, off, sec_header)
     gh_start = off
     out[off] = _DF
@@ -421,15 +427,6 @@ def build(
     if off != total:
         raise FrameError("internal size mismatch %d != %d" % (off, total))
     return out
-
-
-def _clen(total):
-    # total = 7 + len_size(clen) + clen
-    for k in (1, 2, 3):
-        clen = total - 7 - k
-        if len_size(clen) == k:
-            return clen
-    raise FrameError("frame too large")
 
 
 def encode(f, buf=None):

@@ -22,26 +22,22 @@ def _eui(v, what):
     return v
 
 
-def _counter(c):
-    if isinstance(c, int):
-        if c < 0 or c >> 64:
-            raise KindError("KdfError", "originator counter out of range")
-        return c.to_bytes(8, "big")
-    if len(c) != 8:
-        raise KindError("KdfError", "originator counter must be 8 bytes, got %d" % len(c))
-    return c
-
-
 def other_info(originator, cra, counter, recipient):
     """OtherInfo = 60 85 74 06 08 03 00 || orig EUI || 09 || CRA || counter || recip EUI."""
     if not 0 <= cra <= 255:
         raise KindError("KdfError", "CRA byte out of range")
+    if isinstance(counter, int):
+        if counter < 0 or counter >> 64:
+            raise KindError("KdfError", "originator counter out of range")
+        counter = counter.to_bytes(8, "big")
+    elif len(counter) != 8:
+        raise KindError("KdfError", "originator counter must be 8 bytes, got %d" % len(counter))
     return b"".join(
         (
             _ALG_ID,
             bytes(_eui(originator, "originator")),
             bytes((9, cra)),
-            bytes(_counter(counter)),
+            bytes(counter),
             bytes(_eui(recipient, "recipient")),
         )
     )

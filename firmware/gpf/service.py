@@ -71,25 +71,10 @@ class GpfService:
             self._mirror.tunnel_pending = self._pending
         return self._mirror
 
-    def impl(self):
-        if self._gpf is None:
-            from gpf.function import Gpf
-
-            self._gpf = Gpf(self.identity, self.store, self.mirror(), self.now, self.security_log, self.event_log,
-                            self.ke_status)
-        return self._gpf
-
     def tap(self):
         """A gpf.tapoff.TapOff over the copies on flash (the module stays
         loaded until lazy.drop)."""
         return lazy.load(_TAPOFF).TapOff(self.store, self)
-
-    def _untap(self):
-        # the tap-off and the GBZ codec it imports go (a loaded gpf.function
-        # keeps its own reference to the codec; the router's alert builder
-        # imports it again when it needs it)
-        lazy.drop(_TAPOFF)
-        lazy.drop(_GBZ)
 
     def alert(self, message_code, payload):
         """A GPF alert: the GBZ payload MAC'd for the ACB."""
@@ -101,7 +86,12 @@ class GpfService:
         return c.now() - EPOCH_2000, bool(c.valid)
 
     def handle(self, frame, tag=None):
-        return self.impl().handle(frame, tag)
+        if self._gpf is None:  # gpf.function, loaded for the first GPF command
+            from gpf.function import Gpf
+
+            self._gpf = Gpf(self.identity, self.store, self.mirror(), self.now, self.security_log, self.event_log,
+                            self.ke_status)
+        return self._gpf.handle(frame, tag)
 
     def take_alerts(self):
         """The GPF's alerts for refused commands (gpf.function), for the router."""
@@ -122,7 +112,11 @@ class GpfService:
         try:
             return self.tap().tap_off(f)
         finally:
-            self._untap()
+            # the tap-off and the GBZ codec it imports go (a loaded gpf.function
+            # keeps its own reference to the codec; the router's alert builder
+            # imports it again when it needs it)
+            lazy.drop(_TAPOFF)
+            lazy.drop(_GBZ)
 
     def on_gsme_message(self, frame):
         f = self._tap_frame(frame)
@@ -131,7 +125,8 @@ class GpfService:
         try:
             return self.tap().on_gsme_message(f)
         finally:
-            self._untap()
+            lazy.drop(_TAPOFF)  # as tap_off
+            lazy.drop(_GBZ)
 
     def set_tunnel_pending(self, pending):
         self._pending = bool(pending)

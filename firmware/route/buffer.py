@@ -186,25 +186,6 @@ class CommandBuffer:
         self._fn = n
         self._fempty = head is None
 
-    def _write0(self, n, head, data):
-        # chunk 0: through the handle when n is its (empty) file, else n
-        # becomes the handle's file
-        if n != self._fn or not self._fempty:
-            self._hold(n, head, data)
-            return
-        try:
-            self._fh.seek(0)
-            _commit(self._fh, head, data)
-        except OSError:
-            self._drop_handle()
-            raise
-        self._fempty = False
-
-    def _empty(self, n):
-        # one commit: the file stays in the pool, empty; it becomes the
-        # handle's file (the next put of one chunk writes it unopened)
-        self._hold(n)
-
     def _alloc(self, k):
         out = []
         if self._fempty and self._fn in self._free:
@@ -288,7 +269,18 @@ class CommandBuffer:
                 struct.pack_into("<IB", hk, 0, seq, k)
                 self._write(fl[k], hk, mv[off : off + _NEXT])
                 off += _NEXT
-            self._write0(fl[0], h, mv[:_FIRST])
+            # chunk 0: through the handle when fl[0] is its (empty) file,
+            # else fl[0] becomes the handle's file
+            if fl[0] != self._fn or not self._fempty:
+                self._hold(fl[0], h, mv[:_FIRST])
+            else:
+                try:
+                    self._fh.seek(0)
+                    _commit(self._fh, h, mv[:_FIRST])
+                except OSError:
+                    self._drop_handle()
+                    raise
+                self._fempty = False
         except OSError:
             # what was written belongs to no whole message: free again
             self._free.extend(fl)
@@ -340,7 +332,9 @@ class CommandBuffer:
         # the message of the record at offset o of the device's queue removed
         q = self._q[eh]
         fl = _files(q, o)
-        self._empty(fl[0])  # the message is gone with this one commit
+        # one commit: the message is gone, the file stays in the pool, empty;
+        # it becomes the handle's file (the next put of one chunk writes it unopened)
+        self._hold(fl[0])
         q[o : _end(q, o)] = b""
         if not q:
             del self._q[eh]
@@ -472,11 +466,6 @@ class CommandBuffer:
         self.stats["dropped"] += n
         self._fire(eh)
         return n
-
-    def keep_only(self, euis):
-        """Drop the queues of every device not in euis (after a restore)."""
-        keep = set(e.upper() for e in euis)
-        return sum(self.drop(eh) for eh in list(self._q) if eh not in keep)
 
 
 def _commit(f, head, data):

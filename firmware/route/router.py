@@ -74,31 +74,14 @@ class RouteError(KindError):
     or the message is too long)."""
 
 
-def _u64(v):
-    return bytes((v >> (8 * i)) & 0xFF for i in range(7, -1, -1))
-
-
 def message_id(f):
     """Originator (8) | target (8) | CRA (1) | counter (8): how GBCS alerts
     identify a remote-party message (as in the RTDS 0x8F2C alert body)."""
-    return bytes(f.originator) + bytes(f.recipient) + bytes((f.cra,)) + _u64(f.counter)
+    return bytes(f.originator) + bytes(f.recipient) + bytes((f.cra,)) + f.counter.to_bytes(8, "big")
 
 
 def _key(eui, counter):
     return "%s%016x" % (hex_text(eui), counter)
-
-
-def response_to(f):
-    """match= for coordinator.tunnel_exchange: true for the device's GBCS
-    response to command f (CRA 2, originator = f's recipient, the command's
-    originator counter re-used, PROTOCOLS.md section 1). Anything else the
-    device sends meanwhile (an alert, say) goes to on_tunnel_message."""
-    mid = message_id(f)
-
-    def match(reply):
-        return _answers(reply, mid)
-
-    return match
 
 
 def _answers(reply, mid):
@@ -107,7 +90,7 @@ def _answers(reply, mid):
         g = gframe.parse(reply)
     except ValueError:
         return False
-    return g.cra == gframe.CRA_RESPONSE and bytes(g.originator) == mid[8:16] and _u64(g.counter) == mid[17:25]
+    return g.cra == gframe.CRA_RESPONSE and bytes(g.originator) == mid[8:16] and g.counter.to_bytes(8, "big") == mid[17:25]
 
 
 def gpf_alert(parties, alert_code, t2000):
@@ -235,9 +218,6 @@ class Router:
         if r is not None and hasattr(r, "send"):
             await r
 
-    def _device(self, eh):
-        return self.device_log.get(eh)
-
     # -- remote-party frames --------------------------------------------------
 
     async def route(self, data, tag=None, frame=None):
@@ -316,11 +296,8 @@ class Router:
             except ValueError:
                 mid = b""
             if len(mid) == 25:
-                self.counters["undelivered"] += 1
                 self.counters["recovered_inflight"] += 1
-                self._log(self.event_log, codes.ALERT_ESME_UNDELIVERED, mid + b"power")
-                log("route", "delivery to %s cut by a power loss: 0x8F84" % key[16:32])
-                await self._emit(self.undelivered_alert(mid), "alert")
+                await self._emit(self._undelivered(key[16:32], mid, "power"), "alert")
                 n += 1
             self.inflight.delete(key)
         return n
@@ -503,11 +480,8 @@ class Router:
         self.counters["undelivered"] += 1
         self._log(self.event_log, codes.ALERT_ESME_UNDELIVERED, mid + reason.encode())
         log("route", "undelivered to %s (%s): 0x8F84" % (eh, reason))
-        return self.undelivered_alert(mid)
-
-    def undelivered_alert(self, mid):
-        """0x8F84 Failure to Deliver Remote Party Message to ESME (message
-        code 0x00D5); body = originator | target | CRA | counter (25 bytes)."""
+        # 0x8F84 Failure to Deliver Remote Party Message to ESME (message
+        # code 0x00D5); body = originator | target | CRA | counter (25 bytes)
         return self.chf.dlms_alert(_MC_ESME_UNDELIVERED, codes.ALERT_ESME_UNDELIVERED, (dlms.OCTET_STRING, mid))
 
     # -- device-initiated tunnel messages ---------------------------------
@@ -517,7 +491,7 @@ class Router:
         a tunnel device. Returns the bytes to send back, or None. reported:
         the caller reports the answer's delivery to on_tunnel_reply."""
         eh = eui_hex.upper()
-        if self._device(eh) is None:
+        if eh not in self.device_log:
             self.counters["bad_device_messages"] += 1
             self._log(self.security_log, codes.EV_UNKNOWN_RECIPIENT, b"tunnel from " + eh.encode())
             return None
@@ -635,8 +609,8 @@ class Router:
             self.counters["hht_responses"] += 1
             return True
         rh = eui_hex(f.recipient)
-        dev = self._device(rh)
-        if dev is None or dev["type"] == _GSME or self.coordinator is None:
+        dl = self.device_log
+        if rh not in dl or dl.type_of(rh) == _GSME or self.coordinator is None:
             return False
         mid = hex_text(message_id(f))
         self.han_out.set(mid, [rh, hex_text(msg), self._t2000()])
@@ -653,7 +627,7 @@ class Router:
         except (OSError, ValueError) as e:
             # kept (no flash write) and tried again every _LOCAL_RETRY_S,
             # until expiry_s or the device leaves the Device Log
-            if 0 <= self._t2000() - v[2] < self.cfg["expiry_s"] and self._device(v[0]) is not None:
+            if 0 <= self._t2000() - v[2] < self.cfg["expiry_s"] and v[0] in self.device_log:
                 return False
             self.counters["local_lost"] += 1
             self._log(self.event_log, codes.EV_QUEUE_DROPPED, v[0].encode())
@@ -682,7 +656,10 @@ class Router:
                 self._log(self.event_log, codes.EV_QUEUE_DROPPED, eh.encode())
                 log("route", "%s removed: %d buffered commands dropped" % (eh, n))
         elif kind == "restore":
-            self.buffer.keep_only([e["eui"] for e in self.device_log.entries()])
+            # the queues of the devices the restored log has not are dropped
+            for eh in self.buffer.devices():
+                if eh not in self.device_log:
+                    self.buffer.drop(eh)
 
     async def expire_now(self):
         """Remove expired commands: 0x819D alert and a CHF event for each."""

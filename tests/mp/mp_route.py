@@ -389,11 +389,15 @@ def test_esme_round_trip_and_undelivered_alert():
 
 
 def test_response_match():
-    # coordinator.tunnel_exchange(match=): only the device's response to this
+    # the router's match of a delivery (_answers): only the device's response to this
     # command is the answer; an alert (or another response) is not
     cmd = _hex_file(CS03A1_CMD)
     rsp = _hex_file("8.7.1_CS03A1/CS03A1_8.7.1_SUCCESS_RESPONSE_GBCS.HEX")
-    m = R.response_to(gframe.parse(cmd))
+    mid = R.message_id(gframe.parse(cmd))
+
+    def m(reply):  # the router's match of a delivery: its answer to the command's message id
+        return R._answers(reply, mid)
+
     assert m(rsp) is True
     alert = _with_originator(_hex_file("NA_CS14/CS14_NA_8F12_ALERT_GBCS.HEX"), ESME)
     assert m(alert) is False
@@ -584,7 +588,7 @@ def test_deliveries_start_two_at_a_time_and_the_rest_wait_as_records():
 def _with_counter(data, counter):
     # every copy of the originator counter re-written (the grouping header's,
     # and the general-ciphering header's transaction id)
-    out = bytes(data).replace(R._u64(gframe.parse(data).counter), R._u64(counter))
+    out = bytes(data).replace(gframe.parse(data).counter.to_bytes(8, "big"), counter.to_bytes(8, "big"))
     assert gframe.parse(out).counter == counter
     return out
 
