@@ -143,12 +143,6 @@ class Frame:
         """Signature input: grouping header without the leading DF, plus payload."""
         return self.buf[self.gh_start + 1 : self.payload_end]
 
-    def aad_body(self):
-        """The part of the MAC AAD after AAD_PREFIX: grouping header .. signature."""
-        return self.buf[self.gh_start : self.sig_end]
-
-    def iv(self):
-        return bytes(self.originator) + b"\x00\x00\x00\x00"
 
 
 def parse(data):

@@ -225,7 +225,8 @@ class RemoteParties:
             raise SecurityError("ReplayedCounter", "counter %d from %s not above %d" % (f.counter, hex_text(orig), last),
                 codes.EV_REPLAYED_COUNTER)
         key = kdf.derive_key(self._mac_z(), orig, f.cra, f.counter, self.eui)
-        if not gcm.gmac_verify(key, f.iv(), (kdf.AAD_PREFIX, f.aad_body()), f.mac):
+        # the MAC's AAD: AAD_PREFIX, then the grouping header .. signature field
+        if not gcm.gmac_verify(key, orig + b"\x00\x00\x00\x00", (kdf.AAD_PREFIX, f.buf[f.gh_start:f.sig_end]), f.mac):
             raise SecurityError("BadMac", "bad MAC on command %d from %s" % (f.counter, hex_text(orig)),
                 codes.EV_BAD_MAC)
         if commit:

@@ -404,7 +404,7 @@ def test_refused_commands_raise_rate_limited_gpf_alerts():
     assert bytes(f.originator) == me and f.recipient == binascii.unhexlify("90b3d51f30000002")
     z = p256.ecdh(acb_d, ident.gpf["ka_q"])
     k = kdf.derive_key(z, me, 3, f.counter, bytes(f.recipient))
-    assert gcm.gmac(k, f.iv(), (gframe.AAD_PREFIX, f.aad_body())) == bytes(f.mac)
+    assert gcm.gmac(k, bytes(f.originator) + bytes(4), (gframe.AAD_PREFIX, f.buf[f.gh_start:f.sig_end])) == bytes(f.mac)
     # the same code again within the hour: refused and logged, not alerted
     assert send(sup, 11, b"\x00" * 16) == 0x8F1E and g.take_alerts() == []
     # an unknown originator: its own code
