@@ -181,10 +181,6 @@ class EventLog:
     def entries(self, t_from=None, t_to=None):
         return [r[:3] for r in self.rows(t_from, t_to)]
 
-    def count_total(self):
-        """The events the entries held now stand for (counts summed)."""
-        return sum(r[3] for r in self.rows())
-
     def clear(self):
         self._log.ack_upto(self._log.next_seq)
         self._runs = {}

@@ -63,10 +63,6 @@ class DlmsError(ValueError):
     pass
 
 
-def put_len(out, n):
-    _put_len(out, n, DlmsError)
-
-
 def _put_int(out, v, size, signed):
     lo = -(1 << (size * 8 - 1)) if signed else 0
     hi = (1 << (size * 8 - 1)) - 1 if signed else (1 << (size * 8)) - 1
@@ -94,12 +90,12 @@ def encode_data(v, out, depth=0):
         body = bytearray()
         for it in items:
             _encode_untagged(it, td, body, depth + 1)
-        put_len(out, len(body))
+        _put_len(out, len(body), DlmsError)
         out.extend(body)
         return
     out.append(tag)
     if tag == ARRAY or tag == STRUCTURE:
-        put_len(out, len(v[1]))
+        _put_len(out, len(v[1]), DlmsError)
         for it in v[1]:
             encode_data(it, out, depth + 1)
         return
@@ -114,13 +110,13 @@ def _encode_simple(v, out):
     if k & _INT:
         _put_int(out, val, k & _SIZE, (k & _SIGNED) != 0)
     elif tag in _STRINGS:
-        put_len(out, len(val))
+        _put_len(out, len(val), DlmsError)
         out.extend(val)
     elif tag == BIT_STRING:
         nbits, bits = val
         if len(bits) != (nbits + 7) >> 3:
             raise DlmsError("bit-string of %d bits needs %d bytes" % (nbits, (nbits + 7) >> 3))
-        put_len(out, nbits)
+        _put_len(out, nbits, DlmsError)
         out.extend(bits)
     elif tag == BOOLEAN:
         out.append(val & 0xFF)
@@ -137,7 +133,7 @@ def _encode_td(td, out):
         out.append(td)
     elif td[0] == STRUCTURE:
         out.append(STRUCTURE)
-        put_len(out, len(td[1]))
+        _put_len(out, len(td[1]), DlmsError)
         for sub in td[1]:
             _encode_td(sub, out)
     else:
@@ -167,7 +163,7 @@ def data_notification(invoke_id, value, date_time=b""):
     """A data-notification APDU (0x0F): long-invoke-id, date-time, value."""
     out = bytearray((_DATA_NOTIFICATION,))
     out.extend(bytes(((invoke_id >> 24) & 0xFF, (invoke_id >> 16) & 0xFF, (invoke_id >> 8) & 0xFF, invoke_id & 0xFF)))
-    put_len(out, len(date_time))
+    _put_len(out, len(date_time), DlmsError)
     out.extend(date_time)
     encode_data(value, out)
     return bytes(out)

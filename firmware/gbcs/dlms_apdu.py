@@ -7,7 +7,8 @@
 # commands. The type tags are gbcs.dlms's (const: compiled in).
 from micropython import const
 
-from gbcs.dlms import _STRINGS, DlmsError, _fixed, encode_data, put_len
+from gbcs.dlms import _STRINGS, DlmsError, _fixed, encode_data
+from gbcs.frame import put_len as _put_len
 from gbcs.frame import read_len as _read_len
 
 _MAX_DEPTH = const(8)
@@ -394,7 +395,7 @@ def encode_apdu(a):
         iid = a.invoke_id
         out.extend(bytes(((iid >> 24) & 0xFF, (iid >> 16) & 0xFF, (iid >> 8) & 0xFF, iid & 0xFF)))
         dt = a.date_time if a.date_time is not None else b""
-        put_len(out, len(dt))
+        _put_len(out, len(dt), DlmsError)
         out.extend(dt)
         if tag == _NOTIFICATION:
             encode_data(a.value, out)
@@ -405,14 +406,14 @@ def encode_apdu(a):
             else:
                 out.append(1)
         if tag == _ACCESS_REQ or a.specs is not None:
-            put_len(out, len(a.specs))
+            _put_len(out, len(a.specs), DlmsError)
             for s in a.specs:
                 _put_spec(out, s)
-        put_len(out, len(a.data))
+        _put_len(out, len(a.data), DlmsError)
         for v in a.data:
             encode_data(v, out)
         if tag == _ACCESS_RESPONSE:
-            put_len(out, len(a.results))
+            _put_len(out, len(a.results), DlmsError)
             for kind, code in a.results:
                 out.append(kind)
                 out.append(code)

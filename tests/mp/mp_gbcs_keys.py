@@ -27,7 +27,7 @@ def refused(chf, data, exc):
     log.KindError such as "BadMac"), run nothing and write one security-log
     entry (returned)."""
     before = chf.executed
-    n_sec = chf.security_log.count_total()  # a repeat collapses into its entry's count
+    n_sec = sum(r[3] for r in chf.security_log.rows())  # a repeat collapses into its entry's count
     try:
         chf.handle(data)
     except Exception as e:  # noqa: BLE001 - checked below
@@ -38,5 +38,5 @@ def refused(chf, data, exc):
     else:
         raise AssertionError("not refused: " + repr(exc))
     assert chf.executed == before, "executed"
-    assert chf.security_log.count_total() == n_sec + 1, "not logged"
+    assert sum(r[3] for r in chf.security_log.rows()) == n_sec + 1, "not logged"
     return chf.security_log.entries()[-1]

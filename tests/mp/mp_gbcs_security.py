@@ -158,7 +158,7 @@ def test_response_to_the_supplier_is_maced_with_the_suppliers_key():
 
 
 def _replayed(chf, data, tag):
-    n_sec = chf.security_log.count_total()
+    n_sec = sum(r[3] for r in chf.security_log.rows())
     before = chf.executed
     try:
         chf.handle(data, tag)
@@ -166,7 +166,7 @@ def _replayed(chf, data, tag):
         assert kind_of(e) == "ReplayedCounter", repr(e)
     else:
         raise AssertionError("replay answered")
-    assert chf.executed == before and chf.security_log.count_total() == n_sec + 1
+    assert chf.executed == before and sum(r[3] for r in chf.security_log.rows()) == n_sec + 1
 
 
 def test_exact_resend_under_the_same_link_tag_is_answered_from_the_record():

@@ -37,13 +37,13 @@ def test_junk_flood_keeps_the_older_evidence():
         sec.append(EV_MALFORMED, b"", 200 + i // 10)  # 10 a second
     rows = sec.rows()
     assert [r[1:] for r in rows] == [(EV_UNKNOWN_JOIN, e, 1) for e in JOINS] + [(EV_MALFORMED, b"", 200)]
-    assert rows[-1][0] == 200 and sec.lost == 0 and sec.count_total() == 203
+    assert rows[-1][0] == 200 and sec.lost == 0 and sum(r[3] for r in sec.rows()) == 203
     assert st.stats["journal_appends"] - w0 <= 10, st.stats["journal_appends"] - w0  # 1 + one per doubling
     sec.flush()
     st.close()
     st = remount()
     again = EventLog(st, "security", 40)
-    assert again.rows() == rows and again.count_total() == 203
+    assert again.rows() == rows and sum(r[3] for r in again.rows()) == 203
 
 
 def test_count_on_flash_is_at_least_half_before_a_flush():
