@@ -54,16 +54,6 @@ class Identity:
             d.update(new)
         self._parties = {}
 
-    def certificate(self, name, usage):
-        """The DER certificate from provisioning (usage "ka" or "ds"), or None."""
-        from chf.prov_store import cert_path
-
-        try:
-            with open(cert_path(self.store, name + "_" + usage), "rb") as f:
-                return f.read()
-        except OSError:
-            return None
-
     @property
     def chf(self):
         return self.devices["chf"]
