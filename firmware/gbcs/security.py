@@ -153,7 +153,7 @@ class RemoteParties:
         c = -1 if v is None else int(v)
         a = self.answers
         if a is not None:
-            c = max(c, a.counter(bytes(eui)))
+            c = max(c, a._load().get(bytes(eui), -1))  # the counter in the answer's record
         return c
 
     def own_counter(self):
@@ -357,9 +357,6 @@ class Answers:
             self._c = c
             self._last = last
         return self._c
-
-    def counter(self, orig):
-        return self._load().get(orig, -1)
 
     def get(self, orig, counter, dig):
         self._load()
