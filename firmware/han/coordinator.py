@@ -128,8 +128,10 @@ class Coordinator(Messaging):
             self.counters["rx_unknown"] += 1
             # maybe a device whose join the hub never recorded (power cut):
             # the trust centre checks it with the NCP and adopts it
+            # (v14 incomingMessageHandler carries its EUI-64: all zero or all
+            # 0xFF when the stack does not know it; None before v14)
             if self.tc is not None:
-                self.tc.unknown_sender(sender, ez.incoming_eui(v))
+                self.tc.unknown_sender(sender, v[3] if ez.ver >= 14 and v[3] not in (bytes(8), b"\xff" * 8) else None)
             return
         dl.record_rx(eh, rssi, lqi, dl.utc())
         self._incoming(eh, aps, payload, sender)

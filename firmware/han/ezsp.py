@@ -181,14 +181,6 @@ class Ezsp:
             return v[4], v[0], v[2]
         return v[3], v[4], v[1]
 
-    def incoming_eui(self, v):
-        """v14 incomingMessageHandler carries the sender's EUI-64 (all zero
-        or all 0xFF when the stack does not know it); None before v14 or
-        when unknown."""
-        if self.ver >= 14 and v[3] not in (bytes(8), b"\xff" * 8):
-            return v[3]
-        return None
-
     def incoming_info(self, v):
         """incomingMessageHandler values -> (sender, aps, payload, lqi, rssi)."""
         if self.ver >= 14:
