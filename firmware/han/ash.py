@@ -70,7 +70,7 @@ class NcpReset(Exception):
     """The NCP reset (unexpected RSTACK) or entered its failed state (ERROR).
     The EZSP layer must run ash.reset() and re-initialise the stack."""
 
-    def __init__(self, code, error=False):
+    def __init__(self, code, error):
         super().__init__("NCP %s code 0x%02X" % ("ERROR" if error else "reset", code))
         self.code = code
         self.error = error

@@ -166,8 +166,7 @@ class Ezsp:
         for its messageSentHandler before sending)."""
         return (self._tag + 1) & (0xFFFF if self.ver >= 14 else 0xFF)
 
-    async def send_unicast(self, node_id, profile, cluster, src_ep, dst_ep, payload, options=APS_OPTIONS,
-                           group=0):
+    async def send_unicast(self, node_id, profile, cluster, src_ep, dst_ep, payload, options, group):
         """Send; return the message tag echoed in messageSentHandler. For an
         APS fragment, options has APS_OPTION_FRAGMENT and group carries
         (count << 8) | index (EmberZNet's host-side fragmentation)."""

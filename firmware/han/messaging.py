@@ -280,7 +280,7 @@ class Messaging:
         finally:
             self._acking = False
 
-    def _incoming(self, eh, aps, payload, node=None):
+    def _incoming(self, eh, aps, payload, node):
         """Called by the coordinator for every message from a known device."""
         profile, cluster, src_ep, _dst, options, group = aps[0], aps[1], aps[2], aps[3], aps[4], aps[5]
         if profile != SE_PROFILE:

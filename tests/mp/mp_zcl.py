@@ -378,12 +378,12 @@ def test_malformed_and_flooding_han_frames_are_reported_as_abnormal():
     m._abnormal = lambda eh, what: seen.append((eh, what))
     a = "00DB1234567890A4"
     aps = (0x0109, 0x0702, 1, 1, 0, 0)
-    m._incoming(a, (0x0104,) + aps[1:], b"\x00\x01\x00\x00\x00")  # HA profile
-    m._incoming(a, aps, b"\x04")  # manufacturer bit set, header cut short
+    m._incoming(a, (0x0104,) + aps[1:], b"\x00\x01\x00\x00\x00", None)  # HA profile
+    m._incoming(a, aps, b"\x04", None)  # manufacturer bit set, header cut short
     assert seen == [(a, "profile"), (a, "zcl")], seen
     m._busy = 1000  # the servers are all busy: the next frame is dropped
     m.zcl_servers[0x0702] = lambda *x: None
-    m._incoming(a, aps, b"\x00\x01\x00\x00\x00")
+    m._incoming(a, aps, b"\x00\x01\x00\x00\x00", None)
     assert seen[-1] == (a, "flood") and m.counters["busy_drop"] == 1
 
 
@@ -566,7 +566,7 @@ class _BasicNcp(_Ncp):
         h, _o = Z.parse_header(req)
         f = Z.Header(Z.READ_ATTRIBUTES_RSP, h.tsn, Z.FT_GLOBAL, 1).encode()
         f += Z.encode_read_attributes_rsp([(1, Z.SUCCESS, Z.T_UINT8, node - 1), (2, Z.SUCCESS, Z.T_UINT8, 0x10)])
-        self.m._incoming(self.euis[node - 1], (SE_PROFILE, 0, 1, 1, 0, 0), f)
+        self.m._incoming(self.euis[node - 1], (SE_PROFILE, 0, 1, 1, 0, 0), f, None)
 
 
 class _NodeLog(_JoinedLog):
