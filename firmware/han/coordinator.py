@@ -47,13 +47,13 @@ class Coordinator(Messaging):
     supervisor (the job's restarts for status) and the hub's clock (the Time
     cluster server)."""
 
-    def __init__(self, store, device_log, security_log, supervisor, clock, desired=14):
+    def __init__(self, store, device_log, security_log, supervisor, clock):
         self.store = store
         self.device_log = device_log
         self.security_log = security_log
         self.supervisor = supervisor
         self.clock = clock
-        self.desired = desired
+        self.desired = 14  # the EZSP version asked of the NCP first
         self.state = "starting"
         self.ezsp = None
         self.tc = None

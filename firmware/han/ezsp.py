@@ -19,10 +19,10 @@ APS_OPTION_FRAGMENT = 0x8000
 
 
 class Ezsp:
-    def __init__(self, transport, desired=14, timeout_ms=3000):
+    def __init__(self, transport, desired):
         self.t = transport
         self.desired = desired
-        self.timeout = timeout_ms / 1000
+        self.timeout = 3  # s: a command's wait for its response (han.network's waits build on it)
         self.ver = F.LEGACY
         self.stack_version = 0
         self.eui = None
