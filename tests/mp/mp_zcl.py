@@ -283,8 +283,8 @@ def test_device_locks_serialise_and_exist_only_while_held_or_awaited():
 
 
 def test_an_uncontended_exchange_holds_no_lock_object():
-    # A device's exchange lock is an asyncio.Lock only while a second user
-    # waits: an exchange in flight alone (an ESME delivery awaiting its
+    # A device's exchange lock is a lock object (a flag lock list since
+    # branch b2han, an asyncio.Lock before) only while a second user waits: an exchange in flight alone (an ESME delivery awaiting its
     # answer) held the table's [None, users] pair. Measured 200 -> 104
     # bytes an exchange on the 64-bit unix port, 100 -> 52 on the 32-bit
     # build (the table's growth included); since branch deliver the table
