@@ -63,8 +63,8 @@ class Coordinator(Messaging):
         self.counters = Counters(_COUNTERS)
         self._fault = Flag()
         self._init_messaging()
-        self.zcl_servers[0x0000] = zcl_servers.basic_server(VERSION, self._stack_version)
-        self.zcl_servers[0x000A] = zcl_servers.time_server(self._clock, board.utc)
+        self.zcl_servers[0x0000] = zcl_servers.AttributeServer(0x0000, VERSION.encode(), self._stack_version)
+        self.zcl_servers[0x000A] = zcl_servers.AttributeServer(0x000A, self._clock, board.utc)
         self.zcl_servers[0x0704] = self.tunnel_server
         # Key Establishment (han.cbke): loaded on its first frame (a CBKE is
         # rare: once per device join), so it costs no heap until then

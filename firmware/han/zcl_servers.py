@@ -65,10 +65,12 @@ class AttributeServer:
     cluster-specific commands UNSUP_CLUSTER_COMMAND; other global commands
     UNSUP_GENERAL_COMMAND; a malformed command MALFORMED_COMMAND. The values
     are made when read: no attribute table is held for the hub's life.
-    Its own value() serves the hub's Basic (cluster 0x0000: a the firmware
-    version text, b() the NCP's stack version or None) or Time (0x000A: a()
-    the hub's Clock or None, b() the board's UTC); a subclass (han.cbke's)
-    has its own."""
+    Its own value() serves the hub's Basic, AttributeServer(0x0000, a, b):
+    a the firmware version (bytes), b() the NCP's stack version (EZSP
+    `version` answer) or 0 (or b None); or Time, AttributeServer(0x000A, a,
+    b): a() the hub's Clock (now(), valid) or None, without one the time
+    comes from b(), the board's UTC, and is not synchronized. A subclass
+    (han.cbke's) has its own."""
 
     reads = 0
 
@@ -149,14 +151,3 @@ class AttributeServer:
             return Z.T_CHARSTR, self.a
         return None
 
-
-def basic_server(version, stack_version):
-    """Basic (0x0000). version: the firmware version text; stack_version():
-    the NCP's stack version (EZSP `version` answer) or 0 (or None)."""
-    return AttributeServer(0x0000, version.encode() if isinstance(version, str) else version, stack_version)
-
-
-def time_server(get_clock, board_utc):
-    """Time (0x000A). get_clock() -> the hub's Clock (now(), valid) or None;
-    without one the time comes from board_utc() and is not synchronized."""
-    return AttributeServer(0x000A, get_clock, board_utc)
