@@ -39,7 +39,7 @@ for c in cases:
     seq, fc, name, vals = peer.ezsp_decode_frame(ver, raw)
     sch = F.lookup(ver, name)[2 if fc & 0x80 else 1]
     again = hexlify(F.encode_frame(ver, seq, name, vals, fc)).decode().upper()
-    fields = [hexlify(F.encode_params(ver, s, [v])).decode().upper() for s, v in zip(sch, vals)]
+    fields = [hexlify(F.encode_params(ver, s, [v], bytearray())).decode().upper() for s, v in zip(sch, vals)]
     out.append([name, seq, fc, again, fields])
 print(json.dumps(out))
 """
@@ -121,8 +121,8 @@ def conv(v):
 out = []
 for ver, name, resp, vals in json.loads(sys.stdin.read()):
     sch = F.lookup(ver, name)[2 if resp else 1]
-    b = F.encode_params(ver, sch, [conv(v) for v in vals])
-    back = F.decode_params(ver, sch, b)
+    b = F.encode_params(ver, sch, [conv(v) for v in vals], bytearray())
+    back = F.decode_params(ver, sch, b, 0, True)
     out.append([hexlify(b).decode(), back == tuple(conv(v) for v in vals)])
 print(json.dumps(out))
 """

@@ -93,7 +93,7 @@ from han import ezsp_frames as F
 out = []
 for ver, name, rsp in json.loads(sys.stdin.read()):
     fid, tx, rx = F.lookup(ver, name)
-    v = F.decode_params(ver, rx, unhexlify(rsp))
+    v = F.decode_params(ver, rx, unhexlify(rsp), 0, True)
     out.append([fid, [hexlify(x).decode() if isinstance(x, bytes) else x for x in v]])
 print(json.dumps(out))
 """

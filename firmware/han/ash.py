@@ -70,7 +70,7 @@ class NcpReset(Exception):
     """The NCP reset (unexpected RSTACK) or entered its failed state (ERROR).
     The EZSP layer must run ash.reset() and re-initialise the stack."""
 
-    def __init__(self, code, error=False):
+    def __init__(self, code, error):
         super().__init__("NCP %s code 0x%02X" % ("ERROR" if error else "reset", code))
         self.code = code
         self.error = error
@@ -220,9 +220,8 @@ class Decoder:
     CANCEL discards the partial frame, SUBSTITUTE discards up to the next
     flag, _XON/_XOFF are dropped.  Counters live in `cancelled`/`substituted`."""
 
-    def __init__(self, max_data=_MAX_DATA):
-        self.max_data = max_data
-        self.buf = bytearray(max_data + 3)
+    def __init__(self):
+        self.buf = bytearray(_MAX_DATA + 3)
         self.n = 0
         self.flen = 0  # length of the last good frame (control+data+CRC)
         self.esc = False
@@ -303,7 +302,7 @@ class Decoder:
             self.error = "bad escape sequence"
             return _E_ESCAPE
         try:
-            t = check_frame(self.buf, n, self.max_data)
+            t = check_frame(self.buf, n, _MAX_DATA)
         except AshError as e:
             self.error = str(e)
             return -1 - _KINDS.index(e.args[0])

@@ -47,13 +47,13 @@ class Coordinator(Messaging):
     supervisor (the job's restarts for status) and the hub's clock (the Time
     cluster server)."""
 
-    def __init__(self, store, device_log, security_log, supervisor, clock, desired=14):
+    def __init__(self, store, device_log, security_log, supervisor, clock):
         self.store = store
         self.device_log = device_log
         self.security_log = security_log
         self.supervisor = supervisor
         self.clock = clock
-        self.desired = desired
+        self.desired = 14  # the EZSP version asked of the NCP first
         self.state = "starting"
         self.ezsp = None
         self.tc = None
@@ -63,8 +63,8 @@ class Coordinator(Messaging):
         self.counters = Counters(_COUNTERS)
         self._fault = Flag()
         self._init_messaging()
-        self.zcl_servers[0x0000] = zcl_servers.basic_server(VERSION, self._stack_version)
-        self.zcl_servers[0x000A] = zcl_servers.time_server(self._clock, board.utc)
+        self.zcl_servers[0x0000] = zcl_servers.AttributeServer(0x0000, VERSION.encode(), self._stack_version)
+        self.zcl_servers[0x000A] = zcl_servers.AttributeServer(0x000A, self._clock, board.utc)
         self.zcl_servers[0x0704] = self.tunnel_server
         # Key Establishment (han.cbke): loaded on its first frame (a CBKE is
         # rare: once per device join), so it costs no heap until then
@@ -128,8 +128,10 @@ class Coordinator(Messaging):
             self.counters["rx_unknown"] += 1
             # maybe a device whose join the hub never recorded (power cut):
             # the trust centre checks it with the NCP and adopts it
+            # (v14 incomingMessageHandler carries its EUI-64: all zero or all
+            # 0xFF when the stack does not know it; None before v14)
             if self.tc is not None:
-                self.tc.unknown_sender(sender, ez.incoming_eui(v))
+                self.tc.unknown_sender(sender, v[3] if ez.ver >= 14 and v[3] not in (bytes(8), b"\xff" * 8) else None)
             return
         dl.record_rx(eh, rssi, lqi, dl.utc())
         self._incoming(eh, aps, payload, sender)

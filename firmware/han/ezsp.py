@@ -19,10 +19,10 @@ APS_OPTION_FRAGMENT = 0x8000
 
 
 class Ezsp:
-    def __init__(self, transport, desired=14, timeout_ms=3000):
+    def __init__(self, transport, desired):
         self.t = transport
         self.desired = desired
-        self.timeout = timeout_ms / 1000
+        self.timeout = 3  # s: a command's wait for its response (han.network's waits build on it)
         self.ver = F.LEGACY
         self.stack_version = 0
         self.eui = None
@@ -166,8 +166,7 @@ class Ezsp:
         for its messageSentHandler before sending)."""
         return (self._tag + 1) & (0xFFFF if self.ver >= 14 else 0xFF)
 
-    async def send_unicast(self, node_id, profile, cluster, src_ep, dst_ep, payload, options=APS_OPTIONS,
-                           group=0):
+    async def send_unicast(self, node_id, profile, cluster, src_ep, dst_ep, payload, options, group):
         """Send; return the message tag echoed in messageSentHandler. For an
         APS fragment, options has APS_OPTION_FRAGMENT and group carries
         (count << 8) | index (EmberZNet's host-side fragmentation)."""
@@ -180,14 +179,6 @@ class Ezsp:
         if self.ver >= 14:
             return v[4], v[0], v[2]
         return v[3], v[4], v[1]
-
-    def incoming_eui(self, v):
-        """v14 incomingMessageHandler carries the sender's EUI-64 (all zero
-        or all 0xFF when the stack does not know it); None before v14 or
-        when unknown."""
-        if self.ver >= 14 and v[3] not in (bytes(8), b"\xff" * 8):
-            return v[3]
-        return None
 
     def incoming_info(self, v):
         """incomingMessageHandler values -> (sender, aps, payload, lqi, rssi)."""

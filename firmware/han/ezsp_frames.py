@@ -296,10 +296,8 @@ def _get(buf, pos, ver, t):
     return v, pos + n
 
 
-def encode_params(ver, schema, values, out=None):
-    """Append the parameters to bytearray `out` (new one if None); return it."""
-    if out is None:
-        out = bytearray()
+def encode_params(ver, schema, values, out):
+    """Append the parameters to bytearray `out`; return it."""
     if len(values) != len(schema):
         raise EzspError("EzspFrameError", "expected %d parameters, got %d" % (len(schema), len(values)))
     for i in range(len(schema)):
@@ -307,7 +305,7 @@ def encode_params(ver, schema, values, out=None):
     return out
 
 
-def decode_params(ver, schema, buf, pos=0, strict=True):
+def decode_params(ver, schema, buf, pos, strict):
     vals = []
     for t in schema:
         v, pos = _get(buf, pos, ver, t)

@@ -26,7 +26,7 @@ import time
 from micropython import const
 
 from ids import eui_hex
-from flag import Flag
+from flag import Flag, acquire, release
 from han import tunnel as T
 from han import zcl as Z
 from han import zcl_clusters as ZC
@@ -63,10 +63,6 @@ COUNTERS = ("rx_unknown", "zcl_rx", "zcl_bad", "frag_rx", "frag_drop", "frag_tx"
             "reply_fail", "tunnel_rx", "tunnel_unclaimed", "exchanges", "pushes", "frag_ack", "frag_ack_fail")
 
 
-def _ms():
-    return time.ticks_ms()
-
-
 def _left(deadline):
     return time.ticks_diff(deadline, time.ticks_ms())
 
@@ -83,8 +79,8 @@ class Messaging:
         self._client = {}  # eui hex -> (tunnel id, device ep, False, max in): tunnels we opened
         self._opening = {}  # eui hex -> [event, (tid, status, max in)]
         self._exchange = {}  # eui hex -> the exchange awaiting its answer (tunnel_ask's w)
-        self._locks = {}  # eui hex -> True or [asyncio.Lock, users] (one exchange at a time), while used
-        self._tx_locks = {}  # eui hex -> True or [asyncio.Lock, users] (fragments of one frame together), while used
+        self._locks = {}  # eui hex -> True or a flag lock list (one exchange at a time), while used
+        self._tx_locks = {}  # eui hex -> True or a flag lock list (fragments of one frame together), while used
         self._sent = {}  # message tag -> [event, status]
         self._requests = {}  # (eui hex, cluster, tsn) -> [event, answer frame]
         self._eps = {}  # eui hex -> the endpoint it last sent from
@@ -133,36 +129,27 @@ class Messaging:
         # idle Locks per joined device were ~300 bytes each for the hub's
         # life. table[eh] is True while one user holds it and none waits
         # (no object: an exchange in flight alone, an ESME delivery awaiting
-        # its answer, holds nothing), else [Lock, users]; users counts
-        # holder and waiters (Lock.locked() is False while a release hands
-        # the lock to a waiter). The asyncio.Lock is made when a second user
-        # comes (taken at once for the holder, who releases it)
+        # its answer, holds nothing), else flag's lock list [held, waiters'
+        # Flags...], made held when a second user comes
         u = table.get(eh)
         if u is None:
             table[eh] = True
             return
         if u is True:
-            u = table[eh] = [asyncio.Lock(), 1]
-            await u[0].acquire()  # free: no wait (asyncio's Lock takes a free lock without yielding)
-        u[1] += 1
+            u = table[eh] = [True]
         try:
-            await u[0].acquire()
+            await acquire(u)
         except BaseException:  # cancelled while waiting
-            self._drop_user(table, eh)
+            if not u[0] and table.get(eh) is u:  # handed over, then released to no one
+                del table[eh]
             raise
-
-    def _drop_user(self, table, eh):
-        u = table.get(eh)
-        if u is True or u is not None and u[1] <= 1:
-            del table[eh]
-        elif u is not None:
-            u[1] -= 1
 
     def _release(self, table, eh):
         u = table.get(eh)
-        if u is not None and u is not True:
-            u[0].release()  # hands the lock straight to a waiting task, if any
-        self._drop_user(table, eh)
+        if u is True or u is not None and len(u) < 2:
+            del table[eh]
+        elif u is not None:
+            release(u)  # hands the lock straight to the oldest waiter
 
     # -- sending ------------------------------------------------------------------
 
@@ -202,7 +189,7 @@ class Messaging:
         eh = self._eh(eui)
         node = self._node(eh)
         n = len(frame)
-        deadline = time.ticks_add(_ms(), timeout_ms)
+        deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
         await self._acquire(self._tx_locks, eh)
         try:
             if n <= FRAG_SIZE:
@@ -228,7 +215,7 @@ class Messaging:
         key = (eh, cluster_id, h.tsn)
         w = [Flag(), None]
         self._requests[key] = w
-        deadline = time.ticks_add(_ms(), timeout_ms)
+        deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
         try:
             await self.zcl_send(eh, dst_ep, cluster_id, frame, timeout_ms)
             if not await w[0].wait_ms(_left(deadline)):
@@ -293,7 +280,7 @@ class Messaging:
         finally:
             self._acking = False
 
-    def _incoming(self, eh, aps, payload, node=None):
+    def _incoming(self, eh, aps, payload, node):
         """Called by the coordinator for every message from a known device."""
         profile, cluster, src_ep, _dst, options, group = aps[0], aps[1], aps[2], aps[3], aps[4], aps[5]
         if profile != SE_PROFILE:
@@ -566,7 +553,7 @@ class Messaging:
             data = data.pop()
         eh = self._eh(eui)
         self._node(eh)
-        deadline = time.ticks_add(_ms(), timeout_ms)
+        deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
         await self._acquire(self._locks, eh)
         # [Flag, answer, error, match, eh, holds the lock, deadline, key]
         w = [flag, None, None, match, eh, True, deadline, key]
@@ -580,8 +567,11 @@ class Messaging:
                 ep = self._eps.get(eh, 1)
                 w[0] = Flag()
                 self._opening[eh] = w
+                # the hub's RequestTunnel: GB-HRGP, no manufacturer, no flow control
+                f = Z.Header(T.TUN_REQUEST_TUNNEL, self.next_tsn(), Z.FT_CLUSTER, 0, True).encode()
+                T.encode_request_tunnel(T.PROTO_GB_HRGP, _NO_MANUF, False, MAX_MESSAGE, f)
                 try:
-                    await self._send_capped(eh, ep, None, _request_frame(self.next_tsn()), deadline)
+                    await self._send_capped(eh, ep, None, f, deadline)
                     if not await w[0].wait_ms(_left(deadline)):
                         raise DeliveryError("tunnel", "no RequestTunnelResponse from %s" % eh)
                 finally:
@@ -646,7 +636,7 @@ class Messaging:
         for r in self._reading:
             if r[0] == eh:
                 return
-        self._reading.append((eh, 0, time.ticks_add(_ms(), _VERSIONS_DELAY_S * 1000)))
+        self._reading.append((eh, 0, time.ticks_add(time.ticks_ms(), _VERSIONS_DELAY_S * 1000)))
         if self._now is None:
             self._now = ""
             asyncio.create_task(self._read_versions())
@@ -661,40 +651,34 @@ class Messaging:
                 for j in range(1, len(q)):
                     if time.ticks_diff(q[j][2], q[i][2]) < 0:
                         i = j
-                w = time.ticks_diff(q[i][2], _ms())
+                w = time.ticks_diff(q[i][2], time.ticks_ms())
                 if w > 0:
                     await asyncio.sleep_ms(w)
                     continue
                 eh, n, _due = q.pop(i)
                 self._now = eh
+                # one attempt: done is False when the device is to be asked again
+                f = Z.Header(Z.READ_ATTRIBUTES, self.next_tsn()).encode()
+                Z.encode_read_attributes((0x0001, 0x0002), f)
+                done = True
                 try:
-                    done = await self._read_versions_of(eh)
+                    a = await self.zcl_request(eh, self._eps.get(eh, 1), ZC.CLUSTER_BASIC, f)
+                    h, o = Z.parse_header(a)
+                    if h.command_id == Z.READ_ATTRIBUTES_RSP and h.frame_type == Z.FT_GLOBAL and h.manufacturer is None:
+                        # bit 8: application version known (bits 0-7), bit 17: stack version (bits 9-16)
+                        v = 0
+                        for a_id, st, _t, val in Z.decode_read_attributes_rsp(a, o):
+                            if st == Z.SUCCESS and a_id in (1, 2) and isinstance(val, int):
+                                v |= (0x100 | val & 0xFF) << (9 * (a_id - 1))
+                        self.versions[eh] = v
+                except (DeliveryError, Z.ZclError):
+                    done = False
                 finally:
                     self._now = ""
                 if not done and n < 2:
-                    q.append((eh, n + 1, time.ticks_add(_ms(), _VERSIONS_DELAY_S * 1000 * (n + 2))))
+                    q.append((eh, n + 1, time.ticks_add(time.ticks_ms(), _VERSIONS_DELAY_S * 1000 * (n + 2))))
         finally:
             self._now = None
-
-    async def _read_versions_of(self, eh):
-        # one attempt: False when the device is to be asked again
-        f = Z.Header(Z.READ_ATTRIBUTES, self.next_tsn()).encode()
-        Z.encode_read_attributes((0x0001, 0x0002), f)
-        try:
-            a = await self.zcl_request(eh, self._eps.get(eh, 1), ZC.CLUSTER_BASIC, f)
-            h, o = Z.parse_header(a)
-            if h.command_id != Z.READ_ATTRIBUTES_RSP or h.frame_type != Z.FT_GLOBAL or h.manufacturer is not None:
-                return True
-            recs = Z.decode_read_attributes_rsp(a, o)
-        except (DeliveryError, Z.ZclError):
-            return False
-        # bit 8: application version known (bits 0-7), bit 17: stack version (bits 9-16)
-        v = 0
-        for a_id, st, t, val in recs:
-            if st == Z.SUCCESS and a_id in (1, 2) and isinstance(val, int):
-                v |= (0x100 | val & 0xFF) << (9 * (a_id - 1))
-        self.versions[eh] = v
-        return True
 
     def device_versions(self, eui):
         """(application version, stack version) from the device's Basic
@@ -721,9 +705,3 @@ class Messaging:
             if q[i][0] == eh:
                 q.pop(i)
 
-
-def _request_frame(tsn):
-    # the hub's RequestTunnel: GB-HRGP, no manufacturer, no flow control
-    frame = Z.Header(T.TUN_REQUEST_TUNNEL, tsn, Z.FT_CLUSTER, 0, True).encode()
-    T.encode_request_tunnel(T.PROTO_GB_HRGP, _NO_MANUF, False, MAX_MESSAGE, frame)
-    return frame

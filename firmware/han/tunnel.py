@@ -69,8 +69,8 @@ class TunnelError(ValueError):
         self.status = status
 
 
-class GsmeError(ValueError):
-    pass
+# a malformed GSME payload: the tunnel's error class (no class of its own at boot)
+GsmeError = TunnelError
 
 
 # ------------------------------------------- Tunneling cluster payloads ----

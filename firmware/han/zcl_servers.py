@@ -60,13 +60,24 @@ def default_rsp(h, status):
 
 
 class AttributeServer:
-    """Serves Read Attributes from value(attr_id) -> (type, value) or None
-    (a subclass's); writes are answered READ_ONLY (or UNSUPPORTED_ATTRIBUTE);
+    """Serves Read Attributes from value(attr_id) -> (type, value) or None;
+    writes are answered READ_ONLY (or UNSUPPORTED_ATTRIBUTE);
     cluster-specific commands UNSUP_CLUSTER_COMMAND; other global commands
     UNSUP_GENERAL_COMMAND; a malformed command MALFORMED_COMMAND. The values
-    are made when read: no attribute table is held for the hub's life."""
+    are made when read: no attribute table is held for the hub's life.
+    Its own value() serves the hub's Basic, AttributeServer(0x0000, a, b):
+    a the firmware version (bytes), b() the NCP's stack version (EZSP
+    `version` answer) or 0 (or b None); or Time, AttributeServer(0x000A, a,
+    b): a() the hub's Clock (now(), valid) or None, without one the time
+    comes from b(), the board's UTC, and is not synchronized. A subclass
+    (han.cbke's) has its own."""
 
     reads = 0
+
+    def __init__(self, cluster, a, b):
+        self.cluster = cluster
+        self.a = a
+        self.b = b
 
     async def __call__(self, eh, src_ep, h, p):
         return self.handle(h, p)
@@ -108,16 +119,6 @@ class AttributeServer:
         return default_rsp(h, Z.UNSUP_GENERAL_COMMAND)
 
 
-class _Served(AttributeServer):
-    """Basic (cluster 0x0000: a the firmware version text, b() the NCP's
-    stack version or None) or Time (0x000A: a() the hub's Clock or None,
-    b() the board's UTC): one class for both."""
-
-    def __init__(self, cluster, a, b):
-        self.cluster = cluster
-        self.a = a
-        self.b = b
-
     def value(self, a):
         if self.cluster:  # Time
             if a == ZC.TIME_TIME or a == ZC.TIME_STANDARD_TIME:
@@ -150,14 +151,3 @@ class _Served(AttributeServer):
             return Z.T_CHARSTR, self.a
         return None
 
-
-def basic_server(version, stack_version):
-    """Basic (0x0000). version: the firmware version text; stack_version():
-    the NCP's stack version (EZSP `version` answer) or 0 (or None)."""
-    return _Served(0x0000, version.encode() if isinstance(version, str) else version, stack_version)
-
-
-def time_server(get_clock, board_utc):
-    """Time (0x000A). get_clock() -> the hub's Clock (now(), valid) or None;
-    without one the time comes from board_utc() and is not synchronized."""
-    return _Served(0x000A, get_clock, board_utc)

@@ -78,7 +78,7 @@ _until = rigline.until
 
 async def _full():
     from han.ash import Ash, NcpReset
-    from han.ezsp import Ezsp
+    from han.ezsp import APS_OPTIONS, Ezsp
 
     port = int(os.getenv("NCP_PORT"))
     ver = int(os.getenv("NCP_VERSION"))
@@ -113,7 +113,7 @@ async def _full():
     inc = []
     ez.on("messageSentHandler", sent.append)
     ez.on("incomingMessageHandler", inc.append)
-    tag = await ez.send_unicast(0x5678, 0x0109, 0x000A, 1, 1, b"\x00\x07\x00\x00\x00")
+    tag = await ez.send_unicast(0x5678, 0x0109, 0x000A, 1, 1, b"\x00\x07\x00\x00\x00", APS_OPTIONS, 0)
     await _until(lambda: sent and inc)
     assert ez.sent_info(sent[0]) == (tag, 0, 0x5678), sent
     sender, aps, payload, lqi, rssi = ez.incoming_info(inc[0])

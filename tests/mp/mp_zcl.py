@@ -283,8 +283,8 @@ def test_device_locks_serialise_and_exist_only_while_held_or_awaited():
 
 
 def test_an_uncontended_exchange_holds_no_lock_object():
-    # A device's exchange lock is an asyncio.Lock only while a second user
-    # waits: an exchange in flight alone (an ESME delivery awaiting its
+    # A device's exchange lock is a lock object (a flag lock list since
+    # branch b2han, an asyncio.Lock before) only while a second user waits: an exchange in flight alone (an ESME delivery awaiting its
     # answer) held the table's [None, users] pair. Measured 200 -> 104
     # bytes an exchange on the 64-bit unix port, 100 -> 52 on the 32-bit
     # build (the table's growth included); since branch deliver the table
@@ -378,12 +378,12 @@ def test_malformed_and_flooding_han_frames_are_reported_as_abnormal():
     m._abnormal = lambda eh, what: seen.append((eh, what))
     a = "00DB1234567890A4"
     aps = (0x0109, 0x0702, 1, 1, 0, 0)
-    m._incoming(a, (0x0104,) + aps[1:], b"\x00\x01\x00\x00\x00")  # HA profile
-    m._incoming(a, aps, b"\x04")  # manufacturer bit set, header cut short
+    m._incoming(a, (0x0104,) + aps[1:], b"\x00\x01\x00\x00\x00", None)  # HA profile
+    m._incoming(a, aps, b"\x04", None)  # manufacturer bit set, header cut short
     assert seen == [(a, "profile"), (a, "zcl")], seen
     m._busy = 1000  # the servers are all busy: the next frame is dropped
     m.zcl_servers[0x0702] = lambda *x: None
-    m._incoming(a, aps, b"\x00\x01\x00\x00\x00")
+    m._incoming(a, aps, b"\x00\x01\x00\x00\x00", None)
     assert seen[-1] == (a, "flood") and m.counters["busy_drop"] == 1
 
 
@@ -566,7 +566,7 @@ class _BasicNcp(_Ncp):
         h, _o = Z.parse_header(req)
         f = Z.Header(Z.READ_ATTRIBUTES_RSP, h.tsn, Z.FT_GLOBAL, 1).encode()
         f += Z.encode_read_attributes_rsp([(1, Z.SUCCESS, Z.T_UINT8, node - 1), (2, Z.SUCCESS, Z.T_UINT8, 0x10)])
-        self.m._incoming(self.euis[node - 1], (SE_PROFILE, 0, 1, 1, 0, 0), f)
+        self.m._incoming(self.euis[node - 1], (SE_PROFILE, 0, 1, 1, 0, 0), f, None)
 
 
 class _NodeLog(_JoinedLog):
