@@ -126,12 +126,13 @@ def test_the_boot_set_makes_few_functions_and_classes():
     # On the frozen build (the 32-bit one: the code is in flash, what the
     # import leaves is RAM) the heap these imports take, in words: 6532
     # (26.1 KB) before, 5420 (21.2 KB) after that cut, 5084 (19.9 KB) now
-    # (branch bootrest), 4616 (18.0 KB) after branch b2chf. From source (the 64-bit port)
+    # (branch bootrest), 4616 (18.0 KB) after branch b2chf, 4640 with branch
+    # b2han merged beside it (the HAN modules these imports bring). From source (the 64-bit port)
     # the bytecode is in the heap too (112-144 KB): no bound there.
     frozen = not sys.modules["store"].__file__.startswith("/")
     if frozen:
         w = 8 if sys.maxsize > 2**31 else 4
-        assert used <= 4620 * w, (used, 4620 * w)
+        assert used <= 4650 * w, (used, 4650 * w)
 
 
 def test_the_gpf_service_makes_few_functions():
