@@ -26,9 +26,9 @@ try:
 except ImportError:
     _GIT = "source"
 
-_DEVICE_LOG_CAPACITY = 16
-_LOG_CAPACITY = 40
-_CRITICAL = ("han", "wan", "last_gasp", "board", "local_port")  # the watchdog's (supervisor.watchdog)
+_DEVICE_LOG_CAPACITY = const(16)
+_LOG_CAPACITY = const(40)
+_CRITICAL = const(("han", "wan", "last_gasp", "board", "local_port"))  # the watchdog's (supervisor.watchdog)
 _CLUSTER_OTA = const(0x0019)  # han.ota.CLUSTER_OTA
 _TICK_MS = const(200)  # Hub.run's ticks: the heap's high-water mark
 _TICKS_S = const(5)  # ticks a second: LEDs, update
@@ -38,13 +38,13 @@ _TICKS_CLOCK = const(3000)  # ticks in 10 minutes: the clock's age count
 # their local-port commands, module -> the names in its COMMANDS. The hub
 # commands map each name to its module's name; the dispatch loads the module
 # for the call and drops it after (han.ota: when its server is idle).
-_LAZY_COMMANDS = (
+_LAZY_COMMANDS = const((
     ("chf.commands", ("device_log_list", "device_log_add", "device_log_remove", "logs")),
     ("han.commands", ("han_status", "han_rotate_key", "han_tunnel", "han_zcl_read", "han_energy_scan")),
     ("han.ota", ("ota_status", "ota_begin", "ota_put", "ota_notify")),
     ("update.commands", ("image_status", "image_write", "image_end", "image_activate", "image_abort",
                          "image_anchor")),
-)
+))
 
 
 def _utc2000():
@@ -60,7 +60,7 @@ def _tick_error(e, last):
 
 
 class Commands:
-    """The local-port commands by name (hub.commands: get, [], in): found in
+    """The local-port commands by name (hub.commands: get, []): found in
     the parts' COMMANDS tuples where they lie (a dict of them held a table of
     ~400 bytes on a 32-bit board), or, for a feature loaded on first use, the
     name of its module (lazy: (module, names) pairs, _LAZY_COMMANDS)."""
@@ -84,9 +84,6 @@ class Commands:
         if fn is None:
             raise KeyError(name)
         return fn
-
-    def __contains__(self, name):
-        return self.get(name) is not None
 
 
 class Hub:

@@ -231,8 +231,7 @@ def set_utc(t):
     machine.RTC().datetime((tm[0], tm[1], tm[2], tm[6], tm[3], tm[4], tm[5], 0))
 
 
-def ticks_ms():
-    return time.ticks_ms()
+ticks_ms = time.ticks_ms
 
 
 def heap():

@@ -99,8 +99,7 @@ def set_utc(t):
     _rtc_offset = int(t) - int(time.time())
 
 
-def ticks_ms():
-    return time.ticks_ms()
+ticks_ms = time.ticks_ms
 
 
 def heap():
@@ -121,10 +120,6 @@ async def open_uart(name):
     # (it added ~40 ms per frame to every HAN and WAN round trip).
     w.s.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
     return r, w
-
-
-def console_released():
-    return False  # no REPL console on this board (release_console is None)
 
 
 class _Wdt:

@@ -33,8 +33,15 @@ class ATError(KindException):
         self.line = line
         self.lines = lines or []
         if kind == "CmeError":
-            self.text = line[12:].strip()
-            self.code = cme_code(self.text)
+            t = self.text = bytes(line[12:].strip())
+            # the 3GPP number, given as such or as its verbose text (_CME)
+            self.code = int(t) if t.isdigit() else -1
+            if self.code < 0:
+                t = t.lower()
+                for code, name in _CME:
+                    if name.lower() == t:
+                        self.code = code
+                        break
         elif kind == "CmsError" or kind == "CipError":
             t = line[12 if kind == "CmsError" else 10:].strip()
             self.code = int(t) if t.isdigit() else -1
@@ -62,17 +69,6 @@ _CME = const((
     (134, b"service option temporarily out of order"), (148, b"unspecified GPRS error"),
     (149, b"PDP authentication failure"), (150, b"invalid mobile class"),
 ))
-
-
-def cme_code(text):
-    text = bytes(text)
-    if text.isdigit():
-        return int(text)
-    t = text.lower()
-    for code, name in _CME:
-        if name.lower() == t:
-            return code
-    return -1
 
 
 # URCs recognised even when no handler is registered (so they are not

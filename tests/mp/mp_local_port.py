@@ -488,7 +488,7 @@ def test_a_reply_too_long_or_not_json_is_an_internal_error():
 
         asyncio.run(lp._handle(r, w, d, lp.MAX_BODY))
         got = responses(w.out)
-        assert got[0][:2] == (5, lp.INTERNAL) and why in got[0][2]["error"], got
+        assert got[0][:2] == (5, 7) and why in got[0][2]["error"], got
 
 
 def test_serve_byte_at_a_time():
