@@ -251,32 +251,6 @@ async def _reply(writer, seq, status, payload):
     await writer.drain()
 
 
-def _reply_obj(writer, seq, res, max_body):
-    # a command's result (a dict) as an OK reply (the caller drains the
-    # writer), its JSON text written in
-    # pieces of at most jsonout.PIECE bytes (no block of the reply's size);
-    # ValueError/TypeError when it is not JSON text in UTF-8, OverflowError
-    # when too long. Both passes run with no wait between them: the result
-    # cannot change.
-    if not isinstance(res, dict):
-        raise TypeError("not an object")
-    out = JsonOut(utf8_strict, crc16, 0xFFFF)
-    out.value(res, 0)
-    size = out.total + 2
-    if size > max_body:
-        raise OverflowError("response of %d bytes is too long" % out.total)
-    out.start(writer, bytes((_SOF, size >> 8, size & 0xFF, seq, OK)), 3, size + 5)
-    try:
-        out.value(res, 0)
-        out.finish()
-    except MemoryError as e:
-        # the frame is cut short: the client's request times out and is sent again
-        log_exc("local", e)
-        return
-    if out.total != size - 2:  # cannot happen: the same result, encoded twice
-        log("local", "reply of %d bytes announced as %d" % (out.total, size - 2))
-
-
 def _error(msg):
     return json.dumps({"error": msg}).encode()
 
@@ -343,7 +317,27 @@ async def _handle(fr, writer, dispatch, max_body):
         status, payload = _INTERNAL, _error("internal error: %s %s" % (type(e).__name__, e))
     if status == OK:
         try:
-            _reply_obj(writer, seq, res, max_body)
+            # the result (a dict) as an OK reply, its JSON text written in
+            # pieces of at most jsonout.PIECE bytes (no block of the reply's
+            # size); ValueError/TypeError when it is not JSON text in UTF-8,
+            # OverflowError when too long. Both passes run with no wait
+            # between them: the result cannot change.
+            if not isinstance(res, dict):
+                raise TypeError("not an object")
+            out = JsonOut(utf8_strict, crc16, 0xFFFF)
+            out.value(res, 0)
+            size = out.total + 2
+            if size > max_body:
+                raise OverflowError("response of %d bytes is too long" % out.total)
+            out.start(writer, bytes((_SOF, size >> 8, size & 0xFF, seq, OK)), 3, size + 5)
+            try:
+                out.value(res, 0)
+                out.finish()
+                if out.total != size - 2:  # cannot happen: the same result, encoded twice
+                    log("local", "reply of %d bytes announced as %d" % (out.total, size - 2))
+            except MemoryError as e:
+                # the frame is cut short: the client's request times out and is sent again
+                log_exc("local", e)
             await writer.drain()
             return
         except OverflowError as e:

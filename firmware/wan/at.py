@@ -18,6 +18,22 @@ class ATFormatError(ValueError):
     """A modem line whose fields do not have the expected form."""
 
 
+# 3GPP 27.007 +CME ERROR codes with their verbose (AT+CMEE=2) texts
+_CME = const((
+    (3, b"operation not allowed"), (4, b"operation not supported"),
+    (10, b"SIM not inserted"), (11, b"SIM PIN required"), (12, b"SIM PUK required"),
+    (13, b"SIM failure"), (14, b"SIM busy"), (15, b"SIM wrong"), (16, b"incorrect password"),
+    (17, b"SIM PIN2 required"), (18, b"SIM PUK2 required"), (30, b"no network service"),
+    (31, b"network timeout"), (32, b"network not allowed - emergency calls only"),
+    (100, b"unknown"), (103, b"Illegal MS"), (106, b"Illegal ME"),
+    (107, b"GPRS services not allowed"), (111, b"PLMN not allowed"),
+    (112, b"Location area not allowed"), (113, b"Roaming not allowed in this location area"),
+    (132, b"service option not supported"), (133, b"requested service option not subscribed"),
+    (134, b"service option temporarily out of order"), (148, b"unspecified GPRS error"),
+    (149, b"PDP authentication failure"), (150, b"invalid mobile class"),
+))
+
+
 class ATError(KindException):
     """A command failed, raised as ATError(kind, cmd, line, lines=None); the
     kinds (the classes of before): ATError (ERROR, or a command-specific
@@ -53,22 +69,6 @@ def _s(b):
     if isinstance(b, (bytes, bytearray)):
         return repr(bytes(b))
     return str(b)
-
-
-# 3GPP 27.007 +CME ERROR codes with their verbose (AT+CMEE=2) texts
-_CME = const((
-    (3, b"operation not allowed"), (4, b"operation not supported"),
-    (10, b"SIM not inserted"), (11, b"SIM PIN required"), (12, b"SIM PUK required"),
-    (13, b"SIM failure"), (14, b"SIM busy"), (15, b"SIM wrong"), (16, b"incorrect password"),
-    (17, b"SIM PIN2 required"), (18, b"SIM PUK2 required"), (30, b"no network service"),
-    (31, b"network timeout"), (32, b"network not allowed - emergency calls only"),
-    (100, b"unknown"), (103, b"Illegal MS"), (106, b"Illegal ME"),
-    (107, b"GPRS services not allowed"), (111, b"PLMN not allowed"),
-    (112, b"Location area not allowed"), (113, b"Roaming not allowed in this location area"),
-    (132, b"service option not supported"), (133, b"requested service option not subscribed"),
-    (134, b"service option temporarily out of order"), (148, b"unspecified GPRS error"),
-    (149, b"PDP authentication failure"), (150, b"invalid mobile class"),
-))
 
 
 # URCs recognised even when no handler is registered (so they are not
