@@ -312,7 +312,8 @@ class Hub:
         return mono.s()  # since the boot (mono counts from its import, the boot's first)
 
     async def cmd_status(self, req):
-        free, alloc = board.heap()
+        gc.collect()
+        free, alloc = gc.mem_free(), gc.mem_alloc()
         out = {
             "version": VERSION,
             "git": _GIT,

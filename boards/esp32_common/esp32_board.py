@@ -4,7 +4,6 @@
 # `chub build`; the hardware-free logic (map checks, LED patterns, epoch) is
 # in board_map. Each board folder's board.py re-exports this module.
 import asyncio
-import gc
 import os
 import select
 import sys
@@ -232,11 +231,6 @@ def set_utc(t):
 
 
 ticks_ms = time.ticks_ms
-
-
-def heap():
-    gc.collect()
-    return gc.mem_free(), gc.mem_alloc()
 
 
 def _uart(name):

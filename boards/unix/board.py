@@ -102,11 +102,6 @@ def set_utc(t):
 ticks_ms = time.ticks_ms
 
 
-def heap():
-    gc.collect()
-    return gc.mem_free(), gc.mem_alloc()
-
-
 _IPPROTO_TCP = const(6)  # Linux values; MicroPython's socket module does not name them
 _TCP_NODELAY = const(1)
 
