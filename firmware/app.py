@@ -60,7 +60,7 @@ def _tick_error(e, last):
 
 
 class Commands:
-    """The local-port commands by name (hub.commands: get, []): found in
+    """The local-port commands by name (hub.commands: get, [], in): found in
     the parts' COMMANDS tuples where they lie (a dict of them held a table of
     ~400 bytes on a 32-bit board), or, for a feature loaded on first use, the
     name of its module (lazy: (module, names) pairs, _LAZY_COMMANDS)."""
@@ -84,6 +84,9 @@ class Commands:
         if fn is None:
             raise KeyError(name)
         return fn
+
+    def __contains__(self, name):
+        return self.get(name) is not None
 
 
 class Hub:
