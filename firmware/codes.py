@@ -4,13 +4,13 @@
 # one: each such line's comment starts with the GBCS name, then says what
 # the hub uses it for. Several hub events share one GBCS code; the entry's
 # data tells them apart (docs/codes.md). Codes GBCS does not define are
-# private, in 0x8FD0-0x8FFF (_PRIVATE_FIRST.._PRIVATE_LAST), and only those.
+# private, in 0x8FD0-0x8FFF (PRIVATE_FIRST..PRIVATE_LAST), and only those.
 # tests/test_codes.py checks both rules and that no other firmware module
 # defines a code.
 from micropython import const
 
-_PRIVATE_FIRST = const(0x8FD0)
-_PRIVATE_LAST = const(0x8FFF)
+PRIVATE_FIRST = const(0x8FD0)
+PRIVATE_LAST = const(0x8FFF)
 
 # -- GBCS codes --
 ALERT_DEVICE_LOG_CHANGED = const(0x8F12)  # CHF Device Log Changed: CS14 alert; data = EUI
@@ -63,7 +63,7 @@ EV_CLOCK_ADJUSTED = const(0x8145)  # Clock adjusted (within tolerance): by the h
 EV_CLOCK_DISAGREES = const(0x81C6)  # Clock not adjusted (outside tolerance): the network's time disagrees
 EV_CLOCK_NOT_ADJUSTED = const(0x8F0C)  # Clock not adjusted (adjustment greater than 10 seconds)
 
-# -- private codes (_PRIVATE_FIRST.._PRIVATE_LAST): GBCS has none for these --
+# -- private codes (PRIVATE_FIRST..PRIVATE_LAST): GBCS has none for these --
 EV_UNSUPPORTED = const(0x8FD8)  # event log: message code not supported by this device
 EV_SETTINGS_CHANGED = const(0x8FDA)  # event log: WAN settings changed (data = origin local/headend, the names)
 EV_SETTINGS_ROLLED_BACK = const(0x8FDB)  # event log: link settings back to their old values, the link did not return (data = the names)

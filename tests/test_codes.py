@@ -28,7 +28,7 @@ def registry() -> dict[str, tuple[int, str]]:
     """NAME -> (value, comment) for every `NAME = const(0x....)  # comment`."""
     out = {}
     for line in CODES.read_text().splitlines():
-        m = re.match(r"^(_?[A-Z][A-Z0-9_]*) = const\((0x[0-9A-Fa-f]+)\)\s*(?:#\s*(.*))?$", line)
+        m = re.match(r"^([A-Z][A-Z0-9_]*) = const\((0x[0-9A-Fa-f]+)\)\s*(?:#\s*(.*))?$", line)
         if m:
             out[m.group(1)] = (int(m.group(2), 16), m.group(3) or "")
     return out
@@ -37,7 +37,7 @@ def registry() -> dict[str, tuple[int, str]]:
 def test_every_code_is_gbcs_with_its_meaning_or_private(vectors: Path) -> None:
     gbcs = gbcs_codes(vectors)
     reg = registry()
-    first, last = reg.pop("_PRIVATE_FIRST")[0], reg.pop("_PRIVATE_LAST")[0]
+    first, last = reg.pop("PRIVATE_FIRST")[0], reg.pop("PRIVATE_LAST")[0]
     assert (first, last) == (0x8FD0, 0x8FFF)
     assert not [c for c in gbcs if first <= c <= last], "the private range overlaps GBCS codes"
     bad = []
@@ -87,5 +87,5 @@ def test_no_firmware_module_defines_a_code(vectors: Path) -> None:
 def test_docs_list_every_code() -> None:
     text = (ROOT / "docs" / "codes.md").read_text()
     missing = [f"{n} 0x{v:04X}" for n, (v, _) in registry().items()
-               if not n.startswith("_PRIVATE_") and (f"0x{v:04X}" not in text or f"`{n}`" not in text)]
+               if not n.startswith("PRIVATE_") and (f"0x{v:04X}" not in text or f"`{n}`" not in text)]
     assert not missing, missing

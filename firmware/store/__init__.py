@@ -3,7 +3,8 @@
 import os
 
 from log import KindError
-from store import journal, kv  # the submodules, named as such (Journal, KV in them)
+import store.journal  # noqa: F401 - binds this package's globals journal and kv:
+import store.kv  # noqa: F401 - the submodules, by name (Journal, KV in them)
 
 
 class Store:
