@@ -18,7 +18,6 @@ from micropython import const
 
 NAME = CONFIG["name"]
 FLASH_ROOT = CONFIG.get("data_root", "/data")
-UARTS = ("ncp", "modem", "local")
 
 _HOLD = b"chub:repl"
 _rtc = machine.RTC()
