@@ -3,23 +3,19 @@
 # draws the result and says where a change goes.
 import asyncio
 import gc
-import sys
 
 from micropython import const
 
 import board
 import lazy
-import mono
-import store
-from chf import provision
 from ids import utc2000
-from local_port import serve as serve_local_port
 from log import log, log_exc
 from version import VERSION
 
-# The parts used only by the wiring (Hub.__init__, main) are imported there:
-# their modules are held in sys.modules all the same, but not each name in
-# this module's globals as well (a slot each, for the hub's life).
+# The parts used only by the wiring (Hub.__init__, main) or by one method
+# (store, provision, local_port, mono, sys) are imported there: their modules
+# are held in sys.modules all the same, but not each name in this module's
+# globals as well (a slot each, for the hub's life).
 
 try:
     from build_info import GIT as _GIT  # stamped by `chub build`
@@ -105,6 +101,8 @@ class Hub:
         from wan import commands as wan_commands
         from wan import service as wan_service
         from wan import settings as wan_settings
+        import store
+        from chf import provision
 
         self.heap_high_water = 0
         self.local_port_up = asyncio.Event()
@@ -312,6 +310,8 @@ class Hub:
         return all(jobs.get(n, {}).get("state") == "running" for n in _CRITICAL)
 
     def uptime_s(self):
+        import mono
+
         return mono.s()  # since the boot (mono counts from its import, the boot's first)
 
     async def cmd_status(self, req):
@@ -335,6 +335,8 @@ class Hub:
         }
         if req.get("modules"):
             # the modules the hub holds now (the bench's boot import set)
+            import sys
+
             out["modules"] = sorted(sys.modules)
         return out
 
@@ -369,7 +371,10 @@ class Hub:
             self.supervisor.spawn("update", self.update_job)
         # the commands behind the installer guard (made per start of the job:
         # the hub holds no attribute for it)
-        await serve_local_port(reader, writer, provision.guarded(self._dispatch, self.installer_auth, self.commands))
+        from chf import provision
+        from local_port import serve
+
+        await serve(reader, writer, provision.guarded(self._dispatch, self.installer_auth, self.commands))
 
     async def run(self):
         self.supervisor.spawn("board", board.control_task)
