@@ -3,32 +3,28 @@
 # draws the result and says where a change goes.
 import asyncio
 import gc
-import sys
 
 from micropython import const
 
 import board
 import lazy
-import mono
-import store
-from chf import provision
 from ids import utc2000
-from local_port import serve as serve_local_port
 from log import log, log_exc
 from version import VERSION
 
-# The parts used only by the wiring (Hub.__init__, main) are imported there:
-# their modules are held in sys.modules all the same, but not each name in
-# this module's globals as well (a slot each, for the hub's life).
+# The parts used only by the wiring (Hub.__init__, main) or by one method
+# (store, provision, local_port, mono, sys) are imported there: their modules
+# are held in sys.modules all the same, but not each name in this module's
+# globals as well (a slot each, for the hub's life).
 
 try:
     from build_info import GIT as _GIT  # stamped by `chub build`
 except ImportError:
     _GIT = "source"
 
-_DEVICE_LOG_CAPACITY = 16
-_LOG_CAPACITY = 40
-_CRITICAL = ("han", "wan", "last_gasp", "board", "local_port")  # the watchdog's (supervisor.watchdog)
+_DEVICE_LOG_CAPACITY = const(16)
+_LOG_CAPACITY = const(40)
+_CRITICAL = const(("han", "wan", "last_gasp", "board", "local_port"))  # the watchdog's (supervisor.watchdog)
 _CLUSTER_OTA = const(0x0019)  # han.ota.CLUSTER_OTA
 _TICK_MS = const(200)  # Hub.run's ticks: the heap's high-water mark
 _TICKS_S = const(5)  # ticks a second: LEDs, update
@@ -38,13 +34,13 @@ _TICKS_CLOCK = const(3000)  # ticks in 10 minutes: the clock's age count
 # their local-port commands, module -> the names in its COMMANDS. The hub
 # commands map each name to its module's name; the dispatch loads the module
 # for the call and drops it after (han.ota: when its server is idle).
-_LAZY_COMMANDS = (
+_LAZY_COMMANDS = const((
     ("chf.commands", ("device_log_list", "device_log_add", "device_log_remove", "logs")),
     ("han.commands", ("han_status", "han_rotate_key", "han_tunnel", "han_zcl_read", "han_energy_scan")),
     ("han.ota", ("ota_status", "ota_begin", "ota_put", "ota_notify")),
     ("update.commands", ("image_status", "image_write", "image_end", "image_activate", "image_abort",
                          "image_anchor")),
-)
+))
 
 
 def _utc2000():
@@ -105,6 +101,8 @@ class Hub:
         from wan import commands as wan_commands
         from wan import service as wan_service
         from wan import settings as wan_settings
+        import store
+        from chf import provision
 
         self.heap_high_water = 0
         self.local_port_up = asyncio.Event()
@@ -312,10 +310,13 @@ class Hub:
         return all(jobs.get(n, {}).get("state") == "running" for n in _CRITICAL)
 
     def uptime_s(self):
+        import mono
+
         return mono.s()  # since the boot (mono counts from its import, the boot's first)
 
     async def cmd_status(self, req):
-        free, alloc = board.heap()
+        gc.collect()
+        free, alloc = gc.mem_free(), gc.mem_alloc()
         out = {
             "version": VERSION,
             "git": _GIT,
@@ -334,6 +335,8 @@ class Hub:
         }
         if req.get("modules"):
             # the modules the hub holds now (the bench's boot import set)
+            import sys
+
             out["modules"] = sorted(sys.modules)
         return out
 
@@ -368,7 +371,10 @@ class Hub:
             self.supervisor.spawn("update", self.update_job)
         # the commands behind the installer guard (made per start of the job:
         # the hub holds no attribute for it)
-        await serve_local_port(reader, writer, provision.guarded(self._dispatch, self.installer_auth, self.commands))
+        from chf import provision
+        from local_port import serve
+
+        await serve(reader, writer, provision.guarded(self._dispatch, self.installer_auth, self.commands))
 
     async def run(self):
         self.supervisor.spawn("board", board.control_task)

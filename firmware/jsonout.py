@@ -1,7 +1,7 @@
 # A value's JSON text, as MicroPython's json.dumps writes it (", " and ": "
 # between items, strings in UTF-8 with \" \\ \n \r \t and \u00xx escaped,
 # an int dict key in quotes), written in pieces: the local port's replies
-# (local_port._reply_obj) and the KV records (store.kv) need no block of
+# (local_port._handle) and the KV records (store.kv) need no block of
 # their own size.
 try:
     from micropython import const

@@ -28,10 +28,10 @@ MAX_BODY = const(4096)
 _SMALL = const(256)
 _TIMEOUT_MS = const(2000)  # deadline for a whole frame, from its SOF,
 _MS_PER_BYTE = const(2)  # extended by this for each byte of it received (flow control waits)
-# flow control (docs/local-port.md): a client keeps at most WINDOW bytes of a
+# flow control (docs/local-port.md): a client keeps at most _WINDOW bytes of a
 # frame beyond what the hub acknowledged (an ESP32's console ring holds 259);
-# the hub acknowledges every _ACK_EVERY bytes of a frame longer than WINDOW
-WINDOW = const(256)
+# the hub acknowledges every _ACK_EVERY bytes of a frame longer than _WINDOW
+_WINDOW = const(256)
 _ACK_EVERY = const(128)
 
 # status codes (those nothing outside reads are private: no RAM)
@@ -42,9 +42,9 @@ _BAD_REQUEST = const(3)
 _UNKNOWN_COMMAND = const(4)
 _BAD_ARGS = const(5)
 _NOT_AUTHORISED = const(6)
-INTERNAL = const(7)
+_INTERNAL = const(7)
 TRUNCATED = const(8)
-MORE = const(9)  # seq 0, {"have": n}: n bytes of the frame being received are in
+_MORE = const(9)  # seq 0, {"have": n}: n bytes of the frame being received are in
 
 _SOF_B = const(b"\xc5")
 
@@ -251,32 +251,6 @@ async def _reply(writer, seq, status, payload):
     await writer.drain()
 
 
-def _reply_obj(writer, seq, res, max_body):
-    # a command's result (a dict) as an OK reply (the caller drains the
-    # writer), its JSON text written in
-    # pieces of at most jsonout.PIECE bytes (no block of the reply's size);
-    # ValueError/TypeError when it is not JSON text in UTF-8, OverflowError
-    # when too long. Both passes run with no wait between them: the result
-    # cannot change.
-    if not isinstance(res, dict):
-        raise TypeError("not an object")
-    out = JsonOut(utf8_strict, crc16, 0xFFFF)
-    out.value(res, 0)
-    size = out.total + 2
-    if size > max_body:
-        raise OverflowError("response of %d bytes is too long" % out.total)
-    out.start(writer, bytes((_SOF, size >> 8, size & 0xFF, seq, OK)), 3, size + 5)
-    try:
-        out.value(res, 0)
-        out.finish()
-    except MemoryError as e:
-        # the frame is cut short: the client's request times out and is sent again
-        log_exc("local", e)
-        return
-    if out.total != size - 2:  # cannot happen: the same result, encoded twice
-        log("local", "reply of %d bytes announced as %d" % (out.total, size - 2))
-
-
 def _error(msg):
     return json.dumps({"error": msg}).encode()
 
@@ -335,15 +309,35 @@ async def _handle(fr, writer, dispatch, max_body):
             status, payload = _UNKNOWN_COMMAND, _error("unknown command: %s" % cmd)
         else:
             log_exc("local", e)
-            status, payload = INTERNAL, _error("internal error: KeyError %s" % e)
+            status, payload = _INTERNAL, _error("internal error: KeyError %s" % e)
     except (ValueError, TypeError) as e:
         status, payload = _BAD_ARGS, _error(str(e) or type(e).__name__)
     except Exception as e:
         log_exc("local", e)
-        status, payload = INTERNAL, _error("internal error: %s %s" % (type(e).__name__, e))
+        status, payload = _INTERNAL, _error("internal error: %s %s" % (type(e).__name__, e))
     if status == OK:
         try:
-            _reply_obj(writer, seq, res, max_body)
+            # the result (a dict) as an OK reply, its JSON text written in
+            # pieces of at most jsonout.PIECE bytes (no block of the reply's
+            # size); ValueError/TypeError when it is not JSON text in UTF-8,
+            # OverflowError when too long. Both passes run with no wait
+            # between them: the result cannot change.
+            if not isinstance(res, dict):
+                raise TypeError("not an object")
+            out = JsonOut(utf8_strict, crc16, 0xFFFF)
+            out.value(res, 0)
+            size = out.total + 2
+            if size > max_body:
+                raise OverflowError("response of %d bytes is too long" % out.total)
+            out.start(writer, bytes((_SOF, size >> 8, size & 0xFF, seq, OK)), 3, size + 5)
+            try:
+                out.value(res, 0)
+                out.finish()
+                if out.total != size - 2:  # cannot happen: the same result, encoded twice
+                    log("local", "reply of %d bytes announced as %d" % (out.total, size - 2))
+            except MemoryError as e:
+                # the frame is cut short: the client's request times out and is sent again
+                log_exc("local", e)
             await writer.drain()
             return
         except OverflowError as e:
@@ -351,7 +345,7 @@ async def _handle(fr, writer, dispatch, max_body):
         except Exception as e:
             log_exc("local", e)
             payload = _error("internal error: bad result of %s: %s" % (cmd, e))
-        status = INTERNAL
+        status = _INTERNAL
     await _reply(writer, seq, status, payload)
 
 
@@ -398,13 +392,13 @@ async def serve(reader, writer, dispatch, timeout_ms=_TIMEOUT_MS, max_body=MAX_B
             if fr.event == OK:
                 started = time.ticks_ms()  # a frame after it in the same read starts now
             await _handle(fr, writer, dispatch, max_body)
-        # flow control: status MORE for every _ACK_EVERY bytes of a frame
-        # longer than WINDOW
+        # flow control: status _MORE for every _ACK_EVERY bytes of a frame
+        # longer than _WINDOW
         n = fr.n
         if not fr.in_frame() or n < 3 or n < acked:
             acked = 0
-        elif ((fr.buf[1] << 8) | fr.buf[2]) + 5 > WINDOW and n - acked >= _ACK_EVERY:
-            await _reply(writer, 0, MORE, b'{"have":%d}' % n)
+        elif ((fr.buf[1] << 8) | fr.buf[2]) + 5 > _WINDOW and n - acked >= _ACK_EVERY:
+            await _reply(writer, 0, _MORE, b'{"have":%d}' % n)
             acked = n
 
 

@@ -28,7 +28,8 @@ LAZY = {"chf.commands", "han.ota", "update.commands", "wan.mgmt", "rig.hooks", "
 def _assigned(path: Path, name: str) -> ast.AST:
     for node in ast.parse(path.read_text()).body:
         if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
-            return node.value
+            v = node.value  # NAME = const(value): the value
+            return v.args[0] if isinstance(v, ast.Call) and getattr(v.func, "id", "") == "const" else v
     raise AssertionError(f"{path.name} assigns no {name}")
 
 

@@ -4,7 +4,6 @@
 # `chub build`; the hardware-free logic (map checks, LED patterns, epoch) is
 # in board_map. Each board folder's board.py re-exports this module.
 import asyncio
-import gc
 import os
 import select
 import sys
@@ -19,7 +18,6 @@ from micropython import const
 
 NAME = CONFIG["name"]
 FLASH_ROOT = CONFIG.get("data_root", "/data")
-UARTS = ("ncp", "modem", "local")
 
 _HOLD = b"chub:repl"
 _rtc = machine.RTC()
@@ -231,13 +229,7 @@ def set_utc(t):
     machine.RTC().datetime((tm[0], tm[1], tm[2], tm[6], tm[3], tm[4], tm[5], 0))
 
 
-def ticks_ms():
-    return time.ticks_ms()
-
-
-def heap():
-    gc.collect()
-    return gc.mem_free(), gc.mem_alloc()
+ticks_ms = time.ticks_ms
 
 
 def _uart(name):

@@ -10,8 +10,8 @@ import time
 
 from micropython import const
 
-BLOCK_SIZE = 4096
-# the erase pattern, written BLOCK_SIZE // 256 times: no 4 KB object in RAM.
+_BLOCK_SIZE = const(4096)
+# the erase pattern, written _BLOCK_SIZE // 256 times: no 4 KB object in RAM.
 # A literal const: on a frozen build it stays in flash (b"\xff" * 256 was a
 # 256-byte object on the heap while the board is loaded)
 _BLANK = const(
@@ -69,9 +69,9 @@ class FileBlockDevice:
             size = os.stat(path)[6]
         except OSError:
             size = -1
-        if size != block_count * BLOCK_SIZE:
+        if size != block_count * _BLOCK_SIZE:
             with open(path, "wb") as f:
-                for _ in range(block_count * (BLOCK_SIZE // 256)):
+                for _ in range(block_count * (_BLOCK_SIZE // 256)):
                     f.write(_BLANK)
         self._f = open(path, "r+b")
 
@@ -85,18 +85,18 @@ class FileBlockDevice:
     def readblocks(self, block, buf, offset=0):
         self._check()
         self.reads += 1
-        self._f.seek(block * BLOCK_SIZE + offset)
+        self._f.seek(block * _BLOCK_SIZE + offset)
         self._f.readinto(buf)
 
     def writeblocks(self, block, buf, offset=None):
         self._check()
         if offset is None:
             # simple interface: whole blocks, erase implied
-            for i in range(len(buf) // BLOCK_SIZE):
+            for i in range(len(buf) // _BLOCK_SIZE):
                 self.ioctl(6, block + i)
             offset = 0
         self.writes += 1
-        self._f.seek(block * BLOCK_SIZE + offset)
+        self._f.seek(block * _BLOCK_SIZE + offset)
         if self.cut_after and self.writes >= self.cut_after:
             # the write in progress when power goes is torn: half lands
             self._f.write(memoryview(buf)[: len(buf) // 2])
@@ -119,12 +119,12 @@ class FileBlockDevice:
         if op == 4:  # block count
             return self.block_count
         if op == 5:  # block size
-            return BLOCK_SIZE
+            return _BLOCK_SIZE
         if op == 6:  # erase
             self._check()
             self.erases += 1
-            self._f.seek(arg * BLOCK_SIZE)
-            for _ in range(BLOCK_SIZE // 256):
+            self._f.seek(arg * _BLOCK_SIZE)
+            for _ in range(_BLOCK_SIZE // 256):
                 self._f.write(_BLANK)
             if self.timing is not None:
                 time.sleep_us(self.timing["erase_us"])

@@ -3,19 +3,18 @@
 # file-backed block device; the RTC is host time plus an offset the rig sets
 # over the board's control line (the emulated "wires": power-fail, resets).
 import asyncio
-import gc
 import json
 import os
-import sys
 import time
 
 import vfs
 from blockdev import FileBlockDevice
-from micropython import const
+
+# gc and sys are imported where used (preload, control_task): a global each
+# less in a dict this module holds for the hub's life
 
 NAME = "unix"
 FLASH_ROOT = "/flash"
-UARTS = ("ncp", "modem", "local")
 release_console = None  # the local port is a TCP line of the rig, not a REPL console
 RIG = True  # the hub adds the rig's local-port hooks (firmware/rig/hooks.py)
 
@@ -43,6 +42,8 @@ def preload():
     through UnixDut.preload; the bench no longer does: the hub loads its
     features when first used) before the hub starts. asyncio's parts (Event,
     Lock, wait_for...) load on first use, as on the ESP32 board."""
+    import gc
+
     cfg = config()
     for name in cfg.get("preload", ()):
         __import__(name)
@@ -99,17 +100,7 @@ def set_utc(t):
     _rtc_offset = int(t) - int(time.time())
 
 
-def ticks_ms():
-    return time.ticks_ms()
-
-
-def heap():
-    gc.collect()
-    return gc.mem_free(), gc.mem_alloc()
-
-
-_IPPROTO_TCP = const(6)  # Linux values; MicroPython's socket module does not name them
-_TCP_NODELAY = const(1)
+ticks_ms = time.ticks_ms
 
 
 async def open_uart(name):
@@ -119,12 +110,8 @@ async def open_uart(name):
     r, w = await asyncio.open_connection("127.0.0.1", port)
     # A UART sends each byte when written: no Nagle delay on the emulated line
     # (it added ~40 ms per frame to every HAN and WAN round trip).
-    w.s.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
+    w.s.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY: Linux values; MicroPython's socket module does not name them
     return r, w
-
-
-def console_released():
-    return False  # no REPL console on this board (release_console is None)
 
 
 class _Wdt:
@@ -194,6 +181,8 @@ async def control_task():
         if not line:
             # the rig went away: the board has lost its supply
             print("BOARD control line closed")
+            import sys
+
             sys.exit(0)
         try:
             msg = json.loads(line)

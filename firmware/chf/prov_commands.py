@@ -62,14 +62,23 @@ async def prov_abort(hub, req):
 
 
 async def link_info(hub, req):
-    return hub.wan.link.info()
+    # {pub, cert, anchor, fingerprint}: wan.linkfiles, loaded for the call
+    try:
+        return lazy.load("wan.linkfiles").info(hub.wan.link)
+    finally:
+        lazy.drop("wan.linkfiles")
 
 
 async def link_cert(hub, req):
+    # a new certificate and anchor: wan.linkfiles.install, then link_info's answer
     from ids import hex_bytes
 
-    hub.wan.link.install(hex_bytes(req.get("cert"), "cert"), hex_bytes(req.get("anchor"), "anchor"))
-    return hub.wan.link.info()
+    try:
+        lf = lazy.load("wan.linkfiles")
+        lf.install(hub.wan.link, hex_bytes(req.get("cert"), "cert"), hex_bytes(req.get("anchor"), "anchor"))
+        return lf.info(hub.wan.link)
+    finally:
+        lazy.drop("wan.linkfiles")
 
 
 async def console_release(hub, req):

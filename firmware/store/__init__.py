@@ -3,8 +3,8 @@
 import os
 
 from log import KindError
-from store.journal import Journal
-from store.kv import KV, home
+import store.journal  # the submodules, used as store.journal.Journal, store.kv.KV:
+import store.kv  # names Journal, KV, home less in this package's dict
 
 
 class Store:
@@ -22,7 +22,7 @@ class Store:
                 except OSError:
                     pass  # exists (or is a mount point)
         self.stats = {}
-        self._home = home(self.root, self.stats)  # the KVs' shared part: their RAM copies by name
+        self._home = store.kv.home(self.root, self.stats)  # the KVs' shared part: their RAM copies by name
         self._journals = {}
         self.answers = {}  # gbcs.security Answers by path: one per file, shared by re-built RemoteParties
 
@@ -31,12 +31,12 @@ class Store:
         holder); keep=False asks for a cold one (no RAM copy, see KV): cold
         once any holder asks, since a read from flash is right for every
         holder."""
-        return KV(None, name, None, keep, self._home)
+        return store.kv.KV(None, name, None, keep, self._home)
 
     def journal(self, name, **kw):
         j = self._journals.get(name)
         if j is None:
-            j = Journal(None, name, at=self._home, **kw)
+            j = store.journal.Journal(None, name, at=self._home, **kw)
             self._journals[name] = j
         return j
 
@@ -48,7 +48,7 @@ class Store:
         if j is None:
             if capacity < 1:
                 raise KindError("JournalError", "ringlog: capacity must be >= 1")
-            j = Journal(None, name, capacity, keep_open=keep_open, at=self._home, **kw)
+            j = store.journal.Journal(None, name, capacity, keep_open=keep_open, at=self._home, **kw)
             self._journals[name] = j
         return j
 

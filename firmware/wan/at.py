@@ -18,36 +18,6 @@ class ATFormatError(ValueError):
     """A modem line whose fields do not have the expected form."""
 
 
-class ATError(KindException):
-    """A command failed, raised as ATError(kind, cmd, line, lines=None); the
-    kinds (the classes of before): ATError (ERROR, or a command-specific
-    failure line), CmeError (+CME ERROR: <n> or its verbose text; .text,
-    .code the 3GPP number, -1 unknown), CmsError (.code), IpError (+IP
-    ERROR: <err_info> followed by ERROR; .info is the text, match by text),
-    CipError (+CIPERROR: <err> of a failed AT+CIPSEND; .code: 2 not opened,
-    4 closed, 8 busy), ATTimeout, ATClosed."""
-
-    def __init__(self, kind, cmd, line, lines=None):
-        super().__init__(kind, "%s -> %s" % (_s(cmd), _s(line)))
-        self.cmd = cmd
-        self.line = line
-        self.lines = lines or []
-        if kind == "CmeError":
-            self.text = line[12:].strip()
-            self.code = cme_code(self.text)
-        elif kind == "CmsError" or kind == "CipError":
-            t = line[12 if kind == "CmsError" else 10:].strip()
-            self.code = int(t) if t.isdigit() else -1
-        elif kind == "IpError":
-            self.info = line[10:].strip()
-
-
-def _s(b):
-    if isinstance(b, (bytes, bytearray)):
-        return repr(bytes(b))
-    return str(b)
-
-
 # 3GPP 27.007 +CME ERROR codes with their verbose (AT+CMEE=2) texts
 _CME = const((
     (3, b"operation not allowed"), (4, b"operation not supported"),
@@ -64,15 +34,41 @@ _CME = const((
 ))
 
 
-def cme_code(text):
-    text = bytes(text)
-    if text.isdigit():
-        return int(text)
-    t = text.lower()
-    for code, name in _CME:
-        if name.lower() == t:
-            return code
-    return -1
+class ATError(KindException):
+    """A command failed, raised as ATError(kind, cmd, line, lines=None); the
+    kinds (the classes of before): ATError (ERROR, or a command-specific
+    failure line), CmeError (+CME ERROR: <n> or its verbose text; .text,
+    .code the 3GPP number, -1 unknown), CmsError (.code), IpError (+IP
+    ERROR: <err_info> followed by ERROR; .info is the text, match by text),
+    CipError (+CIPERROR: <err> of a failed AT+CIPSEND; .code: 2 not opened,
+    4 closed, 8 busy), ATTimeout, ATClosed."""
+
+    def __init__(self, kind, cmd, line, lines=None):
+        super().__init__(kind, "%s -> %s" % (_s(cmd), _s(line)))
+        self.cmd = cmd
+        self.line = line
+        self.lines = lines or []
+        if kind == "CmeError":
+            t = self.text = bytes(line[12:].strip())
+            # the 3GPP number, given as such or as its verbose text (_CME)
+            self.code = int(t) if t.isdigit() else -1
+            if self.code < 0:
+                t = t.lower()
+                for code, name in _CME:
+                    if name.lower() == t:
+                        self.code = code
+                        break
+        elif kind == "CmsError" or kind == "CipError":
+            t = line[12 if kind == "CmsError" else 10:].strip()
+            self.code = int(t) if t.isdigit() else -1
+        elif kind == "IpError":
+            self.info = line[10:].strip()
+
+
+def _s(b):
+    if isinstance(b, (bytes, bytearray)):
+        return repr(bytes(b))
+    return str(b)
 
 
 # URCs recognised even when no handler is registered (so they are not

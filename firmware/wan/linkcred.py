@@ -5,19 +5,12 @@
 # a head-end whose certificate chains to it. TLS runs in the modem
 # (AT+CCHxxx). The hub holds LinkCredentials (is all in place? which
 # generation?); what is used on request (the key made on first use, a new
-# pair installed, the fingerprint, the PEM files the modem's TLS stack takes)
-# is wan.linkfiles, loaded for the call and dropped after (firmware/lazy.py).
+# pair installed (link_cert), the fingerprint and info (link_info), the PEM
+# files the modem's TLS stack takes) is wan.linkfiles' functions of a
+# LinkCredentials, loaded for the call and dropped after (firmware/lazy.py).
 import os
 
-import lazy
 from flag import Flag
-
-_FILES = "wan.linkfiles"
-
-
-def path(store, name, staged=False):
-    """The certificate file `name` ("chf_link", "link_anchor") in the store's root."""
-    return "%s/cert_%s.%s" % (store.root, name, "stg" if staged else "der")
 
 
 class LinkCredentials:
@@ -38,7 +31,7 @@ class LinkCredentials:
         """A key, a certificate and an anchor are in place."""
         for n in ("chf_link", "link_anchor"):
             try:
-                os.stat(path(self.store, n))
+                os.stat("%s/cert_%s.der" % (self.store.root, n))  # wan.linkfiles.path
             except OSError:
                 return False
         return self.kv.get("key") is not None
@@ -47,17 +40,3 @@ class LinkCredentials:
         """The credentials changed (installed, or applied by a provisioning)."""
         self.gen += 1
         self.changed.set()
-
-    def install(self, cert, anchor):
-        """A new certificate and anchor (link_cert): wan.linkfiles.install."""
-        try:
-            return lazy.load(_FILES).install(self, cert, anchor)
-        finally:
-            lazy.drop(_FILES)
-
-    def info(self):
-        """link_info: {pub, cert, anchor, fingerprint} (wan.linkfiles.info)."""
-        try:
-            return lazy.load(_FILES).info(self)
-        finally:
-            lazy.drop(_FILES)

@@ -13,13 +13,17 @@ import hashlib
 import os
 
 from ids import hex_bytes, hex_text
-from wan.linkcred import path
 
 _CERT = const("chf_link")
 _ANCHOR = const("link_anchor")
 MAX_CERT = const(1200)  # DER bytes
 _EC_KEY_HEAD = const(b"\x30\x77\x02\x01\x01\x04\x20")  # SEC1 ECPrivateKey, P-256
 _EC_KEY_MID = const(b"\xa0\x0a\x06\x08\x2a\x86\x48\xce\x3d\x03\x01\x07\xa1\x44\x03\x42\x00")
+
+
+def path(store, name, staged=False):
+    """The certificate file `name` ("chf_link", "link_anchor") in the store's root."""
+    return "%s/cert_%s.%s" % (store.root, name, "stg" if staged else "der")
 
 
 def check_cert(der, q, eui):

@@ -3,9 +3,48 @@
 # read-out (page).
 import struct
 
+from micropython import const
+
 from wan import settings
 from wan.commands import HEADEND
 from wan.outbox import TX_NAMES
+
+_LINK_KEYS = const(("host", "port", "apn"))  # a change of these cuts the link: applied with a fall-back
+_LOCAL_ONLY = const(("remote_mgmt",))  # not settable over the management channel
+
+
+def configure(kv, wan_settings, outbox, modem, clock, changes):
+    """Check `changes` ({name: value}) against wan.settings.SCHEMA, store them and apply
+    them to the outbox, the modem's timings and the clock -> the effective
+    settings. ValueError names the first setting refused; nothing is stored
+    then."""
+    if not isinstance(changes, dict):
+        raise ValueError("set must be an object")
+    for k in changes:
+        why = settings.check(k, changes[k])
+        if why is not None:
+            raise ValueError("wan setting %s %s" % (k, why))
+    trial = dict(outbox.cfg)
+    trial.update({k: v for k, v in changes.items() if k in trial})
+    for a, b in (("crit_backoff_ms", "crit_backoff_max_ms"), ("noncrit_backoff_ms", "noncrit_backoff_max_ms")):
+        if trial[a] > trial[b]:
+            raise ValueError("wan setting %s must not be over %s" % (a, b))
+    c = dict(wan_settings.items())
+    c.update(changes)
+    if c["retry_ms"] > c["retry_max_ms"]:
+        raise ValueError("wan setting retry_ms must not be over retry_max_ms")
+    if c["report_period_s"] and c["report_period_s"] * 1000 < trial["sched_window_ms"]:
+        raise ValueError("wan setting report_period_s must not be shorter than sched_window_ms")
+    if "timings" in changes and modem is not None:
+        modem.set_timings(changes["timings"] or {})
+    if changes:
+        kv.update(changes)
+        outbox.configure(wan_settings)
+    c = dict(wan_settings.items())
+    settings.apply_clock(clock, c)
+    c.update(outbox.cfg)
+    return c
+
 
 
 async def wan_status(hub, req):
@@ -24,10 +63,10 @@ async def wan_config(hub, req):
     if req.get("_from") is HEADEND:  # over the management channel
         origin = "headend"
         for k in changes if isinstance(changes, dict) else ():
-            if k in settings.LOCAL_ONLY:
+            if k in _LOCAL_ONLY:
                 raise ValueError("wan setting %s is set on the local port only" % k)
     before = dict(w.settings.items()) if changes else None
-    c = settings.configure(w.store.kv("wan"), w.settings, w.outbox, modem, hub.clock, changes)
+    c = configure(w.store.kv("wan"), w.settings, w.outbox, modem, hub.clock, changes)
     if changes:
         # the event log says who changed what; a change of host, port or apn
         # goes to the session, which makes the link again with a fall-back
@@ -41,7 +80,7 @@ async def wan_config(hub, req):
             except Exception as e:  # noqa: BLE001 - no clock yet: the console has it
                 log("wan", "settings change not logged: %r" % e)
         log("wan", "settings %s changed by %s" % (names, origin))
-        keys = [k for k in settings.LINK_KEYS if k in changes and changes[k] != before[k]]
+        keys = [k for k in _LINK_KEYS if k in changes and changes[k] != before[k]]
         if keys and w.session is not None:
             w.session.relink(keys, before, origin)
     return c

@@ -10,7 +10,7 @@
 # certificate chains to the link anchor reaches this): the channel serves
 # only ALLOWED commands, only while the setting `remote_mgmt` is true (set on
 # the local port only), and wan_config refuses the settings in
-# wan.settings.LOCAL_ONLY from it. Every request is written to the
+# wan.local_commands._LOCAL_ONLY from it. Every request is written to the
 # transaction log (`mgmt` with the command, or `mgmt_refused` with why).
 import json
 

@@ -7,16 +7,13 @@ from micropython import const
 import struct
 import time
 
-from wan.settings import spec
-
 CRITICAL = const(0)
 NON_CRITICAL = const(1)
 KIND_RESPONSE = const(1)
 KIND_ALERT = const(2)
 KIND_SCHEDULED = const(3)  # scheduled data: leaves at a random time inside sched_window_ms
 KIND_REPORT = const(4)  # the hub's own JSON report (installation, signal/health): link frame REPORT
-# hub.emit's kind names: a name's place + 1 is its KIND_ (a tuple, in flash when frozen)
-KINDS = ("response", "alert", "scheduled")
+# hub.emit's kind names are wan.service's _KINDS: a name's place + 1 is its KIND_
 
 # the outbox's settings: KV "wan" keys of the same name override their
 # defaults (in wan.settings.SCHEMA, with their checks)
@@ -75,6 +72,8 @@ def _rand(n):
 class Outbox:
     def __init__(self, journal, config=None, txlog=None, ticks_ms=None, rand=None):
         self.j = journal
+        from wan.settings import spec  # here: a name less in this module's dict
+
         self.cfg = {}
         for k in _KEYS:
             self.cfg[k] = spec(k)[4]

@@ -3,11 +3,16 @@
 # message is queued durably also before the link is up), last gasp, and the
 # job "wan" that runs the modem and head-end session (wan.session, loaded
 # when the job first runs).
+from micropython import const
+
 import lazy
 from log import log
 from wan import outbox as ob
 from wan.linkcred import LinkCredentials
 from wan.settings import WanSettings
+
+# emit's kind names: a name's place + 1 is its wan.outbox KIND_ (1, 2, 3)
+_KINDS = const(("response", "alert", "scheduled"))
 
 
 class WanService:
@@ -44,7 +49,7 @@ class WanService:
         name per `critical_alerts`), scheduled data non-critical. Scheduled
         data leaves at a random time inside `sched_window_ms`. The wiring
         hands the bound method on (hub.emit, the router's emit)."""
-        k = ob.KINDS.index(kind) + 1 if kind in ob.KINDS else None
+        k = _KINDS.index(kind) + 1 if kind in _KINDS else None
         if k is None:
             raise ValueError("emit: kind must be alert, response or scheduled")
         if critical is None:

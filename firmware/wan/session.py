@@ -10,12 +10,10 @@ import asyncio
 import time
 
 import board
-import codes
 import lazy
 import mono
 from micropython import const
-from log import kind_of, log, log_exc
-from version import VERSION
+from log import kind_of, log
 from wan import at, link
 from wan import modem as md
 from wan import outbox as ob
@@ -161,8 +159,10 @@ class Wan:
                     self.tx.add("fallback", 0, names)
                     log("wan", "link not back with the new %s: the old values return" % names)
                     if self.event_log is not None:
+                        from codes import EV_SETTINGS_ROLLED_BACK  # here: a name less in this module's dict
+
                         try:
-                            self.event_log.append(codes.EV_SETTINGS_ROLLED_BACK, ("fallback " + names).encode())
+                            self.event_log.append(EV_SETTINGS_ROLLED_BACK, ("fallback " + names).encode())
                         except Exception:  # noqa: BLE001 - no clock: the console and the transaction log have it
                             pass
                     if "apn" in prev:
@@ -288,9 +288,13 @@ class Wan:
         except md.ModemError as e:
             # SocketOpenFailed: args[2] is the modem's <err>
             if e.args[0] == "SocketOpenFailed" and e.args[2] == _TLS_HANDSHAKE_FAILED and self.security_log is not None:
-                self.security_log.append(codes.EV_HEADEND_REFUSED, b"headend tls " + cfg["host"].encode()[:32])
+                from codes import EV_HEADEND_REFUSED
+
+                self.security_log.append(EV_HEADEND_REFUSED, b"headend tls " + cfg["host"].encode()[:32])
             raise
         self.dec.reset()
+        from version import VERSION
+
         await m.send(link.hello(self.identity.chf["eui"], VERSION, self.signal))
         # HELLO_ACK; rest: what of its chunk the decoder had no room for yet
         deadline = time.ticks_add(time.ticks_ms(), cfg["hello_timeout_ms"])
@@ -441,6 +445,8 @@ class Wan:
                 status = link.ACK_REJECTED
                 self.tx.add("reject", fid, kind_of(e))
                 if not isinstance(e, ValueError):
+                    from log import log_exc
+
                     log_exc("wan", e)
             # the retry class by the GBCS use case's criticality (wan.critical)
             if resp is not None:

@@ -1,7 +1,7 @@
 # The WAN's settings: names, defaults, the one schema every value passes
 # before it is stored AND when it is read back (flash may hold a value an
 # older firmware let through: it is reported once in the event log and the
-# default is used), and configure() for wan_config. KV "wan" holds them; the
+# default is used); wan_config's configure() is wan.local_commands'. KV "wan" holds them; the
 # outbox's retry policy lives in the same KV and the same schema.
 # The clock's hold and step limits are WAN settings too: the wiring applies
 # them to the hub's clock (apply_clock).
@@ -11,8 +11,6 @@ from codes import EV_BAD_SETTING
 from log import log
 from store.kv import Settings
 
-LINK_KEYS = ("host", "port", "apn")  # a change of these cuts the link: applied with a fall-back
-LOCAL_ONLY = ("remote_mgmt",)  # not settable over the management channel
 
 _DAY_MS = const(86400000)
 _TICKS_MAX = const(0x3FFFFFFF)  # the largest ms span the hub's monotonic and tick maths hold
@@ -189,36 +187,3 @@ class WanSettings(Settings):
 def apply_clock(clock, cfg):
     clock.hold_s = cfg["clock_hold_s"]
     clock.step_s = cfg["time_step_s"]
-
-
-def configure(kv, settings, outbox, modem, clock, changes):
-    """Check `changes` ({name: value}) against SCHEMA, store them and apply
-    them to the outbox, the modem's timings and the clock -> the effective
-    settings. ValueError names the first setting refused; nothing is stored
-    then."""
-    if not isinstance(changes, dict):
-        raise ValueError("set must be an object")
-    for k in changes:
-        why = check(k, changes[k])
-        if why is not None:
-            raise ValueError("wan setting %s %s" % (k, why))
-    trial = dict(outbox.cfg)
-    trial.update({k: v for k, v in changes.items() if k in trial})
-    for a, b in (("crit_backoff_ms", "crit_backoff_max_ms"), ("noncrit_backoff_ms", "noncrit_backoff_max_ms")):
-        if trial[a] > trial[b]:
-            raise ValueError("wan setting %s must not be over %s" % (a, b))
-    c = dict(settings.items())
-    c.update(changes)
-    if c["retry_ms"] > c["retry_max_ms"]:
-        raise ValueError("wan setting retry_ms must not be over retry_max_ms")
-    if c["report_period_s"] and c["report_period_s"] * 1000 < trial["sched_window_ms"]:
-        raise ValueError("wan setting report_period_s must not be shorter than sched_window_ms")
-    if "timings" in changes and modem is not None:
-        modem.set_timings(changes["timings"] or {})
-    if changes:
-        kv.update(changes)
-        outbox.configure(settings)
-    c = dict(settings.items())
-    apply_clock(clock, c)
-    c.update(outbox.cfg)
-    return c

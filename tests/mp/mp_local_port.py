@@ -470,7 +470,14 @@ def test_a_reply_is_json_dumps_text():
     for res in ({"a": 1, "b": [1, 2, {"c": None}], "d": False, "e": "x\"y\\z\r\n\t\x1f", "f": "é☃"},
                 {"x": "y" * 700, "z": -12345678901, "w": (3,), "v": 1.5, 7: [], "e": {}}):
         w = Writer()
-        lp._reply_obj(w, 3, res, lp.MAX_BODY)
+        f = frame(b'\x03{"cmd": "x"}')
+        r = FrameReader()
+        r.feed(f, 0, len(f))
+
+        async def d(req, res=res):
+            return res
+
+        asyncio.run(lp._handle(r, w, d, lp.MAX_BODY))
         want = frame(bytes((3, lp.OK)) + json.dumps(res).encode())
         assert w.out == want, (w.out, want)
 
@@ -488,7 +495,7 @@ def test_a_reply_too_long_or_not_json_is_an_internal_error():
 
         asyncio.run(lp._handle(r, w, d, lp.MAX_BODY))
         got = responses(w.out)
-        assert got[0][:2] == (5, lp.INTERNAL) and why in got[0][2]["error"], got
+        assert got[0][:2] == (5, 7) and why in got[0][2]["error"], got
 
 
 def test_serve_byte_at_a_time():

@@ -7,7 +7,9 @@ import sys
 import vfs
 from blockdev import FileBlockDevice, PowerLost
 from flashfs import IMG, ROOT, fresh, remount
-from store import KV, Journal, Store
+from store import Store
+from store.journal import Journal
+from store.kv import KV
 from store.kv import Settings
 
 HEAP = "256k"

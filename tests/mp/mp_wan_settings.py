@@ -9,7 +9,7 @@ import flashfs
 from clock import Clock
 from codes import EV_BAD_SETTING
 from store import Store
-from wan import service, settings
+from wan import local_commands, service, settings
 
 HEAP = "512k"  # the checks of timings and radio load wan.sim7600
 
@@ -48,7 +48,7 @@ def test_every_key_refuses_wrong_types_and_ranges():
     for k in names:
         for v in BAD.get(k, []):
             try:
-                settings.configure(kv, w.settings, w.outbox, None, clk, {k: v})
+                local_commands.configure(kv, w.settings, w.outbox, None, clk, {k: v})
             except ValueError as e:
                 assert k in str(e), (k, v, str(e))
             else:
@@ -57,19 +57,19 @@ def test_every_key_refuses_wrong_types_and_ranges():
     # the defaults pass their own schema; sensible values are taken
     for k, v in settings.defaults().items():
         assert settings.check(k, v) is None, (k, v)
-    c = settings.configure(kv, w.settings, w.outbox, None, clk,
+    c = local_commands.configure(kv, w.settings, w.outbox, None, clk,
                            {"host": "10.0.0.7", "port": 443, "apn": "iot.m2m_x", "pin": "1234", "radio": "lte",
                             "timings": {"cmd": 500}, "crit_retries": 3})
     assert c["host"] == "10.0.0.7" and c["port"] == 443 and c["pin"] == "1234" and w.outbox.cfg["crit_retries"] == 3
     # a pair that contradicts itself
     for bad in ({"retry_ms": 90000, "retry_max_ms": 60000}, {"crit_backoff_ms": 700000, "crit_backoff_max_ms": 600000}):
         try:
-            settings.configure(kv, w.settings, w.outbox, None, clk, bad)
+            local_commands.configure(kv, w.settings, w.outbox, None, clk, bad)
             raise AssertionError("took %r" % bad)
         except ValueError:
             pass
     try:
-        settings.configure(kv, w.settings, w.outbox, None, clk, {"nope": 1})
+        local_commands.configure(kv, w.settings, w.outbox, None, clk, {"nope": 1})
         raise AssertionError("unknown key taken")
     except ValueError as e:
         assert "nope" in str(e)
@@ -98,6 +98,6 @@ def test_bad_values_on_flash_give_the_defaults_reported_once():
     assert sorted(r[2] for r in bad) == sorted(k.encode() for k in planted if k != "retry_ms"), bad
     assert all(r[3] == 1 for r in bad)  # once each
     # a correction through wan_config takes effect at once
-    settings.configure(w.store.kv("wan"), s, w.outbox, None, Clock(board.utc, board.set_utc, board.ticks_ms),
+    local_commands.configure(w.store.kv("wan"), s, w.outbox, None, Clock(board.utc, board.set_utc, board.ticks_ms),
                        {"ping_ms": 30000, "port": 4059})
     assert s["ping_ms"] == 30000 and s["port"] == 4059
