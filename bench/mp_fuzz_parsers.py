@@ -157,7 +157,7 @@ def _at(data):
         elif ln.startswith(b"+CREG:"):
             _try(sim7600.parse_reg, ln, b"+CREG:")
         elif ln.startswith(b"+CME ERROR:"):
-            at.cme_code(ln)
+            at.ATError("CmeError", b"AT", ln)  # parses the code from the line
         _try(at.split_fields, ln, ln[:1])
 
 
