@@ -304,15 +304,27 @@ def heap_census(image: Path, heap: str) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for _ in range(CENSUS_PASSES):
         rows = _census_run(image, heap, order)
-        if all(not r["with"] for r in rows):
-            break
+        if all(all(m.startswith(r["module"] + ".") for m in r["with"]) for r in rows):
+            break  # each import brought only itself, or a package its own submodules
         new: list[str] = []
         for r in rows:
             for m in [*r["with"], r["module"]]:
-                if m not in new:
-                    new.append(m)
+                _parents_first(m, new, set(order))
         order = new
     return rows
+
+
+def _parents_first(name: str, out: list[str], known: set[str]) -> None:
+    # name appended to out after its parent packages: a package whose
+    # __init__ imports its submodules is imported before them, so what they
+    # cost is counted once, in its row (else the order swings between the two)
+    parts = name.split(".")
+    for i in range(1, len(parts)):
+        parent = ".".join(parts[:i])
+        if parent in known and parent not in out:
+            out.append(parent)
+    if name not in out:
+        out.append(name)
 
 
 def _census_run(image: Path, heap: str, order: list[str]) -> list[dict[str, Any]]:
