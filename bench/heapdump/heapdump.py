@@ -12,12 +12,23 @@ coroutine frame, bound method or closure with what it alone reaches through
 plain containers (dicts, lists, tuples, str/bytes, arrays, attribute tables).
 Types are read from each block's first word: the ids the hub printed, and the
 binary's mp_type_* symbols from its link map (build/unix32/port/micropython.map).
+
+    ... heapdump.py build/unix32/image 256k step_provision --gap
+
+also dumps a fresh interpreter that only imported the boot import set
+(chub.bench.boot_modules, as chub.bench.import_figures does) and prints what
+the running hub holds on the code's side that the bare import does not: the
+difference by type, per module (globals dict, functions made at run time,
+classes with their locals dicts), the blocks only a root reaches (the qstr
+pools, sys.modules' table) and the names interned at run time.
 """
 
 from __future__ import annotations
 
 import collections
+import os
 import re
+import subprocess
 import struct
 import sys
 import tempfile
@@ -68,6 +79,50 @@ def dump(image: Path, heap: str, upto: str) -> list[str]:
     i = max(k for k, ln in enumerate(text) if "HD from 0x" in ln)
     j = max(k for k, ln in enumerate(text[:i]) if "HD from map" in ln)
     return [ln.split("| ", 1)[1] if "| " in ln else ln for ln in text[j + 1:]]
+
+
+def bare(image: Path, heap: str) -> list[str]:
+    """The dump lines of a fresh interpreter that imported only the boot
+    import set (the same list and order as chub.bench.import_figures) and
+    heapdump_mp: the code's side alone."""
+    from chub.bench import boot_modules
+
+    names = boot_modules(image, heap)
+    here = Path(__file__).resolve().parent
+    with tempfile.TemporaryDirectory() as tmp:
+        listing = Path(tmp) / "modules.txt"
+        listing.write_text("\n".join(names))
+        script = Path(tmp) / "bare.py"
+        script.write_text(
+            f"with open({str(listing)!r}) as f:\n    names = f.read().split()\n"
+            "for n in names:\n    __import__(n)\n"
+            "import asyncio\nfor n, m in getattr(asyncio, '_attrs', {}).items():\n"
+            "    if 'asyncio.' + m in names:\n        getattr(asyncio, n)\n"
+            "del names, n, m, f\nimport heapdump_mp\nheapdump_mp.bare()\n")
+        env = dict(os.environ)
+        env["MICROPYPATH"] = mprun.module_path([image, here])
+        env["CHUB_BOARD"] = "/nonexistent"  # imports only, as the bench's import figures
+        p = subprocess.Popen([mprun.micropython_exe(), "-X", f"heapsize={heap}", str(script)], env=env,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert p.stdin is not None and p.stdout is not None
+        p.stdin.write("map\n")
+        p.stdin.flush()
+        first: list[str] = []
+        for ln in p.stdout:
+            first.append(ln.rstrip("\n"))
+            if ln.rstrip("\n") == "HD end":  # not Q(\nHD end): heapdump_mp's own names are interned too
+                break
+        addr = int(next(m for ln in first if (m := re.search(r"GC memory layout; from (?:0x)?([0-9a-f]+)", ln)))
+                   .group(1), 16)
+        hdr = [ln for ln in first if re.match(r"^[0-9a-f]{8}: ", ln)]
+        plen = int(hdr[-1][:8], 16) + (len(hdr[-1]) - 10) * 16
+        out, _ = p.communicate(f"0x{addr:x}:{plen}\n\n", timeout=120)
+    lines = out.splitlines()
+    i = max(k for k, ln in enumerate(lines) if "HD from 0x" in ln)
+    k = i - 1
+    while k >= 0 and lines[k].startswith("HD id"):
+        k -= 1
+    return lines[k + 1:]
 
 
 class Heap:
@@ -171,10 +226,109 @@ class Heap:
         return owner, size
 
 
+    def module_of(self, b: int) -> str:
+        """The module a function block (fun_bc, gen_wrap) was defined in: its
+        context word is the module object."""
+        w = self.word(b * 16 + 4)
+        n = self.names.get(w)
+        return n[1] if n and n[0] == "module" else f"?{w:x}"
+
+    def tree(self, b: int, kinds: set[str]) -> set[int]:
+        """b and the blocks it reaches through blocks labelled in `kinds`."""
+        seen = {b}
+        q = [b]
+        while q:
+            for t in self.edges[q.pop()]:
+                if t not in seen and self.label(t) in kinds:
+                    seen.add(t)
+                    q.append(t)
+        return seen
+
+    def code_side(self) -> dict[str, collections.Counter]:
+        """Per module: its object, globals dict and table ("globals"), its
+        classes with their locals dicts and tables ("classes"), the functions
+        the module defines at import ("functions", named in the ids) and
+        those made later (nested defs, lambdas: "made at run time")."""
+        per: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+        blk = {(a - self.pool) // 16: n for a, n in self.names.items() if self.pool <= a < self.pool + len(self.data)}
+        for b, (kind, nm) in blk.items():
+            if b not in self.objs:
+                continue
+            if kind == "module":
+                per[nm]["globals"] += sum(self.objs[x] * 16 for x in self.tree(b, {"dict", "raw"}))
+            elif kind == "class" and self.label(b) == "type":
+                per[nm.rsplit(".", 1)[0]]["classes"] += sum(self.objs[x] * 16 for x in self.tree(b, {"dict", "raw"}))
+        for b in self.objs:
+            if self.label(b) in ("fun_bc", "gen_wrap"):
+                named = (self.pool + b * 16) in self.names
+                per[self.module_of(b)]["functions" if named else "made at run time"] += self.objs[b] * 16
+        return per
+
+    def root_only(self) -> collections.Counter:
+        """Blocks no heap block points at (held by the VM's roots: the qstr
+        pools and their string chunks, sys.modules' table, the main module),
+        by label."""
+        into = set()
+        for b, out in self.edges.items():
+            into.update(t for t in out if t != b)
+        c: collections.Counter = collections.Counter()
+        for b in self.objs:
+            if b not in into:
+                c[self.label(b)] += self.objs[b] * 16
+        return c
+
+
+def qstrs(lines: list[str]) -> tuple[str, list[str]]:
+    """The qstr_info line and the names interned at run time, of the last dump."""
+    i = max(k for k, ln in enumerate(lines) if ln.startswith("HD from"))
+    info = next((ln for ln in lines[i:] if ln.startswith("qstr pool:")), "")
+    return info, [ln[2:-1] for ln in lines[i:] if ln.startswith("Q(") and ln.endswith(")")]
+
+
+def print_gap(ready: Heap, ready_lines: list[str], alone: Heap, alone_lines: list[str]) -> None:
+    """What the running hub holds on the code's side that a bare import of the
+    boot set does not."""
+    tr, ta = sum(ready.objs.values()) * 16, sum(alone.objs.values()) * 16
+    print(f"\nbare import of the boot set (+ heapdump_mp): {ta} bytes live; the hub at this step: {tr}")
+    owner, size = ready.holders()
+    code_r = tr - sum(size.values())
+    print(f"the hub's code side (live minus above the code): {code_r}; minus the bare import: {code_r - ta}")
+    print("by type, the hub minus the bare import (code kinds and containers):")
+    br, ba = ready.by_type(), alone.by_type()
+    above = collections.Counter()
+    for x, o in owner.items():
+        above[ready.label(x)] += ready.objs[x] * 16
+    for lb in sorted(set(br) | set(ba), key=lambda k: -abs(br[k] - above[k] - ba[k])):
+        d = br[lb] - above[lb] - ba[lb]
+        if d and (lb in CODE or lb in CONTAINERS):
+            print(f"  {d:+7d} {lb} (hub {br[lb] - above[lb]} on the code side, bare {ba[lb]})")
+    print("per module, the hub minus the bare import (bytes):")
+    pr, pa = ready.code_side(), alone.code_side()
+    rows = []
+    for m in set(pr) | set(pa):
+        for k in set(pr[m]) | set(pa[m]):
+            d = pr[m][k] - pa[m][k]
+            if d:
+                rows.append((d, m, k, pr[m][k], pa[m][k]))
+    for d, m, k, r, a in sorted(rows, key=lambda r: -abs(r[0])):
+        print(f"  {d:+6d} {m}: {k} (hub {r}, bare {a})")
+    rr, ra = ready.root_only(), alone.root_only()
+    print("blocks only a root reaches, the hub minus the bare import:")
+    for lb in set(rr) | set(ra):
+        if rr[lb] != ra[lb]:
+            print(f"  {rr[lb] - ra[lb]:+6d} {lb} (hub {rr[lb]}, bare {ra[lb]})")
+    (ir, qr), (ia, qa) = qstrs(ready_lines), qstrs(alone_lines)
+    print(f"qstrs, the hub: {ir}\nqstrs, bare: {ia}")
+    print("interned at run time by the hub only:", " ".join(q for q in qr if q not in qa))
+    print("interned by the bare import too:", " ".join(q for q in qr if q in qa))
+
+
 def main() -> None:
     image, heap, upto = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
     own = sys.argv[sys.argv.index("--own") + 1] if "--own" in sys.argv else None
-    h = Heap(dump(image, heap, upto), ROOT / "build/unix32/port/micropython.map")
+    link_map = ROOT / "build/unix32/port/micropython.map"
+    lines = dump(image, heap, upto)
+    h = Heap(lines, link_map)
     print(f"live: {sum(h.objs.values()) * 16} bytes in {len(h.objs)} objects (heapdump_mp's own ~1.3 KB included)")
     for lb, v in h.by_type().most_common(25):
         print(f"  {v:7d} {lb}")
@@ -195,6 +349,9 @@ def main() -> None:
                 for t in h.edges[x]:
                     if owner.get(t) == x:
                         print(f"  {h.objs[t] * 16:5d} {h.label(t)}")
+    if "--gap" in sys.argv:
+        alone = bare(image, heap)
+        print_gap(h, lines, Heap(alone, link_map), alone)
 
 
 if __name__ == "__main__":

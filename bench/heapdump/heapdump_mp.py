@@ -7,6 +7,9 @@
 # "0xADDR:LENGTH", the pool's bytes in hex ("HX ..." lines, uctypes over the
 # pool) as they were when the map was printed: what is printed after the map
 # lands in blocks the map calls free. Its own code and frames cost ~1.3 KB.
+# Before the map it prints the names interned at run time (qstr_info(1):
+# "Q(name)" lines, the heap's qstr pools). bare() is the same dump of a bare
+# import of the boot set (heapdump.py --gap): args read from stdin.
 import gc
 import sys
 
@@ -31,6 +34,8 @@ def _ids():
             except Exception:  # noqa: BLE001 - a lazy name that does not load
                 continue
             if isinstance(v, type):
+                if getattr(v, "__module__", mn) != mn:
+                    continue  # named by the module that defines it
                 print("HD id", id(v), "class", mn + "." + n)
                 for a in dir(v):
                     try:
@@ -48,6 +53,7 @@ def _dump(arg):
     _ids()
     print("HD from", arg)
     gc.collect()
+    micropython.qstr_info(1)
     micropython.mem_info(1)
     if arg.startswith("0x"):
         from binascii import hexlify
@@ -58,6 +64,16 @@ def _dump(arg):
         for i in range(0, n, 1024):
             print("HX", hexlify(ba[i : i + 1024]).decode())
     print("\nHD end")
+
+
+def bare():
+    """The dumps of a process that only imported the boot set: one per line
+    of stdin ("map", then "0xADDR:LENGTH"), until an empty line."""
+    while True:
+        a = sys.stdin.readline().strip()
+        if not a:
+            break
+        _dump(a)
 
 
 board.on_control("heapdump", _dump)
