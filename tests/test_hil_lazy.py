@@ -95,6 +95,21 @@ def test_loaded_on_first_use_and_dropped_after(system: EmulatedSystem) -> None:
     assert "chf.provision_steps" not in s.call("status", modules=True)["modules"] and held(s) == set()
 
 
+def test_the_rigs_provisioning_leaves_the_credentials_code_unloaded(system: EmulatedSystem) -> None:
+    # the rig's provision_test_dcc writes the cells through a Credentials of
+    # its own: chf.credentials (and gbcs.der, gbcs.p256 under it) go with the
+    # call, as after the installer's provisioning; a device never provisioned
+    # by the rig must not hold ~2.9 KB more (heapdump --gap, docs/proof.md)
+    s = system
+    he = s.headend.headend
+    if he is None:
+        pytest.skip("no head-end keystore: the rig provisions no test DCC anchors")
+    anchors = he.test_dcc_anchors()
+    assert s.call("provision_test_dcc", anchors=anchors) == {"device": "chf", "anchors": len(anchors)}
+    assert s.call("provision_test_dcc", anchors=anchors, device="gpf") == {"device": "gpf", "anchors": len(anchors)}
+    assert not {"chf.credentials", "gbcs.der", "gbcs.p256"} & set(s.call("status", modules=True)["modules"])
+
+
 def test_the_ota_server_stays_while_an_image_is_taken_in_or_transferred(system: EmulatedSystem) -> None:
     s = system
     eui = DEVICES["esme"].eui

@@ -64,13 +64,13 @@ def dump(image: Path, heap: str, upto: str) -> list[str]:
             pos = run.log.position
             run.system.rig.send_ctl({"heapdump": "map"})
             addr = int(run.log.expect(r"GC memory layout; from (?:0x)?([0-9a-f]+)", after=pos, timeout=30).group(1), 16)
-            run.log.expect(r"HD end", after=pos, timeout=30)
+            run.log.expect(r"HD end$", after=pos, timeout=30)
             hdr = [ln for ln in run.log.lines(after=pos) if re.match(r"^[0-9a-f]{8}: ", ln)]
             plen = int(hdr[-1][:8], 16) + (len(hdr[-1]) - 10) * 16
             time.sleep(0.5)
             pos = run.log.position
             run.system.rig.send_ctl({"heapdump": f"0x{addr:x}:{plen}"})
-            run.log.expect(r"HD end", after=pos, timeout=60)
+            run.log.expect(r"HD end$", after=pos, timeout=60)
             time.sleep(0.5)
             text = run.log.path.read_text(errors="replace").splitlines()
         finally:
@@ -254,7 +254,7 @@ class Heap:
         for b, (kind, nm) in blk.items():
             if b not in self.objs:
                 continue
-            if kind == "module":
+            if kind == "module" and self.label(b) == "module":
                 per[nm]["globals"] += sum(self.objs[x] * 16 for x in self.tree(b, {"dict", "raw"}))
             elif kind == "class" and self.label(b) == "type":
                 per[nm.rsplit(".", 1)[0]]["classes"] += sum(self.objs[x] * 16 for x in self.tree(b, {"dict", "raw"}))
@@ -293,6 +293,9 @@ def print_gap(ready: Heap, ready_lines: list[str], alone: Heap, alone_lines: lis
     owner, size = ready.holders()
     code_r = tr - sum(size.values())
     print(f"the hub's code side (live minus above the code): {code_r}; minus the bare import: {code_r - ta}")
+    pr, pa = ready.code_side(), alone.code_side()
+    own = pr["heapdump_mp"]["globals"] - pa["heapdump_mp"]["globals"]
+    print(f"of which heapdump_mp's own record of dropped modules: {own}; the rest: {code_r - ta - own}")
     print("by type, the hub minus the bare import (code kinds and containers):")
     br, ba = ready.by_type(), alone.by_type()
     above = collections.Counter()
@@ -303,7 +306,6 @@ def print_gap(ready: Heap, ready_lines: list[str], alone: Heap, alone_lines: lis
         if d and (lb in CODE or lb in CONTAINERS):
             print(f"  {d:+7d} {lb} (hub {br[lb] - above[lb]} on the code side, bare {ba[lb]})")
     print("per module, the hub minus the bare import (bytes):")
-    pr, pa = ready.code_side(), alone.code_side()
     rows = []
     for m in set(pr) | set(pa):
         for k in set(pr[m]) | set(pa[m]):

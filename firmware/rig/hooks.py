@@ -11,7 +11,13 @@
 #                       radio reports an event: channel_changed {channel},
 #                       duty_cycle_limited {eui}, no_capacity {eui},
 #                       message_discarded {originator, target, cra, counter}
+import sys
+
+import lazy
 from ids import hex_bytes, hex_text
+
+# the modules a Credentials brings in (chf.credentials imports gbcs.der and gbcs.p256)
+_CRED_MODULES = ("chf.credentials", "gbcs.der", "gbcs.p256")
 
 
 def _late_alert(hub, frame):
@@ -26,17 +32,24 @@ async def cmd_provision(hub, req):
     if not isinstance(anchors, list) or not anchors:
         raise ValueError("anchors must be a non-empty list")
     dev = req.get("device", "chf")
-    ident, chf = hub.identity, hub.chf
+    ident = hub.identity
     ident.set_anchors(anchors, dev)
-    if dev == "chf":
-        chf.credentials.provision(anchors)
-        chf.parties = ident.parties("chf")
-    elif dev == "gpf":
-        # the cells only (KV ta_cells_gpf, shared with a loaded Gpf):
-        # provisioning does not load the GPF's use cases
-        from chf.credentials import Credentials
+    if dev in ("chf", "gpf"):
+        # the cells (KV ta_cells / ta_cells_gpf: a Credentials keeps no RAM
+        # copy, so the CHF's own and a loaded Gpf's read what is written here)
+        # through a Credentials of this call's: the credentials code goes with
+        # it, unless something held it before (the GPF's use cases do not load)
+        held = [m for m in _CRED_MODULES if m in sys.modules]
+        try:
+            from chf.credentials import Credentials
 
-        Credentials(hub.store, ident, "gpf").provision(req.get("cells") or anchors)
+            Credentials(hub.store, ident, dev).provision((req.get("cells") or anchors) if dev == "gpf" else anchors)
+        finally:
+            for m in _CRED_MODULES:
+                if m not in held:
+                    lazy.drop(m, False)
+        if dev == "chf":
+            hub.chf.parties = ident.parties("chf")
     return {"device": dev, "anchors": len(anchors)}
 
 
