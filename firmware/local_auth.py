@@ -22,9 +22,11 @@
 from micropython import const
 from binascii import unhexlify
 
+import sys
+
 import codes
+import lazy
 from gbcs.gcm import ct_equal
-from gbcs.p256 import hmac_sha256
 from log import log
 
 _SESSION_MS = const(900000)
@@ -33,13 +35,31 @@ BACKOFF_MS = const(500)
 BACKOFF_MAX_MS = const(30000)
 
 
+def hmac_sha256(key, *parts):
+    # gbcs.p256's HMAC-SHA256, p256 loaded for the call and dropped after
+    # unless something held it before (~0.8 KB: it stayed after local_auth went)
+    held = "gbcs.p256" in sys.modules
+    try:
+        return lazy.load("gbcs.p256").hmac_sha256(key, *parts)
+    finally:
+        if not held:
+            lazy.drop("gbcs.p256", False)
+
+
 def _qstr(s, out):
     # a string as its JSON text, in three pieces (no copy of a long value)
     t = s.replace("\\", "\\\\").replace('"', '\\"')
-    for c in t:
-        if c < " ":  # control characters as \u00XX
-            t = "".join(c if c >= " " else "\\u%04x" % ord(c) for c in t)
-            break
+    # its bytes, not its characters: iterating a str interns each character
+    # as a qstr, kept for good (a request's hex digits one by one)
+    if t and min(memoryview(t)) < 0x20:  # control characters as \u00XX
+        b = bytearray()
+        for x in memoryview(t):
+            if x < 0x20:
+                b.extend(b"\\u00")
+                b.extend(b"%02x" % x)
+            else:
+                b.append(x)
+        t = b.decode()
     out.append('"')
     out.append(t)
     out.append('"')

@@ -110,6 +110,18 @@ def test_the_rigs_provisioning_leaves_the_credentials_code_unloaded(system: Emul
     assert not {"chf.credentials", "gbcs.der", "gbcs.p256"} & set(s.call("status", modules=True)["modules"])
 
 
+def test_the_installer_guard_leaves_no_hmac_code_loaded(system: EmulatedSystem) -> None:
+    # local_auth (loaded for a protected request) borrows gbcs.p256's HMAC for
+    # the request's tag: p256 (~0.8 KB) goes with local_auth, unless something
+    # held it before
+    s = system
+    s.drop_connection()
+    s.reboot()  # a new installer session, authenticated by the next protected request
+    assert "gbcs.p256" not in s.call("status", modules=True)["modules"]
+    assert s.call("device_log_list")["entries"] is not None  # protected: its tag checked by local_auth
+    assert "gbcs.p256" not in s.call("status", modules=True)["modules"]
+
+
 def test_the_ota_server_stays_while_an_image_is_taken_in_or_transferred(system: EmulatedSystem) -> None:
     s = system
     eui = DEVICES["esme"].eui

@@ -204,6 +204,31 @@ def test_canonical_form():
         pass
 
 
+def _cjk(i):
+    # a character no module names (U+4E00 + i), made without interning it
+    return bytes((0xE4, 0xB8, 0x80 + i)).decode()
+
+
+def _interned(s):
+    # an interned string (a qstr) is an immediate object: its id is the
+    # tagged value, ending in binary 010 (REPR_A, the ports' default); a
+    # string on the heap is a block address (16-byte aligned)
+    return id(s) & 7 == 2
+
+
+def test_the_canonical_form_interns_no_character():
+    # iterating a str interns each character as a qstr, a pool entry kept
+    # for good (the pools only grow): a request's hex digits were interned
+    # one by one, one more heap pool on the 32-bit build (heapdump --gap)
+    chars = [_cjk(i) for i in range(4)]
+    assert not any(_interned(c) for c in chars)
+    req = {"cmd": "x", chars[0] + chars[1]: chars[0] + chars[1], "b": chars[2] + "\x01" + chars[3]}
+    text = la.canonical(req)
+    assert text == ('{"b":"%s\\u0001%s","cmd":"x","%s":"%s"}' % (
+        chars[2], chars[3], chars[0] + chars[1], chars[0] + chars[1])).encode()
+    assert not any(_interned(_cjk(i)) for i in range(4))
+
+
 def test_only_the_session_holder_ends_it():
     """auth_end without the session's tag and a new auth_challenge leave the
     installer's session alone; the holder's tagged auth_end ends it."""
