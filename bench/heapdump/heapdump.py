@@ -11,7 +11,7 @@ the objects above the code by holder: each instance of a class, task,
 coroutine frame, bound method or closure with what it alone reaches through
 plain containers (dicts, lists, tuples, str/bytes, arrays, attribute tables).
 Types are read from each block's first word: the ids the hub printed, and the
-binary's mp_type_* symbols from its link map (build/unix32/port/micropython.map).
+binary's mp_type_* symbols from its link map (port/micropython.map beside it).
 
     ... heapdump.py build/unix32/image 256k step_provision --gap
 
@@ -328,7 +328,7 @@ def print_gap(ready: Heap, ready_lines: list[str], alone: Heap, alone_lines: lis
 def main() -> None:
     image, heap, upto = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
     own = sys.argv[sys.argv.index("--own") + 1] if "--own" in sys.argv else None
-    link_map = ROOT / "build/unix32/port/micropython.map"
+    link_map = Path(mprun.micropython_exe()).parent / "port/micropython.map"  # the binary's own (chub build)
     lines = dump(image, heap, upto)
     h = Heap(lines, link_map)
     print(f"live: {sum(h.objs.values()) * 16} bytes in {len(h.objs)} objects (heapdump_mp's own ~1.3 KB included)")
