@@ -238,6 +238,8 @@ def test_hht_firmware_update_hub_status_and_activate(system: EmulatedSystem, hub
     assert code == 0 and "verified on the hub" in out and "2099-01-01T00:00:00Z" in out, out
     code, out = hht("status")
     assert code == 0 and "scheduled at 2099-01-01T00:00:00Z" in out, out
+    # the signature checks (the hostile image's, the good one's) took gbcs.p256 for the check only
+    assert "gbcs.p256" not in s.call("status", modules=True)["modules"]
     code, out = hht("activate", "--at", "now")
     assert code == 0 and "resets into it" in out, out
     assert s.dut is not None

@@ -122,6 +122,18 @@ def test_the_installer_guard_leaves_no_hmac_code_loaded(system: EmulatedSystem) 
     assert "gbcs.p256" not in s.call("status", modules=True)["modules"]
 
 
+def test_the_image_anchors_check_leaves_no_p256_loaded(system: EmulatedSystem) -> None:
+    # image_anchor checks the point with gbcs.p256 (~0.8 KB), which goes
+    # with the command as update.commands does
+    from chubcore import hubimage as hi
+
+    s = system
+    assert "gbcs.p256" not in s.call("status", modules=True)["modules"]
+    st = s.call("image_anchor", anchor=hi.anchor_bytes(hi.new_key().public_key()).hex(), min_version="0.1.0")
+    assert st["min_version"] == "0.1.0"
+    assert "gbcs.p256" not in s.call("status", modules=True)["modules"]
+
+
 def test_the_ota_server_stays_while_an_image_is_taken_in_or_transferred(system: EmulatedSystem) -> None:
     s = system
     eui = DEVICES["esme"].eui
