@@ -61,7 +61,7 @@ class Wan:
         for i in (self.seen_kv.get("ids") or []) + self.outbox.he_ids():
             if isinstance(i, int):
                 link.seen_add(self.seen, i, _SEEN)
-        self.dec = link.Decoder()  # 512 bytes standing; a larger frame gets its own
+        self.dec = link.Decoder()  # holds a buffer only while a frame is split across chunks
         self.modem = None
         self.state = "idle"
         self.connected = False
