@@ -436,6 +436,7 @@ class ATChannel:
                 self.p.abort(ATError("ATClosed", b"", b"UART closed"))
                 return
             self.p.feed(b)
+            b = None  # the chunk is not held while the next read waits
 
     async def _wait(self, cond, deadline):
         while not cond():

@@ -168,11 +168,13 @@ class Decoder:
 
 def seen_add(ids, fid, size):
     """Add frame id `fid` to `ids`, a list of the recent frame ids received
-    from the peer (to drop duplicates), keeping the newest `size`. -> False
-    when it was there already. The session persists the list as it is."""
+    from the peer (to drop duplicates), keeping the newest `size` (the
+    oldest goes before the new one comes: the list never has more room than
+    `size` needs). -> False when it was there already. The session persists
+    the list as it is."""
     if fid in ids:
         return False
-    ids.append(fid)
-    if len(ids) > size:
+    if len(ids) >= size:
         ids.pop(0)
+    ids.append(fid)
     return True

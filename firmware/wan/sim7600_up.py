@@ -169,14 +169,14 @@ async def registration(m):
 
 
 async def wait_registered(m, timeout_ms):
-    deadline = time.ticks_add(m._ticks(), timeout_ms)
+    deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
     while True:
         stat = await registration(m)
         if md.registered(stat):
             return stat
         if stat == md.REG_DENIED:
             raise md.ModemError("RegistrationDenied")
-        if time.ticks_diff(deadline, m._ticks()) <= 0:
+        if time.ticks_diff(deadline, time.ticks_ms()) <= 0:
             return stat
         await asyncio.sleep_ms(m.t["reg_poll"])
 
