@@ -90,11 +90,6 @@ class Decoder:
         self.pos = 0  # start of the next frame
         self.own = False  # buf is the decoder's (else the caller's chunk)
 
-    def reset(self):
-        self.buf = None
-        self.n = self.pos = 0
-        self.own = False
-
     def feed(self, data, off=0):
         """Take data[off:] -> len(data) (all of it is taken). Fed while
         empty, it reads the frames from data itself, which must stay
@@ -140,7 +135,7 @@ class Decoder:
             if avail == 1 and self.buf[self.pos] != 0x43:
                 raise LinkError("BadMagic", "bad magic")
             if not avail:
-                self.reset()  # every frame taken: nothing held
+                self.buf = None  # every frame taken: nothing held
             return None
         p = self.pos
         b = self.buf

@@ -299,7 +299,7 @@ class Wan:
 
                 self.security_log.append(EV_HEADEND_REFUSED, b"headend tls " + cfg["host"].encode()[:32])
             raise
-        self.dec.reset()
+        self.dec = link.Decoder()  # nothing of the last session's stream
         from version import VERSION
 
         await m.send(link.hello(self.identity.chf["eui"], VERSION, self.signal))
@@ -498,5 +498,5 @@ class Wan:
             "modem_resets": self.resets, "duplicates": self.duplicates,
             "rx_polls_found": self.rx_polls_found, "last_error": self.last_error,
             "errors": self.errors, "pdp_refreshes": self.pdp_refreshes,
-            "garbled": m.garbled() if m else 0,
+            "garbled": m.at.p.garbled if m else 0,
         }

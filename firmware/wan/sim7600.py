@@ -391,9 +391,6 @@ class Sim7600(md.Modem):
             return True
         return False
 
-    def garbled(self):
-        return self.at.p.garbled
-
     async def close_socket(self):
         if self._tls:
             await self.quiet("AT+CCHCLOSE=0", b"+CCHCLOSE:", self.t["cipclose"])
