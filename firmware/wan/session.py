@@ -347,10 +347,7 @@ class Wan:
         # frames that arrived together with HELLO_ACK
         await self._drain()
         while True:
-            for seq in self.outbox.due():
-                rec = self.outbox.read(seq)
-                await m.send(link.encode(link.REPORT if rec[0] == ob.KIND_REPORT else link.GBCS, seq, rec[3]))
-                rec = None  # the record is not held while the loop waits
+            if await self._send_due():
                 last_tx = time.ticks_ms()
             cfg = self._cfg  # wan_config may change it meanwhile
             wait = self.outbox.next_due_ms()
@@ -402,6 +399,17 @@ class Wan:
                 last_poll = now
                 if await m.poll_rx():
                     self.rx_polls_found += 1
+
+    async def _send_due(self):
+        # what the outbox says is due -> True when it sent any. A frame of
+        # its own: no record or frame stays in _serve's while it waits (a
+        # coroutine frame keeps what its stack last held)
+        sent = False
+        for seq in self.outbox.due():
+            rec = self.outbox.read(seq)
+            await self.modem.send(link.encode(link.REPORT if rec[0] == ob.KIND_REPORT else link.GBCS, seq, rec[3]))
+            sent = True
+        return sent
 
     async def _drain(self):
         n = 0
