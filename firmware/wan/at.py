@@ -429,7 +429,6 @@ class ATChannel:
         self._lock = [False]  # flag.acquire/release
         self._task = None
         self.closed = False
-        self.timeouts = 0
         self.last_data = None
 
     def start(self):
@@ -489,14 +488,12 @@ class ATChannel:
                 if data is not None:
                     ok = await self._wait(lambda: p.prompted or p.finished, deadline)
                     if not ok:
-                        self.timeouts += 1
                         raise ATError("ATTimeout", text, b"no prompt")
                     if not p.finished:
                         self.w.write(data)
                         await self.w.drain()
                 ok = await self._wait(lambda: p.finished or p.done_err, deadline)
                 if not ok:
-                    self.timeouts += 1
                     raise ATError("ATTimeout", text, b"timeout")
                 if not p.finished:
                     # a failure line (e.g. +CIPOPEN: 0,4): give its ERROR a moment

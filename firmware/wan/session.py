@@ -107,11 +107,10 @@ class Wan:
 
     # ---- the job ----
     async def run(self):
-        reader, writer = await board.open_uart("modem")
         cfg = self._cfg
         from wan.sim7600 import Sim7600  # the modem's driver
 
-        m = self.modem = Sim7600(reader, writer, reset=self._reset_line, timings=cfg.get("timings"))
+        m = self.modem = Sim7600(*await board.open_uart("modem"), reset=self._reset_line, timings=cfg.get("timings"))
         m.listener = self._event
         # the reader runs from the job's start: the modem's notices (RDY,
         # registration) are taken off the UART also while the session waits

@@ -107,8 +107,10 @@ class Sim7600(md.Modem):
         at.p.on(_URC_PREFIXES, self._on_urc)
         at.p.on_data = self._on_push
         self._reg = [md.REG_UNKNOWN, md.REG_UNKNOWN, md.REG_UNKNOWN]  # CREG, CGREG, CEREG
-        self._boot = Flag()  # timed waits without a helper task
+        # timed waits without a helper task: data or a closed link for recv,
+        # a boot (RDY, counted in _boots) for the bring-up's hw_reset
         self._rxev = Flag()
+        self._boots = 0
         self._rx_pending = False
         self._woken = False
         self._rx_urcs = 0  # "+CIPRXGET: 1,0" seen (a read must not clear a newer one)
@@ -196,8 +198,8 @@ class Sim7600(md.Modem):
             self._cch_started = False
             self._reg = [md.REG_UNKNOWN, md.REG_UNKNOWN, md.REG_UNKNOWN]
             self.reg_stat = md.REG_UNKNOWN
+            self._boots += 1
             self._rxev.set()
-            self._boot.set()
             self._emit(md.EV_BOOT)
         elif i == 7:  # +CPIN: <state>
             self.sim = line[6:].strip()

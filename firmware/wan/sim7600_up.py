@@ -368,10 +368,16 @@ async def network_time(m):
 async def hw_reset(m):
     if m._reset is None:
         raise md.ModemError("ModemError", "no reset line")
-    m._boot.clear()
+    boots = m._boots  # RDY counts one more
     r = m._reset()
     if r is not None and hasattr(r, "send"):
         await r
-    if not await m._boot.wait_ms(m.t["boot"]):
-        raise md.ModemError("ModemSilent", "no RDY after reset")
+    deadline = time.ticks_add(time.ticks_ms(), m.t["boot"])
+    while m._boots == boots:
+        left = time.ticks_diff(deadline, time.ticks_ms())
+        if left <= 0:
+            raise md.ModemError("ModemSilent", "no RDY after reset")
+        m._rxev.clear()
+        if m._boots == boots:
+            await m._rxev.wait_ms(left)
     await init(m)
