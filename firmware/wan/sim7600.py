@@ -114,7 +114,7 @@ class Sim7600(md.Modem):
         self._rx_pending = False
         self._woken = False
         self._rx_urcs = 0  # "+CIPRXGET: 1,0" seen (a read must not clear a newer one)
-        self._rxq = []
+        self._rxq = None  # pushed data (+RECEIVE, +IPD) not yet taken: a list once some came
         # the last _NSIG signal samples: tick (4 bytes a slot) and dBm (-116
         # to -25: one signed byte a slot); a bytes initialiser is raw zeroed
         # memory in MicroPython
@@ -241,6 +241,8 @@ class Sim7600(md.Modem):
             if self.on_data is not None:
                 self.on_data(bytes(mv))
             else:
+                if self._rxq is None:
+                    self._rxq = []
                 self._rxq.append(bytes(mv))
                 self._rxev.set()
 

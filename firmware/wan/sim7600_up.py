@@ -257,7 +257,7 @@ async def open_socket(m, host, port):
     t = m.t
     await at.cmd("AT+CIPRXGET=1")
     m._rx_pending = False
-    m._rxq = []
+    m._rxq = None
     err = await _open(m, 'AT+CIPOPEN=0,"TCP","%s",%d' % (host, port), b"+CIPOPEN:", t["cipopen"])
     if err != 0:
         await m.quiet("AT+CIPCLOSE=0", b"+CIPCLOSE:", t["cipclose"])
@@ -313,7 +313,7 @@ async def open_tls(m, host, port):
     at = m.at
     t = m.t
     m._rx_pending = False
-    m._rxq = []
+    m._rxq = None
     if not m._cch_started:
         err = await _cchstart(m)
         if err != 0:
