@@ -288,3 +288,14 @@ def test_a_session_and_its_modem_hold_a_bounded_standing_heap():
     print("driver: %d bytes" % m)
     assert n <= 104 * W, n
     assert m <= 160 + 226 * W, m
+
+
+def test_pushed_data_is_queued_for_recv_in_order():
+    # +RECEIVE / +IPD (push modes): the driver queues the blocks, made on
+    # the first one, and recv() hands them over in order
+    from wan.sim7600 import Sim7600
+
+    m = Sim7600(None, None)
+    assert m._rxq is None
+    m.at.p.feed(b"\r\n+RECEIVE,0,3\r\nabc\r\n+IPD2\r\nde")
+    assert asyncio.run(m.recv(0)) == b"abc" and asyncio.run(m.recv(0)) == b"de"
