@@ -199,8 +199,8 @@ def _held(fn):
 def test_the_link_decoder_holds_no_buffer_between_frames():
     # the head-end's frames are taken from the modem's chunk itself; only a
     # frame split across chunks is copied, into a buffer of its own length
-    # (it was a standing 512-byte buffer). Measured 688 -> 160 bytes idle on
-    # the 64-bit port, 608 -> 80 on the 32-bit build.
+    # (it was a standing 512-byte buffer). Measured 704 -> 96 bytes idle on
+    # the 64-bit port, 608 -> 48 on the 32-bit build.
     import gc
 
     from wan import link
