@@ -171,10 +171,9 @@ class Heap:
         return owner, size
 
 
-def main() -> None:
-    image, heap, upto = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
-    own = sys.argv[sys.argv.index("--own") + 1] if "--own" in sys.argv else None
-    h = Heap(dump(image, heap, upto), ROOT / "build/unix32/port/micropython.map")
+def report(h: Heap, own: str | None) -> None:
+    """Print a dump: every live object by type, then the objects above the
+    code by holder (and, with `own`, what each holder of that label holds)."""
     print(f"live: {sum(h.objs.values()) * 16} bytes in {len(h.objs)} objects (heapdump_mp's own ~1.3 KB included)")
     for lb, v in h.by_type().most_common(25):
         print(f"  {v:7d} {lb}")
@@ -195,6 +194,12 @@ def main() -> None:
                 for t in h.edges[x]:
                     if owner.get(t) == x:
                         print(f"  {h.objs[t] * 16:5d} {h.label(t)}")
+
+
+def main() -> None:
+    image, heap, upto = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+    own = sys.argv[sys.argv.index("--own") + 1] if "--own" in sys.argv else None
+    report(Heap(dump(image, heap, upto), ROOT / "build/unix32/port/micropython.map"), own)
 
 
 if __name__ == "__main__":
