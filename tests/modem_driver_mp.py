@@ -89,7 +89,7 @@ async def sc_startup(m, ctl, ev, echo):
     for c in ("AT+CGREG=2", "AT+CEREG=2", "AT+CTZU=1", "AT+CPIN?"):
         assert c in cmds, c
     assert not [c for c in cmds if c.startswith("AT+CPIN=")]
-    assert m.garbled() == 0 and m.at.p.stray == 0
+    assert m.at.p.garbled == 0 and m.at.p.stray == 0
 
 
 async def sc_pin(m, ctl, ev, echo):
@@ -179,7 +179,7 @@ async def sc_data(m, ctl, ev, echo):
     assert not await ctl("link_open", 0)
     await U.detach(m)
     assert not await ctl("get", "netopen")
-    assert m.garbled() == 0
+    assert m.at.p.garbled == 0
 
 
 async def sc_wake(m, ctl, ev, echo):
@@ -215,7 +215,7 @@ async def sc_rx_race(m, ctl, ev, echo):
         assert await recv_n(m, 6, 1000) == b"first%d" % i
         got = await m.recv(1000)  # announced only by the URC behind the read
         assert got == bytes([i]) * 8, (i, got)
-    assert m.garbled() == 0
+    assert m.at.p.garbled == 0
 
 
 async def sc_remote_close(m, ctl, ev, echo):
@@ -309,10 +309,10 @@ async def sc_garbled(m, ctl, ev, echo):
     await up(m)
     await ctl("garble")
     assert await m.signal_dbm() == -71
-    assert m.garbled() >= 3, m.garbled()
+    assert m.at.p.garbled >= 3, m.at.p.garbled
     await ctl("inject_urc", "+CGREG: 2,\"zz", False)  # a URC that does not parse
     assert await m.signal_dbm() == -71
-    assert m.garbled() >= 4
+    assert m.at.p.garbled >= 4
 
 
 async def sc_time(m, ctl, ev, echo):

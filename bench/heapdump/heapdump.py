@@ -325,12 +325,9 @@ def print_gap(ready: Heap, ready_lines: list[str], alone: Heap, alone_lines: lis
     print("interned by the bare import too:", " ".join(q for q in qr if q in qa))
 
 
-def main() -> None:
-    image, heap, upto = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
-    own = sys.argv[sys.argv.index("--own") + 1] if "--own" in sys.argv else None
-    link_map = Path(mprun.micropython_exe()).parent / "port/micropython.map"  # the binary's own (chub build)
-    lines = dump(image, heap, upto)
-    h = Heap(lines, link_map)
+def report(h: Heap, own: str | None) -> None:
+    """Print a dump: every live object by type, then the objects above the
+    code by holder (and, with `own`, what each holder of that label holds)."""
     print(f"live: {sum(h.objs.values()) * 16} bytes in {len(h.objs)} objects (heapdump_mp's own ~1.3 KB included)")
     for lb, v in h.by_type().most_common(25):
         print(f"  {v:7d} {lb}")
@@ -351,6 +348,15 @@ def main() -> None:
                 for t in h.edges[x]:
                     if owner.get(t) == x:
                         print(f"  {h.objs[t] * 16:5d} {h.label(t)}")
+
+
+def main() -> None:
+    image, heap, upto = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+    own = sys.argv[sys.argv.index("--own") + 1] if "--own" in sys.argv else None
+    link_map = Path(mprun.micropython_exe()).parent / "port/micropython.map"  # the binary's own (chub build)
+    lines = dump(image, heap, upto)
+    h = Heap(lines, link_map)
+    report(h, own)
     if "--gap" in sys.argv:
         alone = bare(image, heap)
         print_gap(h, lines, Heap(alone, link_map), alone)

@@ -164,8 +164,13 @@ class ATParser:
     the reply is in .result (None = OK, or an ATError), .lines, .data."""
 
     def __init__(self, maxline=_MAXLINE, maxraw=_MAXRAW):
-        self._line = bytearray(maxline)
-        self._n = 0
+        # a line that ends in the chunk it began in is read from the chunk
+        # itself: no standing line buffer. One split across chunks is kept
+        # as its bytes so far (_part, a bytearray of at most maxline, made
+        # for that line); a longer one is
+        # dropped to its end (_over) and counted as garbled
+        self._cap = maxline
+        self._part = None
         self._over = False
         self._skip_lf = False
         # a raw data block (+CIPRXGET) is read into a buffer of its announced
@@ -237,13 +242,13 @@ class ATParser:
         mv = memoryview(buf)
         n = len(mv)
         i = 0
-        line = self._line
-        cap = len(line)
+        s = 0  # where the line being read begins in this chunk
         while i < n:
             if self._skip_lf:
                 self._skip_lf = False
                 if mv[i] == 10:
                     i += 1
+                    s = i
                     continue
             if self._rawneed:
                 k = self._rawneed
@@ -253,6 +258,7 @@ class ATParser:
                 self._rawn += k
                 self._rawneed -= k
                 i += k
+                s = i
                 if not self._rawneed:  # the block is whole
                     raw = self._raw
                     self._raw = None
@@ -268,26 +274,38 @@ class ATParser:
             if b == 10 or b == 13:
                 if b == 13:
                     self._skip_lf = True
-                if self._over:
+                part = self._part
+                self._part = None
+                if self._over or (i - 1 - s) + (len(part) if part else 0) > self._cap:
                     self._over = False
                     self.garbled += 1
-                    self._n = 0
-                elif self._n:
-                    ln = bytes(line[:self._n]).strip()
-                    self._n = 0
+                elif i - 1 > s or part:
+                    if part:
+                        part.extend(mv[s:i - 1])
+                        ln = bytes(part).strip()
+                    else:
+                        ln = bytes(mv[s:i - 1]).strip()
                     if ln:
                         self._line_done(ln)
+                s = i
                 continue
-            if b == 62 and self._n == 0 and self.want_prompt and not self.prompted and not self.finished:
+            if b == 62 and i - 1 == s and not self._part and not self._over and self.want_prompt \
+                    and not self.prompted and not self.finished:
                 self.prompted = True
+                s = i
                 if self.notify:
                     self.notify()
                 continue
-            if self._n < cap:
-                line[self._n] = b
-                self._n += 1
+        # a line not ended in this chunk: its bytes so far are kept
+        if s < n and not self._rawneed and not self._over:
+            part = self._part
+            if (n - s) + (len(part) if part else 0) > self._cap:
+                self._part = None
+                self._over = True  # dropped to its end
+            elif part:
+                part.extend(mv[s:n])  # in place: no new object per chunk
             else:
-                self._over = True
+                self._part = bytearray(mv[s:n])
 
     def _start_raw(self, link, count, for_cmd):
         if count <= 0:
@@ -411,7 +429,6 @@ class ATChannel:
         self._lock = [False]  # flag.acquire/release
         self._task = None
         self.closed = False
-        self.timeouts = 0
         self.last_data = None
 
     def start(self):
@@ -436,6 +453,7 @@ class ATChannel:
                 self.p.abort(ATError("ATClosed", b"", b"UART closed"))
                 return
             self.p.feed(b)
+            b = None  # the chunk is not held while the next read waits
 
     async def _wait(self, cond, deadline):
         while not cond():
@@ -470,14 +488,12 @@ class ATChannel:
                 if data is not None:
                     ok = await self._wait(lambda: p.prompted or p.finished, deadline)
                     if not ok:
-                        self.timeouts += 1
                         raise ATError("ATTimeout", text, b"no prompt")
                     if not p.finished:
                         self.w.write(data)
                         await self.w.drain()
                 ok = await self._wait(lambda: p.finished or p.done_err, deadline)
                 if not ok:
-                    self.timeouts += 1
                     raise ATError("ATTimeout", text, b"timeout")
                 if not p.finished:
                     # a failure line (e.g. +CIPOPEN: 0,4): give its ERROR a moment

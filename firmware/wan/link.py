@@ -13,9 +13,6 @@ _MAGIC = const(b"CH")
 _HDR = const(9)
 _TRAILER = const(4)
 MAX_PAYLOAD = const(4096)
-# the decoder's standing receive buffer: nine in ten of the RTDS commands
-# fit it (their median is ~120 bytes); a larger frame gets a buffer of its own
-_SMALL = const(512)
 
 HELLO = const(1)  # hub -> HE: eui(8) signal i8 (127 = unknown) version (utf-8)
 HELLO_ACK = const(2)  # HE -> hub: utc u32
@@ -81,55 +78,64 @@ class Decoder:
     A malformed frame raises a LinkError (its kind says what is wrong); the
     stream cannot be trusted after that and the connection should be dropped.
 
-    The standing buffer is `size` bytes, room for the frames the head-end
-    usually sends. A frame's header announcing more makes the decoder take a
-    buffer of exactly that frame's length (at most MAX_PAYLOAD + 13) and go
-    back to the standing one once the frame is taken (`grown` counts them)."""
+    It holds no buffer between frames: fed while empty, it reads the frames
+    from the caller's chunk itself (which must stay unchanged until they are
+    taken). Only a frame the chunk ends inside of is copied, into a buffer of
+    that frame's length (a header's 9 bytes while the length is not yet
+    in; at most MAX_PAYLOAD + 13), which is dropped once the frame is taken."""
 
-    def __init__(self, size=_SMALL):
-        self._small = bytearray(size)
-        self._use(self._small)
+    def __init__(self):
+        self.buf = None  # the chunk read from, or the partial frame's own buffer
         self.n = 0  # bytes held
         self.pos = 0  # start of the next frame
-        self.grown = 0
-
-    def _use(self, buf):
-        self.buf = buf
-        self.mv = memoryview(buf)
-
-    def reset(self):
-        self.n = 0
-        self.pos = 0
-        self._use(self._small)
+        self.own = False  # buf is the decoder's (else the caller's chunk)
 
     def feed(self, data, off=0):
-        """Take data[off:], as much as the buffer has room for -> the offset
-        of what is left. With frames behind each other take them (next())
-        before feeding the rest."""
-        if self.pos:
-            rest = self.n - self.pos
-            small = self._small
-            if self.buf is not small and rest <= len(small):
-                small[:rest] = self.mv[self.pos:self.n]  # the large frame is taken
-                self._use(small)
-            else:
-                self.mv[:rest] = self.mv[self.pos:self.n]
-            self.n = rest
-            self.pos = 0
-        k = min(len(data) - off, len(self.buf) - self.n)
+        """Take data[off:] -> len(data) (all of it is taken). Fed while
+        empty, it reads the frames from data itself, which must stay
+        unchanged until they are taken (next() until None)."""
+        rest = self.n - self.pos
+        if not rest:
+            # empty: read the frames from the chunk itself
+            self.buf = data
+            self.n = len(data)
+            self.pos = off
+            self.own = False
+            return self.n
+        k = len(data) - off
+        if not self.own or self.pos or rest + k > len(self.buf):
+            # a partial frame left in the caller's last chunk, behind a frame
+            # taken, or short of room: copied to a buffer of its own
+            self._keep(rest + k)
         if k > 0:
             # the common case, a whole chunk, copies without a view object
-            src = data if off == 0 and k == len(data) else memoryview(data)[off:off + k]
-            self.mv[self.n:self.n + k] = src
+            src = data if off == 0 else memoryview(data)[off:]
+            self.buf[self.n:self.n + k] = src
             self.n += k
-            off += k
-        return off
+        return len(data)
+
+    def _keep(self, size):
+        # the partial frame at pos into a buffer of its own of `size` bytes,
+        # at least the frame's length once its header is in (else the
+        # header's)
+        p = self.pos
+        avail = self.n - p
+        if avail >= _HDR:
+            size = max(size, _HDR + _TRAILER + struct.unpack_from(">H", self.buf, p + 7)[0])
+        big = bytearray(max(size, _HDR))
+        big[:avail] = memoryview(self.buf)[p:self.n]
+        self.buf = big
+        self.n = avail
+        self.pos = 0
+        self.own = True
 
     def next(self):
         avail = self.n - self.pos
         if avail < 2:
             if avail == 1 and self.buf[self.pos] != 0x43:
                 raise LinkError("BadMagic", "bad magic")
+            if not avail:
+                self.buf = None  # every frame taken: nothing held
             return None
         p = self.pos
         b = self.buf
@@ -144,29 +150,26 @@ class Decoder:
             raise LinkError("TooLong", "frame length %d" % ln)
         total = _HDR + ln + _TRAILER
         if avail < total:
-            if total > len(b):
-                # larger than the standing buffer: one of its own length
-                big = bytearray(total)
-                big[:avail] = self.mv[p:self.n]
-                self._use(big)
-                self.n = avail
-                self.pos = 0
-                self.grown += 1
+            if self.own and p + total > len(b):
+                self._keep(total)  # the header's buffer: now one of the frame's length
             return None
+        mv = memoryview(b)
         crc = struct.unpack_from(">I", b, p + _HDR + ln)[0]
-        if binascii.crc32(self.mv[p:p + _HDR + ln]) != crc:
+        if binascii.crc32(mv[p:p + _HDR + ln]) != crc:
             raise LinkError("BadCrc", "frame CRC mismatch")
         self.pos = p + total
-        return ftype, fid, self.mv[p + _HDR:p + _HDR + ln]
+        return ftype, fid, mv[p + _HDR:p + _HDR + ln]
 
 
 def seen_add(ids, fid, size):
     """Add frame id `fid` to `ids`, a list of the recent frame ids received
-    from the peer (to drop duplicates), keeping the newest `size`. -> False
-    when it was there already. The session persists the list as it is."""
+    from the peer (to drop duplicates), keeping the newest `size` (the
+    oldest goes before the new one comes: the list never has more room than
+    `size` needs). -> False when it was there already. The session persists
+    the list as it is."""
     if fid in ids:
         return False
-    ids.append(fid)
-    if len(ids) > size:
+    if len(ids) >= size:
         ids.pop(0)
+    ids.append(fid)
     return True

@@ -61,7 +61,6 @@ class Modem:
     #   wake(): (not a coroutine) End a waiting recv() now with b"" (something was queued to send).
     #   poll_rx(): Ask the modem whether received data waits (the safety net for a "data waiting"
     #     notice lost on the line) -> True when some does; the next recv() then reads it.
-    #   garbled(): (not a coroutine) Lines from the modem that could not be read (line noise).
     #   set_timings(timings): (not a coroutine) {name: ms} overrides of the driver's command
     #     timeouts; ValueError for an unknown name, before any is changed.
     #   close_socket()

@@ -39,16 +39,18 @@ class Wan:
 
     def __init__(self, store, settings, txlog, outbox, identity, route, clock, cred=None, security_log=None,
                  event_log=None, manage=None):
-        self.kv = store.kv("wan")
-        self.fb_kv = store.kv("wan_fallback")  # "prev": link settings to go back to (wan_config)
-        self.rep_kv = store.kv("wan_report")  # "install": the installation report is queued (wan.report keeps "t" there)
+        # its KV stores, opened when used (a KV object is its name on the
+        # store's shared copy): "wan" (the settings), "wan_fallback" ("prev":
+        # link settings to go back to, wan_config), "wan_report" ("install":
+        # the installation report is queued; wan.report keeps "t" there),
+        # "wan_seen" ("ids": the seen head-end frame ids)
+        self.store = store
         self.event_log = event_log
         self.manage = manage  # wan.mgmt.Channel: the head-end's MGMT requests
         self._relink = None  # a planned end's reason: wan_config changed host, port or apn
         self._fb_ms = mono.ms()  # when the fall-back was armed (or the job started with one pending)
         self._install_ms = None  # when the installation report is due (its signal window sampled)
         self._cfg = settings  # the effective settings: the defaults overlaid by KV "wan", read through
-        self.seen_kv = store.kv("wan_seen")
         self.identity = identity
         self.route = route
         self.clock = clock
@@ -58,10 +60,10 @@ class Wan:
         self.tx = txlog
         self.outbox = outbox
         self.seen = []  # recent head-end frame ids (link.seen_add), persisted in KV "wan_seen"
-        for i in (self.seen_kv.get("ids") or []) + self.outbox.he_ids():
+        for i in (store.kv("wan_seen").get("ids") or []) + self.outbox.he_ids():
             if isinstance(i, int):
                 link.seen_add(self.seen, i, _SEEN)
-        self.dec = link.Decoder()  # 512 bytes standing; a larger frame gets its own
+        self.dec = link.Decoder()  # holds a buffer only while a frame is split across chunks
         self.modem = None
         self.state = "idle"
         self.connected = False
@@ -74,7 +76,6 @@ class Wan:
         self.duplicates = 0
         self.rx_polls_found = 0
         self.last_error = None
-        self.hello_utc = None
         self.init_ms = self.good_ms = self.attach_ms = self._fb_ms  # mono.ms() at the start
         self.errors = 0  # sessions in a row that failed before the link came up
         self.pdp_refreshes = 0
@@ -106,11 +107,10 @@ class Wan:
 
     # ---- the job ----
     async def run(self):
-        reader, writer = await board.open_uart("modem")
         cfg = self._cfg
         from wan.sim7600 import Sim7600  # the modem's driver
 
-        m = self.modem = Sim7600(reader, writer, reset=self._reset_line, timings=cfg.get("timings"))
+        m = self.modem = Sim7600(*await board.open_uart("modem"), reset=self._reset_line, timings=cfg.get("timings"))
         m.listener = self._event
         # the reader runs from the job's start: the modem's notices (RDY,
         # registration) are taken off the UART also while the session waits
@@ -123,7 +123,11 @@ class Wan:
                 silent = False
                 planned = None
                 try:
+                    # the link's bring-up, then its loop: one coroutine frame
+                    # at a time under this one (the bring-up's is gone while
+                    # the link serves)
                     await self.session()
+                    await self._serve()
                 except (md.ModemError, at.ATError, ValueError, OSError) as e:
                     # ValueError covers link.LinkError and AT/field format errors
                     k = kind_of(e)
@@ -151,11 +155,12 @@ class Wan:
                 self.connected = False
                 self.state = "down"
                 cfg = self._cfg
-                if self.fb_kv.get("prev") and now - self._fb_ms >= cfg["fallback_ms"]:
-                    prev = self.fb_kv.get("prev")
+                fb = self.store.kv("wan_fallback")
+                if fb.get("prev") and now - self._fb_ms >= cfg["fallback_ms"]:
+                    prev = fb.get("prev")
                     names = ",".join(sorted(prev))
-                    self.kv.update(prev)
-                    self.fb_kv.delete("prev")
+                    self.store.kv("wan").update(prev)
+                    fb.delete("prev")
                     self.tx.add("fallback", 0, names)
                     log("wan", "link not back with the new %s: the old values return" % names)
                     if self.event_log is not None:
@@ -218,11 +223,12 @@ class Wan:
         the link is not up again within `fallback_ms` (the oldest values
         that worked stay there until a link comes up)."""
         if self.connected:
-            prev = self.fb_kv.get("prev") or {}
+            fb = self.store.kv("wan_fallback")
+            prev = fb.get("prev") or {}
             for k in keys:
                 if k not in prev:
                     prev[k] = before[k]
-            self.fb_kv.set("prev", prev)
+            fb.set("prev", prev)
             self._fb_ms = mono.ms()
             log("wan", "link settings %s changed by %s: fall-back armed" % (",".join(keys), origin))
         self._relink = "pdp" if "apn" in keys else "settings"
@@ -292,33 +298,26 @@ class Wan:
 
                 self.security_log.append(EV_HEADEND_REFUSED, b"headend tls " + cfg["host"].encode()[:32])
             raise
-        self.dec.reset()
+        self.dec = link.Decoder()  # nothing of the last session's stream
         from version import VERSION
 
         await m.send(link.hello(self.identity.chf["eui"], VERSION, self.signal))
-        # HELLO_ACK; rest: what of its chunk the decoder had no room for yet
+        # HELLO_ACK
         deadline = time.ticks_add(time.ticks_ms(), cfg["hello_timeout_ms"])
-        rest = False
-        while rest is False:
+        fr = None
+        while fr is None:
             left = time.ticks_diff(deadline, time.ticks_ms())
             if left <= 0:
                 raise md.ModemError("SocketClosed", "no HELLO_ACK")
             data = await m.recv(left)
-            off = 0
-            while data and off < len(data):
-                was = off
-                off = self.dec.feed(data, off)
+            if data:
+                self.dec.feed(data)
                 fr = self.dec.next()
-                if fr is not None:
-                    if fr[0] != link.HELLO_ACK:
-                        raise link.LinkError("BadType", "frame %d before HELLO_ACK" % fr[0])
-                    self.hello_utc = link.u32_payload(fr[2], "HELLO_ACK")
-                    self.clock.from_source("headend", self.hello_utc)  # a time source: the authenticated link
-                    # frames right behind HELLO_ACK are handled by _serve
-                    rest = data[off:] if off < len(data) else None
-                    break
-                if off == was:
-                    raise link.LinkError("TooLong", "receive buffer overflow")
+        if fr[0] != link.HELLO_ACK:
+            raise link.LinkError("BadType", "frame %d before HELLO_ACK" % fr[0])
+        # a time source: the authenticated link. Frames right behind
+        # HELLO_ACK stay in the decoder for _serve
+        self.clock.from_source("headend", link.u32_payload(fr[2], "HELLO_ACK"))
         self.connected = True
         self.connects += 1
         self.state = "connected"
@@ -327,30 +326,27 @@ class Wan:
         self.errors = 0
         log("wan", "link up to %s:%d" % (cfg["host"], cfg["port"]))
         self._relink = None
-        if self.fb_kv.get("prev"):
-            self.fb_kv.delete("prev")  # the new link settings work: no fall-back
+        fb = self.store.kv("wan_fallback")
+        if fb.get("prev"):
+            fb.delete("prev")  # the new link settings work: no fall-back
             self.tx.add("fallback", 0, "kept")
-        if self._install_ms is None and not self.rep_kv.get("install"):
+        if self._install_ms is None and not self.store.kv("wan_report").get("install"):
             # the installation report leaves once the signal average covers its window
             self._install_ms = mono.ms() + m.t["signal_window"]
         self.outbox.reconnected()
-        # the link is up: the bring-up steps go until it is down again
-        up = self._upm = None
+        # the link is up: the bring-up steps go until it is down again (run
+        # goes on with _serve)
+        self._upm = None
         lazy.drop(m.UP)
-        await self._serve(rest)
 
-    async def _serve(self, rest=None):
+    async def _serve(self):
         m = self.modem
         now = time.ticks_ms()
         last_rx = last_tx = last_sig = last_poll = now
         # frames that arrived together with HELLO_ACK
         await self._drain()
-        if rest:
-            await self._take(rest)
         while True:
-            for seq in self.outbox.due():
-                rec = self.outbox.read(seq)
-                await m.send(link.encode(link.REPORT if rec[0] == ob.KIND_REPORT else link.GBCS, seq, rec[3]))
+            if await self._send_due():
                 last_tx = time.ticks_ms()
             cfg = self._cfg  # wan_config may change it meanwhile
             wait = self.outbox.next_due_ms()
@@ -359,7 +355,9 @@ class Wan:
             now = time.ticks_ms()
             if data:
                 last_rx = now
-                await self._take(data)
+                self.dec.feed(data)  # the decoder reads the frames from the chunk itself
+                await self._drain()
+                data = True  # the chunk is not held while the loop waits
             if time.ticks_diff(now, last_tx) >= cfg["ping_ms"]:
                 await m.send(link.encode(link.PING, now & 0xFFFF))
                 last_tx = now
@@ -390,7 +388,7 @@ class Wan:
 
                 self._install_ms = None
                 queue(self.outbox, self.tx, "install", self.signal_report(), ob.CRITICAL)
-                self.rep_kv.set("install", True)
+                self.store.kv("wan_report").set("install", True)
             if time.ticks_diff(now, last_sig) >= cfg["signal_ms"]:
                 last_sig = now
                 self.signal = await m.signal_dbm()
@@ -401,18 +399,16 @@ class Wan:
                 if await m.poll_rx():
                     self.rx_polls_found += 1
 
-    async def _take(self, data):
-        # one modem chunk: the buffer holds one largest frame, not a frame and
-        # a chunk, so whole frames are handled as it fills
-        off = 0
-        while True:
-            was = off
-            off = self.dec.feed(data, off)
-            done = await self._drain()
-            if off >= len(data):
-                return
-            if off == was and not done:
-                raise link.LinkError("TooLong", "receive buffer overflow")
+    async def _send_due(self):
+        # what the outbox says is due -> True when it sent any. A frame of
+        # its own: no record or frame stays in _serve's while it waits (a
+        # coroutine frame keeps what its stack last held)
+        sent = False
+        for seq in self.outbox.due():
+            rec = self.outbox.read(seq)
+            await self.modem.send(link.encode(link.REPORT if rec[0] == ob.KIND_REPORT else link.GBCS, seq, rec[3]))
+            sent = True
+        return sent
 
     async def _drain(self):
         n = 0
@@ -455,7 +451,7 @@ class Wan:
             for a in alerts:
                 self.outbox.add(a, ob.CRITICAL if is_critical(a, True, ca) else ob.NON_CRITICAL, ob.KIND_ALERT)
             link.seen_add(self.seen, fid, _SEEN)
-            self.seen_kv.set("ids", self.seen)
+            self.store.kv("wan_seen").set("ids", self.seen)
             await m.send(link.ack(fid, status))
         elif ftype == link.ACK:
             link.parse_ack(p)
@@ -509,5 +505,5 @@ class Wan:
             "modem_resets": self.resets, "duplicates": self.duplicates,
             "rx_polls_found": self.rx_polls_found, "last_error": self.last_error,
             "errors": self.errors, "pdp_refreshes": self.pdp_refreshes,
-            "garbled": m.garbled() if m else 0,
+            "garbled": m.at.p.garbled if m else 0,
         }

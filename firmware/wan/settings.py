@@ -128,20 +128,22 @@ class WanSettings(Settings):
     def __init__(self, kv):
         Settings.__init__(self, SCHEMA, kv)  # `in` finds a name among SCHEMA's (no dict of defaults)
         self.event_log = None
-        self.bad = []  # names reported since boot
-        self._unlogged = []  # ... before the event log was given
+        # names reported since boot, and those not yet in the event log:
+        # tuples, the shared () until a bad stored value is read
+        self.bad = ()
+        self._unlogged = ()
 
     def report_to(self, event_log):
         """The event log for the reports (the wiring gives it once the CHF's
         logs exist); reports made before go there now."""
         self.event_log = event_log
-        names, self._unlogged = self._unlogged, []
+        names, self._unlogged = self._unlogged, ()
         for k in names:
             self._log_bad(k)
 
     def _log_bad(self, key):
         if self.event_log is None:
-            self._unlogged.append(key)
+            self._unlogged += (key,)
             return
         try:
             self.event_log.append(EV_BAD_SETTING, key.encode()[:32])
@@ -159,7 +161,7 @@ class WanSettings(Settings):
         if why is None:
             return v
         if key not in self.bad:
-            self.bad.append(key)
+            self.bad += (key,)
             log("wan", "stored setting %s %s: the default is used" % (key, why))
             self._log_bad(key)
         return self._default(key)

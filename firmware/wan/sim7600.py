@@ -92,7 +92,7 @@ class Sim7600(md.Modem):
 
     UP = "wan.sim7600_up"
 
-    def __init__(self, reader, writer, reset=None, timings=None, ticks_ms=None):
+    def __init__(self, reader, writer, reset=None, timings=None):
         md.Modem.__init__(self)
         t = TIMINGS  # shared, never written: a copy only when overridden
         if timings:
@@ -101,23 +101,25 @@ class Sim7600(md.Modem):
         self.t = t
         self.at = A.ATChannel(reader, writer, t["cmd"], t["grace"])
         self._reset = reset
-        self._ticks = ticks_ms or time.ticks_ms
         at = self.at
         # one handler for every URC the driver follows (a bound method and a
         # table entry each would be ~64 bytes apiece)
         at.p.on(_URC_PREFIXES, self._on_urc)
         at.p.on_data = self._on_push
         self._reg = [md.REG_UNKNOWN, md.REG_UNKNOWN, md.REG_UNKNOWN]  # CREG, CGREG, CEREG
-        self._boot = Flag()  # timed waits without a helper task
+        # timed waits without a helper task: data or a closed link for recv,
+        # a boot (RDY, counted in _boots) for the bring-up's hw_reset
         self._rxev = Flag()
+        self._boots = 0
         self._rx_pending = False
         self._woken = False
         self._rx_urcs = 0  # "+CIPRXGET: 1,0" seen (a read must not clear a newer one)
-        self._rxq = []
-        # the last _NSIG signal samples: tick and dBm (arrays: 4 bytes a slot;
-        # a bytes initialiser is raw zeroed memory in MicroPython)
+        self._rxq = None  # pushed data (+RECEIVE, +IPD) not yet taken: a list once some came
+        # the last _NSIG signal samples: tick (4 bytes a slot) and dBm (-116
+        # to -25: one signed byte a slot); a bytes initialiser is raw zeroed
+        # memory in MicroPython
         self._sig_t = array("i", bytes(4 * _NSIG))
-        self._sig_v = array("i", bytes(4 * _NSIG))
+        self._sig_v = array("b", bytes(_NSIG))
         self._sig_n = 0
         self._sig_i = 0
         self._pin_tried = None  # the PIN entered since boot (one try per PIN)
@@ -196,8 +198,8 @@ class Sim7600(md.Modem):
             self._cch_started = False
             self._reg = [md.REG_UNKNOWN, md.REG_UNKNOWN, md.REG_UNKNOWN]
             self.reg_stat = md.REG_UNKNOWN
+            self._boots += 1
             self._rxev.set()
-            self._boot.set()
             self._emit(md.EV_BOOT)
         elif i == 7:  # +CPIN: <state>
             self.sim = line[6:].strip()
@@ -239,6 +241,8 @@ class Sim7600(md.Modem):
             if self.on_data is not None:
                 self.on_data(bytes(mv))
             else:
+                if self._rxq is None:
+                    self._rxq = []
                 self._rxq.append(bytes(mv))
                 self._rxev.set()
 
@@ -249,7 +253,7 @@ class Sim7600(md.Modem):
         dbm = parse_csq(lines[-1])
         if dbm is not None:
             i = self._sig_i
-            self._sig_t[i] = self._ticks()
+            self._sig_t[i] = time.ticks_ms()
             self._sig_v[i] = dbm
             self._sig_i = (i + 1) % _NSIG
             if self._sig_n < _NSIG:
@@ -257,7 +261,7 @@ class Sim7600(md.Modem):
         return dbm
 
     def signal_avg_dbm(self):
-        now = self._ticks()
+        now = time.ticks_ms()
         win = self.t["signal_window"]
         tot = 0
         n = 0
@@ -319,38 +323,12 @@ class Sim7600(md.Modem):
         return i
 
     async def recv(self, timeout_ms=None):
-        deadline = None if timeout_ms is None else time.ticks_add(self._ticks(), timeout_ms)
+        deadline = None if timeout_ms is None else time.ticks_add(time.ticks_ms(), timeout_ms)
         while True:
             if self._rxq:
                 return self._rxq.pop(0)
             if self._rx_pending:
-                # The "data waiting" URC can land between the read's OK and
-                # this coroutine resuming (same UART burst): the flag is then
-                # left set, because the reply's remaining count predates that data.
-                seen = self._rx_urcs
-                if self._tls:
-                    try:
-                        lines, data = await self.at.cmd_data("AT+CCHRECV=0,%d" % _RX_CHUNK, b"+CCHRECV: DATA,",
-                                                             self.t["rxget"], b"+CCHRECV: 0,")
-                    except A.ATError as e:
-                        if e.args[0] == "ATTimeout":
-                            raise
-                        data = None
-                    # a full chunk may have more behind it (no count of the rest here)
-                    self._rx_pending = (data is not None and len(data) == _RX_CHUNK) or self._rx_urcs != seen
-                else:
-                    try:
-                        lines, data = await self.at.cmd_data("AT+CIPRXGET=2,0,%d" % _RX_CHUNK, b"+CIPRXGET: 2,",
-                                                             self.t["rxget"])
-                    except A.ATError as e:
-                        if e.args[0] != "IpError":
-                            raise
-                        self._rx_pending = self._rx_urcs != seen
-                        continue
-                    f = split_fields(lines[-1], b"+CIPRXGET:")
-                    if len(f) != 4 or data is None:
-                        raise A.ATFormatError("bad +CIPRXGET read")
-                    self._rx_pending = to_int(f[3]) > 0 or self._rx_urcs != seen
+                data = await self._read()  # its own frame: this one stays small while it waits
                 if data:
                     return data
                 continue
@@ -363,11 +341,42 @@ class Sim7600(md.Modem):
             if deadline is None:
                 await self._rxev.wait()
                 continue
-            left = time.ticks_diff(deadline, self._ticks())
+            left = time.ticks_diff(deadline, time.ticks_ms())
             if left <= 0:
                 return b""
             if not await self._rxev.wait_ms(left):
                 return b""
+
+    async def _read(self):
+        # one read of the data waiting in the modem -> it, or None/b"".
+        # The "data waiting" URC can land between the read's OK and this
+        # coroutine resuming (same UART burst): the flag is then left set,
+        # because the reply's remaining count predates that data.
+        seen = self._rx_urcs
+        if self._tls:
+            try:
+                lines, data = await self.at.cmd_data("AT+CCHRECV=0,%d" % _RX_CHUNK, b"+CCHRECV: DATA,",
+                                                     self.t["rxget"], b"+CCHRECV: 0,")
+            except A.ATError as e:
+                if e.args[0] == "ATTimeout":
+                    raise
+                data = None
+            # a full chunk may have more behind it (no count of the rest here)
+            self._rx_pending = (data is not None and len(data) == _RX_CHUNK) or self._rx_urcs != seen
+            return data
+        try:
+            lines, data = await self.at.cmd_data("AT+CIPRXGET=2,0,%d" % _RX_CHUNK, b"+CIPRXGET: 2,",
+                                                 self.t["rxget"])
+        except A.ATError as e:
+            if e.args[0] != "IpError":
+                raise
+            self._rx_pending = self._rx_urcs != seen
+            return None
+        f = split_fields(lines[-1], b"+CIPRXGET:")
+        if len(f) != 4 or data is None:
+            raise A.ATFormatError("bad +CIPRXGET read")
+        self._rx_pending = to_int(f[3]) > 0 or self._rx_urcs != seen
+        return data
 
     def wake(self):
         self._woken = True
@@ -385,9 +394,6 @@ class Sim7600(md.Modem):
             self._rx_pending = True
             return True
         return False
-
-    def garbled(self):
-        return self.at.p.garbled
 
     async def close_socket(self):
         if self._tls:

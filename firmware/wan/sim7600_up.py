@@ -169,14 +169,14 @@ async def registration(m):
 
 
 async def wait_registered(m, timeout_ms):
-    deadline = time.ticks_add(m._ticks(), timeout_ms)
+    deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
     while True:
         stat = await registration(m)
         if md.registered(stat):
             return stat
         if stat == md.REG_DENIED:
             raise md.ModemError("RegistrationDenied")
-        if time.ticks_diff(deadline, m._ticks()) <= 0:
+        if time.ticks_diff(deadline, time.ticks_ms()) <= 0:
             return stat
         await asyncio.sleep_ms(m.t["reg_poll"])
 
@@ -257,7 +257,7 @@ async def open_socket(m, host, port):
     t = m.t
     await at.cmd("AT+CIPRXGET=1")
     m._rx_pending = False
-    m._rxq = []
+    m._rxq = None
     err = await _open(m, 'AT+CIPOPEN=0,"TCP","%s",%d' % (host, port), b"+CIPOPEN:", t["cipopen"])
     if err != 0:
         await m.quiet("AT+CIPCLOSE=0", b"+CIPCLOSE:", t["cipclose"])
@@ -313,7 +313,7 @@ async def open_tls(m, host, port):
     at = m.at
     t = m.t
     m._rx_pending = False
-    m._rxq = []
+    m._rxq = None
     if not m._cch_started:
         err = await _cchstart(m)
         if err != 0:
@@ -368,10 +368,16 @@ async def network_time(m):
 async def hw_reset(m):
     if m._reset is None:
         raise md.ModemError("ModemError", "no reset line")
-    m._boot.clear()
+    boots = m._boots  # RDY counts one more
     r = m._reset()
     if r is not None and hasattr(r, "send"):
         await r
-    if not await m._boot.wait_ms(m.t["boot"]):
-        raise md.ModemError("ModemSilent", "no RDY after reset")
+    deadline = time.ticks_add(time.ticks_ms(), m.t["boot"])
+    while m._boots == boots:
+        left = time.ticks_diff(deadline, time.ticks_ms())
+        if left <= 0:
+            raise md.ModemError("ModemSilent", "no RDY after reset")
+        m._rxev.clear()
+        if m._boots == boots:
+            await m._rxev.wait_ms(left)
     await init(m)

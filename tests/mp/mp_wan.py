@@ -180,3 +180,115 @@ def test_wan_commands_answer_before_the_job_runs():
     except ValueError:
         pass
     assert w.settings["ping_ms"] == 30000
+
+
+# The WAN's standing share of the working set at capacity (docs/proof.md,
+# "The heap on the 32-bit frozen build", branch wanws). Bounds in words
+# (W: 8 on the 64-bit unix port, 4 on the 32-bit build) plus the bytes a
+# part holds by design.
+def _held(fn):
+    import gc
+
+    gc.collect()
+    a = gc.mem_alloc()
+    keep = fn()
+    gc.collect()
+    return gc.mem_alloc() - a, keep
+
+
+def test_the_link_decoder_holds_no_buffer_between_frames():
+    # the head-end's frames are taken from the modem's chunk itself; only a
+    # frame split across chunks is copied, into a buffer of its own length
+    # (it was a standing 512-byte buffer). Measured 704 -> 96 bytes idle on
+    # the 64-bit port, 608 -> 48 on the 32-bit build.
+    import gc
+
+    from wan import link
+
+    W = 8 if sys.maxsize > 2**31 else 4
+    frames = [link.encode(link.GBCS, i, bytes((i,)) * (40 + 90 * i)) for i in range(1, 6)] + [link.ack(9)]
+    stream = b"".join(frames)
+    want = [(f[2], int.from_bytes(f[3:7], "big"), f[9:-4]) for f in frames]
+    idle, d = _held(link.Decoder)
+    assert idle <= 20 * W, idle
+    for step in (len(stream), 512, 97, 7):  # one chunk; chunks that split frames and headers
+        k = 0
+        for i in range(0, len(stream), step):
+            chunk = stream[i:i + step]
+            assert d.feed(chunk) == len(chunk)  # the whole chunk, always
+            fr = d.next()
+            while fr is not None:
+                assert (fr[0], fr[1], bytes(fr[2])) == want[k], (step, k)
+                k += 1
+                fr = d.next()
+        assert k == len(want), (step, k)
+    assert d.buf is None  # nothing held once the frames are taken
+    # a frame split across chunks: held in a buffer of its own length
+    f = link.encode(link.GBCS, 7, b"x" * 300)
+    gc.collect()
+    a = gc.mem_alloc()
+    assert d.feed(f[:100]) == 100 and d.next() is None
+    gc.collect()
+    part = gc.mem_alloc() - a
+    assert part <= len(f) + 8 * W, part
+    assert d.feed(f, 100) == len(f)
+    fr = d.next()
+    assert fr[1] == 7 and bytes(fr[2]) == b"x" * 300 and d.next() is None
+    assert d.buf is None
+
+
+def test_the_seen_frame_ids_hold_their_count_not_twice_it():
+    # link.seen_add keeps the newest `size` ids: the list never grows past
+    # size (a list appended past its room doubles: 64 slots for 32 ids)
+    from wan import link
+
+    W = 8 if sys.maxsize > 2**31 else 4
+
+    def fill():
+        s = []
+        for i in range(100):
+            link.seen_add(s, i, 32)
+        return s
+
+    n, s = _held(fill)
+    assert s == list(range(68, 100))
+    assert n <= 32 * W + 4 * W, n
+
+
+def test_a_session_and_its_modem_hold_a_bounded_standing_heap():
+    # the WAN session (wan.session.Wan) with its link decoder, and the
+    # SIM7600 driver with its AT channel (the parser's 256-byte line buffer
+    # and the last 32 signal samples: ticks 128 bytes, dBm 32). Measured
+    # on the 32-bit build 1168 -> 400 bytes for the session (its decoder
+    # idle, the KV stores opened when used), 1568 -> 1056 for the driver
+    # (no standing line buffer, the dBm one byte a sample, no ticks function
+    # held, one Flag, no empty list for pushed data); 1824 -> 800 and
+    # 2624 -> 1952 on the 64-bit port
+    from wan import session
+    from wan.sim7600 import Sim7600
+
+    W = 8 if sys.maxsize > 2**31 else 4
+    flashfs.fresh()
+    w, clk = _wan()
+
+    def wan():
+        return session.Wan(w.store, w.settings, w.txlog, w.outbox, None, None, clk, w.link)
+
+    wan()  # its KV stores opened (the store keeps them)
+    n, s = _held(wan)
+    print("session: %d bytes" % n)
+    m, d = _held(lambda: Sim7600(None, None))
+    print("driver: %d bytes" % m)
+    assert n <= 104 * W, n
+    assert m <= 160 + 226 * W, m
+
+
+def test_pushed_data_is_queued_for_recv_in_order():
+    # +RECEIVE / +IPD (push modes): the driver queues the blocks, made on
+    # the first one, and recv() hands them over in order
+    from wan.sim7600 import Sim7600
+
+    m = Sim7600(None, None)
+    assert m._rxq is None
+    m.at.p.feed(b"\r\n+RECEIVE,0,3\r\nabc\r\n+IPD2\r\nde")
+    assert asyncio.run(m.recv(0)) == b"abc" and asyncio.run(m.recv(0)) == b"de"

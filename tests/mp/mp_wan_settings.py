@@ -101,3 +101,26 @@ def test_bad_values_on_flash_give_the_defaults_reported_once():
     local_commands.configure(w.store.kv("wan"), s, w.outbox, None, Clock(board.utc, board.set_utc, board.ticks_ms),
                        {"ping_ms": 30000, "port": 4059})
     assert s["ping_ms"] == 30000 and s["port"] == 4059
+
+
+def test_the_settings_hold_no_empty_lists():
+    # docs/proof.md (branch wanws): the names reported bad (and those not
+    # yet in the event log) are tuples, empty the shared () until a bad
+    # stored value is read: 128 -> 64 bytes on the 32-bit build, 256 -> 128
+    # on the 64-bit port
+    import gc
+    import sys
+
+    W = 8 if sys.maxsize > 2**31 else 4
+    flashfs.fresh()
+    kv = Store(flashfs.ROOT + "/data").kv("wan")
+    gc.collect()
+    a = gc.mem_alloc()
+    s = settings.WanSettings(kv)
+    gc.collect()
+    n = gc.mem_alloc() - a
+    assert n <= 16 * W, n
+    assert s["ping_ms"] > 0
+    kv.set("ping_ms", "x")
+    assert s["ping_ms"] != "x" and list(s.bad) == ["ping_ms"]
+    assert s["ping_ms"] != "x" and list(s.bad) == ["ping_ms"]  # reported once
