@@ -48,7 +48,7 @@ _LOCAL_RETRY_S = const(10)  # retry period of the GSME responses waiting for the
 _HHT_MAX = const(16)  # HHT commands for the GSME (and their responses) kept
 _STARTING = const(2)  # ESME deliveries in their starting phase (tunnel opened, frame sent) at once
 _LONGEST_MS = const(600000)  # the longest esme_timeout_ms (RANGES)
-_INFLIGHT = const("/esme_inflight")  # the folder of the in-flight records, under the store's root
+_INFLIGHT = const("%s/esme_inflight/%s")  # an in-flight file (store root, message id hex); "": their folder
 DEFAULTS = {
     "esme_timeout_ms": 10000,  # tunnel exchange with an ESME (no answer -> 0x8F84)
     "capacity": 32,  # messages per sleepy device
@@ -176,7 +176,7 @@ class Router:
         # (recover_inflight; so do the keys of KV "esme_inflight", the form
         # before). No RAM copy of the names or frames
         try:
-            os.mkdir(store.root + _INFLIGHT)
+            os.mkdir((_INFLIGHT % (self.store.root, ""))[:-1])
         except OSError:
             pass  # there already
         # GSME responses for a HAN device (KV "han_out": message id hex ->
@@ -282,7 +282,7 @@ class Router:
             mid = message_id(f)
             rh = self.device_log.key(rh) or rh  # the Device Log's own text: _waiting and _running share it
             data = bytes(data)
-            with open(self._inflight_path(mid), "wb") as fh:  # an OSError refuses the frame (not ACKed)
+            with open(_INFLIGHT % (self.store.root, hex_text(mid).upper()), "wb") as fh:  # an OSError refuses the frame (not ACKed)
                 fh.write(data)
             self.deliveries += 1
             # esme_timeout_ms counts from here, waiting to start included;
@@ -292,13 +292,6 @@ class Router:
             self._start(mid, data)
             return None, []
         return await self._tunnel(rh, message_id(f), data)
-
-    def _inflight_path(self, mid):
-        return "%s%s/%s" % (self.store.root, _INFLIGHT, hex_text(mid).upper())
-
-    def inflight(self):
-        """The in-flight records on flash: the message ids in hex."""
-        return os.listdir(self.store.root + _INFLIGHT)
 
     async def recover_inflight(self):
         """ESME deliveries a power cut interrupted (files left in
@@ -316,7 +309,7 @@ class Router:
             keys = list(old.keys())
         except OSError:
             keys = []
-        keys += self.inflight()
+        keys += os.listdir(_INFLIGHT % (self.store.root, ""))
         for key in keys:
             try:
                 mid = bytes(int(key[i : i + 2], 16) for i in range(0, len(key), 2))
@@ -329,12 +322,8 @@ class Router:
             if old is not None and key in old:
                 old.delete(key)
             else:
-                self._inflight_done(key)
+                os.remove(_INFLIGHT % (self.store.root, key))
         return n
-
-    def _inflight_done(self, name):
-        # the delivery's in-flight file removed (its response or 0x8F84 is in the outbox)
-        os.remove("%s%s/%s" % (self.store.root, _INFLIGHT, name))
 
     def _buffer(self, eh, f, data, source=None):
         try:
@@ -398,7 +387,7 @@ class Router:
             elif c is not None:
                 if data[0] is None:  # it waited: its frame from its in-flight file
                     try:
-                        with open(self._inflight_path(mid), "rb") as fh:
+                        with open(_INFLIGHT % (self.store.root, hex_text(mid).upper()), "rb") as fh:
                             data[0] = fh.read()
                     except OSError as e:
                         log("route", "frame for %s not read: %r" % (eh, e))
@@ -435,7 +424,7 @@ class Router:
         # woken by the coordinator (an exchange's answer or fault sets
         # _answered) or at the earliest deadline; each answered or late
         # delivery's exchange is ended (tunnel_answer), its response or
-        # 0x8F84 emitted, then its KV esme_inflight key deleted. Ends when
+        # 0x8F84 emitted, then its in-flight file removed. Ends when
         # none is left
         c = self.coordinator
         q = self._answering
@@ -482,7 +471,7 @@ class Router:
                             if d[1] == mid:
                                 break
                         else:
-                            self._inflight_done(hex_text(mid).upper())
+                            os.remove(_INFLIGHT % (self.store.root, hex_text(mid).upper()))
                     except Exception as e:  # noqa: BLE001 - a failed delivery never takes the router down
                         log("route", "delivery to %s failed: %r" % (eh, e))
                     finally:
