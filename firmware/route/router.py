@@ -282,14 +282,25 @@ class Router:
             mid = message_id(f)
             rh = self.device_log.key(rh) or rh  # the Device Log's own text: _waiting and _running share it
             data = bytes(data)
-            with open(_INFLIGHT % (self.store.root, hex_text(mid).upper()), "wb") as fh:  # an OSError refuses the frame (not ACKed)
-                fh.write(data)
+            # the record holds the frame only when the delivery must wait
+            # (no starting slot, or its device busy): one that starts at once
+            # takes it along, and an empty file is a smaller commit (fewer
+            # compactions of the folder)
+            now = self._starting < _STARTING and rh not in self._running
+            path = _INFLIGHT % (self.store.root, hex_text(mid).upper())
+            with open(path, "wb") as fh:  # an OSError refuses the frame (not ACKed)
+                if not now:
+                    fh.write(data)
             self.deliveries += 1
             # esme_timeout_ms counts from here, waiting to start included;
             # started at once it takes its frame along, else the frame waits
             # on flash only
-            self._waiting.append((rh, mid, asyncio.ticks_add(asyncio.ticks(), self.cfg["esme_timeout_ms"])))
+            q = self._waiting
+            q.append((rh, mid, asyncio.ticks_add(asyncio.ticks(), self.cfg["esme_timeout_ms"])))
             self._start(mid, data)
+            if now and q and q[-1][1] is mid:  # not started after all: the frame to the file
+                with open(path, "wb") as fh:
+                    fh.write(data)
             return None, []
         return await self._tunnel(rh, message_id(f), data)
 
