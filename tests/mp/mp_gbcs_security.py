@@ -11,6 +11,7 @@ import codes
 from log import kind_of
 
 from chf.device_log import DeviceLog
+from chf import gbcs_commands
 from chf.identity import Identity
 from chf.logs import open_logs
 from chf.usecases import Chf
@@ -50,7 +51,7 @@ def _setup(root="data"):
 def _command(ident, acb_d, counter, recipient=None, originator=ACB, tamper=False):
     f = frame.parse(unhexlify(open(V + ECS26N).read().strip()))
     rec = recipient if recipient is not None else ident.chf["eui"]
-    z = p256.ecdh(acb_d, ident.chf["ka_q"])
+    z = p256.ecdh(acb_d, ident.key("chf", "ka_q"))
     key = kdf.derive_key(z, originator, 1, counter, rec)
     payload = bytearray(f.payload)
     payload[1:5] = (0x20000000 | (counter & 0xFFFFFF)).to_bytes(4, "big")
@@ -101,11 +102,11 @@ def test_counters_and_identity_persist_across_reopen():
     chf.handle(_command(ident, acb_d, 77))
     own0 = chf.parties.own_counter()
     chf.parties.protect_alert(0x0018, b"\x0f")
-    pub = ident.public()
+    pub = gbcs_commands.public(ident)
     st.close()
     st2 = Store("p")
     ident2 = Identity(st2)
-    assert ident2.public() == pub
+    assert gbcs_commands.public(ident2) == pub
     ev, sec = open_logs(st2, 40)
     chf2 = Chf(ident2, ev, sec)
     try:
@@ -123,7 +124,7 @@ def test_response_mac_checks_with_acb_key():
     st, ident, chf, acb_d = _setup()
     resp, _ = chf.handle(_command(ident, acb_d, 2 ** 40 + 3))
     r = frame.parse(resp)
-    z = p256.ecdh(acb_d, ident.chf["ka_q"])
+    z = p256.ecdh(acb_d, ident.key("chf", "ka_q"))
     key = kdf.derive_key(z, r.originator, 2, r.counter, r.recipient)
     assert gcm.gmac_verify(key, kdf.iv_for(r.originator), (kdf.AAD_PREFIX, r.buf[r.gh_start:r.sig_end]), r.mac)
 
@@ -150,7 +151,7 @@ def test_response_to_the_supplier_is_maced_with_the_suppliers_key():
     me = ident.chf["eui"]
 
     def tag(d):
-        key = kdf.derive_key(p256.ecdh(d, ident.chf["ka_q"]), me, 2, 77, SUPPLIER)
+        key = kdf.derive_key(p256.ecdh(d, ident.key("chf", "ka_q")), me, 2, 77, SUPPLIER)
         return gcm.gmac(key, kdf.iv_for(me), (kdf.AAD_PREFIX, r.buf[r.gh_start:r.sig_end]))
 
     assert tag(sup_d) == bytes(r.mac)
@@ -219,7 +220,7 @@ def test_refused_after_authentication_still_advances_the_counter():
     # a command whose MAC is good but whose payload is not the message code's
     st, ident, chf, acb_d = _setup()
     f = frame.parse(_command(ident, acb_d, 800))
-    z = p256.ecdh(acb_d, ident.chf["ka_q"])
+    z = p256.ecdh(acb_d, ident.key("chf", "ka_q"))
     key = kdf.derive_key(z, ACB, 1, 800, ident.chf["eui"])
     bad = bytes(frame.build(1, 800, ACB, ident.chf["eui"], 0x0001, f.payload, supp_party=f.supp_party,
                             supp_counter=f.supp_counter, mac_fn=lambda pre, body, iv: gcm.gmac(key, iv, (pre, body))))

@@ -371,7 +371,7 @@ def test_esme_round_trip_and_undelivered_alert():
         assert bytes(a.originator) == hub.identity.chf["eui"] and bytes(a.recipient) == ACB
         assert a.counter == 4000 + i
         # the MAC checks with the ACB's side of the key agreement
-        z = p256.ecdh(acb_d, hub.identity.chf["ka_q"])
+        z = p256.ecdh(acb_d, hub.identity.key("chf", "ka_q"))
         key = kdf.derive_key(z, a.originator, 3, a.counter, ACB)
         assert gcm.gmac_verify(key, kdf.iv_for(a.originator), (kdf.AAD_PREFIX, a.buf[a.gh_start:a.sig_end]), a.mac)
         ap = dlms_apdu.parse_apdu(a.payload)
