@@ -153,7 +153,7 @@ class RemoteParties:
         c = -1 if v is None else int(v)
         a = self.answers
         if a is not None:
-            c = max(c, a._load().get(bytes(eui), -1))  # the counter in the answer's record
+            c = max(c, a._load()[0].get(bytes(eui), -1))  # the counter in the answer's record
         return c
 
     def own_counter(self):
@@ -312,12 +312,11 @@ class Answers:
     length u16 | alert. Only the last committed command can lack its outbox
     entry after a cut (the WAN handles one command at a time: commit,
     outbox, ACK), so one answer is enough; every originator's counter
-    travels in each record."""
+    travels in each record. Read from the file at each use (a command reads
+    it two or three times): nothing of it is held in RAM."""
 
     def __init__(self, path):
         self.path = path
-        self._c = None  # originator bytes -> counter
-        self._last = None  # (originator, counter, digest) of the stored answer
 
     def _read(self):
         import binascii
@@ -342,28 +341,25 @@ class Answers:
             pass
         return None
 
-    def _load(self):
-        if self._c is None:
-            c = {}
-            last = None
+    def _load(self, p=None):
+        # -> ({originator: counter}, (originator, counter, digest) of the
+        # stored answer or None), from the record p or the file
+        c = {}
+        last = None
+        if p is None:
             p = self._read()
-            if p is not None and len(p) >= 1 + 16 * p[0] + 34:
-                n = p[0]
-                for k in range(n):
-                    o = 1 + 16 * k
-                    c[bytes(p[o : o + 8])] = struct.unpack(">Q", p[o + 8 : o + 16])[0]
-                o = 1 + 16 * n
-                last = (bytes(p[o : o + 8]), struct.unpack(">Q", p[o + 8 : o + 16])[0], bytes(p[o + 16 : o + 32]))
-            self._c = c
-            self._last = last
-        return self._c
+        if p is not None and len(p) >= 1 + 16 * p[0] + 34:
+            n = p[0]
+            for k in range(n):
+                o = 1 + 16 * k
+                c[bytes(p[o : o + 8])] = struct.unpack(">Q", p[o + 8 : o + 16])[0]
+            o = 1 + 16 * n
+            last = (bytes(p[o : o + 8]), struct.unpack(">Q", p[o + 8 : o + 16])[0], bytes(p[o + 16 : o + 32]))
+        return c, last
 
     def get(self, orig, counter, dig):
-        self._load()
-        if self._last != (orig, counter, dig):
-            return None
         p = self._read()
-        if p is None:
+        if p is None or self._load(p)[1] != (orig, counter, dig):
             return None
         i = 1 + 16 * p[0] + 32
         n = struct.unpack(">H", p[i : i + 2])[0]
@@ -381,7 +377,7 @@ class Answers:
         import binascii
         import os
 
-        c = dict(self._load())
+        c = self._load()[0]
         c[orig] = counter
         parts = [bytes((len(c),))]
         for o, v in c.items():
@@ -402,8 +398,6 @@ class Answers:
             for x in parts:
                 f.write(x)
         os.rename(tmp, self.path)  # durable: counter and answer together
-        self._c = c
-        self._last = (orig, counter, dig)
 
 
 def answer_once(parties, data, tag, run, store):

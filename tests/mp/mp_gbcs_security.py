@@ -232,3 +232,35 @@ def test_refused_after_authentication_still_advances_the_counter():
         raise AssertionError("payload mismatch accepted")
     assert chf.parties.last_counter(ACB) == 800
     _replayed(chf, _command(ident, acb_d, 800), b"\x00\x00\x00\x02")
+
+
+def test_the_answer_record_is_read_from_flash_not_held():
+    # gbcs.security.Answers (the accepted counters and the last answer, one
+    # file): read from flash at each use, nothing of it held in RAM between
+    # commands but the object and its path (a dict of every originator's
+    # counter and the last answer's key were held: 512 -> 160 bytes on the
+    # 64-bit port, bound in words (8, 4)). An exact
+    # resend is answered from the file, a replay refused, the next accepted.
+    import gc
+    import sys
+
+    W = 8 if sys.maxsize > 2**31 else 4
+    st, ident, chf, acb_d = _setup("ans")
+    sup_cmd = _command(ident, acb_d, 6100, originator=SUPPLIER)
+    try:
+        chf.handle(sup_cmd, b"t0")  # a second originator's counter in the record
+    except ValueError:
+        pass
+    cmd = _command(ident, acb_d, 6000)
+    resp, alerts = chf.handle(cmd, b"t1")
+    assert chf.handle(cmd, b"t1") == (resp, alerts) and chf.executed <= 2
+    refused(chf, cmd, "ReplayedCounter")
+    gc.collect()
+    m0 = gc.mem_alloc()
+    chf.parties.answers = None
+    st.answers.clear()
+    gc.collect()
+    held = m0 - gc.mem_alloc()
+    assert held <= 30 * W, ("answers", held)
+    chf.handle(_command(ident, acb_d, 6001), b"t2")
+    refused(chf, _command(ident, acb_d, 6000), "ReplayedCounter")
