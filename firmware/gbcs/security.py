@@ -9,7 +9,7 @@
 #   originator: the ACB applies the MAC on the DCC side. The device's own
 #   responses/alerts: Z = ECDH(device KA, header recipient's KA) (the ACB, or
 #   the supplier answering a direct supplier command). Z is computed once per
-#   key pair and cached.
+#   key pair and kept in the anchor's record in place of its key.
 # * A command is accepted only if its originator counter is strictly greater
 #   than the last one accepted from that originator. By default the new value
 #   is persisted (store KV) before the command is executed; with `defer` set
@@ -87,8 +87,9 @@ class RemoteParties:
         self.eui = bytes(eui)
         self._d = bytes(ka_private)
         self._kv = kv
-        self._anchors = {}  # eui bytes -> (role, ka_pub bytes or None)
-        self._z = {}  # eui bytes -> Z (cached)
+        # eui bytes -> (role, KA public key (65 bytes) or None); once the
+        # anchor's Z is computed, (role, Z (32 bytes)): the key served only that
+        self._anchors = {}
         self.defer = False  # hold accepted counters for commit() (see the header)
         self._pending = None  # (originator bytes, counter) accepted, not yet written
         self.answers = None  # Answers: last answer per originator (set by answer_once)
@@ -108,10 +109,6 @@ class RemoteParties:
             finally:
                 lazy.drop(_P256)
         self._anchors[eui] = (role, ka_pub)
-        self._z.pop(eui, None)
-
-    def anchors(self):
-        return [(e, r, k) for e, (r, k) in self._anchors.items()]
 
     def role_of(self, eui):
         a = self._anchors.get(bytes(eui))
@@ -124,19 +121,20 @@ class RemoteParties:
         return None
 
     def z(self, eui):
-        """ECDH(device KA, the anchor's KA key), computed once and cached."""
+        """ECDH(device KA, the anchor's KA key), computed once and kept in
+        the anchor's record in place of the key."""
         eui = bytes(eui)
-        z = self._z.get(eui)
-        if z is None:
-            a = self._anchors.get(eui)
-            if a is None or a[1] is None:
-                raise SecurityError("UnknownOriginator", "no key-agreement trust anchor for %s" % hex_text(eui),
-                    codes.EV_UNKNOWN_ORIGINATOR)
+        a = self._anchors.get(eui)
+        if a is None or a[1] is None:
+            raise SecurityError("UnknownOriginator", "no key-agreement trust anchor for %s" % hex_text(eui),
+                codes.EV_UNKNOWN_ORIGINATOR)
+        z = a[1]
+        if len(z) != 32:  # the key (65 bytes): Z not computed yet
             try:
-                z = lazy.load(_P256).ecdh(self._d, a[1])
+                z = lazy.load(_P256).ecdh(self._d, z)
             finally:
                 lazy.drop(_P256)
-            self._z[eui] = z
+            self._anchors[eui] = (a[0], z)
         return z
 
     def _mac_z(self):

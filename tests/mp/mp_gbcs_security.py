@@ -264,3 +264,26 @@ def test_the_answer_record_is_read_from_flash_not_held():
     assert held <= 30 * W, ("answers", held)
     chf.handle(_command(ident, acb_d, 6001), b"t2")
     refused(chf, _command(ident, acb_d, 6000), "ReplayedCounter")
+
+
+def test_remote_parties_hold_an_anchors_z_in_place_of_its_key():
+    # gbcs.security.RemoteParties with two anchors (the ACB and a supplier),
+    # the ACB's Z computed by a command: each anchor is (role, KA public key)
+    # until its Z is computed, then (role, Z) (the key served only to
+    # compute Z; a dict of the Zs beside it went). Bound in words (8, 4):
+    # 928 -> 736 bytes on the 64-bit port
+    import gc
+    import sys
+
+    W = 8 if sys.maxsize > 2**31 else 4
+    st, ident, chf, acb_d = _setup("rp")
+    chf.handle(_command(ident, acb_d, 7000), b"t")
+    chf.handle(_command(ident, acb_d, 7001), b"u")  # the cached Z used
+    assert chf.executed == 2
+    gc.collect()
+    m0 = gc.mem_alloc()
+    chf.parties = None
+    ident._parties.clear()
+    gc.collect()
+    held = m0 - gc.mem_alloc()
+    assert held <= 100 * W, ("parties", held)
