@@ -57,7 +57,7 @@ def main():
         dl.add(b"\x00\xdb\x12\x34\x56\x78\x90" + bytes((last,)), 1, add_crc(bytes(range(16))), 90)
     chf = Chf(ident, ev, sec, dl, utc2000=lambda: 500000000)
     parties = chf.parties
-    z = p256.ecdh(acb_d, ident.chf["ka_q"])
+    z = p256.ecdh(acb_d, ident.key("chf", "ka_q"))
     me = ident.chf["eui"]
     parties.z(ACB)  # the device's Z, cached as in service
 

@@ -62,7 +62,7 @@ def main():
     mirror = Mirror(st, now)
     gpf = Gpf(ident, st, mirror, now)
     parties = gpf.parties
-    z = p256.ecdh(acb_d, ident.gpf["ka_q"])
+    z = p256.ecdh(acb_d, ident.key("gpf", "ka_q"))
     parties.z(ACB)
     parties.z(SUPPLIER)
     me = ident.gpf["eui"]

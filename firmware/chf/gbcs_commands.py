@@ -5,8 +5,18 @@
 from ids import hex_bytes, hex_text
 
 
+def public(identity):
+    """{"chf": {"eui", "ka_pub", "ds_pub"}, "gpf": {...}} as hex strings
+    (the public keys read from KV "identity": chf.identity.Identity.key)."""
+    out = {}
+    for name in ("chf", "gpf"):
+        out[name] = {"eui": hex_text(identity.key(name, "eui")), "ka_pub": hex_text(identity.key(name, "ka_q")),
+                     "ds_pub": hex_text(identity.key(name, "ds_q"))}
+    return out
+
+
 async def cmd_identity(hub, req):
-    return hub.identity.public()
+    return public(hub.identity)
 
 
 async def cmd_send(hub, req):

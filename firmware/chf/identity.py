@@ -6,23 +6,21 @@
 # ones made on the device for certificates from the installer's CA; a
 # committed provisioning record is applied here at boot if it was not yet.
 import os
-from micropython import const
 
 from ids import hex_bytes, hex_text
 from log import KindError
 from gbcs.security import RemoteParties
 
 DEVICES = ("chf", "gpf")
-# identity strings returned by ECS26i/ECS26n (0-0:96.1.4.255, 0-0:96.1.6.255)
-_DEVICE_TYPE = const(b"OpenChub")
-_CH_TYPE = const(b"CSW ")
-
 
 
 class Identity:
     """Identity(store, rand=os.urandom, eui=None).
 
-    chf / gpf: dicts with "eui", "ka_d", "ka_q", "ds_d", "ds_q" (bytes).
+    chf / gpf: dicts with "eui" and "ka_d" (bytes), used with every
+    command; key(name, k) -> any of "eui", "ka_d", "ka_q", "ds_d", "ds_q"
+    (bytes; the last three read from KV "identity" at each use: the public
+    keys and the signing keys serve rare requests).
     parties(name) -> the RemoteParties of that device (trust anchors loaded,
     counters in KV "sec_<name>")."""
 
@@ -35,41 +33,39 @@ class Identity:
         self._akv = store.kv("anchors", keep=False)  # read when a device's parties load
         if "chf" not in self._kv:
             prov_store.generate_identity(self._kv, rand, eui)  # first boot
-        self.devices = {}
+        self.chf = {}
+        self.gpf = {}
         self.reload()
-        self.device_type = _DEVICE_TYPE
-        self.ch_type = _CH_TYPE
 
     def reload(self):
-        """Re-read the records (after provisioning); the device dicts are
-        updated in place, so holders of identity.chf see the new values."""
+        """Re-read the records (after provisioning; every key checked); the
+        device dicts are updated in place, so holders of identity.chf see
+        the new values."""
         for name in DEVICES:
             rec = self._kv.get(name)
             try:
-                new = dict((k, hex_bytes(v)) for k, v in rec.items())
+                new = [(k, hex_bytes(rec[k])) for k in ("eui", "ka_d", "ka_q", "ds_d", "ds_q")]
             except (AttributeError, KeyError, ValueError, TypeError):
                 raise KindError("IdentityError", "identity record %s is damaged" % name)
-            d = self.devices.setdefault(name, {})
+            d = self.chf if name == "chf" else self.gpf
             d.clear()
-            d.update(new)
+            for k, v in new[:2]:  # "eui", "ka_d": held
+                d[k] = v
         self._parties = {}
 
-    @property
-    def chf(self):
-        return self.devices["chf"]
+    def key(self, name, k):
+        """The device's key `k` (bytes): "eui" and "ka_d" as held, "ka_q",
+        "ds_d" and "ds_q" from KV "identity" (a damaged record: IdentityError)."""
+        d = self.chf if name == "chf" else self.gpf
+        v = d.get(k)
+        if v is None:
+            try:
+                v = hex_bytes(self._kv.get(name)[k])
+            except (AttributeError, KeyError, ValueError, TypeError):
+                raise KindError("IdentityError", "identity record %s is damaged" % name)
+        return v
 
-    @property
-    def gpf(self):
-        return self.devices["gpf"]
-
-    def public(self):
-        """{"chf": {"eui", "ka_pub", "ds_pub"}, "gpf": {...}} as hex strings."""
-        out = {}
-        for name in DEVICES:
-            d = self.devices[name]
-            out[name] = {"eui": hex_text(d["eui"]), "ka_pub": hex_text(d["ka_q"]), "ds_pub": hex_text(d["ds_q"])}
-        return out
-
+    # the public keys as the identity command gives them: chf.gbcs_commands.public
     # --- trust anchors ------------------------------------------------------
 
     def anchors(self, name="chf"):
@@ -80,7 +76,8 @@ class Identity:
         """Replace the device's trust anchors: [{eui, role, ka_pub}] hex."""
         if name not in DEVICES:
             raise KindError("IdentityError", "unknown device %r" % name)
-        rp = RemoteParties(self.devices[name]["eui"], self.devices[name]["ka_d"], self.store.kv("sec_" + name))
+        d = self.chf if name == "chf" else self.gpf
+        rp = RemoteParties(d["eui"], d["ka_d"], self.store.kv("sec_" + name))
         clean = []
         for a in anchors:
             try:
@@ -95,7 +92,7 @@ class Identity:
     def parties(self, name="chf"):
         rp = self._parties.get(name)
         if rp is None:
-            d = self.devices[name]
+            d = self.chf if name == "chf" else self.gpf
             rp = RemoteParties(d["eui"], d["ka_d"], self.store.kv("sec_" + name))
             for a in self._akv.get(name, []):
                 ka = a.get("ka_pub")

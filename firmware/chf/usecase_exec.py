@@ -26,6 +26,9 @@ _READ_WRITE_DENIED = const(3)
 _OBJECT_UNDEFINED = const(4)
 _TYPE_UNMATCHED = const(12)
 _OTHER_REASON = const(250)
+# identity strings returned by ECS26i/ECS26n (0-0:96.1.4.255, 0-0:96.1.6.255)
+_DEVICE_TYPE = const(b"OpenChub")
+_CH_TYPE = const(b"CSW ")
 
 _CLS_DATA = const(1)
 _CLS_PROFILE = const(7)
@@ -174,7 +177,7 @@ def _handle_credentials(self, f):
     from gbcs import der
 
     c = self.credentials
-    ds_d = self.identity.chf["ds_d"]
+    ds_d = self.identity.key("chf", "ds_d")
     try:
         if gframe.payload_kind(f) != gframe.KIND_DER:
             raise UseCaseError("PayloadMismatch", "payload is not ASN.1")
@@ -315,9 +318,9 @@ def _get(self, cls, obis, attr):
     if obis == OBIS_EUI:
         return _OK, (dlms.OCTET_STRING, ident.chf["eui"])
     if obis == OBIS_DEVICE_TYPE:
-        return _OK, (dlms.OCTET_STRING, ident.device_type)
+        return _OK, (dlms.OCTET_STRING, _DEVICE_TYPE)
     if obis == OBIS_CH_TYPE:
-        return _OK, (dlms.OCTET_STRING, ident.ch_type)
+        return _OK, (dlms.OCTET_STRING, _CH_TYPE)
     return _OBJECT_UNDEFINED, None
 
 def _get_sel(self, cls, obis, attr, sel, params):

@@ -119,7 +119,7 @@ class Chf:
             )
         )
         try:
-            return bytes(lazy.load(_SIGNED).signed_alert(self.parties, _MC_CCS08, payload, self.identity.chf["ds_d"]))
+            return bytes(lazy.load(_SIGNED).signed_alert(self.parties, _MC_CCS08, payload, self.identity.key("chf", "ds_d")))
         finally:
             lazy.drop(_SIGNED)
 

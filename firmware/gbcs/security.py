@@ -9,7 +9,7 @@
 #   originator: the ACB applies the MAC on the DCC side. The device's own
 #   responses/alerts: Z = ECDH(device KA, header recipient's KA) (the ACB, or
 #   the supplier answering a direct supplier command). Z is computed once per
-#   key pair and cached.
+#   key pair and kept in the anchor's record in place of its key.
 # * A command is accepted only if its originator counter is strictly greater
 #   than the last one accepted from that originator. By default the new value
 #   is persisted (store KV) before the command is executed; with `defer` set
@@ -87,8 +87,9 @@ class RemoteParties:
         self.eui = bytes(eui)
         self._d = bytes(ka_private)
         self._kv = kv
-        self._anchors = {}  # eui bytes -> (role, ka_pub bytes or None)
-        self._z = {}  # eui bytes -> Z (cached)
+        # eui bytes -> (role, KA public key (65 bytes) or None); once the
+        # anchor's Z is computed, (role, Z (32 bytes)): the key served only that
+        self._anchors = {}
         self.defer = False  # hold accepted counters for commit() (see the header)
         self._pending = None  # (originator bytes, counter) accepted, not yet written
         self.answers = None  # Answers: last answer per originator (set by answer_once)
@@ -108,10 +109,6 @@ class RemoteParties:
             finally:
                 lazy.drop(_P256)
         self._anchors[eui] = (role, ka_pub)
-        self._z.pop(eui, None)
-
-    def anchors(self):
-        return [(e, r, k) for e, (r, k) in self._anchors.items()]
 
     def role_of(self, eui):
         a = self._anchors.get(bytes(eui))
@@ -124,19 +121,20 @@ class RemoteParties:
         return None
 
     def z(self, eui):
-        """ECDH(device KA, the anchor's KA key), computed once and cached."""
+        """ECDH(device KA, the anchor's KA key), computed once and kept in
+        the anchor's record in place of the key."""
         eui = bytes(eui)
-        z = self._z.get(eui)
-        if z is None:
-            a = self._anchors.get(eui)
-            if a is None or a[1] is None:
-                raise SecurityError("UnknownOriginator", "no key-agreement trust anchor for %s" % hex_text(eui),
-                    codes.EV_UNKNOWN_ORIGINATOR)
+        a = self._anchors.get(eui)
+        if a is None or a[1] is None:
+            raise SecurityError("UnknownOriginator", "no key-agreement trust anchor for %s" % hex_text(eui),
+                codes.EV_UNKNOWN_ORIGINATOR)
+        z = a[1]
+        if len(z) != 32:  # the key (65 bytes): Z not computed yet
             try:
-                z = lazy.load(_P256).ecdh(self._d, a[1])
+                z = lazy.load(_P256).ecdh(self._d, z)
             finally:
                 lazy.drop(_P256)
-            self._z[eui] = z
+            self._anchors[eui] = (a[0], z)
         return z
 
     def _mac_z(self):
@@ -153,7 +151,7 @@ class RemoteParties:
         c = -1 if v is None else int(v)
         a = self.answers
         if a is not None:
-            c = max(c, a._load().get(bytes(eui), -1))  # the counter in the answer's record
+            c = max(c, a._load()[0].get(bytes(eui), -1))  # the counter in the answer's record
         return c
 
     def own_counter(self):
@@ -312,12 +310,11 @@ class Answers:
     length u16 | alert. Only the last committed command can lack its outbox
     entry after a cut (the WAN handles one command at a time: commit,
     outbox, ACK), so one answer is enough; every originator's counter
-    travels in each record."""
+    travels in each record. Read from the file at each use (a command reads
+    it two or three times): nothing of it is held in RAM."""
 
     def __init__(self, path):
         self.path = path
-        self._c = None  # originator bytes -> counter
-        self._last = None  # (originator, counter, digest) of the stored answer
 
     def _read(self):
         import binascii
@@ -342,28 +339,25 @@ class Answers:
             pass
         return None
 
-    def _load(self):
-        if self._c is None:
-            c = {}
-            last = None
+    def _load(self, p=None):
+        # -> ({originator: counter}, (originator, counter, digest) of the
+        # stored answer or None), from the record p or the file
+        c = {}
+        last = None
+        if p is None:
             p = self._read()
-            if p is not None and len(p) >= 1 + 16 * p[0] + 34:
-                n = p[0]
-                for k in range(n):
-                    o = 1 + 16 * k
-                    c[bytes(p[o : o + 8])] = struct.unpack(">Q", p[o + 8 : o + 16])[0]
-                o = 1 + 16 * n
-                last = (bytes(p[o : o + 8]), struct.unpack(">Q", p[o + 8 : o + 16])[0], bytes(p[o + 16 : o + 32]))
-            self._c = c
-            self._last = last
-        return self._c
+        if p is not None and len(p) >= 1 + 16 * p[0] + 34:
+            n = p[0]
+            for k in range(n):
+                o = 1 + 16 * k
+                c[bytes(p[o : o + 8])] = struct.unpack(">Q", p[o + 8 : o + 16])[0]
+            o = 1 + 16 * n
+            last = (bytes(p[o : o + 8]), struct.unpack(">Q", p[o + 8 : o + 16])[0], bytes(p[o + 16 : o + 32]))
+        return c, last
 
     def get(self, orig, counter, dig):
-        self._load()
-        if self._last != (orig, counter, dig):
-            return None
         p = self._read()
-        if p is None:
+        if p is None or self._load(p)[1] != (orig, counter, dig):
             return None
         i = 1 + 16 * p[0] + 32
         n = struct.unpack(">H", p[i : i + 2])[0]
@@ -381,7 +375,7 @@ class Answers:
         import binascii
         import os
 
-        c = dict(self._load())
+        c = self._load()[0]
         c[orig] = counter
         parts = [bytes((len(c),))]
         for o, v in c.items():
@@ -402,8 +396,6 @@ class Answers:
             for x in parts:
                 f.write(x)
         os.rename(tmp, self.path)  # durable: counter and answer together
-        self._c = c
-        self._last = (orig, counter, dig)
 
 
 def answer_once(parties, data, tag, run, store):

@@ -240,7 +240,7 @@ class Gpf:
             if gframe.payload_kind(f) != gframe.KIND_DER:
                 raise U.UseCaseError("PayloadMismatch", "CS02b payload is not ASN.1")
             dt = U.date_time(self._t(), weekday=False)
-            resp = self.credentials.answer_update(f, self.identity.gpf["ds_d"], dt)
+            resp = self.credentials.answer_update(f, self.identity.key("gpf", "ds_d"), dt)
         except (CredentialError, der.DerError, U.UseCaseError) as e:  # UseCaseError: PayloadMismatch
             self.rejected += 1
             U.log_event(self.security_log, U.EV_PAYLOAD_MISMATCH, f.message_code.to_bytes(2, "big"), self._t)

@@ -19,6 +19,7 @@
 # Only the grouping header is parsed (gbcs.frame, zero-copy); the router
 # never opens end-to-end protected content addressed to others.
 import asyncio
+import os
 from binascii import unhexlify
 
 from micropython import const
@@ -47,6 +48,7 @@ _LOCAL_RETRY_S = const(10)  # retry period of the GSME responses waiting for the
 _HHT_MAX = const(16)  # HHT commands for the GSME (and their responses) kept
 _STARTING = const(2)  # ESME deliveries in their starting phase (tunnel opened, frame sent) at once
 _LONGEST_MS = const(600000)  # the longest esme_timeout_ms (RANGES)
+_INFLIGHT = const("%s/esme_inflight/%s")  # an in-flight file (store root, message id hex); "": their folder
 DEFAULTS = {
     "esme_timeout_ms": 10000,  # tunnel exchange with an ESME (no answer -> 0x8F84)
     "capacity": 32,  # messages per sleepy device
@@ -149,8 +151,9 @@ class Router:
         self.last_esme_ms = None  # time inside tunnel_exchange for the last ESME command
         self.deliveries = 0  # tunnel deliveries taken (waiting to start, starting or awaiting the answer)
         # deliveries not started yet, oldest first: (EUI hex, message id,
-        # frame, deadline in ticks), one record each, no task and no
-        # coroutine frame. _start starts them, at most _STARTING in their
+        # deadline in ticks), one record each, no task, no coroutine frame
+        # and no frame (it waits in its in-flight file, read back when it
+        # starts). _start starts them, at most _STARTING in their
         # starting phase at once and one at a time per device (_running: the
         # EUI of each delivery whose task runs)
         self._waiting = []
@@ -165,13 +168,17 @@ class Router:
         self._answering = []
         self._answered = Flag()
         self._collecting = False
-        # ESME deliveries in flight: KV "esme_inflight", one key per
-        # delivery (the message id in hex: originator | target | CRA |
-        # counter), deleted once the response or 0x8F84 is emitted. Keys
-        # left by a power cut get their 0x8F84 at boot. A cold store: no RAM
-        # copy of the keys (~90 bytes a delivery on a 32-bit port); a set or
-        # delete reads the small file first
-        self.inflight = store.kv("esme_inflight", keep=False)
+        # ESME deliveries in flight: one file each in the folder
+        # ROOT/esme_inflight, named by the message id in hex (originator |
+        # target | CRA | counter), holding the frame (a waiting delivery
+        # reads it back when it starts), removed once the response or 0x8F84
+        # is emitted. Files left by a power cut get their 0x8F84 at boot
+        # (recover_inflight; so do the keys of KV "esme_inflight", the form
+        # before). No RAM copy of the names or frames
+        try:
+            os.mkdir((_INFLIGHT % (self.store.root, ""))[:-1])
+        except OSError:
+            pass  # there already
         # GSME responses for a HAN device (KV "han_out": message id hex ->
         # [EUI hex, frame hex, time stored]) until it has them (or expiry_s); commands the HHT
         # sent to the GSME (KV "hht_cmds": originator | counter hex -> time)
@@ -274,23 +281,47 @@ class Router:
             # view (a Frame of ~360 bytes on a 32-bit port)
             mid = message_id(f)
             rh = self.device_log.key(rh) or rh  # the Device Log's own text: _waiting and _running share it
-            self.inflight.set(hex_text(mid).upper(), 1)
+            data = bytes(data)
+            # the record holds the frame only when the delivery must wait
+            # (no starting slot, or its device busy): one that starts at once
+            # takes it along, and an empty file is a smaller commit (fewer
+            # compactions of the folder)
+            now = self._starting < _STARTING and rh not in self._running
+            path = _INFLIGHT % (self.store.root, hex_text(mid).upper())
+            with open(path, "wb") as fh:  # an OSError refuses the frame (not ACKed)
+                if not now:
+                    fh.write(data)
             self.deliveries += 1
-            # esme_timeout_ms counts from here, waiting to start included
-            self._waiting.append((rh, mid, bytes(data), asyncio.ticks_add(asyncio.ticks(), self.cfg["esme_timeout_ms"])))
-            self._start()
+            # esme_timeout_ms counts from here, waiting to start included;
+            # started at once it takes its frame along, else the frame waits
+            # on flash only
+            q = self._waiting
+            q.append((rh, mid, asyncio.ticks_add(asyncio.ticks(), self.cfg["esme_timeout_ms"])))
+            self._start(mid, data)
+            if now and q and q[-1][1] is mid:  # not started after all: the frame to the file
+                with open(path, "wb") as fh:
+                    fh.write(data)
             return None, []
         return await self._tunnel(rh, message_id(f), data)
 
     async def recover_inflight(self):
-        """ESME deliveries a power cut interrupted (keys left in KV
-        esme_inflight): each gets its 0x8F84 (event log, reason "power")
-        through emit, then its key is deleted. Not retried: the meter
+        """ESME deliveries a power cut interrupted (files left in
+        ROOT/esme_inflight, and keys left in KV esme_inflight, where they
+        were before): each gets its 0x8F84 (event log, reason "power")
+        through emit, then its record is deleted. Not retried: the meter
         may have executed the command already. -> how many."""
         if self.emit is None:
             return 0  # kept for a boot with an outbox
         n = 0
-        for key in list(self.inflight.keys()):
+        old = None
+        try:
+            os.stat(self.store.root + "/esme_inflight.kv")
+            old = self.store.kv("esme_inflight", keep=False)
+            keys = list(old.keys())
+        except OSError:
+            keys = []
+        keys += os.listdir(_INFLIGHT % (self.store.root, ""))
+        for key in keys:
             try:
                 mid = bytes(int(key[i : i + 2], 16) for i in range(0, len(key), 2))
             except ValueError:
@@ -299,7 +330,10 @@ class Router:
                 self.counters["recovered_inflight"] += 1
                 await self._emit(self._undelivered(key[16:32], mid, "power"), "alert")
                 n += 1
-            self.inflight.delete(key)
+            if old is not None and key in old:
+                old.delete(key)
+            else:
+                os.remove(_INFLIGHT % (self.store.root, key))
         return n
 
     def _buffer(self, eh, f, data, source=None):
@@ -326,10 +360,12 @@ class Router:
         # buffer expiry times are UTC Unix seconds
         return self._t2000() + EPOCH_2000
 
-    def _start(self):
+    def _start(self, mid=None, data=None):
         # the waiting deliveries started in order as tasks while fewer than
         # _STARTING are starting, skipping a device with a delivery running
-        # (the coordinator's exchange lock would hold it in a task)
+        # (the coordinator's exchange lock would hold it in a task). The
+        # delivery of message id `mid` (just taken) gets `data`, its frame;
+        # the others read theirs from their in-flight file
         q = self._waiting
         i = 0
         while self._starting < _STARTING and i < len(q):
@@ -342,7 +378,7 @@ class Router:
             self._starting += 1
             # the frame in a one-item list: tunnel_ask takes it out and lets
             # go of it once sent, so no copy stays while the answer is awaited
-            asyncio.create_task(self._send(d[0], d[1], [d[2]], d[3]))
+            asyncio.create_task(self._send(d[0], d[1], [data if d[1] is mid else None], d[2]))
 
     async def _send(self, eh, mid, data, deadline):
         # a delivery's starting phase, in a task of its own (at most
@@ -360,15 +396,23 @@ class Router:
             if c is not None and ms <= 0:  # waited its whole time to start: not sent
                 reason = "timeout"
             elif c is not None:
-                reason = asyncio.ticks()
-                try:
-                    w = await c.tunnel_ask(eh, data, ms, _answers, self._answered, mid)
-                except OSError as e:  # han.coordinator.DeliveryError and link faults
-                    reason = getattr(e, "reason", None) or "tunnel"
-                except ValueError as e:
-                    reason = "tunnel"
-                    log("route", "tunnel to %s unusable: %r" % (eh, e))
-        except BaseException as e:  # cancelled, or a fault: its KV esme_inflight key stays (the next boot's 0x8F84)
+                if data[0] is None:  # it waited: its frame from its in-flight file
+                    try:
+                        with open(_INFLIGHT % (self.store.root, hex_text(mid).upper()), "rb") as fh:
+                            data[0] = fh.read()
+                    except OSError as e:
+                        log("route", "frame for %s not read: %r" % (eh, e))
+                reason = "flash"  # not read back (its 0x8F84 says so)
+                if data[0]:
+                    reason = asyncio.ticks()
+                    try:
+                        w = await c.tunnel_ask(eh, data, ms, _answers, self._answered, mid)
+                    except OSError as e:  # han.coordinator.DeliveryError and link faults
+                        reason = getattr(e, "reason", None) or "tunnel"
+                    except ValueError as e:
+                        reason = "tunnel"
+                        log("route", "tunnel to %s unusable: %r" % (eh, e))
+        except BaseException as e:  # cancelled, or a fault: its in-flight file stays (the next boot's 0x8F84)
             self._running.remove(eh)
             self.deliveries -= 1
             if not isinstance(e, Exception):
@@ -391,7 +435,7 @@ class Router:
         # woken by the coordinator (an exchange's answer or fault sets
         # _answered) or at the earliest deadline; each answered or late
         # delivery's exchange is ended (tunnel_answer), its response or
-        # 0x8F84 emitted, then its KV esme_inflight key deleted. Ends when
+        # 0x8F84 emitted, then its in-flight file removed. Ends when
         # none is left
         c = self.coordinator
         q = self._answering
@@ -431,7 +475,14 @@ class Router:
                             await self._emit(resp, "response")
                         else:
                             await self._emit(self._undelivered(eh, mid, reason), "alert")
-                        self.inflight.delete(hex_text(mid).upper())  # answered (or 0x8F84) on flash in the outbox
+                        # answered (or 0x8F84) on flash in the outbox; a resend
+                        # of the same command (same message id, same file)
+                        # waiting for this one keeps the file
+                        for d in self._waiting:
+                            if d[1] == mid:
+                                break
+                        else:
+                            os.remove(_INFLIGHT % (self.store.root, hex_text(mid).upper()))
                     except Exception as e:  # noqa: BLE001 - a failed delivery never takes the router down
                         log("route", "delivery to %s failed: %r" % (eh, e))
                     finally:

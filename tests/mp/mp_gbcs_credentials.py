@@ -76,7 +76,7 @@ def _build(ident, src, counter, originator, signer=None, mac_key_d=None, recipie
         sig = bytes(sig)
     mac_fn = None
     if mac_key_d is not None:
-        key = kdf.derive_key(p256.ecdh(mac_key_d, ident.chf["ka_q"]), originator, 1, counter, rec)
+        key = kdf.derive_key(p256.ecdh(mac_key_d, ident.key("chf", "ka_q")), originator, 1, counter, rec)
 
         def mac_fn(pre, body, iv):
             return gcm.gmac(key, iv, (pre, body))
@@ -107,7 +107,7 @@ def test_signed_cs02a_accepted_answered_signed_and_replayrefused():
     assert not alerts and chf.executed == 1
     r = frame.parse(resp)
     assert r.mac is None and r.signature is not None and r.cra == 2 and bytes(r.recipient) == TCOS
-    assert p256.verify(ident.chf["ds_q"], r.signed_data(), r.signature)
+    assert p256.verify(ident.key("chf", "ds_q"), r.signed_data(), r.signature)
     # network operator: no anchor here -> Trust Anchor Not Found; WAN provider: success
     assert _statuses(r.payload) == [(3, cred.ST_TA_NOT_FOUND), (6, cred.ST_SUCCESS)]
     e = refused(chf, _build(ident, CS02A_ERR, 7000, TCOS, signer=k["tcos"]), "ReplayedCounter")
@@ -141,7 +141,7 @@ def test_cs02b_needs_the_current_wan_provider_and_persists():
     assert chf.credentials.cell("wan_provider", "ds")[3] == WP_OLD_SKI
     resp, _ = chf.handle(_build(ident, CS02B, 101, WP, signer=k["wp"], mac_key_d=k["acb"]))
     r = frame.parse(resp)
-    assert r.mac is None and p256.verify(ident.chf["ds_q"], r.signed_data(), r.signature)
+    assert r.mac is None and p256.verify(ident.key("chf", "ds_q"), r.signed_data(), r.signature)
     assert r.date_time is not None
     assert chf.credentials.cell("wan_provider", "ds")[3] == WP_NEW_SKI
     # the old WAN provider key can no longer authorise a replacement

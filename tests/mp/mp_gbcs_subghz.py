@@ -51,7 +51,7 @@ def _cmd(ident, acb_d, src, counter, payload=None):
     me = ident.chf["eui"]
     p = bytearray(f.payload if payload is None else payload)
     p[1:5] = (0x20000000 | (counter & 0xFFFFFF)).to_bytes(4, "big")
-    key = kdf.derive_key(p256.ecdh(acb_d, ident.chf["ka_q"]), ACB, 1, counter, me)
+    key = kdf.derive_key(p256.ecdh(acb_d, ident.key("chf", "ka_q")), ACB, 1, counter, me)
     return bytes(
         frame.build(
             1,
@@ -132,7 +132,7 @@ def test_ccs08_alert_signed_with_the_chf_ds_key():
     raw = chf.firmware_alert(unhexlify("00DB1234567890A4"), unhexlify("0123ABCD"))
     f = frame.parse(raw)
     assert f.mac is None and f.cra == 3 and f.message_code == 0x0128 and bytes(f.recipient) == ACB
-    assert p256.verify(ident.chf["ds_q"], f.signed_data(), f.signature)
+    assert p256.verify(ident.key("chf", "ds_q"), f.signed_data(), f.signature)
     seq = der.decode(f.payload)[1]
     assert der.to_int(seq[0][1]) == 0x8F8A and bytes(seq[1][1]) == b"20151105005320Z"
     assert bytes(seq[2][1]) == unhexlify("00DB1234567890A4") and der.to_int(seq[4][1]) == 0

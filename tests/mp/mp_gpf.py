@@ -300,7 +300,7 @@ def test_handle_and_mirror_survive_mutated_input():
     m = Mirror(store, now)
     setup_mirror(m)
     g = Gpf(ident, store, m, now)
-    z = p256.ecdh(acb_d, ident.gpf["ka_q"])
+    z = p256.ecdh(acb_d, ident.key("gpf", "ka_q"))
     me = ident.gpf["eui"]
     seeds = [
         (0x0074, "010901010702000B0000000203010300030000"),
@@ -402,7 +402,7 @@ def test_refused_commands_raise_rate_limited_gpf_alerts():
     # the alert is the GPF's, MAC'd with Z(GPF KA, ACB KA)
     f = gframe.parse(a)
     assert bytes(f.originator) == me and f.recipient == binascii.unhexlify("90b3d51f30000002")
-    z = p256.ecdh(acb_d, ident.gpf["ka_q"])
+    z = p256.ecdh(acb_d, ident.key("gpf", "ka_q"))
     k = kdf.derive_key(z, me, 3, f.counter, bytes(f.recipient))
     assert gcm.gmac(k, bytes(f.originator) + bytes(4), (gframe.AAD_PREFIX, f.buf[f.gh_start:f.sig_end])) == bytes(f.mac)
     # the same code again within the hour: refused and logged, not alerted
@@ -511,7 +511,7 @@ def test_gcs14_returns_the_tapped_off_currency_and_trailing_digit():
     g = service.GpfService(store, ident, _Clock(), None, None)  # the tap-off and the use cases share its mirror
     setup_mirror(g.mirror())
     me, sup = ident.gpf["eui"], binascii.unhexlify("90b3d51f30010000")
-    z = p256.ecdh(acb_d, ident.gpf["ka_q"])
+    z = p256.ecdh(acb_d, ident.key("gpf", "ka_q"))
     p = binascii.unhexlify("010902000700000700000017061606" + "010705000F000100050002000100310211022102")
 
     def price(counter):

@@ -76,7 +76,7 @@ def _build(ident, src, counter, signer, acb_ka, payload=None, message_code=None)
     payload = bytes(f.payload) if payload is None else payload
     plain = frame.build(1, counter, ACB, rec, mc, payload)
     sig = p256.sign(signer, frame.parse(plain).signed_data())
-    key = kdf.derive_key(p256.ecdh(acb_ka, ident.gpf["ka_q"]), ACB, 1, counter, rec)
+    key = kdf.derive_key(p256.ecdh(acb_ka, ident.key("gpf", "ka_q")), ACB, 1, counter, rec)
 
     def mac_fn(pre, body, iv):
         return gcm.gmac(key, iv, (pre, body))
@@ -116,7 +116,7 @@ def test_supplier_handover_replaces_cells_and_persists():
     assert not alerts
     r = frame.parse(resp)
     assert r.mac is None and r.cra == 2 and bytes(r.recipient) == ACB and r.message_code == 0x0102
-    assert p256.verify(ident.gpf["ds_q"], r.signed_data(), r.signature)
+    assert p256.verify(ident.key("gpf", "ds_q"), r.signed_data(), r.signature)
     assert bytes(r.date_time) == bytes.fromhex("07df0101ff0000000080 00ff".replace(" ", ""))
     assert _outcomes(r.payload) == [0, 0, 0]
     assert _skis(gpf, "supplier") == [SUP_DS_SKI, SUP_KA_SKI, SUP_PP_SKI]

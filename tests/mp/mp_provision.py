@@ -7,6 +7,7 @@ import os
 from store import Store
 
 from chf import prov_store as PV
+from chf import gbcs_commands
 from chf.identity import Identity
 from gbcs import p256
 from ids import hex_text as _hex
@@ -46,13 +47,13 @@ def _record(st, gen=1):
 
 def test_committed_record_is_applied_at_boot():
     st = _fresh("roll")
-    before = Identity(st).public()  # factory identity (random EUI)
+    before = gbcs_commands.public(Identity(st))  # factory identity (random EUI)
     rec, keys = _record(st)
     st.kv("prov").set("state", rec)  # the commit happened; the power went before the apply
     st2 = Store("prov_roll")  # reboot
     ident = Identity(st2)
-    assert ident.public()["chf"]["eui"] == "02cb0f0000000000" != before["chf"]["eui"]
-    assert ident.public()["gpf"]["ka_pub"] == keys["gpf"]["ka_q"]
+    assert gbcs_commands.public(ident)["chf"]["eui"] == "02cb0f0000000000" != before["chf"]["eui"]
+    assert gbcs_commands.public(ident)["gpf"]["ka_pub"] == keys["gpf"]["ka_q"]
     assert ident.anchors("chf")[0]["role"] == "acb"
     for n in ("chf_ka", "gpf_ds"):  # the DER certificates from provisioning, in place
         with open(PV.cert_path(st2, n), "rb") as f:
@@ -325,10 +326,41 @@ def test_roll_forward_finishes_after_a_cut_at_any_step():
     rec, keys = _record(st)
     st.kv("prov").set("state", rec)
     assert PV.roll_forward(st)
-    ident_before = Identity(st).public()
+    ident_before = gbcs_commands.public(Identity(st))
     st.kv("prov").update({"state": rec, "applied": 0})  # as if the last write never happened
     st.kv("auth").delete("installer")
     assert PV.roll_forward(Store("prov_cut"))
     st3 = Store("prov_cut")
-    assert Identity(st3).public() == ident_before
+    assert gbcs_commands.public(Identity(st3)) == ident_before
     assert PV.installer_key(st3) == b"\x11" * 32 and st3.kv("prov").get("applied") == 1
+
+
+def test_the_identity_holds_its_euis_and_ka_private_keys_only():
+    # What the Identity holds for the hub's life: both devices' EUI-64 and
+    # KA private key (every command's routing and its MAC's Z); the public
+    # keys (the identity command) and the signing keys (a signed alert or
+    # answer, rare) are read from KV "identity" at each use. Measured on the
+    # 64-bit port (its two cold KV stores included): 1664 -> 736 bytes (the
+    # two dicts of five byte strings each were most of it); the bound in
+    # words (8, 4)
+    import gc
+    import sys
+
+    from ids import hex_bytes
+
+    W = 8 if sys.maxsize > 2**31 else 4
+    st = _fresh("held")
+    Identity(st)  # first boot: the keys made, chf.prov_store loaded
+    gc.collect()
+    a = gc.mem_alloc()
+    ident = Identity(st)
+    gc.collect()
+    used = gc.mem_alloc() - a
+    assert used <= 100 * W, ("identity", used)
+    rec = st.kv("identity").get("chf")
+    assert ident.chf["eui"] == hex_bytes(rec["eui"]) and ident.chf["ka_d"] == hex_bytes(rec["ka_d"])
+    for k in ("ka_q", "ds_d", "ds_q"):
+        assert k not in ident.chf and ident.key("chf", k) == hex_bytes(rec[k]), k
+    assert ident.key("gpf", "eui") is ident.gpf["eui"]
+    assert gbcs_commands.public(ident)["gpf"] == {"eui": _hex(ident.gpf["eui"]), "ka_pub": _hex(ident.key("gpf", "ka_q")),
+                                     "ds_pub": _hex(ident.key("gpf", "ds_q"))}
