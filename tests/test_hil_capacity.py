@@ -67,6 +67,14 @@ def test_full_scenario_at_capacity(hub_image: Path, tmp_path: Path, vectors: Pat
         run_steps(run, capacity.STEPS[:at], max_reboots=0)
         cap = run.capacity
         assert cap.limits == {"device_log": 16, "buffer": 32, "deliveries": 8}, cap.limits
+        # what a CHF command loads (its use cases, what they import, the
+        # credentials' DER and P-256), what device_log_add loads (the install
+        # code's checks) and what the head-end link's key was made with
+        # (P-256) went after: none of it is held at capacity
+        held = set(run.call("status", modules=True)["modules"])
+        borrowed = {"chf.usecase_exec", "gbcs.dlms_apdu", "gbcs.usecase_base", "han.install_code", "chf.credentials",
+                    "gbcs.der", "gbcs.p256"}
+        assert not held & borrowed, sorted(held & borrowed)
         # at capacity the hub refuses what goes beyond, and nothing changes
         extra = DeviceSpec("cap_17th", "70B3D5C1CA00FFFF", 6, bytes.fromhex("CAFFFFC0DE0102030405060708090A0B"))
         r = run.call("device_log_add", eui=extra.eui, type=6, install_code=extra.install_code_hex, join_timeout=60)

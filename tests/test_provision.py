@@ -105,6 +105,11 @@ def test_provision_issues_certificates_and_keeps_private_keys_on_the_hub(hub, st
         r = P.provision(c, db, P.TestCA(), keystore=keystore_dir(), installer_id="alice")
         sent = bytes(c.received)
         ident = c.call("identity")
+        # the commit's apply loads the CHF's credentials code (with its DER and
+        # P-256, ~2.9 KB) for the anchor cells: it goes after
+        held = set(c.call("status", modules=True)["modules"])
+    assert not held & {"chf.credentials", "gbcs.der", "gbcs.p256"}, sorted(held & {"chf.credentials", "gbcs.der",
+                                                                                   "gbcs.p256"})
     assert r.changed and r.gen == 1 and r.installer_id == "alice"
     assert (r.chf_eui, r.gpf_eui) == ("02CB0F0000000000", "02CB0F0000000001")
     assert ident["chf"]["eui"].upper() == r.chf_eui and ident["gpf"]["eui"].upper() == r.gpf_eui

@@ -5,7 +5,6 @@
 # (field order in docs/device-log.md) and the active log comes in pages.
 from micropython import const
 from chf import device_log as DL
-from han.install_code import InstallCodeError
 from local_args import eui_arg, hex_arg, int_arg, str_arg
 from log import log
 
@@ -60,9 +59,11 @@ async def device_log_add(hub, req):
     DL.device_eui(eui)  # all ones / all zeros: bad arguments (DeviceLogError is a ValueError)
     # GBCS CCS01 ignores the key of a device already in the log; the
     # installer is told when the code differs from the one it holds
+    # han.install_code's errors are told by their kind (its module is loaded
+    # per check and dropped: a class held here would not match the next copy's)
     try:
         same = hub.device_log.install_code_matches(eui, code)
-    except InstallCodeError as e:
+    except ValueError as e:
         if e.args[0] != "InstallCodeCrcError":
             raise ValueError(str(e))
         return {"code": DL.INVALID_CODE, "message": "install code CRC invalid: " + str(e)}
@@ -73,7 +74,7 @@ async def device_log_add(hub, req):
                            "remove it first to change its code"}
     try:
         code_n, dup = hub.device_log.add(eui, typ, code, timeout)
-    except InstallCodeError as e:
+    except ValueError as e:
         if e.args[0] != "InstallCodeCrcError":
             raise ValueError(str(e))
         return {"code": DL.INVALID_CODE, "message": "install code CRC invalid: " + str(e)}

@@ -47,18 +47,27 @@ async def prov_commit(hub, req):
     res = _prov(hub).commit(req)
     hub.wan.link.notify()  # a new head-end link key, certificate and anchor: the WAN reconnects with them
     hub.installer_auth.end()  # the credential changed: the next request authenticates anew
-    hub.provisioning = None  # done: the steps module's objects can go, and the module (firmware/lazy.py)
-    lazy.drop("chf.provision_steps")
-    lazy.drop(_PS)  # the steps imported it
+    _end(hub)
     return res
 
 
 async def prov_abort(hub, req):
     res = _prov(hub).abort()
-    hub.provisioning = None  # the run is over (its state is in KV "prov"): as at commit
-    lazy.drop("chf.provision_steps")
-    lazy.drop(_PS)  # the steps imported it
+    _end(hub)  # the run is over (its state is in KV "prov"): as at commit
     return res
+
+
+def _end(hub):
+    # the run is over: the steps module's objects go, then the module
+    # (firmware/lazy.py) with what it imported: chf.prov_store, and gbcs.p256
+    # (~0.8 KB) unless a module that imports it is held
+    import sys
+
+    hub.provisioning = None
+    lazy.drop("chf.provision_steps")
+    lazy.drop(_PS)
+    if not any(m in sys.modules for m in ("chf.credentials", "gpf.function", "gbcs.signed")):
+        lazy.drop("gbcs.p256")
 
 
 async def link_info(hub, req):

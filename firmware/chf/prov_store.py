@@ -6,6 +6,10 @@ import os
 
 from ids import hex_bytes
 
+# the CHF's credentials code (with its DER and P-256), loaded by apply for the
+# anchor cells and dropped after it
+_CRED_CODE = ("chf.credentials", "gbcs.der", "gbcs.p256")
+
 DEVICES = ("chf", "gpf")
 POP_LABEL = b"chub-prov-pop"
 
@@ -77,6 +81,11 @@ def roll_forward(store):
         # public keys and SKIs of every cell go to the CHF's anchor cells
         store.kv("anchors").set(dev, [{"eui": x["eui"], "role": x["role"], "ka_pub": x.get("ka_pub")} for x in a])
         if dev == "chf":
+            import sys
+
+            import lazy
+
+            held = [n for n in _CRED_CODE if n in sys.modules]
             try:
                 from chf.credentials import Credentials
             except ImportError:
@@ -84,6 +93,10 @@ def roll_forward(store):
             if Credentials is not None:
                 # the CHF's trust anchor cells (CS02a/b) start from the same anchors
                 Credentials(store, None).provision(a)
+                Credentials = None
+            for n in _CRED_CODE:  # its code goes after (a module held before stays)
+                if n not in held:
+                    lazy.drop(n, False)
     for name in st["certs"]:
         try:
             os.rename(cert_path(store, name, staged=True), cert_path(store, name))
@@ -153,10 +166,14 @@ def generate_identity(kv, rand, eui):
     """First boot (chf.identity): the CHF's EUI-64 (`eui`, else a random
     one) and the GPF's next to it, a KA and a DS key pair each, into KV
     "identity" in one commit."""
-    from gbcs import p256
+    import sys
+
+    import lazy
     from ids import hex_text
     from log import KindError
 
+    held = "gbcs.p256" in sys.modules  # p256 goes after unless something held it before
+    p256 = lazy.load("gbcs.p256")
     chf = bytes(eui) if eui is not None else _new_eui(rand)
     if len(chf) != 8:
         raise KindError("IdentityError", "EUI-64 must be 8 bytes")
@@ -172,4 +189,7 @@ def generate_identity(kv, rand, eui):
             "ds_d": hex_text(ds_d),
             "ds_q": hex_text(ds_q),
         }
+    p256 = None
+    if not held:
+        lazy.drop("gbcs.p256", False)
     kv.update(recs)  # one atomic commit: both or neither

@@ -20,6 +20,11 @@ TYPE_UNMATCHED = const(12)
 
 _MC_CCS08 = const(0x0128)
 _EXEC = const("chf.usecase_exec")
+# what a command loads and the hub need not hold after it: the use cases'
+# code, the modules they import, the APDU decoder, the credentials' code with
+# its DER and P-256 (Chf.handle drops each one the command loaded)
+_BORROWED = const(("chf.usecase_exec", "gbcs.dlms_apdu", "gbcs.usecase_base", "han.install_code",
+                   "chf.credentials", "gbcs.der", "gbcs.p256"))
 _SIGNED = const("gbcs.signed")  # signatures on frames: loaded for the use, dropped after
 
 
@@ -75,11 +80,14 @@ class Chf:
 
     @property
     def credentials(self):
-        if self._credentials is None and self._store is not None:
+        # the one given, else one made for the call: it holds nothing in RAM,
+        # and its code goes with the command (handle)
+        c = self._credentials
+        if c is None and self._store is not None:
             from chf.credentials import Credentials
 
-            self._credentials = Credentials(self._store, self.identity)
-        return self._credentials
+            c = Credentials(self._store, self.identity)
+        return c
 
     def _on_change(self, kind, eui_hex):
         self._changes.append((kind, eui_hex))
@@ -91,11 +99,17 @@ class Chf:
         exact resend (same counter, same frame, same tag) of the last command
         committed from that originator gets the same answer again without
         running (gbcs.security, docs/gbcs-usecases.md)."""
+        import sys
+
+        held = [n for n in _BORROWED if n in sys.modules]
         try:
             return answer_once(self.parties, data, tag, self._handle, self.identity.store)
         finally:
-            lazy.drop(_EXEC)  # the use cases' code (loaded by _handle) goes with the command,
-            lazy.drop("gbcs.dlms_apdu")  # and the APDU decoder it loaded
+            # what the command loaded goes with it; a module held before stays
+            # (another part's: dropping it would make a second copy at its next load)
+            for n in _BORROWED:
+                if n not in held:
+                    lazy.drop(n, False)
 
     def _handle(self, data):
         # chf.usecase_exec.handle, loaded for the command (dropped by handle)
