@@ -43,6 +43,7 @@ _LFSR = const(0xB8)
 _VERSION = const(2)
 # worst case wire size of one frame: every byte stuffed, plus the flag
 _BUF_SIZE = const(2 * (1 + 128 + 2) + 1)
+_RX_CHUNK = const(64)  # bytes asked of the reader at a time
 
 # NCP reset / error codes (UG101 / EZSP)
 _RESET_UNKNOWN = const(0x00)
@@ -352,13 +353,16 @@ class Ash:
         self.t_rx_ack = self.t_init
         self.dec = Decoder()
         self._tx = bytearray(_BUF_SIZE)
-        self._rxbuf = bytearray(64)
         self._ctl = bytearray(8)
         self._lock = [False]  # flag.acquire/release
         self._acked = flag.Flag()  # one-shot flags with a timed wait (no helper task)
         self._rstack = flag.Flag()
-        self._rx_ev = asyncio.Event()
+        self._rx_ev = flag.Flag()  # recv()'s wait (one waiter)
         self._queue = []
+        # fn(frame bytes) for each EZSP frame as it is acknowledged, and
+        # fn(exc) once with the failure that takes the link down (the EZSP
+        # host's, han.ezsp); None: frames queue for recv()
+        self.on_frame = None
         self._task = None
         self.connected = False
         self.failure = None  # NcpReset / LinkFailure that took the link down
@@ -471,11 +475,10 @@ class Ash:
             self._task = asyncio.create_task(self._rx_loop())
 
     async def _rx_loop(self):
-        buf = self._rxbuf
         dec = self.dec
         st = self.stats
         while True:
-            data = await self.reader.read(len(buf))
+            data = await self.reader.read(_RX_CHUNK)  # a new bytes each
             if not data:
                 self._fail(LinkFailure("NCP stream closed"))
                 return
@@ -517,14 +520,18 @@ class Ash:
                         self._handle_ack_num(c & 7)
                         if frm == self._ack:
                             self._rejecting = False
-                            if len(self._queue) >= self.rx_queue_max:
+                            fn = self.on_frame
+                            if fn is None and len(self._queue) >= self.rx_queue_max:
                                 # no room: leave it unacknowledged (nRdy set); the NCP resends
                                 st["dropped"] += 1
                             else:
                                 self._ack = (frm + 1) & 7
                                 st["rx_data"] += 1
-                                self._queue.append(bytes(dec.data()))
-                                self._rx_ev.set()
+                                if fn is not None:  # handed over at once: nothing queues
+                                    fn(bytes(dec.data()))
+                                else:
+                                    self._queue.append(bytes(dec.data()))
+                                    self._rx_ev.set()
                             await self._send_ack()
                         elif c & 8 and frm == (self._ack - 1) & 7:
                             # retransmission of a frame we already have: re-ack, don't deliver
@@ -554,6 +561,8 @@ class Ash:
         self.connected = False
         self._acked.set()
         self._rx_ev.set()
+        if self.on_frame is not None:
+            self.on_frame(exc)
 
     async def _write_control(self, control):
         # own scratch buffer: a DATA frame may be in flight in _tx

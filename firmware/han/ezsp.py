@@ -3,13 +3,13 @@
 # centre use at run time (the bring-up, forming and the energy scan are in
 # han.network, loaded for them).
 #
-# transport: `await send(bytes)`, `await recv() -> bytes` (han.ash.Ash), and
-# optionally `await reset()`. An exception from recv() (han.ash.NcpReset,
-# LinkFailure) takes the EZSP layer down: pending commands fail with
-# EzspLinkDown and the `on_fault(exc)` hook is called; the owner then runs
-# `connect()` + han.network's `startup()` + `network()` again.
-import asyncio
-
+# transport: `await send(bytes)`, an `on_frame` attribute that connect()
+# sets to the host's frame handler (han.ash.Ash calls it with each EZSP frame
+# as it acknowledges it, in its reader task: no task of the host's own), and
+# optionally `await reset()`. The exception that takes the link down
+# (han.ash.NcpReset, LinkFailure) comes the same way, once: pending commands
+# fail with EzspLinkDown and the `on_fault(exc)` hook is called; the owner
+# then runs `connect()` + han.network's `startup()` + `network()` again.
 from han import ezsp_frames as F
 from flag import Flag
 
@@ -29,7 +29,6 @@ class Ezsp:
         self._seq = 0
         self._pending = {}  # seq -> [event, name, result]
         self._handlers = {}  # callback name -> fn(values)
-        self._task = None
         self.fault = None
         self.on_fault = None
         self.network_up = False
@@ -56,10 +55,9 @@ class Ezsp:
         self.fault = None
         self.ver = F.LEGACY
         self.network_up = False
+        self.t.on_frame = self._frame  # before the reset: no frame of the new link is missed
         if hasattr(self.t, "reset"):
             await self.t.reset()
-        if self._task is None:
-            self._task = asyncio.create_task(self._rx_loop())
         # the version: the desired one, else the one the NCP speaks if supported
         ver, _st, sv = await self.command("version", self.desired)
         if ver not in F.SUPPORTED:
@@ -72,55 +70,61 @@ class Ezsp:
         self.stack_version = sv
         return ver
 
-    async def _rx_loop(self):
+    def _frame(self, raw):
+        # one EZSP frame from the transport, or the exception that took the
+        # link down; raises nothing (it runs in the transport's reader)
+        if isinstance(raw, Exception):
+            self._down(raw)
+            return
+        self.stats["rx"] += 1
         try:
-            while True:
-                raw = await self.t.recv()
-                self.stats["rx"] += 1
-                try:
-                    seq, fc, fid, pos = F.decode_header(self.ver, raw)
-                    name = F.name_of(self.ver, fid)
-                    if fc & (F.FC_TRUNCATED | F.FC_OVERFLOW):
-                        self.stats["bad"] += 1  # the NCP dropped or cut something
-                    if fc & F.FC_CB_MASK:
-                        self.stats["callbacks"] += 1
-                        fn = self._handlers.get(name)
-                        if fn is not None:
-                            v = F.decode_params(self.ver, F.lookup(self.ver, name)[2], raw, pos, False)
-                            try:
-                                fn(v)
-                            except Exception as e:  # a handler bug must not take the link down
-                                self.stats["handler_errors"] += 1
-                                self.last_handler_error = e
+            seq, fc, fid, pos = F.decode_header(self.ver, raw)
+            name = F.name_of(self.ver, fid)
+            if fc & (F.FC_TRUNCATED | F.FC_OVERFLOW):
+                self.stats["bad"] += 1  # the NCP dropped or cut something
+            if fc & F.FC_CB_MASK:
+                self.stats["callbacks"] += 1
+                fn = self._handlers.get(name)
+                if fn is not None:
+                    v = F.decode_params(self.ver, F.lookup(self.ver, name)[2], raw, pos, False)
+                    try:
+                        fn(v)
+                    except Exception as e:  # a handler bug must not take the link down
+                        self.stats["handler_errors"] += 1
+                        self.last_handler_error = e
+            else:
+                p = self._pending.pop(seq, None)
+                if p is None:
+                    self.stats["unclaimed"] += 1
+                else:
+                    if name == "invalidCommand":
+                        p[2] = F.EzspError("EzspUnknownFrame", "NCP rejected %s" % p[1])
+                    elif name != p[1]:
+                        p[2] = F.EzspError("EzspFrameError", "response %s to %s" % (name, p[1]))
                     else:
-                        p = self._pending.pop(seq, None)
-                        if p is None:
-                            self.stats["unclaimed"] += 1
-                        else:
-                            if name == "invalidCommand":
-                                p[2] = F.EzspError("EzspUnknownFrame", "NCP rejected %s" % p[1])
-                            elif name != p[1]:
-                                p[2] = F.EzspError("EzspFrameError", "response %s to %s" % (name, p[1]))
-                            else:
-                                try:
-                                    p[2] = F.decode_params(self.ver, F.lookup(self.ver, name)[2], raw, pos, False)
-                                except F.EzspError as e:
-                                    p[2] = e
-                            p[0].set()
-                except F.EzspError:
-                    self.stats["bad"] += 1
-        except Exception as e:  # NcpReset / LinkFailure / closed: the link is down
-            self.fault = e
-            self.network_up = False
-            for p in self._pending.values():
-                p[2] = F.EzspError("EzspLinkDown", "link down: %s" % e)
-                p[0].set()
-            self._pending.clear()
-            self._state_ev.set()
-            if self.on_fault:
-                self.on_fault(e)
-        finally:
-            self._task = None
+                        try:
+                            p[2] = F.decode_params(self.ver, F.lookup(self.ver, name)[2], raw, pos, False)
+                        except F.EzspError as e:
+                            p[2] = e
+                    p[0].set()
+        except F.EzspError:
+            self.stats["bad"] += 1
+        except Exception as e:  # MemoryError ...: the host can no longer follow the link
+            self._down(e)
+
+    def _down(self, e):
+        # the link is down (NcpReset / LinkFailure / closed): once a link
+        if self.fault is not None:
+            return
+        self.fault = e
+        self.network_up = False
+        for p in self._pending.values():
+            p[2] = F.EzspError("EzspLinkDown", "link down: %s" % e)
+            p[0].set()
+        self._pending.clear()
+        self._state_ev.set()
+        if self.on_fault:
+            self.on_fault(e)
 
     async def command(self, name, *args):
         """Send a command, return its response values (tuple)."""
@@ -187,6 +191,5 @@ class Ezsp:
         return v[4], v[1], v[7], v[2], v[3]
 
     def close(self):
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
+        # the transport's frames no longer come here
+        self.t.on_frame = None

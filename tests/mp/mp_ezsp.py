@@ -78,6 +78,9 @@ _until = rigline.until
 
 async def _full():
     from han.ash import Ash, NcpReset
+    # compiled from source here: before the scenario's objects break the
+    # heap up (under 256k its compile once found no 4.7 KB block left)
+    from han.commands import rotate_key
     from han.ezsp import APS_OPTIONS, Ezsp
 
     port = int(os.getenv("NCP_PORT"))
@@ -119,7 +122,6 @@ async def _full():
     sender, aps, payload, lqi, rssi = ez.incoming_info(inc[0])
     assert sender == 0x5678 and aps[1] == 0x000A and payload == b"\x18\x07\x0b\x00\x00", inc
     key_before = _rig("state").split()[2]
-    from han.commands import rotate_key
 
     class _Sec:  # the security log's append, as the hub's
         def __init__(self):
