@@ -187,7 +187,7 @@ class Coordinator(Messaging):
             ez = self.ezsp = Ezsp(ash, desired=self.desired)
             ez.on("incomingMessageHandler", self._on_incoming)
             ez.on("messageSentHandler", self._on_sent)
-            self.tc = TrustCentre(ez, self.device_log, self.security_log, self.device_log.utc)
+            self.tc = TrustCentre(ez, self.device_log, self.security_log)
             self.tc.on_removed = self.forget
             self.tc.on_joined = self.on_device_joined
             if self.cbke is not None:
