@@ -340,6 +340,11 @@ class Ash:
     reset_tries = 3
     rx_queue_max = 4
     cancel_bytes = 32
+    # queue mode (no on_frame): recv()'s frames and its Flag, made by the
+    # first frame queued or the first recv(); the hub's link (on_frame set)
+    # has neither
+    _queue = ()
+    _rx_ev = None
 
     def __init__(self, reader, writer, ticks_ms=None, **timing):
         # timing: t_rx_ack_init, t_rx_ack_min, t_rx_ack_max, t_rstack (ms),
@@ -352,13 +357,13 @@ class Ash:
             setattr(self, _TIMING[_TIMING.index(name) + 1], v)  # ValueError: not a setting
         self.t_rx_ack = self.t_init
         self.dec = Decoder()
+        # every frame is encoded here: writer.write copies it (asyncio's
+        # StreamWriter), so a control frame can be written while a DATA frame
+        # awaits its ack
         self._tx = bytearray(_BUF_SIZE)
-        self._ctl = bytearray(8)
         self._lock = [False]  # flag.acquire/release
         self._acked = flag.Flag()  # one-shot flags with a timed wait (no helper task)
         self._rstack = flag.Flag()
-        self._rx_ev = flag.Flag()  # recv()'s wait (one waiter)
-        self._queue = []
         # fn(frame bytes) for each EZSP frame as it is acknowledged, and
         # fn(exc) once with the failure that takes the link down (the EZSP
         # host's, han.ezsp); None: frames queue for recv()
@@ -398,8 +403,8 @@ class Ash:
                 self._ack = 0
                 self._pending = -1
                 self._rejecting = False
-                self._queue = []
-                self._rx_ev.clear()
+                if self._queue:
+                    self._queue = []
                 self.t_rx_ack = self.t_init
                 self.failure = None
                 self.connected = True
@@ -448,6 +453,8 @@ class Ash:
 
     async def recv(self):
         """Next EZSP frame from the NCP (bytes).  Raises NcpReset/LinkFailure."""
+        if self._rx_ev is None:
+            self._rx_ev = flag.Flag()  # one waiter
         while not self._queue:
             self._check()
             self._rx_ev.clear()
@@ -530,8 +537,11 @@ class Ash:
                                 if fn is not None:  # handed over at once: nothing queues
                                     fn(bytes(dec.data()))
                                 else:
+                                    if not self._queue:
+                                        self._queue = []
                                     self._queue.append(bytes(dec.data()))
-                                    self._rx_ev.set()
+                                    if self._rx_ev is not None:
+                                        self._rx_ev.set()
                             await self._send_ack()
                         elif c & 8 and frm == (self._ack - 1) & 7:
                             # retransmission of a frame we already have: re-ack, don't deliver
@@ -560,14 +570,14 @@ class Ash:
         self.failure = exc
         self.connected = False
         self._acked.set()
-        self._rx_ev.set()
+        if self._rx_ev is not None:
+            self._rx_ev.set()
         if self.on_frame is not None:
             self.on_frame(exc)
 
     async def _write_control(self, control):
-        # own scratch buffer: a DATA frame may be in flight in _tx
-        n = encode_frame(self._ctl, control)
-        self.writer.write(memoryview(self._ctl)[:n])
+        n = encode_frame(self._tx, control)
+        self.writer.write(memoryview(self._tx)[:n])
         await self.writer.drain()
 
     async def _send_ack(self):

@@ -19,24 +19,29 @@ APS_OPTION_FRAGMENT = 0x8000
 
 
 class Ezsp:
-    def __init__(self, transport, desired):
+    # defaults an instance holds only when they differ (fewer attributes
+    # than 13: the attribute table of 12 slots, not 17)
+    desired = 14  # the EZSP version asked of the NCP first
+    timeout = 3  # s: a command's wait for its response (han.network's waits build on it)
+    fault = None  # the exception that took the link down
+    last_handler_error = None
+
+    def __init__(self, transport, desired=14):
         self.t = transport
-        self.desired = desired
-        self.timeout = 3  # s: a command's wait for its response (han.network's waits build on it)
+        if desired != 14:
+            self.desired = desired
         self.ver = F.LEGACY
         self.stack_version = 0
         self.eui = None
         self._seq = 0
         self._pending = {}  # seq -> [event, name, result]
         self._handlers = {}  # callback name -> fn(values)
-        self.fault = None
         self.on_fault = None
         self.network_up = False
         self._state_ev = Flag()
         self._tag = 0
         self.stats = {"tx": 0, "rx": 0, "callbacks": 0, "timeouts": 0, "bad": 0, "unclaimed": 0,
                       "handler_errors": 0}
-        self.last_handler_error = None
         self.on("stackStatusHandler", self._stack_status)
 
     # -- plumbing --
@@ -52,7 +57,8 @@ class Ezsp:
 
     async def connect(self):
         """Reset the link (if the transport can), negotiate the version."""
-        self.fault = None
+        if self.fault is not None:
+            self.fault = None
         self.ver = F.LEGACY
         self.network_up = False
         self.t.on_frame = self._frame  # before the reset: no frame of the new link is missed
