@@ -385,7 +385,8 @@ class Ash:
 
     async def reset(self):
         """Cancel + RST, wait for RSTACK; return the NCP's reset code."""
-        self._start()
+        if self._task is None:
+            self._task = asyncio.create_task(self._rx_loop())
         self.connected = False
         for _ in range(self.reset_tries):
             self._rstack.clear()
@@ -477,10 +478,6 @@ class Ash:
         if not self.connected:
             raise LinkFailure("ASH link not connected")
 
-    def _start(self):
-        if self._task is None:
-            self._task = asyncio.create_task(self._rx_loop())
-
     async def _rx_loop(self):
         dec = self.dec
         st = self.stats
@@ -553,12 +550,13 @@ class Ash:
                                 self._rejecting = True
                                 await self._write_control(0xA0 | (self._ack & 7))  # NAK
                                 st["tx_nak"] += 1
-                elif ev == _E_CRC:
-                    st["crc_errors"] += 1
-                    await self._reject_data()
-                elif ev == _E_SHORT or ev == _E_LONG:
-                    st["length_errors"] += 1
-                    await self._reject_data()
+                elif ev == _E_CRC or ev == _E_SHORT or ev == _E_LONG:
+                    st["crc_errors" if ev == _E_CRC else "length_errors"] += 1
+                    # a corrupted frame: NAK once (reject condition) while connected
+                    if self.connected and not self._rejecting and dec.control & 0x80 == 0:
+                        self._rejecting = True
+                        await self._write_control(0xA0 | (self._ack & 7))  # NAK
+                        st["tx_nak"] += 1
                 elif ev == _E_CONTROL:
                     st["control_errors"] += 1
                 elif ev == _E_ESCAPE:
@@ -584,13 +582,6 @@ class Ash:
         nrdy = len(self._queue) >= self.rx_queue_max
         await self._write_control(0x80 | (8 if nrdy else 0) | (self._ack & 7))  # ACK
         self.stats["tx_ack"] += 1
-
-    async def _reject_data(self):
-        # a corrupted frame: NAK once (reject condition) while connected
-        if self.connected and not self._rejecting and self.dec.control & 0x80 == 0:
-            self._rejecting = True
-            await self._write_control(0xA0 | (self._ack & 7))  # NAK
-            self.stats["tx_nak"] += 1
 
     def _handle_ack_num(self, ack_num):
         p = self._pending

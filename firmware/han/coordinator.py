@@ -120,7 +120,11 @@ class Coordinator(Messaging):
 
     def _on_incoming(self, v):
         ez = self.ezsp
-        sender, aps, payload, lqi, rssi = ez.incoming_info(v)
+        # incomingMessageHandler's (sender, aps, payload, lqi, rssi)
+        if ez.ver >= 14:
+            sender, aps, payload, lqi, rssi = v[2], v[1], v[9], v[6], v[7]
+        else:
+            sender, aps, payload, lqi, rssi = v[4], v[1], v[7], v[2], v[3]
         dl = self.device_log
         eh = dl.eui_of(sender)
         self.counters["rx"] += 1
@@ -148,7 +152,11 @@ class Coordinator(Messaging):
             log("han", "abnormal frame from %s (%s) not logged: %r" % (eh, what, e))
 
     def _on_sent(self, v):
-        tag, status, dest = self.ezsp.sent_info(v)
+        # messageSentHandler's (tag, status, destination)
+        if self.ezsp.ver >= 14:
+            tag, status, dest = v[4], v[0], v[2]
+        else:
+            tag, status, dest = v[3], v[4], v[1]
         self._sent_cb(tag, status)
         ok = status == 0
         self.counters["tx_ok" if ok else "tx_fail"] += 1

@@ -79,58 +79,56 @@ class Ezsp:
     def _frame(self, raw):
         # one EZSP frame from the transport, or the exception that took the
         # link down; raises nothing (it runs in the transport's reader)
-        if isinstance(raw, Exception):
-            self._down(raw)
-            return
-        self.stats["rx"] += 1
-        try:
-            seq, fc, fid, pos = F.decode_header(self.ver, raw)
-            name = F.name_of(self.ver, fid)
-            if fc & (F.FC_TRUNCATED | F.FC_OVERFLOW):
-                self.stats["bad"] += 1  # the NCP dropped or cut something
-            if fc & F.FC_CB_MASK:
-                self.stats["callbacks"] += 1
-                fn = self._handlers.get(name)
-                if fn is not None:
-                    v = F.decode_params(self.ver, F.lookup(self.ver, name)[2], raw, pos, False)
-                    try:
-                        fn(v)
-                    except Exception as e:  # a handler bug must not take the link down
-                        self.stats["handler_errors"] += 1
-                        self.last_handler_error = e
-            else:
+        if not isinstance(raw, Exception):
+            self.stats["rx"] += 1
+            try:
+                seq, fc, fid, pos = F.decode_header(self.ver, raw)
+                name = F.name_of(self.ver, fid)
+                if fc & (F.FC_TRUNCATED | F.FC_OVERFLOW):
+                    self.stats["bad"] += 1  # the NCP dropped or cut something
+                if fc & F.FC_CB_MASK:
+                    self.stats["callbacks"] += 1
+                    fn = self._handlers.get(name)
+                    if fn is not None:
+                        v = F.decode_params(self.ver, F.lookup(self.ver, name)[2], raw, pos, False)
+                        try:
+                            fn(v)
+                        except Exception as e:  # a handler bug must not take the link down
+                            self.stats["handler_errors"] += 1
+                            self.last_handler_error = e
+                    return
                 p = self._pending.pop(seq, None)
                 if p is None:
                     self.stats["unclaimed"] += 1
+                    return
+                if name == "invalidCommand":
+                    p[2] = F.EzspError("EzspUnknownFrame", "NCP rejected %s" % p[1])
+                elif name != p[1]:
+                    p[2] = F.EzspError("EzspFrameError", "response %s to %s" % (name, p[1]))
                 else:
-                    if name == "invalidCommand":
-                        p[2] = F.EzspError("EzspUnknownFrame", "NCP rejected %s" % p[1])
-                    elif name != p[1]:
-                        p[2] = F.EzspError("EzspFrameError", "response %s to %s" % (name, p[1]))
-                    else:
-                        try:
-                            p[2] = F.decode_params(self.ver, F.lookup(self.ver, name)[2], raw, pos, False)
-                        except F.EzspError as e:
-                            p[2] = e
-                    p[0].set()
-        except F.EzspError:
-            self.stats["bad"] += 1
-        except Exception as e:  # MemoryError ...: the host can no longer follow the link
-            self._down(e)
-
-    def _down(self, e):
+                    try:
+                        p[2] = F.decode_params(self.ver, F.lookup(self.ver, name)[2], raw, pos, False)
+                    except F.EzspError as e:
+                        p[2] = e
+                p[0].set()
+                return
+            except F.EzspError:
+                self.stats["bad"] += 1
+                return
+            except Exception as e:  # MemoryError ...: the host can no longer follow the link
+                raw = e
         # the link is down (NcpReset / LinkFailure / closed): once a link
         if self.fault is not None:
             return
-        self.fault = e
+        self.fault = raw
         self.network_up = False
         for p in self._pending.values():
-            p[2] = F.EzspError("EzspLinkDown", "link down: %s" % e)
+            p[2] = F.EzspError("EzspLinkDown", "link down: %s" % raw)
             p[0].set()
         self._pending.clear()
         self._state_ev.set()
         if self.on_fault:
-            self.on_fault(e)
+            self.on_fault(raw)
 
     async def command(self, name, *args):
         """Send a command, return its response values (tuple)."""
@@ -161,16 +159,9 @@ class Ezsp:
             raise F.EzspError("EzspStatusError", "%s failed: status 0x%X" % (name, r[0]))
         return r
 
-    # -- coordinator API (the NCP bring-up, forming and the energy scan: han.network) --
-    async def permit_joining(self, seconds):
-        await self.ok("permitJoining", min(255, max(0, seconds)))
-
-    async def add_install_code_key(self, eui, key):
-        if self.ver >= 13:
-            await self.ok("importTransientKey", eui, key, 0)
-        else:
-            await self.ok("addTransientLinkKey", eui, key)
-
+    # -- coordinator API (the NCP bring-up, forming and the energy scan:
+    # han.network; the join-time keys and permitJoining: the trust centre's
+    # own ok() calls; the callbacks' values are read where they are handled) --
     def next_tag(self):
         """The message tag the next send_unicast will use (register a waiter
         for its messageSentHandler before sending)."""
@@ -183,18 +174,6 @@ class Ezsp:
         tag = self._tag = self.next_tag()
         await self.ok("sendUnicast", 0, node_id, (profile, cluster, src_ep, dst_ep, options, group, 0), tag, payload)
         return tag
-
-    def sent_info(self, v):
-        """messageSentHandler values -> (tag, status, destination)."""
-        if self.ver >= 14:
-            return v[4], v[0], v[2]
-        return v[3], v[4], v[1]
-
-    def incoming_info(self, v):
-        """incomingMessageHandler values -> (sender, aps, payload, lqi, rssi)."""
-        if self.ver >= 14:
-            return v[2], v[1], v[9], v[6], v[7]
-        return v[4], v[1], v[7], v[2], v[3]
 
     def close(self):
         # the transport's frames no longer come here

@@ -79,7 +79,11 @@ class TrustCentre:
             self._keys = {}
         for eh, k in want.items():
             if self._keys.get(eh) != k:
-                await self.ezsp.add_install_code_key(unhexlify(eh), k)
+                # the join-time key: v13+ importTransientKey, v8 addTransientLinkKey
+                if self.ezsp.ver >= 13:
+                    await self.ezsp.ok("importTransientKey", unhexlify(eh), k, 0)
+                else:
+                    await self.ezsp.ok("addTransientLinkKey", unhexlify(eh), k)
                 self._keys[eh] = k
         # devices a restore (CCS03) brought back rejoin with their link keys
         for eh, k in self.log.restored_keys():
@@ -95,11 +99,11 @@ class TrustCentre:
         if end > now:
             if self._permit_end < end and self._permit_end - now < _PERMIT_MAX // 2:
                 s = min(_PERMIT_MAX, end - now)
-                await self.ezsp.permit_joining(s)
+                await self.ezsp.ok("permitJoining", s)
                 self._permit_end = now + s
         elif self._permit_end:
             # also when our clock says it ran out: the NCP counts on its own
-            await self.ezsp.permit_joining(0)
+            await self.ezsp.ok("permitJoining", 0)
             self._permit_end = 0
         if self._unknown:  # rare (a power cut): its code is loaded for it
             net = lazy.load("han.network")
