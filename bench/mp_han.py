@@ -7,8 +7,8 @@
 #                     frame (a sendUnicast with a 79-byte message)
 #   ezsp_overhead_us  the host's cost of one EZSP command/response through
 #                     Ezsp.command(): sequence number, frame encode, pending
-#                     entry, asyncio Event, the response decoded and matched by
-#                     the receive task; the transport answers at once (no ASH,
+#                     entry and Flag, the response decoded and matched as the
+#                     transport hands it over; the transport answers at once (no ASH,
 #                     no UART), so this is the EZSP layer alone
 # each the median of RUNS batches of BATCH operations.
 import asyncio
@@ -54,26 +54,18 @@ def ash_frame_us():
 
 
 class Instant:
-    """An EZSP transport whose NCP answers every command at once."""
+    """An EZSP transport whose NCP answers every command at once (the
+    answer handed to the host's on_frame as han.ash.Ash hands it)."""
 
     def __init__(self, ver):
         self.ver = ver
-        self.q = []
-        self.ev = asyncio.Event()
         self.rsp = {}
+        self.on_frame = None
 
     async def send(self, frame):
         seq, _fc, fid, _pos = F.decode_header(self.ver, frame)
         name = F.name_of(self.ver, fid)
-        body = self.rsp[name]
-        self.q.append(bytes((seq,)) + body)
-        self.ev.set()
-
-    async def recv(self):
-        while not self.q:
-            self.ev.clear()
-            await self.ev.wait()
-        return self.q.pop(0)
+        self.on_frame(bytes((seq,)) + self.rsp[name])
 
 
 async def _ezsp_us():
@@ -83,7 +75,7 @@ async def _ezsp_us():
     t.rsp["version"] = bytes(F.encode_frame(ver, 0, "version", (13, 2, 0x7450), peer.FC_RESPONSE))[1:]
     t.rsp["sendUnicast"] = bytes(F.encode_frame(ver, 0, "sendUnicast", (0, 9), peer.FC_RESPONSE))[1:]
     ez = Ezsp(t, desired=13)
-    ez._task = asyncio.create_task(ez._rx_loop())
+    t.on_frame = ez._frame
     ez.ver = ver
     msg = bytes(range(64))
     aps = (0x0109, 0x0704, 1, 1, 0x0160, 0, 0)

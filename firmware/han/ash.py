@@ -43,6 +43,7 @@ _LFSR = const(0xB8)
 _VERSION = const(2)
 # worst case wire size of one frame: every byte stuffed, plus the flag
 _BUF_SIZE = const(2 * (1 + 128 + 2) + 1)
+_RX_CHUNK = const(64)  # bytes asked of the reader at a time
 
 # NCP reset / error codes (UG101 / EZSP)
 _RESET_UNKNOWN = const(0x00)
@@ -339,6 +340,11 @@ class Ash:
     reset_tries = 3
     rx_queue_max = 4
     cancel_bytes = 32
+    # queue mode (no on_frame): recv()'s frames and its Flag, made by the
+    # first frame queued or the first recv(); the hub's link (on_frame set)
+    # has neither
+    _queue = ()
+    _rx_ev = None
 
     def __init__(self, reader, writer, ticks_ms=None, **timing):
         # timing: t_rx_ack_init, t_rx_ack_min, t_rx_ack_max, t_rstack (ms),
@@ -351,14 +357,17 @@ class Ash:
             setattr(self, _TIMING[_TIMING.index(name) + 1], v)  # ValueError: not a setting
         self.t_rx_ack = self.t_init
         self.dec = Decoder()
+        # every frame is encoded here: writer.write copies it (asyncio's
+        # StreamWriter), so a control frame can be written while a DATA frame
+        # awaits its ack
         self._tx = bytearray(_BUF_SIZE)
-        self._rxbuf = bytearray(64)
-        self._ctl = bytearray(8)
         self._lock = [False]  # flag.acquire/release
         self._acked = flag.Flag()  # one-shot flags with a timed wait (no helper task)
         self._rstack = flag.Flag()
-        self._rx_ev = asyncio.Event()
-        self._queue = []
+        # fn(frame bytes) for each EZSP frame as it is acknowledged, and
+        # fn(exc) once with the failure that takes the link down (the EZSP
+        # host's, han.ezsp); None: frames queue for recv()
+        self.on_frame = None
         self._task = None
         self.connected = False
         self.failure = None  # NcpReset / LinkFailure that took the link down
@@ -376,7 +385,8 @@ class Ash:
 
     async def reset(self):
         """Cancel + RST, wait for RSTACK; return the NCP's reset code."""
-        self._start()
+        if self._task is None:
+            self._task = asyncio.create_task(self._rx_loop())
         self.connected = False
         for _ in range(self.reset_tries):
             self._rstack.clear()
@@ -394,8 +404,8 @@ class Ash:
                 self._ack = 0
                 self._pending = -1
                 self._rejecting = False
-                self._queue = []
-                self._rx_ev.clear()
+                if self._queue:
+                    self._queue = []
                 self.t_rx_ack = self.t_init
                 self.failure = None
                 self.connected = True
@@ -444,6 +454,8 @@ class Ash:
 
     async def recv(self):
         """Next EZSP frame from the NCP (bytes).  Raises NcpReset/LinkFailure."""
+        if self._rx_ev is None:
+            self._rx_ev = flag.Flag()  # one waiter
         while not self._queue:
             self._check()
             self._rx_ev.clear()
@@ -466,16 +478,11 @@ class Ash:
         if not self.connected:
             raise LinkFailure("ASH link not connected")
 
-    def _start(self):
-        if self._task is None:
-            self._task = asyncio.create_task(self._rx_loop())
-
     async def _rx_loop(self):
-        buf = self._rxbuf
         dec = self.dec
         st = self.stats
         while True:
-            data = await self.reader.read(len(buf))
+            data = await self.reader.read(_RX_CHUNK)  # a new bytes each
             if not data:
                 self._fail(LinkFailure("NCP stream closed"))
                 return
@@ -517,14 +524,21 @@ class Ash:
                         self._handle_ack_num(c & 7)
                         if frm == self._ack:
                             self._rejecting = False
-                            if len(self._queue) >= self.rx_queue_max:
+                            fn = self.on_frame
+                            if fn is None and len(self._queue) >= self.rx_queue_max:
                                 # no room: leave it unacknowledged (nRdy set); the NCP resends
                                 st["dropped"] += 1
                             else:
                                 self._ack = (frm + 1) & 7
                                 st["rx_data"] += 1
-                                self._queue.append(bytes(dec.data()))
-                                self._rx_ev.set()
+                                if fn is not None:  # handed over at once: nothing queues
+                                    fn(bytes(dec.data()))
+                                else:
+                                    if not self._queue:
+                                        self._queue = []
+                                    self._queue.append(bytes(dec.data()))
+                                    if self._rx_ev is not None:
+                                        self._rx_ev.set()
                             await self._send_ack()
                         elif c & 8 and frm == (self._ack - 1) & 7:
                             # retransmission of a frame we already have: re-ack, don't deliver
@@ -536,12 +550,13 @@ class Ash:
                                 self._rejecting = True
                                 await self._write_control(0xA0 | (self._ack & 7))  # NAK
                                 st["tx_nak"] += 1
-                elif ev == _E_CRC:
-                    st["crc_errors"] += 1
-                    await self._reject_data()
-                elif ev == _E_SHORT or ev == _E_LONG:
-                    st["length_errors"] += 1
-                    await self._reject_data()
+                elif ev == _E_CRC or ev == _E_SHORT or ev == _E_LONG:
+                    st["crc_errors" if ev == _E_CRC else "length_errors"] += 1
+                    # a corrupted frame: NAK once (reject condition) while connected
+                    if self.connected and not self._rejecting and dec.control & 0x80 == 0:
+                        self._rejecting = True
+                        await self._write_control(0xA0 | (self._ack & 7))  # NAK
+                        st["tx_nak"] += 1
                 elif ev == _E_CONTROL:
                     st["control_errors"] += 1
                 elif ev == _E_ESCAPE:
@@ -553,25 +568,20 @@ class Ash:
         self.failure = exc
         self.connected = False
         self._acked.set()
-        self._rx_ev.set()
+        if self._rx_ev is not None:
+            self._rx_ev.set()
+        if self.on_frame is not None:
+            self.on_frame(exc)
 
     async def _write_control(self, control):
-        # own scratch buffer: a DATA frame may be in flight in _tx
-        n = encode_frame(self._ctl, control)
-        self.writer.write(memoryview(self._ctl)[:n])
+        n = encode_frame(self._tx, control)
+        self.writer.write(memoryview(self._tx)[:n])
         await self.writer.drain()
 
     async def _send_ack(self):
         nrdy = len(self._queue) >= self.rx_queue_max
         await self._write_control(0x80 | (8 if nrdy else 0) | (self._ack & 7))  # ACK
         self.stats["tx_ack"] += 1
-
-    async def _reject_data(self):
-        # a corrupted frame: NAK once (reject condition) while connected
-        if self.connected and not self._rejecting and self.dec.control & 0x80 == 0:
-            self._rejecting = True
-            await self._write_control(0xA0 | (self._ack & 7))  # NAK
-            self.stats["tx_nak"] += 1
 
     def _handle_ack_num(self, ack_num):
         p = self._pending

@@ -34,7 +34,7 @@ async def han_status(hub, req):
         "restarts": job.get("restarts", 0),
         "counters": dict(c.counters.items()),
         "trust_centre": c.tc.stats if c.tc is not None else None,
-        "versions": {k: list(c.device_versions(k)) for k in c.versions},
+        "versions": {k: list(c.device_versions(k)) for k in c.dev if c.device_versions(k)},
         "ash": dict(ez.t.stats.items()) if ez is not None and hasattr(ez.t, "stats") else None,
         "ezsp": ez.stats if ez is not None else None,
         "energy_scan": kv.get("scan"),

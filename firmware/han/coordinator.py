@@ -20,7 +20,6 @@ import board
 import lazy
 from codes import EV_BAD_DEVICE_MESSAGE
 from counters import Counters
-from flag import Flag
 from han import zcl_servers
 from han.ash import Ash, NcpReset
 from han.ezsp import Ezsp
@@ -61,7 +60,6 @@ class Coordinator(Messaging):
         self.last_fault = None
         self._xpan = None  # the extended PAN id the HAN is on (RAM; KV "han" xpan)
         self.counters = Counters(_COUNTERS)
-        self._fault = Flag()
         self._init_messaging()
         self.zcl_servers[0x0000] = zcl_servers.AttributeServer(0x0000, VERSION.encode(), self._stack_version)
         self.zcl_servers[0x000A] = zcl_servers.AttributeServer(0x000A, self._clock, board.utc)
@@ -114,13 +112,13 @@ class Coordinator(Messaging):
 
     # -- callbacks --
 
-    def _on_fault(self, exc):
-        self.last_fault = exc
-        self._fault.set()
-
     def _on_incoming(self, v):
         ez = self.ezsp
-        sender, aps, payload, lqi, rssi = ez.incoming_info(v)
+        # incomingMessageHandler's (sender, aps, payload, lqi, rssi)
+        if ez.ver >= 14:
+            sender, aps, payload, lqi, rssi = v[2], v[1], v[9], v[6], v[7]
+        else:
+            sender, aps, payload, lqi, rssi = v[4], v[1], v[7], v[2], v[3]
         dl = self.device_log
         eh = dl.eui_of(sender)
         self.counters["rx"] += 1
@@ -148,7 +146,11 @@ class Coordinator(Messaging):
             log("han", "abnormal frame from %s (%s) not logged: %r" % (eh, what, e))
 
     def _on_sent(self, v):
-        tag, status, dest = self.ezsp.sent_info(v)
+        # messageSentHandler's (tag, status, destination)
+        if self.ezsp.ver >= 14:
+            tag, status, dest = v[4], v[0], v[2]
+        else:
+            tag, status, dest = v[3], v[4], v[1]
         self._sent_cb(tag, status)
         ok = status == 0
         self.counters["tx_ok" if ok else "tx_fail"] += 1
@@ -178,7 +180,6 @@ class Coordinator(Messaging):
             board.hard_reset("ncp")
             await asyncio.sleep_ms(_RESET_SETTLE_MS)
         self.last_fault = None
-        self._fault.clear()
         self.state = "connecting"
         reader, writer = await board.open_uart("ncp")
         ash = Ash(reader, writer, board.ticks_ms)
@@ -187,7 +188,7 @@ class Coordinator(Messaging):
             ez = self.ezsp = Ezsp(ash, desired=self.desired)
             ez.on("incomingMessageHandler", self._on_incoming)
             ez.on("messageSentHandler", self._on_sent)
-            self.tc = TrustCentre(ez, self.device_log, self.security_log, self.device_log.utc)
+            self.tc = TrustCentre(ez, self.device_log, self.security_log)
             self.tc.on_removed = self.forget
             self.tc.on_joined = self.on_device_joined
             if self.cbke is not None:
@@ -196,7 +197,6 @@ class Coordinator(Messaging):
             ez.close()
             ez.t = ash
             self.tc.link_reset()
-        ez.on_fault = self._on_fault
         try:
             try:
                 ver = await ez.connect()
@@ -214,7 +214,11 @@ class Coordinator(Messaging):
             self.state = "up"
             log("han", "up ezsp=v%d" % ver)
             while True:
-                if self._fault.is_set():
+                # the EZSP host's state Flag wakes the wait below: a link
+                # fault, a stack status (the network up or down)
+                ez._state_ev.clear()
+                if ez.fault is not None:
+                    self.last_fault = ez.fault
                     if isinstance(self.last_fault, NcpReset):
                         self.counters["ncp_resets"] += 1
                     raise KindException("HanDown", "NCP link down: %r" % (self.last_fault,))
@@ -230,9 +234,9 @@ class Coordinator(Messaging):
                         lazy.drop("han.network")
                     self.state = "up"
                 await self.tc.sync()
-                await self._fault.wait_ms(_SYNC_S * 1000)
+                await ez._state_ev.wait_ms(_SYNC_S * 1000)
         except Exception:
-            if self.last_fault is None and isinstance(ez.fault, NcpReset):
+            if self.last_fault is None and ez.fault is not None:
                 self.last_fault = ez.fault
             raise
         finally:

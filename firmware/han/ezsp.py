@@ -3,13 +3,13 @@
 # centre use at run time (the bring-up, forming and the energy scan are in
 # han.network, loaded for them).
 #
-# transport: `await send(bytes)`, `await recv() -> bytes` (han.ash.Ash), and
-# optionally `await reset()`. An exception from recv() (han.ash.NcpReset,
-# LinkFailure) takes the EZSP layer down: pending commands fail with
-# EzspLinkDown and the `on_fault(exc)` hook is called; the owner then runs
-# `connect()` + han.network's `startup()` + `network()` again.
-import asyncio
-
+# transport: `await send(bytes)`, an `on_frame` attribute that connect()
+# sets to the host's frame handler (han.ash.Ash calls it with each EZSP frame
+# as it acknowledges it, in its reader task: no task of the host's own), and
+# optionally `await reset()`. The exception that takes the link down
+# (han.ash.NcpReset, LinkFailure) comes the same way, once: pending commands
+# fail with EzspLinkDown and the `on_fault(exc)` hook is called; the owner
+# then runs `connect()` + han.network's `startup()` + `network()` again.
 from han import ezsp_frames as F
 from flag import Flag
 
@@ -19,25 +19,29 @@ APS_OPTION_FRAGMENT = 0x8000
 
 
 class Ezsp:
-    def __init__(self, transport, desired):
+    # defaults an instance holds only when they differ (fewer attributes
+    # than 13: the attribute table of 12 slots, not 17)
+    desired = 14  # the EZSP version asked of the NCP first
+    timeout = 3  # s: a command's wait for its response (han.network's waits build on it)
+    fault = None  # the exception that took the link down
+    last_handler_error = None
+
+    def __init__(self, transport, desired=14):
         self.t = transport
-        self.desired = desired
-        self.timeout = 3  # s: a command's wait for its response (han.network's waits build on it)
+        if desired != 14:
+            self.desired = desired
         self.ver = F.LEGACY
         self.stack_version = 0
         self.eui = None
         self._seq = 0
         self._pending = {}  # seq -> [event, name, result]
         self._handlers = {}  # callback name -> fn(values)
-        self._task = None
-        self.fault = None
         self.on_fault = None
         self.network_up = False
         self._state_ev = Flag()
         self._tag = 0
         self.stats = {"tx": 0, "rx": 0, "callbacks": 0, "timeouts": 0, "bad": 0, "unclaimed": 0,
                       "handler_errors": 0}
-        self.last_handler_error = None
         self.on("stackStatusHandler", self._stack_status)
 
     # -- plumbing --
@@ -53,13 +57,13 @@ class Ezsp:
 
     async def connect(self):
         """Reset the link (if the transport can), negotiate the version."""
-        self.fault = None
+        if self.fault is not None:
+            self.fault = None
         self.ver = F.LEGACY
         self.network_up = False
+        self.t.on_frame = self._frame  # before the reset: no frame of the new link is missed
         if hasattr(self.t, "reset"):
             await self.t.reset()
-        if self._task is None:
-            self._task = asyncio.create_task(self._rx_loop())
         # the version: the desired one, else the one the NCP speaks if supported
         ver, _st, sv = await self.command("version", self.desired)
         if ver not in F.SUPPORTED:
@@ -72,55 +76,59 @@ class Ezsp:
         self.stack_version = sv
         return ver
 
-    async def _rx_loop(self):
-        try:
-            while True:
-                raw = await self.t.recv()
-                self.stats["rx"] += 1
-                try:
-                    seq, fc, fid, pos = F.decode_header(self.ver, raw)
-                    name = F.name_of(self.ver, fid)
-                    if fc & (F.FC_TRUNCATED | F.FC_OVERFLOW):
-                        self.stats["bad"] += 1  # the NCP dropped or cut something
-                    if fc & F.FC_CB_MASK:
-                        self.stats["callbacks"] += 1
-                        fn = self._handlers.get(name)
-                        if fn is not None:
-                            v = F.decode_params(self.ver, F.lookup(self.ver, name)[2], raw, pos, False)
-                            try:
-                                fn(v)
-                            except Exception as e:  # a handler bug must not take the link down
-                                self.stats["handler_errors"] += 1
-                                self.last_handler_error = e
-                    else:
-                        p = self._pending.pop(seq, None)
-                        if p is None:
-                            self.stats["unclaimed"] += 1
-                        else:
-                            if name == "invalidCommand":
-                                p[2] = F.EzspError("EzspUnknownFrame", "NCP rejected %s" % p[1])
-                            elif name != p[1]:
-                                p[2] = F.EzspError("EzspFrameError", "response %s to %s" % (name, p[1]))
-                            else:
-                                try:
-                                    p[2] = F.decode_params(self.ver, F.lookup(self.ver, name)[2], raw, pos, False)
-                                except F.EzspError as e:
-                                    p[2] = e
-                            p[0].set()
-                except F.EzspError:
-                    self.stats["bad"] += 1
-        except Exception as e:  # NcpReset / LinkFailure / closed: the link is down
-            self.fault = e
-            self.network_up = False
-            for p in self._pending.values():
-                p[2] = F.EzspError("EzspLinkDown", "link down: %s" % e)
+    def _frame(self, raw):
+        # one EZSP frame from the transport, or the exception that took the
+        # link down; raises nothing (it runs in the transport's reader)
+        if not isinstance(raw, Exception):
+            self.stats["rx"] += 1
+            try:
+                seq, fc, fid, pos = F.decode_header(self.ver, raw)
+                name = F.name_of(self.ver, fid)
+                if fc & (F.FC_TRUNCATED | F.FC_OVERFLOW):
+                    self.stats["bad"] += 1  # the NCP dropped or cut something
+                if fc & F.FC_CB_MASK:
+                    self.stats["callbacks"] += 1
+                    fn = self._handlers.get(name)
+                    if fn is not None:
+                        v = F.decode_params(self.ver, F.lookup(self.ver, name)[2], raw, pos, False)
+                        try:
+                            fn(v)
+                        except Exception as e:  # a handler bug must not take the link down
+                            self.stats["handler_errors"] += 1
+                            self.last_handler_error = e
+                    return
+                p = self._pending.pop(seq, None)
+                if p is None:
+                    self.stats["unclaimed"] += 1
+                    return
+                if name == "invalidCommand":
+                    p[2] = F.EzspError("EzspUnknownFrame", "NCP rejected %s" % p[1])
+                elif name != p[1]:
+                    p[2] = F.EzspError("EzspFrameError", "response %s to %s" % (name, p[1]))
+                else:
+                    try:
+                        p[2] = F.decode_params(self.ver, F.lookup(self.ver, name)[2], raw, pos, False)
+                    except F.EzspError as e:
+                        p[2] = e
                 p[0].set()
-            self._pending.clear()
-            self._state_ev.set()
-            if self.on_fault:
-                self.on_fault(e)
-        finally:
-            self._task = None
+                return
+            except F.EzspError:
+                self.stats["bad"] += 1
+                return
+            except Exception as e:  # MemoryError ...: the host can no longer follow the link
+                raw = e
+        # the link is down (NcpReset / LinkFailure / closed): once a link
+        if self.fault is not None:
+            return
+        self.fault = raw
+        self.network_up = False
+        for p in self._pending.values():
+            p[2] = F.EzspError("EzspLinkDown", "link down: %s" % raw)
+            p[0].set()
+        self._pending.clear()
+        self._state_ev.set()
+        if self.on_fault:
+            self.on_fault(raw)
 
     async def command(self, name, *args):
         """Send a command, return its response values (tuple)."""
@@ -151,16 +159,9 @@ class Ezsp:
             raise F.EzspError("EzspStatusError", "%s failed: status 0x%X" % (name, r[0]))
         return r
 
-    # -- coordinator API (the NCP bring-up, forming and the energy scan: han.network) --
-    async def permit_joining(self, seconds):
-        await self.ok("permitJoining", min(255, max(0, seconds)))
-
-    async def add_install_code_key(self, eui, key):
-        if self.ver >= 13:
-            await self.ok("importTransientKey", eui, key, 0)
-        else:
-            await self.ok("addTransientLinkKey", eui, key)
-
+    # -- coordinator API (the NCP bring-up, forming and the energy scan:
+    # han.network; the join-time keys and permitJoining: the trust centre's
+    # own ok() calls; the callbacks' values are read where they are handled) --
     def next_tag(self):
         """The message tag the next send_unicast will use (register a waiter
         for its messageSentHandler before sending)."""
@@ -174,19 +175,6 @@ class Ezsp:
         await self.ok("sendUnicast", 0, node_id, (profile, cluster, src_ep, dst_ep, options, group, 0), tag, payload)
         return tag
 
-    def sent_info(self, v):
-        """messageSentHandler values -> (tag, status, destination)."""
-        if self.ver >= 14:
-            return v[4], v[0], v[2]
-        return v[3], v[4], v[1]
-
-    def incoming_info(self, v):
-        """incomingMessageHandler values -> (sender, aps, payload, lqi, rssi)."""
-        if self.ver >= 14:
-            return v[2], v[1], v[9], v[6], v[7]
-        return v[4], v[1], v[7], v[2], v[3]
-
     def close(self):
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
+        # the transport's frames no longer come here
+        self.t.on_frame = None

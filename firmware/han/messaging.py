@@ -83,7 +83,6 @@ class Messaging:
         self._tx_locks = {}  # eui hex -> True or a flag lock list (fragments of one frame together), while used
         self._sent = {}  # message tag -> [event, status]
         self._requests = {}  # (eui hex, cluster, tsn) -> [event, answer frame]
-        self._eps = {}  # eui hex -> the endpoint it last sent from
         self._acks = []  # (node id, aps) of fragments to acknowledge, oldest first
         self._acking = False  # the task that sends them is running
         self._rx = []  # reassembly slots [sender, Reassembler, count] of messages in progress
@@ -91,9 +90,12 @@ class Messaging:
         self._busy = 0
         self._senders = 0  # tunnel sends running (at most _SENDERS)
         self._send_q = []  # a Flag for each send waiting for a slot, oldest first
-        # eui hex -> the device's Basic versions read after it joined, packed
-        # in a small int (no object a device): see _versions
-        self.versions = {}
+        # eui hex -> what is kept of a device, packed in one small int (no
+        # object, one table entry a device): bits 0-7 the endpoint it last
+        # sent from, bit 8 set once it sent; bit 9 set once its Basic
+        # versions were read (after it joined), bits 10-27 those versions
+        # (see _read_versions)
+        self.dev = {}
         self._reading = []  # (eui hex, attempt, due ms) of devices waiting for their versions read
         self._now = None  # the device the versions reader reads ("" between reads, None: no reader)
         for k in COUNTERS:
@@ -299,7 +301,8 @@ class Messaging:
             payload = self._reassemble(eh, group, payload)
             if payload is None:
                 return
-        self._eps[eh] = src_ep
+        d = self.dev
+        d[eh] = d.get(eh, 0) & ~0x1FF | 0x100 | src_ep
         try:
             h, o = Z.parse_header(payload)
         except Z.ZclError:
@@ -564,7 +567,8 @@ class Messaging:
             # frames below this one)
             t = self._tunnel_for(eh)
             if t is None:
-                ep = self._eps.get(eh, 1)
+                ep = self.dev.get(eh, 0)
+                ep = ep & 0xFF if ep & 0x100 else 1  # the one it last sent from, else 1
                 w[0] = Flag()
                 self._opening[eh] = w
                 # the hub's RequestTunnel: GB-HRGP, no manufacturer, no flow control
@@ -662,7 +666,8 @@ class Messaging:
                 Z.encode_read_attributes((0x0001, 0x0002), f)
                 done = True
                 try:
-                    a = await self.zcl_request(eh, self._eps.get(eh, 1), ZC.CLUSTER_BASIC, f)
+                    ep = self.dev.get(eh, 0)
+                    a = await self.zcl_request(eh, ep & 0xFF if ep & 0x100 else 1, ZC.CLUSTER_BASIC, f)
                     h, o = Z.parse_header(a)
                     if h.command_id == Z.READ_ATTRIBUTES_RSP and h.frame_type == Z.FT_GLOBAL and h.manufacturer is None:
                         # bit 8: application version known (bits 0-7), bit 17: stack version (bits 9-16)
@@ -670,7 +675,7 @@ class Messaging:
                         for a_id, st, _t, val in Z.decode_read_attributes_rsp(a, o):
                             if st == Z.SUCCESS and a_id in (1, 2) and isinstance(val, int):
                                 v |= (0x100 | val & 0xFF) << (9 * (a_id - 1))
-                        self.versions[eh] = v
+                        self.dev[eh] = self.dev.get(eh, 0) & 0x1FF | 0x200 | v << 10
                 except (DeliveryError, Z.ZclError):
                     done = False
                 finally:
@@ -685,11 +690,12 @@ class Messaging:
         cluster, read after it joined; None items when it does not say;
         None when not read (yet)."""
         try:
-            v = self.versions.get(eui_hex(eui))
+            v = self.dev.get(eui_hex(eui), 0)
         except ValueError:
             return None
-        if v is None:
+        if not v & 0x200:
             return None
+        v >>= 10
         return (v & 0xFF if v & 0x100 else None, v >> 9 & 0xFF if v & 0x20000 else None)
 
     def forget(self, eh):
@@ -698,8 +704,8 @@ class Messaging:
             if peer == eh:
                 self.tunnels.close(tid)
                 self._tinfo.pop(tid, None)
-        for d in (self._client, self._eps, self.versions):
-            d.pop(eh, None)
+        self._client.pop(eh, None)
+        self.dev.pop(eh, None)
         q = self._reading
         for i in range(len(q) - 1, -1, -1):
             if q[i][0] == eh:

@@ -27,11 +27,11 @@ _PERMIT_MAX = const(254)  # 255 would mean "forever"
 
 
 class TrustCentre:
-    def __init__(self, ezsp, device_log, security_log, utc):
+    def __init__(self, ezsp, device_log, security_log):
+        # the time is the Device Log's (its utc): no attribute of its own
         self.ezsp = ezsp
         self.log = device_log
         self.sec = security_log
-        self.utc = utc
         self._keys = {}  # eui hex -> key imported into the NCP
         self._linked = {}  # eui hex -> restored link key put in the NCP's key table
         self._permit_end = 0
@@ -64,7 +64,7 @@ class TrustCentre:
 
     async def sync(self):
         """Bring the NCP's transient keys and permit-join in line with the log."""
-        now = self.utc()
+        now = self.log.utc()
         self.log.close_expired(now)
         want = {}
         end = 0
@@ -79,7 +79,11 @@ class TrustCentre:
             self._keys = {}
         for eh, k in want.items():
             if self._keys.get(eh) != k:
-                await self.ezsp.add_install_code_key(unhexlify(eh), k)
+                # the join-time key: v13+ importTransientKey, v8 addTransientLinkKey
+                if self.ezsp.ver >= 13:
+                    await self.ezsp.ok("importTransientKey", unhexlify(eh), k, 0)
+                else:
+                    await self.ezsp.ok("addTransientLinkKey", unhexlify(eh), k)
                 self._keys[eh] = k
         # devices a restore (CCS03) brought back rejoin with their link keys
         for eh, k in self.log.restored_keys():
@@ -95,11 +99,11 @@ class TrustCentre:
         if end > now:
             if self._permit_end < end and self._permit_end - now < _PERMIT_MAX // 2:
                 s = min(_PERMIT_MAX, end - now)
-                await self.ezsp.permit_joining(s)
+                await self.ezsp.ok("permitJoining", s)
                 self._permit_end = now + s
         elif self._permit_end:
             # also when our clock says it ran out: the NCP counts on its own
-            await self.ezsp.permit_joining(0)
+            await self.ezsp.ok("permitJoining", 0)
             self._permit_end = 0
         if self._unknown:  # rare (a power cut): its code is loaded for it
             net = lazy.load("han.network")
@@ -144,7 +148,7 @@ class TrustCentre:
 
     def _refuse(self, code, node, eui):
         self.stats["refused"] += 1
-        self.sec.append(code, bytes(eui), self.utc())
+        self.sec.append(code, bytes(eui), self.log.utc())
         self._kick.append((node, bytes(eui)))
 
     def _on_join(self, v):
@@ -162,7 +166,7 @@ class TrustCentre:
             # the NCP refused it (no key / wrong key): log, nothing to undo
             self.stats["refused"] += 1
             self.sec.append(codes.EV_JOIN_BAD_KEY if self.log.window_open(eui) else codes.EV_JOIN_WINDOW_CLOSED,
-                            eui, self.utc())
+                            eui, self.log.utc())
             return
         if status == _UNSECURED_JOIN:
             if self.log.window_open(eui):
