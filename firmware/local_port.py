@@ -250,9 +250,8 @@ def _error(msg):
     return json.dumps({"error": msg}).encode()
 
 
-async def _read(reader, buf, readinto):
-    if readinto is not None:
-        return await readinto(buf)
+async def _read(reader, buf):
+    # a stream with read() only (no readinto)
     data = await reader.read(len(buf))
     buf[0 : len(data)] = data
     return len(data)
@@ -368,11 +367,12 @@ async def serve(reader, writer, dispatch, timeout_ms=_TIMEOUT_MS, max_body=MAX_B
                 timed_out = True
             else:
                 try:
-                    got = await asyncio.wait_for_ms(_read(reader, rbuf, readinto), left)
+                    got = await asyncio.wait_for_ms(readinto(rbuf) if readinto else _read(reader, rbuf), left)
                 except asyncio.TimeoutError:
                     timed_out = True
         else:
-            got = await _read(reader, rbuf, readinto)
+            # the stream's readinto awaited as it is: no coroutine frame of ours waits on it
+            got = await (readinto(rbuf) if readinto else _read(reader, rbuf))
             started = time.ticks_ms()
         if timed_out:
             fr.truncate()
