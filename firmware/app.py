@@ -379,8 +379,7 @@ class Hub:
     async def run(self):
         self.supervisor.spawn("board", board.control_task)
         self.supervisor.spawn("local_port", self.local_port)
-        sup = self.supervisor
-        sup.watchdog(board.watchdog(), _CRITICAL)
+        self.supervisor.watchdog(board.watchdog(), _CRITICAL)
         # The periodic work that only ticks, in this (the main) task rather
         # than a job each: every 200 ms the high-water mark of the live heap
         # (after a collection: the working set the bench publishes; without
@@ -399,7 +398,7 @@ class Hub:
             if n % _TICKS_S == 0:
                 # each on its own: one that fails does not hold the others back
                 try:
-                    sup.feed()
+                    self.supervisor.feed()
                 except Exception as e:  # noqa: BLE001 - the ticks go on
                     last = _tick_error(e, last)
                 try:
