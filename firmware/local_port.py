@@ -27,7 +27,6 @@ MAX_BODY = const(4096)
 # a rescan keeps; a frame gets a buffer of its own size while it is read
 # (one allocation a frame, given back once it is handled)
 _SMALL = const(8)
-_HEAD_READ = const(16)  # serve's reads outside a frame's body (console text, a header)
 _TIMEOUT_MS = const(2000)  # deadline for a whole frame, from its SOF,
 _MS_PER_BYTE = const(2)  # extended by this for each byte of it received (flow control waits)
 # flow control (docs/local-port.md): a client keeps at most _WINDOW bytes of a
@@ -351,22 +350,13 @@ async def serve(reader, writer, dispatch, timeout_ms=_TIMEOUT_MS, max_body=MAX_B
     ValueError/TypeError = bad arguments, NotAuthorised = not authorised,
     anything else = internal error (logged; the server keeps serving)."""
     fr = FrameReader(max_body)
-    # reads outside a frame's body; a frame whose length is known is read
-    # straight into its own buffer (at most chunk bytes a read, never past
-    # its end): no second copy of it, no standing buffer of chunk bytes
-    rbuf = bytearray(_HEAD_READ if chunk > _HEAD_READ else chunk)
+    rbuf = bytearray(chunk)
     readinto = getattr(reader, "readinto", None)
     acked = 0
     started = 0  # ticks of the read that brought the current frame's SOF
     while True:
         got = 0
         timed_out = False
-        dst = rbuf
-        n = fr.n
-        if n >= 3 and fr.in_frame():
-            need = ((fr.buf[1] << 8) | fr.buf[2]) + 5
-            if n < need <= len(fr.buf):
-                dst = memoryview(fr.buf)[n : need if need - n < chunk else n + chunk]
         if fr.in_frame():
             # the deadline is the whole frame's, extended only by the bytes
             # that came: a byte now and then does not hold the port (a
@@ -377,7 +367,7 @@ async def serve(reader, writer, dispatch, timeout_ms=_TIMEOUT_MS, max_body=MAX_B
                 timed_out = True
             else:
                 try:
-                    got = await asyncio.wait_for_ms(readinto(dst) if readinto else _read(reader, dst), left)
+                    got = await asyncio.wait_for_ms(readinto(rbuf) if readinto else _read(reader, rbuf), left)
                 except asyncio.TimeoutError:
                     timed_out = True
         else:
@@ -389,9 +379,6 @@ async def serve(reader, writer, dispatch, timeout_ms=_TIMEOUT_MS, max_body=MAX_B
             await _handle(fr, writer, dispatch, max_body)
         elif not got:
             return fr
-        elif dst is not rbuf:
-            fr.n += got  # in the frame's buffer already: feed (no input) takes it from there
-            got = 0
         off = 0
         while True:
             off = fr.feed(rbuf, off, got)
