@@ -27,7 +27,7 @@ _LOG_CAPACITY = const(40)
 _CRITICAL = const(("han", "wan", "last_gasp", "board", "local_port"))  # the watchdog's (supervisor.watchdog)
 _CLUSTER_OTA = const(0x0019)  # han.ota.CLUSTER_OTA
 _TICK_MS = const(200)  # Hub.run's ticks: the heap's high-water mark
-_TICKS_S = const(5)  # ticks a second: LEDs, update
+_TICKS_S = const(5)  # ticks a second: the watchdog, LEDs, update
 _TICKS_CLOCK = const(3000)  # ticks in 10 minutes: the clock's age count
 
 # Features used only on request, out of the boot import set (firmware/lazy.py):
@@ -384,9 +384,10 @@ class Hub:
         # than a job each: every 200 ms the high-water mark of the live heap
         # (after a collection: the working set the bench publishes; without
         # it the figure would only say when the GC last ran), every second
-        # the status LEDs and a scheduled update, every 10 minutes the clock's
-        # age count (right over the ticks period). An error is logged (once
-        # while it repeats) and the ticks go on.
+        # the watchdog's feed (supervisor.feed: while every critical job
+        # makes progress), the status LEDs and a scheduled update, every 10
+        # minutes the clock's age count (right over the ticks period). An
+        # error is logged (once while it repeats) and the ticks go on.
         n = 0
         last = None
         while True:
@@ -396,6 +397,10 @@ class Hub:
                 self.heap_high_water = a
             if n % _TICKS_S == 0:
                 # each on its own: one that fails does not hold the others back
+                try:
+                    self.supervisor.feed()
+                except Exception as e:  # noqa: BLE001 - the ticks go on
+                    last = _tick_error(e, last)
                 try:
                     self.leds.refresh()
                 except Exception as e:  # noqa: BLE001 - the ticks go on

@@ -23,9 +23,10 @@ from jsonout import JsonOut
 # (local_auth); the whole-frame codec for clients and tests is local_frame.
 _SOF = const(0xC5)
 MAX_BODY = const(4096)
-# the reader's standing buffer: every request but a GBCS message fits it; a
-# larger frame gets a buffer of its own size while it is read
-_SMALL = const(256)
+# the reader's standing buffer: a frame's header (SOF, length) and the bytes
+# a rescan keeps; a frame gets a buffer of its own size while it is read
+# (one allocation a frame, given back once it is handled)
+_SMALL = const(8)
 _TIMEOUT_MS = const(2000)  # deadline for a whole frame, from its SOF,
 _MS_PER_BYTE = const(2)  # extended by this for each byte of it received (flow control waits)
 # flow control (docs/local-port.md): a client keeps at most _WINDOW bytes of a
@@ -63,9 +64,10 @@ def crc16(data, crc=0xFFFF):
 
 
 class FrameReader:
-    """Incremental frame parser with a standing buffer of `size` bytes; a
-    frame whose header announces more gets a buffer of its own length (at
-    most max_body + 5) until it is given up (`grown` counts them).
+    """Incremental frame parser with a standing buffer of `size` bytes (a
+    header); a frame whose header announces more gets a buffer of its own
+    length (at most max_body + 5) until it is given up (`grown` counts
+    them).
 
     `feed(data, off, end)` consumes bytes of data[off:end] until one event is
     ready or the input runs out, and returns the new offset. `event` is then
@@ -78,8 +80,7 @@ class FrameReader:
 
     def __init__(self, max_body=MAX_BODY, size=_SMALL):
         self.max_body = max_body
-        self._small = bytearray(size)
-        self._use(self._small)
+        self.buf = self._small = bytearray(size)
         self.grown = 0
         self.n = 0  # bytes of the current candidate frame (buf[0] is SOF)
         self.event = None
@@ -88,15 +89,10 @@ class FrameReader:
         self.skipped = 0  # bytes ignored outside frames
         self.frames = 0
         self.errors = 0
-        self._delivered = False
-        self._used = 0
-
-    def _use(self, buf):
-        self.buf = buf
-        self.mv = memoryview(buf)
+        self._used = 0  # the delivered frame's length (0: none delivered)
 
     def in_frame(self):
-        return self.n > 0 and not self._delivered
+        return self.n > 0 and not self._used
 
     def _drop(self, k):
         # discard buf[0:k]; keep what follows from its first SOF on (in the
@@ -107,15 +103,15 @@ class FrameReader:
         if i < 0:
             self.skipped += n - k
             self.n = 0
-            if self.buf is not small:
-                self._use(small)
+            self.buf = small
             return
         self.skipped += i - k
+        mv = memoryview(self.buf)
         if self.buf is not small and n - i <= len(small):
-            small[0 : n - i] = self.mv[i:n]
-            self._use(small)
+            small[0 : n - i] = mv[i:n]
+            self.buf = small
         else:
-            self.mv[0 : n - i] = self.mv[i:n]
+            mv[0 : n - i] = mv[i:n]
         self.n = n - i
 
     def _resync(self, status, seq):
@@ -137,10 +133,10 @@ class FrameReader:
             end = len(data)
         self.event = None
         self.body = None
-        if self._delivered:
+        if self._used:
             # bytes a rescan brought in after the frame stay in play
-            self._delivered = False
             self._drop(self._used)
+            self._used = 0
         buf = self.buf
         src = None
         while True:
@@ -165,9 +161,8 @@ class FrameReader:
                 need = size + 5
                 if need > len(buf) and n < need:
                     big = bytearray(need)
-                    big[0:n] = self.mv[0:n]
-                    self._use(big)
-                    buf = big
+                    big[0:n] = memoryview(buf)[0:n]
+                    self.buf = buf = big
                     self.grown += 1
             if n < need:
                 k = end - off
@@ -183,14 +178,14 @@ class FrameReader:
                 continue
             size = need - 5
             seq = buf[3] if size else 0
-            if crc16(self.mv[3 : 3 + size]) != (buf[need - 2] << 8) | buf[need - 1]:
+            mv = memoryview(buf)
+            if crc16(mv[3 : 3 + size]) != (buf[need - 2] << 8) | buf[need - 1]:
                 self._resync(BAD_CRC, seq)
                 return off
-            self.body = self.mv[3 : 3 + size]
+            self.body = mv[3 : 3 + size]
             self.seq = seq
             self.event = OK
             self.frames += 1
-            self._delivered = True
             self._used = need
             return off
 
@@ -255,9 +250,8 @@ def _error(msg):
     return json.dumps({"error": msg}).encode()
 
 
-async def _read(reader, buf, readinto):
-    if readinto is not None:
-        return await readinto(buf)
+async def _read(reader, buf):
+    # a stream with read() only (no readinto)
     data = await reader.read(len(buf))
     buf[0 : len(data)] = data
     return len(data)
@@ -373,11 +367,12 @@ async def serve(reader, writer, dispatch, timeout_ms=_TIMEOUT_MS, max_body=MAX_B
                 timed_out = True
             else:
                 try:
-                    got = await asyncio.wait_for_ms(_read(reader, rbuf, readinto), left)
+                    got = await asyncio.wait_for_ms(readinto(rbuf) if readinto else _read(reader, rbuf), left)
                 except asyncio.TimeoutError:
                     timed_out = True
         else:
-            got = await _read(reader, rbuf, readinto)
+            # the stream's readinto awaited as it is: no coroutine frame of ours waits on it
+            got = await (readinto(rbuf) if readinto else _read(reader, rbuf))
             started = time.ticks_ms()
         if timed_out:
             fr.truncate()

@@ -1,7 +1,7 @@
 # Milliseconds since boot as an unbounded int. ticks_ms wraps (at 2**30 ms,
 # 12.4 days, on a 32-bit port) and ticks_diff is only right for spans under
 # half of that: ms() adds up tick differences, so it must be called at least
-# every 6 days (the supervisor's watchdog job and every log line call it).
+# every 6 days (the watchdog's feed in the hub's ticks and every log line call it).
 import time
 
 _last = time.ticks_ms()

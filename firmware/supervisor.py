@@ -7,7 +7,8 @@
 # task ends, so a running job holds its task and its record only. A restart
 # waits in a short-lived task during the back-off only.
 #
-# The watchdog job (watchdog()) feeds the board's hardware WDT while every
+# The watchdog (watchdog(), then feed() once a second from the hub's ticks,
+# app.Hub.run: no task of its own) feeds the board's hardware WDT while every
 # critical job makes progress: it runs, or it failed less than stall_ms ago
 # after its last stable run. A frozen VM runs no task and feeds nothing.
 import asyncio
@@ -56,7 +57,6 @@ class Supervisor:
         self._ended = self._end  # one bound method for every task
         self._wdt = None
         self._critical = ()
-        self._period_ms = 1000
         self._stall_ms = 300000
 
     @property
@@ -148,36 +148,32 @@ class Supervisor:
 
     # ---- the watchdog ----
 
-    def watchdog(self, wdt, critical, period_ms=1000, stall_ms=300000):
-        """Feed wdt (feed(); None: no hardware watchdog) every period_ms
-        while every job named in `critical` makes progress: the job
-        "watchdog"."""
+    def watchdog(self, wdt, critical, stall_ms=300000):
+        """Keep wdt (feed(); None: no hardware watchdog) for feed(), which
+        the hub's ticks call once a second, and the jobs named in
+        `critical`."""
         self._wdt = wdt
-        self._critical = tuple(critical)
-        self._period_ms = period_ms
+        self._critical = critical
         self._stall_ms = stall_ms
-        self.spawn("watchdog", self._feed)
 
-    async def _feed(self):
-        while True:
-            mono.ms()  # keeps the monotonic count right across the ticks wrap
-            r = self._r
-            for name in self._critical:
-                # progress: the job runs (or ended), or it failed less than
-                # stall_ms ago counting from its last stable run (stable_ms
-                # without an error)
-                i = self._find(name)
-                if i < 0:
-                    break
-                since = r[i + _FAILING]
-                if since is None:
-                    continue
-                if r[i + _STATE] == "running" and asyncio.ticks_diff(asyncio.ticks(), r[i + _STARTED]) > self.stable_ms:
-                    r[i + _FAILING] = None
-                    continue
-                if mono.ms() - since >= self._stall_ms:
-                    break
-            else:
-                if self._wdt is not None:
-                    self._wdt.feed()
-            await asyncio.sleep_ms(self._period_ms)
+    def feed(self):
+        """Feed the WDT if every critical job makes progress."""
+        mono.ms()  # keeps the monotonic count right across the ticks wrap
+        r = self._r
+        for name in self._critical:
+            # progress: the job runs (or ended), or it failed less than
+            # stall_ms ago counting from its last stable run (stable_ms
+            # without an error)
+            i = self._find(name)
+            if i < 0:
+                return
+            since = r[i + _FAILING]
+            if since is None:
+                continue
+            if r[i + _STATE] == "running" and asyncio.ticks_diff(asyncio.ticks(), r[i + _STARTED]) > self.stable_ms:
+                r[i + _FAILING] = None
+                continue
+            if mono.ms() - since >= self._stall_ms:
+                return
+        if self._wdt is not None:
+            self._wdt.feed()

@@ -71,6 +71,7 @@ class UnixDut:
         # figures: with all code loaded first, the live heap above the code's
         # share is the data working set)
         self.preload: list[str] = []
+        self.watchdog_ms = 0  # the board config's "watchdog_ms": the WDT stand-in (rig.wdt_feeds), 0: none
         self.flash_path = self.workdir / "flash.bin"
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
@@ -97,6 +98,8 @@ class UnixDut:
         }
         if self.preload:
             cfg["preload"] = self.preload
+        if self.watchdog_ms:
+            cfg["watchdog_ms"] = self.watchdog_ms
         path = self.workdir / "board.json"
         path.write_text(json.dumps(cfg, indent=1))
         return path

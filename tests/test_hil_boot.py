@@ -20,9 +20,10 @@ def test_boots_and_reports_status(hub) -> None:
 # The tasks the hub holds at READY: each costs ~150 bytes on a 32-bit board
 # (its Task, its coroutine frame, the factory's bound method, the
 # supervisor's record). Only jobs that wait on something have one; the
-# periodic work that only ticks (the heap's high-water mark, the status LEDs,
-# the clock's age count, the update's scheduled activation) runs in the
-# hub's main task, and the job "update" ends once the boot's notes are done.
+# periodic work that only ticks (the heap's high-water mark, the watchdog's
+# feed, the status LEDs, the clock's age count, the update's scheduled
+# activation) runs in the hub's main task, and the job "update" ends once the
+# boot's notes are done.
 def test_at_ready_only_the_jobs_that_wait_on_something_run(hub) -> None:
     deadline = time.monotonic() + 10
     while True:
@@ -32,9 +33,27 @@ def test_at_ready_only_the_jobs_that_wait_on_something_run(hub) -> None:
             break
         time.sleep(0.2)
     running = sorted(n for n, j in jobs.items() if j["state"] == "running")
-    assert running == ["board", "han", "last_gasp", "local_port", "report", "route", "wan", "watchdog"]
+    assert running == ["board", "han", "last_gasp", "local_port", "report", "route", "wan"]
     assert jobs["update"]["state"] == "done"
     assert st["heap_high_water"] > 0 and st["leds"]["power"] == "on"
+
+
+def test_the_watchdog_is_fed_every_second_from_the_ticks(hub) -> None:
+    # the board's WDT (the unix board's stand-in, with "watchdog_ms" in its
+    # config) is fed once a second by the hub's ticks while the critical
+    # jobs run: no job of its own
+    if hub.dut.kind != "unix":
+        pytest.skip("the watchdog stand-in is the emulated board's")
+    pos = hub.log.position
+    hub.dut.power_cut()
+    hub.dut.watchdog_ms = 30000
+    hub.dut.start()
+    hub.dut.wait_ready(after=pos)
+    assert "watchdog" not in hub.call("status")["jobs"]
+    a = hub.rig.wdt_feeds
+    time.sleep(3.2)
+    fed = hub.rig.wdt_feeds - a
+    assert 2 <= fed <= 4, fed
 
 
 def test_uptime_advances(hub) -> None:
