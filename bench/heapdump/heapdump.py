@@ -61,12 +61,7 @@ def dump(image: Path, heap: str, upto: str) -> list[str]:
                 if step.__name__ == upto:
                     break
             time.sleep(1.0)
-            pos = run.log.position
-            run.system.rig.send_ctl({"heapdump": "map"})
-            addr = int(run.log.expect(r"GC memory layout; from (?:0x)?([0-9a-f]+)", after=pos, timeout=30).group(1), 16)
-            run.log.expect(r"HD end$", after=pos, timeout=30)
-            hdr = [ln for ln in run.log.lines(after=pos) if re.match(r"^[0-9a-f]{8}: ", ln)]
-            plen = int(hdr[-1][:8], 16) + (len(hdr[-1]) - 10) * 16
+            addr, plen = pool_place(run)
             time.sleep(0.5)
             pos = run.log.position
             run.system.rig.send_ctl({"heapdump": f"0x{addr:x}:{plen}"})
@@ -76,6 +71,21 @@ def dump(image: Path, heap: str, upto: str) -> list[str]:
         finally:
             run.stop()
             mprun.module_path = real
+    return last_dump(text)
+
+
+def pool_place(run: capacity.Run) -> tuple[int, int]:
+    """The heap pool's address and length: a map dumped by the hub now."""
+    pos = run.log.position
+    run.system.rig.send_ctl({"heapdump": "map"})
+    addr = int(run.log.expect(r"GC memory layout; from (?:0x)?([0-9a-f]+)", after=pos, timeout=30).group(1), 16)
+    run.log.expect(r"HD end$", after=pos, timeout=30)
+    hdr = [ln for ln in run.log.lines(after=pos) if re.match(r"^[0-9a-f]{8}: ", ln)]
+    return addr, int(hdr[-1][:8], 16) + (len(hdr[-1]) - 10) * 16
+
+
+def last_dump(text: list[str]) -> list[str]:
+    """The log lines of the last full dump (after the map before it), without the rig's prefixes."""
     i = max(k for k, ln in enumerate(text) if "HD from 0x" in ln)
     j = max(k for k, ln in enumerate(text[:i]) if "HD from map" in ln)
     return [ln.split("| ", 1)[1] if "| " in ln else ln for ln in text[j + 1:]]

@@ -15,7 +15,6 @@ STEP that never reaches it says so. The watcher's own task and frame cost
 
 from __future__ import annotations
 
-import re
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import heapdump  # noqa: E402
-from heapdump import Heap, capacity, mprun  # noqa: E402
+from heapdump import Heap, capacity, last_dump, mprun, pool_place  # noqa: E402
 
 
 def dump_peak(image: Path, heap: str, step_name: str, limit: int) -> list[str]:
@@ -43,13 +42,7 @@ def dump_peak(image: Path, heap: str, step_name: str, limit: int) -> list[str]:
             for step in capacity.STEPS:
                 if step.__name__ == step_name:
                     # the pool's place and length (a map now), then the watcher armed
-                    pos = run.log.position
-                    run.system.rig.send_ctl({"heapdump": "map"})
-                    found = run.log.expect(r"GC memory layout; from (?:0x)?([0-9a-f]+)", after=pos, timeout=30)
-                    addr = int(found.group(1), 16)
-                    run.log.expect(r"HD end$", after=pos, timeout=30)
-                    hdr = [ln for ln in run.log.lines(after=pos) if re.match(r"^[0-9a-f]{8}: ", ln)]
-                    plen = int(hdr[-1][:8], 16) + (len(hdr[-1]) - 10) * 16
+                    addr, plen = pool_place(run)
                     pos = run.log.position
                     run.system.rig.send_ctl({"heappeak": f"0x{addr:x}:{plen}:{limit}"})
                     time.sleep(0.5)
@@ -65,9 +58,7 @@ def dump_peak(image: Path, heap: str, step_name: str, limit: int) -> list[str]:
         finally:
             run.stop()
             mprun.module_path = real
-    i = max(k for k, ln in enumerate(text) if "HD from 0x" in ln)
-    j = max(k for k, ln in enumerate(text[:i]) if "HD from map" in ln)
-    return [ln.split("| ", 1)[1] if "| " in ln else ln for ln in text[j + 1:]]
+    return last_dump(text)
 
 
 def main() -> None:
