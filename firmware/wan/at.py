@@ -415,6 +415,22 @@ class ATParser:
         self.garbled += 1
 
 
+# what ATChannel.cmd waits for: the '>' prompt, the end (or a failure
+# line), the failure line's ERROR
+_W_PROMPT = const(0)
+_W_DONE = const(1)
+_W_END = const(2)
+
+
+def _ready(p, wait):
+    # the parser p has what ATChannel.cmd waits for (`wait`, a _W_ value)
+    if p.finished:
+        return True
+    if wait == _W_PROMPT:
+        return p.prompted
+    return wait == _W_DONE and p.done_err
+
+
 class ATChannel:
     """Serialised AT commands over an asyncio (reader, writer) pair."""
 
@@ -455,19 +471,9 @@ class ATChannel:
             self.p.feed(b)
             b = None  # the chunk is not held while the next read waits
 
-    async def _wait(self, cond, deadline):
-        while not cond():
-            left = asyncio.ticks_diff(deadline, asyncio.ticks())
-            if left <= 0:
-                return False
-            self._ev.clear()
-            if cond():
-                return True
-            await self._ev.wait_ms(left)
-        return True
-
     async def cmd(self, text, prefix=None, timeout_ms=None, done=None, data=None):
-        """Send one command; return its info lines (bytes) or raise ATError."""
+        """Send one command; return its info lines (bytes) or raise ATError.
+        data: bytes sent after the modem's '>' prompt (AT+CIPSEND)."""
         if isinstance(text, str):
             text = text.encode()
         if isinstance(prefix, str):
@@ -480,27 +486,47 @@ class ATChannel:
                 raise ATError("ATClosed", text, b"UART closed")
             p = self.p
             p.begin(text, prefix, done, data is not None)
-            tmo = self.timeout_ms if timeout_ms is None else timeout_ms
-            deadline = asyncio.ticks_add(asyncio.ticks(), tmo)
+            deadline = asyncio.ticks_add(asyncio.ticks(), self.timeout_ms if timeout_ms is None else timeout_ms)
             try:
-                self.w.write(text + b"\r")
-                await self.w.drain()
-                if data is not None:
-                    ok = await self._wait(lambda: p.prompted or p.finished, deadline)
-                    if not ok:
-                        raise ATError("ATTimeout", text, b"no prompt")
-                    if not p.finished:
-                        self.w.write(data)
-                        await self.w.drain()
-                ok = await self._wait(lambda: p.finished or p.done_err, deadline)
-                if not ok:
-                    raise ATError("ATTimeout", text, b"timeout")
-                if not p.finished:
-                    # a failure line (e.g. +CIPOPEN: 0,4): give its ERROR a moment
-                    g = asyncio.ticks_add(asyncio.ticks(), self.grace_ms)
-                    if asyncio.ticks_diff(g, deadline) > 0:
-                        g = deadline
-                    await self._wait(lambda: p.finished, g)
+                w = self.w
+                w.write(text + b"\r")
+                # asyncio's StreamWriter writes at once when it can: its drain
+                # (a coroutine frame more) only when bytes were left behind;
+                # the waits below yield anyway
+                if getattr(w, "out_buf", 1):
+                    await w.drain()
+                # the waits in this one frame (no nested coroutine, no
+                # closure per wait): for the prompt (data to send), for the
+                # end or a failure line, then for the failure's ERROR
+                wait = _W_DONE if data is None else _W_PROMPT
+                while True:
+                    if not _ready(p, wait):
+                        left = asyncio.ticks_diff(deadline, asyncio.ticks())
+                        if left > 0:
+                            self._ev.clear()
+                            if not _ready(p, wait):
+                                await self._ev.wait_ms(left)
+                            continue
+                        if wait == _W_PROMPT:
+                            raise ATError("ATTimeout", text, b"no prompt")
+                        if wait == _W_DONE:
+                            raise ATError("ATTimeout", text, b"timeout")
+                        break  # the failure line's grace is over
+                    if wait == _W_PROMPT:
+                        if not p.finished:
+                            w.write(data)
+                            data = None  # the caller holds it; this frame does not
+                            if getattr(w, "out_buf", 1):
+                                await w.drain()
+                        wait = _W_DONE
+                    elif wait == _W_DONE and not p.finished:
+                        # a failure line (e.g. +CIPOPEN: 0,4): give its ERROR a moment
+                        g = asyncio.ticks_add(asyncio.ticks(), self.grace_ms)
+                        if asyncio.ticks_diff(g, deadline) < 0:
+                            deadline = g
+                        wait = _W_END
+                    else:
+                        break
                 if p.result is not None:
                     raise p.result
                 self.last_data = p.data
