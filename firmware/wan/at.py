@@ -471,9 +471,10 @@ class ATChannel:
             self.p.feed(b)
             b = None  # the chunk is not held while the next read waits
 
-    async def cmd(self, text, prefix=None, timeout_ms=None, done=None, data=None):
+    async def cmd(self, text, prefix=None, timeout_ms=None, done=None, data=None, raw=False):
         """Send one command; return its info lines (bytes) or raise ATError.
-        data: bytes sent after the modem's '>' prompt (AT+CIPSEND)."""
+        data: bytes sent after the modem's '>' prompt (AT+CIPSEND). raw:
+        return (lines, the counted binary block or None) (cmd_data)."""
         if isinstance(text, str):
             text = text.encode()
         if isinstance(prefix, str):
@@ -529,6 +530,8 @@ class ATChannel:
                         break
                 if p.result is not None:
                     raise p.result
+                if raw:
+                    return p.lines, p.data  # the caller's: p.end() drops the parser's reference
                 self.last_data = p.data
                 return p.lines
             finally:
@@ -536,9 +539,8 @@ class ATChannel:
         finally:
             flag.release(self._lock)
 
-    async def cmd_data(self, text, prefix, timeout_ms=None, done=None):
+    def cmd_data(self, text, prefix, timeout_ms=None, done=None):
         """A command whose reply carries counted binary data (AT+CIPRXGET=2,
-        AT+CCHRECV)."""
-        lines = await self.cmd(text, prefix, timeout_ms, done)
-        data, self.last_data = self.last_data, None  # the caller's now, not kept here
-        return lines, data
+        AT+CCHRECV): cmd's coroutine itself (no frame of its own around it),
+        -> (lines, data); the data is the caller's, not kept here."""
+        return self.cmd(text, prefix, timeout_ms, done, None, True)

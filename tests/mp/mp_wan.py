@@ -299,8 +299,8 @@ def test_a_send_in_flight_holds_a_shallow_chain():
     # while the channel waits for the modem's prompt, the send holds its
     # coroutine frames only: the driver's send and the channel's cmd, no
     # waiting coroutine, no closures per wait, no drain frame (the
-    # writer wrote at once). Measured on the 32-bit build 432 -> 240 bytes
-    # (64-bit: 816 -> 448)
+    # writer wrote at once). Measured on the 32-bit build 512 -> 368 bytes
+    # (the 64-bit port: 992 -> 704), the sending task's own ~32 included
     import gc
 
     from wan.sim7600 import Sim7600
@@ -357,4 +357,4 @@ def test_a_send_in_flight_holds_a_shallow_chain():
 
     held = asyncio.run(main())
     print("send in flight: %d bytes" % held)
-    assert held <= 90 * W, held
+    assert held <= 96 * W, held
