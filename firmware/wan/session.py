@@ -345,7 +345,7 @@ class Wan:
         last_rx = last_tx = last_sig = last_poll = now
         # frames that arrived together with HELLO_ACK: each taken by _frame
         # itself (no draining coroutine between this frame and its own)
-        while await self._frame(self.dec.next()):
+        while await self._frame(self.dec):
             pass
         while True:
             if await self._send_due():
@@ -358,8 +358,11 @@ class Wan:
             if data:
                 last_rx = now
                 self.dec.feed(data)  # the decoder reads the frames from the chunk itself
-                data = True  # the decoder holds the chunk while its frames are taken, not this frame
-                while await self._frame(self.dec.next()):
+                # the decoder holds the chunk while its frames are taken, not
+                # this frame: neither its local nor its value stack (the
+                # chunk's stack slot is the one _frame's argument overwrites)
+                data = True
+                while await self._frame(self.dec):
                     pass
             if time.ticks_diff(now, last_tx) >= cfg["ping_ms"]:
                 await m.send(link.encode(link.PING, now & 0xFFFF))
@@ -416,8 +419,11 @@ class Wan:
             sent = True
         return sent
 
-    async def _frame(self, fr):
-        # one frame from the decoder (Decoder.next()) -> False when it had none
+    async def _frame(self, dec):
+        # the next frame from the link decoder `dec`, answered -> False when
+        # it had none. Taken here: the frame (its payload a view of the
+        # chunk) is in no caller's frame while this one awaits
+        fr = dec.next()
         if fr is None:
             return False
         ftype, fid, p = fr
