@@ -422,15 +422,6 @@ _W_DONE = const(1)
 _W_END = const(2)
 
 
-def _ready(p, wait):
-    # the parser p has what ATChannel.cmd waits for (`wait`, a _W_ value)
-    if p.finished:
-        return True
-    if wait == _W_PROMPT:
-        return p.prompted
-    return wait == _W_DONE and p.done_err
-
-
 class ATChannel:
     """Serialised AT commands over an asyncio (reader, writer) pair."""
 
@@ -501,12 +492,13 @@ class ATChannel:
                 # end or a failure line, then for the failure's ERROR
                 wait = _W_DONE if data is None else _W_PROMPT
                 while True:
-                    if not _ready(p, wait):
+                    if not (p.finished or (p.prompted if wait == _W_PROMPT else wait == _W_DONE and p.done_err)):
                         left = asyncio.ticks_diff(deadline, asyncio.ticks())
                         if left > 0:
+                            # the parser runs in the reader task: nothing
+                            # changes between the check above and this wait
                             self._ev.clear()
-                            if not _ready(p, wait):
-                                await self._ev.wait_ms(left)
+                            await self._ev.wait_ms(left)
                             continue
                         if wait == _W_PROMPT:
                             raise ATError("ATTimeout", text, b"no prompt")
