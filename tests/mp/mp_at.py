@@ -202,30 +202,16 @@ def test_channel_hands_a_read_block_over_and_keeps_no_copy():
 
     from wan.at import ATChannel
 
+    from modemline import Line
+
     payload = bytes(range(256)) * 5
 
-    class Line:
-        def __init__(self):
-            self.ev = asyncio.Event()
-            self.out = b""
-
-        def write(self, b):
-            if bytes(b).startswith(b"AT+CIPRXGET=2"):
-                self.out = b"\r\n+CIPRXGET: 2,0,%d,0\r\n" % len(payload) + payload + b"\r\nOK\r\n"
-                self.ev.set()
-
-        async def drain(self):
-            pass
-
-        async def read(self, n):
-            while not self.out:
-                self.ev.clear()
-                await self.ev.wait()
-            o, self.out = self.out[:n], self.out[n:]
-            return o
+    def answer(b):
+        if b.startswith(b"AT+CIPRXGET=2"):
+            return b"\r\n+CIPRXGET: 2,0,%d,0\r\n" % len(payload) + payload + b"\r\nOK\r\n"
 
     async def main():
-        ln = Line()
+        ln = Line(answer)
         ch = ATChannel(ln, ln, 1000)
         ch.start()
         lines, data = await ch.cmd_data("AT+CIPRXGET=2,0,1460", b"+CIPRXGET: 2,")
@@ -246,46 +232,31 @@ def test_a_read_in_flight_is_one_coroutine_frame():
     import gc
     import sys
 
+    from modemline import Line
     from wan.at import ATChannel
 
     W = 8 if sys.maxsize > 2**31 else 4
     payload = bytes(range(100))
 
-    class Line:
-        def __init__(self):
-            self.ev = asyncio.Event()
-            self.sent = asyncio.Event()
-            self.out = b""
-            self.out_buf = b""  # asyncio's StreamWriter: nothing left behind
+    sent = asyncio.Event()
 
-        def write(self, b):
-            self.sent.set()
-
-        async def drain(self):
-            pass
-
-        async def read(self, n):
-            while not self.out:
-                self.ev.clear()
-                await self.ev.wait()
-            o, self.out = self.out[:n], self.out[n:]
-            return o
+    def answer(b):
+        sent.set()  # the reply comes once the heap is read
 
     async def main():
-        ln = Line()
+        ln = Line(answer)
         ch = ATChannel(ln, ln, 1000)
         ch.start()
         await asyncio.sleep_ms(0)
         gc.collect()
         a = gc.mem_alloc()
         t = asyncio.create_task(ch.cmd_data(b"AT+CIPRXGET=2,0,512", b"+CIPRXGET: 2,"))
-        await ln.sent.wait()
+        await sent.wait()
         for _ in range(3):
             await asyncio.sleep_ms(0)
         gc.collect()
         held = gc.mem_alloc() - a
-        ln.out = b"\r\n+CIPRXGET: 2,0,%d,0\r\n" % len(payload) + payload + b"\r\nOK\r\n"
-        ln.ev.set()
+        ln.reply(b"\r\n+CIPRXGET: 2,0,%d,0\r\n" % len(payload) + payload + b"\r\nOK\r\n")
         lines, data = await t
         ch.stop()
         assert data == payload and lines == [b"+CIPRXGET: 2,0,100,0"], lines
