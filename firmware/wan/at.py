@@ -415,6 +415,13 @@ class ATParser:
         self.garbled += 1
 
 
+# what ATChannel.cmd waits for: the '>' prompt, the end (or a failure
+# line), the failure line's ERROR
+_W_PROMPT = const(0)
+_W_DONE = const(1)
+_W_END = const(2)
+
+
 class ATChannel:
     """Serialised AT commands over an asyncio (reader, writer) pair."""
 
@@ -455,19 +462,10 @@ class ATChannel:
             self.p.feed(b)
             b = None  # the chunk is not held while the next read waits
 
-    async def _wait(self, cond, deadline):
-        while not cond():
-            left = asyncio.ticks_diff(deadline, asyncio.ticks())
-            if left <= 0:
-                return False
-            self._ev.clear()
-            if cond():
-                return True
-            await self._ev.wait_ms(left)
-        return True
-
-    async def cmd(self, text, prefix=None, timeout_ms=None, done=None, data=None):
-        """Send one command; return its info lines (bytes) or raise ATError."""
+    async def cmd(self, text, prefix=None, timeout_ms=None, done=None, data=None, raw=False):
+        """Send one command; return its info lines (bytes) or raise ATError.
+        data: bytes sent after the modem's '>' prompt (AT+CIPSEND). raw:
+        return (lines, the counted binary block or None) (cmd_data)."""
         if isinstance(text, str):
             text = text.encode()
         if isinstance(prefix, str):
@@ -480,29 +478,52 @@ class ATChannel:
                 raise ATError("ATClosed", text, b"UART closed")
             p = self.p
             p.begin(text, prefix, done, data is not None)
-            tmo = self.timeout_ms if timeout_ms is None else timeout_ms
-            deadline = asyncio.ticks_add(asyncio.ticks(), tmo)
+            deadline = asyncio.ticks_add(asyncio.ticks(), self.timeout_ms if timeout_ms is None else timeout_ms)
             try:
-                self.w.write(text + b"\r")
-                await self.w.drain()
-                if data is not None:
-                    ok = await self._wait(lambda: p.prompted or p.finished, deadline)
-                    if not ok:
-                        raise ATError("ATTimeout", text, b"no prompt")
-                    if not p.finished:
-                        self.w.write(data)
-                        await self.w.drain()
-                ok = await self._wait(lambda: p.finished or p.done_err, deadline)
-                if not ok:
-                    raise ATError("ATTimeout", text, b"timeout")
-                if not p.finished:
-                    # a failure line (e.g. +CIPOPEN: 0,4): give its ERROR a moment
-                    g = asyncio.ticks_add(asyncio.ticks(), self.grace_ms)
-                    if asyncio.ticks_diff(g, deadline) > 0:
-                        g = deadline
-                    await self._wait(lambda: p.finished, g)
+                w = self.w
+                w.write(text + b"\r")
+                # asyncio's StreamWriter writes at once when it can: its drain
+                # (a coroutine frame more) only when bytes were left behind;
+                # the waits below yield anyway
+                if getattr(w, "out_buf", 1):
+                    await w.drain()
+                # the waits in this one frame (no nested coroutine, no
+                # closure per wait): for the prompt (data to send), for the
+                # end or a failure line, then for the failure's ERROR
+                wait = _W_DONE if data is None else _W_PROMPT
+                while True:
+                    if not (p.finished or (p.prompted if wait == _W_PROMPT else wait == _W_DONE and p.done_err)):
+                        left = asyncio.ticks_diff(deadline, asyncio.ticks())
+                        if left > 0:
+                            # the parser runs in the reader task: nothing
+                            # changes between the check above and this wait
+                            self._ev.clear()
+                            await self._ev.wait_ms(left)
+                            continue
+                        if wait == _W_PROMPT:
+                            raise ATError("ATTimeout", text, b"no prompt")
+                        if wait == _W_DONE:
+                            raise ATError("ATTimeout", text, b"timeout")
+                        break  # the failure line's grace is over
+                    if wait == _W_PROMPT:
+                        if not p.finished:
+                            w.write(data)
+                            data = None  # the caller holds it; this frame does not
+                            if getattr(w, "out_buf", 1):
+                                await w.drain()
+                        wait = _W_DONE
+                    elif wait == _W_DONE and not p.finished:
+                        # a failure line (e.g. +CIPOPEN: 0,4): give its ERROR a moment
+                        g = asyncio.ticks_add(asyncio.ticks(), self.grace_ms)
+                        if asyncio.ticks_diff(g, deadline) < 0:
+                            deadline = g
+                        wait = _W_END
+                    else:
+                        break
                 if p.result is not None:
                     raise p.result
+                if raw:
+                    return p.lines, p.data  # the caller's: p.end() drops the parser's reference
                 self.last_data = p.data
                 return p.lines
             finally:
@@ -510,9 +531,8 @@ class ATChannel:
         finally:
             flag.release(self._lock)
 
-    async def cmd_data(self, text, prefix, timeout_ms=None, done=None):
+    def cmd_data(self, text, prefix, timeout_ms=None, done=None):
         """A command whose reply carries counted binary data (AT+CIPRXGET=2,
-        AT+CCHRECV)."""
-        lines = await self.cmd(text, prefix, timeout_ms, done)
-        data, self.last_data = self.last_data, None  # the caller's now, not kept here
-        return lines, data
+        AT+CCHRECV): cmd's coroutine itself (no frame of its own around it),
+        -> (lines, data); the data is the caller's, not kept here."""
+        return self.cmd(text, prefix, timeout_ms, done, None, True)

@@ -343,8 +343,10 @@ class Wan:
         m = self.modem
         now = time.ticks_ms()
         last_rx = last_tx = last_sig = last_poll = now
-        # frames that arrived together with HELLO_ACK
-        await self._drain()
+        # frames that arrived together with HELLO_ACK: each taken by _frame
+        # itself (no draining coroutine between this frame and its own)
+        while await self._frame(self.dec):
+            pass
         while True:
             if await self._send_due():
                 last_tx = time.ticks_ms()
@@ -356,8 +358,12 @@ class Wan:
             if data:
                 last_rx = now
                 self.dec.feed(data)  # the decoder reads the frames from the chunk itself
-                await self._drain()
-                data = True  # the chunk is not held while the loop waits
+                # the decoder holds the chunk while its frames are taken, not
+                # this frame: neither its local nor its value stack (the
+                # chunk's stack slot is the one _frame's argument overwrites)
+                data = True
+                while await self._frame(self.dec):
+                    pass
             if time.ticks_diff(now, last_tx) >= cfg["ping_ms"]:
                 await m.send(link.encode(link.PING, now & 0xFFFF))
                 last_tx = now
@@ -406,27 +412,30 @@ class Wan:
         sent = False
         for seq in self.outbox.due():
             rec = self.outbox.read(seq)
-            await self.modem.send(link.encode(link.REPORT if rec[0] == ob.KIND_REPORT else link.GBCS, seq, rec[3]))
+            fr = link.encode(link.REPORT if rec[0] == ob.KIND_REPORT else link.GBCS, seq, rec[3])
+            rec = None  # only the encoded frame is held while it goes
+            await self.modem.send(fr)
+            fr = None
             sent = True
         return sent
 
-    async def _drain(self):
-        n = 0
-        while True:
-            fr = self.dec.next()
-            if fr is None:
-                return n
-            await self._frame(fr[0], fr[1], fr[2])
-            n += 1
-
-    async def _frame(self, ftype, fid, p):
+    async def _frame(self, dec):
+        # the next frame from the link decoder `dec`, answered -> False when
+        # it had none. Taken here: the frame (its payload a view of the
+        # chunk) is in no caller's frame while this one awaits
+        fr = dec.next()
+        if fr is None:
+            return False
+        ftype, fid, p = fr
+        fr = None
         m = self.modem
         if ftype == link.GBCS:
             if fid in self.seen:
                 self.duplicates += 1
                 self.tx.add("duplicate", fid)
+                p = None
                 await m.send(link.ack(fid, link.ACK_DUPLICATE))
-                return
+                return True
             status = link.ACK_DONE
             try:
                 # the link frame id goes with it: an exact resend of an
@@ -450,6 +459,8 @@ class Wan:
             ca = self._cfg["critical_alerts"]
             for a in alerts:
                 self.outbox.add(a, ob.CRITICAL if is_critical(a, True, ca) else ob.NON_CRITICAL, ob.KIND_ALERT)
+            # queued on flash: the answer and alerts are not held while the ACK goes
+            resp = alerts = a = p = None
             link.seen_add(self.seen, fid, _SEEN)
             self.store.kv("wan_seen").set("ids", self.seen)
             await m.send(link.ack(fid, status))
@@ -461,7 +472,10 @@ class Wan:
                 reply = b'{"status": 4, "error": "no management channel"}'
             else:
                 reply = await self.manage(fid, p)
-            await m.send(link.encode(link.MGMT_REPLY, fid, reply))
+            p = None
+            fr = link.encode(link.MGMT_REPLY, fid, reply)
+            reply = None  # only the encoded reply is held while it goes
+            await m.send(fr)
         elif ftype == link.PING:
             await m.send(link.encode(link.PONG, fid))
         elif ftype == link.TIME or ftype == link.HELLO_ACK:
@@ -471,6 +485,7 @@ class Wan:
             pass
         else:
             raise link.LinkError("BadType", "unexpected frame %d from the head-end" % ftype)
+        return True
 
     async def _network_time(self):
         """The modem's clock (AT+CTZU=1: set from the network's time, which

@@ -283,17 +283,19 @@ class Sim7600(md.Modem):
             return None
 
     async def send(self, data):
-        mv = memoryview(data)
-        t = self.t
+        # data in pieces of at most _CHUNK, each one AT+CCHSEND / AT+CIPSEND;
+        # one that fits goes as it is (no view), and this frame holds no
+        # more than data, its place and the reply's lines
+        end = len(data)
         i = 0
-        while i < len(mv):
-            n = min(_CHUNK, len(mv) - i)
+        while i < end:
+            n = min(_CHUNK, end - i)
             if not self.socket_open:
                 raise md.ModemError("SocketClosed")
             if self._tls:
                 try:
-                    lines = await self.at.cmd("AT+CCHSEND=0,%d" % n, b"+CCHSEND:", t["cipsend"], b"+CCHSEND:",
-                                              mv[i:i + n])
+                    lines = await self.at.cmd(b"AT+CCHSEND=0,%d" % n, b"+CCHSEND:", self.t["cipsend"], b"+CCHSEND:",
+                                              data if n == end else memoryview(data)[i:i + n])
                 except A.ATError as e:
                     if e.args[0] == "ATTimeout":
                         raise
@@ -304,8 +306,8 @@ class Sim7600(md.Modem):
                 i += n
                 continue
             try:
-                lines = await self.at.cmd("AT+CIPSEND=0,%d" % n, b"+CIPSEND:", t["cipsend"],
-                                          b"+CIPSEND:", mv[i:i + n])
+                lines = await self.at.cmd(b"AT+CIPSEND=0,%d" % n, b"+CIPSEND:", self.t["cipsend"],
+                                          b"+CIPSEND:", data if n == end else memoryview(data)[i:i + n])
             except A.ATError as e:
                 if e.args[0] != "CipError":
                     raise
