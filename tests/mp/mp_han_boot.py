@@ -98,10 +98,13 @@ def test_the_hubs_han_modules_heap_on_a_frozen_build():
     # fewer, eight functions without default arguments); 8,528 after branch
     # hanws (six functions fewer, the EZSP host's and ASH's defaults class
     # attributes: their class tables 17 and 23 slots still), then 8,512 (the
-    # coordinator's _on_fault gone)
+    # coordinator's _on_fault gone). The reading moves by 16-32 bytes with the
+    # length of the checkout's path (names interned before the baseline fill
+    # the qstr pool to a different point: 8,512 from /work/main, 8,544 from a
+    # longer path), so the bound has 64 bytes over the measure
     used = _AFTER - _BEFORE
     print("han: %d bytes after import (%d-bit)" % (used, W * 8))
-    assert used <= 2128 * W, used
+    assert used <= 2144 * W, used
 
 
 def test_the_coordinators_counters_end_with_the_messagings():
