@@ -492,13 +492,6 @@ def _held_while_acking():
     # the writer (the UART's drain held by a gate); -> (bytes, ACKs sent)
     import gc
 
-    class GatedPipe(Pipe):
-        gate = None
-
-        async def drain(self):
-            if self.gate is not None:
-                await self.gate.wait()
-
     out = []
 
     async def body(host, ncp):
@@ -507,32 +500,24 @@ def _held_while_acking():
         host.on_frame = got.append  # handed over as it is acknowledged
         ncp.send_data(b"\x00\x80\x05")  # warm-up: one frame through
         await settle()
-        host.writer.gate = asyncio.Event()
+        gate = asyncio.Event()
+
+        async def drain():
+            await gate.wait()
+
+        host.writer.drain = drain
         gc.collect()
         a = gc.mem_alloc()
         ncp.send_data(b"\x01\x80\x06")
         await settle()
         gc.collect()
         out.append(gc.mem_alloc() - a)
-        host.writer.gate.set()
+        gate.set()
         await settle()
         assert got == [b"\x00\x80\x05", b"\x01\x80\x06"], got
         out.append(host.stats["tx_ack"])
 
-    h2n = GatedPipe()
-    n2h = Pipe()
-    ncp = Ncp(h2n, n2h)
-    host = ash.Ash(n2h, h2n, **T)
-
-    async def main():
-        t = asyncio.create_task(ncp.run())
-        try:
-            await body(host, ncp)
-        finally:
-            host.close()
-            t.cancel()
-
-    asyncio.run(main())
+    run(body)
     print("ash: %d bytes while an ACK waits for the writer" % out[0])
     return out
 
