@@ -223,6 +223,7 @@ class Messaging:
         eh = self._eh(eui)
         h, _o = Z.parse_header(frame)
         key = (eh, cluster_id, h.tsn)
+        h = None  # the header object is not kept while the answer is awaited
         w = [Flag(), None]
         self._requests[key] = w
         deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
@@ -691,6 +692,7 @@ class Messaging:
                     done = False
                 finally:
                     self._now = ""
+                    a = h = val = None  # the answer, its header and values not kept while the next waits
                 if not done and n < 2:
                     q.append((eh, n + 1, time.ticks_add(time.ticks_ms(), _VERSIONS_DELAY_S * 1000 * (n + 2))))
         finally:

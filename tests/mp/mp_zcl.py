@@ -585,7 +585,10 @@ def test_versions_of_joined_devices_are_read_and_cost_little_a_device():
     # at capacity): what the hub holds for each while it waits to read
     # them, and for each once read. Measured (bytes a device waiting / read)
     # on the 32-bit build 147 / 36 before (a task each, a list of the two
-    # versions); the bounds in words (8 and 4 bytes)
+    # versions); once read 49 -> 39 on the 32-bit build, 96 -> 76 on the
+    # 64-bit port (branch hansend: the reader awaiting the mute device keeps
+    # no answer, header or value of the one before, nor zcl_request its
+    # request's header); the bounds in words (8 and 4 bytes)
     import asyncio
     import gc
     import sys
@@ -625,7 +628,7 @@ def test_versions_of_joined_devices_are_read_and_cost_little_a_device():
     assert [m.device_versions(eh) for eh in euis] == [None if i == n - 1 else (i, 0x10) for i in range(n)]
     assert ez.reads == n, ez.reads  # the mute one still has attempts to go
     assert out[0] <= 16 * W, out[0]
-    assert out[1] <= 20 * W, out[1]
+    assert out[1] <= 11 * W, out[1]
 
 
 def test_a_devices_endpoint_and_versions_are_one_table_entry():
