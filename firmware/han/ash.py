@@ -548,15 +548,13 @@ class Ash:
                             st["rx_out_of_seq"] += 1
                             if not self._rejecting:
                                 self._rejecting = True
-                                await self._write_control(0xA0 | (self._ack & 7))  # NAK
-                                st["tx_nak"] += 1
+                                await self._write_control(0xA0 | (self._ack & 7), "tx_nak")  # NAK
                 elif ev == _E_CRC or ev == _E_SHORT or ev == _E_LONG:
                     st["crc_errors" if ev == _E_CRC else "length_errors"] += 1
                     # a corrupted frame: NAK once (reject condition) while connected
                     if self.connected and not self._rejecting and dec.control & 0x80 == 0:
                         self._rejecting = True
-                        await self._write_control(0xA0 | (self._ack & 7))  # NAK
-                        st["tx_nak"] += 1
+                        await self._write_control(0xA0 | (self._ack & 7), "tx_nak")  # NAK
                 elif ev == _E_CONTROL:
                     st["control_errors"] += 1
                 elif ev == _E_ESCAPE:
@@ -573,15 +571,17 @@ class Ash:
         if self.on_frame is not None:
             self.on_frame(exc)
 
-    async def _write_control(self, control):
+    async def _write_control(self, control, stat):
+        # an ACK or NAK, then its count (stats[stat]) once written
         n = encode_frame(self._tx, control)
         self.writer.write(memoryview(self._tx)[:n])
         await self.writer.drain()
+        self.stats[stat] += 1
 
-    async def _send_ack(self):
+    def _send_ack(self):
+        # an awaitable: the reader awaits _write_control's frame alone
         nrdy = len(self._queue) >= self.rx_queue_max
-        await self._write_control(0x80 | (8 if nrdy else 0) | (self._ack & 7))  # ACK
-        self.stats["tx_ack"] += 1
+        return self._write_control(0x80 | (8 if nrdy else 0) | (self._ack & 7), "tx_ack")  # ACK
 
     def _handle_ack_num(self, ack_num):
         p = self._pending

@@ -130,34 +130,43 @@ class Ezsp:
         if self.on_fault:
             self.on_fault(raw)
 
-    async def command(self, name, *args):
-        """Send a command, return its response values (tuple)."""
+    def command(self, name, *args):
+        """Send a command, return its response values (tuple) (an awaitable:
+        command, ok and send_unicast are one coroutine frame, _call, not a
+        chain of three while a send waits for the NCP)."""
+        return self._call(name, args, False, None)
+
+    def ok(self, name, *args):
+        """Command whose first response value is a status that must be 0."""
+        return self._call(name, args, True, None)
+
+    async def _call(self, name, args, check, ret):
+        # command (check False) or ok (check True); returns the response
+        # values, or `ret` when that is not None (send_unicast's tag)
         if self.fault is not None:
             raise F.EzspError("EzspLinkDown", "link down: %s" % self.fault)
         seq = self._seq
         self._seq = (seq + 1) & 0xFF
         frame = F.encode_frame(self.ver, seq, name, args)
+        args = None  # the payload goes with the frame once it is sent
         ev = Flag()
         p = [ev, name, None]
         self._pending[seq] = p
         try:
             await self.t.send(frame)
+            frame = None
             self.stats["tx"] += 1
             if not await ev.wait_ms(self.timeout * 1000):
                 self.stats["timeouts"] += 1
                 raise F.EzspError("EzspTimeout", "no response to %s" % name)
         finally:
             self._pending.pop(seq, None)
-        if isinstance(p[2], Exception):
-            raise p[2]
-        return p[2]
-
-    async def ok(self, name, *args):
-        """Command whose first response value is a status that must be 0."""
-        r = await self.command(name, *args)
-        if r and r[0] != 0:
+        r = p[2]
+        if isinstance(r, Exception):
+            raise r
+        if check and r and r[0] != 0:
             raise F.EzspError("EzspStatusError", "%s failed: status 0x%X" % (name, r[0]))
-        return r
+        return r if ret is None else ret
 
     # -- coordinator API (the NCP bring-up, forming and the energy scan:
     # han.network; the join-time keys and permitJoining: the trust centre's
@@ -167,13 +176,14 @@ class Ezsp:
         for its messageSentHandler before sending)."""
         return (self._tag + 1) & (0xFFFF if self.ver >= 14 else 0xFF)
 
-    async def send_unicast(self, node_id, profile, cluster, src_ep, dst_ep, payload, options, group):
-        """Send; return the message tag echoed in messageSentHandler. For an
-        APS fragment, options has APS_OPTION_FRAGMENT and group carries
-        (count << 8) | index (EmberZNet's host-side fragmentation)."""
+    def send_unicast(self, node_id, profile, cluster, src_ep, dst_ep, payload, options, group):
+        """Send (an awaitable); return the message tag echoed in
+        messageSentHandler. For an APS fragment, options has
+        APS_OPTION_FRAGMENT and group carries (count << 8) | index
+        (EmberZNet's host-side fragmentation)."""
         tag = self._tag = self.next_tag()
-        await self.ok("sendUnicast", 0, node_id, (profile, cluster, src_ep, dst_ep, options, group, 0), tag, payload)
-        return tag
+        return self._call("sendUnicast", (0, node_id, (profile, cluster, src_ep, dst_ep, options, group, 0), tag, payload),
+                          True, tag)
 
     def close(self):
         # the transport's frames no longer come here

@@ -161,23 +161,6 @@ class Messaging:
             w[1] = status
             w[0].set()
 
-    async def _unicast(self, node, cluster, dst_ep, payload, options, group, deadline):
-        ez = self.ezsp
-        tag = ez.next_tag()
-        w = [Flag(), None]
-        self._sent[tag] = w
-        try:
-            try:
-                await ez.send_unicast(node, SE_PROFILE, cluster, _HUB_EP, dst_ep, payload, options, group)
-            except Exception as e:  # status error, link down, EZSP timeout
-                raise DeliveryError("no_route", "sendUnicast: %r" % (e,))
-            if not await w[0].wait_ms(_left(deadline)):
-                raise DeliveryError("no_route", "no delivery report")
-        finally:
-            self._sent.pop(tag, None)
-        if w[1] != 0:
-            raise DeliveryError("no_route", "not delivered: status 0x%X" % w[1])
-
     def _sender_done(self):
         q = self._send_q
         if q:
@@ -191,20 +174,45 @@ class Messaging:
         eh = self._eh(eui)
         node = self._node(eh)
         n = len(frame)
+        # each piece: sendUnicast, then its messageSentHandler awaited on a
+        # Flag in _sent, in this one frame (no coroutine per piece: two sends
+        # at once held two more frames down to the NCP)
+        count = (n + FRAG_SIZE - 1) // FRAG_SIZE if n > FRAG_SIZE else 0  # 0: one unfragmented frame
+        if count > 255:
+            raise DeliveryError("tunnel", "frame of %d bytes is too long" % n)
         deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
         await self._acquire(self._tx_locks, eh)
         try:
-            if n <= FRAG_SIZE:
-                await self._unicast(node, cluster_id, dst_ep, frame, APS_OPTIONS, 0, deadline)
-                return
-            count = (n + FRAG_SIZE - 1) // FRAG_SIZE
-            if count > 255:
-                raise DeliveryError("tunnel", "frame of %d bytes is too long" % n)
-            mv = memoryview(frame)
-            for i in range(count):
-                await self._unicast(node, cluster_id, dst_ep, mv[i * FRAG_SIZE:(i + 1) * FRAG_SIZE],
-                                    APS_OPTIONS | APS_OPTION_FRAGMENT, (count << 8) | i, deadline)
+            if count:
+                frame = memoryview(frame)
+            i = 0
+            while True:
+                ez = self.ezsp
+                tag = ez.next_tag()
+                w = [Flag(), None]
+                self._sent[tag] = w
+                try:
+                    try:
+                        if count:
+                            await ez.send_unicast(node, SE_PROFILE, cluster_id, _HUB_EP, dst_ep,
+                                                  frame[i * FRAG_SIZE:(i + 1) * FRAG_SIZE],
+                                                  APS_OPTIONS | APS_OPTION_FRAGMENT, (count << 8) | i)
+                        else:
+                            await ez.send_unicast(node, SE_PROFILE, cluster_id, _HUB_EP, dst_ep, frame, APS_OPTIONS, 0)
+                    except Exception as e:  # status error, link down, EZSP timeout
+                        raise DeliveryError("no_route", "sendUnicast: %r" % (e,))
+                    if not await w[0].wait_ms(_left(deadline)):
+                        raise DeliveryError("no_route", "no delivery report")
+                finally:
+                    self._sent.pop(tag, None)
+                if w[1] != 0:
+                    raise DeliveryError("no_route", "not delivered: status 0x%X" % w[1])
+                if not count:
+                    return
                 self.counters["frag_tx"] += 1
+                i += 1
+                if i >= count:
+                    return
         finally:
             self._release(self._tx_locks, eh)
 
@@ -215,6 +223,7 @@ class Messaging:
         eh = self._eh(eui)
         h, _o = Z.parse_header(frame)
         key = (eh, cluster_id, h.tsn)
+        h = None  # the header object is not kept while the answer is awaited
         w = [Flag(), None]
         self._requests[key] = w
         deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
@@ -486,8 +495,8 @@ class Messaging:
         return reply(h, T.TUN_REQUEST_TUNNEL_RSP, T.encode_request_tunnel_rsp(tid, st, MAX_MESSAGE), Z.FT_CLUSTER)
 
     async def _send_capped(self, eh, ep, t, data, deadline):
-        # A tunnel message as one of at most _SENDERS sends at once: data as
-        # TransferData on tunnel t (its frame, header + a copy of data, made
+        # A tunnel message as one of at most _SENDERS sends at once: data (a
+        # one-item list, emptied once the slot is taken) as TransferData on tunnel t (its frame, header + a copy of data, made
         # once the slot is taken), or with t None data is the frame. A slot
         # is taken at once while fewer than _SENDERS sends run and none
         # waits; else the send waits with one Flag in _send_q (no chain of
@@ -513,6 +522,7 @@ class Messaging:
                 raise DeliveryError("timeout", "no send slot in time")
             f = None
         try:
+            data = data.pop()  # a one-item list: the caller holds nothing of it while it is sent
             if t is not None:
                 data = T.encode_transfer_data(bytearray(), self.next_tsn(), t[0], data, t[2])
                 ep = t[1]
@@ -575,6 +585,7 @@ class Messaging:
                 f = Z.Header(T.TUN_REQUEST_TUNNEL, self.next_tsn(), Z.FT_CLUSTER, 0, True).encode()
                 T.encode_request_tunnel(T.PROTO_GB_HRGP, _NO_MANUF, False, MAX_MESSAGE, f)
                 try:
+                    f = [f]  # emptied by _send_capped: not held here while the answer is awaited
                     await self._send_capped(eh, ep, None, f, deadline)
                     if not await w[0].wait_ms(_left(deadline)):
                         raise DeliveryError("tunnel", "no RequestTunnelResponse from %s" % eh)
@@ -594,6 +605,7 @@ class Messaging:
                 if w[0] is None:
                     w[0] = Flag()
                 self._exchange[eh] = w
+            data = [data]  # _send_capped takes it out: not held here while it is sent
             await self._send_capped(eh, 0, t, data, deadline)
         except BaseException:
             self.tunnel_answer(w, None)
@@ -680,6 +692,7 @@ class Messaging:
                     done = False
                 finally:
                     self._now = ""
+                    a = h = val = None  # the answer, its header and values not kept while the next waits
                 if not done and n < 2:
                     q.append((eh, n + 1, time.ticks_add(time.ticks_ms(), _VERSIONS_DELAY_S * 1000 * (n + 2))))
         finally:

@@ -585,7 +585,10 @@ def test_versions_of_joined_devices_are_read_and_cost_little_a_device():
     # at capacity): what the hub holds for each while it waits to read
     # them, and for each once read. Measured (bytes a device waiting / read)
     # on the 32-bit build 147 / 36 before (a task each, a list of the two
-    # versions); the bounds in words (8 and 4 bytes)
+    # versions); once read 49 -> 39 on the 32-bit build, 96 -> 76 on the
+    # 64-bit port (branch hansend: the reader awaiting the mute device keeps
+    # no answer, header or value of the one before, nor zcl_request its
+    # request's header); the bounds in words (8 and 4 bytes)
     import asyncio
     import gc
     import sys
@@ -625,7 +628,7 @@ def test_versions_of_joined_devices_are_read_and_cost_little_a_device():
     assert [m.device_versions(eh) for eh in euis] == [None if i == n - 1 else (i, 0x10) for i in range(n)]
     assert ez.reads == n, ez.reads  # the mute one still has attempts to go
     assert out[0] <= 16 * W, out[0]
-    assert out[1] <= 20 * W, out[1]
+    assert out[1] <= 11 * W, out[1]
 
 
 def test_a_devices_endpoint_and_versions_are_one_table_entry():
@@ -775,3 +778,48 @@ def test_a_send_without_a_slot_in_time_times_out_and_leaves_nothing():
     assert out == ["timeout", "cancelled"], out
     assert m._senders == 0 and m._send_q == [] and m._locks == {}
     assert m.counters["pushes"] == 3 and m.counters["exchanges"] == 1
+
+
+def test_a_tunnel_send_held_by_the_ncp_holds_one_frame_a_layer():
+    # One TransferData (a CS03A1 command's 143 bytes: 3 fragments) on a
+    # tunnel the hub opened, its first sendUnicast held by the stand-in NCP:
+    # zcl_send sends each piece itself (no _unicast frame below it) and
+    # tunnel_ask hands the message on in its one-item list (not held while
+    # it is sent: the TransferData frame built from it is). Measured (bytes
+    # the send holds, its task included) 2112 -> 1920 on the 64-bit unix
+    # port, 1152 -> 1024 on the 32-bit build
+    import asyncio
+    import gc
+    import sys
+
+    m = _messaging()
+    m.state = "up"
+    m.device_log = _JoinedLog()
+    ez = m.ezsp = _Ncp(m)
+    a_eh, b_eh = "00DB123456780000", "00DB123456780001"
+    m._client[a_eh] = (0, 1, False, 1500)
+    m._client[b_eh] = (1, 1, False, 1500)
+    msg = bytes(range(143))
+    out = []
+
+    async def main():
+        await m.tunnel_ask(b_eh, [bytes(msg)], 5000, False)  # warm-up: one send through
+        ez.gate = asyncio.Event()
+        box = [bytes(msg)]
+        gc.collect()
+        a = gc.mem_alloc()
+        t = asyncio.create_task(m.tunnel_ask(a_eh, box, 5000, False))
+        box = None
+        for _ in range(5):
+            await asyncio.sleep_ms(2)
+        gc.collect()
+        out.append(gc.mem_alloc() - a)
+        out.append(ez.sending)
+        ez.gate.set()
+        m.tunnel_answer(await t, None)
+        out.append(ez.frags)
+
+    asyncio.run(main())
+    print("messaging: %d bytes a tunnel send held by the NCP" % out[0])
+    assert out[1] == 1 and out[2] == 6, out
+    assert out[0] <= (1980 if sys.maxsize > 2**31 else 1060), out
