@@ -88,6 +88,16 @@ def acks(w):
     return out
 
 
+def _link_in(fid, payload):
+    # a GBCS link frame from the head-end in a link decoder, as the WAN's
+    # receive loop hands it to Wan._frame
+    from wan import link
+
+    d = link.Decoder()
+    d.feed(link.encode(link.GBCS, fid, payload))
+    return d
+
+
 def responses(hub):
     return [hub.outbox.read(s)[3] for s in hub.outbox.j.seqs() if hub.outbox.read(s)[0] == ob.KIND_RESPONSE]
 
@@ -100,7 +110,7 @@ cmd = _command(ident, acb_d, 7001)
 ARM = True
 cut = False
 try:
-    asyncio.run(w._frame(3, 41, cmd))  # link.GBCS = 3
+    asyncio.run(w._frame(_link_in(41, cmd)))  # the frame as the WAN reads it
 except PowerCut:
     cut = True
 assert cut, "the power cut never came"
@@ -111,7 +121,7 @@ dev[0] = flashfs.remount(blocks=128)
 hub, w, chf, ident, acb_d = build()
 sec0 = len(chf.security_log)
 assert len(hub.outbox) == 0, "the response reached the outbox before the cut"
-asyncio.run(w._frame(3, 41, cmd))  # the head-end resends the same link frame
+asyncio.run(w._frame(_link_in(41, cmd)))  # the head-end resends the same link frame
 a = acks(w)
 assert len(a) == 1 and a[0][0] == 41, a
 print("RESEND_ACK", a[0][1])
@@ -120,16 +130,16 @@ assert r == [first], "the resend was not answered with the stored response: %r" 
 assert chf.executed == 0, "executed again"
 assert len(chf.security_log) == sec0
 # the same bytes under another link frame id: a replay, refused and logged
-asyncio.run(w._frame(3, 42, cmd))
+asyncio.run(w._frame(_link_in(42, cmd)))
 # an older counter
-asyncio.run(w._frame(3, 43, _command(ident, acb_d, 7000)))
+asyncio.run(w._frame(_link_in(43, _command(ident, acb_d, 7000))))
 a = acks(w)
 print("ACKS", a)
 assert [x[0] for x in a] == [41, 42, 43]
 assert len(responses(hub)) == 1
 assert len(chf.security_log) == sec0 + 2, len(chf.security_log)
 # the next command runs as usual
-asyncio.run(w._frame(3, 44, _command(ident, acb_d, 7002)))
+asyncio.run(w._frame(_link_in(44, _command(ident, acb_d, 7002))))
 assert len(responses(hub)) == 2 and chf.executed == 1
 print("OK")
 """

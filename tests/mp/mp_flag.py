@@ -240,7 +240,12 @@ def test_on_end_calls_back_once_the_task_ends():
         done = ts["return"]
         awaited = asyncio.create_task(job("sleep"))
         waiter = asyncio.create_task(_awaits(awaited))
-        await asyncio.sleep_ms(1)
+        # polled, not timed: on a loaded machine 1 ms passed before the
+        # waiter ran and began to await (CI, with a bench beside it)
+        for _ in range(200):
+            if awaited.state is not True:
+                break
+            await asyncio.sleep_ms(1)
         for t in (done, awaited):
             try:
                 on_end(t, print)
