@@ -400,6 +400,7 @@ class Router:
                     try:
                         with open(_INFLIGHT % (self.store.root, hex_text(mid).upper()), "rb") as fh:
                             data[0] = fh.read()
+                        fh = None  # a closed file keeps its cache: not held while the frame is sent
                     except OSError as e:
                         log("route", "frame for %s not read: %r" % (eh, e))
                 reason = "flash"  # not read back (its 0x8F84 says so)

@@ -636,6 +636,65 @@ def test_a_waiting_delivery_holds_no_copy_of_its_frame():
     assert r.deliveries == 0 and not len(_inflight(r))
 
 
+def test_a_delivery_started_from_its_file_holds_no_more_than_one_started_at_once():
+    # A delivery that waited starts with its frame read back from its
+    # in-flight file; while it awaits tunnel_ask it holds what one that
+    # started at once holds (its frame, its task and coroutine frame), not
+    # the file object it was read through (a closed LittleFS file keeps its
+    # cache: ~0.3 KB a delivery). Two of each, held by the stand-in, the same
+    # frames as the WAN hands them (a fresh bytes object each)
+    hub, r, esmes, co, cmd = _esme_hub(4)
+
+    def frames(base):
+        return [_with_recipient(_with_counter(cmd, base + i), esmes[i]) for i in range(4)]
+
+    async def held(n):
+        # two held by the stand-in, n deliveries in all, none being collected
+        while co.asking < 2 or r.deliveries != n or r._collecting:
+            await asyncio.sleep_ms(1)
+
+    async def go():
+        await _warmed_up_and_gated(r, co, _with_counter(cmd, 3999))
+        # two started at once
+        first = frames(4000)[:2]
+        gc.collect()
+        a = gc.mem_alloc()
+        for fr in first:
+            await r.route(bytes(fr))
+        first = None
+        await held(2)
+        gc.collect()
+        at_once = gc.mem_alloc() - a
+        gate, co.ask_gate = co.ask_gate, asyncio.Event()
+        gate.set()
+        while r.deliveries:
+            await asyncio.sleep_ms(1)
+        del co.sent[:], co.matches[:], co.keys[:]
+        # four: two start at once, two wait on flash; the first two let go,
+        # the two that waited start from their files and are held
+        more = frames(5000)
+        gc.collect()
+        a = gc.mem_alloc()
+        for fr in more:
+            await r.route(bytes(fr))
+        more = None
+        await held(4)
+        gate, co.ask_gate = co.ask_gate, asyncio.Event()
+        gate.set()
+        await held(2)
+        del co.sent[:2], co.matches[:2], co.keys[:2]
+        gc.collect()
+        from_file = gc.mem_alloc() - a
+        print("router: two held started at once %d bytes, from their files %d" % (at_once, from_file))
+        assert from_file <= at_once + 96, (from_file, at_once)
+        co.ask_gate.set()
+        while r.deliveries:
+            await asyncio.sleep_ms(1)
+
+    run(go())
+    assert [gframe.parse(d).counter for _e, d, _t in co.sent] == [5002, 5003]
+
+
 def _inflight(r):
     # the in-flight records on flash (route.router: one file per delivery)
     return os.listdir(r.store.root + "/esme_inflight")
