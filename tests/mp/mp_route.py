@@ -653,34 +653,36 @@ def test_a_delivery_started_from_its_file_holds_no_more_than_one_started_at_once
         while co.asking < 2 or r.deliveries != n or r._collecting:
             await asyncio.sleep_ms(1)
 
+    async def route_all(frs):
+        # the frames routed as the WAN hands them (a fresh bytes object
+        # each) -> the heap allocated before
+        gc.collect()
+        a = gc.mem_alloc()
+        for fr in frs:
+            await r.route(bytes(fr))
+        return a
+
+    def let_go():
+        # the deliveries held now go on; the next to start are held
+        gate, co.ask_gate = co.ask_gate, asyncio.Event()
+        gate.set()
+
     async def go():
         await _warmed_up_and_gated(r, co, _with_counter(cmd, 3999))
         # two started at once
-        first = frames(4000)[:2]
-        gc.collect()
-        a = gc.mem_alloc()
-        for fr in first:
-            await r.route(bytes(fr))
-        first = None
+        a = await route_all(frames(4000)[:2])
         await held(2)
         gc.collect()
         at_once = gc.mem_alloc() - a
-        gate, co.ask_gate = co.ask_gate, asyncio.Event()
-        gate.set()
+        let_go()
         while r.deliveries:
             await asyncio.sleep_ms(1)
         del co.sent[:], co.matches[:], co.keys[:]
         # four: two start at once, two wait on flash; the first two let go,
         # the two that waited start from their files and are held
-        more = frames(5000)
-        gc.collect()
-        a = gc.mem_alloc()
-        for fr in more:
-            await r.route(bytes(fr))
-        more = None
+        a = await route_all(frames(5000))
         await held(4)
-        gate, co.ask_gate = co.ask_gate, asyncio.Event()
-        gate.set()
+        let_go()
         await held(2)
         del co.sent[:2], co.matches[:2], co.keys[:2]
         gc.collect()
