@@ -134,6 +134,23 @@ def test_the_image_anchors_check_leaves_no_p256_loaded(system: EmulatedSystem) -
     assert "gbcs.p256" not in s.call("status", modules=True)["modules"]
 
 
+def test_a_bad_install_code_is_refused_and_its_checks_go_after(system: EmulatedSystem) -> None:
+    # device_log_add's install code checks (han.install_code, loaded per
+    # check) refuse a bad CRC with the Device Log's INVALID_CODE and a bad
+    # length as a bad argument, each time (the module is loaded anew for
+    # each check), and are not held after
+    s = system
+    good = DEVICES["esme"].install_code_hex
+    bad_crc = good[:-4] + ("0000" if good[-4:] != "0000" else "FFFF")
+    for _ in range(2):
+        r = s.call("device_log_add", eui="70B3D5C1CA00ABCD", type=1, install_code=bad_crc)
+        assert r["code"] != 0 and "CRC" in r["message"], r
+    with pytest.raises(Exception, match="install code"):
+        s.call("device_log_add", eui="70B3D5C1CA00ABCD", type=1, install_code=good[:-2])
+    held = set(s.call("status", modules=True)["modules"])
+    assert not held & {"han.install_code", "chf.commands"}, sorted(held & {"han.install_code", "chf.commands"})
+
+
 def test_the_ota_server_stays_while_an_image_is_taken_in_or_transferred(system: EmulatedSystem) -> None:
     s = system
     eui = DEVICES["esme"].eui

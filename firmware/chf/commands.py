@@ -51,6 +51,18 @@ async def device_log_list(hub, req):
     return res
 
 
+def _install_code_refused(e):
+    # a ValueError of device_log_add's checks: a bad install code CRC is the
+    # reply INVALID_CODE, a bad length a bad argument (ValueError), any
+    # other error goes on as it is
+    kind = e.args[0] if e.args else None
+    if kind == "InstallCodeCrcError":
+        return {"code": DL.INVALID_CODE, "message": "install code CRC invalid: " + str(e)}
+    if kind == "InstallCodeLengthError":
+        raise ValueError(str(e))
+    raise e
+
+
 async def device_log_add(hub, req):
     eui = eui_arg(req)
     typ = int_arg(req, "type", 0, len(DL.TYPE_NAMES) - 1)
@@ -64,9 +76,7 @@ async def device_log_add(hub, req):
     try:
         same = hub.device_log.install_code_matches(eui, code)
     except ValueError as e:
-        if e.args[0] != "InstallCodeCrcError":
-            raise ValueError(str(e))
-        return {"code": DL.INVALID_CODE, "message": "install code CRC invalid: " + str(e)}
+        return _install_code_refused(e)
     if same is False:
         log("chf", "device_log_add %s refused: a different install code" % eui)
         return {"code": DL.INCOMPATIBLE, "duplicate": True,
@@ -75,9 +85,7 @@ async def device_log_add(hub, req):
     try:
         code_n, dup = hub.device_log.add(eui, typ, code, timeout)
     except ValueError as e:
-        if e.args[0] != "InstallCodeCrcError":
-            raise ValueError(str(e))
-        return {"code": DL.INVALID_CODE, "message": "install code CRC invalid: " + str(e)}
+        return _install_code_refused(e)
     msg = _message(code_n)
     if dup:
         msg = "already in the Device Log: key ignored"
