@@ -2,7 +2,7 @@
 "The heap on the 32-bit frozen build").
 
     CHUB_MICROPYTHON=build/unix32/micropython .venv/bin/python bench/heapdump/heapdump.py \\
-        build/unix32/image 256k step_provision [--own CLASS]
+        build/unix32/image 256k step_provision [--own CLASS] [--who NAME]
 
 runs the capacity scenario (hil/campaign/capacity.py) up to the step named
 (step_provision: READY), then has the hub dump its heap (heapdump_mp.py,
@@ -335,9 +335,11 @@ def print_gap(ready: Heap, ready_lines: list[str], alone: Heap, alone_lines: lis
     print("interned by the bare import too:", " ".join(q for q in qr if q in qa))
 
 
-def report(h: Heap, own: str | None) -> None:
+def report(h: Heap, own: str | None, who: str | None = None) -> None:
     """Print a dump: every live object by type, then the objects above the
-    code by holder (and, with `own`, what each holder of that label holds)."""
+    code by holder (and, with `own`, what each holder of those labels (commas between) holds;
+    with `who`, what points at each object of that label or name, three
+    levels up)."""
     print(f"live: {sum(h.objs.values()) * 16} bytes in {len(h.objs)} objects (heapdump_mp's own ~1.3 KB included)")
     for lb, v in h.by_type().most_common(25):
         print(f"  {v:7d} {lb}")
@@ -353,20 +355,49 @@ def report(h: Heap, own: str | None) -> None:
         print(f"  {v:6d} {n[lb]:3d} {lb}")
     if own:
         for x in h.objs:
-            if owner.get(x) == x and h.label(x) == own:
-                print(f"{own} @{x}: {size[x]} bytes")
-                for t in h.edges[x]:
-                    if owner.get(t) == x:
-                        print(f"  {h.objs[t] * 16:5d} {h.label(t)}")
+            if owner.get(x) == x and h.label(x) in own.split(","):
+                print(f"{h.label(x)} @{x}: {size[x]} bytes")
+                seen = {x}
+
+                def down(b: int, depth: int, x: int = x, seen: set[int] = seen) -> None:
+                    for t in h.edges[b]:
+                        if owner.get(t) == x and t not in seen:
+                            seen.add(t)
+                            print(f"{'  ' * depth}{h.objs[t] * 16:5d} {h.label(t)} @{t}")
+                            down(t, depth + 1)
+
+                down(x, 1)
+    if who:
+        into: dict[int, list[int]] = collections.defaultdict(list)
+        for b, out in h.edges.items():
+            for t in out:
+                into[t].append(b)
+
+        def name(b: int) -> str:
+            n = h.names.get(h.pool + b * 16)
+            return f"{h.label(b)} {n[1]}" if n else h.label(b)
+
+        def up(b: int, depth: int, seen: set[int]) -> None:
+            for r in into[b]:
+                print(f"{'  ' * depth}<- @{r} {name(r)} ({h.objs[r] * 16} B)")
+                if depth < 3 and r not in seen:
+                    seen.add(r)
+                    up(r, depth + 1, seen)
+
+        for x in h.objs:
+            if who in (h.label(x), name(x)) or (h.names.get(h.pool + x * 16) or ("", ""))[1] == who:
+                print(f"who points at @{x} {name(x)}:")
+                up(x, 1, {x})
 
 
 def main() -> None:
     image, heap, upto = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
     own = sys.argv[sys.argv.index("--own") + 1] if "--own" in sys.argv else None
+    who = sys.argv[sys.argv.index("--who") + 1] if "--who" in sys.argv else None
     link_map = Path(mprun.micropython_exe()).parent / "port/micropython.map"  # the binary's own (chub build)
     lines = dump(image, heap, upto)
     h = Heap(lines, link_map)
-    report(h, own)
+    report(h, own, who)
     if "--gap" in sys.argv:
         alone = bare(image, heap)
         print_gap(h, lines, Heap(alone, link_map), alone)

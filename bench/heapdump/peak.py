@@ -1,7 +1,7 @@
 """The 32-bit frozen hub's heap at its peak (measurement only).
 
     CHUB_MICROPYTHON=build/unix32/micropython .venv/bin/python bench/heapdump/peak.py \\
-        build/unix32/image 256k STEP BYTES [--own CLASS]
+        build/unix32/image 256k STEP BYTES [--own CLASS] [--who NAME]
 
 runs the capacity scenario (hil/campaign/capacity.py) up to the step before
 STEP (any but the first), arms the hub's watcher (heappeak_mp.py, preloaded with heapdump_mp.py)
@@ -64,8 +64,9 @@ def dump_peak(image: Path, heap: str, step_name: str, limit: int) -> list[str]:
 def main() -> None:
     image, heap, step_name, limit = Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
     own = sys.argv[sys.argv.index("--own") + 1] if "--own" in sys.argv else None
+    who = sys.argv[sys.argv.index("--who") + 1] if "--who" in sys.argv else None
     h = Heap(dump_peak(image, heap, step_name, limit), Path(mprun.micropython_exe()).parent / "port/micropython.map")
-    heapdump.report(h, own)
+    heapdump.report(h, own, who)
 
 
 if __name__ == "__main__":
