@@ -38,6 +38,21 @@ def drop(name, collect=True):
     return True
 
 
+def borrow(*names):
+    """Of `names`, the modules not loaded now: what a call that loads them
+    gives back after it (give_back). One loaded before is another part's
+    and stays: dropping it would make a second copy at its next load, whose
+    classes an `except` holding the first's would not match."""
+    return [n for n in names if n not in sys.modules]
+
+
+def give_back(names):
+    """Drop each module of `names` (borrow's list); its heap comes back at
+    the next collection."""
+    for n in names:
+        drop(n, False)
+
+
 def command(name, cmd):
     """The command function `cmd` from module `name`'s COMMANDS, the module
     loaded if it is not (a local-port command served on first use)."""

@@ -22,8 +22,6 @@
 from micropython import const
 from binascii import unhexlify
 
-import sys
-
 import codes
 import lazy
 from gbcs.gcm import ct_equal
@@ -38,12 +36,11 @@ BACKOFF_MAX_MS = const(30000)
 def hmac_sha256(key, *parts):
     # gbcs.p256's HMAC-SHA256, p256 loaded for the call and dropped after
     # unless something held it before (~0.8 KB: it stayed after local_auth went)
-    held = "gbcs.p256" in sys.modules
+    b = lazy.borrow("gbcs.p256")
     try:
         return lazy.load("gbcs.p256").hmac_sha256(key, *parts)
     finally:
-        if not held:
-            lazy.drop("gbcs.p256", False)
+        lazy.give_back(b)
 
 
 def _qstr(s, out):

@@ -81,22 +81,20 @@ def roll_forward(store):
         # public keys and SKIs of every cell go to the CHF's anchor cells
         store.kv("anchors").set(dev, [{"eui": x["eui"], "role": x["role"], "ka_pub": x.get("ka_pub")} for x in a])
         if dev == "chf":
-            import sys
-
             import lazy
 
-            held = [n for n in _CRED_CODE if n in sys.modules]
+            b = lazy.borrow(*_CRED_CODE)  # its code goes after (a module held before stays)
             try:
                 from chf.credentials import Credentials
             except ImportError:
                 Credentials = None
-            if Credentials is not None:
-                # the CHF's trust anchor cells (CS02a/b) start from the same anchors
-                Credentials(store, None).provision(a)
-                Credentials = None
-            for n in _CRED_CODE:  # its code goes after (a module held before stays)
-                if n not in held:
-                    lazy.drop(n, False)
+            try:
+                if Credentials is not None:
+                    # the CHF's trust anchor cells (CS02a/b) start from the same anchors
+                    Credentials(store, None).provision(a)
+                    Credentials = None
+            finally:
+                lazy.give_back(b)
     for name in st["certs"]:
         try:
             os.rename(cert_path(store, name, staged=True), cert_path(store, name))
@@ -166,30 +164,29 @@ def generate_identity(kv, rand, eui):
     """First boot (chf.identity): the CHF's EUI-64 (`eui`, else a random
     one) and the GPF's next to it, a KA and a DS key pair each, into KV
     "identity" in one commit."""
-    import sys
-
     import lazy
     from ids import hex_text
     from log import KindError
 
-    held = "gbcs.p256" in sys.modules  # p256 goes after unless something held it before
-    p256 = lazy.load("gbcs.p256")
     chf = bytes(eui) if eui is not None else _new_eui(rand)
     if len(chf) != 8:
         raise KindError("IdentityError", "EUI-64 must be 8 bytes")
     gpf = chf[:7] + bytes(((chf[7] + 1) & 0xFF,))
     recs = {}
-    for name, e in (("chf", chf), ("gpf", gpf)):
-        ka_d, ka_q = p256.generate(rand)
-        ds_d, ds_q = p256.generate(rand)
-        recs[name] = {
-            "eui": hex_text(e),
-            "ka_d": hex_text(ka_d),
-            "ka_q": hex_text(ka_q),
-            "ds_d": hex_text(ds_d),
-            "ds_q": hex_text(ds_q),
-        }
-    p256 = None
-    if not held:
-        lazy.drop("gbcs.p256", False)
+    b = lazy.borrow("gbcs.p256")  # P-256 goes after unless something held it before
+    try:
+        p256 = lazy.load("gbcs.p256")
+        for name, e in (("chf", chf), ("gpf", gpf)):
+            ka_d, ka_q = p256.generate(rand)
+            ds_d, ds_q = p256.generate(rand)
+            recs[name] = {
+                "eui": hex_text(e),
+                "ka_d": hex_text(ka_d),
+                "ka_q": hex_text(ka_q),
+                "ds_d": hex_text(ds_d),
+                "ds_q": hex_text(ds_q),
+            }
+        p256 = None
+    finally:
+        lazy.give_back(b)
     kv.update(recs)  # one atomic commit: both or neither

@@ -99,17 +99,11 @@ class Chf:
         exact resend (same counter, same frame, same tag) of the last command
         committed from that originator gets the same answer again without
         running (gbcs.security, docs/gbcs-usecases.md)."""
-        import sys
-
-        held = [n for n in _BORROWED if n in sys.modules]
+        b = lazy.borrow(*_BORROWED)
         try:
             return answer_once(self.parties, data, tag, self._handle, self.identity.store)
         finally:
-            # what the command loaded goes with it; a module held before stays
-            # (another part's: dropping it would make a second copy at its next load)
-            for n in _BORROWED:
-                if n not in held:
-                    lazy.drop(n, False)
+            lazy.give_back(b)  # what the command loaded goes with it; a module held before stays
 
     def _handle(self, data):
         # chf.usecase_exec.handle, loaded for the command (dropped by handle)

@@ -104,14 +104,11 @@ class RemoteParties:
         eui = bytes(eui)
         if ka_pub is not None:
             ka_pub = bytes(ka_pub)
-            import sys
-
-            held = _P256 in sys.modules
+            b = lazy.borrow(_P256)
             try:
                 lazy.load(_P256).decode_point(ka_pub)  # P256Error (PointError) when not on the curve
             finally:
-                if not held:  # another part's stays (a drop would make a second copy)
-                    lazy.drop(_P256)
+                lazy.give_back(b)
         self._anchors[eui] = (role, ka_pub)
 
     def role_of(self, eui):
@@ -134,14 +131,11 @@ class RemoteParties:
                 codes.EV_UNKNOWN_ORIGINATOR)
         z = a[1]
         if len(z) != 32:  # the key (65 bytes): Z not computed yet
-            import sys
-
-            held = _P256 in sys.modules
+            b = lazy.borrow(_P256)
             try:
                 z = lazy.load(_P256).ecdh(self._d, z)
             finally:
-                if not held:
-                    lazy.drop(_P256)
+                lazy.give_back(b)
             self._anchors[eui] = (a[0], z)
         return z
 

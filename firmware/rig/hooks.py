@@ -11,7 +11,6 @@
 #                       radio reports an event: channel_changed {channel},
 #                       duty_cycle_limited {eui}, no_capacity {eui},
 #                       message_discarded {originator, target, cra, counter}
-import sys
 
 import lazy
 from ids import hex_bytes, hex_text
@@ -39,15 +38,13 @@ async def cmd_provision(hub, req):
         # copy, so the CHF's own and a loaded Gpf's read what is written here)
         # through a Credentials of this call's: the credentials code goes with
         # it, unless something held it before (the GPF's use cases do not load)
-        held = [m for m in _CRED_MODULES if m in sys.modules]
+        b = lazy.borrow(*_CRED_MODULES)
         try:
             from chf.credentials import Credentials
 
             Credentials(hub.store, ident, dev).provision((req.get("cells") or anchors) if dev == "gpf" else anchors)
         finally:
-            for m in _CRED_MODULES:
-                if m not in held:
-                    lazy.drop(m, False)
+            lazy.give_back(b)
         if dev == "chf":
             hub.chf.parties = ident.parties("chf")
     return {"device": dev, "anchors": len(anchors)}

@@ -52,18 +52,16 @@ async def image_anchor(hub, req):
     """{anchor, min_version}: the manufacturer anchor (the P-256 public
     point, 65 bytes hex) and the lowest version the hub takes (a stored
     higher minimum stays: it is never lowered)."""
-    import sys
     from binascii import hexlify
 
     import lazy
 
     anchor = hex_arg(req, "anchor", 65)
-    held = "gbcs.p256" in sys.modules  # p256 goes with the check unless something held it before
+    b = lazy.borrow("gbcs.p256")  # P-256 goes with the check unless something held it before
     try:
         lazy.load("gbcs.p256").decode_point(anchor)  # ValueError for a point that is not on P-256
     finally:
-        if not held:
-            lazy.drop("gbcs.p256", False)
+        lazy.give_back(b)
     mv = str_arg(req, "min_version", 23, "0")
     cur = hub.update_server().kv.get("min_version")
     if cur and version_tuple(cur) > version_tuple(mv):

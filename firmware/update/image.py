@@ -331,20 +331,18 @@ class Updater:
             self._refuse("version %s below minimum %s" % (m["version"][:16], min_v))
         if not cfg:
             self._refuse("no manufacturer anchor")
-        import sys
         from binascii import unhexlify
 
         import lazy
 
-        held = "gbcs.p256" in sys.modules  # p256 goes with the check unless something held it before
+        b = lazy.borrow("gbcs.p256")  # P-256 goes with the check unless something held it before
         try:
             ok = lazy.load("gbcs.p256").verify_digest(unhexlify(cfg), hashlib.sha256(mbytes).digest(),
                                                       bytes(head[_HEAD + m_len:]))
         except ValueError:
             ok = False
         finally:
-            if not held:
-                lazy.drop("gbcs.p256", False)
+            lazy.give_back(b)
         if not ok:
             self._refuse("signature")
         # the slot that runs neither now nor next

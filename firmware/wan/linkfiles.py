@@ -54,14 +54,13 @@ def key(cred):
     """(d, q) of the link key; made (and kept) on first use."""
     rec = cred.kv.get("key")
     if rec is None:
-        import sys
-
         import lazy
 
-        held = "gbcs.p256" in sys.modules  # p256 goes after unless something held it before
-        d, q = lazy.load("gbcs.p256").generate(cred.rand)
-        if not held:
-            lazy.drop("gbcs.p256", False)
+        b = lazy.borrow("gbcs.p256")  # P-256 goes after unless something held it before
+        try:
+            d, q = lazy.load("gbcs.p256").generate(cred.rand)
+        finally:
+            lazy.give_back(b)
         rec = {"d": hex_text(d), "q": hex_text(q)}
         cred.kv.set("key", rec)
     return hex_bytes(rec["d"]), hex_bytes(rec["q"])

@@ -49,3 +49,24 @@ def test_a_command_it_does_not_list_is_a_key_error():
     except KeyError:
         pass
     lazy.drop("han.ota")
+
+
+def test_a_borrowed_module_goes_back_after_the_call_unless_it_was_loaded_before():
+    # borrow: of the names, those not loaded now; give_back drops them. One
+    # loaded before is another part's: it stays, the same module object (a
+    # drop would make a second copy at its next load, whose classes an
+    # `except` holding the first would not match)
+    lazy.drop("han.ota")
+    held = lazy.load("han.install_code")
+    b = lazy.borrow("han.ota", "han.install_code")
+    assert b == ["han.ota"], b
+    m = lazy.load("han.ota")
+    assert lazy.load("han.install_code") is held
+    del m
+    lazy.give_back(b)
+    assert "han.ota" not in sys.modules and not hasattr(han, "ota")
+    assert sys.modules["han.install_code"] is held
+    assert lazy.borrow("han.install_code") == []
+    lazy.give_back([])  # nothing borrowed: nothing dropped
+    assert sys.modules["han.install_code"] is held
+    lazy.drop("han.install_code")
