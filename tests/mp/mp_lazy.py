@@ -70,3 +70,19 @@ def test_a_borrowed_module_goes_back_after_the_call_unless_it_was_loaded_before(
     lazy.give_back([])  # nothing borrowed: nothing dropped
     assert sys.modules["han.install_code"] is held
     lazy.drop("han.install_code")
+
+
+def test_a_first_boot_with_a_bad_eui_leaves_no_p256_behind():
+    # chf.prov_store.generate_identity refuses a 7-byte EUI before it
+    # borrows P-256 (it loaded P-256 first and kept it on the refusal)
+    from chf import prov_store
+    from log import KindError
+
+    lazy.drop("gbcs.p256")
+    try:
+        prov_store.generate_identity(None, None, b"\x01" * 7)
+        raise AssertionError("a 7-byte EUI was taken")
+    except KindError as e:
+        assert e.args[0] == "IdentityError", e.args
+    assert "gbcs.p256" not in sys.modules
+    lazy.drop("chf.prov_store")
