@@ -202,9 +202,13 @@ class Heap:
 
     def label(self, b: int) -> str:
         w = self.word(b * 16)
-        if w not in self.names:
-            return "raw"  # no type word: a dict's or list's table, an attribute table, a buffer
-        lb = self.names[w][1]
+        n = self.names.get(w)
+        if n is None or n[0] not in ("type", "class"):
+            # no type word: a dict's or list's table, an attribute table, a
+            # buffer (a first word that points at a module, a function or an
+            # address a dropped module once had is an item, not a type)
+            return "raw"
+        lb = n[1]
         if lb == "gen_instance":  # a coroutine frame: named by its function
             return "gen " + self.fname(self.word(b * 16 + 8))
         if lb in ("bound_meth", "closure"):
