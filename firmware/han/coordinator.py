@@ -55,7 +55,6 @@ class Coordinator(Messaging):
         self.device_log = device_log
         self.security_log = security_log
         self.supervisor = supervisor
-        self.clock = clock
         self.state = "starting"
         self.ezsp = None
         self.tc = None
@@ -64,7 +63,7 @@ class Coordinator(Messaging):
         self.counters = Counters(_COUNTERS)
         self._init_messaging()
         self.zcl_servers[0x0000] = zcl_servers.AttributeServer(0x0000, VERSION.encode(), self._stack_version)
-        self.zcl_servers[0x000A] = zcl_servers.AttributeServer(0x000A, self._clock, board.utc)
+        self.zcl_servers[0x000A] = zcl_servers.AttributeServer(0x000A, clock, board.utc)
         self.zcl_servers[0x0704] = self.tunnel_server
         # Key Establishment (han.cbke): loaded on its first frame (a CBKE is
         # rare: once per device join), so it costs no heap until then; then
@@ -100,9 +99,6 @@ class Coordinator(Messaging):
     @property
     def kv(self):
         return self.store.kv("han")
-
-    def _clock(self):
-        return self.clock
 
     def _stack_version(self):
         return self.ezsp.stack_version if self.ezsp is not None else 0
