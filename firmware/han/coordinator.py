@@ -62,7 +62,7 @@ class Coordinator(Messaging):
         self._xpan = None  # the extended PAN id the HAN is on (RAM; KV "han" xpan)
         self.counters = Counters(_COUNTERS)
         self._init_messaging()
-        self.zcl_servers[0x0000] = zcl_servers.AttributeServer(0x0000, VERSION.encode(), self._stack_version)
+        self.zcl_servers[0x0000] = zcl_servers.AttributeServer(0x0000, VERSION, self._stack_version)
         self.zcl_servers[0x000A] = zcl_servers.AttributeServer(0x000A, clock, board.utc)
         self.zcl_servers[0x0704] = self.tunnel_server
         # Key Establishment (han.cbke): loaded on its first frame (a CBKE is

@@ -66,11 +66,11 @@ class AttributeServer:
     UNSUP_GENERAL_COMMAND; a malformed command MALFORMED_COMMAND. The values
     are made when read: no attribute table is held for the hub's life.
     Its own value() serves the hub's Basic, AttributeServer(0x0000, a, b):
-    a the firmware version (bytes), b() the NCP's stack version (EZSP
-    `version` answer) or 0 (or b None); or Time, AttributeServer(0x000A, a,
-    b): a the hub's Clock (now(), valid) or None, without one the time
-    comes from b(), the board's UTC, and is not synchronized. A subclass
-    (han.cbke's) has its own."""
+    a the firmware version (bytes, or a str: encoded as it is sent), b()
+    the NCP's stack version (EZSP `version` answer) or 0 (or b None); or
+    Time, AttributeServer(0x000A, a, b): a the hub's Clock (now(), valid)
+    or None, without one the time comes from b(), the board's UTC, and is
+    not synchronized. A subclass (han.cbke's) has its own."""
 
     reads = 0
 

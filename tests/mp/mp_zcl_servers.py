@@ -65,6 +65,9 @@ def test_basic_and_unsupported_attributes():
     r = _serve(srv, b"\x00\x10\x00" + b"\x00\x00\x04\x00\x02\x00\x00\x40\x34\x12")
     assert r == (b"\x18\x10\x01" + b"\x00\x00\x00\x20\x03" + b"\x04\x00\x00\x42\x09Open CHub"
                  + b"\x02\x00\x00\x20\x74" + b"\x00\x40\x00\x42\x051.2.3" + b"\x34\x12\x86"), r
+    # the version as a str (the hub's: version.VERSION, no bytes copy held): the same frame
+    assert _serve(S.AttributeServer(0x0000, "1.2.3", lambda: 0x7450),
+                  b"\x00\x10\x00" + b"\x00\x00\x04\x00\x02\x00\x00\x40\x34\x12") == r
 
 
 def test_errors_and_default_responses():
