@@ -82,10 +82,11 @@ class Messaging:
         self.on_tunnel_message = None
         self.on_tunnel_reply = None
         self.tunnels = T.TunnelIds(8)  # tunnels devices opened to us: id -> eui hex
-        self._tinfo = {}  # server tunnel id -> (device ep, device max incoming)
-        # eui hex -> a tunnel the hub opened: tunnel id | device ep << 16 (a
-        # small int) when the device's max incoming is MAX_MESSAGE, else
-        # (that int, max incoming)
+        self._tinfo = {}  # server tunnel id -> device ep | device max incoming << 8 (a small int)
+        # eui hex -> a tunnel the hub opened: tunnel id | device max incoming
+        # << 16 (a small int) when the device's endpoint is 1 and its max
+        # incoming under 16384, else (tunnel id | device ep << 16, max
+        # incoming)
         self._client = {}
         # eui hex -> the exchange holding the device's exchange lock
         # (tunnel_ask's w) while it awaits its answer, or (w[2] False) the
@@ -374,14 +375,13 @@ class Messaging:
     # -- Tunneling cluster ------------------------------------------------------
 
     def _tunnel_for(self, eh):
-        """The device's tunnel as _client holds one: tunnel id | device ep <<
-        16 | hub is server << 24 (a small int) when its max incoming is
-        MAX_MESSAGE, else (that int, max incoming); None: no tunnel."""
+        """The device's tunnel: its own to the hub, (tunnel id | device ep <<
+        16 | 1 << 24, device max incoming), else one the hub opened, as
+        _client holds it; None: no tunnel."""
         for tid, peer in self.tunnels.peers.items():
             if peer == eh:
-                ep, mx = self._tinfo.get(tid, (1, MAX_MESSAGE))
-                t = tid | ep << 16 | 1 << 24
-                return t if mx == MAX_MESSAGE else (t, mx)
+                t = self._tinfo.get(tid, 1 | MAX_MESSAGE << 8)
+                return tid | (t & 0xFF) << 16 | 1 << 24, t >> 8
         return self._client.get(eh)
 
     def _fail_exchange(self, eh, why):
@@ -501,7 +501,7 @@ class Messaging:
                 st = T.TUNNEL_NO_MORE_IDS
             else:
                 tid, st = t, T.TUNNEL_SUCCESS
-                self._tinfo[tid] = (src_ep, max_in)
+                self._tinfo[tid] = src_ep | max_in << 8
                 # its tunnel is now the one to use (_tunnel_for prefers it); the
                 # tunnel the hub opened stays while an exchange awaits its answer on it
                 if eh not in self._exchange:
@@ -511,8 +511,9 @@ class Messaging:
     async def _send_capped(self, eh, ep, t, data, deadline):
         # A tunnel message as one of at most _SENDERS sends at once: data (a
         # one-item list, emptied once the slot is taken) as TransferData on
-        # tunnel t (_tunnel_for's int) (its frame, header + a copy of data, made
-        # once the slot is taken), or with t None data is the frame. A slot
+        # tunnel t (tunnel id | device ep << 16 | hub is server << 24; its
+        # frame, header + a copy of data, made once the slot is taken), or
+        # with t None data is the frame. A slot
         # is taken at once while fewer than _SENDERS sends run and none
         # waits; else the send waits with one Flag in _send_q (no chain of
         # coroutine frames down to the NCP, no frame encoded) until
@@ -615,13 +616,13 @@ class Messaging:
                     w[0] = flag
                 if st != T.TUNNEL_SUCCESS:
                     raise DeliveryError("tunnel", "%s refused the tunnel: status %d" % (eh, st))
-                t = tid | ep << 16
-                if max_in and max_in != MAX_MESSAGE:
-                    t = (t, max_in)
+                max_in = max_in or MAX_MESSAGE
+                t = tid | max_in << 16 if ep == 1 and max_in < 0x4000 else (tid | ep << 16, max_in)
                 self._client[eh] = t
-            max_in = MAX_MESSAGE
             if isinstance(t, tuple):
                 t, max_in = t
+            else:  # a tunnel the hub opened to endpoint 1
+                t, max_in = t & 0xFFFF | 1 << 16, t >> 16
             if len(data) > max_in:
                 raise DeliveryError("tunnel", "%d bytes exceed the device's %d" % (len(data), max_in))
             if match is not False:
@@ -723,6 +724,7 @@ class Messaging:
                     q.append(eh)
                     q.append(time.ticks_add(time.ticks_ms(), _VERSIONS_DELAY_S * 1000 * (n + 2) + 3) & ~3 | n + 1)
         finally:
+            q = None  # a finished task's frame keeps its locals: not the list
             del self._reading  # the class's None again: no reader
 
     def device_versions(self, eui):

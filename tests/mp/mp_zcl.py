@@ -3,7 +3,7 @@
 # answers on the wire.
 from han import peer, tunnel, zcl, zcl_clusters
 
-HEAP = "256k"
+HEAP = "320k"  # the 64-bit port compiles this module from source (256k: a MemoryError)
 
 
 def raises(exc, fn, *args):
@@ -361,7 +361,7 @@ def test_tunnel_server_answers_each_command_on_the_wire():
 
     # RequestTunnel GB-HRGP, no flow control, max 1500: tunnel 0, SUCCESS, our 1200
     assert serve(b"\x01\x10\x00\x06\xff\xff\x00\xdc\x05") == b"\x19\x10\x00\x00\x00\x00\xb0\x04"
-    assert m.tunnels.peers == {0: eh} and m._tinfo[0] == (3, 1500)
+    assert m.tunnels.peers == {0: eh} and m._tinfo[0] == 3 | 1500 << 8
     # again: the same tunnel id
     assert serve(b"\x01\x11\x00\x06\xff\xff\x00\xdc\x05") == b"\x19\x11\x00\x00\x00\x00\xb0\x04"
     # another protocol (DLMS): PROTOCOL_NOT_SUPPORTED, no tunnel id; flow control: FLOW_CONTROL_NOT_SUPPORTED
@@ -382,10 +382,10 @@ def test_tunnel_server_answers_each_command_on_the_wire():
     # the client side: TransferData on a tunnel the hub did not open: NO_SUCH_TUNNEL, the other direction
     assert serve(b"\x19\x1a\x01\x04\x00\xdd") == b"\x11\x1a\x03\x04\x00\x00"
     # TransferDataError from the device on the hub's tunnel: the tunnel is dropped, no answer
-    m._client[eh] = 4 | 1 << 16  # tunnel 4 to endpoint 1, its max incoming MAX_MESSAGE (1200)
+    m._client[eh] = 4 | 1200 << 16  # tunnel 4 to endpoint 1, its max incoming 1200
     assert serve(b"\x19\x1b\x02\x04\x00\x02") is None and eh not in m._client
     # TunnelClosureNotification closes the hub's tunnel; a command it does not know gets no answer
-    m._client[eh] = 5 | 1 << 16
+    m._client[eh] = 5 | 1200 << 16
     assert serve(b"\x19\x1c\x06\x05\x00") is None and eh not in m._client
     assert serve(b"\x19\x1d\x05\x05\x00") is None
     # global commands: UNSUP_GENERAL_COMMAND except answers; manufacturer-specific: UNSUP_MANUF_CLUSTER_COMMAND
@@ -480,7 +480,7 @@ def _eight_exchanges(router_way, opening=False):
     euis = ["00DB12345678%04X" % i for i in range(n + 1)]
     for i, eh in enumerate(euis):
         if not opening or i == n:
-            m._client[eh] = (i | 1 << 16, 1500)  # tunnels the hub opened earlier (tunnel i, endpoint 1)
+            m._client[eh] = i | 1500 << 16  # tunnels the hub opened earlier (tunnel i, endpoint 1, max 1500)
     msg = bytes(range(143))  # a CS03A1 command's length: TransferData in 3 fragments
     answers = []
     out = []
@@ -763,6 +763,47 @@ def test_an_exchange_awaiting_its_tunnel_holds_little():
     assert waiting <= 64 * W, waiting
 
 
+def test_a_tunnel_the_hub_opened_is_one_small_int_and_its_limit_holds():
+    # _client keeps a tunnel the hub opened to a device's endpoint 1 as one
+    # small int (tunnel id | the device's max incoming << 16; branch hanpk:
+    # a 4-tuple each before), any other as (tunnel id | endpoint << 16, max
+    # incoming); either way TransferData goes on that tunnel to that
+    # endpoint and a message over the device's max is refused ("tunnel")
+    import asyncio
+
+    from han.messaging import DeliveryError
+
+    m = _messaging()
+    m.state = "up"
+    m.device_log = _JoinedLog()
+
+    class Ncp(_Ncp):
+        sent = []
+
+        async def send_unicast(self, node, profile, cluster, src_ep, dst_ep, payload, options=0, group=0):
+            if not group & 0xFF:  # a frame's first piece: its command and tunnel id
+                self.sent.append((dst_ep, bytes(payload[2:5])))
+            return await super().send_unicast(node, profile, cluster, src_ep, dst_ep, payload, options, group)
+
+    ez = m.ezsp = Ncp(m)
+    a, b = "00DB123456780000", "00DB123456780001"
+    m._client[a] = 3 | 100 << 16
+    m._client[b] = (0x1234 | 2 << 16, 20000)
+    out = []
+
+    async def main():
+        for eh, n in ((a, 101), (a, 100), (b, 150), (b, 20001)):
+            try:
+                await m.tunnel_send(eh, b"x" * n, 1000)
+                out.append(n)
+            except DeliveryError as e:
+                out.append(e.reason)
+
+    asyncio.run(main())
+    assert out == ["tunnel", 100, 150, "tunnel"], out
+    assert ez.sent == [(1, b"\x02\x03\x00"), (2, b"\x02\x34\x12")], ez.sent
+
+
 def test_a_send_without_a_slot_in_time_times_out_and_leaves_nothing():
     # Two sends hold the slots (the stand-in NCP holds them); a third
     # exchange whose deadline passes while it waits for a slot fails with
@@ -779,7 +820,7 @@ def test_a_send_without_a_slot_in_time_times_out_and_leaves_nothing():
     ez = m.ezsp = _Ncp(m)
     euis = ["00DB12345678%04X" % i for i in range(4)]
     for i, eh in enumerate(euis):
-        m._client[eh] = (i | 1 << 16, 1500)
+        m._client[eh] = i | 1500 << 16
     out = []
 
     async def main():
@@ -827,8 +868,8 @@ def test_a_tunnel_send_held_by_the_ncp_holds_one_frame_a_layer():
     m.device_log = _JoinedLog()
     ez = m.ezsp = _Ncp(m)
     a_eh, b_eh = "00DB123456780000", "00DB123456780001"
-    m._client[a_eh] = (0 | 1 << 16, 1500)
-    m._client[b_eh] = (1 | 1 << 16, 1500)
+    m._client[a_eh] = 0 | 1500 << 16
+    m._client[b_eh] = (1 | 2 << 16, 1500)  # a tunnel to endpoint 2
     msg = bytes(range(143))
     out = []
 
