@@ -73,9 +73,13 @@ class Messaging:
     # made while used, then deleted (the instance's attribute table stays
     # small): (node id, aps) of fragments to acknowledge, oldest first, while
     # the task that sends them runs; the versions reader's list (see
-    # _read_versions) while it runs
+    # _read_versions) while it runs; reassembly slots [sender, Reassembler,
+    # count] of messages in progress; a Flag for each send waiting for a
+    # slot, oldest first
     _acks = None
     _reading = None
+    _rx = ()
+    _send_q = ()
 
     def _init_messaging(self):
         self.zcl_servers = {}
@@ -97,11 +101,9 @@ class Messaging:
         # message tag -> [event, status]; (eui hex, cluster, tsn) -> [event,
         # answer frame] of a request (zcl_request)
         self._sent = {}
-        self._rx = []  # reassembly slots [sender, Reassembler, count] of messages in progress
         self._tsn = 0
         self._busy = 0
         self._senders = 0  # tunnel sends running (at most _SENDERS)
-        self._send_q = []  # a Flag for each send waiting for a slot, oldest first
         # eui hex -> what is kept of a device, packed in one small int (no
         # object, one table entry a device): bits 0-7 the endpoint it last
         # sent from, bit 8 set once it sent; bit 9 set once its Basic
@@ -175,6 +177,8 @@ class Messaging:
         q = self._send_q
         if q:
             q.pop(0).set()  # the slot goes straight to the oldest waiter
+            if not q:
+                del self._send_q  # the class's () again
         else:
             self._senders -= 1
 
@@ -252,7 +256,8 @@ class Messaging:
         self.counters["frag_rx"] += 1
         idx = group & 0xFF
         slot = None
-        for s in self._rx:
+        rx = self._rx
+        for s in rx:
             if s[0] == sender:
                 slot = s
                 break
@@ -260,12 +265,14 @@ class Messaging:
             if idx != 0:
                 self.counters["frag_drop"] += 1  # the start was lost
                 return None
-            if len(self._rx) < _RX_SLOTS:
+            if not rx:
+                rx = self._rx = []
+            if len(rx) < _RX_SLOTS:
                 slot = [None, T.Reassembler(_REASSEMBLY), 0]
             else:  # all busy: give up the oldest partial message
-                slot = self._rx.pop(0)
+                slot = rx.pop(0)
                 self.counters["frag_drop"] += 1
-            self._rx.append(slot)
+            rx.append(slot)
         r = slot[1]
         if idx == 0:
             r.reset()
@@ -275,13 +282,14 @@ class Messaging:
             m = r.add_block(0, idx, slot[2], chunk)  # one slot per sender
         except T.TunnelError:
             self.counters["frag_drop"] += 1
-            self._rx.remove(slot)
-            return None
+            m = False
         if m is None:
             return None
-        # the slot and its buffer go once the message is out: none stands idle
-        self._rx.remove(slot)
-        return r.take()
+        # the slot and its buffer go once the message is out (or dropped): none stands idle
+        rx.remove(slot)
+        if not rx:
+            del self._rx  # the class's () again
+        return None if m is False else r.take()
 
     async def _ack_fragments(self):
         # the host's APS acks of incoming fragments (EmberZNet host
@@ -524,19 +532,23 @@ class Messaging:
             self._senders += 1
         else:
             f = Flag()
-            self._send_q.append(f)
+            q = self._send_q
+            if not q:
+                q = self._send_q = []
+            q.append(f)
+            ok = None
             try:
                 ok = await f.wait_ms(max(1, _left(deadline)))
-            except BaseException:  # cancelled: a slot handed over meanwhile goes on
-                if f in self._send_q:
-                    self._send_q.remove(f)
-                elif f.state:
+            finally:
+                if not f.state:  # handed no slot (the deadline, or cancelled): out of the queue
+                    q.remove(f)
+                    if not q:
+                        del self._send_q  # the class's () again
+                elif ok is None:  # cancelled once handed a slot: the slot goes on
                     self._sender_done()
-                raise
-            if not ok and not f.state:
-                self._send_q.remove(f)
+            if not f.state:
                 raise DeliveryError("timeout", "no send slot in time")
-            f = None
+            f = q = None
         try:
             data = data.pop()  # a one-item list: the caller holds nothing of it while it is sent
             if t is not None:
