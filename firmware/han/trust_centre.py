@@ -27,20 +27,17 @@ _PERMIT_MAX = const(254)  # 255 would mean "forever"
 
 
 class TrustCentre:
-    # made when first needed (None: empty): eui hex -> key imported into the
-    # NCP; eui hex -> restored link key put in the NCP's key table; (node_id,
-    # eui bytes) to remove from the network; node id -> EUI-64 or None:
-    # traffic from a node not in the log
-    _keys = None
-    _linked = None
-    _kick = None
-    _unknown = None
-
     def __init__(self, ezsp, device_log, security_log):
         # the time is the Device Log's (its utc): no attribute of its own
         self.ezsp = ezsp
         self.log = device_log
         self.sec = security_log
+        # made when first needed (None: empty; not class attributes: the
+        # class's table would grow): eui hex -> key imported into the NCP;
+        # eui hex -> restored link key put in the NCP's key table; (node_id,
+        # eui bytes) to remove from the network; node id -> EUI-64 or None:
+        # traffic from a node not in the log
+        self._keys = self._linked = self._kick = self._unknown = None
         self._permit_end = 0
         self.stats = {"joined": 0, "rejoined": 0, "refused": 0, "left": 0, "kicked": 0, "kick_errors": 0,
                       "adopted": 0, "not_adopted": 0}
