@@ -436,8 +436,9 @@ def test_the_ezsp_host_over_ash_holds_little_and_no_task_of_its_own():
     # (the writer copies what it is given), recv()'s queue and Flag made
     # only in queue mode, the EZSP host's defaults as class attributes
     # (ASH 25 -> 22 attributes, the EZSP host 16 -> 12: their attribute
-    # tables 29 -> 23 and 17 -> 12 slots); the bound in words (8 and 4
-    # bytes)
+    # tables 29 -> 23 and 17 -> 12 slots); then 3744 and 2112 (branch
+    # hanpk: ASH's RSTACK Flag made only while reset() waits for it); the
+    # bound in words (8 and 4 bytes)
     import gc
     import sys
 
@@ -484,7 +485,7 @@ def test_the_ezsp_host_over_ash_holds_little_and_no_task_of_its_own():
 
     asyncio.run(main())
     print("ash + ezsp: %d bytes once connected" % out[0])
-    assert out[0] <= 550 * W, out
+    assert out[0] <= 530 * W, out
 
 
 def _held_while_acking():
