@@ -566,6 +566,7 @@ class Ash:
                     st["escape_errors"] += 1
             st["cancelled"] = dec.cancelled
             st["substituted"] = dec.substituted
+            data = None  # not held while the next read waits
 
     def _fail(self, exc):
         self.failure = exc
