@@ -363,7 +363,7 @@ class Ash:
         self._tx = bytearray(_BUF_SIZE)
         self._lock = [False]  # flag.acquire/release
         self._acked = flag.Flag()  # one-shot flags with a timed wait (no helper task)
-        self._rstack = flag.Flag()
+        self._rstack = None  # the expected RSTACK's, made while reset() waits for it
         # fn(frame bytes) for each EZSP frame as it is acknowledged, and
         # fn(exc) once with the failure that takes the link down (the EZSP
         # host's, han.ezsp); None: frames queue for recv()
@@ -388,28 +388,32 @@ class Ash:
         if self._task is None:
             self._task = asyncio.create_task(self._rx_loop())
         self.connected = False
-        for _ in range(self.reset_tries):
-            self._rstack.clear()
-            self.failure = None
-            n = self.cancel_bytes
-            for i in range(n):
-                self._tx[i] = _CANCEL
-            self.writer.write(memoryview(self._tx)[:n])
-            n = encode_frame(self._tx, _RST)
-            self.writer.write(memoryview(self._tx)[:n])
-            await self.writer.drain()
-            self.stats["tx_rst"] += 1
-            if await self._rstack.wait_ms(self.t_rstack):
-                self._frm = 0
-                self._ack = 0
-                self._pending = -1
-                self._rejecting = False
-                if self._queue:
-                    self._queue = []
-                self.t_rx_ack = self.t_init
+        ev = self._rstack = flag.Flag()
+        try:
+            for _ in range(self.reset_tries):
+                ev.clear()
                 self.failure = None
-                self.connected = True
-                return self.reset_code
+                n = self.cancel_bytes
+                for i in range(n):
+                    self._tx[i] = _CANCEL
+                self.writer.write(memoryview(self._tx)[:n])
+                n = encode_frame(self._tx, _RST)
+                self.writer.write(memoryview(self._tx)[:n])
+                await self.writer.drain()
+                self.stats["tx_rst"] += 1
+                if await ev.wait_ms(self.t_rstack):
+                    self._frm = 0
+                    self._ack = 0
+                    self._pending = -1
+                    self._rejecting = False
+                    if self._queue:
+                        self._queue = []
+                    self.t_rx_ack = self.t_init
+                    self.failure = None
+                    self.connected = True
+                    return self.reset_code
+        finally:
+            self._rstack = None
         self.stats["link_failures"] += 1
         self.failure = LinkFailure("no RSTACK from the NCP")
         raise self.failure
@@ -499,7 +503,8 @@ class Ash:
                         self.reset_code = code
                         st["rx_rstack" if t == _T_RSTACK else "rx_error"] += 1
                         if t == _T_RSTACK and not self.connected and self.failure is None:
-                            self._rstack.set()  # expected: we asked for it
+                            if self._rstack is not None:
+                                self._rstack.set()  # expected: we asked for it
                         else:
                             st["ncp_resets"] += 1
                             self._fail(NcpReset(code, t == _T_ERROR))
@@ -561,6 +566,7 @@ class Ash:
                     st["escape_errors"] += 1
             st["cancelled"] = dec.cancelled
             st["substituted"] = dec.substituted
+            data = None  # not held while the next read waits
 
     def _fail(self, exc):
         self.failure = exc

@@ -46,27 +46,28 @@ class Coordinator(Messaging):
     supervisor (the job's restarts for status) and the hub's clock (the Time
     cluster server)."""
 
+    # the fault that ended the last run (None: none; an instance attribute
+    # only while it holds one)
+    last_fault = None
+
     def __init__(self, store, device_log, security_log, supervisor, clock):
         self.store = store
         self.device_log = device_log
         self.security_log = security_log
         self.supervisor = supervisor
-        self.clock = clock
-        self.desired = 14  # the EZSP version asked of the NCP first
         self.state = "starting"
         self.ezsp = None
         self.tc = None
         self.runs = 0
-        self.last_fault = None
         self._xpan = None  # the extended PAN id the HAN is on (RAM; KV "han" xpan)
         self.counters = Counters(_COUNTERS)
         self._init_messaging()
-        self.zcl_servers[0x0000] = zcl_servers.AttributeServer(0x0000, VERSION.encode(), self._stack_version)
-        self.zcl_servers[0x000A] = zcl_servers.AttributeServer(0x000A, self._clock, board.utc)
+        self.zcl_servers[0x0000] = zcl_servers.AttributeServer(0x0000, VERSION, self._stack_version)
+        self.zcl_servers[0x000A] = zcl_servers.AttributeServer(0x000A, clock, board.utc)
         self.zcl_servers[0x0704] = self.tunnel_server
         # Key Establishment (han.cbke): loaded on its first frame (a CBKE is
-        # rare: once per device join), so it costs no heap until then
-        self.cbke = None
+        # rare: once per device join), so it costs no heap until then; then
+        # it is zcl_servers[0x0800] itself
         self.zcl_servers[0x0800] = self._key_establishment
         device_log.on_change(self._on_log_change)
 
@@ -80,13 +81,14 @@ class Coordinator(Messaging):
                 pass
 
     async def _key_establishment(self, eh, src_ep, h, p):
-        if self.cbke is None:
+        ke = self.zcl_servers[0x0800]
+        if not isinstance(ke, zcl_servers.AttributeServer):  # not loaded yet (else a frame dispatched before it was)
             from han.cbke import KeyEstablishment
 
-            self.cbke = KeyEstablishment(self.device_log, self.security_log, self.store.kv("cbke"))
+            ke = self.zcl_servers[0x0800] = KeyEstablishment(self.device_log, self.security_log, self.store.kv("cbke"))
             if self.ezsp is not None:
-                self.cbke.attach(self.ezsp)
-        return await self.cbke(eh, src_ep, h, p)
+                ke.attach(self.ezsp)
+        return await ke(eh, src_ep, h, p)
 
     def ke_result(self, eh):
         """A device's last key establishment with the hub (han.cbke's KV
@@ -97,9 +99,6 @@ class Coordinator(Messaging):
     @property
     def kv(self):
         return self.store.kv("han")
-
-    def _clock(self):
-        return self.clock
 
     def _stack_version(self):
         return self.ezsp.stack_version if self.ezsp is not None else 0
@@ -179,20 +178,21 @@ class Coordinator(Messaging):
             self.counters["hard_resets"] += 1
             board.hard_reset("ncp")
             await asyncio.sleep_ms(_RESET_SETTLE_MS)
-        self.last_fault = None
+        if self.last_fault is not None:
+            del self.last_fault  # the class's None again
         self.state = "connecting"
         reader, writer = await board.open_uart("ncp")
         ash = Ash(reader, writer, board.ticks_ms)
         ez = self.ezsp
         if ez is None:
-            ez = self.ezsp = Ezsp(ash, desired=self.desired)
+            ez = self.ezsp = Ezsp(ash)  # EZSP v14 asked first
             ez.on("incomingMessageHandler", self._on_incoming)
             ez.on("messageSentHandler", self._on_sent)
             self.tc = TrustCentre(ez, self.device_log, self.security_log)
             self.tc.on_removed = self.forget
             self.tc.on_joined = self.on_device_joined
-            if self.cbke is not None:
-                self.cbke.attach(ez)
+            if isinstance(self.zcl_servers[0x0800], zcl_servers.AttributeServer):  # han.cbke's, loaded
+                self.zcl_servers[0x0800].attach(ez)
         else:
             ez.close()
             ez.t = ash

@@ -70,34 +70,46 @@ def _left(deadline):
 class Messaging:
     """Mixed into the Coordinator (which provides device_log, ezsp, state, counters)."""
 
+    # made while used, then deleted (the instance's attribute table stays
+    # small): (node id, aps) of fragments to acknowledge, oldest first, while
+    # the task that sends them runs; the versions reader's list (see
+    # _read_versions) while it runs; reassembly slots [sender, Reassembler,
+    # count] of messages in progress; a Flag for each send waiting for a
+    # slot, oldest first
+    _acks = None
+    _reading = None
+    _rx = ()
+    _send_q = ()
+
     def _init_messaging(self):
         self.zcl_servers = {}
         self.on_tunnel_message = None
         self.on_tunnel_reply = None
         self.tunnels = T.TunnelIds(8)  # tunnels devices opened to us: id -> eui hex
-        self._tinfo = {}  # server tunnel id -> (device ep, device max incoming)
-        self._client = {}  # eui hex -> (tunnel id, device ep, False, max in): tunnels we opened
-        self._opening = {}  # eui hex -> [event, (tid, status, max in)]
-        self._exchange = {}  # eui hex -> the exchange awaiting its answer (tunnel_ask's w)
+        self._tinfo = {}  # server tunnel id -> device ep | device max incoming << 8 (a small int)
+        # eui hex -> a tunnel the hub opened: tunnel id | device max incoming
+        # << 16 (a small int) when the device's endpoint is 1 and its max
+        # incoming under 16384, else (tunnel id | device ep << 16, max
+        # incoming)
+        self._client = {}
+        # eui hex -> the exchange holding the device's exchange lock
+        # (tunnel_ask's w) while it awaits its answer, or (w[2] False) the
+        # RequestTunnelResponse of the tunnel the hub opens for it
+        self._exchange = {}
         self._locks = {}  # eui hex -> True or a flag lock list (one exchange at a time), while used
         self._tx_locks = {}  # eui hex -> True or a flag lock list (fragments of one frame together), while used
-        self._sent = {}  # message tag -> [event, status]
-        self._requests = {}  # (eui hex, cluster, tsn) -> [event, answer frame]
-        self._acks = []  # (node id, aps) of fragments to acknowledge, oldest first
-        self._acking = False  # the task that sends them is running
-        self._rx = []  # reassembly slots [sender, Reassembler, count] of messages in progress
+        # message tag -> [event, status]; (eui hex, cluster, tsn) -> [event,
+        # answer frame] of a request (zcl_request)
+        self._sent = {}
         self._tsn = 0
         self._busy = 0
         self._senders = 0  # tunnel sends running (at most _SENDERS)
-        self._send_q = []  # a Flag for each send waiting for a slot, oldest first
         # eui hex -> what is kept of a device, packed in one small int (no
         # object, one table entry a device): bits 0-7 the endpoint it last
         # sent from, bit 8 set once it sent; bit 9 set once its Basic
         # versions were read (after it joined), bits 10-27 those versions
         # (see _read_versions)
         self.dev = {}
-        self._reading = []  # (eui hex, attempt, due ms) of devices waiting for their versions read
-        self._now = None  # the device the versions reader reads ("" between reads, None: no reader)
         for k in COUNTERS:
             self.counters[k] = 0
 
@@ -165,6 +177,8 @@ class Messaging:
         q = self._send_q
         if q:
             q.pop(0).set()  # the slot goes straight to the oldest waiter
+            if not q:
+                del self._send_q  # the class's () again
         else:
             self._senders -= 1
 
@@ -225,14 +239,14 @@ class Messaging:
         key = (eh, cluster_id, h.tsn)
         h = None  # the header object is not kept while the answer is awaited
         w = [Flag(), None]
-        self._requests[key] = w
+        self._sent[key] = w
         deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
         try:
             await self.zcl_send(eh, dst_ep, cluster_id, frame, timeout_ms)
             if not await w[0].wait_ms(_left(deadline)):
                 raise DeliveryError("timeout", "no answer from %s" % eh)
         finally:
-            self._requests.pop(key, None)
+            self._sent.pop(key, None)
         return w[1]
 
     # -- receiving ----------------------------------------------------------------
@@ -242,7 +256,8 @@ class Messaging:
         self.counters["frag_rx"] += 1
         idx = group & 0xFF
         slot = None
-        for s in self._rx:
+        rx = self._rx
+        for s in rx:
             if s[0] == sender:
                 slot = s
                 break
@@ -250,12 +265,14 @@ class Messaging:
             if idx != 0:
                 self.counters["frag_drop"] += 1  # the start was lost
                 return None
-            if len(self._rx) < _RX_SLOTS:
+            if not rx:
+                rx = self._rx = []
+            if len(rx) < _RX_SLOTS:
                 slot = [None, T.Reassembler(_REASSEMBLY), 0]
             else:  # all busy: give up the oldest partial message
-                slot = self._rx.pop(0)
+                slot = rx.pop(0)
                 self.counters["frag_drop"] += 1
-            self._rx.append(slot)
+            rx.append(slot)
         r = slot[1]
         if idx == 0:
             r.reset()
@@ -265,13 +282,14 @@ class Messaging:
             m = r.add_block(0, idx, slot[2], chunk)  # one slot per sender
         except T.TunnelError:
             self.counters["frag_drop"] += 1
-            self._rx.remove(slot)
-            return None
+            m = False
         if m is None:
             return None
-        # the slot and its buffer go once the message is out: none stands idle
-        self._rx.remove(slot)
-        return r.take()
+        # the slot and its buffer go once the message is out (or dropped): none stands idle
+        rx.remove(slot)
+        if not rx:
+            del self._rx  # the class's () again
+        return None if m is False else r.take()
 
     async def _ack_fragments(self):
         # the host's APS acks of incoming fragments (EmberZNet host
@@ -279,9 +297,10 @@ class Messaging:
         # 0xFF00 | index), in arrival order. One task sends them all: a task
         # per fragment held its frame and an EZSP wait (~0.6 KB each) while
         # they queued for the NCP, which takes one command at a time anyway
+        q = self._acks
         try:
-            while self._acks:
-                node, aps = self._acks.pop(0)
+            while q:
+                node, aps = q.pop(0)
                 try:
                     await self.ezsp.command("sendReply", node, (aps[0], aps[1], aps[3], aps[2], aps[4],
                                                                  0xFF00 | (aps[5] & 0xFF), aps[6]), b"")
@@ -289,7 +308,7 @@ class Messaging:
                 except Exception:
                     self.counters["frag_ack_fail"] += 1
         finally:
-            self._acking = False
+            del self._acks  # the class's None again: no task runs
 
     def _incoming(self, eh, aps, payload, node):
         """Called by the coordinator for every message from a known device."""
@@ -300,13 +319,14 @@ class Messaging:
             return
         if options & APS_OPTION_FRAGMENT:
             if node is not None:
-                if len(self._acks) >= _MAX_ACKS:  # the NCP is not keeping up: the oldest goes
-                    self._acks.pop(0)
-                    self.counters["frag_ack_fail"] += 1
-                self._acks.append((node, aps))
-                if not self._acking:
-                    self._acking = True
+                q = self._acks
+                if q is None:  # no task sends them: one starts
+                    q = self._acks = []
                     asyncio.create_task(self._ack_fragments())
+                elif len(q) >= _MAX_ACKS:  # the NCP is not keeping up: the oldest goes
+                    q.pop(0)
+                    self.counters["frag_ack_fail"] += 1
+                q.append((node, aps))
             payload = self._reassemble(eh, group, payload)
             if payload is None:
                 return
@@ -320,7 +340,7 @@ class Messaging:
             return
         self.counters["zcl_rx"] += 1
         if h.direction:
-            w = self._requests.get((eh, cluster, h.tsn))
+            w = self._sent.get((eh, cluster, h.tsn))
             if w is not None and w[1] is None:
                 w[1] = bytes(payload)
                 w[0].set()
@@ -363,11 +383,13 @@ class Messaging:
     # -- Tunneling cluster ------------------------------------------------------
 
     def _tunnel_for(self, eh):
-        """(tunnel id, device ep, hub is server, device max incoming) or None."""
+        """The device's tunnel: its own to the hub, (tunnel id | device ep <<
+        16 | 1 << 24, device max incoming), else one the hub opened, as
+        _client holds it; None: no tunnel."""
         for tid, peer in self.tunnels.peers.items():
             if peer == eh:
-                ep, mx = self._tinfo.get(tid, (1, MAX_MESSAGE))
-                return tid, ep, True, mx
+                t = self._tinfo.get(tid, 1 | MAX_MESSAGE << 8)
+                return tid | (t & 0xFF) << 16 | 1 << 24, t >> 8
         return self._client.get(eh)
 
     def _fail_exchange(self, eh, why):
@@ -421,17 +443,19 @@ class Messaging:
         c = h.command_id
         try:
             if h.direction:  # from a device that is the tunnel server
+                # the id of the tunnel the hub opened to it (-1: none)
+                t = self._client.get(eh)
+                t = -1 if t is None else (t[0] if isinstance(t, tuple) else t) & 0xFFFF
                 if c == T.TUN_REQUEST_TUNNEL_RSP:
                     # the device's answer to the RequestTunnel of tunnel_ask
-                    w = self._opening.get(eh)
-                    if w is not None:
+                    w = self._exchange.get(eh)
+                    if w is not None and w[2] is False:
                         w[1] = T.decode_request_tunnel_rsp(p)
                         w[0].set()
                 elif c == T.TUN_TRANSFER_DATA_S2C:
                     # TransferData on a tunnel the hub opened to the device
                     tid, data = T.decode_transfer_data_payload(p)
-                    t = self._client.get(eh)
-                    if t is None or t[0] != tid:
+                    if t != tid:
                         return reply(h, T.TUN_TRANSFER_DATA_ERROR_C2S,
                                      T.encode_transfer_data_error(tid, T.TRANSFER_NO_SUCH_TUNNEL), Z.FT_CLUSTER)
                     return await self._deliver(eh, src_ep, data, tid, False, h)
@@ -441,9 +465,7 @@ class Messaging:
                     self._client.pop(eh, None)
                     self._fail_exchange(eh, "device reports TransferDataError %d on tunnel %d" % (st, tid))
                 elif c == T.TUN_CLOSURE_NOTIFICATION:
-                    tid = T.decode_tunnel_id(p)
-                    t = self._client.get(eh)
-                    if t is not None and t[0] == tid:
+                    if t == T.decode_tunnel_id(p):
                         del self._client[eh]
                 return None  # an unknown answer is ignored
             # from a device that is the tunnel client
@@ -487,7 +509,7 @@ class Messaging:
                 st = T.TUNNEL_NO_MORE_IDS
             else:
                 tid, st = t, T.TUNNEL_SUCCESS
-                self._tinfo[tid] = (src_ep, max_in)
+                self._tinfo[tid] = src_ep | max_in << 8
                 # its tunnel is now the one to use (_tunnel_for prefers it); the
                 # tunnel the hub opened stays while an exchange awaits its answer on it
                 if eh not in self._exchange:
@@ -496,8 +518,10 @@ class Messaging:
 
     async def _send_capped(self, eh, ep, t, data, deadline):
         # A tunnel message as one of at most _SENDERS sends at once: data (a
-        # one-item list, emptied once the slot is taken) as TransferData on tunnel t (its frame, header + a copy of data, made
-        # once the slot is taken), or with t None data is the frame. A slot
+        # one-item list, emptied once the slot is taken) as TransferData on
+        # tunnel t (tunnel id | device ep << 16 | hub is server << 24; its
+        # frame, header + a copy of data, made once the slot is taken), or
+        # with t None data is the frame. A slot
         # is taken at once while fewer than _SENDERS sends run and none
         # waits; else the send waits with one Flag in _send_q (no chain of
         # coroutine frames down to the NCP, no frame encoded) until
@@ -508,24 +532,28 @@ class Messaging:
             self._senders += 1
         else:
             f = Flag()
-            self._send_q.append(f)
+            q = self._send_q
+            if not q:
+                q = self._send_q = []
+            q.append(f)
+            ok = None
             try:
                 ok = await f.wait_ms(max(1, _left(deadline)))
-            except BaseException:  # cancelled: a slot handed over meanwhile goes on
-                if f in self._send_q:
-                    self._send_q.remove(f)
-                elif f.state:
+            finally:
+                if not f.state:  # handed no slot (the deadline, or cancelled): out of the queue
+                    q.remove(f)
+                    if not q:
+                        del self._send_q  # the class's () again
+                elif ok is None:  # cancelled once handed a slot: the slot goes on
                     self._sender_done()
-                raise
-            if not ok and not f.state:
-                self._send_q.remove(f)
+            if not f.state:
                 raise DeliveryError("timeout", "no send slot in time")
-            f = None
+            f = q = None
         try:
             data = data.pop()  # a one-item list: the caller holds nothing of it while it is sent
             if t is not None:
-                data = T.encode_transfer_data(bytearray(), self.next_tsn(), t[0], data, t[2])
-                ep = t[1]
+                data = T.encode_transfer_data(bytearray(), self.next_tsn(), t & 0xFFFF, data, t >> 24)
+                ep = t >> 16 & 0xFF
             await self.zcl_send(eh, ep, T.CLUSTER_TUNNELING, data, max(1, _left(deadline)))
         finally:
             self._sender_done()
@@ -580,7 +608,8 @@ class Messaging:
                 ep = self.dev.get(eh, 0)
                 ep = ep & 0xFF if ep & 0x100 else 1  # the one it last sent from, else 1
                 w[0] = Flag()
-                self._opening[eh] = w
+                w[2] = False  # awaiting the RequestTunnelResponse (tunnel_server's mark)
+                self._exchange[eh] = w
                 # the hub's RequestTunnel: GB-HRGP, no manufacturer, no flow control
                 f = Z.Header(T.TUN_REQUEST_TUNNEL, self.next_tsn(), Z.FT_CLUSTER, 0, True).encode()
                 T.encode_request_tunnel(T.PROTO_GB_HRGP, _NO_MANUF, False, MAX_MESSAGE, f)
@@ -590,7 +619,8 @@ class Messaging:
                     if not await w[0].wait_ms(_left(deadline)):
                         raise DeliveryError("tunnel", "no RequestTunnelResponse from %s" % eh)
                 finally:
-                    self._opening.pop(eh, None)
+                    w[2] = None
+                    self._exchange.pop(eh, None)
                 tid, st, max_in = w[1]
                 w[1] = None
                 w[0].clear()
@@ -598,9 +628,15 @@ class Messaging:
                     w[0] = flag
                 if st != T.TUNNEL_SUCCESS:
                     raise DeliveryError("tunnel", "%s refused the tunnel: status %d" % (eh, st))
-                t = self._client[eh] = (tid, ep, False, max_in or MAX_MESSAGE)
-            if len(data) > t[3]:
-                raise DeliveryError("tunnel", "%d bytes exceed the device's %d" % (len(data), t[3]))
+                max_in = max_in or MAX_MESSAGE
+                t = tid | max_in << 16 if ep == 1 and max_in < 0x4000 else (tid | ep << 16, max_in)
+                self._client[eh] = t
+            if isinstance(t, tuple):
+                t, max_in = t
+            else:  # a tunnel the hub opened to endpoint 1
+                t, max_in = t & 0xFFFF | 1 << 16, t >> 16
+            if len(data) > max_in:
+                raise DeliveryError("tunnel", "%d bytes exceed the device's %d" % (len(data), max_in))
             if match is not False:
                 if w[0] is None:
                     w[0] = Flag()
@@ -647,32 +683,35 @@ class Messaging:
         """After a join or rejoin: read the device's Basic application and
         stack versions a second later (one reader task serves every device
         waiting; a sleepy device answers when it polls)."""
-        if eh == self._now:
-            return
-        for r in self._reading:
-            if r[0] == eh:
-                return
-        self._reading.append((eh, 0, time.ticks_add(time.ticks_ms(), _VERSIONS_DELAY_S * 1000)))
-        if self._now is None:
-            self._now = ""
+        q = self._reading
+        if q is None:
+            q = self._reading = [""]
             asyncio.create_task(self._read_versions())
+        elif eh in q:  # being read or waiting
+            return
+        q.append(eh)
+        q.append(time.ticks_add(time.ticks_ms(), _VERSIONS_DELAY_S * 1000 + 3) & ~3)
 
     async def _read_versions(self):
         # the devices one at a time, the one due first first; a device that
-        # does not answer is tried again 2 s, then 3 s later (3 attempts)
+        # does not answer is tried again 2 s, then 3 s later (3 attempts).
+        # self._reading, made with the task and deleted when it ends: the
+        # device being read ("" between reads), then for each device waiting
+        # its eui hex and a small int, the ms it is due (rounded up to 4 ms)
+        # | its attempts so far (one flat list: no tuple a device)
         q = self._reading
         try:
-            while q:
-                i = 0
-                for j in range(1, len(q)):
-                    if time.ticks_diff(q[j][2], q[i][2]) < 0:
+            while len(q) > 1:
+                i = 1
+                for j in range(3, len(q), 2):
+                    if time.ticks_diff(q[j + 1], q[i + 1]) < 0:
                         i = j
-                w = time.ticks_diff(q[i][2], time.ticks_ms())
+                w = time.ticks_diff(q[i + 1] & ~3, time.ticks_ms())
                 if w > 0:
                     await asyncio.sleep_ms(w)
                     continue
-                eh, n, _due = q.pop(i)
-                self._now = eh
+                eh = q[0] = q.pop(i)
+                n = q.pop(i) & 3
                 # one attempt: done is False when the device is to be asked again
                 f = Z.Header(Z.READ_ATTRIBUTES, self.next_tsn()).encode()
                 Z.encode_read_attributes((0x0001, 0x0002), f)
@@ -691,12 +730,14 @@ class Messaging:
                 except (DeliveryError, Z.ZclError):
                     done = False
                 finally:
-                    self._now = ""
+                    q[0] = ""
                     a = h = val = None  # the answer, its header and values not kept while the next waits
                 if not done and n < 2:
-                    q.append((eh, n + 1, time.ticks_add(time.ticks_ms(), _VERSIONS_DELAY_S * 1000 * (n + 2))))
+                    q.append(eh)
+                    q.append(time.ticks_add(time.ticks_ms(), _VERSIONS_DELAY_S * 1000 * (n + 2) + 3) & ~3 | n + 1)
         finally:
-            self._now = None
+            q = None  # a finished task's frame keeps its locals: not the list
+            del self._reading  # the class's None again: no reader
 
     def device_versions(self, eui):
         """(application version, stack version) from the device's Basic
@@ -720,7 +761,8 @@ class Messaging:
         self._client.pop(eh, None)
         self.dev.pop(eh, None)
         q = self._reading
-        for i in range(len(q) - 1, -1, -1):
-            if q[i][0] == eh:
+        for i in range(len(q) - 2 if q is not None else 0, 0, -2):
+            if q[i] == eh:
+                q.pop(i)
                 q.pop(i)
 

@@ -260,7 +260,7 @@ async def adopt(tc):
     with (its install-code key, or its historic key). Anything else is
     left alone: no join is invented. (tc: the TrustCentre; its traffic
     from unknown node ids, tc._unknown, is taken.)"""
-    todo, tc._unknown = tc._unknown, {}
+    todo, tc._unknown = tc._unknown, None
     for node, eui in todo.items():
         if eui is None:
             eui = await eui_of_node(tc.ezsp, node)

@@ -32,11 +32,13 @@ class TrustCentre:
         self.ezsp = ezsp
         self.log = device_log
         self.sec = security_log
-        self._keys = {}  # eui hex -> key imported into the NCP
-        self._linked = {}  # eui hex -> restored link key put in the NCP's key table
+        # made when first needed (None: empty; not class attributes: the
+        # class's table would grow): eui hex -> key imported into the NCP;
+        # eui hex -> restored link key put in the NCP's key table; (node_id,
+        # eui bytes) to remove from the network; node id -> EUI-64 or None:
+        # traffic from a node not in the log
+        self._keys = self._linked = self._kick = self._unknown = None
         self._permit_end = 0
-        self._kick = []  # (node_id, eui bytes) to remove from the network
-        self._unknown = {}  # node id -> EUI-64 or None: traffic from a node not in the log
         self.stats = {"joined": 0, "rejoined": 0, "refused": 0, "left": 0, "kicked": 0, "kick_errors": 0,
                       "adopted": 0, "not_adopted": 0}
         # node ids of joined devices, to remove a device from the network
@@ -56,6 +58,8 @@ class TrustCentre:
             return
         node = self._nodes.pop(eh, None)
         if node is not None:
+            if self._kick is None:
+                self._kick = []
             self._kick.append((node, unhexlify(eh)))
         if self.on_removed is not None:
             self.on_removed(eh)
@@ -73,11 +77,13 @@ class TrustCentre:
             if k is not None:
                 want[eh] = k
                 end = max(end, we)
-        if any(eh not in want for eh in self._keys):
+        if self._keys and any(eh not in want for eh in self._keys):
             # a window closed: the NCP cannot forget one key, so clear them all
             await self.ezsp.command("clearTransientLinkKeys")
-            self._keys = {}
+            self._keys = None
         for eh, k in want.items():
+            if self._keys is None:
+                self._keys = {}
             if self._keys.get(eh) != k:
                 # the join-time key: v13+ importTransientKey, v8 addTransientLinkKey
                 if self.ezsp.ver >= 13:
@@ -87,6 +93,8 @@ class TrustCentre:
                 self._keys[eh] = k
         # devices a restore (CCS03) brought back rejoin with their link keys
         for eh, k in self.log.restored_keys():
+            if self._linked is None:
+                self._linked = {}
             if self._linked.get(eh) != k:
                 # a TC link key into the NCP's key table (v8:
                 # addOrUpdateKeyTableEntry; v13+: importLinkKey, index 0xFF:
@@ -114,6 +122,8 @@ class TrustCentre:
                 lazy.drop("han.network")
         while self._kick:
             node, eui = self._kick.pop(0)
+            if not self._kick:
+                self._kick = None
             try:
                 # the device is its own destination (it is asked to leave):
                 # removeDevice(dest short, dest long, target long)
@@ -127,13 +137,16 @@ class TrustCentre:
     def unknown_sender(self, node, eui):
         """Traffic from a node id the Device Log does not know (called from
         the message callback; checked by the next sync())."""
-        if node not in self._unknown and len(self._unknown) < 8:
-            self._unknown[node] = eui
+        u = self._unknown
+        if u is None:
+            u = self._unknown = {}
+        if node not in u and len(u) < 8:
+            u[node] = eui
 
     def link_reset(self):
         """After an NCP reset its transient keys are gone: import them again."""
-        self._keys = {}
-        self._linked = {}
+        self._keys = None
+        self._linked = None
         self._permit_end = 0
 
     def _joined(self, eui, node):
@@ -149,6 +162,8 @@ class TrustCentre:
     def _refuse(self, code, node, eui):
         self.stats["refused"] += 1
         self.sec.append(code, bytes(eui), self.log.utc())
+        if self._kick is None:
+            self._kick = []
         self._kick.append((node, bytes(eui)))
 
     def _on_join(self, v):

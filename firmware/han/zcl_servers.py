@@ -66,11 +66,11 @@ class AttributeServer:
     UNSUP_GENERAL_COMMAND; a malformed command MALFORMED_COMMAND. The values
     are made when read: no attribute table is held for the hub's life.
     Its own value() serves the hub's Basic, AttributeServer(0x0000, a, b):
-    a the firmware version (bytes), b() the NCP's stack version (EZSP
-    `version` answer) or 0 (or b None); or Time, AttributeServer(0x000A, a,
-    b): a() the hub's Clock (now(), valid) or None, without one the time
-    comes from b(), the board's UTC, and is not synchronized. A subclass
-    (han.cbke's) has its own."""
+    a the firmware version (bytes, or a str: encoded as it is sent), b()
+    the NCP's stack version (EZSP `version` answer) or 0 (or b None); or
+    Time, AttributeServer(0x000A, a, b): a the hub's Clock (now(), valid)
+    or None, without one the time comes from b(), the board's UTC, and is
+    not synchronized. A subclass (han.cbke's) has its own."""
 
     reads = 0
 
@@ -122,13 +122,13 @@ class AttributeServer:
     def value(self, a):
         if self.cluster:  # Time
             if a == ZC.TIME_TIME or a == ZC.TIME_STANDARD_TIME:
-                c = self.a()
+                c = self.a
                 return (Z.T_UTC if a == ZC.TIME_TIME else Z.T_UINT32), zcl_time(c.now() if c is not None else self.b())
             if a == ZC.TIME_STATUS:
                 # Master always (the hub is the HAN's time master);
                 # Synchronized only while the CH clock is valid (no clock:
                 # not synchronized)
-                c = self.a()
+                c = self.a
                 return Z.T_MAP8, ZC.TIME_STATUS_MASTER | (ZC.TIME_STATUS_SYNCHRONIZED if c is not None and c.valid
                                                           else 0)
             if a == ZC.TIME_ZONE:

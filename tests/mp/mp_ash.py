@@ -436,8 +436,10 @@ def test_the_ezsp_host_over_ash_holds_little_and_no_task_of_its_own():
     # (the writer copies what it is given), recv()'s queue and Flag made
     # only in queue mode, the EZSP host's defaults as class attributes
     # (ASH 25 -> 22 attributes, the EZSP host 16 -> 12: their attribute
-    # tables 29 -> 23 and 17 -> 12 slots); the bound in words (8 and 4
-    # bytes)
+    # tables 29 -> 23 and 17 -> 12 slots); then 3744 and 2112 (branch
+    # hanpk: ASH's RSTACK Flag made only while reset() waits for it), 3680
+    # and 2064 (its reader not holding the last chunk read while it waits
+    # for the next); the bound in words (8 and 4 bytes)
     import gc
     import sys
 
@@ -484,7 +486,7 @@ def test_the_ezsp_host_over_ash_holds_little_and_no_task_of_its_own():
 
     asyncio.run(main())
     print("ash + ezsp: %d bytes once connected" % out[0])
-    assert out[0] <= 550 * W, out
+    assert out[0] <= 520 * W, out
 
 
 def _held_while_acking():
@@ -527,10 +529,13 @@ def test_an_ack_waiting_for_the_writer_holds_one_frame():
     # it, no coroutine frame of its own) and counts it once written.
     # Measured (bytes the link holds while the ACK waits, the frame handed
     # over included) 448 -> 320 on the 64-bit unix port, 272 -> 208 on the
-    # 32-bit build; the bound in words (8 and 4 bytes)
+    # 32-bit build; then 384 and 240 (branch hanpk): the reader no longer
+    # keeps the last chunk it read while it waits for the next, so the
+    # chunk being handled is counted here, no longer paid before the
+    # baseline; the bound in words (8 and 4 bytes)
     import sys
 
     W = 8 if sys.maxsize > 2**31 else 4
     held, acks = _held_while_acking()
     assert acks == 2, acks
-    assert held <= 54 * W, held
+    assert held <= 60 * W, held

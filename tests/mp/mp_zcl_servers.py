@@ -37,12 +37,11 @@ def _serve(server, frame):
 
 
 def test_time_read_matches_the_vector_when_synchronized():
-    clock = [Clock(VEC_T + S.UNIX_2000, True)]
-    srv = S.AttributeServer(0x000A, lambda: clock[0], lambda: 0)
+    srv = S.AttributeServer(0x000A, Clock(VEC_T + S.UNIX_2000, True), lambda: 0)
     req = _vec("time_read_attributes_request")
     assert _serve(srv, req) == _vec("time_read_attributes_response")
     # the clock loses validity: Master only, same time
-    clock[0] = Clock(VEC_T + S.UNIX_2000, False)
+    srv.a = Clock(VEC_T + S.UNIX_2000, False)
     r = _serve(srv, req)
     h, recs = peer.zcl_decode(r)
     assert recs == [(0, 0, Z.T_UTC, VEC_T), (1, 0, Z.T_MAP8, ZC.TIME_STATUS_MASTER)], recs
@@ -50,11 +49,11 @@ def test_time_read_matches_the_vector_when_synchronized():
 
 
 def test_time_without_a_clock_uses_the_board_and_is_not_synchronized():
-    srv = S.AttributeServer(0x000A, lambda: None, lambda: S.UNIX_2000 + 1234)
+    srv = S.AttributeServer(0x000A, None, lambda: S.UNIX_2000 + 1234)
     h, recs = peer.zcl_decode(_serve(srv, b"\x00\x07\x00\x00\x00\x01\x00\x02\x00\x06\x00"))
     assert recs == [(0, 0, Z.T_UTC, 1234), (1, 0, Z.T_MAP8, 1), (2, 0, Z.T_INT32, 0), (6, 0, Z.T_UINT32, 1234)]
     # a board clock before 2000 (never set): UTCTime invalid
-    srv = S.AttributeServer(0x000A, lambda: None, lambda: 5)
+    srv = S.AttributeServer(0x000A, None, lambda: 5)
     h, recs = peer.zcl_decode(_serve(srv, b"\x00\x08\x00\x00\x00"))
     assert recs == [(0, 0, Z.T_UTC, 0xFFFFFFFF)]
     assert S.zcl_time(S.UNIX_2000) == 0 and S.zcl_time(None) == 0xFFFFFFFF
@@ -66,10 +65,13 @@ def test_basic_and_unsupported_attributes():
     r = _serve(srv, b"\x00\x10\x00" + b"\x00\x00\x04\x00\x02\x00\x00\x40\x34\x12")
     assert r == (b"\x18\x10\x01" + b"\x00\x00\x00\x20\x03" + b"\x04\x00\x00\x42\x09Open CHub"
                  + b"\x02\x00\x00\x20\x74" + b"\x00\x40\x00\x42\x051.2.3" + b"\x34\x12\x86"), r
+    # the version as a str (the hub's: version.VERSION, no bytes copy held): the same frame
+    assert _serve(S.AttributeServer(0x0000, "1.2.3", lambda: 0x7450),
+                  b"\x00\x10\x00" + b"\x00\x00\x04\x00\x02\x00\x00\x40\x34\x12") == r
 
 
 def test_errors_and_default_responses():
-    srv = S.AttributeServer(0x000A, lambda: None, lambda: S.UNIX_2000)
+    srv = S.AttributeServer(0x000A, None, lambda: S.UNIX_2000)
     # odd attribute list: Default Response MALFORMED_COMMAND (even with DDR set)
     assert _serve(srv, b"\x10\x21\x00\x00") == b"\x18\x21\x0b\x00\x80"
     # a cluster-specific command: UNSUP_CLUSTER_COMMAND
