@@ -674,19 +674,34 @@ def test_a_devices_endpoint_and_versions_are_one_table_entry():
     # from, after one device went through (the request tables grown): the
     # bytes a device, the growth of the tables kept by device included.
     # Measured 19 -> 11 on the 32-bit build, 32 -> 16 on the 64-bit unix
-    # port; the bound in words (8 and 4 bytes)
-    import asyncio
-    import gc
+    # port; the bound in words (8 and 4 bytes). The least of five runs: in
+    # about a third of runs one 192-byte object (a finished coroutine's, by
+    # its size) stays reachable through a stale word at one of the two
+    # readings (the collector is conservative), +-12 bytes a device
     import sys
 
     W = 8 if sys.maxsize > 2**31 else 4
     n = 16
     euis = ["00DB12345678%04X" % i for i in range(n + 1)]
+    out = []
+    for _ in range(5):
+        m = _one_table_run(euis, n, out)
+    print("messaging: %d.%d bytes a device heard and its versions read (least of %r)" % (min(out) // 10,
+                                                                                       min(out) % 10, out))
+    assert [m.device_versions(eh) for eh in euis] == [(i, 0x10) for i in range(n + 1)]
+    assert min(out) <= 35 * W, out  # tenths of a byte: 3.5 words
+
+
+def _one_table_run(euis, n, out):
+    # test_a_devices_endpoint_and_versions_are_one_table_entry's scenario
+    # once: -> the messaging layer, with the tenths of a byte a device in out
+    import asyncio
+    import gc
+
     m = _messaging()
     m.state = "up"
     m.device_log = _NodeLog(euis)
     m.ezsp = _BasicNcp(m, euis)
-    out = []
 
     async def read(devices):
         for eh in devices:
@@ -704,9 +719,7 @@ def test_a_devices_endpoint_and_versions_are_one_table_entry():
         out.append((gc.mem_alloc() - a) * 10 // n)
 
     asyncio.run(main())
-    print("messaging: %d.%d bytes a device heard and its versions read" % (out[0] // 10, out[0] % 10))
-    assert [m.device_versions(eh) for eh in euis] == [(i, 0x10) for i in range(n + 1)]
-    assert out[0] <= 35 * W, out[0]  # tenths of a byte: 3.5 words
+    return m
 
 
 def test_tunnel_sends_are_capped_and_a_waiting_exchange_holds_little():
