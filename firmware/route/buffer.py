@@ -124,14 +124,22 @@ class CommandBuffer:
     hand" until confirm(eui_hex) removes it; take(eui_hex) = offer + confirm;
     expire(now) -> [(eui_hex, msg)] removed; drop(eui_hex) -> how many;
     pending(eui_hex) -> messages queued (the one in hand included). EUIs are
-    16 hex digits, any case."""
+    16 hex digits, any case. capacity, max_bytes and expiry_s: the class's
+    defaults unless set on the instance (an attribute fewer each)."""
+
+    capacity = _DEFAULT_CAPACITY
+    max_bytes = _DEFAULT_MAX_BYTES
+    expiry_s = _DEFAULT_EXPIRY_S
 
     def __init__(self, root, capacity=_DEFAULT_CAPACITY, max_bytes=_DEFAULT_MAX_BYTES, expiry_s=_DEFAULT_EXPIRY_S,
                  stats=None):
         self.root = root.rstrip("/")
-        self.capacity = capacity
-        self.max_bytes = max_bytes
-        self.expiry_s = expiry_s
+        if capacity != _DEFAULT_CAPACITY:
+            self.capacity = capacity
+        if max_bytes != _DEFAULT_MAX_BYTES:
+            self.max_bytes = max_bytes
+        if expiry_s != _DEFAULT_EXPIRY_S:
+            self.expiry_s = expiry_s
         self.stats = stats if stats is not None else {}
         for k in ("buffered", "offered", "delivered", "expired", "dropped", "refused_full", "discarded_at_open"):
             self.stats.setdefault(k, 0)
@@ -142,7 +150,6 @@ class CommandBuffer:
         self._free = []  # pool file numbers holding nothing live
         self._pool = 0  # files in the pool: 0 .. _pool-1
         self._listeners = []
-        self._h = bytearray(_H0)
         self._fh = None  # open handle ("w+b") on pool file _fn (see the header)
         self._fn = -1
         self._fempty = False  # _fn holds nothing (emptied through the handle)
@@ -257,7 +264,7 @@ class CommandBuffer:
         seq = self.next_seq
         self.next_seq = seq + 1  # never reused, even if this put fails
         mv = memoryview(msg)
-        h = self._h
+        h = bytearray(_H0)  # chunk 0's header
         struct.pack_into("<IBB8sIH", h, 0, seq, 0, cnt, eui, expiry, length)
         crc = binascii.crc32(mv, binascii.crc32(memoryview(h)[:20])) & 0xFFFFFFFF
         struct.pack_into("<I", h, 20, crc)
@@ -286,7 +293,9 @@ class CommandBuffer:
             self._free.extend(fl)
             raise
         if q is None:
-            q = self._q[eh] = bytearray()
+            # keyed by the caller's text when it is upper case already (the
+            # router's is the Device Log's own: shared, no copy)
+            q = self._q[eui_hex if eui_hex == eh else eh] = bytearray()
         q.extend(_rec(seq, expiry, length, fl))
         self.stats["buffered"] += 1
         self._fire(eh)

@@ -24,7 +24,7 @@ def scan(self):
     parts = {}  # (seq, k) -> file
     files = []
     top = 0
-    hdr = self._h
+    hdr = bytearray(_H0)
     for s in range(_SLOTS):
         d = "%s/%d" % (self.root, s)
         _mkdir(d)

@@ -41,18 +41,22 @@ def configure(rt, changes):
             lo, hi = R.RANGES[R.RANGES.index(k) + 1]
             raise ValueError("%s must be an integer %d..%d" % (k, lo, hi))
     rt.cfg.update(changes)
-    saved = dict(rt.kv.get("cfg", {}))
+    kv = rt.store.kv("route")
+    saved = dict(kv.get("cfg", {}))
     saved.update(changes)
-    rt.kv.set("cfg", saved)
+    kv.set("cfg", saved)
     b = rt.buffer
-    b.capacity, b.max_bytes, b.expiry_s = rt.cfg["capacity"], rt.cfg["max_bytes"], rt.cfg["expiry_s"]
+    for k in ("capacity", "max_bytes", "expiry_s"):  # on the instance only when not the class's default
+        if getattr(b, k) != rt.cfg[k]:
+            setattr(b, k, rt.cfg[k])
     rt.wake.set()
     return rt.cfg
 
 
 def status(rt):
     """route_status of the router rt."""
-    return {"han_out": len(rt.han_out), "hht_replies": len(rt.hht_replies), "cfg": rt.cfg,
+    kv = rt.store.kv
+    return {"han_out": len(kv("han_out")), "hht_replies": len(kv("hht_replies")), "cfg": rt.cfg,
             "counters": dict(rt.counters.items()), "buffer": rt.buffer.devices(),
             "buffer_stats": dict((k, rt.store.stats.get(k, 0)) for k in
                                  ("buffered", "offered", "delivered", "expired", "dropped", "refused_full",
@@ -64,7 +68,7 @@ def status(rt):
 def replies(rt, take=False):
     """The GSME's responses to the HHT's commands (oldest key first);
     take: they leave the flash."""
-    kv = rt.hht_replies
+    kv = rt.store.kv("hht_replies")
     out = [{"key": k, "frame": kv.get(k)} for k in sorted(kv.keys())]
     if take:
         for k in list(kv.keys()):
