@@ -435,74 +435,80 @@ class Router:
         # the one task for every delivery awaiting its answer (_answering):
         # woken by the coordinator (an exchange's answer or fault sets
         # _answered) or at the earliest deadline; each answered or late
-        # delivery's exchange is ended (tunnel_answer), its response or
-        # 0x8F84 emitted, then its in-flight file removed. Ends when
-        # none is left
-        c = self.coordinator
+        # delivery's exchange is ended (_ended: tunnel_answer), its response
+        # or 0x8F84 emitted, then its in-flight file removed. Ends when
+        # none is left. Its coroutine frame holds few locals: the scan is
+        # _ended's (a plain function)
         q = self._answering
-        f = self._answered
         try:
             while q:
-                f.clear()
-                i = 0
-                due = _LONGEST_MS
-                ended = False
-                while i < len(q):
-                    w = q[i]
-                    left = 0 if w is None else c.tunnel_left(w)
-                    if left > 0:
-                        due = min(due, left)
-                        i += 3
-                        continue
-                    mid = q[i + 1]
-                    reason = q[i + 2]  # the reason it was not sent, else its start (ticks)
-                    del q[i : i + 3]
-                    eh = eui_hex(mid[8:16])
-                    resp = None
-                    if w is not None:
-                        try:
-                            resp = c.tunnel_answer(w, True)
-                            self.last_esme_ms = asyncio.ticks_diff(asyncio.ticks(), reason)
-                            resp = bytes(resp) if resp is not None and len(resp) else None
-                            reason = "tunnel"
-                        except OSError as e:  # han.coordinator.DeliveryError ("timeout", "tunnel")
-                            reason = getattr(e, "reason", None) or "tunnel"
-                        except ValueError as e:  # a malformed reply from the device
-                            reason = "tunnel"
-                            log("route", "tunnel reply from %s unusable: %r" % (eh, e))
-                        w = None
-                    try:
-                        if resp is not None:
-                            await self._emit(resp, "response")
-                        else:
-                            await self._emit(self._undelivered(eh, mid, reason), "alert")
-                        # answered (or 0x8F84) on flash in the outbox; a resend
-                        # of the same command (same message id, same file)
-                        # waiting for this one keeps the file
-                        for d in self._waiting:
-                            if d[1] == mid:
-                                break
-                        else:
-                            os.remove(_INFLIGHT % (self.store.root, hex_text(mid).upper()))
-                    except Exception as e:  # noqa: BLE001 - a failed delivery never takes the router down
-                        log("route", "delivery to %s failed: %r" % (eh, e))
-                    finally:
-                        self._running.remove(eh)
-                        self.deliveries -= 1
-                        self._start()
-                    ended = True
-                if q and not ended:  # after an end (time passed emitting) all are looked at again first
-                    await f.wait_ms(due)
+                self._answered.clear()
+                d = self._ended(q)
+                if isinstance(d, int):  # none ended: the ms to the earliest deadline
+                    await self._answered.wait_ms(d)
+                    continue
+                try:
+                    if d[2] is not None:
+                        await self._emit(d[2], "response")
+                    else:
+                        await self._emit(self._undelivered(d[0], d[1], d[3]), "alert")
+                    # answered (or 0x8F84) on flash in the outbox; a resend
+                    # of the same command (same message id, same file)
+                    # waiting for this one keeps the file
+                    for w in self._waiting:
+                        if w[1] == d[1]:
+                            break
+                    else:
+                        os.remove(_INFLIGHT % (self.store.root, hex_text(d[1]).upper()))
+                except Exception as e:  # noqa: BLE001 - a failed delivery never takes the router down
+                    log("route", "delivery to %s failed: %r" % (d[0], e))
+                finally:
+                    self._running.remove(d[0])
+                    self.deliveries -= 1
+                    self._start()
+                # after an end (time passed emitting) all are looked at again first
         except BaseException:  # cancelled: every exchange ended, no outcome
             while q:
                 if q[0] is not None:
-                    c.tunnel_answer(q[0], None)
+                    self.coordinator.tunnel_answer(q[0], None)
                 self._running.remove(eui_hex(q[1][8:16]))
                 self.deliveries -= 1
                 del q[:3]
             raise
         finally:
             self._answering = None
+
+    def _ended(self, q):
+        # the first delivery in q (_answering) whose exchange ended (answered,
+        # failed or late), taken out of q with its exchange ended: (EUI hex,
+        # message id, response or None, the reason for its 0x8F84); else
+        # the ms before the earliest deadline
+        c = self.coordinator
+        due = _LONGEST_MS
+        for i in range(0, len(q), 3):
+            w = q[i]
+            left = 0 if w is None else c.tunnel_left(w)
+            if left > 0:
+                due = min(due, left)
+                continue
+            mid = q[i + 1]
+            reason = q[i + 2]  # the reason it was not sent, else its start (ticks)
+            del q[i : i + 3]
+            eh = eui_hex(mid[8:16])
+            resp = None
+            if w is not None:
+                try:
+                    resp = c.tunnel_answer(w, True)
+                    self.last_esme_ms = asyncio.ticks_diff(asyncio.ticks(), reason)
+                    resp = bytes(resp) if resp is not None and len(resp) else None
+                    reason = "tunnel"
+                except OSError as e:  # han.coordinator.DeliveryError ("timeout", "tunnel")
+                    reason = getattr(e, "reason", None) or "tunnel"
+                except ValueError as e:  # a malformed reply from the device
+                    reason = "tunnel"
+                    log("route", "tunnel reply from %s unusable: %r" % (eh, e))
+            return eh, mid, resp, reason
+        return due
 
     async def _tunnel(self, eh, mid, data):
         # -> (response or None, [0x8F84]): a delivery awaited inline
