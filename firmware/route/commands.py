@@ -61,7 +61,7 @@ def status(rt):
             "buffer_stats": dict((k, rt.store.stats.get(k, 0)) for k in
                                  ("buffered", "offered", "delivered", "expired", "dropped", "refused_full",
                                   "discarded_at_open")),
-            "unsent": len(rt.unsent), "last_esme_ms": rt.last_esme_ms,
+            "unsent": len(rt.unsent or ()), "last_esme_ms": rt.last_esme_ms,
             "deliveries": rt.deliveries}
 
 

@@ -146,7 +146,7 @@ class Router:
         # eui hex -> seqs (None: "nothing queued") of GET answers whose
         # delivery the coordinator has not reported yet, oldest first
         self._replies = {}
-        self.unsent = []  # late messages held in RAM when there is no emit
+        self.unsent = None  # late messages held in RAM when there is no emit (a list once one is)
         self.last_esme_ms = None  # time inside tunnel_exchange for the last ESME command
         self.deliveries = 0  # tunnel deliveries taken (waiting to start, starting or awaiting the answer)
         # deliveries not started yet, oldest first: (EUI hex, message id,
@@ -214,9 +214,12 @@ class Router:
         if k in self.counters:
             self.counters[k] += 1
         if emit is None:
-            if len(self.unsent) >= 16:
-                self.unsent.pop(0)
-            self.unsent.append((kind, bytes(frame)))
+            u = self.unsent
+            if u is None:
+                u = self.unsent = []
+            elif len(u) >= 16:
+                u.pop(0)
+            u.append((kind, bytes(frame)))
             log("route", "no emit: %s of %d bytes held in RAM" % (kind, len(frame)))
             return
         r = emit(bytes(frame), kind)
