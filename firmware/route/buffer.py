@@ -164,11 +164,6 @@ class CommandBuffer:
     def _path(self, n):
         return "%s/%d/%d" % (self.root, n % _SLOTS, n)
 
-    def _write(self, n, head, data):
-        with open(self._path(n), "wb") as f:
-            f.write(head)
-            f.write(data)
-
     def _drop_handle(self):
         f = self._fh
         self._fh = None
@@ -274,7 +269,9 @@ class CommandBuffer:
             off = _FIRST
             for k in range(1, cnt):
                 struct.pack_into("<IB", hk, 0, seq, k)
-                self._write(fl[k], hk, mv[off : off + _NEXT])
+                with open(self._path(fl[k]), "wb") as f:  # chunk k, its header first
+                    f.write(hk)
+                    f.write(mv[off : off + _NEXT])
                 off += _NEXT
             # chunk 0: through the handle when fl[0] is its (empty) file,
             # else fl[0] becomes the handle's file
