@@ -428,7 +428,9 @@ class Router:
             self._start()
         q = self._answering
         if q is not None:
-            q.extend((w, mid, reason))
+            # a slice assignment grows the list to what it holds (extend
+            # doubles it: 32 slots for 8 deliveries' 24)
+            q[len(q) :] = (w, mid, reason)
             self._answered.set()  # its deadline counted in
         else:
             self._answering = [w, mid, reason]

@@ -471,8 +471,10 @@ def test_an_esme_delivery_in_flight_holds_little():
     # as its key (tunnel_ask's key=), no closure; the device's EUI text in
     # the router's tables the Device Log's own (a new one was 48 bytes on
     # the 32-bit build). Measured 1004 -> 288 -> 216 bytes a delivery on the
-    # 64-bit unix port, 532 -> 168 -> 120 on the 32-bit build; the bound
-    # in words (8, 4). esme_timeout_ms counts from acceptance: the one meter that
+    # 64-bit unix port, 532 -> 168 -> 120 on the 32-bit build; branch
+    # routepk: the collecting list grown to what it holds (24 slots for 8
+    # deliveries, 32 when extended): 136 -> 128, 76 -> 72 (the stand-in's
+    # share changed since). esme_timeout_ms counts from acceptance: the one meter that
     # never answers gets its 0x8F84 ("timeout"), the others' responses go out
     import sys
 
@@ -517,7 +519,7 @@ def test_an_esme_delivery_in_flight_holds_little():
         gc.collect()
         per = (gc.mem_alloc() - a) // n
         print("router: %d bytes per ESME delivery in flight" % per)
-        assert per <= 34 * W, per
+        assert per <= (130 if W == 8 else 74), per
         co.gate.held.pop()  # the last meter never answers
         co.gate.set()
         await settle()
