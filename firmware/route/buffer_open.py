@@ -60,7 +60,7 @@ def scan(self):
             self.stats["discarded_at_open"] += 1
             continue
         eh = binascii.hexlify(eui).decode().upper()
-        self._q.setdefault(eh, bytearray()).extend(_rec(seq, expiry, length, fl))
+        self._q.setdefault(eh, bytearray()).extend(_rec(seq, expiry, fl))
         used.update(fl)
     self._free = [n for n in range(self._pool) if n not in used]
     self.next_seq = top + 1

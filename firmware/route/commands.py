@@ -5,17 +5,32 @@
 # (route.router.COMMANDS names this module; app.Hub.run_command loads it).
 import struct
 
+from micropython import const
+
 from route import router as R
 from route.buffer import _end
 
+_REC = const(9)  # route.buffer's: a record's pool files start here
+_LEN_AT = const(18)  # route.buffer's: the message length in chunk 0's header
+
 
 def queue(buf, eui_hex):
-    """[(seq, expiry, length)] of a device's queue in buf, oldest first."""
+    """[(seq, expiry, length)] of a device's queue in buf, oldest first
+    (each length read from its chunk 0's header)."""
     q = buf._q.get(eui_hex.upper(), b"")
     out = []
     o = 0
+    h = bytearray(_LEN_AT + 2)
     while o < len(q):
-        out.append(struct.unpack_from("<IIH", q, o))
+        n = struct.unpack_from("<H", q, o + _REC)[0]  # chunk 0's pool file
+        if n == buf._fn:
+            f = buf._fh
+            f.seek(0)
+            f.readinto(h)
+        else:
+            with open(buf._path(n), "rb") as f:
+                f.readinto(h)
+        out.append(struct.unpack_from("<II", q, o) + struct.unpack_from("<H", h, _LEN_AT))
         o = _end(q, o)
     return out
 
