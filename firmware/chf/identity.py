@@ -29,10 +29,12 @@ class Identity:
 
         self.store = store
         prov_store.roll_forward(store)  # a provisioning commit a power cut left unapplied
-        self._kv = store.kv("identity", keep=False)  # the devices dicts hold what is used
-        self._akv = store.kv("anchors", keep=False)  # read when a device's parties load
-        if "chf" not in self._kv:
-            prov_store.generate_identity(self._kv, rand, eui)  # first boot
+        # KV "identity" (the devices dicts hold what is used) and "anchors"
+        # (read when a device's parties load): cold stores (no RAM copy), a
+        # KV object made at each use
+        kv = store.kv("identity", keep=False)
+        if "chf" not in kv:
+            prov_store.generate_identity(kv, rand, eui)  # first boot
         self.chf = {}
         self.gpf = {}
         self.reload()
@@ -41,8 +43,9 @@ class Identity:
         """Re-read the records (after provisioning; every key checked); the
         device dicts are updated in place, so holders of identity.chf see
         the new values."""
+        kv = self.store.kv("identity", keep=False)
         for name in DEVICES:
-            rec = self._kv.get(name)
+            rec = kv.get(name)
             try:
                 new = [(k, hex_bytes(rec[k])) for k in ("eui", "ka_d", "ka_q", "ds_d", "ds_q")]
             except (AttributeError, KeyError, ValueError, TypeError):
@@ -60,7 +63,7 @@ class Identity:
         v = d.get(k)
         if v is None:
             try:
-                v = hex_bytes(self._kv.get(name)[k])
+                v = hex_bytes(self.store.kv("identity", keep=False).get(name)[k])
             except (AttributeError, KeyError, ValueError, TypeError):
                 raise KindError("IdentityError", "identity record %s is damaged" % name)
         return v
@@ -70,7 +73,7 @@ class Identity:
 
     def anchors(self, name="chf"):
         """[{eui, role, ka_pub}] (hex) stored for a device."""
-        return list(self._akv.get(name, []))
+        return list(self.store.kv("anchors", keep=False).get(name, []))
 
     def set_anchors(self, anchors, name="chf"):
         """Replace the device's trust anchors: [{eui, role, ka_pub}] hex."""
@@ -86,7 +89,7 @@ class Identity:
             except (KeyError, TypeError, ValueError) as e:
                 raise KindError("IdentityError", "bad trust anchor %r: %s" % (a, e))
             clean.append({"eui": hex_text(eui), "role": role, "ka_pub": ka.lower() if ka else None})
-        self._akv.set(name, clean)
+        self.store.kv("anchors", keep=False).set(name, clean)
         self._parties[name] = rp
 
     def parties(self, name="chf"):
@@ -94,7 +97,7 @@ class Identity:
         if rp is None:
             d = self.chf if name == "chf" else self.gpf
             rp = RemoteParties(d["eui"], d["ka_d"], self.store.kv("sec_" + name))
-            for a in self._akv.get(name, []):
+            for a in self.store.kv("anchors", keep=False).get(name, []):
                 ka = a.get("ka_pub")
                 rp.add_anchor(hex_bytes(a["eui"]), a["role"], hex_bytes(ka) if ka else None)
             self._parties[name] = rp

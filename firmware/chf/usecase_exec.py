@@ -123,20 +123,14 @@ def handle(self, data):
             return True
         return False
 
-    try:
-        f = accept(self.parties, data, self.security_log, self.utc2000, signed=signed)
-    except ValueError:
-        self.rejected += 1
-        raise
+    f = accept(self.parties, data, self.security_log, self.utc2000, signed=signed)
     if f.message_code in DER_CASES and self.credentials is not None:
         return _handle_credentials(self, f)
     uc = USE_CASES[USE_CASES.index(f.message_code) + 1] if f.message_code in USE_CASES else None
     if uc is None:
-        self.rejected += 1
         log_event(self.event_log, EV_UNSUPPORTED, f.message_code.to_bytes(2, "big"), self.utc2000)
         raise UseCaseError("UnsupportedUseCase", "message code 0x%04x is not a CHF use case here" % f.message_code)
     if f.message_code in ACB_ONLY and self.parties.role_of(f.originator) != ROLE_ACB:
-        self.rejected += 1
         log_event(self.security_log, codes.EV_NO_AUTHORITY, bytes(f.originator) + f.message_code.to_bytes(2, "big"), self.utc2000)
         raise UseCaseError("NoAuthority", "%s only from the ACB, not %s" % (uc[0], hex_text(f.originator)))
     try:
@@ -147,28 +141,28 @@ def handle(self, data):
             raise UseCaseError("PayloadMismatch", "payload is not an access-request")
         _check_specs(a, uc[1])
     except (dlms.DlmsError, UseCaseError) as e:  # a UseCaseError here is a PayloadMismatch
-        self.rejected += 1
         log_event(self.security_log, EV_PAYLOAD_MISMATCH, f.message_code.to_bytes(2, "big"), self.utc2000)
         if isinstance(e, UseCaseError):
             raise
         raise UseCaseError("PayloadMismatch", "bad DLMS payload for %s: %s" % (uc[0], e))
     self.executed += 1
     alerts = []
-    self._changes = []
-    self._pending_timeout = _find_set(a, 3)
-    data_out = []
-    results = []
-    for i, spec in enumerate(a.specs):
-        kind = spec[0]
-        rkind = _GET if kind == _GET_SEL else kind
-        code, value = _run(self, spec, a.data[i] if i < len(a.data) else (dlms.NULL, None), alerts)
-        data_out.append(value if value is not None else (dlms.NULL, None))
-        results.append((rkind, code))
+    cmd = self._cmd = [_find_set(a, 3)]  # Chf._on_change notes the Device Log's changes after it
+    try:
+        data_out = []
+        results = []
+        for i, spec in enumerate(a.specs):
+            kind = spec[0]
+            rkind = _GET if kind == _GET_SEL else kind
+            code, value = _run(self, spec, a.data[i] if i < len(a.data) else (dlms.NULL, None), alerts)
+            data_out.append(value if value is not None else (dlms.NULL, None))
+            results.append((rkind, code))
+    finally:
+        self._cmd = None
     payload = dlms_apdu.access_response(a.invoke_id, data_out, results)
     resp = bytes(self.parties.protect_response(f, payload))
-    if self._changes:
-        alerts.append(_cs14_alert(self, [c[1] for c in self._changes if c[0] == "duplicate"]))
-        self._changes = []
+    if len(cmd) > 1:
+        alerts.append(_cs14_alert(self, [c[1] for c in cmd[1:] if c[0] == "duplicate"]))
     return resp, alerts
 
 def _handle_credentials(self, f):
@@ -205,7 +199,6 @@ def _handle_credentials(self, f):
         resp = c.answer_update(f, ds_d, date_time(t))
         self.parties = self.identity.parties("chf")
     except (cred.CredentialError, UseCaseError, der.DerError) as e:  # a UseCaseError here is a PayloadMismatch
-        self.rejected += 1
         log_event(self.security_log, EV_PAYLOAD_MISMATCH, f.message_code.to_bytes(2, "big"), self.utc2000)
         if isinstance(e, UseCaseError):
             raise
@@ -284,7 +277,7 @@ def _action(self, obis, method, v):
     try:
         if obis == OBIS_DEVICE_LOG and method == 1:  # register_device
             p = v[1]
-            code, _dup = dl.add(bytes(p[0][1]), p[1][1], add_crc(bytes(p[2][1])), self._pending_timeout)
+            code, _dup = dl.add(bytes(p[0][1]), p[1][1], add_crc(bytes(p[2][1])), self._cmd[0])
             return (_OK if code == 0 else _OTHER_REASON), None
         if obis == OBIS_DEVICE_LOG and method == 2:  # unregister_device
             return (_OK if dl.remove(bytes(v[1])) == 0 else _OTHER_REASON), None

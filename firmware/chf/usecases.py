@@ -58,7 +58,6 @@ class Chf:
         self.utc2000 = utc2000
         self.faults = {}  # (OBIS bytes, attribute/method) -> result code (rig fault injection)
         self.executed = 0  # commands that reached execution
-        self.rejected = 0
         self.join_timeout = 0
         # versions(eui_hex) -> (application version, stack version) of a HAN
         # device (None items / None when not known): the HAN coordinator's
@@ -66,7 +65,10 @@ class Chf:
         self.versions = None
         self.image_action = None
         self.meter_image_action = None  # (kind 1 CS05b / 2 CS05c, method, data) -> (result, value): han.ota
-        self._changes = []  # device-log changes during one command (for CS14)
+        # the command chf.usecase_exec runs: [the join timeout its CCS01 sets,
+        # then the Device Log's changes meanwhile (kind, EUI hex), for CS14];
+        # None between commands (no change is noted then)
+        self._cmd = None
         if device_log is not None:
             device_log.on_change(self._on_change)
 
@@ -90,7 +92,9 @@ class Chf:
         return c
 
     def _on_change(self, kind, eui_hex):
-        self._changes.append((kind, eui_hex))
+        c = self._cmd
+        if c is not None:
+            c.append((kind, eui_hex))
 
     def handle(self, data, tag=None):
         """One command -> (response, alerts). tag: the link frame id it came

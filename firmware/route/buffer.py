@@ -67,18 +67,21 @@ _DEFAULT_EXPIRY_S = const(86400)
 
 
 # A device's queue in RAM: one bytearray of records, oldest first, each
-# u32 seq | u32 expiry | u16 length | u16 pool file of each chunk in order
-# (chunk_count(length) of them): 12 bytes for a one-chunk message, no object
-# per message (a bytes record each was 36-52 bytes on a 32-bit port). A
-# record is found by walking from the queue's start; one removed from the
-# middle is cut out in place (slice assignment: no new bytearray).
-_REC = const(10)
+# u32 seq | u32 expiry | u8 chunk count | u16 pool file of each chunk in
+# order: 11 bytes for a one-chunk message, no object per message (a bytes
+# record each was 36-52 bytes on a 32-bit port; a u16 length in place of
+# the count 12). The message's length is read from chunk 0's header with
+# the message. A record is found by walking from the queue's start; one
+# removed from the middle is cut out in place (slice assignment: no new
+# bytearray).
+_REC = const(9)
+_LEN_AT = const(18)  # chunk 0 header: the message length's offset
 _POOL_MAX = const(0xFFFF)  # pool file numbers fit the u16 of a record
 
 
-def _rec(seq, expiry, length, fl):
+def _rec(seq, expiry, fl):
     r = bytearray(_REC + 2 * len(fl))
-    struct.pack_into("<IIH", r, 0, seq, expiry, length)
+    struct.pack_into("<IIB", r, 0, seq, expiry, len(fl))
     for i, n in enumerate(fl):
         struct.pack_into("<H", r, _REC + 2 * i, n)
     return r
@@ -86,7 +89,7 @@ def _rec(seq, expiry, length, fl):
 
 def _end(q, o):
     # offset just past the record at offset o of queue q
-    return o + _REC + 2 * chunk_count(struct.unpack_from("<H", q, o + 8)[0])
+    return o + _REC + 2 * q[o + 8]
 
 
 def _count(q):
@@ -124,25 +127,32 @@ class CommandBuffer:
     hand" until confirm(eui_hex) removes it; take(eui_hex) = offer + confirm;
     expire(now) -> [(eui_hex, msg)] removed; drop(eui_hex) -> how many;
     pending(eui_hex) -> messages queued (the one in hand included). EUIs are
-    16 hex digits, any case."""
+    16 hex digits, any case. capacity, max_bytes and expiry_s: the class's
+    defaults unless set on the instance (an attribute fewer each)."""
+
+    capacity = _DEFAULT_CAPACITY
+    max_bytes = _DEFAULT_MAX_BYTES
+    expiry_s = _DEFAULT_EXPIRY_S
 
     def __init__(self, root, capacity=_DEFAULT_CAPACITY, max_bytes=_DEFAULT_MAX_BYTES, expiry_s=_DEFAULT_EXPIRY_S,
                  stats=None):
         self.root = root.rstrip("/")
-        self.capacity = capacity
-        self.max_bytes = max_bytes
-        self.expiry_s = expiry_s
+        if capacity != _DEFAULT_CAPACITY:
+            self.capacity = capacity
+        if max_bytes != _DEFAULT_MAX_BYTES:
+            self.max_bytes = max_bytes
+        if expiry_s != _DEFAULT_EXPIRY_S:
+            self.expiry_s = expiry_s
         self.stats = stats if stats is not None else {}
         for k in ("buffered", "offered", "delivered", "expired", "dropped", "refused_full", "discarded_at_open"):
             self.stats.setdefault(k, 0)
-        # EUI hex -> bytearray of records (_rec: seq, expiry, length, pool
+        # EUI hex -> bytearray of records (_rec: seq, expiry, chunk count, pool
         # files in chunk order), oldest first
         self._q = {}
         self._hand = {}  # EUI hex -> seq of the message handed out, not confirmed yet
         self._free = []  # pool file numbers holding nothing live
         self._pool = 0  # files in the pool: 0 .. _pool-1
         self._listeners = []
-        self._h = bytearray(_H0)
         self._fh = None  # open handle ("w+b") on pool file _fn (see the header)
         self._fn = -1
         self._fempty = False  # _fn holds nothing (emptied through the handle)
@@ -156,11 +166,6 @@ class CommandBuffer:
 
     def _path(self, n):
         return "%s/%d/%d" % (self.root, n % _SLOTS, n)
-
-    def _write(self, n, head, data):
-        with open(self._path(n), "wb") as f:
-            f.write(head)
-            f.write(data)
 
     def _drop_handle(self):
         f = self._fh
@@ -257,7 +262,7 @@ class CommandBuffer:
         seq = self.next_seq
         self.next_seq = seq + 1  # never reused, even if this put fails
         mv = memoryview(msg)
-        h = self._h
+        h = bytearray(_H0)  # chunk 0's header
         struct.pack_into("<IBB8sIH", h, 0, seq, 0, cnt, eui, expiry, length)
         crc = binascii.crc32(mv, binascii.crc32(memoryview(h)[:20])) & 0xFFFFFFFF
         struct.pack_into("<I", h, 20, crc)
@@ -267,7 +272,9 @@ class CommandBuffer:
             off = _FIRST
             for k in range(1, cnt):
                 struct.pack_into("<IB", hk, 0, seq, k)
-                self._write(fl[k], hk, mv[off : off + _NEXT])
+                with open(self._path(fl[k]), "wb") as f:  # chunk k, its header first
+                    f.write(hk)
+                    f.write(mv[off : off + _NEXT])
                 off += _NEXT
             # chunk 0: through the handle when fl[0] is its (empty) file,
             # else fl[0] becomes the handle's file
@@ -286,34 +293,40 @@ class CommandBuffer:
             self._free.extend(fl)
             raise
         if q is None:
-            q = self._q[eh] = bytearray()
-        q.extend(_rec(seq, expiry, length, fl))
+            # keyed by the caller's text when it is upper case already (the
+            # router's is the Device Log's own: shared, no copy)
+            q = self._q[eui_hex if eui_hex == eh else eh] = bytearray()
+        q.extend(_rec(seq, expiry, fl))
         self.stats["buffered"] += 1
         self._fire(eh)
         return seq
 
     def _read(self, q, o, head=0):
-        # the message of the record at offset o of queue q, after head free bytes
-        length = struct.unpack_from("<H", q, o + 8)[0]
-        fl = _files(q, o)
-        out = bytearray(head + length)
-        mv = memoryview(out)
+        # the message of the record at offset o of queue q, after head free
+        # bytes; its length from chunk 0's header, read in the same open
+        out = mv = None
         off = head
-        for i, n in enumerate(fl):
-            if n == self._fn:  # chunk 0 in the handle's file: no walk
-                f = self._fh
-                try:
-                    f.seek(_H0 if i == 0 else _HK)
-                    k = f.readinto(mv[off:])
-                except OSError:
+        for i, n in enumerate(_files(q, o)):
+            own = n != self._fn  # else chunk 0 in the handle's file: no walk
+            f = open(self._path(n), "rb") if own else self._fh
+            try:
+                if mv is None:
+                    h = bytearray(_H0)
+                    f.seek(0)
+                    if f.readinto(h) != _H0:
+                        raise BufferError("BufferError", "buffered message %d has no header" % _seq(q, o))
+                    out = bytearray(head + struct.unpack_from("<H", h, _LEN_AT)[0])
+                    mv = memoryview(out)
+                f.seek(_H0 if i == 0 else _HK)
+                off += f.readinto(mv[off:])
+            except OSError:
+                if not own:
                     self._drop_handle()  # the next write opens the file again
-                    raise
-            else:
-                with open(self._path(n), "rb") as f:
-                    f.seek(_H0 if i == 0 else _HK)
-                    k = f.readinto(mv[off:])
-            off += k
-        if off != head + length:
+                raise
+            finally:
+                if own:
+                    f.close()
+        if off != len(out):
             raise BufferError("BufferError", "buffered message %d is short" % _seq(q, o))
         return out
 

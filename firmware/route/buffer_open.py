@@ -24,7 +24,7 @@ def scan(self):
     parts = {}  # (seq, k) -> file
     files = []
     top = 0
-    hdr = self._h
+    hdr = bytearray(_H0)
     for s in range(_SLOTS):
         d = "%s/%d" % (self.root, s)
         _mkdir(d)
@@ -60,7 +60,7 @@ def scan(self):
             self.stats["discarded_at_open"] += 1
             continue
         eh = binascii.hexlify(eui).decode().upper()
-        self._q.setdefault(eh, bytearray()).extend(_rec(seq, expiry, length, fl))
+        self._q.setdefault(eh, bytearray()).extend(_rec(seq, expiry, fl))
         used.update(fl)
     self._free = [n for n in range(self._pool) if n not in used]
     self.next_seq = top + 1

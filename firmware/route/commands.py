@@ -5,17 +5,32 @@
 # (route.router.COMMANDS names this module; app.Hub.run_command loads it).
 import struct
 
+from micropython import const
+
 from route import router as R
 from route.buffer import _end
 
+_REC = const(9)  # route.buffer's: a record's pool files start here
+_LEN_AT = const(18)  # route.buffer's: the message length in chunk 0's header
+
 
 def queue(buf, eui_hex):
-    """[(seq, expiry, length)] of a device's queue in buf, oldest first."""
+    """[(seq, expiry, length)] of a device's queue in buf, oldest first
+    (each length read from its chunk 0's header)."""
     q = buf._q.get(eui_hex.upper(), b"")
     out = []
     o = 0
+    h = bytearray(_LEN_AT + 2)
     while o < len(q):
-        out.append(struct.unpack_from("<IIH", q, o))
+        n = struct.unpack_from("<H", q, o + _REC)[0]  # chunk 0's pool file
+        if n == buf._fn:
+            f = buf._fh
+            f.seek(0)
+            f.readinto(h)
+        else:
+            with open(buf._path(n), "rb") as f:
+                f.readinto(h)
+        out.append(struct.unpack_from("<II", q, o) + struct.unpack_from("<H", h, _LEN_AT))
         o = _end(q, o)
     return out
 
@@ -41,30 +56,34 @@ def configure(rt, changes):
             lo, hi = R.RANGES[R.RANGES.index(k) + 1]
             raise ValueError("%s must be an integer %d..%d" % (k, lo, hi))
     rt.cfg.update(changes)
-    saved = dict(rt.kv.get("cfg", {}))
+    kv = rt.store.kv("route")
+    saved = dict(kv.get("cfg", {}))
     saved.update(changes)
-    rt.kv.set("cfg", saved)
+    kv.set("cfg", saved)
     b = rt.buffer
-    b.capacity, b.max_bytes, b.expiry_s = rt.cfg["capacity"], rt.cfg["max_bytes"], rt.cfg["expiry_s"]
+    for k in ("capacity", "max_bytes", "expiry_s"):  # on the instance only when not the class's default
+        if getattr(b, k) != rt.cfg[k]:
+            setattr(b, k, rt.cfg[k])
     rt.wake.set()
     return rt.cfg
 
 
 def status(rt):
     """route_status of the router rt."""
-    return {"han_out": len(rt.han_out), "hht_replies": len(rt.hht_replies), "cfg": rt.cfg,
+    kv = rt.store.kv
+    return {"han_out": len(kv("han_out")), "hht_replies": len(kv("hht_replies")), "cfg": rt.cfg,
             "counters": dict(rt.counters.items()), "buffer": rt.buffer.devices(),
             "buffer_stats": dict((k, rt.store.stats.get(k, 0)) for k in
                                  ("buffered", "offered", "delivered", "expired", "dropped", "refused_full",
                                   "discarded_at_open")),
-            "unsent": len(rt.unsent), "last_esme_ms": rt.last_esme_ms,
+            "unsent": len(rt.unsent or ()), "last_esme_ms": rt.last_esme_ms,
             "deliveries": rt.deliveries}
 
 
 def replies(rt, take=False):
     """The GSME's responses to the HHT's commands (oldest key first);
     take: they leave the flash."""
-    kv = rt.hht_replies
+    kv = rt.store.kv("hht_replies")
     out = [{"key": k, "frame": kv.get(k)} for k in sorted(kv.keys())]
     if take:
         for k in list(kv.keys()):

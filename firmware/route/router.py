@@ -123,9 +123,8 @@ class Router:
         self.gpf = gpf
         self.coordinator = coordinator
         self.emit = emit
-        self.kv = store.kv("route")
         c = dict(DEFAULTS)
-        for k, v in self.kv.get("cfg", {}).items():
+        for k, v in store.kv("route").get("cfg", {}).items():
             # flash may hold a value route_config would refuse: the default
             # stays, and the event log says so
             if _setting_ok(k, v):
@@ -147,7 +146,7 @@ class Router:
         # eui hex -> seqs (None: "nothing queued") of GET answers whose
         # delivery the coordinator has not reported yet, oldest first
         self._replies = {}
-        self.unsent = []  # late messages held in RAM when there is no emit
+        self.unsent = None  # late messages held in RAM when there is no emit (a list once one is)
         self.last_esme_ms = None  # time inside tunnel_exchange for the last ESME command
         self.deliveries = 0  # tunnel deliveries taken (waiting to start, starting or awaiting the answer)
         # deliveries not started yet, oldest first: (EUI hex, message id,
@@ -163,11 +162,10 @@ class Router:
         # flat list (the coordinator's exchange, message id, ticks at the
         # start; the EUI is the message id's target, the deadline the
         # exchange's), no tuple, task or coroutine frame; one task
-        # (_collect, while any is left) waits on _answered, which the
-        # coordinator sets at each answer
-        self._answering = []
+        # (_collect, while any is left: the list is None when it does not
+        # run) waits on _answered, which the coordinator sets at each answer
+        self._answering = None
         self._answered = Flag()
-        self._collecting = False
         # ESME deliveries in flight: one file each in the folder
         # ROOT/esme_inflight, named by the message id in hex (originator |
         # target | CRA | counter), holding the frame (a waiting delivery
@@ -182,10 +180,10 @@ class Router:
         # GSME responses for a HAN device (KV "han_out": message id hex ->
         # [EUI hex, frame hex, time stored]) until it has them (or expiry_s); commands the HHT
         # sent to the GSME (KV "hht_cmds": originator | counter hex -> time)
-        # and their responses (KV "hht_replies": same key -> frame hex)
-        self.han_out = store.kv("han_out")
-        self.hht_cmds = store.kv("hht_cmds")
-        self.hht_replies = store.kv("hht_replies")
+        # and their responses (KV "hht_replies": same key -> frame hex). Read
+        # here (their RAM copies are the store's); a KV object made at each use
+        for name in ("han_out", "hht_cmds", "hht_replies"):
+            store.kv(name)
         self.wake = Flag()
         device_log.on_change(self._on_device_log)
         self.buffer.on_change(self._pending_changed)
@@ -216,9 +214,12 @@ class Router:
         if k in self.counters:
             self.counters[k] += 1
         if emit is None:
-            if len(self.unsent) >= 16:
-                self.unsent.pop(0)
-            self.unsent.append((kind, bytes(frame)))
+            u = self.unsent
+            if u is None:
+                u = self.unsent = []
+            elif len(u) >= 16:
+                u.pop(0)
+            u.append((kind, bytes(frame)))
             log("route", "no emit: %s of %d bytes held in RAM" % (kind, len(frame)))
             return
         r = emit(bytes(frame), kind)
@@ -273,7 +274,8 @@ class Router:
             self._log(self.security_log, codes.EV_UNKNOWN_RECIPIENT, message_id(f))
             raise RouteError("UnknownRecipient", "recipient %s is not in the CHF Device Log" % rh)
         if dtype == _GSME:
-            return self._buffer(rh, f, data, source)
+            # the Device Log's own text: the queue is keyed by it (no copy)
+            return self._buffer(self.device_log.key(rh) or rh, f, data, source)
         if not wait and self.emit is not None and self.deliveries < self.cfg["max_deliveries"]:
             # on flash before the WAN acks the frame: a cut during the
             # exchange leaves the record, and the boot emits its 0x8F84
@@ -345,7 +347,7 @@ class Router:
             raise RouteError("BufferRefused", str(e))
         self.counters["buffered"] += 1
         if source == "hht":
-            kv = self.hht_cmds
+            kv = self.store.kv("hht_cmds")
             if len(kv) >= _HHT_MAX:  # the oldest mark goes: its response then goes to the WAN
                 kv.delete(min(kv.keys(), key=lambda k: kv.get(k, 0)))
             kv.set(_key(f.originator, f.counter), self._t2000())
@@ -424,85 +426,94 @@ class Router:
             data = None
             self._starting -= 1  # sent (or failed): the next may start
             self._start()
-        self._answering.extend((w, mid, reason))
-        if self._collecting:
+        q = self._answering
+        if q is not None:
+            # a slice assignment grows the list to what it holds (extend
+            # doubles it: 32 slots for 8 deliveries' 24)
+            q[len(q) :] = (w, mid, reason)
             self._answered.set()  # its deadline counted in
         else:
-            self._collecting = True
+            self._answering = [w, mid, reason]
             asyncio.create_task(self._collect())
 
     async def _collect(self):
         # the one task for every delivery awaiting its answer (_answering):
         # woken by the coordinator (an exchange's answer or fault sets
         # _answered) or at the earliest deadline; each answered or late
-        # delivery's exchange is ended (tunnel_answer), its response or
-        # 0x8F84 emitted, then its in-flight file removed. Ends when
-        # none is left
-        c = self.coordinator
+        # delivery's exchange is ended (_ended: tunnel_answer), its response
+        # or 0x8F84 emitted, then its in-flight file removed. Ends when
+        # none is left. Its coroutine frame holds few locals: the scan is
+        # _ended's (a plain function)
         q = self._answering
-        f = self._answered
         try:
             while q:
-                f.clear()
-                i = 0
-                due = _LONGEST_MS
-                ended = False
-                while i < len(q):
-                    w = q[i]
-                    left = 0 if w is None else c.tunnel_left(w)
-                    if left > 0:
-                        due = min(due, left)
-                        i += 3
-                        continue
-                    mid = q[i + 1]
-                    reason = q[i + 2]  # the reason it was not sent, else its start (ticks)
-                    del q[i : i + 3]
-                    eh = eui_hex(mid[8:16])
-                    resp = None
-                    if w is not None:
-                        try:
-                            resp = c.tunnel_answer(w, True)
-                            self.last_esme_ms = asyncio.ticks_diff(asyncio.ticks(), reason)
-                            resp = bytes(resp) if resp is not None and len(resp) else None
-                            reason = "tunnel"
-                        except OSError as e:  # han.coordinator.DeliveryError ("timeout", "tunnel")
-                            reason = getattr(e, "reason", None) or "tunnel"
-                        except ValueError as e:  # a malformed reply from the device
-                            reason = "tunnel"
-                            log("route", "tunnel reply from %s unusable: %r" % (eh, e))
-                        w = None
-                    try:
-                        if resp is not None:
-                            await self._emit(resp, "response")
-                        else:
-                            await self._emit(self._undelivered(eh, mid, reason), "alert")
-                        # answered (or 0x8F84) on flash in the outbox; a resend
-                        # of the same command (same message id, same file)
-                        # waiting for this one keeps the file
-                        for d in self._waiting:
-                            if d[1] == mid:
-                                break
-                        else:
-                            os.remove(_INFLIGHT % (self.store.root, hex_text(mid).upper()))
-                    except Exception as e:  # noqa: BLE001 - a failed delivery never takes the router down
-                        log("route", "delivery to %s failed: %r" % (eh, e))
-                    finally:
-                        self._running.remove(eh)
-                        self.deliveries -= 1
-                        self._start()
-                    ended = True
-                if q and not ended:  # after an end (time passed emitting) all are looked at again first
-                    await f.wait_ms(due)
+                self._answered.clear()
+                d = self._ended(q)
+                if isinstance(d, int):  # none ended: the ms to the earliest deadline
+                    await self._answered.wait_ms(d)
+                    continue
+                try:
+                    if d[2] is not None:
+                        await self._emit(d[2], "response")
+                    else:
+                        await self._emit(self._undelivered(d[0], d[1], d[3]), "alert")
+                    # answered (or 0x8F84) on flash in the outbox; a resend
+                    # of the same command (same message id, same file)
+                    # waiting for this one keeps the file
+                    for w in self._waiting:
+                        if w[1] == d[1]:
+                            break
+                    else:
+                        os.remove(_INFLIGHT % (self.store.root, hex_text(d[1]).upper()))
+                except Exception as e:  # noqa: BLE001 - a failed delivery never takes the router down
+                    log("route", "delivery to %s failed: %r" % (d[0], e))
+                finally:
+                    self._running.remove(d[0])
+                    self.deliveries -= 1
+                    self._start()
+                # after an end (time passed emitting) all are looked at again first
         except BaseException:  # cancelled: every exchange ended, no outcome
             while q:
                 if q[0] is not None:
-                    c.tunnel_answer(q[0], None)
+                    self.coordinator.tunnel_answer(q[0], None)
                 self._running.remove(eui_hex(q[1][8:16]))
                 self.deliveries -= 1
                 del q[:3]
             raise
         finally:
-            self._collecting = False
+            self._answering = None
+
+    def _ended(self, q):
+        # the first delivery in q (_answering) whose exchange ended (answered,
+        # failed or late), taken out of q with its exchange ended: (EUI hex,
+        # message id, response or None, the reason for its 0x8F84); else
+        # the ms before the earliest deadline
+        c = self.coordinator
+        due = _LONGEST_MS
+        for i in range(0, len(q), 3):
+            w = q[i]
+            left = 0 if w is None else c.tunnel_left(w)
+            if left > 0:
+                due = min(due, left)
+                continue
+            mid = q[i + 1]
+            reason = q[i + 2]  # the reason it was not sent, else its start (ticks)
+            del q[i : i + 3]
+            eh = eui_hex(mid[8:16])
+            resp = None
+            if w is not None:
+                try:
+                    resp = c.tunnel_answer(w, True)
+                    self.last_esme_ms = asyncio.ticks_diff(asyncio.ticks(), reason)
+                    resp = bytes(resp) if resp is not None and len(resp) else None
+                    reason = "tunnel"
+                except OSError as e:  # han.coordinator.DeliveryError ("timeout", "tunnel")
+                    reason = getattr(e, "reason", None) or "tunnel"
+                except ValueError as e:  # a malformed reply from the device
+                    reason = "tunnel"
+                    log("route", "tunnel reply from %s unusable: %r" % (eh, e))
+            return eh, mid, resp, reason
+        return due
 
     async def _tunnel(self, eh, mid, data):
         # -> (response or None, [0x8F84]): a delivery awaited inline
@@ -652,12 +663,13 @@ class Router:
         on flash for it (an OSError leaves the command in hand). -> True
         when it does not go to the WAN."""
         key = _key(f.recipient, f.counter)
-        if self.hht_cmds.get(key) is not None:
-            if len(self.hht_replies) >= _HHT_MAX:
-                kv = self.hht_replies
+        cmds = self.store.kv("hht_cmds")
+        if cmds.get(key) is not None:
+            kv = self.store.kv("hht_replies")
+            if len(kv) >= _HHT_MAX:
                 kv.delete(sorted(kv.keys())[0])
-            self.hht_replies.set(key, hex_text(msg))
-            self.hht_cmds.delete(key)
+            kv.set(key, hex_text(msg))
+            cmds.delete(key)
             self.counters["hht_responses"] += 1
             return True
         rh = eui_hex(f.recipient)
@@ -665,13 +677,14 @@ class Router:
         if rh not in dl or dl.type_of(rh) == _GSME or self.coordinator is None:
             return False
         mid = hex_text(message_id(f))
-        self.han_out.set(mid, [rh, hex_text(msg), self._t2000()])
+        self.store.kv("han_out").set(mid, [rh, hex_text(msg), self._t2000()])
         self.counters["local_responses"] += 1
         asyncio.create_task(self._deliver_local(mid))
         return True
 
     async def _deliver_local(self, mid):
-        v = self.han_out.get(mid)
+        kv = self.store.kv("han_out")
+        v = kv.get(mid)
         if v is None:
             return False
         try:
@@ -686,14 +699,14 @@ class Router:
             log("route", "GSME response for %s given up: %r" % (v[0], e))
         else:
             self.counters["local_delivered"] += 1
-        self.han_out.delete(mid)
+        kv.delete(mid)
         return True
 
     async def flush_local(self):
         """Deliver the GSME responses still waiting for their HAN device (at
         boot and at each expiry check). -> how many left the flash."""
         n = 0
-        for mid in list(self.han_out.keys()):
+        for mid in list(self.store.kv("han_out").keys()):
             if await self._deliver_local(mid):
                 n += 1
         return n
@@ -749,7 +762,7 @@ class Router:
                 log("route", "local delivery failed: %r" % (e,))
             self.wake.clear()
             period = max(1, self.cfg["expiry_check_s"])
-            if len(self.han_out):
+            if len(self.store.kv("han_out")):
                 period = min(period, _LOCAL_RETRY_S)
             nxt = self.buffer.next_expiry()
             if nxt is not None:

@@ -187,10 +187,12 @@ def test_the_gsme_cycle_of_a_one_chunk_message_opens_one_file():
 
 def test_a_queued_command_holds_little_ram():
     # The RAM index of a device's queue: one bytearray of packed records
-    # (u32 seq, u32 expiry, u16 length, a u16 pool file per chunk), no
+    # (u32 seq, u32 expiry, u8 chunk count, a u16 pool file per chunk), no
     # object per message. Measured on the 32-bit build: 100 bytes a
     # one-chunk message with a list of four per message, 36 with a bytes
-    # record each (52 for two chunks), 12 and 14 now
+    # record each (52 for two chunks), 12 and 14 with a u16 length, 11 and
+    # 13 with the chunk count in its place (the length read from chunk 0's
+    # header with the message)
     import gc
 
     flashfs.fresh(128)
@@ -198,7 +200,7 @@ def test_a_queued_command_holds_little_ram():
     b = CommandBuffer(ROOT)
     now = 1_765_000_000  # UTC Unix seconds: past 2^30
     n = 24
-    for eh, size, bound in ((A, 72, 16), (B, 150, 18)):  # one chunk, two chunks
+    for eh, size, bound in ((A, 72, 11), (B, 150, 13)):  # one chunk, two chunks
         b.put(eh, _msg(0, size), now)
         gc.collect()
         a = gc.mem_alloc()

@@ -471,8 +471,10 @@ def test_an_esme_delivery_in_flight_holds_little():
     # as its key (tunnel_ask's key=), no closure; the device's EUI text in
     # the router's tables the Device Log's own (a new one was 48 bytes on
     # the 32-bit build). Measured 1004 -> 288 -> 216 bytes a delivery on the
-    # 64-bit unix port, 532 -> 168 -> 120 on the 32-bit build; the bound
-    # in words (8, 4). esme_timeout_ms counts from acceptance: the one meter that
+    # 64-bit unix port, 532 -> 168 -> 120 on the 32-bit build; branch
+    # routepk: the collecting list grown to what it holds (24 slots for 8
+    # deliveries, 32 when extended): 136 -> 128, 76 -> 72 (the stand-in's
+    # share changed since). esme_timeout_ms counts from acceptance: the one meter that
     # never answers gets its 0x8F84 ("timeout"), the others' responses go out
     import sys
 
@@ -517,7 +519,7 @@ def test_an_esme_delivery_in_flight_holds_little():
         gc.collect()
         per = (gc.mem_alloc() - a) // n
         print("router: %d bytes per ESME delivery in flight" % per)
-        assert per <= 34 * W, per
+        assert per <= (130 if W == 8 else 74), per
         co.gate.held.pop()  # the last meter never answers
         co.gate.set()
         await settle()
@@ -650,7 +652,7 @@ def test_a_delivery_started_from_its_file_holds_no_more_than_one_started_at_once
 
     async def held(n):
         # two held by the stand-in, n deliveries in all, none being collected
-        while co.asking < 2 or r.deliveries != n or r._collecting:
+        while co.asking < 2 or r.deliveries != n or r._answering is not None:
             await asyncio.sleep_ms(1)
 
     async def route_all(frs):
@@ -1026,13 +1028,13 @@ def test_ppmid_top_up_response_goes_back_to_the_ppmid_not_the_wan():
     co.push_fail = "timeout"  # the PPMID does not hear it yet
     assert run(r.on_tunnel_message(GSME, b"\x03" + rsp)) is None
     run(_pause())
-    assert _outbox(hub) == [] and co.pushed == [] and len(r.han_out) == 1
+    assert _outbox(hub) == [] and co.pushed == [] and len(hub.store.kv("han_out")) == 1
     assert run(r.on_tunnel_message(GSME, b"\x01")) == b"\x02\x00"  # the command left the flash
     # power cut: the response is still on flash and goes at the next flush
     hub, r = _hub(fresh=False)
-    assert len(r.han_out) == 1
+    assert len(hub.store.kv("han_out")) == 1
     assert run(r.flush_local()) == 1
-    assert hub.coordinator.pushed == [(PPMID, rsp)] and len(r.han_out) == 0 and _outbox(hub) == []
+    assert hub.coordinator.pushed == [(PPMID, rsp)] and len(hub.store.kv("han_out")) == 0 and _outbox(hub) == []
     assert r.counters["local_delivered"] == 1
 
 
@@ -1071,7 +1073,62 @@ def test_a_kept_ppmid_response_is_given_up_when_the_ppmid_leaves_the_log():
     co.push_fail = "no_route"
     run(r.on_tunnel_message(GSME, b"\x03" + _frame(2, 78, GSME, PPMID)))
     run(_pause())
-    assert run(r.flush_local()) == 0 and len(r.han_out) == 1  # kept, tried again later
+    assert run(r.flush_local()) == 0 and len(hub.store.kv("han_out")) == 1  # kept, tried again later
     hub.device_log.remove(unhexlify(PPMID))
-    assert run(r.flush_local()) == 1 and len(r.han_out) == 0 and r.counters["local_lost"] == 1
+    assert run(r.flush_local()) == 1 and len(hub.store.kv("han_out")) == 0 and r.counters["local_lost"] == 1
     assert hub.event_log.entries()[-1][1] == codes.EV_QUEUE_DROPPED and _outbox(hub) == []
+
+
+def test_the_router_at_rest_holds_little():
+    # What a Router (with its GSME command buffer, no queue) holds at rest:
+    # its attribute table (28 attributes before: a 29-slot table; 23 now),
+    # no KV objects of its own (four before: "route", "han_out",
+    # "hht_cmds", "hht_replies", made at each use now; their RAM copies
+    # are the store's), no collecting list while nothing is in flight; the
+    # buffer's 15 attributes 11 (its limits the class's defaults unless
+    # set, chunk 0's header made per put); its list of messages held with
+    # no emit made by the first one. Measured on a second Router built on
+    # the same parts (the store's copies warm): 2,208 -> 1,632 -> 1,568
+    # bytes on the 64-bit port, 1,184 -> 880 -> 848 on the 32-bit build.
+    # The bound in words (8, 4)
+    import sys
+
+    W = 8 if sys.maxsize > 2**31 else 4
+    hub, r = _hub()
+    parts = (hub.store, hub.chf, hub.identity, hub.device_log, hub.event_log, hub.security_log, lambda: T2000)
+
+    def build():
+        return R.Router(*parts, gpf=hub.gpf, coordinator=hub.coordinator, emit=hub.emit)
+
+    build()  # the store's copies and the buffer's scan warmed up
+    gc.collect()
+    a = gc.mem_alloc()
+    r2 = build()
+    gc.collect()
+    held = gc.mem_alloc() - a
+    print("router: %d bytes at rest" % held)
+    assert r2.deliveries == 0 and r2._answering is None
+    assert held <= 216 * W, held
+
+
+def test_the_collecting_tasks_frame_is_small():
+    # The one task collecting every ESME delivery's answer keeps its
+    # coroutine frame (every local, its value stack) while deliveries are in
+    # flight: the scan for an ended one is a plain function (_ended), the
+    # task's frame holds four locals. Its coroutine object, made as
+    # _send makes it: 192 -> 144 bytes on the 32-bit build, 384 -> 288 on
+    # the 64-bit port. The bound in words (8, 4)
+    import sys
+
+    W = 8 if sys.maxsize > 2**31 else 4
+    hub, r = _hub()
+    r._answering = []
+    gc.collect()
+    a = gc.mem_alloc()
+    co = r._collect()
+    gc.collect()
+    size = gc.mem_alloc() - a
+    print("router: the collecting task's coroutine %d bytes" % size)
+    assert size <= 36 * W, size
+    r._answering = None
+    del co
