@@ -14,10 +14,14 @@
 # seconds (and when the join state changes), to spare the flash.
 #
 # RAM: one bytearray of `capacity` slots of _S bytes (entry and statistics
-# packed, keys as bytes: text made only when a view or the store asks), the
-# list of the entries' EUI texts in slot order (what the RAM tables keyed by
-# device share: `key`), the historic log as one bytes of _HS-byte records,
-# and the historic link keys of re-added devices (a dict, None when none).
+# packed, the key hash as bytes: text made only when a view or the store
+# asks; no link key: an entry's link key is its install code's, derived
+# when a join or the store asks, `_link`), the list of the entries' EUI
+# texts in slot order (what the RAM tables keyed by device share: `key`),
+# the historic log as one bytes of _HS-byte records, the historic link keys
+# of re-added devices and the link keys that are not the install code's (an
+# install code of another length than 16 bytes: its hash is no install code)
+# (two dicts, each None when empty).
 import ids
 import lazy
 from binascii import hexlify, unhexlify
@@ -59,24 +63,24 @@ _JOIN_STATES = const(("whitelisted", "join window open", "joined", "restored", "
 NOT_HEARD = "not heard since start"
 
 # a slot: byte 0 type (bits 0-2, 7: none) | key state << 3 | join state << 5,
-# byte 1 flags, node id (u16), window start, window end (u32), link key,
-# key hash (16 bytes each), statistics (_ST). Little-endian.
-_S = const(72)
+# byte 1 flags, node id (u16), window start, window end (u32), key hash (16
+# bytes), statistics (_ST). Little-endian.
+_S = const(56)
 _NO_TYPE = const(7)
 _HDR = const("<BBHII")  # byte 0, flags, node, window start, window end
 _O_NODE = const(2)
 _O_WS = const(4)
 _O_WE = const(8)
-_O_KEY = const(12)
-_O_HASH = const(28)
-_O_ST = const(44)
+_O_HASH = const(12)
+_O_ST = const(28)
 _ST = const("<bbBBiiIIII")  # rssi min, max, lqi min, max, rssi sum, lqi sum, n, last, tx ok, tx fail
-_F_KEY = const(1)     # a link key
+_F_KEY = const(1)     # a link key: the install code's (the key hash), or with _F_LK its own
 _F_HASH = const(2)    # a key hash (else "")
 _F_NODE = const(4)    # a node id
 _F_STATS = const(8)   # statistics recorded
 _F_HEARD = const(16)  # heard since start (RAM only)
 _F_HKEY = const(32)   # a historic link key (in _hk)
+_F_LK = const(64)     # a link key not the install code's (in _lk)
 _U32 = const(0xFFFFFFFF)
 
 # a historic record: EUI (8), key hash (16), link key (16), byte 40 type
@@ -129,12 +133,13 @@ def _keys(install_code):
 
 
 def _fill(s, typ, key, hsh, ks, node, js, ws, we):
-    # a slot's entry part (s: a zeroed slot; key/hsh: bytes or None)
+    # a slot's entry part (s: a zeroed slot; hsh: bytes or None; key: None,
+    # True (the install code's link key: hsh is that code) or its own link
+    # key (bytes, which the caller keeps in _lk))
     s[0] = (_NO_TYPE if typ is None else typ) | ks << 3 | js << 5
     f = 0
     if key:
-        f |= _F_KEY
-        s[_O_KEY:_O_KEY + 16] = key
+        f |= _F_KEY if key is True else _F_KEY | _F_LK
     if hsh:
         f |= _F_HASH
         s[_O_HASH:_O_HASH + 16] = hsh
@@ -144,6 +149,18 @@ def _fill(s, typ, key, hsh, ks, node, js, ws, we):
     pack_into("<HII", s, _O_NODE, node or 0, ws, we)
 
 
+def _lkey(ic, s, o, lk):
+    # the link key (bytes) of the slot at s[o], None when it has none: its
+    # own lk, or its install code's (the slot's 16 octets) through ic
+    # (han.install_code)
+    f = s[o + 1]
+    if not f & _F_KEY:
+        return None
+    if f & _F_LK:
+        return lk
+    return ic.link_key(ic.add_crc(bytes(s[o + _O_HASH:o + _O_HASH + 16])))
+
+
 def _window(s, now, seconds):
     end = now + seconds
     pack_into("<II", s, _O_WS, now, end if end < _U32 else _U32)
@@ -151,17 +168,27 @@ def _window(s, now, seconds):
 
 
 class DeviceLog:
+    # the defaults: an instance holds one of these only when it differs
+    capacity = 16
+    historic_capacity = 15
+    stats_period = 900
+
     def __init__(self, store, utc, capacity=16, historic_capacity=15, stats_period=900):
         if capacity < 1 or historic_capacity < 1:
             raise DeviceLogError("device log: capacity must be >= 1")
         self.utc = utc
-        self.capacity = capacity
-        self.historic_capacity = historic_capacity
-        self.stats_period = stats_period
-        self._kv = store.kv("devlog", keep=False)
-        self._skv = store.kv("devstats", keep=False)
-        self._listeners = []
+        if capacity != 16:
+            self.capacity = capacity
+        if historic_capacity != 15:
+            self.historic_capacity = historic_capacity
+        if stats_period != 900:
+            self.stats_period = stats_period
+        # the Store: its KVs "devlog" and "devstats" (both cold) made for a
+        # read or a write (_kv), not held
+        self._store = store
+        self._listeners = ()
         self._hk = None
+        self._lk = None
         self.ext_pan_id = None
         self._t = None
         self._e = []
@@ -170,15 +197,20 @@ class DeviceLog:
             lazy.load(_IO).load(self, capacity)
         finally:
             lazy.drop(_IO)
-        self._stats_dirty = False
-        self._stats_flushed = utc()
+        # the statistics' last flush (UTC seconds); ~ that (below 0) while
+        # RAM holds changes not written
+        self._sf = utc()
 
     # -- plumbing ---------------------------------------------------------------
 
     def on_change(self, fn):
         """fn(kind, eui_hex): kind is "add", "duplicate", "remove", "restore"
         or "key" (key hash changed). CS14 alerts hook in here."""
-        self._listeners.append(fn)
+        self._listeners += (fn,)
+
+    def _kv(self, name):
+        # the cold KV `name` of the log's Store ("devlog", "devstats")
+        return self._store.kv(name, False)
 
     def _find(self, eui):
         # the slot of an EUI (bytes, or text in any form ids.eui_hex takes), -1
@@ -200,24 +232,28 @@ class DeviceLog:
         for fn in self._listeners:
             fn(kind, eh)
 
-    def _commit(self, pend=None, add=None, drop=-1, hist=None, xpan=None, e=None, t=None, hk=None):
+    def _commit(self, pend=None, add=None, drop=-1, hist=None, xpan=None, e=None, t=None, hk=None, lk=None):
         """Write the log whole as it is with these changes (pend {slot:
-        new slot}, add (eui, slot, historic key), drop a slot, a new historic
-        blob, extended PAN id; or e, t, hk: a new log); True when written.
-        The caller then makes the same changes in RAM (RAM follows flash)."""
+        new slot}, add (eui, slot, historic key, own link key), drop a slot,
+        a new historic blob, extended PAN id; or e, t, hk, lk: a new log);
+        True when written. The caller then makes the same changes in RAM
+        (RAM follows flash). The install code's module is loaded for it (the
+        link keys written are derived)."""
         if e is None:
-            e, t, hk = self._e, self._t, self._hk
+            e, t, hk, lk = self._e, self._t, self._hk, self._lk
         h = self._h if hist is None else hist
         x = self.ext_pan_id if xpan is None else xpan
         n = len(e)
         try:
             io = lazy.load(_IO)
-            self._kv.replace(lambda out: io.emit(out, e, t, n, pend, add, drop, h, x, hk))
+            ic = lazy.load(_IC)
+            self._kv("devlog").replace(lambda out: io.emit(out, e, t, n, pend, add, drop, h, x, hk, lk, ic))
         except Exception as ex:  # OSError / PowerLost from the flash, MemoryError
             log("device_log", "write failed: " + repr(ex))
             return False
         finally:
-            io = None
+            io = ic = None
+            lazy.drop(_IC, False)
             lazy.drop(_IO)
         if hist is not None:
             self._h = hist
@@ -273,12 +309,13 @@ class DeviceLog:
             if h[k:k + 8] == b and h[k + 40] & 8:
                 hkey = h[k + 24:k + 40]
         s = bytearray(_S)
-        _fill(s, dev_type, key, val, _KS_INSTALL_CODE, None, _JS_WHITELISTED, 0, 0)
+        own = None if len(install_code) == 18 else key  # 16 octets that are no install code
+        _fill(s, dev_type, own or True, val, _KS_INSTALL_CODE, None, _JS_WHITELISTED, 0, 0)
         if hkey is not None:
             s[1] |= _F_HKEY
         if join_timeout_s:
             _window(s, self.utc(), join_timeout_s)
-        if not self._commit(add=(eh, s, hkey)):
+        if not self._commit(add=(eh, s, hkey, own)):
             return WRITE_FAILURE, False
         if n * _S >= len(self._t):
             self._t.extend(bytes(_S))
@@ -288,6 +325,10 @@ class DeviceLog:
             if self._hk is None:
                 self._hk = {}
             self._hk[eh] = hkey
+        if own is not None:
+            if self._lk is None:
+                self._lk = {}
+            self._lk[eh] = own
         self._fire("add", eh)
         return OK, False
 
@@ -310,8 +351,7 @@ class DeviceLog:
                 if h[k:k + 8] != b:
                     hist.extend(h[k:k + _HS])
             try:
-                hist.extend(lazy.load(_IO).hrec(eh, t[o + _O_HASH:o + _O_HASH + 16],
-                                                t[o + _O_KEY:o + _O_KEY + 16] if f & _F_KEY else None,
+                hist.extend(lazy.load(_IO).hrec(eh, t[o + _O_HASH:o + _O_HASH + 16], self._link(i),
                                                 None if typ == _NO_TYPE else typ, self.utc()))
             finally:
                 lazy.drop(_IO)
@@ -333,8 +373,12 @@ class DeviceLog:
             self._hk.pop(eh, None)
             if not self._hk:
                 self._hk = None
+        if self._lk is not None:
+            self._lk.pop(eh, None)
+            if not self._lk:
+                self._lk = None
         try:
-            self._skv.delete(eh)  # rare: a remove may cost one more write
+            self._kv("devstats").delete(eh)  # rare: a remove may cost one more write
         except Exception:
             pass
         self._fire("remove", eh)
@@ -349,23 +393,19 @@ class DeviceLog:
             raise DeviceLogError("extended PAN id must be 8 bytes")
         e = []
         t = bytearray(_S * (self.capacity if self.capacity > len(devices) else len(devices)))
-        ic = lazy.load(_IC)
-        try:
-            for eui, kh in devices:
-                if len(kh) not in (0, 16):
-                    raise DeviceLogError("key hash must be 16 bytes")
-                eh = eui_hex(eui)
-                if eh in e:  # the last value of an EUI given twice
-                    i = e.index(eh)
-                    t[i * _S:(i + 1) * _S] = bytes(_S)
-                else:
-                    i = len(e)
-                    e.append(eh)
-                key = ic.link_key(ic.add_crc(bytes(kh))) if kh else None
-                _fill(memoryview(t)[i * _S:(i + 1) * _S], None, key, kh, _KS_INSTALL_CODE if key else _KS_NONE,
-                      None, _JS_RESTORED, 0, 0)
-        finally:
-            lazy.drop(_IC)
+        for eui, kh in devices:
+            if len(kh) not in (0, 16):
+                raise DeviceLogError("key hash must be 16 bytes")
+            eh = eui_hex(eui)
+            if eh in e:  # the last value of an EUI given twice
+                i = e.index(eh)
+                t[i * _S:(i + 1) * _S] = bytes(_S)
+            else:
+                i = len(e)
+                e.append(eh)
+            # the value is the install code: the link key its own (derived when asked)
+            _fill(memoryview(t)[i * _S:(i + 1) * _S], None, True if kh else None, kh,
+                  _KS_INSTALL_CODE if kh else _KS_NONE, None, _JS_RESTORED, 0, 0)
         if len(e) > self.capacity:
             return FULL
         if len(t) > _S * self.capacity:
@@ -374,7 +414,7 @@ class DeviceLog:
             return WRITE_FAILURE
         self._e = e
         self._t = t
-        self._hk = None
+        self._hk = self._lk = None
         for eh in e:
             self._fire("restore", eh)
         return OK
@@ -478,7 +518,7 @@ class DeviceLog:
         """[(eui_hex, link key)] of the entries a restore left waiting for
         their device's rejoin (the trust centre puts them in the NCP's key table)."""
         t = self._t
-        return [(eh, bytes(t[i * _S + _O_KEY:i * _S + _O_KEY + 16])) for i, eh in enumerate(self._e)
+        return [(eh, self._link(i)) for i, eh in enumerate(self._e)
                 if t[i * _S] >> 5 == _JS_RESTORED and t[i * _S + 1] & _F_KEY]
 
     def not_heard(self):
@@ -544,7 +584,7 @@ class DeviceLog:
             return None
         if f & _F_HKEY and (now - ws) * 2 < we - ws:
             return self._hk[self._e[i]]
-        return bytes(self._t[o + _O_KEY:o + _O_KEY + 16])
+        return self._link(i)
 
     def link_keys(self, eui):
         """The link keys the device may hold after a join through this log:
@@ -552,11 +592,23 @@ class DeviceLog:
         i = self._find(eui)
         if i < 0:
             return ()
-        o = i * _S
-        f = self._t[o + 1]
-        k = bytes(self._t[o + _O_KEY:o + _O_KEY + 16]) if f & _F_KEY else None
-        hk = self._hk[self._e[i]] if f & _F_HKEY else None
+        k = self._link(i)
+        hk = self._hk[self._e[i]] if self._t[i * _S + 1] & _F_HKEY else None
         return tuple(x for x in (k, hk) if x)
+
+    def _link(self, i):
+        # slot i's link key (None when none); its install code's is derived
+        # (the install code's module loaded for it)
+        t = self._t
+        o = i * _S
+        if t[o + 1] & _F_LK:
+            return self._lk[self._e[i]]
+        if not t[o + 1] & _F_KEY:
+            return None
+        try:
+            return _lkey(lazy.load(_IC), t, o, None)
+        finally:
+            lazy.drop(_IC, False)
 
     def is_joined(self, eui):
         i = self._find(eui)
@@ -680,24 +732,27 @@ class DeviceLog:
         return True
 
     def _dirty(self):
-        self._stats_dirty = True
-        if self.utc() - self._stats_flushed >= self.stats_period:
+        sf = self._sf
+        if sf >= 0:
+            self._sf = sf = ~sf
+        if self.utc() - ~sf >= self.stats_period:
             self.flush_stats()
 
     def flush_stats(self):
         """Write the HAN statistics now (also called on join-state changes):
         the "devstats" record whole, of the entries that have statistics."""
-        self._stats_flushed = self.utc()
-        if not self._stats_dirty:
+        sf = self._sf
+        self._sf = now = self.utc()
+        if sf >= 0:
             return True
         e, t = self._e, self._t
         try:
             io = lazy.load(_IO)
-            self._skv.replace(lambda out: io.emit_stats(out, e, t))
+            self._kv("devstats").replace(lambda out: io.emit_stats(out, e, t))
         except Exception:
+            self._sf = ~now  # still to write
             return False
         finally:
             io = None
             lazy.drop(_IO)
-        self._stats_dirty = False
         return True

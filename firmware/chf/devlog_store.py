@@ -11,24 +11,25 @@ from binascii import hexlify, unhexlify
 from struct import pack_into, unpack_from
 
 import ids
-from chf.device_log import TYPE_NAMES, _fill
+from chf.device_log import TYPE_NAMES, _IC, _fill, _lkey
+import lazy
 from log import log
 
 from micropython import const
 
 # the slot and historic record layouts of chf.device_log (the same numbers)
-_S = const(72)
+_S = const(56)
 _NO_TYPE = const(7)
 _HDR = const("<BBHII")
-_O_KEY = const(12)
-_O_HASH = const(28)
-_O_ST = const(44)
+_O_HASH = const(12)
+_O_ST = const(28)
 _ST = const("<bbBBiiIIII")
 _F_KEY = const(1)
 _F_HASH = const(2)
 _F_NODE = const(4)
 _F_STATS = const(8)
 _F_HKEY = const(32)
+_F_LK = const(64)
 _U32 = const(0xFFFFFFFF)
 _HS = const(45)
 
@@ -48,17 +49,22 @@ def _int(v, hi):
 
 
 def load(dl, capacity):
-    """Read the log's records into dl (its _t, _e, _h, _hk, ext_pan_id,
+    """Read the log's records into dl (its _t, _e, _h, _hk, _lk, ext_pan_id,
     statistics). What is malformed on flash is left out and logged."""
-    rec = dict(dl._kv.items())  # one parse, dropped when read
+    rec = dict(dl._kv("devlog").items())  # one parse, dropped when read
     d = rec.get("d")
     d = d if isinstance(d, dict) else {}
     dl._t = bytearray(_S * (capacity if capacity > len(d) else len(d)))
-    for eh, v in d.items():
-        try:
-            _entry(dl, eh, v)
-        except Exception as ex:  # a bad entry on flash: refused, said
-            log("device_log", "entry %r not loaded: %r" % (eh, ex))
+    ic = lazy.load(_IC)
+    try:
+        for eh, v in d.items():
+            try:
+                _entry(dl, eh, v, ic)
+            except Exception as ex:  # a bad entry on flash: refused, said
+                log("device_log", "entry %r not loaded: %r" % (eh, ex))
+    finally:
+        ic = None
+        lazy.drop(_IC, False)
     d = None
     h = bytearray()
     hist = rec.get("h")
@@ -79,7 +85,7 @@ def load(dl, capacity):
     except Exception as ex:
         log("device_log", "extended PAN id not loaded: %r" % (ex,))
     rec = hist = h = None
-    saved = dict(dl._skv.items())
+    saved = dict(dl._kv("devstats").items())
     for i in range(len(dl._e)):
         v = saved.get(dl._e[i])
         if v is not None:
@@ -89,9 +95,11 @@ def load(dl, capacity):
                 log("device_log", "statistics of %s not loaded: %r" % (dl._e[i], ex))
 
 
-def _entry(dl, eh, v):
+def _entry(dl, eh, v, ic):
     # entry v of EUI eh from the store into the next slot (ValueError,
-    # TypeError, IndexError for a malformed one: nothing kept)
+    # TypeError, IndexError for a malformed one: nothing kept). A link key
+    # that is its install code's (the 16 octets: ic, han.install_code) is
+    # not kept, another is (dl._lk)
     if not isinstance(eh, str) or ids.eui_hex(eh) != eh or eh in dl._e:
         raise ValueError("bad EUI")
     typ = v[0]
@@ -101,6 +109,8 @@ def _entry(dl, eh, v):
     hsh = _b16(v[2]) if v[2] else None
     node = _int(v[4], 0xFFFF) if v[4] is not None else None
     hkey = _b16(v[8]) if len(v) > 8 and v[8] is not None else None
+    if key is not None and hsh and ic.link_key(ic.add_crc(hsh)) == key:
+        key = True
     i = len(dl._e)
     s = memoryview(dl._t)[i * _S:(i + 1) * _S]
     _fill(s, typ, key, hsh, _int(v[3], 3), node, _int(v[5], 4), _int(v[6], _U32), _int(v[7], _U32))
@@ -109,6 +119,10 @@ def _entry(dl, eh, v):
         if dl._hk is None:
             dl._hk = {}
         dl._hk[eh] = hkey
+    if s[1] & _F_LK:
+        if dl._lk is None:
+            dl._lk = {}
+        dl._lk[eh] = key
     dl._e.append(eh)
 
 
@@ -154,11 +168,13 @@ def _hexout(out, buf, o, have):
         out.put(b"null")
 
 
-def emit(out, e, t, n, pend, add, drop, h, x, hk):
+def emit(out, e, t, n, pend, add, drop, h, x, hk, lk, ic):
     """The "devlog" record's JSON through out (a jsonout.JsonOut): entries
     0..n-1 of (EUI texts e, table t) with `pend` {index: slot} in place of
-    theirs, `add` (eui, slot, historic key) after them, entry `drop` left
-    out; historic blob h, extended PAN id x (bytes or None), historic keys hk."""
+    theirs, `add` (eui, slot, historic key, own link key) after them, entry
+    `drop` left out; historic blob h, extended PAN id x (bytes or None),
+    historic keys hk, own link keys lk (dicts or None); ic
+    (han.install_code) derives the install codes' link keys."""
     out.put(b'{"d": {')
     sep = b""
     for j in range(n + (1 if add else 0)):
@@ -168,8 +184,9 @@ def emit(out, e, t, n, pend, add, drop, h, x, hk):
             eh = e[j]
             s, o = (pend[j], 0) if pend and j in pend else (t, j * _S)
             hkey = hk.get(eh) if hk else None
+            key = lk.get(eh) if lk else None
         else:
-            eh, s, hkey = add
+            eh, s, hkey, key = add
             o = 0
         b, f, node, ws, we = unpack_from(_HDR, s, o)
         typ = b & 7
@@ -179,7 +196,8 @@ def emit(out, e, t, n, pend, add, drop, h, x, hk):
         out.put(b": [")
         out.value(None if typ == _NO_TYPE else typ, 0)
         out.put(b", ")
-        _hexout(out, s, o + _O_KEY, f & _F_KEY)
+        key = _lkey(ic, s, o, key)
+        _hexout(out, key, 0, key)
         out.put(b", ")
         if f & _F_HASH:
             _hexout(out, s, o + _O_HASH, 1)
