@@ -16,12 +16,14 @@
 # RAM: one bytearray of `capacity` slots of _S bytes (entry and statistics
 # packed, the key hash as bytes: text made only when a view or the store
 # asks; no link key: an entry's link key is its install code's, derived
-# when a join or the store asks, `_link`), the list of the entries' EUI
-# texts in slot order (what the RAM tables keyed by device share: `key`),
-# the historic log as one bytes of _HS-byte records, the historic link keys
-# of re-added devices and the link keys that are not the install code's (an
-# install code of another length than 16 bytes: its hash is no install code)
-# (two dicts, each None when empty).
+# when a join or the store asks, `_link`), the join windows' start and end
+# (one bytearray of _W bytes a slot, None while no window is open), the
+# list of the entries' EUI texts in slot order (what the RAM tables keyed by
+# device share: `key`), the historic log as one bytes of _HS-byte records,
+# and in one dict (None when empty) the keys of the entries that hold more:
+# a link key that is not the install code's (a code of another length than
+# 16 bytes: its hash is no install code) and the historic link key of a
+# re-added device, in that order.
 import ids
 import lazy
 from binascii import hexlify, unhexlify
@@ -63,24 +65,27 @@ _JOIN_STATES = const(("whitelisted", "join window open", "joined", "restored", "
 NOT_HEARD = "not heard since start"
 
 # a slot: byte 0 type (bits 0-2, 7: none) | key state << 3 | join state << 5,
-# byte 1 flags, node id (u16), window start, window end (u32), key hash (16
-# bytes), statistics (_ST). Little-endian.
-_S = const(56)
+# byte 1 flags, node id (u16), key hash (16 bytes), statistics (_ST).
+# Little-endian. A copy being changed (_copy) is _S + _W bytes: the slot,
+# then its window's start and end (u32; 0 when its join state is not "join
+# window open": no window kept then).
+_S = const(48)
+_W = const(8)
 _NO_TYPE = const(7)
-_HDR = const("<BBHII")  # byte 0, flags, node, window start, window end
+_HDR = const("<BBH")  # byte 0, flags, node
 _O_NODE = const(2)
-_O_WS = const(4)
-_O_WE = const(8)
-_O_HASH = const(12)
-_O_ST = const(28)
+_O_HASH = const(4)
+_O_ST = const(20)
+_O_WS = const(48)  # in a copy: _S
+_O_WE = const(52)
 _ST = const("<bbBBiiIIII")  # rssi min, max, lqi min, max, rssi sum, lqi sum, n, last, tx ok, tx fail
 _F_KEY = const(1)     # a link key: the install code's (the key hash), or with _F_LK its own
 _F_HASH = const(2)    # a key hash (else "")
 _F_NODE = const(4)    # a node id
 _F_STATS = const(8)   # statistics recorded
 _F_HEARD = const(16)  # heard since start (RAM only)
-_F_HKEY = const(32)   # a historic link key (in _hk)
-_F_LK = const(64)     # a link key not the install code's (in _lk)
+_F_HKEY = const(32)   # a historic link key (in _k: its last 16 bytes)
+_F_LK = const(64)     # a link key not the install code's (in _k: its first 16 bytes)
 _U32 = const(0xFFFFFFFF)
 
 # a historic record: EUI (8), key hash (16), link key (16), byte 40 type
@@ -132,10 +137,10 @@ def _keys(install_code):
         lazy.drop(_IC)
 
 
-def _fill(s, typ, key, hsh, ks, node, js, ws, we):
+def _fill(s, typ, key, hsh, ks, node, js):
     # a slot's entry part (s: a zeroed slot; hsh: bytes or None; key: None,
     # True (the install code's link key: hsh is that code) or its own link
-    # key (bytes, which the caller keeps in _lk))
+    # key (bytes, which the caller keeps in _k))
     s[0] = (_NO_TYPE if typ is None else typ) | ks << 3 | js << 5
     f = 0
     if key:
@@ -146,25 +151,32 @@ def _fill(s, typ, key, hsh, ks, node, js, ws, we):
     if node is not None:
         f |= _F_NODE
     s[1] = f
-    pack_into("<HII", s, _O_NODE, node or 0, ws, we)
+    pack_into("<H", s, _O_NODE, node or 0)
 
 
-def _lkey(ic, s, o, lk):
+def _lkey(ic, s, o, k):
     # the link key (bytes) of the slot at s[o], None when it has none: its
-    # own lk, or its install code's (the slot's 16 octets) through ic
-    # (han.install_code)
+    # own (the first 16 bytes of k, its keys in _k), or its install code's
+    # (the slot's 16 octets) through ic (han.install_code)
     f = s[o + 1]
     if not f & _F_KEY:
         return None
     if f & _F_LK:
-        return lk
+        return k[:16]
     return ic.link_key(ic.add_crc(bytes(s[o + _O_HASH:o + _O_HASH + 16])))
 
 
 def _window(s, now, seconds):
+    # a copy's window opened now for seconds
     end = now + seconds
     pack_into("<II", s, _O_WS, now, end if end < _U32 else _U32)
     s[0] = s[0] & 0x1F | _JS_WINDOW << 5
+
+
+def _shut(s, js):
+    # a copy's window closed: join state js, no window kept
+    pack_into("<II", s, _O_WS, 0, 0)
+    s[0] = s[0] & 0x1F | js << 5
 
 
 class DeviceLog:
@@ -187,10 +199,10 @@ class DeviceLog:
         # read or a write (_kv), not held
         self._store = store
         self._listeners = ()
-        self._hk = None
-        self._lk = None
+        self._k = None
         self.ext_pan_id = None
         self._t = None
+        self._w = None
         self._e = []
         self._h = b""
         try:
@@ -232,22 +244,23 @@ class DeviceLog:
         for fn in self._listeners:
             fn(kind, eh)
 
-    def _commit(self, pend=None, add=None, drop=-1, hist=None, xpan=None, e=None, t=None, hk=None, lk=None):
-        """Write the log whole as it is with these changes (pend {slot:
-        new slot}, add (eui, slot, historic key, own link key), drop a slot,
-        a new historic blob, extended PAN id; or e, t, hk, lk: a new log);
-        True when written. The caller then makes the same changes in RAM
-        (RAM follows flash). The install code's module is loaded for it (the
-        link keys written are derived)."""
+    def _commit(self, pend=None, add=None, drop=-1, hist=None, xpan=None, e=None, t=None):
+        """Write the log whole as it is with these changes (pend {slot: its
+        new copy}, add (eui, copy, its keys for _k or None), drop a slot, a
+        new historic blob, extended PAN id; or e, t: a new log without
+        windows or keys in _k); True when written. The caller then makes the
+        same changes in RAM (RAM follows flash). The install code's module
+        is loaded for it (the link keys written are derived)."""
+        k = w = None
         if e is None:
-            e, t, hk, lk = self._e, self._t, self._hk, self._lk
+            e, t, k, w = self._e, self._t, self._k, self._w
         h = self._h if hist is None else hist
         x = self.ext_pan_id if xpan is None else xpan
         n = len(e)
         try:
             io = lazy.load(_IO)
             ic = lazy.load(_IC)
-            self._kv("devlog").replace(lambda out: io.emit(out, e, t, n, pend, add, drop, h, x, hk, lk, ic))
+            self._kv("devlog").replace(lambda out: io.emit(out, e, t, w, n, pend, add, drop, h, x, k, ic))
         except Exception as ex:  # OSError / PowerLost from the flash, MemoryError
             log("device_log", "write failed: " + repr(ex))
             return False
@@ -261,11 +274,50 @@ class DeviceLog:
             self.ext_pan_id = xpan
         return True
 
+    def _copy(self, i):
+        # slot i as a copy to change: the slot, its window's start and end
+        s = bytearray(_S + _W)
+        s[:_S] = memoryview(self._t)[i * _S:(i + 1) * _S]
+        if s[0] >> 5 == _JS_WINDOW:
+            s[_S:] = memoryview(self._w)[i * _W:(i + 1) * _W]
+        return s
+
+    def _put(self, i, s):
+        # copy s into slot i in RAM: its window kept while its join state is
+        # "join window open", the windows' table made for the first and
+        # dropped with the last
+        memoryview(self._t)[i * _S:(i + 1) * _S] = memoryview(s)[:_S]
+        if s[0] >> 5 == _JS_WINDOW:
+            w = self._w
+            if w is None:
+                w = self._w = bytearray(len(self._t) // _S * _W)
+            elif len(w) < (i + 1) * _W:
+                w.extend(bytes((i + 1) * _W - len(w)))
+            w[i * _W:(i + 1) * _W] = memoryview(s)[_S:]
+        else:
+            self._tidy()
+
+    def _tidy(self):
+        # the windows' table dropped when no window is open
+        if self._w is not None:
+            t = self._t
+            for j in range(len(self._e)):
+                if t[j * _S] >> 5 == _JS_WINDOW:
+                    return
+            self._w = None
+
+    def _win(self, i):
+        # (start, end) of slot i's window; (0, 0) when its join state is not
+        # "join window open"
+        if self._t[i * _S] >> 5 == _JS_WINDOW:
+            return unpack_from("<II", self._w, i * _W)
+        return 0, 0
+
     def _change(self, i, s):
-        # slot i becomes s on flash, then in RAM; True when written
+        # slot i becomes copy s on flash, then in RAM; True when written
         if not self._commit({i: s}):
             return False
-        memoryview(self._t)[i * _S:(i + 1) * _S] = s
+        self._put(i, s)
         return True
 
     # -- GBCS operations --------------------------------------------------------
@@ -290,7 +342,7 @@ class DeviceLog:
             # PROTOCOLS 2: ignore the key, succeed, CS14 with a zero-length hash
             js = t[o] >> 5
             if js != _JS_JOINED and js != _JS_RESTORED and t[o + 1] & _F_KEY and join_timeout_s:
-                s = self._t[i * _S:(i + 1) * _S]
+                s = self._copy(i)
                 s[0] = s[0] & 0xF8 | dev_type
                 _window(s, self.utc(), join_timeout_s)
                 if not self._change(i, s):
@@ -308,27 +360,24 @@ class DeviceLog:
         for k in range(0, len(h), _HS):
             if h[k:k + 8] == b and h[k + 40] & 8:
                 hkey = h[k + 24:k + 40]
-        s = bytearray(_S)
+        s = bytearray(_S + _W)
         own = None if len(install_code) == 18 else key  # 16 octets that are no install code
-        _fill(s, dev_type, own or True, val, _KS_INSTALL_CODE, None, _JS_WHITELISTED, 0, 0)
+        _fill(s, dev_type, own or True, val, _KS_INSTALL_CODE, None, _JS_WHITELISTED)
         if hkey is not None:
             s[1] |= _F_HKEY
         if join_timeout_s:
             _window(s, self.utc(), join_timeout_s)
-        if not self._commit(add=(eh, s, hkey, own)):
+        k = (own or b"") + (hkey or b"")  # its keys for _k
+        if not self._commit(add=(eh, s, k)):
             return WRITE_FAILURE, False
         if n * _S >= len(self._t):
             self._t.extend(bytes(_S))
-        memoryview(self._t)[n * _S:(n + 1) * _S] = s
         self._e.append(eh)
-        if hkey is not None:
-            if self._hk is None:
-                self._hk = {}
-            self._hk[eh] = hkey
-        if own is not None:
-            if self._lk is None:
-                self._lk = {}
-            self._lk[eh] = own
+        self._put(n, s)
+        if k:
+            if self._k is None:
+                self._k = {}
+            self._k[eh] = k
         self._fire("add", eh)
         return OK, False
 
@@ -367,16 +416,16 @@ class DeviceLog:
         if i < n:
             mv[o:o + _S] = mv[n * _S:(n + 1) * _S]
             e[i] = e[n]
+            if t[o] >> 5 == _JS_WINDOW:  # its window with it
+                w = memoryview(self._w)
+                w[i * _W:(i + 1) * _W] = w[n * _W:(n + 1) * _W]
         mv[n * _S:(n + 1) * _S] = bytes(_S)
         e.pop()
-        if self._hk is not None:
-            self._hk.pop(eh, None)
-            if not self._hk:
-                self._hk = None
-        if self._lk is not None:
-            self._lk.pop(eh, None)
-            if not self._lk:
-                self._lk = None
+        self._tidy()
+        if self._k is not None:
+            self._k.pop(eh, None)
+            if not self._k:
+                self._k = None
         try:
             self._kv("devstats").delete(eh)  # rare: a remove may cost one more write
         except Exception:
@@ -405,16 +454,16 @@ class DeviceLog:
                 e.append(eh)
             # the value is the install code: the link key its own (derived when asked)
             _fill(memoryview(t)[i * _S:(i + 1) * _S], None, True if kh else None, kh,
-                  _KS_INSTALL_CODE if kh else _KS_NONE, None, _JS_RESTORED, 0, 0)
+                  _KS_INSTALL_CODE if kh else _KS_NONE, None, _JS_RESTORED)
         if len(e) > self.capacity:
             return FULL
         if len(t) > _S * self.capacity:
             t = t[:_S * self.capacity]
-        if not self._commit(xpan=bytes(ext_pan_id), e=e, t=t, hk={}):
+        if not self._commit(xpan=bytes(ext_pan_id), e=e, t=t):
             return WRITE_FAILURE
         self._e = e
         self._t = t
-        self._hk = self._lk = None
+        self._k = self._w = None
         for eh in e:
             self._fire("restore", eh)
         return OK
@@ -444,7 +493,8 @@ class DeviceLog:
     def _view(self, i, now):
         t = self._t
         o = i * _S
-        b, f, node, ws, we = unpack_from(_HDR, t, o)
+        b, f, node = unpack_from(_HDR, t, o)
+        we = self._win(i)[1]
         typ = b & 7
         typ = None if typ == _NO_TYPE else typ
         js = b >> 5
@@ -541,12 +591,11 @@ class DeviceLog:
         i = self._find(eui)
         if i < 0 or not self._t[i * _S + 1] & _F_KEY:
             return INCOMPATIBLE
-        s = self._t[i * _S:(i + 1) * _S]
+        s = self._copy(i)
         if seconds > 0:
             _window(s, self.utc(), seconds)
         else:
-            pack_into("<I", s, _O_WE, 0)
-            s[0] = s[0] & 0x1F | _JS_WHITELISTED << 5
+            _shut(s, _JS_WHITELISTED)
         return OK if self._change(i, s) else WRITE_FAILURE
 
     def window_open(self, eui, now=None):
@@ -555,8 +604,8 @@ class DeviceLog:
             now = self.utc()
         if i < 0:
             return False
-        b, f, node, ws, we = unpack_from(_HDR, self._t, i * _S)
-        return b >> 5 == _JS_WINDOW and ws <= now < we
+        ws, we = self._win(i)
+        return self._t[i * _S] >> 5 == _JS_WINDOW and ws <= now < we
 
     def open_windows(self, now=None):
         """[(eui_hex, window_end)] of the windows open now."""
@@ -564,9 +613,10 @@ class DeviceLog:
             now = self.utc()
         out = []
         for i in range(len(self._e)):
-            b, f, node, ws, we = unpack_from(_HDR, self._t, i * _S)
-            if b >> 5 == _JS_WINDOW and ws <= now < we:
-                out.append((self._e[i], we))
+            if self._t[i * _S] >> 5 == _JS_WINDOW:
+                ws, we = self._win(i)
+                if ws <= now < we:
+                    out.append((self._e[i], we))
         return out
 
     def join_key(self, eui, now=None):
@@ -578,12 +628,12 @@ class DeviceLog:
             now = self.utc()
         if i < 0:
             return None
-        o = i * _S
-        b, f, node, ws, we = unpack_from(_HDR, self._t, o)
+        b, f, node = unpack_from(_HDR, self._t, i * _S)
+        ws, we = self._win(i)
         if b >> 5 != _JS_WINDOW or not ws <= now < we or not f & _F_KEY:
             return None
         if f & _F_HKEY and (now - ws) * 2 < we - ws:
-            return self._hk[self._e[i]]
+            return self._k[self._e[i]][-16:]
         return self._link(i)
 
     def link_keys(self, eui):
@@ -593,7 +643,7 @@ class DeviceLog:
         if i < 0:
             return ()
         k = self._link(i)
-        hk = self._hk[self._e[i]] if self._t[i * _S + 1] & _F_HKEY else None
+        hk = self._k[self._e[i]][-16:] if self._t[i * _S + 1] & _F_HKEY else None
         return tuple(x for x in (k, hk) if x)
 
     def _link(self, i):
@@ -602,7 +652,7 @@ class DeviceLog:
         t = self._t
         o = i * _S
         if t[o + 1] & _F_LK:
-            return self._lk[self._e[i]]
+            return self._k[self._e[i]][:16]
         if not t[o + 1] & _F_KEY:
             return None
         try:
@@ -621,15 +671,14 @@ class DeviceLog:
         if not isinstance(node_id, int) or not 0 <= node_id <= 0xFFFF:
             log("device_log", "join of %s refused: node id %r" % (self._e[i], node_id))
             return False
-        s = self._t[i * _S:(i + 1) * _S]
+        s = self._copy(i)
         ks = (s[0] >> 3) & 3
         # a rejoin after a key establishment keeps its key; a join inside an
         # open window used the install-code key again
-        b, f, node, ws, we = unpack_from(_HDR, s, 0)
-        cbke = ks == _KS_CBKE and not (b >> 5 == _JS_WINDOW and we > self.utc())
+        b, f = s[0], s[1]
+        cbke = ks == _KS_CBKE and not (b >> 5 == _JS_WINDOW and unpack_from("<I", s, _O_WE)[0] > self.utc())
         pack_into("<H", s, _O_NODE, node_id)
-        pack_into("<I", s, _O_WE, 0)
-        s[0] = s[0] & 0x1F | _JS_JOINED << 5
+        _shut(s, _JS_JOINED)
         s[1] |= _F_NODE | _F_HEARD
         if f & _F_KEY and not cbke:
             s[0] = s[0] & 0xE7 | _KS_ESTABLISHED << 3
@@ -648,7 +697,7 @@ class DeviceLog:
             return False
         if (self._t[i * _S] >> 3) & 3 == _KS_CBKE:
             return True
-        s = self._t[i * _S:(i + 1) * _S]
+        s = self._copy(i)
         s[0] = s[0] & 0xE7 | _KS_CBKE << 3
         return self._change(i, s)
 
@@ -656,8 +705,8 @@ class DeviceLog:
         i = self._find(eui)
         if i < 0:
             return False
-        s = self._t[i * _S:(i + 1) * _S]
-        s[0] = s[0] & 0x1F | _JS_LEFT << 5
+        s = self._copy(i)
+        _shut(s, _JS_LEFT)
         s[1] &= ~_F_HEARD
         self._t[i * _S + 1] &= ~_F_HEARD
         return self._change(i, s)
@@ -669,15 +718,13 @@ class DeviceLog:
         t = self._t
         gone = {}
         for i in range(len(self._e)):
-            b, f, node, ws, we = unpack_from(_HDR, t, i * _S)
-            if b >> 5 == _JS_WINDOW and now >= we:
-                s = self._t[i * _S:(i + 1) * _S]
-                s[0] = s[0] & 0x1F | _JS_WHITELISTED << 5
-                pack_into("<I", s, _O_WE, 0)
+            if t[i * _S] >> 5 == _JS_WINDOW and now >= self._win(i)[1]:
+                s = self._copy(i)
+                _shut(s, _JS_WHITELISTED)
                 gone[i] = s
         if gone and self._commit(gone):
             for i, s in gone.items():
-                memoryview(t)[i * _S:(i + 1) * _S] = s
+                self._put(i, s)
         return [self._e[i] for i in gone]
 
     # -- statistics -------------------------------------------------------------

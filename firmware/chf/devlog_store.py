@@ -18,11 +18,13 @@ from log import log
 from micropython import const
 
 # the slot and historic record layouts of chf.device_log (the same numbers)
-_S = const(56)
+_S = const(48)
+_W = const(8)
 _NO_TYPE = const(7)
-_HDR = const("<BBHII")
-_O_HASH = const(12)
-_O_ST = const(28)
+_HDR = const("<BBH")
+_O_HASH = const(4)
+_O_ST = const(20)
+_JS_WINDOW = const(1)
 _ST = const("<bbBBiiIIII")
 _F_KEY = const(1)
 _F_HASH = const(2)
@@ -49,7 +51,7 @@ def _int(v, hi):
 
 
 def load(dl, capacity):
-    """Read the log's records into dl (its _t, _e, _h, _hk, _lk, ext_pan_id,
+    """Read the log's records into dl (its _t, _w, _e, _h, _k, ext_pan_id,
     statistics). What is malformed on flash is left out and logged."""
     rec = dict(dl._kv("devlog").items())  # one parse, dropped when read
     d = rec.get("d")
@@ -99,7 +101,7 @@ def _entry(dl, eh, v, ic):
     # entry v of EUI eh from the store into the next slot (ValueError,
     # TypeError, IndexError for a malformed one: nothing kept). A link key
     # that is its install code's (the 16 octets: ic, han.install_code) is
-    # not kept, another is (dl._lk)
+    # not kept, another is (dl._k); a window only while open (dl._w)
     if not isinstance(eh, str) or ids.eui_hex(eh) != eh or eh in dl._e:
         raise ValueError("bad EUI")
     typ = v[0]
@@ -111,18 +113,21 @@ def _entry(dl, eh, v, ic):
     hkey = _b16(v[8]) if len(v) > 8 and v[8] is not None else None
     if key is not None and hsh and ic.link_key(ic.add_crc(hsh)) == key:
         key = True
+    ks, js, ws, we = _int(v[3], 3), _int(v[5], 4), _int(v[6], _U32), _int(v[7], _U32)
     i = len(dl._e)
     s = memoryview(dl._t)[i * _S:(i + 1) * _S]
-    _fill(s, typ, key, hsh, _int(v[3], 3), node, _int(v[5], 4), _int(v[6], _U32), _int(v[7], _U32))
+    _fill(s, typ, key, hsh, ks, node, js)
     if hkey is not None:
         s[1] |= _F_HKEY
-        if dl._hk is None:
-            dl._hk = {}
-        dl._hk[eh] = hkey
-    if s[1] & _F_LK:
-        if dl._lk is None:
-            dl._lk = {}
-        dl._lk[eh] = key
+    k = (key if s[1] & _F_LK else b"") + (hkey or b"")
+    if k:
+        if dl._k is None:
+            dl._k = {}
+        dl._k[eh] = k
+    if js == _JS_WINDOW:
+        if dl._w is None:
+            dl._w = bytearray(len(dl._t) // _S * _W)
+        pack_into("<II", dl._w, i * _W, ws, we)
     dl._e.append(eh)
 
 
@@ -168,13 +173,15 @@ def _hexout(out, buf, o, have):
         out.put(b"null")
 
 
-def emit(out, e, t, n, pend, add, drop, h, x, hk, lk, ic):
+def emit(out, e, t, w, n, pend, add, drop, h, x, k, ic):
     """The "devlog" record's JSON through out (a jsonout.JsonOut): entries
-    0..n-1 of (EUI texts e, table t) with `pend` {index: slot} in place of
-    theirs, `add` (eui, slot, historic key, own link key) after them, entry
-    `drop` left out; historic blob h, extended PAN id x (bytes or None),
-    historic keys hk, own link keys lk (dicts or None); ic
-    (han.install_code) derives the install codes' link keys."""
+    0..n-1 of (EUI texts e, table t, windows w) with `pend` {index: copy}
+    in place of theirs, `add` (eui, copy, its keys) after them, entry
+    `drop` left out (a copy: the slot, then its window's start and end);
+    historic blob h, extended PAN id x (bytes or None), the entries' keys
+    beside the table k (dict or None: own link key, historic link key); ic
+    (han.install_code) derives the install codes' link keys. A window's
+    start and end are 0 when its join state is not "join window open"."""
     out.put(b'{"d": {')
     sep = b""
     for j in range(n + (1 if add else 0)):
@@ -183,12 +190,14 @@ def emit(out, e, t, n, pend, add, drop, h, x, hk, lk, ic):
         if j < n:
             eh = e[j]
             s, o = (pend[j], 0) if pend and j in pend else (t, j * _S)
-            hkey = hk.get(eh) if hk else None
-            key = lk.get(eh) if lk else None
+            ks = k.get(eh) if k else None
         else:
-            eh, s, hkey, key = add
+            eh, s, ks = add
             o = 0
-        b, f, node, ws, we = unpack_from(_HDR, s, o)
+        b, f, node = unpack_from(_HDR, s, o)
+        ws = we = 0
+        if b >> 5 == _JS_WINDOW:
+            ws, we = unpack_from("<II", w, j * _W) if s is t else unpack_from("<II", s, _S)
         typ = b & 7
         out.put(sep)
         sep = b", "
@@ -196,7 +205,7 @@ def emit(out, e, t, n, pend, add, drop, h, x, hk, lk, ic):
         out.put(b": [")
         out.value(None if typ == _NO_TYPE else typ, 0)
         out.put(b", ")
-        key = _lkey(ic, s, o, key)
+        key = _lkey(ic, s, o, ks)
         _hexout(out, key, 0, key)
         out.put(b", ")
         if f & _F_HASH:
@@ -214,7 +223,8 @@ def emit(out, e, t, n, pend, add, drop, h, x, hk, lk, ic):
         out.put(b", ")
         out.value(we, 0)
         out.put(b", ")
-        _hexout(out, hkey, 0, f & _F_HKEY and hkey)
+        hk = ks if f & _F_HKEY else None  # its last 16 bytes
+        _hexout(out, hk, len(hk) - 16 if hk else 0, hk)
         out.put(b"]")
     out.put(b'}, "h": [')
     for i in range(0, len(h), _HS):
