@@ -66,9 +66,9 @@ NOT_HEARD = "not heard since start"
 
 # a slot: byte 0 type (bits 0-2, 7: none) | key state << 3 | join state << 5,
 # byte 1 flags, node id (u16), key hash (16 bytes), statistics (_ST).
-# Little-endian. A copy being changed (_copy) is _S + _W bytes: the slot,
-# then its window's start and end (u32; 0 when its join state is not "join
-# window open": no window kept then).
+# Little-endian. A copy of a slot being changed is the slot; one whose join
+# window opens (_window) is _S + _W bytes: the slot, then the window's start
+# and end (u32). No window is kept for a slot in another join state.
 _S = const(48)
 _W = const(8)
 _NO_TYPE = const(7)
@@ -76,8 +76,7 @@ _HDR = const("<BBH")  # byte 0, flags, node
 _O_NODE = const(2)
 _O_HASH = const(4)
 _O_ST = const(20)
-_O_WS = const(48)  # in a copy: _S
-_O_WE = const(52)
+_O_WS = const(48)  # in a copy whose window opens: _S
 _ST = const("<bbBBiiIIII")  # rssi min, max, lqi min, max, rssi sum, lqi sum, n, last, tx ok, tx fail
 _F_KEY = const(1)     # a link key: the install code's (the key hash), or with _F_LK its own
 _F_HASH = const(2)    # a key hash (else "")
@@ -154,29 +153,14 @@ def _fill(s, typ, key, hsh, ks, node, js):
     pack_into("<H", s, _O_NODE, node or 0)
 
 
-def _lkey(ic, s, o, k):
-    # the link key (bytes) of the slot at s[o], None when it has none: its
-    # own (the first 16 bytes of k, its keys in _k), or its install code's
-    # (the slot's 16 octets) through ic (han.install_code)
-    f = s[o + 1]
-    if not f & _F_KEY:
-        return None
-    if f & _F_LK:
-        return k[:16]
-    return ic.link_key(ic.add_crc(bytes(s[o + _O_HASH:o + _O_HASH + 16])))
-
-
-def _window(s, now, seconds):
-    # a copy's window opened now for seconds
+def _window(slot, now, seconds):
+    # a copy of slot with its join window opened now for seconds
+    s = bytearray(_S + _W)
+    s[:_S] = slot
     end = now + seconds
     pack_into("<II", s, _O_WS, now, end if end < _U32 else _U32)
     s[0] = s[0] & 0x1F | _JS_WINDOW << 5
-
-
-def _shut(s, js):
-    # a copy's window closed: join state js, no window kept
-    pack_into("<II", s, _O_WS, 0, 0)
-    s[0] = s[0] & 0x1F | js << 5
+    return s
 
 
 class DeviceLog:
@@ -220,10 +204,6 @@ class DeviceLog:
         or "key" (key hash changed). CS14 alerts hook in here."""
         self._listeners += (fn,)
 
-    def _kv(self, name):
-        # the cold KV `name` of the log's Store ("devlog", "devstats")
-        return self._store.kv(name, False)
-
     def _find(self, eui):
         # the slot of an EUI (bytes, or text in any form ids.eui_hex takes), -1
         # when not in the log; DeviceLogError for a malformed EUI
@@ -260,7 +240,7 @@ class DeviceLog:
         try:
             io = lazy.load(_IO)
             ic = lazy.load(_IC)
-            self._kv("devlog").replace(lambda out: io.emit(out, e, t, w, n, pend, add, drop, h, x, k, ic))
+            self._store.kv("devlog", False).replace(lambda out: io.emit(out, e, t, w, n, pend, add, drop, h, x, k, ic))
         except Exception as ex:  # OSError / PowerLost from the flash, MemoryError
             log("device_log", "write failed: " + repr(ex))
             return False
@@ -274,50 +254,27 @@ class DeviceLog:
             self.ext_pan_id = xpan
         return True
 
-    def _copy(self, i):
-        # slot i as a copy to change: the slot, its window's start and end
-        s = bytearray(_S + _W)
-        s[:_S] = memoryview(self._t)[i * _S:(i + 1) * _S]
-        if s[0] >> 5 == _JS_WINDOW:
-            s[_S:] = memoryview(self._w)[i * _W:(i + 1) * _W]
-        return s
-
-    def _put(self, i, s):
-        # copy s into slot i in RAM: its window kept while its join state is
-        # "join window open", the windows' table made for the first and
-        # dropped with the last
+    def _change(self, i, s, write=True):
+        # slot i becomes copy s on flash (unless write is False: the caller
+        # wrote it), then in RAM; True when written. Its window is kept while
+        # its join state is "join window open": the windows' table is made
+        # for the first and dropped with the last.
+        if write and not self._commit({i: s}):
+            return False
         memoryview(self._t)[i * _S:(i + 1) * _S] = memoryview(s)[:_S]
+        w = self._w
         if s[0] >> 5 == _JS_WINDOW:
-            w = self._w
             if w is None:
                 w = self._w = bytearray(len(self._t) // _S * _W)
             elif len(w) < (i + 1) * _W:
                 w.extend(bytes((i + 1) * _W - len(w)))
             w[i * _W:(i + 1) * _W] = memoryview(s)[_S:]
-        else:
-            self._tidy()
-
-    def _tidy(self):
-        # the windows' table dropped when no window is open
-        if self._w is not None:
+        elif w is not None:
             t = self._t
             for j in range(len(self._e)):
                 if t[j * _S] >> 5 == _JS_WINDOW:
-                    return
+                    return True
             self._w = None
-
-    def _win(self, i):
-        # (start, end) of slot i's window; (0, 0) when its join state is not
-        # "join window open"
-        if self._t[i * _S] >> 5 == _JS_WINDOW:
-            return unpack_from("<II", self._w, i * _W)
-        return 0, 0
-
-    def _change(self, i, s):
-        # slot i becomes copy s on flash, then in RAM; True when written
-        if not self._commit({i: s}):
-            return False
-        self._put(i, s)
         return True
 
     # -- GBCS operations --------------------------------------------------------
@@ -342,9 +299,8 @@ class DeviceLog:
             # PROTOCOLS 2: ignore the key, succeed, CS14 with a zero-length hash
             js = t[o] >> 5
             if js != _JS_JOINED and js != _JS_RESTORED and t[o + 1] & _F_KEY and join_timeout_s:
-                s = self._copy(i)
+                s = _window(memoryview(t)[o:o + _S], self.utc(), join_timeout_s)
                 s[0] = s[0] & 0xF8 | dev_type
-                _window(s, self.utc(), join_timeout_s)
                 if not self._change(i, s):
                     return WRITE_FAILURE, True
             eh = self._e[i]
@@ -360,20 +316,20 @@ class DeviceLog:
         for k in range(0, len(h), _HS):
             if h[k:k + 8] == b and h[k + 40] & 8:
                 hkey = h[k + 24:k + 40]
-        s = bytearray(_S + _W)
+        s = bytearray(_S)
         own = None if len(install_code) == 18 else key  # 16 octets that are no install code
         _fill(s, dev_type, own or True, val, _KS_INSTALL_CODE, None, _JS_WHITELISTED)
         if hkey is not None:
             s[1] |= _F_HKEY
         if join_timeout_s:
-            _window(s, self.utc(), join_timeout_s)
+            s = _window(s, self.utc(), join_timeout_s)
         k = (own or b"") + (hkey or b"")  # its keys for _k
         if not self._commit(add=(eh, s, k)):
             return WRITE_FAILURE, False
         if n * _S >= len(self._t):
             self._t.extend(bytes(_S))
         self._e.append(eh)
-        self._put(n, s)
+        self._change(n, s, False)
         if k:
             if self._k is None:
                 self._k = {}
@@ -419,15 +375,14 @@ class DeviceLog:
             if t[o] >> 5 == _JS_WINDOW:  # its window with it
                 w = memoryview(self._w)
                 w[i * _W:(i + 1) * _W] = w[n * _W:(n + 1) * _W]
-        mv[n * _S:(n + 1) * _S] = bytes(_S)
         e.pop()
-        self._tidy()
+        self._change(n, bytes(_S), False)  # the last slot cleared, the windows' table dropped with the last
         if self._k is not None:
             self._k.pop(eh, None)
             if not self._k:
                 self._k = None
         try:
-            self._kv("devstats").delete(eh)  # rare: a remove may cost one more write
+            self._store.kv("devstats", False).delete(eh)  # rare: a remove may cost one more write
         except Exception:
             pass
         self._fire("remove", eh)
@@ -494,7 +449,7 @@ class DeviceLog:
         t = self._t
         o = i * _S
         b, f, node = unpack_from(_HDR, t, o)
-        we = self._win(i)[1]
+        we = unpack_from("<I", self._w, i * _W + 4)[0] if b >> 5 == _JS_WINDOW else 0
         typ = b & 7
         typ = None if typ == _NO_TYPE else typ
         js = b >> 5
@@ -591,21 +546,21 @@ class DeviceLog:
         i = self._find(eui)
         if i < 0 or not self._t[i * _S + 1] & _F_KEY:
             return INCOMPATIBLE
-        s = self._copy(i)
+        s = self._t[i * _S:(i + 1) * _S]
         if seconds > 0:
-            _window(s, self.utc(), seconds)
+            s = _window(s, self.utc(), seconds)
         else:
-            _shut(s, _JS_WHITELISTED)
+            s[0] = s[0] & 0x1F | _JS_WHITELISTED << 5
         return OK if self._change(i, s) else WRITE_FAILURE
 
     def window_open(self, eui, now=None):
         i = self._find(eui)
         if now is None:
             now = self.utc()
-        if i < 0:
+        if i < 0 or self._t[i * _S] >> 5 != _JS_WINDOW:
             return False
-        ws, we = self._win(i)
-        return self._t[i * _S] >> 5 == _JS_WINDOW and ws <= now < we
+        ws, we = unpack_from("<II", self._w, i * _W)
+        return ws <= now < we
 
     def open_windows(self, now=None):
         """[(eui_hex, window_end)] of the windows open now."""
@@ -614,7 +569,7 @@ class DeviceLog:
         out = []
         for i in range(len(self._e)):
             if self._t[i * _S] >> 5 == _JS_WINDOW:
-                ws, we = self._win(i)
+                ws, we = unpack_from("<II", self._w, i * _W)
                 if ws <= now < we:
                     out.append((self._e[i], we))
         return out
@@ -629,8 +584,10 @@ class DeviceLog:
         if i < 0:
             return None
         b, f, node = unpack_from(_HDR, self._t, i * _S)
-        ws, we = self._win(i)
-        if b >> 5 != _JS_WINDOW or not ws <= now < we or not f & _F_KEY:
+        if b >> 5 != _JS_WINDOW:
+            return None
+        ws, we = unpack_from("<II", self._w, i * _W)
+        if not ws <= now < we or not f & _F_KEY:
             return None
         if f & _F_HKEY and (now - ws) * 2 < we - ws:
             return self._k[self._e[i]][-16:]
@@ -656,8 +613,10 @@ class DeviceLog:
         if not t[o + 1] & _F_KEY:
             return None
         try:
-            return _lkey(lazy.load(_IC), t, o, None)
+            ic = lazy.load(_IC)
+            return ic.link_key(ic.add_crc(bytes(t[o + _O_HASH:o + _O_HASH + 16])))
         finally:
+            ic = None
             lazy.drop(_IC, False)
 
     def is_joined(self, eui):
@@ -671,14 +630,14 @@ class DeviceLog:
         if not isinstance(node_id, int) or not 0 <= node_id <= 0xFFFF:
             log("device_log", "join of %s refused: node id %r" % (self._e[i], node_id))
             return False
-        s = self._copy(i)
+        s = self._t[i * _S:(i + 1) * _S]
         ks = (s[0] >> 3) & 3
         # a rejoin after a key establishment keeps its key; a join inside an
         # open window used the install-code key again
         b, f = s[0], s[1]
-        cbke = ks == _KS_CBKE and not (b >> 5 == _JS_WINDOW and unpack_from("<I", s, _O_WE)[0] > self.utc())
+        cbke = ks == _KS_CBKE and not (b >> 5 == _JS_WINDOW and unpack_from("<I", self._w, i * _W + 4)[0] > self.utc())
         pack_into("<H", s, _O_NODE, node_id)
-        _shut(s, _JS_JOINED)
+        s[0] = s[0] & 0x1F | _JS_JOINED << 5
         s[1] |= _F_NODE | _F_HEARD
         if f & _F_KEY and not cbke:
             s[0] = s[0] & 0xE7 | _KS_ESTABLISHED << 3
@@ -697,7 +656,7 @@ class DeviceLog:
             return False
         if (self._t[i * _S] >> 3) & 3 == _KS_CBKE:
             return True
-        s = self._copy(i)
+        s = self._t[i * _S:(i + 1) * _S]
         s[0] = s[0] & 0xE7 | _KS_CBKE << 3
         return self._change(i, s)
 
@@ -705,8 +664,8 @@ class DeviceLog:
         i = self._find(eui)
         if i < 0:
             return False
-        s = self._copy(i)
-        _shut(s, _JS_LEFT)
+        s = self._t[i * _S:(i + 1) * _S]
+        s[0] = s[0] & 0x1F | _JS_LEFT << 5
         s[1] &= ~_F_HEARD
         self._t[i * _S + 1] &= ~_F_HEARD
         return self._change(i, s)
@@ -718,13 +677,13 @@ class DeviceLog:
         t = self._t
         gone = {}
         for i in range(len(self._e)):
-            if t[i * _S] >> 5 == _JS_WINDOW and now >= self._win(i)[1]:
-                s = self._copy(i)
-                _shut(s, _JS_WHITELISTED)
+            if t[i * _S] >> 5 == _JS_WINDOW and now >= unpack_from("<I", self._w, i * _W + 4)[0]:
+                s = self._t[i * _S:(i + 1) * _S]
+                s[0] = s[0] & 0x1F | _JS_WHITELISTED << 5
                 gone[i] = s
         if gone and self._commit(gone):
             for i, s in gone.items():
-                self._put(i, s)
+                self._change(i, s, False)
         return [self._e[i] for i in gone]
 
     # -- statistics -------------------------------------------------------------
@@ -795,7 +754,7 @@ class DeviceLog:
         e, t = self._e, self._t
         try:
             io = lazy.load(_IO)
-            self._kv("devstats").replace(lambda out: io.emit_stats(out, e, t))
+            self._store.kv("devstats", False).replace(lambda out: io.emit_stats(out, e, t))
         except Exception:
             self._sf = ~now  # still to write
             return False

@@ -11,7 +11,7 @@ from binascii import hexlify, unhexlify
 from struct import pack_into, unpack_from
 
 import ids
-from chf.device_log import TYPE_NAMES, _IC, _fill, _lkey
+from chf.device_log import TYPE_NAMES, _IC, _fill
 import lazy
 from log import log
 
@@ -53,7 +53,7 @@ def _int(v, hi):
 def load(dl, capacity):
     """Read the log's records into dl (its _t, _w, _e, _h, _k, ext_pan_id,
     statistics). What is malformed on flash is left out and logged."""
-    rec = dict(dl._kv("devlog").items())  # one parse, dropped when read
+    rec = dict(dl._store.kv("devlog", False).items())  # one parse, dropped when read
     d = rec.get("d")
     d = d if isinstance(d, dict) else {}
     dl._t = bytearray(_S * (capacity if capacity > len(d) else len(d)))
@@ -87,7 +87,7 @@ def load(dl, capacity):
     except Exception as ex:
         log("device_log", "extended PAN id not loaded: %r" % (ex,))
     rec = hist = h = None
-    saved = dict(dl._kv("devstats").items())
+    saved = dict(dl._store.kv("devstats", False).items())
     for i in range(len(dl._e)):
         v = saved.get(dl._e[i])
         if v is not None:
@@ -161,6 +161,18 @@ def hrec(eh, hsh, key, typ, t):
     r[40] = f
     pack_into("<I", r, 41, t)
     return r
+
+
+def _lkey(ic, s, o, k):
+    # the link key (bytes) of the slot at s[o], None when it has none: its
+    # own (the first 16 bytes of k, its keys in _k), or its install code's
+    # (the slot's 16 octets) through ic (han.install_code)
+    f = s[o + 1]
+    if not f & _F_KEY:
+        return None
+    if f & _F_LK:
+        return k[:16]
+    return ic.link_key(ic.add_crc(bytes(s[o + _O_HASH:o + _O_HASH + 16])))
 
 
 def _hexout(out, buf, o, have):

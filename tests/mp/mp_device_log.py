@@ -392,7 +392,7 @@ def test_join_windows_held_only_while_open():
     st = fresh()
     clk = Clock(1000)
     log = DL.DeviceLog(st, clk)
-    e1, e2, e3 = DL.eui_hex(eui(1)), DL.eui_hex(eui(2)), DL.eui_hex(eui(3))
+    e2, e3 = DL.eui_hex(eui(2)), DL.eui_hex(eui(3))
     assert log.add(eui(1), 1, CODE, 0) == (DL.OK, False) and log._w is None
     assert log.add(eui(2), 1, CODE, 100) == (DL.OK, False)  # 1000..1100
     assert log.add(eui(3), 0, CODE2, 300) == (DL.OK, False)  # 1000..1300
