@@ -179,8 +179,8 @@ class DeviceLog:
             self.historic_capacity = historic_capacity
         if stats_period != 900:
             self.stats_period = stats_period
-        # the Store: its KVs "devlog" and "devstats" (both cold) made for a
-        # read or a write (_kv), not held
+        # the Store: its KVs "devlog" and "devstats" (both cold) asked for
+        # at each read or write, not held
         self._store = store
         self._listeners = ()
         self._k = None
@@ -226,7 +226,7 @@ class DeviceLog:
 
     def _commit(self, pend=None, add=None, drop=-1, hist=None, xpan=None, e=None, t=None):
         """Write the log whole as it is with these changes (pend {slot: its
-        new copy}, add (eui, copy, its keys for _k or None), drop a slot, a
+        new copy}, add (eui, copy, its keys for _k or b""), drop a slot, a
         new historic blob, extended PAN id; or e, t: a new log without
         windows or keys in _k); True when written. The caller then makes the
         same changes in RAM (RAM follows flash). The install code's module
