@@ -237,6 +237,7 @@ class DeviceLog:
         h = self._h if hist is None else hist
         x = self.ext_pan_id if xpan is None else xpan
         n = len(e)
+        back = lazy.borrow(_IC)
         try:
             io = lazy.load(_IO)
             ic = lazy.load(_IC)
@@ -246,7 +247,7 @@ class DeviceLog:
             return False
         finally:
             io = ic = None
-            lazy.drop(_IC, False)
+            lazy.give_back(back)
             lazy.drop(_IO)
         if hist is not None:
             self._h = hist
@@ -612,12 +613,13 @@ class DeviceLog:
             return self._k[self._e[i]][:16]
         if not t[o + 1] & _F_KEY:
             return None
+        back = lazy.borrow(_IC)
         try:
             ic = lazy.load(_IC)
             return ic.link_key(ic.add_crc(bytes(t[o + _O_HASH:o + _O_HASH + 16])))
         finally:
             ic = None
-            lazy.drop(_IC, False)
+            lazy.give_back(back)
 
     def is_joined(self, eui):
         i = self._find(eui)

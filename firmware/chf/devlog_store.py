@@ -57,8 +57,9 @@ def load(dl, capacity):
     d = rec.get("d")
     d = d if isinstance(d, dict) else {}
     dl._t = bytearray(_S * (capacity if capacity > len(d) else len(d)))
-    ic = lazy.load(_IC)
+    back = lazy.borrow(_IC)
     try:
+        ic = lazy.load(_IC)
         for eh, v in d.items():
             try:
                 _entry(dl, eh, v, ic)
@@ -66,7 +67,7 @@ def load(dl, capacity):
                 log("device_log", "entry %r not loaded: %r" % (eh, ex))
     finally:
         ic = None
-        lazy.drop(_IC, False)
+        lazy.give_back(back)
     d = None
     h = bytearray()
     hist = rec.get("h")
