@@ -26,5 +26,5 @@ def test_the_store_reads_the_slots_as_the_log_packs_them() -> None:
     store = _consts(FIRMWARE / "chf/devlog_store.py")
     shared = sorted(set(log) & set(store))
     # the slot size, header, offsets, statistics and flags the store uses
-    assert {"_S", "_HDR", "_O_KEY", "_O_HASH", "_O_ST", "_ST", "_F_KEY", "_F_HASH", "_HS"} <= set(shared)
+    assert {"_S", "_W", "_HDR", "_O_HASH", "_O_ST", "_ST", "_F_KEY", "_F_HASH", "_F_LK", "_JS_WINDOW", "_HS"} <= set(shared)
     assert [n for n in shared if log[n] != store[n]] == []

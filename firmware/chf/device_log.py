@@ -14,10 +14,16 @@
 # seconds (and when the join state changes), to spare the flash.
 #
 # RAM: one bytearray of `capacity` slots of _S bytes (entry and statistics
-# packed, keys as bytes: text made only when a view or the store asks), the
+# packed, the key hash as bytes: text made only when a view or the store
+# asks; no link key: an entry's link key is its install code's, derived
+# when a join or the store asks, `_link`), the join windows' start and end
+# (one bytearray of _W bytes a slot, None while no window is open), the
 # list of the entries' EUI texts in slot order (what the RAM tables keyed by
 # device share: `key`), the historic log as one bytes of _HS-byte records,
-# and the historic link keys of re-added devices (a dict, None when none).
+# and in one dict (None when empty) the keys of the entries that hold more:
+# a link key that is not the install code's (a code of another length than
+# 16 bytes: its hash is no install code) and the historic link key of a
+# re-added device, in that order.
 import ids
 import lazy
 from binascii import hexlify, unhexlify
@@ -59,24 +65,26 @@ _JOIN_STATES = const(("whitelisted", "join window open", "joined", "restored", "
 NOT_HEARD = "not heard since start"
 
 # a slot: byte 0 type (bits 0-2, 7: none) | key state << 3 | join state << 5,
-# byte 1 flags, node id (u16), window start, window end (u32), link key,
-# key hash (16 bytes each), statistics (_ST). Little-endian.
-_S = const(72)
+# byte 1 flags, node id (u16), key hash (16 bytes), statistics (_ST).
+# Little-endian. A copy of a slot being changed is the slot; one whose join
+# window opens (_window) is _S + _W bytes: the slot, then the window's start
+# and end (u32). No window is kept for a slot in another join state.
+_S = const(48)
+_W = const(8)
 _NO_TYPE = const(7)
-_HDR = const("<BBHII")  # byte 0, flags, node, window start, window end
+_HDR = const("<BBH")  # byte 0, flags, node
 _O_NODE = const(2)
-_O_WS = const(4)
-_O_WE = const(8)
-_O_KEY = const(12)
-_O_HASH = const(28)
-_O_ST = const(44)
+_O_HASH = const(4)
+_O_ST = const(20)
+_O_WS = const(48)  # in a copy whose window opens: _S
 _ST = const("<bbBBiiIIII")  # rssi min, max, lqi min, max, rssi sum, lqi sum, n, last, tx ok, tx fail
-_F_KEY = const(1)     # a link key
+_F_KEY = const(1)     # a link key: the install code's (the key hash), or with _F_LK its own
 _F_HASH = const(2)    # a key hash (else "")
 _F_NODE = const(4)    # a node id
 _F_STATS = const(8)   # statistics recorded
 _F_HEARD = const(16)  # heard since start (RAM only)
-_F_HKEY = const(32)   # a historic link key (in _hk)
+_F_HKEY = const(32)   # a historic link key (in _k: its last 16 bytes)
+_F_LK = const(64)     # a link key not the install code's (in _k: its first 16 bytes)
 _U32 = const(0xFFFFFFFF)
 
 # a historic record: EUI (8), key hash (16), link key (16), byte 40 type
@@ -128,57 +136,73 @@ def _keys(install_code):
         lazy.drop(_IC)
 
 
-def _fill(s, typ, key, hsh, ks, node, js, ws, we):
-    # a slot's entry part (s: a zeroed slot; key/hsh: bytes or None)
+def _fill(s, typ, key, hsh, ks, node, js):
+    # a slot's entry part (s: a zeroed slot; hsh: bytes or None; key: None,
+    # True (the install code's link key: hsh is that code) or its own link
+    # key (bytes, which the caller keeps in _k))
     s[0] = (_NO_TYPE if typ is None else typ) | ks << 3 | js << 5
     f = 0
     if key:
-        f |= _F_KEY
-        s[_O_KEY:_O_KEY + 16] = key
+        f |= _F_KEY if key is True else _F_KEY | _F_LK
     if hsh:
         f |= _F_HASH
         s[_O_HASH:_O_HASH + 16] = hsh
     if node is not None:
         f |= _F_NODE
     s[1] = f
-    pack_into("<HII", s, _O_NODE, node or 0, ws, we)
+    pack_into("<H", s, _O_NODE, node or 0)
 
 
-def _window(s, now, seconds):
+def _window(slot, now, seconds):
+    # a copy of slot with its join window opened now for seconds
+    s = bytearray(_S + _W)
+    s[:_S] = slot
     end = now + seconds
     pack_into("<II", s, _O_WS, now, end if end < _U32 else _U32)
     s[0] = s[0] & 0x1F | _JS_WINDOW << 5
+    return s
 
 
 class DeviceLog:
+    # the defaults: an instance holds one of these only when it differs
+    capacity = 16
+    historic_capacity = 15
+    stats_period = 900
+
     def __init__(self, store, utc, capacity=16, historic_capacity=15, stats_period=900):
         if capacity < 1 or historic_capacity < 1:
             raise DeviceLogError("device log: capacity must be >= 1")
         self.utc = utc
-        self.capacity = capacity
-        self.historic_capacity = historic_capacity
-        self.stats_period = stats_period
-        self._kv = store.kv("devlog", keep=False)
-        self._skv = store.kv("devstats", keep=False)
-        self._listeners = []
-        self._hk = None
+        if capacity != 16:
+            self.capacity = capacity
+        if historic_capacity != 15:
+            self.historic_capacity = historic_capacity
+        if stats_period != 900:
+            self.stats_period = stats_period
+        # the Store: its KVs "devlog" and "devstats" (both cold) asked for
+        # at each read or write, not held
+        self._store = store
+        self._listeners = ()
+        self._k = None
         self.ext_pan_id = None
         self._t = None
+        self._w = None
         self._e = []
         self._h = b""
         try:
             lazy.load(_IO).load(self, capacity)
         finally:
             lazy.drop(_IO)
-        self._stats_dirty = False
-        self._stats_flushed = utc()
+        # the statistics' last flush (UTC seconds); ~ that (below 0) while
+        # RAM holds changes not written
+        self._sf = utc()
 
     # -- plumbing ---------------------------------------------------------------
 
     def on_change(self, fn):
         """fn(kind, eui_hex): kind is "add", "duplicate", "remove", "restore"
         or "key" (key hash changed). CS14 alerts hook in here."""
-        self._listeners.append(fn)
+        self._listeners += (fn,)
 
     def _find(self, eui):
         # the slot of an EUI (bytes, or text in any form ids.eui_hex takes), -1
@@ -200,24 +224,30 @@ class DeviceLog:
         for fn in self._listeners:
             fn(kind, eh)
 
-    def _commit(self, pend=None, add=None, drop=-1, hist=None, xpan=None, e=None, t=None, hk=None):
-        """Write the log whole as it is with these changes (pend {slot:
-        new slot}, add (eui, slot, historic key), drop a slot, a new historic
-        blob, extended PAN id; or e, t, hk: a new log); True when written.
-        The caller then makes the same changes in RAM (RAM follows flash)."""
+    def _commit(self, pend=None, add=None, drop=-1, hist=None, xpan=None, e=None, t=None):
+        """Write the log whole as it is with these changes (pend {slot: its
+        new copy}, add (eui, copy, its keys for _k or b""), drop a slot, a
+        new historic blob, extended PAN id; or e, t: a new log without
+        windows or keys in _k); True when written. The caller then makes the
+        same changes in RAM (RAM follows flash). The install code's module
+        is loaded for it (the link keys written are derived)."""
+        k = w = None
         if e is None:
-            e, t, hk = self._e, self._t, self._hk
+            e, t, k, w = self._e, self._t, self._k, self._w
         h = self._h if hist is None else hist
         x = self.ext_pan_id if xpan is None else xpan
         n = len(e)
+        back = lazy.borrow(_IC)
         try:
             io = lazy.load(_IO)
-            self._kv.replace(lambda out: io.emit(out, e, t, n, pend, add, drop, h, x, hk))
+            ic = lazy.load(_IC)
+            self._store.kv("devlog", False).replace(lambda out: io.emit(out, e, t, w, n, pend, add, drop, h, x, k, ic))
         except Exception as ex:  # OSError / PowerLost from the flash, MemoryError
             log("device_log", "write failed: " + repr(ex))
             return False
         finally:
-            io = None
+            io = ic = None
+            lazy.give_back(back)
             lazy.drop(_IO)
         if hist is not None:
             self._h = hist
@@ -225,11 +255,27 @@ class DeviceLog:
             self.ext_pan_id = xpan
         return True
 
-    def _change(self, i, s):
-        # slot i becomes s on flash, then in RAM; True when written
-        if not self._commit({i: s}):
+    def _change(self, i, s, write=True):
+        # slot i becomes copy s on flash (unless write is False: the caller
+        # wrote it), then in RAM; True when written. Its window is kept while
+        # its join state is "join window open": the windows' table is made
+        # for the first and dropped with the last.
+        if write and not self._commit({i: s}):
             return False
-        memoryview(self._t)[i * _S:(i + 1) * _S] = s
+        memoryview(self._t)[i * _S:(i + 1) * _S] = memoryview(s)[:_S]
+        w = self._w
+        if s[0] >> 5 == _JS_WINDOW:
+            if w is None:
+                w = self._w = bytearray(len(self._t) // _S * _W)
+            elif len(w) < (i + 1) * _W:
+                w.extend(bytes((i + 1) * _W - len(w)))
+            w[i * _W:(i + 1) * _W] = memoryview(s)[_S:]
+        elif w is not None:
+            t = self._t
+            for j in range(len(self._e)):
+                if t[j * _S] >> 5 == _JS_WINDOW:
+                    return True
+            self._w = None
         return True
 
     # -- GBCS operations --------------------------------------------------------
@@ -254,9 +300,8 @@ class DeviceLog:
             # PROTOCOLS 2: ignore the key, succeed, CS14 with a zero-length hash
             js = t[o] >> 5
             if js != _JS_JOINED and js != _JS_RESTORED and t[o + 1] & _F_KEY and join_timeout_s:
-                s = self._t[i * _S:(i + 1) * _S]
+                s = _window(memoryview(t)[o:o + _S], self.utc(), join_timeout_s)
                 s[0] = s[0] & 0xF8 | dev_type
-                _window(s, self.utc(), join_timeout_s)
                 if not self._change(i, s):
                     return WRITE_FAILURE, True
             eh = self._e[i]
@@ -273,21 +318,23 @@ class DeviceLog:
             if h[k:k + 8] == b and h[k + 40] & 8:
                 hkey = h[k + 24:k + 40]
         s = bytearray(_S)
-        _fill(s, dev_type, key, val, _KS_INSTALL_CODE, None, _JS_WHITELISTED, 0, 0)
+        own = None if len(install_code) == 18 else key  # 16 octets that are no install code
+        _fill(s, dev_type, own or True, val, _KS_INSTALL_CODE, None, _JS_WHITELISTED)
         if hkey is not None:
             s[1] |= _F_HKEY
         if join_timeout_s:
-            _window(s, self.utc(), join_timeout_s)
-        if not self._commit(add=(eh, s, hkey)):
+            s = _window(s, self.utc(), join_timeout_s)
+        k = (own or b"") + (hkey or b"")  # its keys for _k
+        if not self._commit(add=(eh, s, k)):
             return WRITE_FAILURE, False
         if n * _S >= len(self._t):
             self._t.extend(bytes(_S))
-        memoryview(self._t)[n * _S:(n + 1) * _S] = s
         self._e.append(eh)
-        if hkey is not None:
-            if self._hk is None:
-                self._hk = {}
-            self._hk[eh] = hkey
+        self._change(n, s, False)
+        if k:
+            if self._k is None:
+                self._k = {}
+            self._k[eh] = k
         self._fire("add", eh)
         return OK, False
 
@@ -310,8 +357,7 @@ class DeviceLog:
                 if h[k:k + 8] != b:
                     hist.extend(h[k:k + _HS])
             try:
-                hist.extend(lazy.load(_IO).hrec(eh, t[o + _O_HASH:o + _O_HASH + 16],
-                                                t[o + _O_KEY:o + _O_KEY + 16] if f & _F_KEY else None,
+                hist.extend(lazy.load(_IO).hrec(eh, t[o + _O_HASH:o + _O_HASH + 16], self._link(i),
                                                 None if typ == _NO_TYPE else typ, self.utc()))
             finally:
                 lazy.drop(_IO)
@@ -327,14 +373,17 @@ class DeviceLog:
         if i < n:
             mv[o:o + _S] = mv[n * _S:(n + 1) * _S]
             e[i] = e[n]
-        mv[n * _S:(n + 1) * _S] = bytes(_S)
+            if t[o] >> 5 == _JS_WINDOW:  # its window with it
+                w = memoryview(self._w)
+                w[i * _W:(i + 1) * _W] = w[n * _W:(n + 1) * _W]
         e.pop()
-        if self._hk is not None:
-            self._hk.pop(eh, None)
-            if not self._hk:
-                self._hk = None
+        self._change(n, bytes(_S), False)  # the last slot cleared, the windows' table dropped with the last
+        if self._k is not None:
+            self._k.pop(eh, None)
+            if not self._k:
+                self._k = None
         try:
-            self._skv.delete(eh)  # rare: a remove may cost one more write
+            self._store.kv("devstats", False).delete(eh)  # rare: a remove may cost one more write
         except Exception:
             pass
         self._fire("remove", eh)
@@ -349,32 +398,28 @@ class DeviceLog:
             raise DeviceLogError("extended PAN id must be 8 bytes")
         e = []
         t = bytearray(_S * (self.capacity if self.capacity > len(devices) else len(devices)))
-        ic = lazy.load(_IC)
-        try:
-            for eui, kh in devices:
-                if len(kh) not in (0, 16):
-                    raise DeviceLogError("key hash must be 16 bytes")
-                eh = eui_hex(eui)
-                if eh in e:  # the last value of an EUI given twice
-                    i = e.index(eh)
-                    t[i * _S:(i + 1) * _S] = bytes(_S)
-                else:
-                    i = len(e)
-                    e.append(eh)
-                key = ic.link_key(ic.add_crc(bytes(kh))) if kh else None
-                _fill(memoryview(t)[i * _S:(i + 1) * _S], None, key, kh, _KS_INSTALL_CODE if key else _KS_NONE,
-                      None, _JS_RESTORED, 0, 0)
-        finally:
-            lazy.drop(_IC)
+        for eui, kh in devices:
+            if len(kh) not in (0, 16):
+                raise DeviceLogError("key hash must be 16 bytes")
+            eh = eui_hex(eui)
+            if eh in e:  # the last value of an EUI given twice
+                i = e.index(eh)
+                t[i * _S:(i + 1) * _S] = bytes(_S)
+            else:
+                i = len(e)
+                e.append(eh)
+            # the value is the install code: the link key its own (derived when asked)
+            _fill(memoryview(t)[i * _S:(i + 1) * _S], None, True if kh else None, kh,
+                  _KS_INSTALL_CODE if kh else _KS_NONE, None, _JS_RESTORED)
         if len(e) > self.capacity:
             return FULL
         if len(t) > _S * self.capacity:
             t = t[:_S * self.capacity]
-        if not self._commit(xpan=bytes(ext_pan_id), e=e, t=t, hk={}):
+        if not self._commit(xpan=bytes(ext_pan_id), e=e, t=t):
             return WRITE_FAILURE
         self._e = e
         self._t = t
-        self._hk = None
+        self._k = self._w = None
         for eh in e:
             self._fire("restore", eh)
         return OK
@@ -404,7 +449,8 @@ class DeviceLog:
     def _view(self, i, now):
         t = self._t
         o = i * _S
-        b, f, node, ws, we = unpack_from(_HDR, t, o)
+        b, f, node = unpack_from(_HDR, t, o)
+        we = unpack_from("<I", self._w, i * _W + 4)[0] if b >> 5 == _JS_WINDOW else 0
         typ = b & 7
         typ = None if typ == _NO_TYPE else typ
         js = b >> 5
@@ -478,7 +524,7 @@ class DeviceLog:
         """[(eui_hex, link key)] of the entries a restore left waiting for
         their device's rejoin (the trust centre puts them in the NCP's key table)."""
         t = self._t
-        return [(eh, bytes(t[i * _S + _O_KEY:i * _S + _O_KEY + 16])) for i, eh in enumerate(self._e)
+        return [(eh, self._link(i)) for i, eh in enumerate(self._e)
                 if t[i * _S] >> 5 == _JS_RESTORED and t[i * _S + 1] & _F_KEY]
 
     def not_heard(self):
@@ -503,9 +549,8 @@ class DeviceLog:
             return INCOMPATIBLE
         s = self._t[i * _S:(i + 1) * _S]
         if seconds > 0:
-            _window(s, self.utc(), seconds)
+            s = _window(s, self.utc(), seconds)
         else:
-            pack_into("<I", s, _O_WE, 0)
             s[0] = s[0] & 0x1F | _JS_WHITELISTED << 5
         return OK if self._change(i, s) else WRITE_FAILURE
 
@@ -513,10 +558,10 @@ class DeviceLog:
         i = self._find(eui)
         if now is None:
             now = self.utc()
-        if i < 0:
+        if i < 0 or self._t[i * _S] >> 5 != _JS_WINDOW:
             return False
-        b, f, node, ws, we = unpack_from(_HDR, self._t, i * _S)
-        return b >> 5 == _JS_WINDOW and ws <= now < we
+        ws, we = unpack_from("<II", self._w, i * _W)
+        return ws <= now < we
 
     def open_windows(self, now=None):
         """[(eui_hex, window_end)] of the windows open now."""
@@ -524,9 +569,10 @@ class DeviceLog:
             now = self.utc()
         out = []
         for i in range(len(self._e)):
-            b, f, node, ws, we = unpack_from(_HDR, self._t, i * _S)
-            if b >> 5 == _JS_WINDOW and ws <= now < we:
-                out.append((self._e[i], we))
+            if self._t[i * _S] >> 5 == _JS_WINDOW:
+                ws, we = unpack_from("<II", self._w, i * _W)
+                if ws <= now < we:
+                    out.append((self._e[i], we))
         return out
 
     def join_key(self, eui, now=None):
@@ -538,13 +584,15 @@ class DeviceLog:
             now = self.utc()
         if i < 0:
             return None
-        o = i * _S
-        b, f, node, ws, we = unpack_from(_HDR, self._t, o)
-        if b >> 5 != _JS_WINDOW or not ws <= now < we or not f & _F_KEY:
+        b, f, node = unpack_from(_HDR, self._t, i * _S)
+        if b >> 5 != _JS_WINDOW:
+            return None
+        ws, we = unpack_from("<II", self._w, i * _W)
+        if not ws <= now < we or not f & _F_KEY:
             return None
         if f & _F_HKEY and (now - ws) * 2 < we - ws:
-            return self._hk[self._e[i]]
-        return bytes(self._t[o + _O_KEY:o + _O_KEY + 16])
+            return self._k[self._e[i]][-16:]
+        return self._link(i)
 
     def link_keys(self, eui):
         """The link keys the device may hold after a join through this log:
@@ -552,11 +600,26 @@ class DeviceLog:
         i = self._find(eui)
         if i < 0:
             return ()
-        o = i * _S
-        f = self._t[o + 1]
-        k = bytes(self._t[o + _O_KEY:o + _O_KEY + 16]) if f & _F_KEY else None
-        hk = self._hk[self._e[i]] if f & _F_HKEY else None
+        k = self._link(i)
+        hk = self._k[self._e[i]][-16:] if self._t[i * _S + 1] & _F_HKEY else None
         return tuple(x for x in (k, hk) if x)
+
+    def _link(self, i):
+        # slot i's link key (None when none); its install code's is derived
+        # (the install code's module loaded for it)
+        t = self._t
+        o = i * _S
+        if t[o + 1] & _F_LK:
+            return self._k[self._e[i]][:16]
+        if not t[o + 1] & _F_KEY:
+            return None
+        back = lazy.borrow(_IC)
+        try:
+            ic = lazy.load(_IC)
+            return ic.link_key(ic.add_crc(bytes(t[o + _O_HASH:o + _O_HASH + 16])))
+        finally:
+            ic = None
+            lazy.give_back(back)
 
     def is_joined(self, eui):
         i = self._find(eui)
@@ -573,10 +636,9 @@ class DeviceLog:
         ks = (s[0] >> 3) & 3
         # a rejoin after a key establishment keeps its key; a join inside an
         # open window used the install-code key again
-        b, f, node, ws, we = unpack_from(_HDR, s, 0)
-        cbke = ks == _KS_CBKE and not (b >> 5 == _JS_WINDOW and we > self.utc())
+        b, f = s[0], s[1]
+        cbke = ks == _KS_CBKE and not (b >> 5 == _JS_WINDOW and unpack_from("<I", self._w, i * _W + 4)[0] > self.utc())
         pack_into("<H", s, _O_NODE, node_id)
-        pack_into("<I", s, _O_WE, 0)
         s[0] = s[0] & 0x1F | _JS_JOINED << 5
         s[1] |= _F_NODE | _F_HEARD
         if f & _F_KEY and not cbke:
@@ -617,15 +679,13 @@ class DeviceLog:
         t = self._t
         gone = {}
         for i in range(len(self._e)):
-            b, f, node, ws, we = unpack_from(_HDR, t, i * _S)
-            if b >> 5 == _JS_WINDOW and now >= we:
+            if t[i * _S] >> 5 == _JS_WINDOW and now >= unpack_from("<I", self._w, i * _W + 4)[0]:
                 s = self._t[i * _S:(i + 1) * _S]
                 s[0] = s[0] & 0x1F | _JS_WHITELISTED << 5
-                pack_into("<I", s, _O_WE, 0)
                 gone[i] = s
         if gone and self._commit(gone):
             for i, s in gone.items():
-                memoryview(t)[i * _S:(i + 1) * _S] = s
+                self._change(i, s, False)
         return [self._e[i] for i in gone]
 
     # -- statistics -------------------------------------------------------------
@@ -680,24 +740,27 @@ class DeviceLog:
         return True
 
     def _dirty(self):
-        self._stats_dirty = True
-        if self.utc() - self._stats_flushed >= self.stats_period:
+        sf = self._sf
+        if sf >= 0:
+            self._sf = sf = ~sf
+        if self.utc() - ~sf >= self.stats_period:
             self.flush_stats()
 
     def flush_stats(self):
         """Write the HAN statistics now (also called on join-state changes):
         the "devstats" record whole, of the entries that have statistics."""
-        self._stats_flushed = self.utc()
-        if not self._stats_dirty:
+        sf = self._sf
+        self._sf = now = self.utc()
+        if sf >= 0:
             return True
         e, t = self._e, self._t
         try:
             io = lazy.load(_IO)
-            self._skv.replace(lambda out: io.emit_stats(out, e, t))
+            self._store.kv("devstats", False).replace(lambda out: io.emit_stats(out, e, t))
         except Exception:
+            self._sf = ~now  # still to write
             return False
         finally:
             io = None
             lazy.drop(_IO)
-        self._stats_dirty = False
         return True

@@ -11,24 +11,27 @@ from binascii import hexlify, unhexlify
 from struct import pack_into, unpack_from
 
 import ids
-from chf.device_log import TYPE_NAMES, _fill
+from chf.device_log import TYPE_NAMES, _IC, _fill
+import lazy
 from log import log
 
 from micropython import const
 
 # the slot and historic record layouts of chf.device_log (the same numbers)
-_S = const(72)
+_S = const(48)
+_W = const(8)
 _NO_TYPE = const(7)
-_HDR = const("<BBHII")
-_O_KEY = const(12)
-_O_HASH = const(28)
-_O_ST = const(44)
+_HDR = const("<BBH")
+_O_HASH = const(4)
+_O_ST = const(20)
+_JS_WINDOW = const(1)
 _ST = const("<bbBBiiIIII")
 _F_KEY = const(1)
 _F_HASH = const(2)
 _F_NODE = const(4)
 _F_STATS = const(8)
 _F_HKEY = const(32)
+_F_LK = const(64)
 _U32 = const(0xFFFFFFFF)
 _HS = const(45)
 
@@ -48,17 +51,23 @@ def _int(v, hi):
 
 
 def load(dl, capacity):
-    """Read the log's records into dl (its _t, _e, _h, _hk, ext_pan_id,
+    """Read the log's records into dl (its _t, _w, _e, _h, _k, ext_pan_id,
     statistics). What is malformed on flash is left out and logged."""
-    rec = dict(dl._kv.items())  # one parse, dropped when read
+    rec = dict(dl._store.kv("devlog", False).items())  # one parse, dropped when read
     d = rec.get("d")
     d = d if isinstance(d, dict) else {}
     dl._t = bytearray(_S * (capacity if capacity > len(d) else len(d)))
-    for eh, v in d.items():
-        try:
-            _entry(dl, eh, v)
-        except Exception as ex:  # a bad entry on flash: refused, said
-            log("device_log", "entry %r not loaded: %r" % (eh, ex))
+    back = lazy.borrow(_IC)
+    try:
+        ic = lazy.load(_IC)
+        for eh, v in d.items():
+            try:
+                _entry(dl, eh, v, ic)
+            except Exception as ex:  # a bad entry on flash: refused, said
+                log("device_log", "entry %r not loaded: %r" % (eh, ex))
+    finally:
+        ic = None
+        lazy.give_back(back)
     d = None
     h = bytearray()
     hist = rec.get("h")
@@ -79,7 +88,7 @@ def load(dl, capacity):
     except Exception as ex:
         log("device_log", "extended PAN id not loaded: %r" % (ex,))
     rec = hist = h = None
-    saved = dict(dl._skv.items())
+    saved = dict(dl._store.kv("devstats", False).items())
     for i in range(len(dl._e)):
         v = saved.get(dl._e[i])
         if v is not None:
@@ -89,9 +98,11 @@ def load(dl, capacity):
                 log("device_log", "statistics of %s not loaded: %r" % (dl._e[i], ex))
 
 
-def _entry(dl, eh, v):
+def _entry(dl, eh, v, ic):
     # entry v of EUI eh from the store into the next slot (ValueError,
-    # TypeError, IndexError for a malformed one: nothing kept)
+    # TypeError, IndexError for a malformed one: nothing kept). A link key
+    # that is its install code's (the 16 octets: ic, han.install_code) is
+    # not kept, another is (dl._k); a window only while open (dl._w)
     if not isinstance(eh, str) or ids.eui_hex(eh) != eh or eh in dl._e:
         raise ValueError("bad EUI")
     typ = v[0]
@@ -101,14 +112,23 @@ def _entry(dl, eh, v):
     hsh = _b16(v[2]) if v[2] else None
     node = _int(v[4], 0xFFFF) if v[4] is not None else None
     hkey = _b16(v[8]) if len(v) > 8 and v[8] is not None else None
+    if key is not None and hsh and ic.link_key(ic.add_crc(hsh)) == key:
+        key = True
+    ks, js, ws, we = _int(v[3], 3), _int(v[5], 4), _int(v[6], _U32), _int(v[7], _U32)
     i = len(dl._e)
     s = memoryview(dl._t)[i * _S:(i + 1) * _S]
-    _fill(s, typ, key, hsh, _int(v[3], 3), node, _int(v[5], 4), _int(v[6], _U32), _int(v[7], _U32))
+    _fill(s, typ, key, hsh, ks, node, js)
     if hkey is not None:
         s[1] |= _F_HKEY
-        if dl._hk is None:
-            dl._hk = {}
-        dl._hk[eh] = hkey
+    k = (key if s[1] & _F_LK else b"") + (hkey or b"")
+    if k:
+        if dl._k is None:
+            dl._k = {}
+        dl._k[eh] = k
+    if js == _JS_WINDOW:
+        if dl._w is None:
+            dl._w = bytearray(len(dl._t) // _S * _W)
+        pack_into("<II", dl._w, i * _W, ws, we)
     dl._e.append(eh)
 
 
@@ -144,6 +164,18 @@ def hrec(eh, hsh, key, typ, t):
     return r
 
 
+def _lkey(ic, s, o, k):
+    # the link key (bytes) of the slot at s[o], None when it has none: its
+    # own (the first 16 bytes of k, its keys in _k), or its install code's
+    # (the slot's 16 octets) through ic (han.install_code)
+    f = s[o + 1]
+    if not f & _F_KEY:
+        return None
+    if f & _F_LK:
+        return k[:16]
+    return ic.link_key(ic.add_crc(bytes(s[o + _O_HASH:o + _O_HASH + 16])))
+
+
 def _hexout(out, buf, o, have):
     # a 16-byte field of buf at o as JSON: "hex" or null
     if have:
@@ -154,11 +186,15 @@ def _hexout(out, buf, o, have):
         out.put(b"null")
 
 
-def emit(out, e, t, n, pend, add, drop, h, x, hk):
+def emit(out, e, t, w, n, pend, add, drop, h, x, k, ic):
     """The "devlog" record's JSON through out (a jsonout.JsonOut): entries
-    0..n-1 of (EUI texts e, table t) with `pend` {index: slot} in place of
-    theirs, `add` (eui, slot, historic key) after them, entry `drop` left
-    out; historic blob h, extended PAN id x (bytes or None), historic keys hk."""
+    0..n-1 of (EUI texts e, table t, windows w) with `pend` {index: copy}
+    in place of theirs, `add` (eui, copy, its keys) after them, entry
+    `drop` left out (a copy: the slot, then its window's start and end);
+    historic blob h, extended PAN id x (bytes or None), the entries' keys
+    beside the table k (dict or None: own link key, historic link key); ic
+    (han.install_code) derives the install codes' link keys. A window's
+    start and end are 0 when its join state is not "join window open"."""
     out.put(b'{"d": {')
     sep = b""
     for j in range(n + (1 if add else 0)):
@@ -167,11 +203,14 @@ def emit(out, e, t, n, pend, add, drop, h, x, hk):
         if j < n:
             eh = e[j]
             s, o = (pend[j], 0) if pend and j in pend else (t, j * _S)
-            hkey = hk.get(eh) if hk else None
+            ks = k.get(eh) if k else None
         else:
-            eh, s, hkey = add
+            eh, s, ks = add
             o = 0
-        b, f, node, ws, we = unpack_from(_HDR, s, o)
+        b, f, node = unpack_from(_HDR, s, o)
+        ws = we = 0
+        if b >> 5 == _JS_WINDOW:
+            ws, we = unpack_from("<II", w, j * _W) if s is t else unpack_from("<II", s, _S)
         typ = b & 7
         out.put(sep)
         sep = b", "
@@ -179,7 +218,8 @@ def emit(out, e, t, n, pend, add, drop, h, x, hk):
         out.put(b": [")
         out.value(None if typ == _NO_TYPE else typ, 0)
         out.put(b", ")
-        _hexout(out, s, o + _O_KEY, f & _F_KEY)
+        key = _lkey(ic, s, o, ks)
+        _hexout(out, key, 0, key)
         out.put(b", ")
         if f & _F_HASH:
             _hexout(out, s, o + _O_HASH, 1)
@@ -196,7 +236,8 @@ def emit(out, e, t, n, pend, add, drop, h, x, hk):
         out.put(b", ")
         out.value(we, 0)
         out.put(b", ")
-        _hexout(out, hkey, 0, f & _F_HKEY and hkey)
+        hk = ks if f & _F_HKEY else None  # its last 16 bytes
+        _hexout(out, hk, len(hk) - 16 if hk else 0, hk)
         out.put(b"]")
     out.put(b'}, "h": [')
     for i in range(0, len(h), _HS):
