@@ -144,6 +144,23 @@ class Flag:
         raise exc
 
 
+# -- waking a task out of a read (local_port.serve's frame deadline) --
+
+Woken = _Wake  # what the woken task's await raises
+
+
+def wake(t):
+    """Wake task t out of its wait on a stream (asyncio's IO queue) or a
+    sleep, as Flag.set wakes its waiter (4): the await raises Woken. A task
+    that waits on anything else (a task, an Event) or is done is left
+    alone. -> True when woken."""
+    d = t.data
+    if (d is None or d is asyncio.core._io_queue) and t.cancel():
+        t.data = _Wake
+        return True
+    return False
+
+
 # -- the lock: lk[0] is True while held, lk[1:] the waiters' Flags, oldest first --
 
 

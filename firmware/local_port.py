@@ -15,6 +15,7 @@ except ImportError:  # CPython (fuzzing only)
         return x
 
 import lazy
+from flag import Woken, wake
 from log import log, log_exc
 from jsonout import JsonOut
 
@@ -257,6 +258,13 @@ async def _read(reader, buf):
     return len(data)
 
 
+async def _due(t, ms):
+    # serve's frame deadline: t's read of the frame's next bytes is woken
+    # after ms (its await raises flag.Woken)
+    await asyncio.sleep_ms(ms)
+    wake(t)
+
+
 async def _handle(fr, writer, dispatch, max_body):
     status = fr.event
     if status != OK:
@@ -366,10 +374,17 @@ async def serve(reader, writer, dispatch, timeout_ms=_TIMEOUT_MS, max_body=MAX_B
             if left <= 0:
                 timed_out = True
             else:
+                # the deadline: a small task of its own wakes this read
+                # (_due), cancelled once the read is back (asyncio.wait_for
+                # would load asyncio.funcs, held once loaded, and run the
+                # read in a task and two frames more)
+                due = asyncio.create_task(_due(asyncio.current_task(), left))
                 try:
-                    got = await asyncio.wait_for_ms(readinto(rbuf) if readinto else _read(reader, rbuf), left)
-                except asyncio.TimeoutError:
+                    got = await (readinto(rbuf) if readinto else _read(reader, rbuf))
+                except Woken:
                     timed_out = True
+                due.cancel()
+                due = None
         else:
             # the stream's readinto awaited as it is: no coroutine frame of ours waits on it
             got = await (readinto(rbuf) if readinto else _read(reader, rbuf))
