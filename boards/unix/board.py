@@ -167,9 +167,26 @@ def _ctl_send(msg):
         _ctl_writer.write(json.dumps(msg).encode() + b"\n")
 
 
+def _control(line):
+    # one line of the rig's: RTC offset, power-fail, the registered handlers
+    global _rtc_offset
+    try:
+        msg = json.loads(line)
+    except ValueError:
+        return
+    if "rtc_offset" in msg:
+        _rtc_offset = int(msg["rtc_offset"])
+    if msg.get("power_fail"):
+        power_fail.set()
+    for key in msg:
+        fn = _handlers.get(key)
+        if fn:
+            fn(msg[key])
+
+
 async def control_task():
     """The board's wires to the rig: RTC offset, power-fail, reset lines."""
-    global _ctl_writer, _rtc_offset
+    global _ctl_writer
     port = config()["uarts"].get("ctl")
     if not port:
         return
@@ -184,15 +201,7 @@ async def control_task():
             import sys
 
             sys.exit(0)
-        try:
-            msg = json.loads(line)
-        except ValueError:
-            continue
-        if "rtc_offset" in msg:
-            _rtc_offset = int(msg["rtc_offset"])
-        if msg.get("power_fail"):
-            power_fail.set()
-        for key in msg:
-            fn = _handlers.get(key)
-            if fn:
-                fn(msg[key])
+        # the line is handled in a plain call (_control): this coroutine's
+        # frame keeps neither it nor its dict while it waits for the next
+        _control(line)
+        line = None
