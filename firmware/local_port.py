@@ -95,6 +95,16 @@ class FrameReader:
     def in_frame(self):
         return self.n > 0 and not self._used
 
+    def space(self):
+        """Where the current frame's next bytes go, in its own buffer (a
+        memoryview; serve reads into it and adds what came to `n`), once
+        its header is in (n >= 3, after a feed); else None."""
+        n = self.n
+        if n < 3 or self._used:
+            return None
+        b = self.buf
+        return memoryview(b)[n : ((b[1] << 8) | b[2]) + 5]
+
     def _drop(self, k):
         # discard buf[0:k]; keep what follows from its first SOF on (in the
         # standing buffer again when it fits)
@@ -351,8 +361,10 @@ async def _handle(fr, writer, dispatch, max_body):
     await _reply(writer, seq, status, payload)
 
 
-async def serve(reader, writer, dispatch, timeout_ms=_TIMEOUT_MS, max_body=MAX_BODY, chunk=128):
-    """Answer requests on one connection, one at a time, until EOF.
+async def serve(reader, writer, dispatch, timeout_ms=_TIMEOUT_MS, max_body=MAX_BODY, chunk=16):
+    """Answer requests on one connection, one at a time, until EOF. The
+    bytes between frames and a frame's header are read `chunk` at a time;
+    the rest of a frame straight into its own buffer (FrameReader.space).
 
     `dispatch(req) -> dict` is async: KeyError(cmd) = unknown command,
     ValueError/TypeError = bad arguments, NotAuthorised = not authorised,
@@ -365,7 +377,9 @@ async def serve(reader, writer, dispatch, timeout_ms=_TIMEOUT_MS, max_body=MAX_B
     while True:
         got = 0
         timed_out = False
+        into = rbuf
         if fr.in_frame():
+            into = fr.space() or rbuf
             # the deadline is the whole frame's, extended only by the bytes
             # that came: a byte now and then does not hold the port (a
             # candidate rescanned from held bytes after an error keeps the
@@ -380,7 +394,7 @@ async def serve(reader, writer, dispatch, timeout_ms=_TIMEOUT_MS, max_body=MAX_B
                 # read in a task and two frames more)
                 due = asyncio.create_task(_due(asyncio.current_task(), left))
                 try:
-                    got = await (readinto(rbuf) if readinto else _read(reader, rbuf))
+                    got = await (readinto(into) if readinto else _read(reader, into))
                 except Woken:
                     timed_out = True
                 due.cancel()
@@ -394,6 +408,9 @@ async def serve(reader, writer, dispatch, timeout_ms=_TIMEOUT_MS, max_body=MAX_B
             await _handle(fr, writer, dispatch, max_body)
         elif not got:
             return fr
+        if into is not rbuf:
+            fr.n += got  # read into the frame's own buffer: feed() takes it from there
+            got = 0
         off = 0
         while True:
             off = fr.feed(rbuf, off, got)
