@@ -192,7 +192,7 @@ async def control_task():
         return
     reader, _ctl_writer = await asyncio.open_connection("127.0.0.1", port)
     if leds:
-        _ctl_send({"leds": leds})  # set before the line was up
+        set_leds(leds)  # set before the line was up (a plain call: the dict is not built in this frame)
     while True:
         line = await reader.readline()
         if not line:
