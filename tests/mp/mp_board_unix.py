@@ -69,7 +69,7 @@ def test_the_control_line_holds_nothing_sent_before_it_was_up():
     d = {"han": ["flash"] * 40, "power": "on"}
     gc.collect()
     size = gc.mem_alloc() - a
-    d = None
+    del d
     none = _run([b"{}\n"])[0]
     sent = _run([b"{}\n"], 40)[0]
     # the LEDs' dict, counted in the start, is gone once the board replaced it
