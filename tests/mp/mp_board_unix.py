@@ -82,44 +82,7 @@ def test_the_control_line_holds_no_line_between_lines():
     # last one: main's frame kept the last line and its parsed dict (a
     # 200-byte line: 416 bytes on a 32-bit board, 448 on a 64-bit one;
     # 0 now)
-    got = []
-    conn = []
-
-    async def served(r, w):
-        conn.append(w)
-
-    async def main():
-        srv = None
-        for port in range(39411, 39511):
-            try:
-                srv = await asyncio.start_server(served, "127.0.0.1", port)
-                break
-            except OSError:
-                continue
-        assert srv is not None
-        board._cfg = {"uarts": {"ctl": port}}
-        t = asyncio.create_task(board.control_task())
-        for _ in range(100):
-            if conn:
-                break
-            await asyncio.sleep_ms(10)
-        w = conn[0]
-        for line in (b'{"pad": "' + b"x" * 180 + b'"}\n', b"{}\n"):
-            w.write(line)
-            await w.drain()
-            await asyncio.sleep_ms(50)
-            gc.collect()
-            got.append(gc.mem_alloc())
-        t.cancel()
-        try:
-            await t
-        except asyncio.CancelledError:
-            pass
-        board._ctl_writer = None
-        w.close()
-        srv.close()
-
-    asyncio.run(main())
+    got = _run((b'{"pad": "' + b"x" * 180 + b'"}\n', b"{}\n"))
     held = got[0] - got[1]
     print("the control line after a 200-byte line: %d bytes more than after {}" % held)
     assert held <= 32, got

@@ -220,6 +220,27 @@ def test_a_reader_between_frames_holds_little():
     assert used <= 48 * word, used
 
 
+def _held_by_serve(reader, ev, writer=None, wait_ms=5):
+    # serve on `reader` as the local-port job runs it: the heap it holds
+    # (after a collection) wait_ms after it starts; then ev is set (the
+    # reader's EOF) and serve ends
+    out = []
+
+    async def main():
+        await asyncio.sleep_ms(1)
+        gc.collect()
+        before = gc.mem_alloc()
+        t = asyncio.create_task(lp.serve(reader, writer or _Sink(), dispatch))
+        await asyncio.sleep_ms(wait_ms)
+        gc.collect()
+        out.append(gc.mem_alloc() - before)
+        ev.set()
+        await t
+
+    asyncio.run(main())
+    return out[0]
+
+
 def test_serve_waiting_for_a_request_holds_little():
     # the local-port job between requests: its task, serve's frame, the
     # 128-byte read buffer and the reader (its header buffer), awaiting the
@@ -240,24 +261,7 @@ def test_serve_waiting_for_a_request_holds_little():
             await ev.wait()
             return 0
 
-    async def dispatch(req):
-        return {}
-
-    out = []
-
-    async def main():
-        r = Idle()
-        await asyncio.sleep_ms(1)
-        gc.collect()
-        before = gc.mem_alloc()
-        t = asyncio.create_task(lp.serve(r, _Sink(), dispatch))
-        await asyncio.sleep_ms(5)
-        gc.collect()
-        out.append(gc.mem_alloc() - before)
-        ev.set()
-        await t
-
-    asyncio.run(main())
+    out = [_held_by_serve(Idle(), ev)]
     print("serve waiting: %d bytes, %d words" % (out[0], out[0] // word))
     assert out[0] <= (480 if word == 4 else 960), out
 
@@ -292,20 +296,7 @@ def test_serve_after_a_large_frame_holds_no_view_of_it():
         def write(self, b):
             answered.append(len(b))
 
-    out = []
-
-    async def main():
-        await asyncio.sleep_ms(1)
-        gc.collect()
-        before = gc.mem_alloc()
-        t = asyncio.create_task(lp.serve(Feed(), Count(), dispatch))
-        await asyncio.sleep_ms(20)
-        gc.collect()
-        out.append(gc.mem_alloc() - before)
-        ev.set()
-        await t
-
-    asyncio.run(main())
+    out = [_held_by_serve(Feed(), ev, Count(), 20)]
     assert sum(answered) > 1500 and not parts
     assert out[0] <= (512 if word == 4 else 1024), out
 
@@ -339,20 +330,7 @@ def test_serve_in_a_frame_holds_little_and_loads_no_wait_for():
             await ev.wait()
             return 0
 
-    out = []
-
-    async def main():
-        await asyncio.sleep_ms(1)
-        gc.collect()
-        before = gc.mem_alloc()
-        t = asyncio.create_task(lp.serve(Slow(), _Sink(), dispatch))
-        await asyncio.sleep_ms(5)
-        gc.collect()
-        out.append(gc.mem_alloc() - before)
-        ev.set()
-        await t
-
-    asyncio.run(main())
+    out = [_held_by_serve(Slow(), ev)]
     print("serve in a frame: %d bytes, %d words" % (out[0], out[0] // word))
     assert "asyncio.funcs" not in sys.modules
     assert out[0] <= (704 if word == 4 else 1344), out
