@@ -375,35 +375,35 @@ async def serve(reader, writer, dispatch, timeout_ms=_TIMEOUT_MS, max_body=MAX_B
     acked = 0
     started = 0  # ticks of the read that brought the current frame's SOF
     while True:
-        got = 0
-        timed_out = False
+        got = 0  # the bytes read; -1: the frame's deadline passed
         into = rbuf
         if fr.in_frame():
             into = fr.space() or rbuf
             # the deadline is the whole frame's, extended only by the bytes
             # that came: a byte now and then does not hold the port (a
             # candidate rescanned from held bytes after an error keeps the
-            # deadline of the bytes it came with)
-            left = timeout_ms + fr.n * _MS_PER_BYTE - time.ticks_diff(time.ticks_ms(), started)
-            if left <= 0:
-                timed_out = True
+            # deadline of the bytes it came with). n: the ms left
+            n = timeout_ms + fr.n * _MS_PER_BYTE - time.ticks_diff(time.ticks_ms(), started)
+            if n <= 0:
+                got = -1
             else:
                 # the deadline: a small task of its own wakes this read
                 # (_due), cancelled once the read is back (asyncio.wait_for
                 # would load asyncio.funcs, held once loaded, and run the
                 # read in a task and two frames more)
-                due = asyncio.create_task(_due(asyncio.current_task(), left))
+                due = asyncio.create_task(_due(asyncio.current_task(), n))
                 try:
                     got = await (readinto(into) if readinto else _read(reader, into))
                 except Woken:
-                    timed_out = True
+                    got = -1
                 due.cancel()
                 due = None
         else:
             # the stream's readinto awaited as it is: no coroutine frame of ours waits on it
             got = await (readinto(rbuf) if readinto else _read(reader, rbuf))
             started = time.ticks_ms()
-        if timed_out:
+        if got < 0:
+            got = 0
             fr.truncate()
             await _handle(fr, writer, dispatch, max_body)
         elif not got:
