@@ -144,21 +144,19 @@ class Flag:
         raise exc
 
 
-# -- waking a task out of a read (local_port.serve's frame deadline) --
-
-Woken = _Wake  # what the woken task's await raises
+# -- a deadline for a read (local_port.serve's frame) --
 
 
-def wake(t):
-    """Wake task t out of its wait on a stream (asyncio's IO queue) or a
-    sleep, as Flag.set wakes its waiter (4): the await raises Woken. A task
-    that waits on anything else (a task, an Event) or is done is left
-    alone. -> True when woken."""
+async def wake_after(t, ms):
+    """Run as a task of its own: after ms, wake task t out of its wait on a
+    stream (asyncio's IO queue) or a sleep, as Flag.set wakes its waiter
+    (4): t's await raises asyncio.TimeoutError. A task that then waits on
+    anything else (a task, an Event) or is done is left alone. Cancel this
+    task once t's wait is over."""
+    await asyncio.sleep_ms(ms)
     d = t.data
     if (d is None or d is asyncio.core._io_queue) and t.cancel():
-        t.data = _Wake
-        return True
-    return False
+        t.data = asyncio.TimeoutError
 
 
 # -- the lock: lk[0] is True while held, lk[1:] the waiters' Flags, oldest first --

@@ -15,7 +15,7 @@ except ImportError:  # CPython (fuzzing only)
         return x
 
 import lazy
-from flag import Woken, wake
+from flag import wake_after
 from log import log, log_exc
 from jsonout import JsonOut
 
@@ -268,13 +268,6 @@ async def _read(reader, buf):
     return len(data)
 
 
-async def _due(t, ms):
-    # serve's frame deadline: t's read of the frame's next bytes is woken
-    # after ms (its await raises flag.Woken)
-    await asyncio.sleep_ms(ms)
-    wake(t)
-
-
 async def _handle(fr, writer, dispatch, max_body):
     status = fr.event
     if status != OK:
@@ -388,13 +381,14 @@ async def serve(reader, writer, dispatch, timeout_ms=_TIMEOUT_MS, max_body=MAX_B
                 got = -1
             else:
                 # the deadline: a small task of its own wakes this read
-                # (_due), cancelled once the read is back (asyncio.wait_for
-                # would load asyncio.funcs, held once loaded, and run the
-                # read in a task and two frames more)
-                due = asyncio.create_task(_due(asyncio.current_task(), n))
+                # (flag.wake_after: asyncio.TimeoutError), cancelled once the
+                # read is back (asyncio.wait_for would load asyncio.funcs,
+                # held once loaded, and run the read in a task and two
+                # frames more)
+                due = asyncio.create_task(wake_after(asyncio.current_task(), n))
                 try:
                     got = await (readinto(into) if readinto else _read(reader, into))
-                except Woken:
+                except asyncio.TimeoutError:
                     got = -1
                 due.cancel()
                 due = None

@@ -167,33 +167,23 @@ def _ctl_send(msg):
         _ctl_writer.write(json.dumps(msg).encode() + b"\n")
 
 
-def _control(line):
-    # one line of the rig's: RTC offset, power-fail, the registered handlers
-    global _rtc_offset
-    try:
-        msg = json.loads(line)
-    except ValueError:
-        return
-    if "rtc_offset" in msg:
-        _rtc_offset = int(msg["rtc_offset"])
-    if msg.get("power_fail"):
-        power_fail.set()
-    for key in msg:
-        fn = _handlers.get(key)
-        if fn:
-            fn(msg[key])
-
-
 async def control_task():
     """The board's wires to the rig: RTC offset, power-fail, reset lines."""
-    global _ctl_writer
+    global _ctl_writer, _rtc_offset
     port = config()["uarts"].get("ctl")
     if not port:
         return
     reader, _ctl_writer = await asyncio.open_connection("127.0.0.1", port)
     if leds:
         set_leds(leds)  # set before the line was up (a plain call: the dict is not built in this frame)
+    # While it waits for the next line this frame holds nothing of the last
+    # one: the locals are cleared, and nothing of a line is left in the
+    # slots of its value stack above the two the wait takes (every step of a
+    # line uses two: the parser is called through a local, the handlers'
+    # keys are popped from the dict, not iterated)
+    loads = json.loads
     while True:
+        line = msg = fn = None
         line = await reader.readline()
         if not line:
             # the rig went away: the board has lost its supply
@@ -201,7 +191,15 @@ async def control_task():
             import sys
 
             sys.exit(0)
-        # the line is handled in a plain call (_control): this coroutine's
-        # frame keeps neither it nor its dict while it waits for the next
-        _control(line)
-        line = None
+        try:
+            msg = loads(line)
+        except ValueError:
+            continue
+        if "rtc_offset" in msg:
+            _rtc_offset = int(msg["rtc_offset"])
+        if msg.get("power_fail"):
+            power_fail.set()
+        while msg:
+            line, fn = msg.popitem()  # line: the key
+            if line in _handlers:
+                _handlers[line](fn)

@@ -303,7 +303,7 @@ def test_serve_after_a_large_frame_holds_no_view_of_it():
 
 def test_serve_in_a_frame_holds_little_and_loads_no_wait_for():
     # a frame that has begun and waits for its next bytes: its deadline is
-    # kept by a small task of serve's own (local_port._due, made for the
+    # kept by a small task of serve's own (flag.wake_after, made for the
     # wait and gone after), not asyncio.wait_for (the asyncio.funcs module,
     # 0.34 KB of code held once loaded, its runner task and two frames).
     # Main (the module's import counted): 1328 bytes on a 32-bit board, 2496
