@@ -6,7 +6,6 @@
 # resynchronises on the next SOF, rescanning the bytes it already holds.
 import asyncio
 import json
-import time
 
 try:
     from micropython import const
@@ -376,7 +375,7 @@ async def serve(reader, writer, dispatch, timeout_ms=_TIMEOUT_MS, max_body=MAX_B
             # that came: a byte now and then does not hold the port (a
             # candidate rescanned from held bytes after an error keeps the
             # deadline of the bytes it came with). n: the ms left
-            n = timeout_ms + fr.n * _MS_PER_BYTE - time.ticks_diff(time.ticks_ms(), started)
+            n = timeout_ms + fr.n * _MS_PER_BYTE - asyncio.ticks_diff(asyncio.ticks(), started)
             if n <= 0:
                 got = -1
             else:
@@ -395,7 +394,7 @@ async def serve(reader, writer, dispatch, timeout_ms=_TIMEOUT_MS, max_body=MAX_B
         else:
             # the stream's readinto awaited as it is: no coroutine frame of ours waits on it
             got = await (readinto(rbuf) if readinto else _read(reader, rbuf))
-            started = time.ticks_ms()
+            started = asyncio.ticks()
         if got < 0:
             got = 0
             fr.truncate()
@@ -411,7 +410,7 @@ async def serve(reader, writer, dispatch, timeout_ms=_TIMEOUT_MS, max_body=MAX_B
             if fr.event is None:
                 break
             if fr.event == OK:
-                started = time.ticks_ms()  # a frame after it in the same read starts now
+                started = asyncio.ticks()  # a frame after it in the same read starts now
             await _handle(fr, writer, dispatch, max_body)
         # flow control: status _MORE for every _ACK_EVERY bytes of a frame
         # longer than _WINDOW
