@@ -6,6 +6,9 @@
 - `on_end(task, fn)`: the scheduler calls fn(task, er) once the task ends,
   so no coroutine has to wait on the task (the Supervisor restarts its jobs
   this way).
+- `wake_after(t, ms)`: a task that wakes task t out of a read (or a sleep)
+  after ms with asyncio.TimeoutError, the steps Flag.set takes (4): the
+  local port's frame deadline without asyncio.wait_for (asyncio.funcs).
 - `acquire(lk)` / `release(lk)`: a lock that is a list, `[False]` when made
   (the ASH and AT channels serialise their sends with it; two functions
   instead of asyncio.Lock, whose module would be loaded at boot for them).
