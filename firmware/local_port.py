@@ -389,6 +389,8 @@ async def serve(reader, writer, dispatch, timeout_ms=_TIMEOUT_MS, max_body=MAX_B
                     got = await (readinto(into) if readinto else _read(reader, into))
                 except asyncio.TimeoutError:
                     got = -1
+                # (a read that raises ends serve: the task then wakes a
+                # task that is done, which it leaves alone)
                 due.cancel()
                 due = None
         else:
