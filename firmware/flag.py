@@ -6,6 +6,9 @@
 - `on_end(task, fn)`: the scheduler calls fn(task, er) once the task ends,
   so no coroutine has to wait on the task (the Supervisor restarts its jobs
   this way).
+- `wake_after(t, ms)`: a task that wakes task t out of a read (or a sleep)
+  after ms with asyncio.TimeoutError, the steps Flag.set takes (4): the
+  local port's frame deadline without asyncio.wait_for (asyncio.funcs).
 - `acquire(lk)` / `release(lk)`: a lock that is a list, `[False]` when made
   (the ASH and AT channels serialise their sends with it; two functions
   instead of asyncio.Lock, whose module would be loaded at boot for them).
@@ -142,6 +145,21 @@ class Flag:
         if exc is _Wake or isinstance(exc, _Wake):
             raise StopIteration(True)
         raise exc
+
+
+# -- a deadline for a read (local_port.serve's frame) --
+
+
+async def wake_after(t, ms):
+    """Run as a task of its own: after ms, wake task t out of its wait on a
+    stream (asyncio's IO queue) or a sleep, as Flag.set wakes its waiter
+    (4): t's await raises asyncio.TimeoutError. A task that then waits on
+    anything else (a task, an Event) or is done is left alone. Cancel this
+    task once t's wait is over."""
+    await asyncio.sleep_ms(ms)
+    d = t.data
+    if (d is None or d is asyncio.core._io_queue) and t.cancel():
+        t.data = asyncio.TimeoutError
 
 
 # -- the lock: lk[0] is True while held, lk[1:] the waiters' Flags, oldest first --

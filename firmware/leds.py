@@ -18,16 +18,14 @@
 #              "fast" 10-14, on >= 15
 #   data       on while the head-end session is up
 # The pure functions below are the policy; StatusLeds applies it (refresh(),
-# called by the hub's ticks; run() as a job of its own; `status` shows what is lit).
+# called by the hub's ticks once a second; `status` shows what is lit).
 from micropython import const
-import asyncio
 
 import board
 
 PATTERNS = ("off", "on", "slow", "blink", "fast", "flash")
 _NOT_HEARD = const("not heard since start")  # chf.device_log.NOT_HEARD
 STALE_S = 7200  # a joined device silent this long: its LED blinks slowly
-PERIOD_MS = 1000
 _GPF = const(3)  # Device Log type of the GPF (the hub's own half: no LED)
 
 
@@ -137,8 +135,3 @@ class StatusLeds:
             self.updates += 1
             board.set_leds(d)
         return d
-
-    async def run(self):
-        while True:
-            self.refresh()
-            await asyncio.sleep_ms(PERIOD_MS)

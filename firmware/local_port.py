@@ -6,7 +6,6 @@
 # resynchronises on the next SOF, rescanning the bytes it already holds.
 import asyncio
 import json
-import time
 
 try:
     from micropython import const
@@ -15,6 +14,7 @@ except ImportError:  # CPython (fuzzing only)
         return x
 
 import lazy
+from flag import wake_after
 from log import log, log_exc
 from jsonout import JsonOut
 
@@ -93,6 +93,16 @@ class FrameReader:
 
     def in_frame(self):
         return self.n > 0 and not self._used
+
+    def space(self):
+        """Where the current frame's next bytes go, in its own buffer (a
+        memoryview; serve reads into it and adds what came to `n`), once
+        its header is in (n >= 3, after a feed); else None."""
+        n = self.n
+        if n < 3 or self._used:
+            return None
+        b = self.buf
+        return memoryview(b)[n : ((b[1] << 8) | b[2]) + 5]
 
     def _drop(self, k):
         # discard buf[0:k]; keep what follows from its first SOF on (in the
@@ -343,8 +353,10 @@ async def _handle(fr, writer, dispatch, max_body):
     await _reply(writer, seq, status, payload)
 
 
-async def serve(reader, writer, dispatch, timeout_ms=_TIMEOUT_MS, max_body=MAX_BODY, chunk=128):
-    """Answer requests on one connection, one at a time, until EOF.
+async def serve(reader, writer, dispatch, timeout_ms=_TIMEOUT_MS, max_body=MAX_BODY, chunk=16):
+    """Answer requests on one connection, one at a time, until EOF. The
+    bytes between frames and a frame's header are read `chunk` at a time;
+    the rest of a frame straight into its own buffer (FrameReader.space).
 
     `dispatch(req) -> dict` is async: KeyError(cmd) = unknown command,
     ValueError/TypeError = bad arguments, NotAuthorised = not authorised,
@@ -355,37 +367,52 @@ async def serve(reader, writer, dispatch, timeout_ms=_TIMEOUT_MS, max_body=MAX_B
     acked = 0
     started = 0  # ticks of the read that brought the current frame's SOF
     while True:
-        got = 0
-        timed_out = False
+        got = 0  # the bytes read; -1: the frame's deadline passed
+        into = rbuf
         if fr.in_frame():
+            into = fr.space() or rbuf
             # the deadline is the whole frame's, extended only by the bytes
             # that came: a byte now and then does not hold the port (a
             # candidate rescanned from held bytes after an error keeps the
-            # deadline of the bytes it came with)
-            left = timeout_ms + fr.n * _MS_PER_BYTE - time.ticks_diff(time.ticks_ms(), started)
-            if left <= 0:
-                timed_out = True
+            # deadline of the bytes it came with). n: the ms left
+            n = timeout_ms + fr.n * _MS_PER_BYTE - asyncio.ticks_diff(asyncio.ticks(), started)
+            if n <= 0:
+                got = -1
             else:
+                # the deadline: a small task of its own wakes this read
+                # (flag.wake_after: asyncio.TimeoutError), cancelled once the
+                # read is back (asyncio.wait_for would load asyncio.funcs,
+                # held once loaded, and run the read in a task and two
+                # frames more)
+                due = asyncio.create_task(wake_after(asyncio.current_task(), n))
                 try:
-                    got = await asyncio.wait_for_ms(readinto(rbuf) if readinto else _read(reader, rbuf), left)
+                    got = await (readinto(into) if readinto else _read(reader, into))
                 except asyncio.TimeoutError:
-                    timed_out = True
+                    got = -1
+                # (a read that raises ends serve: the task then wakes a
+                # task that is done, which it leaves alone)
+                due.cancel()
+                due = None
         else:
             # the stream's readinto awaited as it is: no coroutine frame of ours waits on it
             got = await (readinto(rbuf) if readinto else _read(reader, rbuf))
-            started = time.ticks_ms()
-        if timed_out:
+            started = asyncio.ticks()
+        if got < 0:
+            got = 0
             fr.truncate()
             await _handle(fr, writer, dispatch, max_body)
         elif not got:
             return fr
+        if into is not rbuf:
+            fr.n += got  # read into the frame's own buffer: feed() takes it from there
+            got = 0
         off = 0
         while True:
             off = fr.feed(rbuf, off, got)
             if fr.event is None:
                 break
             if fr.event == OK:
-                started = time.ticks_ms()  # a frame after it in the same read starts now
+                started = asyncio.ticks()  # a frame after it in the same read starts now
             await _handle(fr, writer, dispatch, max_body)
         # flow control: status _MORE for every _ACK_EVERY bytes of a frame
         # longer than _WINDOW

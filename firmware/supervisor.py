@@ -22,18 +22,28 @@ from log import log, log_exc
 
 # the jobs' records, one after another in one list (a list and a table
 # entry per job cost a 32-bit board ~60 bytes more): each is _REC slots from
-# its offset i: name, task, factory, started ticks, next back-off ms, state,
-# restarts, last error, failing since (mono ms) or None. `jobs` (the status
-# view) is made when asked for
+# its offset i: name, task, factory, started ticks, the state word, last
+# error, failing since (mono ms) or None. The state word is one small int:
+# the state (its index in _STATES) in bits 0-2, the back-off's doublings
+# (the next wait is backoff_ms << d, at most backoff_max_ms) in bits 3-7,
+# the restarts from bit 8 (7 slots a job; 9 when these were three).
+# `jobs` (the status view) is made when asked for
 _TASK = const(1)
 _FACTORY = const(2)
 _STARTED = const(3)
-_DELAY = const(4)
-_STATE = const(5)
-_RESTARTS = const(6)
-_ERROR = const(7)
-_FAILING = const(8)
-_REC = const(9)
+_ST = const(4)
+_ERROR = const(5)
+_FAILING = const(6)
+_REC = const(7)
+_STATES = const(("starting", "running", "backoff", "done", "stopped"))
+_RUNNING = const(1)
+_BACKOFF = const(2)
+_DONE = const(3)
+_STOPPED = const(4)
+_MASK = const(7)  # the state's bits
+_D1 = const(8)  # one doubling
+_DMASK = const(0xF8)  # the doublings' bits
+_R1 = const(256)  # one restart
 
 
 def gc_policy():
@@ -63,7 +73,8 @@ class Supervisor:
     def jobs(self):
         """name -> {"restarts": n, "state": str, "last_error": str or None}"""
         r = self._r
-        return dict((r[i], {"restarts": r[i + _RESTARTS], "state": r[i + _STATE], "last_error": r[i + _ERROR]})
+        return dict((r[i], {"restarts": r[i + _ST] >> 8, "state": _STATES[r[i + _ST] & _MASK],
+                            "last_error": r[i + _ERROR]})
                     for i in range(0, len(r), _REC))
 
     def _find(self, name):
@@ -84,9 +95,9 @@ class Supervisor:
             i = len(r)
             # extended by a list: the records' list then grows by what it
             # needs (+4 slots), not by doubling as append or a tuple does
-            r.extend([name, None, factory, 0, self.backoff_ms, "starting", 0, None, None])
+            r.extend([name, None, factory, 0, 0, None, None])
         else:
-            r[i + _TASK : i + _REC] = (None, factory, 0, self.backoff_ms, "starting", 0, None, None)
+            r[i + _TASK : i + _REC] = (None, factory, 0, 0, None, None)
         self._start(i)
 
     def _start(self, i):
@@ -95,7 +106,7 @@ class Supervisor:
         on_end(t, self._ended)
         r[i + _TASK] = t
         r[i + _STARTED] = asyncio.ticks()
-        r[i + _STATE] = "running"
+        r[i + _ST] = r[i + _ST] & ~_MASK | _RUNNING
 
     def _end(self, t, er):
         # called by the scheduler: it must not raise
@@ -107,40 +118,42 @@ class Supervisor:
             else:
                 return  # stopped or replaced
             r[i + _TASK] = None
+            st = r[i + _ST] & ~_MASK
             if isinstance(er, asyncio.CancelledError):
-                r[i + _STATE] = "stopped"
+                r[i + _ST] = st | _STOPPED
                 return
             if isinstance(er, StopIteration):
-                r[i + _STATE] = "done"
+                r[i + _ST] = st | _DONE
                 return
-            r[i + _RESTARTS] += 1
+            st += _R1
             r[i + _ERROR] = repr(er)
             if r[i + _FAILING] is None:
                 r[i + _FAILING] = mono.ms()
-            r[i + _STATE] = "backoff"
-            log_exc(r[i], er)
-            delay = r[i + _DELAY]
             if asyncio.ticks_diff(asyncio.ticks(), r[i + _STARTED]) > self.stable_ms:
-                delay = r[i + _DELAY] = self.backoff_ms
-            log("supervisor", "restart %s in %d ms" % (r[i], delay))
+                st &= ~_DMASK  # after a stable run the back-off starts again
+            r[i + _ST] = st | _BACKOFF
+            log_exc(r[i], er)
+            log("supervisor", "restart %s in %d ms" % (r[i], min(self.backoff_ms << (st >> 3 & 31), self.backoff_max_ms)))
             asyncio.create_task(self._restart(i, r[i + _FACTORY]))
         except Exception as e:  # noqa: BLE001 - never into the scheduler
             print("supervisor:", repr(e))
 
     async def _restart(self, i, factory):
         r = self._r
-        delay = r[i + _DELAY]
+        delay = min(self.backoff_ms << (r[i + _ST] >> 3 & 31), self.backoff_max_ms)
         await asyncio.sleep_ms(delay)
         # not stopped, restarted or replaced meanwhile
-        if r[i + _STATE] == "backoff" and r[i + _TASK] is None and r[i + _FACTORY] is factory:
-            r[i + _DELAY] = min(delay * 2, self.backoff_max_ms)
+        st = r[i + _ST]
+        if st & _MASK == _BACKOFF and r[i + _TASK] is None and r[i + _FACTORY] is factory:
+            if delay < self.backoff_max_ms and st & _DMASK != _DMASK:
+                r[i + _ST] = st + _D1  # the next wait doubles
             self._start(i)
 
     def stop(self, name):
         i = self._find(name)
         r = self._r
-        if i >= 0 and r[i + _STATE] in ("running", "backoff", "starting"):
-            r[i + _STATE] = "stopped"
+        if i >= 0 and r[i + _ST] & _MASK < _DONE:  # starting, running or in its back-off
+            r[i + _ST] = r[i + _ST] & ~_MASK | _STOPPED
             t = r[i + _TASK]
             r[i + _TASK] = None
             if t is not None:
@@ -170,7 +183,7 @@ class Supervisor:
             since = r[i + _FAILING]
             if since is None:
                 continue
-            if r[i + _STATE] == "running" and asyncio.ticks_diff(asyncio.ticks(), r[i + _STARTED]) > self.stable_ms:
+            if r[i + _ST] & _MASK == _RUNNING and asyncio.ticks_diff(asyncio.ticks(), r[i + _STARTED]) > self.stable_ms:
                 r[i + _FAILING] = None
                 continue
             if mono.ms() - since >= self._stall_ms:

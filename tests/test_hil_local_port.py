@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 from chubcore.localport import LocalPortError, crc16, encode_frame
 
@@ -46,3 +47,23 @@ def test_oversize_frame_rejected(hub) -> None:
         c.send_raw(b"\xc5" + len(body).to_bytes(2, "big") + body + crc16(body).to_bytes(2, "big"))
         assert c.read_response(timeout=5).status == 2
         assert c.call("status")["board"]
+
+
+def test_a_frame_in_pieces_or_cut_short_loads_no_wait_for(hub) -> None:
+    # a frame's deadline (2 s from its SOF, + 2 ms a byte) is kept without
+    # asyncio.wait_for: a frame that comes in two reads and one that stops
+    # (answered TRUNCATED) leave asyncio.funcs (0.34 KB of code, held once
+    # loaded) unloaded, and the port answers after both. Main loaded it with
+    # the first frame that took a second read.
+    with hub.client() as c:
+        f = encode_frame(bytes([5]) + b'{"cmd":"status"}')
+        c.send_raw(f[:6])
+        time.sleep(0.3)
+        c.send_raw(f[6:])
+        assert c.read_response(seq=5, timeout=5).status == 0
+        t0 = time.monotonic()
+        c.send_raw(f[:6])
+        r = c.read_response(timeout=10)
+        assert r.status == 8 and r.seq == 0
+        assert 1.5 < time.monotonic() - t0 < 5
+        assert "asyncio.funcs" not in c.call("status", modules=True)["modules"]

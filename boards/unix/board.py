@@ -175,8 +175,15 @@ async def control_task():
         return
     reader, _ctl_writer = await asyncio.open_connection("127.0.0.1", port)
     if leds:
-        _ctl_send({"leds": leds})  # set before the line was up
+        set_leds(leds)  # set before the line was up (a plain call: the dict is not built in this frame)
+    # While it waits for the next line this frame holds nothing of the last
+    # one: the locals are cleared, and nothing of a line is left in the
+    # slots of its value stack above the two the wait takes (every step of a
+    # line uses two: the parser is called through a local, the handlers'
+    # keys are popped from the dict, not iterated)
+    loads = json.loads
     while True:
+        line = msg = fn = None
         line = await reader.readline()
         if not line:
             # the rig went away: the board has lost its supply
@@ -185,14 +192,14 @@ async def control_task():
 
             sys.exit(0)
         try:
-            msg = json.loads(line)
+            msg = loads(line)
         except ValueError:
             continue
         if "rtc_offset" in msg:
             _rtc_offset = int(msg["rtc_offset"])
         if msg.get("power_fail"):
             power_fail.set()
-        for key in msg:
-            fn = _handlers.get(key)
-            if fn:
-                fn(msg[key])
+        while msg:
+            line, fn = msg.popitem()  # line: the key
+            if line in _handlers:
+                _handlers[line](fn)

@@ -84,8 +84,10 @@ class EventLog:
         self._utc = utc
         # one spare record: an entry is rewritten before its old record goes
         self._log = store.ringlog("log2_" + name, capacity + 1, keep_open=False)  # appended now and then
-        self._lost_kv = store.kv("log_lost", keep=False)
-        self.lost = self._lost_kv.get(name) or 0
+        # the KV store "log_lost" (cold) is asked for when an entry is lost:
+        # a KV object held by each log cost 32 bytes (a 32-bit board)
+        self._store = store
+        self.lost = store.kv("log_lost", keep=False).get(name) or 0
         self._runs = {}  # (code, data) -> [seq, t first, count, data, t last, count on flash]
 
     def append(self, event_code, data=b"", t=None):
@@ -131,7 +133,7 @@ class EventLog:
                     if runs[k][0] == seqs[0]:
                         del runs[k]
                 self.lost += 1
-                self._lost_kv.set(self.name, self.lost)
+                self._store.kv("log_lost", keep=False).set(self.name, self.lost)
         if self.watch is not None:
             self.watch.note(self, event_code, t)
         return seq

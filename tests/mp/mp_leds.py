@@ -132,28 +132,3 @@ def test_status_leds_follow_the_device_log_and_the_outbox():
     box.acked(r)
     assert s.refresh()["alert"] == "off" and len(box) == 0
     assert board.leds == {"power": "on", "han": ["on"], "alert": "off", "wan_signal": "off", "data": "off"}
-
-
-def test_runs_as_a_job():
-    import asyncio
-
-    from supervisor import Supervisor
-
-    hub = _Hub()
-
-    board.leds = {}
-
-    async def main():
-        sup = Supervisor()
-        s = hub.leds()
-        sup.spawn("leds", s.run)
-        await asyncio.sleep_ms(50)
-        assert sup.jobs["leds"]["state"] == "running"
-        assert board.leds["power"] == "on" and board.leds["han"] == []
-        hub.device_log.add(EUI_A, 1, add_crc(b"\x11" * 16), 60)
-        await asyncio.sleep_ms(L.PERIOD_MS + 100)
-        assert board.leds["han"] == ["fast"]
-        assert s.shown == board.leds  # what `status` reports (tests/test_hil_leds.py)
-        sup.stop("leds")
-
-    asyncio.run(main())
