@@ -43,7 +43,8 @@ class Wan:
         # store's shared copy): "wan" (the settings), "wan_fallback" ("prev":
         # link settings to go back to, wan_config), "wan_report" ("install":
         # the installation report is queued; wan.report keeps "t" there),
-        # "wan_seen" ("ids": the seen head-end frame ids)
+        # "wan_seen" ("ids": the seen head-end frame ids; a cold store: the
+        # list is this session's, the file read back only when written)
         self.store = store
         self.event_log = event_log
         self.manage = manage  # wan.mgmt.Channel: the head-end's MGMT requests
@@ -60,7 +61,7 @@ class Wan:
         self.tx = txlog
         self.outbox = outbox
         self.seen = []  # recent head-end frame ids (link.seen_add), persisted in KV "wan_seen"
-        for i in (store.kv("wan_seen").get("ids") or []) + self.outbox.he_ids():
+        for i in (store.kv("wan_seen", keep=False).get("ids") or []) + self.outbox.he_ids():
             if isinstance(i, int):
                 link.seen_add(self.seen, i, _SEEN)
         self.dec = link.Decoder()  # holds a buffer only while a frame is split across chunks
@@ -462,7 +463,9 @@ class Wan:
             # queued on flash: the answer and alerts are not held while the ACK goes
             resp = alerts = a = p = None
             link.seen_add(self.seen, fid, _SEEN)
-            self.store.kv("wan_seen").set("ids", self.seen)
+            # a cold store: what it compares the list with is the one on
+            # flash (a RAM copy would be this very list, changed in place)
+            self.store.kv("wan_seen", keep=False).set("ids", self.seen)
             await m.send(link.ack(fid, status))
         elif ftype == link.ACK:
             link.parse_ack(p)
