@@ -34,7 +34,7 @@ class WanService:
         # read through and checked as read: a bad stored value gives its default
         self.settings = WanSettings(store.kv("wan"))
         self.txlog = ob.TxLog(store.ringlog("transactions", 100), utc)
-        self.outbox = ob.Outbox(store.journal("outbox"), dict(self.settings.items()), self.txlog)
+        self.outbox = ob.Outbox(store.journal("outbox"), self.settings, self.txlog)
         self.link = LinkCredentials(store, identity)  # the head-end link's key, certificate, anchor
         self.session = None  # wan.session.Wan once the job has started
         self.manage = None  # wan.mgmt.Channel, given by the wiring (it holds the local-port commands)
