@@ -111,8 +111,7 @@ class WanService:
         if self.session is None:
             from wan.session import Wan
 
-            self.session = Wan(self.store, self.settings, self.txlog, self.outbox, self.identity, self.route,
-                               self.clock, self.link, self.security_log, self.event_log, self.manage)
+            self.session = Wan(self)  # its parts are this service's, read through it
             if self.store.kv("wan_power", keep=False).get("lost") is not None:
                 self.last_gasp().restored()
         await self.session.run()
