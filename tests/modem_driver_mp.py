@@ -81,8 +81,8 @@ async def sc_startup(m, ctl, ev, echo):
         await asyncio.sleep_ms(10)
     assert m.pb_done and m.sim == b"READY", (m.pb_done, m.sim)
     assert (M.EV_SIM, b"READY") in ev
-    await U.init(m)
-    assert m.revision == b"LE20B04SIM7600G22", m.revision
+    rev = await U.init(m)
+    assert rev == b"LE20B04SIM7600G22", rev  # logged, not kept
     assert await U.sim_ready(m)
     cmds = await ctl("commands")
     assert cmds[:5] == ["AT", "ATE0", "AT+CMEE=2", "AT+CGMR", "AT+CREG=2"], cmds
