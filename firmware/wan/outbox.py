@@ -203,30 +203,14 @@ class Outbox:
                 if self.tx is not None:
                     self.tx.add("exhausted", seq)
                 if self.setting("on_exhausted") == "drop":
-                    self._forget(seq)
+                    self.acked(seq, "dropped")
                     tries = self._tries
-                    self.j.ack(seq)
-                    if self.tx is not None:
-                        self.tx.add("dropped", seq)
                 else:
                     tries[seq] = None
                 continue
             tries[seq] = (n + 1, now, cls)
             out.append(seq)
         return out
-
-    def _forget(self, seq):
-        # seq's tries and hold go; a container left empty goes too
-        t = self._tries
-        if t and seq in t:
-            del t[seq]
-            if not t:
-                self._tries = None
-        h = self._hold
-        if h and seq in h:
-            del h[seq]
-            if not h:
-                self._hold = None
 
     def next_due_ms(self):
         """ms until the next resend or exhaustion check is due (None: nothing waiting)."""
@@ -248,15 +232,26 @@ class Outbox:
                         best = w
         return best
 
-    def acked(self, seq):
-        """The head-end acknowledged frame id seq. -> False for an unknown or
-        already acknowledged id (a duplicate ACK: nothing changes)."""
+    def acked(self, seq, event="ack"):
+        """The head-end acknowledged frame id seq (event "dropped": it ran out
+        of tries and goes). -> False for an unknown or already acknowledged
+        id (a duplicate ACK: nothing changes)."""
         if seq not in self.j.seqs():
             return False
         self.j.ack(seq)
-        self._forget(seq)
+        # its tries and hold go; a container left empty goes too
+        t = self._tries
+        if t and seq in t:
+            del t[seq]
+            if not t:
+                self._tries = None
+        t = self._hold
+        if t and seq in t:
+            del t[seq]
+            if not t:
+                self._hold = None
         if self.tx is not None:
-            self.tx.add("ack", seq)
+            self.tx.add(event, seq)
         return True
 
     def prioritise(self, seq):
