@@ -433,3 +433,14 @@ def test_a_parser_between_commands_holds_no_reply():
     print("parser: %d bytes" % n)
     assert first.finished and p.result is None and p.lines is None
     assert n <= 64 * W, n
+
+
+def test_a_read_block_over_the_limit_is_an_at_error():
+    # a +CIPRXGET: 2 header announcing more than the parser takes ends the
+    # command with kind ATError (main raised ATError(cmd, line, lines): the
+    # command's bytes as its kind)
+    p, _, _ = _parser()
+    p.begin(b"AT+CIPRXGET=2,0,1460", b"+CIPRXGET: 2,")
+    p.feed(b"\r\n+CIPRXGET: 2,0,2000,0\r\n")
+    assert p.finished and p.result.args[0] == "ATError", p.result.args
+    assert p.result.cmd == b"AT+CIPRXGET=2,0,1460" and p.result.line == b"+CIPRXGET: 2,0,2000,0"
