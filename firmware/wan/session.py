@@ -57,11 +57,8 @@ class Wan:
         for i in (svc.store.kv("wan_seen", keep=False).get("ids") or []) + svc.outbox.he_ids():
             if isinstance(i, int):
                 link.seen_add(self.seen, i, _SEEN)
-        self.dec = link.Decoder()  # holds a buffer only while a frame is split across chunks
         self.modem = None
-        self.state = "idle"
-        self.connected = False
-        self.need_init = True
+        self.state = "idle"  # "connected" while the link is up
         self.signal = None
         self.cell = None
         self.connects = 0
@@ -73,7 +70,9 @@ class Wan:
         self.init_ms = self.good_ms = self.attach_ms = self._fb_ms  # mono.ms() at the start
         self.errors = 0  # sessions in a row that failed before the link came up
         self.pdp_refreshes = 0
-        self.radio = None  # radio mode set since the modem booted
+        # the radio mode set since the modem booted (None: none); False: the
+        # modem needs its init (it booted, or a reset failed)
+        self.radio = False
         self._nitz = False  # the network sent its time: read AT+CCLK?
 
     def _up(self):
@@ -85,8 +84,7 @@ class Wan:
     # ---- modem events (called from the AT reader) ----
     def _event(self, kind, value):
         if kind == md.EV_BOOT:
-            self.need_init = True
-            self.radio = None
+            self.radio = False  # init needed
         elif kind == md.EV_NET_LOST:
             log("wan", "network lost")
         elif kind == md.EV_TIME:
@@ -112,8 +110,7 @@ class Wan:
                     # the link's bring-up, then its loop: one coroutine frame
                     # at a time under this one (the bring-up's is gone while
                     # the link serves)
-                    await self.session()
-                    await self._serve()
+                    await self._serve(await self.session())
                 except (md.ModemError, at.ATError, ValueError, OSError) as e:
                     # ValueError covers link.LinkError and AT/field format
                     # errors. What follows a session's end runs in a frame
@@ -146,8 +143,9 @@ class Wan:
         e = None
         now = mono.ms()
         # a link that was up a while is tried again at once (a flapping one backs off)
-        was_up = self.connected and now - self.good_ms >= _STABLE_MS
-        if self.connected:
+        up = self.state == "connected"
+        was_up = up and now - self.good_ms >= _STABLE_MS
+        if up:
             self.drops += 1
             self.svc.txlog.add("link_drop", 0, self.last_error or "")
             log("wan", "link down")
@@ -156,7 +154,6 @@ class Wan:
             self.errors = 0
         elif planned is None:
             self.errors += 1
-        self.connected = False
         self.state = "down"
         fb = self.svc.store.kv("wan_fallback")
         if fb.get("prev") and now - self._fb_ms >= cfg["fallback_ms"]:
@@ -177,7 +174,7 @@ class Wan:
                 await self._refresh_pdp()
         # modem health: a hardware reset when it misbehaves or is due
         reason = None
-        if not silent and not self.need_init:
+        if not silent and self.radio is not False:
             try:
                 silent = not await self._up().alive(m)
             except (md.ModemError, at.ATError):
@@ -192,18 +189,17 @@ class Wan:
             reason = "stuck"
         if reason is not None:
             self.resets += 1
-            self.radio = None
             self.errors = 0
             self.state = "reset"
             self.svc.txlog.add("modem_reset", 0, reason)
             log("wan", "modem %s: hardware reset" % reason)
             self.init_ms = self.good_ms = mono.ms()
+            self.radio = False  # until the reset's init is done
             try:
-                await self._up().hw_reset(self.modem)
-                self.need_init = False
+                await self._up().hw_reset(self.modem)  # RDY, then init
+                self.radio = None
             except (md.ModemError, at.ATError) as e:
                 self.last_error = repr(e)
-                self.need_init = True
         elif planned == "pdp":
             await self._refresh_pdp()
         elif m.socket_open:
@@ -222,7 +218,7 @@ class Wan:
         up the old values are kept in KV "wan_fallback" and come back when
         the link is not up again within `fallback_ms` (the oldest values
         that worked stay there until a link comes up)."""
-        if self.connected:
+        if self.state == "connected":
             fb = self.svc.store.kv("wan_fallback")
             prev = fb.get("prev") or {}
             for k in keys:
@@ -248,6 +244,8 @@ class Wan:
         m.attached = False
 
     async def session(self):
+        """The modem and link brought up to HELLO_ACK -> the session's link
+        decoder (frames that came behind HELLO_ACK wait in it)."""
         m = self.modem
         up = self._up()
         cfg = self.svc.settings
@@ -260,10 +258,10 @@ class Wan:
             cred.changed.clear()
             while not cred.ready():
                 await cred.changed.wait_ms(60000)
-        if self.need_init:
+        if self.radio is False:
             self.state = "init"
             await up.init(m)
-            self.need_init = False
+            self.radio = None
             self.init_ms = mono.ms()
         if cfg["radio"] and cfg["radio"] != self.radio:
             await up.set_radio_mode(m, cfg["radio"])
@@ -298,7 +296,7 @@ class Wan:
 
                 self.svc.security_log.append(EV_HEADEND_REFUSED, b"headend tls " + cfg["host"].encode()[:32])
             raise
-        self.dec = link.Decoder()  # nothing of the last session's stream
+        dec = link.Decoder()  # this session's stream (_serve goes on with it)
         from version import VERSION
 
         await m.send(link.hello(self.svc.identity.chf["eui"], VERSION, self.signal))
@@ -311,14 +309,13 @@ class Wan:
                 raise md.ModemError("SocketClosed", "no HELLO_ACK")
             data = await m.recv(left)
             if data:
-                self.dec.feed(data)
-                fr = self.dec.next()
+                dec.feed(data)
+                fr = dec.next()
         if fr[0] != link.HELLO_ACK:
             raise link.LinkError("BadType", "frame %d before HELLO_ACK" % fr[0])
         # a time source: the authenticated link. Frames right behind
         # HELLO_ACK stay in the decoder for _serve
         self.svc.clock.from_source("headend", link.u32_payload(fr[2], "HELLO_ACK"))
-        self.connected = True
         self.connects += 1
         self.state = "connected"
         self.svc.txlog.add("link_up", self.connects)
@@ -335,16 +332,18 @@ class Wan:
             self._install_ms = mono.ms() + m.t["signal_window"]
         self.svc.outbox.reconnected()
         # the link is up: the bring-up steps go until it is down again (run
-        # goes on with _serve)
+        # goes on with _serve, and this session's decoder)
         lazy.drop(m.UP)
+        return dec
 
-    async def _serve(self):
+    async def _serve(self, dec):
+        # the link loop, reading the session's stream with decoder `dec`
         m = self.modem
         now = time.ticks_ms()
         last_rx = last_tx = last_sig = last_poll = now
         # frames that arrived together with HELLO_ACK: each taken by _frame
         # itself (no draining coroutine between this frame and its own)
-        while await self._frame(self.dec):
+        while await self._frame(dec):
             pass
         while True:
             if await self._send_due():
@@ -356,12 +355,12 @@ class Wan:
             now = time.ticks_ms()
             if data:
                 last_rx = now
-                self.dec.feed(data)  # the decoder reads the frames from the chunk itself
+                dec.feed(data)  # the decoder reads the frames from the chunk itself
                 # the decoder holds the chunk while its frames are taken, not
                 # this frame: neither its local nor its value stack (the
                 # chunk's stack slot is the one _frame's argument overwrites)
                 data = True
-                while await self._frame(self.dec):
+                while await self._frame(dec):
                     pass
             if time.ticks_diff(now, last_tx) >= cfg["ping_ms"]:
                 await m.send(link.encode(link.PING, now & 0xFFFF))
@@ -519,7 +518,7 @@ class Wan:
         m = self.modem
         cell = self.cell
         return {
-            "state": self.state, "connected": self.connected,
+            "state": self.state, "connected": self.state == "connected",
             "signal_dbm": self.signal, "signal_avg_dbm": m.signal_avg_dbm() if m else None,
             "cell": list(cell) if cell else None, "reg": m.reg_stat if m else None,
             "outbox_pending": len(self.svc.outbox), "connects": self.connects, "drops": self.drops,
