@@ -52,13 +52,13 @@ class Wan:
         self._relink = None  # a planned end's reason: wan_config changed host, port or apn
         self._fb_ms = mono.ms()  # when the fall-back was armed (or the job started with one pending)
         self._install_ms = None  # when the installation report is due (its signal window sampled)
-        self._cred_gen = -1  # the credentials the link was made with
         self.seen = []  # recent head-end frame ids (link.seen_add), persisted in KV "wan_seen"
         for i in (svc.store.kv("wan_seen", keep=False).get("ids") or []) + svc.outbox.he_ids():
             if isinstance(i, int):
                 link.seen_add(self.seen, i, _SEEN)
         self.modem = None
-        self.state = "idle"  # "connected" while the link is up
+        self.state = "idle"
+        self.connected = False
         self.signal = None
         self.cell = None
         self.connects = 0
@@ -143,9 +143,8 @@ class Wan:
         e = None
         now = mono.ms()
         # a link that was up a while is tried again at once (a flapping one backs off)
-        up = self.state == "connected"
-        was_up = up and now - self.good_ms >= _STABLE_MS
-        if up:
+        was_up = self.connected and now - self.good_ms >= _STABLE_MS
+        if self.connected:
             self.drops += 1
             self.svc.txlog.add("link_drop", 0, self.last_error or "")
             log("wan", "link down")
@@ -154,6 +153,7 @@ class Wan:
             self.errors = 0
         elif planned is None:
             self.errors += 1
+        self.connected = False
         self.state = "down"
         fb = self.svc.store.kv("wan_fallback")
         if fb.get("prev") and now - self._fb_ms >= cfg["fallback_ms"]:
@@ -218,7 +218,7 @@ class Wan:
         up the old values are kept in KV "wan_fallback" and come back when
         the link is not up again within `fallback_ms` (the oldest values
         that worked stay there until a link comes up)."""
-        if self.state == "connected":
+        if self.connected:
             fb = self.svc.store.kv("wan_fallback")
             prev = fb.get("prev") or {}
             for k in keys:
@@ -285,7 +285,7 @@ class Wan:
             self.svc.txlog.add("pdp_up", 0, ip or "")
             self.attach_ms = mono.ms()
         self.state = "connecting"
-        self._cred_gen = cred.gen
+        cred.changed.clear()  # set again by new credentials: the link is made again with them (_planned)
         await up.tls_prepare(m, cred)
         try:
             await up.open_tls(m, cfg["host"], cfg["port"])
@@ -316,6 +316,7 @@ class Wan:
         # a time source: the authenticated link. Frames right behind
         # HELLO_ACK stay in the decoder for _serve
         self.svc.clock.from_source("headend", link.u32_payload(fr[2], "HELLO_ACK"))
+        self.connected = True
         self.connects += 1
         self.state = "connected"
         self.svc.txlog.add("link_up", self.connects)
@@ -394,7 +395,7 @@ class Wan:
             raise md.ModemError("Planned", "reinit")
         if cfg["radio"] and cfg["radio"] != self.radio:
             raise md.ModemError("Planned", "radio")  # a new radio mode: set it, then connect again
-        if self.svc.link.gen != self._cred_gen:
+        if self.svc.link.changed.state:
             raise md.ModemError("Planned", "credentials")  # new link credentials: connect with them
         if self._relink is not None:
             r, self._relink = self._relink, None
@@ -518,7 +519,7 @@ class Wan:
         m = self.modem
         cell = self.cell
         return {
-            "state": self.state, "connected": self.state == "connected",
+            "state": self.state, "connected": self.connected,
             "signal_dbm": self.signal, "signal_avg_dbm": m.signal_avg_dbm() if m else None,
             "cell": list(cell) if cell else None, "reg": m.reg_stat if m else None,
             "outbox_pending": len(self.svc.outbox), "connects": self.connects, "drops": self.drops,

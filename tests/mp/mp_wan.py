@@ -265,9 +265,10 @@ def test_a_session_and_its_modem_hold_a_bounded_standing_heap():
     # held, one Flag, no empty list for pushed data); 1824 -> 800 and
     # 2624 -> 1952 on the 64-bit port. Branch wanpk: the session reads its
     # parts through the WAN service (one attribute for eleven), its
-    # bring-up module through sys.modules, "connected" from its state, the
-    # modem's init due as its radio mode False, the link decoder in the link
-    # loop's frame (made per session): 400 -> 240 (64-bit 800 -> 480);
+    # bring-up module through sys.modules, new link credentials seen by
+    # their Flag (no generation kept), the modem's init due as its radio
+    # mode False, the link decoder in the link loop's frame (made per
+    # session): 400 -> 240 (64-bit 800 -> 480);
     # the driver keeps each signal sample in one 32-bit word (tick and dBm),
     # no data callback and no count of bad lines (the parser's garbled
     # count has them), its parser 23 attributes and no list of handlers:
