@@ -447,8 +447,9 @@ class ATChannel:
         self._ev = flag.Flag()  # a timed wait without a helper task
         self.p.notify = self._ev.set
         self._lock = [False]  # flag.acquire/release
+        # the reader task: None before start, False once closed (stopped,
+        # or the UART ended)
         self._task = None
-        self.closed = False
 
     def start(self):
         if self._task is None:
@@ -458,17 +459,16 @@ class ATChannel:
         """End the reader task: it leaves the stream's poll queue, so a new
         channel on the same UART can read (one reader per stream)."""
         t = self._task
-        if t is not None:
-            self._task = None
+        self._task = False
+        if t:
             t.cancel()
-        self.closed = True
 
     async def _rx(self):
         r = self.r
         while True:
             b = await r.read(256)
             if not b:
-                self.closed = True
+                self._task = False
                 self.p.abort(ATError("ATClosed", b"", b"UART closed"))
                 return
             self.p.feed(b)
@@ -486,7 +486,7 @@ class ATChannel:
             done = done.encode()
         await flag.acquire(self._lock)
         try:
-            if self.closed:
+            if self._task is False:
                 raise ATError("ATClosed", text, b"UART closed")
             p = self.p
             p.begin(text, prefix, done, data is not None)

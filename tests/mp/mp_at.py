@@ -444,3 +444,28 @@ def test_a_read_block_over_the_limit_is_an_at_error():
     p.feed(b"\r\n+CIPRXGET: 2,0,2000,0\r\n")
     assert p.finished and p.result.args[0] == "ATError", p.result.args
     assert p.result.cmd == b"AT+CIPRXGET=2,0,1460" and p.result.line == b"+CIPRXGET: 2,0,2000,0"
+
+
+def test_a_stopped_channel_refuses_commands():
+    # stop() ends the reader; a command after it is refused at once (ATClosed)
+    # and start() does not bring a reader back
+    import asyncio
+
+    from modemline import Line
+    from wan.at import ATChannel
+
+    async def main():
+        ln = Line(lambda b: b"\r\nOK\r\n")
+        ch = ATChannel(ln, ln, 200)
+        ch.start()
+        assert await ch.cmd("AT") == ()
+        ch.stop()
+        ch.start()
+        try:
+            await ch.cmd("AT")
+            raise AssertionError("a command on a stopped channel")
+        except ATError as e:
+            assert e.args[0] == "ATClosed", e.args
+        assert not ch._task
+
+    asyncio.run(main())
