@@ -21,6 +21,9 @@ _CHUNK = const(1460)  # the most sent with one AT+CIPSEND / AT+CCHSEND
 # (1460-byte ones were the WAN's largest transient block)
 _RX_CHUNK = const(512)
 _NSIG = const(32)
+# the three registration stats (CREG, CGREG, CEREG), 4 bits each in one
+# int: all REG_UNKNOWN (4)
+_REG_UNKNOWN3 = const(0x444)
 
 # all timings in ms; tests shrink them
 TIMINGS = {
@@ -106,7 +109,7 @@ class Sim7600(md.Modem):
         # table entry each would be ~64 bytes apiece)
         at.p.on(_URC_PREFIXES, self._on_urc)
         at.p.on_data = self._on_push
-        self._reg = [md.REG_UNKNOWN, md.REG_UNKNOWN, md.REG_UNKNOWN]  # CREG, CGREG, CEREG
+        self._reg = _REG_UNKNOWN3  # CREG, CGREG, CEREG: bits 0-3, 4-7, 8-11
         # timed waits without a helper task: data or a closed link for recv,
         # a boot (RDY, counted in _boots) for the bring-up's hw_reset
         self._rxev = Flag()
@@ -192,13 +195,15 @@ class Sim7600(md.Modem):
             self._tls = False
             self._tls_fp = None
             self._cch_started = False
-            self._reg = [md.REG_UNKNOWN, md.REG_UNKNOWN, md.REG_UNKNOWN]
+            self._reg = _REG_UNKNOWN3
             self.reg_stat = md.REG_UNKNOWN
             self._boots += 1
             self._rxev.set()
             self._emit(md.EV_BOOT)
         elif i == 7:  # +CPIN: <state>
-            self.sim = line[6:].strip()
+            s = line[6:].strip()
+            # READY (the state at rest) as the constant, in flash when frozen
+            self.sim = b"READY" if s == b"READY" else s
             self._emit(md.EV_SIM, self.sim)
         elif i == 8:  # PB DONE
             self.pb_done = True
@@ -215,11 +220,14 @@ class Sim7600(md.Modem):
     def set_reg(self, i, stat):
         # registration stat i (CREG, CGREG, CEREG) -> the combined reg_stat:
         # registered by CGREG, CEREG or CREG, else denied, searching or none
+        if not 0 <= stat <= 15:
+            raise A.ATFormatError("registration stat %d" % stat)  # 3GPP: 0..11
         old = self.reg_stat
-        r = self._reg
-        r[i] = stat
+        r = self._reg & ~(15 << 4 * i) | stat << 4 * i
+        self._reg = r
+        r = (r >> 4 & 15, r >> 8 & 15, r & 15)  # CGREG, CEREG, CREG
         s = md.REG_UNKNOWN
-        for x in (r[1], r[2], r[0]):
+        for x in r:
             if md.registered(x):
                 s = x
                 break

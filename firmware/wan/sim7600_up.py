@@ -139,9 +139,9 @@ async def sim_ready(m, pin=None):
             if e.code == 12:
                 raise md.ModemError("PukRequired")
             raise
-        state = lines[-1][6:].strip() if lines else b""
-        m.sim = state
+        state = m.sim = lines[-1][6:].strip() if lines else b""
         if state == b"READY":
+            m.sim = b"READY"  # the constant (in flash when frozen), not the line's copy
             return True
         if state == b"SIM PIN":
             if pin is None or m._pin_tried == pin:
