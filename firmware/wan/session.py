@@ -373,7 +373,26 @@ class Wan:
                     await self._network_time()
                 finally:
                     lazy.drop(m.UP)  # loaded for it (_up) while the link is up
-            self._planned(cfg)
+            t = mono.ms()
+            if t - self.attach_ms >= cfg["pdp_refresh_ms"]:
+                raise md.ModemError("Planned", "pdp")
+            if t - self.init_ms >= cfg["reinit_ms"]:
+                raise md.ModemError("Planned", "reinit")
+            if cfg["radio"] and cfg["radio"] != self.radio:
+                raise md.ModemError("Planned", "radio")  # a new radio mode: set it, then connect again
+            if self.svc.link.changed.state:
+                raise md.ModemError("Planned", "credentials")  # new link credentials: connect with them
+            if self._relink is not None:
+                r, self._relink = self._relink, None
+                raise md.ModemError("Planned", r)  # new host, port or apn: connect with them (wan_config)
+            if self._install_ms is not None and t >= self._install_ms:
+                # the installation report (first link after provisioning): the
+                # signal average over the modem's signal window and the cell
+                from wan.report import queue
+
+                self._install_ms = None
+                queue(self.svc.outbox, self.svc.txlog, "install", self.signal_report(), ob.CRITICAL)
+                self.svc.store.kv("wan_report").set("install", True)
             if time.ticks_diff(now, last_sig) >= cfg["signal_ms"]:
                 last_sig = now
                 self.signal = await m.signal_dbm()
@@ -383,31 +402,6 @@ class Wan:
                 last_poll = now
                 if await m.poll_rx():
                     self.rx_polls_found += 1
-
-    def _planned(self, cfg):
-        # the link loop's checks that end the session as planned (raised:
-        # md.ModemError("Planned", reason)), and the installation report
-        # when due. Not a coroutine: none of its names in _serve's frame
-        t = mono.ms()
-        if t - self.attach_ms >= cfg["pdp_refresh_ms"]:
-            raise md.ModemError("Planned", "pdp")
-        if t - self.init_ms >= cfg["reinit_ms"]:
-            raise md.ModemError("Planned", "reinit")
-        if cfg["radio"] and cfg["radio"] != self.radio:
-            raise md.ModemError("Planned", "radio")  # a new radio mode: set it, then connect again
-        if self.svc.link.changed.state:
-            raise md.ModemError("Planned", "credentials")  # new link credentials: connect with them
-        if self._relink is not None:
-            r, self._relink = self._relink, None
-            raise md.ModemError("Planned", r)  # new host, port or apn: connect with them (wan_config)
-        if self._install_ms is not None and t >= self._install_ms:
-            # the installation report (first link after provisioning): the
-            # signal average over the modem's signal window and the cell
-            from wan.report import queue
-
-            self._install_ms = None
-            queue(self.svc.outbox, self.svc.txlog, "install", self.signal_report(), ob.CRITICAL)
-            self.svc.store.kv("wan_report").set("install", True)
 
     async def _send_due(self):
         # what the outbox says is due -> True when it sent any. A frame of

@@ -308,9 +308,10 @@ def test_the_link_loop_holds_small_coroutine_frames():
     # while the link serves, the job's coroutine frames are run's and
     # _serve's (a frame holds every local and its value stack as long as it
     # awaits). What follows a session's end (counts, fall-back, modem
-    # health, back-off) and the loop's planned-end checks run in frames of
-    # their own, made only while they run. Measured on the 32-bit build
-    # run 176 -> 128 bytes, _serve 128 -> 112 (64-bit 352 -> 256, 256 -> 224)
+    # health, back-off) runs in a frame of its own, made only while it
+    # runs. Measured on the 32-bit build run 176 -> 128 bytes, _serve 128
+    # (64-bit 352 -> 256, 256): its planned-end checks in a method of their
+    # own took 16 bytes off _serve and put ~60 in the boot set
     from wan import session
 
     W = 8 if sys.maxsize > 2**31 else 4
@@ -320,7 +321,7 @@ def test_the_link_loop_holds_small_coroutine_frames():
     run, _ = _held(s.run)
     serve, _ = _held(lambda: s._serve(None))
     print("run %d, _serve %d bytes" % (run, serve))
-    assert run <= 32 * W and serve <= 28 * W, (run, serve)
+    assert run <= 32 * W and serve <= 32 * W, (run, serve)
 
 
 def test_pushed_data_is_queued_for_recv_in_order():
