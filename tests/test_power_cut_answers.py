@@ -55,6 +55,10 @@ class Hub:
         self.seen_answers = []
         self.txlog = ob.TxLog(st.ringlog("transactions", 100), lambda: 0)
         self.outbox = ob.Outbox(st.journal("outbox"), dict(st.kv("wan").items()), self.txlog)
+        # the rest of what the WAN session reads through its service (wan.service)
+        self.settings = Settings(defaults(), st.kv("wan"))
+        self.clock = Clock()
+        self.link = self.security_log = self.event_log = self.manage = None
 
     async def route(self, data, tag=None):  # Router.route for a CHF frame
         r = self.chf.handle(data) if tag is None else self.chf.handle(data, tag)
@@ -68,7 +72,7 @@ def build():
     st, ident, chf, acb_d = _setup(flashfs.ROOT + "/data")
     chf_store[0] = st
     hub = Hub(chf, ident)
-    w = session.Wan(st, Settings(defaults(), st.kv("wan")), hub.txlog, hub.outbox, ident, hub.route, Clock())
+    w = session.Wan(hub)  # the hub stands for the WAN service
     w.modem = Sink()
     return hub, w, chf, ident, acb_d
 

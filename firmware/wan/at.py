@@ -12,6 +12,14 @@ from log import KindException
 
 _MAXLINE = const(256)
 _MAXRAW = const(1500)
+_LIMITS = const((_MAXLINE, _MAXRAW))  # a parser's longest line and raw block, unless a test asks for others
+# ATParser._ls, the line state: a LF to skip (the line ended with CR), a
+# line too long being dropped to its end
+_LS_LF = const(1)
+_LS_OVER = const(2)
+# ATParser._need: what the command in flight still waits for (bits)
+_N_FINAL = const(1)  # its final result (OK)
+_N_DONE = const(2)  # its done line
 
 
 class ATFormatError(ValueError):
@@ -167,41 +175,42 @@ class ATParser:
         # a line that ends in the chunk it began in is read from the chunk
         # itself: no standing line buffer. One split across chunks is kept
         # as its bytes so far (_part, a bytearray of at most maxline, made
-        # for that line); a longer one is
-        # dropped to its end (_over) and counted as garbled
-        self._cap = maxline
+        # for that line); a longer one is dropped to its end (_ls _LS_OVER)
+        # and counted as garbled. _lim: (maxline, maxraw)
+        self._lim = _LIMITS if maxline == _MAXLINE and maxraw == _MAXRAW else (maxline, maxraw)
         self._part = None
-        self._over = False
-        self._skip_lf = False
+        self._ls = 0
         # a raw data block (+CIPRXGET) is read into a buffer of its announced
-        # size, which is then handed over: no standing buffer, no second copy
-        self._maxraw = maxraw
+        # size (_raw, _rawn bytes of it in so far), which is then handed
+        # over: no standing buffer, no second copy. _rawlink: its link, None
+        # for the command's own
         self._raw = None
         self._rawn = 0
-        self._rawneed = 0
         self._rawlink = -1
-        self._rawcmd = False
-        self._urc = []
+        self._urc = ()  # (prefix, fn) pairs (on)
         self.on_data = None  # fn(link, memoryview) for pushed socket data (copy it)
         self.notify = None  # fn() called when the command finishes or prompts
         self.garbled = 0
         self.urcs = 0
         self.stray = 0
+        # the command in flight (begin): its reply's lines, result and data
+        # are the caller's once it ends (end: none kept here)
         self.cmd = None
         self.finished = True
         self.result = None
-        self.lines = []
+        self.lines = None
         self.data = None
-        self.prompted = False
-        self.want_prompt = False
+        self.prompt = None  # False: a '>' prompt is wanted; True: it came
         self.prefix = None
         self.done = None
+        self._need = 0  # _N_FINAL | _N_DONE: what it still waits for
         self.done_err = False
+        self._iperr = None
 
     def on(self, prefix, fn):
         """Register fn(line) for URCs starting with prefix, bytes or a tuple
         of them (first match wins)."""
-        self._urc.append((prefix, fn))
+        self._urc += ((prefix, fn),)
 
     def begin(self, cmd, prefix=None, done=None, prompt=False):
         """cmd: the command bytes (no CR). prefix: info lines that belong to
@@ -210,14 +219,12 @@ class ATParser:
         self.cmd = bytes(cmd)
         self.prefix = prefix
         self.done = done
-        self.want_prompt = prompt
-        self.prompted = False
+        self.prompt = False if prompt else None
         self.finished = False
         self.result = None
-        self.lines = []
+        self.lines = None  # a list once a line of it came (_line)
         self.data = None
-        self._final_seen = False
-        self._done_seen = done is None
+        self._need = _N_FINAL if done is None else _N_FINAL | _N_DONE
         self.done_err = False
         self._iperr = None
 
@@ -225,8 +232,10 @@ class ATParser:
         """Drop the command; late lines of it count as stray."""
         self.cmd = None
         self.finished = True
-        self.want_prompt = False
-        self.data = None  # taken by ATChannel.cmd: no standing copy of the block
+        self.prompt = None
+        # taken (or raised) by ATChannel.cmd: no standing copy of the block,
+        # the lines or the error
+        self.data = self.lines = self.result = None
 
     def abort(self, exc):
         if self.cmd is not None and not self.finished:
@@ -244,40 +253,39 @@ class ATParser:
         i = 0
         s = 0  # where the line being read begins in this chunk
         while i < n:
-            if self._skip_lf:
-                self._skip_lf = False
+            if self._ls == _LS_LF:
+                self._ls = 0
                 if mv[i] == 10:
                     i += 1
                     s = i
                     continue
-            if self._rawneed:
-                k = self._rawneed
+            raw = self._raw
+            if raw is not None:
+                k = len(raw) - self._rawn
                 if k > n - i:
                     k = n - i
-                self._raw[self._rawn:self._rawn + k] = mv[i:i + k]
+                raw[self._rawn:self._rawn + k] = mv[i:i + k]
                 self._rawn += k
-                self._rawneed -= k
                 i += k
                 s = i
-                if not self._rawneed:  # the block is whole
-                    raw = self._raw
+                if self._rawn == len(raw):  # the block is whole
                     self._raw = None
                     self._rawn = 0
-                    if self._rawcmd:
+                    if self._rawlink is None:
                         if self.cmd is not None:
                             self.data = raw  # a bytearray of exactly the block
                     elif self.on_data:
                         self.on_data(self._rawlink, memoryview(raw))
+                raw = None
                 continue
             b = mv[i]
             i += 1
             if b == 10 or b == 13:
-                if b == 13:
-                    self._skip_lf = True
+                over = self._ls == _LS_OVER
+                self._ls = _LS_LF if b == 13 else 0
                 part = self._part
                 self._part = None
-                if self._over or (i - 1 - s) + (len(part) if part else 0) > self._cap:
-                    self._over = False
+                if over or (i - 1 - s) + (len(part) if part else 0) > self._lim[0]:
                     self.garbled += 1
                 elif i - 1 > s or part:
                     if part:
@@ -289,19 +297,19 @@ class ATParser:
                         self._line_done(ln)
                 s = i
                 continue
-            if b == 62 and i - 1 == s and not self._part and not self._over and self.want_prompt \
-                    and not self.prompted and not self.finished:
-                self.prompted = True
+            if b == 62 and i - 1 == s and not self._part and self._ls != _LS_OVER and self.prompt is False \
+                    and not self.finished:
+                self.prompt = True
                 s = i
                 if self.notify:
                     self.notify()
                 continue
         # a line not ended in this chunk: its bytes so far are kept
-        if s < n and not self._rawneed and not self._over:
+        if s < n and self._raw is None and self._ls != _LS_OVER:
             part = self._part
-            if (n - s) + (len(part) if part else 0) > self._cap:
+            if (n - s) + (len(part) if part else 0) > self._lim[0]:
                 self._part = None
-                self._over = True  # dropped to its end
+                self._ls = _LS_OVER  # dropped to its end
             elif part:
                 part.extend(mv[s:n])  # in place: no new object per chunk
             else:
@@ -313,10 +321,15 @@ class ATParser:
                 self.data = b""
             return
         self._raw = bytearray(count)
-        self._rawneed = count
         self._rawn = 0
-        self._rawlink = link
-        self._rawcmd = for_cmd
+        self._rawlink = None if for_cmd else link
+
+    def _line(self, ln):
+        # a line of the command's reply (the list made for its first)
+        if self.lines is None:
+            self.lines = [ln]
+        else:
+            self.lines.append(ln)
 
     def _line_done(self, ln):
         c = self.cmd
@@ -332,8 +345,8 @@ class ATParser:
             if f is not None:
                 err = f[_F_ERR]
                 if not err:  # OK: finished once the done line is in too
-                    self._final_seen = True
-                    if self._done_seen:
+                    self._need &= _N_DONE
+                    if not self._need:
                         self._finish()
                     return
                 err = _ERR_KINDS[err - 1]
@@ -346,10 +359,10 @@ class ATParser:
                 self._iperr = ln
                 return
             d = self.done
-            if d is not None and not self._done_seen and ln.startswith(d):
-                self.lines.append(ln)
-                self._done_seen = True
-                if self._final_seen:
+            if d is not None and self._need & _N_DONE and ln.startswith(d):
+                self._line(ln)
+                self._need &= _N_FINAL
+                if not self._need:
                     self._finish()
                 elif not ln.endswith(b",0") and not ln.endswith(b" 0"):
                     self.done_err = True  # failure code: OK/ERROR may not follow
@@ -358,13 +371,13 @@ class ATParser:
                 return
             p = self.prefix
             if p is not None and ln.startswith(p):
-                self.lines.append(ln)
+                self._line(ln)
                 h = _raw_head(ln)
                 if h is not None:
-                    if 0 <= h[1] <= self._maxraw:
+                    if 0 <= h[1] <= self._lim[1]:
                         self._start_raw(h[0], h[1], True)
                         return
-                    self.result = ATError(c, ln, self.lines)
+                    self.result = ATError("ATError", c, ln, self.lines)  # a block larger than the parser takes
                     self._finish()
                 return
         elif f is not None and f[_F_STRAY]:
@@ -375,7 +388,7 @@ class ATParser:
             f = ln[9:].split(b",")
             if len(f) == 2:
                 link, cnt = _num(f[0]), _num(f[1])
-                if link >= 0 and 0 < cnt <= self._maxraw:
+                if link >= 0 and 0 < cnt <= self._lim[1]:
                     self.urcs += 1
                     self._start_raw(link, cnt, for_cmd=False)
                     return
@@ -383,7 +396,7 @@ class ATParser:
             return
         if ln.startswith(b"+CCHRECV: DATA,"):  # the SSL channel's automatic receive mode
             h = _raw_head(ln)
-            if h[0] >= 0 and 0 < h[1] <= self._maxraw:
+            if h[0] >= 0 and 0 < h[1] <= self._lim[1]:
                 self.urcs += 1
                 self._start_raw(h[0], h[1], False)
             else:
@@ -391,7 +404,7 @@ class ATParser:
             return
         if ln.startswith(b"+IPD"):
             cnt = _num(ln[4:])
-            if 0 < cnt <= self._maxraw:
+            if 0 < cnt <= self._lim[1]:
                 self.urcs += 1
                 self._start_raw(-1, cnt, for_cmd=False)
             else:
@@ -410,7 +423,7 @@ class ATParser:
                 self.urcs += 1
                 return
         if c is not None and not self.finished and self.prefix is None:
-            self.lines.append(ln)  # bare information line (AT+CIMI, AT+CGSN)
+            self._line(ln)  # bare information line (AT+CIMI, AT+CGSN)
             return
         self.garbled += 1
 
@@ -434,9 +447,9 @@ class ATChannel:
         self._ev = flag.Flag()  # a timed wait without a helper task
         self.p.notify = self._ev.set
         self._lock = [False]  # flag.acquire/release
+        # the reader task: None before start, False once closed (stopped,
+        # or the UART ended)
         self._task = None
-        self.closed = False
-        self.last_data = None
 
     def start(self):
         if self._task is None:
@@ -446,17 +459,16 @@ class ATChannel:
         """End the reader task: it leaves the stream's poll queue, so a new
         channel on the same UART can read (one reader per stream)."""
         t = self._task
-        if t is not None:
-            self._task = None
+        self._task = False
+        if t:
             t.cancel()
-        self.closed = True
 
     async def _rx(self):
         r = self.r
         while True:
             b = await r.read(256)
             if not b:
-                self.closed = True
+                self._task = False
                 self.p.abort(ATError("ATClosed", b"", b"UART closed"))
                 return
             self.p.feed(b)
@@ -474,7 +486,7 @@ class ATChannel:
             done = done.encode()
         await flag.acquire(self._lock)
         try:
-            if self.closed:
+            if self._task is False:
                 raise ATError("ATClosed", text, b"UART closed")
             p = self.p
             p.begin(text, prefix, done, data is not None)
@@ -492,7 +504,7 @@ class ATChannel:
                 # end or a failure line, then for the failure's ERROR
                 wait = _W_DONE if data is None else _W_PROMPT
                 while True:
-                    if not (p.finished or (p.prompted if wait == _W_PROMPT else wait == _W_DONE and p.done_err)):
+                    if not (p.finished or (p.prompt if wait == _W_PROMPT else wait == _W_DONE and p.done_err)):
                         left = asyncio.ticks_diff(deadline, asyncio.ticks())
                         if left > 0:
                             # the parser runs in the reader task: nothing
@@ -522,10 +534,12 @@ class ATChannel:
                         break
                 if p.result is not None:
                     raise p.result
+                # the lines (a command with none: the empty tuple, no list
+                # made) and the data are the caller's: p.end() drops the
+                # parser's references
                 if raw:
-                    return p.lines, p.data  # the caller's: p.end() drops the parser's reference
-                self.last_data = p.data
-                return p.lines
+                    return p.lines or (), p.data
+                return p.lines or ()
             finally:
                 p.end()
         finally:

@@ -16,8 +16,9 @@ from flag import Flag
 class LinkCredentials:
     """LinkCredentials(store, identity): the CHF EUI-64 is identity.chf["eui"] (read at use:
     a provisioning may change it). `gen` counts the
-    credentials installed since boot (a session made with older ones ends);
-    `changed` (a Flag) is set when they change."""
+    credentials installed since boot; `changed` (a Flag) is set when they
+    change (the WAN session clears it as it makes the link, and a session
+    made with older ones ends when it is set)."""
 
     def __init__(self, store, identity, rand=os.urandom):
         self.store = store

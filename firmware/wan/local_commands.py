@@ -24,16 +24,14 @@ def configure(kv, wan_settings, outbox, modem, clock, changes):
         why = settings.check(k, changes[k])
         if why is not None:
             raise ValueError("wan setting %s %s" % (k, why))
-    trial = dict(outbox.cfg)
-    trial.update({k: v for k, v in changes.items() if k in trial})
-    for a, b in (("crit_backoff_ms", "crit_backoff_max_ms"), ("noncrit_backoff_ms", "noncrit_backoff_max_ms")):
-        if trial[a] > trial[b]:
-            raise ValueError("wan setting %s must not be over %s" % (a, b))
-    c = dict(wan_settings.items())
+    c = dict(wan_settings.items())  # the outbox's retry policy too (outbox.configure takes it from them)
     c.update(changes)
+    for a, b in (("crit_backoff_ms", "crit_backoff_max_ms"), ("noncrit_backoff_ms", "noncrit_backoff_max_ms")):
+        if c[a] > c[b]:
+            raise ValueError("wan setting %s must not be over %s" % (a, b))
     if c["retry_ms"] > c["retry_max_ms"]:
         raise ValueError("wan setting retry_ms must not be over retry_max_ms")
-    if c["report_period_s"] and c["report_period_s"] * 1000 < trial["sched_window_ms"]:
+    if c["report_period_s"] and c["report_period_s"] * 1000 < c["sched_window_ms"]:
         raise ValueError("wan setting report_period_s must not be shorter than sched_window_ms")
     if "timings" in changes and modem is not None:
         modem.set_timings(changes["timings"] or {})
@@ -42,7 +40,6 @@ def configure(kv, wan_settings, outbox, modem, clock, changes):
         outbox.configure(wan_settings)
     c = dict(wan_settings.items())
     settings.apply_clock(clock, c)
-    c.update(outbox.cfg)
     return c
 
 

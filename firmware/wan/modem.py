@@ -67,7 +67,7 @@ class Modem:
     # The bring-up, functions f(m, ...) of the module the driver's class
     # attribute UP names (wan.sim7600_up), which the session loads while the
     # link is down and drops once it is up:
-    #   init(m): Bring the UART dialogue up (echo off, error mode, URCs on).
+    #   init(m): Bring the UART dialogue up (echo off, error mode, URCs on); -> the modem's revision (logged).
     #   alive(m): AT answered (False: escalate to hw_reset).
     #   sim_ready(m, pin=None): True when the SIM is usable; enters pin once; raises
     #     NoSim/WrongPin/PukRequired.
@@ -75,7 +75,7 @@ class Modem:
     #   wait_registered(m, timeout_ms): Registration polled until registered or the timeout.
     #   cell_id(m): (rat, "mcc-mnc", area code, cell id) of the serving cell, or None.
     #   set_radio_mode(m, mode)
-    #   attach(m, apn): Activate data; returns the IP address text. Raises AttachFailed.
+    #   attach(m, apn): Activate data; returns the IP address text (not kept). Raises AttachFailed.
     #   detach(m)
     #   open_socket(m, host, port); tls_prepare(m, cred), open_tls(m, host, port): the TCP
     #     channel, or the TLS one with the link credentials (wan.linkcred)

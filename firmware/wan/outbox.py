@@ -63,39 +63,62 @@ def unpack(p):
     return kind, cls, he_id, p[6:]
 
 
-def _rand(n):
-    import random
-
-    return random.getrandbits(30) % n
-
-
 class Outbox:
     def __init__(self, journal, config=None, txlog=None, ticks_ms=None, rand=None):
         self.j = journal
-        from wan.settings import spec  # here: a name less in this module's dict
-
-        self.cfg = {}
-        for k in _KEYS:
-            self.cfg[k] = spec(k)[4]
+        # the retry policy: the _KEYS settings that differ from their
+        # defaults (wan.settings.SCHEMA's), None while none does (setting())
+        self.cfg = None
         if config:
             self.configure(config)
         self.tx = txlog
         self._ticks = ticks_ms or time.ticks_ms
-        self._rand = rand or _rand  # rand(n) -> 0 <= int < n
-        self._tries = {}  # seq -> (attempts, ticks of last send); RAM only
-        self._parked = set()  # exhausted and kept: wait for the next reconnect
-        self._hold = {}  # scheduled seq -> ticks when it may leave (RAM: drawn again after a reboot)
-        self._first = []  # seqs sent before the others (last gasp)
+        if rand is not None:
+            self._rand = rand  # rand(n) -> 0 <= int < n (the method's random draw otherwise)
+        # RAM only, each made when first needed and None while empty:
+        # _tries seq -> (attempts, ticks of last send, class), or None for
+        # one exhausted and kept (parked: it waits for the next reconnect);
+        # _hold scheduled seq -> ticks when it may leave (drawn again after a
+        # reboot); _first the seqs sent before the others (last gasp)
+        self._tries = None
+        self._hold = None
+        self._first = None
+
+    def _rand(self, n):
+        import random
+
+        return random.getrandbits(30) % n
+
+    def setting(self, k):
+        """The retry policy's setting `k` (one of _KEYS) in effect."""
+        c = self.cfg
+        if c is not None and k in c:
+            return c[k]
+        from wan.settings import spec  # here: a name less in this module's dict
+
+        return spec(k)[4]
 
     def configure(self, cfg):
+        """Apply the retry policy's settings that `cfg` (a dict, or the
+        WAN settings) has; ValueError, and nothing changed, for a bad
+        on_exhausted or sched_window_ms."""
+        from wan.settings import spec
+
+        new = dict(self.cfg) if self.cfg else {}
         for k in _KEYS:
             if k in cfg:
-                self.cfg[k] = cfg[k]
-        if self.cfg["on_exhausted"] not in ("keep", "drop"):
+                v = cfg[k]
+                d = spec(k)[4]
+                if v == d and type(v) is type(d):
+                    new.pop(k, None)
+                else:
+                    new[k] = v
+        if new.get("on_exhausted", "keep") not in ("keep", "drop"):
             raise ValueError("on_exhausted must be keep or drop")
-        w = self.cfg["sched_window_ms"]
+        w = new.get("sched_window_ms", 0)
         if not isinstance(w, int) or not 0 <= w < (1 << 30):
             raise ValueError("sched_window_ms must be 0..2^30-1")
+        self.cfg = new or None
 
     def __len__(self):
         return len(self.j)
@@ -121,14 +144,13 @@ class Outbox:
 
     def reconnected(self):
         """A new link: every pending message gets its full retry budget again."""
-        self._tries = {}
-        self._parked = set()
+        self._tries = None  # the parked ones' too
 
     def _limits(self, cls):
-        c = self.cfg
         if cls == CRITICAL:
-            return c["crit_retries"], c["crit_backoff_ms"], c["crit_backoff_max_ms"]
-        return c["noncrit_retries"], c["noncrit_backoff_ms"], c["noncrit_backoff_max_ms"]
+            return self.setting("crit_retries"), self.setting("crit_backoff_ms"), self.setting("crit_backoff_max_ms")
+        return (self.setting("noncrit_retries"), self.setting("noncrit_backoff_ms"),
+                self.setting("noncrit_backoff_max_ms"))
 
     def _wait(self, cls, n):
         _, base, cap = self._limits(cls)
@@ -141,14 +163,17 @@ class Outbox:
         now = self._ticks()
         out = []
         seqs = self.j.seqs()
-        if self._first:
-            self._first = [s for s in self._first if s in seqs]
-            seqs = self._first + [s for s in seqs if s not in self._first]
+        first = self._first
+        if first:
+            first = [s for s in first if s in seqs]
+            self._first = first or None
+            seqs = first + [s for s in seqs if s not in first]
+        tries = self._tries
         for seq in seqs:
-            if seq in self._parked:
-                continue
-            st = self._tries.get(seq)
+            st = tries.get(seq, 0) if tries else 0
             if st is None:
+                continue  # parked
+            if not st:
                 p = self.j.read(seq)
                 try:
                     kind, cls, _, _ = unpack(p)
@@ -156,13 +181,19 @@ class Outbox:
                     self.j.ack(seq)  # unreadable: nothing we can ever deliver
                     continue
                 if kind == KIND_SCHEDULED:
-                    rel = self._hold.get(seq)
+                    hold = self._hold
+                    rel = hold.get(seq) if hold else None
                     if rel is None:
-                        w = self.cfg["sched_window_ms"]
-                        rel = self._hold[seq] = time.ticks_add(now, self._rand(w) if w > 0 else 0)
+                        w = self.setting("sched_window_ms")
+                        rel = time.ticks_add(now, self._rand(w) if w > 0 else 0)
+                        if hold is None:
+                            hold = self._hold = {}
+                        hold[seq] = rel
                     if time.ticks_diff(rel, now) > 0:
                         continue
-                self._tries[seq] = (1, now, cls)
+                if tries is None:
+                    tries = self._tries = {}
+                tries[seq] = (1, now, cls)
                 out.append(seq)
                 continue
             n, last, cls = st
@@ -171,16 +202,13 @@ class Outbox:
             if n > self._limits(cls)[0]:  # exhausted: dropped or parked
                 if self.tx is not None:
                     self.tx.add("exhausted", seq)
-                self._tries.pop(seq, None)
-                if self.cfg["on_exhausted"] == "drop":
-                    self.j.ack(seq)
-                    self._hold.pop(seq, None)
-                    if self.tx is not None:
-                        self.tx.add("dropped", seq)
+                if self.setting("on_exhausted") == "drop":
+                    self.acked(seq, "dropped")
+                    tries = self._tries
                 else:
-                    self._parked.add(seq)
+                    tries[seq] = None
                 continue
-            self._tries[seq] = (n + 1, now, cls)
+            tries[seq] = (n + 1, now, cls)
             out.append(seq)
         return out
 
@@ -188,31 +216,47 @@ class Outbox:
         """ms until the next resend or exhaustion check is due (None: nothing waiting)."""
         now = self._ticks()
         best = None
-        for seq, rel in self._hold.items():
-            if seq not in self._tries:
-                w = max(0, time.ticks_diff(rel, now))
-                if best is None or w < best:
-                    best = w
-        for n, last, cls in self._tries.values():
-            w = max(0, self._wait(cls, n) - time.ticks_diff(now, last))
-            if best is None or w < best:
-                best = w
+        tries = self._tries
+        if self._hold:
+            for seq, rel in self._hold.items():
+                if not tries or seq not in tries:
+                    w = max(0, time.ticks_diff(rel, now))
+                    if best is None or w < best:
+                        best = w
+        if tries:
+            for st in tries.values():
+                if st is not None:
+                    n, last, cls = st
+                    w = max(0, self._wait(cls, n) - time.ticks_diff(now, last))
+                    if best is None or w < best:
+                        best = w
         return best
 
-    def acked(self, seq):
-        """The head-end acknowledged frame id seq. -> False for an unknown or
-        already acknowledged id (a duplicate ACK: nothing changes)."""
+    def acked(self, seq, event="ack"):
+        """The head-end acknowledged frame id seq (event "dropped": it ran out
+        of tries and goes). -> False for an unknown or already acknowledged
+        id (a duplicate ACK: nothing changes)."""
         if seq not in self.j.seqs():
             return False
         self.j.ack(seq)
-        self._tries.pop(seq, None)
-        self._parked.discard(seq)
-        self._hold.pop(seq, None)
+        # its tries and hold go; a container left empty goes too
+        t = self._tries
+        if t and seq in t:
+            del t[seq]
+            if not t:
+                self._tries = None
+        t = self._hold
+        if t and seq in t:
+            del t[seq]
+            if not t:
+                self._hold = None
         if self.tx is not None:
-            self.tx.add("ack", seq)
+            self.tx.add(event, seq)
         return True
 
     def prioritise(self, seq):
         """Send seq before every other pending message (RAM only)."""
-        if seq not in self._first:
+        if self._first is None:
+            self._first = [seq]
+        elif seq not in self._first:
             self._first.append(seq)

@@ -34,7 +34,7 @@ class WanService:
         # read through and checked as read: a bad stored value gives its default
         self.settings = WanSettings(store.kv("wan"))
         self.txlog = ob.TxLog(store.ringlog("transactions", 100), utc)
-        self.outbox = ob.Outbox(store.journal("outbox"), dict(self.settings.items()), self.txlog)
+        self.outbox = ob.Outbox(store.journal("outbox"), self.settings, self.txlog)
         self.link = LinkCredentials(store, identity)  # the head-end link's key, certificate, anchor
         self.session = None  # wan.session.Wan once the job has started
         self.manage = None  # wan.mgmt.Channel, given by the wiring (it holds the local-port commands)
@@ -111,8 +111,7 @@ class WanService:
         if self.session is None:
             from wan.session import Wan
 
-            self.session = Wan(self.store, self.settings, self.txlog, self.outbox, self.identity, self.route,
-                               self.clock, self.link, self.security_log, self.event_log, self.manage)
+            self.session = Wan(self)  # its parts are this service's, read through it
             if self.store.kv("wan_power", keep=False).get("lost") is not None:
                 self.last_gasp().restored()
         await self.session.run()

@@ -18,6 +18,7 @@ from wan import at, link
 from wan import modem as md
 from wan import outbox as ob
 from wan.critical import is_critical
+from wan.sim7600 import Sim7600  # the modem's driver
 
 _STABLE_MS = const(10000)
 _SEEN = const(32)  # head-end frame ids remembered against duplicates
@@ -30,44 +31,34 @@ _TLS_HANDSHAKE_FAILED = const(15)  # AT+CCHOPEN's <err>: the handshake failed
 
 
 class Wan:
-    """One modem and head-end session after another. Its parts: the store,
-    the settings (wan.settings through KV "wan"), the transaction log and
-    outbox (built before the job: emit queues into the outbox meanwhile),
-    the identity (the CHF EUI in HELLO), route(frame, tag) for a GBCS frame
-    from the head-end, the hub's clock (head-end time sets it, network time
-    is a cross-check) and the link credentials (wan.linkcred)."""
+    """One modem and head-end session after another, for the WAN service
+    `svc` (wan.service.WanService), whose parts it uses, read through it:
+    the store, the settings (wan.settings through KV "wan"), the
+    transaction log and outbox (built before the job: emit queues into the
+    outbox meanwhile), the identity (the CHF EUI in HELLO), route(frame,
+    tag) for a GBCS frame from the head-end, the hub's clock (head-end time
+    sets it, network time is a cross-check), the link credentials
+    (wan.linkcred), the security and event logs and manage (wan.mgmt.Channel:
+    the head-end's MGMT requests)."""
 
-    def __init__(self, store, settings, txlog, outbox, identity, route, clock, cred=None, security_log=None,
-                 event_log=None, manage=None):
+    def __init__(self, svc):
         # its KV stores, opened when used (a KV object is its name on the
         # store's shared copy): "wan" (the settings), "wan_fallback" ("prev":
         # link settings to go back to, wan_config), "wan_report" ("install":
         # the installation report is queued; wan.report keeps "t" there),
-        # "wan_seen" ("ids": the seen head-end frame ids)
-        self.store = store
-        self.event_log = event_log
-        self.manage = manage  # wan.mgmt.Channel: the head-end's MGMT requests
+        # "wan_seen" ("ids": the seen head-end frame ids; a cold store: the
+        # list is this session's, the file read back only when written)
+        self.svc = svc
         self._relink = None  # a planned end's reason: wan_config changed host, port or apn
         self._fb_ms = mono.ms()  # when the fall-back was armed (or the job started with one pending)
         self._install_ms = None  # when the installation report is due (its signal window sampled)
-        self._cfg = settings  # the effective settings: the defaults overlaid by KV "wan", read through
-        self.identity = identity
-        self.route = route
-        self.clock = clock
-        self.cred = cred
-        self.security_log = security_log  # a refused head-end is written there
-        self._cred_gen = -1  # the credentials the link was made with
-        self.tx = txlog
-        self.outbox = outbox
         self.seen = []  # recent head-end frame ids (link.seen_add), persisted in KV "wan_seen"
-        for i in (store.kv("wan_seen").get("ids") or []) + self.outbox.he_ids():
+        for i in (svc.store.kv("wan_seen", keep=False).get("ids") or []) + svc.outbox.he_ids():
             if isinstance(i, int):
                 link.seen_add(self.seen, i, _SEEN)
-        self.dec = link.Decoder()  # holds a buffer only while a frame is split across chunks
         self.modem = None
         self.state = "idle"
         self.connected = False
-        self.need_init = True
         self.signal = None
         self.cell = None
         self.connects = 0
@@ -79,24 +70,21 @@ class Wan:
         self.init_ms = self.good_ms = self.attach_ms = self._fb_ms  # mono.ms() at the start
         self.errors = 0  # sessions in a row that failed before the link came up
         self.pdp_refreshes = 0
-        self.radio = None  # radio mode set since the modem booted
+        # the radio mode set since the modem booted (None: none); False: the
+        # modem needs its init (it booted, or a reset failed)
+        self.radio = False
         self._nitz = False  # the network sent its time: read AT+CCLK?
-        self._upm = None  # the driver's bring-up module while the link is down (_up)
 
     def _up(self):
         # the driver's bring-up steps (module modem.UP: init, SIM, registration,
         # attach, TLS, reset, ...), loaded while the link is down and dropped
-        # once it is up (session)
-        u = self._upm
-        if u is None:
-            u = self._upm = lazy.load(self.modem.UP)
-        return u
+        # once it is up (session; sys.modules holds it meanwhile)
+        return lazy.load(self.modem.UP)
 
     # ---- modem events (called from the AT reader) ----
     def _event(self, kind, value):
         if kind == md.EV_BOOT:
-            self.need_init = True
-            self.radio = None
+            self.radio = False  # init needed
         elif kind == md.EV_NET_LOST:
             log("wan", "network lost")
         elif kind == md.EV_TIME:
@@ -107,114 +95,122 @@ class Wan:
 
     # ---- the job ----
     async def run(self):
-        cfg = self._cfg
-        from wan.sim7600 import Sim7600  # the modem's driver
-
-        m = self.modem = Sim7600(*await board.open_uart("modem"), reset=self._reset_line, timings=cfg.get("timings"))
+        m = await board.open_uart("modem")  # (reader, writer)
+        m = self.modem = Sim7600(m[0], m[1], self._reset_line, self.svc.settings.get("timings"))
         m.listener = self._event
         # the reader runs from the job's start: the modem's notices (RDY,
         # registration) are taken off the UART also while the session waits
         # (no link credentials yet), not left to overflow its buffer
         m.at.start()
         try:
-            delay = cfg["retry_ms"]
+            delay = self.svc.settings["retry_ms"]
             self.init_ms = self.good_ms = mono.ms()
             while True:
-                silent = False
-                planned = None
                 try:
                     # the link's bring-up, then its loop: one coroutine frame
                     # at a time under this one (the bring-up's is gone while
                     # the link serves)
-                    await self.session()
-                    await self._serve()
+                    await self._serve(await self.session())
                 except (md.ModemError, at.ATError, ValueError, OSError) as e:
-                    # ValueError covers link.LinkError and AT/field format errors
-                    k = kind_of(e)
-                    if k == "Planned":
-                        planned = e.args[1]
-                        self.last_error = "planned " + planned
-                    else:
-                        self.last_error = repr(e)
-                        if k in ("ATTimeout", "ModemSilent"):
-                            silent = True
-                        else:
-                            log("wan", "session ended: %r" % e)
-                now = mono.ms()
-                # a link that was up a while is tried again at once (a flapping one backs off)
-                was_up = self.connected and now - self.good_ms >= _STABLE_MS
-                if self.connected:
-                    self.drops += 1
-                    self.tx.add("link_drop", 0, self.last_error or "")
-                    log("wan", "link down")
-                    self.good_ms = now
-                    delay = cfg["retry_ms"]
-                    self.errors = 0
-                elif planned is None:
-                    self.errors += 1
-                self.connected = False
-                self.state = "down"
-                cfg = self._cfg
-                fb = self.store.kv("wan_fallback")
-                if fb.get("prev") and now - self._fb_ms >= cfg["fallback_ms"]:
-                    prev = fb.get("prev")
-                    names = ",".join(sorted(prev))
-                    self.store.kv("wan").update(prev)
-                    fb.delete("prev")
-                    self.tx.add("fallback", 0, names)
-                    log("wan", "link not back with the new %s: the old values return" % names)
-                    if self.event_log is not None:
-                        from codes import EV_SETTINGS_ROLLED_BACK  # here: a name less in this module's dict
-
-                        try:
-                            self.event_log.append(EV_SETTINGS_ROLLED_BACK, ("fallback " + names).encode())
-                        except Exception:  # noqa: BLE001 - no clock: the console and the transaction log have it
-                            pass
-                    if "apn" in prev:
-                        await self._refresh_pdp()
-                # modem health: a hardware reset when it misbehaves or is due
-                reason = None
-                if not silent and not self.need_init:
-                    try:
-                        silent = not await self._up().alive(m)
-                    except (md.ModemError, at.ATError):
-                        silent = True
-                if silent:
-                    reason = "silent"
-                elif planned == "reinit" or now - self.init_ms >= cfg["reinit_ms"]:
-                    reason = "periodic"
-                elif self.errors >= cfg["max_errors"]:
-                    reason = "errors"
-                elif now - self.good_ms >= cfg["stuck_ms"]:
-                    reason = "stuck"
-                if reason is not None:
-                    self.resets += 1
-                    self.radio = None
-                    self.errors = 0
-                    self.state = "reset"
-                    self.tx.add("modem_reset", 0, reason)
-                    log("wan", "modem %s: hardware reset" % reason)
-                    self.init_ms = self.good_ms = mono.ms()
-                    try:
-                        await self._up().hw_reset(self.modem)
-                        self.need_init = False
-                    except (md.ModemError, at.ATError) as e:
-                        self.last_error = repr(e)
-                        self.need_init = True
-                elif planned == "pdp":
-                    await self._refresh_pdp()
-                elif m.socket_open:
-                    try:
-                        await m.close_socket()
-                    except (md.ModemError, at.ATError):
-                        pass
-                if planned is None and not was_up:
-                    await asyncio.sleep_ms(delay)
-                    delay = min(delay * 2, cfg["retry_max_ms"])
+                    # ValueError covers link.LinkError and AT/field format
+                    # errors. What follows a session's end runs in a frame
+                    # of its own: none of its names in this one meanwhile
+                    delay = await self._ended(e, delay)
         finally:
             # the job ends (error or cancel): its AT reader leaves the UART,
             # which the board keeps for the next run's reader
             m.at.stop()
+
+    async def _ended(self, e, delay):
+        # after a session's end (`e` ended it): the counts, the link
+        # settings' fall-back, the modem's health (a hardware reset when it
+        # misbehaves or is due) and the wait before the next -> the next
+        # session's back-off delay
+        m = self.modem
+        cfg = self.svc.settings
+        silent = False
+        planned = None
+        k = kind_of(e)
+        if k == "Planned":
+            planned = e.args[1]
+            self.last_error = "planned " + planned
+        else:
+            self.last_error = repr(e)
+            if k in ("ATTimeout", "ModemSilent"):
+                silent = True
+            else:
+                log("wan", "session ended: %r" % e)
+        e = None
+        now = mono.ms()
+        # a link that was up a while is tried again at once (a flapping one backs off)
+        was_up = self.connected and now - self.good_ms >= _STABLE_MS
+        if self.connected:
+            self.drops += 1
+            self.svc.txlog.add("link_drop", 0, self.last_error or "")
+            log("wan", "link down")
+            self.good_ms = now
+            delay = cfg["retry_ms"]
+            self.errors = 0
+        elif planned is None:
+            self.errors += 1
+        self.connected = False
+        self.state = "down"
+        fb = self.svc.store.kv("wan_fallback")
+        if fb.get("prev") and now - self._fb_ms >= cfg["fallback_ms"]:
+            prev = fb.get("prev")
+            names = ",".join(sorted(prev))
+            self.svc.store.kv("wan").update(prev)
+            fb.delete("prev")
+            self.svc.txlog.add("fallback", 0, names)
+            log("wan", "link not back with the new %s: the old values return" % names)
+            if self.svc.event_log is not None:
+                from codes import EV_SETTINGS_ROLLED_BACK  # here: a name less in this module's dict
+
+                try:
+                    self.svc.event_log.append(EV_SETTINGS_ROLLED_BACK, ("fallback " + names).encode())
+                except Exception:  # noqa: BLE001 - no clock: the console and the transaction log have it
+                    pass
+            if "apn" in prev:
+                await self._refresh_pdp()
+        # modem health: a hardware reset when it misbehaves or is due
+        reason = None
+        if not silent and self.radio is not False:
+            try:
+                silent = not await self._up().alive(m)
+            except (md.ModemError, at.ATError):
+                silent = True
+        if silent:
+            reason = "silent"
+        elif planned == "reinit" or now - self.init_ms >= cfg["reinit_ms"]:
+            reason = "periodic"
+        elif self.errors >= cfg["max_errors"]:
+            reason = "errors"
+        elif now - self.good_ms >= cfg["stuck_ms"]:
+            reason = "stuck"
+        if reason is not None:
+            self.resets += 1
+            self.errors = 0
+            self.state = "reset"
+            self.svc.txlog.add("modem_reset", 0, reason)
+            log("wan", "modem %s: hardware reset" % reason)
+            self.init_ms = self.good_ms = mono.ms()
+            self.radio = False  # until the reset's init is done
+            try:
+                await self._up().hw_reset(self.modem)  # RDY, then init
+                self.radio = None
+            except (md.ModemError, at.ATError) as e:
+                self.last_error = repr(e)
+        elif planned == "pdp":
+            await self._refresh_pdp()
+        elif m.socket_open:
+            try:
+                await m.close_socket()
+            except (md.ModemError, at.ATError):
+                pass
+        if planned is None and not was_up:
+            await asyncio.sleep_ms(delay)
+            delay = min(delay * 2, cfg["retry_max_ms"])
+        return delay
 
     def relink(self, keys, before, origin):
         """wan_config changed `keys` (of host, port, apn; `before`: the old
@@ -223,7 +219,7 @@ class Wan:
         the link is not up again within `fallback_ms` (the oldest values
         that worked stay there until a link comes up)."""
         if self.connected:
-            fb = self.store.kv("wan_fallback")
+            fb = self.svc.store.kv("wan_fallback")
             prev = fb.get("prev") or {}
             for k in keys:
                 if k not in prev:
@@ -238,7 +234,7 @@ class Wan:
         library; the next session activates the context again."""
         m = self.modem
         self.pdp_refreshes += 1
-        self.tx.add("pdp_refresh")
+        self.svc.txlog.add("pdp_refresh")
         log("wan", "PDP context refresh")
         try:
             await m.close_socket()
@@ -248,11 +244,13 @@ class Wan:
         m.attached = False
 
     async def session(self):
+        """The modem and link brought up to HELLO_ACK -> the session's link
+        decoder (frames that came behind HELLO_ACK wait in it)."""
         m = self.modem
         up = self._up()
-        cfg = self._cfg
-        self.outbox.configure(cfg)
-        cred = self.cred
+        cfg = self.svc.settings
+        self.svc.outbox.configure(cfg)
+        cred = self.svc.link
         if not cred.ready():
             # no link certificate: no head-end to talk to until one is installed
             self.state = "no_credentials"
@@ -260,10 +258,10 @@ class Wan:
             cred.changed.clear()
             while not cred.ready():
                 await cred.changed.wait_ms(60000)
-        if self.need_init:
+        if self.radio is False:
             self.state = "init"
             await up.init(m)
-            self.need_init = False
+            self.radio = None
             self.init_ms = mono.ms()
         if cfg["radio"] and cfg["radio"] != self.radio:
             await up.set_radio_mode(m, cfg["radio"])
@@ -282,26 +280,26 @@ class Wan:
                 ip = await up.attach(m, cfg["apn"])
             except md.ModemError as e:
                 if e.args[0] == "AttachFailed":
-                    self.tx.add("pdp_fail", 0, str(e))
+                    self.svc.txlog.add("pdp_fail", 0, str(e))
                 raise
-            self.tx.add("pdp_up", 0, ip or "")
+            self.svc.txlog.add("pdp_up", 0, ip or "")
             self.attach_ms = mono.ms()
         self.state = "connecting"
-        self._cred_gen = cred.gen
+        cred.changed.clear()  # set again by new credentials: the link is made again with them (_planned)
         await up.tls_prepare(m, cred)
         try:
             await up.open_tls(m, cfg["host"], cfg["port"])
         except md.ModemError as e:
             # SocketOpenFailed: args[2] is the modem's <err>
-            if e.args[0] == "SocketOpenFailed" and e.args[2] == _TLS_HANDSHAKE_FAILED and self.security_log is not None:
+            if e.args[0] == "SocketOpenFailed" and e.args[2] == _TLS_HANDSHAKE_FAILED and self.svc.security_log is not None:
                 from codes import EV_HEADEND_REFUSED
 
-                self.security_log.append(EV_HEADEND_REFUSED, b"headend tls " + cfg["host"].encode()[:32])
+                self.svc.security_log.append(EV_HEADEND_REFUSED, b"headend tls " + cfg["host"].encode()[:32])
             raise
-        self.dec = link.Decoder()  # nothing of the last session's stream
+        dec = link.Decoder()  # this session's stream (_serve goes on with it)
         from version import VERSION
 
-        await m.send(link.hello(self.identity.chf["eui"], VERSION, self.signal))
+        await m.send(link.hello(self.svc.identity.chf["eui"], VERSION, self.signal))
         # HELLO_ACK
         deadline = time.ticks_add(time.ticks_ms(), cfg["hello_timeout_ms"])
         fr = None
@@ -311,58 +309,59 @@ class Wan:
                 raise md.ModemError("SocketClosed", "no HELLO_ACK")
             data = await m.recv(left)
             if data:
-                self.dec.feed(data)
-                fr = self.dec.next()
+                dec.feed(data)
+                fr = dec.next()
         if fr[0] != link.HELLO_ACK:
             raise link.LinkError("BadType", "frame %d before HELLO_ACK" % fr[0])
         # a time source: the authenticated link. Frames right behind
         # HELLO_ACK stay in the decoder for _serve
-        self.clock.from_source("headend", link.u32_payload(fr[2], "HELLO_ACK"))
+        self.svc.clock.from_source("headend", link.u32_payload(fr[2], "HELLO_ACK"))
         self.connected = True
         self.connects += 1
         self.state = "connected"
-        self.tx.add("link_up", self.connects)
+        self.svc.txlog.add("link_up", self.connects)
         self.good_ms = mono.ms()
         self.errors = 0
         log("wan", "link up to %s:%d" % (cfg["host"], cfg["port"]))
         self._relink = None
-        fb = self.store.kv("wan_fallback")
+        fb = self.svc.store.kv("wan_fallback")
         if fb.get("prev"):
             fb.delete("prev")  # the new link settings work: no fall-back
-            self.tx.add("fallback", 0, "kept")
-        if self._install_ms is None and not self.store.kv("wan_report").get("install"):
+            self.svc.txlog.add("fallback", 0, "kept")
+        if self._install_ms is None and not self.svc.store.kv("wan_report").get("install"):
             # the installation report leaves once the signal average covers its window
             self._install_ms = mono.ms() + m.t["signal_window"]
-        self.outbox.reconnected()
+        self.svc.outbox.reconnected()
         # the link is up: the bring-up steps go until it is down again (run
-        # goes on with _serve)
-        self._upm = None
+        # goes on with _serve, and this session's decoder)
         lazy.drop(m.UP)
+        return dec
 
-    async def _serve(self):
+    async def _serve(self, dec):
+        # the link loop, reading the session's stream with decoder `dec`
         m = self.modem
         now = time.ticks_ms()
         last_rx = last_tx = last_sig = last_poll = now
         # frames that arrived together with HELLO_ACK: each taken by _frame
         # itself (no draining coroutine between this frame and its own)
-        while await self._frame(self.dec):
+        while await self._frame(dec):
             pass
         while True:
             if await self._send_due():
                 last_tx = time.ticks_ms()
-            cfg = self._cfg  # wan_config may change it meanwhile
-            wait = self.outbox.next_due_ms()
+            cfg = self.svc.settings  # wan_config may change it meanwhile
+            wait = self.svc.outbox.next_due_ms()
             wait = 200 if wait is None else max(10, min(wait, 200))
             data = await m.recv(wait)  # SocketClosed ends the session
             now = time.ticks_ms()
             if data:
                 last_rx = now
-                self.dec.feed(data)  # the decoder reads the frames from the chunk itself
+                dec.feed(data)  # the decoder reads the frames from the chunk itself
                 # the decoder holds the chunk while its frames are taken, not
                 # this frame: neither its local nor its value stack (the
                 # chunk's stack slot is the one _frame's argument overwrites)
                 data = True
-                while await self._frame(self.dec):
+                while await self._frame(dec):
                     pass
             if time.ticks_diff(now, last_tx) >= cfg["ping_ms"]:
                 await m.send(link.encode(link.PING, now & 0xFFFF))
@@ -373,8 +372,7 @@ class Wan:
                 try:
                     await self._network_time()
                 finally:
-                    self._upm = None  # loaded for it (_up) while the link is up
-                    lazy.drop(m.UP)
+                    lazy.drop(m.UP)  # loaded for it (_up) while the link is up
             t = mono.ms()
             if t - self.attach_ms >= cfg["pdp_refresh_ms"]:
                 raise md.ModemError("Planned", "pdp")
@@ -382,7 +380,7 @@ class Wan:
                 raise md.ModemError("Planned", "reinit")
             if cfg["radio"] and cfg["radio"] != self.radio:
                 raise md.ModemError("Planned", "radio")  # a new radio mode: set it, then connect again
-            if self.cred.gen != self._cred_gen:
+            if self.svc.link.changed.state:
                 raise md.ModemError("Planned", "credentials")  # new link credentials: connect with them
             if self._relink is not None:
                 r, self._relink = self._relink, None
@@ -393,8 +391,8 @@ class Wan:
                 from wan.report import queue
 
                 self._install_ms = None
-                queue(self.outbox, self.tx, "install", self.signal_report(), ob.CRITICAL)
-                self.store.kv("wan_report").set("install", True)
+                queue(self.svc.outbox, self.svc.txlog, "install", self.signal_report(), ob.CRITICAL)
+                self.svc.store.kv("wan_report").set("install", True)
             if time.ticks_diff(now, last_sig) >= cfg["signal_ms"]:
                 last_sig = now
                 self.signal = await m.signal_dbm()
@@ -410,8 +408,8 @@ class Wan:
         # its own: no record or frame stays in _serve's while it waits (a
         # coroutine frame keeps what its stack last held)
         sent = False
-        for seq in self.outbox.due():
-            rec = self.outbox.read(seq)
+        for seq in self.svc.outbox.due():
+            rec = self.svc.outbox.read(seq)
             fr = link.encode(link.REPORT if rec[0] == ob.KIND_REPORT else link.GBCS, seq, rec[3])
             rec = None  # only the encoded frame is held while it goes
             await self.modem.send(fr)
@@ -432,7 +430,7 @@ class Wan:
         if ftype == link.GBCS:
             if fid in self.seen:
                 self.duplicates += 1
-                self.tx.add("duplicate", fid)
+                self.svc.txlog.add("duplicate", fid)
                 p = None
                 await m.send(link.ack(fid, link.ACK_DUPLICATE))
                 return True
@@ -441,37 +439,39 @@ class Wan:
                 # the link frame id goes with it: an exact resend of an
                 # answered command (its ACK lost to a power cut) is answered
                 # again from the CHF/GPF's stored last answer
-                resp, alerts = await self.route(bytes(p), fid.to_bytes(4, "big"))
+                resp, alerts = await self.svc.route(bytes(p), fid.to_bytes(4, "big"))
             except Exception as e:  # noqa: BLE001
                 # ValueError: GBCS frame/security/use-case rejections. Anything
                 # else is a fault in the hub; it is refused too, or the
                 # head-end would redeliver the same frame after every reconnect
                 resp, alerts = None, ()
                 status = link.ACK_REJECTED
-                self.tx.add("reject", fid, kind_of(e))
+                self.svc.txlog.add("reject", fid, kind_of(e))
                 if not isinstance(e, ValueError):
                     from log import log_exc
 
                     log_exc("wan", e)
             # the retry class by the GBCS use case's criticality (wan.critical)
             if resp is not None:
-                self.outbox.add(resp, ob.CRITICAL if is_critical(resp) else ob.NON_CRITICAL, ob.KIND_RESPONSE, fid)
-            ca = self._cfg["critical_alerts"]
+                self.svc.outbox.add(resp, ob.CRITICAL if is_critical(resp) else ob.NON_CRITICAL, ob.KIND_RESPONSE, fid)
+            ca = self.svc.settings["critical_alerts"]
             for a in alerts:
-                self.outbox.add(a, ob.CRITICAL if is_critical(a, True, ca) else ob.NON_CRITICAL, ob.KIND_ALERT)
+                self.svc.outbox.add(a, ob.CRITICAL if is_critical(a, True, ca) else ob.NON_CRITICAL, ob.KIND_ALERT)
             # queued on flash: the answer and alerts are not held while the ACK goes
             resp = alerts = a = p = None
             link.seen_add(self.seen, fid, _SEEN)
-            self.store.kv("wan_seen").set("ids", self.seen)
+            # a cold store: what it compares the list with is the one on
+            # flash (a RAM copy would be this very list, changed in place)
+            self.svc.store.kv("wan_seen", keep=False).set("ids", self.seen)
             await m.send(link.ack(fid, status))
         elif ftype == link.ACK:
             link.parse_ack(p)
-            self.outbox.acked(fid)
+            self.svc.outbox.acked(fid)
         elif ftype == link.MGMT:
-            if self.manage is None:
+            if self.svc.manage is None:
                 reply = b'{"status": 4, "error": "no management channel"}'
             else:
-                reply = await self.manage(fid, p)
+                reply = await self.svc.manage(fid, p)
             p = None
             fr = link.encode(link.MGMT_REPLY, fid, reply)
             reply = None  # only the encoded reply is held while it goes
@@ -480,7 +480,7 @@ class Wan:
             await m.send(link.encode(link.PONG, fid))
         elif ftype == link.TIME or ftype == link.HELLO_ACK:
             # the head-end's time, over the authenticated link: a time source
-            self.clock.from_source("headend", link.u32_payload(p, "TIME"))
+            self.svc.clock.from_source("headend", link.u32_payload(p, "TIME"))
         elif ftype == link.PONG:
             pass
         else:
@@ -499,7 +499,7 @@ class Wan:
                 raise
             return
         if t is not None:
-            self.clock.cross_check("network", t)
+            self.svc.clock.cross_check("network", t)
 
     def signal_report(self):
         """The WAN signal as the reports carry it (and wan_status shows it)."""
@@ -516,7 +516,7 @@ class Wan:
             "state": self.state, "connected": self.connected,
             "signal_dbm": self.signal, "signal_avg_dbm": m.signal_avg_dbm() if m else None,
             "cell": list(cell) if cell else None, "reg": m.reg_stat if m else None,
-            "outbox_pending": len(self.outbox), "connects": self.connects, "drops": self.drops,
+            "outbox_pending": len(self.svc.outbox), "connects": self.connects, "drops": self.drops,
             "modem_resets": self.resets, "duplicates": self.duplicates,
             "rx_polls_found": self.rx_polls_found, "last_error": self.last_error,
             "errors": self.errors, "pdp_refreshes": self.pdp_refreshes,

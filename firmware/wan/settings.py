@@ -128,23 +128,23 @@ class WanSettings(Settings):
     def __init__(self, kv):
         Settings.__init__(self, SCHEMA, kv)  # `in` finds a name among SCHEMA's (no dict of defaults)
         self.event_log = None
-        # names reported since boot, and those not yet in the event log:
-        # tuples, the shared () until a bad stored value is read
+        # names reported since boot: a tuple, the shared () until a bad
+        # stored value is read (those reported before the event log was
+        # given go there when it is: report_to)
         self.bad = ()
-        self._unlogged = ()
 
     def report_to(self, event_log):
         """The event log for the reports (the wiring gives it once the CHF's
         logs exist); reports made before go there now."""
+        first = self.event_log is None
         self.event_log = event_log
-        names, self._unlogged = self._unlogged, ()
-        for k in names:
-            self._log_bad(k)
+        if first:
+            for k in self.bad:
+                self._log_bad(k)
 
     def _log_bad(self, key):
         if self.event_log is None:
-            self._unlogged += (key,)
-            return
+            return  # report_to logs it
         try:
             self.event_log.append(EV_BAD_SETTING, key.encode()[:32])
         except Exception:

@@ -21,6 +21,9 @@ _CHUNK = const(1460)  # the most sent with one AT+CIPSEND / AT+CCHSEND
 # (1460-byte ones were the WAN's largest transient block)
 _RX_CHUNK = const(512)
 _NSIG = const(32)
+# the three registration stats (CREG, CGREG, CEREG), 4 bits each in one
+# int: all REG_UNKNOWN (4)
+_REG_UNKNOWN3 = const(0x444)
 
 # all timings in ms; tests shrink them
 TIMINGS = {
@@ -106,7 +109,7 @@ class Sim7600(md.Modem):
         # table entry each would be ~64 bytes apiece)
         at.p.on(_URC_PREFIXES, self._on_urc)
         at.p.on_data = self._on_push
-        self._reg = [md.REG_UNKNOWN, md.REG_UNKNOWN, md.REG_UNKNOWN]  # CREG, CGREG, CEREG
+        self._reg = _REG_UNKNOWN3  # CREG, CGREG, CEREG: bits 0-3, 4-7, 8-11
         # timed waits without a helper task: data or a closed link for recv,
         # a boot (RDY, counted in _boots) for the bring-up's hw_reset
         self._rxev = Flag()
@@ -115,22 +118,18 @@ class Sim7600(md.Modem):
         self._woken = False
         self._rx_urcs = 0  # "+CIPRXGET: 1,0" seen (a read must not clear a newer one)
         self._rxq = None  # pushed data (+RECEIVE, +IPD) not yet taken: a list once some came
-        # the last _NSIG signal samples: tick (4 bytes a slot) and dBm (-116
-        # to -25: one signed byte a slot); a bytes initialiser is raw zeroed
-        # memory in MicroPython
-        self._sig_t = array("i", bytes(4 * _NSIG))
-        self._sig_v = array("b", bytes(_NSIG))
+        # the last _NSIG signal samples, one 32-bit word each (_sig_put): its
+        # tick in 32 ms steps (the ticks' 30 bits less 5) over the dBm + 128
+        # (-116 to -25: 7 bits); a bytes initialiser is raw zeroed memory in
+        # MicroPython. _sig_n: the samples taken, kept under 2 * _NSIG (the
+        # next one's slot is _sig_n % _NSIG)
+        self._sig = array("I", bytes(4 * _NSIG))
         self._sig_n = 0
-        self._sig_i = 0
         self._pin_tried = None  # the PIN entered since boot (one try per PIN)
         self.sim = None
         self.pb_done = False
         self.net_lost = False
         self.attached = False
-        self.revision = None
-        self.ip = None
-        self.on_data = None
-        self.bad_lines = 0
         self._tls = False  # the open channel is the SSL session (else TCP link 0)
         self._tls_fp = None  # the link credentials set up in the modem since it booted
         self._cch_started = False
@@ -196,13 +195,15 @@ class Sim7600(md.Modem):
             self._tls = False
             self._tls_fp = None
             self._cch_started = False
-            self._reg = [md.REG_UNKNOWN, md.REG_UNKNOWN, md.REG_UNKNOWN]
+            self._reg = _REG_UNKNOWN3
             self.reg_stat = md.REG_UNKNOWN
             self._boots += 1
             self._rxev.set()
             self._emit(md.EV_BOOT)
         elif i == 7:  # +CPIN: <state>
-            self.sim = line[6:].strip()
+            s = line[6:].strip()
+            # READY (the state at rest) as the constant, in flash when frozen
+            self.sim = b"READY" if s == b"READY" else s
             self._emit(md.EV_SIM, self.sim)
         elif i == 8:  # PB DONE
             self.pb_done = True
@@ -219,11 +220,14 @@ class Sim7600(md.Modem):
     def set_reg(self, i, stat):
         # registration stat i (CREG, CGREG, CEREG) -> the combined reg_stat:
         # registered by CGREG, CEREG or CREG, else denied, searching or none
+        if not 0 <= stat <= 15:
+            raise A.ATFormatError("registration stat %d" % stat)  # 3GPP: 0..11
         old = self.reg_stat
-        r = self._reg
-        r[i] = stat
+        r = self._reg & ~(15 << 4 * i) | stat << 4 * i
+        self._reg = r
+        r = (r >> 4 & 15, r >> 8 & 15, r & 15)  # CGREG, CEREG, CREG
         s = md.REG_UNKNOWN
-        for x in (r[1], r[2], r[0]):
+        for x in r:
             if md.registered(x):
                 s = x
                 break
@@ -238,13 +242,10 @@ class Sim7600(md.Modem):
 
     def _on_push(self, link, mv):
         if link in (0, -1):
-            if self.on_data is not None:
-                self.on_data(bytes(mv))
-            else:
-                if self._rxq is None:
-                    self._rxq = []
-                self._rxq.append(bytes(mv))
-                self._rxev.set()
+            if self._rxq is None:
+                self._rxq = []
+            self._rxq.append(bytes(mv))
+            self._rxev.set()
 
     async def signal_dbm(self):
         lines = await self.at.cmd("AT+CSQ", b"+CSQ:")
@@ -252,22 +253,22 @@ class Sim7600(md.Modem):
             raise A.ATFormatError("no +CSQ")
         dbm = parse_csq(lines[-1])
         if dbm is not None:
-            i = self._sig_i
-            self._sig_t[i] = time.ticks_ms()
-            self._sig_v[i] = dbm
-            self._sig_i = (i + 1) % _NSIG
-            if self._sig_n < _NSIG:
-                self._sig_n += 1
+            n = self._sig_n
+            self._sig[n % _NSIG] = (time.ticks_ms() >> 5) << 7 | (dbm + 128)
+            n += 1
+            self._sig_n = n - _NSIG if n >= 2 * _NSIG else n
         return dbm
 
     def signal_avg_dbm(self):
-        now = time.ticks_ms()
+        # the samples of the last signal_window ms (their age to 32 ms)
+        now = time.ticks_ms() >> 5
         win = self.t["signal_window"]
         tot = 0
         n = 0
-        for k in range(self._sig_n):
-            if time.ticks_diff(now, self._sig_t[k]) <= win:
-                tot += self._sig_v[k]
+        for k in range(min(self._sig_n, _NSIG)):
+            v = self._sig[k]
+            if ((now - (v >> 7)) & 0x1FFFFFF) << 5 <= win:
+                tot += (v & 0x7F) - 128
                 n += 1
         if not n:
             return None

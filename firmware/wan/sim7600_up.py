@@ -12,6 +12,7 @@ import asyncio
 import time
 
 import lazy
+from log import log
 from wan import at as A
 from wan import modem as md
 from wan.at import split_fields, to_int
@@ -101,9 +102,12 @@ async def init(m):
     for c in ("ATE0", "AT+CMEE=2"):
         await at.cmd(c)
     lines = await at.cmd("AT+CGMR", b"+CGMR:")
-    m.revision = lines[0][6:].strip() if lines else None
+    rev = lines[0][6:].strip() if lines else None
+    lines = None
+    log("wan", "modem revision %r" % rev)  # not kept: the console has it
     for c in ("AT+CREG=2", "AT+CGREG=2", "AT+CEREG=2", "AT+CTZU=1", "AT+CTZR=1"):
         await at.cmd(c)
+    return rev
 
 
 async def alive(m):
@@ -135,9 +139,9 @@ async def sim_ready(m, pin=None):
             if e.code == 12:
                 raise md.ModemError("PukRequired")
             raise
-        state = lines[-1][6:].strip() if lines else b""
-        m.sim = state
+        state = m.sim = lines[-1][6:].strip() if lines else b""
         if state == b"READY":
+            m.sim = b"READY"  # the constant (in flash when frozen), not the line's copy
             return True
         if state == b"SIM PIN":
             if pin is None or m._pin_tried == pin:
@@ -188,7 +192,7 @@ async def cell_id(m):
     try:
         return parse_cpsi(lines[-1])
     except A.ATFormatError:
-        m.bad_lines += 1
+        m.at.p.garbled += 1  # a line of a form not understood (wan_status "garbled")
         return None
 
 
@@ -236,10 +240,9 @@ async def attach(m, apn):
         await m.quiet("AT+NETCLOSE", b"+NETCLOSE:", t["netclose"])
         raise md.ModemError("AttachFailed", "NETOPEN failed: %d" % err)
     lines = await at.cmd("AT+IPADDR", b"+IPADDR:")
-    m.ip = _ascii(lines[-1][8:].strip()) if lines else None
     m.attached = True
     m.net_lost = False
-    return m.ip
+    return _ascii(lines[-1][8:].strip()) if lines else None
 
 
 async def detach(m):

@@ -44,7 +44,7 @@ def test_every_key_refuses_wrong_types_and_ranges():
     st, w, clk = _wan()
     kv = st.kv("wan")
     names = [settings.SCHEMA[i] for i in range(0, len(settings.SCHEMA), 2)]  # name, spec, name, spec, ...
-    assert set(names) == set(settings.defaults()) and set(w.outbox.cfg) <= set(names)
+    assert set(names) == set(settings.defaults()) and w.outbox.cfg is None  # every outbox setting its default
     for k in names:
         for v in BAD.get(k, []):
             try:
@@ -60,7 +60,7 @@ def test_every_key_refuses_wrong_types_and_ranges():
     c = local_commands.configure(kv, w.settings, w.outbox, None, clk,
                            {"host": "10.0.0.7", "port": 443, "apn": "iot.m2m_x", "pin": "1234", "radio": "lte",
                             "timings": {"cmd": 500}, "crit_retries": 3})
-    assert c["host"] == "10.0.0.7" and c["port"] == 443 and c["pin"] == "1234" and w.outbox.cfg["crit_retries"] == 3
+    assert c["host"] == "10.0.0.7" and c["port"] == 443 and c["pin"] == "1234" and w.outbox.setting("crit_retries") == 3
     # a pair that contradicts itself
     for bad in ({"retry_ms": 90000, "retry_max_ms": 60000}, {"crit_backoff_ms": 700000, "crit_backoff_max_ms": 600000}):
         try:
@@ -90,7 +90,7 @@ def test_bad_values_on_flash_give_the_defaults_reported_once():
         want = planted[k] if k == "retry_ms" else settings.defaults()[k]
         assert s[k] == want, (k, s[k])
         assert s.get(k) == want
-    assert w.outbox.cfg["on_exhausted"] == "keep" and w.outbox.cfg["crit_retries"] == settings.spec("crit_retries")[4] == 8
+    assert w.outbox.setting("on_exhausted") == "keep" and w.outbox.setting("crit_retries") == settings.spec("crit_retries")[4] == 8
     assert dict(s.items())["ping_ms"] == 60000
     for _ in range(3):
         s["ping_ms"]
@@ -107,7 +107,9 @@ def test_the_settings_hold_no_empty_lists():
     # docs/proof.md (branch wanws): the names reported bad (and those not
     # yet in the event log) are tuples, empty the shared () until a bad
     # stored value is read: 128 -> 64 bytes on the 32-bit build, 256 -> 128
-    # on the 64-bit port
+    # on the 64-bit port. Branch wanpk: the names not yet in the event log
+    # are the reported ones while it is not given (no tuple of their own):
+    # 64 -> 48, 128 -> 96
     import gc
     import sys
 
@@ -119,7 +121,7 @@ def test_the_settings_hold_no_empty_lists():
     s = settings.WanSettings(kv)
     gc.collect()
     n = gc.mem_alloc() - a
-    assert n <= 16 * W, n
+    assert n <= 12 * W, n
     assert s["ping_ms"] > 0
     kv.set("ping_ms", "x")
     assert s["ping_ms"] != "x" and list(s.bad) == ["ping_ms"]
