@@ -210,6 +210,31 @@ def test_local_port_reads_what_poll_promises():
     assert _answers(con.take()) == [(5, 0, {"x": ""})]
 
 
+def test_a_stalled_frame_on_the_console_is_answered_truncated():
+    # half a frame, then nothing: the frame's deadline (local_port.serve,
+    # flag.wake_after) wakes the console reader's wait on stdin and the hub
+    # answers TRUNCATED; the next frame is answered as usual
+    import local_port as lp
+
+    con = S.Console()
+    B = _board(console=con)
+    f = _status_frame(7)
+
+    async def go():
+        r, w = await B.open_uart("local")
+        t = asyncio.create_task(lp.serve(r, w, _echo, timeout_ms=300))
+        con.send(f[: len(f) // 2])
+        await asyncio.sleep_ms(900)
+        con.send(_status_frame(8))
+        await asyncio.sleep_ms(200)
+        t.cancel()
+
+    asyncio.run(go())
+    assert S.VIOLATIONS == [], S.VIOLATIONS
+    got = _answers(con.take())
+    assert [(a[0], a[1]) for a in got] == [(0, lp.TRUNCATED), (8, 0)], got
+
+
 async def _client(con, frame, ms=20000):
     # the installer's client as docs/local-port.md says: at most WINDOW bytes
     # of a frame beyond what the hub acknowledged (status MORE, seq 0)
