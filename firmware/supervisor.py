@@ -133,14 +133,14 @@ class Supervisor:
                 st &= ~_DMASK  # after a stable run the back-off starts again
             r[i + _ST] = st | _BACKOFF
             log_exc(r[i], er)
-            log("supervisor", "restart %s in %d ms" % (r[i], min(self.backoff_ms << (st >> 3 & 31), self.backoff_max_ms)))
-            asyncio.create_task(self._restart(i, r[i + _FACTORY]))
+            delay = min(self.backoff_ms << (st >> 3 & 31), self.backoff_max_ms)
+            log("supervisor", "restart %s in %d ms" % (r[i], delay))
+            asyncio.create_task(self._restart(i, r[i + _FACTORY], delay))
         except Exception as e:  # noqa: BLE001 - never into the scheduler
             print("supervisor:", repr(e))
 
-    async def _restart(self, i, factory):
+    async def _restart(self, i, factory, delay):
         r = self._r
-        delay = min(self.backoff_ms << (r[i + _ST] >> 3 & 31), self.backoff_max_ms)
         await asyncio.sleep_ms(delay)
         # not stopped, restarted or replaced meanwhile
         st = r[i + _ST]
