@@ -669,34 +669,68 @@ def test_a_delivery_started_from_its_file_holds_no_more_than_one_started_at_once
         gate, co.ask_gate = co.ask_gate, asyncio.Event()
         gate.set()
 
-    async def go():
-        await _warmed_up_and_gated(r, co, _with_counter(cmd, 3999))
-        # two started at once
-        a = await route_all(frames(4000)[:2])
+    async def two_at_once(base):
+        # two delivered, then two started at once and held -> what they
+        # hold (with what two delivered leave, as two_from_files has)
+        frs = frames(base)
+        co.ask_gate.set()
+        a = await route_all(frs[:2])
+        while r.deliveries:
+            await asyncio.sleep_ms(1)
+        co.ask_gate = asyncio.Event()
+        del co.sent[:], co.matches[:], co.keys[:]
+        for fr in frs[2:]:
+            await r.route(bytes(fr))
+        frs = fr = None
         await held(2)
         gc.collect()
-        at_once = gc.mem_alloc() - a
+        n = gc.mem_alloc() - a
         let_go()
         while r.deliveries:
             await asyncio.sleep_ms(1)
         del co.sent[:], co.matches[:], co.keys[:]
+        return n
+
+    async def two_from_files(base):
         # four: two start at once, two wait on flash; the first two let go,
-        # the two that waited start from their files and are held
-        a = await route_all(frames(5000))
+        # the two that waited start from their files and are held -> what
+        # they hold. The last two of co.sent are theirs until let go
+        a = await route_all(frames(base))
         await held(4)
         let_go()
         await held(2)
         del co.sent[:2], co.matches[:2], co.keys[:2]
         gc.collect()
-        from_file = gc.mem_alloc() - a
-        print("router: two held started at once %d bytes, from their files %d" % (at_once, from_file))
-        assert from_file <= at_once + 96, (from_file, at_once)
+        n = gc.mem_alloc() - a
         co.ask_gate.set()
         while r.deliveries:
             await asyncio.sleep_ms(1)
+        return n
+
+    async def go():
+        await _warmed_up_and_gated(r, co, _with_counter(cmd, 3999))
+        # one round of four first: every table the router and the store
+        # grow for four deliveries at once is grown before anything is measured
+        await two_from_files(4000)
+        co.ask_gate = asyncio.Event()
+        del co.sent[:], co.matches[:], co.keys[:]
+        # the median of five rounds each: now and then a round reads ~430
+        # bytes off either way (a stale word in the conservative collector's
+        # view keeps a dead block; a table the store grew is let go); a
+        # delivery that kept its file object would hold it in every round
+        at_once, from_file = [], []
+        for k in range(5):
+            at_once.append(await two_at_once(5000 + 100 * k))
+            co.ask_gate = asyncio.Event()
+            from_file.append(await two_from_files(5050 + 100 * k))
+            if k < 4:
+                co.ask_gate = asyncio.Event()
+                del co.sent[:], co.matches[:], co.keys[:]
+        print("router: two held started at once %r bytes, from their files %r" % (at_once, from_file))
+        assert sorted(from_file)[2] <= sorted(at_once)[2] + 96, (from_file, at_once)
 
     run(go())
-    assert [gframe.parse(d).counter for _e, d, _t in co.sent] == [5002, 5003]
+    assert [gframe.parse(d).counter for _e, d, _t in co.sent] == [5452, 5453]
 
 
 def _inflight(r):
