@@ -253,7 +253,12 @@ def test_on_end_calls_back_once_the_task_ends():
             except RuntimeError:
                 pass
         awaited.cancel()
-        await asyncio.sleep_ms(1)
+        # polled: on a loaded machine the cancel took longer than a 1 ms
+        # sleep, and the test ran again before the waiter
+        for _ in range(200):
+            if waiter.done():
+                break
+            await asyncio.sleep_ms(1)
         assert waiter.done()
 
     _run(main())
