@@ -147,20 +147,25 @@ def test_the_two_logs_hold_little():
     # the event and security logs as the hub holds them (open_logs): their
     # ring logs and little else; the "log_lost" KV store is asked for when an
     # entry is lost, not held (main: 768 bytes on a 32-bit board, 2,016 on
-    # a 64-bit one, a KV object each; now 704 / 1,888-1,984, and 2,080 on
-    # the 64-bit port from a checkout at /work/ci under pytest: the reading
-    # moves with the checkout's path there, as mp_han_boot's does)
+    # a 64-bit one, a KV object each; now 704 and 1,856). The least of three
+    # openings, each on a fresh store: a first reading moved with the
+    # checkout's path (1,888-2,080 on the 64-bit port), as names interned on
+    # the way filled the qstr pool to a different point
     import gc
     import sys
 
     word = 8 if sys.maxsize > 2**32 else 4
-    st = fresh()
-    st.kv("log_lost", keep=False)  # the shared parts made first: not the logs'
-    gc.collect()
-    before = gc.mem_alloc()
-    ev, sec = open_logs(st, 40, watch=MalformedWatch())
-    gc.collect()
-    used = gc.mem_alloc() - before
-    print("two logs: %d bytes, %d words" % (used, used // word))
-    assert ev.lost == 0 and sec.lost == 0
-    assert used <= (736 if word == 4 else 2080), used
+    readings = []
+    for _ in range(3):
+        ev = sec = None
+        st = fresh()
+        st.kv("log_lost", keep=False)  # the shared parts made first: not the logs'
+        gc.collect()
+        before = gc.mem_alloc()
+        ev, sec = open_logs(st, 40, watch=MalformedWatch())
+        gc.collect()
+        readings.append(gc.mem_alloc() - before)
+        assert ev.lost == 0 and sec.lost == 0
+    used = min(readings)
+    print("two logs: %r bytes, %d words" % (readings, used // word))
+    assert used <= (736 if word == 4 else 1920), readings
