@@ -24,7 +24,7 @@ PUBLISHED = {
     # WAN (issue 6)
     "link_recovery_s", "outbox_block_writes_per_msg",
     # proof (issue 8)
-    "heap_working_set_kb", "heap_floor_kb", "routed_msg_us", "routed_msg_alloc_bytes", "wire_time_us",
+    "heap_working_set_kb", "heap_floor_kb", "heap_logs_full_kb", "routed_msg_us", "routed_msg_alloc_bytes", "wire_time_us",
     "e2e_ms", "e2e_ch_ms", "power_cut_recovery_s", "power_cuts_tried", "power_cuts_survived",
     "power_cuts_survived_ratio", "faults_injected", "faults_survived", "fuzz_inputs", "fuzz_crashes",
     "image_qstrs", "image_qstr_pools",
@@ -110,3 +110,17 @@ def test_floor_search_finds_the_floor_from_any_start_and_in_two_runs_from_the_fl
             assert calls == len(tried) <= 2 * 6 + 2, (floor, start, tried)
             if start == floor and lo + 1 < floor < hi:
                 assert tried == [floor, floor - 1]
+
+
+def test_the_three_logs_full_cost_their_index_and_no_more() -> None:
+    # bench/mp_logs_full.py under the test tier's binary (the unix32 build
+    # with --chub-board unix32): the event and security logs (40 each) and
+    # the transaction log (100) filled with twice their capacity; what they
+    # hold full is their index, ~11 bytes an entry (2.08 KB on the 32-bit
+    # frozen build, 2.28 on the 64-bit port, 2026-12-08). A log that kept
+    # an entry's bytes or an object per entry (~40-100 bytes) would cost
+    # several times that
+    from chub.bench import logs_full_figures
+
+    kb = logs_full_figures("256k")["heap_logs_full_kb"]
+    assert 180 * 8 / 1024 < kb < 180 * 16 / 1024, kb

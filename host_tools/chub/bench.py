@@ -184,6 +184,20 @@ def hub_figures(image: Path, heap: str) -> dict[str, Any]:
     }
 
 
+def logs_full_figures(heap: str) -> dict[str, Any]:
+    """heap_logs_full_kb: the heap the CHF event and security logs and the
+    WAN transaction log take from empty to full (bench/mp_logs_full.py). The
+    scenario at capacity fills the tables issue 15 names, not these logs (a
+    run ends with a few entries in each), so a hub whose logs have filled
+    over days holds up to this much over heap_working_set_kb."""
+    with tempfile.TemporaryDirectory() as tmp:
+        fig = _last_json(_mp([str(BENCH / "mp_logs_full.py"), "flash.bin"], heap, cwd=Path(tmp)), "FIGURES")
+    full = (fig["transactions"], fig["event"], fig["security"])
+    if full != (100, 40, 40):
+        raise RuntimeError(f"the logs did not fill: {full} entries, not (100, 40, 40)")
+    return {"heap_logs_full_kb": fig["heap_logs_full_kb"]}
+
+
 def store_figures(heap: str) -> dict[str, Any]:
     """Flash traffic of the storage workload (the one the power-cut sweep cuts)."""
     script = str(BENCH / "mp_store_workload.py")
@@ -234,6 +248,7 @@ def run_bench(heap: str | None = None, progress: Callable[[str], None] | None = 
         figures.update(bench_labgrid.figures(heap, image))
         say("storage workload")
         figures.update(store_figures(heap))
+        figures.update(logs_full_figures(heap))
         say("GBCS crypto")
         figures.update(crypto_figures(heap))
         figures.update(auth_figures(heap))
@@ -264,7 +279,8 @@ def run_bench_frozen(image: Path, heap: str, runs: int = 3,
     """The heap figures on a frozen board's binary ($CHUB_MICROPYTHON, our own
     32-bit unix port with `image`'s app frozen in): heap_after_imports_kb
     (the boot import set), heap_all_imports_kb (every module),
-    boot_import_modules (how many the boot set holds), heap_peak_kb (boot + status calls, as run_bench), heap_working_set_kb
+    boot_import_modules (how many the boot set holds), heap_peak_kb (boot + status calls, as run_bench),
+    heap_logs_full_kb (logs_full_figures), heap_working_set_kb
     (the worst of `runs` full scenarios) and heap_floor_kb (the smallest
     16 KB step at which `runs` of `runs` full scenarios pass), each with the
     suffix _32."""
@@ -284,6 +300,8 @@ def run_bench_frozen(image: Path, heap: str, runs: int = 3,
                                                  "boot_import_modules")}
     say("booting the emulated system")
     out["heap_peak_kb"] = hub_figures(image, heap)["heap_peak_kb"]
+    say("the three logs full")
+    out.update(logs_full_figures(heap))
     say(f"heap working set and floor ({runs} scenario runs each)")
     out.update(bench_proof.heap_figures(image, heap, imp, runs=runs, say=say))
     fig.update({k + FROZEN_SUFFIX: v for k, v in out.items()})
