@@ -10,7 +10,7 @@ from array import array
 from micropython import const
 
 from log import KindError
-from store.journal import _H, put
+from store.journal import _H, push, put
 from store.kv import _exists
 
 _MAGIC = const(0xC5)
@@ -24,6 +24,12 @@ _CHUNK = const(128)
 
 # the copy buffer of a scan or a compaction (held while this module is)
 _B = bytearray(_CHUNK)
+
+
+def _clear(j):
+    # journal j with no live records: an index of 2-byte items
+    j._recs = array("H")
+    j._b = j._live = 0
 
 
 def _path(j):
@@ -45,9 +51,7 @@ def load(j):
             os.rename(new, path)
     if not _exists(path):
         j.next_seq = 1
-        j._recs = array("I")
-        j._lens = array("H")
-        j._live = 0
+        _clear(j)
         _rewrite(j)
         return
     j._f = open(path, "r+b")
@@ -86,11 +90,19 @@ def _read_header(f, off):
     return t, n, seq
 
 
+def _drop(j, lens, i, n):
+    # the scan's drop of records i .. i+n-1 (their lengths in lens, the
+    # scan's own: the journal at rest keeps none)
+    for k in range(i, i + n):
+        j._live -= _HDR + lens[k]
+    lens[i:i + n] = lens[:0]
+    j._recs[2 * i:2 * (i + n)] = j._recs[:0]
+
+
 def _scan(j):
     # Rebuild the index; returns how many torn/corrupt records were met.
-    r = j._recs = array("I")
-    lens = j._lens = array("H")
-    j._live = 0
+    _clear(j)
+    lens = array("H")
     f = j._f
     size = f.seek(0, 2)
     off = 0
@@ -109,24 +121,25 @@ def _scan(j):
             if seq > nxt:
                 nxt = seq
         elif t == _T_DATA:
-            r.append(seq)
-            r.append(off)
+            push(j, seq, off)
             lens.append(n)
             j._live += _HDR + n
             if seq >= nxt:
                 nxt = seq + 1
             over = len(lens) - j.capacity
             if j.capacity and over > 0:
-                j._drop(0, over)
+                _drop(j, lens, 0, over)
         elif t == _T_ACK:
             i = j._index(seq)
             if i >= 0:
-                j._drop(i, 1)
+                _drop(j, lens, i, 1)
         else:
+            r = j._recs
+            s = seq - j._b
             k = 0
-            while 2 * k < len(r) and r[2 * k] <= seq:
+            while 2 * k < len(r) and r[2 * k] <= s:
                 k += 1
-            j._drop(0, k)
+            _drop(j, lens, 0, k)
         off += _HDR + n
     j._end = off
     j.next_seq = nxt
@@ -143,9 +156,9 @@ def _rewrite(j):
     with open(new, "wb") as g:
         pos = put(g, _T_BASE, j.next_seq, None)
         mv = memoryview(_B)
-        for i in range(len(j._lens)):
+        for i in range(len(r) >> 1):
             offs.append(pos)
-            n = _HDR + j._lens[i]
+            n = _HDR + j._len_at(r[2 * i + 1])
             old.seek(r[2 * i + 1])
             left = n
             while left:
@@ -159,8 +172,14 @@ def _rewrite(j):
         old.close()
         j._f = None
     os.rename(new, path)
+    # the index again, counting from its first record (of 2-byte items when
+    # they fit)
+    b = j._b
+    live = j._live
+    _clear(j)
+    j._live = live
     for i in range(len(offs)):
-        r[2 * i + 1] = offs[i]
+        push(j, r[2 * i] + b, offs[i])
     j._end = pos
     j._f = open(path, "r+b")
 

@@ -37,10 +37,6 @@ _FIX = const("store.jfix")
 # Every journal's header scratch: journal calls never await, so one serves
 # them all (the hub keeps half a dozen journals).
 _H = bytearray(_HDR)
-# the empty slices a drop assigns (arrays have no del; a slice takes only
-# its own type)
-_NO32 = array("I")
-_NO16 = array("H")
 
 
 def put(f, t, seq, payload):
@@ -56,6 +52,22 @@ def put(f, t, seq, payload):
     if n:
         f.write(payload)
     return _HDR + n
+
+
+def push(j, seq, off):
+    # journal j's record seq at file offset off: its index's newest. An
+    # empty index counts from it; a value over 2 bytes (an "H" item keeps
+    # its low 16 bits) makes it an index of 4-byte items
+    r = j._recs
+    if not r:
+        j._b = seq
+    s = seq - j._b
+    r.append(s)
+    r.append(off)
+    if r[-2] != s or r[-1] != off:
+        r = j._recs = array("I", r[:-2])
+        r.append(s)
+        r.append(off)
 
 
 def _fix(j, what):
@@ -98,10 +110,11 @@ class Journal:
             self.compact_at = compact_at
         if not keep_open:
             self.keep_open = False
-        # the live (unacked) records, oldest first: _recs (seq, file offset)
-        # pairs, _lens their payload lengths: 10 bytes a record; _live their
-        # bytes with headers; _end the file's length; next_seq; _f the file
-        # while open
+        # the live (unacked) records, oldest first: _recs (seq - _b, file
+        # offset) pairs, of 2 bytes each while both fit ("H"), else 4 ("I");
+        # a record's length is read from its header when needed; _live
+        # their bytes with headers; _end the file's length; next_seq; _f the
+        # file while open
         self._f = None
         _fix(self, "load")
         self._rest()
@@ -123,27 +136,43 @@ class Journal:
     def _index(self, seq):
         # the record number of seq, or -1 (live seqs increase: binary search)
         r = self._recs
+        s = seq - self._b
         lo, hi = 0, len(r) >> 1
         while lo < hi:
             mid = (lo + hi) >> 1
-            if r[2 * mid] < seq:
+            if r[2 * mid] < s:
                 lo = mid + 1
             else:
                 hi = mid
-        if 2 * lo < len(r) and r[2 * lo] == seq:
+        if 2 * lo < len(r) and r[2 * lo] == s:
             return lo
         return -1
 
+    def _len_at(self, off):
+        # the payload length in the record header at file offset off; the
+        # file is left at the payload
+        f = self._fh()
+        f.seek(off)
+        h = _H
+        if f.readinto(h) != _HDR:
+            raise KindError("JournalError", "journal: short read")
+        return h[2] | (h[3] << 8)
+
     def _drop(self, i, n):
-        # records i .. i+n-1
-        lens = self._lens
+        # records i .. i+n-1 (their lengths read from their headers)
+        r = self._recs
         j = i + n
         live = self._live
-        for k in range(i, j):
-            live -= _HDR + lens[k]
+        try:
+            for k in range(i, j):
+                live -= _HDR + self._len_at(r[2 * k + 1])
+        except Exception:
+            # not read (an ack may be on flash already): the index again from flash
+            _fix(self, "reload")
+            raise
         self._live = live
-        lens[i:j] = _NO16
-        self._recs[2 * i:2 * j] = _NO32
+        # arrays have no del; a slice takes an array of its own item size
+        r[2 * i:2 * j] = r[:0]
 
     # -- writing -------------------------------------------------------------
 
@@ -182,14 +211,11 @@ class Journal:
         seq = self.next_seq
         off = self._append(_T_DATA, seq, payload)
         self.next_seq = seq + 1
-        r = self._recs
-        r.append(seq)
-        r.append(off)
-        self._lens.append(n)
+        push(self, seq, off)
         self._live += _HDR + n
         st = self._s[1]
         st["journal_appends"] += 1
-        n = len(self._lens) - self.capacity
+        n = (len(self._recs) >> 1) - self.capacity
         if self.capacity and n > 0:
             self._drop(0, n)
             st["journal_dropped"] += n
@@ -213,11 +239,12 @@ class Journal:
     def ack_upto(self, seq):
         """Ack every pending record with a seq <= seq. -> how many."""
         r = self._recs
-        if not r or r[0] > seq:
+        s = seq - self._b
+        if not r or r[0] > s:
             return 0
         self._append(_T_ACK_UPTO, seq, None)
         n = 0
-        while 2 * n < len(r) and r[2 * n] <= seq:
+        while 2 * n < len(r) and r[2 * n] <= s:
             n += 1
         self._drop(0, n)
         self._s[1]["journal_acks"] += n
@@ -230,10 +257,8 @@ class Journal:
         i = self._index(seq)
         if i < 0:
             return None
-        n = self._lens[i]
-        f = self._fh()
-        f.seek(self._recs[2 * i + 1] + _HDR)
-        data = f.read(n)
+        n = self._len_at(self._recs[2 * i + 1])
+        data = self._f.read(n)
         self._rest()
         if len(data) != n:
             raise KindError("JournalError", "journal: short read")
@@ -250,14 +275,15 @@ class Journal:
     __iter__ = pending
 
     def __len__(self):
-        return len(self._lens)
+        return len(self._recs) >> 1
 
     def seqs(self):
         r = self._recs
-        return [r[k] for k in range(0, len(r), 2)]
+        b = self._b
+        return [r[k] + b for k in range(0, len(r), 2)]
 
     def info(self):
-        return {"pending": len(self._lens), "next_seq": self.next_seq, "file_bytes": self._end,
+        return {"pending": len(self._recs) >> 1, "next_seq": self.next_seq, "file_bytes": self._end,
                 "live_bytes": self._live}
 
     def close(self):

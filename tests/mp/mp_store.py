@@ -551,8 +551,9 @@ def test_the_store_holds_few_functions_and_no_rare_code_at_rest():
     fns, classes, names = (sum(r[i] for r in rows) for i in (1, 2, 3))
     # main e16d9ba: 58 functions and methods (a class attribute counts as
     # one: a slot), 4 classes, 38 globals; branch storeboot: 50 / 4 / 39 (a
-    # journal's opening, scan and compaction are store.jfix)
-    assert fns <= 50 and classes <= 4 and names <= 39, (fns, classes, names, rows)
+    # journal's opening, scan and compaction are store.jfix); 52 / 4 / 38
+    # with the index's push and a record's length read from its header
+    assert fns <= 52 and classes <= 4 and names <= 39, (fns, classes, names, rows)
 
 
 def test_on_a_frozen_build_the_store_costs_at_most_its_bound():
@@ -571,14 +572,17 @@ def test_on_a_frozen_build_the_store_costs_at_most_its_bound():
     cost = gc.mem_alloc() - before
     if store.__file__.startswith("/"):
         return  # from source: not frozen, the code itself is on the heap
-    # 32-bit frozen: 2640 bytes on main e16d9ba, 2240 on branch storeboot
-    assert cost <= 560 * W, (cost, 560 * W)
+    # 32-bit frozen: 2640 bytes on main e16d9ba, 2240 on branch storeboot,
+    # 2272 with the journal index's push and a record's length read from
+    # its header
+    assert cost <= 576 * W, (cost, 576 * W)
 
 
 def test_a_journal_holds_little_ram_a_record():
     # the transaction log keeps 100 records, the event and security logs 41
     # each, the outbox up to its limit: the index costs what a record needs
-    # (seq, offset, length: 10 bytes) and little more
+    # (seq and offset, 2 bytes each: a record's length is in its header on
+    # flash) and little more
     fresh()
     st = Store(ROOT)
     st.journal("first")  # what the first journal opened makes once (module tables)
@@ -591,5 +595,55 @@ def test_a_journal_holds_little_ram_a_record():
     used = gc.mem_alloc() - before
     assert len(lg) == 100 and lg.seqs()[0] == 31
     # main e16d9ba: 32-bit 1488 bytes, 64-bit 1760 (three arrays, 13
-    # attributes); branch storeboot 1456 / 1696 (two arrays, 9 attributes)
-    assert used <= 1216 + 64 * W, (used, 1216 + 64 * W)
+    # attributes); branch storeboot 1456 / 1696 (two arrays, 9 attributes);
+    # 816 / 1024 with one array of 2-byte items (2026-12-08)
+    print("journal of 100: %d bytes" % used)
+    assert used <= 608 + 64 * W, (used, 608 + 64 * W)
+
+
+def test_an_index_past_two_bytes_widens_and_narrows_again_at_compaction():
+    # The index keeps (seq - its base, file offset) in 2-byte items while
+    # they fit. A file past 64 KB and a live span past 65,535 sequence
+    # numbers widen it to 4-byte items, every record still found; the
+    # compaction that rewrites the file narrows it again
+    from store.journal import put
+
+    fresh(64)
+    st = Store(ROOT)
+    q = st.journal("big")
+    big = bytes(range(256)) * 4
+    seqs = [q.append(big[: 1000 + i]) for i in range(70)]
+    assert q._end > 0x10000 and len(q) == 70
+    assert not _narrow(q)
+    assert [q.read(s) for s in seqs] == [big[: 1000 + i] for i in range(70)]
+    assert q.ack(seqs[68]) and not q.ack(seqs[68]) and q.ack_upto(seqs[2]) == 3
+    assert q.seqs() == seqs[3:68] + [seqs[69]] and q.read(seqs[69]) == big[:1069]
+    q.ack_upto(seqs[66])
+    q.compact()
+    assert q.seqs() == [seqs[67], seqs[69]] and q.read(seqs[67]) == big[:1067]
+    assert q._recs[0] == 0 and _narrow(q)
+    # a live span of 70,000 sequence numbers, read back from flash
+    with open(ROOT + "/span.jnl", "wb") as f:
+        put(f, 1, 5, None)  # BASE
+        put(f, 2, 5, b"old")
+        put(f, 2, 70005, b"new")
+    lg = Store(ROOT).journal("span")
+    assert lg.seqs() == [5, 70005] and lg.read(5) == b"old" and lg.read(70005) == b"new"
+    assert not _narrow(lg)
+    assert lg.append(b"next") == 70006 and lg.read(70006) == b"next"
+    assert lg.ack(70005) and lg.seqs() == [5, 70006] and lg.info()["live_bytes"] == 2 * 12 + 7
+    remount()
+    lg = Store(ROOT).journal("span")
+    assert lg.seqs() == [5, 70006] and lg.read(5) == b"old" and lg.next_seq == 70007
+
+
+def _narrow(j):
+    # journal j's index is of 2-byte items (an empty slice of another item
+    # size is refused)
+    from array import array
+
+    try:
+        j._recs[0:0] = array("H")
+    except ValueError:
+        return False
+    return True
