@@ -14,7 +14,6 @@
 # "FIGURES <json>": heap_logs_full_kb and the entries each log holds.
 import gc
 import json
-import os
 import sys
 
 import vfs
@@ -30,10 +29,7 @@ TX_CAPACITY = 100  # wan.service's ring
 
 
 def main(path):
-    try:
-        os.remove(path)
-    except OSError:
-        pass
+    # path: a new file (the bench runs this in a temporary folder)
     dev = FileBlockDevice(path, BLOCKS)
     vfs.VfsLfs2.mkfs(dev)
     vfs.mount(vfs.VfsLfs2(dev), ROOT)
