@@ -27,7 +27,7 @@ def main(img):
     vfs.VfsLfs2.mkfs(dev)
     vfs.mount(vfs.VfsLfs2(dev), ROOT)
     st = Store(ROOT + "/data")
-    tx = TxLog(st.ringlog("transactions", 100), lambda: 1763780000)
+    tx = TxLog(st.ringlog("transactions", 100, keep_open=False), lambda: 1763780000)  # as wan.service makes it
     ob = Outbox(st.journal("outbox"), None, tx)
     pending = []
     base = None

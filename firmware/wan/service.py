@@ -33,7 +33,7 @@ class WanService:
         self.ready = ready
         # read through and checked as read: a bad stored value gives its default
         self.settings = WanSettings(store.kv("wan"))
-        self.txlog = ob.TxLog(store.ringlog("transactions", 100), utc)
+        self.txlog = ob.TxLog(store.ringlog("transactions", 100, keep_open=False), utc)  # appended now and then
         self.outbox = ob.Outbox(store.journal("outbox"), self.settings, self.txlog)
         self.link = LinkCredentials(store, identity)  # the head-end link's key, certificate, anchor
         self.session = None  # wan.session.Wan once the job has started

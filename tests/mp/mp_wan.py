@@ -448,3 +448,21 @@ def test_the_seen_frame_ids_are_on_flash_after_each_frame():
     routed, sent = _frames(w, clk, (9, 8, 7, 10))
     assert sent == [link.ack(f, link.ACK_DUPLICATE) for f in (9, 8, 7)] + [link.ack(10)], sent
     assert len(routed) == 1
+
+
+def test_the_transaction_log_holds_no_open_file_between_entries():
+    # the transaction log is appended now and then (a link event, an acked
+    # message): like the event and security logs its file is opened for each
+    # entry, not held with its littlefs cache (~0.25 KB) while the hub rests;
+    # the outbox, appended and acked for every message, keeps its file open
+    flashfs.fresh(128)
+    w, _clk = _wan()
+    ring = w.txlog.ring
+    assert ring._f is None
+    for i in range(5):
+        w.txlog.add("link_up", i)
+        assert ring._f is None
+    w.emit(b"\xdd" * 40, "alert")
+    assert ring._f is None and w.outbox.j._f is not None
+    assert [e["id"] for e in page(w.txlog)] == [0, 1, 2, 3, 4]
+    assert len(w.txlog) == 5
