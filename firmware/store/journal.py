@@ -150,12 +150,12 @@ class Journal:
 
     def _len_at(self, off):
         # the payload length in the record header at file offset off; the
-        # file is left at the payload
+        # file is left at the payload. Not a record header there: refused
         f = self._fh()
         f.seek(off)
         h = _H
-        if f.readinto(h) != _HDR:
-            raise KindError("JournalError", "journal: short read")
+        if f.readinto(h) != _HDR or h[0] != _MAGIC:
+            raise KindError("JournalError", "journal: no record header at %d" % off)
         return h[2] | (h[3] << 8)
 
     def _drop(self, i, n):

@@ -647,3 +647,27 @@ def _narrow(j):
     except ValueError:
         return False
     return True
+
+
+def test_a_record_whose_header_is_no_longer_there_is_refused_not_read():
+    # a record's length comes from its header on flash when it is read: a
+    # header that is not a record header (here its magic byte overwritten
+    # after the index was built) is refused with JournalError, never taken
+    # for a length
+    from log import KindError
+
+    fresh()
+    st = Store(ROOT)
+    q = st.journal("q")
+    s1 = q.append(b"first")
+    s2 = q.append(b"second")
+    with open(ROOT + "/q.jnl", "r+b") as f:
+        f.seek(q._recs[3])  # record s2's header
+        f.write(b"\x00")
+    q.close()
+    assert q.read(s1) == b"first"
+    try:
+        q.read(s2)
+        raise AssertionError("a record without its header was read")
+    except KindError as e:
+        assert repr(e).startswith("JournalError"), repr(e)
